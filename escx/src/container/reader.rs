@@ -1,0 +1,246 @@
+//! Opening a package: header, table and trailer are read and validated up front (they
+//! are small and bounded); section bytes are read only when a section is checked.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::archive::{self, ArchiveSummary, CheckOnly};
+use crate::hash::{self, HASH_BYTES};
+use crate::manifest::{ManifestHeader, PackageId};
+use crate::progress::Progress;
+use crate::{Error, FormatError};
+
+use super::header::{HEADER_BYTES, Header};
+use super::section::{SectionReader, classify, plain_stream};
+use super::table::{SectionEntry, SectionType, TABLE_ENTRY_BYTES, validate_layout};
+use super::trailer::{SIGNATURE_BLOCK_BYTES, SIGNATURES_MAX, SignatureBlock};
+
+/// A package whose header, table and trailer have been parsed and validated.
+pub struct PackageReader<R> {
+    inner: R,
+    source: PathBuf,
+    file_bytes: u64,
+    header: Header,
+    header_and_table: Vec<u8>,
+    sections: Vec<SectionEntry>,
+    signatures: Vec<SignatureBlock>,
+    root: [u8; HASH_BYTES],
+    manifest: Option<ManifestHeader>,
+}
+
+/// What checking one section established.
+#[derive(Debug, Clone)]
+pub struct SectionCheck {
+    /// The table entry (its hash now known to match the stored bytes).
+    pub entry: SectionEntry,
+    /// For archive sections, what they hold.
+    pub archive: Option<ArchiveSummary>,
+}
+
+impl PackageReader<File> {
+    /// Opens a package file.
+    pub fn open_file(path: &Path) -> Result<Self, Error> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Self::open(file, path)
+    }
+}
+
+impl<R: Read + Seek + Send> PackageReader<R> {
+    /// Parses and validates header, table and trailer (escx-format.md §8 steps 1–4).
+    /// `source` names the input in error messages.
+    pub fn open(mut inner: R, source: impl Into<PathBuf>) -> Result<Self, Error> {
+        let source = source.into();
+        let io = |e| Error::io(&source, e);
+        let file_bytes = inner.seek(SeekFrom::End(0)).map_err(io)?;
+        let truncated =
+            |what, offset, needed_bytes| FormatError::Truncated { what, offset, needed_bytes, file_bytes };
+
+        if file_bytes < HEADER_BYTES {
+            return Err(truncated("header", 0, HEADER_BYTES).into());
+        }
+        let mut header_bytes = [0u8; HEADER_BYTES as usize];
+        inner.seek(SeekFrom::Start(0)).map_err(io)?;
+        inner.read_exact(&mut header_bytes).map_err(io)?;
+        let header = Header::decode(&header_bytes)?;
+
+        let header_and_table_bytes = header.header_and_table_bytes();
+        if header_and_table_bytes > file_bytes {
+            return Err(
+                truncated("section table", HEADER_BYTES, header_and_table_bytes - HEADER_BYTES).into()
+            );
+        }
+        // Bounded: at most SECTIONS_MAX entries.
+        let mut header_and_table = vec![0u8; header_and_table_bytes as usize];
+        header_and_table[..HEADER_BYTES as usize].copy_from_slice(&header_bytes);
+        inner.read_exact(&mut header_and_table[HEADER_BYTES as usize..]).map_err(io)?;
+        let sections = header_and_table[HEADER_BYTES as usize..]
+            .chunks_exact(TABLE_ENTRY_BYTES as usize)
+            .enumerate()
+            .map(|(index, chunk)| {
+                let mut bytes = [0u8; TABLE_ENTRY_BYTES as usize];
+                bytes.copy_from_slice(chunk);
+                SectionEntry::decode(index as u32, &bytes)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if header.body_length > file_bytes {
+            return Err(truncated("package body", 0, header.body_length).into());
+        }
+        validate_layout(&header, &sections, file_bytes)?;
+
+        let trailer_bytes = file_bytes - header.body_length;
+        if trailer_bytes > (SIGNATURES_MAX * SIGNATURE_BLOCK_BYTES) as u64 {
+            return Err(FormatError::TooManySignatures { max: SIGNATURES_MAX }.into());
+        }
+        let mut trailer = vec![0u8; trailer_bytes as usize];
+        inner.seek(SeekFrom::Start(header.body_length)).map_err(io)?;
+        inner.read_exact(&mut trailer).map_err(io)?;
+        let signatures = SignatureBlock::decode_trailer(&trailer, header.body_length)?;
+
+        let root = hash::package_root(&header_and_table);
+        Ok(Self {
+            inner,
+            source,
+            file_bytes,
+            header,
+            header_and_table,
+            sections,
+            signatures,
+            root,
+            manifest: None,
+        })
+    }
+
+    /// Gives back the underlying reader.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// The name used for this input in messages.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Total length of the input.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The encoded header and table, the input of the root.
+    pub fn header_and_table(&self) -> &[u8] {
+        &self.header_and_table
+    }
+
+    /// The package root every signature covers.
+    pub fn root(&self) -> &[u8; HASH_BYTES] {
+        &self.root
+    }
+
+    /// The section table.
+    pub fn sections(&self) -> &[SectionEntry] {
+        &self.sections
+    }
+
+    /// The table entry of a section type, if present.
+    pub fn section(&self, kind: SectionType) -> Option<&SectionEntry> {
+        self.sections.iter().find(|s| s.kind == kind)
+    }
+
+    /// The signature blocks (not yet verified).
+    pub fn signatures(&self) -> &[SignatureBlock] {
+        &self.signatures
+    }
+
+    /// Reads the manifest, checks its hash, and parses name and version.
+    pub fn manifest(&mut self) -> Result<&ManifestHeader, Error> {
+        if self.manifest.is_none() {
+            let bytes = self.manifest_bytes()?;
+            self.manifest = Some(ManifestHeader::parse(&bytes)?);
+        }
+        // Set just above.
+        self.manifest.as_ref().ok_or(Error::Format(FormatError::MissingManifest))
+    }
+
+    /// Name and version from the manifest (reads it if needed).
+    pub fn package_id(&mut self) -> Result<PackageId, Error> {
+        Ok(self.manifest()?.package.clone())
+    }
+
+    /// The manifest's bytes, hash-checked.
+    pub fn manifest_bytes(&mut self) -> Result<Vec<u8>, Error> {
+        let entry = self.section(SectionType::Manifest).cloned().ok_or(FormatError::MissingManifest)?;
+        // Bounded by MANIFEST_BYTES_MAX in `validate_layout`.
+        let mut bytes = vec![0u8; entry.stored_length as usize];
+        self.inner.seek(SeekFrom::Start(entry.offset)).map_err(|e| Error::io(&self.source, e))?;
+        self.inner.read_exact(&mut bytes).map_err(|e| Error::io(&self.source, e))?;
+        check_hash(&entry, hash::content_hash(&bytes))?;
+        Ok(bytes)
+    }
+
+    /// Hashes one section's stored bytes against the table, then checks its content:
+    /// decompression to exactly the declared plain length, the manifest's minimal schema,
+    /// the archive rules. Reads no other section.
+    pub fn check_section(
+        &mut self,
+        kind: SectionType,
+        progress: &dyn Progress,
+    ) -> Result<SectionCheck, Error> {
+        let entry = self.section(kind).cloned().ok_or(Error::SectionAbsent { section: kind.name() })?;
+        if kind == SectionType::Manifest {
+            self.manifest()?;
+            return Ok(SectionCheck { entry, archive: None });
+        }
+        let section = kind.name();
+        let source = self.source.clone();
+        let classify = |e| classify(section, e, &source);
+
+        // 1. Authenticate the stored bytes before any decoder sees them.
+        progress.start(section, entry.stored_length);
+        let mut window = SectionReader::new(&mut self.inner, &entry).map_err(classify)?;
+        let actual = hash::hash_exact(&mut window, entry.stored_length, progress).map_err(classify)?;
+        progress.finish();
+        check_hash(&entry, actual)?;
+
+        // 2. Check what they hold.
+        let window = SectionReader::new(&mut self.inner, &entry).map_err(classify)?;
+        let archive = match (kind.is_archive(), entry.is_compressed()) {
+            (true, false) => Some(
+                archive::walk_seekable(window, kind, entry.plain_length, &mut CheckOnly).map_err(classify)?,
+            ),
+            (true, true) => {
+                let mut plain = plain_stream(window, &entry).map_err(classify)?;
+                let summary = archive::walk_stream(&mut plain, kind, entry.plain_length, &mut CheckOnly)
+                    .map_err(classify)?;
+                plain.finish(section).map_err(classify)?;
+                Some(summary)
+            }
+            (false, _) => {
+                plain_stream(window, &entry).map_err(classify)?.finish(section).map_err(classify)?;
+                None
+            }
+        };
+        Ok(SectionCheck { entry, archive })
+    }
+
+    /// A window onto a section's stored bytes, for extraction.
+    pub(crate) fn stored_bytes(&mut self, entry: &SectionEntry) -> Result<SectionReader<'_, R>, Error> {
+        SectionReader::new(&mut self.inner, entry).map_err(|e| Error::io(&self.source, e))
+    }
+}
+
+pub(crate) fn check_hash(entry: &SectionEntry, actual: [u8; HASH_BYTES]) -> Result<(), FormatError> {
+    if actual != entry.hash {
+        return Err(FormatError::SectionHash {
+            section: entry.kind.name(),
+            expected: hex::encode(entry.hash),
+            actual: hex::encode(actual),
+        });
+    }
+    Ok(())
+}

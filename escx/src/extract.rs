@@ -1,0 +1,159 @@
+//! Safe extraction (spec: escx-format.md §11).
+//!
+//! The package is fully verified first. Then every section is read again, re-hashed as it
+//! is decoded, and written into a fresh staging directory beside the target; only if
+//! every re-hash matches the (signed) table is the staging directory renamed onto the
+//! target. A package altered between the two passes, a crash or a full disk therefore
+//! leave the target untouched.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+use crate::archive::{self, Entry, EntryKind, MODE_EXECUTABLE, MODE_FILE, Visitor};
+use crate::container::{PackageReader, SectionType, check_hash, classify, plain_stream};
+use crate::hash::HashingReader;
+use crate::pack::{LICENSE_FILE, MANIFEST_FILE};
+use crate::policy::TrustPolicy;
+use crate::verify::{self, VerifyOptions, VerifyReport};
+
+/// Verifies `package` under `policy` and extracts it into `target`, which must not
+/// exist or be an empty directory.
+pub fn extract_file(
+    package: &Path,
+    target: &Path,
+    policy: &TrustPolicy,
+    options: &VerifyOptions<'_>,
+) -> Result<VerifyReport, Error> {
+    check_target(target)?;
+    let full = VerifyOptions { sections: &verify::SectionSelection::All, ..*options };
+    let report = verify::verify_file(package, policy, &full)?;
+
+    let mut reader = PackageReader::open_file(package)?;
+    if reader.root() != &report.root {
+        return Err(Error::io(package, io::Error::other("the package changed during extraction; retry")));
+    }
+    let parent = crate::fsutil::parent_dir(target);
+    let staging = tempfile::Builder::new()
+        .prefix(".escx-extract-")
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io(&parent, e))?;
+    let root_dir = staging.path().to_path_buf();
+    for entry in reader.sections().to_vec() {
+        let kind = entry.kind;
+        let source = reader.source().to_path_buf();
+        let classify = |e| classify(kind.name(), e, &source);
+        let mut hashing = HashingReader::new(reader.stored_bytes(&entry)?);
+        {
+            let mut plain = plain_stream(&mut hashing, &entry).map_err(classify)?;
+            match kind {
+                SectionType::Manifest => {
+                    write_file(&root_dir.join(MANIFEST_FILE), &mut plain, false).map_err(classify)?
+                }
+                SectionType::License => {
+                    write_file(&root_dir.join(LICENSE_FILE), &mut plain, false).map_err(classify)?
+                }
+                SectionType::Payload | SectionType::Docs | SectionType::Tests => {
+                    let base = match kind {
+                        SectionType::Docs => root_dir.join("docs"),
+                        SectionType::Tests => root_dir.join("tests"),
+                        _ => root_dir.clone(),
+                    };
+                    let mut writer = DiskWriter { base };
+                    archive::walk_stream(&mut plain, kind, entry.plain_length, &mut writer)
+                        .map_err(classify)?;
+                }
+            }
+            plain.finish(kind.name()).map_err(classify)?;
+        }
+        let (hash, _) = hashing.finish().map_err(classify)?;
+        check_hash(&entry, hash)?;
+    }
+    set_dir_mode(&root_dir).map_err(|e| Error::io(&root_dir, e))?;
+    if target.exists() {
+        // Checked empty above; rename cannot replace a directory on every platform.
+        fs::remove_dir(target).map_err(|e| Error::io(target, e))?;
+    }
+    let staged = staging.keep();
+    fs::rename(&staged, target).map_err(|e| {
+        let _ = fs::remove_dir_all(&staged);
+        Error::io(target, e)
+    })?;
+    Ok(report)
+}
+
+fn check_target(target: &Path) -> Result<(), Error> {
+    match fs::read_dir(target) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::ExtractTarget {
+                    path: target.into(),
+                    reason: "the directory is not empty".into(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(Error::ExtractTarget {
+            path: target.into(),
+            reason: "it exists and is not a directory".into(),
+        }),
+        Err(e) => Err(Error::io(target, e)),
+    }
+}
+
+/// Writes checked archive entries under `base`. Paths were checked by the archive walker
+/// (relative, no `..`, nothing below a link), and the staging directory started empty,
+/// so joining is safe; `create_new` additionally refuses to follow or replace anything.
+struct DiskWriter {
+    base: PathBuf,
+}
+
+impl Visitor for DiskWriter {
+    fn entry(&mut self, entry: &Entry, content: &mut dyn Read) -> io::Result<()> {
+        let path = self.base.join(&entry.path);
+        match &entry.kind {
+            EntryKind::Directory => fs::create_dir_all(&path),
+            EntryKind::File { executable, .. } => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                write_file(&path, content, *executable)
+            }
+            EntryKind::Symlink { target } => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                make_symlink(target, &path)
+            }
+        }
+    }
+}
+
+fn write_file(path: &Path, content: &mut dyn Read, executable: bool) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    io::copy(content, &mut file)?;
+    crate::fsutil::set_mode(&file, if executable { MODE_EXECUTABLE } else { MODE_FILE })
+}
+
+#[cfg(unix)]
+fn make_symlink(target: &str, path: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, path)
+}
+
+#[cfg(not(unix))]
+fn make_symlink(_target: &str, path: &Path) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, format!("cannot create symbolic link {}", path.display())))
+}
+
+#[cfg(unix)]
+fn set_dir_mode(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+}
+
+#[cfg(not(unix))]
+fn set_dir_mode(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The container's minimal view of `manifest.toml` (spec: escx-format.md §6.1).
+//!
+//! The container needs only the package's name and version (for trust-policy scopes and
+//! for `inspect`) and, when packing, the `[include]` globs. The full schema and its
+//! validation live in the `escx-manifest` crate; this view ignores every other key so it
+//! stays compatible with that schema as it grows.
+
+use serde::Deserialize;
+
+use crate::FormatError;
+
+/// Longest package name.
+pub const PACKAGE_NAME_BYTES_MAX: usize = 128;
+
+/// Name and version of a package, read from its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageId {
+    /// `[package] name`, e.g. `acme/thermal`.
+    pub name: String,
+    /// `[package] version`, a semantic version.
+    pub version: semver::Version,
+}
+
+/// The parts of `manifest.toml` the container reads.
+#[derive(Debug, Clone)]
+pub struct ManifestHeader {
+    /// Name and version.
+    pub package: PackageId,
+    /// `[include] files`: globs selecting payload files; empty means the default selection.
+    pub include_files: Vec<String>,
+    /// `[include] exclude`: globs removed from the selection.
+    pub exclude_files: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    package: Option<RawPackage>,
+    #[serde(default)]
+    include: RawInclude,
+}
+
+#[derive(Deserialize)]
+struct RawPackage {
+    name: Option<toml::Spanned<String>>,
+    version: Option<toml::Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInclude {
+    #[serde(default)]
+    files: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+impl ManifestHeader {
+    /// Parses manifest bytes. Errors carry a line and column where TOML provides one.
+    pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
+        let invalid = |reason: String| FormatError::ManifestInvalid { reason };
+        let text = std::str::from_utf8(bytes).map_err(|e| invalid(format!("not UTF-8: {e}")))?;
+        let raw: Raw = toml::from_str(text).map_err(|e| invalid(one_line(&e.to_string())))?;
+        let package = raw.package.ok_or_else(|| invalid("missing [package] table".into()))?;
+        let name = package.name.ok_or_else(|| invalid("missing [package] name".into()))?;
+        let version = package.version.ok_or_else(|| invalid("missing [package] version".into()))?;
+        let at = |span: std::ops::Range<usize>| line_col(text, span.start);
+        validate_name(name.get_ref()).map_err(|reason| {
+            let (line, col) = at(name.span());
+            invalid(format!("line {line}, column {col}: package name {:?} {reason}", name.get_ref()))
+        })?;
+        let parsed_version = semver::Version::parse(version.get_ref()).map_err(|e| {
+            let (line, col) = at(version.span());
+            invalid(format!(
+                "line {line}, column {col}: version {:?} is not a semantic version ({e})",
+                version.get_ref()
+            ))
+        })?;
+        Ok(Self {
+            package: PackageId { name: name.into_inner(), version: parsed_version },
+            include_files: raw.include.files,
+            exclude_files: raw.include.exclude,
+        })
+    }
+}
+
+/// Package names: 1..=128 bytes of `a-z 0-9 - _ .`, optionally one `scope/` prefix of the
+/// same characters; each part starts with a letter or digit.
+pub fn validate_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > PACKAGE_NAME_BYTES_MAX {
+        return Err("must be 1 to 128 characters long");
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 2 {
+        return Err("may contain at most one '/' (scope/name)");
+    }
+    for part in parts {
+        let first_ok = part.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !first_ok {
+            return Err("must start each part with a lowercase letter or digit");
+        }
+        if !part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c)) {
+            return Err("may only contain a-z, 0-9, '-', '_', '.' and one '/'");
+        }
+    }
+    Ok(())
+}
+
+fn one_line(message: &str) -> String {
+    message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// 1-based line and column of a byte offset.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_name_version_and_include() {
+        let m = ManifestHeader::parse(
+            b"[package]\nname = \"acme/thermal\"\nversion = \"1.2.3\"\nextra = 1\n[include]\nfiles = [\"src/**\"]\n",
+        )
+        .unwrap();
+        assert_eq!(m.package.name, "acme/thermal");
+        assert_eq!(m.package.version, semver::Version::new(1, 2, 3));
+        assert_eq!(m.include_files, vec!["src/**"]);
+    }
+
+    #[test]
+    fn bad_version_names_line_and_column() {
+        let err = ManifestHeader::parse(b"[package]\nname = \"a\"\nversion = \"1.x\"\n").unwrap_err();
+        assert!(err.to_string().contains("line 3, column 11"), "{err}");
+    }
+
+    #[test]
+    fn names_are_restricted() {
+        for bad in ["", "Acme", "a/b/c", "-x", "a b", "a/", "ümlaut"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["a", "acme/thermal", "x-1.2_3"] {
+            assert!(validate_name(good).is_ok(), "{good:?} rejected");
+        }
+    }
+}
