@@ -1,1 +1,77 @@
-fn main() {}
+//! `escx`: package, sign, verify and (later) license and settle, from one command.
+//!
+//! The binary is thin: argument parsing, output and exit codes. Everything it does is a
+//! library call in the `escx` crates.
+
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod demo;
+mod failure;
+mod output;
+mod secrets;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Ui;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  verification or validation failed (bad signature, altered bytes, policy rejection, invalid input file)
+  2  usage error (unknown option, missing argument)
+  3  I/O or environment error (missing file, permissions, no passphrase available)
+
+Examples:
+  escx key generate --out acme
+  escx package pack ./mypkg -o mypkg-1.0.0.escx --key acme.key
+  escx package verify mypkg-1.0.0.escx --pubkey acme.pub
+  escx demo";
+
+/// Signed packages, blind licenses and verifiable settlement.
+#[derive(Parser)]
+#[command(name = "escx", version, about, after_help = AFTER_HELP, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate, inspect and rotate ML-DSA-87 signing keys.
+    #[command(subcommand)]
+    Key(cmd::key::KeyCommand),
+    /// Pack, sign, verify, inspect and extract .escx packages.
+    #[command(subcommand)]
+    Package(cmd::package::PackageCommand),
+    /// Run the end-to-end demonstration on embedded sample data.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // Help and version go to stdout with status 0; real usage errors exit 2.
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { failure::EXIT_USAGE } else { 0 });
+        }
+    };
+    let json = match &cli.command {
+        Command::Key(c) => c.json(),
+        Command::Package(c) => c.json(),
+        Command::Demo(c) => c.json,
+    };
+    let ui = Ui::new(json);
+    let result = match cli.command {
+        Command::Key(c) => cmd::key::run(c, &ui),
+        Command::Package(c) => cmd::package::run(c, &ui),
+        Command::Demo(args) => demo::run(args, &ui),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => ExitCode::from(ui.report_failure(&error)),
+    }
+}

@@ -208,6 +208,14 @@ pub fn secret_key_is_sealed(path: &Path) -> Result<bool, Error> {
     Ok(map.kdf == "argon2id")
 }
 
+/// The public key stored (in clear) in a secret key file; needs no passphrase.
+pub fn secret_key_public_half(path: &Path) -> Result<PublicKey, Error> {
+    let text = Zeroizing::new(read_small_text(path)?);
+    let map = decode_secret_map(&text).map_err(|reason| Error::KeyFile { path: path.into(), reason })?;
+    PublicKey::from_bytes(&map.public_key)
+        .map_err(|e| Error::KeyFile { path: path.into(), reason: e.to_string() })
+}
+
 /// Reads a secret key file. `passphrase` is called only if the file is sealed; it returns
 /// `None` when no passphrase can be obtained.
 pub fn read_secret_key(

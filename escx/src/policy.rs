@@ -50,6 +50,8 @@ pub struct TrustPolicy {
     listed_keys: usize,
     scopes: Vec<Scope>,
     revoked: BTreeSet<KeyId>,
+    /// Built by [`TrustPolicy::from_keys`]: rules read "signed by trusted key ...".
+    key_list: bool,
 }
 
 /// Why a package was accepted: one sentence per satisfied scope.
@@ -126,6 +128,7 @@ impl TrustPolicy {
             keys,
             scopes: vec![scope],
             revoked: BTreeSet::new(),
+            key_list: true,
         }
     }
 
@@ -312,7 +315,7 @@ impl TrustPolicy {
             };
             scopes.push(Scope { pattern, matcher, slots, threshold });
         }
-        Ok(Self { source: source.to_path_buf(), keys, listed_keys, scopes, revoked })
+        Ok(Self { source: source.to_path_buf(), keys, listed_keys, scopes, revoked, key_list: false })
     }
 
     /// Where the policy came from.
@@ -371,6 +374,13 @@ impl TrustPolicy {
                 .map(|slot| self.keys[*slot].name.as_str())
                 .collect();
             let names: Vec<&str> = scope.slots.iter().map(|s| self.keys[*s].name.as_str()).collect();
+            if self.key_list {
+                match filled.as_slice() {
+                    [] => unmet.push("no valid signature by a trusted key".to_owned()),
+                    _ => rules.push(format!("signed by trusted key {}", filled.join(", "))),
+                }
+                continue;
+            }
             let sentence = format!(
                 "scope {:?}: {} of {} required ({}), valid signatures from {}",
                 scope.pattern,

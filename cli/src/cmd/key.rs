@@ -1,0 +1,193 @@
+//! `escx key ...`
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use escx::keyfile::{self, Argon2Params, Protection};
+use escx::rotation::RotationStatement;
+use escx::sig::{ALG_ML_DSA_87_NAME, SecretKey};
+use serde_json::json;
+
+use crate::failure::{self, UsageError};
+use crate::output::Ui;
+use crate::secrets;
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Generate an ML-DSA-87 key pair: BASE.key (secret, mode 0600) and BASE.pub.
+    #[command(after_help = "\
+The secret key is sealed with a passphrase (argon2id + XChaCha20-Poly1305) unless
+--unencrypted is given. The passphrase is read from ESCX_PASSPHRASE if set, otherwise
+prompted for twice on the terminal.
+
+Examples:
+  escx key generate --out acme
+  ESCX_PASSPHRASE=... escx key generate --out ci-signer
+  escx key generate --out throwaway --unencrypted --json")]
+    Generate(GenerateArgs),
+    /// Show a key file's algorithm, key id and protection.
+    #[command(after_help = "Examples:\n  escx key show acme.pub\n  escx key show acme.key --json")]
+    Show(ShowArgs),
+    /// Endorse a new key with an old one (a rotation statement for trust policies).
+    #[command(after_help = "\
+The statement lets trust policies that list the old key accept the new key in its place
+(see spec/trust-policy.md). Paste its last line into a [[rotation]] table, or refer to
+the file with statement_file.
+
+Examples:
+  escx key rotate --key acme-2026.key --new acme-2027.pub -o acme-2027.rotation")]
+    Rotate(RotateArgs),
+}
+
+impl KeyCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Generate(a) => a.json,
+            Self::Show(a) => a.json,
+            Self::Rotate(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Base path: writes BASE.key and BASE.pub.
+    #[arg(long, value_name = "BASE")]
+    out: PathBuf,
+    /// Store the secret key without a passphrase (protected only by file mode 0600).
+    #[arg(long)]
+    unencrypted: bool,
+    /// Replace existing key files.
+    #[arg(long)]
+    force: bool,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// A .pub or .key file.
+    file: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RotateArgs {
+    /// The old (currently trusted) secret key.
+    #[arg(long, value_name = "OLD.key")]
+    key: PathBuf,
+    /// The new public key.
+    #[arg(long, value_name = "NEW.pub")]
+    new: PathBuf,
+    /// Where to write the statement.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    force: bool,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(command: KeyCommand, ui: &Ui) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Generate(args) => generate(args, ui),
+        KeyCommand::Show(args) => show(args, ui),
+        KeyCommand::Rotate(args) => rotate(args, ui),
+    }
+}
+
+fn with_extension(base: &std::path::Path, extension: &str) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(".");
+    name.push(extension);
+    PathBuf::from(name)
+}
+
+fn generate(args: GenerateArgs, ui: &Ui) -> anyhow::Result<()> {
+    let secret_path = with_extension(&args.out, "key");
+    let public_path = with_extension(&args.out, "pub");
+    for path in [&secret_path, &public_path] {
+        if !args.force && path.exists() {
+            return Err(UsageError(format!("{} exists; pass --force to replace it", path.display())).into());
+        }
+    }
+    let protection = if args.unencrypted {
+        Protection::Unencrypted
+    } else {
+        Protection::Passphrase(secrets::new_passphrase(&secret_path)?, Argon2Params::DEFAULT)
+    };
+    let key = SecretKey::generate();
+    keyfile::write_secret_key(&secret_path, &key, &protection, args.force)
+        .map_err(failure::at(&secret_path))?;
+    keyfile::write_public_key(&public_path, key.public_key(), args.force)
+        .map_err(failure::at(&public_path))?;
+    let sealed = !args.unencrypted;
+    ui.emit(
+        json!({
+            "key_id": key.id().to_string(),
+            "algorithm": ALG_ML_DSA_87_NAME,
+            "secret_key_file": secret_path,
+            "public_key_file": public_path,
+            "passphrase_protected": sealed,
+        }),
+        || {
+            format!(
+                "generated {ALG_ML_DSA_87_NAME} key {}\n  secret  {} ({}, mode 0600)\n  public  {}",
+                key.id(),
+                secret_path.display(),
+                if sealed { "passphrase-protected" } else { "NOT passphrase-protected" },
+                public_path.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+fn show(args: ShowArgs, ui: &Ui) -> anyhow::Result<()> {
+    let path = &args.file;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))?;
+    let (kind, key_id, sealed) = if let Ok(public) = keyfile::parse_public_key(&text) {
+        ("public", public.id(), None)
+    } else {
+        let sealed = keyfile::secret_key_is_sealed(path).map_err(failure::at(path))?;
+        // The public half is stored in clear, so the id is shown without the passphrase.
+        let public = keyfile::secret_key_public_half(path).map_err(failure::at(path))?;
+        ("secret", public.id(), Some(sealed))
+    };
+    ui.emit(
+        json!({ "file": path, "kind": kind, "algorithm": ALG_ML_DSA_87_NAME, "key_id": key_id.to_string(), "passphrase_protected": sealed }),
+        || {
+            let protection = match sealed {
+                Some(true) => ", passphrase-protected",
+                Some(false) => ", NOT passphrase-protected",
+                None => "",
+            };
+            format!("{}: {kind} {ALG_ML_DSA_87_NAME} key {key_id}{protection}", path.display())
+        },
+    );
+    Ok(())
+}
+
+fn rotate(args: RotateArgs, ui: &Ui) -> anyhow::Result<()> {
+    let old = secrets::load_secret_key(&args.key)?;
+    let new = keyfile::read_public_key(&args.new).map_err(failure::at(&args.new))?;
+    let statement = RotationStatement::create(&old, &new, escx::now_unix());
+    let comment = format!("escx key rotation: {} endorses {} as its successor", old.id(), new.id());
+    if !args.force && args.out.exists() {
+        return Err(UsageError(format!("{} exists; pass --force to replace it", args.out.display())).into());
+    }
+    std::fs::write(&args.out, statement.to_text(&comment))
+        .map_err(|e| escx::Error::io(&args.out, e))
+        .map_err(failure::at(&args.out))?;
+    ui.emit(
+        json!({ "old_key_id": old.id().to_string(), "new_key_id": new.id().to_string(), "statement_file": args.out }),
+        || format!("{} endorses {} -> {}", old.id(), new.id(), args.out.display()),
+    );
+    Ok(())
+}

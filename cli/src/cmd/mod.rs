@@ -1,0 +1,4 @@
+//! One module per noun.
+
+pub mod key;
+pub mod package;

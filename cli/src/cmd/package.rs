@@ -1,0 +1,432 @@
+//! `escx package ...`
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgGroup, Args, Subcommand};
+use escx::container::{PackageReader, SectionEntry, SectionType};
+use escx::keyfile;
+use escx::policy::TrustPolicy;
+use escx::sig::SecretKey;
+use escx::timestamp;
+use escx::verify::{SectionSelection, SignerStatus, VerifyOptions, VerifyReport};
+use serde_json::{Value, json};
+
+use crate::failure::{self, UsageError};
+use crate::output::{self, Ui};
+use crate::secrets;
+
+#[derive(Subcommand)]
+pub enum PackageCommand {
+    /// Pack a directory into a signed, deterministic .escx package.
+    #[command(after_help = "\
+DIR holds manifest.toml ([package] name and version at least). LICENSE, docs/ and tests/
+go to their own sections; every other file goes to the payload, narrowed by the
+manifest's [include] files / exclude globs. Hidden files and target/ are never packed.
+The signing time is SOURCE_DATE_EPOCH when set, otherwise now.
+
+Examples:
+  escx package pack ./mypkg -o mypkg-1.0.0.escx --key acme.key
+  escx package pack ./mypkg -o mypkg-1.0.0.escx --key acme.key --key ci.key --json")]
+    Pack(PackArgs),
+    /// Verify signatures, trust policy and section hashes.
+    #[command(after_help = "\
+Without --section every section is hashed and its content checked. With --section only
+the named sections are read (the manifest always is), which is what a partial download
+needs: the others are not read at all.
+
+Examples:
+  escx package verify mypkg-1.0.0.escx --pubkey acme.pub
+  escx package verify mypkg-1.0.0.escx --policy trust.toml --json
+  escx package verify mypkg-1.0.0.escx --pubkey acme.pub --section manifest")]
+    Verify(VerifyArgs),
+    /// Show header, sections, hashes, signers and root (nothing is verified).
+    #[command(
+        after_help = "Examples:\n  escx package inspect mypkg-1.0.0.escx\n  escx package inspect mypkg-1.0.0.escx --json"
+    )]
+    Inspect(InspectArgs),
+    /// Verify, then extract into a new or empty directory.
+    #[command(after_help = "\
+The whole package is verified before anything is written, then extracted into a staging
+directory beside OUT and renamed into place, so a failure leaves OUT untouched.
+
+Examples:
+  escx package extract mypkg-1.0.0.escx -o ./mypkg --pubkey acme.pub
+  escx package extract mypkg-1.0.0.escx -o ./mypkg --policy trust.toml")]
+    Extract(ExtractArgs),
+    /// Add a countersignature (e.g. a build attester) to a package.
+    #[command(after_help = "\
+Every section is hashed first, so a countersignature is never added to altered bytes.
+
+Examples:
+  escx package sign mypkg-1.0.0.escx --key attester.key")]
+    Sign(SignArgs),
+}
+
+impl PackageCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Pack(a) => a.json,
+            Self::Verify(a) => a.json,
+            Self::Inspect(a) => a.json,
+            Self::Extract(a) => a.json,
+            Self::Sign(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct PackArgs {
+    /// The package directory.
+    dir: PathBuf,
+    /// Output file.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Secret key to sign with (repeat for several signers).
+    #[arg(long = "key", value_name = "KEY", required = true)]
+    keys: Vec<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    force: bool,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Who to trust: public keys, or a policy file.
+#[derive(Args)]
+#[command(group(ArgGroup::new("trust").required(true).args(["pubkey", "policy"])))]
+pub struct TrustArgs {
+    /// Trust this public key (repeatable; one valid signature by any suffices).
+    #[arg(long, value_name = "FILE")]
+    pubkey: Vec<PathBuf>,
+    /// Trust policy file (scopes, thresholds, expiry, revocation, rotation).
+    #[arg(long, value_name = "FILE", conflicts_with = "pubkey")]
+    policy: Option<PathBuf>,
+    /// Evaluate key expiry at this time instead of now (2027-01-01, RFC 3339, or @unix).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+}
+
+impl TrustArgs {
+    fn load(&self) -> anyhow::Result<TrustPolicy> {
+        if let Some(path) = &self.policy {
+            return TrustPolicy::load(path).map_err(failure::at(path));
+        }
+        let keys = self
+            .pubkey
+            .iter()
+            .map(|path| keyfile::read_public_key(path).map_err(failure::at(path)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(TrustPolicy::from_keys(keys))
+    }
+
+    fn now(&self) -> anyhow::Result<Option<u64>> {
+        self.at
+            .as_deref()
+            .map(|text| timestamp::parse(text).map_err(|reason| UsageError(format!("--at: {reason}")).into()))
+            .transpose()
+    }
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The package.
+    file: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Check only these sections (manifest, payload, docs, tests, license); repeatable.
+    #[arg(long = "section", value_name = "NAME")]
+    sections: Vec<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The package.
+    file: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// The package.
+    file: PathBuf,
+    /// Target directory (must not exist, or be empty).
+    #[arg(short, long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct SignArgs {
+    /// The package (rewritten in place, atomically).
+    file: PathBuf,
+    /// Secret key of the countersigner.
+    #[arg(long, value_name = "KEY")]
+    key: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(command: PackageCommand, ui: &Ui) -> anyhow::Result<()> {
+    match command {
+        PackageCommand::Pack(args) => pack(args, ui),
+        PackageCommand::Verify(args) => verify(args, ui),
+        PackageCommand::Inspect(args) => inspect(args, ui),
+        PackageCommand::Extract(args) => extract(args, ui),
+        PackageCommand::Sign(args) => sign(args, ui),
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` (reproducible builds) or now.
+fn signing_time() -> anyhow::Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) => value.trim().parse().map_err(|_| {
+            UsageError(format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")).into()
+        }),
+        Err(_) => Ok(escx::now_unix()),
+    }
+}
+
+fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
+    let keys =
+        args.keys.iter().map(|k| secrets::load_secret_key(k)).collect::<anyhow::Result<Vec<SecretKey>>>()?;
+    let key_refs: Vec<&SecretKey> = keys.iter().collect();
+    let progress = ui.progress();
+    let options = escx::pack::PackOptions {
+        signed_at: Some(signing_time()?),
+        overwrite: args.force,
+        progress: &progress,
+    };
+    let report =
+        escx::pack::pack_dir(&args.dir, &args.out, &key_refs, &options).map_err(failure::at(&args.dir))?;
+    ui.emit(
+        json!({
+            "file": args.out,
+            "package": { "name": report.package.name, "version": report.package.version.to_string() },
+            "root": output::hex(&report.root),
+            "file_bytes": report.file_bytes,
+            "sections": report.sections.iter().map(section_json).collect::<Vec<_>>(),
+            "signers": report.signers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
+        || {
+            let mut text = format!(
+                "packed {} {} -> {} ({})\n  root     {}\n",
+                report.package.name,
+                report.package.version,
+                args.out.display(),
+                output::size(report.file_bytes),
+                output::hex(&report.root)
+            );
+            for entry in &report.sections {
+                text += &format!("  {}\n", section_line(entry));
+            }
+            for signer in &report.signers {
+                text += &format!("  signed   {signer}\n");
+            }
+            text
+        },
+    );
+    Ok(())
+}
+
+fn parse_sections(names: &[String]) -> anyhow::Result<SectionSelection> {
+    if names.is_empty() {
+        return Ok(SectionSelection::All);
+    }
+    let kinds = names
+        .iter()
+        .map(|name| {
+            SectionType::from_name(name).ok_or_else(|| {
+                UsageError(format!("unknown section {name:?}; use manifest, payload, docs, tests or license"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SectionSelection::Only(kinds))
+}
+
+fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
+    let policy = args.trust.load()?;
+    let selection = parse_sections(&args.sections)?;
+    let progress = ui.progress();
+    let options = VerifyOptions { sections: &selection, now: args.trust.now()?, progress: &progress };
+    let report = escx::verify::verify_file(&args.file, &policy, &options).map_err(failure::at(&args.file))?;
+    ui.emit(verify_json(&args.file, &report), || verify_text(&args.file, &report));
+    Ok(())
+}
+
+fn verify_json(file: &Path, report: &VerifyReport) -> Value {
+    json!({
+        "ok": true,
+        "file": file,
+        "package": { "name": report.package.name, "version": report.package.version.to_string() },
+        "root": output::hex(&report.root),
+        "signatures": report.signers.iter().map(|s| json!({
+            "key_id": s.key_id.to_string(),
+            "signed_at": timestamp::format_rfc3339(s.signed_at),
+            "status": match &s.status { SignerStatus::Valid(_) => "valid", SignerStatus::Unknown => "unknown-key" },
+            "key_name": match &s.status { SignerStatus::Valid(name) => Some(name), SignerStatus::Unknown => None },
+        })).collect::<Vec<_>>(),
+        "policy": report.decision.rules,
+        "sections_verified": report.sections.iter().map(|s| {
+            let mut value = section_json(&s.entry);
+            if let Some(archive) = s.archive {
+                value["archive"] = json!({
+                    "files": archive.files, "directories": archive.directories,
+                    "symlinks": archive.symlinks, "file_bytes": archive.file_bytes,
+                });
+            }
+            value
+        }).collect::<Vec<_>>(),
+        "sections_skipped": report.skipped.iter().map(|k| k.name()).collect::<Vec<_>>(),
+    })
+}
+
+fn verify_text(file: &Path, report: &VerifyReport) -> String {
+    let mut text = format!(
+        "verified {} {} ({})\n  root      {}\n",
+        report.package.name,
+        report.package.version,
+        file.display(),
+        output::hex(&report.root)
+    );
+    for signer in &report.signers {
+        match &signer.status {
+            SignerStatus::Valid(name) if *name == signer.key_id.to_string() => {
+                text += &format!("  signature {} valid\n", signer.key_id)
+            }
+            SignerStatus::Valid(name) => text += &format!("  signature {} valid ({name})\n", signer.key_id),
+            SignerStatus::Unknown => {
+                text += &format!("  signature {} not checked (key not trusted)\n", signer.key_id)
+            }
+        }
+    }
+    for rule in &report.decision.rules {
+        text += &format!("  policy    {rule}\n");
+    }
+    let checked: Vec<String> = report
+        .sections
+        .iter()
+        .map(|s| match s.archive {
+            Some(a) => {
+                let entries = a.files + a.symlinks;
+                format!("{} ({entries} file{})", s.entry.kind.name(), if entries == 1 { "" } else { "s" })
+            }
+            None => s.entry.kind.name().to_owned(),
+        })
+        .collect();
+    text += &format!("  sections  {}: hashes match\n", checked.join(", "));
+    if !report.skipped.is_empty() {
+        let skipped: Vec<&str> = report.skipped.iter().map(|k| k.name()).collect();
+        text += &format!("  partial   {} not read\n", skipped.join(", "));
+    }
+    text
+}
+
+fn inspect(args: InspectArgs, ui: &Ui) -> anyhow::Result<()> {
+    let mut reader = PackageReader::open_file(&args.file).map_err(failure::at(&args.file))?;
+    let manifest = reader.package_id();
+    let header = *reader.header();
+    let package_json = match &manifest {
+        Ok(id) => json!({ "name": id.name, "version": id.version.to_string() }),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    let signatures: Vec<Value> = reader
+        .signatures()
+        .iter()
+        .map(|b| json!({ "algorithm": "ml-dsa-87", "key_id": b.key_id.to_string(), "signed_at": timestamp::format_rfc3339(b.signed_at) }))
+        .collect();
+    ui.emit(
+        json!({
+            "file": args.file,
+            "verified": false,
+            "format": { "major": header.major, "minor": header.minor },
+            "file_bytes": reader.file_bytes(),
+            "body_bytes": header.body_length,
+            "root": output::hex(reader.root()),
+            "package": package_json,
+            "sections": reader.sections().iter().map(section_json).collect::<Vec<_>>(),
+            "signatures": signatures,
+        }),
+        || {
+            let package = match &manifest {
+                Ok(id) => format!("{} {}", id.name, id.version),
+                Err(e) => format!("(manifest unreadable: {e})"),
+            };
+            let mut text = format!(
+                "{}: escx {}.{} package, {}\n  package  {package}\n  root     {}\n",
+                args.file.display(),
+                header.major,
+                header.minor,
+                output::size(reader.file_bytes()),
+                output::hex(reader.root())
+            );
+            for entry in reader.sections() {
+                text += &format!("  {}\n", section_line(entry));
+            }
+            for block in reader.signatures() {
+                text += &format!(
+                    "  signer   {} at {}\n",
+                    block.key_id,
+                    timestamp::format_rfc3339(block.signed_at)
+                );
+            }
+            text += "  (not verified: run `escx package verify`)\n";
+            text
+        },
+    );
+    Ok(())
+}
+
+fn extract(args: ExtractArgs, ui: &Ui) -> anyhow::Result<()> {
+    let policy = args.trust.load()?;
+    let progress = ui.progress();
+    let options = VerifyOptions { now: args.trust.now()?, progress: &progress, ..VerifyOptions::default() };
+    let report = escx::extract::extract_file(&args.file, &args.out, &policy, &options)
+        .map_err(failure::at(&args.file))?;
+    let mut value = verify_json(&args.file, &report);
+    value["extracted_to"] = json!(args.out);
+    ui.emit(value, || format!("{}extracted to {}", verify_text(&args.file, &report), args.out.display()));
+    Ok(())
+}
+
+fn sign(args: SignArgs, ui: &Ui) -> anyhow::Result<()> {
+    let key = secrets::load_secret_key(&args.key)?;
+    let progress = ui.progress();
+    let block = escx::pack::countersign(&args.file, &key, signing_time()?, &progress)
+        .map_err(failure::at(&args.file))?;
+    ui.emit(
+        json!({ "file": args.file, "key_id": block.key_id.to_string(), "signed_at": timestamp::format_rfc3339(block.signed_at) }),
+        || format!("countersigned {} with {}", args.file.display(), block.key_id),
+    );
+    Ok(())
+}
+
+fn section_json(entry: &SectionEntry) -> Value {
+    json!({
+        "type": entry.kind.name(),
+        "compressed": entry.is_compressed(),
+        "offset": entry.offset,
+        "stored_bytes": entry.stored_length,
+        "plain_bytes": entry.plain_length,
+        "blake3": output::hex(&entry.hash),
+    })
+}
+
+fn section_line(entry: &SectionEntry) -> String {
+    let compression = if entry.is_compressed() {
+        format!("zstd {} -> {}", output::size(entry.plain_length), output::size(entry.stored_length))
+    } else {
+        output::size(entry.stored_length)
+    };
+    format!("{:<8} {} {compression}", entry.kind.name(), output::hex(&entry.hash))
+}

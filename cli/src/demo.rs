@@ -1,0 +1,273 @@
+//! `escx demo`: the whole flow on embedded sample data, one line per step saying what
+//! was proven. Later features add steps to [`STEPS`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use escx::container::{PackageReader, SectionType};
+use escx::keyfile::{self, Protection};
+use escx::pack::PackOptions;
+use escx::policy::TrustPolicy;
+use escx::sig::SecretKey;
+use escx::verify::{self, SectionSelection, VerifyOptions};
+use serde_json::json;
+
+use crate::output::{self, Ui};
+
+#[derive(Args)]
+#[command(after_help = "\
+Runs offline in a fresh temporary directory (removed afterwards) unless --dir is given.
+Keys made by the demo are NOT passphrase-protected; do not use them for anything else.
+
+Examples:
+  escx demo
+  escx demo --dir ./escx-demo --json")]
+pub struct DemoArgs {
+    /// Work in this directory (created if needed) and keep the files.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// State shared by the steps.
+struct Demo {
+    dir: PathBuf,
+    publisher: Option<SecretKey>,
+    attester: Option<SecretKey>,
+    package: PathBuf,
+}
+
+impl Demo {
+    fn publisher(&self) -> anyhow::Result<&SecretKey> {
+        self.publisher.as_ref().context("no publisher key yet")
+    }
+    fn attester(&self) -> anyhow::Result<&SecretKey> {
+        self.attester.as_ref().context("no attester key yet")
+    }
+    fn trust_publisher(&self) -> anyhow::Result<TrustPolicy> {
+        Ok(TrustPolicy::from_keys(vec![self.publisher()?.public_key().clone()]))
+    }
+}
+
+struct Step {
+    name: &'static str,
+    run: fn(&mut Demo) -> anyhow::Result<String>,
+}
+
+const STEPS: &[Step] = &[
+    Step { name: "keys", run: generate_keys },
+    Step { name: "sample", run: write_sample },
+    Step { name: "pack", run: pack },
+    Step { name: "verify", run: verify_full },
+    Step { name: "partial", run: verify_partial },
+    Step { name: "policy", run: countersign_and_policy },
+    Step { name: "tamper", run: tamper },
+    Step { name: "stranger", run: stranger },
+    Step { name: "extract", run: extract },
+];
+
+pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
+    let temp;
+    let dir = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("escx-demo-")
+                .tempdir()
+                .context("creating a temporary directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let mut demo = Demo { package: dir.join("thermal-1.0.0.escx"), dir, publisher: None, attester: None };
+    let mut results = Vec::new();
+    for (index, step) in STEPS.iter().enumerate() {
+        let outcome = (step.run)(&mut demo);
+        let ok = outcome.is_ok();
+        let detail = match &outcome {
+            Ok(detail) => detail.clone(),
+            Err(error) => format!("FAILED: {}", crate::failure::message(error)),
+        };
+        if !ui.json {
+            println!("[{}/{}] {:<9} {detail}", index + 1, STEPS.len(), step.name);
+        }
+        results.push(json!({ "step": step.name, "ok": ok, "proved": detail }));
+        if let Err(error) = outcome {
+            if ui.json {
+                ui.emit(json!({ "ok": false, "dir": demo.dir, "steps": results }), String::new);
+            }
+            return Err(error.context(format!("demo step {:?} failed", step.name)));
+        }
+    }
+    let kept = args.dir.is_some();
+    ui.emit(json!({ "ok": true, "dir": demo.dir, "kept": kept, "steps": results }), || {
+        if kept {
+            format!("demo complete; files are in {}", demo.dir.display())
+        } else {
+            "demo complete (temporary files removed; pass --dir to keep them)".to_owned()
+        }
+    });
+    Ok(())
+}
+
+fn generate_keys(demo: &mut Demo) -> anyhow::Result<String> {
+    let keys = demo.dir.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    let publisher = SecretKey::generate();
+    let attester = SecretKey::generate();
+    for (name, key) in [("publisher", &publisher), ("attester", &attester)] {
+        keyfile::write_secret_key(&keys.join(format!("{name}.key")), key, &Protection::Unencrypted, true)?;
+        keyfile::write_public_key(&keys.join(format!("{name}.pub")), key.public_key(), true)?;
+    }
+    let line = format!(
+        "ML-DSA-87 keys: publisher {}, attester {} (secret files mode 0600)",
+        publisher.id(),
+        attester.id()
+    );
+    demo.publisher = Some(publisher);
+    demo.attester = Some(attester);
+    Ok(line)
+}
+
+/// The embedded sample package.
+const SAMPLE: &[(&str, &str)] = &[
+    (
+        "manifest.toml",
+        "[package]\nname = \"demo/thermal\"\nversion = \"1.0.0\"\ndescription = \"Thermal model for the escx demo\"\nlicense = \"MIT\"\n\n[include]\nfiles = [\"src/**\", \"data/**\"]\n",
+    ),
+    (
+        "src/model.py",
+        "def steady_state(power_w, resistance_k_per_w, ambient_c):\n    return ambient_c + power_w * resistance_k_per_w\n",
+    ),
+    ("src/__init__.py", "from .model import steady_state\n"),
+    ("data/materials.csv", "material,conductivity_w_per_mk\ncopper,401\naluminium,237\nsteel,50\n"),
+    ("docs/README.md", "# demo/thermal\n\n`steady_state(power_w, resistance_k_per_w, ambient_c)`\n"),
+    ("tests/test_model.py", "from src.model import steady_state\n\nassert steady_state(10, 2, 25) == 45\n"),
+    ("LICENSE", "MIT License\n\nCopyright (c) 2026 Demo Publisher\n"),
+    ("notes.txt", "not selected by [include] files, so not packed\n"),
+];
+
+fn write_sample(demo: &mut Demo) -> anyhow::Result<String> {
+    let root = demo.dir.join("thermal");
+    for (path, content) in SAMPLE {
+        let path = root.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, content)?;
+    }
+    Ok(format!("{} files in {} (manifest, payload, docs/, tests/, LICENSE)", SAMPLE.len(), root.display()))
+}
+
+fn pack(demo: &mut Demo) -> anyhow::Result<String> {
+    let options = PackOptions { overwrite: true, ..PackOptions::default() };
+    let report =
+        escx::pack::pack_dir(&demo.dir.join("thermal"), &demo.package, &[demo.publisher()?], &options)?;
+    let sections: Vec<&str> = report.sections.iter().map(|s| s.kind.name()).collect();
+    Ok(format!(
+        "{} {} -> {} ({}): sections {}; root {}… signed by the publisher",
+        report.package.name,
+        report.package.version,
+        file_name(&demo.package),
+        output::size(report.file_bytes),
+        sections.join(", "),
+        &output::hex(&report.root)[..16]
+    ))
+}
+
+fn verify_full(demo: &mut Demo) -> anyhow::Result<String> {
+    let report = verify::verify_file(&demo.package, &demo.trust_publisher()?, &VerifyOptions::default())?;
+    Ok(format!(
+        "publisher's ML-DSA-87 signature over the root is valid and all {} section hashes match it",
+        report.sections.len()
+    ))
+}
+
+fn verify_partial(demo: &mut Demo) -> anyhow::Result<String> {
+    let only = SectionSelection::Only(vec![SectionType::Manifest]);
+    let options = VerifyOptions { sections: &only, ..VerifyOptions::default() };
+    let report = verify::verify_file(&demo.package, &demo.trust_publisher()?, &options)?;
+    let skipped: Vec<&str> = report.skipped.iter().map(|k| k.name()).collect();
+    Ok(format!("manifest alone verified against the signed root without reading {}", skipped.join(", ")))
+}
+
+fn countersign_and_policy(demo: &mut Demo) -> anyhow::Result<String> {
+    escx::pack::countersign(&demo.package, demo.attester()?, escx::now_unix(), &escx::progress::NoProgress)?;
+    let policy_path = demo.dir.join("trust.toml");
+    std::fs::write(
+        &policy_path,
+        "version = 1\n\n[[key]]\nname = \"publisher\"\npublic_key_file = \"keys/publisher.pub\"\n\n\
+         [[key]]\nname = \"attester\"\npublic_key_file = \"keys/attester.pub\"\n\n\
+         [[scope]]\npackages = \"demo/*\"\nkeys = [\"publisher\", \"attester\"]\nthreshold = 2\n",
+    )?;
+    let policy = TrustPolicy::load(&policy_path)?;
+    let report = verify::verify_file(&demo.package, &policy, &VerifyOptions::default())?;
+    Ok(format!("attester countersigned; trust.toml accepts it: {}", report.decision.rules.join("; ")))
+}
+
+fn tamper(demo: &mut Demo) -> anyhow::Result<String> {
+    let tampered = demo.dir.join("thermal-1.0.0-tampered.escx");
+    let mut bytes = std::fs::read(&demo.package)?;
+    let payload = PackageReader::open(std::io::Cursor::new(bytes.clone()), &demo.package)?
+        .section(SectionType::Payload)
+        .cloned()
+        .context("sample package has no payload")?;
+    bytes[(payload.offset + payload.stored_length / 2) as usize] ^= 0x01;
+    std::fs::write(&tampered, bytes)?;
+    let policy = demo.trust_publisher()?;
+    let Err(error) = verify::verify_file(&tampered, &policy, &VerifyOptions::default()) else {
+        bail!("a tampered copy verified");
+    };
+    if error.code() != "section-hash-mismatch" {
+        bail!("tampered copy rejected for the wrong reason: {error}");
+    }
+    let only = SectionSelection::Only(vec![SectionType::Manifest]);
+    verify::verify_file(&tampered, &policy, &VerifyOptions { sections: &only, ..VerifyOptions::default() })?;
+    Ok(format!(
+        "one flipped payload bit is rejected ({}: payload hash differs from the signed table); the intact manifest still verifies alone",
+        error.code()
+    ))
+}
+
+fn stranger(demo: &mut Demo) -> anyhow::Result<String> {
+    let stranger = TrustPolicy::from_keys(vec![SecretKey::generate().public_key().clone()]);
+    match verify::verify_file(&demo.package, &stranger, &VerifyOptions::default()) {
+        Ok(_) => bail!("a package verified against a key that never signed it"),
+        Err(error) if error.code() == "untrusted" => {
+            Ok("checked against a stranger's key, the package is refused: no trusted signature".to_owned())
+        }
+        Err(error) => bail!("refused for the wrong reason: {error}"),
+    }
+}
+
+fn extract(demo: &mut Demo) -> anyhow::Result<String> {
+    let target = demo.dir.join("extracted");
+    if target.exists() {
+        std::fs::remove_dir_all(&target)?;
+    }
+    escx::extract::extract_file(&demo.package, &target, &demo.trust_publisher()?, &VerifyOptions::default())?;
+    let source = demo.dir.join("thermal");
+    let mut same = 0;
+    for (path, _) in SAMPLE.iter().filter(|(p, _)| *p != "notes.txt") {
+        if std::fs::read(source.join(path))? != std::fs::read(target.join(path))? {
+            bail!("{path} differs after extraction");
+        }
+        same += 1;
+    }
+    if target.join("notes.txt").exists() {
+        bail!("notes.txt was extracted although [include] did not select it");
+    }
+    Ok(format!(
+        "verified, then extracted {same} files into {}: byte-identical to the source",
+        file_name(&target)
+    ))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}

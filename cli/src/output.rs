@@ -1,0 +1,116 @@
+//! Output: short human lines on stdout, or one JSON document with `--json`; progress bars
+//! on stderr only when it is a terminal.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::failure;
+
+/// Sections smaller than this finish too fast for a bar to be useful.
+const PROGRESS_MIN_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How to talk to the user.
+pub struct Ui {
+    pub json: bool,
+    progress_allowed: bool,
+}
+
+impl Ui {
+    pub fn new(json: bool) -> Self {
+        Self { json, progress_allowed: !json && std::io::stderr().is_terminal() }
+    }
+
+    /// Prints `value` as JSON (with `--json`) or `human` lines.
+    pub fn emit(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        } else {
+            let text = human();
+            if !text.is_empty() {
+                println!("{}", text.trim_end());
+            }
+        }
+    }
+
+    /// A progress sink: a bar on a terminal, nothing otherwise.
+    pub fn progress(&self) -> Bar {
+        Bar { enabled: self.progress_allowed, bar: Mutex::new(None) }
+    }
+
+    /// Prints the error (stderr, or stdout JSON) and returns the exit code.
+    pub fn report_failure(&self, error: &anyhow::Error) -> u8 {
+        let help = failure::escx_error(error).and_then(escx::Error::help);
+        if self.json {
+            let value = serde_json::json!({
+                "ok": false,
+                "error": { "code": failure::code(error), "message": failure::message(error), "help": help },
+            });
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        } else {
+            eprintln!("error: {}", failure::message(error));
+            if let Some(help) = help {
+                eprintln!("help: {help}");
+            }
+        }
+        failure::exit_code(error)
+    }
+}
+
+/// An indicatif bar behind the library's progress trait.
+pub struct Bar {
+    enabled: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl escx::progress::Progress for Bar {
+    fn start(&self, label: &str, total_bytes: u64) {
+        if !self.enabled || total_bytes < PROGRESS_MIN_BYTES {
+            return;
+        }
+        let bar = ProgressBar::new(total_bytes);
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(label.to_owned());
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(bytes);
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    hex::encode(bytes)
+}
+
+/// "1.2 MiB"-style sizes for people.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}

@@ -1,0 +1,300 @@
+//! The real `escx` binary, end to end.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn escx() -> Command {
+    let mut command = Command::cargo_bin("escx").unwrap();
+    command.env_remove("ESCX_PASSPHRASE").env_remove("SOURCE_DATE_EPOCH");
+    command
+}
+
+fn json(output: &[u8]) -> Value {
+    serde_json::from_slice(output)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(output)))
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    /// Keys `acme` (sealed with "pw") and `ci` (unencrypted) and a small package dir.
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        escx()
+            .current_dir(&dir)
+            .args(["key", "generate", "--out", "acme"])
+            .env("ESCX_PASSPHRASE", "pw")
+            .assert()
+            .success();
+        escx().current_dir(&dir).args(["key", "generate", "--out", "ci", "--unencrypted"]).assert().success();
+        let pkg = dir.join("mypkg");
+        std::fs::create_dir_all(pkg.join("src")).unwrap();
+        std::fs::create_dir_all(pkg.join("docs")).unwrap();
+        std::fs::write(pkg.join("manifest.toml"), "[package]\nname = \"acme/tool\"\nversion = \"0.3.1\"\n")
+            .unwrap();
+        std::fs::write(pkg.join("src/main.py"), "print('hello')\n".repeat(100)).unwrap();
+        std::fs::write(pkg.join("docs/index.md"), "# tool\n").unwrap();
+        Self { _tmp: tmp, dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut command = escx();
+        command.current_dir(&self.dir);
+        command
+    }
+
+    fn pack(&self) -> PathBuf {
+        self.cmd()
+            .args(["package", "pack", "mypkg", "-o", "tool.escx", "--key", "acme.key"])
+            .env("ESCX_PASSPHRASE", "pw")
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("packed acme/tool 0.3.1"));
+        self.path("tool.escx")
+    }
+}
+
+fn flip_byte_in_section(package: &Path, section: &str) {
+    let reader = escx::container::PackageReader::open_file(package).unwrap();
+    let entry = reader.sections().iter().find(|s| s.kind.name() == section).unwrap().clone();
+    drop(reader);
+    let mut bytes = std::fs::read(package).unwrap();
+    bytes[(entry.offset + entry.stored_length / 2) as usize] ^= 0x10;
+    std::fs::write(package, bytes).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn key_generate_writes_a_0600_secret_and_show_reports_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let mode = std::fs::metadata(f.path("acme.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = f.cmd().args(["key", "show", "acme.key", "--json"]).output().unwrap();
+    let value = json(&out.stdout);
+    assert_eq!(value["kind"], "secret");
+    assert_eq!(value["passphrase_protected"], true);
+    let public = json(&f.cmd().args(["key", "show", "acme.pub", "--json"]).output().unwrap().stdout);
+    assert_eq!(public["key_id"], value["key_id"]);
+}
+
+#[test]
+fn key_generate_refuses_to_overwrite() {
+    let f = Fixture::new();
+    f.cmd()
+        .args(["key", "generate", "--out", "ci", "--unencrypted"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--force"));
+}
+
+#[test]
+fn wrong_passphrase_is_a_clear_failure() {
+    let f = Fixture::new();
+    f.cmd()
+        .args(["package", "pack", "mypkg", "-o", "x.escx", "--key", "acme.key"])
+        .env("ESCX_PASSPHRASE", "not it")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("acme.key: wrong passphrase"));
+    assert!(!f.path("x.escx").exists());
+}
+
+#[test]
+fn pack_verify_inspect_round_trip_in_json() {
+    let f = Fixture::new();
+    let package = f.pack();
+    let verified = json(
+        &f.cmd()
+            .args(["package", "verify", "tool.escx", "--pubkey", "acme.pub", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(verified["ok"], true);
+    assert_eq!(verified["package"]["name"], "acme/tool");
+    let sections: Vec<&str> = verified["sections_verified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(sections, ["manifest", "payload", "docs"]);
+
+    let inspected =
+        json(&f.cmd().args(["package", "inspect", "tool.escx", "--json"]).output().unwrap().stdout);
+    assert_eq!(inspected["verified"], false);
+    assert_eq!(inspected["root"], verified["root"]);
+    // The table's hash is the plain BLAKE3 of the stored bytes.
+    let bytes = std::fs::read(package).unwrap();
+    for section in inspected["sections"].as_array().unwrap() {
+        let offset = section["offset"].as_u64().unwrap() as usize;
+        let length = section["stored_bytes"].as_u64().unwrap() as usize;
+        assert_eq!(section["blake3"], blake3::hash(&bytes[offset..offset + length]).to_hex().as_str());
+    }
+}
+
+#[test]
+fn tampered_payload_fails_full_but_passes_manifest_only_verification() {
+    let f = Fixture::new();
+    let package = f.pack();
+    flip_byte_in_section(&package, "payload");
+    let out =
+        f.cmd().args(["package", "verify", "tool.escx", "--pubkey", "acme.pub", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let value = json(&out.stdout);
+    assert_eq!(value["ok"], false);
+    assert_eq!(value["error"]["code"], "section-hash-mismatch");
+    assert!(value["error"]["message"].as_str().unwrap().starts_with("tool.escx: payload section"));
+    f.cmd()
+        .args(["package", "verify", "tool.escx", "--pubkey", "acme.pub", "--section", "manifest"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("payload, docs not read"));
+}
+
+#[test]
+fn extract_writes_the_files_and_refuses_an_untrusted_key() {
+    let f = Fixture::new();
+    f.pack();
+    f.cmd()
+        .args(["package", "extract", "tool.escx", "-o", "out", "--pubkey", "ci.pub"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no trusted signature"));
+    assert!(!f.path("out").exists());
+    f.cmd().args(["package", "extract", "tool.escx", "-o", "out", "--pubkey", "acme.pub"]).assert().success();
+    assert_eq!(
+        std::fs::read(f.path("out/src/main.py")).unwrap(),
+        std::fs::read(f.path("mypkg/src/main.py")).unwrap()
+    );
+    assert!(f.path("out/docs/index.md").exists());
+}
+
+#[test]
+fn countersignature_satisfies_a_two_of_two_policy() {
+    let f = Fixture::new();
+    f.pack();
+    std::fs::write(
+        f.path("trust.toml"),
+        "version = 1\n[[key]]\nname = \"acme\"\npublic_key_file = \"acme.pub\"\n[[key]]\nname = \"ci\"\npublic_key_file = \"ci.pub\"\n\
+         [[scope]]\npackages = \"acme/*\"\nkeys = [\"acme\", \"ci\"]\nthreshold = 2\n",
+    )
+    .unwrap();
+    f.cmd()
+        .args(["package", "verify", "tool.escx", "--policy", "trust.toml"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("2 of 2 required"));
+    f.cmd().args(["package", "sign", "tool.escx", "--key", "ci.key"]).assert().success();
+    f.cmd()
+        .args(["package", "verify", "tool.escx", "--policy", "trust.toml"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("valid signatures from acme, ci"));
+}
+
+#[test]
+fn rotated_key_is_accepted_through_the_policy() {
+    let f = Fixture::new();
+    f.cmd().args(["key", "generate", "--out", "acme2", "--unencrypted"]).assert().success();
+    f.cmd()
+        .args(["key", "rotate", "--key", "acme.key", "--new", "acme2.pub", "-o", "acme2.rotation"])
+        .env("ESCX_PASSPHRASE", "pw")
+        .assert()
+        .success();
+    f.cmd().args(["package", "pack", "mypkg", "-o", "new.escx", "--key", "acme2.key"]).assert().success();
+    std::fs::write(
+        f.path("trust.toml"),
+        "version = 1\n[[key]]\nname = \"acme\"\npublic_key_file = \"acme.pub\"\n\
+         [[rotation]]\nstatement_file = \"acme2.rotation\"\n[[scope]]\npackages = \"acme/*\"\nkeys = [\"acme\"]\n",
+    )
+    .unwrap();
+    f.cmd().args(["package", "verify", "new.escx", "--policy", "trust.toml"]).assert().success();
+}
+
+#[test]
+fn usage_and_io_errors_have_their_exit_codes() {
+    let f = Fixture::new();
+    f.pack();
+    // No trust anchor: usage.
+    f.cmd().args(["package", "verify", "tool.escx"]).assert().code(2);
+    // Unknown section: usage.
+    f.cmd()
+        .args(["package", "verify", "tool.escx", "--pubkey", "acme.pub", "--section", "bogus"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown section \"bogus\""));
+    // Missing file: I/O.
+    f.cmd()
+        .args(["package", "verify", "missing.escx", "--pubkey", "acme.pub"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("missing.escx"));
+    // Not a package: verification failure naming the file.
+    f.cmd()
+        .args(["package", "inspect", "acme.pub"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("acme.pub: not an .escx package"));
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    for command in [
+        vec!["key", "generate"],
+        vec!["key", "show"],
+        vec!["key", "rotate"],
+        vec!["package", "pack"],
+        vec!["package", "verify"],
+        vec!["package", "inspect"],
+        vec!["package", "extract"],
+        vec!["package", "sign"],
+        vec!["demo"],
+        vec![],
+    ] {
+        let mut args = command.clone();
+        args.push("--help");
+        escx().args(&args).assert().success().stdout(predicate::str::contains("Examples:"));
+    }
+}
+
+#[test]
+fn demo_runs_every_step() {
+    let out = escx().args(["demo", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let value = json(&out.stdout);
+    let steps = value["steps"].as_array().unwrap();
+    assert!(steps.len() >= 9);
+    assert!(steps.iter().all(|s| s["ok"] == true));
+    assert!(
+        steps.iter().any(|s| s["step"] == "tamper" && s["proved"].as_str().unwrap().contains("rejected"))
+    );
+}
+
+#[test]
+fn pack_output_is_reproducible_with_source_date_epoch() {
+    let f = Fixture::new();
+    for name in ["a.escx", "b.escx"] {
+        f.cmd()
+            .args(["package", "pack", "mypkg", "-o", name, "--key", "ci.key"])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .assert()
+            .success();
+    }
+    let a = json(&f.cmd().args(["package", "inspect", "a.escx", "--json"]).output().unwrap().stdout);
+    let b = json(&f.cmd().args(["package", "inspect", "b.escx", "--json"]).output().unwrap().stdout);
+    assert_eq!(a["root"], b["root"]);
+    assert_eq!(a["signatures"][0]["signed_at"], "2023-11-14T22:13:20Z");
+}
