@@ -198,6 +198,9 @@ fn signing_time() -> anyhow::Result<u64> {
 }
 
 fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
+    if !args.force && args.out.exists() {
+        return Err(UsageError(format!("{} exists; pass --force to replace it", args.out.display())).into());
+    }
     let keys =
         args.keys.iter().map(|k| secrets::load_secret_key(k)).collect::<anyhow::Result<Vec<SecretKey>>>()?;
     let key_refs: Vec<&SecretKey> = keys.iter().collect();
