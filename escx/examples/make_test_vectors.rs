@@ -1,0 +1,400 @@
+//! Writes `test-vectors/escx/`: valid packages with their expected roots and section
+//! tables, and invalid packages each with the error code a verifier must report.
+//!
+//!     cargo run -p escx --example make_test_vectors -- test-vectors/escx
+//!
+//! Keys are fresh on every run (ML-DSA key generation takes no seed here) and ML-DSA
+//! signing is hedged, so regenerating changes every file; the expected error codes are
+//! written down below, not taken from the verifier, and the generator refuses to write a
+//! vector whose verification disagrees.
+
+#[path = "../tests/common/craft.rs"]
+mod craft;
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use escx::container::{FLAG_ZSTD, PackageReader, RawSection, SectionType, SignatureBlock, assemble};
+use escx::keyfile;
+use escx::pack::{self, PackOptions};
+use escx::policy::TrustPolicy;
+use escx::progress::NoProgress;
+use escx::sig::SecretKey;
+use escx::verify::{self, VerifyOptions};
+use serde_json::{Value, json};
+
+use craft::{RawEntry, raw_tar};
+
+const SIGNED_AT: u64 = 1_790_000_000; // 2026-09-21T13:33:20Z
+const MANIFEST: &str =
+    "[package]\nname = \"vectors/sample\"\nversion = \"1.0.0\"\ndescription = \"escx test vector\"\n";
+
+struct Keys {
+    publisher: SecretKey,
+    attester: SecretKey,
+    stranger: SecretKey,
+}
+
+impl Keys {
+    fn by_name(&self, name: &str) -> &SecretKey {
+        match name {
+            "publisher" => &self.publisher,
+            "attester" => &self.attester,
+            _ => &self.stranger,
+        }
+    }
+}
+
+fn main() {
+    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "test-vectors/escx".into()));
+    for sub in ["keys", "valid", "invalid"] {
+        let dir = out.join(sub);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let keys = Keys {
+        publisher: SecretKey::generate(),
+        attester: SecretKey::generate(),
+        stranger: SecretKey::generate(),
+    };
+    let mut key_json = serde_json::Map::new();
+    for name in ["publisher", "attester", "stranger"] {
+        let key = keys.by_name(name);
+        keyfile::write_public_key(&out.join(format!("keys/{name}.pub")), key.public_key(), true).unwrap();
+        key_json.insert(
+            name.into(),
+            json!({ "file": format!("keys/{name}.pub"), "key_id": key.id().to_string() }),
+        );
+    }
+
+    let work = tempfile::tempdir().unwrap();
+    let one_signer = pack_dir(work.path(), "one", &keys.publisher, false);
+    let all_sections = pack_dir(work.path(), "all", &keys.publisher, true);
+    // Writers compress whenever it helps, which for small archives is always; this one is
+    // assembled uncompressed (valid: compression is optional for readers) so the
+    // uncompressed read path has a vector too.
+    let uncompressed = {
+        let tar = raw_tar(&[
+            RawEntry::file(b"README.txt", b"plain archive\n"),
+            RawEntry::file(b"data/x.bin", &[7u8; 700]),
+        ]);
+        let license = b"Plain license text.\n".to_vec();
+        let tar_length = tar.len() as u64;
+        let license_length = license.len() as u64;
+        assemble(
+            &[
+                manifest_section(),
+                RawSection { kind: SectionType::Payload, flags: 0, stored: tar, plain_length: tar_length },
+                RawSection {
+                    kind: SectionType::License,
+                    flags: 0,
+                    stored: license,
+                    plain_length: license_length,
+                },
+            ],
+            &[&keys.publisher],
+            SIGNED_AT,
+        )
+    };
+    let two_signers = {
+        let path = work.path().join("two.escx");
+        std::fs::write(&path, &one_signer).unwrap();
+        pack::countersign(&path, &keys.attester, SIGNED_AT + 60, &NoProgress).unwrap();
+        std::fs::read(&path).unwrap()
+    };
+
+    let mut valid = Vec::new();
+    for (name, bytes, trusted, signers) in [
+        ("one-signer", &one_signer, vec!["publisher"], vec!["publisher"]),
+        ("two-signers", &two_signers, vec!["attester"], vec!["publisher", "attester"]),
+        ("all-sections", &all_sections, vec!["publisher"], vec!["publisher"]),
+        ("uncompressed", &uncompressed, vec!["publisher"], vec!["publisher"]),
+    ] {
+        let file = format!("valid/{name}.escx");
+        std::fs::write(out.join(&file), bytes).unwrap();
+        let report = check(bytes, &keys, &trusted).unwrap_or_else(|e| panic!("{file} does not verify: {e}"));
+        let reader = PackageReader::open(Cursor::new(bytes.clone()), &file).unwrap();
+        valid.push(json!({
+            "file": file,
+            "trusted_keys": trusted,
+            "package": { "name": report.package.name, "version": report.package.version.to_string() },
+            "root": hex::encode(reader.root()),
+            "signer_key_ids": signers.iter().map(|s| keys.by_name(s).id().to_string()).collect::<Vec<_>>(),
+            "sections": reader.sections().iter().map(|s| json!({
+                "type": s.kind.name(), "type_id": s.kind.id(), "flags": s.flags, "offset": s.offset,
+                "stored_length": s.stored_length, "plain_length": s.plain_length, "blake3": hex::encode(s.hash),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+
+    let mut invalid = Vec::new();
+    let mut add = |name: &str, description: &str, bytes: Vec<u8>, trusted: &[&str], error: &str| {
+        let file = format!("invalid/{name}.escx");
+        match check(&bytes, &keys, trusted) {
+            Ok(_) => panic!("{file} verifies but must fail with {error}"),
+            Err(e) if e.code() != error => panic!("{file} fails with {} ({e}), expected {error}", e.code()),
+            Err(_) => {}
+        }
+        std::fs::write(out.join(&file), &bytes).unwrap();
+        invalid.push(
+            json!({ "file": file, "description": description, "trusted_keys": trusted, "error": error }),
+        );
+    };
+    let publisher = ["publisher"];
+    let layout =
+        |bytes: &[u8]| PackageReader::open(Cursor::new(bytes.to_vec()), "x").unwrap().sections().to_vec();
+    let flip = |bytes: &[u8], at: usize, bit: u8| {
+        let mut changed = bytes.to_vec();
+        changed[at] ^= 1 << bit;
+        changed
+    };
+    let middle_of = |bytes: &[u8], kind: SectionType| {
+        let entry = layout(bytes).into_iter().find(|s| s.kind == kind).unwrap();
+        (entry.offset + entry.stored_length / 2) as usize
+    };
+    let table_field = |index: usize, field_offset: usize| 24 + 64 * index + field_offset;
+
+    add(
+        "header-bad-magic",
+        "bit 0 of byte 0 flipped (magic)",
+        flip(&one_signer, 0, 0),
+        &publisher,
+        "bad-magic",
+    );
+    add(
+        "header-minor-flipped",
+        "bit 0 of the minor version flipped: structurally fine, but the root changes",
+        flip(&one_signer, 6, 0),
+        &publisher,
+        "signature-invalid",
+    );
+    add(
+        "header-unknown-major",
+        "major version set to 2",
+        flip(&one_signer, 4, 1),
+        &publisher,
+        "unsupported-version",
+    );
+    add(
+        "header-flags",
+        "bit 0 of the header flags set",
+        flip(&one_signer, 8, 0),
+        &publisher,
+        "unknown-header-flags",
+    );
+    add(
+        "table-hash-flipped",
+        "one bit of the payload's table hash flipped: the root changes",
+        flip(&one_signer, table_field(1, 40), 3),
+        &publisher,
+        "signature-invalid",
+    );
+    for (kind, base) in [
+        (SectionType::Manifest, &one_signer),
+        (SectionType::Payload, &one_signer),
+        (SectionType::Docs, &all_sections),
+        (SectionType::Tests, &all_sections),
+        (SectionType::License, &all_sections),
+    ] {
+        let name = format!("{}-bit-flip", kind.name());
+        let description =
+            format!("one bit flipped in the middle of the {} section's stored bytes", kind.name());
+        add(&name, &description, flip(base, middle_of(base, kind), 5), &publisher, "section-hash-mismatch");
+    }
+    let body = |bytes: &[u8]| {
+        PackageReader::open(Cursor::new(bytes.to_vec()), "x").unwrap().header().body_length as usize
+    };
+    add(
+        "trailer-signature-flip",
+        "one bit flipped inside the signature",
+        flip(&one_signer, body(&one_signer) + 36 + 1000, 2),
+        &publisher,
+        "signature-invalid",
+    );
+    add(
+        "trailer-key-id-flip",
+        "one bit flipped in the signature block's key id: the signer is now unknown",
+        flip(&one_signer, body(&one_signer) + 8, 0),
+        &publisher,
+        "untrusted",
+    );
+    add(
+        "trailer-signed-at-flip",
+        "one bit flipped in signed_at, which the block's signature covers",
+        flip(&one_signer, body(&one_signer) + 24, 0),
+        &publisher,
+        "signature-invalid",
+    );
+
+    let mut overlap = one_signer.clone();
+    let at = table_field(1, 8);
+    let offset = u64::from_le_bytes(overlap[at..at + 8].try_into().unwrap()) - 1;
+    overlap[at..at + 8].copy_from_slice(&offset.to_le_bytes());
+    add(
+        "sections-overlap",
+        "the payload's offset moved one byte back into the manifest",
+        overlap,
+        &publisher,
+        "section-overlap",
+    );
+
+    let mut past_end = uncompressed.clone();
+    for field in [16, 24] {
+        let at = table_field(1, field);
+        let length = u64::from_le_bytes(past_end[at..at + 8].try_into().unwrap()) + 1_000_000;
+        past_end[at..at + 8].copy_from_slice(&length.to_le_bytes());
+    }
+    add(
+        "section-past-eof",
+        "the (uncompressed) payload's stored and plain lengths grown by 1 000 000 bytes, past the end of the file",
+        past_end,
+        &publisher,
+        "section-past-end",
+    );
+
+    add(
+        "truncated",
+        "the file cut in half",
+        one_signer[..one_signer.len() / 2].to_vec(),
+        &publisher,
+        "truncated",
+    );
+    add("unsigned", "the trailer removed", one_signer[..body(&one_signer)].to_vec(), &publisher, "unsigned");
+    let mut twice = one_signer.clone();
+    let root = *PackageReader::open(Cursor::new(one_signer.clone()), "x").unwrap().root();
+    twice.extend_from_slice(&SignatureBlock::sign(&root, &keys.publisher, SIGNED_AT).encode());
+    add("duplicate-signer", "a second block by the same key", twice, &publisher, "duplicate-signer");
+
+    // Hostile content behind valid hashes and a valid publisher signature.
+    let bomb_plain = raw_tar(&[RawEntry::file(b"zeros.bin", &vec![0u8; 8 * 1024 * 1024])]);
+    let bomb = zstd::encode_all(&bomb_plain[..], 19).unwrap();
+    add(
+        "zstd-bomb",
+        "payload compresses 8 MiB of zeros into a few hundred bytes but declares a plain length of 65536",
+        signed(&keys.publisher, SectionType::Payload, FLAG_ZSTD, bomb, 65_536),
+        &publisher,
+        "plain-length-mismatch",
+    );
+    let dot_dot = raw_tar(&[RawEntry::file(b"../escaped.txt", b"outside")]);
+    add(
+        "tar-dot-dot",
+        "payload entry \"../escaped.txt\"",
+        signed_plain(&keys.publisher, dot_dot),
+        &publisher,
+        "unsafe-path",
+    );
+    let absolute = raw_tar(&[RawEntry::file(b"/etc/escx-evil", b"x")]);
+    add(
+        "tar-absolute-path",
+        "payload entry \"/etc/escx-evil\"",
+        signed_plain(&keys.publisher, absolute),
+        &publisher,
+        "unsafe-path",
+    );
+    let link = raw_tar(&[RawEntry::symlink(b"link", b"../../outside")]);
+    add(
+        "tar-symlink-escape",
+        "payload symlink \"link\" -> \"../../outside\"",
+        signed_plain(&keys.publisher, link),
+        &publisher,
+        "unsafe-path",
+    );
+    let hard = raw_tar(&[RawEntry::of_type(b"hard", b'1')]);
+    add(
+        "tar-hard-link",
+        "payload hard link entry",
+        signed_plain(&keys.publisher, hard),
+        &publisher,
+        "unsupported-entry",
+    );
+    let dup = raw_tar(&[RawEntry::file(b"a.txt", b"1"), RawEntry::file(b"a.txt", b"2")]);
+    add(
+        "tar-duplicate-entry",
+        "payload has \"a.txt\" twice",
+        signed_plain(&keys.publisher, dup),
+        &publisher,
+        "duplicate-entry",
+    );
+
+    add(
+        "untrusted-signer",
+        "a valid package signed only by the stranger key",
+        resign(&one_signer, &keys.stranger),
+        &publisher,
+        "untrusted",
+    );
+
+    let expected = json!({
+        "spec": "spec/escx-format.md (format 1.0)",
+        "verification_time": SIGNED_AT + 3600,
+        "keys": Value::Object(key_json),
+        "valid": valid,
+        "invalid": invalid,
+    });
+    std::fs::write(out.join("expected.json"), serde_json::to_string_pretty(&expected).unwrap() + "\n")
+        .unwrap();
+    println!("wrote {}", out.display());
+}
+
+fn check(bytes: &[u8], keys: &Keys, trusted: &[&str]) -> Result<verify::VerifyReport, escx::Error> {
+    let policy =
+        TrustPolicy::from_keys(trusted.iter().map(|n| keys.by_name(n).public_key().clone()).collect());
+    let mut reader = PackageReader::open(Cursor::new(bytes.to_vec()), "<vector>")?;
+    verify::verify(
+        &mut reader,
+        &policy,
+        &VerifyOptions { now: Some(SIGNED_AT + 3600), ..VerifyOptions::default() },
+    )
+}
+
+fn manifest_section() -> RawSection {
+    RawSection {
+        kind: SectionType::Manifest,
+        flags: 0,
+        stored: MANIFEST.as_bytes().to_vec(),
+        plain_length: MANIFEST.len() as u64,
+    }
+}
+
+fn signed(key: &SecretKey, kind: SectionType, flags: u32, stored: Vec<u8>, plain_length: u64) -> Vec<u8> {
+    assemble(&[manifest_section(), RawSection { kind, flags, stored, plain_length }], &[key], SIGNED_AT)
+}
+
+fn signed_plain(key: &SecretKey, tar: Vec<u8>) -> Vec<u8> {
+    let length = tar.len() as u64;
+    signed(key, SectionType::Payload, 0, tar, length)
+}
+
+/// The same body with the trailer replaced by one block from `key`.
+fn resign(bytes: &[u8], key: &SecretKey) -> Vec<u8> {
+    let reader = PackageReader::open(Cursor::new(bytes.to_vec()), "x").unwrap();
+    let body = reader.header().body_length as usize;
+    let mut out = bytes[..body].to_vec();
+    out.extend_from_slice(&SignatureBlock::sign(reader.root(), key, SIGNED_AT).encode());
+    out
+}
+
+/// Packs a sample directory; `rich` adds compressible files, docs, tests and a LICENSE,
+/// otherwise the payload is incompressible so it is stored raw.
+fn pack_dir(work: &Path, name: &str, key: &SecretKey, rich: bool) -> Vec<u8> {
+    let dir = work.join(name);
+    let write = |path: &str, content: &[u8]| {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    };
+    write("manifest.toml", MANIFEST.as_bytes());
+    let mut noise = vec![0u8; 3000];
+    blake3::Hasher::new().update(b"escx test vector noise").finalize_xof().fill(&mut noise);
+    write("data/noise.bin", &noise);
+    if rich {
+        write("src/lib.py", "def f(x):\n    return 2 * x\n".repeat(50).as_bytes());
+        write("docs/index.md", "# sample\n\nDocumentation for the test vector.\n".repeat(20).as_bytes());
+        write("tests/test_lib.py", "from src.lib import f\nassert f(2) == 4\n".repeat(20).as_bytes());
+        write("LICENSE", "Test vector license text. ".repeat(40).as_bytes());
+    }
+    let out = work.join(format!("{name}.escx"));
+    let options = PackOptions { signed_at: Some(SIGNED_AT), ..PackOptions::default() };
+    pack::pack_dir(&dir, &out, &[key], &options).unwrap();
+    std::fs::read(out).unwrap()
+}
