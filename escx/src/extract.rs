@@ -35,6 +35,7 @@ pub fn extract_file(
         return Err(Error::io(package, io::Error::other("the package changed during extraction; retry")));
     }
     let parent = crate::fsutil::parent_dir(target);
+    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let staging = tempfile::Builder::new()
         .prefix(".escx-extract-")
         .tempdir_in(&parent)

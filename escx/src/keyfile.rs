@@ -182,11 +182,15 @@ pub fn secret_key_text(key: &SecretKey, protection: &Protection) -> Result<Zeroi
         Protection::Unencrypted => "NOT passphrase-protected",
         Protection::Passphrase(..) => "sealed with a passphrase (argon2id + xchacha20-poly1305)",
     };
-    Ok(Zeroizing::new(format!(
-        "# escx secret key ({ALG_ML_DSA_87_NAME}), key id {}, {sealed}\n# keep this file private\n{SECRET_KEY_PREFIX}{}\n",
-        key.id(),
-        BASE64.encode(&*cbor)
-    )))
+    // Built in place so no unzeroized copy of an unencrypted secret is left behind.
+    let mut text = Zeroizing::new(String::with_capacity(cbor.len() * 4 / 3 + 256));
+    text.push_str(&format!(
+        "# escx secret key ({ALG_ML_DSA_87_NAME}), key id {}, {sealed}\n# keep this file private\n{SECRET_KEY_PREFIX}",
+        key.id()
+    ));
+    BASE64.encode_string(&*cbor, &mut *text);
+    text.push('\n');
+    Ok(text)
 }
 
 /// Writes a secret key file with mode 0600.
@@ -339,7 +343,8 @@ fn read_small_text(path: &Path) -> Result<String, Error> {
             reason: format!("{length} bytes is too large for a key file (limit {KEY_FILE_BYTES_MAX})"),
         });
     }
-    let mut text = String::new();
+    // Sized up front so the buffer holding a secret key is never reallocated (and copied).
+    let mut text = String::with_capacity(length as usize + 1);
     std::io::Read::read_to_string(&mut std::io::Read::take(file, KEY_FILE_BYTES_MAX), &mut text)
         .map_err(|e| Error::KeyFile { path: path.into(), reason: format!("not UTF-8 text: {e}") })?;
     Ok(text)

@@ -169,7 +169,8 @@ fn extract_restores_the_package_directory() {
     let dir = sample_dir(tmp.path());
     let out = tmp.path().join("p.escx");
     pack(&dir, &out, &[&key]);
-    let target = tmp.path().join("out");
+    // Missing parent directories are created.
+    let target = tmp.path().join("out/nested/pkg");
     escx::extract::extract_file(&out, &target, &trust(&[&key]), &VerifyOptions::default()).unwrap();
     for file in [
         "manifest.toml",
