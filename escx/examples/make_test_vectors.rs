@@ -275,46 +275,41 @@ fn main() {
         &publisher,
         "plain-length-mismatch",
     );
-    let dot_dot = raw_tar(&[RawEntry::file(b"../escaped.txt", b"outside")]);
-    add(
-        "tar-dot-dot",
-        "payload entry \"../escaped.txt\"",
-        signed_plain(&keys.publisher, dot_dot),
-        &publisher,
-        "unsafe-path",
-    );
-    let absolute = raw_tar(&[RawEntry::file(b"/etc/escx-evil", b"x")]);
-    add(
-        "tar-absolute-path",
-        "payload entry \"/etc/escx-evil\"",
-        signed_plain(&keys.publisher, absolute),
-        &publisher,
-        "unsafe-path",
-    );
-    let link = raw_tar(&[RawEntry::symlink(b"link", b"../../outside")]);
-    add(
-        "tar-symlink-escape",
-        "payload symlink \"link\" -> \"../../outside\"",
-        signed_plain(&keys.publisher, link),
-        &publisher,
-        "unsafe-path",
-    );
-    let hard = raw_tar(&[RawEntry::of_type(b"hard", b'1')]);
-    add(
-        "tar-hard-link",
-        "payload hard link entry",
-        signed_plain(&keys.publisher, hard),
-        &publisher,
-        "unsupported-entry",
-    );
-    let dup = raw_tar(&[RawEntry::file(b"a.txt", b"1"), RawEntry::file(b"a.txt", b"2")]);
-    add(
-        "tar-duplicate-entry",
-        "payload has \"a.txt\" twice",
-        signed_plain(&keys.publisher, dup),
-        &publisher,
-        "duplicate-entry",
-    );
+    let hostile_archives: [(&str, &str, Vec<RawEntry<'_>>, &str); 5] = [
+        (
+            "tar-dot-dot",
+            "payload entry \"../escaped.txt\"",
+            vec![RawEntry::file(b"../escaped.txt", b"outside")],
+            "unsafe-path",
+        ),
+        (
+            "tar-absolute-path",
+            "payload entry \"/etc/escx-evil\"",
+            vec![RawEntry::file(b"/etc/escx-evil", b"x")],
+            "unsafe-path",
+        ),
+        (
+            "tar-symlink-escape",
+            "payload symlink \"link\" -> \"../../outside\"",
+            vec![RawEntry::symlink(b"link", b"../../outside")],
+            "unsafe-path",
+        ),
+        (
+            "tar-hard-link",
+            "payload hard link entry",
+            vec![RawEntry::of_type(b"hard", b'1')],
+            "unsupported-entry",
+        ),
+        (
+            "tar-duplicate-entry",
+            "payload has \"a.txt\" twice",
+            vec![RawEntry::file(b"a.txt", b"1"), RawEntry::file(b"a.txt", b"2")],
+            "duplicate-entry",
+        ),
+    ];
+    for (name, description, entries, error) in hostile_archives {
+        add(name, description, signed_plain(&keys.publisher, raw_tar(&entries)), &publisher, error);
+    }
 
     add(
         "untrusted-signer",
