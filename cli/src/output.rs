@@ -1,5 +1,5 @@
 //! Output: short human lines on stdout, or one JSON document with `--json`; progress bars
-//! on stderr only when it is a terminal.
+//! on stderr only when both stdout and stderr are terminals.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -19,7 +19,10 @@ pub struct Ui {
 
 impl Ui {
     pub fn new(json: bool) -> Self {
-        Self { json, progress_allowed: !json && std::io::stderr().is_terminal() }
+        // Bars go to stderr, but only when a person is watching both streams: piping
+        // stdout (`escx ... | jq`) or redirecting stderr turns them off.
+        let interactive = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        Self { json, progress_allowed: !json && interactive }
     }
 
     /// Prints `value` as JSON (with `--json`) or `human` lines.
