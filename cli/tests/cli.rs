@@ -236,18 +236,29 @@ fn usage_and_io_errors_have_their_exit_codes() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("unknown section \"bogus\""));
-    // Missing file: I/O.
-    f.cmd()
-        .args(["package", "verify", "missing.escx", "--pubkey", "acme.pub"])
-        .assert()
-        .code(3)
-        .stderr(predicate::str::contains("missing.escx"));
+    // Missing file: I/O, named once, with the OS reason once.
+    let out = f.cmd().args(["package", "verify", "missing.escx", "--pubkey", "acme.pub"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: missing.escx: "), "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
     // Not a package: verification failure naming the file.
     f.cmd()
         .args(["package", "inspect", "acme.pub"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("acme.pub: not an .escx package"));
+}
+
+#[test]
+fn invalid_manifest_is_reported_with_file_line_and_column() {
+    let f = Fixture::new();
+    std::fs::write(f.path("mypkg/manifest.toml"), "[package]\nname = \"acme/tool\"\nversion = \"one\"\n").unwrap();
+    f.cmd()
+        .args(["package", "pack", "mypkg", "-o", "x.escx", "--key", "ci.key"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("mypkg/manifest.toml: line 3, column 11: version \"one\" is not a semantic version"));
 }
 
 #[test]

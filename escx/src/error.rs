@@ -406,14 +406,14 @@ pub enum Error {
         reason: String,
     },
 
-    /// An I/O error, with the file it concerns.
-    #[error("{}: {source}", .path.display())]
+    /// An I/O error, with the file it concerns. The OS error is part of the message (and
+    /// deliberately not also a `source()`, so error chains do not print it twice).
+    #[error("{}: {error}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -427,7 +427,7 @@ fn list_ids(ids: &[KeyId]) -> String {
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io { path: path.into(), error: source }
     }
 
     /// Stable machine-readable code.

@@ -162,8 +162,13 @@ pub fn collect(dir: &Path, skip: Option<&Path>) -> Result<PackPlan, Error> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest_bytes =
         read_limited(&manifest_path, crate::container::SectionType::Manifest.plain_bytes_max())?;
-    let manifest =
-        ManifestHeader::parse(&manifest_bytes).map_err(|e| input_error(&manifest_path, e.to_string()))?;
+    let manifest = ManifestHeader::parse(&manifest_bytes).map_err(|e| {
+        let reason = match e {
+            FormatError::ManifestInvalid { reason } => reason,
+            other => other.to_string(),
+        };
+        input_error(&manifest_path, reason)
+    })?;
     let include = glob_set(&manifest.include_files)
         .map_err(|r| input_error(&manifest_path, format!("[include] files: {r}")))?;
     let exclude = glob_set(&manifest.exclude_files)
