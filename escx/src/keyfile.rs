@@ -188,7 +188,7 @@ pub fn secret_key_text(key: &SecretKey, protection: &Protection) -> Result<Zeroi
         "# escx secret key ({ALG_ML_DSA_87_NAME}), key id {}, {sealed}\n# keep this file private\n{SECRET_KEY_PREFIX}",
         key.id()
     ));
-    BASE64.encode_string(&*cbor, &mut *text);
+    BASE64.encode_string(&*cbor, &mut text);
     text.push('\n');
     Ok(text)
 }
