@@ -253,12 +253,13 @@ fn usage_and_io_errors_have_their_exit_codes() {
 #[test]
 fn invalid_manifest_is_reported_with_file_line_and_column() {
     let f = Fixture::new();
-    std::fs::write(f.path("mypkg/manifest.toml"), "[package]\nname = \"acme/tool\"\nversion = \"one\"\n").unwrap();
-    f.cmd()
-        .args(["package", "pack", "mypkg", "-o", "x.escx", "--key", "ci.key"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("mypkg/manifest.toml: line 3, column 11: version \"one\" is not a semantic version"));
+    std::fs::write(f.path("mypkg/manifest.toml"), "[package]\nname = \"acme/tool\"\nversion = \"one\"\n")
+        .unwrap();
+    f.cmd().args(["package", "pack", "mypkg", "-o", "x.escx", "--key", "ci.key"]).assert().code(1).stderr(
+        predicate::str::contains(
+            "mypkg/manifest.toml: line 3, column 11: version \"one\" is not a semantic version",
+        ),
+    );
 }
 
 #[test]
