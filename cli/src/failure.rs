@@ -52,10 +52,18 @@ pub fn escx_error(error: &anyhow::Error) -> Option<&escx::Error> {
     error.chain().find_map(|e| e.downcast_ref::<escx::Error>())
 }
 
+/// The innermost escx-manifest error in a chain, if any.
+pub fn manifest_error(error: &anyhow::Error) -> Option<&escx_manifest::Error> {
+    error.chain().find_map(|e| e.downcast_ref::<escx_manifest::Error>())
+}
+
 /// Stable code for `--json` output.
 pub fn code(error: &anyhow::Error) -> &'static str {
     if error.chain().any(|e| e.is::<UsageError>()) {
         return "usage";
+    }
+    if let Some(e) = manifest_error(error) {
+        return e.code();
     }
     escx_error(error).map_or("error", escx::Error::code)
 }
@@ -65,10 +73,12 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.chain().any(|e| e.is::<UsageError>()) {
         return EXIT_USAGE;
     }
-    match escx_error(error) {
-        Some(e) if e.is_verification_failure() => EXIT_FAILED,
-        _ => EXIT_IO,
-    }
+    let failed = match (manifest_error(error), escx_error(error)) {
+        (Some(e), _) => e.is_verification_failure(),
+        (None, Some(e)) => e.is_verification_failure(),
+        (None, None) => false,
+    };
+    if failed { EXIT_FAILED } else { EXIT_IO }
 }
 
 /// One line: the context chain joined with ": ".

@@ -43,6 +43,9 @@ enum Command {
     /// Generate, inspect and rotate ML-DSA-87 signing keys.
     #[command(subcommand)]
     Key(cmd::key::KeyCommand),
+    /// Create and validate manifest.toml.
+    #[command(subcommand)]
+    Manifest(cmd::manifest::ManifestCommand),
     /// Pack, sign, verify, inspect and extract .escx packages.
     #[command(subcommand)]
     Package(cmd::package::PackageCommand),
@@ -61,12 +64,14 @@ fn main() -> ExitCode {
     };
     let json = match &cli.command {
         Command::Key(c) => c.json(),
+        Command::Manifest(c) => c.json(),
         Command::Package(c) => c.json(),
         Command::Demo(c) => c.json,
     };
     let ui = Ui::new(json);
     let result = match cli.command {
         Command::Key(c) => cmd::key::run(c, &ui),
+        Command::Manifest(c) => cmd::manifest::run(c, &ui),
         Command::Package(c) => cmd::package::run(c, &ui),
         Command::Demo(args) => demo::run(args, &ui),
     };

@@ -46,10 +46,22 @@ impl Ui {
     pub fn report_failure(&self, error: &anyhow::Error) -> u8 {
         let help = failure::escx_error(error).and_then(escx::Error::help);
         if self.json {
-            let value = serde_json::json!({
+            let mut value = serde_json::json!({
                 "ok": false,
                 "error": { "code": failure::code(error), "message": failure::message(error), "help": help },
             });
+            if let Some(escx_manifest::Error::Manifest(diagnostics)) = failure::manifest_error(error) {
+                value["error"]["diagnostics"] = diagnostics
+                    .0
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "file": d.file, "line": d.line, "column": d.column,
+                            "key": d.key, "message": d.message, "help": d.help,
+                        })
+                    })
+                    .collect();
+            }
             println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
         } else {
             eprintln!("error: {}", failure::message(error));

@@ -257,9 +257,33 @@ fn invalid_manifest_is_reported_with_file_line_and_column() {
         .unwrap();
     f.cmd().args(["package", "pack", "mypkg", "-o", "x.escx", "--key", "ci.key"]).assert().code(1).stderr(
         predicate::str::contains(
-            "mypkg/manifest.toml: line 3, column 11: version \"one\" is not a semantic version",
+            "mypkg/manifest.toml:3:11: package.version: \"one\" is not a semantic version",
         ),
     );
+}
+
+#[test]
+fn manifest_init_writes_a_template_that_checks() {
+    let f = Fixture::new();
+    f.cmd().args(["manifest", "init", "newpkg", "--name", "acme/new"]).assert().success();
+    let out = f.cmd().args(["manifest", "check", "newpkg", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(json(&out.stdout)["package"]["name"], "acme/new");
+    f.cmd().args(["manifest", "init", "newpkg"]).assert().code(2).stderr(predicate::str::contains("--force"));
+}
+
+#[test]
+fn manifest_check_lists_every_problem_with_location_in_json() {
+    let f = Fixture::new();
+    std::fs::write(f.path("bad.toml"), "[package]\nname = \"Bad\"\nversion = \"x\"\n").unwrap();
+    let out = f.cmd().args(["manifest", "check", "bad.toml", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let value = json(&out.stdout);
+    assert_eq!(value["error"]["code"], "manifest-invalid");
+    let diagnostics = value["error"]["diagnostics"].as_array().unwrap();
+    assert_eq!(diagnostics.len(), 2);
+    assert_eq!((diagnostics[0]["line"].as_u64(), diagnostics[0]["column"].as_u64()), (Some(2), Some(8)));
+    assert_eq!(diagnostics[1]["key"], "package.version");
 }
 
 #[test]
@@ -268,6 +292,8 @@ fn every_command_has_help_with_examples() {
         vec!["key", "generate"],
         vec!["key", "show"],
         vec!["key", "rotate"],
+        vec!["manifest", "init"],
+        vec!["manifest", "check"],
         vec!["package", "pack"],
         vec!["package", "verify"],
         vec!["package", "inspect"],

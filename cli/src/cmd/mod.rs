@@ -1,4 +1,5 @@
 //! One module per noun.
 
 pub mod key;
+pub mod manifest;
 pub mod package;

@@ -201,6 +201,9 @@ fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
     if !args.force && args.out.exists() {
         return Err(UsageError(format!("{} exists; pass --force to replace it", args.out.display())).into());
     }
+    // The full schema first, so mistakes anywhere in the manifest are reported with their
+    // line and column before any key is unlocked.
+    crate::cmd::manifest::load(&args.dir)?;
     let keys =
         args.keys.iter().map(|k| secrets::load_secret_key(k)).collect::<anyhow::Result<Vec<SecretKey>>>()?;
     let key_refs: Vec<&SecretKey> = keys.iter().collect();

@@ -1,0 +1,142 @@
+//! `escx manifest ...`
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use escx_manifest::Manifest;
+use escx_manifest::template::manifest_template;
+use serde_json::json;
+
+use crate::failure::{self, UsageError};
+use crate::output::Ui;
+
+#[derive(Subcommand)]
+pub enum ManifestCommand {
+    /// Write a commented manifest.toml template into a directory.
+    #[command(after_help = "\
+The package name defaults to the directory's name; every optional section is present
+but commented out, with its rules.
+
+Examples:
+  escx manifest init ./mypkg
+  escx manifest init ./mypkg --name acme/thermal")]
+    Init(InitArgs),
+    /// Validate a manifest: schema, semantic rules, line:column errors with fixes.
+    #[command(after_help = "\
+Every problem is reported at once, each as FILE:LINE:COLUMN: KEY: MESSAGE followed by a
+help line. Unknown keys get a \"did you mean\".
+
+Examples:
+  escx manifest check ./mypkg/manifest.toml
+  escx manifest check ./mypkg --json")]
+    Check(CheckArgs),
+}
+
+impl ManifestCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Init(a) => a.json,
+            Self::Check(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Package directory (created if needed).
+    dir: PathBuf,
+    /// Package name (default: the directory's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Replace an existing manifest.toml.
+    #[arg(long)]
+    force: bool,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// A manifest.toml, or a directory containing one.
+    path: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(command: ManifestCommand, ui: &Ui) -> anyhow::Result<()> {
+    match command {
+        ManifestCommand::Init(args) => init(args, ui),
+        ManifestCommand::Check(args) => check(args, ui),
+    }
+}
+
+/// `path` itself, or `path/manifest.toml` when it is a directory.
+pub fn manifest_path(path: &Path) -> PathBuf {
+    if path.is_dir() { path.join("manifest.toml") } else { path.to_path_buf() }
+}
+
+/// Loads and fully validates a manifest, for commands that take a package directory.
+pub fn load(path: &Path) -> anyhow::Result<Manifest> {
+    Ok(Manifest::load(&manifest_path(path))?)
+}
+
+fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
+    let name = match args.name {
+        Some(name) => name,
+        None => {
+            let base = std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone());
+            let stem = base.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+            stem.chars()
+                .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' })
+                .collect()
+        }
+    };
+    escx::manifest::validate_name(&name)
+        .map_err(|reason| UsageError(format!("package name {name:?} {reason}; pass --name")))?;
+    let path = args.dir.join("manifest.toml");
+    if path.exists() && !args.force {
+        return Err(UsageError(format!("{} exists; pass --force to replace it", path.display())).into());
+    }
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| escx::Error::io(&args.dir, e))
+        .map_err(failure::at(&args.dir))?;
+    std::fs::write(&path, manifest_template(&name))
+        .map_err(|e| escx::Error::io(&path, e))
+        .map_err(failure::at(&path))?;
+    ui.emit(json!({ "file": path, "name": name }), || format!("wrote {} for package {name}", path.display()));
+    Ok(())
+}
+
+fn check(args: CheckArgs, ui: &Ui) -> anyhow::Result<()> {
+    let path = manifest_path(&args.path);
+    let manifest = Manifest::load(&path)?;
+    let tiers = manifest.pricing.as_ref().map_or(0, |p| p.tiers.len());
+    let steps = manifest.revenue.as_ref().map_or(0, |r| r.base.steps.len());
+    ui.emit(
+        json!({
+            "ok": true,
+            "file": path,
+            "package": { "name": manifest.package.name, "version": manifest.package.version.to_string() },
+            "dependencies": manifest.dependencies.iter().map(|(name, d)| json!({
+                "name": name, "requirement": d.requirement.as_str(), "optional": d.optional, "features": d.features,
+            })).collect::<Vec<_>>(),
+            "features": manifest.features.keys().collect::<Vec<_>>(),
+            "pricing_tiers": tiers,
+            "revenue_steps": steps,
+            "telemetry": manifest.telemetry.is_some(),
+        }),
+        || {
+            format!(
+                "{}: {} {} is valid ({} dependencies, {} features, {tiers} price tiers, {steps} waterfall steps)",
+                path.display(),
+                manifest.package.name,
+                manifest.package.version,
+                manifest.dependencies.len(),
+                manifest.features.len()
+            )
+        },
+    );
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Money as integer micro-units (spec: manifest.md §3).
+//!
+//! Amounts are written as decimal strings (`"49.99"`) and held as `u64` micro-units
+//! (1 unit = 1 000 000 micros). No floating point is involved anywhere, so `"0.1"` +
+//! `"0.2"` is exactly `"0.3"`.
+
+use std::fmt;
+
+/// Micro-units per unit of currency.
+pub const MICROS_PER_UNIT: u64 = 1_000_000;
+/// Most decimal places an amount may have.
+pub const DECIMALS_MAX: usize = 6;
+/// Largest amount accepted: 10^12 units (10^18 micros), leaving headroom in `u64` for sums.
+pub const AMOUNT_MICROS_MAX: u64 = 1_000_000_000_000 * MICROS_PER_UNIT;
+
+/// An amount of money in micro-units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Micros(pub u64);
+
+impl Micros {
+    /// Zero.
+    pub const ZERO: Micros = Micros(0);
+
+    /// Parses `digits[.digits]` with at most six decimals, no sign, no exponent, at most
+    /// [`AMOUNT_MICROS_MAX`].
+    pub fn parse(text: &str) -> Result<Self, MoneyError> {
+        let (whole, fraction) = match text.split_once('.') {
+            Some((whole, fraction)) => (whole, Some(fraction)),
+            None => (text, None),
+        };
+        let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits_only(whole) || fraction.is_some_and(|f| !digits_only(f)) {
+            return Err(MoneyError::Syntax);
+        }
+        let fraction = fraction.unwrap_or("");
+        if fraction.len() > DECIMALS_MAX {
+            return Err(MoneyError::TooManyDecimals { decimals: fraction.len() });
+        }
+        let whole_units: u64 = whole.parse().map_err(|_| MoneyError::TooLarge)?;
+        let fraction_micros: u64 = format!("{fraction:0<6}").parse().map_err(|_| MoneyError::Syntax)?;
+        let micros = whole_units
+            .checked_mul(MICROS_PER_UNIT)
+            .and_then(|m| m.checked_add(fraction_micros))
+            .filter(|m| *m <= AMOUNT_MICROS_MAX)
+            .ok_or(MoneyError::TooLarge)?;
+        Ok(Self(micros))
+    }
+
+    /// Checked addition.
+    pub fn checked_add(self, other: Micros) -> Option<Micros> {
+        self.0.checked_add(other.0).map(Micros)
+    }
+}
+
+impl fmt::Display for Micros {
+    /// At least two decimals, more only when needed: `49.99`, `0.000001`, `10.00`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole = self.0 / MICROS_PER_UNIT;
+        let mut fraction = format!("{:06}", self.0 % MICROS_PER_UNIT);
+        while fraction.len() > 2 && fraction.ends_with('0') {
+            fraction.pop();
+        }
+        write!(f, "{whole}.{fraction}")
+    }
+}
+
+/// Why a decimal string is not an amount.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    /// Not `digits[.digits]`.
+    #[error(
+        "expected a decimal amount such as \"49.99\" (digits, optional '.' and up to 6 decimals, no sign)"
+    )]
+    Syntax,
+    /// More than six decimals.
+    #[error("{decimals} decimal places; amounts have at most 6 (micro-units)")]
+    TooManyDecimals {
+        /// How many were given.
+        decimals: usize,
+    },
+    /// Above the maximum.
+    #[error("amount exceeds the maximum of 1000000000000 units")]
+    TooLarge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_strings_are_exact() {
+        let sum = Micros::parse("0.1").unwrap().checked_add(Micros::parse("0.2").unwrap()).unwrap();
+        assert_eq!(sum, Micros::parse("0.3").unwrap());
+        assert_eq!(sum.0, 300_000);
+        assert_eq!(Micros::parse("1234.56").unwrap().0, 1_234_560_000);
+        assert_eq!(Micros::parse("0.000001").unwrap().0, 1);
+        assert_eq!(Micros::parse("7").unwrap().to_string(), "7.00");
+        assert_eq!(Micros(1).to_string(), "0.000001");
+        assert_eq!(Micros(49_990_000).to_string(), "49.99");
+    }
+
+    #[test]
+    fn malformed_amounts_are_rejected() {
+        assert_eq!(Micros::parse("1.0000001"), Err(MoneyError::TooManyDecimals { decimals: 7 }));
+        for bad in ["", ".5", "5.", "-1", "+1", "1e3", "1,00", " 1", "0x10", "1.2.3"] {
+            assert_eq!(Micros::parse(bad), Err(MoneyError::Syntax), "{bad:?}");
+        }
+        assert_eq!(Micros::parse("1000000000001"), Err(MoneyError::TooLarge));
+        assert_eq!(Micros::parse("99999999999999999999999"), Err(MoneyError::TooLarge));
+    }
+}
