@@ -144,3 +144,152 @@ mod tests {
         assert!(Envelope::from_cbor(&bytes).is_err());
     }
 }
+
+/// Most signatures on one [`MultiEnvelope`].
+pub const MULTI_SIGNATURES_MAX: usize = 16;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MultiEnvelopeMap {
+    ctx: String,
+    payload: ByteBuf,
+    signatures: Vec<SignatureMap>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureMap {
+    alg: u16,
+    key_id: ByteBuf,
+    sig: ByteBuf,
+}
+
+/// A payload signed by several keys (escx-format.md §9.1), for objects that need k-of-n
+/// signatures such as the registry index. Every signature is ML-DSA-87 over the payload
+/// bytes as they appear, under the envelope's context.
+#[derive(Debug, Clone)]
+pub struct MultiEnvelope {
+    context: String,
+    payload: Vec<u8>,
+    signatures: Vec<(KeyId, Signature)>,
+}
+
+impl MultiEnvelope {
+    /// Signs `payload` under `context` with every key.
+    pub fn seal(context: SigningContext, payload: Vec<u8>, keys: &[&SecretKey]) -> Self {
+        let signatures = keys.iter().map(|k| (k.id(), k.sign(context, &payload))).collect();
+        Self { context: context.as_str().to_owned(), payload, signatures }
+    }
+
+    /// The canonical CBOR encoding: `{ctx, payload, signatures: [{alg, key_id, sig}]}`.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let map = MultiEnvelopeMap {
+            ctx: self.context.clone(),
+            payload: ByteBuf::from(self.payload.clone()),
+            signatures: self
+                .signatures
+                .iter()
+                .map(|(id, sig)| SignatureMap {
+                    alg: ALG_ML_DSA_87,
+                    key_id: ByteBuf::from(id.0.to_vec()),
+                    sig: ByteBuf::from(sig.as_bytes().to_vec()),
+                })
+                .collect(),
+        };
+        let mut out = Vec::with_capacity(self.payload.len() + self.signatures.len() * 4700 + 64);
+        // Serializing byte strings, text and integers into a Vec cannot fail.
+        let _ = ciborium::into_writer(&map, &mut out);
+        out
+    }
+
+    /// Parses the CBOR (shape, lengths, algorithm, no duplicate signers); does not verify.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        let invalid = |reason: String| Error::Envelope { reason };
+        if bytes.len() > ENVELOPE_BYTES_MAX {
+            return Err(invalid(format!("{} bytes exceeds the limit {ENVELOPE_BYTES_MAX}", bytes.len())));
+        }
+        let mut cursor = std::io::Cursor::new(bytes);
+        let map: MultiEnvelopeMap =
+            ciborium::from_reader(&mut cursor).map_err(|e| invalid(format!("not a signed document: {e}")))?;
+        if cursor.position() != bytes.len() as u64 {
+            return Err(invalid("trailing bytes after the signed document".into()));
+        }
+        if map.signatures.is_empty() || map.signatures.len() > MULTI_SIGNATURES_MAX {
+            return Err(invalid(format!(
+                "needs 1 to {MULTI_SIGNATURES_MAX} signatures, found {}",
+                map.signatures.len()
+            )));
+        }
+        let mut signatures: Vec<(KeyId, Signature)> = Vec::new();
+        for entry in map.signatures {
+            if entry.alg != ALG_ML_DSA_87 {
+                return Err(invalid(format!("unknown algorithm id {}", entry.alg)));
+            }
+            let id: [u8; KEY_ID_BYTES] = entry
+                .key_id
+                .as_slice()
+                .try_into()
+                .map_err(|_| invalid(format!("key_id must be {KEY_ID_BYTES} bytes")))?;
+            let id = KeyId(id);
+            if signatures.iter().any(|(seen, _)| *seen == id) {
+                return Err(invalid(format!("key {id} signed twice")));
+            }
+            signatures.push((id, Signature::from_bytes(&entry.sig)?));
+        }
+        Ok(Self { context: map.ctx, payload: map.payload.into_vec(), signatures })
+    }
+
+    /// The payload, before any signature is checked (for inspection only).
+    pub fn payload_unverified(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Key ids of all signatures, verified or not.
+    pub fn signers(&self) -> Vec<KeyId> {
+        self.signatures.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Checks the context and every signature by a key `known` returns; returns the key ids
+    /// whose signatures verified. A known key's bad signature is an error, never skipped;
+    /// unknown keys are ignored. The caller decides whether the signers are enough.
+    pub fn verified_signers<'k>(
+        &self,
+        expected: SigningContext,
+        known: impl Fn(KeyId) -> Option<&'k PublicKey>,
+    ) -> Result<Vec<KeyId>, Error> {
+        if self.context != expected.as_str() {
+            return Err(Error::Envelope {
+                reason: format!("expected a {} document, found {:?}", expected.as_str(), self.context),
+            });
+        }
+        let mut valid = Vec::new();
+        for (id, signature) in &self.signatures {
+            if let Some(key) = known(*id) {
+                key.verify(expected, &self.payload, signature)?;
+                valid.push(*id);
+            }
+        }
+        Ok(valid)
+    }
+}
+
+#[cfg(test)]
+mod multi_tests {
+    use super::*;
+
+    #[test]
+    fn every_known_signature_is_checked() {
+        let a = SecretKey::generate();
+        let b = SecretKey::generate();
+        let ctx = SigningContext::KEY_ROTATION;
+        let bytes = MultiEnvelope::seal(ctx, b"index".to_vec(), &[&a, &b]).to_cbor();
+        let envelope = MultiEnvelope::from_cbor(&bytes).unwrap();
+        let both = envelope
+            .verified_signers(ctx, |id| [a.public_key(), b.public_key()].into_iter().find(|k| k.id() == id))
+            .unwrap();
+        assert_eq!(both, vec![a.id(), b.id()]);
+        let only_a = envelope.verified_signers(ctx, |id| (id == a.id()).then(|| a.public_key())).unwrap();
+        assert_eq!(only_a, vec![a.id()]);
+        assert!(envelope.verified_signers(SigningContext::PACKAGE, |_| Some(a.public_key())).is_err());
+    }
+}

@@ -50,6 +50,8 @@ pub struct TrustPolicy {
     listed_keys: usize,
     scopes: Vec<Scope>,
     revoked: BTreeSet<KeyId>,
+    /// `[registry]`: who may sign registry indexes (registry.md §4).
+    registry: Option<Scope>,
     /// Built by [`TrustPolicy::from_keys`]: rules read "signed by trusted key ...".
     key_list: bool,
 }
@@ -73,6 +75,14 @@ struct RawPolicy {
     scope: Vec<RawScope>,
     #[serde(default)]
     revoked: Vec<Spanned<String>>,
+    registry: Option<Spanned<RawRegistry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    keys: Spanned<Vec<Spanned<String>>>,
+    threshold: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -115,10 +125,7 @@ impl TrustPolicy {
             .collect();
         let scope = Scope {
             pattern: "**".to_owned(),
-            matcher: match globset::Glob::new("**") {
-                Ok(glob) => glob.compile_matcher(),
-                Err(_) => unreachable!("\"**\" is a valid glob"),
-            },
+            matcher: match_all(),
             slots: (0..keys.len()).collect(),
             threshold: 1,
         };
@@ -128,8 +135,38 @@ impl TrustPolicy {
             keys,
             scopes: vec![scope],
             revoked: BTreeSet::new(),
+            registry: None,
             key_list: true,
         }
+    }
+
+    /// Adds registry index signers: any one of `keys` may sign the index (the shorthand
+    /// of `--registry-key`). Keys the policy already lists keep their entry.
+    pub fn with_registry_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        let mut slots = Vec::new();
+        for public in keys {
+            let slot = match self.keys.iter().position(|k| k.public.id() == public.id()) {
+                Some(existing) => self.keys[existing].slot,
+                None => {
+                    let slot = self.keys.len();
+                    self.keys.push(PolicyKey {
+                        name: public.id().to_string(),
+                        lineage: vec![public.id()],
+                        public,
+                        expires: None,
+                        slot,
+                    });
+                    self.listed_keys += 1;
+                    slot
+                }
+            };
+            if !slots.contains(&slot) {
+                slots.push(slot);
+            }
+        }
+        self.registry =
+            Some(Scope { pattern: "registry index".into(), matcher: match_all(), slots, threshold: 1 });
+        self
     }
 
     /// Loads a policy file; relative `*_file` paths are resolved from its directory.
@@ -273,6 +310,16 @@ impl TrustPolicy {
             pending = still_pending;
         }
 
+        let registry = match &raw.registry {
+            None => None,
+            Some(raw_registry) => {
+                let raw_registry = raw_registry.get_ref();
+                let (slots, threshold) =
+                    resolve_slots(&raw_registry.keys, raw_registry.threshold.as_ref(), &by_name, &fail)?;
+                Some(Scope { pattern: "registry index".into(), matcher: match_all(), slots, threshold })
+            }
+        };
+
         if raw.scope.is_empty() {
             return Err(fail(None, "no [[scope]]: the policy would trust nothing".into()));
         }
@@ -284,38 +331,19 @@ impl TrustPolicy {
                 .build()
                 .map_err(|e| fail(Some(raw_scope.packages.span()), format!("invalid glob: {e}")))?
                 .compile_matcher();
-            let mut slots = Vec::new();
-            for name in raw_scope.keys.get_ref() {
-                let slot = *by_name.get(name.get_ref()).ok_or_else(|| {
-                    fail(
-                        Some(name.span()),
-                        format!("unknown key {:?}; list it in a [[key]] table", name.get_ref()),
-                    )
-                })?;
-                if slots.contains(&slot) {
-                    return Err(fail(Some(name.span()), format!("key {:?} listed twice", name.get_ref())));
-                }
-                slots.push(slot);
-            }
-            let threshold = match &raw_scope.threshold {
-                Some(t) => {
-                    let value = *t.get_ref() as usize;
-                    if value == 0 || value > slots.len() {
-                        return Err(fail(
-                            Some(t.span()),
-                            format!("threshold must be between 1 and {} (the number of keys)", slots.len()),
-                        ));
-                    }
-                    value
-                }
-                None if slots.is_empty() => {
-                    return Err(fail(Some(raw_scope.keys.span()), "a scope needs at least one key".into()));
-                }
-                None => 1,
-            };
+            let (slots, threshold) =
+                resolve_slots(&raw_scope.keys, raw_scope.threshold.as_ref(), &by_name, &fail)?;
             scopes.push(Scope { pattern, matcher, slots, threshold });
         }
-        Ok(Self { source: source.to_path_buf(), keys, listed_keys, scopes, revoked, key_list: false })
+        Ok(Self {
+            source: source.to_path_buf(),
+            keys,
+            listed_keys,
+            scopes,
+            revoked,
+            registry,
+            key_list: false,
+        })
     }
 
     /// Where the policy came from.
@@ -342,23 +370,7 @@ impl TrustPolicy {
     /// Decides whether valid signatures by `signers` are enough for `package` at `now`
     /// (trust-policy.md §5). Every scope whose glob matches the name must be satisfied.
     pub fn evaluate(&self, package: &str, signers: &[KeyId], now: UnixSeconds) -> Result<Decision, Error> {
-        let mut notes: Vec<String> = Vec::new();
-        let mut usable: Vec<&PolicyKey> = Vec::new();
-        for id in signers {
-            let Some(key) = self.keys.iter().find(|k| k.public.id() == *id) else { continue };
-            if let Some(revoked) = key.lineage.iter().find(|id| self.revoked.contains(id)) {
-                notes.push(if revoked == id {
-                    format!("key {} is revoked", key.name)
-                } else {
-                    format!("key {} descends from revoked key {revoked}", key.name)
-                });
-            } else if key.expires.is_some_and(|expires| now >= expires) {
-                let expires = key.expires.unwrap_or_default();
-                notes.push(format!("key {} expired at {}", key.name, timestamp::format_rfc3339(expires)));
-            } else {
-                usable.push(key);
-            }
-        }
+        let (usable, mut notes) = self.usable_signers(signers, now);
         let matching: Vec<&Scope> = self.scopes.iter().filter(|s| s.matcher.is_match(package)).collect();
         if matching.is_empty() {
             notes.insert(0, format!("no scope in {} covers package {package:?}", self.source.display()));
@@ -367,33 +379,8 @@ impl TrustPolicy {
         let mut rules = Vec::new();
         let mut unmet = Vec::new();
         for scope in matching {
-            let filled: Vec<&str> = scope
-                .slots
-                .iter()
-                .filter(|slot| usable.iter().any(|k| k.slot == **slot))
-                .map(|slot| self.keys[*slot].name.as_str())
-                .collect();
-            let names: Vec<&str> = scope.slots.iter().map(|s| self.keys[*s].name.as_str()).collect();
-            if self.key_list {
-                match filled.as_slice() {
-                    [] => unmet.push("no valid signature by a trusted key".to_owned()),
-                    _ => rules.push(format!("signed by trusted key {}", filled.join(", "))),
-                }
-                continue;
-            }
-            let sentence = format!(
-                "scope {:?}: {} of {} required ({}), valid signatures from {}",
-                scope.pattern,
-                scope.threshold,
-                scope.slots.len(),
-                names.join(", "),
-                if filled.is_empty() { "none".to_owned() } else { filled.join(", ") }
-            );
-            if filled.len() >= scope.threshold {
-                rules.push(sentence);
-            } else {
-                unmet.push(sentence);
-            }
+            let (met, sentence) = self.judge(scope, &usable);
+            if met { rules.push(sentence) } else { unmet.push(sentence) }
         }
         if unmet.is_empty() {
             Ok(Decision { rules })
@@ -402,4 +389,132 @@ impl TrustPolicy {
             Err(Error::PolicyRejected { package: package.to_owned(), reasons: unmet })
         }
     }
+
+    /// Decides whether valid signatures by `signers` are enough for a registry index at
+    /// `now` (trust-policy.md §6): the `[registry]` keys and threshold, with the same expiry,
+    /// revocation and rotation rules as packages.
+    pub fn evaluate_registry(&self, signers: &[KeyId], now: UnixSeconds) -> Result<Decision, Error> {
+        let subject = "the registry index".to_owned();
+        let Some(scope) = &self.registry else {
+            return Err(Error::PolicyRejected {
+                package: subject,
+                reasons: vec![format!(
+                    "{} has no [registry] table naming the index signers",
+                    self.source.display()
+                )],
+            });
+        };
+        let (usable, notes) = self.usable_signers(signers, now);
+        let (met, sentence) = self.judge(scope, &usable);
+        if met {
+            Ok(Decision { rules: vec![sentence] })
+        } else {
+            Err(Error::PolicyRejected {
+                package: subject,
+                reasons: std::iter::once(sentence).chain(notes).collect(),
+            })
+        }
+    }
+
+    /// The signers that count at `now`, and why the others do not.
+    fn usable_signers(&self, signers: &[KeyId], now: UnixSeconds) -> (Vec<&PolicyKey>, Vec<String>) {
+        let mut notes = Vec::new();
+        let mut usable = Vec::new();
+        for id in signers {
+            let Some(key) = self.keys.iter().find(|k| k.public.id() == *id) else { continue };
+            if let Some(revoked) = key.lineage.iter().find(|id| self.revoked.contains(id)) {
+                notes.push(if revoked == id {
+                    format!("key {} is revoked", key.name)
+                } else {
+                    format!("key {} descends from revoked key {revoked}", key.name)
+                });
+            } else if let Some(expires) = key.expires.filter(|expires| now >= *expires) {
+                notes.push(format!("key {} expired at {}", key.name, timestamp::format_rfc3339(expires)));
+            } else {
+                usable.push(key);
+            }
+        }
+        (usable, notes)
+    }
+
+    /// Whether `usable` fills enough of the scope's slots, and the sentence saying so.
+    fn judge(&self, scope: &Scope, usable: &[&PolicyKey]) -> (bool, String) {
+        let filled: Vec<&str> = scope
+            .slots
+            .iter()
+            .filter(|slot| usable.iter().any(|k| k.slot == **slot))
+            .map(|slot| self.keys[*slot].name.as_str())
+            .collect();
+        let met = filled.len() >= scope.threshold;
+        if self.key_list && scope.threshold == 1 {
+            return match filled.as_slice() {
+                [] => (false, format!("no valid signature by a trusted key for {}", scope.pattern_text())),
+                _ => (true, format!("signed by trusted key {}", filled.join(", "))),
+            };
+        }
+        let names: Vec<&str> = scope.slots.iter().map(|s| self.keys[*s].name.as_str()).collect();
+        let sentence = format!(
+            "{}: {} of {} required ({}), valid signatures from {}",
+            scope.pattern_text(),
+            scope.threshold,
+            scope.slots.len(),
+            names.join(", "),
+            if filled.is_empty() { "none".to_owned() } else { filled.join(", ") }
+        );
+        (met, sentence)
+    }
+}
+
+impl Scope {
+    fn pattern_text(&self) -> String {
+        if self.pattern == "registry index" {
+            self.pattern.clone()
+        } else {
+            format!("scope {:?}", self.pattern)
+        }
+    }
+}
+
+/// A matcher for every package name.
+fn match_all() -> globset::GlobMatcher {
+    match globset::Glob::new("**") {
+        Ok(glob) => glob.compile_matcher(),
+        Err(_) => unreachable!("\"**\" is a valid glob"),
+    }
+}
+
+/// Turns a list of key names and an optional threshold into slots, checking both.
+fn resolve_slots(
+    names: &Spanned<Vec<Spanned<String>>>,
+    threshold: Option<&Spanned<u32>>,
+    by_name: &HashMap<String, usize>,
+    fail: &impl Fn(Option<std::ops::Range<usize>>, String) -> Error,
+) -> Result<(Vec<usize>, usize), Error> {
+    let mut slots = Vec::new();
+    for name in names.get_ref() {
+        let slot = *by_name.get(name.get_ref()).ok_or_else(|| {
+            fail(Some(name.span()), format!("unknown key {:?}; list it in a [[key]] table", name.get_ref()))
+        })?;
+        if slots.contains(&slot) {
+            return Err(fail(Some(name.span()), format!("key {:?} listed twice", name.get_ref())));
+        }
+        slots.push(slot);
+    }
+    if slots.is_empty() {
+        return Err(fail(Some(names.span()), "needs at least one key".into()));
+    }
+    let threshold = match threshold {
+        Some(t) => {
+            let value = *t.get_ref() as usize;
+            if value == 0 || value > slots.len() {
+                return Err(fail(
+                    Some(t.span()),
+                    format!("threshold must be between 1 and {} (the number of keys)", slots.len()),
+                ));
+            }
+            value
+        }
+        None => 1,
+    };
+    Ok((slots, threshold))
 }

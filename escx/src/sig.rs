@@ -39,8 +39,12 @@ impl SigningContext {
     /// The throw-away self-test signature made when a key pair is loaded; never stored.
     pub const SELF_TEST: SigningContext = SigningContext("escx/key-self-test/v1");
 
+    /// A registry index (registry.md).
+    pub const INDEX: SigningContext = SigningContext("escx/index/v1");
+
     /// Every context this crate signs under (later crates add theirs in their own specs).
-    pub const ALL: &'static [SigningContext] = &[Self::PACKAGE, Self::KEY_ROTATION, Self::SELF_TEST];
+    pub const ALL: &'static [SigningContext] =
+        &[Self::PACKAGE, Self::KEY_ROTATION, Self::SELF_TEST, Self::INDEX];
 
     /// Defines a context for another escx crate. The string must follow the
     /// `escx/<object>/v<N>` pattern and be listed in that crate's spec.

@@ -180,3 +180,18 @@ fn policy_errors_name_line_and_column() {
         TrustPolicy::parse("version = 1\nbogus = 2\n", Path::new("."), Path::new("t.toml")).unwrap_err();
     assert!(err.to_string().contains("line 2"), "{err}");
 }
+
+#[test]
+fn registry_index_needs_its_threshold_of_registry_keys() {
+    let (k, text) = three();
+    let with_registry = format!("{text}[registry]\nkeys = [\"a\", \"b\", \"c\"]\nthreshold = 2\n");
+    let policy = policy(&with_registry);
+    let err = policy.evaluate_registry(&[k.a.id()], NOW).unwrap_err();
+    assert!(err.to_string().contains("registry index: 2 of 3 required"), "{err}");
+    assert!(policy.evaluate_registry(&[k.a.id(), k.c.id()], NOW).is_ok());
+    // Package scopes and the registry are separate: without [registry] no index is trusted.
+    let err = self::policy(&text).evaluate_registry(&[k.a.id(), k.b.id(), k.c.id()], NOW).unwrap_err();
+    assert!(err.to_string().contains("no [registry] table"), "{err}");
+    let shorthand = TrustPolicy::from_keys(vec![]).with_registry_keys(vec![k.b.public_key().clone()]);
+    assert!(shorthand.evaluate_registry(&[k.b.id()], NOW).is_ok());
+}
