@@ -18,8 +18,12 @@ pub const CONTEXT_PACKAGE_ROOT: &str = "escx v1 package root";
 /// `derive_key` context turning an Argon2id output into a secret-key-file sealing key.
 pub const CONTEXT_KEY_FILE_SEAL: &str = "escx v1 secret key file seal";
 
-/// Every context string this crate uses, for the spec test that keeps the two in step.
-pub const ALL_CONTEXTS: &[&str] = &[CONTEXT_PACKAGE_ROOT, CONTEXT_KEY_FILE_SEAL];
+/// `derive_key` context naming a registry's client state by its index signers
+/// (registry.md §5).
+pub const CONTEXT_REGISTRY_STATE: &str = "escx v1 registry state id";
+
+/// Every context string escx uses, for the spec test that keeps the two in step.
+pub const ALL_CONTEXTS: &[&str] = &[CONTEXT_PACKAGE_ROOT, CONTEXT_KEY_FILE_SEAL, CONTEXT_REGISTRY_STATE];
 
 /// Inputs at least this long are hashed with BLAKE3's multithreaded `update_rayon`;
 /// below it, thread hand-off costs more than it saves.
@@ -137,6 +141,37 @@ impl<R: Read> Read for HashingReader<R> {
         update(&mut self.hasher, &buf[..read_bytes]);
         self.bytes_read += read_bytes as u64;
         Ok(read_bytes)
+    }
+}
+
+/// A `Write` adapter that hashes everything written through it (in parallel for large
+/// writes), for copies that must hash what they write in the same pass.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: std::io::Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Self { inner, hasher: blake3::Hasher::new() }
+    }
+
+    /// The hash of everything written so far.
+    pub fn finalize(self) -> [u8; HASH_BYTES] {
+        *self.hasher.finalize().as_bytes()
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        update(&mut self.hasher, &buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -38,7 +38,7 @@ pub mod container;
 pub mod envelope;
 mod error;
 pub mod extract;
-mod fsutil;
+pub mod fsutil;
 pub mod hash;
 pub mod keyfile;
 pub mod manifest;

@@ -351,6 +351,18 @@ impl TrustPolicy {
         &self.source
     }
 
+    /// A stable identifier for the registry this policy trusts: `derive_key("escx v1
+    /// registry state id", sorted key ids of the [registry] slots)`, as 32 hex digits.
+    /// Client state (the last index version accepted) is kept per identifier, so a
+    /// mirror and its origin share it. `None` without a `[registry]` table.
+    pub fn registry_id(&self) -> Option<String> {
+        let scope = self.registry.as_ref()?;
+        let mut ids: Vec<KeyId> = scope.slots.iter().map(|slot| self.keys[*slot].public.id()).collect();
+        ids.sort();
+        let bytes: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
+        Some(hex::encode(&blake3::derive_key(crate::hash::CONTEXT_REGISTRY_STATE, &bytes)[..16]))
+    }
+
     /// The public key with this id, if the policy knows it (listed or rotated, revoked
     /// or not: signatures by known keys are always checked).
     pub fn key(&self, id: KeyId) -> Option<&PublicKey> {

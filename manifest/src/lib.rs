@@ -8,8 +8,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod diagnostic;
+pub mod index;
 pub mod money;
+pub mod registry;
 pub mod requirement;
 pub mod schema;
 pub mod template;
@@ -31,6 +34,80 @@ pub enum Error {
     /// A container-level error (package, key, policy).
     #[error(transparent)]
     Escx(#[from] escx::Error),
+    /// A registry directory problem (not a registry, locked, version already published).
+    #[error("{}: {reason}", .path.display())]
+    Registry {
+        /// The registry directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The index file is malformed or its signatures do not verify.
+    #[error("{}: {reason}", .path.display())]
+    IndexInvalid {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The index is past its expiry (the registry or mirror is frozen).
+    #[error("{}: the index expired at {}; the registry or mirror is not being updated (freeze attack?)", .path.display(), escx::timestamp::format_rfc3339(*.expired_at))]
+    IndexExpired {
+        /// The index file.
+        path: PathBuf,
+        /// Its expiry.
+        expired_at: u64,
+    },
+    /// The index is older than one already accepted.
+    #[error("{}: index version {offered} is older than version {seen} already accepted (rollback attack?)", .path.display())]
+    IndexRollback {
+        /// The index file.
+        path: PathBuf,
+        /// Accepted before.
+        seen: u64,
+        /// Offered now.
+        offered: u64,
+    },
+    /// A different index with the same version as one already accepted.
+    #[error("{}: a different index claims version {version}, which was already accepted with other content", .path.display())]
+    IndexEquivocation {
+        /// The index file.
+        path: PathBuf,
+        /// The version.
+        version: u64,
+    },
+    /// A package file disagrees with its index entry.
+    #[error("{name}@{version}: {reason}")]
+    PackageMismatch {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A package file has a size other than the index's.
+    #[error(
+        "{name}@{version}: the file is {actual} bytes but the index says {expected} (endless-data attack?)"
+    )]
+    PackageSize {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+        /// From the index.
+        expected: u64,
+        /// Found (or read before stopping).
+        actual: u64,
+    },
+    /// A name@version the index does not list.
+    #[error("{name}@{version} is not in the registry index")]
+    NotInIndex {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+    },
     /// An I/O error on a named file.
     #[error("{}: {error}", .path.display())]
     Io {
@@ -47,6 +124,14 @@ impl Error {
         match self {
             Self::Manifest(_) => "manifest-invalid",
             Self::Escx(e) => e.code(),
+            Self::Registry { .. } => "registry",
+            Self::IndexInvalid { .. } => "index-invalid",
+            Self::IndexExpired { .. } => "index-expired",
+            Self::IndexRollback { .. } => "index-rollback",
+            Self::IndexEquivocation { .. } => "index-equivocation",
+            Self::PackageMismatch { .. } => "package-mismatch",
+            Self::PackageSize { .. } => "package-size",
+            Self::NotInIndex { .. } => "not-in-index",
             Self::Io { .. } => "io",
         }
     }
@@ -55,7 +140,7 @@ impl Error {
     pub fn is_verification_failure(&self) -> bool {
         match self {
             Self::Escx(e) => e.is_verification_failure(),
-            Self::Io { .. } => false,
+            Self::Io { .. } | Self::Registry { .. } => false,
             _ => true,
         }
     }

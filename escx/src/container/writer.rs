@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::Error;
 use crate::archive::{self, SourceEntry};
 use crate::fsutil;
-use crate::hash::{self, HASH_BYTES};
+use crate::hash::{self, HASH_BYTES, HashingWriter};
 use crate::progress::Progress;
 use crate::sig::SecretKey;
 
@@ -198,34 +198,6 @@ impl<A: Write, B: Write> Write for Tee<A, B> {
     fn flush(&mut self) -> io::Result<()> {
         self.raw.flush()?;
         self.compressed.flush()
-    }
-}
-
-/// Hashes everything written through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: blake3::Hasher,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        Self { inner, hasher: blake3::Hasher::new() }
-    }
-
-    fn finalize(self) -> [u8; HASH_BYTES] {
-        *self.hasher.finalize().as_bytes()
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        hash::update(&mut self.hasher, &buf[..written]);
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

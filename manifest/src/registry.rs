@@ -1,0 +1,262 @@
+//! Operating a registry (spec: registry.md §4): a directory with `index.signed` and
+//! `packages/`, served by any static file server or copied as is.
+//!
+//! Every change verifies the current index with the operator's keys, takes an exclusive
+//! lock, writes package files first and the re-signed index last (atomically), so a reader
+//! always sees a consistent registry and a crash never loses a published version.
+
+use std::path::{Path, PathBuf};
+
+use escx::fsutil;
+use escx::hash::HashingWriter;
+use escx::policy::TrustPolicy;
+use escx::sig::{KeyId, SecretKey, SigningContext};
+use escx::verify::{self, VerifyOptions};
+use semver::Version;
+
+use crate::Error;
+use crate::index::{self, INDEX_FILE, Index, IndexPackage, IndexVersion, PACKAGES_DIR};
+use crate::schema::Manifest;
+
+/// Default index lifetime: clients refuse an index this long after it was signed unless
+/// the operator re-signs it (`escx registry refresh`), which defeats freeze attacks.
+pub const DEFAULT_EXPIRY_SECS: u64 = 7 * 24 * 3600;
+const LOCK_FILE: &str = ".lock";
+
+/// A registry directory on the operator's side.
+pub struct Registry {
+    root: PathBuf,
+}
+
+/// Holds the registry's lock file; removes it when dropped.
+struct Lock(PathBuf);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Registry {
+    /// Creates an empty registry in `root` (which must not exist or be empty), signed by
+    /// `keys`.
+    pub fn init(root: &Path, keys: &[&SecretKey], now: u64, expiry_secs: u64) -> Result<Self, Error> {
+        if std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(Error::Registry { path: root.into(), reason: "the directory is not empty".into() });
+        }
+        let packages = root.join(PACKAGES_DIR);
+        std::fs::create_dir_all(&packages).map_err(|e| Error::Io { path: packages, error: e })?;
+        let registry = Self { root: root.to_path_buf() };
+        let index = Index::empty(now, now + expiry_secs);
+        registry.write_index(&index, keys)?;
+        Ok(registry)
+    }
+
+    /// Opens an existing registry directory.
+    pub fn open(root: &Path) -> Result<Self, Error> {
+        if !root.join(INDEX_FILE).is_file() {
+            return Err(Error::Registry {
+                path: root.into(),
+                reason: format!("no {INDEX_FILE}: not a registry (create one with `escx registry init`)"),
+            });
+        }
+        Ok(Self { root: root.to_path_buf() })
+    }
+
+    /// The registry directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The current index, verified against the operator's own keys: every key given must
+    /// have signed it, so an operator never builds on an index someone else wrote.
+    pub fn current_index(&self, keys: &[&SecretKey]) -> Result<Index, Error> {
+        let path = self.root.join(INDEX_FILE);
+        let (_, envelope) = index::read_signed(&self.root)?;
+        let signers = envelope
+            .verified_signers(SigningContext::INDEX, |id| {
+                keys.iter().find(|k| k.id() == id).map(|k| k.public_key())
+            })
+            .map_err(|e| Error::IndexInvalid { path: path.clone(), reason: e.to_string() })?;
+        if let Some(missing) = keys.iter().find(|k| !signers.contains(&k.id())) {
+            return Err(Error::IndexInvalid {
+                path,
+                reason: format!(
+                    "the current index is not signed by key {}; refusing to build on it",
+                    missing.id()
+                ),
+            });
+        }
+        Index::from_cbor(envelope.payload_unverified()).map_err(|reason| Error::IndexInvalid { path, reason })
+    }
+
+    /// Verifies `package` under `publishers` and adds it. Versions are immutable: a name
+    /// and version already present is refused.
+    pub fn publish(
+        &self,
+        package: &Path,
+        publishers: &TrustPolicy,
+        keys: &[&SecretKey],
+        now: u64,
+        expiry_secs: u64,
+    ) -> Result<(String, IndexVersion), Error> {
+        let report = verify::verify_file(
+            package,
+            publishers,
+            &VerifyOptions { now: Some(now), ..Default::default() },
+        )?;
+        let publisher = report
+            .signers
+            .iter()
+            .find(|s| matches!(s.status, verify::SignerStatus::Valid(_)))
+            .map(|s| s.key_id)
+            .unwrap_or(KeyId([0; 16]));
+        let manifest = manifest_of(package)?;
+        let (name, version) = (manifest.package.name.clone(), manifest.package.version.clone());
+
+        let _lock = self.lock()?;
+        let mut index = self.current_index(keys)?;
+        if index.find(&name, &version).is_some() {
+            return Err(Error::Registry {
+                path: self.root.clone(),
+                reason: format!(
+                    "{name}@{version} is already published; versions are immutable, publish a new version"
+                ),
+            });
+        }
+        let destination = index::package_path(&self.root, &name, &version.to_string());
+        let (blake3, size) = copy_hashed(package, &destination)?;
+        let entry = IndexVersion::from_manifest(&manifest, blake3, size, publisher);
+        match index.packages.binary_search_by(|p| p.name.cmp(&name)) {
+            Ok(at) => {
+                let versions = &mut index.packages[at].versions;
+                let position = versions.partition_point(|v| v.semver() < version);
+                versions.insert(position, entry.clone());
+            }
+            Err(at) => {
+                index.packages.insert(at, IndexPackage { name: name.clone(), versions: vec![entry.clone()] })
+            }
+        }
+        self.commit(index, keys, now, expiry_secs)?;
+        Ok((name, entry))
+    }
+
+    /// Marks `name@version` yanked (or not).
+    pub fn set_yanked(
+        &self,
+        name: &str,
+        version: &Version,
+        yanked: bool,
+        keys: &[&SecretKey],
+        now: u64,
+        expiry_secs: u64,
+    ) -> Result<(), Error> {
+        let _lock = self.lock()?;
+        let mut index = self.current_index(keys)?;
+        let entry = index
+            .packages
+            .iter_mut()
+            .find(|p| p.name == name)
+            .and_then(|p| p.versions.iter_mut().find(|v| v.semver() == *version))
+            .ok_or_else(|| Error::NotInIndex { name: name.into(), version: version.to_string() })?;
+        entry.yanked = yanked;
+        self.commit(index, keys, now, expiry_secs)
+    }
+
+    /// Re-signs the current index with a new expiry (and version), so clients do not
+    /// consider the registry frozen.
+    pub fn refresh(&self, keys: &[&SecretKey], now: u64, expiry_secs: u64) -> Result<Index, Error> {
+        let _lock = self.lock()?;
+        let index = self.current_index(keys)?;
+        self.commit(index.clone(), keys, now, expiry_secs)?;
+        self.current_index(keys)
+    }
+
+    fn commit(&self, mut index: Index, keys: &[&SecretKey], now: u64, expiry_secs: u64) -> Result<(), Error> {
+        index.version += 1;
+        index.issued_at = now;
+        index.expires_at = now + expiry_secs;
+        self.write_index(&index, keys)
+    }
+
+    fn write_index(&self, index: &Index, keys: &[&SecretKey]) -> Result<(), Error> {
+        fsutil::write_atomic(&self.root.join(INDEX_FILE), &index.sign(keys), fsutil::MODE_PUBLIC, true)?;
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<Lock, Error> {
+        let path = self.root.join(LOCK_FILE);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(_) => Ok(Lock(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Registry {
+                path: self.root.clone(),
+                reason: format!("locked by another process; if none is running, remove {}", path.display()),
+            }),
+            Err(e) => Err(Error::Io { path, error: e }),
+        }
+    }
+}
+
+/// The full, validated manifest inside a package file (hash-checked against its table).
+pub fn manifest_of(package: &Path) -> Result<Manifest, Error> {
+    let mut reader = escx::container::PackageReader::open_file(package)?;
+    let bytes = reader.manifest_bytes()?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::Registry { path: package.into(), reason: "the manifest is not UTF-8".into() })?;
+    Manifest::parse(&text, &package.join("manifest.toml")).map_err(Error::Manifest)
+}
+
+/// Copies a file atomically, returning its BLAKE3 and size.
+fn copy_hashed(from: &Path, to: &Path) -> Result<([u8; 32], u64), Error> {
+    let parent = fsutil::parent_dir(to);
+    std::fs::create_dir_all(&parent).map_err(|e| Error::Io { path: parent, error: e })?;
+    let mut source = std::fs::File::open(from).map_err(|e| Error::Io { path: from.into(), error: e })?;
+    let size = source.metadata().map_err(|e| Error::Io { path: from.into(), error: e })?.len();
+    let mut temp = fsutil::temp_file_beside(to)?;
+    let mut tee = HashingWriter::new(temp.as_file_mut());
+    let copied = std::io::copy(&mut source, &mut tee).map_err(|e| Error::Io { path: to.into(), error: e })?;
+    if copied != size {
+        return Err(Error::Registry {
+            path: from.into(),
+            reason: "the file changed while it was copied".into(),
+        });
+    }
+    let hash = tee.finalize();
+    fsutil::persist(temp, to, fsutil::MODE_PUBLIC, false)?;
+    Ok((hash, size))
+}
+
+/// A search hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchHit {
+    /// Package name.
+    pub name: String,
+    /// Highest non-yanked version (or the highest, if all are yanked).
+    pub version: String,
+    /// Its description.
+    pub description: String,
+    /// Whether every version is yanked.
+    pub all_yanked: bool,
+}
+
+/// Packages whose name, description or keywords contain `query` (case-insensitive),
+/// sorted by name.
+pub fn search(index: &Index, query: &str) -> Vec<SearchHit> {
+    let needle = query.to_lowercase();
+    index
+        .packages
+        .iter()
+        .filter_map(|package| {
+            let latest = package.versions.iter().rev().find(|v| !v.yanked).or(package.versions.last())?;
+            let matches = package.name.to_lowercase().contains(&needle)
+                || latest.description.to_lowercase().contains(&needle)
+                || latest.keywords.iter().any(|k| k.contains(&needle));
+            matches.then(|| SearchHit {
+                name: package.name.clone(),
+                version: latest.version.clone(),
+                description: latest.description.clone(),
+                all_yanked: package.versions.iter().all(|v| v.yanked),
+            })
+        })
+        .collect()
+}
