@@ -11,9 +11,11 @@
 pub mod client;
 pub mod diagnostic;
 pub mod index;
+pub mod lockfile;
 pub mod money;
 pub mod registry;
 pub mod requirement;
+pub mod resolve;
 pub mod schema;
 pub mod template;
 
@@ -108,6 +110,36 @@ pub enum Error {
         /// Version.
         version: String,
     },
+    /// No set of versions satisfies every requirement; the explanation says why.
+    #[error("no versions satisfy the requirements:\n{explanation}")]
+    Unsatisfiable {
+        /// PubGrub's derivation, as sentences.
+        explanation: String,
+    },
+    /// The resolved packages depend on each other in a circle.
+    #[error("dependency cycle: {}", .cycle.join(" -> "))]
+    DependencyCycle {
+        /// The cycle, first element repeated at the end.
+        cycle: Vec<String>,
+    },
+    /// The lockfile cannot be parsed.
+    #[error("{}: {reason}", .path.display())]
+    LockfileInvalid {
+        /// The lockfile.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The lockfile disagrees with the registry about a locked version.
+    #[error("{name}@{version}: {reason}")]
+    LockfileMismatch {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+        /// What differs.
+        reason: String,
+    },
     /// An I/O error on a named file.
     #[error("{}: {error}", .path.display())]
     Io {
@@ -132,6 +164,10 @@ impl Error {
             Self::PackageMismatch { .. } => "package-mismatch",
             Self::PackageSize { .. } => "package-size",
             Self::NotInIndex { .. } => "not-in-index",
+            Self::Unsatisfiable { .. } => "unsatisfiable",
+            Self::DependencyCycle { .. } => "dependency-cycle",
+            Self::LockfileInvalid { .. } => "lockfile-invalid",
+            Self::LockfileMismatch { .. } => "lockfile-mismatch",
             Self::Io { .. } => "io",
         }
     }
