@@ -256,7 +256,9 @@ fn arbitrary_index() -> impl Strategy<Value = (Index, Vec<(String, String)>)> {
             let (major, minor) = choices[pick.index(choices.len())];
             format!("^{major}.{minor}")
         };
-        let mut specs: Vec<(String, String, Vec<(String, String)>)> = Vec::new();
+        // (name, version, [(dependency, requirement)])
+        type OwnedSpec = (String, String, Vec<(String, String)>);
+        let mut specs: Vec<OwnedSpec> = Vec::new();
         for (i, set) in versions.iter().enumerate() {
             for (major, minor) in set {
                 let deps: Vec<(String, String)> = edges
