@@ -11,6 +11,7 @@
 pub mod client;
 pub mod diagnostic;
 pub mod index;
+pub mod install;
 pub mod lockfile;
 pub mod money;
 pub mod registry;

@@ -1,0 +1,101 @@
+//! Verified installation in dependency order; failures leave the target as it was.
+
+mod common;
+
+use std::path::Path;
+
+use escx_manifest::client;
+use escx_manifest::index;
+use escx_manifest::install::{INSTALLED_FILE, install};
+use escx_manifest::resolve::{ResolveOptions, resolve};
+use escx_manifest::{Manifest, lockfile::Lockfile};
+
+use common::*;
+
+fn app() -> Manifest {
+    Manifest::parse(
+        "[package]\nname = \"acme/app\"\nversion = \"0.1.0\"\n[dependencies]\n\"acme/a\" = \"^1\"\n\"acme/b\" = \"^1\"\n",
+        Path::new("manifest.toml"),
+    )
+    .unwrap()
+}
+
+fn diamond(world: &World) {
+    world.publish("acme/c", "1.2.0", "");
+    world.publish("acme/c", "1.5.0", "");
+    world.publish("acme/a", "1.0.0", "\"acme/c\" = \"^1.2\"\n");
+    world.publish("acme/b", "1.0.0", "\"acme/c\" = \"^1.5\"\n");
+}
+
+#[test]
+fn diamond_installs_dependencies_first_and_every_file_verifies() {
+    let world = World::new();
+    diamond(&world);
+    let policy = world.client_policy();
+    let trusted = client::load_index(world.reg(), &policy, &world.state, NOW).unwrap();
+    let resolution = resolve(&app(), &trusted.index, &ResolveOptions::default()).unwrap();
+    let target = world.path("app/escx_packages");
+    let mut steps = Vec::new();
+    let report = install(&trusted, &resolution, &target, &policy, NOW, |done, total, what| {
+        steps.push(format!("{done}/{total} {what}"))
+    })
+    .unwrap();
+    let order: Vec<String> = report.installed.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    assert_eq!(order, ["acme/c 1.5.0", "acme/a 1.0.0", "acme/b 1.0.0"]);
+    assert_eq!(std::fs::read_to_string(target.join("acme/c/1.5.0/lib.txt")).unwrap(), "acme/c 1.5.0\n");
+    assert!(target.join("acme/a/1.0.0/manifest.toml").exists());
+    let record = std::fs::read_to_string(target.join(INSTALLED_FILE)).unwrap();
+    assert!(record.find("acme/c").unwrap() < record.find("acme/a").unwrap(), "{record}");
+    // Every package was verified before the first one was installed.
+    let first_install = steps.iter().position(|s| s.contains("installing")).unwrap();
+    assert_eq!(steps[..first_install].iter().filter(|s| s.contains("verifying")).count(), 3);
+    // The lockfile round-trips the resolution.
+    let lock = Lockfile::from_resolution(&resolution, "reg");
+    assert_eq!(lock.packages.len(), 3);
+}
+
+#[test]
+fn a_tampered_package_leaves_the_previous_install_untouched() {
+    let world = World::new();
+    diamond(&world);
+    let policy = world.client_policy();
+    let target = world.path("app/escx_packages");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("keep.txt"), "previous install").unwrap();
+
+    let path = index::package_path(world.reg(), "acme/b", "1.0.0");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+
+    let trusted = client::load_index(world.reg(), &policy, &world.state, NOW).unwrap();
+    let resolution = resolve(&app(), &trusted.index, &ResolveOptions::default()).unwrap();
+    let err = install(&trusted, &resolution, &target, &policy, NOW, |_, _, _| {}).unwrap_err();
+    assert_eq!(err.code(), "package-mismatch", "{err}");
+    assert_eq!(std::fs::read_to_string(target.join("keep.txt")).unwrap(), "previous install");
+    assert!(!target.join("acme").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(target.parent().unwrap())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".escx"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_install_interrupted_between_renames_is_recovered() {
+    let world = World::new();
+    diamond(&world);
+    let policy = world.client_policy();
+    let target = world.path("app/escx_packages");
+    // Simulate a crash after the old target was moved aside.
+    let previous = world.path("app/escx_packages.escx-previous");
+    std::fs::create_dir_all(&previous).unwrap();
+    std::fs::write(previous.join("keep.txt"), "old").unwrap();
+    let trusted = client::load_index(world.reg(), &policy, &world.state, NOW).unwrap();
+    let resolution = resolve(&app(), &trusted.index, &ResolveOptions::default()).unwrap();
+    install(&trusted, &resolution, &target, &policy, NOW, |_, _, _| {}).unwrap();
+    assert!(!previous.exists());
+    assert!(target.join("acme/a/1.0.0").exists());
+}
