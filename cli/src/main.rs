@@ -49,6 +49,15 @@ enum Command {
     /// Pack, sign, verify, inspect and extract .escx packages.
     #[command(subcommand)]
     Package(cmd::package::PackageCommand),
+    /// Create and maintain a registry: init, publish, yank, search, mirror, refresh.
+    #[command(subcommand)]
+    Registry(cmd::registry::RegistryCommand),
+    /// Resolve a project's dependencies against a registry and write escx.lock.
+    Resolve(cmd::deps::ResolveArgs),
+    /// Show the resolved dependency tree.
+    Tree(cmd::deps::TreeArgs),
+    /// Resolve, verify every package, and install them in dependency order.
+    Install(cmd::deps::InstallArgs),
     /// Run the end-to-end demonstration on embedded sample data.
     Demo(demo::DemoArgs),
 }
@@ -66,6 +75,10 @@ fn main() -> ExitCode {
         Command::Key(c) => c.json(),
         Command::Manifest(c) => c.json(),
         Command::Package(c) => c.json(),
+        Command::Registry(c) => c.json(),
+        Command::Resolve(a) => a.project.json,
+        Command::Tree(a) => a.project.json,
+        Command::Install(a) => a.project.json,
         Command::Demo(c) => c.json,
     };
     let ui = Ui::new(json);
@@ -73,6 +86,10 @@ fn main() -> ExitCode {
         Command::Key(c) => cmd::key::run(c, &ui),
         Command::Manifest(c) => cmd::manifest::run(c, &ui),
         Command::Package(c) => cmd::package::run(c, &ui),
+        Command::Registry(c) => cmd::registry::run(c, &ui),
+        Command::Resolve(a) => cmd::deps::run_resolve(a, &ui),
+        Command::Tree(a) => cmd::deps::run_tree(a, &ui),
+        Command::Install(a) => cmd::deps::run_install(a, &ui),
         Command::Demo(args) => demo::run(args, &ui),
     };
     match result {

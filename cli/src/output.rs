@@ -37,6 +37,11 @@ impl Ui {
         }
     }
 
+    /// Whether progress bars may be drawn.
+    pub fn progress_allowed(&self) -> bool {
+        self.progress_allowed
+    }
+
     /// A progress sink: a bar on a terminal, nothing otherwise.
     pub fn progress(&self) -> Bar {
         Bar { enabled: self.progress_allowed, bar: Mutex::new(None) }

@@ -1,5 +1,8 @@
 //! One module per noun.
 
+pub mod client;
+pub mod deps;
 pub mod key;
 pub mod manifest;
 pub mod package;
+pub mod registry;

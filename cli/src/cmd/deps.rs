@@ -1,0 +1,271 @@
+//! `escx resolve`, `escx tree`, `escx install`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use clap::Args;
+use escx_manifest::client::{self, TrustedIndex};
+use escx_manifest::install;
+use escx_manifest::lockfile::{LOCKFILE, Lockfile};
+use escx_manifest::resolve::{Resolution, ResolveOptions, resolve};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use super::client::ClientTrust;
+use crate::output::Ui;
+
+/// Arguments shared by resolve, tree and install.
+#[derive(Args)]
+pub struct ProjectArgs {
+    /// Registry (or mirror) directory.
+    #[arg(long, value_name = "DIR")]
+    registry: PathBuf,
+    /// Directory with the project's manifest.toml (escx.lock is written beside it).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    root: PathBuf,
+    /// Re-resolve to the highest versions instead of keeping escx.lock's.
+    #[arg(long)]
+    update: bool,
+    /// Features of the root manifest to enable (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_name = "FEATURE")]
+    features: Vec<String>,
+    #[command(flatten)]
+    trust: ClientTrust,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+Reads ROOT/manifest.toml, verifies the registry index (signatures, expiry, rollback), and
+resolves with PubGrub: highest compatible versions, one per package per major, yanked
+versions skipped unless escx.lock pins them. Writes ROOT/escx.lock. When no versions fit,
+the explanation names the conflicting requirements.
+
+Examples:
+  escx resolve --registry ./reg --root ./app --registry-key registry.pub --pubkey acme.pub
+  escx resolve --registry ./reg --root ./app --policy trust.toml --update")]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+Examples:
+  escx tree --registry ./reg --root ./app --policy trust.toml")]
+pub struct TreeArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+Resolves (as `escx resolve`, keeping escx.lock), then fetches every package, checks its
+size and BLAKE3 against the index and its signature under the trust policy, and only then
+extracts them in dependency order into a staging directory that replaces INTO. A failure
+leaves INTO as it was.
+
+Examples:
+  escx install --registry ./reg --root ./app --into ./app/escx_packages --policy trust.toml
+  escx install --registry ./mirror --root . --into escx_packages --registry-key registry.pub --pubkey acme.pub")]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Target directory.
+    #[arg(long, value_name = "DIR")]
+    into: PathBuf,
+}
+
+struct Resolved {
+    trusted: TrustedIndex,
+    resolution: Resolution,
+    changes: Vec<String>,
+}
+
+fn resolve_project(args: &ProjectArgs) -> anyhow::Result<(Resolved, escx::policy::TrustPolicy, u64)> {
+    let policy = args.trust.policy()?;
+    let now = args.trust.now()?;
+    let manifest = super::manifest::load(&args.root)?;
+    let trusted = client::load_index(&args.registry, &policy, &args.trust.state(), now)?;
+    let lock = Lockfile::read(&args.root)?;
+    let options =
+        ResolveOptions { lock: lock.as_ref(), update: args.update, features: args.features.clone() };
+    let resolution = resolve(&manifest, &trusted.index, &options)?;
+    let new_lock = Lockfile::from_resolution(&resolution, &args.registry.display().to_string());
+    let changes = lock_changes(lock.as_ref(), &new_lock);
+    if lock.as_ref() != Some(&new_lock) {
+        new_lock.write(&args.root)?;
+    }
+    Ok((Resolved { trusted, resolution, changes }, policy, now))
+}
+
+/// Lines like "+ acme/c 1.5.0", "- acme/c 1.4.0" between two lockfiles.
+fn lock_changes(old: Option<&Lockfile>, new: &Lockfile) -> Vec<String> {
+    let set = |lock: Option<&Lockfile>| -> BTreeSet<String> {
+        lock.map(|l| l.packages.iter().map(|p| format!("{} {}", p.name, p.version)).collect())
+            .unwrap_or_default()
+    };
+    let (before, after) = (set(old), set(Some(new)));
+    let removed = before.difference(&after).map(|p| format!("- {p}"));
+    let added = after.difference(&before).map(|p| format!("+ {p}"));
+    removed.chain(added).collect()
+}
+
+fn packages_json(resolution: &Resolution) -> Vec<Value> {
+    resolution
+        .install_order
+        .iter()
+        .map(|&i| {
+            let p = &resolution.packages[i];
+            json!({
+                "name": p.name, "version": p.version.to_string(), "blake3": p.entry.blake3_hex(),
+                "features": p.features, "yanked": p.entry.yanked,
+                "dependencies": p.dependencies.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+pub fn run_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
+    let (resolved, _, _) = resolve_project(&args.project)?;
+    let resolution = &resolved.resolution;
+    let lock_path = args.project.root.join(LOCKFILE);
+    ui.emit(
+        json!({
+            "root": resolution.root, "lockfile": lock_path, "index_version": resolved.trusted.index.version,
+            "packages": packages_json(resolution), "changes": resolved.changes,
+        }),
+        || {
+            let mut text = format!(
+                "resolved {} packages for {} (index version {}); wrote {}\n",
+                resolution.packages.len(),
+                resolution.root,
+                resolved.trusted.index.version,
+                lock_path.display()
+            );
+            for line in &resolved.changes {
+                text += &format!("  {line}\n");
+            }
+            if resolved.changes.is_empty() {
+                text += "  (no changes)\n";
+            }
+            text
+        },
+    );
+    Ok(())
+}
+
+pub fn run_tree(args: TreeArgs, ui: &Ui) -> anyhow::Result<()> {
+    let (resolved, _, _) = resolve_project(&args.project)?;
+    let resolution = &resolved.resolution;
+    ui.emit(json!({ "root": resolution.root, "tree": tree_json(resolution, &resolution.root_dependencies, &mut Vec::new()) }), || {
+        let mut text = format!("{}\n", resolution.root);
+        tree_text(resolution, &resolution.root_dependencies, "", &mut Vec::new(), &mut text);
+        text
+    });
+    Ok(())
+}
+
+fn tree_json(
+    resolution: &Resolution,
+    children: &[(String, semver::Version)],
+    path: &mut Vec<String>,
+) -> Vec<Value> {
+    children
+        .iter()
+        .map(|(name, version)| {
+            let key = format!("{name} {version}");
+            let repeated = path.contains(&key);
+            let nested = match resolution.get(name, version) {
+                Some(package) if !repeated => {
+                    path.push(key.clone());
+                    let nested = tree_json(resolution, &package.dependencies, path);
+                    path.pop();
+                    nested
+                }
+                _ => Vec::new(),
+            };
+            json!({ "name": name, "version": version.to_string(), "dependencies": nested })
+        })
+        .collect()
+}
+
+fn tree_text(
+    resolution: &Resolution,
+    children: &[(String, semver::Version)],
+    prefix: &str,
+    seen: &mut Vec<String>,
+    out: &mut String,
+) {
+    for (i, (name, version)) in children.iter().enumerate() {
+        let last = i + 1 == children.len();
+        let key = format!("{name} {version}");
+        let again = seen.contains(&key);
+        let features = resolution
+            .get(name, version)
+            .filter(|p| !p.features.is_empty())
+            .map(|p| format!(" [{}]", p.features.iter().cloned().collect::<Vec<_>>().join(", ")))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{prefix}{}{key}{features}{}\n",
+            if last { "└── " } else { "├── " },
+            if again { " (*)" } else { "" }
+        ));
+        if again {
+            continue;
+        }
+        seen.push(key);
+        if let Some(package) = resolution.get(name, version) {
+            let deeper = format!("{prefix}{}", if last { "    " } else { "│   " });
+            tree_text(resolution, &package.dependencies, &deeper, seen, out);
+        }
+    }
+}
+
+pub fn run_install(args: InstallArgs, ui: &Ui) -> anyhow::Result<()> {
+    let (resolved, policy, now) = resolve_project(&args.project)?;
+    let bar = progress_bar(ui, resolved.resolution.packages.len() as u64 * 2);
+    let report = install::install(
+        &resolved.trusted,
+        &resolved.resolution,
+        &args.into,
+        &policy,
+        now,
+        |done, _, what| {
+            if let Some(bar) = &bar {
+                bar.set_position(done as u64);
+                bar.set_message(what.to_owned());
+            }
+        },
+    )?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    ui.emit(
+        json!({
+            "target": report.target, "lockfile": args.project.root.join(LOCKFILE),
+            "installed": report.installed.iter().map(|(n, v)| json!({"name": n, "version": v.to_string()})).collect::<Vec<_>>(),
+        }),
+        || {
+            let mut text = format!("installed {} packages into {} (all verified first):\n", report.installed.len(), report.target.display());
+            for (name, version) in &report.installed {
+                text += &format!("  {name} {version}\n");
+            }
+            text
+        },
+    );
+    Ok(())
+}
+
+fn progress_bar(ui: &Ui, length: u64) -> Option<ProgressBar> {
+    if !ui.progress_allowed() {
+        return None;
+    }
+    let bar = ProgressBar::new(length);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
