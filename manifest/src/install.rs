@@ -54,7 +54,7 @@ pub fn package_dir(target: &Path, name: &str, version: &Version) -> PathBuf {
 /// told (done, total, "name version") as packages are processed.
 pub fn install(
     trusted: &TrustedIndex,
-    resolution: &Resolution,
+    resolution: &Resolution<'_>,
     target: &Path,
     policy: &TrustPolicy,
     now: u64,
@@ -74,8 +74,8 @@ pub fn install(
     for (done, &index) in resolution.install_order.iter().enumerate() {
         let package = &resolution.packages[index];
         on_package(done, total, &format!("verifying {} {}", package.name, package.version));
-        let file = client::fetch(&trusted.root, &package.name, &package.entry, downloads.path())?;
-        client::verify_fetched(&file, &package.name, &package.entry, policy, now)?;
+        let file = client::fetch(&trusted.root, &package.name, package.entry, downloads.path())?;
+        client::verify_fetched(&file, &package.name, package.entry, policy, now)?;
         fetched.push((package, file));
     }
 

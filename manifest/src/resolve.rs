@@ -7,15 +7,18 @@
 //! Versions are chosen highest first, skipping yanked versions unless the lockfile pins
 //! them and pre-releases unless pinned exactly; locked versions are kept unless updating.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::fmt;
+use std::rc::Rc;
 
 use pubgrub::{
     DefaultStringReporter, Dependencies, DependencyConstraints, DependencyProvider,
     PackageResolutionStatistics, PubGrubError, Reporter,
 };
+use rustc_hash::FxHashMap;
 use semver::Version;
 use version_ranges::Ranges;
 
@@ -74,13 +77,13 @@ pub struct ResolveOptions<'a> {
 
 /// One package in a resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
+pub struct Resolved<'a> {
     /// Name.
     pub name: String,
     /// Chosen version.
     pub version: Version,
     /// Its index entry.
-    pub entry: IndexVersion,
+    pub entry: &'a IndexVersion,
     /// Enabled features.
     pub features: BTreeSet<String>,
     /// Resolved dependencies (name, version), sorted.
@@ -89,45 +92,78 @@ pub struct Resolved {
 
 /// The result: every package, and an installation order where dependencies come first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolution {
+pub struct Resolution<'a> {
     /// Root name.
     pub root: String,
     /// Direct dependencies of the root (name, version).
     pub root_dependencies: Vec<(String, Version)>,
     /// Packages sorted by name and version.
-    pub packages: Vec<Resolved>,
+    pub packages: Vec<Resolved<'a>>,
     /// Indices into `packages`, dependencies before dependants.
     pub install_order: Vec<usize>,
 }
 
-impl Resolution {
+impl<'a> Resolution<'a> {
     /// The package with this name and version.
-    pub fn get(&self, name: &str, version: &Version) -> Option<&Resolved> {
+    pub fn get(&self, name: &str, version: &Version) -> Option<&Resolved<'a>> {
         self.packages.iter().find(|p| p.name == name && p.version == *version)
     }
 }
 
-struct Provider<'a> {
-    root: &'a Manifest,
-    root_features: Vec<String>,
+/// An index prepared for resolution: a name lookup table and, filled lazily and kept
+/// across resolutions, each visited package's parsed versions.
+pub struct Catalog<'a> {
     index: &'a Index,
+    names: FxHashMap<&'a str, usize>,
+    versions: RefCell<FxHashMap<usize, Rc<PackageVersions<'a>>>>,
+}
+
+impl<'a> Catalog<'a> {
+    /// Prepares `index` (a hash table over package names; versions are parsed on demand).
+    pub fn new(index: &'a Index) -> Self {
+        let names = index.packages.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+        Self { index, names, versions: RefCell::default() }
+    }
+
+    /// Every version of `name`, ascending (parsed once, on first use).
+    fn versions_of(&self, name: &str) -> Rc<PackageVersions<'a>> {
+        let Some(&position) = self.names.get(name) else { return Rc::default() };
+        if let Some(cached) = self.versions.borrow().get(&position) {
+            return Rc::clone(cached);
+        }
+        let package = &self.index.packages[position];
+        let parsed = Rc::new(PackageVersions {
+            versions: package.versions.iter().map(|v| (v.semver(), v)).collect(),
+            has_default: package.versions.iter().any(|v| v.features.contains_key(DEFAULT_FEATURE)),
+        });
+        self.versions.borrow_mut().insert(position, Rc::clone(&parsed));
+        parsed
+    }
+}
+
+struct Provider<'c, 'a> {
+    catalog: &'c Catalog<'a>,
+    root: &'c Manifest,
+    root_features: Vec<String>,
     /// Locked version per (name, bucket), unless updating.
     locked: HashMap<(String, Bucket), Version>,
     /// BLAKE3 the lockfile records per (name, version), checked even when updating.
     lock_hashes: HashMap<(String, Version), String>,
-    /// Index versions of each package, ascending.
-    versions: HashMap<&'a str, Vec<(Version, &'a IndexVersion)>>,
+    /// Parsed requirements by text (an index repeats the same few requirements).
+    requirements: RefCell<FxHashMap<&'a str, Rc<Requirement>>>,
 }
 
 type Constraints = DependencyConstraints<Node, Ranges<Version>>;
 
-impl<'a> Provider<'a> {
-    fn new(root: &'a Manifest, index: &'a Index, options: &ResolveOptions<'_>) -> Self {
-        let versions = index
-            .packages
-            .iter()
-            .map(|p| (p.name.as_str(), p.versions.iter().map(|v| (v.semver(), v)).collect()))
-            .collect();
+/// One package's parsed versions (ascending) and whether any declares a default feature.
+#[derive(Default)]
+struct PackageVersions<'a> {
+    versions: Vec<(Version, &'a IndexVersion)>,
+    has_default: bool,
+}
+
+impl<'c, 'a> Provider<'c, 'a> {
+    fn new(root: &'c Manifest, catalog: &'c Catalog<'a>, options: &ResolveOptions<'_>) -> Self {
         let locked = match options.lock {
             Some(lock) if !options.update => lock
                 .packages
@@ -149,16 +185,29 @@ impl<'a> Provider<'a> {
         if root.features.contains_key(DEFAULT_FEATURE) {
             root_features.push(DEFAULT_FEATURE.to_owned());
         }
-        Self { root, root_features, index, locked, lock_hashes, versions }
+        Self { root, root_features, catalog, locked, lock_hashes, requirements: RefCell::default() }
     }
 
-    fn candidates(
-        &self,
-        name: &str,
-        bucket: Bucket,
-    ) -> impl DoubleEndedIterator<Item = &(Version, &'a IndexVersion)> {
-        let bucket_range = bucket.ranges();
-        self.versions.get(name).into_iter().flatten().filter(move |(v, _)| bucket_range.contains(v))
+    fn versions_of(&self, name: &str) -> Rc<PackageVersions<'a>> {
+        self.catalog.versions_of(name)
+    }
+
+    /// The bucket of a requirement text, from the cache when the solver saw it.
+    fn requirement_bucket(&self, text: &str) -> Option<Bucket> {
+        if let Some(cached) = self.requirements.borrow().get(text) {
+            return Some(cached.bucket());
+        }
+        Requirement::parse(text).ok().map(|r| r.bucket())
+    }
+
+    /// A dependency requirement of an index entry, parsed once per distinct text.
+    fn requirement(&self, text: &'a str) -> Result<Rc<Requirement>, String> {
+        if let Some(cached) = self.requirements.borrow().get(text) {
+            return Ok(Rc::clone(cached));
+        }
+        let parsed = Rc::new(Requirement::parse(text)?);
+        self.requirements.borrow_mut().insert(text, Rc::clone(&parsed));
+        Ok(parsed)
     }
 
     fn allowed(
@@ -169,10 +218,10 @@ impl<'a> Provider<'a> {
         entry: &IndexVersion,
         range: &Ranges<Version>,
     ) -> bool {
-        let locked = self.locked.get(&(name.to_owned(), bucket)) == Some(version);
+        // The lock lookup allocates, so it only happens for the rare yanked version.
         range.contains(version)
             && (version.pre.is_empty() || range.as_singleton() == Some(version))
-            && (!entry.yanked || locked)
+            && (!entry.yanked || self.locked.get(&(name.to_owned(), bucket)) == Some(version))
     }
 
     /// Adds `name` at `requirement`, with the dependency's default feature and `features`.
@@ -184,16 +233,17 @@ impl<'a> Provider<'a> {
         features: &[String],
     ) {
         let bucket = requirement.bucket();
-        let mut add = |node: Node| {
-            let entry = out.entry(node).or_insert_with(Ranges::full);
-            *entry = entry.intersection(requirement.ranges());
+        let mut add = |node: Node| match out.entry(node) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(requirement.ranges().clone());
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                let narrowed = slot.get().intersection(requirement.ranges());
+                *slot.get_mut() = narrowed;
+            }
         };
         add(Node::Package { name: name.to_owned(), bucket });
-        let has_default = self
-            .versions
-            .get(name)
-            .is_some_and(|versions| versions.iter().any(|(_, v)| v.features.contains_key(DEFAULT_FEATURE)));
-        if has_default {
+        if self.versions_of(name).has_default {
             add(Node::Feature { name: name.to_owned(), bucket, feature: DEFAULT_FEATURE.to_owned() });
         }
         for feature in features {
@@ -214,12 +264,21 @@ impl<'a> Provider<'a> {
         Ok(out.into_iter().collect())
     }
 
+    /// The index entry for `name` at `version`, from the pre-parsed version lists.
+    fn entry(&self, name: &str, version: &Version) -> Result<&'a IndexVersion, String> {
+        self.versions_of(name)
+            .versions
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, entry)| *entry)
+            .ok_or_else(|| format!("{name} {version} is not in the index"))
+    }
+
     fn package_dependencies(&self, name: &str, version: &Version) -> Result<Constraints, String> {
-        let entry =
-            self.index.find(name, version).ok_or_else(|| format!("{name} {version} is not in the index"))?;
+        let entry = self.entry(name, version)?;
         let mut out = BTreeMap::new();
         for dependency in entry.dependencies.iter().filter(|d| !d.optional) {
-            let requirement = Requirement::parse(&dependency.requirement)?;
+            let requirement = self.requirement(&dependency.requirement)?;
             self.add_dependency(&mut out, &dependency.name, &requirement, &dependency.features);
         }
         Ok(out.into_iter().collect())
@@ -232,8 +291,7 @@ impl<'a> Provider<'a> {
         feature: &str,
         version: &Version,
     ) -> Result<Constraints, String> {
-        let entry =
-            self.index.find(name, version).ok_or_else(|| format!("{name} {version} is not in the index"))?;
+        let entry = self.entry(name, version)?;
         let mut out = BTreeMap::new();
         out.insert(Node::Package { name: name.to_owned(), bucket }, Ranges::singleton(version.clone()));
         let Some(items) = entry.features.get(feature) else {
@@ -258,7 +316,7 @@ impl<'a> Provider<'a> {
                 entry.dependencies.iter().find(|d| d.name == dependency_name).ok_or_else(|| {
                     format!("{name} {version}: feature {feature} names unknown dependency {dependency_name}")
                 })?;
-            let requirement = Requirement::parse(&dependency.requirement)?;
+            let requirement = self.requirement(&dependency.requirement)?;
             let mut features = dependency.features.clone();
             features.extend(dependency_feature.map(str::to_owned));
             self.add_dependency(&mut out, dependency_name, &requirement, &features);
@@ -267,7 +325,7 @@ impl<'a> Provider<'a> {
     }
 }
 
-impl DependencyProvider for Provider<'_> {
+impl DependencyProvider for Provider<'_, '_> {
     type P = Node;
     type V = Version;
     type VS = Ranges<Version>;
@@ -284,8 +342,10 @@ impl DependencyProvider for Provider<'_> {
         let count = match package {
             Node::Root(_) => 1,
             Node::Package { name, bucket } | Node::Feature { name, bucket, .. } => self
-                .candidates(name, *bucket)
-                .filter(|(v, e)| self.allowed(name, *bucket, v, e, range))
+                .versions_of(name)
+                .versions
+                .iter()
+                .filter(|(v, e)| Bucket::of(v) == *bucket && self.allowed(name, *bucket, v, e, range))
                 .count(),
         };
         (stats.conflict_count(), Reverse(count))
@@ -296,17 +356,18 @@ impl DependencyProvider for Provider<'_> {
             Node::Root(_) => return Ok(Some(self.root.package.version.clone())),
             Node::Package { name, bucket } | Node::Feature { name, bucket, .. } => (name, *bucket),
         };
-        if let Some(locked) = self.locked.get(&(name.clone(), bucket))
-            && let Some((_, entry)) = self.candidates(name, bucket).find(|(v, _)| v == locked)
-            && self.allowed(name, bucket, locked, entry, range)
+        let package_versions = self.versions_of(name);
+        let versions = &package_versions.versions;
+        let allowed = |(v, e): &&(Version, &IndexVersion)| {
+            Bucket::of(v) == bucket && self.allowed(name, bucket, v, e, range)
+        };
+        if !self.locked.is_empty()
+            && let Some(locked) = self.locked.get(&(name.clone(), bucket))
+            && let Some((version, _)) = versions.iter().filter(allowed).find(|(v, _)| v == locked)
         {
-            return Ok(Some(locked.clone()));
+            return Ok(Some(version.clone()));
         }
-        Ok(self
-            .candidates(name, bucket)
-            .rev()
-            .find(|(v, e)| self.allowed(name, bucket, v, e, range))
-            .map(|(v, _)| v.clone()))
+        Ok(versions.iter().rev().find(allowed).map(|(v, _)| v.clone()))
     }
 
     fn get_dependencies(
@@ -364,8 +425,12 @@ fn expand_root_features(root: &Manifest, requested: &[String]) -> Result<RootFea
 }
 
 /// Resolves `root`'s dependencies against `index` (resolution.md §3).
-pub fn resolve(root: &Manifest, index: &Index, options: &ResolveOptions<'_>) -> Result<Resolution, Error> {
-    let provider = Provider::new(root, index, options);
+pub fn resolve<'a>(
+    root: &Manifest,
+    catalog: &Catalog<'a>,
+    options: &ResolveOptions<'_>,
+) -> Result<Resolution<'a>, Error> {
+    let provider = Provider::new(root, catalog, options);
     let root_node = Node::Root(root.package.name.clone());
     let selected = match pubgrub::resolve(&provider, root_node.clone(), root.package.version.clone()) {
         Ok(selected) => selected,
@@ -380,16 +445,15 @@ pub fn resolve(root: &Manifest, index: &Index, options: &ResolveOptions<'_>) -> 
         }
         Err(other) => return Err(Error::Unsatisfiable { explanation: other.to_string() }),
     };
-    assemble(root, index, &selected, &provider)
+    assemble(root, &selected, &provider)
 }
 
 /// Turns the solver's selection into packages, edges and an installation order.
-fn assemble(
+fn assemble<'a>(
     root: &Manifest,
-    index: &Index,
     selected: &pubgrub::SelectedDependencies<Node, Version>,
-    provider: &Provider<'_>,
-) -> Result<Resolution, Error> {
+    provider: &Provider<'_, 'a>,
+) -> Result<Resolution<'a>, Error> {
     let mut chosen: BTreeMap<(String, Bucket), Version> = BTreeMap::new();
     let mut features: BTreeMap<(String, Bucket), BTreeSet<String>> = BTreeMap::new();
     for (node, version) in selected.iter() {
@@ -403,16 +467,15 @@ fn assemble(
             Node::Root(_) => {}
         }
     }
-    let version_of = |name: &str, requirement: &str| -> Option<Version> {
-        let bucket = Requirement::parse(requirement).ok()?.bucket();
+    let dependency_version = |name: &str, requirement: &'_ str| -> Option<Version> {
+        let bucket = provider.requirement_bucket(requirement)?;
         chosen.get(&(name.to_owned(), bucket)).cloned()
     };
     let mut packages = Vec::new();
     for ((name, bucket), version) in &chosen {
-        let entry = index
-            .find(name, version)
-            .ok_or_else(|| Error::NotInIndex { name: name.clone(), version: version.to_string() })?
-            .clone();
+        let entry = provider
+            .entry(name, version)
+            .map_err(|_| Error::NotInIndex { name: name.clone(), version: version.to_string() })?;
         let active = features.get(&(name.clone(), *bucket)).cloned().unwrap_or_default();
         let enabled_optional: BTreeSet<&str> = active
             .iter()
@@ -424,7 +487,7 @@ fn assemble(
             .dependencies
             .iter()
             .filter(|d| !d.optional || enabled_optional.contains(d.name.as_str()))
-            .filter_map(|d| version_of(&d.name, &d.requirement).map(|v| (d.name.clone(), v)))
+            .filter_map(|d| dependency_version(&d.name, &d.requirement).map(|v| (d.name.clone(), v)))
             .collect();
         dependencies.sort();
         dependencies.dedup();
@@ -454,7 +517,9 @@ fn assemble(
         .dependencies
         .iter()
         .filter(|(name, d)| !d.optional || root_features.optional.contains(*name))
-        .filter_map(|(name, d)| version_of(name, d.requirement.as_str()).map(|v| (name.clone(), v)))
+        .filter_map(|(name, d)| {
+            chosen.get(&(name.clone(), d.requirement.bucket())).map(|v| (name.clone(), v.clone()))
+        })
         .collect();
     root_dependencies.sort();
     let install_order = install_order(&packages)?;
@@ -463,7 +528,7 @@ fn assemble(
 
 /// Dependencies before dependants (Kahn's algorithm, ties broken by name and version);
 /// a cycle is an error that prints it.
-fn install_order(packages: &[Resolved]) -> Result<Vec<usize>, Error> {
+fn install_order(packages: &[Resolved<'_>]) -> Result<Vec<usize>, Error> {
     let position: HashMap<(&str, &Version), usize> =
         packages.iter().enumerate().map(|(i, p)| ((p.name.as_str(), &p.version), i)).collect();
     let edges: Vec<Vec<usize>> = packages

@@ -7,7 +7,7 @@ use std::path::Path;
 use escx_manifest::client;
 use escx_manifest::index;
 use escx_manifest::install::{INSTALLED_FILE, install};
-use escx_manifest::resolve::{ResolveOptions, resolve};
+use escx_manifest::resolve::{Catalog, ResolveOptions, resolve};
 use escx_manifest::{Manifest, lockfile::Lockfile};
 
 use common::*;
@@ -33,7 +33,7 @@ fn diamond_installs_dependencies_first_and_every_file_verifies() {
     diamond(&world);
     let policy = world.client_policy();
     let trusted = client::load_index(world.reg(), &policy, &world.state, NOW).unwrap();
-    let resolution = resolve(&app(), &trusted.index, &ResolveOptions::default()).unwrap();
+    let resolution = resolve(&app(), &Catalog::new(&trusted.index), &ResolveOptions::default()).unwrap();
     let target = world.path("app/escx_packages");
     let mut steps = Vec::new();
     let report = install(&trusted, &resolution, &target, &policy, NOW, |done, total, what| {
@@ -70,7 +70,7 @@ fn a_tampered_package_leaves_the_previous_install_untouched() {
     std::fs::write(&path, bytes).unwrap();
 
     let trusted = client::load_index(world.reg(), &policy, &world.state, NOW).unwrap();
-    let resolution = resolve(&app(), &trusted.index, &ResolveOptions::default()).unwrap();
+    let resolution = resolve(&app(), &Catalog::new(&trusted.index), &ResolveOptions::default()).unwrap();
     let err = install(&trusted, &resolution, &target, &policy, NOW, |_, _, _| {}).unwrap_err();
     assert_eq!(err.code(), "package-mismatch", "{err}");
     assert_eq!(std::fs::read_to_string(target.join("keep.txt")).unwrap(), "previous install");
@@ -94,7 +94,7 @@ fn an_install_interrupted_between_renames_is_recovered() {
     std::fs::create_dir_all(&previous).unwrap();
     std::fs::write(previous.join("keep.txt"), "old").unwrap();
     let trusted = client::load_index(world.reg(), &policy, &world.state, NOW).unwrap();
-    let resolution = resolve(&app(), &trusted.index, &ResolveOptions::default()).unwrap();
+    let resolution = resolve(&app(), &Catalog::new(&trusted.index), &ResolveOptions::default()).unwrap();
     install(&trusted, &resolution, &target, &policy, NOW, |_, _, _| {}).unwrap();
     assert!(!previous.exists());
     assert!(target.join("acme/a/1.0.0").exists());

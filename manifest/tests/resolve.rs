@@ -6,7 +6,7 @@ use std::path::Path;
 
 use escx_manifest::index::{Index, IndexDependency, IndexPackage, IndexVersion};
 use escx_manifest::lockfile::Lockfile;
-use escx_manifest::resolve::{Resolution, ResolveOptions, resolve};
+use escx_manifest::resolve::{Catalog, Resolution, ResolveOptions};
 use escx_manifest::{Manifest, Requirement};
 use proptest::prelude::*;
 use semver::Version;
@@ -66,7 +66,16 @@ fn app(dependencies: &str) -> Manifest {
     Manifest::parse(&text, Path::new("manifest.toml")).unwrap()
 }
 
-fn versions(resolution: &Resolution) -> Vec<String> {
+/// Resolves against a freshly prepared catalog of `index`.
+fn resolve<'a>(
+    root: &Manifest,
+    index: &'a Index,
+    options: &ResolveOptions<'_>,
+) -> Result<Resolution<'a>, escx_manifest::Error> {
+    escx_manifest::resolve::resolve(root, &Catalog::new(index), options)
+}
+
+fn versions(resolution: &Resolution<'_>) -> Vec<String> {
     resolution.packages.iter().map(|p| format!("{} {}", p.name, p.version)).collect()
 }
 
@@ -83,8 +92,8 @@ fn diamond_index() -> Index {
 
 #[test]
 fn diamond_picks_one_highest_compatible_version() {
-    let resolution =
-        resolve(&app("a = \"^1\"\nb = \"^1\"\n"), &diamond_index(), &ResolveOptions::default()).unwrap();
+    let diamond = diamond_index();
+    let resolution = resolve(&app("a = \"^1\"\nb = \"^1\"\n"), &diamond, &ResolveOptions::default()).unwrap();
     assert_eq!(versions(&resolution), ["a 1.0.0", "b 1.0.0", "c 1.9.0"]);
     // c is installed before a and b.
     let order: Vec<&str> =
@@ -130,12 +139,8 @@ fn yanked_versions_are_skipped_unless_locked() {
     assert_eq!(versions(&resolution), ["c 1.5.0"]);
 
     // A lockfile made before the yank keeps 1.9.0.
-    let before = resolve(
-        &app("c = \"^1\"\n"),
-        &index(&[plain("c", "1.5.0", vec![]), plain("c", "1.9.0", vec![])]),
-        &ResolveOptions::default(),
-    )
-    .unwrap();
+    let unyanked = index(&[plain("c", "1.5.0", vec![]), plain("c", "1.9.0", vec![])]);
+    let before = resolve(&app("c = \"^1\"\n"), &unyanked, &ResolveOptions::default()).unwrap();
     let lock = Lockfile::from_resolution(&before, "reg");
     let options = ResolveOptions { lock: Some(&lock), ..Default::default() };
     assert_eq!(versions(&resolve(&app("c = \"^1\"\n"), &yanked_index, &options).unwrap()), ["c 1.9.0"]);
@@ -169,17 +174,13 @@ fn lockfile_is_reused_until_update() {
 
 #[test]
 fn a_registry_file_that_changed_under_a_locked_version_is_refused() {
-    let first =
-        resolve(&app("c = \"^1\"\n"), &index(&[plain("c", "1.5.0", vec![])]), &ResolveOptions::default())
-            .unwrap();
+    let single = index(&[plain("c", "1.5.0", vec![])]);
+    let first = resolve(&app("c = \"^1\"\n"), &single, &ResolveOptions::default()).unwrap();
     let mut lock = Lockfile::from_resolution(&first, "reg");
     lock.packages[0].blake3 = "00".repeat(32);
-    let err = resolve(
-        &app("c = \"^1\"\n"),
-        &index(&[plain("c", "1.5.0", vec![])]),
-        &ResolveOptions { lock: Some(&lock), ..Default::default() },
-    )
-    .unwrap_err();
+    let err =
+        resolve(&app("c = \"^1\"\n"), &single, &ResolveOptions { lock: Some(&lock), ..Default::default() })
+            .unwrap_err();
     assert_eq!(err.code(), "lockfile-mismatch", "{err}");
 }
 

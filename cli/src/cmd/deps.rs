@@ -7,7 +7,7 @@ use clap::Args;
 use escx_manifest::client::{self, TrustedIndex};
 use escx_manifest::install;
 use escx_manifest::lockfile::{LOCKFILE, Lockfile};
-use escx_manifest::resolve::{Resolution, ResolveOptions, resolve};
+use escx_manifest::resolve::{Catalog, Resolution, ResolveOptions, resolve};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -78,27 +78,39 @@ pub struct InstallArgs {
     into: PathBuf,
 }
 
-struct Resolved {
+/// Everything a project command needs before resolving.
+struct Loaded {
     trusted: TrustedIndex,
-    resolution: Resolution,
-    changes: Vec<String>,
+    policy: escx::policy::TrustPolicy,
+    now: u64,
+    manifest: escx_manifest::Manifest,
+    lock: Option<Lockfile>,
 }
 
-fn resolve_project(args: &ProjectArgs) -> anyhow::Result<(Resolved, escx::policy::TrustPolicy, u64)> {
+fn load(args: &ProjectArgs) -> anyhow::Result<Loaded> {
     let policy = args.trust.policy()?;
     let now = args.trust.now()?;
     let manifest = super::manifest::load(&args.root)?;
     let trusted = client::load_index(&args.registry, &policy, &args.trust.state(), now)?;
     let lock = Lockfile::read(&args.root)?;
+    Ok(Loaded { trusted, policy, now, manifest, lock })
+}
+
+/// Resolves, writes escx.lock if it changed, and returns what changed.
+fn resolve_and_lock<'a>(
+    args: &ProjectArgs,
+    loaded: &Loaded,
+    catalog: &Catalog<'a>,
+) -> anyhow::Result<(Resolution<'a>, Vec<String>)> {
     let options =
-        ResolveOptions { lock: lock.as_ref(), update: args.update, features: args.features.clone() };
-    let resolution = resolve(&manifest, &trusted.index, &options)?;
+        ResolveOptions { lock: loaded.lock.as_ref(), update: args.update, features: args.features.clone() };
+    let resolution = resolve(&loaded.manifest, catalog, &options)?;
     let new_lock = Lockfile::from_resolution(&resolution, &args.registry.display().to_string());
-    let changes = lock_changes(lock.as_ref(), &new_lock);
-    if lock.as_ref() != Some(&new_lock) {
+    let changes = lock_changes(loaded.lock.as_ref(), &new_lock);
+    if loaded.lock.as_ref() != Some(&new_lock) {
         new_lock.write(&args.root)?;
     }
-    Ok((Resolved { trusted, resolution, changes }, policy, now))
+    Ok((resolution, changes))
 }
 
 /// Lines like "+ acme/c 1.5.0", "- acme/c 1.4.0" between two lockfiles.
@@ -113,7 +125,7 @@ fn lock_changes(old: Option<&Lockfile>, new: &Lockfile) -> Vec<String> {
     removed.chain(added).collect()
 }
 
-fn packages_json(resolution: &Resolution) -> Vec<Value> {
+fn packages_json(resolution: &Resolution<'_>) -> Vec<Value> {
     resolution
         .install_order
         .iter()
@@ -129,26 +141,28 @@ fn packages_json(resolution: &Resolution) -> Vec<Value> {
 }
 
 pub fn run_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
-    let (resolved, _, _) = resolve_project(&args.project)?;
-    let resolution = &resolved.resolution;
+    let loaded = load(&args.project)?;
+    let catalog = Catalog::new(&loaded.trusted.index);
+    let (resolution, changes) = resolve_and_lock(&args.project, &loaded, &catalog)?;
+    let resolution = &resolution;
     let lock_path = args.project.root.join(LOCKFILE);
     ui.emit(
         json!({
-            "root": resolution.root, "lockfile": lock_path, "index_version": resolved.trusted.index.version,
-            "packages": packages_json(resolution), "changes": resolved.changes,
+            "root": resolution.root, "lockfile": lock_path, "index_version": loaded.trusted.index.version,
+            "packages": packages_json(resolution), "changes": changes,
         }),
         || {
             let mut text = format!(
                 "resolved {} packages for {} (index version {}); wrote {}\n",
                 resolution.packages.len(),
                 resolution.root,
-                resolved.trusted.index.version,
+                loaded.trusted.index.version,
                 lock_path.display()
             );
-            for line in &resolved.changes {
+            for line in &changes {
                 text += &format!("  {line}\n");
             }
-            if resolved.changes.is_empty() {
+            if changes.is_empty() {
                 text += "  (no changes)\n";
             }
             text
@@ -158,8 +172,10 @@ pub fn run_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 pub fn run_tree(args: TreeArgs, ui: &Ui) -> anyhow::Result<()> {
-    let (resolved, _, _) = resolve_project(&args.project)?;
-    let resolution = &resolved.resolution;
+    let loaded = load(&args.project)?;
+    let catalog = Catalog::new(&loaded.trusted.index);
+    let (resolution, _) = resolve_and_lock(&args.project, &loaded, &catalog)?;
+    let resolution = &resolution;
     ui.emit(json!({ "root": resolution.root, "tree": tree_json(resolution, &resolution.root_dependencies, &mut Vec::new()) }), || {
         let mut text = format!("{}\n", resolution.root);
         tree_text(resolution, &resolution.root_dependencies, "", &mut Vec::new(), &mut text);
@@ -169,7 +185,7 @@ pub fn run_tree(args: TreeArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn tree_json(
-    resolution: &Resolution,
+    resolution: &Resolution<'_>,
     children: &[(String, semver::Version)],
     path: &mut Vec<String>,
 ) -> Vec<Value> {
@@ -193,7 +209,7 @@ fn tree_json(
 }
 
 fn tree_text(
-    resolution: &Resolution,
+    resolution: &Resolution<'_>,
     children: &[(String, semver::Version)],
     prefix: &str,
     seen: &mut Vec<String>,
@@ -225,14 +241,16 @@ fn tree_text(
 }
 
 pub fn run_install(args: InstallArgs, ui: &Ui) -> anyhow::Result<()> {
-    let (resolved, policy, now) = resolve_project(&args.project)?;
-    let bar = progress_bar(ui, resolved.resolution.packages.len() as u64 * 2);
+    let loaded = load(&args.project)?;
+    let catalog = Catalog::new(&loaded.trusted.index);
+    let (resolution, _) = resolve_and_lock(&args.project, &loaded, &catalog)?;
+    let bar = progress_bar(ui, resolution.packages.len() as u64 * 2);
     let report = install::install(
-        &resolved.trusted,
-        &resolved.resolution,
+        &loaded.trusted,
+        &resolution,
         &args.into,
-        &policy,
-        now,
+        &loaded.policy,
+        loaded.now,
         |done, _, what| {
             if let Some(bar) = &bar {
                 bar.set_position(done as u64);
