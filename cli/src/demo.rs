@@ -11,6 +11,11 @@ use escx::pack::PackOptions;
 use escx::policy::TrustPolicy;
 use escx::sig::SecretKey;
 use escx::verify::{self, SectionSelection, VerifyOptions};
+use escx_manifest::Manifest;
+use escx_manifest::client::{self, StateDir};
+use escx_manifest::lockfile::Lockfile;
+use escx_manifest::registry::{DEFAULT_EXPIRY_SECS, Registry};
+use escx_manifest::resolve::{Catalog, ResolveOptions, resolve};
 use serde_json::json;
 
 use crate::output::{self, Ui};
@@ -38,6 +43,7 @@ struct Demo {
     publisher: Option<SecretKey>,
     attester: Option<SecretKey>,
     package: PathBuf,
+    registry_key: Option<SecretKey>,
 }
 
 impl Demo {
@@ -49,6 +55,55 @@ impl Demo {
     }
     fn trust_publisher(&self) -> anyhow::Result<TrustPolicy> {
         Ok(TrustPolicy::from_keys(vec![self.publisher()?.public_key().clone()]))
+    }
+    fn registry_key(&self) -> anyhow::Result<&SecretKey> {
+        self.registry_key.as_ref().context("no registry key yet")
+    }
+    /// The client's view: the registry key signs the index, the publisher the packages.
+    fn client_policy(&self) -> anyhow::Result<TrustPolicy> {
+        Ok(self.trust_publisher()?.with_registry_keys(vec![self.registry_key()?.public_key().clone()]))
+    }
+    fn registry_dir(&self) -> PathBuf {
+        self.dir.join("registry")
+    }
+    fn state(&self) -> StateDir {
+        StateDir::new(self.dir.join("client-state"))
+    }
+    /// Packs `demo/<name>` at `version` with `dependencies` and publishes it.
+    fn publish(&self, name: &str, version: &str, dependencies: &str) -> anyhow::Result<()> {
+        let source = self.dir.join("sources").join(format!("{name}-{version}"));
+        std::fs::create_dir_all(&source)?;
+        std::fs::write(
+            source.join("manifest.toml"),
+            format!(
+                "[package]\nname = \"demo/{name}\"\nversion = \"{version}\"\ndescription = \"demo {name}\"\n[dependencies]\n{dependencies}"
+            ),
+        )?;
+        std::fs::write(source.join("lib.py"), format!("NAME = \"{name}\"\nVERSION = \"{version}\"\n"))?;
+        let file = self.dir.join("sources").join(format!("{name}-{version}.escx"));
+        escx::pack::pack_dir(
+            &source,
+            &file,
+            &[self.publisher()?],
+            &PackOptions { overwrite: true, ..Default::default() },
+        )?;
+        Registry::open(&self.registry_dir())?.publish(
+            &file,
+            &self.trust_publisher()?,
+            &[self.registry_key()?],
+            escx::now_unix(),
+            DEFAULT_EXPIRY_SECS,
+        )?;
+        Ok(())
+    }
+    fn app(&self, name: &str, dependencies: &str) -> anyhow::Result<(PathBuf, Manifest)> {
+        let root = self.dir.join(name);
+        std::fs::create_dir_all(&root)?;
+        let text =
+            format!("[package]\nname = \"demo/{name}\"\nversion = \"0.1.0\"\n[dependencies]\n{dependencies}");
+        std::fs::write(root.join("manifest.toml"), &text)?;
+        let manifest = Manifest::load(&root.join("manifest.toml"))?;
+        Ok((root, manifest))
     }
 }
 
@@ -67,6 +122,11 @@ const STEPS: &[Step] = &[
     Step { name: "tamper", run: tamper },
     Step { name: "stranger", run: stranger },
     Step { name: "extract", run: extract },
+    Step { name: "registry", run: registry },
+    Step { name: "resolve", run: resolve_diamond },
+    Step { name: "install", run: install },
+    Step { name: "rollback", run: rollback },
+    Step { name: "conflict", run: conflict },
 ];
 
 pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
@@ -84,7 +144,13 @@ pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
             temp.path().to_path_buf()
         }
     };
-    let mut demo = Demo { package: dir.join("thermal-1.0.0.escx"), dir, publisher: None, attester: None };
+    let mut demo = Demo {
+        package: dir.join("thermal-1.0.0.escx"),
+        dir,
+        publisher: None,
+        attester: None,
+        registry_key: None,
+    };
     let mut results = Vec::new();
     for (index, step) in STEPS.iter().enumerate() {
         let outcome = (step.run)(&mut demo);
@@ -270,4 +336,99 @@ fn extract(demo: &mut Demo) -> anyhow::Result<String> {
 
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+const APP_DEPENDENCIES: &str = "\"demo/solver\" = \"^1\"\n\"demo/plot\" = \"^1\"\n";
+
+fn registry(demo: &mut Demo) -> anyhow::Result<String> {
+    let key = SecretKey::generate();
+    Registry::init(&demo.registry_dir(), &[&key], escx::now_unix(), DEFAULT_EXPIRY_SECS)?;
+    demo.registry_key = Some(key);
+    demo.publish("units", "1.0.0", "")?;
+    demo.publish("units", "1.2.0", "")?;
+    demo.publish("solver", "1.0.0", "\"demo/units\" = \"^1.0\"\n")?;
+    demo.publish("plot", "1.0.0", "\"demo/units\" = \"^1.2\"\n")?;
+    Ok("registry with a signed index: demo/units 1.0.0 + 1.2.0, demo/solver and demo/plot both depending on units (a diamond), each verified before publishing".to_owned())
+}
+
+fn resolve_diamond(demo: &mut Demo) -> anyhow::Result<String> {
+    let (root, manifest) = demo.app("app", APP_DEPENDENCIES)?;
+    let trusted =
+        client::load_index(&demo.registry_dir(), &demo.client_policy()?, &demo.state(), escx::now_unix())?;
+    let catalog = Catalog::new(&trusted.index);
+    let resolution = resolve(&manifest, &catalog, &ResolveOptions::default())?;
+    Lockfile::from_resolution(&resolution, "registry").write(&root)?;
+    let order: Vec<String> = resolution
+        .install_order
+        .iter()
+        .map(|&i| format!("{} {}", resolution.packages[i].name, resolution.packages[i].version))
+        .collect();
+    Ok(format!(
+        "index version {} verified; PubGrub picked one units for both: {}; escx.lock written",
+        trusted.index.version,
+        order.join(" -> ")
+    ))
+}
+
+fn install(demo: &mut Demo) -> anyhow::Result<String> {
+    let root = demo.dir.join("app");
+    let manifest = Manifest::load(&root.join("manifest.toml"))?;
+    let policy = demo.client_policy()?;
+    let now = escx::now_unix();
+    let trusted = client::load_index(&demo.registry_dir(), &policy, &demo.state(), now)?;
+    let lock = Lockfile::read(&root)?;
+    let catalog = Catalog::new(&trusted.index);
+    let resolution =
+        resolve(&manifest, &catalog, &ResolveOptions { lock: lock.as_ref(), ..Default::default() })?;
+    let report = escx_manifest::install::install(
+        &trusted,
+        &resolution,
+        &root.join("escx_packages"),
+        &policy,
+        now,
+        |_, _, _| {},
+    )?;
+    Ok(format!(
+        "{} packages fetched, size- and hash-checked against the index, signature-verified, then installed dependencies-first into app/escx_packages",
+        report.installed.len()
+    ))
+}
+
+fn rollback(demo: &mut Demo) -> anyhow::Result<String> {
+    let index_path = demo.registry_dir().join(escx_manifest::index::INDEX_FILE);
+    let old = std::fs::read(&index_path)?;
+    demo.publish("units", "1.3.0", "")?;
+    let policy = demo.client_policy()?;
+    let newer = client::load_index(&demo.registry_dir(), &policy, &demo.state(), escx::now_unix())?;
+    let current = std::fs::read(&index_path)?;
+    // A mirror (or attacker) serves the older, still validly signed index...
+    std::fs::write(&index_path, &old)?;
+    let outcome = client::load_index(&demo.registry_dir(), &policy, &demo.state(), escx::now_unix());
+    // ...and the registry is put back as it was.
+    std::fs::write(&index_path, &current)?;
+    match outcome {
+        Err(error) if error.code() == "index-rollback" => Ok(format!(
+            "after accepting index version {}, a validly signed older index is refused ({})",
+            newer.index.version,
+            error.code()
+        )),
+        Err(error) => bail!("refused for the wrong reason: {error}"),
+        Ok(_) => bail!("an older index was accepted"),
+    }
+}
+
+fn conflict(demo: &mut Demo) -> anyhow::Result<String> {
+    let (_, manifest) = demo.app("pinned-app", "\"demo/units\" = \"=1.0.0\"\n\"demo/plot\" = \"^1\"\n")?;
+    let trusted =
+        client::load_index(&demo.registry_dir(), &demo.client_policy()?, &demo.state(), escx::now_unix())?;
+    let catalog = Catalog::new(&trusted.index);
+    match resolve(&manifest, &catalog, &ResolveOptions::default()) {
+        Err(error) if error.code() == "unsatisfiable" => {
+            let explanation = error.to_string();
+            let because = explanation.lines().nth(1).unwrap_or_default().trim().to_owned();
+            Ok(format!("units =1.0.0 with plot (needs units ^1.2) is refused: {because}"))
+        }
+        Err(error) => bail!("failed for the wrong reason: {error}"),
+        Ok(_) => bail!("an unsatisfiable requirement resolved"),
+    }
 }

@@ -608,11 +608,18 @@ fn readable(report: &str) -> String {
     let bytes = report.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
+        // "-0" ends a version if what follows cannot continue a pre-release identifier: a
+        // '.' only continues one when an identifier character comes after it.
+        let continues = |at: usize| match bytes.get(at) {
+            Some(b) if b.is_ascii_alphanumeric() || *b == b'-' => true,
+            Some(b'.') => bytes.get(at + 1).is_some_and(|b| b.is_ascii_alphanumeric()),
+            _ => false,
+        };
         let ends_version = i + 2 <= bytes.len()
             && &report[i..i + 2] == "-0"
             && i > 0
             && bytes[i - 1].is_ascii_digit()
-            && bytes.get(i + 2).is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-'));
+            && !continues(i + 2);
         if ends_version {
             i += 2;
             continue;
@@ -622,4 +629,17 @@ fn readable(report: &str) -> String {
         i += ch.len_utf8();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    #[test]
+    fn internal_bounds_are_written_as_people_write_them() {
+        assert_eq!(readable("c >=1.2.0, <2.0.0-0 and"), "c >=1.2.0, <2.0.0 and");
+        assert_eq!(readable("depends on c <2.0.0-0."), "depends on c <2.0.0.");
+        assert_eq!(readable("c 1.0.0-0.3 stays"), "c 1.0.0-0.3 stays");
+        assert_eq!(readable("c 1.0.0-0a stays"), "c 1.0.0-0a stays");
+    }
 }
