@@ -319,6 +319,11 @@ fn demo_runs_every_step() {
     assert!(
         steps.iter().any(|s| s["step"] == "tamper" && s["proved"].as_str().unwrap().contains("rejected"))
     );
+    for step in ["resolve", "install", "rollback", "conflict"] {
+        assert!(steps.iter().any(|s| s["step"] == step), "demo lacks the {step} step");
+    }
+    let rollback = steps.iter().find(|s| s["step"] == "rollback").unwrap();
+    assert!(rollback["proved"].as_str().unwrap().contains("index-rollback"));
 }
 
 #[test]
