@@ -52,8 +52,7 @@ impl Envelope {
             sig: ByteBuf::from(self.signature.as_bytes().to_vec()),
         };
         let mut out = Vec::with_capacity(self.payload.len() + 4800);
-        // Serializing plain byte strings and integers into a Vec cannot fail.
-        let _ = ciborium::into_writer(&map, &mut out);
+        crate::cbor::encode_into(&map, &mut out);
         out
     }
 
@@ -63,12 +62,7 @@ impl Envelope {
         if bytes.len() > ENVELOPE_BYTES_MAX {
             return Err(invalid(format!("{} bytes exceeds the limit {ENVELOPE_BYTES_MAX}", bytes.len())));
         }
-        let mut cursor = std::io::Cursor::new(bytes);
-        let map: EnvelopeMap =
-            ciborium::from_reader(&mut cursor).map_err(|e| invalid(format!("not an envelope: {e}")))?;
-        if cursor.position() != bytes.len() as u64 {
-            return Err(invalid("trailing bytes after the envelope".into()));
-        }
+        let map: EnvelopeMap = crate::cbor::decode_exact(bytes, "envelope").map_err(invalid)?;
         if map.alg != ALG_ML_DSA_87 {
             return Err(invalid(format!("unknown algorithm id {}", map.alg)));
         }
@@ -197,8 +191,7 @@ impl MultiEnvelope {
                 .collect(),
         };
         let mut out = Vec::with_capacity(self.payload.len() + self.signatures.len() * 4700 + 64);
-        // Serializing byte strings, text and integers into a Vec cannot fail.
-        let _ = ciborium::into_writer(&map, &mut out);
+        crate::cbor::encode_into(&map, &mut out);
         out
     }
 
@@ -208,12 +201,7 @@ impl MultiEnvelope {
         if bytes.len() > ENVELOPE_BYTES_MAX {
             return Err(invalid(format!("{} bytes exceeds the limit {ENVELOPE_BYTES_MAX}", bytes.len())));
         }
-        let mut cursor = std::io::Cursor::new(bytes);
-        let map: MultiEnvelopeMap =
-            ciborium::from_reader(&mut cursor).map_err(|e| invalid(format!("not a signed document: {e}")))?;
-        if cursor.position() != bytes.len() as u64 {
-            return Err(invalid("trailing bytes after the signed document".into()));
-        }
+        let map: MultiEnvelopeMap = crate::cbor::decode_exact(bytes, "signed document").map_err(invalid)?;
         if map.signatures.is_empty() || map.signatures.len() > MULTI_SIGNATURES_MAX {
             return Err(invalid(format!(
                 "needs 1 to {MULTI_SIGNATURES_MAX} signatures, found {}",

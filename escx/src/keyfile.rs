@@ -176,8 +176,7 @@ pub fn secret_key_text(key: &SecretKey, protection: &Protection) -> Result<Zeroi
         }
     }
     let mut cbor = Zeroizing::new(Vec::new());
-    ciborium::into_writer(&map, &mut *cbor)
-        .map_err(|e| Error::KeyFile { path: "<new key>".into(), reason: e.to_string() })?;
+    crate::cbor::encode_into(&map, &mut cbor);
     let sealed = match protection {
         Protection::Unencrypted => "NOT passphrase-protected",
         Protection::Passphrase(..) => "sealed with a passphrase (argon2id + xchacha20-poly1305)",
@@ -315,13 +314,7 @@ fn decode_secret_map(text: &str) -> Result<SecretKeyMap, String> {
         }
     })?;
     let cbor = Zeroizing::new(BASE64.decode(encoded).map_err(|e| format!("invalid base64: {e}"))?);
-    let mut cursor = std::io::Cursor::new(&cbor[..]);
-    let map: SecretKeyMap =
-        ciborium::from_reader(&mut cursor).map_err(|e| format!("invalid key map: {e}"))?;
-    if cursor.position() != cbor.len() as u64 {
-        return Err("trailing bytes after the key map".into());
-    }
-    Ok(map)
+    crate::cbor::decode_exact(&cbor, "key map")
 }
 
 /// The single non-comment, non-blank line of a key file.

@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod cbor;
 pub mod container;
 pub mod envelope;
 mod error;

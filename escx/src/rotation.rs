@@ -54,10 +54,7 @@ impl RotationStatement {
             new_public_key: ByteBuf::from(new_key.as_bytes().to_vec()),
             created_at,
         };
-        let mut bytes = Vec::new();
-        // Serializing byte strings and integers into a Vec cannot fail.
-        let _ = ciborium::into_writer(&payload, &mut bytes);
-        Self { envelope: Envelope::seal(SigningContext::KEY_ROTATION, bytes, old) }
+        Self { envelope: Envelope::seal(SigningContext::KEY_ROTATION, crate::cbor::encode(&payload), old) }
     }
 
     /// The statement as text.
@@ -96,12 +93,8 @@ impl RotationStatement {
     pub fn verify(&self, old_key: &PublicKey) -> Result<Rotation, Error> {
         let payload = self.envelope.open(SigningContext::KEY_ROTATION, old_key)?;
         let invalid = |reason: &str| Error::Envelope { reason: format!("rotation statement: {reason}") };
-        let mut cursor = std::io::Cursor::new(payload);
         let parsed: RotationPayload =
-            ciborium::from_reader(&mut cursor).map_err(|e| invalid(&format!("bad payload: {e}")))?;
-        if cursor.position() != payload.len() as u64 {
-            return Err(invalid("trailing bytes after the payload"));
-        }
+            crate::cbor::decode_exact(payload, "rotation payload").map_err(|reason| invalid(&reason))?;
         if parsed.v != 1 {
             return Err(invalid("unknown version"));
         }

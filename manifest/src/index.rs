@@ -95,20 +95,12 @@ impl Index {
 
     /// Canonical CBOR of the payload.
     pub fn to_cbor(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        // Serializing strings, integers, byte strings and maps into a Vec cannot fail.
-        let _ = ciborium::into_writer(self, &mut out);
-        out
+        escx::cbor::encode(self)
     }
 
     /// Parses and checks a payload (registry.md §2.2).
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, String> {
-        let mut cursor = std::io::Cursor::new(bytes);
-        let index: Index =
-            ciborium::from_reader(&mut cursor).map_err(|e| format!("malformed index payload: {e}"))?;
-        if cursor.position() != bytes.len() as u64 {
-            return Err("trailing bytes after the index payload".into());
-        }
+        let index: Index = escx::cbor::decode_exact(bytes, "index payload")?;
         index.check()?;
         Ok(index)
     }
