@@ -29,7 +29,22 @@ pub fn extract_file(
     check_target(target)?;
     let full = VerifyOptions { sections: &verify::SectionSelection::All, ..*options };
     let report = verify::verify_file(package, policy, &full)?;
+    extract_verified(package, target, &report)?;
+    Ok(report)
+}
 
+/// Extracts a package that `report` (a full verification of the same file) accepted: the
+/// root must still be the verified one and every section is re-hashed as it is written
+/// (escx-format.md §11 steps 2–5). For callers that verified earlier, such as an
+/// installer that verifies every package before extracting any.
+pub fn extract_verified(package: &Path, target: &Path, report: &VerifyReport) -> Result<(), Error> {
+    check_target(target)?;
+    if !report.skipped.is_empty() {
+        return Err(Error::ExtractTarget {
+            path: target.into(),
+            reason: "the package was only partly verified; extraction needs every section checked".into(),
+        });
+    }
     let mut reader = PackageReader::open_file(package)?;
     if reader.root() != &report.root {
         return Err(Error::io(package, io::Error::other("the package changed during extraction; retry")));
@@ -81,7 +96,7 @@ pub fn extract_file(
         let _ = fs::remove_dir_all(&staged);
         Error::io(target, e)
     })?;
-    Ok(report)
+    Ok(())
 }
 
 fn check_target(target: &Path) -> Result<(), Error> {

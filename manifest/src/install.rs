@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use escx::policy::TrustPolicy;
-use escx::verify::VerifyOptions;
 use semver::Version;
 use serde::Serialize;
 
@@ -75,8 +74,8 @@ pub fn install(
         let package = &resolution.packages[index];
         on_package(done, total, &format!("verifying {} {}", package.name, package.version));
         let file = client::fetch(&trusted.root, &package.name, package.entry, downloads.path())?;
-        client::verify_fetched(&file, &package.name, package.entry, policy, now)?;
-        fetched.push((package, file));
+        let (report, _) = client::verify_fetched(&file, &package.name, package.entry, policy, now)?;
+        fetched.push((package, file, report));
     }
 
     // 2. Extract in dependency order into a staging directory beside the target.
@@ -86,11 +85,11 @@ pub fn install(
         .map_err(|e| Error::Io { path: parent.clone(), error: e })?;
     let mut installed = Vec::new();
     let mut record = Installed { version: 1, package: Vec::new() };
-    let options = VerifyOptions { now: Some(now), ..VerifyOptions::default() };
-    for (done, (package, file)) in fetched.iter().enumerate() {
+    for (done, (package, file, report)) in fetched.iter().enumerate() {
         on_package(fetched.len() + done, total, &format!("installing {} {}", package.name, package.version));
         let destination = package_dir(staging.path(), &package.name, &package.version);
-        escx::extract::extract_file(file, &destination, policy, &options)?;
+        // Verified in step 1; extraction re-hashes every section as it writes it.
+        escx::extract::extract_verified(file, &destination, report)?;
         installed.push((package.name.clone(), package.version.clone()));
         record.package.push(InstalledPackage {
             name: package.name.clone(),
