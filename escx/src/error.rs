@@ -382,6 +382,13 @@ pub enum Error {
         section: &'static str,
     },
 
+    /// A sealed box cannot be opened or made.
+    #[error("sealed box: {reason}")]
+    Sealed {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A signed envelope is malformed or does not verify.
     #[error("signed envelope: {reason}")]
     Envelope {
@@ -445,6 +452,7 @@ impl Error {
             Self::WrongPassphrase { .. } => "wrong-passphrase",
             Self::PassphraseRequired { .. } => "passphrase-required",
             Self::SectionAbsent { .. } => "section-absent",
+            Self::Sealed { .. } => "sealed-box-invalid",
             Self::Envelope { .. } => "envelope-invalid",
             Self::PackInput { .. } => "pack-input",
             Self::ExtractTarget { .. } => "extract-target",

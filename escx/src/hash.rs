@@ -22,8 +22,13 @@ pub const CONTEXT_KEY_FILE_SEAL: &str = "escx v1 secret key file seal";
 /// (registry.md §5).
 pub const CONTEXT_REGISTRY_STATE: &str = "escx v1 registry state id";
 
+/// `derive_key` context turning an ML-KEM shared secret into a sealed-box key
+/// (escx-format.md §14).
+pub const CONTEXT_SEALED_BOX: &str = "escx v1 sealed box key";
+
 /// Every context string escx uses, for the spec test that keeps the two in step.
-pub const ALL_CONTEXTS: &[&str] = &[CONTEXT_PACKAGE_ROOT, CONTEXT_KEY_FILE_SEAL, CONTEXT_REGISTRY_STATE];
+pub const ALL_CONTEXTS: &[&str] =
+    &[CONTEXT_PACKAGE_ROOT, CONTEXT_KEY_FILE_SEAL, CONTEXT_REGISTRY_STATE, CONTEXT_SEALED_BOX];
 
 /// Inputs at least this long are hashed with BLAKE3's multithreaded `update_rayon`;
 /// below it, thread hand-off costs more than it saves.

@@ -41,6 +41,7 @@ mod error;
 pub mod extract;
 pub mod fsutil;
 pub mod hash;
+pub mod kem;
 pub mod keyfile;
 pub mod manifest;
 pub mod pack;
