@@ -75,6 +75,13 @@ impl Envelope {
         Ok(Self { context: map.ctx, key_id: KeyId(key_id), payload: map.payload.into_vec(), signature })
     }
 
+    /// The payload before its signature is checked: only for learning which key to check
+    /// it with (e.g. a self-signed bundle names its own key); trust it only after
+    /// [`Self::open`].
+    pub fn payload_unverified(&self) -> &[u8] {
+        &self.payload
+    }
+
     /// The key id the envelope claims to be signed by (use it to pick the key).
     pub fn key_id(&self) -> KeyId {
         self.key_id

@@ -344,7 +344,7 @@ fn read_small_text(path: &Path) -> Result<String, Error> {
 }
 
 /// Fills `buffer` from the operating system's randomness.
-pub(crate) fn fill_random(buffer: &mut [u8]) -> Result<(), Error> {
+pub fn fill_random(buffer: &mut [u8]) -> Result<(), Error> {
     getrandom::fill(buffer).map_err(|e| Error::io("<os randomness>", std::io::Error::other(e.to_string())))
 }
 

@@ -207,6 +207,12 @@ impl SecretKey {
         &self.secret
     }
 
+    /// A copy of the encoded secret key, for callers that store keys in their own sealed
+    /// or access-controlled files (e.g. a license wallet). Zeroized on drop.
+    pub fn export_secret(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.secret.to_vec())
+    }
+
     /// Signs `message` under `context` (hedged ML-DSA: fresh randomness per signature).
     pub fn sign(&self, context: SigningContext, message: &[u8]) -> Signature {
         // The length was checked when the key was built, so this cannot fail; if it somehow

@@ -2,13 +2,16 @@
 //! ML-DSA-87-signed license certificates, offline verification, revocation, and the
 //! customer-side usage meter (spec: licensing.md).
 //!
-//! Depends on [`escx`] (keys, envelopes, hashing) and [`escx_manifest`] (pricing and
-//! telemetry types).
+//! Depends on [`escx`] (keys, envelopes, sealed boxes, hashing) and [`escx_manifest`]
+//! (pricing and telemetry types).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod issuer;
+pub mod messages;
 pub mod poprf;
+pub mod wallet;
 
 pub use escx_manifest;
 
@@ -24,6 +27,52 @@ pub enum Error {
         "the issuer's proof does not verify against its published key for this package, tier and epoch; the tokens are refused"
     )]
     ProofInvalid,
+    /// A message is malformed.
+    #[error("{0}")]
+    Message(String),
+    /// A container-level error (keys, envelopes, sealed boxes, files).
+    #[error(transparent)]
+    Escx(#[from] escx::Error),
+    /// The issuer's or wallet's store failed.
+    #[error("store: {0}")]
+    Store(String),
+    /// The issuer does not sell this package and tier.
+    #[error("the issuer does not sell {package} tier {tier:?}")]
+    NotForSale {
+        /// Package.
+        package: String,
+        /// Tier.
+        tier: String,
+    },
+    /// A token names an epoch that is unknown or over.
+    #[error("issuer epoch {epoch} is unknown or no longer accepted")]
+    UnknownEpoch {
+        /// The epoch.
+        epoch: u32,
+    },
+    /// A presented token is not a valid POPRF output for its info.
+    #[error("the token is not valid for this package, tier and epoch")]
+    TokenInvalid,
+    /// The token was redeemed before.
+    #[error("the token has already been redeemed")]
+    AlreadySpent,
+    /// No license with this id.
+    #[error("no license {license_id}")]
+    UnknownLicense {
+        /// Hex id.
+        license_id: String,
+    },
+    /// A wallet operation found nothing to work on.
+    #[error("{0}")]
+    Wallet(String),
+    /// A license check failed; `check` names which (licensing.md §5).
+    #[error("license {check} check failed: {reason}")]
+    LicenseRejected {
+        /// The check's stable name (`signature`, `window`, `clock`, `revocation`, ...).
+        check: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -32,6 +81,27 @@ impl Error {
         match self {
             Self::Poprf(_) => "poprf",
             Self::ProofInvalid => "issuance-proof-invalid",
+            Self::Message(_) => "message-invalid",
+            Self::Escx(e) => e.code(),
+            Self::Store(_) => "store",
+            Self::NotForSale { .. } => "not-for-sale",
+            Self::UnknownEpoch { .. } => "unknown-epoch",
+            Self::TokenInvalid => "token-invalid",
+            Self::AlreadySpent => "token-spent",
+            Self::UnknownLicense { .. } => "unknown-license",
+            Self::Wallet(_) => "wallet",
+            Self::LicenseRejected { check, .. } => match *check {
+                "signature" => "license-signature",
+                "issuer" => "license-wrong-issuer",
+                "window" => "license-expired",
+                "not-yet-valid" => "license-not-yet-valid",
+                "clock" => "clock-rolled-back",
+                "revocation" => "license-revoked",
+                "crl" => "crl-stale",
+                "package" => "license-wrong-package",
+                "possession" => "possession-invalid",
+                _ => "license-rejected",
+            },
         }
     }
 }

@@ -181,6 +181,10 @@ pub struct TokenSecret {
     pub output: [u8; OUTPUT_BYTES],
 }
 
+/// One token's saved client state: its input and the serialized client (blind and
+/// blinded element), both secret.
+pub type PendingPart = (Zeroizing<[u8; INPUT_BYTES]>, Zeroizing<Vec<u8>>);
+
 /// The client's secret state for a batch: inputs and blinds (zeroized on drop).
 pub struct Blinded {
     inputs: Vec<Zeroizing<[u8; INPUT_BYTES]>>,
@@ -206,6 +210,32 @@ impl Blinded {
             elements.push(to_array(&blind.message.serialize()));
             clients.push(blind.state);
             inputs.push(input);
+        }
+        Ok(Self { inputs, clients, elements })
+    }
+
+    /// The secret state to keep until the issuer answers: for each token, its input and
+    /// the serialized client (blind and blinded element).
+    pub fn to_parts(&self) -> Vec<PendingPart> {
+        self.inputs
+            .iter()
+            .cloned()
+            .zip(self.clients.iter().map(|c| Zeroizing::new(c.serialize().to_vec())))
+            .collect()
+    }
+
+    /// Rebuilds the state saved by [`Self::to_parts`].
+    pub fn from_parts(parts: &[PendingPart]) -> Result<Self, Error> {
+        let mut inputs = Vec::with_capacity(parts.len());
+        let mut clients = Vec::with_capacity(parts.len());
+        let mut elements = Vec::with_capacity(parts.len());
+        for (input, client) in parts {
+            let client = PoprfClient::<Suite>::deserialize(client)
+                .map_err(|_| Error::Poprf("corrupt pending token state".into()))?;
+            let serialized = client.serialize();
+            elements.push(to_array(&serialized[SCALAR_BYTES..]));
+            clients.push(client);
+            inputs.push(input.clone());
         }
         Ok(Self { inputs, clients, elements })
     }

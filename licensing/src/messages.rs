@@ -1,0 +1,358 @@
+//! The objects issuer and customer exchange (spec: licensing.md §3). Every one is a CBOR
+//! map; the signed ones travel in escx envelopes, the private ones in sealed boxes.
+
+use escx::envelope::Envelope;
+use escx::kem::KemPublicKey;
+use escx::sig::{KeyId, PublicKey, SecretKey, SigningContext};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::Error;
+use crate::poprf::{ELEMENT_BYTES, INPUT_BYTES, OUTPUT_BYTES, PROOF_BYTES, TokenInfo};
+
+/// Signing context of the issuer's public bundle.
+pub const CONTEXT_BUNDLE: SigningContext = SigningContext::new("escx/issuer-bundle/v1");
+/// Signing context of license certificates.
+pub const CONTEXT_LICENSE: SigningContext = SigningContext::new("escx/license/v1");
+/// Signing context of certificate revocation lists.
+pub const CONTEXT_CRL: SigningContext = SigningContext::new("escx/crl/v1");
+/// Signing context of proofs of possession.
+pub const CONTEXT_POSSESSION: SigningContext = SigningContext::new("escx/possession/v1");
+/// Sealed-box purpose of redemption requests (to the issuer).
+pub const PURPOSE_REDEEM: &str = "escx/redeem-request/v1";
+/// Sealed-box purpose of redemption responses (to the holder).
+pub const PURPOSE_LICENSE: &str = "escx/license-response/v1";
+
+/// Every signing context this crate uses (for the spec test).
+pub const ALL_CONTEXTS: &[SigningContext] =
+    &[CONTEXT_BUNDLE, CONTEXT_LICENSE, CONTEXT_CRL, CONTEXT_POSSESSION];
+
+fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], Error> {
+    bytes.try_into().map_err(|_| Error::Message(format!("{what} must be {N} bytes, found {}", bytes.len())))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
+    escx::cbor::decode_exact(bytes, what).map_err(Error::Message)
+}
+
+/// One POPRF key epoch in the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Epoch {
+    /// Epoch number.
+    pub epoch: u32,
+    /// POPRF public key (32 bytes).
+    pub poprf_key: ByteBuf,
+    /// Tokens are issued under this epoch from here (Unix seconds).
+    pub not_before: u64,
+    /// ... until here.
+    pub not_after: u64,
+}
+
+/// The issuer's signed public bundle payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundlePayload {
+    /// Format version, 1.
+    pub v: u8,
+    /// Issuer's display name.
+    pub name: String,
+    /// ML-DSA-87 key that signs bundles, certificates and CRLs.
+    pub signing_key: ByteBuf,
+    /// ML-KEM-1024 key redemption requests are sealed to.
+    pub kem_key: ByteBuf,
+    /// POPRF keys, one per epoch, ascending.
+    pub epochs: Vec<Epoch>,
+    /// When the bundle was signed.
+    pub issued_at: u64,
+}
+
+/// A verified issuer bundle.
+#[derive(Debug, Clone)]
+pub struct IssuerBundle {
+    /// The payload.
+    pub payload: BundlePayload,
+    /// The signing key.
+    pub signing_key: PublicKey,
+    /// The KEM key.
+    pub kem_key: KemPublicKey,
+    /// The exact envelope bytes (for re-distribution).
+    pub bytes: Vec<u8>,
+}
+
+impl IssuerBundle {
+    /// Signs a payload with the issuer key (which must be the payload's signing key).
+    pub fn sign(payload: BundlePayload, key: &SecretKey) -> Result<Self, Error> {
+        let bytes = Envelope::seal(CONTEXT_BUNDLE, escx::cbor::encode(&payload), key).to_cbor();
+        Self::parse(&bytes)
+    }
+
+    /// Parses and verifies a bundle (self-signed by its own signing key). Callers that pin
+    /// an issuer compare [`Self::issuer_id`] with the pinned id.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
+        let envelope = Envelope::from_cbor(bytes)?;
+        let unverified: BundlePayload = decode(&envelope_payload(&envelope), "issuer bundle")?;
+        let signing_key = PublicKey::from_bytes(&unverified.signing_key)?;
+        let payload: BundlePayload = decode(envelope.open(CONTEXT_BUNDLE, &signing_key)?, "issuer bundle")?;
+        if payload.v != 1 {
+            return Err(Error::Message(format!("unsupported issuer bundle version {}", payload.v)));
+        }
+        let kem_key = KemPublicKey::from_bytes(&payload.kem_key)?;
+        for epoch in &payload.epochs {
+            fixed::<ELEMENT_BYTES>(&epoch.poprf_key, "POPRF key")?;
+        }
+        Ok(Self { payload, signing_key, kem_key, bytes: bytes.to_vec() })
+    }
+
+    /// The issuer's identity: its signing key id.
+    pub fn issuer_id(&self) -> KeyId {
+        self.signing_key.id()
+    }
+
+    /// The epoch in force at `now` (the latest whose window contains it).
+    pub fn epoch_at(&self, now: u64) -> Option<&Epoch> {
+        self.payload.epochs.iter().rev().find(|e| e.not_before <= now && now < e.not_after)
+    }
+
+    /// An epoch by number.
+    pub fn epoch(&self, number: u32) -> Option<&Epoch> {
+        self.payload.epochs.iter().find(|e| e.epoch == number)
+    }
+}
+
+/// The payload of an envelope before its signature is checked (to learn which key to
+/// check it with; the result is only trusted after `open`).
+fn envelope_payload(envelope: &Envelope) -> Vec<u8> {
+    envelope.payload_unverified().to_vec()
+}
+
+/// A customer's purchase: blinded elements for `count` tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// Format version, 1.
+    pub v: u8,
+    /// Package name.
+    pub package: String,
+    /// Tier.
+    pub tier: String,
+    /// Issuer epoch.
+    pub epoch: u32,
+    /// Blinded elements (32 bytes each).
+    pub blinded: Vec<ByteBuf>,
+}
+
+/// The issuer's answer: evaluated elements and one batched DLEQ proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenResponse {
+    /// Format version, 1.
+    pub v: u8,
+    /// Package name (echoed).
+    pub package: String,
+    /// Tier (echoed).
+    pub tier: String,
+    /// Epoch (echoed).
+    pub epoch: u32,
+    /// Evaluated elements, in request order.
+    pub evaluated: Vec<ByteBuf>,
+    /// Batched DLEQ proof (64 bytes).
+    pub proof: ByteBuf,
+}
+
+impl TokenRequest {
+    /// The token info.
+    pub fn info(&self) -> TokenInfo {
+        TokenInfo { package: self.package.clone(), tier: self.tier.clone(), epoch: self.epoch }
+    }
+
+    /// CBOR encoding.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        escx::cbor::encode(self)
+    }
+
+    /// Parses and checks sizes.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        let request: Self = decode(bytes, "token request")?;
+        if request.v != 1 {
+            return Err(Error::Message("unsupported token request version".into()));
+        }
+        for element in &request.blinded {
+            fixed::<ELEMENT_BYTES>(element, "blinded element")?;
+        }
+        Ok(request)
+    }
+
+    /// The blinded elements as arrays.
+    pub fn elements(&self) -> Result<Vec<[u8; ELEMENT_BYTES]>, Error> {
+        self.blinded.iter().map(|e| fixed(e, "blinded element")).collect()
+    }
+}
+
+impl TokenResponse {
+    /// CBOR encoding.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        escx::cbor::encode(self)
+    }
+
+    /// Parses and checks sizes.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        let response: Self = decode(bytes, "token response")?;
+        if response.v != 1 {
+            return Err(Error::Message("unsupported token response version".into()));
+        }
+        fixed::<PROOF_BYTES>(&response.proof, "proof")?;
+        for element in &response.evaluated {
+            fixed::<ELEMENT_BYTES>(element, "evaluated element")?;
+        }
+        Ok(response)
+    }
+}
+
+/// A redemption request (sealed to the issuer's KEM key): one token and the fresh
+/// holder keys the license will name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemRequest {
+    /// Format version, 1.
+    pub v: u8,
+    /// Package name.
+    pub package: String,
+    /// Tier.
+    pub tier: String,
+    /// Epoch of the token.
+    pub epoch: u32,
+    /// Token input (32 bytes).
+    pub input: ByteBuf,
+    /// Token output (64 bytes).
+    pub output: ByteBuf,
+    /// Holder ML-DSA-87 public key.
+    pub holder_key: ByteBuf,
+    /// Holder ML-KEM-1024 public key.
+    pub holder_kem_key: ByteBuf,
+}
+
+impl RedeemRequest {
+    /// Parses and checks sizes.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        let request: Self = decode(bytes, "redemption request")?;
+        if request.v != 1 {
+            return Err(Error::Message("unsupported redemption request version".into()));
+        }
+        fixed::<INPUT_BYTES>(&request.input, "token input")?;
+        fixed::<OUTPUT_BYTES>(&request.output, "token output")?;
+        Ok(request)
+    }
+
+    /// The token info.
+    pub fn info(&self) -> TokenInfo {
+        TokenInfo { package: self.package.clone(), tier: self.tier.clone(), epoch: self.epoch }
+    }
+}
+
+/// The license certificate payload (signed by the issuer, context `escx/license/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicensePayload {
+    /// Format version, 1.
+    pub v: u8,
+    /// Random 16-byte license id.
+    pub license_id: ByteBuf,
+    /// Package name.
+    pub package: String,
+    /// Versions covered: a requirement, or `*` for every version.
+    pub versions: String,
+    /// Tier.
+    pub tier: String,
+    /// Entitled features.
+    pub features: Vec<String>,
+    /// Seats, if limited.
+    pub seats: Option<u32>,
+    /// Valid from (Unix seconds).
+    pub not_before: u64,
+    /// Valid until (Unix seconds, exclusive).
+    pub not_after: u64,
+    /// Holder ML-DSA-87 public key.
+    pub holder_key: ByteBuf,
+    /// Holder ML-KEM-1024 public key.
+    pub holder_kem_key: ByteBuf,
+    /// Content keys wrapped to the holder: `{package_root, sealed}` per licensed package file.
+    pub wrapped_keys: Vec<WrappedKey>,
+    /// Issuer signing key id (16 bytes).
+    pub issuer_key_id: ByteBuf,
+    /// Where the issuer publishes its CRL (informational).
+    pub crl_location: String,
+}
+
+/// A content key sealed to the holder's KEM key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WrappedKey {
+    /// Root of the package whose payload the key decrypts (32 bytes).
+    pub package_root: ByteBuf,
+    /// Sealed box (purpose `escx/content-key/v1`).
+    pub sealed: ByteBuf,
+}
+
+/// What the issuer seals back to the holder after a redemption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseResponse {
+    /// Format version, 1.
+    pub v: u8,
+    /// The license certificate (envelope bytes).
+    pub certificate: ByteBuf,
+}
+
+/// One revoked license in a CRL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revoked {
+    /// License id (16 bytes).
+    pub license_id: ByteBuf,
+    /// Why.
+    pub reason: String,
+    /// When (Unix seconds).
+    pub revoked_at: u64,
+}
+
+/// A certificate revocation list payload (context `escx/crl/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlPayload {
+    /// Format version, 1.
+    pub v: u8,
+    /// Increases with every list; clients never go back.
+    pub number: u64,
+    /// When it was signed.
+    pub issued_at: u64,
+    /// Revoked licenses, sorted by id.
+    pub revoked: Vec<Revoked>,
+}
+
+/// A proof of possession payload (signed by the holder, context `escx/possession/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PossessionPayload {
+    /// Format version, 1.
+    pub v: u8,
+    /// The verifier's fresh challenge.
+    pub challenge: ByteBuf,
+    /// The license certificate (envelope bytes).
+    pub certificate: ByteBuf,
+}
+
+/// Decodes a CBOR payload of a verified envelope.
+pub fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
+    decode(bytes, what)
+}
+
+/// A 16-byte id as hex.
+pub fn id_hex(id: &[u8]) -> String {
+    hex::encode(id)
+}
+
+/// Parses a 16-byte key id field.
+pub fn key_id(bytes: &[u8]) -> Result<KeyId, Error> {
+    Ok(KeyId(fixed(bytes, "key id")?))
+}

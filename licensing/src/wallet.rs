@@ -1,0 +1,723 @@
+//! The customer's wallet (spec: licensing.md §5): pending purchases, unspent tokens,
+//! licenses with their holder keys, the latest CRL per issuer, and the latest time seen.
+//!
+//! A directory (mode 0700) of CBOR files (mode 0600), each written atomically:
+//!
+//! ```text
+//! issuers/<issuer id>.bundle    issuer bundles (re-verified on every use)
+//! pending/<request id>.cbor     token inputs and blinds awaiting the issuer's answer
+//! tokens/<token id>.cbor        unspent tokens
+//! redeeming/<holder id>.cbor    a token on its way to a license, with the fresh holder keys
+//! licenses/<license id>.cbor    certificate + holder keys
+//! crl/<issuer id>.cbor          the newest CRL accepted from each issuer
+//! clock.toml                    the latest time seen (clock rollback detection)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use escx::envelope::Envelope;
+use escx::kem::{self, KemPublicKey, KemSecretKey};
+use escx::sig::{KeyId, PublicKey, SecretKey};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use zeroize::Zeroizing;
+
+use crate::Error;
+use crate::messages::{
+    self, CONTEXT_CRL, CONTEXT_LICENSE, CONTEXT_POSSESSION, CrlPayload, IssuerBundle, LicensePayload,
+    LicenseResponse, PURPOSE_LICENSE, PURPOSE_REDEEM, PossessionPayload, RedeemRequest, TokenRequest,
+    TokenResponse,
+};
+use crate::poprf::{Blinded, ELEMENT_BYTES, INPUT_BYTES, PendingPart, TokenInfo};
+
+/// How far the clock may appear to go back before it counts as rolled back.
+pub const CLOCK_TOLERANCE_SECS: u64 = 300;
+
+const SUBDIRS: [&str; 6] = ["issuers", "pending", "tokens", "redeeming", "licenses", "crl"];
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PendingFile {
+    v: u8,
+    issuer: ByteBuf,
+    package: String,
+    tier: String,
+    epoch: u32,
+    inputs: Vec<ByteBuf>,
+    clients: Vec<ByteBuf>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    v: u8,
+    issuer: ByteBuf,
+    package: String,
+    tier: String,
+    epoch: u32,
+    input: ByteBuf,
+    output: ByteBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolderKeys {
+    signing_public: ByteBuf,
+    signing_secret: ByteBuf,
+    kem_public: ByteBuf,
+    kem_secret: ByteBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeemingFile {
+    v: u8,
+    issuer: ByteBuf,
+    token: TokenFile,
+    holder: HolderKeys,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LicenseFile {
+    v: u8,
+    certificate: ByteBuf,
+    holder: HolderKeys,
+}
+
+impl Drop for HolderKeys {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self.signing_secret.as_mut_slice());
+        zeroize::Zeroize::zeroize(self.kem_secret.as_mut_slice());
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        for secret in self.inputs.iter_mut().chain(self.clients.iter_mut()) {
+            zeroize::Zeroize::zeroize(secret.as_mut_slice());
+        }
+    }
+}
+
+impl Drop for TokenFile {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self.input.as_mut_slice());
+        zeroize::Zeroize::zeroize(self.output.as_mut_slice());
+    }
+}
+
+impl HolderKeys {
+    fn generate() -> Self {
+        let signing = SecretKey::generate();
+        let kem = KemSecretKey::generate();
+        Self {
+            signing_public: ByteBuf::from(signing.public_key().as_bytes().to_vec()),
+            signing_secret: ByteBuf::from(signing.export_secret().to_vec()),
+            kem_public: ByteBuf::from(kem.public_key().as_bytes().to_vec()),
+            kem_secret: ByteBuf::from(kem.secret_bytes().to_vec()),
+        }
+    }
+
+    fn signing(&self) -> Result<SecretKey, Error> {
+        let public = PublicKey::from_bytes(&self.signing_public)?;
+        Ok(SecretKey::from_parts(Zeroizing::new(self.signing_secret.to_vec()), public)?)
+    }
+
+    fn kem(&self) -> Result<KemSecretKey, Error> {
+        Ok(KemSecretKey::from_parts(
+            Zeroizing::new(self.kem_secret.to_vec()),
+            KemPublicKey::from_bytes(&self.kem_public)?,
+        )?)
+    }
+}
+
+/// One check of a license verification and its outcome (for `--json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Stable name.
+    pub name: &'static str,
+    /// Passed?
+    pub ok: bool,
+    /// What was established, or why it failed.
+    pub detail: String,
+}
+
+/// A verified license.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The certificate payload.
+    pub license: LicensePayload,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+}
+
+/// A wallet directory.
+pub struct Wallet {
+    dir: PathBuf,
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    escx::fsutil::write_atomic(path, bytes, escx::fsutil::MODE_SECRET, true)?;
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
+    Ok(Zeroizing::new(std::fs::read(path).map_err(|e| escx::Error::io(path, e))?))
+}
+
+fn files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| escx::Error::io(dir, e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cbor"))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn short_id(bytes: &[u8]) -> String {
+    hex::encode(&blake3::hash(bytes).as_bytes()[..16])
+}
+
+impl Wallet {
+    /// Opens (creating if needed) a wallet directory.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        for sub in SUBDIRS {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(|e| escx::Error::io(&path, e))?;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| escx::Error::io(dir, e))?;
+        }
+        Ok(Self { dir: dir.to_path_buf() })
+    }
+
+    /// Remembers an issuer bundle (the trust anchor for its licenses).
+    pub fn add_issuer(&self, bundle: &IssuerBundle) -> Result<(), Error> {
+        let path = self.dir.join("issuers").join(format!("{}.bundle", bundle.issuer_id()));
+        escx::fsutil::write_atomic(&path, &bundle.bytes, escx::fsutil::MODE_PUBLIC, true)?;
+        Ok(())
+    }
+
+    /// A remembered issuer bundle, re-verified.
+    pub fn issuer(&self, id: KeyId) -> Result<IssuerBundle, Error> {
+        let path = self.dir.join("issuers").join(format!("{id}.bundle"));
+        if !path.exists() {
+            return Err(Error::LicenseRejected {
+                check: "issuer",
+                reason: format!("issuer {id} is not in this wallet"),
+            });
+        }
+        let bundle = IssuerBundle::parse(&read(&path)?)?;
+        if bundle.issuer_id() != id {
+            return Err(Error::LicenseRejected {
+                check: "issuer",
+                reason: format!("{} holds another issuer", path.display()),
+            });
+        }
+        Ok(bundle)
+    }
+
+    /// Starts a purchase of `count` tokens (licensing.md §5.1): blinds fresh inputs and
+    /// keeps them until the issuer answers.
+    pub fn request(
+        &self,
+        bundle: &IssuerBundle,
+        package: &str,
+        tier: &str,
+        count: usize,
+        now: u64,
+    ) -> Result<TokenRequest, Error> {
+        let epoch = bundle
+            .epoch_at(now)
+            .ok_or_else(|| {
+                Error::Wallet(format!("issuer {} has no key epoch valid now", bundle.payload.name))
+            })?
+            .epoch;
+        self.add_issuer(bundle)?;
+        let blinded = Blinded::new(count)?;
+        let request = TokenRequest {
+            v: 1,
+            package: package.to_owned(),
+            tier: tier.to_owned(),
+            epoch,
+            blinded: blinded.elements.iter().map(|e| ByteBuf::from(e.to_vec())).collect(),
+        };
+        let parts = blinded.to_parts();
+        let pending = PendingFile {
+            v: 1,
+            issuer: ByteBuf::from(bundle.issuer_id().0.to_vec()),
+            package: package.to_owned(),
+            tier: tier.to_owned(),
+            epoch,
+            inputs: parts.iter().map(|(input, _)| ByteBuf::from(input.to_vec())).collect(),
+            clients: parts.iter().map(|(_, client)| ByteBuf::from(client.to_vec())).collect(),
+        };
+        let request_bytes = request.to_cbor();
+        let path = self.dir.join("pending").join(format!("{}.cbor", short_id(&request_bytes)));
+        write_secret(&path, &escx::cbor::encode(&pending))?;
+        Ok(request)
+    }
+
+    /// Checks the issuer's proof and stores the tokens (licensing.md §5.2). Returns how
+    /// many tokens were added.
+    pub fn finalize(&self, response: &TokenResponse) -> Result<usize, Error> {
+        let mut last_error = None;
+        for path in files(&self.dir.join("pending"))? {
+            let pending: PendingFile =
+                escx::cbor::decode_exact(&read(&path)?, "pending purchase").map_err(Error::Message)?;
+            if pending.package != response.package
+                || pending.tier != response.tier
+                || pending.epoch != response.epoch
+                || pending.inputs.len() != response.evaluated.len()
+            {
+                continue;
+            }
+            let issuer = self.issuer(messages::key_id(&pending.issuer)?)?;
+            let epoch = issuer.epoch(pending.epoch).ok_or(Error::UnknownEpoch { epoch: pending.epoch })?;
+            let poprf_key: [u8; ELEMENT_BYTES] =
+                epoch.poprf_key.as_slice().try_into().map_err(|_| Error::Message("bad POPRF key".into()))?;
+            let parts: Vec<PendingPart> = pending
+                .inputs
+                .iter()
+                .zip(&pending.clients)
+                .map(|(input, client)| {
+                    let input: [u8; INPUT_BYTES] = input.as_slice().try_into().unwrap_or([0; INPUT_BYTES]);
+                    (Zeroizing::new(input), Zeroizing::new(client.to_vec()))
+                })
+                .collect();
+            let blinded = Blinded::from_parts(&parts)?;
+            let evaluated = crate::poprf::Evaluated {
+                elements: response
+                    .evaluated
+                    .iter()
+                    .map(|e| {
+                        e.as_slice().try_into().map_err(|_| Error::Message("bad evaluated element".into()))
+                    })
+                    .collect::<Result<_, _>>()?,
+                proof: response
+                    .proof
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Message("bad proof".into()))?,
+            };
+            let info = TokenInfo {
+                package: pending.package.clone(),
+                tier: pending.tier.clone(),
+                epoch: pending.epoch,
+            };
+            match blinded.finalize(&evaluated, &poprf_key, &info) {
+                Ok(tokens) => {
+                    for token in &tokens {
+                        let file = TokenFile {
+                            v: 1,
+                            issuer: pending.issuer.clone(),
+                            package: pending.package.clone(),
+                            tier: pending.tier.clone(),
+                            epoch: pending.epoch,
+                            input: ByteBuf::from(token.input.to_vec()),
+                            output: ByteBuf::from(token.output.to_vec()),
+                        };
+                        let token_path =
+                            self.dir.join("tokens").join(format!("{}.cbor", short_id(&token.output)));
+                        write_secret(&token_path, &escx::cbor::encode(&file))?;
+                    }
+                    std::fs::remove_file(&path).map_err(|e| escx::Error::io(&path, e))?;
+                    return Ok(tokens.len());
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::Wallet("no pending purchase matches this response".into())))
+    }
+
+    /// Unspent tokens per (package, tier).
+    pub fn token_counts(&self) -> Result<Vec<(String, String, usize)>, Error> {
+        let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
+        for path in files(&self.dir.join("tokens"))? {
+            let token: TokenFile =
+                escx::cbor::decode_exact(&read(&path)?, "token").map_err(Error::Message)?;
+            *counts.entry((token.package.clone(), token.tier.clone())).or_default() += 1;
+        }
+        Ok(counts.into_iter().map(|((p, t), n)| (p, t, n)).collect())
+    }
+
+    /// Spends one token for `package` into a sealed redemption request with fresh holder
+    /// keys (licensing.md §5.3). The token stays in the wallet (under `redeeming/`) until
+    /// the license arrives, so a lost response can be retried.
+    pub fn redeem(&self, package: &str) -> Result<Vec<u8>, Error> {
+        let token_path = files(&self.dir.join("tokens"))?
+            .into_iter()
+            .find(|path| {
+                read(path)
+                    .ok()
+                    .and_then(|b| escx::cbor::decode_exact::<TokenFile>(&b, "token").ok())
+                    .is_some_and(|t| t.package == package)
+            })
+            .ok_or_else(|| {
+                Error::Wallet(format!("no unspent token for {package}; buy one with `escx license request`"))
+            })?;
+        let token: TokenFile =
+            escx::cbor::decode_exact(&read(&token_path)?, "token").map_err(Error::Message)?;
+        let issuer = self.issuer(messages::key_id(&token.issuer)?)?;
+        let holder = HolderKeys::generate();
+        let request = RedeemRequest {
+            v: 1,
+            package: token.package.clone(),
+            tier: token.tier.clone(),
+            epoch: token.epoch,
+            input: token.input.clone(),
+            output: token.output.clone(),
+            holder_key: holder.signing_public.clone(),
+            holder_kem_key: holder.kem_public.clone(),
+        };
+        let sealed =
+            kem::seal(&issuer.kem_key, PURPOSE_REDEEM, &Zeroizing::new(escx::cbor::encode(&request)))?;
+        let holder_id = short_id(&holder.signing_public);
+        let record = RedeemingFile { v: 1, issuer: token.issuer.clone(), token, holder };
+        write_secret(
+            &self.dir.join("redeeming").join(format!("{holder_id}.cbor")),
+            &escx::cbor::encode(&record),
+        )?;
+        std::fs::remove_file(&token_path).map_err(|e| escx::Error::io(&token_path, e))?;
+        Ok(sealed)
+    }
+
+    /// Installs the issuer's sealed answer to a redemption (licensing.md §5.4): opens it
+    /// with the matching holder key and checks the certificate before keeping it.
+    pub fn install(&self, sealed: &[u8]) -> Result<LicensePayload, Error> {
+        for path in files(&self.dir.join("redeeming"))? {
+            let record: RedeemingFile =
+                escx::cbor::decode_exact(&read(&path)?, "redemption").map_err(Error::Message)?;
+            let Ok(plain) = kem::open(&record.holder.kem()?, PURPOSE_LICENSE, sealed) else { continue };
+            let response: LicenseResponse = messages::decode_payload(&plain, "license response")?;
+            let issuer = self.issuer(messages::key_id(&record.issuer)?)?;
+            let license = open_certificate(&response.certificate, &issuer)?;
+            if license.holder_key.as_slice() != record.holder.signing_public.as_slice()
+                || license.holder_kem_key.as_slice() != record.holder.kem_public.as_slice()
+                || license.package != record.token.package
+            {
+                return Err(Error::Wallet(
+                    "the certificate names other holder keys or another package".into(),
+                ));
+            }
+            let file = LicenseFile { v: 1, certificate: response.certificate.clone(), holder: record.holder };
+            let id = messages::id_hex(&license.license_id);
+            write_secret(&self.dir.join("licenses").join(format!("{id}.cbor")), &escx::cbor::encode(&file))?;
+            std::fs::remove_file(&path).map_err(|e| escx::Error::io(&path, e))?;
+            return Ok(license);
+        }
+        Err(Error::Wallet("no pending redemption in this wallet matches this license".into()))
+    }
+
+    fn licenses_for(&self, package: &str) -> Result<Vec<(LicenseFile, LicensePayload)>, Error> {
+        let mut out = Vec::new();
+        for path in files(&self.dir.join("licenses"))? {
+            let file: LicenseFile =
+                escx::cbor::decode_exact(&read(&path)?, "license").map_err(Error::Message)?;
+            let envelope = Envelope::from_cbor(&file.certificate)?;
+            let payload: LicensePayload = messages::decode_payload(envelope.payload_unverified(), "license")?;
+            if payload.package == package {
+                out.push((file, payload));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Accepts a CRL if it is signed by its issuer and not older than the one held
+    /// (`crl` check); returns the one now in force.
+    pub fn accept_crl(&self, bytes: &[u8]) -> Result<CrlPayload, Error> {
+        let envelope = Envelope::from_cbor(bytes)?;
+        let issuer = self.issuer(envelope.key_id())?;
+        let payload: CrlPayload = messages::decode_payload(
+            envelope
+                .open(CONTEXT_CRL, &issuer.signing_key)
+                .map_err(|e| Error::LicenseRejected { check: "crl", reason: e.to_string() })?,
+            "CRL",
+        )?;
+        let path = self.dir.join("crl").join(format!("{}.cbor", issuer.issuer_id()));
+        if let Some(held) = self.crl(issuer.issuer_id())? {
+            if payload.number < held.number {
+                return Err(Error::LicenseRejected {
+                    check: "crl",
+                    reason: format!(
+                        "CRL number {} is older than number {} already accepted",
+                        payload.number, held.number
+                    ),
+                });
+            }
+        }
+        escx::fsutil::write_atomic(&path, bytes, escx::fsutil::MODE_PUBLIC, true)?;
+        Ok(payload)
+    }
+
+    fn crl(&self, issuer: KeyId) -> Result<Option<CrlPayload>, Error> {
+        let path = self.dir.join("crl").join(format!("{issuer}.cbor"));
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bundle = self.issuer(issuer)?;
+        let envelope = Envelope::from_cbor(&read(&path)?)?;
+        Ok(Some(messages::decode_payload(envelope.open(CONTEXT_CRL, &bundle.signing_key)?, "CRL")?))
+    }
+
+    /// Reads and advances the wallet's clock: refuses a time more than the tolerance
+    /// before the latest time seen (`clock` check).
+    fn observe_clock(&self, now: u64) -> Result<u64, Error> {
+        let path = self.dir.join("clock.toml");
+        let latest: u64 = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().strip_prefix("latest_seen = ").and_then(|n| n.parse().ok()))
+            .unwrap_or(0);
+        if now.saturating_add(CLOCK_TOLERANCE_SECS) < latest {
+            return Err(Error::LicenseRejected {
+                check: "clock",
+                reason: format!(
+                    "the clock reads {} but this wallet has already seen {}; the clock was set back",
+                    escx::timestamp::format_rfc3339(now),
+                    escx::timestamp::format_rfc3339(latest)
+                ),
+            });
+        }
+        if now > latest {
+            escx::fsutil::write_atomic(
+                &path,
+                format!("latest_seen = {now}\n").as_bytes(),
+                escx::fsutil::MODE_PUBLIC,
+                true,
+            )?;
+        }
+        Ok(latest.max(now))
+    }
+
+    /// Verifies a license for `package` offline (licensing.md §5.5). With several licenses
+    /// the first that passes every check wins; otherwise the error of the last is
+    /// returned. `crl` is accepted first if given.
+    pub fn verify(
+        &self,
+        package: &str,
+        version: Option<&semver::Version>,
+        crl: Option<&[u8]>,
+        now: u64,
+    ) -> Result<Verified, Error> {
+        if let Some(bytes) = crl {
+            self.accept_crl(bytes)?;
+        }
+        self.observe_clock(now)?;
+        let licenses = self.licenses_for(package)?;
+        if licenses.is_empty() {
+            return Err(Error::LicenseRejected {
+                check: "package",
+                reason: format!("no license for {package} in this wallet"),
+            });
+        }
+        let mut last = None;
+        for (file, _) in &licenses {
+            match self.check_one(file, package, version, now) {
+                Ok(verified) => return Ok(verified),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Wallet("no license".into())))
+    }
+
+    fn check_one(
+        &self,
+        file: &LicenseFile,
+        package: &str,
+        version: Option<&semver::Version>,
+        now: u64,
+    ) -> Result<Verified, Error> {
+        let mut checks = Vec::new();
+        let envelope = Envelope::from_cbor(&file.certificate)?;
+        let issuer = self.issuer(envelope.key_id())?;
+        let license = open_certificate(&file.certificate, &issuer)?;
+        checks.push(Check {
+            name: "signature",
+            ok: true,
+            detail: format!("signed by issuer {} ({})", issuer.payload.name, issuer.issuer_id()),
+        });
+        checks.push(Check {
+            name: "clock",
+            ok: true,
+            detail: "not earlier than the latest time this wallet has seen".into(),
+        });
+        check_window(&license, now)?;
+        checks.push(Check {
+            name: "window",
+            ok: true,
+            detail: format!("valid until {}", escx::timestamp::format_rfc3339(license.not_after)),
+        });
+        match self.crl(issuer.issuer_id())? {
+            Some(crl) => {
+                if let Some(entry) = crl.revoked.iter().find(|r| r.license_id == license.license_id) {
+                    return Err(Error::LicenseRejected {
+                        check: "revocation",
+                        reason: format!("revoked by CRL {} ({})", crl.number, entry.reason),
+                    });
+                }
+                checks.push(Check {
+                    name: "revocation",
+                    ok: true,
+                    detail: format!("not in CRL number {}", crl.number),
+                });
+            }
+            None => checks.push(Check { name: "revocation", ok: true, detail: "no CRL held yet".into() }),
+        }
+        check_package(&license, package, version)?;
+        checks.push(Check {
+            name: "package",
+            ok: true,
+            detail: format!("{} {} (versions {})", license.package, license.tier, license.versions),
+        });
+        let holder = file.holder.signing()?;
+        let mut challenge = [0u8; 32];
+        escx::keyfile::fill_random(&mut challenge)?;
+        let proof = Envelope::seal(CONTEXT_POSSESSION, challenge.to_vec(), &holder);
+        let holder_key = PublicKey::from_bytes(&license.holder_key)?;
+        proof
+            .open(CONTEXT_POSSESSION, &holder_key)
+            .map_err(|e| Error::LicenseRejected { check: "possession", reason: e.to_string() })?;
+        checks.push(Check {
+            name: "possession",
+            ok: true,
+            detail: format!("this wallet holds holder key {}", holder_key.id()),
+        });
+        Ok(Verified { license, checks })
+    }
+
+    /// A proof of possession for `package` over a verifier's `challenge` (licensing.md §5.6).
+    pub fn prove(&self, package: &str, challenge: &[u8]) -> Result<Vec<u8>, Error> {
+        let (file, _) = self
+            .licenses_for(package)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Wallet(format!("no license for {package} in this wallet")))?;
+        let payload = PossessionPayload {
+            v: 1,
+            challenge: ByteBuf::from(challenge.to_vec()),
+            certificate: file.certificate.clone(),
+        };
+        Ok(Envelope::seal(CONTEXT_POSSESSION, escx::cbor::encode(&payload), &file.holder.signing()?)
+            .to_cbor())
+    }
+
+    /// The content key a license carries for the package with `root` (licensed content).
+    pub fn content_key(&self, package: &str, root: &[u8; 32], now: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.verify(package, None, None, now)?;
+        for (file, license) in self.licenses_for(package)? {
+            if let Some(wrapped) = license.wrapped_keys.iter().find(|w| w.package_root.as_slice() == root) {
+                return Ok(kem::open(
+                    &file.holder.kem()?,
+                    crate::issuer::PURPOSE_CONTENT_KEY,
+                    &wrapped.sealed,
+                )?);
+            }
+        }
+        Err(Error::Wallet(format!(
+            "no license in this wallet carries the content key of this {package} package"
+        )))
+    }
+}
+
+/// Verifies a certificate's signature against an issuer bundle and returns its payload.
+pub fn open_certificate(bytes: &[u8], issuer: &IssuerBundle) -> Result<LicensePayload, Error> {
+    let envelope = Envelope::from_cbor(bytes)
+        .map_err(|e| Error::LicenseRejected { check: "signature", reason: e.to_string() })?;
+    if envelope.key_id() != issuer.issuer_id() {
+        return Err(Error::LicenseRejected {
+            check: "issuer",
+            reason: format!(
+                "signed by {}, not by issuer {} ({})",
+                envelope.key_id(),
+                issuer.payload.name,
+                issuer.issuer_id()
+            ),
+        });
+    }
+    let payload = envelope
+        .open(CONTEXT_LICENSE, &issuer.signing_key)
+        .map_err(|e| Error::LicenseRejected { check: "signature", reason: e.to_string() })?;
+    let license: LicensePayload = messages::decode_payload(payload, "license")?;
+    if license.v != 1 || license.license_id.len() != 16 {
+        return Err(Error::LicenseRejected { check: "signature", reason: "malformed certificate".into() });
+    }
+    Ok(license)
+}
+
+fn check_window(license: &LicensePayload, now: u64) -> Result<(), Error> {
+    if now < license.not_before {
+        return Err(Error::LicenseRejected {
+            check: "not-yet-valid",
+            reason: format!("valid from {}", escx::timestamp::format_rfc3339(license.not_before)),
+        });
+    }
+    if now >= license.not_after {
+        return Err(Error::LicenseRejected {
+            check: "window",
+            reason: format!("expired at {}", escx::timestamp::format_rfc3339(license.not_after)),
+        });
+    }
+    Ok(())
+}
+
+fn check_package(
+    license: &LicensePayload,
+    package: &str,
+    version: Option<&semver::Version>,
+) -> Result<(), Error> {
+    if license.package != package {
+        return Err(Error::LicenseRejected {
+            check: "package",
+            reason: format!("the license is for {}, not {package}", license.package),
+        });
+    }
+    if let Some(version) = version {
+        let covered = license.versions == "*"
+            || semver::VersionReq::parse(&license.versions).is_ok_and(|req| req.matches(version));
+        if !covered {
+            return Err(Error::LicenseRejected {
+                check: "package",
+                reason: format!(
+                    "the license covers {} versions {}, not {version}",
+                    license.package, license.versions
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a proof of possession made by [`Wallet::prove`] (licensing.md §5.6): the
+/// certificate under `issuer`, the holder's signature, the challenge, the window.
+pub fn check_proof(
+    proof: &[u8],
+    issuer: &IssuerBundle,
+    challenge: &[u8],
+    now: u64,
+) -> Result<LicensePayload, Error> {
+    let envelope = Envelope::from_cbor(proof)?;
+    let unverified: PossessionPayload =
+        messages::decode_payload(envelope.payload_unverified(), "possession proof")?;
+    let license = open_certificate(&unverified.certificate, issuer)?;
+    let holder = PublicKey::from_bytes(&license.holder_key)?;
+    let payload: PossessionPayload = messages::decode_payload(
+        envelope
+            .open(CONTEXT_POSSESSION, &holder)
+            .map_err(|e| Error::LicenseRejected { check: "possession", reason: e.to_string() })?,
+        "possession proof",
+    )?;
+    if payload.challenge.as_slice() != challenge {
+        return Err(Error::LicenseRejected {
+            check: "possession",
+            reason: "the proof answers another challenge".into(),
+        });
+    }
+    check_window(&license, now)?;
+    Ok(license)
+}
