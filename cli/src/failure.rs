@@ -57,10 +57,18 @@ pub fn manifest_error(error: &anyhow::Error) -> Option<&escx_manifest::Error> {
     error.chain().find_map(|e| e.downcast_ref::<escx_manifest::Error>())
 }
 
+/// The innermost escx-licensing error in a chain, if any.
+pub fn licensing_error(error: &anyhow::Error) -> Option<&escx_licensing::Error> {
+    error.chain().find_map(|e| e.downcast_ref::<escx_licensing::Error>())
+}
+
 /// Stable code for `--json` output.
 pub fn code(error: &anyhow::Error) -> &'static str {
     if error.chain().any(|e| e.is::<UsageError>()) {
         return "usage";
+    }
+    if let Some(e) = licensing_error(error) {
+        return e.code();
     }
     if let Some(e) = manifest_error(error) {
         return e.code();
@@ -73,10 +81,11 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.chain().any(|e| e.is::<UsageError>()) {
         return EXIT_USAGE;
     }
-    let failed = match (manifest_error(error), escx_error(error)) {
-        (Some(e), _) => e.is_verification_failure(),
-        (None, Some(e)) => e.is_verification_failure(),
-        (None, None) => false,
+    let failed = match (licensing_error(error), manifest_error(error), escx_error(error)) {
+        (Some(e), _, _) => e.is_verification_failure(),
+        (None, Some(e), _) => e.is_verification_failure(),
+        (None, None, Some(e)) => e.is_verification_failure(),
+        (None, None, None) => false,
     };
     if failed { EXIT_FAILED } else { EXIT_IO }
 }

@@ -58,6 +58,12 @@ enum Command {
     Tree(cmd::deps::TreeArgs),
     /// Resolve, verify every package, and install them in dependency order.
     Install(cmd::deps::InstallArgs),
+    /// Run a licensing service: keys, epochs, sales, redemption, revocation.
+    #[command(subcommand)]
+    Issuer(cmd::license::IssuerCommand),
+    /// Buy, redeem, verify offline and prove licenses from a wallet.
+    #[command(subcommand)]
+    License(cmd::license::LicenseCommand),
     /// Run the end-to-end demonstration on embedded sample data.
     Demo(demo::DemoArgs),
 }
@@ -79,6 +85,8 @@ fn main() -> ExitCode {
         Command::Resolve(a) => a.project.json,
         Command::Tree(a) => a.project.json,
         Command::Install(a) => a.project.json,
+        Command::Issuer(c) => c.json(),
+        Command::License(c) => c.json(),
         Command::Demo(c) => c.json,
     };
     let ui = Ui::new(json);
@@ -90,10 +98,24 @@ fn main() -> ExitCode {
         Command::Resolve(a) => cmd::deps::run_resolve(a, &ui),
         Command::Tree(a) => cmd::deps::run_tree(a, &ui),
         Command::Install(a) => cmd::deps::run_install(a, &ui),
+        Command::Issuer(c) => cmd::license::run_issuer(c, &ui),
+        Command::License(c) => cmd::license::run_license(c, &ui),
         Command::Demo(args) => demo::run(args, &ui),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => ExitCode::from(ui.report_failure(&error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks the whole command tree (duplicate names, conflicting flags) here rather
+    /// than only when a subcommand is first used.
+    #[test]
+    fn command_definitions_are_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

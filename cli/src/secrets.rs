@@ -13,6 +13,13 @@ fn from_env() -> Option<Zeroizing<String>> {
     std::env::var(PASSPHRASE_ENV).ok().map(Zeroizing::new)
 }
 
+/// The passphrase for an existing sealed key: the environment, else a prompt.
+pub fn passphrase_for(path: &Path) -> Option<Zeroizing<String>> {
+    from_env().or_else(|| {
+        rpassword::prompt_password(format!("passphrase for {}: ", path.display())).ok().map(Zeroizing::new)
+    })
+}
+
 /// Loads a secret key, asking for its passphrase only if it is sealed.
 pub fn load_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
     keyfile::read_secret_key(path, || {

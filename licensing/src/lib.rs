@@ -76,6 +76,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// True for failures of the checked object itself (exit code 1), false for
+    /// environment problems (exit code 3).
+    pub fn is_verification_failure(&self) -> bool {
+        match self {
+            Self::Escx(e) => e.is_verification_failure(),
+            Self::Store(_) => false,
+            _ => true,
+        }
+    }
+
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {

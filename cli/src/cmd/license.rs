@@ -1,0 +1,528 @@
+//! `escx issuer ...` (the licensing service) and `escx license ...` (the customer's wallet).
+//! Every message is a file, so any transport can carry them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use escx::keyfile::{Argon2Params, Protection};
+use escx_licensing::issuer::{Issuer, Offer};
+use escx_licensing::messages::{IssuerBundle, TokenRequest, TokenResponse};
+use escx_licensing::wallet::{self, Wallet};
+use serde_json::json;
+
+use crate::failure::{self, UsageError};
+use crate::output::Ui;
+use crate::secrets;
+
+#[derive(Subcommand)]
+pub enum IssuerCommand {
+    /// Create an issuer: ML-DSA-87 signing key, ML-KEM-1024 key, first POPRF epoch, store.
+    #[command(
+        after_help = "Examples:\n  escx issuer init ./issuer --name \"Acme Licensing\"\n  escx issuer init ./issuer --unencrypted"
+    )]
+    Init(IssuerInitArgs),
+    /// Write the signed public bundle customers verify everything against.
+    #[command(after_help = "Examples:\n  escx issuer publish ./issuer -o issuer.pub")]
+    Publish(IssuerOutArgs),
+    /// Sell every [pricing] tier of a package (read from the package's signed manifest).
+    #[command(
+        after_help = "Examples:\n  escx issuer register-package ./issuer mypkg-1.0.0.escx --pubkey acme.pub"
+    )]
+    RegisterPackage(RegisterArgs),
+    /// Answer a purchase: evaluate the blinded tokens, record the sale.
+    #[command(after_help = "Examples:\n  escx issuer issue ./issuer req.cbor -o resp.cbor")]
+    Issue(IssuerMessageArgs),
+    /// Redeem a sealed token into a license certificate sealed to the holder.
+    #[command(after_help = "Examples:\n  escx issuer redeem ./issuer redeem.sealed -o license.sealed")]
+    Redeem(IssuerMessageArgs),
+    /// Revoke a license (publish a new CRL afterwards).
+    #[command(after_help = "Examples:\n  escx issuer revoke ./issuer 3f2a...e1 --reason \"chargeback\"")]
+    Revoke(RevokeArgs),
+    /// Sign a new certificate revocation list.
+    #[command(after_help = "Examples:\n  escx issuer crl ./issuer -o crl.cbor")]
+    Crl(IssuerOutArgs),
+    /// List sale events (the input of settlement).
+    #[command(after_help = "Examples:\n  escx issuer sales ./issuer --json")]
+    Sales(IssuerDirArgs),
+}
+
+#[derive(Subcommand)]
+pub enum LicenseCommand {
+    /// Start a purchase: blind fresh token inputs and write the request for the issuer.
+    #[command(after_help = "\
+The issuer learns who pays and for which package and tier, never the token inputs.
+
+Examples:
+  escx license request --issuer issuer.pub --package acme/thermal --tier standard --count 3 --wallet ./wallet -o req.cbor")]
+    Request(RequestArgs),
+    /// Check the issuer's proof and store the tokens.
+    #[command(after_help = "Examples:\n  escx license finalize resp.cbor --wallet ./wallet")]
+    Finalize(WalletFileArgs),
+    /// Spend a token: a request sealed to the issuer with fresh holder keys.
+    #[command(
+        after_help = "Examples:\n  escx license redeem --wallet ./wallet --package acme/thermal -o redeem.sealed"
+    )]
+    Redeem(RedeemArgs),
+    /// Install the issuer's sealed license.
+    #[command(after_help = "Examples:\n  escx license install license.sealed --wallet ./wallet")]
+    Install(WalletFileArgs),
+    /// Verify a license offline: signature, clock, validity, revocation, package, possession.
+    #[command(
+        after_help = "Examples:\n  escx license verify --wallet ./wallet --package acme/thermal\n  escx license verify --wallet ./wallet --package acme/thermal --crl crl.cbor --json"
+    )]
+    Verify(VerifyArgs),
+    /// Prove possession of a license over a verifier's challenge.
+    #[command(
+        after_help = "Examples:\n  escx license prove --wallet ./wallet --package acme/thermal --challenge 0011aabb -o proof.cbor"
+    )]
+    Prove(ProveArgs),
+    /// Check a proof of possession with the issuer bundle alone.
+    #[command(
+        after_help = "Examples:\n  escx license check-proof proof.cbor --issuer issuer.pub --challenge 0011aabb"
+    )]
+    CheckProof(CheckProofArgs),
+}
+
+impl IssuerCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Init(a) => a.json,
+            Self::Publish(a) | Self::Crl(a) => a.json,
+            Self::RegisterPackage(a) => a.json,
+            Self::Issue(a) | Self::Redeem(a) => a.json,
+            Self::Revoke(a) => a.json,
+            Self::Sales(a) => a.json,
+        }
+    }
+}
+
+impl LicenseCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Request(a) => a.json,
+            Self::Finalize(a) | Self::Install(a) => a.json,
+            Self::Redeem(a) => a.json,
+            Self::Verify(a) => a.json,
+            Self::Prove(a) => a.json,
+            Self::CheckProof(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct IssuerInitArgs {
+    /// Issuer directory (must not exist or be empty).
+    dir: PathBuf,
+    /// Display name in the bundle.
+    #[arg(long, default_value = "escx issuer")]
+    name: String,
+    /// Store the signing key without a passphrase.
+    #[arg(long)]
+    unencrypted: bool,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct IssuerDirArgs {
+    /// Issuer directory.
+    dir: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct IssuerOutArgs {
+    /// Issuer directory.
+    dir: PathBuf,
+    /// Output file.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct IssuerMessageArgs {
+    /// Issuer directory.
+    dir: PathBuf,
+    /// The customer's message.
+    input: PathBuf,
+    /// The answer.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RegisterArgs {
+    /// Issuer directory.
+    dir: PathBuf,
+    /// The package.
+    package: PathBuf,
+    /// Publisher key the package must be signed by.
+    #[arg(long, value_name = "FILE", required = true)]
+    pubkey: Vec<PathBuf>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RevokeArgs {
+    /// Issuer directory.
+    dir: PathBuf,
+    /// License id (32 hex digits).
+    license_id: String,
+    /// Why (recorded in the CRL).
+    #[arg(long)]
+    reason: String,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RequestArgs {
+    /// The issuer's public bundle.
+    #[arg(long, value_name = "FILE")]
+    issuer: PathBuf,
+    /// Package name.
+    #[arg(long)]
+    package: String,
+    /// Pricing tier.
+    #[arg(long)]
+    tier: String,
+    /// Tokens to buy.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    /// Wallet directory (created if needed).
+    #[arg(long, value_name = "DIR")]
+    wallet: PathBuf,
+    /// Where to write the request.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct WalletFileArgs {
+    /// The issuer's answer.
+    input: PathBuf,
+    /// Wallet directory.
+    #[arg(long, value_name = "DIR")]
+    wallet: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RedeemArgs {
+    /// Wallet directory.
+    #[arg(long, value_name = "DIR")]
+    wallet: PathBuf,
+    /// Package name.
+    #[arg(long)]
+    package: String,
+    /// Where to write the sealed request.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Wallet directory.
+    #[arg(long, value_name = "DIR")]
+    wallet: PathBuf,
+    /// Package name.
+    #[arg(long)]
+    package: String,
+    /// Installed package version to check against the license's range.
+    #[arg(long = "package-version", value_name = "VERSION")]
+    package_version: Option<String>,
+    /// A newer CRL to accept first.
+    #[arg(long, value_name = "FILE")]
+    crl: Option<PathBuf>,
+    /// Verify at this time instead of now (2027-01-01, RFC 3339, or @unix).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ProveArgs {
+    /// Wallet directory.
+    #[arg(long, value_name = "DIR")]
+    wallet: PathBuf,
+    /// Package name.
+    #[arg(long)]
+    package: String,
+    /// The verifier's challenge, hex.
+    #[arg(long)]
+    challenge: String,
+    /// Where to write the proof.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct CheckProofArgs {
+    /// The proof.
+    proof: PathBuf,
+    /// The issuer's public bundle.
+    #[arg(long, value_name = "FILE")]
+    issuer: PathBuf,
+    /// The challenge you sent, hex.
+    #[arg(long)]
+    challenge: String,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    escx::fsutil::write_atomic(path, bytes, escx::fsutil::MODE_PUBLIC, true).map_err(failure::at(path))
+}
+
+fn open_issuer(dir: &Path) -> anyhow::Result<Issuer> {
+    let key = dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
+    Issuer::open(dir, || secrets::passphrase_for(&key))
+        .with_context(|| format!("opening issuer {}", dir.display()))
+}
+
+fn bundle(path: &Path) -> anyhow::Result<IssuerBundle> {
+    IssuerBundle::parse(&read(path)?).with_context(|| format!("{}", path.display()))
+}
+
+fn hex_arg(text: &str, name: &str) -> anyhow::Result<Vec<u8>> {
+    hex::decode(text).map_err(|_| UsageError(format!("--{name}: {text:?} is not hex")).into())
+}
+
+pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
+    let now = escx::now_unix();
+    match command {
+        IssuerCommand::Init(args) => {
+            let protection = if args.unencrypted {
+                Protection::Unencrypted
+            } else {
+                let key = args.dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
+                Protection::Passphrase(secrets::new_passphrase(&key)?, Argon2Params::DEFAULT)
+            };
+            let issuer = Issuer::init(&args.dir, &args.name, &protection, now)?;
+            let id = issuer.signing_key().id().to_string();
+            ui.emit(json!({ "dir": args.dir, "issuer_id": id, "name": args.name }), || {
+                format!("created issuer {:?} in {} (issuer id {id})", args.name, args.dir.display())
+            });
+        }
+        IssuerCommand::Publish(args) => {
+            let bundle = open_issuer(&args.dir)?.bundle(now)?;
+            write(&args.out, &bundle.bytes)?;
+            let epochs: Vec<u32> = bundle.payload.epochs.iter().map(|e| e.epoch).collect();
+            ui.emit(
+                json!({ "file": args.out, "issuer_id": bundle.issuer_id().to_string(), "epochs": epochs }),
+                || format!("wrote {} (issuer {}, epochs {epochs:?})", args.out.display(), bundle.issuer_id()),
+            );
+        }
+        IssuerCommand::RegisterPackage(args) => {
+            let keys = args
+                .pubkey
+                .iter()
+                .map(|p| escx::keyfile::read_public_key(p).map_err(failure::at(p)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let policy = escx::policy::TrustPolicy::from_keys(keys);
+            escx::verify::verify_file(&args.package, &policy, &escx::verify::VerifyOptions::default())
+                .map_err(failure::at(&args.package))?;
+            let manifest = escx_manifest::registry::manifest_of(&args.package)?;
+            let pricing = manifest.pricing.as_ref().filter(|p| !p.tiers.is_empty()).ok_or_else(|| {
+                UsageError(format!("{} has no priced tiers in [pricing]", manifest.package.name))
+            })?;
+            let issuer = open_issuer(&args.dir)?;
+            let mut tiers = Vec::new();
+            for tier in &pricing.tiers {
+                issuer.add_offer(&Offer {
+                    package: manifest.package.name.clone(),
+                    tier: tier.name.clone(),
+                    price_micros: tier.price.0,
+                    currency: pricing.currency.clone().unwrap_or_else(|| "USD".into()),
+                    unit: unit_name(tier.unit).into(),
+                    features: tier.features.clone(),
+                    seats: tier.seats,
+                })?;
+                tiers.push(json!({ "tier": tier.name, "price": tier.price.to_string(), "unit": unit_name(tier.unit) }));
+            }
+            ui.emit(json!({ "package": manifest.package.name, "tiers": tiers }), || {
+                format!("{} is for sale in {} tiers", manifest.package.name, pricing.tiers.len())
+            });
+        }
+        IssuerCommand::Issue(args) => {
+            let request = TokenRequest::from_cbor(&read(&args.input)?)?;
+            let response = open_issuer(&args.dir)?.issue(&request, now)?;
+            write(&args.out, &response.to_cbor())?;
+            ui.emit(
+                json!({ "package": request.package, "tier": request.tier, "epoch": request.epoch, "count": request.blinded.len() }),
+                || format!("issued {} {} {} tokens -> {}", request.blinded.len(), request.package, request.tier, args.out.display()),
+            );
+        }
+        IssuerCommand::Redeem(args) => {
+            let answer = open_issuer(&args.dir)?.redeem(&read(&args.input)?, now)?;
+            write(&args.out, &answer)?;
+            ui.emit(json!({ "file": args.out }), || {
+                format!("license sealed to the holder -> {}", args.out.display())
+            });
+        }
+        IssuerCommand::Revoke(args) => {
+            let id = hex_arg(&args.license_id, "license-id")?;
+            open_issuer(&args.dir)?.revoke(&id, &args.reason, now)?;
+            ui.emit(json!({ "license_id": args.license_id, "reason": args.reason }), || {
+                format!(
+                    "revoked {} ({}); publish a new CRL with `escx issuer crl`",
+                    args.license_id, args.reason
+                )
+            });
+        }
+        IssuerCommand::Crl(args) => {
+            let crl = open_issuer(&args.dir)?.crl(now)?;
+            write(&args.out, &crl)?;
+            ui.emit(json!({ "file": args.out }), || format!("wrote {}", args.out.display()));
+        }
+        IssuerCommand::Sales(args) => {
+            let sales = open_issuer(&args.dir)?.sales()?;
+            ui.emit(json!({ "sales": sales }), || {
+                sales
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "#{} {} {} x{} = {} {} at {}\n",
+                            s.id,
+                            s.package,
+                            s.tier,
+                            s.count,
+                            escx_manifest::Micros(s.total_micros),
+                            s.currency,
+                            escx::timestamp::format_rfc3339(s.at)
+                        )
+                    })
+                    .collect()
+            });
+        }
+    }
+    Ok(())
+}
+
+fn unit_name(unit: escx_manifest::schema::PriceUnit) -> &'static str {
+    use escx_manifest::schema::PriceUnit;
+    match unit {
+        PriceUnit::OneOff => "one-off",
+        PriceUnit::Hour => "hour",
+        PriceUnit::Month => "month",
+        PriceUnit::Year => "year",
+    }
+}
+
+pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
+    let now = escx::now_unix();
+    match command {
+        LicenseCommand::Request(args) => {
+            let bundle = bundle(&args.issuer)?;
+            let request =
+                Wallet::open(&args.wallet)?.request(&bundle, &args.package, &args.tier, args.count, now)?;
+            write(&args.out, &request.to_cbor())?;
+            ui.emit(json!({ "file": args.out, "count": args.count, "epoch": request.epoch }), || {
+                format!(
+                    "request for {} {} {} tokens -> {} (send it with the payment)",
+                    args.count,
+                    args.package,
+                    args.tier,
+                    args.out.display()
+                )
+            });
+        }
+        LicenseCommand::Finalize(args) => {
+            let response = TokenResponse::from_cbor(&read(&args.input)?)?;
+            let count = Wallet::open(&args.wallet)?.finalize(&response)?;
+            ui.emit(json!({ "tokens": count, "package": response.package, "tier": response.tier }), || {
+                format!("issuer proof verified; {count} {} {} tokens stored", response.package, response.tier)
+            });
+        }
+        LicenseCommand::Redeem(args) => {
+            let sealed = Wallet::open(&args.wallet)?.redeem(&args.package)?;
+            write(&args.out, &sealed)?;
+            ui.emit(json!({ "file": args.out }), || {
+                format!(
+                    "token spent into {} (sealed to the issuer, with fresh holder keys)",
+                    args.out.display()
+                )
+            });
+        }
+        LicenseCommand::Install(args) => {
+            let license = Wallet::open(&args.wallet)?.install(&read(&args.input)?)?;
+            let id = hex::encode(&license.license_id);
+            ui.emit(
+                json!({ "license_id": id, "package": license.package, "tier": license.tier,
+                        "not_after": escx::timestamp::format_rfc3339(license.not_after) }),
+                || format!("installed license {id} for {} {}", license.package, license.tier),
+            );
+        }
+        LicenseCommand::Verify(args) => {
+            let at = match &args.at {
+                Some(text) => escx::timestamp::parse(text).map_err(|r| UsageError(format!("--at: {r}")))?,
+                None => now,
+            };
+            let version = args
+                .package_version
+                .as_deref()
+                .map(|v| {
+                    semver::Version::parse(v).map_err(|e| UsageError(format!("--package-version {v:?}: {e}")))
+                })
+                .transpose()?;
+            let crl = args.crl.as_deref().map(read).transpose()?;
+            let verified =
+                Wallet::open(&args.wallet)?.verify(&args.package, version.as_ref(), crl.as_deref(), at)?;
+            let id = hex::encode(&verified.license.license_id);
+            ui.emit(json!({ "ok": true, "license_id": id, "package": verified.license.package, "checks": verified.checks }), || {
+                let mut text = format!("license {id} for {} {} is valid\n", verified.license.package, verified.license.tier);
+                for check in &verified.checks {
+                    text += &format!("  {:<11} {}\n", check.name, check.detail);
+                }
+                text
+            });
+        }
+        LicenseCommand::Prove(args) => {
+            let challenge = hex_arg(&args.challenge, "challenge")?;
+            let proof = Wallet::open(&args.wallet)?.prove(&args.package, &challenge)?;
+            write(&args.out, &proof)?;
+            ui.emit(json!({ "file": args.out }), || format!("proof of possession -> {}", args.out.display()));
+        }
+        LicenseCommand::CheckProof(args) => {
+            let challenge = hex_arg(&args.challenge, "challenge")?;
+            let license = wallet::check_proof(&read(&args.proof)?, &bundle(&args.issuer)?, &challenge, now)?;
+            let id = hex::encode(&license.license_id);
+            ui.emit(
+                json!({ "ok": true, "license_id": id, "package": license.package, "tier": license.tier }),
+                || format!("the prover holds license {id} for {} {}", license.package, license.tier),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The licensing flow through the real binary: every message is a file.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn escx(dir: &std::path::Path) -> Command {
+    let mut command = Command::cargo_bin("escx").unwrap();
+    command.current_dir(dir).env_remove("ESCX_PASSPHRASE");
+    command
+}
+
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+}
+
+#[test]
+fn buy_redeem_verify_revoke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = |args: &[&str]| escx(dir).args(args).assert().success();
+    run(&["key", "generate", "--out", "acme", "--unencrypted"]);
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    std::fs::write(
+        dir.join("pkg/manifest.toml"),
+        "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
+         [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
+    )
+    .unwrap();
+    run(&["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"]);
+    run(&["issuer", "init", "issuer", "--unencrypted"]);
+    run(&["issuer", "publish", "issuer", "-o", "issuer.pub"]);
+    run(&["issuer", "register-package", "issuer", "p.escx", "--pubkey", "acme.pub"]);
+    run(&[
+        "license",
+        "request",
+        "--issuer",
+        "issuer.pub",
+        "--package",
+        "acme/thermal",
+        "--tier",
+        "standard",
+        "--count",
+        "2",
+        "--wallet",
+        "w",
+        "-o",
+        "req.cbor",
+    ]);
+    run(&["issuer", "issue", "issuer", "req.cbor", "-o", "resp.cbor"]);
+    escx(dir)
+        .args(["license", "finalize", "resp.cbor", "--wallet", "w"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("2 acme/thermal standard tokens"));
+    run(&["license", "redeem", "--wallet", "w", "--package", "acme/thermal", "-o", "redeem.sealed"]);
+    run(&["issuer", "redeem", "issuer", "redeem.sealed", "-o", "license.sealed"]);
+    run(&["license", "install", "license.sealed", "--wallet", "w"]);
+
+    // Double spend: the same sealed request again.
+    let out = escx(dir)
+        .args(["issuer", "redeem", "issuer", "redeem.sealed", "-o", "x", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "token-spent");
+
+    let out = escx(dir)
+        .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let verified = json(&out.stdout);
+    let checks: Vec<&str> =
+        verified["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(checks, ["signature", "clock", "window", "revocation", "package", "possession"]);
+
+    run(&[
+        "license",
+        "prove",
+        "--wallet",
+        "w",
+        "--package",
+        "acme/thermal",
+        "--challenge",
+        "c0ffee",
+        "-o",
+        "proof.cbor",
+    ]);
+    run(&["license", "check-proof", "proof.cbor", "--issuer", "issuer.pub", "--challenge", "c0ffee"]);
+    escx(dir)
+        .args(["license", "check-proof", "proof.cbor", "--issuer", "issuer.pub", "--challenge", "beef"])
+        .assert()
+        .code(1);
+
+    let id = verified["license_id"].as_str().unwrap().to_owned();
+    run(&["issuer", "revoke", "issuer", &id, "--reason", "refund"]);
+    run(&["issuer", "crl", "issuer", "-o", "crl.cbor"]);
+    escx(dir)
+        .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--crl", "crl.cbor"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("revoked by CRL 1 (refund)"));
+
+    let sales = json(&escx(dir).args(["issuer", "sales", "issuer", "--json"]).output().unwrap().stdout);
+    assert_eq!(sales["sales"][0]["total_micros"], 98_000_000);
+}
+
+#[test]
+fn licensing_commands_have_help_with_examples() {
+    for command in [
+        vec!["issuer", "init"],
+        vec!["issuer", "publish"],
+        vec!["issuer", "register-package"],
+        vec!["issuer", "issue"],
+        vec!["issuer", "redeem"],
+        vec!["issuer", "revoke"],
+        vec!["issuer", "crl"],
+        vec!["issuer", "sales"],
+        vec!["license", "request"],
+        vec!["license", "finalize"],
+        vec!["license", "redeem"],
+        vec!["license", "install"],
+        vec!["license", "verify"],
+        vec!["license", "prove"],
+        vec!["license", "check-proof"],
+    ] {
+        let mut args = command.clone();
+        args.push("--help");
+        Command::cargo_bin("escx")
+            .unwrap()
+            .args(&args)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Examples:"));
+    }
+}

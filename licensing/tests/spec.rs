@@ -1,0 +1,55 @@
+//! Keeps spec/licensing.md in step with the code: contexts, purposes, codes.
+
+use escx_licensing::messages;
+
+fn spec() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/licensing.md")).unwrap()
+}
+
+#[test]
+fn every_context_and_purpose_is_in_the_spec() {
+    let text = spec();
+    for context in messages::ALL_CONTEXTS {
+        assert!(text.contains(&format!("`{}`", context.as_str())), "{} missing", context.as_str());
+    }
+    for purpose in
+        [messages::PURPOSE_REDEEM, messages::PURPOSE_LICENSE, escx_licensing::issuer::PURPOSE_CONTENT_KEY]
+    {
+        assert!(text.contains(purpose), "{purpose} missing");
+    }
+    assert!(text.contains(escx_licensing::issuer::CONTEXT_SPENT_TOKEN));
+    assert!(text.contains(std::str::from_utf8(escx_licensing::poprf::INFO_LABEL).unwrap()));
+}
+
+#[test]
+fn every_error_code_is_in_the_spec() {
+    let source = include_str!("../src/lib.rs");
+    let text = spec();
+    let codes: Vec<&str> = source
+        .lines()
+        .filter_map(|line| line.split("=> \"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|code| code.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !code.is_empty())
+        .filter(|code| {
+            ![
+                "signature",
+                "issuer",
+                "window",
+                "not-yet-valid",
+                "clock",
+                "revocation",
+                "crl",
+                "package",
+                "possession",
+            ]
+            .contains(code)
+        })
+        .collect();
+    assert!(codes.len() >= 18, "{codes:?}");
+    for code in codes {
+        if code == "license-rejected" {
+            continue;
+        }
+        assert!(text.contains(&format!("| `{code}` |")), "{code} missing from spec/licensing.md §9");
+    }
+}
