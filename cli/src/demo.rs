@@ -11,6 +11,8 @@ use escx::pack::PackOptions;
 use escx::policy::TrustPolicy;
 use escx::sig::SecretKey;
 use escx::verify::{self, SectionSelection, VerifyOptions};
+use escx_licensing::issuer::{Issuer, Offer};
+use escx_licensing::wallet::Wallet;
 use escx_manifest::Manifest;
 use escx_manifest::client::{self, StateDir};
 use escx_manifest::lockfile::Lockfile;
@@ -44,6 +46,9 @@ struct Demo {
     attester: Option<SecretKey>,
     package: PathBuf,
     registry_key: Option<SecretKey>,
+    issuer: Option<Issuer>,
+    last_redemption: Option<Vec<u8>>,
+    license_id: Option<Vec<u8>>,
 }
 
 impl Demo {
@@ -55,6 +60,12 @@ impl Demo {
     }
     fn trust_publisher(&self) -> anyhow::Result<TrustPolicy> {
         Ok(TrustPolicy::from_keys(vec![self.publisher()?.public_key().clone()]))
+    }
+    fn issuer(&self) -> anyhow::Result<&Issuer> {
+        self.issuer.as_ref().context("no issuer yet")
+    }
+    fn wallet(&self) -> anyhow::Result<Wallet> {
+        Ok(Wallet::open(&self.dir.join("wallet"))?)
     }
     fn registry_key(&self) -> anyhow::Result<&SecretKey> {
         self.registry_key.as_ref().context("no registry key yet")
@@ -127,6 +138,11 @@ const STEPS: &[Step] = &[
     Step { name: "install", run: install },
     Step { name: "rollback", run: rollback },
     Step { name: "conflict", run: conflict },
+    Step { name: "purchase", run: purchase },
+    Step { name: "redeem", run: redeem_license },
+    Step { name: "offline", run: verify_license },
+    Step { name: "replay", run: double_spend },
+    Step { name: "revoke", run: revoke },
 ];
 
 pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
@@ -150,6 +166,9 @@ pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
         publisher: None,
         attester: None,
         registry_key: None,
+        issuer: None,
+        last_redemption: None,
+        license_id: None,
     };
     let mut results = Vec::new();
     for (index, step) in STEPS.iter().enumerate() {
@@ -430,5 +449,76 @@ fn conflict(demo: &mut Demo) -> anyhow::Result<String> {
         }
         Err(error) => bail!("failed for the wrong reason: {error}"),
         Ok(_) => bail!("an unsatisfiable requirement resolved"),
+    }
+}
+
+fn purchase(demo: &mut Demo) -> anyhow::Result<String> {
+    let now = escx::now_unix();
+    let issuer = Issuer::init(&demo.dir.join("issuer"), "Demo Licensing", &Protection::Unencrypted, now)?;
+    issuer.add_offer(&Offer {
+        package: "demo/thermal".into(),
+        tier: "standard".into(),
+        price_micros: 49_000_000,
+        currency: "USD".into(),
+        unit: "month".into(),
+        features: vec!["plots".into()],
+        seats: Some(5),
+    })?;
+    let bundle = issuer.bundle(now)?;
+    let request = demo.wallet()?.request(&bundle, "demo/thermal", "standard", 2, now)?;
+    let response = issuer.issue(&request, now)?;
+    let count = demo.wallet()?.finalize(&response)?;
+    let sale = issuer.sales()?.pop().context("no sale recorded")?;
+    demo.issuer = Some(issuer);
+    Ok(format!(
+        "{count} blind tokens bought (sale recorded: {} x{} = {} {}); the issuer saw only blinded elements, and its DLEQ proof checked against its one published epoch key",
+        sale.package,
+        sale.count,
+        escx_manifest::Micros(sale.total_micros),
+        sale.currency
+    ))
+}
+
+fn redeem_license(demo: &mut Demo) -> anyhow::Result<String> {
+    let sealed = demo.wallet()?.redeem("demo/thermal")?;
+    let answer = demo.issuer()?.redeem(&sealed, escx::now_unix())?;
+    let license = demo.wallet()?.install(&answer)?;
+    demo.last_redemption = Some(sealed);
+    demo.license_id = Some(license.license_id.to_vec());
+    Ok(format!(
+        "a token sealed to the issuer's ML-KEM key became license {}… for fresh holder keys; nothing in the issuer's records links it to the purchase",
+        &hex::encode(&license.license_id)[..16]
+    ))
+}
+
+fn verify_license(demo: &mut Demo) -> anyhow::Result<String> {
+    let verified = demo.wallet()?.verify("demo/thermal", None, None, escx::now_unix())?;
+    let names: Vec<&str> = verified.checks.iter().map(|c| c.name).collect();
+    Ok(format!("verified offline, no network: {}", names.join(", ")))
+}
+
+fn double_spend(demo: &mut Demo) -> anyhow::Result<String> {
+    let sealed = demo.last_redemption.as_ref().context("no redemption yet")?;
+    match demo.issuer()?.redeem(sealed, escx::now_unix()) {
+        Err(error) if error.code() == "token-spent" => {
+            Ok("replaying the same token is refused (token-spent)".into())
+        }
+        Err(error) => bail!("refused for the wrong reason: {error}"),
+        Ok(_) => bail!("a token was redeemed twice"),
+    }
+}
+
+fn revoke(demo: &mut Demo) -> anyhow::Result<String> {
+    let id = demo.license_id.clone().context("no license yet")?;
+    let now = escx::now_unix();
+    demo.issuer()?.revoke(&id, "demo revocation", now)?;
+    let crl = demo.issuer()?.crl(now)?;
+    match demo.wallet()?.verify("demo/thermal", None, Some(&crl), now) {
+        Err(error) if error.code() == "license-revoked" => Ok(
+            "after the issuer revokes it and the wallet takes the new signed CRL, the license is refused (license-revoked)"
+                .into(),
+        ),
+        Err(error) => bail!("refused for the wrong reason: {error}"),
+        Ok(_) => bail!("a revoked license verified"),
     }
 }
