@@ -38,6 +38,7 @@ pub fn at(path: &Path) -> impl FnOnce(escx::Error) -> anyhow::Error + '_ {
                 | escx::Error::PolicyInvalid { .. }
                 | escx::Error::PackInput { .. }
                 | escx::Error::ExtractTarget { .. }
+                | escx::Error::ContentKeyRequired { .. }
         );
         if names_file {
             anyhow::Error::new(error)

@@ -135,3 +135,124 @@ fn licensing_commands_have_help_with_examples() {
             .stdout(predicate::str::contains("Examples:"));
     }
 }
+
+/// Licensed content: the payload is encrypted to the issuer at pack time and only a wallet
+/// holding a valid license for the package can extract it.
+#[test]
+fn encrypted_payload_extracts_only_with_a_license() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = |args: &[&str]| escx(dir).args(args).assert().success();
+    run(&["key", "generate", "--out", "acme", "--unencrypted"]);
+    std::fs::create_dir_all(dir.join("pkg/docs")).unwrap();
+    std::fs::write(
+        dir.join("pkg/manifest.toml"),
+        "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
+         [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
+    )
+    .unwrap();
+    let model: Vec<u8> = (0..200_000u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
+    std::fs::write(dir.join("pkg/model.bin"), &model).unwrap();
+    std::fs::write(dir.join("pkg/docs/README"), "public docs\n").unwrap();
+    run(&["issuer", "init", "issuer", "--unencrypted"]);
+    run(&["issuer", "publish", "issuer", "-o", "issuer.pub"]);
+    let packed = json(
+        &escx(dir)
+            .args(["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"])
+            .args(["--encrypt-for", "issuer.pub", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let kinds: Vec<(&str, bool)> = packed["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["type"].as_str().unwrap(), s["encrypted"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("manifest", false), ("payload", true), ("docs", false), ("content-key", false)],
+        "only the payload is encrypted"
+    );
+    let package_bytes = std::fs::read(dir.join("p.escx")).unwrap();
+    assert!(
+        !package_bytes.windows(64).any(|w| w == &model[1000..1064]),
+        "plaintext of the payload appears in the package"
+    );
+
+    // Anyone can verify the signature and hashes; the content needs a key.
+    let verified = json(
+        &escx(dir)
+            .args(["package", "verify", "p.escx", "--pubkey", "acme.pub", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let payload = &verified["sections_verified"][1];
+    assert_eq!(
+        (payload["type"].as_str(), payload["content_checked"].as_bool()),
+        (Some("payload"), Some(false))
+    );
+    let out = escx(dir)
+        .args(["package", "extract", "p.escx", "-o", "x", "--pubkey", "acme.pub", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "content-key-required");
+    assert!(!dir.join("x").exists());
+
+    run(&["issuer", "register-package", "issuer", "p.escx", "--pubkey", "acme.pub"]);
+    escx(dir)
+        .args(["license", "request", "--issuer", "issuer.pub", "--package", "acme/thermal"])
+        .args(["--tier", "standard", "--wallet", "w", "-o", "req.cbor"])
+        .assert()
+        .success();
+    run(&["issuer", "issue", "issuer", "req.cbor", "-o", "resp.cbor"]);
+    run(&["license", "finalize", "resp.cbor", "--wallet", "w"]);
+    run(&["license", "redeem", "--wallet", "w", "--package", "acme/thermal", "-o", "redeem.sealed"]);
+    run(&["issuer", "redeem", "issuer", "redeem.sealed", "-o", "license.sealed"]);
+    run(&["license", "install", "license.sealed", "--wallet", "w"]);
+
+    let verified = json(
+        &escx(dir)
+            .args(["package", "verify", "p.escx", "--pubkey", "acme.pub", "--wallet", "w", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(verified["sections_verified"][1]["content_checked"], true);
+    assert_eq!(verified["sections_verified"][1]["archive"]["files"], 1);
+    run(&["package", "extract", "p.escx", "-o", "x", "--pubkey", "acme.pub", "--wallet", "w"]);
+    assert_eq!(std::fs::read(dir.join("x/model.bin")).unwrap(), model);
+    assert_eq!(std::fs::read_to_string(dir.join("x/docs/README")).unwrap(), "public docs\n");
+
+    // A wallet without a license for it gets nothing, and says why.
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    escx(dir)
+        .args(["package", "extract", "p.escx", "-o", "y", "--pubkey", "acme.pub", "--wallet", "empty"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no license"));
+
+    // A revoked license no longer opens the content.
+    let license = json(
+        &escx(dir)
+            .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    run(&["issuer", "revoke", "issuer", license["license_id"].as_str().unwrap(), "--reason", "refund"]);
+    run(&["issuer", "crl", "issuer", "-o", "crl.cbor"]);
+    escx(dir)
+        .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--crl", "crl.cbor"])
+        .assert()
+        .code(1);
+    escx(dir)
+        .args(["package", "extract", "p.escx", "-o", "z", "--pubkey", "acme.pub", "--wallet", "w"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("revoked"));
+    assert!(!dir.join("z").exists());
+}

@@ -14,7 +14,11 @@ mod craft;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use escx::container::{FLAG_ZSTD, PackageReader, RawSection, SectionType, SignatureBlock, assemble};
+use escx::container::{
+    FLAG_ENCRYPTED, FLAG_ZSTD, PackageReader, RawSection, SectionType, SignatureBlock, assemble,
+};
+use escx::content::{self, ContentKey, ContentKeySection};
+use escx::kem::KemSecretKey;
 use escx::keyfile;
 use escx::pack::{self, PackOptions};
 use escx::policy::TrustPolicy;
@@ -68,8 +72,41 @@ fn main() {
     }
 
     let work = tempfile::tempdir().unwrap();
-    let one_signer = pack_dir(work.path(), "one", &keys.publisher, false);
-    let all_sections = pack_dir(work.path(), "all", &keys.publisher, true);
+    let one_signer = pack_dir(work.path(), "one", &keys.publisher, false, None);
+    let all_sections = pack_dir(work.path(), "all", &keys.publisher, true, None);
+    // Licensed content (escx-format.md §15). The content key is published here so a second
+    // implementation can check its decryption; the issuer's KEM key is not needed for that.
+    let issuer = KemSecretKey::generate();
+    let encrypted = pack_dir(work.path(), "enc", &keys.publisher, true, Some(&issuer));
+    let encrypted_key = PackageReader::open(Cursor::new(encrypted.clone()), "x")
+        .unwrap()
+        .content_key_section()
+        .unwrap()
+        .unwrap()
+        .open(&issuer)
+        .unwrap();
+    let content_key = ContentKey::generate().unwrap();
+    let small_tar = raw_tar(&[RawEntry::file(b"model.bin", &[42u8; 70_000])]);
+    let sealed_small = {
+        let mut stored = Vec::new();
+        content::encrypt(&content_key, &small_tar[..], &mut stored).unwrap();
+        stored
+    };
+    let key_section = {
+        let bytes = ContentKeySection::seal(&content_key, issuer.public_key()).unwrap().encode();
+        let length = bytes.len() as u64;
+        RawSection { kind: SectionType::ContentKey, flags: 0, stored: bytes, plain_length: length }
+    };
+    let encrypted_raw = |flags: u32, stored: Vec<u8>, key: Option<RawSection>| {
+        let mut sections = vec![
+            manifest_section(),
+            RawSection { kind: SectionType::Payload, flags, stored, plain_length: small_tar.len() as u64 },
+        ];
+        sections.extend(key);
+        assemble(&sections, &[&keys.publisher], SIGNED_AT)
+    };
+    let encrypted_uncompressed =
+        encrypted_raw(FLAG_ENCRYPTED, sealed_small.clone(), Some(key_section.clone()));
     // Writers compress whenever it helps, which for small archives is always; this one is
     // assembled uncompressed (valid: compression is optional for readers) so the
     // uncompressed read path has a vector too.
@@ -104,17 +141,28 @@ fn main() {
     };
 
     let mut valid = Vec::new();
-    for (name, bytes, trusted, signers) in [
-        ("one-signer", &one_signer, vec!["publisher"], vec!["publisher"]),
-        ("two-signers", &two_signers, vec!["attester"], vec!["publisher", "attester"]),
-        ("all-sections", &all_sections, vec!["publisher"], vec!["publisher"]),
-        ("uncompressed", &uncompressed, vec!["publisher"], vec!["publisher"]),
+    for (name, bytes, trusted, signers, key) in [
+        ("one-signer", &one_signer, vec!["publisher"], vec!["publisher"], None),
+        ("two-signers", &two_signers, vec!["attester"], vec!["publisher", "attester"], None),
+        ("all-sections", &all_sections, vec!["publisher"], vec!["publisher"], None),
+        ("uncompressed", &uncompressed, vec!["publisher"], vec!["publisher"], None),
+        ("encrypted", &encrypted, vec!["publisher"], vec!["publisher"], Some(&encrypted_key)),
+        (
+            "encrypted-uncompressed",
+            &encrypted_uncompressed,
+            vec!["publisher"],
+            vec!["publisher"],
+            Some(&content_key),
+        ),
     ] {
         let file = format!("valid/{name}.escx");
         std::fs::write(out.join(&file), bytes).unwrap();
-        let report = check(bytes, &keys, &trusted).unwrap_or_else(|e| panic!("{file} does not verify: {e}"));
+        let report =
+            check(bytes, &keys, &trusted, key).unwrap_or_else(|e| panic!("{file} does not verify: {e}"));
+        assert!(report.sections.iter().all(|s| s.content_checked));
         let reader = PackageReader::open(Cursor::new(bytes.clone()), &file).unwrap();
         valid.push(json!({
+            "content_key": key.map(|k| hex::encode(k.as_bytes())),
             "file": file,
             "trusted_keys": trusted,
             "package": { "name": report.package.name, "version": report.package.version.to_string() },
@@ -128,17 +176,26 @@ fn main() {
     }
 
     let mut invalid = Vec::new();
-    let mut add = |name: &str, description: &str, bytes: Vec<u8>, trusted: &[&str], error: &str| {
+    let mut add_keyed = |name: &str,
+                         description: &str,
+                         bytes: Vec<u8>,
+                         trusted: &[&str],
+                         error: &str,
+                         key: Option<&ContentKey>| {
         let file = format!("invalid/{name}.escx");
-        match check(&bytes, &keys, trusted) {
+        match check(&bytes, &keys, trusted, key) {
             Ok(_) => panic!("{file} verifies but must fail with {error}"),
             Err(e) if e.code() != error => panic!("{file} fails with {} ({e}), expected {error}", e.code()),
             Err(_) => {}
         }
         std::fs::write(out.join(&file), &bytes).unwrap();
-        invalid.push(
-            json!({ "file": file, "description": description, "trusted_keys": trusted, "error": error }),
-        );
+        invalid.push(json!({
+            "file": file, "description": description, "trusted_keys": trusted, "error": error,
+            "content_key": key.map(|k| hex::encode(k.as_bytes())),
+        }));
+    };
+    let mut add = |name: &str, description: &str, bytes: Vec<u8>, trusted: &[&str], error: &str| {
+        add_keyed(name, description, bytes, trusted, error, None)
     };
     let publisher = ["publisher"];
     let layout =
@@ -319,6 +376,99 @@ fn main() {
         "untrusted",
     );
 
+    add(
+        "encrypted-without-content-key",
+        "payload flagged encrypted, no content-key section",
+        encrypted_raw(FLAG_ENCRYPTED, sealed_small.clone(), None),
+        &publisher,
+        "content-key-pairing",
+    );
+    add(
+        "content-key-without-encryption",
+        "a content-key section beside a plain payload",
+        {
+            let length = small_tar.len() as u64;
+            assemble(
+                &[
+                    manifest_section(),
+                    RawSection {
+                        kind: SectionType::Payload,
+                        flags: 0,
+                        stored: small_tar.clone(),
+                        plain_length: length,
+                    },
+                    key_section.clone(),
+                ],
+                &[&keys.publisher],
+                SIGNED_AT,
+            )
+        },
+        &publisher,
+        "content-key-pairing",
+    );
+    add(
+        "encrypted-docs",
+        "the docs section flagged encrypted (only the payload may be)",
+        {
+            let length = small_tar.len() as u64;
+            assemble(
+                &[
+                    manifest_section(),
+                    RawSection {
+                        kind: SectionType::Payload,
+                        flags: FLAG_ENCRYPTED,
+                        stored: sealed_small.clone(),
+                        plain_length: length,
+                    },
+                    RawSection {
+                        kind: SectionType::Docs,
+                        flags: FLAG_ENCRYPTED,
+                        stored: sealed_small.clone(),
+                        plain_length: length,
+                    },
+                    key_section.clone(),
+                ],
+                &[&keys.publisher],
+                SIGNED_AT,
+            )
+        },
+        &publisher,
+        "section-flags",
+    );
+    add(
+        "encrypted-last-segment-dropped",
+        "the final STREAM segment removed (and the table re-signed): the stored length no longer fits",
+        encrypted_raw(
+            FLAG_ENCRYPTED,
+            sealed_small[..content::NONCE_PREFIX_BYTES + content::SEGMENT_BYTES + content::TAG_BYTES]
+                .to_vec(),
+            Some(key_section.clone()),
+        ),
+        &publisher,
+        "stored-length",
+    );
+    add(
+        "content-key-garbage",
+        "the content-key section is not the documented CBOR map",
+        encrypted_raw(
+            FLAG_ENCRYPTED,
+            sealed_small.clone(),
+            Some(RawSection { kind: SectionType::ContentKey, flags: 0, stored: vec![0xa0], plain_length: 1 }),
+        ),
+        &publisher,
+        "content-key-invalid",
+    );
+    let mut tampered = sealed_small.clone();
+    tampered[content::NONCE_PREFIX_BYTES + 100] ^= 4;
+    add_keyed(
+        "encrypted-ciphertext-altered",
+        "one ciphertext bit flipped before signing: hashes and signature hold, decryption with content_key fails",
+        encrypted_raw(FLAG_ENCRYPTED, tampered, Some(key_section.clone())),
+        &publisher,
+        "decryption-failed",
+        Some(&content_key),
+    );
+
     let expected = json!({
         "spec": "spec/escx-format.md (format 1.0)",
         "verification_time": SIGNED_AT + 3600,
@@ -331,14 +481,19 @@ fn main() {
     println!("wrote {}", out.display());
 }
 
-fn check(bytes: &[u8], keys: &Keys, trusted: &[&str]) -> Result<verify::VerifyReport, escx::Error> {
+fn check(
+    bytes: &[u8],
+    keys: &Keys,
+    trusted: &[&str],
+    content_key: Option<&ContentKey>,
+) -> Result<verify::VerifyReport, escx::Error> {
     let policy =
         TrustPolicy::from_keys(trusted.iter().map(|n| keys.by_name(n).public_key().clone()).collect());
     let mut reader = PackageReader::open(Cursor::new(bytes.to_vec()), "<vector>")?;
     verify::verify(
         &mut reader,
         &policy,
-        &VerifyOptions { now: Some(SIGNED_AT + 3600), ..VerifyOptions::default() },
+        &VerifyOptions { now: Some(SIGNED_AT + 3600), content_key, ..VerifyOptions::default() },
     )
 }
 
@@ -371,7 +526,7 @@ fn resign(bytes: &[u8], key: &SecretKey) -> Vec<u8> {
 
 /// Packs a sample directory; `rich` adds compressible files, docs, tests and a LICENSE,
 /// otherwise the payload is incompressible so it is stored raw.
-fn pack_dir(work: &Path, name: &str, key: &SecretKey, rich: bool) -> Vec<u8> {
+fn pack_dir(work: &Path, name: &str, key: &SecretKey, rich: bool, issuer: Option<&KemSecretKey>) -> Vec<u8> {
     let dir = work.join(name);
     let write = |path: &str, content: &[u8]| {
         let path = dir.join(path);
@@ -389,7 +544,11 @@ fn pack_dir(work: &Path, name: &str, key: &SecretKey, rich: bool) -> Vec<u8> {
         write("LICENSE", "Test vector license text. ".repeat(40).as_bytes());
     }
     let out = work.join(format!("{name}.escx"));
-    let options = PackOptions { signed_at: Some(SIGNED_AT), ..PackOptions::default() };
+    let options = PackOptions {
+        signed_at: Some(SIGNED_AT),
+        encrypt_for: issuer.map(KemSecretKey::public_key),
+        ..PackOptions::default()
+    };
     pack::pack_dir(&dir, &out, &[key], &options).unwrap();
     std::fs::read(out).unwrap()
 }

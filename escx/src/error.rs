@@ -131,9 +131,10 @@ pub enum FormatError {
         /// The limit.
         max: u64,
     },
-    /// An uncompressed section whose plain and stored lengths differ.
+    /// An uncompressed section whose stored length is not its plain length (plus the
+    /// encryption overhead, when encrypted).
     #[error(
-        "{section} section is not compressed but declares plain length {plain} != stored length {stored}"
+        "{section} section is not compressed but its stored length {stored} does not match its plain length {plain}"
     )]
     StoredLength {
         /// Section name.
@@ -246,6 +247,25 @@ pub enum FormatError {
         /// The section that owns it.
         owner: &'static str,
     },
+    /// Authenticated decryption failed: wrong content key, or altered or truncated bytes.
+    #[error(
+        "{section} section: decryption failed (wrong content key, or the bytes were altered or truncated)"
+    )]
+    DecryptionFailed {
+        /// Section name.
+        section: &'static str,
+    },
+    /// The content-key section is malformed.
+    #[error("content-key section: {reason}")]
+    ContentKeyInvalid {
+        /// What is wrong.
+        reason: String,
+    },
+    /// An encrypted payload without its content-key section, or the reverse.
+    #[error(
+        "an encrypted payload needs a content-key section, and a content-key section an encrypted payload"
+    )]
+    ContentKeyPairing,
     /// More entries than the limit.
     #[error("{section} section: more than {max} archive entries")]
     TooManyEntries {
@@ -289,6 +309,9 @@ impl FormatError {
             Self::DuplicateEntry { .. } => "duplicate-entry",
             Self::ReservedPath { .. } => "reserved-path",
             Self::TooManyEntries { .. } => "too-many-entries",
+            Self::DecryptionFailed { .. } => "decryption-failed",
+            Self::ContentKeyPairing => "content-key-pairing",
+            Self::ContentKeyInvalid { .. } => "content-key-invalid",
         }
     }
 }
@@ -382,6 +405,13 @@ pub enum Error {
         section: &'static str,
     },
 
+    /// The payload is encrypted and no content key was given.
+    #[error("{}: the payload is licensed content (encrypted); a license carrying its content key is needed", .path.display())]
+    ContentKeyRequired {
+        /// The package.
+        path: PathBuf,
+    },
+
     /// A sealed box cannot be opened or made.
     #[error("sealed box: {reason}")]
     Sealed {
@@ -453,6 +483,7 @@ impl Error {
             Self::PassphraseRequired { .. } => "passphrase-required",
             Self::SectionAbsent { .. } => "section-absent",
             Self::Sealed { .. } => "sealed-box-invalid",
+            Self::ContentKeyRequired { .. } => "content-key-required",
             Self::Envelope { .. } => "envelope-invalid",
             Self::PackInput { .. } => "pack-input",
             Self::ExtractTarget { .. } => "extract-target",
@@ -489,6 +520,12 @@ impl Error {
             Self::PassphraseRequired { .. } => "set ESCX_PASSPHRASE, or run from a terminal to be prompted",
             Self::KeyMismatch { .. } => "restore the key file from a backup",
             Self::ExtractTarget { .. } => "choose a directory that does not exist yet, or an empty one",
+            Self::ContentKeyRequired { .. } => {
+                "buy and install a license, then pass --wallet so its content key decrypts the payload"
+            }
+            Self::Format(FormatError::DecryptionFailed { .. }) => {
+                "the content key does not fit this package file, or the payload was altered"
+            }
             _ => return None,
         })
     }

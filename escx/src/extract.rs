@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::Error;
 use crate::archive::{self, Entry, EntryKind, MODE_EXECUTABLE, MODE_FILE, Visitor};
 use crate::container::{PackageReader, SectionType, check_hash, classify, plain_stream};
+use crate::content::ContentKey;
 use crate::hash::HashingReader;
 use crate::pack::{LICENSE_FILE, MANIFEST_FILE};
 use crate::policy::TrustPolicy;
@@ -27,18 +28,26 @@ pub fn extract_file(
     options: &VerifyOptions<'_>,
 ) -> Result<VerifyReport, Error> {
     check_target(target)?;
+    require_key(package, options.content_key)?;
     let full = VerifyOptions { sections: &verify::SectionSelection::All, ..*options };
     let report = verify::verify_file(package, policy, &full)?;
-    extract_verified(package, target, &report)?;
+    extract_verified(package, target, &report, options.content_key)?;
     Ok(report)
 }
 
 /// Extracts a package that `report` (a full verification of the same file) accepted: the
 /// root must still be the verified one and every section is re-hashed as it is written
 /// (escx-format.md §11 steps 2–5). For callers that verified earlier, such as an
-/// installer that verifies every package before extracting any.
-pub fn extract_verified(package: &Path, target: &Path, report: &VerifyReport) -> Result<(), Error> {
+/// installer that verifies every package before extracting any. An encrypted payload
+/// needs its `content_key`.
+pub fn extract_verified(
+    package: &Path,
+    target: &Path,
+    report: &VerifyReport,
+    content_key: Option<&ContentKey>,
+) -> Result<(), Error> {
     check_target(target)?;
+    require_key(package, content_key)?;
     if !report.skipped.is_empty() {
         return Err(Error::ExtractTarget {
             path: target.into(),
@@ -62,8 +71,10 @@ pub fn extract_verified(package: &Path, target: &Path, report: &VerifyReport) ->
         let classify = |e| classify(kind.name(), e, &source);
         let mut hashing = HashingReader::new(reader.stored_bytes(&entry)?);
         {
-            let mut plain = plain_stream(&mut hashing, &entry).map_err(classify)?;
+            let mut plain = plain_stream(&mut hashing, &entry, content_key).map_err(classify)?;
             match kind {
+                // Read (and so hashed) but not written: only the issuer can open it.
+                SectionType::ContentKey => {}
                 SectionType::Manifest => {
                     write_file(&root_dir.join(MANIFEST_FILE), &mut plain, false).map_err(classify)?
                 }
@@ -96,6 +107,16 @@ pub fn extract_verified(package: &Path, target: &Path, report: &VerifyReport) ->
         let _ = fs::remove_dir_all(&staged);
         Error::io(target, e)
     })?;
+    Ok(())
+}
+
+/// Fails early, before anything is hashed or staged, when the payload is encrypted and
+/// no key is at hand.
+fn require_key(package: &Path, content_key: Option<&ContentKey>) -> Result<(), Error> {
+    if content_key.is_none() && PackageReader::open_file(package)?.sections().iter().any(|s| s.is_encrypted())
+    {
+        return Err(Error::ContentKeyRequired { path: package.into() });
+    }
     Ok(())
 }
 

@@ -36,6 +36,7 @@
 pub mod archive;
 pub mod cbor;
 pub mod container;
+pub mod content;
 pub mod envelope;
 mod error;
 pub mod extract;

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use crate::archive::{PathChecker, RawKind, Source, SourceEntry};
 use crate::container::{PackageReader, SIGNATURES_MAX, SectionEntry, SectionType, SignatureBlock};
 use crate::container::{SectionSource, append_signature, write_package};
+use crate::content::{ContentKey, ContentKeySection};
 use crate::hash::HASH_BYTES;
+use crate::kem::KemPublicKey;
 use crate::manifest::{ManifestHeader, PackageId};
 use crate::progress::{NoProgress, Progress};
 use crate::sig::{KeyId, SecretKey};
@@ -39,11 +41,14 @@ pub struct PackOptions<'a> {
     pub overwrite: bool,
     /// Receives byte counts as file contents are read.
     pub progress: &'a dyn Progress,
+    /// Licensed content (escx-format.md §15): encrypt the payload under a fresh content
+    /// key sealed to this license issuer's KEM key. Docs, tests and LICENSE stay readable.
+    pub encrypt_for: Option<&'a KemPublicKey>,
 }
 
 impl Default for PackOptions<'_> {
     fn default() -> Self {
-        Self { signed_at: None, overwrite: false, progress: &NoProgress }
+        Self { signed_at: None, overwrite: false, progress: &NoProgress, encrypt_for: None }
     }
 }
 
@@ -103,6 +108,20 @@ pub fn pack_dir(
         return Err(Error::PackInput { path: out.into(), reason: "no signing key given".into() });
     }
     let plan = collect(dir, Some(out))?;
+    let sealing = match options.encrypt_for {
+        Some(_) if plan.payload.is_empty() => {
+            return Err(Error::PackInput {
+                path: dir.into(),
+                reason: "the payload is empty: there is nothing to encrypt".into(),
+            });
+        }
+        Some(issuer) => {
+            let key = ContentKey::generate()?;
+            let section = ContentKeySection::seal(&key, issuer)?.encode();
+            Some((key, section))
+        }
+        None => None,
+    };
     options.progress.start("packing", plan.content_bytes());
     let mut sources = vec![SectionSource::Bytes(SectionType::Manifest, &plan.manifest_bytes)];
     for (kind, entries) in [
@@ -110,12 +129,19 @@ pub fn pack_dir(
         (SectionType::Docs, &plan.docs),
         (SectionType::Tests, &plan.tests),
     ] {
-        if !entries.is_empty() {
-            sources.push(SectionSource::Archive(kind, entries));
+        match &sealing {
+            _ if entries.is_empty() => {}
+            Some((key, _)) if kind == SectionType::Payload => {
+                sources.push(SectionSource::EncryptedArchive(kind, entries, key))
+            }
+            _ => sources.push(SectionSource::Archive(kind, entries)),
         }
     }
     if let Some(license) = &plan.license {
         sources.push(SectionSource::Bytes(SectionType::License, license));
+    }
+    if let Some((_, section)) = &sealing {
+        sources.push(SectionSource::Bytes(SectionType::ContentKey, section));
     }
     let signed_at = options.signed_at.unwrap_or_else(crate::now_unix);
     let written = write_package(out, &sources, keys, signed_at, options.overwrite, options.progress)?;

@@ -9,6 +9,7 @@ use std::io::{Read, Seek};
 use std::path::Path;
 
 use crate::container::{PackageReader, SectionCheck, SectionType};
+use crate::content::ContentKey;
 use crate::hash::HASH_BYTES;
 use crate::manifest::PackageId;
 use crate::policy::{Decision, TrustPolicy};
@@ -35,11 +36,14 @@ pub struct VerifyOptions<'a> {
     pub now: Option<UnixSeconds>,
     /// Receives hashing progress.
     pub progress: &'a dyn Progress,
+    /// Decrypts an encrypted payload so its content is checked (and, for extraction,
+    /// written); without it an encrypted payload is only hashed.
+    pub content_key: Option<&'a ContentKey>,
 }
 
 impl Default for VerifyOptions<'_> {
     fn default() -> Self {
-        Self { sections: &SectionSelection::All, now: None, progress: &NoProgress }
+        Self { sections: &SectionSelection::All, now: None, progress: &NoProgress, content_key: None }
     }
 }
 
@@ -121,7 +125,7 @@ pub fn verify<R: Read + Seek + Send>(
     let mut skipped = Vec::new();
     for kind in kinds {
         if wanted(kind) {
-            sections.push(reader.check_section(kind, options.progress)?);
+            sections.push(reader.check_section_with(kind, options.progress, options.content_key)?);
         } else {
             skipped.push(kind);
         }

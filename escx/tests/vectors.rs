@@ -35,10 +35,13 @@ fn verify(expected: &Value, vector: &Value) -> Result<verify::VerifyReport, escx
     let bytes = std::fs::read(vectors_dir().join(vector["file"].as_str().unwrap())).unwrap();
     let mut reader = PackageReader::open(Cursor::new(bytes), vector["file"].as_str().unwrap())?;
     let now = expected["verification_time"].as_u64().unwrap();
+    let content_key = vector["content_key"]
+        .as_str()
+        .map(|text| escx::content::ContentKey::from_bytes(&hex::decode(text).unwrap()).unwrap());
     verify::verify(
         &mut reader,
         &policy(expected, vector),
-        &VerifyOptions { now: Some(now), ..VerifyOptions::default() },
+        &VerifyOptions { now: Some(now), content_key: content_key.as_ref(), ..VerifyOptions::default() },
     )
 }
 
@@ -59,6 +62,7 @@ fn valid_vectors_verify_with_the_expected_root_table_and_signers() {
     for vector in valid {
         let file = vector["file"].as_str().unwrap();
         let report = verify(&expected, vector).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(report.sections.iter().all(|s| s.content_checked), "{file}: every section's content checked");
         assert_eq!(hex::encode(report.root), vector["root"].as_str().unwrap(), "{file}");
         assert_eq!(report.package.name, vector["package"]["name"].as_str().unwrap());
         let signers: Vec<String> = report.signers.iter().map(|s| s.key_id.to_string()).collect();

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use escx::content::ContentKeySection;
 use escx::envelope::Envelope;
 use escx::kem::{self, KemPublicKey, KemSecretKey};
 use escx::keyfile::{self, Protection};
@@ -35,7 +36,7 @@ pub const DATABASE_FILE: &str = "issuer.sqlite";
 /// Default epoch length: POPRF keys rotate every 90 days.
 pub const EPOCH_SECS: u64 = 90 * 86_400;
 /// Sealed-box purpose of a content key wrapped to the issuer or a holder.
-pub const PURPOSE_CONTENT_KEY: &str = "escx/content-key/v1";
+pub const PURPOSE_CONTENT_KEY: &str = escx::content::PURPOSE_CONTENT_KEY;
 /// Clock skew tolerated when a token's epoch has just ended.
 const EPOCH_GRACE_SECS: u64 = 7 * 86_400;
 
@@ -442,19 +443,21 @@ impl Issuer {
         Ok(wrapped)
     }
 
-    /// Records a content key (sealed to this issuer's KEM key) for a licensed package file.
+    /// Records the content key of a licensed package file (its content-key section, sealed
+    /// to this issuer's KEM key), so licenses for `package` carry it from now on. Fails when
+    /// the section was sealed to another issuer or does not open.
     pub fn add_content_key(
         &self,
         package: &str,
         version: &str,
         package_root: &[u8; 32],
-        sealed: &[u8],
+        section: &ContentKeySection,
     ) -> Result<(), Error> {
-        kem::open(&self.kem, PURPOSE_CONTENT_KEY, sealed)?;
+        section.open(&self.kem)?;
         self.db
             .execute(
                 "INSERT OR REPLACE INTO content_keys (package_root, package, version, sealed) VALUES (?1, ?2, ?3, ?4)",
-                params![&package_root[..], package, version, sealed],
+                params![&package_root[..], package, version, section.sealed()],
             )
             .map_err(sql)?;
         Ok(())

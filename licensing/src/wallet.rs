@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
+use escx::content::ContentKey;
 use escx::envelope::Envelope;
 use escx::kem::{self, KemPublicKey, KemSecretKey};
 use escx::sig::{KeyId, PublicKey, SecretKey};
@@ -607,21 +608,36 @@ impl Wallet {
             .to_cbor())
     }
 
-    /// The content key a license carries for the package with `root` (licensed content).
-    pub fn content_key(&self, package: &str, root: &[u8; 32], now: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
-        self.verify(package, None, None, now)?;
+    /// The content key for the package file with signed `root` (licensed content): taken
+    /// only from a license that passes every offline check of [`Self::verify`] (signature,
+    /// clock, window, revocation, package and `version`).
+    pub fn content_key(
+        &self,
+        package: &str,
+        version: &semver::Version,
+        root: &[u8; 32],
+        now: u64,
+    ) -> Result<ContentKey, Error> {
+        self.observe_clock(now)?;
+        let mut last = None;
         for (file, license) in self.licenses_for(package)? {
-            if let Some(wrapped) = license.wrapped_keys.iter().find(|w| w.package_root.as_slice() == root) {
-                return Ok(kem::open(
-                    &file.holder.kem()?,
-                    crate::issuer::PURPOSE_CONTENT_KEY,
-                    &wrapped.sealed,
-                )?);
+            let Some(wrapped) = license.wrapped_keys.iter().find(|w| w.package_root.as_slice() == root)
+            else {
+                continue;
+            };
+            if let Err(error) = self.check_one(&file, package, Some(version), now) {
+                last = Some(error);
+                continue;
             }
+            let bytes = kem::open(&file.holder.kem()?, crate::issuer::PURPOSE_CONTENT_KEY, &wrapped.sealed)?;
+            return Ok(ContentKey::from_bytes(&bytes)?);
         }
-        Err(Error::Wallet(format!(
-            "no license in this wallet carries the content key of this {package} package"
-        )))
+        Err(last.unwrap_or_else(|| {
+            Error::Wallet(format!(
+                "no license in this wallet carries the content key of this {package} {version} file \
+                 (licenses carry the keys of the files registered before they were issued)"
+            ))
+        }))
     }
 }
 

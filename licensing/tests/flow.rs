@@ -216,3 +216,36 @@ fn the_issuer_rejects_unknown_offers_and_tampered_sealed_requests() {
     sealed[last] ^= 1;
     assert_eq!(w.issuer.redeem(&sealed, T0).unwrap_err().code(), "sealed-box-invalid");
 }
+
+/// Licensed content: a license issued after the package is registered carries its content
+/// key, sealed to the holder; the wallet hands it out only while the license verifies.
+#[test]
+fn licenses_carry_content_keys_only_while_valid() {
+    let w = world();
+    let content_key = escx::content::ContentKey::generate().unwrap();
+    let section = escx::content::ContentKeySection::seal(&content_key, w.issuer.kem_key()).unwrap();
+    let root = [7u8; 32];
+    w.issuer.add_content_key("acme/thermal", "1.2.0", &root, &section).unwrap();
+    // Sealed to another issuer: refused by name.
+    let foreign = escx::kem::KemSecretKey::generate();
+    let other = escx::content::ContentKeySection::seal(&content_key, foreign.public_key()).unwrap();
+    assert!(w.issuer.add_content_key("acme/thermal", "1.2.0", &[8; 32], &other).is_err());
+
+    buy(&w, 1);
+    let license = license(&w);
+    assert_eq!(license.wrapped_keys.len(), 1);
+    // Wrapped to this license's holder key only: another holder key does not open it.
+    let stranger = escx::kem::KemSecretKey::generate();
+    let purpose = escx::content::PURPOSE_CONTENT_KEY;
+    assert!(escx::kem::open(&stranger, purpose, &license.wrapped_keys[0].sealed).is_err());
+    let version = semver::Version::new(1, 2, 0);
+    let opened = w.wallet.content_key("acme/thermal", &version, &root, T0 + DAY).unwrap();
+    assert_eq!(opened.as_bytes(), content_key.as_bytes());
+    let err = w.wallet.content_key("acme/thermal", &version, &[9; 32], T0 + DAY).err().unwrap();
+    assert!(err.to_string().contains("carries the content key"), "{err}");
+
+    w.issuer.revoke(&license.license_id, "refund", T0 + 200).unwrap();
+    w.wallet.accept_crl(&w.issuer.crl(T0 + 200).unwrap()).unwrap();
+    let err = w.wallet.content_key("acme/thermal", &version, &root, T0 + 2 * DAY).err().unwrap();
+    assert_eq!(err.code(), "license-revoked", "{err}");
+}

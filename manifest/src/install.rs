@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use escx::content::ContentKey;
 use escx::policy::TrustPolicy;
 use semver::Version;
 use serde::Serialize;
@@ -49,14 +50,34 @@ pub fn package_dir(target: &Path, name: &str, version: &Version) -> PathBuf {
     path
 }
 
+/// Supplies the content key of a licensed (encrypted) package: given its name and signed
+/// root, the key, or why there is none.
+pub type ContentKeys<'a> = &'a dyn Fn(&str, &[u8; 32]) -> Result<ContentKey, String>;
+
 /// Installs `resolution` from the registry of `trusted` into `target`. `on_package` is
-/// told (done, total, "name version") as packages are processed.
+/// told (done, total, "name version") as packages are processed. A licensed package
+/// fails with `content-key-required`: see [`install_licensed`].
 pub fn install(
     trusted: &TrustedIndex,
     resolution: &Resolution<'_>,
     target: &Path,
     policy: &TrustPolicy,
     now: u64,
+    on_package: impl FnMut(usize, usize, &str),
+) -> Result<InstallReport, Error> {
+    let no_keys = |_: &str, _: &[u8; 32]| Err("no license wallet was given".to_owned());
+    install_licensed(trusted, resolution, target, policy, now, &no_keys, on_package)
+}
+
+/// [`install`], decrypting licensed packages with the keys `content_keys` supplies. Every
+/// key is obtained while verifying, before anything is extracted.
+pub fn install_licensed(
+    trusted: &TrustedIndex,
+    resolution: &Resolution<'_>,
+    target: &Path,
+    policy: &TrustPolicy,
+    now: u64,
+    content_keys: ContentKeys<'_>,
     mut on_package: impl FnMut(usize, usize, &str),
 ) -> Result<InstallReport, Error> {
     recover_interrupted(target)?;
@@ -75,7 +96,18 @@ pub fn install(
         on_package(done, total, &format!("verifying {} {}", package.name, package.version));
         let file = client::fetch(&trusted.root, &package.name, package.entry, downloads.path())?;
         let (report, _) = client::verify_fetched(&file, &package.name, package.entry, policy, now)?;
-        fetched.push((package, file, report));
+        let key = if report.sections.iter().any(|s| s.entry.is_encrypted()) {
+            let key =
+                content_keys(&package.name, &report.root).map_err(|reason| Error::ContentKeyUnavailable {
+                    name: package.name.clone(),
+                    version: package.version.to_string(),
+                    reason,
+                })?;
+            Some(key)
+        } else {
+            None
+        };
+        fetched.push((package, file, report, key));
     }
 
     // 2. Extract in dependency order into a staging directory beside the target.
@@ -85,11 +117,11 @@ pub fn install(
         .map_err(|e| Error::Io { path: parent.clone(), error: e })?;
     let mut installed = Vec::new();
     let mut record = Installed { version: 1, package: Vec::new() };
-    for (done, (package, file, report)) in fetched.iter().enumerate() {
+    for (done, (package, file, report, key)) in fetched.iter().enumerate() {
         on_package(fetched.len() + done, total, &format!("installing {} {}", package.name, package.version));
         let destination = package_dir(staging.path(), &package.name, &package.version);
         // Verified in step 1; extraction re-hashes every section as it writes it.
-        escx::extract::extract_verified(file, &destination, report)?;
+        escx::extract::extract_verified(file, &destination, report, key.as_ref())?;
         installed.push((package.name.clone(), package.version.clone()));
         record.package.push(InstalledPackage {
             name: package.name.clone(),

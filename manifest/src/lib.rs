@@ -141,6 +141,16 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// A licensed (encrypted) package whose content key is not at hand.
+    #[error("{name}@{version} is licensed content: {reason}")]
+    ContentKeyUnavailable {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+        /// Why no key (no wallet, no license, license not valid).
+        reason: String,
+    },
     /// An I/O error on a named file.
     #[error("{}: {error}", .path.display())]
     Io {
@@ -169,6 +179,7 @@ impl Error {
             Self::DependencyCycle { .. } => "dependency-cycle",
             Self::LockfileInvalid { .. } => "lockfile-invalid",
             Self::LockfileMismatch { .. } => "lockfile-mismatch",
+            Self::ContentKeyUnavailable { .. } => "content-key-required",
             Self::Io { .. } => "io",
         }
     }

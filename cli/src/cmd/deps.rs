@@ -65,17 +65,22 @@ pub struct TreeArgs {
 Resolves (as `escx resolve`, keeping escx.lock), then fetches every package, checks its
 size and BLAKE3 against the index and its signature under the trust policy, and only then
 extracts them in dependency order into a staging directory that replaces INTO. A failure
-leaves INTO as it was.
+leaves INTO as it was. Licensed (encrypted) packages are decrypted with the content keys
+of valid licenses in --wallet, all looked up before anything is extracted.
 
 Examples:
   escx install --registry ./reg --root ./app --into ./app/escx_packages --policy trust.toml
-  escx install --registry ./mirror --root . --into escx_packages --registry-key registry.pub --pubkey acme.pub")]
+  escx install --registry ./mirror --root . --into escx_packages --registry-key registry.pub --pubkey acme.pub
+  escx install --registry ./reg --root ./app --into ./app/escx_packages --policy trust.toml --wallet ./wallet")]
 pub struct InstallArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
     /// Target directory.
     #[arg(long, value_name = "DIR")]
     into: PathBuf,
+    /// License wallet holding the content keys of licensed (encrypted) packages.
+    #[arg(long, value_name = "DIR")]
+    wallet: Option<PathBuf>,
 }
 
 /// Everything a project command needs before resolving.
@@ -245,12 +250,22 @@ pub fn run_install(args: InstallArgs, ui: &Ui) -> anyhow::Result<()> {
     let catalog = Catalog::new(&loaded.trusted.index);
     let (resolution, _) = resolve_and_lock(&args.project, &loaded, &catalog)?;
     let bar = progress_bar(ui, resolution.packages.len() as u64 * 2);
-    let report = install::install(
+    let wallet = args.wallet.as_deref().map(escx_licensing::wallet::Wallet::open).transpose()?;
+    let content_keys = |name: &str, root: &[u8; 32]| match &wallet {
+        None => Err("pass --wallet with a license for it".to_owned()),
+        Some(wallet) => {
+            let version = resolution.packages.iter().find(|p| p.name == name).map(|p| p.version.clone());
+            let version = version.ok_or_else(|| format!("{name} is not in the resolution"))?;
+            wallet.content_key(name, &version, root, escx::now_unix()).map_err(|e| e.to_string())
+        }
+    };
+    let report = install::install_licensed(
         &loaded.trusted,
         &resolution,
         &args.into,
         &loaded.policy,
         loaded.now,
+        &content_keys,
         |done, _, what| {
             if let Some(bar) = &bar {
                 bar.set_position(done as u64);

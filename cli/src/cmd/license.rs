@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use escx::content::ContentKey;
 use escx::keyfile::{Argon2Params, Protection};
 use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::messages::{IssuerBundle, TokenRequest, TokenResponse};
@@ -311,7 +312,22 @@ fn open_issuer(dir: &Path) -> anyhow::Result<Issuer> {
         .with_context(|| format!("opening issuer {}", dir.display()))
 }
 
-fn bundle(path: &Path) -> anyhow::Result<IssuerBundle> {
+/// The content key of `package` from `wallet`, when the package's payload is encrypted;
+/// `None` when it is not (or no wallet was given: the library then names what is missing).
+pub fn content_key_for(wallet: Option<&Path>, package: &Path) -> anyhow::Result<Option<ContentKey>> {
+    let Some(wallet) = wallet else { return Ok(None) };
+    let mut reader = escx::container::PackageReader::open_file(package).map_err(failure::at(package))?;
+    if !reader.sections().iter().any(|s| s.is_encrypted()) {
+        return Ok(None);
+    }
+    let id = reader.package_id().map_err(failure::at(package))?;
+    let key = Wallet::open(wallet)?
+        .content_key(&id.name, &id.version, reader.root(), escx::now_unix())
+        .with_context(|| format!("{}: content key for {} {}", package.display(), id.name, id.version))?;
+    Ok(Some(key))
+}
+
+pub fn bundle(path: &Path) -> anyhow::Result<IssuerBundle> {
     IssuerBundle::parse(&read(path)?).with_context(|| format!("{}", path.display()))
 }
 
@@ -358,6 +374,22 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
                 UsageError(format!("{} has no priced tiers in [pricing]", manifest.package.name))
             })?;
             let issuer = open_issuer(&args.dir)?;
+            let mut reader = escx::container::PackageReader::open_file(&args.package)
+                .map_err(failure::at(&args.package))?;
+            let encrypted = match reader.content_key_section().map_err(failure::at(&args.package))? {
+                Some(section) => {
+                    issuer
+                        .add_content_key(
+                            &manifest.package.name,
+                            &manifest.package.version.to_string(),
+                            reader.root(),
+                            &section,
+                        )
+                        .with_context(|| format!("{}: content-key section", args.package.display()))?;
+                    true
+                }
+                None => false,
+            };
             let mut tiers = Vec::new();
             for tier in &pricing.tiers {
                 issuer.add_offer(&Offer {
@@ -371,9 +403,20 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
                 })?;
                 tiers.push(json!({ "tier": tier.name, "price": tier.price.to_string(), "unit": unit_name(tier.unit) }));
             }
-            ui.emit(json!({ "package": manifest.package.name, "tiers": tiers }), || {
-                format!("{} is for sale in {} tiers", manifest.package.name, pricing.tiers.len())
-            });
+            ui.emit(
+                json!({ "package": manifest.package.name, "tiers": tiers, "content_key": encrypted }),
+                || {
+                    let mut text =
+                        format!("{} is for sale in {} tiers", manifest.package.name, pricing.tiers.len());
+                    if encrypted {
+                        text += &format!(
+                            "; licenses issued from now on carry the content key of {} {}",
+                            manifest.package.name, manifest.package.version
+                        );
+                    }
+                    text
+                },
+            );
         }
         IssuerCommand::Issue(args) => {
             let request = TokenRequest::from_cbor(&read(&args.input)?)?;

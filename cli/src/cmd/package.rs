@@ -24,20 +24,27 @@ go to their own sections; every other file goes to the payload, narrowed by the
 manifest's [include] files / exclude globs. Hidden files and target/ are never packed.
 The signing time is SOURCE_DATE_EPOCH when set, otherwise now.
 
+With --encrypt-for the payload is encrypted under a fresh content key sealed to the
+license issuer; register the package with `escx issuer register-package` so licenses
+carry the key. Encrypted packages are not byte-reproducible (the key is fresh each time).
+
 Examples:
   escx package pack ./mypkg -o mypkg-1.0.0.escx --key acme.key
-  escx package pack ./mypkg -o mypkg-1.0.0.escx --key acme.key --key ci.key --json")]
+  escx package pack ./mypkg -o mypkg-1.0.0.escx --key acme.key --key ci.key --json
+  escx package pack ./mypkg -o mypkg-1.0.0.escx --key acme.key --encrypt-for issuer.pub")]
     Pack(PackArgs),
     /// Verify signatures, trust policy and section hashes.
     #[command(after_help = "\
 Without --section every section is hashed and its content checked. With --section only
 the named sections are read (the manifest always is), which is what a partial download
-needs: the others are not read at all.
+needs: the others are not read at all. An encrypted payload (licensed content) is only
+hashed unless --wallet holds a license carrying its content key.
 
 Examples:
   escx package verify mypkg-1.0.0.escx --pubkey acme.pub
   escx package verify mypkg-1.0.0.escx --policy trust.toml --json
-  escx package verify mypkg-1.0.0.escx --pubkey acme.pub --section manifest")]
+  escx package verify mypkg-1.0.0.escx --pubkey acme.pub --section manifest
+  escx package verify mypkg-1.0.0.escx --pubkey acme.pub --wallet ./wallet")]
     Verify(VerifyArgs),
     /// Show header, sections, hashes, signers and root (nothing is verified).
     #[command(
@@ -47,11 +54,13 @@ Examples:
     /// Verify, then extract into a new or empty directory.
     #[command(after_help = "\
 The whole package is verified before anything is written, then extracted into a staging
-directory beside OUT and renamed into place, so a failure leaves OUT untouched.
+directory beside OUT and renamed into place, so a failure leaves OUT untouched. An
+encrypted payload (licensed content) needs --wallet with a valid license for the package.
 
 Examples:
   escx package extract mypkg-1.0.0.escx -o ./mypkg --pubkey acme.pub
-  escx package extract mypkg-1.0.0.escx -o ./mypkg --policy trust.toml")]
+  escx package extract mypkg-1.0.0.escx -o ./mypkg --policy trust.toml
+  escx package extract mypkg-1.0.0.escx -o ./mypkg --pubkey acme.pub --wallet ./wallet")]
     Extract(ExtractArgs),
     /// Add a countersignature (e.g. a build attester) to a package.
     #[command(after_help = "\
@@ -84,6 +93,10 @@ pub struct PackArgs {
     /// Secret key to sign with (repeat for several signers).
     #[arg(long = "key", value_name = "KEY", required = true)]
     keys: Vec<PathBuf>,
+    /// Licensed content: encrypt the payload to the issuer of this bundle (issuer.pub);
+    /// only holders of its licenses can decrypt. Docs, tests and LICENSE stay readable.
+    #[arg(long, value_name = "ISSUER_PUB")]
+    encrypt_for: Option<PathBuf>,
     /// Replace an existing output file.
     #[arg(long)]
     force: bool,
@@ -134,9 +147,13 @@ pub struct VerifyArgs {
     file: PathBuf,
     #[command(flatten)]
     trust: TrustArgs,
-    /// Check only these sections (manifest, payload, docs, tests, license); repeatable.
+    /// Check only these sections (manifest, payload, docs, tests, license, content-key);
+    /// repeatable.
     #[arg(long = "section", value_name = "NAME")]
     sections: Vec<String>,
+    /// License wallet whose content key decrypts an encrypted payload for checking.
+    #[arg(long, value_name = "DIR")]
+    wallet: Option<PathBuf>,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -160,6 +177,9 @@ pub struct ExtractArgs {
     out: PathBuf,
     #[command(flatten)]
     trust: TrustArgs,
+    /// License wallet holding the content key of an encrypted payload.
+    #[arg(long, value_name = "DIR")]
+    wallet: Option<PathBuf>,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -207,11 +227,13 @@ fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
     let keys =
         args.keys.iter().map(|k| secrets::load_secret_key(k)).collect::<anyhow::Result<Vec<SecretKey>>>()?;
     let key_refs: Vec<&SecretKey> = keys.iter().collect();
+    let issuer = args.encrypt_for.as_deref().map(super::license::bundle).transpose()?;
     let progress = ui.progress();
     let options = escx::pack::PackOptions {
         signed_at: Some(signing_time()?),
         overwrite: args.force,
         progress: &progress,
+        encrypt_for: issuer.as_ref().map(|b| &b.kem_key),
     };
     let report =
         escx::pack::pack_dir(&args.dir, &args.out, &key_refs, &options).map_err(failure::at(&args.dir))?;
@@ -223,6 +245,7 @@ fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
             "file_bytes": report.file_bytes,
             "sections": report.sections.iter().map(section_json).collect::<Vec<_>>(),
             "signers": report.signers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "encrypted_for": issuer.as_ref().map(|b| b.issuer_id().to_string()),
         }),
         || {
             let mut text = format!(
@@ -239,6 +262,13 @@ fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
             for signer in &report.signers {
                 text += &format!("  signed   {signer}\n");
             }
+            if let Some(bundle) = &issuer {
+                text += &format!(
+                    "  payload encrypted for issuer {} ({}); next: escx issuer register-package\n",
+                    bundle.payload.name,
+                    bundle.issuer_id()
+                );
+            }
             text
         },
     );
@@ -253,7 +283,9 @@ fn parse_sections(names: &[String]) -> anyhow::Result<SectionSelection> {
         .iter()
         .map(|name| {
             SectionType::from_name(name).ok_or_else(|| {
-                UsageError(format!("unknown section {name:?}; use manifest, payload, docs, tests or license"))
+                UsageError(format!(
+                    "unknown section {name:?}; use manifest, payload, docs, tests, license or content-key"
+                ))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -263,8 +295,14 @@ fn parse_sections(names: &[String]) -> anyhow::Result<SectionSelection> {
 fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
     let policy = args.trust.load()?;
     let selection = parse_sections(&args.sections)?;
+    let key = super::license::content_key_for(args.wallet.as_deref(), &args.file)?;
     let progress = ui.progress();
-    let options = VerifyOptions { sections: &selection, now: args.trust.now()?, progress: &progress };
+    let options = VerifyOptions {
+        sections: &selection,
+        now: args.trust.now()?,
+        progress: &progress,
+        content_key: key.as_ref(),
+    };
     let report = escx::verify::verify_file(&args.file, &policy, &options).map_err(failure::at(&args.file))?;
     ui.emit(verify_json(&args.file, &report), || verify_text(&args.file, &report));
     Ok(())
@@ -285,6 +323,7 @@ fn verify_json(file: &Path, report: &VerifyReport) -> Value {
         "policy": report.decision.rules,
         "sections_verified": report.sections.iter().map(|s| {
             let mut value = section_json(&s.entry);
+            value["content_checked"] = json!(s.content_checked);
             if let Some(archive) = s.archive {
                 value["archive"] = json!({
                     "files": archive.files, "directories": archive.directories,
@@ -331,6 +370,9 @@ fn verify_text(file: &Path, report: &VerifyReport) -> String {
         })
         .collect();
     text += &format!("  sections  {}: hashes match\n", checked.join(", "));
+    if report.sections.iter().any(|s| !s.content_checked) {
+        text += "  encrypted payload: hashes match, content not checked (pass --wallet with a license)\n";
+    }
     if !report.skipped.is_empty() {
         let skipped: Vec<&str> = report.skipped.iter().map(|k| k.name()).collect();
         text += &format!("  partial   {} not read\n", skipped.join(", "));
@@ -395,8 +437,14 @@ fn inspect(args: InspectArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn extract(args: ExtractArgs, ui: &Ui) -> anyhow::Result<()> {
     let policy = args.trust.load()?;
+    let key = super::license::content_key_for(args.wallet.as_deref(), &args.file)?;
     let progress = ui.progress();
-    let options = VerifyOptions { now: args.trust.now()?, progress: &progress, ..VerifyOptions::default() };
+    let options = VerifyOptions {
+        now: args.trust.now()?,
+        progress: &progress,
+        content_key: key.as_ref(),
+        ..VerifyOptions::default()
+    };
     let report = escx::extract::extract_file(&args.file, &args.out, &policy, &options)
         .map_err(failure::at(&args.file))?;
     let mut value = verify_json(&args.file, &report);
@@ -421,6 +469,7 @@ fn section_json(entry: &SectionEntry) -> Value {
     json!({
         "type": entry.kind.name(),
         "compressed": entry.is_compressed(),
+        "encrypted": entry.is_encrypted(),
         "offset": entry.offset,
         "stored_bytes": entry.stored_length,
         "plain_bytes": entry.plain_length,
@@ -429,10 +478,13 @@ fn section_json(entry: &SectionEntry) -> Value {
 }
 
 fn section_line(entry: &SectionEntry) -> String {
-    let compression = if entry.is_compressed() {
+    let mut layout = if entry.is_compressed() {
         format!("zstd {} -> {}", output::size(entry.plain_length), output::size(entry.stored_length))
     } else {
         output::size(entry.stored_length)
     };
-    format!("{:<8} {} {compression}", entry.kind.name(), output::hex(&entry.hash))
+    if entry.is_encrypted() {
+        layout += ", encrypted";
+    }
+    format!("{:<11} {} {layout}", entry.kind.name(), output::hex(&entry.hash))
 }

@@ -22,7 +22,7 @@ pub use header::{FORMAT_MAJOR, FORMAT_MINOR, HEADER_BYTES, Header, MAGIC};
 pub use reader::{PackageReader, SectionCheck};
 pub use section::ZSTD_WINDOW_LOG_MAX;
 pub(crate) use section::{classify, plain_stream};
-pub use table::{FLAG_ZSTD, SECTIONS_MAX, SectionEntry, SectionType, TABLE_ENTRY_BYTES};
+pub use table::{FLAG_ENCRYPTED, FLAG_ZSTD, SECTIONS_MAX, SectionEntry, SectionType, TABLE_ENTRY_BYTES};
 pub use trailer::{BLOCK_MAGIC, BLOCK_PREFIX_BYTES, SIGNATURE_BLOCK_BYTES, SIGNATURES_MAX, SignatureBlock};
 pub use writer::{RawSection, ZSTD_LEVEL, assemble};
 pub(crate) use writer::{SectionSource, append_signature, write_package};

@@ -6,6 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::archive::{self, ArchiveSummary, CheckOnly};
+use crate::content::{ContentKey, ContentKeySection};
 use crate::hash::{self, HASH_BYTES};
 use crate::manifest::{ManifestHeader, PackageId};
 use crate::progress::Progress;
@@ -34,8 +35,11 @@ pub struct PackageReader<R> {
 pub struct SectionCheck {
     /// The table entry (its hash now known to match the stored bytes).
     pub entry: SectionEntry,
-    /// For archive sections, what they hold.
+    /// For archive sections, what they hold (`None` when not content-checked).
     pub archive: Option<ArchiveSummary>,
+    /// False for an encrypted payload checked without its content key: only its stored
+    /// bytes were authenticated.
+    pub content_checked: bool,
 }
 
 impl PackageReader<File> {
@@ -185,16 +189,28 @@ impl<R: Read + Seek + Send> PackageReader<R> {
 
     /// Hashes one section's stored bytes against the table, then checks its content:
     /// decompression to exactly the declared plain length, the manifest's minimal schema,
-    /// the archive rules. Reads no other section.
+    /// the archive rules. Reads no other section. An encrypted payload is only hashed
+    /// (its content is checked when a content key is at hand: [`Self::check_section_with`]).
     pub fn check_section(
         &mut self,
         kind: SectionType,
         progress: &dyn Progress,
     ) -> Result<SectionCheck, Error> {
+        self.check_section_with(kind, progress, None)
+    }
+
+    /// [`Self::check_section`], decrypting an encrypted payload with `content_key` so its
+    /// content is checked too.
+    pub fn check_section_with(
+        &mut self,
+        kind: SectionType,
+        progress: &dyn Progress,
+        content_key: Option<&ContentKey>,
+    ) -> Result<SectionCheck, Error> {
         let entry = self.section(kind).cloned().ok_or(Error::SectionAbsent { section: kind.name() })?;
         if kind == SectionType::Manifest {
             self.manifest()?;
-            return Ok(SectionCheck { entry, archive: None });
+            return Ok(SectionCheck { entry, archive: None, content_checked: true });
         }
         let section = kind.name();
         let source = self.source.clone();
@@ -208,24 +224,45 @@ impl<R: Read + Seek + Send> PackageReader<R> {
         check_hash(&entry, actual)?;
 
         // 2. Check what they hold.
-        let window = SectionReader::new(&mut self.inner, &entry).map_err(classify)?;
-        let archive = match (kind.is_archive(), entry.is_compressed()) {
-            (true, false) => Some(
+        if entry.is_encrypted() && content_key.is_none() {
+            return Ok(SectionCheck { entry, archive: None, content_checked: false });
+        }
+        let mut window = SectionReader::new(&mut self.inner, &entry).map_err(classify)?;
+        let archive = match (kind, entry.is_compressed() || entry.is_encrypted()) {
+            (SectionType::ContentKey, _) => {
+                // Bounded by CONTENT_KEY_SECTION_BYTES_MAX in `validate_layout`.
+                let mut bytes = Vec::new();
+                window.read_to_end(&mut bytes).map_err(classify)?;
+                ContentKeySection::decode(&bytes)?;
+                None
+            }
+            (kind, false) if kind.is_archive() => Some(
                 archive::walk_seekable(window, kind, entry.plain_length, &mut CheckOnly).map_err(classify)?,
             ),
-            (true, true) => {
-                let mut plain = plain_stream(window, &entry).map_err(classify)?;
+            (kind, true) if kind.is_archive() => {
+                let mut plain = plain_stream(window, &entry, content_key).map_err(classify)?;
                 let summary = archive::walk_stream(&mut plain, kind, entry.plain_length, &mut CheckOnly)
                     .map_err(classify)?;
                 plain.finish(section).map_err(classify)?;
                 Some(summary)
             }
-            (false, _) => {
-                plain_stream(window, &entry).map_err(classify)?.finish(section).map_err(classify)?;
+            _ => {
+                plain_stream(window, &entry, None).map_err(classify)?.finish(section).map_err(classify)?;
                 None
             }
         };
-        Ok(SectionCheck { entry, archive })
+        Ok(SectionCheck { entry, archive, content_checked: true })
+    }
+
+    /// The content-key section, if the package has one (hash-checked and decoded).
+    pub fn content_key_section(&mut self) -> Result<Option<ContentKeySection>, Error> {
+        let Some(entry) = self.section(SectionType::ContentKey).cloned() else { return Ok(None) };
+        // Bounded by CONTENT_KEY_SECTION_BYTES_MAX in `validate_layout`.
+        let mut bytes = vec![0u8; entry.stored_length as usize];
+        self.inner.seek(SeekFrom::Start(entry.offset)).map_err(|e| Error::io(&self.source, e))?;
+        self.inner.read_exact(&mut bytes).map_err(|e| Error::io(&self.source, e))?;
+        check_hash(&entry, hash::content_hash(&bytes))?;
+        Ok(Some(ContentKeySection::decode(&bytes)?))
     }
 
     /// A window onto a section's stored bytes, for extraction.

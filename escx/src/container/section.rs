@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 
+use crate::content::{ContentKey, DecryptReader};
 use crate::{Error, FormatError};
 
 use super::table::SectionEntry;
@@ -174,10 +175,20 @@ impl<R: Read> Read for DecompressErrors<R> {
 
 /// The plain bytes of a section, read from its stored bytes: decompressed when flagged,
 /// always bounded by the declared plain length.
+///
+/// An encrypted section is decrypted first with `key`; without a key it fails as
+/// `decryption-failed` (callers that can go on without the content check it beforehand).
 pub(crate) fn plain_stream<'r, R: Read + 'r>(
     stored: R,
     entry: &SectionEntry,
+    key: Option<&ContentKey>,
 ) -> io::Result<PlainLimit<Box<dyn Read + 'r>>> {
+    let section = entry.kind.name();
+    let stored: Box<dyn Read + 'r> = match (entry.is_encrypted(), key) {
+        (false, _) => Box::new(stored),
+        (true, Some(key)) => Box::new(DecryptReader::new(key, stored, entry.stored_length, section)?),
+        (true, None) => return Err(Layer::Format(FormatError::DecryptionFailed { section }).into_io()),
+    };
     let inner: Box<dyn Read + 'r> = if entry.is_compressed() {
         let mut decoder = zstd::stream::read::Decoder::new(stored)
             .map_err(|e| Layer::Decompress(e.to_string()).into_io())?;
@@ -212,7 +223,7 @@ mod tests {
         let plain = vec![0u8; 10 * 1024 * 1024];
         let stored = zstd::encode_all(&plain[..], 3).unwrap();
         let entry = compressed_entry(&stored, 1000);
-        let stream = plain_stream(&stored[..], &entry).unwrap();
+        let stream = plain_stream(&stored[..], &entry, None).unwrap();
         let err = stream.finish("license").unwrap_err();
         let named = classify("license", err, "x".as_ref());
         assert_eq!(named.code(), "plain-length-mismatch", "{named}");
@@ -222,7 +233,7 @@ mod tests {
     fn short_plain_stream_is_named() {
         let stored = zstd::encode_all(&[1u8; 100][..], 3).unwrap();
         let entry = compressed_entry(&stored, 101);
-        let err = plain_stream(&stored[..], &entry).unwrap().finish("license").unwrap_err();
+        let err = plain_stream(&stored[..], &entry, None).unwrap().finish("license").unwrap_err();
         assert_eq!(classify("license", err, "x".as_ref()).code(), "plain-length-mismatch");
     }
 
@@ -233,7 +244,7 @@ mod tests {
         stored[last] ^= 0xff;
         stored[4] ^= 0xff;
         let entry = compressed_entry(&stored, 1000);
-        let err = plain_stream(&stored[..], &entry).unwrap().finish("license").unwrap_err();
+        let err = plain_stream(&stored[..], &entry, None).unwrap().finish("license").unwrap_err();
         assert_eq!(classify("license", err, "x".as_ref()).code(), "decompression-failed");
     }
 

@@ -11,13 +11,18 @@ pub const TABLE_ENTRY_BYTES: u64 = 64;
 pub const SECTIONS_MAX: u32 = 16;
 /// Section flag: the stored bytes are one or more zstd frames.
 pub const FLAG_ZSTD: u32 = 1;
+/// Section flag: the stored bytes are a STREAM ciphertext under the package's content key
+/// (payload only; see [`crate::content`]).
+pub const FLAG_ENCRYPTED: u32 = 2;
 /// Flags defined in format 1.0.
-const FLAGS_KNOWN: u32 = FLAG_ZSTD;
+const FLAGS_KNOWN: u32 = FLAG_ZSTD | FLAG_ENCRYPTED;
 
 /// Largest manifest, in bytes.
 pub const MANIFEST_BYTES_MAX: u64 = 1024 * 1024;
 /// Largest LICENSE section (plain), in bytes.
 pub const LICENSE_BYTES_MAX: u64 = 1024 * 1024;
+/// Largest content-key section, in bytes.
+pub const CONTENT_KEY_SECTION_BYTES_MAX: u64 = 64 * 1024;
 /// Largest archive section (plain), in bytes: 1 TiB.
 pub const ARCHIVE_BYTES_MAX: u64 = 1 << 40;
 
@@ -34,11 +39,14 @@ pub enum SectionType {
     Tests = 4,
     /// `LICENSE`, the license text.
     License = 5,
+    /// The payload's content key, sealed to the license issuer (licensed content).
+    ContentKey = 6,
 }
 
 impl SectionType {
     /// All types, in table order.
-    pub const ALL: [SectionType; 5] = [Self::Manifest, Self::Payload, Self::Docs, Self::Tests, Self::License];
+    pub const ALL: [SectionType; 6] =
+        [Self::Manifest, Self::Payload, Self::Docs, Self::Tests, Self::License, Self::ContentKey];
 
     /// The type for an id, if 1.0 defines it.
     pub fn from_id(id: u32) -> Option<Self> {
@@ -58,6 +66,7 @@ impl SectionType {
             Self::Docs => "docs",
             Self::Tests => "tests",
             Self::License => "license",
+            Self::ContentKey => "content-key",
         }
     }
 
@@ -76,6 +85,7 @@ impl SectionType {
         match self {
             Self::Manifest => MANIFEST_BYTES_MAX,
             Self::License => LICENSE_BYTES_MAX,
+            Self::ContentKey => CONTENT_KEY_SECTION_BYTES_MAX,
             Self::Payload | Self::Docs | Self::Tests => ARCHIVE_BYTES_MAX,
         }
     }
@@ -102,6 +112,11 @@ impl SectionEntry {
     /// Whether the stored bytes are zstd-compressed.
     pub fn is_compressed(&self) -> bool {
         self.flags & FLAG_ZSTD != 0
+    }
+
+    /// Whether the stored bytes are encrypted under the content key.
+    pub fn is_encrypted(&self) -> bool {
+        self.flags & FLAG_ENCRYPTED != 0
     }
 
     /// Encodes the entry: type u32, flags u32, offset u64, stored u64, plain u64, hash[32].
@@ -192,6 +207,11 @@ pub(crate) fn validate_layout(
     if expected_offset != header.body_length {
         return Err(FormatError::BodyLength { declared: header.body_length, computed: expected_offset });
     }
+    let encrypted = entries.iter().any(SectionEntry::is_encrypted);
+    let has_key = entries.iter().any(|e| e.kind == SectionType::ContentKey);
+    if encrypted != has_key {
+        return Err(FormatError::ContentKeyPairing);
+    }
     Ok(())
 }
 
@@ -208,13 +228,34 @@ fn check_flags_and_lengths(entry: &SectionEntry) -> Result<(), FormatError> {
             max: entry.kind.plain_bytes_max(),
         });
     }
-    if entry.is_compressed() {
-        if entry.kind == SectionType::Manifest {
-            return Err(FormatError::SectionFlags {
+    let flags_error = |reason| FormatError::SectionFlags { section, flags: entry.flags, reason };
+    if entry.is_encrypted() {
+        if entry.kind != SectionType::Payload {
+            return Err(flags_error("only the payload is ever encrypted"));
+        }
+        let sealed_plain = crate::content::encrypted_length(entry.plain_length);
+        if entry.is_compressed() {
+            // Compressed to fewer bytes than plain, then sealed: at least one empty segment,
+            // and less than the plain bytes sealed as they are.
+            if entry.stored_length < crate::content::encrypted_length(0)
+                || entry.stored_length >= sealed_plain
+            {
+                return Err(flags_error(
+                    "an encrypted compressed payload must be smaller than its plain length sealed",
+                ));
+            }
+        } else if entry.stored_length != sealed_plain {
+            return Err(FormatError::StoredLength {
                 section,
-                flags: entry.flags,
-                reason: "the manifest is never compressed",
+                plain: entry.plain_length,
+                stored: entry.stored_length,
             });
+        }
+        return Ok(());
+    }
+    if entry.is_compressed() {
+        if matches!(entry.kind, SectionType::Manifest | SectionType::ContentKey) {
+            return Err(flags_error("the manifest and the content key are never compressed"));
         }
         if entry.stored_length >= entry.plain_length {
             return Err(FormatError::SectionFlags {

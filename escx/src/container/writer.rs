@@ -3,18 +3,19 @@
 //! and hash are known, the root is signed, and the file is renamed into place.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::Error;
 use crate::archive::{self, SourceEntry};
+use crate::content::{self, ContentKey};
 use crate::fsutil;
 use crate::hash::{self, HASH_BYTES, HashingWriter};
 use crate::progress::Progress;
 use crate::sig::SecretKey;
 
 use super::header::{FORMAT_MAJOR, FORMAT_MINOR, HEADER_BYTES, Header};
-use super::table::{FLAG_ZSTD, SectionEntry, SectionType, TABLE_ENTRY_BYTES};
+use super::table::{FLAG_ENCRYPTED, FLAG_ZSTD, SectionEntry, SectionType, TABLE_ENTRY_BYTES};
 use super::trailer::SignatureBlock;
 
 /// The zstd level every writer uses, so the same inputs give the same bytes.
@@ -28,12 +29,14 @@ pub(crate) enum SectionSource<'a> {
     Bytes(SectionType, &'a [u8]),
     /// A tar archive of these entries (payload, docs, tests).
     Archive(SectionType, &'a [SourceEntry]),
+    /// A tar archive, compressed when that pays and then encrypted under the key.
+    EncryptedArchive(SectionType, &'a [SourceEntry], &'a ContentKey),
 }
 
 impl SectionSource<'_> {
     fn kind(&self) -> SectionType {
         match self {
-            Self::Bytes(kind, _) | Self::Archive(kind, _) => *kind,
+            Self::Bytes(kind, _) | Self::Archive(kind, _) | Self::EncryptedArchive(kind, _, _) => *kind,
         }
     }
 }
@@ -69,6 +72,9 @@ pub(crate) fn write_package(
             SectionSource::Bytes(kind, bytes) => write_bytes(file, *kind, offset, bytes).map_err(io)?,
             SectionSource::Archive(kind, entries) => {
                 write_archive(file, *kind, offset, entries, &spool_dir, progress)?
+            }
+            SectionSource::EncryptedArchive(kind, entries, key) => {
+                write_encrypted_archive(file, *kind, offset, entries, key, &spool_dir, progress)?
             }
         };
         debug_assert_eq!(entry.kind, source.kind());
@@ -111,7 +117,8 @@ pub(crate) fn append_signature(path: &Path, block: &SignatureBlock) -> Result<()
 
 /// A small section: compressed in memory when that makes it strictly smaller.
 fn write_bytes(file: &mut File, kind: SectionType, offset: u64, plain: &[u8]) -> io::Result<SectionEntry> {
-    let compressed = if kind != SectionType::Manifest && !plain.is_empty() {
+    let never_compressed = matches!(kind, SectionType::Manifest | SectionType::ContentKey);
+    let compressed = if !never_compressed && !plain.is_empty() {
         Some(zstd::bulk::compress(plain, ZSTD_LEVEL)?).filter(|c| c.len() < plain.len())
     } else {
         None
@@ -142,17 +149,9 @@ fn write_archive(
     progress: &dyn Progress,
 ) -> Result<SectionEntry, Error> {
     let io = |e| Error::io(spool_dir, e);
-    let spool = tempfile::tempfile_in(spool_dir).map_err(io)?;
-    let raw = BufWriter::with_capacity(WRITE_BUFFER_BYTES, HashingWriter::new(&mut *file));
-    let mut compressor = zstd::stream::write::Encoder::new(BufWriter::new(spool), ZSTD_LEVEL).map_err(io)?;
-    compressor.include_checksum(false).map_err(io)?;
-    let Tee { raw, compressed, plain_bytes } =
-        archive::write_archive(Tee { raw, compressed: compressor, plain_bytes: 0 }, entries, progress)?;
-    let raw = raw.into_inner().map_err(|e| io(e.into_error()))?;
+    let raw = HashingWriter::new(&mut *file);
+    let (raw, mut spool, plain_bytes, compressed_bytes) = tee_archive(raw, entries, spool_dir, progress)?;
     let raw_hash = raw.finalize();
-    let mut spool = compressed.finish().map_err(io)?.into_inner().map_err(|e| io(e.into_error()))?;
-    let compressed_bytes = spool.stream_position().map_err(io)?;
-
     if compressed_bytes >= plain_bytes {
         return Ok(SectionEntry {
             kind,
@@ -178,6 +177,63 @@ fn write_archive(
         plain_length: plain_bytes,
         hash: writer.finalize(),
     })
+}
+
+/// An encrypted archive section (escx-format.md §15): the tar stream goes to two spool
+/// files, raw and compressed; the smaller is encrypted into place.
+fn write_encrypted_archive(
+    file: &mut File,
+    kind: SectionType,
+    offset: u64,
+    entries: &[SourceEntry],
+    key: &ContentKey,
+    spool_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<SectionEntry, Error> {
+    let io = |e| Error::io(spool_dir, e);
+    let raw = tempfile::tempfile_in(spool_dir).map_err(io)?;
+    let (raw, compressed, plain_bytes, compressed_bytes) = tee_archive(raw, entries, spool_dir, progress)?;
+    let (mut source, flags) = if compressed_bytes < plain_bytes {
+        (compressed, FLAG_ZSTD | FLAG_ENCRYPTED)
+    } else {
+        (raw, FLAG_ENCRYPTED)
+    };
+    source.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, HashingWriter::new(&mut *file));
+    let stored_length =
+        content::encrypt(key, BufReader::with_capacity(WRITE_BUFFER_BYTES, source), &mut writer)
+            .map_err(io)?;
+    let writer = writer.into_inner().map_err(|e| io(e.into_error()))?;
+    Ok(SectionEntry {
+        kind,
+        flags,
+        offset,
+        stored_length,
+        plain_length: plain_bytes,
+        hash: writer.finalize(),
+    })
+}
+
+/// Writes the tar stream of `entries` into `raw` and, in the same pass, compresses it into
+/// a spool file. Returns both sinks (the spool positioned at its end), the plain length
+/// and the compressed length.
+fn tee_archive<W: Write>(
+    raw: W,
+    entries: &[SourceEntry],
+    spool_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<(W, File, u64, u64), Error> {
+    let io = |e| Error::io(spool_dir, e);
+    let spool = tempfile::tempfile_in(spool_dir).map_err(io)?;
+    let raw = BufWriter::with_capacity(WRITE_BUFFER_BYTES, raw);
+    let mut compressor = zstd::stream::write::Encoder::new(BufWriter::new(spool), ZSTD_LEVEL).map_err(io)?;
+    compressor.include_checksum(false).map_err(io)?;
+    let Tee { raw, compressed, plain_bytes } =
+        archive::write_archive(Tee { raw, compressed: compressor, plain_bytes: 0 }, entries, progress)?;
+    let raw = raw.into_inner().map_err(|e| io(e.into_error()))?;
+    let mut spool = compressed.finish().map_err(io)?.into_inner().map_err(|e| io(e.into_error()))?;
+    let compressed_bytes = spool.stream_position().map_err(io)?;
+    Ok((raw, spool, plain_bytes, compressed_bytes))
 }
 
 /// Writes to both the raw and the compressed stream, counting plain bytes.

@@ -1,0 +1,333 @@
+//! Licensed content encryption (spec: escx-format.md §15): a random 32-byte content key
+//! encrypts the payload's stored bytes with XChaCha20-Poly1305 in the STREAM construction
+//! (Hoang, Reyhanitabar, Rogaway, Vizár 2015; `aead::stream`, 32-bit big-endian counter
+//! and last-segment flag), 64 KiB segments, so a payload of any size decrypts as a stream
+//! and truncation, reordering or a flipped byte fails authentication.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
+use chacha20poly1305::aead::{KeyInit, Payload};
+use zeroize::Zeroizing;
+
+use crate::kem::{self, KemPublicKey, KemSecretKey};
+use crate::sig::{KEY_ID_BYTES, KeyId};
+use crate::{Error, FormatError};
+
+/// Plaintext bytes per STREAM segment.
+pub const SEGMENT_BYTES: usize = 64 * 1024;
+/// Authentication tag per segment.
+pub const TAG_BYTES: usize = 16;
+/// The random nonce prefix at the start of the stored bytes (24 − 5 bytes of STREAM
+/// counter and flag).
+pub const NONCE_PREFIX_BYTES: usize = 19;
+/// Associated data of every segment.
+pub const SEGMENT_AAD: &[u8] = b"escx/payload/v1";
+/// Content key length.
+pub const CONTENT_KEY_BYTES: usize = 32;
+/// Purpose (sealed-box associated data) of every sealed content key.
+pub const PURPOSE_CONTENT_KEY: &str = "escx/content-key/v1";
+/// Largest sealed box the content-key section may carry.
+const SEALED_KEY_BYTES_MAX: usize = 8 * 1024;
+
+/// A content key; zeroized on drop, neither `Clone` nor printable.
+pub struct ContentKey(Zeroizing<[u8; CONTENT_KEY_BYTES]>);
+
+impl ContentKey {
+    /// A fresh random key.
+    pub fn generate() -> Result<Self, Error> {
+        let mut key = Zeroizing::new([0u8; CONTENT_KEY_BYTES]);
+        crate::keyfile::fill_random(&mut *key)?;
+        Ok(Self(key))
+    }
+
+    /// A key from its bytes (e.g. opened from a sealed box).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let array: [u8; CONTENT_KEY_BYTES] = bytes.try_into().map_err(|_| Error::KeyLength {
+            what: "content key",
+            expected: CONTENT_KEY_BYTES,
+            found: bytes.len(),
+        })?;
+        Ok(Self(Zeroizing::new(array)))
+    }
+
+    /// The key bytes, for sealing.
+    pub fn as_bytes(&self) -> &[u8] {
+        &*self.0
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&*self.0).into())
+    }
+}
+
+/// The content-key section (escx-format.md §15.2): the content key sealed to the license
+/// issuer's ML-KEM-1024 key, and that key's id so the wrong issuer is named, not guessed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentKeySection {
+    /// Format version, 1.
+    v: u8,
+    /// Key id of the issuer KEM key the content key is sealed to.
+    recipient: ByteBuf,
+    /// `kem::seal(recipient, "escx/content-key/v1", key)`.
+    sealed: ByteBuf,
+}
+
+impl ContentKeySection {
+    /// Seals `key` to `recipient`.
+    pub fn seal(key: &ContentKey, recipient: &KemPublicKey) -> Result<Self, Error> {
+        Ok(Self {
+            v: 1,
+            recipient: ByteBuf::from(recipient.id().0.to_vec()),
+            sealed: ByteBuf::from(kem::seal(recipient, PURPOSE_CONTENT_KEY, key.as_bytes())?),
+        })
+    }
+
+    /// Decodes the section's bytes and checks their shape (not the seal: only the issuer
+    /// can open it).
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let invalid = |reason: String| FormatError::ContentKeyInvalid { reason };
+        let section: Self = crate::cbor::decode_exact(bytes, "content-key section").map_err(invalid)?;
+        if section.v != 1 {
+            return Err(invalid(format!("version {} (this build reads version 1)", section.v)));
+        }
+        if section.recipient.len() != KEY_ID_BYTES {
+            return Err(invalid(format!(
+                "recipient is {} bytes, not {KEY_ID_BYTES}",
+                section.recipient.len()
+            )));
+        }
+        if section.sealed.len() > SEALED_KEY_BYTES_MAX {
+            return Err(invalid(format!("sealed key over {SEALED_KEY_BYTES_MAX} bytes")));
+        }
+        Ok(section)
+    }
+
+    /// The encoded section.
+    pub fn encode(&self) -> Vec<u8> {
+        crate::cbor::encode(self)
+    }
+
+    /// The recipient's key id.
+    pub fn recipient(&self) -> KeyId {
+        // Exactly KEY_ID_BYTES: checked by `decode`, set by `seal`.
+        let mut id = [0u8; KEY_ID_BYTES];
+        let n = self.recipient.len().min(KEY_ID_BYTES);
+        id[..n].copy_from_slice(&self.recipient[..n]);
+        KeyId(id)
+    }
+
+    /// The sealed box, for the issuer's store.
+    pub fn sealed(&self) -> &[u8] {
+        &self.sealed
+    }
+
+    /// Opens the content key with the issuer's KEM secret key.
+    pub fn open(&self, issuer: &KemSecretKey) -> Result<ContentKey, Error> {
+        if self.recipient() != issuer.public_key().id() {
+            return Err(Error::Sealed {
+                reason: format!(
+                    "the content key is sealed to KEM key {}, not to this issuer's {}",
+                    self.recipient(),
+                    issuer.public_key().id()
+                ),
+            });
+        }
+        ContentKey::from_bytes(&kem::open(issuer, PURPOSE_CONTENT_KEY, &self.sealed)?)
+    }
+}
+
+/// Stored length of `plain` bytes once encrypted.
+pub fn encrypted_length(plain: u64) -> u64 {
+    let segments = plain.div_ceil(SEGMENT_BYTES as u64).max(1);
+    NONCE_PREFIX_BYTES as u64 + plain + segments * TAG_BYTES as u64
+}
+
+/// Encrypts everything `reader` yields into `writer`; returns the bytes written.
+pub fn encrypt<R: Read, W: Write>(key: &ContentKey, mut reader: R, mut writer: W) -> io::Result<u64> {
+    let mut prefix = [0u8; NONCE_PREFIX_BYTES];
+    crate::keyfile::fill_random(&mut prefix).map_err(|e| io::Error::other(e.to_string()))?;
+    writer.write_all(&prefix)?;
+    let mut written = NONCE_PREFIX_BYTES as u64;
+    let mut encryptor = EncryptorBE32::from_aead(key.cipher(), (&prefix).into());
+    let mut current = read_segment(&mut reader)?;
+    loop {
+        let next = read_segment(&mut reader)?;
+        if next.is_empty() {
+            let sealed = encryptor
+                .encrypt_last(Payload { msg: &current, aad: SEGMENT_AAD })
+                .map_err(|_| io::Error::other("encryption failed"))?;
+            writer.write_all(&sealed)?;
+            return Ok(written + sealed.len() as u64);
+        }
+        let sealed = encryptor
+            .encrypt_next(Payload { msg: &current, aad: SEGMENT_AAD })
+            .map_err(|_| io::Error::other("encryption failed"))?;
+        writer.write_all(&sealed)?;
+        written += sealed.len() as u64;
+        current = next;
+    }
+}
+
+fn read_segment<R: Read>(reader: &mut R) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut segment = Zeroizing::new(Vec::with_capacity(SEGMENT_BYTES));
+    reader.take(SEGMENT_BYTES as u64).read_to_end(&mut segment)?;
+    Ok(segment)
+}
+
+/// Decrypts stored bytes of known length as a stream. Any authentication failure
+/// (altered, reordered, truncated or extended segments, wrong key) is an error tagged
+/// `decryption-failed`.
+pub struct DecryptReader<R> {
+    inner: R,
+    decryptor: Option<DecryptorBE32<XChaCha20Poly1305>>,
+    remaining: u64,
+    plain: Zeroizing<Vec<u8>>,
+    position: usize,
+    section: &'static str,
+}
+
+impl<R: Read> DecryptReader<R> {
+    /// Reads the nonce prefix and prepares to decrypt `stored_length - 19` further bytes.
+    pub fn new(
+        key: &ContentKey,
+        mut inner: R,
+        stored_length: u64,
+        section: &'static str,
+    ) -> io::Result<Self> {
+        if stored_length < (NONCE_PREFIX_BYTES + TAG_BYTES) as u64 {
+            return Err(failure(section));
+        }
+        let mut prefix = [0u8; NONCE_PREFIX_BYTES];
+        inner.read_exact(&mut prefix).map_err(|_| failure(section))?;
+        let decryptor = DecryptorBE32::from_aead(key.cipher(), (&prefix).into());
+        Ok(Self {
+            inner,
+            decryptor: Some(decryptor),
+            remaining: stored_length - NONCE_PREFIX_BYTES as u64,
+            plain: Zeroizing::new(Vec::new()),
+            position: 0,
+            section,
+        })
+    }
+
+    fn refill(&mut self) -> io::Result<()> {
+        let Some(mut decryptor) = self.decryptor.take() else { return Ok(()) };
+        let full = (SEGMENT_BYTES + TAG_BYTES) as u64;
+        let last = self.remaining <= full;
+        let length = self.remaining.min(full) as usize;
+        let mut sealed = vec![0u8; length];
+        self.inner.read_exact(&mut sealed).map_err(|_| failure(self.section))?;
+        self.remaining -= length as u64;
+        let payload = Payload { msg: &sealed, aad: SEGMENT_AAD };
+        let plain = if last {
+            decryptor.decrypt_last(payload)
+        } else {
+            let plain = decryptor.decrypt_next(payload);
+            self.decryptor = Some(decryptor);
+            plain
+        }
+        .map_err(|_| failure(self.section))?;
+        if !last && plain.len() != SEGMENT_BYTES {
+            return Err(failure(self.section));
+        }
+        self.plain = Zeroizing::new(plain);
+        self.position = 0;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for DecryptReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.position == self.plain.len() {
+            if self.decryptor.is_none() {
+                return Ok(0);
+            }
+            self.refill()?;
+        }
+        let n = buf.len().min(self.plain.len() - self.position);
+        buf[..n].copy_from_slice(&self.plain[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
+}
+
+fn failure(section: &'static str) -> io::Error {
+    crate::container::layer_format(crate::FormatError::DecryptionFailed { section })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(length: usize) {
+        let key = ContentKey::generate().unwrap();
+        let plain: Vec<u8> = (0..length).map(|i| (i % 251) as u8).collect();
+        let mut stored = Vec::new();
+        let written = encrypt(&key, &plain[..], &mut stored).unwrap();
+        assert_eq!(written, stored.len() as u64);
+        assert_eq!(written, encrypted_length(length as u64));
+        let mut out = Vec::new();
+        DecryptReader::new(&key, &stored[..], written, "payload").unwrap().read_to_end(&mut out).unwrap();
+        assert_eq!(out, plain);
+    }
+
+    #[test]
+    fn streams_of_every_shape_round_trip() {
+        for length in [0, 1, SEGMENT_BYTES - 1, SEGMENT_BYTES, SEGMENT_BYTES + 1, 3 * SEGMENT_BYTES + 17] {
+            round_trip(length);
+        }
+    }
+
+    fn decrypt(key: &ContentKey, stored: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        DecryptReader::new(key, stored, stored.len() as u64, "payload")?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn flipped_bytes_truncation_and_wrong_keys_fail() {
+        let key = ContentKey::generate().unwrap();
+        let plain = vec![7u8; 2 * SEGMENT_BYTES + 5];
+        let mut stored = Vec::new();
+        encrypt(&key, &plain[..], &mut stored).unwrap();
+        for at in [0, NONCE_PREFIX_BYTES, SEGMENT_BYTES, stored.len() - 1] {
+            let mut flipped = stored.clone();
+            flipped[at] ^= 1;
+            assert!(decrypt(&key, &flipped).is_err(), "flip at {at} went unnoticed");
+        }
+        // Dropping the last segment: the new last segment was not sealed as last.
+        let cut = NONCE_PREFIX_BYTES + 2 * (SEGMENT_BYTES + TAG_BYTES);
+        assert!(decrypt(&key, &stored[..cut]).is_err());
+        assert!(decrypt(&key, &stored[..stored.len() - 1]).is_err());
+        assert!(decrypt(&ContentKey::generate().unwrap(), &stored).is_err());
+        assert_eq!(decrypt(&key, &stored).unwrap(), plain);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// Any length round-trips; any single flipped bit anywhere is refused.
+        #[test]
+        fn any_length_round_trips_and_any_flip_is_refused(
+            length in 0usize..(2 * SEGMENT_BYTES + 100),
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let key = ContentKey::generate().unwrap();
+            let plain: Vec<u8> = (0..length).map(|i| (i * 7 % 256) as u8).collect();
+            let mut stored = Vec::new();
+            encrypt(&key, &plain[..], &mut stored).unwrap();
+            proptest::prop_assert_eq!(stored.len() as u64, encrypted_length(length as u64));
+            proptest::prop_assert_eq!(decrypt(&key, &stored).unwrap(), plain);
+            let at = flip.index(stored.len());
+            stored[at] ^= 1 << bit;
+            proptest::prop_assert!(decrypt(&key, &stored).is_err());
+        }
+    }
+}
