@@ -49,6 +49,7 @@ struct Demo {
     issuer: Option<Issuer>,
     last_redemption: Option<Vec<u8>>,
     license_id: Option<Vec<u8>>,
+    licensed_package: PathBuf,
 }
 
 impl Demo {
@@ -141,6 +142,7 @@ const STEPS: &[Step] = &[
     Step { name: "purchase", run: purchase },
     Step { name: "redeem", run: redeem_license },
     Step { name: "offline", run: verify_license },
+    Step { name: "decrypt", run: decrypt },
     Step { name: "replay", run: double_spend },
     Step { name: "revoke", run: revoke },
 ];
@@ -162,6 +164,7 @@ pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
     };
     let mut demo = Demo {
         package: dir.join("thermal-1.0.0.escx"),
+        licensed_package: dir.join("thermal-1.0.0-licensed.escx"),
         dir,
         publisher: None,
         attester: None,
@@ -464,6 +467,19 @@ fn purchase(demo: &mut Demo) -> anyhow::Result<String> {
         features: vec!["plots".into()],
         seats: Some(5),
     })?;
+    // Licensed content: the payload encrypted to the issuer, whose store keeps the key.
+    let options =
+        PackOptions { overwrite: true, encrypt_for: Some(issuer.kem_key()), ..PackOptions::default() };
+    let packed = escx::pack::pack_dir(
+        &demo.dir.join("thermal"),
+        &demo.licensed_package,
+        &[demo.publisher()?],
+        &options,
+    )?;
+    let section = PackageReader::open_file(&demo.licensed_package)?
+        .content_key_section()?
+        .context("the licensed package has no content-key section")?;
+    issuer.add_content_key("demo/thermal", &packed.package.version.to_string(), &packed.root, &section)?;
     let bundle = issuer.bundle(now)?;
     let request = demo.wallet()?.request(&bundle, "demo/thermal", "standard", 2, now)?;
     let response = issuer.issue(&request, now)?;
@@ -471,7 +487,8 @@ fn purchase(demo: &mut Demo) -> anyhow::Result<String> {
     let sale = issuer.sales()?.pop().context("no sale recorded")?;
     demo.issuer = Some(issuer);
     Ok(format!(
-        "{count} blind tokens bought (sale recorded: {} x{} = {} {}); the issuer saw only blinded elements, and its DLEQ proof checked against its one published epoch key",
+        "{} packed with its payload encrypted to the issuer; {count} blind tokens bought (sale recorded: {} x{} = {} {}); the issuer saw only blinded elements, and its DLEQ proof checked against its one published epoch key",
+        file_name(&demo.licensed_package),
         sale.package,
         sale.count,
         escx_manifest::Micros(sale.total_micros),
@@ -497,6 +514,37 @@ fn verify_license(demo: &mut Demo) -> anyhow::Result<String> {
     Ok(format!("verified offline, no network: {}", names.join(", ")))
 }
 
+fn decrypt(demo: &mut Demo) -> anyhow::Result<String> {
+    let package = &demo.licensed_package;
+    let policy = demo.trust_publisher()?;
+    let locked = demo.dir.join("licensed-without-key");
+    match escx::extract::extract_file(package, &locked, &policy, &VerifyOptions::default()) {
+        Err(error) if error.code() == "content-key-required" => {}
+        Err(error) => bail!("refused for the wrong reason: {error}"),
+        Ok(_) => bail!("an encrypted payload was extracted without a key"),
+    }
+    let mut reader = PackageReader::open_file(package)?;
+    let id = reader.package_id()?;
+    let key = demo.wallet()?.content_key(&id.name, &id.version, reader.root(), escx::now_unix())?;
+    let target = demo.dir.join("licensed-extracted");
+    if target.exists() {
+        std::fs::remove_dir_all(&target)?;
+    }
+    let options = VerifyOptions { content_key: Some(&key), ..VerifyOptions::default() };
+    escx::extract::extract_file(package, &target, &policy, &options)?;
+    let source = demo.dir.join("thermal");
+    for (path, _) in SAMPLE.iter().filter(|(p, _)| *p != "notes.txt") {
+        if std::fs::read(source.join(path))? != std::fs::read(target.join(path))? {
+            bail!("{path} differs after decryption");
+        }
+    }
+    Ok(format!(
+        "without a license extraction is refused (content-key-required); the license's wrapped key decrypts {} offline into {}, byte-identical to the source",
+        file_name(package),
+        file_name(&target)
+    ))
+}
+
 fn double_spend(demo: &mut Demo) -> anyhow::Result<String> {
     let sealed = demo.last_redemption.as_ref().context("no redemption yet")?;
     match demo.issuer()?.redeem(sealed, escx::now_unix()) {
@@ -514,11 +562,18 @@ fn revoke(demo: &mut Demo) -> anyhow::Result<String> {
     demo.issuer()?.revoke(&id, "demo revocation", now)?;
     let crl = demo.issuer()?.crl(now)?;
     match demo.wallet()?.verify("demo/thermal", None, Some(&crl), now) {
-        Err(error) if error.code() == "license-revoked" => Ok(
-            "after the issuer revokes it and the wallet takes the new signed CRL, the license is refused (license-revoked)"
-                .into(),
-        ),
+        Err(error) if error.code() == "license-revoked" => {}
         Err(error) => bail!("refused for the wrong reason: {error}"),
         Ok(_) => bail!("a revoked license verified"),
+    }
+    let mut reader = PackageReader::open_file(&demo.licensed_package)?;
+    let id = reader.package_id()?;
+    match demo.wallet()?.content_key(&id.name, &id.version, reader.root(), now) {
+        Err(error) if error.code() == "license-revoked" => Ok(
+            "after the issuer revokes it and the wallet takes the new signed CRL, the license is refused (license-revoked) and its content key is no longer released"
+                .into(),
+        ),
+        Err(error) => bail!("content key refused for the wrong reason: {error}"),
+        Ok(_) => bail!("a revoked license released its content key"),
     }
 }

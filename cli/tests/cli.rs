@@ -319,9 +319,10 @@ fn demo_runs_every_step() {
     assert!(
         steps.iter().any(|s| s["step"] == "tamper" && s["proved"].as_str().unwrap().contains("rejected"))
     );
-    for step in
-        ["resolve", "install", "rollback", "conflict", "purchase", "redeem", "offline", "replay", "revoke"]
-    {
+    for step in [
+        "resolve", "install", "rollback", "conflict", "purchase", "redeem", "offline", "decrypt", "replay",
+        "revoke",
+    ] {
         assert!(steps.iter().any(|s| s["step"] == step), "demo lacks the {step} step");
     }
     let rollback = steps.iter().find(|s| s["step"] == "rollback").unwrap();

@@ -99,3 +99,41 @@ fn an_install_interrupted_between_renames_is_recovered() {
     assert!(!previous.exists());
     assert!(target.join("acme/a/1.0.0").exists());
 }
+
+/// A licensed (encrypted) package installs only when its content key is supplied; every
+/// key is looked up before anything is extracted.
+#[test]
+fn licensed_packages_install_only_with_their_content_key() {
+    use escx::pack::{self, PackOptions};
+    use escx_manifest::install::install_licensed;
+
+    let world = World::new();
+    world.publish("acme/c", "1.5.0", "");
+    world.publish("acme/a", "1.0.0", "\"acme/c\" = \"^1.2\"\n");
+    world.package("acme/b", "1.0.0", "\"acme/c\" = \"^1.5\"\n");
+    let source = world.path(&format!("src-acme-b-1.0.0-{}", world.publisher.id()));
+    let issuer = escx::kem::KemSecretKey::generate();
+    let licensed = world.path("acme-b-licensed.escx");
+    let options =
+        PackOptions { signed_at: Some(NOW), encrypt_for: Some(issuer.public_key()), ..Default::default() };
+    pack::pack_dir(&source, &licensed, &[&world.publisher], &options).unwrap();
+    world.registry.publish(&licensed, &world.publishers(), &[&world.registry_key], NOW, 86_400 * 30).unwrap();
+
+    let policy = world.client_policy();
+    let trusted = client::load_index(world.reg(), &policy, &world.state, NOW).unwrap();
+    let resolution = resolve(&app(), &Catalog::new(&trusted.index), &ResolveOptions::default()).unwrap();
+    let target = world.path("app/escx_packages");
+
+    let err = install(&trusted, &resolution, &target, &policy, NOW, |_, _, _| {}).unwrap_err();
+    assert_eq!(err.code(), "content-key-required", "{err}");
+    assert!(err.to_string().contains("acme/b@1.0.0"), "{err}");
+    assert!(!target.exists(), "nothing is extracted before every key is at hand");
+
+    let keys = |name: &str, root: &[u8; 32]| {
+        let mut reader = escx::container::PackageReader::open_file(&licensed).unwrap();
+        assert_eq!((name, root), ("acme/b", reader.root()));
+        reader.content_key_section().unwrap().unwrap().open(&issuer).map_err(|e| e.to_string())
+    };
+    install_licensed(&trusted, &resolution, &target, &policy, NOW, &keys, |_, _, _| {}).unwrap();
+    assert_eq!(std::fs::read_to_string(target.join("acme/b/1.0.0/lib.txt")).unwrap(), "acme/b 1.0.0\n");
+}
