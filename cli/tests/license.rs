@@ -124,6 +124,10 @@ fn licensing_commands_have_help_with_examples() {
         vec!["license", "verify"],
         vec!["license", "prove"],
         vec!["license", "check-proof"],
+        vec!["license", "renew"],
+        vec!["license", "receive-key"],
+        vec!["license", "transfer"],
+        vec!["license", "receive"],
     ] {
         let mut args = command.clone();
         args.push("--help");
@@ -255,4 +259,86 @@ fn encrypted_payload_extracts_only_with_a_license() {
         .code(1)
         .stderr(predicate::str::contains("revoked"));
     assert!(!dir.join("z").exists());
+}
+
+/// Tokens change hands between wallets without the issuer, and renewals use fresh keys.
+#[test]
+fn transfer_receive_and_renew() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = |args: &[&str]| escx(dir).args(args).assert().success();
+    run(&["key", "generate", "--out", "acme", "--unencrypted"]);
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    std::fs::write(
+        dir.join("pkg/manifest.toml"),
+        "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
+         [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
+    )
+    .unwrap();
+    run(&["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"]);
+    run(&["issuer", "init", "issuer", "--unencrypted"]);
+    run(&["issuer", "publish", "issuer", "-o", "issuer.pub"]);
+    run(&["issuer", "register-package", "issuer", "p.escx", "--pubkey", "acme.pub"]);
+    escx(dir)
+        .args(["license", "request", "--issuer", "issuer.pub", "--package", "acme/thermal"])
+        .args(["--tier", "standard", "--count", "3", "--wallet", "alice", "-o", "req.cbor"])
+        .assert()
+        .success();
+    run(&["issuer", "issue", "issuer", "req.cbor", "-o", "resp.cbor"]);
+    run(&["license", "finalize", "resp.cbor", "--wallet", "alice"]);
+
+    run(&["license", "receive-key", "--wallet", "bob", "-o", "bob.receive"]);
+    let moved = json(
+        &escx(dir)
+            .args(["license", "transfer", "--wallet", "alice", "--package", "acme/thermal"])
+            .args(["--to", "bob.receive", "-o", "gift.sealed", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(moved["tier"], "standard");
+    // The output exists: refused as a usage error, and Alice keeps her tokens.
+    escx(dir)
+        .args(["license", "transfer", "--wallet", "alice", "--package", "acme/thermal"])
+        .args(["--to", "bob.receive", "-o", "gift.sealed"])
+        .assert()
+        .code(2);
+    escx(dir).args(["license", "receive", "gift.sealed", "--wallet", "alice"]).assert().code(1);
+    run(&["license", "receive", "gift.sealed", "--wallet", "bob"]);
+    run(&["license", "redeem", "--wallet", "bob", "--package", "acme/thermal", "-o", "bob.redeem"]);
+    run(&["issuer", "redeem", "issuer", "bob.redeem", "-o", "bob.license"]);
+    run(&["license", "install", "bob.license", "--wallet", "bob"]);
+    run(&["license", "verify", "--wallet", "bob", "--package", "acme/thermal"]);
+
+    // Renewal needs a license first, then spends the next token.
+    escx(dir)
+        .args(["license", "renew", "--wallet", "alice", "--package", "acme/thermal", "-o", "r.sealed"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no license"));
+    run(&["license", "redeem", "--wallet", "alice", "--package", "acme/thermal", "-o", "a1.sealed"]);
+    run(&["issuer", "redeem", "issuer", "a1.sealed", "-o", "a1.license"]);
+    run(&["license", "install", "a1.license", "--wallet", "alice"]);
+    let renewed = json(
+        &escx(dir)
+            .args([
+                "license",
+                "renew",
+                "--wallet",
+                "alice",
+                "--package",
+                "acme/thermal",
+                "-o",
+                "a2.sealed",
+                "--json",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(renewed["current_seconds_left"].as_u64().unwrap() > 0);
+    run(&["issuer", "redeem", "issuer", "a2.sealed", "-o", "a2.license"]);
+    run(&["license", "install", "a2.license", "--wallet", "alice"]);
+    let sales = json(&escx(dir).args(["issuer", "sales", "issuer", "--json"]).output().unwrap().stdout);
+    assert_eq!(sales["sales"].as_array().unwrap().len(), 1, "transfers and renewals are not sales");
 }

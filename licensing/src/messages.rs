@@ -22,6 +22,8 @@ pub const CONTEXT_POSSESSION: SigningContext = SigningContext::new("escx/possess
 pub const PURPOSE_REDEEM: &str = "escx/redeem-request/v1";
 /// Sealed-box purpose of redemption responses (to the holder).
 pub const PURPOSE_LICENSE: &str = "escx/license-response/v1";
+/// Sealed-box purpose of an unspent token given to another wallet.
+pub const PURPOSE_TRANSFER: &str = "escx/token-transfer/v1";
 
 /// Every signing context this crate uses (for the spec test).
 pub const ALL_CONTEXTS: &[SigningContext] =
@@ -282,6 +284,79 @@ pub struct LicensePayload {
     pub issuer_key_id: ByteBuf,
     /// Where the issuer publishes its CRL (informational).
     pub crl_location: String,
+}
+
+/// An unspent token handed to another wallet (sealed to its receive key, purpose
+/// `escx/token-transfer/v1`). The issuer never sees it: the recipient redeems the token
+/// like any other.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenTransfer {
+    /// Format version, 1.
+    pub v: u8,
+    /// The issuer bundle the token was bought under (signed; re-verified by the recipient).
+    pub bundle: ByteBuf,
+    /// Package name.
+    pub package: String,
+    /// Tier.
+    pub tier: String,
+    /// Key epoch.
+    pub epoch: u32,
+    /// Token input (32 bytes).
+    pub input: ByteBuf,
+    /// Token output (64 bytes).
+    pub output: ByteBuf,
+}
+
+impl Drop for TokenTransfer {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self.input.as_mut_slice());
+        zeroize::Zeroize::zeroize(self.output.as_mut_slice());
+    }
+}
+
+impl TokenTransfer {
+    /// Parses and checks sizes.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        let transfer: Self = decode(bytes, "token transfer")?;
+        if transfer.v != 1 {
+            return Err(Error::Message("unsupported token transfer version".into()));
+        }
+        fixed::<INPUT_BYTES>(&transfer.input, "token input")?;
+        fixed::<OUTPUT_BYTES>(&transfer.output, "token output")?;
+        Ok(transfer)
+    }
+}
+
+/// A wallet's receive key, published to whoever will give it tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveKey {
+    /// Format version, 1.
+    pub v: u8,
+    /// ML-KEM-1024 public key.
+    pub kem_key: ByteBuf,
+}
+
+impl ReceiveKey {
+    /// The file for `key`.
+    pub fn new(key: &KemPublicKey) -> Self {
+        Self { v: 1, kem_key: ByteBuf::from(key.as_bytes().to_vec()) }
+    }
+
+    /// The encoded file.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        escx::cbor::encode(self)
+    }
+
+    /// Parses a receive-key file.
+    pub fn from_cbor(bytes: &[u8]) -> Result<KemPublicKey, Error> {
+        let key: Self = decode(bytes, "receive key")?;
+        if key.v != 1 {
+            return Err(Error::Message("unsupported receive key version".into()));
+        }
+        Ok(KemPublicKey::from_bytes(&key.kem_key)?)
+    }
 }
 
 /// A content key sealed to the holder's KEM key.

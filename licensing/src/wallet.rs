@@ -11,6 +11,7 @@
 //! licenses/<license id>.cbor    certificate + holder keys
 //! crl/<issuer id>.cbor          the newest CRL accepted from each issuer
 //! clock.toml                    the latest time seen (clock rollback detection)
+//! receive.cbor                  the ML-KEM key other wallets seal transferred tokens to
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -106,6 +107,32 @@ impl Drop for TokenFile {
         zeroize::Zeroize::zeroize(self.input.as_mut_slice());
         zeroize::Zeroize::zeroize(self.output.as_mut_slice());
     }
+}
+
+/// The wallet's receive key (`receive.cbor`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiveFile {
+    v: u8,
+    kem_public: ByteBuf,
+    kem_secret: ByteBuf,
+}
+
+impl Drop for ReceiveFile {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self.kem_secret.as_mut_slice());
+    }
+}
+
+/// What a transfer or receipt moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// Package.
+    pub package: String,
+    /// Tier.
+    pub tier: String,
+    /// Issuer key id.
+    pub issuer: KeyId,
 }
 
 impl HolderKeys {
@@ -352,19 +379,12 @@ impl Wallet {
     /// keys (licensing.md §5.3). The token stays in the wallet (under `redeeming/`) until
     /// the license arrives, so a lost response can be retried.
     pub fn redeem(&self, package: &str) -> Result<Vec<u8>, Error> {
-        let token_path = files(&self.dir.join("tokens"))?
-            .into_iter()
-            .find(|path| {
-                read(path)
-                    .ok()
-                    .and_then(|b| escx::cbor::decode_exact::<TokenFile>(&b, "token").ok())
-                    .is_some_and(|t| t.package == package)
-            })
-            .ok_or_else(|| {
-                Error::Wallet(format!("no unspent token for {package}; buy one with `escx license request`"))
-            })?;
-        let token: TokenFile =
-            escx::cbor::decode_exact(&read(&token_path)?, "token").map_err(Error::Message)?;
+        self.redeem_tier(package, None)
+    }
+
+    /// [`Self::redeem`] with a token of `tier` when given.
+    pub fn redeem_tier(&self, package: &str, tier: Option<&str>) -> Result<Vec<u8>, Error> {
+        let (token_path, token) = self.find_token(package, tier)?;
         let issuer = self.issuer(messages::key_id(&token.issuer)?)?;
         let holder = HolderKeys::generate();
         let request = RedeemRequest {
@@ -387,6 +407,120 @@ impl Wallet {
         )?;
         std::fs::remove_file(&token_path).map_err(|e| escx::Error::io(&token_path, e))?;
         Ok(sealed)
+    }
+
+    /// Renewal (licensing.md §8.2): spends the next token for the tier of the newest license
+    /// held for `package` into a redemption request, exactly like [`Self::redeem`]: fresh
+    /// holder keys, nothing shared with the old license, so the issuer cannot link the two.
+    /// Returns the request and the seconds left on the newest license (0 when it ended).
+    pub fn renew(&self, package: &str, now: u64) -> Result<(Vec<u8>, u64), Error> {
+        let newest = self
+            .licenses_for(package)?
+            .into_iter()
+            .map(|(_, license)| license)
+            .max_by_key(|license| license.not_after)
+            .ok_or_else(|| {
+                Error::Wallet(format!(
+                    "no license for {package} to renew; redeem a token with `escx license redeem`"
+                ))
+            })?;
+        let sealed = self.redeem_tier(package, Some(&newest.tier))?;
+        Ok((sealed, newest.not_after.saturating_sub(now)))
+    }
+
+    /// The wallet's receive key (created on first use), for others to transfer tokens to.
+    pub fn receive_key(&self) -> Result<KemPublicKey, Error> {
+        Ok(self.receive_secret()?.public_key().clone())
+    }
+
+    fn receive_secret(&self) -> Result<KemSecretKey, Error> {
+        let path = self.dir.join("receive.cbor");
+        if !path.exists() {
+            let kem = KemSecretKey::generate();
+            let file = ReceiveFile {
+                v: 1,
+                kem_public: ByteBuf::from(kem.public_key().as_bytes().to_vec()),
+                kem_secret: ByteBuf::from(kem.secret_bytes().to_vec()),
+            };
+            write_secret(&path, &escx::cbor::encode(&file))?;
+        }
+        let file: ReceiveFile =
+            escx::cbor::decode_exact(&read(&path)?, "receive key").map_err(Error::Message)?;
+        Ok(KemSecretKey::from_parts(
+            Zeroizing::new(file.kem_secret.to_vec()),
+            KemPublicKey::from_bytes(&file.kem_public)?,
+        )?)
+    }
+
+    /// Gives one unspent token for `package` (of `tier` when given) to the wallet whose
+    /// receive key is `recipient` (licensing.md §8.3): the token is sealed to that key and
+    /// written to `out`, then removed from this wallet. The issuer is not involved.
+    pub fn transfer(
+        &self,
+        package: &str,
+        tier: Option<&str>,
+        recipient: &KemPublicKey,
+        out: &Path,
+    ) -> Result<Moved, Error> {
+        let (token_path, token) = self.find_token(package, tier)?;
+        let issuer_id = messages::key_id(&token.issuer)?;
+        let bundle = self.issuer(issuer_id)?;
+        let transfer = messages::TokenTransfer {
+            v: 1,
+            bundle: ByteBuf::from(bundle.bytes.clone()),
+            package: token.package.clone(),
+            tier: token.tier.clone(),
+            epoch: token.epoch,
+            input: token.input.clone(),
+            output: token.output.clone(),
+        };
+        let plain = Zeroizing::new(escx::cbor::encode(&transfer));
+        let sealed = kem::seal(recipient, messages::PURPOSE_TRANSFER, &plain)?;
+        escx::fsutil::write_atomic(out, &sealed, escx::fsutil::MODE_SECRET, false)?;
+        std::fs::remove_file(&token_path).map_err(|e| escx::Error::io(&token_path, e))?;
+        Ok(Moved { package: token.package.clone(), tier: token.tier.clone(), issuer: issuer_id })
+    }
+
+    /// Takes a token transferred to this wallet's receive key. Its issuer bundle is
+    /// verified and remembered. Whether the token is still unspent only the issuer can
+    /// tell, at redemption: redeem received tokens promptly.
+    pub fn receive(&self, sealed: &[u8]) -> Result<Moved, Error> {
+        let plain = kem::open(&self.receive_secret()?, messages::PURPOSE_TRANSFER, sealed)?;
+        let transfer = messages::TokenTransfer::from_cbor(&plain)?;
+        let bundle = IssuerBundle::parse(&transfer.bundle)?;
+        bundle.epoch(transfer.epoch).ok_or(Error::UnknownEpoch { epoch: transfer.epoch })?;
+        self.add_issuer(&bundle)?;
+        let file = TokenFile {
+            v: 1,
+            issuer: ByteBuf::from(bundle.issuer_id().0.to_vec()),
+            package: transfer.package.clone(),
+            tier: transfer.tier.clone(),
+            epoch: transfer.epoch,
+            input: transfer.input.clone(),
+            output: transfer.output.clone(),
+        };
+        let path = self.dir.join("tokens").join(format!("{}.cbor", short_id(&transfer.output)));
+        write_secret(&path, &escx::cbor::encode(&file))?;
+        Ok(Moved {
+            package: transfer.package.clone(),
+            tier: transfer.tier.clone(),
+            issuer: bundle.issuer_id(),
+        })
+    }
+
+    fn find_token(&self, package: &str, tier: Option<&str>) -> Result<(PathBuf, TokenFile), Error> {
+        for path in files(&self.dir.join("tokens"))? {
+            let token: TokenFile = escx::cbor::decode_exact(&read(&path)?, "token")
+                .map_err(|reason| Error::Message(format!("{}: {reason}", path.display())))?;
+            if token.package == package && tier.is_none_or(|t| t == token.tier) {
+                return Ok((path, token));
+            }
+        }
+        let what = match tier {
+            Some(tier) => format!("{package} {tier}"),
+            None => package.to_owned(),
+        };
+        Err(Error::Wallet(format!("no unspent token for {what}; buy one with `escx license request`")))
     }
 
     /// Installs the issuer's sealed answer to a redemption (licensing.md §5.4): opens it

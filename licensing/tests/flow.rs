@@ -249,3 +249,55 @@ fn licenses_carry_content_keys_only_while_valid() {
     let err = w.wallet.content_key("acme/thermal", &version, &root, T0 + 2 * DAY).err().unwrap();
     assert_eq!(err.code(), "license-revoked", "{err}");
 }
+
+/// A token moves to another wallet without the issuer; the recipient redeems it like any
+/// other, and only once in total.
+#[test]
+fn transferred_tokens_leave_the_sender_and_redeem_for_the_recipient() {
+    let w = world();
+    buy(&w, 2);
+    let bob = Wallet::open(&w._tmp.path().join("bob")).unwrap();
+    let gift = w._tmp.path().join("gift.sealed");
+    let moved =
+        w.wallet.transfer("acme/thermal", Some("standard"), &bob.receive_key().unwrap(), &gift).unwrap();
+    assert_eq!((moved.package.as_str(), moved.tier.as_str()), ("acme/thermal", "standard"));
+    assert_eq!(w.wallet.token_counts().unwrap(), vec![("acme/thermal".into(), "standard".into(), 1)]);
+
+    // Only Bob's wallet opens it.
+    let carol = Wallet::open(&w._tmp.path().join("carol")).unwrap();
+    let sealed = std::fs::read(&gift).unwrap();
+    assert_eq!(carol.receive(&sealed).unwrap_err().code(), "sealed-box-invalid");
+    bob.receive(&sealed).unwrap();
+    assert_eq!(bob.token_counts().unwrap(), vec![("acme/thermal".into(), "standard".into(), 1)]);
+    let request = bob.redeem("acme/thermal").unwrap();
+    let license = bob.install(&w.issuer.redeem(&request, T0 + 10).unwrap()).unwrap();
+    assert_eq!(license.tier, "standard");
+    bob.verify("acme/thermal", None, None, T0 + DAY).unwrap();
+
+    // Receiving the same gift twice gives one token back, which the issuer then refuses.
+    bob.receive(&sealed).unwrap();
+    let again = bob.redeem("acme/thermal").unwrap();
+    assert_eq!(w.issuer.redeem(&again, T0 + 20).unwrap_err().code(), "token-spent");
+    // The sender cannot give a token it no longer has twice over the same output file.
+    let err = w.wallet.transfer("acme/thermal", None, &bob.receive_key().unwrap(), &gift).unwrap_err();
+    assert_eq!(err.code(), "io", "{err}");
+    assert_eq!(w.wallet.token_counts().unwrap().len(), 1, "a failed transfer keeps the token");
+}
+
+/// Renewal spends the next token of the same tier into a license with fresh holder keys.
+#[test]
+fn renewal_uses_a_fresh_token_and_fresh_holder_keys() {
+    let w = world();
+    let err = w.wallet.renew("acme/thermal", T0).unwrap_err();
+    assert!(err.to_string().contains("no license"), "{err}");
+    buy(&w, 2);
+    let first = license(&w);
+    let (request, left) = w.wallet.renew("acme/thermal", T0 + 100).unwrap();
+    assert!(left > 0 && left <= first.not_after - T0);
+    let second = w.wallet.install(&w.issuer.redeem(&request, T0 + 200).unwrap()).unwrap();
+    assert_eq!(second.tier, first.tier);
+    assert_ne!(second.holder_key, first.holder_key);
+    assert_ne!(second.license_id, first.license_id);
+    assert!(w.wallet.token_counts().unwrap().is_empty());
+    assert_eq!(w.wallet.renew("acme/thermal", T0 + 300).unwrap_err().code(), "wallet");
+}

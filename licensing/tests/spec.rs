@@ -12,9 +12,12 @@ fn every_context_and_purpose_is_in_the_spec() {
     for context in messages::ALL_CONTEXTS {
         assert!(text.contains(&format!("`{}`", context.as_str())), "{} missing", context.as_str());
     }
-    for purpose in
-        [messages::PURPOSE_REDEEM, messages::PURPOSE_LICENSE, escx_licensing::issuer::PURPOSE_CONTENT_KEY]
-    {
+    for purpose in [
+        messages::PURPOSE_REDEEM,
+        messages::PURPOSE_LICENSE,
+        messages::PURPOSE_TRANSFER,
+        escx_licensing::issuer::PURPOSE_CONTENT_KEY,
+    ] {
         assert!(text.contains(purpose), "{purpose} missing");
     }
     assert!(text.contains(escx_licensing::issuer::CONTEXT_SPENT_TOKEN));

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use escx::content::ContentKey;
 use escx::keyfile::{Argon2Params, Protection};
 use escx_licensing::issuer::{Issuer, Offer};
-use escx_licensing::messages::{IssuerBundle, TokenRequest, TokenResponse};
+use escx_licensing::messages::{IssuerBundle, ReceiveKey, TokenRequest, TokenResponse};
 use escx_licensing::wallet::{self, Wallet};
 use serde_json::json;
 
@@ -83,6 +83,31 @@ Examples:
         after_help = "Examples:\n  escx license check-proof proof.cbor --issuer issuer.pub --challenge 0011aabb"
     )]
     CheckProof(CheckProofArgs),
+    /// Renew: spend the next token of the current license's tier, with fresh holder keys.
+    #[command(after_help = "\
+Like `redeem`, for the tier of the newest license held: the new license shares no key
+with the old one, so the issuer cannot tell a renewal from a first redemption. It is valid
+from when the issuer redeems it; renew close to the end of the current license.
+
+Examples:
+  escx license renew --wallet ./wallet --package acme/thermal -o redeem.sealed
+  escx issuer redeem ./issuer redeem.sealed -o license.sealed && escx license install license.sealed --wallet ./wallet")]
+    Renew(RedeemArgs),
+    /// Write this wallet's receive key, for others to transfer tokens to.
+    #[command(after_help = "Examples:\n  escx license receive-key --wallet ./bob-wallet -o bob.receive")]
+    ReceiveKey(ReceiveKeyArgs),
+    /// Give an unspent token to another wallet (sealed to its receive key; no issuer involved).
+    #[command(after_help = "\
+The token leaves this wallet once the sealed file is written. A token is a bearer
+instrument: the first redemption wins, so the recipient should redeem it promptly.
+
+Examples:
+  escx license transfer --wallet ./wallet --package acme/thermal --to bob.receive -o gift.sealed
+  escx license transfer --wallet ./wallet --package acme/thermal --tier premium --to bob.receive -o gift.sealed")]
+    Transfer(TransferArgs),
+    /// Take a token transferred to this wallet.
+    #[command(after_help = "Examples:\n  escx license receive gift.sealed --wallet ./bob-wallet")]
+    Receive(WalletFileArgs),
 }
 
 impl IssuerCommand {
@@ -103,7 +128,10 @@ impl LicenseCommand {
         match self {
             Self::Request(a) => a.json,
             Self::Finalize(a) | Self::Install(a) => a.json,
-            Self::Redeem(a) => a.json,
+            Self::Redeem(a) | Self::Renew(a) => a.json,
+            Self::ReceiveKey(a) => a.json,
+            Self::Transfer(a) => a.json,
+            Self::Receive(a) => a.json,
             Self::Verify(a) => a.json,
             Self::Prove(a) => a.json,
             Self::CheckProof(a) => a.json,
@@ -235,6 +263,41 @@ pub struct RedeemArgs {
     #[arg(long)]
     package: String,
     /// Where to write the sealed request.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ReceiveKeyArgs {
+    /// Wallet directory.
+    #[arg(long, value_name = "DIR")]
+    wallet: PathBuf,
+    /// Where to write the receive key.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct TransferArgs {
+    /// Wallet directory.
+    #[arg(long, value_name = "DIR")]
+    wallet: PathBuf,
+    /// Package name.
+    #[arg(long)]
+    package: String,
+    /// Tier (default: any).
+    #[arg(long)]
+    tier: Option<String>,
+    /// The recipient wallet's receive key (from `escx license receive-key`).
+    #[arg(long, value_name = "FILE")]
+    to: PathBuf,
+    /// Where to write the sealed token (must not exist).
     #[arg(short, long, value_name = "FILE")]
     out: PathBuf,
     /// Print a JSON document instead of text.
@@ -507,6 +570,58 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
             ui.emit(json!({ "tokens": count, "package": response.package, "tier": response.tier }), || {
                 format!("issuer proof verified; {count} {} {} tokens stored", response.package, response.tier)
             });
+        }
+        LicenseCommand::Renew(args) => {
+            let (sealed, left) = Wallet::open(&args.wallet)?.renew(&args.package, now)?;
+            write(&args.out, &sealed)?;
+            ui.emit(json!({ "file": args.out, "current_seconds_left": left }), || {
+                let days = left / 86_400;
+                format!(
+                    "next token spent into {} with fresh holder keys; the current license has {days} day{} left",
+                    args.out.display(),
+                    if days == 1 { "" } else { "s" }
+                )
+            });
+        }
+        LicenseCommand::ReceiveKey(args) => {
+            let key = Wallet::open(&args.wallet)?.receive_key()?;
+            let file = ReceiveKey::new(&key);
+            write(&args.out, &file.to_cbor())?;
+            ui.emit(json!({ "file": args.out, "key_id": key.id().to_string() }), || {
+                format!("receive key {} -> {}", key.id(), args.out.display())
+            });
+        }
+        LicenseCommand::Transfer(args) => {
+            let recipient =
+                ReceiveKey::from_cbor(&read(&args.to)?).with_context(|| args.to.display().to_string())?;
+            if args.out.exists() {
+                return Err(
+                    UsageError(format!("{} exists; choose another output file", args.out.display())).into()
+                );
+            }
+            let moved = Wallet::open(&args.wallet)?.transfer(
+                &args.package,
+                args.tier.as_deref(),
+                &recipient,
+                &args.out,
+            )?;
+            ui.emit(
+                json!({ "file": args.out, "package": moved.package, "tier": moved.tier, "recipient": recipient.id().to_string() }),
+                || format!(
+                    "one {} {} token sealed to {} -> {} (removed from this wallet)",
+                    moved.package, moved.tier, recipient.id(), args.out.display()
+                ),
+            );
+        }
+        LicenseCommand::Receive(args) => {
+            let moved = Wallet::open(&args.wallet)?.receive(&read(&args.input)?)?;
+            ui.emit(
+                json!({ "package": moved.package, "tier": moved.tier, "issuer_id": moved.issuer.to_string() }),
+                || format!(
+                    "received one {} {} token (issuer {}); redeem it soon: the first redemption wins",
+                    moved.package, moved.tier, moved.issuer
+                ),
+            );
         }
         LicenseCommand::Redeem(args) => {
             let sealed = Wallet::open(&args.wallet)?.redeem(&args.package)?;
