@@ -108,6 +108,7 @@ impl Error {
                 "clock" => "clock-rolled-back",
                 "revocation" => "license-revoked",
                 "crl" => "crl-stale",
+                "crl-signature" => "crl-invalid",
                 "package" => "license-wrong-package",
                 "possession" => "possession-invalid",
                 _ => "license-rejected",

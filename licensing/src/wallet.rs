@@ -569,12 +569,7 @@ impl Wallet {
     pub fn accept_crl(&self, bytes: &[u8]) -> Result<CrlPayload, Error> {
         let envelope = Envelope::from_cbor(bytes)?;
         let issuer = self.issuer(envelope.key_id())?;
-        let payload: CrlPayload = messages::decode_payload(
-            envelope
-                .open(CONTEXT_CRL, &issuer.signing_key)
-                .map_err(|e| Error::LicenseRejected { check: "crl", reason: e.to_string() })?,
-            "CRL",
-        )?;
+        let payload = open_crl(bytes, &issuer)?;
         let path = self.dir.join("crl").join(format!("{}.cbor", issuer.issuer_id()));
         if let Some(held) = self.crl(issuer.issuer_id())? {
             if payload.number < held.number {
@@ -668,48 +663,19 @@ impl Wallet {
         version: Option<&semver::Version>,
         now: u64,
     ) -> Result<Verified, Error> {
-        let mut checks = Vec::new();
         let envelope = Envelope::from_cbor(&file.certificate)?;
         let issuer = self.issuer(envelope.key_id())?;
-        let license = open_certificate(&file.certificate, &issuer)?;
-        checks.push(Check {
-            name: "signature",
-            ok: true,
-            detail: format!("signed by issuer {} ({})", issuer.payload.name, issuer.issuer_id()),
-        });
-        checks.push(Check {
-            name: "clock",
-            ok: true,
-            detail: "not earlier than the latest time this wallet has seen".into(),
-        });
-        check_window(&license, now)?;
-        checks.push(Check {
-            name: "window",
-            ok: true,
-            detail: format!("valid until {}", escx::timestamp::format_rfc3339(license.not_after)),
-        });
-        match self.crl(issuer.issuer_id())? {
-            Some(crl) => {
-                if let Some(entry) = crl.revoked.iter().find(|r| r.license_id == license.license_id) {
-                    return Err(Error::LicenseRejected {
-                        check: "revocation",
-                        reason: format!("revoked by CRL {} ({})", crl.number, entry.reason),
-                    });
-                }
-                checks.push(Check {
-                    name: "revocation",
-                    ok: true,
-                    detail: format!("not in CRL number {}", crl.number),
-                });
-            }
-            None => checks.push(Check { name: "revocation", ok: true, detail: "no CRL held yet".into() }),
-        }
-        check_package(&license, package, version)?;
-        checks.push(Check {
-            name: "package",
-            ok: true,
-            detail: format!("{} {} (versions {})", license.package, license.tier, license.versions),
-        });
+        let crl = self.crl(issuer.issuer_id())?;
+        let (license, mut checks) =
+            verify_certificate(&file.certificate, &issuer, crl.as_ref(), package, version, now)?;
+        checks.insert(
+            1,
+            Check {
+                name: "clock",
+                ok: true,
+                detail: "not earlier than the latest time this wallet has seen".into(),
+            },
+        );
         let holder = file.holder.signing()?;
         let mut challenge = [0u8; 32];
         escx::keyfile::fill_random(&mut challenge)?;
@@ -798,6 +764,71 @@ pub fn open_certificate(bytes: &[u8], issuer: &IssuerBundle) -> Result<LicensePa
         return Err(Error::LicenseRejected { check: "signature", reason: "malformed certificate".into() });
     }
     Ok(license)
+}
+
+/// Verifies a CRL's signature under `issuer` (licensing.md §3.5).
+pub fn open_crl(bytes: &[u8], issuer: &IssuerBundle) -> Result<CrlPayload, Error> {
+    let invalid = |reason: String| Error::LicenseRejected { check: "crl-signature", reason };
+    let envelope = Envelope::from_cbor(bytes).map_err(|e| invalid(e.to_string()))?;
+    if envelope.key_id() != issuer.issuer_id() {
+        return Err(invalid(format!(
+            "signed by {}, not by issuer {}",
+            envelope.key_id(),
+            issuer.issuer_id()
+        )));
+    }
+    let payload = envelope.open(CONTEXT_CRL, &issuer.signing_key).map_err(|e| invalid(e.to_string()))?;
+    messages::decode_payload(payload, "CRL")
+}
+
+/// The offline checks of licensing.md §5.5 that need no wallet state, in order: the
+/// certificate's signature under `issuer`, its validity window at `now`, revocation in
+/// `crl` (when one is held), and `package` (and `version`, when given). Clock rollback
+/// and possession need the wallet ([`Wallet::verify`]).
+pub fn verify_certificate(
+    certificate: &[u8],
+    issuer: &IssuerBundle,
+    crl: Option<&CrlPayload>,
+    package: &str,
+    version: Option<&semver::Version>,
+    now: u64,
+) -> Result<(LicensePayload, Vec<Check>), Error> {
+    let mut checks = Vec::new();
+    let license = open_certificate(certificate, issuer)?;
+    checks.push(Check {
+        name: "signature",
+        ok: true,
+        detail: format!("signed by issuer {} ({})", issuer.payload.name, issuer.issuer_id()),
+    });
+    check_window(&license, now)?;
+    checks.push(Check {
+        name: "window",
+        ok: true,
+        detail: format!("valid until {}", escx::timestamp::format_rfc3339(license.not_after)),
+    });
+    match crl {
+        Some(crl) => {
+            if let Some(entry) = crl.revoked.iter().find(|r| r.license_id == license.license_id) {
+                return Err(Error::LicenseRejected {
+                    check: "revocation",
+                    reason: format!("revoked by CRL {} ({})", crl.number, entry.reason),
+                });
+            }
+            checks.push(Check {
+                name: "revocation",
+                ok: true,
+                detail: format!("not in CRL number {}", crl.number),
+            });
+        }
+        None => checks.push(Check { name: "revocation", ok: true, detail: "no CRL held yet".into() }),
+    }
+    check_package(&license, package, version)?;
+    checks.push(Check {
+        name: "package",
+        ok: true,
+        detail: format!("{} {} (versions {})", license.package, license.tier, license.versions),
+    });
+    Ok((license, checks))
 }
 
 fn check_window(license: &LicensePayload, now: u64) -> Result<(), Error> {

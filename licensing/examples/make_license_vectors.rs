@@ -1,0 +1,246 @@
+//! Writes `test-vectors/licensing/certificates/`: an issuer bundle, license certificates,
+//! CRLs and a proof of possession, with the verdict a verifier must reach for each case
+//! (licensing.md §5.5–§5.6).
+//!
+//!     cargo run -p escx-licensing --example make_license_vectors -- test-vectors/licensing/certificates
+//!
+//! Keys are fresh and ML-DSA signing is hedged, so every run changes every file. The
+//! expected verdicts are written down here, not taken from the verifier, and the generator
+//! refuses to write a case the verifier disagrees with.
+
+use std::path::{Path, PathBuf};
+
+use escx::envelope::Envelope;
+use escx::kem::KemSecretKey;
+use escx::sig::SecretKey;
+use escx_licensing::messages::{
+    BundlePayload, CONTEXT_CRL, CONTEXT_LICENSE, CONTEXT_POSSESSION, CrlPayload, Epoch, IssuerBundle,
+    LicensePayload, PossessionPayload, Revoked,
+};
+use escx_licensing::poprf::IssuerKey;
+use escx_licensing::wallet::{self, Wallet};
+use serde_bytes::ByteBuf;
+use serde_json::{Value, json};
+
+const T0: u64 = 1_800_000_000; // 2027-01-15T08:00:00Z
+const DAY: u64 = 86_400;
+const PACKAGE: &str = "vectors/thermal";
+
+fn bundle(key: &SecretKey, name: &str) -> IssuerBundle {
+    let poprf = IssuerKey::generate().unwrap();
+    let payload = BundlePayload {
+        v: 1,
+        name: name.into(),
+        signing_key: ByteBuf::from(key.public_key().as_bytes().to_vec()),
+        kem_key: ByteBuf::from(KemSecretKey::generate().public_key().as_bytes().to_vec()),
+        epochs: vec![Epoch {
+            epoch: 1,
+            poprf_key: ByteBuf::from(poprf.public_key().to_vec()),
+            not_before: T0 - DAY,
+            not_after: T0 + 90 * DAY,
+        }],
+        issued_at: T0 - DAY,
+    };
+    IssuerBundle::sign(payload, key).unwrap()
+}
+
+fn certificate(key: &SecretKey, payload: &LicensePayload) -> Vec<u8> {
+    Envelope::seal(CONTEXT_LICENSE, escx::cbor::encode(payload), key).to_cbor()
+}
+
+fn crl(key: &SecretKey, number: u64, revoked: Vec<Revoked>) -> Vec<u8> {
+    let payload = CrlPayload { v: 1, number, issued_at: T0 + number * DAY, revoked };
+    Envelope::seal(CONTEXT_CRL, escx::cbor::encode(&payload), key).to_cbor()
+}
+
+fn main() {
+    let out = PathBuf::from(
+        std::env::args().nth(1).unwrap_or_else(|| "test-vectors/licensing/certificates".into()),
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let write = |name: &str, bytes: &[u8]| std::fs::write(out.join(name), bytes).unwrap();
+
+    let issuer_key = SecretKey::generate();
+    let other_key = SecretKey::generate();
+    let issuer = bundle(&issuer_key, "Vector Licensing");
+    let other = bundle(&other_key, "Other Licensing");
+    write("issuer.bundle", &issuer.bytes);
+    write("other-issuer.bundle", &other.bytes);
+
+    let holder = SecretKey::generate();
+    let base = LicensePayload {
+        v: 1,
+        license_id: ByteBuf::from(vec![0x11; 16]),
+        package: PACKAGE.into(),
+        versions: "^1.2".into(),
+        tier: "standard".into(),
+        features: vec!["plots".into()],
+        seats: Some(5),
+        not_before: T0,
+        not_after: T0 + 30 * DAY,
+        holder_key: ByteBuf::from(holder.public_key().as_bytes().to_vec()),
+        holder_kem_key: ByteBuf::from(KemSecretKey::generate().public_key().as_bytes().to_vec()),
+        wrapped_keys: vec![],
+        issuer_key_id: ByteBuf::from(issuer.issuer_id().0.to_vec()),
+        crl_location: "https://licensing.example/crl.cbor".into(),
+    };
+    let with = |change: &dyn Fn(&mut LicensePayload)| {
+        let mut payload = base.clone();
+        change(&mut payload);
+        payload
+    };
+    let valid = certificate(&issuer_key, &base);
+    let mut tampered = valid.clone();
+    let at = tampered.windows(PACKAGE.len()).position(|w| w == PACKAGE.as_bytes()).unwrap();
+    tampered[at] ^= 0x01; // "vectors/..." -> "wectors/...": still valid CBOR
+    let certificates: Vec<(&str, Vec<u8>)> = vec![
+        ("valid.cert", valid.clone()),
+        ("expired.cert", certificate(&issuer_key, &with(&|p| p.not_after = T0 + DAY))),
+        (
+            "not-yet-valid.cert",
+            certificate(
+                &issuer_key,
+                &with(&|p| {
+                    p.not_before = T0 + 40 * DAY;
+                    p.not_after = T0 + 70 * DAY;
+                }),
+            ),
+        ),
+        ("revoked.cert", certificate(&issuer_key, &with(&|p| p.license_id = ByteBuf::from(vec![0x22; 16])))),
+        ("other-package.cert", certificate(&issuer_key, &with(&|p| p.package = "vectors/other".into()))),
+        ("tampered.cert", tampered),
+        ("foreign.cert", certificate(&other_key, &base)),
+    ];
+    for (name, bytes) in &certificates {
+        write(name, bytes);
+    }
+    let revoked = vec![Revoked {
+        license_id: ByteBuf::from(vec![0x22; 16]),
+        reason: "chargeback".into(),
+        revoked_at: T0 + 2 * DAY,
+    }];
+    write("crl-1.cbor", &crl(&issuer_key, 1, vec![]));
+    write("crl-2.cbor", &crl(&issuer_key, 2, revoked.clone()));
+    write("crl-foreign.cbor", &crl(&other_key, 3, revoked));
+
+    let proof = Envelope::seal(
+        CONTEXT_POSSESSION,
+        escx::cbor::encode(&PossessionPayload {
+            v: 1,
+            challenge: ByteBuf::from(vec![0xc0, 0xff, 0xee]),
+            certificate: ByteBuf::from(valid),
+        }),
+        &holder,
+    )
+    .to_cbor();
+    write("proof.cbor", &proof);
+
+    let at_day = |d: u64| T0 + d * DAY;
+    let cases: Vec<Value> = vec![
+        case("valid.cert", None, Some("1.4.0"), at_day(5), "ok", "every check passes"),
+        case("valid.cert", None, None, at_day(5), "ok", "no version given: any version of the package"),
+        case("valid.cert", Some("crl-1.cbor"), Some("1.2.0"), at_day(5), "ok", "not in CRL 1"),
+        case("valid.cert", Some("crl-2.cbor"), Some("1.2.0"), at_day(5), "ok", "not in CRL 2"),
+        case("valid.cert", None, Some("2.0.0"), at_day(5), "license-wrong-package", "2.0.0 is outside ^1.2"),
+        case("valid.cert", None, Some("1.4.0"), at_day(30), "license-expired", "at not_after exactly"),
+        case("valid.cert", None, Some("1.4.0"), T0 - 1, "license-not-yet-valid", "one second early"),
+        case("expired.cert", None, None, at_day(5), "license-expired", "ended after one day"),
+        case("not-yet-valid.cert", None, None, at_day(5), "license-not-yet-valid", "starts on day 40"),
+        case("revoked.cert", Some("crl-1.cbor"), None, at_day(5), "ok", "CRL 1 does not list it"),
+        case("revoked.cert", Some("crl-2.cbor"), None, at_day(5), "license-revoked", "CRL 2 lists it"),
+        case(
+            "revoked.cert",
+            None,
+            None,
+            at_day(40),
+            "license-expired",
+            "the window is checked before revocation",
+        ),
+        case("other-package.cert", None, None, at_day(5), "license-wrong-package", "for vectors/other"),
+        case("tampered.cert", None, None, at_day(5), "license-signature", "one payload bit flipped"),
+        case("foreign.cert", None, None, at_day(5), "license-wrong-issuer", "signed by the other issuer"),
+    ];
+    for case in &cases {
+        let verdict = verdict(&out, case);
+        assert_eq!(verdict, case["expect"].as_str().unwrap(), "{case}");
+    }
+    let crls = vec![
+        json!({ "crl": "crl-1.cbor", "expect": "ok", "description": "signed by the issuer" }),
+        json!({ "crl": "crl-foreign.cbor", "expect": "crl-invalid", "description": "signed by the other issuer" }),
+    ];
+    let crl_sequence = json!({
+        "accept": ["crl-2.cbor", "crl-1.cbor"],
+        "expect": ["ok", "crl-stale"],
+        "description": "a wallet that holds CRL 2 refuses CRL 1",
+    });
+    let proofs = vec![
+        json!({ "proof": "proof.cbor", "challenge": "c0ffee", "time": at_day(5), "expect": "ok" }),
+        json!({ "proof": "proof.cbor", "challenge": "beef", "time": at_day(5), "expect": "possession-invalid" }),
+        json!({ "proof": "proof.cbor", "challenge": "c0ffee", "time": at_day(31), "expect": "license-expired" }),
+    ];
+    for proof in &proofs {
+        let bytes = std::fs::read(out.join(proof["proof"].as_str().unwrap())).unwrap();
+        let challenge = hex::decode(proof["challenge"].as_str().unwrap()).unwrap();
+        let got = match wallet::check_proof(&bytes, &issuer, &challenge, proof["time"].as_u64().unwrap()) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.code().to_owned(),
+        };
+        assert_eq!(got, proof["expect"].as_str().unwrap(), "{proof}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let holder_wallet = Wallet::open(tmp.path()).unwrap();
+    holder_wallet.add_issuer(&issuer).unwrap();
+    assert!(holder_wallet.accept_crl(&std::fs::read(out.join("crl-2.cbor")).unwrap()).is_ok());
+    let stale = holder_wallet.accept_crl(&std::fs::read(out.join("crl-1.cbor")).unwrap()).unwrap_err();
+    assert_eq!(stale.code(), "crl-stale");
+
+    let expected = json!({
+        "spec": "spec/licensing.md §5.5 (certificates, CRLs), §5.6 (proofs of possession)",
+        "issuer": { "file": "issuer.bundle", "issuer_id": issuer.issuer_id().to_string() },
+        "other_issuer": { "file": "other-issuer.bundle", "issuer_id": other.issuer_id().to_string() },
+        "package": PACKAGE,
+        "certificates": cases,
+        "crls": crls,
+        "crl_sequence": crl_sequence,
+        "proofs": proofs,
+    });
+    std::fs::write(out.join("expected.json"), serde_json::to_string_pretty(&expected).unwrap() + "\n")
+        .unwrap();
+    println!("wrote {}", out.display());
+}
+
+fn case(
+    certificate: &str,
+    crl: Option<&str>,
+    version: Option<&str>,
+    time: u64,
+    expect: &str,
+    description: &str,
+) -> Value {
+    json!({
+        "certificate": certificate, "crl": crl, "package": PACKAGE, "version": version,
+        "time": time, "expect": expect, "description": description,
+    })
+}
+
+/// The verdict of licensing.md §5.5 steps 1, 3, 4, 5 for one case (also used by the test).
+fn verdict(dir: &Path, case: &Value) -> String {
+    let issuer = IssuerBundle::parse(&std::fs::read(dir.join("issuer.bundle")).unwrap()).unwrap();
+    let certificate = std::fs::read(dir.join(case["certificate"].as_str().unwrap())).unwrap();
+    let crl = case["crl"]
+        .as_str()
+        .map(|name| wallet::open_crl(&std::fs::read(dir.join(name)).unwrap(), &issuer).unwrap());
+    let version = case["version"].as_str().map(|v| semver::Version::parse(v).unwrap());
+    match wallet::verify_certificate(
+        &certificate,
+        &issuer,
+        crl.as_ref(),
+        case["package"].as_str().unwrap(),
+        version.as_ref(),
+        case["time"].as_u64().unwrap(),
+    ) {
+        Ok(_) => "ok".into(),
+        Err(e) => e.code().into(),
+    }
+}
