@@ -14,7 +14,9 @@
 //! receive.cbor                  the ML-KEM key other wallets seal transferred tokens to
 //! ```
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use escx::content::ContentKey;
 use escx::envelope::Envelope;
@@ -183,6 +185,63 @@ pub struct Verified {
 /// A wallet directory.
 pub struct Wallet {
     dir: PathBuf,
+    /// Verified issuer bundles, reused while their file is unchanged.
+    bundles: Mutex<HashMap<KeyId, (Stamp, IssuerBundle)>>,
+    /// Verified CRLs, reused while their file is unchanged.
+    crls: Mutex<HashMap<KeyId, (Stamp, CrlPayload)>>,
+    /// Decoded license files, reused while the file is unchanged.
+    licenses: Mutex<HashMap<PathBuf, CachedLicense>>,
+    /// The `licenses/` listing, reused while the directory is unchanged.
+    listing: Mutex<Option<(Stamp, Vec<PathBuf>)>>,
+    /// The latest time seen as last read from `clock.toml`, while the file is unchanged.
+    clock: Mutex<Option<(Stamp, u64)>>,
+}
+
+/// What identifies one version of a file: length, modification time and (on Unix) inode
+/// and change time. Wallet files are replaced by atomic renames, so every write gives a new
+/// inode. The caches only save re-reading and re-verifying the wallet's own files: the
+/// certificate's signature is checked on every verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    inode: (u64, u64, i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Result<Option<Self>, Error> {
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(escx::Error::io(path, e).into()),
+        };
+        #[cfg(unix)]
+        let inode = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+        };
+        Ok(Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            inode,
+        }))
+    }
+}
+
+struct CachedLicense {
+    stamp: Stamp,
+    file: Arc<LicenseFile>,
+    payload: LicensePayload,
+    /// Set once the holder key was shown to sign for this certificate: the possession
+    /// check's detail line.
+    possession: Option<String>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves only a cache behind; keep using it.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -222,7 +281,14 @@ impl Wallet {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| escx::Error::io(dir, e))?;
         }
-        Ok(Self { dir: dir.to_path_buf() })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            bundles: Mutex::default(),
+            crls: Mutex::default(),
+            licenses: Mutex::default(),
+            listing: Mutex::default(),
+            clock: Mutex::default(),
+        })
     }
 
     /// Remembers an issuer bundle (the trust anchor for its licenses).
@@ -235,11 +301,14 @@ impl Wallet {
     /// A remembered issuer bundle, re-verified.
     pub fn issuer(&self, id: KeyId) -> Result<IssuerBundle, Error> {
         let path = self.dir.join("issuers").join(format!("{id}.bundle"));
-        if !path.exists() {
+        let Some(stamp) = Stamp::of(&path)? else {
             return Err(Error::LicenseRejected {
                 check: "issuer",
                 reason: format!("issuer {id} is not in this wallet"),
             });
+        };
+        if let Some((_, bundle)) = lock(&self.bundles).get(&id).filter(|(held, _)| *held == stamp) {
+            return Ok(bundle.clone());
         }
         let bundle = IssuerBundle::parse(&read(&path)?)?;
         if bundle.issuer_id() != id {
@@ -248,6 +317,7 @@ impl Wallet {
                 reason: format!("{} holds another issuer", path.display()),
             });
         }
+        lock(&self.bundles).insert(id, (stamp, bundle.clone()));
         Ok(bundle)
     }
 
@@ -550,13 +620,42 @@ impl Wallet {
         Err(Error::Wallet("no pending redemption in this wallet matches this license".into()))
     }
 
-    fn licenses_for(&self, package: &str) -> Result<Vec<(LicenseFile, LicensePayload)>, Error> {
+    fn licenses_for(&self, package: &str) -> Result<Vec<(Arc<LicenseFile>, LicensePayload)>, Error> {
         let mut out = Vec::new();
-        for path in files(&self.dir.join("licenses"))? {
+        let dir = self.dir.join("licenses");
+        let dir_stamp = Stamp::of(&dir)?;
+        let cached_listing = lock(&self.listing)
+            .as_ref()
+            .filter(|(held, _)| Some(held) == dir_stamp.as_ref())
+            .map(|(_, l)| l.clone());
+        let listing = match cached_listing {
+            Some(listing) => listing,
+            None => {
+                let listing = files(&dir)?;
+                if let Some(stamp) = dir_stamp {
+                    *lock(&self.listing) = Some((stamp, listing.clone()));
+                }
+                listing
+            }
+        };
+        for path in listing {
+            let Some(stamp) = Stamp::of(&path)? else { continue };
+            let mut cache = lock(&self.licenses);
+            if let Some(cached) = cache.get(&path).filter(|c| c.stamp == stamp) {
+                if cached.payload.package == package {
+                    out.push((cached.file.clone(), cached.payload.clone()));
+                }
+                continue;
+            }
             let file: LicenseFile =
                 escx::cbor::decode_exact(&read(&path)?, "license").map_err(Error::Message)?;
             let envelope = Envelope::from_cbor(&file.certificate)?;
             let payload: LicensePayload = messages::decode_payload(envelope.payload_unverified(), "license")?;
+            let file = Arc::new(file);
+            cache.insert(
+                path,
+                CachedLicense { stamp, file: file.clone(), payload: payload.clone(), possession: None },
+            );
             if payload.package == package {
                 out.push((file, payload));
             }
@@ -588,22 +687,35 @@ impl Wallet {
 
     fn crl(&self, issuer: KeyId) -> Result<Option<CrlPayload>, Error> {
         let path = self.dir.join("crl").join(format!("{issuer}.cbor"));
-        if !path.exists() {
-            return Ok(None);
+        let Some(stamp) = Stamp::of(&path)? else { return Ok(None) };
+        if let Some((_, crl)) = lock(&self.crls).get(&issuer).filter(|(held, _)| *held == stamp) {
+            return Ok(Some(crl.clone()));
         }
-        let bundle = self.issuer(issuer)?;
-        let envelope = Envelope::from_cbor(&read(&path)?)?;
-        Ok(Some(messages::decode_payload(envelope.open(CONTEXT_CRL, &bundle.signing_key)?, "CRL")?))
+        let crl = open_crl(&read(&path)?, &self.issuer(issuer)?)?;
+        lock(&self.crls).insert(issuer, (stamp, crl.clone()));
+        Ok(Some(crl))
     }
 
     /// Reads and advances the wallet's clock: refuses a time more than the tolerance
     /// before the latest time seen (`clock` check).
     fn observe_clock(&self, now: u64) -> Result<u64, Error> {
         let path = self.dir.join("clock.toml");
-        let latest: u64 = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|text| text.trim().strip_prefix("latest_seen = ").and_then(|n| n.parse().ok()))
-            .unwrap_or(0);
+        let stamp = Stamp::of(&path)?;
+        let cached =
+            lock(&self.clock).as_ref().filter(|(held, _)| Some(held) == stamp.as_ref()).map(|(_, t)| *t);
+        let latest = match cached {
+            Some(latest) => latest,
+            None => {
+                let latest: u64 = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|text| text.trim().strip_prefix("latest_seen = ").and_then(|n| n.parse().ok()))
+                    .unwrap_or(0);
+                if let Some(stamp) = stamp {
+                    *lock(&self.clock) = Some((stamp, latest));
+                }
+                latest
+            }
+        };
         if now.saturating_add(CLOCK_TOLERANCE_SECS) < latest {
             return Err(Error::LicenseRejected {
                 check: "clock",
@@ -647,8 +759,8 @@ impl Wallet {
             });
         }
         let mut last = None;
-        for (file, _) in &licenses {
-            match self.check_one(file, package, version, now) {
+        for (file, unverified) in &licenses {
+            match self.check_one(file, unverified, package, version, now) {
                 Ok(verified) => return Ok(verified),
                 Err(error) => last = Some(error),
             }
@@ -658,13 +770,15 @@ impl Wallet {
 
     fn check_one(
         &self,
-        file: &LicenseFile,
+        file: &Arc<LicenseFile>,
+        unverified: &LicensePayload,
         package: &str,
         version: Option<&semver::Version>,
         now: u64,
     ) -> Result<Verified, Error> {
-        let envelope = Envelope::from_cbor(&file.certificate)?;
-        let issuer = self.issuer(envelope.key_id())?;
+        // The payload's issuer only picks the bundle; `verify_certificate` then requires
+        // the envelope to be signed by exactly that issuer.
+        let issuer = self.issuer(messages::key_id(&unverified.issuer_key_id)?)?;
         let crl = self.crl(issuer.issuer_id())?;
         let (license, mut checks) =
             verify_certificate(&file.certificate, &issuer, crl.as_ref(), package, version, now)?;
@@ -676,19 +790,29 @@ impl Wallet {
                 detail: "not earlier than the latest time this wallet has seen".into(),
             },
         );
-        let holder = file.holder.signing()?;
-        let mut challenge = [0u8; 32];
-        escx::keyfile::fill_random(&mut challenge)?;
-        let proof = Envelope::seal(CONTEXT_POSSESSION, challenge.to_vec(), &holder);
-        let holder_key = PublicKey::from_bytes(&license.holder_key)?;
-        proof
-            .open(CONTEXT_POSSESSION, &holder_key)
-            .map_err(|e| Error::LicenseRejected { check: "possession", reason: e.to_string() })?;
-        checks.push(Check {
-            name: "possession",
-            ok: true,
-            detail: format!("this wallet holds holder key {}", holder_key.id()),
-        });
+        let proven = lock(&self.licenses)
+            .values()
+            .find(|cached| Arc::ptr_eq(&cached.file, file))
+            .and_then(|cached| cached.possession.clone());
+        let detail = match proven {
+            Some(detail) => detail,
+            None => {
+                let holder_key = PublicKey::from_bytes(&license.holder_key)?;
+                let holder = file.holder.signing()?;
+                let mut challenge = [0u8; 32];
+                escx::keyfile::fill_random(&mut challenge)?;
+                let proof = Envelope::seal(CONTEXT_POSSESSION, challenge.to_vec(), &holder);
+                proof
+                    .open(CONTEXT_POSSESSION, &holder_key)
+                    .map_err(|e| Error::LicenseRejected { check: "possession", reason: e.to_string() })?;
+                let detail = format!("this wallet holds holder key {}", holder_key.id());
+                if let Some(cached) = lock(&self.licenses).values_mut().find(|c| Arc::ptr_eq(&c.file, file)) {
+                    cached.possession = Some(detail.clone());
+                }
+                detail
+            }
+        };
+        checks.push(Check { name: "possession", ok: true, detail });
         Ok(Verified { license, checks })
     }
 
@@ -725,7 +849,7 @@ impl Wallet {
             else {
                 continue;
             };
-            if let Err(error) = self.check_one(&file, package, Some(version), now) {
+            if let Err(error) = self.check_one(&file, &license, package, Some(version), now) {
                 last = Some(error);
                 continue;
             }
