@@ -63,10 +63,18 @@ pub fn licensing_error(error: &anyhow::Error) -> Option<&escx_licensing::Error> 
     error.chain().find_map(|e| e.downcast_ref::<escx_licensing::Error>())
 }
 
+/// The innermost waterfall error in a chain, if any.
+pub fn waterfall_error(error: &anyhow::Error) -> Option<&escx_settlement::waterfall::WaterfallError> {
+    error.chain().find_map(|e| e.downcast_ref::<escx_settlement::waterfall::WaterfallError>())
+}
+
 /// Stable code for `--json` output.
 pub fn code(error: &anyhow::Error) -> &'static str {
     if error.chain().any(|e| e.is::<UsageError>()) {
         return "usage";
+    }
+    if let Some(e) = waterfall_error(error) {
+        return e.code();
     }
     if let Some(e) = licensing_error(error) {
         return e.code();
@@ -81,6 +89,9 @@ pub fn code(error: &anyhow::Error) -> &'static str {
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.chain().any(|e| e.is::<UsageError>()) {
         return EXIT_USAGE;
+    }
+    if waterfall_error(error).is_some() {
+        return EXIT_FAILED;
     }
     let failed = match (licensing_error(error), manifest_error(error), escx_error(error)) {
         (Some(e), _, _) => e.is_verification_failure(),

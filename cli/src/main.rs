@@ -64,6 +64,9 @@ enum Command {
     /// Buy, redeem, verify offline and prove licenses from a wallet.
     #[command(subcommand)]
     License(cmd::license::LicenseCommand),
+    /// Settle revenue through the waterfall: preview splits.
+    #[command(subcommand)]
+    Settle(cmd::settle::SettleCommand),
     /// Run the end-to-end demonstration on embedded sample data.
     Demo(demo::DemoArgs),
 }
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Install(a) => a.project.json,
         Command::Issuer(c) => c.json(),
         Command::License(c) => c.json(),
+        Command::Settle(c) => c.json(),
         Command::Demo(c) => c.json,
     };
     let ui = Ui::new(json);
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         Command::Install(a) => cmd::deps::run_install(a, &ui),
         Command::Issuer(c) => cmd::license::run_issuer(c, &ui),
         Command::License(c) => cmd::license::run_license(c, &ui),
+        Command::Settle(c) => cmd::settle::run(c, &ui),
         Command::Demo(args) => demo::run(args, &ui),
     };
     match result {
@@ -117,5 +122,25 @@ mod tests {
     #[test]
     fn command_definitions_are_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Every command a user can run has examples in its `--help`.
+    #[test]
+    fn every_leaf_command_has_examples() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_subcommands().next().is_none() {
+                let help = command.get_after_help().map(ToString::to_string).unwrap_or_default();
+                if !help.contains("Examples:") {
+                    missing.push(path.clone());
+                }
+            }
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "commands without examples: {missing:?}");
     }
 }

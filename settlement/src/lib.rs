@@ -2,9 +2,11 @@
 //! statements and zero-knowledge revenue proofs.
 //!
 //! Depends on [`escx`], [`escx_manifest`] (the `[revenue]` schema) and [`escx_licensing`]
-//! (metered usage). Its contents arrive with the settlement issue.
+//! (metered usage).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub use escx_licensing;
+
+pub mod waterfall;

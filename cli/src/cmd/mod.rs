@@ -7,3 +7,4 @@ pub mod license;
 pub mod manifest;
 pub mod package;
 pub mod registry;
+pub mod settle;

@@ -1,0 +1,142 @@
+//! `escx settle ...`
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use escx_manifest::Micros;
+use escx_manifest::schema::Step;
+use escx_settlement::waterfall::{self, Tier};
+use serde_json::json;
+
+use crate::failure::UsageError;
+use crate::output::Ui;
+
+#[derive(Subcommand)]
+pub enum SettleCommand {
+    /// Dry run: who gets what from one gross amount, step by step (nothing is stored).
+    #[command(after_help = "\
+Runs the [revenue] waterfall in force at --at (default now) over --gross. With --solution
+the solution's [solution.tier] step runs first on the gross and passes the rest down; with
+--platform-bps the platform's share of gross runs before everything. Every step rounds
+down and the dust goes to the residual party, so the payouts always sum to the gross.
+
+Examples:
+  escx settle preview --manifest manifest.toml --gross 1234.56
+  escx settle preview --manifest ./acme-thermal --gross 49.00 --solution ./suite --platform-bps 1000 --json
+  escx settle preview --manifest manifest.toml --gross 100 --recouped investor=4950.00 --at 2027-03-01")]
+    Preview(PreviewArgs),
+}
+
+impl SettleCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Preview(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct PreviewArgs {
+    /// The package's manifest.toml (or its directory), with [revenue].
+    #[arg(long, value_name = "PATH")]
+    manifest: PathBuf,
+    /// Gross amount, a decimal with up to 6 places (`1234.56`).
+    #[arg(long, value_name = "AMOUNT")]
+    gross: String,
+    /// A solution manifest whose [solution.tier] step runs before the package's waterfall.
+    #[arg(long, value_name = "PATH")]
+    solution: Option<PathBuf>,
+    /// The platform's share of gross in basis points, run before everything else.
+    #[arg(long, value_name = "BPS")]
+    platform_bps: Option<u32>,
+    /// The platform's party name.
+    #[arg(long, value_name = "PARTY", default_value = "platform", requires = "platform_bps")]
+    platform_party: String,
+    /// What a recouping party has received so far (`investor=4950.00`); repeatable.
+    #[arg(long, value_name = "PARTY=AMOUNT")]
+    recouped: Vec<String>,
+    /// The sale time, which picks the [revenue] version in force (2027-01-01, RFC 3339, @unix).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(command: SettleCommand, ui: &Ui) -> anyhow::Result<()> {
+    match command {
+        SettleCommand::Preview(args) => preview(args, ui),
+    }
+}
+
+fn preview(args: PreviewArgs, ui: &Ui) -> anyhow::Result<()> {
+    let gross =
+        Micros::parse(&args.gross).map_err(|e| UsageError(format!("--gross {:?}: {e}", args.gross)))?;
+    let at = match &args.at {
+        Some(text) => escx::timestamp::parse(text).map_err(|reason| UsageError(format!("--at: {reason}")))?,
+        None => escx::now_unix(),
+    };
+    let mut recouped = BTreeMap::new();
+    for item in &args.recouped {
+        let (party, amount) = item
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--recouped {item:?}: expected PARTY=AMOUNT")))?;
+        let amount = Micros::parse(amount).map_err(|e| UsageError(format!("--recouped {item:?}: {e}")))?;
+        recouped.insert(party.to_owned(), amount.0);
+    }
+    let manifest = super::manifest::load(&args.manifest)?;
+    let manifest_file = super::manifest::manifest_path(&args.manifest);
+    let revenue = manifest.revenue.as_ref().ok_or_else(|| {
+        UsageError(format!("{}: no [revenue] table: add a waterfall to preview", manifest_file.display()))
+    })?;
+
+    let mut chain = Vec::new();
+    if let Some(bps) = args.platform_bps {
+        if bps > 10_000 {
+            return Err(UsageError(format!("--platform-bps {bps}: at most 10000")).into());
+        }
+        chain.push(Tier {
+            label: "platform".into(),
+            steps: vec![Step::ShareOfGross { party: args.platform_party.clone(), bps }],
+            residual: None,
+        });
+    }
+    if let Some(path) = &args.solution {
+        let solution_manifest = super::manifest::load(path)?;
+        let solution = solution_manifest.solution.as_ref().ok_or_else(|| {
+            UsageError(format!("{}: no [solution] table", super::manifest::manifest_path(path).display()))
+        })?;
+        chain.push(Tier {
+            label: format!("solution {}", solution_manifest.package.name),
+            steps: solution.tier.iter().cloned().collect(),
+            residual: None,
+        });
+    }
+    chain.push(Tier::package(format!("package {}", manifest.package.name), revenue, at)?);
+    let split = waterfall::apply(&chain, gross.0, &recouped)?;
+
+    let mut value = serde_json::to_value(&split)?;
+    value["currency"] = json!(revenue.currency);
+    value["gross"] = json!(gross.to_string());
+    ui.emit(value, || {
+        let mut text = format!("{} {} through {} tier(s):\n", gross, revenue.currency, chain.len());
+        for step in &split.trace {
+            let who = if step.party.is_empty() { "(next tier)".to_owned() } else { step.party.clone() };
+            let paid =
+                if step.rule == "pass_down" { Micros(step.base_micros) } else { Micros(step.paid_micros) };
+            text += &format!("  {:<24} {:<24} {:<22} {:>18}\n", step.tier, step.rule, who, paid.to_string());
+        }
+        text += "payouts:\n";
+        for payout in &split.payouts {
+            text += &format!(
+                "  {:<24} {:>18} {}\n",
+                payout.party,
+                Micros(payout.micros).to_string(),
+                revenue.currency
+            );
+        }
+        text
+    });
+    Ok(())
+}
