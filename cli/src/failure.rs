@@ -63,6 +63,11 @@ pub fn licensing_error(error: &anyhow::Error) -> Option<&escx_licensing::Error> 
     error.chain().find_map(|e| e.downcast_ref::<escx_licensing::Error>())
 }
 
+/// The innermost settlement error in a chain, if any.
+pub fn settlement_error(error: &anyhow::Error) -> Option<&escx_settlement::Error> {
+    error.chain().find_map(|e| e.downcast_ref::<escx_settlement::Error>())
+}
+
 /// The innermost waterfall error in a chain, if any.
 pub fn waterfall_error(error: &anyhow::Error) -> Option<&escx_settlement::waterfall::WaterfallError> {
     error.chain().find_map(|e| e.downcast_ref::<escx_settlement::waterfall::WaterfallError>())
@@ -72,6 +77,9 @@ pub fn waterfall_error(error: &anyhow::Error) -> Option<&escx_settlement::waterf
 pub fn code(error: &anyhow::Error) -> &'static str {
     if error.chain().any(|e| e.is::<UsageError>()) {
         return "usage";
+    }
+    if let Some(e) = settlement_error(error) {
+        return e.code();
     }
     if let Some(e) = waterfall_error(error) {
         return e.code();
@@ -89,6 +97,9 @@ pub fn code(error: &anyhow::Error) -> &'static str {
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.chain().any(|e| e.is::<UsageError>()) {
         return EXIT_USAGE;
+    }
+    if let Some(e) = settlement_error(error) {
+        return if e.is_verification_failure() { EXIT_FAILED } else { EXIT_IO };
     }
     if waterfall_error(error).is_some() {
         return EXIT_FAILED;

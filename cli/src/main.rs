@@ -64,9 +64,12 @@ enum Command {
     /// Buy, redeem, verify offline and prove licenses from a wallet.
     #[command(subcommand)]
     License(cmd::license::LicenseCommand),
-    /// Settle revenue through the waterfall: preview splits.
+    /// Settle billing events through revenue waterfalls into the ledger.
     #[command(subcommand)]
     Settle(cmd::settle::SettleCommand),
+    /// Balances, history and invariants of a settlement ledger.
+    #[command(subcommand)]
+    Ledger(cmd::ledger::LedgerCommand),
     /// Run the end-to-end demonstration on embedded sample data.
     Demo(demo::DemoArgs),
 }
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Issuer(c) => c.json(),
         Command::License(c) => c.json(),
         Command::Settle(c) => c.json(),
+        Command::Ledger(c) => c.json(),
         Command::Demo(c) => c.json,
     };
     let ui = Ui::new(json);
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::Issuer(c) => cmd::license::run_issuer(c, &ui),
         Command::License(c) => cmd::license::run_license(c, &ui),
         Command::Settle(c) => cmd::settle::run(c, &ui),
+        Command::Ledger(c) => cmd::ledger::run(c, &ui),
         Command::Demo(args) => demo::run(args, &ui),
     };
     match result {

@@ -147,3 +147,81 @@ fn preview_errors_name_the_problem() {
         .code(2)
         .stderr(predicate::str::contains("no [revenue]"));
 }
+
+#[test]
+fn run_balances_history_audit_and_a_rerun_that_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(dir.join("manifests/thermal.toml"), MANIFEST).unwrap();
+    let events = r#"[
+      {"id": "s1", "time": "2026-11-01T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "1234.56", "currency": "USD"},
+      {"id": "s2", "time": "2026-11-02T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "49.00", "currency": "USD"},
+      {"id": "r1", "time": "2026-11-03T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "refund", "gross": "49.00", "currency": "USD", "refund_of": "s2"}
+    ]"#;
+    std::fs::write(dir.join("events.json"), events).unwrap();
+    escx(dir).args(["settle", "init", "l.db", "--platform-bps", "500"]).assert().success();
+    escx(dir).args(["settle", "init", "l.db"]).assert().code(2);
+    let run = ["settle", "run", "l.db", "--events", "events.json", "--manifests", "manifests", "--json"];
+    let first = json(&escx(dir).args(run).output().unwrap().stdout);
+    assert_eq!(
+        (first["report"]["settled"].as_u64(), first["report"]["unchanged"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let again = json(&escx(dir).args(run).output().unwrap().stdout);
+    assert_eq!(
+        (again["report"]["settled"].as_u64(), again["report"]["unchanged"].as_u64()),
+        (Some(0), Some(3))
+    );
+
+    let balances = json(&escx(dir).args(["ledger", "balances", "l.db", "--json"]).output().unwrap().stdout);
+    let total: i64 =
+        balances["balances"].as_array().unwrap().iter().map(|b| b["micros"].as_i64().unwrap()).sum();
+    assert_eq!(total, 0, "double entry");
+    let platform = json(
+        &escx(dir)
+            .args(["ledger", "balances", "l.db", "--party", "platform", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    // 5 % platform fee, then 15 % of the 1172.832 that reach the package; s2 was refunded.
+    assert_eq!(platform["balances"][0]["micros"], 237_652_800);
+    let history = json(
+        &escx(dir)
+            .args(["ledger", "history", "l.db", "--party", "platform", "--period", "2026-11", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let states: Vec<&str> =
+        history["transfers"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["SETTLED", "CANCELLED", "SETTLED"]);
+    escx(dir)
+        .args(["ledger", "history", "l.db", "--party", "platform", "--period", "2026-13"])
+        .assert()
+        .code(2);
+    escx(dir)
+        .args(["ledger", "audit", "l.db"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("double entry balances"));
+
+    // A changed event under a used id: refused, exit 1, nothing written.
+    std::fs::write(dir.join("events.json"), events.replace("1234.56", "1234.57")).unwrap();
+    let out = escx(dir).args(run).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "settlement-conflict");
+    // A malformed record names itself.
+    std::fs::write(
+        dir.join("events.json"),
+        events
+            .replace("\"kind\": \"sale\", \"gross\": \"49.00\"", "\"kind\": \"gift\", \"gross\": \"49.00\""),
+    )
+    .unwrap();
+    escx(dir)
+        .args(["settle", "run", "l.db", "--events", "events.json", "--manifests", "manifests"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("events.json: record 2 (id \"s2\"): kind"));
+}

@@ -7,6 +7,154 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use std::path::{Path, PathBuf};
+
 pub use escx_licensing;
 
+pub mod events;
+pub mod ledger;
 pub mod waterfall;
+
+/// Everything that can go wrong in settlement.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The waterfall cannot be applied.
+    #[error(transparent)]
+    Waterfall(#[from] waterfall::WaterfallError),
+    /// A record of the events file is malformed.
+    #[error("{}: {}{reason}", .path.display(), record(*.index, .id.as_deref()))]
+    Event {
+        /// The events file.
+        path: PathBuf,
+        /// 1-based record number (0: the file as a whole).
+        index: usize,
+        /// The record's id, when it has one.
+        id: Option<String>,
+        /// What is wrong, starting with the field.
+        reason: String,
+    },
+    /// A manifest in the manifests directory is invalid.
+    #[error("{}: {reason}", .path.display())]
+    Manifests {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An event has no usable manifest.
+    #[error("event {event:?}: {what}; add it to the manifests directory")]
+    NoManifest {
+        /// The event id.
+        event: String,
+        /// What is missing.
+        what: String,
+    },
+    /// An event's currency is not its waterfall's.
+    #[error("event {event:?}: {event_currency} does not match the waterfall's currency {revenue_currency}")]
+    Currency {
+        /// The event id.
+        event: String,
+        /// The event's currency.
+        event_currency: String,
+        /// The `[revenue]` currency.
+        revenue_currency: String,
+    },
+    /// A used event id with different content.
+    #[error(
+        "event {event:?} was settled before (settlement {settlement}) with different content; \
+         history is never edited: record a refund and a new event with a new id"
+    )]
+    Conflict {
+        /// The event id.
+        event: String,
+        /// Its settlement id.
+        settlement: String,
+    },
+    /// A refund that cannot be applied.
+    #[error("event {event:?}: {reason}")]
+    Refund {
+        /// The refund's event id.
+        event: String,
+        /// Why.
+        reason: String,
+    },
+    /// The ledger's schema is not this build's.
+    #[error("{}: ledger schema version {found}, this build reads {expected}", .path.display())]
+    Schema {
+        /// The ledger.
+        path: PathBuf,
+        /// Found.
+        found: i64,
+        /// Expected.
+        expected: i64,
+    },
+    /// The ledger's invariants do not hold.
+    #[error("ledger {}: {reason}", .path.display())]
+    Invariant {
+        /// The ledger.
+        path: PathBuf,
+        /// Which invariant, and by how much.
+        reason: String,
+    },
+    /// The ledger database failed.
+    #[error("ledger {}: {reason}", .path.display())]
+    Store {
+        /// The ledger (empty until known).
+        path: PathBuf,
+        /// What SQLite said.
+        reason: String,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {error}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+}
+
+fn record(index: usize, id: Option<&str>) -> String {
+    match (index, id) {
+        (0, _) => String::new(),
+        (n, Some(id)) => format!("record {n} (id {id:?}): "),
+        (n, None) => format!("record {n}: "),
+    }
+}
+
+impl Error {
+    /// Stable machine-readable code (settlement.md §6).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Waterfall(e) => e.code(),
+            Self::Event { .. } => "event-invalid",
+            Self::Manifests { .. } => "manifest-invalid",
+            Self::NoManifest { .. } => "no-manifest",
+            Self::Currency { .. } => "currency-mismatch",
+            Self::Conflict { .. } => "settlement-conflict",
+            Self::Refund { .. } => "refund-invalid",
+            Self::Schema { .. } => "ledger-schema",
+            Self::Invariant { .. } => "ledger-invariant",
+            Self::Store { .. } => "ledger-store",
+            Self::Io { .. } => "io",
+        }
+    }
+
+    /// True for problems with the input itself (exit code 1); false for the environment.
+    pub fn is_verification_failure(&self) -> bool {
+        !matches!(self, Self::Store { .. } | Self::Io { .. })
+    }
+
+    fn store_unnamed(error: rusqlite::Error) -> Self {
+        Self::Store { path: PathBuf::new(), reason: error.to_string() }
+    }
+
+    fn with_path(self, path: &Path) -> Self {
+        match self {
+            Self::Store { path: p, reason } if p.as_os_str().is_empty() => {
+                Self::Store { path: path.into(), reason }
+            }
+            other => other,
+        }
+    }
+}

@@ -44,8 +44,10 @@ pub enum IssuerCommand {
     #[command(after_help = "Examples:\n  escx issuer crl ./issuer -o crl.cbor")]
     Crl(IssuerOutArgs),
     /// List sale events (the input of settlement).
-    #[command(after_help = "Examples:\n  escx issuer sales ./issuer --json")]
-    Sales(IssuerDirArgs),
+    #[command(
+        after_help = "With --events, prints the sales as billing events (spec/settlement.md §1) for `escx settle run`.\n\nExamples:\n  escx issuer sales ./issuer --json\n  escx issuer sales ./issuer --events > events.json"
+    )]
+    Sales(SalesArgs),
 }
 
 #[derive(Subcommand)]
@@ -118,7 +120,7 @@ impl IssuerCommand {
             Self::RegisterPackage(a) => a.json,
             Self::Issue(a) | Self::Redeem(a) => a.json,
             Self::Revoke(a) => a.json,
-            Self::Sales(a) => a.json,
+            Self::Sales(a) => a.json || a.events,
         }
     }
 }
@@ -158,6 +160,18 @@ pub struct IssuerInitArgs {
 pub struct IssuerDirArgs {
     /// Issuer directory.
     dir: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct SalesArgs {
+    /// Issuer directory.
+    dir: PathBuf,
+    /// Print the sales as a JSON array of billing events, the input of `escx settle run`.
+    #[arg(long, conflicts_with = "json")]
+    events: bool,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -513,7 +527,17 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
             ui.emit(json!({ "file": args.out }), || format!("wrote {}", args.out.display()));
         }
         IssuerCommand::Sales(args) => {
-            let sales = open_issuer(&args.dir)?.sales()?;
+            let issuer = open_issuer(&args.dir)?;
+            let sales = issuer.sales()?;
+            if args.events {
+                let id = issuer.signing_key().id().to_string();
+                let events: Vec<serde_json::Value> = sales
+                    .iter()
+                    .map(|s| escx_settlement::events::BillingEvent::from_sale(&id, s).to_json())
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&events)?);
+                return Ok(());
+            }
             ui.emit(json!({ "sales": sales }), || {
                 sales
                     .iter()

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod deps;
 pub mod key;
+pub mod ledger;
 pub mod license;
 pub mod manifest;
 pub mod package;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use escx_manifest::Micros;
 use escx_manifest::schema::Step;
+use escx_settlement::ledger::{Ledger, Manifests, PlatformFee};
 use escx_settlement::waterfall::{self, Tier};
 use serde_json::json;
 
@@ -14,6 +15,27 @@ use crate::output::Ui;
 
 #[derive(Subcommand)]
 pub enum SettleCommand {
+    /// Create a ledger (SQLite, WAL, synchronous=FULL), optionally with a platform fee.
+    #[command(after_help = "\
+The platform fee is the operator's share of every gross amount, taken before the solution
+and package tiers; it is recorded in the ledger so every run applies the same one.
+
+Examples:
+  escx settle init ./ledger.db
+  escx settle init ./ledger.db --platform-bps 1000 --platform-party platform")]
+    Init(InitArgs),
+    /// Settle billing events through their packages' waterfalls, atomically per batch.
+    #[command(after_help = "\
+EVENTS is a JSON array of billing events (spec/settlement.md §1), e.g. from
+`escx issuer sales ./issuer --events`. Every event is checked before anything is written:
+its manifest (from --manifests), currency, and, for an id settled before, that its content
+is unchanged (a re-run is a no-op; a changed event under a used id is refused). Each batch
+is one transaction: a crash leaves whole settlements or none.
+
+Examples:
+  escx settle run ./ledger.db --events events.json --manifests ./manifests
+  escx issuer sales ./issuer --events > events.json && escx settle run ./ledger.db --events events.json --manifests ./manifests --json")]
+    Run(RunArgs),
     /// Dry run: who gets what from one gross amount, step by step (nothing is stored).
     #[command(after_help = "\
 Runs the [revenue] waterfall in force at --at (default now) over --gross. With --solution
@@ -31,9 +53,44 @@ Examples:
 impl SettleCommand {
     pub fn json(&self) -> bool {
         match self {
+            Self::Init(a) => a.json,
+            Self::Run(a) => a.json,
             Self::Preview(a) => a.json,
         }
     }
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// The ledger file to create.
+    ledger: PathBuf,
+    /// The platform's share of every gross, in basis points.
+    #[arg(long, value_name = "BPS")]
+    platform_bps: Option<u32>,
+    /// The platform's party name.
+    #[arg(long, value_name = "PARTY", default_value = "platform", requires = "platform_bps")]
+    platform_party: String,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// Billing events, a JSON array.
+    #[arg(long, value_name = "FILE")]
+    events: PathBuf,
+    /// Directory of package and solution manifests (searched 4 levels deep for *.toml).
+    #[arg(long, value_name = "DIR")]
+    manifests: PathBuf,
+    /// Settlements per transaction.
+    #[arg(long, value_name = "N", default_value_t = escx_settlement::ledger::BATCH_DEFAULT)]
+    batch_size: usize,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -66,8 +123,52 @@ pub struct PreviewArgs {
 
 pub fn run(command: SettleCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
+        SettleCommand::Init(args) => init(args, ui),
+        SettleCommand::Run(args) => settle(args, ui),
         SettleCommand::Preview(args) => preview(args, ui),
     }
+}
+
+fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
+    let fee = match args.platform_bps {
+        Some(bps) if bps > 10_000 => {
+            return Err(UsageError(format!("--platform-bps {bps}: at most 10000")).into());
+        }
+        Some(bps) => Some(PlatformFee { party: args.platform_party.clone(), bps }),
+        None => None,
+    };
+    if args.ledger.exists() {
+        return Err(
+            UsageError(format!("{} exists; a ledger is never re-created", args.ledger.display())).into()
+        );
+    }
+    Ledger::init(&args.ledger, fee.as_ref())?;
+    ui.emit(json!({ "ledger": args.ledger, "platform": fee }), || {
+        let fee = fee
+            .as_ref()
+            .map_or(String::new(), |f| format!(" with a platform fee of {} bps to {}", f.bps, f.party));
+        format!("created ledger {}{fee}", args.ledger.display())
+    });
+    Ok(())
+}
+
+fn settle(args: RunArgs, ui: &Ui) -> anyhow::Result<()> {
+    let events = escx_settlement::events::read_events(&args.events)?;
+    let manifests = Manifests::load_dir(&args.manifests)?;
+    let mut ledger = Ledger::open(&args.ledger)?;
+    let report = ledger.settle(&events, &manifests, args.batch_size)?;
+    ui.emit(json!({ "ledger": args.ledger, "events": events.len(), "report": report }), || {
+        format!(
+            "{} events: {} settled ({} transfers, {} transaction{}), {} already settled and unchanged",
+            events.len(),
+            report.settled,
+            report.transfers,
+            report.batches,
+            if report.batches == 1 { "" } else { "s" },
+            report.unchanged
+        )
+    });
+    Ok(())
 }
 
 fn preview(args: PreviewArgs, ui: &Ui) -> anyhow::Result<()> {

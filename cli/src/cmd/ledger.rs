@@ -1,0 +1,162 @@
+//! `escx ledger ...`
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use escx_manifest::Micros;
+use escx_settlement::ledger::Ledger;
+use serde_json::json;
+
+use crate::failure::UsageError;
+use crate::output::Ui;
+
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// Every account's balance (credits minus debits), or one party's.
+    #[command(after_help = "\
+`@customers` is the account every gross amount is paid from, so it is negative by the
+total settled; the parties' balances add up to its opposite.
+
+Examples:
+  escx ledger balances ./ledger.db
+  escx ledger balances ./ledger.db --party acme --json")]
+    Balances(BalancesArgs),
+    /// Every transfer touching a party, optionally in one month.
+    #[command(
+        after_help = "Examples:\n  escx ledger history ./ledger.db --party acme\n  escx ledger history ./ledger.db --party acme --period 2026-11 --json"
+    )]
+    History(HistoryArgs),
+    /// Check the ledger's invariants: double entry balances, every settlement conserves its gross.
+    #[command(
+        after_help = "Examples:\n  escx ledger audit ./ledger.db\n  escx ledger audit ./ledger.db --json"
+    )]
+    Audit(AuditArgs),
+}
+
+impl LedgerCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Balances(a) => a.json,
+            Self::History(a) => a.json,
+            Self::Audit(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct BalancesArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// Only this party's accounts.
+    #[arg(long)]
+    party: Option<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// The party.
+    #[arg(long)]
+    party: String,
+    /// A calendar month, `YYYY-MM` (UTC).
+    #[arg(long, value_name = "YYYY-MM")]
+    period: Option<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(command: LedgerCommand, ui: &Ui) -> anyhow::Result<()> {
+    match command {
+        LedgerCommand::Balances(args) => {
+            let balances = Ledger::open(&args.ledger)?.balances(args.party.as_deref())?;
+            ui.emit(json!({ "balances": balances }), || {
+                let mut text = String::new();
+                for b in &balances {
+                    let sign = if b.micros < 0 { "-" } else { "" };
+                    let amount = Micros(b.micros.unsigned_abs());
+                    text += &format!("{:<24} {sign}{amount} {}\n", b.account, b.currency);
+                }
+                if text.is_empty() {
+                    text = "no accounts yet\n".into();
+                }
+                text
+            });
+        }
+        LedgerCommand::History(args) => {
+            let (from, to) = match &args.period {
+                Some(period) => month(period)?,
+                None => (0, u64::MAX),
+            };
+            let rows = Ledger::open(&args.ledger)?.history(&args.party, from, to)?;
+            ui.emit(json!({ "party": args.party, "period": args.period, "transfers": rows }), || {
+                let mut text = String::new();
+                for r in &rows {
+                    let sign = if r.micros < 0 { "-" } else { "+" };
+                    text += &format!(
+                        "{}  {:<7} {:<24} {sign}{} {}  {} ({})\n",
+                        escx::timestamp::format_rfc3339(r.at),
+                        r.kind,
+                        r.package,
+                        Micros(r.micros.unsigned_abs()),
+                        r.currency,
+                        &r.settlement[..16],
+                        r.state
+                    );
+                }
+                if text.is_empty() {
+                    text = format!("no transfers for {}\n", args.party);
+                }
+                text
+            });
+        }
+        LedgerCommand::Audit(args) => {
+            let audit = Ledger::open(&args.ledger)?.audit()?;
+            let ok = audit.imbalance == 0 && audit.unconserved.is_empty();
+            if !ok {
+                anyhow::bail!(escx_settlement::Error::Invariant {
+                    path: args.ledger.clone(),
+                    reason: format!(
+                        "invariants broken: imbalance {} micro-units, {} settlements not conserving their gross",
+                        audit.imbalance,
+                        audit.unconserved.len()
+                    ),
+                });
+            }
+            ui.emit(json!({ "ok": ok, "audit": audit }), || {
+                format!(
+                    "{} settlements, {} transfers: double entry balances, every settlement pays out exactly its gross",
+                    audit.settlements, audit.transfers
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM` as [first second, first second of the next month).
+pub fn month(text: &str) -> anyhow::Result<(u64, u64)> {
+    let bad = || UsageError(format!("--period {text:?}: expected YYYY-MM"));
+    let (year, month) = text.split_once('-').ok_or_else(bad)?;
+    let (year, month): (u32, u32) = (year.parse().map_err(|_| bad())?, month.parse().map_err(|_| bad())?);
+    if year < 1970 || !(1..=12).contains(&month) || text.len() != 7 {
+        return Err(bad().into());
+    }
+    let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let start = escx::timestamp::parse(&format!("{year:04}-{month:02}-01")).map_err(|_| bad())?;
+    let end = escx::timestamp::parse(&format!("{next_year:04}-{next_month:02}-01")).map_err(|_| bad())?;
+    Ok((start, end))
+}

@@ -1,0 +1,160 @@
+//! The ledger end to end (settlement.md §3): settle, re-run, conflicts, refunds,
+//! recoupment across runs, invariants.
+
+use std::path::Path;
+
+use escx_manifest::Manifest;
+use escx_settlement::events::{BillingEvent, parse_events};
+use escx_settlement::ledger::{CUSTOMERS, Ledger, Manifests, PlatformFee, settlement_id};
+
+const MANIFEST: &str = r#"[package]
+name = "acme/thermal"
+version = "1.0.0"
+
+[revenue]
+currency = "USD"
+residual = "acme"
+effective_from = "2026-01-01"
+
+[[revenue.step]]
+party = "platform"
+share_of_gross_bps = 1000
+[[revenue.step]]
+party = "investor"
+recoup_cap = "250.00"
+
+[[revenue.version]]
+effective_from = "2027-01-01"
+[[revenue.version.step]]
+party = "platform"
+share_of_gross_bps = 2000
+"#;
+
+fn manifests() -> Manifests {
+    let mut manifests = Manifests::default();
+    manifests.add(Manifest::parse(MANIFEST, Path::new("manifest.toml")).unwrap());
+    manifests
+}
+
+fn event(id: &str, time: &str, gross: &str) -> String {
+    format!(
+        r#"{{"id": "{id}", "time": "{time}", "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "{gross}", "currency": "USD"}}"#
+    )
+}
+
+fn events(records: &[String]) -> Vec<BillingEvent> {
+    parse_events(&format!("[{}]", records.join(",")), Path::new("events.json")).unwrap()
+}
+
+fn balance(ledger: &Ledger, party: &str) -> i64 {
+    ledger.balances(Some(party)).unwrap().first().map_or(0, |b| b.micros)
+}
+
+fn count(ledger: &Ledger, table: &str) -> i64 {
+    ledger.database().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn settles_recoups_across_runs_and_reruns_as_no_ops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
+    let manifests = manifests();
+    // Three monthly periods of 100.00: the investor recoups 90, 90, then the last 70.
+    let months = ["2026-10-15T00:00:00Z", "2026-11-15T00:00:00Z", "2026-12-15T00:00:00Z"];
+    let mut all = Vec::new();
+    for (n, month) in months.iter().enumerate() {
+        all.push(event(&format!("m{n}"), month, "100.00"));
+        let report = ledger.settle(&events(&all), &manifests, 10).unwrap();
+        assert_eq!((report.settled, report.unchanged), (1, n));
+    }
+    assert_eq!(balance(&ledger, "investor"), 250_000_000);
+    assert_eq!(balance(&ledger, "platform"), 30_000_000);
+    assert_eq!(balance(&ledger, "acme"), 20_000_000);
+    assert_eq!(balance(&ledger, CUSTOMERS), -300_000_000);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 250_000_000);
+
+    // The 2027 version of the waterfall applies to a 2027 event.
+    all.push(event("y1", "2027-02-01T00:00:00Z", "10.00"));
+    ledger.settle(&events(&all), &manifests, 10).unwrap();
+    assert_eq!(balance(&ledger, "platform"), 32_000_000);
+
+    let transfers = count(&ledger, "transfers");
+    let report = ledger.settle(&events(&all), &manifests, 10).unwrap();
+    assert_eq!((report.settled, report.unchanged, report.transfers), (0, 4, 0));
+    assert_eq!(count(&ledger, "transfers"), transfers);
+    let audit = ledger.audit().unwrap();
+    assert_eq!((audit.settlements, audit.imbalance, audit.unconserved.len()), (4, 0, 0));
+}
+
+#[test]
+fn a_changed_event_under_a_used_id_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
+    let manifests = manifests();
+    ledger.settle(&events(&[event("a", "2026-11-01T00:00:00Z", "10.00")]), &manifests, 10).unwrap();
+    let changed =
+        events(&[event("new", "2026-11-02T00:00:00Z", "5.00"), event("a", "2026-11-01T00:00:00Z", "11.00")]);
+    let err = ledger.settle(&changed, &manifests, 1).unwrap_err();
+    assert_eq!(err.code(), "settlement-conflict", "{err}");
+    assert!(err.to_string().contains(&settlement_id("a")));
+    assert_eq!(count(&ledger, "settlements"), 1, "the valid event before it was not written either");
+}
+
+#[test]
+fn bad_records_name_themselves_and_leave_the_ledger_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
+    let manifests = manifests();
+    let unknown = r#"{"id": "x", "time": 1790000000, "package": "acme/other", "tier": "t", "kind": "sale", "gross": "1", "currency": "USD"}"#;
+    let euro = r#"{"id": "e", "time": 1790000000, "package": "acme/thermal", "tier": "t", "kind": "sale", "gross": "1", "currency": "EUR"}"#;
+    let early = r#"{"id": "old", "time": 1000, "package": "acme/thermal", "tier": "t", "kind": "sale", "gross": "1", "currency": "USD"}"#;
+    for (record, code) in
+        [(unknown, "no-manifest"), (euro, "currency-mismatch"), (early, "revenue-not-in-force")]
+    {
+        let batch = events(&[event("ok", "2026-11-01T00:00:00Z", "1.00"), record.to_owned()]);
+        let err = ledger.settle(&batch, &manifests, 1).unwrap_err();
+        assert_eq!(err.code(), code, "{err}");
+        assert_eq!(count(&ledger, "settlements"), 0);
+    }
+}
+
+#[test]
+fn a_refund_reverses_the_settlement_and_its_recoupment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ledger =
+        Ledger::init(&tmp.path().join("l.db"), Some(&PlatformFee { party: "op".into(), bps: 500 })).unwrap();
+    let manifests = manifests();
+    let sale = event("s", "2026-11-01T00:00:00Z", "100.00");
+    ledger.settle(&events(std::slice::from_ref(&sale)), &manifests, 10).unwrap();
+    assert_eq!(balance(&ledger, "op"), 5_000_000);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 85_500_000);
+
+    let refund = r#"{"id": "r", "time": "2026-11-05T00:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "refund", "gross": "100.00", "currency": "USD", "refund_of": "s"}"#;
+    let partial = refund.replace("\"100.00\"", "\"50.00\"");
+    let err = ledger.settle(&events(&[sale.clone(), partial]), &manifests, 10).unwrap_err();
+    assert_eq!(err.code(), "refund-invalid");
+    ledger.settle(&events(&[sale.clone(), refund.to_owned()]), &manifests, 10).unwrap();
+    for party in ["op", "platform", "investor", "acme", CUSTOMERS] {
+        assert_eq!(balance(&ledger, party), 0, "{party}");
+    }
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 0);
+    let state: String = ledger
+        .database()
+        .query_row("SELECT state FROM settlements WHERE id = ?1", [settlement_id("s")], |r| r.get(0))
+        .unwrap();
+    assert_eq!(state, "CANCELLED");
+    let twice = refund.replace("\"id\": \"r\"", "\"id\": \"r2\"");
+    assert_eq!(ledger.settle(&events(&[twice]), &manifests, 10).unwrap_err().code(), "refund-invalid");
+    assert_eq!(ledger.audit().unwrap().imbalance, 0);
+}
+
+#[test]
+fn a_ledger_is_never_recreated_and_a_foreign_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("l.db");
+    Ledger::init(&path, None).unwrap();
+    assert_eq!(Ledger::init(&path, None).err().unwrap().code(), "ledger-store");
+    let other = tmp.path().join("other.db");
+    rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE x (y)").unwrap();
+    assert_eq!(Ledger::open(&other).err().unwrap().code(), "ledger-schema");
+}
