@@ -70,6 +70,18 @@ enum Command {
     /// Balances, history and invariants of a settlement ledger.
     #[command(subcommand)]
     Ledger(cmd::ledger::LedgerCommand),
+    /// Signed settlement statements: list, export, openings, verify with public keys.
+    #[command(subcommand)]
+    Statement(cmd::statement::StatementCommand),
+    /// Monthly payout reports per party (CSV, JSON), recorded in the audit log.
+    #[command(subcommand)]
+    Payout(cmd::payout::PayoutCommand),
+    /// Disputes over settlements: open, resolve (upheld or reversed), list.
+    #[command(subcommand)]
+    Dispute(cmd::dispute::DisputeCommand),
+    /// Two-phase budget holds: place, capture after verification, void.
+    #[command(subcommand)]
+    Hold(cmd::hold::HoldCommand),
     /// Run the end-to-end demonstration on embedded sample data.
     Demo(demo::DemoArgs),
 }
@@ -95,6 +107,10 @@ fn main() -> ExitCode {
         Command::License(c) => c.json(),
         Command::Settle(c) => c.json(),
         Command::Ledger(c) => c.json(),
+        Command::Statement(c) => c.json(),
+        Command::Payout(c) => c.json(),
+        Command::Dispute(c) => c.json(),
+        Command::Hold(c) => c.json(),
         Command::Demo(c) => c.json,
     };
     let ui = Ui::new(json);
@@ -110,6 +126,10 @@ fn main() -> ExitCode {
         Command::License(c) => cmd::license::run_license(c, &ui),
         Command::Settle(c) => cmd::settle::run(c, &ui),
         Command::Ledger(c) => cmd::ledger::run(c, &ui),
+        Command::Statement(c) => cmd::statement::run(c, &ui),
+        Command::Payout(c) => cmd::payout::run(c, &ui),
+        Command::Dispute(c) => cmd::dispute::run(c, &ui),
+        Command::Hold(c) => cmd::hold::run(c, &ui),
         Command::Demo(args) => demo::run(args, &ui),
     };
     match result {

@@ -160,9 +160,21 @@ fn run_balances_history_audit_and_a_rerun_that_changes_nothing() {
       {"id": "r1", "time": "2026-11-03T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "refund", "gross": "49.00", "currency": "USD", "refund_of": "s2"}
     ]"#;
     std::fs::write(dir.join("events.json"), events).unwrap();
+    escx(dir).args(["key", "generate", "--out", "op", "--unencrypted"]).assert().success();
     escx(dir).args(["settle", "init", "l.db", "--platform-bps", "500"]).assert().success();
     escx(dir).args(["settle", "init", "l.db"]).assert().code(2);
-    let run = ["settle", "run", "l.db", "--events", "events.json", "--manifests", "manifests", "--json"];
+    let run = [
+        "settle",
+        "run",
+        "l.db",
+        "--events",
+        "events.json",
+        "--manifests",
+        "manifests",
+        "--operator-key",
+        "op.key",
+        "--json",
+    ];
     let first = json(&escx(dir).args(run).output().unwrap().stdout);
     assert_eq!(
         (first["report"]["settled"].as_u64(), first["report"]["unchanged"].as_u64()),
@@ -221,7 +233,158 @@ fn run_balances_history_audit_and_a_rerun_that_changes_nothing() {
     .unwrap();
     escx(dir)
         .args(["settle", "run", "l.db", "--events", "events.json", "--manifests", "manifests"])
+        .args(["--operator-key", "op.key"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("events.json: record 2 (id \"s2\"): kind"));
+}
+
+#[test]
+fn holds_disputes_and_payout_reports_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(dir.join("manifests/thermal.toml"), MANIFEST).unwrap();
+    std::fs::write(
+        dir.join("events.json"),
+        r#"[{"id": "s1", "time": "2026-11-01T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "100.00", "currency": "USD"}]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("holds.json"),
+        r#"[{"id": "job-1", "time": "2026-11-05T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "usage", "gross": "80.00", "currency": "USD"}]"#,
+    )
+    .unwrap();
+    escx(dir).args(["key", "generate", "--out", "op", "--unencrypted"]).assert().success();
+    escx(dir).args(["settle", "init", "l.db", "--payout-threshold", "20.00"]).assert().success();
+    escx(dir)
+        .args(["settle", "run", "l.db", "--events", "events.json", "--manifests", "manifests"])
+        .args(["--operator-key", "op.key"])
+        .assert()
+        .success();
+
+    // Hold, capture part, check the statements.
+    escx(dir)
+        .args(["hold", "place", "l.db", "--events", "holds.json", "--manifests", "manifests"])
+        .args(["--expires-in", "72h", "--at", "2026-11-05T10:00:00Z"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 hold(s) placed"));
+    escx(dir)
+        .args([
+            "hold",
+            "place",
+            "l.db",
+            "--events",
+            "holds.json",
+            "--manifests",
+            "manifests",
+            "--expires-in",
+            "1w",
+        ])
+        .assert()
+        .code(2);
+    let capture = json(
+        &escx(dir)
+            .args(["hold", "capture", "l.db", "job-1", "--amount", "50", "--manifests", "manifests"])
+            .args(["--operator-key", "op.key", "--at", "2026-11-06T10:00:00Z", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(
+        (capture["capture"]["captured"].as_u64(), capture["capture"]["released"].as_u64()),
+        (Some(50_000_000), Some(30_000_000))
+    );
+    let held = json(&escx(dir).args(["hold", "list", "l.db", "--json"]).output().unwrap().stdout);
+    assert_eq!(held["holds"][0]["state"], "CAPTURED");
+    escx(dir)
+        .args(["hold", "void", "l.db", "job-1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("CAPTURED"));
+    escx(dir).args(["statement", "export", "l.db", "--seq", "2", "-o", "s2.cbor"]).assert().success();
+    escx(dir).args(["statement", "export", "l.db", "--seq", "1", "-o", "s1.cbor"]).assert().success();
+    escx(dir)
+        .args(["statement", "verify", "s2.cbor", "--operator-pub", "op.pub", "--previous", "s1.cbor"])
+        .assert()
+        .success();
+
+    // Dispute s1 in November, reverse it in December.
+    escx(dir)
+        .args(["dispute", "open", "l.db", "s1", "--reason", "chargeback", "--at", "2026-11-20"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("DISPUTED"));
+    escx(dir)
+        .args([
+            "dispute",
+            "resolve",
+            "l.db",
+            "s1",
+            "--outcome",
+            "reversed",
+            "--note",
+            "lost",
+            "--at",
+            "2026-12-02",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("operator key"));
+    // November: s1 (100) withheld; the capture (50) counts. platform 15 % of each.
+    let out = escx(dir)
+        .args(["payout", "report", "l.db", "--period", "2026-11", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        csv.lines().any(|l| l == "2026-11,platform,USD,2,150.00,127.50,22.50,15.00,7.50,0.00,0.00,7.50"),
+        "{csv}"
+    );
+    escx(dir)
+        .args([
+            "dispute",
+            "resolve",
+            "l.db",
+            "s1",
+            "--outcome",
+            "reversed",
+            "--note",
+            "lost",
+            "--at",
+            "2026-12-02",
+        ])
+        .args(["--operator-key", "op.key"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("CANCELLED"));
+    let december = json(
+        &escx(dir)
+            .args([
+                "payout", "report", "l.db", "--period", "2026-12", "--party", "platform", "--format", "json",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    // The reversal gives back 15.00 and releases the 15.00 withheld: net 0, 7.50 still carried.
+    let line = &december["lines"][0];
+    assert_eq!(
+        (line["earned"].as_str(), line["withheld"].as_str(), line["carried_out"].as_str()),
+        (Some("-15.00"), Some("-15.00"), Some("7.50"))
+    );
+    let disputes = json(&escx(dir).args(["dispute", "list", "l.db", "--json"]).output().unwrap().stdout);
+    assert_eq!(disputes["disputes"][0]["outcome"], "reversed");
+    escx(dir).args(["ledger", "audit", "l.db"]).assert().success();
+    escx(dir).args(["payout", "report", "l.db", "--period", "2026-13"]).assert().code(2);
+    let exports =
+        rusqlite_count(&dir.join("l.db"), "SELECT COUNT(*) FROM audit WHERE action = 'payout-export'");
+    assert_eq!(exports, 2, "every export is audit-logged; the refused one is not");
+}
+
+fn rusqlite_count(path: &std::path::Path, sql: &str) -> i64 {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.query_row(sql, [], |r| r.get(0)).unwrap()
 }

@@ -64,6 +64,10 @@ fn escx(args: &[&str], dir: &Path) -> Command {
     command
 }
 
+fn statement_count(db: &rusqlite::Connection) -> i64 {
+    db.query_row("SELECT COUNT(*) FROM statements", [], |r| r.get(0)).unwrap()
+}
+
 fn balances(dir: &Path, ledger: &str) -> serde_json::Value {
     let out = escx(&["ledger", "balances", ledger, "--json"], dir)
         .stdout(std::process::Stdio::piped())
@@ -84,6 +88,7 @@ fn settle_run_survives_sigkill_at_random_moments() {
     let mut mix = Mix(7);
     let all = events(ROUNDS * PER_ROUND, &mut mix);
     let parsed: Vec<serde_json::Value> = serde_json::from_str(&all).unwrap();
+    assert!(escx(&["key", "generate", "--out", "op", "--unencrypted"], dir).status().unwrap().success());
     assert!(escx(&["settle", "init", "ledger.db", "--platform-bps", "300"], dir).status().unwrap().success());
 
     // Every tenth round runs to completion and measures how long a run takes; the others
@@ -108,6 +113,8 @@ fn settle_run_survives_sigkill_at_random_moments() {
             "manifests",
             "--batch-size",
             "3",
+            "--operator-key",
+            "op.key",
         ];
         let before = settled();
         let started = Instant::now();
@@ -138,11 +145,31 @@ fn settle_run_survives_sigkill_at_random_moments() {
 
     // Finish, then compare with one uninterrupted run over the same events.
     std::fs::write(dir.join("events.json"), &all).unwrap();
-    let finish = ["settle", "run", "ledger.db", "--events", "events.json", "--manifests", "manifests"];
+    let finish = [
+        "settle",
+        "run",
+        "ledger.db",
+        "--events",
+        "events.json",
+        "--manifests",
+        "manifests",
+        "--operator-key",
+        "op.key",
+    ];
     assert!(escx(&finish, dir).status().unwrap().success());
     assert!(escx(&["ledger", "audit", "ledger.db"], dir).status().unwrap().success());
     assert!(escx(&["settle", "init", "clean.db", "--platform-bps", "300"], dir).status().unwrap().success());
-    let clean = ["settle", "run", "clean.db", "--events", "events.json", "--manifests", "manifests"];
+    let clean = [
+        "settle",
+        "run",
+        "clean.db",
+        "--events",
+        "events.json",
+        "--manifests",
+        "manifests",
+        "--operator-key",
+        "op.key",
+    ];
     assert!(escx(&clean, dir).status().unwrap().success());
     assert_eq!(balances(dir, "ledger.db"), balances(dir, "clean.db"));
 
@@ -153,5 +180,26 @@ fn settle_run_survives_sigkill_at_random_moments() {
         })
         .unwrap();
     assert_eq!((settlements, distinct), ((ROUNDS * PER_ROUND) as i64, (ROUNDS * PER_ROUND) as i64));
+
+    // Every batch closed with its statement, and the statements form one unbroken chain.
+    let exported: Vec<String> = (1..=statement_count(&db))
+        .map(|seq| {
+            let name = format!("s{seq}.cbor");
+            let args = ["statement", "export", "ledger.db", "--seq", &seq.to_string(), "-o", &name];
+            assert!(escx(&args, dir).status().unwrap().success());
+            name
+        })
+        .collect();
+    let mut verify = vec!["statement", "verify", "--operator-pub", "op.pub"];
+    verify.extend(exported.iter().map(String::as_str));
+    assert!(escx(&verify, dir).status().unwrap().success(), "the statement chain does not verify");
+    let unstated: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM settlements WHERE batch NOT IN (SELECT seq FROM statements)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unstated, 0, "settlements without a statement");
     eprintln!("{killed} of {ROUNDS} runs killed with SIGKILL, {between_commits} of them between two commits");
 }

@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 
 pub use escx_licensing;
 
+pub mod disputes;
 pub mod events;
+pub mod holds;
 pub mod ledger;
+pub mod payout;
+pub mod statement;
 pub mod waterfall;
 
 /// Everything that can go wrong in settlement.
@@ -78,6 +82,22 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A hold cannot be placed, captured or voided.
+    #[error("hold {hold:?}: {reason}")]
+    Hold {
+        /// The hold (its event id).
+        hold: String,
+        /// Why.
+        reason: String,
+    },
+    /// A dispute cannot be opened or resolved.
+    #[error("settlement {settlement}: {reason}")]
+    Dispute {
+        /// The settlement (or the name given for it).
+        settlement: String,
+        /// Why.
+        reason: String,
+    },
     /// The ledger's schema is not this build's.
     #[error("{}: ledger schema version {found}, this build reads {expected}", .path.display())]
     Schema {
@@ -88,6 +108,15 @@ pub enum Error {
         /// Expected.
         expected: i64,
     },
+    /// No statement with this sequence number.
+    #[error("no statement {seq} in this ledger")]
+    UnknownStatement {
+        /// The sequence number asked for.
+        seq: u64,
+    },
+    /// A statement, chain or opening is refused.
+    #[error(transparent)]
+    Statement(#[from] statement::StatementError),
     /// The ledger's invariants do not hold.
     #[error("ledger {}: {reason}", .path.display())]
     Invariant {
@@ -133,8 +162,12 @@ impl Error {
             Self::Currency { .. } => "currency-mismatch",
             Self::Conflict { .. } => "settlement-conflict",
             Self::Refund { .. } => "refund-invalid",
+            Self::Hold { .. } => "hold-invalid",
+            Self::Dispute { .. } => "dispute-invalid",
             Self::Schema { .. } => "ledger-schema",
             Self::Invariant { .. } => "ledger-invariant",
+            Self::UnknownStatement { .. } => "unknown-statement",
+            Self::Statement(e) => e.code(),
             Self::Store { .. } => "ledger-store",
             Self::Io { .. } => "io",
         }
@@ -145,11 +178,11 @@ impl Error {
         !matches!(self, Self::Store { .. } | Self::Io { .. })
     }
 
-    fn store_unnamed(error: rusqlite::Error) -> Self {
+    pub(crate) fn store_unnamed(error: rusqlite::Error) -> Self {
         Self::Store { path: PathBuf::new(), reason: error.to_string() }
     }
 
-    fn with_path(self, path: &Path) -> Self {
+    pub(crate) fn with_path(self, path: &Path) -> Self {
         match self {
             Self::Store { path: p, reason } if p.as_os_str().is_empty() => {
                 Self::Store { path: path.into(), reason }

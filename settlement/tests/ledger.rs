@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use escx::sig::SecretKey;
 use escx_manifest::Manifest;
 use escx_settlement::events::{BillingEvent, parse_events};
 use escx_settlement::ledger::{CUSTOMERS, Ledger, Manifests, PlatformFee, settlement_id};
@@ -29,6 +30,14 @@ effective_from = "2027-01-01"
 party = "platform"
 share_of_gross_bps = 2000
 "#;
+
+const NOW: u64 = 1_800_000_000;
+
+/// The operator's statement key (one per test binary: ML-DSA key generation is not free).
+fn op() -> &'static SecretKey {
+    static KEY: std::sync::OnceLock<SecretKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(SecretKey::generate)
+}
 
 fn manifests() -> Manifests {
     let mut manifests = Manifests::default();
@@ -64,7 +73,7 @@ fn settles_recoups_across_runs_and_reruns_as_no_ops() {
     let mut all = Vec::new();
     for (n, month) in months.iter().enumerate() {
         all.push(event(&format!("m{n}"), month, "100.00"));
-        let report = ledger.settle(&events(&all), &manifests, 10).unwrap();
+        let report = ledger.settle(&events(&all), &manifests, 10, op(), NOW).unwrap();
         assert_eq!((report.settled, report.unchanged), (1, n));
     }
     assert_eq!(balance(&ledger, "investor"), 250_000_000);
@@ -75,11 +84,11 @@ fn settles_recoups_across_runs_and_reruns_as_no_ops() {
 
     // The 2027 version of the waterfall applies to a 2027 event.
     all.push(event("y1", "2027-02-01T00:00:00Z", "10.00"));
-    ledger.settle(&events(&all), &manifests, 10).unwrap();
+    ledger.settle(&events(&all), &manifests, 10, op(), NOW).unwrap();
     assert_eq!(balance(&ledger, "platform"), 32_000_000);
 
     let transfers = count(&ledger, "transfers");
-    let report = ledger.settle(&events(&all), &manifests, 10).unwrap();
+    let report = ledger.settle(&events(&all), &manifests, 10, op(), NOW).unwrap();
     assert_eq!((report.settled, report.unchanged, report.transfers), (0, 4, 0));
     assert_eq!(count(&ledger, "transfers"), transfers);
     let audit = ledger.audit().unwrap();
@@ -91,10 +100,12 @@ fn a_changed_event_under_a_used_id_is_refused_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
     let manifests = manifests();
-    ledger.settle(&events(&[event("a", "2026-11-01T00:00:00Z", "10.00")]), &manifests, 10).unwrap();
+    ledger
+        .settle(&events(&[event("a", "2026-11-01T00:00:00Z", "10.00")]), &manifests, 10, op(), NOW)
+        .unwrap();
     let changed =
         events(&[event("new", "2026-11-02T00:00:00Z", "5.00"), event("a", "2026-11-01T00:00:00Z", "11.00")]);
-    let err = ledger.settle(&changed, &manifests, 1).unwrap_err();
+    let err = ledger.settle(&changed, &manifests, 1, op(), NOW).unwrap_err();
     assert_eq!(err.code(), "settlement-conflict", "{err}");
     assert!(err.to_string().contains(&settlement_id("a")));
     assert_eq!(count(&ledger, "settlements"), 1, "the valid event before it was not written either");
@@ -112,7 +123,7 @@ fn bad_records_name_themselves_and_leave_the_ledger_untouched() {
         [(unknown, "no-manifest"), (euro, "currency-mismatch"), (early, "revenue-not-in-force")]
     {
         let batch = events(&[event("ok", "2026-11-01T00:00:00Z", "1.00"), record.to_owned()]);
-        let err = ledger.settle(&batch, &manifests, 1).unwrap_err();
+        let err = ledger.settle(&batch, &manifests, 1, op(), NOW).unwrap_err();
         assert_eq!(err.code(), code, "{err}");
         assert_eq!(count(&ledger, "settlements"), 0);
     }
@@ -125,15 +136,15 @@ fn a_refund_reverses_the_settlement_and_its_recoupment() {
         Ledger::init(&tmp.path().join("l.db"), Some(&PlatformFee { party: "op".into(), bps: 500 })).unwrap();
     let manifests = manifests();
     let sale = event("s", "2026-11-01T00:00:00Z", "100.00");
-    ledger.settle(&events(std::slice::from_ref(&sale)), &manifests, 10).unwrap();
+    ledger.settle(&events(std::slice::from_ref(&sale)), &manifests, 10, op(), NOW).unwrap();
     assert_eq!(balance(&ledger, "op"), 5_000_000);
     assert_eq!(ledger.recouped("USD").unwrap()["investor"], 85_500_000);
 
     let refund = r#"{"id": "r", "time": "2026-11-05T00:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "refund", "gross": "100.00", "currency": "USD", "refund_of": "s"}"#;
     let partial = refund.replace("\"100.00\"", "\"50.00\"");
-    let err = ledger.settle(&events(&[sale.clone(), partial]), &manifests, 10).unwrap_err();
+    let err = ledger.settle(&events(&[sale.clone(), partial]), &manifests, 10, op(), NOW).unwrap_err();
     assert_eq!(err.code(), "refund-invalid");
-    ledger.settle(&events(&[sale.clone(), refund.to_owned()]), &manifests, 10).unwrap();
+    ledger.settle(&events(&[sale.clone(), refund.to_owned()]), &manifests, 10, op(), NOW).unwrap();
     for party in ["op", "platform", "investor", "acme", CUSTOMERS] {
         assert_eq!(balance(&ledger, party), 0, "{party}");
     }
@@ -144,7 +155,10 @@ fn a_refund_reverses_the_settlement_and_its_recoupment() {
         .unwrap();
     assert_eq!(state, "CANCELLED");
     let twice = refund.replace("\"id\": \"r\"", "\"id\": \"r2\"");
-    assert_eq!(ledger.settle(&events(&[twice]), &manifests, 10).unwrap_err().code(), "refund-invalid");
+    assert_eq!(
+        ledger.settle(&events(&[twice]), &manifests, 10, op(), NOW).unwrap_err().code(),
+        "refund-invalid"
+    );
     assert_eq!(ledger.audit().unwrap().imbalance, 0);
 }
 

@@ -5,7 +5,11 @@ fn every_error_code_is_in_the_spec() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/settlement.md")).unwrap();
     let mut codes = Vec::new();
-    for source in [include_str!("../src/waterfall.rs"), include_str!("../src/lib.rs")] {
+    for source in [
+        include_str!("../src/waterfall.rs"),
+        include_str!("../src/lib.rs"),
+        include_str!("../src/statement.rs"),
+    ] {
         // The string literals of `fn code`'s body.
         let body = source.split("pub fn code(&self)").nth(1).unwrap().split("\n    }\n").next().unwrap();
         codes.extend(body.split('"').skip(1).step_by(2));
@@ -13,5 +17,22 @@ fn every_error_code_is_in_the_spec() {
     assert!(codes.len() >= 12);
     for code in codes {
         assert!(text.contains(&format!("`{code}`")), "{code} is not in spec/settlement.md");
+    }
+}
+
+#[test]
+fn every_context_string_is_in_the_spec() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/settlement.md")).unwrap();
+    use escx_settlement::{ledger, statement};
+    for context in [
+        ledger::CONTEXT_SETTLEMENT_ID,
+        ledger::CONTEXT_SETTLEMENT_CONTENT,
+        statement::CONTEXT_LEAF,
+        statement::CONTEXT_NODE,
+        statement::CONTEXT_STATEMENT_HASH,
+        statement::CONTEXT_STATEMENT.as_str(),
+    ] {
+        assert!(text.contains(context), "{context} is not in spec/settlement.md");
     }
 }

@@ -98,7 +98,7 @@ pub fn run(command: LedgerCommand, ui: &Ui) -> anyhow::Result<()> {
         }
         LedgerCommand::History(args) => {
             let (from, to) = match &args.period {
-                Some(period) => month(period)?,
+                Some(text) => period(text)?.range(),
                 None => (0, u64::MAX),
             };
             let rows = Ledger::open(&args.ledger)?.history(&args.party, from, to)?;
@@ -125,20 +125,22 @@ pub fn run(command: LedgerCommand, ui: &Ui) -> anyhow::Result<()> {
         }
         LedgerCommand::Audit(args) => {
             let audit = Ledger::open(&args.ledger)?.audit()?;
-            let ok = audit.imbalance == 0 && audit.unconserved.is_empty();
+            let ok = audit.ok();
             if !ok {
                 anyhow::bail!(escx_settlement::Error::Invariant {
                     path: args.ledger.clone(),
                     reason: format!(
-                        "invariants broken: imbalance {} micro-units, {} settlements not conserving their gross",
+                        "invariants broken: imbalance {} micro-units, {} settlements not conserving their gross, \
+                         held amounts not matching the pending holds in [{}]",
                         audit.imbalance,
-                        audit.unconserved.len()
+                        audit.unconserved.len(),
+                        audit.holds_mismatch.join(", ")
                     ),
                 });
             }
             ui.emit(json!({ "ok": ok, "audit": audit }), || {
                 format!(
-                    "{} settlements, {} transfers: double entry balances, every settlement pays out exactly its gross",
+                    "{} settlements, {} transfers: double entry balances, every settlement pays out exactly its gross, @holds equals the pending holds",
                     audit.settlements, audit.transfers
                 )
             });
@@ -147,16 +149,8 @@ pub fn run(command: LedgerCommand, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `YYYY-MM` as [first second, first second of the next month).
-pub fn month(text: &str) -> anyhow::Result<(u64, u64)> {
-    let bad = || UsageError(format!("--period {text:?}: expected YYYY-MM"));
-    let (year, month) = text.split_once('-').ok_or_else(bad)?;
-    let (year, month): (u32, u32) = (year.parse().map_err(|_| bad())?, month.parse().map_err(|_| bad())?);
-    if year < 1970 || !(1..=12).contains(&month) || text.len() != 7 {
-        return Err(bad().into());
-    }
-    let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
-    let start = escx::timestamp::parse(&format!("{year:04}-{month:02}-01")).map_err(|_| bad())?;
-    let end = escx::timestamp::parse(&format!("{next_year:04}-{next_month:02}-01")).map_err(|_| bad())?;
-    Ok((start, end))
+/// `--period YYYY-MM`.
+pub fn period(text: &str) -> anyhow::Result<escx_settlement::payout::Period> {
+    Ok(escx_settlement::payout::Period::parse(text)
+        .ok_or_else(|| UsageError(format!("--period {text:?}: expected a month, YYYY-MM (e.g. 2026-11)")))?)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use escx_manifest::Micros;
 use escx_manifest::schema::Step;
-use escx_settlement::ledger::{Ledger, Manifests, PlatformFee};
+use escx_settlement::ledger::{Ledger, Manifests, Options, PlatformFee};
 use escx_settlement::waterfall::{self, Tier};
 use serde_json::json;
 
@@ -22,7 +22,7 @@ and package tiers; it is recorded in the ledger so every run applies the same on
 
 Examples:
   escx settle init ./ledger.db
-  escx settle init ./ledger.db --platform-bps 1000 --platform-party platform")]
+  escx settle init ./ledger.db --platform-bps 1000 --platform-party platform --payout-threshold 50.00")]
     Init(InitArgs),
     /// Settle billing events through their packages' waterfalls, atomically per batch.
     #[command(after_help = "\
@@ -30,11 +30,12 @@ EVENTS is a JSON array of billing events (spec/settlement.md §1), e.g. from
 `escx issuer sales ./issuer --events`. Every event is checked before anything is written:
 its manifest (from --manifests), currency, and, for an id settled before, that its content
 is unchanged (a re-run is a no-op; a changed event under a used id is refused). Each batch
-is one transaction: a crash leaves whole settlements or none.
+is one transaction that closes with a statement signed by --operator-key: a crash leaves
+whole batches or none.
 
 Examples:
-  escx settle run ./ledger.db --events events.json --manifests ./manifests
-  escx issuer sales ./issuer --events > events.json && escx settle run ./ledger.db --events events.json --manifests ./manifests --json")]
+  escx settle run ./ledger.db --events events.json --manifests ./manifests --operator-key op.key
+  escx issuer sales ./issuer --events > events.json && escx settle run ./ledger.db --events events.json --manifests ./manifests --operator-key op.key --json")]
     Run(RunArgs),
     /// Dry run: who gets what from one gross amount, step by step (nothing is stored).
     #[command(after_help = "\
@@ -70,6 +71,10 @@ pub struct InitArgs {
     /// The platform's party name.
     #[arg(long, value_name = "PARTY", default_value = "platform", requires = "platform_bps")]
     platform_party: String,
+    /// Payout reports pay a party once its carried balance reaches this amount (default 0:
+    /// any positive balance); below it, the balance carries to the next month.
+    #[arg(long, value_name = "AMOUNT")]
+    payout_threshold: Option<String>,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -85,6 +90,9 @@ pub struct RunArgs {
     /// Directory of package and solution manifests (searched 4 levels deep for *.toml).
     #[arg(long, value_name = "DIR")]
     manifests: PathBuf,
+    /// The operator's secret key: signs each batch's statement.
+    #[arg(long, value_name = "KEY")]
+    operator_key: PathBuf,
     /// Settlements per transaction.
     #[arg(long, value_name = "N", default_value_t = escx_settlement::ledger::BATCH_DEFAULT)]
     batch_size: usize,
@@ -142,13 +150,22 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
             UsageError(format!("{} exists; a ledger is never re-created", args.ledger.display())).into()
         );
     }
-    Ledger::init(&args.ledger, fee.as_ref())?;
-    ui.emit(json!({ "ledger": args.ledger, "platform": fee }), || {
-        let fee = fee
-            .as_ref()
-            .map_or(String::new(), |f| format!(" with a platform fee of {} bps to {}", f.bps, f.party));
-        format!("created ledger {}{fee}", args.ledger.display())
-    });
+    let threshold = match &args.payout_threshold {
+        Some(text) => {
+            Micros::parse(text).map_err(|e| UsageError(format!("--payout-threshold {text:?}: {e}")))?
+        }
+        None => Micros(0),
+    };
+    Ledger::create(&args.ledger, &Options { platform: fee.clone(), payout_threshold: threshold.0 })?;
+    ui.emit(
+        json!({ "ledger": args.ledger, "platform": fee, "payout_threshold": threshold.to_string() }),
+        || {
+            let fee = fee
+                .as_ref()
+                .map_or(String::new(), |f| format!(" with a platform fee of {} bps to {}", f.bps, f.party));
+            format!("created ledger {}{fee}, payout threshold {threshold}", args.ledger.display())
+        },
+    );
     Ok(())
 }
 
@@ -156,15 +173,18 @@ fn settle(args: RunArgs, ui: &Ui) -> anyhow::Result<()> {
     let events = escx_settlement::events::read_events(&args.events)?;
     let manifests = Manifests::load_dir(&args.manifests)?;
     let mut ledger = Ledger::open(&args.ledger)?;
-    let report = ledger.settle(&events, &manifests, args.batch_size)?;
+    let operator = crate::secrets::load_secret_key(&args.operator_key)?;
+    let report = ledger.settle(&events, &manifests, args.batch_size, &operator, escx::now_unix())?;
     ui.emit(json!({ "ledger": args.ledger, "events": events.len(), "report": report }), || {
         format!(
-            "{} events: {} settled ({} transfers, {} transaction{}), {} already settled and unchanged",
+            "{} events: {} settled ({} transfers, {} transaction{}, {} statement{} signed), {} already settled and unchanged",
             events.len(),
             report.settled,
             report.transfers,
             report.batches,
             if report.batches == 1 { "" } else { "s" },
+            report.statements,
+            if report.statements == 1 { "" } else { "s" },
             report.unchanged
         )
     });

@@ -1,0 +1,170 @@
+//! `escx dispute ...`
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use escx_manifest::Micros;
+use escx_settlement::disputes::Outcome;
+use escx_settlement::ledger::Ledger;
+use serde_json::json;
+
+use crate::output::Ui;
+
+#[derive(Subcommand)]
+pub enum DisputeCommand {
+    /// Put a settled sale or usage in DISPUTED: its payouts are withheld from payout reports.
+    #[command(after_help = "\
+SETTLEMENT is a settlement id (64 hex digits, from `escx ledger history`) or the event id.
+Every dispute step writes an audit-log row.
+
+Examples:
+  escx dispute open ./ledger.db issuer:3f2a:sale:7 --reason \"chargeback 8841\"
+  escx dispute open ./ledger.db 9c1e...d0 --reason \"customer reports no delivery\" --json")]
+    Open(OpenArgs),
+    /// Resolve a dispute: upheld (the settlement stands) or reversed (the gross goes back).
+    #[command(after_help = "\
+`--outcome reversed` writes compensating transfers (each party gives back what it was
+paid, recoupment is undone) under a new settlement, cancels the disputed one, and signs a
+statement with --operator-key. `--outcome upheld` returns the settlement to SETTLED and
+releases the withheld payouts in the month of the resolution. Nothing is edited.
+
+Examples:
+  escx dispute resolve ./ledger.db issuer:3f2a:sale:7 --outcome upheld --note \"delivery proven\"
+  escx dispute resolve ./ledger.db issuer:3f2a:sale:7 --outcome reversed --note \"chargeback lost\" --operator-key op.key")]
+    Resolve(ResolveArgs),
+    /// List disputes, open ones first.
+    #[command(
+        after_help = "Examples:\n  escx dispute list ./ledger.db\n  escx dispute list ./ledger.db --json"
+    )]
+    List(ListArgs),
+}
+
+impl DisputeCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Open(a) => a.json,
+            Self::Resolve(a) => a.json,
+            Self::List(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct OpenArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// The settlement: its id or its event id.
+    settlement: String,
+    /// Why (kept in the audit log).
+    #[arg(long)]
+    reason: String,
+    /// The time of opening (default now).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutcomeArg {
+    Upheld,
+    Reversed,
+}
+
+#[derive(Args)]
+pub struct ResolveArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// The settlement: its id or its event id.
+    settlement: String,
+    /// How the dispute ends.
+    #[arg(long, value_enum)]
+    outcome: OutcomeArg,
+    /// The resolution (kept in the audit log).
+    #[arg(long)]
+    note: String,
+    /// The operator's secret key (required for a reversal: it is signed into a statement).
+    #[arg(long, value_name = "KEY")]
+    operator_key: Option<PathBuf>,
+    /// The time of resolution (default now).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(command: DisputeCommand, ui: &Ui) -> anyhow::Result<()> {
+    match command {
+        DisputeCommand::Open(args) => {
+            let now = super::hold::at(args.at.as_deref())?;
+            let mut ledger = Ledger::open(&args.ledger)?;
+            let settlement = ledger.find_settlement(&args.settlement)?;
+            ledger.open_dispute(&settlement, &args.reason, now)?;
+            ui.emit(json!({ "settlement": settlement, "state": "DISPUTED" }), || {
+                format!("settlement {settlement} is DISPUTED; its payouts are withheld until it is resolved")
+            });
+        }
+        DisputeCommand::Resolve(args) => {
+            let now = super::hold::at(args.at.as_deref())?;
+            let outcome = match args.outcome {
+                OutcomeArg::Upheld => Outcome::Upheld,
+                OutcomeArg::Reversed => Outcome::Reversed,
+            };
+            let mut ledger = Ledger::open(&args.ledger)?;
+            let settlement = ledger.find_settlement(&args.settlement)?;
+            let operator = match &args.operator_key {
+                Some(path) => Some(crate::secrets::load_secret_key(path)?),
+                None => None,
+            };
+            let resolution =
+                ledger.resolve_dispute(&settlement, outcome, &args.note, operator.as_ref(), now)?;
+            ui.emit(json!({ "resolution": resolution }), || match outcome {
+                Outcome::Upheld => format!("settlement {settlement}: dispute upheld, SETTLED again"),
+                Outcome::Reversed => {
+                    let mut text = format!(
+                        "settlement {settlement}: reversed by {} (statement {}), CANCELLED\n",
+                        resolution.reversal.as_deref().unwrap_or(""),
+                        resolution.statement.unwrap_or(0)
+                    );
+                    for (party, amount) in &resolution.given_back {
+                        text += &format!("  {party:<24} gives back {:>18}\n", Micros(*amount).to_string());
+                    }
+                    text
+                }
+            });
+        }
+        DisputeCommand::List(args) => {
+            let disputes = Ledger::open(&args.ledger)?.disputes()?;
+            ui.emit(json!({ "disputes": disputes }), || {
+                let mut text = String::new();
+                for d in &disputes {
+                    text += &format!(
+                        "{}  {:<28} {:>14} {}  {:<9} {}\n",
+                        &d.settlement[..16],
+                        d.event,
+                        Micros(d.gross).to_string(),
+                        d.currency,
+                        d.outcome.as_deref().unwrap_or("OPEN"),
+                        d.reason
+                    );
+                }
+                if text.is_empty() {
+                    text = "no disputes\n".into();
+                }
+                text
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! `escx hold ...`: two-phase budget holds (pay after verify).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use escx_manifest::Micros;
+use escx_settlement::ledger::{Ledger, Manifests};
+use serde_json::json;
+
+use crate::failure::UsageError;
+use crate::output::Ui;
+
+#[derive(Subcommand)]
+pub enum HoldCommand {
+    /// Place holds on customers' budgets: one per billing event (sale or usage).
+    #[command(after_help = "\
+A hold moves the event's gross from @customers to @holds and pays no one. Capture it
+(all or part) once the work is verified, or void it; from --expires-in on it can no
+longer be captured. The events are checked first (manifest, currency, an earlier hold
+under the same id with other content) and then placed in one transaction; placing the
+same events again is a no-op.
+
+Examples:
+  escx hold place ./ledger.db --events holds.json --manifests ./manifests --expires-in 72h
+  escx hold place ./ledger.db --events holds.json --manifests ./manifests --expires-in 7d --json")]
+    Place(PlaceArgs),
+    /// Capture a pending hold: settle all or part of it through its waterfall.
+    #[command(after_help = "\
+The captured amount runs through the waterfall of the held event (the [revenue] version in
+force at the event's time), paid from @holds; the rest goes back to @customers. The
+capture is recorded in a statement signed by --operator-key. Capturing again with the
+same amount is a no-op; an expired hold is refused.
+
+Examples:
+  escx hold capture ./ledger.db job-42 --manifests ./manifests --operator-key op.key
+  escx hold capture ./ledger.db job-42 --amount 30.00 --manifests ./manifests --operator-key op.key --json")]
+    Capture(CaptureArgs),
+    /// Void a pending hold (the whole amount goes back), or every expired one.
+    #[command(
+        after_help = "Examples:\n  escx hold void ./ledger.db job-42\n  escx hold void ./ledger.db --expired --json"
+    )]
+    Void(VoidArgs),
+    /// List holds.
+    #[command(
+        after_help = "Examples:\n  escx hold list ./ledger.db\n  escx hold list ./ledger.db --state PENDING --json"
+    )]
+    List(ListArgs),
+}
+
+impl HoldCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Place(a) => a.json,
+            Self::Capture(a) => a.json,
+            Self::Void(a) => a.json,
+            Self::List(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct PlaceArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// Billing events to hold, a JSON array (spec/settlement.md §1).
+    #[arg(long, value_name = "FILE")]
+    events: PathBuf,
+    /// Directory of package and solution manifests.
+    #[arg(long, value_name = "DIR")]
+    manifests: PathBuf,
+    /// How long the holds can be captured: 90m, 72h, 7d or seconds.
+    #[arg(long, value_name = "DURATION")]
+    expires_in: String,
+    /// The time of placing (default now): 2026-11-23, RFC 3339 or @unix.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct CaptureArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// The hold: its event id.
+    hold: String,
+    /// Amount to capture (default: all of it), a decimal with up to 6 places.
+    #[arg(long, value_name = "AMOUNT")]
+    amount: Option<String>,
+    /// Directory of package and solution manifests.
+    #[arg(long, value_name = "DIR")]
+    manifests: PathBuf,
+    /// The operator's secret key: signs the capture's statement.
+    #[arg(long, value_name = "KEY")]
+    operator_key: PathBuf,
+    /// The time of capture (default now).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct VoidArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// The hold: its event id.
+    #[arg(required_unless_present = "expired", conflicts_with = "expired")]
+    hold: Option<String>,
+    /// Void every pending hold that has expired.
+    #[arg(long)]
+    expired: bool,
+    /// The time of voiding (default now).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// Only holds in this state.
+    #[arg(long, value_parser = ["PENDING", "CAPTURED", "VOIDED"])]
+    state: Option<String>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--at TIME`, or now.
+pub fn at(text: Option<&str>) -> anyhow::Result<u64> {
+    match text {
+        Some(text) => {
+            Ok(escx::timestamp::parse(text).map_err(|reason| UsageError(format!("--at: {reason}")))?)
+        }
+        None => Ok(escx::now_unix()),
+    }
+}
+
+/// `90m`, `72h`, `7d`, `30s` or plain seconds.
+pub fn duration(text: &str) -> Option<u64> {
+    let (number, unit) = match text.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let number: u64 = number.parse().ok()?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    number.checked_mul(scale).filter(|s| *s > 0)
+}
+
+pub fn run(command: HoldCommand, ui: &Ui) -> anyhow::Result<()> {
+    match command {
+        HoldCommand::Place(args) => {
+            let now = at(args.at.as_deref())?;
+            let seconds = duration(&args.expires_in).ok_or_else(|| {
+                UsageError(format!(
+                    "--expires-in {:?}: expected a duration such as 90m, 72h or 7d",
+                    args.expires_in
+                ))
+            })?;
+            let events = escx_settlement::events::read_events(&args.events)?;
+            let manifests = Manifests::load_dir(&args.manifests)?;
+            let mut ledger = Ledger::open(&args.ledger)?;
+            let expires_at = now.saturating_add(seconds);
+            let report = ledger.place_holds(&events, &manifests, now, expires_at)?;
+            ui.emit(
+                json!({ "ledger": args.ledger, "report": report, "expires_at": escx::timestamp::format_rfc3339(expires_at) }),
+                || {
+                    format!(
+                        "{} hold(s) placed, {} placed before and unchanged; they expire at {}",
+                        report.placed,
+                        report.unchanged,
+                        escx::timestamp::format_rfc3339(expires_at)
+                    )
+                },
+            );
+        }
+        HoldCommand::Capture(args) => {
+            let now = at(args.at.as_deref())?;
+            let amount = match &args.amount {
+                Some(text) => {
+                    Some(Micros::parse(text).map_err(|e| UsageError(format!("--amount {text:?}: {e}")))?.0)
+                }
+                None => None,
+            };
+            let manifests = Manifests::load_dir(&args.manifests)?;
+            let mut ledger = Ledger::open(&args.ledger)?;
+            let operator = crate::secrets::load_secret_key(&args.operator_key)?;
+            let report = ledger.capture_hold(&args.hold, amount, &manifests, &operator, now)?;
+            ui.emit(json!({ "ledger": args.ledger, "capture": report }), || {
+                if report.unchanged {
+                    return format!(
+                        "hold {} was captured before with {}: nothing to do",
+                        report.hold,
+                        Micros(report.captured)
+                    );
+                }
+                let mut text = format!(
+                    "hold {}: captured {}, released {}, statement {}\n",
+                    report.hold,
+                    Micros(report.captured),
+                    Micros(report.released),
+                    report.statement.unwrap_or(0)
+                );
+                for (party, amount) in &report.payouts {
+                    text += &format!("  {party:<24} {:>18}\n", Micros(*amount).to_string());
+                }
+                text
+            });
+        }
+        HoldCommand::Void(args) => {
+            let now = at(args.at.as_deref())?;
+            let mut ledger = Ledger::open(&args.ledger)?;
+            let voided = match &args.hold {
+                Some(hold) if !args.expired => {
+                    if ledger.void_hold(hold, now)? {
+                        vec![hold.clone()]
+                    } else {
+                        Vec::new()
+                    }
+                }
+                _ => ledger.void_expired(now)?,
+            };
+            ui.emit(json!({ "ledger": args.ledger, "voided": voided }), || match voided.len() {
+                0 => "nothing to void".to_owned(),
+                _ => format!("voided {}", voided.join(", ")),
+            });
+        }
+        HoldCommand::List(args) => {
+            let holds = Ledger::open(&args.ledger)?.holds(args.state.as_deref())?;
+            ui.emit(json!({ "holds": holds }), || {
+                let mut text = String::new();
+                for hold in &holds {
+                    text += &format!(
+                        "{:<28} {:<9} {:>14} {} {:<20} expires {}\n",
+                        hold.id,
+                        hold.state,
+                        Micros(hold.captured.unwrap_or(hold.amount)).to_string(),
+                        hold.currency,
+                        hold.package,
+                        escx::timestamp::format_rfc3339(hold.expires_at)
+                    );
+                }
+                if text.is_empty() {
+                    text = "no holds\n".into();
+                }
+                text
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_parse() {
+        assert_eq!(super::duration("90m"), Some(5400));
+        assert_eq!(super::duration("72h"), Some(259_200));
+        assert_eq!(super::duration("7d"), Some(604_800));
+        assert_eq!(super::duration("45"), Some(45));
+        for bad in ["", "h", "0h", "3w", "-1h", "1.5h", "99999999999999999999d"] {
+            assert_eq!(super::duration(bad), None, "{bad}");
+        }
+    }
+}

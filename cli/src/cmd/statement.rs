@@ -1,0 +1,213 @@
+//! `escx statement ...`
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use escx_manifest::Micros;
+use escx_settlement::ledger::Ledger;
+use escx_settlement::statement::{self, OpeningsFile};
+use serde_json::json;
+
+use crate::failure;
+use crate::output::Ui;
+
+#[derive(Subcommand)]
+pub enum StatementCommand {
+    /// The statements in a ledger: number, hash, time, entries.
+    #[command(
+        after_help = "Examples:\n  escx statement list ./ledger.db\n  escx statement list ./ledger.db --json"
+    )]
+    List(ListArgs),
+    /// Write one signed statement to a file, for parties and auditors.
+    #[command(after_help = "Examples:\n  escx statement export ./ledger.db --seq 3 -o statement-3.cbor")]
+    Export(ExportArgs),
+    /// Write a party's openings (its amounts and blindings) for one statement.
+    #[command(
+        after_help = "Examples:\n  escx statement openings ./ledger.db --seq 3 --party acme -o acme-3.openings"
+    )]
+    Openings(OpeningsArgs),
+    /// Verify statements with the operator's public key: signature, Merkle root,
+    /// conservation on hidden amounts, party index, and the chain between them.
+    #[command(after_help = "\
+Conservation is checked on the commitments alone: no amount is revealed. With several
+files the chain is checked too (consecutive numbers, each naming the previous one's hash);
+a gap is reported. With --openings, a party's amounts are checked against the commitments.
+
+Examples:
+  escx statement verify statement-3.cbor --operator-pub op.pub
+  escx statement verify statement-4.cbor --operator-pub op.pub --previous statement-3.cbor
+  escx statement verify statement-*.cbor --operator-pub op.pub --json
+  escx statement verify statement-3.cbor --operator-pub op.pub --openings acme-3.openings")]
+    Verify(VerifyArgs),
+}
+
+impl StatementCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::List(a) => a.json,
+            Self::Export(a) => a.json,
+            Self::Openings(a) => a.json,
+            Self::Verify(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// Statement number.
+    #[arg(long)]
+    seq: u64,
+    /// Output file.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct OpeningsArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// Statement number.
+    #[arg(long)]
+    seq: u64,
+    /// The party.
+    #[arg(long)]
+    party: String,
+    /// Output file.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Statement files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The operator's public key.
+    #[arg(long, value_name = "FILE")]
+    operator_pub: PathBuf,
+    /// The statement before the first file (checked as part of the chain).
+    #[arg(long, value_name = "FILE")]
+    previous: Option<PathBuf>,
+    /// A party's openings for one of the statements.
+    #[arg(long, value_name = "FILE")]
+    openings: Option<PathBuf>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn write(path: &std::path::Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    escx::fsutil::write_atomic(path, bytes, mode, true).map_err(failure::at(path))
+}
+
+pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
+    match command {
+        StatementCommand::List(args) => {
+            let list = Ledger::open(&args.ledger)?.statements()?;
+            ui.emit(json!({ "statements": list }), || {
+                let mut text = String::new();
+                for s in &list {
+                    text += &format!(
+                        "#{:<5} {}  {:>6} entries  {}\n",
+                        s.seq,
+                        escx::timestamp::format_rfc3339(s.issued_at),
+                        s.entries,
+                        &s.hash[..16]
+                    );
+                }
+                if text.is_empty() {
+                    text = "no statements yet\n".into();
+                }
+                text
+            });
+        }
+        StatementCommand::Export(args) => {
+            let bytes = Ledger::open(&args.ledger)?.statement(args.seq)?;
+            write(&args.out, &bytes, escx::fsutil::MODE_PUBLIC)?;
+            ui.emit(json!({ "file": args.out, "seq": args.seq, "bytes": bytes.len() }), || {
+                format!("statement {} -> {}", args.seq, args.out.display())
+            });
+        }
+        StatementCommand::Openings(args) => {
+            let file = Ledger::open(&args.ledger)?.openings(args.seq, &args.party)?;
+            // Openings reveal the party's amounts: only for that party.
+            write(&args.out, &escx::cbor::encode(&file), escx::fsutil::MODE_SECRET)?;
+            ui.emit(json!({ "file": args.out, "seq": args.seq, "party": args.party, "openings": file.openings.len() }), || {
+                format!("{} openings of {} for statement {} -> {}", file.openings.len(), args.party, args.seq, args.out.display())
+            });
+        }
+        StatementCommand::Verify(args) => verify(args, ui)?,
+    }
+    Ok(())
+}
+
+fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
+    let operator =
+        escx::keyfile::read_public_key(&args.operator_pub).map_err(failure::at(&args.operator_pub))?;
+    let mut statements = Vec::new();
+    for path in args.previous.iter().chain(&args.files) {
+        let bytes = std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))?;
+        let verified = statement::verify(&bytes, &operator)
+            .map_err(escx_settlement::Error::from)
+            .with_context(|| path.display().to_string())?;
+        statements.push(verified);
+    }
+    statement::verify_chain(&mut statements).map_err(escx_settlement::Error::from)?;
+    let mut amounts = None;
+    if let Some(path) = &args.openings {
+        let bytes = std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))?;
+        let file: OpeningsFile = escx::cbor::decode_exact(&bytes, "openings").map_err(|reason| {
+            escx_settlement::Error::Event { path: path.clone(), index: 0, id: None, reason }
+        })?;
+        let target = statements
+            .iter()
+            .find(|s| s.payload.seq == file.seq)
+            .ok_or(escx_settlement::Error::UnknownStatement { seq: file.seq })?;
+        let checked = statement::check_openings(target, &file).map_err(escx_settlement::Error::from)?;
+        amounts = Some((file.party.clone(), file.seq, checked));
+    }
+    let summary: Vec<_> = statements
+        .iter()
+        .map(|s| json!({ "seq": s.payload.seq, "entries": s.payload.entries.len(), "hash": hex::encode(s.hash), "issued_at": escx::timestamp::format_rfc3339(s.payload.issued_at) }))
+        .collect();
+    let opened = amounts.as_ref().map(|(party, seq, list)| {
+        json!({ "party": party, "seq": seq, "total_micros": list.iter().map(|(_, a)| a).sum::<u64>(), "entries": list.iter().map(|(e, a)| json!({"entry": e, "micros": a})).collect::<Vec<_>>() })
+    });
+    ui.emit(json!({ "ok": true, "statements": summary, "openings": opened }), || {
+        let mut text = String::new();
+        for s in &statements {
+            text += &format!(
+                "statement {}: signature valid, {} entries conserve their gross on hidden amounts, index complete\n",
+                s.payload.seq,
+                s.payload.entries.len()
+            );
+        }
+        if statements.len() > 1 {
+            text += &format!("chain {}..{} unbroken\n", statements[0].payload.seq, statements[statements.len() - 1].payload.seq);
+        }
+        if let Some((party, seq, list)) = &amounts {
+            let total: u64 = list.iter().map(|(_, a)| a).sum();
+            text += &format!("{party}: {} payouts in statement {seq} open correctly, total {}\n", list.len(), Micros(total));
+        }
+        text
+    });
+    Ok(())
+}
