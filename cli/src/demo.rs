@@ -14,10 +14,15 @@ use escx::verify::{self, SectionSelection, VerifyOptions};
 use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::wallet::Wallet;
 use escx_manifest::Manifest;
+use escx_manifest::Micros;
 use escx_manifest::client::{self, StateDir};
 use escx_manifest::lockfile::Lockfile;
 use escx_manifest::registry::{DEFAULT_EXPIRY_SECS, Registry};
 use escx_manifest::resolve::{Catalog, ResolveOptions, resolve};
+use escx_settlement::events::BillingEvent;
+use escx_settlement::ledger::{BATCH_DEFAULT, Ledger, Manifests, Options, PlatformFee};
+use escx_settlement::payout::Period;
+use escx_settlement::statement;
 use serde_json::json;
 
 use crate::output::{self, Ui};
@@ -50,6 +55,8 @@ struct Demo {
     last_redemption: Option<Vec<u8>>,
     license_id: Option<Vec<u8>>,
     licensed_package: PathBuf,
+    operator: Option<SecretKey>,
+    events: Vec<BillingEvent>,
 }
 
 impl Demo {
@@ -74,6 +81,18 @@ impl Demo {
     /// The client's view: the registry key signs the index, the publisher the packages.
     fn client_policy(&self) -> anyhow::Result<TrustPolicy> {
         Ok(self.trust_publisher()?.with_registry_keys(vec![self.registry_key()?.public_key().clone()]))
+    }
+    fn operator(&self) -> anyhow::Result<&SecretKey> {
+        self.operator.as_ref().context("no operator key yet")
+    }
+    fn settlement_dir(&self) -> PathBuf {
+        self.dir.join("settlement")
+    }
+    fn ledger(&self) -> anyhow::Result<Ledger> {
+        Ok(Ledger::open(&self.settlement_dir().join("ledger.db"))?)
+    }
+    fn manifests(&self) -> anyhow::Result<Manifests> {
+        Ok(Manifests::load_dir(&self.settlement_dir().join("manifests"))?)
     }
     fn registry_dir(&self) -> PathBuf {
         self.dir.join("registry")
@@ -145,6 +164,10 @@ const STEPS: &[Step] = &[
     Step { name: "decrypt", run: decrypt },
     Step { name: "replay", run: double_spend },
     Step { name: "revoke", run: revoke },
+    Step { name: "settle", run: settle },
+    Step { name: "statement", run: verify_statement },
+    Step { name: "payout", run: payout_report },
+    Step { name: "rerun", run: rerun_settlement },
 ];
 
 pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
@@ -172,6 +195,8 @@ pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
         issuer: None,
         last_redemption: None,
         license_id: None,
+        operator: None,
+        events: Vec::new(),
     };
     let mut results = Vec::new();
     for (index, step) in STEPS.iter().enumerate() {
@@ -226,7 +251,7 @@ fn generate_keys(demo: &mut Demo) -> anyhow::Result<String> {
 const SAMPLE: &[(&str, &str)] = &[
     (
         "manifest.toml",
-        "[package]\nname = \"demo/thermal\"\nversion = \"1.0.0\"\ndescription = \"Thermal model for the escx demo\"\nlicense = \"MIT\"\n\n[include]\nfiles = [\"src/**\", \"data/**\"]\n",
+        "[package]\nname = \"demo/thermal\"\nversion = \"1.0.0\"\ndescription = \"Thermal model for the escx demo\"\nlicense = \"MIT\"\n\n[include]\nfiles = [\"src/**\", \"data/**\"]\n\n[revenue]\ncurrency = \"USD\"\nresidual = \"publisher\"\neffective_from = \"2026-01-01\"\n\n[[revenue.step]]\nparty = \"referrer\"\nshare_of_gross_bps = 1000\n",
     ),
     (
         "src/model.py",
@@ -576,4 +601,158 @@ fn revoke(demo: &mut Demo) -> anyhow::Result<String> {
         Err(error) => bail!("content key refused for the wrong reason: {error}"),
         Ok(_) => bail!("a revoked license released its content key"),
     }
+}
+
+/// The solution bundle that sells demo/thermal with its own tier.
+const SUITE_MANIFEST: &str = "[package]\nname = \"demo/suite\"\nversion = \"1.0.0\"\ndescription = \"Demo engineering suite\"\n\n[solution]\npackages = { \"demo/thermal\" = \"^1\" }\n\n[solution.tier]\nparty = \"suite\"\nshare_of_gross_bps = 1500\n";
+
+fn balances_line(ledger: &Ledger) -> anyhow::Result<String> {
+    let parts: Vec<String> = ledger
+        .balances(None)?
+        .iter()
+        .filter(|b| !b.account.starts_with('@'))
+        .map(|b| format!("{} {}", b.account, Micros(b.micros.max(0) as u64)))
+        .collect();
+    Ok(parts.join(", "))
+}
+
+fn settle(demo: &mut Demo) -> anyhow::Result<String> {
+    let dir = demo.settlement_dir();
+    std::fs::create_dir_all(dir.join("manifests"))?;
+    // The package's own manifest carries its waterfall; the suite adds a solution tier.
+    std::fs::copy(demo.dir.join("thermal/manifest.toml"), dir.join("manifests/thermal.toml"))?;
+    std::fs::write(dir.join("manifests/suite.toml"), SUITE_MANIFEST)?;
+
+    // A second customer buys one license through the Demo Suite bundle.
+    let now = escx::now_unix();
+    let issuer = demo.issuer()?;
+    let request = demo.wallet()?.request(&issuer.bundle(now)?, "demo/thermal", "standard", 1, now)?;
+    demo.wallet()?.finalize(&issuer.issue(&request, now)?)?;
+    let issuer_id = issuer.signing_key().id().to_string();
+    let mut events: Vec<BillingEvent> =
+        issuer.sales()?.iter().map(|sale| BillingEvent::from_sale(&issuer_id, sale)).collect();
+    if let Some(last) = events.last_mut() {
+        last.solution = Some("demo/suite".into());
+    }
+    let file: Vec<serde_json::Value> = events.iter().map(BillingEvent::to_json).collect();
+    std::fs::write(dir.join("events.json"), serde_json::to_string_pretty(&file)?)?;
+
+    let operator = SecretKey::generate();
+    keyfile::write_secret_key(&dir.join("operator.key"), &operator, &Protection::Unencrypted, true)?;
+    keyfile::write_public_key(&dir.join("operator.pub"), operator.public_key(), true)?;
+    let path = dir.join("ledger.db");
+    if path.exists() {
+        std::fs::remove_file(&path)?;
+    }
+    let options = Options {
+        platform: Some(PlatformFee { party: "platform".into(), bps: 1000 }),
+        payout_threshold: 50_000_000,
+    };
+    let mut ledger = Ledger::create(&path, &options)?;
+    let report = ledger.settle(&events, &demo.manifests()?, BATCH_DEFAULT, &operator, now)?;
+    let audit = ledger.audit()?;
+    if !audit.ok() || report.settled != events.len() {
+        bail!("the ledger does not balance: {audit:?}");
+    }
+    let gross: u64 = events.iter().map(|e| e.gross_micros).sum();
+    let line = format!(
+        "{} sales ({} USD, the last through the demo/suite bundle) settled through platform 10 % -> suite tier 15 % -> package waterfall (referrer 10 %, publisher the rest) in one transaction; balances: {}; double entry balances",
+        events.len(),
+        Micros(gross),
+        balances_line(&ledger)?
+    );
+    demo.operator = Some(operator);
+    demo.events = events;
+    Ok(line)
+}
+
+fn verify_statement(demo: &mut Demo) -> anyhow::Result<String> {
+    let ledger = demo.ledger()?;
+    let seq = ledger.statements()?.last().map(|s| s.seq).context("no statement was signed")?;
+    let bytes = ledger.statement(seq)?;
+    let file = demo.settlement_dir().join(format!("statement-{seq}.cbor"));
+    std::fs::write(&file, &bytes)?;
+    // An auditor with only the operator's public key.
+    let operator = keyfile::read_public_key(&demo.settlement_dir().join("operator.pub"))?;
+    let verified = statement::verify(&std::fs::read(&file)?, &operator)?;
+    // The publisher with only its openings.
+    let openings = ledger.openings(seq, "publisher")?;
+    let amounts = statement::check_openings(&verified, &openings)?;
+    let total: u64 = amounts.iter().map(|(_, amount)| amount).sum();
+    // One altered commitment is caught.
+    // An operator who signs payouts that do not add up is caught, even with a correct root.
+    let mut altered = verified.payload.clone();
+    altered.entries[0].payouts[0].commitment = altered.entries[0].gross.clone();
+    altered.entries_root =
+        serde_bytes::ByteBuf::from(statement::merkle_root(&statement::leaves(&altered)).to_vec());
+    let swapped = escx::envelope::Envelope::seal(
+        statement::CONTEXT_STATEMENT,
+        escx::cbor::encode(&altered),
+        demo.operator()?,
+    )
+    .to_cbor();
+    match statement::verify(&swapped, &operator) {
+        Err(error) if error.code() == "statement-unconserved" => {}
+        Err(error) => bail!("an altered statement was refused for the wrong reason: {error}"),
+        Ok(_) => bail!("an altered statement verified"),
+    }
+    Ok(format!(
+        "{} verified with the operator's public key alone: signature, Merkle root, {} entries whose payout commitments sum to the gross commitment (no amount revealed); the publisher's openings prove its {} USD; a re-signed statement with one payout commitment replaced is refused (statement-unconserved)",
+        file_name(&file),
+        verified.payload.entries.len(),
+        Micros(total)
+    ))
+}
+
+fn payout_report(demo: &mut Demo) -> anyhow::Result<String> {
+    let period = Period::of(escx::now_unix());
+    let mut ledger = demo.ledger()?;
+    let report = ledger.payout_report(period, None)?;
+    let csv = report.to_csv();
+    let file = demo.settlement_dir().join(format!("payouts-{period}.csv"));
+    std::fs::write(&file, &csv)?;
+    ledger.record_payout_export(&report, "csv", csv.as_bytes(), escx::now_unix())?;
+    let lines: Vec<String> = report
+        .lines
+        .iter()
+        .map(|l| {
+            if l.payable.0 > 0 {
+                format!("{} pays {}", l.party, l.payable)
+            } else {
+                format!("{} carries {}", l.party, l.carried_out)
+            }
+        })
+        .collect();
+    Ok(format!(
+        "{} ({} lines, exact decimals, audit-logged): {} (threshold {} USD)",
+        file_name(&file),
+        report.lines.len(),
+        lines.join(", "),
+        report.threshold
+    ))
+}
+
+fn rerun_settlement(demo: &mut Demo) -> anyhow::Result<String> {
+    let mut ledger = demo.ledger()?;
+    let before = ledger.balances(None)?;
+    let statements = ledger.statements()?.len();
+    let report =
+        ledger.settle(&demo.events, &demo.manifests()?, BATCH_DEFAULT, demo.operator()?, escx::now_unix())?;
+    if report.settled != 0 || report.unchanged != demo.events.len() || ledger.balances(None)? != before {
+        bail!("re-running settled something: {report:?}");
+    }
+    if ledger.statements()?.len() != statements {
+        bail!("re-running signed a new statement");
+    }
+    let mut changed = demo.events.clone();
+    changed[0].gross_micros += 1;
+    match ledger.settle(&changed, &demo.manifests()?, BATCH_DEFAULT, demo.operator()?, escx::now_unix()) {
+        Err(error) if error.code() == "settlement-conflict" => {}
+        Err(error) => bail!("a changed event was refused for the wrong reason: {error}"),
+        Ok(_) => bail!("a changed event under a used id was settled"),
+    }
+    Ok(format!(
+        "settling the same {} events again is a no-op (0 settled, balances and statements unchanged); the same id with another amount is refused (settlement-conflict)",
+        demo.events.len()
+    ))
 }

@@ -320,13 +320,36 @@ fn demo_runs_every_step() {
         steps.iter().any(|s| s["step"] == "tamper" && s["proved"].as_str().unwrap().contains("rejected"))
     );
     for step in [
-        "resolve", "install", "rollback", "conflict", "purchase", "redeem", "offline", "decrypt", "replay",
+        "resolve",
+        "install",
+        "rollback",
+        "conflict",
+        "purchase",
+        "redeem",
+        "offline",
+        "decrypt",
+        "replay",
         "revoke",
+        "settle",
+        "statement",
+        "payout",
+        "rerun",
     ] {
         assert!(steps.iter().any(|s| s["step"] == step), "demo lacks the {step} step");
     }
     let rollback = steps.iter().find(|s| s["step"] == "rollback").unwrap();
     assert!(rollback["proved"].as_str().unwrap().contains("index-rollback"));
+    let proved =
+        |name: &str| steps.iter().find(|s| s["step"] == name).unwrap()["proved"].as_str().unwrap().to_owned();
+    // 98.00 + 49.00 through platform 10 %, the suite's 15 % on the second, referrer 10 %.
+    assert!(
+        proved("settle").contains("publisher 113.1165, referrer 12.5685, suite 6.615"),
+        "{}",
+        proved("settle")
+    );
+    assert!(proved("statement").contains("statement-unconserved"));
+    assert!(proved("payout").contains("publisher pays 113.1165"));
+    assert!(proved("rerun").contains("settlement-conflict"));
 }
 
 #[test]
