@@ -17,6 +17,7 @@ pub mod holds;
 pub mod ledger;
 pub mod payout;
 pub mod statement;
+pub mod store;
 pub mod waterfall;
 
 /// Everything that can go wrong in settlement.
@@ -176,10 +177,6 @@ impl Error {
     /// True for problems with the input itself (exit code 1); false for the environment.
     pub fn is_verification_failure(&self) -> bool {
         !matches!(self, Self::Store { .. } | Self::Io { .. })
-    }
-
-    pub(crate) fn store_unnamed(error: rusqlite::Error) -> Self {
-        Self::Store { path: PathBuf::new(), reason: error.to_string() }
     }
 
     pub(crate) fn with_path(self, path: &Path) -> Self {

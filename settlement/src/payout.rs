@@ -10,7 +10,8 @@ use escx_manifest::Micros;
 use serde::Serialize;
 
 use crate::Error;
-use crate::ledger::{Ledger, audit_row};
+use crate::ledger::Ledger;
+use crate::store::{Store, Writer};
 
 /// A calendar month (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -158,77 +159,21 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// A party name as the report sees it: not a ledger-internal `@` account.
-fn is_party(name: &str) -> bool {
-    !name.starts_with('@')
-}
-
 type Key = (String, String);
 
-impl Ledger {
-    /// The payout threshold recorded at `init` (0: pay any positive balance).
-    pub fn payout_threshold(&self) -> Result<u64, Error> {
-        let value: Option<String> = rusqlite::OptionalExtension::optional(self.db.query_row(
-            "SELECT value FROM meta WHERE key = 'payout_threshold'",
-            [],
-            |r| r.get(0),
-        ))
-        .map_err(self.store())?;
-        match value {
-            None => Ok(0),
-            Some(text) => text
-                .parse()
-                .map_err(|_| Error::Store { path: self.path.clone(), reason: "bad payout_threshold".into() }),
-        }
-    }
-
+impl<S: Store> Ledger<S> {
     /// The payout report for `period`, for every party or only `party`.
     pub fn payout_report(&self, period: Period, party: Option<&str>) -> Result<PayoutReport, Error> {
         let threshold = self.payout_threshold()? as i64;
         let (_, end) = period.range();
-        let store = self.store();
-
-        // Every party transfer up to the end of the period: (settlement, month, party,
-        // currency, signed amount), plus each settlement's kind and gross.
-        let mut statement = self
-            .db
-            .prepare(
-                "SELECT s.id, s.at, s.kind, s.gross, a.name, a.currency,
-                        CASE WHEN a.id = t.credit THEN t.amount ELSE -t.amount END
-                 FROM transfers t
-                 JOIN settlements s ON s.id = t.settlement
-                 JOIN accounts a ON a.id IN (t.credit, t.debit)
-                 WHERE s.at < ?1 AND s.kind <> 'hold'
-                 ORDER BY s.at, s.id, t.id",
-            )
-            .map_err(&store)?;
-        let rows: Vec<(String, u64, String, i64, String, String, i64)> = statement
-            .query_map([end.min(i64::MAX as u64) as i64], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })
-            .map_err(&store)?
-            .collect::<Result<_, _>>()
-            .map_err(&store)?;
-
-        // Per settlement: each party's net.
-        // (time, kind, gross, currency, net per party)
+        // Per settlement up to the end of the period: (time, kind, gross, currency, net per party).
         type Nets = (u64, String, i64, String, BTreeMap<String, i64>);
         let mut by_settlement: BTreeMap<String, Nets> = BTreeMap::new();
-        for (id, at, kind, gross, name, currency, amount) in rows {
-            if !is_party(&name) {
-                continue;
-            }
-            let entry =
-                by_settlement.entry(id).or_insert_with(|| (at, kind, gross, currency, BTreeMap::new()));
-            *entry.4.entry(name).or_default() += amount;
+        for t in self.store.party_transfers(0, end)? {
+            let entry = by_settlement
+                .entry(t.settlement)
+                .or_insert_with(|| (t.at, t.kind, t.gross as i64, t.currency, BTreeMap::new()));
+            *entry.4.entry(t.party).or_default() += t.amount;
         }
 
         // Month by month: what each (party, currency) earned; for the period, the detail.
@@ -273,17 +218,13 @@ impl Ledger {
         }
 
         // Disputes: withheld in the month opened, released in the month resolved.
-        let mut statement = self
-            .db
-            .prepare("SELECT settlement, opened_at, resolved_at FROM disputes WHERE opened_at < ?1")
-            .map_err(&store)?;
-        let disputes: Vec<(String, u64, Option<u64>)> = statement
-            .query_map([end.min(i64::MAX as u64) as i64], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, Option<i64>>(2)?.map(|t| t as u64)))
-            })
-            .map_err(&store)?
-            .collect::<Result<_, _>>()
-            .map_err(&store)?;
+        let disputes: Vec<(String, u64, Option<u64>)> = self
+            .store
+            .disputes()?
+            .into_iter()
+            .filter(|(d, _)| d.opened_at < end)
+            .map(|(d, _)| (d.settlement, d.opened_at, d.resolved_at))
+            .collect();
         let mut withheld: BTreeMap<Key, BTreeMap<Period, i64>> = BTreeMap::new();
         for (settlement, opened, resolved) in disputes {
             let Some((_, _, _, currency, nets)) = by_settlement.get(&settlement) else { continue };
@@ -353,8 +294,6 @@ impl Ledger {
         bytes: &[u8],
         now: u64,
     ) -> Result<(), Error> {
-        let path = self.path.clone();
-        let store = |e: rusqlite::Error| Error::Store { path: path.clone(), reason: e.to_string() };
         let detail = serde_json::json!({
             "format": format,
             "parties": report.lines.iter().map(|l| &l.party).collect::<BTreeSet<_>>(),
@@ -362,10 +301,9 @@ impl Ledger {
             "payable": report.lines.iter().map(|l| (format!("{}/{}", l.party, l.currency), l.payable.to_string())).collect::<BTreeMap<_, _>>(),
             "blake3": blake3::hash(bytes).to_hex().to_string(),
         });
-        let tx = self.db.transaction().map_err(store)?;
-        audit_row(&tx, now, "payout-export", &report.period, &detail.to_string())
-            .map_err(|e| e.with_path(&path))?;
-        tx.commit().map_err(store)
+        let mut tx = self.store.begin()?;
+        tx.audit(now, "payout-export", &report.period, &detail.to_string())?;
+        tx.commit()
     }
 }
 

@@ -1,0 +1,419 @@
+//! An in-memory store: the same rows and constraints as the SQLite store, no durability.
+//! A write transaction works on a copy of the state and replaces it on commit, so it is
+//! serializable (the `&mut` borrow makes it the only writer). Used by tests to check that
+//! the engine depends on nothing but the [`Store`] contract.
+
+use std::collections::BTreeMap;
+
+use super::{
+    AccountId, Balance, DisputeRecord, HoldRecord, PartyTransfer, Reader, SettlementRecord, StatementRecord,
+    Store, TransferRecord, Writer,
+};
+use crate::Error;
+use crate::statement::Opening;
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    meta: BTreeMap<String, String>,
+    accounts: Vec<(String, String)>,
+    account_ids: BTreeMap<(String, String), AccountId>,
+    settlements: BTreeMap<String, SettlementRecord>,
+    event_ids: BTreeMap<String, String>,
+    transfers: Vec<(String, AccountId, AccountId, u64)>,
+    recoupment: BTreeMap<(String, String), u64>,
+    settlement_recoup: BTreeMap<(String, String), i64>,
+    statements: BTreeMap<u64, StatementRecord>,
+    openings: Vec<(u64, Opening)>,
+    audit: Vec<(u64, String, String, String)>,
+    holds: BTreeMap<String, HoldRecord>,
+    disputes: Vec<DisputeRecord>,
+}
+
+/// The in-memory store.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    state: State,
+}
+
+/// A write transaction on a [`MemoryStore`].
+pub struct MemoryTx<'a> {
+    store: &'a mut State,
+    work: State,
+}
+
+impl MemoryStore {
+    /// An empty store with `meta` rows.
+    pub fn new(meta: &[(&str, String)]) -> Self {
+        let mut state = State::default();
+        for (key, value) in meta {
+            state.meta.insert((*key).to_owned(), value.clone());
+        }
+        Self { state }
+    }
+
+    /// The audit rows: (at, action, subject, detail).
+    pub fn audit_rows(&self) -> Vec<(u64, String, String, String)> {
+        self.state.audit.clone()
+    }
+}
+
+impl Store for MemoryStore {
+    type Tx<'a> = MemoryTx<'a>;
+
+    fn begin(&mut self) -> Result<MemoryTx<'_>, Error> {
+        let work = self.state.clone();
+        Ok(MemoryTx { store: &mut self.state, work })
+    }
+}
+
+fn violation(reason: impl Into<String>) -> Error {
+    Error::Store { path: "(memory)".into(), reason: reason.into() }
+}
+
+impl State {
+    fn name(&self, id: AccountId) -> &(String, String) {
+        &self.accounts[(id - 1) as usize]
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, Error> {
+        Ok(self.meta.get(key).cloned())
+    }
+
+    fn settlement(&self, id: &str) -> Result<Option<SettlementRecord>, Error> {
+        Ok(self.settlements.get(id).cloned())
+    }
+
+    fn refunds_of(&self, target: &str) -> Result<Vec<String>, Error> {
+        let mut ids: Vec<String> = self
+            .settlements
+            .values()
+            .filter(|s| s.refund_of.as_deref() == Some(target))
+            .map(|s| s.event_id.clone())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn transfers_of(&self, settlement: &str) -> Result<Vec<TransferRecord>, Error> {
+        Ok(self
+            .transfers
+            .iter()
+            .filter(|t| t.0 == settlement)
+            .map(|t| TransferRecord {
+                debit: t.1,
+                credit: t.2,
+                credit_name: self.name(t.2).0.clone(),
+                amount: t.3,
+            })
+            .collect())
+    }
+
+    fn recouped(&self, currency: &str) -> Result<BTreeMap<String, u64>, Error> {
+        Ok(self
+            .recoupment
+            .iter()
+            .filter(|((_, c), _)| c == currency)
+            .map(|((p, _), t)| (p.clone(), *t))
+            .collect())
+    }
+
+    fn settlement_recoup(&self, settlement: &str) -> Result<Vec<(String, i64)>, Error> {
+        Ok(self
+            .settlement_recoup
+            .iter()
+            .filter(|((s, _), _)| s == settlement)
+            .map(|((_, p), a)| (p.clone(), *a))
+            .collect())
+    }
+
+    fn statements(&self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error> {
+        Ok(self
+            .statements
+            .values()
+            .map(|s| StatementRecord {
+                bytes: if with_bytes { s.bytes.clone() } else { Vec::new() },
+                ..s.clone()
+            })
+            .collect())
+    }
+
+    fn statement(&self, seq: u64) -> Result<Option<StatementRecord>, Error> {
+        Ok(self.statements.get(&seq).cloned())
+    }
+
+    fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> {
+        let mut list: Vec<Opening> = self
+            .openings
+            .iter()
+            .filter(|(s, o)| *s == seq && o.party.as_deref() == Some(party))
+            .map(|(_, o)| o.clone())
+            .collect();
+        list.sort_by_key(|o| o.entry);
+        Ok(list)
+    }
+
+    fn hold(&self, settlement: &str) -> Result<Option<HoldRecord>, Error> {
+        Ok(self.holds.get(settlement).cloned())
+    }
+
+    fn holds(&self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> {
+        let mut list: Vec<(HoldRecord, SettlementRecord)> = self
+            .holds
+            .values()
+            .filter(|h| state.is_none_or(|s| s == h.state))
+            .filter_map(|h| self.settlements.get(&h.settlement).map(|s| (h.clone(), s.clone())))
+            .collect();
+        list.sort_by(|a, b| (a.0.placed_at, &a.1.event_id).cmp(&(b.0.placed_at, &b.1.event_id)));
+        Ok(list)
+    }
+
+    fn disputes(&self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> {
+        let mut list: Vec<(DisputeRecord, SettlementRecord)> = self
+            .disputes
+            .iter()
+            .filter_map(|d| self.settlements.get(&d.settlement).map(|s| (d.clone(), s.clone())))
+            .collect();
+        list.sort_by_key(|(d, _)| (d.opened_at, d.id));
+        Ok(list)
+    }
+
+    fn open_dispute(&self, settlement: &str) -> Result<Option<DisputeRecord>, Error> {
+        Ok(self.disputes.iter().find(|d| d.settlement == settlement && d.resolved_at.is_none()).cloned())
+    }
+
+    fn balances(&self, name: Option<&str>) -> Result<Vec<Balance>, Error> {
+        let mut by_account = vec![0i64; self.accounts.len()];
+        for (_, debit, credit, amount) in &self.transfers {
+            by_account[(*credit - 1) as usize] += *amount as i64;
+            by_account[(*debit - 1) as usize] -= *amount as i64;
+        }
+        let mut list: Vec<Balance> = self
+            .accounts
+            .iter()
+            .zip(by_account)
+            .filter(|((n, _), _)| name.is_none_or(|name| name == n))
+            .map(|((n, c), micros)| Balance { account: n.clone(), currency: c.clone(), micros })
+            .collect();
+        list.sort_by(|a, b| (&a.account, &a.currency).cmp(&(&b.account, &b.currency)));
+        Ok(list)
+    }
+
+    fn party_transfers(&self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> {
+        let mut list = Vec::new();
+        for (position, (settlement, debit, credit, amount)) in self.transfers.iter().enumerate() {
+            let Some(s) = self.settlements.get(settlement) else { continue };
+            if s.at < from || s.at >= to || s.kind == "hold" {
+                continue;
+            }
+            for (account, sign) in [(*credit, 1i64), (*debit, -1)] {
+                let (party, currency) = self.name(account);
+                if party.starts_with('@') {
+                    continue;
+                }
+                let row = PartyTransfer {
+                    settlement: s.id.clone(),
+                    at: s.at,
+                    kind: s.kind.clone(),
+                    gross: s.gross,
+                    party: party.clone(),
+                    currency: currency.clone(),
+                    amount: sign * *amount as i64,
+                };
+                list.push((s.at, s.id.clone(), position, row));
+            }
+        }
+        list.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+        Ok(list.into_iter().map(|(_, _, _, row)| row).collect())
+    }
+
+    fn counts(&self) -> Result<(u64, u64), Error> {
+        Ok((self.settlements.len() as u64, self.transfers.len() as u64))
+    }
+
+    fn unconserved(&self) -> Result<Vec<String>, Error> {
+        let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+        for (settlement, _, _, amount) in &self.transfers {
+            *sums.entry(settlement).or_default() += amount;
+        }
+        Ok(self
+            .settlements
+            .values()
+            .filter(|s| {
+                (s.kind == "sale" || s.kind == "usage")
+                    && sums.get(s.id.as_str()).copied().unwrap_or(0) != s.gross
+            })
+            .map(|s| s.id.clone())
+            .collect())
+    }
+}
+
+macro_rules! reader {
+    ($type:ty, $self:ident => $state:expr) => {
+        impl Reader for $type {
+            fn meta(&$self, key: &str) -> Result<Option<String>, Error> { $state.meta(key) }
+            fn settlement(&$self, id: &str) -> Result<Option<SettlementRecord>, Error> { $state.settlement(id) }
+            fn refunds_of(&$self, target: &str) -> Result<Vec<String>, Error> { $state.refunds_of(target) }
+            fn transfers_of(&$self, settlement: &str) -> Result<Vec<TransferRecord>, Error> { $state.transfers_of(settlement) }
+            fn recouped(&$self, currency: &str) -> Result<BTreeMap<String, u64>, Error> { $state.recouped(currency) }
+            fn settlement_recoup(&$self, settlement: &str) -> Result<Vec<(String, i64)>, Error> { $state.settlement_recoup(settlement) }
+            fn statements(&$self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error> { $state.statements(with_bytes) }
+            fn statement(&$self, seq: u64) -> Result<Option<StatementRecord>, Error> { $state.statement(seq) }
+            fn openings(&$self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { $state.openings(seq, party) }
+            fn hold(&$self, settlement: &str) -> Result<Option<HoldRecord>, Error> { $state.hold(settlement) }
+            fn holds(&$self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> { $state.holds(state) }
+            fn disputes(&$self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> { $state.disputes() }
+            fn open_dispute(&$self, settlement: &str) -> Result<Option<DisputeRecord>, Error> { $state.open_dispute(settlement) }
+            fn balances(&$self, name: Option<&str>) -> Result<Vec<Balance>, Error> { $state.balances(name) }
+            fn party_transfers(&$self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> { $state.party_transfers(from, to) }
+            fn counts(&$self) -> Result<(u64, u64), Error> { $state.counts() }
+            fn unconserved(&$self) -> Result<Vec<String>, Error> { $state.unconserved() }
+        }
+    };
+}
+
+reader!(MemoryStore, self => self.state);
+reader!(MemoryTx<'_>, self => self.work);
+
+impl Writer for MemoryTx<'_> {
+    fn account(&mut self, name: &str, currency: &str) -> Result<AccountId, Error> {
+        let key = (name.to_owned(), currency.to_owned());
+        if let Some(id) = self.work.account_ids.get(&key) {
+            return Ok(*id);
+        }
+        self.work.accounts.push(key.clone());
+        let id = self.work.accounts.len() as AccountId;
+        self.work.account_ids.insert(key, id);
+        Ok(id)
+    }
+
+    fn insert_settlement(&mut self, s: &SettlementRecord) -> Result<(), Error> {
+        if self.work.settlements.contains_key(&s.id) || self.work.event_ids.contains_key(&s.event_id) {
+            return Err(violation(format!("settlement {} exists", s.id)));
+        }
+        if let Some(target) = &s.refund_of {
+            if !self.work.settlements.contains_key(target) {
+                return Err(violation(format!("refund_of {target} is not a settlement")));
+            }
+        }
+        self.work.event_ids.insert(s.event_id.clone(), s.id.clone());
+        self.work.settlements.insert(s.id.clone(), s.clone());
+        Ok(())
+    }
+
+    fn set_state(&mut self, id: &str, state: &str) -> Result<(), Error> {
+        if let Some(s) = self.work.settlements.get_mut(id) {
+            s.state = state.to_owned();
+        }
+        Ok(())
+    }
+
+    fn insert_transfer(
+        &mut self,
+        settlement: &str,
+        debit: AccountId,
+        credit: AccountId,
+        amount: u64,
+    ) -> Result<(), Error> {
+        let accounts = self.work.accounts.len() as AccountId;
+        if amount == 0
+            || debit == credit
+            || !(1..=accounts).contains(&debit)
+            || !(1..=accounts).contains(&credit)
+        {
+            return Err(violation("a transfer needs two different accounts and an amount > 0"));
+        }
+        if !self.work.settlements.contains_key(settlement) {
+            return Err(violation(format!("transfer of unknown settlement {settlement}")));
+        }
+        self.work.transfers.push((settlement.to_owned(), debit, credit, amount));
+        Ok(())
+    }
+
+    fn set_recouped(&mut self, party: &str, currency: &str, total: u64) -> Result<(), Error> {
+        self.work.recoupment.insert((party.to_owned(), currency.to_owned()), total);
+        Ok(())
+    }
+
+    fn add_settlement_recoup(&mut self, settlement: &str, party: &str, amount: i64) -> Result<(), Error> {
+        let key = (settlement.to_owned(), party.to_owned());
+        if self.work.settlement_recoup.insert(key, amount).is_some() {
+            return Err(violation("recoupment of this settlement and party recorded twice"));
+        }
+        Ok(())
+    }
+
+    fn insert_statement(&mut self, s: &StatementRecord, openings: &[Opening]) -> Result<(), Error> {
+        if self.work.statements.contains_key(&s.seq)
+            || self.work.statements.values().any(|o| o.hash == s.hash)
+        {
+            return Err(violation(format!("statement {} exists", s.seq)));
+        }
+        self.work.statements.insert(s.seq, s.clone());
+        self.work.openings.extend(openings.iter().map(|o| (s.seq, o.clone())));
+        Ok(())
+    }
+
+    fn audit(&mut self, at: u64, action: &str, subject: &str, detail: &str) -> Result<(), Error> {
+        self.work.audit.push((at, action.to_owned(), subject.to_owned(), detail.to_owned()));
+        Ok(())
+    }
+
+    fn insert_hold(&mut self, h: &HoldRecord) -> Result<(), Error> {
+        if self.work.holds.contains_key(&h.settlement) || !self.work.settlements.contains_key(&h.settlement) {
+            return Err(violation(format!("hold {} exists or has no settlement", h.settlement)));
+        }
+        self.work.holds.insert(h.settlement.clone(), h.clone());
+        Ok(())
+    }
+
+    fn close_hold(
+        &mut self,
+        settlement: &str,
+        state: &str,
+        captured: Option<u64>,
+        at: u64,
+    ) -> Result<(), Error> {
+        if let Some(h) = self.work.holds.get_mut(settlement) {
+            h.state = state.to_owned();
+            h.captured = captured;
+            h.closed_at = Some(at);
+        }
+        Ok(())
+    }
+
+    fn insert_dispute(&mut self, settlement: &str, opened_at: u64, reason: &str) -> Result<(), Error> {
+        if self.work.disputes.iter().any(|d| d.settlement == settlement && d.resolved_at.is_none()) {
+            return Err(violation(format!("settlement {settlement} has an open dispute")));
+        }
+        let id = self.work.disputes.len() as i64 + 1;
+        self.work.disputes.push(DisputeRecord {
+            id,
+            settlement: settlement.to_owned(),
+            opened_at,
+            reason: reason.to_owned(),
+            resolved_at: None,
+            outcome: None,
+            resolution: None,
+        });
+        Ok(())
+    }
+
+    fn resolve_dispute(&mut self, id: i64, at: u64, outcome: &str, resolution: &str) -> Result<(), Error> {
+        if let Some(d) = self.work.disputes.iter_mut().find(|d| d.id == id) {
+            d.resolved_at = Some(at);
+            d.outcome = Some(outcome.to_owned());
+            d.resolution = Some(resolution.to_owned());
+        }
+        Ok(())
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        self.work.meta.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    fn commit(self) -> Result<(), Error> {
+        *self.store = self.work;
+        Ok(())
+    }
+}

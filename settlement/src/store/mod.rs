@@ -1,0 +1,249 @@
+//! Storage behind the ledger (spec: settlement.md §3.1, §5.4).
+//!
+//! The engine (`ledger`, `holds`, `disputes`, `payout`) decides what to write; a [`Store`]
+//! only keeps rows and runs transactions. Two backends implement it: [`SqliteStore`] (the
+//! product: WAL, `synchronous=FULL`, `BEGIN IMMEDIATE`) and [`MemoryStore`] (tests, and a
+//! reference a new backend can be compared with). A backend must give every
+//! [`Store::begin`] transaction serializable isolation: the engine re-reads what it
+//! depends on (a settlement's content, recoupment totals, a hold's state, the last
+//! statement) inside the transaction and relies on no other writer changing it before
+//! the commit. A PostgreSQL backend would run them at `SERIALIZABLE` and retry on
+//! serialization failures.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::statement::Opening;
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use memory::MemoryTx;
+pub use sqlite::{SCHEMA_VERSION as SQLITE_SCHEMA_VERSION, SqliteStore, SqliteTx};
+
+/// An account's key in a store.
+pub type AccountId = i64;
+
+/// One settlement row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementRecord {
+    /// Hex of `derive_key("escx v1 settlement id", event id)`.
+    pub id: String,
+    /// The event id (or `capture ...`, `reversal ...`).
+    pub event_id: String,
+    /// The content hash (32 bytes).
+    pub content: Vec<u8>,
+    /// `sale`, `usage`, `refund`, `hold`, `reversal`.
+    pub kind: String,
+    /// Package.
+    pub package: String,
+    /// Tier.
+    pub tier: String,
+    /// Gross, micro-units.
+    pub gross: u64,
+    /// Currency.
+    pub currency: String,
+    /// Unix seconds the settlement counts at.
+    pub at: u64,
+    /// `PENDING`, `SETTLED`, `CANCELLED`, `DISPUTED`.
+    pub state: String,
+    /// For a refund or reversal: the settlement it gives back.
+    pub refund_of: Option<String>,
+    /// The statement (batch) number; 0 for a hold.
+    pub batch: i64,
+}
+
+/// One transfer of a settlement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    /// Debited account.
+    pub debit: AccountId,
+    /// Credited account.
+    pub credit: AccountId,
+    /// The credited account's name.
+    pub credit_name: String,
+    /// Micro-units, > 0.
+    pub amount: u64,
+}
+
+/// A transfer touching a party, with its settlement, for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartyTransfer {
+    /// Settlement id.
+    pub settlement: String,
+    /// Settlement time.
+    pub at: u64,
+    /// Settlement kind.
+    pub kind: String,
+    /// Settlement gross.
+    pub gross: u64,
+    /// The party (account name, not starting with `@`).
+    pub party: String,
+    /// Currency.
+    pub currency: String,
+    /// Credit (positive) or debit (negative) of the party.
+    pub amount: i64,
+}
+
+/// One hold row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRecord {
+    /// The hold's settlement id.
+    pub settlement: String,
+    /// Canonical CBOR of the held event.
+    pub event: Vec<u8>,
+    /// Amount held.
+    pub amount: u64,
+    /// When placed.
+    pub placed_at: u64,
+    /// When it lapses.
+    pub expires_at: u64,
+    /// `PENDING`, `CAPTURED`, `VOIDED`.
+    pub state: String,
+    /// Amount captured.
+    pub captured: Option<u64>,
+    /// When captured or voided.
+    pub closed_at: Option<u64>,
+}
+
+/// One dispute row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisputeRecord {
+    /// Row id.
+    pub id: i64,
+    /// Disputed settlement.
+    pub settlement: String,
+    /// When opened.
+    pub opened_at: u64,
+    /// Why.
+    pub reason: String,
+    /// When resolved.
+    pub resolved_at: Option<u64>,
+    /// `upheld` or `reversed`.
+    pub outcome: Option<String>,
+    /// The resolution note.
+    pub resolution: Option<String>,
+}
+
+/// One statement row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementRecord {
+    /// Sequence number.
+    pub seq: u64,
+    /// Statement hash.
+    pub hash: [u8; 32],
+    /// When signed.
+    pub issued_at: u64,
+    /// Entries in it.
+    pub entries: u64,
+    /// The signed envelope.
+    pub bytes: Vec<u8>,
+}
+
+/// One account's position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    /// Account name (`@customers`, `@holds`, or a party).
+    pub account: String,
+    /// Currency.
+    pub currency: String,
+    /// Credits minus debits, micro-units.
+    pub micros: i64,
+}
+
+/// Queries, on a store or inside a transaction.
+pub trait Reader {
+    /// A `meta` value.
+    fn meta(&self, key: &str) -> Result<Option<String>, Error>;
+    /// A settlement by id.
+    fn settlement(&self, id: &str) -> Result<Option<SettlementRecord>, Error>;
+    /// The event ids of the settlements whose `refund_of` is `target`.
+    fn refunds_of(&self, target: &str) -> Result<Vec<String>, Error>;
+    /// A settlement's transfers, in the order written.
+    fn transfers_of(&self, settlement: &str) -> Result<Vec<TransferRecord>, Error>;
+    /// Recoupment totals of a currency, by party.
+    fn recouped(&self, currency: &str) -> Result<BTreeMap<String, u64>, Error>;
+    /// What a settlement changed in each party's recoupment total.
+    fn settlement_recoup(&self, settlement: &str) -> Result<Vec<(String, i64)>, Error>;
+    /// Every statement, by sequence number (without the bytes when `with_bytes` is false).
+    fn statements(&self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error>;
+    /// One statement.
+    fn statement(&self, seq: u64) -> Result<Option<StatementRecord>, Error>;
+    /// A party's openings for statement `seq`, by entry.
+    fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error>;
+    /// A hold by its settlement id.
+    fn hold(&self, settlement: &str) -> Result<Option<HoldRecord>, Error>;
+    /// Every hold (only those in `state` if given), by placing time then event id.
+    fn holds(&self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error>;
+    /// Every dispute, by opening time.
+    fn disputes(&self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error>;
+    /// The unresolved dispute on a settlement.
+    fn open_dispute(&self, settlement: &str) -> Result<Option<DisputeRecord>, Error>;
+    /// Every account's balance (or `name`'s), by name then currency.
+    fn balances(&self, name: Option<&str>) -> Result<Vec<Balance>, Error>;
+    /// Every transfer touching a party account, of settlements (other than holds) with
+    /// `from <= at < to`, by time, settlement id and transfer order.
+    fn party_transfers(&self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error>;
+    /// Numbers of settlements and transfers.
+    fn counts(&self) -> Result<(u64, u64), Error>;
+    /// Ids of sale and usage settlements whose transfers do not sum to their gross.
+    fn unconserved(&self) -> Result<Vec<String>, Error>;
+}
+
+/// Writes, inside a transaction.
+pub trait Writer: Reader {
+    /// The id of account `(name, currency)`, created if missing.
+    fn account(&mut self, name: &str, currency: &str) -> Result<AccountId, Error>;
+    /// Inserts a settlement (its id must be new).
+    fn insert_settlement(&mut self, settlement: &SettlementRecord) -> Result<(), Error>;
+    /// Changes a settlement's state (the only edit the engine makes to a settlement).
+    fn set_state(&mut self, id: &str, state: &str) -> Result<(), Error>;
+    /// Inserts a transfer (`amount > 0`, `debit != credit`).
+    fn insert_transfer(
+        &mut self,
+        settlement: &str,
+        debit: AccountId,
+        credit: AccountId,
+        amount: u64,
+    ) -> Result<(), Error>;
+    /// Sets a party's recoupment total.
+    fn set_recouped(&mut self, party: &str, currency: &str, total: u64) -> Result<(), Error>;
+    /// Records what a settlement changed in a party's recoupment total.
+    fn add_settlement_recoup(&mut self, settlement: &str, party: &str, amount: i64) -> Result<(), Error>;
+    /// Inserts a statement and the openings of its commitments.
+    fn insert_statement(&mut self, statement: &StatementRecord, openings: &[Opening]) -> Result<(), Error>;
+    /// Appends an audit row.
+    fn audit(&mut self, at: u64, action: &str, subject: &str, detail: &str) -> Result<(), Error>;
+    /// Inserts a hold.
+    fn insert_hold(&mut self, hold: &HoldRecord) -> Result<(), Error>;
+    /// Closes a hold: `CAPTURED` (with the amount) or `VOIDED`.
+    fn close_hold(
+        &mut self,
+        settlement: &str,
+        state: &str,
+        captured: Option<u64>,
+        at: u64,
+    ) -> Result<(), Error>;
+    /// Opens a dispute.
+    fn insert_dispute(&mut self, settlement: &str, opened_at: u64, reason: &str) -> Result<(), Error>;
+    /// Resolves dispute `id`.
+    fn resolve_dispute(&mut self, id: i64, at: u64, outcome: &str, resolution: &str) -> Result<(), Error>;
+    /// Sets a `meta` value.
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), Error>;
+    /// Makes every write of the transaction durable at once. Dropping the transaction
+    /// without committing discards them.
+    fn commit(self) -> Result<(), Error>;
+}
+
+/// A ledger store: queries, and serializable write transactions.
+pub trait Store: Reader {
+    /// A write transaction.
+    type Tx<'a>: Writer
+    where
+        Self: 'a;
+    /// Begins a write transaction (exclusive for writers, serializable).
+    fn begin(&mut self) -> Result<Self::Tx<'_>, Error>;
+}

@@ -1,0 +1,669 @@
+//! The SQLite store: one database file, WAL, `synchronous=FULL`, foreign keys on, schema
+//! migrations in `PRAGMA user_version`, write transactions `BEGIN IMMEDIATE` (SQLite's
+//! single writer makes them serializable).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use super::{
+    AccountId, Balance, DisputeRecord, HoldRecord, PartyTransfer, Reader, SettlementRecord, StatementRecord,
+    Store, TransferRecord, Writer,
+};
+use crate::Error;
+use crate::statement::Opening;
+
+/// Schema migrations, in order: migration `n` (1-based) takes `user_version` from `n - 1`
+/// to `n`. A ledger is created by running all of them and opened by running the ones it
+/// lacks, in one transaction.
+const MIGRATIONS: [&str; 2] = [SCHEMA_V1, SCHEMA_V2];
+
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE accounts (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    UNIQUE (name, currency)
+);
+CREATE TABLE settlements (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    content BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    package TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    gross INTEGER NOT NULL CHECK (gross >= 0),
+    currency TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('PENDING', 'SETTLED', 'CANCELLED', 'DISPUTED')),
+    refund_of TEXT REFERENCES settlements (id),
+    batch INTEGER NOT NULL
+);
+CREATE INDEX settlements_at ON settlements (at);
+CREATE TABLE transfers (
+    id INTEGER PRIMARY KEY,
+    settlement TEXT NOT NULL REFERENCES settlements (id),
+    debit INTEGER NOT NULL REFERENCES accounts (id),
+    credit INTEGER NOT NULL REFERENCES accounts (id),
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    CHECK (debit <> credit)
+);
+CREATE INDEX transfers_settlement ON transfers (settlement);
+CREATE INDEX transfers_debit ON transfers (debit);
+CREATE INDEX transfers_credit ON transfers (credit);
+CREATE TABLE recoupment (
+    party TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    total INTEGER NOT NULL CHECK (total >= 0),
+    PRIMARY KEY (party, currency)
+);
+CREATE TABLE settlement_recoup (
+    settlement TEXT NOT NULL REFERENCES settlements (id),
+    party TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    PRIMARY KEY (settlement, party)
+);
+CREATE TABLE statements (
+    seq INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    issued_at INTEGER NOT NULL,
+    entries INTEGER NOT NULL,
+    bytes BLOB NOT NULL
+);
+CREATE TABLE statement_openings (
+    seq INTEGER NOT NULL REFERENCES statements (seq),
+    entry INTEGER NOT NULL,
+    party TEXT,
+    amount INTEGER NOT NULL,
+    blinding BLOB NOT NULL
+);
+CREATE INDEX statement_openings_party ON statement_openings (seq, party);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
+/// Version 2: two-phase budget holds and disputes.
+const SCHEMA_V2: &str = "
+CREATE TABLE holds (
+    settlement TEXT PRIMARY KEY REFERENCES settlements (id),
+    event BLOB NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    placed_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('PENDING', 'CAPTURED', 'VOIDED')),
+    captured INTEGER,
+    closed_at INTEGER
+);
+CREATE TABLE disputes (
+    id INTEGER PRIMARY KEY,
+    settlement TEXT NOT NULL REFERENCES settlements (id),
+    opened_at INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    resolved_at INTEGER,
+    outcome TEXT CHECK (outcome IN ('upheld', 'reversed')),
+    resolution TEXT
+);
+CREATE UNIQUE INDEX disputes_open ON disputes (settlement) WHERE resolved_at IS NULL;
+";
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The SQLite ledger store.
+pub struct SqliteStore {
+    db: Connection,
+    path: PathBuf,
+}
+
+/// A write transaction on a [`SqliteStore`].
+pub struct SqliteTx<'a> {
+    tx: Transaction<'a>,
+    path: &'a Path,
+}
+
+fn store_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::Store { path: path.into(), reason: e.to_string() }
+}
+
+fn connect(path: &Path) -> Result<Connection, Error> {
+    let store = store_error(path);
+    let db = Connection::open(path).map_err(&store)?;
+    db.busy_timeout(std::time::Duration::from_secs(30)).map_err(&store)?;
+    db.pragma_update(None, "journal_mode", "WAL").map_err(&store)?;
+    db.pragma_update(None, "synchronous", "FULL").map_err(&store)?;
+    db.pragma_update(None, "foreign_keys", "ON").map_err(&store)?;
+    Ok(db)
+}
+
+impl SqliteStore {
+    /// Creates a new database with every migration applied and `meta` rows (refuses an
+    /// existing file).
+    pub fn create(path: &Path, meta: &[(&str, String)]) -> Result<Self, Error> {
+        if path.exists() {
+            return Err(Error::Store { path: path.into(), reason: "exists already; open it instead".into() });
+        }
+        let mut db = connect(path)?;
+        let store = store_error(path);
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&store)?;
+        for migration in MIGRATIONS {
+            tx.execute_batch(migration).map_err(&store)?;
+        }
+        for (key, value) in meta {
+            tx.execute("INSERT INTO meta VALUES (?1, ?2)", params![key, value]).map_err(&store)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(&store)?;
+        tx.commit().map_err(&store)?;
+        Ok(Self { db, path: path.into() })
+    }
+
+    /// Opens an existing database, running the migrations it lacks.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        if !path.exists() {
+            return Err(Error::Store {
+                path: path.into(),
+                reason: "no such ledger; create it with `escx settle init`".into(),
+            });
+        }
+        let mut db = connect(path)?;
+        let store = store_error(path);
+        let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&store)?;
+        if !(1..=SCHEMA_VERSION).contains(&version) {
+            return Err(Error::Schema { path: path.into(), found: version, expected: SCHEMA_VERSION });
+        }
+        if version < SCHEMA_VERSION {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&store)?;
+            // Another process may have migrated it while this one waited for the lock.
+            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&store)?;
+            for migration in MIGRATIONS.iter().skip(now.max(version) as usize) {
+                tx.execute_batch(migration).map_err(&store)?;
+            }
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(&store)?;
+            tx.commit().map_err(&store)?;
+        }
+        Ok(Self { db, path: path.into() })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying connection (for tools and tests).
+    pub fn connection(&self) -> &Connection {
+        &self.db
+    }
+}
+
+impl Store for SqliteStore {
+    type Tx<'a> = SqliteTx<'a>;
+
+    fn begin(&mut self) -> Result<SqliteTx<'_>, Error> {
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(store_error(&self.path))?;
+        Ok(SqliteTx { tx, path: &self.path })
+    }
+}
+
+fn settlement_row(r: &Row<'_>) -> rusqlite::Result<SettlementRecord> {
+    Ok(SettlementRecord {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        content: r.get(2)?,
+        kind: r.get(3)?,
+        package: r.get(4)?,
+        tier: r.get(5)?,
+        gross: r.get::<_, i64>(6)? as u64,
+        currency: r.get(7)?,
+        at: r.get::<_, i64>(8)? as u64,
+        state: r.get(9)?,
+        refund_of: r.get(10)?,
+        batch: r.get(11)?,
+    })
+}
+
+const SETTLEMENT_COLUMNS: &str = "s.id, s.event_id, s.content, s.kind, s.package, s.tier, s.gross, s.currency, s.at, s.state, s.refund_of, s.batch";
+
+fn hold_row(r: &Row<'_>, offset: usize) -> rusqlite::Result<HoldRecord> {
+    Ok(HoldRecord {
+        settlement: r.get(offset)?,
+        event: r.get(offset + 1)?,
+        amount: r.get::<_, i64>(offset + 2)? as u64,
+        placed_at: r.get::<_, i64>(offset + 3)? as u64,
+        expires_at: r.get::<_, i64>(offset + 4)? as u64,
+        state: r.get(offset + 5)?,
+        captured: r.get::<_, Option<i64>>(offset + 6)?.map(|c| c as u64),
+        closed_at: r.get::<_, Option<i64>>(offset + 7)?.map(|c| c as u64),
+    })
+}
+
+const HOLD_COLUMNS: &str =
+    "h.settlement, h.event, h.amount, h.placed_at, h.expires_at, h.state, h.captured, h.closed_at";
+
+fn dispute_row(r: &Row<'_>, offset: usize) -> rusqlite::Result<DisputeRecord> {
+    Ok(DisputeRecord {
+        id: r.get(offset)?,
+        settlement: r.get(offset + 1)?,
+        opened_at: r.get::<_, i64>(offset + 2)? as u64,
+        reason: r.get(offset + 3)?,
+        resolved_at: r.get::<_, Option<i64>>(offset + 4)?.map(|t| t as u64),
+        outcome: r.get(offset + 5)?,
+        resolution: r.get(offset + 6)?,
+    })
+}
+
+const DISPUTE_COLUMNS: &str =
+    "d.id, d.settlement, d.opened_at, d.reason, d.resolved_at, d.outcome, d.resolution";
+
+fn statement_row(r: &Row<'_>) -> rusqlite::Result<StatementRecord> {
+    let hash: Vec<u8> = r.get(1)?;
+    Ok(StatementRecord {
+        seq: r.get::<_, i64>(0)? as u64,
+        hash: hash
+            .try_into()
+            .map_err(|_| rusqlite::Error::InvalidColumnType(1, "hash".into(), rusqlite::types::Type::Blob))?,
+        issued_at: r.get::<_, i64>(2)? as u64,
+        entries: r.get::<_, i64>(3)? as u64,
+        bytes: r.get(4)?,
+    })
+}
+
+/// Clamps a time to SQLite's signed integers.
+fn time(t: u64) -> i64 {
+    t.min(i64::MAX as u64) as i64
+}
+
+/// The queries, shared by the store and its transactions.
+struct Q<'c> {
+    db: &'c Connection,
+    path: &'c Path,
+}
+
+impl Q<'_> {
+    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        store_error(self.path)
+    }
+
+    fn list<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, Error> {
+        let mut statement = self.db.prepare_cached(sql).map_err(self.err())?;
+        let rows = statement.query_map(params, map).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn one<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, Error> {
+        let mut statement = self.db.prepare_cached(sql).map_err(self.err())?;
+        statement.query_row(params, map).optional().map_err(self.err())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, Error> {
+        self.one("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+    }
+
+    fn settlement(&self, id: &str) -> Result<Option<SettlementRecord>, Error> {
+        self.one(
+            &format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements s WHERE s.id = ?1"),
+            [id],
+            settlement_row,
+        )
+    }
+
+    fn refunds_of(&self, target: &str) -> Result<Vec<String>, Error> {
+        self.list("SELECT event_id FROM settlements WHERE refund_of = ?1 ORDER BY event_id", [target], |r| {
+            r.get(0)
+        })
+    }
+
+    fn transfers_of(&self, settlement: &str) -> Result<Vec<TransferRecord>, Error> {
+        self.list(
+            "SELECT t.debit, t.credit, a.name, t.amount FROM transfers t JOIN accounts a ON a.id = t.credit
+             WHERE t.settlement = ?1 ORDER BY t.id",
+            [settlement],
+            |r| {
+                Ok(TransferRecord {
+                    debit: r.get(0)?,
+                    credit: r.get(1)?,
+                    credit_name: r.get(2)?,
+                    amount: r.get::<_, i64>(3)? as u64,
+                })
+            },
+        )
+    }
+
+    fn recouped(&self, currency: &str) -> Result<BTreeMap<String, u64>, Error> {
+        Ok(self
+            .list("SELECT party, total FROM recoupment WHERE currency = ?1", [currency], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .into_iter()
+            .collect())
+    }
+
+    fn settlement_recoup(&self, settlement: &str) -> Result<Vec<(String, i64)>, Error> {
+        self.list(
+            "SELECT party, amount FROM settlement_recoup WHERE settlement = ?1 ORDER BY party",
+            [settlement],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
+    fn statements(&self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error> {
+        let bytes = if with_bytes { "bytes" } else { "X''" };
+        self.list(
+            &format!("SELECT seq, hash, issued_at, entries, {bytes} FROM statements ORDER BY seq"),
+            [],
+            statement_row,
+        )
+    }
+
+    fn statement(&self, seq: u64) -> Result<Option<StatementRecord>, Error> {
+        self.one(
+            "SELECT seq, hash, issued_at, entries, bytes FROM statements WHERE seq = ?1",
+            [time(seq)],
+            statement_row,
+        )
+    }
+
+    fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> {
+        self.list(
+            "SELECT entry, amount, blinding FROM statement_openings WHERE seq = ?1 AND party = ?2 ORDER BY entry",
+            params![time(seq), party],
+            |r| {
+                Ok(Opening {
+                    entry: r.get(0)?,
+                    party: Some(party.to_owned()),
+                    amount: r.get::<_, i64>(1)? as u64,
+                    blinding: serde_bytes::ByteBuf::from(r.get::<_, Vec<u8>>(2)?),
+                })
+            },
+        )
+    }
+
+    fn hold(&self, settlement: &str) -> Result<Option<HoldRecord>, Error> {
+        self.one(&format!("SELECT {HOLD_COLUMNS} FROM holds h WHERE h.settlement = ?1"), [settlement], |r| {
+            hold_row(r, 0)
+        })
+    }
+
+    fn holds(&self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> {
+        self.list(
+            &format!(
+                "SELECT {SETTLEMENT_COLUMNS}, {HOLD_COLUMNS} FROM holds h JOIN settlements s ON s.id = h.settlement
+                 WHERE (?1 IS NULL OR h.state = ?1) ORDER BY h.placed_at, s.event_id"
+            ),
+            [state],
+            |r| Ok((hold_row(r, 12)?, settlement_row(r)?)),
+        )
+    }
+
+    fn disputes(&self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> {
+        self.list(
+            &format!(
+                "SELECT {SETTLEMENT_COLUMNS}, {DISPUTE_COLUMNS} FROM disputes d JOIN settlements s ON s.id = d.settlement
+                 ORDER BY d.opened_at, d.id"
+            ),
+            [],
+            |r| Ok((dispute_row(r, 12)?, settlement_row(r)?)),
+        )
+    }
+
+    fn open_dispute(&self, settlement: &str) -> Result<Option<DisputeRecord>, Error> {
+        self.one(
+            &format!(
+                "SELECT {DISPUTE_COLUMNS} FROM disputes d WHERE d.settlement = ?1 AND d.resolved_at IS NULL"
+            ),
+            [settlement],
+            |r| dispute_row(r, 0),
+        )
+    }
+
+    fn balances(&self, name: Option<&str>) -> Result<Vec<Balance>, Error> {
+        self.list(
+            "SELECT a.name, a.currency,
+                    COALESCE((SELECT SUM(amount) FROM transfers WHERE credit = a.id), 0)
+                  - COALESCE((SELECT SUM(amount) FROM transfers WHERE debit = a.id), 0)
+             FROM accounts a WHERE (?1 IS NULL OR a.name = ?1) ORDER BY a.name, a.currency",
+            [name],
+            |r| Ok(Balance { account: r.get(0)?, currency: r.get(1)?, micros: r.get(2)? }),
+        )
+    }
+
+    fn party_transfers(&self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> {
+        self.list(
+            "SELECT s.id, s.at, s.kind, s.gross, a.name, a.currency,
+                    CASE WHEN a.id = t.credit THEN t.amount ELSE -t.amount END
+             FROM transfers t
+             JOIN settlements s ON s.id = t.settlement
+             JOIN accounts a ON a.id IN (t.credit, t.debit)
+             WHERE s.at >= ?1 AND s.at < ?2 AND s.kind <> 'hold' AND substr(a.name, 1, 1) <> '@'
+             ORDER BY s.at, s.id, t.id",
+            params![time(from), time(to)],
+            |r| {
+                Ok(PartyTransfer {
+                    settlement: r.get(0)?,
+                    at: r.get::<_, i64>(1)? as u64,
+                    kind: r.get(2)?,
+                    gross: r.get::<_, i64>(3)? as u64,
+                    party: r.get(4)?,
+                    currency: r.get(5)?,
+                    amount: r.get(6)?,
+                })
+            },
+        )
+    }
+
+    fn counts(&self) -> Result<(u64, u64), Error> {
+        let count = |sql: &str| self.one(sql, [], |r| r.get::<_, i64>(0)).map(|n| n.unwrap_or(0) as u64);
+        Ok((count("SELECT COUNT(*) FROM settlements")?, count("SELECT COUNT(*) FROM transfers")?))
+    }
+
+    fn unconserved(&self) -> Result<Vec<String>, Error> {
+        self.list(
+            "SELECT s.id FROM settlements s
+             WHERE s.kind IN ('sale', 'usage')
+               AND s.gross <> COALESCE((SELECT SUM(amount) FROM transfers t WHERE t.settlement = s.id), 0)
+             ORDER BY s.id",
+            [],
+            |r| r.get(0),
+        )
+    }
+}
+
+macro_rules! reader {
+    ($type:ty, $self:ident => $q:expr) => {
+        impl Reader for $type {
+            fn meta(&$self, key: &str) -> Result<Option<String>, Error> { $q.meta(key) }
+            fn settlement(&$self, id: &str) -> Result<Option<SettlementRecord>, Error> { $q.settlement(id) }
+            fn refunds_of(&$self, target: &str) -> Result<Vec<String>, Error> { $q.refunds_of(target) }
+            fn transfers_of(&$self, settlement: &str) -> Result<Vec<TransferRecord>, Error> { $q.transfers_of(settlement) }
+            fn recouped(&$self, currency: &str) -> Result<BTreeMap<String, u64>, Error> { $q.recouped(currency) }
+            fn settlement_recoup(&$self, settlement: &str) -> Result<Vec<(String, i64)>, Error> { $q.settlement_recoup(settlement) }
+            fn statements(&$self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error> { $q.statements(with_bytes) }
+            fn statement(&$self, seq: u64) -> Result<Option<StatementRecord>, Error> { $q.statement(seq) }
+            fn openings(&$self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { $q.openings(seq, party) }
+            fn hold(&$self, settlement: &str) -> Result<Option<HoldRecord>, Error> { $q.hold(settlement) }
+            fn holds(&$self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> { $q.holds(state) }
+            fn disputes(&$self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> { $q.disputes() }
+            fn open_dispute(&$self, settlement: &str) -> Result<Option<DisputeRecord>, Error> { $q.open_dispute(settlement) }
+            fn balances(&$self, name: Option<&str>) -> Result<Vec<Balance>, Error> { $q.balances(name) }
+            fn party_transfers(&$self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> { $q.party_transfers(from, to) }
+            fn counts(&$self) -> Result<(u64, u64), Error> { $q.counts() }
+            fn unconserved(&$self) -> Result<Vec<String>, Error> { $q.unconserved() }
+        }
+    };
+}
+
+reader!(SqliteStore, self => Q { db: &self.db, path: &self.path });
+reader!(SqliteTx<'_>, self => Q { db: &self.tx, path: self.path });
+
+impl SqliteTx<'_> {
+    fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, Error> {
+        let store = store_error(self.path);
+        self.tx.prepare_cached(sql).and_then(|mut s| s.execute(params)).map_err(store)
+    }
+}
+
+impl Writer for SqliteTx<'_> {
+    fn account(&mut self, name: &str, currency: &str) -> Result<AccountId, Error> {
+        self.run("INSERT OR IGNORE INTO accounts (name, currency) VALUES (?1, ?2)", [name, currency])?;
+        let q = Q { db: &self.tx, path: self.path };
+        q.one("SELECT id FROM accounts WHERE name = ?1 AND currency = ?2", [name, currency], |r| r.get(0))?
+            .ok_or_else(|| Error::Store {
+                path: self.path.into(),
+                reason: format!("account {name} vanished"),
+            })
+    }
+
+    fn insert_settlement(&mut self, s: &SettlementRecord) -> Result<(), Error> {
+        self.run(
+            "INSERT INTO settlements (id, event_id, content, kind, package, tier, gross, currency, at, state, refund_of, batch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                s.id,
+                s.event_id,
+                s.content,
+                s.kind,
+                s.package,
+                s.tier,
+                s.gross as i64,
+                s.currency,
+                time(s.at),
+                s.state,
+                s.refund_of,
+                s.batch
+            ],
+        )
+        .map(drop)
+    }
+
+    fn set_state(&mut self, id: &str, state: &str) -> Result<(), Error> {
+        self.run("UPDATE settlements SET state = ?2 WHERE id = ?1", [id, state]).map(drop)
+    }
+
+    fn insert_transfer(
+        &mut self,
+        settlement: &str,
+        debit: AccountId,
+        credit: AccountId,
+        amount: u64,
+    ) -> Result<(), Error> {
+        self.run(
+            "INSERT INTO transfers (settlement, debit, credit, amount) VALUES (?1, ?2, ?3, ?4)",
+            params![settlement, debit, credit, amount as i64],
+        )
+        .map(drop)
+    }
+
+    fn set_recouped(&mut self, party: &str, currency: &str, total: u64) -> Result<(), Error> {
+        self.run(
+            "INSERT INTO recoupment (party, currency, total) VALUES (?1, ?2, ?3)
+             ON CONFLICT (party, currency) DO UPDATE SET total = excluded.total",
+            params![party, currency, total as i64],
+        )
+        .map(drop)
+    }
+
+    fn add_settlement_recoup(&mut self, settlement: &str, party: &str, amount: i64) -> Result<(), Error> {
+        self.run(
+            "INSERT INTO settlement_recoup (settlement, party, amount) VALUES (?1, ?2, ?3)",
+            params![settlement, party, amount],
+        )
+        .map(drop)
+    }
+
+    fn insert_statement(&mut self, s: &StatementRecord, openings: &[Opening]) -> Result<(), Error> {
+        self.run(
+            "INSERT INTO statements (seq, hash, issued_at, entries, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![time(s.seq), &s.hash[..], time(s.issued_at), s.entries as i64, s.bytes],
+        )?;
+        for opening in openings {
+            self.run(
+                "INSERT INTO statement_openings (seq, entry, party, amount, blinding) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![time(s.seq), opening.entry, opening.party, opening.amount as i64, opening.blinding.as_slice()],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn audit(&mut self, at: u64, action: &str, subject: &str, detail: &str) -> Result<(), Error> {
+        self.run(
+            "INSERT INTO audit (at, action, subject, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![time(at), action, subject, detail],
+        )
+        .map(drop)
+    }
+
+    fn insert_hold(&mut self, h: &HoldRecord) -> Result<(), Error> {
+        self.run(
+            "INSERT INTO holds (settlement, event, amount, placed_at, expires_at, state, captured, closed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                h.settlement,
+                h.event,
+                h.amount as i64,
+                time(h.placed_at),
+                time(h.expires_at),
+                h.state,
+                h.captured.map(|c| c as i64),
+                h.closed_at.map(time)
+            ],
+        )
+        .map(drop)
+    }
+
+    fn close_hold(
+        &mut self,
+        settlement: &str,
+        state: &str,
+        captured: Option<u64>,
+        at: u64,
+    ) -> Result<(), Error> {
+        self.run(
+            "UPDATE holds SET state = ?2, captured = ?3, closed_at = ?4 WHERE settlement = ?1",
+            params![settlement, state, captured.map(|c| c as i64), time(at)],
+        )
+        .map(drop)
+    }
+
+    fn insert_dispute(&mut self, settlement: &str, opened_at: u64, reason: &str) -> Result<(), Error> {
+        self.run(
+            "INSERT INTO disputes (settlement, opened_at, reason) VALUES (?1, ?2, ?3)",
+            params![settlement, time(opened_at), reason],
+        )
+        .map(drop)
+    }
+
+    fn resolve_dispute(&mut self, id: i64, at: u64, outcome: &str, resolution: &str) -> Result<(), Error> {
+        self.run(
+            "UPDATE disputes SET resolved_at = ?2, outcome = ?3, resolution = ?4 WHERE id = ?1",
+            params![id, time(at), outcome, resolution],
+        )
+        .map(drop)
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        self.run("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])
+            .map(drop)
+    }
+
+    fn commit(self) -> Result<(), Error> {
+        self.tx.commit().map_err(store_error(self.path))
+    }
+}
