@@ -19,6 +19,7 @@ use rand_core::{OsRng, RngCore};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Signature context of statements.
 pub const CONTEXT_STATEMENT: SigningContext = SigningContext::new("escx/statement/v1");
@@ -159,6 +160,13 @@ pub struct Opening {
     pub blinding: ByteBuf,
 }
 
+impl Drop for Opening {
+    /// A blinding together with the commitment reveals the amount: scrub it.
+    fn drop(&mut self) {
+        self.blinding.zeroize();
+    }
+}
+
 /// A party's openings for one statement, as handed to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,8 +219,8 @@ pub fn commit(amount: u64, blinding: &Scalar) -> RistrettoPoint {
 }
 
 fn random_scalar() -> Scalar {
-    let mut wide = [0u8; 64];
-    OsRng.fill_bytes(&mut wide);
+    let mut wide = Zeroizing::new([0u8; 64]);
+    OsRng.fill_bytes(wide.as_mut());
     Scalar::from_bytes_mod_order_wide(&wide)
 }
 
@@ -316,7 +324,7 @@ pub fn build(
         .enumerate()
         .map(|(index, input)| {
             let index = index as u32;
-            let gross_blinding = random_scalar();
+            let mut gross_blinding = random_scalar();
             let gross = commit(input.gross, &gross_blinding);
             let mut openings = vec![Opening {
                 entry: index,
@@ -347,6 +355,10 @@ pub fn build(
                     blinding: scalar_bytes(&blinding),
                 });
             }
+            // Scalars are Copy, so only the running values can be scrubbed here; the
+            // stored openings scrub theirs on drop.
+            gross_blinding.zeroize();
+            sum_blindings.zeroize();
             let entry = Entry {
                 settlement: ByteBuf::from(input.settlement.to_vec()),
                 kind: input.kind.clone(),
