@@ -203,19 +203,28 @@ pub struct Verified {
     pub hash: [u8; 32],
 }
 
-fn gens() -> &'static (PedersenGens, RistrettoBasepointTable) {
-    static GENS: OnceLock<(PedersenGens, RistrettoBasepointTable)> = OnceLock::new();
+/// The generators, a basepoint table for the blinding generator, and 1/2 mod ℓ.
+fn gens() -> &'static (PedersenGens, RistrettoBasepointTable, Scalar) {
+    static GENS: OnceLock<(PedersenGens, RistrettoBasepointTable, Scalar)> = OnceLock::new();
     GENS.get_or_init(|| {
         let gens = PedersenGens::default();
         let table = RistrettoBasepointTable::create(&gens.B_blinding);
-        (gens, table)
+        (gens, table, Scalar::from(2u8).invert())
     })
 }
 
 /// `amount·B + blinding·B_blinding` with bulletproofs' default generators.
 pub fn commit(amount: u64, blinding: &Scalar) -> RistrettoPoint {
-    let (_, blinding_table) = gens();
+    let (_, blinding_table, _) = gens();
     RISTRETTO_BASEPOINT_TABLE * &Scalar::from(amount) + blinding_table * blinding
+}
+
+/// Half a commitment, `Q` with `2·Q = commit(amount, blinding)`: the builder works on
+/// halves so that one batched "double and compress" (one field inversion for a whole
+/// entry, no inverse square root per point) encodes every commitment of an entry.
+fn half_commit(amount: u64, blinding: &Scalar) -> RistrettoPoint {
+    let (_, blinding_table, half) = gens();
+    RISTRETTO_BASEPOINT_TABLE * &(Scalar::from(amount) * half) + blinding_table * &(blinding * half)
 }
 
 fn random_scalar() -> Scalar {
@@ -325,14 +334,16 @@ pub fn build(
         .map(|(index, input)| {
             let index = index as u32;
             let mut gross_blinding = random_scalar();
-            let gross = commit(input.gross, &gross_blinding);
+            let gross = half_commit(input.gross, &gross_blinding);
             let mut openings = vec![Opening {
                 entry: index,
                 party: None,
                 amount: input.gross,
                 blinding: scalar_bytes(&gross_blinding),
             }];
-            let mut payouts = Vec::with_capacity(input.payouts.len());
+            // Halves of the gross and of each payout commitment, in that order.
+            let mut halves = Vec::with_capacity(input.payouts.len() + 1);
+            halves.push(gross);
             let (mut sum_points, mut sum_blindings) = (RistrettoPoint::default(), Scalar::ZERO);
             for (position, (party, amount)) in input.payouts.iter().enumerate() {
                 // The last payout takes what makes the sums exact, as a point and as a blinding.
@@ -340,14 +351,11 @@ pub fn build(
                     (gross - sum_points, gross_blinding - sum_blindings)
                 } else {
                     let blinding = random_scalar();
-                    (commit(*amount, &blinding), blinding)
+                    (half_commit(*amount, &blinding), blinding)
                 };
                 sum_points += point;
                 sum_blindings += blinding;
-                payouts.push(PayoutCommitment {
-                    party: party.clone(),
-                    commitment: ByteBuf::from(point.compress().to_bytes().to_vec()),
-                });
+                halves.push(point);
                 openings.push(Opening {
                     entry: index,
                     party: Some(party.clone()),
@@ -359,11 +367,21 @@ pub fn build(
             // stored openings scrub theirs on drop.
             gross_blinding.zeroize();
             sum_blindings.zeroize();
+            let mut encoded = RistrettoPoint::double_and_compress_batch(&halves)
+                .into_iter()
+                .map(|c| ByteBuf::from(c.to_bytes().to_vec()));
+            let gross = encoded.next().unwrap_or_default();
+            let payouts = input
+                .payouts
+                .iter()
+                .zip(encoded)
+                .map(|((party, _), commitment)| PayoutCommitment { party: party.clone(), commitment })
+                .collect();
             let entry = Entry {
                 settlement: ByteBuf::from(input.settlement.to_vec()),
                 kind: input.kind.clone(),
                 currency: input.currency.clone(),
-                gross: ByteBuf::from(gross.compress().to_bytes().to_vec()),
+                gross,
                 payouts,
             };
             (entry, openings)
