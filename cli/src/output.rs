@@ -118,6 +118,53 @@ impl escx::progress::Progress for Bar {
     }
 }
 
+/// A bar over a count of items (events, packages), behind the library's progress trait:
+/// drawn only on a terminal and only for at least `min` items.
+pub struct CountBar {
+    enabled: bool,
+    min: u64,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Ui {
+    /// A [`CountBar`] for phases of at least `min` items.
+    pub fn count_progress(&self, min: u64) -> CountBar {
+        CountBar { enabled: self.progress_allowed, min, bar: Mutex::new(None) }
+    }
+}
+
+impl escx::progress::Progress for CountBar {
+    fn start(&self, label: &str, total: u64) {
+        if !self.enabled || total < self.min {
+            return;
+        }
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} {eta}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(label.to_owned());
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    fn advance(&self, count: u64) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(count);
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     hex::encode(bytes)

@@ -283,8 +283,24 @@ impl<S: Store> Ledger<S> {
         operator: &SecretKey,
         now: u64,
     ) -> Result<RunReport, Error> {
+        self.settle_with_progress(events, manifests, batch_size, operator, now, &escx::progress::NoProgress)
+    }
+
+    /// [`Ledger::settle`], reporting each new event applied to `progress` (phase
+    /// `"settle"`, counted in events, not bytes).
+    pub fn settle_with_progress(
+        &mut self,
+        events: &[BillingEvent],
+        manifests: &Manifests,
+        batch_size: usize,
+        operator: &SecretKey,
+        now: u64,
+        progress: &dyn escx::progress::Progress,
+    ) -> Result<RunReport, Error> {
         let path = self.path.clone();
-        self.settle_unnamed(events, manifests, batch_size, operator, now).map_err(|e| e.with_path(&path))
+        let result = self.settle_unnamed(events, manifests, batch_size, operator, now, progress);
+        progress.finish();
+        result.map_err(|e| e.with_path(&path))
     }
 
     fn settle_unnamed(
@@ -294,6 +310,7 @@ impl<S: Store> Ledger<S> {
         batch_size: usize,
         operator: &SecretKey,
         now: u64,
+        progress: &dyn escx::progress::Progress,
     ) -> Result<RunReport, Error> {
         let platform = self.platform()?;
         let ledger_id = self.ledger_id()?;
@@ -326,6 +343,7 @@ impl<S: Store> Ledger<S> {
         }
 
         // 2. Apply, a batch per transaction.
+        progress.start("settle", fresh.len() as u64);
         for chunk in fresh.chunks(batch_size.max(1)) {
             let mut tx = self.store.begin()?;
             let mut accounts = AccountCache::new();
@@ -362,6 +380,7 @@ impl<S: Store> Ledger<S> {
                 };
                 report.transfers += payouts.len();
                 report.settled += 1;
+                progress.advance(1);
                 entries.push(entry(id, event.kind.name(), &event.currency, event.gross_micros, payouts)?);
             }
             if !entries.is_empty() {

@@ -174,7 +174,16 @@ fn settle(args: RunArgs, ui: &Ui) -> anyhow::Result<()> {
     let manifests = Manifests::load_dir(&args.manifests)?;
     let mut ledger = Ledger::open(&args.ledger)?;
     let operator = crate::secrets::load_secret_key(&args.operator_key)?;
-    let report = ledger.settle(&events, &manifests, args.batch_size, &operator, escx::now_unix())?;
+    // A bar from 1 000 events on: below that a run takes well under a second.
+    let progress = ui.count_progress(1_000);
+    let report = ledger.settle_with_progress(
+        &events,
+        &manifests,
+        args.batch_size,
+        &operator,
+        escx::now_unix(),
+        &progress,
+    )?;
     ui.emit(json!({ "ledger": args.ledger, "events": events.len(), "report": report }), || {
         format!(
             "{} events: {} settled ({} transfers, {} transaction{}, {} statement{} signed), {} already settled and unchanged",
