@@ -59,6 +59,18 @@ pub enum StatementError {
         /// What is wrong (a gap, a wrong previous hash, another ledger).
         reason: String,
     },
+    /// The openings do not cover exactly the entries the index lists for the party.
+    #[error(
+        "statement {seq}: entry {entry} of {party}: the openings must open every entry the party index lists for {party}, once"
+    )]
+    OpeningMissing {
+        /// Sequence number.
+        seq: u64,
+        /// The first entry missing, repeated or not listed.
+        entry: u32,
+        /// The party.
+        party: String,
+    },
     /// An opening does not open its commitment.
     #[error("statement {seq}: opening of entry {entry} for {party} does not match its commitment")]
     Opening {
@@ -78,7 +90,7 @@ impl StatementError {
             Self::Invalid { .. } => "statement-invalid",
             Self::Unconserved { .. } => "statement-unconserved",
             Self::Chain { .. } => "statement-chain",
-            Self::Opening { .. } => "opening-invalid",
+            Self::Opening { .. } | Self::OpeningMissing { .. } => "opening-invalid",
         }
     }
 }
@@ -452,6 +464,11 @@ pub fn verify(bytes: &[u8], operator: &PublicKey) -> Result<Verified, StatementE
         if entry.settlement.len() != 32 || entry.payouts.is_empty() {
             return Err(invalid(seq, format!("entry {index}: malformed")));
         }
+        let parties: std::collections::BTreeSet<&str> =
+            entry.payouts.iter().map(|p| p.party.as_str()).collect();
+        if parties.len() != entry.payouts.len() {
+            return Err(invalid(seq, format!("entry {index}: a party is paid twice (one payout per party)")));
+        }
         let gross = point(&entry.gross)
             .ok_or_else(|| invalid(seq, format!("entry {index}: gross is not a point")))?;
         let mut sum = RistrettoPoint::default();
@@ -519,6 +536,25 @@ pub fn check_openings(statement: &Verified, file: &OpeningsFile) -> Result<Vec<(
             seq: payload.seq,
             reason: format!("the openings are for statement {}", file.seq),
         });
+    }
+    // Every entry the index lists for the party must be opened, exactly once: an opening
+    // withheld could hide a "negative" payout (§4.4).
+    let listed = payload.parties.get(&file.party).map_or(&[][..], Vec::as_slice);
+    let mut opened: Vec<u32> = file
+        .openings
+        .iter()
+        .filter(|o| o.party.as_deref() == Some(file.party.as_str()))
+        .map(|o| o.entry)
+        .collect();
+    opened.sort_unstable();
+    if opened != listed {
+        let entry = listed
+            .iter()
+            .chain(opened.iter())
+            .find(|e| opened.iter().filter(|o| o == e).count() != 1 || !listed.contains(e))
+            .copied()
+            .unwrap_or(0);
+        return Err(StatementError::OpeningMissing { seq: payload.seq, entry, party: file.party.clone() });
     }
     let mut out = Vec::new();
     for opening in &file.openings {
@@ -592,5 +628,15 @@ mod tests {
         let mut lying = file.clone();
         lying.openings[2].amount += 1;
         assert_eq!(check_openings(&verified, &lying).unwrap_err().code(), "opening-invalid");
+        // An operator who withholds one opening, or hands one out twice, is caught.
+        let mut withheld = file.clone();
+        withheld.openings.remove(3);
+        assert!(matches!(
+            check_openings(&verified, &withheld).unwrap_err(),
+            StatementError::OpeningMissing { entry: 3, .. }
+        ));
+        let mut doubled = file.clone();
+        doubled.openings[3] = doubled.openings[2].clone();
+        assert_eq!(check_openings(&verified, &doubled).unwrap_err().code(), "opening-invalid");
     }
 }

@@ -91,6 +91,16 @@ fn an_operator_cannot_sign_an_unconserved_or_inconsistent_statement() {
     index.parties.remove("referrer");
     assert_eq!(verify(&resign(&index), key().public_key()).unwrap_err().code(), "statement-invalid");
 
+    // One party paid twice in an entry (conserving, with a fresh root): its second payout
+    // could hide from the party's openings, so it is refused.
+    let mut twice = good.clone();
+    let party = twice.entries[0].payouts[0].party.clone();
+    twice.entries[0].payouts[1].party = party;
+    twice.entries_root =
+        serde_bytes::ByteBuf::from(statement::merkle_root(&statement::leaves(&twice)).to_vec());
+    let error = verify(&resign(&twice), key().public_key()).unwrap_err();
+    assert!(error.to_string().contains("paid twice"), "{error}");
+
     // A first statement that claims a predecessor, or a later one that claims none.
     let mut previous = good.clone();
     previous.previous = serde_bytes::ByteBuf::from(vec![1; 32]);
