@@ -1,0 +1,55 @@
+//! Settlement inputs from any bytes: billing-event files, statement payloads behind a valid
+//! operator signature, and openings files checked against a real statement.
+#![no_main]
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use escx::envelope::Envelope;
+use escx::sig::SecretKey;
+use escx_settlement::events::parse_events;
+use escx_settlement::statement::{self, CONTEXT_STATEMENT, EntryInput, OpeningsFile, Verified};
+use libfuzzer_sys::fuzz_target;
+
+fn fixture() -> &'static (SecretKey, Verified) {
+    static FIXTURE: OnceLock<(SecretKey, Verified)> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let key = SecretKey::generate();
+        let inputs: Vec<EntryInput> = (0..3u8)
+            .map(|i| EntryInput {
+                settlement: [i; 32],
+                kind: "sale".into(),
+                currency: "USD".into(),
+                gross: 100,
+                payouts: vec![("acme".into(), 60), ("platform".into(), 40)],
+            })
+            .collect();
+        let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, &key);
+        let verified = statement::verify(&built.bytes, key.public_key()).expect("a built statement verifies");
+        (key, verified)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((mode, rest)) = data.split_first() else { return };
+    match mode % 3 {
+        0 => {
+            if let Ok(text) = std::str::from_utf8(rest) {
+                let _ = parse_events(text, Path::new("events.json"));
+            }
+        }
+        1 => {
+            let (key, _) = fixture();
+            let bytes = Envelope::seal(CONTEXT_STATEMENT, rest.to_vec(), key).to_cbor();
+            if let Ok(verified) = statement::verify(&bytes, key.public_key()) {
+                let _ = statement::verify_chain(&mut [verified]);
+            }
+        }
+        _ => {
+            let (_, verified) = fixture();
+            if let Ok(file) = ciborium::from_reader::<OpeningsFile, _>(rest) {
+                let _ = statement::check_openings(verified, &file);
+            }
+        }
+    }
+});
