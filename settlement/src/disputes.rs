@@ -1,6 +1,6 @@
 //! Disputes (spec: settlement.md §5.3): a settled sale or usage is put in `DISPUTED`
 //! (its payouts are withheld from payout reports), then resolved: `upheld` returns it to
-//! `SETTLED`; `reversed` gives the whole gross back to the customer with compensating
+//! `SETTLED`; `reversed` gives what remains of the gross back to the customer with compensating
 //! transfers under a new settlement, recorded in a signed statement. Every step writes an
 //! audit row; nothing written before is edited but the settlement's state.
 
@@ -21,7 +21,7 @@ pub const REVERSAL_PREFIX: &str = "reversal ";
 pub enum Outcome {
     /// The settlement stands: back to `SETTLED`.
     Upheld,
-    /// The customer gets the whole gross back: compensating transfers, `CANCELLED`.
+    /// The customer gets back what remains: compensating transfers, `CANCELLED`.
     Reversed,
 }
 
@@ -159,6 +159,8 @@ impl<S: Store> Ledger<S> {
                 let event_id = format!("{REVERSAL_PREFIX}{settlement}");
                 let id = settlement_id(&event_id);
                 let seq = ledger::next_seq(&tx)?;
+                // What partial refunds left: the reversal gives back all of it.
+                let remaining: u64 = ledger::holdings(&tx, settlement)?.iter().map(|row| row.3).sum();
                 tx.insert_settlement(&SettlementRecord {
                     id: id.clone(),
                     content: blake3::derive_key(ledger::CONTEXT_SETTLEMENT_CONTENT, event_id.as_bytes())
@@ -167,7 +169,7 @@ impl<S: Store> Ledger<S> {
                     kind: "reversal".into(),
                     package: disputed.package.clone(),
                     tier: disputed.tier.clone(),
-                    gross: disputed.gross,
+                    gross: remaining,
                     currency: disputed.currency.clone(),
                     at: now,
                     state: "SETTLED".into(),
@@ -176,9 +178,9 @@ impl<S: Store> Ledger<S> {
                 })?;
                 let mut accounts = AccountCache::new();
                 let given_back =
-                    ledger::reverse(&mut tx, &mut accounts, settlement, &id, &disputed.currency)?;
+                    ledger::give_back(&mut tx, &mut accounts, settlement, &id, &disputed.currency, None)?;
                 let entry =
-                    ledger::entry(&id, "reversal", &disputed.currency, disputed.gross, given_back.clone())?;
+                    ledger::entry(&id, "reversal", &disputed.currency, remaining, given_back.clone())?;
                 ledger::close_batch(&mut tx, &ledger_id, seq, &[entry], operator, now)?;
                 resolution.reversal = Some(id);
                 resolution.given_back = given_back;

@@ -17,7 +17,7 @@ pub enum Kind {
     Sale,
     /// Metered usage for a period.
     Usage,
-    /// Gives back the whole of an earlier sale or usage event (`refund_of`).
+    /// Gives back all or part of an earlier sale or usage event (`refund_of`).
     Refund,
 }
 
@@ -57,7 +57,7 @@ pub struct BillingEvent {
     pub tier: String,
     /// Sale, usage or refund.
     pub kind: Kind,
-    /// Gross amount in micro-units (for a refund: the refunded event's gross).
+    /// Gross amount in micro-units (for a refund: the amount given back).
     pub gross_micros: u64,
     /// ISO 4217 currency.
     pub currency: String,

@@ -156,7 +156,8 @@ pub struct Audit {
     pub transfers: u64,
     /// Sum over all accounts and currencies of credits minus debits (must be 0).
     pub imbalance: i64,
-    /// Sale and usage settlements whose transfers do not add up to their gross.
+    /// Sale, usage, refund and reversal settlements whose transfers do not add up to their
+    /// gross.
     pub unconserved: Vec<String>,
     /// Currencies whose `@holds` balance is not the sum of the pending holds.
     pub holds_mismatch: Vec<String>,
@@ -497,37 +498,64 @@ fn check_refund(
     events: &[BillingEvent],
 ) -> Result<(), Error> {
     let invalid = |reason: String| Error::Refund { event: event.id.clone(), reason };
-    let (gross, currency, state) = match store.settlement(&settlement_id(target))? {
-        Some(s) => (s.gross, s.currency, s.state),
+    let position = |id: &str| events.iter().position(|e| e.id == id);
+    let (kind, gross, currency, state, mut refunded) = match store.settlement(&settlement_id(target))? {
+        Some(s) => {
+            let mut refunded = 0u64;
+            for refund in store.refunds_of(&s.id)? {
+                refunded += store.settlement(&settlement_id(&refund))?.map_or(0, |r| r.gross);
+            }
+            (s.kind, s.gross, s.currency, s.state, refunded)
+        }
         None if fresh.contains(target) => {
-            let position = |id: &str| events.iter().position(|e| e.id == id);
             if position(target) > position(&event.id) {
                 return Err(invalid(format!(
                     "refund_of {target:?}: the refund comes before the event in the file"
                 )));
             }
             let original = events.iter().find(|e| e.id == target).ok_or_else(|| invalid("unknown".into()))?;
-            (original.gross_micros, original.currency.clone(), "SETTLED".into())
+            (
+                original.kind.name().to_owned(),
+                original.gross_micros,
+                original.currency.clone(),
+                "SETTLED".into(),
+                0,
+            )
         }
         None => {
             return Err(invalid(format!("refund_of {target:?}: no such event in the ledger or this file")));
         }
     };
+    if kind != "sale" && kind != "usage" {
+        return Err(invalid(format!(
+            "refund_of {target:?}: a {kind} cannot be refunded, only a sale or usage"
+        )));
+    }
     if state != "SETTLED" {
         return Err(invalid(format!("refund_of {target:?}: that settlement is {state}")));
     }
-    if gross != event.gross_micros || currency != event.currency {
+    if currency != event.currency {
         return Err(invalid(format!(
-            "a refund gives back the whole event: gross {} {currency}, not {} {} (partial refunds are not supported)",
-            escx_manifest::Micros(gross),
-            escx_manifest::Micros(event.gross_micros),
+            "refund_of {target:?}: it was settled in {currency}, not {}",
             event.currency
         )));
     }
-    let other_refund = events.iter().any(|e| e.id != event.id && e.refund_of.as_deref() == Some(target))
-        || store.refunds_of(&settlement_id(target))?.iter().any(|id| *id != event.id);
-    if other_refund {
-        return Err(invalid(format!("refund_of {target:?}: another refund gives it back already")));
+    if event.gross_micros == 0 {
+        return Err(invalid("gross: a refund gives back more than 0".into()));
+    }
+    // Earlier refunds of the same event in this file, not yet in the ledger.
+    for other in events.iter().take(position(&event.id).unwrap_or(0)) {
+        if other.refund_of.as_deref() == Some(target) && fresh.contains(other.id.as_str()) {
+            refunded += other.gross_micros;
+        }
+    }
+    if refunded.saturating_add(event.gross_micros) > gross {
+        return Err(invalid(format!(
+            "refund_of {target:?}: {} would be given back of a gross of {} {currency}, of which {} was refunded already",
+            escx_manifest::Micros(event.gross_micros),
+            escx_manifest::Micros(gross),
+            escx_manifest::Micros(refunded)
+        )));
     }
     Ok(())
 }
@@ -613,8 +641,9 @@ pub(crate) fn pay_out(
     Ok(paid)
 }
 
-/// A refund reverses every transfer of the original settlement and what it recouped, and
-/// cancels it; nothing already written is edited but the original's state.
+/// A refund gives back `gross` of the original settlement (all or part of what remains),
+/// party by party in proportion (§3.2), and undoes the matching recoupment; the original
+/// is `CANCELLED` once nothing remains. Nothing already written is edited but its state.
 fn apply_refund(
     tx: &mut impl Writer,
     accounts: &mut AccountCache,
@@ -630,37 +659,114 @@ fn apply_refund(
         .ok_or_else(|| Error::Refund { event: event.id.clone(), reason: "refund_of is missing".into() })?;
     let record = SettlementRecord { refund_of: Some(target.clone()), ..record_of(event, id, content, batch) };
     tx.insert_settlement(&record)?;
-    let given_back = reverse(tx, accounts, &target, id, &event.currency)?;
-    tx.audit(event.time, "refund", &target, &format!("refunded by event {}", event.id))?;
+    let given_back = give_back(tx, accounts, &target, id, &event.currency, Some(event.gross_micros))
+        .map_err(|e| match e {
+            Error::Refund { reason, .. } => Error::Refund { event: event.id.clone(), reason },
+            other => other,
+        })?;
+    tx.audit(
+        event.time,
+        "refund",
+        &target,
+        &format!("{} given back by event {}", escx_manifest::Micros(event.gross_micros), event.id),
+    )?;
     Ok(given_back)
 }
 
-/// Writes, under settlement `id`, one transfer `party → @customers` for every transfer of
-/// settlement `target` that paid a party, subtracts what `target` recouped, and cancels
-/// `target`. Returns what each party gave back.
-pub(crate) fn reverse(
+/// What each party paid by settlement `target` still holds from it: (credited account,
+/// party, paid, still held), in transfer order, after every refund or reversal of it.
+pub(crate) fn holdings(tx: &impl Reader, target: &str) -> Result<Vec<(AccountId, String, u64, u64)>, Error> {
+    let mut held: Vec<(AccountId, String, u64, u64)> =
+        tx.transfers_of(target)?.into_iter().map(|t| (t.credit, t.credit_name, t.amount, t.amount)).collect();
+    for refund in tx.refunds_of(target)? {
+        for transfer in tx.transfers_of(&settlement_id(&refund))? {
+            if let Some(row) = held.iter_mut().find(|row| row.0 == transfer.debit) {
+                row.3 = row.3.saturating_sub(transfer.amount);
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Writes, under settlement `id`, transfers `party → @customers` giving back `amount` of
+/// what the parties of `target` still hold from it (everything when `None`): each party
+/// in proportion to what it holds, rounded down, the remaining micro-units one each to the
+/// largest remainders (ties: transfer order). Undoes the recoupment `target` added, up to
+/// what each recouping party gives back, and cancels `target` when nothing remains.
+/// Returns what each party gave back.
+pub(crate) fn give_back(
     tx: &mut impl Writer,
     accounts: &mut AccountCache,
     target: &str,
     id: &str,
     currency: &str,
+    amount: Option<u64>,
 ) -> Result<Vec<(String, u64)>, Error> {
+    let held = holdings(tx, target)?;
+    let remaining: u64 = held.iter().map(|row| row.3).sum();
+    let amount = amount.unwrap_or(remaining);
+    if amount > remaining {
+        return Err(Error::Refund {
+            event: id.to_owned(),
+            reason: format!(
+                "{} to give back, but only {} remains of settlement {target}",
+                escx_manifest::Micros(amount),
+                escx_manifest::Micros(remaining)
+            ),
+        });
+    }
+    let mut shares: Vec<u64> = held
+        .iter()
+        .map(|row| {
+            if remaining == 0 {
+                0
+            } else {
+                (u128::from(row.3) * u128::from(amount) / u128::from(remaining)) as u64
+            }
+        })
+        .collect();
+    let dust = amount - shares.iter().sum::<u64>();
+    if dust > 0 {
+        let mut order: Vec<usize> = (0..held.len()).collect();
+        let fraction = |i: usize| (u128::from(held[i].3) * u128::from(amount)) % u128::from(remaining.max(1));
+        order.sort_by(|a, b| fraction(*b).cmp(&fraction(*a)).then(a.cmp(b)));
+        for i in order.into_iter().take(dust as usize) {
+            shares[i] += 1;
+        }
+    }
     let customers = account(tx, accounts, CUSTOMERS, currency)?;
     let mut given_back = Vec::new();
-    for transfer in tx.transfers_of(target)? {
-        tx.insert_transfer(id, transfer.credit, customers, transfer.amount)?;
-        given_back.push((transfer.credit_name, transfer.amount));
+    for ((credit, party, _, _), share) in held.iter().zip(&shares) {
+        if *share > 0 {
+            tx.insert_transfer(id, *credit, customers, *share)?;
+            given_back.push((party.clone(), *share));
+        }
     }
-    for (party, amount) in tx.settlement_recoup(target)? {
+    // Recoupment: a recouping party's claw-back first undoes what `target` recouped.
+    let mut undone: BTreeMap<String, i64> = BTreeMap::new();
+    for refund in tx.refunds_of(target)? {
+        for (party, delta) in tx.settlement_recoup(&settlement_id(&refund))? {
+            *undone.entry(party).or_default() -= delta;
+        }
+    }
+    for (party, added) in tx.settlement_recoup(target)? {
+        let given: u64 = given_back.iter().filter(|(p, _)| *p == party).map(|(_, a)| a).sum();
+        let left = (added - undone.get(&party).copied().unwrap_or(0)).max(0) as u64;
+        let undo = given.min(left);
+        if undo == 0 {
+            continue;
+        }
         let total = tx.recouped(currency)?.get(&party).copied().unwrap_or(0);
-        let undone = total.checked_sub(amount.max(0) as u64).ok_or_else(|| Error::Store {
+        let after = total.checked_sub(undo).ok_or_else(|| Error::Store {
             path: PathBuf::new(),
             reason: format!("recoupment of {party} below what settlement {target} added"),
         })?;
-        tx.set_recouped(&party, currency, undone)?;
-        tx.add_settlement_recoup(id, &party, -amount)?;
+        tx.set_recouped(&party, currency, after)?;
+        tx.add_settlement_recoup(id, &party, -(undo as i64))?;
     }
-    tx.set_state(target, "CANCELLED")?;
+    if amount == remaining {
+        tx.set_state(target, "CANCELLED")?;
+    }
     Ok(given_back)
 }
 

@@ -141,8 +141,8 @@ fn a_refund_reverses_the_settlement_and_its_recoupment() {
     assert_eq!(ledger.recouped("USD").unwrap()["investor"], 85_500_000);
 
     let refund = r#"{"id": "r", "time": "2026-11-05T00:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "refund", "gross": "100.00", "currency": "USD", "refund_of": "s"}"#;
-    let partial = refund.replace("\"100.00\"", "\"50.00\"");
-    let err = ledger.settle(&events(&[sale.clone(), partial]), &manifests, 10, op(), NOW).unwrap_err();
+    let over = refund.replace("\"100.00\"", "\"100.01\"");
+    let err = ledger.settle(&events(&[sale.clone(), over]), &manifests, 10, op(), NOW).unwrap_err();
     assert_eq!(err.code(), "refund-invalid");
     ledger.settle(&events(&[sale.clone(), refund.to_owned()]), &manifests, 10, op(), NOW).unwrap();
     for party in ["op", "platform", "investor", "acme", CUSTOMERS] {
@@ -160,6 +160,64 @@ fn a_refund_reverses_the_settlement_and_its_recoupment() {
         "refund-invalid"
     );
     assert_eq!(ledger.audit().unwrap().imbalance, 0);
+}
+
+fn refund(id: &str, of: &str, gross: &str) -> String {
+    format!(
+        r#"{{"id": "{id}", "time": "2026-11-05T00:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "refund", "gross": "{gross}", "currency": "USD", "refund_of": "{of}"}}"#
+    )
+}
+
+#[test]
+fn partial_refunds_claw_back_in_proportion_and_the_last_one_cancels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ledger =
+        Ledger::init(&tmp.path().join("l.db"), Some(&PlatformFee { party: "op".into(), bps: 500 })).unwrap();
+    let manifests = manifests();
+    let sale = event("s", "2026-11-01T00:00:00Z", "100.00");
+    ledger.settle(&events(std::slice::from_ref(&sale)), &manifests, 10, op(), NOW).unwrap();
+    // Holdings: op 5, platform 9.5, investor 85.5 (recouped). A third back, rounded down
+    // per party, the 2 micro-units of dust to the largest remainders (investor, op).
+    ledger.settle(&events(&[refund("r1", "s", "33.333333")]), &manifests, 10, op(), NOW).unwrap();
+    assert_eq!(balance(&ledger, "op"), 5_000_000 - 1_666_667);
+    assert_eq!(balance(&ledger, "platform"), 9_500_000 - 3_166_666);
+    assert_eq!(balance(&ledger, "investor"), 85_500_000 - 28_500_000);
+    assert_eq!(balance(&ledger, CUSTOMERS), -66_666_667);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 57_000_000);
+    let state = |ledger: &Ledger| -> String {
+        ledger
+            .database()
+            .query_row("SELECT state FROM settlements WHERE id = ?1", [settlement_id("s")], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(state(&ledger), "SETTLED");
+
+    // More than remains is refused, also across refunds in one file; nothing is written.
+    for file in
+        [vec![refund("r2", "s", "66.666668")], vec![refund("r2", "s", "60"), refund("r3", "s", "6.666668")]]
+    {
+        assert_eq!(
+            ledger.settle(&events(&file), &manifests, 10, op(), NOW).unwrap_err().code(),
+            "refund-invalid"
+        );
+    }
+    assert_eq!(balance(&ledger, CUSTOMERS), -66_666_667);
+
+    // The rest, in two refunds: everything is back and the sale is cancelled.
+    let rest = [refund("r2", "s", "60"), refund("r3", "s", "6.666667")];
+    let report = ledger.settle(&events(&rest), &manifests, 1, op(), NOW).unwrap();
+    assert_eq!(report.settled, 2);
+    for party in ["op", "platform", "investor", "acme", CUSTOMERS] {
+        assert_eq!(balance(&ledger, party), 0, "{party}");
+    }
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 0);
+    assert_eq!(state(&ledger), "CANCELLED");
+    let audit = ledger.audit().unwrap();
+    assert!(audit.ok(), "{audit:?}");
+    assert_eq!(
+        ledger.settle(&events(&[refund("r4", "s", "0.01")]), &manifests, 10, op(), NOW).unwrap_err().code(),
+        "refund-invalid"
+    );
 }
 
 #[test]

@@ -343,3 +343,23 @@ fn an_older_ledger_is_migrated_and_a_newer_one_refused() {
     drop(ledger);
     assert_eq!(Ledger::open(&path).err().unwrap().code(), "ledger-schema");
 }
+
+#[test]
+fn a_reversal_after_a_partial_refund_gives_back_what_remains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ledger = new_ledger(tmp.path(), 0);
+    let manifests = manifests();
+    ledger.settle(&events(&[("s", NOV, "100.00")]), &manifests, 10, op(), NOV).unwrap();
+    ledger.settle(&[refund("r", NOV + 1, "s", "40.00")], &manifests, 10, op(), NOV).unwrap();
+    let s = settlement_id("s");
+    ledger.open_dispute(&s, "chargeback", NOV + 2).unwrap();
+    let reversed = ledger.resolve_dispute(&s, Outcome::Reversed, "lost", Some(op()), NOV + 3).unwrap();
+    assert_eq!(reversed.given_back.iter().map(|g| g.1).sum::<u64>(), 60_000_000);
+    for account in ["platform", "investor", "acme", CUSTOMERS] {
+        assert_eq!(balance(&ledger, account), 0, "{account}");
+    }
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 0);
+    assert_eq!(state(&ledger, "s"), "CANCELLED");
+    assert!(ledger.audit().unwrap().ok());
+    assert_eq!(statements_verify(&ledger), 3);
+}

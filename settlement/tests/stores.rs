@@ -50,7 +50,7 @@ fn manifests() -> Manifests {
 #[derive(Debug, Clone)]
 enum Op {
     Sales(Vec<u64>),
-    Refund(usize),
+    Refund(usize, u8),
     Hold(u64),
     Capture(usize, u8),
     Void(usize),
@@ -62,7 +62,7 @@ enum Op {
 fn ops() -> impl Strategy<Value = Vec<Op>> {
     let op = prop_oneof![
         3 => prop::collection::vec(0u64..300_000_000, 1..4).prop_map(Op::Sales),
-        1 => any::<usize>().prop_map(Op::Refund),
+        1 => (any::<usize>(), 1u8..=100).prop_map(|(i, p)| Op::Refund(i, p)),
         2 => (1u64..200_000_000).prop_map(Op::Hold),
         2 => (any::<usize>(), 0u8..=100).prop_map(|(i, p)| Op::Capture(i, p)),
         1 => any::<usize>().prop_map(Op::Void),
@@ -100,9 +100,10 @@ fn run<S: Store>(ledger: &mut Ledger<S>, ops: &[Op]) -> Vec<String> {
                 sales.extend(events.iter().map(|e| (e.id.clone(), e.gross_micros)));
                 ledger.settle(&events, &manifests, 2, op(), now).map(|r| format!("{r:?}"))
             }
-            Op::Refund(i) if !sales.is_empty() => {
+            Op::Refund(i, percent) if !sales.is_empty() => {
                 let (target, gross) = sales[i % sales.len()].clone();
-                let refund = event(&format!("r{n}"), now, "refund", gross, Some(&target));
+                let refund =
+                    event(&format!("r{n}"), now, "refund", gross * u64::from(*percent) / 100, Some(&target));
                 ledger.settle(&[refund], &manifests, 10, op(), now).map(|r| format!("{r:?}"))
             }
             Op::Hold(gross) => {
@@ -183,9 +184,9 @@ fn a_failed_transaction_leaves_the_memory_store_untouched() {
     let sale = event("s", START, "sale", 10_000_000, None);
     ledger.settle(std::slice::from_ref(&sale), &manifests(), 10, op(), START).unwrap();
     let before = format!("{:?}", ledger.balances(None).unwrap());
-    // A refund of the wrong amount is refused before anything is written; a dispute
+    // A refund of more than the sale is refused before anything is written; a dispute
     // resolution without the key is refused inside its transaction.
-    let refund = event("r", START, "refund", 1, Some("s"));
+    let refund = event("r", START, "refund", 10_000_001, Some("s"));
     assert_eq!(ledger.settle(&[refund], &manifests(), 10, op(), START).unwrap_err().code(), "refund-invalid");
     let id = settlement_id("s");
     ledger.open_dispute(&id, "x", START).unwrap();
@@ -193,4 +194,42 @@ fn a_failed_transaction_leaves_the_memory_store_untouched() {
     assert_eq!(error.code(), "dispute-invalid");
     assert_eq!(ledger.disputes().unwrap()[0].resolved_at, None, "the refused resolution was rolled back");
     assert_eq!(format!("{:?}", ledger.balances(None).unwrap()), before);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Partial refunds in any amounts: each gives back exactly its gross, no party ever
+    /// gives back more than it holds, and once everything is refunded every balance and
+    /// recoupment total is back to zero.
+    #[test]
+    fn partial_refunds_conserve_and_end_at_zero(
+        gross in 1u64..2_000_000_000,
+        cuts in prop::collection::vec(1u64..1_000, 0..5),
+    ) {
+        let mut ledger = Ledger::in_memory(&Options {
+            platform: Some(PlatformFee { party: "platform".into(), bps: 700 }),
+            payout_threshold: 0,
+        }).unwrap();
+        let manifests = manifests();
+        ledger.settle(&[event("s", START, "sale", gross, None)], &manifests, 10, op(), START).unwrap();
+        // Split the gross into refunds proportional to `cuts` plus the rest.
+        let total: u64 = cuts.iter().sum::<u64>() + 1;
+        let mut amounts: Vec<u64> = cuts.iter().map(|c| gross * c / total).filter(|a| *a > 0).collect();
+        amounts.push(gross - amounts.iter().sum::<u64>());
+        for (n, amount) in amounts.iter().enumerate() {
+            let refund = event(&format!("r{n}"), START + 1, "refund", *amount, Some("s"));
+            ledger.settle(&[refund], &manifests, 10, op(), START).unwrap();
+            let audit = ledger.audit().unwrap();
+            prop_assert!(audit.ok(), "{:?}", audit);
+            for balance in ledger.balances(None).unwrap() {
+                prop_assert!(balance.account.starts_with('@') || balance.micros >= 0, "{:?}", balance);
+            }
+        }
+        for balance in ledger.balances(None).unwrap() {
+            prop_assert_eq!(balance.micros, 0, "{:?}", balance);
+        }
+        prop_assert!(ledger.recouped("USD").unwrap().values().all(|t| *t == 0));
+        prop_assert_eq!(ledger.history("acme", 0, u64::MAX).unwrap().iter().map(|h| h.micros).sum::<i64>(), 0);
+    }
 }

@@ -23,8 +23,8 @@ Examples:
     Open(OpenArgs),
     /// Resolve a dispute: upheld (the settlement stands) or reversed (the gross goes back).
     #[command(after_help = "\
-`--outcome reversed` writes compensating transfers (each party gives back what it was
-paid, recoupment is undone) under a new settlement, cancels the disputed one, and signs a
+`--outcome reversed` writes compensating transfers (each party gives back what it still
+holds from the settlement after any partial refunds, recoupment is undone) under a new settlement, cancels the disputed one, and signs a
 statement with --operator-key. `--outcome upheld` returns the settlement to SETTLED and
 releases the withheld payouts in the month of the resolution. Nothing is edited.
 

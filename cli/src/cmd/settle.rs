@@ -31,7 +31,8 @@ EVENTS is a JSON array of billing events (spec/settlement.md §1), e.g. from
 its manifest (from --manifests), currency, and, for an id settled before, that its content
 is unchanged (a re-run is a no-op; a changed event under a used id is refused). Each batch
 is one transaction that closes with a statement signed by --operator-key: a crash leaves
-whole batches or none.
+whole batches or none. A refund event (`refund_of`) gives back all or part of a sale, each
+party in proportion to what it still holds from it.
 
 Examples:
   escx settle run ./ledger.db --events events.json --manifests ./manifests --operator-key op.key

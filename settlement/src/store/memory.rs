@@ -239,7 +239,7 @@ impl State {
             .settlements
             .values()
             .filter(|s| {
-                (s.kind == "sale" || s.kind == "usage")
+                ["sale", "usage", "refund", "reversal"].contains(&s.kind.as_str())
                     && sums.get(s.id.as_str()).copied().unwrap_or(0) != s.gross
             })
             .map(|s| s.id.clone())

@@ -189,7 +189,8 @@ pub trait Reader {
     fn party_transfers(&self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error>;
     /// Numbers of settlements and transfers.
     fn counts(&self) -> Result<(u64, u64), Error>;
-    /// Ids of sale and usage settlements whose transfers do not sum to their gross.
+    /// Ids of sale, usage, refund and reversal settlements whose transfers do not sum to
+    /// their gross.
     fn unconserved(&self) -> Result<Vec<String>, Error>;
 }
 

@@ -477,7 +477,7 @@ impl Q<'_> {
     fn unconserved(&self) -> Result<Vec<String>, Error> {
         self.list(
             "SELECT s.id FROM settlements s
-             WHERE s.kind IN ('sale', 'usage')
+             WHERE s.kind IN ('sale', 'usage', 'refund', 'reversal')
                AND s.gross <> COALESCE((SELECT SUM(amount) FROM transfers t WHERE t.settlement = s.id), 0)
              ORDER BY s.id",
             [],
