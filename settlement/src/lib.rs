@@ -100,7 +100,11 @@ pub enum Error {
         reason: String,
     },
     /// The ledger's schema is not this build's.
-    #[error("{}: ledger schema version {found}, this build reads {expected}", .path.display())]
+    #[error(
+        "{}: not an escx ledger this build reads (schema version {found}; this build reads 1 to {expected}); \
+         create one with `escx settle init`",
+        .path.display()
+    )]
     Schema {
         /// The ledger.
         path: PathBuf,

@@ -229,4 +229,9 @@ fn a_ledger_is_never_recreated_and_a_foreign_file_is_refused() {
     let other = tmp.path().join("other.db");
     rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE x (y)").unwrap();
     assert_eq!(Ledger::open(&other).err().unwrap().code(), "ledger-schema");
+    let junk = tmp.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    let error = Ledger::open(&junk).err().unwrap();
+    assert_eq!(error.code(), "ledger-schema", "{error}");
+    assert_eq!(std::fs::read(&junk).unwrap(), vec![b'x'; 4096], "a foreign file is left as it was");
 }

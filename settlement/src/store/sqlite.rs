@@ -133,7 +133,13 @@ fn store_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 }
 
 fn connect(path: &Path) -> Result<Connection, Error> {
-    let store = store_error(path);
+    // A file that is not SQLite at all is as foreign as a database of another schema.
+    let store = |e: rusqlite::Error| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+            Error::Schema { path: path.into(), found: 0, expected: SCHEMA_VERSION }
+        }
+        e => store_error(path)(e),
+    };
     let db = Connection::open(path).map_err(&store)?;
     db.busy_timeout(std::time::Duration::from_secs(30)).map_err(&store)?;
     db.pragma_update(None, "journal_mode", "WAL").map_err(&store)?;
