@@ -247,32 +247,8 @@ impl State {
     }
 }
 
-macro_rules! reader {
-    ($type:ty, $self:ident => $state:expr) => {
-        impl Reader for $type {
-            fn meta(&$self, key: &str) -> Result<Option<String>, Error> { $state.meta(key) }
-            fn settlement(&$self, id: &str) -> Result<Option<SettlementRecord>, Error> { $state.settlement(id) }
-            fn refunds_of(&$self, target: &str) -> Result<Vec<String>, Error> { $state.refunds_of(target) }
-            fn transfers_of(&$self, settlement: &str) -> Result<Vec<TransferRecord>, Error> { $state.transfers_of(settlement) }
-            fn recouped(&$self, currency: &str) -> Result<BTreeMap<String, u64>, Error> { $state.recouped(currency) }
-            fn settlement_recoup(&$self, settlement: &str) -> Result<Vec<(String, i64)>, Error> { $state.settlement_recoup(settlement) }
-            fn statements(&$self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error> { $state.statements(with_bytes) }
-            fn statement(&$self, seq: u64) -> Result<Option<StatementRecord>, Error> { $state.statement(seq) }
-            fn openings(&$self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { $state.openings(seq, party) }
-            fn hold(&$self, settlement: &str) -> Result<Option<HoldRecord>, Error> { $state.hold(settlement) }
-            fn holds(&$self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> { $state.holds(state) }
-            fn disputes(&$self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> { $state.disputes() }
-            fn open_dispute(&$self, settlement: &str) -> Result<Option<DisputeRecord>, Error> { $state.open_dispute(settlement) }
-            fn balances(&$self, name: Option<&str>) -> Result<Vec<Balance>, Error> { $state.balances(name) }
-            fn party_transfers(&$self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> { $state.party_transfers(from, to) }
-            fn counts(&$self) -> Result<(u64, u64), Error> { $state.counts() }
-            fn unconserved(&$self) -> Result<Vec<String>, Error> { $state.unconserved() }
-        }
-    };
-}
-
-reader!(MemoryStore, self => self.state);
-reader!(MemoryTx<'_>, self => self.work);
+forward_reader!(MemoryStore, self => self.state);
+forward_reader!(MemoryTx<'_>, self => self.work);
 
 impl Writer for MemoryTx<'_> {
     fn account(&mut self, name: &str, currency: &str) -> Result<AccountId, Error> {

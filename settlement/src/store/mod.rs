@@ -17,6 +17,32 @@ use serde::Serialize;
 use crate::Error;
 use crate::statement::Opening;
 
+/// Implements [`Reader`] for `$type` by forwarding every query to `$inner`, an expression
+/// over `$self` whose type has the same methods (the backends' shared query code).
+macro_rules! forward_reader {
+    ($type:ty, $self:ident => $inner:expr) => {
+        impl Reader for $type {
+            fn meta(&$self, key: &str) -> Result<Option<String>, Error> { $inner.meta(key) }
+            fn settlement(&$self, id: &str) -> Result<Option<SettlementRecord>, Error> { $inner.settlement(id) }
+            fn refunds_of(&$self, target: &str) -> Result<Vec<String>, Error> { $inner.refunds_of(target) }
+            fn transfers_of(&$self, settlement: &str) -> Result<Vec<TransferRecord>, Error> { $inner.transfers_of(settlement) }
+            fn recouped(&$self, currency: &str) -> Result<BTreeMap<String, u64>, Error> { $inner.recouped(currency) }
+            fn settlement_recoup(&$self, settlement: &str) -> Result<Vec<(String, i64)>, Error> { $inner.settlement_recoup(settlement) }
+            fn statements(&$self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error> { $inner.statements(with_bytes) }
+            fn statement(&$self, seq: u64) -> Result<Option<StatementRecord>, Error> { $inner.statement(seq) }
+            fn openings(&$self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { $inner.openings(seq, party) }
+            fn hold(&$self, settlement: &str) -> Result<Option<HoldRecord>, Error> { $inner.hold(settlement) }
+            fn holds(&$self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> { $inner.holds(state) }
+            fn disputes(&$self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> { $inner.disputes() }
+            fn open_dispute(&$self, settlement: &str) -> Result<Option<DisputeRecord>, Error> { $inner.open_dispute(settlement) }
+            fn balances(&$self, name: Option<&str>) -> Result<Vec<Balance>, Error> { $inner.balances(name) }
+            fn party_transfers(&$self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> { $inner.party_transfers(from, to) }
+            fn counts(&$self) -> Result<(u64, u64), Error> { $inner.counts() }
+            fn unconserved(&$self) -> Result<Vec<String>, Error> { $inner.unconserved() }
+        }
+    };
+}
+
 mod memory;
 mod sqlite;
 

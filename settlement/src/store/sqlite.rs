@@ -492,32 +492,8 @@ impl Q<'_> {
     }
 }
 
-macro_rules! reader {
-    ($type:ty, $self:ident => $q:expr) => {
-        impl Reader for $type {
-            fn meta(&$self, key: &str) -> Result<Option<String>, Error> { $q.meta(key) }
-            fn settlement(&$self, id: &str) -> Result<Option<SettlementRecord>, Error> { $q.settlement(id) }
-            fn refunds_of(&$self, target: &str) -> Result<Vec<String>, Error> { $q.refunds_of(target) }
-            fn transfers_of(&$self, settlement: &str) -> Result<Vec<TransferRecord>, Error> { $q.transfers_of(settlement) }
-            fn recouped(&$self, currency: &str) -> Result<BTreeMap<String, u64>, Error> { $q.recouped(currency) }
-            fn settlement_recoup(&$self, settlement: &str) -> Result<Vec<(String, i64)>, Error> { $q.settlement_recoup(settlement) }
-            fn statements(&$self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error> { $q.statements(with_bytes) }
-            fn statement(&$self, seq: u64) -> Result<Option<StatementRecord>, Error> { $q.statement(seq) }
-            fn openings(&$self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { $q.openings(seq, party) }
-            fn hold(&$self, settlement: &str) -> Result<Option<HoldRecord>, Error> { $q.hold(settlement) }
-            fn holds(&$self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> { $q.holds(state) }
-            fn disputes(&$self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> { $q.disputes() }
-            fn open_dispute(&$self, settlement: &str) -> Result<Option<DisputeRecord>, Error> { $q.open_dispute(settlement) }
-            fn balances(&$self, name: Option<&str>) -> Result<Vec<Balance>, Error> { $q.balances(name) }
-            fn party_transfers(&$self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> { $q.party_transfers(from, to) }
-            fn counts(&$self) -> Result<(u64, u64), Error> { $q.counts() }
-            fn unconserved(&$self) -> Result<Vec<String>, Error> { $q.unconserved() }
-        }
-    };
-}
-
-reader!(SqliteStore, self => Q { db: &self.db, path: &self.path });
-reader!(SqliteTx<'_>, self => Q { db: &self.tx, path: self.path });
+forward_reader!(SqliteStore, self => Q { db: &self.db, path: &self.path });
+forward_reader!(SqliteTx<'_>, self => Q { db: &self.tx, path: self.path });
 
 impl SqliteTx<'_> {
     fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, Error> {
