@@ -398,7 +398,7 @@ impl<S: Store> Ledger<S> {
     pub fn statements(&self) -> Result<Vec<StatementInfo>, Error> {
         Ok(self
             .store
-            .statements(false)?
+            .statements()?
             .into_iter()
             .map(|s| StatementInfo {
                 seq: s.seq,
@@ -433,21 +433,22 @@ impl<S: Store> Ledger<S> {
 
     /// Every transfer touching `party` between `from` (inclusive) and `to` (exclusive).
     pub fn history(&self, party: &str, from: u64, to: u64) -> Result<Vec<HistoryRow>, Error> {
-        let mut rows = Vec::new();
-        for t in self.store.party_transfers(from, to)?.into_iter().filter(|t| t.party == party) {
-            let s = self.store.settlement(&t.settlement)?.ok_or_else(|| self.corrupt("transfer"))?;
-            rows.push(HistoryRow {
+        Ok(self
+            .store
+            .party_transfers(from, to)?
+            .into_iter()
+            .filter(|t| t.party == party)
+            .map(|t| HistoryRow {
                 at: t.at,
                 settlement: t.settlement,
-                event: s.event_id,
+                event: t.event,
                 kind: t.kind,
-                package: s.package,
-                state: s.state,
+                package: t.package,
+                state: t.state,
                 currency: t.currency,
                 micros: t.amount,
-            });
-        }
-        Ok(rows)
+            })
+            .collect())
     }
 
     /// What each party has recouped so far in `currency`.
@@ -503,7 +504,7 @@ fn check_refund(
         Some(s) => {
             let mut refunded = 0u64;
             for refund in store.refunds_of(&s.id)? {
-                refunded += store.settlement(&settlement_id(&refund))?.map_or(0, |r| r.gross);
+                refunded += store.settlement(&refund)?.map_or(0, |r| r.gross);
             }
             (s.kind, s.gross, s.currency, s.state, refunded)
         }
@@ -679,7 +680,7 @@ pub(crate) fn holdings(tx: &impl Reader, target: &str) -> Result<Vec<(AccountId,
     let mut held: Vec<(AccountId, String, u64, u64)> =
         tx.transfers_of(target)?.into_iter().map(|t| (t.credit, t.credit_name, t.amount, t.amount)).collect();
     for refund in tx.refunds_of(target)? {
-        for transfer in tx.transfers_of(&settlement_id(&refund))? {
+        for transfer in tx.transfers_of(&refund)? {
             if let Some(row) = held.iter_mut().find(|row| row.0 == transfer.debit) {
                 row.3 = row.3.saturating_sub(transfer.amount);
             }
@@ -745,7 +746,7 @@ pub(crate) fn give_back(
     // Recoupment: a recouping party's claw-back first undoes what `target` recouped.
     let mut undone: BTreeMap<String, i64> = BTreeMap::new();
     for refund in tx.refunds_of(target)? {
-        for (party, delta) in tx.settlement_recoup(&settlement_id(&refund))? {
+        for (party, delta) in tx.settlement_recoup(&refund)? {
             *undone.entry(party).or_default() -= delta;
         }
     }
@@ -772,7 +773,7 @@ pub(crate) fn give_back(
 
 /// The next statement sequence number (also the number of the batch it closes).
 pub(crate) fn next_seq(tx: &impl Reader) -> Result<i64, Error> {
-    Ok(tx.statements(false)?.last().map_or(0, |s| s.seq as i64) + 1)
+    Ok(tx.last_statement()?.map_or(0, |(seq, _)| seq as i64) + 1)
 }
 
 /// Signs the batch's statement and keeps its openings, in the batch's transaction.
@@ -784,10 +785,11 @@ pub(crate) fn close_batch(
     operator: &SecretKey,
     now: u64,
 ) -> Result<(), Error> {
-    let previous = match tx.statement(seq as u64 - 1)? {
-        Some(statement) => statement.hash,
+    // The previous statement's hash, without reading its (large) bytes.
+    let previous = match tx.last_statement()? {
+        Some((last, hash)) if last as i64 == seq - 1 => hash,
         None if seq == 1 => [0; 32],
-        None => {
+        _ => {
             return Err(Error::Store {
                 path: PathBuf::new(),
                 reason: format!("statement {} is missing; the ledger was altered", seq - 1),

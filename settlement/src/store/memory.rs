@@ -88,7 +88,7 @@ impl State {
             .settlements
             .values()
             .filter(|s| s.refund_of.as_deref() == Some(target))
-            .map(|s| s.event_id.clone())
+            .map(|s| s.id.clone())
             .collect();
         ids.sort();
         Ok(ids)
@@ -126,19 +126,26 @@ impl State {
             .collect())
     }
 
-    fn statements(&self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error> {
+    fn statements(&self) -> Result<Vec<StatementRecord>, Error> {
         Ok(self
             .statements
             .values()
             .map(|s| StatementRecord {
-                bytes: if with_bytes { s.bytes.clone() } else { Vec::new() },
-                ..s.clone()
+                seq: s.seq,
+                hash: s.hash,
+                issued_at: s.issued_at,
+                entries: s.entries,
+                bytes: Vec::new(),
             })
             .collect())
     }
 
     fn statement(&self, seq: u64) -> Result<Option<StatementRecord>, Error> {
         Ok(self.statements.get(&seq).cloned())
+    }
+
+    fn last_statement(&self) -> Result<Option<(u64, [u8; 32])>, Error> {
+        Ok(self.statements.last_key_value().map(|(seq, s)| (*seq, s.hash)))
     }
 
     fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> {
@@ -218,6 +225,9 @@ impl State {
                     party: party.clone(),
                     currency: currency.clone(),
                     amount: sign * *amount as i64,
+                    event: s.event_id.clone(),
+                    package: s.package.clone(),
+                    state: s.state.clone(),
                 };
                 list.push((s.at, s.id.clone(), position, row));
             }

@@ -28,8 +28,9 @@ macro_rules! forward_reader {
             fn transfers_of(&$self, settlement: &str) -> Result<Vec<TransferRecord>, Error> { $inner.transfers_of(settlement) }
             fn recouped(&$self, currency: &str) -> Result<BTreeMap<String, u64>, Error> { $inner.recouped(currency) }
             fn settlement_recoup(&$self, settlement: &str) -> Result<Vec<(String, i64)>, Error> { $inner.settlement_recoup(settlement) }
-            fn statements(&$self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error> { $inner.statements(with_bytes) }
+            fn statements(&$self) -> Result<Vec<StatementRecord>, Error> { $inner.statements() }
             fn statement(&$self, seq: u64) -> Result<Option<StatementRecord>, Error> { $inner.statement(seq) }
+            fn last_statement(&$self) -> Result<Option<(u64, [u8; 32])>, Error> { $inner.last_statement() }
             fn openings(&$self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { $inner.openings(seq, party) }
             fn hold(&$self, settlement: &str) -> Result<Option<HoldRecord>, Error> { $inner.hold(settlement) }
             fn holds(&$self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> { $inner.holds(state) }
@@ -104,6 +105,12 @@ pub struct PartyTransfer {
     pub at: u64,
     /// Settlement kind.
     pub kind: String,
+    /// The settlement's event id.
+    pub event: String,
+    /// Its package.
+    pub package: String,
+    /// Its state.
+    pub state: String,
     /// Settlement gross.
     pub gross: u64,
     /// The party (account name, not starting with `@`).
@@ -186,7 +193,7 @@ pub trait Reader {
     fn meta(&self, key: &str) -> Result<Option<String>, Error>;
     /// A settlement by id.
     fn settlement(&self, id: &str) -> Result<Option<SettlementRecord>, Error>;
-    /// The event ids of the settlements whose `refund_of` is `target`.
+    /// The ids of the settlements (refunds, reversals) whose `refund_of` is `target`.
     fn refunds_of(&self, target: &str) -> Result<Vec<String>, Error>;
     /// A settlement's transfers, in the order written.
     fn transfers_of(&self, settlement: &str) -> Result<Vec<TransferRecord>, Error>;
@@ -194,10 +201,12 @@ pub trait Reader {
     fn recouped(&self, currency: &str) -> Result<BTreeMap<String, u64>, Error>;
     /// What a settlement changed in each party's recoupment total.
     fn settlement_recoup(&self, settlement: &str) -> Result<Vec<(String, i64)>, Error>;
-    /// Every statement, by sequence number (without the bytes when `with_bytes` is false).
-    fn statements(&self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error>;
+    /// Every statement, by sequence number, without its bytes (`bytes` is empty).
+    fn statements(&self) -> Result<Vec<StatementRecord>, Error>;
     /// One statement.
     fn statement(&self, seq: u64) -> Result<Option<StatementRecord>, Error>;
+    /// The sequence number and hash of the last statement.
+    fn last_statement(&self) -> Result<Option<(u64, [u8; 32])>, Error>;
     /// A party's openings for statement `seq`, by entry.
     fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error>;
     /// A hold by its settlement id.

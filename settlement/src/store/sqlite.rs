@@ -332,9 +332,7 @@ impl Q<'_> {
     }
 
     fn refunds_of(&self, target: &str) -> Result<Vec<String>, Error> {
-        self.list("SELECT event_id FROM settlements WHERE refund_of = ?1 ORDER BY event_id", [target], |r| {
-            r.get(0)
-        })
+        self.list("SELECT id FROM settlements WHERE refund_of = ?1 ORDER BY id", [target], |r| r.get(0))
     }
 
     fn transfers_of(&self, settlement: &str) -> Result<Vec<TransferRecord>, Error> {
@@ -370,13 +368,8 @@ impl Q<'_> {
         )
     }
 
-    fn statements(&self, with_bytes: bool) -> Result<Vec<StatementRecord>, Error> {
-        let bytes = if with_bytes { "bytes" } else { "X''" };
-        self.list(
-            &format!("SELECT seq, hash, issued_at, entries, {bytes} FROM statements ORDER BY seq"),
-            [],
-            statement_row,
-        )
+    fn statements(&self) -> Result<Vec<StatementRecord>, Error> {
+        self.list("SELECT seq, hash, issued_at, entries, X'' FROM statements ORDER BY seq", [], statement_row)
     }
 
     fn statement(&self, seq: u64) -> Result<Option<StatementRecord>, Error> {
@@ -385,6 +378,20 @@ impl Q<'_> {
             [time(seq)],
             statement_row,
         )
+    }
+
+    fn last_statement(&self) -> Result<Option<(u64, [u8; 32])>, Error> {
+        let row = self.one("SELECT seq, hash FROM statements ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        row.map(|(seq, hash)| {
+            let hash = hash.try_into().map_err(|_| Error::Store {
+                path: self.path.into(),
+                reason: format!("statement {seq}: bad hash"),
+            })?;
+            Ok((seq, hash))
+        })
+        .transpose()
     }
 
     fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> {
@@ -454,7 +461,8 @@ impl Q<'_> {
     fn party_transfers(&self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> {
         self.list(
             "SELECT s.id, s.at, s.kind, s.gross, a.name, a.currency,
-                    CASE WHEN a.id = t.credit THEN t.amount ELSE -t.amount END
+                    CASE WHEN a.id = t.credit THEN t.amount ELSE -t.amount END,
+                    s.event_id, s.package, s.state
              FROM transfers t
              JOIN settlements s ON s.id = t.settlement
              JOIN accounts a ON a.id IN (t.credit, t.debit)
@@ -470,6 +478,9 @@ impl Q<'_> {
                     party: r.get(4)?,
                     currency: r.get(5)?,
                     amount: r.get(6)?,
+                    event: r.get(7)?,
+                    package: r.get(8)?,
+                    state: r.get(9)?,
                 })
             },
         )
