@@ -215,8 +215,11 @@ impl<S: Store> Ledger<S> {
                 ),
             ));
         }
-        let mut event: BillingEvent = ciborium::from_reader(record.event.as_slice())
-            .map_err(|e| Error::Store { path: path.clone(), reason: format!("hold {hold}: {e}") })?;
+        let mut event: BillingEvent =
+            escx::cbor::decode_exact(&record.event, "held event").map_err(|reason| Error::Store {
+                path: path.clone(),
+                reason: format!("hold {hold}: {reason}"),
+            })?;
         event.gross_micros = amount;
         let chain = ledger::chain_for(&event, manifests, platform.as_ref())?;
         let seq = ledger::next_seq(&tx)?;

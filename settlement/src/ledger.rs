@@ -330,14 +330,11 @@ impl<S: Store> Ledger<S> {
                 }
                 Some(held) if held.content == content => report.unchanged += 1,
                 Some(_) => return Err(Error::Conflict { event: event.id.clone(), settlement: id }),
-                None => {
-                    chain_for(event, manifests, platform.as_ref())?;
-                    fresh.push((event, id, content));
-                }
+                None => fresh.push((event, id, content, chain_for(event, manifests, platform.as_ref())?)),
             }
         }
-        let fresh_ids: HashSet<&str> = fresh.iter().map(|(e, _, _)| e.id.as_str()).collect();
-        for (event, _, _) in &fresh {
+        let fresh_ids: HashSet<&str> = fresh.iter().map(|(e, ..)| e.id.as_str()).collect();
+        for (event, ..) in &fresh {
             if let Some(target) = &event.refund_of {
                 check_refund(&self.store, event, target, &fresh_ids, events)?;
             }
@@ -351,7 +348,7 @@ impl<S: Store> Ledger<S> {
             // The batch's statement number; its settlements carry it.
             let batch = next_seq(&tx)?;
             let mut entries = Vec::with_capacity(chunk.len());
-            for (event, id, content) in chunk {
+            for (event, id, content, chain) in chunk {
                 // A concurrent run may have settled it since the checks above.
                 match tx.settlement(id)? {
                     Some(held) if held.content == content => {
@@ -365,14 +362,13 @@ impl<S: Store> Ledger<S> {
                 }
                 let payouts = match event.kind {
                     Kind::Sale | Kind::Usage => {
-                        let chain = chain_for(event, manifests, platform.as_ref())?;
                         tx.insert_settlement(&record_of(event, id, content, batch))?;
                         pay_out(
                             &mut tx,
                             &mut accounts,
                             id,
                             CUSTOMERS,
-                            &chain,
+                            chain,
                             event.gross_micros,
                             &event.currency,
                         )?
@@ -836,11 +832,7 @@ pub(crate) fn chain_for(
     }
     let mut chain = Vec::new();
     if let Some(fee) = platform {
-        chain.push(Tier {
-            label: "platform".into(),
-            steps: vec![escx_manifest::schema::Step::ShareOfGross { party: fee.party.clone(), bps: fee.bps }],
-            residual: None,
-        });
+        chain.push(Tier::platform(&fee.party, fee.bps));
     }
     if let Some(name) = &event.solution {
         let solution = manifests
@@ -850,11 +842,7 @@ pub(crate) fn chain_for(
         if !solution.1.packages.contains_key(&event.package) {
             return Err(missing(format!("solution {name} does not bundle {}", event.package)));
         }
-        chain.push(Tier {
-            label: format!("solution {name}"),
-            steps: solution.1.tier.iter().cloned().collect(),
-            residual: None,
-        });
+        chain.push(Tier::solution(name, solution.1));
     }
     chain.push(Tier::package(format!("package {}", event.package), revenue, event.time)?);
     Ok(chain)

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use escx_manifest::schema::{Revenue, Step};
+use escx_manifest::schema::{Revenue, Solution, Step};
 use serde::Serialize;
 
 /// Basis points in one whole.
@@ -34,6 +34,24 @@ pub struct Tier {
 }
 
 impl Tier {
+    /// The platform tier: the operator's `bps` share of gross, paid to `party`.
+    pub fn platform(party: &str, bps: u32) -> Self {
+        Self {
+            label: "platform".into(),
+            steps: vec![Step::ShareOfGross { party: party.to_owned(), bps }],
+            residual: None,
+        }
+    }
+
+    /// The tier of solution bundle `name`: its `[solution.tier]` step, if any.
+    pub fn solution(name: &str, solution: &Solution) -> Self {
+        Self {
+            label: format!("solution {name}"),
+            steps: solution.tier.iter().cloned().collect(),
+            residual: None,
+        }
+    }
+
     /// The package tier for a sale at `at`: the `[revenue]` version in force then.
     pub fn package(label: impl Into<String>, revenue: &Revenue, at: u64) -> Result<Self, WaterfallError> {
         let label = label.into();

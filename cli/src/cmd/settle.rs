@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use escx_manifest::Micros;
-use escx_manifest::schema::Step;
 use escx_settlement::ledger::{Ledger, Manifests, Options, PlatformFee};
 use escx_settlement::waterfall::{self, Tier};
 use serde_json::json;
@@ -227,22 +226,14 @@ fn preview(args: PreviewArgs, ui: &Ui) -> anyhow::Result<()> {
         if bps > 10_000 {
             return Err(UsageError(format!("--platform-bps {bps}: at most 10000")).into());
         }
-        chain.push(Tier {
-            label: "platform".into(),
-            steps: vec![Step::ShareOfGross { party: args.platform_party.clone(), bps }],
-            residual: None,
-        });
+        chain.push(Tier::platform(&args.platform_party, bps));
     }
     if let Some(path) = &args.solution {
         let solution_manifest = super::manifest::load(path)?;
         let solution = solution_manifest.solution.as_ref().ok_or_else(|| {
             UsageError(format!("{}: no [solution] table", super::manifest::manifest_path(path).display()))
         })?;
-        chain.push(Tier {
-            label: format!("solution {}", solution_manifest.package.name),
-            steps: solution.tier.iter().cloned().collect(),
-            residual: None,
-        });
+        chain.push(Tier::solution(&solution_manifest.package.name, solution));
     }
     chain.push(Tier::package(format!("package {}", manifest.package.name), revenue, at)?);
     let split = waterfall::apply(&chain, gross.0, &recouped)?;
