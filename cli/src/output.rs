@@ -44,7 +44,12 @@ impl Ui {
 
     /// A progress sink: a bar on a terminal, nothing otherwise.
     pub fn progress(&self) -> Bar {
-        Bar { enabled: self.progress_allowed, bar: Mutex::new(None) }
+        Bar {
+            enabled: self.progress_allowed,
+            min: PROGRESS_MIN_BYTES,
+            template: "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            bar: Mutex::new(None),
+        }
     }
 
     /// Prints the error (stderr, or stdout JSON) and returns the exit code.
@@ -78,68 +83,35 @@ impl Ui {
     }
 }
 
-/// An indicatif bar behind the library's progress trait.
+/// An indicatif bar behind the library's progress trait, counting bytes
+/// ([`Ui::progress`]) or items ([`Ui::count_progress`]); drawn only on a terminal and only
+/// for phases of at least `min`.
 pub struct Bar {
     enabled: bool,
-    bar: Mutex<Option<ProgressBar>>,
-}
-
-impl escx::progress::Progress for Bar {
-    fn start(&self, label: &str, total_bytes: u64) {
-        if !self.enabled || total_bytes < PROGRESS_MIN_BYTES {
-            return;
-        }
-        let bar = ProgressBar::new(total_bytes);
-        if let Ok(style) =
-            ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-        {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(label.to_owned());
-        if let Ok(mut slot) = self.bar.lock() {
-            *slot = Some(bar);
-        }
-    }
-
-    fn advance(&self, bytes: u64) {
-        if let Ok(slot) = self.bar.lock()
-            && let Some(bar) = slot.as_ref()
-        {
-            bar.inc(bytes);
-        }
-    }
-
-    fn finish(&self) {
-        if let Ok(mut slot) = self.bar.lock()
-            && let Some(bar) = slot.take()
-        {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-/// A bar over a count of items (events, packages), behind the library's progress trait:
-/// drawn only on a terminal and only for at least `min` items.
-pub struct CountBar {
-    enabled: bool,
     min: u64,
+    template: &'static str,
     bar: Mutex<Option<ProgressBar>>,
 }
 
 impl Ui {
-    /// A [`CountBar`] for phases of at least `min` items.
-    pub fn count_progress(&self, min: u64) -> CountBar {
-        CountBar { enabled: self.progress_allowed, min, bar: Mutex::new(None) }
+    /// A [`Bar`] counting items (events, packages), for phases of at least `min` items.
+    pub fn count_progress(&self, min: u64) -> Bar {
+        Bar {
+            enabled: self.progress_allowed,
+            min,
+            template: "{msg:>10} [{bar:30}] {pos}/{len} {per_sec} {eta}",
+            bar: Mutex::new(None),
+        }
     }
 }
 
-impl escx::progress::Progress for CountBar {
+impl escx::progress::Progress for Bar {
     fn start(&self, label: &str, total: u64) {
         if !self.enabled || total < self.min {
             return;
         }
         let bar = ProgressBar::new(total);
-        if let Ok(style) = ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} {eta}") {
+        if let Ok(style) = ProgressStyle::with_template(self.template) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(label.to_owned());

@@ -59,9 +59,6 @@ impl ClientTrust {
 
     /// The evaluation time.
     pub fn now(&self) -> anyhow::Result<u64> {
-        match &self.at {
-            Some(text) => escx::timestamp::parse(text).map_err(|r| UsageError(format!("--at: {r}")).into()),
-            None => Ok(escx::now_unix()),
-        }
+        super::at_or_now(self.at.as_deref())
     }
 }

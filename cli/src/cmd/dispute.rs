@@ -107,7 +107,7 @@ pub struct ListArgs {
 pub fn run(command: DisputeCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
         DisputeCommand::Open(args) => {
-            let now = super::hold::at(args.at.as_deref())?;
+            let now = super::at_or_now(args.at.as_deref())?;
             let mut ledger = Ledger::open(&args.ledger)?;
             let settlement = ledger.find_settlement(&args.settlement)?;
             ledger.open_dispute(&settlement, &args.reason, now)?;
@@ -116,7 +116,7 @@ pub fn run(command: DisputeCommand, ui: &Ui) -> anyhow::Result<()> {
             });
         }
         DisputeCommand::Resolve(args) => {
-            let now = super::hold::at(args.at.as_deref())?;
+            let now = super::at_or_now(args.at.as_deref())?;
             let outcome = match args.outcome {
                 OutcomeArg::Upheld => Outcome::Upheld,
                 OutcomeArg::Reversed => Outcome::Reversed,

@@ -132,16 +132,6 @@ pub struct ListArgs {
     json: bool,
 }
 
-/// `--at TIME`, or now.
-pub fn at(text: Option<&str>) -> anyhow::Result<u64> {
-    match text {
-        Some(text) => {
-            Ok(escx::timestamp::parse(text).map_err(|reason| UsageError(format!("--at: {reason}")))?)
-        }
-        None => Ok(escx::now_unix()),
-    }
-}
-
 /// `90m`, `72h`, `7d`, `30s` or plain seconds.
 pub fn duration(text: &str) -> Option<u64> {
     let (number, unit) = match text.char_indices().last()? {
@@ -162,7 +152,7 @@ pub fn duration(text: &str) -> Option<u64> {
 pub fn run(command: HoldCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
         HoldCommand::Place(args) => {
-            let now = at(args.at.as_deref())?;
+            let now = super::at_or_now(args.at.as_deref())?;
             let seconds = duration(&args.expires_in).ok_or_else(|| {
                 UsageError(format!(
                     "--expires-in {:?}: expected a duration such as 90m, 72h or 7d",
@@ -187,7 +177,7 @@ pub fn run(command: HoldCommand, ui: &Ui) -> anyhow::Result<()> {
             );
         }
         HoldCommand::Capture(args) => {
-            let now = at(args.at.as_deref())?;
+            let now = super::at_or_now(args.at.as_deref())?;
             let amount = match &args.amount {
                 Some(text) => {
                     Some(Micros::parse(text).map_err(|e| UsageError(format!("--amount {text:?}: {e}")))?.0)
@@ -220,7 +210,7 @@ pub fn run(command: HoldCommand, ui: &Ui) -> anyhow::Result<()> {
             });
         }
         HoldCommand::Void(args) => {
-            let now = at(args.at.as_deref())?;
+            let now = super::at_or_now(args.at.as_deref())?;
             let mut ledger = Ledger::open(&args.ledger)?;
             let voided = match &args.hold {
                 Some(hold) if !args.expired => {

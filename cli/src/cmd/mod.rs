@@ -13,3 +13,12 @@ pub mod payout;
 pub mod registry;
 pub mod settle;
 pub mod statement;
+
+/// The time given by `--at TIME` (RFC 3339, `YYYY-MM-DD` or `@unix`), or now.
+pub fn at_or_now(text: Option<&str>) -> anyhow::Result<u64> {
+    match text {
+        Some(text) => Ok(escx::timestamp::parse(text)
+            .map_err(|reason| crate::failure::UsageError(format!("--at: {reason}")))?),
+        None => Ok(escx::now_unix()),
+    }
+}

@@ -203,10 +203,7 @@ fn settle(args: RunArgs, ui: &Ui) -> anyhow::Result<()> {
 fn preview(args: PreviewArgs, ui: &Ui) -> anyhow::Result<()> {
     let gross =
         Micros::parse(&args.gross).map_err(|e| UsageError(format!("--gross {:?}: {e}", args.gross)))?;
-    let at = match &args.at {
-        Some(text) => escx::timestamp::parse(text).map_err(|reason| UsageError(format!("--at: {reason}")))?,
-        None => escx::now_unix(),
-    };
+    let at = super::at_or_now(args.at.as_deref())?;
     let mut recouped = BTreeMap::new();
     for item in &args.recouped {
         let (party, amount) = item
