@@ -14,12 +14,9 @@ fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
 }
 
-#[test]
-fn buy_redeem_verify_revoke() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let run = |args: &[&str]| escx(dir).args(args).assert().success();
-    run(&["key", "generate", "--out", "acme", "--unencrypted"]);
+/// A publisher key `acme` and a paid package source in `pkg/` (tier "standard", 49.00 USD).
+fn paid_package(dir: &std::path::Path) {
+    escx(dir).args(["key", "generate", "--out", "acme", "--unencrypted"]).assert().success();
     std::fs::create_dir_all(dir.join("pkg")).unwrap();
     std::fs::write(
         dir.join("pkg/manifest.toml"),
@@ -27,10 +24,28 @@ fn buy_redeem_verify_revoke() {
          [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
     )
     .unwrap();
-    run(&["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"]);
-    run(&["issuer", "init", "issuer", "--unencrypted"]);
-    run(&["issuer", "publish", "issuer", "-o", "issuer.pub"]);
-    run(&["issuer", "register-package", "issuer", "p.escx", "--pubkey", "acme.pub"]);
+}
+
+/// [`paid_package`] packed as `p.escx`, and an issuer in `issuer/` (bundle `issuer.pub`)
+/// that sells it.
+fn issuer_with_package(dir: &std::path::Path) {
+    paid_package(dir);
+    for args in [
+        &["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"][..],
+        &["issuer", "init", "issuer", "--unencrypted"],
+        &["issuer", "publish", "issuer", "-o", "issuer.pub"],
+        &["issuer", "register-package", "issuer", "p.escx", "--pubkey", "acme.pub"],
+    ] {
+        escx(dir).args(args).assert().success();
+    }
+}
+
+#[test]
+fn buy_redeem_verify_revoke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = |args: &[&str]| escx(dir).args(args).assert().success();
+    issuer_with_package(dir);
     run(&[
         "license",
         "request",
@@ -147,14 +162,8 @@ fn encrypted_payload_extracts_only_with_a_license() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let run = |args: &[&str]| escx(dir).args(args).assert().success();
-    run(&["key", "generate", "--out", "acme", "--unencrypted"]);
+    paid_package(dir);
     std::fs::create_dir_all(dir.join("pkg/docs")).unwrap();
-    std::fs::write(
-        dir.join("pkg/manifest.toml"),
-        "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
-         [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
-    )
-    .unwrap();
     let model: Vec<u8> = (0..200_000u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
     std::fs::write(dir.join("pkg/model.bin"), &model).unwrap();
     std::fs::write(dir.join("pkg/docs/README"), "public docs\n").unwrap();
@@ -267,18 +276,7 @@ fn transfer_receive_and_renew() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let run = |args: &[&str]| escx(dir).args(args).assert().success();
-    run(&["key", "generate", "--out", "acme", "--unencrypted"]);
-    std::fs::create_dir_all(dir.join("pkg")).unwrap();
-    std::fs::write(
-        dir.join("pkg/manifest.toml"),
-        "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
-         [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
-    )
-    .unwrap();
-    run(&["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"]);
-    run(&["issuer", "init", "issuer", "--unencrypted"]);
-    run(&["issuer", "publish", "issuer", "-o", "issuer.pub"]);
-    run(&["issuer", "register-package", "issuer", "p.escx", "--pubkey", "acme.pub"]);
+    issuer_with_package(dir);
     escx(dir)
         .args(["license", "request", "--issuer", "issuer.pub", "--package", "acme/thermal"])
         .args(["--tier", "standard", "--count", "3", "--wallet", "alice", "-o", "req.cbor"])

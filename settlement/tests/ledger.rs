@@ -3,47 +3,13 @@
 
 use std::path::Path;
 
-use escx::sig::SecretKey;
-use escx_manifest::Manifest;
 use escx_settlement::events::{BillingEvent, parse_events};
-use escx_settlement::ledger::{CUSTOMERS, Ledger, Manifests, PlatformFee, settlement_id};
+mod common;
 
-const MANIFEST: &str = r#"[package]
-name = "acme/thermal"
-version = "1.0.0"
-
-[revenue]
-currency = "USD"
-residual = "acme"
-effective_from = "2026-01-01"
-
-[[revenue.step]]
-party = "platform"
-share_of_gross_bps = 1000
-[[revenue.step]]
-party = "investor"
-recoup_cap = "250.00"
-
-[[revenue.version]]
-effective_from = "2027-01-01"
-[[revenue.version.step]]
-party = "platform"
-share_of_gross_bps = 2000
-"#;
+use common::{THERMAL, balance, manifests, op};
+use escx_settlement::ledger::{CUSTOMERS, Ledger, PlatformFee, settlement_id};
 
 const NOW: u64 = 1_800_000_000;
-
-/// The operator's statement key (one per test binary: ML-DSA key generation is not free).
-fn op() -> &'static SecretKey {
-    static KEY: std::sync::OnceLock<SecretKey> = std::sync::OnceLock::new();
-    KEY.get_or_init(SecretKey::generate)
-}
-
-fn manifests() -> Manifests {
-    let mut manifests = Manifests::default();
-    manifests.add(Manifest::parse(MANIFEST, Path::new("manifest.toml")).unwrap());
-    manifests
-}
 
 fn event(id: &str, time: &str, gross: &str) -> String {
     format!(
@@ -55,10 +21,6 @@ fn events(records: &[String]) -> Vec<BillingEvent> {
     parse_events(&format!("[{}]", records.join(",")), Path::new("events.json")).unwrap()
 }
 
-fn balance(ledger: &Ledger, party: &str) -> i64 {
-    ledger.balances(Some(party)).unwrap().first().map_or(0, |b| b.micros)
-}
-
 fn count(ledger: &Ledger, table: &str) -> i64 {
     ledger.database().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
 }
@@ -67,7 +29,7 @@ fn count(ledger: &Ledger, table: &str) -> i64 {
 fn settles_recoups_across_runs_and_reruns_as_no_ops() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
-    let manifests = manifests();
+    let manifests = manifests(THERMAL);
     // Three monthly periods of 100.00: the investor recoups 90, 90, then the last 70.
     let months = ["2026-10-15T00:00:00Z", "2026-11-15T00:00:00Z", "2026-12-15T00:00:00Z"];
     let mut all = Vec::new();
@@ -99,7 +61,7 @@ fn settles_recoups_across_runs_and_reruns_as_no_ops() {
 fn a_changed_event_under_a_used_id_is_refused_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
-    let manifests = manifests();
+    let manifests = manifests(THERMAL);
     ledger
         .settle(&events(&[event("a", "2026-11-01T00:00:00Z", "10.00")]), &manifests, 10, op(), NOW)
         .unwrap();
@@ -115,7 +77,7 @@ fn a_changed_event_under_a_used_id_is_refused_and_nothing_is_written() {
 fn bad_records_name_themselves_and_leave_the_ledger_untouched() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
-    let manifests = manifests();
+    let manifests = manifests(THERMAL);
     let unknown = r#"{"id": "x", "time": 1790000000, "package": "acme/other", "tier": "t", "kind": "sale", "gross": "1", "currency": "USD"}"#;
     let euro = r#"{"id": "e", "time": 1790000000, "package": "acme/thermal", "tier": "t", "kind": "sale", "gross": "1", "currency": "EUR"}"#;
     let early = r#"{"id": "old", "time": 1000, "package": "acme/thermal", "tier": "t", "kind": "sale", "gross": "1", "currency": "USD"}"#;
@@ -134,7 +96,7 @@ fn a_refund_reverses_the_settlement_and_its_recoupment() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger =
         Ledger::init(&tmp.path().join("l.db"), Some(&PlatformFee { party: "op".into(), bps: 500 })).unwrap();
-    let manifests = manifests();
+    let manifests = manifests(THERMAL);
     let sale = event("s", "2026-11-01T00:00:00Z", "100.00");
     ledger.settle(&events(std::slice::from_ref(&sale)), &manifests, 10, op(), NOW).unwrap();
     assert_eq!(balance(&ledger, "op"), 5_000_000);
@@ -173,7 +135,7 @@ fn partial_refunds_claw_back_in_proportion_and_the_last_one_cancels() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger =
         Ledger::init(&tmp.path().join("l.db"), Some(&PlatformFee { party: "op".into(), bps: 500 })).unwrap();
-    let manifests = manifests();
+    let manifests = manifests(THERMAL);
     let sale = event("s", "2026-11-01T00:00:00Z", "100.00");
     ledger.settle(&events(std::slice::from_ref(&sale)), &manifests, 10, op(), NOW).unwrap();
     // Holdings: op 5, platform 9.5, investor 85.5 (recouped). A third back, rounded down

@@ -2,46 +2,19 @@
 
 use std::path::Path;
 
-use escx::sig::SecretKey;
-use escx_manifest::Manifest;
+mod common;
+
+use common::{THERMAL, balance, manifests, op};
 use escx_settlement::disputes::Outcome;
 use escx_settlement::events::{BillingEvent, parse_events};
-use escx_settlement::ledger::{CUSTOMERS, HOLDS, Ledger, Manifests, Options, SCHEMA_VERSION, settlement_id};
+use escx_settlement::ledger::{CUSTOMERS, HOLDS, Ledger, Options, SCHEMA_VERSION, settlement_id};
 use escx_settlement::payout::{Period, Signed};
 use escx_settlement::statement;
-
-const MANIFEST: &str = r#"[package]
-name = "acme/thermal"
-version = "1.0.0"
-
-[revenue]
-currency = "USD"
-residual = "acme"
-effective_from = "2026-01-01"
-
-[[revenue.step]]
-party = "platform"
-share_of_gross_bps = 1000
-[[revenue.step]]
-party = "investor"
-recoup_cap = "250.00"
-"#;
 
 /// 2026-11-15T00:00:00Z and friends.
 const OCT: u64 = 1_792_022_400;
 const NOV: u64 = 1_794_700_800;
 const DEC: u64 = 1_797_292_800;
-
-fn op() -> &'static SecretKey {
-    static KEY: std::sync::OnceLock<SecretKey> = std::sync::OnceLock::new();
-    KEY.get_or_init(SecretKey::generate)
-}
-
-fn manifests() -> Manifests {
-    let mut manifests = Manifests::default();
-    manifests.add(Manifest::parse(MANIFEST, Path::new("manifest.toml")).unwrap());
-    manifests
-}
 
 fn events(records: &[(&str, u64, &str)]) -> Vec<BillingEvent> {
     let json: Vec<String> = records
@@ -60,10 +33,6 @@ fn refund(id: &str, time: u64, of: &str, gross: &str) -> BillingEvent {
         r#"[{{"id": "{id}", "time": {time}, "package": "acme/thermal", "tier": "standard", "kind": "refund", "gross": "{gross}", "currency": "USD", "refund_of": "{of}"}}]"#
     );
     parse_events(&json, Path::new("events.json")).unwrap().remove(0)
-}
-
-fn balance(ledger: &Ledger, account: &str) -> i64 {
-    ledger.balances(Some(account)).unwrap().first().map_or(0, |b| b.micros)
 }
 
 fn state(ledger: &Ledger, event: &str) -> String {
@@ -98,7 +67,7 @@ fn new_ledger(dir: &Path, threshold: u64) -> Ledger {
 fn a_hold_pays_no_one_until_captured_and_releases_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = new_ledger(tmp.path(), 0);
-    let manifests = manifests();
+    let manifests = manifests(THERMAL);
     let held = events(&[("job-1", NOV, "100.00"), ("job-2", NOV, "40.00")]);
     let report = ledger.place_holds(&held, &manifests, NOV, NOV + 3600).unwrap();
     assert_eq!((report.placed, report.unchanged), (2, 0));
@@ -158,7 +127,7 @@ fn a_hold_pays_no_one_until_captured_and_releases_the_rest() {
 fn the_audit_catches_held_money_that_matches_no_pending_hold() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = new_ledger(tmp.path(), 0);
-    ledger.place_holds(&events(&[("job-1", NOV, "10.00")]), &manifests(), NOV, NOV + 60).unwrap();
+    ledger.place_holds(&events(&[("job-1", NOV, "10.00")]), &manifests(THERMAL), NOV, NOV + 60).unwrap();
     assert!(ledger.audit().unwrap().ok());
     ledger.database().execute("UPDATE holds SET state = 'VOIDED'", []).unwrap();
     assert_eq!(ledger.audit().unwrap().holds_mismatch, ["USD"]);
@@ -168,7 +137,7 @@ fn the_audit_catches_held_money_that_matches_no_pending_hold() {
 fn disputes_withhold_then_stand_or_reverse_with_compensating_transfers() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = new_ledger(tmp.path(), 0);
-    let manifests = manifests();
+    let manifests = manifests(THERMAL);
     ledger
         .settle(&events(&[("s1", NOV, "100.00"), ("s2", NOV, "100.00")]), &manifests, 10, op(), NOV)
         .unwrap();
@@ -234,7 +203,7 @@ fn line<'a>(
 fn payout_reports_carry_below_the_threshold_withhold_disputes_and_never_rewrite_a_past_month() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = new_ledger(tmp.path(), 50_000_000);
-    let manifests = manifests();
+    let manifests = manifests(THERMAL);
     let oct = Period::parse("2026-10").unwrap();
     let nov = Period::parse("2026-11").unwrap();
     let dec = Period::parse("2026-12").unwrap();
@@ -338,7 +307,7 @@ fn an_older_ledger_is_migrated_and_a_newer_one_refused() {
     let mut ledger = Ledger::open(&path).unwrap();
     let version: i64 = ledger.database().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    ledger.place_holds(&events(&[("h", NOV, "1.00")]), &manifests(), NOV, NOV + 60).unwrap();
+    ledger.place_holds(&events(&[("h", NOV, "1.00")]), &manifests(THERMAL), NOV, NOV + 60).unwrap();
     ledger.database().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
     drop(ledger);
     assert_eq!(Ledger::open(&path).err().unwrap().code(), "ledger-schema");
@@ -348,7 +317,7 @@ fn an_older_ledger_is_migrated_and_a_newer_one_refused() {
 fn a_reversal_after_a_partial_refund_gives_back_what_remains() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = new_ledger(tmp.path(), 0);
-    let manifests = manifests();
+    let manifests = manifests(THERMAL);
     ledger.settle(&events(&[("s", NOV, "100.00")]), &manifests, 10, op(), NOV).unwrap();
     ledger.settle(&[refund("r", NOV + 1, "s", "40.00")], &manifests, 10, op(), NOV).unwrap();
     let s = settlement_id("s");

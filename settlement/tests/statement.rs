@@ -3,19 +3,16 @@
 
 use std::path::Path;
 
+mod common;
+
+use common::{manifests, op};
 use escx::envelope::Envelope;
 use escx::sig::SecretKey;
-use escx_manifest::Manifest;
 use escx_settlement::events::parse_events;
-use escx_settlement::ledger::{Ledger, Manifests};
+use escx_settlement::ledger::Ledger;
 use escx_settlement::statement::{
     self, CONTEXT_STATEMENT, EntryInput, StatementPayload, Verified, check_openings, verify, verify_chain,
 };
-
-fn key() -> &'static SecretKey {
-    static KEY: std::sync::OnceLock<SecretKey> = std::sync::OnceLock::new();
-    KEY.get_or_init(SecretKey::generate)
-}
 
 fn inputs(n: u8) -> Vec<EntryInput> {
     (0..n)
@@ -40,14 +37,14 @@ fn payload(bytes: &[u8]) -> StatementPayload {
 
 /// The operator signing something other than what the ledger computed.
 fn resign(payload: &StatementPayload) -> Vec<u8> {
-    Envelope::seal(CONTEXT_STATEMENT, escx::cbor::encode(payload), key()).to_cbor()
+    Envelope::seal(CONTEXT_STATEMENT, escx::cbor::encode(payload), op()).to_cbor()
 }
 
 fn chain(count: u64) -> Vec<Vec<u8>> {
     let mut previous = [0u8; 32];
     let mut out = Vec::new();
     for seq in 1..=count {
-        let built = statement::build(&[9; 16], seq, &previous, 1_800_000_000 + seq, &inputs(4), key());
+        let built = statement::build(&[9; 16], seq, &previous, 1_800_000_000 + seq, &inputs(4), op());
         previous = built.hash;
         out.push(built.bytes);
     }
@@ -55,7 +52,7 @@ fn chain(count: u64) -> Vec<Vec<u8>> {
 }
 
 fn verified(bytes: &[Vec<u8>]) -> Vec<Verified> {
-    bytes.iter().map(|b| verify(b, key().public_key()).unwrap()).collect()
+    bytes.iter().map(|b| verify(b, op().public_key()).unwrap()).collect()
 }
 
 #[test]
@@ -65,7 +62,7 @@ fn any_flipped_byte_or_foreign_key_fails() {
     for at in (0..bytes.len()).step_by(97) {
         let mut changed = bytes.clone();
         changed[at] ^= 0x04;
-        assert!(verify(&changed, key().public_key()).is_err(), "flip at {at} went unnoticed");
+        assert!(verify(&changed, op().public_key()).is_err(), "flip at {at} went unnoticed");
     }
 }
 
@@ -79,17 +76,17 @@ fn an_operator_cannot_sign_an_unconserved_or_inconsistent_statement() {
     altered.entries[1].payouts[0].commitment = good.entries[2].payouts[0].commitment.clone();
     altered.entries_root =
         serde_bytes::ByteBuf::from(statement::merkle_root(&statement::leaves(&altered)).to_vec());
-    assert_eq!(verify(&resign(&altered), key().public_key()).unwrap_err().code(), "statement-unconserved");
+    assert_eq!(verify(&resign(&altered), op().public_key()).unwrap_err().code(), "statement-unconserved");
 
     // An entry changed without a new root.
     let mut entry = good.clone();
     entry.entries[0].kind = "usage".into();
-    assert_eq!(verify(&resign(&entry), key().public_key()).unwrap_err().code(), "statement-invalid");
+    assert_eq!(verify(&resign(&entry), op().public_key()).unwrap_err().code(), "statement-invalid");
 
     // A party hidden from the index.
     let mut index = good.clone();
     index.parties.remove("referrer");
-    assert_eq!(verify(&resign(&index), key().public_key()).unwrap_err().code(), "statement-invalid");
+    assert_eq!(verify(&resign(&index), op().public_key()).unwrap_err().code(), "statement-invalid");
 
     // One party paid twice in an entry (conserving, with a fresh root): its second payout
     // could hide from the party's openings, so it is refused.
@@ -98,13 +95,13 @@ fn an_operator_cannot_sign_an_unconserved_or_inconsistent_statement() {
     twice.entries[0].payouts[1].party = party;
     twice.entries_root =
         serde_bytes::ByteBuf::from(statement::merkle_root(&statement::leaves(&twice)).to_vec());
-    let error = verify(&resign(&twice), key().public_key()).unwrap_err();
+    let error = verify(&resign(&twice), op().public_key()).unwrap_err();
     assert!(error.to_string().contains("paid twice"), "{error}");
 
     // A first statement that claims a predecessor, or a later one that claims none.
     let mut previous = good.clone();
     previous.previous = serde_bytes::ByteBuf::from(vec![1; 32]);
-    assert_eq!(verify(&resign(&previous), key().public_key()).unwrap_err().code(), "statement-invalid");
+    assert_eq!(verify(&resign(&previous), op().public_key()).unwrap_err().code(), "statement-invalid");
 }
 
 #[test]
@@ -151,8 +148,7 @@ share_of_gross_bps = 1500
 fn the_ledger_signs_one_chained_statement_per_batch_and_hands_out_openings() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
-    let mut manifests = Manifests::default();
-    manifests.add(Manifest::parse(MANIFEST, Path::new("m.toml")).unwrap());
+    let manifests = manifests(MANIFEST);
     let records: Vec<String> = (0..7)
         .map(|i| {
             format!(
@@ -162,9 +158,9 @@ fn the_ledger_signs_one_chained_statement_per_batch_and_hands_out_openings() {
         })
         .collect();
     let events = parse_events(&format!("[{}]", records.join(",")), Path::new("e.json")).unwrap();
-    let report = ledger.settle(&events, &manifests, 3, key(), 1_800_000_000).unwrap();
+    let report = ledger.settle(&events, &manifests, 3, op(), 1_800_000_000).unwrap();
     assert_eq!((report.batches, report.statements), (3, 3));
-    let again = ledger.settle(&events, &manifests, 3, key(), 1_800_000_100).unwrap();
+    let again = ledger.settle(&events, &manifests, 3, op(), 1_800_000_100).unwrap();
     assert_eq!(again.statements, 0, "a no-op run signs nothing");
 
     let listed = ledger.statements().unwrap();

@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use escx::sig::SecretKey;
-use escx_manifest::Manifest;
+mod common;
+
+use common::{manifests, op};
 use escx_settlement::disputes::Outcome;
 use escx_settlement::events::{BillingEvent, parse_events};
-use escx_settlement::ledger::{Ledger, Manifests, Options, PlatformFee, settlement_id};
+use escx_settlement::ledger::{Ledger, Options, PlatformFee, settlement_id};
 use escx_settlement::payout::Period;
 use escx_settlement::store::Store;
 use proptest::prelude::*;
@@ -35,17 +36,6 @@ residual_weights = { acme = 3, partner = 1 }
 /// 2026-10-01T00:00:00Z
 const START: u64 = 1_790_812_800;
 const DAY: u64 = 86_400;
-
-fn op() -> &'static SecretKey {
-    static KEY: std::sync::OnceLock<SecretKey> = std::sync::OnceLock::new();
-    KEY.get_or_init(SecretKey::generate)
-}
-
-fn manifests() -> Manifests {
-    let mut manifests = Manifests::default();
-    manifests.add(Manifest::parse(MANIFEST, Path::new("manifest.toml")).unwrap());
-    manifests
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -84,7 +74,7 @@ fn event(id: &str, time: u64, kind: &str, gross: u64, refund_of: Option<&str>) -
 
 /// Applies `ops` and returns each outcome (Ok or the error code) and the final state.
 fn run<S: Store>(ledger: &mut Ledger<S>, ops: &[Op]) -> Vec<String> {
-    let manifests = manifests();
+    let manifests = manifests(MANIFEST);
     let mut sales: Vec<(String, u64)> = Vec::new();
     let mut holds: Vec<String> = Vec::new();
     let mut out = Vec::new();
@@ -182,12 +172,15 @@ proptest! {
 fn a_failed_transaction_leaves_the_memory_store_untouched() {
     let mut ledger = Ledger::in_memory(&Options::default()).unwrap();
     let sale = event("s", START, "sale", 10_000_000, None);
-    ledger.settle(std::slice::from_ref(&sale), &manifests(), 10, op(), START).unwrap();
+    ledger.settle(std::slice::from_ref(&sale), &manifests(MANIFEST), 10, op(), START).unwrap();
     let before = format!("{:?}", ledger.balances(None).unwrap());
     // A refund of more than the sale is refused before anything is written; a dispute
     // resolution without the key is refused inside its transaction.
     let refund = event("r", START, "refund", 10_000_001, Some("s"));
-    assert_eq!(ledger.settle(&[refund], &manifests(), 10, op(), START).unwrap_err().code(), "refund-invalid");
+    assert_eq!(
+        ledger.settle(&[refund], &manifests(MANIFEST), 10, op(), START).unwrap_err().code(),
+        "refund-invalid"
+    );
     let id = settlement_id("s");
     ledger.open_dispute(&id, "x", START).unwrap();
     let error = ledger.resolve_dispute(&id, Outcome::Reversed, "x", None, START).unwrap_err();
@@ -211,7 +204,7 @@ proptest! {
             platform: Some(PlatformFee { party: "platform".into(), bps: 700 }),
             payout_threshold: 0,
         }).unwrap();
-        let manifests = manifests();
+        let manifests = manifests(MANIFEST);
         ledger.settle(&[event("s", START, "sale", gross, None)], &manifests, 10, op(), START).unwrap();
         // Split the gross into refunds proportional to `cuts` plus the rest.
         let total: u64 = cuts.iter().sum::<u64>() + 1;
