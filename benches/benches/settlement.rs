@@ -21,30 +21,7 @@ use rusqlite::Connection;
 const EVENTS: usize = 20_000;
 const BATCH: usize = 10_000;
 
-const MANIFEST: &str = r#"[package]
-name = "acme/thermal"
-version = "1.0.0"
-
-[revenue]
-currency = "USD"
-residual = "acme"
-effective_from = "2026-01-01"
-
-[[revenue.step]]
-party = "platform"
-share_of_gross_bps = 1500
-[[revenue.step]]
-party = "referrer"
-share_of_remaining_bps = 1000
-[[revenue.step]]
-party = "studio"
-fixed = "10.00"
-[[revenue.step]]
-party = "investor"
-recoup_cap = "5000.00"
-[[revenue.step]]
-residual_weights = { acme = 3, partner = 1 }
-"#;
+const MANIFEST: &str = include_str!("../../test-vectors/settlement/architecture-example.toml");
 
 fn manifests() -> Manifests {
     let mut manifests = Manifests::default();

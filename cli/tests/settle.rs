@@ -4,30 +4,7 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
-const MANIFEST: &str = r#"[package]
-name = "acme/thermal"
-version = "1.0.0"
-
-[revenue]
-currency = "USD"
-residual = "acme"
-effective_from = "2026-01-01"
-
-[[revenue.step]]
-party = "platform"
-share_of_gross_bps = 1500
-[[revenue.step]]
-party = "referrer"
-share_of_remaining_bps = 1000
-[[revenue.step]]
-party = "studio"
-fixed = "10.00"
-[[revenue.step]]
-party = "investor"
-recoup_cap = "5000.00"
-[[revenue.step]]
-residual_weights = { acme = 3, partner = 1 }
-"#;
+const MANIFEST: &str = include_str!("../../test-vectors/settlement/architecture-example.toml");
 
 const SOLUTION: &str = r#"[package]
 name = "acme/suite"
