@@ -123,18 +123,6 @@ impl<S: Store> Ledger<S> {
         operator: Option<&SecretKey>,
         now: u64,
     ) -> Result<Resolution, Error> {
-        let path = self.path.clone();
-        self.resolve_dispute_unnamed(settlement, outcome, note, operator, now).map_err(|e| e.with_path(&path))
-    }
-
-    fn resolve_dispute_unnamed(
-        &mut self,
-        settlement: &str,
-        outcome: Outcome,
-        note: &str,
-        operator: Option<&SecretKey>,
-        now: u64,
-    ) -> Result<Resolution, Error> {
         let ledger_id = self.ledger_id()?;
         let mut tx = self.store.begin()?;
         let dispute = tx
@@ -165,7 +153,7 @@ impl<S: Store> Ledger<S> {
                     id: id.clone(),
                     content: blake3::derive_key(ledger::CONTEXT_SETTLEMENT_CONTENT, event_id.as_bytes())
                         .to_vec(),
-                    event_id,
+                    event_id: event_id.clone(),
                     kind: "reversal".into(),
                     package: disputed.package.clone(),
                     tier: disputed.tier.clone(),
@@ -180,7 +168,7 @@ impl<S: Store> Ledger<S> {
                 let given_back =
                     ledger::give_back(&mut tx, &mut accounts, settlement, &id, &disputed.currency, None)?;
                 let entry =
-                    ledger::entry(&id, "reversal", &disputed.currency, remaining, given_back.clone())?;
+                    ledger::entry(&event_id, "reversal", &disputed.currency, remaining, given_back.clone());
                 ledger::close_batch(&mut tx, &ledger_id, seq, &[entry], operator, now)?;
                 resolution.reversal = Some(id);
                 resolution.given_back = given_back;

@@ -157,21 +157,8 @@ impl<S: Store> Ledger<S> {
         operator: &SecretKey,
         now: u64,
     ) -> Result<CaptureReport, Error> {
-        let path = self.path.clone();
-        self.capture_hold_unnamed(hold, amount, manifests, operator, now).map_err(|e| e.with_path(&path))
-    }
-
-    fn capture_hold_unnamed(
-        &mut self,
-        hold: &str,
-        amount: Option<u64>,
-        manifests: &Manifests,
-        operator: &SecretKey,
-        now: u64,
-    ) -> Result<CaptureReport, Error> {
         let platform = self.platform()?;
         let ledger_id = self.ledger_id()?;
-        let path = self.path.clone();
         let id = settlement_id(hold);
         let capture_event = format!("{CAPTURE_PREFIX}{hold}");
         let capture_id = settlement_id(&capture_event);
@@ -217,7 +204,7 @@ impl<S: Store> Ledger<S> {
         }
         let mut event: BillingEvent =
             escx::cbor::decode_exact(&record.event, "held event").map_err(|reason| Error::Store {
-                path: path.clone(),
+                path: tx.location(),
                 reason: format!("hold {hold}: {reason}"),
             })?;
         event.gross_micros = amount;
@@ -225,7 +212,7 @@ impl<S: Store> Ledger<S> {
         let seq = ledger::next_seq(&tx)?;
         tx.insert_settlement(&SettlementRecord {
             id: capture_id.clone(),
-            event_id: capture_event,
+            event_id: capture_event.clone(),
             content: content_hash(&event).to_vec(),
             kind: event.kind.name().into(),
             package: event.package.clone(),
@@ -248,7 +235,8 @@ impl<S: Store> Ledger<S> {
         }
         tx.close_hold(&id, "CAPTURED", Some(amount), now)?;
         tx.set_state(&id, "SETTLED")?;
-        let entry = ledger::entry(&capture_id, event.kind.name(), &event.currency, amount, payouts.clone())?;
+        let entry =
+            ledger::entry(&capture_event, event.kind.name(), &event.currency, amount, payouts.clone());
         ledger::close_batch(&mut tx, &ledger_id, seq, &[entry], operator, now)?;
         tx.commit()?;
         Ok(CaptureReport {

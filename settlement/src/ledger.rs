@@ -8,7 +8,7 @@
 //! before anything is written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use escx_manifest::Manifest;
 use serde::Serialize;
@@ -183,23 +183,19 @@ pub(crate) fn content_hash(event: &BillingEvent) -> [u8; 32] {
 /// The ledger: the settlement engine over a store (SQLite unless told otherwise).
 pub struct Ledger<S: Store = SqliteStore> {
     pub(crate) store: S,
-    pub(crate) path: PathBuf,
 }
 
-fn meta_rows(options: &Options) -> Result<Vec<(&'static str, String)>, Error> {
+fn meta_rows(path: &Path, options: &Options) -> Result<Vec<(&'static str, String)>, Error> {
     let mut ledger_id = [0u8; 16];
     escx::keyfile::fill_random(&mut ledger_id)
-        .map_err(|e| Error::Store { path: PathBuf::new(), reason: e.to_string() })?;
+        .map_err(|e| Error::Store { path: path.into(), reason: e.to_string() })?;
     let mut rows = vec![
         ("ledger_id", hex::encode(ledger_id)),
         ("payout_threshold", options.payout_threshold.to_string()),
     ];
     if let Some(fee) = &options.platform {
         if fee.bps > 10_000 {
-            return Err(Error::Store {
-                path: PathBuf::new(),
-                reason: "platform share over 10000 bps".into(),
-            });
+            return Err(Error::Store { path: path.into(), reason: "platform share over 10000 bps".into() });
         }
         rows.push(("platform_party", fee.party.clone()));
         rows.push(("platform_bps", fee.bps.to_string()));
@@ -215,13 +211,13 @@ impl Ledger<SqliteStore> {
 
     /// Creates a new ledger file (refuses an existing one).
     pub fn create(path: &Path, options: &Options) -> Result<Self, Error> {
-        let meta = meta_rows(options).map_err(|e| e.with_path(path))?;
-        Ok(Self { store: SqliteStore::create(path, &meta)?, path: path.into() })
+        let meta = meta_rows(path, options)?;
+        Ok(Self { store: SqliteStore::create(path, &meta)? })
     }
 
     /// Opens an existing ledger file, migrating an older schema.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        Ok(Self { store: SqliteStore::open(path)?, path: path.into() })
+        Ok(Self { store: SqliteStore::open(path)? })
     }
 
     /// The underlying connection (for tools and tests).
@@ -233,7 +229,7 @@ impl Ledger<SqliteStore> {
 impl Ledger<MemoryStore> {
     /// A ledger that lives in memory only (tests, dry runs).
     pub fn in_memory(options: &Options) -> Result<Self, Error> {
-        Ok(Self { store: MemoryStore::new(&meta_rows(options)?), path: "(memory)".into() })
+        Ok(Self { store: MemoryStore::new(&meta_rows(Path::new(crate::store::MEMORY), options)?) })
     }
 }
 
@@ -244,7 +240,7 @@ impl<S: Store> Ledger<S> {
     }
 
     fn corrupt(&self, what: &str) -> Error {
-        Error::Store { path: self.path.clone(), reason: format!("bad {what} in the ledger") }
+        Error::Store { path: self.store.location(), reason: format!("bad {what} in the ledger") }
     }
 
     /// The platform fee recorded at `init`.
@@ -298,13 +294,12 @@ impl<S: Store> Ledger<S> {
         now: u64,
         progress: &dyn escx::progress::Progress,
     ) -> Result<RunReport, Error> {
-        let path = self.path.clone();
-        let result = self.settle_unnamed(events, manifests, batch_size, operator, now, progress);
+        let result = self.apply_events(events, manifests, batch_size, operator, now, progress);
         progress.finish();
-        result.map_err(|e| e.with_path(&path))
+        result
     }
 
-    fn settle_unnamed(
+    fn apply_events(
         &mut self,
         events: &[BillingEvent],
         manifests: &Manifests,
@@ -378,7 +373,13 @@ impl<S: Store> Ledger<S> {
                 report.transfers += payouts.len();
                 report.settled += 1;
                 progress.advance(1);
-                entries.push(entry(id, event.kind.name(), &event.currency, event.gross_micros, payouts)?);
+                entries.push(entry(
+                    &event.id,
+                    event.kind.name(),
+                    &event.currency,
+                    event.gross_micros,
+                    payouts,
+                ));
             }
             if !entries.is_empty() {
                 close_batch(&mut tx, &ledger_id, batch, &entries, operator, now)?;
@@ -593,18 +594,16 @@ fn record_of(event: &BillingEvent, id: &str, content: &[u8; 32], batch: i64) -> 
     }
 }
 
-/// A statement entry for settlement `id`.
+/// A statement entry for the settlement of event `event_id`.
 pub(crate) fn entry(
-    id: &str,
+    event_id: &str,
     kind: &str,
     currency: &str,
     gross: u64,
     payouts: Vec<(String, u64)>,
-) -> Result<EntryInput, Error> {
-    let mut settlement = [0u8; 32];
-    hex::decode_to_slice(id, &mut settlement)
-        .map_err(|e| Error::Store { path: PathBuf::new(), reason: format!("settlement id {id}: {e}") })?;
-    Ok(EntryInput { settlement, kind: kind.into(), currency: currency.into(), gross, payouts })
+) -> EntryInput {
+    let settlement = blake3::derive_key(CONTEXT_SETTLEMENT_ID, event_id.as_bytes());
+    EntryInput { settlement, kind: kind.into(), currency: currency.into(), gross, payouts }
 }
 
 /// Runs `chain` over `gross` with the ledger's recoupment totals and writes one transfer
@@ -755,7 +754,7 @@ pub(crate) fn give_back(
         }
         let total = tx.recouped(currency)?.get(&party).copied().unwrap_or(0);
         let after = total.checked_sub(undo).ok_or_else(|| Error::Store {
-            path: PathBuf::new(),
+            path: tx.location(),
             reason: format!("recoupment of {party} below what settlement {target} added"),
         })?;
         tx.set_recouped(&party, currency, after)?;
@@ -787,7 +786,7 @@ pub(crate) fn close_batch(
         None if seq == 1 => [0; 32],
         _ => {
             return Err(Error::Store {
-                path: PathBuf::new(),
+                path: tx.location(),
                 reason: format!("statement {} is missing; the ledger was altered", seq - 1),
             });
         }

@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use escx_licensing;
 
@@ -181,14 +181,5 @@ impl Error {
     /// True for problems with the input itself (exit code 1); false for the environment.
     pub fn is_verification_failure(&self) -> bool {
         !matches!(self, Self::Store { .. } | Self::Io { .. })
-    }
-
-    pub(crate) fn with_path(self, path: &Path) -> Self {
-        match self {
-            Self::Store { path: p, reason } if p.as_os_str().is_empty() => {
-                Self::Store { path: path.into(), reason }
-            }
-            other => other,
-        }
     }
 }

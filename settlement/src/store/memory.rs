@@ -4,6 +4,7 @@
 //! the engine depends on nothing but the [`Store`] contract.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use super::{
     AccountId, Balance, DisputeRecord, HoldRecord, PartyTransfer, Reader, SettlementRecord, StatementRecord,
@@ -66,13 +67,20 @@ impl Store for MemoryStore {
     }
 }
 
+/// What a memory store calls itself in errors.
+pub(crate) const MEMORY: &str = "(memory)";
+
 fn violation(reason: impl Into<String>) -> Error {
-    Error::Store { path: "(memory)".into(), reason: reason.into() }
+    Error::Store { path: MEMORY.into(), reason: reason.into() }
 }
 
 impl State {
     fn name(&self, id: AccountId) -> &(String, String) {
         &self.accounts[(id - 1) as usize]
+    }
+
+    fn location(&self) -> PathBuf {
+        MEMORY.into()
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, Error> {

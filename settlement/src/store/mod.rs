@@ -11,6 +11,7 @@
 //! serialization failures.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -22,6 +23,7 @@ use crate::statement::Opening;
 macro_rules! forward_reader {
     ($type:ty, $self:ident => $inner:expr) => {
         impl Reader for $type {
+            fn location(&$self) -> PathBuf { $inner.location() }
             fn meta(&$self, key: &str) -> Result<Option<String>, Error> { $inner.meta(key) }
             fn settlement(&$self, id: &str) -> Result<Option<SettlementRecord>, Error> { $inner.settlement(id) }
             fn refunds_of(&$self, target: &str) -> Result<Vec<String>, Error> { $inner.refunds_of(target) }
@@ -47,6 +49,7 @@ macro_rules! forward_reader {
 mod memory;
 mod sqlite;
 
+pub(crate) use memory::MEMORY;
 pub use memory::MemoryStore;
 pub use memory::MemoryTx;
 pub use sqlite::{SCHEMA_VERSION as SQLITE_SCHEMA_VERSION, SqliteStore, SqliteTx};
@@ -189,6 +192,8 @@ pub struct Balance {
 
 /// Queries, on a store or inside a transaction.
 pub trait Reader {
+    /// Where the store lives (a file, or `(memory)`), for error messages.
+    fn location(&self) -> PathBuf;
     /// A `meta` value.
     fn meta(&self, key: &str) -> Result<Option<String>, Error>;
     /// A settlement by id.

@@ -319,6 +319,10 @@ impl Q<'_> {
         statement.query_row(params, map).optional().map_err(self.err())
     }
 
+    fn location(&self) -> PathBuf {
+        self.path.into()
+    }
+
     fn meta(&self, key: &str) -> Result<Option<String>, Error> {
         self.one("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
     }
