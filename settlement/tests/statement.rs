@@ -181,4 +181,9 @@ fn the_ledger_signs_one_chained_statement_per_batch_and_hands_out_openings() {
     let mut stolen = ledger.openings(1, "platform").unwrap();
     stolen.party = "acme".into();
     assert_eq!(check_openings(&all[0], &stolen).unwrap_err().code(), "opening-invalid");
+    // Only statements that exist have openings.
+    for seq in [0, all.len() as u64 + 1] {
+        assert_eq!(ledger.openings(seq, "acme").unwrap_err().code(), "unknown-statement", "{seq}");
+    }
+    assert!(ledger.openings(all.len() as u64, "acme").is_ok());
 }
