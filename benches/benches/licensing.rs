@@ -42,15 +42,19 @@ fn world() -> World {
     let tmp = tempfile::tempdir().unwrap();
     let issuer = Issuer::init(&tmp.path().join("issuer"), "Bench", &Protection::Unencrypted, T0).unwrap();
     issuer
-        .add_offer(&Offer {
-            package: PACKAGE.into(),
-            tier: "standard".into(),
-            price_micros: 1_000_000,
-            currency: "USD".into(),
-            unit: "month".into(),
-            features: vec![],
-            seats: None,
-        })
+        .add_offer(
+            &Offer {
+                package: PACKAGE.into(),
+                tier: "standard".into(),
+                price_micros: 1_000_000,
+                currency: "USD".into(),
+                unit: "month".into(),
+                features: vec![],
+                seats: None,
+            },
+            &[escx::sig::KeyId([0; 16])],
+            T0,
+        )
         .unwrap();
     let wallet = Wallet::open(&tmp.path().join("wallet")).unwrap();
     World { _tmp: tmp, issuer, wallet }
@@ -69,7 +73,8 @@ fn license_verify(c: &mut Criterion) {
     let sealed = world.wallet.redeem(PACKAGE).unwrap();
     let answer = world.issuer.redeem(&sealed, T0 + 1).unwrap();
     world.wallet.install(&answer).unwrap();
-    let bundle = world.issuer.bundle(T0).unwrap();
+    let chain = world.issuer.bundle(T0).unwrap();
+    let bundle = chain.head();
     // A possession proof carries the exact certificate bytes (public API).
     let proof = world.wallet.prove(PACKAGE, b"bench").unwrap();
     let certificate = certificate_of(&proof);
@@ -83,7 +88,7 @@ fn license_verify(c: &mut Criterion) {
     });
     group.bench_function("wallet::verify_certificate (stateless checks)", |b| {
         b.iter(|| {
-            wallet::verify_certificate(black_box(&certificate), &bundle, None, PACKAGE, None, now).unwrap()
+            wallet::verify_certificate(black_box(&certificate), bundle, None, PACKAGE, None, now).unwrap()
         });
     });
     group.bench_function("Wallet::verify (warm, offline, every check)", |b| {

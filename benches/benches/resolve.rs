@@ -97,7 +97,7 @@ fn generate() -> (Index, Vec<(String, String)>) {
         packages.push(IndexPackage { name: name(i), versions });
     }
     let roots = tree.iter().map(|&t| (name(t), "^1.0".to_owned())).collect();
-    (Index { v: 1, version: 1, issued_at: 0, expires_at: u64::MAX, packages }, roots)
+    (Index { v: 2, version: 1, issued_at: 0, expires_at: u64::MAX, packages, issuers: Vec::new() }, roots)
 }
 
 /// The same problem for bare pubgrub: packages are names, requirements their ranges.

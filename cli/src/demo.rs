@@ -11,7 +11,7 @@ use escx::pack::PackOptions;
 use escx::policy::TrustPolicy;
 use escx::sig::SecretKey;
 use escx::verify::{self, SectionSelection, VerifyOptions};
-use escx_licensing::issuer::{Issuer, Offer};
+use escx_licensing::issuer::Issuer;
 use escx_licensing::wallet::Wallet;
 use escx_manifest::Manifest;
 use escx_manifest::Micros;
@@ -52,7 +52,8 @@ struct Demo {
     package: PathBuf,
     registry_key: Option<SecretKey>,
     issuer: Option<Issuer>,
-    last_redemption: Option<Vec<u8>>,
+    /// The last sealed redemption request and the answer it got.
+    last_redemption: Option<(Vec<u8>, Vec<u8>)>,
     license_id: Option<Vec<u8>>,
     licensed_package: PathBuf,
     operator: Option<SecretKey>,
@@ -251,7 +252,7 @@ fn generate_keys(demo: &mut Demo) -> anyhow::Result<String> {
 const SAMPLE: &[(&str, &str)] = &[
     (
         "manifest.toml",
-        "[package]\nname = \"demo/thermal\"\nversion = \"1.0.0\"\ndescription = \"Thermal model for the escx demo\"\nlicense = \"MIT\"\n\n[include]\nfiles = [\"src/**\", \"data/**\"]\n\n[revenue]\ncurrency = \"USD\"\nresidual = \"publisher\"\neffective_from = \"2026-01-01\"\n\n[[revenue.step]]\nparty = \"referrer\"\nshare_of_gross_bps = 1000\n",
+        "[package]\nname = \"demo/thermal\"\nversion = \"1.0.0\"\ndescription = \"Thermal model for the escx demo\"\nlicense = \"MIT\"\n\n[include]\nfiles = [\"src/**\", \"data/**\"]\n\n[features]\nplots = []\n\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\n[[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\nseats = 5\nfeatures = [\"plots\"]\n\n[revenue]\ncurrency = \"USD\"\nresidual = \"publisher\"\neffective_from = \"2026-01-01\"\n\n[[revenue.step]]\nparty = \"referrer\"\nshare_of_gross_bps = 1000\n",
     ),
     (
         "src/model.py",
@@ -483,28 +484,14 @@ fn conflict(demo: &mut Demo) -> anyhow::Result<String> {
 fn purchase(demo: &mut Demo) -> anyhow::Result<String> {
     let now = escx::now_unix();
     let issuer = Issuer::init(&demo.dir.join("issuer"), "Demo Licensing", &Protection::Unencrypted, now)?;
-    issuer.add_offer(&Offer {
-        package: "demo/thermal".into(),
-        tier: "standard".into(),
-        price_micros: 49_000_000,
-        currency: "USD".into(),
-        unit: "month".into(),
-        features: vec!["plots".into()],
-        seats: Some(5),
-    })?;
     // Licensed content: the payload encrypted to the issuer, whose store keeps the key.
     let options =
         PackOptions { overwrite: true, encrypt_for: Some(issuer.kem_key()), ..PackOptions::default() };
-    let packed = escx::pack::pack_dir(
-        &demo.dir.join("thermal"),
-        &demo.licensed_package,
-        &[demo.publisher()?],
-        &options,
-    )?;
-    let section = PackageReader::open_file(&demo.licensed_package)?
-        .content_key_section()?
-        .context("the licensed package has no content-key section")?;
-    issuer.add_content_key("demo/thermal", &packed.package.version.to_string(), &packed.root, &section)?;
+    escx::pack::pack_dir(&demo.dir.join("thermal"), &demo.licensed_package, &[demo.publisher()?], &options)?;
+    // The issuer verifies a private copy under the publisher's key, takes the offers from
+    // its signed [pricing], opens the content key for exactly this package and checks it
+    // decrypts the payload; the publisher's key now owns demo/*.
+    issuer.register_package(&demo.licensed_package, &demo.trust_publisher()?, now)?;
     let bundle = issuer.bundle(now)?;
     let request = demo.wallet()?.request(&bundle, "demo/thermal", "standard", 2, now)?;
     let response = issuer.issue(&request, now)?;
@@ -525,7 +512,7 @@ fn redeem_license(demo: &mut Demo) -> anyhow::Result<String> {
     let sealed = demo.wallet()?.redeem("demo/thermal")?;
     let answer = demo.issuer()?.redeem(&sealed, escx::now_unix())?;
     let license = demo.wallet()?.install(&answer)?;
-    demo.last_redemption = Some(sealed);
+    demo.last_redemption = Some((sealed, answer.clone()));
     demo.license_id = Some(license.license_id.to_vec());
     Ok(format!(
         "a token sealed to the issuer's ML-KEM key became license {}… for fresh holder keys; nothing in the issuer's records links it to the purchase",
@@ -571,11 +558,30 @@ fn decrypt(demo: &mut Demo) -> anyhow::Result<String> {
 }
 
 fn double_spend(demo: &mut Demo) -> anyhow::Result<String> {
-    let sealed = demo.last_redemption.as_ref().context("no redemption yet")?;
-    match demo.issuer()?.redeem(sealed, escx::now_unix()) {
-        Err(error) if error.code() == "token-spent" => {
-            Ok("replaying the same token is refused (token-spent)".into())
-        }
+    let (sealed, first_answer) = demo.last_redemption.as_ref().context("no redemption yet")?;
+    let issuer = demo.issuer()?;
+    let now = escx::now_unix();
+    // A retry of the same request (its response was lost): the stored answer, nothing spent.
+    let again = issuer.redeem(sealed, now)?;
+    if again != *first_answer {
+        bail!("a retried redemption got a different answer");
+    }
+    // The same token with other holder keys (a copied token): refused.
+    let mut request = issuer.open_redeem_request(sealed)?;
+    let thief = SecretKey::generate();
+    let thief_kem = escx::kem::KemSecretKey::generate();
+    request.holder_key = serde_bytes::ByteBuf::from(thief.public_key().as_bytes().to_vec());
+    request.holder_kem_key = serde_bytes::ByteBuf::from(thief_kem.public_key().as_bytes().to_vec());
+    let copied = escx::kem::seal(
+        issuer.kem_key(),
+        escx_licensing::messages::PURPOSE_REDEEM,
+        &escx::cbor::encode(&request),
+    )?;
+    match issuer.redeem(&copied, now) {
+        Err(error) if error.code() == "token-spent" => Ok(
+            "a retried redemption gets the same sealed license back (nothing spent twice); the same token with other holder keys is refused (token-spent)"
+                .into(),
+        ),
         Err(error) => bail!("refused for the wrong reason: {error}"),
         Ok(_) => bail!("a token was redeemed twice"),
     }

@@ -63,22 +63,46 @@ fn buy_redeem_verify_revoke() {
         "req.cbor",
     ]);
     run(&["issuer", "issue", "issuer", "req.cbor", "-o", "resp.cbor"]);
+    // A retried purchase (the response was lost): the same answer, no second sale.
+    run(&["issuer", "issue", "issuer", "req.cbor", "-o", "resp-again.cbor"]);
+    assert_eq!(
+        std::fs::read(dir.join("resp.cbor")).unwrap(),
+        std::fs::read(dir.join("resp-again.cbor")).unwrap()
+    );
     escx(dir)
         .args(["license", "finalize", "resp.cbor", "--wallet", "w"])
         .assert()
         .success()
         .stdout(predicate::str::contains("2 acme/thermal standard tokens"));
+    // A copy of the wallet, tokens and all (what a thief or a careless backup has).
+    copy_dir(&dir.join("w"), &dir.join("w-copy"));
     run(&["license", "redeem", "--wallet", "w", "--package", "acme/thermal", "-o", "redeem.sealed"]);
     run(&["issuer", "redeem", "issuer", "redeem.sealed", "-o", "license.sealed"]);
     run(&["license", "install", "license.sealed", "--wallet", "w"]);
 
-    // Double spend: the same sealed request again.
+    // A retried redemption: the stored sealed license again, nothing spent twice.
+    run(&["issuer", "redeem", "issuer", "redeem.sealed", "-o", "license-again.sealed"]);
+    assert_eq!(
+        std::fs::read(dir.join("license.sealed")).unwrap(),
+        std::fs::read(dir.join("license-again.sealed")).unwrap()
+    );
+    // Outputs that carry licenses are never overwritten silently.
+    let before = std::fs::read(dir.join("license.sealed")).unwrap();
     let out = escx(dir)
-        .args(["issuer", "redeem", "issuer", "redeem.sealed", "-o", "x", "--json"])
+        .args(["issuer", "redeem", "issuer", "redeem.sealed", "-o", "license.sealed", "--json"])
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--force"));
+    assert_eq!(std::fs::read(dir.join("license.sealed")).unwrap(), before);
+    run(&["issuer", "redeem", "issuer", "redeem.sealed", "-o", "license.sealed", "--force"]);
+    // Double spend: the same token, other holder keys (from the copied wallet).
+    run(&["license", "redeem", "--wallet", "w-copy", "--package", "acme/thermal", "-o", "copy.sealed"]);
+    let out =
+        escx(dir).args(["issuer", "redeem", "issuer", "copy.sealed", "-o", "x", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json(&out.stdout)["error"]["code"], "token-spent");
+    assert!(!dir.join("x").exists());
 
     let out = escx(dir)
         .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--json"])
@@ -90,6 +114,8 @@ fn buy_redeem_verify_revoke() {
         verified["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(checks, ["signature", "clock", "window", "revocation", "package", "possession"]);
 
+    let challenge = "c0ffee00c0ffee01c0ffee02c0ffee03";
+    let state = ["--state-dir", "verifier-state"];
     run(&[
         "license",
         "prove",
@@ -98,15 +124,30 @@ fn buy_redeem_verify_revoke() {
         "--package",
         "acme/thermal",
         "--challenge",
-        "c0ffee",
+        challenge,
         "-o",
         "proof.cbor",
     ]);
-    run(&["license", "check-proof", "proof.cbor", "--issuer", "issuer.pub", "--challenge", "c0ffee"]);
-    escx(dir)
-        .args(["license", "check-proof", "proof.cbor", "--issuer", "issuer.pub", "--challenge", "beef"])
-        .assert()
-        .code(1);
+    let check = |challenge: &str, package: &[&str]| {
+        let mut args = vec!["license", "check-proof", "proof.cbor", "--issuer", "issuer.pub", "--package"];
+        args.push(package.first().copied().unwrap_or("acme/thermal"));
+        args.extend_from_slice(&["--challenge", challenge]);
+        args.extend_from_slice(&state);
+        args.push("--json");
+        let out = escx(dir).args(&args).output().unwrap();
+        (out.status.code(), json(&out.stdout))
+    };
+    assert_eq!(check(challenge, &[]).0, Some(0));
+    // The same proof again is a replay.
+    let (code, replay) = check(challenge, &[]);
+    assert_eq!((code, replay["error"]["code"].as_str()), (Some(1), Some("possession-invalid")));
+    assert!(replay["error"]["message"].as_str().unwrap().contains("used before"), "{replay}");
+    assert_eq!(check("beefbeefbeefbeefbeefbeefbeefbeef", &[]).0, Some(1));
+    let (code, short) = check("c0ffee", &[]);
+    assert_eq!(code, Some(1));
+    assert!(short["error"]["message"].as_str().unwrap().contains("at least 16 bytes"), "{short}");
+    let (code, other) = check(challenge, &["acme/other"]);
+    assert_eq!((code, other["error"]["code"].as_str()), (Some(1), Some("license-wrong-package")));
 
     let id = verified["license_id"].as_str().unwrap().to_owned();
     run(&["issuer", "revoke", "issuer", &id, "--reason", "refund"]);
@@ -116,9 +157,46 @@ fn buy_redeem_verify_revoke() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("revoked by CRL 1 (refund)"));
+    // A third party holding the CRL refuses a proof from the revoked license, even for a
+    // fresh challenge.
+    let fresh = "0123456789abcdef0123456789abcdef";
+    run(&[
+        "license",
+        "prove",
+        "--wallet",
+        "w",
+        "--package",
+        "acme/thermal",
+        "--challenge",
+        fresh,
+        "-o",
+        "proof.cbor",
+        "--force",
+    ]);
+    let out = escx(dir)
+        .args(["license", "check-proof", "proof.cbor", "--issuer", "issuer.pub", "--package", "acme/thermal"])
+        .args(["--challenge", fresh, "--crl", "crl.cbor", "--state-dir", "verifier-state", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "license-revoked");
 
     let sales = json(&escx(dir).args(["issuer", "sales", "issuer", "--json"]).output().unwrap().stdout);
+    assert_eq!(sales["sales"].as_array().unwrap().len(), 1, "the retried purchase recorded no second sale");
     assert_eq!(sales["sales"][0]["total_micros"], 98_000_000);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -339,4 +417,76 @@ fn transfer_receive_and_renew() {
     run(&["license", "install", "a2.license", "--wallet", "alice"]);
     let sales = json(&escx(dir).args(["issuer", "sales", "issuer", "--json"]).output().unwrap().stdout);
     assert_eq!(sales["sales"].as_array().unwrap().len(), 1, "transfers and renewals are not sales");
+}
+
+/// Key consistency through the real binary: the registry publishes the issuer's bundle
+/// head, wallets buy only under it, and a forked chain is refused by the registry and by a
+/// wallet that saw the published one.
+#[test]
+fn wallets_buy_only_under_the_published_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = |args: &[&str]| escx(dir).args(args).assert().success();
+    issuer_with_package(dir);
+    run(&["key", "generate", "--out", "reg", "--unencrypted"]);
+    run(&["registry", "init", "reg-dir", "--key", "reg.key"]);
+    run(&["registry", "issuer", "reg-dir", "issuer.pub", "--key", "reg.key"]);
+    let request = |wallet: &str, issuer: &str, out: &str| {
+        escx(dir)
+            .args([
+                "license",
+                "request",
+                "--issuer",
+                issuer,
+                "--package",
+                "acme/thermal",
+                "--tier",
+                "standard",
+            ])
+            .args(["--wallet", wallet, "-o", out, "--registry", "reg-dir", "--registry-key", "reg.pub"])
+            .args(["--state-dir", "client-state", "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = request("w", "issuer.pub", "req.cbor");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json(&out.stdout)["published_checked"], true);
+
+    // Epoch 2: a new bundle version, not yet in the registry: the wallet still buys under
+    // the published version 1.
+    run(&["issuer", "epoch", "issuer"]);
+    run(&["issuer", "publish", "issuer", "-o", "issuer-v2.pub"]);
+    let out = request("w", "issuer-v2.pub", "req2.cbor");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json(&out.stdout)["bundle_version"], 1);
+    run(&["registry", "issuer", "reg-dir", "issuer-v2.pub", "--key", "reg.key"]);
+    let out = request("w", "issuer-v2.pub", "req3.cbor");
+    assert_eq!(json(&out.stdout)["bundle_version"], 2);
+
+    // The issuer forks its history for one customer: another version 2.
+    let signing = escx::keyfile::read_secret_key(&dir.join("issuer/signing.key"), || None).unwrap();
+    let honest =
+        escx_licensing::messages::BundleChain::parse(&std::fs::read(dir.join("issuer-v2.pub")).unwrap())
+            .unwrap();
+    let v1 = honest.version(1).unwrap();
+    let mut payload = honest.head().payload.clone();
+    let key = escx_licensing::poprf::IssuerKey::generate().unwrap();
+    payload.epochs[1].poprf_key = serde_bytes::ByteBuf::from(key.public_key().to_vec());
+    let forked = escx_licensing::messages::IssuerBundle::sign(payload, &signing).unwrap();
+    let chain = escx_licensing::messages::BundleChain::from_bundles(vec![v1.clone(), forked]).unwrap();
+    std::fs::write(dir.join("forked.pub"), chain.to_cbor()).unwrap();
+    let out = escx(dir)
+        .args(["registry", "issuer", "reg-dir", "forked.pub", "--key", "reg.key", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("another history"));
+    let out = request("w", "forked.pub", "req4.cbor");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "issuer-bundle-fork");
+    // A fresh wallet shown only the fork accepts it alone, but the published head refuses it.
+    let out = request("fresh", "forked.pub", "req5.cbor");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "issuer-bundle-fork");
+    assert!(!dir.join("req5.cbor").exists());
 }

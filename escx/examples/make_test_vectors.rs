@@ -78,13 +78,11 @@ fn main() {
     // implementation can check its decryption; the issuer's KEM key is not needed for that.
     let issuer = KemSecretKey::generate();
     let encrypted = pack_dir(work.path(), "enc", &keys.publisher, true, Some(&issuer));
-    let encrypted_key = PackageReader::open(Cursor::new(encrypted.clone()), "x")
-        .unwrap()
-        .content_key_section()
-        .unwrap()
-        .unwrap()
-        .open(&issuer)
-        .unwrap();
+    let encrypted_key = {
+        let mut reader = PackageReader::open(Cursor::new(encrypted.clone()), "x").unwrap();
+        let binding = reader.content_binding().unwrap();
+        reader.content_key_section().unwrap().unwrap().open(&issuer, &binding).unwrap()
+    };
     let content_key = ContentKey::generate().unwrap();
     let small_tar = raw_tar(&[RawEntry::file(b"model.bin", &[42u8; 70_000])]);
     let sealed_small = {
@@ -93,7 +91,13 @@ fn main() {
         stored
     };
     let key_section = {
-        let bytes = ContentKeySection::seal(&content_key, issuer.public_key()).unwrap().encode();
+        let header = escx::manifest::ManifestHeader::parse(MANIFEST.as_bytes()).unwrap();
+        let binding = escx::content::ContentBinding {
+            name: header.package.name.clone(),
+            version: header.package.version.to_string(),
+            payload_hash: *blake3::hash(&sealed_small).as_bytes(),
+        };
+        let bytes = ContentKeySection::seal(&content_key, issuer.public_key(), &binding).unwrap().encode();
         let length = bytes.len() as u64;
         RawSection { kind: SectionType::ContentKey, flags: 0, stored: bytes, plain_length: length }
     };
@@ -160,9 +164,12 @@ fn main() {
         let report =
             check(bytes, &keys, &trusted, key).unwrap_or_else(|e| panic!("{file} does not verify: {e}"));
         assert!(report.sections.iter().all(|s| s.content_checked));
-        let reader = PackageReader::open(Cursor::new(bytes.clone()), &file).unwrap();
+        let mut reader = PackageReader::open(Cursor::new(bytes.clone()), &file).unwrap();
+        // §15.2: derive_key("escx v1 content key binding", name, version, payload hash).
+        let binding = key.map(|_| hex::encode(reader.content_binding().unwrap().digest()));
         valid.push(json!({
             "content_key": key.map(|k| hex::encode(k.as_bytes())),
+            "content_binding": binding,
             "file": file,
             "trusted_keys": trusted,
             "package": { "name": report.package.name, "version": report.package.version.to_string() },
@@ -332,7 +339,7 @@ fn main() {
         &publisher,
         "plain-length-mismatch",
     );
-    let hostile_archives: [(&str, &str, Vec<RawEntry<'_>>, &str); 5] = [
+    let hostile_archives: [(&str, &str, Vec<RawEntry<'_>>, &str); 9] = [
         (
             "tar-dot-dot",
             "payload entry \"../escaped.txt\"",
@@ -362,6 +369,33 @@ fn main() {
             "payload has \"a.txt\" twice",
             vec![RawEntry::file(b"a.txt", b"1"), RawEntry::file(b"a.txt", b"2")],
             "duplicate-entry",
+        ),
+        (
+            "tar-link-through-link",
+            "payload symlink \"src/x\" -> \"sub/dl/..\" stays inside lexically, but \"src/sub/dl\" (listed after it) is a link to \"..\", so it resolves above the root",
+            vec![RawEntry::symlink(b"src/x", b"sub/dl/../.."), RawEntry::symlink(b"src/sub/dl", b"..")],
+            "unsafe-path",
+        ),
+        (
+            "tar-case-collision",
+            "payload symlink \"X\" -> \".\" and file \"x/evil\": one path on a case-insensitive file system",
+            vec![RawEntry::symlink(b"X", b"."), RawEntry::file(b"x/evil", b"e")],
+            "duplicate-entry",
+        ),
+        (
+            "tar-normalisation-collision",
+            "payload files \"caf\\u00e9\" (NFC) and \"cafe\\u0301\" (NFD): one name on HFS+ and APFS",
+            vec![
+                RawEntry::file("caf\u{e9}".as_bytes(), b"1"),
+                RawEntry::file("cafe\u{301}".as_bytes(), b"2"),
+            ],
+            "duplicate-entry",
+        ),
+        (
+            "tar-link-into-docs",
+            "payload symlink \"x\" -> \"docs/a\" enters the directory the docs section fills",
+            vec![RawEntry::symlink(b"x", b"docs/a/b")],
+            "unsafe-path",
         ),
     ];
     for (name, description, entries, error) in hostile_archives {

@@ -72,10 +72,24 @@ enum Node {
     Symlink,
 }
 
-/// Enforces the path rules of escx-format.md §6.2 over one archive's entries, in order.
+/// What one portable key (see [`portable_key`]) of the archive names.
+struct Claim {
+    node: Node,
+    /// False for a directory only implied by a deeper path.
+    explicit: bool,
+    /// The path as first written, for messages.
+    path: String,
+}
+
+/// Enforces the path rules of escx-format.md §6.2 over one archive's entries, in order;
+/// [`PathChecker::finish`] then applies the rules that need every entry (links through
+/// links), so the verdict does not depend on entry order.
 pub struct PathChecker {
     section: SectionType,
-    nodes: HashMap<String, (Node, bool)>,
+    /// Every path and implied directory, by portable key.
+    nodes: HashMap<String, Claim>,
+    /// Symbolic links as (path, target), checked against each other by `finish`.
+    links: Vec<(String, String)>,
     entries: u64,
     path_bytes: u64,
 }
@@ -83,7 +97,7 @@ pub struct PathChecker {
 impl PathChecker {
     /// A checker for one section.
     pub fn new(section: SectionType) -> Self {
-        Self { section, nodes: HashMap::new(), entries: 0, path_bytes: 0 }
+        Self { section, nodes: HashMap::new(), links: Vec::new(), entries: 0, path_bytes: 0 }
     }
 
     /// Checks the next entry; `raw_path` and `raw_target` are the bytes as stored.
@@ -100,12 +114,13 @@ impl PathChecker {
         if self.entries > ENTRIES_MAX {
             return Err(FormatError::TooManyEntries { section, max: ENTRIES_MAX });
         }
-        self.path_bytes += raw_path.len() as u64;
+        self.path_bytes += raw_path.len() as u64 + raw_target.map_or(0, |t| t.len() as u64);
         if self.path_bytes > PATH_BYTES_TOTAL_MAX {
             return Err(FormatError::TooManyEntries { section, max: self.entries });
         }
         let lossy = || String::from_utf8_lossy(raw_path).into_owned();
-        let unsafe_path = |reason| FormatError::UnsafePath { section, path: lossy(), reason };
+        let unsafe_path =
+            |reason: &str| FormatError::UnsafePath { section, path: lossy(), reason: reason.to_owned() };
         let text = std::str::from_utf8(raw_path).map_err(|_| unsafe_path("not valid UTF-8"))?;
         let path = match kind {
             RawKind::Directory => text.strip_suffix('/').unwrap_or(text),
@@ -127,37 +142,132 @@ impl PathChecker {
             }
         };
         self.claim(path, node)?;
+        if let EntryKind::Symlink { target } = &entry_kind {
+            self.links.push((path.to_owned(), target.clone()));
+        }
         Ok(Entry { path: path.to_owned(), kind: entry_kind })
     }
 
-    /// Records `path`, refusing duplicates and paths below files or links.
+    /// Records `path`, refusing duplicates (compared by portable key, so `A` and `a`, or
+    /// two normalisations of `é`, collide) and paths below files or links.
     fn claim(&mut self, path: &str, node: Node) -> Result<(), FormatError> {
         let section = self.section.name();
-        let conflict = |reason| FormatError::DuplicateEntry { section, path: path.to_owned(), reason };
-        for (at, _) in path.match_indices('/') {
-            let ancestor = &path[..at];
+        let conflict =
+            |reason: String| FormatError::DuplicateEntry { section, path: path.to_owned(), reason };
+        let key = portable_key(path);
+        // Ancestors by key: the key of a prefix of `path` is the prefix of the key up to
+        // the same `/` (neither normalisation nor case mapping produces or removes `/`).
+        for (at, _) in key.match_indices('/') {
+            let ancestor = &key[..at];
             match self.nodes.get(ancestor) {
-                Some((Node::File, _)) => return Err(conflict("lies below a regular file")),
-                Some((Node::Symlink, _)) => return Err(conflict("lies below a symbolic link")),
-                Some((Node::Directory, _)) => {}
+                Some(Claim { node: Node::File, path: other, .. }) => {
+                    return Err(conflict(format!("lies below the regular file {other:?}")));
+                }
+                Some(Claim { node: Node::Symlink, path: other, .. }) => {
+                    return Err(conflict(format!("lies below the symbolic link {other:?}")));
+                }
+                Some(Claim { node: Node::Directory, .. }) => {}
                 None => {
-                    self.nodes.insert(ancestor.to_owned(), (Node::Directory, false));
+                    let written = path.split('/').take(ancestor.split('/').count()).collect::<Vec<_>>();
+                    self.nodes.insert(
+                        ancestor.to_owned(),
+                        Claim { node: Node::Directory, explicit: false, path: written.join("/") },
+                    );
                 }
             }
         }
-        match self.nodes.get_mut(path) {
+        match self.nodes.get_mut(&key) {
             None => {
-                self.nodes.insert(path.to_owned(), (node, true));
+                self.nodes.insert(key, Claim { node, explicit: true, path: path.to_owned() });
                 Ok(())
             }
-            Some((Node::Directory, explicit @ false)) if node == Node::Directory => {
+            Some(Claim { node: Node::Directory, explicit: explicit @ false, .. })
+                if node == Node::Directory =>
+            {
                 *explicit = true;
                 Ok(())
             }
-            Some((Node::Directory, false)) => Err(conflict("is also a directory")),
-            Some(_) => Err(conflict("appears twice")),
+            Some(Claim { node: Node::Directory, explicit: false, path: other }) => {
+                Err(conflict(format!("is also the directory {other:?}")))
+            }
+            Some(Claim { path: other, .. }) if other == path => Err(conflict("appears twice".into())),
+            Some(Claim { path: other, .. }) => Err(conflict(format!(
+                "collides with {other:?}: paths may not differ only in case or Unicode normalisation"
+            ))),
         }
     }
+
+    /// The rules that need the whole archive: no symbolic link's target passes through a
+    /// symbolic link of the archive (escx-format.md §6.2). Resolved lexically from the
+    /// link's directory, every component of the target that is followed by another one
+    /// (so the resolver would enter it) must not name a link; the last component may, so
+    /// chains such as `libx.so -> libx.so.1 -> libx.so.1.2` stay allowed. With the depth
+    /// rule of [`check_symlink_target`] this keeps every link, followed to its end, inside
+    /// the section root, whatever order the entries came in.
+    pub fn finish(&self) -> Result<(), FormatError> {
+        let section = self.section.name();
+        for (path, target) in &self.links {
+            let mut resolved: Vec<&str> = path.split('/').collect();
+            resolved.pop();
+            let parts: Vec<&str> = target.split('/').collect();
+            for (index, part) in parts.iter().enumerate() {
+                match *part {
+                    "" | "." => {}
+                    ".." => {
+                        // Cannot underflow: `check_symlink_target` counted the same depth.
+                        resolved.pop();
+                    }
+                    name => {
+                        resolved.push(name);
+                        let entered = index + 1 < parts.len();
+                        if !entered {
+                            continue;
+                        }
+                        let key = portable_key(&resolved.join("/"));
+                        if self.section == SectionType::Payload
+                            && resolved.len() == 1
+                            && (key == "docs" || key == "tests")
+                        {
+                            // The docs and tests sections are checked on their own; their
+                            // links are not known here, so payload links stay out of them.
+                            return Err(FormatError::UnsafePath {
+                                section,
+                                path: path.clone(),
+                                reason: format!(
+                                    "symbolic link target {target:?} enters {name:?}, which belongs to another section"
+                                ),
+                            });
+                        }
+                        if let Some(Claim { node: Node::Symlink, path: through, .. }) = self.nodes.get(&key) {
+                            return Err(FormatError::UnsafePath {
+                                section,
+                                path: path.clone(),
+                                reason: format!(
+                                    "symbolic link target {target:?} passes through the symbolic link {through:?}"
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key two archive paths collide under on any common file system (escx-format.md
+/// §6.2): `NFD(lower(upper(NFD(path))))`, with Unicode's full, context-free case
+/// mappings. Case-insensitive file systems (APFS, NTFS, FAT) and normalising ones (HFS+)
+/// treat paths with equal keys as one file, so an archive may not hold two of them.
+pub fn portable_key(path: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    if path.is_ascii() {
+        return path.to_ascii_lowercase();
+    }
+    let decomposed: String = path.nfd().collect();
+    let folded: String =
+        decomposed.chars().flat_map(char::to_uppercase).flat_map(char::to_lowercase).collect();
+    folded.nfd().collect()
 }
 
 /// Entry types the format allows.
@@ -198,8 +308,9 @@ pub fn check_relative_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A symlink target must be relative and, resolved from the link's directory, stay
-/// inside the section's root.
+/// A symlink target must be relative and, resolved lexically from the link's directory,
+/// stay inside the section's root. (Whether it passes through another link is checked
+/// by [`PathChecker::finish`], which sees every entry.)
 pub fn check_symlink_target(link_path: &str, target: &str) -> Result<(), &'static str> {
     if target.is_empty() {
         return Err("empty symbolic link target");
@@ -224,12 +335,14 @@ pub fn check_symlink_target(link_path: &str, target: &str) -> Result<(), &'stati
     Ok(())
 }
 
-/// Paths in the payload that belong to other sections.
+/// Paths in the payload that belong to other sections, compared by portable key (a
+/// payload `Docs/x` would land in the docs directory on a case-insensitive system).
 fn check_not_reserved(path: &str) -> Result<(), FormatError> {
-    let first = path.split('/').next().unwrap_or(path);
+    let key = portable_key(path);
+    let first = key.split('/').next().unwrap_or(&key);
     let owner = match first {
-        "manifest.toml" if path == first => "manifest section",
-        "LICENSE" if path == first => "license section",
+        "manifest.toml" if key == first => "manifest section",
+        "license" if key == first => "license section",
         "docs" => "docs section",
         "tests" => "tests section",
         _ => return Ok(()),
@@ -423,6 +536,7 @@ fn walk_entries<R: Read>(
     if long_name.is_some() || long_link.is_some() {
         return Err(invalid("GNU long-name record not followed by an entry".into()));
     }
+    checker.finish().map_err(crate::container::layer_format)?;
     Ok((summary, end))
 }
 

@@ -29,10 +29,42 @@ pub const NONCE_PREFIX_BYTES: usize = 19;
 pub const SEGMENT_AAD: &[u8] = b"escx/payload/v1";
 /// Content key length.
 pub const CONTENT_KEY_BYTES: usize = 32;
-/// Purpose (sealed-box associated data) of every sealed content key.
-pub const PURPOSE_CONTENT_KEY: &str = "escx/content-key/v1";
+/// Purpose (sealed-box associated data) of the content key sealed to the issuer in the
+/// content-key section; the box is bound to [`ContentBinding::digest`].
+pub const PURPOSE_CONTENT_KEY: &str = "escx/content-key/v2";
+/// Version of the content-key section.
+pub const CONTENT_KEY_SECTION_VERSION: u8 = 2;
 /// Largest sealed box the content-key section may carry.
 const SEALED_KEY_BYTES_MAX: usize = 8 * 1024;
+
+/// What a sealed content key belongs to (escx-format.md §15.2): the package name and
+/// version from its manifest and the table hash of its encrypted payload. A content-key
+/// section copied into another package opens only with that package's binding, which
+/// differs, so it does not open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentBinding {
+    /// Package name.
+    pub name: String,
+    /// Package version.
+    pub version: String,
+    /// BLAKE3 of the payload section's stored (encrypted) bytes, as in the table.
+    pub payload_hash: [u8; 32],
+}
+
+impl ContentBinding {
+    /// `derive_key("escx v1 content key binding", u16be(len(name)) || name ||
+    /// u16be(len(version)) || version || payload_hash)`.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut material = Vec::with_capacity(4 + self.name.len() + self.version.len() + 32);
+        for text in [&self.name, &self.version] {
+            // Names and versions are far below 64 KiB (manifest limits).
+            material.extend_from_slice(&(text.len().min(u16::MAX as usize) as u16).to_be_bytes());
+            material.extend_from_slice(text.as_bytes());
+        }
+        material.extend_from_slice(&self.payload_hash);
+        blake3::derive_key(crate::hash::CONTEXT_CONTENT_BINDING, &material)
+    }
+}
 
 /// A content key; zeroized on drop, neither `Clone` nor printable.
 pub struct ContentKey(Zeroizing<[u8; CONTENT_KEY_BYTES]>);
@@ -63,28 +95,40 @@ impl ContentKey {
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new((&*self.0).into())
     }
+
+    /// `derive_key("escx v1 content key fingerprint", key)`: equal for equal keys, and
+    /// reveals nothing else about the key.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        blake3::derive_key(crate::hash::CONTEXT_CONTENT_FINGERPRINT, &*self.0)
+    }
 }
 
 /// The content-key section (escx-format.md §15.2): the content key sealed to the license
-/// issuer's ML-KEM-1024 key, and that key's id so the wrong issuer is named, not guessed.
+/// issuer's ML-KEM-1024 key, bound to the package it encrypts, and that key's id so the
+/// wrong issuer is named, not guessed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContentKeySection {
-    /// Format version, 1.
+    /// Format version, 2.
     v: u8,
     /// Key id of the issuer KEM key the content key is sealed to.
     recipient: ByteBuf,
-    /// `kem::seal(recipient, "escx/content-key/v1", key)`.
+    /// `kem::seal_bound(recipient, "escx/content-key/v2", binding digest, key)`.
     sealed: ByteBuf,
 }
 
 impl ContentKeySection {
-    /// Seals `key` to `recipient`.
-    pub fn seal(key: &ContentKey, recipient: &KemPublicKey) -> Result<Self, Error> {
+    /// Seals `key` to `recipient`, bound to `binding`.
+    pub fn seal(key: &ContentKey, recipient: &KemPublicKey, binding: &ContentBinding) -> Result<Self, Error> {
         Ok(Self {
-            v: 1,
+            v: CONTENT_KEY_SECTION_VERSION,
             recipient: ByteBuf::from(recipient.id().0.to_vec()),
-            sealed: ByteBuf::from(kem::seal(recipient, PURPOSE_CONTENT_KEY, key.as_bytes())?),
+            sealed: ByteBuf::from(kem::seal_bound(
+                recipient,
+                PURPOSE_CONTENT_KEY,
+                &binding.digest(),
+                key.as_bytes(),
+            )?),
         })
     }
 
@@ -93,8 +137,12 @@ impl ContentKeySection {
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let invalid = |reason: String| FormatError::ContentKeyInvalid { reason };
         let section: Self = crate::cbor::decode_exact(bytes, "content-key section").map_err(invalid)?;
-        if section.v != 1 {
-            return Err(invalid(format!("version {} (this build reads version 1)", section.v)));
+        if section.v != CONTENT_KEY_SECTION_VERSION {
+            return Err(invalid(format!(
+                "version {} (this build reads version {CONTENT_KEY_SECTION_VERSION}; version 1 keys are not \
+                 bound to their package: re-pack with --encrypt-for)",
+                section.v
+            )));
         }
         if section.recipient.len() != KEY_ID_BYTES {
             return Err(invalid(format!(
@@ -127,8 +175,9 @@ impl ContentKeySection {
         &self.sealed
     }
 
-    /// Opens the content key with the issuer's KEM secret key.
-    pub fn open(&self, issuer: &KemSecretKey) -> Result<ContentKey, Error> {
+    /// Opens the content key with the issuer's KEM secret key, for the package described
+    /// by `binding`; a section sealed for any other package does not open.
+    pub fn open(&self, issuer: &KemSecretKey, binding: &ContentBinding) -> Result<ContentKey, Error> {
         if self.recipient() != issuer.public_key().id() {
             return Err(Error::Sealed {
                 reason: format!(
@@ -138,8 +187,28 @@ impl ContentKeySection {
                 ),
             });
         }
-        ContentKey::from_bytes(&kem::open(issuer, PURPOSE_CONTENT_KEY, &self.sealed)?)
+        open_sealed(issuer, &self.sealed, binding)
     }
+}
+
+/// Opens a content key sealed (as in the content-key section) to `issuer` for `binding`.
+pub fn open_sealed(
+    issuer: &KemSecretKey,
+    sealed: &[u8],
+    binding: &ContentBinding,
+) -> Result<ContentKey, Error> {
+    let bytes =
+        kem::open_bound(issuer, PURPOSE_CONTENT_KEY, &binding.digest(), sealed).map_err(|e| match e {
+            Error::Sealed { .. } => Error::Sealed {
+                reason: format!(
+                    "the content key does not open for {} {} with this payload: it was sealed for \
+                 another package (copied), or altered",
+                    binding.name, binding.version
+                ),
+            },
+            other => other,
+        })?;
+    ContentKey::from_bytes(&bytes)
 }
 
 /// Stored length of `plain` bytes once encrypted.

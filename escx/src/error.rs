@@ -217,7 +217,7 @@ pub enum FormatError {
         /// The path (lossy UTF-8).
         path: String,
         /// Why.
-        reason: &'static str,
+        reason: String,
     },
     /// An archive entry type escx does not extract.
     #[error("{section} section: entry {path:?} is a {kind}, which packages may not contain")]
@@ -237,7 +237,7 @@ pub enum FormatError {
         /// The path.
         path: String,
         /// Which conflict.
-        reason: &'static str,
+        reason: String,
     },
     /// A payload path that belongs to another section.
     #[error("payload section: path {path:?} is reserved for the {owner}")]

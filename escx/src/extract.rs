@@ -83,10 +83,11 @@ pub fn extract_verified(
                 }
                 SectionType::Payload | SectionType::Docs | SectionType::Tests => {
                     let base = match kind {
-                        SectionType::Docs => root_dir.join("docs"),
-                        SectionType::Tests => root_dir.join("tests"),
-                        _ => root_dir.clone(),
-                    };
+                        SectionType::Docs => make_dirs(&root_dir, &["docs"]),
+                        SectionType::Tests => make_dirs(&root_dir, &["tests"]),
+                        _ => Ok(root_dir.clone()),
+                    }
+                    .map_err(|e| Error::io(&root_dir, e))?;
                     let mut writer = DiskWriter { base };
                     archive::walk_stream(&mut plain, kind, entry.plain_length, &mut writer)
                         .map_err(classify)?;
@@ -140,39 +141,77 @@ fn check_target(target: &Path) -> Result<(), Error> {
     }
 }
 
-/// Writes checked archive entries under `base`. Paths were checked by the archive walker
-/// (relative, no `..`, nothing below a link), and the staging directory started empty,
-/// so joining is safe; `create_new` additionally refuses to follow or replace anything.
+/// Writes checked archive entries under `base`. The archive walker already refused
+/// anything that could escape (`..`, absolute paths, paths below links or colliding by
+/// case or normalisation, links through links); the writer does not rely on that alone:
+/// it creates every directory component itself, refusing one that exists as anything
+/// but a directory (a link above all), and creates files and links with create-new
+/// semantics, so nothing is ever written through a link, even on a case-insensitive file
+/// system where the checker's view and the disk's could differ.
 struct DiskWriter {
     base: PathBuf,
 }
 
 impl Visitor for DiskWriter {
     fn entry(&mut self, entry: &Entry, content: &mut dyn Read) -> io::Result<()> {
-        let path = self.base.join(&entry.path);
+        let mut components: Vec<&str> = entry.path.split('/').collect();
+        let name = components.pop().unwrap_or_default();
+        let parent =
+            make_dirs(&self.base, &components).map_err(|e| crate::container::layer_sink(&self.base, e))?;
+        let path = parent.join(name);
+        let sink = |e| crate::container::layer_sink(&path, e);
         match &entry.kind {
-            EntryKind::Directory => fs::create_dir_all(&path),
-            EntryKind::File { executable, .. } => {
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent)?;
-                }
-                write_file(&path, content, *executable)
-            }
-            EntryKind::Symlink { target } => {
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent)?;
-                }
-                make_symlink(target, &path)
-            }
+            EntryKind::Directory => make_dirs(&parent, &[name]).map(drop).map_err(sink),
+            EntryKind::File { executable, .. } => write_file(&path, content, *executable),
+            EntryKind::Symlink { target } => make_symlink(target, &path).map_err(sink),
         }
     }
 }
 
-fn write_file(path: &Path, content: &mut dyn Read, executable: bool) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-    io::copy(content, &mut file)?;
-    crate::fsutil::set_mode(&file, if executable { MODE_EXECUTABLE } else { MODE_FILE })
+/// Creates `base/c1/c2/...` one component at a time and returns it. A component that
+/// exists must be a real directory: `symlink_metadata` does not follow links, so a link
+/// in its place (planted by an earlier entry, or by the file system folding case) is
+/// refused instead of entered.
+fn make_dirs(base: &Path, components: &[&str]) -> io::Result<PathBuf> {
+    let mut path = base.to_path_buf();
+    for component in components {
+        path.push(component);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a directory; refusing to write through it", path.display()),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&path)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(path)
 }
+
+/// Creates `path` (never following or replacing anything) and copies `content` into it.
+/// Read errors come from the section's reader stack and keep their meaning; write errors
+/// name the file written.
+fn write_file(path: &Path, content: &mut dyn Read, executable: bool) -> io::Result<()> {
+    let sink = |e| crate::container::layer_sink(path, e);
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(sink)?;
+    let mut buffer = vec![0u8; COPY_BUFFER_BYTES];
+    loop {
+        let read = match content.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        io::Write::write_all(&mut file, &buffer[..read]).map_err(sink)?;
+    }
+    crate::fsutil::set_mode(&file, if executable { MODE_EXECUTABLE } else { MODE_FILE }).map_err(sink)
+}
+
+/// Copy buffer of the extractor.
+const COPY_BUFFER_BYTES: usize = 256 * 1024;
 
 #[cfg(unix)]
 fn make_symlink(target: &str, path: &Path) -> io::Result<()> {
@@ -193,4 +232,30 @@ fn set_dir_mode(dir: &Path) -> io::Result<()> {
 #[cfg(not(unix))]
 fn set_dir_mode(_dir: &Path) -> io::Result<()> {
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// Defence in depth: should a link ever stand where a directory is expected (a file
+    /// system that folds names the checker's keys did not foresee), the writer refuses to
+    /// enter it rather than writing outside the staging directory.
+    #[test]
+    fn the_writer_never_enters_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("staging");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(&base).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, base.join("x")).unwrap();
+        let err = make_dirs(&base, &["x", "deeper"]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let mut writer = DiskWriter { base: base.clone() };
+        let entry = Entry { path: "x/evil".into(), kind: EntryKind::File { size: 1, executable: false } };
+        assert!(writer.entry(&entry, &mut &b"e"[..]).is_err());
+        let over_link = Entry { path: "x".into(), kind: EntryKind::File { size: 1, executable: false } };
+        assert!(writer.entry(&over_link, &mut &b"e"[..]).is_err());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "something was written through the link");
+    }
 }

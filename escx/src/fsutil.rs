@@ -62,3 +62,61 @@ pub fn set_mode(file: &std::fs::File, mode: u32) -> std::io::Result<()> {
 pub fn set_mode(_file: &std::fs::File, _mode: u32) -> std::io::Result<()> {
     Ok(())
 }
+
+/// Unix permission bits for private directories (key stores, wallets, databases).
+pub const MODE_PRIVATE_DIR: u32 = 0o700;
+
+/// Creates `dir` (and missing parents) and sets mode 0700 on it, so what it will hold is
+/// never readable by others, whatever the umask.
+pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    set_dir_mode(dir, MODE_PRIVATE_DIR).map_err(|e| Error::io(dir, e))
+}
+
+/// Makes sure the SQLite database `path` exists with mode 0600 before SQLite opens it:
+/// SQLite creates its `-wal`, `-shm` and `-journal` files with the database file's mode, so
+/// they inherit it. Existing files (of an older escx) are tightened to 0600 as well.
+pub fn create_private_database(path: &Path) -> Result<(), Error> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(MODE_SECRET);
+    }
+    let file = options.open(path).map_err(|e| Error::io(path, e))?;
+    set_mode(&file, MODE_SECRET).map_err(|e| Error::io(path, e))?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut sidecar = path.as_os_str().to_owned();
+        sidecar.push(suffix);
+        let sidecar = PathBuf::from(sidecar);
+        if let Ok(file) = std::fs::File::open(&sidecar) {
+            set_mode(&file, MODE_SECRET).map_err(|e| Error::io(&sidecar, e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_dir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_dir_mode(_dir: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Copies `source` into a new temporary file (mode 0600) in `dir` and returns it, hashed as
+/// it was copied: a private copy to verify and then use, so that a file replaced or
+/// rewritten meanwhile cannot slip unverified bytes in between (verify-then-reread).
+pub fn private_copy(source: &Path, dir: &Path) -> Result<(tempfile::NamedTempFile, [u8; 32], u64), Error> {
+    let mut copy =
+        tempfile::Builder::new().prefix(".escx-copy-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut file = std::fs::File::open(source).map_err(|e| Error::io(source, e))?;
+    let mut hashing = crate::hash::HashingWriter::new(std::io::BufWriter::new(copy.as_file_mut()));
+    let copied = std::io::copy(&mut file, &mut hashing).map_err(|e| Error::io(source, e))?;
+    let hash = hashing.finalize_flushed().map_err(|e| Error::io(dir, e))?;
+    Ok((copy, hash, copied))
+}

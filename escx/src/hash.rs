@@ -6,7 +6,7 @@
 //! nowhere else, and the spec lists the same strings.
 
 use std::io::Read;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use crate::progress::Progress;
 
@@ -26,9 +26,23 @@ pub const CONTEXT_REGISTRY_STATE: &str = "escx v1 registry state id";
 /// (escx-format.md §14).
 pub const CONTEXT_SEALED_BOX: &str = "escx v1 sealed box key";
 
+/// `derive_key` context of the digest a sealed content key is bound to: package name,
+/// version and payload hash (escx-format.md §15.2).
+pub const CONTEXT_CONTENT_BINDING: &str = "escx v1 content key binding";
+
+/// `derive_key` context of a content key's fingerprint, by which an issuer recognises a
+/// key registered before without comparing keys (escx-format.md §15.3).
+pub const CONTEXT_CONTENT_FINGERPRINT: &str = "escx v1 content key fingerprint";
+
 /// Every context string escx uses, for the spec test that keeps the two in step.
-pub const ALL_CONTEXTS: &[&str] =
-    &[CONTEXT_PACKAGE_ROOT, CONTEXT_KEY_FILE_SEAL, CONTEXT_REGISTRY_STATE, CONTEXT_SEALED_BOX];
+pub const ALL_CONTEXTS: &[&str] = &[
+    CONTEXT_PACKAGE_ROOT,
+    CONTEXT_KEY_FILE_SEAL,
+    CONTEXT_REGISTRY_STATE,
+    CONTEXT_SEALED_BOX,
+    CONTEXT_CONTENT_BINDING,
+    CONTEXT_CONTENT_FINGERPRINT,
+];
 
 /// Inputs at least this long are hashed with BLAKE3's multithreaded `update_rayon`;
 /// below it, thread hand-off costs more than it saves.
@@ -113,6 +127,171 @@ pub fn hash_exact<R: Read + Send>(
     Ok(*hasher.finalize().as_bytes())
 }
 
+/// Hashes exactly `length_bytes` from `reader`, as [`hash_exact`], and in the same pass
+/// hands every chunk to `consume`, which runs on its own thread over a [`ChunkReader`]:
+/// one read of the file serves both, so what `consume` decides about is exactly what was
+/// hashed. (Reading the file twice, once to hash and once to decode, would let a file
+/// that changes in between be decoded from bytes that were never hashed.)
+///
+/// `consume` sees the bytes before their hash is known: callers MUST treat its result as
+/// void when the hash does not match, and use this only for decoders that are safe on any
+/// input (the archive walker, not zstd). If `consume` returns early, hashing goes on.
+pub fn hash_and_consume<R, T, F>(
+    reader: &mut R,
+    length_bytes: u64,
+    progress: &dyn Progress,
+    consume: F,
+) -> std::io::Result<([u8; HASH_BYTES], T)>
+where
+    R: Read + Send,
+    T: Send,
+    F: FnOnce(ChunkReader) -> T + Send,
+{
+    let mut hasher = blake3::Hasher::new();
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<Arc<Chunk>>(1);
+        let (tap_tx, tap_rx) = mpsc::sync_channel::<Arc<Chunk>>(2);
+        // Buffers come back here when both sides are done with them, so a long section
+        // reuses a handful of buffers instead of allocating (and zeroing) one per chunk.
+        let (pool_tx, pool_rx) = mpsc::sync_channel::<Vec<u8>>(CHUNKS_ALIVE_MAX);
+        let consumer = scope.spawn(move || consume(ChunkReader::new(tap_rx, length_bytes)));
+        let read_thread = scope.spawn(move || -> std::io::Result<()> {
+            let mut remaining_bytes = length_bytes;
+            let mut tap = Some(tap_tx);
+            while remaining_bytes > 0 {
+                let chunk_bytes = remaining_bytes.min(PIPELINE_CHUNK_BYTES as u64) as usize;
+                let mut bytes = pool_rx.try_recv().unwrap_or_default();
+                bytes.resize(chunk_bytes, 0);
+                reader.read_exact(&mut bytes)?;
+                remaining_bytes -= chunk_bytes as u64;
+                let chunk = Arc::new(Chunk { bytes, pool: pool_tx.clone() });
+                // A consumer that stopped early (an error, or it needed no more) closes
+                // its end; the hash still needs every byte.
+                if tap.as_ref().is_some_and(|t| t.send(chunk.clone()).is_err()) {
+                    tap = None;
+                }
+                if full_tx.send(chunk).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        });
+        for chunk in full_rx.iter() {
+            update(&mut hasher, &chunk);
+            progress.advance(chunk.len() as u64);
+        }
+        let read =
+            read_thread.join().unwrap_or_else(|_| Err(std::io::Error::other("hash reader thread panicked")));
+        let consumed =
+            consumer.join().map_err(|_| std::io::Error::other("section decoder thread panicked"))?;
+        read.map(|()| consumed)
+    })
+    .map(|consumed| (*hasher.finalize().as_bytes(), consumed))
+}
+
+/// Most pipeline buffers alive at once in [`hash_and_consume`] (in both channels, being
+/// hashed, being read, in the pool).
+const CHUNKS_ALIVE_MAX: usize = 8;
+
+/// One buffer of [`hash_and_consume`]; goes back to the pool when the last holder drops it.
+struct Chunk {
+    bytes: Vec<u8>,
+    pool: mpsc::SyncSender<Vec<u8>>,
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        let _ = self.pool.try_send(std::mem::take(&mut self.bytes));
+    }
+}
+
+/// The consumer's side of [`hash_and_consume`]: the chunks as one byte stream, with
+/// forward seeks (skipping file contents costs nothing) and backward seeks into the
+/// current or the previous chunk (the tar reader steps back over an end-of-archive block
+/// it peeked at). Seeking back further is an error.
+pub struct ChunkReader {
+    chunks: mpsc::Receiver<Arc<Chunk>>,
+    /// The chunk before `current`, kept for short backward seeks.
+    previous: Option<Arc<Chunk>>,
+    current: Option<Arc<Chunk>>,
+    /// Stream position of `current`'s first byte.
+    current_start: u64,
+    /// Stream position of the next byte to read.
+    position: u64,
+    length_bytes: u64,
+}
+
+impl ChunkReader {
+    fn new(chunks: mpsc::Receiver<Arc<Chunk>>, length_bytes: u64) -> Self {
+        Self { chunks, previous: None, current: None, current_start: 0, position: 0, length_bytes }
+    }
+
+    /// The chunk holding `self.position` and the offset in it, fetching chunks as needed.
+    /// `None` at the end of the stream (or if the reader stopped).
+    fn locate(&mut self) -> Option<(Arc<Chunk>, usize)> {
+        loop {
+            if let Some(previous) = &self.previous {
+                let start = self.current_start - previous.len() as u64;
+                if (start..self.current_start).contains(&self.position) {
+                    return Some((previous.clone(), (self.position - start) as usize));
+                }
+            }
+            if let Some(current) = &self.current {
+                let end = self.current_start + current.len() as u64;
+                if (self.current_start..end).contains(&self.position) {
+                    return Some((current.clone(), (self.position - self.current_start) as usize));
+                }
+            }
+            let next = self.chunks.recv().ok()?;
+            if let Some(done) = self.current.take() {
+                self.current_start += done.len() as u64;
+                self.previous = Some(done);
+            }
+            self.current = Some(next);
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some((chunk, offset)) = self.locate() else { return Ok(0) };
+        let n = buf.len().min(chunk.len() - offset);
+        buf[..n].copy_from_slice(&chunk[offset..offset + n]);
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for ChunkReader {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(at) => Some(at),
+            std::io::SeekFrom::End(delta) => self.length_bytes.checked_add_signed(delta),
+            std::io::SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
+        }
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek outside the section"))?;
+        let earliest = self.current_start - self.previous.as_ref().map_or(0, |p| p.len() as u64);
+        if target < earliest {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the section is read once: no seeking back past the previous chunk",
+            ));
+        }
+        // Forward: chunks are fetched (never copied) as a later read reaches them.
+        // Positions past the end read as end-of-file.
+        self.position = target.min(self.length_bytes);
+        Ok(target)
+    }
+}
+
 /// A `Read` adapter that hashes every byte passing through it; used where bytes are
 /// consumed by a decoder (zstd, tar) and must be hashed in the same pass.
 pub struct HashingReader<R> {
@@ -165,6 +344,12 @@ impl<W: std::io::Write> HashingWriter<W> {
     /// The hash of everything written so far.
     pub fn finalize(self) -> [u8; HASH_BYTES] {
         *self.hasher.finalize().as_bytes()
+    }
+
+    /// Flushes the inner writer, then returns the hash.
+    pub fn finalize_flushed(mut self) -> std::io::Result<[u8; HASH_BYTES]> {
+        self.inner.flush()?;
+        Ok(*self.hasher.finalize().as_bytes())
     }
 }
 

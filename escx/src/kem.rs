@@ -23,6 +23,9 @@ pub const KEM_PUBLIC_KEY_BYTES: usize = 1568;
 pub const KEM_SECRET_KEY_BYTES: usize = 3168;
 /// ML-KEM-1024 ciphertext length.
 pub const KEM_CIPHERTEXT_BYTES: usize = 1568;
+/// Where an ML-KEM-1024 secret key holds its public key (FIPS 203: after `dk_pke`, 384·k
+/// bytes with k = 4).
+const EMBEDDED_PUBLIC_KEY_OFFSET: usize = 1536;
 /// XChaCha20-Poly1305 nonce length.
 pub const NONCE_BYTES: usize = 24;
 /// Largest sealed payload.
@@ -78,7 +81,11 @@ impl KemSecretKey {
         }
     }
 
-    /// Rebuilds a key pair from stored encodings.
+    /// Rebuilds a key pair from stored encodings, checking that they belong together: an
+    /// ML-KEM-1024 decapsulation key embeds its encapsulation key at bytes 1536..3104
+    /// (FIPS 203 §7.1, `dk = dk_pke || ek || H(ek) || z`), which must equal `public`, and a
+    /// fresh encapsulation to `public` must decapsulate to the same secret (so a damaged
+    /// `dk_pke` is caught too). A mismatch is `key-mismatch`.
     pub fn from_parts(secret: Zeroizing<Vec<u8>>, public: KemPublicKey) -> Result<Self, Error> {
         if secret.len() != KEM_SECRET_KEY_BYTES {
             return Err(Error::KeyLength {
@@ -87,7 +94,18 @@ impl KemSecretKey {
                 found: secret.len(),
             });
         }
-        Ok(Self { secret, public })
+        let embedded = &secret[EMBEDDED_PUBLIC_KEY_OFFSET..EMBEDDED_PUBLIC_KEY_OFFSET + KEM_PUBLIC_KEY_BYTES];
+        let mismatch = || Error::KeyMismatch { key_id: public.id() };
+        if embedded != public.as_bytes() {
+            return Err(mismatch());
+        }
+        let pk = mlkem1024::PublicKey::from_bytes(public.as_bytes()).map_err(|_| mismatch())?;
+        let (shared, ct) = mlkem1024::encapsulate(&pk);
+        let key = Self { secret, public };
+        if key.decapsulate(ct.as_bytes())?[..] != shared.as_bytes()[..] {
+            return Err(Error::KeyMismatch { key_id: key.public.id() });
+        }
+        Ok(key)
     }
 
     /// The public half.
@@ -132,6 +150,19 @@ fn box_key(shared: &[u8; 32], recipient: &KemPublicKey, kem_ct: &[u8]) -> Zeroiz
 /// Seals `payload` to `recipient` for `purpose` (a context string such as
 /// `escx/redeem-request/v1`). Returns the CBOR-encoded box.
 pub fn seal(recipient: &KemPublicKey, purpose: &str, payload: &[u8]) -> Result<Vec<u8>, Error> {
+    seal_bound(recipient, purpose, &[], payload)
+}
+
+/// [`seal`] with `binding` (a fixed-length value the purpose defines, such as the digest
+/// of what a content key belongs to) appended to the associated data: the box then opens
+/// only with the same binding, so it cannot be moved to another context (escx-format.md
+/// §14). The binding is not stored in the box: the opener supplies it.
+pub fn seal_bound(
+    recipient: &KemPublicKey,
+    purpose: &str,
+    binding: &[u8],
+    payload: &[u8],
+) -> Result<Vec<u8>, Error> {
     if payload.len() > SEALED_PAYLOAD_BYTES_MAX {
         return Err(Error::Sealed { reason: format!("payload over {SEALED_PAYLOAD_BYTES_MAX} bytes") });
     }
@@ -140,11 +171,14 @@ pub fn seal(recipient: &KemPublicKey, purpose: &str, payload: &[u8]) -> Result<V
     let (shared, ct) = mlkem1024::encapsulate(&pk);
     let mut shared_bytes = Zeroizing::new([0u8; 32]);
     shared_bytes.copy_from_slice(shared.as_bytes());
+    // pqcrypto's `SharedSecret` is a `Copy` array without zeroize; only our copy can be
+    // scrubbed (keys.md §4).
     let key = box_key(&shared_bytes, recipient, ct.as_bytes());
     let mut nonce = [0u8; NONCE_BYTES];
     crate::keyfile::fill_random(&mut nonce)?;
+    let aad = associated_data(purpose, binding);
     let ciphertext = XChaCha20Poly1305::new((&*key).into())
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: payload, aad: purpose.as_bytes() })
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: payload, aad: &aad })
         .map_err(|_| Error::Sealed { reason: "encryption failed".into() })?;
     Ok(crate::cbor::encode(&SealedMap {
         ctx: purpose.to_owned(),
@@ -154,8 +188,28 @@ pub fn seal(recipient: &KemPublicKey, purpose: &str, payload: &[u8]) -> Result<V
     }))
 }
 
+/// The AEAD's associated data: the purpose's UTF-8 bytes, then the binding (if any).
+/// The purpose is compared for equality before opening and each purpose fixes its
+/// binding's length, so the concatenation is unambiguous.
+fn associated_data(purpose: &str, binding: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(purpose.len() + binding.len());
+    aad.extend_from_slice(purpose.as_bytes());
+    aad.extend_from_slice(binding);
+    aad
+}
+
 /// Opens a box sealed to `recipient` for `purpose`.
 pub fn open(recipient: &KemSecretKey, purpose: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    open_bound(recipient, purpose, &[], sealed)
+}
+
+/// Opens a box made by [`seal_bound`] with the same `binding`.
+pub fn open_bound(
+    recipient: &KemSecretKey,
+    purpose: &str,
+    binding: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Error> {
     let fail = |reason: &str| Error::Sealed { reason: reason.to_owned() };
     if sealed.len() > SEALED_PAYLOAD_BYTES_MAX + 4096 {
         return Err(fail("sealed box too large"));
@@ -170,15 +224,47 @@ pub fn open(recipient: &KemSecretKey, purpose: &str, sealed: &[u8]) -> Result<Ze
     }
     let shared = recipient.decapsulate(&map.kem_ct)?;
     let key = box_key(&shared, recipient.public_key(), &map.kem_ct);
+    let aad = associated_data(purpose, binding);
     let plaintext = XChaCha20Poly1305::new((&*key).into())
-        .decrypt(XNonce::from_slice(&map.nonce), Payload { msg: &map.ciphertext, aad: purpose.as_bytes() })
-        .map_err(|_| fail("does not open: not sealed to this key, or altered"))?;
+        .decrypt(XNonce::from_slice(&map.nonce), Payload { msg: &map.ciphertext, aad: &aad })
+        .map_err(|_| {
+            if binding.is_empty() {
+                fail("does not open: not sealed to this key, or altered")
+            } else {
+                fail("does not open: not sealed to this key, sealed for something else, or altered")
+            }
+        })?;
     Ok(Zeroizing::new(plaintext))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_parts_refuses_a_secret_key_of_another_public_key() {
+        let alice = KemSecretKey::generate();
+        let bob = KemSecretKey::generate();
+        let secret = || Zeroizing::new(alice.secret_bytes().to_vec());
+        KemSecretKey::from_parts(secret(), alice.public_key().clone()).unwrap();
+        let err = KemSecretKey::from_parts(secret(), bob.public_key().clone()).err().unwrap();
+        assert_eq!(err.code(), "key-mismatch");
+        // A damaged decapsulation part with the right embedded public key is caught by the
+        // encapsulation round trip.
+        let mut damaged = secret();
+        damaged[10] ^= 0xff;
+        let err = KemSecretKey::from_parts(damaged, alice.public_key().clone()).err().unwrap();
+        assert_eq!(err.code(), "key-mismatch");
+    }
+
+    #[test]
+    fn bound_boxes_open_only_with_their_binding() {
+        let alice = KemSecretKey::generate();
+        let sealed = seal_bound(alice.public_key(), "escx/test/v1", &[1; 32], b"secret").unwrap();
+        assert_eq!(&open_bound(&alice, "escx/test/v1", &[1; 32], &sealed).unwrap()[..], b"secret");
+        assert!(open_bound(&alice, "escx/test/v1", &[2; 32], &sealed).is_err());
+        assert!(open(&alice, "escx/test/v1", &sealed).is_err(), "the binding is not optional");
+    }
 
     #[test]
     fn sealed_box_opens_only_for_its_recipient_and_purpose() {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::archive::{PathChecker, RawKind, Source, SourceEntry};
 use crate::container::{PackageReader, SIGNATURES_MAX, SectionEntry, SectionType, SignatureBlock};
 use crate::container::{SectionSource, append_signature, write_package};
-use crate::content::{ContentKey, ContentKeySection};
+use crate::content::ContentKey;
 use crate::hash::HASH_BYTES;
 use crate::kem::KemPublicKey;
 use crate::manifest::{ManifestHeader, PackageId};
@@ -108,18 +108,14 @@ pub fn pack_dir(
         return Err(Error::PackInput { path: out.into(), reason: "no signing key given".into() });
     }
     let plan = collect(dir, Some(out))?;
-    let sealing = match options.encrypt_for {
+    let content_key = match options.encrypt_for {
         Some(_) if plan.payload.is_empty() => {
             return Err(Error::PackInput {
                 path: dir.into(),
                 reason: "the payload is empty: there is nothing to encrypt".into(),
             });
         }
-        Some(issuer) => {
-            let key = ContentKey::generate()?;
-            let section = ContentKeySection::seal(&key, issuer)?.encode();
-            Some((key, section))
-        }
+        Some(_) => Some(ContentKey::generate()?),
         None => None,
     };
     options.progress.start("packing", plan.content_bytes());
@@ -129,9 +125,9 @@ pub fn pack_dir(
         (SectionType::Docs, &plan.docs),
         (SectionType::Tests, &plan.tests),
     ] {
-        match &sealing {
+        match &content_key {
             _ if entries.is_empty() => {}
-            Some((key, _)) if kind == SectionType::Payload => {
+            Some(key) if kind == SectionType::Payload => {
                 sources.push(SectionSource::EncryptedArchive(kind, entries, key))
             }
             _ => sources.push(SectionSource::Archive(kind, entries)),
@@ -140,8 +136,14 @@ pub fn pack_dir(
     if let Some(license) = &plan.license {
         sources.push(SectionSource::Bytes(SectionType::License, license));
     }
-    if let Some((_, section)) = &sealing {
-        sources.push(SectionSource::Bytes(SectionType::ContentKey, section));
+    let version = plan.manifest.package.version.to_string();
+    if let (Some(key), Some(issuer)) = (&content_key, options.encrypt_for) {
+        sources.push(SectionSource::ContentKey {
+            key,
+            issuer,
+            name: &plan.manifest.package.name,
+            version: &version,
+        });
     }
     let signed_at = options.signed_at.unwrap_or_else(crate::now_unix);
     let written = write_package(out, &sources, keys, signed_at, options.overwrite, options.progress)?;
@@ -282,6 +284,13 @@ pub fn collect(dir: &Path, skip: Option<&Path>) -> Result<PackPlan, Error> {
                 .check(entry.path.as_bytes(), raw_kind, target, size, 0)
                 .map_err(|e| input_error(&disk_path(dir, kind, &entry.path), e.to_string()))?;
         }
+        checker.finish().map_err(|e| {
+            let at = match &e {
+                FormatError::UnsafePath { path, .. } => disk_path(dir, kind, path),
+                _ => dir.to_path_buf(),
+            };
+            input_error(&at, e.to_string())
+        })?;
     }
     Ok(PackPlan { manifest_bytes, manifest, payload, docs, tests, license })
 }

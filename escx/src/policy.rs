@@ -363,6 +363,26 @@ impl TrustPolicy {
         Some(hex::encode(&blake3::derive_key(crate::hash::CONTEXT_REGISTRY_STATE, &bytes)[..16]))
     }
 
+    /// One state identifier per registry key of the `[registry]` table:
+    /// `hex(derive_key("escx v1 registry state id", key id)[0..16])` (registry.md §5). A
+    /// client keeps its accepted index version under each, so adding, removing or
+    /// rotating some of a registry's keys keeps rollback protection through the keys that
+    /// stay. (For a one-key registry this equals [`Self::registry_id`].)
+    pub fn registry_key_ids(&self) -> Vec<String> {
+        let Some(scope) = self.registry.as_ref() else { return Vec::new() };
+        let mut ids: Vec<String> = scope
+            .slots
+            .iter()
+            .map(|slot| {
+                let id = self.keys[*slot].public.id();
+                hex::encode(&blake3::derive_key(crate::hash::CONTEXT_REGISTRY_STATE, &id.0)[..16])
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// The public key with this id, if the policy knows it (listed or rotated, revoked
     /// or not: signatures by known keys are always checked).
     pub fn key(&self, id: KeyId) -> Option<&PublicKey> {

@@ -255,3 +255,107 @@ fn a_package_signed_by_someone_else_is_untrusted() {
     let err = verify_bytes(small_package(&key), &SecretKey::generate(), &SectionSelection::All).unwrap_err();
     assert_eq!(err.code(), "untrusted", "{err}");
 }
+
+/// A file that changes under the verifier: serves `first` until one whole read of the
+/// section `[start, end)` has completed, then `second`.
+struct Swapping {
+    first: Cursor<Vec<u8>>,
+    second: Cursor<Vec<u8>>,
+    start: u64,
+    end: u64,
+    swapped: bool,
+}
+
+impl Read for Swapping {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let at = self.first.position();
+        let source = if self.swapped { &mut self.second } else { &mut self.first };
+        source.set_position(at);
+        let got = source.read(buf)?;
+        self.first.set_position(at + got as u64);
+        if at < self.end && at + got as u64 >= self.end && at + (got as u64) > self.start {
+            self.swapped = true;
+        }
+        Ok(got)
+    }
+}
+
+impl Seek for Swapping {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.first.seek(to)
+    }
+}
+
+fn package_with_payload(tmp: &Path, payload_file: &[u8], key: &SecretKey) -> Vec<u8> {
+    let dir = tmp.join(format!("pkg-{}", payload_file.len()));
+    write(&dir.join("manifest.toml"), MANIFEST);
+    write(&dir.join("data.bin"), payload_file);
+    let out = tmp.join(format!("p-{}.escx", payload_file.len()));
+    pack(&dir, &out, &[key]);
+    std::fs::read(&out).unwrap()
+}
+
+/// Verify-then-reread: decoding must never rest on bytes that were not hashed. A
+/// compressed payload is hashed, then decoded from a second read that is hashed too, so
+/// a swap in between is `section-hash-mismatch`, never a verdict on unhashed bytes.
+#[test]
+fn a_compressed_section_swapped_between_hash_and_decode_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let bytes = package_with_payload(tmp.path(), "compressible text ".repeat(4000).as_bytes(), &key);
+    let payload = PackageReader::open(Cursor::new(bytes.clone()), "p")
+        .unwrap()
+        .section(SectionType::Payload)
+        .unwrap()
+        .clone();
+    assert!(payload.is_compressed());
+    let mut altered = bytes.clone();
+    altered[(payload.offset + payload.stored_length / 2) as usize] ^= 0x01;
+    let swapping = Swapping {
+        first: Cursor::new(bytes),
+        second: Cursor::new(altered),
+        start: payload.offset,
+        end: payload.offset + payload.stored_length,
+        swapped: false,
+    };
+    let mut reader = PackageReader::open(swapping, "p").unwrap();
+    let err = verify::verify(&mut reader, &trust(&[&key]), &VerifyOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "section-hash-mismatch", "{err}");
+    assert!(err.to_string().contains("changed while it was verified"), "{err}");
+}
+
+/// An uncompressed archive is hashed and walked from one read, so the walker's verdict is
+/// about exactly the hashed bytes: the payload's bytes are read once.
+#[test]
+fn an_uncompressed_archive_is_read_once_for_hash_and_walk() {
+    let key = SecretKey::generate();
+    let content = vec![7u8; 300_000];
+    let tar = common::craft::raw_tar(&[common::craft::RawEntry::file(b"data.bin", &content)]);
+    let sections = [
+        escx::container::RawSection {
+            kind: SectionType::Manifest,
+            flags: 0,
+            stored: MANIFEST.as_bytes().to_vec(),
+            plain_length: MANIFEST.len() as u64,
+        },
+        escx::container::RawSection {
+            kind: SectionType::Payload,
+            flags: 0,
+            plain_length: tar.len() as u64,
+            stored: tar,
+        },
+    ];
+    let bytes = escx::container::assemble(&sections, &[&key], 0);
+    let mut reader =
+        PackageReader::open(ReadLog { inner: Cursor::new(bytes), position: 0, ranges: Vec::new() }, "p")
+            .unwrap();
+    let payload = reader.section(SectionType::Payload).unwrap().clone();
+    verify::verify(&mut reader, &trust(&[&key]), &VerifyOptions::default()).unwrap();
+    let (start, end) = (payload.offset, payload.offset + payload.stored_length);
+    let read: u64 = into_log(reader).iter().map(|&(a, b)| b.min(end).saturating_sub(a.max(start))).sum();
+    assert_eq!(
+        read, payload.stored_length,
+        "payload bytes read {read}, section is {}",
+        payload.stored_length
+    );
+}

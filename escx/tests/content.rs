@@ -25,7 +25,8 @@ fn pack_encrypted(dir: &Path, out: &Path, key: &SecretKey, issuer: &KemSecretKey
 
 fn content_key_of(package: &Path, issuer: &KemSecretKey) -> ContentKey {
     let mut reader = PackageReader::open_file(package).unwrap();
-    reader.content_key_section().unwrap().expect("a content-key section").open(issuer).unwrap()
+    let binding = reader.content_binding().unwrap();
+    reader.content_key_section().unwrap().expect("a content-key section").open(issuer, &binding).unwrap()
 }
 
 fn extract(
@@ -94,9 +95,11 @@ fn wrong_content_key_or_wrong_issuer_fails_and_writes_nothing() {
     assert_eq!(err.code(), "decryption-failed", "{err}");
     assert!(!target.exists());
 
-    let section = PackageReader::open_file(&out).unwrap().content_key_section().unwrap().unwrap();
+    let mut reader = PackageReader::open_file(&out).unwrap();
+    let binding = reader.content_binding().unwrap();
+    let section = reader.content_key_section().unwrap().unwrap();
     assert_eq!(section.recipient(), issuer.public_key().id());
-    let err = section.open(&KemSecretKey::generate()).err().unwrap();
+    let err = section.open(&KemSecretKey::generate(), &binding).err().unwrap();
     assert!(err.to_string().contains("not to this issuer"), "{err}");
 }
 
@@ -117,7 +120,13 @@ fn encrypted(key: &ContentKey, plain: &[u8]) -> Vec<u8> {
 }
 
 fn key_section(content_key: &ContentKey, issuer: &KemSecretKey) -> RawSection {
-    let bytes = ContentKeySection::seal(content_key, issuer.public_key()).unwrap().encode();
+    // These packages test table and ciphertext rules; nobody opens the seal.
+    let binding = content::ContentBinding {
+        name: "acme/thermal".into(),
+        version: "1.2.0".into(),
+        payload_hash: [0; 32],
+    };
+    let bytes = ContentKeySection::seal(content_key, issuer.public_key(), &binding).unwrap().encode();
     let length = bytes.len() as u64;
     section(SectionType::ContentKey, 0, bytes, length)
 }
@@ -224,4 +233,62 @@ fn table_rules_for_encrypted_sections() {
     ];
     let mut reader = PackageReader::open(std::io::Cursor::new(package(&garbage)), "<test>").unwrap();
     assert_eq!(reader.content_key_section().unwrap_err().code(), "content-key-invalid");
+}
+
+/// The reported attack: a publisher copies a victim's content-key section into a cheap
+/// package of its own (re-signed). The seal is bound to the victim's name, version and
+/// payload hash, so it does not open for the copy, whatever else was copied with it.
+#[test]
+fn a_content_key_section_copied_into_another_package_does_not_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim_key = SecretKey::generate();
+    let attacker_key = SecretKey::generate();
+    let issuer = KemSecretKey::generate();
+    let victim = tmp.path().join("victim.escx");
+    pack_encrypted(&common::sample_dir(tmp.path()), &victim, &victim_key, &issuer);
+    let victim_bytes = std::fs::read(&victim).unwrap();
+    let reader = PackageReader::open(std::io::Cursor::new(victim_bytes.clone()), "v").unwrap();
+    let stolen = |kind: SectionType| {
+        let entry = reader.section(kind).unwrap();
+        let stored =
+            victim_bytes[entry.offset as usize..(entry.offset + entry.stored_length) as usize].to_vec();
+        section(kind, entry.flags, stored, entry.plain_length)
+    };
+    let cheap_manifest = b"[package]\nname = \"mallory/cheap\"\nversion = \"0.1.0\"\n".to_vec();
+    let cheap_length = cheap_manifest.len() as u64;
+    let cheap_payload = {
+        let content_key = ContentKey::generate().unwrap();
+        encrypted(&content_key, &raw_tar(&[RawEntry::file(b"cheap.txt", b"cheap")]))
+    };
+    let cheap_payload_length = raw_tar(&[RawEntry::file(b"cheap.txt", b"cheap")]).len() as u64;
+    // 1. Only the content-key section copied.
+    let copied = assemble(
+        &[
+            section(SectionType::Manifest, 0, cheap_manifest.clone(), cheap_length),
+            section(SectionType::Payload, FLAG_ENCRYPTED, cheap_payload, cheap_payload_length),
+            stolen(SectionType::ContentKey),
+        ],
+        &[&attacker_key],
+        0,
+    );
+    // 2. The victim's encrypted payload copied too, under the attacker's name.
+    let copied_payload = assemble(
+        &[
+            section(SectionType::Manifest, 0, cheap_manifest, cheap_length),
+            stolen(SectionType::Payload),
+            stolen(SectionType::ContentKey),
+        ],
+        &[&attacker_key],
+        0,
+    );
+    for bytes in [copied, copied_payload] {
+        let mut reader = PackageReader::open(std::io::Cursor::new(bytes), "copy").unwrap();
+        let binding = reader.content_binding().unwrap();
+        assert_eq!(binding.name, "mallory/cheap");
+        let err = reader.content_key_section().unwrap().unwrap().open(&issuer, &binding).err().unwrap();
+        assert_eq!(err.code(), "sealed-box-invalid", "{err}");
+        assert!(err.to_string().contains("sealed for another package"), "{err}");
+    }
+    // The victim's own package still opens.
+    assert_eq!(content_key_of(&victim, &issuer).fingerprint().len(), 32);
 }

@@ -72,6 +72,24 @@ fn valid_vectors_verify_with_the_expected_root_table_and_signers() {
 
         // Recompute hashes and root from raw bytes, independently of the reader.
         let bytes = std::fs::read(vectors_dir().join(file)).unwrap();
+        if let Some(binding) = vector["content_binding"].as_str() {
+            // §15.2, recomputed by hand from the listed name, version and payload hash.
+            let name = vector["package"]["name"].as_str().unwrap();
+            let version = vector["package"]["version"].as_str().unwrap();
+            let payload =
+                vector["sections"].as_array().unwrap().iter().find(|s| s["type"] == "payload").unwrap();
+            let mut material = Vec::new();
+            for text in [name, version] {
+                material.extend_from_slice(&(text.len() as u16).to_be_bytes());
+                material.extend_from_slice(text.as_bytes());
+            }
+            material.extend_from_slice(&hex::decode(payload["blake3"].as_str().unwrap()).unwrap());
+            assert_eq!(
+                hex::encode(blake3::derive_key("escx v1 content key binding", &material)),
+                binding,
+                "{file}"
+            );
+        }
         let sections = vector["sections"].as_array().unwrap();
         assert_eq!(report.sections.len(), sections.len(), "{file}");
         for (checked, want) in report.sections.iter().zip(sections) {

@@ -1,6 +1,6 @@
-//! Writes `test-vectors/licensing/certificates/`: an issuer bundle, license certificates,
-//! CRLs and a proof of possession, with the verdict a verifier must reach for each case
-//! (licensing.md §5.5–§5.6).
+//! Writes `test-vectors/licensing/certificates/`: issuer bundle chains (valid, and broken
+//! in each way §3.1 forbids), license certificates, CRLs and proofs of possession, with
+//! the verdict a verifier must reach for each case (licensing.md §3.1, §5.5–§5.7).
 //!
 //!     cargo run -p escx-licensing --example make_license_vectors -- test-vectors/licensing/certificates
 //!
@@ -14,8 +14,8 @@ use escx::envelope::Envelope;
 use escx::kem::KemSecretKey;
 use escx::sig::SecretKey;
 use escx_licensing::messages::{
-    BundlePayload, CONTEXT_CRL, CONTEXT_LICENSE, CONTEXT_POSSESSION, CrlPayload, Epoch, IssuerBundle,
-    LicensePayload, PossessionPayload, Revoked,
+    BundleChain, BundlePayload, CONTEXT_BUNDLE, CONTEXT_BUNDLE_HASH, CONTEXT_CRL, CONTEXT_LICENSE,
+    CONTEXT_POSSESSION, CrlPayload, Epoch, IssuerBundle, LicensePayload, PossessionPayload, Revoked,
 };
 use escx_licensing::poprf::IssuerKey;
 use escx_licensing::wallet::{self, Wallet};
@@ -25,23 +25,58 @@ use serde_json::{Value, json};
 const T0: u64 = 1_800_000_000; // 2027-01-15T08:00:00Z
 const DAY: u64 = 86_400;
 const PACKAGE: &str = "vectors/thermal";
+/// A verifier's 16-byte challenge (licensing.md §5.6 asks for at least 16 bytes).
+const CHALLENGE: &str = "c0ffee00c0ffee01c0ffee02c0ffee03";
 
-fn bundle(key: &SecretKey, name: &str) -> IssuerBundle {
+fn epoch(number: u32, not_before: u64, not_after: u64) -> Epoch {
     let poprf = IssuerKey::generate().unwrap();
+    Epoch { epoch: number, poprf_key: ByteBuf::from(poprf.public_key().to_vec()), not_before, not_after }
+}
+
+/// Version `version` of a bundle after `previous`, with `epochs`.
+fn version(
+    key: &SecretKey,
+    kem: &[u8],
+    previous: Option<&IssuerBundle>,
+    epochs: Vec<Epoch>,
+    name: &str,
+) -> IssuerBundle {
     let payload = BundlePayload {
-        v: 1,
+        v: 2,
         name: name.into(),
         signing_key: ByteBuf::from(key.public_key().as_bytes().to_vec()),
-        kem_key: ByteBuf::from(KemSecretKey::generate().public_key().as_bytes().to_vec()),
-        epochs: vec![Epoch {
-            epoch: 1,
-            poprf_key: ByteBuf::from(poprf.public_key().to_vec()),
-            not_before: T0 - DAY,
-            not_after: T0 + 90 * DAY,
-        }],
+        kem_key: ByteBuf::from(kem.to_vec()),
+        version: previous.map_or(1, |p| p.version() + 1),
+        previous: ByteBuf::from(previous.map_or([0; 32], |p| p.hash).to_vec()),
+        epochs,
         issued_at: T0 - DAY,
     };
-    IssuerBundle::sign(payload, key).unwrap()
+    // Signed without the parser's checks, so that broken versions can be written too.
+    let bytes = Envelope::seal(CONTEXT_BUNDLE, escx::cbor::encode(&payload), key).to_cbor();
+    IssuerBundle {
+        hash: blake3::derive_key(CONTEXT_BUNDLE_HASH, &bytes),
+        signing_key: key.public_key().clone(),
+        kem_key: escx::kem::KemPublicKey::from_bytes(kem).unwrap(),
+        payload,
+        bytes,
+    }
+}
+
+fn chain_file(versions: &[&IssuerBundle]) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct ChainFile {
+        v: u8,
+        bundles: Vec<ByteBuf>,
+    }
+    escx::cbor::encode(&ChainFile {
+        v: 1,
+        bundles: versions.iter().map(|b| ByteBuf::from(b.bytes.clone())).collect(),
+    })
+}
+
+fn bundle(key: &SecretKey, name: &str) -> IssuerBundle {
+    let kem = KemSecretKey::generate().public_key().as_bytes().to_vec();
+    version(key, &kem, None, vec![epoch(1, T0 - DAY, T0 + 90 * DAY)], name)
 }
 
 fn certificate(key: &SecretKey, payload: &LicensePayload) -> Vec<u8> {
@@ -65,8 +100,107 @@ fn main() {
     let other_key = SecretKey::generate();
     let issuer = bundle(&issuer_key, "Vector Licensing");
     let other = bundle(&other_key, "Other Licensing");
-    write("issuer.bundle", &issuer.bytes);
-    write("other-issuer.bundle", &other.bytes);
+    write("issuer.chain", &chain_file(&[&issuer]));
+    write("other-issuer.chain", &chain_file(&[&other]));
+
+    // Bundle chains (§3.1): version 2 appends epoch 2 after epoch 1 ends.
+    let kem = issuer.payload.kem_key.to_vec();
+    let epochs_v1 = issuer.payload.epochs.clone();
+    let with_epoch = |mut epochs: Vec<Epoch>, extra: Epoch| {
+        epochs.push(extra);
+        epochs
+    };
+    let v2 = version(
+        &issuer_key,
+        &kem,
+        Some(&issuer),
+        with_epoch(epochs_v1.clone(), epoch(2, T0 + 90 * DAY, T0 + 180 * DAY)),
+        "Vector Licensing",
+    );
+    let fork_v2 = version(
+        &issuer_key,
+        &kem,
+        Some(&issuer),
+        with_epoch(epochs_v1.clone(), epoch(2, T0 + 90 * DAY, T0 + 180 * DAY)),
+        "Vector Licensing",
+    );
+    let overlap_v2 = version(
+        &issuer_key,
+        &kem,
+        Some(&issuer),
+        with_epoch(epochs_v1.clone(), epoch(2, T0 + 80 * DAY, T0 + 180 * DAY)),
+        "Vector Licensing",
+    );
+    let rekeyed_v2 = version(
+        &issuer_key,
+        &kem,
+        Some(&issuer),
+        vec![epoch(1, T0 - DAY, T0 + 90 * DAY)],
+        "Vector Licensing",
+    );
+    let other_kem = KemSecretKey::generate().public_key().as_bytes().to_vec();
+    let new_kem_v2 = version(
+        &issuer_key,
+        &other_kem,
+        Some(&issuer),
+        with_epoch(epochs_v1.clone(), epoch(2, T0 + 90 * DAY, T0 + 180 * DAY)),
+        "Vector Licensing",
+    );
+    let unlinked_v2 = version(
+        &issuer_key,
+        &kem,
+        Some(&other),
+        with_epoch(epochs_v1.clone(), epoch(2, T0 + 90 * DAY, T0 + 180 * DAY)),
+        "Vector Licensing",
+    );
+    write("chain-v2.chain", &chain_file(&[&issuer, &v2]));
+    write("chain-fork-v2.chain", &chain_file(&[&issuer, &fork_v2]));
+    write("chain-overlap.chain", &chain_file(&[&issuer, &overlap_v2]));
+    write("chain-rekeyed-epoch.chain", &chain_file(&[&issuer, &rekeyed_v2]));
+    write("chain-new-kem-key.chain", &chain_file(&[&issuer, &new_kem_v2]));
+    write("chain-wrong-previous.chain", &chain_file(&[&issuer, &unlinked_v2]));
+    write("chain-without-v1.chain", &chain_file(&[&v2]));
+    let chains = vec![
+        json!({ "chain": "issuer.chain", "expect": "ok", "head_version": 1, "description": "version 1 alone" }),
+        json!({ "chain": "chain-v2.chain", "expect": "ok", "head_version": 2, "head_hash": hex::encode(v2.hash), "description": "version 2 keeps epoch 1 and appends epoch 2 after it" }),
+        json!({ "chain": "chain-overlap.chain", "expect": "issuer-bundle-invalid", "description": "epoch 2 starts before epoch 1 ends" }),
+        json!({ "chain": "chain-rekeyed-epoch.chain", "expect": "issuer-bundle-invalid", "description": "version 2 gives epoch 1 another POPRF key" }),
+        json!({ "chain": "chain-new-kem-key.chain", "expect": "issuer-bundle-invalid", "description": "version 2 changes the KEM key" }),
+        json!({ "chain": "chain-wrong-previous.chain", "expect": "issuer-bundle-invalid", "description": "version 2 names another bundle as previous" }),
+        json!({ "chain": "chain-without-v1.chain", "expect": "issuer-bundle-invalid", "description": "the chain does not start at version 1" }),
+    ];
+    for case in &chains {
+        let got = match BundleChain::parse(&std::fs::read(out.join(case["chain"].as_str().unwrap())).unwrap())
+        {
+            Ok(chain) => {
+                assert_eq!(chain.head().version(), case["head_version"].as_u64().unwrap());
+                "ok".to_owned()
+            }
+            Err(e) => e.code().to_owned(),
+        };
+        assert_eq!(got, case["expect"].as_str().unwrap(), "{case}");
+    }
+    // A wallet pins what it saw first: an extension is taken, a fork refused (§5.7).
+    let pinning = json!({
+        "add": ["issuer.chain", "chain-v2.chain", "issuer.chain", "chain-fork-v2.chain"],
+        "expect": ["ok", "ok", "ok", "issuer-bundle-fork"],
+        "description": "pin version 1, extend to 2, an older chain changes nothing, a different version 2 is a fork",
+    });
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let wallet = Wallet::open(tmp.path()).unwrap();
+        for (file, want) in
+            pinning["add"].as_array().unwrap().iter().zip(pinning["expect"].as_array().unwrap())
+        {
+            let chain =
+                BundleChain::parse(&std::fs::read(out.join(file.as_str().unwrap())).unwrap()).unwrap();
+            let got = match wallet.add_issuer(&chain) {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e.code().to_owned(),
+            };
+            assert_eq!(got, want.as_str().unwrap(), "{file}");
+        }
+    }
 
     let holder = SecretKey::generate();
     let base = LicensePayload {
@@ -128,7 +262,7 @@ fn main() {
         CONTEXT_POSSESSION,
         escx::cbor::encode(&PossessionPayload {
             v: 1,
-            challenge: ByteBuf::from(vec![0xc0, 0xff, 0xee]),
+            challenge: ByteBuf::from(hex::decode(CHALLENGE).unwrap()),
             certificate: ByteBuf::from(valid),
         }),
         &holder,
@@ -172,17 +306,111 @@ fn main() {
     let crl_sequence = json!({
         "accept": ["crl-2.cbor", "crl-1.cbor"],
         "expect": ["ok", "crl-stale"],
-        "description": "a wallet that holds CRL 2 refuses CRL 1",
+        "description": "a wallet that holds CRL 2 refuses CRL 1 (a number must be strictly greater)",
     });
+    let short_proof = Envelope::seal(
+        CONTEXT_POSSESSION,
+        escx::cbor::encode(&PossessionPayload {
+            v: 1,
+            challenge: ByteBuf::from(vec![0xc0, 0xff, 0xee]),
+            certificate: ByteBuf::from(std::fs::read(out.join("valid.cert")).unwrap()),
+        }),
+        &holder,
+    )
+    .to_cbor();
+    write("proof-short-challenge.cbor", &short_proof);
+    let revoked_proof = Envelope::seal(
+        CONTEXT_POSSESSION,
+        escx::cbor::encode(&PossessionPayload {
+            v: 1,
+            challenge: ByteBuf::from(hex::decode(CHALLENGE).unwrap()),
+            certificate: ByteBuf::from(std::fs::read(out.join("revoked.cert")).unwrap()),
+        }),
+        &holder,
+    )
+    .to_cbor();
+    write("proof-revoked.cbor", &revoked_proof);
+    let proof_case = |proof: &str,
+                      challenge: &str,
+                      crl: Option<&str>,
+                      package: &str,
+                      time: u64,
+                      expect: &str,
+                      description: &str| {
+        json!({ "proof": proof, "challenge": challenge, "crl": crl, "package": package, "time": time,
+                "expect": expect, "description": description })
+    };
     let proofs = vec![
-        json!({ "proof": "proof.cbor", "challenge": "c0ffee", "time": at_day(5), "expect": "ok" }),
-        json!({ "proof": "proof.cbor", "challenge": "beef", "time": at_day(5), "expect": "possession-invalid" }),
-        json!({ "proof": "proof.cbor", "challenge": "c0ffee", "time": at_day(31), "expect": "license-expired" }),
+        proof_case(
+            "proof.cbor",
+            CHALLENGE,
+            None,
+            PACKAGE,
+            at_day(5),
+            "ok",
+            "the holder signed this challenge",
+        ),
+        proof_case(
+            "proof.cbor",
+            "beefbeefbeefbeefbeefbeefbeefbeef",
+            None,
+            PACKAGE,
+            at_day(5),
+            "possession-invalid",
+            "another challenge",
+        ),
+        proof_case(
+            "proof.cbor",
+            CHALLENGE,
+            None,
+            PACKAGE,
+            at_day(31),
+            "license-expired",
+            "the license ended",
+        ),
+        proof_case(
+            "proof.cbor",
+            CHALLENGE,
+            None,
+            "vectors/other",
+            at_day(5),
+            "license-wrong-package",
+            "asked for another package",
+        ),
+        proof_case(
+            "proof-revoked.cbor",
+            CHALLENGE,
+            Some("crl-2.cbor"),
+            PACKAGE,
+            at_day(5),
+            "license-revoked",
+            "CRL 2 lists the license",
+        ),
+        proof_case(
+            "proof-short-challenge.cbor",
+            "c0ffee",
+            None,
+            PACKAGE,
+            at_day(5),
+            "possession-invalid",
+            "a 3-byte challenge is refused",
+        ),
     ];
     for proof in &proofs {
         let bytes = std::fs::read(out.join(proof["proof"].as_str().unwrap())).unwrap();
         let challenge = hex::decode(proof["challenge"].as_str().unwrap()).unwrap();
-        let got = match wallet::check_proof(&bytes, &issuer, &challenge, proof["time"].as_u64().unwrap()) {
+        let crl = proof["crl"]
+            .as_str()
+            .map(|name| wallet::open_crl(&std::fs::read(out.join(name)).unwrap(), &issuer).unwrap());
+        let check = wallet::ProofCheck {
+            issuer: &issuer,
+            crl: crl.as_ref(),
+            package: proof["package"].as_str().unwrap(),
+            version: None,
+            challenge: &challenge,
+            now: proof["time"].as_u64().unwrap(),
+        };
+        let got = match wallet::check_proof(&bytes, &check) {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.code().to_owned(),
         };
@@ -190,15 +418,17 @@ fn main() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let holder_wallet = Wallet::open(tmp.path()).unwrap();
-    holder_wallet.add_issuer(&issuer).unwrap();
+    holder_wallet.add_issuer(&BundleChain::from_bundles(vec![issuer.clone()]).unwrap()).unwrap();
     assert!(holder_wallet.accept_crl(&std::fs::read(out.join("crl-2.cbor")).unwrap()).is_ok());
     let stale = holder_wallet.accept_crl(&std::fs::read(out.join("crl-1.cbor")).unwrap()).unwrap_err();
     assert_eq!(stale.code(), "crl-stale");
 
     let expected = json!({
-        "spec": "spec/licensing.md §5.5 (certificates, CRLs), §5.6 (proofs of possession)",
-        "issuer": { "file": "issuer.bundle", "issuer_id": issuer.issuer_id().to_string() },
-        "other_issuer": { "file": "other-issuer.bundle", "issuer_id": other.issuer_id().to_string() },
+        "spec": "spec/licensing.md §3.1 (bundle chains), §5.5 (certificates, CRLs), §5.6 (proofs of possession), §5.7 (pinning)",
+        "issuer": { "file": "issuer.chain", "issuer_id": issuer.issuer_id().to_string(), "bundle_hash": hex::encode(issuer.hash) },
+        "other_issuer": { "file": "other-issuer.chain", "issuer_id": other.issuer_id().to_string() },
+        "chains": chains,
+        "pinning": pinning,
         "package": PACKAGE,
         "certificates": cases,
         "crls": crls,
@@ -226,15 +456,16 @@ fn case(
 
 /// The verdict of licensing.md §5.5 steps 1, 3, 4, 5 for one case (also used by the test).
 fn verdict(dir: &Path, case: &Value) -> String {
-    let issuer = IssuerBundle::parse(&std::fs::read(dir.join("issuer.bundle")).unwrap()).unwrap();
+    let chain = BundleChain::parse(&std::fs::read(dir.join("issuer.chain")).unwrap()).unwrap();
+    let issuer = chain.head();
     let certificate = std::fs::read(dir.join(case["certificate"].as_str().unwrap())).unwrap();
     let crl = case["crl"]
         .as_str()
-        .map(|name| wallet::open_crl(&std::fs::read(dir.join(name)).unwrap(), &issuer).unwrap());
+        .map(|name| wallet::open_crl(&std::fs::read(dir.join(name)).unwrap(), issuer).unwrap());
     let version = case["version"].as_str().map(|v| semver::Version::parse(v).unwrap());
     match wallet::verify_certificate(
         &certificate,
-        &issuer,
+        issuer,
         crl.as_ref(),
         case["package"].as_str().unwrap(),
         version.as_ref(),

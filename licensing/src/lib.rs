@@ -15,6 +15,8 @@ pub mod wallet;
 
 pub use escx_manifest;
 
+use escx::sig::KeyId;
+
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -65,6 +67,66 @@ pub enum Error {
     /// A wallet operation found nothing to work on.
     #[error("{0}")]
     Wallet(String),
+    /// An issuer bundle or bundle chain is malformed or breaks the chain rules.
+    #[error("issuer bundle: {reason}")]
+    BundleInvalid {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The issuer showed this wallet two different histories (licensing.md §5.7).
+    #[error(
+        "issuer {issuer} sent a bundle chain that differs at version {version} from the one this wallet \
+         holds: an issuer showing customers different keys can tag them, so the wallet keeps the chain it \
+         saw first and refuses this one"
+    )]
+    BundleFork {
+        /// The issuer.
+        issuer: KeyId,
+        /// The first version at which the chains differ.
+        version: u64,
+    },
+    /// The bundle this wallet holds is not the one the registry publishes.
+    #[error("issuer {issuer}: {reason}")]
+    BundleUnpublished {
+        /// The issuer.
+        issuer: KeyId,
+        /// What differs.
+        reason: String,
+    },
+    /// The package's scope belongs to other publisher keys (licensing.md §4.1).
+    #[error(
+        "{package}: the scope {scope} is owned by {}; a package signed by none of them cannot be sold here",
+        owners_text(.owners)
+    )]
+    PackageOwned {
+        /// Package.
+        package: String,
+        /// The ownership scope.
+        scope: String,
+        /// Its owners.
+        owners: Vec<KeyId>,
+    },
+    /// The content key is already registered for another package file.
+    #[error(
+        "{package}: its content key is already registered for {other}; every package file needs its own key"
+    )]
+    ContentKeyReused {
+        /// The package being registered.
+        package: String,
+        /// The package (name and version) holding the key.
+        other: String,
+    },
+    /// The package cannot be offered as it is priced.
+    #[error("{package}: {reason}")]
+    Pricing {
+        /// Package.
+        package: String,
+        /// Why.
+        reason: String,
+    },
+    /// The package's manifest is invalid.
+    #[error(transparent)]
+    Manifest(escx_manifest::Error),
     /// A license check failed; `check` names which (licensing.md §5).
     #[error("license {check} check failed: {reason}")]
     LicenseRejected {
@@ -75,12 +137,20 @@ pub enum Error {
     },
 }
 
+fn owners_text(owners: &[KeyId]) -> String {
+    if owners.is_empty() {
+        return "no key (the package carries no signature by a key given)".into();
+    }
+    owners.iter().map(|k| format!("key {k}")).collect::<Vec<_>>().join(", ")
+}
+
 impl Error {
     /// True for failures of the checked object itself (exit code 1), false for
     /// environment problems (exit code 3).
     pub fn is_verification_failure(&self) -> bool {
         match self {
             Self::Escx(e) => e.is_verification_failure(),
+            Self::Manifest(e) => !matches!(e, escx_manifest::Error::Io { .. }),
             Self::Store(_) => false,
             _ => true,
         }
@@ -100,6 +170,13 @@ impl Error {
             Self::AlreadySpent => "token-spent",
             Self::UnknownLicense { .. } => "unknown-license",
             Self::Wallet(_) => "wallet",
+            Self::BundleInvalid { .. } => "issuer-bundle-invalid",
+            Self::BundleFork { .. } => "issuer-bundle-fork",
+            Self::BundleUnpublished { .. } => "issuer-bundle-unpublished",
+            Self::PackageOwned { .. } => "package-owned",
+            Self::ContentKeyReused { .. } => "content-key-reused",
+            Self::Pricing { .. } => "pricing-invalid",
+            Self::Manifest(e) => e.code(),
             Self::LicenseRejected { check, .. } => match *check {
                 "signature" => "license-signature",
                 "issuer" => "license-wrong-issuer",

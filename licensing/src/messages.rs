@@ -10,8 +10,15 @@ use serde_bytes::ByteBuf;
 use crate::Error;
 use crate::poprf::{ELEMENT_BYTES, INPUT_BYTES, OUTPUT_BYTES, PROOF_BYTES, TokenInfo};
 
-/// Signing context of the issuer's public bundle.
-pub const CONTEXT_BUNDLE: SigningContext = SigningContext::new("escx/issuer-bundle/v1");
+/// Signing context of the issuer's public bundle (one version of its chain).
+pub const CONTEXT_BUNDLE: SigningContext = SigningContext::new("escx/issuer-bundle/v2");
+/// `derive_key` context of a bundle's hash, which the next version names as `previous`
+/// and a registry index publishes (licensing.md §3.1).
+pub const CONTEXT_BUNDLE_HASH: &str = "escx v1 issuer bundle hash";
+/// Most versions in one bundle chain (a new version per key epoch: centuries of them).
+pub const BUNDLE_CHAIN_VERSIONS_MAX: usize = 1024;
+/// Most POPRF epochs one bundle lists.
+pub const BUNDLE_EPOCHS_MAX: usize = 1024;
 /// Signing context of license certificates.
 pub const CONTEXT_LICENSE: SigningContext = SigningContext::new("escx/license/v1");
 /// Signing context of certificate revocation lists.
@@ -24,6 +31,9 @@ pub const PURPOSE_REDEEM: &str = "escx/redeem-request/v1";
 pub const PURPOSE_LICENSE: &str = "escx/license-response/v1";
 /// Sealed-box purpose of an unspent token given to another wallet.
 pub const PURPOSE_TRANSFER: &str = "escx/token-transfer/v1";
+
+/// Every `derive_key` context this crate uses (for the spec test).
+pub const ALL_HASH_CONTEXTS: &[&str] = &[CONTEXT_BUNDLE_HASH];
 
 /// Every signing context this crate uses (for the spec test).
 pub const ALL_CONTEXTS: &[SigningContext] =
@@ -51,25 +61,30 @@ pub struct Epoch {
     pub not_after: u64,
 }
 
-/// The issuer's signed public bundle payload.
+/// The issuer's signed public bundle payload: one version of its bundle chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundlePayload {
-    /// Format version, 1.
+    /// Format version, 2.
     pub v: u8,
     /// Issuer's display name.
     pub name: String,
     /// ML-DSA-87 key that signs bundles, certificates and CRLs.
     pub signing_key: ByteBuf,
-    /// ML-KEM-1024 key redemption requests are sealed to.
+    /// ML-KEM-1024 key redemption requests are sealed to (the same in every version).
     pub kem_key: ByteBuf,
-    /// POPRF keys, one per epoch, ascending.
+    /// 1, 2, 3, ...: the position in the chain.
+    pub version: u64,
+    /// The previous version's bundle hash (32 zero bytes for version 1).
+    pub previous: ByteBuf,
+    /// POPRF keys, one per epoch, consecutive numbers, windows that never overlap; a later
+    /// version keeps every epoch of the one before unchanged and may only append.
     pub epochs: Vec<Epoch>,
     /// When the bundle was signed.
     pub issued_at: u64,
 }
 
-/// A verified issuer bundle.
+/// One verified version of an issuer's bundle.
 #[derive(Debug, Clone)]
 pub struct IssuerBundle {
     /// The payload.
@@ -80,6 +95,8 @@ pub struct IssuerBundle {
     pub kem_key: KemPublicKey,
     /// The exact envelope bytes (for re-distribution).
     pub bytes: Vec<u8>,
+    /// `derive_key("escx v1 issuer bundle hash", bytes)`.
+    pub hash: [u8; 32],
 }
 
 impl IssuerBundle {
@@ -89,21 +106,42 @@ impl IssuerBundle {
         Self::parse(&bytes)
     }
 
-    /// Parses and verifies a bundle (self-signed by its own signing key). Callers that pin
-    /// an issuer compare [`Self::issuer_id`] with the pinned id.
+    /// Parses and verifies one bundle version (self-signed by its own signing key) and the
+    /// rules every version obeys (licensing.md §3.1). Callers that pin an issuer compare
+    /// [`Self::issuer_id`] with the pinned id.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        let envelope = Envelope::from_cbor(bytes)?;
-        let unverified: BundlePayload = decode(&envelope_payload(&envelope), "issuer bundle")?;
-        let signing_key = PublicKey::from_bytes(&unverified.signing_key)?;
-        let payload: BundlePayload = decode(envelope.open(CONTEXT_BUNDLE, &signing_key)?, "issuer bundle")?;
-        if payload.v != 1 {
-            return Err(Error::Message(format!("unsupported issuer bundle version {}", payload.v)));
+        let invalid = |reason: String| Error::BundleInvalid { reason };
+        let envelope = Envelope::from_cbor(bytes).map_err(|e| invalid(e.to_string()))?;
+        let unverified: BundlePayload =
+            escx::cbor::decode_exact(&envelope_payload(&envelope), "issuer bundle").map_err(invalid)?;
+        let signing_key =
+            PublicKey::from_bytes(&unverified.signing_key).map_err(|e| invalid(e.to_string()))?;
+        let payload: BundlePayload = escx::cbor::decode_exact(
+            envelope.open(CONTEXT_BUNDLE, &signing_key).map_err(|e| invalid(e.to_string()))?,
+            "issuer bundle",
+        )
+        .map_err(invalid)?;
+        if payload.v != 2 {
+            return Err(invalid(format!(
+                "unsupported issuer bundle version {} (this build reads 2)",
+                payload.v
+            )));
         }
-        let kem_key = KemPublicKey::from_bytes(&payload.kem_key)?;
-        for epoch in &payload.epochs {
-            fixed::<ELEMENT_BYTES>(&epoch.poprf_key, "POPRF key")?;
+        let kem_key = KemPublicKey::from_bytes(&payload.kem_key).map_err(|e| invalid(e.to_string()))?;
+        if payload.version == 0 || payload.previous.len() != 32 {
+            return Err(invalid("version must be at least 1 and previous 32 bytes".into()));
         }
-        Ok(Self { payload, signing_key, kem_key, bytes: bytes.to_vec() })
+        if (payload.version == 1) != payload.previous.iter().all(|b| *b == 0) {
+            return Err(invalid("only version 1 has no previous version".into()));
+        }
+        check_epochs(&payload.epochs).map_err(invalid)?;
+        Ok(Self {
+            payload,
+            signing_key,
+            kem_key,
+            bytes: bytes.to_vec(),
+            hash: blake3::derive_key(CONTEXT_BUNDLE_HASH, bytes),
+        })
     }
 
     /// The issuer's identity: its signing key id.
@@ -111,14 +149,167 @@ impl IssuerBundle {
         self.signing_key.id()
     }
 
-    /// The epoch in force at `now` (the latest whose window contains it).
+    /// The version in its chain.
+    pub fn version(&self) -> u64 {
+        self.payload.version
+    }
+
+    /// The epoch in force at `now` (the one whose window contains it).
     pub fn epoch_at(&self, now: u64) -> Option<&Epoch> {
-        self.payload.epochs.iter().rev().find(|e| e.not_before <= now && now < e.not_after)
+        self.payload.epochs.iter().find(|e| e.not_before <= now && now < e.not_after)
     }
 
     /// An epoch by number.
     pub fn epoch(&self, number: u32) -> Option<&Epoch> {
         self.payload.epochs.iter().find(|e| e.epoch == number)
+    }
+}
+
+/// Epochs are numbered consecutively, each window is non-empty, and windows never overlap,
+/// so at any moment at most one POPRF key is in force: every customer buys under the same
+/// key, and none can be given a key of its own (licensing.md §6.1).
+fn check_epochs(epochs: &[Epoch]) -> Result<(), String> {
+    if epochs.is_empty() || epochs.len() > BUNDLE_EPOCHS_MAX {
+        return Err(format!("a bundle lists 1 to {BUNDLE_EPOCHS_MAX} epochs, not {}", epochs.len()));
+    }
+    for epoch in epochs {
+        fixed::<ELEMENT_BYTES>(&epoch.poprf_key, "POPRF key").map_err(|e| e.to_string())?;
+        if epoch.epoch == 0 || epoch.not_before >= epoch.not_after {
+            return Err(format!("epoch {}: numbers start at 1 and windows are non-empty", epoch.epoch));
+        }
+    }
+    for pair in epochs.windows(2) {
+        if pair[1].epoch != pair[0].epoch + 1 {
+            return Err(format!(
+                "epoch {} follows epoch {}: numbers are consecutive",
+                pair[1].epoch, pair[0].epoch
+            ));
+        }
+        if pair[1].not_before < pair[0].not_after {
+            return Err(format!("epochs {} and {} overlap", pair[0].epoch, pair[1].epoch));
+        }
+    }
+    Ok(())
+}
+
+/// An issuer's bundle chain (licensing.md §3.1): every version from 1 to the newest, each
+/// naming the hash of the one before, with the same signing and KEM keys, each keeping
+/// the epochs of the one before. The file customers are given (`issuer.pub`) holds it.
+#[derive(Debug, Clone)]
+pub struct BundleChain {
+    versions: Vec<IssuerBundle>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainFile {
+    v: u8,
+    bundles: Vec<ByteBuf>,
+}
+
+/// How a chain stands to one already held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainRelation {
+    /// The same chain.
+    Same,
+    /// The held chain is a prefix of this one: this one extends it.
+    Extends,
+    /// This chain is a prefix of the held one (older).
+    Older,
+    /// They differ at this version: two histories.
+    Fork(u64),
+}
+
+impl BundleChain {
+    /// Verifies a chain of bundles, oldest first.
+    pub fn from_bundles(versions: Vec<IssuerBundle>) -> Result<Self, Error> {
+        let invalid = |reason: String| Error::BundleInvalid { reason };
+        let first = versions.first().ok_or_else(|| invalid("an empty bundle chain".into()))?;
+        if versions.len() > BUNDLE_CHAIN_VERSIONS_MAX {
+            return Err(invalid(format!("more than {BUNDLE_CHAIN_VERSIONS_MAX} versions")));
+        }
+        if first.version() != 1 {
+            return Err(invalid(format!("the chain starts at version {}, not 1", first.version())));
+        }
+        for pair in versions.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            let at = b.version();
+            if at != a.version() + 1 || b.payload.previous[..] != a.hash[..] {
+                return Err(invalid(format!("version {at} does not follow version {}", a.version())));
+            }
+            if b.issuer_id() != a.issuer_id() || b.payload.kem_key != a.payload.kem_key {
+                return Err(invalid(format!("version {at} changes the signing or KEM key")));
+            }
+            if b.payload.epochs.len() < a.payload.epochs.len()
+                || b.payload.epochs[..a.payload.epochs.len()] != a.payload.epochs[..]
+            {
+                return Err(invalid(format!("version {at} changes an epoch of version {}", a.version())));
+            }
+            if b.payload.issued_at < a.payload.issued_at {
+                return Err(invalid(format!("version {at} is dated before version {}", a.version())));
+            }
+        }
+        Ok(Self { versions })
+    }
+
+    /// Parses and verifies a chain file.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
+        let file: ChainFile = escx::cbor::decode_exact(bytes, "issuer bundle chain")
+            .map_err(|reason| Error::BundleInvalid { reason })?;
+        if file.v != 1 {
+            return Err(Error::BundleInvalid {
+                reason: format!("unsupported chain file version {}", file.v),
+            });
+        }
+        if file.bundles.len() > BUNDLE_CHAIN_VERSIONS_MAX {
+            return Err(Error::BundleInvalid {
+                reason: format!("more than {BUNDLE_CHAIN_VERSIONS_MAX} versions"),
+            });
+        }
+        Self::from_bundles(file.bundles.iter().map(|b| IssuerBundle::parse(b)).collect::<Result<_, _>>()?)
+    }
+
+    /// The chain file.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        escx::cbor::encode(&ChainFile {
+            v: 1,
+            bundles: self.versions.iter().map(|b| ByteBuf::from(b.bytes.clone())).collect(),
+        })
+    }
+
+    /// The newest version.
+    pub fn head(&self) -> &IssuerBundle {
+        // Never empty: `from_bundles` refuses an empty chain.
+        &self.versions[self.versions.len() - 1]
+    }
+
+    /// Every version, oldest first.
+    pub fn versions(&self) -> &[IssuerBundle] {
+        &self.versions
+    }
+
+    /// A version by number.
+    pub fn version(&self, version: u64) -> Option<&IssuerBundle> {
+        version.checked_sub(1).and_then(|i| self.versions.get(usize::try_from(i).ok()?))
+    }
+
+    /// The issuer's identity.
+    pub fn issuer_id(&self) -> KeyId {
+        self.head().issuer_id()
+    }
+
+    /// How this chain stands to `held` (of the same issuer).
+    pub fn relation(&self, held: &BundleChain) -> ChainRelation {
+        for (mine, theirs) in self.versions.iter().zip(&held.versions) {
+            if mine.hash != theirs.hash {
+                return ChainRelation::Fork(mine.version());
+            }
+        }
+        match self.versions.len().cmp(&held.versions.len()) {
+            std::cmp::Ordering::Equal => ChainRelation::Same,
+            std::cmp::Ordering::Greater => ChainRelation::Extends,
+            std::cmp::Ordering::Less => ChainRelation::Older,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! A directory (mode 0700) of CBOR files (mode 0600), each written atomically:
 //!
 //! ```text
-//! issuers/<issuer id>.bundle    issuer bundles (re-verified on every use)
+//! issuers/<issuer id>.chain     issuer bundle chains, pinned at first sight (re-verified on use)
 //! pending/<request id>.cbor     token inputs and blinds awaiting the issuer's answer
 //! tokens/<token id>.cbor        unspent tokens
 //! redeeming/<holder id>.cbor    a token on its way to a license, with the fresh holder keys
@@ -28,9 +28,9 @@ use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::messages::{
-    self, CONTEXT_CRL, CONTEXT_LICENSE, CONTEXT_POSSESSION, CrlPayload, IssuerBundle, LicensePayload,
-    LicenseResponse, PURPOSE_LICENSE, PURPOSE_REDEEM, PossessionPayload, RedeemRequest, TokenRequest,
-    TokenResponse,
+    self, BundleChain, CONTEXT_CRL, CONTEXT_LICENSE, CONTEXT_POSSESSION, ChainRelation, CrlPayload,
+    IssuerBundle, LicensePayload, LicenseResponse, PURPOSE_LICENSE, PURPOSE_REDEEM, PossessionPayload,
+    RedeemRequest, TokenRequest, TokenResponse,
 };
 use crate::poprf::{Blinded, ELEMENT_BYTES, INPUT_BYTES, PendingPart, TokenInfo};
 
@@ -186,7 +186,7 @@ pub struct Verified {
 pub struct Wallet {
     dir: PathBuf,
     /// Verified issuer bundles, reused while their file is unchanged.
-    bundles: Mutex<HashMap<KeyId, (Stamp, IssuerBundle)>>,
+    bundles: Mutex<HashMap<KeyId, (Stamp, BundleChain)>>,
     /// Verified CRLs, reused while their file is unchanged.
     crls: Mutex<HashMap<KeyId, (Stamp, CrlPayload)>>,
     /// Decoded license files, reused while the file is unchanged.
@@ -291,39 +291,103 @@ impl Wallet {
         })
     }
 
-    /// Remembers an issuer bundle (the trust anchor for its licenses).
-    pub fn add_issuer(&self, bundle: &IssuerBundle) -> Result<(), Error> {
-        let path = self.dir.join("issuers").join(format!("{}.bundle", bundle.issuer_id()));
-        escx::fsutil::write_atomic(&path, &bundle.bytes, escx::fsutil::MODE_PUBLIC, true)?;
-        Ok(())
+    /// Remembers an issuer's bundle chain (the trust anchor for its licenses) and returns
+    /// the newest version the wallet now holds (licensing.md §5.7). The first chain seen
+    /// for an issuer key is pinned; later ones are accepted only if they extend it. An
+    /// older chain (a prefix of the pinned one) changes nothing; one that differs at any
+    /// version is a fork and is refused, whoever brought it (the issuer, or a sender of a
+    /// transferred token).
+    pub fn add_issuer(&self, chain: &BundleChain) -> Result<IssuerBundle, Error> {
+        let id = chain.issuer_id();
+        let held = match self.chain(id) {
+            Ok(held) => Some(held),
+            Err(Error::LicenseRejected { check: "issuer", .. }) => None,
+            Err(other) => return Err(other),
+        };
+        match held.as_ref().map(|held| chain.relation(held)) {
+            None | Some(ChainRelation::Extends) => {
+                let path = self.chain_path(id);
+                escx::fsutil::write_atomic(&path, &chain.to_cbor(), escx::fsutil::MODE_PUBLIC, true)?;
+                Ok(chain.head().clone())
+            }
+            Some(ChainRelation::Same | ChainRelation::Older) => {
+                Ok(held.map_or_else(|| chain.head().clone(), |h| h.head().clone()))
+            }
+            Some(ChainRelation::Fork(version)) => Err(Error::BundleFork { issuer: id, version }),
+        }
     }
 
-    /// A remembered issuer bundle, re-verified.
-    pub fn issuer(&self, id: KeyId) -> Result<IssuerBundle, Error> {
-        let path = self.dir.join("issuers").join(format!("{id}.bundle"));
+    /// Checks the wallet's chain for `issuer` against the version and bundle hash a
+    /// channel every customer reads publishes (the registry index, licensing.md §5.7):
+    /// the wallet must hold that version with that hash. Returns that version, which is the
+    /// one to buy under (a newer one, not yet published, could be one shown only to this
+    /// wallet).
+    pub fn published(&self, issuer: KeyId, version: u64, hash: &[u8; 32]) -> Result<IssuerBundle, Error> {
+        let chain = self.chain(issuer)?;
+        let unpublished = |reason: String| Error::BundleUnpublished { issuer, reason };
+        let bundle = chain.version(version).ok_or_else(|| {
+            unpublished(format!(
+                "the registry publishes bundle version {version}, this wallet holds versions 1 to {}; \
+                 fetch the issuer's current bundle chain",
+                chain.head().version()
+            ))
+        })?;
+        if bundle.hash != *hash {
+            return Err(Error::BundleFork { issuer, version });
+        }
+        Ok(bundle.clone())
+    }
+
+    fn chain_path(&self, id: KeyId) -> PathBuf {
+        self.dir.join("issuers").join(format!("{id}.chain"))
+    }
+
+    /// The chain held for an issuer, re-verified when its file changed.
+    pub fn chain(&self, id: KeyId) -> Result<BundleChain, Error> {
+        let path = self.chain_path(id);
         let Some(stamp) = Stamp::of(&path)? else {
             return Err(Error::LicenseRejected {
                 check: "issuer",
                 reason: format!("issuer {id} is not in this wallet"),
             });
         };
-        if let Some((_, bundle)) = lock(&self.bundles).get(&id).filter(|(held, _)| *held == stamp) {
-            return Ok(bundle.clone());
+        if let Some((_, chain)) = lock(&self.bundles).get(&id).filter(|(held, _)| *held == stamp) {
+            return Ok(chain.clone());
         }
-        let bundle = IssuerBundle::parse(&read(&path)?)?;
-        if bundle.issuer_id() != id {
+        let chain = BundleChain::parse(&read(&path)?)?;
+        if chain.issuer_id() != id {
             return Err(Error::LicenseRejected {
                 check: "issuer",
                 reason: format!("{} holds another issuer", path.display()),
             });
         }
-        lock(&self.bundles).insert(id, (stamp, bundle.clone()));
-        Ok(bundle)
+        lock(&self.bundles).insert(id, (stamp, chain.clone()));
+        Ok(chain)
     }
 
-    /// Starts a purchase of `count` tokens (licensing.md §5.1): blinds fresh inputs and
-    /// keeps them until the issuer answers.
+    /// The newest bundle held for an issuer, re-verified.
+    pub fn issuer(&self, id: KeyId) -> Result<IssuerBundle, Error> {
+        Ok(self.chain(id)?.head().clone())
+    }
+
+    /// Starts a purchase of `count` tokens (licensing.md §5.1) under the newest bundle of
+    /// `chain` the wallet accepts (see [`Self::add_issuer`]).
     pub fn request(
+        &self,
+        chain: &BundleChain,
+        package: &str,
+        tier: &str,
+        count: usize,
+        now: u64,
+    ) -> Result<TokenRequest, Error> {
+        let bundle = self.add_issuer(chain)?;
+        self.request_at(&bundle, package, tier, count, now)
+    }
+
+    /// Starts a purchase under `bundle`, a version of a chain this wallet holds (for
+    /// example the one [`Self::published`] returned): blinds fresh inputs and keeps them
+    /// until the issuer answers.
+    pub fn request_at(
         &self,
         bundle: &IssuerBundle,
         package: &str,
@@ -331,13 +395,20 @@ impl Wallet {
         count: usize,
         now: u64,
     ) -> Result<TokenRequest, Error> {
+        let held = self.chain(bundle.issuer_id())?;
+        if held.version(bundle.version()).is_none_or(|b| b.hash != bundle.hash) {
+            return Err(Error::BundleFork { issuer: bundle.issuer_id(), version: bundle.version() });
+        }
         let epoch = bundle
             .epoch_at(now)
             .ok_or_else(|| {
-                Error::Wallet(format!("issuer {} has no key epoch valid now", bundle.payload.name))
+                Error::Wallet(format!(
+                    "issuer {} has no key epoch valid now in bundle version {}",
+                    bundle.payload.name,
+                    bundle.version()
+                ))
             })?
             .epoch;
-        self.add_issuer(bundle)?;
         let blinded = Blinded::new(count)?;
         let request = TokenRequest {
             v: 1,
@@ -534,10 +605,10 @@ impl Wallet {
     ) -> Result<Moved, Error> {
         let (token_path, token) = self.find_token(package, tier)?;
         let issuer_id = messages::key_id(&token.issuer)?;
-        let bundle = self.issuer(issuer_id)?;
+        let chain = self.chain(issuer_id)?;
         let transfer = messages::TokenTransfer {
             v: 1,
-            bundle: ByteBuf::from(bundle.bytes.clone()),
+            bundle: ByteBuf::from(chain.to_cbor()),
             package: token.package.clone(),
             tier: token.tier.clone(),
             epoch: token.epoch,
@@ -557,9 +628,10 @@ impl Wallet {
     pub fn receive(&self, sealed: &[u8]) -> Result<Moved, Error> {
         let plain = kem::open(&self.receive_secret()?, messages::PURPOSE_TRANSFER, sealed)?;
         let transfer = messages::TokenTransfer::from_cbor(&plain)?;
-        let bundle = IssuerBundle::parse(&transfer.bundle)?;
+        let chain = BundleChain::parse(&transfer.bundle)?;
+        // The sender's chain may not replace ours: only an extension is taken.
+        let bundle = self.add_issuer(&chain)?;
         bundle.epoch(transfer.epoch).ok_or(Error::UnknownEpoch { epoch: transfer.epoch })?;
-        self.add_issuer(&bundle)?;
         let file = TokenFile {
             v: 1,
             issuer: ByteBuf::from(bundle.issuer_id().0.to_vec()),
@@ -663,19 +735,25 @@ impl Wallet {
         Ok(out)
     }
 
-    /// Accepts a CRL if it is signed by its issuer and not older than the one held
-    /// (`crl` check); returns the one now in force.
+    /// Accepts a CRL if it is signed by its issuer and newer than the one held (`crl`
+    /// check): its number must be strictly greater. The very CRL already held is accepted
+    /// again as a no-op; another CRL under the same number (an issuer that signed two) is
+    /// refused like an older one. Returns the one now in force.
     pub fn accept_crl(&self, bytes: &[u8]) -> Result<CrlPayload, Error> {
-        let envelope = Envelope::from_cbor(bytes)?;
+        let envelope = Envelope::from_cbor(bytes)
+            .map_err(|e| Error::LicenseRejected { check: "crl-signature", reason: e.to_string() })?;
         let issuer = self.issuer(envelope.key_id())?;
         let payload = open_crl(bytes, &issuer)?;
         let path = self.dir.join("crl").join(format!("{}.cbor", issuer.issuer_id()));
         if let Some(held) = self.crl(issuer.issuer_id())? {
-            if payload.number < held.number {
+            if payload.number == held.number && read(&path)?.as_slice() == bytes {
+                return Ok(held);
+            }
+            if payload.number <= held.number {
                 return Err(Error::LicenseRejected {
                     check: "crl",
                     reason: format!(
-                        "CRL number {} is older than number {} already accepted",
+                        "CRL number {} is not newer than number {} already accepted",
                         payload.number, held.number
                     ),
                 });
@@ -853,7 +931,12 @@ impl Wallet {
                 last = Some(error);
                 continue;
             }
-            let bytes = kem::open(&file.holder.kem()?, crate::issuer::PURPOSE_CONTENT_KEY, &wrapped.sealed)?;
+            let bytes = kem::open_bound(
+                &file.holder.kem()?,
+                crate::issuer::PURPOSE_WRAPPED_KEY,
+                root,
+                &wrapped.sealed,
+            )?;
             return Ok(ContentKey::from_bytes(&bytes)?);
         }
         Err(last.unwrap_or_else(|| {
@@ -998,18 +1081,53 @@ fn check_package(
     Ok(())
 }
 
+/// Shortest challenge a verifier may send: 128 bits, so that a proof cannot be prepared
+/// in advance for a guessed challenge.
+pub const CHALLENGE_BYTES_MIN: usize = 16;
+
+/// What a third party checks in a proof of possession (licensing.md §5.6).
+pub struct ProofCheck<'a> {
+    /// The issuer's bundle (its newest version the verifier holds).
+    pub issuer: &'a IssuerBundle,
+    /// The newest CRL the verifier holds for that issuer, if any.
+    pub crl: Option<&'a CrlPayload>,
+    /// The package the license must be for.
+    pub package: &'a str,
+    /// The installed version it must cover, if known.
+    pub version: Option<&'a semver::Version>,
+    /// The challenge the verifier sent.
+    pub challenge: &'a [u8],
+    /// Now.
+    pub now: u64,
+}
+
 /// Checks a proof of possession made by [`Wallet::prove`] (licensing.md §5.6): the
-/// certificate under `issuer`, the holder's signature, the challenge, the window.
-pub fn check_proof(
-    proof: &[u8],
-    issuer: &IssuerBundle,
-    challenge: &[u8],
-    now: u64,
-) -> Result<LicensePayload, Error> {
-    let envelope = Envelope::from_cbor(proof)?;
+/// certificate's offline checks (signature, window, revocation under `crl`, package),
+/// then the holder's signature over exactly `challenge`, which must be at least
+/// [`CHALLENGE_BYTES_MIN`] bytes. Whether the challenge is fresh is the verifier's to
+/// track ([`ChallengeLog`]).
+pub fn check_proof(proof: &[u8], check: &ProofCheck<'_>) -> Result<LicensePayload, Error> {
+    if check.challenge.len() < CHALLENGE_BYTES_MIN {
+        return Err(Error::LicenseRejected {
+            check: "possession",
+            reason: format!(
+                "the challenge is {} bytes; send a fresh random challenge of at least {CHALLENGE_BYTES_MIN} bytes",
+                check.challenge.len()
+            ),
+        });
+    }
+    let envelope = Envelope::from_cbor(proof)
+        .map_err(|e| Error::LicenseRejected { check: "possession", reason: e.to_string() })?;
     let unverified: PossessionPayload =
         messages::decode_payload(envelope.payload_unverified(), "possession proof")?;
-    let license = open_certificate(&unverified.certificate, issuer)?;
+    let (license, _) = verify_certificate(
+        &unverified.certificate,
+        check.issuer,
+        check.crl,
+        check.package,
+        check.version,
+        check.now,
+    )?;
     let holder = PublicKey::from_bytes(&license.holder_key)?;
     let payload: PossessionPayload = messages::decode_payload(
         envelope
@@ -1017,12 +1135,44 @@ pub fn check_proof(
             .map_err(|e| Error::LicenseRejected { check: "possession", reason: e.to_string() })?,
         "possession proof",
     )?;
-    if payload.challenge.as_slice() != challenge {
+    if payload.challenge.as_slice() != check.challenge || payload.certificate != unverified.certificate {
         return Err(Error::LicenseRejected {
             check: "possession",
             reason: "the proof answers another challenge".into(),
         });
     }
-    check_window(&license, now)?;
     Ok(license)
+}
+
+/// A verifier's record of the challenges it has accepted proofs for, so a proof replayed
+/// for a challenge used before is refused (licensing.md §5.6): one empty file per
+/// challenge, named by its hash and created with create-new, so two processes checking
+/// the same challenge at once cannot both accept it.
+pub struct ChallengeLog {
+    dir: PathBuf,
+}
+
+/// `derive_key` context naming a used challenge in a [`ChallengeLog`].
+pub const CONTEXT_CHALLENGE: &str = "escx v1 possession challenge";
+
+impl ChallengeLog {
+    /// A log kept in `dir` (created 0700 if needed).
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        escx::fsutil::create_private_dir(dir)?;
+        Ok(Self { dir: dir.to_path_buf() })
+    }
+
+    /// Records `challenge` as used; refuses one recorded before.
+    pub fn record(&self, challenge: &[u8]) -> Result<(), Error> {
+        let name = hex::encode(blake3::derive_key(CONTEXT_CHALLENGE, challenge));
+        let path = self.dir.join(name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::LicenseRejected {
+                check: "possession",
+                reason: "this challenge was used before: a replayed proof; send a fresh challenge".into(),
+            }),
+            Err(e) => Err(escx::Error::io(&path, e).into()),
+        }
+    }
 }

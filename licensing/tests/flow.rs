@@ -4,9 +4,13 @@
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
+use std::path::PathBuf;
+
 use escx::keyfile::Protection;
+use escx::policy::TrustPolicy;
+use escx::sig::SecretKey;
 use escx_licensing::issuer::{Issuer, Offer};
-use escx_licensing::messages::{IssuerBundle, TokenRequest};
+use escx_licensing::messages::{BundleChain, TokenRequest};
 use escx_licensing::wallet::{self, Wallet};
 
 const T0: u64 = 1_800_000_000;
@@ -15,30 +19,82 @@ const DAY: u64 = 86_400;
 struct World {
     _tmp: tempfile::TempDir,
     issuer: Issuer,
-    bundle: IssuerBundle,
+    bundle: BundleChain,
     wallet: Wallet,
+    publisher: SecretKey,
 }
 
+/// An issuer selling acme/thermal in two tiers, on behalf of `publisher` (which, being the
+/// first, now owns the acme/* scope).
 fn world() -> World {
     let tmp = tempfile::tempdir().unwrap();
     let issuer =
         Issuer::init(&tmp.path().join("issuer"), "Demo Licensing", &Protection::Unencrypted, T0).unwrap();
+    let publisher = SecretKey::generate();
     for tier in ["standard", "premium"] {
         issuer
-            .add_offer(&Offer {
-                package: "acme/thermal".into(),
-                tier: tier.into(),
-                price_micros: 49_000_000,
-                currency: "USD".into(),
-                unit: "month".into(),
-                features: vec!["plots".into()],
-                seats: Some(5),
-            })
+            .add_offer(
+                &Offer {
+                    package: "acme/thermal".into(),
+                    tier: tier.into(),
+                    price_micros: 49_000_000,
+                    currency: "USD".into(),
+                    unit: "month".into(),
+                    features: vec!["plots".into()],
+                    seats: Some(5),
+                },
+                &[publisher.id()],
+                T0,
+            )
             .unwrap();
     }
     let bundle = issuer.bundle(T0).unwrap();
     let wallet = Wallet::open(&tmp.path().join("wallet")).unwrap();
-    World { _tmp: tmp, issuer, bundle, wallet }
+    World { _tmp: tmp, issuer, bundle, wallet, publisher }
+}
+
+const THERMAL_MANIFEST: &str = "[package]\nname = \"acme/thermal\"\nversion = \"1.2.0\"\n\n[features]\nplots = []\n\n\
+    [pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\n[[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\n\
+    unit = \"month\"\nseats = 5\nfeatures = [\"plots\"]\n";
+
+/// Packs `manifest` (plus one payload file) in a fresh directory under the world's
+/// temporary directory, signed by `key`, its payload encrypted to `issuer` when given.
+fn pack(
+    w: &World,
+    name: &str,
+    manifest: &str,
+    key: &SecretKey,
+    issuer: Option<&escx::kem::KemPublicKey>,
+) -> PathBuf {
+    let dir = w._tmp.path().join(name);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
+    std::fs::write(dir.join("src/model.py"), format!("# {name}\n")).unwrap();
+    let out = w._tmp.path().join(format!("{name}.escx"));
+    let options = escx::pack::PackOptions { signed_at: Some(T0), encrypt_for: issuer, ..Default::default() };
+    escx::pack::pack_dir(&dir, &out, &[key], &options).unwrap();
+    out
+}
+
+fn trust(key: &SecretKey) -> TrustPolicy {
+    TrustPolicy::from_keys(vec![key.public_key().clone()])
+}
+
+fn check_proof(
+    proof: &[u8],
+    bundle: &BundleChain,
+    challenge: &[u8],
+    now: u64,
+) -> Result<(), escx_licensing::Error> {
+    let check = wallet::ProofCheck {
+        issuer: bundle.head(),
+        crl: None,
+        package: "acme/thermal",
+        version: None,
+        challenge,
+        now,
+    };
+    wallet::check_proof(proof, &check).map(|_| ())
 }
 
 fn buy(world: &World, count: usize) {
@@ -68,43 +124,147 @@ fn purchase_redeem_and_verify_offline() {
     let sales = w.issuer.sales().unwrap();
     assert_eq!((sales.len(), sales[0].count, sales[0].total_micros), (1, 3, 147_000_000));
     // Proof of possession for a third party holding only the issuer bundle.
-    let proof = w.wallet.prove("acme/thermal", b"fresh challenge").unwrap();
-    wallet::check_proof(&proof, &w.bundle, b"fresh challenge", T0 + DAY).unwrap();
-    let err = wallet::check_proof(&proof, &w.bundle, b"other challenge", T0 + DAY).unwrap_err();
+    let proof = w.wallet.prove("acme/thermal", b"a fresh challenge").unwrap();
+    check_proof(&proof, &w.bundle, b"a fresh challenge", T0 + DAY).unwrap();
+    let err = check_proof(&proof, &w.bundle, b"another challenge", T0 + DAY).unwrap_err();
     assert_eq!(err.code(), "possession-invalid");
+}
+
+/// Copies of the wallet holding the same unspent token (a copied or stolen token): each
+/// makes its own redemption request with its own fresh holder keys.
+fn requests_spending_one_token(w: &World, copies: usize) -> Vec<Vec<u8>> {
+    (0..copies)
+        .map(|i| {
+            let copy = w._tmp.path().join(format!("wallet-copy-{i}"));
+            copy_dir(&w.wallet_dir(), &copy);
+            Wallet::open(&copy).unwrap().redeem("acme/thermal").unwrap()
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn licenses_recorded(w: &World) -> i64 {
+    w.issuer.database().query_row("SELECT count(*) FROM licenses", [], |r| r.get(0)).unwrap()
 }
 
 #[test]
 fn a_token_redeems_once() {
     let w = world();
     buy(&w, 1);
-    let sealed = w.wallet.redeem("acme/thermal").unwrap();
-    w.issuer.redeem(&sealed, T0).unwrap();
-    let err = w.issuer.redeem(&sealed, T0).unwrap_err();
+    let requests = requests_spending_one_token(&w, 2);
+    let answer = w.issuer.redeem(&requests[0], T0).unwrap();
+    let err = w.issuer.redeem(&requests[1], T0).unwrap_err();
     assert_eq!(err.code(), "token-spent", "{err}");
+    // The first request again (its answer was lost) gets the same answer, spends nothing.
+    assert_eq!(w.issuer.redeem(&requests[0], T0 + 60).unwrap(), answer);
+    assert_eq!(licenses_recorded(&w), 1);
+}
+
+/// A retry may be sealed anew (new KEM randomness) around the same request: it is the
+/// same redemption, answered the same.
+#[test]
+fn a_resealed_retry_gets_the_stored_answer() {
+    let w = world();
+    buy(&w, 1);
+    let sealed = w.wallet.redeem("acme/thermal").unwrap();
+    let answer = w.issuer.redeem(&sealed, T0).unwrap();
+    let request = w.issuer.open_redeem_request(&sealed).unwrap();
+    let resealed = escx::kem::seal(
+        w.issuer.kem_key(),
+        escx_licensing::messages::PURPOSE_REDEEM,
+        &escx::cbor::encode(&request),
+    )
+    .unwrap();
+    assert_ne!(resealed, sealed);
+    assert_eq!(w.issuer.redeem(&resealed, T0 + 5).unwrap(), answer);
+    w.wallet.install(&answer).unwrap();
+    assert_eq!(licenses_recorded(&w), 1);
 }
 
 #[test]
 fn concurrent_double_spend_succeeds_exactly_once() {
     let w = world();
     buy(&w, 1);
-    let sealed = Arc::new(w.wallet.redeem("acme/thermal").unwrap());
+    let requests = Arc::new(requests_spending_one_token(&w, 8));
     let dir = Arc::new(w.issuer.dir().to_path_buf());
     let barrier = Arc::new(Barrier::new(8));
     let handles: Vec<_> = (0..8)
-        .map(|_| {
-            let (sealed, dir, barrier) = (Arc::clone(&sealed), Arc::clone(&dir), Arc::clone(&barrier));
+        .map(|i| {
+            let (requests, dir, barrier) = (Arc::clone(&requests), Arc::clone(&dir), Arc::clone(&barrier));
             std::thread::spawn(move || {
                 // Each thread is its own issuer process: its own SQLite connection.
                 let issuer = Issuer::open(&dir, || None).unwrap();
                 barrier.wait();
-                issuer.redeem(&sealed, T0).map(|_| ()).map_err(|e| e.code())
+                issuer.redeem(&requests[i], T0).map(|_| ()).map_err(|e| e.code())
             })
         })
         .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
     assert!(results.iter().filter(|r| r.is_err()).all(|r| *r == Err("token-spent")), "{results:?}");
+    assert_eq!(licenses_recorded(&w), 1);
+}
+
+/// Concurrent retries of one request (a client retrying on a timeout) all get the one
+/// answer; one license is recorded.
+#[test]
+fn concurrent_retries_of_one_request_get_one_answer() {
+    let w = world();
+    buy(&w, 1);
+    let sealed = Arc::new(w.wallet.redeem("acme/thermal").unwrap());
+    let dir = Arc::new(w.issuer.dir().to_path_buf());
+    let barrier = Arc::new(Barrier::new(6));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (sealed, dir, barrier) = (Arc::clone(&sealed), Arc::clone(&dir), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let issuer = Issuer::open(&dir, || None).unwrap();
+                barrier.wait();
+                issuer.redeem(&sealed, T0).unwrap()
+            })
+        })
+        .collect();
+    let answers: Vec<Vec<u8>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(answers.windows(2).all(|pair| pair[0] == pair[1]), "retries got different answers");
+    assert_eq!(licenses_recorded(&w), 1);
+    w.wallet.install(&answers[0]).unwrap();
+}
+
+/// A purchase retried after a lost response, in turn or concurrently, records one sale and
+/// gets one answer.
+#[test]
+fn a_retried_purchase_records_one_sale() {
+    let w = world();
+    let request = w.wallet.request(&w.bundle, "acme/thermal", "standard", 3, T0).unwrap();
+    let first = w.issuer.issue(&request, T0).unwrap();
+    let dir = Arc::new(w.issuer.dir().to_path_buf());
+    let request = Arc::new(request);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (dir, request) = (Arc::clone(&dir), Arc::clone(&request));
+            std::thread::spawn(move || Issuer::open(&dir, || None).unwrap().issue(&request, T0 + 30).unwrap())
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(handle.join().unwrap(), first);
+    }
+    let sales = w.issuer.sales().unwrap();
+    assert_eq!((sales.len(), sales[0].count), (1, 3));
+    assert_eq!(w.wallet.finalize(&first).unwrap(), 3);
+    // Another purchase of the same kind (fresh blinds) is another sale.
+    buy(&w, 1);
+    assert_eq!(w.issuer.sales().unwrap().len(), 2);
 }
 
 #[test]
@@ -196,8 +356,8 @@ fn a_tampered_certificate_fails_its_signature_and_a_foreign_issuer_is_named() {
     let proof_world = world();
     buy(&proof_world, 1);
     license_for(&proof_world);
-    let proof = proof_world.wallet.prove("acme/thermal", b"c").unwrap();
-    let err = wallet::check_proof(&proof, &other.bundle, b"c", T0 + 100).unwrap_err();
+    let proof = proof_world.wallet.prove("acme/thermal", b"sixteen byte challenge").unwrap();
+    let err = check_proof(&proof, &other.bundle, b"sixteen byte challenge", T0 + 100).unwrap_err();
     assert_eq!(err.code(), "license-wrong-issuer", "{err}");
 }
 
@@ -222,25 +382,28 @@ fn the_issuer_rejects_unknown_offers_and_tampered_sealed_requests() {
 #[test]
 fn licenses_carry_content_keys_only_while_valid() {
     let w = world();
-    let content_key = escx::content::ContentKey::generate().unwrap();
-    let section = escx::content::ContentKeySection::seal(&content_key, w.issuer.kem_key()).unwrap();
-    let root = [7u8; 32];
-    w.issuer.add_content_key("acme/thermal", "1.2.0", &root, &section).unwrap();
+    let package = pack(&w, "thermal", THERMAL_MANIFEST, &w.publisher, Some(w.issuer.kem_key()));
+    let registration = w.issuer.register_package(&package, &trust(&w.publisher), T0).unwrap();
+    assert!(registration.content_key && !registration.claimed);
+    let root = registration.root;
     // Sealed to another issuer: refused by name.
     let foreign = escx::kem::KemSecretKey::generate();
-    let other = escx::content::ContentKeySection::seal(&content_key, foreign.public_key()).unwrap();
-    assert!(w.issuer.add_content_key("acme/thermal", "1.2.0", &[8; 32], &other).is_err());
+    let elsewhere = pack(&w, "elsewhere", THERMAL_MANIFEST, &w.publisher, Some(foreign.public_key()));
+    let err = w.issuer.register_package(&elsewhere, &trust(&w.publisher), T0).unwrap_err();
+    assert_eq!(err.code(), "sealed-box-invalid", "{err}");
 
     buy(&w, 1);
     let license = license(&w);
     assert_eq!(license.wrapped_keys.len(), 1);
-    // Wrapped to this license's holder key only: another holder key does not open it.
+    // Wrapped to this license's holder key only, and bound to the root: another holder key
+    // does not open it, nor does the right purpose with another root.
     let stranger = escx::kem::KemSecretKey::generate();
-    let purpose = escx::content::PURPOSE_CONTENT_KEY;
-    assert!(escx::kem::open(&stranger, purpose, &license.wrapped_keys[0].sealed).is_err());
+    let purpose = escx_licensing::issuer::PURPOSE_WRAPPED_KEY;
+    assert!(escx::kem::open_bound(&stranger, purpose, &root, &license.wrapped_keys[0].sealed).is_err());
     let version = semver::Version::new(1, 2, 0);
     let opened = w.wallet.content_key("acme/thermal", &version, &root, T0 + DAY).unwrap();
-    assert_eq!(opened.as_bytes(), content_key.as_bytes());
+    let mut reader = escx::container::PackageReader::open_file(&package).unwrap();
+    reader.check_content_key(&opened).unwrap();
     let err = w.wallet.content_key("acme/thermal", &version, &[9; 32], T0 + DAY).err().unwrap();
     assert!(err.to_string().contains("carries the content key"), "{err}");
 
@@ -300,4 +463,181 @@ fn renewal_uses_a_fresh_token_and_fresh_holder_keys() {
     assert_ne!(second.license_id, first.license_id);
     assert!(w.wallet.token_counts().unwrap().is_empty());
     assert_eq!(w.wallet.renew("acme/thermal", T0 + 300).unwrap_err().code(), "wallet");
+}
+
+/// The reported attacks on content keys, played at the issuer (licensing.md §4.1, §8.1).
+mod content_key_attacks {
+    use super::*;
+    use escx::container::{FLAG_ENCRYPTED, PackageReader, RawSection, SectionType, assemble};
+    use escx::content::{ContentBinding, ContentKey, ContentKeySection};
+
+    const CHEAP_MANIFEST: &str = "[package]\nname = \"mallory/cheap\"\nversion = \"0.1.0\"\n\n\
+        [pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\n[[pricing.tier]]\nname = \"standard\"\n\
+        price = \"0.99\"\nunit = \"one-off\"\n";
+
+    /// A package assembled by hand: `manifest`, a payload encrypted under `key`, and a
+    /// content-key section (given, or sealed honestly for this package).
+    fn crafted(
+        w: &World,
+        name: &str,
+        manifest: &str,
+        key: &ContentKey,
+        section: Option<Vec<u8>>,
+        signer: &SecretKey,
+    ) -> PathBuf {
+        crafted_sealing(w, name, manifest, key, key, section, signer)
+    }
+
+    /// [`crafted`], with `sealed_key` (perhaps not the payload's) in the content-key section.
+    fn crafted_sealing(
+        w: &World,
+        name: &str,
+        manifest: &str,
+        key: &ContentKey,
+        sealed_key: &ContentKey,
+        section: Option<Vec<u8>>,
+        signer: &SecretKey,
+    ) -> PathBuf {
+        let tar = {
+            let mut builder = tar::Builder::new(Vec::new());
+            let mut header = tar::Header::new_gnu();
+            header.set_size(5);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, "cheap.txt", &b"cheap"[..]).unwrap();
+            builder.into_inner().unwrap()
+        };
+        let mut stored = Vec::new();
+        escx::content::encrypt(key, &tar[..], &mut stored).unwrap();
+        let section = section.unwrap_or_else(|| {
+            let header = escx::manifest::ManifestHeader::parse(manifest.as_bytes()).unwrap();
+            let binding = ContentBinding {
+                name: header.package.name.clone(),
+                version: header.package.version.to_string(),
+                payload_hash: *blake3::hash(&stored).as_bytes(),
+            };
+            ContentKeySection::seal(sealed_key, w.issuer.kem_key(), &binding).unwrap().encode()
+        });
+        let bytes = assemble(
+            &[
+                RawSection {
+                    kind: SectionType::Manifest,
+                    flags: 0,
+                    stored: manifest.as_bytes().to_vec(),
+                    plain_length: manifest.len() as u64,
+                },
+                RawSection {
+                    kind: SectionType::Payload,
+                    flags: FLAG_ENCRYPTED,
+                    stored,
+                    plain_length: tar.len() as u64,
+                },
+                RawSection {
+                    kind: SectionType::ContentKey,
+                    flags: 0,
+                    plain_length: section.len() as u64,
+                    stored: section,
+                },
+            ],
+            &[signer],
+            T0,
+        );
+        let path = w._tmp.path().join(format!("{name}.escx"));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// The victim's encrypted package, registered, and its content key as any paying
+    /// customer of it obtains it (through a license).
+    fn victim(w: &World) -> (PathBuf, ContentKey) {
+        let package = pack(w, "victim", THERMAL_MANIFEST, &w.publisher, Some(w.issuer.kem_key()));
+        w.issuer.register_package(&package, &trust(&w.publisher), T0).unwrap();
+        buy(w, 1);
+        license(w);
+        let root = *PackageReader::open_file(&package).unwrap().root();
+        let key =
+            w.wallet.content_key("acme/thermal", &semver::Version::new(1, 2, 0), &root, T0 + DAY).unwrap();
+        (package, key)
+    }
+
+    #[test]
+    fn a_copied_content_key_section_does_not_register() {
+        let w = world();
+        let (victim, _) = victim(&w);
+        let section = {
+            let bytes = std::fs::read(&victim).unwrap();
+            let reader = PackageReader::open(std::io::Cursor::new(bytes.clone()), "v").unwrap();
+            let entry = reader.section(SectionType::ContentKey).unwrap().clone();
+            bytes[entry.offset as usize..(entry.offset + entry.stored_length) as usize].to_vec()
+        };
+        let mallory = SecretKey::generate();
+        let copy =
+            crafted(&w, "copy", CHEAP_MANIFEST, &ContentKey::generate().unwrap(), Some(section), &mallory);
+        let err = w.issuer.register_package(&copy, &trust(&mallory), T0).unwrap_err();
+        assert_eq!(err.code(), "sealed-box-invalid", "{err}");
+        assert_eq!(
+            w.issuer
+                .issue(&w.wallet.request(&w.bundle, "mallory/cheap", "standard", 1, T0).unwrap(), T0)
+                .unwrap_err()
+                .code(),
+            "not-for-sale"
+        );
+    }
+
+    #[test]
+    fn a_content_key_registered_for_another_package_is_refused() {
+        let w = world();
+        let (_, stolen) = victim(&w);
+        // Mallory bought the victim's package, learned its key, and seals that key honestly
+        // for a cheap package of her own: buyers of hers would get the victim's key.
+        let mallory = SecretKey::generate();
+        let reuse = crafted(&w, "reuse", CHEAP_MANIFEST, &stolen, None, &mallory);
+        let err = w.issuer.register_package(&reuse, &trust(&mallory), T0).unwrap_err();
+        assert_eq!(err.code(), "content-key-reused", "{err}");
+        assert!(err.to_string().contains("acme/thermal 1.2.0"), "{err}");
+    }
+
+    #[test]
+    fn a_key_that_does_not_decrypt_the_payload_is_refused() {
+        let w = world();
+        let mallory = SecretKey::generate();
+        let payload_key = ContentKey::generate().unwrap();
+        let other_key = ContentKey::generate().unwrap();
+        // The section seals other_key, bound correctly, but the payload was encrypted
+        // under payload_key: the issuer would hand out a useless (or someone else's) key.
+        let path = crafted_sealing(&w, "mismatch", CHEAP_MANIFEST, &payload_key, &other_key, None, &mallory);
+        let err = w.issuer.register_package(&path, &trust(&mallory), T0).unwrap_err();
+        assert_eq!(err.code(), "decryption-failed", "{err}");
+    }
+
+    #[test]
+    fn another_key_cannot_sell_or_reprice_an_owned_package() {
+        let w = world();
+        let (_, _) = victim(&w);
+        // Mallory packs her own acme/thermal at a lower price, signed by her key.
+        let mallory = SecretKey::generate();
+        let cheap = THERMAL_MANIFEST.replace("49.00", "0.01");
+        let fake = pack(&w, "fake", &cheap, &mallory, Some(w.issuer.kem_key()));
+        let err = w.issuer.register_package(&fake, &trust(&mallory), T0).unwrap_err();
+        assert_eq!(err.code(), "package-owned", "{err}");
+        assert!(err.to_string().contains(&w.publisher.id().to_string()), "{err}");
+        let offer = Offer {
+            package: "acme/new-thing".into(),
+            tier: "standard".into(),
+            price_micros: 1,
+            currency: "USD".into(),
+            unit: "month".into(),
+            features: vec![],
+            seats: None,
+        };
+        assert_eq!(w.issuer.add_offer(&offer, &[mallory.id()], T0).unwrap_err().code(), "package-owned");
+        // The victim's offer and content keys are untouched.
+        let request = w.wallet.request(&w.bundle, "acme/thermal", "standard", 1, T0).unwrap();
+        w.issuer.issue(&request, T0).unwrap();
+        assert_eq!(w.issuer.sales().unwrap().last().unwrap().unit_price_micros, 49_000_000);
+        // The owner may re-register and re-price.
+        let repriced = pack(&w, "repriced", &THERMAL_MANIFEST.replace("49.00", "39.00"), &w.publisher, None);
+        let registration = w.issuer.register_package(&repriced, &trust(&w.publisher), T0).unwrap();
+        assert_eq!(registration.offers[0].price_micros, 39_000_000);
+    }
 }

@@ -17,10 +17,18 @@ fn every_context_and_purpose_is_in_the_spec() {
         messages::PURPOSE_LICENSE,
         messages::PURPOSE_TRANSFER,
         escx_licensing::issuer::PURPOSE_CONTENT_KEY,
+        escx_licensing::issuer::PURPOSE_WRAPPED_KEY,
     ] {
         assert!(text.contains(purpose), "{purpose} missing");
     }
-    assert!(text.contains(escx_licensing::issuer::CONTEXT_SPENT_TOKEN));
+    for context in messages::ALL_HASH_CONTEXTS.iter().chain(&[
+        escx_licensing::issuer::CONTEXT_SPENT_TOKEN,
+        escx_licensing::issuer::CONTEXT_REQUEST_ID,
+        escx_licensing::issuer::CONTEXT_REDEMPTION_ID,
+        escx_licensing::wallet::CONTEXT_CHALLENGE,
+    ]) {
+        assert!(text.contains(&format!("\"{context}\"")), "derive_key context {context:?} missing");
+    }
     assert!(text.contains(std::str::from_utf8(escx_licensing::poprf::INFO_LABEL).unwrap()));
 }
 

@@ -19,15 +19,19 @@ fn run(first_redeemer: usize) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
     let issuer = Issuer::init(&tmp.path().join("issuer"), "Issuer", &Protection::Unencrypted, T0).unwrap();
     issuer
-        .add_offer(&Offer {
-            package: "acme/thermal".into(),
-            tier: "standard".into(),
-            price_micros: 10_000_000,
-            currency: "USD".into(),
-            unit: "month".into(),
-            features: vec![],
-            seats: None,
-        })
+        .add_offer(
+            &Offer {
+                package: "acme/thermal".into(),
+                tier: "standard".into(),
+                price_micros: 10_000_000,
+                currency: "USD".into(),
+                unit: "month".into(),
+                features: vec![],
+                seats: None,
+            },
+            &[escx::sig::KeyId([1; 16])],
+            T0,
+        )
         .unwrap();
     let bundle = issuer.bundle(T0).unwrap();
     let wallets =
@@ -90,7 +94,8 @@ fn database_view(issuer: &Issuer) -> Vec<String> {
         .map(Result::unwrap)
         .collect();
     // Columns licensing.md §6.2 lists as uniformly random (fresh per issuer or per message).
-    let random = ["secret", "public", "token_id", "license_id", "sealed"];
+    let random =
+        ["secret", "public", "token_id", "license_id", "sealed", "request_id", "response", "hash", "bytes"];
     for table in tables {
         let mut statement = db.prepare(&format!("SELECT * FROM {table} ORDER BY rowid")).unwrap();
         let columns: Vec<String> = statement.column_names().map(|c| c.to_string()).collect();

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use escx_licensing::messages::IssuerBundle;
+use escx_licensing::messages::{BundleChain, IssuerBundle};
 use escx_licensing::wallet::{self, Wallet};
 use serde_json::Value;
 
@@ -20,9 +20,33 @@ fn expected() -> Value {
 }
 
 fn issuer(expected: &Value) -> IssuerBundle {
-    let bundle = IssuerBundle::parse(&read(expected["issuer"]["file"].as_str().unwrap())).unwrap();
+    let chain = BundleChain::parse(&read(expected["issuer"]["file"].as_str().unwrap())).unwrap();
+    let bundle = chain.head().clone();
     assert_eq!(bundle.issuer_id().to_string(), expected["issuer"]["issuer_id"].as_str().unwrap());
+    // licensing.md §3.1: the bundle hash, recomputed by hand.
+    let hash = blake3::derive_key("escx v1 issuer bundle hash", &bundle.bytes);
+    assert_eq!(hex::encode(hash), expected["issuer"]["bundle_hash"].as_str().unwrap());
     bundle
+}
+
+#[test]
+fn bundle_chains_get_their_expected_verdicts_and_wallets_pin_the_first() {
+    let expected = expected();
+    for case in expected["chains"].as_array().unwrap() {
+        let got = outcome(BundleChain::parse(&read(case["chain"].as_str().unwrap())));
+        assert_eq!(got, case["expect"].as_str().unwrap(), "{case}");
+        if let Some(hash) = case["head_hash"].as_str() {
+            let chain = BundleChain::parse(&read(case["chain"].as_str().unwrap())).unwrap();
+            assert_eq!(hex::encode(chain.head().hash), hash);
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let wallet = Wallet::open(tmp.path()).unwrap();
+    let pinning = &expected["pinning"];
+    for (file, want) in pinning["add"].as_array().unwrap().iter().zip(pinning["expect"].as_array().unwrap()) {
+        let chain = BundleChain::parse(&read(file.as_str().unwrap())).unwrap();
+        assert_eq!(outcome(wallet.add_issuer(&chain)), want.as_str().unwrap(), "{file}");
+    }
 }
 
 fn outcome<T>(result: Result<T, escx_licensing::Error>) -> String {
@@ -77,7 +101,7 @@ fn crls_and_proofs_get_their_expected_verdicts() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let holder = Wallet::open(tmp.path()).unwrap();
-    holder.add_issuer(&issuer).unwrap();
+    holder.add_issuer(&BundleChain::from_bundles(vec![issuer.clone()]).unwrap()).unwrap();
     let sequence = &expected["crl_sequence"];
     for (name, want) in
         sequence["accept"].as_array().unwrap().iter().zip(sequence["expect"].as_array().unwrap())
@@ -86,12 +110,16 @@ fn crls_and_proofs_get_their_expected_verdicts() {
     }
     for case in expected["proofs"].as_array().unwrap() {
         let challenge = hex::decode(case["challenge"].as_str().unwrap()).unwrap();
-        let got = outcome(wallet::check_proof(
-            &read(case["proof"].as_str().unwrap()),
-            &issuer,
-            &challenge,
-            case["time"].as_u64().unwrap(),
-        ));
+        let crl = case["crl"].as_str().map(|name| wallet::open_crl(&read(name), &issuer).unwrap());
+        let check = wallet::ProofCheck {
+            issuer: &issuer,
+            crl: crl.as_ref(),
+            package: case["package"].as_str().unwrap(),
+            version: None,
+            challenge: &challenge,
+            now: case["time"].as_u64().unwrap(),
+        };
+        let got = outcome(wallet::check_proof(&read(case["proof"].as_str().unwrap()), &check));
         assert_eq!(got, case["expect"].as_str().unwrap(), "{case}");
     }
 }

@@ -45,7 +45,7 @@ fn entry(version: &str, dependencies: Vec<(&str, &str)>) -> IndexVersion {
 
 fn base_index(version: u64) -> Index {
     Index {
-        v: 1,
+        v: 2,
         version,
         issued_at: ISSUED,
         expires_at: ISSUED + 7 * 86_400,
@@ -59,6 +59,12 @@ fn base_index(version: u64) -> Index {
                 versions: vec![entry("1.2.0", vec![]), entry("1.3.0", vec![])],
             },
         ],
+        // A license issuer's published bundle head (registry.md §2.3).
+        issuers: vec![escx_manifest::index::IndexIssuer {
+            id: ByteBuf::from(vec![0xaa; 16]),
+            version: 3,
+            hash: ByteBuf::from(vec![0xbb; 32]),
+        }],
     }
 }
 

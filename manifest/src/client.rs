@@ -55,6 +55,11 @@ impl StateDir {
         Self::new(home.join(".local/state/escx"))
     }
 
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
     fn file(&self, registry_id: &str) -> PathBuf {
         self.0.join("registries").join(format!("{registry_id}.toml"))
     }
@@ -128,18 +133,33 @@ pub fn load_index(
     }
     let blake3 = *blake3::hash(&bytes).as_bytes();
     let blake3_hex = hex::encode(blake3);
-    match state.seen(&registry_id)? {
-        Some(seen) if index.version < seen.index_version => {
-            return Err(Error::IndexRollback { path, seen: seen.index_version, offered: index.version });
+    // The highest version accepted under the registry's key set or any of its keys: a
+    // key set that changed (a key added, dropped or rotated) keeps the protection of the
+    // keys that stayed.
+    let mut ids = vec![registry_id];
+    ids.extend(policy.registry_key_ids());
+    ids.dedup();
+    let mut highest: Option<Seen> = None;
+    for id in &ids {
+        if let Some(seen) = state.seen(id)? {
+            if seen.index_version == index.version && seen.index_blake3 != blake3_hex {
+                return Err(Error::IndexEquivocation { path, version: index.version });
+            }
+            if highest.as_ref().is_none_or(|h| seen.index_version > h.index_version) {
+                highest = Some(seen);
+            }
         }
-        Some(seen) if index.version == seen.index_version && seen.index_blake3 != blake3_hex => {
-            return Err(Error::IndexEquivocation { path, version: index.version });
+    }
+    if let Some(seen) = &highest
+        && index.version < seen.index_version
+    {
+        return Err(Error::IndexRollback { path, seen: seen.index_version, offered: index.version });
+    }
+    let seen = Seen { index_version: index.version, index_blake3: blake3_hex, accepted_at: now };
+    for id in &ids {
+        if state.seen(id)?.is_none_or(|held| held.index_version < index.version) {
+            state.record(id, &seen)?;
         }
-        Some(seen) if index.version == seen.index_version => {}
-        _ => state.record(
-            &registry_id,
-            &Seen { index_version: index.version, index_blake3: blake3_hex, accepted_at: now },
-        )?,
     }
     Ok(TrustedIndex { root: root.to_path_buf(), index, signers, decision, blake3 })
 }
@@ -165,29 +185,53 @@ pub fn fetch(root: &Path, name: &str, entry: &IndexVersion, into_dir: &Path) -> 
     }
     let destination = into_dir.join(format!("{}-{}.escx", name.replace('/', "--"), entry.version));
     let file = std::fs::File::open(&source).map_err(|e| Error::Io { path: source.clone(), error: e })?;
-    let mut out =
-        std::fs::File::create(&destination).map_err(|e| Error::Io { path: destination.clone(), error: e })?;
-    let mut hashing = HashingWriter::new(&mut out);
-    // One byte more than the index allows, so a file that grows meanwhile is noticed.
-    let copied = std::io::copy(&mut std::io::Read::take(file, entry.size + 1), &mut hashing)
-        .map_err(|e| Error::Io { path: source.clone(), error: e })?;
-    let hash = hashing.finalize();
-    if copied != entry.size {
-        return Err(Error::PackageSize {
-            name: name.into(),
-            version: entry.version.clone(),
-            expected: entry.size,
-            actual: copied,
-        });
-    }
-    if hash[..] != entry.blake3[..] {
-        return Err(mismatch(format!(
-            "BLAKE3 of the file is {}, the index says {}: the file was replaced (mix-and-match) or altered",
-            hex::encode(hash),
-            entry.blake3_hex()
-        )));
+    // A new file (never following or truncating what is there) in the caller's private
+    // directory; removed again unless it matches the index.
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&destination)
+        .map_err(|e| Error::Io { path: destination.clone(), error: e })?;
+    let checked = (|| {
+        let mut hashing = HashingWriter::new(&mut out);
+        // One byte more than the index allows, so a file that grows meanwhile is noticed.
+        let copied = std::io::copy(&mut std::io::Read::take(file, entry.size + 1), &mut hashing)
+            .map_err(|e| Error::Io { path: source.clone(), error: e })?;
+        let hash = hashing.finalize();
+        if copied != entry.size {
+            return Err(Error::PackageSize {
+                name: name.into(),
+                version: entry.version.clone(),
+                expected: entry.size,
+                actual: copied,
+            });
+        }
+        if hash[..] != entry.blake3[..] {
+            return Err(mismatch(format!(
+                "BLAKE3 of the file is {}, the index says {}: the file was replaced (mix-and-match) or altered",
+                hex::encode(hash),
+                entry.blake3_hex()
+            )));
+        }
+        Ok(())
+    })();
+    if let Err(error) = checked {
+        drop(out);
+        let _ = std::fs::remove_file(&destination);
+        return Err(error);
     }
     Ok(destination)
+}
+
+/// A private directory (mode 0700) for downloads inside `parent`, removed when dropped.
+pub fn download_dir(parent: &Path) -> Result<tempfile::TempDir, Error> {
+    std::fs::create_dir_all(parent).map_err(|e| Error::Io { path: parent.into(), error: e })?;
+    let dir = tempfile::Builder::new()
+        .prefix(".escx-download-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::Io { path: parent.into(), error: e })?;
+    escx::fsutil::create_private_dir(dir.path())?;
+    Ok(dir)
 }
 
 /// Verifies a fetched package under `policy` and checks that its signed manifest agrees
@@ -247,8 +291,8 @@ pub fn mirror(
             reason: "the index changed while it was mirrored; retry".into(),
         });
     }
-    let staging_root = destination.join(".escx-mirror-staging");
-    std::fs::create_dir_all(&staging_root).map_err(|e| Error::Io { path: staging_root.clone(), error: e })?;
+    let staging = download_dir(destination)?;
+    let staging_root = staging.path();
     let mut report = MirrorReport { index_version: trusted.index.version, ..MirrorReport::default() };
     for package in &trusted.index.packages {
         for entry in &package.versions {
@@ -257,14 +301,14 @@ pub fn mirror(
                 report.unchanged += 1;
                 continue;
             }
-            let fetched = fetch(source, &package.name, entry, &staging_root)?;
+            let fetched = fetch(source, &package.name, entry, staging_root)?;
             let parent = fsutil::parent_dir(&target);
             std::fs::create_dir_all(&parent).map_err(|e| Error::Io { path: parent, error: e })?;
             std::fs::rename(&fetched, &target).map_err(|e| Error::Io { path: target.clone(), error: e })?;
             report.copied += 1;
         }
     }
-    let _ = std::fs::remove_dir_all(&staging_root);
+    drop(staging);
     fsutil::write_atomic(&destination.join(index::INDEX_FILE), &bytes, fsutil::MODE_PUBLIC, true)?;
     Ok(report)
 }

@@ -23,11 +23,16 @@ pub const INDEX_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Most package versions in one index.
 pub const INDEX_VERSIONS_MAX: usize = 1_000_000;
 
+/// Index format this build writes.
+pub const INDEX_FORMAT: u8 = 2;
+/// Most issuers one index lists.
+pub const INDEX_ISSUERS_MAX: usize = 10_000;
+
 /// The index payload (CBOR).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Index {
-    /// Format version, 1.
+    /// Format version: 2 (1 is read too: it has no `issuers`).
     pub v: u8,
     /// Increases by one with every change; clients refuse to go back.
     pub version: u64,
@@ -37,6 +42,43 @@ pub struct Index {
     pub expires_at: u64,
     /// Packages sorted by name.
     pub packages: Vec<IndexPackage>,
+    /// The current bundle-chain head of each license issuer this registry vouches for,
+    /// sorted by issuer id (registry.md §2.3): the channel every customer reads, so an
+    /// issuer cannot show one customer a bundle it shows nobody else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issuers: Vec<IndexIssuer>,
+}
+
+/// One issuer's published bundle head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexIssuer {
+    /// The issuer's signing key id (16 bytes).
+    pub id: ByteBuf,
+    /// The head's version in the bundle chain.
+    pub version: u64,
+    /// The head's bundle hash (32 bytes, licensing.md §3.1).
+    pub hash: ByteBuf,
+}
+
+impl IndexIssuer {
+    /// The issuer id.
+    pub fn key_id(&self) -> KeyId {
+        let mut id = [0u8; 16];
+        if self.id.len() == 16 {
+            id.copy_from_slice(&self.id);
+        }
+        KeyId(id)
+    }
+
+    /// The bundle hash.
+    pub fn hash_bytes(&self) -> [u8; 32] {
+        let mut hash = [0u8; 32];
+        if self.hash.len() == 32 {
+            hash.copy_from_slice(&self.hash);
+        }
+        hash
+    }
 }
 
 /// One package and its versions.
@@ -90,7 +132,7 @@ pub struct IndexDependency {
 impl Index {
     /// An empty index.
     pub fn empty(issued_at: u64, expires_at: u64) -> Self {
-        Self { v: 1, version: 1, issued_at, expires_at, packages: Vec::new() }
+        Self { v: INDEX_FORMAT, version: 1, issued_at, expires_at, packages: Vec::new(), issuers: Vec::new() }
     }
 
     /// Canonical CBOR of the payload.
@@ -107,8 +149,26 @@ impl Index {
 
     /// The structural rules every index must satisfy.
     fn check(&self) -> Result<(), String> {
-        if self.v != 1 {
+        if self.v != 1 && self.v != INDEX_FORMAT {
             return Err(format!("unsupported index format {}", self.v));
+        }
+        if self.v == 1 && !self.issuers.is_empty() {
+            return Err("format 1 indexes carry no issuers".into());
+        }
+        if self.issuers.len() > INDEX_ISSUERS_MAX {
+            return Err(format!("more than {INDEX_ISSUERS_MAX} issuers"));
+        }
+        for issuer in &self.issuers {
+            if issuer.id.len() != 16 || issuer.hash.len() != 32 || issuer.version == 0 {
+                return Err(
+                    "an issuer entry needs a 16-byte id, a version of at least 1 and a 32-byte hash".into()
+                );
+            }
+        }
+        for pair in self.issuers.windows(2) {
+            if pair[0].id >= pair[1].id {
+                return Err(format!("issuers not sorted or repeated at {}", hex::encode(&pair[1].id)));
+            }
         }
         if self.version == 0 {
             return Err("index version must be at least 1".into());
@@ -159,6 +219,11 @@ impl Index {
     pub fn find(&self, name: &str, version: &Version) -> Option<&IndexVersion> {
         let package = self.package(name)?;
         package.versions.iter().find(|v| Version::parse(&v.version).ok().as_ref() == Some(version))
+    }
+
+    /// The published bundle head of an issuer.
+    pub fn issuer(&self, id: KeyId) -> Option<&IndexIssuer> {
+        self.issuers.iter().find(|i| i.id[..] == id.0[..])
     }
 
     /// A package by name.

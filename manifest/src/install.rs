@@ -82,11 +82,7 @@ pub fn install_licensed(
 ) -> Result<InstallReport, Error> {
     recover_interrupted(target)?;
     let parent = escx::fsutil::parent_dir(target);
-    std::fs::create_dir_all(&parent).map_err(|e| Error::Io { path: parent.clone(), error: e })?;
-    let downloads = tempfile::Builder::new()
-        .prefix(".escx-downloads-")
-        .tempdir_in(&parent)
-        .map_err(|e| Error::Io { path: parent.clone(), error: e })?;
+    let downloads = client::download_dir(&parent)?;
     let total = resolution.install_order.len() * 2;
 
     // 1. Fetch and verify everything before writing anything into the target.

@@ -151,6 +151,14 @@ pub enum Error {
         /// Why no key (no wallet, no license, license not valid).
         reason: String,
     },
+    /// A bundle-chain head the index may not publish: it does not extend the head listed.
+    #[error("{}: {reason}", .path.display())]
+    IssuerHead {
+        /// The chain file.
+        path: PathBuf,
+        /// How it differs from the listed head.
+        reason: String,
+    },
     /// An I/O error on a named file.
     #[error("{}: {error}", .path.display())]
     Io {
@@ -180,6 +188,7 @@ impl Error {
             Self::LockfileInvalid { .. } => "lockfile-invalid",
             Self::LockfileMismatch { .. } => "lockfile-mismatch",
             Self::ContentKeyUnavailable { .. } => "content-key-required",
+            Self::IssuerHead { .. } => "issuer-head-refused",
             Self::Io { .. } => "io",
         }
     }

@@ -8,14 +8,13 @@
 use std::path::{Path, PathBuf};
 
 use escx::fsutil;
-use escx::hash::HashingWriter;
 use escx::policy::TrustPolicy;
 use escx::sig::{KeyId, SecretKey, SigningContext};
 use escx::verify::{self, VerifyOptions};
 use semver::Version;
 
 use crate::Error;
-use crate::index::{self, INDEX_FILE, Index, IndexPackage, IndexVersion, PACKAGES_DIR};
+use crate::index::{self, INDEX_FILE, Index, IndexIssuer, IndexPackage, IndexVersion, PACKAGES_DIR};
 use crate::schema::Manifest;
 
 /// Default index lifetime: clients refuse an index this long after it was signed unless
@@ -91,7 +90,10 @@ impl Registry {
     }
 
     /// Verifies `package` under `publishers` and adds it. Versions are immutable: a name
-    /// and version already present is refused.
+    /// and version already present is refused. The file is copied once, to a private
+    /// temporary file beside its place in the registry, and that copy is what is verified,
+    /// hashed for the index and moved into place: a file replaced while this runs cannot
+    /// get unverified bytes published.
     pub fn publish(
         &self,
         package: &Path,
@@ -100,18 +102,22 @@ impl Registry {
         now: u64,
         expiry_secs: u64,
     ) -> Result<(String, IndexVersion), Error> {
+        let staging = self.root.join(PACKAGES_DIR);
+        std::fs::create_dir_all(&staging).map_err(|e| Error::Io { path: staging.clone(), error: e })?;
+        let (copy, blake3, size) = fsutil::private_copy(package, &staging)?;
         let report = verify::verify_file(
-            package,
+            copy.path(),
             publishers,
             &VerifyOptions { now: Some(now), ..Default::default() },
-        )?;
+        )
+        .map_err(|e| named(e, package))?;
         let publisher = report
             .signers
             .iter()
             .find(|s| matches!(s.status, verify::SignerStatus::Valid(_)))
             .map(|s| s.key_id)
             .unwrap_or(KeyId([0; 16]));
-        let manifest = manifest_of(package)?;
+        let manifest = manifest_in(copy.path(), package)?;
         let (name, version) = (manifest.package.name.clone(), manifest.package.version.clone());
 
         let _lock = self.lock()?;
@@ -125,7 +131,9 @@ impl Registry {
             });
         }
         let destination = index::package_path(&self.root, &name, &version.to_string());
-        let (blake3, size) = copy_hashed(package, &destination)?;
+        let parent = fsutil::parent_dir(&destination);
+        std::fs::create_dir_all(&parent).map_err(|e| Error::Io { path: parent, error: e })?;
+        fsutil::persist(copy, &destination, fsutil::MODE_PUBLIC, false)?;
         let entry = IndexVersion::from_manifest(&manifest, blake3, size, publisher);
         match index.packages.binary_search_by(|p| p.name.cmp(&name)) {
             Ok(at) => {
@@ -139,6 +147,33 @@ impl Registry {
         }
         self.commit(index, keys, now, expiry_secs)?;
         Ok((name, entry))
+    }
+
+    /// Publishes `head` as an issuer's current bundle-chain head (registry.md §2.3).
+    /// `extends` is given the head listed now (if any) and must confirm that the new one
+    /// extends it (the caller holds the chain; this crate does not parse bundles), so the
+    /// index never moves an issuer to another history.
+    pub fn set_issuer(
+        &self,
+        head: IndexIssuer,
+        extends: impl FnOnce(Option<&IndexIssuer>) -> Result<(), Error>,
+        keys: &[&SecretKey],
+        now: u64,
+        expiry_secs: u64,
+    ) -> Result<Index, Error> {
+        let _lock = self.lock()?;
+        let mut index = self.current_index(keys)?;
+        let listed = index.issuers.iter().position(|i| i.id == head.id);
+        extends(listed.map(|at| &index.issuers[at]))?;
+        match listed {
+            Some(at) => index.issuers[at] = head,
+            None => {
+                let at = index.issuers.partition_point(|i| i.id < head.id);
+                index.issuers.insert(at, head);
+            }
+        }
+        self.commit(index, keys, now, expiry_secs)?;
+        self.current_index(keys)
     }
 
     /// Marks `name@version` yanked (or not).
@@ -173,6 +208,7 @@ impl Registry {
     }
 
     fn commit(&self, mut index: Index, keys: &[&SecretKey], now: u64, expiry_secs: u64) -> Result<(), Error> {
+        index.v = index::INDEX_FORMAT;
         index.version += 1;
         index.issued_at = now;
         index.expires_at = now + expiry_secs;
@@ -199,31 +235,24 @@ impl Registry {
 
 /// The full, validated manifest inside a package file (hash-checked against its table).
 pub fn manifest_of(package: &Path) -> Result<Manifest, Error> {
-    let mut reader = escx::container::PackageReader::open_file(package)?;
-    let bytes = reader.manifest_bytes()?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Error::Registry { path: package.into(), reason: "the manifest is not UTF-8".into() })?;
-    Manifest::parse(&text, &package.join("manifest.toml")).map_err(Error::Manifest)
+    manifest_in(package, package)
 }
 
-/// Copies a file atomically, returning its BLAKE3 and size.
-fn copy_hashed(from: &Path, to: &Path) -> Result<([u8; 32], u64), Error> {
-    let parent = fsutil::parent_dir(to);
-    std::fs::create_dir_all(&parent).map_err(|e| Error::Io { path: parent, error: e })?;
-    let mut source = std::fs::File::open(from).map_err(|e| Error::Io { path: from.into(), error: e })?;
-    let size = source.metadata().map_err(|e| Error::Io { path: from.into(), error: e })?.len();
-    let mut temp = fsutil::temp_file_beside(to)?;
-    let mut tee = HashingWriter::new(temp.as_file_mut());
-    let copied = std::io::copy(&mut source, &mut tee).map_err(|e| Error::Io { path: to.into(), error: e })?;
-    if copied != size {
-        return Err(Error::Registry {
-            path: from.into(),
-            reason: "the file changed while it was copied".into(),
-        });
+/// [`manifest_of`] on `file`, naming `shown` in messages (a private copy of `shown`).
+fn manifest_in(file: &Path, shown: &Path) -> Result<Manifest, Error> {
+    let mut reader = escx::container::PackageReader::open_file(file).map_err(|e| named(e, shown))?;
+    let bytes = reader.manifest_bytes().map_err(|e| named(e, shown))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::Registry { path: shown.into(), reason: "the manifest is not UTF-8".into() })?;
+    Manifest::parse(&text, &shown.join("manifest.toml")).map_err(Error::Manifest)
+}
+
+/// Names the package as the user gave it in an error about its private copy.
+fn named(error: escx::Error, package: &Path) -> Error {
+    match error {
+        escx::Error::Io { error, .. } => Error::Io { path: package.into(), error },
+        other => Error::Escx(other),
     }
-    let hash = tee.finalize();
-    fsutil::persist(temp, to, fsutil::MODE_PUBLIC, false)?;
-    Ok((hash, size))
 }
 
 /// A search hit.

@@ -132,7 +132,8 @@ fn licensed_packages_install_only_with_their_content_key() {
     let keys = |name: &str, root: &[u8; 32]| {
         let mut reader = escx::container::PackageReader::open_file(&licensed).unwrap();
         assert_eq!((name, root), ("acme/b", reader.root()));
-        reader.content_key_section().unwrap().unwrap().open(&issuer).map_err(|e| e.to_string())
+        let binding = reader.content_binding().unwrap();
+        reader.content_key_section().unwrap().unwrap().open(&issuer, &binding).map_err(|e| e.to_string())
     };
     install_licensed(&trusted, &resolution, &target, &policy, NOW, &keys, |_, _, _| {}).unwrap();
     assert_eq!(std::fs::read_to_string(target.join("acme/b/1.0.0/lib.txt")).unwrap(), "acme/b 1.0.0\n");

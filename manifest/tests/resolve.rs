@@ -50,7 +50,7 @@ fn index(specs: &[Spec<'_>]) -> Index {
             IndexPackage { name, versions }
         })
         .collect();
-    Index { v: 1, version: 1, issued_at: 0, expires_at: u64::MAX, packages }
+    Index { v: 2, version: 1, issued_at: 0, expires_at: u64::MAX, packages, issuers: Vec::new() }
 }
 
 fn plain(

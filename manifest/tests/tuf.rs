@@ -161,6 +161,54 @@ fn rollback_is_refused() {
     assert!(err.to_string().contains("index version 2 is older than version 3"), "{err}");
 }
 
+/// The client adds a second registry key to its policy (a rotation under way). Keyed by
+/// the key set alone, its state would start afresh and an old index, validly signed by
+/// the first key, would be accepted again; state kept per key refuses it.
+#[test]
+fn changing_the_registry_key_set_keeps_rollback_protection() {
+    let world = World::new();
+    world.publish("acme/a", "1.0.0", "");
+    let old = std::fs::read(world.reg().join(index::INDEX_FILE)).unwrap();
+    world.publish("acme/a", "1.0.1", "");
+    client::load_index(world.reg(), &world.client_policy(), &world.state, NOW).unwrap();
+    let second = SecretKey::generate();
+    let widened = TrustPolicy::from_keys(vec![world.publisher.public_key().clone()])
+        .with_registry_keys(vec![world.registry_key.public_key().clone(), second.public_key().clone()]);
+    assert_ne!(widened.registry_id(), world.client_policy().registry_id(), "the key set id changed");
+    std::fs::write(world.reg().join(index::INDEX_FILE), old).unwrap();
+    let err = client::load_index(world.reg(), &widened, &world.state, NOW).unwrap_err();
+    assert_eq!(err.code(), "index-rollback", "{err}");
+}
+
+/// Downloads go to new files in a private directory: a planted link at the download path
+/// is never followed, and a file that does not match the index is removed.
+#[cfg(unix)]
+#[test]
+fn downloads_never_follow_links_and_mismatches_are_removed() {
+    let world = World::new();
+    world.publish("acme/a", "1.0.0", "");
+    let trusted = client::load_index(world.reg(), &world.client_policy(), &world.state, NOW).unwrap();
+    let entry = trusted.index.find("acme/a", &v("1.0.0")).unwrap().clone();
+    let downloads = client::download_dir(&world.path("dl")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(downloads.path()).unwrap().permissions().mode() & 0o777, 0o700);
+    let victim = world.path("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, downloads.path().join("acme--a-1.0.0.escx")).unwrap();
+    let err = client::fetch(world.reg(), "acme/a", &entry, downloads.path()).unwrap_err();
+    assert_eq!(err.code(), "io", "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    std::fs::remove_file(downloads.path().join("acme--a-1.0.0.escx")).unwrap();
+    // A replaced package file: refused, and nothing left behind.
+    let evil = world.package_signed_by(&SecretKey::generate(), "acme/a", "1.0.0", "");
+    let mut bytes = std::fs::read(&evil).unwrap();
+    bytes.resize(entry.size as usize, 0);
+    std::fs::write(index::package_path(world.reg(), "acme/a", "1.0.0"), bytes).unwrap();
+    let err = client::fetch(world.reg(), "acme/a", &entry, downloads.path()).unwrap_err();
+    assert_eq!(err.code(), "package-mismatch", "{err}");
+    assert_eq!(std::fs::read_dir(downloads.path()).unwrap().count(), 0, "the mismatching download was kept");
+}
+
 #[test]
 fn a_different_index_with_an_accepted_version_is_equivocation() {
     let world = World::new();

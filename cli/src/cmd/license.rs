@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use escx::content::ContentKey;
 use escx::keyfile::{Argon2Params, Protection};
-use escx_licensing::issuer::{Issuer, Offer};
-use escx_licensing::messages::{IssuerBundle, ReceiveKey, TokenRequest, TokenResponse};
+use escx_licensing::issuer::Issuer;
+use escx_licensing::messages::{BundleChain, ReceiveKey, TokenRequest, TokenResponse};
 use escx_licensing::wallet::{self, Wallet};
 use serde_json::json;
 
@@ -26,6 +26,16 @@ pub enum IssuerCommand {
     /// Write the signed public bundle customers verify everything against.
     #[command(after_help = "Examples:\n  escx issuer publish ./issuer -o issuer.pub")]
     Publish(IssuerOutArgs),
+    /// Add the next POPRF key epoch (starting when the newest ends); publish afterwards.
+    #[command(after_help = "\
+Epochs never overlap, so one key is in force at a time for every customer. The next
+`escx issuer publish` signs a new bundle version naming the previous one; publish its
+head in the registry with `escx registry issuer`.
+
+Examples:
+  escx issuer epoch ./issuer
+  escx issuer epoch ./issuer --days 30")]
+    Epoch(EpochArgs),
     /// Sell every [pricing] tier of a package (read from the package's signed manifest).
     #[command(
         after_help = "Examples:\n  escx issuer register-package ./issuer mypkg-1.0.0.escx --pubkey acme.pub"
@@ -120,6 +130,7 @@ impl IssuerCommand {
             Self::RegisterPackage(a) => a.json,
             Self::Issue(a) | Self::Redeem(a) => a.json,
             Self::Revoke(a) => a.json,
+            Self::Epoch(a) => a.json,
             Self::Sales(a) => a.json || a.events,
         }
     }
@@ -166,6 +177,18 @@ pub struct IssuerDirArgs {
 }
 
 #[derive(Args)]
+pub struct EpochArgs {
+    /// Issuer directory.
+    dir: PathBuf,
+    /// Length of the epoch in days.
+    #[arg(long, default_value_t = escx_licensing::issuer::EPOCH_SECS / 86_400)]
+    days: u64,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 pub struct SalesArgs {
     /// Issuer directory.
     dir: PathBuf,
@@ -181,9 +204,8 @@ pub struct SalesArgs {
 pub struct IssuerOutArgs {
     /// Issuer directory.
     dir: PathBuf,
-    /// Output file.
-    #[arg(short, long, value_name = "FILE")]
-    out: PathBuf,
+    #[command(flatten)]
+    output: Output,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -195,9 +217,9 @@ pub struct IssuerMessageArgs {
     dir: PathBuf,
     /// The customer's message.
     input: PathBuf,
-    /// The answer.
-    #[arg(short, long, value_name = "FILE")]
-    out: PathBuf,
+    /// Where to write the answer.
+    #[command(flatten)]
+    output: Output,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -249,11 +271,57 @@ pub struct RequestArgs {
     #[arg(long, value_name = "DIR")]
     wallet: PathBuf,
     /// Where to write the request.
-    #[arg(short, long, value_name = "FILE")]
-    out: PathBuf,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    published: PublishedCheck,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// Where the issuer's current bundle is published for every customer to compare.
+#[derive(Args)]
+pub struct PublishedCheck {
+    /// Buy only under the issuer bundle this registry's signed index publishes (its
+    /// version and hash must match the wallet's chain), so an issuer cannot tag this
+    /// wallet with keys nobody else sees.
+    #[arg(long, value_name = "DIR", requires = "registry_key")]
+    registry: Option<PathBuf>,
+    /// A registry key the index must be signed by (repeatable; any one suffices).
+    #[arg(long = "registry-key", value_name = "FILE")]
+    registry_key: Vec<PathBuf>,
+    /// Where accepted index versions are kept (default: $ESCX_STATE_DIR, else
+    /// $XDG_STATE_HOME/escx, else ~/.local/state/escx).
+    #[arg(long = "state-dir", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl PublishedCheck {
+    fn state(&self) -> escx_manifest::client::StateDir {
+        match &self.state_dir {
+            Some(dir) => escx_manifest::client::StateDir::new(dir),
+            None => escx_manifest::client::StateDir::default_location(),
+        }
+    }
+
+    /// The published head for `issuer`, from the verified index (None without --registry).
+    fn head(&self, issuer: escx::sig::KeyId, now: u64) -> anyhow::Result<Option<(u64, [u8; 32])>> {
+        let Some(registry) = &self.registry else { return Ok(None) };
+        let keys = self
+            .registry_key
+            .iter()
+            .map(|p| escx::keyfile::read_public_key(p).map_err(failure::at(p)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let policy = escx::policy::TrustPolicy::from_keys(Vec::new()).with_registry_keys(keys);
+        let trusted = escx_manifest::client::load_index(registry, &policy, &self.state(), now)?;
+        let listed =
+            trusted.index.issuer(issuer).ok_or_else(|| escx_licensing::Error::BundleUnpublished {
+                issuer,
+                reason: format!("the registry {} publishes no bundle for this issuer", registry.display()),
+            })?;
+        Ok(Some((listed.version, listed.hash_bytes())))
+    }
 }
 
 #[derive(Args)]
@@ -277,8 +345,8 @@ pub struct RedeemArgs {
     #[arg(long)]
     package: String,
     /// Where to write the sealed request.
-    #[arg(short, long, value_name = "FILE")]
-    out: PathBuf,
+    #[command(flatten)]
+    output: Output,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -290,8 +358,8 @@ pub struct ReceiveKeyArgs {
     #[arg(long, value_name = "DIR")]
     wallet: PathBuf,
     /// Where to write the receive key.
-    #[arg(short, long, value_name = "FILE")]
-    out: PathBuf,
+    #[command(flatten)]
+    output: Output,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -353,8 +421,8 @@ pub struct ProveArgs {
     #[arg(long)]
     challenge: String,
     /// Where to write the proof.
-    #[arg(short, long, value_name = "FILE")]
-    out: PathBuf,
+    #[command(flatten)]
+    output: Output,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -364,23 +432,55 @@ pub struct ProveArgs {
 pub struct CheckProofArgs {
     /// The proof.
     proof: PathBuf,
-    /// The issuer's public bundle.
+    /// The issuer's public bundle chain.
     #[arg(long, value_name = "FILE")]
     issuer: PathBuf,
-    /// The challenge you sent, hex.
+    /// The package the license must be for.
+    #[arg(long)]
+    package: String,
+    /// The installed version the license must cover.
+    #[arg(long = "package-version", value_name = "VERSION")]
+    package_version: Option<String>,
+    /// The issuer's newest CRL: a revoked license is refused.
+    #[arg(long, value_name = "FILE")]
+    crl: Option<PathBuf>,
+    /// The challenge you sent, hex (at least 16 bytes; each is accepted once).
     #[arg(long)]
     challenge: String,
+    /// Where used challenges are remembered (default: the escx state directory).
+    #[arg(long = "state-dir", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
 }
 
-fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))
+/// Where a command writes the message it produces. Messages carry tokens, licenses or
+/// requests, so an existing file is never replaced without --force.
+#[derive(Args)]
+pub struct Output {
+    /// Output file (refused if it exists, unless --force).
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
-fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    escx::fsutil::write_atomic(path, bytes, escx::fsutil::MODE_PUBLIC, true).map_err(failure::at(path))
+impl Output {
+    fn write(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        escx::fsutil::write_atomic(&self.out, bytes, escx::fsutil::MODE_PUBLIC, self.force)
+            .map_err(failure::at(&self.out))
+    }
+
+    fn write_secret(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        escx::fsutil::write_atomic(&self.out, bytes, escx::fsutil::MODE_SECRET, self.force)
+            .map_err(failure::at(&self.out))
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))
 }
 
 fn open_issuer(dir: &Path) -> anyhow::Result<Issuer> {
@@ -404,8 +504,8 @@ pub fn content_key_for(wallet: Option<&Path>, package: &Path) -> anyhow::Result<
     Ok(Some(key))
 }
 
-pub fn bundle(path: &Path) -> anyhow::Result<IssuerBundle> {
-    IssuerBundle::parse(&read(path)?).with_context(|| format!("{}", path.display()))
+pub fn bundle(path: &Path) -> anyhow::Result<BundleChain> {
+    BundleChain::parse(&read(path)?).with_context(|| format!("{}", path.display()))
 }
 
 fn hex_arg(text: &str, name: &str) -> anyhow::Result<Vec<u8>> {
@@ -429,13 +529,31 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
             });
         }
         IssuerCommand::Publish(args) => {
-            let bundle = open_issuer(&args.dir)?.bundle(now)?;
-            write(&args.out, &bundle.bytes)?;
-            let epochs: Vec<u32> = bundle.payload.epochs.iter().map(|e| e.epoch).collect();
+            let chain = open_issuer(&args.dir)?.bundle(now)?;
+            args.output.write(&chain.to_cbor())?;
+            let head = chain.head();
+            let epochs: Vec<u32> = head.payload.epochs.iter().map(|e| e.epoch).collect();
             ui.emit(
-                json!({ "file": args.out, "issuer_id": bundle.issuer_id().to_string(), "epochs": epochs }),
-                || format!("wrote {} (issuer {}, epochs {epochs:?})", args.out.display(), bundle.issuer_id()),
+                json!({ "file": args.output.out, "issuer_id": chain.issuer_id().to_string(), "version": head.version(),
+                        "hash": hex::encode(head.hash), "epochs": epochs }),
+                || {
+                    format!(
+                        "wrote {} (issuer {}, bundle version {}, epochs {epochs:?}); publish its head in the registry with `escx registry issuer`",
+                        args.output.out.display(),
+                        chain.issuer_id(),
+                        head.version()
+                    )
+                },
             );
+        }
+        IssuerCommand::Epoch(args) => {
+            if !(1..=3660).contains(&args.days) {
+                return Err(UsageError("--days must be 1 to 3660".into()).into());
+            }
+            let epoch = open_issuer(&args.dir)?.add_epoch(now, args.days * 86_400)?;
+            ui.emit(json!({ "epoch": epoch, "days": args.days }), || {
+                format!("added POPRF epoch {epoch} ({} days); run `escx issuer publish` to sign the new bundle version", args.days)
+            });
         }
         IssuerCommand::RegisterPackage(args) => {
             let keys = args
@@ -444,51 +562,38 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
                 .map(|p| escx::keyfile::read_public_key(p).map_err(failure::at(p)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let policy = escx::policy::TrustPolicy::from_keys(keys);
-            escx::verify::verify_file(&args.package, &policy, &escx::verify::VerifyOptions::default())
-                .map_err(failure::at(&args.package))?;
-            let manifest = escx_manifest::registry::manifest_of(&args.package)?;
-            let pricing = manifest.pricing.as_ref().filter(|p| !p.tiers.is_empty()).ok_or_else(|| {
-                UsageError(format!("{} has no priced tiers in [pricing]", manifest.package.name))
-            })?;
             let issuer = open_issuer(&args.dir)?;
-            let mut reader = escx::container::PackageReader::open_file(&args.package)
-                .map_err(failure::at(&args.package))?;
-            let encrypted = match reader.content_key_section().map_err(failure::at(&args.package))? {
-                Some(section) => {
-                    issuer
-                        .add_content_key(
-                            &manifest.package.name,
-                            &manifest.package.version.to_string(),
-                            reader.root(),
-                            &section,
-                        )
-                        .with_context(|| format!("{}: content-key section", args.package.display()))?;
-                    true
-                }
-                None => false,
-            };
-            let mut tiers = Vec::new();
-            for tier in &pricing.tiers {
-                issuer.add_offer(&Offer {
-                    package: manifest.package.name.clone(),
-                    tier: tier.name.clone(),
-                    price_micros: tier.price.0,
-                    currency: pricing.currency.clone().unwrap_or_else(|| "USD".into()),
-                    unit: unit_name(tier.unit).into(),
-                    features: tier.features.clone(),
-                    seats: tier.seats,
-                })?;
-                tiers.push(json!({ "tier": tier.name, "price": tier.price.to_string(), "unit": unit_name(tier.unit) }));
-            }
+            let registration = issuer
+                .register_package(&args.package, &policy, now)
+                .with_context(|| args.package.display().to_string())?;
+            let tiers: Vec<serde_json::Value> = registration
+                .offers
+                .iter()
+                .map(|o| json!({ "tier": o.tier, "price": escx_manifest::Micros(o.price_micros).to_string(), "unit": o.unit }))
+                .collect();
+            let owners: Vec<String> = registration.owners.iter().map(|k| k.to_string()).collect();
             ui.emit(
-                json!({ "package": manifest.package.name, "tiers": tiers, "content_key": encrypted }),
+                json!({ "package": registration.package, "version": registration.version, "tiers": tiers,
+                        "content_key": registration.content_key, "scope": registration.scope,
+                        "owners": owners, "claimed": registration.claimed }),
                 || {
-                    let mut text =
-                        format!("{} is for sale in {} tiers", manifest.package.name, pricing.tiers.len());
-                    if encrypted {
+                    let count = registration.offers.len();
+                    let mut text = format!(
+                        "{} is for sale in {count} tier{}",
+                        registration.package,
+                        if count == 1 { "" } else { "s" }
+                    );
+                    if registration.content_key {
                         text += &format!(
                             "; licenses issued from now on carry the content key of {} {}",
-                            manifest.package.name, manifest.package.version
+                            registration.package, registration.version
+                        );
+                    }
+                    if registration.claimed {
+                        text += &format!(
+                            "\n{} is now owned by {}: only packages signed by an owner key can be sold under it",
+                            registration.scope,
+                            owners.join(", ")
                         );
                     }
                     text
@@ -496,19 +601,20 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
             );
         }
         IssuerCommand::Issue(args) => {
-            let request = TokenRequest::from_cbor(&read(&args.input)?)?;
+            let request = TokenRequest::from_cbor(&read(&args.input)?)
+                .with_context(|| args.input.display().to_string())?;
             let response = open_issuer(&args.dir)?.issue(&request, now)?;
-            write(&args.out, &response.to_cbor())?;
+            args.output.write(&response.to_cbor())?;
             ui.emit(
                 json!({ "package": request.package, "tier": request.tier, "epoch": request.epoch, "count": request.blinded.len() }),
-                || format!("issued {} {} {} tokens -> {}", request.blinded.len(), request.package, request.tier, args.out.display()),
+                || format!("issued {} {} {} tokens -> {}", request.blinded.len(), request.package, request.tier, args.output.out.display()),
             );
         }
         IssuerCommand::Redeem(args) => {
             let answer = open_issuer(&args.dir)?.redeem(&read(&args.input)?, now)?;
-            write(&args.out, &answer)?;
-            ui.emit(json!({ "file": args.out }), || {
-                format!("license sealed to the holder -> {}", args.out.display())
+            args.output.write(&answer)?;
+            ui.emit(json!({ "file": args.output.out }), || {
+                format!("license sealed to the holder -> {}", args.output.out.display())
             });
         }
         IssuerCommand::Revoke(args) => {
@@ -523,8 +629,8 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
         }
         IssuerCommand::Crl(args) => {
             let crl = open_issuer(&args.dir)?.crl(now)?;
-            write(&args.out, &crl)?;
-            ui.emit(json!({ "file": args.out }), || format!("wrote {}", args.out.display()));
+            args.output.write(&crl)?;
+            ui.emit(json!({ "file": args.output.out }), || format!("wrote {}", args.output.out.display()));
         }
         IssuerCommand::Sales(args) => {
             let issuer = open_issuer(&args.dir)?;
@@ -560,33 +666,32 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn unit_name(unit: escx_manifest::schema::PriceUnit) -> &'static str {
-    use escx_manifest::schema::PriceUnit;
-    match unit {
-        PriceUnit::OneOff => "one-off",
-        PriceUnit::Hour => "hour",
-        PriceUnit::Month => "month",
-        PriceUnit::Year => "year",
-    }
-}
-
 pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
     let now = escx::now_unix();
     match command {
         LicenseCommand::Request(args) => {
-            let bundle = bundle(&args.issuer)?;
-            let request =
-                Wallet::open(&args.wallet)?.request(&bundle, &args.package, &args.tier, args.count, now)?;
-            write(&args.out, &request.to_cbor())?;
-            ui.emit(json!({ "file": args.out, "count": args.count, "epoch": request.epoch }), || {
-                format!(
-                    "request for {} {} {} tokens -> {} (send it with the payment)",
-                    args.count,
-                    args.package,
-                    args.tier,
-                    args.out.display()
-                )
-            });
+            let chain = bundle(&args.issuer)?;
+            let wallet = Wallet::open(&args.wallet)?;
+            let held = wallet.add_issuer(&chain).with_context(|| args.issuer.display().to_string())?;
+            let under = match args.published.head(chain.issuer_id(), now)? {
+                Some((version, hash)) => wallet.published(chain.issuer_id(), version, &hash)?,
+                None => held,
+            };
+            let request = wallet.request_at(&under, &args.package, &args.tier, args.count, now)?;
+            args.output.write(&request.to_cbor())?;
+            ui.emit(
+                json!({ "file": args.output.out, "count": args.count, "epoch": request.epoch,
+                        "bundle_version": under.version(), "published_checked": args.published.registry.is_some() }),
+                || {
+                    format!(
+                        "request for {} {} {} tokens -> {} (send it with the payment)",
+                        args.count,
+                        args.package,
+                        args.tier,
+                        args.output.out.display()
+                    )
+                },
+            );
         }
         LicenseCommand::Finalize(args) => {
             let response = TokenResponse::from_cbor(&read(&args.input)?)?;
@@ -597,12 +702,12 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
         }
         LicenseCommand::Renew(args) => {
             let (sealed, left) = Wallet::open(&args.wallet)?.renew(&args.package, now)?;
-            write(&args.out, &sealed)?;
-            ui.emit(json!({ "file": args.out, "current_seconds_left": left }), || {
+            args.output.write_secret(&sealed)?;
+            ui.emit(json!({ "file": args.output.out, "current_seconds_left": left }), || {
                 let days = left / 86_400;
                 format!(
                     "next token spent into {} with fresh holder keys; the current license has {days} day{} left",
-                    args.out.display(),
+                    args.output.out.display(),
                     if days == 1 { "" } else { "s" }
                 )
             });
@@ -610,9 +715,9 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
         LicenseCommand::ReceiveKey(args) => {
             let key = Wallet::open(&args.wallet)?.receive_key()?;
             let file = ReceiveKey::new(&key);
-            write(&args.out, &file.to_cbor())?;
-            ui.emit(json!({ "file": args.out, "key_id": key.id().to_string() }), || {
-                format!("receive key {} -> {}", key.id(), args.out.display())
+            args.output.write(&file.to_cbor())?;
+            ui.emit(json!({ "file": args.output.out, "key_id": key.id().to_string() }), || {
+                format!("receive key {} -> {}", key.id(), args.output.out.display())
             });
         }
         LicenseCommand::Transfer(args) => {
@@ -648,12 +753,23 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
             );
         }
         LicenseCommand::Redeem(args) => {
+            // Refused before the token is spent, not after.
+            if args.output.out.exists() && !args.output.force {
+                return Err(escx::Error::io(
+                    &args.output.out,
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "file exists; pass --force to replace it",
+                    ),
+                )
+                .into());
+            }
             let sealed = Wallet::open(&args.wallet)?.redeem(&args.package)?;
-            write(&args.out, &sealed)?;
-            ui.emit(json!({ "file": args.out }), || {
+            args.output.write_secret(&sealed)?;
+            ui.emit(json!({ "file": args.output.out }), || {
                 format!(
                     "token spent into {} (sealed to the issuer, with fresh holder keys)",
-                    args.out.display()
+                    args.output.out.display()
                 )
             });
         }
@@ -693,15 +809,47 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
         LicenseCommand::Prove(args) => {
             let challenge = hex_arg(&args.challenge, "challenge")?;
             let proof = Wallet::open(&args.wallet)?.prove(&args.package, &challenge)?;
-            write(&args.out, &proof)?;
-            ui.emit(json!({ "file": args.out }), || format!("proof of possession -> {}", args.out.display()));
+            args.output.write(&proof)?;
+            ui.emit(json!({ "file": args.output.out }), || {
+                format!("proof of possession -> {}", args.output.out.display())
+            });
         }
         LicenseCommand::CheckProof(args) => {
             let challenge = hex_arg(&args.challenge, "challenge")?;
-            let license = wallet::check_proof(&read(&args.proof)?, &bundle(&args.issuer)?, &challenge, now)?;
+            let chain = bundle(&args.issuer)?;
+            let crl = match &args.crl {
+                Some(path) => Some(
+                    wallet::open_crl(&read(path)?, chain.head())
+                        .with_context(|| path.display().to_string())?,
+                ),
+                None => None,
+            };
+            let version = args
+                .package_version
+                .as_deref()
+                .map(|v| {
+                    semver::Version::parse(v).map_err(|e| UsageError(format!("--package-version {v:?}: {e}")))
+                })
+                .transpose()?;
+            let check = wallet::ProofCheck {
+                issuer: chain.head(),
+                crl: crl.as_ref(),
+                package: &args.package,
+                version: version.as_ref(),
+                challenge: &challenge,
+                now,
+            };
+            let license = wallet::check_proof(&read(&args.proof)?, &check)
+                .with_context(|| args.proof.display().to_string())?;
+            let state = match &args.state_dir {
+                Some(dir) => dir.clone(),
+                None => escx_manifest::client::StateDir::default_location().path().to_path_buf(),
+            };
+            wallet::ChallengeLog::open(&state.join("challenges"))?.record(&challenge)?;
             let id = hex::encode(&license.license_id);
             ui.emit(
-                json!({ "ok": true, "license_id": id, "package": license.package, "tier": license.tier }),
+                json!({ "ok": true, "license_id": id, "package": license.package, "tier": license.tier,
+                        "revocation_checked": crl.is_some() }),
                 || format!("the prover holds license {id} for {} {}", license.package, license.tier),
             );
         }

@@ -233,7 +233,7 @@ fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
         signed_at: Some(signing_time()?),
         overwrite: args.force,
         progress: &progress,
-        encrypt_for: issuer.as_ref().map(|b| &b.kem_key),
+        encrypt_for: issuer.as_ref().map(|c| &c.head().kem_key),
     };
     let report =
         escx::pack::pack_dir(&args.dir, &args.out, &key_refs, &options).map_err(failure::at(&args.dir))?;
@@ -265,7 +265,7 @@ fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
             if let Some(bundle) = &issuer {
                 text += &format!(
                     "  payload encrypted for issuer {} ({}); next: escx issuer register-package\n",
-                    bundle.payload.name,
+                    bundle.head().payload.name,
                     bundle.issuer_id()
                 );
             }

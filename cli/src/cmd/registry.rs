@@ -65,6 +65,17 @@ never forge.
 Examples:
   escx registry mirror ./reg ./mirror --registry-key registry.pub")]
     Mirror(MirrorArgs),
+    /// Publish a license issuer's current bundle in the signed index (the channel every
+    /// customer reads, so an issuer cannot show one customer keys nobody else sees).
+    #[command(after_help = "\
+The chain is verified; its head must extend the head listed so far (never another history).
+Wallets then buy only under the listed head: escx license request ... --registry ./reg
+--registry-key registry.pub.
+
+Examples:
+  escx issuer publish ./issuer -o issuer.pub
+  escx registry issuer ./reg issuer.pub --key registry.key")]
+    Issuer(IssuerArgs),
     /// Re-sign the index with a fresh expiry (run periodically; clients refuse a stale index).
     #[command(after_help = "Examples:\n  escx registry refresh ./reg --key registry.key --expiry-days 7")]
     Refresh(RefreshArgs),
@@ -79,6 +90,7 @@ impl RegistryCommand {
             Self::Search(a) => a.json,
             Self::Mirror(a) => a.json,
             Self::Refresh(a) => a.json,
+            Self::Issuer(a) => a.json,
         }
     }
 }
@@ -183,6 +195,19 @@ pub struct MirrorArgs {
 }
 
 #[derive(Args)]
+pub struct IssuerArgs {
+    /// Registry directory.
+    dir: PathBuf,
+    /// The issuer's bundle chain (from `escx issuer publish`).
+    chain: PathBuf,
+    #[command(flatten)]
+    signing: SigningArgs,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 pub struct RefreshArgs {
     /// Registry directory.
     dir: PathBuf,
@@ -201,6 +226,7 @@ pub fn run(command: RegistryCommand, ui: &Ui) -> anyhow::Result<()> {
         RegistryCommand::Search(args) => search(args, ui),
         RegistryCommand::Mirror(args) => mirror(args, ui),
         RegistryCommand::Refresh(args) => refresh(args, ui),
+        RegistryCommand::Issuer(args) => issuer(args, ui),
     }
 }
 
@@ -383,5 +409,52 @@ fn refresh(args: RefreshArgs, ui: &Ui) -> anyhow::Result<()> {
     ui.emit(json!({ "index_version": index.version, "expires_at": expires }), || {
         format!("re-signed index version {}, valid until {expires}", index.version)
     });
+    Ok(())
+}
+
+fn issuer(args: IssuerArgs, ui: &Ui) -> anyhow::Result<()> {
+    let chain = super::license::bundle(&args.chain)?;
+    let head = chain.head();
+    let keys = args.signing.load()?;
+    let registry = Registry::open(&args.dir)?;
+    let entry = index::IndexIssuer {
+        id: serde_bytes::ByteBuf::from(chain.issuer_id().0.to_vec()),
+        version: head.version(),
+        hash: serde_bytes::ByteBuf::from(head.hash.to_vec()),
+    };
+    let refused = |reason: String| escx_manifest::Error::IssuerHead { path: args.chain.clone(), reason };
+    let index = registry.set_issuer(
+        entry,
+        |listed| match listed {
+            None => Ok(()),
+            Some(listed) => match chain.version(listed.version) {
+                Some(bundle) if bundle.hash == listed.hash_bytes() => Ok(()),
+                Some(_) => Err(refused(format!(
+                    "the chain differs from the published one at version {}: another history, refused",
+                    listed.version
+                ))),
+                None => Err(refused(format!(
+                    "the chain ends at version {}, before the published version {}: a rollback, refused",
+                    head.version(),
+                    listed.version
+                ))),
+            },
+        },
+        &refs(&keys),
+        escx::now_unix(),
+        args.signing.expiry_secs()?,
+    )?;
+    ui.emit(
+        json!({ "issuer_id": chain.issuer_id().to_string(), "bundle_version": head.version(),
+                "bundle_hash": hex::encode(head.hash), "index_version": index.version }),
+        || {
+            format!(
+                "published issuer {} bundle version {} (index version {})",
+                chain.issuer_id(),
+                head.version(),
+                index.version
+            )
+        },
+    );
     Ok(())
 }

@@ -32,3 +32,8 @@ pub(crate) fn layer_format(error: crate::FormatError) -> std::io::Error {
     section::Layer::Format(error).into_io()
 }
 pub(crate) use reader::check_hash;
+
+/// Carries an extractor's write failure through `io::Read` adapters, naming the file.
+pub(crate) fn layer_sink(path: &std::path::Path, error: std::io::Error) -> std::io::Error {
+    section::Layer::Sink(path.to_path_buf(), error).into_io()
+}

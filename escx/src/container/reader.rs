@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::{self, ArchiveSummary, CheckOnly};
 use crate::content::{ContentKey, ContentKeySection};
-use crate::hash::{self, HASH_BYTES};
+use crate::hash::{self, HASH_BYTES, HashingReader};
 use crate::manifest::{ManifestHeader, PackageId};
 use crate::progress::Progress;
 use crate::{Error, FormatError};
@@ -215,43 +215,80 @@ impl<R: Read + Seek + Send> PackageReader<R> {
         let section = kind.name();
         let source = self.source.clone();
         let classify = |e| classify(section, e, &source);
-
-        // 1. Authenticate the stored bytes before any decoder sees them.
+        // Every verdict below is reached from bytes that were hashed against the table,
+        // never from a second read of the file (which may have changed in between).
         progress.start(section, entry.stored_length);
+
+        // Small and read whole: hash and decode one copy.
+        if kind == SectionType::ContentKey {
+            // Bounded by CONTENT_KEY_SECTION_BYTES_MAX in `validate_layout`.
+            let mut bytes = vec![0u8; entry.stored_length as usize];
+            SectionReader::new(&mut self.inner, &entry)
+                .and_then(|mut window| window.read_exact(&mut bytes))
+                .map_err(classify)?;
+            progress.advance(entry.stored_length);
+            progress.finish();
+            check_hash(&entry, hash::content_hash(&bytes))?;
+            ContentKeySection::decode(&bytes)?;
+            return Ok(SectionCheck { entry, archive: None, content_checked: true });
+        }
+
+        // A plain archive: one read feeds the hash and the archive walker. The walker
+        // only parses tar headers (safe on any input); its verdict counts only if the
+        // hash matches, so the outcome is the same as hashing first.
+        if kind.is_archive() && !entry.is_compressed() && !entry.is_encrypted() {
+            let mut window = SectionReader::new(&mut self.inner, &entry).map_err(classify)?;
+            let plain_length = entry.plain_length;
+            let (actual, walked) =
+                hash::hash_and_consume(&mut window, entry.stored_length, progress, move |chunks| {
+                    archive::walk_seekable(chunks, kind, plain_length, &mut CheckOnly)
+                })
+                .map_err(classify)?;
+            progress.finish();
+            check_hash(&entry, actual)?;
+            let summary = walked.map_err(classify)?;
+            return Ok(SectionCheck { entry, archive: Some(summary), content_checked: true });
+        }
+
+        // 1. Compressed or encrypted: authenticate the stored bytes before zstd or the
+        //    AEAD sees them.
         let mut window = SectionReader::new(&mut self.inner, &entry).map_err(classify)?;
         let actual = hash::hash_exact(&mut window, entry.stored_length, progress).map_err(classify)?;
         progress.finish();
         check_hash(&entry, actual)?;
-
-        // 2. Check what they hold.
-        if entry.is_encrypted() && content_key.is_none() {
-            return Ok(SectionCheck { entry, archive: None, content_checked: false });
+        let decoded = kind.is_archive() || entry.is_compressed();
+        if !decoded || (entry.is_encrypted() && content_key.is_none()) {
+            let content_checked = !entry.is_encrypted();
+            return Ok(SectionCheck { entry, archive: None, content_checked });
         }
-        let mut window = SectionReader::new(&mut self.inner, &entry).map_err(classify)?;
-        let archive = match (kind, entry.is_compressed() || entry.is_encrypted()) {
-            (SectionType::ContentKey, _) => {
-                // Bounded by CONTENT_KEY_SECTION_BYTES_MAX in `validate_layout`.
-                let mut bytes = Vec::new();
-                window.read_to_end(&mut bytes).map_err(classify)?;
-                ContentKeySection::decode(&bytes)?;
+
+        // 2. Decode a second read, hashing it as it is decoded: if the file changed since
+        //    step 1, that hash differs and wins over whatever the decoder found.
+        let window = SectionReader::new(&mut self.inner, &entry).map_err(classify)?;
+        let mut hashing = HashingReader::new(window);
+        let decoded: Result<Option<ArchiveSummary>, Error> = (|| {
+            let mut plain = plain_stream(&mut hashing, &entry, content_key).map_err(classify)?;
+            let summary = if kind.is_archive() {
+                Some(
+                    archive::walk_stream(&mut plain, kind, entry.plain_length, &mut CheckOnly)
+                        .map_err(classify)?,
+                )
+            } else {
                 None
+            };
+            plain.finish(section).map_err(classify)?;
+            Ok(summary)
+        })();
+        let (reread, _) = hashing.finish().map_err(classify)?;
+        if reread != entry.hash {
+            return Err(FormatError::SectionHash {
+                section,
+                expected: hex::encode(entry.hash),
+                actual: format!("{} (the file changed while it was verified)", hex::encode(reread)),
             }
-            (kind, false) if kind.is_archive() => Some(
-                archive::walk_seekable(window, kind, entry.plain_length, &mut CheckOnly).map_err(classify)?,
-            ),
-            (kind, true) if kind.is_archive() => {
-                let mut plain = plain_stream(window, &entry, content_key).map_err(classify)?;
-                let summary = archive::walk_stream(&mut plain, kind, entry.plain_length, &mut CheckOnly)
-                    .map_err(classify)?;
-                plain.finish(section).map_err(classify)?;
-                Some(summary)
-            }
-            _ => {
-                plain_stream(window, &entry, None).map_err(classify)?.finish(section).map_err(classify)?;
-                None
-            }
-        };
-        Ok(SectionCheck { entry, archive, content_checked: true })
+            .into());
+        }
+        Ok(SectionCheck { entry, archive: decoded?, content_checked: true })
     }
 
     /// The content-key section, if the package has one (hash-checked and decoded).
@@ -263,6 +300,33 @@ impl<R: Read + Seek + Send> PackageReader<R> {
         self.inner.read_exact(&mut bytes).map_err(|e| Error::io(&self.source, e))?;
         check_hash(&entry, hash::content_hash(&bytes))?;
         Ok(Some(ContentKeySection::decode(&bytes)?))
+    }
+
+    /// What this package's content key is bound to (escx-format.md §15.2): the manifest's
+    /// name and version and the payload's table hash.
+    pub fn content_binding(&mut self) -> Result<crate::content::ContentBinding, Error> {
+        let payload_hash =
+            self.section(SectionType::Payload).ok_or(Error::SectionAbsent { section: "payload" })?.hash;
+        let id = self.package_id()?;
+        Ok(crate::content::ContentBinding { name: id.name, version: id.version.to_string(), payload_hash })
+    }
+
+    /// Checks that `key` decrypts this package's encrypted payload by authenticating its
+    /// first STREAM segment (escx-format.md §15.3): what an issuer does before it hands
+    /// the key to anyone. Reads at most one segment.
+    pub fn check_content_key(&mut self, key: &ContentKey) -> Result<(), Error> {
+        let entry =
+            self.section(SectionType::Payload).cloned().ok_or(Error::SectionAbsent { section: "payload" })?;
+        if !entry.is_encrypted() {
+            return Err(FormatError::ContentKeyPairing.into());
+        }
+        let source = self.source.clone();
+        let window = SectionReader::new(&mut self.inner, &entry).map_err(|e| Error::io(&source, e))?;
+        let mut decrypting = crate::content::DecryptReader::new(key, window, entry.stored_length, "payload")
+            .map_err(|e| classify("payload", e, &source))?;
+        let mut first = [0u8; 1];
+        decrypting.read(&mut first).map_err(|e| classify("payload", e, &source))?;
+        Ok(())
     }
 
     /// A window onto a section's stored bytes, for extraction.

@@ -25,6 +25,8 @@ pub(crate) enum Layer {
     Decompress(String),
     /// A content check failed (raised by archive visitors).
     Format(FormatError),
+    /// Writing an extracted file failed (raised by the extractor).
+    Sink(std::path::PathBuf, io::Error),
 }
 
 impl std::fmt::Display for Layer {
@@ -34,6 +36,7 @@ impl std::fmt::Display for Layer {
             Self::PlainOverflow { declared } => write!(f, "more than {declared} bytes after decompression"),
             Self::Decompress(reason) => f.write_str(reason),
             Self::Format(e) => write!(f, "{e}"),
+            Self::Sink(path, e) => write!(f, "{}: {e}", path.display()),
         }
     }
 }
@@ -62,6 +65,7 @@ pub(crate) fn classify(section: &'static str, error: io::Error, source_name: &st
                 .into(),
                 Layer::Decompress(reason) => FormatError::Decompress { section, reason }.into(),
                 Layer::Format(e) => e.into(),
+                Layer::Sink(path, e) => Error::io(path, e),
             };
         }
         return Error::io(source_name, io::Error::other("unclassifiable section read error"));

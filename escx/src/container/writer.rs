@@ -8,9 +8,10 @@ use std::path::Path;
 
 use crate::Error;
 use crate::archive::{self, SourceEntry};
-use crate::content::{self, ContentKey};
+use crate::content::{self, ContentBinding, ContentKey, ContentKeySection};
 use crate::fsutil;
 use crate::hash::{self, HASH_BYTES, HashingWriter};
+use crate::kem::KemPublicKey;
 use crate::progress::Progress;
 use crate::sig::SecretKey;
 
@@ -31,12 +32,16 @@ pub(crate) enum SectionSource<'a> {
     Archive(SectionType, &'a [SourceEntry]),
     /// A tar archive, compressed when that pays and then encrypted under the key.
     EncryptedArchive(SectionType, &'a [SourceEntry], &'a ContentKey),
+    /// The content-key section: the key sealed to the issuer, bound to the package name,
+    /// version and the payload's table hash, so it comes after the (encrypted) payload.
+    ContentKey { key: &'a ContentKey, issuer: &'a KemPublicKey, name: &'a str, version: &'a str },
 }
 
 impl SectionSource<'_> {
     fn kind(&self) -> SectionType {
         match self {
             Self::Bytes(kind, _) | Self::Archive(kind, _) | Self::EncryptedArchive(kind, _, _) => *kind,
+            Self::ContentKey { .. } => SectionType::ContentKey,
         }
     }
 }
@@ -75,6 +80,22 @@ pub(crate) fn write_package(
             }
             SectionSource::EncryptedArchive(kind, entries, key) => {
                 write_encrypted_archive(file, *kind, offset, entries, key, &spool_dir, progress)?
+            }
+            SectionSource::ContentKey { key, issuer, name, version } => {
+                let payload = sections
+                    .iter()
+                    .find(|s: &&SectionEntry| s.kind == SectionType::Payload)
+                    .ok_or_else(|| Error::PackInput {
+                        path: out.into(),
+                        reason: "a content key without a payload".into(),
+                    })?;
+                let binding = ContentBinding {
+                    name: (*name).to_owned(),
+                    version: (*version).to_owned(),
+                    payload_hash: payload.hash,
+                };
+                let section = ContentKeySection::seal(key, issuer, &binding)?.encode();
+                write_bytes(file, SectionType::ContentKey, offset, &section).map_err(io)?
             }
         };
         debug_assert_eq!(entry.kind, source.kind());
