@@ -232,12 +232,14 @@ fn statements(c: &mut Criterion) {
             ],
         })
         .collect();
-    let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, operator());
+    let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, operator()).unwrap();
     println!("statement: 10 000 entries, {} bytes signed", built.bytes.len());
     let mut group = c.benchmark_group("statement_10k");
     group.sample_size(10).measurement_time(Duration::from_secs(15));
     group.bench_function("build (60 000 commitments, Merkle root, ML-DSA-87 sign)", |b| {
-        b.iter(|| statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, black_box(&inputs), operator()));
+        b.iter(|| {
+            statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, black_box(&inputs), operator()).unwrap()
+        });
     });
     // The raw primitive: the 50 000 Pedersen commitments (two fixed-base multiplications
     // each) and their compression that a 10 000-entry statement computes, on the same

@@ -684,7 +684,7 @@ fn verify_statement(demo: &mut Demo) -> anyhow::Result<String> {
     // The publisher with only its openings.
     let openings = ledger.openings(seq, "publisher")?;
     let amounts = statement::check_openings(&verified, &openings)?;
-    let total: u64 = amounts.iter().map(|(_, amount)| amount).sum();
+    let total: u64 = amounts.iter().map(|o| o.amount).sum();
     // One altered commitment is caught.
     // An operator who signs payouts that do not add up is caught, even with a correct root.
     let mut altered = verified.payload.clone();

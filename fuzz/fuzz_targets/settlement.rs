@@ -24,7 +24,7 @@ fn fixture() -> &'static (SecretKey, Verified) {
                 payouts: vec![("acme".into(), 60), ("platform".into(), 40)],
             })
             .collect();
-        let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, &key);
+        let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, &key).expect("seed inputs conserve");
         let verified = statement::verify(&built.bytes, key.public_key()).expect("a built statement verifies");
         (key, verified)
     })

@@ -11,6 +11,7 @@ use escx::policy::TrustPolicy;
 use escx::sig::SecretKey;
 use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::messages::{BundleChain, TokenRequest};
+use escx_licensing::poprf::IssuerKey;
 use escx_licensing::wallet::{self, Wallet};
 
 const T0: u64 = 1_800_000_000;
@@ -640,4 +641,131 @@ mod content_key_attacks {
         let registration = w.issuer.register_package(&repriced, &trust(&w.publisher), T0).unwrap();
         assert_eq!(registration.offers[0].price_micros, 39_000_000);
     }
+}
+
+/// The issuer's store holds sales, spent tokens and content keys: its directory is 0700
+/// and its database, WAL and shared-memory files are 0600 from the start.
+#[cfg(unix)]
+#[test]
+fn issuer_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = world();
+    buy(&w, 1);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = w.issuer.dir();
+    assert_eq!(mode(dir), 0o700);
+    for name in ["issuer.sqlite", "issuer.sqlite-wal", "issuer.sqlite-shm", "kem.key", "signing.key"] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+}
+
+/// A store written by the first release opens: it is migrated in one transaction, and its
+/// unbound content keys are set aside, never handed out again.
+#[test]
+fn a_version_1_issuer_store_is_migrated() {
+    let w = world();
+    let dir = w.issuer.dir().to_path_buf();
+    drop(w.issuer);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("issuer.sqlite{suffix}")));
+    }
+    let db = rusqlite::Connection::open(dir.join("issuer.sqlite")).unwrap();
+    db.execute_batch(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE epochs (epoch INTEGER PRIMARY KEY, secret BLOB NOT NULL, public BLOB NOT NULL,
+             not_before INTEGER NOT NULL, not_after INTEGER NOT NULL);
+         CREATE TABLE catalog (package TEXT NOT NULL, tier TEXT NOT NULL, price_micros INTEGER NOT NULL,
+             currency TEXT NOT NULL, unit TEXT NOT NULL, features TEXT NOT NULL, seats INTEGER,
+             PRIMARY KEY (package, tier));
+         CREATE TABLE content_keys (package_root BLOB PRIMARY KEY, package TEXT NOT NULL,
+             version TEXT NOT NULL, sealed BLOB NOT NULL);
+         CREATE TABLE sales (id INTEGER PRIMARY KEY AUTOINCREMENT, package TEXT NOT NULL, tier TEXT NOT NULL,
+             epoch INTEGER NOT NULL, count INTEGER NOT NULL, unit_price_micros INTEGER NOT NULL,
+             total_micros INTEGER NOT NULL, currency TEXT NOT NULL, at INTEGER NOT NULL);
+         CREATE TABLE spent (token_id BLOB PRIMARY KEY, spent_at INTEGER NOT NULL);
+         CREATE TABLE licenses (license_id BLOB PRIMARY KEY, package TEXT NOT NULL, tier TEXT NOT NULL,
+             not_before INTEGER NOT NULL, not_after INTEGER NOT NULL);
+         CREATE TABLE revocations (license_id BLOB PRIMARY KEY, reason TEXT NOT NULL, revoked_at INTEGER NOT NULL);
+         INSERT INTO meta VALUES ('name', 'Old'), ('crl_number', '4');
+         INSERT INTO content_keys VALUES (x'07', 'acme/thermal', '1.0.0', x'00');
+         INSERT INTO spent VALUES (x'01', 5);",
+    )
+    .unwrap();
+    let key = IssuerKey::generate().unwrap();
+    db.execute(
+        "INSERT INTO epochs VALUES (1, ?1, ?2, ?3, ?4)",
+        rusqlite::params![&key.secret_bytes()[..], &key.public_key()[..], T0 as i64, (T0 + 90 * DAY) as i64],
+    )
+    .unwrap();
+    drop(db);
+    let issuer = Issuer::open(&dir, || None).unwrap();
+    let db = issuer.database();
+    let schema: String =
+        db.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
+    assert_eq!(schema, "2");
+    let legacy: i64 = db.query_row("SELECT count(*) FROM legacy_content_keys", [], |r| r.get(0)).unwrap();
+    let served: i64 = db.query_row("SELECT count(*) FROM content_keys", [], |r| r.get(0)).unwrap();
+    assert_eq!((legacy, served), (1, 0));
+    // The CRL numbering carries on; the old spent token stays spent.
+    let crl = issuer.crl(T0).unwrap();
+    let payload: escx_licensing::messages::CrlPayload = escx::cbor::decode_exact(
+        escx::envelope::Envelope::from_cbor(&crl).unwrap().payload_unverified(),
+        "crl",
+    )
+    .unwrap();
+    assert_eq!(payload.number, 5);
+    let spent: i64 =
+        db.query_row("SELECT count(*) FROM spent WHERE token_id = x'01'", [], |r| r.get(0)).unwrap();
+    assert_eq!(spent, 1);
+}
+
+/// CRL numbers are taken inside a write transaction: issuer processes signing at once get
+/// distinct numbers; a wallet takes only a strictly greater number (the same file again is
+/// a no-op, another list under a number it holds is refused).
+#[test]
+fn crl_numbers_are_unique_and_wallets_take_only_newer_ones() {
+    let w = world();
+    let dir = Arc::new(w.issuer.dir().to_path_buf());
+    let barrier = Arc::new(Barrier::new(6));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (dir, barrier) = (Arc::clone(&dir), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let issuer = Issuer::open(&dir, || None).unwrap();
+                barrier.wait();
+                issuer.crl(T0).unwrap()
+            })
+        })
+        .collect();
+    let crls: Vec<Vec<u8>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let number = |crl: &[u8]| -> u64 {
+        let payload: escx_licensing::messages::CrlPayload = escx::cbor::decode_exact(
+            escx::envelope::Envelope::from_cbor(crl).unwrap().payload_unverified(),
+            "crl",
+        )
+        .unwrap();
+        payload.number
+    };
+    let mut numbers: Vec<u64> = crls.iter().map(|c| number(c)).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
+    let newest = crls.iter().find(|c| number(c) == 6).unwrap();
+    w.wallet.add_issuer(&w.bundle).unwrap();
+    w.wallet.accept_crl(newest).unwrap();
+    w.wallet.accept_crl(newest).unwrap();
+    // Another list signed under number 6 (a second signing of the same number).
+    let forged = {
+        let signing = escx::keyfile::read_secret_key(&w.issuer.dir().join("signing.key"), || None).unwrap();
+        let payload =
+            escx_licensing::messages::CrlPayload { v: 1, number: 6, issued_at: T0 + 1, revoked: vec![] };
+        escx::envelope::Envelope::seal(
+            escx_licensing::messages::CONTEXT_CRL,
+            escx::cbor::encode(&payload),
+            &signing,
+        )
+        .to_cbor()
+    };
+    assert_eq!(w.wallet.accept_crl(&forged).unwrap_err().code(), "crl-stale");
+    let older = crls.iter().find(|c| number(c) == 5).unwrap();
+    assert_eq!(w.wallet.accept_crl(older).unwrap_err().code(), "crl-stale");
 }

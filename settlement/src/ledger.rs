@@ -368,7 +368,14 @@ impl<S: Store> Ledger<S> {
                             &event.currency,
                         )?
                     }
-                    Kind::Refund => apply_refund(&mut tx, &mut accounts, event, id, content, batch)?,
+                    Kind::Refund => {
+                        // Again inside the transaction: another writer may have disputed,
+                        // cancelled or refunded the target since the checks above.
+                        if let Some(target) = &event.refund_of {
+                            check_refund(&tx, event, target, &HashSet::new(), std::slice::from_ref(*event))?;
+                        }
+                        apply_refund(&mut tx, &mut accounts, event, id, content, batch)?
+                    }
                 };
                 report.transfers += payouts.len();
                 report.settled += 1;
@@ -411,19 +418,51 @@ impl<S: Store> Ledger<S> {
         Ok(self.store.statement(seq)?.ok_or(Error::UnknownStatement { seq })?.bytes)
     }
 
-    /// A party's openings for statement `seq`.
+    /// A party's openings for statement `seq`: its payouts and the gross of each entry it
+    /// is paid in (settlement.md §4.3). Read back, every entry's payout openings must add up
+    /// to its gross opening, or nothing is handed out (`ledger-invariant`).
     pub fn openings(&self, seq: u64, party: &str) -> Result<OpeningsFile, Error> {
         // Statements are numbered 1, 2, 3, ... without gaps (close_batch enforces it), so
         // this checks that `seq` exists without reading its bytes.
         if !self.store.last_statement()?.is_some_and(|(last, _)| (1..=last).contains(&seq)) {
             return Err(Error::UnknownStatement { seq });
         }
+        let all = self.store.statement_openings(seq)?;
+        let mut sums: BTreeMap<u32, (Option<u64>, u128)> = BTreeMap::new();
+        for opening in &all {
+            let entry = sums.entry(opening.entry).or_default();
+            match opening.party {
+                None => entry.0 = Some(opening.amount),
+                Some(_) => entry.1 += u128::from(opening.amount),
+            }
+        }
+        for (entry, (gross, paid)) in &sums {
+            if gross.map(u128::from) != Some(*paid) {
+                return Err(Error::Invariant {
+                    path: self.store.location(),
+                    reason: format!(
+                        "statement {seq} entry {entry}: payout openings add up to {paid}, the gross opening is {}",
+                        gross.map_or("missing".to_owned(), |g| g.to_string())
+                    ),
+                });
+            }
+        }
+        let paid: HashSet<u32> =
+            all.iter().filter(|o| o.party.as_deref() == Some(party)).map(|o| o.entry).collect();
+        let mut openings: Vec<statement::Opening> = all
+            .into_iter()
+            .filter(|o| match &o.party {
+                Some(p) => p == party,
+                None => paid.contains(&o.entry),
+            })
+            .collect();
+        openings.sort_by_key(|o| (o.entry, o.party.is_some()));
         Ok(OpeningsFile {
             v: 1,
             ledger: serde_bytes::ByteBuf::from(self.ledger_id()?.to_vec()),
             seq,
             party: party.to_owned(),
-            openings: self.store.openings(seq, party)?,
+            openings,
         })
     }
 
@@ -624,11 +663,19 @@ pub(crate) fn pay_out(
     let before = tx.recouped(currency)?;
     let split: Split = waterfall::apply(chain, gross, &before)?;
     let source = account(tx, accounts, from, currency)?;
-    let mut paid = Vec::new();
-    for payout in split.payouts.iter().filter(|p| p.micros > 0) {
-        let credit = account(tx, accounts, &payout.party, currency)?;
-        tx.insert_transfer(id, source, credit, payout.micros)?;
-        paid.push((payout.party.clone(), payout.micros));
+    let paid: Vec<(String, u64)> =
+        split.payouts.iter().filter(|p| p.micros > 0).map(|p| (p.party.clone(), p.micros)).collect();
+    // Where the settlement is built: its transfers must add up to the gross.
+    let total: u128 = paid.iter().map(|(_, amount)| u128::from(*amount)).sum();
+    if total != u128::from(gross) {
+        return Err(Error::Invariant {
+            path: tx.location(),
+            reason: format!("settlement {id}: transfers of {total} micro-units for a gross of {gross}"),
+        });
+    }
+    for (party, amount) in &paid {
+        let credit = account(tx, accounts, party, currency)?;
+        tx.insert_transfer(id, source, credit, *amount)?;
     }
     for (party, total) in &split.recouped {
         let delta = total - before.get(party).copied().unwrap_or(0);
@@ -678,6 +725,22 @@ fn apply_refund(
 pub(crate) fn holdings(tx: &impl Reader, target: &str) -> Result<Vec<(AccountId, String, u64, u64)>, Error> {
     let mut held: Vec<(AccountId, String, u64, u64)> =
         tx.transfers_of(target)?.into_iter().map(|t| (t.credit, t.credit_name, t.amount, t.amount)).collect();
+    // Read back: what the settlement paid out must still be its gross, before any of it is
+    // given back.
+    if let Some(record) = tx.settlement(target)?
+        && (record.kind == "sale" || record.kind == "usage")
+    {
+        let paid: u128 = held.iter().map(|row| u128::from(row.2)).sum();
+        if paid != u128::from(record.gross) {
+            return Err(Error::Invariant {
+                path: tx.location(),
+                reason: format!(
+                    "settlement {target}: its transfers add up to {paid} micro-units, its gross is {}",
+                    record.gross
+                ),
+            });
+        }
+    }
     for refund in tx.refunds_of(target)? {
         for transfer in tx.transfers_of(&refund)? {
             if let Some(row) = held.iter_mut().find(|row| row.0 == transfer.debit) {
@@ -795,7 +858,11 @@ pub(crate) fn close_batch(
             });
         }
     };
-    let built = statement::build(ledger_id, seq as u64, &previous, now, entries, operator);
+    // Conservation is checked on every entry before anything is signed; a failure aborts
+    // the batch's transaction.
+    let built = statement::build(ledger_id, seq as u64, &previous, now, entries, operator).map_err(|e| {
+        Error::Invariant { path: tx.location(), reason: format!("statement {seq} not signed: {e}") }
+    })?;
     let record = StatementRecord {
         seq: seq as u64,
         hash: built.hash,

@@ -81,6 +81,15 @@ pub enum StatementError {
         /// The party.
         party: String,
     },
+    /// What was about to be signed, or what was read back, breaks an invariant
+    /// (conservation, one payout per party): a bug, refused before anything is signed.
+    #[error("statement invariant broken at entry {entry}: {reason}")]
+    Invariant {
+        /// Entry index.
+        entry: usize,
+        /// Which invariant.
+        reason: String,
+    },
 }
 
 impl StatementError {
@@ -91,6 +100,7 @@ impl StatementError {
             Self::Unconserved { .. } => "statement-unconserved",
             Self::Chain { .. } => "statement-chain",
             Self::Opening { .. } | Self::OpeningMissing { .. } => "opening-invalid",
+            Self::Invariant { .. } => "ledger-invariant",
         }
     }
 }
@@ -154,8 +164,30 @@ pub struct EntryInput {
     pub currency: String,
     /// Gross micro-units.
     pub gross: u64,
-    /// Non-zero payouts in order; they must sum to `gross`.
+    /// Non-zero payouts in order, one per party; they must sum to `gross` (none when the
+    /// gross is 0).
     pub payouts: Vec<(String, u64)>,
+}
+
+impl EntryInput {
+    /// The invariants [`build`] refuses to sign without: every payout non-zero, one per
+    /// party, and the payouts summing to the gross exactly (so a zero gross has none).
+    pub fn check(&self, index: usize) -> Result<(), StatementError> {
+        let broken = |reason: String| StatementError::Invariant { entry: index, reason };
+        let paid: u128 = self.payouts.iter().map(|(_, amount)| u128::from(*amount)).sum();
+        if paid != u128::from(self.gross) {
+            return Err(broken(format!("payouts sum to {paid} micro-units, the gross is {}", self.gross)));
+        }
+        if let Some((party, _)) = self.payouts.iter().find(|(_, amount)| *amount == 0) {
+            return Err(broken(format!("a zero payout to {party}")));
+        }
+        let parties: std::collections::BTreeSet<&str> =
+            self.payouts.iter().map(|(p, _)| p.as_str()).collect();
+        if parties.len() != self.payouts.len() {
+            return Err(broken("a party is paid twice".into()));
+        }
+        Ok(())
+    }
 }
 
 /// The secret side of one commitment: what a party needs to check its amount.
@@ -331,7 +363,10 @@ pub fn leaves(payload: &StatementPayload) -> Vec<[u8; 32]> {
     payload.entries.iter().map(leaf).collect()
 }
 
-/// Builds and signs a statement over `inputs`.
+/// Builds and signs a statement over `inputs`. Every input is checked first
+/// ([`EntryInput::check`]): an unconserved entry is an `Invariant` error and nothing is
+/// signed. An entry whose gross is 0 has no payouts; its gross is committed with blinding
+/// 0 (the identity point), so the empty sum of its payouts equals it.
 pub fn build(
     ledger: &[u8; 16],
     seq: u64,
@@ -339,13 +374,16 @@ pub fn build(
     issued_at: u64,
     inputs: &[EntryInput],
     key: &SecretKey,
-) -> Built {
+) -> Result<Built, StatementError> {
+    for (index, input) in inputs.iter().enumerate() {
+        input.check(index)?;
+    }
     let made: Vec<(Entry, Vec<Opening>)> = inputs
         .par_iter()
         .enumerate()
         .map(|(index, input)| {
             let index = index as u32;
-            let mut gross_blinding = random_scalar();
+            let mut gross_blinding = if input.payouts.is_empty() { Scalar::ZERO } else { random_scalar() };
             let gross = half_commit(input.gross, &gross_blinding);
             let mut openings = vec![Opening {
                 entry: index,
@@ -424,7 +462,7 @@ pub fn build(
         parties,
     };
     let bytes = Envelope::seal(CONTEXT_STATEMENT, escx::cbor::encode(&payload), key).to_cbor();
-    Built { hash: statement_hash(&bytes), bytes, openings }
+    Ok(Built { hash: statement_hash(&bytes), bytes, openings })
 }
 
 fn scalar_bytes(scalar: &Scalar) -> ByteBuf {
@@ -461,8 +499,8 @@ pub fn verify(bytes: &[u8], operator: &PublicKey) -> Result<Verified, StatementE
         return Err(invalid(seq, "the entries do not hash to entries_root".into()));
     }
     payload.entries.par_iter().enumerate().try_for_each(|(index, entry)| {
-        if entry.settlement.len() != 32 || entry.payouts.is_empty() {
-            return Err(invalid(seq, format!("entry {index}: malformed")));
+        if entry.settlement.len() != 32 {
+            return Err(invalid(seq, format!("entry {index}: the settlement id is not 32 bytes")));
         }
         let parties: std::collections::BTreeSet<&str> =
             entry.payouts.iter().map(|p| p.party.as_str()).collect();
@@ -509,13 +547,17 @@ pub fn verify_chain(statements: &mut [Verified]) -> Result<(), StatementError> {
                 reason: format!("statements {} and {} are from different ledgers", a.seq, b.seq),
             });
         }
+        if b.seq == a.seq {
+            return Err(StatementError::Chain { reason: format!("statement {} is given twice", a.seq) });
+        }
         if b.seq != a.seq + 1 {
+            // Sorted and distinct, so b.seq > a.seq + 1 here.
             return Err(StatementError::Chain {
                 reason: format!(
                     "gap: statement {} is followed by {} ({} missing)",
                     a.seq,
                     b.seq,
-                    b.seq - a.seq - 1
+                    b.seq.saturating_sub(a.seq).saturating_sub(1)
                 ),
             });
         }
@@ -528,8 +570,24 @@ pub fn verify_chain(statements: &mut [Verified]) -> Result<(), StatementError> {
     Ok(())
 }
 
-/// Checks a party's openings against a verified statement; returns (entry, amount) pairs.
-pub fn check_openings(statement: &Verified, file: &OpeningsFile) -> Result<Vec<(u32, u64)>, StatementError> {
+/// One payout a party's openings proved, with the entry's gross.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OpenedPayout {
+    /// Entry index.
+    pub entry: u32,
+    /// The party's payout, micro-units.
+    pub amount: u64,
+    /// The entry's gross, micro-units.
+    pub gross: u64,
+}
+
+/// Checks a party's openings against a verified statement (settlement.md §4.3): for every
+/// entry the index lists for the party, exactly one opening of its payout and one of the
+/// entry's gross, each opening its commitment, and the payout no larger than the gross.
+pub fn check_openings(
+    statement: &Verified,
+    file: &OpeningsFile,
+) -> Result<Vec<OpenedPayout>, StatementError> {
     let payload = &statement.payload;
     if file.seq != payload.seq || file.ledger != payload.ledger {
         return Err(StatementError::Invalid {
@@ -537,26 +595,30 @@ pub fn check_openings(statement: &Verified, file: &OpeningsFile) -> Result<Vec<(
             reason: format!("the openings are for statement {}", file.seq),
         });
     }
-    // Every entry the index lists for the party must be opened, exactly once: an opening
-    // withheld could hide a "negative" payout (§4.4).
+    // Every entry the index lists for the party must be opened, exactly once, with its
+    // gross: an opening withheld could hide a "negative" payout, and the gross lets the
+    // party check its share of it (§4.4).
     let listed = payload.parties.get(&file.party).map_or(&[][..], Vec::as_slice);
-    let mut opened: Vec<u32> = file
-        .openings
-        .iter()
-        .filter(|o| o.party.as_deref() == Some(file.party.as_str()))
-        .map(|o| o.entry)
-        .collect();
-    opened.sort_unstable();
-    if opened != listed {
-        let entry = listed
-            .iter()
-            .chain(opened.iter())
-            .find(|e| opened.iter().filter(|o| o == e).count() != 1 || !listed.contains(e))
-            .copied()
-            .unwrap_or(0);
-        return Err(StatementError::OpeningMissing { seq: payload.seq, entry, party: file.party.clone() });
+    for wanted in [Some(file.party.as_str()), None] {
+        let mut opened: Vec<u32> =
+            file.openings.iter().filter(|o| o.party.as_deref() == wanted).map(|o| o.entry).collect();
+        opened.sort_unstable();
+        if opened != listed {
+            let entry = listed
+                .iter()
+                .chain(opened.iter())
+                .find(|e| opened.iter().filter(|o| o == e).count() != 1 || !listed.contains(e))
+                .copied()
+                .unwrap_or(0);
+            return Err(StatementError::OpeningMissing {
+                seq: payload.seq,
+                entry,
+                party: file.party.clone(),
+            });
+        }
     }
-    let mut out = Vec::new();
+    let mut grosses = BTreeMap::new();
+    let mut payouts = Vec::new();
     for opening in &file.openings {
         let fail =
             || StatementError::Opening { seq: payload.seq, entry: opening.entry, party: file.party.clone() };
@@ -573,9 +635,23 @@ pub fn check_openings(statement: &Verified, file: &OpeningsFile) -> Result<Vec<(
         if commit(opening.amount, &blinding).compress().as_bytes()[..] != commitment[..] {
             return Err(fail());
         }
-        out.push((opening.entry, opening.amount));
+        match opening.party {
+            None => {
+                grosses.insert(opening.entry, opening.amount);
+            }
+            Some(_) => payouts.push((opening.entry, opening.amount)),
+        }
     }
-    Ok(out)
+    payouts
+        .into_iter()
+        .map(|(entry, amount)| {
+            let gross = grosses.get(&entry).copied().unwrap_or(0);
+            if amount > gross {
+                return Err(StatementError::Opening { seq: payload.seq, entry, party: file.party.clone() });
+            }
+            Ok(OpenedPayout { entry, amount, gross })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -612,7 +688,7 @@ mod tests {
     #[test]
     fn a_built_statement_verifies_and_conserves_on_hidden_amounts() {
         let key = SecretKey::generate();
-        let built = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs(), &key);
+        let built = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs(), &key).unwrap();
         let verified = verify(&built.bytes, key.public_key()).unwrap();
         assert_eq!(verified.payload.entries.len(), 5);
         assert_eq!(verified.payload.parties["acme"], vec![0, 1, 2, 3, 4]);
@@ -621,22 +697,81 @@ mod tests {
             ledger: ByteBuf::from(vec![1; 16]),
             seq: 1,
             party: "acme".into(),
-            openings: built.openings.iter().filter(|o| o.party.as_deref() == Some("acme")).cloned().collect(),
+            openings: built
+                .openings
+                .iter()
+                .filter(|o| o.party.as_deref() == Some("acme") || o.party.is_none())
+                .cloned()
+                .collect(),
         };
-        let amounts = check_openings(&verified, &file).unwrap();
-        assert_eq!(amounts, vec![(0, 900), (1, 901), (2, 902), (3, 903), (4, 904)]);
+        let amounts: Vec<(u32, u64, u64)> =
+            check_openings(&verified, &file).unwrap().iter().map(|o| (o.entry, o.amount, o.gross)).collect();
+        assert_eq!(
+            amounts,
+            vec![(0, 900, 1000), (1, 901, 1001), (2, 902, 1002), (3, 903, 1003), (4, 904, 1004)]
+        );
         let mut lying = file.clone();
-        lying.openings[2].amount += 1;
+        let at = lying.openings.iter().position(|o| o.entry == 2 && o.party.is_some()).unwrap();
+        lying.openings[at].amount += 1;
         assert_eq!(check_openings(&verified, &lying).unwrap_err().code(), "opening-invalid");
         // An operator who withholds one opening, or hands one out twice, is caught.
         let mut withheld = file.clone();
-        withheld.openings.remove(3);
+        withheld.openings.retain(|o| !(o.entry == 3 && o.party.is_some()));
         assert!(matches!(
             check_openings(&verified, &withheld).unwrap_err(),
             StatementError::OpeningMissing { entry: 3, .. }
         ));
+        // Without the gross of an entry, the party could not check its share of it.
+        let mut no_gross = file.clone();
+        no_gross.openings.retain(|o| !(o.entry == 1 && o.party.is_none()));
+        assert!(matches!(
+            check_openings(&verified, &no_gross).unwrap_err(),
+            StatementError::OpeningMissing { entry: 1, .. }
+        ));
         let mut doubled = file.clone();
-        doubled.openings[3] = doubled.openings[2].clone();
+        let (two, three) = (
+            doubled.openings.iter().position(|o| o.entry == 2 && o.party.is_some()).unwrap(),
+            doubled.openings.iter().position(|o| o.entry == 3 && o.party.is_some()).unwrap(),
+        );
+        doubled.openings[three] = doubled.openings[two].clone();
         assert_eq!(check_openings(&verified, &doubled).unwrap_err().code(), "opening-invalid");
+    }
+
+    /// A sale of 0 (a free tier, an hour of no usage) has no payouts; its statement still
+    /// verifies, and its gross opens to 0.
+    #[test]
+    fn a_zero_gross_entry_verifies() {
+        let key = SecretKey::generate();
+        let mut entries = inputs();
+        entries[1] = EntryInput { gross: 0, payouts: Vec::new(), ..entries[1].clone() };
+        let built = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &entries, &key).unwrap();
+        let verified = verify(&built.bytes, key.public_key()).unwrap();
+        assert!(verified.payload.entries[1].payouts.is_empty());
+        assert!(!verified.payload.parties["acme"].contains(&1));
+        let gross = built.openings.iter().find(|o| o.entry == 1 && o.party.is_none()).unwrap();
+        assert_eq!(gross.amount, 0);
+        // A zero-payout entry whose gross is not zero does not conserve.
+        let mut forged = verified.payload.clone();
+        forged.entries[1].gross = forged.entries[0].gross.clone();
+        forged.entries_root = ByteBuf::from(merkle_root(&leaves(&forged)).to_vec());
+        let bytes = Envelope::seal(CONTEXT_STATEMENT, escx::cbor::encode(&forged), &key).to_cbor();
+        assert_eq!(verify(&bytes, key.public_key()).unwrap_err().code(), "statement-unconserved");
+    }
+
+    /// The operator's own bug (payouts that do not add up) is refused before signing.
+    #[test]
+    fn an_unconserved_entry_is_never_signed() {
+        let key = SecretKey::generate();
+        let mut entries = inputs();
+        entries[2].payouts[1].1 += 1;
+        let err = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &entries, &key).unwrap_err();
+        assert_eq!(err.code(), "ledger-invariant");
+        assert!(matches!(err, StatementError::Invariant { entry: 2, .. }), "{err}");
+        let mut twice = inputs();
+        twice[0].payouts = vec![("acme".into(), 500), ("acme".into(), 500)];
+        assert_eq!(build(&[1; 16], 1, &[0; 32], 0, &twice, &key).unwrap_err().code(), "ledger-invariant");
+        let mut zero = inputs();
+        zero[0].payouts.push(("nobody".into(), 0));
+        assert_eq!(build(&[1; 16], 1, &[0; 32], 0, &zero, &key).unwrap_err().code(), "ledger-invariant");
     }
 }

@@ -90,6 +90,13 @@ pub enum WaterfallError {
         /// The event time.
         at: u64,
     },
+    /// The computed payouts do not add up to the gross, or miss the residual party: a bug,
+    /// refused before anything is written or signed.
+    #[error("waterfall invariant broken: {reason}")]
+    Unconserved {
+        /// Which invariant, and by how much.
+        reason: String,
+    },
 }
 
 impl WaterfallError {
@@ -97,6 +104,7 @@ impl WaterfallError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotInForce { .. } => "revenue-not-in-force",
+            Self::Unconserved { .. } => "ledger-invariant",
             Self::NoResidual | Self::ResidualNotLast { .. } | Self::ResidualWeights { .. } => {
                 "waterfall-invalid"
             }
@@ -275,9 +283,25 @@ pub fn apply(chain: &[Tier], gross: u64, recouped: &BTreeMap<String, u64>) -> Re
             }
         }
     }
-    debug_assert_eq!(split.payouts.iter().map(|p| u128::from(p.micros)).sum::<u128>(), u128::from(gross));
-    debug_assert!(split.payouts.iter().any(|p| p.party == residual_party));
+    check_conserved(&split, &residual_party)?;
     Ok(split)
+}
+
+/// The split's invariants, checked on every split before it is used (settlement.md §2):
+/// the payouts add up to the gross exactly, and the residual party is among them.
+pub fn check_conserved(split: &Split, residual_party: &str) -> Result<(), WaterfallError> {
+    let paid: u128 = split.payouts.iter().map(|p| u128::from(p.micros)).sum();
+    if paid != u128::from(split.gross_micros) {
+        return Err(WaterfallError::Unconserved {
+            reason: format!("payouts sum to {paid} micro-units, the gross is {}", split.gross_micros),
+        });
+    }
+    if !split.payouts.iter().any(|p| p.party == residual_party) {
+        return Err(WaterfallError::Unconserved {
+            reason: format!("the residual party {residual_party} is not among the payouts"),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -291,6 +315,23 @@ mod tests {
 
     fn gross_bps(party: &str, bps: u32) -> Step {
         Step::ShareOfGross { party: party.into(), bps }
+    }
+
+    #[test]
+    fn an_unconserved_split_is_refused_not_signed() {
+        let split = Split {
+            gross_micros: 100,
+            payouts: vec![Payout { party: "a".into(), micros: 60 }, Payout { party: "r".into(), micros: 39 }],
+            trace: Vec::new(),
+            recouped: BTreeMap::new(),
+        };
+        let err = check_conserved(&split, "r").unwrap_err();
+        assert_eq!(err.code(), "ledger-invariant");
+        assert!(err.to_string().contains("sum to 99"), "{err}");
+        let mut fixed = split.clone();
+        fixed.payouts[1].micros = 40;
+        check_conserved(&fixed, "r").unwrap();
+        assert!(check_conserved(&fixed, "nobody").is_err());
     }
 
     #[test]

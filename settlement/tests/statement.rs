@@ -44,7 +44,8 @@ fn chain(count: u64) -> Vec<Vec<u8>> {
     let mut previous = [0u8; 32];
     let mut out = Vec::new();
     for seq in 1..=count {
-        let built = statement::build(&[9; 16], seq, &previous, 1_800_000_000 + seq, &inputs(4), op());
+        let built =
+            statement::build(&[9; 16], seq, &previous, 1_800_000_000 + seq, &inputs(4), op()).unwrap();
         previous = built.hash;
         out.push(built.bytes);
     }
@@ -176,8 +177,13 @@ fn the_ledger_signs_one_chained_statement_per_batch_and_hands_out_openings() {
 
     // acme's openings for statement 1 open to its payouts: 85 % of 10, 11, 12.
     let openings = ledger.openings(1, "acme").unwrap();
-    let amounts = check_openings(&all[0], &openings).unwrap();
-    assert_eq!(amounts, vec![(0, 8_500_000), (1, 9_350_000), (2, 10_200_000)]);
+    let amounts: Vec<(u32, u64, u64)> =
+        check_openings(&all[0], &openings).unwrap().iter().map(|o| (o.entry, o.amount, o.gross)).collect();
+    // With each entry's gross (10, 11, 12), so acme can check its 85 % share itself.
+    assert_eq!(
+        amounts,
+        vec![(0, 8_500_000, 10_000_000), (1, 9_350_000, 11_000_000), (2, 10_200_000, 12_000_000)]
+    );
     let mut stolen = ledger.openings(1, "platform").unwrap();
     stolen.party = "acme".into();
     assert_eq!(check_openings(&all[0], &stolen).unwrap_err().code(), "opening-invalid");

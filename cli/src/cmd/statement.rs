@@ -189,7 +189,8 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
         .map(|s| json!({ "seq": s.payload.seq, "entries": s.payload.entries.len(), "hash": hex::encode(s.hash), "issued_at": escx::timestamp::format_rfc3339(s.payload.issued_at) }))
         .collect();
     let opened = amounts.as_ref().map(|(party, seq, list)| {
-        json!({ "party": party, "seq": seq, "total_micros": list.iter().map(|(_, a)| a).sum::<u64>(), "entries": list.iter().map(|(e, a)| json!({"entry": e, "micros": a})).collect::<Vec<_>>() })
+        json!({ "party": party, "seq": seq, "total_micros": list.iter().map(|o| o.amount).sum::<u64>(),
+                "entries": list.iter().map(|o| json!({"entry": o.entry, "micros": o.amount, "gross_micros": o.gross})).collect::<Vec<_>>() })
     });
     ui.emit(json!({ "ok": true, "statements": summary, "openings": opened }), || {
         let mut text = String::new();
@@ -204,8 +205,14 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
             text += &format!("chain {}..{} unbroken\n", statements[0].payload.seq, statements[statements.len() - 1].payload.seq);
         }
         if let Some((party, seq, list)) = &amounts {
-            let total: u64 = list.iter().map(|(_, a)| a).sum();
-            text += &format!("{party}: {} payouts in statement {seq} open correctly, total {}\n", list.len(), Micros(total));
+            let total: u64 = list.iter().map(|o| o.amount).sum();
+            let gross: u64 = list.iter().map(|o| o.gross).sum();
+            text += &format!(
+                "{party}: {} payouts in statement {seq} open correctly, total {} of entries grossing {}\n",
+                list.len(),
+                Micros(total),
+                Micros(gross)
+            );
         }
         text
     });

@@ -167,6 +167,13 @@ impl State {
         Ok(list)
     }
 
+    fn statement_openings(&self, seq: u64) -> Result<Vec<Opening>, Error> {
+        let mut list: Vec<Opening> =
+            self.openings.iter().filter(|(s, _)| *s == seq).map(|(_, o)| o.clone()).collect();
+        list.sort_by(|a, b| (a.entry, &a.party).cmp(&(b.entry, &b.party)));
+        Ok(list)
+    }
+
     fn hold(&self, settlement: &str) -> Result<Option<HoldRecord>, Error> {
         Ok(self.holds.get(settlement).cloned())
     }

@@ -34,6 +34,7 @@ macro_rules! forward_reader {
             fn statement(&$self, seq: u64) -> Result<Option<StatementRecord>, Error> { $inner.statement(seq) }
             fn last_statement(&$self) -> Result<Option<(u64, [u8; 32])>, Error> { $inner.last_statement() }
             fn openings(&$self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { $inner.openings(seq, party) }
+            fn statement_openings(&$self, seq: u64) -> Result<Vec<Opening>, Error> { $inner.statement_openings(seq) }
             fn hold(&$self, settlement: &str) -> Result<Option<HoldRecord>, Error> { $inner.hold(settlement) }
             fn holds(&$self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> { $inner.holds(state) }
             fn disputes(&$self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> { $inner.disputes() }
@@ -214,6 +215,8 @@ pub trait Reader {
     fn last_statement(&self) -> Result<Option<(u64, [u8; 32])>, Error>;
     /// A party's openings for statement `seq`, by entry.
     fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error>;
+    /// Every opening of statement `seq` (the gross's have no party), by entry.
+    fn statement_openings(&self, seq: u64) -> Result<Vec<Opening>, Error>;
     /// A hold by its settlement id.
     fn hold(&self, settlement: &str) -> Result<Option<HoldRecord>, Error>;
     /// Every hold (only those in `state` if given), by placing time then event id.

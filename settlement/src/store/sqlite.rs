@@ -140,6 +140,10 @@ fn connect(path: &Path) -> Result<Connection, Error> {
         }
         e => store_error(path)(e),
     };
+    // The ledger holds every amount and opening: mode 0600 before SQLite creates anything,
+    // so its -wal and -shm files (which SQLite gives the database's mode) are private too.
+    escx::fsutil::create_private_database(path)
+        .map_err(|e| Error::Store { path: path.into(), reason: e.to_string() })?;
     let db = Connection::open(path).map_err(&store)?;
     db.busy_timeout(std::time::Duration::from_secs(30)).map_err(&store)?;
     db.pragma_update(None, "journal_mode", "WAL").map_err(&store)?;
@@ -154,6 +158,11 @@ impl SqliteStore {
     pub fn create(path: &Path, meta: &[(&str, String)]) -> Result<Self, Error> {
         if path.exists() {
             return Err(Error::Store { path: path.into(), reason: "exists already; open it instead".into() });
+        }
+        let parent = escx::fsutil::parent_dir(path);
+        if !parent.exists() {
+            escx::fsutil::create_private_dir(&parent)
+                .map_err(|e| Error::Store { path: path.into(), reason: e.to_string() })?;
         }
         let mut db = connect(path)?;
         let store = store_error(path);
@@ -408,6 +417,21 @@ impl Q<'_> {
                     party: Some(party.to_owned()),
                     amount: r.get::<_, i64>(1)? as u64,
                     blinding: serde_bytes::ByteBuf::from(r.get::<_, Vec<u8>>(2)?),
+                })
+            },
+        )
+    }
+
+    fn statement_openings(&self, seq: u64) -> Result<Vec<Opening>, Error> {
+        self.list(
+            "SELECT entry, party, amount, blinding FROM statement_openings WHERE seq = ?1 ORDER BY entry, party",
+            params![time(seq)],
+            |r| {
+                Ok(Opening {
+                    entry: r.get(0)?,
+                    party: r.get(1)?,
+                    amount: r.get::<_, i64>(2)? as u64,
+                    blinding: serde_bytes::ByteBuf::from(r.get::<_, Vec<u8>>(3)?),
                 })
             },
         )
