@@ -210,6 +210,7 @@ fn licensing_commands_have_help_with_examples() {
         vec!["issuer", "revoke"],
         vec!["issuer", "crl"],
         vec!["issuer", "sales"],
+        vec!["issuer", "epoch"],
         vec!["license", "request"],
         vec!["license", "finalize"],
         vec!["license", "redeem"],

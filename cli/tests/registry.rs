@@ -262,6 +262,7 @@ fn registry_commands_have_help_with_examples() {
         vec!["registry", "search"],
         vec!["registry", "mirror"],
         vec!["registry", "refresh"],
+        vec!["registry", "issuer"],
         vec!["resolve"],
         vec!["tree"],
         vec!["install"],

@@ -69,6 +69,9 @@ impl ContentBinding {
 /// A content key; zeroized on drop, neither `Clone` nor printable.
 pub struct ContentKey(Zeroizing<[u8; CONTENT_KEY_BYTES]>);
 
+/// The only secret field is a `Zeroizing` buffer, scrubbed when the key is dropped.
+impl zeroize::ZeroizeOnDrop for ContentKey {}
+
 impl ContentKey {
     /// A fresh random key.
     pub fn generate() -> Result<Self, Error> {

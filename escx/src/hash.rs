@@ -6,6 +6,7 @@
 //! nowhere else, and the spec lists the same strings.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use crate::progress::Progress;
@@ -77,8 +78,8 @@ pub fn update(hasher: &mut blake3::Hasher, bytes: &[u8]) {
 /// Hashes exactly `length_bytes` from `reader` with plain BLAKE3.
 ///
 /// One thread reads the next chunk while the rayon pool hashes the current one, so the
-/// read and the hash overlap; at most three chunks are alive at once, so memory stays at
-/// a few MiB whatever the length. A reader that ends early yields `UnexpectedEof`.
+/// read and the hash overlap; a handful of chunks are alive at once, so memory stays at
+/// a few tens of MiB whatever the length. A reader that ends early yields `UnexpectedEof`.
 pub fn hash_exact<R: Read + Send>(
     reader: &mut R,
     length_bytes: u64,
@@ -93,38 +94,8 @@ pub fn hash_exact<R: Read + Send>(
         progress.advance(length_bytes);
         return Ok(*hasher.finalize().as_bytes());
     }
-    std::thread::scope(|scope| {
-        // `full` carries read chunks to the hasher; `empty` returns them for reuse.
-        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(1);
-        let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(2);
-        for _ in 0..2 {
-            // Cannot fail: the receiver is alive and the channel has room for both.
-            let _ = empty_tx.send(vec![0u8; PIPELINE_CHUNK_BYTES]);
-        }
-        let read_thread = scope.spawn(move || -> std::io::Result<()> {
-            let mut remaining_bytes = length_bytes;
-            while remaining_bytes > 0 {
-                let Ok(mut chunk) = empty_rx.recv() else {
-                    return Ok(()); // hasher stopped; nothing more to do
-                };
-                let chunk_bytes = remaining_bytes.min(PIPELINE_CHUNK_BYTES as u64) as usize;
-                chunk.resize(chunk_bytes, 0);
-                reader.read_exact(&mut chunk)?;
-                remaining_bytes -= chunk_bytes as u64;
-                if full_tx.send(chunk).is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(())
-        });
-        for chunk in full_rx.iter() {
-            update(&mut hasher, &chunk);
-            progress.advance(chunk.len() as u64);
-            let _ = empty_tx.send(chunk);
-        }
-        read_thread.join().unwrap_or_else(|_| Err(std::io::Error::other("hash reader thread panicked")))
-    })?;
-    Ok(*hasher.finalize().as_bytes())
+    // The pipeline of `hash_and_consume`, with nobody consuming.
+    hash_and_consume(reader, length_bytes, progress, drop).map(|(hash, ())| hash)
 }
 
 /// Hashes exactly `length_bytes` from `reader`, as [`hash_exact`], and in the same pass
@@ -150,29 +121,40 @@ where
     let mut hasher = blake3::Hasher::new();
     std::thread::scope(|scope| {
         let (full_tx, full_rx) = mpsc::sync_channel::<Arc<Chunk>>(1);
-        let (tap_tx, tap_rx) = mpsc::sync_channel::<Arc<Chunk>>(2);
+        let (tap_tx, tap_rx) = mpsc::sync_channel::<(u64, Arc<Chunk>)>(2);
         // Buffers come back here when both sides are done with them, so a long section
-        // reuses a handful of buffers instead of allocating (and zeroing) one per chunk.
+        // reuses a handful of buffers instead of allocating one per chunk.
         let (pool_tx, pool_rx) = mpsc::sync_channel::<Vec<u8>>(CHUNKS_ALIVE_MAX);
-        let consumer = scope.spawn(move || consume(ChunkReader::new(tap_rx, length_bytes)));
+        // Where the consumer will read next: chunks that end before it (file contents the
+        // archive walker seeks over) are not handed to it at all.
+        let wanted_from = Arc::new(AtomicU64::new(0));
+        let consumer = {
+            let wanted_from = Arc::clone(&wanted_from);
+            scope.spawn(move || consume(ChunkReader::new(tap_rx, length_bytes, wanted_from)))
+        };
         let read_thread = scope.spawn(move || -> std::io::Result<()> {
-            let mut remaining_bytes = length_bytes;
+            let mut start = 0u64;
             let mut tap = Some(tap_tx);
-            while remaining_bytes > 0 {
-                let chunk_bytes = remaining_bytes.min(PIPELINE_CHUNK_BYTES as u64) as usize;
-                let mut bytes = pool_rx.try_recv().unwrap_or_default();
+            while start < length_bytes {
+                let chunk_bytes = (length_bytes - start).min(PIPELINE_CHUNK_BYTES as u64) as usize;
+                // A new buffer comes zeroed from the allocator (pages mapped lazily), as
+                // `vec!` does; a recycled one is only cut to length.
+                let mut bytes = pool_rx.try_recv().unwrap_or_else(|_| vec![0u8; PIPELINE_CHUNK_BYTES]);
                 bytes.resize(chunk_bytes, 0);
                 reader.read_exact(&mut bytes)?;
-                remaining_bytes -= chunk_bytes as u64;
                 let chunk = Arc::new(Chunk { bytes, pool: pool_tx.clone() });
+                let end = start + chunk_bytes as u64;
                 // A consumer that stopped early (an error, or it needed no more) closes
                 // its end; the hash still needs every byte.
-                if tap.as_ref().is_some_and(|t| t.send(chunk.clone()).is_err()) {
+                if end > wanted_from.load(Ordering::Acquire)
+                    && tap.as_ref().is_some_and(|t| t.send((start, chunk.clone())).is_err())
+                {
                     tap = None;
                 }
                 if full_tx.send(chunk).is_err() {
                     return Ok(());
                 }
+                start = end;
             }
             Ok(())
         });
@@ -214,49 +196,48 @@ impl Drop for Chunk {
 }
 
 /// The consumer's side of [`hash_and_consume`]: the chunks as one byte stream, with
-/// forward seeks (skipping file contents costs nothing) and backward seeks into the
-/// current or the previous chunk (the tar reader steps back over an end-of-archive block
-/// it peeked at). Seeking back further is an error.
+/// forward seeks (the reader is told, and does not even hand over the chunks skipped) and
+/// backward seeks into the current or the previous chunk received (the tar reader steps
+/// back over an end-of-archive block it peeked at). Seeking back further is an error.
 pub struct ChunkReader {
-    chunks: mpsc::Receiver<Arc<Chunk>>,
-    /// The chunk before `current`, kept for short backward seeks.
-    previous: Option<Arc<Chunk>>,
-    current: Option<Arc<Chunk>>,
-    /// Stream position of `current`'s first byte.
-    current_start: u64,
+    chunks: mpsc::Receiver<(u64, Arc<Chunk>)>,
+    /// The chunk before `current` (by stream position `previous_start`), kept for short
+    /// backward seeks.
+    previous: Option<(u64, Arc<Chunk>)>,
+    current: Option<(u64, Arc<Chunk>)>,
     /// Stream position of the next byte to read.
     position: u64,
     length_bytes: u64,
+    /// Shared with the reader: no byte before this will be read.
+    wanted_from: Arc<AtomicU64>,
 }
 
 impl ChunkReader {
-    fn new(chunks: mpsc::Receiver<Arc<Chunk>>, length_bytes: u64) -> Self {
-        Self { chunks, previous: None, current: None, current_start: 0, position: 0, length_bytes }
+    fn new(
+        chunks: mpsc::Receiver<(u64, Arc<Chunk>)>,
+        length_bytes: u64,
+        wanted_from: Arc<AtomicU64>,
+    ) -> Self {
+        Self { chunks, previous: None, current: None, position: 0, length_bytes, wanted_from }
     }
 
     /// The chunk holding `self.position` and the offset in it, fetching chunks as needed.
     /// `None` at the end of the stream (or if the reader stopped).
     fn locate(&mut self) -> Option<(Arc<Chunk>, usize)> {
         loop {
-            if let Some(previous) = &self.previous {
-                let start = self.current_start - previous.len() as u64;
-                if (start..self.current_start).contains(&self.position) {
-                    return Some((previous.clone(), (self.position - start) as usize));
-                }
-            }
-            if let Some(current) = &self.current {
-                let end = self.current_start + current.len() as u64;
-                if (self.current_start..end).contains(&self.position) {
-                    return Some((current.clone(), (self.position - self.current_start) as usize));
+            for (start, chunk) in [&self.previous, &self.current].into_iter().flatten() {
+                if (*start..start + chunk.len() as u64).contains(&self.position) {
+                    return Some((chunk.clone(), (self.position - start) as usize));
                 }
             }
             let next = self.chunks.recv().ok()?;
-            if let Some(done) = self.current.take() {
-                self.current_start += done.len() as u64;
-                self.previous = Some(done);
-            }
-            self.current = Some(next);
+            self.previous = self.current.replace(next);
         }
+    }
+
+    /// The earliest position a backward seek may reach.
+    fn earliest(&self) -> u64 {
+        self.previous.as_ref().or(self.current.as_ref()).map_or(0, |(start, _)| *start)
     }
 }
 
@@ -278,16 +259,16 @@ impl std::io::Seek for ChunkReader {
             std::io::SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
         }
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek outside the section"))?;
-        let earliest = self.current_start - self.previous.as_ref().map_or(0, |p| p.len() as u64);
-        if target < earliest {
+        if target < self.earliest() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 "the section is read once: no seeking back past the previous chunk",
             ));
         }
-        // Forward: chunks are fetched (never copied) as a later read reaches them.
+        // Forward: the reader stops handing over chunks that end before the new position.
         // Positions past the end read as end-of-file.
         self.position = target.min(self.length_bytes);
+        self.wanted_from.fetch_max(self.position, Ordering::AcqRel);
         Ok(target)
     }
 }

@@ -71,6 +71,9 @@ pub struct KemSecretKey {
     public: KemPublicKey,
 }
 
+/// The only secret field is a `Zeroizing` buffer, scrubbed when the key is dropped.
+impl zeroize::ZeroizeOnDrop for KemSecretKey {}
+
 impl KemSecretKey {
     /// A fresh key pair.
     pub fn generate() -> Self {

@@ -160,6 +160,9 @@ pub struct SecretKey {
     public: PublicKey,
 }
 
+/// The only secret field is a `Zeroizing` buffer, scrubbed when the key is dropped.
+impl zeroize::ZeroizeOnDrop for SecretKey {}
+
 impl SecretKey {
     /// Generates a fresh key pair from the operating system's randomness.
     pub fn generate() -> Self {

@@ -3,35 +3,16 @@
 
 mod common;
 
-use escx::container::{RawSection, SectionType, assemble};
 use escx::sig::SecretKey;
 use escx::verify::VerifyOptions;
 
 use common::craft::{RawEntry, raw_tar};
 
-fn signed_package(payload: Vec<u8>, key: &SecretKey) -> Vec<u8> {
-    let sections = [
-        RawSection {
-            kind: SectionType::Manifest,
-            flags: 0,
-            stored: common::MANIFEST.as_bytes().to_vec(),
-            plain_length: common::MANIFEST.len() as u64,
-        },
-        RawSection {
-            kind: SectionType::Payload,
-            flags: 0,
-            plain_length: payload.len() as u64,
-            stored: payload,
-        },
-    ];
-    assemble(&sections, &[key], 0)
-}
-
 fn expect_refused(entries: &[RawEntry<'_>], code: &str) {
     let key = SecretKey::generate();
     let tmp = tempfile::tempdir().unwrap();
     let package = tmp.path().join("evil.escx");
-    std::fs::write(&package, signed_package(raw_tar(entries), &key)).unwrap();
+    std::fs::write(&package, common::signed_payload(raw_tar(entries), &key)).unwrap();
     let target = tmp.path().join("out");
     let err =
         escx::extract::extract_file(&package, &target, &common::trust(&[&key]), &VerifyOptions::default())
@@ -86,7 +67,7 @@ fn trailing_garbage_after_the_archive_is_refused() {
     tar.extend_from_slice(b"hidden data the extractor would never write");
     let tmp = tempfile::tempdir().unwrap();
     let package = tmp.path().join("p.escx");
-    std::fs::write(&package, signed_package(tar, &key)).unwrap();
+    std::fs::write(&package, common::signed_payload(tar, &key)).unwrap();
     let err =
         escx::verify::verify_file(&package, &common::trust(&[&key]), &VerifyOptions::default()).unwrap_err();
     assert_eq!(err.code(), "archive-invalid", "{err}");
@@ -145,7 +126,7 @@ fn link_chains_and_links_to_directories_still_extract() {
         RawEntry::symlink(b"current", b"lib"),
         RawEntry::symlink(b"bin/x", b"../lib/libx.so"),
     ]);
-    std::fs::write(&package, signed_package(tar, &key)).unwrap();
+    std::fs::write(&package, common::signed_payload(tar, &key)).unwrap();
     let target = tmp.path().join("out");
     escx::extract::extract_file(&package, &target, &common::trust(&[&key]), &VerifyOptions::default())
         .unwrap();

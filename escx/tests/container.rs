@@ -331,21 +331,7 @@ fn an_uncompressed_archive_is_read_once_for_hash_and_walk() {
     let key = SecretKey::generate();
     let content = vec![7u8; 300_000];
     let tar = common::craft::raw_tar(&[common::craft::RawEntry::file(b"data.bin", &content)]);
-    let sections = [
-        escx::container::RawSection {
-            kind: SectionType::Manifest,
-            flags: 0,
-            stored: MANIFEST.as_bytes().to_vec(),
-            plain_length: MANIFEST.len() as u64,
-        },
-        escx::container::RawSection {
-            kind: SectionType::Payload,
-            flags: 0,
-            plain_length: tar.len() as u64,
-            stored: tar,
-        },
-    ];
-    let bytes = escx::container::assemble(&sections, &[&key], 0);
+    let bytes = signed_payload(tar, &key);
     let mut reader =
         PackageReader::open(ReadLog { inner: Cursor::new(bytes), position: 0, ranges: Vec::new() }, "p")
             .unwrap();
@@ -358,4 +344,38 @@ fn an_uncompressed_archive_is_read_once_for_hash_and_walk() {
         "payload bytes read {read}, section is {}",
         payload.stored_length
     );
+}
+
+/// The one-read walk over a plain archive spanning many pipeline chunks: entries that
+/// start, end and straddle chunk boundaries, big files skipped without being handed to the
+/// walker, and the end-of-archive check stepping back into an earlier chunk.
+#[test]
+fn a_plain_archive_across_many_chunks_walks_and_hashes_in_one_read() {
+    let key = SecretKey::generate();
+    let chunk = escx::hash::PIPELINE_CHUNK_BYTES;
+    let big = vec![1u8; 2 * chunk + 7];
+    let edge = vec![2u8; chunk - 512 - 512];
+    let small = vec![3u8; 100];
+    let tail = vec![4u8; chunk + 1];
+    let tar = common::craft::raw_tar(&[
+        common::craft::RawEntry::file(b"big.bin", &big),
+        common::craft::RawEntry::file(b"edge.bin", &edge),
+        common::craft::RawEntry::file(b"small.txt", &small),
+        common::craft::RawEntry::symlink(b"link", b"small.txt"),
+        common::craft::RawEntry::file(b"tail.bin", &tail),
+    ]);
+    let bytes = signed_payload(tar, &key);
+    let mut reader = PackageReader::open(Cursor::new(bytes.clone()), "p").unwrap();
+    let report = verify::verify(&mut reader, &trust(&[&key]), &VerifyOptions::default()).unwrap();
+    let payload = report.sections.iter().find(|s| s.entry.kind == SectionType::Payload).unwrap();
+    assert!(payload.entry.stored_length > 4 * chunk as u64);
+    let summary = payload.archive.unwrap();
+    assert_eq!((summary.files, summary.symlinks), (4, 1));
+    assert_eq!(summary.file_bytes, (big.len() + edge.len() + small.len() + tail.len()) as u64);
+    // One flipped byte anywhere in a skipped file's content is still caught by the hash.
+    let mut flipped = bytes;
+    let at = payload.entry.offset as usize + 512 + chunk + 3;
+    flipped[at] ^= 1;
+    let err = verify_bytes(flipped, &key, &SectionSelection::All).unwrap_err();
+    assert_eq!(err.code(), "section-hash-mismatch", "{err}");
 }

@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Component, Path};
 
-use escx::container::{RawSection, SectionType, assemble};
 use escx::sig::SecretKey;
 use escx::verify::VerifyOptions;
 use proptest::prelude::*;
@@ -75,17 +74,7 @@ fn package(entries: &[(String, Kind)], key: &SecretKey) -> Vec<u8> {
             Kind::Link(target) => RawEntry::symlink(path.as_bytes(), target.as_bytes()),
         })
         .collect();
-    let tar = raw_tar(&raw);
-    let sections = [
-        RawSection {
-            kind: SectionType::Manifest,
-            flags: 0,
-            stored: common::MANIFEST.as_bytes().to_vec(),
-            plain_length: common::MANIFEST.len() as u64,
-        },
-        RawSection { kind: SectionType::Payload, flags: 0, plain_length: tar.len() as u64, stored: tar },
-    ];
-    assemble(&sections, &[key], 0)
+    common::signed_payload(raw_tar(&raw), key)
 }
 
 /// Resolves `relative` under `root` the way the kernel would, following links (at most

@@ -556,7 +556,7 @@ impl ReceiveKey {
 pub struct WrappedKey {
     /// Root of the package whose payload the key decrypts (32 bytes).
     pub package_root: ByteBuf,
-    /// Sealed box (purpose `escx/content-key/v1`).
+    /// Sealed box to the holder (purpose `escx/wrapped-content-key/v1`, bound to `package_root`).
     pub sealed: ByteBuf,
 }
 

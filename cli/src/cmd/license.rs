@@ -508,6 +508,14 @@ pub fn bundle(path: &Path) -> anyhow::Result<BundleChain> {
     BundleChain::parse(&read(path)?).with_context(|| format!("{}", path.display()))
 }
 
+/// `--package-version`, parsed.
+fn package_version(text: Option<&str>) -> anyhow::Result<Option<semver::Version>> {
+    text.map(|v| {
+        semver::Version::parse(v).map_err(|e| UsageError(format!("--package-version {v:?}: {e}")).into())
+    })
+    .transpose()
+}
+
 fn hex_arg(text: &str, name: &str) -> anyhow::Result<Vec<u8>> {
     hex::decode(text).map_err(|_| UsageError(format!("--{name}: {text:?} is not hex")).into())
 }
@@ -787,13 +795,7 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
                 Some(text) => escx::timestamp::parse(text).map_err(|r| UsageError(format!("--at: {r}")))?,
                 None => now,
             };
-            let version = args
-                .package_version
-                .as_deref()
-                .map(|v| {
-                    semver::Version::parse(v).map_err(|e| UsageError(format!("--package-version {v:?}: {e}")))
-                })
-                .transpose()?;
+            let version = package_version(args.package_version.as_deref())?;
             let crl = args.crl.as_deref().map(read).transpose()?;
             let verified =
                 Wallet::open(&args.wallet)?.verify(&args.package, version.as_ref(), crl.as_deref(), at)?;
@@ -824,13 +826,7 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let version = args
-                .package_version
-                .as_deref()
-                .map(|v| {
-                    semver::Version::parse(v).map_err(|e| UsageError(format!("--package-version {v:?}: {e}")))
-                })
-                .transpose()?;
+            let version = package_version(args.package_version.as_deref())?;
             let check = wallet::ProofCheck {
                 issuer: chain.head(),
                 crl: crl.as_ref(),

@@ -68,3 +68,24 @@ pub fn small_package(key: &SecretKey) -> Vec<u8> {
     pack(&dir, &out, &[key]);
     std::fs::read(out).unwrap()
 }
+
+/// A package of the test manifest and `payload` as a plain (uncompressed) payload
+/// section, exactly as given, signed by `key`: for hostile archives no packer writes.
+pub fn signed_payload(payload: Vec<u8>, key: &SecretKey) -> Vec<u8> {
+    use escx::container::{RawSection, SectionType, assemble};
+    let sections = [
+        RawSection {
+            kind: SectionType::Manifest,
+            flags: 0,
+            stored: MANIFEST.as_bytes().to_vec(),
+            plain_length: MANIFEST.len() as u64,
+        },
+        RawSection {
+            kind: SectionType::Payload,
+            flags: 0,
+            plain_length: payload.len() as u64,
+            stored: payload,
+        },
+    ];
+    assemble(&sections, &[key], 0)
+}
