@@ -21,7 +21,7 @@ use rusqlite::Connection;
 const EVENTS: usize = 20_000;
 const BATCH: usize = 10_000;
 
-const MANIFEST: &str = include_str!("../../test-vectors/settlement/architecture-example.toml");
+const MANIFEST: &str = include_str!("../../test-vectors/settlement/worked-example.toml");
 
 fn manifests() -> Manifests {
     let mut manifests = Manifests::default();

@@ -4,7 +4,7 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
-const MANIFEST: &str = include_str!("../../test-vectors/settlement/architecture-example.toml");
+const MANIFEST: &str = include_str!("../../test-vectors/settlement/worked-example.toml");
 
 const SOLUTION: &str = r#"[package]
 name = "acme/suite"

@@ -1,5 +1,5 @@
 //! Property tests: every single-bit change is detected, and no input makes the reader
-//! panic (escx-format.md §8, ARCHITECTURE invariants).
+//! panic (escx-format.md §8, §13).
 
 mod common;
 
