@@ -498,7 +498,7 @@ impl Issuer {
     /// stored answer back and records no second sale; concurrent retries record one.
     pub fn issue(&self, request: &TokenRequest, now: u64) -> Result<TokenResponse, Error> {
         let request_id = blake3::derive_key(CONTEXT_REQUEST_ID, &request.to_cbor());
-        if let Some(stored) = self.issued(&request_id)? {
+        if let Some(stored) = issued_in(&self.db, &request_id)? {
             return Ok(stored);
         }
         let offer = self.offer(&request.package, &request.tier)?;
@@ -551,10 +551,6 @@ impl Issuer {
             .map_err(sql)?;
         transaction.commit().map_err(sql)?;
         Ok(response)
-    }
-
-    fn issued(&self, request_id: &[u8; 32]) -> Result<Option<TokenResponse>, Error> {
-        issued_in(&self.db, request_id)
     }
 
     /// Redeems a sealed request into a certificate sealed to the holder (licensing.md §4.3).

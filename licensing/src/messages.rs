@@ -283,11 +283,6 @@ impl BundleChain {
         &self.versions[self.versions.len() - 1]
     }
 
-    /// Every version, oldest first.
-    pub fn versions(&self) -> &[IssuerBundle] {
-        &self.versions
-    }
-
     /// A version by number.
     pub fn version(&self, version: u64) -> Option<&IssuerBundle> {
         version.checked_sub(1).and_then(|i| self.versions.get(usize::try_from(i).ok()?))

@@ -62,15 +62,6 @@ pub struct IndexIssuer {
 }
 
 impl IndexIssuer {
-    /// The issuer id.
-    pub fn key_id(&self) -> KeyId {
-        let mut id = [0u8; 16];
-        if self.id.len() == 16 {
-            id.copy_from_slice(&self.id);
-        }
-        KeyId(id)
-    }
-
     /// The bundle hash.
     pub fn hash_bytes(&self) -> [u8; 32] {
         let mut hash = [0u8; 32];

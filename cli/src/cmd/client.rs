@@ -1,6 +1,6 @@
 //! Trust and state arguments shared by the commands that read a registry.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use escx::keyfile;
@@ -43,22 +43,35 @@ impl ClientTrust {
             )
             .into());
         }
-        let read = |paths: &[PathBuf]| -> anyhow::Result<Vec<escx::sig::PublicKey>> {
-            paths.iter().map(|p| keyfile::read_public_key(p).map_err(failure::at(p))).collect()
-        };
-        Ok(TrustPolicy::from_keys(read(&self.pubkey)?).with_registry_keys(read(&self.registry_key)?))
+        Ok(TrustPolicy::from_keys(read_public_keys(&self.pubkey)?)
+            .with_registry_keys(read_public_keys(&self.registry_key)?))
     }
 
     /// The state directory.
     pub fn state(&self) -> StateDir {
-        match &self.state_dir {
-            Some(dir) => StateDir::new(dir),
-            None => StateDir::default_location(),
-        }
+        state_dir(self.state_dir.as_deref())
     }
 
     /// The evaluation time.
     pub fn now(&self) -> anyhow::Result<u64> {
         super::at_or_now(self.at.as_deref())
+    }
+}
+
+/// Public keys from key files; an error names its file.
+pub fn read_public_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<escx::sig::PublicKey>> {
+    paths.iter().map(|p| keyfile::read_public_key(p).map_err(failure::at(p))).collect()
+}
+
+/// A policy that trusts these keys to sign a registry index, and no package.
+pub fn registry_policy(paths: &[PathBuf]) -> anyhow::Result<TrustPolicy> {
+    Ok(TrustPolicy::from_keys(Vec::new()).with_registry_keys(read_public_keys(paths)?))
+}
+
+/// `--state-dir`, else the default location.
+pub fn state_dir(dir: Option<&Path>) -> StateDir {
+    match dir {
+        Some(dir) => StateDir::new(dir),
+        None => StateDir::default_location(),
     }
 }

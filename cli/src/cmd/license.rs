@@ -298,23 +298,12 @@ pub struct PublishedCheck {
 }
 
 impl PublishedCheck {
-    fn state(&self) -> escx_manifest::client::StateDir {
-        match &self.state_dir {
-            Some(dir) => escx_manifest::client::StateDir::new(dir),
-            None => escx_manifest::client::StateDir::default_location(),
-        }
-    }
-
     /// The published head for `issuer`, from the verified index (None without --registry).
     fn head(&self, issuer: escx::sig::KeyId, now: u64) -> anyhow::Result<Option<(u64, [u8; 32])>> {
         let Some(registry) = &self.registry else { return Ok(None) };
-        let keys = self
-            .registry_key
-            .iter()
-            .map(|p| escx::keyfile::read_public_key(p).map_err(failure::at(p)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let policy = escx::policy::TrustPolicy::from_keys(Vec::new()).with_registry_keys(keys);
-        let trusted = escx_manifest::client::load_index(registry, &policy, &self.state(), now)?;
+        let policy = super::client::registry_policy(&self.registry_key)?;
+        let state = super::client::state_dir(self.state_dir.as_deref());
+        let trusted = escx_manifest::client::load_index(registry, &policy, &state, now)?;
         let listed =
             trusted.index.issuer(issuer).ok_or_else(|| escx_licensing::Error::BundleUnpublished {
                 issuer,
@@ -564,12 +553,7 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
             });
         }
         IssuerCommand::RegisterPackage(args) => {
-            let keys = args
-                .pubkey
-                .iter()
-                .map(|p| escx::keyfile::read_public_key(p).map_err(failure::at(p)))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let policy = escx::policy::TrustPolicy::from_keys(keys);
+            let policy = escx::policy::TrustPolicy::from_keys(super::client::read_public_keys(&args.pubkey)?);
             let issuer = open_issuer(&args.dir)?;
             let registration = issuer
                 .register_package(&args.package, &policy, now)
@@ -837,11 +821,8 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
             };
             let license = wallet::check_proof(&read(&args.proof)?, &check)
                 .with_context(|| args.proof.display().to_string())?;
-            let state = match &args.state_dir {
-                Some(dir) => dir.clone(),
-                None => escx_manifest::client::StateDir::default_location().path().to_path_buf(),
-            };
-            wallet::ChallengeLog::open(&state.join("challenges"))?.record(&challenge)?;
+            let state = super::client::state_dir(args.state_dir.as_deref());
+            wallet::ChallengeLog::open(&state.path().join("challenges"))?.record(&challenge)?;
             let id = hex::encode(&license.license_id);
             ui.emit(
                 json!({ "ok": true, "license_id": id, "package": license.package, "tier": license.tier,

@@ -269,12 +269,7 @@ fn publisher_policy(args: &PublishArgs) -> anyhow::Result<TrustPolicy> {
         return TrustPolicy::load(path).map_err(failure::at(path));
     }
     if !args.pubkey.is_empty() {
-        let keys = args
-            .pubkey
-            .iter()
-            .map(|p| keyfile::read_public_key(p).map_err(failure::at(p)))
-            .collect::<anyhow::Result<_>>()?;
-        return Ok(TrustPolicy::from_keys(keys));
+        return Ok(TrustPolicy::from_keys(super::client::read_public_keys(&args.pubkey)?));
     }
     let path = args.dir.join(PUBLISHERS_FILE);
     if !path.exists() {
@@ -344,12 +339,7 @@ fn search(args: SearchArgs, ui: &Ui) -> anyhow::Result<()> {
         })?;
         (index, false)
     } else {
-        let keys = args
-            .registry_key
-            .iter()
-            .map(|p| keyfile::read_public_key(p).map_err(failure::at(p)))
-            .collect::<anyhow::Result<_>>()?;
-        let policy = TrustPolicy::from_keys(Vec::new()).with_registry_keys(keys);
+        let policy = super::client::registry_policy(&args.registry_key)?;
         let state = client::StateDir::default_location();
         (client::load_index(&args.dir, &policy, &state, escx::now_unix())?.index, true)
     };
