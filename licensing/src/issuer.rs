@@ -184,6 +184,46 @@ fn sql(e: rusqlite::Error) -> Error {
     Error::Store(e.to_string())
 }
 
+/// A package file verified from a private copy, and its parsed manifest.
+pub(crate) struct SignedManifest {
+    pub(crate) manifest: Manifest,
+    /// Keys whose signatures are valid under the policy.
+    pub(crate) signers: Vec<KeyId>,
+    pub(crate) reader: PackageReader<std::fs::File>,
+    pub(crate) report: escx::verify::VerifyReport,
+    /// Keeps the private copy alive while the reader uses it.
+    _copy: tempfile::NamedTempFile,
+}
+
+/// Copies `package` into `dir` (private), verifies the copy under `publishers` and parses
+/// its manifest: from here on only the copy is read, so a file replaced meanwhile cannot
+/// slip in unverified bytes.
+pub(crate) fn read_signed_manifest(
+    package: &Path,
+    publishers: &TrustPolicy,
+    dir: &Path,
+    now: u64,
+) -> Result<SignedManifest, Error> {
+    let (copy, _, _) = escx::fsutil::private_copy(package, dir)?;
+    let options = escx::verify::VerifyOptions { now: Some(now), ..Default::default() };
+    let report = escx::verify::verify_file(copy.path(), publishers, &options)?;
+    let signers: Vec<KeyId> = report
+        .signers
+        .iter()
+        .filter(|s| matches!(s.status, escx::verify::SignerStatus::Valid(_)))
+        .map(|s| s.key_id)
+        .collect();
+    let mut reader = PackageReader::open_file(copy.path())?;
+    if reader.root() != &report.root {
+        return Err(Error::Store("the private copy changed after it was verified".into()));
+    }
+    let manifest_text = String::from_utf8(reader.manifest_bytes()?)
+        .map_err(|_| Error::Message(format!("{}: the manifest is not UTF-8", package.display())))?;
+    let manifest = Manifest::parse(&manifest_text, &package.join("manifest.toml"))
+        .map_err(|d| Error::Manifest(escx_manifest::Error::Manifest(d)))?;
+    Ok(SignedManifest { manifest, signers, reader, report, _copy: copy })
+}
+
 fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
@@ -383,23 +423,9 @@ impl Issuer {
         publishers: &TrustPolicy,
         now: u64,
     ) -> Result<Registration, Error> {
-        let (copy, _, _) = escx::fsutil::private_copy(package, &self.dir)?;
-        let options = escx::verify::VerifyOptions { now: Some(now), ..Default::default() };
-        let report = escx::verify::verify_file(copy.path(), publishers, &options)?;
-        let signers: Vec<KeyId> = report
-            .signers
-            .iter()
-            .filter(|s| matches!(s.status, escx::verify::SignerStatus::Valid(_)))
-            .map(|s| s.key_id)
-            .collect();
-        let mut reader = PackageReader::open_file(copy.path())?;
-        if reader.root() != &report.root {
-            return Err(Error::Store("the private copy changed after it was verified".into()));
-        }
-        let manifest_text = String::from_utf8(reader.manifest_bytes()?)
-            .map_err(|_| Error::Message(format!("{}: the manifest is not UTF-8", package.display())))?;
-        let manifest = Manifest::parse(&manifest_text, &package.join("manifest.toml"))
-            .map_err(|d| Error::Manifest(escx_manifest::Error::Manifest(d)))?;
+        let signed = read_signed_manifest(package, publishers, &self.dir, now)?;
+        let (manifest, signers, mut reader, report) =
+            (signed.manifest, signed.signers, signed.reader, signed.report);
         let name = manifest.package.name.clone();
         let version = manifest.package.version.to_string();
         let pricing =
@@ -508,8 +534,10 @@ impl Issuer {
         }
         let evaluated = key.evaluate_batch(&request.elements()?, &request.info())?;
         let count = request.blinded.len() as u64;
-        let total = offer
-            .price_micros
+        // A metered tier (`unit = "hour"`) is billed on use from the meter's period
+        // closes (metering.md §7.2): its licenses cost nothing at purchase.
+        let unit_price = if offer.unit == "hour" { 0 } else { offer.price_micros };
+        let total = unit_price
             .checked_mul(count)
             .ok_or_else(|| Error::Store("sale total overflows".into()))?;
         let response = TokenResponse {
@@ -535,7 +563,7 @@ impl Issuer {
                     request.tier,
                     request.epoch,
                     count as i64,
-                    offer.price_micros as i64,
+                    unit_price as i64,
                     total as i64,
                     offer.currency,
                     now as i64

@@ -10,6 +10,7 @@
 
 pub mod issuer;
 pub mod messages;
+pub mod metering;
 pub mod poprf;
 pub mod wallet;
 
@@ -127,6 +128,14 @@ pub enum Error {
     /// The package's manifest is invalid.
     #[error(transparent)]
     Manifest(escx_manifest::Error),
+    /// A metering report, close, opening or release was refused (metering.md §8).
+    #[error("{reason}")]
+    Metering {
+        /// Which rule refused it.
+        refusal: metering::Refusal,
+        /// Why, in words.
+        reason: String,
+    },
     /// A license check failed; `check` names which (licensing.md §5).
     #[error("license {check} check failed: {reason}")]
     LicenseRejected {
@@ -177,6 +186,7 @@ impl Error {
             Self::ContentKeyReused { .. } => "content-key-reused",
             Self::Pricing { .. } => "pricing-invalid",
             Self::Manifest(e) => e.code(),
+            Self::Metering { refusal, .. } => refusal.code(),
             Self::LicenseRejected { check, .. } => match *check {
                 "signature" => "license-signature",
                 "issuer" => "license-wrong-issuer",

@@ -894,6 +894,47 @@ impl Wallet {
         Ok(Verified { license, checks })
     }
 
+    /// The wallet directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The licenses for `package` whose validity window overlaps `[from, until)`, newest
+    /// `not_before` first: the payload and the certificate bytes. Signatures are not
+    /// checked here; whoever relies on a license verifies it ([`Self::verify`]).
+    pub fn licenses_during(
+        &self,
+        package: &str,
+        from: u64,
+        until: u64,
+    ) -> Result<Vec<(LicensePayload, Vec<u8>)>, Error> {
+        let mut found: Vec<(LicensePayload, Vec<u8>)> = self
+            .licenses_for(package)?
+            .into_iter()
+            .filter(|(_, l)| l.not_before < until && from < l.not_after)
+            .map(|(file, license)| (license, file.certificate.to_vec()))
+            .collect();
+        found.sort_by(|a, b| b.0.not_before.cmp(&a.0.not_before).then(a.0.license_id.cmp(&b.0.license_id)));
+        Ok(found)
+    }
+
+    /// Signs `payload` under `context` with the holder key of the license `license_id`
+    /// of `package`; returns the envelope bytes.
+    pub fn seal_as_holder(
+        &self,
+        package: &str,
+        license_id: &[u8],
+        context: escx::sig::SigningContext,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        let (file, _) = self
+            .licenses_for(package)?
+            .into_iter()
+            .find(|(_, l)| l.license_id.as_slice() == license_id)
+            .ok_or_else(|| Error::UnknownLicense { license_id: hex::encode(license_id) })?;
+        Ok(Envelope::seal(context, payload, &file.holder.signing()?).to_cbor())
+    }
+
     /// A proof of possession for `package` over a verifier's `challenge` (licensing.md §5.6).
     pub fn prove(&self, package: &str, challenge: &[u8]) -> Result<Vec<u8>, Error> {
         let (file, _) = self
@@ -1038,7 +1079,7 @@ pub fn verify_certificate(
     Ok((license, checks))
 }
 
-fn check_window(license: &LicensePayload, now: u64) -> Result<(), Error> {
+pub(crate) fn check_window(license: &LicensePayload, now: u64) -> Result<(), Error> {
     if now < license.not_before {
         return Err(Error::LicenseRejected {
             check: "not-yet-valid",

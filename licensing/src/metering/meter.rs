@@ -1,0 +1,746 @@
+//! The customer's meter (spec: metering.md §2): per-minute counters per license and unit
+//! in `meter.sqlite` inside the wallet (mode 0600, WAL, `synchronous=FULL`, one
+//! transaction per record, so a killed process loses at most the record it was writing),
+//! the reports and closes it has made, and the secret the blindings derive from.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use curve25519_dalek::scalar::Scalar;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_bytes::ByteBuf;
+use zeroize::Zeroizing;
+
+use super::{
+    CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HOUR_SECS, HourOpening, MINUTES, OpeningFile,
+    Period, PeriodTotal, Refusal, ReportFile, ReportPayload, Series, UNIT_MINUTES, UnitOpening, blinding,
+    commit, format_hour, is_metric, refuse, report_hash,
+};
+use crate::Error;
+use crate::messages::LicensePayload;
+use crate::wallet::Wallet;
+
+/// The meter's database file in the wallet directory.
+pub const DATABASE_FILE: &str = "meter.sqlite";
+/// Schema version of the meter's database.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE counters (
+    license_id BLOB NOT NULL, unit TEXT NOT NULL, minute INTEGER NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (license_id, unit, minute)) WITHOUT ROWID;
+CREATE TABLE modes (license_id BLOB PRIMARY KEY, telemetry TEXT NOT NULL);
+CREATE TABLE reports (
+    license_id BLOB NOT NULL, seq INTEGER NOT NULL, hour INTEGER NOT NULL, hash BLOB NOT NULL,
+    file BLOB NOT NULL, PRIMARY KEY (license_id, seq), UNIQUE (license_id, hour));
+CREATE TABLE closes (
+    license_id BLOB NOT NULL, period TEXT NOT NULL, file BLOB NOT NULL, PRIMARY KEY (license_id, period));
+";
+
+/// What the customer's tier shares (its `telemetry` in the manifest's `[pricing]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Telemetry {
+    /// Reports open each hour's totals.
+    Share,
+    /// Reports open nothing; only period totals leave the meter.
+    Private,
+}
+
+impl Telemetry {
+    /// `share` or `private`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Share => "share",
+            Self::Private => "private",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "share" => Some(Self::Share),
+            "private" => Some(Self::Private),
+            _ => None,
+        }
+    }
+}
+
+/// What a record did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The license counted against (hex).
+    pub license_id: String,
+    /// The minute's start.
+    pub minute: u64,
+    /// The counter's value for that minute now.
+    pub value: u64,
+}
+
+/// A report the meter made (or had made before, for a retry).
+#[derive(Debug, Clone)]
+pub struct MadeReport {
+    /// The report file.
+    pub file: Vec<u8>,
+    /// Its seq.
+    pub seq: u64,
+    /// License id (hex).
+    pub license_id: String,
+    /// Units in it.
+    pub units: Vec<String>,
+    /// True when this hour had been reported before and the stored report is returned.
+    pub again: bool,
+}
+
+/// A close the meter made.
+#[derive(Debug, Clone)]
+pub struct MadeClose {
+    /// The close file.
+    pub file: Vec<u8>,
+    /// License id (hex).
+    pub license_id: String,
+    /// Totals per unit.
+    pub totals: Vec<(String, u64)>,
+    /// Seq of the last report the close covers.
+    pub through_seq: u64,
+    /// True when the period had been closed before and the stored close is returned.
+    pub again: bool,
+}
+
+/// The meter of one wallet.
+pub struct Meter<'w> {
+    wallet: &'w Wallet,
+    db: Connection,
+}
+
+fn sql(e: rusqlite::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+fn open_db(path: &Path) -> Result<Connection, Error> {
+    escx::fsutil::create_private_database(path)?;
+    let mut db = Connection::open(path).map_err(sql)?;
+    db.busy_timeout(std::time::Duration::from_secs(30)).map_err(sql)?;
+    db.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+    db.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
+    let transaction = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+    let has_meta: i64 = transaction
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| {
+            r.get(0)
+        })
+        .map_err(sql)?;
+    if has_meta == 0 {
+        transaction.execute_batch(SCHEMA).map_err(sql)?;
+        let mut secret = Zeroizing::new([0u8; 32]);
+        escx::keyfile::fill_random(secret.as_mut())?;
+        transaction
+            .execute("INSERT INTO meta (key, value) VALUES ('secret', ?1)", params![&secret[..]])
+            .map_err(sql)?;
+        transaction
+            .execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", params![SCHEMA_VERSION])
+            .map_err(sql)?;
+    } else {
+        let found: i64 = transaction
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .map_err(sql)?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::Store(format!(
+                "{}: meter schema version {found} is newer than this build's {SCHEMA_VERSION}; upgrade escx",
+                path.display()
+            )));
+        }
+    }
+    transaction.commit().map_err(sql)?;
+    Ok(db)
+}
+
+fn license_id(license: &LicensePayload) -> Result<[u8; 16], Error> {
+    license.license_id.as_slice().try_into().map_err(|_| Error::Message("license id must be 16 bytes".into()))
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn add_scalars(a: &Scalar, b: &Scalar) -> Scalar {
+    a + b
+}
+
+impl<'w> Meter<'w> {
+    /// Opens (creating if needed) the meter of `wallet`.
+    pub fn open(wallet: &'w Wallet) -> Result<Self, Error> {
+        Ok(Self { wallet, db: open_db(&wallet.dir().join(DATABASE_FILE))? })
+    }
+
+    fn secret(&self) -> Result<Zeroizing<[u8; 32]>, Error> {
+        let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(
+            self.db
+                .query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| r.get(0))
+                .map_err(sql)?,
+        );
+        let mut secret = Zeroizing::new([0u8; 32]);
+        if bytes.len() != 32 {
+            return Err(Error::Store("the meter secret is damaged (not 32 bytes)".into()));
+        }
+        secret.copy_from_slice(&bytes);
+        Ok(secret)
+    }
+
+    /// The license of `package` valid during `[from, until)` (the newest).
+    fn license(&self, package: &str, from: u64, until: u64) -> Result<(LicensePayload, Vec<u8>), Error> {
+        self.wallet.licenses_during(package, from, until)?.into_iter().next().ok_or_else(|| {
+            refuse(
+                Refusal::NotFound,
+                format!(
+                    "no license for {package} in this wallet is valid at {}; redeem one with `escx license redeem`",
+                    escx::timestamp::format_rfc3339(from)
+                ),
+            )
+        })
+    }
+
+    /// Adds `amount` to the `unit` counter of the minute containing `at`, for the license
+    /// of `package` valid then, and marks the minute used (`minutes` = 1). One transaction:
+    /// a kill loses at most this record. Refused once the hour has been reported or its
+    /// period closed.
+    pub fn record(&self, package: &str, unit: &str, amount: u64, at: u64) -> Result<Recorded, Error> {
+        if !is_metric(unit) {
+            return Err(refuse(
+                Refusal::Invalid,
+                format!(
+                    "{unit:?} is not a unit; use invocations, compute_ms, bytes or custom:<name> \
+                     (`minutes` is counted by the meter itself)"
+                ),
+            ));
+        }
+        if amount == 0 || amount > super::COUNTER_MAX {
+            return Err(refuse(Refusal::Invalid, format!("the amount must be 1 to {}", super::COUNTER_MAX)));
+        }
+        let (license, _) = self.license(package, at, at + 1)?;
+        let id = license_id(&license)?;
+        let minute = at - at % 60;
+        let hour = at - at % HOUR_SECS;
+        let transaction =
+            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
+        let last: Option<i64> = transaction
+            .query_row("SELECT max(hour) FROM reports WHERE license_id = ?1", params![&id[..]], |r| r.get(0))
+            .map_err(sql)?;
+        if let Some(last) = last
+            && to_i64(hour) <= last
+        {
+            return Err(refuse(
+                Refusal::HourReported,
+                format!(
+                    "hour {} is reported (the latest reported hour is {}); a report is final, so nothing more \
+                     can be recorded into it or an earlier hour",
+                    format_hour(hour),
+                    format_hour(last as u64)
+                ),
+            ));
+        }
+        if closed(&transaction, &id, Period::of(hour))? {
+            return Err(refuse(
+                Refusal::PeriodClosed,
+                format!("period {} is closed for this license", Period::of(hour)),
+            ));
+        }
+        let held: Option<i64> = transaction
+            .query_row(
+                "SELECT value FROM counters WHERE license_id = ?1 AND unit = ?2 AND minute = ?3",
+                params![&id[..], unit, to_i64(minute)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        let value = (held.unwrap_or(0) as u64)
+            .checked_add(amount)
+            .filter(|v| *v <= super::COUNTER_MAX)
+            .ok_or_else(|| {
+                refuse(
+                    Refusal::Overflow,
+                    format!("the {unit} counter of this minute would exceed {}", super::COUNTER_MAX),
+                )
+            })?;
+        transaction
+            .execute(
+                "INSERT INTO counters (license_id, unit, minute, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (license_id, unit, minute) DO UPDATE SET value = excluded.value",
+                params![&id[..], unit, to_i64(minute), to_i64(value)],
+            )
+            .map_err(sql)?;
+        transaction
+            .execute(
+                "INSERT OR IGNORE INTO counters (license_id, unit, minute, value) VALUES (?1, ?2, ?3, 1)",
+                params![&id[..], UNIT_MINUTES, to_i64(minute)],
+            )
+            .map_err(sql)?;
+        transaction.commit().map_err(sql)?;
+        Ok(Recorded { license_id: hex::encode(id), minute, value })
+    }
+
+    /// The per-minute values of one license, unit and hour.
+    fn minutes(db: &Connection, id: &[u8; 16], unit: &str, hour: u64) -> Result<[u64; MINUTES], Error> {
+        let mut values = [0u64; MINUTES];
+        let mut statement = db
+            .prepare_cached(
+                "SELECT minute, value FROM counters WHERE license_id = ?1 AND unit = ?2 AND minute >= ?3 AND minute < ?4",
+            )
+            .map_err(sql)?;
+        let rows = statement
+            .query_map(params![&id[..], unit, to_i64(hour), to_i64(hour + HOUR_SECS)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(sql)?;
+        for row in rows {
+            let (minute, value) = row.map_err(sql)?;
+            let index = usize::try_from((minute as u64).saturating_sub(hour) / 60).unwrap_or(MINUTES);
+            if let Some(slot) = values.get_mut(index) {
+                *slot = value as u64;
+            }
+        }
+        Ok(values)
+    }
+
+    /// Reports `hour` of the license of `package` valid in it (metering.md §3): 60
+    /// commitments per unit recorded in the hour and for `minutes`, chained to the
+    /// license's previous report, signed by the holder key. The hour must have ended
+    /// (`now`) and come after every hour already reported. Reporting an hour again
+    /// returns the stored report unchanged. `telemetry` is fixed at a license's first report.
+    pub fn report(
+        &self,
+        package: &str,
+        hour: u64,
+        telemetry: Telemetry,
+        now: u64,
+    ) -> Result<MadeReport, Error> {
+        if hour % HOUR_SECS != 0 {
+            return Err(refuse(Refusal::Invalid, "an hour starts on the hour"));
+        }
+        let (license, certificate) = self.license(package, hour, hour + HOUR_SECS)?;
+        let id = license_id(&license)?;
+        let id_hex = hex::encode(id);
+        let transaction =
+            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
+        let stored: Option<(i64, Vec<u8>)> = transaction
+            .query_row(
+                "SELECT seq, file FROM reports WHERE license_id = ?1 AND hour = ?2",
+                params![&id[..], to_i64(hour)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        if let Some((seq, file)) = stored {
+            let units = units_of(&file)?;
+            return Ok(MadeReport { file, seq: seq as u64, license_id: id_hex, units, again: true });
+        }
+        if hour + HOUR_SECS > now {
+            return Err(refuse(
+                Refusal::TooEarly,
+                format!(
+                    "hour {} ends at {}; report it after that",
+                    format_hour(hour),
+                    escx::timestamp::format_rfc3339(hour + HOUR_SECS)
+                ),
+            ));
+        }
+        let mode: Option<String> = transaction
+            .query_row("SELECT telemetry FROM modes WHERE license_id = ?1", params![&id[..]], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        match mode.as_deref().and_then(Telemetry::parse) {
+            Some(held) if held != telemetry => {
+                return Err(refuse(
+                    Refusal::TierMismatch,
+                    format!(
+                        "this license has been reported with telemetry {} (its tier's); a license keeps its mode",
+                        held.name()
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                transaction
+                    .execute(
+                        "INSERT INTO modes (license_id, telemetry) VALUES (?1, ?2)",
+                        params![&id[..], telemetry.name()],
+                    )
+                    .map_err(sql)?;
+            }
+        }
+        let last: Option<(i64, i64, Vec<u8>)> = transaction
+            .query_row(
+                "SELECT seq, hour, hash FROM reports WHERE license_id = ?1 ORDER BY seq DESC LIMIT 1",
+                params![&id[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        let (seq, previous) = match &last {
+            Some((_, last_hour, _)) if *last_hour as u64 >= hour => {
+                return Err(refuse(
+                    Refusal::OutOfOrder,
+                    format!(
+                        "hour {} comes before hour {}, already reported; hours are reported in order",
+                        format_hour(hour),
+                        format_hour(*last_hour as u64)
+                    ),
+                ));
+            }
+            Some((seq, _, hash)) => (*seq as u64 + 1, hash.clone()),
+            None => (1, vec![0u8; 32]),
+        };
+        if closed(&transaction, &id, Period::of(hour))? {
+            return Err(refuse(
+                Refusal::PeriodClosed,
+                format!("period {} is closed for this license", Period::of(hour)),
+            ));
+        }
+        let mut units: BTreeSet<String> = BTreeSet::new();
+        {
+            let mut statement = transaction
+                .prepare_cached(
+                    "SELECT DISTINCT unit FROM counters WHERE license_id = ?1 AND minute >= ?2 AND minute < ?3",
+                )
+                .map_err(sql)?;
+            let rows = statement
+                .query_map(params![&id[..], to_i64(hour), to_i64(hour + HOUR_SECS)], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(sql)?;
+            for unit in rows {
+                units.insert(unit.map_err(sql)?);
+            }
+        }
+        units.insert(UNIT_MINUTES.to_owned());
+        if units.len() > super::SERIES_MAX {
+            return Err(refuse(
+                Refusal::Invalid,
+                format!("more than {} units in one hour", super::SERIES_MAX),
+            ));
+        }
+        let secret = self.secret()?;
+        let mut series = Vec::with_capacity(units.len());
+        for unit in &units {
+            let values = Self::minutes(&transaction, &id, unit, hour)?;
+            let mut total: u64 = 0;
+            let mut sum = Scalar::ZERO;
+            let mut commitments = Vec::with_capacity(MINUTES);
+            for (minute, value) in values.iter().enumerate() {
+                let r = blinding(&secret, &id, unit, hour, minute as u8);
+                commitments.push(ByteBuf::from(commit(*value, &r).compress().to_bytes().to_vec()));
+                sum = add_scalars(&sum, &r);
+                total = total.checked_add(*value).ok_or_else(|| {
+                    refuse(
+                        Refusal::Overflow,
+                        format!("the {unit} total of hour {} overflows", format_hour(hour)),
+                    )
+                })?;
+            }
+            let opened = (telemetry == Telemetry::Share)
+                .then(|| HourOpening { total, blinding: ByteBuf::from(sum.to_bytes().to_vec()) });
+            series.push(Series { unit: unit.clone(), commitments, opened });
+        }
+        let payload = ReportPayload {
+            v: 1,
+            package: package.to_owned(),
+            license_id: ByteBuf::from(id.to_vec()),
+            hour,
+            seq,
+            previous: ByteBuf::from(previous),
+            series,
+        };
+        let envelope =
+            self.wallet.seal_as_holder(package, &id, CONTEXT_REPORT, escx::cbor::encode(&payload))?;
+        let hash = report_hash(&envelope);
+        let file =
+            ReportFile { v: 1, certificate: ByteBuf::from(certificate), report: ByteBuf::from(envelope) }
+                .to_cbor();
+        transaction
+            .execute(
+                "INSERT INTO reports (license_id, seq, hour, hash, file) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![&id[..], to_i64(seq), to_i64(hour), &hash[..], &file],
+            )
+            .map_err(sql)?;
+        transaction.commit().map_err(sql)?;
+        Ok(MadeReport { file, seq, license_id: id_hex, units: units.into_iter().collect(), again: false })
+    }
+
+    /// Closes `period` for the license of `package` (metering.md §4): the total of every
+    /// unit over the period's reported hours and the sum of their blindings, and the
+    /// chain position of the period's last report. Refused while an hour of the period
+    /// holds records but no report, or before the period has ended unless `early`.
+    /// Closing again returns the stored close.
+    pub fn close(
+        &self,
+        package: &str,
+        period: Period,
+        license: Option<&str>,
+        early: bool,
+        now: u64,
+    ) -> Result<MadeClose, Error> {
+        let candidates = self.wallet.licenses_during(package, period.start(), period.end())?;
+        let (license, certificate) = match license {
+            Some(wanted) => candidates
+                .into_iter()
+                .find(|(l, _)| hex::encode(&l.license_id) == wanted)
+                .ok_or_else(|| {
+                    refuse(Refusal::NotFound, format!("no license {wanted} of {package} valid in {period}"))
+                })?,
+            None => {
+                let mut reported = Vec::new();
+                for (license, certificate) in candidates {
+                    let id = license_id(&license)?;
+                    let count: i64 = self
+                        .db
+                        .query_row(
+                            "SELECT count(*) FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3",
+                            params![&id[..], to_i64(period.start()), to_i64(period.end())],
+                            |r| r.get(0),
+                        )
+                        .map_err(sql)?;
+                    reported.push((count > 0, license, certificate));
+                }
+                let with_reports: Vec<_> = reported.iter().filter(|(r, _, _)| *r).collect();
+                match (with_reports.as_slice(), reported.as_slice()) {
+                    ([one], _) => (one.1.clone(), one.2.clone()),
+                    ([], [(_, license, certificate), ..]) => (license.clone(), certificate.clone()),
+                    ([], []) => {
+                        return Err(refuse(
+                            Refusal::NotFound,
+                            format!("no license for {package} in this wallet is valid in {period}"),
+                        ));
+                    }
+                    (several, _) => {
+                        let ids: Vec<String> =
+                            several.iter().map(|(_, l, _)| hex::encode(&l.license_id)).collect();
+                        return Err(refuse(
+                            Refusal::Invalid,
+                            format!(
+                                "several licenses of {package} have reports in {period} ({}); close each with --license ID",
+                                ids.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        let id = license_id(&license)?;
+        let id_hex = hex::encode(id);
+        let transaction =
+            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
+        let stored: Option<Vec<u8>> = transaction
+            .query_row(
+                "SELECT file FROM closes WHERE license_id = ?1 AND period = ?2",
+                params![&id[..], period.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        if let Some(file) = stored {
+            let (totals, through_seq) = close_summary(&file)?;
+            return Ok(MadeClose { file, license_id: id_hex, totals, through_seq, again: true });
+        }
+        if now < period.end() && !early && now < license.not_after {
+            return Err(refuse(
+                Refusal::TooEarly,
+                format!(
+                    "period {period} ends at {}; closing it now ends metering for the rest of it (pass --early to do that)",
+                    escx::timestamp::format_rfc3339(period.end())
+                ),
+            ));
+        }
+        let mut reports: Vec<(i64, i64, Vec<u8>, Vec<u8>)> = Vec::new();
+        {
+            let mut statement = transaction
+                .prepare("SELECT seq, hour, hash, file FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY seq")
+                .map_err(sql)?;
+            let rows = statement
+                .query_map(params![&id[..], to_i64(period.start()), to_i64(period.end())], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .map_err(sql)?;
+            for row in rows {
+                reports.push(row.map_err(sql)?);
+            }
+        }
+        let reported: BTreeSet<i64> = reports.iter().map(|r| r.1).collect();
+        {
+            let mut statement = transaction
+                .prepare(
+                    "SELECT DISTINCT minute - minute % 3600 FROM counters WHERE license_id = ?1 AND minute >= ?2 AND minute < ?3",
+                )
+                .map_err(sql)?;
+            let rows = statement
+                .query_map(params![&id[..], to_i64(period.start()), to_i64(period.end())], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(sql)?;
+            let mut unreported = Vec::new();
+            for hour in rows {
+                let hour = hour.map_err(sql)?;
+                if !reported.contains(&hour) {
+                    unreported.push(format_hour(hour as u64));
+                }
+            }
+            if !unreported.is_empty() {
+                return Err(refuse(
+                    Refusal::HoursUnreported,
+                    format!(
+                        "usage is recorded in hours of {period} that have no report ({}); report them first with \
+                         `escx meter report --hour HOUR`",
+                        unreported.join(", ")
+                    ),
+                ));
+            }
+        }
+        let (through_seq, through_hash) = match reports.last() {
+            Some((seq, _, hash, _)) => (*seq as u64, hash.clone()),
+            None => transaction
+                .query_row(
+                    "SELECT seq, hash FROM reports WHERE license_id = ?1 AND hour < ?2 ORDER BY seq DESC LIMIT 1",
+                    params![&id[..], to_i64(period.start())],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+                )
+                .optional()
+                .map_err(sql)?
+                .unwrap_or((0, vec![0u8; 32])),
+        };
+        let secret = self.secret()?;
+        let mut totals: BTreeMap<String, (u64, Scalar)> = BTreeMap::new();
+        for (_, hour, _, file) in &reports {
+            let hour = *hour as u64;
+            for unit in units_of(file)? {
+                let values = Self::minutes(&transaction, &id, &unit, hour)?;
+                let entry = totals.entry(unit.clone()).or_insert((0, Scalar::ZERO));
+                for (minute, value) in values.iter().enumerate() {
+                    entry.0 = entry.0.checked_add(*value).ok_or_else(|| {
+                        refuse(Refusal::Overflow, format!("the {unit} total of {period} overflows"))
+                    })?;
+                    entry.1 += blinding(&secret, &id, &unit, hour, minute as u8);
+                }
+            }
+        }
+        let payload = ClosePayload {
+            v: 1,
+            package: package.to_owned(),
+            license_id: ByteBuf::from(id.to_vec()),
+            period: period.to_string(),
+            through_seq,
+            through_hash: ByteBuf::from(through_hash),
+            totals: totals
+                .iter()
+                .map(|(unit, (total, sum))| PeriodTotal {
+                    unit: unit.clone(),
+                    total: *total,
+                    blinding: ByteBuf::from(sum.to_bytes().to_vec()),
+                })
+                .collect(),
+        };
+        let envelope =
+            self.wallet.seal_as_holder(package, &id, CONTEXT_CLOSE, escx::cbor::encode(&payload))?;
+        let file =
+            CloseFile { v: 1, certificate: ByteBuf::from(certificate), close: ByteBuf::from(envelope) }
+                .to_cbor();
+        transaction
+            .execute(
+                "INSERT INTO closes (license_id, period, file) VALUES (?1, ?2, ?3)",
+                params![&id[..], period.to_string(), &file],
+            )
+            .map_err(sql)?;
+        transaction.commit().map_err(sql)?;
+        Ok(MadeClose {
+            file,
+            license_id: id_hex,
+            totals: totals.into_iter().map(|(u, (t, _))| (u, t)).collect(),
+            through_seq,
+            again: false,
+        })
+    }
+
+    /// Opens a reported hour, or one minute of it, for every unit of the report or for
+    /// `unit` only (metering.md §5): the values and blindings a dispute needs.
+    pub fn open_hour(
+        &self,
+        package: &str,
+        hour: u64,
+        minute: Option<u8>,
+        unit: Option<&str>,
+    ) -> Result<OpeningFile, Error> {
+        if minute.is_some_and(|m| usize::from(m) >= MINUTES) {
+            return Err(refuse(Refusal::Invalid, "a minute is 0 to 59"));
+        }
+        let (license, _) = self.license(package, hour, hour + HOUR_SECS)?;
+        let id = license_id(&license)?;
+        let file: Vec<u8> = self
+            .db
+            .query_row(
+                "SELECT file FROM reports WHERE license_id = ?1 AND hour = ?2",
+                params![&id[..], to_i64(hour)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?
+            .ok_or_else(|| {
+                refuse(
+                    Refusal::NotFound,
+                    format!("hour {} of {package} has not been reported", format_hour(hour)),
+                )
+            })?;
+        let units: Vec<String> =
+            units_of(&file)?.into_iter().filter(|u| unit.is_none_or(|wanted| wanted == u)).collect();
+        if units.is_empty() {
+            return Err(refuse(
+                Refusal::NotFound,
+                format!("the report of hour {} has no {} series", format_hour(hour), unit.unwrap_or("")),
+            ));
+        }
+        let secret = self.secret()?;
+        let mut openings = Vec::new();
+        for unit in units {
+            let values = Self::minutes(&self.db, &id, &unit, hour)?;
+            let (value, r) = match minute {
+                Some(m) => (values[usize::from(m)], blinding(&secret, &id, &unit, hour, m)),
+                None => {
+                    let mut sum = Scalar::ZERO;
+                    for m in 0..MINUTES {
+                        sum += blinding(&secret, &id, &unit, hour, m as u8);
+                    }
+                    (values.iter().sum(), sum)
+                }
+            };
+            openings.push(UnitOpening { unit, value, blinding: ByteBuf::from(r.to_bytes().to_vec()) });
+        }
+        Ok(OpeningFile {
+            v: 1,
+            package: package.to_owned(),
+            license_id: ByteBuf::from(id.to_vec()),
+            hour,
+            minute,
+            openings,
+        })
+    }
+}
+
+fn closed(db: &Connection, id: &[u8; 16], period: Period) -> Result<bool, Error> {
+    db.query_row(
+        "SELECT count(*) FROM closes WHERE license_id = ?1 AND period = ?2",
+        params![&id[..], period.to_string()],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(sql)
+}
+
+/// The units of a report file this meter made.
+fn units_of(file: &[u8]) -> Result<Vec<String>, Error> {
+    let file = ReportFile::from_cbor(file)?;
+    let envelope = escx::envelope::Envelope::from_cbor(&file.report)?;
+    let payload: ReportPayload = super::decode(envelope.payload_unverified(), "meter report")?;
+    Ok(payload.series.into_iter().map(|s| s.unit).collect())
+}
+
+fn close_summary(file: &[u8]) -> Result<(Vec<(String, u64)>, u64), Error> {
+    let file = CloseFile::from_cbor(file)?;
+    let envelope = escx::envelope::Envelope::from_cbor(&file.close)?;
+    let payload: ClosePayload = super::decode(envelope.payload_unverified(), "period close")?;
+    Ok((payload.totals.into_iter().map(|t| (t.unit, t.total)).collect(), payload.through_seq))
+}

@@ -1,0 +1,610 @@
+//! Usage metering (spec: metering.md, privacy.md): the customer's per-minute [`meter`],
+//! hourly reports of Pedersen commitments signed by the license's holder key, period
+//! closes that open one total per unit, and the operator's [`operator`] store that
+//! verifies, chains and sums them without ever seeing a per-minute value.
+//!
+//! Commitments are `v·B + r·B_blinding` on ristretto255 with the generators of
+//! `bulletproofs::PedersenGens::default()`, the ones settlement statements use. Blindings
+//! derive from the meter's secret and the report coordinates ([`blinding`]), so the
+//! customer can open any minute or hour later without storing blindings.
+
+pub mod dp;
+pub mod meter;
+pub mod operator;
+
+use std::sync::OnceLock;
+
+use bulletproofs::PedersenGens;
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE;
+use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoBasepointTable, RistrettoPoint};
+use curve25519_dalek::scalar::Scalar;
+use escx::sig::SigningContext;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::Error;
+
+/// Signing context of hourly reports (holder key).
+pub const CONTEXT_REPORT: SigningContext = SigningContext::new("escx/meter-report/v1");
+/// Signing context of period closes (holder key).
+pub const CONTEXT_CLOSE: SigningContext = SigningContext::new("escx/meter-close/v1");
+/// `derive_key` context of a report's hash (the next report names it as `previous`).
+pub const CONTEXT_REPORT_HASH: &str = "escx v1 meter report hash";
+/// `derive_key` context of the per-minute blindings.
+pub const CONTEXT_BLINDING: &str = "escx v1 meter blinding";
+/// `derive_key` context naming a license certificate in the operator's store.
+pub const CONTEXT_CERTIFICATE_ID: &str = "escx v1 meter certificate id";
+
+/// Every signing context of this module (for the spec test).
+pub const ALL_CONTEXTS: &[SigningContext] = &[CONTEXT_REPORT, CONTEXT_CLOSE];
+/// Every `derive_key` context of this module (for the spec test).
+pub const ALL_HASH_CONTEXTS: &[&str] = &[CONTEXT_REPORT_HASH, CONTEXT_BLINDING, CONTEXT_CERTIFICATE_ID];
+
+/// Seconds in an hour.
+pub const HOUR_SECS: u64 = 3600;
+/// Minutes in a report.
+pub const MINUTES: usize = 60;
+/// The unit the meter keeps itself: 1 for every minute with any record, 0 otherwise.
+/// Metered tiers (`unit = "hour"`) are billed on it.
+pub const UNIT_MINUTES: &str = "minutes";
+/// Most series (units) in one report: `minutes` and up to 16 metrics.
+pub const SERIES_MAX: usize = 17;
+/// How long after an hour ends its report is still accepted (35 days, the bound Stripe
+/// puts on late meter events, so a month can be reported in full and closed).
+pub const REPORT_LATE_SECS: u64 = 35 * 86_400;
+/// The largest amount one record may add and one counter may hold (2^63 − 1, SQLite's
+/// integer range).
+pub const COUNTER_MAX: u64 = i64::MAX as u64;
+
+/// Why a metering operation was refused (each has its own code, metering.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A report, close or opening is malformed or breaks a structural rule.
+    Invalid,
+    /// The holder signature does not verify.
+    Signature,
+    /// The report does not continue its license's chain.
+    OutOfOrder,
+    /// The hour has not ended yet.
+    TooEarly,
+    /// The hour ended more than [`REPORT_LATE_SECS`] ago.
+    TooLate,
+    /// The hour's period is closed for this license.
+    PeriodClosed,
+    /// The report's telemetry (opened or not) does not match the license's tier.
+    TierMismatch,
+    /// The operator has no terms for the package and tier.
+    UnknownTerms,
+    /// A close whose totals do not open the stored commitments, or that does not cover
+    /// the stored reports of its period.
+    CloseMismatch,
+    /// The operator lacks reports the close covers.
+    ReportMissing,
+    /// A second, different close for one license and period.
+    CloseConflict,
+    /// An opening does not match its commitment.
+    OpeningMismatch,
+    /// No stored report for an opening, or nothing recorded to report.
+    NotFound,
+    /// The hour was reported: nothing more can be recorded into it.
+    HourReported,
+    /// Usage recorded into hours of the period that were never reported.
+    HoursUnreported,
+    /// An aggregation window does not match the package's `[telemetry] window`.
+    WindowInvalid,
+    /// The window's privacy budget is spent.
+    BudgetExhausted,
+    /// A counter would exceed [`COUNTER_MAX`].
+    Overflow,
+}
+
+impl Refusal {
+    /// Stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Invalid => "report-invalid",
+            Self::Signature => "report-signature-invalid",
+            Self::OutOfOrder => "report-out-of-order",
+            Self::TooEarly => "report-too-early",
+            Self::TooLate => "report-too-late",
+            Self::PeriodClosed => "period-closed",
+            Self::TierMismatch => "report-tier-mismatch",
+            Self::UnknownTerms => "unknown-terms",
+            Self::CloseMismatch => "close-mismatch",
+            Self::ReportMissing => "report-missing",
+            Self::CloseConflict => "close-conflict",
+            Self::OpeningMismatch => "opening-mismatch",
+            Self::NotFound => "meter-not-found",
+            Self::HourReported => "hour-reported",
+            Self::HoursUnreported => "hours-unreported",
+            Self::WindowInvalid => "window-invalid",
+            Self::BudgetExhausted => "epsilon-exhausted",
+            Self::Overflow => "counter-overflow",
+        }
+    }
+}
+
+pub(crate) fn refuse(refusal: Refusal, reason: impl Into<String>) -> Error {
+    Error::Metering { refusal, reason: reason.into() }
+}
+
+/// One unit's 60 minute commitments in a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Series {
+    /// `minutes`, `invocations`, `compute_ms`, `bytes` or `custom:<name>`.
+    pub unit: String,
+    /// 60 compressed ristretto255 points, minute 0 first.
+    pub commitments: Vec<ByteBuf>,
+    /// Share tier only: the opening of the sum of the 60 commitments.
+    pub opened: Option<HourOpening>,
+}
+
+/// The opening of an hour's summed commitment (share tier).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HourOpening {
+    /// The hour's total.
+    pub total: u64,
+    /// The sum of the hour's 60 blindings (32-byte canonical scalar).
+    pub blinding: ByteBuf,
+}
+
+/// The signed payload of an hourly report (context `escx/meter-report/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportPayload {
+    /// Format version, 1.
+    pub v: u8,
+    /// Package name (the license's).
+    pub package: String,
+    /// License id (16 bytes).
+    pub license_id: ByteBuf,
+    /// Start of the hour, Unix seconds, a multiple of 3600.
+    pub hour: u64,
+    /// 1, 2, 3, ... per license.
+    pub seq: u64,
+    /// The previous report's hash (32 zero bytes for seq 1).
+    pub previous: ByteBuf,
+    /// One series per unit, sorted by unit name, `minutes` always present.
+    pub series: Vec<Series>,
+}
+
+/// A report as it travels: the holder-signed report and the certificate naming the holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportFile {
+    /// Format version, 1.
+    pub v: u8,
+    /// The license certificate (envelope bytes).
+    pub certificate: ByteBuf,
+    /// The report envelope.
+    pub report: ByteBuf,
+}
+
+/// One unit's total over a period and the sum of its blindings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodTotal {
+    /// Unit.
+    pub unit: String,
+    /// Total over every reported hour of the period.
+    pub total: u64,
+    /// Sum of the blindings of every minute of those hours (32-byte canonical scalar).
+    pub blinding: ByteBuf,
+}
+
+/// The signed payload of a period close (context `escx/meter-close/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClosePayload {
+    /// Format version, 1.
+    pub v: u8,
+    /// Package name.
+    pub package: String,
+    /// License id (16 bytes).
+    pub license_id: ByteBuf,
+    /// `YYYY-MM` (a calendar month, UTC).
+    pub period: String,
+    /// Seq of the last report whose hour lies in the period (or, with none, the last
+    /// report before it; 0 with no report at all).
+    pub through_seq: u64,
+    /// That report's hash (32 zero bytes for seq 0).
+    pub through_hash: ByteBuf,
+    /// One total per unit that appears in the period's reports, sorted by unit.
+    pub totals: Vec<PeriodTotal>,
+}
+
+/// A close as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseFile {
+    /// Format version, 1.
+    pub v: u8,
+    /// The license certificate (envelope bytes).
+    pub certificate: ByteBuf,
+    /// The close envelope.
+    pub close: ByteBuf,
+}
+
+/// One opened value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitOpening {
+    /// Unit.
+    pub unit: String,
+    /// The minute's value, or the hour's total.
+    pub value: u64,
+    /// Its blinding (the minute's, or the sum of the hour's), 32-byte canonical scalar.
+    pub blinding: ByteBuf,
+}
+
+/// An opening for a dispute (unsigned: the commitment it opens is what binds it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpeningFile {
+    /// Format version, 1.
+    pub v: u8,
+    /// Package name.
+    pub package: String,
+    /// License id (16 bytes).
+    pub license_id: ByteBuf,
+    /// The hour.
+    pub hour: u64,
+    /// The minute (0..60), or none for the whole hour.
+    pub minute: Option<u8>,
+    /// One opening per unit asked for.
+    pub openings: Vec<UnitOpening>,
+}
+
+/// A report's hash: `derive_key("escx v1 meter report hash", report envelope bytes)`.
+pub fn report_hash(envelope: &[u8]) -> [u8; 32] {
+    blake3::derive_key(CONTEXT_REPORT_HASH, envelope)
+}
+
+/// The blinding of one minute: the 64-byte BLAKE3 `derive_key` output (context
+/// `escx v1 meter blinding`) over `secret || license_id || hour (u64 BE) || minute (u8)
+/// || unit (UTF-8)`, reduced mod ℓ.
+pub fn blinding(secret: &[u8; 32], license_id: &[u8; 16], unit: &str, hour: u64, minute: u8) -> Scalar {
+    let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_BLINDING);
+    hasher.update(secret);
+    hasher.update(license_id);
+    hasher.update(&hour.to_be_bytes());
+    hasher.update(&[minute]);
+    hasher.update(unit.as_bytes());
+    let mut wide = zeroize::Zeroizing::new([0u8; 64]);
+    hasher.finalize_xof().fill(wide.as_mut());
+    Scalar::from_bytes_mod_order_wide(&wide)
+}
+
+fn generators() -> &'static RistrettoBasepointTable {
+    static TABLE: OnceLock<RistrettoBasepointTable> = OnceLock::new();
+    TABLE.get_or_init(|| RistrettoBasepointTable::create(&PedersenGens::default().B_blinding))
+}
+
+/// `value·B + blinding·B_blinding`.
+pub fn commit(value: u64, blinding: &Scalar) -> RistrettoPoint {
+    RISTRETTO_BASEPOINT_TABLE * &Scalar::from(value) + generators() * blinding
+}
+
+/// Decompresses a 32-byte commitment.
+pub fn point(bytes: &[u8]) -> Option<RistrettoPoint> {
+    CompressedRistretto::from_slice(bytes).ok()?.decompress()
+}
+
+/// A canonical 32-byte scalar.
+pub fn scalar(bytes: &[u8]) -> Option<Scalar> {
+    let bytes: [u8; 32] = bytes.try_into().ok()?;
+    Option::from(Scalar::from_canonical_bytes(bytes))
+}
+
+/// True for a unit name the meter accepts from a caller: `invocations`, `compute_ms`,
+/// `bytes` or `custom:<name>` (1 to 32 of a-z, 0-9, `_`), the `[telemetry] metrics` of
+/// manifest.md.
+pub fn is_metric(unit: &str) -> bool {
+    matches!(unit, "invocations" | "compute_ms" | "bytes")
+        || unit.strip_prefix("custom:").is_some_and(|name| {
+            !name.is_empty()
+                && name.len() <= 32
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+}
+
+/// A billing period: one calendar month, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period {
+    year: i32,
+    month: u8,
+}
+
+impl Period {
+    /// Parses `YYYY-MM`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a billing period; write the month as YYYY-MM, e.g. 2026-11");
+        let (year, month) = text.split_once('-').ok_or_else(bad)?;
+        if year.len() != 4 || month.len() != 2 {
+            return Err(bad());
+        }
+        let year: i32 = year.parse().map_err(|_| bad())?;
+        let month: u8 = month.parse().map_err(|_| bad())?;
+        if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) {
+            return Err(bad());
+        }
+        Ok(Self { year, month })
+    }
+
+    /// The period containing `at`.
+    pub fn of(at: u64) -> Self {
+        let date = time::OffsetDateTime::from_unix_timestamp(i64::try_from(at).unwrap_or(i64::MAX))
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        Self { year: date.year(), month: u8::from(date.month()) }
+    }
+
+    fn first_second(year: i32, month: u8) -> u64 {
+        let month = time::Month::try_from(month).unwrap_or(time::Month::January);
+        time::Date::from_calendar_date(year, month, 1)
+            .map(|d| d.midnight().assume_utc().unix_timestamp())
+            .ok()
+            .and_then(|s| u64::try_from(s).ok())
+            .unwrap_or(0)
+    }
+
+    /// First second of the period.
+    pub fn start(self) -> u64 {
+        Self::first_second(self.year, self.month)
+    }
+
+    /// First second after the period.
+    pub fn end(self) -> u64 {
+        if self.month == 12 {
+            Self::first_second(self.year + 1, 1)
+        } else {
+            Self::first_second(self.year, self.month + 1)
+        }
+    }
+
+    /// True when `at` lies in the period.
+    pub fn contains(self, at: u64) -> bool {
+        (self.start()..self.end()).contains(&at)
+    }
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// Parses an hour, `YYYY-MM-DDTHH` (UTC), to the Unix seconds of its start.
+pub fn parse_hour(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not an hour; write it as YYYY-MM-DDTHH in UTC, e.g. 2026-11-23T10");
+    let (date, hour) = text.split_once('T').ok_or_else(bad)?;
+    if hour.len() != 2 || date.len() != 10 {
+        return Err(bad());
+    }
+    let hour: u64 = hour.parse().map_err(|_| bad())?;
+    if hour > 23 {
+        return Err(bad());
+    }
+    let day = escx::timestamp::parse(date).map_err(|_| bad())?;
+    Ok(day + hour * HOUR_SECS)
+}
+
+/// Formats an hour's start as `YYYY-MM-DDTHH`.
+pub fn format_hour(hour: u64) -> String {
+    let text = escx::timestamp::format_rfc3339(hour);
+    text.get(..13).map_or(text.clone(), str::to_owned)
+}
+
+/// Parses a window `START/END` of two hours (`2026-11-23T00/2026-11-24T00`).
+pub fn parse_window(text: &str) -> Result<(u64, u64), String> {
+    let (start, end) = text.split_once('/').ok_or_else(|| {
+        format!("{text:?} is not a window; write START/END, e.g. 2026-11-23T00/2026-11-24T00")
+    })?;
+    let (start, end) = (parse_hour(start)?, parse_hour(end)?);
+    if end <= start {
+        return Err(format!("{text:?}: the window ends before it starts"));
+    }
+    Ok((start, end))
+}
+
+fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], Error> {
+    bytes
+        .try_into()
+        .map_err(|_| refuse(Refusal::Invalid, format!("{what} must be {N} bytes, found {}", bytes.len())))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
+    escx::cbor::decode_exact(bytes, what).map_err(|reason| refuse(Refusal::Invalid, reason))
+}
+
+impl ReportFile {
+    /// Parses a report file (shape only).
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        let file: Self = decode(bytes, "meter report")?;
+        if file.v != 1 {
+            return Err(refuse(Refusal::Invalid, format!("unsupported report file version {}", file.v)));
+        }
+        Ok(file)
+    }
+
+    /// The encoding.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        escx::cbor::encode(self)
+    }
+}
+
+impl CloseFile {
+    /// Parses a close file (shape only).
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        let file: Self = decode(bytes, "period close")?;
+        if file.v != 1 {
+            return Err(refuse(Refusal::Invalid, format!("unsupported close file version {}", file.v)));
+        }
+        Ok(file)
+    }
+
+    /// The encoding.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        escx::cbor::encode(self)
+    }
+}
+
+impl OpeningFile {
+    /// Parses an opening file and checks its shape.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        let file: Self = decode(bytes, "meter opening")?;
+        if file.v != 1 {
+            return Err(refuse(Refusal::Invalid, format!("unsupported opening version {}", file.v)));
+        }
+        fixed::<16>(&file.license_id, "license_id")?;
+        if file.hour % HOUR_SECS != 0 || file.minute.is_some_and(|m| usize::from(m) >= MINUTES) {
+            return Err(refuse(
+                Refusal::Invalid,
+                "the hour must start on the hour and the minute be 0 to 59",
+            ));
+        }
+        if file.openings.is_empty() || file.openings.len() > SERIES_MAX {
+            return Err(refuse(Refusal::Invalid, format!("an opening holds 1 to {SERIES_MAX} units")));
+        }
+        for opening in &file.openings {
+            scalar(&opening.blinding).ok_or_else(|| {
+                refuse(Refusal::Invalid, format!("{}: the blinding is not a canonical scalar", opening.unit))
+            })?;
+        }
+        Ok(file)
+    }
+
+    /// The encoding.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        escx::cbor::encode(self)
+    }
+}
+
+/// Checks a report payload's structure (metering.md §3.2) and returns each series' sum
+/// of commitments, compressed, with its opened total when the series is opened.
+pub fn check_report(payload: &ReportPayload) -> Result<Vec<SeriesSum>, Error> {
+    let invalid = |reason: String| refuse(Refusal::Invalid, reason);
+    if payload.v != 1 {
+        return Err(invalid(format!("unsupported report version {}", payload.v)));
+    }
+    fixed::<16>(&payload.license_id, "license_id")?;
+    let previous = fixed::<32>(&payload.previous, "previous")?;
+    if payload.hour % HOUR_SECS != 0 {
+        return Err(invalid(format!("hour {} does not start on the hour", payload.hour)));
+    }
+    if payload.seq == 0 || (payload.seq == 1) != (previous == [0u8; 32]) {
+        return Err(invalid("seq starts at 1 and only report 1 has no previous report".into()));
+    }
+    if payload.series.is_empty() || payload.series.len() > SERIES_MAX {
+        return Err(invalid(format!("a report holds 1 to {SERIES_MAX} series")));
+    }
+    if !payload.series.iter().any(|s| s.unit == UNIT_MINUTES) {
+        return Err(invalid("every report has a `minutes` series".into()));
+    }
+    for pair in payload.series.windows(2) {
+        if pair[0].unit >= pair[1].unit {
+            return Err(invalid("series are sorted by unit, each unit once".into()));
+        }
+    }
+    let mut sums = Vec::with_capacity(payload.series.len());
+    for series in &payload.series {
+        if series.unit != UNIT_MINUTES && !is_metric(&series.unit) {
+            return Err(invalid(format!("{:?} is not a unit", series.unit)));
+        }
+        if series.commitments.len() != MINUTES {
+            return Err(invalid(format!(
+                "{}: {} commitments, not one per minute ({MINUTES})",
+                series.unit,
+                series.commitments.len()
+            )));
+        }
+        let mut sum = RistrettoPoint::default();
+        for (minute, bytes) in series.commitments.iter().enumerate() {
+            sum += point(bytes).ok_or_else(|| {
+                invalid(format!(
+                    "{}: the commitment of minute {minute} is not a ristretto255 point",
+                    series.unit
+                ))
+            })?;
+        }
+        let total = match &series.opened {
+            None => None,
+            Some(opened) => {
+                let blinding = scalar(&opened.blinding).ok_or_else(|| {
+                    invalid(format!("{}: the hour's blinding is not a canonical scalar", series.unit))
+                })?;
+                if commit(opened.total, &blinding) != sum {
+                    return Err(invalid(format!(
+                        "{}: the opened hour total {} does not open the sum of the minute commitments",
+                        series.unit, opened.total
+                    )));
+                }
+                Some(opened.total)
+            }
+        };
+        sums.push(SeriesSum { unit: series.unit.clone(), sum: sum.compress().to_bytes(), total });
+    }
+    Ok(sums)
+}
+
+/// One series' hour sum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesSum {
+    /// Unit.
+    pub unit: String,
+    /// The sum of the 60 commitments, compressed.
+    pub sum: [u8; 32],
+    /// The opened total (share tier).
+    pub total: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_and_hours() {
+        let period = Period::parse("2026-11").unwrap();
+        assert_eq!(period.start(), escx::timestamp::parse("2026-11-01").unwrap());
+        assert_eq!(period.end(), escx::timestamp::parse("2026-12-01").unwrap());
+        assert_eq!(Period::parse("2026-12").unwrap().end(), escx::timestamp::parse("2027-01-01").unwrap());
+        assert_eq!(Period::of(period.end() - 1), period);
+        assert_eq!(period.to_string(), "2026-11");
+        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "2026-00"] {
+            assert!(Period::parse(bad).is_err(), "{bad}");
+        }
+        let hour = parse_hour("2026-11-23T10").unwrap();
+        assert_eq!(hour, escx::timestamp::parse("2026-11-23T10:00:00Z").unwrap());
+        assert_eq!(format_hour(hour), "2026-11-23T10");
+        assert!(parse_hour("2026-11-23T24").is_err());
+        assert!(parse_hour("2026-11-23 10").is_err());
+        assert_eq!(parse_window("2026-11-23T00/2026-11-24T00").unwrap().1 - hour + 10 * 3600, 86_400);
+        assert!(parse_window("2026-11-24T00/2026-11-23T00").is_err());
+    }
+
+    #[test]
+    fn commitments_add_and_blindings_are_separated() {
+        let secret = [7u8; 32];
+        let id = [1u8; 16];
+        let r1 = blinding(&secret, &id, "invocations", 3600, 1);
+        let r2 = blinding(&secret, &id, "invocations", 3600, 2);
+        assert_ne!(r1, r2);
+        assert_ne!(r1, blinding(&secret, &id, "bytes", 3600, 1));
+        assert_ne!(r1, blinding(&secret, &id, "invocations", 7200, 1));
+        assert_ne!(r1, blinding(&[8u8; 32], &id, "invocations", 3600, 1));
+        assert_eq!(commit(3, &r1) + commit(4, &r2), commit(7, &(r1 + r2)));
+        assert_ne!(commit(3, &r1) + commit(4, &r2), commit(8, &(r1 + r2)));
+    }
+
+    #[test]
+    fn metric_names() {
+        for good in ["invocations", "compute_ms", "bytes", "custom:gpu_s"] {
+            assert!(is_metric(good));
+        }
+        for bad in ["minutes", "custom:", "custom:GPU", "seconds", ""] {
+            assert!(!is_metric(bad), "{bad}");
+        }
+    }
+}

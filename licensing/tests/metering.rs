@@ -1,0 +1,628 @@
+//! Metering end to end (metering.md, privacy.md): the customer's meter, hourly reports,
+//! the operator's ingest, period close, openings, billing, k-anonymity and the budget.
+
+use std::path::PathBuf;
+
+use curve25519_dalek::scalar::Scalar;
+use escx::keyfile::Protection;
+use escx::policy::TrustPolicy;
+use escx::sig::SecretKey;
+use escx_licensing::issuer::Issuer;
+use escx_licensing::messages::{BundleChain, LicensePayload};
+use escx_licensing::metering::meter::{Meter, Telemetry};
+use escx_licensing::metering::operator::{Aggregate, Operator, Outcome};
+use escx_licensing::metering::{
+    self, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HourOpening, OpeningFile, Period,
+    PeriodTotal, ReportFile, ReportPayload, Series,
+};
+use escx_licensing::wallet::Wallet;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use serde_bytes::ByteBuf;
+
+/// 2027-01-15T08:00:00Z, on the hour.
+const T0: u64 = 1_800_000_000;
+const H: u64 = 3600;
+
+const MANIFEST: &str = r#"[package]
+name = "acme/thermal"
+version = "1.2.0"
+
+[pricing]
+license_type = "paid"
+currency = "USD"
+
+[[pricing.tier]]
+name = "metered"
+price = "6.00"
+unit = "hour"
+telemetry = "private"
+
+[[pricing.tier]]
+name = "metered-share"
+price = "4.80"
+unit = "hour"
+telemetry = "share"
+
+[telemetry]
+metrics = ["invocations", "compute_ms"]
+window = "24h"
+cohort_min_size = 50
+epsilon = 1.0
+"#;
+
+struct World {
+    tmp: tempfile::TempDir,
+    issuer: Issuer,
+    chain: BundleChain,
+    package: PathBuf,
+    policy: TrustPolicy,
+}
+
+fn world() -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let issuer =
+        Issuer::init(&tmp.path().join("issuer"), "Demo Licensing", &Protection::Unencrypted, T0).unwrap();
+    let publisher = SecretKey::generate();
+    let dir = tmp.path().join("thermal");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("manifest.toml"), MANIFEST).unwrap();
+    std::fs::write(dir.join("src/model.py"), "# model\n").unwrap();
+    let package = tmp.path().join("thermal.escx");
+    let options = escx::pack::PackOptions { signed_at: Some(T0), ..Default::default() };
+    escx::pack::pack_dir(&dir, &package, &[&publisher], &options).unwrap();
+    let policy = TrustPolicy::from_keys(vec![publisher.public_key().clone()]);
+    issuer.register_package(&package, &policy, T0).unwrap();
+    let chain = issuer.bundle(T0).unwrap();
+    World { tmp, issuer, chain, package, policy }
+}
+
+impl World {
+    fn wallet(&self, name: &str, tier: &str, licenses: usize) -> (Wallet, Vec<LicensePayload>) {
+        let wallet = Wallet::open(&self.tmp.path().join(name)).unwrap();
+        let request = wallet.request(&self.chain, "acme/thermal", tier, licenses, T0).unwrap();
+        wallet.finalize(&self.issuer.issue(&request, T0).unwrap()).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..licenses {
+            let sealed = wallet.redeem_tier("acme/thermal", Some(tier)).unwrap();
+            out.push(wallet.install(&self.issuer.redeem(&sealed, T0 + 10).unwrap()).unwrap());
+        }
+        (wallet, out)
+    }
+
+    fn operator(&self) -> Operator {
+        let mut operator = Operator::init(&self.tmp.path().join("op"), std::slice::from_ref(&self.chain)).unwrap();
+        operator.add_package(&self.package, &self.policy, T0).unwrap();
+        operator
+    }
+}
+
+fn code(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Stored => "stored",
+        Outcome::Duplicate => "duplicate",
+        Outcome::Equivocation => "equivocation",
+        Outcome::Refused(e) => e.code(),
+    }
+}
+
+fn ingest_one(operator: &mut Operator, file: &[u8], now: u64) -> &'static str {
+    let results = operator.ingest(&[file.to_vec()], now).unwrap();
+    code(&results[0].outcome)
+}
+
+/// A report signed by the holder of `license`, with the given per-unit minute values
+/// and blindings derived from `secret` (for cases the meter itself refuses to make).
+#[allow(clippy::too_many_arguments)]
+fn craft(
+    wallet: &Wallet,
+    license: &LicensePayload,
+    certificate: &[u8],
+    hour: u64,
+    seq: u64,
+    previous: [u8; 32],
+    units: &[(&str, [u64; 60])],
+    share: bool,
+) -> Vec<u8> {
+    let secret = [9u8; 32];
+    let id: [u8; 16] = license.license_id.as_slice().try_into().unwrap();
+    let series = units
+        .iter()
+        .map(|(unit, values)| {
+            let mut sum = Scalar::ZERO;
+            let commitments = (0..60)
+                .map(|m| {
+                    let r = metering::blinding(&secret, &id, unit, hour, m as u8);
+                    sum += r;
+                    ByteBuf::from(metering::commit(values[m], &r).compress().to_bytes().to_vec())
+                })
+                .collect();
+            let opened = share.then(|| HourOpening {
+                total: values.iter().sum(),
+                blinding: ByteBuf::from(sum.to_bytes().to_vec()),
+            });
+            Series { unit: unit.to_string(), commitments, opened }
+        })
+        .collect();
+    let payload = ReportPayload {
+        v: 1,
+        package: "acme/thermal".into(),
+        license_id: license.license_id.clone(),
+        hour,
+        seq,
+        previous: ByteBuf::from(previous.to_vec()),
+        series,
+    };
+    let envelope =
+        wallet.seal_as_holder("acme/thermal", &id, CONTEXT_REPORT, escx::cbor::encode(&payload)).unwrap();
+    ReportFile { v: 1, certificate: ByteBuf::from(certificate.to_vec()), report: ByteBuf::from(envelope) }
+        .to_cbor()
+}
+
+fn hash_of(file: &[u8]) -> [u8; 32] {
+    metering::report_hash(&ReportFile::from_cbor(file).unwrap().report)
+}
+
+fn certificate(wallet: &Wallet, license: &LicensePayload) -> Vec<u8> {
+    wallet
+        .licenses_during("acme/thermal", 0, u64::MAX)
+        .unwrap()
+        .into_iter()
+        .find(|(l, _)| l.license_id == license.license_id)
+        .unwrap()
+        .1
+}
+
+#[test]
+fn a_private_month_is_reported_closed_and_billed() {
+    let w = world();
+    let (wallet, _) = w.wallet("wallet", "metered", 1);
+    let meter = Meter::open(&wallet).unwrap();
+    // Hour 1: minutes 0, 1 and 59 used; hour 2: minute 30.
+    for (at, amount) in
+        [(T0 + H, 2), (T0 + H + 5, 1), (T0 + H + 61, 4), (T0 + 2 * H - 1, 1), (T0 + 2 * H + 1800, 9)]
+    {
+        meter.record("acme/thermal", "invocations", amount, at).unwrap();
+    }
+    meter.record("acme/thermal", "compute_ms", 1200, T0 + H + 70).unwrap();
+    let now = T0 + 3 * H;
+    let r1 = meter.report("acme/thermal", T0 + H, Telemetry::Private, now).unwrap();
+    assert_eq!(r1.units, ["compute_ms", "invocations", "minutes"]);
+    // Reporting again is a retry: the very same bytes.
+    let again = meter.report("acme/thermal", T0 + H, Telemetry::Private, now).unwrap();
+    assert!(again.again && again.file == r1.file);
+    let r2 = meter.report("acme/thermal", T0 + 2 * H, Telemetry::Private, now).unwrap();
+    assert_eq!(r2.seq, 2);
+    // A reported hour takes no more records.
+    let err = meter.record("acme/thermal", "invocations", 1, T0 + H + 100).unwrap_err();
+    assert_eq!(err.code(), "hour-reported");
+
+    let mut operator = w.operator();
+    let results = operator.ingest(&[r1.file.clone(), r2.file.clone()], now).unwrap();
+    assert_eq!(results.iter().map(|r| code(&r.outcome)).collect::<Vec<_>>(), ["stored", "stored"]);
+
+    let period = Period::of(T0);
+    let close = meter.close("acme/thermal", period, None, false, period.end() + 10).unwrap();
+    assert_eq!(
+        close.totals,
+        [("compute_ms".to_string(), 1200), ("invocations".to_string(), 17), ("minutes".to_string(), 4)]
+    );
+    let closed = operator.close(&close.file, period.end() + 20).unwrap();
+    assert_eq!((closed.reports, closed.again), (2, false));
+    assert!(operator.close(&close.file, period.end() + 30).unwrap().again);
+    // Hours of a closed period are refused, on both sides.
+    assert_eq!(
+        meter.record("acme/thermal", "invocations", 1, T0 + 5 * H).unwrap_err().code(),
+        "period-closed"
+    );
+
+    let charges = operator.billing(period).unwrap();
+    assert_eq!(charges.len(), 1);
+    // 4 minutes at 6.00 an hour: 0.40.
+    assert_eq!((charges[0].minutes, charges[0].gross_micros), (4, 400_000));
+    // The licenses of a metered tier cost nothing at purchase: usage is the bill.
+    assert_eq!(w.issuer.sales().unwrap()[0].total_micros, 0);
+    assert_eq!(charges[0].id, format!("operator:{}:usage:{}:{period}", operator.id(), charges[0].license_id));
+}
+
+#[test]
+fn openings_prove_minutes_and_hours_and_wrong_values_fail() {
+    let w = world();
+    let (wallet, _) = w.wallet("wallet", "metered", 1);
+    let meter = Meter::open(&wallet).unwrap();
+    meter.record("acme/thermal", "invocations", 3, T0 + H + 17 * 60 + 5).unwrap();
+    meter.record("acme/thermal", "invocations", 5, T0 + H + 40 * 60).unwrap();
+    let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
+    let mut operator = w.operator();
+    assert_eq!(ingest_one(&mut operator, &report.file, T0 + 2 * H), "stored");
+
+    let minute = meter.open_hour("acme/thermal", T0 + H, Some(17), Some("invocations")).unwrap();
+    let verdict = operator.check_opening(&minute.to_cbor()).unwrap();
+    assert_eq!(verdict.values, [("invocations".to_string(), 3)]);
+    let hour = meter.open_hour("acme/thermal", T0 + H, None, None).unwrap();
+    let verdict = operator.check_opening(&hour.to_cbor()).unwrap();
+    assert_eq!(verdict.values, [("invocations".to_string(), 8), ("minutes".to_string(), 2)]);
+    // An empty minute opens to 0 and nothing else.
+    let empty = meter.open_hour("acme/thermal", T0 + H, Some(3), Some("invocations")).unwrap();
+    assert_eq!(operator.check_opening(&empty.to_cbor()).unwrap().values[0].1, 0);
+
+    for (mut opening, wrong) in [(minute, 4), (hour, 7), (empty, 1)] {
+        opening.openings[0].value = wrong;
+        let err = operator.check_opening(&opening.to_cbor()).unwrap_err();
+        assert_eq!(err.code(), "opening-mismatch");
+    }
+    let other =
+        OpeningFile { hour: T0 + 5 * H, ..meter.open_hour("acme/thermal", T0 + H, Some(1), None).unwrap() };
+    assert_eq!(operator.check_opening(&other.to_cbor()).unwrap_err().code(), "meter-not-found");
+}
+
+#[test]
+fn every_bad_report_has_its_own_code() {
+    let w = world();
+    let (wallet, licenses) = w.wallet("wallet", "metered", 1);
+    let license = &licenses[0];
+    let cert = certificate(&wallet, license);
+    let mut operator = w.operator();
+    let zero = [0u64; 60];
+    let mut one = [0u64; 60];
+    one[0] = 1;
+    let units = [("minutes", one)];
+    let now = T0 + 10 * H;
+
+    // Out of order: report 2 before report 1.
+    let first = craft(&wallet, license, &cert, T0 + H, 1, [0; 32], &units, false);
+    let second = craft(&wallet, license, &cert, T0 + 2 * H, 2, hash_of(&first), &units, false);
+    assert_eq!(ingest_one(&mut operator, &second, now), "report-out-of-order");
+    // Too early, then fine.
+    assert_eq!(ingest_one(&mut operator, &first, T0 + H + 10), "report-too-early");
+    assert_eq!(ingest_one(&mut operator, &first, now), "stored");
+    // Replayed: a duplicate, nothing new stored.
+    assert_eq!(ingest_one(&mut operator, &first, now), "duplicate");
+    // A report that does not name the previous one.
+    let unchained = craft(&wallet, license, &cert, T0 + 2 * H, 2, [7; 32], &units, false);
+    assert_eq!(ingest_one(&mut operator, &unchained, now), "report-out-of-order");
+    // Too late.
+    assert_eq!(ingest_one(&mut operator, &second, T0 + 3 * H + 36 * 86_400), "report-too-late");
+    // A bad signature: flip a byte of the holder's signature.
+    let mut file = ReportFile::from_cbor(&second).unwrap();
+    let last = file.report.len() - 1;
+    file.report[last] ^= 1;
+    assert_eq!(ingest_one(&mut operator, &file.to_cbor(), now), "report-signature-invalid");
+    // A shared total on a private tier, and a series the package does not meter.
+    let shared = craft(&wallet, license, &cert, T0 + 2 * H, 2, hash_of(&first), &units, true);
+    assert_eq!(ingest_one(&mut operator, &shared, now), "report-tier-mismatch");
+    let unmetered = craft(
+        &wallet,
+        license,
+        &cert,
+        T0 + 2 * H,
+        2,
+        hash_of(&first),
+        &[("bytes", zero), ("minutes", one)],
+        false,
+    );
+    assert_eq!(ingest_one(&mut operator, &unmetered, now), "report-invalid");
+    // Expired: an hour after the license's window.
+    let late_hour = license.not_after - license.not_after % H + H;
+    let expired = craft(&wallet, license, &cert, late_hour, 2, hash_of(&first), &units, false);
+    assert_eq!(ingest_one(&mut operator, &expired, late_hour + 2 * H), "license-expired");
+    // Revoked.
+    assert_eq!(ingest_one(&mut operator, &second, now), "stored");
+    w.issuer.revoke(&license.license_id, "chargeback", now).unwrap();
+    operator.accept_crl(&w.issuer.crl(now).unwrap()).unwrap();
+    let third = craft(&wallet, license, &cert, T0 + 3 * H, 3, hash_of(&second), &units, false);
+    assert_eq!(ingest_one(&mut operator, &third, now), "license-revoked");
+
+    // Foreign: a license of an issuer the operator does not trust.
+    let other = tempfile::tempdir().unwrap();
+    let foreign = Issuer::init(&other.path().join("issuer"), "Other", &Protection::Unencrypted, T0).unwrap();
+    foreign.register_package(&w.package, &w.policy, T0).unwrap();
+    let foreign_wallet = Wallet::open(&other.path().join("wallet")).unwrap();
+    let chain = foreign.bundle(T0).unwrap();
+    let request = foreign_wallet.request(&chain, "acme/thermal", "metered", 1, T0).unwrap();
+    foreign_wallet.finalize(&foreign.issue(&request, T0).unwrap()).unwrap();
+    let sealed = foreign_wallet.redeem("acme/thermal").unwrap();
+    let foreign_license = foreign_wallet.install(&foreign.redeem(&sealed, T0 + 10).unwrap()).unwrap();
+    let foreign_cert = certificate(&foreign_wallet, &foreign_license);
+    let report = craft(&foreign_wallet, &foreign_license, &foreign_cert, T0 + H, 1, [0; 32], &units, false);
+    assert_eq!(ingest_one(&mut operator, &report, now), "license-wrong-issuer");
+    // A certificate swapped in for another license's: the holder signature fails.
+    let mut swapped = ReportFile::from_cbor(&report).unwrap();
+    swapped.certificate = ByteBuf::from(cert.clone());
+    assert_eq!(ingest_one(&mut operator, &swapped.to_cbor(), now), "report-signature-invalid");
+}
+
+#[test]
+fn ingesting_a_thousand_reports_twice_stores_each_once_and_equivocation_is_evidence() {
+    let w = world();
+    let (wallet, licenses) = w.wallet("wallet", "metered", 10);
+    let mut files = Vec::new();
+    let mut values = [0u64; 60];
+    values[5] = 1;
+    for license in &licenses {
+        let cert = certificate(&wallet, license);
+        let mut previous = [0u8; 32];
+        for i in 0..100u64 {
+            let file = craft(
+                &wallet,
+                license,
+                &cert,
+                T0 + (i + 1) * H,
+                i + 1,
+                previous,
+                &[("minutes", values)],
+                false,
+            );
+            previous = hash_of(&file);
+            files.push(file);
+        }
+    }
+    // Shuffled order: ingest sorts each license's chain.
+    files.reverse();
+    let mut operator = w.operator();
+    let now = T0 + 200 * H;
+    let first = operator.ingest(&files, now).unwrap();
+    assert!(
+        first.iter().all(|r| matches!(r.outcome, Outcome::Stored)),
+        "{:?}",
+        first.iter().find(|r| !matches!(r.outcome, Outcome::Stored))
+    );
+    let second = operator.ingest(&files, now).unwrap();
+    assert!(second.iter().all(|r| matches!(r.outcome, Outcome::Duplicate)));
+    let db = rusqlite::Connection::open(w.tmp.path().join("op/operator.sqlite")).unwrap();
+    let count: i64 = db.query_row("SELECT count(*) FROM reports", [], |r| r.get(0)).unwrap();
+    assert_eq!(count, 1000);
+
+    // Equivocation: another report for license 0's hour 1, with other values.
+    let license = &licenses[0];
+    let cert = certificate(&wallet, license);
+    let mut other = values;
+    other[6] = 1;
+    let twin = craft(&wallet, license, &cert, T0 + H, 1, [0; 32], &[("minutes", other)], false);
+    assert_eq!(ingest_one(&mut operator, &twin, now), "equivocation");
+    assert_eq!(ingest_one(&mut operator, &twin, now), "equivocation");
+    let evidence = operator.evidence(None).unwrap();
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(evidence[0].second, ReportFile::from_cbor(&twin).unwrap().report.to_vec());
+    let holder = escx::sig::PublicKey::from_bytes(&license.holder_key).unwrap().id();
+    assert_eq!(operator.evidence(Some(holder)).unwrap().len(), 1);
+    assert_eq!(operator.evidence(Some(escx::sig::KeyId([0; 16]))).unwrap().len(), 0);
+    let count: i64 = db.query_row("SELECT count(*) FROM reports", [], |r| r.get(0)).unwrap();
+    assert_eq!(count, 1000, "the second report is not counted");
+    let flagged: i64 = db.query_row("SELECT sum(flagged) FROM licenses", [], |r| r.get(0)).unwrap();
+    assert_eq!(flagged, 1);
+}
+
+#[test]
+fn a_close_that_does_not_match_or_skips_an_hour_is_refused() {
+    let w = world();
+    let (wallet, licenses) = w.wallet("wallet", "metered", 1);
+    let license = &licenses[0];
+    let meter = Meter::open(&wallet).unwrap();
+    meter.record("acme/thermal", "invocations", 2, T0 + H).unwrap();
+    meter.record("acme/thermal", "invocations", 3, T0 + 2 * H).unwrap();
+    let now = T0 + 3 * H;
+    let r1 = meter.report("acme/thermal", T0 + H, Telemetry::Private, now).unwrap();
+    let r2 = meter.report("acme/thermal", T0 + 2 * H, Telemetry::Private, now).unwrap();
+    let mut operator = w.operator();
+    assert_eq!(ingest_one(&mut operator, &r1.file, now), "stored");
+    let period = Period::of(T0);
+    let close = meter.close("acme/thermal", period, None, true, now).unwrap();
+    // Hour 2 never reached the operator.
+    assert_eq!(operator.close(&close.file, now).unwrap_err().code(), "report-missing");
+    assert_eq!(ingest_one(&mut operator, &r2.file, now), "stored");
+
+    // A close signed by the holder that claims less than the commitments hold.
+    let file = CloseFile::from_cbor(&close.file).unwrap();
+    let envelope = escx::envelope::Envelope::from_cbor(&file.close).unwrap();
+    let mut payload: ClosePayload = escx::cbor::decode_exact(envelope.payload_unverified(), "close").unwrap();
+    let honest = payload.clone();
+    let invocations = payload.totals.iter_mut().find(|t| t.unit == "invocations").unwrap();
+    invocations.total -= 1;
+    let forged = resign(&wallet, license, &file, &payload);
+    assert_eq!(operator.close(&forged, now).unwrap_err().code(), "close-mismatch");
+    // One that leaves out a unit, and one that stops before the period's last report.
+    let mut fewer = honest.clone();
+    fewer.totals.retain(|t| t.unit != "invocations");
+    assert_eq!(
+        operator.close(&resign(&wallet, license, &file, &fewer), now).unwrap_err().code(),
+        "close-mismatch"
+    );
+    let mut short = honest.clone();
+    short.through_seq = 1;
+    short.through_hash = ByteBuf::from(hash_of(&r1.file).to_vec());
+    assert_eq!(
+        operator.close(&resign(&wallet, license, &file, &short), now).unwrap_err().code(),
+        "close-mismatch"
+    );
+    // The honest close is accepted; a different one afterwards is a conflict kept as evidence.
+    operator.close(&close.file, now).unwrap();
+    let mut extra = honest;
+    extra.totals.push(PeriodTotal { unit: "zzz".into(), total: 0, blinding: ByteBuf::from(vec![0; 32]) });
+    assert_eq!(
+        operator.close(&resign(&wallet, license, &file, &extra), now).unwrap_err().code(),
+        "close-conflict"
+    );
+    assert_eq!(operator.evidence(None).unwrap()[0].kind, "close");
+    // Reports of a closed period are refused.
+    let r3 = craft(
+        &wallet,
+        license,
+        &certificate(&wallet, license),
+        T0 + 4 * H,
+        3,
+        hash_of(&r2.file),
+        &[("minutes", [0; 60])],
+        false,
+    );
+    assert_eq!(ingest_one(&mut operator, &r3, T0 + 6 * H), "period-closed");
+}
+
+fn resign(wallet: &Wallet, license: &LicensePayload, file: &CloseFile, payload: &ClosePayload) -> Vec<u8> {
+    let envelope = wallet
+        .seal_as_holder("acme/thermal", &license.license_id, CONTEXT_CLOSE, escx::cbor::encode(payload))
+        .unwrap();
+    CloseFile { v: 1, certificate: file.certificate.clone(), close: ByteBuf::from(envelope) }.to_cbor()
+}
+
+#[test]
+fn the_store_holds_no_minute_value_and_no_private_hour_total() {
+    let w = world();
+    let (wallet, _) = w.wallet("wallet", "metered", 1);
+    let meter = Meter::open(&wallet).unwrap();
+    let (a, b) = (7_777_001u64, 7_777_002u64);
+    meter.record("acme/thermal", "invocations", a, T0 + H + 60).unwrap();
+    meter.record("acme/thermal", "invocations", b, T0 + H + 120).unwrap();
+    let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
+    let mut operator = w.operator();
+    assert_eq!(ingest_one(&mut operator, &report.file, T0 + 2 * H), "stored");
+    drop(operator);
+    let db = rusqlite::Connection::open(w.tmp.path().join("op/operator.sqlite")).unwrap();
+    let secret_values = [a, b, a + b];
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut cells = 0;
+    for table in tables {
+        let mut statement = db.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        let columns = statement.column_count();
+        let mut rows = statement.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..columns {
+                cells += 1;
+                match row.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Integer(n) => {
+                        assert!(!secret_values.contains(&(n as u64)), "{table} holds {n}")
+                    }
+                    rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => {
+                        for value in secret_values {
+                            for needle in [value.to_be_bytes(), value.to_le_bytes()] {
+                                assert!(
+                                    !bytes.windows(8).any(|w| w == needle),
+                                    "{table} holds {value} in bytes"
+                                );
+                            }
+                            assert!(
+                                !String::from_utf8_lossy(bytes).contains(&value.to_string()),
+                                "{table}: {value}"
+                            );
+                            // CBOR's own encoding of the integer (major type 0, 4-byte form).
+                            let cbor = escx::cbor::encode(&value);
+                            assert!(
+                                !bytes.windows(cbor.len()).any(|w| w == cbor.as_slice()),
+                                "{table}: cbor {value}"
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert!(cells > 20);
+    let totals: i64 = db.query_row("SELECT count(total) FROM hour_sums", [], |r| r.get(0)).unwrap();
+    assert_eq!(totals, 0);
+    // The meter's own database is private too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for path in [w.tmp.path().join("op/operator.sqlite"), w.tmp.path().join("wallet/meter.sqlite")] {
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "{path:?}");
+        }
+        assert_eq!(std::fs::metadata(w.tmp.path().join("op")).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+}
+
+#[test]
+fn cohorts_below_the_minimum_are_suppressed_and_the_budget_stops_releases() {
+    let w = world();
+    let (wallet, licenses) = w.wallet("wallet", "metered-share", 50);
+    let mut operator = w.operator();
+    let day = T0 - T0 % 86_400;
+    let mut values = [0u64; 60];
+    values[0] = 1;
+    let mut invocations = [0u64; 60];
+    invocations[0] = 10;
+    let now = day + 86_400 + H;
+    let files: Vec<Vec<u8>> = licenses
+        .iter()
+        .map(|l| {
+            craft(
+                &wallet,
+                l,
+                &certificate(&wallet, l),
+                T0 + H,
+                1,
+                [0; 32],
+                &[("invocations", invocations), ("minutes", values)],
+                true,
+            )
+        })
+        .collect();
+    // 49 holders: suppressed, and nothing is spent.
+    let stored = operator.ingest(&files[..49], now).unwrap();
+    assert!(stored.iter().all(|r| matches!(r.outcome, Outcome::Stored)));
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let window = (day, day + 86_400);
+    for _ in 0..3 {
+        let result = operator.aggregate("acme/thermal", window, 100, None, &mut rng, now).unwrap();
+        assert_eq!(result, Aggregate::Suppressed { cohort_min_size: 50 });
+    }
+    // 50: a number, spending half the budget twice, then refused.
+    assert_eq!(ingest_one(&mut operator, &files[49], now), "stored");
+    for remaining in [500_000, 0] {
+        let Aggregate::Released(release) =
+            operator.aggregate("acme/thermal", window, 100, Some(500_000), &mut rng, now).unwrap()
+        else {
+            panic!("released expected")
+        };
+        assert_eq!(release.remaining_micros, remaining);
+        assert_eq!(
+            release.values.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(),
+            ["compute_ms", "invocations", "minutes"]
+        );
+        // Three units share epsilon 0.5: each gets scale 100 · 3 / 0.5 = 600.
+        assert_eq!(release.scale, (100 * 3 * 1_000_000, 500_000));
+    }
+    let err = operator.aggregate("acme/thermal", window, 100, None, &mut rng, now).unwrap_err();
+    assert_eq!(err.code(), "epsilon-exhausted");
+    // A window that is not one of the package's.
+    let err = operator
+        .aggregate("acme/thermal", (day + H, day + 86_400 + H), 100, None, &mut rng, now)
+        .unwrap_err();
+    assert_eq!(err.code(), "window-invalid");
+    // Private-tier usage never enters an aggregate.
+    let (private_wallet, private) = w.wallet("private", "metered", 1);
+    let file = craft(
+        &private_wallet,
+        &private[0],
+        &certificate(&private_wallet, &private[0]),
+        T0 + H,
+        1,
+        [0; 32],
+        &[("minutes", values)],
+        false,
+    );
+    assert_eq!(ingest_one(&mut operator, &file, now), "stored");
+    let next = (day + 86_400, day + 2 * 86_400);
+    let result = operator.aggregate("acme/thermal", next, 100, None, &mut rng, now).unwrap();
+    assert_eq!(result, Aggregate::Suppressed { cohort_min_size: 50 });
+}
+
+#[test]
+fn a_share_report_must_open_every_hour() {
+    let w = world();
+    let (wallet, _) = w.wallet("wallet", "metered-share", 1);
+    let meter = Meter::open(&wallet).unwrap();
+    meter.record("acme/thermal", "invocations", 4, T0 + H).unwrap();
+    let mut operator = w.operator();
+    let private = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
+    assert_eq!(ingest_one(&mut operator, &private.file, T0 + 2 * H), "report-tier-mismatch");
+    // The meter keeps a license's mode.
+    let err = meter.report("acme/thermal", T0 + 2 * H, Telemetry::Share, T0 + 3 * H).unwrap_err();
+    assert_eq!(err.code(), "report-tier-mismatch");
+}
