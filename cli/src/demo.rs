@@ -12,6 +12,9 @@ use escx::policy::TrustPolicy;
 use escx::sig::SecretKey;
 use escx::verify::{self, SectionSelection, VerifyOptions};
 use escx_licensing::issuer::Issuer;
+use escx_licensing::metering::meter::{Meter, Telemetry};
+use escx_licensing::metering::operator::{Aggregate, Operator, Outcome};
+use escx_licensing::metering::{self, HOUR_SECS};
 use escx_licensing::wallet::Wallet;
 use escx_manifest::Manifest;
 use escx_manifest::Micros;
@@ -58,6 +61,11 @@ struct Demo {
     licensed_package: PathBuf,
     operator: Option<SecretKey>,
     events: Vec<BillingEvent>,
+    /// The demo's metering clock: it runs ahead of the real one, so hours can end.
+    meter_clock: u64,
+    /// Report files per customer wallet, and close files.
+    reports: Vec<PathBuf>,
+    closes: Vec<PathBuf>,
 }
 
 impl Demo {
@@ -169,6 +177,11 @@ const STEPS: &[Step] = &[
     Step { name: "statement", run: verify_statement },
     Step { name: "payout", run: payout_report },
     Step { name: "rerun", run: rerun_settlement },
+    Step { name: "meter", run: meter },
+    Step { name: "ingest", run: ingest_reports },
+    Step { name: "close", run: close_period },
+    Step { name: "cohort", run: suppressed_cohort },
+    Step { name: "usage", run: settle_usage },
 ];
 
 pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
@@ -198,6 +211,9 @@ pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
         license_id: None,
         operator: None,
         events: Vec::new(),
+        meter_clock: 0,
+        reports: Vec::new(),
+        closes: Vec::new(),
     };
     let mut results = Vec::new();
     for (index, step) in STEPS.iter().enumerate() {
@@ -252,7 +268,7 @@ fn generate_keys(demo: &mut Demo) -> anyhow::Result<String> {
 const SAMPLE: &[(&str, &str)] = &[
     (
         "manifest.toml",
-        "[package]\nname = \"demo/thermal\"\nversion = \"1.0.0\"\ndescription = \"Thermal model for the escx demo\"\nlicense = \"MIT\"\n\n[include]\nfiles = [\"src/**\", \"data/**\"]\n\n[features]\nplots = []\n\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\n[[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\nseats = 5\nfeatures = [\"plots\"]\n\n[revenue]\ncurrency = \"USD\"\nresidual = \"publisher\"\neffective_from = \"2026-01-01\"\n\n[[revenue.step]]\nparty = \"referrer\"\nshare_of_gross_bps = 1000\n",
+        "[package]\nname = \"demo/thermal\"\nversion = \"1.0.0\"\ndescription = \"Thermal model for the escx demo\"\nlicense = \"MIT\"\n\n[include]\nfiles = [\"src/**\", \"data/**\"]\n\n[features]\nplots = []\n\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\n[[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\nseats = 5\nfeatures = [\"plots\"]\n\n[[pricing.tier]]\nname = \"metered\"\nprice = \"6.00\"\nunit = \"hour\"\ntelemetry = \"private\"\nfeatures = [\"plots\"]\n\n[[pricing.tier]]\nname = \"metered-share\"\nprice = \"4.80\"\nunit = \"hour\"\ntelemetry = \"share\"\nfeatures = [\"plots\"]\n\n[telemetry]\nmetrics = [\"invocations\"]\nwindow = \"24h\"\ncohort_min_size = 50\nepsilon = 1.0\n\n[revenue]\ncurrency = \"USD\"\nresidual = \"publisher\"\neffective_from = \"2026-01-01\"\n\n[[revenue.step]]\nparty = \"referrer\"\nshare_of_gross_bps = 1000\n",
     ),
     (
         "src/model.py",
@@ -760,5 +776,162 @@ fn rerun_settlement(demo: &mut Demo) -> anyhow::Result<String> {
     Ok(format!(
         "settling the same {} events again is a no-op (0 settled, balances and statements unchanged); the same id with another amount is refused (settlement-conflict)",
         demo.events.len()
+    ))
+}
+
+/// The two metered customers: a private-tier wallet and a share-tier wallet.
+const METERED: [(&str, &str, Telemetry); 2] =
+    [("wallet-private", "metered", Telemetry::Private), ("wallet-share", "metered-share", Telemetry::Share)];
+
+fn meter(demo: &mut Demo) -> anyhow::Result<String> {
+    let now = escx::now_unix();
+    let issuer = demo.issuer()?;
+    let bundle = issuer.bundle(now)?;
+    // Invocations in three hours after the licenses begin; the demo's clock then moves
+    // on to the end of the third hour so that the hours can be reported.
+    let first = now - now % HOUR_SECS + HOUR_SECS;
+    let clock = first + 3 * HOUR_SECS + 60;
+    let mut reports = Vec::new();
+    let mut lines = Vec::new();
+    for (index, (name, tier, telemetry)) in METERED.iter().enumerate() {
+        let wallet = Wallet::open(&demo.dir.join(name))?;
+        let request = wallet.request(&bundle, "demo/thermal", tier, 1, now)?;
+        wallet.finalize(&issuer.issue(&request, now)?)?;
+        let sealed = wallet.redeem_tier("demo/thermal", Some(tier))?;
+        wallet.install(&issuer.redeem(&sealed, now)?)?;
+        let meter = Meter::open(&wallet)?;
+        let mut recorded = 0;
+        for hour in 0..3u64 {
+            for minute in [2u64, 17, 18, 41 + index as u64] {
+                meter.record(
+                    "demo/thermal",
+                    "invocations",
+                    hour + 1,
+                    first + hour * HOUR_SECS + minute * 60 + 5,
+                )?;
+                recorded += 1;
+            }
+        }
+        for hour in 0..3u64 {
+            let report = meter.report("demo/thermal", first + hour * HOUR_SECS, *telemetry, clock)?;
+            let file = demo.dir.join("reports").join(format!("{name}-{}.cbor", report.seq));
+            std::fs::create_dir_all(demo.dir.join("reports"))?;
+            std::fs::write(&file, &report.file)?;
+            reports.push(file);
+        }
+        lines.push(format!("{tier} ({}) {recorded} records", telemetry.name()));
+    }
+    demo.reports = reports;
+    demo.meter_clock = clock;
+    Ok(format!(
+        "two customers bought metered tiers (no charge at purchase); their meters recorded per minute ({}) and closed hours {}..{} into {} signed reports of 60 Pedersen commitments per unit, empty minutes included (the demo clock runs ahead so the hours end)",
+        lines.join(", "),
+        metering::format_hour(first),
+        metering::format_hour(first + 2 * HOUR_SECS),
+        demo.reports.len()
+    ))
+}
+
+fn ingest_reports(demo: &mut Demo) -> anyhow::Result<String> {
+    let now = demo.meter_clock;
+    let dir = demo.dir.join("operator");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let mut operator = Operator::init(&dir, &[demo.issuer()?.bundle(escx::now_unix())?])?;
+    operator.add_package(&demo.licensed_package, &demo.trust_publisher()?, escx::now_unix())?;
+    let files = demo.reports.iter().map(std::fs::read).collect::<Result<Vec<_>, _>>()?;
+    let results = operator.ingest(&files, now)?;
+    if !results.iter().all(|r| matches!(r.outcome, Outcome::Stored)) {
+        bail!(
+            "a report was not stored: {:?}",
+            results.iter().find(|r| !matches!(r.outcome, Outcome::Stored))
+        );
+    }
+    // A replayed report is a duplicate: nothing new stored.
+    let again = operator.ingest(&files[..1], now)?;
+    if !matches!(again[0].outcome, Outcome::Duplicate) {
+        bail!("a replayed report was not a duplicate");
+    }
+    Ok(format!(
+        "the operator verified {} reports in parallel (issuer-signed license, holder signature, chain, time rules) and stored commitments only; the replayed first report is a duplicate, nothing counted twice",
+        results.len()
+    ))
+}
+
+fn close_period(demo: &mut Demo) -> anyhow::Result<String> {
+    let period = metering::Period::of(demo.meter_clock - HOUR_SECS);
+    let at = period.end() + 60;
+    let mut operator = Operator::open(&demo.dir.join("operator"))?;
+    let mut lines = Vec::new();
+    let mut closes = Vec::new();
+    for (name, tier, _) in METERED {
+        let wallet = Wallet::open(&demo.dir.join(name))?;
+        let close = Meter::open(&wallet)?.close("demo/thermal", period, None, false, at)?;
+        let file = demo.dir.join("reports").join(format!("{name}-close-{period}.cbor"));
+        std::fs::write(&file, &close.file)?;
+        let closed = operator.close(&close.file, at)?;
+        let totals: Vec<String> = closed.totals.iter().map(|(u, t)| format!("{u} {t}")).collect();
+        lines.push(format!("{tier}: {}", totals.join(", ")));
+        closes.push(file);
+    }
+    demo.closes = closes;
+    Ok(format!(
+        "at the end of {period} each meter opened one total per unit; the operator checked them against the sums of the stored hourly commitments ({}); for the private tier these totals are all it learns",
+        lines.join("; ")
+    ))
+}
+
+fn suppressed_cohort(demo: &mut Demo) -> anyhow::Result<String> {
+    let hour = demo.meter_clock - demo.meter_clock % HOUR_SECS - HOUR_SECS;
+    let start = hour - hour % 86_400;
+    let mut operator = Operator::open(&demo.dir.join("operator"))?;
+    match operator.aggregate(
+        "demo/thermal",
+        (start, start + 86_400),
+        100,
+        None,
+        &mut rand_core::OsRng,
+        escx::now_unix(),
+    )? {
+        Aggregate::Suppressed { cohort_min_size } => Ok(format!(
+            "the share-tier sum for {}/{} is suppressed: fewer than {cohort_min_size} distinct holders share telemetry, so nothing is released and no privacy budget is spent",
+            metering::format_hour(start),
+            metering::format_hour(start + 86_400)
+        )),
+        Aggregate::Released(_) => bail!("a cohort of one holder was released"),
+    }
+}
+
+fn settle_usage(demo: &mut Demo) -> anyhow::Result<String> {
+    let period = metering::Period::of(demo.meter_clock - HOUR_SECS);
+    let operator = Operator::open(&demo.dir.join("operator"))?;
+    let charges = operator.billing(period)?;
+    let events: Vec<BillingEvent> = charges.iter().map(BillingEvent::from_usage).collect();
+    let file: Vec<serde_json::Value> = events.iter().map(BillingEvent::to_json).collect();
+    std::fs::write(demo.settlement_dir().join("usage-events.json"), serde_json::to_string_pretty(&file)?)?;
+    let mut ledger = demo.ledger()?;
+    let report =
+        ledger.settle(&events, &demo.manifests()?, BATCH_DEFAULT, demo.operator()?, escx::now_unix())?;
+    let audit = ledger.audit()?;
+    if !audit.ok() || report.settled != events.len() {
+        bail!("usage did not settle cleanly: {audit:?}");
+    }
+    let parts: Vec<String> = charges
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} min x {}/h = {}",
+                c.tier,
+                c.minutes,
+                Micros(c.price_micros),
+                Micros(c.gross_micros)
+            )
+        })
+        .collect();
+    Ok(format!(
+        "usage billed per license and period ({}) as usage events and settled through the same waterfall; balances: {}; double entry balances",
+        parts.join("; "),
+        balances_line(&ledger)?
     ))
 }

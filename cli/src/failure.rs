@@ -26,6 +26,19 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A failure the command has already reported in full (its output lists what failed):
+/// only the exit code is left to give.
+#[derive(Debug)]
+pub struct Reported(pub u8);
+
+impl fmt::Display for Reported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "failed (reported above)")
+    }
+}
+
+impl std::error::Error for Reported {}
+
 /// Adds `path` to an `escx::Error` whose message does not already name a file.
 pub fn at(path: &Path) -> impl FnOnce(escx::Error) -> anyhow::Error + '_ {
     move |error| {

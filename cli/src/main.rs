@@ -64,6 +64,12 @@ enum Command {
     /// Buy, redeem, verify offline and prove licenses from a wallet.
     #[command(subcommand)]
     License(cmd::license::LicenseCommand),
+    /// The customer-side usage meter: record, hourly reports, period close, openings.
+    #[command(subcommand)]
+    Meter(cmd::meter::MeterCommand),
+    /// The operator's metering store: ingest reports, closes, billing, private aggregates.
+    #[command(subcommand)]
+    Operator(cmd::operator::OperatorCommand),
     /// Settle billing events through revenue waterfalls into the ledger.
     #[command(subcommand)]
     Settle(cmd::settle::SettleCommand),
@@ -105,6 +111,8 @@ fn main() -> ExitCode {
         Command::Install(a) => a.project.json,
         Command::Issuer(c) => c.json(),
         Command::License(c) => c.json(),
+        Command::Meter(c) => c.json(),
+        Command::Operator(c) => c.json(),
         Command::Settle(c) => c.json(),
         Command::Ledger(c) => c.json(),
         Command::Statement(c) => c.json(),
@@ -124,6 +132,8 @@ fn main() -> ExitCode {
         Command::Install(a) => cmd::deps::run_install(a, &ui),
         Command::Issuer(c) => cmd::license::run_issuer(c, &ui),
         Command::License(c) => cmd::license::run_license(c, &ui),
+        Command::Meter(c) => cmd::meter::run(c, &ui),
+        Command::Operator(c) => cmd::operator::run(c, &ui),
         Command::Settle(c) => cmd::settle::run(c, &ui),
         Command::Ledger(c) => cmd::ledger::run(c, &ui),
         Command::Statement(c) => cmd::statement::run(c, &ui),

@@ -54,6 +54,9 @@ impl Ui {
 
     /// Prints the error (stderr, or stdout JSON) and returns the exit code.
     pub fn report_failure(&self, error: &anyhow::Error) -> u8 {
+        if let Some(failure::Reported(exit)) = error.downcast_ref::<failure::Reported>() {
+            return *exit;
+        }
         let help = failure::escx_error(error).and_then(escx::Error::help);
         if self.json {
             let mut value = serde_json::json!({

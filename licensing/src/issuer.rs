@@ -537,9 +537,8 @@ impl Issuer {
         // A metered tier (`unit = "hour"`) is billed on use from the meter's period
         // closes (metering.md §7.2): its licenses cost nothing at purchase.
         let unit_price = if offer.unit == "hour" { 0 } else { offer.price_micros };
-        let total = unit_price
-            .checked_mul(count)
-            .ok_or_else(|| Error::Store("sale total overflows".into()))?;
+        let total =
+            unit_price.checked_mul(count).ok_or_else(|| Error::Store("sale total overflows".into()))?;
         let response = TokenResponse {
             v: 1,
             package: request.package.clone(),

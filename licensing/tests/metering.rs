@@ -91,7 +91,8 @@ impl World {
     }
 
     fn operator(&self) -> Operator {
-        let mut operator = Operator::init(&self.tmp.path().join("op"), std::slice::from_ref(&self.chain)).unwrap();
+        let mut operator =
+            Operator::init(&self.tmp.path().join("op"), std::slice::from_ref(&self.chain)).unwrap();
         operator.add_package(&self.package, &self.policy, T0).unwrap();
         operator
     }

@@ -84,6 +84,23 @@ impl BillingEvent {
         }
     }
 
+    /// The billing event for an operator's usage charge (metering.md §7.2): kind `usage`,
+    /// id `operator:<operator id>:usage:<license id>:<period>`.
+    pub fn from_usage(charge: &escx_licensing::metering::operator::UsageCharge) -> Self {
+        Self {
+            id: charge.id.clone(),
+            time: charge.time,
+            package: charge.package.clone(),
+            version: None,
+            tier: charge.tier.clone(),
+            kind: Kind::Usage,
+            gross_micros: charge.gross_micros,
+            currency: charge.currency.clone(),
+            solution: None,
+            refund_of: None,
+        }
+    }
+
     /// The JSON object of the events file.
     pub fn to_json(&self) -> Value {
         serde_json::json!({

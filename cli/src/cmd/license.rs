@@ -450,25 +450,30 @@ pub struct CheckProofArgs {
 pub struct Output {
     /// Output file (refused if it exists, unless --force).
     #[arg(short, long, value_name = "FILE")]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Replace the output file if it exists.
     #[arg(long)]
-    force: bool,
+    pub force: bool,
 }
 
 impl Output {
-    fn write(&self, bytes: &[u8]) -> anyhow::Result<()> {
+    /// Writes a public message. A file that already holds exactly these bytes (a retried
+    /// command) is left as it is.
+    pub fn write(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        if !self.force && std::fs::read(&self.out).is_ok_and(|held| held == bytes) {
+            return Ok(());
+        }
         escx::fsutil::write_atomic(&self.out, bytes, escx::fsutil::MODE_PUBLIC, self.force)
             .map_err(failure::at(&self.out))
     }
 
-    fn write_secret(&self, bytes: &[u8]) -> anyhow::Result<()> {
+    pub fn write_secret(&self, bytes: &[u8]) -> anyhow::Result<()> {
         escx::fsutil::write_atomic(&self.out, bytes, escx::fsutil::MODE_SECRET, self.force)
             .map_err(failure::at(&self.out))
     }
 }
 
-fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))
 }
 

@@ -8,6 +8,8 @@ pub mod key;
 pub mod ledger;
 pub mod license;
 pub mod manifest;
+pub mod meter;
+pub mod operator;
 pub mod package;
 pub mod payout;
 pub mod registry;

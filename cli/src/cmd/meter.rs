@@ -1,0 +1,276 @@
+//! `escx meter`: the customer-side meter (spec/metering.md §2–§5).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use escx_licensing::metering::meter::{Meter, Telemetry};
+use escx_licensing::metering::{self, Period};
+use escx_licensing::wallet::Wallet;
+use serde_json::json;
+
+use super::license::Output;
+use crate::failure::UsageError;
+use crate::output::Ui;
+
+#[derive(Subcommand)]
+pub enum MeterCommand {
+    /// Count usage: add an amount to this minute's counter of a unit.
+    #[command(after_help = "\
+Units are the package's [telemetry] metrics: invocations, compute_ms, bytes, custom:<name>.
+Every record also marks its minute as used (the `minutes` unit metered tiers are billed on).
+One record is one transaction: a killed meter loses at most the record being written.
+
+Examples:
+  escx meter record --wallet ./wallet --package acme/thermal --unit invocations
+  escx meter record --wallet ./wallet --package acme/thermal --unit compute_ms --amount 1250 --at 2026-11-23T10:17:00Z")]
+    Record(RecordArgs),
+    /// Close an hour: sign its report of per-minute commitments for the operator.
+    #[command(after_help = "\
+The report holds 60 Pedersen commitments per unit (empty minutes included), chained to the
+license's previous report and signed by the license's holder key. A share tier also opens
+the hour's totals. Once reported, nothing more is recorded into the hour; reporting it
+again writes the same report.
+
+Examples:
+  escx meter report --wallet ./wallet --package acme/thermal --hour 2026-11-23T10 -o r.cbor
+  escx meter report --wallet ./wallet --package acme/thermal --hour 2026-11-23T11 --telemetry share -o r2.cbor")]
+    Report(ReportArgs),
+    /// Close a billing period: open one total per unit for the operator to bill.
+    #[command(after_help = "\
+The operator checks the totals against the stored hourly commitments; for a private tier
+they are all it learns about the period.
+
+Examples:
+  escx meter close --wallet ./wallet --package acme/thermal --period 2026-11 -o p.cbor
+  escx meter close --wallet ./wallet --package acme/thermal --period 2026-12 --early -o p.cbor")]
+    Close(CloseArgs),
+    /// Open a reported hour, or one minute of it, for a dispute.
+    #[command(
+        after_help = "Examples:\n  escx meter open --wallet ./wallet --package acme/thermal --hour 2026-11-23T10 --minute 17 -o o.cbor\n  escx meter open --wallet ./wallet --package acme/thermal --hour 2026-11-23T10 --unit invocations -o o.cbor"
+    )]
+    Open(OpenArgs),
+}
+
+impl MeterCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Record(a) => a.json,
+            Self::Report(a) => a.json,
+            Self::Close(a) => a.json,
+            Self::Open(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct RecordArgs {
+    /// Wallet directory holding the license.
+    #[arg(long)]
+    wallet: PathBuf,
+    /// Package whose license is metered.
+    #[arg(long)]
+    package: String,
+    /// Unit: invocations, compute_ms, bytes or custom:<name>.
+    #[arg(long)]
+    unit: String,
+    /// Amount to add.
+    #[arg(long, default_value_t = 1)]
+    amount: u64,
+    /// When the usage happened (RFC 3339, or @unix); default now.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TelemetryArg {
+    /// The tier shares telemetry: each report opens its hour totals.
+    Share,
+    /// The tier keeps telemetry private (the default).
+    Private,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Wallet directory.
+    #[arg(long)]
+    wallet: PathBuf,
+    /// Package.
+    #[arg(long)]
+    package: String,
+    /// The hour, YYYY-MM-DDTHH (UTC).
+    #[arg(long)]
+    hour: String,
+    /// What the license's tier shares (its `telemetry` in the package's [pricing]).
+    #[arg(long, value_enum, default_value = "private")]
+    telemetry: TelemetryArg,
+    #[command(flatten)]
+    output: Output,
+    /// Judge "the hour has ended" at this time instead of now.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct CloseArgs {
+    /// Wallet directory.
+    #[arg(long)]
+    wallet: PathBuf,
+    /// Package.
+    #[arg(long)]
+    package: String,
+    /// Billing period, YYYY-MM (UTC).
+    #[arg(long)]
+    period: String,
+    /// The license to close (hex id), when several have reports in the period.
+    #[arg(long, value_name = "ID")]
+    license: Option<String>,
+    /// Close before the period has ended (ends metering for the rest of it).
+    #[arg(long)]
+    early: bool,
+    #[command(flatten)]
+    output: Output,
+    /// Judge "the period has ended" at this time instead of now.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct OpenArgs {
+    /// Wallet directory.
+    #[arg(long)]
+    wallet: PathBuf,
+    /// Package.
+    #[arg(long)]
+    package: String,
+    /// The reported hour, YYYY-MM-DDTHH (UTC).
+    #[arg(long)]
+    hour: String,
+    /// One minute of it (0 to 59); default the whole hour.
+    #[arg(long)]
+    minute: Option<u8>,
+    /// One unit; default every unit of the report.
+    #[arg(long)]
+    unit: Option<String>,
+    #[command(flatten)]
+    output: Output,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn hour(text: &str) -> anyhow::Result<u64> {
+    Ok(metering::parse_hour(text).map_err(|r| UsageError(format!("--hour: {r}")))?)
+}
+
+pub fn run(command: MeterCommand, ui: &Ui) -> anyhow::Result<()> {
+    match command {
+        MeterCommand::Record(args) => {
+            let at = super::at_or_now(args.at.as_deref())?;
+            let wallet = Wallet::open(&args.wallet)?;
+            let recorded = Meter::open(&wallet)?.record(&args.package, &args.unit, args.amount, at)?;
+            ui.emit(
+                json!({ "package": args.package, "unit": args.unit, "amount": args.amount,
+                        "minute": escx::timestamp::format_rfc3339(recorded.minute),
+                        "value": recorded.value, "license_id": recorded.license_id }),
+                String::new,
+            );
+        }
+        MeterCommand::Report(args) => {
+            let now = super::at_or_now(args.at.as_deref())?;
+            let hour = hour(&args.hour)?;
+            let telemetry = match args.telemetry {
+                TelemetryArg::Share => Telemetry::Share,
+                TelemetryArg::Private => Telemetry::Private,
+            };
+            let wallet = Wallet::open(&args.wallet)?;
+            let report = Meter::open(&wallet)?.report(&args.package, hour, telemetry, now)?;
+            args.output.write(&report.file)?;
+            ui.emit(
+                json!({ "file": args.output.out, "hour": metering::format_hour(hour), "seq": report.seq,
+                        "license_id": report.license_id, "units": report.units, "again": report.again,
+                        "telemetry": telemetry.name() }),
+                || {
+                    format!(
+                        "{} hour {} of {} (report {}, units {}) to {}",
+                        if report.again { "already reported; wrote the same report of" } else { "reported" },
+                        metering::format_hour(hour),
+                        args.package,
+                        report.seq,
+                        report.units.join(", "),
+                        args.output.out.display()
+                    )
+                },
+            );
+        }
+        MeterCommand::Close(args) => {
+            let now = super::at_or_now(args.at.as_deref())?;
+            let period = Period::parse(&args.period).map_err(|r| UsageError(format!("--period: {r}")))?;
+            let wallet = Wallet::open(&args.wallet)?;
+            let close = Meter::open(&wallet)?.close(
+                &args.package,
+                period,
+                args.license.as_deref(),
+                args.early,
+                now,
+            )?;
+            args.output.write(&close.file)?;
+            let totals: serde_json::Map<String, serde_json::Value> =
+                close.totals.iter().map(|(u, t)| (u.clone(), json!(t))).collect();
+            ui.emit(
+                json!({ "file": args.output.out, "period": period.to_string(), "license_id": close.license_id,
+                        "totals": totals, "through_seq": close.through_seq, "again": close.again }),
+                || {
+                    let totals: Vec<String> = close.totals.iter().map(|(u, t)| format!("{u} {t}")).collect();
+                    format!(
+                        "closed {period} for {} through report {}: {} to {}",
+                        args.package,
+                        close.through_seq,
+                        if totals.is_empty() { "no usage".into() } else { totals.join(", ") },
+                        args.output.out.display()
+                    )
+                },
+            );
+        }
+        MeterCommand::Open(args) => {
+            let hour = hour(&args.hour)?;
+            let wallet = Wallet::open(&args.wallet)?;
+            let opening =
+                Meter::open(&wallet)?.open_hour(&args.package, hour, args.minute, args.unit.as_deref())?;
+            args.output.write(&opening.to_cbor())?;
+            let values: serde_json::Map<String, serde_json::Value> =
+                opening.openings.iter().map(|o| (o.unit.clone(), json!(o.value))).collect();
+            ui.emit(
+                json!({ "file": args.output.out, "hour": metering::format_hour(hour), "minute": args.minute,
+                        "values": values }),
+                || {
+                    let values: Vec<String> =
+                        opening.openings.iter().map(|o| format!("{} {}", o.unit, o.value)).collect();
+                    format!(
+                        "opened {}: {} to {}",
+                        where_text(hour, args.minute),
+                        values.join(", "),
+                        args.output.out.display()
+                    )
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// "minute 17 of hour 2026-11-23T10" or "hour 2026-11-23T10".
+pub fn where_text(hour: u64, minute: Option<u8>) -> String {
+    match minute {
+        Some(m) => format!("minute {m} of hour {}", metering::format_hour(hour)),
+        None => format!("hour {}", metering::format_hour(hour)),
+    }
+}
