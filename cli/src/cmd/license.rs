@@ -457,14 +457,19 @@ pub struct Output {
 }
 
 impl Output {
-    /// Writes a public message. A file that already holds exactly these bytes (a retried
-    /// command) is left as it is.
+    /// Writes a public message.
     pub fn write(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        escx::fsutil::write_atomic(&self.out, bytes, escx::fsutil::MODE_PUBLIC, self.force)
+            .map_err(failure::at(&self.out))
+    }
+
+    /// Writes a message a retried command makes again byte for byte (a meter report or
+    /// close): a file that already holds exactly these bytes is left as it is.
+    pub fn write_retry(&self, bytes: &[u8]) -> anyhow::Result<()> {
         if !self.force && std::fs::read(&self.out).is_ok_and(|held| held == bytes) {
             return Ok(());
         }
-        escx::fsutil::write_atomic(&self.out, bytes, escx::fsutil::MODE_PUBLIC, self.force)
-            .map_err(failure::at(&self.out))
+        self.write(bytes)
     }
 
     pub fn write_secret(&self, bytes: &[u8]) -> anyhow::Result<()> {

@@ -193,7 +193,7 @@ pub fn run(command: MeterCommand, ui: &Ui) -> anyhow::Result<()> {
             };
             let wallet = Wallet::open(&args.wallet)?;
             let report = Meter::open(&wallet)?.report(&args.package, hour, telemetry, now)?;
-            args.output.write(&report.file)?;
+            args.output.write_retry(&report.file)?;
             ui.emit(
                 json!({ "file": args.output.out, "hour": metering::format_hour(hour), "seq": report.seq,
                         "license_id": report.license_id, "units": report.units, "again": report.again,
@@ -222,7 +222,7 @@ pub fn run(command: MeterCommand, ui: &Ui) -> anyhow::Result<()> {
                 args.early,
                 now,
             )?;
-            args.output.write(&close.file)?;
+            args.output.write_retry(&close.file)?;
             let totals: serde_json::Map<String, serde_json::Value> =
                 close.totals.iter().map(|(u, t)| (u.clone(), json!(t))).collect();
             ui.emit(
@@ -245,7 +245,7 @@ pub fn run(command: MeterCommand, ui: &Ui) -> anyhow::Result<()> {
             let wallet = Wallet::open(&args.wallet)?;
             let opening =
                 Meter::open(&wallet)?.open_hour(&args.package, hour, args.minute, args.unit.as_deref())?;
-            args.output.write(&opening.to_cbor())?;
+            args.output.write_retry(&opening.to_cbor())?;
             let values: serde_json::Map<String, serde_json::Value> =
                 opening.openings.iter().map(|o| (o.unit.clone(), json!(o.value))).collect();
             ui.emit(
