@@ -98,7 +98,7 @@ fn reports_closes_and_openings_get_their_verdicts() {
             op["registered_at"].as_u64().unwrap(),
         )
         .unwrap();
-    let mut ingest = |operator: &mut Operator, case: &Value, file: &str| {
+    let ingest = |operator: &mut Operator, case: &Value, file: &str| {
         let results = operator.ingest(&[read(file)], case["now"].as_u64().unwrap()).unwrap();
         let got = match &results[0].outcome {
             Outcome::Stored => "stored".to_owned(),
