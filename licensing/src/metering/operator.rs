@@ -614,37 +614,37 @@ impl Operator {
     }
 
     fn tier_terms(db: &Connection, package: &str, tier: &str) -> Result<Option<TierTerms>, Error> {
-        db.query_row(
+        db.prepare_cached(
             "SELECT unit, price_micros, currency, telemetry FROM terms WHERE package = ?1 AND tier = ?2",
-            params![package, tier],
-            |r| {
-                Ok(TierTerms {
-                    tier: tier.to_owned(),
-                    unit: r.get(0)?,
-                    price_micros: r.get::<_, i64>(1)? as u64,
-                    currency: r.get(2)?,
-                    share: r.get::<_, String>(3)? == "share",
-                })
-            },
         )
+        .map_err(sql)?
+        .query_row(params![package, tier], |r| {
+            Ok(TierTerms {
+                tier: tier.to_owned(),
+                unit: r.get(0)?,
+                price_micros: r.get::<_, i64>(1)? as u64,
+                currency: r.get(2)?,
+                share: r.get::<_, String>(3)? == "share",
+            })
+        })
         .optional()
         .map_err(sql)
     }
 
     fn telemetry_terms(db: &Connection, package: &str) -> Result<Option<TelemetryTerms>, Error> {
-        db.query_row(
+        db.prepare_cached(
             "SELECT metrics, window_secs, cohort_min_size, epsilon_micros FROM telemetry WHERE package = ?1",
-            params![package],
-            |r| {
-                let metrics: String = r.get(0)?;
-                Ok(TelemetryTerms {
-                    metrics: metrics.split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
-                    window_secs: r.get::<_, i64>(1)? as u64,
-                    cohort_min_size: r.get(2)?,
-                    epsilon_micros: r.get::<_, i64>(3)? as u64,
-                })
-            },
         )
+        .map_err(sql)?
+        .query_row(params![package], |r| {
+            let metrics: String = r.get(0)?;
+            Ok(TelemetryTerms {
+                metrics: metrics.split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
+                window_secs: r.get::<_, i64>(1)? as u64,
+                cohort_min_size: r.get(2)?,
+                epsilon_micros: r.get::<_, i64>(3)? as u64,
+            })
+        })
         .optional()
         .map_err(sql)
     }
@@ -652,8 +652,9 @@ impl Operator {
     fn known_license(db: &Connection, cert_id: &[u8; 32]) -> Result<Option<LicenseInfo>, Error> {
         #[allow(clippy::type_complexity)]
         let row: Option<(Vec<u8>, Vec<u8>, String, String, Vec<u8>, i64, i64)> = db
-            .query_row(
-                "SELECT license_id, issuer, package, tier, certificate, not_before, not_after FROM licenses WHERE cert_id = ?1",
+            .prepare_cached("SELECT license_id, issuer, package, tier, certificate, not_before, not_after FROM licenses WHERE cert_id = ?1")
+        .map_err(sql)?
+        .query_row(
                 params![&cert_id[..]],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
             )
@@ -1302,9 +1303,9 @@ pub fn epsilon_text(micros: u64) -> String {
 
 fn head(db: &Connection, id: &[u8; 16]) -> Result<(u64, [u8; 32]), Error> {
     let row: Option<(i64, Vec<u8>)> = db
-        .query_row("SELECT head_seq, head_hash FROM licenses WHERE license_id = ?1", params![&id[..]], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .prepare_cached("SELECT head_seq, head_hash FROM licenses WHERE license_id = ?1")
+        .map_err(sql)?
+        .query_row(params![&id[..]], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(sql)?;
     let Some((seq, hash)) = row else { return Ok((0, [0u8; 32])) };
@@ -1328,10 +1329,11 @@ fn period_reports(db: &Connection, id: &[u8; 16], period: Period) -> Result<Vec<
 }
 
 fn insert_license(db: &Connection, info: &LicenseInfo, certificate: &[u8]) -> Result<(), Error> {
-    db.execute(
-        "INSERT OR IGNORE INTO licenses (license_id, cert_id, issuer, package, tier, holder, not_before, not_after,
+    db.prepare_cached("INSERT OR IGNORE INTO licenses (license_id, cert_id, issuer, package, tier, holder, not_before, not_after,
                                           certificate, head_seq, head_hash, head_hour, flagged)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, -1, 0)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, -1, 0)")
+        .map_err(sql)?
+        .execute(
         params![
             &info.license_id[..],
             &info.cert_id[..],
@@ -1360,23 +1362,26 @@ fn keep_evidence(
     second: &[u8],
     now: u64,
 ) -> Result<(), Error> {
-    db.execute(
+    db.prepare_cached(
         "INSERT OR IGNORE INTO evidence (license_id, holder, kind, hour, seq, first, second, second_hash, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            &info.license_id[..],
-            &info.holder.id().0[..],
-            kind,
-            hour.map(to_i64),
-            seq.map(to_i64),
-            first,
-            second,
-            &report_hash(second)[..],
-            to_i64(now)
-        ],
     )
+    .map_err(sql)?
+    .execute(params![
+        &info.license_id[..],
+        &info.holder.id().0[..],
+        kind,
+        hour.map(to_i64),
+        seq.map(to_i64),
+        first,
+        second,
+        &report_hash(second)[..],
+        to_i64(now)
+    ])
     .map_err(sql)?;
-    db.execute("UPDATE licenses SET flagged = 1 WHERE license_id = ?1", params![&info.license_id[..]])
+    db.prepare_cached("UPDATE licenses SET flagged = 1 WHERE license_id = ?1")
+        .map_err(sql)?
+        .execute(params![&info.license_id[..]])
         .map_err(sql)?;
     Ok(())
 }
@@ -1395,8 +1400,9 @@ fn apply(
     }
     // 1. The same report again, or a different one for a held hour or chain position.
     let held: Option<(i64, Vec<u8>, Vec<u8>)> = db
+        .prepare_cached("SELECT seq, hash, report FROM reports WHERE license_id = ?1 AND (hour = ?2 OR seq = ?3) ORDER BY seq LIMIT 1")
+        .map_err(sql)?
         .query_row(
-            "SELECT seq, hash, report FROM reports WHERE license_id = ?1 AND (hour = ?2 OR seq = ?3) ORDER BY seq LIMIT 1",
             params![&id[..], to_i64(report.hour), to_i64(report.seq)],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -1509,7 +1515,9 @@ fn apply(
     // 5. The chain.
     let (head_seq, head_hash) = head(db, id)?;
     let head_hour: i64 = db
-        .query_row("SELECT head_hour FROM licenses WHERE license_id = ?1", params![&id[..]], |r| r.get(0))
+        .prepare_cached("SELECT head_hour FROM licenses WHERE license_id = ?1")
+        .map_err(sql)?
+        .query_row(params![&id[..]], |r| r.get(0))
         .map_err(sql)?;
     if report.seq != head_seq + 1 {
         return Err(refuse(
@@ -1543,11 +1551,9 @@ fn apply(
     }
     // 6. A closed period takes no more reports.
     let closed: i64 = db
-        .query_row(
-            "SELECT count(*) FROM closes WHERE license_id = ?1 AND period = ?2",
-            params![&id[..], Period::of(report.hour).to_string()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT count(*) FROM closes WHERE license_id = ?1 AND period = ?2")
+        .map_err(sql)?
+        .query_row(params![&id[..], Period::of(report.hour).to_string()], |r| r.get(0))
         .map_err(sql)?;
     if closed > 0 {
         return Err(refuse(
@@ -1555,22 +1561,25 @@ fn apply(
             format!("period {} of license {} is closed", Period::of(report.hour), hex::encode(id)),
         ));
     }
-    db.execute(
-        "INSERT INTO reports (license_id, seq, hour, hash, report, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    db.prepare_cached("INSERT INTO reports (license_id, seq, hour, hash, report, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        .map_err(sql)?
+        .execute(
         params![&id[..], to_i64(report.seq), to_i64(report.hour), &report.hash[..], &report.envelope, to_i64(now)],
     )
     .map_err(sql)?;
     for sum in &report.sums {
-        db.execute(
+        db.prepare_cached(
             "INSERT INTO hour_sums (license_id, hour, unit, commitment, total) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![&id[..], to_i64(report.hour), sum.unit, &sum.sum[..], sum.total.map(to_i64)],
         )
+        .map_err(sql)?
+        .execute(params![&id[..], to_i64(report.hour), sum.unit, &sum.sum[..], sum.total.map(to_i64)])
         .map_err(sql)?;
     }
-    db.execute(
+    db.prepare_cached(
         "UPDATE licenses SET head_seq = ?2, head_hash = ?3, head_hour = ?4 WHERE license_id = ?1",
-        params![&id[..], to_i64(report.seq), &report.hash[..], to_i64(report.hour)],
     )
+    .map_err(sql)?
+    .execute(params![&id[..], to_i64(report.seq), &report.hash[..], to_i64(report.hour)])
     .map_err(sql)?;
     Ok(Outcome::Stored)
 }
