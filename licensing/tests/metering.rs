@@ -627,3 +627,39 @@ fn a_share_report_must_open_every_hour() {
     let err = meter.report("acme/thermal", T0 + 2 * H, Telemetry::Share, T0 + 3 * H).unwrap_err();
     assert_eq!(err.code(), "report-tier-mismatch");
 }
+
+#[test]
+fn an_hour_used_under_two_licenses_is_reported_for_each() {
+    let w = world();
+    let wallet = Wallet::open(&w.tmp.path().join("wallet")).unwrap();
+    let request = wallet.request(&w.chain, "acme/thermal", "metered", 2, T0).unwrap();
+    wallet.finalize(&w.issuer.issue(&request, T0).unwrap()).unwrap();
+    let mut licenses = Vec::new();
+    for at in [T0 + 10, T0 + H + 1800] {
+        let sealed = wallet.redeem_tier("acme/thermal", Some("metered")).unwrap();
+        licenses.push(wallet.install(&w.issuer.redeem(&sealed, at).unwrap()).unwrap());
+    }
+    let meter = Meter::open(&wallet).unwrap();
+    // Before the renewal takes effect the old license counts, after it the new one.
+    let old = meter.record("acme/thermal", "invocations", 1, T0 + H + 60).unwrap();
+    let new = meter.record("acme/thermal", "invocations", 1, T0 + H + 2000).unwrap();
+    assert_eq!(old.license_id, hex::encode(&licenses[0].license_id));
+    assert_eq!(new.license_id, hex::encode(&licenses[1].license_id));
+    let now = T0 + 3 * H;
+    let err = meter.report("acme/thermal", T0 + H, Telemetry::Private, now).unwrap_err();
+    assert!(err.to_string().contains("--license"), "{err}");
+    let mut operator = w.operator();
+    for license in &licenses {
+        let id = hex::encode(&license.license_id);
+        let report =
+            meter.report_license("acme/thermal", Some(&id), T0 + H, Telemetry::Private, now).unwrap();
+        assert_eq!(report.license_id, id);
+        assert_eq!(ingest_one(&mut operator, &report.file, now), "stored");
+    }
+    // An hour with records under one license only needs no choice.
+    meter.record("acme/thermal", "invocations", 1, T0 + 2 * H + 5).unwrap();
+    assert_eq!(
+        meter.report("acme/thermal", T0 + 2 * H, Telemetry::Private, now).unwrap().license_id,
+        new.license_id
+    );
+}

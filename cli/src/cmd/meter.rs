@@ -106,6 +106,9 @@ pub struct ReportArgs {
     /// What the license's tier shares (its `telemetry` in the package's [pricing]).
     #[arg(long, value_enum, default_value = "private")]
     telemetry: TelemetryArg,
+    /// The license to report (hex id), when several of the package have records in the hour.
+    #[arg(long, value_name = "ID")]
+    license: Option<String>,
     #[command(flatten)]
     output: Output,
     /// Judge "the hour has ended" at this time instead of now.
@@ -192,7 +195,13 @@ pub fn run(command: MeterCommand, ui: &Ui) -> anyhow::Result<()> {
                 TelemetryArg::Private => Telemetry::Private,
             };
             let wallet = Wallet::open(&args.wallet)?;
-            let report = Meter::open(&wallet)?.report(&args.package, hour, telemetry, now)?;
+            let report = Meter::open(&wallet)?.report_license(
+                &args.package,
+                args.license.as_deref(),
+                hour,
+                telemetry,
+                now,
+            )?;
             args.output.write_retry(&report.file)?;
             ui.emit(
                 json!({ "file": args.output.out, "hour": metering::format_hour(hour), "seq": report.seq,

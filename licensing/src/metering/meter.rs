@@ -198,6 +198,54 @@ impl<'w> Meter<'w> {
         })
     }
 
+    /// The license an hour is reported for (see [`Self::report_license`]).
+    fn license_for_hour(
+        &self,
+        package: &str,
+        wanted: Option<&str>,
+        hour: u64,
+    ) -> Result<(LicensePayload, Vec<u8>), Error> {
+        let candidates = self.wallet.licenses_during(package, hour, hour + HOUR_SECS)?;
+        if let Some(wanted) = wanted {
+            return candidates.into_iter().find(|(l, _)| hex::encode(&l.license_id) == wanted).ok_or_else(
+                || {
+                    refuse(
+                        Refusal::NotFound,
+                        format!("no license {wanted} of {package} is valid in hour {}", format_hour(hour)),
+                    )
+                },
+            );
+        }
+        let mut used = Vec::new();
+        for (license, certificate) in &candidates {
+            let id = license_id(license)?;
+            let records: i64 = self
+                .db
+                .query_row(
+                    "SELECT (SELECT count(*) FROM counters WHERE license_id = ?1 AND minute >= ?2 AND minute < ?3)
+                          + (SELECT count(*) FROM reports WHERE license_id = ?1 AND hour = ?2)",
+                    params![&id[..], to_i64(hour), to_i64(hour + HOUR_SECS)],
+                    |r| r.get(0),
+                )
+                .map_err(sql)?;
+            if records > 0 {
+                used.push((license.clone(), certificate.clone()));
+            }
+        }
+        match used.len() {
+            1 => Ok(used.remove(0)),
+            0 => self.license(package, hour, hour + HOUR_SECS),
+            _ => Err(refuse(
+                Refusal::Invalid,
+                format!(
+                    "several licenses of {package} have records in hour {} ({}); report each with --license ID",
+                    format_hour(hour),
+                    used.iter().map(|(l, _)| hex::encode(&l.license_id)).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+
     /// Adds `amount` to the `unit` counter of the minute containing `at`, for the license
     /// of `package` valid then, and marks the minute used (`minutes` = 1). One transaction:
     /// a kill loses at most this record. Refused once the hour has been reported or its
@@ -312,10 +360,24 @@ impl<'w> Meter<'w> {
         telemetry: Telemetry,
         now: u64,
     ) -> Result<MadeReport, Error> {
+        self.report_license(package, None, hour, telemetry, now)
+    }
+
+    /// [`Self::report`] for the license `license` (hex id) when given. Without it, the
+    /// license is the one of `package` that has records (or a report) in the hour; with
+    /// none, the newest valid in it; with several, the caller must choose.
+    pub fn report_license(
+        &self,
+        package: &str,
+        license: Option<&str>,
+        hour: u64,
+        telemetry: Telemetry,
+        now: u64,
+    ) -> Result<MadeReport, Error> {
         if hour % HOUR_SECS != 0 {
             return Err(refuse(Refusal::Invalid, "an hour starts on the hour"));
         }
-        let (license, certificate) = self.license(package, hour, hour + HOUR_SECS)?;
+        let (license, certificate) = self.license_for_hour(package, license, hour)?;
         let id = license_id(&license)?;
         let id_hex = hex::encode(id);
         let transaction =

@@ -563,6 +563,7 @@ pub struct SeriesSum {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::Strategy;
 
     #[test]
     fn periods_and_hours() {
@@ -596,6 +597,54 @@ mod tests {
         assert_ne!(r1, blinding(&[8u8; 32], &id, "invocations", 3600, 1));
         assert_eq!(commit(3, &r1) + commit(4, &r2), commit(7, &(r1 + r2)));
         assert_ne!(commit(3, &r1) + commit(4, &r2), commit(8, &(r1 + r2)));
+    }
+
+    fn series(secret: &[u8; 32], unit: &str, values: &[u64], shift: i64) -> Series {
+        let id = [3u8; 16];
+        let mut sum = Scalar::ZERO;
+        let commitments = values
+            .iter()
+            .enumerate()
+            .map(|(m, v)| {
+                let r = blinding(secret, &id, unit, 7200, m as u8);
+                sum += r;
+                ByteBuf::from(commit(*v, &r).compress().to_bytes().to_vec())
+            })
+            .collect();
+        let total = values.iter().sum::<u64>().wrapping_add_signed(shift);
+        Series {
+            unit: unit.into(),
+            commitments,
+            opened: Some(HourOpening { total, blinding: ByteBuf::from(sum.to_bytes().to_vec()) }),
+        }
+    }
+
+    proptest::proptest! {
+        /// The sum of an hour's 60 commitments opens to the hour's total with the sum of
+        /// its blindings, and to no other total (metering.md §3.2).
+        #[test]
+        fn an_hour_opens_to_its_total_and_nothing_else(
+            values in proptest::collection::vec(0u64..1_000_000, 60),
+            secret in proptest::array::uniform32(proptest::num::u8::ANY),
+            shift in (-1000i64..1000).prop_filter("non-zero", |s| *s != 0),
+        ) {
+            let report = |series: Series| ReportPayload {
+                v: 1,
+                package: "a/b".into(),
+                license_id: ByteBuf::from(vec![3u8; 16]),
+                hour: 7200,
+                seq: 1,
+                previous: ByteBuf::from(vec![0u8; 32]),
+                series: vec![series],
+            };
+            let minutes: Vec<u64> = values.iter().map(|v| u64::from(*v > 0)).collect();
+            let sums = check_report(&report(series(&secret, UNIT_MINUTES, &minutes, 0))).unwrap();
+            proptest::prop_assert_eq!(sums[0].total, Some(minutes.iter().sum::<u64>()));
+            let good = report(series(&secret, UNIT_MINUTES, &values, 0));
+            proptest::prop_assert!(check_report(&good).is_ok());
+            let bad = report(series(&secret, UNIT_MINUTES, &values, shift));
+            proptest::prop_assert_eq!(check_report(&bad).unwrap_err().code(), "report-invalid");
+        }
     }
 
     #[test]
