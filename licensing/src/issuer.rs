@@ -180,9 +180,7 @@ pub struct Issuer {
     kem: KemSecretKey,
 }
 
-fn sql(e: rusqlite::Error) -> Error {
-    Error::Store(e.to_string())
-}
+use crate::sqlite::sql;
 
 /// A package file verified from a private copy, and its parsed manifest.
 pub(crate) struct SignedManifest {
@@ -960,13 +958,7 @@ fn store_content_key(
 
 fn open_db(dir: &Path) -> Result<Connection, Error> {
     let path = dir.join(DATABASE_FILE);
-    // Created 0600 before SQLite sees it: SQLite gives its -wal and -shm files the
-    // database file's mode, so none of them is ever readable by others.
-    escx::fsutil::create_private_database(&path)?;
-    let mut db = Connection::open(&path).map_err(sql)?;
-    db.busy_timeout(std::time::Duration::from_secs(30)).map_err(sql)?;
-    db.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-    db.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
+    let mut db = crate::sqlite::open_private(&path)?;
     migrate(&mut db, &path)?;
     Ok(db)
 }
@@ -974,12 +966,7 @@ fn open_db(dir: &Path) -> Result<Connection, Error> {
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction; refuses a newer one.
 fn migrate(db: &mut Connection, path: &Path) -> Result<(), Error> {
     let transaction = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-    let has_meta: bool = transaction
-        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_err(sql)?
-        > 0;
+    let has_meta = crate::sqlite::has_meta(&transaction)?;
     let found: i64 = if has_meta {
         transaction
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get::<_, String>(0))

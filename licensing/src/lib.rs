@@ -12,6 +12,7 @@ pub mod issuer;
 pub mod messages;
 pub mod metering;
 pub mod poprf;
+mod sqlite;
 pub mod wallet;
 
 pub use escx_manifest;

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::Error;
 use crate::messages::LicensePayload;
+use crate::sqlite::sql;
 use crate::wallet::Wallet;
 
 /// The meter's database file in the wallet directory.
@@ -112,23 +113,10 @@ pub struct Meter<'w> {
     db: Connection,
 }
 
-fn sql(e: rusqlite::Error) -> Error {
-    Error::Store(e.to_string())
-}
-
 fn open_db(path: &Path) -> Result<Connection, Error> {
-    escx::fsutil::create_private_database(path)?;
-    let mut db = Connection::open(path).map_err(sql)?;
-    db.busy_timeout(std::time::Duration::from_secs(30)).map_err(sql)?;
-    db.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-    db.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
+    let mut db = crate::sqlite::open_private(path)?;
     let transaction = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-    let has_meta: i64 = transaction
-        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| {
-            r.get(0)
-        })
-        .map_err(sql)?;
-    if has_meta == 0 {
+    if !crate::sqlite::has_meta(&transaction)? {
         transaction.execute_batch(SCHEMA).map_err(sql)?;
         let mut secret = Zeroizing::new([0u8; 32]);
         escx::keyfile::fill_random(secret.as_mut())?;

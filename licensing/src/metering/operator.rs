@@ -27,6 +27,7 @@ use super::{
 };
 use crate::Error;
 use crate::messages::{BundleChain, ChainRelation, CrlPayload, IssuerBundle, LicensePayload};
+use crate::sqlite::sql;
 use crate::wallet;
 
 /// The store's file in the operator directory.
@@ -76,10 +77,6 @@ CREATE TABLE releases (
 CREATE TABLE released_values (
     release_id INTEGER NOT NULL, unit TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (release_id, unit));
 ";
-
-fn sql(e: rusqlite::Error) -> Error {
-    Error::Store(e.to_string())
-}
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -336,18 +333,9 @@ fn open_db(path: &Path, create: bool) -> Result<Connection, Error> {
             path.display()
         )));
     }
-    escx::fsutil::create_private_database(path)?;
-    let mut db = Connection::open(path).map_err(sql)?;
-    db.busy_timeout(std::time::Duration::from_secs(30)).map_err(sql)?;
-    db.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-    db.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
+    let mut db = crate::sqlite::open_private(path)?;
     let transaction = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-    let has_meta: i64 = transaction
-        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| {
-            r.get(0)
-        })
-        .map_err(sql)?;
-    if has_meta == 0 {
+    if !crate::sqlite::has_meta(&transaction)? {
         transaction.execute_batch(SCHEMA).map_err(sql)?;
         let mut id = [0u8; 16];
         escx::keyfile::fill_random(&mut id)?;
