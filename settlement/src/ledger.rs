@@ -13,7 +13,7 @@ use std::path::Path;
 use escx_manifest::Manifest;
 use serde::Serialize;
 
-use escx::sig::SecretKey;
+use escx::sig::{PublicKey, SecretKey};
 
 use crate::Error;
 use crate::events::{BillingEvent, Kind};
@@ -416,6 +416,22 @@ impl<S: Store> Ledger<S> {
     /// A statement's signed bytes.
     pub fn statement(&self, seq: u64) -> Result<Vec<u8>, Error> {
         Ok(self.store.statement(seq)?.ok_or(Error::UnknownStatement { seq })?.bytes)
+    }
+
+    /// The range proofs of statement `seq` (proofs.md §2): every payout of every entry
+    /// proven to lie in [0, 2^64), made from the ledger's openings. The statement is first
+    /// verified under `operator` (the key that signed it), and the proofs are checked
+    /// before they are returned.
+    pub fn prove_statement(
+        &self,
+        seq: u64,
+        operator: &PublicKey,
+    ) -> Result<crate::proofs::StatementProofs, Error> {
+        let statement = statement::verify(&self.statement(seq)?, operator)?;
+        let openings = self.store.statement_openings(seq)?;
+        let proofs = crate::proofs::prove_statement(&statement, &openings, &operator.id())?;
+        crate::proofs::verify_statement(&proofs, &statement, &operator.id())?;
+        Ok(proofs)
     }
 
     /// A party's openings for statement `seq`: its payouts and the gross of each entry it

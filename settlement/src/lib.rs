@@ -16,6 +16,7 @@ pub mod events;
 pub mod holds;
 pub mod ledger;
 pub mod payout;
+pub mod proofs;
 pub mod statement;
 pub mod store;
 pub mod waterfall;
@@ -122,6 +123,9 @@ pub enum Error {
     /// A statement, chain or opening is refused.
     #[error(transparent)]
     Statement(#[from] statement::StatementError),
+    /// A zero-knowledge proof cannot be made or does not verify (proofs.md).
+    #[error(transparent)]
+    Proof(#[from] proofs::ProofError),
     /// The ledger's invariants do not hold.
     #[error("ledger {}: {reason}", .path.display())]
     Invariant {
@@ -173,6 +177,7 @@ impl Error {
             Self::Invariant { .. } => "ledger-invariant",
             Self::UnknownStatement { .. } => "unknown-statement",
             Self::Statement(e) => e.code(),
+            Self::Proof(e) => e.code(),
             Self::Store { .. } => "ledger-store",
             Self::Io { .. } => "io",
         }

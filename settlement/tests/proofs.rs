@@ -1,0 +1,232 @@
+//! Zero-knowledge proofs over statements (proofs.md): statement range proofs, revenue
+//! totals and thresholds, each against tampering, other claims and other statement sets.
+
+mod common;
+
+use std::path::Path;
+
+use common::{THERMAL, manifests, op};
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
+use curve25519_dalek::ristretto::CompressedRistretto;
+use curve25519_dalek::scalar::Scalar;
+use escx::envelope::Envelope;
+use escx_settlement::events::parse_events;
+use escx_settlement::ledger::Ledger;
+use escx_settlement::proofs::{self, Claim, RevenueClaim, RevenueProof, StatementProofs};
+use escx_settlement::statement::{self, OpeningsFile, Verified};
+use serde_bytes::ByteBuf;
+
+/// 2026-11-15.
+const NOV: u64 = 1_794_700_800 + 14 * 86_400;
+const DEC: u64 = NOV + 30 * 86_400;
+
+fn sale(id: &str, gross: &str) -> String {
+    format!(
+        r#"{{"id": "{id}", "time": {NOV}, "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "{gross}", "currency": "USD"}}"#
+    )
+}
+
+fn refund(id: &str, of: &str, gross: &str) -> String {
+    format!(
+        r#"{{"id": "{id}", "time": {NOV}, "package": "acme/thermal", "tier": "standard", "kind": "refund", "gross": "{gross}", "currency": "USD", "refund_of": "{of}"}}"#
+    )
+}
+
+/// Statements 1–3 in November (three batches: sales, more sales, a refund), statement 4 in
+/// December.
+fn ledger(dir: &Path) -> Ledger {
+    let mut ledger = Ledger::init(&dir.join("l.db"), None).unwrap();
+    let m = manifests(THERMAL);
+    let run =
+        |records: &[String]| parse_events(&format!("[{}]", records.join(",")), Path::new("e.json")).unwrap();
+    ledger.settle(&run(&[sale("a", "300.00"), sale("b", "100.00")]), &m, 10, op(), NOV).unwrap();
+    ledger
+        .settle(&run(&[sale("c", "50.00"), sale("d", "0"), sale("e", "20.00")]), &m, 10, op(), NOV + 60)
+        .unwrap();
+    ledger.settle(&run(&[refund("r", "c", "10.00")]), &m, 10, op(), NOV + 120).unwrap();
+    ledger.settle(&run(&[sale("f", "70.00")]), &m, 10, op(), DEC).unwrap();
+    ledger
+}
+
+fn statements(ledger: &Ledger) -> Vec<Verified> {
+    (1..=4)
+        .map(|seq| statement::verify(&ledger.statement(seq).unwrap(), op().public_key()).unwrap())
+        .collect()
+}
+
+fn openings(ledger: &Ledger, party: &str) -> Vec<OpeningsFile> {
+    (1..=4).map(|seq| ledger.openings(seq, party).unwrap()).collect()
+}
+
+fn claim(party: &str) -> RevenueClaim<'_> {
+    RevenueClaim {
+        operator: op().id(),
+        party,
+        period: escx_settlement::payout::Period::of(NOV),
+        currency: "USD",
+    }
+}
+
+/// acme's net November revenue from the openings (what the proof must agree with).
+fn acme_november(ledger: &Ledger, all: &[Verified]) -> i64 {
+    let mut total = 0i64;
+    for statement in &all[..3] {
+        for opened in
+            statement::check_openings(statement, &ledger.openings(statement.payload.seq, "acme").unwrap())
+                .unwrap()
+        {
+            let kind = &statement.payload.entries[opened.entry as usize].kind;
+            total += if kind == "refund" { -(opened.amount as i64) } else { opened.amount as i64 };
+        }
+    }
+    total
+}
+
+#[test]
+fn statement_range_proofs_verify_and_refuse_tampering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = ledger(tmp.path());
+    let all = statements(&ledger);
+    let operator = op().id();
+    let proofs = ledger.prove_statement(2, op().public_key()).unwrap();
+    // The zero sale has no payouts and no proof.
+    assert_eq!(proofs.entries.iter().map(|e| e.entry).collect::<Vec<_>>(), [0, 2]);
+    let parsed = StatementProofs::from_cbor(&proofs.to_cbor()).unwrap();
+    proofs::verify_statement(&parsed, &all[1], &operator).unwrap();
+    // For another statement, or another operator: refused.
+    assert_eq!(proofs::verify_statement(&parsed, &all[0], &operator).unwrap_err().code(), "proof-statements");
+    assert_eq!(
+        proofs::verify_statement(&parsed, &all[1], &escx::sig::KeyId([9; 16])).unwrap_err().code(),
+        "proof-statements"
+    );
+    // Any byte of a range proof changed: refused (malformed or invalid).
+    let bytes = parsed.entries[1].proof.clone();
+    for position in [0, 31, 32, 100, bytes.len() / 2, bytes.len() - 1] {
+        let mut tampered = parsed.clone();
+        tampered.entries[1].proof[position] ^= 1;
+        let err = proofs::verify_statement(&tampered, &all[1], &operator).unwrap_err();
+        assert!(matches!(err.code(), "proof-invalid" | "proof-malformed"), "{position}: {err}");
+    }
+    // A proof dropped, or two swapped: refused.
+    let mut dropped = parsed.clone();
+    dropped.entries.pop();
+    assert_eq!(proofs::verify_statement(&dropped, &all[1], &operator).unwrap_err().code(), "proof-invalid");
+    let mut swapped = parsed.clone();
+    swapped.entries.swap(0, 1);
+    assert!(proofs::verify_statement(&swapped, &all[1], &operator).is_err());
+    let mut renumbered = parsed;
+    renumbered.entries[0].entry = 1;
+    assert!(proofs::verify_statement(&renumbered, &all[1], &operator).is_err());
+}
+
+/// The gap settlement.md §4.4 left: an operator commits a "negative" payout balanced by an
+/// inflated one. Conservation still holds, so the statement verifies; no range proof for it
+/// can be made, and the honest statement's proofs do not carry over.
+#[test]
+fn a_negative_payout_has_no_range_proof() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = ledger(tmp.path());
+    let honest = statement::verify(&ledger.statement(1).unwrap(), op().public_key()).unwrap();
+    let mut forged = honest.payload.clone();
+    let entry = &mut forged.entries[0];
+    let shift = RISTRETTO_BASEPOINT_POINT * Scalar::from(400_000_000u64);
+    let point = |b: &[u8]| CompressedRistretto::from_slice(b).unwrap().decompress().unwrap();
+    let first = point(&entry.payouts[0].commitment) + shift;
+    let last = entry.payouts.len() - 1;
+    let second = point(&entry.payouts[last].commitment) - shift;
+    entry.payouts[0].commitment = ByteBuf::from(first.compress().to_bytes().to_vec());
+    entry.payouts[last].commitment = ByteBuf::from(second.compress().to_bytes().to_vec());
+    forged.entries_root = ByteBuf::from(statement::merkle_root(&statement::leaves(&forged)).to_vec());
+    let bytes = Envelope::seal(statement::CONTEXT_STATEMENT, escx::cbor::encode(&forged), op()).to_cbor();
+    let forged = statement::verify(&bytes, op().public_key()).expect("conservation alone cannot see it");
+    let proofs = ledger.prove_statement(1, op().public_key()).unwrap();
+    let mut moved = proofs.clone();
+    moved.statement = ByteBuf::from(forged.hash.to_vec());
+    let err = proofs::verify_statement(&moved, &forged, &op().id()).unwrap_err();
+    assert_eq!(err.code(), "proof-invalid");
+    // With the real openings shifted, the amount of the last payout is below 0: the
+    // prover cannot even state it as a u64, and with any u64 the commitments differ.
+    let mut openings = ledger.openings(1, "acme").unwrap().openings;
+    openings.extend(ledger.openings(1, "platform").unwrap().openings);
+    openings.extend(ledger.openings(1, "investor").unwrap().openings);
+    assert_eq!(proofs::prove_statement(&forged, &openings, &op().id()).unwrap_err().code(), "proof-refused");
+}
+
+#[test]
+fn a_revenue_total_proves_exactly_the_net_total() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = ledger(tmp.path());
+    let all = statements(&ledger);
+    let expected = acme_november(&ledger, &all);
+    let proof = proofs::prove_total(&all, &openings(&ledger, "acme"), &claim("acme")).unwrap();
+    assert_eq!(proof.amount, expected);
+    let parsed = RevenueProof::from_cbor(&proof.to_cbor()).unwrap();
+    let proven = proofs::verify_revenue(&parsed, &all, &op().id()).unwrap();
+    assert_eq!(proven.claim, Claim::Total(expected));
+    assert_eq!((proven.statements, proven.party.as_str()), ((1, 3), "acme"));
+    assert_eq!(proven.entries, 5, "the four paid sales and the refund");
+
+    let fails = |p: &RevenueProof, statements: &[Verified]| {
+        proofs::verify_revenue(p, statements, &op().id()).unwrap_err()
+    };
+    // A total one micro-unit off (e.g. an entry left out): refused.
+    for delta in [-1, 1, -(expected / 2)] {
+        let mut lie = parsed.clone();
+        lie.amount += delta;
+        assert_eq!(fails(&lie, &all).code(), "proof-invalid", "{delta}");
+    }
+    // Another party or period: refused.
+    let mut other = parsed.clone();
+    other.party = "investor".into();
+    assert_eq!(fails(&other, &all).code(), "proof-invalid");
+    let mut december = parsed.clone();
+    december.period = "2026-12".into();
+    assert_eq!(fails(&december, &all).code(), "proof-statements");
+    // Any byte of the proof: refused.
+    for position in 0..64 {
+        let mut tampered = parsed.clone();
+        tampered.proof[position] ^= 0x10;
+        assert!(proofs::verify_revenue(&tampered, &all, &op().id()).is_err(), "{position}");
+    }
+    // A statement dropped from what the verifier is given, or one left out of the proof.
+    let without_2: Vec<Verified> = all.iter().filter(|s| s.payload.seq != 2).cloned().collect();
+    assert_eq!(fails(&parsed, &without_2).code(), "proof-statements");
+    let mut fewer = parsed.clone();
+    fewer.statements.pop();
+    assert_eq!(fails(&fewer, &all).code(), "proof-statements");
+    // The same proof for another operator key: refused.
+    assert_eq!(
+        proofs::verify_revenue(&parsed, &all, &escx::sig::KeyId([1; 16])).unwrap_err().code(),
+        "proof-statements"
+    );
+}
+
+#[test]
+fn a_threshold_proves_a_lower_bound_and_nothing_above_the_total() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = ledger(tmp.path());
+    let all = statements(&ledger);
+    let total = acme_november(&ledger, &all) as u64;
+    let openings = openings(&ledger, "acme");
+    for at_least in [0, total / 2, total] {
+        let proof = proofs::prove_threshold(&all, &openings, &claim("acme"), at_least).unwrap();
+        let parsed = RevenueProof::from_cbor(&proof.to_cbor()).unwrap();
+        assert!(parsed.is_threshold());
+        let proven = proofs::verify_revenue(&parsed, &all, &op().id()).unwrap();
+        assert_eq!(proven.claim, Claim::AtLeast(at_least));
+    }
+    // Above the total, no proof can be made.
+    let err = proofs::prove_threshold(&all, &openings, &claim("acme"), total + 1).unwrap_err();
+    assert_eq!(err.code(), "proof-refused");
+    // A proof for X relabelled as a higher X: refused.
+    let proof = proofs::prove_threshold(&all, &openings, &claim("acme"), total).unwrap();
+    let mut forged = proof.clone();
+    forged.amount = total as i64 + 1;
+    assert_eq!(proofs::verify_revenue(&forged, &all, &op().id()).unwrap_err().code(), "proof-invalid");
+    let mut tampered = proof.clone();
+    tampered.proof[40] ^= 1;
+    assert!(proofs::verify_revenue(&tampered, &all, &op().id()).is_err());
+    // Another party's openings do not make acme's proof.
+    let err = proofs::prove_threshold(&all, &openings, &claim("investor"), 0).unwrap_err();
+    assert_eq!(err.code(), "proof-refused");
+}
