@@ -79,6 +79,12 @@ enum Command {
     /// Signed settlement statements: list, export, openings, verify with public keys.
     #[command(subcommand)]
     Statement(cmd::statement::StatementCommand),
+    /// Zero-knowledge proofs of a party's revenue: a total, or a lower bound.
+    #[command(subcommand)]
+    Proof(cmd::audit::ProofCommand),
+    /// Check statements and proofs with public files only.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
     /// Monthly payout reports per party (CSV, JSON), recorded in the audit log.
     #[command(subcommand)]
     Payout(cmd::payout::PayoutCommand),
@@ -116,6 +122,8 @@ fn main() -> ExitCode {
         Command::Settle(c) => c.json(),
         Command::Ledger(c) => c.json(),
         Command::Statement(c) => c.json(),
+        Command::Proof(c) => c.json(),
+        Command::Audit(c) => c.json(),
         Command::Payout(c) => c.json(),
         Command::Dispute(c) => c.json(),
         Command::Hold(c) => c.json(),
@@ -137,6 +145,8 @@ fn main() -> ExitCode {
         Command::Settle(c) => cmd::settle::run(c, &ui),
         Command::Ledger(c) => cmd::ledger::run(c, &ui),
         Command::Statement(c) => cmd::statement::run(c, &ui),
+        Command::Proof(c) => cmd::audit::run_proof(c, &ui),
+        Command::Audit(c) => cmd::audit::run_audit(c, &ui),
         Command::Payout(c) => cmd::payout::run(c, &ui),
         Command::Dispute(c) => cmd::dispute::run(c, &ui),
         Command::Hold(c) => cmd::hold::run(c, &ui),

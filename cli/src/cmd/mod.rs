@@ -1,5 +1,6 @@
 //! One module per noun.
 
+pub mod audit;
 pub mod client;
 pub mod deps;
 pub mod dispute;

@@ -9,7 +9,7 @@ use escx_settlement::ledger::Ledger;
 use escx_settlement::statement::{self, OpeningsFile};
 use serde_json::json;
 
-use crate::failure;
+use crate::failure::{self, UsageError};
 use crate::output::Ui;
 
 #[derive(Subcommand)]
@@ -40,6 +40,36 @@ Examples:
   escx statement verify statement-*.cbor --operator-pub op.pub --json
   escx statement verify statement-3.cbor --operator-pub op.pub --openings acme-3.openings")]
     Verify(VerifyArgs),
+    /// Prove that every payout of a statement lies in [0, 2^64) (Bulletproofs range proofs).
+    #[command(after_help = "\
+The proofs are published beside the statement; `escx audit statements --proofs DIR` checks
+them with the operator's public key alone.
+
+Examples:
+  escx statement prove ./ledger.db --seq 42 --operator-pub op.pub -o s-42.proofs
+  escx statement prove ./ledger.db --operator-pub op.pub --dir ./proofs")]
+    Prove(ProveArgs),
+}
+
+#[derive(Args)]
+pub struct ProveArgs {
+    /// The ledger.
+    ledger: PathBuf,
+    /// Statement number (default: every statement, with --dir).
+    #[arg(long)]
+    seq: Option<u64>,
+    /// The operator's public key (the statement is verified under it first).
+    #[arg(long, value_name = "FILE")]
+    operator_pub: PathBuf,
+    /// Output file (with --seq).
+    #[arg(short, long, value_name = "FILE", conflicts_with = "dir", requires = "seq")]
+    out: Option<PathBuf>,
+    /// Write statement-<seq>.proofs files into this directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 impl StatementCommand {
@@ -49,6 +79,7 @@ impl StatementCommand {
             Self::Export(a) => a.json,
             Self::Openings(a) => a.json,
             Self::Verify(a) => a.json,
+            Self::Prove(a) => a.json,
         }
     }
 }
@@ -67,11 +98,14 @@ pub struct ExportArgs {
     /// The ledger.
     ledger: PathBuf,
     /// Statement number.
-    #[arg(long)]
-    seq: u64,
+    #[arg(long, required_unless_present = "dir", conflicts_with = "dir")]
+    seq: Option<u64>,
     /// Output file.
-    #[arg(short, long, value_name = "FILE")]
-    out: PathBuf,
+    #[arg(short, long, value_name = "FILE", required_unless_present = "dir", conflicts_with = "dir")]
+    out: Option<PathBuf>,
+    /// Write every statement into this directory instead (statement-<seq>.cbor).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -82,14 +116,18 @@ pub struct OpeningsArgs {
     /// The ledger.
     ledger: PathBuf,
     /// Statement number.
-    #[arg(long)]
-    seq: u64,
+    #[arg(long, required_unless_present = "dir", conflicts_with = "dir")]
+    seq: Option<u64>,
     /// The party.
     #[arg(long)]
     party: String,
     /// Output file.
-    #[arg(short, long, value_name = "FILE")]
-    out: PathBuf,
+    #[arg(short, long, value_name = "FILE", required_unless_present = "dir", conflicts_with = "dir")]
+    out: Option<PathBuf>,
+    /// Write the party's openings of every statement into this directory instead
+    /// (<party>-<seq>.openings, mode 0600 in a 0700 directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -140,18 +178,100 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
             });
         }
         StatementCommand::Export(args) => {
-            let bytes = Ledger::open(&args.ledger)?.statement(args.seq)?;
-            write(&args.out, &bytes, escx::fsutil::MODE_PUBLIC)?;
-            ui.emit(json!({ "file": args.out, "seq": args.seq, "bytes": bytes.len() }), || {
-                format!("statement {} -> {}", args.seq, args.out.display())
+            let ledger = Ledger::open(&args.ledger)?;
+            if let (Some(seq), Some(out)) = (args.seq, &args.out) {
+                let bytes = ledger.statement(seq)?;
+                write(out, &bytes, escx::fsutil::MODE_PUBLIC)?;
+                ui.emit(json!({ "file": out, "seq": seq, "bytes": bytes.len() }), || {
+                    format!("statement {seq} -> {}", out.display())
+                });
+                return Ok(());
+            }
+            let dir = args.dir.as_ref().ok_or_else(|| UsageError("give --seq and -o, or --dir".into()))?;
+            std::fs::create_dir_all(dir).map_err(|e| escx::Error::io(dir, e)).map_err(failure::at(dir))?;
+            let list = ledger.statements()?;
+            for info in &list {
+                write(
+                    &dir.join(format!("statement-{}.cbor", info.seq)),
+                    &ledger.statement(info.seq)?,
+                    escx::fsutil::MODE_PUBLIC,
+                )?;
+            }
+            ui.emit(json!({ "dir": dir, "statements": list.len() }), || {
+                format!("{} statements -> {}", list.len(), dir.display())
             });
         }
         StatementCommand::Openings(args) => {
-            let file = Ledger::open(&args.ledger)?.openings(args.seq, &args.party)?;
-            // Openings reveal the party's amounts: only for that party.
-            write(&args.out, &escx::cbor::encode(&file), escx::fsutil::MODE_SECRET)?;
-            ui.emit(json!({ "file": args.out, "seq": args.seq, "party": args.party, "openings": file.openings.len() }), || {
-                format!("{} openings of {} for statement {} -> {}", file.openings.len(), args.party, args.seq, args.out.display())
+            let ledger = Ledger::open(&args.ledger)?;
+            if let (Some(seq), Some(out)) = (args.seq, &args.out) {
+                let file = ledger.openings(seq, &args.party)?;
+                // Openings reveal the party's amounts: only for that party.
+                write(out, &escx::cbor::encode(&file), escx::fsutil::MODE_SECRET)?;
+                ui.emit(
+                    json!({ "file": out, "seq": seq, "party": args.party, "openings": file.openings.len() }),
+                    || {
+                        format!(
+                            "{} openings of {} for statement {seq} -> {}",
+                            file.openings.len(),
+                            args.party,
+                            out.display()
+                        )
+                    },
+                );
+                return Ok(());
+            }
+            let dir = args.dir.as_ref().ok_or_else(|| UsageError("give --seq and -o, or --dir".into()))?;
+            escx::fsutil::create_private_dir(dir).map_err(failure::at(dir))?;
+            let list = ledger.statements()?;
+            for info in &list {
+                let file = ledger.openings(info.seq, &args.party)?;
+                write(
+                    &dir.join(format!("{}-{}.openings", args.party, info.seq)),
+                    &escx::cbor::encode(&file),
+                    escx::fsutil::MODE_SECRET,
+                )?;
+            }
+            ui.emit(json!({ "dir": dir, "party": args.party, "statements": list.len() }), || {
+                format!("openings of {} for {} statements -> {}", args.party, list.len(), dir.display())
+            });
+        }
+        StatementCommand::Prove(args) => {
+            let operator = escx::keyfile::read_public_key(&args.operator_pub)
+                .map_err(failure::at(&args.operator_pub))?;
+            let ledger = Ledger::open(&args.ledger)?;
+            let seqs: Vec<u64> = match args.seq {
+                Some(seq) => vec![seq],
+                None => ledger.statements()?.iter().map(|s| s.seq).collect(),
+            };
+            if let Some(dir) = &args.dir {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| escx::Error::io(dir, e))
+                    .map_err(failure::at(dir))?;
+            }
+            let mut made = Vec::new();
+            for seq in seqs {
+                let proofs = ledger.prove_statement(seq, &operator)?;
+                let path = match (&args.out, &args.dir) {
+                    (Some(out), _) => out.clone(),
+                    (None, Some(dir)) => dir.join(format!("statement-{seq}.proofs")),
+                    (None, None) => {
+                        return Err(UsageError("give -o FILE (with --seq) or --dir DIR".into()).into());
+                    }
+                };
+                write(&path, &proofs.to_cbor(), escx::fsutil::MODE_PUBLIC)?;
+                made.push(json!({ "seq": seq, "file": path, "entries": proofs.entries.len() }));
+            }
+            ui.emit(json!({ "proofs": made }), || {
+                made.iter()
+                    .map(|m| {
+                        format!(
+                            "statement {}: range proofs for {} entries -> {}\n",
+                            m["seq"],
+                            m["entries"],
+                            m["file"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
             });
         }
         StatementCommand::Verify(args) => verify(args, ui)?,

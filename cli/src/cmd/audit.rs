@@ -1,0 +1,323 @@
+//! `escx proof` (a party proves its revenue) and `escx audit` (anyone checks statements and
+//! proofs with public files only), spec/proofs.md.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use escx::sig::PublicKey;
+use escx_manifest::Micros;
+use escx_settlement::payout::Period;
+use escx_settlement::proofs::{self, Claim, Proven, RevenueClaim, RevenueProof, StatementProofs};
+use escx_settlement::statement::{self, OpeningsFile, Verified};
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::license::Output;
+use crate::failure::{self, UsageError};
+use crate::output::Ui;
+
+#[derive(Subcommand)]
+pub enum ProofCommand {
+    /// Prove a party's net revenue over a period's statements (the total, nothing else).
+    #[command(after_help = "\
+Needs the period's statements and the party's openings of them (escx statement openings
+--dir). Refunds and reversals are subtracted. Only entries in --currency count.
+
+Examples:
+  escx proof revenue --statements ./statements --openings ./acme-openings --party acme --period 2026-11 -o rev.proof")]
+    Revenue(RevenueArgs),
+    /// Prove a party's net revenue over a period is at least an amount (revealing nothing else).
+    #[command(after_help = "\
+Refused when the revenue is below the amount: no such proof exists.
+
+Examples:
+  escx proof threshold --statements ./statements --openings ./acme-openings --party acme --period 2026-11 --at-least 10000.00 -o thr.proof")]
+    Threshold(ThresholdArgs),
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check statements with the operator's public key: signatures, chain, conservation,
+    /// and with --proofs every payout's range proof.
+    #[command(after_help = "\
+Every *.cbor file in the directory must be a statement signed by the operator. With
+--proofs, every statement must have a verifying statement-<seq>.proofs file there.
+
+Examples:
+  escx audit statements ./statements --operator-pub op.pub
+  escx audit statements ./statements --operator-pub op.pub --proofs ./proofs --json")]
+    Statements(AuditStatementsArgs),
+    /// Verify a revenue or threshold proof against the statements, offline.
+    #[command(after_help = "\
+Prints exactly what was proven: a party's net total over the period's statements, or a
+lower bound on it.
+
+Examples:
+  escx audit verify rev.proof --statements ./statements --operator-pub op.pub
+  escx audit verify thr.proof --statements ./statements --operator-pub op.pub --json")]
+    Verify(AuditVerifyArgs),
+}
+
+impl ProofCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Revenue(a) => a.common.json,
+            Self::Threshold(a) => a.common.json,
+        }
+    }
+}
+
+impl AuditCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Statements(a) => a.json,
+            Self::Verify(a) => a.json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ProofArgs {
+    /// Directory of statement files (*.cbor).
+    #[arg(long, value_name = "DIR")]
+    statements: PathBuf,
+    /// Directory (or file) of the party's openings files.
+    #[arg(long, value_name = "DIR")]
+    openings: PathBuf,
+    /// The party.
+    #[arg(long)]
+    party: String,
+    /// The month, YYYY-MM: statements issued in it.
+    #[arg(long)]
+    period: String,
+    /// Only entries in this currency count.
+    #[arg(long, default_value = "USD")]
+    currency: String,
+    /// The operator's public key (statements are verified under it first).
+    #[arg(long, value_name = "FILE")]
+    operator_pub: PathBuf,
+    #[command(flatten)]
+    output: Output,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RevenueArgs {
+    #[command(flatten)]
+    common: ProofArgs,
+}
+
+#[derive(Args)]
+pub struct ThresholdArgs {
+    #[command(flatten)]
+    common: ProofArgs,
+    /// The lower bound, a decimal amount (10000.00).
+    #[arg(long, value_name = "AMOUNT")]
+    at_least: String,
+}
+
+#[derive(Args)]
+pub struct AuditStatementsArgs {
+    /// Directory of statement files (*.cbor).
+    statements: PathBuf,
+    /// The operator's public key.
+    #[arg(long, value_name = "FILE")]
+    operator_pub: PathBuf,
+    /// Directory of statement-<seq>.proofs files: every statement must have one that verifies.
+    #[arg(long, value_name = "DIR")]
+    proofs: Option<PathBuf>,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct AuditVerifyArgs {
+    /// The proof file.
+    proof: PathBuf,
+    /// Directory of statement files (*.cbor).
+    #[arg(long, value_name = "DIR")]
+    statements: PathBuf,
+    /// The operator's public key.
+    #[arg(long, value_name = "FILE")]
+    operator_pub: PathBuf,
+    /// Print a JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    super::license::read(path)
+}
+
+fn files(dir: &Path, extension: &str) -> anyhow::Result<Vec<PathBuf>> {
+    if dir.is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| escx::Error::io(dir, e))
+        .map_err(failure::at(dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+fn operator_key(path: &Path) -> anyhow::Result<PublicKey> {
+    escx::keyfile::read_public_key(path).map_err(failure::at(path))
+}
+
+/// Every statement in `dir`, verified under `operator` (in parallel) and chained.
+fn load_statements(dir: &Path, operator: &PublicKey) -> anyhow::Result<Vec<Verified>> {
+    let paths = files(dir, "cbor")?;
+    if paths.is_empty() {
+        return Err(UsageError(format!("{}: no statement files (*.cbor)", dir.display())).into());
+    }
+    let bytes = paths.iter().map(|p| read(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut verified = paths
+        .par_iter()
+        .zip(&bytes)
+        .map(|(path, bytes)| {
+            statement::verify(bytes, operator)
+                .map_err(escx_settlement::Error::from)
+                .with_context(|| path.display().to_string())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    statement::verify_chain(&mut verified).map_err(escx_settlement::Error::from)?;
+    Ok(verified)
+}
+
+fn period(text: &str) -> anyhow::Result<Period> {
+    Ok(Period::parse(text).ok_or_else(|| UsageError(format!("--period: {text:?} is not YYYY-MM")))?)
+}
+
+/// The sentence a verified proof stands for, and nothing more.
+fn proven_text(proven: &Proven) -> String {
+    let over = format!(
+        "{}'s payouts in {} over statements {}..{} ({} entries, {})",
+        proven.party,
+        proven.period,
+        proven.statements.0,
+        proven.statements.1,
+        proven.entries,
+        proven.currency
+    );
+    match proven.claim {
+        Claim::Total(total) if total < 0 => {
+            format!("{over} total -{} {}", Micros(total.unsigned_abs()), proven.currency)
+        }
+        Claim::Total(total) => format!("{over} total {} {}", Micros(total as u64), proven.currency),
+        Claim::AtLeast(x) => format!("{over} are at least {} {}", Micros(x), proven.currency),
+    }
+}
+
+pub fn run_proof(command: ProofCommand, ui: &Ui) -> anyhow::Result<()> {
+    let (common, at_least) = match &command {
+        ProofCommand::Revenue(a) => (&a.common, None),
+        ProofCommand::Threshold(a) => (
+            &a.common,
+            Some(
+                Micros::parse(&a.at_least)
+                    .map_err(|e| UsageError(format!("--at-least: {:?}: {e}", a.at_least)))?
+                    .0,
+            ),
+        ),
+    };
+    let operator = operator_key(&common.operator_pub)?;
+    let statements = load_statements(&common.statements, &operator)?;
+    let openings = files(&common.openings, "openings")?
+        .iter()
+        .map(|path| {
+            let bytes = read(path)?;
+            escx::cbor::decode_exact::<OpeningsFile>(&bytes, "openings")
+                .map_err(|reason| escx_settlement::Error::Proof(proofs::ProofError::Malformed(reason)))
+                .with_context(|| path.display().to_string())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let claim = RevenueClaim {
+        operator: operator.id(),
+        party: &common.party,
+        period: period(&common.period)?,
+        currency: &common.currency,
+    };
+    let proof = match at_least {
+        None => proofs::prove_total(&statements, &openings, &claim),
+        Some(x) => proofs::prove_threshold(&statements, &openings, &claim, x),
+    }
+    .map_err(escx_settlement::Error::from)?;
+    let proven =
+        proofs::verify_revenue(&proof, &statements, &operator.id()).map_err(escx_settlement::Error::from)?;
+    common.output.write(&proof.to_cbor())?;
+    ui.emit(json!({ "file": common.output.out, "proves": proven_text(&proven) }), || {
+        format!("{} -> {}", proven_text(&proven), common.output.out.display())
+    });
+    Ok(())
+}
+
+pub fn run_audit(command: AuditCommand, ui: &Ui) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Statements(args) => {
+            let operator = operator_key(&args.operator_pub)?;
+            let statements = load_statements(&args.statements, &operator)?;
+            let mut proven = 0usize;
+            if let Some(dir) = &args.proofs {
+                statements.par_iter().try_for_each(|s| -> anyhow::Result<()> {
+                    let path = dir.join(format!("statement-{}.proofs", s.payload.seq));
+                    let file = StatementProofs::from_cbor(&read(&path)?)
+                        .map_err(escx_settlement::Error::from)
+                        .with_context(|| path.display().to_string())?;
+                    proofs::verify_statement(&file, s, &operator.id())
+                        .map_err(escx_settlement::Error::from)
+                        .with_context(|| path.display().to_string())?;
+                    Ok(())
+                })?;
+                proven = statements
+                    .iter()
+                    .map(|s| s.payload.entries.iter().map(|e| e.payouts.len()).sum::<usize>())
+                    .sum();
+            }
+            let (first, last) = (statements[0].payload.seq, statements[statements.len() - 1].payload.seq);
+            let entries: usize = statements.iter().map(|s| s.payload.entries.len()).sum();
+            ui.emit(
+                json!({ "ok": true, "statements": statements.len(), "first": first, "last": last, "entries": entries,
+                        "range_proofs": args.proofs.is_some(), "payouts_proven": proven }),
+                || {
+                    let mut text = format!(
+                        "statements {first}..{last}: signed by operator {}, chained without a gap, {entries} entries conserve their gross on hidden amounts",
+                        operator.id()
+                    );
+                    if args.proofs.is_some() {
+                        text.push_str(&format!("; all {proven} payouts proven to lie in [0, 2^64)"));
+                    }
+                    text
+                },
+            );
+        }
+        AuditCommand::Verify(args) => {
+            let operator = operator_key(&args.operator_pub)?;
+            let statements = load_statements(&args.statements, &operator)?;
+            let proof = RevenueProof::from_cbor(&read(&args.proof)?)
+                .map_err(escx_settlement::Error::from)
+                .with_context(|| args.proof.display().to_string())?;
+            let proven = proofs::verify_revenue(&proof, &statements, &operator.id())
+                .map_err(escx_settlement::Error::from)
+                .with_context(|| args.proof.display().to_string())?;
+            let claim = match proven.claim {
+                Claim::Total(total) => json!({ "total_micros": total }),
+                Claim::AtLeast(x) => json!({ "at_least_micros": x }),
+            };
+            ui.emit(
+                json!({ "ok": true, "party": proven.party, "period": proven.period, "currency": proven.currency,
+                        "statements": [proven.statements.0, proven.statements.1], "entries": proven.entries,
+                        "claim": claim, "proves": proven_text(&proven) }),
+                || proven_text(&proven),
+            );
+        }
+    }
+    Ok(())
+}

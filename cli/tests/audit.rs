@@ -1,0 +1,189 @@
+//! The auditor's tools through the real binary: statement proofs, a publisher's revenue
+//! and threshold proofs, and an auditor holding only public files.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const MANIFEST: &str = include_str!("../../test-vectors/settlement/worked-example.toml");
+
+fn escx(dir: &Path) -> Command {
+    let mut command = Command::cargo_bin("escx").unwrap();
+    command.current_dir(dir).env_remove("ESCX_PASSPHRASE");
+    command
+}
+
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn operator_publisher_and_auditor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(dir.join("manifests/thermal.toml"), MANIFEST).unwrap();
+    escx(dir).args(["key", "generate", "--out", "op", "--unencrypted"]).assert().success();
+    escx(dir).args(["settle", "init", "l.db", "--platform-bps", "1000"]).assert().success();
+    for (name, events) in [
+        (
+            "e1.json",
+            r#"[{"id": "s1", "time": "2026-11-01T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "1234.56", "currency": "USD"},
+                       {"id": "s2", "time": "2026-11-02T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "49.00", "currency": "USD"}]"#,
+        ),
+        (
+            "e2.json",
+            r#"[{"id": "s3", "time": "2026-11-03T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "300.00", "currency": "USD"}]"#,
+        ),
+    ] {
+        std::fs::write(dir.join(name), events).unwrap();
+        escx(dir)
+            .args([
+                "settle",
+                "run",
+                "l.db",
+                "--events",
+                name,
+                "--manifests",
+                "manifests",
+                "--operator-key",
+                "op.key",
+            ])
+            .assert()
+            .success();
+    }
+    let run = |args: &[&str]| escx(dir).args(args).assert().success();
+    run(&["statement", "export", "l.db", "--dir", "statements"]);
+    run(&["statement", "prove", "l.db", "--operator-pub", "op.pub", "--dir", "proofs"]);
+    run(&["statement", "openings", "l.db", "--party", "referrer", "--dir", "pub-openings"]);
+    let period = escx_settlement::payout::Period::of(escx::now_unix()).to_string();
+    let common = [
+        "--statements",
+        "statements",
+        "--openings",
+        "pub-openings",
+        "--party",
+        "referrer",
+        "--period",
+        &period,
+        "--operator-pub",
+        "op.pub",
+    ];
+    let out = escx(dir)
+        .args(["proof", "revenue"])
+        .args(common)
+        .args(["-o", "rev.proof", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let proves = json(&out.stdout)["proves"].as_str().unwrap().to_owned();
+    assert!(proves.contains("referrer's payouts in") && proves.contains("over statements 1..2"), "{proves}");
+    run(&[
+        "proof",
+        "threshold",
+        common[0],
+        common[1],
+        common[2],
+        common[3],
+        common[4],
+        common[5],
+        common[6],
+        common[7],
+        common[8],
+        common[9],
+        "--at-least",
+        "100.00",
+        "-o",
+        "thr.proof",
+    ]);
+    // Above the total: no proof, exit 1.
+    let out = escx(dir)
+        .args(["proof", "threshold"])
+        .args(common)
+        .args(["--at-least", "1000000.00", "-o", "big.proof", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "proof-refused");
+    assert!(!dir.join("big.proof").exists());
+
+    // The auditor: an empty directory with public files only.
+    let audit = tmp.path().join("auditor");
+    copy_dir(&dir.join("statements"), &audit.join("statements"));
+    copy_dir(&dir.join("proofs"), &audit.join("proofs"));
+    for file in ["op.pub", "rev.proof", "thr.proof"] {
+        std::fs::copy(dir.join(file), audit.join(file)).unwrap();
+    }
+    let a = |args: &[&str]| escx(&audit).args(args).output().unwrap();
+    let out =
+        a(&["audit", "statements", "statements", "--operator-pub", "op.pub", "--proofs", "proofs", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let report = json(&out.stdout);
+    assert_eq!((report["statements"].as_u64(), report["range_proofs"].as_bool()), (Some(2), Some(true)));
+    assert!(report["payouts_proven"].as_u64().unwrap() >= 6);
+    let out = a(&[
+        "audit",
+        "verify",
+        "rev.proof",
+        "--statements",
+        "statements",
+        "--operator-pub",
+        "op.pub",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(json(&out.stdout)["proves"].as_str().unwrap(), proves);
+    let out = a(&["audit", "verify", "thr.proof", "--statements", "statements", "--operator-pub", "op.pub"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("are at least 100.00 USD"));
+
+    // A forged threshold (the bound raised in the file), and a tampered range proof.
+    let mut bytes = std::fs::read(audit.join("thr.proof")).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"amount").unwrap() + 6;
+    bytes[at + 1] ^= 0x01;
+    std::fs::write(audit.join("forged.proof"), bytes).unwrap();
+    let out = a(&[
+        "audit",
+        "verify",
+        "forged.proof",
+        "--statements",
+        "statements",
+        "--operator-pub",
+        "op.pub",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        ["proof-invalid", "proof-malformed"].contains(&json(&out.stdout)["error"]["code"].as_str().unwrap())
+    );
+    let mut proofs = std::fs::read(audit.join("proofs/statement-1.proofs")).unwrap();
+    let n = proofs.len();
+    proofs[n - 40] ^= 0x20;
+    std::fs::write(audit.join("proofs/statement-1.proofs"), proofs).unwrap();
+    let out =
+        a(&["audit", "statements", "statements", "--operator-pub", "op.pub", "--proofs", "proofs", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    // A statement missing from the auditor's set: the revenue proof no longer matches.
+    std::fs::remove_file(audit.join("statements/statement-2.cbor")).unwrap();
+    let out = a(&[
+        "audit",
+        "verify",
+        "rev.proof",
+        "--statements",
+        "statements",
+        "--operator-pub",
+        "op.pub",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "proof-statements");
+}
