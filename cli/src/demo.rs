@@ -182,6 +182,9 @@ const STEPS: &[Step] = &[
     Step { name: "close", run: close_period },
     Step { name: "cohort", run: suppressed_cohort },
     Step { name: "usage", run: settle_usage },
+    Step { name: "prove", run: prove_statements },
+    Step { name: "revenue", run: prove_revenue },
+    Step { name: "audit", run: audit_public },
 ];
 
 pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
@@ -933,5 +936,103 @@ fn settle_usage(demo: &mut Demo) -> anyhow::Result<String> {
         "usage billed per license and period ({}) as usage events and settled through the same waterfall; balances: {}; double entry balances",
         parts.join("; "),
         balances_line(&ledger)?
+    ))
+}
+
+/// The auditor's view: statements exported, proofs published, nothing secret.
+fn public_dir(demo: &Demo) -> PathBuf {
+    demo.dir.join("public")
+}
+
+fn prove_statements(demo: &mut Demo) -> anyhow::Result<String> {
+    let ledger = demo.ledger()?;
+    let operator = demo.operator()?.public_key().clone();
+    let public = public_dir(demo);
+    std::fs::create_dir_all(public.join("statements"))?;
+    std::fs::create_dir_all(public.join("proofs"))?;
+    keyfile::write_public_key(&public.join("operator.pub"), &operator, true)?;
+    let mut payouts = 0;
+    let list = ledger.statements()?;
+    for info in &list {
+        std::fs::write(public.join("statements").join(format!("statement-{}.cbor", info.seq)), ledger.statement(info.seq)?)?;
+        let proofs = ledger.prove_statement(info.seq, &operator)?;
+        std::fs::write(public.join("proofs").join(format!("statement-{}.proofs", info.seq)), proofs.to_cbor())?;
+        payouts += proofs.entries.len();
+    }
+    Ok(format!(
+        "the operator published Bulletproofs range proofs beside its {} statements: every payout of {payouts} entries lies in [0, 2^64), so no payout is a disguised negative",
+        list.len()
+    ))
+}
+
+fn prove_revenue(demo: &mut Demo) -> anyhow::Result<String> {
+    let ledger = demo.ledger()?;
+    let operator = demo.operator()?.public_key().clone();
+    let statements: Vec<statement::Verified> = ledger
+        .statements()?
+        .iter()
+        .map(|s| statement::verify(&ledger.statement(s.seq)?, &operator).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<_>>()?;
+    let openings = ledger
+        .statements()?
+        .iter()
+        .map(|s| ledger.openings(s.seq, "publisher").map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let period = Period::of(statements[0].payload.issued_at);
+    let claim = escx_settlement::proofs::RevenueClaim {
+        operator: operator.id(),
+        party: "publisher",
+        period,
+        currency: "USD",
+    };
+    let total = escx_settlement::proofs::prove_total(&statements, &openings, &claim)?;
+    let floor = (total.amount.max(0) as u64) / 2 / 1_000_000 * 1_000_000;
+    let threshold = escx_settlement::proofs::prove_threshold(&statements, &openings, &claim, floor)?;
+    let public = public_dir(demo);
+    std::fs::write(public.join("revenue.proof"), total.to_cbor())?;
+    std::fs::write(public.join("threshold.proof"), threshold.to_cbor())?;
+    Ok(format!(
+        "the publisher, holding only its openings, proved its {period} revenue total ({} USD) and, revealing nothing else, that it is at least {} USD",
+        Micros(total.amount.max(0) as u64),
+        Micros(floor)
+    ))
+}
+
+fn audit_public(demo: &mut Demo) -> anyhow::Result<String> {
+    // Only the public directory: statements, proofs, the operator's public key.
+    let public = public_dir(demo);
+    let operator = keyfile::read_public_key(&public.join("operator.pub"))?;
+    let mut statements = Vec::new();
+    for entry in std::fs::read_dir(public.join("statements"))? {
+        statements.push(statement::verify(&std::fs::read(entry?.path())?, &operator)?);
+    }
+    statement::verify_chain(&mut statements)?;
+    for s in &statements {
+        let proofs = escx_settlement::proofs::StatementProofs::from_cbor(&std::fs::read(
+            public.join("proofs").join(format!("statement-{}.proofs", s.payload.seq)),
+        )?)?;
+        escx_settlement::proofs::verify_statement(&proofs, s, &operator.id())?;
+    }
+    let mut lines = Vec::new();
+    for name in ["revenue.proof", "threshold.proof"] {
+        let proof = escx_settlement::proofs::RevenueProof::from_cbor(&std::fs::read(public.join(name))?)?;
+        let proven = escx_settlement::proofs::verify_revenue(&proof, &statements, &operator.id())?;
+        lines.push(match proven.claim {
+            escx_settlement::proofs::Claim::Total(t) => format!("total {} USD", Micros(t.max(0) as u64)),
+            escx_settlement::proofs::Claim::AtLeast(x) => format!("at least {} USD", Micros(x)),
+        });
+    }
+    // A forged threshold: the proven bound raised by one cent.
+    let mut forged = escx_settlement::proofs::RevenueProof::from_cbor(&std::fs::read(public.join("threshold.proof"))?)?;
+    forged.amount += 10_000;
+    match escx_settlement::proofs::verify_revenue(&forged, &statements, &operator.id()) {
+        Err(error) if error.code() == "proof-invalid" => {}
+        Err(error) => bail!("a forged threshold was refused for the wrong reason: {error}"),
+        Ok(_) => bail!("a forged threshold verified"),
+    }
+    Ok(format!(
+        "an auditor with only public files verified the chain of {} statements, every payout's range proof, and the publisher's proofs ({}); a threshold raised by one cent is refused (proof-invalid)",
+        statements.len(),
+        lines.join(", ")
     ))
 }
