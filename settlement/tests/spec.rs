@@ -36,3 +36,23 @@ fn every_context_string_is_in_the_spec() {
         assert!(text.contains(context), "{context} is not in spec/settlement.md");
     }
 }
+
+#[test]
+fn every_proof_context_label_and_code_is_in_spec_proofs() {
+    use escx_settlement::proofs;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/proofs.md")).unwrap();
+    for context in proofs::ALL_CONTEXTS {
+        assert!(text.contains(&format!("\"{context}\"")), "{context} missing from spec/proofs.md");
+    }
+    for label in [proofs::TRANSCRIPT_RANGE, proofs::TRANSCRIPT_REVENUE, proofs::TRANSCRIPT_THRESHOLD] {
+        let label = std::str::from_utf8(label).unwrap();
+        assert!(text.contains(&format!("\"{label}\"")), "transcript label {label} missing");
+    }
+    let source = include_str!("../src/proofs.rs");
+    let body = source.split("pub fn code(&self)").nth(1).unwrap().split("\n    }\n").next().unwrap();
+    let codes: Vec<&str> = body.split('"').skip(1).step_by(2).collect();
+    assert_eq!(codes.len(), 4);
+    for code in codes {
+        assert!(text.contains(&format!("| `{code}` |")), "{code} missing from spec/proofs.md §7");
+    }
+}
