@@ -954,9 +954,15 @@ fn prove_statements(demo: &mut Demo) -> anyhow::Result<String> {
     let mut payouts = 0;
     let list = ledger.statements()?;
     for info in &list {
-        std::fs::write(public.join("statements").join(format!("statement-{}.cbor", info.seq)), ledger.statement(info.seq)?)?;
+        std::fs::write(
+            public.join("statements").join(format!("statement-{}.cbor", info.seq)),
+            ledger.statement(info.seq)?,
+        )?;
         let proofs = ledger.prove_statement(info.seq, &operator)?;
-        std::fs::write(public.join("proofs").join(format!("statement-{}.proofs", info.seq)), proofs.to_cbor())?;
+        std::fs::write(
+            public.join("proofs").join(format!("statement-{}.proofs", info.seq)),
+            proofs.to_cbor(),
+        )?;
         payouts += proofs.entries.len();
     }
     Ok(format!(
@@ -1023,7 +1029,8 @@ fn audit_public(demo: &mut Demo) -> anyhow::Result<String> {
         });
     }
     // A forged threshold: the proven bound raised by one cent.
-    let mut forged = escx_settlement::proofs::RevenueProof::from_cbor(&std::fs::read(public.join("threshold.proof"))?)?;
+    let mut forged =
+        escx_settlement::proofs::RevenueProof::from_cbor(&std::fs::read(public.join("threshold.proof"))?)?;
     forged.amount += 10_000;
     match escx_settlement::proofs::verify_revenue(&forged, &statements, &operator.id()) {
         Err(error) if error.code() == "proof-invalid" => {}

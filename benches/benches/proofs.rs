@@ -1,0 +1,177 @@
+//! Zero-knowledge proofs next to raw `bulletproofs`, in the same run:
+//!
+//! - `threshold`: `proofs::prove_threshold` / `verify_revenue` of a threshold over one
+//!   statement vs raw `RangeProof::prove_single` / `verify_single`, 64 bits;
+//! - `entry_range`: one entry's statement range proof (3 payouts padded to 4) vs raw
+//!   `prove_multiple` / `verify_multiple` of 4 values;
+//! - printed once: statement range proofs for `ESCX_BENCH_ENTRIES` entries (default
+//!   10 000): prove time on 2 cores, verify time on 1 thread and on 2, and the speed-up;
+//!   revenue-total verification over 100 000 statement entries (10 statements).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use bulletproofs::{BulletproofGens, PedersenGens, RangeProof};
+use criterion::{Criterion, criterion_group, criterion_main};
+use curve25519_dalek::scalar::Scalar;
+use escx::sig::SecretKey;
+use escx_settlement::proofs::{self, RevenueClaim};
+use escx_settlement::statement::{self, EntryInput, OpeningsFile, Verified};
+use merlin::Transcript;
+
+/// 2026-11-15.
+const NOV: u64 = 1_794_700_800;
+
+fn key() -> &'static SecretKey {
+    static KEY: std::sync::OnceLock<SecretKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(SecretKey::generate)
+}
+
+fn inputs(count: usize, salt: u8) -> Vec<EntryInput> {
+    (0..count)
+        .map(|i| {
+            let gross = 1_000_000 + i as u64 * 7;
+            let platform = gross / 10;
+            let referrer = (gross - platform) / 10;
+            EntryInput {
+                settlement: blake3::derive_key("bench", &[&(i as u64).to_le_bytes()[..], &[salt]].concat()),
+                kind: "sale".into(),
+                currency: "USD".into(),
+                gross,
+                payouts: vec![
+                    ("platform".into(), platform),
+                    ("referrer".into(), referrer),
+                    ("acme".into(), gross - platform - referrer),
+                ],
+            }
+        })
+        .collect()
+}
+
+/// `count` statements of `entries` entries each, chained, with acme's openings.
+fn statements(
+    count: u64,
+    entries: usize,
+) -> (Vec<Verified>, Vec<OpeningsFile>, Vec<Vec<statement::Opening>>) {
+    let ledger = [7u8; 16];
+    let mut previous = [0u8; 32];
+    let (mut verified, mut openings, mut all) = (Vec::new(), Vec::new(), Vec::new());
+    for seq in 1..=count {
+        let built =
+            statement::build(&ledger, seq, &previous, NOV + seq, &inputs(entries, seq as u8), key()).unwrap();
+        previous = built.hash;
+        let v = statement::verify(&built.bytes, key().public_key()).unwrap();
+        let party: Vec<statement::Opening> = built
+            .openings
+            .iter()
+            .filter(|o| o.party.as_deref() == Some("acme") || o.party.is_none())
+            .cloned()
+            .collect();
+        openings.push(OpeningsFile {
+            v: 1,
+            ledger: serde_bytes::ByteBuf::from(ledger.to_vec()),
+            seq,
+            party: "acme".into(),
+            openings: party,
+        });
+        all.push(built.openings);
+        verified.push(v);
+    }
+    (verified, openings, all)
+}
+
+fn claim() -> RevenueClaim<'static> {
+    RevenueClaim {
+        operator: key().id(),
+        party: "acme",
+        period: escx_settlement::payout::Period::of(NOV),
+        currency: "USD",
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let pc = PedersenGens::default();
+    let bp = BulletproofGens::new(64, 64);
+    let (one, one_openings, one_all) = statements(1, 8);
+
+    let mut group = c.benchmark_group("threshold");
+    group.sample_size(20);
+    let r = Scalar::from(5u64);
+    group.bench_function("raw prove_single, 64 bits", |b| {
+        b.iter(|| {
+            RangeProof::prove_single(&bp, &pc, &mut Transcript::new(b"raw"), black_box(12_345), &r, 64)
+                .unwrap()
+        })
+    });
+    let (raw, raw_commitment) =
+        RangeProof::prove_single(&bp, &pc, &mut Transcript::new(b"raw"), 12_345, &r, 64).unwrap();
+    group.bench_function("raw verify_single, 64 bits", |b| {
+        b.iter(|| raw.verify_single(&bp, &pc, &mut Transcript::new(b"raw"), &raw_commitment, 64).unwrap())
+    });
+    group.bench_function("proofs::prove_threshold (8 entries)", |b| {
+        b.iter(|| proofs::prove_threshold(&one, &one_openings, &claim(), 1_000_000).unwrap())
+    });
+    let threshold = proofs::prove_threshold(&one, &one_openings, &claim(), 1_000_000).unwrap();
+    group.bench_function("proofs::verify_revenue of the threshold (8 entries)", |b| {
+        b.iter(|| proofs::verify_revenue(&threshold, &one, &key().id()).unwrap())
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("entry_range");
+    group.sample_size(20);
+    let values = [100u64, 200, 300, 0];
+    let blindings = [Scalar::from(1u8), Scalar::from(2u8), Scalar::from(3u8), Scalar::ZERO];
+    group.bench_function("raw prove_multiple, 4 x 64 bits", |b| {
+        b.iter(|| {
+            RangeProof::prove_multiple(&bp, &pc, &mut Transcript::new(b"raw"), &values, &blindings, 64)
+                .unwrap()
+        })
+    });
+    let (raw4, commitments) =
+        RangeProof::prove_multiple(&bp, &pc, &mut Transcript::new(b"raw"), &values, &blindings, 64).unwrap();
+    group.bench_function("raw verify_multiple, 4 x 64 bits", |b| {
+        b.iter(|| raw4.verify_multiple(&bp, &pc, &mut Transcript::new(b"raw"), &commitments, 64).unwrap())
+    });
+    group.finish();
+
+    // Statement range proofs at scale, timed once.
+    let entries: usize =
+        std::env::var("ESCX_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let (big, _, big_all) = statements(1, entries);
+    let start = Instant::now();
+    let proofs = proofs::prove_statement(&big[0], &big_all[0], &key().id()).unwrap();
+    let prove = start.elapsed();
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let start = Instant::now();
+    one_thread.install(|| proofs::verify_statement(&proofs, &big[0], &key().id()).unwrap());
+    let serial = start.elapsed();
+    let start = Instant::now();
+    proofs::verify_statement(&proofs, &big[0], &key().id()).unwrap();
+    let parallel = start.elapsed();
+    println!(
+        "statement range proofs, {entries} entries x 3 payouts: prove {:.1} s on {} threads; verify {:.2} s on 1 thread, {:.2} s on {} = {:.2}x",
+        prove.as_secs_f64(),
+        rayon::current_num_threads(),
+        serial.as_secs_f64(),
+        parallel.as_secs_f64(),
+        rayon::current_num_threads(),
+        serial.as_secs_f64() / parallel.as_secs_f64()
+    );
+    drop((big, big_all, proofs, one_all));
+
+    // Revenue total over 100 000 entries.
+    let (many, many_openings, _) = statements(10, 10_000);
+    let total = proofs::prove_total(&many, &many_openings, &claim()).unwrap();
+    let start = Instant::now();
+    let rounds = 5;
+    for _ in 0..rounds {
+        black_box(proofs::verify_revenue(&total, &many, &key().id()).unwrap());
+    }
+    println!(
+        "revenue total over 100 000 entries (10 statements): verify {:.0} ms (goal < 1 s)",
+        start.elapsed().as_secs_f64() * 1e3 / f64::from(rounds)
+    );
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);
