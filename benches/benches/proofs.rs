@@ -43,6 +43,13 @@ fn inputs(count: usize, salt: u8) -> Vec<EntryInput> {
                     ("referrer".into(), referrer),
                     ("acme".into(), gross - platform - referrer),
                 ],
+                // The platform's 10 % of the gross and the referrer's 10 % of the rest:
+                // each entry also gets a split proof over two pairs of remainders.
+                rules: vec![
+                    Some(statement::PayoutRule { bps: 1000, minus: vec![] }),
+                    Some(statement::PayoutRule { bps: 1000, minus: vec![0] }),
+                    None,
+                ],
             }
         })
         .collect()

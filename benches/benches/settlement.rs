@@ -230,6 +230,7 @@ fn statements(c: &mut Criterion) {
                 ("investor".into(), 50_000_000),
                 ("acme".into(), 25_500_000 + i),
             ],
+            rules: Vec::new(),
         })
         .collect();
     let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, operator()).unwrap();

@@ -130,6 +130,10 @@ fn operator_publisher_and_auditor() {
     let report = json(&out.stdout);
     assert_eq!((report["statements"].as_u64(), report["range_proofs"].as_bool()), (Some(2), Some(true)));
     assert!(report["payouts_proven"].as_u64().unwrap() >= 6);
+    // The referrer's share of what remains carries a signed rule in each of the 3 entries;
+    // the platform is paid by two steps (the ledger's fee and the manifest's), merged into
+    // one payout, which has none.
+    assert_eq!(report["splits_proven"].as_u64(), Some(3), "{report}");
     let out = a(&[
         "audit",
         "verify",

@@ -12,7 +12,7 @@ use curve25519_dalek::scalar::Scalar;
 use escx::envelope::Envelope;
 use escx::sig::SecretKey;
 use escx_settlement::proofs::{self, RevenueClaim};
-use escx_settlement::statement::{self, EntryInput, OpeningsFile};
+use escx_settlement::statement::{self, EntryInput, OpeningsFile, PayoutRule};
 use serde_bytes::ByteBuf;
 use serde_json::json;
 
@@ -27,6 +27,16 @@ fn entry(tag: &str, kind: &str, gross: u64, payouts: &[(&str, u64)]) -> EntryInp
         currency: "USD".into(),
         gross,
         payouts: payouts.iter().map(|(p, a)| (p.to_string(), *a)).collect(),
+        // The platform takes 10 % of the gross, a referrer 10 % of what is left after it;
+        // acme, the residual, has no rule.
+        rules: payouts
+            .iter()
+            .map(|(p, _)| match *p {
+                "platform" => Some(PayoutRule { bps: 1000, minus: vec![] }),
+                "referrer" => Some(PayoutRule { bps: 1000, minus: vec![0] }),
+                _ => None,
+            })
+            .collect(),
     }
 }
 
@@ -100,6 +110,15 @@ fn main() {
     write("statement-1-flipped.proofs", &flipped.to_cbor());
     statement_cases.push(json!({ "statement": "statements/statement-1.cbor", "proofs": "statement-1-flipped.proofs", "expect": "proof-invalid" }));
     statement_cases.push(json!({ "statement": "statements/statement-2.cbor", "proofs": "statement-1.proofs", "expect": "proof-statements" }));
+    let mut unsplit = good.clone();
+    unsplit.entries[0].split = None;
+    write("statement-1-no-split.proofs", &unsplit.to_cbor());
+    statement_cases.push(json!({ "statement": "statements/statement-1.cbor", "proofs": "statement-1-no-split.proofs", "expect": "proof-invalid", "note": "entry 0's payouts carry rules: its split proof is required" }));
+    let mut moved = good.clone();
+    let other_split = moved.entries[1].split.clone();
+    moved.entries[0].split = other_split;
+    write("statement-1-split-of-entry-2.proofs", &moved.to_cbor());
+    statement_cases.push(json!({ "statement": "statements/statement-1.cbor", "proofs": "statement-1-split-of-entry-2.proofs", "expect": "proof-invalid" }));
     let mut missing = good.clone();
     missing.entries.pop();
     write("statement-1-missing-entry.proofs", &missing.to_cbor());

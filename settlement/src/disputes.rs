@@ -167,8 +167,14 @@ impl<S: Store> Ledger<S> {
                 let mut accounts = AccountCache::new();
                 let given_back =
                     ledger::give_back(&mut tx, &mut accounts, settlement, &id, &disputed.currency, None)?;
-                let entry =
-                    ledger::entry(&event_id, "reversal", &disputed.currency, remaining, given_back.clone());
+                let entry = ledger::entry(
+                    &event_id,
+                    "reversal",
+                    &disputed.currency,
+                    remaining,
+                    given_back.clone(),
+                    Vec::new(),
+                );
                 ledger::close_batch(&mut tx, &ledger_id, seq, &[entry], operator, now)?;
                 resolution.reversal = Some(id);
                 resolution.given_back = given_back;

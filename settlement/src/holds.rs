@@ -225,7 +225,7 @@ impl<S: Store> Ledger<S> {
             batch: seq,
         })?;
         let mut accounts = AccountCache::new();
-        let payouts =
+        let (payouts, rules) =
             ledger::pay_out(&mut tx, &mut accounts, &capture_id, HOLDS, &chain, amount, &event.currency)?;
         let released = held - amount;
         if released > 0 {
@@ -236,7 +236,7 @@ impl<S: Store> Ledger<S> {
         tx.close_hold(&id, "CAPTURED", Some(amount), now)?;
         tx.set_state(&id, "SETTLED")?;
         let entry =
-            ledger::entry(&capture_event, event.kind.name(), &event.currency, amount, payouts.clone());
+            ledger::entry(&capture_event, event.kind.name(), &event.currency, amount, payouts.clone(), rules);
         ledger::close_batch(&mut tx, &ledger_id, seq, &[entry], operator, now)?;
         tx.commit()?;
         Ok(CaptureReport {

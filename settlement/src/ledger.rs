@@ -355,7 +355,7 @@ impl<S: Store> Ledger<S> {
                     }
                     None => {}
                 }
-                let payouts = match event.kind {
+                let (payouts, rules) = match event.kind {
                     Kind::Sale | Kind::Usage => {
                         tx.insert_settlement(&record_of(event, id, content, batch))?;
                         pay_out(
@@ -374,7 +374,7 @@ impl<S: Store> Ledger<S> {
                         if let Some(target) = &event.refund_of {
                             check_refund(&tx, event, target, &HashSet::new(), std::slice::from_ref(*event))?;
                         }
-                        apply_refund(&mut tx, &mut accounts, event, id, content, batch)?
+                        (apply_refund(&mut tx, &mut accounts, event, id, content, batch)?, Vec::new())
                     }
                 };
                 report.transfers += payouts.len();
@@ -386,6 +386,7 @@ impl<S: Store> Ledger<S> {
                     &event.currency,
                     event.gross_micros,
                     payouts,
+                    rules,
                 ));
             }
             if !entries.is_empty() {
@@ -660,13 +661,18 @@ pub(crate) fn entry(
     currency: &str,
     gross: u64,
     payouts: Vec<(String, u64)>,
+    rules: Vec<Option<waterfall::PayoutRule>>,
 ) -> EntryInput {
     let settlement = blake3::derive_key(CONTEXT_SETTLEMENT_ID, event_id.as_bytes());
-    EntryInput { settlement, kind: kind.into(), currency: currency.into(), gross, payouts }
+    EntryInput { settlement, kind: kind.into(), currency: currency.into(), gross, payouts, rules }
 }
+
+/// Non-zero payouts of a settlement, in order.
+type Payouts = Vec<(String, u64)>;
 
 /// Runs `chain` over `gross` with the ledger's recoupment totals and writes one transfer
 /// `from → party` per non-zero payout under settlement `id`, and the recoupment changes.
+/// Returns the payouts and the rule of each (the statement records them, proofs.md §2.2).
 pub(crate) fn pay_out(
     tx: &mut impl Writer,
     accounts: &mut AccountCache,
@@ -675,7 +681,7 @@ pub(crate) fn pay_out(
     chain: &[Tier],
     gross: u64,
     currency: &str,
-) -> Result<Vec<(String, u64)>, Error> {
+) -> Result<(Payouts, Vec<Option<waterfall::PayoutRule>>), Error> {
     let before = tx.recouped(currency)?;
     let split: Split = waterfall::apply(chain, gross, &before)?;
     let source = account(tx, accounts, from, currency)?;
@@ -701,7 +707,8 @@ pub(crate) fn pay_out(
         tx.set_recouped(party, currency, *total)?;
         tx.add_settlement_recoup(id, party, delta as i64)?;
     }
-    Ok(paid)
+    let rules = waterfall::payout_rules(chain, &split, &paid);
+    Ok((paid, rules))
 }
 
 /// A refund gives back `gross` of the original settlement (all or part of what remains),

@@ -39,10 +39,17 @@ pub const CONTEXT_REVENUE: &str = "escx/revenue-proof/v1";
 pub const CONTEXT_THRESHOLD: &str = "escx/revenue-threshold/v1";
 /// Merlin transcript label of an entry's range proof.
 pub const TRANSCRIPT_RANGE: &[u8] = b"escx statement range v1";
+/// Merlin transcript label of an entry's split-correctness proof.
+pub const TRANSCRIPT_SPLIT: &[u8] = b"escx statement split v1";
+/// Split remainders are proven over 16 bits (they lie in [0, 10000)).
+pub const SPLIT_BITS: usize = 16;
 /// Merlin transcript label of a revenue-total proof.
 pub const TRANSCRIPT_REVENUE: &[u8] = b"escx revenue total v1";
 /// Merlin transcript label of a revenue-threshold proof.
 pub const TRANSCRIPT_THRESHOLD: &[u8] = b"escx revenue threshold v1";
+/// Every Merlin transcript label of this module (for the spec test).
+pub const ALL_TRANSCRIPTS: &[&[u8]] =
+    &[TRANSCRIPT_RANGE, TRANSCRIPT_SPLIT, TRANSCRIPT_REVENUE, TRANSCRIPT_THRESHOLD];
 /// Every context string of this module (for the spec test).
 pub const ALL_CONTEXTS: &[&str] = &[CONTEXT_STATEMENT_PROOFS, CONTEXT_REVENUE, CONTEXT_THRESHOLD];
 /// Range proofs are over 64 bits.
@@ -108,6 +115,9 @@ pub struct EntryProof {
     pub entry: u32,
     /// `RangeProof::to_bytes` over the entry's payouts, padded to a power of two.
     pub proof: ByteBuf,
+    /// For an entry whose payouts carry rules (statement version 2): one 16-bit range
+    /// proof over each ruled payout's remainder and its complement (proofs.md §2.2).
+    pub split: Option<ByteBuf>,
 }
 
 /// The proofs published beside one statement.
@@ -150,8 +160,37 @@ impl StatementProofs {
     }
 }
 
+fn split_transcript(operator: &KeyId, statement: &[u8; 32], entry: u32) -> Transcript {
+    entry_transcript(TRANSCRIPT_SPLIT, operator, statement, entry)
+}
+
 fn range_transcript(operator: &KeyId, statement: &[u8; 32], entry: u32) -> Transcript {
-    let mut transcript = Transcript::new(TRANSCRIPT_RANGE);
+    entry_transcript(TRANSCRIPT_RANGE, operator, statement, entry)
+}
+
+/// The two points a ruled payout's split proof is about (proofs.md §2.2):
+/// `D = bps·(C_gross − Σ C_minus) − 10000·C_payout` and `E = 9999·B − D`.
+fn split_points(
+    entry: &crate::statement::Entry,
+    gross: &RistrettoPoint,
+    payouts: &[RistrettoPoint],
+) -> Vec<(RistrettoPoint, RistrettoPoint)> {
+    let (pc, _) = gens();
+    entry
+        .payouts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let rule = p.rule.as_ref()?;
+            let base = rule.minus.iter().fold(*gross, |acc, &j| acc - payouts[j as usize]);
+            let d = base * Scalar::from(rule.bps) - payouts[i] * Scalar::from(10_000u32);
+            Some((d, pc.B * Scalar::from(9_999u32) - d))
+        })
+        .collect()
+}
+
+fn entry_transcript(label: &'static [u8], operator: &KeyId, statement: &[u8; 32], entry: u32) -> Transcript {
+    let mut transcript = Transcript::new(label);
     transcript.append_message(b"operator", &operator.0);
     transcript.append_message(b"statement", statement);
     transcript.append_u64(b"entry", u64::from(entry));
@@ -166,9 +205,15 @@ pub fn prove_statement(
     operator: &KeyId,
 ) -> Result<StatementProofs, ProofError> {
     let mut by_entry: BTreeMap<(u32, &str), &Opening> = BTreeMap::new();
+    let mut grosses: BTreeMap<u32, &Opening> = BTreeMap::new();
     for opening in openings {
-        if let Some(party) = &opening.party {
-            by_entry.insert((opening.entry, party.as_str()), opening);
+        match &opening.party {
+            Some(party) => {
+                by_entry.insert((opening.entry, party.as_str()), opening);
+            }
+            None => {
+                grosses.insert(opening.entry, opening);
+            }
         }
     }
     let entries: Vec<(u32, Vec<(u64, Scalar)>)> = statement
@@ -224,7 +269,24 @@ pub fn prove_statement(
                     )));
                 }
             }
-            Ok(EntryProof { entry: *index, proof: ByteBuf::from(proof.to_bytes()) })
+            let split = if entry.payouts.iter().any(|p| p.rule.is_some()) {
+                let gross = grosses
+                    .get(index)
+                    .ok_or_else(|| ProofError::Refused(format!("entry {index}: no opening of the gross")))?;
+                let gross_blinding = scalar(&gross.blinding).ok_or_else(|| {
+                    ProofError::Refused(format!("entry {index}: a blinding is not canonical"))
+                })?;
+                Some(ByteBuf::from(prove_split(
+                    entry,
+                    (gross.amount, gross_blinding),
+                    values,
+                    &mut split_transcript(operator, &statement.hash, *index),
+                    *index,
+                )?))
+            } else {
+                None
+            };
+            Ok(EntryProof { entry: *index, proof: ByteBuf::from(proof.to_bytes()), split })
         })
         .collect::<Result<Vec<_>, ProofError>>()?;
     Ok(StatementProofs {
@@ -235,6 +297,45 @@ pub fn prove_statement(
         statement: ByteBuf::from(statement.hash.to_vec()),
         entries: proofs,
     })
+}
+
+/// The split proof of one entry: for each ruled payout, the remainder
+/// `bps·base − 10000·payout` and `9999 −` it, both in [0, 2^16).
+fn prove_split(
+    entry: &crate::statement::Entry,
+    (gross, gross_blinding): (u64, Scalar),
+    payouts: &[(u64, Scalar)],
+    transcript: &mut Transcript,
+    index: u32,
+) -> Result<Vec<u8>, ProofError> {
+    let (pc, bp) = gens();
+    let mut values = Vec::new();
+    let mut blindings = Vec::new();
+    for (i, payout) in entry.payouts.iter().enumerate() {
+        let Some(rule) = &payout.rule else { continue };
+        let mut base = i128::from(gross);
+        let mut base_blinding = gross_blinding;
+        for &j in &rule.minus {
+            base -= i128::from(payouts[j as usize].0);
+            base_blinding -= payouts[j as usize].1;
+        }
+        let remainder = base * i128::from(rule.bps) - 10_000 * i128::from(payouts[i].0);
+        if !(0..10_000).contains(&remainder) {
+            return Err(ProofError::Refused(format!(
+                "entry {index}: payout {i} is not its rule's share ({} bps)",
+                rule.bps
+            )));
+        }
+        let s = base_blinding * Scalar::from(rule.bps) - payouts[i].1 * Scalar::from(10_000u32);
+        values.extend([remainder as u64, 9_999 - remainder as u64]);
+        blindings.extend([s, -s]);
+    }
+    let m = values.len().next_power_of_two();
+    values.resize(m, 0);
+    blindings.resize(m, Scalar::ZERO);
+    let (proof, _) = RangeProof::prove_multiple(bp, pc, transcript, &values, &blindings, SPLIT_BITS)
+        .map_err(|e| ProofError::Refused(format!("entry {index}: {e}")))?;
+    Ok(proof.to_bytes())
 }
 
 /// Verifies a statement's proofs (entries in parallel): they are for this statement and
@@ -290,7 +391,37 @@ pub fn verify_statement(
         let mut transcript = range_transcript(operator, &statement.hash, item.entry);
         proof
             .verify_multiple(bp, pc, &mut transcript, &commitments, RANGE_BITS)
-            .map_err(|_| fail("a payout is not proven to lie in [0, 2^64)"))
+            .map_err(|_| fail("a payout is not proven to lie in [0, 2^64)"))?;
+        let ruled = entry.payouts.iter().filter(|p| p.rule.is_some()).count();
+        match (&item.split, ruled) {
+            (None, 0) => Ok(()),
+            (None, _) => Err(fail("its payouts carry rules but the split proof is missing")),
+            (Some(_), 0) => Err(fail("a split proof for an entry without rules")),
+            (Some(bytes), _) => {
+                let gross = point(&entry.gross).ok_or_else(|| fail("the gross is not a point"))?;
+                let payouts: Vec<RistrettoPoint> = entry
+                    .payouts
+                    .iter()
+                    .map(|p| point(&p.commitment).ok_or_else(|| fail("a payout is not a point")))
+                    .collect::<Result<_, _>>()?;
+                let mut points: Vec<CompressedRistretto> = split_points(entry, &gross, &payouts)
+                    .into_iter()
+                    .flat_map(|(d, e)| [d.compress(), e.compress()])
+                    .collect();
+                points.resize(points.len().next_power_of_two(), RistrettoPoint::identity().compress());
+                let split =
+                    RangeProof::from_bytes(bytes).map_err(|_| fail("the split proof is malformed"))?;
+                split
+                    .verify_multiple(
+                        bp,
+                        pc,
+                        &mut split_transcript(operator, &statement.hash, item.entry),
+                        &points,
+                        SPLIT_BITS,
+                    )
+                    .map_err(|_| fail("a payout is not proven to be the share its rule names"))
+            }
+        }
     })
 }
 

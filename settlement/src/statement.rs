@@ -129,6 +129,27 @@ pub struct PayoutCommitment {
     pub party: String,
     /// Compressed ristretto255 point.
     pub commitment: ByteBuf,
+    /// Version 2: the payout is `floor(bps · base / 10000)` of the hidden gross (less the
+    /// payouts `minus`), which the statement proofs show (proofs.md §2.2). Absent when the
+    /// payout has no such rule (and in every version-1 statement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<PayoutRule>,
+}
+
+pub use crate::waterfall::PayoutRule;
+
+/// Checks a payout rule's shape: basis points 1 to 10000, `minus` ascending, each an index
+/// of another payout of the entry.
+pub fn check_rule(rule: &PayoutRule, payout: usize, payouts: usize) -> Result<(), String> {
+    if !(1..=10_000).contains(&rule.bps) {
+        return Err(format!("payout {payout}: {} basis points", rule.bps));
+    }
+    if rule.minus.windows(2).any(|w| w[0] >= w[1])
+        || rule.minus.iter().any(|&j| j as usize >= payouts || j as usize == payout)
+    {
+        return Err(format!("payout {payout}: minus must list other payouts, ascending"));
+    }
+    Ok(())
 }
 
 /// The signed payload.
@@ -167,6 +188,8 @@ pub struct EntryInput {
     /// Non-zero payouts in order, one per party; they must sum to `gross` (none when the
     /// gross is 0).
     pub payouts: Vec<(String, u64)>,
+    /// Each payout's rule, if it has one (empty: none has); see [`PayoutRule`].
+    pub rules: Vec<Option<PayoutRule>>,
 }
 
 impl EntryInput {
@@ -185,6 +208,22 @@ impl EntryInput {
             self.payouts.iter().map(|(p, _)| p.as_str()).collect();
         if parties.len() != self.payouts.len() {
             return Err(broken("a party is paid twice".into()));
+        }
+        if !self.rules.is_empty() && self.rules.len() != self.payouts.len() {
+            return Err(broken("rules are given for some payouts but not all".into()));
+        }
+        for (position, rule) in self.rules.iter().enumerate() {
+            if let Some(rule) = rule {
+                check_rule(rule, position, self.payouts.len()).map_err(&broken)?;
+                let subtracted: u128 =
+                    rule.minus.iter().map(|&j| u128::from(self.payouts[j as usize].1)).sum();
+                let base = u128::from(self.gross).checked_sub(subtracted).unwrap_or(u128::MAX);
+                if base.checked_mul(u128::from(rule.bps)).map(|b| b / 10_000)
+                    != Some(u128::from(self.payouts[position].1))
+                {
+                    return Err(broken(format!("payout {position} is not the share its rule names")));
+                }
+            }
         }
         Ok(())
     }
@@ -425,7 +464,12 @@ pub fn build(
                 .payouts
                 .iter()
                 .zip(encoded)
-                .map(|((party, _), commitment)| PayoutCommitment { party: party.clone(), commitment })
+                .enumerate()
+                .map(|(position, ((party, _), commitment))| PayoutCommitment {
+                    party: party.clone(),
+                    commitment,
+                    rule: input.rules.get(position).cloned().flatten(),
+                })
                 .collect();
             let entry = Entry {
                 settlement: ByteBuf::from(input.settlement.to_vec()),
@@ -451,8 +495,11 @@ pub fn build(
         openings.extend(entry_openings);
     }
     let leaf_hashes: Vec<[u8; 32]> = entries.par_iter().map(leaf).collect();
+    // Version 2 only when a payout carries a rule: a statement without rules is
+    // byte-identical to version 1.
+    let ruled = entries.iter().any(|e| e.payouts.iter().any(|p| p.rule.is_some()));
     let payload = StatementPayload {
-        v: 1,
+        v: if ruled { 2 } else { 1 },
         ledger: ByteBuf::from(ledger.to_vec()),
         seq,
         previous: ByteBuf::from(previous.to_vec()),
@@ -482,8 +529,8 @@ pub fn verify(bytes: &[u8], operator: &PublicKey) -> Result<Verified, StatementE
     let payload: StatementPayload =
         escx::cbor::decode_exact(payload_bytes, "statement").map_err(|reason| invalid(0, reason))?;
     let seq = payload.seq;
-    if payload.v != 1 {
-        return Err(invalid(seq, format!("version {} (this build reads 1)", payload.v)));
+    if payload.v != 1 && payload.v != 2 {
+        return Err(invalid(seq, format!("version {} (this build reads 1 and 2)", payload.v)));
     }
     if payload.ledger.len() != 16 || payload.previous.len() != 32 || payload.entries_root.len() != 32 {
         return Err(invalid(seq, "ledger id, previous hash or root has the wrong length".into()));
@@ -506,6 +553,18 @@ pub fn verify(bytes: &[u8], operator: &PublicKey) -> Result<Verified, StatementE
             entry.payouts.iter().map(|p| p.party.as_str()).collect();
         if parties.len() != entry.payouts.len() {
             return Err(invalid(seq, format!("entry {index}: a party is paid twice (one payout per party)")));
+        }
+        for (position, payout) in entry.payouts.iter().enumerate() {
+            if let Some(rule) = &payout.rule {
+                if payload.v < 2 {
+                    return Err(invalid(
+                        seq,
+                        format!("entry {index}: a version-1 statement carries no rules"),
+                    ));
+                }
+                check_rule(rule, position, entry.payouts.len())
+                    .map_err(|reason| invalid(seq, format!("entry {index}: {reason}")))?;
+            }
         }
         let gross = point(&entry.gross)
             .ok_or_else(|| invalid(seq, format!("entry {index}: gross is not a point")))?;
@@ -666,6 +725,7 @@ mod tests {
                 currency: "USD".into(),
                 gross: 1_000 + u64::from(i),
                 payouts: vec![("platform".into(), 100), ("acme".into(), 900 + u64::from(i))],
+                rules: Vec::new(),
             })
             .collect()
     }
@@ -743,7 +803,7 @@ mod tests {
     fn a_zero_gross_entry_verifies() {
         let key = SecretKey::generate();
         let mut entries = inputs();
-        entries[1] = EntryInput { gross: 0, payouts: Vec::new(), ..entries[1].clone() };
+        entries[1] = EntryInput { gross: 0, payouts: Vec::new(), rules: Vec::new(), ..entries[1].clone() };
         let built = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &entries, &key).unwrap();
         let verified = verify(&built.bytes, key.public_key()).unwrap();
         assert!(verified.payload.entries[1].payouts.is_empty());

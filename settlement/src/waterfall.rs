@@ -287,6 +287,67 @@ pub fn apply(chain: &[Tier], gross: u64, recouped: &BTreeMap<String, u64>) -> Re
     Ok(split)
 }
 
+/// What a statement may claim about one payout (settlement.md §4, proofs.md §2.1): it is
+/// `floor(bps · base / 10000)` where `base` is the gross less the payouts at `minus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutRule {
+    /// Basis points, 1 to 10000.
+    pub bps: u32,
+    /// Indexes (in the entry's payout list, ascending) of the payouts subtracted from the
+    /// gross to give the base; empty when the base is the gross.
+    pub minus: Vec<u32>,
+}
+
+/// The rule of each non-zero payout `paid` (in order) of `split` over `chain`, where one
+/// exists: the party is paid by exactly one step, a `share_of_gross_bps` or
+/// `share_of_remaining_bps`, whose base is the gross less the payouts of parties paid only
+/// by earlier steps, and the payout is exactly that share of it. Payouts merged from
+/// several steps, fixed amounts, recoupments, weights and residuals have none.
+pub fn payout_rules(chain: &[Tier], split: &Split, paid: &[(String, u64)]) -> Vec<Option<PayoutRule>> {
+    let steps_of = |party: &str| -> Vec<usize> {
+        split
+            .trace
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.party == party && t.paid_micros > 0)
+            .map(|(k, _)| k)
+            .collect()
+    };
+    paid.iter()
+        .enumerate()
+        .map(|(i, (party, amount))| {
+            let [k] = steps_of(party)[..] else { return None };
+            let step = &split.trace[k];
+            let tier = chain.iter().find(|t| t.label == step.tier)?;
+            let bps = match (step.rule, tier.steps.get(step.step)?) {
+                ("share_of_gross_bps", Step::ShareOfGross { bps, .. })
+                | ("share_of_remaining_bps", Step::ShareOfRemaining { bps, .. }) => *bps,
+                _ => return None,
+            };
+            let minus: Vec<u32> = paid
+                .iter()
+                .enumerate()
+                .filter(|(j, (other, _))| *j != i && steps_of(other).iter().all(|&m| m < k))
+                .map(|(j, _)| j as u32)
+                .collect();
+            let subtracted: u128 = minus.iter().map(|&j| u128::from(paid[j as usize].1)).sum();
+            let minus = if u128::from(split.gross_micros).checked_sub(subtracted)
+                == Some(u128::from(step.base_micros))
+            {
+                minus
+            } else if step.base_micros == split.gross_micros {
+                Vec::new()
+            } else {
+                return None;
+            };
+            let share = u128::from(step.base_micros) * u128::from(bps) / u128::from(BPS_WHOLE);
+            (share == u128::from(*amount) && (1..=BPS_WHOLE as u32).contains(&bps))
+                .then_some(PayoutRule { bps, minus })
+        })
+        .collect()
+}
+
 /// The split's invariants, checked on every split before it is used (settlement.md §2):
 /// the payouts add up to the gross exactly, and the residual party is among them.
 pub fn check_conserved(split: &Split, residual_party: &str) -> Result<(), WaterfallError> {

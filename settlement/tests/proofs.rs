@@ -230,3 +230,83 @@ fn a_threshold_proves_a_lower_bound_and_nothing_above_the_total() {
     let err = proofs::prove_threshold(&all, &openings, &claim("investor"), 0).unwrap_err();
     assert_eq!(err.code(), "proof-refused");
 }
+
+/// An operator moves value from a payout that has a rule (the platform's 10 % of the gross)
+/// to another: conservation holds and every payout stays in range, but the split proof
+/// fails, and the statement's signed rule cannot be dropped to hide it.
+#[test]
+fn value_moved_between_payouts_fails_the_split_proof() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = ledger(tmp.path());
+    let honest = statement::verify(&ledger.statement(1).unwrap(), op().public_key()).unwrap();
+    assert_eq!(honest.payload.v, 2, "statements carry their payouts' rules");
+    let platform = honest.payload.entries[0].payouts.iter().position(|p| p.party == "platform").unwrap();
+    assert_eq!(
+        honest.payload.entries[0].payouts[platform].rule,
+        Some(statement::PayoutRule { bps: 1000, minus: vec![] })
+    );
+    let proofs = ledger.prove_statement(1, op().public_key()).unwrap();
+    assert!(proofs.entries[0].split.is_some());
+    // The split proof is required for a ruled entry.
+    let mut without = proofs.clone();
+    without.entries[0].split = None;
+    assert_eq!(proofs::verify_statement(&without, &honest, &op().id()).unwrap_err().code(), "proof-invalid");
+
+    // Move 1.00 from the platform to acme and re-sign.
+    let mut forged = honest.payload.clone();
+    let shift = RISTRETTO_BASEPOINT_POINT * Scalar::from(1_000_000u64);
+    let point = |b: &[u8]| CompressedRistretto::from_slice(b).unwrap().decompress().unwrap();
+    let entry = &mut forged.entries[0];
+    let acme = entry.payouts.iter().position(|p| p.party == "acme").unwrap();
+    entry.payouts[platform].commitment =
+        ByteBuf::from((point(&entry.payouts[platform].commitment) - shift).compress().to_bytes().to_vec());
+    entry.payouts[acme].commitment =
+        ByteBuf::from((point(&entry.payouts[acme].commitment) + shift).compress().to_bytes().to_vec());
+    forged.entries_root = ByteBuf::from(statement::merkle_root(&statement::leaves(&forged)).to_vec());
+    let bytes = Envelope::seal(statement::CONTEXT_STATEMENT, escx::cbor::encode(&forged), op()).to_cbor();
+    let forged = statement::verify(&bytes, op().public_key()).expect("conservation holds");
+    // The operator knows the openings: shift them too. Range proofs still work; the split does not.
+    let mut openings: Vec<statement::Opening> = Vec::new();
+    for party in ["acme", "platform", "investor"] {
+        openings.extend(ledger.openings(1, party).unwrap().openings);
+    }
+    openings.sort_by_key(|o| (o.entry, o.party.clone()));
+    openings.dedup_by_key(|o| (o.entry, o.party.clone()));
+    for o in openings.iter_mut().filter(|o| o.entry == 0) {
+        match o.party.as_deref() {
+            Some("platform") => o.amount -= 1_000_000,
+            Some("acme") => o.amount += 1_000_000,
+            _ => {}
+        }
+    }
+    let err = proofs::prove_statement(&forged, &openings, &op().id()).unwrap_err();
+    assert_eq!(err.code(), "proof-refused", "{err}");
+    assert!(err.to_string().contains("share"), "{err}");
+    let mut relabelled = proofs.clone();
+    relabelled.statement = ByteBuf::from(forged.hash.to_vec());
+    assert_eq!(
+        proofs::verify_statement(&relabelled, &forged, &op().id()).unwrap_err().code(),
+        "proof-invalid"
+    );
+
+    // A signed rule that is not what was paid (15 % claimed, 10 % paid): the operator can
+    // make every range proof for it but no split proof.
+    let mut claimed = honest.payload.clone();
+    claimed.entries[0].payouts[platform].rule = Some(statement::PayoutRule { bps: 1500, minus: vec![] });
+    claimed.entries_root = ByteBuf::from(statement::merkle_root(&statement::leaves(&claimed)).to_vec());
+    let bytes = Envelope::seal(statement::CONTEXT_STATEMENT, escx::cbor::encode(&claimed), op()).to_cbor();
+    let claimed = statement::verify(&bytes, op().public_key()).unwrap();
+    let mut honest_openings: Vec<statement::Opening> = Vec::new();
+    for party in ["acme", "platform", "investor"] {
+        honest_openings.extend(ledger.openings(1, party).unwrap().openings);
+    }
+    let err = proofs::prove_statement(&claimed, &honest_openings, &op().id()).unwrap_err();
+    assert!(err.to_string().contains("not its rule's share"), "{err}");
+    // The verifier's own check: entry 1's split proof shown for entry 0 (their range
+    // proofs intact) is refused by the split check alone.
+    let mut swapped = proofs.clone();
+    let split = swapped.entries[1].split.clone();
+    swapped.entries[0].split = split;
+    let err = proofs::verify_statement(&swapped, &honest, &op().id()).unwrap_err();
+    assert!(err.to_string().contains("share its rule names"), "{err}");
+}

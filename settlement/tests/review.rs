@@ -119,6 +119,7 @@ fn a_party_detects_value_moved_to_another_payout() {
         currency: "USD".into(),
         gross: 100_000_000,
         payouts: moved,
+        rules: Vec::new(),
     };
     let built = statement::build(&[3; 16], 1, &[0; 32], NOV, &[entry], op()).unwrap();
     let statement = statement::verify(&built.bytes, op().public_key()).unwrap();

@@ -44,7 +44,7 @@ fn every_proof_context_label_and_code_is_in_spec_proofs() {
     for context in proofs::ALL_CONTEXTS {
         assert!(text.contains(&format!("\"{context}\"")), "{context} missing from spec/proofs.md");
     }
-    for label in [proofs::TRANSCRIPT_RANGE, proofs::TRANSCRIPT_REVENUE, proofs::TRANSCRIPT_THRESHOLD] {
+    for label in proofs::ALL_TRANSCRIPTS {
         let label = std::str::from_utf8(label).unwrap();
         assert!(text.contains(&format!("\"{label}\"")), "transcript label {label} missing");
     }

@@ -26,6 +26,7 @@ fn inputs(n: u8) -> Vec<EntryInput> {
                 ("referrer".into(), 500),
                 ("acme".into(), 8_000 + u64::from(i)),
             ],
+            rules: Vec::new(),
         })
         .collect()
 }

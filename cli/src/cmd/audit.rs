@@ -265,6 +265,7 @@ pub fn run_audit(command: AuditCommand, ui: &Ui) -> anyhow::Result<()> {
             let operator = operator_key(&args.operator_pub)?;
             let statements = load_statements(&args.statements, &operator)?;
             let mut proven = 0usize;
+            let mut split = 0usize;
             if let Some(dir) = &args.proofs {
                 statements.par_iter().try_for_each(|s| -> anyhow::Result<()> {
                     let path = dir.join(format!("statement-{}.proofs", s.payload.seq));
@@ -280,19 +281,26 @@ pub fn run_audit(command: AuditCommand, ui: &Ui) -> anyhow::Result<()> {
                     .iter()
                     .map(|s| s.payload.entries.iter().map(|e| e.payouts.len()).sum::<usize>())
                     .sum();
+                split = statements
+                    .iter()
+                    .flat_map(|s| &s.payload.entries)
+                    .map(|e| e.payouts.iter().filter(|p| p.rule.is_some()).count())
+                    .sum();
             }
             let (first, last) = (statements[0].payload.seq, statements[statements.len() - 1].payload.seq);
             let entries: usize = statements.iter().map(|s| s.payload.entries.len()).sum();
             ui.emit(
                 json!({ "ok": true, "statements": statements.len(), "first": first, "last": last, "entries": entries,
-                        "range_proofs": args.proofs.is_some(), "payouts_proven": proven }),
+                        "range_proofs": args.proofs.is_some(), "payouts_proven": proven, "splits_proven": split }),
                 || {
                     let mut text = format!(
                         "statements {first}..{last}: signed by operator {}, chained without a gap, {entries} entries conserve their gross on hidden amounts",
                         operator.id()
                     );
                     if args.proofs.is_some() {
-                        text.push_str(&format!("; all {proven} payouts proven to lie in [0, 2^64)"));
+                        text.push_str(&format!(
+                            "; all {proven} payouts proven to lie in [0, 2^64), {split} of them to be exactly the basis-point share their signed rule names"
+                        ));
                     }
                     text
                 },
