@@ -1038,7 +1038,7 @@ fn audit_public(demo: &mut Demo) -> anyhow::Result<String> {
         Ok(_) => bail!("a forged threshold verified"),
     }
     Ok(format!(
-        "an auditor with only public files verified the chain of {} statements, every payout's range proof, and the publisher's proofs ({}); a threshold raised by one cent is refused (proof-invalid)",
+        "an auditor with only public files verified the chain of {} statements, every payout's range and split proofs, and the publisher's proofs ({}); a threshold raised by one cent is refused (proof-invalid)",
         statements.len(),
         lines.join(", ")
     ))
