@@ -951,22 +951,24 @@ fn prove_statements(demo: &mut Demo) -> anyhow::Result<String> {
     std::fs::create_dir_all(public.join("statements"))?;
     std::fs::create_dir_all(public.join("proofs"))?;
     keyfile::write_public_key(&public.join("operator.pub"), &operator, true)?;
-    let mut payouts = 0;
+    let (mut payouts, mut ruled) = (0, 0);
     let list = ledger.statements()?;
     for info in &list {
-        std::fs::write(
-            public.join("statements").join(format!("statement-{}.cbor", info.seq)),
-            ledger.statement(info.seq)?,
-        )?;
+        let bytes = ledger.statement(info.seq)?;
+        let verified = statement::verify(&bytes, &operator)?;
+        std::fs::write(public.join("statements").join(format!("statement-{}.cbor", info.seq)), &bytes)?;
         let proofs = ledger.prove_statement(info.seq, &operator)?;
         std::fs::write(
             public.join("proofs").join(format!("statement-{}.proofs", info.seq)),
             proofs.to_cbor(),
         )?;
-        payouts += proofs.entries.len();
+        for entry in &verified.payload.entries {
+            payouts += entry.payouts.len();
+            ruled += entry.payouts.iter().filter(|p| p.rule.is_some()).count();
+        }
     }
     Ok(format!(
-        "the operator published Bulletproofs range proofs beside its {} statements: every payout of {payouts} entries lies in [0, 2^64), so no payout is a disguised negative",
+        "the operator published Bulletproofs+ proofs beside its {} statements: all {payouts} payouts lie in [0, 2^64) (none a disguised negative), and the {ruled} with a signed basis-point rule are exactly that share of the hidden gross",
         list.len()
     ))
 }
