@@ -1,5 +1,6 @@
 //! Settlement inputs from any bytes: billing-event files, statement payloads behind a valid
-//! operator signature, and openings files checked against a real statement.
+//! operator signature, openings files checked against a real statement, and statement and
+//! revenue proof files verified against it.
 #![no_main]
 
 use std::path::Path;
@@ -22,6 +23,7 @@ fn fixture() -> &'static (SecretKey, Verified) {
                 currency: "USD".into(),
                 gross: 100,
                 payouts: vec![("acme".into(), 60), ("platform".into(), 40)],
+                rules: vec![None, Some(statement::PayoutRule { bps: 4000, minus: vec![] })],
             })
             .collect();
         let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, &key).expect("seed inputs conserve");
@@ -32,7 +34,7 @@ fn fixture() -> &'static (SecretKey, Verified) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((mode, rest)) = data.split_first() else { return };
-    match mode % 3 {
+    match mode % 5 {
         0 => {
             if let Ok(text) = std::str::from_utf8(rest) {
                 let _ = parse_events(text, Path::new("events.json"));
@@ -45,10 +47,22 @@ fuzz_target!(|data: &[u8]| {
                 let _ = statement::verify_chain(&mut [verified]);
             }
         }
-        _ => {
+        2 => {
             let (_, verified) = fixture();
             if let Ok(file) = ciborium::from_reader::<OpeningsFile, _>(rest) {
                 let _ = statement::check_openings(verified, &file);
+            }
+        }
+        3 => {
+            let (key, verified) = fixture();
+            if let Ok(file) = escx_settlement::proofs::StatementProofs::from_cbor(rest) {
+                let _ = escx_settlement::proofs::verify_statement(&file, verified, &key.id());
+            }
+        }
+        _ => {
+            let (key, verified) = fixture();
+            if let Ok(file) = escx_settlement::proofs::RevenueProof::from_cbor(rest) {
+                let _ = escx_settlement::proofs::verify_revenue(&file, std::slice::from_ref(verified), &key.id());
             }
         }
     }
