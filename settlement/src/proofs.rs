@@ -93,12 +93,6 @@ fn gens() -> &'static (PedersenGens, BulletproofGens) {
     GENS.get_or_init(|| (PedersenGens::default(), BulletproofGens::new(RANGE_BITS, PAYOUTS_MAX)))
 }
 
-/// `v·B + r·B̃` (settlement.md §4.1).
-fn commit(value: u64, blinding: &Scalar) -> RistrettoPoint {
-    let (pc, _) = gens();
-    pc.commit(Scalar::from(value), *blinding)
-}
-
 fn point(bytes: &[u8]) -> Option<RistrettoPoint> {
     CompressedRistretto::from_slice(bytes).ok()?.decompress()
 }
@@ -260,7 +254,9 @@ pub fn prove_statement(
             let entry = &statement.payload.entries[*index as usize];
             // The openings must open exactly the statement's commitments.
             for (payout, (amount, blinding)) in entry.payouts.iter().zip(values) {
-                if payout.commitment.as_slice() != commit(*amount, blinding).compress().as_bytes() {
+                if payout.commitment.as_slice()
+                    != crate::statement::commit(*amount, blinding).compress().as_bytes()
+                {
                     return Err(ProofError::Refused(format!(
                         "entry {index}: the opening of {}'s payout does not open its commitment",
                         payout.party
@@ -498,7 +494,7 @@ mod plus {
         blindings: &[Scalar],
     ) -> Result<Vec<u8>, String> {
         let commitments: Vec<RistrettoPoint> =
-            values.iter().zip(blindings).map(|(v, r)| super::commit(*v, r)).collect();
+            values.iter().zip(blindings).map(|(v, r)| crate::statement::commit(*v, r)).collect();
         let statement = statement(bits, commitments)?;
         let mut openings: Vec<CommitmentOpening> =
             values.iter().zip(blindings).map(|(v, r)| CommitmentOpening::new(*v, vec![*r])).collect();

@@ -149,10 +149,6 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn add_scalars(a: &Scalar, b: &Scalar) -> Scalar {
-    a + b
-}
-
 impl<'w> Meter<'w> {
     /// Opens (creating if needed) the meter of `wallet`.
     pub fn open(wallet: &'w Wallet) -> Result<Self, Error> {
@@ -477,7 +473,7 @@ impl<'w> Meter<'w> {
             for (minute, value) in values.iter().enumerate() {
                 let r = blinding(&secret, &id, unit, hour, minute as u8);
                 commitments.push(ByteBuf::from(commit(*value, &r).compress().to_bytes().to_vec()));
-                sum = add_scalars(&sum, &r);
+                sum += r;
                 total = total.checked_add(*value).ok_or_else(|| {
                     refuse(
                         Refusal::Overflow,

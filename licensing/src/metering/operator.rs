@@ -691,11 +691,9 @@ impl Operator {
     /// commitments and the openings of a shared hour. Runs in parallel.
     fn prepare(
         issuers: &HashMap<KeyId, IssuerBundle>,
-        bytes: &[u8],
+        (file, cert_id): (ReportFile, [u8; 32]),
         known: &HashMap<[u8; 32], LicenseInfo>,
     ) -> Result<Prepared, Error> {
-        let file = ReportFile::from_cbor(bytes)?;
-        let cert_id = certificate_id(&file.certificate);
         let (info, certificate) = match known.get(&cert_id) {
             Some(info) => (info.clone(), None),
             None => (
@@ -734,13 +732,18 @@ impl Operator {
     /// parallel; the batch is committed in one transaction. Idempotent: a report stored
     /// before is a [`Outcome::Duplicate`] and changes nothing.
     pub fn ingest(&mut self, files: &[Vec<u8>], now: u64) -> Result<Vec<Ingested>, Error> {
-        // Certificates already verified are looked up once per batch, not re-verified.
-        let cert_ids: BTreeSet<[u8; 32]> = files
+        // Each file is decoded and its certificate named once; certificates already
+        // verified are looked up once per batch, not re-verified.
+        let parsed: Vec<Result<(ReportFile, [u8; 32]), Error>> = files
             .par_iter()
-            .filter_map(|bytes| ReportFile::from_cbor(bytes).ok().map(|f| certificate_id(&f.certificate)))
-            .collect::<Vec<_>>()
-            .into_iter()
+            .map(|bytes| {
+                let file = ReportFile::from_cbor(bytes)?;
+                let id = certificate_id(&file.certificate);
+                Ok((file, id))
+            })
             .collect();
+        let cert_ids: BTreeSet<[u8; 32]> =
+            parsed.iter().filter_map(|p| p.as_ref().ok().map(|(_, id)| *id)).collect();
         let mut known = HashMap::new();
         for id in cert_ids {
             if let Some(info) = Self::known_license(&self.db, &id)? {
@@ -749,7 +752,7 @@ impl Operator {
         }
         let prepared: Vec<Result<Prepared, Error>> = {
             let issuers = &self.issuers;
-            files.par_iter().map(|bytes| Self::prepare(issuers, bytes, &known)).collect()
+            parsed.into_par_iter().map(|p| p.and_then(|p| Self::prepare(issuers, p, &known))).collect()
         };
         let crls = self.crls()?;
         let mut results: Vec<Option<Ingested>> = (0..files.len()).map(|_| None).collect();
@@ -875,7 +878,7 @@ impl Operator {
                 ),
             ));
         }
-        let (head_seq, _) = head(&transaction, &id)?;
+        let (head_seq, _, _) = head(&transaction, &id)?;
         if head_seq < payload.through_seq {
             return Err(refuse(
                 Refusal::ReportMissing,
@@ -1289,17 +1292,18 @@ pub fn epsilon_text(micros: u64) -> String {
     trimmed.strip_suffix('.').map_or(trimmed.to_owned(), |t| format!("{t}.0"))
 }
 
-fn head(db: &Connection, id: &[u8; 16]) -> Result<(u64, [u8; 32]), Error> {
-    let row: Option<(i64, Vec<u8>)> = db
-        .prepare_cached("SELECT head_seq, head_hash FROM licenses WHERE license_id = ?1")
+/// A license's chain head: seq (0 for none), report hash (zeros for none) and hour (-1 for none).
+fn head(db: &Connection, id: &[u8; 16]) -> Result<(u64, [u8; 32], i64), Error> {
+    let row: Option<(i64, Vec<u8>, i64)> = db
+        .prepare_cached("SELECT head_seq, head_hash, head_hour FROM licenses WHERE license_id = ?1")
         .map_err(sql)?
-        .query_row(params![&id[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![&id[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()
         .map_err(sql)?;
-    let Some((seq, hash)) = row else { return Ok((0, [0u8; 32])) };
+    let Some((seq, hash, hour)) = row else { return Ok((0, [0u8; 32], -1)) };
     let hash: [u8; 32] =
         hash.as_slice().try_into().map_err(|_| Error::Store("a stored head hash is not 32 bytes".into()))?;
-    Ok((seq as u64, hash))
+    Ok((seq as u64, hash, hour))
 }
 
 fn period_reports(db: &Connection, id: &[u8; 16], period: Period) -> Result<Vec<(u64, u64)>, Error> {
@@ -1501,12 +1505,7 @@ fn apply(
         return Err(refuse(Refusal::Overflow, format!("an hour total of {total} is above 2^63 - 1")));
     }
     // 5. The chain.
-    let (head_seq, head_hash) = head(db, id)?;
-    let head_hour: i64 = db
-        .prepare_cached("SELECT head_hour FROM licenses WHERE license_id = ?1")
-        .map_err(sql)?
-        .query_row(params![&id[..]], |r| r.get(0))
-        .map_err(sql)?;
+    let (head_seq, head_hash, head_hour) = head(db, id)?;
     if report.seq != head_seq + 1 {
         return Err(refuse(
             Refusal::OutOfOrder,
