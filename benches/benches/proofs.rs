@@ -68,12 +68,7 @@ fn statements(
             statement::build(&ledger, seq, &previous, NOV + seq, &inputs(entries, seq as u8), key()).unwrap();
         previous = built.hash;
         let v = statement::verify(&built.bytes, key().public_key()).unwrap();
-        let party: Vec<statement::Opening> = built
-            .openings
-            .iter()
-            .filter(|o| o.party.as_deref() == Some("acme") || o.party.is_none())
-            .cloned()
-            .collect();
+        let party = built.party_openings("acme");
         openings.push(OpeningsFile {
             v: 1,
             ledger: serde_bytes::ByteBuf::from(ledger.to_vec()),

@@ -1,6 +1,7 @@
 //! `escx demo`: the whole flow on embedded sample data, one line per step saying what
 //! was proven. Later features add steps to [`STEPS`].
 
+use escx::Fault as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};

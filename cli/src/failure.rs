@@ -1,11 +1,13 @@
 //! Turning errors into messages and exit codes.
 //!
 //! Library errors keep their own message; the CLI adds the file they concern when the
-//! message does not already name it, and takes the exit code and `help:` line from the
-//! innermost `escx::Error`.
+//! message does not already name it, and takes the code, the exit code (from the error's
+//! [`escx::ErrorClass`]) and the `help:` line from the first library error in the chain.
 
 use std::fmt;
 use std::path::Path;
+
+use escx::{ErrorClass, Fault};
 
 /// Verification or validation failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -61,29 +63,31 @@ pub fn at(path: &Path) -> impl FnOnce(escx::Error) -> anyhow::Error + '_ {
     }
 }
 
-/// The innermost escx error in a chain, if any.
-pub fn escx_error(error: &anyhow::Error) -> Option<&escx::Error> {
-    error.chain().find_map(|e| e.downcast_ref::<escx::Error>())
+/// The first library error in a chain, seen through the [`escx::Fault`] protocol every
+/// escx crate's errors follow.
+pub fn fault(error: &anyhow::Error) -> Option<&dyn Fault> {
+    error.chain().find_map(as_fault)
 }
 
-/// The innermost escx-manifest error in a chain, if any.
-pub fn manifest_error(error: &anyhow::Error) -> Option<&escx_manifest::Error> {
-    error.chain().find_map(|e| e.downcast_ref::<escx_manifest::Error>())
-}
-
-/// The innermost escx-licensing error in a chain, if any.
-pub fn licensing_error(error: &anyhow::Error) -> Option<&escx_licensing::Error> {
-    error.chain().find_map(|e| e.downcast_ref::<escx_licensing::Error>())
-}
-
-/// The innermost settlement error in a chain, if any.
-pub fn settlement_error(error: &anyhow::Error) -> Option<&escx_settlement::Error> {
-    error.chain().find_map(|e| e.downcast_ref::<escx_settlement::Error>())
-}
-
-/// The innermost waterfall error in a chain, if any.
-pub fn waterfall_error(error: &anyhow::Error) -> Option<&escx_settlement::waterfall::WaterfallError> {
-    error.chain().find_map(|e| e.downcast_ref::<escx_settlement::waterfall::WaterfallError>())
+/// `error` as a [`Fault`] when it is one of the escx crates' error types. Stable Rust
+/// cannot downcast to a trait object, so each type is named once, here; at most one matches.
+fn as_fault<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn Fault> {
+    macro_rules! first_of {
+        ($($t:ty),+ $(,)?) => {
+            $(if let Some(e) = error.downcast_ref::<$t>() { return Some(e); })+
+        };
+    }
+    first_of!(
+        escx_settlement::Error,
+        escx_settlement::waterfall::WaterfallError,
+        escx_settlement::statement::StatementError,
+        escx_settlement::proofs::ProofError,
+        escx_licensing::Error,
+        escx_manifest::Error,
+        escx::Error,
+        escx::FormatError,
+    );
+    None
 }
 
 /// Stable code for `--json` output.
@@ -91,39 +95,46 @@ pub fn code(error: &anyhow::Error) -> &'static str {
     if error.chain().any(|e| e.is::<UsageError>()) {
         return "usage";
     }
-    if let Some(e) = settlement_error(error) {
-        return e.code();
-    }
-    if let Some(e) = waterfall_error(error) {
-        return e.code();
-    }
-    if let Some(e) = licensing_error(error) {
-        return e.code();
-    }
-    if let Some(e) = manifest_error(error) {
-        return e.code();
-    }
-    escx_error(error).map_or("error", escx::Error::code)
+    fault(error).map_or("error", |f| f.code())
 }
 
-/// The exit code for an error.
+/// The exit code for an error: 1 when the input is at fault, 3 for the environment.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.chain().any(|e| e.is::<UsageError>()) {
         return EXIT_USAGE;
     }
-    if let Some(e) = settlement_error(error) {
-        return if e.is_verification_failure() { EXIT_FAILED } else { EXIT_IO };
+    match fault(error).map(|f| f.class()) {
+        Some(ErrorClass::Input) => EXIT_FAILED,
+        Some(ErrorClass::Environment) | None => EXIT_IO,
     }
-    if waterfall_error(error).is_some() {
-        return EXIT_FAILED;
-    }
-    let failed = match (licensing_error(error), manifest_error(error), escx_error(error)) {
-        (Some(e), _, _) => e.is_verification_failure(),
-        (None, Some(e), _) => e.is_verification_failure(),
-        (None, None, Some(e)) => e.is_verification_failure(),
-        (None, None, None) => false,
-    };
-    if failed { EXIT_FAILED } else { EXIT_IO }
+}
+
+/// The `help:` line: the command line's own wording where it has one for the code, else
+/// the library's.
+pub fn help(error: &anyhow::Error) -> Option<&'static str> {
+    let fault = fault(error)?;
+    cli_help(fault.code()).or_else(|| fault.help())
+}
+
+/// Help that names the flags, variables and commands that fix a problem.
+fn cli_help(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "untrusted" => "pass the publisher's public key with --pubkey, or add it to the trust policy",
+        "wrong-passphrase" => "retry; ESCX_PASSPHRASE overrides the prompt",
+        "passphrase-required" => "set ESCX_PASSPHRASE, or run from a terminal to be prompted",
+        "content-key-required" => {
+            "buy and install a license, then pass --wallet so its content key decrypts the payload"
+        }
+        "not-a-registry" => "create one with `escx registry init`",
+        "no-registry-keys" => "add a [registry] table to the trust policy, or pass --registry-key",
+        "no-token" => "buy one with `escx license request`",
+        "no-license" => "redeem a token with `escx license redeem`",
+        "meter-not-found" => "redeem a license with `escx license redeem`",
+        "hours-unreported" => "report them first with `escx meter report --hour HOUR`",
+        "unknown-terms" => "register the package with `escx operator package`",
+        "ledger-schema" => "create a ledger with `escx settle init`",
+        _ => return None,
+    })
 }
 
 /// One line: the context chain joined with ": ".

@@ -57,13 +57,15 @@ impl Ui {
         if let Some(failure::Reported(exit)) = error.downcast_ref::<failure::Reported>() {
             return *exit;
         }
-        let help = failure::escx_error(error).and_then(escx::Error::help);
+        let help = failure::help(error);
         if self.json {
             let mut value = serde_json::json!({
                 "ok": false,
                 "error": { "code": failure::code(error), "message": failure::message(error), "help": help },
             });
-            if let Some(escx_manifest::Error::Manifest(diagnostics)) = failure::manifest_error(error) {
+            if let Some(escx_manifest::Error::Manifest(diagnostics)) =
+                error.chain().find_map(|e| e.downcast_ref::<escx_manifest::Error>())
+            {
                 value["error"]["diagnostics"] = diagnostics
                     .0
                     .iter()

@@ -11,6 +11,7 @@
 #[path = "../tests/common/craft.rs"]
 mod craft;
 
+use escx::Fault as _;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 

@@ -654,6 +654,7 @@ impl<R: Read> Read for ExactReader<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Fault as _;
 
     #[test]
     fn relative_path_rules() {

@@ -1,6 +1,7 @@
-//! Typed errors. Every variant has a stable machine-readable [`Error::code`] (used by
-//! `--json` output and the test vectors) and a message that says what is wrong and where;
-//! [`Error::help`] says what to do about it.
+//! Typed errors and the [`Fault`] protocol every escx crate's errors follow: a stable
+//! machine-readable code (used by `--json` output and the test vectors), an
+//! [`ErrorClass`] (input or environment), and a message that says what is wrong and where;
+//! [`Fault::help`] says what would fix it.
 
 use std::path::PathBuf;
 
@@ -276,46 +277,6 @@ pub enum FormatError {
     },
 }
 
-impl FormatError {
-    /// Stable machine-readable code (spec: escx-format.md §12).
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Truncated { .. } => "truncated",
-            Self::BadMagic { .. } => "bad-magic",
-            Self::UnsupportedVersion { .. } => "unsupported-version",
-            Self::UnknownHeaderFlags { .. } => "unknown-header-flags",
-            Self::SectionCount { .. } => "section-count",
-            Self::UnknownSectionType { .. } => "unknown-section-type",
-            Self::SectionOrder { .. } => "section-order",
-            Self::MissingManifest => "missing-manifest",
-            Self::SectionFlags { .. } => "section-flags",
-            Self::SectionOverlap { .. } => "section-overlap",
-            Self::SectionGap { .. } => "section-gap",
-            Self::SectionPastEnd { .. } => "section-past-end",
-            Self::BodyLength { .. } => "body-length",
-            Self::SectionTooLarge { .. } => "section-too-large",
-            Self::StoredLength { .. } => "stored-length",
-            Self::Unsigned => "unsigned",
-            Self::TooManySignatures { .. } => "too-many-signatures",
-            Self::SignatureBlock { .. } => "signature-block",
-            Self::DuplicateSigner { .. } => "duplicate-signer",
-            Self::SectionHash { .. } => "section-hash-mismatch",
-            Self::PlainLength { .. } => "plain-length-mismatch",
-            Self::Decompress { .. } => "decompression-failed",
-            Self::ManifestInvalid { .. } => "manifest-invalid",
-            Self::ArchiveInvalid { .. } => "archive-invalid",
-            Self::UnsafePath { .. } => "unsafe-path",
-            Self::UnsupportedEntry { .. } => "unsupported-entry",
-            Self::DuplicateEntry { .. } => "duplicate-entry",
-            Self::ReservedPath { .. } => "reserved-path",
-            Self::TooManyEntries { .. } => "too-many-entries",
-            Self::DecryptionFailed { .. } => "decryption-failed",
-            Self::ContentKeyPairing => "content-key-pairing",
-            Self::ContentKeyInvalid { .. } => "content-key-invalid",
-        }
-    }
-}
-
 /// Every error the `escx` crate returns.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -466,9 +427,99 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), error: source }
     }
+}
 
-    /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+/// Whose problem an error is; a front end maps the class to its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The input failed a check: a bad signature, a malformed file, a refused request.
+    /// Retrying with the same input fails the same way.
+    Input,
+    /// The environment failed: a file could not be read or written, a database is
+    /// unavailable, a passphrase could not be obtained. The input may be fine.
+    Environment,
+}
+
+/// The protocol every error type of the escx crates follows, so that a program embedding
+/// several of them handles their errors in one way.
+///
+/// `code` is stable across releases (the specs list every code); `class` says whether the
+/// input or the environment is at fault; `help` describes what would fix the problem in
+/// terms of the library's own concepts (front ends add their own wording, such as flags).
+pub trait Fault: std::error::Error + Send + Sync + 'static {
+    /// Stable machine-readable code, such as `signature-invalid`.
+    fn code(&self) -> &'static str;
+    /// Whether the input or the environment is at fault.
+    fn class(&self) -> ErrorClass;
+    /// What would fix it, when there is something useful to say.
+    fn help(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+impl Fault for FormatError {
+    /// Stable machine-readable code (spec: escx-format.md §12).
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Truncated { .. } => "truncated",
+            Self::BadMagic { .. } => "bad-magic",
+            Self::UnsupportedVersion { .. } => "unsupported-version",
+            Self::UnknownHeaderFlags { .. } => "unknown-header-flags",
+            Self::SectionCount { .. } => "section-count",
+            Self::UnknownSectionType { .. } => "unknown-section-type",
+            Self::SectionOrder { .. } => "section-order",
+            Self::MissingManifest => "missing-manifest",
+            Self::SectionFlags { .. } => "section-flags",
+            Self::SectionOverlap { .. } => "section-overlap",
+            Self::SectionGap { .. } => "section-gap",
+            Self::SectionPastEnd { .. } => "section-past-end",
+            Self::BodyLength { .. } => "body-length",
+            Self::SectionTooLarge { .. } => "section-too-large",
+            Self::StoredLength { .. } => "stored-length",
+            Self::Unsigned => "unsigned",
+            Self::TooManySignatures { .. } => "too-many-signatures",
+            Self::SignatureBlock { .. } => "signature-block",
+            Self::DuplicateSigner { .. } => "duplicate-signer",
+            Self::SectionHash { .. } => "section-hash-mismatch",
+            Self::PlainLength { .. } => "plain-length-mismatch",
+            Self::Decompress { .. } => "decompression-failed",
+            Self::ManifestInvalid { .. } => "manifest-invalid",
+            Self::ArchiveInvalid { .. } => "archive-invalid",
+            Self::UnsafePath { .. } => "unsafe-path",
+            Self::UnsupportedEntry { .. } => "unsupported-entry",
+            Self::DuplicateEntry { .. } => "duplicate-entry",
+            Self::ReservedPath { .. } => "reserved-path",
+            Self::TooManyEntries { .. } => "too-many-entries",
+            Self::DecryptionFailed { .. } => "decryption-failed",
+            Self::ContentKeyPairing => "content-key-pairing",
+            Self::ContentKeyInvalid { .. } => "content-key-invalid",
+        }
+    }
+
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Input
+    }
+
+    fn help(&self) -> Option<&'static str> {
+        Some(match self {
+            FormatError::SectionHash { .. } => {
+                "the package was modified after signing; download it again from a trusted source"
+            }
+            FormatError::Truncated { .. } => {
+                "the file is incomplete; the download or copy was probably interrupted"
+            }
+            FormatError::BadMagic { .. } => "check that the path names an .escx package",
+            FormatError::UnsupportedVersion { .. } => "upgrade escx to a version that reads this format",
+            FormatError::DecryptionFailed { .. } => {
+                "the content key does not fit this package file, or the payload was altered"
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl Fault for Error {
+    fn code(&self) -> &'static str {
         match self {
             Self::Format(error) => error.code(),
             Self::SignatureInvalid { .. } => "signature-invalid",
@@ -491,40 +542,31 @@ impl Error {
         }
     }
 
-    /// True for failures of the checked object itself (exit code 1), false for environment
-    /// problems such as I/O errors (exit code 3).
-    pub fn is_verification_failure(&self) -> bool {
-        !matches!(self, Self::Io { .. } | Self::PassphraseRequired { .. } | Self::ExtractTarget { .. })
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Io { .. } | Self::PassphraseRequired { .. } | Self::ExtractTarget { .. } => {
+                ErrorClass::Environment
+            }
+            _ => ErrorClass::Input,
+        }
     }
 
-    /// What the user can do about it, when there is something useful to say.
-    pub fn help(&self) -> Option<&'static str> {
+    fn help(&self) -> Option<&'static str> {
         Some(match self {
-            Self::Format(FormatError::SectionHash { .. }) | Self::SignatureInvalid { .. } => {
+            Self::Format(error) => return Fault::help(error),
+            Self::SignatureInvalid { .. } => {
                 "the package was modified after signing; download it again from a trusted source"
             }
-            Self::Format(FormatError::Truncated { .. }) => {
-                "the file is incomplete; the download or copy was probably interrupted"
-            }
-            Self::Format(FormatError::BadMagic { .. }) => "check that the path names an .escx package",
-            Self::Format(FormatError::UnsupportedVersion { .. }) => {
-                "upgrade escx to a version that reads this format"
-            }
-            Self::Untrusted { .. } => {
-                "pass the publisher's public key with --pubkey, or add it to the trust policy"
-            }
+            Self::Untrusted { .. } => "trust the publisher's public key, or add it to the trust policy",
             Self::PolicyRejected { .. } => {
                 "ask for the missing signatures, or review the scopes, expiry and revocations in the trust policy"
             }
-            Self::WrongPassphrase { .. } => "retry; ESCX_PASSPHRASE overrides the prompt",
-            Self::PassphraseRequired { .. } => "set ESCX_PASSPHRASE, or run from a terminal to be prompted",
+            Self::WrongPassphrase { .. } => "retry with the key's passphrase",
+            Self::PassphraseRequired { .. } => "supply the key's passphrase",
             Self::KeyMismatch { .. } => "restore the key file from a backup",
             Self::ExtractTarget { .. } => "choose a directory that does not exist yet, or an empty one",
             Self::ContentKeyRequired { .. } => {
-                "buy and install a license, then pass --wallet so its content key decrypts the payload"
-            }
-            Self::Format(FormatError::DecryptionFailed { .. }) => {
-                "the content key does not fit this package file, or the payload was altered"
+                "buy and install a license for the package; its content key decrypts the payload"
             }
             _ => return None,
         })

@@ -243,6 +243,7 @@ pub fn open_bound(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Fault as _;
 
     #[test]
     fn from_parts_refuses_a_secret_key_of_another_public_key() {

@@ -53,7 +53,7 @@ pub mod sig;
 pub mod timestamp;
 pub mod verify;
 
-pub use error::{Error, FormatError};
+pub use error::{Error, ErrorClass, Fault, FormatError};
 
 /// Seconds since the Unix epoch, the time unit of every escx timestamp.
 pub type UnixSeconds = u64;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use escx::Fault as _;
 use escx::sig::SecretKey;
 use escx::verify::VerifyOptions;
 

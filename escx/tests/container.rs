@@ -2,6 +2,7 @@
 
 mod common;
 
+use escx::Fault as _;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use escx::Fault as _;
 use std::path::Path;
 
 use escx::container::{FLAG_ENCRYPTED, FLAG_ZSTD, PackageReader, RawSection, SectionType, assemble};

@@ -5,6 +5,7 @@
 
 mod common;
 
+use escx::Fault as _;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Component, Path};

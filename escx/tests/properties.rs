@@ -3,6 +3,7 @@
 
 mod common;
 
+use escx::Fault as _;
 use std::io::Cursor;
 use std::sync::OnceLock;
 

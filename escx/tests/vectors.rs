@@ -1,5 +1,6 @@
 //! Every known-answer vector in test-vectors/escx/ gives its expected result.
 
+use escx::Fault as _;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 

@@ -8,6 +8,7 @@
 //! expected verdicts are written down here, not taken from the verifier, and the generator
 //! refuses to write a case the verifier disagrees with.
 
+use escx::Fault as _;
 use std::path::{Path, PathBuf};
 
 use escx::envelope::Envelope;

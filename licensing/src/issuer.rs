@@ -215,8 +215,9 @@ pub(crate) fn read_signed_manifest(
     if reader.root() != &report.root {
         return Err(Error::Store("the private copy changed after it was verified".into()));
     }
-    let manifest_text = String::from_utf8(reader.manifest_bytes()?)
-        .map_err(|_| Error::Message(format!("{}: the manifest is not UTF-8", package.display())))?;
+    let manifest_text = String::from_utf8(reader.manifest_bytes()?).map_err(|_| {
+        Error::Manifest(escx_manifest::Error::ManifestEncoding { path: package.to_path_buf() })
+    })?;
     let manifest = Manifest::parse(&manifest_text, &package.join("manifest.toml"))
         .map_err(|d| Error::Manifest(escx_manifest::Error::Manifest(d)))?;
     Ok(SignedManifest { manifest, signers, reader, report, _copy: copy })
@@ -288,8 +289,7 @@ impl Issuer {
         let signing = keyfile::read_secret_key(&dir.join(SIGNING_KEY_FILE), passphrase)?;
         let kem_path = dir.join(KEM_KEY_FILE);
         let bytes = Zeroizing::new(std::fs::read(&kem_path).map_err(|e| escx::Error::io(&kem_path, e))?);
-        let mut file: KemKeyFile =
-            escx::cbor::decode_exact(&bytes, "KEM key file").map_err(Error::Message)?;
+        let mut file: KemKeyFile = crate::messages::decode(&bytes, "KEM key file")?;
         let public = KemPublicKey::from_bytes(&file.public)?;
         let secret = Zeroizing::new(std::mem::take(&mut file.secret).into_vec());
         let kem = KemSecretKey::from_parts(secret, public)?;
@@ -813,7 +813,10 @@ impl Issuer {
             .map_err(sql)
     }
 
-    /// The database connection, for tests that inspect the issuer's complete view.
+    /// The database connection, for this crate's tests that inspect the issuer's complete
+    /// view (feature `test-support`).
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
     pub fn database(&self) -> &Connection {
         &self.db
     }

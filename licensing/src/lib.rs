@@ -15,8 +15,6 @@ pub mod poprf;
 mod sqlite;
 pub mod wallet;
 
-pub use escx_manifest;
-
 use escx::sig::KeyId;
 
 /// Errors of this crate.
@@ -31,9 +29,14 @@ pub enum Error {
         "the issuer's proof does not verify against its published key for this package, tier and epoch; the tokens are refused"
     )]
     ProofInvalid,
-    /// A message is malformed.
-    #[error("{0}")]
-    Message(String),
+    /// A message, or a record this crate stored, is malformed.
+    #[error("{reason}")]
+    Malformed {
+        /// Which message or record.
+        what: &'static str,
+        /// What is wrong with it, naming it.
+        reason: String,
+    },
     /// A container-level error (keys, envelopes, sealed boxes, files).
     #[error(transparent)]
     Escx(#[from] escx::Error),
@@ -66,9 +69,45 @@ pub enum Error {
         /// Hex id.
         license_id: String,
     },
-    /// A wallet operation found nothing to work on.
-    #[error("{0}")]
-    Wallet(String),
+    /// The wallet holds no unspent token for the package (and tier, when one is named).
+    #[error("no unspent token for {package}{}", .tier.as_deref().map(|t| format!(" {t}")).unwrap_or_default())]
+    NoToken {
+        /// Package.
+        package: String,
+        /// Tier asked for, if any.
+        tier: Option<String>,
+    },
+    /// The wallet holds no license for the package (or none that passes the checks).
+    #[error("no license for {package} in this wallet")]
+    NoLicense {
+        /// Package.
+        package: String,
+    },
+    /// No license in the wallet carries the content key of this package file.
+    #[error(
+        "no license in this wallet carries the content key of this {package} {version} file \
+         (licenses carry the keys of the files registered before they were issued)"
+    )]
+    NoContentKey {
+        /// Package.
+        package: String,
+        /// Version.
+        version: String,
+    },
+    /// A token response answers no purchase this wallet is waiting for.
+    #[error("no pending purchase matches this response")]
+    NoPendingPurchase,
+    /// A license answers no redemption this wallet is waiting for.
+    #[error("no pending redemption in this wallet matches this license")]
+    NoPendingRedemption,
+    /// The issuer's bundle has no key epoch valid at this time.
+    #[error("issuer {issuer} has no key epoch valid now in bundle version {version}")]
+    NoEpoch {
+        /// The issuer's name.
+        issuer: String,
+        /// The bundle version.
+        version: u64,
+    },
     /// An issuer bundle or bundle chain is malformed or breaks the chain rules.
     #[error("issuer bundle: {reason}")]
     BundleInvalid {
@@ -138,13 +177,87 @@ pub enum Error {
         reason: String,
     },
     /// A license check failed; `check` names which (licensing.md §5).
-    #[error("license {check} check failed: {reason}")]
+    #[error("license {} check failed: {reason}", .check.name())]
     LicenseRejected {
-        /// The check's stable name (`signature`, `window`, `clock`, `revocation`, ...).
-        check: &'static str,
+        /// The check that failed.
+        check: LicenseCheck,
         /// Why.
         reason: String,
     },
+}
+
+/// The checks a license (or the CRL and possession proof that go with it) must pass
+/// (licensing.md §5.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LicenseCheck {
+    /// The certificate's signature by the issuer.
+    Signature,
+    /// The certificate is by the issuer the wallet expects.
+    Issuer,
+    /// The validity window has ended.
+    Window,
+    /// The validity window has not begun.
+    NotYetValid,
+    /// The clock went back before a time already seen.
+    Clock,
+    /// The license is on the CRL.
+    Revocation,
+    /// The CRL is older than allowed.
+    Crl,
+    /// The CRL's signature or encoding.
+    CrlSignature,
+    /// The certificate is for another package or file.
+    Package,
+    /// The holder's proof of possession.
+    Possession,
+}
+
+impl LicenseCheck {
+    /// Every check.
+    pub const ALL: [LicenseCheck; 10] = [
+        Self::Signature,
+        Self::Issuer,
+        Self::Clock,
+        Self::NotYetValid,
+        Self::Window,
+        Self::CrlSignature,
+        Self::Crl,
+        Self::Revocation,
+        Self::Package,
+        Self::Possession,
+    ];
+
+    /// The check's name in messages (`signature`, `window`, `clock`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Signature => "signature",
+            Self::Issuer => "issuer",
+            Self::Window => "window",
+            Self::NotYetValid => "not-yet-valid",
+            Self::Clock => "clock",
+            Self::Revocation => "revocation",
+            Self::Crl => "crl",
+            Self::CrlSignature => "crl-signature",
+            Self::Package => "package",
+            Self::Possession => "possession",
+        }
+    }
+
+    /// The stable error code of a failure of this check.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Signature => "license-signature",
+            Self::Issuer => "license-wrong-issuer",
+            Self::Window => "license-expired",
+            Self::NotYetValid => "license-not-yet-valid",
+            Self::Clock => "clock-rolled-back",
+            Self::Revocation => "license-revoked",
+            Self::Crl => "crl-stale",
+            Self::CrlSignature => "crl-invalid",
+            Self::Package => "license-wrong-package",
+            Self::Possession => "possession-invalid",
+        }
+    }
 }
 
 fn owners_text(owners: &[KeyId]) -> String {
@@ -154,24 +267,12 @@ fn owners_text(owners: &[KeyId]) -> String {
     owners.iter().map(|k| format!("key {k}")).collect::<Vec<_>>().join(", ")
 }
 
-impl Error {
-    /// True for failures of the checked object itself (exit code 1), false for
-    /// environment problems (exit code 3).
-    pub fn is_verification_failure(&self) -> bool {
-        match self {
-            Self::Escx(e) => e.is_verification_failure(),
-            Self::Manifest(e) => !matches!(e, escx_manifest::Error::Io { .. }),
-            Self::Store(_) => false,
-            _ => true,
-        }
-    }
-
-    /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+impl escx::Fault for Error {
+    fn code(&self) -> &'static str {
         match self {
             Self::Poprf(_) => "poprf",
             Self::ProofInvalid => "issuance-proof-invalid",
-            Self::Message(_) => "message-invalid",
+            Self::Malformed { .. } => "message-invalid",
             Self::Escx(e) => e.code(),
             Self::Store(_) => "store",
             Self::NotForSale { .. } => "not-for-sale",
@@ -179,7 +280,12 @@ impl Error {
             Self::TokenInvalid => "token-invalid",
             Self::AlreadySpent => "token-spent",
             Self::UnknownLicense { .. } => "unknown-license",
-            Self::Wallet(_) => "wallet",
+            Self::NoToken { .. } => "no-token",
+            Self::NoLicense { .. } => "no-license",
+            Self::NoContentKey { .. } => "content-key-required",
+            Self::NoPendingPurchase => "no-pending-purchase",
+            Self::NoPendingRedemption => "no-pending-redemption",
+            Self::NoEpoch { .. } => "no-epoch",
             Self::BundleInvalid { .. } => "issuer-bundle-invalid",
             Self::BundleFork { .. } => "issuer-bundle-fork",
             Self::BundleUnpublished { .. } => "issuer-bundle-unpublished",
@@ -188,19 +294,36 @@ impl Error {
             Self::Pricing { .. } => "pricing-invalid",
             Self::Manifest(e) => e.code(),
             Self::Metering { refusal, .. } => refusal.code(),
-            Self::LicenseRejected { check, .. } => match *check {
-                "signature" => "license-signature",
-                "issuer" => "license-wrong-issuer",
-                "window" => "license-expired",
-                "not-yet-valid" => "license-not-yet-valid",
-                "clock" => "clock-rolled-back",
-                "revocation" => "license-revoked",
-                "crl" => "crl-stale",
-                "crl-signature" => "crl-invalid",
-                "package" => "license-wrong-package",
-                "possession" => "possession-invalid",
-                _ => "license-rejected",
-            },
+            Self::LicenseRejected { check, .. } => check.code(),
         }
+    }
+
+    fn class(&self) -> escx::ErrorClass {
+        match self {
+            Self::Escx(e) => e.class(),
+            Self::Manifest(e) => e.class(),
+            Self::Store(_) => escx::ErrorClass::Environment,
+            _ => escx::ErrorClass::Input,
+        }
+    }
+
+    fn help(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Escx(e) => return e.help(),
+            Self::Manifest(e) => return e.help(),
+            Self::NoToken { .. } => "buy a token for the package first",
+            Self::NoLicense { .. } => "redeem a token for the package first",
+            Self::NoContentKey { .. } => {
+                "renew the license: a new one carries the keys of every file registered since"
+            }
+            Self::AlreadySpent => "each token buys one license; buy another token",
+            Self::BundleFork { .. } => "report the issuer: it showed customers different keys",
+            Self::LicenseRejected { check: LicenseCheck::Window, .. } => "renew the license",
+            Self::LicenseRejected { check: LicenseCheck::Crl, .. } => "fetch the issuer's current CRL",
+            Self::LicenseRejected { check: LicenseCheck::Clock, .. } => {
+                "set the system clock right; a clock set back cannot extend a license"
+            }
+            _ => return None,
+        })
     }
 }

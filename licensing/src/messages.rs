@@ -39,12 +39,15 @@ pub const ALL_HASH_CONTEXTS: &[&str] = &[CONTEXT_BUNDLE_HASH];
 pub const ALL_CONTEXTS: &[SigningContext] =
     &[CONTEXT_BUNDLE, CONTEXT_LICENSE, CONTEXT_CRL, CONTEXT_POSSESSION];
 
-fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], Error> {
-    bytes.try_into().map_err(|_| Error::Message(format!("{what} must be {N} bytes, found {}", bytes.len())))
+fn fixed<const N: usize>(bytes: &[u8], what: &'static str) -> Result<[u8; N], Error> {
+    bytes.try_into().map_err(|_| Error::Malformed {
+        what,
+        reason: format!("{what} must be {N} bytes, found {}", bytes.len()),
+    })
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
-    escx::cbor::decode_exact(bytes, what).map_err(Error::Message)
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, Error> {
+    escx::cbor::decode_exact(bytes, what).map_err(|reason| Error::Malformed { what, reason })
 }
 
 /// One POPRF key epoch in the bundle.
@@ -363,7 +366,10 @@ impl TokenRequest {
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
         let request: Self = decode(bytes, "token request")?;
         if request.v != 1 {
-            return Err(Error::Message("unsupported token request version".into()));
+            return Err(Error::Malformed {
+                what: "token request",
+                reason: "unsupported token request version".into(),
+            });
         }
         for element in &request.blinded {
             fixed::<ELEMENT_BYTES>(element, "blinded element")?;
@@ -387,7 +393,10 @@ impl TokenResponse {
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
         let response: Self = decode(bytes, "token response")?;
         if response.v != 1 {
-            return Err(Error::Message("unsupported token response version".into()));
+            return Err(Error::Malformed {
+                what: "token response",
+                reason: "unsupported token response version".into(),
+            });
         }
         fixed::<PROOF_BYTES>(&response.proof, "proof")?;
         for element in &response.evaluated {
@@ -425,7 +434,10 @@ impl RedeemRequest {
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
         let request: Self = decode(bytes, "redemption request")?;
         if request.v != 1 {
-            return Err(Error::Message("unsupported redemption request version".into()));
+            return Err(Error::Malformed {
+                what: "redemption request",
+                reason: "unsupported redemption request version".into(),
+            });
         }
         fixed::<INPUT_BYTES>(&request.input, "token input")?;
         fixed::<OUTPUT_BYTES>(&request.output, "token output")?;
@@ -506,7 +518,10 @@ impl TokenTransfer {
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
         let transfer: Self = decode(bytes, "token transfer")?;
         if transfer.v != 1 {
-            return Err(Error::Message("unsupported token transfer version".into()));
+            return Err(Error::Malformed {
+                what: "token transfer",
+                reason: "unsupported token transfer version".into(),
+            });
         }
         fixed::<INPUT_BYTES>(&transfer.input, "token input")?;
         fixed::<OUTPUT_BYTES>(&transfer.output, "token output")?;
@@ -539,7 +554,10 @@ impl ReceiveKey {
     pub fn from_cbor(bytes: &[u8]) -> Result<KemPublicKey, Error> {
         let key: Self = decode(bytes, "receive key")?;
         if key.v != 1 {
-            return Err(Error::Message("unsupported receive key version".into()));
+            return Err(Error::Malformed {
+                what: "receive key",
+                reason: "unsupported receive key version".into(),
+            });
         }
         Ok(KemPublicKey::from_bytes(&key.kem_key)?)
     }
@@ -604,7 +622,7 @@ pub struct PossessionPayload {
 }
 
 /// Decodes a CBOR payload of a verified envelope.
-pub fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
+pub fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, Error> {
     decode(bytes, what)
 }
 

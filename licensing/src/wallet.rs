@@ -14,6 +14,7 @@
 //! receive.cbor                  the ML-KEM key other wallets seal transferred tokens to
 //! ```
 
+use crate::LicenseCheck;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -301,7 +302,7 @@ impl Wallet {
         let id = chain.issuer_id();
         let held = match self.chain(id) {
             Ok(held) => Some(held),
-            Err(Error::LicenseRejected { check: "issuer", .. }) => None,
+            Err(Error::LicenseRejected { check: LicenseCheck::Issuer, .. }) => None,
             Err(other) => return Err(other),
         };
         match held.as_ref().map(|held| chain.relation(held)) {
@@ -347,7 +348,7 @@ impl Wallet {
         let path = self.chain_path(id);
         let Some(stamp) = Stamp::of(&path)? else {
             return Err(Error::LicenseRejected {
-                check: "issuer",
+                check: LicenseCheck::Issuer,
                 reason: format!("issuer {id} is not in this wallet"),
             });
         };
@@ -357,7 +358,7 @@ impl Wallet {
         let chain = BundleChain::parse(&read(&path)?)?;
         if chain.issuer_id() != id {
             return Err(Error::LicenseRejected {
-                check: "issuer",
+                check: LicenseCheck::Issuer,
                 reason: format!("{} holds another issuer", path.display()),
             });
         }
@@ -401,13 +402,7 @@ impl Wallet {
         }
         let epoch = bundle
             .epoch_at(now)
-            .ok_or_else(|| {
-                Error::Wallet(format!(
-                    "issuer {} has no key epoch valid now in bundle version {}",
-                    bundle.payload.name,
-                    bundle.version()
-                ))
-            })?
+            .ok_or_else(|| Error::NoEpoch { issuer: bundle.payload.name.clone(), version: bundle.version() })?
             .epoch;
         let blinded = Blinded::new(count)?;
         let request = TokenRequest {
@@ -438,8 +433,7 @@ impl Wallet {
     pub fn finalize(&self, response: &TokenResponse) -> Result<usize, Error> {
         let mut last_error = None;
         for path in files(&self.dir.join("pending"))? {
-            let pending: PendingFile =
-                escx::cbor::decode_exact(&read(&path)?, "pending purchase").map_err(Error::Message)?;
+            let pending: PendingFile = crate::messages::decode(&read(&path)?, "pending purchase")?;
             if pending.package != response.package
                 || pending.tier != response.tier
                 || pending.epoch != response.epoch
@@ -449,8 +443,11 @@ impl Wallet {
             }
             let issuer = self.issuer(messages::key_id(&pending.issuer)?)?;
             let epoch = issuer.epoch(pending.epoch).ok_or(Error::UnknownEpoch { epoch: pending.epoch })?;
-            let poprf_key: [u8; ELEMENT_BYTES] =
-                epoch.poprf_key.as_slice().try_into().map_err(|_| Error::Message("bad POPRF key".into()))?;
+            let poprf_key: [u8; ELEMENT_BYTES] = epoch
+                .poprf_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Malformed { what: "issuer bundle", reason: "bad POPRF key".into() })?;
             let parts: Vec<PendingPart> = pending
                 .inputs
                 .iter()
@@ -466,14 +463,17 @@ impl Wallet {
                     .evaluated
                     .iter()
                     .map(|e| {
-                        e.as_slice().try_into().map_err(|_| Error::Message("bad evaluated element".into()))
+                        e.as_slice().try_into().map_err(|_| Error::Malformed {
+                            what: "token response",
+                            reason: "bad evaluated element".into(),
+                        })
                     })
                     .collect::<Result<_, _>>()?,
                 proof: response
                     .proof
                     .as_slice()
                     .try_into()
-                    .map_err(|_| Error::Message("bad proof".into()))?,
+                    .map_err(|_| Error::Malformed { what: "token response", reason: "bad proof".into() })?,
             };
             let info = TokenInfo {
                 package: pending.package.clone(),
@@ -502,15 +502,14 @@ impl Wallet {
                 Err(error) => last_error = Some(error),
             }
         }
-        Err(last_error.unwrap_or_else(|| Error::Wallet("no pending purchase matches this response".into())))
+        Err(last_error.unwrap_or(Error::NoPendingPurchase))
     }
 
     /// Unspent tokens per (package, tier).
     pub fn token_counts(&self) -> Result<Vec<(String, String, usize)>, Error> {
         let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
         for path in files(&self.dir.join("tokens"))? {
-            let token: TokenFile =
-                escx::cbor::decode_exact(&read(&path)?, "token").map_err(Error::Message)?;
+            let token: TokenFile = crate::messages::decode(&read(&path)?, "token")?;
             *counts.entry((token.package.clone(), token.tier.clone())).or_default() += 1;
         }
         Ok(counts.into_iter().map(|((p, t), n)| (p, t, n)).collect())
@@ -560,11 +559,7 @@ impl Wallet {
             .into_iter()
             .map(|(_, license)| license)
             .max_by_key(|license| license.not_after)
-            .ok_or_else(|| {
-                Error::Wallet(format!(
-                    "no license for {package} to renew; redeem a token with `escx license redeem`"
-                ))
-            })?;
+            .ok_or_else(|| Error::NoLicense { package: package.to_owned() })?;
         let sealed = self.redeem_tier(package, Some(&newest.tier))?;
         Ok((sealed, newest.not_after.saturating_sub(now)))
     }
@@ -585,8 +580,7 @@ impl Wallet {
             };
             write_secret(&path, &escx::cbor::encode(&file))?;
         }
-        let file: ReceiveFile =
-            escx::cbor::decode_exact(&read(&path)?, "receive key").map_err(Error::Message)?;
+        let file: ReceiveFile = crate::messages::decode(&read(&path)?, "receive key")?;
         Ok(KemSecretKey::from_parts(
             Zeroizing::new(file.kem_secret.to_vec()),
             KemPublicKey::from_bytes(&file.kem_public)?,
@@ -652,25 +646,21 @@ impl Wallet {
 
     fn find_token(&self, package: &str, tier: Option<&str>) -> Result<(PathBuf, TokenFile), Error> {
         for path in files(&self.dir.join("tokens"))? {
-            let token: TokenFile = escx::cbor::decode_exact(&read(&path)?, "token")
-                .map_err(|reason| Error::Message(format!("{}: {reason}", path.display())))?;
+            let token: TokenFile = escx::cbor::decode_exact(&read(&path)?, "token").map_err(|reason| {
+                Error::Malformed { what: "token", reason: format!("{}: {reason}", path.display()) }
+            })?;
             if token.package == package && tier.is_none_or(|t| t == token.tier) {
                 return Ok((path, token));
             }
         }
-        let what = match tier {
-            Some(tier) => format!("{package} {tier}"),
-            None => package.to_owned(),
-        };
-        Err(Error::Wallet(format!("no unspent token for {what}; buy one with `escx license request`")))
+        Err(Error::NoToken { package: package.to_owned(), tier: tier.map(str::to_owned) })
     }
 
     /// Installs the issuer's sealed answer to a redemption (licensing.md §5.4): opens it
     /// with the matching holder key and checks the certificate before keeping it.
     pub fn install(&self, sealed: &[u8]) -> Result<LicensePayload, Error> {
         for path in files(&self.dir.join("redeeming"))? {
-            let record: RedeemingFile =
-                escx::cbor::decode_exact(&read(&path)?, "redemption").map_err(Error::Message)?;
+            let record: RedeemingFile = crate::messages::decode(&read(&path)?, "redemption")?;
             let Ok(plain) = kem::open(&record.holder.kem()?, PURPOSE_LICENSE, sealed) else { continue };
             let response: LicenseResponse = messages::decode_payload(&plain, "license response")?;
             let issuer = self.issuer(messages::key_id(&record.issuer)?)?;
@@ -679,9 +669,11 @@ impl Wallet {
                 || license.holder_kem_key.as_slice() != record.holder.kem_public.as_slice()
                 || license.package != record.token.package
             {
-                return Err(Error::Wallet(
-                    "the certificate names other holder keys or another package".into(),
-                ));
+                return Err(Error::LicenseRejected {
+                    check: LicenseCheck::Package,
+                    reason: "the certificate names other holder keys or another package than the redemption"
+                        .into(),
+                });
             }
             let file = LicenseFile { v: 1, certificate: response.certificate.clone(), holder: record.holder };
             let id = messages::id_hex(&license.license_id);
@@ -689,7 +681,7 @@ impl Wallet {
             std::fs::remove_file(&path).map_err(|e| escx::Error::io(&path, e))?;
             return Ok(license);
         }
-        Err(Error::Wallet("no pending redemption in this wallet matches this license".into()))
+        Err(Error::NoPendingRedemption)
     }
 
     fn licenses_for(&self, package: &str) -> Result<Vec<(Arc<LicenseFile>, LicensePayload)>, Error> {
@@ -719,8 +711,7 @@ impl Wallet {
                 }
                 continue;
             }
-            let file: LicenseFile =
-                escx::cbor::decode_exact(&read(&path)?, "license").map_err(Error::Message)?;
+            let file: LicenseFile = crate::messages::decode(&read(&path)?, "license")?;
             let envelope = Envelope::from_cbor(&file.certificate)?;
             let payload: LicensePayload = messages::decode_payload(envelope.payload_unverified(), "license")?;
             let file = Arc::new(file);
@@ -740,8 +731,10 @@ impl Wallet {
     /// again as a no-op; another CRL under the same number (an issuer that signed two) is
     /// refused like an older one. Returns the one now in force.
     pub fn accept_crl(&self, bytes: &[u8]) -> Result<CrlPayload, Error> {
-        let envelope = Envelope::from_cbor(bytes)
-            .map_err(|e| Error::LicenseRejected { check: "crl-signature", reason: e.to_string() })?;
+        let envelope = Envelope::from_cbor(bytes).map_err(|e| Error::LicenseRejected {
+            check: LicenseCheck::CrlSignature,
+            reason: e.to_string(),
+        })?;
         let issuer = self.issuer(envelope.key_id())?;
         let payload = open_crl(bytes, &issuer)?;
         let path = self.dir.join("crl").join(format!("{}.cbor", issuer.issuer_id()));
@@ -751,7 +744,7 @@ impl Wallet {
             }
             if payload.number <= held.number {
                 return Err(Error::LicenseRejected {
-                    check: "crl",
+                    check: LicenseCheck::Crl,
                     reason: format!(
                         "CRL number {} is not newer than number {} already accepted",
                         payload.number, held.number
@@ -796,7 +789,7 @@ impl Wallet {
         };
         if now.saturating_add(CLOCK_TOLERANCE_SECS) < latest {
             return Err(Error::LicenseRejected {
-                check: "clock",
+                check: LicenseCheck::Clock,
                 reason: format!(
                     "the clock reads {} but this wallet has already seen {}; the clock was set back",
                     escx::timestamp::format_rfc3339(now),
@@ -832,7 +825,7 @@ impl Wallet {
         let licenses = self.licenses_for(package)?;
         if licenses.is_empty() {
             return Err(Error::LicenseRejected {
-                check: "package",
+                check: LicenseCheck::Package,
                 reason: format!("no license for {package} in this wallet"),
             });
         }
@@ -843,7 +836,7 @@ impl Wallet {
                 Err(error) => last = Some(error),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Wallet("no license".into())))
+        Err(last.unwrap_or_else(|| Error::NoLicense { package: package.to_owned() }))
     }
 
     fn check_one(
@@ -880,9 +873,10 @@ impl Wallet {
                 let mut challenge = [0u8; 32];
                 escx::keyfile::fill_random(&mut challenge)?;
                 let proof = Envelope::seal(CONTEXT_POSSESSION, challenge.to_vec(), &holder);
-                proof
-                    .open(CONTEXT_POSSESSION, &holder_key)
-                    .map_err(|e| Error::LicenseRejected { check: "possession", reason: e.to_string() })?;
+                proof.open(CONTEXT_POSSESSION, &holder_key).map_err(|e| Error::LicenseRejected {
+                    check: LicenseCheck::Possession,
+                    reason: e.to_string(),
+                })?;
                 let detail = format!("this wallet holds holder key {}", holder_key.id());
                 if let Some(cached) = lock(&self.licenses).values_mut().find(|c| Arc::ptr_eq(&c.file, file)) {
                     cached.possession = Some(detail.clone());
@@ -941,7 +935,7 @@ impl Wallet {
             .licenses_for(package)?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::Wallet(format!("no license for {package} in this wallet")))?;
+            .ok_or_else(|| Error::NoLicense { package: package.to_owned() })?;
         let payload = PossessionPayload {
             v: 1,
             challenge: ByteBuf::from(challenge.to_vec()),
@@ -980,11 +974,9 @@ impl Wallet {
             )?;
             return Ok(ContentKey::from_bytes(&bytes)?);
         }
-        Err(last.unwrap_or_else(|| {
-            Error::Wallet(format!(
-                "no license in this wallet carries the content key of this {package} {version} file \
-                 (licenses carry the keys of the files registered before they were issued)"
-            ))
+        Err(last.unwrap_or_else(|| Error::NoContentKey {
+            package: package.to_owned(),
+            version: version.to_string(),
         }))
     }
 }
@@ -992,10 +984,10 @@ impl Wallet {
 /// Verifies a certificate's signature against an issuer bundle and returns its payload.
 pub fn open_certificate(bytes: &[u8], issuer: &IssuerBundle) -> Result<LicensePayload, Error> {
     let envelope = Envelope::from_cbor(bytes)
-        .map_err(|e| Error::LicenseRejected { check: "signature", reason: e.to_string() })?;
+        .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?;
     if envelope.key_id() != issuer.issuer_id() {
         return Err(Error::LicenseRejected {
-            check: "issuer",
+            check: LicenseCheck::Issuer,
             reason: format!(
                 "signed by {}, not by issuer {} ({})",
                 envelope.key_id(),
@@ -1006,17 +998,20 @@ pub fn open_certificate(bytes: &[u8], issuer: &IssuerBundle) -> Result<LicensePa
     }
     let payload = envelope
         .open(CONTEXT_LICENSE, &issuer.signing_key)
-        .map_err(|e| Error::LicenseRejected { check: "signature", reason: e.to_string() })?;
+        .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?;
     let license: LicensePayload = messages::decode_payload(payload, "license")?;
     if license.v != 1 || license.license_id.len() != 16 {
-        return Err(Error::LicenseRejected { check: "signature", reason: "malformed certificate".into() });
+        return Err(Error::LicenseRejected {
+            check: LicenseCheck::Signature,
+            reason: "malformed certificate".into(),
+        });
     }
     Ok(license)
 }
 
 /// Verifies a CRL's signature under `issuer` (licensing.md §3.5).
 pub fn open_crl(bytes: &[u8], issuer: &IssuerBundle) -> Result<CrlPayload, Error> {
-    let invalid = |reason: String| Error::LicenseRejected { check: "crl-signature", reason };
+    let invalid = |reason: String| Error::LicenseRejected { check: LicenseCheck::CrlSignature, reason };
     let envelope = Envelope::from_cbor(bytes).map_err(|e| invalid(e.to_string()))?;
     if envelope.key_id() != issuer.issuer_id() {
         return Err(invalid(format!(
@@ -1058,7 +1053,7 @@ pub fn verify_certificate(
         Some(crl) => {
             if let Some(entry) = crl.revoked.iter().find(|r| r.license_id == license.license_id) {
                 return Err(Error::LicenseRejected {
-                    check: "revocation",
+                    check: LicenseCheck::Revocation,
                     reason: format!("revoked by CRL {} ({})", crl.number, entry.reason),
                 });
             }
@@ -1082,13 +1077,13 @@ pub fn verify_certificate(
 pub(crate) fn check_window(license: &LicensePayload, now: u64) -> Result<(), Error> {
     if now < license.not_before {
         return Err(Error::LicenseRejected {
-            check: "not-yet-valid",
+            check: LicenseCheck::NotYetValid,
             reason: format!("valid from {}", escx::timestamp::format_rfc3339(license.not_before)),
         });
     }
     if now >= license.not_after {
         return Err(Error::LicenseRejected {
-            check: "window",
+            check: LicenseCheck::Window,
             reason: format!("expired at {}", escx::timestamp::format_rfc3339(license.not_after)),
         });
     }
@@ -1102,7 +1097,7 @@ fn check_package(
 ) -> Result<(), Error> {
     if license.package != package {
         return Err(Error::LicenseRejected {
-            check: "package",
+            check: LicenseCheck::Package,
             reason: format!("the license is for {}, not {package}", license.package),
         });
     }
@@ -1111,7 +1106,7 @@ fn check_package(
             || semver::VersionReq::parse(&license.versions).is_ok_and(|req| req.matches(version));
         if !covered {
             return Err(Error::LicenseRejected {
-                check: "package",
+                check: LicenseCheck::Package,
                 reason: format!(
                     "the license covers {} versions {}, not {version}",
                     license.package, license.versions
@@ -1150,7 +1145,7 @@ pub struct ProofCheck<'a> {
 pub fn check_proof(proof: &[u8], check: &ProofCheck<'_>) -> Result<LicensePayload, Error> {
     if check.challenge.len() < CHALLENGE_BYTES_MIN {
         return Err(Error::LicenseRejected {
-            check: "possession",
+            check: LicenseCheck::Possession,
             reason: format!(
                 "the challenge is {} bytes; send a fresh random challenge of at least {CHALLENGE_BYTES_MIN} bytes",
                 check.challenge.len()
@@ -1158,7 +1153,7 @@ pub fn check_proof(proof: &[u8], check: &ProofCheck<'_>) -> Result<LicensePayloa
         });
     }
     let envelope = Envelope::from_cbor(proof)
-        .map_err(|e| Error::LicenseRejected { check: "possession", reason: e.to_string() })?;
+        .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Possession, reason: e.to_string() })?;
     let unverified: PossessionPayload =
         messages::decode_payload(envelope.payload_unverified(), "possession proof")?;
     let (license, _) = verify_certificate(
@@ -1173,12 +1168,12 @@ pub fn check_proof(proof: &[u8], check: &ProofCheck<'_>) -> Result<LicensePayloa
     let payload: PossessionPayload = messages::decode_payload(
         envelope
             .open(CONTEXT_POSSESSION, &holder)
-            .map_err(|e| Error::LicenseRejected { check: "possession", reason: e.to_string() })?,
+            .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Possession, reason: e.to_string() })?,
         "possession proof",
     )?;
     if payload.challenge.as_slice() != check.challenge || payload.certificate != unverified.certificate {
         return Err(Error::LicenseRejected {
-            check: "possession",
+            check: LicenseCheck::Possession,
             reason: "the proof answers another challenge".into(),
         });
     }
@@ -1210,7 +1205,7 @@ impl ChallengeLog {
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::LicenseRejected {
-                check: "possession",
+                check: LicenseCheck::Possession,
                 reason: "this challenge was used before: a replayed proof; send a fresh challenge".into(),
             }),
             Err(e) => Err(escx::Error::io(&path, e).into()),

@@ -1,6 +1,7 @@
 //! Metering end to end (metering.md, privacy.md): the customer's meter, hourly reports,
 //! the operator's ingest, period close, openings, billing, k-anonymity and the budget.
 
+use escx::Fault as _;
 use std::path::PathBuf;
 
 use curve25519_dalek::scalar::Scalar;

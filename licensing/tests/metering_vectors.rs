@@ -1,5 +1,6 @@
 //! Every vector in test-vectors/metering/ gets its expected verdict (metering.md).
 
+use escx::Fault as _;
 use std::path::{Path, PathBuf};
 
 use curve25519_dalek::ristretto::CompressedRistretto;

@@ -2,6 +2,7 @@
 //! shows one customer keys nobody else sees can recognise that customer at redemption.
 //! Each test plays that issuer with its real signing key, and the wallet refuses.
 
+use escx::Fault as _;
 use escx::keyfile::{self, Protection};
 use escx::sig::SecretKey;
 use escx_licensing::issuer::{Issuer, Offer};

@@ -1,6 +1,7 @@
 //! Every certificate, CRL and proof vector in test-vectors/licensing/certificates/ gets
 //! its expected verdict (licensing.md §5.5–§5.6).
 
+use escx::Fault as _;
 use std::path::{Path, PathBuf};
 
 use escx_licensing::messages::{BundleChain, IssuerBundle};

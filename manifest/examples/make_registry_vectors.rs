@@ -6,6 +6,7 @@
 //! Keys are fresh on every run; expected codes are written down here and checked against
 //! the client before anything is written.
 
+use escx::Fault as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -68,10 +68,9 @@ impl StateDir {
     pub fn seen(&self, registry_id: &str) -> Result<Option<Seen>, Error> {
         let path = self.file(registry_id);
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map(Some).map_err(|e| Error::Registry {
-                path,
-                reason: format!("corrupt client state: {}", e.message()),
-            }),
+            Ok(text) => toml::from_str(&text)
+                .map(Some)
+                .map_err(|e| Error::ClientState { path, reason: e.message().to_owned() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Io { path, error: e }),
         }
@@ -82,7 +81,7 @@ impl StateDir {
         let parent = fsutil::parent_dir(&path);
         std::fs::create_dir_all(&parent).map_err(|e| Error::Io { path: parent, error: e })?;
         let text = toml::to_string(seen)
-            .map_err(|e| Error::Registry { path: path.clone(), reason: e.to_string() })?;
+            .map_err(|e| Error::ClientState { path: path.clone(), reason: e.to_string() })?;
         fsutil::write_atomic(&path, text.as_bytes(), fsutil::MODE_PUBLIC, true)?;
         Ok(())
     }
@@ -111,11 +110,8 @@ pub fn load_index(
     now: u64,
 ) -> Result<TrustedIndex, Error> {
     let path = root.join(index::INDEX_FILE);
-    let registry_id = policy.registry_id().ok_or_else(|| Error::Registry {
-        path: policy.source().to_path_buf(),
-        reason: "the trust policy names no registry keys; add a [registry] table or pass --registry-key"
-            .into(),
-    })?;
+    let registry_id =
+        policy.registry_id().ok_or_else(|| Error::NoRegistryKeys { path: policy.source().to_path_buf() })?;
     let (bytes, envelope) = index::read_signed(root)?;
     let signers =
         envelope.verified_signers(SigningContext::INDEX, |id| policy.key(id)).map_err(|e| match e {
@@ -286,10 +282,7 @@ pub fn mirror(
     let trusted = load_index(source, policy, state, now)?;
     let (bytes, _) = index::read_signed(source)?;
     if *blake3::hash(&bytes).as_bytes() != trusted.blake3 {
-        return Err(Error::Registry {
-            path: source.into(),
-            reason: "the index changed while it was mirrored; retry".into(),
-        });
+        return Err(Error::IndexChanged { path: source.into() });
     }
     let staging = download_dir(destination)?;
     let staging_root = staging.path();

@@ -129,7 +129,7 @@ pub fn install_licensed(
         });
     }
     let text = toml::to_string(&record)
-        .map_err(|e| Error::Registry { path: target.into(), reason: e.to_string() })?;
+        .map_err(|e| Error::Io { path: target.join(INSTALLED_FILE), error: std::io::Error::other(e) })?;
     let record_path = staging.path().join(INSTALLED_FILE);
     std::fs::write(&record_path, text).map_err(|e| Error::Io { path: record_path, error: e })?;
 

@@ -37,13 +37,61 @@ pub enum Error {
     /// A container-level error (package, key, policy).
     #[error(transparent)]
     Escx(#[from] escx::Error),
-    /// A registry directory problem (not a registry, locked, version already published).
-    #[error("{}: {reason}", .path.display())]
-    Registry {
-        /// The registry directory or file.
+    /// The directory holds no registry index.
+    #[error("{}: no {}: not a registry", .path.display(), index::INDEX_FILE)]
+    NotARegistry {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A registry cannot be created in a directory that holds files.
+    #[error("{}: the directory is not empty", .path.display())]
+    RegistryNotEmpty {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Another process holds the registry's lock.
+    #[error("{}: locked by another process; if none is running, remove {}", .path.display(), .lock.display())]
+    RegistryLocked {
+        /// The registry directory.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// Published versions are immutable.
+    #[error("{}: {name}@{version} is already published; versions are immutable, publish a new version", .path.display())]
+    AlreadyPublished {
+        /// The registry directory.
+        path: PathBuf,
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+    },
+    /// The trust policy gives no registry keys, so no index can be trusted.
+    #[error("{}: the trust policy names no registry keys", .path.display())]
+    NoRegistryKeys {
+        /// The policy file.
+        path: PathBuf,
+    },
+    /// The source index changed while it was being mirrored.
+    #[error("{}: the index changed while it was mirrored; retry", .path.display())]
+    IndexChanged {
+        /// The source registry.
+        path: PathBuf,
+    },
+    /// The client's record of accepted indexes cannot be read or written.
+    #[error("{}: corrupt client state: {reason}", .path.display())]
+    ClientState {
+        /// The state file.
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A package's manifest section is not UTF-8 text.
+    #[error("{}: the manifest is not UTF-8", .path.display())]
+    ManifestEncoding {
+        /// The package.
+        path: PathBuf,
     },
     /// The index file is malformed or its signatures do not verify.
     #[error("{}: {reason}", .path.display())]
@@ -169,13 +217,19 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+impl escx::Fault for Error {
+    fn code(&self) -> &'static str {
         match self {
             Self::Manifest(_) => "manifest-invalid",
             Self::Escx(e) => e.code(),
-            Self::Registry { .. } => "registry",
+            Self::NotARegistry { .. } => "not-a-registry",
+            Self::RegistryNotEmpty { .. } => "registry-not-empty",
+            Self::RegistryLocked { .. } => "registry-locked",
+            Self::AlreadyPublished { .. } => "already-published",
+            Self::NoRegistryKeys { .. } => "no-registry-keys",
+            Self::IndexChanged { .. } => "index-changed",
+            Self::ClientState { .. } => "client-state",
+            Self::ManifestEncoding { .. } => "manifest-invalid",
             Self::IndexInvalid { .. } => "index-invalid",
             Self::IndexExpired { .. } => "index-expired",
             Self::IndexRollback { .. } => "index-rollback",
@@ -193,12 +247,37 @@ impl Error {
         }
     }
 
-    /// True for problems with the checked input itself (exit code 1).
-    pub fn is_verification_failure(&self) -> bool {
+    fn class(&self) -> escx::ErrorClass {
+        use escx::ErrorClass::{Environment, Input};
         match self {
-            Self::Escx(e) => e.is_verification_failure(),
-            Self::Io { .. } | Self::Registry { .. } => false,
-            _ => true,
+            Self::Escx(e) => e.class(),
+            // The same command may succeed once the directory, lock or state is fixed.
+            Self::Io { .. }
+            | Self::NotARegistry { .. }
+            | Self::RegistryNotEmpty { .. }
+            | Self::RegistryLocked { .. }
+            | Self::AlreadyPublished { .. }
+            | Self::IndexChanged { .. }
+            | Self::ClientState { .. } => Environment,
+            _ => Input,
         }
+    }
+
+    fn help(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Escx(e) => return e.help(),
+            Self::NotARegistry { .. } => "create a registry in the directory first",
+            Self::NoRegistryKeys { .. } => {
+                "add a [registry] table with the registry's keys to the trust policy"
+            }
+            Self::IndexExpired { .. } => "use a registry or mirror that is being updated",
+            Self::IndexRollback { .. } | Self::IndexEquivocation { .. } => {
+                "the registry or mirror serves a stale or forked index; do not trust it until its operator explains"
+            }
+            Self::ContentKeyUnavailable { .. } => {
+                "buy and install a license for the package; its content key decrypts the payload"
+            }
+            _ => return None,
+        })
     }
 }

@@ -41,7 +41,7 @@ impl Registry {
     /// `keys`.
     pub fn init(root: &Path, keys: &[&SecretKey], now: u64, expiry_secs: u64) -> Result<Self, Error> {
         if std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_some()) {
-            return Err(Error::Registry { path: root.into(), reason: "the directory is not empty".into() });
+            return Err(Error::RegistryNotEmpty { path: root.into() });
         }
         let packages = root.join(PACKAGES_DIR);
         std::fs::create_dir_all(&packages).map_err(|e| Error::Io { path: packages, error: e })?;
@@ -54,10 +54,7 @@ impl Registry {
     /// Opens an existing registry directory.
     pub fn open(root: &Path) -> Result<Self, Error> {
         if !root.join(INDEX_FILE).is_file() {
-            return Err(Error::Registry {
-                path: root.into(),
-                reason: format!("no {INDEX_FILE}: not a registry (create one with `escx registry init`)"),
-            });
+            return Err(Error::NotARegistry { path: root.into() });
         }
         Ok(Self { root: root.to_path_buf() })
     }
@@ -123,11 +120,10 @@ impl Registry {
         let _lock = self.lock()?;
         let mut index = self.current_index(keys)?;
         if index.find(&name, &version).is_some() {
-            return Err(Error::Registry {
+            return Err(Error::AlreadyPublished {
                 path: self.root.clone(),
-                reason: format!(
-                    "{name}@{version} is already published; versions are immutable, publish a new version"
-                ),
+                name: name.to_string(),
+                version: version.to_string(),
             });
         }
         let destination = index::package_path(&self.root, &name, &version.to_string());
@@ -224,10 +220,9 @@ impl Registry {
         let path = self.root.join(LOCK_FILE);
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(_) => Ok(Lock(path)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Registry {
-                path: self.root.clone(),
-                reason: format!("locked by another process; if none is running, remove {}", path.display()),
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Error::RegistryLocked { path: self.root.clone(), lock: path })
+            }
             Err(e) => Err(Error::Io { path, error: e }),
         }
     }
@@ -242,8 +237,7 @@ pub fn manifest_of(package: &Path) -> Result<Manifest, Error> {
 fn manifest_in(file: &Path, shown: &Path) -> Result<Manifest, Error> {
     let mut reader = escx::container::PackageReader::open_file(file).map_err(|e| named(e, shown))?;
     let bytes = reader.manifest_bytes().map_err(|e| named(e, shown))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Error::Registry { path: shown.into(), reason: "the manifest is not UTF-8".into() })?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::ManifestEncoding { path: shown.into() })?;
     Manifest::parse(&text, &shown.join("manifest.toml")).map_err(Error::Manifest)
 }
 

@@ -2,6 +2,7 @@
 
 mod common;
 
+use escx::Fault as _;
 use std::path::Path;
 
 use escx_manifest::client;

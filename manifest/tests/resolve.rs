@@ -1,6 +1,7 @@
 //! Resolution: diamonds, conflicts, cycles, yanked versions, lockfile reuse, optional
 //! dependencies and features, and a property test (resolution.md).
 
+use escx::Fault as _;
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! Every vector in test-vectors/registry/ gives its expected result.
 
+use escx::Fault as _;
 use std::path::{Path, PathBuf};
 
 use escx::keyfile;

@@ -84,13 +84,9 @@ fn main() {
         statement_cases
             .push(json!({ "statement": name, "proofs": format!("statement-{seq}.proofs"), "expect": "ok" }));
         let mut openings: Vec<statement::Opening> = built
-            .openings
-            .iter()
-            .filter(|o| {
-                o.party.as_deref() == Some("acme")
-                    || (o.party.is_none() && !inputs[o.entry as usize].payouts.is_empty())
-            })
-            .cloned()
+            .party_openings("acme")
+            .into_iter()
+            .filter(|o| o.party.is_some() || !inputs[o.entry as usize].payouts.is_empty())
             .collect();
         openings.sort_by_key(|o| (o.entry, o.party.is_some()));
         acme.push(OpeningsFile {

@@ -220,7 +220,9 @@ impl Ledger<SqliteStore> {
         Ok(Self { store: SqliteStore::open(path)? })
     }
 
-    /// The underlying connection (for tools and tests).
+    /// The underlying connection, for this crate's tests (feature `test-support`).
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
     pub fn database(&self) -> &rusqlite::Connection {
         self.store.connection()
     }
@@ -320,7 +322,7 @@ impl<S: Store> Ledger<S> {
                 Some(held) if held.kind == "hold" => {
                     return Err(Error::Hold {
                         hold: event.id.clone(),
-                        reason: "this event id is a budget hold; settle it with `escx hold capture`".into(),
+                        reason: "this event id is a budget hold; settle it by capturing the hold".into(),
                     });
                 }
                 Some(held) if held.content == content => report.unchanged += 1,

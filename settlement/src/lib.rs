@@ -9,8 +9,6 @@
 
 use std::path::PathBuf;
 
-pub use escx_licensing;
-
 pub mod disputes;
 pub mod events;
 pub mod holds;
@@ -102,8 +100,7 @@ pub enum Error {
     },
     /// The ledger's schema is not this build's.
     #[error(
-        "{}: not an escx ledger this build reads (schema version {found}; this build reads 1 to {expected}); \
-         create one with `escx settle init`",
+        "{}: not an escx ledger this build reads (schema version {found}; this build reads 1 to {expected})",
         .path.display()
     )]
     Schema {
@@ -160,9 +157,8 @@ fn record(index: usize, id: Option<&str>) -> String {
     }
 }
 
-impl Error {
-    /// Stable machine-readable code (settlement.md §6).
-    pub fn code(&self) -> &'static str {
+impl escx::Fault for Error {
+    fn code(&self) -> &'static str {
         match self {
             Self::Waterfall(e) => e.code(),
             Self::Event { .. } => "event-invalid",
@@ -183,8 +179,10 @@ impl Error {
         }
     }
 
-    /// True for problems with the input itself (exit code 1); false for the environment.
-    pub fn is_verification_failure(&self) -> bool {
-        !matches!(self, Self::Store { .. } | Self::Io { .. })
+    fn class(&self) -> escx::ErrorClass {
+        match self {
+            Self::Store { .. } | Self::Io { .. } => escx::ErrorClass::Environment,
+            _ => escx::ErrorClass::Input,
+        }
     }
 }

@@ -76,15 +76,18 @@ pub enum ProofError {
     Refused(String),
 }
 
-impl ProofError {
-    /// Stable code (proofs.md §7).
-    pub fn code(&self) -> &'static str {
+impl escx::Fault for ProofError {
+    fn code(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "proof-malformed",
             Self::Invalid(_) => "proof-invalid",
             Self::Statements(_) => "proof-statements",
             Self::Refused(_) => "proof-refused",
         }
+    }
+
+    fn class(&self) -> escx::ErrorClass {
+        escx::ErrorClass::Input
     }
 }
 

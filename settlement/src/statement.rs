@@ -92,9 +92,8 @@ pub enum StatementError {
     },
 }
 
-impl StatementError {
-    /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+impl escx::Fault for StatementError {
+    fn code(&self) -> &'static str {
         match self {
             Self::Invalid { .. } => "statement-invalid",
             Self::Unconserved { .. } => "statement-unconserved",
@@ -102,6 +101,10 @@ impl StatementError {
             Self::Opening { .. } | Self::OpeningMissing { .. } => "opening-invalid",
             Self::Invariant { .. } => "ledger-invariant",
         }
+    }
+
+    fn class(&self) -> escx::ErrorClass {
+        escx::ErrorClass::Input
     }
 }
 
@@ -229,8 +232,10 @@ impl EntryInput {
     }
 }
 
-/// The secret side of one commitment: what a party needs to check its amount.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The secret side of one commitment: what a party needs to check its amount. It is
+/// secret (with the public commitment it reveals the amount), so it is neither `Clone`
+/// nor `Debug`, and its blinding is scrubbed on drop.
+#[derive(PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Opening {
     /// Entry index in the statement.
@@ -243,6 +248,19 @@ pub struct Opening {
     pub blinding: ByteBuf,
 }
 
+impl Opening {
+    /// An explicit copy, for stores that keep openings (the type is deliberately not
+    /// `Clone`, so copies of secrets are never made by accident).
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            entry: self.entry,
+            party: self.party.clone(),
+            amount: self.amount,
+            blinding: self.blinding.clone(),
+        }
+    }
+}
+
 impl Drop for Opening {
     /// A blinding together with the commitment reveals the amount: scrub it.
     fn drop(&mut self) {
@@ -250,8 +268,8 @@ impl Drop for Opening {
     }
 }
 
-/// A party's openings for one statement, as handed to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A party's openings for one statement, as handed to it (secret, like [`Opening`]).
+#[derive(PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpeningsFile {
     /// Format version, 1.
@@ -266,8 +284,7 @@ pub struct OpeningsFile {
     pub openings: Vec<Opening>,
 }
 
-/// A built statement.
-#[derive(Debug, Clone)]
+/// A built statement (it holds every opening, so it is neither `Clone` nor `Debug`).
 pub struct Built {
     /// The signed envelope bytes.
     pub bytes: Vec<u8>,
@@ -275,6 +292,18 @@ pub struct Built {
     pub hash: [u8; 32],
     /// Every commitment's opening (the operator keeps them; parties get their own).
     pub openings: Vec<Opening>,
+}
+
+impl Built {
+    /// What `party` is handed: the openings of every entry's gross and of its own payouts
+    /// (copies; the operator keeps the full set).
+    pub fn party_openings(&self, party: &str) -> Vec<Opening> {
+        self.openings
+            .iter()
+            .filter(|o| o.party.is_none() || o.party.as_deref() == Some(party))
+            .map(Opening::duplicate)
+            .collect()
+    }
 }
 
 /// A statement whose signature and content checked out.
@@ -717,6 +746,11 @@ pub fn check_openings(
 mod tests {
     use super::*;
 
+    fn copy(file: &OpeningsFile) -> OpeningsFile {
+        escx::cbor::decode_exact(&escx::cbor::encode(file), "openings").unwrap()
+    }
+    use escx::Fault as _;
+
     fn inputs() -> Vec<EntryInput> {
         (0..5u8)
             .map(|i| EntryInput {
@@ -757,12 +791,7 @@ mod tests {
             ledger: ByteBuf::from(vec![1; 16]),
             seq: 1,
             party: "acme".into(),
-            openings: built
-                .openings
-                .iter()
-                .filter(|o| o.party.as_deref() == Some("acme") || o.party.is_none())
-                .cloned()
-                .collect(),
+            openings: built.party_openings("acme"),
         };
         let amounts: Vec<(u32, u64, u64)> =
             check_openings(&verified, &file).unwrap().iter().map(|o| (o.entry, o.amount, o.gross)).collect();
@@ -770,30 +799,30 @@ mod tests {
             amounts,
             vec![(0, 900, 1000), (1, 901, 1001), (2, 902, 1002), (3, 903, 1003), (4, 904, 1004)]
         );
-        let mut lying = file.clone();
+        let mut lying = copy(&file);
         let at = lying.openings.iter().position(|o| o.entry == 2 && o.party.is_some()).unwrap();
         lying.openings[at].amount += 1;
         assert_eq!(check_openings(&verified, &lying).unwrap_err().code(), "opening-invalid");
         // An operator who withholds one opening, or hands one out twice, is caught.
-        let mut withheld = file.clone();
+        let mut withheld = copy(&file);
         withheld.openings.retain(|o| !(o.entry == 3 && o.party.is_some()));
         assert!(matches!(
             check_openings(&verified, &withheld).unwrap_err(),
             StatementError::OpeningMissing { entry: 3, .. }
         ));
         // Without the gross of an entry, the party could not check its share of it.
-        let mut no_gross = file.clone();
+        let mut no_gross = copy(&file);
         no_gross.openings.retain(|o| !(o.entry == 1 && o.party.is_none()));
         assert!(matches!(
             check_openings(&verified, &no_gross).unwrap_err(),
             StatementError::OpeningMissing { entry: 1, .. }
         ));
-        let mut doubled = file.clone();
+        let mut doubled = copy(&file);
         let (two, three) = (
             doubled.openings.iter().position(|o| o.entry == 2 && o.party.is_some()).unwrap(),
             doubled.openings.iter().position(|o| o.entry == 3 && o.party.is_some()).unwrap(),
         );
-        doubled.openings[three] = doubled.openings[two].clone();
+        doubled.openings[three] = doubled.openings[two].duplicate();
         assert_eq!(check_openings(&verified, &doubled).unwrap_err().code(), "opening-invalid");
     }
 
@@ -824,14 +853,20 @@ mod tests {
         let key = SecretKey::generate();
         let mut entries = inputs();
         entries[2].payouts[1].1 += 1;
-        let err = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &entries, &key).unwrap_err();
+        let err = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &entries, &key).err().expect("refused");
         assert_eq!(err.code(), "ledger-invariant");
         assert!(matches!(err, StatementError::Invariant { entry: 2, .. }), "{err}");
         let mut twice = inputs();
         twice[0].payouts = vec![("acme".into(), 500), ("acme".into(), 500)];
-        assert_eq!(build(&[1; 16], 1, &[0; 32], 0, &twice, &key).unwrap_err().code(), "ledger-invariant");
+        assert_eq!(
+            build(&[1; 16], 1, &[0; 32], 0, &twice, &key).err().expect("refused").code(),
+            "ledger-invariant"
+        );
         let mut zero = inputs();
         zero[0].payouts.push(("nobody".into(), 0));
-        assert_eq!(build(&[1; 16], 1, &[0; 32], 0, &zero, &key).unwrap_err().code(), "ledger-invariant");
+        assert_eq!(
+            build(&[1; 16], 1, &[0; 32], 0, &zero, &key).err().expect("refused").code(),
+            "ledger-invariant"
+        );
     }
 }

@@ -99,9 +99,8 @@ pub enum WaterfallError {
     },
 }
 
-impl WaterfallError {
-    /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+impl escx::Fault for WaterfallError {
+    fn code(&self) -> &'static str {
         match self {
             Self::NotInForce { .. } => "revenue-not-in-force",
             Self::Unconserved { .. } => "ledger-invariant",
@@ -109,6 +108,10 @@ impl WaterfallError {
                 "waterfall-invalid"
             }
         }
+    }
+
+    fn class(&self) -> escx::ErrorClass {
+        escx::ErrorClass::Input
     }
 }
 
@@ -368,6 +371,7 @@ pub fn check_conserved(split: &Split, residual_party: &str) -> Result<(), Waterf
 #[cfg(test)]
 mod tests {
     use super::*;
+    use escx::Fault as _;
     use escx_manifest::Micros;
 
     fn tier(label: &str, steps: Vec<Step>, residual: Option<&str>) -> Tier {

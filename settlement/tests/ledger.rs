@@ -1,6 +1,7 @@
 //! The ledger end to end (settlement.md §3): settle, re-run, conflicts, refunds,
 //! recoupment across runs, invariants.
 
+use escx::Fault as _;
 use std::path::Path;
 
 use escx_settlement::events::{BillingEvent, parse_events};

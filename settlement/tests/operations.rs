@@ -1,5 +1,6 @@
 //! Holds, disputes, payout reports and schema migration (settlement.md §3.1, §5).
 
+use escx::Fault as _;
 use std::path::Path;
 
 mod common;

@@ -1,5 +1,6 @@
 //! Every vector in test-vectors/proofs/ gets its expected verdict (proofs.md).
 
+use escx::Fault as _;
 use std::path::{Path, PathBuf};
 
 use escx_settlement::proofs::{self, Claim, RevenueProof, StatementProofs};

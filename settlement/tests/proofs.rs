@@ -3,6 +3,7 @@
 
 mod common;
 
+use escx::Fault as _;
 use std::path::Path;
 
 use common::{THERMAL, manifests, op};

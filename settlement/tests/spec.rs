@@ -11,7 +11,13 @@ fn every_error_code_is_in_the_spec() {
         include_str!("../src/statement.rs"),
     ] {
         // The string literals of `fn code`'s body.
-        let body = source.split("pub fn code(&self)").nth(1).unwrap().split("\n    }\n").next().unwrap();
+        let body = source
+            .split("fn code(&self) -> &'static str {")
+            .nth(1)
+            .unwrap()
+            .split("\n    }\n")
+            .next()
+            .unwrap();
         codes.extend(body.split('"').skip(1).step_by(2));
     }
     assert!(codes.len() >= 12);
@@ -49,7 +55,8 @@ fn every_proof_context_label_and_code_is_in_spec_proofs() {
         assert!(text.contains(&format!("\"{label}\"")), "transcript label {label} missing");
     }
     let source = include_str!("../src/proofs.rs");
-    let body = source.split("pub fn code(&self)").nth(1).unwrap().split("\n    }\n").next().unwrap();
+    let body =
+        source.split("fn code(&self) -> &'static str {").nth(1).unwrap().split("\n    }\n").next().unwrap();
     let codes: Vec<&str> = body.split('"').skip(1).step_by(2).collect();
     assert_eq!(codes.len(), 4);
     for code in codes {

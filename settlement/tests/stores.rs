@@ -2,6 +2,7 @@
 //! settlements, refunds, holds and disputes give the same results on the SQLite store and
 //! on the in-memory store (settlement.md §5.4).
 
+use escx::Fault as _;
 use std::path::Path;
 
 mod common;

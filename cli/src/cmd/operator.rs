@@ -1,5 +1,6 @@
 //! `escx operator`: the operator's metering store (spec/metering.md §6–§7, privacy.md).
 
+use escx::Fault as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;

@@ -209,6 +209,7 @@ pub(crate) fn plain_stream<'r, R: Read + 'r>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Fault as _;
     use crate::container::SectionType;
 
     fn compressed_entry(stored: &[u8], plain_length: u64) -> SectionEntry {

@@ -142,7 +142,11 @@ fn open_db(path: &Path) -> Result<Connection, Error> {
 }
 
 fn license_id(license: &LicensePayload) -> Result<[u8; 16], Error> {
-    license.license_id.as_slice().try_into().map_err(|_| Error::Message("license id must be 16 bytes".into()))
+    license
+        .license_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Malformed { what: "license", reason: "license id must be 16 bytes".into() })
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -175,7 +179,7 @@ impl<'w> Meter<'w> {
             refuse(
                 Refusal::NotFound,
                 format!(
-                    "no license for {package} in this wallet is valid at {}; redeem one with `escx license redeem`",
+                    "no license for {package} in this wallet is valid at {}",
                     escx::timestamp::format_rfc3339(from)
                 ),
             )
@@ -631,8 +635,7 @@ impl<'w> Meter<'w> {
                 return Err(refuse(
                     Refusal::HoursUnreported,
                     format!(
-                        "usage is recorded in hours of {period} that have no report ({}); report them first with \
-                         `escx meter report --hour HOUR`",
+                        "usage is recorded in hours of {period} that have no report ({}); report those hours first",
                         unreported.join(", ")
                     ),
                 ));

@@ -409,7 +409,7 @@ pub fn parse_window(text: &str) -> Result<(u64, u64), String> {
     Ok((start, end))
 }
 
-fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], Error> {
+fn fixed<const N: usize>(bytes: &[u8], what: &'static str) -> Result<[u8; N], Error> {
     bytes
         .try_into()
         .map_err(|_| refuse(Refusal::Invalid, format!("{what} must be {N} bytes, found {}", bytes.len())))
@@ -563,6 +563,7 @@ pub struct SeriesSum {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use escx::Fault as _;
     use proptest::prelude::Strategy;
 
     #[test]

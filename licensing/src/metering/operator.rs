@@ -8,6 +8,7 @@
 //! total is kept only when the report opened it (share tier). Private-tier usage becomes
 //! visible once per license and period, at the close.
 
+use crate::LicenseCheck;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -328,10 +329,7 @@ pub struct Operator {
 
 fn open_db(path: &Path, create: bool) -> Result<Connection, Error> {
     if !create && !path.exists() {
-        return Err(Error::Store(format!(
-            "{}: no operator store here; create one with `escx operator init`",
-            path.display()
-        )));
+        return Err(Error::Store(format!("{}: no operator store here; create one first", path.display())));
     }
     let mut db = crate::sqlite::open_private(path)?;
     let transaction = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
@@ -435,10 +433,12 @@ impl Operator {
 
     /// Accepts a newer CRL of a trusted issuer (the very CRL held again is a no-op).
     pub fn accept_crl(&mut self, bytes: &[u8]) -> Result<CrlPayload, Error> {
-        let envelope = Envelope::from_cbor(bytes)
-            .map_err(|e| Error::LicenseRejected { check: "crl-signature", reason: e.to_string() })?;
+        let envelope = Envelope::from_cbor(bytes).map_err(|e| Error::LicenseRejected {
+            check: LicenseCheck::CrlSignature,
+            reason: e.to_string(),
+        })?;
         let issuer = self.issuers.get(&envelope.key_id()).ok_or_else(|| Error::LicenseRejected {
-            check: "crl-signature",
+            check: LicenseCheck::CrlSignature,
             reason: format!("signed by {}, which is not an issuer this operator trusts", envelope.key_id()),
         })?;
         let crl = wallet::open_crl(bytes, issuer)?;
@@ -457,7 +457,7 @@ impl Operator {
             }
             if crl.number <= number as u64 {
                 return Err(Error::LicenseRejected {
-                    check: "crl",
+                    check: LicenseCheck::Crl,
                     reason: format!(
                         "CRL number {} is not newer than number {number} already held",
                         crl.number
@@ -677,9 +677,9 @@ impl Operator {
         cert_id: [u8; 32],
     ) -> Result<LicenseInfo, Error> {
         let envelope = Envelope::from_cbor(certificate)
-            .map_err(|e| Error::LicenseRejected { check: "signature", reason: e.to_string() })?;
+            .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?;
         let issuer = issuers.get(&envelope.key_id()).ok_or_else(|| Error::LicenseRejected {
-            check: "issuer",
+            check: LicenseCheck::Issuer,
             reason: format!("signed by {}, which is not an issuer this operator trusts", envelope.key_id()),
         })?;
         let license = wallet::open_certificate(certificate, issuer)?;
@@ -1419,7 +1419,7 @@ fn apply(
     // 2. The license at the hour: its window and the CRL.
     if report.hour + HOUR_SECS <= info.not_before {
         return Err(Error::LicenseRejected {
-            check: "not-yet-valid",
+            check: LicenseCheck::NotYetValid,
             reason: format!(
                 "hour {} ends before the license is valid (from {})",
                 format_hour(report.hour),
@@ -1429,7 +1429,7 @@ fn apply(
     }
     if report.hour >= info.not_after {
         return Err(Error::LicenseRejected {
-            check: "window",
+            check: LicenseCheck::Window,
             reason: format!(
                 "hour {} starts after the license expired ({})",
                 format_hour(report.hour),
@@ -1441,7 +1441,7 @@ fn apply(
         && let Some(entry) = crl.revoked.iter().find(|r| r.license_id.as_slice() == id)
     {
         return Err(Error::LicenseRejected {
-            check: "revocation",
+            check: LicenseCheck::Revocation,
             reason: format!(
                 "license {} is revoked by CRL {} ({})",
                 hex::encode(id),
@@ -1473,7 +1473,7 @@ fn apply(
         refuse(
             Refusal::UnknownTerms,
             format!(
-                "no terms for {} tier {}; register the package with `escx operator package`",
+                "no terms for {} tier {}; register the package with the operator first",
                 info.package, info.tier
             ),
         )

@@ -13,6 +13,25 @@ use super::{
 use crate::Error;
 use crate::statement::Opening;
 
+/// An opening as the memory store keeps it: copied only when the state is (a transaction's
+/// working copy), and shown without its secret fields.
+struct Kept(Opening);
+
+impl Clone for Kept {
+    fn clone(&self) -> Self {
+        Kept(self.0.duplicate())
+    }
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opening")
+            .field("entry", &self.0.entry)
+            .field("party", &self.0.party)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct State {
     meta: BTreeMap<String, String>,
@@ -24,7 +43,7 @@ struct State {
     recoupment: BTreeMap<(String, String), u64>,
     settlement_recoup: BTreeMap<(String, String), i64>,
     statements: BTreeMap<u64, StatementRecord>,
-    openings: Vec<(u64, Opening)>,
+    openings: Vec<(u64, Kept)>,
     audit: Vec<(u64, String, String, String)>,
     holds: BTreeMap<String, HoldRecord>,
     disputes: Vec<DisputeRecord>,
@@ -160,8 +179,8 @@ impl State {
         let mut list: Vec<Opening> = self
             .openings
             .iter()
-            .filter(|(s, o)| *s == seq && o.party.as_deref() == Some(party))
-            .map(|(_, o)| o.clone())
+            .filter(|(s, o)| *s == seq && o.0.party.as_deref() == Some(party))
+            .map(|(_, o)| o.0.duplicate())
             .collect();
         list.sort_by_key(|o| o.entry);
         Ok(list)
@@ -169,7 +188,7 @@ impl State {
 
     fn statement_openings(&self, seq: u64) -> Result<Vec<Opening>, Error> {
         let mut list: Vec<Opening> =
-            self.openings.iter().filter(|(s, _)| *s == seq).map(|(_, o)| o.clone()).collect();
+            self.openings.iter().filter(|(s, _)| *s == seq).map(|(_, o)| o.0.duplicate()).collect();
         list.sort_by(|a, b| (a.entry, &a.party).cmp(&(b.entry, &b.party)));
         Ok(list)
     }
@@ -350,7 +369,7 @@ impl Writer for MemoryTx<'_> {
             return Err(violation(format!("statement {} exists", s.seq)));
         }
         self.work.statements.insert(s.seq, s.clone());
-        self.work.openings.extend(openings.iter().map(|o| (s.seq, o.clone())));
+        self.work.openings.extend(openings.iter().map(|o| (s.seq, Kept(o.duplicate()))));
         Ok(())
     }
 

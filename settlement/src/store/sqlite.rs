@@ -183,7 +183,7 @@ impl SqliteStore {
         if !path.exists() {
             return Err(Error::Store {
                 path: path.into(),
-                reason: "no such ledger; create it with `escx settle init`".into(),
+                reason: "no such ledger; create one first".into(),
             });
         }
         let mut db = connect(path)?;
