@@ -20,7 +20,6 @@ use escx::keyfile::{self, Protection};
 use escx::policy::TrustPolicy;
 use escx::sig::{KeyId, PublicKey, SecretKey};
 use escx_manifest::schema::{Manifest, PriceUnit};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use zeroize::Zeroizing;
@@ -28,10 +27,17 @@ use zeroize::Zeroizing;
 use crate::Error;
 use crate::messages::{
     BundleChain, BundlePayload, CONTEXT_CRL, CONTEXT_LICENSE, CrlPayload, Epoch, IssuerBundle,
-    LicensePayload, PURPOSE_LICENSE, PURPOSE_REDEEM, RedeemRequest, Revoked, TokenRequest, TokenResponse,
-    WrappedKey,
+    LicensePayload, PURPOSE_LICENSE, PURPOSE_REDEEM, RedeemRequest, TokenRequest, TokenResponse, WrappedKey,
 };
 use crate::poprf::{IssuerKey, TokenInfo};
+
+mod memory;
+mod sqlite;
+pub mod store;
+
+pub use sqlite::SCHEMA_VERSION;
+use store::{IssuerReader, IssuerStore, IssuerWriter, LicenseRecord, StoredContentKey};
+pub use store::{MemoryIssuerStore, SqliteIssuerStore};
 
 /// Signing key file in the issuer directory.
 pub const SIGNING_KEY_FILE: &str = "signing.key";
@@ -50,50 +56,8 @@ pub const PURPOSE_WRAPPED_KEY: &str = "escx/wrapped-content-key/v1";
 pub const CONTEXT_REQUEST_ID: &str = "escx v1 token request id";
 /// `derive_key` context of a redemption's id: the same request is the same redemption.
 pub const CONTEXT_REDEMPTION_ID: &str = "escx v1 redemption id";
-/// Schema version of `issuer.sqlite`: the number of schema steps applied.
-pub const SCHEMA_VERSION: i64 = 2;
 /// Clock skew tolerated when a token's epoch has just ended.
 const EPOCH_GRACE_SECS: u64 = 7 * 86_400;
-
-/// Version 1: the tables of the first release.
-const SCHEMA_V1: &str = "
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE epochs (
-    epoch INTEGER PRIMARY KEY, secret BLOB NOT NULL, public BLOB NOT NULL,
-    not_before INTEGER NOT NULL, not_after INTEGER NOT NULL);
-CREATE TABLE catalog (
-    package TEXT NOT NULL, tier TEXT NOT NULL, price_micros INTEGER NOT NULL, currency TEXT NOT NULL,
-    unit TEXT NOT NULL, features TEXT NOT NULL, seats INTEGER, PRIMARY KEY (package, tier));
-CREATE TABLE content_keys (
-    package_root BLOB PRIMARY KEY, package TEXT NOT NULL, version TEXT NOT NULL, sealed BLOB NOT NULL);
-CREATE TABLE sales (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, package TEXT NOT NULL, tier TEXT NOT NULL, epoch INTEGER NOT NULL,
-    count INTEGER NOT NULL, unit_price_micros INTEGER NOT NULL, total_micros INTEGER NOT NULL,
-    currency TEXT NOT NULL, at INTEGER NOT NULL);
-CREATE TABLE spent (token_id BLOB PRIMARY KEY, spent_at INTEGER NOT NULL);
-CREATE TABLE licenses (
-    license_id BLOB PRIMARY KEY, package TEXT NOT NULL, tier TEXT NOT NULL,
-    not_before INTEGER NOT NULL, not_after INTEGER NOT NULL);
-CREATE TABLE revocations (
-    license_id BLOB PRIMARY KEY, reason TEXT NOT NULL, revoked_at INTEGER NOT NULL);
-";
-
-/// Version 2 (licensing.md §4): content keys bound to their package and fingerprinted
-/// (version 1 keys, which were bound to nothing, are kept aside in `legacy_content_keys`
-/// and never handed out again), package scopes owned by publisher keys, the stored answer
-/// of every purchase and redemption (retries get it back), and the bundle chain.
-const SCHEMA_V2: &str = "
-ALTER TABLE content_keys RENAME TO legacy_content_keys;
-CREATE TABLE content_keys (
-    package_root BLOB PRIMARY KEY, package TEXT NOT NULL, version TEXT NOT NULL,
-    payload_hash BLOB NOT NULL, fingerprint BLOB NOT NULL UNIQUE, sealed BLOB NOT NULL);
-CREATE TABLE owners (
-    scope TEXT NOT NULL, key_id BLOB NOT NULL, since INTEGER NOT NULL, PRIMARY KEY (scope, key_id));
-CREATE TABLE issued (request_id BLOB PRIMARY KEY, sale_id INTEGER NOT NULL, response BLOB NOT NULL);
-ALTER TABLE spent ADD COLUMN request_id BLOB;
-ALTER TABLE spent ADD COLUMN response BLOB;
-CREATE TABLE bundles (version INTEGER PRIMARY KEY, hash BLOB NOT NULL, bytes BLOB NOT NULL);
-";
 
 /// A sale event, the input of settlement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -172,15 +136,15 @@ impl Drop for KemKeyFile {
     }
 }
 
-/// An open issuer directory.
-pub struct Issuer {
+/// An issuer: its keys, a working directory and a store ([`SqliteIssuerStore`] in an
+/// issuer directory by default; [`MemoryIssuerStore`] or another [`IssuerStore`] when
+/// embedded).
+pub struct Issuer<S: IssuerStore = SqliteIssuerStore> {
     dir: PathBuf,
-    db: Connection,
+    store: S,
     signing: SecretKey,
     kem: KemSecretKey,
 }
-
-use crate::sqlite::sql;
 
 /// A package file verified from a private copy, and its parsed manifest.
 pub(crate) struct SignedManifest {
@@ -223,11 +187,6 @@ pub(crate) fn read_signed_manifest(
     Ok(SignedManifest { manifest, signers, reader, report, _copy: copy })
 }
 
-fn is_constraint(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
-}
-
-/// License lifetime for a price unit.
 fn lifetime_secs(unit: &str) -> u64 {
     match unit {
         "hour" | "month" => 31 * 86_400,
@@ -255,7 +214,7 @@ pub fn owner_scope(package: &str) -> String {
     }
 }
 
-impl Issuer {
+impl Issuer<SqliteIssuerStore> {
     /// Creates an issuer directory: keys, database and the first POPRF epoch from `now`.
     pub fn init(dir: &Path, name: &str, protection: &Protection, now: u64) -> Result<Self, Error> {
         if std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some()) {
@@ -276,12 +235,8 @@ impl Issuer {
             escx::fsutil::MODE_SECRET,
             false,
         )?;
-        let db = open_db(dir)?;
-        db.execute("INSERT INTO meta (key, value) VALUES ('name', ?1), ('crl_number', '0')", params![name])
-            .map_err(sql)?;
-        let issuer = Self { dir: dir.to_path_buf(), db, signing, kem };
-        issuer.add_epoch(now, EPOCH_SECS)?;
-        Ok(issuer)
+        let store = SqliteIssuerStore::open(&dir.join(DATABASE_FILE))?;
+        Issuer::create(store, signing, kem, dir, name, now)
     }
 
     /// Opens an issuer directory; `passphrase` is asked only if the signing key is sealed.
@@ -293,13 +248,76 @@ impl Issuer {
         let public = KemPublicKey::from_bytes(&file.public)?;
         let secret = Zeroizing::new(std::mem::take(&mut file.secret).into_vec());
         let kem = KemSecretKey::from_parts(secret, public)?;
-        let db = open_db(dir)?;
-        Ok(Self { dir: dir.to_path_buf(), db, signing, kem })
+        let store = SqliteIssuerStore::open(&dir.join(DATABASE_FILE))?;
+        Ok(Self { dir: dir.to_path_buf(), store, signing, kem })
     }
 
-    /// The issuer directory.
+    /// The database connection, for this crate's tests that inspect the issuer's complete
+    /// view (feature `test-support`).
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn database(&self) -> &rusqlite::Connection {
+        self.store.connection()
+    }
+}
+
+impl Issuer<MemoryIssuerStore> {
+    /// An issuer that lives in memory only, with fresh keys and its first POPRF epoch from
+    /// `now`: for embedding and tests. Package files being registered are copied to the
+    /// system's temporary directory while they are verified.
+    pub fn in_memory(name: &str, now: u64) -> Result<Self, Error> {
+        let dir = std::env::temp_dir();
+        Issuer::create(
+            MemoryIssuerStore::new(),
+            SecretKey::generate(),
+            KemSecretKey::generate(),
+            &dir,
+            name,
+            now,
+        )
+    }
+}
+
+impl<S: IssuerStore> Issuer<S> {
+    /// A new issuer over an empty `store`: records `name` and adds the first POPRF epoch
+    /// from `now`. `dir` is the private working directory (copies of package files being
+    /// registered; it also names the CRL's location in licenses).
+    pub fn create(
+        store: S,
+        signing: SecretKey,
+        kem: KemSecretKey,
+        dir: &Path,
+        name: &str,
+        now: u64,
+    ) -> Result<Self, Error> {
+        if store.meta("name")?.is_some() {
+            return Err(Error::Store("the store holds an issuer already".into()));
+        }
+        let mut tx = store.begin()?;
+        tx.set_meta("name", name)?;
+        tx.set_meta("crl_number", "0")?;
+        tx.commit()?;
+        let issuer = Self { dir: dir.to_path_buf(), store, signing, kem };
+        issuer.add_epoch(now, EPOCH_SECS)?;
+        Ok(issuer)
+    }
+
+    /// An issuer over a `store` that [`Self::create`] initialised, with its keys.
+    pub fn with_store(store: S, signing: SecretKey, kem: KemSecretKey, dir: &Path) -> Result<Self, Error> {
+        if store.meta("name")?.is_none() {
+            return Err(Error::Store("the store holds no issuer".into()));
+        }
+        Ok(Self { dir: dir.to_path_buf(), store, signing, kem })
+    }
+
+    /// The issuer's working directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The issuer's store.
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     /// The issuer's signing public key.
@@ -307,51 +325,24 @@ impl Issuer {
         self.signing.public_key()
     }
 
-    fn meta(&self, key: &str) -> Result<String, Error> {
-        self.db.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).map_err(sql)
-    }
-
     /// Adds a POPRF epoch starting when the latest ends (or at `now`), so windows never
     /// overlap.
     pub fn add_epoch(&self, now: u64, length_secs: u64) -> Result<u32, Error> {
-        let last: Option<(u32, u64)> = self
-            .db
-            .query_row("SELECT epoch, not_after FROM epochs ORDER BY epoch DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
-            })
-            .optional()
-            .map_err(sql)?;
-        let (epoch, start) = match last {
-            Some((epoch, end)) => (epoch + 1, end.max(now)),
+        let mut tx = self.store.begin()?;
+        let (epoch, start) = match tx.epochs()?.last() {
+            Some(last) => (last.epoch + 1, last.not_after.max(now)),
             None => (1, now),
         };
         let key = IssuerKey::generate()?;
-        self.db
-            .execute(
-                "INSERT INTO epochs (epoch, secret, public, not_before, not_after) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![epoch, &key.secret_bytes()[..], &key.public_key()[..], start as i64, (start + length_secs) as i64],
-            )
-            .map_err(sql)?;
+        let record = Epoch {
+            epoch,
+            poprf_key: ByteBuf::from(key.public_key().to_vec()),
+            not_before: start,
+            not_after: start.saturating_add(length_secs),
+        };
+        tx.insert_epoch(&record, &key.secret_bytes()[..])?;
+        tx.commit()?;
         Ok(epoch)
-    }
-
-    fn epochs(&self) -> Result<Vec<Epoch>, Error> {
-        let mut statement = self
-            .db
-            .prepare("SELECT epoch, public, not_before, not_after FROM epochs ORDER BY epoch")
-            .map_err(sql)?;
-        statement
-            .query_map([], |r| {
-                Ok(Epoch {
-                    epoch: r.get(0)?,
-                    poprf_key: ByteBuf::from(r.get::<_, Vec<u8>>(1)?),
-                    not_before: r.get::<_, i64>(2)? as u64,
-                    not_after: r.get::<_, i64>(3)? as u64,
-                })
-            })
-            .map_err(sql)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql)
     }
 
     /// The issuer's bundle chain, the public file customers verify everything against
@@ -359,17 +350,16 @@ impl Issuer {
     /// (name, keys, epochs) changed since the newest one, naming that one's hash; otherwise
     /// the stored chain comes back unchanged, so every customer sees the same bytes.
     pub fn bundle(&self, now: u64) -> Result<BundleChain, Error> {
-        let transaction =
-            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        let mut versions = stored_bundles(&transaction)?;
+        let mut tx = self.store.begin()?;
+        let mut versions = stored_bundles(&tx)?;
         let payload = BundlePayload {
             v: 2,
-            name: self.meta("name")?,
+            name: meta(&tx, "name")?,
             signing_key: ByteBuf::from(self.signing.public_key().as_bytes().to_vec()),
             kem_key: ByteBuf::from(self.kem.public_key().as_bytes().to_vec()),
             version: versions.last().map_or(1, |b| b.version() + 1),
             previous: ByteBuf::from(versions.last().map_or([0; 32], |b| b.hash).to_vec()),
-            epochs: self.epochs()?,
+            epochs: tx.epochs()?,
             issued_at: versions.last().map_or(now, |b| b.payload.issued_at.max(now)),
         };
         let unchanged = versions.last().is_some_and(|b| {
@@ -380,17 +370,12 @@ impl Issuer {
         });
         if !unchanged {
             let bundle = IssuerBundle::sign(payload, &self.signing)?;
-            transaction
-                .execute(
-                    "INSERT INTO bundles (version, hash, bytes) VALUES (?1, ?2, ?3)",
-                    params![bundle.version() as i64, &bundle.hash[..], &bundle.bytes],
-                )
-                .map_err(sql)?;
+            tx.insert_bundle(bundle.version(), &bundle.hash, &bundle.bytes)?;
             versions.push(bundle);
         }
         // The chain rules are checked on what is about to be published, before commit.
         let chain = BundleChain::from_bundles(versions)?;
-        transaction.commit().map_err(sql)?;
+        tx.commit()?;
         Ok(chain)
     }
 
@@ -400,11 +385,10 @@ impl Issuer {
     /// add offers for a name nor replace them. [`Self::register_package`] verifies a
     /// package file and calls this for each tier.
     pub fn add_offer(&self, offer: &Offer, publishers: &[KeyId], now: u64) -> Result<(), Error> {
-        let transaction =
-            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        claim_scope(&transaction, &offer.package, publishers, now)?;
-        insert_offer(&transaction, offer)?;
-        transaction.commit().map_err(sql)
+        let mut tx = self.store.begin()?;
+        claim_scope(&mut tx, &offer.package, publishers, now)?;
+        tx.put_offer(offer)?;
+        tx.commit()
     }
 
     /// Registers a package file for sale (licensing.md §4.1, §8.1). The file is copied to a
@@ -455,16 +439,15 @@ impl Issuer {
         };
         let root = report.root;
 
-        let transaction =
-            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        let (owners, claimed) = claim_scope(&transaction, &name, &signers, now)?;
+        let mut tx = self.store.begin()?;
+        let (owners, claimed) = claim_scope(&mut tx, &name, &signers, now)?;
         if let Some((binding, fingerprint, section)) = &sealed_key {
-            store_content_key(&transaction, &root, binding, fingerprint, section.sealed())?;
+            store_content_key(&mut tx, &root, binding, fingerprint, section.sealed())?;
         }
         for offer in &offers {
-            insert_offer(&transaction, offer)?;
+            tx.put_offer(offer)?;
         }
-        transaction.commit().map_err(sql)?;
+        tx.commit()?;
         Ok(Registration {
             package: name.clone(),
             version,
@@ -478,41 +461,14 @@ impl Issuer {
     }
 
     fn offer(&self, package: &str, tier: &str) -> Result<Offer, Error> {
-        self.db
-            .query_row(
-                "SELECT price_micros, currency, unit, features, seats FROM catalog WHERE package = ?1 AND tier = ?2",
-                params![package, tier],
-                |r| {
-                    let features: String = r.get(3)?;
-                    Ok(Offer {
-                        package: package.to_owned(),
-                        tier: tier.to_owned(),
-                        price_micros: r.get::<_, i64>(0)? as u64,
-                        currency: r.get(1)?,
-                        unit: r.get(2)?,
-                        features: features.split(',').filter(|f| !f.is_empty()).map(str::to_owned).collect(),
-                        seats: r.get(4)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(sql)?
+        self.store
+            .offer(package, tier)?
             .ok_or_else(|| Error::NotForSale { package: package.into(), tier: tier.into() })
     }
 
     fn epoch_key(&self, epoch: u32) -> Result<(IssuerKey, u64, u64), Error> {
-        let (secret, not_before, not_after): (Vec<u8>, i64, i64) = self
-            .db
-            .query_row(
-                "SELECT secret, not_before, not_after FROM epochs WHERE epoch = ?1",
-                params![epoch],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(sql)?
-            .ok_or(Error::UnknownEpoch { epoch })?;
-        let secret = Zeroizing::new(secret);
-        Ok((IssuerKey::from_secret(&secret)?, not_before as u64, not_after as u64))
+        let stored = self.store.epoch_secret(epoch)?.ok_or(Error::UnknownEpoch { epoch })?;
+        Ok((IssuerKey::from_secret(&stored.secret)?, stored.not_before, stored.not_after))
     }
 
     /// Evaluates a purchase and records the sale (licensing.md §4.2). The issuer learns who
@@ -522,7 +478,7 @@ impl Issuer {
     /// stored answer back and records no second sale; concurrent retries record one.
     pub fn issue(&self, request: &TokenRequest, now: u64) -> Result<TokenResponse, Error> {
         let request_id = blake3::derive_key(CONTEXT_REQUEST_ID, &request.to_cbor());
-        if let Some(stored) = issued_in(&self.db, &request_id)? {
+        if let Some(stored) = issued_in(&self.store, &request_id)? {
             return Ok(stored);
         }
         let offer = self.offer(&request.package, &request.tier)?;
@@ -531,12 +487,15 @@ impl Issuer {
             return Err(Error::UnknownEpoch { epoch: request.epoch });
         }
         let evaluated = key.evaluate_batch(&request.elements()?, &request.info())?;
-        let count = request.blinded.len() as u64;
+        let count = u32::try_from(request.blinded.len())
+            .map_err(|_| Error::Poprf(format!("{} tokens in one request", request.blinded.len())))?;
         // A metered tier (`unit = "hour"`) is billed on use from the meter's period
         // closes (metering.md §7.2): its licenses cost nothing at purchase.
         let unit_price = if offer.unit == "hour" { 0 } else { offer.price_micros };
-        let total =
-            unit_price.checked_mul(count).ok_or_else(|| Error::Store("sale total overflows".into()))?;
+        let total = unit_price.checked_mul(u64::from(count)).ok_or_else(|| Error::Pricing {
+            package: request.package.clone(),
+            reason: "the sale total overflows".into(),
+        })?;
         let response = TokenResponse {
             v: 1,
             package: request.package.clone(),
@@ -545,36 +504,24 @@ impl Issuer {
             evaluated: evaluated.elements.iter().map(|e| ByteBuf::from(e.to_vec())).collect(),
             proof: ByteBuf::from(evaluated.proof.to_vec()),
         };
-        let transaction =
-            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
+        let mut tx = self.store.begin()?;
         // A concurrent retry may have committed while we evaluated.
-        if let Some(stored) = issued_in(&transaction, &request_id)? {
+        if let Some(stored) = issued_in(&tx, &request_id)? {
             return Ok(stored);
         }
-        transaction
-            .execute(
-                "INSERT INTO sales (package, tier, epoch, count, unit_price_micros, total_micros, currency, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    request.package,
-                    request.tier,
-                    request.epoch,
-                    count as i64,
-                    unit_price as i64,
-                    total as i64,
-                    offer.currency,
-                    now as i64
-                ],
-            )
-            .map_err(sql)?;
-        let sale_id = transaction.last_insert_rowid();
-        transaction
-            .execute(
-                "INSERT INTO issued (request_id, sale_id, response) VALUES (?1, ?2, ?3)",
-                params![&request_id[..], sale_id, response.to_cbor()],
-            )
-            .map_err(sql)?;
-        transaction.commit().map_err(sql)?;
+        let sale_id = tx.insert_sale(&Sale {
+            id: 0,
+            package: request.package.clone(),
+            tier: request.tier.clone(),
+            epoch: request.epoch,
+            count,
+            unit_price_micros: unit_price,
+            total_micros: total,
+            currency: offer.currency.clone(),
+            at: now,
+        })?;
+        tx.insert_issued(&request_id, sale_id, &response.to_cbor())?;
+        tx.commit()?;
         Ok(response)
     }
 
@@ -594,7 +541,7 @@ impl Issuer {
             return Ok(answer);
         }
         let (key, _, not_after) = self.epoch_key(request.epoch)?;
-        if now >= not_after + EPOCH_GRACE_SECS {
+        if now >= not_after.saturating_add(EPOCH_GRACE_SECS) {
             return Err(Error::UnknownEpoch { epoch: request.epoch });
         }
         let expected = key.evaluate(&request.input, &info)?;
@@ -632,49 +579,34 @@ impl Issuer {
         });
         let answer = kem::seal(&holder_kem, PURPOSE_LICENSE, &response)?;
 
-        // Check-and-insert in one transaction: the primary key makes a second insert of the
-        // same token fail, whichever process gets there first.
-        let transaction =
-            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        match transaction.execute(
-            "INSERT INTO spent (token_id, spent_at, request_id, response) VALUES (?1, ?2, ?3, ?4)",
-            params![&token_id[..], now as i64, &redemption_id[..], &answer],
-        ) {
-            Ok(_) => {}
-            Err(e) if is_constraint(&e) => {
-                drop(transaction);
-                return self.redeemed(&token_id, &redemption_id)?.ok_or(Error::AlreadySpent);
-            }
-            Err(e) => return Err(sql(e)),
+        // Check-and-insert in one transaction: a second spend of the same token changes
+        // nothing, whichever process gets there first.
+        let mut tx = self.store.begin()?;
+        if !tx.spend(&token_id, now, &redemption_id, &answer)? {
+            drop(tx);
+            return self.redeemed(&token_id, &redemption_id)?.ok_or(Error::AlreadySpent);
         }
-        transaction
-            .execute(
-                "INSERT INTO licenses (license_id, package, tier, not_before, not_after) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![&license_id[..], payload.package, payload.tier, payload.not_before as i64, payload.not_after as i64],
-            )
-            .map_err(sql)?;
-        transaction.commit().map_err(sql)?;
+        tx.insert_license(&LicenseRecord {
+            license_id,
+            package: payload.package.clone(),
+            tier: payload.tier.clone(),
+            not_before: payload.not_before,
+            not_after: payload.not_after,
+        })?;
+        tx.commit()?;
         Ok(answer)
     }
 
     /// The stored answer for a spent token: `Some` when the same request spent it,
     /// `AlreadySpent` when another did, `None` when it is unspent.
     fn redeemed(&self, token_id: &[u8; 32], redemption_id: &[u8; 32]) -> Result<Option<Vec<u8>>, Error> {
-        // (redemption id, sealed answer); both are NULL for tokens spent before schema 2.
-        type SpentRow = (Option<Vec<u8>>, Option<Vec<u8>>);
-        let row: Option<SpentRow> = self
-            .db
-            .query_row(
-                "SELECT request_id, response FROM spent WHERE token_id = ?1",
-                params![&token_id[..]],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(sql)?;
-        match row {
+        match self.store.spent(token_id)? {
             None => Ok(None),
-            Some((Some(request), Some(answer))) if request[..] == redemption_id[..] => Ok(Some(answer)),
-            Some(_) => Err(Error::AlreadySpent),
+            Some(spent) => match (spent.redemption_id, spent.answer) {
+                (Some(by), Some(answer)) if &by == redemption_id => Ok(Some(answer)),
+                // Another redemption, or a token spent before answers were kept.
+                _ => Err(Error::AlreadySpent),
+            },
         }
     }
 
@@ -687,40 +619,23 @@ impl Issuer {
     /// Every content key registered for `package`, re-sealed to `holder` and bound to the
     /// root of the file it decrypts.
     fn wrap_content_keys(&self, package: &str, holder: &KemPublicKey) -> Result<Vec<WrappedKey>, Error> {
-        let mut statement = self
-            .db
-            .prepare(
-                "SELECT package_root, version, payload_hash, sealed FROM content_keys
-                 WHERE package = ?1 ORDER BY package_root",
-            )
-            .map_err(sql)?;
-        let rows = statement
-            .query_map(params![package], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                ))
-            })
-            .map_err(sql)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql)?;
-        let mut wrapped = Vec::with_capacity(rows.len());
-        for (root, version, payload_hash, sealed) in rows {
-            let payload_hash: [u8; 32] = payload_hash
-                .try_into()
-                .map_err(|_| Error::Store("bad payload hash in content_keys".into()))?;
-            let binding = ContentBinding { name: package.to_owned(), version, payload_hash };
-            let content_key = content::open_sealed(&self.kem, &sealed, &binding)?;
+        let stored = self.store.content_keys(package)?;
+        let mut wrapped = Vec::with_capacity(stored.len());
+        for key in stored {
+            let binding = ContentBinding {
+                name: package.to_owned(),
+                version: key.version,
+                payload_hash: key.payload_hash,
+            };
+            let content_key = content::open_sealed(&self.kem, &key.sealed, &binding)?;
             wrapped.push(WrappedKey {
                 sealed: ByteBuf::from(kem::seal_bound(
                     holder,
                     PURPOSE_WRAPPED_KEY,
-                    &root,
+                    &key.root,
                     content_key.as_bytes(),
                 )?),
-                package_root: ByteBuf::from(root),
+                package_root: ByteBuf::from(key.root.to_vec()),
             });
         }
         Ok(wrapped)
@@ -733,116 +648,53 @@ impl Issuer {
 
     /// Revokes a license.
     pub fn revoke(&self, license_id: &[u8], reason: &str, now: u64) -> Result<(), Error> {
-        let known: Option<i64> = self
-            .db
-            .query_row("SELECT 1 FROM licenses WHERE license_id = ?1", params![license_id], |r| r.get(0))
-            .optional()
-            .map_err(sql)?;
-        if known.is_none() {
+        let mut tx = self.store.begin()?;
+        if !tx.license_exists(license_id)? {
             return Err(Error::UnknownLicense { license_id: hex::encode(license_id) });
         }
-        self.db
-            .execute(
-                "INSERT OR IGNORE INTO revocations (license_id, reason, revoked_at) VALUES (?1, ?2, ?3)",
-                params![license_id, reason, now as i64],
-            )
-            .map_err(sql)?;
-        Ok(())
+        tx.insert_revocation(license_id, reason, now)?;
+        tx.commit()
     }
 
     /// Signs a new CRL, numbered one more than the last. The number is taken and advanced
     /// inside one write transaction, so two processes never sign two CRLs with one number.
     pub fn crl(&self, now: u64) -> Result<Vec<u8>, Error> {
-        let transaction =
-            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        let last: String = transaction
-            .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| r.get(0))
-            .map_err(sql)?;
+        let mut tx = self.store.begin()?;
+        let last = meta(&tx, "crl_number")?;
         let number = last
             .parse::<u64>()
             .ok()
             .and_then(|n| n.checked_add(1))
-            .ok_or_else(|| Error::Store(format!("bad crl_number {last:?} in the issuer database")))?;
-        let revoked = {
-            let mut statement = transaction
-                .prepare("SELECT license_id, reason, revoked_at FROM revocations ORDER BY license_id")
-                .map_err(sql)?;
-            statement
-                .query_map([], |r| {
-                    Ok(Revoked {
-                        license_id: ByteBuf::from(r.get::<_, Vec<u8>>(0)?),
-                        reason: r.get(1)?,
-                        revoked_at: r.get::<_, i64>(2)? as u64,
-                    })
-                })
-                .map_err(sql)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(sql)?
-        };
-        transaction
-            .execute("UPDATE meta SET value = ?1 WHERE key = 'crl_number'", params![number.to_string()])
-            .map_err(sql)?;
+            .ok_or_else(|| Error::Store(format!("bad crl_number {last:?} in the issuer store")))?;
+        let revoked = tx.revocations()?;
+        tx.set_meta("crl_number", &number.to_string())?;
         let payload = CrlPayload { v: 1, number, issued_at: now, revoked };
         let crl = Envelope::seal(CONTEXT_CRL, escx::cbor::encode(&payload), &self.signing).to_cbor();
-        transaction.commit().map_err(sql)?;
+        tx.commit()?;
         Ok(crl)
     }
 
     /// Every sale event, oldest first.
     pub fn sales(&self) -> Result<Vec<Sale>, Error> {
-        let mut statement = self
-            .db
-            .prepare("SELECT id, package, tier, epoch, count, unit_price_micros, total_micros, currency, at FROM sales ORDER BY id")
-            .map_err(sql)?;
-        statement
-            .query_map([], |r| {
-                Ok(Sale {
-                    id: r.get(0)?,
-                    package: r.get(1)?,
-                    tier: r.get(2)?,
-                    epoch: r.get(3)?,
-                    count: r.get::<_, i64>(4)? as u32,
-                    unit_price_micros: r.get::<_, i64>(5)? as u64,
-                    total_micros: r.get::<_, i64>(6)? as u64,
-                    currency: r.get(7)?,
-                    at: r.get::<_, i64>(8)? as u64,
-                })
-            })
-            .map_err(sql)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql)
-    }
-
-    /// The database connection, for this crate's tests that inspect the issuer's complete
-    /// view (feature `test-support`).
-    #[cfg(feature = "test-support")]
-    #[doc(hidden)]
-    pub fn database(&self) -> &Connection {
-        &self.db
+        self.store.sales()
     }
 }
 
-fn issued_in(db: &Connection, request_id: &[u8; 32]) -> Result<Option<TokenResponse>, Error> {
-    let stored: Option<Vec<u8>> = db
-        .query_row("SELECT response FROM issued WHERE request_id = ?1", params![&request_id[..]], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(sql)?;
-    stored.map(|bytes| TokenResponse::from_cbor(&bytes)).transpose()
+fn meta(store: &impl IssuerReader, key: &str) -> Result<String, Error> {
+    store.meta(key)?.ok_or_else(|| Error::Store(format!("the issuer store has no {key}")))
 }
 
-fn stored_bundles(db: &Connection) -> Result<Vec<IssuerBundle>, Error> {
-    let mut statement = db.prepare("SELECT version, bytes FROM bundles ORDER BY version").map_err(sql)?;
-    let rows = statement
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
-        .map_err(sql)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(sql)?;
-    rows.into_iter()
+fn issued_in(store: &impl IssuerReader, request_id: &[u8; 32]) -> Result<Option<TokenResponse>, Error> {
+    store.issued(request_id)?.map(|bytes| TokenResponse::from_cbor(&bytes)).transpose()
+}
+
+fn stored_bundles(store: &impl IssuerReader) -> Result<Vec<IssuerBundle>, Error> {
+    store
+        .bundles()?
+        .into_iter()
         .map(|(version, bytes)| {
             let bundle = IssuerBundle::parse(&bytes)?;
-            if bundle.version() as i64 != version {
+            if bundle.version() != version {
                 return Err(Error::Store(format!(
                     "bundle version {version} holds version {}",
                     bundle.version()
@@ -856,23 +708,19 @@ fn stored_bundles(db: &Connection) -> Result<Vec<IssuerBundle>, Error> {
 /// Checks (and, for an unowned scope, records) that `signers` may sell under `package`'s
 /// scope. Returns the scope's owners and whether this call made them owners.
 fn claim_scope(
-    db: &Connection,
+    tx: &mut impl IssuerWriter,
     package: &str,
     signers: &[KeyId],
     now: u64,
 ) -> Result<(Vec<KeyId>, bool), Error> {
     let scope = owner_scope(package);
-    let owners = scope_owners(db, &scope)?;
+    let owners = tx.scope_owners(&scope)?;
     if owners.is_empty() {
         if signers.is_empty() {
             return Err(Error::PackageOwned { package: package.into(), scope, owners: Vec::new() });
         }
         for key in signers {
-            db.execute(
-                "INSERT OR IGNORE INTO owners (scope, key_id, since) VALUES (?1, ?2, ?3)",
-                params![scope, &key.0[..], now as i64],
-            )
-            .map_err(sql)?;
+            tx.insert_owner(&scope, key, now)?;
         }
         let mut claimed = signers.to_vec();
         claimed.sort_by_key(|k| k.0);
@@ -885,120 +733,30 @@ fn claim_scope(
     Ok((owners, false))
 }
 
-fn scope_owners(db: &Connection, scope: &str) -> Result<Vec<KeyId>, Error> {
-    let mut statement =
-        db.prepare("SELECT key_id FROM owners WHERE scope = ?1 ORDER BY key_id").map_err(sql)?;
-    statement
-        .query_map(params![scope], |r| r.get::<_, Vec<u8>>(0))
-        .map_err(sql)?
-        .map(|row| {
-            let bytes = row.map_err(sql)?;
-            let id: [u8; 16] = bytes.try_into().map_err(|_| Error::Store("bad owner key id".into()))?;
-            Ok(KeyId(id))
-        })
-        .collect()
-}
-
-fn insert_offer(db: &Connection, offer: &Offer) -> Result<(), Error> {
-    db.execute(
-        "INSERT OR REPLACE INTO catalog (package, tier, price_micros, currency, unit, features, seats)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            offer.package,
-            offer.tier,
-            offer.price_micros as i64,
-            offer.currency,
-            offer.unit,
-            offer.features.join(","),
-            offer.seats
-        ],
-    )
-    .map_err(sql)?;
-    Ok(())
-}
-
 /// Stores a content key's seal under `root`; registering the same file again is a no-op,
 /// the same key under any other root is refused.
 fn store_content_key(
-    db: &Connection,
+    tx: &mut impl IssuerWriter,
     root: &[u8; 32],
     binding: &ContentBinding,
     fingerprint: &[u8; 32],
     sealed: &[u8],
 ) -> Result<(), Error> {
-    let holder: Option<(Vec<u8>, String, String)> = db
-        .query_row(
-            "SELECT package_root, package, version FROM content_keys WHERE fingerprint = ?1",
-            params![&fingerprint[..]],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()
-        .map_err(sql)?;
-    match holder {
-        Some((other_root, ..)) if other_root[..] == root[..] => Ok(()),
-        Some((_, package, version)) => Err(Error::ContentKeyReused {
+    match tx.content_key_by_fingerprint(fingerprint)? {
+        Some(held) if &held.root == root => Ok(()),
+        Some(held) => Err(Error::ContentKeyReused {
             package: binding.name.clone(),
-            other: format!("{package} {version}"),
+            other: format!("{} {}", held.package, held.version),
         }),
-        None => {
-            db.execute(
-                "INSERT INTO content_keys (package_root, package, version, payload_hash, fingerprint, sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    &root[..],
-                    binding.name,
-                    binding.version,
-                    &binding.payload_hash[..],
-                    &fingerprint[..],
-                    sealed
-                ],
-            )
-            .map_err(sql)?;
-            Ok(())
-        }
+        None => tx.insert_content_key(&StoredContentKey {
+            root: *root,
+            package: binding.name.clone(),
+            version: binding.version.clone(),
+            payload_hash: binding.payload_hash,
+            fingerprint: *fingerprint,
+            sealed: sealed.to_vec(),
+        }),
     }
-}
-
-fn open_db(dir: &Path) -> Result<Connection, Error> {
-    let path = dir.join(DATABASE_FILE);
-    let mut db = crate::sqlite::open_private(&path)?;
-    migrate(&mut db, &path)?;
-    Ok(db)
-}
-
-/// Brings the schema to [`SCHEMA_VERSION`] in one transaction; refuses a newer one.
-fn migrate(db: &mut Connection, path: &Path) -> Result<(), Error> {
-    let transaction = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-    let has_meta = crate::sqlite::has_meta(&transaction)?;
-    let found: i64 = if has_meta {
-        transaction
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get::<_, String>(0))
-            .optional()
-            .map_err(sql)?
-            .map_or(Ok(1), |v| {
-                v.parse::<i64>().map_err(|_| Error::Store(format!("bad schema version {v:?}")))
-            })?
-    } else {
-        0
-    };
-    if found > SCHEMA_VERSION {
-        return Err(Error::Store(format!(
-            "{}: schema version {found} is newer than this build's {SCHEMA_VERSION}; upgrade escx",
-            path.display()
-        )));
-    }
-    for (version, step) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
-        if found < version {
-            transaction.execute_batch(step).map_err(sql)?;
-        }
-    }
-    transaction
-        .execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
-            params![SCHEMA_VERSION.to_string()],
-        )
-        .map_err(sql)?;
-    transaction.commit().map_err(sql)
 }
 
 /// The spent-set key: `derive_key("escx v1 spent token id", info || input)`.

@@ -1,0 +1,234 @@
+//! The in-memory issuer store: the reference every backend must agree with, and a store
+//! for embedding the issuer without a disk. Nothing survives the process.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use escx::sig::KeyId;
+use serde_bytes::ByteBuf;
+use zeroize::Zeroizing;
+
+use super::store::{
+    EpochSecret, IssuerStore, IssuerWriter, LicenseRecord, SpentRecord, StoredContentKey,
+    forward_issuer_reader,
+};
+use super::{Offer, Sale};
+use crate::Error;
+use crate::messages::{Epoch, Revoked};
+
+#[derive(Clone, Default)]
+struct State {
+    meta: BTreeMap<String, String>,
+    epochs: BTreeMap<u32, (Epoch, Zeroizing<Vec<u8>>)>,
+    bundles: BTreeMap<u64, Vec<u8>>,
+    owners: BTreeMap<String, BTreeMap<KeyId, u64>>,
+    offers: BTreeMap<(String, String), Offer>,
+    /// By root.
+    content_keys: BTreeMap<[u8; 32], StoredContentKey>,
+    sales: Vec<Sale>,
+    next_sale: i64,
+    issued: BTreeMap<[u8; 32], Vec<u8>>,
+    spent: BTreeMap<[u8; 32], SpentRecord>,
+    licenses: BTreeMap<[u8; 16], LicenseRecord>,
+    revocations: BTreeMap<Vec<u8>, Revoked>,
+}
+
+/// The in-memory store.
+#[derive(Default)]
+pub struct MemoryIssuerStore {
+    state: Mutex<State>,
+}
+
+/// A write transaction on a [`MemoryIssuerStore`]: it holds the store's lock (so
+/// transactions are serial) and writes to a copy that replaces the state on commit.
+pub struct MemoryIssuerTx<'a> {
+    guard: MutexGuard<'a, State>,
+    work: State,
+}
+
+impl MemoryIssuerStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock was held left no partial write: writes go to a copy.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl IssuerStore for MemoryIssuerStore {
+    type Tx<'a> = MemoryIssuerTx<'a>;
+
+    fn begin(&self) -> Result<MemoryIssuerTx<'_>, Error> {
+        let guard = self.lock();
+        let work = guard.clone();
+        Ok(MemoryIssuerTx { guard, work })
+    }
+}
+
+forward_issuer_reader!(MemoryIssuerStore, self => self.lock());
+forward_issuer_reader!(MemoryIssuerTx<'_>, self => self.work);
+
+fn violation(what: String) -> Error {
+    Error::Store(format!("constraint violated: {what}"))
+}
+
+impl State {
+    fn meta(&self, key: &str) -> Result<Option<String>, Error> {
+        Ok(self.meta.get(key).cloned())
+    }
+
+    fn epochs(&self) -> Result<Vec<Epoch>, Error> {
+        Ok(self.epochs.values().map(|(epoch, _)| epoch.clone()).collect())
+    }
+
+    fn epoch_secret(&self, epoch: u32) -> Result<Option<EpochSecret>, Error> {
+        Ok(self.epochs.get(&epoch).map(|(e, secret)| EpochSecret {
+            secret: secret.clone(),
+            not_before: e.not_before,
+            not_after: e.not_after,
+        }))
+    }
+
+    fn bundles(&self) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        Ok(self.bundles.iter().map(|(v, b)| (*v, b.clone())).collect())
+    }
+
+    fn offer(&self, package: &str, tier: &str) -> Result<Option<Offer>, Error> {
+        Ok(self.offers.get(&(package.to_owned(), tier.to_owned())).cloned())
+    }
+
+    fn scope_owners(&self, scope: &str) -> Result<Vec<KeyId>, Error> {
+        let mut owners: Vec<KeyId> =
+            self.owners.get(scope).map(|o| o.keys().copied().collect()).unwrap_or_default();
+        owners.sort_by_key(|k| k.0);
+        Ok(owners)
+    }
+
+    fn content_key_by_fingerprint(&self, fingerprint: &[u8; 32]) -> Result<Option<StoredContentKey>, Error> {
+        Ok(self.content_keys.values().find(|k| &k.fingerprint == fingerprint).cloned())
+    }
+
+    fn content_keys(&self, package: &str) -> Result<Vec<StoredContentKey>, Error> {
+        Ok(self.content_keys.values().filter(|k| k.package == package).cloned().collect())
+    }
+
+    fn issued(&self, request_id: &[u8; 32]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.issued.get(request_id).cloned())
+    }
+
+    fn spent(&self, token_id: &[u8; 32]) -> Result<Option<SpentRecord>, Error> {
+        Ok(self.spent.get(token_id).cloned())
+    }
+
+    fn license_exists(&self, license_id: &[u8]) -> Result<bool, Error> {
+        Ok(<[u8; 16]>::try_from(license_id).is_ok_and(|id| self.licenses.contains_key(&id)))
+    }
+
+    fn revocations(&self) -> Result<Vec<Revoked>, Error> {
+        Ok(self.revocations.values().cloned().collect())
+    }
+
+    fn sales(&self) -> Result<Vec<Sale>, Error> {
+        Ok(self.sales.clone())
+    }
+}
+
+impl IssuerWriter for MemoryIssuerTx<'_> {
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        self.work.meta.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    fn insert_epoch(&mut self, epoch: &Epoch, secret: &[u8]) -> Result<(), Error> {
+        if self.work.epochs.contains_key(&epoch.epoch) {
+            return Err(violation(format!("epoch {} exists", epoch.epoch)));
+        }
+        self.work.epochs.insert(epoch.epoch, (epoch.clone(), Zeroizing::new(secret.to_vec())));
+        Ok(())
+    }
+
+    fn insert_bundle(&mut self, version: u64, _hash: &[u8; 32], bytes: &[u8]) -> Result<(), Error> {
+        if self.work.bundles.contains_key(&version) {
+            return Err(violation(format!("bundle version {version} exists")));
+        }
+        self.work.bundles.insert(version, bytes.to_vec());
+        Ok(())
+    }
+
+    fn insert_owner(&mut self, scope: &str, key: &KeyId, since: u64) -> Result<(), Error> {
+        self.work.owners.entry(scope.to_owned()).or_default().entry(*key).or_insert(since);
+        Ok(())
+    }
+
+    fn put_offer(&mut self, offer: &Offer) -> Result<(), Error> {
+        self.work.offers.insert((offer.package.clone(), offer.tier.clone()), offer.clone());
+        Ok(())
+    }
+
+    fn insert_content_key(&mut self, key: &StoredContentKey) -> Result<(), Error> {
+        if self.work.content_keys.contains_key(&key.root)
+            || self.work.content_keys.values().any(|k| k.fingerprint == key.fingerprint)
+        {
+            return Err(violation("content key root or fingerprint exists".into()));
+        }
+        self.work.content_keys.insert(key.root, key.clone());
+        Ok(())
+    }
+
+    fn insert_sale(&mut self, sale: &Sale) -> Result<i64, Error> {
+        self.work.next_sale += 1;
+        let id = self.work.next_sale;
+        self.work.sales.push(Sale { id, ..sale.clone() });
+        Ok(id)
+    }
+
+    fn insert_issued(&mut self, request_id: &[u8; 32], _sale_id: i64, response: &[u8]) -> Result<(), Error> {
+        if self.work.issued.contains_key(request_id) {
+            return Err(violation("request answered already".into()));
+        }
+        self.work.issued.insert(*request_id, response.to_vec());
+        Ok(())
+    }
+
+    fn spend(
+        &mut self,
+        token_id: &[u8; 32],
+        _at: u64,
+        redemption_id: &[u8; 32],
+        answer: &[u8],
+    ) -> Result<bool, Error> {
+        if self.work.spent.contains_key(token_id) {
+            return Ok(false);
+        }
+        self.work.spent.insert(
+            *token_id,
+            SpentRecord { redemption_id: Some(*redemption_id), answer: Some(answer.to_vec()) },
+        );
+        Ok(true)
+    }
+
+    fn insert_license(&mut self, license: &LicenseRecord) -> Result<(), Error> {
+        if self.work.licenses.contains_key(&license.license_id) {
+            return Err(violation("license id exists".into()));
+        }
+        self.work.licenses.insert(license.license_id, license.clone());
+        Ok(())
+    }
+
+    fn insert_revocation(&mut self, license_id: &[u8], reason: &str, at: u64) -> Result<(), Error> {
+        self.work.revocations.entry(license_id.to_vec()).or_insert_with(|| Revoked {
+            license_id: ByteBuf::from(license_id.to_vec()),
+            reason: reason.to_owned(),
+            revoked_at: at,
+        });
+        Ok(())
+    }
+
+    fn commit(mut self) -> Result<(), Error> {
+        *self.guard = std::mem::take(&mut self.work);
+        Ok(())
+    }
+}

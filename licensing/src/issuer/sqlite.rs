@@ -1,0 +1,561 @@
+//! The SQLite issuer store: `issuer.sqlite` (mode 0600, WAL, `synchronous=FULL`), every
+//! write transaction `BEGIN IMMEDIATE`.
+
+use std::path::Path;
+
+use escx::sig::KeyId;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_bytes::ByteBuf;
+use zeroize::Zeroizing;
+
+use super::store::{
+    EpochSecret, IssuerStore, IssuerWriter, LicenseRecord, SpentRecord, StoredContentKey,
+    forward_issuer_reader,
+};
+use super::{Offer, Sale};
+use crate::Error;
+use crate::messages::{Epoch, Revoked};
+use crate::sqlite::sql;
+
+/// Schema version of `issuer.sqlite`: the number of schema steps applied.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Version 1: the tables of the first release.
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE epochs (
+    epoch INTEGER PRIMARY KEY, secret BLOB NOT NULL, public BLOB NOT NULL,
+    not_before INTEGER NOT NULL, not_after INTEGER NOT NULL);
+CREATE TABLE catalog (
+    package TEXT NOT NULL, tier TEXT NOT NULL, price_micros INTEGER NOT NULL, currency TEXT NOT NULL,
+    unit TEXT NOT NULL, features TEXT NOT NULL, seats INTEGER, PRIMARY KEY (package, tier));
+CREATE TABLE content_keys (
+    package_root BLOB PRIMARY KEY, package TEXT NOT NULL, version TEXT NOT NULL, sealed BLOB NOT NULL);
+CREATE TABLE sales (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, package TEXT NOT NULL, tier TEXT NOT NULL, epoch INTEGER NOT NULL,
+    count INTEGER NOT NULL, unit_price_micros INTEGER NOT NULL, total_micros INTEGER NOT NULL,
+    currency TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE TABLE spent (token_id BLOB PRIMARY KEY, spent_at INTEGER NOT NULL);
+CREATE TABLE licenses (
+    license_id BLOB PRIMARY KEY, package TEXT NOT NULL, tier TEXT NOT NULL,
+    not_before INTEGER NOT NULL, not_after INTEGER NOT NULL);
+CREATE TABLE revocations (
+    license_id BLOB PRIMARY KEY, reason TEXT NOT NULL, revoked_at INTEGER NOT NULL);
+";
+
+/// Version 2 (licensing.md §4): content keys bound to their package and fingerprinted
+/// (version 1 keys, which were bound to nothing, are kept aside in `legacy_content_keys`
+/// and never handed out again), package scopes owned by publisher keys, the stored answer
+/// of every purchase and redemption (retries get it back), and the bundle chain.
+const SCHEMA_V2: &str = "
+ALTER TABLE content_keys RENAME TO legacy_content_keys;
+CREATE TABLE content_keys (
+    package_root BLOB PRIMARY KEY, package TEXT NOT NULL, version TEXT NOT NULL,
+    payload_hash BLOB NOT NULL, fingerprint BLOB NOT NULL UNIQUE, sealed BLOB NOT NULL);
+CREATE TABLE owners (
+    scope TEXT NOT NULL, key_id BLOB NOT NULL, since INTEGER NOT NULL, PRIMARY KEY (scope, key_id));
+CREATE TABLE issued (request_id BLOB PRIMARY KEY, sale_id INTEGER NOT NULL, response BLOB NOT NULL);
+ALTER TABLE spent ADD COLUMN request_id BLOB;
+ALTER TABLE spent ADD COLUMN response BLOB;
+CREATE TABLE bundles (version INTEGER PRIMARY KEY, hash BLOB NOT NULL, bytes BLOB NOT NULL);
+";
+
+/// The issuer's SQLite database.
+pub struct SqliteIssuerStore {
+    db: Connection,
+}
+
+/// A write transaction on a [`SqliteIssuerStore`] (`BEGIN IMMEDIATE`).
+pub struct SqliteIssuerTx<'a> {
+    tx: rusqlite::Transaction<'a>,
+}
+
+impl SqliteIssuerStore {
+    /// Opens (creating if needed) the database at `path`, running the migrations it lacks.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let mut db = crate::sqlite::open_private(path)?;
+        migrate(&mut db, path)?;
+        Ok(Self { db })
+    }
+
+    /// The connection, for this crate's tests (feature `test-support`).
+    #[cfg(feature = "test-support")]
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.db
+    }
+}
+
+impl IssuerStore for SqliteIssuerStore {
+    type Tx<'a> = SqliteIssuerTx<'a>;
+
+    fn begin(&self) -> Result<SqliteIssuerTx<'_>, Error> {
+        let tx =
+            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
+        Ok(SqliteIssuerTx { tx })
+    }
+}
+
+forward_issuer_reader!(SqliteIssuerStore, self => Queries(&self.db));
+forward_issuer_reader!(SqliteIssuerTx<'_>, self => Queries(&self.tx));
+
+fn u64_of(value: i64, what: &str) -> Result<u64, Error> {
+    u64::try_from(value).map_err(|_| Error::Store(format!("a stored {what} is negative ({value})")))
+}
+
+fn i64_of(value: u64, what: &str) -> Result<i64, Error> {
+    i64::try_from(value).map_err(|_| Error::Store(format!("{what} {value} does not fit the database")))
+}
+
+fn hash_of(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], Error> {
+    bytes.try_into().map_err(|_| Error::Store(format!("a stored {what} is not 32 bytes")))
+}
+
+/// The queries, over a connection or a transaction.
+struct Queries<'a>(&'a Connection);
+
+impl Queries<'_> {
+    fn meta(&self, key: &str) -> Result<Option<String>, Error> {
+        self.0
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+            .optional()
+            .map_err(sql)
+    }
+
+    fn epochs(&self) -> Result<Vec<Epoch>, Error> {
+        let mut statement = self
+            .0
+            .prepare("SELECT epoch, public, not_before, not_after FROM epochs ORDER BY epoch")
+            .map_err(sql)?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            })
+            .map_err(sql)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        rows.into_iter()
+            .map(|(epoch, public, not_before, not_after)| {
+                Ok(Epoch {
+                    epoch,
+                    poprf_key: ByteBuf::from(public),
+                    not_before: u64_of(not_before, "epoch start")?,
+                    not_after: u64_of(not_after, "epoch end")?,
+                })
+            })
+            .collect()
+    }
+
+    fn epoch_secret(&self, epoch: u32) -> Result<Option<EpochSecret>, Error> {
+        let row: Option<(Vec<u8>, i64, i64)> = self
+            .0
+            .query_row(
+                "SELECT secret, not_before, not_after FROM epochs WHERE epoch = ?1",
+                params![epoch],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        row.map(|(secret, not_before, not_after)| {
+            Ok(EpochSecret {
+                secret: Zeroizing::new(secret),
+                not_before: u64_of(not_before, "epoch start")?,
+                not_after: u64_of(not_after, "epoch end")?,
+            })
+        })
+        .transpose()
+    }
+
+    fn bundles(&self) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let mut statement =
+            self.0.prepare("SELECT version, bytes FROM bundles ORDER BY version").map_err(sql)?;
+        let rows = statement
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(sql)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        rows.into_iter().map(|(version, bytes)| Ok((u64_of(version, "bundle version")?, bytes))).collect()
+    }
+
+    fn offer(&self, package: &str, tier: &str) -> Result<Option<Offer>, Error> {
+        let row: Option<(i64, String, String, String, Option<u32>)> = self
+            .0
+            .query_row(
+                "SELECT price_micros, currency, unit, features, seats FROM catalog WHERE package = ?1 AND tier = ?2",
+                params![package, tier],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        row.map(|(price, currency, unit, features, seats)| {
+            Ok(Offer {
+                package: package.to_owned(),
+                tier: tier.to_owned(),
+                price_micros: u64_of(price, "price")?,
+                currency,
+                unit,
+                features: features.split(',').filter(|f| !f.is_empty()).map(str::to_owned).collect(),
+                seats,
+            })
+        })
+        .transpose()
+    }
+
+    fn scope_owners(&self, scope: &str) -> Result<Vec<KeyId>, Error> {
+        let mut statement =
+            self.0.prepare("SELECT key_id FROM owners WHERE scope = ?1 ORDER BY key_id").map_err(sql)?;
+        statement
+            .query_map(params![scope], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(sql)?
+            .map(|row| {
+                let bytes = row.map_err(sql)?;
+                let id: [u8; 16] = bytes
+                    .try_into()
+                    .map_err(|_| Error::Store("a stored owner key id is not 16 bytes".into()))?;
+                Ok(KeyId(id))
+            })
+            .collect()
+    }
+
+    fn content_keys_where(
+        &self,
+        condition: &str,
+        value: &dyn rusqlite::ToSql,
+    ) -> Result<Vec<StoredContentKey>, Error> {
+        let mut statement = self
+            .0
+            .prepare(&format!(
+                "SELECT package_root, package, version, payload_hash, fingerprint, sealed FROM content_keys
+                 WHERE {condition} ORDER BY package_root"
+            ))
+            .map_err(sql)?;
+        type Row = (Vec<u8>, String, String, Vec<u8>, Vec<u8>, Vec<u8>);
+        let rows: Vec<Row> = statement
+            .query_map([value], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .map_err(sql)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        rows.into_iter()
+            .map(|(root, package, version, payload_hash, fingerprint, sealed)| {
+                Ok(StoredContentKey {
+                    root: hash_of(root, "package root")?,
+                    package,
+                    version,
+                    payload_hash: hash_of(payload_hash, "payload hash")?,
+                    fingerprint: hash_of(fingerprint, "content key fingerprint")?,
+                    sealed,
+                })
+            })
+            .collect()
+    }
+
+    fn content_key_by_fingerprint(&self, fingerprint: &[u8; 32]) -> Result<Option<StoredContentKey>, Error> {
+        Ok(self.content_keys_where("fingerprint = ?1", &&fingerprint[..])?.into_iter().next())
+    }
+
+    fn content_keys(&self, package: &str) -> Result<Vec<StoredContentKey>, Error> {
+        self.content_keys_where("package = ?1", &package)
+    }
+
+    fn issued(&self, request_id: &[u8; 32]) -> Result<Option<Vec<u8>>, Error> {
+        self.0
+            .query_row("SELECT response FROM issued WHERE request_id = ?1", params![&request_id[..]], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql)
+    }
+
+    fn spent(&self, token_id: &[u8; 32]) -> Result<Option<SpentRecord>, Error> {
+        // (redemption id, sealed answer); both are NULL for tokens spent before schema 2.
+        type Row = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let row: Option<Row> = self
+            .0
+            .query_row(
+                "SELECT request_id, response FROM spent WHERE token_id = ?1",
+                params![&token_id[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        row.map(|(redemption, answer)| {
+            Ok(SpentRecord {
+                redemption_id: redemption.map(|r| hash_of(r, "redemption id")).transpose()?,
+                answer,
+            })
+        })
+        .transpose()
+    }
+
+    fn license_exists(&self, license_id: &[u8]) -> Result<bool, Error> {
+        let known: Option<i64> = self
+            .0
+            .query_row("SELECT 1 FROM licenses WHERE license_id = ?1", params![license_id], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        Ok(known.is_some())
+    }
+
+    fn revocations(&self) -> Result<Vec<Revoked>, Error> {
+        let mut statement = self
+            .0
+            .prepare("SELECT license_id, reason, revoked_at FROM revocations ORDER BY license_id")
+            .map_err(sql)?;
+        let rows = statement
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(sql)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        rows.into_iter()
+            .map(|(license_id, reason, at)| {
+                Ok(Revoked {
+                    license_id: ByteBuf::from(license_id),
+                    reason,
+                    revoked_at: u64_of(at, "revocation time")?,
+                })
+            })
+            .collect()
+    }
+
+    fn sales(&self) -> Result<Vec<Sale>, Error> {
+        let mut statement = self
+            .0
+            .prepare(
+                "SELECT id, package, tier, epoch, count, unit_price_micros, total_micros, currency, at
+                 FROM sales ORDER BY id",
+            )
+            .map_err(sql)?;
+        type Row = (i64, String, String, u32, u32, i64, i64, String, i64);
+        let rows: Vec<Row> = statement
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })
+            .map_err(sql)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        rows.into_iter()
+            .map(|(id, package, tier, epoch, count, unit, total, currency, at)| {
+                Ok(Sale {
+                    id,
+                    package,
+                    tier,
+                    epoch,
+                    count,
+                    unit_price_micros: u64_of(unit, "unit price")?,
+                    total_micros: u64_of(total, "sale total")?,
+                    currency,
+                    at: u64_of(at, "sale time")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+impl IssuerWriter for SqliteIssuerTx<'_> {
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        self.tx
+            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn insert_epoch(&mut self, epoch: &Epoch, secret: &[u8]) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT INTO epochs (epoch, secret, public, not_before, not_after) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    epoch.epoch,
+                    secret,
+                    &epoch.poprf_key[..],
+                    i64_of(epoch.not_before, "epoch start")?,
+                    i64_of(epoch.not_after, "epoch end")?
+                ],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn insert_bundle(&mut self, version: u64, hash: &[u8; 32], bytes: &[u8]) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT INTO bundles (version, hash, bytes) VALUES (?1, ?2, ?3)",
+                params![i64_of(version, "bundle version")?, &hash[..], bytes],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn insert_owner(&mut self, scope: &str, key: &KeyId, since: u64) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT OR IGNORE INTO owners (scope, key_id, since) VALUES (?1, ?2, ?3)",
+                params![scope, &key.0[..], i64_of(since, "time")?],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn put_offer(&mut self, offer: &Offer) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO catalog (package, tier, price_micros, currency, unit, features, seats)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    offer.package,
+                    offer.tier,
+                    i64_of(offer.price_micros, "price")?,
+                    offer.currency,
+                    offer.unit,
+                    offer.features.join(","),
+                    offer.seats
+                ],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn insert_content_key(&mut self, key: &StoredContentKey) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT INTO content_keys (package_root, package, version, payload_hash, fingerprint, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    &key.root[..],
+                    key.package,
+                    key.version,
+                    &key.payload_hash[..],
+                    &key.fingerprint[..],
+                    key.sealed
+                ],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn insert_sale(&mut self, sale: &Sale) -> Result<i64, Error> {
+        self.tx
+            .execute(
+                "INSERT INTO sales (package, tier, epoch, count, unit_price_micros, total_micros, currency, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    sale.package,
+                    sale.tier,
+                    sale.epoch,
+                    sale.count,
+                    i64_of(sale.unit_price_micros, "unit price")?,
+                    i64_of(sale.total_micros, "sale total")?,
+                    sale.currency,
+                    i64_of(sale.at, "time")?
+                ],
+            )
+            .map_err(sql)?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    fn insert_issued(&mut self, request_id: &[u8; 32], sale_id: i64, response: &[u8]) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT INTO issued (request_id, sale_id, response) VALUES (?1, ?2, ?3)",
+                params![&request_id[..], sale_id, response],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn spend(
+        &mut self,
+        token_id: &[u8; 32],
+        at: u64,
+        redemption_id: &[u8; 32],
+        answer: &[u8],
+    ) -> Result<bool, Error> {
+        // The primary key makes a second insert of the same token fail, whichever process
+        // gets there first.
+        match self.tx.execute(
+            "INSERT INTO spent (token_id, spent_at, request_id, response) VALUES (?1, ?2, ?3, ?4)",
+            params![&token_id[..], i64_of(at, "time")?, &redemption_id[..], answer],
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if is_constraint(&e) => Ok(false),
+            Err(e) => Err(sql(e)),
+        }
+    }
+
+    fn insert_license(&mut self, license: &LicenseRecord) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT INTO licenses (license_id, package, tier, not_before, not_after) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    &license.license_id[..],
+                    license.package,
+                    license.tier,
+                    i64_of(license.not_before, "time")?,
+                    i64_of(license.not_after, "time")?
+                ],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn insert_revocation(&mut self, license_id: &[u8], reason: &str, at: u64) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT OR IGNORE INTO revocations (license_id, reason, revoked_at) VALUES (?1, ?2, ?3)",
+                params![license_id, reason, i64_of(at, "time")?],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn commit(self) -> Result<(), Error> {
+        self.tx.commit().map_err(sql)
+    }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction; refuses a newer one.
+fn migrate(db: &mut Connection, path: &Path) -> Result<(), Error> {
+    let transaction = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+    let has_meta = crate::sqlite::has_meta(&transaction)?;
+    let found: i64 = if has_meta {
+        transaction
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get::<_, String>(0))
+            .optional()
+            .map_err(sql)?
+            .map_or(Ok(1), |v| {
+                v.parse::<i64>().map_err(|_| Error::Store(format!("bad schema version {v:?}")))
+            })?
+    } else {
+        0
+    };
+    if found > SCHEMA_VERSION {
+        return Err(Error::Store(format!(
+            "{}: schema version {found} is newer than this build's {SCHEMA_VERSION}; upgrade escx",
+            path.display()
+        )));
+    }
+    for (version, step) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
+        if found < version {
+            transaction.execute_batch(step).map_err(sql)?;
+        }
+    }
+    transaction
+        .execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
+            params![SCHEMA_VERSION.to_string()],
+        )
+        .map_err(sql)?;
+    transaction.commit().map_err(sql)
+}
