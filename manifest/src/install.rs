@@ -50,9 +50,9 @@ pub fn package_dir(target: &Path, name: &str, version: &Version) -> PathBuf {
     path
 }
 
-/// Supplies the content key of a licensed (encrypted) package: given its name and signed
-/// root, the key, or why there is none.
-pub type ContentKeys<'a> = &'a dyn Fn(&str, &[u8; 32]) -> Result<ContentKey, String>;
+/// Supplies the content key of a licensed (encrypted) package: given its name, version and
+/// signed root, the key, or why there is none.
+pub type ContentKeys<'a> = &'a dyn Fn(&str, &Version, &[u8; 32]) -> Result<ContentKey, String>;
 
 /// Installs `resolution` from the registry of `trusted` into `target`. `on_package` is
 /// told (done, total, "name version") as packages are processed. A licensed package
@@ -65,7 +65,7 @@ pub fn install(
     now: u64,
     on_package: impl FnMut(usize, usize, &str),
 ) -> Result<InstallReport, Error> {
-    let no_keys = |_: &str, _: &[u8; 32]| Err("no license wallet was given".to_owned());
+    let no_keys = |_: &str, _: &Version, _: &[u8; 32]| Err("no license wallet was given".to_owned());
     install_licensed(trusted, resolution, target, policy, now, &no_keys, on_package)
 }
 
@@ -93,12 +93,13 @@ pub fn install_licensed(
         let file = client::fetch(&trusted.root, &package.name, package.entry, downloads.path())?;
         let (report, _) = client::verify_fetched(&file, &package.name, package.entry, policy, now)?;
         let key = if report.sections.iter().any(|s| s.entry.is_encrypted()) {
-            let key =
-                content_keys(&package.name, &report.root).map_err(|reason| Error::ContentKeyUnavailable {
+            let key = content_keys(&package.name, &package.version, &report.root).map_err(|reason| {
+                Error::ContentKeyUnavailable {
                     name: package.name.clone(),
                     version: package.version.to_string(),
                     reason,
-                })?;
+                }
+            })?;
             Some(key)
         } else {
             None

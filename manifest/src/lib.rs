@@ -14,6 +14,7 @@ pub mod index;
 pub mod install;
 pub mod lockfile;
 pub mod money;
+pub mod project;
 pub mod registry;
 pub mod requirement;
 pub mod resolve;

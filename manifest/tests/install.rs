@@ -130,7 +130,7 @@ fn licensed_packages_install_only_with_their_content_key() {
     assert!(err.to_string().contains("acme/b@1.0.0"), "{err}");
     assert!(!target.exists(), "nothing is extracted before every key is at hand");
 
-    let keys = |name: &str, root: &[u8; 32]| {
+    let keys = |name: &str, _version: &semver::Version, root: &[u8; 32]| {
         let mut reader = escx::container::PackageReader::open_file(&licensed).unwrap();
         assert_eq!((name, root), ("acme/b", reader.root()));
         let binding = reader.content_binding().unwrap();

@@ -1,13 +1,10 @@
 //! `escx resolve`, `escx tree`, `escx install`.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use clap::Args;
-use escx_manifest::client::{self, TrustedIndex};
-use escx_manifest::install;
-use escx_manifest::lockfile::{LOCKFILE, Lockfile};
-use escx_manifest::resolve::{Catalog, Resolution, ResolveOptions, resolve};
+use escx_manifest::project::{Locked, Project, Selection};
+use escx_manifest::resolve::Resolution;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -83,51 +80,14 @@ pub struct InstallArgs {
     wallet: Option<PathBuf>,
 }
 
-/// Everything a project command needs before resolving.
-struct Loaded {
-    trusted: TrustedIndex,
-    policy: escx::policy::TrustPolicy,
-    now: u64,
-    manifest: escx_manifest::Manifest,
-    lock: Option<Lockfile>,
-}
-
-fn load(args: &ProjectArgs) -> anyhow::Result<Loaded> {
+fn load(args: &ProjectArgs) -> anyhow::Result<Project> {
     let policy = args.trust.policy()?;
     let now = args.trust.now()?;
-    let manifest = super::manifest::load(&args.root)?;
-    let trusted = client::load_index(&args.registry, &policy, &args.trust.state(), now)?;
-    let lock = Lockfile::read(&args.root)?;
-    Ok(Loaded { trusted, policy, now, manifest, lock })
+    Ok(Project::load(&args.root, &args.registry, &policy, &args.trust.state(), now)?)
 }
 
-/// Resolves, writes escx.lock if it changed, and returns what changed.
-fn resolve_and_lock<'a>(
-    args: &ProjectArgs,
-    loaded: &Loaded,
-    catalog: &Catalog<'a>,
-) -> anyhow::Result<(Resolution<'a>, Vec<String>)> {
-    let options =
-        ResolveOptions { lock: loaded.lock.as_ref(), update: args.update, features: args.features.clone() };
-    let resolution = resolve(&loaded.manifest, catalog, &options)?;
-    let new_lock = Lockfile::from_resolution(&resolution, &args.registry.display().to_string());
-    let changes = lock_changes(loaded.lock.as_ref(), &new_lock);
-    if loaded.lock.as_ref() != Some(&new_lock) {
-        new_lock.write(&args.root)?;
-    }
-    Ok((resolution, changes))
-}
-
-/// Lines like "+ acme/c 1.5.0", "- acme/c 1.4.0" between two lockfiles.
-fn lock_changes(old: Option<&Lockfile>, new: &Lockfile) -> Vec<String> {
-    let set = |lock: Option<&Lockfile>| -> BTreeSet<String> {
-        lock.map(|l| l.packages.iter().map(|p| format!("{} {}", p.name, p.version)).collect())
-            .unwrap_or_default()
-    };
-    let (before, after) = (set(old), set(Some(new)));
-    let removed = before.difference(&after).map(|p| format!("- {p}"));
-    let added = after.difference(&before).map(|p| format!("+ {p}"));
-    removed.chain(added).collect()
+fn selection(args: &ProjectArgs) -> Selection {
+    Selection { update: args.update, features: args.features.clone() }
 }
 
 fn packages_json(resolution: &Resolution<'_>) -> Vec<Value> {
@@ -146,14 +106,14 @@ fn packages_json(resolution: &Resolution<'_>) -> Vec<Value> {
 }
 
 pub fn run_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
-    let loaded = load(&args.project)?;
-    let catalog = Catalog::new(&loaded.trusted.index);
-    let (resolution, changes) = resolve_and_lock(&args.project, &loaded, &catalog)?;
+    let project = load(&args.project)?;
+    let Locked { resolution, changes } = project.lock(&selection(&args.project))?;
     let resolution = &resolution;
-    let lock_path = args.project.root.join(LOCKFILE);
+    let index_version = project.index().index.version;
+    let lock_path = project.lockfile_path();
     ui.emit(
         json!({
-            "root": resolution.root, "lockfile": lock_path, "index_version": loaded.trusted.index.version,
+            "root": resolution.root, "lockfile": lock_path, "index_version": index_version,
             "packages": packages_json(resolution), "changes": changes,
         }),
         || {
@@ -161,7 +121,7 @@ pub fn run_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
                 "resolved {} packages for {} (index version {}); wrote {}\n",
                 resolution.packages.len(),
                 resolution.root,
-                loaded.trusted.index.version,
+                index_version,
                 lock_path.display()
             );
             for line in &changes {
@@ -177,9 +137,8 @@ pub fn run_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 pub fn run_tree(args: TreeArgs, ui: &Ui) -> anyhow::Result<()> {
-    let loaded = load(&args.project)?;
-    let catalog = Catalog::new(&loaded.trusted.index);
-    let (resolution, _) = resolve_and_lock(&args.project, &loaded, &catalog)?;
+    let project = load(&args.project)?;
+    let Locked { resolution, .. } = project.lock(&selection(&args.project))?;
     let resolution = &resolution;
     ui.emit(json!({ "root": resolution.root, "tree": tree_json(resolution, &resolution.root_dependencies, &mut Vec::new()) }), || {
         let mut text = format!("{}\n", resolution.root);
@@ -246,39 +205,31 @@ fn tree_text(
 }
 
 pub fn run_install(args: InstallArgs, ui: &Ui) -> anyhow::Result<()> {
-    let loaded = load(&args.project)?;
-    let catalog = Catalog::new(&loaded.trusted.index);
-    let (resolution, _) = resolve_and_lock(&args.project, &loaded, &catalog)?;
-    let bar = progress_bar(ui, resolution.packages.len() as u64 * 2);
+    let project = load(&args.project)?;
     let wallet = args.wallet.as_deref().map(escx_licensing::wallet::Wallet::open).transpose()?;
-    let content_keys = |name: &str, root: &[u8; 32]| match &wallet {
+    let content_keys = |name: &str, version: &semver::Version, root: &[u8; 32]| match &wallet {
         None => Err("pass --wallet with a license for it".to_owned()),
-        Some(wallet) => {
-            let version = resolution.packages.iter().find(|p| p.name == name).map(|p| p.version.clone());
-            let version = version.ok_or_else(|| format!("{name} is not in the resolution"))?;
-            wallet.content_key(name, &version, root, escx::now_unix()).map_err(|e| e.to_string())
-        }
+        Some(wallet) => wallet.content_key(name, version, root, escx::now_unix()).map_err(|e| e.to_string()),
     };
-    let report = install::install_licensed(
-        &loaded.trusted,
-        &resolution,
+    let mut bar = None;
+    let report = project.install(
+        &selection(&args.project),
         &args.into,
-        &loaded.policy,
-        loaded.now,
-        &content_keys,
-        |done, _, what| {
-            if let Some(bar) = &bar {
+        Some(&content_keys),
+        |done, total, what| {
+            let bar = bar.get_or_insert_with(|| progress_bar(ui, total as u64));
+            if let Some(bar) = bar {
                 bar.set_position(done as u64);
                 bar.set_message(what.to_owned());
             }
         },
     )?;
-    if let Some(bar) = bar {
+    if let Some(Some(bar)) = bar {
         bar.finish_and_clear();
     }
     ui.emit(
         json!({
-            "target": report.target, "lockfile": args.project.root.join(LOCKFILE),
+            "target": report.target, "lockfile": project.lockfile_path(),
             "installed": report.installed.iter().map(|(n, v)| json!({"name": n, "version": v.to_string()})).collect::<Vec<_>>(),
         }),
         || {
