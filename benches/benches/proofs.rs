@@ -35,7 +35,7 @@ fn inputs(count: usize, salt: u8) -> Vec<EntryInput> {
             let referrer = (gross - platform) / 10;
             EntryInput {
                 settlement: blake3::derive_key("bench", &[&(i as u64).to_le_bytes()[..], &[salt]].concat()),
-                kind: "sale".into(),
+                kind: escx_settlement::store::RecordKind::Sale,
                 currency: "USD".into(),
                 gross,
                 payouts: vec![

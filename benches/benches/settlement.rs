@@ -220,7 +220,7 @@ fn statements(c: &mut Criterion) {
     let inputs: Vec<EntryInput> = (0..10_000u64)
         .map(|i| EntryInput {
             settlement: *blake3::hash(&i.to_le_bytes()).as_bytes(),
-            kind: "sale".into(),
+            kind: escx_settlement::store::RecordKind::Sale,
             currency: "USD".into(),
             gross: 100_000_000 + i,
             payouts: vec![

@@ -19,7 +19,7 @@ fn fixture() -> &'static (SecretKey, Verified) {
         let inputs: Vec<EntryInput> = (0..3u8)
             .map(|i| EntryInput {
                 settlement: [i; 32],
-                kind: "sale".into(),
+                kind: escx_settlement::store::RecordKind::Sale,
                 currency: "USD".into(),
                 gross: 100,
                 payouts: vec![("acme".into(), 60), ("platform".into(), 40)],

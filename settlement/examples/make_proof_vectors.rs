@@ -23,7 +23,7 @@ const DEC: u64 = NOV + 30 * 86_400;
 fn entry(tag: &str, kind: &str, gross: u64, payouts: &[(&str, u64)]) -> EntryInput {
     EntryInput {
         settlement: blake3::derive_key("escx v1 settlement id", tag.as_bytes()),
-        kind: kind.into(),
+        kind: escx_settlement::store::RecordKind::parse(kind).unwrap(),
         currency: "USD".into(),
         gross,
         payouts: payouts.iter().map(|(p, a)| (p.to_string(), *a)).collect(),

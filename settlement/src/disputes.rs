@@ -4,6 +4,7 @@
 //! transfers under a new settlement, recorded in a signed statement. Every step writes an
 //! audit row; nothing written before is edited but the settlement's state.
 
+use crate::store::{RecordKind, SettlementState};
 use serde::Serialize;
 
 use escx::sig::SecretKey;
@@ -15,23 +16,13 @@ use crate::store::{Reader, SettlementRecord, Store, Writer};
 /// The prefix of a reversal's event id (event ids have no spaces, so it never meets one).
 pub const REVERSAL_PREFIX: &str = "reversal ";
 
-/// How a dispute ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// The settlement stands: back to `SETTLED`.
-    Upheld,
-    /// The customer gets back what remains: compensating transfers, `CANCELLED`.
-    Reversed,
-}
-
-impl Outcome {
-    /// The name stored and printed.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Upheld => "upheld",
-            Self::Reversed => "reversed",
-        }
+crate::store::named_enum! {
+    /// How a dispute ends.
+    Outcome {
+        /// The settlement stands: back to `SETTLED`.
+        Upheld => "upheld",
+        /// The customer gets back what remains: compensating transfers, `CANCELLED`.
+        Reversed => "reversed",
     }
 }
 
@@ -52,8 +43,8 @@ pub struct Dispute {
     pub reason: String,
     /// When it was resolved.
     pub resolved_at: Option<u64>,
-    /// `upheld` or `reversed`.
-    pub outcome: Option<String>,
+    /// How it was resolved.
+    pub outcome: Option<Outcome>,
     /// The resolution's note.
     pub resolution: Option<String>,
 }
@@ -95,19 +86,19 @@ impl<S: Store> Ledger<S> {
         }
         let mut tx = self.store.begin()?;
         let record = tx.settlement(settlement)?.ok_or_else(|| invalid(settlement, "no such settlement"))?;
-        if record.kind != "sale" && record.kind != "usage" {
+        if !record.kind.is_revenue() {
             return Err(invalid(
                 settlement,
                 format!("a {} settlement cannot be disputed; dispute the sale", record.kind),
             ));
         }
-        if record.state != "SETTLED" {
+        if record.state != SettlementState::Settled {
             return Err(invalid(
                 settlement,
                 format!("the settlement is {}; only a SETTLED one is disputed", record.state),
             ));
         }
-        tx.set_state(settlement, "DISPUTED")?;
+        tx.set_state(settlement, SettlementState::Disputed)?;
         tx.insert_dispute(settlement, now, reason)?;
         tx.audit(now, "dispute-open", settlement, reason)?;
         tx.commit()
@@ -128,7 +119,7 @@ impl<S: Store> Ledger<S> {
         let dispute = tx
             .open_dispute(settlement)?
             .ok_or_else(|| invalid(settlement, "no open dispute on this settlement"))?;
-        tx.resolve_dispute(dispute.id, now, outcome.name(), note)?;
+        tx.resolve_dispute(dispute.id, now, outcome, note)?;
         let mut resolution = Resolution {
             settlement: settlement.into(),
             outcome,
@@ -137,7 +128,7 @@ impl<S: Store> Ledger<S> {
             statement: None,
         };
         match outcome {
-            Outcome::Upheld => tx.set_state(settlement, "SETTLED")?,
+            Outcome::Upheld => tx.set_state(settlement, SettlementState::Settled)?,
             Outcome::Reversed => {
                 let operator = operator.ok_or_else(|| {
                     invalid(settlement, "a reversal is signed into a statement: give the operator key")
@@ -154,13 +145,13 @@ impl<S: Store> Ledger<S> {
                     content: blake3::derive_key(ledger::CONTEXT_SETTLEMENT_CONTENT, event_id.as_bytes())
                         .to_vec(),
                     event_id: event_id.clone(),
-                    kind: "reversal".into(),
+                    kind: RecordKind::Reversal,
                     package: disputed.package.clone(),
                     tier: disputed.tier.clone(),
                     gross: remaining,
                     currency: disputed.currency.clone(),
                     at: now,
-                    state: "SETTLED".into(),
+                    state: SettlementState::Settled,
                     refund_of: Some(settlement.to_owned()),
                     batch: seq,
                 })?;
@@ -169,7 +160,7 @@ impl<S: Store> Ledger<S> {
                     ledger::give_back(&mut tx, &mut accounts, settlement, &id, &disputed.currency, None)?;
                 let entry = ledger::entry(
                     &event_id,
-                    "reversal",
+                    RecordKind::Reversal,
                     &disputed.currency,
                     remaining,
                     given_back.clone(),

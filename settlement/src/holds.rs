@@ -3,6 +3,7 @@
 //! is verified) or void it. A hold moves money `@customers → @holds` and nothing else, so
 //! no party is paid before the capture.
 
+use crate::store::{HoldState, RecordKind, SettlementState};
 use serde::Serialize;
 
 use escx::sig::SecretKey;
@@ -35,8 +36,8 @@ pub struct Hold {
     pub placed_at: u64,
     /// When it lapses: it can no longer be captured from this time on.
     pub expires_at: u64,
-    /// `PENDING`, `CAPTURED` or `VOIDED`.
-    pub state: String,
+    /// Its state.
+    pub state: HoldState,
     /// Amount captured.
     pub captured: Option<u64>,
 }
@@ -101,7 +102,9 @@ impl<S: Store> Ledger<S> {
             let id = settlement_id(&event.id);
             let content = content_hash(event);
             match tx.settlement(&id)? {
-                Some(held) if held.content == content && held.kind == "hold" => report.unchanged += 1,
+                Some(held) if held.content == content && held.kind == RecordKind::Hold => {
+                    report.unchanged += 1
+                }
                 Some(_) => return Err(Error::Conflict { event: event.id.clone(), settlement: id }),
                 None => {
                     ledger::chain_for(event, manifests, platform.as_ref())?;
@@ -115,13 +118,13 @@ impl<S: Store> Ledger<S> {
                 id: id.clone(),
                 event_id: event.id.clone(),
                 content: content.to_vec(),
-                kind: "hold".into(),
+                kind: RecordKind::Hold,
                 package: event.package.clone(),
                 tier: event.tier.clone(),
                 gross: event.gross_micros,
                 currency: event.currency.clone(),
                 at: now,
-                state: "PENDING".into(),
+                state: SettlementState::Pending,
                 refund_of: None,
                 batch: 0,
             })?;
@@ -134,7 +137,7 @@ impl<S: Store> Ledger<S> {
                 amount: event.gross_micros,
                 placed_at: now,
                 expires_at,
-                state: "PENDING".into(),
+                state: HoldState::Pending,
                 captured: None,
                 closed_at: None,
             })?;
@@ -166,8 +169,8 @@ impl<S: Store> Ledger<S> {
         let record = tx.hold(&id)?.ok_or_else(|| invalid(hold, "no such hold in this ledger"))?;
         let held = record.amount;
         let amount = amount.unwrap_or(held);
-        match (record.state.as_str(), record.captured) {
-            ("CAPTURED", Some(c)) if c == amount => {
+        match (record.state, record.captured) {
+            (HoldState::Captured, Some(c)) if c == amount => {
                 return Ok(CaptureReport {
                     hold: hold.to_owned(),
                     settlement: capture_id,
@@ -178,7 +181,7 @@ impl<S: Store> Ledger<S> {
                     unchanged: true,
                 });
             }
-            ("PENDING", _) => {}
+            (HoldState::Pending, _) => {}
             (state, _) => {
                 return Err(invalid(hold, format!("the hold is {state}; only a PENDING hold is captured")));
             }
@@ -214,13 +217,13 @@ impl<S: Store> Ledger<S> {
             id: capture_id.clone(),
             event_id: capture_event.clone(),
             content: content_hash(&event).to_vec(),
-            kind: event.kind.name().into(),
+            kind: event.kind.into(),
             package: event.package.clone(),
             tier: event.tier.clone(),
             gross: amount,
             currency: event.currency.clone(),
             at: now,
-            state: "SETTLED".into(),
+            state: SettlementState::Settled,
             refund_of: None,
             batch: seq,
         })?;
@@ -233,10 +236,10 @@ impl<S: Store> Ledger<S> {
             let customers = account(&mut tx, &mut accounts, CUSTOMERS, &event.currency)?;
             tx.insert_transfer(&id, holds, customers, released)?;
         }
-        tx.close_hold(&id, "CAPTURED", Some(amount), now)?;
-        tx.set_state(&id, "SETTLED")?;
+        tx.close_hold(&id, HoldState::Captured, Some(amount), now)?;
+        tx.set_state(&id, SettlementState::Settled)?;
         let entry =
-            ledger::entry(&capture_event, event.kind.name(), &event.currency, amount, payouts.clone(), rules);
+            ledger::entry(&capture_event, event.kind.into(), &event.currency, amount, payouts.clone(), rules);
         ledger::close_batch(&mut tx, &ledger_id, seq, &[entry], operator, now)?;
         tx.commit()?;
         Ok(CaptureReport {
@@ -263,7 +266,7 @@ impl<S: Store> Ledger<S> {
     pub fn void_expired(&mut self, now: u64) -> Result<Vec<String>, Error> {
         let mut tx = self.store.begin()?;
         let mut expired: Vec<String> = tx
-            .holds(Some("PENDING"))?
+            .holds(Some(HoldState::Pending))?
             .into_iter()
             .filter(|(hold, _)| hold.expires_at <= now)
             .map(|(_, settlement)| settlement.event_id)
@@ -277,7 +280,7 @@ impl<S: Store> Ledger<S> {
     }
 
     /// Every hold, optionally only those in `state`.
-    pub fn holds(&self, state: Option<&str>) -> Result<Vec<Hold>, Error> {
+    pub fn holds(&self, state: Option<HoldState>) -> Result<Vec<Hold>, Error> {
         Ok(self
             .store
             .holds(state)?
@@ -300,9 +303,9 @@ impl<S: Store> Ledger<S> {
 fn void_in(tx: &mut impl Writer, hold: &str, now: u64) -> Result<bool, Error> {
     let id = settlement_id(hold);
     let record = tx.hold(&id)?.ok_or_else(|| invalid(hold, "no such hold in this ledger"))?;
-    match record.state.as_str() {
-        "VOIDED" => return Ok(false),
-        "PENDING" => {}
+    match record.state {
+        HoldState::Voided => return Ok(false),
+        HoldState::Pending => {}
         other => return Err(invalid(hold, format!("the hold is {other}; only a PENDING hold is voided"))),
     }
     let currency =
@@ -311,8 +314,8 @@ fn void_in(tx: &mut impl Writer, hold: &str, now: u64) -> Result<bool, Error> {
     let holds = account(tx, &mut accounts, HOLDS, &currency)?;
     let customers = account(tx, &mut accounts, CUSTOMERS, &currency)?;
     tx.insert_transfer(&id, holds, customers, record.amount)?;
-    tx.close_hold(&id, "VOIDED", None, now)?;
-    tx.set_state(&id, "CANCELLED")?;
+    tx.close_hold(&id, HoldState::Voided, None, now)?;
+    tx.set_state(&id, SettlementState::Cancelled)?;
     tx.audit(
         now,
         "hold-void",

@@ -7,6 +7,7 @@
 //! re-running events is a no-op, and an event that changed under a used id is refused
 //! before anything is written.
 
+use crate::store::{HoldState, RecordKind, SettlementState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
@@ -135,12 +136,12 @@ pub struct HistoryRow {
     pub settlement: String,
     /// The event id.
     pub event: String,
-    /// Event kind.
-    pub kind: String,
+    /// What the settlement records.
+    pub kind: RecordKind,
     /// Package.
     pub package: String,
     /// Settlement state.
-    pub state: String,
+    pub state: SettlementState,
     /// Currency.
     pub currency: String,
     /// Positive when the party was credited.
@@ -319,7 +320,7 @@ impl<S: Store> Ledger<S> {
             let id = settlement_id(&event.id);
             let content = content_hash(event);
             match self.store.settlement(&id)? {
-                Some(held) if held.kind == "hold" => {
+                Some(held) if held.kind == RecordKind::Hold => {
                     return Err(Error::Hold {
                         hold: event.id.clone(),
                         reason: "this event id is a budget hold; settle it by capturing the hold".into(),
@@ -384,7 +385,7 @@ impl<S: Store> Ledger<S> {
                 progress.advance(1);
                 entries.push(entry(
                     &event.id,
-                    event.kind.name(),
+                    event.kind.into(),
                     &event.currency,
                     event.gross_micros,
                     payouts,
@@ -527,7 +528,7 @@ impl<S: Store> Ledger<S> {
             .sum::<i128>()
             .clamp(i64::MIN.into(), i64::MAX.into()) as i64;
         let mut pending: BTreeMap<String, i64> = BTreeMap::new();
-        for (hold, settlement) in self.store.holds(Some("PENDING"))? {
+        for (hold, settlement) in self.store.holds(Some(HoldState::Pending))? {
             *pending.entry(settlement.currency).or_default() += hold.amount as i64;
         }
         let mut holds_mismatch = Vec::new();
@@ -575,10 +576,10 @@ fn check_refund(
             }
             let original = events.iter().find(|e| e.id == target).ok_or_else(|| invalid("unknown".into()))?;
             (
-                original.kind.name().to_owned(),
+                RecordKind::from(original.kind),
                 original.gross_micros,
                 original.currency.clone(),
-                "SETTLED".into(),
+                SettlementState::Settled,
                 0,
             )
         }
@@ -586,12 +587,12 @@ fn check_refund(
             return Err(invalid(format!("refund_of {target:?}: no such event in the ledger or this file")));
         }
     };
-    if kind != "sale" && kind != "usage" {
+    if !kind.is_revenue() {
         return Err(invalid(format!(
             "refund_of {target:?}: a {kind} cannot be refunded, only a sale or usage"
         )));
     }
-    if state != "SETTLED" {
+    if state != SettlementState::Settled {
         return Err(invalid(format!("refund_of {target:?}: that settlement is {state}")));
     }
     if currency != event.currency {
@@ -644,13 +645,13 @@ fn record_of(event: &BillingEvent, id: &str, content: &[u8; 32], batch: i64) -> 
         id: id.to_owned(),
         event_id: event.id.clone(),
         content: content.to_vec(),
-        kind: event.kind.name().to_owned(),
+        kind: event.kind.into(),
         package: event.package.clone(),
         tier: event.tier.clone(),
         gross: event.gross_micros,
         currency: event.currency.clone(),
         at: event.time,
-        state: "SETTLED".into(),
+        state: SettlementState::Settled,
         refund_of: None,
         batch,
     }
@@ -659,14 +660,14 @@ fn record_of(event: &BillingEvent, id: &str, content: &[u8; 32], batch: i64) -> 
 /// A statement entry for the settlement of event `event_id`.
 pub(crate) fn entry(
     event_id: &str,
-    kind: &str,
+    kind: RecordKind,
     currency: &str,
     gross: u64,
     payouts: Vec<(String, u64)>,
     rules: Vec<Option<waterfall::PayoutRule>>,
 ) -> EntryInput {
     let settlement = blake3::derive_key(CONTEXT_SETTLEMENT_ID, event_id.as_bytes());
-    EntryInput { settlement, kind: kind.into(), currency: currency.into(), gross, payouts, rules }
+    EntryInput { settlement, kind, currency: currency.into(), gross, payouts, rules }
 }
 
 /// Non-zero payouts of a settlement, in order.
@@ -738,7 +739,7 @@ fn apply_refund(
         })?;
     tx.audit(
         event.time,
-        "refund",
+        RecordKind::Refund.name(),
         &target,
         &format!("{} given back by event {}", escx_manifest::Micros(event.gross_micros), event.id),
     )?;
@@ -753,7 +754,7 @@ pub(crate) fn holdings(tx: &impl Reader, target: &str) -> Result<Vec<(AccountId,
     // Read back: what the settlement paid out must still be its gross, before any of it is
     // given back.
     if let Some(record) = tx.settlement(target)?
-        && (record.kind == "sale" || record.kind == "usage")
+        && record.kind.is_revenue()
     {
         let paid: u128 = held.iter().map(|row| u128::from(row.2)).sum();
         if paid != u128::from(record.gross) {
@@ -853,7 +854,7 @@ pub(crate) fn give_back(
         tx.add_settlement_recoup(id, &party, -(undo as i64))?;
     }
     if amount == remaining {
-        tx.set_state(target, "CANCELLED")?;
+        tx.set_state(target, SettlementState::Cancelled)?;
     }
     Ok(given_back)
 }

@@ -167,7 +167,7 @@ impl<S: Store> Ledger<S> {
         let threshold = self.payout_threshold()? as i64;
         let (_, end) = period.range();
         // Per settlement up to the end of the period: (time, kind, gross, currency, net per party).
-        type Nets = (u64, String, i64, String, BTreeMap<String, i64>);
+        type Nets = (u64, crate::store::RecordKind, i64, String, BTreeMap<String, i64>);
         let mut by_settlement: BTreeMap<String, Nets> = BTreeMap::new();
         for t in self.store.party_transfers(0, end)? {
             let entry = by_settlement
@@ -195,7 +195,7 @@ impl<S: Store> Ledger<S> {
         };
         for (at, kind, gross, currency, nets) in by_settlement.values() {
             let month = Period::of(*at);
-            let sign = if kind == "refund" || kind == "reversal" { -1 } else { 1 };
+            let sign = if kind.gives_back() { -1 } else { 1 };
             for (name, net) in nets {
                 if *net == 0 {
                     continue;

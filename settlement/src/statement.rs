@@ -114,7 +114,7 @@ impl escx::Fault for StatementError {
 pub struct Entry {
     /// Settlement id (32 bytes).
     pub settlement: ByteBuf,
-    /// `sale`, `usage` or `refund`.
+    /// `sale`, `usage`, `refund` or `reversal` (a [`crate::store::RecordKind`] name).
     pub kind: String,
     /// ISO 4217.
     pub currency: String,
@@ -182,8 +182,8 @@ pub struct StatementPayload {
 pub struct EntryInput {
     /// Settlement id.
     pub settlement: [u8; 32],
-    /// Event kind.
-    pub kind: String,
+    /// What the settlement records (its name is the entry's `kind`).
+    pub kind: crate::store::RecordKind,
     /// Currency.
     pub currency: String,
     /// Gross micro-units.
@@ -502,7 +502,7 @@ pub fn build(
                 .collect();
             let entry = Entry {
                 settlement: ByteBuf::from(input.settlement.to_vec()),
-                kind: input.kind.clone(),
+                kind: input.kind.name().to_owned(),
                 currency: input.currency.clone(),
                 gross,
                 payouts,
@@ -755,7 +755,7 @@ mod tests {
         (0..5u8)
             .map(|i| EntryInput {
                 settlement: [i; 32],
-                kind: "sale".into(),
+                kind: crate::store::RecordKind::Sale,
                 currency: "USD".into(),
                 gross: 1_000 + u64::from(i),
                 payouts: vec![("platform".into(), 100), ("acme".into(), 900 + u64::from(i))],

@@ -116,7 +116,7 @@ fn a_hold_pays_no_one_until_captured_and_releases_the_rest() {
     assert_eq!(state(&ledger, "job-2"), "CANCELLED");
     let holds = ledger.holds(None).unwrap();
     assert_eq!(
-        holds.iter().map(|h| (h.id.as_str(), h.state.as_str(), h.captured)).collect::<Vec<_>>(),
+        holds.iter().map(|h| (h.id.as_str(), h.state.name(), h.captured)).collect::<Vec<_>>(),
         [("job-1", "CAPTURED", Some(60_000_000)), ("job-2", "VOIDED", None)]
     );
     assert!(ledger.audit().unwrap().ok());

@@ -116,7 +116,7 @@ fn a_party_detects_value_moved_to_another_payout() {
     }
     let entry = EntryInput {
         settlement: [5; 32],
-        kind: "sale".into(),
+        kind: escx_settlement::store::RecordKind::Sale,
         currency: "USD".into(),
         gross: 100_000_000,
         payouts: moved,

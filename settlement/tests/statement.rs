@@ -19,7 +19,7 @@ fn inputs(n: u8) -> Vec<EntryInput> {
     (0..n)
         .map(|i| EntryInput {
             settlement: [i; 32],
-            kind: "sale".into(),
+            kind: escx_settlement::store::RecordKind::Sale,
             currency: "USD".into(),
             gross: 10_000 + u64::from(i),
             payouts: vec![

@@ -155,7 +155,7 @@ pub fn run(command: DisputeCommand, ui: &Ui) -> anyhow::Result<()> {
                         d.event,
                         Micros(d.gross).to_string(),
                         d.currency,
-                        d.outcome.as_deref().unwrap_or("OPEN"),
+                        d.outcome.map_or("OPEN", |o| o.name()),
                         d.reason
                     );
                 }

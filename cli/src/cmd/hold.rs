@@ -1,5 +1,6 @@
 //! `escx hold ...`: two-phase budget holds (pay after verify).
 
+use escx_settlement::store::HoldState;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -125,8 +126,8 @@ pub struct ListArgs {
     /// The ledger.
     ledger: PathBuf,
     /// Only holds in this state.
-    #[arg(long, value_parser = ["PENDING", "CAPTURED", "VOIDED"])]
-    state: Option<String>,
+    #[arg(long, value_parser = hold_state)]
+    state: Option<HoldState>,
     /// Print a JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -228,7 +229,7 @@ pub fn run(command: HoldCommand, ui: &Ui) -> anyhow::Result<()> {
             });
         }
         HoldCommand::List(args) => {
-            let holds = Ledger::open(&args.ledger)?.holds(args.state.as_deref())?;
+            let holds = Ledger::open(&args.ledger)?.holds(args.state)?;
             ui.emit(json!({ "holds": holds }), || {
                 let mut text = String::new();
                 for hold in &holds {
@@ -250,6 +251,14 @@ pub fn run(command: HoldCommand, ui: &Ui) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--state`: one of the hold states, by its stored name.
+fn hold_state(text: &str) -> Result<HoldState, String> {
+    HoldState::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = HoldState::ALL.iter().map(|s| s.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
 }
 
 #[cfg(test)]

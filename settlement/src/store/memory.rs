@@ -10,7 +10,9 @@ use super::{
     AccountId, Balance, DisputeRecord, HoldRecord, PartyTransfer, Reader, SettlementRecord, StatementRecord,
     Store, TransferRecord, Writer,
 };
+use super::{HoldState, RecordKind, SettlementState};
 use crate::Error;
+use crate::disputes::Outcome;
 use crate::statement::Opening;
 
 /// An opening as the memory store keeps it: copied only when the state is (a transaction's
@@ -197,7 +199,7 @@ impl State {
         Ok(self.holds.get(settlement).cloned())
     }
 
-    fn holds(&self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> {
+    fn holds(&self, state: Option<HoldState>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> {
         let mut list: Vec<(HoldRecord, SettlementRecord)> = self
             .holds
             .values()
@@ -243,7 +245,7 @@ impl State {
         let mut list = Vec::new();
         for (position, (settlement, debit, credit, amount)) in self.transfers.iter().enumerate() {
             let Some(s) = self.settlements.get(settlement) else { continue };
-            if s.at < from || s.at >= to || s.kind == "hold" {
+            if s.at < from || s.at >= to || s.kind == RecordKind::Hold {
                 continue;
             }
             for (account, sign) in [(*credit, 1i64), (*debit, -1)] {
@@ -254,14 +256,14 @@ impl State {
                 let row = PartyTransfer {
                     settlement: s.id.clone(),
                     at: s.at,
-                    kind: s.kind.clone(),
+                    kind: s.kind,
                     gross: s.gross,
                     party: party.clone(),
                     currency: currency.clone(),
                     amount: sign * *amount as i64,
                     event: s.event_id.clone(),
                     package: s.package.clone(),
-                    state: s.state.clone(),
+                    state: s.state,
                 };
                 list.push((s.at, s.id.clone(), position, row));
             }
@@ -283,8 +285,7 @@ impl State {
             .settlements
             .values()
             .filter(|s| {
-                ["sale", "usage", "refund", "reversal"].contains(&s.kind.as_str())
-                    && sums.get(s.id.as_str()).copied().unwrap_or(0) != s.gross
+                s.kind != RecordKind::Hold && sums.get(s.id.as_str()).copied().unwrap_or(0) != s.gross
             })
             .map(|s| s.id.clone())
             .collect())
@@ -320,9 +321,9 @@ impl Writer for MemoryTx<'_> {
         Ok(())
     }
 
-    fn set_state(&mut self, id: &str, state: &str) -> Result<(), Error> {
+    fn set_state(&mut self, id: &str, state: SettlementState) -> Result<(), Error> {
         if let Some(s) = self.work.settlements.get_mut(id) {
-            s.state = state.to_owned();
+            s.state = state;
         }
         Ok(())
     }
@@ -389,12 +390,12 @@ impl Writer for MemoryTx<'_> {
     fn close_hold(
         &mut self,
         settlement: &str,
-        state: &str,
+        state: HoldState,
         captured: Option<u64>,
         at: u64,
     ) -> Result<(), Error> {
         if let Some(h) = self.work.holds.get_mut(settlement) {
-            h.state = state.to_owned();
+            h.state = state;
             h.captured = captured;
             h.closed_at = Some(at);
         }
@@ -418,10 +419,10 @@ impl Writer for MemoryTx<'_> {
         Ok(())
     }
 
-    fn resolve_dispute(&mut self, id: i64, at: u64, outcome: &str, resolution: &str) -> Result<(), Error> {
+    fn resolve_dispute(&mut self, id: i64, at: u64, outcome: Outcome, resolution: &str) -> Result<(), Error> {
         if let Some(d) = self.work.disputes.iter_mut().find(|d| d.id == id) {
             d.resolved_at = Some(at);
-            d.outcome = Some(outcome.to_owned());
+            d.outcome = Some(outcome);
             d.resolution = Some(resolution.to_owned());
         }
         Ok(())

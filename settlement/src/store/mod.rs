@@ -36,7 +36,7 @@ macro_rules! forward_reader {
             fn openings(&$self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { $inner.openings(seq, party) }
             fn statement_openings(&$self, seq: u64) -> Result<Vec<Opening>, Error> { $inner.statement_openings(seq) }
             fn hold(&$self, settlement: &str) -> Result<Option<HoldRecord>, Error> { $inner.hold(settlement) }
-            fn holds(&$self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> { $inner.holds(state) }
+            fn holds(&$self, state: Option<$crate::store::HoldState>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> { $inner.holds(state) }
             fn disputes(&$self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> { $inner.disputes() }
             fn open_dispute(&$self, settlement: &str) -> Result<Option<DisputeRecord>, Error> { $inner.open_dispute(settlement) }
             fn balances(&$self, name: Option<&str>) -> Result<Vec<Balance>, Error> { $inner.balances(name) }
@@ -58,6 +58,115 @@ pub use sqlite::{SCHEMA_VERSION as SQLITE_SCHEMA_VERSION, SqliteStore, SqliteTx}
 /// An account's key in a store.
 pub type AccountId = i64;
 
+/// A closed set of names stored as text: `name()` is what is stored and printed, `parse`
+/// its inverse; serialized as the name.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &[Self] = &[$(Self::$variant),+];
+
+            /// The name stored and printed.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+
+            /// The value named `text`.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.name())
+            }
+        }
+    };
+}
+pub(crate) use named_enum;
+
+named_enum! {
+    /// What a settlement records (settlement.md §3).
+    RecordKind {
+        /// A one-off purchase.
+        Sale => "sale",
+        /// Metered usage for a period.
+        Usage => "usage",
+        /// Gives back part or all of a sale or usage.
+        Refund => "refund",
+        /// A budget hold (no transfers to parties until captured).
+        Hold => "hold",
+        /// A dispute's reversal.
+        Reversal => "reversal",
+    }
+}
+
+impl RecordKind {
+    /// Sales and usage: revenue that can be refunded or disputed.
+    pub fn is_revenue(self) -> bool {
+        matches!(self, Self::Sale | Self::Usage)
+    }
+
+    /// Refunds and reversals: money given back.
+    pub fn gives_back(self) -> bool {
+        matches!(self, Self::Refund | Self::Reversal)
+    }
+}
+
+impl From<crate::events::Kind> for RecordKind {
+    fn from(kind: crate::events::Kind) -> Self {
+        match kind {
+            crate::events::Kind::Sale => Self::Sale,
+            crate::events::Kind::Usage => Self::Usage,
+            crate::events::Kind::Refund => Self::Refund,
+        }
+    }
+}
+
+named_enum! {
+    /// A settlement's state (settlement.md §3).
+    SettlementState {
+        /// A hold not yet captured or voided.
+        Pending => "PENDING",
+        /// Applied.
+        Settled => "SETTLED",
+        /// Fully refunded, voided or reversed.
+        Cancelled => "CANCELLED",
+        /// Under an open dispute.
+        Disputed => "DISPUTED",
+    }
+}
+
+named_enum! {
+    /// A hold's state (settlement.md §5.2).
+    HoldState {
+        /// Placed, not yet captured or voided.
+        Pending => "PENDING",
+        /// Captured (settled for the amount captured).
+        Captured => "CAPTURED",
+        /// Voided, or lapsed.
+        Voided => "VOIDED",
+    }
+}
+
 /// One settlement row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettlementRecord {
@@ -67,8 +176,8 @@ pub struct SettlementRecord {
     pub event_id: String,
     /// The content hash (32 bytes).
     pub content: Vec<u8>,
-    /// `sale`, `usage`, `refund`, `hold`, `reversal`.
-    pub kind: String,
+    /// What it records.
+    pub kind: RecordKind,
     /// Package.
     pub package: String,
     /// Tier.
@@ -79,8 +188,8 @@ pub struct SettlementRecord {
     pub currency: String,
     /// Unix seconds the settlement counts at.
     pub at: u64,
-    /// `PENDING`, `SETTLED`, `CANCELLED`, `DISPUTED`.
-    pub state: String,
+    /// Its state.
+    pub state: SettlementState,
     /// For a refund or reversal: the settlement it gives back.
     pub refund_of: Option<String>,
     /// The statement (batch) number; 0 for a hold.
@@ -108,13 +217,13 @@ pub struct PartyTransfer {
     /// Settlement time.
     pub at: u64,
     /// Settlement kind.
-    pub kind: String,
+    pub kind: RecordKind,
     /// The settlement's event id.
     pub event: String,
     /// Its package.
     pub package: String,
     /// Its state.
-    pub state: String,
+    pub state: SettlementState,
     /// Settlement gross.
     pub gross: u64,
     /// The party (account name, not starting with `@`).
@@ -138,8 +247,8 @@ pub struct HoldRecord {
     pub placed_at: u64,
     /// When it lapses.
     pub expires_at: u64,
-    /// `PENDING`, `CAPTURED`, `VOIDED`.
-    pub state: String,
+    /// Its state.
+    pub state: HoldState,
     /// Amount captured.
     pub captured: Option<u64>,
     /// When captured or voided.
@@ -159,8 +268,8 @@ pub struct DisputeRecord {
     pub reason: String,
     /// When resolved.
     pub resolved_at: Option<u64>,
-    /// `upheld` or `reversed`.
-    pub outcome: Option<String>,
+    /// How it was resolved.
+    pub outcome: Option<crate::disputes::Outcome>,
     /// The resolution note.
     pub resolution: Option<String>,
 }
@@ -220,7 +329,7 @@ pub trait Reader {
     /// A hold by its settlement id.
     fn hold(&self, settlement: &str) -> Result<Option<HoldRecord>, Error>;
     /// Every hold (only those in `state` if given), by placing time then event id.
-    fn holds(&self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error>;
+    fn holds(&self, state: Option<HoldState>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error>;
     /// Every dispute, by opening time.
     fn disputes(&self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error>;
     /// The unresolved dispute on a settlement.
@@ -244,7 +353,7 @@ pub trait Writer: Reader {
     /// Inserts a settlement (its id must be new).
     fn insert_settlement(&mut self, settlement: &SettlementRecord) -> Result<(), Error>;
     /// Changes a settlement's state (the only edit the engine makes to a settlement).
-    fn set_state(&mut self, id: &str, state: &str) -> Result<(), Error>;
+    fn set_state(&mut self, id: &str, state: SettlementState) -> Result<(), Error>;
     /// Inserts a transfer (`amount > 0`, `debit != credit`).
     fn insert_transfer(
         &mut self,
@@ -267,14 +376,20 @@ pub trait Writer: Reader {
     fn close_hold(
         &mut self,
         settlement: &str,
-        state: &str,
+        state: HoldState,
         captured: Option<u64>,
         at: u64,
     ) -> Result<(), Error>;
     /// Opens a dispute.
     fn insert_dispute(&mut self, settlement: &str, opened_at: u64, reason: &str) -> Result<(), Error>;
     /// Resolves dispute `id`.
-    fn resolve_dispute(&mut self, id: i64, at: u64, outcome: &str, resolution: &str) -> Result<(), Error>;
+    fn resolve_dispute(
+        &mut self,
+        id: i64,
+        at: u64,
+        outcome: crate::disputes::Outcome,
+        resolution: &str,
+    ) -> Result<(), Error>;
     /// Sets a `meta` value.
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), Error>;
     /// Makes every write of the transaction durable at once. Dropping the transaction

@@ -11,8 +11,32 @@ use super::{
     AccountId, Balance, DisputeRecord, HoldRecord, PartyTransfer, Reader, SettlementRecord, StatementRecord,
     Store, TransferRecord, Writer,
 };
+use super::{HoldState, SettlementState};
 use crate::Error;
+use crate::disputes::Outcome;
 use crate::statement::Opening;
+
+/// The text columns holding a [`named_enum`](super::named_enum): stored by name, and a
+/// name this build does not know is a corrupt row.
+macro_rules! sql_text_enum {
+    ($($type:ty),+) => {$(
+        impl rusqlite::types::ToSql for $type {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.name().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $type {
+            fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let text = value.as_str()?;
+                <$type>::parse(text).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(format!("unknown {} {text:?}", stringify!($type)).into())
+                })
+            }
+        }
+    )+};
+}
+sql_text_enum!(super::RecordKind, SettlementState, HoldState, Outcome);
 
 /// Schema migrations, in order: migration `n` (1-based) takes `user_version` from `n - 1`
 /// to `n`. A ledger is created by running all of them and opened by running the ones it
@@ -443,7 +467,7 @@ impl Q<'_> {
         })
     }
 
-    fn holds(&self, state: Option<&str>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> {
+    fn holds(&self, state: Option<HoldState>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> {
         self.list(
             &format!(
                 "SELECT {SETTLEMENT_COLUMNS}, {HOLD_COLUMNS} FROM holds h JOIN settlements s ON s.id = h.settlement
@@ -574,8 +598,8 @@ impl Writer for SqliteTx<'_> {
         .map(drop)
     }
 
-    fn set_state(&mut self, id: &str, state: &str) -> Result<(), Error> {
-        self.run("UPDATE settlements SET state = ?2 WHERE id = ?1", [id, state]).map(drop)
+    fn set_state(&mut self, id: &str, state: SettlementState) -> Result<(), Error> {
+        self.run("UPDATE settlements SET state = ?2 WHERE id = ?1", params![id, state]).map(drop)
     }
 
     fn insert_transfer(
@@ -652,7 +676,7 @@ impl Writer for SqliteTx<'_> {
     fn close_hold(
         &mut self,
         settlement: &str,
-        state: &str,
+        state: HoldState,
         captured: Option<u64>,
         at: u64,
     ) -> Result<(), Error> {
@@ -671,7 +695,7 @@ impl Writer for SqliteTx<'_> {
         .map(drop)
     }
 
-    fn resolve_dispute(&mut self, id: i64, at: u64, outcome: &str, resolution: &str) -> Result<(), Error> {
+    fn resolve_dispute(&mut self, id: i64, at: u64, outcome: Outcome, resolution: &str) -> Result<(), Error> {
         self.run(
             "UPDATE disputes SET resolved_at = ?2, outcome = ?3, resolution = ?4 WHERE id = ?1",
             params![id, time(at), outcome, resolution],
