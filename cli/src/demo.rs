@@ -351,7 +351,7 @@ fn tamper(demo: &mut Demo) -> anyhow::Result<String> {
         .section(SectionType::Payload)
         .cloned()
         .context("sample package has no payload")?;
-    bytes[(payload.offset + payload.stored_length / 2) as usize] ^= 0x01;
+    bytes[usize::try_from(payload.offset + payload.stored_length / 2)?] ^= 0x01;
     std::fs::write(&tampered, bytes)?;
     let policy = demo.trust_publisher()?;
     let Err(error) = verify::verify_file(&tampered, &policy, &VerifyOptions::default()) else {
@@ -637,7 +637,7 @@ fn balances_line(ledger: &Ledger) -> anyhow::Result<String> {
         .balances(None)?
         .iter()
         .filter(|b| !b.account.starts_with('@'))
-        .map(|b| format!("{} {}", b.account, Micros(b.micros.max(0) as u64)))
+        .map(|b| format!("{} {}", b.account, Micros(u64::try_from(b.micros).unwrap_or(0))))
         .collect();
     Ok(parts.join(", "))
 }
@@ -995,14 +995,14 @@ fn prove_revenue(demo: &mut Demo) -> anyhow::Result<String> {
         currency: "USD",
     };
     let total = escx_settlement::proofs::prove_total(&statements, &openings, &claim)?;
-    let floor = (total.amount.max(0) as u64) / 2 / 1_000_000 * 1_000_000;
+    let floor = u64::try_from(total.amount).unwrap_or(0) / 2 / 1_000_000 * 1_000_000;
     let threshold = escx_settlement::proofs::prove_threshold(&statements, &openings, &claim, floor)?;
     let public = public_dir(demo);
     std::fs::write(public.join("revenue.proof"), total.to_cbor())?;
     std::fs::write(public.join("threshold.proof"), threshold.to_cbor())?;
     Ok(format!(
         "the publisher, holding only its openings, proved its {period} revenue total ({} USD) and, revealing nothing else, that it is at least {} USD",
-        Micros(total.amount.max(0) as u64),
+        Micros(u64::try_from(total.amount).unwrap_or(0)),
         Micros(floor)
     ))
 }
@@ -1027,7 +1027,9 @@ fn audit_public(demo: &mut Demo) -> anyhow::Result<String> {
         let proof = escx_settlement::proofs::RevenueProof::from_cbor(&std::fs::read(public.join(name))?)?;
         let proven = escx_settlement::proofs::verify_revenue(&proof, &statements, &operator.id())?;
         lines.push(match proven.claim {
-            escx_settlement::proofs::Claim::Total(t) => format!("total {} USD", Micros(t.max(0) as u64)),
+            escx_settlement::proofs::Claim::Total(t) => {
+                format!("total {} USD", Micros(u64::try_from(t).unwrap_or(0)))
+            }
             escx_settlement::proofs::Claim::AtLeast(x) => format!("at least {} USD", Micros(x)),
         });
     }

@@ -422,7 +422,7 @@ fn check_end_of_archive<R: Read>(
         return Err(error());
     }
     let want = END_OF_ARCHIVE_BYTES - zeros_consumed;
-    let mut tail = Vec::with_capacity(want as usize + 1);
+    let mut tail = Vec::with_capacity(usize::try_from(want).unwrap_or(0) + 1);
     reader.take(want + 1).read_to_end(&mut tail)?;
     if tail.len() as u64 != want || tail.iter().any(|&b| b != 0) {
         return Err(error());
@@ -479,7 +479,7 @@ fn walk_entries<R: Read>(
                         PATH_BYTES_MAX + 1
                     )));
                 }
-                let mut bytes = Vec::with_capacity(size as usize);
+                let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                 entry.read_to_end(&mut bytes)?;
                 while bytes.last() == Some(&0) {
                     bytes.pop();

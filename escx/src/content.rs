@@ -58,7 +58,7 @@ impl ContentBinding {
         let mut material = Vec::with_capacity(4 + self.name.len() + self.version.len() + 32);
         for text in [&self.name, &self.version] {
             // Names and versions are far below 64 KiB (manifest limits).
-            material.extend_from_slice(&(text.len().min(u16::MAX as usize) as u16).to_be_bytes());
+            material.extend_from_slice(&u16::try_from(text.len()).unwrap_or(u16::MAX).to_be_bytes());
             material.extend_from_slice(text.as_bytes());
         }
         material.extend_from_slice(&self.payload_hash);
@@ -290,9 +290,10 @@ impl<R: Read> DecryptReader<R> {
 
     fn refill(&mut self) -> io::Result<()> {
         let Some(mut decryptor) = self.decryptor.take() else { return Ok(()) };
-        let full = (SEGMENT_BYTES + TAG_BYTES) as u64;
-        let last = self.remaining <= full;
-        let length = self.remaining.min(full) as usize;
+        let full = SEGMENT_BYTES + TAG_BYTES;
+        let last = self.remaining <= full as u64;
+        // At most `full`, so it fits.
+        let length = usize::try_from(self.remaining.min(full as u64)).unwrap_or(full);
         let mut sealed = vec![0u8; length];
         self.inner.read_exact(&mut sealed).map_err(|_| failure(self.section))?;
         self.remaining -= length as u64;
@@ -339,7 +340,7 @@ mod tests {
 
     fn round_trip(length: usize) {
         let key = ContentKey::generate().unwrap();
-        let plain: Vec<u8> = (0..length).map(|i| (i % 251) as u8).collect();
+        let plain: Vec<u8> = (0..length).map(|i| u8::try_from(i % 251).unwrap()).collect();
         let mut stored = Vec::new();
         let written = encrypt(&key, &plain[..], &mut stored).unwrap();
         assert_eq!(written, stored.len() as u64);
@@ -392,7 +393,7 @@ mod tests {
             bit in 0u8..8,
         ) {
             let key = ContentKey::generate().unwrap();
-            let plain: Vec<u8> = (0..length).map(|i| (i * 7 % 256) as u8).collect();
+            let plain: Vec<u8> = (0..length).map(|i| u8::try_from(i * 7 % 256).unwrap()).collect();
             let mut stored = Vec::new();
             encrypt(&key, &plain[..], &mut stored).unwrap();
             proptest::prop_assert_eq!(stored.len() as u64, encrypted_length(length as u64));

@@ -86,9 +86,9 @@ pub fn hash_exact<R: Read + Send>(
     progress: &dyn Progress,
 ) -> std::io::Result<[u8; HASH_BYTES]> {
     let mut hasher = blake3::Hasher::new();
-    if length_bytes <= PIPELINE_CHUNK_BYTES as u64 {
+    if let Some(small) = usize::try_from(length_bytes).ok().filter(|&n| n <= PIPELINE_CHUNK_BYTES) {
         // Small input: one read, no thread.
-        let mut buffer = vec![0u8; length_bytes as usize];
+        let mut buffer = vec![0u8; small];
         reader.read_exact(&mut buffer)?;
         update(&mut hasher, &buffer);
         progress.advance(length_bytes);
@@ -136,7 +136,8 @@ where
             let mut start = 0u64;
             let mut tap = Some(tap_tx);
             while start < length_bytes {
-                let chunk_bytes = (length_bytes - start).min(PIPELINE_CHUNK_BYTES as u64) as usize;
+                let chunk_bytes = usize::try_from(length_bytes - start)
+                    .map_or(PIPELINE_CHUNK_BYTES, |left| left.min(PIPELINE_CHUNK_BYTES));
                 // A new buffer comes zeroed from the allocator (pages mapped lazily), as
                 // `vec!` does; a recycled one is only cut to length.
                 let mut bytes = pool_rx.try_recv().unwrap_or_else(|_| vec![0u8; PIPELINE_CHUNK_BYTES]);
@@ -227,7 +228,8 @@ impl ChunkReader {
         loop {
             for (start, chunk) in [&self.previous, &self.current].into_iter().flatten() {
                 if (*start..start + chunk.len() as u64).contains(&self.position) {
-                    return Some((chunk.clone(), (self.position - start) as usize));
+                    let offset = usize::try_from(self.position - start).ok()?;
+                    return Some((chunk.clone(), offset));
                 }
             }
             let next = self.chunks.recv().ok()?;
@@ -354,7 +356,8 @@ mod tests {
     #[test]
     fn pipelined_hash_equals_one_shot_hash() {
         // Spans several pipeline chunks with a ragged tail.
-        let data: Vec<u8> = (0..(PIPELINE_CHUNK_BYTES * 3 + 12345)).map(|i| (i * 31 % 251) as u8).collect();
+        let data: Vec<u8> =
+            (0..(PIPELINE_CHUNK_BYTES * 3 + 12345)).map(|i| u8::try_from(i * 31 % 251).unwrap()).collect();
         let expected = *blake3::hash(&data).as_bytes();
         let got = hash_exact(&mut &data[..], data.len() as u64, &NoProgress).unwrap();
         assert_eq!(got, expected);

@@ -337,7 +337,7 @@ fn read_small_text(path: &Path) -> Result<String, Error> {
         });
     }
     // Sized up front so the buffer holding a secret key is never reallocated (and copied).
-    let mut text = String::with_capacity(length as usize + 1);
+    let mut text = String::with_capacity(usize::try_from(length).unwrap_or(0) + 1);
     std::io::Read::read_to_string(&mut std::io::Read::take(file, KEY_FILE_BYTES_MAX), &mut text)
         .map_err(|e| Error::KeyFile { path: path.into(), reason: format!("not UTF-8 text: {e}") })?;
     Ok(text)

@@ -374,6 +374,7 @@ impl TokenRequest {
         for element in &request.blinded {
             fixed::<ELEMENT_BYTES>(element, "blinded element")?;
         }
+        crate::poprf::TokenInfo::check_lengths(&request.package, &request.tier)?;
         Ok(request)
     }
 
@@ -441,6 +442,7 @@ impl RedeemRequest {
         }
         fixed::<INPUT_BYTES>(&request.input, "token input")?;
         fixed::<OUTPUT_BYTES>(&request.output, "token output")?;
+        crate::poprf::TokenInfo::check_lengths(&request.package, &request.tier)?;
         Ok(request)
     }
 

@@ -45,15 +45,36 @@ pub struct TokenInfo {
     pub epoch: u32,
 }
 
+/// The longest package or tier name a token's info can carry (its `u16` length prefix).
+pub const INFO_FIELD_BYTES_MAX: usize = u16::MAX as usize;
+
 impl TokenInfo {
+    /// Refuses a package or tier too long for the info encoding.
+    pub fn check_lengths(package: &str, tier: &str) -> Result<(), crate::Error> {
+        for (what, text) in [("package", package), ("tier", tier)] {
+            if text.len() > INFO_FIELD_BYTES_MAX {
+                return Err(crate::Error::Malformed {
+                    what: "token info",
+                    reason: format!("the {what} name is {} bytes, above {INFO_FIELD_BYTES_MAX}", text.len()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// `"escx/license-info/v1" || u16be(len(package)) || package || u16be(len(tier)) || tier ||
     /// u32be(epoch)`.
+    ///
+    /// Messages carrying a package and tier are refused at parsing when either is longer
+    /// than [`INFO_FIELD_BYTES_MAX`], so the length prefixes never saturate and the
+    /// encoding is injective.
     pub fn encode(&self) -> Vec<u8> {
+        let length = |text: &str| u16::try_from(text.len()).unwrap_or(u16::MAX).to_be_bytes();
         let mut out = Vec::with_capacity(INFO_LABEL.len() + self.package.len() + self.tier.len() + 8);
         out.extend_from_slice(INFO_LABEL);
-        out.extend_from_slice(&(self.package.len() as u16).to_be_bytes());
+        out.extend_from_slice(&length(&self.package));
         out.extend_from_slice(self.package.as_bytes());
-        out.extend_from_slice(&(self.tier.len() as u16).to_be_bytes());
+        out.extend_from_slice(&length(&self.tier));
         out.extend_from_slice(self.tier.as_bytes());
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out

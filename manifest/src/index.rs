@@ -313,7 +313,7 @@ pub fn read_signed(root: &Path) -> Result<(Vec<u8>, MultiEnvelope), Error> {
             reason: format!("{length} bytes exceeds the limit {INDEX_BYTES_MAX}"),
         });
     }
-    let mut bytes = Vec::with_capacity(length as usize);
+    let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
     std::io::Read::read_to_end(&mut std::io::Read::take(file, INDEX_BYTES_MAX + 1), &mut bytes)
         .map_err(|e| Error::Io { path: path.clone(), error: e })?;
     let envelope =

@@ -964,7 +964,8 @@ fn validate_pricing(
                 );
                 None
             }
-            Some(s) => Some(*s.get_ref() as u32),
+            // In 1..=1000000, checked above.
+            Some(s) => u32::try_from(*s.get_ref()).ok(),
             None => None,
         };
         for feature in &tier.features {
@@ -1258,7 +1259,9 @@ fn validate_step(step: &S<RawStep>, key: &str, c: &mut Collector<'_>) -> Option<
                 );
                 return None;
             }
-            parsed.insert(party.clone(), *weight.get_ref() as u32);
+            // In 1..=10000, checked above.
+            let Ok(weight) = u32::try_from(*weight.get_ref()) else { return None };
+            parsed.insert(party.clone(), weight);
         }
         return Some(Step::ResidualWeights { weights: parsed });
     }
@@ -1277,7 +1280,7 @@ fn validate_step(step: &S<RawStep>, key: &str, c: &mut Collector<'_>) -> Option<
     let party = party.get_ref().clone();
     let bps = |value: &S<i64>, field: &str, c: &mut Collector<'_>| {
         if (1..=i64::from(BPS_FULL)).contains(value.get_ref()) {
-            Some(*value.get_ref() as u32)
+            u32::try_from(*value.get_ref()).ok()
         } else {
             c.error(
                 value.span(),
@@ -1365,7 +1368,8 @@ fn validate_telemetry(raw: S<RawTelemetry>, c: &mut Collector<'_>) -> Option<Tel
             );
             None
         }
-        Some(size) => Some(*size.get_ref() as u32),
+        // In COHORT_MIN_SIZE_FLOOR..=u32::MAX, checked above.
+        Some(size) => u32::try_from(*size.get_ref()).ok(),
         None => Some(COHORT_MIN_SIZE_FLOOR),
     };
     let epsilon = match &raw.epsilon {

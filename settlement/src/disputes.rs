@@ -169,7 +169,7 @@ impl<S: Store> Ledger<S> {
                 ledger::close_batch(&mut tx, &ledger_id, seq, &[entry], operator, now)?;
                 resolution.reversal = Some(id);
                 resolution.given_back = given_back;
-                resolution.statement = Some(seq as u64);
+                resolution.statement = Some(seq);
             }
         }
         tx.audit(now, &format!("dispute-{}", outcome.name()), settlement, note)?;

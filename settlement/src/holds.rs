@@ -248,7 +248,7 @@ impl<S: Store> Ledger<S> {
             captured: amount,
             released,
             payouts,
-            statement: Some(seq as u64),
+            statement: Some(seq),
             unchanged: false,
         })
     }

@@ -522,14 +522,10 @@ impl<S: Store> Ledger<S> {
     pub fn audit(&self) -> Result<Audit, Error> {
         let (settlements, transfers) = self.store.counts()?;
         let balances = self.store.balances(None)?;
-        let imbalance = balances
-            .iter()
-            .map(|b| i128::from(b.micros))
-            .sum::<i128>()
-            .clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+        let imbalance = crate::num::clamp(balances.iter().map(|b| i128::from(b.micros)).sum::<i128>());
         let mut pending: BTreeMap<String, i64> = BTreeMap::new();
         for (hold, settlement) in self.store.holds(Some(HoldState::Pending))? {
-            *pending.entry(settlement.currency).or_default() += hold.amount as i64;
+            *pending.entry(settlement.currency).or_default() += crate::num::signed(hold.amount);
         }
         let mut holds_mismatch = Vec::new();
         let held: BTreeMap<&str, i64> =
@@ -640,7 +636,7 @@ pub(crate) fn account(
 }
 
 /// The settlement row of a billing event.
-fn record_of(event: &BillingEvent, id: &str, content: &[u8; 32], batch: i64) -> SettlementRecord {
+fn record_of(event: &BillingEvent, id: &str, content: &[u8; 32], batch: u64) -> SettlementRecord {
     SettlementRecord {
         id: id.to_owned(),
         event_id: event.id.clone(),
@@ -708,7 +704,7 @@ pub(crate) fn pay_out(
             continue;
         }
         tx.set_recouped(party, currency, *total)?;
-        tx.add_settlement_recoup(id, party, delta as i64)?;
+        tx.add_settlement_recoup(id, party, crate::num::signed(delta))?;
     }
     let rules = waterfall::payout_rules(chain, &split, &paid);
     Ok((paid, rules))
@@ -723,7 +719,7 @@ fn apply_refund(
     event: &BillingEvent,
     id: &str,
     content: &[u8; 32],
-    batch: i64,
+    batch: u64,
 ) -> Result<Vec<(String, u64)>, Error> {
     let target = event
         .refund_of
@@ -810,7 +806,8 @@ pub(crate) fn give_back(
             if remaining == 0 {
                 0
             } else {
-                (u128::from(row.3) * u128::from(amount) / u128::from(remaining)) as u64
+                // amount <= remaining, so the share is at most row.3.
+                u64::try_from(u128::from(row.3) * u128::from(amount) / u128::from(remaining)).unwrap_or(row.3)
             }
         })
         .collect();
@@ -819,7 +816,7 @@ pub(crate) fn give_back(
         let mut order: Vec<usize> = (0..held.len()).collect();
         let fraction = |i: usize| (u128::from(held[i].3) * u128::from(amount)) % u128::from(remaining.max(1));
         order.sort_by(|a, b| fraction(*b).cmp(&fraction(*a)).then(a.cmp(b)));
-        for i in order.into_iter().take(dust as usize) {
+        for i in order.into_iter().take(usize::try_from(dust).unwrap_or(usize::MAX)) {
             shares[i] += 1;
         }
     }
@@ -840,7 +837,7 @@ pub(crate) fn give_back(
     }
     for (party, added) in tx.settlement_recoup(target)? {
         let given: u64 = given_back.iter().filter(|(p, _)| *p == party).map(|(_, a)| a).sum();
-        let left = (added - undone.get(&party).copied().unwrap_or(0)).max(0) as u64;
+        let left = u64::try_from(added - undone.get(&party).copied().unwrap_or(0)).unwrap_or(0);
         let undo = given.min(left);
         if undo == 0 {
             continue;
@@ -851,7 +848,7 @@ pub(crate) fn give_back(
             reason: format!("recoupment of {party} below what settlement {target} added"),
         })?;
         tx.set_recouped(&party, currency, after)?;
-        tx.add_settlement_recoup(id, &party, -(undo as i64))?;
+        tx.add_settlement_recoup(id, &party, -crate::num::signed(undo))?;
     }
     if amount == remaining {
         tx.set_state(target, SettlementState::Cancelled)?;
@@ -860,37 +857,37 @@ pub(crate) fn give_back(
 }
 
 /// The next statement sequence number (also the number of the batch it closes).
-pub(crate) fn next_seq(tx: &impl Reader) -> Result<i64, Error> {
-    Ok(tx.last_statement()?.map_or(0, |(seq, _)| seq as i64) + 1)
+pub(crate) fn next_seq(tx: &impl Reader) -> Result<u64, Error> {
+    Ok(tx.last_statement()?.map_or(0, |(seq, _)| seq) + 1)
 }
 
 /// Signs the batch's statement and keeps its openings, in the batch's transaction.
 pub(crate) fn close_batch(
     tx: &mut impl Writer,
     ledger_id: &[u8; 16],
-    seq: i64,
+    seq: u64,
     entries: &[EntryInput],
     operator: &SecretKey,
     now: u64,
 ) -> Result<(), Error> {
     // The previous statement's hash, without reading its (large) bytes.
     let previous = match tx.last_statement()? {
-        Some((last, hash)) if last as i64 == seq - 1 => hash,
+        Some((last, hash)) if last + 1 == seq => hash,
         None if seq == 1 => [0; 32],
         _ => {
             return Err(Error::Store {
                 path: tx.location(),
-                reason: format!("statement {} is missing; the ledger was altered", seq - 1),
+                reason: format!("statement {} is missing; the ledger was altered", seq.saturating_sub(1)),
             });
         }
     };
     // Conservation is checked on every entry before anything is signed; a failure aborts
     // the batch's transaction.
-    let built = statement::build(ledger_id, seq as u64, &previous, now, entries, operator).map_err(|e| {
+    let built = statement::build(ledger_id, seq, &previous, now, entries, operator).map_err(|e| {
         Error::Invariant { path: tx.location(), reason: format!("statement {seq} not signed: {e}") }
     })?;
     let record = StatementRecord {
-        seq: seq as u64,
+        seq,
         hash: built.hash,
         issued_at: now,
         entries: entries.len() as u64,

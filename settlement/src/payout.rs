@@ -37,8 +37,9 @@ impl Period {
 
     /// The month containing Unix time `at`.
     pub fn of(at: u64) -> Self {
-        let date = time::OffsetDateTime::from_unix_timestamp(at.min(253_402_300_799) as i64)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let date =
+            time::OffsetDateTime::from_unix_timestamp(i64::try_from(at.min(253_402_300_799)).unwrap_or(0))
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         Self { year: date.year(), month: date.month() as u8 }
     }
 
@@ -48,7 +49,7 @@ impl Period {
             time::Month::try_from(month)
                 .ok()
                 .and_then(|m| time::Date::from_calendar_date(year, m, 1).ok())
-                .map_or(0, |d| d.midnight().assume_utc().unix_timestamp().max(0) as u64)
+                .map_or(0, |d| u64::try_from(d.midnight().assume_utc().unix_timestamp()).unwrap_or(0))
         };
         let (next_year, next_month) =
             if self.month == 12 { (self.year + 1, 1) } else { (self.year, self.month + 1) };
@@ -164,7 +165,7 @@ type Key = (String, String);
 impl<S: Store> Ledger<S> {
     /// The payout report for `period`, for every party or only `party`.
     pub fn payout_report(&self, period: Period, party: Option<&str>) -> Result<PayoutReport, Error> {
-        let threshold = self.payout_threshold()? as i64;
+        let threshold = crate::num::signed(self.payout_threshold()?);
         let (_, end) = period.range();
         // Per settlement up to the end of the period: (time, kind, gross, currency, net per party).
         type Nets = (u64, crate::store::RecordKind, i64, String, BTreeMap<String, i64>);
@@ -172,7 +173,7 @@ impl<S: Store> Ledger<S> {
         for t in self.store.party_transfers(0, end)? {
             let entry = by_settlement
                 .entry(t.settlement)
-                .or_insert_with(|| (t.at, t.kind, t.gross as i64, t.currency, BTreeMap::new()));
+                .or_insert_with(|| (t.at, t.kind, crate::num::signed(t.gross), t.currency, BTreeMap::new()));
             *entry.4.entry(t.party).or_default() += t.amount;
         }
 

@@ -225,10 +225,9 @@ pub fn prove_statement(
         .payload
         .entries
         .iter()
-        .enumerate()
-        .filter(|(_, e)| !e.payouts.is_empty())
-        .map(|(index, entry)| {
-            let index = index as u32;
+        .zip(0u32..)
+        .filter(|(e, _)| !e.payouts.is_empty())
+        .map(|(entry, index)| {
             let values = entry
                 .payouts
                 .iter()
@@ -325,14 +324,14 @@ fn prove_split(
             base_blinding -= payouts[j as usize].1;
         }
         let remainder = base * i128::from(rule.bps) - 10_000 * i128::from(payouts[i].0);
-        if !(0..10_000).contains(&remainder) {
+        let Some(remainder) = u64::try_from(remainder).ok().filter(|r| *r < 10_000) else {
             return Err(ProofError::Refused(format!(
                 "entry {index}: payout {i} is not its rule's share ({} bps)",
                 rule.bps
             )));
-        }
+        };
         let s = base_blinding * Scalar::from(rule.bps) - payouts[i].1 * Scalar::from(10_000u32);
-        values.extend([remainder as u64, 9_999 - remainder as u64]);
+        values.extend([remainder, 9_999 - remainder]);
         blindings.extend([s, -s]);
     }
     plus::prove(SPLIT_BITS, transcript, &values, &blindings)
@@ -359,9 +358,9 @@ pub fn verify_statement(
         .payload
         .entries
         .iter()
-        .enumerate()
-        .filter(|(_, e)| !e.payouts.is_empty())
-        .map(|(i, _)| i as u32)
+        .zip(0u32..)
+        .filter(|(e, _)| !e.payouts.is_empty())
+        .map(|(_, i)| i)
         .collect();
     let given: Vec<u32> = proofs.entries.iter().map(|p| p.entry).collect();
     if given != expected {
@@ -920,7 +919,8 @@ pub fn verify_revenue(
     let (sum, entries) = party_sum(&chosen, &proof.party, &proof.currency)?;
     let (pc, bp) = gens();
     let claim = if proof.is_threshold() {
-        let at_least = proof.amount as u64;
+        let at_least = u64::try_from(proof.amount)
+            .map_err(|_| ProofError::Malformed("a threshold proof's amount is negative".into()))?;
         let range =
             RangeProof::from_bytes(&proof.proof).map_err(|_| ProofError::Malformed("range proof".into()))?;
         let mut transcript = revenue_transcript(TRANSCRIPT_THRESHOLD, proof, &sum);

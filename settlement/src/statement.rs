@@ -446,11 +446,14 @@ pub fn build(
     for (index, input) in inputs.iter().enumerate() {
         input.check(index)?;
     }
+    let count = u32::try_from(inputs.len()).map_err(|_| StatementError::Invariant {
+        entry: inputs.len(),
+        reason: format!("{} entries do not fit one statement", inputs.len()),
+    })?;
     let made: Vec<(Entry, Vec<Opening>)> = inputs
         .par_iter()
-        .enumerate()
-        .map(|(index, input)| {
-            let index = index as u32;
+        .zip(0..count)
+        .map(|(input, index)| {
             let mut gross_blinding = if input.payouts.is_empty() { Scalar::ZERO } else { random_scalar() };
             let gross = half_commit(input.gross, &gross_blinding);
             let mut openings = vec![Opening {
@@ -513,11 +516,11 @@ pub fn build(
     let mut entries = Vec::with_capacity(made.len());
     let mut openings = Vec::new();
     let mut parties: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for (index, (entry, entry_openings)) in made.into_iter().enumerate() {
+    for ((entry, entry_openings), index) in made.into_iter().zip(0u32..) {
         for payout in &entry.payouts {
             let list = parties.entry(payout.party.clone()).or_default();
-            if list.last() != Some(&(index as u32)) {
-                list.push(index as u32);
+            if list.last() != Some(&index) {
+                list.push(index);
             }
         }
         entries.push(entry);
@@ -608,11 +611,11 @@ pub fn verify(bytes: &[u8], operator: &PublicKey) -> Result<Verified, StatementE
         Ok(())
     })?;
     let mut expected: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for (index, entry) in payload.entries.iter().enumerate() {
+    for (entry, index) in payload.entries.iter().zip(0u32..) {
         for payout in &entry.payouts {
             let list = expected.entry(payout.party.clone()).or_default();
-            if list.last() != Some(&(index as u32)) {
-                list.push(index as u32);
+            if list.last() != Some(&index) {
+                list.push(index);
             }
         }
     }
@@ -767,7 +770,8 @@ mod tests {
     #[test]
     fn merkle_proofs_verify_for_every_leaf_of_every_size() {
         for count in 1..=17usize {
-            let leaves: Vec<[u8; 32]> = (0..count).map(|i| blake3::derive_key("test", &[i as u8])).collect();
+            let leaves: Vec<[u8; 32]> =
+                (0..count).map(|i| blake3::derive_key("test", &[u8::try_from(i).unwrap()])).collect();
             let root = merkle_root(&leaves);
             for index in 0..count {
                 let proof = inclusion_proof(&leaves, index);

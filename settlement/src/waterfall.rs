@@ -167,7 +167,7 @@ impl Split {
 /// `floor(amount * numerator / denominator)` without overflow (`denominator > 0`).
 fn floor_share(amount: u64, numerator: u64, denominator: u64) -> u64 {
     // numerator <= denominator in every call, so the result fits in u64.
-    (u128::from(amount) * u128::from(numerator) / u128::from(denominator)) as u64
+    u64::try_from(u128::from(amount) * u128::from(numerator) / u128::from(denominator)).unwrap_or(amount)
 }
 
 /// Applies `chain` to `gross`. `recouped` holds each recouping party's cumulative receipts
@@ -330,9 +330,9 @@ pub fn payout_rules(chain: &[Tier], split: &Split, paid: &[(String, u64)]) -> Ve
             };
             let minus: Vec<u32> = paid
                 .iter()
-                .enumerate()
-                .filter(|(j, (other, _))| *j != i && steps_of(other).iter().all(|&m| m < k))
-                .map(|(j, _)| j as u32)
+                .zip(0u32..)
+                .filter(|((other, _), j)| *j as usize != i && steps_of(other).iter().all(|&m| m < k))
+                .map(|(_, j)| j)
                 .collect();
             let subtracted: u128 = minus.iter().map(|&j| u128::from(paid[j as usize].1)).sum();
             let minus = if u128::from(split.gross_micros).checked_sub(subtracted)
@@ -345,7 +345,7 @@ pub fn payout_rules(chain: &[Tier], split: &Split, paid: &[(String, u64)]) -> Ve
                 return None;
             };
             let share = u128::from(step.base_micros) * u128::from(bps) / u128::from(BPS_WHOLE);
-            (share == u128::from(*amount) && (1..=BPS_WHOLE as u32).contains(&bps))
+            (share == u128::from(*amount) && (1..=BPS_WHOLE).contains(&u64::from(bps)))
                 .then_some(PayoutRule { bps, minus })
         })
         .collect()

@@ -208,10 +208,9 @@ fn proven_text(proven: &Proven) -> String {
         proven.currency
     );
     match proven.claim {
-        Claim::Total(total) if total < 0 => {
-            format!("{over} total -{} {}", Micros(total.unsigned_abs()), proven.currency)
+        Claim::Total(total) => {
+            format!("{over} total {} {}", escx_settlement::payout::Signed(total), proven.currency)
         }
-        Claim::Total(total) => format!("{over} total {} {}", Micros(total as u64), proven.currency),
         Claim::AtLeast(x) => format!("{over} are at least {} {}", Micros(x), proven.currency),
     }
 }

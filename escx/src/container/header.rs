@@ -10,6 +10,9 @@ pub const FORMAT_MAJOR: u16 = 1;
 pub const FORMAT_MINOR: u16 = 0;
 /// Length of the encoded header.
 pub const HEADER_BYTES: u64 = 24;
+/// [`HEADER_BYTES`] as a buffer length.
+pub const HEADER_LEN: usize = 24;
+const _: () = assert!(HEADER_LEN as u64 == HEADER_BYTES);
 
 /// The decoded header. All integers are little-endian on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +31,8 @@ pub struct Header {
 
 impl Header {
     /// Encodes the header.
-    pub fn encode(&self) -> [u8; HEADER_BYTES as usize] {
-        let mut out = [0u8; HEADER_BYTES as usize];
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
         out[0..4].copy_from_slice(&MAGIC);
         out[4..6].copy_from_slice(&self.major.to_le_bytes());
         out[6..8].copy_from_slice(&self.minor.to_le_bytes());
@@ -40,7 +43,7 @@ impl Header {
     }
 
     /// Decodes and checks magic, version, flags and section count.
-    pub fn decode(bytes: &[u8; HEADER_BYTES as usize]) -> Result<Self, FormatError> {
+    pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Self, FormatError> {
         let magic: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
         if magic != MAGIC {
             return Err(FormatError::BadMagic { found: magic });

@@ -33,6 +33,18 @@ pub(crate) fn layer_format(error: crate::FormatError) -> std::io::Error {
 }
 pub(crate) use reader::check_hash;
 
+/// A length already bounded by a format limit, as a buffer size. Every limit is far below
+/// `usize::MAX` on the 32- and 64-bit targets escx builds for, so this does not fail
+/// there; elsewhere it is a clear error instead of a truncated buffer.
+pub(crate) fn buffer_len(length: u64, section: &'static str) -> Result<usize, crate::FormatError> {
+    usize::try_from(length).map_err(|_| crate::FormatError::SectionTooLarge {
+        section,
+        what: "length",
+        length,
+        max: usize::MAX as u64,
+    })
+}
+
 /// Carries an extractor's write failure through `io::Read` adapters, naming the file.
 pub(crate) fn layer_sink(path: &std::path::Path, error: std::io::Error) -> std::io::Error {
     section::Layer::Sink(path.to_path_buf(), error).into_io()

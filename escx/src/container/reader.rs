@@ -12,9 +12,10 @@ use crate::manifest::{ManifestHeader, PackageId};
 use crate::progress::Progress;
 use crate::{Error, FormatError};
 
-use super::header::{HEADER_BYTES, Header};
+use super::buffer_len;
+use super::header::{HEADER_BYTES, HEADER_LEN, Header};
 use super::section::{SectionReader, classify, plain_stream};
-use super::table::{SectionEntry, SectionType, TABLE_ENTRY_BYTES, validate_layout};
+use super::table::{SectionEntry, SectionType, TABLE_ENTRY_LEN, validate_layout};
 use super::trailer::{SIGNATURE_BLOCK_BYTES, SIGNATURES_MAX, SignatureBlock};
 
 /// A package whose header, table and trailer have been parsed and validated.
@@ -63,7 +64,7 @@ impl<R: Read + Seek + Send> PackageReader<R> {
         if file_bytes < HEADER_BYTES {
             return Err(truncated("header", 0, HEADER_BYTES).into());
         }
-        let mut header_bytes = [0u8; HEADER_BYTES as usize];
+        let mut header_bytes = [0u8; HEADER_LEN];
         inner.seek(SeekFrom::Start(0)).map_err(io)?;
         inner.read_exact(&mut header_bytes).map_err(io)?;
         let header = Header::decode(&header_bytes)?;
@@ -75,16 +76,16 @@ impl<R: Read + Seek + Send> PackageReader<R> {
             );
         }
         // Bounded: at most SECTIONS_MAX entries.
-        let mut header_and_table = vec![0u8; header_and_table_bytes as usize];
-        header_and_table[..HEADER_BYTES as usize].copy_from_slice(&header_bytes);
-        inner.read_exact(&mut header_and_table[HEADER_BYTES as usize..]).map_err(io)?;
-        let sections = header_and_table[HEADER_BYTES as usize..]
-            .chunks_exact(TABLE_ENTRY_BYTES as usize)
-            .enumerate()
-            .map(|(index, chunk)| {
-                let mut bytes = [0u8; TABLE_ENTRY_BYTES as usize];
+        let mut header_and_table = vec![0u8; buffer_len(header_and_table_bytes, "table")?];
+        header_and_table[..HEADER_LEN].copy_from_slice(&header_bytes);
+        inner.read_exact(&mut header_and_table[HEADER_LEN..]).map_err(io)?;
+        let sections = header_and_table[HEADER_LEN..]
+            .chunks_exact(TABLE_ENTRY_LEN)
+            .zip(0u32..)
+            .map(|(chunk, index)| {
+                let mut bytes = [0u8; TABLE_ENTRY_LEN];
                 bytes.copy_from_slice(chunk);
-                SectionEntry::decode(index as u32, &bytes)
+                SectionEntry::decode(index, &bytes)
             })
             .collect::<Result<Vec<_>, _>>()?;
 
@@ -97,7 +98,7 @@ impl<R: Read + Seek + Send> PackageReader<R> {
         if trailer_bytes > (SIGNATURES_MAX * SIGNATURE_BLOCK_BYTES) as u64 {
             return Err(FormatError::TooManySignatures { max: SIGNATURES_MAX }.into());
         }
-        let mut trailer = vec![0u8; trailer_bytes as usize];
+        let mut trailer = vec![0u8; buffer_len(trailer_bytes, "trailer")?];
         inner.seek(SeekFrom::Start(header.body_length)).map_err(io)?;
         inner.read_exact(&mut trailer).map_err(io)?;
         let signatures = SignatureBlock::decode_trailer(&trailer, header.body_length)?;
@@ -180,7 +181,7 @@ impl<R: Read + Seek + Send> PackageReader<R> {
     pub fn manifest_bytes(&mut self) -> Result<Vec<u8>, Error> {
         let entry = self.section(SectionType::Manifest).cloned().ok_or(FormatError::MissingManifest)?;
         // Bounded by MANIFEST_BYTES_MAX in `validate_layout`.
-        let mut bytes = vec![0u8; entry.stored_length as usize];
+        let mut bytes = vec![0u8; buffer_len(entry.stored_length, entry.kind.name())?];
         self.inner.seek(SeekFrom::Start(entry.offset)).map_err(|e| Error::io(&self.source, e))?;
         self.inner.read_exact(&mut bytes).map_err(|e| Error::io(&self.source, e))?;
         check_hash(&entry, hash::content_hash(&bytes))?;
@@ -222,7 +223,7 @@ impl<R: Read + Seek + Send> PackageReader<R> {
         // Small and read whole: hash and decode one copy.
         if kind == SectionType::ContentKey {
             // Bounded by CONTENT_KEY_SECTION_BYTES_MAX in `validate_layout`.
-            let mut bytes = vec![0u8; entry.stored_length as usize];
+            let mut bytes = vec![0u8; buffer_len(entry.stored_length, entry.kind.name())?];
             SectionReader::new(&mut self.inner, &entry)
                 .and_then(|mut window| window.read_exact(&mut bytes))
                 .map_err(classify)?;
@@ -295,7 +296,7 @@ impl<R: Read + Seek + Send> PackageReader<R> {
     pub fn content_key_section(&mut self) -> Result<Option<ContentKeySection>, Error> {
         let Some(entry) = self.section(SectionType::ContentKey).cloned() else { return Ok(None) };
         // Bounded by CONTENT_KEY_SECTION_BYTES_MAX in `validate_layout`.
-        let mut bytes = vec![0u8; entry.stored_length as usize];
+        let mut bytes = vec![0u8; buffer_len(entry.stored_length, entry.kind.name())?];
         self.inner.seek(SeekFrom::Start(entry.offset)).map_err(|e| Error::io(&self.source, e))?;
         self.inner.read_exact(&mut bytes).map_err(|e| Error::io(&self.source, e))?;
         check_hash(&entry, hash::content_hash(&bytes))?;

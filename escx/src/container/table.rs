@@ -7,6 +7,9 @@ use super::header::Header;
 
 /// Length of one encoded table entry.
 pub const TABLE_ENTRY_BYTES: u64 = 64;
+/// [`TABLE_ENTRY_BYTES`] as a buffer length.
+pub const TABLE_ENTRY_LEN: usize = 64;
+const _: () = assert!(TABLE_ENTRY_LEN as u64 == TABLE_ENTRY_BYTES);
 /// Most sections a package may have.
 pub const SECTIONS_MAX: u32 = 16;
 /// Section flag: the stored bytes are one or more zstd frames.
@@ -120,8 +123,8 @@ impl SectionEntry {
     }
 
     /// Encodes the entry: type u32, flags u32, offset u64, stored u64, plain u64, hash[32].
-    pub fn encode(&self) -> [u8; TABLE_ENTRY_BYTES as usize] {
-        let mut out = [0u8; TABLE_ENTRY_BYTES as usize];
+    pub fn encode(&self) -> [u8; TABLE_ENTRY_LEN] {
+        let mut out = [0u8; TABLE_ENTRY_LEN];
         out[0..4].copy_from_slice(&self.kind.id().to_le_bytes());
         out[4..8].copy_from_slice(&self.flags.to_le_bytes());
         out[8..16].copy_from_slice(&self.offset.to_le_bytes());
@@ -133,7 +136,7 @@ impl SectionEntry {
 
     /// Decodes entry number `index`; checks the type id only (layout is checked by
     /// [`validate_layout`]).
-    pub fn decode(index: u32, bytes: &[u8; TABLE_ENTRY_BYTES as usize]) -> Result<Self, FormatError> {
+    pub fn decode(index: u32, bytes: &[u8; TABLE_ENTRY_LEN]) -> Result<Self, FormatError> {
         let u32_at = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
         let u64_at = |at: usize| {
             let mut le = [0u8; 8];
@@ -164,12 +167,12 @@ pub(crate) fn validate_layout(
 ) -> Result<(), FormatError> {
     let mut expected_offset = header.header_and_table_bytes();
     let mut previous: Option<SectionType> = None;
-    for (index, entry) in entries.iter().enumerate() {
+    for (entry, index) in entries.iter().zip(0u32..) {
         let section = entry.kind.name();
         match previous {
             None if entry.kind != SectionType::Manifest => return Err(FormatError::MissingManifest),
             Some(prev) if entry.kind <= prev => {
-                return Err(FormatError::SectionOrder { index: index as u32, section });
+                return Err(FormatError::SectionOrder { index, section });
             }
             _ => {}
         }

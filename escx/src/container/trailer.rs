@@ -20,6 +20,9 @@ pub const BLOCK_PREFIX_BYTES: usize = 36;
 pub const SIGNATURE_BLOCK_BYTES: usize = BLOCK_PREFIX_BYTES + SIGNATURE_BYTES;
 /// Most blocks a trailer may hold.
 pub const SIGNATURES_MAX: usize = 16;
+/// [`SIGNATURE_BYTES`] as the block prefix stores it.
+const SIGNATURE_LENGTH: u32 = 4627;
+const _: () = assert!(SIGNATURE_LENGTH as usize == SIGNATURE_BYTES);
 
 /// One signature over the package root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +127,7 @@ fn encode_prefix(alg: u16, key_id: KeyId, signed_at: u64) -> [u8; BLOCK_PREFIX_B
     // prefix[6..8]: reserved, zero.
     prefix[8..24].copy_from_slice(&key_id.0);
     prefix[24..32].copy_from_slice(&signed_at.to_le_bytes());
-    prefix[32..36].copy_from_slice(&(SIGNATURE_BYTES as u32).to_le_bytes());
+    prefix[32..36].copy_from_slice(&SIGNATURE_LENGTH.to_le_bytes());
     prefix
 }
 

@@ -64,10 +64,11 @@ pub(crate) fn write_package(
 ) -> Result<Written, Error> {
     let io = |e| Error::io(out, e);
     let mut temp = fsutil::temp_file_beside(out)?;
-    let section_count = sources.len() as u32;
+    let section_count = u32::try_from(sources.len())
+        .map_err(|_| crate::FormatError::SectionCount { count: u32::MAX, max: super::SECTIONS_MAX })?;
     let header_and_table_bytes = HEADER_BYTES + u64::from(section_count) * TABLE_ENTRY_BYTES;
     let file = temp.as_file_mut();
-    file.write_all(&vec![0u8; header_and_table_bytes as usize]).map_err(io)?;
+    file.write_all(&vec![0u8; super::buffer_len(header_and_table_bytes, "table")?]).map_err(io)?;
 
     let spool_dir = fsutil::parent_dir(out);
     let mut offset = header_and_table_bytes;
@@ -296,7 +297,9 @@ pub struct RawSection {
 /// content is checked: this is for tools that re-sign packages and for building test
 /// vectors, including deliberately invalid ones.
 pub fn assemble(sections: &[RawSection], keys: &[&SecretKey], signed_at: u64) -> Vec<u8> {
-    let section_count = sections.len() as u32;
+    // A count past u32 cannot be stored; the saturated count makes a file that fails to
+    // verify, which is what this tool builds for out-of-range inputs.
+    let section_count = u32::try_from(sections.len()).unwrap_or(u32::MAX);
     let mut offset = HEADER_BYTES + u64::from(section_count) * TABLE_ENTRY_BYTES;
     let mut table = Vec::new();
     for section in sections {

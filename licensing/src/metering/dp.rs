@@ -90,7 +90,7 @@ mod tests {
     /// P(z) = (1 − p)/(1 + p) · p^|z| with p = exp(−s/t).
     fn pmf(z: i64, t: f64, s: f64) -> f64 {
         let p = (-s / t).exp();
-        (1.0 - p) / (1.0 + p) * p.powi(z.unsigned_abs() as i32)
+        (1.0 - p) / (1.0 + p) * p.powi(i32::try_from(z.unsigned_abs()).unwrap())
     }
 
     fn chi_square(samples: &[i128], t: u64, s: u64, range: i64) -> f64 {
@@ -103,7 +103,8 @@ mod tests {
             inside += expected;
             chi += (observed - expected).powi(2) / expected;
         }
-        let tail_observed = samples.iter().filter(|x| x.unsigned_abs() > range as u128).count() as f64;
+        let tail_observed =
+            samples.iter().filter(|x| x.unsigned_abs() > u128::from(range.unsigned_abs())).count() as f64;
         let tail_expected = n - inside;
         chi + (tail_observed - tail_expected).powi(2) / tail_expected
     }

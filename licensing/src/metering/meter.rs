@@ -257,11 +257,11 @@ impl<'w> Meter<'w> {
         let hour = at - at % HOUR_SECS;
         let transaction =
             rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        let last: Option<i64> = transaction
+        let last: Option<u64> = transaction
             .query_row("SELECT max(hour) FROM reports WHERE license_id = ?1", params![&id[..]], |r| r.get(0))
             .map_err(sql)?;
         if let Some(last) = last
-            && to_i64(hour) <= last
+            && hour <= last
         {
             return Err(refuse(
                 Refusal::HourReported,
@@ -269,7 +269,7 @@ impl<'w> Meter<'w> {
                     "hour {} is reported (the latest reported hour is {}); a report is final, so nothing more \
                      can be recorded into it or an earlier hour",
                     format_hour(hour),
-                    format_hour(last as u64)
+                    format_hour(last)
                 ),
             ));
         }
@@ -279,7 +279,7 @@ impl<'w> Meter<'w> {
                 format!("period {} is closed for this license", Period::of(hour)),
             ));
         }
-        let held: Option<i64> = transaction
+        let held: Option<u64> = transaction
             .query_row(
                 "SELECT value FROM counters WHERE license_id = ?1 AND unit = ?2 AND minute = ?3",
                 params![&id[..], unit, to_i64(minute)],
@@ -287,10 +287,8 @@ impl<'w> Meter<'w> {
             )
             .optional()
             .map_err(sql)?;
-        let value = (held.unwrap_or(0) as u64)
-            .checked_add(amount)
-            .filter(|v| *v <= super::COUNTER_MAX)
-            .ok_or_else(|| {
+        let value =
+            held.unwrap_or(0).checked_add(amount).filter(|v| *v <= super::COUNTER_MAX).ok_or_else(|| {
                 refuse(
                     Refusal::Overflow,
                     format!("the {unit} counter of this minute would exceed {}", super::COUNTER_MAX),
@@ -323,14 +321,14 @@ impl<'w> Meter<'w> {
             .map_err(sql)?;
         let rows = statement
             .query_map(params![&id[..], unit, to_i64(hour), to_i64(hour + HOUR_SECS)], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?))
             })
             .map_err(sql)?;
         for row in rows {
             let (minute, value) = row.map_err(sql)?;
-            let index = usize::try_from((minute as u64).saturating_sub(hour) / 60).unwrap_or(MINUTES);
+            let index = usize::try_from(minute.saturating_sub(hour) / 60).unwrap_or(MINUTES);
             if let Some(slot) = values.get_mut(index) {
-                *slot = value as u64;
+                *slot = value;
             }
         }
         Ok(values)
@@ -370,7 +368,7 @@ impl<'w> Meter<'w> {
         let id_hex = hex::encode(id);
         let transaction =
             rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        let stored: Option<(i64, Vec<u8>)> = transaction
+        let stored: Option<(u64, Vec<u8>)> = transaction
             .query_row(
                 "SELECT seq, file FROM reports WHERE license_id = ?1 AND hour = ?2",
                 params![&id[..], to_i64(hour)],
@@ -380,7 +378,7 @@ impl<'w> Meter<'w> {
             .map_err(sql)?;
         if let Some((seq, file)) = stored {
             let units = units_of(&file)?;
-            return Ok(MadeReport { file, seq: seq as u64, license_id: id_hex, units, again: true });
+            return Ok(MadeReport { file, seq, license_id: id_hex, units, again: true });
         }
         if hour + HOUR_SECS > now {
             return Err(refuse(
@@ -416,7 +414,7 @@ impl<'w> Meter<'w> {
                     .map_err(sql)?;
             }
         }
-        let last: Option<(i64, i64, Vec<u8>)> = transaction
+        let last: Option<(u64, u64, Vec<u8>)> = transaction
             .query_row(
                 "SELECT seq, hour, hash FROM reports WHERE license_id = ?1 ORDER BY seq DESC LIMIT 1",
                 params![&id[..]],
@@ -425,17 +423,17 @@ impl<'w> Meter<'w> {
             .optional()
             .map_err(sql)?;
         let (seq, previous) = match &last {
-            Some((_, last_hour, _)) if *last_hour as u64 >= hour => {
+            Some((_, last_hour, _)) if *last_hour >= hour => {
                 return Err(refuse(
                     Refusal::OutOfOrder,
                     format!(
                         "hour {} comes before hour {}, already reported; hours are reported in order",
                         format_hour(hour),
-                        format_hour(*last_hour as u64)
+                        format_hour(*last_hour)
                     ),
                 ));
             }
-            Some((seq, _, hash)) => (*seq as u64 + 1, hash.clone()),
+            Some((seq, _, hash)) => (*seq + 1, hash.clone()),
             None => (1, vec![0u8; 32]),
         };
         if closed(&transaction, &id, Period::of(hour))? {
@@ -474,8 +472,8 @@ impl<'w> Meter<'w> {
             let mut total: u64 = 0;
             let mut sum = Scalar::ZERO;
             let mut commitments = Vec::with_capacity(MINUTES);
-            for (minute, value) in values.iter().enumerate() {
-                let r = blinding(&secret, &id, unit, hour, minute as u8);
+            for (minute, value) in (0u8..).zip(values.iter()) {
+                let r = blinding(&secret, &id, unit, hour, minute);
                 commitments.push(ByteBuf::from(commit(*value, &r).compress().to_bytes().to_vec()));
                 sum += r;
                 total = total.checked_add(*value).ok_or_else(|| {
@@ -598,7 +596,7 @@ impl<'w> Meter<'w> {
                 ),
             ));
         }
-        let mut reports: Vec<(i64, i64, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut reports: Vec<(u64, u64, Vec<u8>, Vec<u8>)> = Vec::new();
         {
             let mut statement = transaction
                 .prepare("SELECT seq, hour, hash, file FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY seq")
@@ -612,7 +610,7 @@ impl<'w> Meter<'w> {
                 reports.push(row.map_err(sql)?);
             }
         }
-        let reported: BTreeSet<i64> = reports.iter().map(|r| r.1).collect();
+        let reported: BTreeSet<u64> = reports.iter().map(|r| r.1).collect();
         {
             let mut statement = transaction
                 .prepare(
@@ -621,14 +619,14 @@ impl<'w> Meter<'w> {
                 .map_err(sql)?;
             let rows = statement
                 .query_map(params![&id[..], to_i64(period.start()), to_i64(period.end())], |r| {
-                    r.get::<_, i64>(0)
+                    r.get::<_, u64>(0)
                 })
                 .map_err(sql)?;
             let mut unreported = Vec::new();
             for hour in rows {
                 let hour = hour.map_err(sql)?;
                 if !reported.contains(&hour) {
-                    unreported.push(format_hour(hour as u64));
+                    unreported.push(format_hour(hour));
                 }
             }
             if !unreported.is_empty() {
@@ -642,12 +640,12 @@ impl<'w> Meter<'w> {
             }
         }
         let (through_seq, through_hash) = match reports.last() {
-            Some((seq, _, hash, _)) => (*seq as u64, hash.clone()),
+            Some((seq, _, hash, _)) => (*seq, hash.clone()),
             None => transaction
                 .query_row(
                     "SELECT seq, hash FROM reports WHERE license_id = ?1 AND hour < ?2 ORDER BY seq DESC LIMIT 1",
                     params![&id[..], to_i64(period.start())],
-                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+                    |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Vec<u8>>(1)?)),
                 )
                 .optional()
                 .map_err(sql)?
@@ -656,15 +654,15 @@ impl<'w> Meter<'w> {
         let secret = self.secret()?;
         let mut totals: BTreeMap<String, (u64, Scalar)> = BTreeMap::new();
         for (_, hour, _, file) in &reports {
-            let hour = *hour as u64;
+            let hour = *hour;
             for unit in units_of(file)? {
                 let values = Self::minutes(&transaction, &id, &unit, hour)?;
                 let entry = totals.entry(unit.clone()).or_insert((0, Scalar::ZERO));
-                for (minute, value) in values.iter().enumerate() {
+                for (minute, value) in (0u8..).zip(values.iter()) {
                     entry.0 = entry.0.checked_add(*value).ok_or_else(|| {
                         refuse(Refusal::Overflow, format!("the {unit} total of {period} overflows"))
                     })?;
-                    entry.1 += blinding(&secret, &id, &unit, hour, minute as u8);
+                    entry.1 += blinding(&secret, &id, &unit, hour, minute);
                 }
             }
         }
@@ -750,8 +748,8 @@ impl<'w> Meter<'w> {
                 Some(m) => (values[usize::from(m)], blinding(&secret, &id, &unit, hour, m)),
                 None => {
                     let mut sum = Scalar::ZERO;
-                    for m in 0..MINUTES {
-                        sum += blinding(&secret, &id, &unit, hour, m as u8);
+                    for m in (0u8..).take(MINUTES) {
+                        sum += blinding(&secret, &id, &unit, hour, m);
                     }
                     (values.iter().sum(), sum)
                 }

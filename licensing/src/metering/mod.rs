@@ -607,7 +607,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(m, v)| {
-                let r = blinding(secret, &id, unit, 7200, m as u8);
+                let r = blinding(secret, &id, unit, 7200, u8::try_from(m).unwrap());
                 sum += r;
                 ByteBuf::from(commit(*v, &r).compress().to_bytes().to_vec())
             })

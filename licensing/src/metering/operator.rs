@@ -442,7 +442,7 @@ impl Operator {
             reason: format!("signed by {}, which is not an issuer this operator trusts", envelope.key_id()),
         })?;
         let crl = wallet::open_crl(bytes, issuer)?;
-        let held: Option<(i64, Vec<u8>)> = self
+        let held: Option<(u64, Vec<u8>)> = self
             .db
             .query_row(
                 "SELECT number, bytes FROM crls WHERE issuer = ?1",
@@ -455,7 +455,7 @@ impl Operator {
             if held == bytes {
                 return Ok(crl);
             }
-            if crl.number <= number as u64 {
+            if crl.number <= number {
                 return Err(Error::LicenseRejected {
                     check: LicenseCheck::Crl,
                     reason: format!(
@@ -530,11 +530,15 @@ impl Operator {
                         reason: format!("telemetry.epsilon {} is below 0.000001", t.epsilon),
                     });
                 }
+                // Rounded and checked to lie in [1, 10^7] just above: exact in u64. (No
+                // std conversion from f64 to an integer is checked.)
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let epsilon_micros = epsilon_micros as u64;
                 Some(TelemetryTerms {
                     metrics: t.metrics.clone(),
                     window_secs: t.window_secs,
                     cohort_min_size: t.cohort_min_size,
-                    epsilon_micros: epsilon_micros as u64,
+                    epsilon_micros,
                 })
             }
         };
@@ -610,7 +614,7 @@ impl Operator {
             Ok(TierTerms {
                 tier: tier.to_owned(),
                 unit: r.get(0)?,
-                price_micros: r.get::<_, i64>(1)? as u64,
+                price_micros: r.get::<_, u64>(1)?,
                 currency: r.get(2)?,
                 share: r.get::<_, String>(3)? == "share",
             })
@@ -628,9 +632,9 @@ impl Operator {
             let metrics: String = r.get(0)?;
             Ok(TelemetryTerms {
                 metrics: metrics.split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
-                window_secs: r.get::<_, i64>(1)? as u64,
+                window_secs: r.get::<_, u64>(1)?,
                 cohort_min_size: r.get(2)?,
-                epsilon_micros: r.get::<_, i64>(3)? as u64,
+                epsilon_micros: r.get::<_, u64>(3)?,
             })
         })
         .optional()
@@ -639,7 +643,7 @@ impl Operator {
 
     fn known_license(db: &Connection, cert_id: &[u8; 32]) -> Result<Option<LicenseInfo>, Error> {
         #[allow(clippy::type_complexity)]
-        let row: Option<(Vec<u8>, Vec<u8>, String, String, Vec<u8>, i64, i64)> = db
+        let row: Option<(Vec<u8>, Vec<u8>, String, String, Vec<u8>, u64, u64)> = db
             .prepare_cached("SELECT license_id, issuer, package, tier, certificate, not_before, not_after FROM licenses WHERE cert_id = ?1")
         .map_err(sql)?
         .query_row(
@@ -665,8 +669,8 @@ impl Operator {
             package,
             tier,
             holder: PublicKey::from_bytes(&payload.holder_key)?,
-            not_before: not_before as u64,
-            not_after: not_after as u64,
+            not_before,
+            not_after,
         }))
     }
 
@@ -892,14 +896,14 @@ impl Operator {
             ));
         }
         if payload.through_seq > 0 {
-            let (hash, hour): (Vec<u8>, i64) = transaction
+            let (hash, hour): (Vec<u8>, u64) = transaction
                 .query_row(
                     "SELECT hash, hour FROM reports WHERE license_id = ?1 AND seq = ?2",
                     params![&id[..], to_i64(payload.through_seq)],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(sql)?;
-            if hash != payload.through_hash.as_slice() || hour as u64 >= period.end() {
+            if hash != payload.through_hash.as_slice() || hour >= period.end() {
                 return Err(refuse(
                     Refusal::CloseMismatch,
                     format!(
@@ -998,7 +1002,7 @@ impl Operator {
                  WHERE c.period = ?1 ORDER BY c.license_id",
             )
             .map_err(sql)?;
-        let rows: Vec<(Vec<u8>, String, String, i64, i64)> = statement
+        let rows: Vec<(Vec<u8>, String, String, i64, u64)> = statement
             .query_map(params![period.to_string(), UNIT_MINUTES], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
@@ -1016,7 +1020,6 @@ impl Operator {
             if terms.unit != "hour" {
                 continue;
             }
-            let minutes = minutes as u64;
             let gross = u128::from(minutes) * u128::from(terms.price_micros) / 60;
             let license = hex::encode(&license_id);
             charges.push(UsageCharge {
@@ -1082,26 +1085,26 @@ impl Operator {
                 .map_err(sql)?;
             let rows = statement
                 .query_map(params![package, to_i64(start), to_i64(end)], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u64>(2)?))
                 })
                 .map_err(sql)?;
             for row in rows {
                 let (unit, license, total) = row.map_err(sql)?;
-                *per_holder.entry((unit, license)).or_default() += total as u128;
+                *per_holder.entry((unit, license)).or_default() += u128::from(total);
             }
         }
         let holders: BTreeSet<&Vec<u8>> = per_holder.keys().map(|(_, l)| l).collect();
         if holders.len() < telemetry.cohort_min_size as usize {
             return Ok(Aggregate::Suppressed { cohort_min_size: telemetry.cohort_min_size });
         }
-        let spent: i64 = transaction
+        let spent: u64 = transaction
             .query_row(
                 "SELECT coalesce(sum(epsilon_micros), 0) FROM releases WHERE package = ?1 AND window_start = ?2",
                 params![package, to_i64(start)],
                 |r| r.get(0),
             )
             .map_err(sql)?;
-        let remaining = telemetry.epsilon_micros.saturating_sub(spent as u64);
+        let remaining = telemetry.epsilon_micros.saturating_sub(spent);
         let epsilon = epsilon_micros.unwrap_or(remaining);
         if epsilon == 0 || epsilon > remaining {
             return Err(refuse(
@@ -1134,7 +1137,7 @@ impl Operator {
                 .map(|(_, t)| (*t).min(u128::from(clip)))
                 .sum();
             let noise = super::dp::discrete_laplace(rng, scale_t, scale_s);
-            let noised = (sum as i128 + noise).max(0);
+            let noised = (i128::try_from(sum).unwrap_or(i128::MAX).saturating_add(noise)).max(0);
             values.push((unit.clone(), u64::try_from(noised).unwrap_or(u64::MAX)));
         }
         transaction
@@ -1180,9 +1183,9 @@ impl Operator {
                     r.get::<_, String>(1)?,
                     r.get::<_, Vec<u8>>(2)?,
                     r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                    r.get::<_, i64>(6)?,
+                    r.get::<_, Option<u64>>(4)?,
+                    r.get::<_, Option<u64>>(5)?,
+                    r.get::<_, u64>(6)?,
                     r.get::<_, Vec<u8>>(7)?,
                     r.get::<_, Vec<u8>>(8)?,
                 ))
@@ -1200,9 +1203,9 @@ impl Operator {
                 kind,
                 license_id: hex::encode(license),
                 holder: key,
-                hour: hour.map(|h| h as u64),
-                seq: seq.map(|s| s as u64),
-                at: at as u64,
+                hour,
+                seq,
+                at,
                 first,
                 second,
             });
@@ -1293,17 +1296,19 @@ pub fn epsilon_text(micros: u64) -> String {
 }
 
 /// A license's chain head: seq (0 for none), report hash (zeros for none) and hour (-1 for none).
-fn head(db: &Connection, id: &[u8; 16]) -> Result<(u64, [u8; 32], i64), Error> {
-    let row: Option<(i64, Vec<u8>, i64)> = db
+/// The license's chain head: sequence number, hash and hour (`None` before the first
+/// report; stored as -1).
+fn head(db: &Connection, id: &[u8; 16]) -> Result<(u64, [u8; 32], Option<u64>), Error> {
+    let row: Option<(u64, Vec<u8>, i64)> = db
         .prepare_cached("SELECT head_seq, head_hash, head_hour FROM licenses WHERE license_id = ?1")
         .map_err(sql)?
         .query_row(params![&id[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()
         .map_err(sql)?;
-    let Some((seq, hash, hour)) = row else { return Ok((0, [0u8; 32], -1)) };
+    let Some((seq, hash, hour)) = row else { return Ok((0, [0u8; 32], None)) };
     let hash: [u8; 32] =
         hash.as_slice().try_into().map_err(|_| Error::Store("a stored head hash is not 32 bytes".into()))?;
-    Ok((seq as u64, hash, hour))
+    Ok((seq, hash, u64::try_from(hour).ok()))
 }
 
 fn period_reports(db: &Connection, id: &[u8; 16], period: Period) -> Result<Vec<(u64, u64)>, Error> {
@@ -1314,7 +1319,7 @@ fn period_reports(db: &Connection, id: &[u8; 16], period: Period) -> Result<Vec<
         .map_err(sql)?;
     let rows = statement
         .query_map(params![&id[..], to_i64(period.start()), to_i64(period.end())], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?))
         })
         .map_err(sql)?;
     rows.collect::<Result<_, _>>().map_err(sql)
@@ -1391,7 +1396,7 @@ fn apply(
         insert_license(db, info, certificate)?;
     }
     // 1. The same report again, or a different one for a held hour or chain position.
-    let held: Option<(i64, Vec<u8>, Vec<u8>)> = db
+    let held: Option<(u64, Vec<u8>, Vec<u8>)> = db
         .prepare_cached("SELECT seq, hash, report FROM reports WHERE license_id = ?1 AND (hour = ?2 OR seq = ?3) ORDER BY seq LIMIT 1")
         .map_err(sql)?
         .query_row(
@@ -1526,7 +1531,7 @@ fn apply(
             },
         ));
     }
-    if report.previous != head_hash || (head_hour >= 0 && report.hour <= head_hour as u64) {
+    if report.previous != head_hash || head_hour.is_some_and(|h| report.hour <= h) {
         return Err(refuse(
             Refusal::OutOfOrder,
             format!(

@@ -96,8 +96,9 @@ fn violation(reason: impl Into<String>) -> Error {
 }
 
 impl State {
-    fn name(&self, id: AccountId) -> &(String, String) {
-        &self.accounts[(id - 1) as usize]
+    /// Account `id`'s (name, currency); ids are 1-based positions, checked on insert.
+    fn name(&self, id: AccountId) -> Option<&(String, String)> {
+        usize::try_from(id - 1).ok().and_then(|index| self.accounts.get(index))
     }
 
     fn location(&self) -> PathBuf {
@@ -124,17 +125,15 @@ impl State {
     }
 
     fn transfers_of(&self, settlement: &str) -> Result<Vec<TransferRecord>, Error> {
-        Ok(self
-            .transfers
+        self.transfers
             .iter()
             .filter(|t| t.0 == settlement)
-            .map(|t| TransferRecord {
-                debit: t.1,
-                credit: t.2,
-                credit_name: self.name(t.2).0.clone(),
-                amount: t.3,
+            .map(|t| {
+                let (credit_name, _) =
+                    self.name(t.2).ok_or_else(|| violation("a transfer names an unknown account"))?;
+                Ok(TransferRecord { debit: t.1, credit: t.2, credit_name: credit_name.clone(), amount: t.3 })
             })
-            .collect())
+            .collect()
     }
 
     fn recouped(&self, currency: &str) -> Result<BTreeMap<String, u64>, Error> {
@@ -226,9 +225,14 @@ impl State {
 
     fn balances(&self, name: Option<&str>) -> Result<Vec<Balance>, Error> {
         let mut by_account = vec![0i64; self.accounts.len()];
+        let count = by_account.len();
+        let slot = |id: AccountId| usize::try_from(id - 1).ok().filter(|&i| i < count);
         for (_, debit, credit, amount) in &self.transfers {
-            by_account[(*credit - 1) as usize] += *amount as i64;
-            by_account[(*debit - 1) as usize] -= *amount as i64;
+            let (Some(credit), Some(debit)) = (slot(*credit), slot(*debit)) else {
+                return Err(violation("a transfer names an unknown account"));
+            };
+            by_account[credit] += crate::num::signed(*amount);
+            by_account[debit] -= crate::num::signed(*amount);
         }
         let mut list: Vec<Balance> = self
             .accounts
@@ -249,7 +253,9 @@ impl State {
                 continue;
             }
             for (account, sign) in [(*credit, 1i64), (*debit, -1)] {
-                let (party, currency) = self.name(account);
+                let Some((party, currency)) = self.name(account) else {
+                    return Err(violation("a transfer names an unknown account"));
+                };
                 if party.starts_with('@') {
                     continue;
                 }
@@ -260,7 +266,7 @@ impl State {
                     gross: s.gross,
                     party: party.clone(),
                     currency: currency.clone(),
-                    amount: sign * *amount as i64,
+                    amount: sign * crate::num::signed(*amount),
                     event: s.event_id.clone(),
                     package: s.package.clone(),
                     state: s.state,
@@ -302,7 +308,7 @@ impl Writer for MemoryTx<'_> {
             return Ok(*id);
         }
         self.work.accounts.push(key.clone());
-        let id = self.work.accounts.len() as AccountId;
+        let id = AccountId::try_from(self.work.accounts.len()).map_err(|_| violation("too many accounts"))?;
         self.work.account_ids.insert(key, id);
         Ok(id)
     }
@@ -335,7 +341,7 @@ impl Writer for MemoryTx<'_> {
         credit: AccountId,
         amount: u64,
     ) -> Result<(), Error> {
-        let accounts = self.work.accounts.len() as AccountId;
+        let accounts = AccountId::try_from(self.work.accounts.len()).unwrap_or(AccountId::MAX);
         if amount == 0
             || debit == credit
             || !(1..=accounts).contains(&debit)
@@ -406,7 +412,7 @@ impl Writer for MemoryTx<'_> {
         if self.work.disputes.iter().any(|d| d.settlement == settlement && d.resolved_at.is_none()) {
             return Err(violation(format!("settlement {settlement} has an open dispute")));
         }
-        let id = self.work.disputes.len() as i64 + 1;
+        let id = i64::try_from(self.work.disputes.len()).map_err(|_| violation("too many disputes"))? + 1;
         self.work.disputes.push(DisputeRecord {
             id,
             settlement: settlement.to_owned(),

@@ -193,7 +193,7 @@ pub struct SettlementRecord {
     /// For a refund or reversal: the settlement it gives back.
     pub refund_of: Option<String>,
     /// The statement (batch) number; 0 for a hold.
-    pub batch: i64,
+    pub batch: u64,
 }
 
 /// One transfer of a settlement.

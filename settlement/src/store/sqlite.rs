@@ -138,6 +138,7 @@ CREATE UNIQUE INDEX disputes_open ON disputes (settlement) WHERE resolved_at IS 
 ";
 
 /// The schema version this build writes.
+#[allow(clippy::cast_possible_wrap)] // a handful of migrations, known at compile time
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The SQLite ledger store.
@@ -220,7 +221,7 @@ impl SqliteStore {
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&store)?;
             // Another process may have migrated it while this one waited for the lock.
             let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&store)?;
-            for migration in MIGRATIONS.iter().skip(now.max(version) as usize) {
+            for migration in MIGRATIONS.iter().skip(usize::try_from(now.max(version)).unwrap_or(0)) {
                 tx.execute_batch(migration).map_err(&store)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(&store)?;
@@ -260,9 +261,9 @@ fn settlement_row(r: &Row<'_>) -> rusqlite::Result<SettlementRecord> {
         kind: r.get(3)?,
         package: r.get(4)?,
         tier: r.get(5)?,
-        gross: r.get::<_, i64>(6)? as u64,
+        gross: r.get::<_, u64>(6)?,
         currency: r.get(7)?,
-        at: r.get::<_, i64>(8)? as u64,
+        at: r.get::<_, u64>(8)?,
         state: r.get(9)?,
         refund_of: r.get(10)?,
         batch: r.get(11)?,
@@ -275,12 +276,12 @@ fn hold_row(r: &Row<'_>, offset: usize) -> rusqlite::Result<HoldRecord> {
     Ok(HoldRecord {
         settlement: r.get(offset)?,
         event: r.get(offset + 1)?,
-        amount: r.get::<_, i64>(offset + 2)? as u64,
-        placed_at: r.get::<_, i64>(offset + 3)? as u64,
-        expires_at: r.get::<_, i64>(offset + 4)? as u64,
+        amount: r.get::<_, u64>(offset + 2)?,
+        placed_at: r.get::<_, u64>(offset + 3)?,
+        expires_at: r.get::<_, u64>(offset + 4)?,
         state: r.get(offset + 5)?,
-        captured: r.get::<_, Option<i64>>(offset + 6)?.map(|c| c as u64),
-        closed_at: r.get::<_, Option<i64>>(offset + 7)?.map(|c| c as u64),
+        captured: r.get::<_, Option<u64>>(offset + 6)?,
+        closed_at: r.get::<_, Option<u64>>(offset + 7)?,
     })
 }
 
@@ -291,9 +292,9 @@ fn dispute_row(r: &Row<'_>, offset: usize) -> rusqlite::Result<DisputeRecord> {
     Ok(DisputeRecord {
         id: r.get(offset)?,
         settlement: r.get(offset + 1)?,
-        opened_at: r.get::<_, i64>(offset + 2)? as u64,
+        opened_at: r.get::<_, u64>(offset + 2)?,
         reason: r.get(offset + 3)?,
-        resolved_at: r.get::<_, Option<i64>>(offset + 4)?.map(|t| t as u64),
+        resolved_at: r.get::<_, Option<u64>>(offset + 4)?,
         outcome: r.get(offset + 5)?,
         resolution: r.get(offset + 6)?,
     })
@@ -305,19 +306,19 @@ const DISPUTE_COLUMNS: &str =
 fn statement_row(r: &Row<'_>) -> rusqlite::Result<StatementRecord> {
     let hash: Vec<u8> = r.get(1)?;
     Ok(StatementRecord {
-        seq: r.get::<_, i64>(0)? as u64,
+        seq: r.get::<_, u64>(0)?,
         hash: hash
             .try_into()
             .map_err(|_| rusqlite::Error::InvalidColumnType(1, "hash".into(), rusqlite::types::Type::Blob))?,
-        issued_at: r.get::<_, i64>(2)? as u64,
-        entries: r.get::<_, i64>(3)? as u64,
+        issued_at: r.get::<_, u64>(2)?,
+        entries: r.get::<_, u64>(3)?,
         bytes: r.get(4)?,
     })
 }
 
 /// Clamps a time to SQLite's signed integers.
 fn time(t: u64) -> i64 {
-    t.min(i64::MAX as u64) as i64
+    i64::try_from(t).unwrap_or(i64::MAX)
 }
 
 /// The queries, shared by the store and its transactions.
@@ -382,7 +383,7 @@ impl Q<'_> {
                     debit: r.get(0)?,
                     credit: r.get(1)?,
                     credit_name: r.get(2)?,
-                    amount: r.get::<_, i64>(3)? as u64,
+                    amount: r.get::<_, u64>(3)?,
                 })
             },
         )
@@ -391,7 +392,7 @@ impl Q<'_> {
     fn recouped(&self, currency: &str) -> Result<BTreeMap<String, u64>, Error> {
         Ok(self
             .list("SELECT party, total FROM recoupment WHERE currency = ?1", [currency], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
             })?
             .into_iter()
             .collect())
@@ -419,7 +420,7 @@ impl Q<'_> {
 
     fn last_statement(&self) -> Result<Option<(u64, [u8; 32])>, Error> {
         let row = self.one("SELECT seq, hash FROM statements ORDER BY seq DESC LIMIT 1", [], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            Ok((r.get::<_, u64>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
         row.map(|(seq, hash)| {
             let hash = hash.try_into().map_err(|_| Error::Store {
@@ -439,7 +440,7 @@ impl Q<'_> {
                 Ok(Opening {
                     entry: r.get(0)?,
                     party: Some(party.to_owned()),
-                    amount: r.get::<_, i64>(1)? as u64,
+                    amount: r.get::<_, u64>(1)?,
                     blinding: serde_bytes::ByteBuf::from(r.get::<_, Vec<u8>>(2)?),
                 })
             },
@@ -454,7 +455,7 @@ impl Q<'_> {
                 Ok(Opening {
                     entry: r.get(0)?,
                     party: r.get(1)?,
-                    amount: r.get::<_, i64>(2)? as u64,
+                    amount: r.get::<_, u64>(2)?,
                     blinding: serde_bytes::ByteBuf::from(r.get::<_, Vec<u8>>(3)?),
                 })
             },
@@ -524,9 +525,9 @@ impl Q<'_> {
             |r| {
                 Ok(PartyTransfer {
                     settlement: r.get(0)?,
-                    at: r.get::<_, i64>(1)? as u64,
+                    at: r.get::<_, u64>(1)?,
                     kind: r.get(2)?,
-                    gross: r.get::<_, i64>(3)? as u64,
+                    gross: r.get::<_, u64>(3)?,
                     party: r.get(4)?,
                     currency: r.get(5)?,
                     amount: r.get(6)?,
@@ -539,7 +540,7 @@ impl Q<'_> {
     }
 
     fn counts(&self) -> Result<(u64, u64), Error> {
-        let count = |sql: &str| self.one(sql, [], |r| r.get::<_, i64>(0)).map(|n| n.unwrap_or(0) as u64);
+        let count = |sql: &str| self.one(sql, [], |r| r.get::<_, u64>(0)).map(|n| n.unwrap_or(0));
         Ok((count("SELECT COUNT(*) FROM settlements")?, count("SELECT COUNT(*) FROM transfers")?))
     }
 
@@ -587,7 +588,7 @@ impl Writer for SqliteTx<'_> {
                 s.kind,
                 s.package,
                 s.tier,
-                s.gross as i64,
+                s.gross,
                 s.currency,
                 time(s.at),
                 s.state,
@@ -611,7 +612,7 @@ impl Writer for SqliteTx<'_> {
     ) -> Result<(), Error> {
         self.run(
             "INSERT INTO transfers (settlement, debit, credit, amount) VALUES (?1, ?2, ?3, ?4)",
-            params![settlement, debit, credit, amount as i64],
+            params![settlement, debit, credit, amount],
         )
         .map(drop)
     }
@@ -620,7 +621,7 @@ impl Writer for SqliteTx<'_> {
         self.run(
             "INSERT INTO recoupment (party, currency, total) VALUES (?1, ?2, ?3)
              ON CONFLICT (party, currency) DO UPDATE SET total = excluded.total",
-            params![party, currency, total as i64],
+            params![party, currency, total],
         )
         .map(drop)
     }
@@ -636,12 +637,12 @@ impl Writer for SqliteTx<'_> {
     fn insert_statement(&mut self, s: &StatementRecord, openings: &[Opening]) -> Result<(), Error> {
         self.run(
             "INSERT INTO statements (seq, hash, issued_at, entries, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![time(s.seq), &s.hash[..], time(s.issued_at), s.entries as i64, s.bytes],
+            params![time(s.seq), &s.hash[..], time(s.issued_at), s.entries, s.bytes],
         )?;
         for opening in openings {
             self.run(
                 "INSERT INTO statement_openings (seq, entry, party, amount, blinding) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![time(s.seq), opening.entry, opening.party, opening.amount as i64, opening.blinding.as_slice()],
+                params![time(s.seq), opening.entry, opening.party, opening.amount, opening.blinding.as_slice()],
             )?;
         }
         Ok(())
@@ -662,11 +663,11 @@ impl Writer for SqliteTx<'_> {
             params![
                 h.settlement,
                 h.event,
-                h.amount as i64,
+                h.amount,
                 time(h.placed_at),
                 time(h.expires_at),
                 h.state,
-                h.captured.map(|c| c as i64),
+                h.captured,
                 h.closed_at.map(time)
             ],
         )
@@ -682,7 +683,7 @@ impl Writer for SqliteTx<'_> {
     ) -> Result<(), Error> {
         self.run(
             "UPDATE holds SET state = ?2, captured = ?3, closed_at = ?4 WHERE settlement = ?1",
-            params![settlement, state, captured.map(|c| c as i64), time(at)],
+            params![settlement, state, captured, time(at)],
         )
         .map(drop)
     }
