@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod diagnostic;
+mod explain;
 pub mod index;
 pub mod install;
 pub mod lockfile;

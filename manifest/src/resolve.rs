@@ -436,11 +436,7 @@ pub fn resolve<'a>(
         Ok(selected) => selected,
         Err(PubGrubError::NoSolution(mut tree)) => {
             tree.collapse_no_versions();
-            let root_text = format!("{} {}", root.package.name, root.package.version);
-            let explanation = readable(&DefaultStringReporter::report(&tree)).replace(
-                &format!("{root_text} is forbidden"),
-                &format!("the requirements of {root_text} cannot all be met"),
-            );
+            let explanation = DefaultStringReporter::report_with_formatter(&tree, &crate::explain::Explainer);
             return Err(Error::Unsatisfiable { explanation });
         }
         Err(other) => return Err(Error::Unsatisfiable { explanation: other.to_string() }),
@@ -599,47 +595,4 @@ fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
         }
     }
     None
-}
-
-/// PubGrub's report with solver-internal range bounds (`<2.0.0-0`, which excludes the next
-/// major's pre-releases) written the way people write them (`<2.0.0`).
-fn readable(report: &str) -> String {
-    let mut out = String::with_capacity(report.len());
-    let bytes = report.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        // "-0" ends a version if what follows cannot continue a pre-release identifier: a
-        // '.' only continues one when an identifier character comes after it.
-        let continues = |at: usize| match bytes.get(at) {
-            Some(b) if b.is_ascii_alphanumeric() || *b == b'-' => true,
-            Some(b'.') => bytes.get(at + 1).is_some_and(|b| b.is_ascii_alphanumeric()),
-            _ => false,
-        };
-        let ends_version = i + 2 <= bytes.len()
-            && &report[i..i + 2] == "-0"
-            && i > 0
-            && bytes[i - 1].is_ascii_digit()
-            && !continues(i + 2);
-        if ends_version {
-            i += 2;
-            continue;
-        }
-        let ch = report[i..].chars().next().unwrap_or(' ');
-        out.push(ch);
-        i += ch.len_utf8();
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::readable;
-
-    #[test]
-    fn internal_bounds_are_written_as_people_write_them() {
-        assert_eq!(readable("c >=1.2.0, <2.0.0-0 and"), "c >=1.2.0, <2.0.0 and");
-        assert_eq!(readable("depends on c <2.0.0-0."), "depends on c <2.0.0.");
-        assert_eq!(readable("c 1.0.0-0.3 stays"), "c 1.0.0-0.3 stays");
-        assert_eq!(readable("c 1.0.0-0a stays"), "c 1.0.0-0a stays");
-    }
 }
