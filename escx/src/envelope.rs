@@ -14,6 +14,12 @@ use crate::sig::{ALG_ML_DSA_87, KEY_ID_BYTES, KeyId, PublicKey, SecretKey, Signa
 /// Largest envelope accepted by [`Envelope::from_cbor`].
 pub const ENVELOPE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// What one signature adds to an envelope's encoding beyond its payload: the signature,
+/// key id, algorithm, context and the CBOR framing (an allocation hint, not a limit).
+const SIGNATURE_OVERHEAD_BYTES: usize = crate::sig::SIGNATURE_BYTES + KEY_ID_BYTES + 128;
+/// The CBOR framing of a multi-signature envelope around its signatures.
+const MULTI_FRAMING_BYTES: usize = 64;
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnvelopeMap {
@@ -51,7 +57,7 @@ impl Envelope {
             payload: ByteBuf::from(self.payload.clone()),
             sig: ByteBuf::from(self.signature.as_bytes().to_vec()),
         };
-        let mut out = Vec::with_capacity(self.payload.len() + 4800);
+        let mut out = Vec::with_capacity(self.payload.len() + SIGNATURE_OVERHEAD_BYTES);
         crate::cbor::encode_into(&map, &mut out);
         out
     }
@@ -197,7 +203,9 @@ impl MultiEnvelope {
                 })
                 .collect(),
         };
-        let mut out = Vec::with_capacity(self.payload.len() + self.signatures.len() * 4700 + 64);
+        let mut out = Vec::with_capacity(
+            self.payload.len() + self.signatures.len() * SIGNATURE_OVERHEAD_BYTES + MULTI_FRAMING_BYTES,
+        );
         crate::cbor::encode_into(&map, &mut out);
         out
     }

@@ -44,18 +44,24 @@ impl Header {
 
     /// Decodes and checks magic, version, flags and section count.
     pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Self, FormatError> {
-        let magic: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
+        let mut cursor = super::cursor::Cursor::new(bytes);
+        // The array is exactly the header's length, so no read below runs short.
+        let short = || FormatError::Truncated {
+            what: "header",
+            offset: 0,
+            needed_bytes: HEADER_BYTES,
+            file_bytes: 0,
+        };
+        let magic: [u8; 4] = cursor.array().ok_or_else(short)?;
         if magic != MAGIC {
             return Err(FormatError::BadMagic { found: magic });
         }
         let header = Self {
-            major: u16::from_le_bytes([bytes[4], bytes[5]]),
-            minor: u16::from_le_bytes([bytes[6], bytes[7]]),
-            flags: u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
-            section_count: u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
-            body_length: u64::from_le_bytes([
-                bytes[16], bytes[17], bytes[18], bytes[19], bytes[20], bytes[21], bytes[22], bytes[23],
-            ]),
+            major: cursor.u16_le().ok_or_else(short)?,
+            minor: cursor.u16_le().ok_or_else(short)?,
+            flags: cursor.u32_le().ok_or_else(short)?,
+            section_count: cursor.u32_le().ok_or_else(short)?,
+            body_length: cursor.u64_le().ok_or_else(short)?,
         };
         if header.major != FORMAT_MAJOR {
             return Err(FormatError::UnsupportedVersion { major: header.major, minor: header.minor });

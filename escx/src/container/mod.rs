@@ -11,6 +11,7 @@
 //! `Read + Seek` source without touching section bytes; sections are then hashed and
 //! checked one at a time, so verifying one section reads only that section.
 
+mod cursor;
 mod header;
 mod reader;
 mod section;

@@ -137,23 +137,23 @@ impl SectionEntry {
     /// Decodes entry number `index`; checks the type id only (layout is checked by
     /// [`validate_layout`]).
     pub fn decode(index: u32, bytes: &[u8; TABLE_ENTRY_LEN]) -> Result<Self, FormatError> {
-        let u32_at = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-        let u64_at = |at: usize| {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(le)
+        let mut cursor = super::cursor::Cursor::new(bytes);
+        // The array is exactly one entry long, so no read below runs short.
+        let short = || FormatError::Truncated {
+            what: "section table entry",
+            offset: 0,
+            needed_bytes: TABLE_ENTRY_BYTES,
+            file_bytes: 0,
         };
-        let type_id = u32_at(0);
+        let type_id = cursor.u32_le().ok_or_else(short)?;
         let kind = SectionType::from_id(type_id).ok_or(FormatError::UnknownSectionType { index, type_id })?;
-        let mut hash = [0u8; HASH_BYTES];
-        hash.copy_from_slice(&bytes[32..64]);
         Ok(Self {
             kind,
-            flags: u32_at(4),
-            offset: u64_at(8),
-            stored_length: u64_at(16),
-            plain_length: u64_at(24),
-            hash,
+            flags: cursor.u32_le().ok_or_else(short)?,
+            offset: cursor.u64_le().ok_or_else(short)?,
+            stored_length: cursor.u64_le().ok_or_else(short)?,
+            plain_length: cursor.u64_le().ok_or_else(short)?,
+            hash: cursor.array::<HASH_BYTES>().ok_or_else(short)?,
         })
     }
 }

@@ -65,56 +65,53 @@ impl SignatureBlock {
             return Err(FormatError::Unsigned);
         }
         let mut blocks: Vec<Self> = Vec::new();
-        let mut rest = bytes;
-        while !rest.is_empty() {
+        let mut cursor = super::cursor::Cursor::new(bytes);
+        while cursor.remaining() > 0 {
             let index = blocks.len();
             if index == SIGNATURES_MAX {
                 return Err(FormatError::TooManySignatures { max: SIGNATURES_MAX });
             }
-            let block_offset = trailer_offset + (bytes.len() - rest.len()) as u64;
+            let block_offset = trailer_offset + cursor.position() as u64;
             let truncated = |needed: usize| FormatError::Truncated {
                 what: "signature block",
                 offset: block_offset,
                 needed_bytes: needed as u64,
                 file_bytes: trailer_offset + bytes.len() as u64,
             };
-            if rest.len() < BLOCK_PREFIX_BYTES {
+            if cursor.remaining() < BLOCK_PREFIX_BYTES {
                 return Err(truncated(BLOCK_PREFIX_BYTES));
             }
             let block_error = |reason: String| FormatError::SignatureBlock { index, reason };
-            if rest[0..4] != BLOCK_MAGIC {
-                return Err(block_error(format!("magic is {:02x?}, expected \"ESIG\"", &rest[0..4])));
+            let short = || truncated(BLOCK_PREFIX_BYTES);
+            let magic: [u8; 4] = cursor.array().ok_or_else(short)?;
+            if magic != BLOCK_MAGIC {
+                return Err(block_error(format!("magic is {magic:02x?}, expected \"ESIG\"")));
             }
-            let alg = u16::from_le_bytes([rest[4], rest[5]]);
-            let reserved = u16::from_le_bytes([rest[6], rest[7]]);
-            let mut key_id = [0u8; KEY_ID_BYTES];
-            key_id.copy_from_slice(&rest[8..24]);
-            let mut signed_at = [0u8; 8];
-            signed_at.copy_from_slice(&rest[24..32]);
-            let sig_length = u32::from_le_bytes([rest[32], rest[33], rest[34], rest[35]]);
+            let alg = cursor.u16_le().ok_or_else(short)?;
+            let reserved = cursor.u16_le().ok_or_else(short)?;
+            let key_id: [u8; KEY_ID_BYTES] = cursor.array().ok_or_else(short)?;
+            let signed_at = cursor.u64_le().ok_or_else(short)?;
+            let sig_length = cursor.u32_le().ok_or_else(short)?;
             if alg != ALG_ML_DSA_87 {
                 return Err(block_error(format!("unknown algorithm id {alg}")));
             }
             if reserved != 0 {
                 return Err(block_error(format!("reserved field is {reserved}, must be 0")));
             }
-            if sig_length as usize != SIGNATURE_BYTES {
+            if sig_length != SIGNATURE_LENGTH {
                 return Err(block_error(format!(
                     "signature length {sig_length}, ML-DSA-87 needs {SIGNATURE_BYTES}"
                 )));
             }
-            if rest.len() < SIGNATURE_BLOCK_BYTES {
+            let Some(signature) = cursor.slice(SIGNATURE_BYTES) else {
                 return Err(truncated(SIGNATURE_BLOCK_BYTES));
-            }
+            };
             let key_id = KeyId(key_id);
             if blocks.iter().any(|b| b.key_id == key_id) {
                 return Err(FormatError::DuplicateSigner { key_id });
             }
-            // Length checked just above.
-            let signature = Signature::from_bytes(&rest[BLOCK_PREFIX_BYTES..SIGNATURE_BLOCK_BYTES])
-                .map_err(|e| block_error(e.to_string()))?;
-            blocks.push(Self { alg, key_id, signed_at: u64::from_le_bytes(signed_at), signature });
-            rest = &rest[SIGNATURE_BLOCK_BYTES..];
+            let signature = Signature::from_bytes(signature).map_err(|e| block_error(e.to_string()))?;
+            blocks.push(Self { alg, key_id, signed_at, signature });
         }
         Ok(blocks)
     }
