@@ -1,7 +1,7 @@
 //! Licensing costs next to the raw primitives they are built on, in the same run:
 //!
 //! - `license_verify`: a warm offline `Wallet::verify` vs one raw ML-DSA-87 verify of the
-//!   same certificate bytes (and `wallet::verify_certificate`, the stateless part);
+//!   same certificate bytes (and `verify::verify_certificate`, the stateless part);
 //! - `issuance`: a 100-token batch through `Issuer::issue` (request parsing, POPRF batch
 //!   evaluation with its DLEQ proof, SQLite sale row) and through our POPRF wrapper, vs
 //!   `voprf`'s `PoprfServer::batch_blind_evaluate` on already-decoded elements;
@@ -25,7 +25,8 @@ use escx::sig::SecretKey;
 use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::messages::{CONTEXT_LICENSE, TokenRequest};
 use escx_licensing::poprf::{Blinded, IssuerKey, TokenInfo};
-use escx_licensing::wallet::{self, Wallet};
+use escx_licensing::verify;
+use escx_licensing::wallet::Wallet;
 use rand_core::OsRng;
 use voprf::{BlindedElement, PoprfServer, Ristretto255};
 
@@ -86,9 +87,9 @@ fn license_verify(c: &mut Criterion) {
     group.bench_function("raw ML-DSA-87 verify of the certificate", |b| {
         b.iter(|| envelope.open(CONTEXT_LICENSE, &bundle.signing_key).unwrap());
     });
-    group.bench_function("wallet::verify_certificate (stateless checks)", |b| {
+    group.bench_function("verify::verify_certificate (stateless checks)", |b| {
         b.iter(|| {
-            wallet::verify_certificate(black_box(&certificate), bundle, None, PACKAGE, None, now).unwrap()
+            verify::verify_certificate(black_box(&certificate), bundle, None, PACKAGE, None, now).unwrap()
         });
     });
     group.bench_function("Wallet::verify (warm, offline, every check)", |b| {

@@ -16,7 +16,8 @@ use escx_licensing::messages::{
     TokenRequest, TokenResponse,
 };
 use escx_licensing::poprf::IssuerKey;
-use escx_licensing::wallet::{self, ProofCheck, Wallet};
+use escx_licensing::verify::{self, ProofCheck};
+use escx_licensing::wallet::Wallet;
 use libfuzzer_sys::fuzz_target;
 
 const T0: u64 = 1_800_000_000;
@@ -115,15 +116,15 @@ fuzz_target!(|data: &[u8]| {
         }
         // A certificate: as received, then a payload signed by the issuer.
         6 => {
-            let _ = wallet::verify_certificate(rest, head, None, PACKAGE, None, T0 + 1);
+            let _ = verify::verify_certificate(rest, head, None, PACKAGE, None, T0 + 1);
             let signed = Envelope::seal(CONTEXT_LICENSE, rest.to_vec(), &fixture.signing).to_cbor();
-            let _ = wallet::verify_certificate(&signed, head, None, PACKAGE, None, T0 + 1);
+            let _ = verify::verify_certificate(&signed, head, None, PACKAGE, None, T0 + 1);
         }
         // A CRL: as received, then a payload signed by the issuer.
         7 => {
-            let _ = wallet::open_crl(rest, head);
+            let _ = verify::open_crl(rest, head);
             let signed = Envelope::seal(CONTEXT_CRL, rest.to_vec(), &fixture.signing).to_cbor();
-            let _ = wallet::open_crl(&signed, head);
+            let _ = verify::open_crl(&signed, head);
             let _ = fixture.wallet.accept_crl(&signed);
         }
         // An issuer bundle chain file, a bundle, and a signed bundle payload as version 2.
@@ -149,9 +150,9 @@ fuzz_target!(|data: &[u8]| {
                 challenge: b"sixteen-byte challenge",
                 now: T0 + 1,
             };
-            let _ = wallet::check_proof(rest, &check);
+            let _ = verify::check_proof(rest, &check);
             let signed = Envelope::seal(CONTEXT_POSSESSION, rest.to_vec(), &fixture.signing).to_cbor();
-            let _ = wallet::check_proof(&signed, &check);
+            let _ = verify::check_proof(&signed, &check);
         }
         _ => {
             let _ = fixture.wallet.receive(rest);

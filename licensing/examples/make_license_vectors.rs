@@ -19,7 +19,8 @@ use escx_licensing::messages::{
     CONTEXT_POSSESSION, CrlPayload, Epoch, IssuerBundle, LicensePayload, PossessionPayload, Revoked,
 };
 use escx_licensing::poprf::IssuerKey;
-use escx_licensing::wallet::{self, Wallet};
+use escx_licensing::verify;
+use escx_licensing::wallet::Wallet;
 use serde_bytes::ByteBuf;
 use serde_json::{Value, json};
 
@@ -402,8 +403,8 @@ fn main() {
         let challenge = hex::decode(proof["challenge"].as_str().unwrap()).unwrap();
         let crl = proof["crl"]
             .as_str()
-            .map(|name| wallet::open_crl(&std::fs::read(out.join(name)).unwrap(), &issuer).unwrap());
-        let check = wallet::ProofCheck {
+            .map(|name| verify::open_crl(&std::fs::read(out.join(name)).unwrap(), &issuer).unwrap());
+        let check = verify::ProofCheck {
             issuer: &issuer,
             crl: crl.as_ref(),
             package: proof["package"].as_str().unwrap(),
@@ -411,7 +412,7 @@ fn main() {
             challenge: &challenge,
             now: proof["time"].as_u64().unwrap(),
         };
-        let got = match wallet::check_proof(&bytes, &check) {
+        let got = match verify::check_proof(&bytes, &check) {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.code().to_owned(),
         };
@@ -462,9 +463,9 @@ fn verdict(dir: &Path, case: &Value) -> String {
     let certificate = std::fs::read(dir.join(case["certificate"].as_str().unwrap())).unwrap();
     let crl = case["crl"]
         .as_str()
-        .map(|name| wallet::open_crl(&std::fs::read(dir.join(name)).unwrap(), issuer).unwrap());
+        .map(|name| verify::open_crl(&std::fs::read(dir.join(name)).unwrap(), issuer).unwrap());
     let version = case["version"].as_str().map(|v| semver::Version::parse(v).unwrap());
-    match wallet::verify_certificate(
+    match verify::verify_certificate(
         &certificate,
         issuer,
         crl.as_ref(),

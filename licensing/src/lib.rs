@@ -13,6 +13,7 @@ pub mod messages;
 pub mod metering;
 pub mod poprf;
 mod sqlite;
+pub mod verify;
 pub mod wallet;
 
 use escx::sig::KeyId;

@@ -16,7 +16,8 @@ use escx::sig::SecretKey;
 use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::messages::{BundleChain, TokenRequest};
 use escx_licensing::poprf::IssuerKey;
-use escx_licensing::wallet::{self, Wallet};
+use escx_licensing::verify;
+use escx_licensing::wallet::Wallet;
 
 const T0: u64 = 1_800_000_000;
 const DAY: u64 = 86_400;
@@ -91,7 +92,7 @@ fn check_proof(
     challenge: &[u8],
     now: u64,
 ) -> Result<(), escx_licensing::Error> {
-    let check = wallet::ProofCheck {
+    let check = verify::ProofCheck {
         issuer: bundle.head(),
         crl: None,
         package: "acme/thermal",
@@ -99,7 +100,7 @@ fn check_proof(
         challenge,
         now,
     };
-    wallet::check_proof(proof, &check).map(|_| ())
+    verify::check_proof(proof, &check).map(|_| ())
 }
 
 fn buy(world: &World, count: usize) {

@@ -25,7 +25,7 @@ fn every_context_and_purpose_is_in_the_spec() {
         escx_licensing::issuer::CONTEXT_SPENT_TOKEN,
         escx_licensing::issuer::CONTEXT_REQUEST_ID,
         escx_licensing::issuer::CONTEXT_REDEMPTION_ID,
-        escx_licensing::wallet::CONTEXT_CHALLENGE,
+        escx_licensing::verify::CONTEXT_CHALLENGE,
     ]) {
         assert!(text.contains(&format!("\"{context}\"")), "derive_key context {context:?} missing");
     }

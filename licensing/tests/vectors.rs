@@ -5,7 +5,8 @@ use escx::Fault as _;
 use std::path::{Path, PathBuf};
 
 use escx_licensing::messages::{BundleChain, IssuerBundle};
-use escx_licensing::wallet::{self, Wallet};
+use escx_licensing::verify;
+use escx_licensing::wallet::Wallet;
 use serde_json::Value;
 
 fn dir() -> PathBuf {
@@ -65,9 +66,9 @@ fn certificates_get_their_expected_verdicts() {
     assert!(cases.len() >= 12);
     let mut codes = std::collections::BTreeSet::new();
     for case in cases {
-        let crl = case["crl"].as_str().map(|name| wallet::open_crl(&read(name), &issuer).unwrap());
+        let crl = case["crl"].as_str().map(|name| verify::open_crl(&read(name), &issuer).unwrap());
         let version = case["version"].as_str().map(|v| semver::Version::parse(v).unwrap());
-        let got = outcome(wallet::verify_certificate(
+        let got = outcome(verify::verify_certificate(
             &read(case["certificate"].as_str().unwrap()),
             &issuer,
             crl.as_ref(),
@@ -97,7 +98,7 @@ fn crls_and_proofs_get_their_expected_verdicts() {
     let expected = expected();
     let issuer = issuer(&expected);
     for case in expected["crls"].as_array().unwrap() {
-        let got = outcome(wallet::open_crl(&read(case["crl"].as_str().unwrap()), &issuer));
+        let got = outcome(verify::open_crl(&read(case["crl"].as_str().unwrap()), &issuer));
         assert_eq!(got, case["expect"].as_str().unwrap(), "{case}");
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -111,8 +112,8 @@ fn crls_and_proofs_get_their_expected_verdicts() {
     }
     for case in expected["proofs"].as_array().unwrap() {
         let challenge = hex::decode(case["challenge"].as_str().unwrap()).unwrap();
-        let crl = case["crl"].as_str().map(|name| wallet::open_crl(&read(name), &issuer).unwrap());
-        let check = wallet::ProofCheck {
+        let crl = case["crl"].as_str().map(|name| verify::open_crl(&read(name), &issuer).unwrap());
+        let check = verify::ProofCheck {
             issuer: &issuer,
             crl: crl.as_ref(),
             package: case["package"].as_str().unwrap(),
@@ -120,7 +121,7 @@ fn crls_and_proofs_get_their_expected_verdicts() {
             challenge: &challenge,
             now: case["time"].as_u64().unwrap(),
         };
-        let got = outcome(wallet::check_proof(&read(case["proof"].as_str().unwrap()), &check));
+        let got = outcome(verify::check_proof(&read(case["proof"].as_str().unwrap()), &check));
         assert_eq!(got, case["expect"].as_str().unwrap(), "{case}");
     }
 }
@@ -134,11 +135,11 @@ fn every_single_byte_change_of_a_certificate_is_refused() {
     let valid = read("valid.cert");
     let now = expected["certificates"][0]["time"].as_u64().unwrap();
     let package = expected["package"].as_str().unwrap();
-    assert!(wallet::verify_certificate(&valid, &issuer, None, package, None, now).is_ok());
+    assert!(verify::verify_certificate(&valid, &issuer, None, package, None, now).is_ok());
     for at in 0..valid.len() {
         let mut changed = valid.clone();
         changed[at] ^= 0x01;
-        let result = wallet::verify_certificate(&changed, &issuer, None, package, None, now);
+        let result = verify::verify_certificate(&changed, &issuer, None, package, None, now);
         assert!(result.is_err(), "flipping byte {at} of {} left a valid certificate", valid.len());
     }
 }

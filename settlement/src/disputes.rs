@@ -139,7 +139,7 @@ impl<S: Store> Ledger<S> {
                 let id = settlement_id(&event_id);
                 let seq = ledger::next_seq(&tx)?;
                 // What partial refunds left: the reversal gives back all of it.
-                let remaining: u64 = ledger::holdings(&tx, settlement)?.iter().map(|row| row.3).sum();
+                let remaining: u64 = crate::refunds::holdings(&tx, settlement)?.iter().map(|row| row.3).sum();
                 tx.insert_settlement(&SettlementRecord {
                     id: id.clone(),
                     content: blake3::derive_key(ledger::CONTEXT_SETTLEMENT_CONTENT, event_id.as_bytes())
@@ -156,8 +156,14 @@ impl<S: Store> Ledger<S> {
                     batch: seq,
                 })?;
                 let mut accounts = AccountCache::new();
-                let given_back =
-                    ledger::give_back(&mut tx, &mut accounts, settlement, &id, &disputed.currency, None)?;
+                let given_back = crate::refunds::give_back(
+                    &mut tx,
+                    &mut accounts,
+                    settlement,
+                    &id,
+                    &disputed.currency,
+                    None,
+                )?;
                 let entry = ledger::entry(
                     &event_id,
                     RecordKind::Reversal,

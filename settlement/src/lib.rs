@@ -15,6 +15,7 @@ pub mod holds;
 pub mod ledger;
 pub mod payout;
 pub mod proofs;
+mod refunds;
 pub mod statement;
 pub mod store;
 pub mod waterfall;

@@ -9,7 +9,8 @@ use escx::content::ContentKey;
 use escx::keyfile::{Argon2Params, Protection};
 use escx_licensing::issuer::Issuer;
 use escx_licensing::messages::{BundleChain, ReceiveKey, TokenRequest, TokenResponse};
-use escx_licensing::wallet::{self, Wallet};
+use escx_licensing::verify;
+use escx_licensing::wallet::Wallet;
 use serde_json::json;
 
 use crate::failure::{self, UsageError};
@@ -815,13 +816,13 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
             let chain = bundle(&args.issuer)?;
             let crl = match &args.crl {
                 Some(path) => Some(
-                    wallet::open_crl(&read(path)?, chain.head())
+                    verify::open_crl(&read(path)?, chain.head())
                         .with_context(|| path.display().to_string())?,
                 ),
                 None => None,
             };
             let version = package_version(args.package_version.as_deref())?;
-            let check = wallet::ProofCheck {
+            let check = verify::ProofCheck {
                 issuer: chain.head(),
                 crl: crl.as_ref(),
                 package: &args.package,
@@ -829,10 +830,10 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
                 challenge: &challenge,
                 now,
             };
-            let license = wallet::check_proof(&read(&args.proof)?, &check)
+            let license = verify::check_proof(&read(&args.proof)?, &check)
                 .with_context(|| args.proof.display().to_string())?;
             let state = super::client::state_dir(args.state_dir.as_deref());
-            wallet::ChallengeLog::open(&state.path().join("challenges"))?.record(&challenge)?;
+            verify::ChallengeLog::open(&state.path().join("challenges"))?.record(&challenge)?;
             let id = hex::encode(&license.license_id);
             ui.emit(
                 json!({ "ok": true, "license_id": id, "package": license.package, "tier": license.tier,

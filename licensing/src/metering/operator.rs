@@ -29,7 +29,7 @@ use super::{
 use crate::Error;
 use crate::messages::{BundleChain, ChainRelation, CrlPayload, IssuerBundle, LicensePayload};
 use crate::sqlite::sql;
-use crate::wallet;
+use crate::verify;
 
 /// The store's file in the operator directory.
 pub const DATABASE_FILE: &str = "operator.sqlite";
@@ -441,7 +441,7 @@ impl Operator {
             check: LicenseCheck::CrlSignature,
             reason: format!("signed by {}, which is not an issuer this operator trusts", envelope.key_id()),
         })?;
-        let crl = wallet::open_crl(bytes, issuer)?;
+        let crl = verify::open_crl(bytes, issuer)?;
         let held: Option<(u64, Vec<u8>)> = self
             .db
             .query_row(
@@ -485,7 +485,7 @@ impl Operator {
         for (issuer, bytes) in rows {
             let id = crate::messages::key_id(&issuer)?;
             if let Some(bundle) = self.issuers.get(&id) {
-                out.insert(id, wallet::open_crl(&bytes, bundle)?);
+                out.insert(id, verify::open_crl(&bytes, bundle)?);
             }
         }
         Ok(out)
@@ -686,7 +686,7 @@ impl Operator {
             check: LicenseCheck::Issuer,
             reason: format!("signed by {}, which is not an issuer this operator trusts", envelope.key_id()),
         })?;
-        let license = wallet::open_certificate(certificate, issuer)?;
+        let license = verify::open_certificate(certificate, issuer)?;
         LicenseInfo::from_payload(&license, cert_id, issuer.issuer_id())
     }
 

@@ -1,0 +1,260 @@
+//! Offline verification (spec: licensing.md §5.5, §5.6): a license certificate against
+//! its issuer's bundle, a CRL, the certificate's window and package, and a holder's proof
+//! of possession with the verifier's log of used challenges. Nothing here needs the
+//! network or the issuer; the wallet runs these checks, and so can any verifier.
+
+use crate::LicenseCheck;
+use std::path::{Path, PathBuf};
+
+use escx::envelope::Envelope;
+use escx::sig::PublicKey;
+use serde::Serialize;
+
+use crate::Error;
+use crate::messages::{
+    self, CONTEXT_CRL, CONTEXT_LICENSE, CONTEXT_POSSESSION, CrlPayload, IssuerBundle, LicensePayload,
+    PossessionPayload,
+};
+
+/// One check of a license verification and its outcome (for `--json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Stable name.
+    pub name: &'static str,
+    /// Passed?
+    pub ok: bool,
+    /// What was established, or why it failed.
+    pub detail: String,
+}
+
+/// Verifies a certificate's signature against an issuer bundle and returns its payload.
+pub fn open_certificate(bytes: &[u8], issuer: &IssuerBundle) -> Result<LicensePayload, Error> {
+    let envelope = Envelope::from_cbor(bytes)
+        .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?;
+    if envelope.key_id() != issuer.issuer_id() {
+        return Err(Error::LicenseRejected {
+            check: LicenseCheck::Issuer,
+            reason: format!(
+                "signed by {}, not by issuer {} ({})",
+                envelope.key_id(),
+                issuer.payload.name,
+                issuer.issuer_id()
+            ),
+        });
+    }
+    let payload = envelope
+        .open(CONTEXT_LICENSE, &issuer.signing_key)
+        .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?;
+    let license: LicensePayload = messages::decode_payload(payload, "license")?;
+    if license.v != 1 || license.license_id.len() != 16 {
+        return Err(Error::LicenseRejected {
+            check: LicenseCheck::Signature,
+            reason: "malformed certificate".into(),
+        });
+    }
+    Ok(license)
+}
+
+/// Verifies a CRL's signature under `issuer` (licensing.md §3.5).
+pub fn open_crl(bytes: &[u8], issuer: &IssuerBundle) -> Result<CrlPayload, Error> {
+    let invalid = |reason: String| Error::LicenseRejected { check: LicenseCheck::CrlSignature, reason };
+    let envelope = Envelope::from_cbor(bytes).map_err(|e| invalid(e.to_string()))?;
+    if envelope.key_id() != issuer.issuer_id() {
+        return Err(invalid(format!(
+            "signed by {}, not by issuer {}",
+            envelope.key_id(),
+            issuer.issuer_id()
+        )));
+    }
+    let payload = envelope.open(CONTEXT_CRL, &issuer.signing_key).map_err(|e| invalid(e.to_string()))?;
+    messages::decode_payload(payload, "CRL")
+}
+
+/// The offline checks of licensing.md §5.5 that need no wallet state, in order: the
+/// certificate's signature under `issuer`, its validity window at `now`, revocation in
+/// `crl` (when one is held), and `package` (and `version`, when given). Clock rollback
+/// and possession need the wallet ([`Wallet::verify`]).
+pub fn verify_certificate(
+    certificate: &[u8],
+    issuer: &IssuerBundle,
+    crl: Option<&CrlPayload>,
+    package: &str,
+    version: Option<&semver::Version>,
+    now: u64,
+) -> Result<(LicensePayload, Vec<Check>), Error> {
+    let mut checks = Vec::new();
+    let license = open_certificate(certificate, issuer)?;
+    checks.push(Check {
+        name: "signature",
+        ok: true,
+        detail: format!("signed by issuer {} ({})", issuer.payload.name, issuer.issuer_id()),
+    });
+    check_window(&license, now)?;
+    checks.push(Check {
+        name: "window",
+        ok: true,
+        detail: format!("valid until {}", escx::timestamp::format_rfc3339(license.not_after)),
+    });
+    match crl {
+        Some(crl) => {
+            if let Some(entry) = crl.revoked.iter().find(|r| r.license_id == license.license_id) {
+                return Err(Error::LicenseRejected {
+                    check: LicenseCheck::Revocation,
+                    reason: format!("revoked by CRL {} ({})", crl.number, entry.reason),
+                });
+            }
+            checks.push(Check {
+                name: "revocation",
+                ok: true,
+                detail: format!("not in CRL number {}", crl.number),
+            });
+        }
+        None => checks.push(Check { name: "revocation", ok: true, detail: "no CRL held yet".into() }),
+    }
+    check_package(&license, package, version)?;
+    checks.push(Check {
+        name: "package",
+        ok: true,
+        detail: format!("{} {} (versions {})", license.package, license.tier, license.versions),
+    });
+    Ok((license, checks))
+}
+
+pub(crate) fn check_window(license: &LicensePayload, now: u64) -> Result<(), Error> {
+    if now < license.not_before {
+        return Err(Error::LicenseRejected {
+            check: LicenseCheck::NotYetValid,
+            reason: format!("valid from {}", escx::timestamp::format_rfc3339(license.not_before)),
+        });
+    }
+    if now >= license.not_after {
+        return Err(Error::LicenseRejected {
+            check: LicenseCheck::Window,
+            reason: format!("expired at {}", escx::timestamp::format_rfc3339(license.not_after)),
+        });
+    }
+    Ok(())
+}
+
+fn check_package(
+    license: &LicensePayload,
+    package: &str,
+    version: Option<&semver::Version>,
+) -> Result<(), Error> {
+    if license.package != package {
+        return Err(Error::LicenseRejected {
+            check: LicenseCheck::Package,
+            reason: format!("the license is for {}, not {package}", license.package),
+        });
+    }
+    if let Some(version) = version {
+        let covered = license.versions == "*"
+            || semver::VersionReq::parse(&license.versions).is_ok_and(|req| req.matches(version));
+        if !covered {
+            return Err(Error::LicenseRejected {
+                check: LicenseCheck::Package,
+                reason: format!(
+                    "the license covers {} versions {}, not {version}",
+                    license.package, license.versions
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Shortest challenge a verifier may send: 128 bits, so that a proof cannot be prepared
+/// in advance for a guessed challenge.
+pub const CHALLENGE_BYTES_MIN: usize = 16;
+
+/// What a third party checks in a proof of possession (licensing.md §5.6).
+pub struct ProofCheck<'a> {
+    /// The issuer's bundle (its newest version the verifier holds).
+    pub issuer: &'a IssuerBundle,
+    /// The newest CRL the verifier holds for that issuer, if any.
+    pub crl: Option<&'a CrlPayload>,
+    /// The package the license must be for.
+    pub package: &'a str,
+    /// The installed version it must cover, if known.
+    pub version: Option<&'a semver::Version>,
+    /// The challenge the verifier sent.
+    pub challenge: &'a [u8],
+    /// Now.
+    pub now: u64,
+}
+
+/// Checks a proof of possession made by [`Wallet::prove`] (licensing.md §5.6): the
+/// certificate's offline checks (signature, window, revocation under `crl`, package),
+/// then the holder's signature over exactly `challenge`, which must be at least
+/// [`CHALLENGE_BYTES_MIN`] bytes. Whether the challenge is fresh is the verifier's to
+/// track ([`ChallengeLog`]).
+pub fn check_proof(proof: &[u8], check: &ProofCheck<'_>) -> Result<LicensePayload, Error> {
+    if check.challenge.len() < CHALLENGE_BYTES_MIN {
+        return Err(Error::LicenseRejected {
+            check: LicenseCheck::Possession,
+            reason: format!(
+                "the challenge is {} bytes; send a fresh random challenge of at least {CHALLENGE_BYTES_MIN} bytes",
+                check.challenge.len()
+            ),
+        });
+    }
+    let envelope = Envelope::from_cbor(proof)
+        .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Possession, reason: e.to_string() })?;
+    let unverified: PossessionPayload =
+        messages::decode_payload(envelope.payload_unverified(), "possession proof")?;
+    let (license, _) = verify_certificate(
+        &unverified.certificate,
+        check.issuer,
+        check.crl,
+        check.package,
+        check.version,
+        check.now,
+    )?;
+    let holder = PublicKey::from_bytes(&license.holder_key)?;
+    let payload: PossessionPayload = messages::decode_payload(
+        envelope
+            .open(CONTEXT_POSSESSION, &holder)
+            .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Possession, reason: e.to_string() })?,
+        "possession proof",
+    )?;
+    if payload.challenge.as_slice() != check.challenge || payload.certificate != unverified.certificate {
+        return Err(Error::LicenseRejected {
+            check: LicenseCheck::Possession,
+            reason: "the proof answers another challenge".into(),
+        });
+    }
+    Ok(license)
+}
+
+/// A verifier's record of the challenges it has accepted proofs for, so a proof replayed
+/// for a challenge used before is refused (licensing.md §5.6): one empty file per
+/// challenge, named by its hash and created with create-new, so two processes checking
+/// the same challenge at once cannot both accept it.
+pub struct ChallengeLog {
+    dir: PathBuf,
+}
+
+/// `derive_key` context naming a used challenge in a [`ChallengeLog`].
+pub const CONTEXT_CHALLENGE: &str = "escx v1 possession challenge";
+
+impl ChallengeLog {
+    /// A log kept in `dir` (created 0700 if needed).
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        escx::fsutil::create_private_dir(dir)?;
+        Ok(Self { dir: dir.to_path_buf() })
+    }
+
+    /// Records `challenge` as used; refuses one recorded before.
+    pub fn record(&self, challenge: &[u8]) -> Result<(), Error> {
+        let name = hex::encode(blake3::derive_key(CONTEXT_CHALLENGE, challenge));
+        let path = self.dir.join(name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::LicenseRejected {
+                check: LicenseCheck::Possession,
+                reason: "this challenge was used before: a replayed proof; send a fresh challenge".into(),
+            }),
+            Err(e) => Err(escx::Error::io(&path, e).into()),
+        }
+    }
+}
