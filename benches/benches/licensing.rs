@@ -178,7 +178,7 @@ fn redemption(c: &mut Criterion) {
     group.finish();
 
     // Sustained rate with the spent set growing.
-    let requests: Vec<Vec<u8>> = {
+    let requests: Vec<escx_licensing::messages::SealedRedeemRequest> = {
         buy(&world, 200);
         (0..200).map(|_| world.wallet.redeem(PACKAGE).unwrap()).collect()
     };

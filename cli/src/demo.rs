@@ -2,6 +2,7 @@
 //! was proven. Later features add steps to [`STEPS`].
 
 use escx::Fault as _;
+use escx_licensing::messages::{SealedLicense, SealedRedeemRequest};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -57,7 +58,7 @@ struct Demo {
     registry_key: Option<SecretKey>,
     issuer: Option<Issuer>,
     /// The last sealed redemption request and the answer it got.
-    last_redemption: Option<(Vec<u8>, Vec<u8>)>,
+    last_redemption: Option<(SealedRedeemRequest, SealedLicense)>,
     license_id: Option<Vec<u8>>,
     licensed_package: PathBuf,
     operator: Option<SecretKey>,
@@ -597,7 +598,7 @@ fn double_spend(demo: &mut Demo) -> anyhow::Result<String> {
         escx_licensing::messages::PURPOSE_REDEEM,
         &escx::cbor::encode(&request),
     )?;
-    match issuer.redeem(&copied, now) {
+    match issuer.redeem(&SealedRedeemRequest::from_bytes(copied), now) {
         Err(error) if error.code() == "token-spent" => Ok(
             "a retried redemption gets the same sealed license back (nothing spent twice); the same token with other holder keys is refused (token-spent)"
                 .into(),

@@ -43,10 +43,10 @@ fn main() {
     write(&licensing, "token-response", 1, &response.to_cbor());
     let sealed = wallet.redeem(PACKAGE).unwrap();
     let opened = issuer.open_redeem_request(&sealed).unwrap();
-    write(&licensing, "redeem-sealed", 2, &sealed);
+    write(&licensing, "redeem-sealed", 2, sealed.as_bytes());
     write(&licensing, "redeem-plain", 3, &escx::cbor::encode(&opened));
     let answer = issuer.redeem(&sealed, T0 + 1).unwrap();
-    write(&licensing, "license-sealed", 4, &answer);
+    write(&licensing, "license-sealed", 4, answer.as_bytes());
     let license = wallet.install(&answer).unwrap();
     let proof = wallet.prove(PACKAGE, b"sixteen-byte challenge").unwrap();
     let possession: escx_licensing::messages::PossessionPayload = escx::cbor::decode_exact(
@@ -67,7 +67,12 @@ fn main() {
     issuer.revoke(&license.license_id, "seed", T0 + 2).unwrap();
     let crl = issuer.crl(T0 + 2).unwrap();
     write(&licensing, "crl", 7, &crl);
-    write(&licensing, "crl-payload", 7, escx::envelope::Envelope::from_cbor(&crl).unwrap().payload_unverified());
+    write(
+        &licensing,
+        "crl-payload",
+        7,
+        escx::envelope::Envelope::from_cbor(&crl).unwrap().payload_unverified(),
+    );
     write(&licensing, "bundle-chain", 8, &chain.to_cbor());
     write(&licensing, "bundle", 8, &chain.head().bytes);
     write(&licensing, "bundle-payload", 9, &escx::cbor::encode(&chain.head().payload));

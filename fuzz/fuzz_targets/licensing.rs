@@ -58,7 +58,8 @@ fn fixture() -> &'static std::sync::Mutex<Fixture> {
         let request = wallet.request(&chain, PACKAGE, "standard", 2, T0).unwrap();
         wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap();
         let sealed = wallet.redeem(PACKAGE).unwrap();
-        let holder_kem = KemPublicKey::from_bytes(&issuer.open_redeem_request(&sealed).unwrap().holder_kem_key).unwrap();
+        let holder_kem =
+            KemPublicKey::from_bytes(&issuer.open_redeem_request(&sealed).unwrap().holder_kem_key).unwrap();
         let receive = wallet.receive_key().unwrap();
         // A purchase left pending, so a response reaches the proof check.
         wallet.request(&chain, PACKAGE, "standard", 2, T0).unwrap();
@@ -98,20 +99,20 @@ fuzz_target!(|data: &[u8]| {
         }
         // A sealed redemption request: garbage, then a real seal around the bytes.
         2 => {
-            let _ = fixture.issuer.redeem(rest, T0 + 1);
+            let _ = fixture.issuer.redeem(&messages::SealedRedeemRequest::from_bytes(rest.to_vec()), T0 + 1);
         }
         3 => {
             if let Ok(sealed) = kem::seal(fixture.issuer.kem_key(), messages::PURPOSE_REDEEM, rest) {
-                let _ = fixture.issuer.redeem(&sealed, T0 + 1);
+                let _ = fixture.issuer.redeem(&messages::SealedRedeemRequest::from_bytes(sealed), T0 + 1);
             }
         }
         // A sealed license response, as the wallet installs it.
         4 => {
-            let _ = fixture.wallet.install(rest);
+            let _ = fixture.wallet.install(&messages::SealedLicense::from_bytes(rest.to_vec()));
         }
         5 => {
             if let Ok(sealed) = kem::seal(&fixture.holder_kem, messages::PURPOSE_LICENSE, rest) {
-                let _ = fixture.wallet.install(&sealed);
+                let _ = fixture.wallet.install(&messages::SealedLicense::from_bytes(sealed));
             }
         }
         // A certificate: as received, then a payload signed by the issuer.
@@ -155,9 +156,9 @@ fuzz_target!(|data: &[u8]| {
             let _ = verify::check_proof(&signed, &check);
         }
         _ => {
-            let _ = fixture.wallet.receive(rest);
+            let _ = fixture.wallet.receive(&messages::SealedTransfer::from_bytes(rest.to_vec()));
             if let Ok(sealed) = kem::seal(&fixture.receive, messages::PURPOSE_TRANSFER, rest) {
-                let _ = fixture.wallet.receive(&sealed);
+                let _ = fixture.wallet.receive(&messages::SealedTransfer::from_bytes(sealed));
             }
         }
     }

@@ -40,8 +40,13 @@ fn fixture() -> &'static Mutex<Fixture> {
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("manifest.toml"), MANIFEST).unwrap();
         let package = dir.path().join("p.escx");
-        escx::pack::pack_dir(&src, &package, &[&publisher], &escx::pack::PackOptions { signed_at: Some(T0), ..Default::default() })
-            .unwrap();
+        escx::pack::pack_dir(
+            &src,
+            &package,
+            &[&publisher],
+            &escx::pack::PackOptions { signed_at: Some(T0), ..Default::default() },
+        )
+        .unwrap();
         let policy = TrustPolicy::from_keys(vec![publisher.public_key().clone()]);
         issuer.register_package(&package, &policy, T0).unwrap();
         let chain = issuer.bundle(T0).unwrap();
@@ -53,7 +58,13 @@ fn fixture() -> &'static Mutex<Fixture> {
         let (_, certificate) = wallet.licenses_during(PACKAGE, 0, u64::MAX).unwrap().remove(0);
         let mut operator = Operator::init(&dir.path().join("op"), &[chain]).unwrap();
         operator.add_package(&package, &policy, T0).unwrap();
-        Mutex::new(Fixture { _dir: dir, operator, wallet, license_id: license.license_id.to_vec(), certificate })
+        Mutex::new(Fixture {
+            _dir: dir,
+            operator,
+            wallet,
+            license_id: license.license_id.to_vec(),
+            certificate,
+        })
     })
 }
 
@@ -66,22 +77,38 @@ fuzz_target!(|data: &[u8]| {
             let _ = fixture.operator.ingest(&[rest.to_vec()], now);
         }
         1 => {
-            let Ok(envelope) = fixture.wallet.seal_as_holder(PACKAGE, &fixture.license_id.clone(), CONTEXT_REPORT, rest.to_vec())
-            else {
+            let Ok(envelope) = fixture.wallet.seal_as_holder(
+                PACKAGE,
+                &fixture.license_id.clone(),
+                CONTEXT_REPORT,
+                rest.to_vec(),
+            ) else {
                 return;
             };
-            let file = ReportFile { v: 1, certificate: ByteBuf::from(fixture.certificate.clone()), report: ByteBuf::from(envelope) };
+            let file = ReportFile {
+                v: 1,
+                certificate: ByteBuf::from(fixture.certificate.clone()),
+                report: ByteBuf::from(envelope),
+            };
             let _ = fixture.operator.ingest(&[file.to_cbor()], now);
         }
         2 => {
             let _ = fixture.operator.close(rest, now);
         }
         3 => {
-            let Ok(envelope) = fixture.wallet.seal_as_holder(PACKAGE, &fixture.license_id.clone(), CONTEXT_CLOSE, rest.to_vec())
-            else {
+            let Ok(envelope) = fixture.wallet.seal_as_holder(
+                PACKAGE,
+                &fixture.license_id.clone(),
+                CONTEXT_CLOSE,
+                rest.to_vec(),
+            ) else {
                 return;
             };
-            let file = CloseFile { v: 1, certificate: ByteBuf::from(fixture.certificate.clone()), close: ByteBuf::from(envelope) };
+            let file = CloseFile {
+                v: 1,
+                certificate: ByteBuf::from(fixture.certificate.clone()),
+                close: ByteBuf::from(envelope),
+            };
             let _ = fixture.operator.close(&file.to_cbor(), now);
         }
         4 => {

@@ -23,9 +23,8 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             if let Ok(envelope) = MultiEnvelope::from_cbor(rest) {
                 let key = key();
-                let _ = envelope.verified_signers(SigningContext::INDEX, |id| {
-                    (id == key.id()).then(|| key.public_key())
-                });
+                let _ = envelope
+                    .verified_signers(SigningContext::INDEX, |id| (id == key.id()).then(|| key.public_key()));
                 let _ = Index::from_cbor(envelope.payload_unverified());
             }
         }

@@ -21,14 +21,15 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, content)) = data.split_first() else { return };
     let kind = [SectionType::Payload, SectionType::Docs, SectionType::License][usize::from(selector % 3)];
     let compressed = selector & 0x80 != 0;
-    let (stored, flags) = if compressed {
-        (zstd_frame(content), FLAG_ZSTD)
-    } else {
-        (content.to_vec(), 0)
-    };
+    let (stored, flags) = if compressed { (zstd_frame(content), FLAG_ZSTD) } else { (content.to_vec(), 0) };
     let plain_length = content.len() as u64 + u64::from(selector >> 4 & 0x3);
     let sections = [
-        RawSection { kind: SectionType::Manifest, flags: 0, stored: MANIFEST.to_vec(), plain_length: MANIFEST.len() as u64 },
+        RawSection {
+            kind: SectionType::Manifest,
+            flags: 0,
+            stored: MANIFEST.to_vec(),
+            plain_length: MANIFEST.len() as u64,
+        },
         RawSection { kind, flags, stored, plain_length },
     ];
     let package = assemble(&sections, &[key()], 0);
@@ -41,7 +42,8 @@ fuzz_target!(|data: &[u8]| {
 fn zstd_frame(content: &[u8]) -> Vec<u8> {
     // Frame header: magic, descriptor (single segment off, no checksum), window byte.
     let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x50];
-    let blocks: Vec<&[u8]> = if content.is_empty() { vec![&[][..]] } else { content.chunks(64 * 1024).collect() };
+    let blocks: Vec<&[u8]> =
+        if content.is_empty() { vec![&[][..]] } else { content.chunks(64 * 1024).collect() };
     for (index, block) in blocks.iter().enumerate() {
         let last = u32::from(index + 1 == blocks.len());
         let header = last | ((block.len() as u32) << 3); // raw block

@@ -26,7 +26,8 @@ fn fixture() -> &'static (SecretKey, Verified) {
                 rules: vec![None, Some(statement::PayoutRule { bps: 4000, minus: vec![] })],
             })
             .collect();
-        let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, &key).expect("seed inputs conserve");
+        let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, &key)
+            .expect("seed inputs conserve");
         let verified = statement::verify(&built.bytes, key.public_key()).expect("a built statement verifies");
         (key, verified)
     })
@@ -62,7 +63,8 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             let (key, verified) = fixture();
             if let Ok(file) = escx_settlement::proofs::RevenueProof::from_cbor(rest) {
-                let _ = escx_settlement::proofs::verify_revenue(&file, std::slice::from_ref(verified), &key.id());
+                let _ =
+                    escx_settlement::proofs::verify_revenue(&file, std::slice::from_ref(verified), &key.id());
             }
         }
     }

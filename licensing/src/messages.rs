@@ -637,3 +637,56 @@ pub fn id_hex(id: &[u8]) -> String {
 pub fn key_id(bytes: &[u8]) -> Result<KeyId, Error> {
     Ok(KeyId(fixed(bytes, "key id")?))
 }
+
+/// A sealed message type: opaque bytes with the one meaning its name says, so a sealed
+/// license cannot be handed where a sealed redemption request is expected. The bytes are
+/// ciphertext (licensing.md §5.3, §5.4), safe to copy, log by length, and send.
+macro_rules! sealed_message {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq)]
+        pub struct $name(Vec<u8>);
+
+        impl $name {
+            /// Wraps bytes received from a file or the network; they are checked when
+            /// opened.
+            pub fn from_bytes(bytes: Vec<u8>) -> Self {
+                Self(bytes)
+            }
+
+            /// The bytes to store or send.
+            pub fn as_bytes(&self) -> &[u8] {
+                &self.0
+            }
+
+            /// The bytes, owned.
+            pub fn into_bytes(self) -> Vec<u8> {
+                self.0
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({} bytes)", stringify!($name), self.0.len())
+            }
+        }
+    };
+}
+
+sealed_message! {
+    /// A [`RedeemRequest`] sealed to the issuer's KEM key (licensing.md §5.3): what a
+    /// wallet sends to redeem a token.
+    SealedRedeemRequest
+}
+
+sealed_message! {
+    /// A [`LicenseResponse`] sealed to the holder's fresh KEM key (licensing.md §5.4): what
+    /// the issuer answers a redemption with.
+    SealedLicense
+}
+
+sealed_message! {
+    /// A [`TokenTransfer`] sealed to the recipient wallet's receive key (licensing.md
+    /// §8.3).
+    SealedTransfer
+}

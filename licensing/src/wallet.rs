@@ -30,8 +30,8 @@ use zeroize::Zeroizing;
 use crate::Error;
 use crate::messages::{
     self, BundleChain, CONTEXT_POSSESSION, ChainRelation, CrlPayload, IssuerBundle, LicensePayload,
-    LicenseResponse, PURPOSE_LICENSE, PURPOSE_REDEEM, PossessionPayload, RedeemRequest, TokenRequest,
-    TokenResponse,
+    LicenseResponse, PURPOSE_LICENSE, PURPOSE_REDEEM, PossessionPayload, RedeemRequest, SealedLicense,
+    SealedRedeemRequest, SealedTransfer, TokenRequest, TokenResponse,
 };
 use crate::poprf::{Blinded, ELEMENT_BYTES, INPUT_BYTES, PendingPart, TokenInfo};
 use crate::verify::{self, Check};
@@ -508,12 +508,12 @@ impl Wallet {
     /// Spends one token for `package` into a sealed redemption request with fresh holder
     /// keys (licensing.md §5.3). The token stays in the wallet (under `redeeming/`) until
     /// the license arrives, so a lost response can be retried.
-    pub fn redeem(&self, package: &str) -> Result<Vec<u8>, Error> {
+    pub fn redeem(&self, package: &str) -> Result<SealedRedeemRequest, Error> {
         self.redeem_tier(package, None)
     }
 
     /// [`Self::redeem`] with a token of `tier` when given.
-    pub fn redeem_tier(&self, package: &str, tier: Option<&str>) -> Result<Vec<u8>, Error> {
+    pub fn redeem_tier(&self, package: &str, tier: Option<&str>) -> Result<SealedRedeemRequest, Error> {
         let (token_path, token) = self.find_token(package, tier)?;
         let issuer = self.issuer(messages::key_id(&token.issuer)?)?;
         let holder = HolderKeys::generate();
@@ -536,14 +536,14 @@ impl Wallet {
             &escx::cbor::encode(&record),
         )?;
         std::fs::remove_file(&token_path).map_err(|e| escx::Error::io(&token_path, e))?;
-        Ok(sealed)
+        Ok(SealedRedeemRequest::from_bytes(sealed))
     }
 
     /// Renewal (licensing.md §8.2): spends the next token for the tier of the newest license
     /// held for `package` into a redemption request, exactly like [`Self::redeem`]: fresh
     /// holder keys, nothing shared with the old license, so the issuer cannot link the two.
     /// Returns the request and the seconds left on the newest license (0 when it ended).
-    pub fn renew(&self, package: &str, now: u64) -> Result<(Vec<u8>, u64), Error> {
+    pub fn renew(&self, package: &str, now: u64) -> Result<(SealedRedeemRequest, u64), Error> {
         let newest = self
             .licenses_for(package)?
             .into_iter()
@@ -609,8 +609,8 @@ impl Wallet {
     /// Takes a token transferred to this wallet's receive key. Its issuer bundle is
     /// verified and remembered. Whether the token is still unspent only the issuer can
     /// tell, at redemption: redeem received tokens promptly.
-    pub fn receive(&self, sealed: &[u8]) -> Result<Moved, Error> {
-        let plain = kem::open(&self.receive_secret()?, messages::PURPOSE_TRANSFER, sealed)?;
+    pub fn receive(&self, sealed: &SealedTransfer) -> Result<Moved, Error> {
+        let plain = kem::open(&self.receive_secret()?, messages::PURPOSE_TRANSFER, sealed.as_bytes())?;
         let transfer = messages::TokenTransfer::from_cbor(&plain)?;
         let chain = BundleChain::parse(&transfer.bundle)?;
         // The sender's chain may not replace ours: only an extension is taken.
@@ -648,10 +648,12 @@ impl Wallet {
 
     /// Installs the issuer's sealed answer to a redemption (licensing.md §5.4): opens it
     /// with the matching holder key and checks the certificate before keeping it.
-    pub fn install(&self, sealed: &[u8]) -> Result<LicensePayload, Error> {
+    pub fn install(&self, sealed: &SealedLicense) -> Result<LicensePayload, Error> {
         for path in files(&self.dir.join("redeeming"))? {
             let record: RedeemingFile = crate::messages::decode(&read(&path)?, "redemption")?;
-            let Ok(plain) = kem::open(&record.holder.kem()?, PURPOSE_LICENSE, sealed) else { continue };
+            let Ok(plain) = kem::open(&record.holder.kem()?, PURPOSE_LICENSE, sealed.as_bytes()) else {
+                continue;
+            };
             let response: LicenseResponse = messages::decode_payload(&plain, "license response")?;
             let issuer = self.issuer(messages::key_id(&record.issuer)?)?;
             let license = verify::open_certificate(&response.certificate, &issuer)?;

@@ -5,6 +5,7 @@
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 
 use escx::Fault as _;
+use escx_licensing::messages::{SealedLicense, SealedRedeemRequest, SealedTransfer};
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
@@ -138,7 +139,7 @@ fn purchase_redeem_and_verify_offline() {
 
 /// Copies of the wallet holding the same unspent token (a copied or stolen token): each
 /// makes its own redemption request with its own fresh holder keys.
-fn requests_spending_one_token(w: &World, copies: usize) -> Vec<Vec<u8>> {
+fn requests_spending_one_token(w: &World, copies: usize) -> Vec<SealedRedeemRequest> {
     (0..copies)
         .map(|i| {
             let copy = w._tmp.path().join(format!("wallet-copy-{i}"));
@@ -186,12 +187,14 @@ fn a_resealed_retry_gets_the_stored_answer() {
     let sealed = w.wallet.redeem("acme/thermal").unwrap();
     let answer = w.issuer.redeem(&sealed, T0).unwrap();
     let request = w.issuer.open_redeem_request(&sealed).unwrap();
-    let resealed = escx::kem::seal(
-        w.issuer.kem_key(),
-        escx_licensing::messages::PURPOSE_REDEEM,
-        &escx::cbor::encode(&request),
-    )
-    .unwrap();
+    let resealed = SealedRedeemRequest::from_bytes(
+        escx::kem::seal(
+            w.issuer.kem_key(),
+            escx_licensing::messages::PURPOSE_REDEEM,
+            &escx::cbor::encode(&request),
+        )
+        .unwrap(),
+    );
     assert_ne!(resealed, sealed);
     assert_eq!(w.issuer.redeem(&resealed, T0 + 5).unwrap(), answer);
     w.wallet.install(&answer).unwrap();
@@ -241,7 +244,7 @@ fn concurrent_retries_of_one_request_get_one_answer() {
             })
         })
         .collect();
-    let answers: Vec<Vec<u8>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let answers: Vec<SealedLicense> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(answers.windows(2).all(|pair| pair[0] == pair[1]), "retries got different answers");
     assert_eq!(licenses_recorded(&w), 1);
     w.wallet.install(&answers[0]).unwrap();
@@ -377,9 +380,10 @@ fn the_issuer_rejects_unknown_offers_and_tampered_sealed_requests() {
     let request = w.wallet.request(&w.bundle, "acme/unsold", "standard", 1, T0).unwrap();
     assert_eq!(w.issuer.issue(&request, T0).unwrap_err().code(), "not-for-sale");
     buy(&w, 1);
-    let mut sealed = w.wallet.redeem("acme/thermal").unwrap();
+    let mut sealed = w.wallet.redeem("acme/thermal").unwrap().into_bytes();
     let last = sealed.len() - 1;
     sealed[last] ^= 1;
+    let sealed = SealedRedeemRequest::from_bytes(sealed);
     assert_eq!(w.issuer.redeem(&sealed, T0).unwrap_err().code(), "sealed-box-invalid");
 }
 
@@ -434,7 +438,7 @@ fn transferred_tokens_leave_the_sender_and_redeem_for_the_recipient() {
 
     // Only Bob's wallet opens it.
     let carol = Wallet::open(&w._tmp.path().join("carol")).unwrap();
-    let sealed = std::fs::read(&gift).unwrap();
+    let sealed = SealedTransfer::from_bytes(std::fs::read(&gift).unwrap());
     assert_eq!(carol.receive(&sealed).unwrap_err().code(), "sealed-box-invalid");
     bob.receive(&sealed).unwrap();
     assert_eq!(bob.token_counts().unwrap(), vec![("acme/thermal".into(), "standard".into(), 1)]);

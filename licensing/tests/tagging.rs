@@ -169,7 +169,9 @@ fn a_transfer_cannot_replace_the_recipients_bundle() {
     recipient.add_issuer(&chain(&[v1.head(), &honest])).unwrap();
     let gift = w.tmp.path().join("gift.sealed");
     sender.transfer("acme/thermal", None, &recipient.receive_key().unwrap(), &gift).unwrap();
-    let err = recipient.receive(&std::fs::read(&gift).unwrap()).unwrap_err();
+    let err = recipient
+        .receive(&escx_licensing::messages::SealedTransfer::from_bytes(std::fs::read(&gift).unwrap()))
+        .unwrap_err();
     assert_eq!(err.code(), "issuer-bundle-fork", "{err}");
     assert_eq!(recipient.issuer(v1.issuer_id()).unwrap().hash, honest.hash);
     assert!(recipient.token_counts().unwrap().is_empty());

@@ -63,7 +63,7 @@ fn run(first_redeemer: usize) -> Vec<String> {
         let opened: RedeemRequest = issuer.open_redeem_request(&sealed).unwrap();
         received.push(format!(
             "redeem request: {} bytes sealed, package={} tier={} epoch={} input=<random {}> output=<random {}> holder_key=<random {}> holder_kem_key=<random {}>",
-            sealed.len(),
+            sealed.as_bytes().len(),
             opened.package,
             opened.tier,
             opened.epoch,

@@ -1,6 +1,7 @@
 //! `escx issuer ...` (the licensing service) and `escx license ...` (the customer's wallet).
 //! Every message is a file, so any transport can carry them.
 
+use escx_licensing::messages::{SealedLicense, SealedRedeemRequest, SealedTransfer};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -614,8 +615,9 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
             );
         }
         IssuerCommand::Redeem(args) => {
-            let answer = open_issuer(&args.dir)?.redeem(&read(&args.input)?, now)?;
-            args.output.write(&answer)?;
+            let answer =
+                open_issuer(&args.dir)?.redeem(&SealedRedeemRequest::from_bytes(read(&args.input)?), now)?;
+            args.output.write(answer.as_bytes())?;
             ui.emit(json!({ "file": args.output.out }), || {
                 format!("license sealed to the holder -> {}", args.output.out.display())
             });
@@ -705,7 +707,7 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
         }
         LicenseCommand::Renew(args) => {
             let (sealed, left) = Wallet::open(&args.wallet)?.renew(&args.package, now)?;
-            args.output.write_secret(&sealed)?;
+            args.output.write_secret(sealed.as_bytes())?;
             ui.emit(json!({ "file": args.output.out, "current_seconds_left": left }), || {
                 let days = left / 86_400;
                 format!(
@@ -746,7 +748,8 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
             );
         }
         LicenseCommand::Receive(args) => {
-            let moved = Wallet::open(&args.wallet)?.receive(&read(&args.input)?)?;
+            let moved =
+                Wallet::open(&args.wallet)?.receive(&SealedTransfer::from_bytes(read(&args.input)?))?;
             ui.emit(
                 json!({ "package": moved.package, "tier": moved.tier, "issuer_id": moved.issuer.to_string() }),
                 || format!(
@@ -768,7 +771,7 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
                 .into());
             }
             let sealed = Wallet::open(&args.wallet)?.redeem(&args.package)?;
-            args.output.write_secret(&sealed)?;
+            args.output.write_secret(sealed.as_bytes())?;
             ui.emit(json!({ "file": args.output.out }), || {
                 format!(
                     "token spent into {} (sealed to the issuer, with fresh holder keys)",
@@ -777,7 +780,8 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
             });
         }
         LicenseCommand::Install(args) => {
-            let license = Wallet::open(&args.wallet)?.install(&read(&args.input)?)?;
+            let license =
+                Wallet::open(&args.wallet)?.install(&SealedLicense::from_bytes(read(&args.input)?))?;
             let id = hex::encode(&license.license_id);
             ui.emit(
                 json!({ "license_id": id, "package": license.package, "tier": license.tier,

@@ -27,7 +27,8 @@ use zeroize::Zeroizing;
 use crate::Error;
 use crate::messages::{
     BundleChain, BundlePayload, CONTEXT_CRL, CONTEXT_LICENSE, CrlPayload, Epoch, IssuerBundle,
-    LicensePayload, PURPOSE_LICENSE, PURPOSE_REDEEM, RedeemRequest, TokenRequest, TokenResponse, WrappedKey,
+    LicensePayload, PURPOSE_LICENSE, PURPOSE_REDEEM, RedeemRequest, SealedLicense, SealedRedeemRequest,
+    TokenRequest, TokenResponse, WrappedKey,
 };
 use crate::poprf::{IssuerKey, TokenInfo};
 
@@ -532,13 +533,13 @@ impl<S: IssuerStore> Issuer<S> {
     /// Idempotent: the same request again (a retry after a lost response, sealed anew or
     /// not) gets the stored sealed answer back and spends nothing more; any other request
     /// with a spent token is `token-spent`.
-    pub fn redeem(&self, sealed: &[u8], now: u64) -> Result<Vec<u8>, Error> {
+    pub fn redeem(&self, sealed: &SealedRedeemRequest, now: u64) -> Result<SealedLicense, Error> {
         let request = self.open_redeem_request(sealed)?;
         let info = request.info();
         let token_id = token_id(&info, &request.input);
         let redemption_id = blake3::derive_key(CONTEXT_REDEMPTION_ID, &escx::cbor::encode(&request));
         if let Some(answer) = self.redeemed(&token_id, &redemption_id)? {
-            return Ok(answer);
+            return Ok(SealedLicense::from_bytes(answer));
         }
         let (key, _, not_after) = self.epoch_key(request.epoch)?;
         if now >= not_after.saturating_add(EPOCH_GRACE_SECS) {
@@ -584,7 +585,10 @@ impl<S: IssuerStore> Issuer<S> {
         let mut tx = self.store.begin()?;
         if !tx.spend(&token_id, now, &redemption_id, &answer)? {
             drop(tx);
-            return self.redeemed(&token_id, &redemption_id)?.ok_or(Error::AlreadySpent);
+            return self
+                .redeemed(&token_id, &redemption_id)?
+                .map(SealedLicense::from_bytes)
+                .ok_or(Error::AlreadySpent);
         }
         tx.insert_license(&LicenseRecord {
             license_id,
@@ -594,7 +598,7 @@ impl<S: IssuerStore> Issuer<S> {
             not_after: payload.not_after,
         })?;
         tx.commit()?;
-        Ok(answer)
+        Ok(SealedLicense::from_bytes(answer))
     }
 
     /// The stored answer for a spent token: `Some` when the same request spent it,
@@ -611,8 +615,8 @@ impl<S: IssuerStore> Issuer<S> {
     }
 
     /// Opens a sealed redemption request: exactly what the issuer learns from it.
-    pub fn open_redeem_request(&self, sealed: &[u8]) -> Result<RedeemRequest, Error> {
-        let plain = kem::open(&self.kem, PURPOSE_REDEEM, sealed)?;
+    pub fn open_redeem_request(&self, sealed: &SealedRedeemRequest) -> Result<RedeemRequest, Error> {
+        let plain = kem::open(&self.kem, PURPOSE_REDEEM, sealed.as_bytes())?;
         RedeemRequest::from_cbor(&plain)
     }
 
