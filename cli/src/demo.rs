@@ -44,9 +44,6 @@ pub struct DemoArgs {
     /// Work in this directory (created if needed) and keep the files.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// State shared by the steps.

@@ -34,6 +34,9 @@ Examples:
 #[derive(Parser)]
 #[command(name = "escx", version, about, after_help = AFTER_HELP, propagate_version = true)]
 struct Cli {
+    /// Print a JSON document instead of text (results and errors alike).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,34 +105,28 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
-            // Help and version go to stdout with status 0; real usage errors exit 2.
-            let _ = error.print();
-            return ExitCode::from(if error.use_stderr() { failure::EXIT_USAGE } else { 0 });
+            // Help and version go to stdout with status 0; real usage errors exit 2, as a
+            // JSON document when --json was among the arguments.
+            if !error.use_stderr() {
+                let _ = error.print();
+                return ExitCode::SUCCESS;
+            }
+            if std::env::args_os().any(|arg| arg == "--json") {
+                // clap's first paragraph, on one line: what was wrong.
+                let text = error.to_string();
+                let message: Vec<&str> =
+                    text.lines().take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
+                let message = message.join(" ");
+                let message = message.trim_start_matches("error: ");
+                let value = serde_json::json!({ "ok": false, "error": { "code": "usage", "message": message, "help": "run with --help for the arguments" } });
+                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            } else {
+                let _ = error.print();
+            }
+            return ExitCode::from(failure::EXIT_USAGE);
         }
     };
-    let json = match &cli.command {
-        Command::Key(c) => c.json(),
-        Command::Manifest(c) => c.json(),
-        Command::Package(c) => c.json(),
-        Command::Registry(c) => c.json(),
-        Command::Resolve(a) => a.project.json,
-        Command::Tree(a) => a.project.json,
-        Command::Install(a) => a.project.json,
-        Command::Issuer(c) => c.json(),
-        Command::License(c) => c.json(),
-        Command::Meter(c) => c.json(),
-        Command::Operator(c) => c.json(),
-        Command::Settle(c) => c.json(),
-        Command::Ledger(c) => c.json(),
-        Command::Statement(c) => c.json(),
-        Command::Proof(c) => c.json(),
-        Command::Audit(c) => c.json(),
-        Command::Payout(c) => c.json(),
-        Command::Dispute(c) => c.json(),
-        Command::Hold(c) => c.json(),
-        Command::Demo(c) => c.json,
-    };
-    let ui = Ui::new(json);
+    let ui = Ui::new(cli.json);
     let result = match cli.command {
         Command::Key(c) => cmd::key::run(c, &ui),
         Command::Manifest(c) => cmd::manifest::run(c, &ui),

@@ -370,3 +370,22 @@ fn pack_output_is_reproducible_with_source_date_epoch() {
     assert_eq!(a["root"], b["root"]);
     assert_eq!(a["signatures"][0]["signed_at"], "2023-11-14T22:13:20Z");
 }
+
+/// `--json` is global: accepted before or after the command, and a command line the parser
+/// refuses is still a JSON document with code `usage` and exit 2.
+#[test]
+fn json_is_a_global_flag_and_covers_usage_errors() {
+    for args in
+        [&["--json", "key", "show"][..], &["key", "show", "--json"][..], &["key", "frob", "--json"][..]]
+    {
+        let out = escx().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let value = json(&out.stdout);
+        assert_eq!(value["ok"], false, "{args:?}");
+        assert_eq!(value["error"]["code"], "usage", "{args:?}");
+        assert!(!value["error"]["message"].as_str().unwrap().is_empty(), "{args:?}");
+    }
+    let out = escx().args(["key", "show"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "without --json a usage error goes to stderr");
+}

@@ -59,24 +59,6 @@ Examples:
     Verify(AuditVerifyArgs),
 }
 
-impl ProofCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Revenue(a) => a.common.json,
-            Self::Threshold(a) => a.common.json,
-        }
-    }
-}
-
-impl AuditCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Statements(a) => a.json,
-            Self::Verify(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct ProofArgs {
     /// Directory of statement files (*.cbor).
@@ -99,9 +81,6 @@ pub struct ProofArgs {
     operator_pub: PathBuf,
     #[command(flatten)]
     output: Output,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -129,9 +108,6 @@ pub struct AuditStatementsArgs {
     /// Directory of statement-<seq>.proofs files: every statement must have one that verifies.
     #[arg(long, value_name = "DIR")]
     proofs: Option<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -144,9 +120,6 @@ pub struct AuditVerifyArgs {
     /// The operator's public key.
     #[arg(long, value_name = "FILE")]
     operator_pub: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -28,9 +28,6 @@ pub struct ProjectArgs {
     features: Vec<String>,
     #[command(flatten)]
     trust: ClientTrust,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args)]

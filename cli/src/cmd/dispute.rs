@@ -39,16 +39,6 @@ Examples:
     List(ListArgs),
 }
 
-impl DisputeCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Open(a) => a.json,
-            Self::Resolve(a) => a.json,
-            Self::List(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct OpenArgs {
     /// The ledger.
@@ -61,9 +51,6 @@ pub struct OpenArgs {
     /// The time of opening (default now).
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,18 +77,12 @@ pub struct ResolveArgs {
     /// The time of resolution (default now).
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
 pub struct ListArgs {
     /// The ledger.
     ledger: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(command: DisputeCommand, ui: &Ui) -> anyhow::Result<()> {

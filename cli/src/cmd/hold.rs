@@ -48,17 +48,6 @@ Examples:
     List(ListArgs),
 }
 
-impl HoldCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Place(a) => a.json,
-            Self::Capture(a) => a.json,
-            Self::Void(a) => a.json,
-            Self::List(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct PlaceArgs {
     /// The ledger.
@@ -75,9 +64,6 @@ pub struct PlaceArgs {
     /// The time of placing (default now): 2026-11-23, RFC 3339 or @unix.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -98,9 +84,6 @@ pub struct CaptureArgs {
     /// The time of capture (default now).
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -116,9 +99,6 @@ pub struct VoidArgs {
     /// The time of voiding (default now).
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -128,9 +108,6 @@ pub struct ListArgs {
     /// Only holds in this state.
     #[arg(long, value_parser = hold_state)]
     state: Option<HoldState>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// `90m`, `72h`, `7d`, `30s` or plain seconds.

@@ -39,16 +39,6 @@ Examples:
     Rotate(RotateArgs),
 }
 
-impl KeyCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Generate(a) => a.json,
-            Self::Show(a) => a.json,
-            Self::Rotate(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct GenerateArgs {
     /// Base path: writes BASE.key and BASE.pub.
@@ -60,18 +50,12 @@ pub struct GenerateArgs {
     /// Replace existing key files.
     #[arg(long)]
     force: bool,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
 pub struct ShowArgs {
     /// A .pub or .key file.
     file: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -88,9 +72,6 @@ pub struct RotateArgs {
     /// Replace an existing file.
     #[arg(long)]
     force: bool,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(command: KeyCommand, ui: &Ui) -> anyhow::Result<()> {

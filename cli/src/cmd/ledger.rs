@@ -33,16 +33,6 @@ Examples:
     Audit(AuditArgs),
 }
 
-impl LedgerCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Balances(a) => a.json,
-            Self::History(a) => a.json,
-            Self::Audit(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct BalancesArgs {
     /// The ledger.
@@ -50,9 +40,6 @@ pub struct BalancesArgs {
     /// Only this party's accounts.
     #[arg(long)]
     party: Option<String>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -65,18 +52,12 @@ pub struct HistoryArgs {
     /// A calendar month, `YYYY-MM` (UTC).
     #[arg(long, value_name = "YYYY-MM")]
     period: Option<String>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
 pub struct AuditArgs {
     /// The ledger.
     ledger: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(command: LedgerCommand, ui: &Ui) -> anyhow::Result<()> {

@@ -124,36 +124,6 @@ Examples:
     Receive(WalletFileArgs),
 }
 
-impl IssuerCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Init(a) => a.json,
-            Self::Publish(a) | Self::Crl(a) => a.json,
-            Self::RegisterPackage(a) => a.json,
-            Self::Issue(a) | Self::Redeem(a) => a.json,
-            Self::Revoke(a) => a.json,
-            Self::Epoch(a) => a.json,
-            Self::Sales(a) => a.json || a.events,
-        }
-    }
-}
-
-impl LicenseCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Request(a) => a.json,
-            Self::Finalize(a) | Self::Install(a) => a.json,
-            Self::Redeem(a) | Self::Renew(a) => a.json,
-            Self::ReceiveKey(a) => a.json,
-            Self::Transfer(a) => a.json,
-            Self::Receive(a) => a.json,
-            Self::Verify(a) => a.json,
-            Self::Prove(a) => a.json,
-            Self::CheckProof(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct IssuerInitArgs {
     /// Issuer directory (must not exist or be empty).
@@ -164,18 +134,12 @@ pub struct IssuerInitArgs {
     /// Store the signing key without a passphrase.
     #[arg(long)]
     unencrypted: bool,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
 pub struct IssuerDirArgs {
     /// Issuer directory.
     dir: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -185,9 +149,6 @@ pub struct EpochArgs {
     /// Length of the epoch in days.
     #[arg(long, default_value_t = escx_licensing::issuer::EPOCH_SECS / 86_400)]
     days: u64,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -197,9 +158,6 @@ pub struct SalesArgs {
     /// Print the sales as a JSON array of billing events, the input of `escx settle run`.
     #[arg(long, conflicts_with = "json")]
     events: bool,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -208,9 +166,6 @@ pub struct IssuerOutArgs {
     dir: PathBuf,
     #[command(flatten)]
     output: Output,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -222,9 +177,6 @@ pub struct IssuerMessageArgs {
     /// Where to write the answer.
     #[command(flatten)]
     output: Output,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -236,9 +188,6 @@ pub struct RegisterArgs {
     /// Publisher key the package must be signed by.
     #[arg(long, value_name = "FILE", required = true)]
     pubkey: Vec<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -250,9 +199,6 @@ pub struct RevokeArgs {
     /// Why (recorded in the CRL).
     #[arg(long)]
     reason: String,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -277,9 +223,6 @@ pub struct RequestArgs {
     output: Output,
     #[command(flatten)]
     published: PublishedCheck,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Where the issuer's current bundle is published for every customer to compare.
@@ -322,9 +265,6 @@ pub struct WalletFileArgs {
     /// Wallet directory.
     #[arg(long, value_name = "DIR")]
     wallet: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -338,9 +278,6 @@ pub struct RedeemArgs {
     /// Where to write the sealed request.
     #[command(flatten)]
     output: Output,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -351,9 +288,6 @@ pub struct ReceiveKeyArgs {
     /// Where to write the receive key.
     #[command(flatten)]
     output: Output,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -373,9 +307,6 @@ pub struct TransferArgs {
     /// Where to write the sealed token (must not exist).
     #[arg(short, long, value_name = "FILE")]
     out: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -395,9 +326,6 @@ pub struct VerifyArgs {
     /// Verify at this time instead of now (2027-01-01, RFC 3339, or @unix).
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -414,9 +342,6 @@ pub struct ProveArgs {
     /// Where to write the proof.
     #[command(flatten)]
     output: Output,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -441,9 +366,6 @@ pub struct CheckProofArgs {
     /// Where used challenges are remembered (default: the escx state directory).
     #[arg(long = "state-dir", value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Where a command writes the message it produces. Messages carry tokens, licenses or

@@ -32,15 +32,6 @@ Examples:
     Check(CheckArgs),
 }
 
-impl ManifestCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Init(a) => a.json,
-            Self::Check(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct InitArgs {
     /// Package directory (created if needed).
@@ -51,18 +42,12 @@ pub struct InitArgs {
     /// Replace an existing manifest.toml.
     #[arg(long)]
     force: bool,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
 pub struct CheckArgs {
     /// A manifest.toml, or a directory containing one.
     path: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(command: ManifestCommand, ui: &Ui) -> anyhow::Result<()> {

@@ -51,17 +51,6 @@ Examples:
     Open(OpenArgs),
 }
 
-impl MeterCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Record(a) => a.json,
-            Self::Report(a) => a.json,
-            Self::Close(a) => a.json,
-            Self::Open(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct RecordArgs {
     /// Wallet directory holding the license.
@@ -79,9 +68,6 @@ pub struct RecordArgs {
     /// When the usage happened (RFC 3339, or @unix); default now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -114,9 +100,6 @@ pub struct ReportArgs {
     /// Judge "the hour has ended" at this time instead of now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -141,9 +124,6 @@ pub struct CloseArgs {
     /// Judge "the period has ended" at this time instead of now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -165,9 +145,6 @@ pub struct OpenArgs {
     unit: Option<String>,
     #[command(flatten)]
     output: Output,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 fn hour(text: &str) -> anyhow::Result<u64> {

@@ -68,22 +68,6 @@ Examples:
     CheckOpening(CheckOpeningArgs),
 }
 
-impl OperatorCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Init(a) => a.json,
-            Self::Package(a) => a.json,
-            Self::Crl(a) => a.json,
-            Self::Ingest(a) => a.json,
-            Self::Close(a) => a.json,
-            Self::Aggregate(a) => a.json,
-            Self::Billing(a) => a.json,
-            Self::Evidence(a) => a.json,
-            Self::CheckOpening(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct InitArgs {
     /// Operator directory (created).
@@ -91,9 +75,6 @@ pub struct InitArgs {
     /// An issuer's public bundle chain (issuer.pub); repeatable.
     #[arg(long, required = true, value_name = "FILE")]
     issuer: Vec<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -108,9 +89,6 @@ pub struct PackageArgs {
     /// Judge key expiry at this time instead of now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -119,9 +97,6 @@ pub struct CrlArgs {
     dir: PathBuf,
     /// The CRL file.
     crl: PathBuf,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -136,9 +111,6 @@ pub struct IngestArgs {
     /// Judge the time rules at this time instead of now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -150,9 +122,6 @@ pub struct CloseArgs {
     /// Record the close at this time instead of now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -171,9 +140,6 @@ pub struct AggregateArgs {
     /// Epsilon to spend (default: what is left of the window's budget).
     #[arg(long)]
     epsilon: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -185,9 +151,6 @@ pub struct BillingArgs {
     period: String,
     #[command(flatten)]
     output: Output,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -200,9 +163,6 @@ pub struct EvidenceArgs {
     /// Write each pair of conflicting envelopes into this directory.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -211,9 +171,6 @@ pub struct CheckOpeningArgs {
     dir: PathBuf,
     /// The opening file.
     opening: PathBuf,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 fn open(dir: &Path) -> anyhow::Result<Operator> {

@@ -71,18 +71,6 @@ Examples:
     Sign(SignArgs),
 }
 
-impl PackageCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Pack(a) => a.json,
-            Self::Verify(a) => a.json,
-            Self::Inspect(a) => a.json,
-            Self::Extract(a) => a.json,
-            Self::Sign(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct PackArgs {
     /// The package directory.
@@ -100,9 +88,6 @@ pub struct PackArgs {
     /// Replace an existing output file.
     #[arg(long)]
     force: bool,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Who to trust: public keys, or a policy file.
@@ -154,18 +139,12 @@ pub struct VerifyArgs {
     /// License wallet whose content key decrypts an encrypted payload for checking.
     #[arg(long, value_name = "DIR")]
     wallet: Option<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
 pub struct InspectArgs {
     /// The package.
     file: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -180,9 +159,6 @@ pub struct ExtractArgs {
     /// License wallet holding the content key of an encrypted payload.
     #[arg(long, value_name = "DIR")]
     wallet: Option<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -192,9 +168,6 @@ pub struct SignArgs {
     /// Secret key of the countersigner.
     #[arg(long, value_name = "KEY")]
     key: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(command: PackageCommand, ui: &Ui) -> anyhow::Result<()> {

@@ -28,14 +28,6 @@ Examples:
     Report(ReportArgs),
 }
 
-impl PayoutCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Report(a) => a.json || matches!(a.format, Format::Json),
-        }
-    }
-}
-
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
@@ -59,9 +51,6 @@ pub struct ReportArgs {
     /// Write the report to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Same as --format json.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(command: PayoutCommand, ui: &Ui) -> anyhow::Result<()> {
@@ -69,7 +58,7 @@ pub fn run(command: PayoutCommand, ui: &Ui) -> anyhow::Result<()> {
     let period = super::ledger::period(&args.period)?;
     let mut ledger = Ledger::open(&args.ledger)?;
     let report = ledger.payout_report(period, args.party.as_deref())?;
-    let format = if args.json { Format::Json } else { args.format };
+    let format = if ui.json { Format::Json } else { args.format };
     let (name, bytes) = match format {
         Format::Csv => ("csv", report.to_csv().into_bytes()),
         Format::Json => ("json", {

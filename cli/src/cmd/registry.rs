@@ -81,20 +81,6 @@ Examples:
     Refresh(RefreshArgs),
 }
 
-impl RegistryCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Init(a) => a.json,
-            Self::Publish(a) => a.json,
-            Self::Yank(a) => a.json,
-            Self::Search(a) => a.json,
-            Self::Mirror(a) => a.json,
-            Self::Refresh(a) => a.json,
-            Self::Issuer(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct SigningArgs {
     /// Registry signing key (repeat for k-of-n signed indexes).
@@ -127,9 +113,6 @@ pub struct InitArgs {
     /// Accept packages signed by this key (repeatable); written to publishers.toml.
     #[arg(long = "publisher", value_name = "FILE")]
     publishers: Vec<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -146,9 +129,6 @@ pub struct PublishArgs {
     /// Accept the package under this policy (instead of publishers.toml).
     #[arg(long, value_name = "FILE", conflicts_with = "pubkey")]
     policy: Option<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -162,9 +142,6 @@ pub struct YankArgs {
     /// Un-yank instead.
     #[arg(long)]
     undo: bool,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -176,9 +153,6 @@ pub struct SearchArgs {
     /// Registry key to verify the index with (optional; see help).
     #[arg(long = "registry-key", value_name = "FILE")]
     registry_key: Vec<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -189,9 +163,6 @@ pub struct MirrorArgs {
     destination: PathBuf,
     #[command(flatten)]
     trust: ClientTrust,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -202,9 +173,6 @@ pub struct IssuerArgs {
     chain: PathBuf,
     #[command(flatten)]
     signing: SigningArgs,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -213,9 +181,6 @@ pub struct RefreshArgs {
     dir: PathBuf,
     #[command(flatten)]
     signing: SigningArgs,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(command: RegistryCommand, ui: &Ui) -> anyhow::Result<()> {

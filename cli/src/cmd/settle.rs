@@ -51,16 +51,6 @@ Examples:
     Preview(PreviewArgs),
 }
 
-impl SettleCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::Init(a) => a.json,
-            Self::Run(a) => a.json,
-            Self::Preview(a) => a.json,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct InitArgs {
     /// The ledger file to create.
@@ -75,9 +65,6 @@ pub struct InitArgs {
     /// any positive balance); below it, the balance carries to the next month.
     #[arg(long, value_name = "AMOUNT")]
     payout_threshold: Option<String>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -96,9 +83,6 @@ pub struct RunArgs {
     /// Settlements per transaction.
     #[arg(long, value_name = "N", default_value_t = escx_settlement::ledger::BATCH_DEFAULT)]
     batch_size: usize,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -124,9 +108,6 @@ pub struct PreviewArgs {
     /// The sale time, which picks the [revenue] version in force (2027-01-01, RFC 3339, @unix).
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(command: SettleCommand, ui: &Ui) -> anyhow::Result<()> {

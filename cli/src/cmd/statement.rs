@@ -67,30 +67,12 @@ pub struct ProveArgs {
     /// Write statement-<seq>.proofs files into this directory.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-impl StatementCommand {
-    pub fn json(&self) -> bool {
-        match self {
-            Self::List(a) => a.json,
-            Self::Export(a) => a.json,
-            Self::Openings(a) => a.json,
-            Self::Verify(a) => a.json,
-            Self::Prove(a) => a.json,
-        }
-    }
 }
 
 #[derive(Args)]
 pub struct ListArgs {
     /// The ledger.
     ledger: PathBuf,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -106,9 +88,6 @@ pub struct ExportArgs {
     /// Write every statement into this directory instead (statement-<seq>.cbor).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -128,9 +107,6 @@ pub struct OpeningsArgs {
     /// (<party>-<seq>.openings, mode 0600 in a 0700 directory).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -147,9 +123,6 @@ pub struct VerifyArgs {
     /// A party's openings for one of the statements.
     #[arg(long, value_name = "FILE")]
     openings: Option<PathBuf>,
-    /// Print a JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 fn write(path: &std::path::Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
