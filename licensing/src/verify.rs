@@ -73,7 +73,7 @@ pub fn open_crl(bytes: &[u8], issuer: &IssuerBundle) -> Result<CrlPayload, Error
 /// The offline checks of licensing.md §5.5 that need no wallet state, in order: the
 /// certificate's signature under `issuer`, its validity window at `now`, revocation in
 /// `crl` (when one is held), and `package` (and `version`, when given). Clock rollback
-/// and possession need the wallet ([`Wallet::verify`]).
+/// and possession need the wallet ([`Wallet::verify`](crate::wallet::Wallet::verify)).
 pub fn verify_certificate(
     certificate: &[u8],
     issuer: &IssuerBundle,
@@ -183,7 +183,7 @@ pub struct ProofCheck<'a> {
     pub now: u64,
 }
 
-/// Checks a proof of possession made by [`Wallet::prove`] (licensing.md §5.6): the
+/// Checks a proof of possession made by [`Wallet::prove`](crate::wallet::Wallet::prove) (licensing.md §5.6): the
 /// certificate's offline checks (signature, window, revocation under `crl`, package),
 /// then the holder's signature over exactly `challenge`, which must be at least
 /// [`CHALLENGE_BYTES_MIN`] bytes. Whether the challenge is fresh is the verifier's to

@@ -122,7 +122,7 @@ impl SectionEntry {
         self.flags & FLAG_ENCRYPTED != 0
     }
 
-    /// Encodes the entry: type u32, flags u32, offset u64, stored u64, plain u64, hash[32].
+    /// Encodes the entry: type u32, flags u32, offset u64, stored u64, plain u64, `hash[32]`.
     pub fn encode(&self) -> [u8; TABLE_ENTRY_LEN] {
         let mut out = [0u8; TABLE_ENTRY_LEN];
         out[0..4].copy_from_slice(&self.kind.id().to_le_bytes());
@@ -135,7 +135,7 @@ impl SectionEntry {
     }
 
     /// Decodes entry number `index`; checks the type id only (layout is checked by
-    /// [`validate_layout`]).
+    /// `validate_layout`).
     pub fn decode(index: u32, bytes: &[u8; TABLE_ENTRY_LEN]) -> Result<Self, FormatError> {
         let mut cursor = super::cursor::Cursor::new(bytes);
         // The array is exactly one entry long, so no read below runs short.
