@@ -2,7 +2,7 @@
 //! archives with a restricted set of entry types and paths that can be extracted safely
 //! on any system.
 //!
-//! The same [`PathChecker`] runs when packing and when verifying, so `pack` can never
+//! The same `PathChecker` runs when packing and when verifying, so `pack` can never
 //! produce an archive that `verify` rejects. Tar headers are parsed by the `tar` crate in
 //! raw mode; GNU long-name records are read here with a size limit, and every other
 //! extension (PAX, sparse files, hard links, devices) is rejected.
@@ -84,7 +84,7 @@ struct Claim {
 /// Enforces the path rules of escx-format.md §6.2 over one archive's entries, in order;
 /// [`PathChecker::finish`] then applies the rules that need every entry (links through
 /// links), so the verdict does not depend on entry order.
-pub struct PathChecker {
+pub(crate) struct PathChecker {
     section: SectionType,
     /// Every path and implied directory, by portable key.
     nodes: HashMap<String, Claim>,
@@ -259,7 +259,7 @@ impl PathChecker {
 /// §6.2): `NFD(lower(upper(NFD(path))))`, with Unicode's full, context-free case
 /// mappings. Case-insensitive file systems (APFS, NTFS, FAT) and normalising ones (HFS+)
 /// treat paths with equal keys as one file, so an archive may not hold two of them.
-pub fn portable_key(path: &str) -> String {
+pub(crate) fn portable_key(path: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
     if path.is_ascii() {
         return path.to_ascii_lowercase();
@@ -272,7 +272,7 @@ pub fn portable_key(path: &str) -> String {
 
 /// Entry types the format allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RawKind {
+pub(crate) enum RawKind {
     /// Tar type `0` (or NUL).
     File,
     /// Tar type `5`.
@@ -283,7 +283,7 @@ pub enum RawKind {
 
 /// Relative path rules: 1..=4096 bytes, `/`-separated components that are non-empty,
 /// not `.` or `..`, at most 255 bytes, without NUL, backslash or control characters.
-pub fn check_relative_path(path: &str) -> Result<(), &'static str> {
+pub(crate) fn check_relative_path(path: &str) -> Result<(), &'static str> {
     if path.is_empty() {
         return Err("empty path");
     }
@@ -311,7 +311,7 @@ pub fn check_relative_path(path: &str) -> Result<(), &'static str> {
 /// A symlink target must be relative and, resolved lexically from the link's directory,
 /// stay inside the section's root. (Whether it passes through another link is checked
 /// by [`PathChecker::finish`], which sees every entry.)
-pub fn check_symlink_target(link_path: &str, target: &str) -> Result<(), &'static str> {
+pub(crate) fn check_symlink_target(link_path: &str, target: &str) -> Result<(), &'static str> {
     if target.is_empty() {
         return Err("empty symbolic link target");
     }
@@ -351,13 +351,13 @@ fn check_not_reserved(path: &str) -> Result<(), FormatError> {
 }
 
 /// Receives each checked entry; file entries come with a reader over their content.
-pub trait Visitor {
+pub(crate) trait Visitor {
     /// Called once per entry in archive order.
     fn entry(&mut self, entry: &Entry, content: &mut dyn Read) -> io::Result<()>;
 }
 
 /// A visitor that only checks.
-pub struct CheckOnly;
+pub(crate) struct CheckOnly;
 
 impl Visitor for CheckOnly {
     fn entry(&mut self, _entry: &Entry, _content: &mut dyn Read) -> io::Result<()> {
@@ -366,7 +366,7 @@ impl Visitor for CheckOnly {
 }
 
 /// Walks a seekable archive (an uncompressed section), skipping file contents by seeking.
-pub fn walk_seekable<R: Read + Seek>(
+pub(crate) fn walk_seekable<R: Read + Seek>(
     reader: R,
     section: SectionType,
     plain_length: u64,
@@ -381,7 +381,7 @@ pub fn walk_seekable<R: Read + Seek>(
 }
 
 /// Walks an archive read as a stream (a decompressed section, or extraction).
-pub fn walk_stream<R: Read>(
+pub(crate) fn walk_stream<R: Read>(
     reader: R,
     section: SectionType,
     plain_length: u64,
@@ -553,7 +553,7 @@ fn entry_kind_name(entry_type: tar::EntryType) -> String {
 }
 
 /// A file or link to put into an archive, in the order given (callers sort by path).
-pub struct SourceEntry {
+pub(crate) struct SourceEntry {
     /// Archive path (already checked with [`PathChecker`]).
     pub path: String,
     /// What to write.
@@ -587,7 +587,7 @@ pub const MODE_SYMLINK: u32 = 0o777;
 
 /// Writes entries as a deterministic tar archive (escx-format.md §10.2): GNU headers,
 /// zero mtime/uid/gid, empty owner names, fixed modes, two zero blocks at the end.
-pub fn write_archive<W: Write>(
+pub(crate) fn write_archive<W: Write>(
     out: W,
     entries: &[SourceEntry],
     progress: &dyn crate::progress::Progress,

@@ -13,7 +13,7 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Encodes `value` at the end of `out`.
-pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
     // escx records hold strings, integers, byte strings, arrays and maps, which always
     // serialize; writing to a Vec cannot fail.
     let _ = ciborium::into_writer(value, out);

@@ -215,7 +215,7 @@ pub fn open_sealed(
 }
 
 /// Stored length of `plain` bytes once encrypted.
-pub fn encrypted_length(plain: u64) -> u64 {
+pub(crate) fn encrypted_length(plain: u64) -> u64 {
     let segments = plain.div_ceil(SEGMENT_BYTES as u64).max(1);
     NONCE_PREFIX_BYTES as u64 + plain + segments * TAG_BYTES as u64
 }

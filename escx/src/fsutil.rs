@@ -21,7 +21,7 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 }
 
 /// A temporary file in `path`'s directory, created with mode 0600.
-pub fn temp_file_beside(path: &Path) -> Result<tempfile::NamedTempFile, Error> {
+pub(crate) fn temp_file_beside(path: &Path) -> Result<tempfile::NamedTempFile, Error> {
     let dir = parent_dir(path);
     tempfile::Builder::new().prefix(".escx-tmp-").tempfile_in(&dir).map_err(|e| Error::io(&dir, e))
 }

@@ -107,7 +107,7 @@ pub fn hash_exact<R: Read + Send>(
 /// `consume` sees the bytes before their hash is known: callers MUST treat its result as
 /// void when the hash does not match, and use this only for decoders that are safe on any
 /// input (the archive walker, not zstd). If `consume` returns early, hashing goes on.
-pub fn hash_and_consume<R, T, F>(
+pub(crate) fn hash_and_consume<R, T, F>(
     reader: &mut R,
     length_bytes: u64,
     progress: &dyn Progress,
@@ -200,7 +200,7 @@ impl Drop for Chunk {
 /// forward seeks (the reader is told, and does not even hand over the chunks skipped) and
 /// backward seeks into the current or the previous chunk received (the tar reader steps
 /// back over an end-of-archive block it peeked at). Seeking back further is an error.
-pub struct ChunkReader {
+pub(crate) struct ChunkReader {
     chunks: mpsc::Receiver<(u64, Arc<Chunk>)>,
     /// The chunk before `current` (by stream position `previous_start`), kept for short
     /// backward seeks.
@@ -277,7 +277,7 @@ impl std::io::Seek for ChunkReader {
 
 /// A `Read` adapter that hashes every byte passing through it; used where bytes are
 /// consumed by a decoder (zstd, tar) and must be hashed in the same pass.
-pub struct HashingReader<R> {
+pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: blake3::Hasher,
     bytes_read: u64,
@@ -287,11 +287,6 @@ impl<R: Read> HashingReader<R> {
     /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
         Self { inner, hasher: blake3::Hasher::new(), bytes_read: 0 }
-    }
-
-    /// Bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes_read
     }
 
     /// Reads and hashes whatever `inner` still holds, then returns the hash and the total
@@ -330,7 +325,7 @@ impl<W: std::io::Write> HashingWriter<W> {
     }
 
     /// Flushes the inner writer, then returns the hash.
-    pub fn finalize_flushed(mut self) -> std::io::Result<[u8; HASH_BYTES]> {
+    pub(crate) fn finalize_flushed(mut self) -> std::io::Result<[u8; HASH_BYTES]> {
         self.inner.flush()?;
         Ok(*self.hasher.finalize().as_bytes())
     }

@@ -53,7 +53,7 @@ impl Default for PackOptions<'_> {
 }
 
 /// The files of a package directory, sorted and checked, ready to write.
-pub struct PackPlan {
+pub(crate) struct PackPlan {
     /// The manifest's bytes.
     pub manifest_bytes: Vec<u8>,
     /// Its parsed header.
@@ -70,7 +70,7 @@ pub struct PackPlan {
 
 impl PackPlan {
     /// Total bytes of file content to read.
-    pub fn content_bytes(&self) -> u64 {
+    pub(crate) fn content_bytes(&self) -> u64 {
         [&self.payload, &self.docs, &self.tests]
             .into_iter()
             .flatten()
@@ -185,7 +185,7 @@ pub fn countersign(
 
 /// Selects and checks the files of a package directory. `skip` is a path never to pack
 /// (the output file, when it lies inside `dir`).
-pub fn collect(dir: &Path, skip: Option<&Path>) -> Result<PackPlan, Error> {
+pub(crate) fn collect(dir: &Path, skip: Option<&Path>) -> Result<PackPlan, Error> {
     let input_error = |path: &Path, reason: String| Error::PackInput { path: path.into(), reason };
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest_bytes =

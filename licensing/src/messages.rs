@@ -629,7 +629,7 @@ pub fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'stat
 }
 
 /// A 16-byte id as hex.
-pub fn id_hex(id: &[u8]) -> String {
+pub(crate) fn id_hex(id: &[u8]) -> String {
     hex::encode(id)
 }
 

@@ -50,7 +50,7 @@ pub const INFO_FIELD_BYTES_MAX: usize = u16::MAX as usize;
 
 impl TokenInfo {
     /// Refuses a package or tier too long for the info encoding.
-    pub fn check_lengths(package: &str, tier: &str) -> Result<(), crate::Error> {
+    pub(crate) fn check_lengths(package: &str, tier: &str) -> Result<(), crate::Error> {
         for (what, text) in [("package", package), ("tier", tier)] {
             if text.len() > INFO_FIELD_BYTES_MAX {
                 return Err(crate::Error::Malformed {
@@ -102,7 +102,7 @@ impl IssuerKey {
     }
 
     /// Rebuilds a key from its stored scalar.
-    pub fn from_secret(bytes: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn from_secret(bytes: &[u8]) -> Result<Self, Error> {
         let server = PoprfServer::<Suite>::new_with_key(bytes)
             .map_err(|e| Error::Poprf(format!("bad POPRF key: {e}")))?;
         Self::from_server(&server)
@@ -204,7 +204,7 @@ pub struct TokenSecret {
 
 /// One token's saved client state: its input and the serialized client (blind and
 /// blinded element), both secret.
-pub type PendingPart = (Zeroizing<[u8; INPUT_BYTES]>, Zeroizing<Vec<u8>>);
+pub(crate) type PendingPart = (Zeroizing<[u8; INPUT_BYTES]>, Zeroizing<Vec<u8>>);
 
 /// The client's secret state for a batch: inputs and blinds (zeroized on drop).
 pub struct Blinded {
@@ -237,7 +237,7 @@ impl Blinded {
 
     /// The secret state to keep until the issuer answers: for each token, its input and
     /// the serialized client (blind and blinded element).
-    pub fn to_parts(&self) -> Vec<PendingPart> {
+    pub(crate) fn to_parts(&self) -> Vec<PendingPart> {
         self.inputs
             .iter()
             .cloned()
@@ -246,7 +246,7 @@ impl Blinded {
     }
 
     /// Rebuilds the state saved by [`Self::to_parts`].
-    pub fn from_parts(parts: &[PendingPart]) -> Result<Self, Error> {
+    pub(crate) fn from_parts(parts: &[PendingPart]) -> Result<Self, Error> {
         let mut inputs = Vec::with_capacity(parts.len());
         let mut clients = Vec::with_capacity(parts.len());
         let mut elements = Vec::with_capacity(parts.len());

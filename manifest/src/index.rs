@@ -269,7 +269,7 @@ impl IndexVersion {
 }
 
 /// A manifest's dependencies in index form (sorted by name, as the map is).
-pub fn dependencies_of(manifest: &Manifest) -> Vec<IndexDependency> {
+pub(crate) fn dependencies_of(manifest: &Manifest) -> Vec<IndexDependency> {
     manifest
         .dependencies
         .iter()
@@ -283,7 +283,7 @@ pub fn dependencies_of(manifest: &Manifest) -> Vec<IndexDependency> {
 }
 
 /// A feature item as written in the manifest.
-pub fn feature_item_text(item: &FeatureItem) -> String {
+pub(crate) fn feature_item_text(item: &FeatureItem) -> String {
     match item {
         FeatureItem::Feature(name) => name.clone(),
         FeatureItem::Dependency(name) => format!("dep:{name}"),

@@ -229,7 +229,7 @@ impl Registry {
 }
 
 /// The full, validated manifest inside a package file (hash-checked against its table).
-pub fn manifest_of(package: &Path) -> Result<Manifest, Error> {
+pub(crate) fn manifest_of(package: &Path) -> Result<Manifest, Error> {
     manifest_in(package, package)
 }
 

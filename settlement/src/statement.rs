@@ -143,7 +143,7 @@ pub use crate::waterfall::PayoutRule;
 
 /// Checks a payout rule's shape: basis points 1 to 10000, `minus` ascending, each an index
 /// of another payout of the entry.
-pub fn check_rule(rule: &PayoutRule, payout: usize, payouts: usize) -> Result<(), String> {
+pub(crate) fn check_rule(rule: &PayoutRule, payout: usize, payouts: usize) -> Result<(), String> {
     if !(1..=10_000).contains(&rule.bps) {
         return Err(format!("payout {payout}: {} basis points", rule.bps));
     }

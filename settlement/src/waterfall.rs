@@ -307,7 +307,7 @@ pub struct PayoutRule {
 /// `share_of_remaining_bps`, whose base is the gross less the payouts of parties paid only
 /// by earlier steps, and the payout is exactly that share of it. Payouts merged from
 /// several steps, fixed amounts, recoupments, weights and residuals have none.
-pub fn payout_rules(chain: &[Tier], split: &Split, paid: &[(String, u64)]) -> Vec<Option<PayoutRule>> {
+pub(crate) fn payout_rules(chain: &[Tier], split: &Split, paid: &[(String, u64)]) -> Vec<Option<PayoutRule>> {
     let steps_of = |party: &str| -> Vec<usize> {
         split
             .trace
@@ -353,7 +353,7 @@ pub fn payout_rules(chain: &[Tier], split: &Split, paid: &[(String, u64)]) -> Ve
 
 /// The split's invariants, checked on every split before it is used (settlement.md §2):
 /// the payouts add up to the gross exactly, and the residual party is among them.
-pub fn check_conserved(split: &Split, residual_party: &str) -> Result<(), WaterfallError> {
+pub(crate) fn check_conserved(split: &Split, residual_party: &str) -> Result<(), WaterfallError> {
     let paid: u128 = split.payouts.iter().map(|p| u128::from(p.micros)).sum();
     if paid != u128::from(split.gross_micros) {
         return Err(WaterfallError::Unconserved {

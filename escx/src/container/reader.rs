@@ -191,7 +191,7 @@ impl<R: Read + Seek + Send> PackageReader<R> {
     /// Hashes one section's stored bytes against the table, then checks its content:
     /// decompression to exactly the declared plain length, the manifest's minimal schema,
     /// the archive rules. Reads no other section. An encrypted payload is only hashed
-    /// (its content is checked when a content key is at hand: [`Self::check_section_with`]).
+    /// (its content is checked when a content key is at hand: `check_section_with`).
     pub fn check_section(
         &mut self,
         kind: SectionType,
@@ -202,7 +202,7 @@ impl<R: Read + Seek + Send> PackageReader<R> {
 
     /// [`Self::check_section`], decrypting an encrypted payload with `content_key` so its
     /// content is checked too.
-    pub fn check_section_with(
+    pub(crate) fn check_section_with(
         &mut self,
         kind: SectionType,
         progress: &dyn Progress,

@@ -60,7 +60,7 @@ impl SignatureBlock {
 
     /// Decodes a whole trailer. The caller has already bounded its length by
     /// `SIGNATURES_MAX * SIGNATURE_BLOCK_BYTES`.
-    pub fn decode_trailer(bytes: &[u8], trailer_offset: u64) -> Result<Vec<Self>, FormatError> {
+    pub(crate) fn decode_trailer(bytes: &[u8], trailer_offset: u64) -> Result<Vec<Self>, FormatError> {
         if bytes.is_empty() {
             return Err(FormatError::Unsigned);
         }

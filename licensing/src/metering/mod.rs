@@ -302,7 +302,7 @@ pub fn scalar(bytes: &[u8]) -> Option<Scalar> {
 /// True for a unit name the meter accepts from a caller: `invocations`, `compute_ms`,
 /// `bytes` or `custom:<name>` (1 to 32 of a-z, 0-9, `_`), the `[telemetry] metrics` of
 /// manifest.md.
-pub fn is_metric(unit: &str) -> bool {
+pub(crate) fn is_metric(unit: &str) -> bool {
     matches!(unit, "invocations" | "compute_ms" | "bytes")
         || unit.strip_prefix("custom:").is_some_and(|name| {
             !name.is_empty()

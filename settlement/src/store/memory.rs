@@ -72,11 +72,6 @@ impl MemoryStore {
         }
         Self { state }
     }
-
-    /// The audit rows: (at, action, subject, detail).
-    pub fn audit_rows(&self) -> Vec<(u64, String, String, String)> {
-        self.state.audit.clone()
-    }
 }
 
 impl Store for MemoryStore {
