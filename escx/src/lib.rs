@@ -17,6 +17,9 @@
 //! | [`pack`] | escx-format.md §10 "Packing" |
 //! | [`extract`] | escx-format.md §11 "Extraction" |
 //!
+//! Errors are [`Error`] (and [`FormatError`] inside it); every escx crate's errors follow
+//! the [`Fault`] protocol: a stable code, an [`ErrorClass`] and a help text.
+//!
 //! A typical round trip:
 //!
 //! ```no_run

@@ -1,6 +1,22 @@
 //! `escx-licensing`: blind license issuance (RFC 9497 POPRF), anonymous redemption into
 //! ML-DSA-87-signed license certificates, offline verification, revocation, and the
-//! customer-side usage meter (spec: licensing.md).
+//! customer-side usage meter with the operator's blind aggregation (specs: licensing.md,
+//! metering.md, privacy.md).
+//!
+//! Where to start:
+//!
+//! - [`issuer::Issuer`]: the operator sells ([`issue`](issuer::Issuer::issue)), redeems
+//!   ([`redeem`](issuer::Issuer::redeem)), revokes and signs CRLs, over an
+//!   [`issuer::store::IssuerStore`] (SQLite in an issuer directory, or in memory).
+//! - [`wallet::Wallet`]: the customer buys, finalizes, redeems, installs, renews, transfers
+//!   and proves possession; [`verify`] checks certificates, CRLs and proofs offline.
+//! - [`messages`]: the wire messages; sealed ones are distinct types
+//!   ([`messages::SealedRedeemRequest`], [`messages::SealedLicense`], ...).
+//! - [`metering`]: the customer's [`metering::meter::Meter`] and the operator's
+//!   [`metering::operator::Operator`].
+//!
+//! `examples/license_in_process.rs` runs a sale, a redemption and an offline check with
+//! an in-memory issuer. Errors are [`Error`], which implements [`escx::Fault`].
 //!
 //! Depends on [`escx`] (keys, envelopes, sealed boxes, hashing) and [`escx_manifest`]
 //! (pricing and telemetry types).

@@ -2,6 +2,19 @@
 //! index, dependency resolution and the lockfile (specs: manifest.md, registry.md,
 //! resolution.md).
 //!
+//! Where to start:
+//!
+//! - [`Manifest::parse`] / [`Manifest::load`]: a validated manifest, or every problem as
+//!   [`Diagnostics`] with file, line, column, key and a fix.
+//! - [`registry::Registry`]: the operator's side (init, publish, yank, refresh).
+//! - [`project::Project`]: the customer's side in one call each: load and check the index,
+//!   [`lock`](project::Project::lock) (resolve and write `escx.lock`),
+//!   [`install`](project::Project::install) (fetch, verify every file, extract).
+//! - [`client`], [`resolve`], [`install`] and [`lockfile`]: the same steps one at a time.
+//!
+//! `examples/install_from_registry.rs` publishes two packages and installs them. Errors
+//! are [`Error`], which implements [`escx::Fault`] (code, input or environment, help).
+//!
 //! This crate sits directly above [`escx`] (the container) and below licensing and
 //! settlement, which read the manifest's pricing, telemetry and `[revenue]` types.
 

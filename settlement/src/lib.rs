@@ -1,5 +1,19 @@
 //! `escx-settlement`: the revenue waterfall, the double-entry ledger, signed settlement
-//! statements and zero-knowledge revenue proofs.
+//! statements and zero-knowledge revenue proofs (specs: settlement.md, proofs.md).
+//!
+//! Where to start:
+//!
+//! - [`events::parse_events`] and [`ledger::Manifests`]: the input of a run.
+//! - [`ledger::Ledger`]: [`settle`](ledger::Ledger::settle) events idempotently in
+//!   batches, each signed as a chained statement; balances, history, openings, audits,
+//!   refunds; [`holds`], [`disputes`] and [`payout`] reports on the same ledger, over a
+//!   [`store::Store`] (SQLite, or [`store::MemoryStore`]).
+//! - [`statement`]: verify a statement and a party's openings with public keys only.
+//! - [`proofs`]: range and split proofs for statements, revenue totals and thresholds.
+//! - [`waterfall`]: the pure computation of a split, with its trace.
+//!
+//! `examples/settle_and_verify.rs` settles a batch and checks its statement, a party's
+//! openings and the proofs. Errors are [`Error`], which implements [`escx::Fault`].
 //!
 //! Depends on [`escx`], [`escx_manifest`] (the `[revenue]` schema) and [`escx_licensing`]
 //! (metered usage).
