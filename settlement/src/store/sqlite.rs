@@ -235,8 +235,9 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The underlying connection (for tools and tests).
-    pub fn connection(&self) -> &Connection {
+    /// The underlying connection, for this crate's tests (feature `test-support`).
+    #[cfg(feature = "test-support")]
+    pub(crate) fn connection(&self) -> &Connection {
         &self.db
     }
 }
