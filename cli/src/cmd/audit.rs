@@ -233,71 +233,74 @@ pub fn run_proof(command: ProofCommand, ui: &Ui) -> anyhow::Result<()> {
 
 pub fn run_audit(command: AuditCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
-        AuditCommand::Statements(args) => {
-            let operator = operator_key(&args.operator_pub)?;
-            let statements = load_statements(&args.statements, &operator)?;
-            let mut proven = 0usize;
-            let mut split = 0usize;
-            if let Some(dir) = &args.proofs {
-                statements.par_iter().try_for_each(|s| -> anyhow::Result<()> {
-                    let path = dir.join(format!("statement-{}.proofs", s.payload.seq));
-                    let file = StatementProofs::from_cbor(&read(&path)?)
-                        .map_err(escx_settlement::Error::from)
-                        .with_context(|| path.display().to_string())?;
-                    proofs::verify_statement(&file, s, &operator.id())
-                        .map_err(escx_settlement::Error::from)
-                        .with_context(|| path.display().to_string())?;
-                    Ok(())
-                })?;
-                proven = statements
-                    .iter()
-                    .map(|s| s.payload.entries.iter().map(|e| e.payouts.len()).sum::<usize>())
-                    .sum();
-                split = statements
-                    .iter()
-                    .flat_map(|s| &s.payload.entries)
-                    .map(|e| e.payouts.iter().filter(|p| p.rule.is_some()).count())
-                    .sum();
-            }
-            let (first, last) = (statements[0].payload.seq, statements[statements.len() - 1].payload.seq);
-            let entries: usize = statements.iter().map(|s| s.payload.entries.len()).sum();
-            ui.emit(
-                json!({ "ok": true, "statements": statements.len(), "first": first, "last": last, "entries": entries,
-                        "range_proofs": args.proofs.is_some(), "payouts_proven": proven, "splits_proven": split }),
-                || {
-                    let mut text = format!(
-                        "statements {first}..{last}: signed by operator {}, chained without a gap, {entries} entries conserve their gross on hidden amounts",
-                        operator.id()
-                    );
-                    if args.proofs.is_some() {
-                        text.push_str(&format!(
-                            "; all {proven} payouts proven to lie in [0, 2^64), {split} of them to be exactly the basis-point share their signed rule names"
-                        ));
-                    }
-                    text
-                },
-            );
-        }
-        AuditCommand::Verify(args) => {
-            let operator = operator_key(&args.operator_pub)?;
-            let statements = load_statements(&args.statements, &operator)?;
-            let proof = RevenueProof::from_cbor(&read(&args.proof)?)
-                .map_err(escx_settlement::Error::from)
-                .with_context(|| args.proof.display().to_string())?;
-            let proven = proofs::verify_revenue(&proof, &statements, &operator.id())
-                .map_err(escx_settlement::Error::from)
-                .with_context(|| args.proof.display().to_string())?;
-            let claim = match proven.claim {
-                Claim::Total(total) => json!({ "total_micros": total }),
-                Claim::AtLeast(x) => json!({ "at_least_micros": x }),
-            };
-            ui.emit(
-                json!({ "ok": true, "party": proven.party, "period": proven.period, "currency": proven.currency,
-                        "statements": [proven.statements.0, proven.statements.1], "entries": proven.entries,
-                        "claim": claim, "proves": proven_text(&proven) }),
-                || proven_text(&proven),
-            );
-        }
+        AuditCommand::Statements(args) => audit_statements(args, ui),
+        AuditCommand::Verify(args) => audit_verify(args, ui),
     }
+}
+
+fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
+    let operator = operator_key(&args.operator_pub)?;
+    let statements = load_statements(&args.statements, &operator)?;
+    let mut proven = 0usize;
+    let mut split = 0usize;
+    if let Some(dir) = &args.proofs {
+        statements.par_iter().try_for_each(|s| -> anyhow::Result<()> {
+            let path = dir.join(format!("statement-{}.proofs", s.payload.seq));
+            let file = StatementProofs::from_cbor(&read(&path)?)
+                .map_err(escx_settlement::Error::from)
+                .with_context(|| path.display().to_string())?;
+            proofs::verify_statement(&file, s, &operator.id())
+                .map_err(escx_settlement::Error::from)
+                .with_context(|| path.display().to_string())?;
+            Ok(())
+        })?;
+        proven =
+            statements.iter().map(|s| s.payload.entries.iter().map(|e| e.payouts.len()).sum::<usize>()).sum();
+        split = statements
+            .iter()
+            .flat_map(|s| &s.payload.entries)
+            .map(|e| e.payouts.iter().filter(|p| p.rule.is_some()).count())
+            .sum();
+    }
+    let (first, last) = (statements[0].payload.seq, statements[statements.len() - 1].payload.seq);
+    let entries: usize = statements.iter().map(|s| s.payload.entries.len()).sum();
+    ui.emit(
+        json!({ "ok": true, "statements": statements.len(), "first": first, "last": last, "entries": entries,
+                "range_proofs": args.proofs.is_some(), "payouts_proven": proven, "splits_proven": split }),
+        || {
+            let mut text = format!(
+                "statements {first}..{last}: signed by operator {}, chained without a gap, {entries} entries conserve their gross on hidden amounts",
+                operator.id()
+            );
+            if args.proofs.is_some() {
+                text.push_str(&format!(
+                    "; all {proven} payouts proven to lie in [0, 2^64), {split} of them to be exactly the basis-point share their signed rule names"
+                ));
+            }
+            text
+        },
+    );
+    Ok(())
+}
+
+fn audit_verify(args: AuditVerifyArgs, ui: &Ui) -> anyhow::Result<()> {
+    let operator = operator_key(&args.operator_pub)?;
+    let statements = load_statements(&args.statements, &operator)?;
+    let proof = RevenueProof::from_cbor(&read(&args.proof)?)
+        .map_err(escx_settlement::Error::from)
+        .with_context(|| args.proof.display().to_string())?;
+    let proven = proofs::verify_revenue(&proof, &statements, &operator.id())
+        .map_err(escx_settlement::Error::from)
+        .with_context(|| args.proof.display().to_string())?;
+    let claim = match proven.claim {
+        Claim::Total(total) => json!({ "total_micros": total }),
+        Claim::AtLeast(x) => json!({ "at_least_micros": x }),
+    };
+    ui.emit(
+        json!({ "ok": true, "party": proven.party, "period": proven.period, "currency": proven.currency,
+                "statements": [proven.statements.0, proven.statements.1], "entries": proven.entries,
+                "claim": claim, "proves": proven_text(&proven) }),
+        || proven_text(&proven),
+    );
     Ok(())
 }

@@ -87,65 +87,72 @@ pub struct ListArgs {
 
 pub fn run(command: DisputeCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
-        DisputeCommand::Open(args) => {
-            let now = super::at_or_now(args.at.as_deref())?;
-            let mut ledger = Ledger::open(&args.ledger)?;
-            let settlement = ledger.find_settlement(&args.settlement)?;
-            ledger.open_dispute(&settlement, &args.reason, now)?;
-            ui.emit(json!({ "settlement": settlement, "state": "DISPUTED" }), || {
-                format!("settlement {settlement} is DISPUTED; its payouts are withheld until it is resolved")
-            });
-        }
-        DisputeCommand::Resolve(args) => {
-            let now = super::at_or_now(args.at.as_deref())?;
-            let outcome = match args.outcome {
-                OutcomeArg::Upheld => Outcome::Upheld,
-                OutcomeArg::Reversed => Outcome::Reversed,
-            };
-            let mut ledger = Ledger::open(&args.ledger)?;
-            let settlement = ledger.find_settlement(&args.settlement)?;
-            let operator = match &args.operator_key {
-                Some(path) => Some(crate::secrets::load_secret_key(path)?),
-                None => None,
-            };
-            let resolution =
-                ledger.resolve_dispute(&settlement, outcome, &args.note, operator.as_ref(), now)?;
-            ui.emit(json!({ "resolution": resolution }), || match outcome {
-                Outcome::Upheld => format!("settlement {settlement}: dispute upheld, SETTLED again"),
-                Outcome::Reversed => {
-                    let mut text = format!(
-                        "settlement {settlement}: reversed by {} (statement {}), CANCELLED\n",
-                        resolution.reversal.as_deref().unwrap_or(""),
-                        resolution.statement.unwrap_or(0)
-                    );
-                    for (party, amount) in &resolution.given_back {
-                        text += &format!("  {party:<24} gives back {:>18}\n", Micros(*amount).to_string());
-                    }
-                    text
-                }
-            });
-        }
-        DisputeCommand::List(args) => {
-            let disputes = Ledger::open(&args.ledger)?.disputes()?;
-            ui.emit(json!({ "disputes": disputes }), || {
-                let mut text = String::new();
-                for d in &disputes {
-                    text += &format!(
-                        "{}  {:<28} {:>14} {}  {:<9} {}\n",
-                        &d.settlement[..16],
-                        d.event,
-                        Micros(d.gross).to_string(),
-                        d.currency,
-                        d.outcome.map_or("OPEN", |o| o.name()),
-                        d.reason
-                    );
-                }
-                if text.is_empty() {
-                    text = "no disputes\n".into();
-                }
-                text
-            });
-        }
+        DisputeCommand::Open(args) => dispute_open(args, ui),
+        DisputeCommand::Resolve(args) => dispute_resolve(args, ui),
+        DisputeCommand::List(args) => dispute_list(args, ui),
     }
+}
+
+fn dispute_open(args: OpenArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let mut ledger = Ledger::open(&args.ledger)?;
+    let settlement = ledger.find_settlement(&args.settlement)?;
+    ledger.open_dispute(&settlement, &args.reason, now)?;
+    ui.emit(json!({ "settlement": settlement, "state": "DISPUTED" }), || {
+        format!("settlement {settlement} is DISPUTED; its payouts are withheld until it is resolved")
+    });
+    Ok(())
+}
+
+fn dispute_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let outcome = match args.outcome {
+        OutcomeArg::Upheld => Outcome::Upheld,
+        OutcomeArg::Reversed => Outcome::Reversed,
+    };
+    let mut ledger = Ledger::open(&args.ledger)?;
+    let settlement = ledger.find_settlement(&args.settlement)?;
+    let operator = match &args.operator_key {
+        Some(path) => Some(crate::secrets::load_secret_key(path)?),
+        None => None,
+    };
+    let resolution = ledger.resolve_dispute(&settlement, outcome, &args.note, operator.as_ref(), now)?;
+    ui.emit(json!({ "resolution": resolution }), || match outcome {
+        Outcome::Upheld => format!("settlement {settlement}: dispute upheld, SETTLED again"),
+        Outcome::Reversed => {
+            let mut text = format!(
+                "settlement {settlement}: reversed by {} (statement {}), CANCELLED\n",
+                resolution.reversal.as_deref().unwrap_or(""),
+                resolution.statement.unwrap_or(0)
+            );
+            for (party, amount) in &resolution.given_back {
+                text += &format!("  {party:<24} gives back {:>18}\n", Micros(*amount).to_string());
+            }
+            text
+        }
+    });
+    Ok(())
+}
+
+fn dispute_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
+    let disputes = Ledger::open(&args.ledger)?.disputes()?;
+    ui.emit(json!({ "disputes": disputes }), || {
+        let mut text = String::new();
+        for d in &disputes {
+            text += &format!(
+                "{}  {:<28} {:>14} {}  {:<9} {}\n",
+                &d.settlement[..16],
+                d.event,
+                Micros(d.gross).to_string(),
+                d.currency,
+                d.outcome.map_or("OPEN", |o| o.name()),
+                d.reason
+            );
+        }
+        if text.is_empty() {
+            text = "no disputes\n".into();
+        }
+        text
+    });
     Ok(())
 }

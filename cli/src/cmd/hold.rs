@@ -129,104 +129,110 @@ pub fn duration(text: &str) -> Option<u64> {
 
 pub fn run(command: HoldCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
-        HoldCommand::Place(args) => {
-            let now = super::at_or_now(args.at.as_deref())?;
-            let seconds = duration(&args.expires_in).ok_or_else(|| {
-                UsageError(format!(
-                    "--expires-in {:?}: expected a duration such as 90m, 72h or 7d",
-                    args.expires_in
-                ))
-            })?;
-            let events = escx_settlement::events::read_events(&args.events)?;
-            let manifests = Manifests::load_dir(&args.manifests)?;
-            let mut ledger = Ledger::open(&args.ledger)?;
-            let expires_at = now.saturating_add(seconds);
-            let report = ledger.place_holds(&events, &manifests, now, expires_at)?;
-            ui.emit(
-                json!({ "ledger": args.ledger, "report": report, "expires_at": escx::timestamp::format_rfc3339(expires_at) }),
-                || {
-                    format!(
-                        "{} hold(s) placed, {} placed before and unchanged; they expire at {}",
-                        report.placed,
-                        report.unchanged,
-                        escx::timestamp::format_rfc3339(expires_at)
-                    )
-                },
+        HoldCommand::Place(args) => hold_place(args, ui),
+        HoldCommand::Capture(args) => hold_capture(args, ui),
+        HoldCommand::Void(args) => hold_void(args, ui),
+        HoldCommand::List(args) => hold_list(args, ui),
+    }
+}
+
+fn hold_place(args: PlaceArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let seconds = duration(&args.expires_in).ok_or_else(|| {
+        UsageError(format!("--expires-in {:?}: expected a duration such as 90m, 72h or 7d", args.expires_in))
+    })?;
+    let events = escx_settlement::events::read_events(&args.events)?;
+    let manifests = Manifests::load_dir(&args.manifests)?;
+    let mut ledger = Ledger::open(&args.ledger)?;
+    let expires_at = now.saturating_add(seconds);
+    let report = ledger.place_holds(&events, &manifests, now, expires_at)?;
+    ui.emit(
+        json!({ "ledger": args.ledger, "report": report, "expires_at": escx::timestamp::format_rfc3339(expires_at) }),
+        || {
+            format!(
+                "{} hold(s) placed, {} placed before and unchanged; they expire at {}",
+                report.placed,
+                report.unchanged,
+                escx::timestamp::format_rfc3339(expires_at)
+            )
+        },
+    );
+    Ok(())
+}
+
+fn hold_capture(args: CaptureArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let amount = match &args.amount {
+        Some(text) => Some(Micros::parse(text).map_err(|e| UsageError(format!("--amount {text:?}: {e}")))?.0),
+        None => None,
+    };
+    let manifests = Manifests::load_dir(&args.manifests)?;
+    let mut ledger = Ledger::open(&args.ledger)?;
+    let operator = crate::secrets::load_secret_key(&args.operator_key)?;
+    let report = ledger.capture_hold(&args.hold, amount, &manifests, &operator, now)?;
+    ui.emit(json!({ "ledger": args.ledger, "capture": report }), || {
+        if report.unchanged {
+            return format!(
+                "hold {} was captured before with {}: nothing to do",
+                report.hold,
+                Micros(report.captured)
             );
         }
-        HoldCommand::Capture(args) => {
-            let now = super::at_or_now(args.at.as_deref())?;
-            let amount = match &args.amount {
-                Some(text) => {
-                    Some(Micros::parse(text).map_err(|e| UsageError(format!("--amount {text:?}: {e}")))?.0)
-                }
-                None => None,
-            };
-            let manifests = Manifests::load_dir(&args.manifests)?;
-            let mut ledger = Ledger::open(&args.ledger)?;
-            let operator = crate::secrets::load_secret_key(&args.operator_key)?;
-            let report = ledger.capture_hold(&args.hold, amount, &manifests, &operator, now)?;
-            ui.emit(json!({ "ledger": args.ledger, "capture": report }), || {
-                if report.unchanged {
-                    return format!(
-                        "hold {} was captured before with {}: nothing to do",
-                        report.hold,
-                        Micros(report.captured)
-                    );
-                }
-                let mut text = format!(
-                    "hold {}: captured {}, released {}, statement {}\n",
-                    report.hold,
-                    Micros(report.captured),
-                    Micros(report.released),
-                    report.statement.unwrap_or(0)
-                );
-                for (party, amount) in &report.payouts {
-                    text += &format!("  {party:<24} {:>18}\n", Micros(*amount).to_string());
-                }
-                text
-            });
+        let mut text = format!(
+            "hold {}: captured {}, released {}, statement {}\n",
+            report.hold,
+            Micros(report.captured),
+            Micros(report.released),
+            report.statement.unwrap_or(0)
+        );
+        for (party, amount) in &report.payouts {
+            text += &format!("  {party:<24} {:>18}\n", Micros(*amount).to_string());
         }
-        HoldCommand::Void(args) => {
-            let now = super::at_or_now(args.at.as_deref())?;
-            let mut ledger = Ledger::open(&args.ledger)?;
-            let voided = match &args.hold {
-                Some(hold) if !args.expired => {
-                    if ledger.void_hold(hold, now)? {
-                        vec![hold.clone()]
-                    } else {
-                        Vec::new()
-                    }
-                }
-                _ => ledger.void_expired(now)?,
-            };
-            ui.emit(json!({ "ledger": args.ledger, "voided": voided }), || match voided.len() {
-                0 => "nothing to void".to_owned(),
-                _ => format!("voided {}", voided.join(", ")),
-            });
+        text
+    });
+    Ok(())
+}
+
+fn hold_void(args: VoidArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let mut ledger = Ledger::open(&args.ledger)?;
+    let voided = match &args.hold {
+        Some(hold) if !args.expired => {
+            if ledger.void_hold(hold, now)? {
+                vec![hold.clone()]
+            } else {
+                Vec::new()
+            }
         }
-        HoldCommand::List(args) => {
-            let holds = Ledger::open(&args.ledger)?.holds(args.state)?;
-            ui.emit(json!({ "holds": holds }), || {
-                let mut text = String::new();
-                for hold in &holds {
-                    text += &format!(
-                        "{:<28} {:<9} {:>14} {} {:<20} expires {}\n",
-                        hold.id,
-                        hold.state,
-                        Micros(hold.captured.unwrap_or(hold.amount)).to_string(),
-                        hold.currency,
-                        hold.package,
-                        escx::timestamp::format_rfc3339(hold.expires_at)
-                    );
-                }
-                if text.is_empty() {
-                    text = "no holds\n".into();
-                }
-                text
-            });
+        _ => ledger.void_expired(now)?,
+    };
+    ui.emit(json!({ "ledger": args.ledger, "voided": voided }), || match voided.len() {
+        0 => "nothing to void".to_owned(),
+        _ => format!("voided {}", voided.join(", ")),
+    });
+    Ok(())
+}
+
+fn hold_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
+    let holds = Ledger::open(&args.ledger)?.holds(args.state)?;
+    ui.emit(json!({ "holds": holds }), || {
+        let mut text = String::new();
+        for hold in &holds {
+            text += &format!(
+                "{:<28} {:<9} {:>14} {} {:<20} expires {}\n",
+                hold.id,
+                hold.state,
+                Micros(hold.captured.unwrap_or(hold.amount)).to_string(),
+                hold.currency,
+                hold.package,
+                escx::timestamp::format_rfc3339(hold.expires_at)
+            );
         }
-    }
+        if text.is_empty() {
+            text = "no holds\n".into();
+        }
+        text
+    });
     Ok(())
 }
 

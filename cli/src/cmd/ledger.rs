@@ -62,71 +62,79 @@ pub struct AuditArgs {
 
 pub fn run(command: LedgerCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
-        LedgerCommand::Balances(args) => {
-            let balances = Ledger::open(&args.ledger)?.balances(args.party.as_deref())?;
-            ui.emit(json!({ "balances": balances }), || {
-                let mut text = String::new();
-                for b in &balances {
-                    let sign = if b.micros < 0 { "-" } else { "" };
-                    let amount = Micros(b.micros.unsigned_abs());
-                    text += &format!("{:<24} {sign}{amount} {}\n", b.account, b.currency);
-                }
-                if text.is_empty() {
-                    text = "no accounts yet\n".into();
-                }
-                text
-            });
-        }
-        LedgerCommand::History(args) => {
-            let (from, to) = match &args.period {
-                Some(text) => period(text)?.range(),
-                None => (0, u64::MAX),
-            };
-            let rows = Ledger::open(&args.ledger)?.history(&args.party, from, to)?;
-            ui.emit(json!({ "party": args.party, "period": args.period, "transfers": rows }), || {
-                let mut text = String::new();
-                for r in &rows {
-                    let sign = if r.micros < 0 { "-" } else { "+" };
-                    text += &format!(
-                        "{}  {:<7} {:<24} {sign}{} {}  {} ({})\n",
-                        escx::timestamp::format_rfc3339(r.at),
-                        r.kind,
-                        r.package,
-                        Micros(r.micros.unsigned_abs()),
-                        r.currency,
-                        &r.settlement[..16],
-                        r.state
-                    );
-                }
-                if text.is_empty() {
-                    text = format!("no transfers for {}\n", args.party);
-                }
-                text
-            });
-        }
-        LedgerCommand::Audit(args) => {
-            let audit = Ledger::open(&args.ledger)?.audit()?;
-            let ok = audit.ok();
-            if !ok {
-                anyhow::bail!(escx_settlement::Error::Invariant {
-                    path: args.ledger.clone(),
-                    reason: format!(
-                        "invariants broken: imbalance {} micro-units, {} settlements not conserving their gross, \
-                         held amounts not matching the pending holds in [{}]",
-                        audit.imbalance,
-                        audit.unconserved.len(),
-                        audit.holds_mismatch.join(", ")
-                    ),
-                });
-            }
-            ui.emit(json!({ "ok": ok, "audit": audit }), || {
-                format!(
-                    "{} settlements, {} transfers: double entry balances, every settlement pays out exactly its gross, @holds equals the pending holds",
-                    audit.settlements, audit.transfers
-                )
-            });
-        }
+        LedgerCommand::Balances(args) => ledger_balances(args, ui),
+        LedgerCommand::History(args) => ledger_history(args, ui),
+        LedgerCommand::Audit(args) => ledger_audit(args, ui),
     }
+}
+
+fn ledger_balances(args: BalancesArgs, ui: &Ui) -> anyhow::Result<()> {
+    let balances = Ledger::open(&args.ledger)?.balances(args.party.as_deref())?;
+    ui.emit(json!({ "balances": balances }), || {
+        let mut text = String::new();
+        for b in &balances {
+            let sign = if b.micros < 0 { "-" } else { "" };
+            let amount = Micros(b.micros.unsigned_abs());
+            text += &format!("{:<24} {sign}{amount} {}\n", b.account, b.currency);
+        }
+        if text.is_empty() {
+            text = "no accounts yet\n".into();
+        }
+        text
+    });
+    Ok(())
+}
+
+fn ledger_history(args: HistoryArgs, ui: &Ui) -> anyhow::Result<()> {
+    let (from, to) = match &args.period {
+        Some(text) => period(text)?.range(),
+        None => (0, u64::MAX),
+    };
+    let rows = Ledger::open(&args.ledger)?.history(&args.party, from, to)?;
+    ui.emit(json!({ "party": args.party, "period": args.period, "transfers": rows }), || {
+        let mut text = String::new();
+        for r in &rows {
+            let sign = if r.micros < 0 { "-" } else { "+" };
+            text += &format!(
+                "{}  {:<7} {:<24} {sign}{} {}  {} ({})\n",
+                escx::timestamp::format_rfc3339(r.at),
+                r.kind,
+                r.package,
+                Micros(r.micros.unsigned_abs()),
+                r.currency,
+                &r.settlement[..16],
+                r.state
+            );
+        }
+        if text.is_empty() {
+            text = format!("no transfers for {}\n", args.party);
+        }
+        text
+    });
+    Ok(())
+}
+
+fn ledger_audit(args: AuditArgs, ui: &Ui) -> anyhow::Result<()> {
+    let audit = Ledger::open(&args.ledger)?.audit()?;
+    let ok = audit.ok();
+    if !ok {
+        anyhow::bail!(escx_settlement::Error::Invariant {
+            path: args.ledger.clone(),
+            reason: format!(
+                "invariants broken: imbalance {} micro-units, {} settlements not conserving their gross, \
+                 held amounts not matching the pending holds in [{}]",
+                audit.imbalance,
+                audit.unconserved.len(),
+                audit.holds_mismatch.join(", ")
+            ),
+        });
+    }
+    ui.emit(json!({ "ok": ok, "audit": audit }), || {
+        format!(
+            "{} settlements, {} transfers: double entry balances, every settlement pays out exactly its gross, @holds equals the pending holds",
+            audit.settlements, audit.transfers
+        )
+    });
     Ok(())
 }
 

@@ -446,327 +446,372 @@ fn hex_arg(text: &str, name: &str) -> anyhow::Result<Vec<u8>> {
 pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
     let now = escx::now_unix();
     match command {
-        IssuerCommand::Init(args) => {
-            let protection = if args.unencrypted {
-                Protection::Unencrypted
-            } else {
-                let key = args.dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
-                Protection::Passphrase(secrets::new_passphrase(&key)?, Argon2Params::DEFAULT)
-            };
-            let issuer = Issuer::init(&args.dir, &args.name, &protection, now)?;
-            let id = issuer.signing_key().id().to_string();
-            ui.emit(json!({ "dir": args.dir, "issuer_id": id, "name": args.name }), || {
-                format!("created issuer {:?} in {} (issuer id {id})", args.name, args.dir.display())
-            });
-        }
-        IssuerCommand::Publish(args) => {
-            let chain = open_issuer(&args.dir)?.bundle(now)?;
-            args.output.write(&chain.to_cbor())?;
-            let head = chain.head();
-            let epochs: Vec<u32> = head.payload.epochs.iter().map(|e| e.epoch).collect();
-            ui.emit(
-                json!({ "file": args.output.out, "issuer_id": chain.issuer_id().to_string(), "version": head.version(),
-                        "hash": hex::encode(head.hash), "epochs": epochs }),
-                || {
-                    format!(
-                        "wrote {} (issuer {}, bundle version {}, epochs {epochs:?}); publish its head in the registry with `escx registry issuer`",
-                        args.output.out.display(),
-                        chain.issuer_id(),
-                        head.version()
-                    )
-                },
-            );
-        }
-        IssuerCommand::Epoch(args) => {
-            if !(1..=3660).contains(&args.days) {
-                return Err(UsageError("--days must be 1 to 3660".into()).into());
-            }
-            let epoch = open_issuer(&args.dir)?.add_epoch(now, args.days * 86_400)?;
-            ui.emit(json!({ "epoch": epoch, "days": args.days }), || {
-                format!("added POPRF epoch {epoch} ({} days); run `escx issuer publish` to sign the new bundle version", args.days)
-            });
-        }
-        IssuerCommand::RegisterPackage(args) => {
-            let policy = escx::policy::TrustPolicy::from_keys(super::client::read_public_keys(&args.pubkey)?);
-            let issuer = open_issuer(&args.dir)?;
-            let registration = issuer
-                .register_package(&args.package, &policy, now)
-                .with_context(|| args.package.display().to_string())?;
-            let tiers: Vec<serde_json::Value> = registration
-                .offers
-                .iter()
-                .map(|o| json!({ "tier": o.tier, "price": escx_manifest::Micros(o.price_micros).to_string(), "unit": o.unit }))
-                .collect();
-            let owners: Vec<String> = registration.owners.iter().map(|k| k.to_string()).collect();
-            ui.emit(
-                json!({ "package": registration.package, "version": registration.version, "tiers": tiers,
-                        "content_key": registration.content_key, "scope": registration.scope,
-                        "owners": owners, "claimed": registration.claimed }),
-                || {
-                    let count = registration.offers.len();
-                    let mut text = format!(
-                        "{} is for sale in {count} tier{}",
-                        registration.package,
-                        if count == 1 { "" } else { "s" }
-                    );
-                    if registration.content_key {
-                        text += &format!(
-                            "; licenses issued from now on carry the content key of {} {}",
-                            registration.package, registration.version
-                        );
-                    }
-                    if registration.claimed {
-                        text += &format!(
-                            "\n{} is now owned by {}: only packages signed by an owner key can be sold under it",
-                            registration.scope,
-                            owners.join(", ")
-                        );
-                    }
-                    text
-                },
-            );
-        }
-        IssuerCommand::Issue(args) => {
-            let request = TokenRequest::from_cbor(&read(&args.input)?)
-                .with_context(|| args.input.display().to_string())?;
-            let response = open_issuer(&args.dir)?.issue(&request, now)?;
-            args.output.write(&response.to_cbor())?;
-            ui.emit(
-                json!({ "package": request.package, "tier": request.tier, "epoch": request.epoch, "count": request.blinded.len() }),
-                || format!("issued {} {} {} tokens -> {}", request.blinded.len(), request.package, request.tier, args.output.out.display()),
-            );
-        }
-        IssuerCommand::Redeem(args) => {
-            let answer =
-                open_issuer(&args.dir)?.redeem(&SealedRedeemRequest::from_bytes(read(&args.input)?), now)?;
-            args.output.write(answer.as_bytes())?;
-            ui.emit(json!({ "file": args.output.out }), || {
-                format!("license sealed to the holder -> {}", args.output.out.display())
-            });
-        }
-        IssuerCommand::Revoke(args) => {
-            let id = hex_arg(&args.license_id, "license-id")?;
-            open_issuer(&args.dir)?.revoke(&id, &args.reason, now)?;
-            ui.emit(json!({ "license_id": args.license_id, "reason": args.reason }), || {
-                format!(
-                    "revoked {} ({}); publish a new CRL with `escx issuer crl`",
-                    args.license_id, args.reason
-                )
-            });
-        }
-        IssuerCommand::Crl(args) => {
-            let crl = open_issuer(&args.dir)?.crl(now)?;
-            args.output.write(&crl)?;
-            ui.emit(json!({ "file": args.output.out }), || format!("wrote {}", args.output.out.display()));
-        }
-        IssuerCommand::Sales(args) => {
-            let issuer = open_issuer(&args.dir)?;
-            let sales = issuer.sales()?;
-            if args.events {
-                let id = issuer.signing_key().id().to_string();
-                let events: Vec<serde_json::Value> = sales
-                    .iter()
-                    .map(|s| escx_settlement::events::BillingEvent::from_sale(&id, s).to_json())
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&events)?);
-                return Ok(());
-            }
-            ui.emit(json!({ "sales": sales }), || {
-                sales
-                    .iter()
-                    .map(|s| {
-                        format!(
-                            "#{} {} {} x{} = {} {} at {}\n",
-                            s.id,
-                            s.package,
-                            s.tier,
-                            s.count,
-                            escx_manifest::Micros(s.total_micros),
-                            s.currency,
-                            escx::timestamp::format_rfc3339(s.at)
-                        )
-                    })
-                    .collect()
-            });
-        }
+        IssuerCommand::Init(args) => issuer_init(args, ui, now),
+        IssuerCommand::Publish(args) => issuer_publish(args, ui, now),
+        IssuerCommand::Epoch(args) => issuer_epoch(args, ui, now),
+        IssuerCommand::RegisterPackage(args) => issuer_register_package(args, ui, now),
+        IssuerCommand::Issue(args) => issuer_issue(args, ui, now),
+        IssuerCommand::Redeem(args) => issuer_redeem(args, ui, now),
+        IssuerCommand::Revoke(args) => issuer_revoke(args, ui, now),
+        IssuerCommand::Crl(args) => issuer_crl(args, ui, now),
+        IssuerCommand::Sales(args) => issuer_sales(args, ui),
     }
+}
+
+fn issuer_init(args: IssuerInitArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let protection = if args.unencrypted {
+        Protection::Unencrypted
+    } else {
+        let key = args.dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
+        Protection::Passphrase(secrets::new_passphrase(&key)?, Argon2Params::DEFAULT)
+    };
+    let issuer = Issuer::init(&args.dir, &args.name, &protection, now)?;
+    let id = issuer.signing_key().id().to_string();
+    ui.emit(json!({ "dir": args.dir, "issuer_id": id, "name": args.name }), || {
+        format!("created issuer {:?} in {} (issuer id {id})", args.name, args.dir.display())
+    });
+    Ok(())
+}
+
+fn issuer_publish(args: IssuerOutArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let chain = open_issuer(&args.dir)?.bundle(now)?;
+    args.output.write(&chain.to_cbor())?;
+    let head = chain.head();
+    let epochs: Vec<u32> = head.payload.epochs.iter().map(|e| e.epoch).collect();
+    ui.emit(
+        json!({ "file": args.output.out, "issuer_id": chain.issuer_id().to_string(), "version": head.version(),
+                "hash": hex::encode(head.hash), "epochs": epochs }),
+        || {
+            format!(
+                "wrote {} (issuer {}, bundle version {}, epochs {epochs:?}); publish its head in the registry with `escx registry issuer`",
+                args.output.out.display(),
+                chain.issuer_id(),
+                head.version()
+            )
+        },
+    );
+    Ok(())
+}
+
+fn issuer_epoch(args: EpochArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    if !(1..=3660).contains(&args.days) {
+        return Err(UsageError("--days must be 1 to 3660".into()).into());
+    }
+    let epoch = open_issuer(&args.dir)?.add_epoch(now, args.days * 86_400)?;
+    ui.emit(json!({ "epoch": epoch, "days": args.days }), || {
+        format!(
+            "added POPRF epoch {epoch} ({} days); run `escx issuer publish` to sign the new bundle version",
+            args.days
+        )
+    });
+    Ok(())
+}
+
+fn issuer_register_package(args: RegisterArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let policy = escx::policy::TrustPolicy::from_keys(super::client::read_public_keys(&args.pubkey)?);
+    let issuer = open_issuer(&args.dir)?;
+    let registration = issuer
+        .register_package(&args.package, &policy, now)
+        .with_context(|| args.package.display().to_string())?;
+    let tiers: Vec<serde_json::Value> = registration
+        .offers
+        .iter()
+        .map(|o| json!({ "tier": o.tier, "price": escx_manifest::Micros(o.price_micros).to_string(), "unit": o.unit }))
+        .collect();
+    let owners: Vec<String> = registration.owners.iter().map(|k| k.to_string()).collect();
+    ui.emit(
+        json!({ "package": registration.package, "version": registration.version, "tiers": tiers,
+                "content_key": registration.content_key, "scope": registration.scope,
+                "owners": owners, "claimed": registration.claimed }),
+        || {
+            let count = registration.offers.len();
+            let mut text = format!(
+                "{} is for sale in {count} tier{}",
+                registration.package,
+                if count == 1 { "" } else { "s" }
+            );
+            if registration.content_key {
+                text += &format!(
+                    "; licenses issued from now on carry the content key of {} {}",
+                    registration.package, registration.version
+                );
+            }
+            if registration.claimed {
+                text += &format!(
+                    "\n{} is now owned by {}: only packages signed by an owner key can be sold under it",
+                    registration.scope,
+                    owners.join(", ")
+                );
+            }
+            text
+        },
+    );
+    Ok(())
+}
+
+fn issuer_issue(args: IssuerMessageArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let request =
+        TokenRequest::from_cbor(&read(&args.input)?).with_context(|| args.input.display().to_string())?;
+    let response = open_issuer(&args.dir)?.issue(&request, now)?;
+    args.output.write(&response.to_cbor())?;
+    ui.emit(
+        json!({ "package": request.package, "tier": request.tier, "epoch": request.epoch, "count": request.blinded.len() }),
+        || format!("issued {} {} {} tokens -> {}", request.blinded.len(), request.package, request.tier, args.output.out.display()),
+    );
+    Ok(())
+}
+
+fn issuer_redeem(args: IssuerMessageArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let answer = open_issuer(&args.dir)?.redeem(&SealedRedeemRequest::from_bytes(read(&args.input)?), now)?;
+    args.output.write(answer.as_bytes())?;
+    ui.emit(json!({ "file": args.output.out }), || {
+        format!("license sealed to the holder -> {}", args.output.out.display())
+    });
+    Ok(())
+}
+
+fn issuer_revoke(args: RevokeArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let id = hex_arg(&args.license_id, "license-id")?;
+    open_issuer(&args.dir)?.revoke(&id, &args.reason, now)?;
+    ui.emit(json!({ "license_id": args.license_id, "reason": args.reason }), || {
+        format!("revoked {} ({}); publish a new CRL with `escx issuer crl`", args.license_id, args.reason)
+    });
+    Ok(())
+}
+
+fn issuer_crl(args: IssuerOutArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let crl = open_issuer(&args.dir)?.crl(now)?;
+    args.output.write(&crl)?;
+    ui.emit(json!({ "file": args.output.out }), || format!("wrote {}", args.output.out.display()));
+    Ok(())
+}
+
+fn issuer_sales(args: SalesArgs, ui: &Ui) -> anyhow::Result<()> {
+    let issuer = open_issuer(&args.dir)?;
+    let sales = issuer.sales()?;
+    if args.events {
+        let id = issuer.signing_key().id().to_string();
+        let events: Vec<serde_json::Value> = sales
+            .iter()
+            .map(|s| escx_settlement::events::BillingEvent::from_sale(&id, s).to_json())
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(());
+    }
+    ui.emit(json!({ "sales": sales }), || {
+        sales
+            .iter()
+            .map(|s| {
+                format!(
+                    "#{} {} {} x{} = {} {} at {}\n",
+                    s.id,
+                    s.package,
+                    s.tier,
+                    s.count,
+                    escx_manifest::Micros(s.total_micros),
+                    s.currency,
+                    escx::timestamp::format_rfc3339(s.at)
+                )
+            })
+            .collect()
+    });
     Ok(())
 }
 
 pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
     let now = escx::now_unix();
     match command {
-        LicenseCommand::Request(args) => {
-            let chain = bundle(&args.issuer)?;
-            let wallet = Wallet::open(&args.wallet)?;
-            let held = wallet.add_issuer(&chain).with_context(|| args.issuer.display().to_string())?;
-            let under = match args.published.head(chain.issuer_id(), now)? {
-                Some((version, hash)) => wallet.published(chain.issuer_id(), version, &hash)?,
-                None => held,
-            };
-            let request = wallet.request_at(&under, &args.package, &args.tier, args.count, now)?;
-            args.output.write(&request.to_cbor())?;
-            ui.emit(
-                json!({ "file": args.output.out, "count": args.count, "epoch": request.epoch,
-                        "bundle_version": under.version(), "published_checked": args.published.registry.is_some() }),
-                || {
-                    format!(
-                        "request for {} {} {} tokens -> {} (send it with the payment)",
-                        args.count,
-                        args.package,
-                        args.tier,
-                        args.output.out.display()
-                    )
-                },
-            );
-        }
-        LicenseCommand::Finalize(args) => {
-            let response = TokenResponse::from_cbor(&read(&args.input)?)?;
-            let count = Wallet::open(&args.wallet)?.finalize(&response)?;
-            ui.emit(json!({ "tokens": count, "package": response.package, "tier": response.tier }), || {
-                format!("issuer proof verified; {count} {} {} tokens stored", response.package, response.tier)
-            });
-        }
-        LicenseCommand::Renew(args) => {
-            let (sealed, left) = Wallet::open(&args.wallet)?.renew(&args.package, now)?;
-            args.output.write_secret(sealed.as_bytes())?;
-            ui.emit(json!({ "file": args.output.out, "current_seconds_left": left }), || {
-                let days = left / 86_400;
-                format!(
-                    "next token spent into {} with fresh holder keys; the current license has {days} day{} left",
-                    args.output.out.display(),
-                    if days == 1 { "" } else { "s" }
-                )
-            });
-        }
-        LicenseCommand::ReceiveKey(args) => {
-            let key = Wallet::open(&args.wallet)?.receive_key()?;
-            let file = ReceiveKey::new(&key);
-            args.output.write(&file.to_cbor())?;
-            ui.emit(json!({ "file": args.output.out, "key_id": key.id().to_string() }), || {
-                format!("receive key {} -> {}", key.id(), args.output.out.display())
-            });
-        }
-        LicenseCommand::Transfer(args) => {
-            let recipient =
-                ReceiveKey::from_cbor(&read(&args.to)?).with_context(|| args.to.display().to_string())?;
-            if args.out.exists() {
-                return Err(
-                    UsageError(format!("{} exists; choose another output file", args.out.display())).into()
-                );
-            }
-            let moved = Wallet::open(&args.wallet)?.transfer(
-                &args.package,
-                args.tier.as_deref(),
-                &recipient,
-                &args.out,
-            )?;
-            ui.emit(
-                json!({ "file": args.out, "package": moved.package, "tier": moved.tier, "recipient": recipient.id().to_string() }),
-                || format!(
-                    "one {} {} token sealed to {} -> {} (removed from this wallet)",
-                    moved.package, moved.tier, recipient.id(), args.out.display()
-                ),
-            );
-        }
-        LicenseCommand::Receive(args) => {
-            let moved =
-                Wallet::open(&args.wallet)?.receive(&SealedTransfer::from_bytes(read(&args.input)?))?;
-            ui.emit(
-                json!({ "package": moved.package, "tier": moved.tier, "issuer_id": moved.issuer.to_string() }),
-                || format!(
-                    "received one {} {} token (issuer {}); redeem it soon: the first redemption wins",
-                    moved.package, moved.tier, moved.issuer
-                ),
-            );
-        }
-        LicenseCommand::Redeem(args) => {
-            // Refused before the token is spent, not after.
-            if args.output.out.exists() && !args.output.force {
-                return Err(escx::Error::io(
-                    &args.output.out,
-                    std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "file exists; pass --force to replace it",
-                    ),
-                )
-                .into());
-            }
-            let sealed = Wallet::open(&args.wallet)?.redeem(&args.package)?;
-            args.output.write_secret(sealed.as_bytes())?;
-            ui.emit(json!({ "file": args.output.out }), || {
-                format!(
-                    "token spent into {} (sealed to the issuer, with fresh holder keys)",
-                    args.output.out.display()
-                )
-            });
-        }
-        LicenseCommand::Install(args) => {
-            let license =
-                Wallet::open(&args.wallet)?.install(&SealedLicense::from_bytes(read(&args.input)?))?;
-            let id = hex::encode(&license.license_id);
-            ui.emit(
-                json!({ "license_id": id, "package": license.package, "tier": license.tier,
-                        "not_after": escx::timestamp::format_rfc3339(license.not_after) }),
-                || format!("installed license {id} for {} {}", license.package, license.tier),
-            );
-        }
-        LicenseCommand::Verify(args) => {
-            let at = match &args.at {
-                Some(text) => escx::timestamp::parse(text).map_err(|r| UsageError(format!("--at: {r}")))?,
-                None => now,
-            };
-            let version = package_version(args.package_version.as_deref())?;
-            let crl = args.crl.as_deref().map(read).transpose()?;
-            let verified =
-                Wallet::open(&args.wallet)?.verify(&args.package, version.as_ref(), crl.as_deref(), at)?;
-            let id = hex::encode(&verified.license.license_id);
-            ui.emit(json!({ "ok": true, "license_id": id, "package": verified.license.package, "checks": verified.checks }), || {
-                let mut text = format!("license {id} for {} {} is valid\n", verified.license.package, verified.license.tier);
-                for check in &verified.checks {
-                    text += &format!("  {:<11} {}\n", check.name, check.detail);
-                }
-                text
-            });
-        }
-        LicenseCommand::Prove(args) => {
-            let challenge = hex_arg(&args.challenge, "challenge")?;
-            let proof = Wallet::open(&args.wallet)?.prove(&args.package, &challenge)?;
-            args.output.write(&proof)?;
-            ui.emit(json!({ "file": args.output.out }), || {
-                format!("proof of possession -> {}", args.output.out.display())
-            });
-        }
-        LicenseCommand::CheckProof(args) => {
-            let challenge = hex_arg(&args.challenge, "challenge")?;
-            let chain = bundle(&args.issuer)?;
-            let crl = match &args.crl {
-                Some(path) => Some(
-                    verify::open_crl(&read(path)?, chain.head())
-                        .with_context(|| path.display().to_string())?,
-                ),
-                None => None,
-            };
-            let version = package_version(args.package_version.as_deref())?;
-            let check = verify::ProofCheck {
-                issuer: chain.head(),
-                crl: crl.as_ref(),
-                package: &args.package,
-                version: version.as_ref(),
-                challenge: &challenge,
-                now,
-            };
-            let license = verify::check_proof(&read(&args.proof)?, &check)
-                .with_context(|| args.proof.display().to_string())?;
-            let state = super::client::state_dir(args.state_dir.as_deref());
-            verify::ChallengeLog::open(&state.path().join("challenges"))?.record(&challenge)?;
-            let id = hex::encode(&license.license_id);
-            ui.emit(
-                json!({ "ok": true, "license_id": id, "package": license.package, "tier": license.tier,
-                        "revocation_checked": crl.is_some() }),
-                || format!("the prover holds license {id} for {} {}", license.package, license.tier),
-            );
-        }
+        LicenseCommand::Request(args) => license_request(args, ui, now),
+        LicenseCommand::Finalize(args) => license_finalize(args, ui),
+        LicenseCommand::Renew(args) => license_renew(args, ui, now),
+        LicenseCommand::ReceiveKey(args) => license_receive_key(args, ui),
+        LicenseCommand::Transfer(args) => license_transfer(args, ui),
+        LicenseCommand::Receive(args) => license_receive(args, ui),
+        LicenseCommand::Redeem(args) => license_redeem(args, ui),
+        LicenseCommand::Install(args) => license_install(args, ui),
+        LicenseCommand::Verify(args) => license_verify(args, ui, now),
+        LicenseCommand::Prove(args) => license_prove(args, ui),
+        LicenseCommand::CheckProof(args) => license_check_proof(args, ui, now),
     }
+}
+
+fn license_request(args: RequestArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let chain = bundle(&args.issuer)?;
+    let wallet = Wallet::open(&args.wallet)?;
+    let held = wallet.add_issuer(&chain).with_context(|| args.issuer.display().to_string())?;
+    let under = match args.published.head(chain.issuer_id(), now)? {
+        Some((version, hash)) => wallet.published(chain.issuer_id(), version, &hash)?,
+        None => held,
+    };
+    let request = wallet.request_at(&under, &args.package, &args.tier, args.count, now)?;
+    args.output.write(&request.to_cbor())?;
+    ui.emit(
+        json!({ "file": args.output.out, "count": args.count, "epoch": request.epoch,
+                "bundle_version": under.version(), "published_checked": args.published.registry.is_some() }),
+        || {
+            format!(
+                "request for {} {} {} tokens -> {} (send it with the payment)",
+                args.count,
+                args.package,
+                args.tier,
+                args.output.out.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+fn license_finalize(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
+    let response = TokenResponse::from_cbor(&read(&args.input)?)?;
+    let count = Wallet::open(&args.wallet)?.finalize(&response)?;
+    ui.emit(json!({ "tokens": count, "package": response.package, "tier": response.tier }), || {
+        format!("issuer proof verified; {count} {} {} tokens stored", response.package, response.tier)
+    });
+    Ok(())
+}
+
+fn license_renew(args: RedeemArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let (sealed, left) = Wallet::open(&args.wallet)?.renew(&args.package, now)?;
+    args.output.write_secret(sealed.as_bytes())?;
+    ui.emit(json!({ "file": args.output.out, "current_seconds_left": left }), || {
+        let days = left / 86_400;
+        format!(
+            "next token spent into {} with fresh holder keys; the current license has {days} day{} left",
+            args.output.out.display(),
+            if days == 1 { "" } else { "s" }
+        )
+    });
+    Ok(())
+}
+
+fn license_receive_key(args: ReceiveKeyArgs, ui: &Ui) -> anyhow::Result<()> {
+    let key = Wallet::open(&args.wallet)?.receive_key()?;
+    let file = ReceiveKey::new(&key);
+    args.output.write(&file.to_cbor())?;
+    ui.emit(json!({ "file": args.output.out, "key_id": key.id().to_string() }), || {
+        format!("receive key {} -> {}", key.id(), args.output.out.display())
+    });
+    Ok(())
+}
+
+fn license_transfer(args: TransferArgs, ui: &Ui) -> anyhow::Result<()> {
+    let recipient = ReceiveKey::from_cbor(&read(&args.to)?).with_context(|| args.to.display().to_string())?;
+    if args.out.exists() {
+        return Err(UsageError(format!("{} exists; choose another output file", args.out.display())).into());
+    }
+    let moved =
+        Wallet::open(&args.wallet)?.transfer(&args.package, args.tier.as_deref(), &recipient, &args.out)?;
+    ui.emit(
+        json!({ "file": args.out, "package": moved.package, "tier": moved.tier, "recipient": recipient.id().to_string() }),
+        || format!(
+            "one {} {} token sealed to {} -> {} (removed from this wallet)",
+            moved.package, moved.tier, recipient.id(), args.out.display()
+        ),
+    );
+    Ok(())
+}
+
+fn license_receive(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
+    let moved = Wallet::open(&args.wallet)?.receive(&SealedTransfer::from_bytes(read(&args.input)?))?;
+    ui.emit(
+        json!({ "package": moved.package, "tier": moved.tier, "issuer_id": moved.issuer.to_string() }),
+        || {
+            format!(
+                "received one {} {} token (issuer {}); redeem it soon: the first redemption wins",
+                moved.package, moved.tier, moved.issuer
+            )
+        },
+    );
+    Ok(())
+}
+
+fn license_redeem(args: RedeemArgs, ui: &Ui) -> anyhow::Result<()> {
+    // Refused before the token is spent, not after.
+    if args.output.out.exists() && !args.output.force {
+        return Err(escx::Error::io(
+            &args.output.out,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "file exists; pass --force to replace it"),
+        )
+        .into());
+    }
+    let sealed = Wallet::open(&args.wallet)?.redeem(&args.package)?;
+    args.output.write_secret(sealed.as_bytes())?;
+    ui.emit(json!({ "file": args.output.out }), || {
+        format!(
+            "token spent into {} (sealed to the issuer, with fresh holder keys)",
+            args.output.out.display()
+        )
+    });
+    Ok(())
+}
+
+fn license_install(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
+    let license = Wallet::open(&args.wallet)?.install(&SealedLicense::from_bytes(read(&args.input)?))?;
+    let id = hex::encode(&license.license_id);
+    ui.emit(
+        json!({ "license_id": id, "package": license.package, "tier": license.tier,
+                "not_after": escx::timestamp::format_rfc3339(license.not_after) }),
+        || format!("installed license {id} for {} {}", license.package, license.tier),
+    );
+    Ok(())
+}
+
+fn license_verify(args: VerifyArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let at = match &args.at {
+        Some(text) => escx::timestamp::parse(text).map_err(|r| UsageError(format!("--at: {r}")))?,
+        None => now,
+    };
+    let version = package_version(args.package_version.as_deref())?;
+    let crl = args.crl.as_deref().map(read).transpose()?;
+    let verified = Wallet::open(&args.wallet)?.verify(&args.package, version.as_ref(), crl.as_deref(), at)?;
+    let id = hex::encode(&verified.license.license_id);
+    ui.emit(json!({ "ok": true, "license_id": id, "package": verified.license.package, "checks": verified.checks }), || {
+        let mut text = format!("license {id} for {} {} is valid\n", verified.license.package, verified.license.tier);
+        for check in &verified.checks {
+            text += &format!("  {:<11} {}\n", check.name, check.detail);
+        }
+        text
+    });
+    Ok(())
+}
+
+fn license_prove(args: ProveArgs, ui: &Ui) -> anyhow::Result<()> {
+    let challenge = hex_arg(&args.challenge, "challenge")?;
+    let proof = Wallet::open(&args.wallet)?.prove(&args.package, &challenge)?;
+    args.output.write(&proof)?;
+    ui.emit(json!({ "file": args.output.out }), || {
+        format!("proof of possession -> {}", args.output.out.display())
+    });
+    Ok(())
+}
+
+fn license_check_proof(args: CheckProofArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+    let challenge = hex_arg(&args.challenge, "challenge")?;
+    let chain = bundle(&args.issuer)?;
+    let crl = match &args.crl {
+        Some(path) => {
+            Some(verify::open_crl(&read(path)?, chain.head()).with_context(|| path.display().to_string())?)
+        }
+        None => None,
+    };
+    let version = package_version(args.package_version.as_deref())?;
+    let check = verify::ProofCheck {
+        issuer: chain.head(),
+        crl: crl.as_ref(),
+        package: &args.package,
+        version: version.as_ref(),
+        challenge: &challenge,
+        now,
+    };
+    let license =
+        verify::check_proof(&read(&args.proof)?, &check).with_context(|| args.proof.display().to_string())?;
+    let state = super::client::state_dir(args.state_dir.as_deref());
+    verify::ChallengeLog::open(&state.path().join("challenges"))?.record(&challenge)?;
+    let id = hex::encode(&license.license_id);
+    ui.emit(
+        json!({ "ok": true, "license_id": id, "package": license.package, "tier": license.tier,
+                "revocation_checked": crl.is_some() }),
+        || format!("the prover holds license {id} for {} {}", license.package, license.tier),
+    );
     Ok(())
 }

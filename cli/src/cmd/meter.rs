@@ -153,103 +153,103 @@ fn hour(text: &str) -> anyhow::Result<u64> {
 
 pub fn run(command: MeterCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
-        MeterCommand::Record(args) => {
-            let at = super::at_or_now(args.at.as_deref())?;
-            let wallet = Wallet::open(&args.wallet)?;
-            let recorded = Meter::open(&wallet)?.record(&args.package, &args.unit, args.amount, at)?;
-            ui.emit(
-                json!({ "package": args.package, "unit": args.unit, "amount": args.amount,
-                        "minute": escx::timestamp::format_rfc3339(recorded.minute),
-                        "value": recorded.value, "license_id": recorded.license_id }),
-                String::new,
-            );
-        }
-        MeterCommand::Report(args) => {
-            let now = super::at_or_now(args.at.as_deref())?;
-            let hour = hour(&args.hour)?;
-            let telemetry = match args.telemetry {
-                TelemetryArg::Share => Telemetry::Share,
-                TelemetryArg::Private => Telemetry::Private,
-            };
-            let wallet = Wallet::open(&args.wallet)?;
-            let report = Meter::open(&wallet)?.report_license(
-                &args.package,
-                args.license.as_deref(),
-                hour,
-                telemetry,
-                now,
-            )?;
-            args.output.write_retry(&report.file)?;
-            ui.emit(
-                json!({ "file": args.output.out, "hour": metering::format_hour(hour), "seq": report.seq,
-                        "license_id": report.license_id, "units": report.units, "again": report.again,
-                        "telemetry": telemetry.name() }),
-                || {
-                    format!(
-                        "{} hour {} of {} (report {}, units {}) to {}",
-                        if report.again { "already reported; wrote the same report of" } else { "reported" },
-                        metering::format_hour(hour),
-                        args.package,
-                        report.seq,
-                        report.units.join(", "),
-                        args.output.out.display()
-                    )
-                },
-            );
-        }
-        MeterCommand::Close(args) => {
-            let now = super::at_or_now(args.at.as_deref())?;
-            let period = Period::parse(&args.period).map_err(|r| UsageError(format!("--period: {r}")))?;
-            let wallet = Wallet::open(&args.wallet)?;
-            let close = Meter::open(&wallet)?.close(
-                &args.package,
-                period,
-                args.license.as_deref(),
-                args.early,
-                now,
-            )?;
-            args.output.write_retry(&close.file)?;
-            let totals: serde_json::Map<String, serde_json::Value> =
-                close.totals.iter().map(|(u, t)| (u.clone(), json!(t))).collect();
-            ui.emit(
-                json!({ "file": args.output.out, "period": period.to_string(), "license_id": close.license_id,
-                        "totals": totals, "through_seq": close.through_seq, "again": close.again }),
-                || {
-                    let totals: Vec<String> = close.totals.iter().map(|(u, t)| format!("{u} {t}")).collect();
-                    format!(
-                        "closed {period} for {} through report {}: {} to {}",
-                        args.package,
-                        close.through_seq,
-                        if totals.is_empty() { "no usage".into() } else { totals.join(", ") },
-                        args.output.out.display()
-                    )
-                },
-            );
-        }
-        MeterCommand::Open(args) => {
-            let hour = hour(&args.hour)?;
-            let wallet = Wallet::open(&args.wallet)?;
-            let opening =
-                Meter::open(&wallet)?.open_hour(&args.package, hour, args.minute, args.unit.as_deref())?;
-            args.output.write_retry(&opening.to_cbor())?;
-            let values: serde_json::Map<String, serde_json::Value> =
-                opening.openings.iter().map(|o| (o.unit.clone(), json!(o.value))).collect();
-            ui.emit(
-                json!({ "file": args.output.out, "hour": metering::format_hour(hour), "minute": args.minute,
-                        "values": values }),
-                || {
-                    let values: Vec<String> =
-                        opening.openings.iter().map(|o| format!("{} {}", o.unit, o.value)).collect();
-                    format!(
-                        "opened {}: {} to {}",
-                        where_text(hour, args.minute),
-                        values.join(", "),
-                        args.output.out.display()
-                    )
-                },
-            );
-        }
+        MeterCommand::Record(args) => meter_record(args, ui),
+        MeterCommand::Report(args) => meter_report(args, ui),
+        MeterCommand::Close(args) => meter_close(args, ui),
+        MeterCommand::Open(args) => meter_open(args, ui),
     }
+}
+
+fn meter_record(args: RecordArgs, ui: &Ui) -> anyhow::Result<()> {
+    let at = super::at_or_now(args.at.as_deref())?;
+    let wallet = Wallet::open(&args.wallet)?;
+    let recorded = Meter::open(&wallet)?.record(&args.package, &args.unit, args.amount, at)?;
+    ui.emit(
+        json!({ "package": args.package, "unit": args.unit, "amount": args.amount,
+                "minute": escx::timestamp::format_rfc3339(recorded.minute),
+                "value": recorded.value, "license_id": recorded.license_id }),
+        String::new,
+    );
+    Ok(())
+}
+
+fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let hour = hour(&args.hour)?;
+    let telemetry = match args.telemetry {
+        TelemetryArg::Share => Telemetry::Share,
+        TelemetryArg::Private => Telemetry::Private,
+    };
+    let wallet = Wallet::open(&args.wallet)?;
+    let report =
+        Meter::open(&wallet)?.report_license(&args.package, args.license.as_deref(), hour, telemetry, now)?;
+    args.output.write_retry(&report.file)?;
+    ui.emit(
+        json!({ "file": args.output.out, "hour": metering::format_hour(hour), "seq": report.seq,
+                "license_id": report.license_id, "units": report.units, "again": report.again,
+                "telemetry": telemetry.name() }),
+        || {
+            format!(
+                "{} hour {} of {} (report {}, units {}) to {}",
+                if report.again { "already reported; wrote the same report of" } else { "reported" },
+                metering::format_hour(hour),
+                args.package,
+                report.seq,
+                report.units.join(", "),
+                args.output.out.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+fn meter_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let period = Period::parse(&args.period).map_err(|r| UsageError(format!("--period: {r}")))?;
+    let wallet = Wallet::open(&args.wallet)?;
+    let close =
+        Meter::open(&wallet)?.close(&args.package, period, args.license.as_deref(), args.early, now)?;
+    args.output.write_retry(&close.file)?;
+    let totals: serde_json::Map<String, serde_json::Value> =
+        close.totals.iter().map(|(u, t)| (u.clone(), json!(t))).collect();
+    ui.emit(
+        json!({ "file": args.output.out, "period": period.to_string(), "license_id": close.license_id,
+                "totals": totals, "through_seq": close.through_seq, "again": close.again }),
+        || {
+            let totals: Vec<String> = close.totals.iter().map(|(u, t)| format!("{u} {t}")).collect();
+            format!(
+                "closed {period} for {} through report {}: {} to {}",
+                args.package,
+                close.through_seq,
+                if totals.is_empty() { "no usage".into() } else { totals.join(", ") },
+                args.output.out.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+fn meter_open(args: OpenArgs, ui: &Ui) -> anyhow::Result<()> {
+    let hour = hour(&args.hour)?;
+    let wallet = Wallet::open(&args.wallet)?;
+    let opening = Meter::open(&wallet)?.open_hour(&args.package, hour, args.minute, args.unit.as_deref())?;
+    args.output.write_retry(&opening.to_cbor())?;
+    let values: serde_json::Map<String, serde_json::Value> =
+        opening.openings.iter().map(|o| (o.unit.clone(), json!(o.value))).collect();
+    ui.emit(
+        json!({ "file": args.output.out, "hour": metering::format_hour(hour), "minute": args.minute,
+                "values": values }),
+        || {
+            let values: Vec<String> =
+                opening.openings.iter().map(|o| format!("{} {}", o.unit, o.value)).collect();
+            format!(
+                "opened {}: {} to {}",
+                where_text(hour, args.minute),
+                values.join(", "),
+                args.output.out.display()
+            )
+        },
+    );
     Ok(())
 }
 

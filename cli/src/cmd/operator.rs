@@ -200,313 +200,323 @@ fn parse_epsilon(text: &str) -> anyhow::Result<u64> {
 
 pub fn run(command: OperatorCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
-        OperatorCommand::Init(args) => {
-            let chains = args
-                .issuer
-                .iter()
-                .map(|p| BundleChain::parse(&read(p)?).with_context(|| p.display().to_string()))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let operator = Operator::init(&args.dir, &chains)
-                .with_context(|| format!("creating operator store {}", args.dir.display()))?;
-            let issuers: Vec<String> = chains.iter().map(|c| c.issuer_id().to_string()).collect();
-            ui.emit(json!({ "dir": args.dir, "id": operator.id(), "issuers": issuers }), || {
-                format!(
-                    "created operator store {} trusting issuer {}",
-                    args.dir.display(),
-                    issuers.join(", ")
-                )
-            });
-        }
-        OperatorCommand::Package(args) => {
-            let now = super::at_or_now(args.at.as_deref())?;
-            let policy = escx::policy::TrustPolicy::from_keys(super::client::read_public_keys(&args.pubkey)?);
-            let terms = open(&args.dir)?
-                .add_package(&args.package, &policy, now)
-                .with_context(|| args.package.display().to_string())?;
-            let tiers: Vec<serde_json::Value> = terms
+        OperatorCommand::Init(args) => operator_init(args, ui),
+        OperatorCommand::Package(args) => operator_package(args, ui),
+        OperatorCommand::Crl(args) => operator_crl(args, ui),
+        OperatorCommand::Ingest(args) => operator_ingest(args, ui),
+        OperatorCommand::Close(args) => operator_close(args, ui),
+        OperatorCommand::Aggregate(args) => operator_aggregate(args, ui),
+        OperatorCommand::Billing(args) => operator_billing(args, ui),
+        OperatorCommand::Evidence(args) => operator_evidence(args, ui),
+        OperatorCommand::CheckOpening(args) => operator_check_opening(args, ui),
+    }
+}
+
+fn operator_init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
+    let chains = args
+        .issuer
+        .iter()
+        .map(|p| BundleChain::parse(&read(p)?).with_context(|| p.display().to_string()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let operator = Operator::init(&args.dir, &chains)
+        .with_context(|| format!("creating operator store {}", args.dir.display()))?;
+    let issuers: Vec<String> = chains.iter().map(|c| c.issuer_id().to_string()).collect();
+    ui.emit(json!({ "dir": args.dir, "id": operator.id(), "issuers": issuers }), || {
+        format!("created operator store {} trusting issuer {}", args.dir.display(), issuers.join(", "))
+    });
+    Ok(())
+}
+
+fn operator_package(args: PackageArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let policy = escx::policy::TrustPolicy::from_keys(super::client::read_public_keys(&args.pubkey)?);
+    let terms = open(&args.dir)?
+        .add_package(&args.package, &policy, now)
+        .with_context(|| args.package.display().to_string())?;
+    let tiers: Vec<serde_json::Value> = terms
+        .tiers
+        .iter()
+        .map(|t| json!({ "tier": t.tier, "unit": t.unit, "price": escx_manifest::Micros(t.price_micros).to_string(),
+                         "currency": t.currency, "telemetry": if t.share { "share" } else { "private" } }))
+        .collect();
+    let telemetry = terms.telemetry.as_ref().map(|t| {
+        json!({ "metrics": t.metrics, "window_hours": t.window_secs / 3600,
+                "cohort_min_size": t.cohort_min_size, "epsilon": epsilon_text(t.epsilon_micros) })
+    });
+    ui.emit(
+        json!({ "package": terms.package, "version": terms.version, "tiers": tiers, "telemetry": telemetry }),
+        || {
+            let tiers: Vec<String> = terms
                 .tiers
                 .iter()
-                .map(|t| json!({ "tier": t.tier, "unit": t.unit, "price": escx_manifest::Micros(t.price_micros).to_string(),
-                                 "currency": t.currency, "telemetry": if t.share { "share" } else { "private" } }))
-                .collect();
-            let telemetry = terms.telemetry.as_ref().map(|t| {
-                json!({ "metrics": t.metrics, "window_hours": t.window_secs / 3600,
-                        "cohort_min_size": t.cohort_min_size, "epsilon": epsilon_text(t.epsilon_micros) })
-            });
-            ui.emit(json!({ "package": terms.package, "version": terms.version, "tiers": tiers, "telemetry": telemetry }), || {
-                let tiers: Vec<String> = terms
-                    .tiers
-                    .iter()
-                    .map(|t| {
-                        format!(
-                            "{} ({} per {}, {})",
-                            t.tier,
-                            escx_manifest::Micros(t.price_micros),
-                            t.unit,
-                            if t.share { "share" } else { "private" }
-                        )
-                    })
-                    .collect();
-                format!("terms of {} {}: {}", terms.package, terms.version, tiers.join("; "))
-            });
-        }
-        OperatorCommand::Crl(args) => {
-            let crl = open(&args.dir)?
-                .accept_crl(&read(&args.crl)?)
-                .with_context(|| args.crl.display().to_string())?;
-            ui.emit(json!({ "number": crl.number, "revoked": crl.revoked.len() }), || {
-                format!("CRL number {} in force ({} revoked)", crl.number, crl.revoked.len())
-            });
-        }
-        OperatorCommand::Ingest(args) => {
-            let now = super::at_or_now(args.at.as_deref())?;
-            let mut paths = args.reports.clone();
-            if let Some(dir) = &args.reports_dir {
-                let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-                    .map_err(|e| escx::Error::io(dir, e))
-                    .map_err(failure::at(dir))?
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "cbor"))
-                    .collect();
-                found.sort();
-                paths.extend(found);
-            }
-            if paths.is_empty() {
-                return Err(UsageError("give report files, or --dir DIR".into()).into());
-            }
-            let files = paths.iter().map(|p| read(p)).collect::<anyhow::Result<Vec<_>>>()?;
-            let results = open(&args.dir)?.ingest(&files, now)?;
-            let mut counts = [0usize; 4];
-            let mut rows = Vec::new();
-            let mut lines = Vec::new();
-            for result in &results {
-                let path = &paths[result.index];
-                let (status, code, message) = match &result.outcome {
-                    Outcome::Stored => {
-                        counts[0] += 1;
-                        ("stored", None, None)
-                    }
-                    Outcome::Duplicate => {
-                        counts[1] += 1;
-                        (
-                            "duplicate",
-                            Some("report-duplicate"),
-                            Some("stored before; nothing changed".to_string()),
-                        )
-                    }
-                    Outcome::Equivocation => {
-                        counts[2] += 1;
-                        (
-                            "equivocation",
-                            Some("report-equivocation"),
-                            Some("another report for this license-hour is stored: both kept as evidence, the license flagged, this one not counted".to_string()),
-                        )
-                    }
-                    Outcome::Refused(error) => {
-                        counts[3] += 1;
-                        ("refused", Some(error.code()), Some(error.to_string()))
-                    }
-                };
-                rows.push(json!({ "file": path, "status": status, "code": code, "message": message,
-                                  "license_id": result.license_id, "seq": result.seq,
-                                  "hour": result.hour.map(metering::format_hour) }));
-                if status != "stored" {
-                    lines.push(format!(
-                        "{}: {status}{}",
-                        path.display(),
-                        message.map(|m| format!(": {m}")).unwrap_or_default()
-                    ));
-                }
-            }
-            let ok = counts[2] + counts[3] == 0;
-            ui.emit(
-                json!({ "ok": ok, "stored": counts[0], "duplicates": counts[1], "equivocations": counts[2],
-                        "refused": counts[3], "reports": rows }),
-                || {
-                    lines.push(format!(
-                        "{} stored, {} duplicate, {} equivocating, {} refused",
-                        counts[0], counts[1], counts[2], counts[3]
-                    ));
-                    lines.join("\n")
-                },
-            );
-            if !ok {
-                return Err(Reported(failure::EXIT_FAILED).into());
-            }
-        }
-        OperatorCommand::Close(args) => {
-            let now = super::at_or_now(args.at.as_deref())?;
-            let closed = open(&args.dir)?
-                .close(&read(&args.close)?, now)
-                .with_context(|| args.close.display().to_string())?;
-            let totals: serde_json::Map<String, serde_json::Value> =
-                closed.totals.iter().map(|(u, t)| (u.clone(), json!(t))).collect();
-            ui.emit(
-                json!({ "license_id": closed.license_id, "package": closed.package, "tier": closed.tier,
-                        "period": closed.period, "reports": closed.reports, "totals": totals, "again": closed.again }),
-                || {
-                    let totals: Vec<String> = closed.totals.iter().map(|(u, t)| format!("{u} {t}")).collect();
+                .map(|t| {
                     format!(
-                        "{} {} of license {} ({} {}): {} over {} hourly reports, matching their commitments",
-                        if closed.again { "already closed:" } else { "closed" },
-                        closed.period,
-                        closed.license_id,
-                        closed.package,
-                        closed.tier,
-                        if totals.is_empty() { "no usage".into() } else { totals.join(", ") },
-                        closed.reports
+                        "{} ({} per {}, {})",
+                        t.tier,
+                        escx_manifest::Micros(t.price_micros),
+                        t.unit,
+                        if t.share { "share" } else { "private" }
                     )
-                },
-            );
-        }
-        OperatorCommand::Aggregate(args) => {
-            let window =
-                metering::parse_window(&args.window).map_err(|r| UsageError(format!("--window: {r}")))?;
-            let epsilon = args.epsilon.as_deref().map(parse_epsilon).transpose()?;
-            let now = escx::now_unix();
-            let result = open(&args.dir)?.aggregate(
-                &args.package,
-                window,
-                args.clip,
-                epsilon,
-                &mut rand_core::OsRng,
-                now,
-            )?;
-            match result {
-                Aggregate::Suppressed { cohort_min_size } => ui.emit(
-                    json!({ "package": args.package, "window": args.window, "released": false,
-                            "reason": format!("fewer than {cohort_min_size} distinct holders") }),
-                    || {
-                        format!(
-                            "suppressed: fewer than {cohort_min_size} distinct holders share telemetry for {} in {}; nothing is released",
-                            args.package, args.window
-                        )
-                    },
-                ),
-                Aggregate::Released(release) => {
-                    let values: serde_json::Map<String, serde_json::Value> =
-                        release.values.iter().map(|(u, v)| (u.clone(), json!(v))).collect();
-                    ui.emit(
-                        json!({ "package": args.package, "window": args.window, "released": true, "values": values,
-                                "clip": release.clip, "epsilon": epsilon_text(release.epsilon_micros),
-                                "epsilon_left": epsilon_text(release.remaining_micros),
-                                "noise": "discrete Laplace", "scale": format!("{}/{}", release.scale.0, release.scale.1) }),
-                        || {
-                            let values: Vec<String> =
-                                release.values.iter().map(|(u, v)| format!("{u} {v}")).collect();
-                            format!(
-                                "{} {}: {} (noised, epsilon {} spent, {} left)",
-                                args.package,
-                                args.window,
-                                values.join(", "),
-                                epsilon_text(release.epsilon_micros),
-                                epsilon_text(release.remaining_micros)
-                            )
-                        },
-                    )
-                }
-            }
-        }
-        OperatorCommand::Billing(args) => {
-            let period = Period::parse(&args.period).map_err(|r| UsageError(format!("--period: {r}")))?;
-            let charges = open(&args.dir)?.billing(period)?;
-            let events: Vec<serde_json::Value> = charges
-                .iter()
-                .map(|c| escx_settlement::events::BillingEvent::from_usage(c).to_json())
-                .collect();
-            let mut text = serde_json::to_string_pretty(&events)?;
-            text.push('\n');
-            args.output.write(text.as_bytes())?;
-            let flagged = charges.iter().filter(|c| c.flagged).count();
-            ui.emit(
-                json!({ "file": args.output.out, "period": period.to_string(), "events": charges.len(),
-                        "flagged": flagged, "charges": charges }),
-                || {
-                    let total: u64 = charges.iter().map(|c| c.gross_micros).sum();
-                    let mut text = format!(
-                        "{} usage events for {period} ({} in all) to {}",
-                        charges.len(),
-                        escx_manifest::Micros(total),
-                        args.output.out.display()
-                    );
-                    if flagged > 0 {
-                        text.push_str(&format!(
-                            "\nwarning: {flagged} of them are of licenses that equivocated (see `escx operator evidence`)"
-                        ));
-                    }
-                    text
-                },
-            );
-        }
-        OperatorCommand::Evidence(args) => {
-            let holder =
-                match &args.holder {
-                    Some(text) => Some(text.parse::<escx::sig::KeyId>().map_err(|_| {
-                        UsageError(format!("--holder: {text:?} is not a 32-digit hex key id"))
-                    })?),
-                    None => None,
-                };
-            let evidence = open(&args.dir)?.evidence(holder)?;
-            if let Some(out) = &args.out {
-                escx::fsutil::create_private_dir(out).map_err(failure::at(out))?;
-                for item in &evidence {
-                    for (which, bytes) in [("first", &item.first), ("second", &item.second)] {
-                        let path = out.join(format!("{}-{which}.cbor", item.id));
-                        escx::fsutil::write_atomic(&path, bytes, escx::fsutil::MODE_PUBLIC, true)
-                            .map_err(failure::at(&path))?;
-                    }
-                }
-            }
-            let rows: Vec<serde_json::Value> = evidence
-                .iter()
-                .map(|e| {
-                    json!({ "id": e.id, "kind": e.kind, "license_id": e.license_id, "holder": e.holder.to_string(),
-                            "hour": e.hour.map(metering::format_hour), "seq": e.seq,
-                            "seen_at": escx::timestamp::format_rfc3339(e.at) })
                 })
                 .collect();
-            ui.emit(json!({ "evidence": rows }), || {
-                if evidence.is_empty() {
-                    return "no evidence kept".into();
-                }
-                evidence
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "#{} {}: license {} (holder {}){}{}\n",
-                            e.id,
-                            e.kind,
-                            e.license_id,
-                            e.holder,
-                            e.hour.map(|h| format!(" hour {}", metering::format_hour(h))).unwrap_or_default(),
-                            e.seq.map(|s| format!(" report {s}")).unwrap_or_default()
-                        )
-                    })
-                    .collect()
-            });
-        }
-        OperatorCommand::CheckOpening(args) => {
-            let verdict = open(&args.dir)?
-                .check_opening(&read(&args.opening)?)
-                .with_context(|| args.opening.display().to_string())?;
-            let values: serde_json::Map<String, serde_json::Value> =
-                verdict.values.iter().map(|(u, v)| (u.clone(), json!(v))).collect();
-            ui.emit(
-                json!({ "ok": true, "license_id": verdict.license_id, "package": verdict.package,
-                        "hour": metering::format_hour(verdict.hour), "minute": verdict.minute, "values": values }),
-                || {
-                    let values: Vec<String> = verdict.values.iter().map(|(u, v)| format!("{u} = {v}")).collect();
-                    format!(
-                        "{} of license {} ({}): {}, matching the stored commitments",
-                        super::meter::where_text(verdict.hour, verdict.minute),
-                        verdict.license_id,
-                        verdict.package,
-                        values.join(", ")
-                    )
-                },
-            );
+            format!("terms of {} {}: {}", terms.package, terms.version, tiers.join("; "))
+        },
+    );
+    Ok(())
+}
+
+fn operator_crl(args: CrlArgs, ui: &Ui) -> anyhow::Result<()> {
+    let crl =
+        open(&args.dir)?.accept_crl(&read(&args.crl)?).with_context(|| args.crl.display().to_string())?;
+    ui.emit(json!({ "number": crl.number, "revoked": crl.revoked.len() }), || {
+        format!("CRL number {} in force ({} revoked)", crl.number, crl.revoked.len())
+    });
+    Ok(())
+}
+
+fn operator_ingest(args: IngestArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let mut paths = args.reports.clone();
+    if let Some(dir) = &args.reports_dir {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| escx::Error::io(dir, e))
+            .map_err(failure::at(dir))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cbor"))
+            .collect();
+        found.sort();
+        paths.extend(found);
+    }
+    if paths.is_empty() {
+        return Err(UsageError("give report files, or --dir DIR".into()).into());
+    }
+    let files = paths.iter().map(|p| read(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let results = open(&args.dir)?.ingest(&files, now)?;
+    let mut counts = [0usize; 4];
+    let mut rows = Vec::new();
+    let mut lines = Vec::new();
+    for result in &results {
+        let path = &paths[result.index];
+        let (status, code, message) = match &result.outcome {
+            Outcome::Stored => {
+                counts[0] += 1;
+                ("stored", None, None)
+            }
+            Outcome::Duplicate => {
+                counts[1] += 1;
+                ("duplicate", Some("report-duplicate"), Some("stored before; nothing changed".to_string()))
+            }
+            Outcome::Equivocation => {
+                counts[2] += 1;
+                (
+                    "equivocation",
+                    Some("report-equivocation"),
+                    Some("another report for this license-hour is stored: both kept as evidence, the license flagged, this one not counted".to_string()),
+                )
+            }
+            Outcome::Refused(error) => {
+                counts[3] += 1;
+                ("refused", Some(error.code()), Some(error.to_string()))
+            }
+        };
+        rows.push(json!({ "file": path, "status": status, "code": code, "message": message,
+                          "license_id": result.license_id, "seq": result.seq,
+                          "hour": result.hour.map(metering::format_hour) }));
+        if status != "stored" {
+            lines.push(format!(
+                "{}: {status}{}",
+                path.display(),
+                message.map(|m| format!(": {m}")).unwrap_or_default()
+            ));
         }
     }
+    let ok = counts[2] + counts[3] == 0;
+    ui.emit(
+        json!({ "ok": ok, "stored": counts[0], "duplicates": counts[1], "equivocations": counts[2],
+                "refused": counts[3], "reports": rows }),
+        || {
+            lines.push(format!(
+                "{} stored, {} duplicate, {} equivocating, {} refused",
+                counts[0], counts[1], counts[2], counts[3]
+            ));
+            lines.join("\n")
+        },
+    );
+    if !ok {
+        return Err(Reported(failure::EXIT_FAILED).into());
+    }
+    Ok(())
+}
+
+fn operator_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let closed =
+        open(&args.dir)?.close(&read(&args.close)?, now).with_context(|| args.close.display().to_string())?;
+    let totals: serde_json::Map<String, serde_json::Value> =
+        closed.totals.iter().map(|(u, t)| (u.clone(), json!(t))).collect();
+    ui.emit(
+        json!({ "license_id": closed.license_id, "package": closed.package, "tier": closed.tier,
+                "period": closed.period, "reports": closed.reports, "totals": totals, "again": closed.again }),
+        || {
+            let totals: Vec<String> = closed.totals.iter().map(|(u, t)| format!("{u} {t}")).collect();
+            format!(
+                "{} {} of license {} ({} {}): {} over {} hourly reports, matching their commitments",
+                if closed.again { "already closed:" } else { "closed" },
+                closed.period,
+                closed.license_id,
+                closed.package,
+                closed.tier,
+                if totals.is_empty() { "no usage".into() } else { totals.join(", ") },
+                closed.reports
+            )
+        },
+    );
+    Ok(())
+}
+
+fn operator_aggregate(args: AggregateArgs, ui: &Ui) -> anyhow::Result<()> {
+    let window = metering::parse_window(&args.window).map_err(|r| UsageError(format!("--window: {r}")))?;
+    let epsilon = args.epsilon.as_deref().map(parse_epsilon).transpose()?;
+    let now = escx::now_unix();
+    let result =
+        open(&args.dir)?.aggregate(&args.package, window, args.clip, epsilon, &mut rand_core::OsRng, now)?;
+    match result {
+        Aggregate::Suppressed { cohort_min_size } => ui.emit(
+            json!({ "package": args.package, "window": args.window, "released": false,
+                    "reason": format!("fewer than {cohort_min_size} distinct holders") }),
+            || {
+                format!(
+                    "suppressed: fewer than {cohort_min_size} distinct holders share telemetry for {} in {}; nothing is released",
+                    args.package, args.window
+                )
+            },
+        ),
+        Aggregate::Released(release) => {
+            let values: serde_json::Map<String, serde_json::Value> =
+                release.values.iter().map(|(u, v)| (u.clone(), json!(v))).collect();
+            ui.emit(
+                json!({ "package": args.package, "window": args.window, "released": true, "values": values,
+                        "clip": release.clip, "epsilon": epsilon_text(release.epsilon_micros),
+                        "epsilon_left": epsilon_text(release.remaining_micros),
+                        "noise": "discrete Laplace", "scale": format!("{}/{}", release.scale.0, release.scale.1) }),
+                || {
+                    let values: Vec<String> =
+                        release.values.iter().map(|(u, v)| format!("{u} {v}")).collect();
+                    format!(
+                        "{} {}: {} (noised, epsilon {} spent, {} left)",
+                        args.package,
+                        args.window,
+                        values.join(", "),
+                        epsilon_text(release.epsilon_micros),
+                        epsilon_text(release.remaining_micros)
+                    )
+                },
+            )
+        }
+    }
+    Ok(())
+}
+
+fn operator_billing(args: BillingArgs, ui: &Ui) -> anyhow::Result<()> {
+    let period = Period::parse(&args.period).map_err(|r| UsageError(format!("--period: {r}")))?;
+    let charges = open(&args.dir)?.billing(period)?;
+    let events: Vec<serde_json::Value> =
+        charges.iter().map(|c| escx_settlement::events::BillingEvent::from_usage(c).to_json()).collect();
+    let mut text = serde_json::to_string_pretty(&events)?;
+    text.push('\n');
+    args.output.write(text.as_bytes())?;
+    let flagged = charges.iter().filter(|c| c.flagged).count();
+    ui.emit(
+        json!({ "file": args.output.out, "period": period.to_string(), "events": charges.len(),
+                "flagged": flagged, "charges": charges }),
+        || {
+            let total: u64 = charges.iter().map(|c| c.gross_micros).sum();
+            let mut text = format!(
+                "{} usage events for {period} ({} in all) to {}",
+                charges.len(),
+                escx_manifest::Micros(total),
+                args.output.out.display()
+            );
+            if flagged > 0 {
+                text.push_str(&format!(
+                    "\nwarning: {flagged} of them are of licenses that equivocated (see `escx operator evidence`)"
+                ));
+            }
+            text
+        },
+    );
+    Ok(())
+}
+
+fn operator_evidence(args: EvidenceArgs, ui: &Ui) -> anyhow::Result<()> {
+    let holder = match &args.holder {
+        Some(text) => Some(
+            text.parse::<escx::sig::KeyId>()
+                .map_err(|_| UsageError(format!("--holder: {text:?} is not a 32-digit hex key id")))?,
+        ),
+        None => None,
+    };
+    let evidence = open(&args.dir)?.evidence(holder)?;
+    if let Some(out) = &args.out {
+        escx::fsutil::create_private_dir(out).map_err(failure::at(out))?;
+        for item in &evidence {
+            for (which, bytes) in [("first", &item.first), ("second", &item.second)] {
+                let path = out.join(format!("{}-{which}.cbor", item.id));
+                escx::fsutil::write_atomic(&path, bytes, escx::fsutil::MODE_PUBLIC, true)
+                    .map_err(failure::at(&path))?;
+            }
+        }
+    }
+    let rows: Vec<serde_json::Value> = evidence
+        .iter()
+        .map(|e| {
+            json!({ "id": e.id, "kind": e.kind, "license_id": e.license_id, "holder": e.holder.to_string(),
+                    "hour": e.hour.map(metering::format_hour), "seq": e.seq,
+                    "seen_at": escx::timestamp::format_rfc3339(e.at) })
+        })
+        .collect();
+    ui.emit(json!({ "evidence": rows }), || {
+        if evidence.is_empty() {
+            return "no evidence kept".into();
+        }
+        evidence
+            .iter()
+            .map(|e| {
+                format!(
+                    "#{} {}: license {} (holder {}){}{}\n",
+                    e.id,
+                    e.kind,
+                    e.license_id,
+                    e.holder,
+                    e.hour.map(|h| format!(" hour {}", metering::format_hour(h))).unwrap_or_default(),
+                    e.seq.map(|s| format!(" report {s}")).unwrap_or_default()
+                )
+            })
+            .collect()
+    });
+    Ok(())
+}
+
+fn operator_check_opening(args: CheckOpeningArgs, ui: &Ui) -> anyhow::Result<()> {
+    let verdict = open(&args.dir)?
+        .check_opening(&read(&args.opening)?)
+        .with_context(|| args.opening.display().to_string())?;
+    let values: serde_json::Map<String, serde_json::Value> =
+        verdict.values.iter().map(|(u, v)| (u.clone(), json!(v))).collect();
+    ui.emit(
+        json!({ "ok": true, "license_id": verdict.license_id, "package": verdict.package,
+                "hour": metering::format_hour(verdict.hour), "minute": verdict.minute, "values": values }),
+        || {
+            let values: Vec<String> = verdict.values.iter().map(|(u, v)| format!("{u} = {v}")).collect();
+            format!(
+                "{} of license {} ({}): {}, matching the stored commitments",
+                super::meter::where_text(verdict.hour, verdict.minute),
+                verdict.license_id,
+                verdict.package,
+                values.join(", ")
+            )
+        },
+    );
     Ok(())
 }
