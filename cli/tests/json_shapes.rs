@@ -13,9 +13,21 @@ fn spec() -> String {
 
 /// The top-level keys of the first `{...}` after "`escx COMMAND --json`" in the spec.
 fn spec_keys(spec: &str, command: &str) -> BTreeSet<String> {
+    // "`escx registry init --json`: {...}; `publish`: {...}": a later verb of the same noun
+    // is listed by its name alone after the first.
+    let (noun, verb) = command.split_once(' ').unwrap_or((command, ""));
     let heading = format!("`escx {command} --json`");
-    let at = spec.find(&heading).unwrap_or_else(|| panic!("{heading} is not in spec/cli.md"));
-    let rest = &spec[at + heading.len()..];
+    let rest = match spec.find(&heading) {
+        Some(at) => &spec[at + heading.len()..],
+        None => {
+            let first = spec
+                .find(&format!("`escx {noun} "))
+                .unwrap_or_else(|| panic!("{heading} is not in spec/cli.md"));
+            let short = format!("`{verb}`:");
+            let at = spec[first..].find(&short).unwrap_or_else(|| panic!("{heading} is not in spec/cli.md"));
+            &spec[first + at + short.len()..]
+        }
+    };
     let open = rest.find('{').unwrap();
     let (mut depth, mut keys, mut token) = (0usize, BTreeSet::new(), String::new());
     let mut in_key = true;
@@ -79,6 +91,8 @@ fn documented_json_shapes_match_the_output() {
         ("package pack", vec!["package", "pack", "tool", "-o", "tool.escx", "--key", "acme.key"]),
         ("package inspect", vec!["package", "inspect", "tool.escx"]),
         ("registry init", vec!["registry", "init", "reg", "--key", "acme.key", "--publisher", "acme.pub"]),
+        ("registry publish", vec!["registry", "publish", "reg", "tool.escx", "--key", "acme.key"]),
+        ("registry search", vec!["registry", "search", "reg", "tool", "--registry-key", "acme.pub"]),
         ("issuer init", vec!["issuer", "init", "issuer", "--name", "Shapes Licensing", "--unencrypted"]),
         ("settle init", vec!["settle", "init", "ledger.db"]),
         ("ledger balances", vec!["ledger", "balances", "ledger.db"]),

@@ -157,7 +157,7 @@ pub(super) fn validate_publisher(raw: S<RawPublisher>, c: &mut Collector<'_>) ->
                 k.span(),
                 "publisher.key_id",
                 e.to_string(),
-                Some("run `escx key show your.pub` to see the key id".into()),
+                Some("the key id is the 32 hex digits shown for the publisher's public key file".into()),
             );
             None
         }
