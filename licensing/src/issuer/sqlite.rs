@@ -98,18 +98,6 @@ impl IssuerStore for SqliteIssuerStore {
 forward_issuer_reader!(SqliteIssuerStore, self => Queries(&self.db));
 forward_issuer_reader!(SqliteIssuerTx<'_>, self => Queries(&self.tx));
 
-fn u64_of(value: i64, what: &str) -> Result<u64, Error> {
-    u64::try_from(value).map_err(|_| Error::Store(format!("a stored {what} is negative ({value})")))
-}
-
-fn i64_of(value: u64, what: &str) -> Result<i64, Error> {
-    i64::try_from(value).map_err(|_| Error::Store(format!("{what} {value} does not fit the database")))
-}
-
-fn hash_of(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], Error> {
-    bytes.try_into().map_err(|_| Error::Store(format!("a stored {what} is not 32 bytes")))
-}
-
 /// The queries, over a connection or a transaction.
 struct Queries<'a>(&'a Connection);
 
@@ -128,25 +116,20 @@ impl Queries<'_> {
             .map_err(sql)?;
         let rows = statement
             .query_map([], |r| {
-                Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u64>(2)?, r.get::<_, u64>(3)?))
             })
             .map_err(sql)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql)?;
         rows.into_iter()
             .map(|(epoch, public, not_before, not_after)| {
-                Ok(Epoch {
-                    epoch,
-                    poprf_key: ByteBuf::from(public),
-                    not_before: u64_of(not_before, "epoch start")?,
-                    not_after: u64_of(not_after, "epoch end")?,
-                })
+                Ok(Epoch { epoch, poprf_key: ByteBuf::from(public), not_before, not_after })
             })
             .collect()
     }
 
     fn epoch_secret(&self, epoch: u32) -> Result<Option<EpochSecret>, Error> {
-        let row: Option<(Vec<u8>, i64, i64)> = self
+        let row: Option<(Vec<u8>, u64, u64)> = self
             .0
             .query_row(
                 "SELECT secret, not_before, not_after FROM epochs WHERE epoch = ?1",
@@ -156,11 +139,7 @@ impl Queries<'_> {
             .optional()
             .map_err(sql)?;
         row.map(|(secret, not_before, not_after)| {
-            Ok(EpochSecret {
-                secret: Zeroizing::new(secret),
-                not_before: u64_of(not_before, "epoch start")?,
-                not_after: u64_of(not_after, "epoch end")?,
-            })
+            Ok(EpochSecret { secret: Zeroizing::new(secret), not_before, not_after })
         })
         .transpose()
     }
@@ -169,15 +148,15 @@ impl Queries<'_> {
         let mut statement =
             self.0.prepare("SELECT version, bytes FROM bundles ORDER BY version").map_err(sql)?;
         let rows = statement
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Vec<u8>>(1)?)))
             .map_err(sql)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql)?;
-        rows.into_iter().map(|(version, bytes)| Ok((u64_of(version, "bundle version")?, bytes))).collect()
+        rows.into_iter().map(|(version, bytes)| Ok((version, bytes))).collect()
     }
 
     fn offer(&self, package: &str, tier: &str) -> Result<Option<Offer>, Error> {
-        let row: Option<(i64, String, String, String, Option<u32>)> = self
+        let row: Option<(u64, String, String, String, Option<u32>)> = self
             .0
             .query_row(
                 "SELECT price_micros, currency, unit, features, seats FROM catalog WHERE package = ?1 AND tier = ?2",
@@ -190,7 +169,7 @@ impl Queries<'_> {
             Ok(Offer {
                 package: package.to_owned(),
                 tier: tier.to_owned(),
-                price_micros: u64_of(price, "price")?,
+                price_micros: price,
                 currency,
                 unit,
                 features: features.split(',').filter(|f| !f.is_empty()).map(str::to_owned).collect(),
@@ -228,7 +207,7 @@ impl Queries<'_> {
                  WHERE {condition} ORDER BY package_root"
             ))
             .map_err(sql)?;
-        type Row = (Vec<u8>, String, String, Vec<u8>, Vec<u8>, Vec<u8>);
+        type Row = ([u8; 32], String, String, [u8; 32], [u8; 32], Vec<u8>);
         let rows: Vec<Row> = statement
             .query_map([value], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
             .map_err(sql)?
@@ -236,14 +215,7 @@ impl Queries<'_> {
             .map_err(sql)?;
         rows.into_iter()
             .map(|(root, package, version, payload_hash, fingerprint, sealed)| {
-                Ok(StoredContentKey {
-                    root: hash_of(root, "package root")?,
-                    package,
-                    version,
-                    payload_hash: hash_of(payload_hash, "payload hash")?,
-                    fingerprint: hash_of(fingerprint, "content key fingerprint")?,
-                    sealed,
-                })
+                Ok(StoredContentKey { root, package, version, payload_hash, fingerprint, sealed })
             })
             .collect()
     }
@@ -267,7 +239,7 @@ impl Queries<'_> {
 
     fn spent(&self, token_id: &[u8; 32]) -> Result<Option<SpentRecord>, Error> {
         // (redemption id, sealed answer); both are NULL for tokens spent before schema 2.
-        type Row = (Option<Vec<u8>>, Option<Vec<u8>>);
+        type Row = (Option<[u8; 32]>, Option<Vec<u8>>);
         let row: Option<Row> = self
             .0
             .query_row(
@@ -277,13 +249,7 @@ impl Queries<'_> {
             )
             .optional()
             .map_err(sql)?;
-        row.map(|(redemption, answer)| {
-            Ok(SpentRecord {
-                redemption_id: redemption.map(|r| hash_of(r, "redemption id")).transpose()?,
-                answer,
-            })
-        })
-        .transpose()
+        row.map(|(redemption, answer)| Ok(SpentRecord { redemption_id: redemption, answer })).transpose()
     }
 
     fn license_exists(&self, license_id: &[u8]) -> Result<bool, Error> {
@@ -301,17 +267,13 @@ impl Queries<'_> {
             .prepare("SELECT license_id, reason, revoked_at FROM revocations ORDER BY license_id")
             .map_err(sql)?;
         let rows = statement
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?)))
             .map_err(sql)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql)?;
         rows.into_iter()
             .map(|(license_id, reason, at)| {
-                Ok(Revoked {
-                    license_id: ByteBuf::from(license_id),
-                    reason,
-                    revoked_at: u64_of(at, "revocation time")?,
-                })
+                Ok(Revoked { license_id: ByteBuf::from(license_id), reason, revoked_at: at })
             })
             .collect()
     }
@@ -324,7 +286,7 @@ impl Queries<'_> {
                  FROM sales ORDER BY id",
             )
             .map_err(sql)?;
-        type Row = (i64, String, String, u32, u32, i64, i64, String, i64);
+        type Row = (i64, String, String, u32, u32, u64, u64, String, u64);
         let rows: Vec<Row> = statement
             .query_map([], |r| {
                 Ok((
@@ -350,10 +312,10 @@ impl Queries<'_> {
                     tier,
                     epoch,
                     count,
-                    unit_price_micros: u64_of(unit, "unit price")?,
-                    total_micros: u64_of(total, "sale total")?,
+                    unit_price_micros: unit,
+                    total_micros: total,
                     currency,
-                    at: u64_of(at, "sale time")?,
+                    at,
                 })
             })
             .collect()
@@ -380,8 +342,8 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
                     epoch.epoch,
                     secret,
                     &epoch.poprf_key[..],
-                    i64_of(epoch.not_before, "epoch start")?,
-                    i64_of(epoch.not_after, "epoch end")?
+                    epoch.not_before,
+                    epoch.not_after
                 ],
             )
             .map_err(sql)?;
@@ -392,7 +354,7 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
         self.tx
             .execute(
                 "INSERT INTO bundles (version, hash, bytes) VALUES (?1, ?2, ?3)",
-                params![i64_of(version, "bundle version")?, &hash[..], bytes],
+                params![version, &hash[..], bytes],
             )
             .map_err(sql)?;
         Ok(())
@@ -402,7 +364,7 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
         self.tx
             .execute(
                 "INSERT OR IGNORE INTO owners (scope, key_id, since) VALUES (?1, ?2, ?3)",
-                params![scope, &key.0[..], i64_of(since, "time")?],
+                params![scope, &key.0[..], since],
             )
             .map_err(sql)?;
         Ok(())
@@ -416,7 +378,7 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
                 params![
                     offer.package,
                     offer.tier,
-                    i64_of(offer.price_micros, "price")?,
+                    offer.price_micros,
                     offer.currency,
                     offer.unit,
                     offer.features.join(","),
@@ -455,10 +417,10 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
                     sale.tier,
                     sale.epoch,
                     sale.count,
-                    i64_of(sale.unit_price_micros, "unit price")?,
-                    i64_of(sale.total_micros, "sale total")?,
+                    sale.unit_price_micros,
+                    sale.total_micros,
                     sale.currency,
-                    i64_of(sale.at, "time")?
+                    sale.at
                 ],
             )
             .map_err(sql)?;
@@ -486,7 +448,7 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
         // gets there first.
         match self.tx.execute(
             "INSERT INTO spent (token_id, spent_at, request_id, response) VALUES (?1, ?2, ?3, ?4)",
-            params![&token_id[..], i64_of(at, "time")?, &redemption_id[..], answer],
+            params![&token_id[..], at, &redemption_id[..], answer],
         ) {
             Ok(_) => Ok(true),
             Err(e) if is_constraint(&e) => Ok(false),
@@ -502,8 +464,8 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
                     &license.license_id[..],
                     license.package,
                     license.tier,
-                    i64_of(license.not_before, "time")?,
-                    i64_of(license.not_after, "time")?
+                    license.not_before,
+                    license.not_after
                 ],
             )
             .map_err(sql)?;
@@ -514,7 +476,7 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
         self.tx
             .execute(
                 "INSERT OR IGNORE INTO revocations (license_id, reason, revoked_at) VALUES (?1, ?2, ?3)",
-                params![license_id, reason, i64_of(at, "time")?],
+                params![license_id, reason, at],
             )
             .map_err(sql)?;
         Ok(())
