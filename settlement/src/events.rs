@@ -9,35 +9,15 @@ use serde_json::Value;
 
 use crate::Error;
 
-/// What kind of money movement an event records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A one-off purchase.
-    Sale,
-    /// Metered usage for a period.
-    Usage,
-    /// Gives back all or part of an earlier sale or usage event (`refund_of`).
-    Refund,
-}
-
-impl Kind {
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "sale" => Some(Self::Sale),
-            "usage" => Some(Self::Usage),
-            "refund" => Some(Self::Refund),
-            _ => None,
-        }
-    }
-
-    /// The name used in files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sale => "sale",
-            Self::Usage => "usage",
-            Self::Refund => "refund",
-        }
+crate::store::named_enum! {
+    /// What kind of money movement an event records.
+    Kind {
+        /// A one-off purchase.
+        Sale => "sale",
+        /// Metered usage for a period.
+        Usage => "usage",
+        /// Gives back all or part of an earlier sale or usage event (`refund_of`).
+        Refund => "refund",
     }
 }
 
