@@ -114,15 +114,12 @@ fn main() -> ExitCode {
             if std::env::args_os().any(|arg| arg == "--json") {
                 // clap's first paragraph, on one line: what was wrong.
                 let text = error.to_string();
-                let message: Vec<&str> =
+                let lines: Vec<&str> =
                     text.lines().take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
-                let message = message.join(" ");
-                let message = message.trim_start_matches("error: ");
-                let value = serde_json::json!({ "ok": false, "error": { "code": "usage", "message": message, "help": "run with --help for the arguments" } });
-                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
-            } else {
-                let _ = error.print();
+                let message = lines.join(" ").trim_start_matches("error: ").to_owned();
+                return ExitCode::from(Ui::new(true).report_failure(&failure::UsageError(message).into()));
             }
+            let _ = error.print();
             return ExitCode::from(failure::EXIT_USAGE);
         }
     };

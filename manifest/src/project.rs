@@ -124,17 +124,13 @@ impl Project {
         on_package: impl FnMut(usize, usize, &str),
     ) -> Result<InstallReport, Error> {
         let locked = self.lock(selection)?;
-        let no_keys =
-            |_: &str, _: &semver::Version, _: &[u8; 32]| Err("no license wallet was given".to_owned());
-        install::install_licensed(
-            &self.trusted,
-            &locked.resolution,
-            into,
-            &self.policy,
-            self.now,
-            content_keys.unwrap_or(&no_keys),
-            on_package,
-        )
+        let (trusted, resolution) = (&self.trusted, &locked.resolution);
+        match content_keys {
+            Some(keys) => {
+                install::install_licensed(trusted, resolution, into, &self.policy, self.now, keys, on_package)
+            }
+            None => install::install(trusted, resolution, into, &self.policy, self.now, on_package),
+        }
     }
 }
 
