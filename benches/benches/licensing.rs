@@ -45,7 +45,7 @@ fn world() -> World {
     issuer
         .add_offer(
             &Offer {
-                package: PACKAGE.into(),
+                package: PACKAGE.parse().unwrap(),
                 tier: "standard".into(),
                 price_micros: 1_000_000,
                 currency: "USD".into(),
@@ -63,7 +63,7 @@ fn world() -> World {
 
 fn buy(world: &World, count: usize) {
     let bundle = world.issuer.bundle(T0).unwrap();
-    let request = world.wallet.request(&bundle, PACKAGE, "standard", count, T0).unwrap();
+    let request = world.wallet.request(&bundle, &PACKAGE.parse().unwrap(), "standard", count, T0).unwrap();
     let response = world.issuer.issue(&request, T0).unwrap();
     world.wallet.finalize(&response).unwrap();
 }
@@ -113,9 +113,9 @@ fn issuance(c: &mut Criterion) {
     const BATCH: usize = 100;
     let world = world();
     let bundle = world.issuer.bundle(T0).unwrap();
-    let request = world.wallet.request(&bundle, PACKAGE, "standard", BATCH, T0).unwrap();
+    let request = world.wallet.request(&bundle, &PACKAGE.parse().unwrap(), "standard", BATCH, T0).unwrap();
     let request_bytes = request.to_cbor();
-    let info = TokenInfo { package: PACKAGE.into(), tier: "standard".into(), epoch: request.epoch };
+    let info = TokenInfo { package: PACKAGE.parse().unwrap(), tier: "standard".into(), epoch: request.epoch };
     let key = IssuerKey::generate().unwrap();
     let blinded = Blinded::new(BATCH).unwrap();
     let server = PoprfServer::<Ristretto255>::new_with_key(key.secret_bytes()).unwrap();
@@ -135,7 +135,13 @@ fn issuance(c: &mut Criterion) {
     // answered from the store without evaluating, and measured separately below.
     group.bench_function("Issuer::issue (parse, evaluate, record the sale)", |b| {
         b.iter_batched(
-            || world.wallet.request(&bundle, PACKAGE, "standard", BATCH, T0).unwrap().to_cbor(),
+            || {
+                world
+                    .wallet
+                    .request(&bundle, &PACKAGE.parse().unwrap(), "standard", BATCH, T0)
+                    .unwrap()
+                    .to_cbor()
+            },
             |bytes| {
                 let request = TokenRequest::from_cbor(black_box(&bytes)).unwrap();
                 world.issuer.issue(&request, T0).unwrap()

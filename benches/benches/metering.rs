@@ -73,7 +73,8 @@ fn world() -> World {
     let wallets = (0..LICENSES)
         .map(|i| {
             let wallet = Wallet::open(&tmp.path().join(format!("wallet-{i}"))).unwrap();
-            let request = wallet.request(&chain, "bench/thermal", "metered", 1, T0).unwrap();
+            let request =
+                wallet.request(&chain, &"bench/thermal".parse().unwrap(), "metered", 1, T0).unwrap();
             wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap();
             let sealed = wallet.redeem("bench/thermal").unwrap();
             wallet.install(&issuer.redeem(&sealed, T0 + 1).unwrap()).unwrap();

@@ -85,7 +85,7 @@ fn generate() -> (Index, Vec<(String, String)>) {
                     dependencies: dependencies
                         .into_iter()
                         .map(|(name, requirement)| IndexDependency {
-                            name,
+                            name: name.parse().unwrap(),
                             requirement,
                             optional: false,
                             features: vec![],
@@ -97,7 +97,7 @@ fn generate() -> (Index, Vec<(String, String)>) {
                 }
             })
             .collect();
-        packages.push(IndexPackage { name: name(i), versions });
+        packages.push(IndexPackage { name: name(i).parse().unwrap(), versions });
     }
     let roots = tree.iter().map(|&t| (name(t), "^1.0".to_owned())).collect();
     (Index { v: 2, version: 1, issued_at: 0, expires_at: u64::MAX, packages, issuers: Vec::new() }, roots)
@@ -111,9 +111,9 @@ fn offline(index: &Index, roots: &[(String, String)]) -> OfflineDependencyProvid
             let dependencies: Vec<(String, Ranges<Version>)> = entry
                 .dependencies
                 .iter()
-                .map(|d| (d.name.clone(), Requirement::parse(&d.requirement).unwrap().ranges().clone()))
+                .map(|d| (d.name.to_string(), Requirement::parse(&d.requirement).unwrap().ranges().clone()))
                 .collect();
-            provider.add_dependencies(package.name.clone(), entry.semver(), dependencies);
+            provider.add_dependencies(package.name.to_string(), entry.semver(), dependencies);
         }
     }
     let root_dependencies: Vec<(String, Ranges<Version>)> =

@@ -34,7 +34,7 @@ fn events() -> Vec<BillingEvent> {
         .map(|i| BillingEvent {
             id: format!("bench:{i}"),
             time: 1_790_000_000 + i as u64,
-            package: "acme/thermal".into(),
+            package: "acme/thermal".parse().unwrap(),
             version: None,
             tier: "standard".into(),
             kind: Kind::Sale,

@@ -151,6 +151,11 @@ struct Step {
     run: fn(&mut Demo) -> anyhow::Result<String>,
 }
 
+/// The demo's package, as the licensing APIs take it.
+fn thermal() -> anyhow::Result<escx::manifest::PackageName> {
+    Ok(escx::manifest::PackageName::parse("demo/thermal")?)
+}
+
 const STEPS: &[Step] = &[
     Step { name: "keys", run: generate_keys },
     Step { name: "sample", run: write_sample },
@@ -511,7 +516,7 @@ fn purchase(demo: &mut Demo) -> anyhow::Result<String> {
     // decrypts the payload; the publisher's key now owns demo/*.
     issuer.register_package(&demo.licensed_package, &demo.trust_publisher()?, now)?;
     let bundle = issuer.bundle(now)?;
-    let request = demo.wallet()?.request(&bundle, "demo/thermal", "standard", 2, now)?;
+    let request = demo.wallet()?.request(&bundle, &thermal()?, "standard", 2, now)?;
     let response = issuer.issue(&request, now)?;
     let count = demo.wallet()?.finalize(&response)?;
     let sale = issuer.sales()?.pop().context("no sale recorded")?;
@@ -650,7 +655,7 @@ fn settle(demo: &mut Demo) -> anyhow::Result<String> {
     // A second customer buys one license through the Demo Suite bundle.
     let now = escx::now_unix();
     let issuer = demo.issuer()?;
-    let request = demo.wallet()?.request(&issuer.bundle(now)?, "demo/thermal", "standard", 1, now)?;
+    let request = demo.wallet()?.request(&issuer.bundle(now)?, &thermal()?, "standard", 1, now)?;
     demo.wallet()?.finalize(&issuer.issue(&request, now)?)?;
     let issuer_id = issuer.signing_key().id().to_string();
     let mut events: Vec<BillingEvent> =
@@ -797,7 +802,7 @@ fn meter(demo: &mut Demo) -> anyhow::Result<String> {
     let mut lines = Vec::new();
     for (index, (name, tier, telemetry)) in METERED.iter().enumerate() {
         let wallet = Wallet::open(&demo.dir.join(name))?;
-        let request = wallet.request(&bundle, "demo/thermal", tier, 1, now)?;
+        let request = wallet.request(&bundle, &thermal()?, tier, 1, now)?;
         wallet.finalize(&issuer.issue(&request, now)?)?;
         let sealed = wallet.redeem_tier("demo/thermal", Some(tier))?;
         wallet.install(&issuer.redeem(&sealed, now)?)?;
@@ -889,7 +894,7 @@ fn suppressed_cohort(demo: &mut Demo) -> anyhow::Result<String> {
     let start = hour - hour % 86_400;
     let mut operator = Operator::open(&demo.dir.join("operator"))?;
     match operator.aggregate(
-        "demo/thermal",
+        &thermal()?,
         (start, start + 86_400),
         100,
         None,

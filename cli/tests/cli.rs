@@ -389,3 +389,21 @@ fn json_is_a_global_flag_and_covers_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty(), "without --json a usage error goes to stderr");
 }
+
+/// A package name on the command line is checked as it is parsed: a bad one is a usage
+/// error naming the rule, before any wallet or file is touched.
+#[test]
+fn a_bad_package_name_argument_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = escx()
+        .current_dir(tmp.path())
+        .args(["license", "redeem", "--wallet", "w", "--package", "Acme/thermal", "-o", "r.sealed", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let value = json(&out.stdout);
+    assert_eq!(value["error"]["code"], "usage");
+    let message = value["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"Acme/thermal\" must start each part with a lowercase letter"), "{message}");
+    assert!(!tmp.path().join("w").exists() && !tmp.path().join("r.sealed").exists());
+}

@@ -44,7 +44,7 @@ const SEALED_KEY_BYTES_MAX: usize = 8 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentBinding {
     /// Package name.
-    pub name: String,
+    pub name: crate::manifest::PackageName,
     /// Package version.
     pub version: String,
     /// BLAKE3 of the payload section's stored (encrypted) bytes, as in the table.
@@ -56,7 +56,7 @@ impl ContentBinding {
     /// u16be(len(version)) || version || payload_hash)`.
     pub fn digest(&self) -> [u8; 32] {
         let mut material = Vec::with_capacity(4 + self.name.len() + self.version.len() + 32);
-        for text in [&self.name, &self.version] {
+        for text in [self.name.as_str(), self.version.as_str()] {
             // Names and versions are far below 64 KiB (manifest limits).
             material.extend_from_slice(&u16::try_from(text.len()).unwrap_or(u16::MAX).to_be_bytes());
             material.extend_from_slice(text.as_bytes());

@@ -16,7 +16,7 @@ pub const PACKAGE_NAME_BYTES_MAX: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageId {
     /// `[package] name`, e.g. `acme/thermal`.
-    pub name: String,
+    pub name: PackageName,
     /// `[package] version`, a semantic version.
     pub version: semver::Version,
 }
@@ -64,9 +64,10 @@ impl ManifestHeader {
         let name = package.name.ok_or_else(|| invalid("missing [package] name".into()))?;
         let version = package.version.ok_or_else(|| invalid("missing [package] version".into()))?;
         let at = |span: std::ops::Range<usize>| line_col(text, span.start);
-        validate_name(name.get_ref()).map_err(|reason| {
-            let (line, col) = at(name.span());
-            invalid(format!("line {line}, column {col}: package name {:?} {reason}", name.get_ref()))
+        let span = name.span();
+        let name = PackageName::parse(name.into_inner()).map_err(|reason| {
+            let (line, col) = at(span);
+            invalid(format!("line {line}, column {col}: package name {reason}"))
         })?;
         let parsed_version = semver::Version::parse(version.get_ref()).map_err(|e| {
             let (line, col) = at(version.span());
@@ -76,16 +77,145 @@ impl ManifestHeader {
             ))
         })?;
         Ok(Self {
-            package: PackageId { name: name.into_inner(), version: parsed_version },
+            package: PackageId { name, version: parsed_version },
             include_files: raw.include.files,
             exclude_files: raw.include.exclude,
         })
     }
 }
 
-/// Package names: 1..=128 bytes of `a-z 0-9 - _ .`, optionally one `scope/` prefix of the
-/// same characters; each part starts with a letter or digit.
-pub fn validate_name(name: &str) -> Result<(), &'static str> {
+/// A package name that has been checked: 1..=128 bytes of `a-z 0-9 - _ .`, optionally one
+/// `scope/` prefix of the same characters; each part starts with a letter or digit.
+///
+/// Every decoder that reads a name (manifests, registry indexes, billing events) produces a
+/// `PackageName`, so code that holds one never re-checks it. It serializes as a plain string,
+/// and deserializing checks it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PackageName(String);
+
+/// Why a string is not a package name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} {reason}")]
+pub struct NameError {
+    /// The rejected text.
+    pub name: String,
+    /// What is wrong with it, e.g. "must be 1 to 128 characters long".
+    pub reason: &'static str,
+}
+
+impl PackageName {
+    /// Checks `name` and wraps it.
+    pub fn parse(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        match check_name(&name) {
+            Ok(()) => Ok(Self(name)),
+            Err(reason) => Err(NameError { name, reason }),
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The scope before the `/`, if the name has one: `acme` for `acme/thermal`.
+    pub fn scope(&self) -> Option<&str> {
+        self.0.split_once('/').map(|(scope, _)| scope)
+    }
+
+    /// The owned text.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::ops::Deref for PackageName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for PackageName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for PackageName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PackageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for PackageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::str::FromStr for PackageName {
+    type Err = NameError;
+    fn from_str(name: &str) -> Result<Self, NameError> {
+        Self::parse(name)
+    }
+}
+
+impl TryFrom<String> for PackageName {
+    type Error = NameError;
+    fn try_from(name: String) -> Result<Self, NameError> {
+        Self::parse(name)
+    }
+}
+
+impl From<PackageName> for String {
+    fn from(name: PackageName) -> String {
+        name.0
+    }
+}
+
+impl PartialEq<str> for PackageName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for PackageName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for PackageName {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+#[cfg(feature = "rusqlite")]
+impl rusqlite::types::ToSql for PackageName {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+/// A stored name is checked again when read back: a bad one is a conversion error.
+#[cfg(feature = "rusqlite")]
+impl rusqlite::types::FromSql for PackageName {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Self::parse(text).map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > PACKAGE_NAME_BYTES_MAX {
         return Err("must be 1 to 128 characters long");
     }
@@ -141,10 +271,21 @@ mod tests {
     #[test]
     fn names_are_restricted() {
         for bad in ["", "Acme", "a/b/c", "-x", "a b", "a/", "ümlaut"] {
-            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+            assert!(PackageName::parse(bad).is_err(), "{bad:?} accepted");
         }
+        assert!(PackageName::parse("a".repeat(129)).is_err());
         for good in ["a", "acme/thermal", "x-1.2_3"] {
-            assert!(validate_name(good).is_ok(), "{good:?} rejected");
+            assert_eq!(PackageName::parse(good).unwrap(), good, "{good:?} rejected");
         }
+        assert_eq!(PackageName::parse("acme/thermal").unwrap().scope(), Some("acme"));
+        assert_eq!(PackageName::parse("thermal").unwrap().scope(), None);
+    }
+
+    #[test]
+    fn names_check_when_deserialized() {
+        let good: PackageName = serde_json::from_str("\"acme/thermal\"").unwrap();
+        assert_eq!(serde_json::to_string(&good).unwrap(), "\"acme/thermal\"");
+        let err = serde_json::from_str::<PackageName>("\"Acme\"").unwrap_err();
+        assert!(err.to_string().contains("\"Acme\" must start"), "{err}");
     }
 }

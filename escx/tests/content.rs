@@ -126,7 +126,7 @@ fn encrypted(key: &ContentKey, plain: &[u8]) -> Vec<u8> {
 fn key_section(content_key: &ContentKey, issuer: &KemSecretKey) -> RawSection {
     // These packages test table and ciphertext rules; nobody opens the seal.
     let binding = content::ContentBinding {
-        name: "acme/thermal".into(),
+        name: "acme/thermal".parse().unwrap(),
         version: "1.2.0".into(),
         payload_hash: [0; 32],
     };

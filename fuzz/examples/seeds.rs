@@ -25,7 +25,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let issuer = Issuer::init(&tmp.path().join("issuer"), "Seeds", &Protection::Unencrypted, T0).unwrap();
     let offer = Offer {
-        package: PACKAGE.into(),
+        package: PACKAGE.parse().unwrap(),
         tier: "standard".into(),
         price_micros: 1,
         currency: "USD".into(),
@@ -36,7 +36,7 @@ fn main() {
     issuer.add_offer(&offer, &[escx::sig::KeyId([1; 16])], T0).unwrap();
     let chain = issuer.bundle(T0).unwrap();
     let wallet = Wallet::open(&tmp.path().join("wallet")).unwrap();
-    let request = wallet.request(&chain, PACKAGE, "standard", 2, T0).unwrap();
+    let request = wallet.request(&chain, &PACKAGE.parse().unwrap(), "standard", 2, T0).unwrap();
     let response = issuer.issue(&request, T0).unwrap();
     wallet.finalize(&response).unwrap();
     write(&licensing, "token-request", 0, &request.to_cbor());
@@ -84,7 +84,7 @@ fn main() {
     let transfer = TokenTransfer {
         v: 1,
         bundle: serde_bytes::ByteBuf::from(chain.to_cbor()),
-        package: PACKAGE.into(),
+        package: PACKAGE.parse().unwrap(),
         tier: "standard".into(),
         epoch: 1,
         input: serde_bytes::ByteBuf::from(vec![7; 32]),

@@ -42,7 +42,7 @@ fn fixture() -> &'static std::sync::Mutex<Fixture> {
         let dir = tempfile::tempdir().unwrap();
         let issuer = Issuer::init(&dir.path().join("issuer"), "Fuzz", &Protection::Unencrypted, T0).unwrap();
         let offer = Offer {
-            package: PACKAGE.into(),
+            package: PACKAGE.parse().unwrap(),
             tier: "standard".into(),
             price_micros: 1,
             currency: "USD".into(),
@@ -55,14 +55,14 @@ fn fixture() -> &'static std::sync::Mutex<Fixture> {
             escx::keyfile::read_secret_key(&dir.path().join("issuer/signing.key"), || None).unwrap();
         let chain = issuer.bundle(T0).unwrap();
         let wallet = Wallet::open(&dir.path().join("wallet")).unwrap();
-        let request = wallet.request(&chain, PACKAGE, "standard", 2, T0).unwrap();
+        let request = wallet.request(&chain, &PACKAGE.parse().unwrap(), "standard", 2, T0).unwrap();
         wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap();
         let sealed = wallet.redeem(PACKAGE).unwrap();
         let holder_kem =
             KemPublicKey::from_bytes(&issuer.open_redeem_request(&sealed).unwrap().holder_kem_key).unwrap();
         let receive = wallet.receive_key().unwrap();
         // A purchase left pending, so a response reaches the proof check.
-        wallet.request(&chain, PACKAGE, "standard", 2, T0).unwrap();
+        wallet.request(&chain, &PACKAGE.parse().unwrap(), "standard", 2, T0).unwrap();
         std::sync::Mutex::new(Fixture {
             _dir: dir,
             issuer,

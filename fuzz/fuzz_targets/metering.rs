@@ -51,7 +51,7 @@ fn fixture() -> &'static Mutex<Fixture> {
         issuer.register_package(&package, &policy, T0).unwrap();
         let chain = issuer.bundle(T0).unwrap();
         let wallet = Wallet::open(&dir.path().join("wallet")).unwrap();
-        let request = wallet.request(&chain, PACKAGE, "metered", 1, T0).unwrap();
+        let request = wallet.request(&chain, &PACKAGE.parse().unwrap(), "metered", 1, T0).unwrap();
         wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap();
         let sealed = wallet.redeem(PACKAGE).unwrap();
         let license = wallet.install(&issuer.redeem(&sealed, T0 + 1).unwrap()).unwrap();

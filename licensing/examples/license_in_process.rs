@@ -18,7 +18,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let issuer = Issuer::in_memory("Example Licensing", now)?;
     let publisher = escx::sig::SecretKey::generate();
     let offer = Offer {
-        package: "acme/thermal".into(),
+        package: "acme/thermal".parse().unwrap(),
         tier: "pro".into(),
         price_micros: 49_000_000,
         currency: "EUR".into(),
@@ -30,7 +30,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The customer's wallet buys two tokens under the issuer's published bundle chain.
     let wallet = Wallet::open(&work.path().join("wallet"))?;
-    let request = wallet.request(&issuer.bundle(now)?, "acme/thermal", "pro", 2, now)?;
+    let request = wallet.request(&issuer.bundle(now)?, &"acme/thermal".parse().unwrap(), "pro", 2, now)?;
     let response = issuer.issue(&request, now)?; // the sale is recorded here
     assert_eq!(wallet.finalize(&response)?, 2);
 

@@ -208,7 +208,7 @@ fn main() {
     let base = LicensePayload {
         v: 1,
         license_id: ByteBuf::from(vec![0x11; 16]),
-        package: PACKAGE.into(),
+        package: PACKAGE.parse().unwrap(),
         versions: "^1.2".into(),
         tier: "standard".into(),
         features: vec!["plots".into()],
@@ -244,7 +244,10 @@ fn main() {
             ),
         ),
         ("revoked.cert", certificate(&issuer_key, &with(&|p| p.license_id = ByteBuf::from(vec![0x22; 16])))),
-        ("other-package.cert", certificate(&issuer_key, &with(&|p| p.package = "vectors/other".into()))),
+        (
+            "other-package.cert",
+            certificate(&issuer_key, &with(&|p| p.package = "vectors/other".parse().unwrap())),
+        ),
         ("tampered.cert", tampered),
         ("foreign.cert", certificate(&other_key, &base)),
     ];

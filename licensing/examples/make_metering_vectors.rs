@@ -96,7 +96,7 @@ fn main() {
     let chain = issuer.bundle(T0).unwrap();
     write("issuer.chain", &chain.to_cbor());
     let wallet = Wallet::open(&tmp.path().join("wallet")).unwrap();
-    let request = wallet.request(&chain, "acme/thermal", "metered", 1, T0).unwrap();
+    let request = wallet.request(&chain, &"acme/thermal".parse().unwrap(), "metered", 1, T0).unwrap();
     wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap();
     let sealed = wallet.redeem("acme/thermal").unwrap();
     let license = wallet.install(&issuer.redeem(&sealed, T0 + 10).unwrap()).unwrap();

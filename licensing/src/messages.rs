@@ -3,6 +3,7 @@
 
 use escx::envelope::Envelope;
 use escx::kem::KemPublicKey;
+use escx::manifest::PackageName;
 use escx::sig::{KeyId, PublicKey, SecretKey, SigningContext};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -324,7 +325,7 @@ pub struct TokenRequest {
     /// Format version, 1.
     pub v: u8,
     /// Package name.
-    pub package: String,
+    pub package: PackageName,
     /// Tier.
     pub tier: String,
     /// Issuer epoch.
@@ -340,7 +341,7 @@ pub struct TokenResponse {
     /// Format version, 1.
     pub v: u8,
     /// Package name (echoed).
-    pub package: String,
+    pub package: PackageName,
     /// Tier (echoed).
     pub tier: String,
     /// Epoch (echoed).
@@ -374,7 +375,7 @@ impl TokenRequest {
         for element in &request.blinded {
             fixed::<ELEMENT_BYTES>(element, "blinded element")?;
         }
-        crate::poprf::TokenInfo::check_lengths(&request.package, &request.tier)?;
+        crate::poprf::TokenInfo::check_tier(&request.tier)?;
         Ok(request)
     }
 
@@ -415,7 +416,7 @@ pub struct RedeemRequest {
     /// Format version, 1.
     pub v: u8,
     /// Package name.
-    pub package: String,
+    pub package: PackageName,
     /// Tier.
     pub tier: String,
     /// Epoch of the token.
@@ -442,7 +443,7 @@ impl RedeemRequest {
         }
         fixed::<INPUT_BYTES>(&request.input, "token input")?;
         fixed::<OUTPUT_BYTES>(&request.output, "token output")?;
-        crate::poprf::TokenInfo::check_lengths(&request.package, &request.tier)?;
+        crate::poprf::TokenInfo::check_tier(&request.tier)?;
         Ok(request)
     }
 
@@ -461,7 +462,7 @@ pub struct LicensePayload {
     /// Random 16-byte license id.
     pub license_id: ByteBuf,
     /// Package name.
-    pub package: String,
+    pub package: PackageName,
     /// Versions covered: a requirement, or `*` for every version.
     pub versions: String,
     /// Tier.
@@ -497,7 +498,7 @@ pub struct TokenTransfer {
     /// The issuer bundle the token was bought under (signed; re-verified by the recipient).
     pub bundle: ByteBuf,
     /// Package name.
-    pub package: String,
+    pub package: PackageName,
     /// Tier.
     pub tier: String,
     /// Key epoch.
@@ -689,4 +690,47 @@ sealed_message! {
     /// A [`TokenTransfer`] sealed to the recipient wallet's receive key (licensing.md
     /// §8.3).
     SealedTransfer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::poprf::INFO_FIELD_BYTES_MAX;
+
+    /// A token request's fields with a free-form package, as an attacker would encode it.
+    #[derive(Serialize)]
+    struct Forged<'a> {
+        v: u8,
+        package: &'a str,
+        tier: &'a str,
+        epoch: u32,
+        blinded: Vec<ByteBuf>,
+    }
+
+    fn forged(package: &str, tier: &str) -> Vec<u8> {
+        escx::cbor::encode(&Forged {
+            v: 1,
+            package,
+            tier,
+            epoch: 1,
+            blinded: vec![ByteBuf::from(vec![0u8; 32])],
+        })
+    }
+
+    #[test]
+    fn a_request_for_an_invalid_package_name_is_malformed() {
+        assert!(TokenRequest::from_cbor(&forged("acme/thermal", "standard")).is_ok());
+        for bad in ["Acme/thermal", "a/b/c", "", "acme/ther mal"] {
+            let err = TokenRequest::from_cbor(&forged(bad, "standard")).unwrap_err();
+            assert!(matches!(err, Error::Malformed { what: "token request", .. }), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_request_for_a_tier_longer_than_the_info_prefix_is_malformed() {
+        assert!(TokenRequest::from_cbor(&forged("acme/thermal", &"t".repeat(INFO_FIELD_BYTES_MAX))).is_ok());
+        let err = TokenRequest::from_cbor(&forged("acme/thermal", &"t".repeat(INFO_FIELD_BYTES_MAX + 1)))
+            .unwrap_err();
+        assert!(matches!(err, Error::Malformed { what: "token info", .. }), "{err}");
+    }
 }

@@ -10,6 +10,7 @@
 //! This module is a thin typed layer over the `voprf` crate: fixed sizes, byte encodings,
 //! and the canonical public-info encoding.
 
+use escx::manifest::PackageName;
 use rand_core::OsRng;
 use voprf::{BlindedElement, EvaluationElement, PoprfClient, PoprfServer, Proof, Ristretto255};
 use zeroize::Zeroizing;
@@ -38,26 +39,25 @@ pub const INFO_LABEL: &[u8] = b"escx/license-info/v1";
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenInfo {
     /// Package name.
-    pub package: String,
+    pub package: PackageName,
     /// Pricing tier name.
     pub tier: String,
     /// Issuer key epoch.
     pub epoch: u32,
 }
 
-/// The longest package or tier name a token's info can carry (its `u16` length prefix).
+/// The longest tier name a token's info can carry (its `u16` length prefix). A package
+/// name is at most 128 bytes by construction ([`PackageName`]).
 pub const INFO_FIELD_BYTES_MAX: usize = u16::MAX as usize;
 
 impl TokenInfo {
-    /// Refuses a package or tier too long for the info encoding.
-    pub(crate) fn check_lengths(package: &str, tier: &str) -> Result<(), crate::Error> {
-        for (what, text) in [("package", package), ("tier", tier)] {
-            if text.len() > INFO_FIELD_BYTES_MAX {
-                return Err(crate::Error::Malformed {
-                    what: "token info",
-                    reason: format!("the {what} name is {} bytes, above {INFO_FIELD_BYTES_MAX}", text.len()),
-                });
-            }
+    /// Refuses a tier too long for the info encoding.
+    pub(crate) fn check_tier(tier: &str) -> Result<(), crate::Error> {
+        if tier.len() > INFO_FIELD_BYTES_MAX {
+            return Err(crate::Error::Malformed {
+                what: "token info",
+                reason: format!("the tier name is {} bytes, above {INFO_FIELD_BYTES_MAX}", tier.len()),
+            });
         }
         Ok(())
     }
@@ -65,9 +65,9 @@ impl TokenInfo {
     /// `"escx/license-info/v1" || u16be(len(package)) || package || u16be(len(tier)) || tier ||
     /// u32be(epoch)`.
     ///
-    /// Messages carrying a package and tier are refused at parsing when either is longer
-    /// than [`INFO_FIELD_BYTES_MAX`], so the length prefixes never saturate and the
-    /// encoding is injective.
+    /// Messages carrying a package and tier are refused at parsing when the package is not
+    /// a package name or the tier is longer than [`INFO_FIELD_BYTES_MAX`], so the length
+    /// prefixes never saturate and the encoding is injective.
     pub fn encode(&self) -> Vec<u8> {
         let length = |text: &str| u16::try_from(text.len()).unwrap_or(u16::MAX).to_be_bytes();
         let mut out = Vec::with_capacity(INFO_LABEL.len() + self.package.len() + self.tier.len() + 8);
@@ -338,7 +338,7 @@ mod tests {
     use super::*;
 
     fn info() -> TokenInfo {
-        TokenInfo { package: "acme/thermal".into(), tier: "standard".into(), epoch: 1 }
+        TokenInfo { package: "acme/thermal".parse().unwrap(), tier: "standard".into(), epoch: 1 }
     }
 
     #[test]

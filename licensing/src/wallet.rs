@@ -15,6 +15,7 @@
 //! ```
 
 use crate::LicenseCheck;
+use escx::manifest::PackageName;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -46,7 +47,7 @@ const SUBDIRS: [&str; 6] = ["issuers", "pending", "tokens", "redeeming", "licens
 struct PendingFile {
     v: u8,
     issuer: ByteBuf,
-    package: String,
+    package: PackageName,
     tier: String,
     epoch: u32,
     inputs: Vec<ByteBuf>,
@@ -58,7 +59,7 @@ struct PendingFile {
 struct TokenFile {
     v: u8,
     issuer: ByteBuf,
-    package: String,
+    package: PackageName,
     tier: String,
     epoch: u32,
     input: ByteBuf,
@@ -132,7 +133,7 @@ impl Drop for ReceiveFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Tier.
     pub tier: String,
     /// Issuer key id.
@@ -366,7 +367,7 @@ impl Wallet {
     pub fn request(
         &self,
         chain: &BundleChain,
-        package: &str,
+        package: &PackageName,
         tier: &str,
         count: usize,
         now: u64,
@@ -381,7 +382,7 @@ impl Wallet {
     pub fn request_at(
         &self,
         bundle: &IssuerBundle,
-        package: &str,
+        package: &PackageName,
         tier: &str,
         count: usize,
         now: u64,
@@ -397,7 +398,7 @@ impl Wallet {
         let blinded = Blinded::new(count)?;
         let request = TokenRequest {
             v: 1,
-            package: package.to_owned(),
+            package: package.clone(),
             tier: tier.to_owned(),
             epoch,
             blinded: blinded.elements.iter().map(|e| ByteBuf::from(e.to_vec())).collect(),
@@ -406,7 +407,7 @@ impl Wallet {
         let pending = PendingFile {
             v: 1,
             issuer: ByteBuf::from(bundle.issuer_id().0.to_vec()),
-            package: package.to_owned(),
+            package: package.clone(),
             tier: tier.to_owned(),
             epoch,
             inputs: parts.iter().map(|(input, _)| ByteBuf::from(input.to_vec())).collect(),
@@ -496,8 +497,8 @@ impl Wallet {
     }
 
     /// Unspent tokens per (package, tier).
-    pub fn token_counts(&self) -> Result<Vec<(String, String, usize)>, Error> {
-        let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    pub fn token_counts(&self) -> Result<Vec<(PackageName, String, usize)>, Error> {
+        let mut counts: std::collections::BTreeMap<(PackageName, String), usize> = Default::default();
         for path in files(&self.dir.join("tokens"))? {
             let token: TokenFile = crate::messages::decode(&read(&path)?, "token")?;
             *counts.entry((token.package.clone(), token.tier.clone())).or_default() += 1;

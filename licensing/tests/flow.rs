@@ -42,7 +42,7 @@ fn world() -> World {
         issuer
             .add_offer(
                 &Offer {
-                    package: "acme/thermal".into(),
+                    package: "acme/thermal".parse().unwrap(),
                     tier: tier.into(),
                     price_micros: 49_000_000,
                     currency: "USD".into(),
@@ -105,7 +105,8 @@ fn check_proof(
 }
 
 fn buy(world: &World, count: usize) {
-    let request = world.wallet.request(&world.bundle, "acme/thermal", "standard", count, T0).unwrap();
+    let request =
+        world.wallet.request(&world.bundle, &"acme/thermal".parse().unwrap(), "standard", count, T0).unwrap();
     let request = TokenRequest::from_cbor(&request.to_cbor()).unwrap();
     let response = world.issuer.issue(&request, T0).unwrap();
     assert_eq!(world.wallet.finalize(&response).unwrap(), count);
@@ -121,7 +122,10 @@ fn license(world: &World) -> escx_licensing::messages::LicensePayload {
 fn purchase_redeem_and_verify_offline() {
     let w = world();
     buy(&w, 3);
-    assert_eq!(w.wallet.token_counts().unwrap(), vec![("acme/thermal".into(), "standard".into(), 3)]);
+    assert_eq!(
+        w.wallet.token_counts().unwrap(),
+        vec![("acme/thermal".parse().unwrap(), "standard".into(), 3)]
+    );
     let license = license(&w);
     assert_eq!(license.features, vec!["plots"]);
     let verified =
@@ -255,7 +259,7 @@ fn concurrent_retries_of_one_request_get_one_answer() {
 #[test]
 fn a_retried_purchase_records_one_sale() {
     let w = world();
-    let request = w.wallet.request(&w.bundle, "acme/thermal", "standard", 3, T0).unwrap();
+    let request = w.wallet.request(&w.bundle, &"acme/thermal".parse().unwrap(), "standard", 3, T0).unwrap();
     let first = w.issuer.issue(&request, T0).unwrap();
     let dir = Arc::new(w.issuer.dir().to_path_buf());
     let request = Arc::new(request);
@@ -377,7 +381,7 @@ fn license_for(world: &World) {
 #[test]
 fn the_issuer_rejects_unknown_offers_and_tampered_sealed_requests() {
     let w = world();
-    let request = w.wallet.request(&w.bundle, "acme/unsold", "standard", 1, T0).unwrap();
+    let request = w.wallet.request(&w.bundle, &"acme/unsold".parse().unwrap(), "standard", 1, T0).unwrap();
     assert_eq!(w.issuer.issue(&request, T0).unwrap_err().code(), "not-for-sale");
     buy(&w, 1);
     let mut sealed = w.wallet.redeem("acme/thermal").unwrap().into_bytes();
@@ -434,14 +438,17 @@ fn transferred_tokens_leave_the_sender_and_redeem_for_the_recipient() {
     let moved =
         w.wallet.transfer("acme/thermal", Some("standard"), &bob.receive_key().unwrap(), &gift).unwrap();
     assert_eq!((moved.package.as_str(), moved.tier.as_str()), ("acme/thermal", "standard"));
-    assert_eq!(w.wallet.token_counts().unwrap(), vec![("acme/thermal".into(), "standard".into(), 1)]);
+    assert_eq!(
+        w.wallet.token_counts().unwrap(),
+        vec![("acme/thermal".parse().unwrap(), "standard".into(), 1)]
+    );
 
     // Only Bob's wallet opens it.
     let carol = Wallet::open(&w._tmp.path().join("carol")).unwrap();
     let sealed = SealedTransfer::from_bytes(std::fs::read(&gift).unwrap());
     assert_eq!(carol.receive(&sealed).unwrap_err().code(), "sealed-box-invalid");
     bob.receive(&sealed).unwrap();
-    assert_eq!(bob.token_counts().unwrap(), vec![("acme/thermal".into(), "standard".into(), 1)]);
+    assert_eq!(bob.token_counts().unwrap(), vec![("acme/thermal".parse().unwrap(), "standard".into(), 1)]);
     let request = bob.redeem("acme/thermal").unwrap();
     let license = bob.install(&w.issuer.redeem(&request, T0 + 10).unwrap()).unwrap();
     assert_eq!(license.tier, "standard");
@@ -592,7 +599,12 @@ mod content_key_attacks {
         assert_eq!(err.code(), "sealed-box-invalid", "{err}");
         assert_eq!(
             w.issuer
-                .issue(&w.wallet.request(&w.bundle, "mallory/cheap", "standard", 1, T0).unwrap(), T0)
+                .issue(
+                    &w.wallet
+                        .request(&w.bundle, &"mallory/cheap".parse().unwrap(), "standard", 1, T0)
+                        .unwrap(),
+                    T0
+                )
                 .unwrap_err()
                 .code(),
             "not-for-sale"
@@ -637,7 +649,7 @@ mod content_key_attacks {
         assert_eq!(err.code(), "package-owned", "{err}");
         assert!(err.to_string().contains(&w.publisher.id().to_string()), "{err}");
         let offer = Offer {
-            package: "acme/new-thing".into(),
+            package: "acme/new-thing".parse().unwrap(),
             tier: "standard".into(),
             price_micros: 1,
             currency: "USD".into(),
@@ -647,7 +659,8 @@ mod content_key_attacks {
         };
         assert_eq!(w.issuer.add_offer(&offer, &[mallory.id()], T0).unwrap_err().code(), "package-owned");
         // The victim's offer and content keys are untouched.
-        let request = w.wallet.request(&w.bundle, "acme/thermal", "standard", 1, T0).unwrap();
+        let request =
+            w.wallet.request(&w.bundle, &"acme/thermal".parse().unwrap(), "standard", 1, T0).unwrap();
         w.issuer.issue(&request, T0).unwrap();
         assert_eq!(w.issuer.sales().unwrap().last().unwrap().unit_price_micros, 49_000_000);
         // The owner may re-register and re-price.

@@ -63,6 +63,10 @@ fn name(prefix: &str, n: u8) -> String {
     format!("{prefix}{n}")
 }
 
+fn package(n: u8) -> escx::manifest::PackageName {
+    name("pkg", n).parse().unwrap()
+}
+
 /// Runs one write in its own transaction; commits when `commit`. What the write answered.
 fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()> {
     let mut tx = store.begin().map_err(|_| ())?;
@@ -80,7 +84,7 @@ fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()>
         }
         Op::Offer(p, t, price, features, seats) => tx
             .put_offer(&Offer {
-                package: name("pkg", *p),
+                package: package(*p),
                 tier: name("tier", *t),
                 price_micros: *price,
                 currency: "EUR".into(),
@@ -92,7 +96,7 @@ fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()>
         Op::ContentKey(r, f, p) => tx
             .insert_content_key(&StoredContentKey {
                 root: id32(*r),
-                package: name("pkg", *p),
+                package: package(*p),
                 version: "1.0.0".into(),
                 payload_hash: id32(r + 100),
                 fingerprint: id32(f + 50),
@@ -102,7 +106,7 @@ fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()>
         Op::Sale(p, count, unit, at) => tx
             .insert_sale(&Sale {
                 id: 999,
-                package: name("pkg", *p),
+                package: package(*p),
                 tier: "pro".into(),
                 epoch: 1,
                 count: *count,
@@ -117,7 +121,7 @@ fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()>
         Op::License(l, a, b) => tx
             .insert_license(&LicenseRecord {
                 license_id: id16(*l),
-                package: "pkg0".into(),
+                package: "pkg0".parse().unwrap(),
                 tier: "pro".into(),
                 not_before: *a,
                 not_after: *b,
@@ -149,9 +153,9 @@ fn view(store: &impl IssuerReader) -> Vec<String> {
     out.push(format!("bundles {:?}", store.bundles().unwrap()));
     for p in 0..2 {
         for t in 0..2 {
-            out.push(format!("offer {:?}", store.offer(&name("pkg", p), &name("tier", t)).unwrap()));
+            out.push(format!("offer {:?}", store.offer(&package(p), &name("tier", t)).unwrap()));
         }
-        out.push(format!("content keys {:?}", store.content_keys(&name("pkg", p)).unwrap()));
+        out.push(format!("content keys {:?}", store.content_keys(&package(p)).unwrap()));
     }
     for s in 0..3 {
         out.push(format!("owners {:?}", store.scope_owners(&name("acme", s)).unwrap()));
@@ -196,7 +200,7 @@ fn an_issuer_runs_in_memory() {
     issuer
         .add_offer(
             &Offer {
-                package: "acme/thermal".into(),
+                package: "acme/thermal".parse().unwrap(),
                 tier: "pro".into(),
                 price_micros: 5_000_000,
                 currency: "EUR".into(),
@@ -211,7 +215,7 @@ fn an_issuer_runs_in_memory() {
     let tmp = tempfile::tempdir().unwrap();
     let wallet = Wallet::open(&tmp.path().join("wallet")).unwrap();
     let chain = issuer.bundle(T0).unwrap();
-    let request = wallet.request(&chain, "acme/thermal", "pro", 1, T0).unwrap();
+    let request = wallet.request(&chain, &"acme/thermal".parse().unwrap(), "pro", 1, T0).unwrap();
     let response = issuer.issue(&request, T0 + 1).unwrap();
     assert_eq!(issuer.issue(&request, T0 + 2).unwrap(), response, "a retried purchase gets the same answer");
     assert_eq!(issuer.sales().unwrap().len(), 1, "and records no second sale");

@@ -84,7 +84,8 @@ fn world() -> World {
 impl World {
     fn wallet(&self, name: &str, tier: &str, licenses: usize) -> (Wallet, Vec<LicensePayload>) {
         let wallet = Wallet::open(&self.tmp.path().join(name)).unwrap();
-        let request = wallet.request(&self.chain, "acme/thermal", tier, licenses, T0).unwrap();
+        let request =
+            wallet.request(&self.chain, &"acme/thermal".parse().unwrap(), tier, licenses, T0).unwrap();
         wallet.finalize(&self.issuer.issue(&request, T0).unwrap()).unwrap();
         let mut out = Vec::new();
         for _ in 0..licenses {
@@ -151,7 +152,7 @@ fn craft(
         .collect();
     let payload = ReportPayload {
         v: 1,
-        package: "acme/thermal".into(),
+        package: "acme/thermal".parse().unwrap(),
         license_id: license.license_id.clone(),
         hour,
         seq,
@@ -324,7 +325,7 @@ fn every_bad_report_has_its_own_code() {
     foreign.register_package(&w.package, &w.policy, T0).unwrap();
     let foreign_wallet = Wallet::open(&other.path().join("wallet")).unwrap();
     let chain = foreign.bundle(T0).unwrap();
-    let request = foreign_wallet.request(&chain, "acme/thermal", "metered", 1, T0).unwrap();
+    let request = foreign_wallet.request(&chain, &"acme/thermal".parse().unwrap(), "metered", 1, T0).unwrap();
     foreign_wallet.finalize(&foreign.issue(&request, T0).unwrap()).unwrap();
     let sealed = foreign_wallet.redeem("acme/thermal").unwrap();
     let foreign_license = foreign_wallet.install(&foreign.redeem(&sealed, T0 + 10).unwrap()).unwrap();
@@ -574,14 +575,16 @@ fn cohorts_below_the_minimum_are_suppressed_and_the_budget_stops_releases() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let window = (day, day + 86_400);
     for _ in 0..3 {
-        let result = operator.aggregate("acme/thermal", window, 100, None, &mut rng, now).unwrap();
+        let result =
+            operator.aggregate(&"acme/thermal".parse().unwrap(), window, 100, None, &mut rng, now).unwrap();
         assert_eq!(result, Aggregate::Suppressed { cohort_min_size: 50 });
     }
     // 50: a number, spending half the budget twice, then refused.
     assert_eq!(ingest_one(&mut operator, &files[49], now), "stored");
     for remaining in [500_000, 0] {
-        let Aggregate::Released(release) =
-            operator.aggregate("acme/thermal", window, 100, Some(500_000), &mut rng, now).unwrap()
+        let Aggregate::Released(release) = operator
+            .aggregate(&"acme/thermal".parse().unwrap(), window, 100, Some(500_000), &mut rng, now)
+            .unwrap()
         else {
             panic!("released expected")
         };
@@ -593,11 +596,12 @@ fn cohorts_below_the_minimum_are_suppressed_and_the_budget_stops_releases() {
         // Three units share epsilon 0.5: each gets scale 100 · 3 / 0.5 = 600.
         assert_eq!(release.scale, (100 * 3 * 1_000_000, 500_000));
     }
-    let err = operator.aggregate("acme/thermal", window, 100, None, &mut rng, now).unwrap_err();
+    let err =
+        operator.aggregate(&"acme/thermal".parse().unwrap(), window, 100, None, &mut rng, now).unwrap_err();
     assert_eq!(err.code(), "epsilon-exhausted");
     // A window that is not one of the package's.
     let err = operator
-        .aggregate("acme/thermal", (day + H, day + 86_400 + H), 100, None, &mut rng, now)
+        .aggregate(&"acme/thermal".parse().unwrap(), (day + H, day + 86_400 + H), 100, None, &mut rng, now)
         .unwrap_err();
     assert_eq!(err.code(), "window-invalid");
     // Private-tier usage never enters an aggregate.
@@ -614,7 +618,8 @@ fn cohorts_below_the_minimum_are_suppressed_and_the_budget_stops_releases() {
     );
     assert_eq!(ingest_one(&mut operator, &file, now), "stored");
     let next = (day + 86_400, day + 2 * 86_400);
-    let result = operator.aggregate("acme/thermal", next, 100, None, &mut rng, now).unwrap();
+    let result =
+        operator.aggregate(&"acme/thermal".parse().unwrap(), next, 100, None, &mut rng, now).unwrap();
     assert_eq!(result, Aggregate::Suppressed { cohort_min_size: 50 });
 }
 
@@ -636,7 +641,7 @@ fn a_share_report_must_open_every_hour() {
 fn an_hour_used_under_two_licenses_is_reported_for_each() {
     let w = world();
     let wallet = Wallet::open(&w.tmp.path().join("wallet")).unwrap();
-    let request = wallet.request(&w.chain, "acme/thermal", "metered", 2, T0).unwrap();
+    let request = wallet.request(&w.chain, &"acme/thermal".parse().unwrap(), "metered", 2, T0).unwrap();
     wallet.finalize(&w.issuer.issue(&request, T0).unwrap()).unwrap();
     let mut licenses = Vec::new();
     for at in [T0 + 10, T0 + H + 1800] {

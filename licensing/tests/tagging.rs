@@ -25,7 +25,7 @@ fn world() -> World {
     let dir = tmp.path().join("issuer");
     let issuer = Issuer::init(&dir, "Tagging Licensing", &Protection::Unencrypted, T0).unwrap();
     let offer = Offer {
-        package: "acme/thermal".into(),
+        package: "acme/thermal".parse().unwrap(),
         tier: "standard".into(),
         price_micros: 1_000_000,
         currency: "USD".into(),
@@ -93,7 +93,7 @@ fn a_per_customer_epoch_key_is_refused_against_the_published_head() {
     assert_eq!(bob.issuer(honest.issuer_id()).unwrap().hash, published.hash, "Bob's pin is unchanged");
     // And Bob buys under the published version only.
     let under = bob.published(published.issuer_id(), published.version(), &published.hash).unwrap();
-    bob.request_at(&under, "acme/thermal", "standard", 1, T0 + DAY).unwrap();
+    bob.request_at(&under, &"acme/thermal".parse().unwrap(), "standard", 1, T0 + DAY).unwrap();
 }
 
 /// Two keys valid at once would let the issuer pick one per customer: a bundle whose epochs
@@ -163,7 +163,8 @@ fn a_transfer_cannot_replace_the_recipients_bundle() {
     let honest = w.forged(v1.head(), |p| p.epochs.push(fresh_epoch(2, end, end + DAY)));
     let sender = w.wallet("sender");
     sender.add_issuer(&chain(&[v1.head(), &forked])).unwrap();
-    let request = sender.request(&chain(&[v1.head()]), "acme/thermal", "standard", 1, T0).unwrap();
+    let request =
+        sender.request(&chain(&[v1.head()]), &"acme/thermal".parse().unwrap(), "standard", 1, T0).unwrap();
     sender.finalize(&w.issuer.issue(&request, T0).unwrap()).unwrap();
     let recipient = w.wallet("recipient");
     recipient.add_issuer(&chain(&[v1.head(), &honest])).unwrap();

@@ -21,7 +21,7 @@ fn run(first_redeemer: usize) -> Vec<String> {
     issuer
         .add_offer(
             &Offer {
-                package: "acme/thermal".into(),
+                package: "acme/thermal".parse().unwrap(),
                 tier: "standard".into(),
                 price_micros: 10_000_000,
                 currency: "USD".into(),
@@ -40,7 +40,8 @@ fn run(first_redeemer: usize) -> Vec<String> {
 
     // Purchases, always X then Y.
     for (i, wallet) in wallets.iter().enumerate() {
-        let request = wallet.request(&bundle, "acme/thermal", "standard", 1, T0 + i as u64).unwrap();
+        let request =
+            wallet.request(&bundle, &"acme/thermal".parse().unwrap(), "standard", 1, T0 + i as u64).unwrap();
         let bytes = request.to_cbor();
         let seen = TokenRequest::from_cbor(&bytes).unwrap();
         received.push(format!(

@@ -32,7 +32,7 @@ fn entry(version: &str, dependencies: Vec<(&str, &str)>) -> IndexVersion {
         dependencies: dependencies
             .into_iter()
             .map(|(n, r)| IndexDependency {
-                name: n.into(),
+                name: n.parse().unwrap(),
                 requirement: r.into(),
                 optional: false,
                 features: vec![],
@@ -52,11 +52,11 @@ fn base_index(version: u64) -> Index {
         expires_at: ISSUED + 7 * 86_400,
         packages: vec![
             IndexPackage {
-                name: "vectors/app-lib".into(),
+                name: "vectors/app-lib".parse().unwrap(),
                 versions: vec![entry("1.0.0", vec![("vectors/core", "^1.2")])],
             },
             IndexPackage {
-                name: "vectors/core".into(),
+                name: "vectors/core".parse().unwrap(),
                 versions: vec![entry("1.2.0", vec![]), entry("1.3.0", vec![])],
             },
         ],

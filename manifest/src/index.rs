@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use escx::envelope::MultiEnvelope;
+use escx::manifest::PackageName;
 use escx::sig::{KeyId, SecretKey, SigningContext};
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -77,7 +78,7 @@ impl IndexIssuer {
 #[serde(deny_unknown_fields)]
 pub struct IndexPackage {
     /// Package name.
-    pub name: String,
+    pub name: PackageName,
     /// Versions in ascending semver order.
     pub versions: Vec<IndexVersion>,
 }
@@ -111,7 +112,7 @@ pub struct IndexVersion {
 #[serde(deny_unknown_fields)]
 pub struct IndexDependency {
     /// Package name.
-    pub name: String,
+    pub name: PackageName,
     /// Requirement text.
     pub requirement: String,
     /// Optional (enabled by a feature).
@@ -174,8 +175,6 @@ impl Index {
             }
         }
         for package in &self.packages {
-            escx::manifest::validate_name(&package.name)
-                .map_err(|r| format!("package {:?} {r}", package.name))?;
             if package.versions.is_empty() {
                 return Err(format!("package {} lists no versions", package.name));
             }
@@ -197,8 +196,6 @@ impl Index {
                     }
                 }
                 for dependency in &entry.dependencies {
-                    escx::manifest::validate_name(&dependency.name)
-                        .map_err(|r| format!("{at}: dependency {:?} {r}", dependency.name))?;
                     Requirement::parse(&dependency.requirement).map_err(|r| format!("{at}: {r}"))?;
                 }
             }

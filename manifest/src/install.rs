@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use escx::content::ContentKey;
+use escx::manifest::PackageName;
 use escx::policy::TrustPolicy;
 use semver::Version;
 use serde::Serialize;
@@ -23,7 +24,7 @@ pub struct InstallReport {
     /// The target directory.
     pub target: PathBuf,
     /// Packages in installation order.
-    pub installed: Vec<(String, Version)>,
+    pub installed: Vec<(PackageName, Version)>,
 }
 
 #[derive(Serialize)]
@@ -34,7 +35,7 @@ struct Installed {
 
 #[derive(Serialize)]
 struct InstalledPackage {
-    name: String,
+    name: PackageName,
     version: String,
     blake3: String,
     path: String,
@@ -95,7 +96,7 @@ pub fn install_licensed(
         let key = if report.sections.iter().any(|s| s.entry.is_encrypted()) {
             let key = content_keys(&package.name, &package.version, &report.root).map_err(|reason| {
                 Error::ContentKeyUnavailable {
-                    name: package.name.clone(),
+                    name: package.name.to_string(),
                     version: package.version.to_string(),
                     reason,
                 }

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use escx::manifest::PackageName;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +24,7 @@ pub struct Lockfile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockedPackage {
     /// Name.
-    pub name: String,
+    pub name: PackageName,
     /// Exact version.
     pub version: Version,
     /// BLAKE3 of the `.escx` file, hex.
@@ -47,7 +48,7 @@ struct RawLockfile {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLocked {
-    name: String,
+    name: PackageName,
     version: String,
     blake3: String,
     source: String,
@@ -144,5 +145,39 @@ impl Lockfile {
             true,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn lockfile(name: &str, blake3: &str) -> String {
+        format!(
+            "version = 1\n[[package]]\nname = \"{name}\"\nversion = \"1.0.0\"\nblake3 = \"{blake3}\"\nsource = \"registry+r\"\n"
+        )
+    }
+
+    #[test]
+    fn round_trips() {
+        let parsed = Lockfile::parse(&lockfile("acme/c", HASH), Path::new("escx.lock")).unwrap();
+        assert_eq!(parsed.packages[0].name, "acme/c");
+        assert_eq!(Lockfile::parse(&parsed.to_toml(), Path::new("escx.lock")).unwrap(), parsed);
+    }
+
+    #[test]
+    fn refuses_bad_names_versions_and_hashes() {
+        for (text, needle) in [
+            (lockfile("Acme/c", HASH), "\"Acme/c\" must start"),
+            (lockfile("acme/c", "00"), "64 hex digits"),
+            (lockfile("acme/c", HASH).replace("1.0.0", "1.x"), "bad version"),
+            (lockfile("acme/c", HASH).replace("version = 1", "version = 2"), "unsupported lockfile version"),
+        ] {
+            let err = Lockfile::parse(&text, Path::new("escx.lock")).unwrap_err();
+            assert!(matches!(err, Error::LockfileInvalid { .. }), "{err}");
+            assert!(err.to_string().contains(needle), "{needle:?} not in {err}");
+        }
     }
 }

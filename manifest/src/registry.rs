@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use escx::fsutil;
+use escx::manifest::PackageName;
 use escx::policy::TrustPolicy;
 use escx::sig::{KeyId, SecretKey, SigningContext};
 use escx::verify::{self, VerifyOptions};
@@ -98,7 +99,7 @@ impl Registry {
         keys: &[&SecretKey],
         now: u64,
         expiry_secs: u64,
-    ) -> Result<(String, IndexVersion), Error> {
+    ) -> Result<(PackageName, IndexVersion), Error> {
         let staging = self.root.join(PACKAGES_DIR);
         std::fs::create_dir_all(&staging).map_err(|e| Error::Io { path: staging.clone(), error: e })?;
         let (copy, blake3, size) = fsutil::private_copy(package, &staging)?;
@@ -253,7 +254,7 @@ fn named(error: escx::Error, package: &Path) -> Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchHit {
     /// Package name.
-    pub name: String,
+    pub name: PackageName,
     /// Highest non-yanked version (or the highest, if all are yanked).
     pub version: String,
     /// Its description.

@@ -22,6 +22,8 @@ use rustc_hash::FxHashMap;
 use semver::Version;
 use version_ranges::Ranges;
 
+use escx::manifest::PackageName;
+
 use crate::Error;
 use crate::index::{Index, IndexVersion};
 use crate::lockfile::Lockfile;
@@ -35,18 +37,18 @@ pub const DEFAULT_FEATURE: &str = "default";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Node {
     /// The manifest being resolved.
-    Root(String),
+    Root(PackageName),
     /// A package, one version per compatibility bucket.
     Package {
         /// Name.
-        name: String,
+        name: PackageName,
         /// Bucket.
         bucket: Bucket,
     },
     /// A feature of a package (a proxy pinned to the package's version).
     Feature {
         /// Name.
-        name: String,
+        name: PackageName,
         /// Bucket.
         bucket: Bucket,
         /// Feature.
@@ -79,7 +81,7 @@ pub struct ResolveOptions<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved<'a> {
     /// Name.
-    pub name: String,
+    pub name: PackageName,
     /// Chosen version.
     pub version: Version,
     /// Its index entry.
@@ -87,16 +89,16 @@ pub struct Resolved<'a> {
     /// Enabled features.
     pub features: BTreeSet<String>,
     /// Resolved dependencies (name, version), sorted.
-    pub dependencies: Vec<(String, Version)>,
+    pub dependencies: Vec<(PackageName, Version)>,
 }
 
 /// The result: every package, and an installation order where dependencies come first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolution<'a> {
     /// Root name.
-    pub root: String,
+    pub root: PackageName,
     /// Direct dependencies of the root (name, version).
-    pub root_dependencies: Vec<(String, Version)>,
+    pub root_dependencies: Vec<(PackageName, Version)>,
     /// Packages sorted by name and version.
     pub packages: Vec<Resolved<'a>>,
     /// Indices into `packages`, dependencies before dependants.
@@ -146,9 +148,9 @@ struct Provider<'c, 'a> {
     root: &'c Manifest,
     root_features: Vec<String>,
     /// Locked version per (name, bucket), unless updating.
-    locked: HashMap<(String, Bucket), Version>,
+    locked: HashMap<(PackageName, Bucket), Version>,
     /// BLAKE3 the lockfile records per (name, version), checked even when updating.
-    lock_hashes: HashMap<(String, Version), String>,
+    lock_hashes: HashMap<(PackageName, Version), String>,
     /// Parsed requirements by text (an index repeats the same few requirements).
     requirements: RefCell<FxHashMap<&'a str, Rc<Requirement>>>,
 }
@@ -212,7 +214,7 @@ impl<'c, 'a> Provider<'c, 'a> {
 
     fn allowed(
         &self,
-        name: &str,
+        name: &PackageName,
         bucket: Bucket,
         version: &Version,
         entry: &IndexVersion,
@@ -221,14 +223,14 @@ impl<'c, 'a> Provider<'c, 'a> {
         // The lock lookup allocates, so it only happens for the rare yanked version.
         range.contains(version)
             && (version.pre.is_empty() || range.as_singleton() == Some(version))
-            && (!entry.yanked || self.locked.get(&(name.to_owned(), bucket)) == Some(version))
+            && (!entry.yanked || self.locked.get(&(name.clone(), bucket)) == Some(version))
     }
 
     /// Adds `name` at `requirement`, with the dependency's default feature and `features`.
     fn add_dependency(
         &self,
         out: &mut BTreeMap<Node, Ranges<Version>>,
-        name: &str,
+        name: &PackageName,
         requirement: &Requirement,
         features: &[String],
     ) {
@@ -242,12 +244,12 @@ impl<'c, 'a> Provider<'c, 'a> {
                 *slot.get_mut() = narrowed;
             }
         };
-        add(Node::Package { name: name.to_owned(), bucket });
+        add(Node::Package { name: name.clone(), bucket });
         if self.versions_of(name).has_default {
-            add(Node::Feature { name: name.to_owned(), bucket, feature: DEFAULT_FEATURE.to_owned() });
+            add(Node::Feature { name: name.clone(), bucket, feature: DEFAULT_FEATURE.to_owned() });
         }
         for feature in features {
-            add(Node::Feature { name: name.to_owned(), bucket, feature: feature.clone() });
+            add(Node::Feature { name: name.clone(), bucket, feature: feature.clone() });
         }
     }
 
@@ -256,8 +258,8 @@ impl<'c, 'a> Provider<'c, 'a> {
         let enabled = expand_root_features(self.root, &self.root_features)?;
         for (name, dependency) in &self.root.dependencies {
             let mut features = dependency.features.clone();
-            features.extend(enabled.dependency_features.get(name).into_iter().flatten().cloned());
-            if !dependency.optional || enabled.optional.contains(name) {
+            features.extend(enabled.dependency_features.get(name.as_str()).into_iter().flatten().cloned());
+            if !dependency.optional || enabled.optional.contains(name.as_str()) {
                 self.add_dependency(&mut out, name, &dependency.requirement, &features);
             }
         }
@@ -286,14 +288,14 @@ impl<'c, 'a> Provider<'c, 'a> {
 
     fn feature_dependencies(
         &self,
-        name: &str,
+        name: &PackageName,
         bucket: Bucket,
         feature: &str,
         version: &Version,
     ) -> Result<Constraints, String> {
         let entry = self.entry(name, version)?;
         let mut out = BTreeMap::new();
-        out.insert(Node::Package { name: name.to_owned(), bucket }, Ranges::singleton(version.clone()));
+        out.insert(Node::Package { name: name.clone(), bucket }, Ranges::singleton(version.clone()));
         let Some(items) = entry.features.get(feature) else {
             if feature == DEFAULT_FEATURE {
                 return Ok(out.into_iter().collect());
@@ -308,7 +310,7 @@ impl<'c, 'a> Provider<'c, 'a> {
             {
                 (dependency, Some(feature))
             } else {
-                let node = Node::Feature { name: name.to_owned(), bucket, feature: item.clone() };
+                let node = Node::Feature { name: name.clone(), bucket, feature: item.clone() };
                 out.insert(node, Ranges::singleton(version.clone()));
                 continue;
             };
@@ -319,7 +321,7 @@ impl<'c, 'a> Provider<'c, 'a> {
             let requirement = self.requirement(&dependency.requirement)?;
             let mut features = dependency.features.clone();
             features.extend(dependency_feature.map(str::to_owned));
-            self.add_dependency(&mut out, dependency_name, &requirement, &features);
+            self.add_dependency(&mut out, &dependency.name, &requirement, &features);
         }
         Ok(out.into_iter().collect())
     }
@@ -450,8 +452,8 @@ fn assemble<'a>(
     selected: &pubgrub::SelectedDependencies<Node, Version>,
     provider: &Provider<'_, 'a>,
 ) -> Result<Resolution<'a>, Error> {
-    let mut chosen: BTreeMap<(String, Bucket), Version> = BTreeMap::new();
-    let mut features: BTreeMap<(String, Bucket), BTreeSet<String>> = BTreeMap::new();
+    let mut chosen: BTreeMap<(PackageName, Bucket), Version> = BTreeMap::new();
+    let mut features: BTreeMap<(PackageName, Bucket), BTreeSet<String>> = BTreeMap::new();
     for (node, version) in selected.iter() {
         match node {
             Node::Package { name, bucket } => {
@@ -463,15 +465,15 @@ fn assemble<'a>(
             Node::Root(_) => {}
         }
     }
-    let dependency_version = |name: &str, requirement: &'_ str| -> Option<Version> {
+    let dependency_version = |name: &PackageName, requirement: &'_ str| -> Option<Version> {
         let bucket = provider.requirement_bucket(requirement)?;
-        chosen.get(&(name.to_owned(), bucket)).cloned()
+        chosen.get(&(name.clone(), bucket)).cloned()
     };
     let mut packages = Vec::new();
     for ((name, bucket), version) in &chosen {
         let entry = provider
             .entry(name, version)
-            .map_err(|_| Error::NotInIndex { name: name.clone(), version: version.to_string() })?;
+            .map_err(|_| Error::NotInIndex { name: name.to_string(), version: version.to_string() })?;
         let active = features.get(&(name.clone(), *bucket)).cloned().unwrap_or_default();
         let enabled_optional: BTreeSet<&str> = active
             .iter()
@@ -479,7 +481,7 @@ fn assemble<'a>(
             .flatten()
             .filter_map(|item| item.strip_prefix("dep:").or_else(|| item.rsplit_once('/').map(|(d, _)| d)))
             .collect();
-        let mut dependencies: Vec<(String, Version)> = entry
+        let mut dependencies: Vec<(PackageName, Version)> = entry
             .dependencies
             .iter()
             .filter(|d| !d.optional || enabled_optional.contains(d.name.as_str()))
@@ -491,7 +493,7 @@ fn assemble<'a>(
             && *lock != entry.blake3_hex()
         {
             return Err(Error::LockfileMismatch {
-                name: name.clone(),
+                name: name.to_string(),
                 version: version.to_string(),
                 reason: format!(
                     "the lockfile records BLAKE3 {lock}, the registry index {}",
@@ -509,10 +511,10 @@ fn assemble<'a>(
     }
     let root_features = expand_root_features(root, &provider.root_features)
         .map_err(|explanation| Error::Unsatisfiable { explanation })?;
-    let mut root_dependencies: Vec<(String, Version)> = root
+    let mut root_dependencies: Vec<(PackageName, Version)> = root
         .dependencies
         .iter()
-        .filter(|(name, d)| !d.optional || root_features.optional.contains(*name))
+        .filter(|(name, d)| !d.optional || root_features.optional.contains(name.as_str()))
         .filter_map(|(name, d)| {
             chosen.get(&(name.clone(), d.requirement.bucket())).map(|v| (name.clone(), v.clone()))
         })

@@ -22,7 +22,7 @@ fn index(specs: &[Spec<'_>]) -> Index {
         let mut dependencies: Vec<IndexDependency> = dependencies
             .iter()
             .map(|(n, r, optional)| IndexDependency {
-                name: n.to_string(),
+                name: n.parse().unwrap(),
                 requirement: r.to_string(),
                 optional: *optional,
                 features: vec![],
@@ -48,7 +48,7 @@ fn index(specs: &[Spec<'_>]) -> Index {
         .into_iter()
         .map(|(name, mut versions)| {
             versions.sort_by_key(|v| v.semver());
-            IndexPackage { name, versions }
+            IndexPackage { name: name.parse().unwrap(), versions }
         })
         .collect();
     Index { v: 2, version: 1, issued_at: 0, expires_at: u64::MAX, packages, issuers: Vec::new() }
@@ -203,7 +203,7 @@ fn optional_dependencies_come_only_with_their_feature() {
     .unwrap();
     assert_eq!(versions(&with), ["a 1.0.0", "plot 0.4.0", "svg 1.0.0"]);
     assert!(with.packages[0].features.contains("svg"));
-    assert_eq!(with.packages[0].dependencies, vec![("svg".to_string(), Version::new(1, 0, 0))]);
+    assert_eq!(with.packages[0].dependencies, vec![("svg".parse().unwrap(), Version::new(1, 0, 0))]);
 }
 
 #[test]

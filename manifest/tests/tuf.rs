@@ -76,7 +76,7 @@ fn extraneous_dependencies_are_refused() {
     rewrite_index(&world, &[&world.registry_key], |index| {
         let a = index.packages.iter_mut().find(|p| p.name == "acme/a").unwrap();
         a.versions[0].dependencies.push(index::IndexDependency {
-            name: "acme/evil".into(),
+            name: "acme/evil".parse().unwrap(),
             requirement: "^1".into(),
             optional: false,
             features: vec![],

@@ -1,5 +1,6 @@
 //! Billing events (spec: settlement.md §1): what the ledger settles.
 
+use escx::manifest::PackageName;
 use std::path::Path;
 
 use escx_licensing::issuer::Sale;
@@ -30,7 +31,7 @@ pub struct BillingEvent {
     /// Unix seconds; picks the `[revenue]` version in force.
     pub time: u64,
     /// Package name.
-    pub package: String,
+    pub package: PackageName,
     /// Package version whose manifest holds the waterfall (the newest known when absent).
     pub version: Option<String>,
     /// Pricing tier.
@@ -164,8 +165,7 @@ fn parse_record(record: &Value) -> Result<BillingEvent, String> {
         Some(Value::Number(n)) => n.as_u64().ok_or("time: expected Unix seconds or an RFC 3339 string")?,
         _ => return Err("time: required (RFC 3339 string or Unix seconds)".into()),
     };
-    let package = text("package")?;
-    escx::manifest::validate_name(&package).map_err(|r| format!("package: {package:?} {r}"))?;
+    let package = PackageName::parse(text("package")?).map_err(|e| format!("package: {e}"))?;
     let version = optional("version")?;
     if let Some(version) = &version {
         semver::Version::parse(version).map_err(|e| format!("version: {version:?}: {e}"))?;

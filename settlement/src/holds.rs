@@ -4,6 +4,7 @@
 //! no party is paid before the capture.
 
 use crate::store::{HoldState, RecordKind, SettlementState};
+use escx::manifest::PackageName;
 use serde::Serialize;
 
 use escx::sig::SecretKey;
@@ -27,7 +28,7 @@ pub struct Hold {
     /// The hold's settlement id.
     pub settlement: String,
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Currency.
     pub currency: String,
     /// Amount held, micro-units.

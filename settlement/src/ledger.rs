@@ -8,6 +8,7 @@
 //! before anything is written.
 
 use crate::store::{HoldState, RecordKind, SettlementState};
+use escx::manifest::PackageName;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
@@ -62,7 +63,7 @@ pub struct Options {
 /// Manifests by package name and version: where waterfalls and solution tiers come from.
 #[derive(Debug, Default)]
 pub struct Manifests {
-    by_name: BTreeMap<String, BTreeMap<semver::Version, Manifest>>,
+    by_name: BTreeMap<PackageName, BTreeMap<semver::Version, Manifest>>,
 }
 
 impl Manifests {
@@ -140,7 +141,7 @@ pub struct HistoryRow {
     /// What the settlement records.
     pub kind: RecordKind,
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Settlement state.
     pub state: SettlementState,
     /// Currency.

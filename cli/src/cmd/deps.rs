@@ -1,5 +1,6 @@
 //! `escx resolve`, `escx tree`, `escx install`.
 
+use escx::manifest::PackageName;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -147,7 +148,7 @@ pub fn run_tree(args: TreeArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn tree_json(
     resolution: &Resolution<'_>,
-    children: &[(String, semver::Version)],
+    children: &[(PackageName, semver::Version)],
     path: &mut Vec<String>,
 ) -> Vec<Value> {
     children
@@ -171,7 +172,7 @@ fn tree_json(
 
 fn tree_text(
     resolution: &Resolution<'_>,
-    children: &[(String, semver::Version)],
+    children: &[(PackageName, semver::Version)],
     prefix: &str,
     seen: &mut Vec<String>,
     out: &mut String,

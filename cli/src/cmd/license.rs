@@ -1,6 +1,7 @@
 //! `escx issuer ...` (the licensing service) and `escx license ...` (the customer's wallet).
 //! Every message is a file, so any transport can carry them.
 
+use escx::manifest::PackageName;
 use escx_licensing::messages::{SealedLicense, SealedRedeemRequest, SealedTransfer};
 use std::path::{Path, PathBuf};
 
@@ -208,7 +209,7 @@ pub struct RequestArgs {
     issuer: PathBuf,
     /// Package name.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// Pricing tier.
     #[arg(long)]
     tier: String,
@@ -274,7 +275,7 @@ pub struct RedeemArgs {
     wallet: PathBuf,
     /// Package name.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// Where to write the sealed request.
     #[command(flatten)]
     output: Output,
@@ -297,7 +298,7 @@ pub struct TransferArgs {
     wallet: PathBuf,
     /// Package name.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// Tier (default: any).
     #[arg(long)]
     tier: Option<String>,
@@ -316,7 +317,7 @@ pub struct VerifyArgs {
     wallet: PathBuf,
     /// Package name.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// Installed package version to check against the license's range.
     #[arg(long = "package-version", value_name = "VERSION")]
     package_version: Option<String>,
@@ -335,7 +336,7 @@ pub struct ProveArgs {
     wallet: PathBuf,
     /// Package name.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// The verifier's challenge, hex.
     #[arg(long)]
     challenge: String,
@@ -353,7 +354,7 @@ pub struct CheckProofArgs {
     issuer: PathBuf,
     /// The package the license must be for.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// The installed version the license must cover.
     #[arg(long = "package-version", value_name = "VERSION")]
     package_version: Option<String>,

@@ -78,8 +78,8 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
                 .collect()
         }
     };
-    escx::manifest::validate_name(&name)
-        .map_err(|reason| UsageError(format!("package name {name:?} {reason}; pass --name")))?;
+    let name = escx::manifest::PackageName::parse(name)
+        .map_err(|e| UsageError(format!("package name {e}; pass --name")))?;
     let path = args.dir.join("manifest.toml");
     if path.exists() && !args.force {
         return Err(UsageError(format!("{} exists; pass --force to replace it", path.display())).into());

@@ -1,5 +1,6 @@
 //! `escx meter`: the customer-side meter (spec/metering.md §2–§5).
 
+use escx::manifest::PackageName;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -58,7 +59,7 @@ pub struct RecordArgs {
     wallet: PathBuf,
     /// Package whose license is metered.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// Unit: invocations, compute_ms, bytes or custom:<name>.
     #[arg(long)]
     unit: String,
@@ -85,7 +86,7 @@ pub struct ReportArgs {
     wallet: PathBuf,
     /// Package.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// The hour, YYYY-MM-DDTHH (UTC).
     #[arg(long)]
     hour: String,
@@ -109,7 +110,7 @@ pub struct CloseArgs {
     wallet: PathBuf,
     /// Package.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// Billing period, YYYY-MM (UTC).
     #[arg(long)]
     period: String,
@@ -133,7 +134,7 @@ pub struct OpenArgs {
     wallet: PathBuf,
     /// Package.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// The reported hour, YYYY-MM-DDTHH (UTC).
     #[arg(long)]
     hour: String,

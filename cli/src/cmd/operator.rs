@@ -1,6 +1,7 @@
 //! `escx operator`: the operator's metering store (spec/metering.md §6–§7, privacy.md).
 
 use escx::Fault as _;
+use escx::manifest::PackageName;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -130,7 +131,7 @@ pub struct AggregateArgs {
     dir: PathBuf,
     /// Package.
     #[arg(long)]
-    package: String,
+    package: PackageName,
     /// The window, START/END in hours (YYYY-MM-DDTHH/YYYY-MM-DDTHH), one of the package's.
     #[arg(long)]
     window: String,

@@ -34,7 +34,12 @@ pub(crate) enum SectionSource<'a> {
     EncryptedArchive(SectionType, &'a [SourceEntry], &'a ContentKey),
     /// The content-key section: the key sealed to the issuer, bound to the package name,
     /// version and the payload's table hash, so it comes after the (encrypted) payload.
-    ContentKey { key: &'a ContentKey, issuer: &'a KemPublicKey, name: &'a str, version: &'a str },
+    ContentKey {
+        key: &'a ContentKey,
+        issuer: &'a KemPublicKey,
+        name: &'a crate::manifest::PackageName,
+        version: &'a str,
+    },
 }
 
 impl SectionSource<'_> {
@@ -91,7 +96,7 @@ pub(crate) fn write_package(
                         reason: "a content key without a payload".into(),
                     })?;
                 let binding = ContentBinding {
-                    name: (*name).to_owned(),
+                    name: (*name).clone(),
                     version: (*version).to_owned(),
                     payload_hash: payload.hash,
                 };

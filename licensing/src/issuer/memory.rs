@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
+use escx::manifest::PackageName;
 use escx::sig::KeyId;
 use serde_bytes::ByteBuf;
 use zeroize::Zeroizing;
@@ -22,7 +23,7 @@ struct State {
     epochs: BTreeMap<u32, (Epoch, Zeroizing<Vec<u8>>)>,
     bundles: BTreeMap<u64, Vec<u8>>,
     owners: BTreeMap<String, BTreeMap<KeyId, u64>>,
-    offers: BTreeMap<(String, String), Offer>,
+    offers: BTreeMap<(PackageName, String), Offer>,
     /// By root.
     content_keys: BTreeMap<[u8; 32], StoredContentKey>,
     sales: Vec<Sale>,
@@ -96,8 +97,8 @@ impl State {
         Ok(self.bundles.iter().map(|(v, b)| (*v, b.clone())).collect())
     }
 
-    fn offer(&self, package: &str, tier: &str) -> Result<Option<Offer>, Error> {
-        Ok(self.offers.get(&(package.to_owned(), tier.to_owned())).cloned())
+    fn offer(&self, package: &PackageName, tier: &str) -> Result<Option<Offer>, Error> {
+        Ok(self.offers.get(&(package.clone(), tier.to_owned())).cloned())
     }
 
     fn scope_owners(&self, scope: &str) -> Result<Vec<KeyId>, Error> {
@@ -111,8 +112,8 @@ impl State {
         Ok(self.content_keys.values().find(|k| &k.fingerprint == fingerprint).cloned())
     }
 
-    fn content_keys(&self, package: &str) -> Result<Vec<StoredContentKey>, Error> {
-        Ok(self.content_keys.values().filter(|k| k.package == package).cloned().collect())
+    fn content_keys(&self, package: &PackageName) -> Result<Vec<StoredContentKey>, Error> {
+        Ok(self.content_keys.values().filter(|k| k.package == *package).cloned().collect())
     }
 
     fn issued(&self, request_id: &[u8; 32]) -> Result<Option<Vec<u8>>, Error> {

@@ -10,6 +10,7 @@
 //! redemption: a sale row has no token data, a spent row is a hash of a token the issuer
 //! never saw blinded, and licenses name only fresh holder keys.
 
+use escx::manifest::PackageName;
 use std::path::{Path, PathBuf};
 
 use escx::container::PackageReader;
@@ -66,7 +67,7 @@ pub struct Sale {
     /// Sequence number.
     pub id: i64,
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Tier.
     pub tier: String,
     /// Epoch of the tokens sold.
@@ -87,7 +88,7 @@ pub struct Sale {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Tier.
     pub tier: String,
     /// Price per token (one license), micro-units.
@@ -106,7 +107,7 @@ pub struct Offer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     /// Package name.
-    pub package: String,
+    pub package: PackageName,
     /// Package version.
     pub version: String,
     /// The signed root of the file registered.
@@ -413,7 +414,7 @@ impl<S: IssuerStore> Issuer<S> {
         let version = manifest.package.version.to_string();
         let pricing =
             manifest.pricing.as_ref().filter(|p| !p.tiers.is_empty()).ok_or_else(|| Error::Pricing {
-                package: name.clone(),
+                package: name.to_string(),
                 reason: "its manifest has no priced tiers in [pricing]".into(),
             })?;
         let offers: Vec<Offer> = pricing
@@ -461,10 +462,10 @@ impl<S: IssuerStore> Issuer<S> {
         })
     }
 
-    fn offer(&self, package: &str, tier: &str) -> Result<Offer, Error> {
+    fn offer(&self, package: &PackageName, tier: &str) -> Result<Offer, Error> {
         self.store
             .offer(package, tier)?
-            .ok_or_else(|| Error::NotForSale { package: package.into(), tier: tier.into() })
+            .ok_or_else(|| Error::NotForSale { package: package.to_string(), tier: tier.into() })
     }
 
     fn epoch_key(&self, epoch: u32) -> Result<(IssuerKey, u64, u64), Error> {
@@ -494,7 +495,7 @@ impl<S: IssuerStore> Issuer<S> {
         // closes (metering.md §7.2): its licenses cost nothing at purchase.
         let unit_price = if offer.unit == "hour" { 0 } else { offer.price_micros };
         let total = unit_price.checked_mul(u64::from(count)).ok_or_else(|| Error::Pricing {
-            package: request.package.clone(),
+            package: request.package.to_string(),
             reason: "the sale total overflows".into(),
         })?;
         let response = TokenResponse {
@@ -622,7 +623,11 @@ impl<S: IssuerStore> Issuer<S> {
 
     /// Every content key registered for `package`, re-sealed to `holder` and bound to the
     /// root of the file it decrypts.
-    fn wrap_content_keys(&self, package: &str, holder: &KemPublicKey) -> Result<Vec<WrappedKey>, Error> {
+    fn wrap_content_keys(
+        &self,
+        package: &PackageName,
+        holder: &KemPublicKey,
+    ) -> Result<Vec<WrappedKey>, Error> {
         let stored = self.store.content_keys(package)?;
         let mut wrapped = Vec::with_capacity(stored.len());
         for key in stored {
@@ -749,7 +754,7 @@ fn store_content_key(
     match tx.content_key_by_fingerprint(fingerprint)? {
         Some(held) if &held.root == root => Ok(()),
         Some(held) => Err(Error::ContentKeyReused {
-            package: binding.name.clone(),
+            package: binding.name.to_string(),
             other: format!("{} {}", held.package, held.version),
         }),
         None => tx.insert_content_key(&StoredContentKey {

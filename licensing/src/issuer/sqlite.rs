@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use escx::manifest::PackageName;
 use escx::sig::KeyId;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_bytes::ByteBuf;
@@ -155,7 +156,7 @@ impl Queries<'_> {
         rows.into_iter().map(|(version, bytes)| Ok((version, bytes))).collect()
     }
 
-    fn offer(&self, package: &str, tier: &str) -> Result<Option<Offer>, Error> {
+    fn offer(&self, package: &PackageName, tier: &str) -> Result<Option<Offer>, Error> {
         let row: Option<(u64, String, String, String, Option<u32>)> = self
             .0
             .query_row(
@@ -167,7 +168,7 @@ impl Queries<'_> {
             .map_err(sql)?;
         row.map(|(price, currency, unit, features, seats)| {
             Ok(Offer {
-                package: package.to_owned(),
+                package: package.clone(),
                 tier: tier.to_owned(),
                 price_micros: price,
                 currency,
@@ -207,7 +208,7 @@ impl Queries<'_> {
                  WHERE {condition} ORDER BY package_root"
             ))
             .map_err(sql)?;
-        type Row = ([u8; 32], String, String, [u8; 32], [u8; 32], Vec<u8>);
+        type Row = ([u8; 32], PackageName, String, [u8; 32], [u8; 32], Vec<u8>);
         let rows: Vec<Row> = statement
             .query_map([value], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
             .map_err(sql)?
@@ -224,7 +225,7 @@ impl Queries<'_> {
         Ok(self.content_keys_where("fingerprint = ?1", &&fingerprint[..])?.into_iter().next())
     }
 
-    fn content_keys(&self, package: &str) -> Result<Vec<StoredContentKey>, Error> {
+    fn content_keys(&self, package: &PackageName) -> Result<Vec<StoredContentKey>, Error> {
         self.content_keys_where("package = ?1", &package)
     }
 
@@ -286,7 +287,7 @@ impl Queries<'_> {
                  FROM sales ORDER BY id",
             )
             .map_err(sql)?;
-        type Row = (i64, String, String, u32, u32, u64, u64, String, u64);
+        type Row = (i64, PackageName, String, u32, u32, u64, u64, String, u64);
         let rows: Vec<Row> = statement
             .query_map([], |r| {
                 Ok((

@@ -11,6 +11,7 @@
 //! What a store holds never links a purchase to a redemption (licensing.md §6): a sale
 //! has no token data, and a spent token is a hash of an input the issuer never saw blinded.
 
+use escx::manifest::PackageName;
 use escx::sig::KeyId;
 use zeroize::Zeroizing;
 
@@ -30,10 +31,10 @@ macro_rules! forward_issuer_reader {
             fn epochs(&$self) -> Result<Vec<Epoch>, Error> { $inner.epochs() }
             fn epoch_secret(&$self, epoch: u32) -> Result<Option<EpochSecret>, Error> { $inner.epoch_secret(epoch) }
             fn bundles(&$self) -> Result<Vec<(u64, Vec<u8>)>, Error> { $inner.bundles() }
-            fn offer(&$self, package: &str, tier: &str) -> Result<Option<Offer>, Error> { $inner.offer(package, tier) }
+            fn offer(&$self, package: &PackageName, tier: &str) -> Result<Option<Offer>, Error> { $inner.offer(package, tier) }
             fn scope_owners(&$self, scope: &str) -> Result<Vec<KeyId>, Error> { $inner.scope_owners(scope) }
             fn content_key_by_fingerprint(&$self, fingerprint: &[u8; 32]) -> Result<Option<StoredContentKey>, Error> { $inner.content_key_by_fingerprint(fingerprint) }
-            fn content_keys(&$self, package: &str) -> Result<Vec<StoredContentKey>, Error> { $inner.content_keys(package) }
+            fn content_keys(&$self, package: &PackageName) -> Result<Vec<StoredContentKey>, Error> { $inner.content_keys(package) }
             fn issued(&$self, request_id: &[u8; 32]) -> Result<Option<Vec<u8>>, Error> { $inner.issued(request_id) }
             fn spent(&$self, token_id: &[u8; 32]) -> Result<Option<SpentRecord>, Error> { $inner.spent(token_id) }
             fn license_exists(&$self, license_id: &[u8]) -> Result<bool, Error> { $inner.license_exists(license_id) }
@@ -60,7 +61,7 @@ pub struct StoredContentKey {
     /// The signed root of the package file it decrypts.
     pub root: [u8; 32],
     /// Package name.
-    pub package: String,
+    pub package: PackageName,
     /// Package version.
     pub version: String,
     /// BLAKE3 of the encrypted payload (part of the content binding).
@@ -86,7 +87,7 @@ pub struct LicenseRecord {
     /// License id (16 bytes).
     pub license_id: [u8; 16],
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Tier.
     pub tier: String,
     /// Valid from (Unix seconds).
@@ -106,13 +107,13 @@ pub trait IssuerReader {
     /// Every published bundle version and its bytes, by version.
     fn bundles(&self) -> Result<Vec<(u64, Vec<u8>)>, Error>;
     /// The offer for (package, tier).
-    fn offer(&self, package: &str, tier: &str) -> Result<Option<Offer>, Error>;
+    fn offer(&self, package: &PackageName, tier: &str) -> Result<Option<Offer>, Error>;
     /// The owner key ids of a scope, by key id.
     fn scope_owners(&self, scope: &str) -> Result<Vec<KeyId>, Error>;
     /// The content key with this fingerprint.
     fn content_key_by_fingerprint(&self, fingerprint: &[u8; 32]) -> Result<Option<StoredContentKey>, Error>;
     /// Every content key of a package, by root.
-    fn content_keys(&self, package: &str) -> Result<Vec<StoredContentKey>, Error>;
+    fn content_keys(&self, package: &PackageName) -> Result<Vec<StoredContentKey>, Error>;
     /// The stored answer to a purchase request.
     fn issued(&self, request_id: &[u8; 32]) -> Result<Option<Vec<u8>>, Error>;
     /// A spent token's row.

@@ -489,7 +489,7 @@ impl<'w> Meter<'w> {
         }
         let payload = ReportPayload {
             v: 1,
-            package: package.to_owned(),
+            package: license.package.clone(),
             license_id: ByteBuf::from(id.to_vec()),
             hour,
             seq,
@@ -668,7 +668,7 @@ impl<'w> Meter<'w> {
         }
         let payload = ClosePayload {
             v: 1,
-            package: package.to_owned(),
+            package: license.package.clone(),
             license_id: ByteBuf::from(id.to_vec()),
             period: period.to_string(),
             through_seq,
@@ -758,7 +758,7 @@ impl<'w> Meter<'w> {
         }
         Ok(OpeningFile {
             v: 1,
-            package: package.to_owned(),
+            package: license.package.clone(),
             license_id: ByteBuf::from(id.to_vec()),
             hour,
             minute,

@@ -12,6 +12,7 @@ pub mod dp;
 pub mod meter;
 pub mod operator;
 
+use escx::manifest::PackageName;
 use std::sync::OnceLock;
 
 use bulletproofs::PedersenGens;
@@ -158,7 +159,7 @@ pub struct ReportPayload {
     /// Format version, 1.
     pub v: u8,
     /// Package name (the license's).
-    pub package: String,
+    pub package: PackageName,
     /// License id (16 bytes).
     pub license_id: ByteBuf,
     /// Start of the hour, Unix seconds, a multiple of 3600.
@@ -202,7 +203,7 @@ pub struct ClosePayload {
     /// Format version, 1.
     pub v: u8,
     /// Package name.
-    pub package: String,
+    pub package: PackageName,
     /// License id (16 bytes).
     pub license_id: ByteBuf,
     /// `YYYY-MM` (a calendar month, UTC).
@@ -247,7 +248,7 @@ pub struct OpeningFile {
     /// Format version, 1.
     pub v: u8,
     /// Package name.
-    pub package: String,
+    pub package: PackageName,
     /// License id (16 bytes).
     pub license_id: ByteBuf,
     /// The hour.
@@ -631,7 +632,7 @@ mod tests {
         ) {
             let report = |series: Series| ReportPayload {
                 v: 1,
-                package: "a/b".into(),
+                package: "a/b".parse().unwrap(),
                 license_id: ByteBuf::from(vec![3u8; 16]),
                 hour: 7200,
                 seq: 1,

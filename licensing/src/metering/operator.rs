@@ -9,6 +9,7 @@
 //! visible once per license and period, at the close.
 
 use crate::LicenseCheck;
+use escx::manifest::PackageName;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -89,7 +90,7 @@ struct LicenseInfo {
     license_id: [u8; 16],
     cert_id: [u8; 32],
     issuer: KeyId,
-    package: String,
+    package: PackageName,
     tier: String,
     holder: PublicKey,
     not_before: u64,
@@ -152,7 +153,7 @@ pub struct TelemetryTerms {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terms {
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// The version whose manifest the terms come from.
     pub version: String,
     /// Tiers.
@@ -207,7 +208,7 @@ pub struct Closed {
     /// License id (hex).
     pub license_id: String,
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Tier.
     pub tier: String,
     /// Period.
@@ -228,7 +229,7 @@ pub struct UsageCharge {
     /// License id (hex).
     pub license_id: String,
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Tier.
     pub tier: String,
     /// `YYYY-MM`.
@@ -264,7 +265,7 @@ pub enum Aggregate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Window start.
     pub start: u64,
     /// Window end.
@@ -310,7 +311,7 @@ pub struct OpeningVerdict {
     /// License id (hex).
     pub license_id: String,
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Hour.
     pub hour: u64,
     /// Minute, if one.
@@ -505,7 +506,7 @@ impl Operator {
         let name = manifest.package.name.clone();
         let pricing =
             manifest.pricing.as_ref().filter(|p| !p.tiers.is_empty()).ok_or_else(|| Error::Pricing {
-                package: name.clone(),
+                package: name.to_string(),
                 reason: "its manifest has no priced tiers in [pricing]".into(),
             })?;
         let currency = pricing.currency.clone().unwrap_or_else(|| "USD".into());
@@ -526,7 +527,7 @@ impl Operator {
                 let epsilon_micros = (t.epsilon * EPSILON_SCALE as f64).round();
                 if !(1.0..=(10.0 * EPSILON_SCALE as f64)).contains(&epsilon_micros) {
                     return Err(Error::Pricing {
-                        package: name.clone(),
+                        package: name.to_string(),
                         reason: format!("telemetry.epsilon {} is below 0.000001", t.epsilon),
                     });
                 }
@@ -556,7 +557,7 @@ impl Operator {
         };
         if owners.is_empty() {
             if signed.signers.is_empty() {
-                return Err(Error::PackageOwned { package: name, scope, owners: Vec::new() });
+                return Err(Error::PackageOwned { package: name.to_string(), scope, owners: Vec::new() });
             }
             for key in &signed.signers {
                 transaction
@@ -565,7 +566,7 @@ impl Operator {
             }
         } else if !signed.signers.iter().any(|k| owners.iter().any(|o| o.as_slice() == &k.0[..])) {
             let owners = owners.iter().map(|o| crate::messages::key_id(o)).collect::<Result<_, _>>()?;
-            return Err(Error::PackageOwned { package: name, scope, owners });
+            return Err(Error::PackageOwned { package: name.to_string(), scope, owners });
         }
         transaction.execute("DELETE FROM terms WHERE package = ?1", params![name]).map_err(sql)?;
         for tier in &tiers {
@@ -643,7 +644,7 @@ impl Operator {
 
     fn known_license(db: &Connection, cert_id: &[u8; 32]) -> Result<Option<LicenseInfo>, Error> {
         #[allow(clippy::type_complexity)]
-        let row: Option<(Vec<u8>, Vec<u8>, String, String, Vec<u8>, u64, u64)> = db
+        let row: Option<(Vec<u8>, Vec<u8>, PackageName, String, Vec<u8>, u64, u64)> = db
             .prepare_cached("SELECT license_id, issuer, package, tier, certificate, not_before, not_after FROM licenses WHERE cert_id = ?1")
         .map_err(sql)?
         .query_row(
@@ -1002,7 +1003,7 @@ impl Operator {
                  WHERE c.period = ?1 ORDER BY c.license_id",
             )
             .map_err(sql)?;
-        let rows: Vec<(Vec<u8>, String, String, i64, u64)> = statement
+        let rows: Vec<(Vec<u8>, PackageName, String, i64, u64)> = statement
             .query_map(params![period.to_string(), UNIT_MINUTES], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
@@ -1046,7 +1047,7 @@ impl Operator {
     /// (default: all that is left) of the window's budget.
     pub fn aggregate(
         &mut self,
-        package: &str,
+        package: &PackageName,
         (start, end): (u64, u64),
         clip: u64,
         epsilon_micros: Option<u64>,
@@ -1157,7 +1158,7 @@ impl Operator {
         }
         transaction.commit().map_err(sql)?;
         Ok(Aggregate::Released(Release {
-            package: package.to_owned(),
+            package: package.clone(),
             start,
             end,
             values,

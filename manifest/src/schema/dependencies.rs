@@ -8,13 +8,16 @@ pub(super) fn validate_dependency(
     spec: S<toml::Value>,
     own_name: Option<&str>,
     c: &mut Collector<'_>,
-) -> Option<Dependency> {
+) -> Option<(PackageName, Dependency)> {
     let key = format!("dependencies.{}", name.get_ref());
-    if let Err(reason) = escx::manifest::validate_name(name.get_ref()) {
-        c.error(name.span(), &key, format!("dependency name {:?} {reason}", name.get_ref()), None);
-        return None;
-    }
-    if own_name == Some(name.get_ref().as_str()) {
+    let package = match PackageName::parse(name.get_ref().as_str()) {
+        Ok(package) => package,
+        Err(e) => {
+            c.error(name.span(), &key, format!("dependency name {e}"), None);
+            return None;
+        }
+    };
+    if own_name == Some(package.as_str()) {
         c.error(name.span(), &key, "a package cannot depend on itself", None);
         return None;
     }
@@ -49,7 +52,7 @@ pub(super) fn validate_dependency(
         }
     };
     match Requirement::parse(&requirement_text) {
-        Ok(requirement) => Some(Dependency { requirement, optional, features }),
+        Ok(requirement) => Some((package, Dependency { requirement, optional, features })),
         Err(reason) => {
             c.error(span, &key, reason, Some(requirement::HELP.into()));
             None
@@ -59,7 +62,7 @@ pub(super) fn validate_dependency(
 
 pub(super) fn validate_features(
     raw: BTreeMap<S<String>, S<Vec<S<String>>>>,
-    dependencies: &BTreeMap<String, Dependency>,
+    dependencies: &BTreeMap<PackageName, Dependency>,
     dependency_spans: &BTreeMap<String, std::ops::Range<usize>>,
     c: &mut Collector<'_>,
 ) -> BTreeMap<String, Vec<FeatureItem>> {
@@ -149,9 +152,9 @@ pub(super) fn validate_features(
         features.insert(name.into_inner(), parsed);
     }
     for (name, dependency) in dependencies {
-        if dependency.optional && !enabled_optional.contains(name) {
+        if dependency.optional && !enabled_optional.contains(name.as_str()) {
             c.error(
-                dependency_spans.get(name).cloned().unwrap_or(0..0),
+                dependency_spans.get(name.as_str()).cloned().unwrap_or(0..0),
                 format!("dependencies.{name}"),
                 format!("optional dependency {name} is not enabled by any feature"),
                 Some(format!(

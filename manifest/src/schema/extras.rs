@@ -50,15 +50,19 @@ pub(super) fn validate_lifecycle(
         },
     };
     let replaced_by = raw.replaced_by.and_then(|name| {
-        if let Err(reason) = escx::manifest::validate_name(name.get_ref()) {
-            c.error(name.span(), "lifecycle.replaced_by", format!("{:?} {reason}", name.get_ref()), None);
+        let span = name.span();
+        let name = match PackageName::parse(name.into_inner()) {
+            Ok(name) => name,
+            Err(e) => {
+                c.error(span, "lifecycle.replaced_by", e.to_string(), None);
+                return None;
+            }
+        };
+        if Some(name.as_str()) == own_name {
+            c.error(span, "lifecycle.replaced_by", "a package cannot replace itself", None);
             return None;
         }
-        if Some(name.get_ref().as_str()) == own_name {
-            c.error(name.span(), "lifecycle.replaced_by", "a package cannot replace itself", None);
-            return None;
-        }
-        Some(name.into_inner())
+        Some(name)
     });
     Lifecycle { deprecated, replaced_by }
 }
@@ -78,13 +82,16 @@ pub(super) fn validate_solution(raw: S<RawSolution>, c: &mut Collector<'_>) -> O
     let mut packages = BTreeMap::new();
     for (name, requirement) in raw.packages {
         let key = format!("solution.packages.{}", name.get_ref());
-        if let Err(reason) = escx::manifest::validate_name(name.get_ref()) {
-            c.error(name.span(), &key, format!("{:?} {reason}", name.get_ref()), None);
-            continue;
-        }
+        let name = match PackageName::parse(name.get_ref().as_str()) {
+            Ok(name) => name,
+            Err(e) => {
+                c.error(name.span(), &key, e.to_string(), None);
+                continue;
+            }
+        };
         match Requirement::parse(requirement.get_ref()) {
             Ok(parsed) => {
-                packages.insert(name.into_inner(), parsed);
+                packages.insert(name, parsed);
             }
             Err(reason) => c.error(requirement.span(), &key, reason, Some(requirement::HELP.into())),
         }

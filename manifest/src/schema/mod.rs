@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use escx::manifest::PackageName;
 use semver::Version;
 use toml::Spanned;
 
@@ -64,7 +65,7 @@ pub struct Manifest {
     /// `[publisher]`.
     pub publisher: Option<Publisher>,
     /// `[dependencies]`, by package name.
-    pub dependencies: BTreeMap<String, Dependency>,
+    pub dependencies: BTreeMap<PackageName, Dependency>,
     /// `[features]`, by feature name.
     pub features: BTreeMap<String, Vec<FeatureItem>>,
     /// `[pricing]`.
@@ -85,7 +86,7 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Package {
     /// `scope/name` or `name`.
-    pub name: String,
+    pub name: PackageName,
     /// Semantic version.
     pub version: Version,
     /// One paragraph.
@@ -299,7 +300,7 @@ pub struct Lifecycle {
     /// Set when the package is deprecated: the message, or "deprecated".
     pub deprecated: Option<String>,
     /// The package that replaces this one.
-    pub replaced_by: Option<String>,
+    pub replaced_by: Option<PackageName>,
 }
 
 /// `[solution]`: a bundle of packages with its own tier in the revenue chain
@@ -307,7 +308,7 @@ pub struct Lifecycle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Solution {
     /// The bundled packages and their requirements.
-    pub packages: BTreeMap<String, Requirement>,
+    pub packages: BTreeMap<PackageName, Requirement>,
     /// The solution vendor's step, applied after the platform's and before the packages'.
     pub tier: Option<Step>,
 }
@@ -353,9 +354,9 @@ fn validate(raw: RawManifest, c: &mut Collector<'_>) -> Option<Manifest> {
         c.error(name.span(), "dependencies", format!("more than {DEPENDENCIES_MAX} dependencies"), None);
     }
     for (name, spec) in raw.dependencies {
-        if let Some(dependency) = validate_dependency(&name, spec, package_name.as_deref(), c) {
+        if let Some((package, dependency)) = validate_dependency(&name, spec, package_name.as_deref(), c) {
             dependency_spans.insert(name.get_ref().clone(), name.span());
-            dependencies.insert(name.into_inner(), dependency);
+            dependencies.insert(package, dependency);
         }
     }
     let features = validate_features(raw.features, &dependencies, &dependency_spans, c);

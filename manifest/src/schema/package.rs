@@ -8,15 +8,19 @@ pub(super) fn validate_package(raw: S<RawPackage>, c: &mut Collector<'_>) -> Opt
     let raw = raw.into_inner();
     let name = match raw.name {
         Some(name) => {
-            if let Err(reason) = escx::manifest::validate_name(name.get_ref()) {
-                c.error(
-                    name.span(),
-                    "package.name",
-                    format!("{:?} {reason}", name.get_ref()),
-                    Some("use lowercase letters, digits, '-', '_', '.', optionally with one scope: \"acme/thermal\"".into()),
-                );
+            let span = name.span();
+            match PackageName::parse(name.into_inner()) {
+                Ok(name) => Some(name),
+                Err(e) => {
+                    c.error(
+                        span,
+                        "package.name",
+                        e.to_string(),
+                        Some("use lowercase letters, digits, '-', '_', '.', optionally with one scope: \"acme/thermal\"".into()),
+                    );
+                    None
+                }
             }
-            Some(name.into_inner())
         }
         None => {
             c.error(span.clone(), "package.name", "missing `name`", Some("add name = \"scope/name\"".into()));

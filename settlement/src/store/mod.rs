@@ -10,6 +10,7 @@
 //! the commit. A PostgreSQL backend would run them at `SERIALIZABLE` and retry on
 //! serialization failures.
 
+use escx::manifest::PackageName;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -188,7 +189,7 @@ pub struct SettlementRecord {
     /// What it records.
     pub kind: RecordKind,
     /// Package.
-    pub package: String,
+    pub package: PackageName,
     /// Tier.
     pub tier: String,
     /// Gross, micro-units.
@@ -230,7 +231,7 @@ pub struct PartyTransfer {
     /// The settlement's event id.
     pub event: String,
     /// Its package.
-    pub package: String,
+    pub package: PackageName,
     /// Its state.
     pub state: SettlementState,
     /// Settlement gross.
