@@ -11,6 +11,7 @@
 //! - `content`: decrypting licensed content (STREAM, 64 KiB segments) vs one-shot
 //!   XChaCha20-Poly1305 over the same bytes.
 
+use escx_manifest::Micros;
 use std::hint::black_box;
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ fn world() -> World {
             &Offer {
                 package: PACKAGE.parse().unwrap(),
                 tier: "standard".into(),
-                price_micros: 1_000_000,
+                price_micros: Micros(1_000_000),
                 currency: "USD".into(),
                 unit: "month".into(),
                 features: vec![],

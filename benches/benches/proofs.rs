@@ -11,6 +11,7 @@
 // lints guard the product code.
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 
+use escx_manifest::Micros;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -40,11 +41,11 @@ fn inputs(count: usize, salt: u8) -> Vec<EntryInput> {
                 settlement: blake3::derive_key("bench", &[&(i as u64).to_le_bytes()[..], &[salt]].concat()),
                 kind: escx_settlement::store::RecordKind::Sale,
                 currency: "USD".into(),
-                gross,
+                gross: Micros(gross),
                 payouts: vec![
-                    ("platform".into(), platform),
-                    ("referrer".into(), referrer),
-                    ("acme".into(), gross - platform - referrer),
+                    ("platform".into(), Micros(platform)),
+                    ("referrer".into(), Micros(referrer)),
+                    ("acme".into(), Micros(gross - platform - referrer)),
                 ],
                 // The platform's 10 % of the gross and the referrer's 10 % of the rest:
                 // each entry also gets a split proof over two pairs of remainders.

@@ -7,6 +7,7 @@
 //! - `waterfall`: one waterfall over one event, next to the `u128` multiply-divide it is
 //!   made of.
 
+use escx_manifest::Micros;
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ fn events() -> Vec<BillingEvent> {
             version: None,
             tier: "standard".into(),
             kind: Kind::Sale,
-            gross_micros: 1_000_000 + (i as u64 * 7_919) % 500_000_000,
+            gross_micros: Micros(1_000_000 + (i as u64 * 7_919) % 500_000_000),
             currency: "USD".into(),
             solution: None,
             refund_of: None,
@@ -204,7 +205,7 @@ fn waterfall_per_event(c: &mut Criterion) {
     let recouped = Default::default();
     let mut group = c.benchmark_group("waterfall");
     group.bench_function("apply, 5 steps", |b| {
-        b.iter(|| waterfall::apply(black_box(&chain), black_box(1_234_560_000), &recouped).unwrap());
+        b.iter(|| waterfall::apply(black_box(&chain), black_box(Micros(1_234_560_000)), &recouped).unwrap());
     });
     group.bench_function("5 raw u128 multiply-divides", |b| {
         b.iter(|| {
@@ -222,13 +223,13 @@ fn statements(c: &mut Criterion) {
             settlement: *blake3::hash(&i.to_le_bytes()).as_bytes(),
             kind: escx_settlement::store::RecordKind::Sale,
             currency: "USD".into(),
-            gross: 100_000_000 + i,
+            gross: Micros(100_000_000 + i),
             payouts: vec![
-                ("platform".into(), 5_000_000),
-                ("referrer".into(), 9_500_000),
-                ("studio".into(), 10_000_000),
-                ("investor".into(), 50_000_000),
-                ("acme".into(), 25_500_000 + i),
+                ("platform".into(), Micros(5_000_000)),
+                ("referrer".into(), Micros(9_500_000)),
+                ("studio".into(), Micros(10_000_000)),
+                ("investor".into(), Micros(50_000_000)),
+                ("acme".into(), Micros(25_500_000 + i)),
             ],
             rules: Vec::new(),
         })

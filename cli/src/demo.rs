@@ -526,7 +526,7 @@ fn purchase(demo: &mut Demo) -> anyhow::Result<String> {
         file_name(&demo.licensed_package),
         sale.package,
         sale.count,
-        escx_manifest::Micros(sale.total_micros),
+        sale.total_micros,
         sale.currency
     ))
 }
@@ -675,7 +675,7 @@ fn settle(demo: &mut Demo) -> anyhow::Result<String> {
     }
     let options = Options {
         platform: Some(PlatformFee { party: "platform".into(), bps: 1000 }),
-        payout_threshold: 50_000_000,
+        payout_threshold: Micros(50_000_000),
     };
     let mut ledger = Ledger::create(&path, &options)?;
     let report = ledger.settle(&events, &demo.manifests()?, BATCH_DEFAULT, &operator, now)?;
@@ -683,11 +683,11 @@ fn settle(demo: &mut Demo) -> anyhow::Result<String> {
     if !audit.ok() || report.settled != events.len() {
         bail!("the ledger does not balance: {audit:?}");
     }
-    let gross: u64 = events.iter().map(|e| e.gross_micros).sum();
+    let gross =
+        Micros::checked_sum(events.iter().map(|e| e.gross_micros)).context("the demo sales overflow")?;
     let line = format!(
-        "{} sales ({} USD, the last through the demo/suite bundle) settled through platform 10 % -> suite tier 15 % -> package waterfall (referrer 10 %, publisher the rest) in one transaction; balances: {}; double entry balances",
+        "{} sales ({gross} USD, the last through the demo/suite bundle) settled through platform 10 % -> suite tier 15 % -> package waterfall (referrer 10 %, publisher the rest) in one transaction; balances: {}; double entry balances",
         events.len(),
-        Micros(gross),
         balances_line(&ledger)?
     );
     demo.operator = Some(operator);
@@ -707,7 +707,8 @@ fn verify_statement(demo: &mut Demo) -> anyhow::Result<String> {
     // The publisher with only its openings.
     let openings = ledger.openings(seq, "publisher")?;
     let amounts = statement::check_openings(&verified, &openings)?;
-    let total: u64 = amounts.iter().map(|o| o.amount).sum();
+    let total =
+        Micros::checked_sum(amounts.iter().map(|o| o.amount)).context("the publisher's payouts overflow")?;
     // One altered commitment is caught.
     // An operator who signs payouts that do not add up is caught, even with a correct root.
     let mut altered = verified.payload.clone();
@@ -729,7 +730,7 @@ fn verify_statement(demo: &mut Demo) -> anyhow::Result<String> {
         "{} verified with the operator's public key alone: signature, Merkle root, {} entries whose payout commitments sum to the gross commitment (no amount revealed); the publisher's openings prove its {} USD; a re-signed statement with one payout commitment replaced is refused (statement-unconserved)",
         file_name(&file),
         verified.payload.entries.len(),
-        Micros(total)
+        total
     ))
 }
 
@@ -774,7 +775,7 @@ fn rerun_settlement(demo: &mut Demo) -> anyhow::Result<String> {
         bail!("re-running signed a new statement");
     }
     let mut changed = demo.events.clone();
-    changed[0].gross_micros += 1;
+    changed[0].gross_micros.0 += 1;
     match ledger.settle(&changed, &demo.manifests()?, BATCH_DEFAULT, demo.operator()?, escx::now_unix()) {
         Err(error) if error.code() == "settlement-conflict" => {}
         Err(error) => bail!("a changed event was refused for the wrong reason: {error}"),
@@ -926,15 +927,7 @@ fn settle_usage(demo: &mut Demo) -> anyhow::Result<String> {
     }
     let parts: Vec<String> = charges
         .iter()
-        .map(|c| {
-            format!(
-                "{} {} min x {}/h = {}",
-                c.tier,
-                c.minutes,
-                Micros(c.price_micros),
-                Micros(c.gross_micros)
-            )
-        })
+        .map(|c| format!("{} {} min x {}/h = {}", c.tier, c.minutes, c.price_micros, c.gross_micros))
         .collect();
     Ok(format!(
         "usage billed per license and period ({}) as usage events and settled through the same waterfall; balances: {}; double entry balances",

@@ -44,7 +44,7 @@ fn fixture() -> &'static std::sync::Mutex<Fixture> {
         let offer = Offer {
             package: PACKAGE.parse().unwrap(),
             tier: "standard".into(),
-            price_micros: 1,
+            price_micros: escx_manifest::Micros(1),
             currency: "USD".into(),
             unit: "month".into(),
             features: vec![],

@@ -21,8 +21,11 @@ fn fixture() -> &'static (SecretKey, Verified) {
                 settlement: [i; 32],
                 kind: escx_settlement::store::RecordKind::Sale,
                 currency: "USD".into(),
-                gross: 100,
-                payouts: vec![("acme".into(), 60), ("platform".into(), 40)],
+                gross: escx_manifest::Micros(100),
+                payouts: vec![
+                    ("acme".into(), escx_manifest::Micros(60)),
+                    ("platform".into(), escx_manifest::Micros(40)),
+                ],
                 rules: vec![None, Some(statement::PayoutRule { bps: 4000, minus: vec![] })],
             })
             .collect();

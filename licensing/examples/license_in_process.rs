@@ -9,6 +9,7 @@
 use escx::Fault;
 use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::wallet::Wallet;
+use escx_manifest::Micros;
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now = escx::now_unix();
@@ -20,7 +21,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let offer = Offer {
         package: "acme/thermal".parse().unwrap(),
         tier: "pro".into(),
-        price_micros: 49_000_000,
+        price_micros: Micros(49_000_000),
         currency: "EUR".into(),
         unit: "month".into(),
         features: vec!["plots".into()],
@@ -59,6 +60,6 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let sales = issuer.sales()?;
     assert_eq!(sales.len(), 1);
-    assert_eq!(sales[0].total_micros, 98_000_000);
+    assert_eq!(sales[0].total_micros, Micros(98_000_000));
     Ok(())
 }

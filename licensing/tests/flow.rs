@@ -6,6 +6,7 @@
 
 use escx::Fault as _;
 use escx_licensing::messages::{SealedLicense, SealedRedeemRequest, SealedTransfer};
+use escx_manifest::Micros;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
@@ -44,7 +45,7 @@ fn world() -> World {
                 &Offer {
                     package: "acme/thermal".parse().unwrap(),
                     tier: tier.into(),
-                    price_micros: 49_000_000,
+                    price_micros: Micros(49_000_000),
                     currency: "USD".into(),
                     unit: "month".into(),
                     features: vec!["plots".into()],
@@ -133,7 +134,7 @@ fn purchase_redeem_and_verify_offline() {
     let names: Vec<&str> = verified.checks.iter().map(|c| c.name).collect();
     assert_eq!(names, ["signature", "clock", "window", "revocation", "package", "possession"]);
     let sales = w.issuer.sales().unwrap();
-    assert_eq!((sales.len(), sales[0].count, sales[0].total_micros), (1, 3, 147_000_000));
+    assert_eq!((sales.len(), sales[0].count, sales[0].total_micros.0), (1, 3, 147_000_000));
     // Proof of possession for a third party holding only the issuer bundle.
     let proof = w.wallet.prove("acme/thermal", b"a fresh challenge").unwrap();
     check_proof(&proof, &w.bundle, b"a fresh challenge", T0 + DAY).unwrap();
@@ -651,7 +652,7 @@ mod content_key_attacks {
         let offer = Offer {
             package: "acme/new-thing".parse().unwrap(),
             tier: "standard".into(),
-            price_micros: 1,
+            price_micros: Micros(1),
             currency: "USD".into(),
             unit: "month".into(),
             features: vec![],
@@ -662,11 +663,11 @@ mod content_key_attacks {
         let request =
             w.wallet.request(&w.bundle, &"acme/thermal".parse().unwrap(), "standard", 1, T0).unwrap();
         w.issuer.issue(&request, T0).unwrap();
-        assert_eq!(w.issuer.sales().unwrap().last().unwrap().unit_price_micros, 49_000_000);
+        assert_eq!(w.issuer.sales().unwrap().last().unwrap().unit_price_micros, Micros(49_000_000));
         // The owner may re-register and re-price.
         let repriced = pack(&w, "repriced", &THERMAL_MANIFEST.replace("49.00", "39.00"), &w.publisher, None);
         let registration = w.issuer.register_package(&repriced, &trust(&w.publisher), T0).unwrap();
-        assert_eq!(registration.offers[0].price_micros, 39_000_000);
+        assert_eq!(registration.offers[0].price_micros, Micros(39_000_000));
     }
 }
 

@@ -8,6 +8,7 @@ use escx_licensing::issuer::store::{
 };
 use escx_licensing::issuer::{MemoryIssuerStore, Offer, Sale, SqliteIssuerStore};
 use escx_licensing::messages::Epoch;
+use escx_manifest::Micros;
 use proptest::prelude::*;
 use serde_bytes::ByteBuf;
 
@@ -86,7 +87,7 @@ fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()>
             .put_offer(&Offer {
                 package: package(*p),
                 tier: name("tier", *t),
-                price_micros: *price,
+                price_micros: Micros(*price),
                 currency: "EUR".into(),
                 unit: "month".into(),
                 features: features.clone(),
@@ -110,8 +111,8 @@ fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()>
                 tier: "pro".into(),
                 epoch: 1,
                 count: *count,
-                unit_price_micros: *unit,
-                total_micros: unit * u64::from(*count),
+                unit_price_micros: Micros(*unit),
+                total_micros: Micros(unit * u64::from(*count)),
                 currency: "EUR".into(),
                 at: *at,
             })
@@ -202,7 +203,7 @@ fn an_issuer_runs_in_memory() {
             &Offer {
                 package: "acme/thermal".parse().unwrap(),
                 tier: "pro".into(),
-                price_micros: 5_000_000,
+                price_micros: Micros(5_000_000),
                 currency: "EUR".into(),
                 unit: "month".into(),
                 features: vec!["export".into()],
@@ -219,7 +220,7 @@ fn an_issuer_runs_in_memory() {
     let response = issuer.issue(&request, T0 + 1).unwrap();
     assert_eq!(issuer.issue(&request, T0 + 2).unwrap(), response, "a retried purchase gets the same answer");
     assert_eq!(issuer.sales().unwrap().len(), 1, "and records no second sale");
-    assert_eq!(issuer.sales().unwrap()[0].total_micros, 5_000_000);
+    assert_eq!(issuer.sales().unwrap()[0].total_micros, Micros(5_000_000));
     assert_eq!(wallet.finalize(&response).unwrap(), 1);
     let sealed = wallet.redeem("acme/thermal").unwrap();
     let answer = issuer.redeem(&sealed, T0 + 5).unwrap();

@@ -5,6 +5,7 @@
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 
 use escx::Fault as _;
+use escx_manifest::Micros;
 use std::path::PathBuf;
 
 use curve25519_dalek::scalar::Scalar;
@@ -225,9 +226,9 @@ fn a_private_month_is_reported_closed_and_billed() {
     let charges = operator.billing(period).unwrap();
     assert_eq!(charges.len(), 1);
     // 4 minutes at 6.00 an hour: 0.40.
-    assert_eq!((charges[0].minutes, charges[0].gross_micros), (4, 400_000));
+    assert_eq!((charges[0].minutes, charges[0].gross_micros.0), (4, 400_000));
     // The licenses of a metered tier cost nothing at purchase: usage is the bill.
-    assert_eq!(w.issuer.sales().unwrap()[0].total_micros, 0);
+    assert_eq!(w.issuer.sales().unwrap()[0].total_micros, Micros(0));
     assert_eq!(charges[0].id, format!("operator:{}:usage:{}:{period}", operator.id(), charges[0].license_id));
 }
 

@@ -9,6 +9,7 @@ use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::messages::{BundleChain, BundlePayload, Epoch, IssuerBundle};
 use escx_licensing::poprf::IssuerKey;
 use escx_licensing::wallet::Wallet;
+use escx_manifest::Micros;
 use serde_bytes::ByteBuf;
 
 const T0: u64 = 1_800_000_000;
@@ -27,7 +28,7 @@ fn world() -> World {
     let offer = Offer {
         package: "acme/thermal".parse().unwrap(),
         tier: "standard".into(),
-        price_micros: 1_000_000,
+        price_micros: Micros(1_000_000),
         currency: "USD".into(),
         unit: "month".into(),
         features: vec![],

@@ -11,6 +11,7 @@ use escx::keyfile::Protection;
 use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::messages::{RedeemRequest, TokenRequest};
 use escx_licensing::wallet::Wallet;
+use escx_manifest::Micros;
 
 const T0: u64 = 1_800_000_000;
 
@@ -23,7 +24,7 @@ fn run(first_redeemer: usize) -> Vec<String> {
             &Offer {
                 package: "acme/thermal".parse().unwrap(),
                 tier: "standard".into(),
-                price_micros: 10_000_000,
+                price_micros: Micros(10_000_000),
                 currency: "USD".into(),
                 unit: "month".into(),
                 features: vec![],

@@ -14,7 +14,15 @@ pub const DECIMALS_MAX: usize = 6;
 pub const AMOUNT_MICROS_MAX: u64 = 1_000_000_000_000 * MICROS_PER_UNIT;
 
 /// An amount of money in micro-units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+///
+/// Every amount in the public APIs of this workspace is a `Micros`, so a price cannot be
+/// passed where a time or a count is expected. It serializes as the bare integer (CBOR,
+/// JSON and SQLite alike), so wire and storage formats are the integers the specs name;
+/// its `Display` is the decimal form (`49.99`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Micros(pub u64);
 
 impl Micros {
@@ -49,6 +57,55 @@ impl Micros {
     /// Checked addition.
     pub fn checked_add(self, other: Micros) -> Option<Micros> {
         self.0.checked_add(other.0).map(Micros)
+    }
+
+    /// Checked subtraction.
+    pub fn checked_sub(self, other: Micros) -> Option<Micros> {
+        self.0.checked_sub(other.0).map(Micros)
+    }
+
+    /// The sum of `amounts`, or `None` when it overflows.
+    pub fn checked_sum(amounts: impl IntoIterator<Item = Micros>) -> Option<Micros> {
+        amounts.into_iter().try_fold(Micros::ZERO, Micros::checked_add)
+    }
+
+    /// Checked multiplication by a count.
+    pub fn checked_mul(self, count: u64) -> Option<Micros> {
+        self.0.checked_mul(count).map(Micros)
+    }
+}
+
+impl From<Micros> for u64 {
+    fn from(amount: Micros) -> u64 {
+        amount.0
+    }
+}
+
+/// For sums that must not overflow: a `u128` holds any total of `u64` amounts this
+/// workspace forms.
+impl From<Micros> for u128 {
+    fn from(amount: Micros) -> u128 {
+        u128::from(amount.0)
+    }
+}
+
+impl From<Micros> for i128 {
+    fn from(amount: Micros) -> i128 {
+        i128::from(amount.0)
+    }
+}
+
+#[cfg(feature = "rusqlite")]
+impl rusqlite::types::ToSql for Micros {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+#[cfg(feature = "rusqlite")]
+impl rusqlite::types::FromSql for Micros {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        u64::column_result(value).map(Micros)
     }
 }
 
@@ -97,6 +154,17 @@ mod tests {
         assert_eq!(Micros::parse("7").unwrap().to_string(), "7.00");
         assert_eq!(Micros(1).to_string(), "0.000001");
         assert_eq!(Micros(49_990_000).to_string(), "49.99");
+    }
+
+    #[test]
+    fn amounts_serialize_as_bare_integers_and_sums_are_checked() {
+        assert_eq!(serde_json::to_string(&Micros(49_990_000)).unwrap(), "49990000");
+        assert_eq!(serde_json::from_str::<Micros>("7").unwrap(), Micros(7));
+        assert_eq!(escx::cbor::encode(&Micros(24)), escx::cbor::encode(&24u64));
+        assert_eq!(Micros::checked_sum([Micros(1), Micros(2)]), Some(Micros(3)));
+        assert_eq!(Micros::checked_sum([Micros(u64::MAX), Micros(1)]), None);
+        assert_eq!(Micros(1).checked_sub(Micros(2)), None);
+        assert_eq!(Micros(3).checked_mul(4), Some(Micros(12)));
     }
 
     #[test]

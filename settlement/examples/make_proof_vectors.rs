@@ -4,6 +4,7 @@
 //!
 //!     cargo run -p escx-settlement --example make_proof_vectors -- test-vectors/proofs
 
+use escx_manifest::Micros;
 use std::path::PathBuf;
 
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
@@ -25,8 +26,8 @@ fn entry(tag: &str, kind: &str, gross: u64, payouts: &[(&str, u64)]) -> EntryInp
         settlement: blake3::derive_key("escx v1 settlement id", tag.as_bytes()),
         kind: escx_settlement::store::RecordKind::parse(kind).unwrap(),
         currency: "USD".into(),
-        gross,
-        payouts: payouts.iter().map(|(p, a)| (p.to_string(), *a)).collect(),
+        gross: Micros(gross),
+        payouts: payouts.iter().map(|(p, a)| (p.to_string(), Micros(*a))).collect(),
         // The platform takes 10 % of the gross, a referrer 10 % of what is left after it;
         // acme, the residual, has no rule.
         rules: payouts

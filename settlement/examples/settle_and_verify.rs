@@ -60,7 +60,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     // own payouts: 90 % of each sale once the investor has recouped its 50.00.
     let signed = statement::verify(&ledger.statement(1)?, operator.public_key())?;
     let acme = statement::check_openings(&signed, &ledger.openings(1, "acme")?)?;
-    let acme_total: u64 = acme.iter().map(|o| o.amount).sum();
+    let acme_total: u64 = acme.iter().map(|o| o.amount.0).sum();
     println!(
         "acme is paid {}.{:02} EUR, in {} of the {} sales (the first went to the investor's recoupment)",
         acme_total / 1_000_000,

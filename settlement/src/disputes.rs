@@ -5,6 +5,7 @@
 //! audit row; nothing written before is edited but the settlement's state.
 
 use crate::store::{RecordKind, SettlementState};
+use escx_manifest::Micros;
 use serde::Serialize;
 
 use escx::sig::SecretKey;
@@ -34,7 +35,7 @@ pub struct Dispute {
     /// Its event id.
     pub event: String,
     /// Its gross, micro-units.
-    pub gross: u64,
+    pub gross: Micros,
     /// Currency.
     pub currency: String,
     /// When it was opened.
@@ -59,7 +60,7 @@ pub struct Resolution {
     /// For a reversal: the compensating settlement.
     pub reversal: Option<String>,
     /// For a reversal: what each party gave back.
-    pub given_back: Vec<(String, u64)>,
+    pub given_back: Vec<(String, Micros)>,
     /// For a reversal: the statement recording it.
     pub statement: Option<u64>,
 }
@@ -139,7 +140,8 @@ impl<S: Store> Ledger<S> {
                 let id = settlement_id(&event_id);
                 let seq = ledger::next_seq(&tx)?;
                 // What partial refunds left: the reversal gives back all of it.
-                let remaining: u64 = crate::refunds::holdings(&tx, settlement)?.iter().map(|row| row.3).sum();
+                let remaining =
+                    Micros(crate::refunds::holdings(&tx, settlement)?.iter().map(|row| row.3).sum());
                 tx.insert_settlement(&SettlementRecord {
                     id: id.clone(),
                     content: blake3::derive_key(ledger::CONTEXT_SETTLEMENT_CONTENT, event_id.as_bytes())

@@ -39,7 +39,7 @@ pub struct BillingEvent {
     /// Sale, usage or refund.
     pub kind: Kind,
     /// Gross amount in micro-units (for a refund: the amount given back).
-    pub gross_micros: u64,
+    pub gross_micros: Micros,
     /// ISO 4217 currency.
     pub currency: String,
     /// The solution bundle the sale went through, if any.
@@ -91,7 +91,7 @@ impl BillingEvent {
             "version": self.version,
             "tier": self.tier,
             "kind": self.kind.name(),
-            "gross": Micros(self.gross_micros).to_string(),
+            "gross": self.gross_micros.to_string(),
             "currency": self.currency,
             "solution": self.solution,
             "refund_of": self.refund_of,
@@ -174,7 +174,7 @@ fn parse_record(record: &Value) -> Result<BillingEvent, String> {
     let kind =
         Kind::parse(&kind_text).ok_or_else(|| format!("kind: {kind_text:?} is not sale, usage or refund"))?;
     let gross = text("gross")?;
-    let gross_micros = Micros::parse(&gross).map_err(|e| format!("gross: {gross:?}: {e}"))?.0;
+    let gross_micros = Micros::parse(&gross).map_err(|e| format!("gross: {gross:?}: {e}"))?;
     let currency = text("currency")?;
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(format!("currency: {currency:?} is not an ISO 4217 code such as USD"));
@@ -214,7 +214,7 @@ mod tests {
         let text = r#"[{"id": "s1", "time": "2026-11-01T10:00:00Z", "package": "acme/thermal",
             "tier": "standard", "kind": "sale", "gross": "49.00", "currency": "USD"}]"#;
         let events = parse(text).unwrap();
-        assert_eq!(events[0].gross_micros, 49_000_000);
+        assert_eq!(events[0].gross_micros, Micros(49_000_000));
         let again = parse(&serde_json::to_string(&[events[0].to_json()]).unwrap()).unwrap();
         assert_eq!(again, events);
     }

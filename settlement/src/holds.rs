@@ -5,6 +5,7 @@
 
 use crate::store::{HoldState, RecordKind, SettlementState};
 use escx::manifest::PackageName;
+use escx_manifest::Micros;
 use serde::Serialize;
 
 use escx::sig::SecretKey;
@@ -32,7 +33,7 @@ pub struct Hold {
     /// Currency.
     pub currency: String,
     /// Amount held, micro-units.
-    pub amount: u64,
+    pub amount: Micros,
     /// When it was placed.
     pub placed_at: u64,
     /// When it lapses: it can no longer be captured from this time on.
@@ -40,7 +41,7 @@ pub struct Hold {
     /// Its state.
     pub state: HoldState,
     /// Amount captured.
-    pub captured: Option<u64>,
+    pub captured: Option<Micros>,
 }
 
 /// What placing holds did.
@@ -60,11 +61,11 @@ pub struct CaptureReport {
     /// The capture's settlement id.
     pub settlement: String,
     /// Captured, micro-units.
-    pub captured: u64,
+    pub captured: Micros,
     /// Given back to the customer, micro-units.
-    pub released: u64,
+    pub released: Micros,
     /// Payouts of the captured amount.
-    pub payouts: Vec<(String, u64)>,
+    pub payouts: Vec<(String, Micros)>,
     /// The statement that records the capture (absent when it was captured before).
     pub statement: Option<u64>,
     /// True when the hold was captured before with this amount (a no-op).
@@ -97,7 +98,7 @@ impl<S: Store> Ledger<S> {
             if event.kind == Kind::Refund {
                 return Err(invalid(&event.id, "a hold is placed for a sale or usage, not a refund"));
             }
-            if event.gross_micros == 0 {
+            if event.gross_micros == Micros::ZERO {
                 return Err(invalid(&event.id, "a hold of 0 holds nothing"));
             }
             let id = settlement_id(&event.id);
@@ -156,7 +157,7 @@ impl<S: Store> Ledger<S> {
     pub fn capture_hold(
         &mut self,
         hold: &str,
-        amount: Option<u64>,
+        amount: Option<Micros>,
         manifests: &Manifests,
         operator: &SecretKey,
         now: u64,
@@ -176,7 +177,7 @@ impl<S: Store> Ledger<S> {
                     hold: hold.to_owned(),
                     settlement: capture_id,
                     captured: amount,
-                    released: held - amount,
+                    released: Micros(held.0.saturating_sub(amount.0)),
                     payouts: Vec::new(),
                     statement: None,
                     unchanged: true,
@@ -196,13 +197,11 @@ impl<S: Store> Ledger<S> {
                 ),
             ));
         }
-        if amount == 0 || amount > held {
+        if amount == Micros::ZERO || amount > held {
             return Err(invalid(
                 hold,
                 format!(
-                    "capture {} of a hold of {}: capture more than 0 and at most the amount held",
-                    escx_manifest::Micros(amount),
-                    escx_manifest::Micros(held)
+                    "capture {amount} of a hold of {held}: capture more than 0 and at most the amount held"
                 ),
             ));
         }
@@ -231,8 +230,9 @@ impl<S: Store> Ledger<S> {
         let mut accounts = AccountCache::new();
         let (payouts, rules) =
             ledger::pay_out(&mut tx, &mut accounts, &capture_id, HOLDS, &chain, amount, &event.currency)?;
-        let released = held - amount;
-        if released > 0 {
+        // 0 < amount <= held, checked above.
+        let released = Micros(held.0 - amount.0);
+        if released > Micros::ZERO {
             let holds = account(&mut tx, &mut accounts, HOLDS, &event.currency)?;
             let customers = account(&mut tx, &mut accounts, CUSTOMERS, &event.currency)?;
             tx.insert_transfer(&id, holds, customers, released)?;
@@ -317,11 +317,6 @@ fn void_in(tx: &mut impl Writer, hold: &str, now: u64) -> Result<bool, Error> {
     tx.insert_transfer(&id, holds, customers, record.amount)?;
     tx.close_hold(&id, HoldState::Voided, None, now)?;
     tx.set_state(&id, SettlementState::Cancelled)?;
-    tx.audit(
-        now,
-        "hold-void",
-        &id,
-        &format!("hold {hold} voided, {} released", escx_manifest::Micros(record.amount)),
-    )?;
+    tx.audit(now, "hold-void", &id, &format!("hold {hold} voided, {} released", record.amount))?;
     Ok(true)
 }

@@ -12,7 +12,7 @@ use escx::manifest::PackageName;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use escx_manifest::Manifest;
+use escx_manifest::{Manifest, Micros};
 use serde::Serialize;
 
 use escx::sig::{PublicKey, SecretKey};
@@ -57,7 +57,7 @@ pub struct Options {
     pub platform: Option<PlatformFee>,
     /// Payout reports pay a party's carried balance once it reaches this many micro-units
     /// (0: any positive balance).
-    pub payout_threshold: u64,
+    pub payout_threshold: Micros,
 }
 
 /// Manifests by package name and version: where waterfalls and solution tiers come from.
@@ -194,7 +194,7 @@ fn meta_rows(path: &Path, options: &Options) -> Result<Vec<(&'static str, String
         .map_err(|e| Error::Store { path: path.into(), reason: e.to_string() })?;
     let mut rows = vec![
         ("ledger_id", hex::encode(ledger_id)),
-        ("payout_threshold", options.payout_threshold.to_string()),
+        ("payout_threshold", options.payout_threshold.0.to_string()),
     ];
     if let Some(fee) = &options.platform {
         if fee.bps > 10_000 {
@@ -209,7 +209,7 @@ fn meta_rows(path: &Path, options: &Options) -> Result<Vec<(&'static str, String
 impl Ledger<SqliteStore> {
     /// Creates a new ledger file (refuses an existing one) with a platform fee.
     pub fn init(path: &Path, platform: Option<&PlatformFee>) -> Result<Self, Error> {
-        Self::create(path, &Options { platform: platform.cloned(), payout_threshold: 0 })
+        Self::create(path, &Options { platform: platform.cloned(), payout_threshold: Micros::ZERO })
     }
 
     /// Creates a new ledger file (refuses an existing one).
@@ -259,10 +259,10 @@ impl<S: Store> Ledger<S> {
     }
 
     /// The payout threshold recorded at `init` (0: pay any positive balance).
-    pub fn payout_threshold(&self) -> Result<u64, Error> {
+    pub fn payout_threshold(&self) -> Result<Micros, Error> {
         match self.store.meta("payout_threshold")? {
-            None => Ok(0),
-            Some(text) => text.parse().map_err(|_| self.corrupt("payout_threshold")),
+            None => Ok(Micros::ZERO),
+            Some(text) => text.parse().map(Micros).map_err(|_| self.corrupt("payout_threshold")),
         }
     }
 
@@ -450,7 +450,7 @@ impl<S: Store> Ledger<S> {
             return Err(Error::UnknownStatement { seq });
         }
         let all = self.store.statement_openings(seq)?;
-        let mut sums: BTreeMap<u32, (Option<u64>, u128)> = BTreeMap::new();
+        let mut sums: BTreeMap<u32, (Option<Micros>, u128)> = BTreeMap::new();
         for opening in &all {
             let entry = sums.entry(opening.entry).or_default();
             match opening.party {
@@ -464,7 +464,7 @@ impl<S: Store> Ledger<S> {
                     path: self.store.location(),
                     reason: format!(
                         "statement {seq} entry {entry}: payout openings add up to {paid}, the gross opening is {}",
-                        gross.map_or("missing".to_owned(), |g| g.to_string())
+                        gross.map_or("missing".to_owned(), |g| g.0.to_string())
                     ),
                 });
             }
@@ -514,7 +514,7 @@ impl<S: Store> Ledger<S> {
     }
 
     /// What each party has recouped so far in `currency`.
-    pub fn recouped(&self, currency: &str) -> Result<BTreeMap<String, u64>, Error> {
+    pub fn recouped(&self, currency: &str) -> Result<BTreeMap<String, Micros>, Error> {
         self.store.recouped(currency)
     }
 
@@ -590,8 +590,8 @@ pub(crate) fn entry(
     event_id: &str,
     kind: RecordKind,
     currency: &str,
-    gross: u64,
-    payouts: Vec<(String, u64)>,
+    gross: Micros,
+    payouts: Vec<(String, Micros)>,
     rules: Vec<Option<waterfall::PayoutRule>>,
 ) -> EntryInput {
     let settlement = blake3::derive_key(CONTEXT_SETTLEMENT_ID, event_id.as_bytes());
@@ -599,7 +599,7 @@ pub(crate) fn entry(
 }
 
 /// Non-zero payouts of a settlement, in order.
-type Payouts = Vec<(String, u64)>;
+type Payouts = Vec<(String, Micros)>;
 
 /// Runs `chain` over `gross` with the ledger's recoupment totals and writes one transfer
 /// `from → party` per non-zero payout under settlement `id`, and the recoupment changes.
@@ -610,14 +610,18 @@ pub(crate) fn pay_out(
     id: &str,
     from: &str,
     chain: &[Tier],
-    gross: u64,
+    gross: Micros,
     currency: &str,
 ) -> Result<(Payouts, Vec<Option<waterfall::PayoutRule>>), Error> {
     let before = tx.recouped(currency)?;
     let split: Split = waterfall::apply(chain, gross, &before)?;
     let source = account(tx, accounts, from, currency)?;
-    let paid: Vec<(String, u64)> =
-        split.payouts.iter().filter(|p| p.micros > 0).map(|p| (p.party.clone(), p.micros)).collect();
+    let paid: Payouts = split
+        .payouts
+        .iter()
+        .filter(|p| p.micros > Micros::ZERO)
+        .map(|p| (p.party.clone(), p.micros))
+        .collect();
     // Where the settlement is built: its transfers must add up to the gross.
     let total: u128 = paid.iter().map(|(_, amount)| u128::from(*amount)).sum();
     if total != u128::from(gross) {
@@ -631,7 +635,8 @@ pub(crate) fn pay_out(
         tx.insert_transfer(id, source, credit, *amount)?;
     }
     for (party, total) in &split.recouped {
-        let delta = total - before.get(party).copied().unwrap_or(0);
+        // Recoupment totals only grow within one split.
+        let delta = total.0.saturating_sub(before.get(party).copied().unwrap_or_default().0);
         if delta == 0 {
             continue;
         }

@@ -34,13 +34,13 @@ pub mod statement;
 pub mod store;
 pub mod waterfall;
 
-/// Amounts are u64 micro-units; signed sums and SQLite integers are i64. Every stored or
-/// settled amount is at most `i64::MAX` (SQLite refuses larger), so these saturate only
-/// on values the ledger never holds.
+/// Amounts are `Micros` (u64 micro-units); signed sums (balances, credits and debits)
+/// and SQLite integers are i64. Every stored or settled amount is at most `i64::MAX`
+/// (SQLite refuses larger), so these saturate only on values the ledger never holds.
 mod num {
     /// `value` as a signed amount.
-    pub(crate) fn signed(value: u64) -> i64 {
-        i64::try_from(value).unwrap_or(i64::MAX)
+    pub(crate) fn signed(value: impl Into<u64>) -> i64 {
+        i64::try_from(value.into()).unwrap_or(i64::MAX)
     }
 
     /// A wide signed sum, clamped to i64.

@@ -241,7 +241,7 @@ pub fn prove_statement(
                     let blinding = scalar(&opening.blinding).ok_or_else(|| {
                         ProofError::Refused(format!("entry {index}: a blinding is not canonical"))
                     })?;
-                    Ok((opening.amount, blinding))
+                    Ok((opening.amount.0, blinding))
                 })
                 .collect::<Result<Vec<_>, ProofError>>()?;
             Ok((index, values))
@@ -283,7 +283,7 @@ pub fn prove_statement(
                 })?;
                 Some(ByteBuf::from(prove_split(
                     entry,
-                    (gross.amount, gross_blinding),
+                    (gross.amount.0, gross_blinding),
                     values,
                     &mut split_transcript(operator, &statement.hash, *index),
                     *index,

@@ -3,8 +3,11 @@
 //! proportion, and recoupment a settlement added is undone first. Holds' voids and
 //! disputes' reversals give back through the same path.
 
-use crate::store::{RecordKind, SettlementState};
 use std::collections::{BTreeMap, HashSet};
+
+use escx_manifest::Micros;
+
+use crate::store::{RecordKind, SettlementState};
 
 use crate::Error;
 use crate::events::BillingEvent;
@@ -27,9 +30,9 @@ pub(crate) fn check_refund(
         Some(s) => {
             let mut refunded = 0u64;
             for refund in store.refunds_of(&s.id)? {
-                refunded += store.settlement(&refund)?.map_or(0, |r| r.gross);
+                refunded = refunded.saturating_add(store.settlement(&refund)?.map_or(0, |r| r.gross.0));
             }
-            (s.kind, s.gross, s.currency, s.state, refunded)
+            (s.kind, s.gross.0, s.currency, s.state, refunded)
         }
         None if fresh.contains(target) => {
             if position(target) > position(&event.id) {
@@ -40,7 +43,7 @@ pub(crate) fn check_refund(
             let original = events.iter().find(|e| e.id == target).ok_or_else(|| invalid("unknown".into()))?;
             (
                 RecordKind::from(original.kind),
-                original.gross_micros,
+                original.gross_micros.0,
                 original.currency.clone(),
                 SettlementState::Settled,
                 0,
@@ -64,21 +67,21 @@ pub(crate) fn check_refund(
             event.currency
         )));
     }
-    if event.gross_micros == 0 {
+    if event.gross_micros == Micros::ZERO {
         return Err(invalid("gross: a refund gives back more than 0".into()));
     }
     // Earlier refunds of the same event in this file, not yet in the ledger.
     for other in events.iter().take(position(&event.id).unwrap_or(0)) {
         if other.refund_of.as_deref() == Some(target) && fresh.contains(other.id.as_str()) {
-            refunded += other.gross_micros;
+            refunded = refunded.saturating_add(other.gross_micros.0);
         }
     }
-    if refunded.saturating_add(event.gross_micros) > gross {
+    if refunded.saturating_add(event.gross_micros.0) > gross {
         return Err(invalid(format!(
             "refund_of {target:?}: {} would be given back of a gross of {} {currency}, of which {} was refunded already",
-            escx_manifest::Micros(event.gross_micros),
-            escx_manifest::Micros(gross),
-            escx_manifest::Micros(refunded)
+            event.gross_micros,
+            Micros(gross),
+            Micros(refunded)
         )));
     }
     Ok(())
@@ -94,7 +97,7 @@ pub(crate) fn apply_refund(
     id: &str,
     content: &[u8; 32],
     batch: u64,
-) -> Result<Vec<(String, u64)>, Error> {
+) -> Result<Vec<(String, Micros)>, Error> {
     let target = event
         .refund_of
         .as_deref()
@@ -111,7 +114,7 @@ pub(crate) fn apply_refund(
         event.time,
         RecordKind::Refund.name(),
         &target,
-        &format!("{} given back by event {}", escx_manifest::Micros(event.gross_micros), event.id),
+        &format!("{} given back by event {}", event.gross_micros, event.id),
     )?;
     Ok(given_back)
 }
@@ -119,8 +122,11 @@ pub(crate) fn apply_refund(
 /// What each party paid by settlement `target` still holds from it: (credited account,
 /// party, paid, still held), in transfer order, after every refund or reversal of it.
 pub(crate) fn holdings(tx: &impl Reader, target: &str) -> Result<Vec<(AccountId, String, u64, u64)>, Error> {
-    let mut held: Vec<(AccountId, String, u64, u64)> =
-        tx.transfers_of(target)?.into_iter().map(|t| (t.credit, t.credit_name, t.amount, t.amount)).collect();
+    let mut held: Vec<(AccountId, String, u64, u64)> = tx
+        .transfers_of(target)?
+        .into_iter()
+        .map(|t| (t.credit, t.credit_name, t.amount.0, t.amount.0))
+        .collect();
     // Read back: what the settlement paid out must still be its gross, before any of it is
     // given back.
     if let Some(record) = tx.settlement(target)?
@@ -140,7 +146,7 @@ pub(crate) fn holdings(tx: &impl Reader, target: &str) -> Result<Vec<(AccountId,
     for refund in tx.refunds_of(target)? {
         for transfer in tx.transfers_of(&refund)? {
             if let Some(row) = held.iter_mut().find(|row| row.0 == transfer.debit) {
-                row.3 = row.3.saturating_sub(transfer.amount);
+                row.3 = row.3.saturating_sub(transfer.amount.0);
             }
         }
     }
@@ -159,18 +165,19 @@ pub(crate) fn give_back(
     target: &str,
     id: &str,
     currency: &str,
-    amount: Option<u64>,
-) -> Result<Vec<(String, u64)>, Error> {
+    amount: Option<Micros>,
+) -> Result<Vec<(String, Micros)>, Error> {
     let held = holdings(tx, target)?;
+    // Each row holds part of one settled gross, so the sum fits a u64.
     let remaining: u64 = held.iter().map(|row| row.3).sum();
-    let amount = amount.unwrap_or(remaining);
+    let amount = amount.map_or(remaining, |a| a.0);
     if amount > remaining {
         return Err(Error::Refund {
             event: id.to_owned(),
             reason: format!(
                 "{} to give back, but only {} remains of settlement {target}",
-                escx_manifest::Micros(amount),
-                escx_manifest::Micros(remaining)
+                Micros(amount),
+                Micros(remaining)
             ),
         });
     }
@@ -198,8 +205,8 @@ pub(crate) fn give_back(
     let mut given_back = Vec::new();
     for ((credit, party, _, _), share) in held.iter().zip(&shares) {
         if *share > 0 {
-            tx.insert_transfer(id, *credit, customers, *share)?;
-            given_back.push((party.clone(), *share));
+            tx.insert_transfer(id, *credit, customers, Micros(*share))?;
+            given_back.push((party.clone(), Micros(*share)));
         }
     }
     // Recoupment: a recouping party's claw-back first undoes what `target` recouped.
@@ -210,14 +217,14 @@ pub(crate) fn give_back(
         }
     }
     for (party, added) in tx.settlement_recoup(target)? {
-        let given: u64 = given_back.iter().filter(|(p, _)| *p == party).map(|(_, a)| a).sum();
+        let given: u64 = given_back.iter().filter(|(p, _)| *p == party).map(|(_, a)| a.0).sum();
         let left = u64::try_from(added - undone.get(&party).copied().unwrap_or(0)).unwrap_or(0);
         let undo = given.min(left);
         if undo == 0 {
             continue;
         }
-        let total = tx.recouped(currency)?.get(&party).copied().unwrap_or(0);
-        let after = total.checked_sub(undo).ok_or_else(|| Error::Store {
+        let total = tx.recouped(currency)?.get(&party).copied().unwrap_or_default();
+        let after = total.checked_sub(Micros(undo)).ok_or_else(|| Error::Store {
             path: tx.location(),
             reason: format!("recoupment of {party} below what settlement {target} added"),
         })?;

@@ -6,6 +6,7 @@
 //! anyone holding the operator's public key can check conservation without learning an
 //! amount; each party receives the openings (amount, blinding) of its own payouts.
 
+use escx_manifest::Micros;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -187,10 +188,10 @@ pub struct EntryInput {
     /// Currency.
     pub currency: String,
     /// Gross micro-units.
-    pub gross: u64,
+    pub gross: Micros,
     /// Non-zero payouts in order, one per party; they must sum to `gross` (none when the
     /// gross is 0).
-    pub payouts: Vec<(String, u64)>,
+    pub payouts: Vec<(String, Micros)>,
     /// Each payout's rule, if it has one (empty: none has); see [`PayoutRule`].
     pub rules: Vec<Option<PayoutRule>>,
 }
@@ -204,7 +205,7 @@ impl EntryInput {
         if paid != u128::from(self.gross) {
             return Err(broken(format!("payouts sum to {paid} micro-units, the gross is {}", self.gross)));
         }
-        if let Some((party, _)) = self.payouts.iter().find(|(_, amount)| *amount == 0) {
+        if let Some((party, _)) = self.payouts.iter().find(|(_, amount)| *amount == Micros::ZERO) {
             return Err(broken(format!("a zero payout to {party}")));
         }
         let parties: std::collections::BTreeSet<&str> =
@@ -243,7 +244,7 @@ pub struct Opening {
     /// The party paid (`None`: the entry's gross).
     pub party: Option<String>,
     /// Micro-units.
-    pub amount: u64,
+    pub amount: Micros,
     /// The blinding scalar (32 bytes, little-endian, reduced).
     pub blinding: ByteBuf,
 }
@@ -455,7 +456,7 @@ pub fn build(
         .zip(0..count)
         .map(|(input, index)| {
             let mut gross_blinding = if input.payouts.is_empty() { Scalar::ZERO } else { random_scalar() };
-            let gross = half_commit(input.gross, &gross_blinding);
+            let gross = half_commit(input.gross.0, &gross_blinding);
             let mut openings = vec![Opening {
                 entry: index,
                 party: None,
@@ -472,7 +473,7 @@ pub fn build(
                     (gross - sum_points, gross_blinding - sum_blindings)
                 } else {
                     let blinding = random_scalar();
-                    (half_commit(*amount, &blinding), blinding)
+                    (half_commit(amount.0, &blinding), blinding)
                 };
                 sum_points += point;
                 sum_blindings += blinding;
@@ -667,9 +668,9 @@ pub struct OpenedPayout {
     /// Entry index.
     pub entry: u32,
     /// The party's payout, micro-units.
-    pub amount: u64,
+    pub amount: Micros,
     /// The entry's gross, micro-units.
-    pub gross: u64,
+    pub gross: Micros,
 }
 
 /// Checks a party's openings against a verified statement (settlement.md §4.3): for every
@@ -723,7 +724,7 @@ pub fn check_openings(
         };
         let blinding: [u8; 32] = opening.blinding.as_slice().try_into().map_err(|_| fail())?;
         let blinding = Option::<Scalar>::from(Scalar::from_canonical_bytes(blinding)).ok_or_else(fail)?;
-        if commit(opening.amount, &blinding).compress().as_bytes()[..] != commitment[..] {
+        if commit(opening.amount.0, &blinding).compress().as_bytes()[..] != commitment[..] {
             return Err(fail());
         }
         match opening.party {
@@ -736,7 +737,7 @@ pub fn check_openings(
     payouts
         .into_iter()
         .map(|(entry, amount)| {
-            let gross = grosses.get(&entry).copied().unwrap_or(0);
+            let gross = grosses.get(&entry).copied().unwrap_or_default();
             if amount > gross {
                 return Err(StatementError::Opening { seq: payload.seq, entry, party: file.party.clone() });
             }
@@ -760,8 +761,8 @@ mod tests {
                 settlement: [i; 32],
                 kind: crate::store::RecordKind::Sale,
                 currency: "USD".into(),
-                gross: 1_000 + u64::from(i),
-                payouts: vec![("platform".into(), 100), ("acme".into(), 900 + u64::from(i))],
+                gross: Micros(1_000 + u64::from(i)),
+                payouts: vec![("platform".into(), Micros(100)), ("acme".into(), Micros(900 + u64::from(i)))],
                 rules: Vec::new(),
             })
             .collect()
@@ -797,15 +798,18 @@ mod tests {
             party: "acme".into(),
             openings: built.party_openings("acme"),
         };
-        let amounts: Vec<(u32, u64, u64)> =
-            check_openings(&verified, &file).unwrap().iter().map(|o| (o.entry, o.amount, o.gross)).collect();
+        let amounts: Vec<(u32, u64, u64)> = check_openings(&verified, &file)
+            .unwrap()
+            .iter()
+            .map(|o| (o.entry, o.amount.0, o.gross.0))
+            .collect();
         assert_eq!(
             amounts,
             vec![(0, 900, 1000), (1, 901, 1001), (2, 902, 1002), (3, 903, 1003), (4, 904, 1004)]
         );
         let mut lying = copy(&file);
         let at = lying.openings.iter().position(|o| o.entry == 2 && o.party.is_some()).unwrap();
-        lying.openings[at].amount += 1;
+        lying.openings[at].amount.0 += 1;
         assert_eq!(check_openings(&verified, &lying).unwrap_err().code(), "opening-invalid");
         // An operator who withholds one opening, or hands one out twice, is caught.
         let mut withheld = copy(&file);
@@ -836,13 +840,14 @@ mod tests {
     fn a_zero_gross_entry_verifies() {
         let key = SecretKey::generate();
         let mut entries = inputs();
-        entries[1] = EntryInput { gross: 0, payouts: Vec::new(), rules: Vec::new(), ..entries[1].clone() };
+        entries[1] =
+            EntryInput { gross: Micros(0), payouts: Vec::new(), rules: Vec::new(), ..entries[1].clone() };
         let built = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &entries, &key).unwrap();
         let verified = verify(&built.bytes, key.public_key()).unwrap();
         assert!(verified.payload.entries[1].payouts.is_empty());
         assert!(!verified.payload.parties["acme"].contains(&1));
         let gross = built.openings.iter().find(|o| o.entry == 1 && o.party.is_none()).unwrap();
-        assert_eq!(gross.amount, 0);
+        assert_eq!(gross.amount, Micros(0));
         // A zero-payout entry whose gross is not zero does not conserve.
         let mut forged = verified.payload.clone();
         forged.entries[1].gross = forged.entries[0].gross.clone();
@@ -856,18 +861,18 @@ mod tests {
     fn an_unconserved_entry_is_never_signed() {
         let key = SecretKey::generate();
         let mut entries = inputs();
-        entries[2].payouts[1].1 += 1;
+        entries[2].payouts[1].1.0 += 1;
         let err = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &entries, &key).err().expect("refused");
         assert_eq!(err.code(), "ledger-invariant");
         assert!(matches!(err, StatementError::Invariant { entry: 2, .. }), "{err}");
         let mut twice = inputs();
-        twice[0].payouts = vec![("acme".into(), 500), ("acme".into(), 500)];
+        twice[0].payouts = vec![("acme".into(), Micros(500)), ("acme".into(), Micros(500))];
         assert_eq!(
             build(&[1; 16], 1, &[0; 32], 0, &twice, &key).err().expect("refused").code(),
             "ledger-invariant"
         );
         let mut zero = inputs();
-        zero[0].payouts.push(("nobody".into(), 0));
+        zero[0].payouts.push(("nobody".into(), Micros(0)));
         assert_eq!(
             build(&[1; 16], 1, &[0; 32], 0, &zero, &key).err().expect("refused").code(),
             "ledger-invariant"

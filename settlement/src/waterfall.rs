@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use escx_manifest::Micros;
 use escx_manifest::schema::{Revenue, Solution, Step};
 use serde::Serialize;
 
@@ -128,11 +129,11 @@ pub struct TraceStep {
     /// Who was paid (empty for `pass_down`).
     pub party: String,
     /// The amount the rule was computed on (gross, remaining, ...).
-    pub base_micros: u64,
+    pub base_micros: Micros,
     /// What was paid.
-    pub paid_micros: u64,
+    pub paid_micros: Micros,
     /// What remained after the step.
-    pub remaining_micros: u64,
+    pub remaining_micros: Micros,
 }
 
 /// One party's total.
@@ -141,26 +142,26 @@ pub struct Payout {
     /// The party.
     pub party: String,
     /// Total micro-units.
-    pub micros: u64,
+    pub micros: Micros,
 }
 
 /// The result of a chain over one gross amount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Split {
     /// The gross amount.
-    pub gross_micros: u64,
+    pub gross_micros: Micros,
     /// One entry per party, in the order parties are first paid; zero payouts included.
     pub payouts: Vec<Payout>,
     /// Every step in order.
     pub trace: Vec<TraceStep>,
     /// Recoupment totals after this split (party -> cumulative micros).
-    pub recouped: BTreeMap<String, u64>,
+    pub recouped: BTreeMap<String, Micros>,
 }
 
 impl Split {
     /// A party's total (0 if it takes no part).
-    pub fn payout(&self, party: &str) -> u64 {
-        self.payouts.iter().find(|p| p.party == party).map_or(0, |p| p.micros)
+    pub fn payout(&self, party: &str) -> Micros {
+        self.payouts.iter().find(|p| p.party == party).map_or(Micros::ZERO, |p| p.micros)
     }
 }
 
@@ -172,7 +173,11 @@ fn floor_share(amount: u64, numerator: u64, denominator: u64) -> u64 {
 
 /// Applies `chain` to `gross`. `recouped` holds each recouping party's cumulative receipts
 /// before this settlement; the result carries the new totals.
-pub fn apply(chain: &[Tier], gross: u64, recouped: &BTreeMap<String, u64>) -> Result<Split, WaterfallError> {
+pub fn apply(
+    chain: &[Tier],
+    gross: Micros,
+    recouped: &BTreeMap<String, Micros>,
+) -> Result<Split, WaterfallError> {
     let last = chain.last().ok_or(WaterfallError::NoResidual)?;
     let residual_party = last.residual.clone().ok_or(WaterfallError::NoResidual)?;
     for (index, tier) in chain.iter().enumerate() {
@@ -192,15 +197,16 @@ pub fn apply(chain: &[Tier], gross: u64, recouped: &BTreeMap<String, u64>) -> Re
 
     let mut split =
         Split { gross_micros: gross, payouts: Vec::new(), trace: Vec::new(), recouped: recouped.clone() };
+    // Each step pays at most what remains of the gross, so no sum below can overflow.
     let pay = |split: &mut Split, party: &str, micros: u64| match split
         .payouts
         .iter_mut()
         .find(|p| p.party == party)
     {
-        Some(payout) => payout.micros += micros,
-        None => split.payouts.push(Payout { party: party.to_owned(), micros }),
+        Some(payout) => payout.micros.0 += micros,
+        None => split.payouts.push(Payout { party: party.to_owned(), micros: Micros(micros) }),
     };
-    let mut tier_gross = gross;
+    let mut tier_gross = gross.0;
     for tier in chain {
         let mut remaining = tier_gross;
         for (index, step) in tier.steps.iter().enumerate() {
@@ -210,9 +216,9 @@ pub fn apply(chain: &[Tier], gross: u64, recouped: &BTreeMap<String, u64>) -> Re
                     step: index,
                     rule,
                     party: party.to_owned(),
-                    base_micros: base,
-                    paid_micros: paid,
-                    remaining_micros: remaining,
+                    base_micros: Micros(base),
+                    paid_micros: Micros(paid),
+                    remaining_micros: Micros(remaining),
                 })
             };
             match step {
@@ -238,11 +244,11 @@ pub fn apply(chain: &[Tier], gross: u64, recouped: &BTreeMap<String, u64>) -> Re
                     trace(&mut split, "fixed", party, base, paid, remaining);
                 }
                 Step::Recoup { party, cap } => {
-                    let so_far = split.recouped.get(party).copied().unwrap_or(0);
+                    let so_far = split.recouped.get(party).copied().unwrap_or_default().0;
                     let paid = cap.0.saturating_sub(so_far).min(remaining);
                     let base = remaining;
                     remaining -= paid;
-                    split.recouped.insert(party.clone(), so_far + paid);
+                    split.recouped.insert(party.clone(), Micros(so_far + paid));
                     pay(&mut split, party, paid);
                     trace(&mut split, "recoup_cap", party, base, paid, remaining);
                 }
@@ -266,9 +272,9 @@ pub fn apply(chain: &[Tier], gross: u64, recouped: &BTreeMap<String, u64>) -> Re
                     step: tier.steps.len(),
                     rule: "residual",
                     party: party.clone(),
-                    base_micros: remaining,
-                    paid_micros: remaining,
-                    remaining_micros: 0,
+                    base_micros: Micros(remaining),
+                    paid_micros: Micros(remaining),
+                    remaining_micros: Micros::ZERO,
                 });
                 tier_gross = 0;
             }
@@ -278,9 +284,9 @@ pub fn apply(chain: &[Tier], gross: u64, recouped: &BTreeMap<String, u64>) -> Re
                     step: tier.steps.len(),
                     rule: "pass_down",
                     party: String::new(),
-                    base_micros: remaining,
-                    paid_micros: 0,
-                    remaining_micros: remaining,
+                    base_micros: Micros(remaining),
+                    paid_micros: Micros::ZERO,
+                    remaining_micros: Micros(remaining),
                 });
                 tier_gross = remaining;
             }
@@ -307,13 +313,17 @@ pub struct PayoutRule {
 /// `share_of_remaining_bps`, whose base is the gross less the payouts of parties paid only
 /// by earlier steps, and the payout is exactly that share of it. Payouts merged from
 /// several steps, fixed amounts, recoupments, weights and residuals have none.
-pub(crate) fn payout_rules(chain: &[Tier], split: &Split, paid: &[(String, u64)]) -> Vec<Option<PayoutRule>> {
+pub(crate) fn payout_rules(
+    chain: &[Tier],
+    split: &Split,
+    paid: &[(String, Micros)],
+) -> Vec<Option<PayoutRule>> {
     let steps_of = |party: &str| -> Vec<usize> {
         split
             .trace
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.party == party && t.paid_micros > 0)
+            .filter(|(_, t)| t.party == party && t.paid_micros > Micros::ZERO)
             .map(|(k, _)| k)
             .collect()
     };
@@ -385,8 +395,11 @@ mod tests {
     #[test]
     fn an_unconserved_split_is_refused_not_signed() {
         let split = Split {
-            gross_micros: 100,
-            payouts: vec![Payout { party: "a".into(), micros: 60 }, Payout { party: "r".into(), micros: 39 }],
+            gross_micros: Micros(100),
+            payouts: vec![
+                Payout { party: "a".into(), micros: Micros(60) },
+                Payout { party: "r".into(), micros: Micros(39) },
+            ],
             trace: Vec::new(),
             recouped: BTreeMap::new(),
         };
@@ -394,7 +407,7 @@ mod tests {
         assert_eq!(err.code(), "ledger-invariant");
         assert!(err.to_string().contains("sum to 99"), "{err}");
         let mut fixed = split.clone();
-        fixed.payouts[1].micros = 40;
+        fixed.payouts[1].micros = Micros(40);
         check_conserved(&fixed, "r").unwrap();
         assert!(check_conserved(&fixed, "nobody").is_err());
     }
@@ -413,14 +426,14 @@ mod tests {
             ],
             Some("acme"),
         )];
-        let split = apply(&chain, 1_234_560_000, &BTreeMap::new()).unwrap();
-        assert_eq!(split.payout("platform"), 185_184_000);
-        assert_eq!(split.payout("referrer"), 104_937_600);
-        assert_eq!(split.payout("studio"), 10_000_000);
+        let split = apply(&chain, Micros(1_234_560_000), &BTreeMap::new()).unwrap();
+        assert_eq!(split.payout("platform"), Micros(185_184_000));
+        assert_eq!(split.payout("referrer"), Micros(104_937_600));
+        assert_eq!(split.payout("studio"), Micros(10_000_000));
         // The investor recoups everything left (cap not reached), so nothing reaches the weights.
-        assert_eq!(split.payout("investor"), 934_438_400);
-        assert_eq!(split.recouped["investor"], 934_438_400);
-        assert_eq!(split.payouts.iter().map(|p| p.micros).sum::<u64>(), 1_234_560_000);
+        assert_eq!(split.payout("investor"), Micros(934_438_400));
+        assert_eq!(split.recouped["investor"], Micros(934_438_400));
+        assert_eq!(split.payouts.iter().map(|p| p.micros.0).sum::<u64>(), 1_234_560_000);
     }
 
     #[test]
@@ -430,9 +443,10 @@ mod tests {
             tier("solution", vec![gross_bps("suite", 2000)], None),
             tier("package", vec![gross_bps("referrer", 500)], Some("acme")),
         ];
-        let split = apply(&chain, 1_000_000, &BTreeMap::new()).unwrap();
+        let split = apply(&chain, Micros(1_000_000), &BTreeMap::new()).unwrap();
         // 10 % of 1.00; 20 % of the 0.90 left; 5 % of the 0.72 left; the rest to acme.
-        let payouts: Vec<(&str, u64)> = split.payouts.iter().map(|p| (p.party.as_str(), p.micros)).collect();
+        let payouts: Vec<(&str, u64)> =
+            split.payouts.iter().map(|p| (p.party.as_str(), p.micros.0)).collect();
         assert_eq!(
             payouts,
             [("platform", 100_000), ("suite", 180_000), ("referrer", 36_000), ("acme", 684_000)]
@@ -449,8 +463,8 @@ mod tests {
         let mut recouped = BTreeMap::new();
         let mut paid = Vec::new();
         for _ in 0..3 {
-            let split = apply(&chain, 100, &recouped).unwrap();
-            paid.push((split.payout("investor"), split.payout("acme")));
+            let split = apply(&chain, Micros(100), &recouped).unwrap();
+            paid.push((split.payout("investor").0, split.payout("acme").0));
             recouped = split.recouped;
         }
         assert_eq!(paid, [(100, 0), (100, 0), (50, 50)]);
@@ -458,13 +472,19 @@ mod tests {
 
     #[test]
     fn malformed_chains_are_refused() {
-        assert_eq!(apply(&[], 1, &BTreeMap::new()), Err(WaterfallError::NoResidual));
+        assert_eq!(apply(&[], Micros(1), &BTreeMap::new()), Err(WaterfallError::NoResidual));
         let no_residual = [tier("package", vec![], None)];
-        assert_eq!(apply(&no_residual, 1, &BTreeMap::new()), Err(WaterfallError::NoResidual));
+        assert_eq!(apply(&no_residual, Micros(1), &BTreeMap::new()), Err(WaterfallError::NoResidual));
         let upper = [tier("platform", vec![], Some("x")), tier("package", vec![], Some("acme"))];
-        assert!(matches!(apply(&upper, 1, &BTreeMap::new()), Err(WaterfallError::ResidualNotLast { .. })));
+        assert!(matches!(
+            apply(&upper, Micros(1), &BTreeMap::new()),
+            Err(WaterfallError::ResidualNotLast { .. })
+        ));
         let weights = Step::ResidualWeights { weights: BTreeMap::from([("a".to_owned(), 1)]) };
         let early = [tier("package", vec![weights, gross_bps("p", 1)], Some("acme"))];
-        assert!(matches!(apply(&early, 1, &BTreeMap::new()), Err(WaterfallError::ResidualWeights { .. })));
+        assert!(matches!(
+            apply(&early, Micros(1), &BTreeMap::new()),
+            Err(WaterfallError::ResidualWeights { .. })
+        ));
     }
 }

@@ -2,6 +2,7 @@
 //! recoupment across runs, invariants.
 
 use escx::Fault as _;
+use escx_manifest::Micros;
 use std::path::Path;
 
 use escx_settlement::events::{BillingEvent, parse_events};
@@ -43,7 +44,7 @@ fn settles_recoups_across_runs_and_reruns_as_no_ops() {
     assert_eq!(balance(&ledger, "platform"), 30_000_000);
     assert_eq!(balance(&ledger, "acme"), 20_000_000);
     assert_eq!(balance(&ledger, CUSTOMERS), -300_000_000);
-    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 250_000_000);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], Micros(250_000_000));
 
     // The 2027 version of the waterfall applies to a 2027 event.
     all.push(event("y1", "2027-02-01T00:00:00Z", "10.00"));
@@ -101,7 +102,7 @@ fn a_refund_reverses_the_settlement_and_its_recoupment() {
     let sale = event("s", "2026-11-01T00:00:00Z", "100.00");
     ledger.settle(&events(std::slice::from_ref(&sale)), &manifests, 10, op(), NOW).unwrap();
     assert_eq!(balance(&ledger, "op"), 5_000_000);
-    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 85_500_000);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], Micros(85_500_000));
 
     let refund = r#"{"id": "r", "time": "2026-11-05T00:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "refund", "gross": "100.00", "currency": "USD", "refund_of": "s"}"#;
     let over = refund.replace("\"100.00\"", "\"100.01\"");
@@ -111,7 +112,7 @@ fn a_refund_reverses_the_settlement_and_its_recoupment() {
     for party in ["op", "platform", "investor", "acme", CUSTOMERS] {
         assert_eq!(balance(&ledger, party), 0, "{party}");
     }
-    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 0);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], Micros(0));
     let state: String = ledger
         .database()
         .query_row("SELECT state FROM settlements WHERE id = ?1", [settlement_id("s")], |r| r.get(0))
@@ -146,7 +147,7 @@ fn partial_refunds_claw_back_in_proportion_and_the_last_one_cancels() {
     assert_eq!(balance(&ledger, "platform"), 9_500_000 - 3_166_666);
     assert_eq!(balance(&ledger, "investor"), 85_500_000 - 28_500_000);
     assert_eq!(balance(&ledger, CUSTOMERS), -66_666_667);
-    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 57_000_000);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], Micros(57_000_000));
     let state = |ledger: &Ledger| -> String {
         ledger
             .database()
@@ -173,7 +174,7 @@ fn partial_refunds_claw_back_in_proportion_and_the_last_one_cancels() {
     for party in ["op", "platform", "investor", "acme", CUSTOMERS] {
         assert_eq!(balance(&ledger, party), 0, "{party}");
     }
-    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 0);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], Micros(0));
     assert_eq!(state(&ledger), "CANCELLED");
     let audit = ledger.audit().unwrap();
     assert!(audit.ok(), "{audit:?}");

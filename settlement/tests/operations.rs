@@ -1,6 +1,7 @@
 //! Holds, disputes, payout reports and schema migration (settlement.md §3.1, §5).
 
 use escx::Fault as _;
+use escx_manifest::Micros;
 use std::path::Path;
 
 mod common;
@@ -61,7 +62,8 @@ fn statements_verify(ledger: &Ledger) -> usize {
 }
 
 fn new_ledger(dir: &Path, threshold: u64) -> Ledger {
-    Ledger::create(&dir.join("l.db"), &Options { platform: None, payout_threshold: threshold }).unwrap()
+    Ledger::create(&dir.join("l.db"), &Options { platform: None, payout_threshold: Micros(threshold) })
+        .unwrap()
 }
 
 #[test]
@@ -87,19 +89,24 @@ fn a_hold_pays_no_one_until_captured_and_releases_the_rest() {
 
     // More than held, or nothing, is refused; 60 of 100 is captured.
     for bad in [100_000_001, 0] {
-        let error = ledger.capture_hold("job-1", Some(bad), &manifests, op(), NOV + 60).unwrap_err();
+        let error = ledger.capture_hold("job-1", Some(Micros(bad)), &manifests, op(), NOV + 60).unwrap_err();
         assert_eq!(error.code(), "hold-invalid", "{error}");
     }
-    let capture = ledger.capture_hold("job-1", Some(60_000_000), &manifests, op(), NOV + 60).unwrap();
-    assert_eq!((capture.captured, capture.released, capture.statement), (60_000_000, 40_000_000, Some(1)));
-    assert_eq!(capture.payouts.iter().map(|p| p.1).sum::<u64>(), 60_000_000);
+    let capture = ledger.capture_hold("job-1", Some(Micros(60_000_000)), &manifests, op(), NOV + 60).unwrap();
+    assert_eq!(
+        (capture.captured.0, capture.released.0, capture.statement),
+        (60_000_000, 40_000_000, Some(1))
+    );
+    assert_eq!(capture.payouts.iter().map(|p| p.1.0).sum::<u64>(), 60_000_000);
     assert_eq!(balance(&ledger, "platform"), 6_000_000);
     assert_eq!(balance(&ledger, "investor"), 54_000_000);
     assert_eq!(balance(&ledger, HOLDS), 40_000_000);
     assert_eq!(balance(&ledger, CUSTOMERS), -100_000_000);
     assert_eq!(state(&ledger, "job-1"), "SETTLED");
     // The same capture again is a no-op; another amount is refused.
-    assert!(ledger.capture_hold("job-1", Some(60_000_000), &manifests, op(), NOV + 90).unwrap().unchanged);
+    assert!(
+        ledger.capture_hold("job-1", Some(Micros(60_000_000)), &manifests, op(), NOV + 90).unwrap().unchanged
+    );
     assert_eq!(
         ledger.capture_hold("job-1", None, &manifests, op(), NOV + 90).unwrap_err().code(),
         "hold-invalid"
@@ -116,7 +123,7 @@ fn a_hold_pays_no_one_until_captured_and_releases_the_rest() {
     assert_eq!(state(&ledger, "job-2"), "CANCELLED");
     let holds = ledger.holds(None).unwrap();
     assert_eq!(
-        holds.iter().map(|h| (h.id.as_str(), h.state.name(), h.captured)).collect::<Vec<_>>(),
+        holds.iter().map(|h| (h.id.as_str(), h.state.name(), h.captured.map(|c| c.0))).collect::<Vec<_>>(),
         [("job-1", "CAPTURED", Some(60_000_000)), ("job-2", "VOIDED", None)]
     );
     assert!(ledger.audit().unwrap().ok());
@@ -166,15 +173,15 @@ fn disputes_withhold_then_stand_or_reverse_with_compensating_transfers() {
     assert_eq!(state(&ledger, "s2"), "DISPUTED", "a refused resolution changes nothing");
     let investor_before = balance(&ledger, "investor");
     let reversed = ledger.resolve_dispute(&s2, Outcome::Reversed, "lost", Some(op()), NOV + 40).unwrap();
-    assert_eq!(reversed.given_back.iter().map(|g| g.1).sum::<u64>(), 100_000_000);
+    assert_eq!(reversed.given_back.iter().map(|g| g.1.0).sum::<u64>(), 100_000_000);
     assert_eq!(reversed.statement, Some(2));
     assert_eq!(state(&ledger, "s2"), "CANCELLED");
     assert_eq!(balance(&ledger, CUSTOMERS), -100_000_000);
     assert_eq!(balance(&ledger, "investor"), investor_before - 90_000_000);
-    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 90_000_000);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], Micros(90_000_000));
     // The next sale recoups against the undone total.
     ledger.settle(&events(&[("s3", NOV + 50, "100.00")]), &manifests, 10, op(), NOV).unwrap();
-    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 180_000_000);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], Micros(180_000_000));
     // A reversal is not itself disputable, nor is a cancelled sale.
     assert_eq!(
         ledger.open_dispute(reversed.reversal.as_deref().unwrap(), "x", NOV).unwrap_err().code(),
@@ -324,11 +331,11 @@ fn a_reversal_after_a_partial_refund_gives_back_what_remains() {
     let s = settlement_id("s");
     ledger.open_dispute(&s, "chargeback", NOV + 2).unwrap();
     let reversed = ledger.resolve_dispute(&s, Outcome::Reversed, "lost", Some(op()), NOV + 3).unwrap();
-    assert_eq!(reversed.given_back.iter().map(|g| g.1).sum::<u64>(), 60_000_000);
+    assert_eq!(reversed.given_back.iter().map(|g| g.1.0).sum::<u64>(), 60_000_000);
     for account in ["platform", "investor", "acme", CUSTOMERS] {
         assert_eq!(balance(&ledger, account), 0, "{account}");
     }
-    assert_eq!(ledger.recouped("USD").unwrap()["investor"], 0);
+    assert_eq!(ledger.recouped("USD").unwrap()["investor"], Micros(0));
     assert_eq!(state(&ledger, "s"), "CANCELLED");
     assert!(ledger.audit().unwrap().ok());
     assert_eq!(statements_verify(&ledger), 3);

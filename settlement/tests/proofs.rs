@@ -80,7 +80,7 @@ fn acme_november(ledger: &Ledger, all: &[Verified]) -> i64 {
                 .unwrap()
         {
             let kind = &statement.payload.entries[opened.entry as usize].kind;
-            total += if kind == "refund" { -(opened.amount as i64) } else { opened.amount as i64 };
+            total += if kind == "refund" { -(opened.amount.0 as i64) } else { opened.amount.0 as i64 };
         }
     }
     total
@@ -278,8 +278,8 @@ fn value_moved_between_payouts_fails_the_split_proof() {
     openings.dedup_by_key(|o| (o.entry, o.party.clone()));
     for o in openings.iter_mut().filter(|o| o.entry == 0) {
         match o.party.as_deref() {
-            Some("platform") => o.amount -= 1_000_000,
-            Some("acme") => o.amount += 1_000_000,
+            Some("platform") => o.amount.0 -= 1_000_000,
+            Some("acme") => o.amount.0 += 1_000_000,
             _ => {}
         }
     }

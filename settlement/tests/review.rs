@@ -6,6 +6,7 @@
 mod common;
 
 use escx::Fault as _;
+use escx_manifest::Micros;
 use std::path::Path;
 
 use common::{THERMAL, manifests, op};
@@ -53,7 +54,7 @@ fn a_zero_gross_sale_keeps_its_statement_verifiable() {
     let openings = ledger.openings(1, "investor").unwrap();
     let opened = statement::check_openings(&statement, &openings).unwrap();
     assert_eq!(
-        opened.iter().map(|o| (o.entry, o.gross)).collect::<Vec<_>>(),
+        opened.iter().map(|o| (o.entry, o.gross.0)).collect::<Vec<_>>(),
         [(0, 10_000_000), (2, 5_000_000)]
     );
     assert!(ledger.audit().unwrap().ok());
@@ -104,9 +105,13 @@ fn unconserved_openings_are_not_handed_out() {
 #[test]
 fn a_party_detects_value_moved_to_another_payout() {
     let chain = [waterfall::Tier::package("package acme/thermal", &thermal_revenue(), NOV).unwrap()];
-    let honest = waterfall::apply(&chain, 100_000_000, &Default::default()).unwrap();
-    let mut moved: Vec<(String, u64)> =
-        honest.payouts.iter().filter(|p| p.micros > 0).map(|p| (p.party.clone(), p.micros)).collect();
+    let honest = waterfall::apply(&chain, Micros(100_000_000), &Default::default()).unwrap();
+    let mut moved: Vec<(String, u64)> = honest
+        .payouts
+        .iter()
+        .filter(|p| p.micros > Micros(0))
+        .map(|p| (p.party.clone(), p.micros.0))
+        .collect();
     for (party, amount) in &mut moved {
         match party.as_str() {
             "platform" => *amount += 1_000_000,
@@ -118,8 +123,8 @@ fn a_party_detects_value_moved_to_another_payout() {
         settlement: [5; 32],
         kind: escx_settlement::store::RecordKind::Sale,
         currency: "USD".into(),
-        gross: 100_000_000,
-        payouts: moved,
+        gross: Micros(100_000_000),
+        payouts: moved.into_iter().map(|(p, a)| (p, Micros(a))).collect(),
         rules: Vec::new(),
     };
     let built = statement::build(&[3; 16], 1, &[0; 32], NOV, &[entry], op()).unwrap();
@@ -135,9 +140,9 @@ fn a_party_detects_value_moved_to_another_payout() {
     // What the investor can now do: rerun the published waterfall on the opened gross
     // (with its own recoupment total, nothing before this sale).
     let expected = waterfall::apply(&chain, opened[0].gross, &Default::default()).unwrap().payout("investor");
-    assert_eq!(opened[0].gross, 100_000_000);
+    assert_eq!(opened[0].gross, Micros(100_000_000));
     assert_eq!(
-        expected - opened[0].amount,
+        expected.0 - opened[0].amount.0,
         1_000_000,
         "the investor sees it was paid 1.00 less than its share"
     );

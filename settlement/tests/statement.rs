@@ -5,6 +5,7 @@
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 
 use escx::Fault as _;
+use escx_manifest::Micros;
 use std::path::Path;
 
 mod common;
@@ -24,11 +25,11 @@ fn inputs(n: u8) -> Vec<EntryInput> {
             settlement: [i; 32],
             kind: escx_settlement::store::RecordKind::Sale,
             currency: "USD".into(),
-            gross: 10_000 + u64::from(i),
+            gross: Micros(10_000 + u64::from(i)),
             payouts: vec![
-                ("platform".into(), 1_500),
-                ("referrer".into(), 500),
-                ("acme".into(), 8_000 + u64::from(i)),
+                ("platform".into(), Micros(1_500)),
+                ("referrer".into(), Micros(500)),
+                ("acme".into(), Micros(8_000 + u64::from(i))),
             ],
             rules: Vec::new(),
         })
@@ -182,8 +183,11 @@ fn the_ledger_signs_one_chained_statement_per_batch_and_hands_out_openings() {
 
     // acme's openings for statement 1 open to its payouts: 85 % of 10, 11, 12.
     let openings = ledger.openings(1, "acme").unwrap();
-    let amounts: Vec<(u32, u64, u64)> =
-        check_openings(&all[0], &openings).unwrap().iter().map(|o| (o.entry, o.amount, o.gross)).collect();
+    let amounts: Vec<(u32, u64, u64)> = check_openings(&all[0], &openings)
+        .unwrap()
+        .iter()
+        .map(|o| (o.entry, o.amount.0, o.gross.0))
+        .collect();
     // With each entry's gross (10, 11, 12), so acme can check its 85 % share itself.
     assert_eq!(
         amounts,

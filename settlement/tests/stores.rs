@@ -3,6 +3,7 @@
 //! on the in-memory store (settlement.md §5.4).
 
 use escx::Fault as _;
+use escx_manifest::Micros;
 use std::path::Path;
 
 mod common;
@@ -88,7 +89,7 @@ fn run<S: Store>(ledger: &mut Ledger<S>, ops: &[Op]) -> Vec<String> {
                     .enumerate()
                     .map(|(i, g)| event(&format!("s{n}-{i}"), now, "sale", *g, None))
                     .collect();
-                sales.extend(events.iter().map(|e| (e.id.clone(), e.gross_micros)));
+                sales.extend(events.iter().map(|e| (e.id.clone(), e.gross_micros.0)));
                 ledger.settle(&events, &manifests, 2, op(), now).map(|r| format!("{r:?}"))
             }
             Op::Refund(i, percent) if !sales.is_empty() => {
@@ -105,10 +106,10 @@ fn run<S: Store>(ledger: &mut Ledger<S>, ops: &[Op]) -> Vec<String> {
             Op::Capture(i, percent) if !holds.is_empty() => {
                 let hold = &holds[i % holds.len()];
                 let held = ledger.holds(None).unwrap().into_iter().find(|h| &h.id == hold).unwrap().amount;
-                let amount = held * u64::from(*percent) / 100;
+                let amount = Micros(held.0 * u64::from(*percent) / 100);
                 ledger.capture_hold(hold, Some(amount), &manifests, op(), now).map(|r| {
                     if r.settlement.len() == 64 {
-                        sales.push((format!("capture {hold}"), r.captured));
+                        sales.push((format!("capture {hold}"), r.captured.0));
                     }
                     format!("{:?}", (r.captured, r.released, r.payouts, r.unchanged))
                 })
@@ -158,7 +159,7 @@ proptest! {
     fn sqlite_and_memory_stores_agree(ops in ops()) {
         let options = Options {
             platform: Some(PlatformFee { party: "platform".into(), bps: 500 }),
-            payout_threshold: 25_000_000,
+            payout_threshold: Micros(25_000_000),
         };
         let tmp = tempfile::tempdir().unwrap();
         let mut sqlite = Ledger::create(&tmp.path().join("l.db"), &options).unwrap();
@@ -203,7 +204,7 @@ proptest! {
     ) {
         let mut ledger = Ledger::in_memory(&Options {
             platform: Some(PlatformFee { party: "platform".into(), bps: 700 }),
-            payout_threshold: 0,
+            payout_threshold: Micros(0),
         }).unwrap();
         let manifests = manifests(MANIFEST);
         ledger.settle(&[event("s", START, "sale", gross, None)], &manifests, 10, op(), START).unwrap();
@@ -223,7 +224,7 @@ proptest! {
         for balance in ledger.balances(None).unwrap() {
             prop_assert_eq!(balance.micros, 0, "{:?}", balance);
         }
-        prop_assert!(ledger.recouped("USD").unwrap().values().all(|t| *t == 0));
+        prop_assert!(ledger.recouped("USD").unwrap().values().all(|t| *t == Micros(0)));
         prop_assert_eq!(ledger.history("acme", 0, u64::MAX).unwrap().iter().map(|h| h.micros).sum::<i64>(), 0);
     }
 }

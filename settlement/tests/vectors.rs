@@ -30,8 +30,8 @@ fn step(value: &Value) -> Step {
     }
 }
 
-fn amounts(value: &Value) -> BTreeMap<String, u64> {
-    value.as_object().unwrap().iter().map(|(p, m)| (p.clone(), m.as_u64().unwrap())).collect()
+fn amounts(value: &Value) -> BTreeMap<String, Micros> {
+    value.as_object().unwrap().iter().map(|(p, m)| (p.clone(), Micros(m.as_u64().unwrap()))).collect()
 }
 
 #[test]
@@ -54,8 +54,9 @@ fn waterfall_vectors_pay_exactly_what_they_list() {
             .collect();
         for (index, settlement) in case["settlements"].as_array().unwrap().iter().enumerate() {
             let before = amounts(&settlement["recouped_before"]);
-            let split = apply(&chain, settlement["gross_micros"].as_u64().unwrap(), &before).unwrap();
-            let got: Vec<(String, u64)> = split.payouts.iter().map(|p| (p.party.clone(), p.micros)).collect();
+            let split = apply(&chain, Micros(settlement["gross_micros"].as_u64().unwrap()), &before).unwrap();
+            let got: Vec<(String, u64)> =
+                split.payouts.iter().map(|p| (p.party.clone(), p.micros.0)).collect();
             let want: Vec<(String, u64)> = settlement["payouts"]
                 .as_array()
                 .unwrap()

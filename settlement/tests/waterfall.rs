@@ -51,7 +51,8 @@ proptest! {
         gross in prop_oneof![0u64..=1_000, 0u64..=1_000_000_000_000_000],
         before in prop::collection::btree_map(party(), 0u64..=3_000_000_000_000, 0..3),
     ) {
-        let split = apply(&chain, gross, &before).unwrap();
+        let before: BTreeMap<String, Micros> = before.into_iter().map(|(p, a)| (p, Micros(a))).collect();
+        let split = apply(&chain, Micros(gross), &before).unwrap();
         let total: u128 = split.payouts.iter().map(|p| u128::from(p.micros)).sum();
         prop_assert_eq!(total, u128::from(gross));
         for step in &split.trace {
@@ -82,8 +83,8 @@ proptest! {
                         })
                         .max()
                         .unwrap_or(0);
-                    let held = before.get(party).copied().unwrap_or(0);
-                    prop_assert!(split.recouped[party] <= cap.max(held));
+                    let held = before.get(party).copied().unwrap_or_default();
+                    prop_assert!(split.recouped[party] <= Micros(cap.max(held.0)));
                 }
                 Some(Step::ResidualWeights { weights }) => {
                     let total: u128 = weights.values().map(|w| u128::from(*w)).sum();
@@ -105,9 +106,9 @@ fn dust_goes_to_the_residual_party() {
         steps: vec![Step::ResidualWeights { weights }],
         residual: Some("acme".into()),
     }];
-    let split = apply(&chain, 100, &BTreeMap::new()).unwrap();
+    let split = apply(&chain, Micros(100), &BTreeMap::new()).unwrap();
     assert_eq!(
         (split.payout("a"), split.payout("b"), split.payout("c"), split.payout("acme")),
-        (33, 33, 33, 1)
+        (Micros(33), Micros(33), Micros(33), Micros(1))
     );
 }

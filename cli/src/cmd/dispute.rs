@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use escx_manifest::Micros;
 use escx_settlement::disputes::Outcome;
 use escx_settlement::ledger::Ledger;
 use serde_json::json;
@@ -126,7 +125,7 @@ fn dispute_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
                 resolution.statement.unwrap_or(0)
             );
             for (party, amount) in &resolution.given_back {
-                text += &format!("  {party:<24} gives back {:>18}\n", Micros(*amount).to_string());
+                text += &format!("  {party:<24} gives back {:>18}\n", amount.to_string());
             }
             text
         }
@@ -143,7 +142,7 @@ fn dispute_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
                 "{}  {:<28} {:>14} {}  {:<9} {}\n",
                 &d.settlement[..16],
                 d.event,
-                Micros(d.gross).to_string(),
+                d.gross.to_string(),
                 d.currency,
                 d.outcome.map_or("OPEN", |o| o.name()),
                 d.reason

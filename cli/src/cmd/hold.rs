@@ -163,7 +163,7 @@ fn hold_place(args: PlaceArgs, ui: &Ui) -> anyhow::Result<()> {
 fn hold_capture(args: CaptureArgs, ui: &Ui) -> anyhow::Result<()> {
     let now = super::at_or_now(args.at.as_deref())?;
     let amount = match &args.amount {
-        Some(text) => Some(Micros::parse(text).map_err(|e| UsageError(format!("--amount {text:?}: {e}")))?.0),
+        Some(text) => Some(Micros::parse(text).map_err(|e| UsageError(format!("--amount {text:?}: {e}")))?),
         None => None,
     };
     let manifests = Manifests::load_dir(&args.manifests)?;
@@ -174,19 +174,18 @@ fn hold_capture(args: CaptureArgs, ui: &Ui) -> anyhow::Result<()> {
         if report.unchanged {
             return format!(
                 "hold {} was captured before with {}: nothing to do",
-                report.hold,
-                Micros(report.captured)
+                report.hold, report.captured
             );
         }
         let mut text = format!(
             "hold {}: captured {}, released {}, statement {}\n",
             report.hold,
-            Micros(report.captured),
-            Micros(report.released),
+            report.captured,
+            report.released,
             report.statement.unwrap_or(0)
         );
         for (party, amount) in &report.payouts {
-            text += &format!("  {party:<24} {:>18}\n", Micros(*amount).to_string());
+            text += &format!("  {party:<24} {:>18}\n", amount.to_string());
         }
         text
     });
@@ -222,7 +221,7 @@ fn hold_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
                 "{:<28} {:<9} {:>14} {} {:<20} expires {}\n",
                 hold.id,
                 hold.state,
-                Micros(hold.captured.unwrap_or(hold.amount)).to_string(),
+                hold.captured.unwrap_or(hold.amount).to_string(),
                 hold.currency,
                 hold.package,
                 escx::timestamp::format_rfc3339(hold.expires_at)

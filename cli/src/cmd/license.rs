@@ -517,7 +517,7 @@ fn issuer_register_package(args: RegisterArgs, ui: &Ui, now: u64) -> anyhow::Res
     let tiers: Vec<serde_json::Value> = registration
         .offers
         .iter()
-        .map(|o| json!({ "tier": o.tier, "price": escx_manifest::Micros(o.price_micros).to_string(), "unit": o.unit }))
+        .map(|o| json!({ "tier": o.tier, "price": o.price_micros.to_string(), "unit": o.unit }))
         .collect();
     let owners: Vec<String> = registration.owners.iter().map(|k| k.to_string()).collect();
     ui.emit(
@@ -609,7 +609,7 @@ fn issuer_sales(args: SalesArgs, ui: &Ui) -> anyhow::Result<()> {
                     s.package,
                     s.tier,
                     s.count,
-                    escx_manifest::Micros(s.total_micros),
+                    s.total_micros,
                     s.currency,
                     escx::timestamp::format_rfc3339(s.at)
                 )

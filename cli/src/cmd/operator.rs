@@ -237,8 +237,10 @@ fn operator_package(args: PackageArgs, ui: &Ui) -> anyhow::Result<()> {
     let tiers: Vec<serde_json::Value> = terms
         .tiers
         .iter()
-        .map(|t| json!({ "tier": t.tier, "unit": t.unit, "price": escx_manifest::Micros(t.price_micros).to_string(),
-                         "currency": t.currency, "telemetry": if t.share { "share" } else { "private" } }))
+        .map(|t| {
+            json!({ "tier": t.tier, "unit": t.unit, "price": t.price_micros.to_string(),
+                         "currency": t.currency, "telemetry": if t.share { "share" } else { "private" } })
+        })
         .collect();
     let telemetry = terms.telemetry.as_ref().map(|t| {
         json!({ "metrics": t.metrics, "window_hours": t.window_secs / 3600,
@@ -254,7 +256,7 @@ fn operator_package(args: PackageArgs, ui: &Ui) -> anyhow::Result<()> {
                     format!(
                         "{} ({} per {}, {})",
                         t.tier,
-                        escx_manifest::Micros(t.price_micros),
+                        t.price_micros,
                         t.unit,
                         if t.share { "share" } else { "private" }
                     )
@@ -428,15 +430,17 @@ fn operator_billing(args: BillingArgs, ui: &Ui) -> anyhow::Result<()> {
     text.push('\n');
     args.output.write(text.as_bytes())?;
     let flagged = charges.iter().filter(|c| c.flagged).count();
+    let total =
+        escx_manifest::Micros::checked_sum(charges.iter().map(|c| c.gross_micros)).ok_or_else(|| {
+            anyhow::anyhow!("the usage charges of {period} add up to more than 2^64 micro-units")
+        })?;
     ui.emit(
         json!({ "file": args.output.out, "period": period.to_string(), "events": charges.len(),
                 "flagged": flagged, "charges": charges }),
         || {
-            let total: u64 = charges.iter().map(|c| c.gross_micros).sum();
             let mut text = format!(
-                "{} usage events for {period} ({} in all) to {}",
+                "{} usage events for {period} ({total} in all) to {}",
                 charges.len(),
-                escx_manifest::Micros(total),
                 args.output.out.display()
             );
             if flagged > 0 {

@@ -137,7 +137,7 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
         }
         None => Micros(0),
     };
-    Ledger::create(&args.ledger, &Options { platform: fee.clone(), payout_threshold: threshold.0 })?;
+    Ledger::create(&args.ledger, &Options { platform: fee.clone(), payout_threshold: threshold })?;
     ui.emit(
         json!({ "ledger": args.ledger, "platform": fee, "payout_threshold": threshold.to_string() }),
         || {
@@ -191,7 +191,7 @@ fn preview(args: PreviewArgs, ui: &Ui) -> anyhow::Result<()> {
             .split_once('=')
             .ok_or_else(|| UsageError(format!("--recouped {item:?}: expected PARTY=AMOUNT")))?;
         let amount = Micros::parse(amount).map_err(|e| UsageError(format!("--recouped {item:?}: {e}")))?;
-        recouped.insert(party.to_owned(), amount.0);
+        recouped.insert(party.to_owned(), amount);
     }
     let manifest = super::manifest::load(&args.manifest)?;
     let manifest_file = super::manifest::manifest_path(&args.manifest);
@@ -214,7 +214,7 @@ fn preview(args: PreviewArgs, ui: &Ui) -> anyhow::Result<()> {
         chain.push(Tier::solution(&solution_manifest.package.name, solution));
     }
     chain.push(Tier::package(format!("package {}", manifest.package.name), revenue, at)?);
-    let split = waterfall::apply(&chain, gross.0, &recouped)?;
+    let split = waterfall::apply(&chain, gross, &recouped)?;
 
     let mut value = serde_json::to_value(&split)?;
     value["currency"] = json!(revenue.currency);
@@ -223,18 +223,13 @@ fn preview(args: PreviewArgs, ui: &Ui) -> anyhow::Result<()> {
         let mut text = format!("{} {} through {} tier(s):\n", gross, revenue.currency, chain.len());
         for step in &split.trace {
             let who = if step.party.is_empty() { "(next tier)".to_owned() } else { step.party.clone() };
-            let paid =
-                if step.rule == "pass_down" { Micros(step.base_micros) } else { Micros(step.paid_micros) };
+            let paid = if step.rule == "pass_down" { step.base_micros } else { step.paid_micros };
             text += &format!("  {:<24} {:<24} {:<22} {:>18}\n", step.tier, step.rule, who, paid.to_string());
         }
         text += "payouts:\n";
         for payout in &split.payouts {
-            text += &format!(
-                "  {:<24} {:>18} {}\n",
-                payout.party,
-                Micros(payout.micros).to_string(),
-                revenue.currency
-            );
+            text +=
+                &format!("  {:<24} {:>18} {}\n", payout.party, payout.micros.to_string(), revenue.currency);
         }
         text
     });

@@ -281,8 +281,21 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
         .iter()
         .map(|s| json!({ "seq": s.payload.seq, "entries": s.payload.entries.len(), "hash": hex::encode(s.hash), "issued_at": escx::timestamp::format_rfc3339(s.payload.issued_at) }))
         .collect();
+    // A party's payouts are each at most its entry's gross, and a statement's grosses are
+    // settled amounts, so these sums fit; a forged file that overflows is refused.
+    let totals = amounts.as_ref().map(|(_, _, list)| {
+        (
+            Micros::checked_sum(list.iter().map(|o| o.amount)),
+            Micros::checked_sum(list.iter().map(|o| o.gross)),
+        )
+    });
+    let (total, gross) = match totals {
+        Some((Some(total), Some(gross))) => (total, gross),
+        Some(_) => anyhow::bail!("the opened amounts add up to more than 2^64 micro-units"),
+        None => (Micros::ZERO, Micros::ZERO),
+    };
     let opened = amounts.as_ref().map(|(party, seq, list)| {
-        json!({ "party": party, "seq": seq, "total_micros": list.iter().map(|o| o.amount).sum::<u64>(),
+        json!({ "party": party, "seq": seq, "total_micros": total,
                 "entries": list.iter().map(|o| json!({"entry": o.entry, "micros": o.amount, "gross_micros": o.gross})).collect::<Vec<_>>() })
     });
     ui.emit(json!({ "ok": true, "statements": summary, "openings": opened }), || {
@@ -298,13 +311,9 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
             text += &format!("chain {}..{} unbroken\n", statements[0].payload.seq, statements[statements.len() - 1].payload.seq);
         }
         if let Some((party, seq, list)) = &amounts {
-            let total: u64 = list.iter().map(|o| o.amount).sum();
-            let gross: u64 = list.iter().map(|o| o.gross).sum();
             text += &format!(
-                "{party}: {} payouts in statement {seq} open correctly, total {} of entries grossing {}\n",
+                "{party}: {} payouts in statement {seq} open correctly, total {total} of entries grossing {gross}\n",
                 list.len(),
-                Micros(total),
-                Micros(gross)
             );
         }
         text

@@ -11,6 +11,7 @@
 //! never saw blinded, and licenses name only fresh holder keys.
 
 use escx::manifest::PackageName;
+use escx_manifest::Micros;
 use std::path::{Path, PathBuf};
 
 use escx::container::PackageReader;
@@ -75,9 +76,9 @@ pub struct Sale {
     /// Tokens sold.
     pub count: u32,
     /// Price per token, micro-units.
-    pub unit_price_micros: u64,
+    pub unit_price_micros: Micros,
     /// count x unit price.
-    pub total_micros: u64,
+    pub total_micros: Micros,
     /// Currency.
     pub currency: String,
     /// When (Unix seconds).
@@ -92,7 +93,7 @@ pub struct Offer {
     /// Tier.
     pub tier: String,
     /// Price per token (one license), micro-units.
-    pub price_micros: u64,
+    pub price_micros: Micros,
     /// Currency.
     pub currency: String,
     /// Price unit (`one-off`, `hour`, `month`, `year`), which sets the license lifetime.
@@ -423,7 +424,7 @@ impl<S: IssuerStore> Issuer<S> {
             .map(|tier| Offer {
                 package: name.clone(),
                 tier: tier.name.clone(),
-                price_micros: tier.price.0,
+                price_micros: tier.price,
                 currency: pricing.currency.clone().unwrap_or_else(|| "USD".into()),
                 unit: unit_name(tier.unit).into(),
                 features: tier.features.clone(),
@@ -493,7 +494,7 @@ impl<S: IssuerStore> Issuer<S> {
             .map_err(|_| Error::Poprf(format!("{} tokens in one request", request.blinded.len())))?;
         // A metered tier (`unit = "hour"`) is billed on use from the meter's period
         // closes (metering.md §7.2): its licenses cost nothing at purchase.
-        let unit_price = if offer.unit == "hour" { 0 } else { offer.price_micros };
+        let unit_price = if offer.unit == "hour" { Micros::ZERO } else { offer.price_micros };
         let total = unit_price.checked_mul(u64::from(count)).ok_or_else(|| Error::Pricing {
             package: request.package.to_string(),
             reason: "the sale total overflows".into(),

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use escx::manifest::PackageName;
 use escx::sig::KeyId;
+use escx_manifest::Micros;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_bytes::ByteBuf;
 use zeroize::Zeroizing;
@@ -157,7 +158,7 @@ impl Queries<'_> {
     }
 
     fn offer(&self, package: &PackageName, tier: &str) -> Result<Option<Offer>, Error> {
-        let row: Option<(u64, String, String, String, Option<u32>)> = self
+        let row: Option<(Micros, String, String, String, Option<u32>)> = self
             .0
             .query_row(
                 "SELECT price_micros, currency, unit, features, seats FROM catalog WHERE package = ?1 AND tier = ?2",
@@ -287,7 +288,7 @@ impl Queries<'_> {
                  FROM sales ORDER BY id",
             )
             .map_err(sql)?;
-        type Row = (i64, PackageName, String, u32, u32, u64, u64, String, u64);
+        type Row = (i64, PackageName, String, u32, u32, Micros, Micros, String, u64);
         let rows: Vec<Row> = statement
             .query_map([], |r| {
                 Ok((

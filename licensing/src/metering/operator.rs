@@ -10,6 +10,7 @@
 
 use crate::LicenseCheck;
 use escx::manifest::PackageName;
+use escx_manifest::Micros;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -129,7 +130,7 @@ pub struct TierTerms {
     /// `one-off`, `hour`, `month` or `year`.
     pub unit: String,
     /// Price per unit, micro-units.
-    pub price_micros: u64,
+    pub price_micros: Micros,
     /// ISO 4217 code.
     pub currency: String,
     /// Shares telemetry?
@@ -237,9 +238,9 @@ pub struct UsageCharge {
     /// Minutes of use in the period.
     pub minutes: u64,
     /// The tier's price per hour, micro-units.
-    pub price_micros: u64,
+    pub price_micros: Micros,
     /// `floor(minutes · price / 60)`, micro-units.
-    pub gross_micros: u64,
+    pub gross_micros: Micros,
     /// ISO 4217 code.
     pub currency: String,
     /// The event time: the last second of the period.
@@ -516,7 +517,7 @@ impl Operator {
             .map(|t| TierTerms {
                 tier: t.name.clone(),
                 unit: crate::issuer::unit_name(t.unit).into(),
-                price_micros: t.price.0,
+                price_micros: t.price,
                 currency: currency.clone(),
                 share: t.telemetry == TelemetryMode::Share,
             })
@@ -579,7 +580,7 @@ impl Operator {
                         tier.tier,
                         version,
                         tier.unit,
-                        to_i64(tier.price_micros),
+                        to_i64(tier.price_micros.0),
                         tier.currency,
                         if tier.share { "share" } else { "private" }
                     ],
@@ -615,7 +616,7 @@ impl Operator {
             Ok(TierTerms {
                 tier: tier.to_owned(),
                 unit: r.get(0)?,
-                price_micros: r.get::<_, u64>(1)?,
+                price_micros: r.get(1)?,
                 currency: r.get(2)?,
                 share: r.get::<_, String>(3)? == "share",
             })
@@ -1021,7 +1022,7 @@ impl Operator {
             if terms.unit != "hour" {
                 continue;
             }
-            let gross = u128::from(minutes) * u128::from(terms.price_micros) / 60;
+            let gross = u128::from(minutes) * u128::from(terms.price_micros.0) / 60;
             let license = hex::encode(&license_id);
             charges.push(UsageCharge {
                 id: format!("operator:{}:usage:{license}:{period}", self.id),
@@ -1032,6 +1033,7 @@ impl Operator {
                 minutes,
                 price_micros: terms.price_micros,
                 gross_micros: u64::try_from(gross)
+                    .map(Micros)
                     .map_err(|_| refuse(Refusal::Overflow, "a usage charge overflows 2^64 micro-units"))?,
                 currency: terms.currency,
                 time: period.end() - 1,

@@ -3,6 +3,7 @@
 //! serializable (the `&mut` borrow makes it the only writer). Used by tests to check that
 //! the engine depends on nothing but the [`Store`] contract.
 
+use escx_manifest::Micros;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -41,8 +42,8 @@ struct State {
     account_ids: BTreeMap<(String, String), AccountId>,
     settlements: BTreeMap<String, SettlementRecord>,
     event_ids: BTreeMap<String, String>,
-    transfers: Vec<(String, AccountId, AccountId, u64)>,
-    recoupment: BTreeMap<(String, String), u64>,
+    transfers: Vec<(String, AccountId, AccountId, Micros)>,
+    recoupment: BTreeMap<(String, String), Micros>,
     settlement_recoup: BTreeMap<(String, String), i64>,
     statements: BTreeMap<u64, StatementRecord>,
     openings: Vec<(u64, Kept)>,
@@ -131,7 +132,7 @@ impl State {
             .collect()
     }
 
-    fn recouped(&self, currency: &str) -> Result<BTreeMap<String, u64>, Error> {
+    fn recouped(&self, currency: &str) -> Result<BTreeMap<String, Micros>, Error> {
         Ok(self
             .recoupment
             .iter()
@@ -278,15 +279,16 @@ impl State {
     }
 
     fn unconserved(&self) -> Result<Vec<String>, Error> {
-        let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut sums: BTreeMap<&str, u128> = BTreeMap::new();
         for (settlement, _, _, amount) in &self.transfers {
-            *sums.entry(settlement).or_default() += amount;
+            *sums.entry(settlement).or_default() += u128::from(*amount);
         }
         Ok(self
             .settlements
             .values()
             .filter(|s| {
-                s.kind != RecordKind::Hold && sums.get(s.id.as_str()).copied().unwrap_or(0) != s.gross
+                s.kind != RecordKind::Hold
+                    && sums.get(s.id.as_str()).copied().unwrap_or(0) != u128::from(s.gross)
             })
             .map(|s| s.id.clone())
             .collect())
@@ -334,10 +336,10 @@ impl Writer for MemoryTx<'_> {
         settlement: &str,
         debit: AccountId,
         credit: AccountId,
-        amount: u64,
+        amount: Micros,
     ) -> Result<(), Error> {
         let accounts = AccountId::try_from(self.work.accounts.len()).unwrap_or(AccountId::MAX);
-        if amount == 0
+        if amount == Micros::ZERO
             || debit == credit
             || !(1..=accounts).contains(&debit)
             || !(1..=accounts).contains(&credit)
@@ -351,7 +353,7 @@ impl Writer for MemoryTx<'_> {
         Ok(())
     }
 
-    fn set_recouped(&mut self, party: &str, currency: &str, total: u64) -> Result<(), Error> {
+    fn set_recouped(&mut self, party: &str, currency: &str, total: Micros) -> Result<(), Error> {
         self.work.recoupment.insert((party.to_owned(), currency.to_owned()), total);
         Ok(())
     }
@@ -392,7 +394,7 @@ impl Writer for MemoryTx<'_> {
         &mut self,
         settlement: &str,
         state: HoldState,
-        captured: Option<u64>,
+        captured: Option<Micros>,
         at: u64,
     ) -> Result<(), Error> {
         if let Some(h) = self.work.holds.get_mut(settlement) {

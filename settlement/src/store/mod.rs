@@ -11,6 +11,7 @@
 //! serialization failures.
 
 use escx::manifest::PackageName;
+use escx_manifest::Micros;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -29,7 +30,7 @@ macro_rules! forward_reader {
             fn settlement(&$self, id: &str) -> Result<Option<SettlementRecord>, Error> { $inner.settlement(id) }
             fn refunds_of(&$self, target: &str) -> Result<Vec<String>, Error> { $inner.refunds_of(target) }
             fn transfers_of(&$self, settlement: &str) -> Result<Vec<TransferRecord>, Error> { $inner.transfers_of(settlement) }
-            fn recouped(&$self, currency: &str) -> Result<BTreeMap<String, u64>, Error> { $inner.recouped(currency) }
+            fn recouped(&$self, currency: &str) -> Result<BTreeMap<String, Micros>, Error> { $inner.recouped(currency) }
             fn settlement_recoup(&$self, settlement: &str) -> Result<Vec<(String, i64)>, Error> { $inner.settlement_recoup(settlement) }
             fn statements(&$self) -> Result<Vec<StatementRecord>, Error> { $inner.statements() }
             fn statement(&$self, seq: u64) -> Result<Option<StatementRecord>, Error> { $inner.statement(seq) }
@@ -193,7 +194,7 @@ pub struct SettlementRecord {
     /// Tier.
     pub tier: String,
     /// Gross, micro-units.
-    pub gross: u64,
+    pub gross: Micros,
     /// Currency.
     pub currency: String,
     /// Unix seconds the settlement counts at.
@@ -216,7 +217,7 @@ pub struct TransferRecord {
     /// The credited account's name.
     pub credit_name: String,
     /// Micro-units, > 0.
-    pub amount: u64,
+    pub amount: Micros,
 }
 
 /// A transfer touching a party, with its settlement, for reports.
@@ -235,7 +236,7 @@ pub struct PartyTransfer {
     /// Its state.
     pub state: SettlementState,
     /// Settlement gross.
-    pub gross: u64,
+    pub gross: Micros,
     /// The party (account name, not starting with `@`).
     pub party: String,
     /// Currency.
@@ -252,7 +253,7 @@ pub struct HoldRecord {
     /// Canonical CBOR of the held event.
     pub event: Vec<u8>,
     /// Amount held.
-    pub amount: u64,
+    pub amount: Micros,
     /// When placed.
     pub placed_at: u64,
     /// When it lapses.
@@ -260,7 +261,7 @@ pub struct HoldRecord {
     /// Its state.
     pub state: HoldState,
     /// Amount captured.
-    pub captured: Option<u64>,
+    pub captured: Option<Micros>,
     /// When captured or voided.
     pub closed_at: Option<u64>,
 }
@@ -323,7 +324,7 @@ pub trait Reader {
     /// A settlement's transfers, in the order written.
     fn transfers_of(&self, settlement: &str) -> Result<Vec<TransferRecord>, Error>;
     /// Recoupment totals of a currency, by party.
-    fn recouped(&self, currency: &str) -> Result<BTreeMap<String, u64>, Error>;
+    fn recouped(&self, currency: &str) -> Result<BTreeMap<String, Micros>, Error>;
     /// What a settlement changed in each party's recoupment total.
     fn settlement_recoup(&self, settlement: &str) -> Result<Vec<(String, i64)>, Error>;
     /// Every statement, by sequence number, without its bytes (`bytes` is empty).
@@ -370,10 +371,10 @@ pub trait Writer: Reader {
         settlement: &str,
         debit: AccountId,
         credit: AccountId,
-        amount: u64,
+        amount: Micros,
     ) -> Result<(), Error>;
     /// Sets a party's recoupment total.
-    fn set_recouped(&mut self, party: &str, currency: &str, total: u64) -> Result<(), Error>;
+    fn set_recouped(&mut self, party: &str, currency: &str, total: Micros) -> Result<(), Error>;
     /// Records what a settlement changed in a party's recoupment total.
     fn add_settlement_recoup(&mut self, settlement: &str, party: &str, amount: i64) -> Result<(), Error>;
     /// Inserts a statement and the openings of its commitments.
@@ -387,7 +388,7 @@ pub trait Writer: Reader {
         &mut self,
         settlement: &str,
         state: HoldState,
-        captured: Option<u64>,
+        captured: Option<Micros>,
         at: u64,
     ) -> Result<(), Error>;
     /// Opens a dispute.

@@ -2,6 +2,7 @@
 //! migrations in `PRAGMA user_version`, write transactions `BEGIN IMMEDIATE` (SQLite's
 //! single writer makes them serializable).
 
+use escx_manifest::Micros;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -262,7 +263,7 @@ fn settlement_row(r: &Row<'_>) -> rusqlite::Result<SettlementRecord> {
         kind: r.get(3)?,
         package: r.get(4)?,
         tier: r.get(5)?,
-        gross: r.get::<_, u64>(6)?,
+        gross: r.get(6)?,
         currency: r.get(7)?,
         at: r.get::<_, u64>(8)?,
         state: r.get(9)?,
@@ -277,11 +278,11 @@ fn hold_row(r: &Row<'_>, offset: usize) -> rusqlite::Result<HoldRecord> {
     Ok(HoldRecord {
         settlement: r.get(offset)?,
         event: r.get(offset + 1)?,
-        amount: r.get::<_, u64>(offset + 2)?,
+        amount: r.get(offset + 2)?,
         placed_at: r.get::<_, u64>(offset + 3)?,
         expires_at: r.get::<_, u64>(offset + 4)?,
         state: r.get(offset + 5)?,
-        captured: r.get::<_, Option<u64>>(offset + 6)?,
+        captured: r.get(offset + 6)?,
         closed_at: r.get::<_, Option<u64>>(offset + 7)?,
     })
 }
@@ -384,16 +385,16 @@ impl Q<'_> {
                     debit: r.get(0)?,
                     credit: r.get(1)?,
                     credit_name: r.get(2)?,
-                    amount: r.get::<_, u64>(3)?,
+                    amount: r.get(3)?,
                 })
             },
         )
     }
 
-    fn recouped(&self, currency: &str) -> Result<BTreeMap<String, u64>, Error> {
+    fn recouped(&self, currency: &str) -> Result<BTreeMap<String, Micros>, Error> {
         Ok(self
             .list("SELECT party, total FROM recoupment WHERE currency = ?1", [currency], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+                Ok((r.get::<_, String>(0)?, r.get::<_, Micros>(1)?))
             })?
             .into_iter()
             .collect())
@@ -441,7 +442,7 @@ impl Q<'_> {
                 Ok(Opening {
                     entry: r.get(0)?,
                     party: Some(party.to_owned()),
-                    amount: r.get::<_, u64>(1)?,
+                    amount: r.get(1)?,
                     blinding: serde_bytes::ByteBuf::from(r.get::<_, Vec<u8>>(2)?),
                 })
             },
@@ -456,7 +457,7 @@ impl Q<'_> {
                 Ok(Opening {
                     entry: r.get(0)?,
                     party: r.get(1)?,
-                    amount: r.get::<_, u64>(2)?,
+                    amount: r.get(2)?,
                     blinding: serde_bytes::ByteBuf::from(r.get::<_, Vec<u8>>(3)?),
                 })
             },
@@ -528,7 +529,7 @@ impl Q<'_> {
                     settlement: r.get(0)?,
                     at: r.get::<_, u64>(1)?,
                     kind: r.get(2)?,
-                    gross: r.get::<_, u64>(3)?,
+                    gross: r.get(3)?,
                     party: r.get(4)?,
                     currency: r.get(5)?,
                     amount: r.get(6)?,
@@ -609,7 +610,7 @@ impl Writer for SqliteTx<'_> {
         settlement: &str,
         debit: AccountId,
         credit: AccountId,
-        amount: u64,
+        amount: Micros,
     ) -> Result<(), Error> {
         self.run(
             "INSERT INTO transfers (settlement, debit, credit, amount) VALUES (?1, ?2, ?3, ?4)",
@@ -618,7 +619,7 @@ impl Writer for SqliteTx<'_> {
         .map(drop)
     }
 
-    fn set_recouped(&mut self, party: &str, currency: &str, total: u64) -> Result<(), Error> {
+    fn set_recouped(&mut self, party: &str, currency: &str, total: Micros) -> Result<(), Error> {
         self.run(
             "INSERT INTO recoupment (party, currency, total) VALUES (?1, ?2, ?3)
              ON CONFLICT (party, currency) DO UPDATE SET total = excluded.total",
@@ -679,7 +680,7 @@ impl Writer for SqliteTx<'_> {
         &mut self,
         settlement: &str,
         state: HoldState,
-        captured: Option<u64>,
+        captured: Option<Micros>,
         at: u64,
     ) -> Result<(), Error> {
         self.run(
