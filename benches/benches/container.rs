@@ -53,7 +53,8 @@ fn bench(c: &mut Criterion) {
         let size_bytes = size_mib * MIB;
         let dir = make_dir(tmp.path(), size_bytes);
         let package = tmp.path().join(format!("bench-{size_mib}.escx"));
-        let overwrite = PackOptions { overwrite: true, signed_at: Some(0), ..PackOptions::default() };
+        let overwrite =
+            PackOptions { overwrite: true, signed_at: Some(escx::UnixSeconds(0)), ..PackOptions::default() };
         pack::pack_dir(&dir, &package, &[&key], &overwrite).unwrap();
         let package_bytes = std::fs::metadata(&package).unwrap().len();
 

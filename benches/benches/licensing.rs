@@ -31,7 +31,7 @@ use escx_licensing::wallet::Wallet;
 use rand_core::OsRng;
 use voprf::{BlindedElement, PoprfServer, Ristretto255};
 
-const T0: u64 = 1_800_000_000;
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 const PACKAGE: &str = "bench/thermal";
 
 struct World {

@@ -33,7 +33,7 @@ use escx_licensing::wallet::Wallet;
 use rayon::prelude::*;
 
 /// 2027-01-15T08:00:00Z.
-const T0: u64 = 1_800_000_000;
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 const H: u64 = 3600;
 const LICENSES: usize = 20;
 const HOURS: u64 = 51;
@@ -126,8 +126,10 @@ fn holder_keys(world: &World) -> Vec<(Vec<u8>, PublicKey)> {
         .wallets
         .iter()
         .map(|w| {
-            let (license, _): (LicensePayload, Vec<u8>) =
-                w.licenses_during("bench/thermal", 0, u64::MAX).unwrap().remove(0);
+            let (license, _): (LicensePayload, Vec<u8>) = w
+                .licenses_during("bench/thermal", escx::UnixSeconds(0), escx::UnixSeconds(u64::MAX))
+                .unwrap()
+                .remove(0);
             (license.license_id.to_vec(), PublicKey::from_bytes(&license.holder_key).unwrap())
         })
         .collect()

@@ -24,7 +24,7 @@ use escx_settlement::statement::{self, EntryInput, OpeningsFile, Verified};
 use merlin::Transcript;
 
 /// 2026-11-15.
-const NOV: u64 = 1_794_700_800;
+const NOV: escx::UnixSeconds = escx::UnixSeconds(1_794_700_800);
 
 fn key() -> &'static SecretKey {
     static KEY: std::sync::OnceLock<SecretKey> = std::sync::OnceLock::new();

@@ -100,7 +100,17 @@ fn generate() -> (Index, Vec<(String, String)>) {
         packages.push(IndexPackage { name: name(i).parse().unwrap(), versions });
     }
     let roots = tree.iter().map(|&t| (name(t), "^1.0".to_owned())).collect();
-    (Index { v: 2, version: 1, issued_at: 0, expires_at: u64::MAX, packages, issuers: Vec::new() }, roots)
+    (
+        Index {
+            v: 2,
+            version: 1,
+            issued_at: escx::UnixSeconds(0),
+            expires_at: escx::UnixSeconds(u64::MAX),
+            packages,
+            issuers: Vec::new(),
+        },
+        roots,
+    )
 }
 
 /// The same problem for bare pubgrub: packages are names, requirements their ranges.
@@ -165,7 +175,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("escx-load-verified", |b| {
         b.iter(|| {
             let state = StateDir::new(dir.path().join("state"));
-            black_box(client::load_index(dir.path(), &policy, &state, 1).unwrap())
+            black_box(client::load_index(dir.path(), &policy, &state, escx::UnixSeconds(1)).unwrap())
         })
     });
     group.bench_function("cbor-decode", |b| {

@@ -34,7 +34,7 @@ fn events() -> Vec<BillingEvent> {
     (0..EVENTS)
         .map(|i| BillingEvent {
             id: format!("bench:{i}"),
-            time: 1_790_000_000 + i as u64,
+            time: escx::UnixSeconds(1_790_000_000 + i as u64),
             package: "acme/thermal".parse().unwrap(),
             version: None,
             tier: "standard".into(),
@@ -151,7 +151,8 @@ fn settle_once(dir: &Path, name: &str, events: &[BillingEvent], manifests: &Mani
     let path = dir.join(name);
     let mut ledger = Ledger::init(&path, Some(&PlatformFee { party: "platform".into(), bps: 500 })).unwrap();
     let start = Instant::now();
-    let report = ledger.settle(events, manifests, BATCH, operator(), 1_800_000_000).unwrap();
+    let report =
+        ledger.settle(events, manifests, BATCH, operator(), escx::UnixSeconds(1_800_000_000)).unwrap();
     (start.elapsed(), report.transfers)
 }
 
@@ -201,7 +202,7 @@ fn ledger(c: &mut Criterion) {
 fn waterfall_per_event(c: &mut Criterion) {
     let manifest = Manifest::parse(MANIFEST, Path::new("manifest.toml")).unwrap();
     let revenue = manifest.revenue.unwrap();
-    let chain = [Tier::package("package", &revenue, 1_790_000_000).unwrap()];
+    let chain = [Tier::package("package", &revenue, escx::UnixSeconds(1_790_000_000)).unwrap()];
     let recouped = Default::default();
     let mut group = c.benchmark_group("waterfall");
     group.bench_function("apply, 5 steps", |b| {
@@ -234,13 +235,23 @@ fn statements(c: &mut Criterion) {
             rules: Vec::new(),
         })
         .collect();
-    let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, operator()).unwrap();
+    let built =
+        statement::build(&[1; 16], 1, &[0; 32], escx::UnixSeconds(1_800_000_000), &inputs, operator())
+            .unwrap();
     println!("statement: 10 000 entries, {} bytes signed", built.bytes.len());
     let mut group = c.benchmark_group("statement_10k");
     group.sample_size(10).measurement_time(Duration::from_secs(15));
     group.bench_function("build (60 000 commitments, Merkle root, ML-DSA-87 sign)", |b| {
         b.iter(|| {
-            statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, black_box(&inputs), operator()).unwrap()
+            statement::build(
+                &[1; 16],
+                1,
+                &[0; 32],
+                escx::UnixSeconds(1_800_000_000),
+                black_box(&inputs),
+                operator(),
+            )
+            .unwrap()
         });
     });
     // The raw primitive: the 50 000 Pedersen commitments (two fixed-base multiplications

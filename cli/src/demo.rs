@@ -61,7 +61,7 @@ struct Demo {
     operator: Option<SecretKey>,
     events: Vec<BillingEvent>,
     /// The demo's metering clock: it runs ahead of the real one, so hours can end.
-    meter_clock: u64,
+    meter_clock: escx::UnixSeconds,
     /// Report files per customer wallet, and close files.
     reports: Vec<PathBuf>,
     closes: Vec<PathBuf>,
@@ -218,7 +218,7 @@ pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
         license_id: None,
         operator: None,
         events: Vec::new(),
-        meter_clock: 0,
+        meter_clock: escx::UnixSeconds::EPOCH,
         reports: Vec::new(),
         closes: Vec::new(),
     };
@@ -797,7 +797,7 @@ fn meter(demo: &mut Demo) -> anyhow::Result<String> {
     let bundle = issuer.bundle(now)?;
     // Invocations in three hours after the licenses begin; the demo's clock then moves
     // on to the end of the third hour so that the hours can be reported.
-    let first = now - now % HOUR_SECS + HOUR_SECS;
+    let first = now.floor(HOUR_SECS) + HOUR_SECS;
     let clock = first + 3 * HOUR_SECS + 60;
     let mut reports = Vec::new();
     let mut lines = Vec::new();
@@ -891,8 +891,8 @@ fn close_period(demo: &mut Demo) -> anyhow::Result<String> {
 }
 
 fn suppressed_cohort(demo: &mut Demo) -> anyhow::Result<String> {
-    let hour = demo.meter_clock - demo.meter_clock % HOUR_SECS - HOUR_SECS;
-    let start = hour - hour % 86_400;
+    let hour = demo.meter_clock.floor(HOUR_SECS) - HOUR_SECS;
+    let start = hour.floor(86_400);
     let mut operator = Operator::open(&demo.dir.join("operator"))?;
     match operator.aggregate(
         &thermal()?,

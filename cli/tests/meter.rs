@@ -54,7 +54,7 @@ fn setup(dir: &Path) -> u64 {
         command.assert().success();
     }
     let now = escx::now_unix();
-    now - now % 3600 + 3600
+    (now.floor(3600) + 3600).0
 }
 
 fn at(seconds: u64) -> String {
@@ -62,7 +62,7 @@ fn at(seconds: u64) -> String {
 }
 
 fn hour(seconds: u64) -> String {
-    escx_licensing::metering::format_hour(seconds)
+    escx_licensing::metering::format_hour(escx::UnixSeconds(seconds))
 }
 
 #[test]
@@ -192,8 +192,8 @@ fn record_report_ingest_close_bill_and_settle() {
     assert_eq!(json(&out.stdout)["values"]["invocations"], 3);
 
     // The period: close, bill, settle.
-    let period = escx_licensing::metering::Period::of(h1);
-    let end = at(period.end() + 60);
+    let period = escx_licensing::metering::Period::of(escx::UnixSeconds(h1));
+    let end = at((period.end() + 60).0);
     let period = period.to_string();
     escx(dir)
         .args([

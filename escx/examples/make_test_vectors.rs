@@ -111,7 +111,7 @@ fn main() {
             RawSection { kind: SectionType::Payload, flags, stored, plain_length: small_tar.len() as u64 },
         ];
         sections.extend(key);
-        assemble(&sections, &[&keys.publisher], SIGNED_AT)
+        assemble(&sections, &[&keys.publisher], escx::UnixSeconds(SIGNED_AT))
     };
     let encrypted_uncompressed =
         encrypted_raw(FLAG_ENCRYPTED, sealed_small.clone(), Some(key_section.clone()));
@@ -138,13 +138,13 @@ fn main() {
                 },
             ],
             &[&keys.publisher],
-            SIGNED_AT,
+            escx::UnixSeconds(SIGNED_AT),
         )
     };
     let two_signers = {
         let path = work.path().join("two.escx");
         std::fs::write(&path, &one_signer).unwrap();
-        pack::countersign(&path, &keys.attester, SIGNED_AT + 60, &NoProgress).unwrap();
+        pack::countersign(&path, &keys.attester, escx::UnixSeconds(SIGNED_AT + 60), &NoProgress).unwrap();
         std::fs::read(&path).unwrap()
     };
 
@@ -330,7 +330,9 @@ fn main() {
     add("unsigned", "the trailer removed", one_signer[..body(&one_signer)].to_vec(), &publisher, "unsigned");
     let mut twice = one_signer.clone();
     let root = *PackageReader::open(Cursor::new(one_signer.clone()), "x").unwrap().root();
-    twice.extend_from_slice(&SignatureBlock::sign(&root, &keys.publisher, SIGNED_AT).encode());
+    twice.extend_from_slice(
+        &SignatureBlock::sign(&root, &keys.publisher, escx::UnixSeconds(SIGNED_AT)).encode(),
+    );
     add("duplicate-signer", "a second block by the same key", twice, &publisher, "duplicate-signer");
 
     // Hostile content behind valid hashes and a valid publisher signature.
@@ -438,7 +440,7 @@ fn main() {
                     key_section.clone(),
                 ],
                 &[&keys.publisher],
-                SIGNED_AT,
+                escx::UnixSeconds(SIGNED_AT),
             )
         },
         &publisher,
@@ -467,7 +469,7 @@ fn main() {
                     key_section.clone(),
                 ],
                 &[&keys.publisher],
-                SIGNED_AT,
+                escx::UnixSeconds(SIGNED_AT),
             )
         },
         &publisher,
@@ -531,7 +533,11 @@ fn check(
     verify::verify(
         &mut reader,
         &policy,
-        &VerifyOptions { now: Some(SIGNED_AT + 3600), content_key, ..VerifyOptions::default() },
+        &VerifyOptions {
+            now: Some(escx::UnixSeconds(SIGNED_AT + 3600)),
+            content_key,
+            ..VerifyOptions::default()
+        },
     )
 }
 
@@ -545,7 +551,11 @@ fn manifest_section() -> RawSection {
 }
 
 fn signed(key: &SecretKey, kind: SectionType, flags: u32, stored: Vec<u8>, plain_length: u64) -> Vec<u8> {
-    assemble(&[manifest_section(), RawSection { kind, flags, stored, plain_length }], &[key], SIGNED_AT)
+    assemble(
+        &[manifest_section(), RawSection { kind, flags, stored, plain_length }],
+        &[key],
+        escx::UnixSeconds(SIGNED_AT),
+    )
 }
 
 fn signed_plain(key: &SecretKey, tar: Vec<u8>) -> Vec<u8> {
@@ -558,7 +568,7 @@ fn resign(bytes: &[u8], key: &SecretKey) -> Vec<u8> {
     let reader = PackageReader::open(Cursor::new(bytes.to_vec()), "x").unwrap();
     let body = reader.header().body_length as usize;
     let mut out = bytes[..body].to_vec();
-    out.extend_from_slice(&SignatureBlock::sign(reader.root(), key, SIGNED_AT).encode());
+    out.extend_from_slice(&SignatureBlock::sign(reader.root(), key, escx::UnixSeconds(SIGNED_AT)).encode());
     out
 }
 
@@ -583,7 +593,7 @@ fn pack_dir(work: &Path, name: &str, key: &SecretKey, rich: bool, issuer: Option
     }
     let out = work.join(format!("{name}.escx"));
     let options = PackOptions {
-        signed_at: Some(SIGNED_AT),
+        signed_at: Some(escx::UnixSeconds(SIGNED_AT)),
         encrypt_for: issuer.map(KemSecretKey::public_key),
         ..PackOptions::default()
     };

@@ -58,10 +58,11 @@ pub mod verify;
 
 pub use error::{Error, ErrorClass, Fault, FormatError};
 
-/// Seconds since the Unix epoch, the time unit of every escx timestamp.
-pub type UnixSeconds = u64;
+pub use timestamp::UnixSeconds;
 
 /// The current time in [`UnixSeconds`]; a clock before 1970 reads as 0.
 pub fn now_unix() -> UnixSeconds {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    UnixSeconds(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    )
 }

@@ -25,7 +25,7 @@ struct RotationPayload {
     v: u8,
     old_key_id: ByteBuf,
     new_public_key: ByteBuf,
-    created_at: u64,
+    created_at: UnixSeconds,
 }
 
 /// A parsed, not yet verified, rotation statement.
@@ -117,7 +117,7 @@ mod tests {
     fn statement_round_trips_and_binds_the_old_key() {
         let old = SecretKey::generate();
         let new = SecretKey::generate();
-        let text = RotationStatement::create(&old, new.public_key(), 5).to_text("test");
+        let text = RotationStatement::create(&old, new.public_key(), crate::UnixSeconds(5)).to_text("test");
         let statement = RotationStatement::parse(&text).unwrap();
         assert_eq!(statement.signer(), old.id());
         let rotation = statement.verify(old.public_key()).unwrap();

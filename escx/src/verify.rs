@@ -62,7 +62,7 @@ pub struct SignerReport {
     /// The signer.
     pub key_id: KeyId,
     /// The block's (untrusted) signing time.
-    pub signed_at: u64,
+    pub signed_at: UnixSeconds,
     /// Outcome.
     pub status: SignerStatus,
 }

@@ -243,13 +243,15 @@ fn countersignature_adds_a_block_and_keeps_the_root() {
     let attester = SecretKey::generate();
     let out = tmp.path().join("p.escx");
     let packed = pack(&sample_dir(tmp.path()), &out, &[&publisher]);
-    escx::pack::countersign(&out, &attester, 1_700_000_100, &escx::progress::NoProgress).unwrap();
+    escx::pack::countersign(&out, &attester, escx::UnixSeconds(1_700_000_100), &escx::progress::NoProgress)
+        .unwrap();
     let reader = PackageReader::open_file(&out).unwrap();
     assert_eq!(reader.root(), &packed.root);
     assert_eq!(reader.signatures().len(), 2);
     let report = verify::verify_file(&out, &trust(&[&attester]), &VerifyOptions::default()).unwrap();
     assert_eq!(report.signers.len(), 2);
-    let again = escx::pack::countersign(&out, &attester, 1, &escx::progress::NoProgress).unwrap_err();
+    let again = escx::pack::countersign(&out, &attester, escx::UnixSeconds(1), &escx::progress::NoProgress)
+        .unwrap_err();
     assert_eq!(again.code(), "duplicate-signer");
 }
 

@@ -20,7 +20,7 @@ use common::craft::{RawEntry, raw_tar};
 
 fn pack_encrypted(dir: &Path, out: &Path, key: &SecretKey, issuer: &KemSecretKey) {
     let options = PackOptions {
-        signed_at: Some(1_700_000_000),
+        signed_at: Some(escx::UnixSeconds(1_700_000_000)),
         encrypt_for: Some(issuer.public_key()),
         ..Default::default()
     };
@@ -157,7 +157,7 @@ fn signed_but_bad_ciphertext_and_hostile_archives_are_refused_after_decryption()
         key_section(&content_key, &issuer),
     ];
     let package = tmp.path().join("flipped.escx");
-    std::fs::write(&package, assemble(&sections, &[&key], 0)).unwrap();
+    std::fs::write(&package, assemble(&sections, &[&key], escx::UnixSeconds(0))).unwrap();
     verify::verify_file(&package, &common::trust(&[&key]), &VerifyOptions::default())
         .expect("hashes and signature are fine");
     let target = tmp.path().join("out");
@@ -170,7 +170,7 @@ fn signed_but_bad_ciphertext_and_hostile_archives_are_refused_after_decryption()
         section(SectionType::Payload, FLAG_ENCRYPTED, encrypted(&content_key, &evil), evil.len() as u64),
         key_section(&content_key, &issuer),
     ];
-    std::fs::write(&package, assemble(&sections, &[&key], 0)).unwrap();
+    std::fs::write(&package, assemble(&sections, &[&key], escx::UnixSeconds(0))).unwrap();
     assert_eq!(extract(&package, &target, &key, Some(&content_key)).unwrap_err().code(), "unsafe-path");
     assert!(!target.exists() && !tmp.path().join("evil").exists());
 }
@@ -183,7 +183,7 @@ fn table_rules_for_encrypted_sections() {
     let tar = raw_tar(&[RawEntry::file(b"a.txt", b"alpha\n")]);
     let sealed = encrypted(&content_key, &tar);
     let plain = tar.len() as u64;
-    let package = |sections: &[RawSection]| assemble(sections, &[&key], 0);
+    let package = |sections: &[RawSection]| assemble(sections, &[&key], escx::UnixSeconds(0));
 
     // The valid shape opens.
     let good = [
@@ -273,7 +273,7 @@ fn a_content_key_section_copied_into_another_package_does_not_open() {
             stolen(SectionType::ContentKey),
         ],
         &[&attacker_key],
-        0,
+        escx::UnixSeconds(0),
     );
     // 2. The victim's encrypted payload copied too, under the attacker's name.
     let copied_payload = assemble(
@@ -283,7 +283,7 @@ fn a_content_key_section_copied_into_another_package_does_not_open() {
             stolen(SectionType::ContentKey),
         ],
         &[&attacker_key],
-        0,
+        escx::UnixSeconds(0),
     );
     for bytes in [copied, copied_payload] {
         let mut reader = PackageReader::open(std::io::Cursor::new(bytes), "copy").unwrap();

@@ -13,7 +13,7 @@ use escx::rotation::RotationStatement;
 use escx::sig::SecretKey;
 use escx::verify::{self, VerifyOptions};
 
-const NOW: u64 = 1_800_000_000; // 2027-01-15
+const NOW: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000); // 2027-01-15
 
 fn package(name: &str, signers: &[&SecretKey]) -> Vec<u8> {
     let manifest = format!("[package]\nname = \"{name}\"\nversion = \"1.0.0\"\n");
@@ -123,7 +123,7 @@ fn key_outside_its_scope_is_rejected() {
 fn rotated_key_endorsed_by_the_old_key_fills_its_slot() {
     let (k, text) = three();
     let a2 = SecretKey::generate();
-    let statement = RotationStatement::create(&k.a, a2.public_key(), NOW - 10);
+    let statement = RotationStatement::create(&k.a, a2.public_key(), escx::UnixSeconds((NOW - 10).0));
     let line = statement.to_text("a -> a2");
     let data_line = line.lines().last().unwrap();
     let with_rotation = format!("{text}[[rotation]]\nstatement = \"{data_line}\"\n");

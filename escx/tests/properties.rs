@@ -107,7 +107,7 @@ proptest! {
             RawSection { kind: SectionType::Manifest, flags: 0, stored: common::MANIFEST.as_bytes().to_vec(), plain_length: common::MANIFEST.len() as u64 },
             RawSection { kind, flags, stored, plain_length },
         ];
-        let package = assemble(&sections, &[&fixture().key], 0);
+        let package = assemble(&sections, &[&fixture().key], escx::UnixSeconds(0));
         if let Ok(mut reader) = PackageReader::open(Cursor::new(package), "<prop>") {
             let _ = reader.check_section(kind, &NoProgress);
         }

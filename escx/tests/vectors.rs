@@ -45,7 +45,11 @@ fn verify(expected: &Value, vector: &Value) -> Result<verify::VerifyReport, escx
     verify::verify(
         &mut reader,
         &policy(expected, vector),
-        &VerifyOptions { now: Some(now), content_key: content_key.as_ref(), ..VerifyOptions::default() },
+        &VerifyOptions {
+            now: Some(escx::UnixSeconds(now)),
+            content_key: content_key.as_ref(),
+            ..VerifyOptions::default()
+        },
     )
 }
 

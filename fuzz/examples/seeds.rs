@@ -9,7 +9,7 @@ use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::messages::{LicenseResponse, TokenTransfer};
 use escx_licensing::wallet::Wallet;
 
-const T0: u64 = 1_800_000_000;
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 const PACKAGE: &str = "fuzz/thermal";
 
 fn write(dir: &Path, name: &str, mode: u8, bytes: &[u8]) {

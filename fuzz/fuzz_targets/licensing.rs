@@ -20,7 +20,7 @@ use escx_licensing::verify::{self, ProofCheck};
 use escx_licensing::wallet::Wallet;
 use libfuzzer_sys::fuzz_target;
 
-const T0: u64 = 1_800_000_000;
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 const PACKAGE: &str = "fuzz/thermal";
 
 struct Fixture {

@@ -16,7 +16,7 @@ use escx_licensing::wallet::Wallet;
 use libfuzzer_sys::fuzz_target;
 use serde_bytes::ByteBuf;
 
-const T0: u64 = 1_800_000_000;
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 const PACKAGE: &str = "fuzz/thermal";
 const MANIFEST: &str = "[package]\nname = \"fuzz/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
 [[pricing.tier]]\nname = \"metered\"\nprice = \"6.00\"\nunit = \"hour\"\n\
@@ -55,7 +55,10 @@ fn fixture() -> &'static Mutex<Fixture> {
         wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap();
         let sealed = wallet.redeem(PACKAGE).unwrap();
         let license = wallet.install(&issuer.redeem(&sealed, T0 + 1).unwrap()).unwrap();
-        let (_, certificate) = wallet.licenses_during(PACKAGE, 0, u64::MAX).unwrap().remove(0);
+        let (_, certificate) = wallet
+            .licenses_during(PACKAGE, escx::UnixSeconds::EPOCH, escx::UnixSeconds::MAX)
+            .unwrap()
+            .remove(0);
         let mut operator = Operator::init(&dir.path().join("op"), &[chain]).unwrap();
         operator.add_package(&package, &policy, T0).unwrap();
         Mutex::new(Fixture {

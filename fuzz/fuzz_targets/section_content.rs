@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         },
         RawSection { kind, flags, stored, plain_length },
     ];
-    let package = assemble(&sections, &[key()], 0);
+    let package = assemble(&sections, &[key()], escx::UnixSeconds(0));
     if let Ok(mut reader) = PackageReader::open(Cursor::new(package), "<fuzz>") {
         let _ = reader.check_section(kind, &NoProgress);
     }

@@ -29,7 +29,7 @@ fn fixture() -> &'static (SecretKey, Verified) {
                 rules: vec![None, Some(statement::PayoutRule { bps: 4000, minus: vec![] })],
             })
             .collect();
-        let built = statement::build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs, &key)
+        let built = statement::build(&[1; 16], 1, &[0; 32], escx::UnixSeconds(1_800_000_000), &inputs, &key)
             .expect("seed inputs conserve");
         let verified = statement::verify(&built.bytes, key.public_key()).expect("a built statement verifies");
         (key, verified)

@@ -24,7 +24,7 @@ use escx_licensing::wallet::Wallet;
 use serde_bytes::ByteBuf;
 use serde_json::{Value, json};
 
-const T0: u64 = 1_800_000_000; // 2027-01-15T08:00:00Z
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000); // 2027-01-15T08:00:00Z
 const DAY: u64 = 86_400;
 const PACKAGE: &str = "vectors/thermal";
 /// A verifier's 16-byte challenge (licensing.md §5.6 asks for at least 16 bytes).
@@ -32,7 +32,12 @@ const CHALLENGE: &str = "c0ffee00c0ffee01c0ffee02c0ffee03";
 
 fn epoch(number: u32, not_before: u64, not_after: u64) -> Epoch {
     let poprf = IssuerKey::generate().unwrap();
-    Epoch { epoch: number, poprf_key: ByteBuf::from(poprf.public_key().to_vec()), not_before, not_after }
+    Epoch {
+        epoch: number,
+        poprf_key: ByteBuf::from(poprf.public_key().to_vec()),
+        not_before: escx::UnixSeconds(not_before),
+        not_after: escx::UnixSeconds(not_after),
+    }
 }
 
 /// Version `version` of a bundle after `previous`, with `epochs`.
@@ -78,7 +83,7 @@ fn chain_file(versions: &[&IssuerBundle]) -> Vec<u8> {
 
 fn bundle(key: &SecretKey, name: &str) -> IssuerBundle {
     let kem = KemSecretKey::generate().public_key().as_bytes().to_vec();
-    version(key, &kem, None, vec![epoch(1, T0 - DAY, T0 + 90 * DAY)], name)
+    version(key, &kem, None, vec![epoch(1, (T0 - DAY).0, (T0 + 90 * DAY).0)], name)
 }
 
 fn certificate(key: &SecretKey, payload: &LicensePayload) -> Vec<u8> {
@@ -116,28 +121,28 @@ fn main() {
         &issuer_key,
         &kem,
         Some(&issuer),
-        with_epoch(epochs_v1.clone(), epoch(2, T0 + 90 * DAY, T0 + 180 * DAY)),
+        with_epoch(epochs_v1.clone(), epoch(2, (T0 + 90 * DAY).0, (T0 + 180 * DAY).0)),
         "Vector Licensing",
     );
     let fork_v2 = version(
         &issuer_key,
         &kem,
         Some(&issuer),
-        with_epoch(epochs_v1.clone(), epoch(2, T0 + 90 * DAY, T0 + 180 * DAY)),
+        with_epoch(epochs_v1.clone(), epoch(2, (T0 + 90 * DAY).0, (T0 + 180 * DAY).0)),
         "Vector Licensing",
     );
     let overlap_v2 = version(
         &issuer_key,
         &kem,
         Some(&issuer),
-        with_epoch(epochs_v1.clone(), epoch(2, T0 + 80 * DAY, T0 + 180 * DAY)),
+        with_epoch(epochs_v1.clone(), epoch(2, (T0 + 80 * DAY).0, (T0 + 180 * DAY).0)),
         "Vector Licensing",
     );
     let rekeyed_v2 = version(
         &issuer_key,
         &kem,
         Some(&issuer),
-        vec![epoch(1, T0 - DAY, T0 + 90 * DAY)],
+        vec![epoch(1, (T0 - DAY).0, (T0 + 90 * DAY).0)],
         "Vector Licensing",
     );
     let other_kem = KemSecretKey::generate().public_key().as_bytes().to_vec();
@@ -145,14 +150,14 @@ fn main() {
         &issuer_key,
         &other_kem,
         Some(&issuer),
-        with_epoch(epochs_v1.clone(), epoch(2, T0 + 90 * DAY, T0 + 180 * DAY)),
+        with_epoch(epochs_v1.clone(), epoch(2, (T0 + 90 * DAY).0, (T0 + 180 * DAY).0)),
         "Vector Licensing",
     );
     let unlinked_v2 = version(
         &issuer_key,
         &kem,
         Some(&other),
-        with_epoch(epochs_v1.clone(), epoch(2, T0 + 90 * DAY, T0 + 180 * DAY)),
+        with_epoch(epochs_v1.clone(), epoch(2, (T0 + 90 * DAY).0, (T0 + 180 * DAY).0)),
         "Vector Licensing",
     );
     write("chain-v2.chain", &chain_file(&[&issuer, &v2]));
@@ -277,28 +282,35 @@ fn main() {
 
     let at_day = |d: u64| T0 + d * DAY;
     let cases: Vec<Value> = vec![
-        case("valid.cert", None, Some("1.4.0"), at_day(5), "ok", "every check passes"),
-        case("valid.cert", None, None, at_day(5), "ok", "no version given: any version of the package"),
-        case("valid.cert", Some("crl-1.cbor"), Some("1.2.0"), at_day(5), "ok", "not in CRL 1"),
-        case("valid.cert", Some("crl-2.cbor"), Some("1.2.0"), at_day(5), "ok", "not in CRL 2"),
-        case("valid.cert", None, Some("2.0.0"), at_day(5), "license-wrong-package", "2.0.0 is outside ^1.2"),
-        case("valid.cert", None, Some("1.4.0"), at_day(30), "license-expired", "at not_after exactly"),
-        case("valid.cert", None, Some("1.4.0"), T0 - 1, "license-not-yet-valid", "one second early"),
-        case("expired.cert", None, None, at_day(5), "license-expired", "ended after one day"),
-        case("not-yet-valid.cert", None, None, at_day(5), "license-not-yet-valid", "starts on day 40"),
-        case("revoked.cert", Some("crl-1.cbor"), None, at_day(5), "ok", "CRL 1 does not list it"),
-        case("revoked.cert", Some("crl-2.cbor"), None, at_day(5), "license-revoked", "CRL 2 lists it"),
+        case("valid.cert", None, Some("1.4.0"), at_day(5).0, "ok", "every check passes"),
+        case("valid.cert", None, None, at_day(5).0, "ok", "no version given: any version of the package"),
+        case("valid.cert", Some("crl-1.cbor"), Some("1.2.0"), at_day(5).0, "ok", "not in CRL 1"),
+        case("valid.cert", Some("crl-2.cbor"), Some("1.2.0"), at_day(5).0, "ok", "not in CRL 2"),
+        case(
+            "valid.cert",
+            None,
+            Some("2.0.0"),
+            at_day(5).0,
+            "license-wrong-package",
+            "2.0.0 is outside ^1.2",
+        ),
+        case("valid.cert", None, Some("1.4.0"), at_day(30).0, "license-expired", "at not_after exactly"),
+        case("valid.cert", None, Some("1.4.0"), (T0 - 1).0, "license-not-yet-valid", "one second early"),
+        case("expired.cert", None, None, at_day(5).0, "license-expired", "ended after one day"),
+        case("not-yet-valid.cert", None, None, at_day(5).0, "license-not-yet-valid", "starts on day 40"),
+        case("revoked.cert", Some("crl-1.cbor"), None, at_day(5).0, "ok", "CRL 1 does not list it"),
+        case("revoked.cert", Some("crl-2.cbor"), None, at_day(5).0, "license-revoked", "CRL 2 lists it"),
         case(
             "revoked.cert",
             None,
             None,
-            at_day(40),
+            at_day(40).0,
             "license-expired",
             "the window is checked before revocation",
         ),
-        case("other-package.cert", None, None, at_day(5), "license-wrong-package", "for vectors/other"),
-        case("tampered.cert", None, None, at_day(5), "license-signature", "one payload bit flipped"),
-        case("foreign.cert", None, None, at_day(5), "license-wrong-issuer", "signed by the other issuer"),
+        case("other-package.cert", None, None, at_day(5).0, "license-wrong-package", "for vectors/other"),
+        case("tampered.cert", None, None, at_day(5).0, "license-signature", "one payload bit flipped"),
+        case("foreign.cert", None, None, at_day(5).0, "license-wrong-issuer", "signed by the other issuer"),
     ];
     for case in &cases {
         let verdict = verdict(&out, case);
@@ -351,7 +363,7 @@ fn main() {
             CHALLENGE,
             None,
             PACKAGE,
-            at_day(5),
+            at_day(5).0,
             "ok",
             "the holder signed this challenge",
         ),
@@ -360,7 +372,7 @@ fn main() {
             "beefbeefbeefbeefbeefbeefbeefbeef",
             None,
             PACKAGE,
-            at_day(5),
+            at_day(5).0,
             "possession-invalid",
             "another challenge",
         ),
@@ -369,7 +381,7 @@ fn main() {
             CHALLENGE,
             None,
             PACKAGE,
-            at_day(31),
+            at_day(31).0,
             "license-expired",
             "the license ended",
         ),
@@ -378,7 +390,7 @@ fn main() {
             CHALLENGE,
             None,
             "vectors/other",
-            at_day(5),
+            at_day(5).0,
             "license-wrong-package",
             "asked for another package",
         ),
@@ -387,7 +399,7 @@ fn main() {
             CHALLENGE,
             Some("crl-2.cbor"),
             PACKAGE,
-            at_day(5),
+            at_day(5).0,
             "license-revoked",
             "CRL 2 lists the license",
         ),
@@ -396,7 +408,7 @@ fn main() {
             "c0ffee",
             None,
             PACKAGE,
-            at_day(5),
+            at_day(5).0,
             "possession-invalid",
             "a 3-byte challenge is refused",
         ),
@@ -413,7 +425,7 @@ fn main() {
             package: proof["package"].as_str().unwrap(),
             version: None,
             challenge: &challenge,
-            now: proof["time"].as_u64().unwrap(),
+            now: escx::UnixSeconds(proof["time"].as_u64().unwrap()),
         };
         let got = match verify::check_proof(&bytes, &check) {
             Ok(_) => "ok".to_owned(),
@@ -474,7 +486,7 @@ fn verdict(dir: &Path, case: &Value) -> String {
         crl.as_ref(),
         case["package"].as_str().unwrap(),
         version.as_ref(),
-        case["time"].as_u64().unwrap(),
+        escx::UnixSeconds(case["time"].as_u64().unwrap()),
     ) {
         Ok(_) => "ok".into(),
         Err(e) => e.code().into(),

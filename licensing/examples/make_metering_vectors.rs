@@ -22,7 +22,7 @@ use serde_bytes::ByteBuf;
 use serde_json::json;
 
 /// 2027-01-15T08:00:00Z.
-const T0: u64 = 1_800_000_000;
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 const H: u64 = 3600;
 
 const MANIFEST: &str = "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\n\

@@ -1,6 +1,7 @@
 //! The objects issuer and customer exchange (spec: licensing.md §3). Every one is a CBOR
 //! map; the signed ones travel in escx envelopes, the private ones in sealed boxes.
 
+use escx::UnixSeconds;
 use escx::envelope::Envelope;
 use escx::kem::KemPublicKey;
 use escx::manifest::PackageName;
@@ -60,9 +61,9 @@ pub struct Epoch {
     /// POPRF public key (32 bytes).
     pub poprf_key: ByteBuf,
     /// Tokens are issued under this epoch from here (Unix seconds).
-    pub not_before: u64,
+    pub not_before: UnixSeconds,
     /// ... until here.
-    pub not_after: u64,
+    pub not_after: UnixSeconds,
 }
 
 /// The issuer's signed public bundle payload: one version of its bundle chain.
@@ -85,7 +86,7 @@ pub struct BundlePayload {
     /// version keeps every epoch of the one before unchanged and may only append.
     pub epochs: Vec<Epoch>,
     /// When the bundle was signed.
-    pub issued_at: u64,
+    pub issued_at: UnixSeconds,
 }
 
 /// One verified version of an issuer's bundle.
@@ -159,7 +160,7 @@ impl IssuerBundle {
     }
 
     /// The epoch in force at `now` (the one whose window contains it).
-    pub fn epoch_at(&self, now: u64) -> Option<&Epoch> {
+    pub fn epoch_at(&self, now: UnixSeconds) -> Option<&Epoch> {
         self.payload.epochs.iter().find(|e| e.not_before <= now && now < e.not_after)
     }
 
@@ -472,9 +473,9 @@ pub struct LicensePayload {
     /// Seats, if limited.
     pub seats: Option<u32>,
     /// Valid from (Unix seconds).
-    pub not_before: u64,
+    pub not_before: UnixSeconds,
     /// Valid until (Unix seconds, exclusive).
-    pub not_after: u64,
+    pub not_after: UnixSeconds,
     /// Holder ML-DSA-87 public key.
     pub holder_key: ByteBuf,
     /// Holder ML-KEM-1024 public key.
@@ -595,7 +596,7 @@ pub struct Revoked {
     /// Why.
     pub reason: String,
     /// When (Unix seconds).
-    pub revoked_at: u64,
+    pub revoked_at: UnixSeconds,
 }
 
 /// A certificate revocation list payload (context `escx/crl/v1`).
@@ -607,7 +608,7 @@ pub struct CrlPayload {
     /// Increases with every list; clients never go back.
     pub number: u64,
     /// When it was signed.
-    pub issued_at: u64,
+    pub issued_at: UnixSeconds,
     /// Revoked licenses, sorted by id.
     pub revoked: Vec<Revoked>,
 }

@@ -4,6 +4,7 @@
 //! network or the issuer; the wallet runs these checks, and so can any verifier.
 
 use crate::LicenseCheck;
+use escx::UnixSeconds;
 use std::path::{Path, PathBuf};
 
 use escx::envelope::Envelope;
@@ -80,7 +81,7 @@ pub fn verify_certificate(
     crl: Option<&CrlPayload>,
     package: &str,
     version: Option<&semver::Version>,
-    now: u64,
+    now: UnixSeconds,
 ) -> Result<(LicensePayload, Vec<Check>), Error> {
     let mut checks = Vec::new();
     let license = open_certificate(certificate, issuer)?;
@@ -120,7 +121,7 @@ pub fn verify_certificate(
     Ok((license, checks))
 }
 
-pub(crate) fn check_window(license: &LicensePayload, now: u64) -> Result<(), Error> {
+pub(crate) fn check_window(license: &LicensePayload, now: UnixSeconds) -> Result<(), Error> {
     if now < license.not_before {
         return Err(Error::LicenseRejected {
             check: LicenseCheck::NotYetValid,
@@ -180,7 +181,7 @@ pub struct ProofCheck<'a> {
     /// The challenge the verifier sent.
     pub challenge: &'a [u8],
     /// Now.
-    pub now: u64,
+    pub now: UnixSeconds,
 }
 
 /// Checks a proof of possession made by [`Wallet::prove`](crate::wallet::Wallet::prove) (licensing.md §5.6): the

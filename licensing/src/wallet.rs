@@ -15,6 +15,7 @@
 //! ```
 
 use crate::LicenseCheck;
+use escx::UnixSeconds;
 use escx::manifest::PackageName;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -186,7 +187,7 @@ pub struct Wallet {
     /// The `licenses/` listing, reused while the directory is unchanged.
     listing: Mutex<Option<(Stamp, Vec<PathBuf>)>>,
     /// The latest time seen as last read from `clock.toml`, while the file is unchanged.
-    clock: Mutex<Option<(Stamp, u64)>>,
+    clock: Mutex<Option<(Stamp, UnixSeconds)>>,
 }
 
 /// What identifies one version of a file: length, modification time and (on Unix) inode
@@ -370,7 +371,7 @@ impl Wallet {
         package: &PackageName,
         tier: &str,
         count: usize,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<TokenRequest, Error> {
         let bundle = self.add_issuer(chain)?;
         self.request_at(&bundle, package, tier, count, now)
@@ -385,7 +386,7 @@ impl Wallet {
         package: &PackageName,
         tier: &str,
         count: usize,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<TokenRequest, Error> {
         let held = self.chain(bundle.issuer_id())?;
         if held.version(bundle.version()).is_none_or(|b| b.hash != bundle.hash) {
@@ -544,7 +545,7 @@ impl Wallet {
     /// held for `package` into a redemption request, exactly like [`Self::redeem`]: fresh
     /// holder keys, nothing shared with the old license, so the issuer cannot link the two.
     /// Returns the request and the seconds left on the newest license (0 when it ended).
-    pub fn renew(&self, package: &str, now: u64) -> Result<(SealedRedeemRequest, u64), Error> {
+    pub fn renew(&self, package: &str, now: UnixSeconds) -> Result<(SealedRedeemRequest, u64), Error> {
         let newest = self
             .licenses_for(package)?
             .into_iter()
@@ -552,7 +553,7 @@ impl Wallet {
             .max_by_key(|license| license.not_after)
             .ok_or_else(|| Error::NoLicense { package: package.to_owned() })?;
         let sealed = self.redeem_tier(package, Some(&newest.tier))?;
-        Ok((sealed, newest.not_after.saturating_sub(now)))
+        Ok((sealed, newest.not_after - now))
     }
 
     /// The wallet's receive key (created on first use), for others to transfer tokens to.
@@ -762,7 +763,7 @@ impl Wallet {
 
     /// Reads and advances the wallet's clock: refuses a time more than the tolerance
     /// before the latest time seen (`clock` check).
-    fn observe_clock(&self, now: u64) -> Result<u64, Error> {
+    fn observe_clock(&self, now: UnixSeconds) -> Result<UnixSeconds, Error> {
         let path = self.dir.join("clock.toml");
         let stamp = Stamp::of(&path)?;
         let cached =
@@ -770,10 +771,10 @@ impl Wallet {
         let latest = match cached {
             Some(latest) => latest,
             None => {
-                let latest: u64 = std::fs::read_to_string(&path)
+                let latest = std::fs::read_to_string(&path)
                     .ok()
                     .and_then(|text| text.trim().strip_prefix("latest_seen = ").and_then(|n| n.parse().ok()))
-                    .unwrap_or(0);
+                    .map_or(UnixSeconds::EPOCH, UnixSeconds);
                 if let Some(stamp) = stamp {
                     *lock(&self.clock) = Some((stamp, latest));
                 }
@@ -786,7 +787,7 @@ impl Wallet {
                 reason: format!(
                     "the clock reads {} but this wallet has already seen {}; the clock was set back",
                     escx::timestamp::format_rfc3339(now),
-                    escx::timestamp::format_rfc3339(latest)
+                    latest.rfc3339()
                 ),
             });
         }
@@ -809,7 +810,7 @@ impl Wallet {
         package: &str,
         version: Option<&semver::Version>,
         crl: Option<&[u8]>,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<Verified, Error> {
         if let Some(bytes) = crl {
             self.accept_crl(bytes)?;
@@ -838,7 +839,7 @@ impl Wallet {
         unverified: &LicensePayload,
         package: &str,
         version: Option<&semver::Version>,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<Verified, Error> {
         // The payload's issuer only picks the bundle; `verify_certificate` then requires
         // the envelope to be signed by exactly that issuer.
@@ -892,8 +893,8 @@ impl Wallet {
     pub fn licenses_during(
         &self,
         package: &str,
-        from: u64,
-        until: u64,
+        from: UnixSeconds,
+        until: UnixSeconds,
     ) -> Result<Vec<(LicensePayload, Vec<u8>)>, Error> {
         let mut found: Vec<(LicensePayload, Vec<u8>)> = self
             .licenses_for(package)?
@@ -946,7 +947,7 @@ impl Wallet {
         package: &str,
         version: &semver::Version,
         root: &[u8; 32],
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<ContentKey, Error> {
         self.observe_clock(now)?;
         let mut last = None;

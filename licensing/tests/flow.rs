@@ -21,7 +21,7 @@ use escx_licensing::poprf::IssuerKey;
 use escx_licensing::verify;
 use escx_licensing::wallet::Wallet;
 
-const T0: u64 = 1_800_000_000;
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 const DAY: u64 = 86_400;
 
 struct World {
@@ -100,7 +100,7 @@ fn check_proof(
         package: "acme/thermal",
         version: None,
         challenge,
-        now,
+        now: escx::UnixSeconds(now),
     };
     verify::check_proof(proof, &check).map(|_| ())
 }
@@ -137,8 +137,8 @@ fn purchase_redeem_and_verify_offline() {
     assert_eq!((sales.len(), sales[0].count, sales[0].total_micros.0), (1, 3, 147_000_000));
     // Proof of possession for a third party holding only the issuer bundle.
     let proof = w.wallet.prove("acme/thermal", b"a fresh challenge").unwrap();
-    check_proof(&proof, &w.bundle, b"a fresh challenge", T0 + DAY).unwrap();
-    let err = check_proof(&proof, &w.bundle, b"another challenge", T0 + DAY).unwrap_err();
+    check_proof(&proof, &w.bundle, b"a fresh challenge", (T0 + DAY).0).unwrap();
+    let err = check_proof(&proof, &w.bundle, b"another challenge", (T0 + DAY).0).unwrap_err();
     assert_eq!(err.code(), "possession-invalid");
 }
 
@@ -323,12 +323,14 @@ fn each_failure_has_its_own_error() {
     let w = world();
     buy(&w, 2);
     let license = license(&w);
-    let check = |now: u64| w.wallet.verify("acme/thermal", None, None, now).map(|_| ()).map_err(|e| e.code());
+    let check = |now: u64| {
+        w.wallet.verify("acme/thermal", None, None, escx::UnixSeconds(now)).map(|_| ()).map_err(|e| e.code())
+    };
 
-    assert_eq!(check(license.not_before - 1), Err("license-not-yet-valid"));
-    assert_eq!(check(license.not_after + 1), Err("license-expired"));
+    assert_eq!(check((license.not_before - 1).0), Err("license-not-yet-valid"));
+    assert_eq!(check((license.not_after + 1).0), Err("license-expired"));
     // The clock has now seen not_after + 1; going back a day is a rollback.
-    assert_eq!(check(license.not_after + 1 - DAY), Err("clock-rolled-back"));
+    assert_eq!(check((license.not_after + 1 - DAY).0), Err("clock-rolled-back"));
     assert_eq!(
         w.wallet.verify("acme/other", None, None, license.not_after + 1).map(|_| ()).map_err(|e| e.code()),
         Err("license-wrong-package")
@@ -371,7 +373,7 @@ fn a_tampered_certificate_fails_its_signature_and_a_foreign_issuer_is_named() {
     buy(&proof_world, 1);
     license_for(&proof_world);
     let proof = proof_world.wallet.prove("acme/thermal", b"sixteen byte challenge").unwrap();
-    let err = check_proof(&proof, &other.bundle, b"sixteen byte challenge", T0 + 100).unwrap_err();
+    let err = check_proof(&proof, &other.bundle, b"sixteen byte challenge", (T0 + 100).0).unwrap_err();
     assert_eq!(err.code(), "license-wrong-issuer", "{err}");
 }
 
@@ -722,7 +724,12 @@ fn a_version_1_issuer_store_is_migrated() {
     let key = IssuerKey::generate().unwrap();
     db.execute(
         "INSERT INTO epochs VALUES (1, ?1, ?2, ?3, ?4)",
-        rusqlite::params![&key.secret_bytes()[..], &key.public_key()[..], T0 as i64, (T0 + 90 * DAY) as i64],
+        rusqlite::params![
+            &key.secret_bytes()[..],
+            &key.public_key()[..],
+            T0.0 as i64,
+            (T0 + 90 * DAY).0 as i64
+        ],
     )
     .unwrap();
     drop(db);

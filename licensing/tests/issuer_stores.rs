@@ -75,14 +75,19 @@ fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()>
         Op::Meta(k, v) => tx.set_meta(META_KEYS[usize::from(*k)], v).map(|()| String::new()),
         Op::Epoch(e, a, b, s) => tx
             .insert_epoch(
-                &Epoch { epoch: *e, poprf_key: ByteBuf::from(vec![*s; 32]), not_before: *a, not_after: *b },
+                &Epoch {
+                    epoch: *e,
+                    poprf_key: ByteBuf::from(vec![*s; 32]),
+                    not_before: escx::UnixSeconds(*a),
+                    not_after: escx::UnixSeconds(*b),
+                },
                 &[s.wrapping_add(1); 32],
             )
             .map(|()| String::new()),
         Op::Bundle(v, b) => tx.insert_bundle(*v, &id32(*b), &[*b; 8]).map(|()| String::new()),
-        Op::Owner(s, k, t) => {
-            tx.insert_owner(&name("acme", *s), &KeyId(id16(*k)), *t).map(|()| String::new())
-        }
+        Op::Owner(s, k, t) => tx
+            .insert_owner(&name("acme", *s), &KeyId(id16(*k)), escx::UnixSeconds(*t))
+            .map(|()| String::new()),
         Op::Offer(p, t, price, features, seats) => tx
             .put_offer(&Offer {
                 package: package(*p),
@@ -114,21 +119,25 @@ fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()>
                 unit_price_micros: Micros(*unit),
                 total_micros: Micros(unit * u64::from(*count)),
                 currency: "EUR".into(),
-                at: *at,
+                at: escx::UnixSeconds(*at),
             })
             .map(|id| id.to_string()),
         Op::Issued(r, b) => tx.insert_issued(&id32(*r), 1, &[*b; 4]).map(|()| String::new()),
-        Op::Spend(t, r, a) => tx.spend(&id32(*t), 5, &id32(r + 10), &[*a; 4]).map(|spent| spent.to_string()),
+        Op::Spend(t, r, a) => {
+            tx.spend(&id32(*t), escx::UnixSeconds(5), &id32(r + 10), &[*a; 4]).map(|spent| spent.to_string())
+        }
         Op::License(l, a, b) => tx
             .insert_license(&LicenseRecord {
                 license_id: id16(*l),
                 package: "pkg0".parse().unwrap(),
                 tier: "pro".into(),
-                not_before: *a,
-                not_after: *b,
+                not_before: escx::UnixSeconds(*a),
+                not_after: escx::UnixSeconds(*b),
             })
             .map(|()| String::new()),
-        Op::Revoke(l, reason, at) => tx.insert_revocation(&id16(*l), reason, *at).map(|()| String::new()),
+        Op::Revoke(l, reason, at) => {
+            tx.insert_revocation(&id16(*l), reason, escx::UnixSeconds(*at)).map(|()| String::new())
+        }
     };
     let answer = answer.map_err(|_| ())?;
     if commit {
@@ -195,7 +204,7 @@ proptest! {
 fn an_issuer_runs_in_memory() {
     use escx_licensing::issuer::Issuer;
     use escx_licensing::wallet::Wallet;
-    const T0: u64 = 1_800_000_000;
+    const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
     let issuer = Issuer::in_memory("Memory Licensing", T0).unwrap();
     let publisher = escx::sig::SecretKey::generate();
     issuer

@@ -26,7 +26,7 @@ use rand_core::SeedableRng;
 use serde_bytes::ByteBuf;
 
 /// 2027-01-15T08:00:00Z, on the hour.
-const T0: u64 = 1_800_000_000;
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 const H: u64 = 3600;
 
 const MANIFEST: &str = r#"[package]
@@ -114,7 +114,7 @@ fn code(outcome: &Outcome) -> &'static str {
 }
 
 fn ingest_one(operator: &mut Operator, file: &[u8], now: u64) -> &'static str {
-    let results = operator.ingest(&[file.to_vec()], now).unwrap();
+    let results = operator.ingest(&[file.to_vec()], escx::UnixSeconds(now)).unwrap();
     code(&results[0].outcome)
 }
 
@@ -139,7 +139,7 @@ fn craft(
             let mut sum = Scalar::ZERO;
             let commitments = (0..60)
                 .map(|m| {
-                    let r = metering::blinding(&secret, &id, unit, hour, m as u8);
+                    let r = metering::blinding(&secret, &id, unit, escx::UnixSeconds(hour), m as u8);
                     sum += r;
                     ByteBuf::from(metering::commit(values[m], &r).compress().to_bytes().to_vec())
                 })
@@ -155,7 +155,7 @@ fn craft(
         v: 1,
         package: "acme/thermal".parse().unwrap(),
         license_id: license.license_id.clone(),
-        hour,
+        hour: escx::UnixSeconds(hour),
         seq,
         previous: ByteBuf::from(previous.to_vec()),
         series,
@@ -172,7 +172,7 @@ fn hash_of(file: &[u8]) -> [u8; 32] {
 
 fn certificate(wallet: &Wallet, license: &LicensePayload) -> Vec<u8> {
     wallet
-        .licenses_during("acme/thermal", 0, u64::MAX)
+        .licenses_during("acme/thermal", escx::UnixSeconds(0), escx::UnixSeconds(u64::MAX))
         .unwrap()
         .into_iter()
         .find(|(l, _)| l.license_id == license.license_id)
@@ -241,7 +241,7 @@ fn openings_prove_minutes_and_hours_and_wrong_values_fail() {
     meter.record("acme/thermal", "invocations", 5, T0 + H + 40 * 60).unwrap();
     let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
     let mut operator = w.operator();
-    assert_eq!(ingest_one(&mut operator, &report.file, T0 + 2 * H), "stored");
+    assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
 
     let minute = meter.open_hour("acme/thermal", T0 + H, Some(17), Some("invocations")).unwrap();
     let verdict = operator.check_opening(&minute.to_cbor()).unwrap();
@@ -277,48 +277,48 @@ fn every_bad_report_has_its_own_code() {
     let now = T0 + 10 * H;
 
     // Out of order: report 2 before report 1.
-    let first = craft(&wallet, license, &cert, T0 + H, 1, [0; 32], &units, false);
-    let second = craft(&wallet, license, &cert, T0 + 2 * H, 2, hash_of(&first), &units, false);
-    assert_eq!(ingest_one(&mut operator, &second, now), "report-out-of-order");
+    let first = craft(&wallet, license, &cert, (T0 + H).0, 1, [0; 32], &units, false);
+    let second = craft(&wallet, license, &cert, (T0 + 2 * H).0, 2, hash_of(&first), &units, false);
+    assert_eq!(ingest_one(&mut operator, &second, now.0), "report-out-of-order");
     // Too early, then fine.
-    assert_eq!(ingest_one(&mut operator, &first, T0 + H + 10), "report-too-early");
-    assert_eq!(ingest_one(&mut operator, &first, now), "stored");
+    assert_eq!(ingest_one(&mut operator, &first, (T0 + H + 10).0), "report-too-early");
+    assert_eq!(ingest_one(&mut operator, &first, now.0), "stored");
     // Replayed: a duplicate, nothing new stored.
-    assert_eq!(ingest_one(&mut operator, &first, now), "duplicate");
+    assert_eq!(ingest_one(&mut operator, &first, now.0), "duplicate");
     // A report that does not name the previous one.
-    let unchained = craft(&wallet, license, &cert, T0 + 2 * H, 2, [7; 32], &units, false);
-    assert_eq!(ingest_one(&mut operator, &unchained, now), "report-out-of-order");
+    let unchained = craft(&wallet, license, &cert, (T0 + 2 * H).0, 2, [7; 32], &units, false);
+    assert_eq!(ingest_one(&mut operator, &unchained, now.0), "report-out-of-order");
     // Too late.
-    assert_eq!(ingest_one(&mut operator, &second, T0 + 3 * H + 36 * 86_400), "report-too-late");
+    assert_eq!(ingest_one(&mut operator, &second, (T0 + 3 * H + 36 * 86_400).0), "report-too-late");
     // A bad signature: flip a byte of the holder's signature.
     let mut file = ReportFile::from_cbor(&second).unwrap();
     let last = file.report.len() - 1;
     file.report[last] ^= 1;
-    assert_eq!(ingest_one(&mut operator, &file.to_cbor(), now), "report-signature-invalid");
+    assert_eq!(ingest_one(&mut operator, &file.to_cbor(), now.0), "report-signature-invalid");
     // A shared total on a private tier, and a series the package does not meter.
-    let shared = craft(&wallet, license, &cert, T0 + 2 * H, 2, hash_of(&first), &units, true);
-    assert_eq!(ingest_one(&mut operator, &shared, now), "report-tier-mismatch");
+    let shared = craft(&wallet, license, &cert, (T0 + 2 * H).0, 2, hash_of(&first), &units, true);
+    assert_eq!(ingest_one(&mut operator, &shared, now.0), "report-tier-mismatch");
     let unmetered = craft(
         &wallet,
         license,
         &cert,
-        T0 + 2 * H,
+        (T0 + 2 * H).0,
         2,
         hash_of(&first),
         &[("bytes", zero), ("minutes", one)],
         false,
     );
-    assert_eq!(ingest_one(&mut operator, &unmetered, now), "report-invalid");
+    assert_eq!(ingest_one(&mut operator, &unmetered, now.0), "report-invalid");
     // Expired: an hour after the license's window.
-    let late_hour = license.not_after - license.not_after % H + H;
-    let expired = craft(&wallet, license, &cert, late_hour, 2, hash_of(&first), &units, false);
-    assert_eq!(ingest_one(&mut operator, &expired, late_hour + 2 * H), "license-expired");
+    let late_hour = license.not_after.floor(H) + H;
+    let expired = craft(&wallet, license, &cert, late_hour.0, 2, hash_of(&first), &units, false);
+    assert_eq!(ingest_one(&mut operator, &expired, (late_hour + 2 * H).0), "license-expired");
     // Revoked.
-    assert_eq!(ingest_one(&mut operator, &second, now), "stored");
+    assert_eq!(ingest_one(&mut operator, &second, now.0), "stored");
     w.issuer.revoke(&license.license_id, "chargeback", now).unwrap();
     operator.accept_crl(&w.issuer.crl(now).unwrap()).unwrap();
-    let third = craft(&wallet, license, &cert, T0 + 3 * H, 3, hash_of(&second), &units, false);
-    assert_eq!(ingest_one(&mut operator, &third, now), "license-revoked");
+    let third = craft(&wallet, license, &cert, (T0 + 3 * H).0, 3, hash_of(&second), &units, false);
+    assert_eq!(ingest_one(&mut operator, &third, now.0), "license-revoked");
 
     // Foreign: a license of an issuer the operator does not trust.
     let other = tempfile::tempdir().unwrap();
@@ -331,12 +331,13 @@ fn every_bad_report_has_its_own_code() {
     let sealed = foreign_wallet.redeem("acme/thermal").unwrap();
     let foreign_license = foreign_wallet.install(&foreign.redeem(&sealed, T0 + 10).unwrap()).unwrap();
     let foreign_cert = certificate(&foreign_wallet, &foreign_license);
-    let report = craft(&foreign_wallet, &foreign_license, &foreign_cert, T0 + H, 1, [0; 32], &units, false);
-    assert_eq!(ingest_one(&mut operator, &report, now), "license-wrong-issuer");
+    let report =
+        craft(&foreign_wallet, &foreign_license, &foreign_cert, (T0 + H).0, 1, [0; 32], &units, false);
+    assert_eq!(ingest_one(&mut operator, &report, now.0), "license-wrong-issuer");
     // A certificate swapped in for another license's: the holder signature fails.
     let mut swapped = ReportFile::from_cbor(&report).unwrap();
     swapped.certificate = ByteBuf::from(cert.clone());
-    assert_eq!(ingest_one(&mut operator, &swapped.to_cbor(), now), "report-signature-invalid");
+    assert_eq!(ingest_one(&mut operator, &swapped.to_cbor(), now.0), "report-signature-invalid");
 }
 
 #[test]
@@ -354,7 +355,7 @@ fn ingesting_a_thousand_reports_twice_stores_each_once_and_equivocation_is_evide
                 &wallet,
                 license,
                 &cert,
-                T0 + (i + 1) * H,
+                (T0 + (i + 1) * H).0,
                 i + 1,
                 previous,
                 &[("minutes", values)],
@@ -385,9 +386,9 @@ fn ingesting_a_thousand_reports_twice_stores_each_once_and_equivocation_is_evide
     let cert = certificate(&wallet, license);
     let mut other = values;
     other[6] = 1;
-    let twin = craft(&wallet, license, &cert, T0 + H, 1, [0; 32], &[("minutes", other)], false);
-    assert_eq!(ingest_one(&mut operator, &twin, now), "equivocation");
-    assert_eq!(ingest_one(&mut operator, &twin, now), "equivocation");
+    let twin = craft(&wallet, license, &cert, (T0 + H).0, 1, [0; 32], &[("minutes", other)], false);
+    assert_eq!(ingest_one(&mut operator, &twin, now.0), "equivocation");
+    assert_eq!(ingest_one(&mut operator, &twin, now.0), "equivocation");
     let evidence = operator.evidence(None).unwrap();
     assert_eq!(evidence.len(), 1);
     assert_eq!(evidence[0].second, ReportFile::from_cbor(&twin).unwrap().report.to_vec());
@@ -412,12 +413,12 @@ fn a_close_that_does_not_match_or_skips_an_hour_is_refused() {
     let r1 = meter.report("acme/thermal", T0 + H, Telemetry::Private, now).unwrap();
     let r2 = meter.report("acme/thermal", T0 + 2 * H, Telemetry::Private, now).unwrap();
     let mut operator = w.operator();
-    assert_eq!(ingest_one(&mut operator, &r1.file, now), "stored");
+    assert_eq!(ingest_one(&mut operator, &r1.file, now.0), "stored");
     let period = Period::of(T0);
     let close = meter.close("acme/thermal", period, None, true, now).unwrap();
     // Hour 2 never reached the operator.
     assert_eq!(operator.close(&close.file, now).unwrap_err().code(), "report-missing");
-    assert_eq!(ingest_one(&mut operator, &r2.file, now), "stored");
+    assert_eq!(ingest_one(&mut operator, &r2.file, now.0), "stored");
 
     // A close signed by the holder that claims less than the commitments hold.
     let file = CloseFile::from_cbor(&close.file).unwrap();
@@ -456,13 +457,13 @@ fn a_close_that_does_not_match_or_skips_an_hour_is_refused() {
         &wallet,
         license,
         &certificate(&wallet, license),
-        T0 + 4 * H,
+        (T0 + 4 * H).0,
         3,
         hash_of(&r2.file),
         &[("minutes", [0; 60])],
         false,
     );
-    assert_eq!(ingest_one(&mut operator, &r3, T0 + 6 * H), "period-closed");
+    assert_eq!(ingest_one(&mut operator, &r3, (T0 + 6 * H).0), "period-closed");
 }
 
 fn resign(wallet: &Wallet, license: &LicensePayload, file: &CloseFile, payload: &ClosePayload) -> Vec<u8> {
@@ -482,7 +483,7 @@ fn the_store_holds_no_minute_value_and_no_private_hour_total() {
     meter.record("acme/thermal", "invocations", b, T0 + H + 120).unwrap();
     let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
     let mut operator = w.operator();
-    assert_eq!(ingest_one(&mut operator, &report.file, T0 + 2 * H), "stored");
+    assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
     drop(operator);
     let db = rusqlite::Connection::open(w.tmp.path().join("op/operator.sqlite")).unwrap();
     let secret_values = [a, b, a + b];
@@ -549,7 +550,7 @@ fn cohorts_below_the_minimum_are_suppressed_and_the_budget_stops_releases() {
     let w = world();
     let (wallet, licenses) = w.wallet("wallet", "metered-share", 50);
     let mut operator = w.operator();
-    let day = T0 - T0 % 86_400;
+    let day = T0.floor(86_400);
     let mut values = [0u64; 60];
     values[0] = 1;
     let mut invocations = [0u64; 60];
@@ -562,7 +563,7 @@ fn cohorts_below_the_minimum_are_suppressed_and_the_budget_stops_releases() {
                 &wallet,
                 l,
                 &certificate(&wallet, l),
-                T0 + H,
+                (T0 + H).0,
                 1,
                 [0; 32],
                 &[("invocations", invocations), ("minutes", values)],
@@ -581,7 +582,7 @@ fn cohorts_below_the_minimum_are_suppressed_and_the_budget_stops_releases() {
         assert_eq!(result, Aggregate::Suppressed { cohort_min_size: 50 });
     }
     // 50: a number, spending half the budget twice, then refused.
-    assert_eq!(ingest_one(&mut operator, &files[49], now), "stored");
+    assert_eq!(ingest_one(&mut operator, &files[49], now.0), "stored");
     for remaining in [500_000, 0] {
         let Aggregate::Released(release) = operator
             .aggregate(&"acme/thermal".parse().unwrap(), window, 100, Some(500_000), &mut rng, now)
@@ -611,13 +612,13 @@ fn cohorts_below_the_minimum_are_suppressed_and_the_budget_stops_releases() {
         &private_wallet,
         &private[0],
         &certificate(&private_wallet, &private[0]),
-        T0 + H,
+        (T0 + H).0,
         1,
         [0; 32],
         &[("minutes", values)],
         false,
     );
-    assert_eq!(ingest_one(&mut operator, &file, now), "stored");
+    assert_eq!(ingest_one(&mut operator, &file, now.0), "stored");
     let next = (day + 86_400, day + 2 * 86_400);
     let result =
         operator.aggregate(&"acme/thermal".parse().unwrap(), next, 100, None, &mut rng, now).unwrap();
@@ -632,7 +633,7 @@ fn a_share_report_must_open_every_hour() {
     meter.record("acme/thermal", "invocations", 4, T0 + H).unwrap();
     let mut operator = w.operator();
     let private = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
-    assert_eq!(ingest_one(&mut operator, &private.file, T0 + 2 * H), "report-tier-mismatch");
+    assert_eq!(ingest_one(&mut operator, &private.file, (T0 + 2 * H).0), "report-tier-mismatch");
     // The meter keeps a license's mode.
     let err = meter.report("acme/thermal", T0 + 2 * H, Telemetry::Share, T0 + 3 * H).unwrap_err();
     assert_eq!(err.code(), "report-tier-mismatch");
@@ -664,7 +665,7 @@ fn an_hour_used_under_two_licenses_is_reported_for_each() {
         let report =
             meter.report_license("acme/thermal", Some(&id), T0 + H, Telemetry::Private, now).unwrap();
         assert_eq!(report.license_id, id);
-        assert_eq!(ingest_one(&mut operator, &report.file, now), "stored");
+        assert_eq!(ingest_one(&mut operator, &report.file, now.0), "stored");
     }
     // An hour with records under one license only needs no choice.
     meter.record("acme/thermal", "invocations", 1, T0 + 2 * H + 5).unwrap();

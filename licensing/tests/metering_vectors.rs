@@ -54,7 +54,7 @@ fn blindings_and_commitments_match_the_known_answers() {
         hasher.finalize_xof().fill(&mut wide);
         let r = Scalar::from_bytes_mod_order_wide(&wide);
         assert_eq!(hex::encode(r.to_bytes()), case["blinding"].as_str().unwrap(), "{case}");
-        assert_eq!(r, metering::blinding(&secret, &id, unit, hour, minute));
+        assert_eq!(r, metering::blinding(&secret, &id, unit, escx::UnixSeconds(hour), minute));
         // v·B + r·B_blinding with bulletproofs' generators.
         let gens = bulletproofs::PedersenGens::default();
         let value = case["value"].as_u64().unwrap();
@@ -74,7 +74,13 @@ fn blindings_and_commitments_match_the_known_answers() {
         hex::decode(expected["blindings"][0]["license_id"].as_str().unwrap()).unwrap().try_into().unwrap();
     let total: Scalar = (0..60)
         .map(|m| {
-            metering::blinding(&secret, &id, sum["unit"].as_str().unwrap(), sum["hour"].as_u64().unwrap(), m)
+            metering::blinding(
+                &secret,
+                &id,
+                sum["unit"].as_str().unwrap(),
+                escx::UnixSeconds(sum["hour"].as_u64().unwrap()),
+                m,
+            )
         })
         .sum();
     assert_eq!(hex::encode(total.to_bytes()), sum["blinding_sum"].as_str().unwrap());
@@ -99,11 +105,12 @@ fn reports_closes_and_openings_get_their_verdicts() {
         .add_package(
             &dir().join(op["package"].as_str().unwrap()),
             &escx::policy::TrustPolicy::from_keys(vec![publisher]),
-            op["registered_at"].as_u64().unwrap(),
+            escx::UnixSeconds(op["registered_at"].as_u64().unwrap()),
         )
         .unwrap();
     let ingest = |operator: &mut Operator, case: &Value, file: &str| {
-        let results = operator.ingest(&[read(file)], case["now"].as_u64().unwrap()).unwrap();
+        let results =
+            operator.ingest(&[read(file)], escx::UnixSeconds(case["now"].as_u64().unwrap())).unwrap();
         let got = match &results[0].outcome {
             Outcome::Stored => "stored".to_owned(),
             Outcome::Duplicate => "duplicate".to_owned(),
@@ -131,7 +138,8 @@ fn reports_closes_and_openings_get_their_verdicts() {
             ingest(&mut operator, case, file);
             continue;
         }
-        let result = operator.close(&read(case["file"].as_str().unwrap()), case["now"].as_u64().unwrap());
+        let result = operator
+            .close(&read(case["file"].as_str().unwrap()), escx::UnixSeconds(case["now"].as_u64().unwrap()));
         if let (Ok(closed), Some(totals)) = (&result, case["totals"].as_object()) {
             let got: serde_json::Map<String, Value> =
                 closed.totals.iter().map(|(u, v)| (u.clone(), Value::from(*v))).collect();

@@ -12,7 +12,7 @@ use escx_licensing::wallet::Wallet;
 use escx_manifest::Micros;
 use serde_bytes::ByteBuf;
 
-const T0: u64 = 1_800_000_000;
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 const DAY: u64 = 86_400;
 
 struct World {
@@ -57,7 +57,12 @@ impl World {
 
 fn fresh_epoch(number: u32, not_before: u64, not_after: u64) -> Epoch {
     let key = IssuerKey::generate().unwrap();
-    Epoch { epoch: number, poprf_key: ByteBuf::from(key.public_key().to_vec()), not_before, not_after }
+    Epoch {
+        epoch: number,
+        poprf_key: ByteBuf::from(key.public_key().to_vec()),
+        not_before: escx::UnixSeconds(not_before),
+        not_after: escx::UnixSeconds(not_after),
+    }
 }
 
 fn chain(versions: &[&IssuerBundle]) -> BundleChain {
@@ -80,7 +85,7 @@ fn a_per_customer_epoch_key_is_refused_against_the_published_head() {
     assert_eq!(published.version(), 2);
     // Alice's private version 2: epoch 2 with a key only she is shown.
     let end = v1.head().payload.epochs[0].not_after;
-    let tagged = w.forged(v1.head(), |p| p.epochs.push(fresh_epoch(2, end, end + 90 * DAY)));
+    let tagged = w.forged(v1.head(), |p| p.epochs.push(fresh_epoch(2, end.0, (end + 90 * DAY).0)));
     let shown_to_alice = chain(&[v1.head(), &tagged]);
     let held = alice.add_issuer(&shown_to_alice).unwrap();
     assert_eq!(held.hash, tagged.hash, "alone, an extension of the pinned chain is accepted");
@@ -106,7 +111,7 @@ fn overlapping_epochs_are_refused() {
     let mut payload = v1.head().payload.clone();
     payload.version = 2;
     payload.previous = ByteBuf::from(v1.head().hash.to_vec());
-    payload.epochs.push(fresh_epoch(2, T0 + DAY, T0 + 200 * DAY));
+    payload.epochs.push(fresh_epoch(2, (T0 + DAY).0, (T0 + 200 * DAY).0));
     let bytes = escx::envelope::Envelope::seal(
         escx_licensing::messages::CONTEXT_BUNDLE,
         escx::cbor::encode(&payload),
@@ -126,7 +131,7 @@ fn a_changed_epoch_key_or_kem_key_breaks_the_chain() {
     let v1 = w.issuer.bundle(T0).unwrap();
     let rekeyed = w.forged(v1.head(), |p| {
         let window = (p.epochs[0].not_before, p.epochs[0].not_after);
-        p.epochs[0] = fresh_epoch(1, window.0, window.1);
+        p.epochs[0] = fresh_epoch(1, window.0.0, window.1.0);
     });
     let err = BundleChain::from_bundles(vec![v1.head().clone(), rekeyed]).unwrap_err();
     assert_eq!(err.code(), "issuer-bundle-invalid", "{err}");
@@ -160,8 +165,8 @@ fn a_transfer_cannot_replace_the_recipients_bundle() {
     let w = world();
     let v1 = w.issuer.bundle(T0).unwrap();
     let end = v1.head().payload.epochs[0].not_after;
-    let forked = w.forged(v1.head(), |p| p.epochs.push(fresh_epoch(2, end, end + DAY)));
-    let honest = w.forged(v1.head(), |p| p.epochs.push(fresh_epoch(2, end, end + DAY)));
+    let forked = w.forged(v1.head(), |p| p.epochs.push(fresh_epoch(2, end.0, (end + DAY).0)));
+    let honest = w.forged(v1.head(), |p| p.epochs.push(fresh_epoch(2, end.0, (end + DAY).0)));
     let sender = w.wallet("sender");
     sender.add_issuer(&chain(&[v1.head(), &forked])).unwrap();
     let request =

@@ -13,7 +13,7 @@ use escx_licensing::messages::{RedeemRequest, TokenRequest};
 use escx_licensing::wallet::Wallet;
 use escx_manifest::Micros;
 
-const T0: u64 = 1_800_000_000;
+const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 
 /// One world: the issuer, and its view as lines of text.
 fn run(first_redeemer: usize) -> Vec<String> {

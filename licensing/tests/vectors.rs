@@ -74,7 +74,7 @@ fn certificates_get_their_expected_verdicts() {
             crl.as_ref(),
             case["package"].as_str().unwrap(),
             version.as_ref(),
-            case["time"].as_u64().unwrap(),
+            escx::UnixSeconds(case["time"].as_u64().unwrap()),
         ));
         assert_eq!(got, case["expect"].as_str().unwrap(), "{case}");
         codes.insert(got);
@@ -119,7 +119,7 @@ fn crls_and_proofs_get_their_expected_verdicts() {
             package: case["package"].as_str().unwrap(),
             version: None,
             challenge: &challenge,
-            now: case["time"].as_u64().unwrap(),
+            now: escx::UnixSeconds(case["time"].as_u64().unwrap()),
         };
         let got = outcome(verify::check_proof(&read(case["proof"].as_str().unwrap()), &check));
         assert_eq!(got, case["expect"].as_str().unwrap(), "{case}");
@@ -135,11 +135,12 @@ fn every_single_byte_change_of_a_certificate_is_refused() {
     let valid = read("valid.cert");
     let now = expected["certificates"][0]["time"].as_u64().unwrap();
     let package = expected["package"].as_str().unwrap();
-    assert!(verify::verify_certificate(&valid, &issuer, None, package, None, now).is_ok());
+    assert!(verify::verify_certificate(&valid, &issuer, None, package, None, escx::UnixSeconds(now)).is_ok());
     for at in 0..valid.len() {
         let mut changed = valid.clone();
         changed[at] ^= 0x01;
-        let result = verify::verify_certificate(&changed, &issuer, None, package, None, now);
+        let result =
+            verify::verify_certificate(&changed, &issuer, None, package, None, escx::UnixSeconds(now));
         assert!(result.is_err(), "flipping byte {at} of {} left a valid certificate", valid.len());
     }
 }

@@ -19,8 +19,8 @@ use escx_manifest::index::{Index, IndexDependency, IndexPackage, IndexVersion};
 use serde_bytes::ByteBuf;
 use serde_json::json;
 
-const ISSUED: u64 = 1_790_000_000;
-const VERIFY_AT: u64 = ISSUED + 3600;
+const ISSUED: escx::UnixSeconds = escx::UnixSeconds(1_790_000_000);
+const VERIFY_AT: escx::UnixSeconds = escx::UnixSeconds(ISSUED.0 + 3600);
 
 fn entry(version: &str, dependencies: Vec<(&str, &str)>) -> IndexVersion {
     IndexVersion {

@@ -4,6 +4,7 @@
 //!
 //! Each check stops one of the attacks TUF catalogues; registry.md §6 maps them.
 
+use escx::UnixSeconds;
 use std::path::{Path, PathBuf};
 
 use escx::fsutil;
@@ -30,7 +31,7 @@ pub struct Seen {
     /// BLAKE3 of that signed index file, hex.
     pub index_blake3: String,
     /// When it was accepted (Unix seconds).
-    pub accepted_at: u64,
+    pub accepted_at: UnixSeconds,
 }
 
 /// The directory where the client keeps [`Seen`] per registry.
@@ -107,7 +108,7 @@ pub fn load_index(
     root: &Path,
     policy: &TrustPolicy,
     state: &StateDir,
-    now: u64,
+    now: UnixSeconds,
 ) -> Result<TrustedIndex, Error> {
     let path = root.join(index::INDEX_FILE);
     let registry_id =
@@ -237,7 +238,7 @@ pub fn verify_fetched(
     name: &str,
     entry: &IndexVersion,
     policy: &TrustPolicy,
-    now: u64,
+    now: UnixSeconds,
 ) -> Result<(VerifyReport, Manifest), Error> {
     let mismatch =
         |reason: String| Error::PackageMismatch { name: name.into(), version: entry.version.clone(), reason };
@@ -277,7 +278,7 @@ pub fn mirror(
     destination: &Path,
     policy: &TrustPolicy,
     state: &StateDir,
-    now: u64,
+    now: UnixSeconds,
 ) -> Result<MirrorReport, Error> {
     let trusted = load_index(source, policy, state, now)?;
     let (bytes, _) = index::read_signed(source)?;

@@ -1,6 +1,7 @@
 //! The registry index (spec: registry.md §2–§3): every package version a registry offers,
 //! with what a client needs to resolve and verify it, signed as a whole.
 
+use escx::UnixSeconds;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -38,9 +39,9 @@ pub struct Index {
     /// Increases by one with every change; clients refuse to go back.
     pub version: u64,
     /// When it was signed (Unix seconds).
-    pub issued_at: u64,
+    pub issued_at: UnixSeconds,
     /// After this, clients refuse it (Unix seconds).
-    pub expires_at: u64,
+    pub expires_at: UnixSeconds,
     /// Packages sorted by name.
     pub packages: Vec<IndexPackage>,
     /// The current bundle-chain head of each license issuer this registry vouches for,
@@ -123,7 +124,7 @@ pub struct IndexDependency {
 
 impl Index {
     /// An empty index.
-    pub fn empty(issued_at: u64, expires_at: u64) -> Self {
+    pub fn empty(issued_at: UnixSeconds, expires_at: UnixSeconds) -> Self {
         Self { v: INDEX_FORMAT, version: 1, issued_at, expires_at, packages: Vec::new(), issuers: Vec::new() }
     }
 

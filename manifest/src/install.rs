@@ -2,6 +2,7 @@
 //! extract them into a staging directory in dependency order, then swap the staging
 //! directory into place. An interrupted install leaves the target as it was.
 
+use escx::UnixSeconds;
 use std::path::{Path, PathBuf};
 
 use escx::content::ContentKey;
@@ -63,7 +64,7 @@ pub fn install(
     resolution: &Resolution<'_>,
     target: &Path,
     policy: &TrustPolicy,
-    now: u64,
+    now: UnixSeconds,
     on_package: impl FnMut(usize, usize, &str),
 ) -> Result<InstallReport, Error> {
     let no_keys = |_: &str, _: &Version, _: &[u8; 32]| Err("no license wallet was given".to_owned());
@@ -77,7 +78,7 @@ pub fn install_licensed(
     resolution: &Resolution<'_>,
     target: &Path,
     policy: &TrustPolicy,
-    now: u64,
+    now: UnixSeconds,
     content_keys: ContentKeys<'_>,
     mut on_package: impl FnMut(usize, usize, &str),
 ) -> Result<InstallReport, Error> {

@@ -35,6 +35,7 @@ pub mod resolve;
 pub mod schema;
 pub mod template;
 
+use escx::UnixSeconds;
 use std::path::PathBuf;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
@@ -122,7 +123,7 @@ pub enum Error {
         /// The index file.
         path: PathBuf,
         /// Its expiry.
-        expired_at: u64,
+        expired_at: UnixSeconds,
     },
     /// The index is older than one already accepted.
     #[error("{}: index version {offered} is older than version {seen} already accepted (rollback attack?)", .path.display())]

@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+use escx::UnixSeconds;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -42,7 +43,7 @@ pub struct Project {
     lock: Option<Lockfile>,
     trusted: TrustedIndex,
     policy: TrustPolicy,
-    now: u64,
+    now: UnixSeconds,
 }
 
 /// A resolution and what it changed in the lockfile.
@@ -63,7 +64,7 @@ impl Project {
         registry: &Path,
         policy: &TrustPolicy,
         state: &StateDir,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<Self, Error> {
         let manifest = Manifest::load(&root.join("manifest.toml"))?;
         let trusted = client::load_index(registry, policy, state, now)?;

@@ -5,6 +5,7 @@
 //! lock, writes package files first and the re-signed index last (atomically), so a reader
 //! always sees a consistent registry and a crash never loses a published version.
 
+use escx::UnixSeconds;
 use std::path::{Path, PathBuf};
 
 use escx::fsutil;
@@ -40,7 +41,7 @@ impl Drop for Lock {
 impl Registry {
     /// Creates an empty registry in `root` (which must not exist or be empty), signed by
     /// `keys`.
-    pub fn init(root: &Path, keys: &[&SecretKey], now: u64, expiry_secs: u64) -> Result<Self, Error> {
+    pub fn init(root: &Path, keys: &[&SecretKey], now: UnixSeconds, expiry_secs: u64) -> Result<Self, Error> {
         if std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_some()) {
             return Err(Error::RegistryNotEmpty { path: root.into() });
         }
@@ -97,7 +98,7 @@ impl Registry {
         package: &Path,
         publishers: &TrustPolicy,
         keys: &[&SecretKey],
-        now: u64,
+        now: UnixSeconds,
         expiry_secs: u64,
     ) -> Result<(PackageName, IndexVersion), Error> {
         let staging = self.root.join(PACKAGES_DIR);
@@ -155,7 +156,7 @@ impl Registry {
         head: IndexIssuer,
         extends: impl FnOnce(Option<&IndexIssuer>) -> Result<(), Error>,
         keys: &[&SecretKey],
-        now: u64,
+        now: UnixSeconds,
         expiry_secs: u64,
     ) -> Result<Index, Error> {
         let _lock = self.lock()?;
@@ -180,7 +181,7 @@ impl Registry {
         version: &Version,
         yanked: bool,
         keys: &[&SecretKey],
-        now: u64,
+        now: UnixSeconds,
         expiry_secs: u64,
     ) -> Result<(), Error> {
         let _lock = self.lock()?;
@@ -197,14 +198,20 @@ impl Registry {
 
     /// Re-signs the current index with a new expiry (and version), so clients do not
     /// consider the registry frozen.
-    pub fn refresh(&self, keys: &[&SecretKey], now: u64, expiry_secs: u64) -> Result<Index, Error> {
+    pub fn refresh(&self, keys: &[&SecretKey], now: UnixSeconds, expiry_secs: u64) -> Result<Index, Error> {
         let _lock = self.lock()?;
         let index = self.current_index(keys)?;
         self.commit(index.clone(), keys, now, expiry_secs)?;
         self.current_index(keys)
     }
 
-    fn commit(&self, mut index: Index, keys: &[&SecretKey], now: u64, expiry_secs: u64) -> Result<(), Error> {
+    fn commit(
+        &self,
+        mut index: Index,
+        keys: &[&SecretKey],
+        now: UnixSeconds,
+        expiry_secs: u64,
+    ) -> Result<(), Error> {
         index.v = index::INDEX_FORMAT;
         index.version += 1;
         index.issued_at = now;

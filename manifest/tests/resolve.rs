@@ -51,7 +51,14 @@ fn index(specs: &[Spec<'_>]) -> Index {
             IndexPackage { name: name.parse().unwrap(), versions }
         })
         .collect();
-    Index { v: 2, version: 1, issued_at: 0, expires_at: u64::MAX, packages, issuers: Vec::new() }
+    Index {
+        v: 2,
+        version: 1,
+        issued_at: escx::UnixSeconds(0),
+        expires_at: escx::UnixSeconds(u64::MAX),
+        packages,
+        issuers: Vec::new(),
+    }
 }
 
 fn plain(

@@ -51,10 +51,10 @@ fn load(
     let state = StateDir::new(work.path().join("state"));
     if prior {
         std::fs::copy(dir().join("index.signed"), work.path().join("index.signed")).unwrap();
-        client::load_index(work.path(), &policy, &state, now).unwrap();
+        client::load_index(work.path(), &policy, &state, escx::UnixSeconds(now)).unwrap();
     }
     std::fs::copy(dir().join(file), work.path().join("index.signed")).unwrap();
-    client::load_index(work.path(), &policy, &state, now)
+    client::load_index(work.path(), &policy, &state, escx::UnixSeconds(now))
 }
 
 #[test]

@@ -18,8 +18,8 @@ use serde_bytes::ByteBuf;
 use serde_json::json;
 
 /// 2026-11-15 and 2026-12-15.
-const NOV: u64 = 1_794_700_800;
-const DEC: u64 = NOV + 30 * 86_400;
+const NOV: escx::UnixSeconds = escx::UnixSeconds(1_794_700_800);
+const DEC: escx::UnixSeconds = escx::UnixSeconds(NOV.0 + 30 * 86_400);
 
 fn entry(tag: &str, kind: &str, gross: u64, payouts: &[(&str, u64)]) -> EntryInput {
     EntryInput {

@@ -51,10 +51,13 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The operator settles them in one batch (one transaction, one signed statement).
     let mut ledger = Ledger::in_memory(&Options::default())?;
-    let report = ledger.settle(&events, &manifests, 100, &operator, 1_795_000_100)?;
+    let report = ledger.settle(&events, &manifests, 100, &operator, escx::UnixSeconds(1_795_000_100))?;
     assert_eq!(report.statements, 1);
     // Settling the same events again changes nothing: retries never count twice.
-    assert_eq!(ledger.settle(&events, &manifests, 100, &operator, 1_795_000_200)?.statements, 0);
+    assert_eq!(
+        ledger.settle(&events, &manifests, 100, &operator, escx::UnixSeconds(1_795_000_200))?.statements,
+        0
+    );
 
     // The publisher verifies the statement under the operator's public key and opens its
     // own payouts: 90 % of each sale once the investor has recouped its 50.00.

@@ -5,6 +5,7 @@
 //! audit row; nothing written before is edited but the settlement's state.
 
 use crate::store::{RecordKind, SettlementState};
+use escx::UnixSeconds;
 use escx_manifest::Micros;
 use serde::Serialize;
 
@@ -39,11 +40,11 @@ pub struct Dispute {
     /// Currency.
     pub currency: String,
     /// When it was opened.
-    pub opened_at: u64,
+    pub opened_at: UnixSeconds,
     /// Why.
     pub reason: String,
     /// When it was resolved.
-    pub resolved_at: Option<u64>,
+    pub resolved_at: Option<UnixSeconds>,
     /// How it was resolved.
     pub outcome: Option<Outcome>,
     /// The resolution's note.
@@ -81,7 +82,7 @@ impl<S: Store> Ledger<S> {
     }
 
     /// Opens a dispute on a settled sale or usage settlement.
-    pub fn open_dispute(&mut self, settlement: &str, reason: &str, now: u64) -> Result<(), Error> {
+    pub fn open_dispute(&mut self, settlement: &str, reason: &str, now: UnixSeconds) -> Result<(), Error> {
         if reason.trim().is_empty() {
             return Err(invalid(settlement, "give a reason"));
         }
@@ -113,7 +114,7 @@ impl<S: Store> Ledger<S> {
         outcome: Outcome,
         note: &str,
         operator: Option<&SecretKey>,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<Resolution, Error> {
         let ledger_id = self.ledger_id()?;
         let mut tx = self.store.begin()?;

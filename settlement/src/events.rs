@@ -1,5 +1,6 @@
 //! Billing events (spec: settlement.md §1): what the ledger settles.
 
+use escx::UnixSeconds;
 use escx::manifest::PackageName;
 use std::path::Path;
 
@@ -29,7 +30,7 @@ pub struct BillingEvent {
     /// from it.
     pub id: String,
     /// Unix seconds; picks the `[revenue]` version in force.
-    pub time: u64,
+    pub time: UnixSeconds,
     /// Package name.
     pub package: PackageName,
     /// Package version whose manifest holds the waterfall (the newest known when absent).
@@ -162,7 +163,9 @@ fn parse_record(record: &Value) -> Result<BillingEvent, String> {
     }
     let time = match object.get("time") {
         Some(Value::String(s)) => escx::timestamp::parse(s).map_err(|r| format!("time: {r}"))?,
-        Some(Value::Number(n)) => n.as_u64().ok_or("time: expected Unix seconds or an RFC 3339 string")?,
+        Some(Value::Number(n)) => {
+            UnixSeconds(n.as_u64().ok_or("time: expected Unix seconds or an RFC 3339 string")?)
+        }
         _ => return Err("time: required (RFC 3339 string or Unix seconds)".into()),
     };
     let package = PackageName::parse(text("package")?).map_err(|e| format!("package: {e}"))?;

@@ -4,6 +4,7 @@
 //! no party is paid before the capture.
 
 use crate::store::{HoldState, RecordKind, SettlementState};
+use escx::UnixSeconds;
 use escx::manifest::PackageName;
 use escx_manifest::Micros;
 use serde::Serialize;
@@ -35,9 +36,9 @@ pub struct Hold {
     /// Amount held, micro-units.
     pub amount: Micros,
     /// When it was placed.
-    pub placed_at: u64,
+    pub placed_at: UnixSeconds,
     /// When it lapses: it can no longer be captured from this time on.
-    pub expires_at: u64,
+    pub expires_at: UnixSeconds,
     /// Its state.
     pub state: HoldState,
     /// Amount captured.
@@ -84,8 +85,8 @@ impl<S: Store> Ledger<S> {
         &mut self,
         events: &[BillingEvent],
         manifests: &Manifests,
-        now: u64,
-        expires_at: u64,
+        now: UnixSeconds,
+        expires_at: UnixSeconds,
     ) -> Result<PlaceReport, Error> {
         if expires_at <= now {
             return Err(invalid("(all)", "the expiry must be after the time of placing"));
@@ -160,7 +161,7 @@ impl<S: Store> Ledger<S> {
         amount: Option<Micros>,
         manifests: &Manifests,
         operator: &SecretKey,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<CaptureReport, Error> {
         let platform = self.platform()?;
         let ledger_id = self.ledger_id()?;
@@ -256,7 +257,7 @@ impl<S: Store> Ledger<S> {
 
     /// Voids pending hold `hold`: the whole amount goes back to `@customers`. Voiding a
     /// voided hold is a no-op (returns false).
-    pub fn void_hold(&mut self, hold: &str, now: u64) -> Result<bool, Error> {
+    pub fn void_hold(&mut self, hold: &str, now: UnixSeconds) -> Result<bool, Error> {
         let mut tx = self.store.begin()?;
         let voided = void_in(&mut tx, hold, now)?;
         tx.commit()?;
@@ -264,7 +265,7 @@ impl<S: Store> Ledger<S> {
     }
 
     /// Voids every pending hold that expired by `now`; returns their names.
-    pub fn void_expired(&mut self, now: u64) -> Result<Vec<String>, Error> {
+    pub fn void_expired(&mut self, now: UnixSeconds) -> Result<Vec<String>, Error> {
         let mut tx = self.store.begin()?;
         let mut expired: Vec<String> = tx
             .holds(Some(HoldState::Pending))?
@@ -301,7 +302,7 @@ impl<S: Store> Ledger<S> {
     }
 }
 
-fn void_in(tx: &mut impl Writer, hold: &str, now: u64) -> Result<bool, Error> {
+fn void_in(tx: &mut impl Writer, hold: &str, now: UnixSeconds) -> Result<bool, Error> {
     let id = settlement_id(hold);
     let record = tx.hold(&id)?.ok_or_else(|| invalid(hold, "no such hold in this ledger"))?;
     match record.state {

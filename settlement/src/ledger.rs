@@ -8,6 +8,7 @@
 //! before anything is written.
 
 use crate::store::{HoldState, RecordKind, SettlementState};
+use escx::UnixSeconds;
 use escx::manifest::PackageName;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -124,7 +125,7 @@ pub struct StatementInfo {
     /// Its hash (hex).
     pub hash: String,
     /// When it was signed.
-    pub issued_at: u64,
+    pub issued_at: UnixSeconds,
     /// Entries (settlements) in it.
     pub entries: u64,
 }
@@ -133,7 +134,7 @@ pub struct StatementInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryRow {
     /// Settlement time (the event's).
-    pub at: u64,
+    pub at: UnixSeconds,
     /// Settlement id.
     pub settlement: String,
     /// The event id.
@@ -283,7 +284,7 @@ impl<S: Store> Ledger<S> {
         manifests: &Manifests,
         batch_size: usize,
         operator: &SecretKey,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<RunReport, Error> {
         self.settle_with_progress(events, manifests, batch_size, operator, now, &escx::progress::NoProgress)
     }
@@ -296,7 +297,7 @@ impl<S: Store> Ledger<S> {
         manifests: &Manifests,
         batch_size: usize,
         operator: &SecretKey,
-        now: u64,
+        now: UnixSeconds,
         progress: &dyn escx::progress::Progress,
     ) -> Result<RunReport, Error> {
         let result = self.apply_events(events, manifests, batch_size, operator, now, progress);
@@ -310,7 +311,7 @@ impl<S: Store> Ledger<S> {
         manifests: &Manifests,
         batch_size: usize,
         operator: &SecretKey,
-        now: u64,
+        now: UnixSeconds,
         progress: &dyn escx::progress::Progress,
     ) -> Result<RunReport, Error> {
         let platform = self.platform()?;
@@ -494,7 +495,7 @@ impl<S: Store> Ledger<S> {
     }
 
     /// Every transfer touching `party` between `from` (inclusive) and `to` (exclusive).
-    pub fn history(&self, party: &str, from: u64, to: u64) -> Result<Vec<HistoryRow>, Error> {
+    pub fn history(&self, party: &str, from: UnixSeconds, to: UnixSeconds) -> Result<Vec<HistoryRow>, Error> {
         Ok(self
             .store
             .party_transfers(from, to)?
@@ -659,7 +660,7 @@ pub(crate) fn close_batch(
     seq: u64,
     entries: &[EntryInput],
     operator: &SecretKey,
-    now: u64,
+    now: UnixSeconds,
 ) -> Result<(), Error> {
     // The previous statement's hash, without reading its (large) bytes.
     let previous = match tx.last_statement()? {

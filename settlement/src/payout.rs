@@ -4,6 +4,7 @@
 //! payout threshold. Every figure comes from transfers dated in the month, so a month's
 //! report never changes once the month is over; each export writes an audit row.
 
+use escx::UnixSeconds;
 use std::collections::{BTreeMap, BTreeSet};
 
 use escx_manifest::Micros;
@@ -36,20 +37,22 @@ impl Period {
     }
 
     /// The month containing Unix time `at`.
-    pub fn of(at: u64) -> Self {
+    pub fn of(at: UnixSeconds) -> Self {
         let date =
-            time::OffsetDateTime::from_unix_timestamp(i64::try_from(at.min(253_402_300_799)).unwrap_or(0))
+            time::OffsetDateTime::from_unix_timestamp(i64::try_from(at.0.min(253_402_300_799)).unwrap_or(0))
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         Self { year: date.year(), month: date.month() as u8 }
     }
 
     /// `[first second, first second of the next month)`.
-    pub fn range(self) -> (u64, u64) {
+    pub fn range(self) -> (UnixSeconds, UnixSeconds) {
         let start = |year: i32, month: u8| {
-            time::Month::try_from(month)
-                .ok()
-                .and_then(|m| time::Date::from_calendar_date(year, m, 1).ok())
-                .map_or(0, |d| u64::try_from(d.midnight().assume_utc().unix_timestamp()).unwrap_or(0))
+            UnixSeconds(
+                time::Month::try_from(month)
+                    .ok()
+                    .and_then(|m| time::Date::from_calendar_date(year, m, 1).ok())
+                    .map_or(0, |d| u64::try_from(d.midnight().assume_utc().unix_timestamp()).unwrap_or(0)),
+            )
         };
         let (next_year, next_month) =
             if self.month == 12 { (self.year + 1, 1) } else { (self.year, self.month + 1) };
@@ -168,9 +171,9 @@ impl<S: Store> Ledger<S> {
         let threshold = crate::num::signed(self.payout_threshold()?);
         let (_, end) = period.range();
         // Per settlement up to the end of the period: (time, kind, gross, currency, net per party).
-        type Nets = (u64, crate::store::RecordKind, i64, String, BTreeMap<String, i64>);
+        type Nets = (UnixSeconds, crate::store::RecordKind, i64, String, BTreeMap<String, i64>);
         let mut by_settlement: BTreeMap<String, Nets> = BTreeMap::new();
-        for t in self.store.party_transfers(0, end)? {
+        for t in self.store.party_transfers(UnixSeconds::EPOCH, end)? {
             let entry = by_settlement
                 .entry(t.settlement)
                 .or_insert_with(|| (t.at, t.kind, crate::num::signed(t.gross), t.currency, BTreeMap::new()));
@@ -219,7 +222,7 @@ impl<S: Store> Ledger<S> {
         }
 
         // Disputes: withheld in the month opened, released in the month resolved.
-        let disputes: Vec<(String, u64, Option<u64>)> = self
+        let disputes: Vec<(String, UnixSeconds, Option<UnixSeconds>)> = self
             .store
             .disputes()?
             .into_iter()
@@ -293,7 +296,7 @@ impl<S: Store> Ledger<S> {
         report: &PayoutReport,
         format: &str,
         bytes: &[u8],
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<(), Error> {
         let detail = serde_json::json!({
             "format": format,
@@ -316,10 +319,10 @@ mod tests {
     fn periods_parse_and_cover_whole_months() {
         let p = Period::parse("2026-11").unwrap();
         assert_eq!(p.to_string(), "2026-11");
-        assert_eq!(p.range(), (1_793_491_200, 1_796_083_200));
-        assert_eq!(Period::parse("2026-12").unwrap().range().1, 1_798_761_600);
-        assert_eq!(Period::of(1_793_491_200), p);
-        assert_eq!(Period::of(1_793_491_199), Period::parse("2026-10").unwrap());
+        assert_eq!(p.range(), (UnixSeconds(1_793_491_200), UnixSeconds(1_796_083_200)));
+        assert_eq!(Period::parse("2026-12").unwrap().range().1, escx::UnixSeconds(1_798_761_600));
+        assert_eq!(Period::of(escx::UnixSeconds(1_793_491_200)), p);
+        assert_eq!(Period::of(escx::UnixSeconds(1_793_491_199)), Period::parse("2026-10").unwrap());
         for bad in ["2026-13", "2026-00", "26-11", "2026-1", "2026/11", "abcd-ef", ""] {
             assert!(Period::parse(bad).is_none(), "{bad}");
         }

@@ -6,6 +6,7 @@
 //! anyone holding the operator's public key can check conservation without learning an
 //! amount; each party receives the openings (amount, blinding) of its own payouts.
 
+use escx::UnixSeconds;
 use escx_manifest::Micros;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -169,7 +170,7 @@ pub struct StatementPayload {
     /// Hash of the previous statement (32 zero bytes for the first).
     pub previous: ByteBuf,
     /// When it was made (Unix seconds).
-    pub issued_at: u64,
+    pub issued_at: UnixSeconds,
     /// BLAKE3 Merkle root of the entries.
     pub entries_root: ByteBuf,
     /// The entries, in settlement order.
@@ -440,7 +441,7 @@ pub fn build(
     ledger: &[u8; 16],
     seq: u64,
     previous: &[u8; 32],
-    issued_at: u64,
+    issued_at: UnixSeconds,
     inputs: &[EntryInput],
     key: &SecretKey,
 ) -> Result<Built, StatementError> {
@@ -787,7 +788,7 @@ mod tests {
     #[test]
     fn a_built_statement_verifies_and_conserves_on_hidden_amounts() {
         let key = SecretKey::generate();
-        let built = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &inputs(), &key).unwrap();
+        let built = build(&[1; 16], 1, &[0; 32], escx::UnixSeconds(1_800_000_000), &inputs(), &key).unwrap();
         let verified = verify(&built.bytes, key.public_key()).unwrap();
         assert_eq!(verified.payload.entries.len(), 5);
         assert_eq!(verified.payload.parties["acme"], vec![0, 1, 2, 3, 4]);
@@ -842,7 +843,7 @@ mod tests {
         let mut entries = inputs();
         entries[1] =
             EntryInput { gross: Micros(0), payouts: Vec::new(), rules: Vec::new(), ..entries[1].clone() };
-        let built = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &entries, &key).unwrap();
+        let built = build(&[1; 16], 1, &[0; 32], escx::UnixSeconds(1_800_000_000), &entries, &key).unwrap();
         let verified = verify(&built.bytes, key.public_key()).unwrap();
         assert!(verified.payload.entries[1].payouts.is_empty());
         assert!(!verified.payload.parties["acme"].contains(&1));
@@ -862,19 +863,21 @@ mod tests {
         let key = SecretKey::generate();
         let mut entries = inputs();
         entries[2].payouts[1].1.0 += 1;
-        let err = build(&[1; 16], 1, &[0; 32], 1_800_000_000, &entries, &key).err().expect("refused");
+        let err = build(&[1; 16], 1, &[0; 32], escx::UnixSeconds(1_800_000_000), &entries, &key)
+            .err()
+            .expect("refused");
         assert_eq!(err.code(), "ledger-invariant");
         assert!(matches!(err, StatementError::Invariant { entry: 2, .. }), "{err}");
         let mut twice = inputs();
         twice[0].payouts = vec![("acme".into(), Micros(500)), ("acme".into(), Micros(500))];
         assert_eq!(
-            build(&[1; 16], 1, &[0; 32], 0, &twice, &key).err().expect("refused").code(),
+            build(&[1; 16], 1, &[0; 32], escx::UnixSeconds(0), &twice, &key).err().expect("refused").code(),
             "ledger-invariant"
         );
         let mut zero = inputs();
         zero[0].payouts.push(("nobody".into(), Micros(0)));
         assert_eq!(
-            build(&[1; 16], 1, &[0; 32], 0, &zero, &key).err().expect("refused").code(),
+            build(&[1; 16], 1, &[0; 32], escx::UnixSeconds(0), &zero, &key).err().expect("refused").code(),
             "ledger-invariant"
         );
     }

@@ -13,6 +13,7 @@
 //! rounding leaves, and whatever no step takes, reaches the residual party. The payouts
 //! therefore sum to the gross exactly, for every input.
 
+use escx::UnixSeconds;
 use std::collections::BTreeMap;
 
 use escx_manifest::Micros;
@@ -54,7 +55,11 @@ impl Tier {
     }
 
     /// The package tier for a sale at `at`: the `[revenue]` version in force then.
-    pub fn package(label: impl Into<String>, revenue: &Revenue, at: u64) -> Result<Self, WaterfallError> {
+    pub fn package(
+        label: impl Into<String>,
+        revenue: &Revenue,
+        at: UnixSeconds,
+    ) -> Result<Self, WaterfallError> {
         let label = label.into();
         let waterfall =
             revenue.in_force(at).ok_or_else(|| WaterfallError::NotInForce { tier: label.clone(), at })?;
@@ -89,7 +94,7 @@ pub enum WaterfallError {
         /// The tier.
         tier: String,
         /// The event time.
-        at: u64,
+        at: UnixSeconds,
     },
     /// The computed payouts do not add up to the gross, or miss the residual party: a bug,
     /// refused before anything is written or signed.

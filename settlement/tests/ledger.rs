@@ -11,7 +11,7 @@ mod common;
 use common::{THERMAL, balance, manifests, op};
 use escx_settlement::ledger::{CUSTOMERS, Ledger, PlatformFee, settlement_id};
 
-const NOW: u64 = 1_800_000_000;
+const NOW: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 
 fn event(id: &str, time: &str, gross: &str) -> String {
     format!(

@@ -14,9 +14,9 @@ use escx_settlement::payout::{Period, Signed};
 use escx_settlement::statement;
 
 /// 2026-11-15T00:00:00Z and friends.
-const OCT: u64 = 1_792_022_400;
-const NOV: u64 = 1_794_700_800;
-const DEC: u64 = 1_797_292_800;
+const OCT: escx::UnixSeconds = escx::UnixSeconds(1_792_022_400);
+const NOV: escx::UnixSeconds = escx::UnixSeconds(1_794_700_800);
+const DEC: escx::UnixSeconds = escx::UnixSeconds(1_797_292_800);
 
 fn events(records: &[(&str, u64, &str)]) -> Vec<BillingEvent> {
     let json: Vec<String> = records
@@ -71,7 +71,7 @@ fn a_hold_pays_no_one_until_captured_and_releases_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = new_ledger(tmp.path(), 0);
     let manifests = manifests(THERMAL);
-    let held = events(&[("job-1", NOV, "100.00"), ("job-2", NOV, "40.00")]);
+    let held = events(&[("job-1", NOV.0, "100.00"), ("job-2", NOV.0, "40.00")]);
     let report = ledger.place_holds(&held, &manifests, NOV, NOV + 3600).unwrap();
     assert_eq!((report.placed, report.unchanged), (2, 0));
     assert_eq!(balance(&ledger, HOLDS), 140_000_000);
@@ -79,7 +79,7 @@ fn a_hold_pays_no_one_until_captured_and_releases_the_rest() {
     assert_eq!(state(&ledger, "job-1"), "PENDING");
     // Placing again is a no-op; a different event under a used id is refused.
     assert_eq!(ledger.place_holds(&held, &manifests, NOV, NOV + 3600).unwrap().unchanged, 2);
-    let changed = events(&[("job-1", NOV, "100.01")]);
+    let changed = events(&[("job-1", NOV.0, "100.01")]);
     assert_eq!(
         ledger.place_holds(&changed, &manifests, NOV, NOV + 3600).unwrap_err().code(),
         "settlement-conflict"
@@ -135,7 +135,7 @@ fn a_hold_pays_no_one_until_captured_and_releases_the_rest() {
 fn the_audit_catches_held_money_that_matches_no_pending_hold() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = new_ledger(tmp.path(), 0);
-    ledger.place_holds(&events(&[("job-1", NOV, "10.00")]), &manifests(THERMAL), NOV, NOV + 60).unwrap();
+    ledger.place_holds(&events(&[("job-1", NOV.0, "10.00")]), &manifests(THERMAL), NOV, NOV + 60).unwrap();
     assert!(ledger.audit().unwrap().ok());
     ledger.database().execute("UPDATE holds SET state = 'VOIDED'", []).unwrap();
     assert_eq!(ledger.audit().unwrap().holds_mismatch, ["USD"]);
@@ -147,7 +147,7 @@ fn disputes_withhold_then_stand_or_reverse_with_compensating_transfers() {
     let mut ledger = new_ledger(tmp.path(), 0);
     let manifests = manifests(THERMAL);
     ledger
-        .settle(&events(&[("s1", NOV, "100.00"), ("s2", NOV, "100.00")]), &manifests, 10, op(), NOV)
+        .settle(&events(&[("s1", NOV.0, "100.00"), ("s2", NOV.0, "100.00")]), &manifests, 10, op(), NOV)
         .unwrap();
     let s1 = ledger.find_settlement("s1").unwrap();
     assert_eq!(s1, settlement_id("s1"));
@@ -159,7 +159,7 @@ fn disputes_withhold_then_stand_or_reverse_with_compensating_transfers() {
     assert_eq!(ledger.open_dispute(&s1, "again", NOV + 11).unwrap_err().code(), "dispute-invalid");
     // A disputed sale cannot be refunded meanwhile.
     let error =
-        ledger.settle(&[refund("r1", NOV + 12, "s1", "100.00")], &manifests, 10, op(), NOV).unwrap_err();
+        ledger.settle(&[refund("r1", (NOV + 12).0, "s1", "100.00")], &manifests, 10, op(), NOV).unwrap_err();
     assert_eq!(error.code(), "refund-invalid");
     let upheld = ledger.resolve_dispute(&s1, Outcome::Upheld, "delivery proven", None, NOV + 20).unwrap();
     assert_eq!((upheld.reversal, upheld.statement), (None, None));
@@ -180,7 +180,7 @@ fn disputes_withhold_then_stand_or_reverse_with_compensating_transfers() {
     assert_eq!(balance(&ledger, "investor"), investor_before - 90_000_000);
     assert_eq!(ledger.recouped("USD").unwrap()["investor"], Micros(90_000_000));
     // The next sale recoups against the undone total.
-    ledger.settle(&events(&[("s3", NOV + 50, "100.00")]), &manifests, 10, op(), NOV).unwrap();
+    ledger.settle(&events(&[("s3", (NOV + 50).0, "100.00")]), &manifests, 10, op(), NOV).unwrap();
     assert_eq!(ledger.recouped("USD").unwrap()["investor"], Micros(180_000_000));
     // A reversal is not itself disputable, nor is a cancelled sale.
     assert_eq!(
@@ -217,7 +217,7 @@ fn payout_reports_carry_below_the_threshold_withhold_disputes_and_never_rewrite_
     let dec = Period::parse("2026-12").unwrap();
 
     // October: one sale of 30: platform 3, investor 27, acme 0.
-    ledger.settle(&events(&[("a", OCT, "30.00")]), &manifests, 10, op(), OCT).unwrap();
+    ledger.settle(&events(&[("a", OCT.0, "30.00")]), &manifests, 10, op(), OCT).unwrap();
     let october = ledger.payout_report(oct, None).unwrap();
     let platform = line(&october, "platform");
     assert_eq!(
@@ -229,7 +229,7 @@ fn payout_reports_carry_below_the_threshold_withhold_disputes_and_never_rewrite_
 
     // November: 300 of sales; b is disputed in November.
     ledger
-        .settle(&events(&[("b", NOV, "200.00"), ("c", NOV + 1, "100.00")]), &manifests, 10, op(), NOV)
+        .settle(&events(&[("b", NOV.0, "200.00"), ("c", (NOV + 1).0, "100.00")]), &manifests, 10, op(), NOV)
         .unwrap();
     ledger.open_dispute(&settlement_id("b"), "chargeback", NOV + 100).unwrap();
     let november = ledger.payout_report(nov, None).unwrap();
@@ -254,7 +254,7 @@ fn payout_reports_carry_below_the_threshold_withhold_disputes_and_never_rewrite_
 
     // December: the dispute is upheld (released) and c is refunded.
     ledger.resolve_dispute(&settlement_id("b"), Outcome::Upheld, "proven", None, DEC).unwrap();
-    ledger.settle(&[refund("r", DEC + 1, "c", "100.00")], &manifests, 10, op(), DEC).unwrap();
+    ledger.settle(&[refund("r", (DEC + 1).0, "c", "100.00")], &manifests, 10, op(), DEC).unwrap();
     let december = ledger.payout_report(dec, None).unwrap();
     let investor = line(&december, "investor");
     assert_eq!(
@@ -315,7 +315,7 @@ fn an_older_ledger_is_migrated_and_a_newer_one_refused() {
     let mut ledger = Ledger::open(&path).unwrap();
     let version: i64 = ledger.database().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    ledger.place_holds(&events(&[("h", NOV, "1.00")]), &manifests(THERMAL), NOV, NOV + 60).unwrap();
+    ledger.place_holds(&events(&[("h", NOV.0, "1.00")]), &manifests(THERMAL), NOV, NOV + 60).unwrap();
     ledger.database().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
     drop(ledger);
     assert_eq!(Ledger::open(&path).err().unwrap().code(), "ledger-schema");
@@ -326,8 +326,8 @@ fn a_reversal_after_a_partial_refund_gives_back_what_remains() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ledger = new_ledger(tmp.path(), 0);
     let manifests = manifests(THERMAL);
-    ledger.settle(&events(&[("s", NOV, "100.00")]), &manifests, 10, op(), NOV).unwrap();
-    ledger.settle(&[refund("r", NOV + 1, "s", "40.00")], &manifests, 10, op(), NOV).unwrap();
+    ledger.settle(&events(&[("s", NOV.0, "100.00")]), &manifests, 10, op(), NOV).unwrap();
+    ledger.settle(&[refund("r", (NOV + 1).0, "s", "40.00")], &manifests, 10, op(), NOV).unwrap();
     let s = settlement_id("s");
     ledger.open_dispute(&s, "chargeback", NOV + 2).unwrap();
     let reversed = ledger.resolve_dispute(&s, Outcome::Reversed, "lost", Some(op()), NOV + 3).unwrap();

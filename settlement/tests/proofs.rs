@@ -21,8 +21,8 @@ use escx_settlement::statement::{self, OpeningsFile, Verified};
 use serde_bytes::ByteBuf;
 
 /// 2026-11-15.
-const NOV: u64 = 1_794_700_800 + 14 * 86_400;
-const DEC: u64 = NOV + 30 * 86_400;
+const NOV: escx::UnixSeconds = escx::UnixSeconds(1_794_700_800 + 14 * 86_400);
+const DEC: escx::UnixSeconds = escx::UnixSeconds(NOV.0 + 30 * 86_400);
 
 fn sale(id: &str, gross: &str) -> String {
     format!(

@@ -15,7 +15,7 @@ use escx_settlement::ledger::{Ledger, settlement_id};
 use escx_settlement::statement::{self, EntryInput};
 use escx_settlement::waterfall;
 
-const NOV: u64 = 1_794_700_800;
+const NOV: escx::UnixSeconds = escx::UnixSeconds(1_794_700_800);
 
 fn sale(id: &str, gross: &str) -> String {
     format!(

@@ -50,8 +50,15 @@ fn chain(count: u64) -> Vec<Vec<u8>> {
     let mut previous = [0u8; 32];
     let mut out = Vec::new();
     for seq in 1..=count {
-        let built =
-            statement::build(&[9; 16], seq, &previous, 1_800_000_000 + seq, &inputs(4), op()).unwrap();
+        let built = statement::build(
+            &[9; 16],
+            seq,
+            &previous,
+            escx::UnixSeconds(1_800_000_000 + seq),
+            &inputs(4),
+            op(),
+        )
+        .unwrap();
         previous = built.hash;
         out.push(built.bytes);
     }
@@ -165,9 +172,9 @@ fn the_ledger_signs_one_chained_statement_per_batch_and_hands_out_openings() {
         })
         .collect();
     let events = parse_events(&format!("[{}]", records.join(",")), Path::new("e.json")).unwrap();
-    let report = ledger.settle(&events, &manifests, 3, op(), 1_800_000_000).unwrap();
+    let report = ledger.settle(&events, &manifests, 3, op(), escx::UnixSeconds(1_800_000_000)).unwrap();
     assert_eq!((report.batches, report.statements), (3, 3));
-    let again = ledger.settle(&events, &manifests, 3, op(), 1_800_000_100).unwrap();
+    let again = ledger.settle(&events, &manifests, 3, op(), escx::UnixSeconds(1_800_000_100)).unwrap();
     assert_eq!(again.statements, 0, "a no-op run signs nothing");
 
     let listed = ledger.statements().unwrap();

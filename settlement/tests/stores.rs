@@ -36,7 +36,7 @@ residual_weights = { acme = 3, partner = 1 }
 "#;
 
 /// 2026-10-01T00:00:00Z
-const START: u64 = 1_790_812_800;
+const START: escx::UnixSeconds = escx::UnixSeconds(1_790_812_800);
 const DAY: u64 = 86_400;
 
 #[derive(Debug, Clone)]
@@ -87,20 +87,25 @@ fn run<S: Store>(ledger: &mut Ledger<S>, ops: &[Op]) -> Vec<String> {
                 let events: Vec<BillingEvent> = grosses
                     .iter()
                     .enumerate()
-                    .map(|(i, g)| event(&format!("s{n}-{i}"), now, "sale", *g, None))
+                    .map(|(i, g)| event(&format!("s{n}-{i}"), now.0, "sale", *g, None))
                     .collect();
                 sales.extend(events.iter().map(|e| (e.id.clone(), e.gross_micros.0)));
                 ledger.settle(&events, &manifests, 2, op(), now).map(|r| format!("{r:?}"))
             }
             Op::Refund(i, percent) if !sales.is_empty() => {
                 let (target, gross) = sales[i % sales.len()].clone();
-                let refund =
-                    event(&format!("r{n}"), now, "refund", gross * u64::from(*percent) / 100, Some(&target));
+                let refund = event(
+                    &format!("r{n}"),
+                    now.0,
+                    "refund",
+                    gross * u64::from(*percent) / 100,
+                    Some(&target),
+                );
                 ledger.settle(&[refund], &manifests, 10, op(), now).map(|r| format!("{r:?}"))
             }
             Op::Hold(gross) => {
                 holds.push(format!("h{n}"));
-                let held = event(&format!("h{n}"), now, "usage", *gross, None);
+                let held = event(&format!("h{n}"), now.0, "usage", *gross, None);
                 ledger.place_holds(&[held], &manifests, now, now + 20 * DAY).map(|r| format!("{r:?}"))
             }
             Op::Capture(i, percent) if !holds.is_empty() => {
@@ -173,12 +178,12 @@ proptest! {
 #[test]
 fn a_failed_transaction_leaves_the_memory_store_untouched() {
     let mut ledger = Ledger::in_memory(&Options::default()).unwrap();
-    let sale = event("s", START, "sale", 10_000_000, None);
+    let sale = event("s", START.0, "sale", 10_000_000, None);
     ledger.settle(std::slice::from_ref(&sale), &manifests(MANIFEST), 10, op(), START).unwrap();
     let before = format!("{:?}", ledger.balances(None).unwrap());
     // A refund of more than the sale is refused before anything is written; a dispute
     // resolution without the key is refused inside its transaction.
-    let refund = event("r", START, "refund", 10_000_001, Some("s"));
+    let refund = event("r", START.0, "refund", 10_000_001, Some("s"));
     assert_eq!(
         ledger.settle(&[refund], &manifests(MANIFEST), 10, op(), START).unwrap_err().code(),
         "refund-invalid"
@@ -207,13 +212,13 @@ proptest! {
             payout_threshold: Micros(0),
         }).unwrap();
         let manifests = manifests(MANIFEST);
-        ledger.settle(&[event("s", START, "sale", gross, None)], &manifests, 10, op(), START).unwrap();
+        ledger.settle(&[event("s", START.0, "sale", gross, None)], &manifests, 10, op(), START).unwrap();
         // Split the gross into refunds proportional to `cuts` plus the rest.
         let total: u64 = cuts.iter().sum::<u64>() + 1;
         let mut amounts: Vec<u64> = cuts.iter().map(|c| gross * c / total).filter(|a| *a > 0).collect();
         amounts.push(gross - amounts.iter().sum::<u64>());
         for (n, amount) in amounts.iter().enumerate() {
-            let refund = event(&format!("r{n}"), START + 1, "refund", *amount, Some("s"));
+            let refund = event(&format!("r{n}"), (START + 1).0, "refund", *amount, Some("s"));
             ledger.settle(&[refund], &manifests, 10, op(), START).unwrap();
             let audit = ledger.audit().unwrap();
             prop_assert!(audit.ok(), "{:?}", audit);
@@ -225,6 +230,6 @@ proptest! {
             prop_assert_eq!(balance.micros, 0, "{:?}", balance);
         }
         prop_assert!(ledger.recouped("USD").unwrap().values().all(|t| *t == Micros(0)));
-        prop_assert_eq!(ledger.history("acme", 0, u64::MAX).unwrap().iter().map(|h| h.micros).sum::<i64>(), 0);
+        prop_assert_eq!(ledger.history("acme", escx::UnixSeconds(0), escx::UnixSeconds(u64::MAX)).unwrap().iter().map(|h| h.micros).sum::<i64>(), 0);
     }
 }

@@ -53,7 +53,7 @@ impl ClientTrust {
     }
 
     /// The evaluation time.
-    pub fn now(&self) -> anyhow::Result<u64> {
+    pub fn now(&self) -> anyhow::Result<escx::UnixSeconds> {
         super::at_or_now(self.at.as_deref())
     }
 }

@@ -88,7 +88,7 @@ fn ledger_balances(args: BalancesArgs, ui: &Ui) -> anyhow::Result<()> {
 fn ledger_history(args: HistoryArgs, ui: &Ui) -> anyhow::Result<()> {
     let (from, to) = match &args.period {
         Some(text) => period(text)?.range(),
-        None => (0, u64::MAX),
+        None => (escx::UnixSeconds::EPOCH, escx::UnixSeconds::MAX),
     };
     let rows = Ledger::open(&args.ledger)?.history(&args.party, from, to)?;
     ui.emit(json!({ "party": args.party, "period": args.period, "transfers": rows }), || {

@@ -245,7 +245,11 @@ pub struct PublishedCheck {
 
 impl PublishedCheck {
     /// The published head for `issuer`, from the verified index (None without --registry).
-    fn head(&self, issuer: escx::sig::KeyId, now: u64) -> anyhow::Result<Option<(u64, [u8; 32])>> {
+    fn head(
+        &self,
+        issuer: escx::sig::KeyId,
+        now: escx::UnixSeconds,
+    ) -> anyhow::Result<Option<(u64, [u8; 32])>> {
         let Some(registry) = &self.registry else { return Ok(None) };
         let policy = super::client::registry_policy(&self.registry_key)?;
         let state = super::client::state_dir(self.state_dir.as_deref());
@@ -459,7 +463,7 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
     }
 }
 
-fn issuer_init(args: IssuerInitArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn issuer_init(args: IssuerInitArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let protection = if args.unencrypted {
         Protection::Unencrypted
     } else {
@@ -474,7 +478,7 @@ fn issuer_init(args: IssuerInitArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn issuer_publish(args: IssuerOutArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn issuer_publish(args: IssuerOutArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let chain = open_issuer(&args.dir)?.bundle(now)?;
     args.output.write(&chain.to_cbor())?;
     let head = chain.head();
@@ -494,7 +498,7 @@ fn issuer_publish(args: IssuerOutArgs, ui: &Ui, now: u64) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn issuer_epoch(args: EpochArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn issuer_epoch(args: EpochArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     if !(1..=3660).contains(&args.days) {
         return Err(UsageError("--days must be 1 to 3660".into()).into());
     }
@@ -508,7 +512,7 @@ fn issuer_epoch(args: EpochArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn issuer_register_package(args: RegisterArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn issuer_register_package(args: RegisterArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let policy = escx::policy::TrustPolicy::from_keys(super::client::read_public_keys(&args.pubkey)?);
     let issuer = open_issuer(&args.dir)?;
     let registration = issuer
@@ -550,7 +554,7 @@ fn issuer_register_package(args: RegisterArgs, ui: &Ui, now: u64) -> anyhow::Res
     Ok(())
 }
 
-fn issuer_issue(args: IssuerMessageArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn issuer_issue(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let request =
         TokenRequest::from_cbor(&read(&args.input)?).with_context(|| args.input.display().to_string())?;
     let response = open_issuer(&args.dir)?.issue(&request, now)?;
@@ -562,7 +566,7 @@ fn issuer_issue(args: IssuerMessageArgs, ui: &Ui, now: u64) -> anyhow::Result<()
     Ok(())
 }
 
-fn issuer_redeem(args: IssuerMessageArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn issuer_redeem(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let answer = open_issuer(&args.dir)?.redeem(&SealedRedeemRequest::from_bytes(read(&args.input)?), now)?;
     args.output.write(answer.as_bytes())?;
     ui.emit(json!({ "file": args.output.out }), || {
@@ -571,7 +575,7 @@ fn issuer_redeem(args: IssuerMessageArgs, ui: &Ui, now: u64) -> anyhow::Result<(
     Ok(())
 }
 
-fn issuer_revoke(args: RevokeArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn issuer_revoke(args: RevokeArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let id = hex_arg(&args.license_id, "license-id")?;
     open_issuer(&args.dir)?.revoke(&id, &args.reason, now)?;
     ui.emit(json!({ "license_id": args.license_id, "reason": args.reason }), || {
@@ -580,7 +584,7 @@ fn issuer_revoke(args: RevokeArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn issuer_crl(args: IssuerOutArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn issuer_crl(args: IssuerOutArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let crl = open_issuer(&args.dir)?.crl(now)?;
     args.output.write(&crl)?;
     ui.emit(json!({ "file": args.output.out }), || format!("wrote {}", args.output.out.display()));
@@ -636,7 +640,7 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
     }
 }
 
-fn license_request(args: RequestArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn license_request(args: RequestArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let chain = bundle(&args.issuer)?;
     let wallet = Wallet::open(&args.wallet)?;
     let held = wallet.add_issuer(&chain).with_context(|| args.issuer.display().to_string())?;
@@ -671,7 +675,7 @@ fn license_finalize(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn license_renew(args: RedeemArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn license_renew(args: RedeemArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let (sealed, left) = Wallet::open(&args.wallet)?.renew(&args.package, now)?;
     args.output.write_secret(sealed.as_bytes())?;
     ui.emit(json!({ "file": args.output.out, "current_seconds_left": left }), || {
@@ -757,7 +761,7 @@ fn license_install(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn license_verify(args: VerifyArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn license_verify(args: VerifyArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let at = match &args.at {
         Some(text) => escx::timestamp::parse(text).map_err(|r| UsageError(format!("--at: {r}")))?,
         None => now,
@@ -786,7 +790,7 @@ fn license_prove(args: ProveArgs, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn license_check_proof(args: CheckProofArgs, ui: &Ui, now: u64) -> anyhow::Result<()> {
+fn license_check_proof(args: CheckProofArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let challenge = hex_arg(&args.challenge, "challenge")?;
     let chain = bundle(&args.issuer)?;
     let crl = match &args.crl {

@@ -148,7 +148,7 @@ pub struct OpenArgs {
     output: Output,
 }
 
-fn hour(text: &str) -> anyhow::Result<u64> {
+fn hour(text: &str) -> anyhow::Result<escx::UnixSeconds> {
     Ok(metering::parse_hour(text).map_err(|r| UsageError(format!("--hour: {r}")))?)
 }
 
@@ -255,7 +255,7 @@ fn meter_open(args: OpenArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 /// "minute 17 of hour 2026-11-23T10" or "hour 2026-11-23T10".
-pub fn where_text(hour: u64, minute: Option<u8>) -> String {
+pub fn where_text(hour: escx::UnixSeconds, minute: Option<u8>) -> String {
     match minute {
         Some(m) => format!("minute {m} of hour {}", metering::format_hour(hour)),
         None => format!("hour {}", metering::format_hour(hour)),

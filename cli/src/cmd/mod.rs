@@ -18,7 +18,7 @@ pub mod settle;
 pub mod statement;
 
 /// The time given by `--at TIME` (RFC 3339, `YYYY-MM-DD` or `@unix`), or now.
-pub fn at_or_now(text: Option<&str>) -> anyhow::Result<u64> {
+pub fn at_or_now(text: Option<&str>) -> anyhow::Result<escx::UnixSeconds> {
     match text {
         Some(text) => Ok(escx::timestamp::parse(text)
             .map_err(|reason| crate::failure::UsageError(format!("--at: {reason}")))?),

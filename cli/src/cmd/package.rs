@@ -118,7 +118,7 @@ impl TrustArgs {
         Ok(TrustPolicy::from_keys(keys))
     }
 
-    fn now(&self) -> anyhow::Result<Option<u64>> {
+    fn now(&self) -> anyhow::Result<Option<escx::UnixSeconds>> {
         self.at
             .as_deref()
             .map(|text| timestamp::parse(text).map_err(|reason| UsageError(format!("--at: {reason}")).into()))
@@ -181,9 +181,9 @@ pub fn run(command: PackageCommand, ui: &Ui) -> anyhow::Result<()> {
 }
 
 /// `SOURCE_DATE_EPOCH` (reproducible builds) or now.
-fn signing_time() -> anyhow::Result<u64> {
+fn signing_time() -> anyhow::Result<escx::UnixSeconds> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(value) => value.trim().parse().map_err(|_| {
+        Ok(value) => value.trim().parse().map(escx::UnixSeconds).map_err(|_| {
             UsageError(format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")).into()
         }),
         Err(_) => Ok(escx::now_unix()),

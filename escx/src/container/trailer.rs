@@ -32,14 +32,14 @@ pub struct SignatureBlock {
     /// Signer's key id.
     pub key_id: KeyId,
     /// When the signer says it signed (Unix seconds; informational, not trusted).
-    pub signed_at: u64,
+    pub signed_at: crate::UnixSeconds,
     /// The ML-DSA-87 signature.
     pub signature: Signature,
 }
 
 impl SignatureBlock {
     /// Signs `root` with `key`.
-    pub fn sign(root: &[u8; HASH_BYTES], key: &SecretKey, signed_at: u64) -> Self {
+    pub fn sign(root: &[u8; HASH_BYTES], key: &SecretKey, signed_at: crate::UnixSeconds) -> Self {
         let prefix = encode_prefix(ALG_ML_DSA_87, key.id(), signed_at);
         let signature = key.sign(SigningContext::PACKAGE, &signed_message(root, &prefix));
         Self { alg: ALG_ML_DSA_87, key_id: key.id(), signed_at, signature }
@@ -90,7 +90,7 @@ impl SignatureBlock {
             let alg = cursor.u16_le().ok_or_else(short)?;
             let reserved = cursor.u16_le().ok_or_else(short)?;
             let key_id: [u8; KEY_ID_BYTES] = cursor.array().ok_or_else(short)?;
-            let signed_at = cursor.u64_le().ok_or_else(short)?;
+            let signed_at = crate::UnixSeconds(cursor.u64_le().ok_or_else(short)?);
             let sig_length = cursor.u32_le().ok_or_else(short)?;
             if alg != ALG_ML_DSA_87 {
                 return Err(block_error(format!("unknown algorithm id {alg}")));
@@ -117,13 +117,13 @@ impl SignatureBlock {
     }
 }
 
-fn encode_prefix(alg: u16, key_id: KeyId, signed_at: u64) -> [u8; BLOCK_PREFIX_BYTES] {
+fn encode_prefix(alg: u16, key_id: KeyId, signed_at: crate::UnixSeconds) -> [u8; BLOCK_PREFIX_BYTES] {
     let mut prefix = [0u8; BLOCK_PREFIX_BYTES];
     prefix[0..4].copy_from_slice(&BLOCK_MAGIC);
     prefix[4..6].copy_from_slice(&alg.to_le_bytes());
     // prefix[6..8]: reserved, zero.
     prefix[8..24].copy_from_slice(&key_id.0);
-    prefix[24..32].copy_from_slice(&signed_at.to_le_bytes());
+    prefix[24..32].copy_from_slice(&signed_at.0.to_le_bytes());
     prefix[32..36].copy_from_slice(&SIGNATURE_LENGTH.to_le_bytes());
     prefix
 }
@@ -143,14 +143,14 @@ mod tests {
     fn block_round_trips_and_covers_every_prefix_field() {
         let key = SecretKey::generate();
         let root = [9u8; 32];
-        let block = SignatureBlock::sign(&root, &key, 1_700_000_000);
+        let block = SignatureBlock::sign(&root, &key, crate::UnixSeconds(1_700_000_000));
         let bytes = block.encode();
         assert_eq!(bytes.len(), SIGNATURE_BLOCK_BYTES);
         let decoded = SignatureBlock::decode_trailer(&bytes, 0).unwrap();
         assert_eq!(decoded, vec![block.clone()]);
         key.public_key().verify(SigningContext::PACKAGE, &block.message(&root), &block.signature).unwrap();
         // Changing signed_at changes the message, so the signature no longer verifies.
-        let moved = SignatureBlock { signed_at: 1_700_000_001, ..block };
+        let moved = SignatureBlock { signed_at: crate::UnixSeconds(1_700_000_001), ..block };
         assert!(
             key.public_key()
                 .verify(SigningContext::PACKAGE, &moved.message(&root), &moved.signature)
@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn malformed_trailers_are_named() {
         let key = SecretKey::generate();
-        let bytes = SignatureBlock::sign(&[0; 32], &key, 0).encode();
+        let bytes = SignatureBlock::sign(&[0; 32], &key, crate::UnixSeconds(0)).encode();
         assert!(matches!(SignatureBlock::decode_trailer(&[], 0), Err(FormatError::Unsigned)));
         assert!(matches!(
             SignatureBlock::decode_trailer(&bytes[..100], 0),

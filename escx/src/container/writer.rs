@@ -63,7 +63,7 @@ pub(crate) fn write_package(
     out: &Path,
     sources: &[SectionSource<'_>],
     keys: &[&SecretKey],
-    signed_at: u64,
+    signed_at: crate::UnixSeconds,
     overwrite: bool,
     progress: &dyn Progress,
 ) -> Result<Written, Error> {
@@ -301,7 +301,7 @@ pub struct RawSection {
 /// BLAKE3 hashes) and signs the root with every key. Nothing about the sections'
 /// content is checked: this is for tools that re-sign packages and for building test
 /// vectors, including deliberately invalid ones.
-pub fn assemble(sections: &[RawSection], keys: &[&SecretKey], signed_at: u64) -> Vec<u8> {
+pub fn assemble(sections: &[RawSection], keys: &[&SecretKey], signed_at: crate::UnixSeconds) -> Vec<u8> {
     // A count past u32 cannot be stored; the saturated count makes a file that fails to
     // verify, which is what this tool builds for out-of-range inputs.
     let section_count = u32::try_from(sections.len()).unwrap_or(u32::MAX);

@@ -48,7 +48,7 @@ pub fn set_executable(path: &Path) {
 pub fn set_executable(_path: &Path) {}
 
 pub fn pack(dir: &Path, out: &Path, keys: &[&SecretKey]) -> PackReport {
-    let options = PackOptions { signed_at: Some(1_700_000_000), ..PackOptions::default() };
+    let options = PackOptions { signed_at: Some(escx::UnixSeconds(1_700_000_000)), ..PackOptions::default() };
     pack::pack_dir(dir, out, keys, &options).unwrap()
 }
 
@@ -87,5 +87,5 @@ pub fn signed_payload(payload: Vec<u8>, key: &SecretKey) -> Vec<u8> {
             stored: payload,
         },
     ];
-    assemble(&sections, &[key], 0)
+    assemble(&sections, &[key], escx::UnixSeconds(0))
 }

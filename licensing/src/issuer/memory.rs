@@ -1,6 +1,7 @@
 //! The in-memory issuer store: the reference every backend must agree with, and a store
 //! for embedding the issuer without a disk. Nothing survives the process.
 
+use escx::UnixSeconds;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -22,7 +23,7 @@ struct State {
     meta: BTreeMap<String, String>,
     epochs: BTreeMap<u32, (Epoch, Zeroizing<Vec<u8>>)>,
     bundles: BTreeMap<u64, Vec<u8>>,
-    owners: BTreeMap<String, BTreeMap<KeyId, u64>>,
+    owners: BTreeMap<String, BTreeMap<KeyId, UnixSeconds>>,
     offers: BTreeMap<(PackageName, String), Offer>,
     /// By root.
     content_keys: BTreeMap<[u8; 32], StoredContentKey>,
@@ -159,7 +160,7 @@ impl IssuerWriter for MemoryIssuerTx<'_> {
         Ok(())
     }
 
-    fn insert_owner(&mut self, scope: &str, key: &KeyId, since: u64) -> Result<(), Error> {
+    fn insert_owner(&mut self, scope: &str, key: &KeyId, since: UnixSeconds) -> Result<(), Error> {
         self.work.owners.entry(scope.to_owned()).or_default().entry(*key).or_insert(since);
         Ok(())
     }
@@ -197,7 +198,7 @@ impl IssuerWriter for MemoryIssuerTx<'_> {
     fn spend(
         &mut self,
         token_id: &[u8; 32],
-        _at: u64,
+        _at: UnixSeconds,
         redemption_id: &[u8; 32],
         answer: &[u8],
     ) -> Result<bool, Error> {
@@ -219,7 +220,7 @@ impl IssuerWriter for MemoryIssuerTx<'_> {
         Ok(())
     }
 
-    fn insert_revocation(&mut self, license_id: &[u8], reason: &str, at: u64) -> Result<(), Error> {
+    fn insert_revocation(&mut self, license_id: &[u8], reason: &str, at: UnixSeconds) -> Result<(), Error> {
         self.work.revocations.entry(license_id.to_vec()).or_insert_with(|| Revoked {
             license_id: ByteBuf::from(license_id.to_vec()),
             reason: reason.to_owned(),

@@ -10,6 +10,7 @@
 //! redemption: a sale row has no token data, a spent row is a hash of a token the issuer
 //! never saw blinded, and licenses name only fresh holder keys.
 
+use escx::UnixSeconds;
 use escx::manifest::PackageName;
 use escx_manifest::Micros;
 use std::path::{Path, PathBuf};
@@ -82,7 +83,7 @@ pub struct Sale {
     /// Currency.
     pub currency: String,
     /// When (Unix seconds).
-    pub at: u64,
+    pub at: UnixSeconds,
 }
 
 /// What the issuer sells for one (package, tier).
@@ -167,7 +168,7 @@ pub(crate) fn read_signed_manifest(
     package: &Path,
     publishers: &TrustPolicy,
     dir: &Path,
-    now: u64,
+    now: UnixSeconds,
 ) -> Result<SignedManifest, Error> {
     let (copy, _, _) = escx::fsutil::private_copy(package, dir)?;
     let options = escx::verify::VerifyOptions { now: Some(now), ..Default::default() };
@@ -219,7 +220,7 @@ pub fn owner_scope(package: &str) -> String {
 
 impl Issuer<SqliteIssuerStore> {
     /// Creates an issuer directory: keys, database and the first POPRF epoch from `now`.
-    pub fn init(dir: &Path, name: &str, protection: &Protection, now: u64) -> Result<Self, Error> {
+    pub fn init(dir: &Path, name: &str, protection: &Protection, now: UnixSeconds) -> Result<Self, Error> {
         if std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some()) {
             return Err(Error::Store(format!("{} is not empty", dir.display())));
         }
@@ -268,7 +269,7 @@ impl Issuer<MemoryIssuerStore> {
     /// An issuer that lives in memory only, with fresh keys and its first POPRF epoch from
     /// `now`: for embedding and tests. Package files being registered are copied to the
     /// system's temporary directory while they are verified.
-    pub fn in_memory(name: &str, now: u64) -> Result<Self, Error> {
+    pub fn in_memory(name: &str, now: UnixSeconds) -> Result<Self, Error> {
         let dir = std::env::temp_dir();
         Issuer::create(
             MemoryIssuerStore::new(),
@@ -291,7 +292,7 @@ impl<S: IssuerStore> Issuer<S> {
         kem: KemSecretKey,
         dir: &Path,
         name: &str,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<Self, Error> {
         if store.meta("name")?.is_some() {
             return Err(Error::Store("the store holds an issuer already".into()));
@@ -330,7 +331,7 @@ impl<S: IssuerStore> Issuer<S> {
 
     /// Adds a POPRF epoch starting when the latest ends (or at `now`), so windows never
     /// overlap.
-    pub fn add_epoch(&self, now: u64, length_secs: u64) -> Result<u32, Error> {
+    pub fn add_epoch(&self, now: UnixSeconds, length_secs: u64) -> Result<u32, Error> {
         let mut tx = self.store.begin()?;
         let (epoch, start) = match tx.epochs()?.last() {
             Some(last) => (last.epoch + 1, last.not_after.max(now)),
@@ -352,7 +353,7 @@ impl<S: IssuerStore> Issuer<S> {
     /// (licensing.md §3.1). A new version is signed only when the issuer's public state
     /// (name, keys, epochs) changed since the newest one, naming that one's hash; otherwise
     /// the stored chain comes back unchanged, so every customer sees the same bytes.
-    pub fn bundle(&self, now: u64) -> Result<BundleChain, Error> {
+    pub fn bundle(&self, now: UnixSeconds) -> Result<BundleChain, Error> {
         let mut tx = self.store.begin()?;
         let mut versions = stored_bundles(&tx)?;
         let payload = BundlePayload {
@@ -387,7 +388,7 @@ impl<S: IssuerStore> Issuer<S> {
     /// then own it) or owned by one of them (licensing.md §4.1): another key can neither
     /// add offers for a name nor replace them. [`Self::register_package`] verifies a
     /// package file and calls this for each tier.
-    pub fn add_offer(&self, offer: &Offer, publishers: &[KeyId], now: u64) -> Result<(), Error> {
+    pub fn add_offer(&self, offer: &Offer, publishers: &[KeyId], now: UnixSeconds) -> Result<(), Error> {
         let mut tx = self.store.begin()?;
         claim_scope(&mut tx, &offer.package, publishers, now)?;
         tx.put_offer(offer)?;
@@ -406,7 +407,7 @@ impl<S: IssuerStore> Issuer<S> {
         &self,
         package: &Path,
         publishers: &TrustPolicy,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<Registration, Error> {
         let signed = read_signed_manifest(package, publishers, &self.dir, now)?;
         let (manifest, signers, mut reader, report) =
@@ -469,7 +470,7 @@ impl<S: IssuerStore> Issuer<S> {
             .ok_or_else(|| Error::NotForSale { package: package.to_string(), tier: tier.into() })
     }
 
-    fn epoch_key(&self, epoch: u32) -> Result<(IssuerKey, u64, u64), Error> {
+    fn epoch_key(&self, epoch: u32) -> Result<(IssuerKey, UnixSeconds, UnixSeconds), Error> {
         let stored = self.store.epoch_secret(epoch)?.ok_or(Error::UnknownEpoch { epoch })?;
         Ok((IssuerKey::from_secret(&stored.secret)?, stored.not_before, stored.not_after))
     }
@@ -479,7 +480,7 @@ impl<S: IssuerStore> Issuer<S> {
     ///
     /// Idempotent: a request answered before (a retry after a lost response) gets the
     /// stored answer back and records no second sale; concurrent retries record one.
-    pub fn issue(&self, request: &TokenRequest, now: u64) -> Result<TokenResponse, Error> {
+    pub fn issue(&self, request: &TokenRequest, now: UnixSeconds) -> Result<TokenResponse, Error> {
         let request_id = blake3::derive_key(CONTEXT_REQUEST_ID, &request.to_cbor());
         if let Some(stored) = issued_in(&self.store, &request_id)? {
             return Ok(stored);
@@ -535,7 +536,7 @@ impl<S: IssuerStore> Issuer<S> {
     /// Idempotent: the same request again (a retry after a lost response, sealed anew or
     /// not) gets the stored sealed answer back and spends nothing more; any other request
     /// with a spent token is `token-spent`.
-    pub fn redeem(&self, sealed: &SealedRedeemRequest, now: u64) -> Result<SealedLicense, Error> {
+    pub fn redeem(&self, sealed: &SealedRedeemRequest, now: UnixSeconds) -> Result<SealedLicense, Error> {
         let request = self.open_redeem_request(sealed)?;
         let info = request.info();
         let token_id = token_id(&info, &request.input);
@@ -544,7 +545,7 @@ impl<S: IssuerStore> Issuer<S> {
             return Ok(SealedLicense::from_bytes(answer));
         }
         let (key, _, not_after) = self.epoch_key(request.epoch)?;
-        if now >= not_after.saturating_add(EPOCH_GRACE_SECS) {
+        if now >= not_after + EPOCH_GRACE_SECS {
             return Err(Error::UnknownEpoch { epoch: request.epoch });
         }
         let expected = key.evaluate(&request.input, &info)?;
@@ -657,7 +658,7 @@ impl<S: IssuerStore> Issuer<S> {
     }
 
     /// Revokes a license.
-    pub fn revoke(&self, license_id: &[u8], reason: &str, now: u64) -> Result<(), Error> {
+    pub fn revoke(&self, license_id: &[u8], reason: &str, now: UnixSeconds) -> Result<(), Error> {
         let mut tx = self.store.begin()?;
         if !tx.license_exists(license_id)? {
             return Err(Error::UnknownLicense { license_id: hex::encode(license_id) });
@@ -668,7 +669,7 @@ impl<S: IssuerStore> Issuer<S> {
 
     /// Signs a new CRL, numbered one more than the last. The number is taken and advanced
     /// inside one write transaction, so two processes never sign two CRLs with one number.
-    pub fn crl(&self, now: u64) -> Result<Vec<u8>, Error> {
+    pub fn crl(&self, now: UnixSeconds) -> Result<Vec<u8>, Error> {
         let mut tx = self.store.begin()?;
         let last = meta(&tx, "crl_number")?;
         let number = last
@@ -721,7 +722,7 @@ fn claim_scope(
     tx: &mut impl IssuerWriter,
     package: &str,
     signers: &[KeyId],
-    now: u64,
+    now: UnixSeconds,
 ) -> Result<(Vec<KeyId>, bool), Error> {
     let scope = owner_scope(package);
     let owners = tx.scope_owners(&scope)?;

@@ -1,6 +1,7 @@
 //! The SQLite issuer store: `issuer.sqlite` (mode 0600, WAL, `synchronous=FULL`), every
 //! write transaction `BEGIN IMMEDIATE`.
 
+use escx::UnixSeconds;
 use std::path::Path;
 
 use escx::manifest::PackageName;
@@ -125,7 +126,12 @@ impl Queries<'_> {
             .map_err(sql)?;
         rows.into_iter()
             .map(|(epoch, public, not_before, not_after)| {
-                Ok(Epoch { epoch, poprf_key: ByteBuf::from(public), not_before, not_after })
+                Ok(Epoch {
+                    epoch,
+                    poprf_key: ByteBuf::from(public),
+                    not_before: escx::UnixSeconds(not_before),
+                    not_after: escx::UnixSeconds(not_after),
+                })
             })
             .collect()
     }
@@ -141,7 +147,11 @@ impl Queries<'_> {
             .optional()
             .map_err(sql)?;
         row.map(|(secret, not_before, not_after)| {
-            Ok(EpochSecret { secret: Zeroizing::new(secret), not_before, not_after })
+            Ok(EpochSecret {
+                secret: Zeroizing::new(secret),
+                not_before: escx::UnixSeconds(not_before),
+                not_after: escx::UnixSeconds(not_after),
+            })
         })
         .transpose()
     }
@@ -275,7 +285,11 @@ impl Queries<'_> {
             .map_err(sql)?;
         rows.into_iter()
             .map(|(license_id, reason, at)| {
-                Ok(Revoked { license_id: ByteBuf::from(license_id), reason, revoked_at: at })
+                Ok(Revoked {
+                    license_id: ByteBuf::from(license_id),
+                    reason,
+                    revoked_at: escx::UnixSeconds(at),
+                })
             })
             .collect()
     }
@@ -317,7 +331,7 @@ impl Queries<'_> {
                     unit_price_micros: unit,
                     total_micros: total,
                     currency,
-                    at,
+                    at: escx::UnixSeconds(at),
                 })
             })
             .collect()
@@ -362,7 +376,7 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
         Ok(())
     }
 
-    fn insert_owner(&mut self, scope: &str, key: &KeyId, since: u64) -> Result<(), Error> {
+    fn insert_owner(&mut self, scope: &str, key: &KeyId, since: UnixSeconds) -> Result<(), Error> {
         self.tx
             .execute(
                 "INSERT OR IGNORE INTO owners (scope, key_id, since) VALUES (?1, ?2, ?3)",
@@ -442,7 +456,7 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
     fn spend(
         &mut self,
         token_id: &[u8; 32],
-        at: u64,
+        at: UnixSeconds,
         redemption_id: &[u8; 32],
         answer: &[u8],
     ) -> Result<bool, Error> {
@@ -474,7 +488,7 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
         Ok(())
     }
 
-    fn insert_revocation(&mut self, license_id: &[u8], reason: &str, at: u64) -> Result<(), Error> {
+    fn insert_revocation(&mut self, license_id: &[u8], reason: &str, at: UnixSeconds) -> Result<(), Error> {
         self.tx
             .execute(
                 "INSERT OR IGNORE INTO revocations (license_id, reason, revoked_at) VALUES (?1, ?2, ?3)",

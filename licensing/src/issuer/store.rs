@@ -11,6 +11,7 @@
 //! What a store holds never links a purchase to a redemption (licensing.md §6): a sale
 //! has no token data, and a spent token is a hash of an input the issuer never saw blinded.
 
+use escx::UnixSeconds;
 use escx::manifest::PackageName;
 use escx::sig::KeyId;
 use zeroize::Zeroizing;
@@ -50,9 +51,9 @@ pub struct EpochSecret {
     /// The POPRF secret key bytes.
     pub secret: Zeroizing<Vec<u8>>,
     /// Tokens are issued from here (Unix seconds).
-    pub not_before: u64,
+    pub not_before: UnixSeconds,
     /// ... until here.
-    pub not_after: u64,
+    pub not_after: UnixSeconds,
 }
 
 /// A registered content key (licensing.md §8.1), sealed to the issuer's KEM key.
@@ -91,9 +92,9 @@ pub struct LicenseRecord {
     /// Tier.
     pub tier: String,
     /// Valid from (Unix seconds).
-    pub not_before: u64,
+    pub not_before: UnixSeconds,
     /// Valid until.
-    pub not_after: u64,
+    pub not_after: UnixSeconds,
 }
 
 /// Queries, outside or inside a transaction.
@@ -135,7 +136,7 @@ pub trait IssuerWriter: IssuerReader {
     /// Inserts a bundle version (its number must be new).
     fn insert_bundle(&mut self, version: u64, hash: &[u8; 32], bytes: &[u8]) -> Result<(), Error>;
     /// Adds an owner to a scope (no-op if it is one already).
-    fn insert_owner(&mut self, scope: &str, key: &KeyId, since: u64) -> Result<(), Error>;
+    fn insert_owner(&mut self, scope: &str, key: &KeyId, since: UnixSeconds) -> Result<(), Error>;
     /// Inserts or replaces the offer for its (package, tier).
     fn put_offer(&mut self, offer: &Offer) -> Result<(), Error>;
     /// Inserts a content key (its root and fingerprint must be new).
@@ -150,14 +151,14 @@ pub trait IssuerWriter: IssuerReader {
     fn spend(
         &mut self,
         token_id: &[u8; 32],
-        at: u64,
+        at: UnixSeconds,
         redemption_id: &[u8; 32],
         answer: &[u8],
     ) -> Result<bool, Error>;
     /// Inserts an issued license (its id must be new).
     fn insert_license(&mut self, license: &LicenseRecord) -> Result<(), Error>;
     /// Revokes a license (no-op, keeping the first reason and time, if revoked already).
-    fn insert_revocation(&mut self, license_id: &[u8], reason: &str, at: u64) -> Result<(), Error>;
+    fn insert_revocation(&mut self, license_id: &[u8], reason: &str, at: UnixSeconds) -> Result<(), Error>;
     /// Makes every write of the transaction durable at once. Dropping the transaction
     /// without committing discards them.
     fn commit(self) -> Result<(), Error>;

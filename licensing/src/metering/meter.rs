@@ -3,6 +3,7 @@
 //! transaction per record, so a killed process loses at most the record it was writing),
 //! the reports and closes it has made, and the secret the blindings derive from.
 
+use escx::UnixSeconds;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -72,7 +73,7 @@ pub struct Recorded {
     /// The license counted against (hex).
     pub license_id: String,
     /// The minute's start.
-    pub minute: u64,
+    pub minute: UnixSeconds,
     /// The counter's value for that minute now.
     pub value: u64,
 }
@@ -149,8 +150,8 @@ fn license_id(license: &LicensePayload) -> Result<[u8; 16], Error> {
         .map_err(|_| Error::Malformed { what: "license", reason: "license id must be 16 bytes".into() })
 }
 
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+fn to_i64(value: impl Into<u64>) -> i64 {
+    i64::try_from(value.into()).unwrap_or(i64::MAX)
 }
 
 impl<'w> Meter<'w> {
@@ -174,7 +175,12 @@ impl<'w> Meter<'w> {
     }
 
     /// The license of `package` valid during `[from, until)` (the newest).
-    fn license(&self, package: &str, from: u64, until: u64) -> Result<(LicensePayload, Vec<u8>), Error> {
+    fn license(
+        &self,
+        package: &str,
+        from: UnixSeconds,
+        until: UnixSeconds,
+    ) -> Result<(LicensePayload, Vec<u8>), Error> {
         self.wallet.licenses_during(package, from, until)?.into_iter().next().ok_or_else(|| {
             refuse(
                 Refusal::NotFound,
@@ -191,7 +197,7 @@ impl<'w> Meter<'w> {
         &self,
         package: &str,
         wanted: Option<&str>,
-        hour: u64,
+        hour: UnixSeconds,
     ) -> Result<(LicensePayload, Vec<u8>), Error> {
         let candidates = self.wallet.licenses_during(package, hour, hour + HOUR_SECS)?;
         if let Some(wanted) = wanted {
@@ -238,7 +244,7 @@ impl<'w> Meter<'w> {
     /// of `package` valid then, and marks the minute used (`minutes` = 1). One transaction:
     /// a kill loses at most this record. Refused once the hour has been reported or its
     /// period closed.
-    pub fn record(&self, package: &str, unit: &str, amount: u64, at: u64) -> Result<Recorded, Error> {
+    pub fn record(&self, package: &str, unit: &str, amount: u64, at: UnixSeconds) -> Result<Recorded, Error> {
         if !is_metric(unit) {
             return Err(refuse(
                 Refusal::Invalid,
@@ -253,15 +259,15 @@ impl<'w> Meter<'w> {
         }
         let (license, _) = self.license(package, at, at + 1)?;
         let id = license_id(&license)?;
-        let minute = at - at % 60;
-        let hour = at - at % HOUR_SECS;
+        let minute = at.floor(60);
+        let hour = at.floor(HOUR_SECS);
         let transaction =
             rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
         let last: Option<u64> = transaction
             .query_row("SELECT max(hour) FROM reports WHERE license_id = ?1", params![&id[..]], |r| r.get(0))
             .map_err(sql)?;
         if let Some(last) = last
-            && hour <= last
+            && hour <= escx::UnixSeconds(last)
         {
             return Err(refuse(
                 Refusal::HourReported,
@@ -269,7 +275,7 @@ impl<'w> Meter<'w> {
                     "hour {} is reported (the latest reported hour is {}); a report is final, so nothing more \
                      can be recorded into it or an earlier hour",
                     format_hour(hour),
-                    format_hour(last)
+                    format_hour(escx::UnixSeconds(last))
                 ),
             ));
         }
@@ -312,7 +318,12 @@ impl<'w> Meter<'w> {
     }
 
     /// The per-minute values of one license, unit and hour.
-    fn minutes(db: &Connection, id: &[u8; 16], unit: &str, hour: u64) -> Result<[u64; MINUTES], Error> {
+    fn minutes(
+        db: &Connection,
+        id: &[u8; 16],
+        unit: &str,
+        hour: UnixSeconds,
+    ) -> Result<[u64; MINUTES], Error> {
         let mut values = [0u64; MINUTES];
         let mut statement = db
             .prepare_cached(
@@ -321,12 +332,12 @@ impl<'w> Meter<'w> {
             .map_err(sql)?;
         let rows = statement
             .query_map(params![&id[..], unit, to_i64(hour), to_i64(hour + HOUR_SECS)], |r| {
-                Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?))
+                Ok((r.get::<_, UnixSeconds>(0)?, r.get::<_, u64>(1)?))
             })
             .map_err(sql)?;
         for row in rows {
             let (minute, value) = row.map_err(sql)?;
-            let index = usize::try_from(minute.saturating_sub(hour) / 60).unwrap_or(MINUTES);
+            let index = usize::try_from((minute - hour) / 60).unwrap_or(MINUTES);
             if let Some(slot) = values.get_mut(index) {
                 *slot = value;
             }
@@ -342,9 +353,9 @@ impl<'w> Meter<'w> {
     pub fn report(
         &self,
         package: &str,
-        hour: u64,
+        hour: UnixSeconds,
         telemetry: Telemetry,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<MadeReport, Error> {
         self.report_license(package, None, hour, telemetry, now)
     }
@@ -356,11 +367,11 @@ impl<'w> Meter<'w> {
         &self,
         package: &str,
         license: Option<&str>,
-        hour: u64,
+        hour: UnixSeconds,
         telemetry: Telemetry,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<MadeReport, Error> {
-        if hour % HOUR_SECS != 0 {
+        if hour.floor(HOUR_SECS) != hour {
             return Err(refuse(Refusal::Invalid, "an hour starts on the hour"));
         }
         let (license, certificate) = self.license_for_hour(package, license, hour)?;
@@ -414,7 +425,7 @@ impl<'w> Meter<'w> {
                     .map_err(sql)?;
             }
         }
-        let last: Option<(u64, u64, Vec<u8>)> = transaction
+        let last: Option<(u64, UnixSeconds, Vec<u8>)> = transaction
             .query_row(
                 "SELECT seq, hour, hash FROM reports WHERE license_id = ?1 ORDER BY seq DESC LIMIT 1",
                 params![&id[..]],
@@ -523,7 +534,7 @@ impl<'w> Meter<'w> {
         period: Period,
         license: Option<&str>,
         early: bool,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<MadeClose, Error> {
         let candidates = self.wallet.licenses_during(package, period.start(), period.end())?;
         let (license, certificate) = match license {
@@ -626,7 +637,7 @@ impl<'w> Meter<'w> {
             for hour in rows {
                 let hour = hour.map_err(sql)?;
                 if !reported.contains(&hour) {
-                    unreported.push(format_hour(hour));
+                    unreported.push(format_hour(escx::UnixSeconds(hour)));
                 }
             }
             if !unreported.is_empty() {
@@ -656,13 +667,13 @@ impl<'w> Meter<'w> {
         for (_, hour, _, file) in &reports {
             let hour = *hour;
             for unit in units_of(file)? {
-                let values = Self::minutes(&transaction, &id, &unit, hour)?;
+                let values = Self::minutes(&transaction, &id, &unit, escx::UnixSeconds(hour))?;
                 let entry = totals.entry(unit.clone()).or_insert((0, Scalar::ZERO));
                 for (minute, value) in (0u8..).zip(values.iter()) {
                     entry.0 = entry.0.checked_add(*value).ok_or_else(|| {
                         refuse(Refusal::Overflow, format!("the {unit} total of {period} overflows"))
                     })?;
-                    entry.1 += blinding(&secret, &id, &unit, hour, minute);
+                    entry.1 += blinding(&secret, &id, &unit, escx::UnixSeconds(hour), minute);
                 }
             }
         }
@@ -708,7 +719,7 @@ impl<'w> Meter<'w> {
     pub fn open_hour(
         &self,
         package: &str,
-        hour: u64,
+        hour: UnixSeconds,
         minute: Option<u8>,
         unit: Option<&str>,
     ) -> Result<OpeningFile, Error> {

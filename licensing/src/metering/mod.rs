@@ -12,6 +12,7 @@ pub mod dp;
 pub mod meter;
 pub mod operator;
 
+use escx::UnixSeconds;
 use escx::manifest::PackageName;
 use std::sync::OnceLock;
 
@@ -163,7 +164,7 @@ pub struct ReportPayload {
     /// License id (16 bytes).
     pub license_id: ByteBuf,
     /// Start of the hour, Unix seconds, a multiple of 3600.
-    pub hour: u64,
+    pub hour: UnixSeconds,
     /// 1, 2, 3, ... per license.
     pub seq: u64,
     /// The previous report's hash (32 zero bytes for seq 1).
@@ -252,7 +253,7 @@ pub struct OpeningFile {
     /// License id (16 bytes).
     pub license_id: ByteBuf,
     /// The hour.
-    pub hour: u64,
+    pub hour: UnixSeconds,
     /// The minute (0..60), or none for the whole hour.
     pub minute: Option<u8>,
     /// One opening per unit asked for.
@@ -267,11 +268,17 @@ pub fn report_hash(envelope: &[u8]) -> [u8; 32] {
 /// The blinding of one minute: the 64-byte BLAKE3 `derive_key` output (context
 /// `escx v1 meter blinding`) over `secret || license_id || hour (u64 BE) || minute (u8)
 /// || unit (UTF-8)`, reduced mod ℓ.
-pub fn blinding(secret: &[u8; 32], license_id: &[u8; 16], unit: &str, hour: u64, minute: u8) -> Scalar {
+pub fn blinding(
+    secret: &[u8; 32],
+    license_id: &[u8; 16],
+    unit: &str,
+    hour: UnixSeconds,
+    minute: u8,
+) -> Scalar {
     let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_BLINDING);
     hasher.update(secret);
     hasher.update(license_id);
-    hasher.update(&hour.to_be_bytes());
+    hasher.update(&hour.0.to_be_bytes());
     hasher.update(&[minute]);
     hasher.update(unit.as_bytes());
     let mut wide = zeroize::Zeroizing::new([0u8; 64]);
@@ -336,28 +343,30 @@ impl Period {
     }
 
     /// The period containing `at`.
-    pub fn of(at: u64) -> Self {
-        let date = time::OffsetDateTime::from_unix_timestamp(i64::try_from(at).unwrap_or(i64::MAX))
+    pub fn of(at: UnixSeconds) -> Self {
+        let date = time::OffsetDateTime::from_unix_timestamp(i64::try_from(at.0).unwrap_or(i64::MAX))
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         Self { year: date.year(), month: u8::from(date.month()) }
     }
 
-    fn first_second(year: i32, month: u8) -> u64 {
+    fn first_second(year: i32, month: u8) -> UnixSeconds {
         let month = time::Month::try_from(month).unwrap_or(time::Month::January);
-        time::Date::from_calendar_date(year, month, 1)
-            .map(|d| d.midnight().assume_utc().unix_timestamp())
-            .ok()
-            .and_then(|s| u64::try_from(s).ok())
-            .unwrap_or(0)
+        UnixSeconds(
+            time::Date::from_calendar_date(year, month, 1)
+                .map(|d| d.midnight().assume_utc().unix_timestamp())
+                .ok()
+                .and_then(|s| u64::try_from(s).ok())
+                .unwrap_or(0),
+        )
     }
 
     /// First second of the period.
-    pub fn start(self) -> u64 {
+    pub fn start(self) -> UnixSeconds {
         Self::first_second(self.year, self.month)
     }
 
     /// First second after the period.
-    pub fn end(self) -> u64 {
+    pub fn end(self) -> UnixSeconds {
         if self.month == 12 {
             Self::first_second(self.year + 1, 1)
         } else {
@@ -366,7 +375,7 @@ impl Period {
     }
 
     /// True when `at` lies in the period.
-    pub fn contains(self, at: u64) -> bool {
+    pub fn contains(self, at: UnixSeconds) -> bool {
         (self.start()..self.end()).contains(&at)
     }
 }
@@ -378,7 +387,7 @@ impl std::fmt::Display for Period {
 }
 
 /// Parses an hour, `YYYY-MM-DDTHH` (UTC), to the Unix seconds of its start.
-pub fn parse_hour(text: &str) -> Result<u64, String> {
+pub fn parse_hour(text: &str) -> Result<UnixSeconds, String> {
     let bad = || format!("{text:?} is not an hour; write it as YYYY-MM-DDTHH in UTC, e.g. 2026-11-23T10");
     let (date, hour) = text.split_once('T').ok_or_else(bad)?;
     if hour.len() != 2 || date.len() != 10 {
@@ -393,13 +402,13 @@ pub fn parse_hour(text: &str) -> Result<u64, String> {
 }
 
 /// Formats an hour's start as `YYYY-MM-DDTHH`.
-pub fn format_hour(hour: u64) -> String {
+pub fn format_hour(hour: UnixSeconds) -> String {
     let text = escx::timestamp::format_rfc3339(hour);
     text.get(..13).map_or(text.clone(), str::to_owned)
 }
 
 /// Parses a window `START/END` of two hours (`2026-11-23T00/2026-11-24T00`).
-pub fn parse_window(text: &str) -> Result<(u64, u64), String> {
+pub fn parse_window(text: &str) -> Result<(UnixSeconds, UnixSeconds), String> {
     let (start, end) = text.split_once('/').ok_or_else(|| {
         format!("{text:?} is not a window; write START/END, e.g. 2026-11-23T00/2026-11-24T00")
     })?;
@@ -460,7 +469,7 @@ impl OpeningFile {
             return Err(refuse(Refusal::Invalid, format!("unsupported opening version {}", file.v)));
         }
         fixed::<16>(&file.license_id, "license_id")?;
-        if file.hour % HOUR_SECS != 0 || file.minute.is_some_and(|m| usize::from(m) >= MINUTES) {
+        if file.hour.floor(HOUR_SECS) != file.hour || file.minute.is_some_and(|m| usize::from(m) >= MINUTES) {
             return Err(refuse(
                 Refusal::Invalid,
                 "the hour must start on the hour and the minute be 0 to 59",
@@ -492,7 +501,7 @@ pub fn check_report(payload: &ReportPayload) -> Result<Vec<SeriesSum>, Error> {
     }
     fixed::<16>(&payload.license_id, "license_id")?;
     let previous = fixed::<32>(&payload.previous, "previous")?;
-    if payload.hour % HOUR_SECS != 0 {
+    if payload.hour.floor(HOUR_SECS) != payload.hour {
         return Err(invalid(format!("hour {} does not start on the hour", payload.hour)));
     }
     if payload.seq == 0 || (payload.seq == 1) != (previous == [0u8; 32]) {
@@ -591,12 +600,12 @@ mod tests {
     fn commitments_add_and_blindings_are_separated() {
         let secret = [7u8; 32];
         let id = [1u8; 16];
-        let r1 = blinding(&secret, &id, "invocations", 3600, 1);
-        let r2 = blinding(&secret, &id, "invocations", 3600, 2);
+        let r1 = blinding(&secret, &id, "invocations", escx::UnixSeconds(3600), 1);
+        let r2 = blinding(&secret, &id, "invocations", escx::UnixSeconds(3600), 2);
         assert_ne!(r1, r2);
-        assert_ne!(r1, blinding(&secret, &id, "bytes", 3600, 1));
-        assert_ne!(r1, blinding(&secret, &id, "invocations", 7200, 1));
-        assert_ne!(r1, blinding(&[8u8; 32], &id, "invocations", 3600, 1));
+        assert_ne!(r1, blinding(&secret, &id, "bytes", escx::UnixSeconds(3600), 1));
+        assert_ne!(r1, blinding(&secret, &id, "invocations", escx::UnixSeconds(7200), 1));
+        assert_ne!(r1, blinding(&[8u8; 32], &id, "invocations", escx::UnixSeconds(3600), 1));
         assert_eq!(commit(3, &r1) + commit(4, &r2), commit(7, &(r1 + r2)));
         assert_ne!(commit(3, &r1) + commit(4, &r2), commit(8, &(r1 + r2)));
     }
@@ -608,7 +617,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(m, v)| {
-                let r = blinding(secret, &id, unit, 7200, u8::try_from(m).unwrap());
+                let r = blinding(secret, &id, unit, escx::UnixSeconds(7200), u8::try_from(m).unwrap());
                 sum += r;
                 ByteBuf::from(commit(*v, &r).compress().to_bytes().to_vec())
             })
@@ -634,7 +643,7 @@ mod tests {
                 v: 1,
                 package: "a/b".parse().unwrap(),
                 license_id: ByteBuf::from(vec![3u8; 16]),
-                hour: 7200,
+                hour: escx::UnixSeconds(7200),
                 seq: 1,
                 previous: ByteBuf::from(vec![0u8; 32]),
                 series: vec![series],

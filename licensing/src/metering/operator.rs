@@ -9,6 +9,7 @@
 //! visible once per license and period, at the close.
 
 use crate::LicenseCheck;
+use escx::UnixSeconds;
 use escx::manifest::PackageName;
 use escx_manifest::Micros;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -81,8 +82,8 @@ CREATE TABLE released_values (
     release_id INTEGER NOT NULL, unit TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (release_id, unit));
 ";
 
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+fn to_i64(value: impl Into<u64>) -> i64 {
+    i64::try_from(value.into()).unwrap_or(i64::MAX)
 }
 
 /// What the operator knows about a license from its verified certificate.
@@ -94,8 +95,8 @@ struct LicenseInfo {
     package: PackageName,
     tier: String,
     holder: PublicKey,
-    not_before: u64,
-    not_after: u64,
+    not_before: UnixSeconds,
+    not_after: UnixSeconds,
 }
 
 impl LicenseInfo {
@@ -187,7 +188,7 @@ pub struct Ingested {
     /// Its seq.
     pub seq: Option<u64>,
     /// Its hour.
-    pub hour: Option<u64>,
+    pub hour: Option<UnixSeconds>,
     /// What happened.
     pub outcome: Outcome,
 }
@@ -195,7 +196,7 @@ pub struct Ingested {
 struct Prepared {
     info: LicenseInfo,
     certificate: Option<Vec<u8>>,
-    hour: u64,
+    hour: UnixSeconds,
     seq: u64,
     previous: [u8; 32],
     envelope: Vec<u8>,
@@ -244,7 +245,7 @@ pub struct UsageCharge {
     /// ISO 4217 code.
     pub currency: String,
     /// The event time: the last second of the period.
-    pub time: u64,
+    pub time: UnixSeconds,
     /// The license has equivocated (see the evidence).
     pub flagged: bool,
 }
@@ -268,9 +269,9 @@ pub struct Release {
     /// Package.
     pub package: PackageName,
     /// Window start.
-    pub start: u64,
+    pub start: UnixSeconds,
     /// Window end.
-    pub end: u64,
+    pub end: UnixSeconds,
     /// Per unit: clipped sum over holders plus discrete Laplace noise, floored at 0.
     pub values: Vec<(String, u64)>,
     /// Each holder's window total per unit is clipped to this (the sensitivity).
@@ -295,11 +296,11 @@ pub struct Evidence {
     /// The holder key id.
     pub holder: KeyId,
     /// The hour (reports).
-    pub hour: Option<u64>,
+    pub hour: Option<UnixSeconds>,
     /// The seq (reports).
     pub seq: Option<u64>,
     /// When it was seen.
-    pub at: u64,
+    pub at: UnixSeconds,
     /// The message held first (envelope bytes).
     pub first: Vec<u8>,
     /// The conflicting one (envelope bytes).
@@ -314,7 +315,7 @@ pub struct OpeningVerdict {
     /// Package.
     pub package: PackageName,
     /// Hour.
-    pub hour: u64,
+    pub hour: UnixSeconds,
     /// Minute, if one.
     pub minute: Option<u8>,
     /// Proven values per unit.
@@ -500,7 +501,7 @@ impl Operator {
         &mut self,
         package: &Path,
         publishers: &TrustPolicy,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<Terms, Error> {
         let signed = crate::issuer::read_signed_manifest(package, publishers, &self.dir, now)?;
         let manifest = signed.manifest;
@@ -671,8 +672,8 @@ impl Operator {
             package,
             tier,
             holder: PublicKey::from_bytes(&payload.holder_key)?,
-            not_before,
-            not_after,
+            not_before: escx::UnixSeconds(not_before),
+            not_after: escx::UnixSeconds(not_after),
         }))
     }
 
@@ -737,7 +738,7 @@ impl Operator {
     /// Verifies and stores a batch of report files (metering.md §6). Verification runs in
     /// parallel; the batch is committed in one transaction. Idempotent: a report stored
     /// before is a [`Outcome::Duplicate`] and changes nothing.
-    pub fn ingest(&mut self, files: &[Vec<u8>], now: u64) -> Result<Vec<Ingested>, Error> {
+    pub fn ingest(&mut self, files: &[Vec<u8>], now: UnixSeconds) -> Result<Vec<Ingested>, Error> {
         // Each file is decoded and its certificate named once; certificates already
         // verified are looked up once per batch, not re-verified.
         let parsed: Vec<Result<(ReportFile, [u8; 32]), Error>> = files
@@ -800,7 +801,7 @@ impl Operator {
     /// Checks a period close against the stored reports and keeps it (metering.md §7).
     /// The same close again is a no-op; a different close for the same license and
     /// period is refused and kept as evidence.
-    pub fn close(&mut self, bytes: &[u8], now: u64) -> Result<Closed, Error> {
+    pub fn close(&mut self, bytes: &[u8], now: UnixSeconds) -> Result<Closed, Error> {
         let file = CloseFile::from_cbor(bytes)?;
         let cert_id = certificate_id(&file.certificate);
         let (info, certificate) = match Self::known_license(&self.db, &cert_id)? {
@@ -905,7 +906,7 @@ impl Operator {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(sql)?;
-            if hash != payload.through_hash.as_slice() || hour >= period.end() {
+            if hash != payload.through_hash.as_slice() || hour >= period.end().0 {
                 return Err(refuse(
                     Refusal::CloseMismatch,
                     format!(
@@ -921,7 +922,7 @@ impl Operator {
                 Refusal::CloseMismatch,
                 format!(
                     "report {seq} (hour {}) lies in {period_text} but the close stops at report {}",
-                    format_hour(*hour),
+                    format_hour(escx::UnixSeconds(*hour)),
                     payload.through_seq
                 ),
             ));
@@ -1050,11 +1051,11 @@ impl Operator {
     pub fn aggregate(
         &mut self,
         package: &PackageName,
-        (start, end): (u64, u64),
+        (start, end): (UnixSeconds, UnixSeconds),
         clip: u64,
         epsilon_micros: Option<u64>,
         rng: &mut impl RngCore,
-        now: u64,
+        now: UnixSeconds,
     ) -> Result<Aggregate, Error> {
         let telemetry = Self::telemetry_terms(&self.db, package)?.ok_or_else(|| {
             refuse(
@@ -1062,7 +1063,7 @@ impl Operator {
                 format!("{package} declares no [telemetry]; register its package first"),
             )
         })?;
-        if end - start != telemetry.window_secs || start % telemetry.window_secs != 0 {
+        if end - start != telemetry.window_secs || start.floor(telemetry.window_secs) != start {
             return Err(refuse(
                 Refusal::WindowInvalid,
                 format!(
@@ -1186,9 +1187,9 @@ impl Operator {
                     r.get::<_, String>(1)?,
                     r.get::<_, Vec<u8>>(2)?,
                     r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, Option<u64>>(4)?,
+                    r.get::<_, Option<UnixSeconds>>(4)?,
                     r.get::<_, Option<u64>>(5)?,
-                    r.get::<_, u64>(6)?,
+                    r.get::<_, UnixSeconds>(6)?,
                     r.get::<_, Vec<u8>>(7)?,
                     r.get::<_, Vec<u8>>(8)?,
                 ))
@@ -1356,11 +1357,11 @@ fn keep_evidence(
     db: &Connection,
     info: &LicenseInfo,
     kind: &str,
-    hour: Option<u64>,
+    hour: Option<UnixSeconds>,
     seq: Option<u64>,
     first: &[u8],
     second: &[u8],
-    now: u64,
+    now: UnixSeconds,
 ) -> Result<(), Error> {
     db.prepare_cached(
         "INSERT OR IGNORE INTO evidence (license_id, holder, kind, hour, seq, first, second, second_hash, at)
@@ -1391,7 +1392,7 @@ fn apply(
     db: &Transaction<'_>,
     report: &Prepared,
     crls: &HashMap<KeyId, CrlPayload>,
-    now: u64,
+    now: UnixSeconds,
 ) -> Result<Outcome, Error> {
     let info = &report.info;
     let id = &info.license_id;
@@ -1534,7 +1535,7 @@ fn apply(
             },
         ));
     }
-    if report.previous != head_hash || head_hour.is_some_and(|h| report.hour <= h) {
+    if report.previous != head_hash || head_hour.is_some_and(|h| report.hour <= escx::UnixSeconds(h)) {
         return Err(refuse(
             Refusal::OutOfOrder,
             format!(

@@ -54,7 +54,7 @@ pub(super) fn check_party(value: &S<String>, key: &str, c: &mut Collector<'_>) -
     valid
 }
 
-pub(super) fn parse_date(value: &S<String>, key: &str, c: &mut Collector<'_>) -> Option<u64> {
+pub(super) fn parse_date(value: &S<String>, key: &str, c: &mut Collector<'_>) -> Option<UnixSeconds> {
     let text = value.get_ref();
     if text.len() != 10 {
         c.error(

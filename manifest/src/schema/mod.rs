@@ -10,6 +10,7 @@
 //! `dependencies` with `[features]`, `pricing`, `telemetry`, `revenue`, and `extras` for
 //! `[include]`, `[lifecycle]` and `[solution]`); `fields` the checks tables share.
 
+use escx::UnixSeconds;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -219,7 +220,7 @@ pub struct Revenue {
 
 impl Revenue {
     /// The waterfall in force at `at` (Unix seconds), if any.
-    pub fn in_force(&self, at: u64) -> Option<&Waterfall> {
+    pub fn in_force(&self, at: UnixSeconds) -> Option<&Waterfall> {
         std::iter::once(&self.base).chain(&self.versions).rev().find(|w| w.effective_from <= at)
     }
 }
@@ -228,7 +229,7 @@ impl Revenue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waterfall {
     /// Unix seconds (midnight UTC of the given date).
-    pub effective_from: u64,
+    pub effective_from: UnixSeconds,
     /// The steps, in order.
     pub steps: Vec<Step>,
 }

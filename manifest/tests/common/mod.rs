@@ -10,7 +10,7 @@ use escx::sig::SecretKey;
 use escx_manifest::client::StateDir;
 use escx_manifest::registry::{DEFAULT_EXPIRY_SECS, Registry};
 
-pub const NOW: u64 = 1_800_000_000;
+pub const NOW: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 
 pub struct World {
     pub tmp: tempfile::TempDir,

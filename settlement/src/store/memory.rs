@@ -3,6 +3,7 @@
 //! serializable (the `&mut` borrow makes it the only writer). Used by tests to check that
 //! the engine depends on nothing but the [`Store`] contract.
 
+use escx::UnixSeconds;
 use escx_manifest::Micros;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,7 +48,7 @@ struct State {
     settlement_recoup: BTreeMap<(String, String), i64>,
     statements: BTreeMap<u64, StatementRecord>,
     openings: Vec<(u64, Kept)>,
-    audit: Vec<(u64, String, String, String)>,
+    audit: Vec<(UnixSeconds, String, String, String)>,
     holds: BTreeMap<String, HoldRecord>,
     disputes: Vec<DisputeRecord>,
 }
@@ -241,7 +242,7 @@ impl State {
         Ok(list)
     }
 
-    fn party_transfers(&self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> {
+    fn party_transfers(&self, from: UnixSeconds, to: UnixSeconds) -> Result<Vec<PartyTransfer>, Error> {
         let mut list = Vec::new();
         for (position, (settlement, debit, credit, amount)) in self.transfers.iter().enumerate() {
             let Some(s) = self.settlements.get(settlement) else { continue };
@@ -377,7 +378,7 @@ impl Writer for MemoryTx<'_> {
         Ok(())
     }
 
-    fn audit(&mut self, at: u64, action: &str, subject: &str, detail: &str) -> Result<(), Error> {
+    fn audit(&mut self, at: UnixSeconds, action: &str, subject: &str, detail: &str) -> Result<(), Error> {
         self.work.audit.push((at, action.to_owned(), subject.to_owned(), detail.to_owned()));
         Ok(())
     }
@@ -395,7 +396,7 @@ impl Writer for MemoryTx<'_> {
         settlement: &str,
         state: HoldState,
         captured: Option<Micros>,
-        at: u64,
+        at: UnixSeconds,
     ) -> Result<(), Error> {
         if let Some(h) = self.work.holds.get_mut(settlement) {
             h.state = state;
@@ -405,7 +406,12 @@ impl Writer for MemoryTx<'_> {
         Ok(())
     }
 
-    fn insert_dispute(&mut self, settlement: &str, opened_at: u64, reason: &str) -> Result<(), Error> {
+    fn insert_dispute(
+        &mut self,
+        settlement: &str,
+        opened_at: UnixSeconds,
+        reason: &str,
+    ) -> Result<(), Error> {
         if self.work.disputes.iter().any(|d| d.settlement == settlement && d.resolved_at.is_none()) {
             return Err(violation(format!("settlement {settlement} has an open dispute")));
         }
@@ -422,7 +428,13 @@ impl Writer for MemoryTx<'_> {
         Ok(())
     }
 
-    fn resolve_dispute(&mut self, id: i64, at: u64, outcome: Outcome, resolution: &str) -> Result<(), Error> {
+    fn resolve_dispute(
+        &mut self,
+        id: i64,
+        at: UnixSeconds,
+        outcome: Outcome,
+        resolution: &str,
+    ) -> Result<(), Error> {
         if let Some(d) = self.work.disputes.iter_mut().find(|d| d.id == id) {
             d.resolved_at = Some(at);
             d.outcome = Some(outcome);

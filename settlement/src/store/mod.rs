@@ -10,6 +10,7 @@
 //! the commit. A PostgreSQL backend would run them at `SERIALIZABLE` and retry on
 //! serialization failures.
 
+use escx::UnixSeconds;
 use escx::manifest::PackageName;
 use escx_manifest::Micros;
 use std::collections::BTreeMap;
@@ -42,7 +43,7 @@ macro_rules! forward_reader {
             fn disputes(&$self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> { $inner.disputes() }
             fn open_dispute(&$self, settlement: &str) -> Result<Option<DisputeRecord>, Error> { $inner.open_dispute(settlement) }
             fn balances(&$self, name: Option<&str>) -> Result<Vec<Balance>, Error> { $inner.balances(name) }
-            fn party_transfers(&$self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> { $inner.party_transfers(from, to) }
+            fn party_transfers(&$self, from: UnixSeconds, to: UnixSeconds) -> Result<Vec<PartyTransfer>, Error> { $inner.party_transfers(from, to) }
             fn counts(&$self) -> Result<(u64, u64), Error> { $inner.counts() }
             fn unconserved(&$self) -> Result<Vec<String>, Error> { $inner.unconserved() }
         }
@@ -198,7 +199,7 @@ pub struct SettlementRecord {
     /// Currency.
     pub currency: String,
     /// Unix seconds the settlement counts at.
-    pub at: u64,
+    pub at: UnixSeconds,
     /// Its state.
     pub state: SettlementState,
     /// For a refund or reversal: the settlement it gives back.
@@ -226,7 +227,7 @@ pub struct PartyTransfer {
     /// Settlement id.
     pub settlement: String,
     /// Settlement time.
-    pub at: u64,
+    pub at: UnixSeconds,
     /// Settlement kind.
     pub kind: RecordKind,
     /// The settlement's event id.
@@ -255,15 +256,15 @@ pub struct HoldRecord {
     /// Amount held.
     pub amount: Micros,
     /// When placed.
-    pub placed_at: u64,
+    pub placed_at: UnixSeconds,
     /// When it lapses.
-    pub expires_at: u64,
+    pub expires_at: UnixSeconds,
     /// Its state.
     pub state: HoldState,
     /// Amount captured.
     pub captured: Option<Micros>,
     /// When captured or voided.
-    pub closed_at: Option<u64>,
+    pub closed_at: Option<UnixSeconds>,
 }
 
 /// One dispute row.
@@ -274,11 +275,11 @@ pub struct DisputeRecord {
     /// Disputed settlement.
     pub settlement: String,
     /// When opened.
-    pub opened_at: u64,
+    pub opened_at: UnixSeconds,
     /// Why.
     pub reason: String,
     /// When resolved.
-    pub resolved_at: Option<u64>,
+    pub resolved_at: Option<UnixSeconds>,
     /// How it was resolved.
     pub outcome: Option<crate::disputes::Outcome>,
     /// The resolution note.
@@ -293,7 +294,7 @@ pub struct StatementRecord {
     /// Statement hash.
     pub hash: [u8; 32],
     /// When signed.
-    pub issued_at: u64,
+    pub issued_at: UnixSeconds,
     /// Entries in it.
     pub entries: u64,
     /// The signed envelope.
@@ -349,7 +350,7 @@ pub trait Reader {
     fn balances(&self, name: Option<&str>) -> Result<Vec<Balance>, Error>;
     /// Every transfer touching a party account, of settlements (other than holds) with
     /// `from <= at < to`, by time, settlement id and transfer order.
-    fn party_transfers(&self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error>;
+    fn party_transfers(&self, from: UnixSeconds, to: UnixSeconds) -> Result<Vec<PartyTransfer>, Error>;
     /// Numbers of settlements and transfers.
     fn counts(&self) -> Result<(u64, u64), Error>;
     /// Ids of sale, usage, refund and reversal settlements whose transfers do not sum to
@@ -380,7 +381,7 @@ pub trait Writer: Reader {
     /// Inserts a statement and the openings of its commitments.
     fn insert_statement(&mut self, statement: &StatementRecord, openings: &[Opening]) -> Result<(), Error>;
     /// Appends an audit row.
-    fn audit(&mut self, at: u64, action: &str, subject: &str, detail: &str) -> Result<(), Error>;
+    fn audit(&mut self, at: UnixSeconds, action: &str, subject: &str, detail: &str) -> Result<(), Error>;
     /// Inserts a hold.
     fn insert_hold(&mut self, hold: &HoldRecord) -> Result<(), Error>;
     /// Closes a hold: `CAPTURED` (with the amount) or `VOIDED`.
@@ -389,15 +390,16 @@ pub trait Writer: Reader {
         settlement: &str,
         state: HoldState,
         captured: Option<Micros>,
-        at: u64,
+        at: UnixSeconds,
     ) -> Result<(), Error>;
     /// Opens a dispute.
-    fn insert_dispute(&mut self, settlement: &str, opened_at: u64, reason: &str) -> Result<(), Error>;
+    fn insert_dispute(&mut self, settlement: &str, opened_at: UnixSeconds, reason: &str)
+    -> Result<(), Error>;
     /// Resolves dispute `id`.
     fn resolve_dispute(
         &mut self,
         id: i64,
-        at: u64,
+        at: UnixSeconds,
         outcome: crate::disputes::Outcome,
         resolution: &str,
     ) -> Result<(), Error>;

@@ -2,6 +2,7 @@
 //! migrations in `PRAGMA user_version`, write transactions `BEGIN IMMEDIATE` (SQLite's
 //! single writer makes them serializable).
 
+use escx::UnixSeconds;
 use escx_manifest::Micros;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -265,7 +266,7 @@ fn settlement_row(r: &Row<'_>) -> rusqlite::Result<SettlementRecord> {
         tier: r.get(5)?,
         gross: r.get(6)?,
         currency: r.get(7)?,
-        at: r.get::<_, u64>(8)?,
+        at: r.get::<_, UnixSeconds>(8)?,
         state: r.get(9)?,
         refund_of: r.get(10)?,
         batch: r.get(11)?,
@@ -279,11 +280,11 @@ fn hold_row(r: &Row<'_>, offset: usize) -> rusqlite::Result<HoldRecord> {
         settlement: r.get(offset)?,
         event: r.get(offset + 1)?,
         amount: r.get(offset + 2)?,
-        placed_at: r.get::<_, u64>(offset + 3)?,
-        expires_at: r.get::<_, u64>(offset + 4)?,
+        placed_at: r.get::<_, UnixSeconds>(offset + 3)?,
+        expires_at: r.get::<_, UnixSeconds>(offset + 4)?,
         state: r.get(offset + 5)?,
         captured: r.get(offset + 6)?,
-        closed_at: r.get::<_, Option<u64>>(offset + 7)?,
+        closed_at: r.get::<_, Option<UnixSeconds>>(offset + 7)?,
     })
 }
 
@@ -294,9 +295,9 @@ fn dispute_row(r: &Row<'_>, offset: usize) -> rusqlite::Result<DisputeRecord> {
     Ok(DisputeRecord {
         id: r.get(offset)?,
         settlement: r.get(offset + 1)?,
-        opened_at: r.get::<_, u64>(offset + 2)?,
+        opened_at: r.get::<_, UnixSeconds>(offset + 2)?,
         reason: r.get(offset + 3)?,
-        resolved_at: r.get::<_, Option<u64>>(offset + 4)?,
+        resolved_at: r.get::<_, Option<UnixSeconds>>(offset + 4)?,
         outcome: r.get(offset + 5)?,
         resolution: r.get(offset + 6)?,
     })
@@ -312,15 +313,15 @@ fn statement_row(r: &Row<'_>) -> rusqlite::Result<StatementRecord> {
         hash: hash
             .try_into()
             .map_err(|_| rusqlite::Error::InvalidColumnType(1, "hash".into(), rusqlite::types::Type::Blob))?,
-        issued_at: r.get::<_, u64>(2)?,
+        issued_at: r.get::<_, UnixSeconds>(2)?,
         entries: r.get::<_, u64>(3)?,
         bytes: r.get(4)?,
     })
 }
 
 /// Clamps a time to SQLite's signed integers.
-fn time(t: u64) -> i64 {
-    i64::try_from(t).unwrap_or(i64::MAX)
+fn time(t: impl Into<u64>) -> i64 {
+    i64::try_from(t.into()).unwrap_or(i64::MAX)
 }
 
 /// The queries, shared by the store and its transactions.
@@ -513,7 +514,7 @@ impl Q<'_> {
         )
     }
 
-    fn party_transfers(&self, from: u64, to: u64) -> Result<Vec<PartyTransfer>, Error> {
+    fn party_transfers(&self, from: UnixSeconds, to: UnixSeconds) -> Result<Vec<PartyTransfer>, Error> {
         self.list(
             "SELECT s.id, s.at, s.kind, s.gross, a.name, a.currency,
                     CASE WHEN a.id = t.credit THEN t.amount ELSE -t.amount END,
@@ -527,7 +528,7 @@ impl Q<'_> {
             |r| {
                 Ok(PartyTransfer {
                     settlement: r.get(0)?,
-                    at: r.get::<_, u64>(1)?,
+                    at: r.get::<_, UnixSeconds>(1)?,
                     kind: r.get(2)?,
                     gross: r.get(3)?,
                     party: r.get(4)?,
@@ -650,7 +651,7 @@ impl Writer for SqliteTx<'_> {
         Ok(())
     }
 
-    fn audit(&mut self, at: u64, action: &str, subject: &str, detail: &str) -> Result<(), Error> {
+    fn audit(&mut self, at: UnixSeconds, action: &str, subject: &str, detail: &str) -> Result<(), Error> {
         self.run(
             "INSERT INTO audit (at, action, subject, detail) VALUES (?1, ?2, ?3, ?4)",
             params![time(at), action, subject, detail],
@@ -681,7 +682,7 @@ impl Writer for SqliteTx<'_> {
         settlement: &str,
         state: HoldState,
         captured: Option<Micros>,
-        at: u64,
+        at: UnixSeconds,
     ) -> Result<(), Error> {
         self.run(
             "UPDATE holds SET state = ?2, captured = ?3, closed_at = ?4 WHERE settlement = ?1",
@@ -690,7 +691,12 @@ impl Writer for SqliteTx<'_> {
         .map(drop)
     }
 
-    fn insert_dispute(&mut self, settlement: &str, opened_at: u64, reason: &str) -> Result<(), Error> {
+    fn insert_dispute(
+        &mut self,
+        settlement: &str,
+        opened_at: UnixSeconds,
+        reason: &str,
+    ) -> Result<(), Error> {
         self.run(
             "INSERT INTO disputes (settlement, opened_at, reason) VALUES (?1, ?2, ?3)",
             params![settlement, time(opened_at), reason],
@@ -698,7 +704,13 @@ impl Writer for SqliteTx<'_> {
         .map(drop)
     }
 
-    fn resolve_dispute(&mut self, id: i64, at: u64, outcome: Outcome, resolution: &str) -> Result<(), Error> {
+    fn resolve_dispute(
+        &mut self,
+        id: i64,
+        at: UnixSeconds,
+        outcome: Outcome,
+        resolution: &str,
+    ) -> Result<(), Error> {
         self.run(
             "UPDATE disputes SET resolved_at = ?2, outcome = ?3, resolution = ?4 WHERE id = ?1",
             params![id, time(at), outcome, resolution],
