@@ -28,7 +28,6 @@ use escx_settlement::events::BillingEvent;
 use escx_settlement::ledger::{BATCH_DEFAULT, Ledger, Manifests, Options, PlatformFee};
 use escx_settlement::payout::Period;
 use escx_settlement::statement;
-use serde_json::json;
 
 use crate::output::{self, Ui};
 
@@ -151,6 +150,23 @@ struct Step {
     run: fn(&mut Demo) -> anyhow::Result<String>,
 }
 
+/// `escx demo --json` (spec/cli.md); `kept` only once every step passed.
+#[derive(serde::Serialize)]
+struct DemoReport<'a> {
+    ok: bool,
+    dir: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept: Option<bool>,
+    steps: &'a [StepResult],
+}
+
+#[derive(serde::Serialize)]
+struct StepResult {
+    step: &'static str,
+    ok: bool,
+    proved: String,
+}
+
 /// The demo's package, as the licensing APIs take it.
 fn thermal() -> anyhow::Result<escx::manifest::PackageName> {
     Ok(escx::manifest::PackageName::parse("demo/thermal")?)
@@ -233,16 +249,16 @@ pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
         if !ui.json {
             println!("[{}/{}] {:<9} {detail}", index + 1, STEPS.len(), step.name);
         }
-        results.push(json!({ "step": step.name, "ok": ok, "proved": detail }));
+        results.push(StepResult { step: step.name, ok, proved: detail });
         if let Err(error) = outcome {
             if ui.json {
-                ui.emit(json!({ "ok": false, "dir": demo.dir, "steps": results }), String::new);
+                ui.emit(&DemoReport { ok: false, dir: &demo.dir, kept: None, steps: &results }, String::new);
             }
             return Err(error.context(format!("demo step {:?} failed", step.name)));
         }
     }
     let kept = args.dir.is_some();
-    ui.emit(json!({ "ok": true, "dir": demo.dir, "kept": kept, "steps": results }), || {
+    ui.emit(&DemoReport { ok: true, dir: &demo.dir, kept: Some(kept), steps: &results }, || {
         if kept {
             format!("demo complete; files are in {}", demo.dir.display())
         } else {

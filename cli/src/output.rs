@@ -11,6 +11,12 @@ use crate::failure;
 /// Sections smaller than this finish too fast for a bar to be useful.
 const PROGRESS_MIN_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The `--json` report of a command whose only result is a file it wrote: `{file}`.
+#[derive(serde::Serialize)]
+pub struct Written<'a> {
+    pub file: &'a std::path::Path,
+}
+
 /// How to talk to the user.
 pub struct Ui {
     pub json: bool,
@@ -25,10 +31,11 @@ impl Ui {
         Self { json, progress_allowed: !json && interactive }
     }
 
-    /// Prints `value` as JSON (with `--json`) or `human` lines.
-    pub fn emit(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
+    /// Prints `value` as JSON (with `--json`) or `human` lines. `value` is the command's
+    /// report struct, whose shape spec/cli.md documents.
+    pub fn emit(&self, value: &impl serde::Serialize, human: impl FnOnce() -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
         } else {
             let text = human();
             if !text.is_empty() {

@@ -258,7 +258,7 @@ fn named(error: escx::Error, package: &Path) -> Error {
 }
 
 /// A search hit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SearchHit {
     /// Package name.
     pub name: PackageName,

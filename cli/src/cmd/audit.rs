@@ -11,7 +11,7 @@ use escx_settlement::payout::Period;
 use escx_settlement::proofs::{self, Claim, Proven, RevenueClaim, RevenueProof, StatementProofs};
 use escx_settlement::statement::{self, OpeningsFile, Verified};
 use rayon::prelude::*;
-use serde_json::json;
+use serde::Serialize;
 
 use super::license::Output;
 use crate::failure::{self, UsageError};
@@ -225,7 +225,7 @@ pub fn run_proof(command: ProofCommand, ui: &Ui) -> anyhow::Result<()> {
     let proven =
         proofs::verify_revenue(&proof, &statements, &operator.id()).map_err(escx_settlement::Error::from)?;
     common.output.write(&proof.to_cbor())?;
-    ui.emit(json!({ "file": common.output.out, "proves": proven_text(&proven) }), || {
+    ui.emit(&Proved { file: &common.output.out, proves: proven_text(&proven) }, || {
         format!("{} -> {}", proven_text(&proven), common.output.out.display())
     });
     Ok(())
@@ -265,8 +265,16 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
     let (first, last) = (statements[0].payload.seq, statements[statements.len() - 1].payload.seq);
     let entries: usize = statements.iter().map(|s| s.payload.entries.len()).sum();
     ui.emit(
-        json!({ "ok": true, "statements": statements.len(), "first": first, "last": last, "entries": entries,
-                "range_proofs": args.proofs.is_some(), "payouts_proven": proven, "splits_proven": split }),
+        &StatementsAudited {
+            ok: true,
+            statements: statements.len(),
+            first,
+            last,
+            entries,
+            range_proofs: args.proofs.is_some(),
+            payouts_proven: proven,
+            splits_proven: split,
+        },
         || {
             let mut text = format!(
                 "statements {first}..{last}: signed by operator {}, chained without a gap, {entries} entries conserve their gross on hidden amounts",
@@ -293,14 +301,62 @@ fn audit_verify(args: AuditVerifyArgs, ui: &Ui) -> anyhow::Result<()> {
         .map_err(escx_settlement::Error::from)
         .with_context(|| args.proof.display().to_string())?;
     let claim = match proven.claim {
-        Claim::Total(total) => json!({ "total_micros": total }),
-        Claim::AtLeast(x) => json!({ "at_least_micros": x }),
+        Claim::Total(total) => ClaimReport::TotalMicros(total),
+        Claim::AtLeast(x) => ClaimReport::AtLeastMicros(x),
     };
     ui.emit(
-        json!({ "ok": true, "party": proven.party, "period": proven.period, "currency": proven.currency,
-                "statements": [proven.statements.0, proven.statements.1], "entries": proven.entries,
-                "claim": claim, "proves": proven_text(&proven) }),
+        &RevenueVerified {
+            ok: true,
+            party: &proven.party,
+            period: &proven.period,
+            currency: &proven.currency,
+            statements: [proven.statements.0, proven.statements.1],
+            entries: proven.entries,
+            claim,
+            proves: proven_text(&proven),
+        },
         || proven_text(&proven),
     );
     Ok(())
+}
+
+/// `escx audit prove --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Proved<'a> {
+    file: &'a Path,
+    proves: String,
+}
+
+/// `escx audit statements --json`.
+#[derive(Serialize)]
+struct StatementsAudited {
+    ok: bool,
+    statements: usize,
+    first: u64,
+    last: u64,
+    entries: usize,
+    range_proofs: bool,
+    payouts_proven: usize,
+    splits_proven: usize,
+}
+
+/// `escx audit revenue --json`.
+#[derive(Serialize)]
+struct RevenueVerified<'a> {
+    ok: bool,
+    party: &'a str,
+    period: &'a str,
+    currency: &'a str,
+    statements: [u64; 2],
+    entries: usize,
+    claim: ClaimReport,
+    proves: String,
+}
+
+/// What a revenue proof claims: `{"total_micros": R}` or `{"at_least_micros": X}`.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum ClaimReport {
+    TotalMicros(i64),
+    AtLeastMicros(u64),
 }

@@ -1,13 +1,13 @@
 //! `escx resolve`, `escx tree`, `escx install`.
 
 use escx::manifest::PackageName;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use escx_manifest::project::{Locked, Project, Selection};
 use escx_manifest::resolve::Resolution;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::client::ClientTrust;
 use crate::output::Ui;
@@ -88,17 +88,63 @@ fn selection(args: &ProjectArgs) -> Selection {
     Selection { update: args.update, features: args.features.clone() }
 }
 
-fn packages_json(resolution: &Resolution<'_>) -> Vec<Value> {
+/// `escx resolve --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Resolved<'a> {
+    root: &'a PackageName,
+    lockfile: &'a Path,
+    index_version: u64,
+    packages: Vec<ResolvedPackage<'a>>,
+    changes: &'a [String],
+}
+
+/// One package of a resolution, in installation order.
+#[derive(Serialize)]
+struct ResolvedPackage<'a> {
+    name: &'a PackageName,
+    version: String,
+    blake3: String,
+    features: &'a std::collections::BTreeSet<String>,
+    yanked: bool,
+    dependencies: Vec<String>,
+}
+
+/// `escx tree --json`: each node with its dependencies (a repeated node's are omitted).
+#[derive(Serialize)]
+struct TreeNode<'a> {
+    name: &'a PackageName,
+    version: String,
+    dependencies: Vec<TreeNode<'a>>,
+}
+
+/// `escx install --json`.
+#[derive(Serialize)]
+struct Installed<'a> {
+    target: &'a Path,
+    lockfile: &'a Path,
+    installed: Vec<InstalledPackage<'a>>,
+}
+
+#[derive(Serialize)]
+struct InstalledPackage<'a> {
+    name: &'a PackageName,
+    version: String,
+}
+
+fn packages_json<'a>(resolution: &'a Resolution<'_>) -> Vec<ResolvedPackage<'a>> {
     resolution
         .install_order
         .iter()
         .map(|&i| {
             let p = &resolution.packages[i];
-            json!({
-                "name": p.name, "version": p.version.to_string(), "blake3": p.entry.blake3_hex(),
-                "features": p.features, "yanked": p.entry.yanked,
-                "dependencies": p.dependencies.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>(),
-            })
+            ResolvedPackage {
+                name: &p.name,
+                version: p.version.to_string(),
+                blake3: p.entry.blake3_hex(),
+                features: &p.features,
+                yanked: p.entry.yanked,
+                dependencies: p.dependencies.iter().map(|(n, v)| format!("{n} {v}")).collect(),
+            }
         })
         .collect()
 }
@@ -110,10 +156,13 @@ pub fn run_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
     let index_version = project.index().index.version;
     let lock_path = project.lockfile_path();
     ui.emit(
-        json!({
-            "root": resolution.root, "lockfile": lock_path, "index_version": index_version,
-            "packages": packages_json(resolution), "changes": changes,
-        }),
+        &Resolved {
+            root: &resolution.root,
+            lockfile: &lock_path,
+            index_version,
+            packages: packages_json(resolution),
+            changes: &changes,
+        },
         || {
             let mut text = format!(
                 "resolved {} packages for {} (index version {}); wrote {}\n",
@@ -138,7 +187,16 @@ pub fn run_tree(args: TreeArgs, ui: &Ui) -> anyhow::Result<()> {
     let project = load(&args.project)?;
     let Locked { resolution, .. } = project.lock(&selection(&args.project))?;
     let resolution = &resolution;
-    ui.emit(json!({ "root": resolution.root, "tree": tree_json(resolution, &resolution.root_dependencies, &mut Vec::new()) }), || {
+    #[derive(Serialize)]
+    struct Tree<'a> {
+        root: &'a PackageName,
+        tree: Vec<TreeNode<'a>>,
+    }
+    let tree = Tree {
+        root: &resolution.root,
+        tree: tree_json(resolution, &resolution.root_dependencies, &mut Vec::new()),
+    };
+    ui.emit(&tree, || {
         let mut text = format!("{}\n", resolution.root);
         tree_text(resolution, &resolution.root_dependencies, "", &mut Vec::new(), &mut text);
         text
@@ -146,11 +204,11 @@ pub fn run_tree(args: TreeArgs, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tree_json(
-    resolution: &Resolution<'_>,
-    children: &[(PackageName, semver::Version)],
+fn tree_json<'a>(
+    resolution: &'a Resolution<'_>,
+    children: &'a [(PackageName, semver::Version)],
     path: &mut Vec<String>,
-) -> Vec<Value> {
+) -> Vec<TreeNode<'a>> {
     children
         .iter()
         .map(|(name, version)| {
@@ -165,7 +223,7 @@ fn tree_json(
                 }
                 _ => Vec::new(),
             };
-            json!({ "name": name, "version": version.to_string(), "dependencies": nested })
+            TreeNode { name, version: version.to_string(), dependencies: nested }
         })
         .collect()
 }
@@ -226,12 +284,21 @@ pub fn run_install(args: InstallArgs, ui: &Ui) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     ui.emit(
-        json!({
-            "target": report.target, "lockfile": project.lockfile_path(),
-            "installed": report.installed.iter().map(|(n, v)| json!({"name": n, "version": v.to_string()})).collect::<Vec<_>>(),
-        }),
+        &Installed {
+            target: &report.target,
+            lockfile: &project.lockfile_path(),
+            installed: report
+                .installed
+                .iter()
+                .map(|(name, version)| InstalledPackage { name, version: version.to_string() })
+                .collect(),
+        },
         || {
-            let mut text = format!("installed {} packages into {} (all verified first):\n", report.installed.len(), report.target.display());
+            let mut text = format!(
+                "installed {} packages into {} (all verified first):\n",
+                report.installed.len(),
+                report.target.display()
+            );
             for (name, version) in &report.installed {
                 text += &format!("  {name} {version}\n");
             }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use escx_settlement::disputes::Outcome;
 use escx_settlement::ledger::Ledger;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::output::Ui;
 
@@ -92,12 +92,31 @@ pub fn run(command: DisputeCommand, ui: &Ui) -> anyhow::Result<()> {
     }
 }
 
+/// `escx dispute open --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Opened<'a> {
+    settlement: &'a str,
+    state: &'static str,
+}
+
+/// `escx dispute resolve --json`.
+#[derive(Serialize)]
+struct Resolved<'a> {
+    resolution: &'a escx_settlement::disputes::Resolution,
+}
+
+/// `escx dispute list --json`.
+#[derive(Serialize)]
+struct Listed<'a> {
+    disputes: &'a [escx_settlement::disputes::Dispute],
+}
+
 fn dispute_open(args: OpenArgs, ui: &Ui) -> anyhow::Result<()> {
     let now = super::at_or_now(args.at.as_deref())?;
     let mut ledger = Ledger::open(&args.ledger)?;
     let settlement = ledger.find_settlement(&args.settlement)?;
     ledger.open_dispute(&settlement, &args.reason, now)?;
-    ui.emit(json!({ "settlement": settlement, "state": "DISPUTED" }), || {
+    ui.emit(&Opened { settlement: &settlement, state: "DISPUTED" }, || {
         format!("settlement {settlement} is DISPUTED; its payouts are withheld until it is resolved")
     });
     Ok(())
@@ -116,7 +135,7 @@ fn dispute_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
         None => None,
     };
     let resolution = ledger.resolve_dispute(&settlement, outcome, &args.note, operator.as_ref(), now)?;
-    ui.emit(json!({ "resolution": resolution }), || match outcome {
+    ui.emit(&Resolved { resolution: &resolution }, || match outcome {
         Outcome::Upheld => format!("settlement {settlement}: dispute upheld, SETTLED again"),
         Outcome::Reversed => {
             let mut text = format!(
@@ -135,7 +154,7 @@ fn dispute_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn dispute_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
     let disputes = Ledger::open(&args.ledger)?.disputes()?;
-    ui.emit(json!({ "disputes": disputes }), || {
+    ui.emit(&Listed { disputes: &disputes }, || {
         let mut text = String::new();
         for d in &disputes {
             text += &format!(

@@ -1,12 +1,12 @@
 //! `escx hold ...`: two-phase budget holds (pay after verify).
 
 use escx_settlement::store::HoldState;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use escx_manifest::Micros;
 use escx_settlement::ledger::{Ledger, Manifests};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::failure::UsageError;
 use crate::output::Ui;
@@ -146,17 +146,14 @@ fn hold_place(args: PlaceArgs, ui: &Ui) -> anyhow::Result<()> {
     let mut ledger = Ledger::open(&args.ledger)?;
     let expires_at = now.saturating_add(seconds);
     let report = ledger.place_holds(&events, &manifests, now, expires_at)?;
-    ui.emit(
-        json!({ "ledger": args.ledger, "report": report, "expires_at": escx::timestamp::format_rfc3339(expires_at) }),
-        || {
-            format!(
-                "{} hold(s) placed, {} placed before and unchanged; they expire at {}",
-                report.placed,
-                report.unchanged,
-                escx::timestamp::format_rfc3339(expires_at)
-            )
-        },
-    );
+    ui.emit(&Placed { ledger: &args.ledger, report: &report, expires_at: expires_at.rfc3339() }, || {
+        format!(
+            "{} hold(s) placed, {} placed before and unchanged; they expire at {}",
+            report.placed,
+            report.unchanged,
+            escx::timestamp::format_rfc3339(expires_at)
+        )
+    });
     Ok(())
 }
 
@@ -170,7 +167,7 @@ fn hold_capture(args: CaptureArgs, ui: &Ui) -> anyhow::Result<()> {
     let mut ledger = Ledger::open(&args.ledger)?;
     let operator = crate::secrets::load_secret_key(&args.operator_key)?;
     let report = ledger.capture_hold(&args.hold, amount, &manifests, &operator, now)?;
-    ui.emit(json!({ "ledger": args.ledger, "capture": report }), || {
+    ui.emit(&Captured { ledger: &args.ledger, capture: &report }, || {
         if report.unchanged {
             return format!(
                 "hold {} was captured before with {}: nothing to do",
@@ -205,7 +202,7 @@ fn hold_void(args: VoidArgs, ui: &Ui) -> anyhow::Result<()> {
         }
         _ => ledger.void_expired(now)?,
     };
-    ui.emit(json!({ "ledger": args.ledger, "voided": voided }), || match voided.len() {
+    ui.emit(&Voided { ledger: &args.ledger, voided: &voided }, || match voided.len() {
         0 => "nothing to void".to_owned(),
         _ => format!("voided {}", voided.join(", ")),
     });
@@ -214,7 +211,7 @@ fn hold_void(args: VoidArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn hold_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
     let holds = Ledger::open(&args.ledger)?.holds(args.state)?;
-    ui.emit(json!({ "holds": holds }), || {
+    ui.emit(&Listed { holds: &holds }, || {
         let mut text = String::new();
         for hold in &holds {
             text += &format!(
@@ -255,4 +252,32 @@ mod tests {
             assert_eq!(super::duration(bad), None, "{bad}");
         }
     }
+}
+
+/// `escx hold place --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Placed<'a> {
+    ledger: &'a Path,
+    report: &'a escx_settlement::holds::PlaceReport,
+    expires_at: String,
+}
+
+/// `escx hold capture --json`.
+#[derive(Serialize)]
+struct Captured<'a> {
+    ledger: &'a Path,
+    capture: &'a escx_settlement::holds::CaptureReport,
+}
+
+/// `escx hold void --json`.
+#[derive(Serialize)]
+struct Voided<'a> {
+    ledger: &'a Path,
+    voided: &'a [String],
+}
+
+/// `escx hold list --json`.
+#[derive(Serialize)]
+struct Listed<'a> {
+    holds: &'a [escx_settlement::holds::Hold],
 }

@@ -1,12 +1,12 @@
 //! `escx key ...`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use escx::keyfile::{self, Argon2Params, Protection};
 use escx::rotation::RotationStatement;
 use escx::sig::{ALG_ML_DSA_87_NAME, SecretKey};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::failure::{self, UsageError};
 use crate::output::Ui;
@@ -109,13 +109,13 @@ fn generate(args: GenerateArgs, ui: &Ui) -> anyhow::Result<()> {
         .map_err(failure::at(&public_path))?;
     let sealed = !args.unencrypted;
     ui.emit(
-        json!({
-            "key_id": key.id().to_string(),
-            "algorithm": ALG_ML_DSA_87_NAME,
-            "secret_key_file": secret_path,
-            "public_key_file": public_path,
-            "passphrase_protected": sealed,
-        }),
+        &Generated {
+            key_id: key.id().to_string(),
+            algorithm: ALG_ML_DSA_87_NAME,
+            secret_key_file: &secret_path,
+            public_key_file: &public_path,
+            passphrase_protected: sealed,
+        },
         || {
             format!(
                 "generated {ALG_ML_DSA_87_NAME} key {}\n  secret  {} ({}, mode 0600)\n  public  {}",
@@ -142,7 +142,13 @@ fn show(args: ShowArgs, ui: &Ui) -> anyhow::Result<()> {
         ("secret", public.id(), Some(sealed))
     };
     ui.emit(
-        json!({ "file": path, "kind": kind, "algorithm": ALG_ML_DSA_87_NAME, "key_id": key_id.to_string(), "passphrase_protected": sealed }),
+        &Shown {
+            file: path,
+            kind,
+            algorithm: ALG_ML_DSA_87_NAME,
+            key_id: key_id.to_string(),
+            passphrase_protected: sealed,
+        },
         || {
             let protection = match sealed {
                 Some(true) => ", passphrase-protected",
@@ -167,8 +173,40 @@ fn rotate(args: RotateArgs, ui: &Ui) -> anyhow::Result<()> {
         .map_err(|e| escx::Error::io(&args.out, e))
         .map_err(failure::at(&args.out))?;
     ui.emit(
-        json!({ "old_key_id": old.id().to_string(), "new_key_id": new.id().to_string(), "statement_file": args.out }),
+        &Rotated {
+            old_key_id: old.id().to_string(),
+            new_key_id: new.id().to_string(),
+            statement_file: &args.out,
+        },
         || format!("{} endorses {} -> {}", old.id(), new.id(), args.out.display()),
     );
     Ok(())
+}
+
+/// `escx key generate --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Generated<'a> {
+    key_id: String,
+    algorithm: &'static str,
+    secret_key_file: &'a Path,
+    public_key_file: &'a Path,
+    passphrase_protected: bool,
+}
+
+/// `escx key show --json`.
+#[derive(Serialize)]
+struct Shown<'a> {
+    file: &'a Path,
+    kind: &'static str,
+    algorithm: &'static str,
+    key_id: String,
+    passphrase_protected: Option<bool>,
+}
+
+/// `escx key rotate --json`.
+#[derive(Serialize)]
+struct Rotated<'a> {
+    old_key_id: String,
+    new_key_id: String,
+    statement_file: &'a Path,
 }

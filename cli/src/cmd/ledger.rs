@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use escx_manifest::Micros;
 use escx_settlement::ledger::Ledger;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::failure::UsageError;
 use crate::output::Ui;
@@ -68,9 +68,30 @@ pub fn run(command: LedgerCommand, ui: &Ui) -> anyhow::Result<()> {
     }
 }
 
+/// `escx ledger balances --json` (spec/cli.md).
+#[derive(Serialize)]
+struct BalancesReport<'a> {
+    balances: &'a [escx_settlement::store::Balance],
+}
+
+/// `escx ledger history --json`.
+#[derive(Serialize)]
+struct HistoryReport<'a> {
+    party: &'a str,
+    period: Option<&'a str>,
+    transfers: &'a [escx_settlement::ledger::HistoryRow],
+}
+
+/// `escx ledger audit --json`.
+#[derive(Serialize)]
+struct AuditReport<'a> {
+    ok: bool,
+    audit: &'a escx_settlement::ledger::Audit,
+}
+
 fn ledger_balances(args: BalancesArgs, ui: &Ui) -> anyhow::Result<()> {
     let balances = Ledger::open(&args.ledger)?.balances(args.party.as_deref())?;
-    ui.emit(json!({ "balances": balances }), || {
+    ui.emit(&BalancesReport { balances: &balances }, || {
         let mut text = String::new();
         for b in &balances {
             let sign = if b.micros < 0 { "-" } else { "" };
@@ -91,7 +112,7 @@ fn ledger_history(args: HistoryArgs, ui: &Ui) -> anyhow::Result<()> {
         None => (escx::UnixSeconds::EPOCH, escx::UnixSeconds::MAX),
     };
     let rows = Ledger::open(&args.ledger)?.history(&args.party, from, to)?;
-    ui.emit(json!({ "party": args.party, "period": args.period, "transfers": rows }), || {
+    ui.emit(&HistoryReport { party: &args.party, period: args.period.as_deref(), transfers: &rows }, || {
         let mut text = String::new();
         for r in &rows {
             let sign = if r.micros < 0 { "-" } else { "+" };
@@ -129,7 +150,7 @@ fn ledger_audit(args: AuditArgs, ui: &Ui) -> anyhow::Result<()> {
             ),
         });
     }
-    ui.emit(json!({ "ok": ok, "audit": audit }), || {
+    ui.emit(&AuditReport { ok, audit: &audit }, || {
         format!(
             "{} settlements, {} transfers: double entry balances, every settlement pays out exactly its gross, @holds equals the pending holds",
             audit.settlements, audit.transfers

@@ -13,10 +13,10 @@ use escx_licensing::issuer::Issuer;
 use escx_licensing::messages::{BundleChain, ReceiveKey, TokenRequest, TokenResponse};
 use escx_licensing::verify;
 use escx_licensing::wallet::Wallet;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::failure::{self, UsageError};
-use crate::output::Ui;
+use crate::output::{Ui, Written};
 use crate::secrets;
 
 #[derive(Subcommand)]
@@ -472,7 +472,7 @@ fn issuer_init(args: IssuerInitArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow:
     };
     let issuer = Issuer::init(&args.dir, &args.name, &protection, now)?;
     let id = issuer.signing_key().id().to_string();
-    ui.emit(json!({ "dir": args.dir, "issuer_id": id, "name": args.name }), || {
+    ui.emit(&IssuerCreated { dir: &args.dir, issuer_id: &id, name: &args.name }, || {
         format!("created issuer {:?} in {} (issuer id {id})", args.name, args.dir.display())
     });
     Ok(())
@@ -484,8 +484,13 @@ fn issuer_publish(args: IssuerOutArgs, ui: &Ui, now: escx::UnixSeconds) -> anyho
     let head = chain.head();
     let epochs: Vec<u32> = head.payload.epochs.iter().map(|e| e.epoch).collect();
     ui.emit(
-        json!({ "file": args.output.out, "issuer_id": chain.issuer_id().to_string(), "version": head.version(),
-                "hash": hex::encode(head.hash), "epochs": epochs }),
+        &BundlePublished {
+            file: &args.output.out,
+            issuer_id: chain.issuer_id().to_string(),
+            version: head.version(),
+            hash: hex::encode(head.hash),
+            epochs: &epochs,
+        },
         || {
             format!(
                 "wrote {} (issuer {}, bundle version {}, epochs {epochs:?}); publish its head in the registry with `escx registry issuer`",
@@ -503,7 +508,7 @@ fn issuer_epoch(args: EpochArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Res
         return Err(UsageError("--days must be 1 to 3660".into()).into());
     }
     let epoch = open_issuer(&args.dir)?.add_epoch(now, args.days * 86_400)?;
-    ui.emit(json!({ "epoch": epoch, "days": args.days }), || {
+    ui.emit(&EpochAdded { epoch, days: args.days }, || {
         format!(
             "added POPRF epoch {epoch} ({} days); run `escx issuer publish` to sign the new bundle version",
             args.days
@@ -518,16 +523,22 @@ fn issuer_register_package(args: RegisterArgs, ui: &Ui, now: escx::UnixSeconds) 
     let registration = issuer
         .register_package(&args.package, &policy, now)
         .with_context(|| args.package.display().to_string())?;
-    let tiers: Vec<serde_json::Value> = registration
+    let tiers: Vec<OfferReport> = registration
         .offers
         .iter()
-        .map(|o| json!({ "tier": o.tier, "price": o.price_micros.to_string(), "unit": o.unit }))
+        .map(|o| OfferReport { tier: &o.tier, price: o.price_micros.to_string(), unit: &o.unit })
         .collect();
     let owners: Vec<String> = registration.owners.iter().map(|k| k.to_string()).collect();
     ui.emit(
-        json!({ "package": registration.package, "version": registration.version, "tiers": tiers,
-                "content_key": registration.content_key, "scope": registration.scope,
-                "owners": owners, "claimed": registration.claimed }),
+        &PackageRegistered {
+            package: &registration.package,
+            version: &registration.version,
+            tiers,
+            content_key: registration.content_key,
+            scope: &registration.scope,
+            owners: &owners,
+            claimed: registration.claimed,
+        },
         || {
             let count = registration.offers.len();
             let mut text = format!(
@@ -560,8 +571,21 @@ fn issuer_issue(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> any
     let response = open_issuer(&args.dir)?.issue(&request, now)?;
     args.output.write(&response.to_cbor())?;
     ui.emit(
-        json!({ "package": request.package, "tier": request.tier, "epoch": request.epoch, "count": request.blinded.len() }),
-        || format!("issued {} {} {} tokens -> {}", request.blinded.len(), request.package, request.tier, args.output.out.display()),
+        &Issued {
+            package: &request.package,
+            tier: &request.tier,
+            epoch: request.epoch,
+            count: request.blinded.len(),
+        },
+        || {
+            format!(
+                "issued {} {} {} tokens -> {}",
+                request.blinded.len(),
+                request.package,
+                request.tier,
+                args.output.out.display()
+            )
+        },
     );
     Ok(())
 }
@@ -569,7 +593,7 @@ fn issuer_issue(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> any
 fn issuer_redeem(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let answer = open_issuer(&args.dir)?.redeem(&SealedRedeemRequest::from_bytes(read(&args.input)?), now)?;
     args.output.write(answer.as_bytes())?;
-    ui.emit(json!({ "file": args.output.out }), || {
+    ui.emit(&Written { file: &args.output.out }, || {
         format!("license sealed to the holder -> {}", args.output.out.display())
     });
     Ok(())
@@ -578,7 +602,7 @@ fn issuer_redeem(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> an
 fn issuer_revoke(args: RevokeArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let id = hex_arg(&args.license_id, "license-id")?;
     open_issuer(&args.dir)?.revoke(&id, &args.reason, now)?;
-    ui.emit(json!({ "license_id": args.license_id, "reason": args.reason }), || {
+    ui.emit(&Revoked { license_id: &args.license_id, reason: &args.reason }, || {
         format!("revoked {} ({}); publish a new CRL with `escx issuer crl`", args.license_id, args.reason)
     });
     Ok(())
@@ -587,7 +611,7 @@ fn issuer_revoke(args: RevokeArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::R
 fn issuer_crl(args: IssuerOutArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let crl = open_issuer(&args.dir)?.crl(now)?;
     args.output.write(&crl)?;
-    ui.emit(json!({ "file": args.output.out }), || format!("wrote {}", args.output.out.display()));
+    ui.emit(&Written { file: &args.output.out }, || format!("wrote {}", args.output.out.display()));
     Ok(())
 }
 
@@ -603,7 +627,7 @@ fn issuer_sales(args: SalesArgs, ui: &Ui) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&events)?);
         return Ok(());
     }
-    ui.emit(json!({ "sales": sales }), || {
+    ui.emit(&Sales { sales: &sales }, || {
         sales
             .iter()
             .map(|s| {
@@ -651,8 +675,13 @@ fn license_request(args: RequestArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow
     let request = wallet.request_at(&under, &args.package, &args.tier, args.count, now)?;
     args.output.write(&request.to_cbor())?;
     ui.emit(
-        json!({ "file": args.output.out, "count": args.count, "epoch": request.epoch,
-                "bundle_version": under.version(), "published_checked": args.published.registry.is_some() }),
+        &Requested {
+            file: &args.output.out,
+            count: args.count,
+            epoch: request.epoch,
+            bundle_version: under.version(),
+            published_checked: args.published.registry.is_some(),
+        },
         || {
             format!(
                 "request for {} {} {} tokens -> {} (send it with the payment)",
@@ -669,7 +698,7 @@ fn license_request(args: RequestArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow
 fn license_finalize(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
     let response = TokenResponse::from_cbor(&read(&args.input)?)?;
     let count = Wallet::open(&args.wallet)?.finalize(&response)?;
-    ui.emit(json!({ "tokens": count, "package": response.package, "tier": response.tier }), || {
+    ui.emit(&Finalized { tokens: count, package: &response.package, tier: &response.tier }, || {
         format!("issuer proof verified; {count} {} {} tokens stored", response.package, response.tier)
     });
     Ok(())
@@ -678,7 +707,7 @@ fn license_finalize(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
 fn license_renew(args: RedeemArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let (sealed, left) = Wallet::open(&args.wallet)?.renew(&args.package, now)?;
     args.output.write_secret(sealed.as_bytes())?;
-    ui.emit(json!({ "file": args.output.out, "current_seconds_left": left }), || {
+    ui.emit(&Renewed { file: &args.output.out, current_seconds_left: left }, || {
         let days = left / 86_400;
         format!(
             "next token spent into {} with fresh holder keys; the current license has {days} day{} left",
@@ -693,7 +722,7 @@ fn license_receive_key(args: ReceiveKeyArgs, ui: &Ui) -> anyhow::Result<()> {
     let key = Wallet::open(&args.wallet)?.receive_key()?;
     let file = ReceiveKey::new(&key);
     args.output.write(&file.to_cbor())?;
-    ui.emit(json!({ "file": args.output.out, "key_id": key.id().to_string() }), || {
+    ui.emit(&ReceiveKeyWritten { file: &args.output.out, key_id: key.id().to_string() }, || {
         format!("receive key {} -> {}", key.id(), args.output.out.display())
     });
     Ok(())
@@ -707,11 +736,21 @@ fn license_transfer(args: TransferArgs, ui: &Ui) -> anyhow::Result<()> {
     let moved =
         Wallet::open(&args.wallet)?.transfer(&args.package, args.tier.as_deref(), &recipient, &args.out)?;
     ui.emit(
-        json!({ "file": args.out, "package": moved.package, "tier": moved.tier, "recipient": recipient.id().to_string() }),
-        || format!(
-            "one {} {} token sealed to {} -> {} (removed from this wallet)",
-            moved.package, moved.tier, recipient.id(), args.out.display()
-        ),
+        &Transferred {
+            file: &args.out,
+            package: &moved.package,
+            tier: &moved.tier,
+            recipient: recipient.id().to_string(),
+        },
+        || {
+            format!(
+                "one {} {} token sealed to {} -> {} (removed from this wallet)",
+                moved.package,
+                moved.tier,
+                recipient.id(),
+                args.out.display()
+            )
+        },
     );
     Ok(())
 }
@@ -719,7 +758,7 @@ fn license_transfer(args: TransferArgs, ui: &Ui) -> anyhow::Result<()> {
 fn license_receive(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
     let moved = Wallet::open(&args.wallet)?.receive(&SealedTransfer::from_bytes(read(&args.input)?))?;
     ui.emit(
-        json!({ "package": moved.package, "tier": moved.tier, "issuer_id": moved.issuer.to_string() }),
+        &Received { package: &moved.package, tier: &moved.tier, issuer_id: moved.issuer.to_string() },
         || {
             format!(
                 "received one {} {} token (issuer {}); redeem it soon: the first redemption wins",
@@ -741,7 +780,7 @@ fn license_redeem(args: RedeemArgs, ui: &Ui) -> anyhow::Result<()> {
     }
     let sealed = Wallet::open(&args.wallet)?.redeem(&args.package)?;
     args.output.write_secret(sealed.as_bytes())?;
-    ui.emit(json!({ "file": args.output.out }), || {
+    ui.emit(&Written { file: &args.output.out }, || {
         format!(
             "token spent into {} (sealed to the issuer, with fresh holder keys)",
             args.output.out.display()
@@ -754,8 +793,12 @@ fn license_install(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
     let license = Wallet::open(&args.wallet)?.install(&SealedLicense::from_bytes(read(&args.input)?))?;
     let id = hex::encode(&license.license_id);
     ui.emit(
-        json!({ "license_id": id, "package": license.package, "tier": license.tier,
-                "not_after": escx::timestamp::format_rfc3339(license.not_after) }),
+        &Installed {
+            license_id: &id,
+            package: &license.package,
+            tier: &license.tier,
+            not_after: license.not_after.rfc3339(),
+        },
         || format!("installed license {id} for {} {}", license.package, license.tier),
     );
     Ok(())
@@ -770,13 +813,22 @@ fn license_verify(args: VerifyArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::
     let crl = args.crl.as_deref().map(read).transpose()?;
     let verified = Wallet::open(&args.wallet)?.verify(&args.package, version.as_ref(), crl.as_deref(), at)?;
     let id = hex::encode(&verified.license.license_id);
-    ui.emit(json!({ "ok": true, "license_id": id, "package": verified.license.package, "checks": verified.checks }), || {
-        let mut text = format!("license {id} for {} {} is valid\n", verified.license.package, verified.license.tier);
-        for check in &verified.checks {
-            text += &format!("  {:<11} {}\n", check.name, check.detail);
-        }
-        text
-    });
+    ui.emit(
+        &LicenseValid {
+            ok: true,
+            license_id: &id,
+            package: &verified.license.package,
+            checks: &verified.checks,
+        },
+        || {
+            let mut text =
+                format!("license {id} for {} {} is valid\n", verified.license.package, verified.license.tier);
+            for check in &verified.checks {
+                text += &format!("  {:<11} {}\n", check.name, check.detail);
+            }
+            text
+        },
+    );
     Ok(())
 }
 
@@ -784,7 +836,7 @@ fn license_prove(args: ProveArgs, ui: &Ui) -> anyhow::Result<()> {
     let challenge = hex_arg(&args.challenge, "challenge")?;
     let proof = Wallet::open(&args.wallet)?.prove(&args.package, &challenge)?;
     args.output.write(&proof)?;
-    ui.emit(json!({ "file": args.output.out }), || {
+    ui.emit(&Written { file: &args.output.out }, || {
         format!("proof of possession -> {}", args.output.out.display())
     });
     Ok(())
@@ -814,9 +866,157 @@ fn license_check_proof(args: CheckProofArgs, ui: &Ui, now: escx::UnixSeconds) ->
     verify::ChallengeLog::open(&state.path().join("challenges"))?.record(&challenge)?;
     let id = hex::encode(&license.license_id);
     ui.emit(
-        json!({ "ok": true, "license_id": id, "package": license.package, "tier": license.tier,
-                "revocation_checked": crl.is_some() }),
+        &ProofValid {
+            ok: true,
+            license_id: &id,
+            package: &license.package,
+            tier: &license.tier,
+            revocation_checked: crl.is_some(),
+        },
         || format!("the prover holds license {id} for {} {}", license.package, license.tier),
     );
     Ok(())
+}
+
+/// `escx issuer init --json` (spec/cli.md).
+#[derive(Serialize)]
+struct IssuerCreated<'a> {
+    dir: &'a Path,
+    issuer_id: &'a str,
+    name: &'a str,
+}
+
+/// `escx issuer publish --json`.
+#[derive(Serialize)]
+struct BundlePublished<'a> {
+    file: &'a Path,
+    issuer_id: String,
+    version: u64,
+    hash: String,
+    epochs: &'a [u32],
+}
+
+/// `escx issuer epoch --json`.
+#[derive(Serialize)]
+struct EpochAdded {
+    epoch: u32,
+    days: u64,
+}
+
+/// `escx issuer register-package --json`.
+#[derive(Serialize)]
+struct PackageRegistered<'a> {
+    package: &'a PackageName,
+    version: &'a str,
+    tiers: Vec<OfferReport<'a>>,
+    content_key: bool,
+    scope: &'a str,
+    owners: &'a [String],
+    claimed: bool,
+}
+
+#[derive(Serialize)]
+struct OfferReport<'a> {
+    tier: &'a str,
+    price: String,
+    unit: &'a str,
+}
+
+/// `escx issuer issue --json`.
+#[derive(Serialize)]
+struct Issued<'a> {
+    package: &'a PackageName,
+    tier: &'a str,
+    epoch: u32,
+    count: usize,
+}
+
+/// `escx issuer revoke --json`.
+#[derive(Serialize)]
+struct Revoked<'a> {
+    license_id: &'a str,
+    reason: &'a str,
+}
+
+/// `escx issuer sales --json`.
+#[derive(Serialize)]
+struct Sales<'a> {
+    sales: &'a [escx_licensing::issuer::Sale],
+}
+
+/// `escx license request --json`.
+#[derive(Serialize)]
+struct Requested<'a> {
+    file: &'a Path,
+    count: usize,
+    epoch: u32,
+    bundle_version: u64,
+    published_checked: bool,
+}
+
+/// `escx license finalize --json`.
+#[derive(Serialize)]
+struct Finalized<'a> {
+    tokens: usize,
+    package: &'a PackageName,
+    tier: &'a str,
+}
+
+/// `escx license renew --json`.
+#[derive(Serialize)]
+struct Renewed<'a> {
+    file: &'a Path,
+    current_seconds_left: u64,
+}
+
+/// `escx license receive-key --json`.
+#[derive(Serialize)]
+struct ReceiveKeyWritten<'a> {
+    file: &'a Path,
+    key_id: String,
+}
+
+/// `escx license transfer --json`.
+#[derive(Serialize)]
+struct Transferred<'a> {
+    file: &'a Path,
+    package: &'a PackageName,
+    tier: &'a str,
+    recipient: String,
+}
+
+/// `escx license receive --json`.
+#[derive(Serialize)]
+struct Received<'a> {
+    package: &'a PackageName,
+    tier: &'a str,
+    issuer_id: String,
+}
+
+/// `escx license install --json`.
+#[derive(Serialize)]
+struct Installed<'a> {
+    license_id: &'a str,
+    package: &'a PackageName,
+    tier: &'a str,
+    not_after: String,
+}
+
+/// `escx license verify --json`.
+#[derive(Serialize)]
+struct LicenseValid<'a> {
+    ok: bool,
+    license_id: &'a str,
+    package: &'a PackageName,
+    checks: &'a [verify::Check],
+}
+
+/// `escx license check-proof --json`.
+#[derive(Serialize)]
+struct ProofValid<'a> {
+    ok: bool,
+    license_id: &'a str,
+    package: &'a PackageName,
+    tier: &'a str,
+    revocation_checked: bool,
 }

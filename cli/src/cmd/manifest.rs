@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use escx_manifest::Manifest;
 use escx_manifest::template::manifest_template;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::failure::{self, UsageError};
 use crate::output::Ui;
@@ -90,8 +90,44 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
     std::fs::write(&path, manifest_template(&name))
         .map_err(|e| escx::Error::io(&path, e))
         .map_err(failure::at(&path))?;
-    ui.emit(json!({ "file": path, "name": name }), || format!("wrote {} for package {name}", path.display()));
+    ui.emit(&Initialized { file: &path, name: &name }, || {
+        format!("wrote {} for package {name}", path.display())
+    });
     Ok(())
+}
+
+/// `escx manifest init --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Initialized<'a> {
+    file: &'a Path,
+    name: &'a str,
+}
+
+/// `escx manifest check --json`.
+#[derive(Serialize)]
+struct Checked<'a> {
+    ok: bool,
+    file: &'a Path,
+    package: PackageRef<'a>,
+    dependencies: Vec<DependencyRef<'a>>,
+    features: Vec<&'a str>,
+    pricing_tiers: usize,
+    revenue_steps: usize,
+    telemetry: bool,
+}
+
+#[derive(Serialize)]
+struct PackageRef<'a> {
+    name: &'a str,
+    version: String,
+}
+
+#[derive(Serialize)]
+struct DependencyRef<'a> {
+    name: &'a str,
+    requirement: &'a str,
+    optional: bool,
+    features: &'a [String],
 }
 
 fn check(args: CheckArgs, ui: &Ui) -> anyhow::Result<()> {
@@ -100,18 +136,25 @@ fn check(args: CheckArgs, ui: &Ui) -> anyhow::Result<()> {
     let tiers = manifest.pricing.as_ref().map_or(0, |p| p.tiers.len());
     let steps = manifest.revenue.as_ref().map_or(0, |r| r.base.steps.len());
     ui.emit(
-        json!({
-            "ok": true,
-            "file": path,
-            "package": { "name": manifest.package.name, "version": manifest.package.version.to_string() },
-            "dependencies": manifest.dependencies.iter().map(|(name, d)| json!({
-                "name": name, "requirement": d.requirement.as_str(), "optional": d.optional, "features": d.features,
-            })).collect::<Vec<_>>(),
-            "features": manifest.features.keys().collect::<Vec<_>>(),
-            "pricing_tiers": tiers,
-            "revenue_steps": steps,
-            "telemetry": manifest.telemetry.is_some(),
-        }),
+        &Checked {
+            ok: true,
+            file: &path,
+            package: PackageRef { name: &manifest.package.name, version: manifest.package.version.to_string() },
+            dependencies: manifest
+                .dependencies
+                .iter()
+                .map(|(name, d)| DependencyRef {
+                    name,
+                    requirement: d.requirement.as_str(),
+                    optional: d.optional,
+                    features: &d.features,
+                })
+                .collect(),
+            features: manifest.features.keys().map(String::as_str).collect(),
+            pricing_tiers: tiers,
+            revenue_steps: steps,
+            telemetry: manifest.telemetry.is_some(),
+        },
         || {
             format!(
                 "{}: {} {} is valid ({} dependencies, {} features, {tiers} price tiers, {steps} waterfall steps)",

@@ -1,13 +1,14 @@
 //! `escx meter`: the customer-side meter (spec/metering.md §2–§5).
 
 use escx::manifest::PackageName;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use escx_licensing::metering::meter::{Meter, Telemetry};
 use escx_licensing::metering::{self, Period};
 use escx_licensing::wallet::Wallet;
-use serde_json::json;
+use serde::Serialize;
 
 use super::license::Output;
 use crate::failure::UsageError;
@@ -166,9 +167,14 @@ fn meter_record(args: RecordArgs, ui: &Ui) -> anyhow::Result<()> {
     let wallet = Wallet::open(&args.wallet)?;
     let recorded = Meter::open(&wallet)?.record(&args.package, &args.unit, args.amount, at)?;
     ui.emit(
-        json!({ "package": args.package, "unit": args.unit, "amount": args.amount,
-                "minute": escx::timestamp::format_rfc3339(recorded.minute),
-                "value": recorded.value, "license_id": recorded.license_id }),
+        &Recorded {
+            package: &args.package,
+            unit: &args.unit,
+            amount: args.amount,
+            minute: recorded.minute.rfc3339(),
+            value: recorded.value,
+            license_id: &recorded.license_id,
+        },
         String::new,
     );
     Ok(())
@@ -186,9 +192,15 @@ fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
         Meter::open(&wallet)?.report_license(&args.package, args.license.as_deref(), hour, telemetry, now)?;
     args.output.write_retry(&report.file)?;
     ui.emit(
-        json!({ "file": args.output.out, "hour": metering::format_hour(hour), "seq": report.seq,
-                "license_id": report.license_id, "units": report.units, "again": report.again,
-                "telemetry": telemetry.name() }),
+        &Reported {
+            file: &args.output.out,
+            hour: metering::format_hour(hour),
+            seq: report.seq,
+            license_id: &report.license_id,
+            units: &report.units,
+            again: report.again,
+            telemetry: telemetry.name(),
+        },
         || {
             format!(
                 "{} hour {} of {} (report {}, units {}) to {}",
@@ -211,11 +223,15 @@ fn meter_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
     let close =
         Meter::open(&wallet)?.close(&args.package, period, args.license.as_deref(), args.early, now)?;
     args.output.write_retry(&close.file)?;
-    let totals: serde_json::Map<String, serde_json::Value> =
-        close.totals.iter().map(|(u, t)| (u.clone(), json!(t))).collect();
     ui.emit(
-        json!({ "file": args.output.out, "period": period.to_string(), "license_id": close.license_id,
-                "totals": totals, "through_seq": close.through_seq, "again": close.again }),
+        &Closed {
+            file: &args.output.out,
+            period: period.to_string(),
+            license_id: &close.license_id,
+            totals: close.totals.iter().map(|(u, t)| (u.as_str(), *t)).collect(),
+            through_seq: close.through_seq,
+            again: close.again,
+        },
         || {
             let totals: Vec<String> = close.totals.iter().map(|(u, t)| format!("{u} {t}")).collect();
             format!(
@@ -235,11 +251,13 @@ fn meter_open(args: OpenArgs, ui: &Ui) -> anyhow::Result<()> {
     let wallet = Wallet::open(&args.wallet)?;
     let opening = Meter::open(&wallet)?.open_hour(&args.package, hour, args.minute, args.unit.as_deref())?;
     args.output.write_retry(&opening.to_cbor())?;
-    let values: serde_json::Map<String, serde_json::Value> =
-        opening.openings.iter().map(|o| (o.unit.clone(), json!(o.value))).collect();
     ui.emit(
-        json!({ "file": args.output.out, "hour": metering::format_hour(hour), "minute": args.minute,
-                "values": values }),
+        &HourOpened {
+            file: &args.output.out,
+            hour: metering::format_hour(hour),
+            minute: args.minute,
+            values: opening.openings.iter().map(|o| (o.unit.as_str(), o.value)).collect(),
+        },
         || {
             let values: Vec<String> =
                 opening.openings.iter().map(|o| format!("{} {}", o.unit, o.value)).collect();
@@ -260,4 +278,47 @@ pub fn where_text(hour: escx::UnixSeconds, minute: Option<u8>) -> String {
         Some(m) => format!("minute {m} of hour {}", metering::format_hour(hour)),
         None => format!("hour {}", metering::format_hour(hour)),
     }
+}
+
+/// `escx meter record --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Recorded<'a> {
+    package: &'a PackageName,
+    unit: &'a str,
+    amount: u64,
+    minute: String,
+    value: u64,
+    license_id: &'a str,
+}
+
+/// `escx meter report --json`.
+#[derive(Serialize)]
+struct Reported<'a> {
+    file: &'a Path,
+    hour: String,
+    seq: u64,
+    license_id: &'a str,
+    units: &'a [String],
+    again: bool,
+    telemetry: &'static str,
+}
+
+/// `escx meter close --json`.
+#[derive(Serialize)]
+struct Closed<'a> {
+    file: &'a Path,
+    period: String,
+    license_id: &'a str,
+    totals: BTreeMap<&'a str, u64>,
+    through_seq: u64,
+    again: bool,
+}
+
+/// `escx meter open --json`.
+#[derive(Serialize)]
+struct HourOpened<'a> {
+    file: &'a Path,
+    hour: String,
+    minute: Option<u8>,
+    values: BTreeMap<&'a str, u64>,
 }

@@ -2,6 +2,7 @@
 
 use escx::Fault as _;
 use escx::manifest::PackageName;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -9,7 +10,7 @@ use clap::{Args, Subcommand};
 use escx_licensing::messages::BundleChain;
 use escx_licensing::metering::operator::{Aggregate, Operator, Outcome, epsilon_text};
 use escx_licensing::metering::{self, Period};
-use serde_json::json;
+use serde::Serialize;
 
 use super::license::{Output, read};
 use crate::failure::{self, Reported, UsageError};
@@ -222,7 +223,7 @@ fn operator_init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
     let operator = Operator::init(&args.dir, &chains)
         .with_context(|| format!("creating operator store {}", args.dir.display()))?;
     let issuers: Vec<String> = chains.iter().map(|c| c.issuer_id().to_string()).collect();
-    ui.emit(json!({ "dir": args.dir, "id": operator.id(), "issuers": issuers }), || {
+    ui.emit(&Created { dir: &args.dir, id: operator.id(), issuers: &issuers }, || {
         format!("created operator store {} trusting issuer {}", args.dir.display(), issuers.join(", "))
     });
     Ok(())
@@ -234,44 +235,46 @@ fn operator_package(args: PackageArgs, ui: &Ui) -> anyhow::Result<()> {
     let terms = open(&args.dir)?
         .add_package(&args.package, &policy, now)
         .with_context(|| args.package.display().to_string())?;
-    let tiers: Vec<serde_json::Value> = terms
+    let tiers: Vec<_> = terms
         .tiers
         .iter()
-        .map(|t| {
-            json!({ "tier": t.tier, "unit": t.unit, "price": t.price_micros.to_string(),
-                         "currency": t.currency, "telemetry": if t.share { "share" } else { "private" } })
+        .map(|t| TierReport {
+            tier: &t.tier,
+            unit: &t.unit,
+            price: t.price_micros.to_string(),
+            currency: &t.currency,
+            telemetry: if t.share { "share" } else { "private" },
         })
         .collect();
-    let telemetry = terms.telemetry.as_ref().map(|t| {
-        json!({ "metrics": t.metrics, "window_hours": t.window_secs / 3600,
-                "cohort_min_size": t.cohort_min_size, "epsilon": epsilon_text(t.epsilon_micros) })
+    let telemetry = terms.telemetry.as_ref().map(|t| TelemetryReport {
+        metrics: &t.metrics,
+        window_hours: t.window_secs / 3600,
+        cohort_min_size: t.cohort_min_size,
+        epsilon: epsilon_text(t.epsilon_micros),
     });
-    ui.emit(
-        json!({ "package": terms.package, "version": terms.version, "tiers": tiers, "telemetry": telemetry }),
-        || {
-            let tiers: Vec<String> = terms
-                .tiers
-                .iter()
-                .map(|t| {
-                    format!(
-                        "{} ({} per {}, {})",
-                        t.tier,
-                        t.price_micros,
-                        t.unit,
-                        if t.share { "share" } else { "private" }
-                    )
-                })
-                .collect();
-            format!("terms of {} {}: {}", terms.package, terms.version, tiers.join("; "))
-        },
-    );
+    ui.emit(&Registered { package: &terms.package, version: &terms.version, tiers, telemetry }, || {
+        let tiers: Vec<String> = terms
+            .tiers
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} ({} per {}, {})",
+                    t.tier,
+                    t.price_micros,
+                    t.unit,
+                    if t.share { "share" } else { "private" }
+                )
+            })
+            .collect();
+        format!("terms of {} {}: {}", terms.package, terms.version, tiers.join("; "))
+    });
     Ok(())
 }
 
 fn operator_crl(args: CrlArgs, ui: &Ui) -> anyhow::Result<()> {
     let crl =
         open(&args.dir)?.accept_crl(&read(&args.crl)?).with_context(|| args.crl.display().to_string())?;
-    ui.emit(json!({ "number": crl.number, "revoked": crl.revoked.len() }), || {
+    ui.emit(&CrlAccepted { number: crl.number, revoked: crl.revoked.len() }, || {
         format!("CRL number {} in force ({} revoked)", crl.number, crl.revoked.len())
     });
     Ok(())
@@ -323,9 +326,15 @@ fn operator_ingest(args: IngestArgs, ui: &Ui) -> anyhow::Result<()> {
                 ("refused", Some(error.code()), Some(error.to_string()))
             }
         };
-        rows.push(json!({ "file": path, "status": status, "code": code, "message": message,
-                          "license_id": result.license_id, "seq": result.seq,
-                          "hour": result.hour.map(metering::format_hour) }));
+        rows.push(IngestRow {
+            file: path,
+            status,
+            code,
+            message: message.clone(),
+            license_id: result.license_id.as_deref(),
+            seq: result.seq,
+            hour: result.hour.map(metering::format_hour),
+        });
         if status != "stored" {
             lines.push(format!(
                 "{}: {status}{}",
@@ -336,8 +345,14 @@ fn operator_ingest(args: IngestArgs, ui: &Ui) -> anyhow::Result<()> {
     }
     let ok = counts[2] + counts[3] == 0;
     ui.emit(
-        json!({ "ok": ok, "stored": counts[0], "duplicates": counts[1], "equivocations": counts[2],
-                "refused": counts[3], "reports": rows }),
+        &Ingested {
+            ok,
+            stored: counts[0],
+            duplicates: counts[1],
+            equivocations: counts[2],
+            refused: counts[3],
+            reports: &rows,
+        },
         || {
             lines.push(format!(
                 "{} stored, {} duplicate, {} equivocating, {} refused",
@@ -356,11 +371,16 @@ fn operator_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
     let now = super::at_or_now(args.at.as_deref())?;
     let closed =
         open(&args.dir)?.close(&read(&args.close)?, now).with_context(|| args.close.display().to_string())?;
-    let totals: serde_json::Map<String, serde_json::Value> =
-        closed.totals.iter().map(|(u, t)| (u.clone(), json!(t))).collect();
     ui.emit(
-        json!({ "license_id": closed.license_id, "package": closed.package, "tier": closed.tier,
-                "period": closed.period, "reports": closed.reports, "totals": totals, "again": closed.again }),
+        &Closed {
+            license_id: &closed.license_id,
+            package: &closed.package,
+            tier: &closed.tier,
+            period: &closed.period,
+            reports: closed.reports,
+            totals: closed.totals.iter().map(|(u, t)| (u.as_str(), *t)).collect(),
+            again: closed.again,
+        },
         || {
             let totals: Vec<String> = closed.totals.iter().map(|(u, t)| format!("{u} {t}")).collect();
             format!(
@@ -386,8 +406,12 @@ fn operator_aggregate(args: AggregateArgs, ui: &Ui) -> anyhow::Result<()> {
         open(&args.dir)?.aggregate(&args.package, window, args.clip, epsilon, &mut rand_core::OsRng, now)?;
     match result {
         Aggregate::Suppressed { cohort_min_size } => ui.emit(
-            json!({ "package": args.package, "window": args.window, "released": false,
-                    "reason": format!("fewer than {cohort_min_size} distinct holders") }),
+            &Suppressed {
+                package: &args.package,
+                window: &args.window,
+                released: false,
+                reason: format!("fewer than {cohort_min_size} distinct holders"),
+            },
             || {
                 format!(
                     "suppressed: fewer than {cohort_min_size} distinct holders share telemetry for {} in {}; nothing is released",
@@ -396,13 +420,18 @@ fn operator_aggregate(args: AggregateArgs, ui: &Ui) -> anyhow::Result<()> {
             },
         ),
         Aggregate::Released(release) => {
-            let values: serde_json::Map<String, serde_json::Value> =
-                release.values.iter().map(|(u, v)| (u.clone(), json!(v))).collect();
             ui.emit(
-                json!({ "package": args.package, "window": args.window, "released": true, "values": values,
-                        "clip": release.clip, "epsilon": epsilon_text(release.epsilon_micros),
-                        "epsilon_left": epsilon_text(release.remaining_micros),
-                        "noise": "discrete Laplace", "scale": format!("{}/{}", release.scale.0, release.scale.1) }),
+                &Released {
+                    package: &args.package,
+                    window: &args.window,
+                    released: true,
+                    values: release.values.iter().map(|(u, v)| (u.as_str(), *v)).collect(),
+                    clip: release.clip,
+                    epsilon: epsilon_text(release.epsilon_micros),
+                    epsilon_left: epsilon_text(release.remaining_micros),
+                    noise: "discrete Laplace",
+                    scale: format!("{}/{}", release.scale.0, release.scale.1),
+                },
                 || {
                     let values: Vec<String> =
                         release.values.iter().map(|(u, v)| format!("{u} {v}")).collect();
@@ -424,7 +453,7 @@ fn operator_aggregate(args: AggregateArgs, ui: &Ui) -> anyhow::Result<()> {
 fn operator_billing(args: BillingArgs, ui: &Ui) -> anyhow::Result<()> {
     let period = Period::parse(&args.period).map_err(|r| UsageError(format!("--period: {r}")))?;
     let charges = open(&args.dir)?.billing(period)?;
-    let events: Vec<serde_json::Value> =
+    let events: Vec<_> =
         charges.iter().map(|c| escx_settlement::events::BillingEvent::from_usage(c).to_json()).collect();
     let mut text = serde_json::to_string_pretty(&events)?;
     text.push('\n');
@@ -435,8 +464,7 @@ fn operator_billing(args: BillingArgs, ui: &Ui) -> anyhow::Result<()> {
             anyhow::anyhow!("the usage charges of {period} add up to more than 2^64 micro-units")
         })?;
     ui.emit(
-        json!({ "file": args.output.out, "period": period.to_string(), "events": charges.len(),
-                "flagged": flagged, "charges": charges }),
+        &Billed { file: &args.output.out, period: period.to_string(), events: charges.len(), flagged, charges: &charges },
         || {
             let mut text = format!(
                 "{} usage events for {period} ({total} in all) to {}",
@@ -473,15 +501,19 @@ fn operator_evidence(args: EvidenceArgs, ui: &Ui) -> anyhow::Result<()> {
             }
         }
     }
-    let rows: Vec<serde_json::Value> = evidence
+    let rows: Vec<_> = evidence
         .iter()
-        .map(|e| {
-            json!({ "id": e.id, "kind": e.kind, "license_id": e.license_id, "holder": e.holder.to_string(),
-                    "hour": e.hour.map(metering::format_hour), "seq": e.seq,
-                    "seen_at": escx::timestamp::format_rfc3339(e.at) })
+        .map(|e| EvidenceRow {
+            id: e.id,
+            kind: &e.kind,
+            license_id: &e.license_id,
+            holder: e.holder.to_string(),
+            hour: e.hour.map(metering::format_hour),
+            seq: e.seq,
+            seen_at: e.at.rfc3339(),
         })
         .collect();
-    ui.emit(json!({ "evidence": rows }), || {
+    ui.emit(&EvidenceList { evidence: &rows }, || {
         if evidence.is_empty() {
             return "no evidence kept".into();
         }
@@ -507,11 +539,15 @@ fn operator_check_opening(args: CheckOpeningArgs, ui: &Ui) -> anyhow::Result<()>
     let verdict = open(&args.dir)?
         .check_opening(&read(&args.opening)?)
         .with_context(|| args.opening.display().to_string())?;
-    let values: serde_json::Map<String, serde_json::Value> =
-        verdict.values.iter().map(|(u, v)| (u.clone(), json!(v))).collect();
     ui.emit(
-        json!({ "ok": true, "license_id": verdict.license_id, "package": verdict.package,
-                "hour": metering::format_hour(verdict.hour), "minute": verdict.minute, "values": values }),
+        &OpeningChecked {
+            ok: true,
+            license_id: &verdict.license_id,
+            package: &verdict.package,
+            hour: metering::format_hour(verdict.hour),
+            minute: verdict.minute,
+            values: verdict.values.iter().map(|(u, v)| (u.as_str(), *v)).collect(),
+        },
         || {
             let values: Vec<String> = verdict.values.iter().map(|(u, v)| format!("{u} = {v}")).collect();
             format!(
@@ -524,4 +560,140 @@ fn operator_check_opening(args: CheckOpeningArgs, ui: &Ui) -> anyhow::Result<()>
         },
     );
     Ok(())
+}
+
+/// `escx operator init --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Created<'a> {
+    dir: &'a Path,
+    id: &'a str,
+    issuers: &'a [String],
+}
+
+/// `escx operator register-package --json`.
+#[derive(Serialize)]
+struct Registered<'a> {
+    package: &'a PackageName,
+    version: &'a str,
+    tiers: Vec<TierReport<'a>>,
+    telemetry: Option<TelemetryReport<'a>>,
+}
+
+#[derive(Serialize)]
+struct TierReport<'a> {
+    tier: &'a str,
+    unit: &'a str,
+    price: String,
+    currency: &'a str,
+    telemetry: &'static str,
+}
+
+#[derive(Serialize)]
+struct TelemetryReport<'a> {
+    metrics: &'a [String],
+    window_hours: u64,
+    cohort_min_size: u32,
+    epsilon: String,
+}
+
+/// `escx operator crl --json`.
+#[derive(Serialize)]
+struct CrlAccepted {
+    number: u64,
+    revoked: usize,
+}
+
+/// `escx operator ingest --json`.
+#[derive(Serialize)]
+struct Ingested<'a> {
+    ok: bool,
+    stored: usize,
+    duplicates: usize,
+    equivocations: usize,
+    refused: usize,
+    reports: &'a [IngestRow<'a>],
+}
+
+#[derive(Serialize)]
+struct IngestRow<'a> {
+    file: &'a Path,
+    status: &'static str,
+    code: Option<&'static str>,
+    message: Option<String>,
+    license_id: Option<&'a str>,
+    seq: Option<u64>,
+    hour: Option<String>,
+}
+
+/// `escx operator close --json`.
+#[derive(Serialize)]
+struct Closed<'a> {
+    license_id: &'a str,
+    package: &'a PackageName,
+    tier: &'a str,
+    period: &'a str,
+    reports: u64,
+    totals: BTreeMap<&'a str, u64>,
+    again: bool,
+}
+
+/// `escx operator aggregate --json` when nothing is released.
+#[derive(Serialize)]
+struct Suppressed<'a> {
+    package: &'a PackageName,
+    window: &'a str,
+    released: bool,
+    reason: String,
+}
+
+/// `escx operator aggregate --json` with a release.
+#[derive(Serialize)]
+struct Released<'a> {
+    package: &'a PackageName,
+    window: &'a str,
+    released: bool,
+    values: BTreeMap<&'a str, u64>,
+    clip: u64,
+    epsilon: String,
+    epsilon_left: String,
+    noise: &'static str,
+    scale: String,
+}
+
+/// `escx operator bill --json`.
+#[derive(Serialize)]
+struct Billed<'a> {
+    file: &'a Path,
+    period: String,
+    events: usize,
+    flagged: usize,
+    charges: &'a [escx_licensing::metering::operator::UsageCharge],
+}
+
+/// `escx operator evidence --json`.
+#[derive(Serialize)]
+struct EvidenceList<'a> {
+    evidence: &'a [EvidenceRow<'a>],
+}
+
+#[derive(Serialize)]
+struct EvidenceRow<'a> {
+    id: i64,
+    kind: &'a str,
+    license_id: &'a str,
+    holder: String,
+    hour: Option<String>,
+    seq: Option<u64>,
+    seen_at: String,
+}
+
+/// `escx operator check-opening --json`.
+#[derive(Serialize)]
+struct OpeningChecked<'a> {
+    ok: bool,
+    license_id: &'a str,
+    package: &'a PackageName,
+    hour: String,
+    minute: Option<u8>,
+    values: BTreeMap<&'a str, u64>,
 }

@@ -9,7 +9,7 @@ use escx::policy::TrustPolicy;
 use escx::sig::SecretKey;
 use escx::timestamp;
 use escx::verify::{SectionSelection, SignerStatus, VerifyOptions, VerifyReport};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::failure::{self, UsageError};
 use crate::output::{self, Ui};
@@ -211,15 +211,15 @@ fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
     let report =
         escx::pack::pack_dir(&args.dir, &args.out, &key_refs, &options).map_err(failure::at(&args.dir))?;
     ui.emit(
-        json!({
-            "file": args.out,
-            "package": { "name": report.package.name, "version": report.package.version.to_string() },
-            "root": output::hex(&report.root),
-            "file_bytes": report.file_bytes,
-            "sections": report.sections.iter().map(section_json).collect::<Vec<_>>(),
-            "signers": report.signers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "encrypted_for": issuer.as_ref().map(|b| b.issuer_id().to_string()),
-        }),
+        &Packed {
+            file: &args.out,
+            package: PackageRef::of(&report.package),
+            root: output::hex(&report.root),
+            file_bytes: report.file_bytes,
+            sections: report.sections.iter().map(SectionReport::of).collect(),
+            signers: report.signers.iter().map(ToString::to_string).collect(),
+            encrypted_for: issuer.as_ref().map(|b| b.issuer_id().to_string()),
+        },
         || {
             let mut text = format!(
                 "packed {} {} -> {} ({})\n  root     {}\n",
@@ -277,36 +277,50 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
         content_key: key.as_ref(),
     };
     let report = escx::verify::verify_file(&args.file, &policy, &options).map_err(failure::at(&args.file))?;
-    ui.emit(verify_json(&args.file, &report), || verify_text(&args.file, &report));
+    ui.emit(&verify_json(&args.file, &report, None), || verify_text(&args.file, &report));
     Ok(())
 }
 
-fn verify_json(file: &Path, report: &VerifyReport) -> Value {
-    json!({
-        "ok": true,
-        "file": file,
-        "package": { "name": report.package.name, "version": report.package.version.to_string() },
-        "root": output::hex(&report.root),
-        "signatures": report.signers.iter().map(|s| json!({
-            "key_id": s.key_id.to_string(),
-            "signed_at": timestamp::format_rfc3339(s.signed_at),
-            "status": match &s.status { SignerStatus::Valid(_) => "valid", SignerStatus::Unknown => "unknown-key" },
-            "key_name": match &s.status { SignerStatus::Valid(name) => Some(name), SignerStatus::Unknown => None },
-        })).collect::<Vec<_>>(),
-        "policy": report.decision.rules,
-        "sections_verified": report.sections.iter().map(|s| {
-            let mut value = section_json(&s.entry);
-            value["content_checked"] = json!(s.content_checked);
-            if let Some(archive) = s.archive {
-                value["archive"] = json!({
-                    "files": archive.files, "directories": archive.directories,
-                    "symlinks": archive.symlinks, "file_bytes": archive.file_bytes,
-                });
-            }
-            value
-        }).collect::<Vec<_>>(),
-        "sections_skipped": report.skipped.iter().map(|k| k.name()).collect::<Vec<_>>(),
-    })
+fn verify_json<'a>(file: &'a Path, report: &'a VerifyReport, extracted_to: Option<&'a Path>) -> Verified<'a> {
+    Verified {
+        ok: true,
+        file,
+        package: PackageRef::of(&report.package),
+        root: output::hex(&report.root),
+        signatures: report
+            .signers
+            .iter()
+            .map(|s| SignatureReport {
+                key_id: s.key_id.to_string(),
+                signed_at: timestamp::format_rfc3339(s.signed_at),
+                status: match &s.status {
+                    SignerStatus::Valid(_) => "valid",
+                    SignerStatus::Unknown => "unknown-key",
+                },
+                key_name: match &s.status {
+                    SignerStatus::Valid(name) => Some(name.as_str()),
+                    SignerStatus::Unknown => None,
+                },
+            })
+            .collect(),
+        policy: &report.decision.rules,
+        sections_verified: report
+            .sections
+            .iter()
+            .map(|s| VerifiedSection {
+                section: SectionReport::of(&s.entry),
+                content_checked: s.content_checked,
+                archive: s.archive.map(|a| ArchiveReport {
+                    files: a.files,
+                    directories: a.directories,
+                    symlinks: a.symlinks,
+                    file_bytes: a.file_bytes,
+                }),
+            })
+            .collect(),
+        sections_skipped: report.skipped.iter().map(|k| k.name()).collect(),
+        extracted_to,
+    }
 }
 
 fn verify_text(file: &Path, report: &VerifyReport) -> String {
@@ -358,26 +372,30 @@ fn inspect(args: InspectArgs, ui: &Ui) -> anyhow::Result<()> {
     let manifest = reader.package_id();
     let header = *reader.header();
     let package_json = match &manifest {
-        Ok(id) => json!({ "name": id.name, "version": id.version.to_string() }),
-        Err(e) => json!({ "error": e.to_string() }),
+        Ok(id) => InspectedPackage::Read(PackageRef::of(id)),
+        Err(e) => InspectedPackage::Unreadable { error: e.to_string() },
     };
-    let signatures: Vec<Value> = reader
+    let signatures: Vec<InspectedSignature> = reader
         .signatures()
         .iter()
-        .map(|b| json!({ "algorithm": "ml-dsa-87", "key_id": b.key_id.to_string(), "signed_at": timestamp::format_rfc3339(b.signed_at) }))
+        .map(|b| InspectedSignature {
+            algorithm: "ml-dsa-87",
+            key_id: b.key_id.to_string(),
+            signed_at: timestamp::format_rfc3339(b.signed_at),
+        })
         .collect();
     ui.emit(
-        json!({
-            "file": args.file,
-            "verified": false,
-            "format": { "major": header.major, "minor": header.minor },
-            "file_bytes": reader.file_bytes(),
-            "body_bytes": header.body_length,
-            "root": output::hex(reader.root()),
-            "package": package_json,
-            "sections": reader.sections().iter().map(section_json).collect::<Vec<_>>(),
-            "signatures": signatures,
-        }),
+        &Inspected {
+            file: &args.file,
+            verified: false,
+            format: Format { major: header.major, minor: header.minor },
+            file_bytes: reader.file_bytes(),
+            body_bytes: header.body_length,
+            root: output::hex(reader.root()),
+            package: package_json,
+            sections: reader.sections().iter().map(SectionReport::of).collect(),
+            signatures,
+        },
         || {
             let package = match &manifest {
                 Ok(id) => format!("{} {}", id.name, id.version),
@@ -420,9 +438,9 @@ fn extract(args: ExtractArgs, ui: &Ui) -> anyhow::Result<()> {
     };
     let report = escx::extract::extract_file(&args.file, &args.out, &policy, &options)
         .map_err(failure::at(&args.file))?;
-    let mut value = verify_json(&args.file, &report);
-    value["extracted_to"] = json!(args.out);
-    ui.emit(value, || format!("{}extracted to {}", verify_text(&args.file, &report), args.out.display()));
+    ui.emit(&verify_json(&args.file, &report, Some(&args.out)), || {
+        format!("{}extracted to {}", verify_text(&args.file, &report), args.out.display())
+    });
     Ok(())
 }
 
@@ -432,22 +450,148 @@ fn sign(args: SignArgs, ui: &Ui) -> anyhow::Result<()> {
     let block = escx::pack::countersign(&args.file, &key, signing_time()?, &progress)
         .map_err(failure::at(&args.file))?;
     ui.emit(
-        json!({ "file": args.file, "key_id": block.key_id.to_string(), "signed_at": timestamp::format_rfc3339(block.signed_at) }),
+        &Countersigned {
+            file: &args.file,
+            key_id: block.key_id.to_string(),
+            signed_at: block.signed_at.rfc3339(),
+        },
         || format!("countersigned {} with {}", args.file.display(), block.key_id),
     );
     Ok(())
 }
 
-fn section_json(entry: &SectionEntry) -> Value {
-    json!({
-        "type": entry.kind.name(),
-        "compressed": entry.is_compressed(),
-        "encrypted": entry.is_encrypted(),
-        "offset": entry.offset,
-        "stored_bytes": entry.stored_length,
-        "plain_bytes": entry.plain_length,
-        "blake3": output::hex(&entry.hash),
-    })
+/// `escx package pack --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Packed<'a> {
+    file: &'a Path,
+    package: PackageRef<'a>,
+    root: String,
+    file_bytes: u64,
+    sections: Vec<SectionReport>,
+    signers: Vec<String>,
+    encrypted_for: Option<String>,
+}
+
+/// `escx package verify --json`, and `extract` with `extracted_to`.
+#[derive(Serialize)]
+struct Verified<'a> {
+    ok: bool,
+    file: &'a Path,
+    package: PackageRef<'a>,
+    root: String,
+    signatures: Vec<SignatureReport<'a>>,
+    policy: &'a [String],
+    sections_verified: Vec<VerifiedSection>,
+    sections_skipped: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extracted_to: Option<&'a Path>,
+}
+
+#[derive(Serialize)]
+struct SignatureReport<'a> {
+    key_id: String,
+    signed_at: String,
+    status: &'static str,
+    key_name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct VerifiedSection {
+    #[serde(flatten)]
+    section: SectionReport,
+    content_checked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    archive: Option<ArchiveReport>,
+}
+
+#[derive(Serialize)]
+struct ArchiveReport {
+    files: u64,
+    directories: u64,
+    symlinks: u64,
+    file_bytes: u64,
+}
+
+/// `escx package inspect --json`: nothing is verified.
+#[derive(Serialize)]
+struct Inspected<'a> {
+    file: &'a Path,
+    verified: bool,
+    format: Format,
+    file_bytes: u64,
+    body_bytes: u64,
+    root: String,
+    package: InspectedPackage<'a>,
+    sections: Vec<SectionReport>,
+    signatures: Vec<InspectedSignature>,
+}
+
+#[derive(Serialize)]
+struct Format {
+    major: u16,
+    minor: u16,
+}
+
+/// The manifest's name and version, or why it could not be read.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum InspectedPackage<'a> {
+    Read(PackageRef<'a>),
+    Unreadable { error: String },
+}
+
+#[derive(Serialize)]
+struct InspectedSignature {
+    algorithm: &'static str,
+    key_id: String,
+    signed_at: String,
+}
+
+/// `escx package sign --json`.
+#[derive(Serialize)]
+struct Countersigned<'a> {
+    file: &'a Path,
+    key_id: String,
+    signed_at: String,
+}
+
+#[derive(Serialize)]
+struct PackageRef<'a> {
+    name: &'a str,
+    version: String,
+}
+
+impl<'a> PackageRef<'a> {
+    fn of(id: &'a escx::manifest::PackageId) -> Self {
+        Self { name: &id.name, version: id.version.to_string() }
+    }
+}
+
+/// One section table entry.
+#[derive(Serialize)]
+struct SectionReport {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    compressed: bool,
+    encrypted: bool,
+    offset: u64,
+    stored_bytes: u64,
+    plain_bytes: u64,
+    blake3: String,
+}
+
+impl SectionReport {
+    fn of(entry: &SectionEntry) -> Self {
+        Self {
+            kind: entry.kind.name(),
+            compressed: entry.is_compressed(),
+            encrypted: entry.is_encrypted(),
+            offset: entry.offset,
+            stored_bytes: entry.stored_length,
+            plain_bytes: entry.plain_length,
+            blake3: output::hex(&entry.hash),
+        }
+    }
 }
 
 fn section_line(entry: &SectionEntry) -> String {

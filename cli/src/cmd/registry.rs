@@ -1,6 +1,6 @@
 //! `escx registry ...`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use escx::keyfile;
@@ -10,7 +10,7 @@ use escx_manifest::client;
 use escx_manifest::index;
 use escx_manifest::registry::{self, DEFAULT_EXPIRY_SECS, Registry};
 use semver::Version;
-use serde_json::json;
+use serde::Serialize;
 
 use super::client::ClientTrust;
 use crate::failure::{self, UsageError};
@@ -219,7 +219,7 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
         std::fs::write(&path, text).map_err(|e| escx::Error::io(&path, e)).map_err(failure::at(&path))?;
     }
     let signers: Vec<String> = keys.iter().map(|k| k.id().to_string()).collect();
-    ui.emit(json!({ "dir": args.dir, "index_version": 1, "signers": signers }), || {
+    ui.emit(&Created { dir: &args.dir, index_version: 1, signers: &signers }, || {
         format!("created registry {} (index version 1, signed by {})", args.dir.display(), signers.join(", "))
     });
     Ok(())
@@ -256,10 +256,14 @@ fn publish(args: PublishArgs, ui: &Ui) -> anyhow::Result<()> {
         registry.publish(&args.package, &publishers, &refs(&keys), now, args.signing.expiry_secs()?)?;
     let index = registry.current_index(&refs(&keys))?;
     ui.emit(
-        json!({
-            "name": name, "version": entry.version, "blake3": entry.blake3_hex(), "size": entry.size,
-            "publisher_key_id": entry.publisher().to_string(), "index_version": index.version,
-        }),
+        &Published {
+            name: &name,
+            version: &entry.version,
+            blake3: entry.blake3_hex(),
+            size: entry.size,
+            publisher_key_id: entry.publisher().to_string(),
+            index_version: index.version,
+        },
         || {
             format!(
                 "published {name} {} (index version {}, publisher key {})",
@@ -290,7 +294,7 @@ fn yank(args: YankArgs, ui: &Ui) -> anyhow::Result<()> {
         args.signing.expiry_secs()?,
     )?;
     let verb = if args.undo { "un-yanked" } else { "yanked" };
-    ui.emit(json!({ "name": name, "version": version.to_string(), "yanked": !args.undo }), || {
+    ui.emit(&Yanked { name, version: version.to_string(), yanked: !args.undo }, || {
         format!("{verb} {name} {version}")
     });
     Ok(())
@@ -309,29 +313,20 @@ fn search(args: SearchArgs, ui: &Ui) -> anyhow::Result<()> {
         (client::load_index(&args.dir, &policy, &state, escx::now_unix())?.index, true)
     };
     let hits = registry::search(&index, &args.query);
-    ui.emit(
-        json!({
-            "verified": verified,
-            "index_version": index.version,
-            "results": hits.iter().map(|h| json!({
-                "name": h.name, "version": h.version, "description": h.description, "all_yanked": h.all_yanked,
-            })).collect::<Vec<_>>(),
-        }),
-        || {
-            let mut text = String::new();
-            for hit in &hits {
-                let yanked = if hit.all_yanked { " (yanked)" } else { "" };
-                text += &format!("{} {}{yanked}  {}\n", hit.name, hit.version, hit.description);
-            }
-            if hits.is_empty() {
-                text += &format!("no package matches {:?}\n", args.query);
-            }
-            if !verified {
-                text += "(index signatures not checked; pass --registry-key to verify)\n";
-            }
-            text
-        },
-    );
+    ui.emit(&Searched { verified, index_version: index.version, results: &hits }, || {
+        let mut text = String::new();
+        for hit in &hits {
+            let yanked = if hit.all_yanked { " (yanked)" } else { "" };
+            text += &format!("{} {}{yanked}  {}\n", hit.name, hit.version, hit.description);
+        }
+        if hits.is_empty() {
+            text += &format!("no package matches {:?}\n", args.query);
+        }
+        if !verified {
+            text += "(index signatures not checked; pass --registry-key to verify)\n";
+        }
+        text
+    });
     Ok(())
 }
 
@@ -340,8 +335,13 @@ fn mirror(args: MirrorArgs, ui: &Ui) -> anyhow::Result<()> {
     let report =
         client::mirror(&args.source, &args.destination, &policy, &args.trust.state(), args.trust.now()?)?;
     ui.emit(
-        json!({ "source": args.source, "destination": args.destination, "index_version": report.index_version,
-                "copied": report.copied, "unchanged": report.unchanged }),
+        &Mirrored {
+            source: &args.source,
+            destination: &args.destination,
+            index_version: report.index_version,
+            copied: report.copied,
+            unchanged: report.unchanged,
+        },
         || {
             format!(
                 "mirrored {} -> {}: index version {}, {} package files copied, {} already up to date",
@@ -361,7 +361,7 @@ fn refresh(args: RefreshArgs, ui: &Ui) -> anyhow::Result<()> {
     let registry = Registry::open(&args.dir)?;
     let index = registry.refresh(&refs(&keys), escx::now_unix(), args.signing.expiry_secs()?)?;
     let expires = escx::timestamp::format_rfc3339(index.expires_at);
-    ui.emit(json!({ "index_version": index.version, "expires_at": expires }), || {
+    ui.emit(&Refreshed { index_version: index.version, expires_at: &expires }, || {
         format!("re-signed index version {}, valid until {expires}", index.version)
     });
     Ok(())
@@ -400,8 +400,12 @@ fn issuer(args: IssuerArgs, ui: &Ui) -> anyhow::Result<()> {
         args.signing.expiry_secs()?,
     )?;
     ui.emit(
-        json!({ "issuer_id": chain.issuer_id().to_string(), "bundle_version": head.version(),
-                "bundle_hash": hex::encode(head.hash), "index_version": index.version }),
+        &IssuerPublished {
+            issuer_id: chain.issuer_id().to_string(),
+            bundle_version: head.version(),
+            bundle_hash: hex::encode(head.hash),
+            index_version: index.version,
+        },
         || {
             format!(
                 "published issuer {} bundle version {} (index version {})",
@@ -412,4 +416,65 @@ fn issuer(args: IssuerArgs, ui: &Ui) -> anyhow::Result<()> {
         },
     );
     Ok(())
+}
+
+/// `escx registry init --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Created<'a> {
+    dir: &'a Path,
+    index_version: u64,
+    signers: &'a [String],
+}
+
+/// `escx registry publish --json`.
+#[derive(Serialize)]
+struct Published<'a> {
+    name: &'a str,
+    version: &'a str,
+    blake3: String,
+    size: u64,
+    publisher_key_id: String,
+    index_version: u64,
+}
+
+/// `escx registry yank --json`.
+#[derive(Serialize)]
+struct Yanked<'a> {
+    name: &'a str,
+    version: String,
+    yanked: bool,
+}
+
+/// `escx registry search --json`: the hits as `{name, version, description, all_yanked}`.
+#[derive(Serialize)]
+struct Searched<'a> {
+    verified: bool,
+    index_version: u64,
+    results: &'a [registry::SearchHit],
+}
+
+/// `escx registry mirror --json`.
+#[derive(Serialize)]
+struct Mirrored<'a> {
+    source: &'a Path,
+    destination: &'a Path,
+    index_version: u64,
+    copied: usize,
+    unchanged: usize,
+}
+
+/// `escx registry refresh --json`.
+#[derive(Serialize)]
+struct Refreshed<'a> {
+    index_version: u64,
+    expires_at: &'a str,
+}
+
+/// `escx registry issuer --json`.
+#[derive(Serialize)]
+struct IssuerPublished {
+    issuer_id: String,
+    bundle_version: u64,
+    bundle_hash: String,
+    index_version: u64,
 }

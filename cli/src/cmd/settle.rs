@@ -1,13 +1,13 @@
 //! `escx settle ...`
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use escx_manifest::Micros;
 use escx_settlement::ledger::{Ledger, Manifests, Options, PlatformFee};
 use escx_settlement::waterfall::{self, Tier};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::failure::UsageError;
 use crate::output::Ui;
@@ -139,7 +139,7 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
     };
     Ledger::create(&args.ledger, &Options { platform: fee.clone(), payout_threshold: threshold })?;
     ui.emit(
-        json!({ "ledger": args.ledger, "platform": fee, "payout_threshold": threshold.to_string() }),
+        &Created { ledger: &args.ledger, platform: fee.as_ref(), payout_threshold: threshold.to_string() },
         || {
             let fee = fee
                 .as_ref()
@@ -165,7 +165,7 @@ fn settle(args: RunArgs, ui: &Ui) -> anyhow::Result<()> {
         escx::now_unix(),
         &progress,
     )?;
-    ui.emit(json!({ "ledger": args.ledger, "events": events.len(), "report": report }), || {
+    ui.emit(&Settled { ledger: &args.ledger, events: events.len(), report: &report }, || {
         format!(
             "{} events: {} settled ({} transfers, {} transaction{}, {} statement{} signed), {} already settled and unchanged",
             events.len(),
@@ -216,10 +216,8 @@ fn preview(args: PreviewArgs, ui: &Ui) -> anyhow::Result<()> {
     chain.push(Tier::package(format!("package {}", manifest.package.name), revenue, at)?);
     let split = waterfall::apply(&chain, gross, &recouped)?;
 
-    let mut value = serde_json::to_value(&split)?;
-    value["currency"] = json!(revenue.currency);
-    value["gross"] = json!(gross.to_string());
-    ui.emit(value, || {
+    let preview = Preview { split: &split, currency: &revenue.currency, gross: gross.to_string() };
+    ui.emit(&preview, || {
         let mut text = format!("{} {} through {} tier(s):\n", gross, revenue.currency, chain.len());
         for step in &split.trace {
             let who = if step.party.is_empty() { "(next tier)".to_owned() } else { step.party.clone() };
@@ -234,4 +232,30 @@ fn preview(args: PreviewArgs, ui: &Ui) -> anyhow::Result<()> {
         text
     });
     Ok(())
+}
+
+/// `escx settle init --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Created<'a> {
+    ledger: &'a Path,
+    platform: Option<&'a PlatformFee>,
+    payout_threshold: String,
+}
+
+/// `escx settle run --json`.
+#[derive(Serialize)]
+struct Settled<'a> {
+    ledger: &'a Path,
+    events: usize,
+    report: &'a escx_settlement::ledger::RunReport,
+}
+
+/// `escx settle preview --json`: the split's own fields, with the currency and the gross
+/// as a decimal.
+#[derive(Serialize)]
+struct Preview<'a> {
+    #[serde(flatten)]
+    split: &'a escx_settlement::waterfall::Split,
+    currency: &'a str,
+    gross: String,
 }

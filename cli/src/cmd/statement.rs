@@ -1,13 +1,13 @@
 //! `escx statement ...`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use escx_manifest::Micros;
 use escx_settlement::ledger::Ledger;
 use escx_settlement::statement::{self, OpeningsFile};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::failure::{self, UsageError};
 use crate::output::Ui;
@@ -133,7 +133,7 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
         StatementCommand::List(args) => {
             let list = Ledger::open(&args.ledger)?.statements()?;
-            ui.emit(json!({ "statements": list }), || {
+            ui.emit(&Listed { statements: &list }, || {
                 let mut text = String::new();
                 for s in &list {
                     text += &format!(
@@ -155,7 +155,7 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
             if let (Some(seq), Some(out)) = (args.seq, &args.out) {
                 let bytes = ledger.statement(seq)?;
                 write(out, &bytes, escx::fsutil::MODE_PUBLIC)?;
-                ui.emit(json!({ "file": out, "seq": seq, "bytes": bytes.len() }), || {
+                ui.emit(&Exported { file: out, seq, bytes: bytes.len() }, || {
                     format!("statement {seq} -> {}", out.display())
                 });
                 return Ok(());
@@ -170,7 +170,7 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
                     escx::fsutil::MODE_PUBLIC,
                 )?;
             }
-            ui.emit(json!({ "dir": dir, "statements": list.len() }), || {
+            ui.emit(&ExportedAll { dir, statements: list.len() }, || {
                 format!("{} statements -> {}", list.len(), dir.display())
             });
         }
@@ -181,7 +181,7 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
                 // Openings reveal the party's amounts: only for that party.
                 write(out, &escx::cbor::encode(&file), escx::fsutil::MODE_SECRET)?;
                 ui.emit(
-                    json!({ "file": out, "seq": seq, "party": args.party, "openings": file.openings.len() }),
+                    &OpeningsExported { file: out, seq, party: &args.party, openings: file.openings.len() },
                     || {
                         format!(
                             "{} openings of {} for statement {seq} -> {}",
@@ -204,7 +204,7 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
                     escx::fsutil::MODE_SECRET,
                 )?;
             }
-            ui.emit(json!({ "dir": dir, "party": args.party, "statements": list.len() }), || {
+            ui.emit(&OpeningsExportedAll { dir, party: &args.party, statements: list.len() }, || {
                 format!("openings of {} for {} statements -> {}", args.party, list.len(), dir.display())
             });
         }
@@ -232,16 +232,16 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
                     }
                 };
                 write(&path, &proofs.to_cbor(), escx::fsutil::MODE_PUBLIC)?;
-                made.push(json!({ "seq": seq, "file": path, "entries": proofs.entries.len() }));
+                made.push(Proof { seq, file: path, entries: proofs.entries.len() });
             }
-            ui.emit(json!({ "proofs": made }), || {
+            ui.emit(&Proved { proofs: &made }, || {
                 made.iter()
                     .map(|m| {
                         format!(
                             "statement {}: range proofs for {} entries -> {}\n",
-                            m["seq"],
-                            m["entries"],
-                            m["file"].as_str().unwrap_or("")
+                            m.seq,
+                            m.entries,
+                            m.file.display()
                         )
                     })
                     .collect()
@@ -279,7 +279,12 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
     }
     let summary: Vec<_> = statements
         .iter()
-        .map(|s| json!({ "seq": s.payload.seq, "entries": s.payload.entries.len(), "hash": hex::encode(s.hash), "issued_at": escx::timestamp::format_rfc3339(s.payload.issued_at) }))
+        .map(|s| StatementSummary {
+            seq: s.payload.seq,
+            entries: s.payload.entries.len(),
+            hash: hex::encode(s.hash),
+            issued_at: s.payload.issued_at.rfc3339(),
+        })
         .collect();
     // A party's payouts are each at most its entry's gross, and a statement's grosses are
     // settled amounts, so these sums fit; a forged file that overflows is refused.
@@ -294,11 +299,16 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
         Some(_) => anyhow::bail!("the opened amounts add up to more than 2^64 micro-units"),
         None => (Micros::ZERO, Micros::ZERO),
     };
-    let opened = amounts.as_ref().map(|(party, seq, list)| {
-        json!({ "party": party, "seq": seq, "total_micros": total,
-                "entries": list.iter().map(|o| json!({"entry": o.entry, "micros": o.amount, "gross_micros": o.gross})).collect::<Vec<_>>() })
+    let opened = amounts.as_ref().map(|(party, seq, list)| OpenedReport {
+        party,
+        seq: *seq,
+        total_micros: total,
+        entries: list
+            .iter()
+            .map(|o| OpenedEntry { entry: o.entry, micros: o.amount, gross_micros: o.gross })
+            .collect(),
     });
-    ui.emit(json!({ "ok": true, "statements": summary, "openings": opened }), || {
+    ui.emit(&Verified { ok: true, statements: summary, openings: opened }, || {
         let mut text = String::new();
         for s in &statements {
             text += &format!(
@@ -319,4 +329,87 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
         text
     });
     Ok(())
+}
+
+/// `escx statement list --json` (spec/cli.md).
+#[derive(Serialize)]
+struct Listed<'a> {
+    statements: &'a [escx_settlement::ledger::StatementInfo],
+}
+
+/// `escx statement export --seq N -o FILE --json`.
+#[derive(Serialize)]
+struct Exported<'a> {
+    file: &'a Path,
+    seq: u64,
+    bytes: usize,
+}
+
+/// `escx statement export --dir DIR --json`.
+#[derive(Serialize)]
+struct ExportedAll<'a> {
+    dir: &'a Path,
+    statements: usize,
+}
+
+/// `escx statement openings --seq N -o FILE --json`.
+#[derive(Serialize)]
+struct OpeningsExported<'a> {
+    file: &'a Path,
+    seq: u64,
+    party: &'a str,
+    openings: usize,
+}
+
+/// `escx statement openings --dir DIR --json`.
+#[derive(Serialize)]
+struct OpeningsExportedAll<'a> {
+    dir: &'a Path,
+    party: &'a str,
+    statements: usize,
+}
+
+/// `escx statement prove --json`.
+#[derive(Serialize)]
+struct Proved<'a> {
+    proofs: &'a [Proof],
+}
+
+#[derive(Serialize)]
+struct Proof {
+    seq: u64,
+    file: PathBuf,
+    entries: usize,
+}
+
+/// `escx statement verify --json`.
+#[derive(Serialize)]
+struct Verified<'a> {
+    ok: bool,
+    statements: Vec<StatementSummary>,
+    openings: Option<OpenedReport<'a>>,
+}
+
+#[derive(Serialize)]
+struct StatementSummary {
+    seq: u64,
+    entries: usize,
+    hash: String,
+    issued_at: String,
+}
+
+/// What a party's openings proved.
+#[derive(Serialize)]
+struct OpenedReport<'a> {
+    party: &'a str,
+    seq: u64,
+    total_micros: Micros,
+    entries: Vec<OpenedEntry>,
+}
+
+#[derive(Serialize)]
+struct OpenedEntry {
+    entry: u32,
+    micros: Micros,
+    gross_micros: Micros,
 }
