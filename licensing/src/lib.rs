@@ -38,9 +38,24 @@ use escx::sig::KeyId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A POPRF operation failed (bad encoding, batch size, key).
+    /// The POPRF library failed on well-formed input (key generation, evaluation).
     #[error("blind token protocol: {0}")]
     Poprf(String),
+    /// A batch of tokens outside 1..=[`poprf::BATCH_MAX`].
+    #[error("a batch holds 1 to {max} tokens, not {count}")]
+    BatchSize {
+        /// The batch size given.
+        count: usize,
+        /// The largest batch.
+        max: usize,
+    },
+    /// A POPRF element, proof, key or client state that does not decode; or a response
+    /// with another number of elements than the request.
+    #[error("blind token protocol: {what}")]
+    PoprfEncoding {
+        /// What is malformed, e.g. "invalid blinded element".
+        what: String,
+    },
     /// The issuer's batched DLEQ proof does not verify against its published key.
     #[error(
         "the issuer's proof does not verify against its published key for this package, tier and epoch; the tokens are refused"
@@ -287,7 +302,7 @@ fn owners_text(owners: &[KeyId]) -> String {
 impl escx::Fault for Error {
     fn code(&self) -> &'static str {
         match self {
-            Self::Poprf(_) => "poprf",
+            Self::Poprf(_) | Self::BatchSize { .. } | Self::PoprfEncoding { .. } => "poprf",
             Self::ProofInvalid => "issuance-proof-invalid",
             Self::Malformed { .. } => "message-invalid",
             Self::Escx(e) => e.code(),

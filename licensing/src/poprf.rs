@@ -32,6 +32,10 @@ pub const INPUT_BYTES: usize = 32;
 /// Most tokens in one issuance batch.
 pub const BATCH_MAX: usize = 1000;
 
+fn encoding(what: &str) -> Error {
+    Error::PoprfEncoding { what: what.to_owned() }
+}
+
 /// Prefix of the public info, naming the format.
 pub const INFO_LABEL: &[u8] = b"escx/license-info/v1";
 
@@ -150,16 +154,13 @@ impl IssuerKey {
         rng: &mut R,
     ) -> Result<Evaluated, Error> {
         if blinded.is_empty() || blinded.len() > BATCH_MAX {
-            return Err(Error::Poprf(format!(
-                "a batch holds 1 to {BATCH_MAX} elements, not {}",
-                blinded.len()
-            )));
+            return Err(Error::BatchSize { count: blinded.len(), max: BATCH_MAX });
         }
         let elements = blinded
             .iter()
             .map(|b| {
                 BlindedElement::<Suite>::deserialize(b)
-                    .map_err(|_| Error::Poprf("invalid blinded element".into()))
+                    .map_err(|_| encoding("invalid blinded element"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let result = self
@@ -218,7 +219,7 @@ impl Blinded {
     /// Draws `count` random inputs and blinds them.
     pub fn new(count: usize) -> Result<Self, Error> {
         if count == 0 || count > BATCH_MAX {
-            return Err(Error::Poprf(format!("a batch holds 1 to {BATCH_MAX} tokens, not {count}")));
+            return Err(Error::BatchSize { count, max: BATCH_MAX });
         }
         let mut inputs = Vec::with_capacity(count);
         let mut clients = Vec::with_capacity(count);
@@ -252,7 +253,7 @@ impl Blinded {
         let mut elements = Vec::with_capacity(parts.len());
         for (input, client) in parts {
             let client = PoprfClient::<Suite>::deserialize(client)
-                .map_err(|_| Error::Poprf("corrupt pending token state".into()))?;
+                .map_err(|_| encoding("corrupt pending token state"))?;
             let serialized = client.serialize();
             elements.push(to_array(&serialized[SCALAR_BYTES..]));
             clients.push(client);
@@ -291,24 +292,22 @@ fn finalize_raw(
 ) -> Result<Vec<[u8; OUTPUT_BYTES]>, Error> {
     {
         if evaluated.elements.len() != clients.len() || inputs.len() != clients.len() {
-            return Err(Error::Poprf(format!(
-                "the issuer returned {} elements for {} tokens",
-                evaluated.elements.len(),
-                clients.len()
-            )));
+            return Err(Error::PoprfEncoding {
+                what: format!("the issuer returned {} elements for {} tokens", evaluated.elements.len(), clients.len()),
+            });
         }
         let messages = evaluated
             .elements
             .iter()
             .map(|e| {
                 EvaluationElement::<Suite>::deserialize(e)
-                    .map_err(|_| Error::Poprf("invalid evaluated element".into()))
+                    .map_err(|_| encoding("invalid evaluated element"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let proof = Proof::<Suite>::deserialize(&evaluated.proof)
-            .map_err(|_| Error::Poprf("invalid proof encoding".into()))?;
+            .map_err(|_| encoding("invalid proof encoding"))?;
         let public = <Ristretto255 as voprf::Group>::deserialize_elem(issuer_public_key)
-            .map_err(|_| Error::Poprf("invalid issuer POPRF key".into()))?;
+            .map_err(|_| encoding("invalid issuer POPRF key"))?;
         let outputs = PoprfClient::<Suite>::batch_finalize(
             inputs.iter().copied(),
             clients,
@@ -339,6 +338,25 @@ mod tests {
 
     fn info() -> TokenInfo {
         TokenInfo { package: "acme/thermal".parse().unwrap(), tier: "standard".into(), epoch: 1 }
+    }
+
+    #[test]
+    fn batch_sizes_and_encodings_are_typed_errors() {
+        use escx::Fault as _;
+        assert!(matches!(Blinded::new(0), Err(Error::BatchSize { count: 0, max: BATCH_MAX })));
+        assert!(matches!(Blinded::new(BATCH_MAX + 1), Err(Error::BatchSize { .. })));
+        let key = IssuerKey::generate().unwrap();
+        let too_many = vec![[0u8; ELEMENT_BYTES]; BATCH_MAX + 1];
+        assert!(matches!(key.evaluate_batch(&too_many, &info()), Err(Error::BatchSize { .. })));
+        // Not a ristretto255 encoding: refused before any evaluation, with the old code.
+        let err = key.evaluate_batch(&[[0xff; ELEMENT_BYTES]], &info()).unwrap_err();
+        assert!(matches!(&err, Error::PoprfEncoding { what } if what == "invalid blinded element"), "{err}");
+        assert_eq!(err.code(), "poprf");
+        let blinded = Blinded::new(2).unwrap();
+        let mut evaluated = key.evaluate_batch(&blinded.elements, &info()).unwrap();
+        evaluated.elements.pop();
+        let result = blinded.finalize(&evaluated, &key.public_key(), &info());
+        assert!(matches!(result, Err(Error::PoprfEncoding { .. })));
     }
 
     #[test]

@@ -492,7 +492,7 @@ impl<S: IssuerStore> Issuer<S> {
         }
         let evaluated = key.evaluate_batch(&request.elements()?, &request.info())?;
         let count = u32::try_from(request.blinded.len())
-            .map_err(|_| Error::Poprf(format!("{} tokens in one request", request.blinded.len())))?;
+            .map_err(|_| Error::BatchSize { count: request.blinded.len(), max: crate::poprf::BATCH_MAX })?;
         // A metered tier (`unit = "hour"`) is billed on use from the meter's period
         // closes (metering.md §7.2): its licenses cost nothing at purchase.
         let unit_price = if offer.unit == "hour" { Micros::ZERO } else { offer.price_micros };
