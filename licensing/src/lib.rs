@@ -15,6 +15,40 @@
 //! - [`metering`]: the customer's [`metering::meter::Meter`] and the operator's
 //!   [`metering::operator::Operator`].
 //!
+//! The protocol steps are typed: each takes the message the previous one produced, so
+//! they cannot be wired out of order. `Wallet::request` gives a [`messages::TokenRequest`]
+//! (blinded), `Issuer::issue` answers it with a [`messages::TokenResponse`],
+//! `Wallet::finalize` turns that into tokens, `Wallet::redeem` spends one into a
+//! [`messages::SealedRedeemRequest`], `Issuer::redeem` answers with a
+//! [`messages::SealedLicense`], and `Wallet::install` opens it into a
+//! [`messages::LicensePayload`]. What lies between the steps (pending purchases, unspent
+//! tokens, redemptions in flight) is kept in the wallet directory rather than in a typestate
+//! value, because the steps run in different processes, hours apart, and must survive a
+//! crash and a retry.
+//!
+//! ```
+//! # use escx_licensing::{issuer::Issuer, messages::*, wallet::Wallet};
+//! # #[allow(dead_code)]
+//! fn wired(issuer: &Issuer, wallet: &Wallet, response: &TokenResponse, sealed: &SealedRedeemRequest) {
+//!     let _ = wallet.finalize(response);
+//!     let _ = issuer.redeem(sealed, escx::UnixSeconds(0));
+//! }
+//! ```
+//!
+//! ```compile_fail,E0308
+//! # fn misuse(issuer: &escx_licensing::issuer::Issuer, license: &escx_licensing::messages::SealedLicense) {
+//! // A license is not a redemption request.
+//! let _ = issuer.redeem(license, escx::UnixSeconds(0));
+//! # }
+//! ```
+//!
+//! ```compile_fail,E0308
+//! # fn misuse(wallet: &escx_licensing::wallet::Wallet, request: &escx_licensing::messages::TokenRequest) {
+//! // A wallet finalizes the issuer's response, not its own request.
+//! let _ = wallet.finalize(request);
+//! # }
+//! ```
+//!
 //! `examples/license_in_process.rs` runs a sale, a redemption and an offline check with
 //! an in-memory issuer. Errors are [`Error`], which implements [`escx::Fault`].
 //!
