@@ -158,10 +158,7 @@ impl IssuerKey {
         }
         let elements = blinded
             .iter()
-            .map(|b| {
-                BlindedElement::<Suite>::deserialize(b)
-                    .map_err(|_| encoding("invalid blinded element"))
-            })
+            .map(|b| BlindedElement::<Suite>::deserialize(b).map_err(|_| encoding("invalid blinded element")))
             .collect::<Result<Vec<_>, _>>()?;
         let result = self
             .server()?
@@ -293,19 +290,22 @@ fn finalize_raw(
     {
         if evaluated.elements.len() != clients.len() || inputs.len() != clients.len() {
             return Err(Error::PoprfEncoding {
-                what: format!("the issuer returned {} elements for {} tokens", evaluated.elements.len(), clients.len()),
+                what: format!(
+                    "the issuer returned {} elements for {} tokens",
+                    evaluated.elements.len(),
+                    clients.len()
+                ),
             });
         }
         let messages = evaluated
             .elements
             .iter()
             .map(|e| {
-                EvaluationElement::<Suite>::deserialize(e)
-                    .map_err(|_| encoding("invalid evaluated element"))
+                EvaluationElement::<Suite>::deserialize(e).map_err(|_| encoding("invalid evaluated element"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let proof = Proof::<Suite>::deserialize(&evaluated.proof)
-            .map_err(|_| encoding("invalid proof encoding"))?;
+        let proof =
+            Proof::<Suite>::deserialize(&evaluated.proof).map_err(|_| encoding("invalid proof encoding"))?;
         let public = <Ristretto255 as voprf::Group>::deserialize_elem(issuer_public_key)
             .map_err(|_| encoding("invalid issuer POPRF key"))?;
         let outputs = PoprfClient::<Suite>::batch_finalize(
