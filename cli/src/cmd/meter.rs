@@ -88,7 +88,7 @@ pub struct ReportArgs {
     /// Package.
     #[arg(long)]
     package: PackageName,
-    /// The hour, YYYY-MM-DDTHH (UTC).
+    /// The hour, YYYY-MM-DDTHH (UTC), or any time in it (RFC 3339 or @unix).
     #[arg(long)]
     hour: String,
     /// What the license's tier shares (its `telemetry` in the package's [pricing]).
@@ -112,7 +112,7 @@ pub struct CloseArgs {
     /// Package.
     #[arg(long)]
     package: PackageName,
-    /// Billing period, YYYY-MM (UTC).
+    /// Billing period, YYYY-MM (UTC), or any time in it (RFC 3339 or @unix).
     #[arg(long)]
     period: String,
     /// The license to close (hex id), when several have reports in the period.
@@ -136,7 +136,7 @@ pub struct OpenArgs {
     /// Package.
     #[arg(long)]
     package: PackageName,
-    /// The reported hour, YYYY-MM-DDTHH (UTC).
+    /// The reported hour, YYYY-MM-DDTHH (UTC), or any time in it (RFC 3339 or @unix).
     #[arg(long)]
     hour: String,
     /// One minute of it (0 to 59); default the whole hour.
@@ -149,8 +149,21 @@ pub struct OpenArgs {
     output: Output,
 }
 
+/// `--hour`: `YYYY-MM-DDTHH` (UTC), or a time in the `--at` forms, meaning the hour that
+/// holds it (so a script can write `--hour @$(( $(date +%s) - 3600 ))`).
 fn hour(text: &str) -> anyhow::Result<escx::UnixSeconds> {
-    Ok(metering::parse_hour(text).map_err(|r| UsageError(format!("--hour: {r}")))?)
+    metering::parse_hour(text)
+        .or_else(|reason| {
+            escx::timestamp::parse(text).map(|t| t.floor(metering::HOUR_SECS)).map_err(|_| reason)
+        })
+        .map_err(|r| UsageError(format!("--hour: {r}; or give a time in it (RFC 3339 or @unix)")).into())
+}
+
+/// `--period`: `YYYY-MM` (UTC), or a time in the `--at` forms, meaning its month.
+pub fn period(text: &str) -> anyhow::Result<Period> {
+    Period::parse(text)
+        .or_else(|reason| escx::timestamp::parse(text).map(Period::of).map_err(|_| reason))
+        .map_err(|r| UsageError(format!("--period: {r}; or give a time in it (RFC 3339 or @unix)")).into())
 }
 
 pub fn run(command: MeterCommand, ui: &Ui) -> anyhow::Result<()> {
@@ -218,7 +231,7 @@ fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn meter_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
     let now = super::at_or_now(args.at.as_deref())?;
-    let period = Period::parse(&args.period).map_err(|r| UsageError(format!("--period: {r}")))?;
+    let period = period(&args.period)?;
     let wallet = Wallet::open(&args.wallet)?;
     let close =
         Meter::open(&wallet)?.close(&args.package, period, args.license.as_deref(), args.early, now)?;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use escx_licensing::messages::BundleChain;
 use escx_licensing::metering::operator::{Aggregate, Operator, Outcome, epsilon_text};
-use escx_licensing::metering::{self, Period};
+use escx_licensing::metering;
 use serde::Serialize;
 
 use super::license::{Output, read};
@@ -451,7 +451,7 @@ fn operator_aggregate(args: AggregateArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn operator_billing(args: BillingArgs, ui: &Ui) -> anyhow::Result<()> {
-    let period = Period::parse(&args.period).map_err(|r| UsageError(format!("--period: {r}")))?;
+    let period = super::meter::period(&args.period)?;
     let charges = open(&args.dir)?.billing(period)?;
     let events: Vec<_> =
         charges.iter().map(|c| escx_settlement::events::BillingEvent::from_usage(c).to_json()).collect();
