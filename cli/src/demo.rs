@@ -247,7 +247,7 @@ pub fn run(args: DemoArgs, ui: &Ui) -> anyhow::Result<()> {
             Err(error) => format!("FAILED: {}", crate::failure::message(error)),
         };
         if !ui.json {
-            println!("[{}/{}] {:<9} {detail}", index + 1, STEPS.len(), step.name);
+            output::print_line(&format!("[{}/{}] {:<9} {detail}", index + 1, STEPS.len(), step.name));
         }
         results.push(StepResult { step: step.name, ok, proved: detail });
         if let Err(error) = outcome {

@@ -1,8 +1,9 @@
 //! Output: short human lines on stdout, or one JSON document with `--json`; progress bars
 //! on stderr only when both stdout and stderr are terminals.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -10,6 +11,33 @@ use crate::failure;
 
 /// Sections smaller than this finish too fast for a bar to be useful.
 const PROGRESS_MIN_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Set once a write to stdout failed because its reader went away (`escx demo | head -2`).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `bytes` to stdout. A closed pipe is not an error: later writes are dropped and
+/// the command finishes (so temporary files are still cleaned up) without a panic or a
+/// message. Any other write failure is returned.
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// [`write_stdout`] of one line; a failure other than a closed pipe goes to stderr.
+pub fn print_line(text: &str) {
+    if let Err(e) = write_stdout(format!("{text}\n").as_bytes()) {
+        eprintln!("error: writing to stdout: {e}");
+    }
+}
 
 /// The `--json` report of a command whose only result is a file it wrote: `{file}`.
 #[derive(serde::Serialize)]
@@ -35,11 +63,11 @@ impl Ui {
     /// report struct, whose shape spec/cli.md documents.
     pub fn emit(&self, value: &impl serde::Serialize, human: impl FnOnce() -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+            print_line(&serde_json::to_string_pretty(value).unwrap_or_default());
         } else {
             let text = human();
             if !text.is_empty() {
-                println!("{}", text.trim_end());
+                print_line(text.trim_end());
             }
         }
     }
@@ -84,7 +112,7 @@ impl Ui {
                     })
                     .collect();
             }
-            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            print_line(&serde_json::to_string_pretty(&value).unwrap_or_default());
         } else {
             eprintln!("error: {}", failure::message(error));
             if let Some(help) = help {

@@ -407,3 +407,27 @@ fn a_bad_package_name_argument_is_a_usage_error() {
     assert!(message.contains("\"Acme/thermal\" must start each part with a lowercase letter"), "{message}");
     assert!(!tmp.path().join("w").exists() && !tmp.path().join("r.sealed").exists());
 }
+
+/// `escx demo | head -2`: the reader goes away after two lines. The demo finishes quietly
+/// (exit 0, no panic, no message) and still removes its temporary directory.
+#[test]
+fn a_closed_stdout_pipe_is_not_an_error() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("escx"))
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("[1/"));
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the demo left files behind");
+}

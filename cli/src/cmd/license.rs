@@ -624,7 +624,7 @@ fn issuer_sales(args: SalesArgs, ui: &Ui) -> anyhow::Result<()> {
             .iter()
             .map(|s| escx_settlement::events::BillingEvent::from_sale(&id, s).to_json())
             .collect();
-        println!("{}", serde_json::to_string_pretty(&events)?);
+        crate::output::print_line(&serde_json::to_string_pretty(&events)?);
         return Ok(());
     }
     ui.emit(&Sales { sales: &sales }, || {

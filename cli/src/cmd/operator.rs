@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use escx_licensing::messages::BundleChain;
-use escx_licensing::metering::operator::{Aggregate, Operator, Outcome, epsilon_text};
 use escx_licensing::metering;
+use escx_licensing::metering::operator::{Aggregate, Operator, Outcome, epsilon_text};
 use serde::Serialize;
 
 use super::license::{Output, read};

@@ -1,6 +1,5 @@
 //! `escx payout report`
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -82,7 +81,7 @@ pub fn run(command: PayoutCommand, ui: &Ui) -> anyhow::Result<()> {
                 );
             }
         }
-        None => std::io::stdout().write_all(&bytes)?,
+        None => crate::output::write_stdout(&bytes)?,
     }
     Ok(())
 }

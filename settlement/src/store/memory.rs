@@ -315,10 +315,10 @@ impl Writer for MemoryTx<'_> {
         if self.work.settlements.contains_key(&s.id) || self.work.event_ids.contains_key(&s.event_id) {
             return Err(violation(format!("settlement {} exists", s.id)));
         }
-        if let Some(target) = &s.refund_of {
-            if !self.work.settlements.contains_key(target) {
-                return Err(violation(format!("refund_of {target} is not a settlement")));
-            }
+        if let Some(target) = &s.refund_of
+            && !self.work.settlements.contains_key(target)
+        {
+            return Err(violation(format!("refund_of {target} is not a settlement")));
         }
         self.work.event_ids.insert(s.event_id.clone(), s.id.clone());
         self.work.settlements.insert(s.id.clone(), s.clone());
