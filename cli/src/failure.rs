@@ -41,6 +41,60 @@ impl fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
+/// A failure the command line detects itself, with its own code, class and help (e.g. a
+/// directory given as a package that has no `manifest.toml`).
+#[derive(Debug)]
+pub struct CliFailure {
+    /// Stable code (spec/cli.md).
+    pub code: &'static str,
+    /// Input (exit 1) or environment (exit 3).
+    pub class: ErrorClass,
+    /// What is wrong, naming the file.
+    pub message: String,
+    /// What to do.
+    pub help: &'static str,
+}
+
+impl fmt::Display for CliFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliFailure {}
+
+impl Fault for CliFailure {
+    fn code(&self) -> &'static str {
+        self.code
+    }
+
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+
+    fn help(&self) -> Option<&'static str> {
+        Some(self.help)
+    }
+}
+
+/// A package directory without `manifest.toml`: code `io`, exit 3, and how to make one.
+pub fn no_manifest(dir: &Path) -> anyhow::Error {
+    CliFailure {
+        code: "io",
+        class: ErrorClass::Environment,
+        message: format!("{}: no manifest.toml in this directory", dir.display()),
+        help: "a package directory needs a manifest.toml; `escx manifest init DIR` writes a commented one",
+    }
+    .into()
+}
+
+/// An output the command would create exists: code `io`, exit 3 (spec/cli.md, "Output
+/// files"), with what to do instead (`pass --force to replace it`, ...).
+pub fn exists(path: &Path, what_to_do: &str) -> anyhow::Error {
+    let reason = format!("exists; {what_to_do}");
+    escx::Error::io(path, std::io::Error::new(std::io::ErrorKind::AlreadyExists, reason)).into()
+}
+
 /// Adds `path` to an `escx::Error` whose message does not already name a file.
 pub fn at(path: &Path) -> impl FnOnce(escx::Error) -> anyhow::Error + '_ {
     move |error| {
@@ -78,6 +132,7 @@ fn as_fault<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn 
         };
     }
     first_of!(
+        CliFailure,
         escx_settlement::Error,
         escx_settlement::waterfall::WaterfallError,
         escx_settlement::statement::StatementError,

@@ -98,8 +98,8 @@ fn key_generate_refuses_to_overwrite() {
     f.cmd()
         .args(["key", "generate", "--out", "ci", "--unencrypted"])
         .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--force"));
+        .code(3)
+        .stderr(predicate::str::contains("ci.key: exists; pass --force"));
 }
 
 #[test]
@@ -272,7 +272,7 @@ fn manifest_init_writes_a_template_that_checks() {
     let out = f.cmd().args(["manifest", "check", "newpkg", "--json"]).output().unwrap();
     assert!(out.status.success());
     assert_eq!(json(&out.stdout)["package"]["name"], "acme/new");
-    f.cmd().args(["manifest", "init", "newpkg"]).assert().code(2).stderr(predicate::str::contains("--force"));
+    f.cmd().args(["manifest", "init", "newpkg"]).assert().code(3).stderr(predicate::str::contains("--force"));
 }
 
 #[test]
@@ -430,4 +430,35 @@ fn a_closed_stdout_pipe_is_not_an_error() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the demo left files behind");
+}
+
+/// Exit codes and messages the spec gives for common mistakes: a directory that is not a
+/// package (exit 3, and how to make one), a file that is not a key (exit 1,
+/// `key-file-invalid`, not a UTF-8 decoder message), an existing output (exit 3, `io`).
+#[test]
+fn common_mistakes_exit_as_the_spec_says() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.dir.join("empty")).unwrap();
+    for args in [
+        &["manifest", "check", "empty"][..],
+        &["package", "pack", "empty", "-o", "e.escx", "--key", "ci.key"],
+    ] {
+        let out = f.cmd().args(args).arg("--json").output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let value = json(&out.stdout);
+        assert_eq!(value["error"]["code"], "io");
+        assert!(value["error"]["message"].as_str().unwrap().contains("no manifest.toml"), "{value}");
+        assert!(value["error"]["help"].as_str().unwrap().contains("escx manifest init"), "{value}");
+    }
+    std::fs::write(f.dir.join("noise.bin"), [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    let out = f.cmd().args(["key", "show", "noise.bin", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let value = json(&out.stdout);
+    assert_eq!(value["error"]["code"], "key-file-invalid");
+    assert!(value["error"]["message"].as_str().unwrap().contains("noise.bin: not a key file"), "{value}");
+    let out = f.cmd().args(["manifest", "init", "mypkg", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let value = json(&out.stdout);
+    assert_eq!(value["error"]["code"], "io");
+    assert!(value["error"]["message"].as_str().unwrap().contains("exists; pass --force"), "{value}");
 }

@@ -374,12 +374,13 @@ fn transfer_receive_and_renew() {
             .stdout,
     );
     assert_eq!(moved["tier"], "standard");
-    // The output exists: refused as a usage error, and Alice keeps her tokens.
+    // The output exists: refused (exit 3, io, like every existing output), and Alice keeps
+    // her tokens.
     escx(dir)
         .args(["license", "transfer", "--wallet", "alice", "--package", "acme/thermal"])
         .args(["--to", "bob.receive", "-o", "gift.sealed"])
         .assert()
-        .code(2);
+        .code(3);
     escx(dir).args(["license", "receive", "gift.sealed", "--wallet", "alice"]).assert().code(1);
     run(&["license", "receive", "gift.sealed", "--wallet", "bob"]);
     run(&["license", "redeem", "--wallet", "bob", "--package", "acme/thermal", "-o", "bob.redeem"]);

@@ -277,3 +277,20 @@ fn registry_commands_have_help_with_examples() {
             .stdout(predicate::str::contains("Examples:"));
     }
 }
+
+/// Versions are immutable: publishing one again is the input's fault (exit 1,
+/// `already-published`), and the index does not change.
+#[test]
+fn publishing_a_version_again_is_refused_with_exit_1() {
+    let project = Project::new();
+    project.publish("c", "1.2.0", "");
+    let before = std::fs::read(project.path("reg/index.signed")).unwrap();
+    let out = project
+        .cmd()
+        .args(["registry", "publish", "reg", "c-1.2.0.escx", "--key", "registry.key", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json(&out.stdout)["error"]["code"], "already-published");
+    assert_eq!(std::fs::read(project.path("reg/index.signed")).unwrap(), before);
+}

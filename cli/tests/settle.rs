@@ -139,7 +139,11 @@ fn run_balances_history_audit_and_a_rerun_that_changes_nothing() {
     std::fs::write(dir.join("events.json"), events).unwrap();
     escx(dir).args(["key", "generate", "--out", "op", "--unencrypted"]).assert().success();
     escx(dir).args(["settle", "init", "l.db", "--platform-bps", "500"]).assert().success();
-    escx(dir).args(["settle", "init", "l.db"]).assert().code(2);
+    escx(dir)
+        .args(["settle", "init", "l.db"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("never re-created"));
     let run = [
         "settle",
         "run",
@@ -214,6 +218,16 @@ fn run_balances_history_audit_and_a_rerun_that_changes_nothing() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("events.json: record 2 (id \"s2\"): kind"));
+    // A manifests directory that is not there is the environment's fault, named once.
+    std::fs::write(dir.join("events.json"), events).unwrap();
+    let out = escx(dir)
+        .args(["settle", "run", "l.db", "--events", "events.json", "--manifests", "no-such-dir"])
+        .args(["--operator-key", "op.key"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("no-such-dir").count(), 1, "{stderr}");
 }
 
 #[test]

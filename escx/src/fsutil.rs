@@ -34,7 +34,7 @@ pub fn persist(temp: tempfile::NamedTempFile, path: &Path, mode: u32, overwrite:
     let result = if overwrite { temp.persist(path) } else { temp.persist_noclobber(path) };
     result.map_err(|e| {
         let reason = if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "file exists; pass --force to replace it")
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists; pass --force to replace it")
         } else {
             e.error
         };

@@ -272,7 +272,6 @@ impl escx::Fault for Error {
             | Self::NotARegistry { .. }
             | Self::RegistryNotEmpty { .. }
             | Self::RegistryLocked { .. }
-            | Self::AlreadyPublished { .. }
             | Self::IndexChanged { .. }
             | Self::ClientState { .. } => Environment,
             _ => Input,

@@ -73,7 +73,13 @@ impl Manifests {
         let mut manifests = Self::default();
         let walker = walkdir::WalkDir::new(dir).max_depth(4).sort_by_file_name();
         for entry in walker {
-            let entry = entry.map_err(|e| Error::Manifests { path: dir.into(), reason: e.to_string() })?;
+            // A directory that cannot be read is the environment's fault (exit 3), named once.
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(dir).to_path_buf();
+                let error =
+                    e.into_io_error().unwrap_or_else(|| std::io::Error::other("a symbolic link loop"));
+                Error::Io { path, error }
+            })?;
             if !entry.file_type().is_file() || entry.path().extension().is_none_or(|x| x != "toml") {
                 continue;
             }

@@ -79,6 +79,7 @@ pub struct InstallArgs {
 }
 
 fn load(args: &ProjectArgs) -> anyhow::Result<Project> {
+    super::manifest::require_manifest(&args.root)?;
     let policy = args.trust.policy()?;
     let now = args.trust.now()?;
     Ok(Project::load(&args.root, &args.registry, &policy, &args.trust.state(), now)?)

@@ -8,7 +8,7 @@ use escx::rotation::RotationStatement;
 use escx::sig::{ALG_ML_DSA_87_NAME, SecretKey};
 use serde::Serialize;
 
-use crate::failure::{self, UsageError};
+use crate::failure;
 use crate::output::Ui;
 use crate::secrets;
 
@@ -94,7 +94,7 @@ fn generate(args: GenerateArgs, ui: &Ui) -> anyhow::Result<()> {
     let public_path = with_extension(&args.out, "pub");
     for path in [&secret_path, &public_path] {
         if !args.force && path.exists() {
-            return Err(UsageError(format!("{} exists; pass --force to replace it", path.display())).into());
+            return Err(failure::exists(path, "pass --force to replace it"));
         }
     }
     let protection = if args.unencrypted {
@@ -131,8 +131,13 @@ fn generate(args: GenerateArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn show(args: ShowArgs, ui: &Ui) -> anyhow::Result<()> {
     let path = &args.file;
-    let text =
-        std::fs::read_to_string(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))?;
+    let bytes = std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| escx::Error::KeyFile {
+            path: path.clone(),
+            reason: "not a key file: it is not text (an escx key file is a few lines of UTF-8)".into(),
+        })
+        .map_err(failure::at(path))?;
     let (kind, key_id, sealed) = if let Ok(public) = keyfile::parse_public_key(&text) {
         ("public", public.id(), None)
     } else {
@@ -167,7 +172,7 @@ fn rotate(args: RotateArgs, ui: &Ui) -> anyhow::Result<()> {
     let statement = RotationStatement::create(&old, &new, escx::now_unix());
     let comment = format!("escx key rotation: {} endorses {} as its successor", old.id(), new.id());
     if !args.force && args.out.exists() {
-        return Err(UsageError(format!("{} exists; pass --force to replace it", args.out.display())).into());
+        return Err(failure::exists(&args.out, "pass --force to replace it"));
     }
     std::fs::write(&args.out, statement.to_text(&comment))
         .map_err(|e| escx::Error::io(&args.out, e))

@@ -731,7 +731,7 @@ fn license_receive_key(args: ReceiveKeyArgs, ui: &Ui) -> anyhow::Result<()> {
 fn license_transfer(args: TransferArgs, ui: &Ui) -> anyhow::Result<()> {
     let recipient = ReceiveKey::from_cbor(&read(&args.to)?).with_context(|| args.to.display().to_string())?;
     if args.out.exists() {
-        return Err(UsageError(format!("{} exists; choose another output file", args.out.display())).into());
+        return Err(crate::failure::exists(&args.out, "choose another output file"));
     }
     let moved =
         Wallet::open(&args.wallet)?.transfer(&args.package, args.tier.as_deref(), &recipient, &args.out)?;
@@ -772,11 +772,7 @@ fn license_receive(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
 fn license_redeem(args: RedeemArgs, ui: &Ui) -> anyhow::Result<()> {
     // Refused before the token is spent, not after.
     if args.output.out.exists() && !args.output.force {
-        return Err(escx::Error::io(
-            &args.output.out,
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "file exists; pass --force to replace it"),
-        )
-        .into());
+        return Err(crate::failure::exists(&args.output.out, "pass --force to replace it"));
     }
     let sealed = Wallet::open(&args.wallet)?.redeem(&args.package)?;
     args.output.write_secret(sealed.as_bytes())?;

@@ -64,7 +64,16 @@ pub fn manifest_path(path: &Path) -> PathBuf {
 
 /// Loads and fully validates a manifest, for commands that take a package directory.
 pub fn load(path: &Path) -> anyhow::Result<Manifest> {
+    require_manifest(path)?;
     Ok(Manifest::load(&manifest_path(path))?)
+}
+
+/// Refuses a directory without `manifest.toml`, saying how to write one.
+pub fn require_manifest(path: &Path) -> anyhow::Result<()> {
+    if path.is_dir() && !path.join("manifest.toml").exists() {
+        return Err(failure::no_manifest(path));
+    }
+    Ok(())
 }
 
 fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
@@ -82,7 +91,7 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
         .map_err(|e| UsageError(format!("package name {e}; pass --name")))?;
     let path = args.dir.join("manifest.toml");
     if path.exists() && !args.force {
-        return Err(UsageError(format!("{} exists; pass --force to replace it", path.display())).into());
+        return Err(failure::exists(&path, "pass --force to replace it"));
     }
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| escx::Error::io(&args.dir, e))
@@ -131,6 +140,7 @@ struct DependencyRef<'a> {
 }
 
 fn check(args: CheckArgs, ui: &Ui) -> anyhow::Result<()> {
+    require_manifest(&args.path)?;
     let path = manifest_path(&args.path);
     let manifest = Manifest::load(&path)?;
     let tiers = manifest.pricing.as_ref().map_or(0, |p| p.tiers.len());

@@ -192,7 +192,7 @@ fn signing_time() -> anyhow::Result<escx::UnixSeconds> {
 
 fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
     if !args.force && args.out.exists() {
-        return Err(UsageError(format!("{} exists; pass --force to replace it", args.out.display())).into());
+        return Err(failure::exists(&args.out, "pass --force to replace it"));
     }
     // The full schema first, so mistakes anywhere in the manifest are reported with their
     // line and column before any key is unlocked.

@@ -127,9 +127,10 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
         None => None,
     };
     if args.ledger.exists() {
-        return Err(
-            UsageError(format!("{} exists; a ledger is never re-created", args.ledger.display())).into()
-        );
+        return Err(crate::failure::exists(
+            &args.ledger,
+            "a ledger is never re-created; open it with the other commands",
+        ));
     }
     let threshold = match &args.payout_threshold {
         Some(text) => {
