@@ -178,6 +178,27 @@ impl escx::progress::Progress for Bar {
 }
 
 /// Lowercase hex.
+/// `n` and the noun, plural unless `n` is 1: `count(1, "entry")` is "1 entry",
+/// `count(3, "entry")` "3 entries".
+pub fn count(n: impl TryInto<u64>, noun: &str) -> String {
+    let n: u64 = n.try_into().unwrap_or(u64::MAX);
+    format!("{n} {}", self::noun(n, noun))
+}
+
+/// The noun alone, plural unless `n` is 1 ("token", "tokens").
+pub fn noun(n: impl TryInto<u64>, noun: &str) -> String {
+    if n.try_into().ok() == Some(1) {
+        return noun.to_owned();
+    }
+    match noun.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{stem}ies"),
+        _ if noun.ends_with(['s', 'x']) || noun.ends_with("sh") || noun.ends_with("ch") => {
+            format!("{noun}es")
+        }
+        _ => format!("{noun}s"),
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     hex::encode(bytes)
 }
@@ -192,4 +213,17 @@ pub fn size(bytes: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_are_plural_unless_one() {
+        assert_eq!(super::count(1usize, "package"), "1 package");
+        assert_eq!(super::count(0usize, "package"), "0 packages");
+        assert_eq!(super::count(2u64, "entry"), "2 entries");
+        assert_eq!(super::count(2u64, "day"), "2 days");
+        assert_eq!(super::count(3usize, "batch"), "3 batches");
+        assert_eq!(super::count(1u32, "entry"), "1 entry");
+    }
 }

@@ -260,7 +260,7 @@ fn holds_disputes_and_payout_reports_through_the_binary() {
         .args(["--expires-in", "72h", "--at", "2026-11-05T10:00:00Z"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("1 hold(s) placed"));
+        .stdout(predicate::str::contains("1 hold placed"));
     escx(dir)
         .args([
             "hold",

@@ -172,12 +172,12 @@ fn period(text: &str) -> anyhow::Result<Period> {
 /// The sentence a verified proof stands for, and nothing more.
 fn proven_text(proven: &Proven) -> String {
     let over = format!(
-        "{}'s payouts in {} over statements {}..{} ({} entries, {})",
+        "{}'s payouts in {} over statements {}..{} ({}, {})",
         proven.party,
         proven.period,
         proven.statements.0,
         proven.statements.1,
-        proven.entries,
+        crate::output::count(proven.entries, "entry"),
         proven.currency
     );
     match proven.claim {
@@ -277,12 +277,15 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
         },
         || {
             let mut text = format!(
-                "statements {first}..{last}: signed by operator {}, chained without a gap, {entries} entries conserve their gross on hidden amounts",
-                operator.id()
+                "statements {first}..{last}: signed by operator {}, chained without a gap, {} {} their gross on hidden amounts",
+                operator.id(),
+                crate::output::count(entries, "entry"),
+                if entries == 1 { "conserves" } else { "conserve" }
             );
             if args.proofs.is_some() {
                 text.push_str(&format!(
-                    "; all {proven} payouts proven to lie in [0, 2^64), {split} of them to be exactly the basis-point share their signed rule names"
+                    "; all {} proven to lie in [0, 2^64), {split} of them to be exactly the basis-point share their signed rule names",
+                    crate::output::count(proven, "payout")
                 ));
             }
             text

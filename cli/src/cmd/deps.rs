@@ -166,8 +166,8 @@ pub fn run_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
         },
         || {
             let mut text = format!(
-                "resolved {} packages for {} (index version {}); wrote {}\n",
-                resolution.packages.len(),
+                "resolved {} for {} (index version {}); wrote {}\n",
+                crate::output::count(resolution.packages.len(), "package"),
                 resolution.root,
                 index_version,
                 lock_path.display()
@@ -296,8 +296,8 @@ pub fn run_install(args: InstallArgs, ui: &Ui) -> anyhow::Result<()> {
         },
         || {
             let mut text = format!(
-                "installed {} packages into {} (all verified first):\n",
-                report.installed.len(),
+                "installed {} into {} (all verified first):\n",
+                crate::output::count(report.installed.len(), "package"),
                 report.target.display()
             );
             for (name, version) in &report.installed {

@@ -148,8 +148,8 @@ fn hold_place(args: PlaceArgs, ui: &Ui) -> anyhow::Result<()> {
     let report = ledger.place_holds(&events, &manifests, now, expires_at)?;
     ui.emit(&Placed { ledger: &args.ledger, report: &report, expires_at: expires_at.rfc3339() }, || {
         format!(
-            "{} hold(s) placed, {} placed before and unchanged; they expire at {}",
-            report.placed,
+            "{} placed, {} placed before and unchanged; they expire at {}",
+            crate::output::count(report.placed, "hold"),
             report.unchanged,
             escx::timestamp::format_rfc3339(expires_at)
         )

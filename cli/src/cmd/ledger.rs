@@ -152,8 +152,9 @@ fn ledger_audit(args: AuditArgs, ui: &Ui) -> anyhow::Result<()> {
     }
     ui.emit(&AuditReport { ok, audit: &audit }, || {
         format!(
-            "{} settlements, {} transfers: double entry balances, every settlement pays out exactly its gross, @holds equals the pending holds",
-            audit.settlements, audit.transfers
+            "{}, {}: double entry balances, every settlement pays out exactly its gross, @holds equals the pending holds",
+            crate::output::count(audit.settlements, "settlement"),
+            crate::output::count(audit.transfers, "transfer")
         )
     });
     Ok(())

@@ -510,8 +510,8 @@ fn issuer_epoch(args: EpochArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Res
     let epoch = open_issuer(&args.dir)?.add_epoch(now, args.days * 86_400)?;
     ui.emit(&EpochAdded { epoch, days: args.days }, || {
         format!(
-            "added POPRF epoch {epoch} ({} days); run `escx issuer publish` to sign the new bundle version",
-            args.days
+            "added POPRF epoch {epoch} ({}); run `escx issuer publish` to sign the new bundle version",
+            crate::output::count(args.days, "day")
         )
     });
     Ok(())
@@ -579,10 +579,11 @@ fn issuer_issue(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> any
         },
         || {
             format!(
-                "issued {} {} {} tokens -> {}",
+                "issued {} {} {} {} -> {}",
                 request.blinded.len(),
                 request.package,
                 request.tier,
+                crate::output::noun(request.blinded.len(), "token"),
                 args.output.out.display()
             )
         },
@@ -684,10 +685,11 @@ fn license_request(args: RequestArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow
         },
         || {
             format!(
-                "request for {} {} {} tokens -> {} (send it with the payment)",
+                "request for {} {} {} {} -> {} (send it with the payment)",
                 args.count,
                 args.package,
                 args.tier,
+                crate::output::noun(args.count, "token"),
                 args.output.out.display()
             )
         },
@@ -699,7 +701,12 @@ fn license_finalize(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
     let response = TokenResponse::from_cbor(&read(&args.input)?)?;
     let count = Wallet::open(&args.wallet)?.finalize(&response)?;
     ui.emit(&Finalized { tokens: count, package: &response.package, tier: &response.tier }, || {
-        format!("issuer proof verified; {count} {} {} tokens stored", response.package, response.tier)
+        format!(
+            "issuer proof verified; {count} {} {} {} stored",
+            response.package,
+            response.tier,
+            crate::output::noun(count, "token")
+        )
     });
     Ok(())
 }

@@ -149,7 +149,10 @@ fn check(args: CheckArgs, ui: &Ui) -> anyhow::Result<()> {
         &Checked {
             ok: true,
             file: &path,
-            package: PackageRef { name: &manifest.package.name, version: manifest.package.version.to_string() },
+            package: PackageRef {
+                name: &manifest.package.name,
+                version: manifest.package.version.to_string(),
+            },
             dependencies: manifest
                 .dependencies
                 .iter()
@@ -167,12 +170,14 @@ fn check(args: CheckArgs, ui: &Ui) -> anyhow::Result<()> {
         },
         || {
             format!(
-                "{}: {} {} is valid ({} dependencies, {} features, {tiers} price tiers, {steps} waterfall steps)",
+                "{}: {} {} is valid ({}, {}, {}, {})",
                 path.display(),
                 manifest.package.name,
                 manifest.package.version,
-                manifest.dependencies.len(),
-                manifest.features.len()
+                crate::output::count(manifest.dependencies.len(), "dependency"),
+                crate::output::count(manifest.features.len(), "feature"),
+                crate::output::count(tiers, "price tier"),
+                crate::output::count(steps, "waterfall step")
             )
         },
     );

@@ -467,8 +467,8 @@ fn operator_billing(args: BillingArgs, ui: &Ui) -> anyhow::Result<()> {
         &Billed { file: &args.output.out, period: period.to_string(), events: charges.len(), flagged, charges: &charges },
         || {
             let mut text = format!(
-                "{} usage events for {period} ({total} in all) to {}",
-                charges.len(),
+                "{} for {period} ({total} in all) to {}",
+                crate::output::count(charges.len(), "usage event"),
                 args.output.out.display()
             );
             if flagged > 0 {

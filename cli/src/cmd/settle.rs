@@ -168,14 +168,12 @@ fn settle(args: RunArgs, ui: &Ui) -> anyhow::Result<()> {
     )?;
     ui.emit(&Settled { ledger: &args.ledger, events: events.len(), report: &report }, || {
         format!(
-            "{} events: {} settled ({} transfers, {} transaction{}, {} statement{} signed), {} already settled and unchanged",
-            events.len(),
+            "{}: {} settled ({}, {}, {} signed), {} already settled and unchanged",
+            crate::output::count(events.len(), "event"),
             report.settled,
-            report.transfers,
-            report.batches,
-            if report.batches == 1 { "" } else { "s" },
-            report.statements,
-            if report.statements == 1 { "" } else { "s" },
+            crate::output::count(report.transfers, "transfer"),
+            crate::output::count(report.batches, "transaction"),
+            crate::output::count(report.statements, "statement"),
             report.unchanged
         )
     });

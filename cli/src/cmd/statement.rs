@@ -137,10 +137,10 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
                 let mut text = String::new();
                 for s in &list {
                     text += &format!(
-                        "#{:<5} {}  {:>6} entries  {}\n",
+                        "#{:<5} {}  {:>11}  {}\n",
                         s.seq,
                         escx::timestamp::format_rfc3339(s.issued_at),
-                        s.entries,
+                        crate::output::count(s.entries, "entry"),
                         &s.hash[..16]
                     );
                 }
@@ -171,7 +171,7 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
                 )?;
             }
             ui.emit(&ExportedAll { dir, statements: list.len() }, || {
-                format!("{} statements -> {}", list.len(), dir.display())
+                format!("{} -> {}", crate::output::count(list.len(), "statement"), dir.display())
             });
         }
         StatementCommand::Openings(args) => {
@@ -184,8 +184,8 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
                     &OpeningsExported { file: out, seq, party: &args.party, openings: file.openings.len() },
                     || {
                         format!(
-                            "{} openings of {} for statement {seq} -> {}",
-                            file.openings.len(),
+                            "{} of {} for statement {seq} -> {}",
+                            crate::output::count(file.openings.len(), "opening"),
                             args.party,
                             out.display()
                         )
@@ -205,7 +205,12 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
                 )?;
             }
             ui.emit(&OpeningsExportedAll { dir, party: &args.party, statements: list.len() }, || {
-                format!("openings of {} for {} statements -> {}", args.party, list.len(), dir.display())
+                format!(
+                    "openings of {} for {} -> {}",
+                    args.party,
+                    crate::output::count(list.len(), "statement"),
+                    dir.display()
+                )
             });
         }
         StatementCommand::Prove(args) => {
@@ -238,9 +243,9 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
                 made.iter()
                     .map(|m| {
                         format!(
-                            "statement {}: range proofs for {} entries -> {}\n",
+                            "statement {}: range proofs for {} -> {}\n",
                             m.seq,
-                            m.entries,
+                            crate::output::count(m.entries, "entry"),
                             m.file.display()
                         )
                     })
@@ -312,18 +317,23 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
         let mut text = String::new();
         for s in &statements {
             text += &format!(
-                "statement {}: signature valid, {} entries conserve their gross on hidden amounts, index complete\n",
+                "statement {}: signature valid, {} {} their gross on hidden amounts, index complete\n",
                 s.payload.seq,
-                s.payload.entries.len()
+                crate::output::count(s.payload.entries.len(), "entry"),
+                if s.payload.entries.len() == 1 { "conserves" } else { "conserve" }
             );
         }
         if statements.len() > 1 {
-            text += &format!("chain {}..{} unbroken\n", statements[0].payload.seq, statements[statements.len() - 1].payload.seq);
+            text += &format!(
+                "chain {}..{} unbroken\n",
+                statements[0].payload.seq,
+                statements[statements.len() - 1].payload.seq
+            );
         }
         if let Some((party, seq, list)) = &amounts {
             text += &format!(
-                "{party}: {} payouts in statement {seq} open correctly, total {total} of entries grossing {gross}\n",
-                list.len(),
+                "{party}: {} in statement {seq} open correctly, total {total} of entries grossing {gross}\n",
+                crate::output::count(list.len(), "payout"),
             );
         }
         text
