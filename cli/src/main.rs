@@ -99,6 +99,56 @@ enum Command {
     Hold(cmd::hold::HoldCommand),
     /// Run the end-to-end demonstration on embedded sample data.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  escx completions bash > ~/.local/share/bash-completion/completions/escx\n  escx completions zsh > ~/.zfunc/_escx\n  escx completions fish > ~/.config/fish/completions/escx.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Write the manual pages (escx.1 and one page per command).
+    #[command(after_help = "Examples:\n  escx man --out ./man && man ./man/escx-package-verify.1")]
+    Man(ManArgs),
+}
+
+#[derive(clap::Args)]
+struct CompletionsArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
+}
+
+#[derive(clap::Args)]
+struct ManArgs {
+    /// Directory to write the pages into (created if needed).
+    #[arg(long, value_name = "DIR")]
+    out: std::path::PathBuf,
+}
+
+/// `escx completions SHELL`: the script on stdout.
+fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "escx", &mut script);
+    output::write_stdout(&script)?;
+    Ok(())
+}
+
+/// `escx man --out DIR`: one roff page per command.
+fn man(args: ManArgs, ui: &Ui) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out).map_err(|e| escx::Error::io(&args.out, e))?;
+    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &args.out)
+        .map_err(|e| escx::Error::io(&args.out, e))?;
+    let pages = std::fs::read_dir(&args.out)
+        .map_err(|e| escx::Error::io(&args.out, e))?
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "1")))
+        .count();
+    #[derive(serde::Serialize)]
+    struct Written<'a> {
+        dir: &'a std::path::Path,
+        pages: usize,
+    }
+    ui.emit(&Written { dir: &args.out, pages }, || {
+        format!("{} -> {}", output::count(pages, "manual page"), args.out.display())
+    });
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -145,6 +195,8 @@ fn main() -> ExitCode {
         Command::Dispute(c) => cmd::dispute::run(c, &ui),
         Command::Hold(c) => cmd::hold::run(c, &ui),
         Command::Demo(args) => demo::run(args, &ui),
+        Command::Completions(args) => completions(args),
+        Command::Man(args) => man(args, &ui),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -462,3 +462,23 @@ fn common_mistakes_exit_as_the_spec_says() {
     assert_eq!(value["error"]["code"], "io");
     assert!(value["error"]["message"].as_str().unwrap().contains("exists; pass --force"), "{value}");
 }
+
+/// Shell completions and manual pages come from the same command tree as --help.
+#[test]
+fn completions_and_manual_pages() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = escx().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("register-package") && script.contains("check-proof"), "{shell}");
+    }
+    escx().args(["completions", "tcsh"]).assert().code(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("man");
+    let out = escx().args(["man", "--out", dir.to_str().unwrap(), "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let pages = json(&out.stdout)["pages"].as_u64().unwrap();
+    assert!(pages > 60, "{pages} pages");
+    let verify = std::fs::read_to_string(dir.join("escx-package-verify.1")).unwrap();
+    assert!(verify.contains(".SH NAME") && verify.contains("\\-\\-pubkey"), "{verify}");
+}
