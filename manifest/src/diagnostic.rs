@@ -105,7 +105,35 @@ pub(crate) fn from_toml(file: &Path, text: &str, error: &toml::de::Error) -> Dia
     let (line, column) = error.span().map_or((1, 1), |span| line_col(text, span.start));
     let message = error.message().trim().to_owned();
     let help = unknown_field_help(&message);
-    Diagnostic { file: file.to_path_buf(), line, column, key: String::new(), message, help }
+    let key = match (error.span(), unknown_field(&message)) {
+        (Some(span), Some(unknown)) => dotted_key(text, span.start, unknown),
+        _ => String::new(),
+    };
+    Diagnostic { file: file.to_path_buf(), line, column, key, message, help }
+}
+
+/// The key serde names in "unknown field `x`, ...".
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split_once('`').map(|(unknown, _)| unknown)
+}
+
+/// The dotted key of `unknown` at `offset`: the table header in force there (the nearest
+/// `[table]` or `[[array]]` line at or above it) joined with the key, or the header itself
+/// when the unknown key is the table's own name (`[widgets]`).
+fn dotted_key(text: &str, offset: usize, unknown: &str) -> String {
+    let offset = offset.min(text.len());
+    let offset = (0..=offset).rev().find(|&o| text.is_char_boundary(o)).unwrap_or(0);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |n| offset + n);
+    let header = text[..line_end].lines().rev().find_map(|line| {
+        let line = line.trim();
+        let inner = line.strip_prefix("[[").and_then(|l| l.split_once("]]")).map(|(name, _)| name);
+        inner.or_else(|| line.strip_prefix('[').and_then(|l| l.split_once(']')).map(|(name, _)| name))
+    });
+    match header.map(str::trim) {
+        Some(header) if header == unknown || header.ends_with(&format!(".{unknown}")) => header.to_owned(),
+        Some(header) => format!("{header}.{unknown}"),
+        None => unknown.to_owned(),
+    }
 }
 
 /// serde's message is "unknown field `x`, expected one of `a`, `b`" (or "expected `a`").
@@ -136,6 +164,15 @@ mod tests {
         assert_eq!(help.as_deref(), Some("did you mean `version`?"));
         let help = unknown_field_help("unknown field `zzz`, expected one of `name`, `version`");
         assert_eq!(help.as_deref(), Some("allowed keys here: name, version"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_table() {
+        let text = "[package]\nname = \"a\"\ncolour = 1\n[[pricing.tier]]\nnmae = 2\n[widgets]\na = 1\n";
+        assert_eq!(dotted_key(text, text.find("colour").unwrap(), "colour"), "package.colour");
+        assert_eq!(dotted_key(text, text.find("nmae").unwrap(), "nmae"), "pricing.tier.nmae");
+        assert_eq!(dotted_key(text, text.find("widgets").unwrap(), "widgets"), "widgets");
+        assert_eq!(dotted_key("top = 1\n", 0, "top"), "top");
     }
 
     #[test]

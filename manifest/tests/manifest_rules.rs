@@ -23,7 +23,10 @@ const CASES: &[(&str, &str)] = &[
         "[package]\nname = \"a\"\nversion = \"1.0\"\n",
         "3:11: package.version: \"1.0\" is not a semantic version",
     ),
-    ("[package]\nname = \"a\"\nversion = \"1.0.0\"\nnmae = \"x\"\n", "4:1: unknown field `nmae`"),
+    (
+        "[package]\nname = \"a\"\nversion = \"1.0.0\"\nnmae = \"x\"\n",
+        "4:1: package.nmae: unknown field `nmae`",
+    ),
     (
         "[package]\nname = \"a\"\nversion = \"1.0.0\"\nlicense = \"MIT ORR GPL\"\n",
         "4:11: package.license: \"MIT ORR GPL\" is not an SPDX license expression",
