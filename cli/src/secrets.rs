@@ -56,5 +56,18 @@ pub fn new_passphrase(path: &Path) -> anyhow::Result<Zeroizing<String>> {
         )
         .into());
     }
+    let length = passphrase.chars().count();
+    if length < PASSPHRASE_CHARS_ADVISED {
+        eprintln!(
+            "warning: the passphrase for {} is {length} character{} long; argon2id slows each guess, \
+             but a passphrase this short can still be guessed: {PASSPHRASE_CHARS_ADVISED} or more is advised",
+            path.display(),
+            if length == 1 { "" } else { "s" }
+        );
+    }
     Ok(passphrase)
 }
+
+/// Below this many characters a new key's passphrase gets a warning (the key is still
+/// written: the choice is the user's).
+const PASSPHRASE_CHARS_ADVISED: usize = 12;

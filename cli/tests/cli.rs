@@ -482,3 +482,25 @@ fn completions_and_manual_pages() {
     let verify = std::fs::read_to_string(dir.join("escx-package-verify.1")).unwrap();
     assert!(verify.contains(".SH NAME") && verify.contains("\\-\\-pubkey"), "{verify}");
 }
+
+/// A short passphrase is allowed, but said to be short; a long one passes silently.
+#[test]
+fn a_short_passphrase_gets_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = escx()
+        .current_dir(tmp.path())
+        .args(["key", "generate", "--out", "short"])
+        .env("ESCX_PASSPHRASE", "x")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: the passphrase for short.key is 1 character long"), "{stderr}");
+    let out = escx()
+        .current_dir(tmp.path())
+        .args(["key", "generate", "--out", "long"])
+        .env("ESCX_PASSPHRASE", "correct horse battery staple")
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
