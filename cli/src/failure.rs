@@ -175,6 +175,9 @@ pub fn help(error: &anyhow::Error) -> Option<&'static str> {
 fn cli_help(code: &str) -> Option<&'static str> {
     Some(match code {
         "untrusted" => "pass the publisher's public key with --pubkey, or add it to the trust policy",
+        "no-wallet" => {
+            "check --wallet; a wallet is created by `escx license request` (or `escx license receive-key`)"
+        }
         "wrong-passphrase" => "retry; ESCX_PASSPHRASE overrides the prompt",
         "passphrase-required" => "set ESCX_PASSPHRASE, or run from a terminal to be prompted",
         "content-key-required" => {

@@ -98,6 +98,8 @@ fn documented_json_shapes_match_the_output() {
         ("registry refresh", vec!["registry", "refresh", "reg", "--key", "acme.key"]),
         ("issuer init", vec!["issuer", "init", "issuer", "--name", "Shapes Licensing", "--unencrypted"]),
         ("issuer epoch", vec!["issuer", "epoch", "issuer"]),
+        ("license receive-key", vec!["license", "receive-key", "--wallet", "w", "-o", "w.receive"]),
+        ("license list", vec!["license", "list", "--wallet", "w"]),
         ("issuer publish", vec!["issuer", "publish", "issuer", "-o", "issuer.bundle"]),
         ("settle init", vec!["settle", "init", "ledger.db"]),
         ("ledger balances", vec!["ledger", "balances", "ledger.db"]),

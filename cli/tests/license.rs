@@ -320,7 +320,7 @@ fn encrypted_payload_extracts_only_with_a_license() {
     assert_eq!(std::fs::read_to_string(dir.join("x/docs/README")).unwrap(), "public docs\n");
 
     // A wallet without a license for it gets nothing, and says why.
-    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    run(&["license", "receive-key", "--wallet", "empty", "-o", "empty.receive"]);
     escx(dir)
         .args(["package", "extract", "p.escx", "-o", "y", "--pubkey", "acme.pub", "--wallet", "empty"])
         .assert()
@@ -491,4 +491,26 @@ fn wallets_buy_only_under_the_published_bundle() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json(&out.stdout)["error"]["code"], "issuer-bundle-fork");
     assert!(!dir.join("req5.cbor").exists());
+}
+
+/// A mistyped --wallet is refused, and nothing is created there; only a purchase or a
+/// receive key starts a wallet.
+#[test]
+fn a_wallet_path_without_a_wallet_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for args in [
+        &["license", "list", "--wallet", "typo"][..],
+        &["license", "redeem", "--wallet", "typo", "--package", "acme/thermal", "-o", "r.sealed"],
+        &["license", "verify", "--wallet", "typo", "--package", "acme/thermal"],
+        &["meter", "record", "--wallet", "typo", "--package", "acme/thermal", "--unit", "invocations"],
+    ] {
+        let out = escx(dir).args(args).arg("--json").output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(value["error"]["code"], "no-wallet", "{args:?}");
+        assert!(!dir.join("typo").exists(), "{args:?} created a wallet");
+    }
+    escx(dir).args(["license", "receive-key", "--wallet", "new", "-o", "new.receive"]).assert().success();
+    escx(dir).args(["license", "list", "--wallet", "new"]).assert().success();
 }

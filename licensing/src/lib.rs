@@ -109,6 +109,12 @@ pub enum Error {
     /// The issuer's or wallet's store failed.
     #[error("store: {0}")]
     Store(String),
+    /// A `--wallet` path that holds no wallet.
+    #[error("{}: no wallet here", .path.display())]
+    NoWallet {
+        /// The path given.
+        path: std::path::PathBuf,
+    },
     /// The issuer does not sell this package and tier.
     #[error("the issuer does not sell {package} tier {tier:?}")]
     NotForSale {
@@ -347,6 +353,7 @@ impl escx::Fault for Error {
             Self::AlreadySpent => "token-spent",
             Self::UnknownLicense { .. } => "unknown-license",
             Self::NoToken { .. } => "no-token",
+            Self::NoWallet { .. } => "no-wallet",
             Self::NoLicense { .. } => "no-license",
             Self::NoContentKey { .. } => "content-key-required",
             Self::NoPendingPurchase => "no-pending-purchase",
@@ -368,7 +375,7 @@ impl escx::Fault for Error {
         match self {
             Self::Escx(e) => e.class(),
             Self::Manifest(e) => e.class(),
-            Self::Store(_) => escx::ErrorClass::Environment,
+            Self::Store(_) | Self::NoWallet { .. } => escx::ErrorClass::Environment,
             _ => escx::ErrorClass::Input,
         }
     }
@@ -378,6 +385,9 @@ impl escx::Fault for Error {
             Self::Escx(e) => return e.help(),
             Self::Manifest(e) => return e.help(),
             Self::NoToken { .. } => "buy a token for the package first",
+            Self::NoWallet { .. } => {
+                "check the wallet path; a wallet is created by its first purchase (or its receive key)"
+            }
             Self::NoLicense { .. } => "redeem a token for the package first",
             Self::NoContentKey { .. } => {
                 "renew the license: a new one carries the keys of every file registered since"

@@ -262,7 +262,16 @@ fn short_id(bytes: &[u8]) -> String {
 }
 
 impl Wallet {
-    /// Opens (creating if needed) a wallet directory.
+    /// Opens a wallet directory that exists; a path that holds no wallet is
+    /// [`Error::NoWallet`] (a mistyped `--wallet` must not start an empty wallet).
+    pub fn open_existing(dir: &Path) -> Result<Self, Error> {
+        if !SUBDIRS.iter().all(|sub| dir.join(sub).is_dir()) {
+            return Err(Error::NoWallet { path: dir.to_path_buf() });
+        }
+        Self::open(dir)
+    }
+
+    /// Opens a wallet directory, creating it if needed (for the first purchase).
     pub fn open(dir: &Path) -> Result<Self, Error> {
         for sub in SUBDIRS {
             let path = dir.join(sub);
@@ -678,7 +687,23 @@ impl Wallet {
         Err(Error::NoPendingRedemption)
     }
 
+    /// Every license installed, newest first, as the wallet read them (not verified:
+    /// [`Self::verify`] checks one).
+    pub fn licenses(&self) -> Result<Vec<LicensePayload>, Error> {
+        let mut all: Vec<LicensePayload> =
+            self.licenses_matching(None)?.into_iter().map(|(_, payload)| payload).collect();
+        all.sort_by(|a, b| b.not_before.cmp(&a.not_before).then(a.license_id.cmp(&b.license_id)));
+        Ok(all)
+    }
+
     fn licenses_for(&self, package: &str) -> Result<Vec<(Arc<LicenseFile>, LicensePayload)>, Error> {
+        self.licenses_matching(Some(package))
+    }
+
+    fn licenses_matching(
+        &self,
+        package: Option<&str>,
+    ) -> Result<Vec<(Arc<LicenseFile>, LicensePayload)>, Error> {
         let mut out = Vec::new();
         let dir = self.dir.join("licenses");
         let dir_stamp = Stamp::of(&dir)?;
@@ -700,7 +725,7 @@ impl Wallet {
             let Some(stamp) = Stamp::of(&path)? else { continue };
             let mut cache = lock(&self.licenses);
             if let Some(cached) = cache.get(&path).filter(|c| c.stamp == stamp) {
-                if cached.payload.package == package {
+                if package.is_none_or(|p| cached.payload.package == p) {
                     out.push((cached.file.clone(), cached.payload.clone()));
                 }
                 continue;
@@ -713,7 +738,7 @@ impl Wallet {
                 path,
                 CachedLicense { stamp, file: file.clone(), payload: payload.clone(), possession: None },
             );
-            if payload.package == package {
+            if package.is_none_or(|p| payload.package == p) {
                 out.push((file, payload));
             }
         }

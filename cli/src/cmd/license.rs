@@ -83,6 +83,14 @@ Examples:
     /// Install the issuer's sealed license.
     #[command(after_help = "Examples:\n  escx license install license.sealed --wallet ./wallet")]
     Install(WalletFileArgs),
+    /// List what a wallet holds: unspent tokens and installed licenses.
+    #[command(after_help = "\
+Licenses are listed as installed, newest first; `escx license verify` checks one.
+
+Examples:
+  escx license list --wallet ./wallet
+  escx license list --wallet ./wallet --json")]
+    List(ListArgs),
     /// Verify a license offline: signature, clock, validity, revocation, package, possession.
     #[command(
         after_help = "Examples:\n  escx license verify --wallet ./wallet --package acme/thermal\n  escx license verify --wallet ./wallet --package acme/thermal --crl crl.cbor --json"
@@ -426,7 +434,7 @@ pub fn content_key_for(wallet: Option<&Path>, package: &Path) -> anyhow::Result<
         return Ok(None);
     }
     let id = reader.package_id().map_err(failure::at(package))?;
-    let key = Wallet::open(wallet)?
+    let key = Wallet::open_existing(wallet)?
         .content_key(&id.name, &id.version, reader.root(), escx::now_unix())
         .with_context(|| format!("{}: content key for {} {}", package.display(), id.name, id.version))?;
     Ok(Some(key))
@@ -660,13 +668,104 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
         LicenseCommand::Redeem(args) => license_redeem(args, ui),
         LicenseCommand::Install(args) => license_install(args, ui),
         LicenseCommand::Verify(args) => license_verify(args, ui, now),
+        LicenseCommand::List(args) => license_list(args, ui, now),
         LicenseCommand::Prove(args) => license_prove(args, ui),
         LicenseCommand::CheckProof(args) => license_check_proof(args, ui, now),
     }
 }
 
+#[derive(Args)]
+pub struct ListArgs {
+    /// Wallet directory.
+    #[arg(long, value_name = "DIR")]
+    wallet: PathBuf,
+}
+
+fn license_list(args: ListArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
+    let wallet = Wallet::open_existing(&args.wallet)?;
+    let tokens = wallet.token_counts()?;
+    let licenses = wallet.licenses()?;
+    let state = |l: &escx_licensing::messages::LicensePayload| {
+        if now < l.not_before {
+            "not-yet-valid"
+        } else if now >= l.not_after {
+            "expired"
+        } else {
+            "current"
+        }
+    };
+    let report = WalletContents {
+        wallet: &args.wallet,
+        tokens: tokens
+            .iter()
+            .map(|(package, tier, count)| TokenCount { package, tier, count: *count })
+            .collect(),
+        licenses: licenses
+            .iter()
+            .map(|l| LicenseRow {
+                license_id: hex::encode(&l.license_id),
+                package: &l.package,
+                tier: &l.tier,
+                not_before: l.not_before.rfc3339(),
+                not_after: l.not_after.rfc3339(),
+                state: state(l),
+            })
+            .collect(),
+    };
+    ui.emit(&report, || {
+        let mut text = format!(
+            "{}: {} unspent, {} installed\n",
+            args.wallet.display(),
+            crate::output::count(tokens.iter().map(|t| t.2).sum::<usize>(), "token"),
+            crate::output::count(licenses.len(), "license")
+        );
+        for t in &report.tokens {
+            text += &format!("  token    {} {} x{}\n", t.package, t.tier, t.count);
+        }
+        for l in &report.licenses {
+            text += &format!(
+                "  license  {}  {} {}  {} .. {}  {}\n",
+                &l.license_id[..16],
+                l.package,
+                l.tier,
+                l.not_before,
+                l.not_after,
+                l.state
+            );
+        }
+        text
+    });
+    Ok(())
+}
+
+/// `escx license list --json` (spec/cli.md).
+#[derive(Serialize)]
+struct WalletContents<'a> {
+    wallet: &'a Path,
+    tokens: Vec<TokenCount<'a>>,
+    licenses: Vec<LicenseRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct TokenCount<'a> {
+    package: &'a PackageName,
+    tier: &'a str,
+    count: usize,
+}
+
+#[derive(Serialize)]
+struct LicenseRow<'a> {
+    license_id: String,
+    package: &'a PackageName,
+    tier: &'a str,
+    not_before: String,
+    not_after: String,
+    state: &'static str,
+}
+
 fn license_request(args: RequestArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let chain = bundle(&args.issuer)?;
+    // The first purchase creates the wallet.
     let wallet = Wallet::open(&args.wallet)?;
     let held = wallet.add_issuer(&chain).with_context(|| args.issuer.display().to_string())?;
     let under = match args.published.head(chain.issuer_id(), now)? {
@@ -699,7 +798,7 @@ fn license_request(args: RequestArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow
 
 fn license_finalize(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
     let response = TokenResponse::from_cbor(&read(&args.input)?)?;
-    let count = Wallet::open(&args.wallet)?.finalize(&response)?;
+    let count = Wallet::open_existing(&args.wallet)?.finalize(&response)?;
     ui.emit(&Finalized { tokens: count, package: &response.package, tier: &response.tier }, || {
         format!(
             "issuer proof verified; {count} {} {} {} stored",
@@ -712,7 +811,7 @@ fn license_finalize(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn license_renew(args: RedeemArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
-    let (sealed, left) = Wallet::open(&args.wallet)?.renew(&args.package, now)?;
+    let (sealed, left) = Wallet::open_existing(&args.wallet)?.renew(&args.package, now)?;
     args.output.write_secret(sealed.as_bytes())?;
     ui.emit(&Renewed { file: &args.output.out, current_seconds_left: left }, || {
         let days = left / 86_400;
@@ -726,6 +825,7 @@ fn license_renew(args: RedeemArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::R
 }
 
 fn license_receive_key(args: ReceiveKeyArgs, ui: &Ui) -> anyhow::Result<()> {
+    // A receive key may be a new wallet's first step (to be given a token).
     let key = Wallet::open(&args.wallet)?.receive_key()?;
     let file = ReceiveKey::new(&key);
     args.output.write(&file.to_cbor())?;
@@ -740,8 +840,12 @@ fn license_transfer(args: TransferArgs, ui: &Ui) -> anyhow::Result<()> {
     if args.out.exists() {
         return Err(crate::failure::exists(&args.out, "choose another output file"));
     }
-    let moved =
-        Wallet::open(&args.wallet)?.transfer(&args.package, args.tier.as_deref(), &recipient, &args.out)?;
+    let moved = Wallet::open_existing(&args.wallet)?.transfer(
+        &args.package,
+        args.tier.as_deref(),
+        &recipient,
+        &args.out,
+    )?;
     ui.emit(
         &Transferred {
             file: &args.out,
@@ -763,7 +867,8 @@ fn license_transfer(args: TransferArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn license_receive(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
-    let moved = Wallet::open(&args.wallet)?.receive(&SealedTransfer::from_bytes(read(&args.input)?))?;
+    let moved =
+        Wallet::open_existing(&args.wallet)?.receive(&SealedTransfer::from_bytes(read(&args.input)?))?;
     ui.emit(
         &Received { package: &moved.package, tier: &moved.tier, issuer_id: moved.issuer.to_string() },
         || {
@@ -781,7 +886,7 @@ fn license_redeem(args: RedeemArgs, ui: &Ui) -> anyhow::Result<()> {
     if args.output.out.exists() && !args.output.force {
         return Err(crate::failure::exists(&args.output.out, "pass --force to replace it"));
     }
-    let sealed = Wallet::open(&args.wallet)?.redeem(&args.package)?;
+    let sealed = Wallet::open_existing(&args.wallet)?.redeem(&args.package)?;
     args.output.write_secret(sealed.as_bytes())?;
     ui.emit(&Written { file: &args.output.out }, || {
         format!(
@@ -793,7 +898,8 @@ fn license_redeem(args: RedeemArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn license_install(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
-    let license = Wallet::open(&args.wallet)?.install(&SealedLicense::from_bytes(read(&args.input)?))?;
+    let license =
+        Wallet::open_existing(&args.wallet)?.install(&SealedLicense::from_bytes(read(&args.input)?))?;
     let id = hex::encode(&license.license_id);
     ui.emit(
         &Installed {
@@ -814,7 +920,8 @@ fn license_verify(args: VerifyArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::
     };
     let version = package_version(args.package_version.as_deref())?;
     let crl = args.crl.as_deref().map(read).transpose()?;
-    let verified = Wallet::open(&args.wallet)?.verify(&args.package, version.as_ref(), crl.as_deref(), at)?;
+    let verified =
+        Wallet::open_existing(&args.wallet)?.verify(&args.package, version.as_ref(), crl.as_deref(), at)?;
     let id = hex::encode(&verified.license.license_id);
     ui.emit(
         &LicenseValid {
@@ -837,7 +944,7 @@ fn license_verify(args: VerifyArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::
 
 fn license_prove(args: ProveArgs, ui: &Ui) -> anyhow::Result<()> {
     let challenge = hex_arg(&args.challenge, "challenge")?;
-    let proof = Wallet::open(&args.wallet)?.prove(&args.package, &challenge)?;
+    let proof = Wallet::open_existing(&args.wallet)?.prove(&args.package, &challenge)?;
     args.output.write(&proof)?;
     ui.emit(&Written { file: &args.output.out }, || {
         format!("proof of possession -> {}", args.output.out.display())

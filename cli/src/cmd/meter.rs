@@ -177,7 +177,7 @@ pub fn run(command: MeterCommand, ui: &Ui) -> anyhow::Result<()> {
 
 fn meter_record(args: RecordArgs, ui: &Ui) -> anyhow::Result<()> {
     let at = super::at_or_now(args.at.as_deref())?;
-    let wallet = Wallet::open(&args.wallet)?;
+    let wallet = Wallet::open_existing(&args.wallet)?;
     let recorded = Meter::open(&wallet)?.record(&args.package, &args.unit, args.amount, at)?;
     ui.emit(
         &Recorded {
@@ -200,7 +200,7 @@ fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
         TelemetryArg::Share => Telemetry::Share,
         TelemetryArg::Private => Telemetry::Private,
     };
-    let wallet = Wallet::open(&args.wallet)?;
+    let wallet = Wallet::open_existing(&args.wallet)?;
     let report =
         Meter::open(&wallet)?.report_license(&args.package, args.license.as_deref(), hour, telemetry, now)?;
     args.output.write_retry(&report.file)?;
@@ -232,7 +232,7 @@ fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
 fn meter_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
     let now = super::at_or_now(args.at.as_deref())?;
     let period = period(&args.period)?;
-    let wallet = Wallet::open(&args.wallet)?;
+    let wallet = Wallet::open_existing(&args.wallet)?;
     let close =
         Meter::open(&wallet)?.close(&args.package, period, args.license.as_deref(), args.early, now)?;
     args.output.write_retry(&close.file)?;
@@ -261,7 +261,7 @@ fn meter_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn meter_open(args: OpenArgs, ui: &Ui) -> anyhow::Result<()> {
     let hour = hour(&args.hour)?;
-    let wallet = Wallet::open(&args.wallet)?;
+    let wallet = Wallet::open_existing(&args.wallet)?;
     let opening = Meter::open(&wallet)?.open_hour(&args.package, hour, args.minute, args.unit.as_deref())?;
     args.output.write_retry(&opening.to_cbor())?;
     ui.emit(
