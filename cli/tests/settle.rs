@@ -301,12 +301,26 @@ fn holds_disputes_and_payout_reports_through_the_binary() {
         .assert()
         .success();
 
-    // Dispute s1 in November, reverse it in December.
+    // Dispute s1 in November, reverse it in December. It is named by the abbreviated id
+    // `ledger history` prints (16 hex digits), which is accepted as a unique prefix.
+    let history = json(
+        &escx(dir)
+            .args(["ledger", "history", "l.db", "--party", "platform", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let full =
+        history["transfers"][0]["settlement"].as_str().unwrap_or_else(|| panic!("{history}")).to_owned();
+    let text = escx(dir).args(["ledger", "history", "l.db", "--party", "platform"]).output().unwrap().stdout;
+    assert!(String::from_utf8_lossy(&text).contains(&full[..16]));
     escx(dir)
-        .args(["dispute", "open", "l.db", "s1", "--reason", "chargeback", "--at", "2026-11-20"])
+        .args(["dispute", "open", "l.db", &full[..16], "--reason", "chargeback", "--at", "2026-11-20"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("DISPUTED"));
+        .stdout(predicate::str::contains(format!("settlement {full} is DISPUTED")));
+    // Too short to be read as an id prefix, and no event is called that.
+    escx(dir).args(["dispute", "open", "l.db", &full[..4], "--reason", "x"]).assert().code(1);
     escx(dir)
         .args([
             "dispute",

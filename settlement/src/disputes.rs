@@ -78,7 +78,22 @@ impl<S: Store> Ledger<S> {
                 return Ok(candidate);
             }
         }
-        Err(invalid(name, "no settlement with this id or event id in this ledger"))
+        // The abbreviated ids the reports print (16 hex digits) name a settlement when
+        // exactly one starts with them.
+        if (8..64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let prefix = name.to_ascii_lowercase();
+            match self.store.settlement_ids_starting(&prefix, 2)?.as_slice() {
+                [only] => return Ok(only.clone()),
+                [_, _] => {
+                    return Err(invalid(
+                        name,
+                        "more than one settlement id starts with this; give more digits",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Err(invalid(name, "no settlement with this id, id prefix or event id in this ledger"))
     }
 
     /// Opens a dispute on a settled sale or usage settlement.

@@ -148,6 +148,11 @@ fn run<S: Store>(ledger: &mut Ledger<S>, ops: &[Op]) -> Vec<String> {
     out.push(format!("{:?}", ledger.holds(None).unwrap()));
     out.push(format!("{:?}", ledger.disputes().unwrap()));
     out.push(format!("{:?}", (audit.settlements, audit.transfers)));
+    // Id prefixes resolve the same way in both stores: a unique one to its settlement.
+    for (id, _) in sales.iter().take(3) {
+        let full = escx_settlement::ledger::settlement_id(id);
+        out.push(format!("{:?}", ledger.find_settlement(&full[..16]).map_err(|e| e.code())));
+    }
     let statements = ledger.statements().unwrap();
     out.push(format!("{:?}", statements.iter().map(|s| (s.seq, s.entries)).collect::<Vec<_>>()));
     for month in ["2026-10", "2026-11", "2026-12", "2027-01", "2027-02"] {

@@ -110,6 +110,17 @@ impl State {
         Ok(self.settlements.get(id).cloned())
     }
 
+    fn settlement_ids_starting(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+        Ok(self
+            .settlements
+            .range(prefix.to_owned()..)
+            .map(|(id, _)| id)
+            .take_while(|id| id.starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
     fn refunds_of(&self, target: &str) -> Result<Vec<String>, Error> {
         let mut ids: Vec<String> = self
             .settlements

@@ -29,6 +29,7 @@ macro_rules! forward_reader {
             fn location(&$self) -> PathBuf { $inner.location() }
             fn meta(&$self, key: &str) -> Result<Option<String>, Error> { $inner.meta(key) }
             fn settlement(&$self, id: &str) -> Result<Option<SettlementRecord>, Error> { $inner.settlement(id) }
+            fn settlement_ids_starting(&$self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> { $inner.settlement_ids_starting(prefix, limit) }
             fn refunds_of(&$self, target: &str) -> Result<Vec<String>, Error> { $inner.refunds_of(target) }
             fn transfers_of(&$self, settlement: &str) -> Result<Vec<TransferRecord>, Error> { $inner.transfers_of(settlement) }
             fn recouped(&$self, currency: &str) -> Result<BTreeMap<String, Micros>, Error> { $inner.recouped(currency) }
@@ -320,6 +321,8 @@ pub trait Reader {
     fn meta(&self, key: &str) -> Result<Option<String>, Error>;
     /// A settlement by id.
     fn settlement(&self, id: &str) -> Result<Option<SettlementRecord>, Error>;
+    /// Up to `limit` settlement ids that start with `prefix`, in order.
+    fn settlement_ids_starting(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error>;
     /// The ids of the settlements (refunds, reversals) whose `refund_of` is `target`.
     fn refunds_of(&self, target: &str) -> Result<Vec<String>, Error>;
     /// A settlement's transfers, in the order written.

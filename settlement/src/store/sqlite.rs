@@ -372,6 +372,19 @@ impl Q<'_> {
         )
     }
 
+    fn settlement_ids_starting(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+        // Settlement ids are lowercase hex, so a range scan is a prefix scan (and uses the
+        // primary key): every id starting with `prefix` sorts at or after it and before
+        // `prefix` followed by a character above 'f'.
+        let end = format!("{prefix}g");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.list(
+            "SELECT id FROM settlements WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
+            params![prefix, end, limit],
+            |r| r.get(0),
+        )
+    }
+
     fn refunds_of(&self, target: &str) -> Result<Vec<String>, Error> {
         self.list("SELECT id FROM settlements WHERE refund_of = ?1 ORDER BY id", [target], |r| r.get(0))
     }
