@@ -58,6 +58,23 @@ impl UnixSeconds {
     }
 }
 
+/// `#[serde(serialize_with)]` for report fields that people read: the time as RFC 3339 text
+/// (wire formats keep the integer).
+pub fn serialize_rfc3339<S: serde::Serializer>(time: &UnixSeconds, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&time.rfc3339())
+}
+
+/// [`serialize_rfc3339`] for an optional time (`null` when absent).
+pub fn serialize_rfc3339_opt<S: serde::Serializer>(
+    time: &Option<UnixSeconds>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => serializer.serialize_str(&time.rfc3339()),
+        None => serializer.serialize_none(),
+    }
+}
+
 impl fmt::Display for UnixSeconds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)

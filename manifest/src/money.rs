@@ -75,6 +75,36 @@ impl Micros {
     }
 }
 
+/// `#[serde(serialize_with)]` for report fields that people read: the amount as a decimal
+/// string (`"49.99"`; wire formats keep the integer micro-units).
+pub fn serialize_decimal<S: serde::Serializer>(amount: &Micros, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(amount)
+}
+
+/// [`serialize_decimal`] for an optional amount (`null` when absent).
+pub fn serialize_decimal_opt<S: serde::Serializer>(
+    amount: &Option<Micros>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match amount {
+        Some(amount) => serializer.collect_str(amount),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// [`serialize_decimal`] for `(party, amount)` pairs: `[["acme", "22.95"], ...]`.
+pub fn serialize_decimal_pairs<S: serde::Serializer>(
+    pairs: &[(String, Micros)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = serializer.serialize_seq(Some(pairs.len()))?;
+    for (party, amount) in pairs {
+        seq.serialize_element(&(party, amount.to_string()))?;
+    }
+    seq.end()
+}
+
 impl From<Micros> for u64 {
     fn from(amount: Micros) -> u64 {
         amount.0

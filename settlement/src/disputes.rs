@@ -35,15 +35,18 @@ pub struct Dispute {
     pub settlement: String,
     /// Its event id.
     pub event: String,
-    /// Its gross, micro-units.
+    /// Its gross.
+    #[serde(serialize_with = "escx_manifest::money::serialize_decimal")]
     pub gross: Micros,
     /// Currency.
     pub currency: String,
     /// When it was opened.
+    #[serde(serialize_with = "escx::timestamp::serialize_rfc3339")]
     pub opened_at: UnixSeconds,
     /// Why.
     pub reason: String,
     /// When it was resolved.
+    #[serde(serialize_with = "escx::timestamp::serialize_rfc3339_opt")]
     pub resolved_at: Option<UnixSeconds>,
     /// How it was resolved.
     pub outcome: Option<Outcome>,
@@ -61,6 +64,7 @@ pub struct Resolution {
     /// For a reversal: the compensating settlement.
     pub reversal: Option<String>,
     /// For a reversal: what each party gave back.
+    #[serde(serialize_with = "escx_manifest::money::serialize_decimal_pairs")]
     pub given_back: Vec<(String, Micros)>,
     /// For a reversal: the statement recording it.
     pub statement: Option<u64>,

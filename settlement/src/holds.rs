@@ -33,15 +33,19 @@ pub struct Hold {
     pub package: PackageName,
     /// Currency.
     pub currency: String,
-    /// Amount held, micro-units.
+    /// Amount held.
+    #[serde(serialize_with = "escx_manifest::money::serialize_decimal")]
     pub amount: Micros,
     /// When it was placed.
+    #[serde(serialize_with = "escx::timestamp::serialize_rfc3339")]
     pub placed_at: UnixSeconds,
     /// When it lapses: it can no longer be captured from this time on.
+    #[serde(serialize_with = "escx::timestamp::serialize_rfc3339")]
     pub expires_at: UnixSeconds,
     /// Its state.
     pub state: HoldState,
     /// Amount captured.
+    #[serde(serialize_with = "escx_manifest::money::serialize_decimal_opt")]
     pub captured: Option<Micros>,
 }
 
@@ -61,11 +65,14 @@ pub struct CaptureReport {
     pub hold: String,
     /// The capture's settlement id.
     pub settlement: String,
-    /// Captured, micro-units.
+    /// Captured.
+    #[serde(serialize_with = "escx_manifest::money::serialize_decimal")]
     pub captured: Micros,
-    /// Given back to the customer, micro-units.
+    /// Given back to the customer.
+    #[serde(serialize_with = "escx_manifest::money::serialize_decimal")]
     pub released: Micros,
     /// Payouts of the captured amount.
+    #[serde(serialize_with = "escx_manifest::money::serialize_decimal_pairs")]
     pub payouts: Vec<(String, Micros)>,
     /// The statement that records the capture (absent when it was captured before).
     pub statement: Option<u64>,

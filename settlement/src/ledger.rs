@@ -131,6 +131,7 @@ pub struct StatementInfo {
     /// Its hash (hex).
     pub hash: String,
     /// When it was signed.
+    #[serde(serialize_with = "escx::timestamp::serialize_rfc3339")]
     pub issued_at: UnixSeconds,
     /// Entries (settlements) in it.
     pub entries: u64,
@@ -140,6 +141,7 @@ pub struct StatementInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryRow {
     /// Settlement time (the event's).
+    #[serde(serialize_with = "escx::timestamp::serialize_rfc3339")]
     pub at: UnixSeconds,
     /// Settlement id.
     pub settlement: String,

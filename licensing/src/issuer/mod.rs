@@ -83,6 +83,7 @@ pub struct Sale {
     /// Currency.
     pub currency: String,
     /// When (Unix seconds).
+    #[serde(serialize_with = "escx::timestamp::serialize_rfc3339")]
     pub at: UnixSeconds,
 }
 

@@ -245,6 +245,7 @@ pub struct UsageCharge {
     /// ISO 4217 code.
     pub currency: String,
     /// The event time: the last second of the period.
+    #[serde(serialize_with = "escx::timestamp::serialize_rfc3339")]
     pub time: UnixSeconds,
     /// The license has equivocated (see the evidence).
     pub flagged: bool,
