@@ -283,12 +283,18 @@ fn holds_disputes_and_payout_reports_through_the_binary() {
             .unwrap()
             .stdout,
     );
+    // Amounts in JSON are decimal strings, times RFC 3339 (spec/cli.md).
     assert_eq!(
-        (capture["capture"]["captured"].as_u64(), capture["capture"]["released"].as_u64()),
-        (Some(50_000_000), Some(30_000_000))
+        (capture["capture"]["captured"].as_str(), capture["capture"]["released"].as_str()),
+        (Some("50.00"), Some("30.00"))
     );
     let held = json(&escx(dir).args(["hold", "list", "l.db", "--json"]).output().unwrap().stdout);
     assert_eq!(held["holds"][0]["state"], "CAPTURED");
+    assert_eq!(
+        (held["holds"][0]["amount"].as_str(), held["holds"][0]["captured"].as_str()),
+        (Some("80.00"), Some("50.00"))
+    );
+    assert_eq!(held["holds"][0]["placed_at"], "2026-11-05T10:00:00Z");
     escx(dir)
         .args(["hold", "void", "l.db", "job-1"])
         .assert()

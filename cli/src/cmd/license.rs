@@ -600,7 +600,9 @@ fn issuer_issue(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> any
 }
 
 fn issuer_redeem(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
-    let answer = open_issuer(&args.dir)?.redeem(&SealedRedeemRequest::from_bytes(read(&args.input)?), now)?;
+    let answer = open_issuer(&args.dir)?
+        .redeem(&SealedRedeemRequest::from_bytes(read(&args.input)?), now)
+        .with_context(|| args.input.display().to_string())?;
     args.output.write(answer.as_bytes())?;
     ui.emit(&Written { file: &args.output.out }, || {
         format!("license sealed to the holder -> {}", args.output.out.display())
@@ -797,7 +799,8 @@ fn license_request(args: RequestArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow
 }
 
 fn license_finalize(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
-    let response = TokenResponse::from_cbor(&read(&args.input)?)?;
+    let response =
+        TokenResponse::from_cbor(&read(&args.input)?).with_context(|| args.input.display().to_string())?;
     let count = Wallet::open_existing(&args.wallet)?.finalize(&response)?;
     ui.emit(&Finalized { tokens: count, package: &response.package, tier: &response.tier }, || {
         format!(
@@ -867,8 +870,9 @@ fn license_transfer(args: TransferArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn license_receive(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
-    let moved =
-        Wallet::open_existing(&args.wallet)?.receive(&SealedTransfer::from_bytes(read(&args.input)?))?;
+    let moved = Wallet::open_existing(&args.wallet)?
+        .receive(&SealedTransfer::from_bytes(read(&args.input)?))
+        .with_context(|| args.input.display().to_string())?;
     ui.emit(
         &Received { package: &moved.package, tier: &moved.tier, issuer_id: moved.issuer.to_string() },
         || {
@@ -898,8 +902,9 @@ fn license_redeem(args: RedeemArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn license_install(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
-    let license =
-        Wallet::open_existing(&args.wallet)?.install(&SealedLicense::from_bytes(read(&args.input)?))?;
+    let license = Wallet::open_existing(&args.wallet)?
+        .install(&SealedLicense::from_bytes(read(&args.input)?))
+        .with_context(|| args.input.display().to_string())?;
     let id = hex::encode(&license.license_id);
     ui.emit(
         &Installed {

@@ -62,6 +62,15 @@ impl<R: Read + Seek + Send> PackageReader<R> {
             |what, offset, needed_bytes| FormatError::Truncated { what, offset, needed_bytes, file_bytes };
 
         if file_bytes < HEADER_BYTES {
+            // A short file that does not even start like a package is not one (a text file,
+            // say), rather than an interrupted download of one (escx-format.md §8 step 1).
+            let mut start = [0u8; 4];
+            let available = usize::try_from(file_bytes).unwrap_or(0).min(start.len());
+            inner.seek(SeekFrom::Start(0)).map_err(io)?;
+            inner.read_exact(&mut start[..available]).map_err(io)?;
+            if start[..available] != super::header::MAGIC[..available] {
+                return Err(FormatError::BadMagic { found: start }.into());
+            }
             return Err(truncated("header", 0, HEADER_BYTES).into());
         }
         let mut header_bytes = [0u8; HEADER_LEN];
