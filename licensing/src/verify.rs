@@ -68,7 +68,9 @@ pub fn open_crl(bytes: &[u8], issuer: &IssuerBundle) -> Result<CrlPayload, Error
         )));
     }
     let payload = envelope.open(CONTEXT_CRL, &issuer.signing_key).map_err(|e| invalid(e.to_string()))?;
-    messages::decode_payload(payload, "CRL")
+    // Every way a CRL can be unusable is crl-invalid (licensing.md §9), a malformed payload
+    // under a valid signature included.
+    messages::decode_payload(payload, "CRL").map_err(|e| invalid(e.to_string()))
 }
 
 /// The offline checks of licensing.md §5.5 that need no wallet state, in order: the

@@ -732,7 +732,18 @@ impl Wallet {
             }
             let file: LicenseFile = crate::messages::decode(&read(&path)?, "license")?;
             let envelope = Envelope::from_cbor(&file.certificate)?;
-            let payload: LicensePayload = messages::decode_payload(envelope.payload_unverified(), "license")?;
+            let payload: LicensePayload =
+                match messages::decode_payload(envelope.payload_unverified(), "license") {
+                    Ok(payload) => payload,
+                    // The signature is checked first (licensing.md §5.5 step 1): an altered
+                    // certificate is license-signature; only a validly signed payload that
+                    // does not decode is message-invalid.
+                    Err(malformed) => {
+                        let issuer = self.issuer(envelope.key_id())?;
+                        verify::open_certificate(&file.certificate, &issuer)?;
+                        return Err(malformed);
+                    }
+                };
             let file = Arc::new(file);
             cache.insert(
                 path,
@@ -754,7 +765,12 @@ impl Wallet {
             check: LicenseCheck::CrlSignature,
             reason: e.to_string(),
         })?;
-        let issuer = self.issuer(envelope.key_id())?;
+        // A CRL from an issuer this wallet does not hold is not a CRL it can use
+        // (licensing.md §5.6: any CRL not signed by the issuer is crl-invalid).
+        let issuer = self.issuer(envelope.key_id()).map_err(|_| Error::LicenseRejected {
+            check: LicenseCheck::CrlSignature,
+            reason: format!("signed by {}, which is not an issuer this wallet holds", envelope.key_id()),
+        })?;
         let payload = verify::open_crl(bytes, &issuer)?;
         let path = self.dir.join("crl").join(format!("{}.cbor", issuer.issuer_id()));
         if let Some(held) = self.crl(issuer.issuer_id())? {

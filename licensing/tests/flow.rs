@@ -377,6 +377,29 @@ fn a_tampered_certificate_fails_its_signature_and_a_foreign_issuer_is_named() {
     assert_eq!(err.code(), "license-wrong-issuer", "{err}");
 }
 
+/// Signature first (licensing.md §5.5 step 1): a certificate altered so that its payload
+/// no longer decodes is license-signature, not message-invalid; and every unusable CRL, a
+/// foreign or truncated one included, is crl-invalid (§9).
+#[test]
+fn an_undecodable_certificate_fails_its_signature_and_every_bad_crl_is_crl_invalid() {
+    let w = world();
+    buy(&w, 1);
+    let license = license(&w);
+    let path = w.wallet_dir().join("licenses").join(format!("{}.cbor", hex::encode(&license.license_id)));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"package").unwrap();
+    bytes[at + 6] = b'x'; // an unknown key: the payload no longer decodes
+    std::fs::write(&path, &bytes).unwrap();
+    let err = w.wallet.verify("acme/thermal", None, None, T0 + 100).unwrap_err();
+    assert_eq!(err.code(), "license-signature", "{err}");
+
+    let foreign = world().issuer.crl(T0).unwrap();
+    assert_eq!(w.wallet.accept_crl(&foreign).unwrap_err().code(), "crl-invalid");
+    let crl = w.issuer.crl(T0).unwrap();
+    assert_eq!(w.wallet.accept_crl(&crl[..crl.len() / 2]).unwrap_err().code(), "crl-invalid");
+    w.wallet.accept_crl(&crl).unwrap();
+}
+
 fn license_for(world: &World) {
     license(world);
 }

@@ -45,6 +45,13 @@ pub enum StatementError {
         /// What is wrong.
         reason: String,
     },
+    /// An openings file that does not decode, or is for another ledger or statement
+    /// (settlement.md §4.3: any failure of a party's openings is `opening-invalid`).
+    #[error("openings: {reason}")]
+    OpeningsInvalid {
+        /// What is wrong.
+        reason: String,
+    },
     /// An entry's payout commitments do not add up to its gross commitment.
     #[error(
         "statement {seq}: entry {entry} does not conserve its gross (payout commitments do not sum to the gross commitment)"
@@ -100,7 +107,9 @@ impl escx::Fault for StatementError {
             Self::Invalid { .. } => "statement-invalid",
             Self::Unconserved { .. } => "statement-unconserved",
             Self::Chain { .. } => "statement-chain",
-            Self::Opening { .. } | Self::OpeningMissing { .. } => "opening-invalid",
+            Self::Opening { .. } | Self::OpeningMissing { .. } | Self::OpeningsInvalid { .. } => {
+                "opening-invalid"
+            }
             Self::Invariant { .. } => "ledger-invariant",
         }
     }
@@ -682,10 +691,14 @@ pub fn check_openings(
     file: &OpeningsFile,
 ) -> Result<Vec<OpenedPayout>, StatementError> {
     let payload = &statement.payload;
-    if file.seq != payload.seq || file.ledger != payload.ledger {
-        return Err(StatementError::Invalid {
-            seq: payload.seq,
-            reason: format!("the openings are for statement {}", file.seq),
+    if file.ledger != payload.ledger {
+        return Err(StatementError::OpeningsInvalid {
+            reason: format!("they are for another ledger than statement {}'s", payload.seq),
+        });
+    }
+    if file.seq != payload.seq {
+        return Err(StatementError::OpeningsInvalid {
+            reason: format!("they are for statement {}, not statement {}", file.seq, payload.seq),
         });
     }
     // Every entry the index lists for the party must be opened, exactly once, with its
@@ -812,6 +825,13 @@ mod tests {
         let at = lying.openings.iter().position(|o| o.entry == 2 && o.party.is_some()).unwrap();
         lying.openings[at].amount.0 += 1;
         assert_eq!(check_openings(&verified, &lying).unwrap_err().code(), "opening-invalid");
+        // Openings for another statement or ledger are opening-invalid too (§4.3).
+        let mut elsewhere = copy(&file);
+        elsewhere.seq += 1;
+        assert_eq!(check_openings(&verified, &elsewhere).unwrap_err().code(), "opening-invalid");
+        let mut foreign = copy(&file);
+        foreign.ledger[0] ^= 1;
+        assert_eq!(check_openings(&verified, &foreign).unwrap_err().code(), "opening-invalid");
         // An operator who withholds one opening, or hands one out twice, is caught.
         let mut withheld = copy(&file);
         withheld.openings.retain(|o| !(o.entry == 3 && o.party.is_some()));

@@ -272,13 +272,19 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
     let mut amounts = None;
     if let Some(path) = &args.openings {
         let bytes = std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))?;
-        let file: OpeningsFile = escx::cbor::decode_exact(&bytes, "openings").map_err(|reason| {
-            escx_settlement::Error::Event { path: path.clone(), index: 0, id: None, reason }
-        })?;
+        let file: OpeningsFile = escx::cbor::decode_exact(&bytes, "openings file")
+            .map_err(|reason| statement::StatementError::OpeningsInvalid { reason })
+            .with_context(|| path.display().to_string())?;
         let target = statements
             .iter()
             .find(|s| s.payload.seq == file.seq)
-            .ok_or(escx_settlement::Error::UnknownStatement { seq: file.seq })?;
+            .ok_or_else(|| statement::StatementError::OpeningsInvalid {
+                reason: format!(
+                    "they are for statement {}, which is not among the statements given",
+                    file.seq
+                ),
+            })
+            .with_context(|| path.display().to_string())?;
         let checked = statement::check_openings(target, &file).map_err(escx_settlement::Error::from)?;
         amounts = Some((file.party.clone(), file.seq, checked));
     }
