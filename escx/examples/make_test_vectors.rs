@@ -238,7 +238,7 @@ fn main() {
     );
     add(
         "header-unknown-major",
-        "major version set to 2",
+        "major version 3 (this reader implements 1.x)",
         flip(&one_signer, 4, 1),
         &publisher,
         "unsupported-version",
