@@ -504,3 +504,37 @@ fn a_short_passphrase_gets_a_warning() {
         .unwrap();
     assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `key show` reads rotation statements (checking the signature only against --pubkey)
+/// and `issuer show` a bundle chain.
+#[test]
+fn rotation_statements_and_issuer_bundles_can_be_inspected() {
+    let f = Fixture::new();
+    f.cmd().args(["key", "generate", "--out", "next", "--unencrypted"]).assert().success();
+    f.cmd()
+        .args(["key", "rotate", "--key", "ci.key", "--new", "next.pub", "-o", "next.rotation"])
+        .assert()
+        .success();
+    let claims = json(&f.cmd().args(["key", "show", "next.rotation", "--json"]).output().unwrap().stdout);
+    assert_eq!(
+        (claims["kind"].as_str(), claims["signature_checked"].as_bool()),
+        (Some("rotation"), Some(false))
+    );
+    let checked = json(
+        &f.cmd()
+            .args(["key", "show", "next.rotation", "--pubkey", "ci.pub", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(checked["signature_checked"], true);
+    assert_eq!(checked["new_key_id"], claims["new_key_id"]);
+    f.cmd().args(["key", "show", "next.rotation", "--pubkey", "next.pub"]).assert().code(1);
+
+    f.cmd().args(["issuer", "init", "iss", "--name", "Show Licensing", "--unencrypted"]).assert().success();
+    f.cmd().args(["issuer", "publish", "iss", "-o", "iss.pub"]).assert().success();
+    let shown = json(&f.cmd().args(["issuer", "show", "iss.pub", "--json"]).output().unwrap().stdout);
+    assert_eq!((shown["name"].as_str(), shown["version"].as_u64()), (Some("Show Licensing"), Some(1)));
+    assert_eq!(shown["epochs"][0]["current"], true);
+    f.cmd().args(["issuer", "show", "ci.pub"]).assert().code(1);
+}

@@ -101,6 +101,7 @@ fn documented_json_shapes_match_the_output() {
         ("license receive-key", vec!["license", "receive-key", "--wallet", "w", "-o", "w.receive"]),
         ("license list", vec!["license", "list", "--wallet", "w"]),
         ("issuer publish", vec!["issuer", "publish", "issuer", "-o", "issuer.bundle"]),
+        ("issuer show", vec!["issuer", "show", "issuer.bundle"]),
         ("settle init", vec!["settle", "init", "ledger.db"]),
         ("ledger balances", vec!["ledger", "balances", "ledger.db"]),
         ("ledger audit", vec!["ledger", "audit", "ledger.db"]),

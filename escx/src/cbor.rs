@@ -49,8 +49,9 @@ fn describe(error: &ciborium::de::Error<std::io::Error>, bytes: &[u8], what: &st
         Error::Semantic(_, message) => format!("the CBOR does not have its shape: {message}"),
         Error::RecursionLimitExceeded => "the CBOR nests too deeply".to_owned(),
     };
+    let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
     match looks_like {
-        Some(looks_like) => format!("not a {what}: {looks_like} ({detail})"),
+        Some(looks_like) => format!("not {article} {what}: {looks_like} ({detail})"),
         None => format!("malformed {what}: {detail}"),
     }
 }

@@ -89,23 +89,33 @@ impl RotationStatement {
         self.envelope.key_id()
     }
 
+    /// What the statement claims, with its signature *not* checked: for showing a
+    /// statement to a person (`escx key show`); trust only [`Self::verify`]'s answer.
+    pub fn claims(&self) -> Result<Rotation, Error> {
+        Self::decode(self.envelope.payload_unverified(), self.signer())
+    }
+
     /// Verifies the statement against the old key and returns what it says.
     pub fn verify(&self, old_key: &PublicKey) -> Result<Rotation, Error> {
         let payload = self.envelope.open(SigningContext::KEY_ROTATION, old_key)?;
+        Self::decode(payload, old_key.id())
+    }
+
+    fn decode(payload: &[u8], signer: KeyId) -> Result<Rotation, Error> {
         let invalid = |reason: &str| Error::Envelope { reason: format!("rotation statement: {reason}") };
         let parsed: RotationPayload =
             crate::cbor::decode_exact(payload, "rotation payload").map_err(|reason| invalid(&reason))?;
         if parsed.v != 1 {
             return Err(invalid("unknown version"));
         }
-        if parsed.old_key_id.as_slice() != old_key.id().0 {
+        if parsed.old_key_id.as_slice() != signer.0 {
             return Err(invalid("old_key_id does not name the signing key"));
         }
         let new_key = PublicKey::from_bytes(&parsed.new_public_key)?;
-        if new_key.id() == old_key.id() {
+        if new_key.id() == signer {
             return Err(invalid("a key cannot succeed itself"));
         }
-        Ok(Rotation { old_key_id: old_key.id(), new_key, created_at: parsed.created_at })
+        Ok(Rotation { old_key_id: signer, new_key, created_at: parsed.created_at })
     }
 }
 

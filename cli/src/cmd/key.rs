@@ -54,8 +54,11 @@ pub struct GenerateArgs {
 
 #[derive(Args)]
 pub struct ShowArgs {
-    /// A .pub or .key file.
+    /// A .pub or .key file, or a rotation statement.
     file: PathBuf,
+    /// For a rotation statement: the old key's public file, to check its signature.
+    #[arg(long, value_name = "FILE")]
+    pubkey: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -138,6 +141,9 @@ fn show(args: ShowArgs, ui: &Ui) -> anyhow::Result<()> {
             reason: "not a key file: it is not text (an escx key file is a few lines of UTF-8)".into(),
         })
         .map_err(failure::at(path))?;
+    if text.lines().any(|line| line.trim_start().starts_with("escx-rot-v1:")) {
+        return show_rotation(path, &text, args.pubkey.as_deref(), ui);
+    }
     let (kind, key_id, sealed) = if let Ok(public) = keyfile::parse_public_key(&text) {
         ("public", public.id(), None)
     } else {
@@ -163,6 +169,44 @@ fn show(args: ShowArgs, ui: &Ui) -> anyhow::Result<()> {
             format!("{}: {kind} {ALG_ML_DSA_87_NAME} key {key_id}{protection}", path.display())
         },
     );
+    Ok(())
+}
+
+/// `escx key show ROTATION [--pubkey OLD.pub]`: who endorses whom and when; the signature
+/// is checked only against a key given (a statement proves nothing on its own).
+fn show_rotation(path: &Path, text: &str, pubkey: Option<&Path>, ui: &Ui) -> anyhow::Result<()> {
+    let statement = RotationStatement::parse(text)
+        .map_err(|reason| escx::Error::KeyFile { path: path.to_path_buf(), reason })
+        .map_err(failure::at(path))?;
+    let (rotation, verified) = match pubkey {
+        Some(old) => {
+            let old = keyfile::read_public_key(old).map_err(failure::at(old))?;
+            (statement.verify(&old).map_err(failure::at(path))?, true)
+        }
+        None => (statement.claims().map_err(failure::at(path))?, false),
+    };
+    let report = RotationShown {
+        file: path,
+        kind: "rotation",
+        old_key_id: rotation.old_key_id.to_string(),
+        new_key_id: rotation.new_key.id().to_string(),
+        created_at: rotation.created_at.rfc3339(),
+        signature_checked: verified,
+    };
+    ui.emit(&report, || {
+        let check = if verified {
+            "signature valid"
+        } else {
+            "signature not checked; pass --pubkey with the old key's public file"
+        };
+        format!(
+            "{}: rotation statement: {} endorses {} (signed {}; {check})",
+            path.display(),
+            report.old_key_id,
+            report.new_key_id,
+            report.created_at
+        )
+    });
     Ok(())
 }
 
@@ -214,4 +258,15 @@ struct Rotated<'a> {
     old_key_id: String,
     new_key_id: String,
     statement_file: &'a Path,
+}
+
+/// `escx key show ROTATION --json`.
+#[derive(Serialize)]
+struct RotationShown<'a> {
+    file: &'a Path,
+    kind: &'static str,
+    old_key_id: String,
+    new_key_id: String,
+    created_at: String,
+    signature_checked: bool,
 }

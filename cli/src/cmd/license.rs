@@ -56,6 +56,15 @@ Examples:
     /// Sign a new certificate revocation list.
     #[command(after_help = "Examples:\n  escx issuer crl ./issuer -o crl.cbor")]
     Crl(IssuerOutArgs),
+    /// Show a published issuer bundle chain: the issuer, its versions and key epochs.
+    #[command(after_help = "\
+The chain is checked as a wallet checks it (every version signed by the issuer's key,
+linked to the one before, epochs never changed): a chain that is not is refused.
+
+Examples:
+  escx issuer show issuer.pub
+  escx issuer show issuer.pub --json")]
+    Show(ShowBundleArgs),
     /// List sale events (the input of settlement).
     #[command(
         after_help = "With --events, prints the sales as billing events (spec/settlement.md §1) for `escx settle run`.\n\nExamples:\n  escx issuer sales ./issuer --json\n  escx issuer sales ./issuer --events > events.json"
@@ -467,6 +476,7 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
         IssuerCommand::Redeem(args) => issuer_redeem(args, ui, now),
         IssuerCommand::Revoke(args) => issuer_revoke(args, ui, now),
         IssuerCommand::Crl(args) => issuer_crl(args, ui, now),
+        IssuerCommand::Show(args) => issuer_show(args, ui, now),
         IssuerCommand::Sales(args) => issuer_sales(args, ui),
     }
 }
@@ -674,6 +684,73 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
         LicenseCommand::Prove(args) => license_prove(args, ui),
         LicenseCommand::CheckProof(args) => license_check_proof(args, ui, now),
     }
+}
+
+#[derive(Args)]
+pub struct ShowBundleArgs {
+    /// The issuer's public bundle chain (what `escx issuer publish` writes).
+    file: PathBuf,
+}
+
+fn issuer_show(args: ShowBundleArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
+    let chain = bundle(&args.file)?;
+    let head = chain.head();
+    let report = BundleShown {
+        file: &args.file,
+        issuer_id: chain.issuer_id().to_string(),
+        name: &head.payload.name,
+        version: head.version(),
+        hash: hex::encode(head.hash),
+        issued_at: head.payload.issued_at.rfc3339(),
+        epochs: head
+            .payload
+            .epochs
+            .iter()
+            .map(|e| EpochShown {
+                epoch: e.epoch,
+                not_before: e.not_before.rfc3339(),
+                not_after: e.not_after.rfc3339(),
+                current: e.not_before <= now && now < e.not_after,
+            })
+            .collect(),
+    };
+    ui.emit(&report, || {
+        let mut text = format!(
+            "{}: issuer {} ({}), bundle version {} ({}), issued {}\n",
+            args.file.display(),
+            report.name,
+            report.issuer_id,
+            report.version,
+            &report.hash[..16],
+            report.issued_at
+        );
+        for e in &report.epochs {
+            let current = if e.current { "  (current)" } else { "" };
+            text += &format!("  epoch {:<4} {} .. {}{current}\n", e.epoch, e.not_before, e.not_after);
+        }
+        text
+    });
+    Ok(())
+}
+
+/// `escx issuer show --json` (spec/cli.md).
+#[derive(Serialize)]
+struct BundleShown<'a> {
+    file: &'a Path,
+    issuer_id: String,
+    name: &'a str,
+    version: u64,
+    hash: String,
+    issued_at: String,
+    epochs: Vec<EpochShown>,
+}
+
+#[derive(Serialize)]
+struct EpochShown {
+    epoch: u32,
+    not_before: String,
+    not_after: String,
+    current: bool,
 }
 
 #[derive(Args)]
