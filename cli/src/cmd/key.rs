@@ -144,7 +144,11 @@ fn show(args: ShowArgs, ui: &Ui) -> anyhow::Result<()> {
     if text.lines().any(|line| line.trim_start().starts_with("escx-rot-v1:")) {
         return show_rotation(path, &text, args.pubkey.as_deref(), ui);
     }
-    let (kind, key_id, sealed) = if let Ok(public) = keyfile::parse_public_key(&text) {
+    let (kind, key_id, sealed) = if text.lines().any(|line| line.trim_start().starts_with("escx-pk-v1:")) {
+        // A public key file whose key is malformed says so, not "give the .key file".
+        let public = keyfile::parse_public_key(&text)
+            .map_err(|reason| escx::Error::KeyFile { path: path.clone(), reason })
+            .map_err(failure::at(path))?;
         ("public", public.id(), None)
     } else {
         let sealed = keyfile::secret_key_is_sealed(path).map_err(failure::at(path))?;
