@@ -456,7 +456,7 @@ fn common_mistakes_exit_as_the_spec_says() {
     let value = json(&out.stdout);
     assert_eq!(value["error"]["code"], "key-file-invalid");
     assert!(value["error"]["message"].as_str().unwrap().contains("noise.bin: not a key file"), "{value}");
-    // A public key file with a key of the wrong length names both lengths (keys.md §3).
+    // A public key file with a key of the wrong length names both lengths (keys.md §2).
     std::fs::write(f.dir.join("short.pub"), "escx-pk-v1:ml-dsa-87:AAAA\n").unwrap();
     let out = f.cmd().args(["key", "show", "short.pub", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
