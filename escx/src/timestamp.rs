@@ -31,20 +31,10 @@ impl UnixSeconds {
         format_rfc3339(self)
     }
 
-    /// `self + secs`, stopping at [`Self::MAX`] (the same as `self + secs`).
-    pub fn saturating_add(self, secs: u64) -> UnixSeconds {
-        self + secs
-    }
-
     /// The start of the `step`-second interval (counted from the epoch) holding `self`:
     /// `floor(HOUR)` is the start of its hour. A `step` of 0 leaves the time as it is.
     pub fn floor(self, step: u64) -> UnixSeconds {
         UnixSeconds(self.0 - self.0.checked_rem(step).unwrap_or(0))
-    }
-
-    /// `self - secs`, stopping at the epoch (the same as `self - secs`).
-    pub fn saturating_sub(self, secs: u64) -> UnixSeconds {
-        self - secs
     }
 
     /// `self + secs`, or `None` past [`Self::MAX`].

@@ -822,7 +822,7 @@ impl Wallet {
                 latest
             }
         };
-        if now.saturating_add(CLOCK_TOLERANCE_SECS) < latest {
+        if now + CLOCK_TOLERANCE_SECS < latest {
             return Err(Error::LicenseRejected {
                 check: LicenseCheck::Clock,
                 reason: format!(

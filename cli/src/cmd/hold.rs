@@ -144,7 +144,7 @@ fn hold_place(args: PlaceArgs, ui: &Ui) -> anyhow::Result<()> {
     let events = escx_settlement::events::read_events(&args.events)?;
     let manifests = Manifests::load_dir(&args.manifests)?;
     let mut ledger = Ledger::open(&args.ledger)?;
-    let expires_at = now.saturating_add(seconds);
+    let expires_at = now + seconds;
     let report = ledger.place_holds(&events, &manifests, now, expires_at)?;
     ui.emit(&Placed { ledger: &args.ledger, report: &report, expires_at: expires_at.rfc3339() }, || {
         format!(

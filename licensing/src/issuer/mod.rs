@@ -343,7 +343,7 @@ impl<S: IssuerStore> Issuer<S> {
             epoch,
             poprf_key: ByteBuf::from(key.public_key().to_vec()),
             not_before: start,
-            not_after: start.saturating_add(length_secs),
+            not_after: start + length_secs,
         };
         tx.insert_epoch(&record, &key.secret_bytes()[..])?;
         tx.commit()?;
@@ -569,7 +569,7 @@ impl<S: IssuerStore> Issuer<S> {
             features: offer.features.clone(),
             seats: offer.seats,
             not_before: now,
-            not_after: now.saturating_add(lifetime_secs(&offer.unit)),
+            not_after: now + lifetime_secs(&offer.unit),
             holder_key: ByteBuf::from(holder.as_bytes().to_vec()),
             holder_kem_key: ByteBuf::from(holder_kem.as_bytes().to_vec()),
             wrapped_keys,

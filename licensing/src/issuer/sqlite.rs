@@ -119,25 +119,25 @@ impl Queries<'_> {
             .map_err(sql)?;
         let rows = statement
             .query_map([], |r| {
-                Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u64>(2)?, r.get::<_, u64>(3)?))
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, UnixSeconds>(2)?,
+                    r.get::<_, UnixSeconds>(3)?,
+                ))
             })
             .map_err(sql)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql)?;
         rows.into_iter()
             .map(|(epoch, public, not_before, not_after)| {
-                Ok(Epoch {
-                    epoch,
-                    poprf_key: ByteBuf::from(public),
-                    not_before: escx::UnixSeconds(not_before),
-                    not_after: escx::UnixSeconds(not_after),
-                })
+                Ok(Epoch { epoch, poprf_key: ByteBuf::from(public), not_before, not_after })
             })
             .collect()
     }
 
     fn epoch_secret(&self, epoch: u32) -> Result<Option<EpochSecret>, Error> {
-        let row: Option<(Vec<u8>, u64, u64)> = self
+        let row: Option<(Vec<u8>, UnixSeconds, UnixSeconds)> = self
             .0
             .query_row(
                 "SELECT secret, not_before, not_after FROM epochs WHERE epoch = ?1",
@@ -147,11 +147,7 @@ impl Queries<'_> {
             .optional()
             .map_err(sql)?;
         row.map(|(secret, not_before, not_after)| {
-            Ok(EpochSecret {
-                secret: Zeroizing::new(secret),
-                not_before: escx::UnixSeconds(not_before),
-                not_after: escx::UnixSeconds(not_after),
-            })
+            Ok(EpochSecret { secret: Zeroizing::new(secret), not_before, not_after })
         })
         .transpose()
     }
@@ -279,17 +275,15 @@ impl Queries<'_> {
             .prepare("SELECT license_id, reason, revoked_at FROM revocations ORDER BY license_id")
             .map_err(sql)?;
         let rows = statement
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, UnixSeconds>(2)?))
+            })
             .map_err(sql)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql)?;
         rows.into_iter()
             .map(|(license_id, reason, at)| {
-                Ok(Revoked {
-                    license_id: ByteBuf::from(license_id),
-                    reason,
-                    revoked_at: escx::UnixSeconds(at),
-                })
+                Ok(Revoked { license_id: ByteBuf::from(license_id), reason, revoked_at: at })
             })
             .collect()
     }
@@ -302,7 +296,7 @@ impl Queries<'_> {
                  FROM sales ORDER BY id",
             )
             .map_err(sql)?;
-        type Row = (i64, PackageName, String, u32, u32, Micros, Micros, String, u64);
+        type Row = (i64, PackageName, String, u32, u32, Micros, Micros, String, UnixSeconds);
         let rows: Vec<Row> = statement
             .query_map([], |r| {
                 Ok((
@@ -331,7 +325,7 @@ impl Queries<'_> {
                     unit_price_micros: unit,
                     total_micros: total,
                     currency,
-                    at: escx::UnixSeconds(at),
+                    at,
                 })
             })
             .collect()

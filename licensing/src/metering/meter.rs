@@ -263,11 +263,11 @@ impl<'w> Meter<'w> {
         let hour = at.floor(HOUR_SECS);
         let transaction =
             rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        let last: Option<u64> = transaction
+        let last: Option<UnixSeconds> = transaction
             .query_row("SELECT max(hour) FROM reports WHERE license_id = ?1", params![&id[..]], |r| r.get(0))
             .map_err(sql)?;
         if let Some(last) = last
-            && hour <= escx::UnixSeconds(last)
+            && hour <= last
         {
             return Err(refuse(
                 Refusal::HourReported,
@@ -275,7 +275,7 @@ impl<'w> Meter<'w> {
                     "hour {} is reported (the latest reported hour is {}); a report is final, so nothing more \
                      can be recorded into it or an earlier hour",
                     format_hour(hour),
-                    format_hour(escx::UnixSeconds(last))
+                    format_hour(last)
                 ),
             ));
         }
@@ -607,7 +607,7 @@ impl<'w> Meter<'w> {
                 ),
             ));
         }
-        let mut reports: Vec<(u64, u64, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut reports: Vec<(u64, UnixSeconds, Vec<u8>, Vec<u8>)> = Vec::new();
         {
             let mut statement = transaction
                 .prepare("SELECT seq, hour, hash, file FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY seq")
@@ -621,7 +621,7 @@ impl<'w> Meter<'w> {
                 reports.push(row.map_err(sql)?);
             }
         }
-        let reported: BTreeSet<u64> = reports.iter().map(|r| r.1).collect();
+        let reported: BTreeSet<UnixSeconds> = reports.iter().map(|r| r.1).collect();
         {
             let mut statement = transaction
                 .prepare(
@@ -630,14 +630,14 @@ impl<'w> Meter<'w> {
                 .map_err(sql)?;
             let rows = statement
                 .query_map(params![&id[..], to_i64(period.start()), to_i64(period.end())], |r| {
-                    r.get::<_, u64>(0)
+                    r.get::<_, UnixSeconds>(0)
                 })
                 .map_err(sql)?;
             let mut unreported = Vec::new();
             for hour in rows {
                 let hour = hour.map_err(sql)?;
                 if !reported.contains(&hour) {
-                    unreported.push(format_hour(escx::UnixSeconds(hour)));
+                    unreported.push(format_hour(hour));
                 }
             }
             if !unreported.is_empty() {
@@ -667,13 +667,13 @@ impl<'w> Meter<'w> {
         for (_, hour, _, file) in &reports {
             let hour = *hour;
             for unit in units_of(file)? {
-                let values = Self::minutes(&transaction, &id, &unit, escx::UnixSeconds(hour))?;
+                let values = Self::minutes(&transaction, &id, &unit, hour)?;
                 let entry = totals.entry(unit.clone()).or_insert((0, Scalar::ZERO));
                 for (minute, value) in (0u8..).zip(values.iter()) {
                     entry.0 = entry.0.checked_add(*value).ok_or_else(|| {
                         refuse(Refusal::Overflow, format!("the {unit} total of {period} overflows"))
                     })?;
-                    entry.1 += blinding(&secret, &id, &unit, escx::UnixSeconds(hour), minute);
+                    entry.1 += blinding(&secret, &id, &unit, hour, minute);
                 }
             }
         }

@@ -647,7 +647,7 @@ impl Operator {
 
     fn known_license(db: &Connection, cert_id: &[u8; 32]) -> Result<Option<LicenseInfo>, Error> {
         #[allow(clippy::type_complexity)]
-        let row: Option<(Vec<u8>, Vec<u8>, PackageName, String, Vec<u8>, u64, u64)> = db
+        let row: Option<(Vec<u8>, Vec<u8>, PackageName, String, Vec<u8>, UnixSeconds, UnixSeconds)> = db
             .prepare_cached("SELECT license_id, issuer, package, tier, certificate, not_before, not_after FROM licenses WHERE cert_id = ?1")
         .map_err(sql)?
         .query_row(
@@ -673,8 +673,8 @@ impl Operator {
             package,
             tier,
             holder: PublicKey::from_bytes(&payload.holder_key)?,
-            not_before: escx::UnixSeconds(not_before),
-            not_after: escx::UnixSeconds(not_after),
+            not_before,
+            not_after,
         }))
     }
 
@@ -900,14 +900,14 @@ impl Operator {
             ));
         }
         if payload.through_seq > 0 {
-            let (hash, hour): (Vec<u8>, u64) = transaction
+            let (hash, hour): (Vec<u8>, UnixSeconds) = transaction
                 .query_row(
                     "SELECT hash, hour FROM reports WHERE license_id = ?1 AND seq = ?2",
                     params![&id[..], to_i64(payload.through_seq)],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(sql)?;
-            if hash != payload.through_hash.as_slice() || hour >= period.end().0 {
+            if hash != payload.through_hash.as_slice() || hour >= period.end() {
                 return Err(refuse(
                     Refusal::CloseMismatch,
                     format!(
@@ -923,7 +923,7 @@ impl Operator {
                 Refusal::CloseMismatch,
                 format!(
                     "report {seq} (hour {}) lies in {period_text} but the close stops at report {}",
-                    format_hour(escx::UnixSeconds(*hour)),
+                    format_hour(*hour),
                     payload.through_seq
                 ),
             ));
@@ -1300,10 +1300,9 @@ pub fn epsilon_text(micros: u64) -> String {
     trimmed.strip_suffix('.').map_or(trimmed.to_owned(), |t| format!("{t}.0"))
 }
 
-/// A license's chain head: seq (0 for none), report hash (zeros for none) and hour (-1 for none).
 /// The license's chain head: sequence number, hash and hour (`None` before the first
 /// report; stored as -1).
-fn head(db: &Connection, id: &[u8; 16]) -> Result<(u64, [u8; 32], Option<u64>), Error> {
+fn head(db: &Connection, id: &[u8; 16]) -> Result<(u64, [u8; 32], Option<UnixSeconds>), Error> {
     let row: Option<(u64, Vec<u8>, i64)> = db
         .prepare_cached("SELECT head_seq, head_hash, head_hour FROM licenses WHERE license_id = ?1")
         .map_err(sql)?
@@ -1313,10 +1312,10 @@ fn head(db: &Connection, id: &[u8; 16]) -> Result<(u64, [u8; 32], Option<u64>), 
     let Some((seq, hash, hour)) = row else { return Ok((0, [0u8; 32], None)) };
     let hash: [u8; 32] =
         hash.as_slice().try_into().map_err(|_| Error::Store("a stored head hash is not 32 bytes".into()))?;
-    Ok((seq, hash, u64::try_from(hour).ok()))
+    Ok((seq, hash, u64::try_from(hour).ok().map(UnixSeconds)))
 }
 
-fn period_reports(db: &Connection, id: &[u8; 16], period: Period) -> Result<Vec<(u64, u64)>, Error> {
+fn period_reports(db: &Connection, id: &[u8; 16], period: Period) -> Result<Vec<(u64, UnixSeconds)>, Error> {
     let mut statement = db
         .prepare(
             "SELECT seq, hour FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY seq",
@@ -1324,7 +1323,7 @@ fn period_reports(db: &Connection, id: &[u8; 16], period: Period) -> Result<Vec<
         .map_err(sql)?;
     let rows = statement
         .query_map(params![&id[..], to_i64(period.start()), to_i64(period.end())], |r| {
-            Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?))
+            Ok((r.get::<_, u64>(0)?, r.get::<_, UnixSeconds>(1)?))
         })
         .map_err(sql)?;
     rows.collect::<Result<_, _>>().map_err(sql)
@@ -1536,7 +1535,7 @@ fn apply(
             },
         ));
     }
-    if report.previous != head_hash || head_hour.is_some_and(|h| report.hour <= escx::UnixSeconds(h)) {
+    if report.previous != head_hash || head_hour.is_some_and(|h| report.hour <= h) {
         return Err(refuse(
             Refusal::OutOfOrder,
             format!(
