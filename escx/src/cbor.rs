@@ -19,12 +19,29 @@ pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
     let _ = ciborium::into_writer(value, out);
 }
 
-/// Decodes exactly one item that spans all of `bytes`; `what` names it in errors.
-pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
+/// Decodes exactly one item that spans all of `bytes` and is in escx's canonical
+/// encoding (escx-format.md §1.1): the bytes must be exactly what [`encode`] writes for the
+/// decoded value, so shortest-form heads, definite lengths, no tags, no duplicate keys and
+/// map keys in the order the record's spec lists them. `what` names the record in errors.
+///
+/// One rule instead of several: any encoding freedom a reader accepted would let two
+/// byte strings carry one record, and the record's hash (a request id, a statement leaf)
+/// or a second implementation's verdict would then depend on which one arrived.
+pub fn decode_exact<T: DeserializeOwned + Serialize>(bytes: &[u8], what: &str) -> Result<T, String> {
     let mut cursor = std::io::Cursor::new(bytes);
-    let value = ciborium::from_reader(&mut cursor).map_err(|e| describe(&e, bytes, what))?;
+    let value: T = ciborium::from_reader(&mut cursor).map_err(|e| describe(&e, bytes, what))?;
     if cursor.position() != bytes.len() as u64 {
         return Err(format!("trailing bytes after the {what}"));
+    }
+    // Zeroized, and sized so it never reallocates when it matches: the record may hold
+    // secrets (a key file's map).
+    let mut again = zeroize::Zeroizing::new(Vec::with_capacity(bytes.len()));
+    encode_into(&value, &mut again);
+    if again.as_slice() != bytes {
+        return Err(format!(
+            "malformed {what}: not in canonical CBOR (shortest-form lengths and integers, \
+             definite lengths, no tags, keys once each and in the specified order)"
+        ));
     }
     Ok(value)
 }
@@ -82,5 +99,46 @@ mod tests {
             "trailing bytes after the pair"
         );
         assert!(decode_exact::<(u8, String)>(&bytes[..2], "pair").unwrap_err().starts_with("malformed pair"));
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Record {
+        v: u8,
+        id: serde_bytes::ByteBuf,
+        n: u64,
+    }
+
+    #[test]
+    fn only_the_canonical_encoding_is_accepted() {
+        let record = Record { v: 1, id: serde_bytes::ByteBuf::from(vec![7u8; 2]), n: 500 };
+        let canonical = encode(&record);
+        // a3 61 76 01 62 69 64 42 07 07 61 6e 19 01 f4
+        assert_eq!(hex::encode(&canonical), "a3617601626964420707616e1901f4");
+        assert_eq!(decode_exact::<Record>(&canonical, "record").unwrap(), record);
+        let refused = [
+            // v as a one-byte-argument integer (0x18 0x01) instead of 0x01
+            "a36176180162696442070761 6e1901f4",
+            // n = 500 in four bytes
+            "a3617601626964420707616e1a000001f4",
+            // keys in another order (n before id)
+            "a36176016 16e1901f462696442 0707",
+            // indefinite-length map
+            "bf617601626964420707616e1901f4ff",
+            // indefinite-length byte string
+            "a3617601626964 5f420707ff616e1901f4",
+            // a tag (1, epoch time) on n
+            "a3617601626964420707616e c11901f4",
+            // the key v as a two-byte-length text string
+            "a3 780176 01626964420707616e1901f4",
+        ];
+        for (i, spaced) in refused.iter().enumerate() {
+            let bytes = hex::decode(spaced.replace(' ', "")).unwrap();
+            let err = decode_exact::<Record>(&bytes, "record").unwrap_err();
+            assert!(err.starts_with("malformed record"), "case {i}: {err}");
+        }
+        // A duplicate key (v twice) in a four-entry map.
+        let duplicate = hex::decode("a4617601617601626964420707616e1901f4").unwrap();
+        assert!(decode_exact::<Record>(&duplicate, "record").is_err());
     }
 }

@@ -425,7 +425,7 @@ fn fixed<const N: usize>(bytes: &[u8], what: &'static str) -> Result<[u8; N], Er
         .map_err(|_| refuse(Refusal::Invalid, format!("{what} must be {N} bytes, found {}", bytes.len())))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
+fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(bytes: &[u8], what: &str) -> Result<T, Error> {
     escx::cbor::decode_exact(bytes, what).map_err(|reason| refuse(Refusal::Invalid, reason))
 }
 
