@@ -148,8 +148,43 @@ fn main() {
         std::fs::read(&path).unwrap()
     };
 
+    // Directories, an executable, a chain of links, GNU long names and long link targets,
+    // an empty file and a ustar header with a prefix, written as records by hand.
+    let long_path = format!("deep/{}/{}.txt", "d".repeat(100), "long-name-".repeat(10));
+    let long_target = format!("x/../{long_path}");
+    let tree_tar = [
+        craft::record(&RawEntry { mode: 0o755, ..RawEntry::of_type(b"bin/", b'5') }),
+        craft::record(&RawEntry { mode: 0o755, ..RawEntry::file(b"bin/run", b"#!/bin/sh\necho run\n") }),
+        craft::record(&RawEntry::of_type(b"lib/", b'5')),
+        craft::record(&RawEntry::file(b"lib/libx.so.1.2", &[0x7f; 600])),
+        craft::record(&RawEntry::symlink(b"lib/libx.so.1", b"libx.so.1.2")),
+        craft::record(&RawEntry::symlink(b"lib/libx.so", b"libx.so.1")),
+        craft::record(&RawEntry::symlink(b"current", b"lib/libx.so")),
+        craft::long_record(b'L', long_path.as_bytes()),
+        craft::record(&RawEntry::file(&long_path.as_bytes()[..100], b"reached through a GNU long name\n")),
+        craft::record(&RawEntry::of_type(b"x", b'5')),
+        craft::long_record(b'K', long_target.as_bytes()),
+        craft::record(&RawEntry::symlink(b"long-link", &long_target.as_bytes()[..100])),
+        craft::record(&RawEntry::file(b"empty", b"")),
+        craft::ustar_file(b"ustar/prefix", b"file.txt", b"a ustar header with a prefix\n"),
+        craft::end_blocks(),
+    ]
+    .concat();
+    let tree = signed_plain(&keys.publisher, tree_tar);
+    let empty_archive = signed_plain(&keys.publisher, craft::end_blocks());
+    // RFC 8878 §3.1.2: decoders skip skippable frames; here one comes before the data.
+    let skippable = {
+        let mut stored = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0];
+        stored.extend_from_slice(b"skip");
+        stored.extend(zstd::encode_all(&small_tar[..], 3).unwrap());
+        signed(&keys.publisher, SectionType::Payload, FLAG_ZSTD, stored, small_tar.len() as u64)
+    };
+
     let mut valid = Vec::new();
     for (name, bytes, trusted, signers, key) in [
+        ("tree", &tree, vec!["publisher"], vec!["publisher"], None),
+        ("empty-archive", &empty_archive, vec!["publisher"], vec!["publisher"], None),
+        ("zstd-skippable-frame", &skippable, vec!["publisher"], vec!["publisher"], None),
         ("one-signer", &one_signer, vec!["publisher"], vec!["publisher"], None),
         ("two-signers", &two_signers, vec!["attester"], vec!["publisher", "attester"], None),
         ("all-sections", &all_sections, vec!["publisher"], vec!["publisher"], None),
@@ -179,10 +214,14 @@ fn main() {
             "package": { "name": report.package.name, "version": report.package.version.to_string() },
             "root": hex::encode(reader.root()),
             "signer_key_ids": signers.iter().map(|s| keys.by_name(s).id().to_string()).collect::<Vec<_>>(),
-            "sections": reader.sections().iter().map(|s| json!({
+            "sections": reader.sections().iter().zip(&report.sections).map(|(s, checked)| json!({
                 "type": s.kind.name(), "type_id": s.kind.id(), "flags": s.flags, "offset": s.offset,
                 "stored_length": s.stored_length, "plain_length": s.plain_length, "blake3": hex::encode(s.hash),
+                "archive": checked.archive.map(|a| json!({
+                    "files": a.files, "directories": a.directories, "symlinks": a.symlinks, "file_bytes": a.file_bytes,
+                })),
             })).collect::<Vec<_>>(),
+            "tree": extracted_tree(bytes, &keys, &trusted, key),
         }));
     }
 
@@ -498,6 +537,316 @@ fn main() {
         &publisher,
         "content-key-invalid",
     );
+    // The layout rules of §5.2, each reached with everything before it intact.
+    let patch = |bytes: &[u8], at: usize, value: &[u8]| {
+        let mut changed = bytes.to_vec();
+        changed[at..at + value.len()].copy_from_slice(value);
+        changed
+    };
+    let u64_at = |bytes: &[u8], at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    add(
+        "section-count-zero",
+        "section_count 0 in the header",
+        patch(&one_signer, 12, &0u32.to_le_bytes()),
+        &publisher,
+        "section-count",
+    );
+    add(
+        "section-unknown-type",
+        "the payload's type id changed to 9, which v1 does not define",
+        patch(&one_signer, table_field(1, 0), &9u32.to_le_bytes()),
+        &publisher,
+        "unknown-section-type",
+    );
+    add(
+        "section-order",
+        "the docs entry's type changed to 2 (payload): two payload sections",
+        patch(&all_sections, table_field(2, 0), &2u32.to_le_bytes()),
+        &publisher,
+        "section-order",
+    );
+    add(
+        "missing-manifest",
+        "the first entry's type changed to 2 (payload)",
+        patch(&one_signer, table_field(0, 0), &2u32.to_le_bytes()),
+        &publisher,
+        "missing-manifest",
+    );
+    add(
+        "section-gap",
+        "the payload's offset moved one byte forward",
+        patch(&one_signer, table_field(1, 8), &(u64_at(&one_signer, table_field(1, 8)) + 1).to_le_bytes()),
+        &publisher,
+        "section-gap",
+    );
+    add(
+        "body-length",
+        "body_length one byte past the end of the last section",
+        patch(&one_signer, 16, &(u64_at(&one_signer, 16) + 1).to_le_bytes()),
+        &publisher,
+        "body-length",
+    );
+    add(
+        "section-too-large",
+        "the uncompressed license's plain length raised to 1 MiB + 1 (its stored length is checked after the limit)",
+        patch(&uncompressed, table_field(2, 24), &(1_048_577u64).to_le_bytes()),
+        &publisher,
+        "section-too-large",
+    );
+    add(
+        "too-many-signatures",
+        "seventeen copies of the signature block: the trailer is longer than 16 blocks, whatever it holds",
+        {
+            let block = one_signer[body(&one_signer)..].to_vec();
+            let mut bytes = one_signer.clone();
+            for _ in 0..16 {
+                bytes.extend_from_slice(&block);
+            }
+            bytes
+        },
+        &publisher,
+        "too-many-signatures",
+    );
+    add(
+        "signature-block-alg",
+        "the signature block's alg field is 2",
+        patch(&one_signer, body(&one_signer) + 4, &2u16.to_le_bytes()),
+        &publisher,
+        "signature-block",
+    );
+    add(
+        "signature-block-truncated",
+        "the last 100 bytes of the signature removed",
+        one_signer[..one_signer.len() - 100].to_vec(),
+        &publisher,
+        "truncated",
+    );
+    add(
+        "zstd-corrupt",
+        "a zstd-flagged payload whose stored bytes are not a zstd frame",
+        signed(&keys.publisher, SectionType::Payload, FLAG_ZSTD, vec![0x5a; 100], 1024),
+        &publisher,
+        "decompression-failed",
+    );
+    add(
+        "manifest-bad-version",
+        "a signed manifest whose version \"1.0\" is not SemVer",
+        {
+            let manifest = "[package]\nname = \"vectors/sample\"\nversion = \"1.0\"\n";
+            assemble(
+                &[RawSection {
+                    kind: SectionType::Manifest,
+                    flags: 0,
+                    stored: manifest.as_bytes().to_vec(),
+                    plain_length: manifest.len() as u64,
+                }],
+                &[&keys.publisher],
+                escx::UnixSeconds(SIGNED_AT),
+            )
+        },
+        &publisher,
+        "manifest-invalid",
+    );
+
+    // Layers are judged outermost first (§8): the plain length before the archive.
+    let mut one_byte_long = small_tar.clone();
+    one_byte_long.push(0);
+    add(
+        "zstd-one-byte-long",
+        "the zstd frames yield the archive and one more byte; the declared plain length is the archive's",
+        signed(
+            &keys.publisher,
+            SectionType::Payload,
+            FLAG_ZSTD,
+            zstd::encode_all(&one_byte_long[..], 3).unwrap(),
+            small_tar.len() as u64,
+        ),
+        &publisher,
+        "plain-length-mismatch",
+    );
+    add(
+        "zstd-stops-inside-archive",
+        "the zstd frames stop in the middle of the archive's only file; the declared plain length is the whole archive's",
+        signed(
+            &keys.publisher,
+            SectionType::Payload,
+            FLAG_ZSTD,
+            zstd::encode_all(&small_tar[..20_000], 3).unwrap(),
+            small_tar.len() as u64,
+        ),
+        &publisher,
+        "plain-length-mismatch",
+    );
+
+    // Tar records that break §6.2's record rules.
+    let one_file = craft::record(&RawEntry::file(b"a.txt", b"abc"));
+    let with_end = |records: Vec<u8>| [records, craft::end_blocks()].concat();
+    let record_cases: [(&str, &str, Vec<u8>, &str); 12] = [
+        (
+            "tar-padding-not-zero",
+            "a non-zero byte in the padding after a file's three data bytes",
+            with_end(patch(&one_file, 512 + 100, &[1])),
+            "archive-invalid",
+        ),
+        (
+            "tar-bad-checksum",
+            "the header checksum one too high",
+            with_end({
+                let mut bad = one_file.clone();
+                craft::set_checksum(&mut bad[..512]);
+                let sum = u32::from_str_radix(std::str::from_utf8(&bad[148..154]).unwrap(), 8).unwrap() + 1;
+                bad[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+                bad
+            }),
+            "archive-invalid",
+        ),
+        (
+            "tar-signed-checksum",
+            "a header byte above 0x7f with the checksum computed over signed bytes (pre-POSIX)",
+            with_end({
+                let mut bad = one_file.clone();
+                bad[300] = 0xff; // in the GNU header's uname field, which readers otherwise ignore
+                craft::set_checksum(&mut bad[..512]);
+                let sum = u32::from_str_radix(std::str::from_utf8(&bad[148..154]).unwrap(), 8).unwrap() - 256;
+                bad[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+                bad
+            }),
+            "archive-invalid",
+        ),
+        (
+            "tar-no-magic",
+            "a header with the checksum right but no ustar or GNU magic",
+            with_end({
+                let mut bad = one_file.clone();
+                bad[257..265].copy_from_slice(&[0; 8]);
+                craft::set_checksum(&mut bad[..512]);
+                bad
+            }),
+            "archive-invalid",
+        ),
+        (
+            "tar-size-not-octal",
+            "the size field holds \"0000000000x\\0\"",
+            with_end({
+                let mut bad = one_file.clone();
+                bad[124..136].copy_from_slice(b"0000000000x\0");
+                craft::set_checksum(&mut bad[..512]);
+                bad
+            }),
+            "archive-invalid",
+        ),
+        (
+            "tar-one-end-block",
+            "the archive ends after a single zero block (plain length matching)",
+            [one_file.clone(), vec![0; 512]].concat(),
+            "archive-invalid",
+        ),
+        ("tar-no-end-blocks", "the archive ends after its last record", one_file.clone(), "archive-invalid"),
+        (
+            "tar-data-after-end",
+            "a byte after the two end blocks",
+            [with_end(one_file.clone()), vec![0]].concat(),
+            "archive-invalid",
+        ),
+        (
+            "tar-zero-bytes",
+            "an empty payload (zero plain bytes is not an archive)",
+            Vec::new(),
+            "archive-invalid",
+        ),
+        (
+            "tar-long-name-dangling",
+            "a GNU long-name record that no entry follows",
+            with_end([one_file.clone(), craft::long_record(b'L', b"orphan")].concat()),
+            "archive-invalid",
+        ),
+        (
+            "tar-long-name-too-long",
+            "a GNU long-name record of 5000 bytes",
+            with_end(craft::long_record(b'L', &[b'a'; 4999])),
+            "archive-invalid",
+        ),
+        (
+            "tar-directory-with-data",
+            "a directory entry with 3 data bytes",
+            with_end(craft::record(&RawEntry { data: b"abc", ..RawEntry::of_type(b"d/", b'5') })),
+            "archive-invalid",
+        ),
+    ];
+    for (name, description, tar, error) in record_cases {
+        add(name, description, signed_plain(&keys.publisher, tar), &publisher, error);
+    }
+    let path_cases: [(&str, &str, Vec<u8>, &str); 7] = [
+        (
+            "tar-windows-device-name",
+            "payload file \"aux.txt\" (a device on Windows)",
+            raw_tar(&[RawEntry::file(b"aux.txt", b"x")]),
+            "unsafe-path",
+        ),
+        (
+            "tar-non-portable-character",
+            "payload file \"a:b\"",
+            raw_tar(&[RawEntry::file(b"a:b", b"x")]),
+            "unsafe-path",
+        ),
+        (
+            "tar-trailing-dot",
+            "payload file \"name.\" (Windows drops the dot)",
+            raw_tar(&[RawEntry::file(b"name.", b"x")]),
+            "unsafe-path",
+        ),
+        (
+            "tar-link-target-not-utf8",
+            "payload symlink whose target is the byte 0xff",
+            raw_tar(&[RawEntry::symlink(b"l", b"\xff")]),
+            "unsafe-path",
+        ),
+        (
+            "tar-reserved-below-manifest",
+            "payload file \"manifest.toml/x\"",
+            raw_tar(&[RawEntry::file(b"manifest.toml/x", b"x")]),
+            "reserved-path",
+        ),
+        (
+            "tar-reserved-license",
+            "payload file \"License\" (the license section's LICENSE, by key)",
+            raw_tar(&[RawEntry::file(b"License", b"x")]),
+            "reserved-path",
+        ),
+        (
+            "tar-reserved-docs",
+            "payload file \"Docs/readme\" (the docs section's directory, by key)",
+            raw_tar(&[RawEntry::file(b"Docs/readme", b"x")]),
+            "reserved-path",
+        ),
+    ];
+    for (name, description, tar, error) in path_cases {
+        add(name, description, signed_plain(&keys.publisher, tar), &publisher, error);
+    }
+    // 64 MiB of path bytes: 16 385 files of 4096-byte paths under one shared chain of
+    // directories, zstd-compressed (the plain archive is about 92 MB).
+    let too_many = {
+        let chain = format!("{}/", vec!["p".repeat(254); 16].join("/"));
+        let mut tar = Vec::new();
+        for i in 0..16_385u32 {
+            let leaf = format!("{i:0>width$}", width = 4096 - chain.len());
+            let path = format!("{chain}{leaf}");
+            tar.extend(craft::long_record(b'L', path.as_bytes()));
+            tar.extend(craft::record(&RawEntry::file(b"f", b"")));
+        }
+        tar.extend(craft::end_blocks());
+        let plain_length = tar.len() as u64;
+        let stored = zstd::encode_all(&tar[..], 19).unwrap();
+        signed(&keys.publisher, SectionType::Payload, FLAG_ZSTD, stored, plain_length)
+    };
+    add(
+        "too-many-path-bytes",
+        "16 385 payload files whose 4096-byte paths total more than 64 MiB (zstd-compressed)",
+        too_many,
+        &publisher,
+        "too-many-entries",
+    );
+
     let mut tampered = sealed_small.clone();
     tampered[content::NONCE_PREFIX_BYTES + 100] ^= 4;
     add_keyed(
@@ -599,4 +948,22 @@ fn pack_dir(work: &Path, name: &str, key: &SecretKey, rich: bool, issuer: Option
     };
     pack::pack_dir(&dir, &out, &[key], &options).unwrap();
     std::fs::read(out).unwrap()
+}
+
+/// The tree a full extraction writes, sorted by path: every file with its size and
+/// executable bit, every directory, every link with its target.
+fn extracted_tree(bytes: &[u8], keys: &Keys, trusted: &[&str], key: Option<&ContentKey>) -> Vec<Value> {
+    let work = tempfile::tempdir().unwrap();
+    let package = work.path().join("p.escx");
+    std::fs::write(&package, bytes).unwrap();
+    let root = work.path().join("out");
+    let policy =
+        TrustPolicy::from_keys(trusted.iter().map(|n| keys.by_name(n).public_key().clone()).collect());
+    let options = VerifyOptions {
+        now: Some(escx::UnixSeconds(SIGNED_AT + 3600)),
+        content_key: key,
+        ..VerifyOptions::default()
+    };
+    escx::extract::extract_file(&package, &root, &policy, &options).unwrap();
+    craft::tree_of(&root)
 }

@@ -89,8 +89,11 @@ pub fn extract_verified(
                     }
                     .map_err(|e| Error::io(&root_dir, e))?;
                     let mut writer = DiskWriter { base };
-                    archive::walk_stream(&mut plain, kind, entry.plain_length, &mut writer)
-                        .map_err(classify)?;
+                    if let Err(error) =
+                        archive::walk_stream(&mut plain, kind, entry.plain_length, &mut writer)
+                    {
+                        return Err(classify(plain.rank(kind.name(), error)));
+                    }
                 }
             }
             plain.finish(kind.name()).map_err(classify)?;

@@ -3,6 +3,9 @@
 // lints guard the product code.
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 
+#[path = "common/craft.rs"]
+mod craft;
+
 use escx::Fault as _;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -110,6 +113,16 @@ fn valid_vectors_verify_with_the_expected_root_table_and_signers() {
                 want["blake3"].as_str().unwrap()
             );
         }
+        for (checked, want) in report.sections.iter().zip(sections) {
+            let summary = checked.archive.map(|a| {
+                serde_json::json!({
+                    "files": a.files, "directories": a.directories, "symlinks": a.symlinks,
+                    "file_bytes": a.file_bytes,
+                })
+            });
+            assert_eq!(summary.unwrap_or(Value::Null), want["archive"], "{file}: archive counts");
+        }
+        assert_eq!(extracted_tree(&expected, vector), vector["tree"], "{file}: extracted tree");
         let table_end = 24 + 64 * sections.len();
         assert_eq!(
             hex::encode(blake3::derive_key("escx v1 package root", &bytes[..table_end])),
@@ -131,4 +144,21 @@ fn invalid_vectors_fail_with_their_expected_error() {
             Err(error) => assert_eq!(error.code(), want, "{file}: {error}"),
         }
     }
+}
+
+/// What a full extraction writes, in the shape of the vectors' `tree` (sorted by path).
+fn extracted_tree(expected: &Value, vector: &Value) -> Value {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("out");
+    let package = vectors_dir().join(vector["file"].as_str().unwrap());
+    let content_key = vector["content_key"]
+        .as_str()
+        .map(|text| escx::content::ContentKey::from_bytes(&hex::decode(text).unwrap()).unwrap());
+    let options = VerifyOptions {
+        now: Some(escx::UnixSeconds(expected["verification_time"].as_u64().unwrap())),
+        content_key: content_key.as_ref(),
+        ..VerifyOptions::default()
+    };
+    escx::extract::extract_file(&package, &root, &policy(expected, vector), &options).unwrap();
+    Value::Array(craft::tree_of(&root))
 }

@@ -48,7 +48,10 @@ fn fixed<const N: usize>(bytes: &[u8], what: &'static str) -> Result<[u8; N], Er
     })
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned + Serialize>(bytes: &[u8], what: &'static str) -> Result<T, Error> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned + Serialize>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, Error> {
     escx::cbor::decode_exact(bytes, what).map_err(|reason| Error::Malformed { what, reason })
 }
 
@@ -626,7 +629,10 @@ pub struct PossessionPayload {
 }
 
 /// Decodes a CBOR payload of a verified envelope.
-pub fn decode_payload<T: serde::de::DeserializeOwned + Serialize>(bytes: &[u8], what: &'static str) -> Result<T, Error> {
+pub fn decode_payload<T: serde::de::DeserializeOwned + Serialize>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, Error> {
     decode(bytes, what)
 }
 

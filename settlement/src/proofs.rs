@@ -105,7 +105,10 @@ fn scalar(bytes: &[u8]) -> Option<Scalar> {
     Option::from(Scalar::from_canonical_bytes(bytes))
 }
 
-fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(bytes: &[u8], what: &str) -> Result<T, ProofError> {
+fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, ProofError> {
     escx::cbor::decode_exact(bytes, what).map_err(ProofError::Malformed)
 }
 

@@ -2,7 +2,9 @@
 //! zstd decoder bounded by the declared plain length, and the mapping of the errors that
 //! come out of those layers back to named format errors.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::rc::Rc;
 
 use crate::content::{ContentKey, DecryptReader};
 use crate::{Error, FormatError};
@@ -186,24 +188,106 @@ pub(crate) fn plain_stream<'r, R: Read + 'r>(
     stored: R,
     entry: &SectionEntry,
     key: Option<&ContentKey>,
-) -> io::Result<PlainLimit<Box<dyn Read + 'r>>> {
+) -> io::Result<PlainStream<'r>> {
     let section = entry.kind.name();
-    let stored: Box<dyn Read + 'r> = match (entry.is_encrypted(), key) {
-        (false, _) => Box::new(stored),
-        (true, Some(key)) => Box::new(DecryptReader::new(key, stored, entry.stored_length, section)?),
+    let (below, decrypted): (Box<dyn Read + 'r>, Option<Shared<'r>>) = match (entry.is_encrypted(), key) {
+        (false, _) => (Box::new(stored), None),
+        (true, Some(key)) => {
+            let decrypting: Box<dyn Read + 'r> =
+                Box::new(DecryptReader::new(key, stored, entry.stored_length, section)?);
+            let shared = Rc::new(RefCell::new(decrypting));
+            (Box::new(SharedReader(shared.clone())), Some(shared))
+        }
         (true, None) => return Err(Layer::Format(FormatError::DecryptionFailed { section }).into_io()),
     };
-    let inner: Box<dyn Read + 'r> = if entry.is_compressed() {
-        let mut decoder = zstd::stream::read::Decoder::new(stored)
+    let (inner, under_decompressor): (Box<dyn Read + 'r>, _) = if entry.is_compressed() {
+        let mut decoder = zstd::stream::read::Decoder::new(below)
             .map_err(|e| Layer::Decompress(e.to_string()).into_io())?;
         decoder
             .window_log_max(ZSTD_WINDOW_LOG_MAX)
             .map_err(|e| Layer::Decompress(e.to_string()).into_io())?;
-        Box::new(DecompressErrors(decoder))
+        (Box::new(DecompressErrors(decoder)), decrypted)
     } else {
-        Box::new(stored)
+        (below, None)
     };
-    Ok(PlainLimit::new(inner, entry.plain_length))
+    Ok(PlainStream { limit: PlainLimit::new(inner, entry.plain_length), under_decompressor })
+}
+
+type Shared<'r> = Rc<RefCell<Box<dyn Read + 'r>>>;
+
+/// Reads through a shared layer, so the layer can still be drained after the decoder
+/// reading it has failed.
+struct SharedReader<'r>(Shared<'r>);
+
+impl Read for SharedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+/// A section's plain bytes, and what the verdict rules of escx-format.md §8 need to rank
+/// an error: the layers are judged outermost first (decryption, then decompression and
+/// the plain length, then the content), as if each had run to the end before the next.
+pub(crate) struct PlainStream<'r> {
+    limit: PlainLimit<Box<dyn Read + 'r>>,
+    /// The decryption layer when a decompressor reads it.
+    under_decompressor: Option<Shared<'r>>,
+}
+
+impl Read for PlainStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.limit.read(buf)
+    }
+}
+
+impl PlainStream<'_> {
+    /// Reads to the end and checks the total equals the declared plain length; a failing
+    /// decompressor yields to a decryption failure further on.
+    pub(crate) fn finish(self, section: &'static str) -> Result<(), io::Error> {
+        let Self { limit, under_decompressor } = self;
+        match limit.finish(section) {
+            Err(error) if is_decompress(&error) => match under_decompressor {
+                Some(below) => {
+                    let drained = io::copy(&mut *below.borrow_mut(), &mut io::sink());
+                    drained.and(Err(error))
+                }
+                None => Err(error),
+            },
+            other => other,
+        }
+    }
+
+    /// The error to report when the content decoder failed with `content_error`: the
+    /// first error of a layer below it, found by running the layers to the end, else
+    /// `content_error` itself.
+    pub(crate) fn rank(self, section: &'static str, content_error: io::Error) -> io::Error {
+        if is_layer(&content_error) {
+            return content_error;
+        }
+        match self.finish(section) {
+            Err(layer) => layer,
+            Ok(()) => content_error,
+        }
+    }
+}
+
+fn layer_of(error: &io::Error) -> Option<&Layer> {
+    error.get_ref().and_then(|inner| inner.downcast_ref::<Layer>())
+}
+
+fn is_decompress(error: &io::Error) -> bool {
+    matches!(layer_of(error), Some(Layer::Decompress(_)))
+}
+
+/// Errors of the file or of the layers under the content decoder.
+fn is_layer(error: &io::Error) -> bool {
+    match layer_of(error) {
+        Some(Layer::Source(_) | Layer::PlainOverflow { .. } | Layer::Decompress(_) | Layer::Sink(..)) => true,
+        Some(Layer::Format(format)) => {
+            matches!(format, FormatError::DecryptionFailed { .. } | FormatError::PlainLength { .. })
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]

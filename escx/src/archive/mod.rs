@@ -3,12 +3,14 @@
 //! on any system.
 //!
 //! The same `PathChecker` runs when packing and when verifying, so `pack` can never
-//! produce an archive that `verify` rejects. Tar headers are parsed by the `tar` crate in
-//! raw mode; GNU long-name records are read here with a size limit, and every other
-//! extension (PAX, sparse files, hard links, devices) is rejected.
+//! produce an archive that `verify` rejects. Records are read strictly by [`records`] (the
+//! `tar` crate only writes); GNU long-name records are read with a size limit, and every
+//! other extension (PAX, sparse files, hard links, devices) is rejected.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, Write};
+
+mod records;
 
 use crate::FormatError;
 use crate::container::SectionType;
@@ -302,8 +304,39 @@ pub(crate) fn check_relative_path(path: &str) -> Result<(), &'static str> {
             "." => return Err("\".\" component"),
             ".." => return Err("\"..\" component leaves the target directory"),
             c if c.len() > COMPONENT_BYTES_MAX => return Err("path component longer than 255 bytes"),
-            _ => {}
+            c => check_portable_component(c)?,
         }
+    }
+    Ok(())
+}
+
+/// Characters no Windows file name may hold (besides `\`, `/` and control characters).
+const NON_PORTABLE_CHARACTERS: &[char] = &['<', '>', ':', '"', '|', '?', '*'];
+
+/// Windows device names, which name a device instead of a file in every directory, also
+/// with an extension (`con.txt`), compared case-insensitively.
+const DEVICE_NAMES: &[&str] = &["con", "prn", "aux", "nul"];
+
+/// A component every common file system can hold as one ordinary file (escx-format.md
+/// §6.2): none of `< > : " | ? *`, not ending in `.` or a space (Windows drops them, so
+/// `a.` and `a` would collide), and not a device name (`con`, `prn`, `aux`, `nul`, `com0`–
+/// `com9`, `lpt0`–`lpt9`, also with `¹²³` for the digit, alone or before a `.`).
+fn check_portable_component(component: &str) -> Result<(), &'static str> {
+    if component.contains(NON_PORTABLE_CHARACTERS) {
+        return Err("contains one of < > : \" | ? *, which Windows file names cannot hold");
+    }
+    if component.ends_with(['.', ' ']) {
+        return Err("ends with a dot or a space, which Windows drops from file names");
+    }
+    let stem = component.split('.').next().unwrap_or(component).to_ascii_lowercase();
+    let device = DEVICE_NAMES.contains(&stem.as_str())
+        || ["com", "lpt"].iter().any(|prefix| {
+            stem.strip_prefix(prefix).is_some_and(|rest| {
+                matches!(rest, "0" | "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" | "¹" | "²" | "³")
+            })
+        });
+    if device {
+        return Err("is a Windows device name (con, prn, aux, nul, com0-9, lpt0-9)");
     }
     Ok(())
 }
@@ -329,7 +362,11 @@ pub(crate) fn check_symlink_target(link_path: &str, target: &str) -> Result<(), 
         match component {
             "" | "." => {}
             ".." => depth = depth.checked_sub(1).ok_or("symbolic link target leaves the package")?,
-            _ => depth += 1,
+            name => {
+                check_portable_component(name)
+                    .map_err(|_| "symbolic link target names a non-portable file name")?;
+                depth += 1
+            }
         }
     }
     Ok(())
@@ -340,9 +377,10 @@ pub(crate) fn check_symlink_target(link_path: &str, target: &str) -> Result<(), 
 fn check_not_reserved(path: &str) -> Result<(), FormatError> {
     let key = portable_key(path);
     let first = key.split('/').next().unwrap_or(&key);
+    // `manifest.toml` and `LICENSE` are files, so nothing may lie below them either.
     let owner = match first {
-        "manifest.toml" if key == first => "manifest section",
-        "license" if key == first => "license section",
+        "manifest.toml" => "manifest section",
+        "license" => "license section",
         "docs" => "docs section",
         "tests" => "tests section",
         _ => return Ok(()),
@@ -372,83 +410,29 @@ pub(crate) fn walk_seekable<R: Read + Seek>(
     plain_length: u64,
     visitor: &mut dyn Visitor,
 ) -> io::Result<ArchiveSummary> {
-    let mut archive = tar::Archive::new(reader);
-    let (summary, end) = walk_entries(archive.entries_with_seek()?.raw(true), section, visitor)?;
-    let mut reader = archive.into_inner();
-    reader.seek(SeekFrom::Start(end))?;
-    check_end_of_archive(&mut reader, 0, end, plain_length, section)?;
-    Ok(summary)
+    walk(&mut records::Seeking { inner: reader, position: 0, length: plain_length }, section, visitor)
 }
 
-/// Walks an archive read as a stream (a decompressed section, or extraction).
+/// Walks an archive read as a stream (a decompressed section, or extraction). The stream
+/// is the whole section, so its end is the section's end.
 pub(crate) fn walk_stream<R: Read>(
     reader: R,
     section: SectionType,
-    plain_length: u64,
+    _plain_length: u64,
     visitor: &mut dyn Visitor,
 ) -> io::Result<ArchiveSummary> {
-    let mut archive = tar::Archive::new(CountingReader { inner: reader, count: 0 });
-    let (summary, end) = walk_entries(archive.entries()?.raw(true), section, visitor)?;
-    let mut reader = archive.into_inner();
-    // The tar reader stops either at end of input or after reading one all-zero block.
-    let zeros_consumed = reader.count.saturating_sub(end).min(END_OF_ARCHIVE_BYTES);
-    check_end_of_archive(&mut reader, zeros_consumed, end, plain_length, section)?;
-    Ok(summary)
+    walk(&mut records::Streamed(reader), section, visitor)
 }
 
-/// Two zero blocks end every archive.
-const END_OF_ARCHIVE_BYTES: u64 = 2 * BLOCK_BYTES;
-
-/// After the last entry (at `end`) come exactly two zero blocks, which end the section;
-/// `zeros_consumed` of them have already been read (and found zero) by the tar reader.
-fn check_end_of_archive<R: Read>(
-    reader: &mut R,
-    zeros_consumed: u64,
-    end: u64,
-    plain_length: u64,
-    section: SectionType,
-) -> io::Result<()> {
-    let expected_length = end + END_OF_ARCHIVE_BYTES;
-    let error = || {
-        crate::container::layer_format(FormatError::ArchiveInvalid {
-            section: section.name(),
-            reason: format!(
-                "the archive must end with exactly two zero blocks at the end of the section \
-                 (section is {plain_length} bytes, expected {expected_length})"
-            ),
-        })
-    };
-    if plain_length != expected_length {
-        return Err(error());
-    }
-    let want = END_OF_ARCHIVE_BYTES - zeros_consumed;
-    let mut tail = Vec::with_capacity(usize::try_from(want).unwrap_or(0) + 1);
-    reader.take(want + 1).read_to_end(&mut tail)?;
-    if tail.len() as u64 != want || tail.iter().any(|&b| b != 0) {
-        return Err(error());
-    }
-    Ok(())
-}
-
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let got = self.inner.read(buf)?;
-        self.count += got as u64;
-        Ok(got)
-    }
-}
-
-/// Walks raw tar entries; returns the summary and the offset just after the last entry.
-fn walk_entries<R: Read>(
-    entries: tar::Entries<'_, R>,
+/// Reads records to the end of the archive, checking each as escx-format.md §6.2 and §8
+/// order it: per record the header (checksum, magic, size, type, mode), then for an entry
+/// the path rules, then its data and zero padding; at the end two zero blocks that end the
+/// section; then the rules that need every entry.
+fn walk(
+    source: &mut dyn records::Source,
     section: SectionType,
     visitor: &mut dyn Visitor,
-) -> io::Result<(ArchiveSummary, u64)> {
+) -> io::Result<ArchiveSummary> {
     let invalid = |reason: String| {
         crate::container::layer_format(FormatError::ArchiveInvalid { section: section.name(), reason })
     };
@@ -456,45 +440,59 @@ fn walk_entries<R: Read>(
     let mut summary = ArchiveSummary::default();
     let mut long_name: Option<Vec<u8>> = None;
     let mut long_link: Option<Vec<u8>> = None;
-    let mut end = 0u64;
-    for entry in entries {
-        let mut entry = entry?;
-        let header = entry.header();
-        if header.as_gnu().is_none() && header.as_ustar().is_none() {
-            return Err(invalid("entry header is neither GNU nor ustar".into()));
+    let mut offset = 0u64;
+    let mut block = [0u8; records::BLOCK];
+    loop {
+        let got = records::read_full(source, &mut block)?;
+        if got < records::BLOCK {
+            return Err(invalid(if got == 0 {
+                format!("the archive ends at byte {offset} without its two zero end blocks")
+            } else {
+                format!("the archive ends inside the record header at byte {offset}")
+            }));
         }
-        let size = entry.size();
-        end = entry.raw_file_position() + size.div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
-        let entry_type = header.entry_type();
-        let raw_kind = match entry_type {
-            tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {
-                let slot =
-                    if entry_type == tar::EntryType::GNULongName { &mut long_name } else { &mut long_link };
+        if block.iter().all(|&b| b == 0) {
+            end_of_archive(source, offset, &invalid)?;
+            break;
+        }
+        let header = records::parse_header(&block)
+            .map_err(|reason| invalid(format!("record at byte {offset}: {reason}")))?;
+        offset += records::BLOCK as u64;
+        let data_end =
+            offset.checked_add(header.size).ok_or_else(|| invalid("record size overflows".into()))?;
+        let raw_kind = match header.typeflag {
+            b'L' | b'K' => {
+                let slot = if header.typeflag == b'L' { &mut long_name } else { &mut long_link };
                 if slot.is_some() {
                     return Err(invalid("two GNU long-name records for one entry".into()));
                 }
-                if size > PATH_BYTES_MAX as u64 + 1 {
+                if header.size > PATH_BYTES_MAX as u64 + 1 {
                     return Err(invalid(format!(
-                        "GNU long-name record of {size} bytes exceeds {}",
+                        "GNU long-name record of {} bytes exceeds {}",
+                        header.size,
                         PATH_BYTES_MAX + 1
                     )));
                 }
-                let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-                entry.read_to_end(&mut bytes)?;
+                // At most 4097 bytes, checked just above.
+                let mut bytes = vec![0u8; usize::try_from(header.size).unwrap_or(0)];
+                if records::read_full(source, &mut bytes)? < bytes.len() {
+                    return Err(invalid(format!(
+                        "the archive ends inside the GNU long-name record at byte {offset}"
+                    )));
+                }
+                end_of_data(source, header.size, data_end, &invalid)?;
+                offset = data_end + records::padding(header.size) as u64;
                 while bytes.last() == Some(&0) {
                     bytes.pop();
                 }
                 *slot = Some(bytes);
                 continue;
             }
-            tar::EntryType::Regular => RawKind::File,
-            tar::EntryType::Directory => RawKind::Directory,
-            tar::EntryType::Symlink => RawKind::Symlink,
+            0 | b'0' => RawKind::File,
+            b'5' => RawKind::Directory,
+            b'2' => RawKind::Symlink,
             other => {
-                let path = String::from_utf8_lossy(
-                    &long_name.take().unwrap_or_else(|| header.path_bytes().into_owned()),
-                )
-                .into_owned();
+                let path = String::from_utf8_lossy(&long_name.take().unwrap_or(header.path)).into_owned();
                 return Err(crate::container::layer_format(FormatError::UnsupportedEntry {
                     section: section.name(),
                     path,
@@ -502,16 +500,12 @@ fn walk_entries<R: Read>(
                 }));
             }
         };
-        if raw_kind != RawKind::File && size != 0 {
-            return Err(invalid(format!("{raw_kind:?} entry with {size} data bytes")));
+        if raw_kind != RawKind::File && header.size != 0 {
+            return Err(invalid(format!("{raw_kind:?} entry with {} data bytes", header.size)));
         }
-        let path = long_name.take().unwrap_or_else(|| header.path_bytes().into_owned());
+        let path = long_name.take().unwrap_or(header.path);
         let target = match raw_kind {
-            RawKind::Symlink => Some(
-                long_link
-                    .take()
-                    .unwrap_or_else(|| header.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default()),
-            ),
+            RawKind::Symlink => Some(long_link.take().unwrap_or(header.link_name)),
             _ => {
                 if long_link.take().is_some() {
                     return Err(invalid("GNU long-link record before an entry that is not a link".into()));
@@ -519,9 +513,10 @@ fn walk_entries<R: Read>(
                 None
             }
         };
-        let mode = header.mode().map_err(|e| invalid(format!("bad mode field: {e}")))?;
+        // Parsed for these three types by `parse_header`.
+        let mode = header.mode.unwrap_or(0);
         let checked = checker
-            .check(&path, raw_kind, target.as_deref(), size, mode)
+            .check(&path, raw_kind, target.as_deref(), header.size, mode)
             .map_err(crate::container::layer_format)?;
         match &checked.kind {
             EntryKind::File { size, .. } => {
@@ -531,24 +526,97 @@ fn walk_entries<R: Read>(
             EntryKind::Directory => summary.directories += 1,
             EntryKind::Symlink { .. } => summary.symlinks += 1,
         }
-        visitor.entry(&checked, &mut entry)?;
+        let mut content = Data { source: &mut *source, remaining: header.size, path: &checked.path, section };
+        visitor.entry(&checked, &mut content)?;
+        let left = content.remaining;
+        if source.skip(left)? < left {
+            return Err(invalid(format!("the archive ends inside the data of {:?}", checked.path)));
+        }
+        end_of_data(source, header.size, data_end, &invalid)?;
+        offset = data_end + records::padding(header.size) as u64;
     }
     if long_name.is_some() || long_link.is_some() {
         return Err(invalid("GNU long-name record not followed by an entry".into()));
     }
     checker.finish().map_err(crate::container::layer_format)?;
-    Ok((summary, end))
+    Ok(summary)
 }
 
-fn entry_kind_name(entry_type: tar::EntryType) -> String {
-    match entry_type {
-        tar::EntryType::Link => "hard link".into(),
-        tar::EntryType::Char => "character device".into(),
-        tar::EntryType::Block => "block device".into(),
-        tar::EntryType::Fifo => "named pipe".into(),
-        tar::EntryType::GNUSparse => "sparse file".into(),
-        tar::EntryType::XHeader | tar::EntryType::XGlobalHeader => "PAX extended header".into(),
-        other => format!("tar entry of type {:?}", other.as_byte() as char),
+/// Reads a record's padding, which must be zero bytes (there is no room for hidden data).
+fn end_of_data(
+    source: &mut dyn records::Source,
+    size: u64,
+    data_end: u64,
+    invalid: &dyn Fn(String) -> io::Error,
+) -> io::Result<()> {
+    let mut pad = [0u8; records::BLOCK];
+    let pad = &mut pad[..records::padding(size)];
+    if records::read_full(source, pad)? < pad.len() {
+        return Err(invalid(format!("the archive ends inside the padding at byte {data_end}")));
+    }
+    if let Some(at) = pad.iter().position(|&b| b != 0) {
+        return Err(invalid(format!("non-zero padding byte at byte {}", data_end + at as u64)));
+    }
+    Ok(())
+}
+
+/// After a first zero block at `offset`: a second zero block, then the end of the section.
+fn end_of_archive(
+    source: &mut dyn records::Source,
+    offset: u64,
+    invalid: &dyn Fn(String) -> io::Error,
+) -> io::Result<()> {
+    let mut second = [0u8; records::BLOCK];
+    let got = records::read_full(source, &mut second)?;
+    let mut after = [0u8; 1];
+    if got < records::BLOCK || second.iter().any(|&b| b != 0) || records::read_full(source, &mut after)? != 0
+    {
+        return Err(invalid(format!(
+            "the archive must end with exactly two zero blocks at the end of the section \
+             (the first zero block is at byte {offset}, so the section must be {} bytes)",
+            offset + 2 * BLOCK_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// A file entry's content: exactly its `size` bytes, an early end being `archive-invalid`.
+struct Data<'a> {
+    source: &'a mut dyn records::Source,
+    remaining: u64,
+    path: &'a str,
+    section: SectionType,
+}
+
+impl Read for Data<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let got = self.source.read(&mut buf[..want])?;
+        if got == 0 {
+            return Err(crate::container::layer_format(FormatError::ArchiveInvalid {
+                section: self.section.name(),
+                reason: format!("the archive ends inside the data of {:?}", self.path),
+            }));
+        }
+        self.remaining -= got as u64;
+        Ok(got)
+    }
+}
+
+fn entry_kind_name(typeflag: u8) -> String {
+    match typeflag {
+        b'1' => "hard link".into(),
+        b'3' => "character device".into(),
+        b'4' => "block device".into(),
+        b'6' => "named pipe".into(),
+        b'7' => "contiguous file".into(),
+        b'S' => "sparse file".into(),
+        b'x' | b'g' => "PAX extended header".into(),
+        other if other.is_ascii_graphic() => format!("tar entry of type {:?}", other as char),
+        other => format!("tar entry of type byte {other}"),
     }
 }
 
@@ -661,8 +729,29 @@ mod tests {
         for bad in ["", "/etc/passwd", "a/../b", "..", "./a", "a//b", "a/", "a\\b", "a\nb"] {
             assert!(check_relative_path(bad).is_err(), "{bad:?} accepted");
         }
-        for good in ["a", "a/b/c.txt", "ünï/cödé", ".hidden"] {
+        for good in
+            ["a", "a/b/c.txt", "ünï/cödé", ".hidden", "console", "com10", "lpt", "a.b.c", "x/aux-data"]
+        {
             assert!(check_relative_path(good).is_ok(), "{good:?} rejected");
+        }
+        for non_portable in [
+            "con",
+            "a/CON",
+            "aux.txt",
+            "Nul.tar.gz",
+            "com1",
+            "LPT9.log",
+            "com²",
+            "a:b",
+            "a*",
+            "q?",
+            "x/\"y\"",
+            "a|b",
+            "<a>",
+            "end.",
+            "end ",
+        ] {
+            assert!(check_relative_path(non_portable).is_err(), "{non_portable:?} accepted");
         }
     }
 
@@ -673,6 +762,8 @@ mod tests {
         assert!(check_symlink_target("link", "/etc/passwd").is_err());
         assert!(check_symlink_target("link", "x/../../y").is_err());
         assert!(check_symlink_target("a/b/link", "./../c").is_ok());
+        assert!(check_symlink_target("link", "x/con").is_err());
+        assert!(check_symlink_target("a/link", "../a:b").is_err());
     }
 
     #[test]
@@ -694,7 +785,9 @@ mod tests {
     #[test]
     fn payload_paths_owned_by_other_sections_are_reserved() {
         let mut checker = PathChecker::new(SectionType::Payload);
-        for reserved in ["manifest.toml", "LICENSE", "docs/x", "tests/t.rs"] {
+        for reserved in
+            ["manifest.toml", "LICENSE", "docs/x", "tests/t.rs", "manifest.toml/x", "LICENSE/x", "Docs/x"]
+        {
             let err = checker.check(reserved.as_bytes(), RawKind::File, None, 0, 0o644).unwrap_err();
             assert_eq!(err.code(), "reserved-path", "{reserved}");
         }
