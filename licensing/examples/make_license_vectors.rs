@@ -255,6 +255,14 @@ fn main() {
         ),
         ("tampered.cert", tampered),
         ("foreign.cert", certificate(&other_key, &base)),
+        (
+            "issuer-key-id-mismatch.cert",
+            certificate(
+                &issuer_key,
+                &with(&|p| p.issuer_key_id = ByteBuf::from(other.issuer_id().0.to_vec())),
+            ),
+        ),
+        ("version-2.cert", certificate(&issuer_key, &with(&|p| p.v = 2))),
     ];
     for (name, bytes) in &certificates {
         write(name, bytes);
@@ -266,7 +274,18 @@ fn main() {
     }];
     write("crl-1.cbor", &crl(&issuer_key, 1, vec![]));
     write("crl-2.cbor", &crl(&issuer_key, 2, revoked.clone()));
-    write("crl-foreign.cbor", &crl(&other_key, 3, revoked));
+    write("crl-foreign.cbor", &crl(&other_key, 3, revoked.clone()));
+    let second = Revoked { license_id: ByteBuf::from(vec![0x11; 16]), ..revoked[0].clone() };
+    write("crl-unsorted.cbor", &crl(&issuer_key, 4, vec![revoked[0].clone(), second]));
+    write("crl-duplicate-id.cbor", &crl(&issuer_key, 5, vec![revoked[0].clone(), revoked[0].clone()]));
+    let version_2 = CrlPayload { v: 2, number: 6, issued_at: T0, revoked: vec![] };
+    write(
+        "crl-version-2.cbor",
+        &Envelope::seal(CONTEXT_CRL, escx::cbor::encode(&version_2), &issuer_key).to_cbor(),
+    );
+    // revoked_at is informational: a license listed with a future revoked_at is revoked now.
+    let future = Revoked { revoked_at: T0 + 1000 * DAY, ..revoked[0].clone() };
+    write("crl-revoked-later.cbor", &crl(&issuer_key, 7, vec![future]));
 
     let proof = Envelope::seal(
         CONTEXT_POSSESSION,
@@ -311,6 +330,23 @@ fn main() {
         case("other-package.cert", None, None, at_day(5).0, "license-wrong-package", "for vectors/other"),
         case("tampered.cert", None, None, at_day(5).0, "license-signature", "one payload bit flipped"),
         case("foreign.cert", None, None, at_day(5).0, "license-wrong-issuer", "signed by the other issuer"),
+        case(
+            "issuer-key-id-mismatch.cert",
+            None,
+            None,
+            at_day(5).0,
+            "message-invalid",
+            "validly signed by the issuer, but its issuer_key_id names the other issuer",
+        ),
+        case("version-2.cert", None, None, at_day(5).0, "message-invalid", "validly signed, v = 2"),
+        case(
+            "revoked.cert",
+            Some("crl-revoked-later.cbor"),
+            None,
+            at_day(5).0,
+            "license-revoked",
+            "listed with a revoked_at 1000 days ahead: revoked_at is informational",
+        ),
     ];
     for case in &cases {
         let verdict = verdict(&out, case);
@@ -319,6 +355,9 @@ fn main() {
     let crls = vec![
         json!({ "crl": "crl-1.cbor", "expect": "ok", "description": "signed by the issuer" }),
         json!({ "crl": "crl-foreign.cbor", "expect": "crl-invalid", "description": "signed by the other issuer" }),
+        json!({ "crl": "crl-unsorted.cbor", "expect": "crl-invalid", "description": "revoked ids out of order" }),
+        json!({ "crl": "crl-duplicate-id.cbor", "expect": "crl-invalid", "description": "one license id listed twice" }),
+        json!({ "crl": "crl-version-2.cbor", "expect": "crl-invalid", "description": "validly signed, v = 2" }),
     ];
     let crl_sequence = json!({
         "accept": ["crl-2.cbor", "crl-1.cbor"],

@@ -46,12 +46,18 @@ pub fn open_certificate(bytes: &[u8], issuer: &IssuerBundle) -> Result<LicensePa
     let payload = envelope
         .open(CONTEXT_LICENSE, &issuer.signing_key)
         .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?;
+    // A validly signed payload that breaks §3.4 is message-invalid (§9), never a
+    // signature failure: the issuer signed it.
     let license: LicensePayload = messages::decode_payload(payload, "license")?;
-    if license.v != 1 || license.license_id.len() != 16 {
-        return Err(Error::LicenseRejected {
-            check: LicenseCheck::Signature,
-            reason: "malformed certificate".into(),
-        });
+    let malformed = |reason: &str| Error::Malformed { what: "license", reason: reason.to_owned() };
+    if license.v != 1 {
+        return Err(malformed("unsupported license version (v must be 1)"));
+    }
+    if license.license_id.len() != 16 {
+        return Err(malformed("license_id must be 16 bytes"));
+    }
+    if license.issuer_key_id.as_slice() != envelope.key_id().0.as_slice() {
+        return Err(malformed("issuer_key_id is not the key id that signed the certificate"));
     }
     Ok(license)
 }
@@ -70,7 +76,21 @@ pub fn open_crl(bytes: &[u8], issuer: &IssuerBundle) -> Result<CrlPayload, Error
     let payload = envelope.open(CONTEXT_CRL, &issuer.signing_key).map_err(|e| invalid(e.to_string()))?;
     // Every way a CRL can be unusable is crl-invalid (licensing.md §9), a malformed payload
     // under a valid signature included.
-    messages::decode_payload(payload, "CRL").map_err(|e| invalid(e.to_string()))
+    let crl: CrlPayload = messages::decode_payload(payload, "CRL").map_err(|e| invalid(e.to_string()))?;
+    if crl.v != 1 {
+        return Err(invalid("unsupported CRL version (v must be 1)".into()));
+    }
+    for (index, entry) in crl.revoked.iter().enumerate() {
+        if entry.license_id.len() != 16 {
+            return Err(invalid(format!("revoked[{index}].license_id must be 16 bytes")));
+        }
+        if index > 0 && crl.revoked[index - 1].license_id >= entry.license_id {
+            return Err(invalid(format!(
+                "revoked[{index}] is not in strictly increasing license_id order (sorted, no duplicates)"
+            )));
+        }
+    }
+    Ok(crl)
 }
 
 /// The offline checks of licensing.md §5.5 that need no wallet state, in order: the

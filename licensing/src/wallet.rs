@@ -865,8 +865,8 @@ impl Wallet {
             });
         }
         let mut last = None;
-        for (file, unverified) in &licenses {
-            match self.check_one(file, unverified, package, version, now) {
+        for (file, _) in &licenses {
+            match self.check_one(file, package, version, now) {
                 Ok(verified) => return Ok(verified),
                 Err(error) => last = Some(error),
             }
@@ -877,14 +877,19 @@ impl Wallet {
     fn check_one(
         &self,
         file: &Arc<LicenseFile>,
-        unverified: &LicensePayload,
         package: &str,
         version: Option<&semver::Version>,
         now: UnixSeconds,
     ) -> Result<Verified, Error> {
-        // The payload's issuer only picks the bundle; `verify_certificate` then requires
-        // the envelope to be signed by exactly that issuer.
-        let issuer = self.issuer(messages::key_id(&unverified.issuer_key_id)?)?;
+        // The envelope's signer picks the bundle (§5.5 step 1); the payload's
+        // issuer_key_id must then name the same key (checked after the signature).
+        let signer = Envelope::from_cbor(&file.certificate)
+            .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?
+            .key_id();
+        let issuer = self.issuer(signer).map_err(|_| Error::LicenseRejected {
+            check: LicenseCheck::Issuer,
+            reason: format!("signed by {signer}, which is not an issuer this wallet holds"),
+        })?;
         let crl = self.crl(issuer.issuer_id())?;
         let (license, mut checks) =
             verify::verify_certificate(&file.certificate, &issuer, crl.as_ref(), package, version, now)?;
@@ -997,7 +1002,7 @@ impl Wallet {
             else {
                 continue;
             };
-            if let Err(error) = self.check_one(&file, &license, package, Some(version), now) {
+            if let Err(error) = self.check_one(&file, package, Some(version), now) {
                 last = Some(error);
                 continue;
             }
