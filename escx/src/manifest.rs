@@ -54,11 +54,38 @@ struct RawInclude {
     exclude: Vec<String>,
 }
 
+/// A package version (escx-format.md §6.1): Semantic Versioning 2.0.0 with MAJOR, MINOR
+/// and PATCH each at most 2^64 − 1, and **no build metadata**: SemVer gives `1.0.0+a` and
+/// `1.0.0+b` equal precedence, so neither a requirement nor a registry could tell them
+/// apart. Every reader of a package version (manifests, registry indexes, lockfiles) uses
+/// this, so they agree.
+pub fn parse_version(text: &str) -> Result<semver::Version, String> {
+    let version = semver::Version::parse(text).map_err(|e| e.to_string())?;
+    if !version.build.is_empty() {
+        return Err(format!(
+            "build metadata (\"+{}\") is not allowed in package versions: versions that differ only in it have equal precedence",
+            version.build
+        ));
+    }
+    Ok(version)
+}
+
+/// Manifest text: UTF-8 without a byte order mark (escx-format.md §6.1).
+pub fn manifest_text(bytes: &[u8]) -> Result<&str, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    if text.starts_with('\u{feff}') {
+        return Err(
+            "the manifest starts with a byte order mark (U+FEFF); save it as UTF-8 without one".into()
+        );
+    }
+    Ok(text)
+}
+
 impl ManifestHeader {
     /// Parses manifest bytes. Errors carry a line and column where TOML provides one.
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
         let invalid = |reason: String| FormatError::ManifestInvalid { reason };
-        let text = std::str::from_utf8(bytes).map_err(|e| invalid(format!("not UTF-8: {e}")))?;
+        let text = manifest_text(bytes).map_err(invalid)?;
         let raw: Raw = toml::from_str(text).map_err(|e| invalid(one_line(&e.to_string())))?;
         let package = raw.package.ok_or_else(|| invalid("missing [package] table".into()))?;
         let name = package.name.ok_or_else(|| invalid("missing [package] name".into()))?;
@@ -69,7 +96,7 @@ impl ManifestHeader {
             let (line, col) = at(span);
             invalid(format!("line {line}, column {col}: package name {reason}"))
         })?;
-        let parsed_version = semver::Version::parse(version.get_ref()).map_err(|e| {
+        let parsed_version = parse_version(version.get_ref()).map_err(|e| {
             let (line, col) = at(version.span());
             invalid(format!(
                 "line {line}, column {col}: version {:?} is not a semantic version ({e})",

@@ -141,7 +141,7 @@ impl Index {
     }
 
     /// The structural rules every index must satisfy.
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.v != 1 && self.v != INDEX_FORMAT {
             return Err(format!("unsupported index format {}", self.v));
         }
@@ -166,6 +166,12 @@ impl Index {
         if self.version == 0 {
             return Err("index version must be at least 1".into());
         }
+        if self.expires_at <= self.issued_at {
+            return Err(format!(
+                "expires_at ({}) is not after issued_at ({}): the index was never valid",
+                self.expires_at, self.issued_at
+            ));
+        }
         let total: usize = self.packages.iter().map(|p| p.versions.len()).sum();
         if total > INDEX_VERSIONS_MAX {
             return Err(format!("more than {INDEX_VERSIONS_MAX} package versions"));
@@ -182,8 +188,8 @@ impl Index {
             let mut previous: Option<Version> = None;
             for entry in &package.versions {
                 let at = format!("{}@{}", package.name, entry.version);
-                let version =
-                    Version::parse(&entry.version).map_err(|e| format!("{at}: bad version: {e}"))?;
+                let version = escx::manifest::parse_version(&entry.version)
+                    .map_err(|e| format!("{at}: bad version: {e}"))?;
                 if previous.as_ref().is_some_and(|p| *p >= version) {
                     return Err(format!("{at}: versions not in ascending order or repeated"));
                 }

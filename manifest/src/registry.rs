@@ -220,6 +220,9 @@ impl Registry {
     }
 
     fn write_index(&self, index: &Index, keys: &[&SecretKey]) -> Result<(), Error> {
+        // The rules a reader applies (registry.md §2.2) hold before anything is signed.
+        let path = self.root.join(INDEX_FILE);
+        index.check().map_err(|reason| Error::IndexInvalid { path, reason })?;
         fsutil::write_atomic(&self.root.join(INDEX_FILE), &index.sign(keys), fsutil::MODE_PUBLIC, true)?;
         Ok(())
     }

@@ -30,6 +30,11 @@ pub struct Requirement {
 impl Requirement {
     /// Parses and checks a requirement.
     pub fn parse(text: &str) -> Result<Self, String> {
+        // The semver crate accepts and then ignores build metadata in requirements; escx
+        // versions have none (escx::manifest::parse_version), so it can only mislead.
+        if text.contains('+') {
+            return Err(format!("{text:?} has build metadata (\"+...\"), which requirements cannot match"));
+        }
         let req =
             VersionReq::parse(text).map_err(|e| format!("{text:?} is not a version requirement: {e}"))?;
         let mut ranges = Ranges::full();
@@ -228,6 +233,11 @@ mod tests {
         }
         assert!(Requirement::parse("not a req").is_err());
         assert!(Requirement::parse(">=2, <1").unwrap_err().contains("no version"));
+        for text in ["^0.0", "~0", "^0", "0.*"] {
+            let err = Requirement::parse(text).unwrap_err();
+            assert!(err.contains("more than one major"), "{text}: {err}");
+        }
+        assert!(Requirement::parse("=1.2.3+build").unwrap_err().contains("build metadata"));
     }
 
     #[test]

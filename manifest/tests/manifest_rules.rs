@@ -24,6 +24,22 @@ const CASES: &[(&str, &str)] = &[
         "3:11: package.version: \"1.0\" is not a semantic version",
     ),
     (
+        "[package]\nname = \"a\"\nversion = \"1.0.0+build.5\"\n",
+        "3:11: package.version: \"1.0.0+build.5\" is not a semantic version: build metadata",
+    ),
+    (
+        "[package]\nname = \"a\"\nversion = \"18446744073709551616.0.0\"\n",
+        "3:11: package.version: \"18446744073709551616.0.0\" is not a semantic version",
+    ),
+    (
+        "!\u{feff}[package]\nname = \"a\"\nversion = \"1.0.0\"\n",
+        "1:1: the manifest starts with a byte order mark",
+    ),
+    (
+        "[dependencies]\n\"acme/y\" = \"=1.2.3+build\"\n",
+        "5:12: dependencies.acme/y: \"=1.2.3+build\" has build metadata",
+    ),
+    (
         "[package]\nname = \"a\"\nversion = \"1.0.0\"\nnmae = \"x\"\n",
         "4:1: package.nmae: unknown field `nmae`",
     ),

@@ -113,6 +113,15 @@ fn indefinite_freeze_is_refused() {
 }
 
 #[test]
+fn an_index_that_expires_before_it_was_issued_is_invalid() {
+    let world = World::new();
+    rewrite_index(&world, &[&world.registry_key], |index| index.expires_at = index.issued_at);
+    let err = client::load_index(world.reg(), &world.client_policy(), &world.state, NOW).unwrap_err();
+    assert_eq!(err.code(), "index-invalid", "{err}");
+    assert!(err.to_string().contains("expires_at"), "{err}");
+}
+
+#[test]
 fn a_malicious_mirror_can_serve_but_not_forge() {
     let world = World::new();
     world.publish("acme/a", "1.0.0", "");

@@ -324,6 +324,16 @@ impl Manifest {
 
     /// Validates manifest text; `file` names it in diagnostics.
     pub fn parse(text: &str, file: &Path) -> Result<Self, Diagnostics> {
+        if let Err(message) = escx::manifest::manifest_text(text.as_bytes()) {
+            return Err(Diagnostics(vec![diagnostic::Diagnostic {
+                file: file.to_path_buf(),
+                line: 1,
+                column: 1,
+                key: String::new(),
+                message,
+                help: Some("remove the byte order mark; manifests are UTF-8 without one".into()),
+            }]));
+        }
         let raw: RawManifest =
             toml::from_str(text).map_err(|e| Diagnostics(vec![diagnostic::from_toml(file, text, &e)]))?;
         let mut c = Collector::new(file, text);
