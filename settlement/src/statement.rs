@@ -295,6 +295,20 @@ pub struct OpeningsFile {
     pub openings: Vec<Opening>,
 }
 
+impl OpeningsFile {
+    /// Decodes an openings file (settlement.md §4.3; canonical CBOR). Any failure is
+    /// `opening-invalid`; its content is checked by [`check_openings`].
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, StatementError> {
+        escx::cbor::decode_exact(bytes, "openings file")
+            .map_err(|reason| StatementError::OpeningsInvalid { reason })
+    }
+
+    /// The encoded file.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        escx::cbor::encode(self)
+    }
+}
+
 /// A built statement (it holds every opening, so it is neither `Clone` nor `Debug`).
 pub struct Built {
     /// The signed envelope bytes.
@@ -588,39 +602,50 @@ pub fn verify(bytes: &[u8], operator: &PublicKey) -> Result<Verified, StatementE
     if merkle_root(&leaf_hashes)[..] != payload.entries_root[..] {
         return Err(invalid(seq, "the entries do not hash to entries_root".into()));
     }
-    payload.entries.par_iter().enumerate().try_for_each(|(index, entry)| {
-        if entry.settlement.len() != 32 {
-            return Err(invalid(seq, format!("entry {index}: the settlement id is not 32 bytes")));
-        }
-        let parties: std::collections::BTreeSet<&str> =
-            entry.payouts.iter().map(|p| p.party.as_str()).collect();
-        if parties.len() != entry.payouts.len() {
-            return Err(invalid(seq, format!("entry {index}: a party is paid twice (one payout per party)")));
-        }
-        for (position, payout) in entry.payouts.iter().enumerate() {
-            if let Some(rule) = &payout.rule {
-                if payload.v < 2 {
-                    return Err(invalid(
-                        seq,
-                        format!("entry {index}: a version-1 statement carries no rules"),
-                    ));
-                }
-                check_rule(rule, position, entry.payouts.len())
-                    .map_err(|reason| invalid(seq, format!("entry {index}: {reason}")))?;
+    // Checked in parallel, reported in order: the verdict is the first failing entry's
+    // (settlement.md §4.3), whichever thread found it first.
+    let checked: Vec<Result<(), StatementError>> = payload
+        .entries
+        .par_iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            if entry.settlement.len() != 32 {
+                return Err(invalid(seq, format!("entry {index}: the settlement id is not 32 bytes")));
             }
-        }
-        let gross = point(&entry.gross)
-            .ok_or_else(|| invalid(seq, format!("entry {index}: gross is not a point")))?;
-        let mut sum = RistrettoPoint::default();
-        for payout in &entry.payouts {
-            sum += point(&payout.commitment)
-                .ok_or_else(|| invalid(seq, format!("entry {index}: a payout is not a point")))?;
-        }
-        if sum != gross {
-            return Err(StatementError::Unconserved { seq, entry: index });
-        }
-        Ok(())
-    })?;
+            let parties: std::collections::BTreeSet<&str> =
+                entry.payouts.iter().map(|p| p.party.as_str()).collect();
+            if parties.len() != entry.payouts.len() {
+                return Err(invalid(
+                    seq,
+                    format!("entry {index}: a party is paid twice (one payout per party)"),
+                ));
+            }
+            for (position, payout) in entry.payouts.iter().enumerate() {
+                if let Some(rule) = &payout.rule {
+                    if payload.v < 2 {
+                        return Err(invalid(
+                            seq,
+                            format!("entry {index}: a version-1 statement carries no rules"),
+                        ));
+                    }
+                    check_rule(rule, position, entry.payouts.len())
+                        .map_err(|reason| invalid(seq, format!("entry {index}: {reason}")))?;
+                }
+            }
+            let gross = point(&entry.gross)
+                .ok_or_else(|| invalid(seq, format!("entry {index}: gross is not a point")))?;
+            let mut sum = RistrettoPoint::default();
+            for payout in &entry.payouts {
+                sum += point(&payout.commitment)
+                    .ok_or_else(|| invalid(seq, format!("entry {index}: a payout is not a point")))?;
+            }
+            if sum != gross {
+                return Err(StatementError::Unconserved { seq, entry: index });
+            }
+            Ok(())
+        })
+        .collect();
+    checked.into_iter().collect::<Result<(), StatementError>>()?;
     let mut expected: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for (entry, index) in payload.entries.iter().zip(0u32..) {
         for payout in &entry.payouts {
@@ -691,6 +716,11 @@ pub fn check_openings(
     file: &OpeningsFile,
 ) -> Result<Vec<OpenedPayout>, StatementError> {
     let payload = &statement.payload;
+    if file.v != 1 {
+        return Err(StatementError::OpeningsInvalid {
+            reason: format!("unsupported openings file version {} (v must be 1)", file.v),
+        });
+    }
     if file.ledger != payload.ledger {
         return Err(StatementError::OpeningsInvalid {
             reason: format!("they are for another ledger than statement {}'s", payload.seq),

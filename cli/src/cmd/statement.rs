@@ -272,9 +272,7 @@ fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
     let mut amounts = None;
     if let Some(path) = &args.openings {
         let bytes = std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))?;
-        let file: OpeningsFile = escx::cbor::decode_exact(&bytes, "openings file")
-            .map_err(|reason| statement::StatementError::OpeningsInvalid { reason })
-            .with_context(|| path.display().to_string())?;
+        let file = OpeningsFile::from_cbor(&bytes).with_context(|| path.display().to_string())?;
         let target = statements
             .iter()
             .find(|s| s.payload.seq == file.seq)
