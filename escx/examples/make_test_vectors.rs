@@ -858,6 +858,25 @@ fn main() {
         Some(&content_key),
     );
 
+    // §8 step 8: a selection naming a section the table lacks.
+    {
+        let selection = verify::SectionSelection::Only(vec![SectionType::Docs]);
+        let policy = TrustPolicy::from_keys(vec![keys.publisher.public_key().clone()]);
+        let mut reader = PackageReader::open(Cursor::new(one_signer.clone()), "<vector>").unwrap();
+        let options = VerifyOptions {
+            now: Some(escx::UnixSeconds(SIGNED_AT + 3600)),
+            sections: &selection,
+            ..VerifyOptions::default()
+        };
+        let error = verify::verify(&mut reader, &policy, &options).unwrap_err();
+        assert_eq!(error.code(), "section-absent");
+        invalid.push(json!({
+            "file": "valid/one-signer.escx",
+            "description": "the valid one-signer package verified with the selection [docs], which it has no section for",
+            "trusted_keys": ["publisher"], "error": "section-absent", "content_key": null, "sections": ["docs"],
+        }));
+    }
+
     let expected = json!({
         "spec": "spec/escx-format.md (format 1.0)",
         "verification_time": SIGNED_AT + 3600,

@@ -45,12 +45,23 @@ fn verify(expected: &Value, vector: &Value) -> Result<verify::VerifyReport, escx
     let content_key = vector["content_key"]
         .as_str()
         .map(|text| escx::content::ContentKey::from_bytes(&hex::decode(text).unwrap()).unwrap());
+    // `sections`, when listed, is a selection (§8 step 8); otherwise every section.
+    let selection = match vector["sections"].as_array() {
+        Some(names) => verify::SectionSelection::Only(
+            names
+                .iter()
+                .map(|n| escx::container::SectionType::from_name(n.as_str().unwrap()).unwrap())
+                .collect(),
+        ),
+        None => verify::SectionSelection::All,
+    };
     verify::verify(
         &mut reader,
         &policy(expected, vector),
         &VerifyOptions {
             now: Some(escx::UnixSeconds(now)),
             content_key: content_key.as_ref(),
+            sections: &selection,
             ..VerifyOptions::default()
         },
     )
