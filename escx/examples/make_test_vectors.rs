@@ -873,7 +873,7 @@ fn main() {
         invalid.push(json!({
             "file": "valid/one-signer.escx",
             "description": "the valid one-signer package verified with the selection [docs], which it has no section for",
-            "trusted_keys": ["publisher"], "error": "section-absent", "content_key": null, "sections": ["docs"],
+            "trusted_keys": ["publisher"], "error": "section-absent", "content_key": null, "select": ["docs"],
         }));
     }
 

@@ -45,8 +45,8 @@ fn verify(expected: &Value, vector: &Value) -> Result<verify::VerifyReport, escx
     let content_key = vector["content_key"]
         .as_str()
         .map(|text| escx::content::ContentKey::from_bytes(&hex::decode(text).unwrap()).unwrap());
-    // `sections`, when listed, is a selection (§8 step 8); otherwise every section.
-    let selection = match vector["sections"].as_array() {
+    // `select`, when listed, is a selection (§8 step 8); otherwise every section.
+    let selection = match vector["select"].as_array() {
         Some(names) => verify::SectionSelection::Only(
             names
                 .iter()
