@@ -215,6 +215,65 @@ pub fn size(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
+/// How a [`Table`] column is aligned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Text.
+    Left,
+    /// Amounts and counts.
+    Right,
+}
+
+/// Rows printed in columns as wide as their widest cell (in characters), two spaces
+/// apart, with no trailing spaces, so long party or package names never push a column out
+/// of line.
+pub struct Table {
+    align: Vec<Align>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with one alignment per column.
+    pub fn new(align: &[Align]) -> Self {
+        Self { align: align.to_vec(), rows: Vec::new() }
+    }
+
+    /// Adds a row (missing cells are empty).
+    pub fn row<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, cells: I) {
+        self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    /// True when no row was added.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows, each indented by `indent` and ending in a newline.
+    pub fn render(&self, indent: &str) -> String {
+        let width = |column: usize| {
+            self.rows.iter().map(|row| row.get(column).map_or(0, |c| c.chars().count())).max().unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..self.align.len()).map(width).collect();
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = indent.to_owned();
+            for (column, (&align, &w)) in self.align.iter().zip(&widths).enumerate() {
+                let cell = row.get(column).map_or("", String::as_str);
+                if column > 0 {
+                    line.push_str("  ");
+                }
+                match align {
+                    Align::Left => line.push_str(&format!("{cell:<w$}")),
+                    Align::Right => line.push_str(&format!("{cell:>w$}")),
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -225,5 +284,17 @@ mod tests {
         assert_eq!(super::count(2u64, "day"), "2 days");
         assert_eq!(super::count(3usize, "batch"), "3 batches");
         assert_eq!(super::count(1u32, "entry"), "1 entry");
+    }
+
+    #[test]
+    fn tables_align_on_the_widest_cell_without_trailing_spaces() {
+        use super::{Align, Table};
+        let mut table = Table::new(&[Align::Left, Align::Right, Align::Left]);
+        table.row(["acme", "1.00", "USD"]);
+        table.row(["a-much-longer-party-name", "1234.50", ""]);
+        assert_eq!(
+            table.render("  "),
+            "  acme                         1.00  USD\n  a-much-longer-party-name  1234.50\n"
+        );
     }
 }

@@ -180,6 +180,15 @@ fn run_balances_history_audit_and_a_rerun_that_changes_nothing() {
     );
     // 5 % platform fee, then 15 % of the 1172.832 that reach the package; s2 was refunded.
     assert_eq!(platform["balances"][0]["micros"], 237_652_800);
+    // Human output: one column per field, amounts right-aligned on the widest, no trailing
+    // spaces (names of any length keep the columns in line).
+    let text = escx(dir).args(["ledger", "balances", "l.db"]).output().unwrap().stdout;
+    let text = String::from_utf8(text).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3, "{text}");
+    assert!(lines.iter().all(|l| !l.ends_with(' ')), "trailing spaces:\n{text}");
+    let currency_at: Vec<usize> = lines.iter().map(|l| l.rfind("USD").unwrap()).collect();
+    assert!(currency_at.windows(2).all(|w| w[0] == w[1]), "amounts not aligned:\n{text}");
     let history = json(
         &escx(dir)
             .args(["ledger", "history", "l.db", "--party", "platform", "--period", "2026-11", "--json"])

@@ -7,7 +7,7 @@ use escx_settlement::disputes::Outcome;
 use escx_settlement::ledger::Ledger;
 use serde::Serialize;
 
-use crate::output::Ui;
+use crate::output::{Align, Table, Ui};
 
 #[derive(Subcommand)]
 pub enum DisputeCommand {
@@ -138,15 +138,16 @@ fn dispute_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
     ui.emit(&Resolved { resolution: &resolution }, || match outcome {
         Outcome::Upheld => format!("settlement {settlement}: dispute upheld, SETTLED again"),
         Outcome::Reversed => {
-            let mut text = format!(
+            let text = format!(
                 "settlement {settlement}: reversed by {} (statement {}), CANCELLED\n",
                 resolution.reversal.as_deref().unwrap_or(""),
                 resolution.statement.unwrap_or(0)
             );
+            let mut table = Table::new(&[Align::Left, Align::Left, Align::Right]);
             for (party, amount) in &resolution.given_back {
-                text += &format!("  {party:<24} gives back {:>18}\n", amount.to_string());
+                table.row([party.clone(), "gives back".into(), amount.to_string()]);
             }
-            text
+            text + &table.render("  ")
         }
     });
     Ok(())
@@ -155,18 +156,19 @@ fn dispute_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
 fn dispute_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
     let disputes = Ledger::open(&args.ledger)?.disputes()?;
     ui.emit(&Listed { disputes: &disputes }, || {
-        let mut text = String::new();
+        let mut table =
+            Table::new(&[Align::Left, Align::Left, Align::Right, Align::Left, Align::Left, Align::Left]);
         for d in &disputes {
-            text += &format!(
-                "{}  {:<28} {:>14} {}  {:<9} {}\n",
-                &d.settlement[..16],
-                d.event,
+            table.row([
+                d.settlement[..16].to_owned(),
+                d.event.clone(),
                 d.gross.to_string(),
-                d.currency,
-                d.outcome.map_or("OPEN", |o| o.name()),
-                d.reason
-            );
+                d.currency.clone(),
+                d.outcome.map_or("OPEN", |o| o.name()).to_owned(),
+                d.reason.clone(),
+            ]);
         }
+        let mut text = table.render("");
         if text.is_empty() {
             text = "no disputes\n".into();
         }

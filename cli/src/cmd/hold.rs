@@ -9,7 +9,7 @@ use escx_settlement::ledger::{Ledger, Manifests};
 use serde::Serialize;
 
 use crate::failure::UsageError;
-use crate::output::Ui;
+use crate::output::{Align, Table, Ui};
 
 #[derive(Subcommand)]
 pub enum HoldCommand {
@@ -174,17 +174,18 @@ fn hold_capture(args: CaptureArgs, ui: &Ui) -> anyhow::Result<()> {
                 report.hold, report.captured
             );
         }
-        let mut text = format!(
+        let text = format!(
             "hold {}: captured {}, released {}, statement {}\n",
             report.hold,
             report.captured,
             report.released,
             report.statement.unwrap_or(0)
         );
+        let mut table = Table::new(&[Align::Left, Align::Right]);
         for (party, amount) in &report.payouts {
-            text += &format!("  {party:<24} {:>18}\n", amount.to_string());
+            table.row([party.clone(), amount.to_string()]);
         }
-        text
+        text + &table.render("  ")
     });
     Ok(())
 }
@@ -212,22 +213,22 @@ fn hold_void(args: VoidArgs, ui: &Ui) -> anyhow::Result<()> {
 fn hold_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
     let holds = Ledger::open(&args.ledger)?.holds(args.state)?;
     ui.emit(&Listed { holds: &holds }, || {
-        let mut text = String::new();
+        let mut table =
+            Table::new(&[Align::Left, Align::Left, Align::Right, Align::Left, Align::Left, Align::Left]);
         for hold in &holds {
-            text += &format!(
-                "{:<28} {:<9} {:>14} {} {:<20} expires {}\n",
-                hold.id,
-                hold.state,
+            table.row([
+                hold.id.clone(),
+                hold.state.to_string(),
                 hold.captured.unwrap_or(hold.amount).to_string(),
-                hold.currency,
-                hold.package,
-                escx::timestamp::format_rfc3339(hold.expires_at)
-            );
+                hold.currency.clone(),
+                hold.package.to_string(),
+                format!("expires {}", escx::timestamp::format_rfc3339(hold.expires_at)),
+            ]);
         }
-        if text.is_empty() {
-            text = "no holds\n".into();
+        if table.is_empty() {
+            return "no holds\n".into();
         }
-        text
+        table.render("")
     });
     Ok(())
 }

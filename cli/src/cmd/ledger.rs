@@ -8,7 +8,7 @@ use escx_settlement::ledger::Ledger;
 use serde::Serialize;
 
 use crate::failure::UsageError;
-use crate::output::Ui;
+use crate::output::{Align, Table, Ui};
 
 #[derive(Subcommand)]
 pub enum LedgerCommand {
@@ -92,16 +92,16 @@ struct AuditReport<'a> {
 fn ledger_balances(args: BalancesArgs, ui: &Ui) -> anyhow::Result<()> {
     let balances = Ledger::open(&args.ledger)?.balances(args.party.as_deref())?;
     ui.emit(&BalancesReport { balances: &balances }, || {
-        let mut text = String::new();
+        let mut table = Table::new(&[Align::Left, Align::Right, Align::Left]);
         for b in &balances {
             let sign = if b.micros < 0 { "-" } else { "" };
             let amount = Micros(b.micros.unsigned_abs());
-            text += &format!("{:<24} {sign}{amount} {}\n", b.account, b.currency);
+            table.row([b.account.clone(), format!("{sign}{amount}"), b.currency.clone()]);
         }
-        if text.is_empty() {
-            text = "no accounts yet\n".into();
+        if table.is_empty() {
+            return "no accounts yet\n".into();
         }
-        text
+        table.render("")
     });
     Ok(())
 }
@@ -113,20 +113,28 @@ fn ledger_history(args: HistoryArgs, ui: &Ui) -> anyhow::Result<()> {
     };
     let rows = Ledger::open(&args.ledger)?.history(&args.party, from, to)?;
     ui.emit(&HistoryReport { party: &args.party, period: args.period.as_deref(), transfers: &rows }, || {
-        let mut text = String::new();
+        let mut table = Table::new(&[
+            Align::Left,
+            Align::Left,
+            Align::Left,
+            Align::Right,
+            Align::Left,
+            Align::Left,
+            Align::Left,
+        ]);
         for r in &rows {
             let sign = if r.micros < 0 { "-" } else { "+" };
-            text += &format!(
-                "{}  {:<7} {:<24} {sign}{} {}  {} ({})\n",
+            table.row([
                 escx::timestamp::format_rfc3339(r.at),
-                r.kind,
-                r.package,
-                Micros(r.micros.unsigned_abs()),
-                r.currency,
-                &r.settlement[..16],
-                r.state
-            );
+                r.kind.to_string(),
+                r.package.to_string(),
+                format!("{sign}{}", Micros(r.micros.unsigned_abs())),
+                r.currency.clone(),
+                r.settlement[..16].to_owned(),
+                format!("({})", r.state),
+            ]);
         }
+        let mut text = table.render("");
         if text.is_empty() {
             text = format!("no transfers for {}\n", args.party);
         }

@@ -792,27 +792,33 @@ fn license_list(args: ListArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Resu
             .collect(),
     };
     ui.emit(&report, || {
-        let mut text = format!(
+        let text = format!(
             "{}: {} unspent, {} installed\n",
             args.wallet.display(),
             crate::output::count(tokens.iter().map(|t| t.2).sum::<usize>(), "token"),
             crate::output::count(licenses.len(), "license")
         );
+        let mut table = crate::output::Table::new(&[crate::output::Align::Left; 6]);
         for t in &report.tokens {
-            text += &format!("  token    {} {} x{}\n", t.package, t.tier, t.count);
+            table.row([
+                "token".into(),
+                String::new(),
+                t.package.to_string(),
+                t.tier.to_string(),
+                format!("x{}", t.count),
+            ]);
         }
         for l in &report.licenses {
-            text += &format!(
-                "  license  {}  {} {}  {} .. {}  {}\n",
-                &l.license_id[..16],
-                l.package,
-                l.tier,
-                l.not_before,
-                l.not_after,
-                l.state
-            );
+            table.row([
+                "license".to_owned(),
+                l.license_id[..16].to_owned(),
+                l.package.to_string(),
+                l.tier.to_string(),
+                format!("{} .. {}", l.not_before, l.not_after),
+                l.state.to_string(),
+            ]);
         }
-        text
+        text + &table.render("  ")
     });
     Ok(())
 }

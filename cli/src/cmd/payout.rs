@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use escx_settlement::ledger::Ledger;
 
 use crate::failure;
-use crate::output::Ui;
+use crate::output::{Align, Table, Ui};
 
 #[derive(Subcommand)]
 pub enum PayoutCommand {
@@ -87,10 +87,14 @@ pub fn run(command: PayoutCommand, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn text(report: &escx_settlement::payout::PayoutReport) -> String {
-    let mut text = format!(
-        "payouts {} (threshold {}):\n{:<20} {:<4} {:>14} {:>14} {:>14} {:>12} {:>14} {:>14} {:>14}\n",
-        report.period,
-        report.threshold,
+    let mut text = format!("payouts {} (threshold {}):\n", report.period, report.threshold);
+    if report.lines.is_empty() {
+        return text + "no payouts in this period\n";
+    }
+    let mut align = vec![Align::Left, Align::Left];
+    align.extend([Align::Right; 7]);
+    let mut table = Table::new(&align);
+    table.row([
         "party",
         "cur",
         "gross",
@@ -99,24 +103,21 @@ fn text(report: &escx_settlement::payout::PayoutReport) -> String {
         "withheld",
         "carried in",
         "payable",
-        "carried out"
-    );
+        "carried out",
+    ]);
     for l in &report.lines {
-        text += &format!(
-            "{:<20} {:<4} {:>14} {:>14} {:>14} {:>12} {:>14} {:>14} {:>14}\n",
-            l.party,
-            l.currency,
+        table.row([
+            l.party.clone(),
+            l.currency.clone(),
             l.gross.to_string(),
             l.fees.to_string(),
             l.earned.to_string(),
             l.withheld.to_string(),
             l.carried_in.to_string(),
             l.payable.to_string(),
-            l.carried_out.to_string()
-        );
+            l.carried_out.to_string(),
+        ]);
     }
-    if report.lines.is_empty() {
-        text += "no payouts in this period\n";
-    }
+    text += &table.render("");
     text
 }

@@ -314,11 +314,12 @@ fn search(args: SearchArgs, ui: &Ui) -> anyhow::Result<()> {
     };
     let hits = registry::search(&index, &args.query);
     ui.emit(&Searched { verified, index_version: index.version, results: &hits }, || {
-        let mut text = String::new();
+        let mut table = crate::output::Table::new(&[crate::output::Align::Left; 3]);
         for hit in &hits {
             let yanked = if hit.all_yanked { " (yanked)" } else { "" };
-            text += &format!("{} {}{yanked}  {}\n", hit.name, hit.version, hit.description);
+            table.row([hit.name.to_string(), format!("{}{yanked}", hit.version), hit.description.clone()]);
         }
+        let mut text = table.render("");
         if hits.is_empty() {
             text += &format!("no package matches {:?}\n", args.query);
         }

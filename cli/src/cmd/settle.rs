@@ -10,7 +10,7 @@ use escx_settlement::waterfall::{self, Tier};
 use serde::Serialize;
 
 use crate::failure::UsageError;
-use crate::output::Ui;
+use crate::output::{Align, Table, Ui};
 
 #[derive(Subcommand)]
 pub enum SettleCommand {
@@ -217,18 +217,25 @@ fn preview(args: PreviewArgs, ui: &Ui) -> anyhow::Result<()> {
 
     let preview = Preview { split: &split, currency: &revenue.currency, gross: gross.to_string() };
     ui.emit(&preview, || {
-        let mut text = format!("{} {} through {} tier(s):\n", gross, revenue.currency, chain.len());
+        let mut text = format!(
+            "{} {} through {}:\n",
+            gross,
+            revenue.currency,
+            crate::output::count(chain.len(), "tier")
+        );
+        let mut steps = Table::new(&[Align::Left, Align::Left, Align::Left, Align::Right]);
         for step in &split.trace {
             let who = if step.party.is_empty() { "(next tier)".to_owned() } else { step.party.clone() };
             let paid = if step.rule == "pass_down" { step.base_micros } else { step.paid_micros };
-            text += &format!("  {:<24} {:<24} {:<22} {:>18}\n", step.tier, step.rule, who, paid.to_string());
+            steps.row([step.tier.clone(), step.rule.to_string(), who, paid.to_string()]);
         }
+        text += &steps.render("  ");
         text += "payouts:\n";
+        let mut payouts = Table::new(&[Align::Left, Align::Right, Align::Left]);
         for payout in &split.payouts {
-            text +=
-                &format!("  {:<24} {:>18} {}\n", payout.party, payout.micros.to_string(), revenue.currency);
+            payouts.row([payout.party.clone(), payout.micros.to_string(), revenue.currency.clone()]);
         }
-        text
+        text + &payouts.render("  ")
     });
     Ok(())
 }

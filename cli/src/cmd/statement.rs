@@ -10,7 +10,7 @@ use escx_settlement::statement::{self, OpeningsFile};
 use serde::Serialize;
 
 use crate::failure::{self, UsageError};
-use crate::output::Ui;
+use crate::output::{Align, Table, Ui};
 
 #[derive(Subcommand)]
 pub enum StatementCommand {
@@ -134,20 +134,19 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
         StatementCommand::List(args) => {
             let list = Ledger::open(&args.ledger)?.statements()?;
             ui.emit(&Listed { statements: &list }, || {
-                let mut text = String::new();
+                let mut table = Table::new(&[Align::Left, Align::Left, Align::Right, Align::Left]);
                 for s in &list {
-                    text += &format!(
-                        "#{:<5} {}  {:>11}  {}\n",
-                        s.seq,
+                    table.row([
+                        format!("#{}", s.seq),
                         escx::timestamp::format_rfc3339(s.issued_at),
                         crate::output::count(s.entries, "entry"),
-                        &s.hash[..16]
-                    );
+                        s.hash[..16].to_owned(),
+                    ]);
                 }
-                if text.is_empty() {
-                    text = "no statements yet\n".into();
+                if table.is_empty() {
+                    return "no statements yet\n".into();
                 }
-                text
+                table.render("")
             });
         }
         StatementCommand::Export(args) => {
