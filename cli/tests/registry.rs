@@ -196,7 +196,9 @@ fn a_failed_install_leaves_the_target_as_it_was() {
         .args(["--into", "app/escx_packages"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("acme/b@1.0.0"));
+        .stderr(predicate::str::contains("acme/b@1.0.0"))
+        .stderr(predicate::str::contains("1.0.0.escx"))
+        .stderr(predicate::str::contains("help:"));
     assert_eq!(std::fs::read_to_string(project.path("app/escx_packages/keep.txt")).unwrap(), "mine");
     assert!(!project.path("app/escx_packages/acme").exists());
 }

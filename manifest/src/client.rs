@@ -165,8 +165,12 @@ pub fn load_index(
 /// and checking size and hash against the index (registry.md §5.2 steps 1–3).
 pub fn fetch(root: &Path, name: &str, entry: &IndexVersion, into_dir: &Path) -> Result<PathBuf, Error> {
     let source = index::package_path(root, name, &entry.version);
-    let mismatch =
-        |reason: String| Error::PackageMismatch { name: name.into(), version: entry.version.clone(), reason };
+    let mismatch = |reason: String| Error::PackageMismatch {
+        name: name.into(),
+        version: entry.version.clone(),
+        file: source.clone(),
+        reason,
+    };
     let metadata =
         std::fs::symlink_metadata(&source).map_err(|e| Error::Io { path: source.clone(), error: e })?;
     if !metadata.is_file() {
@@ -176,6 +180,7 @@ pub fn fetch(root: &Path, name: &str, entry: &IndexVersion, into_dir: &Path) -> 
         return Err(Error::PackageSize {
             name: name.into(),
             version: entry.version.clone(),
+            file: source.clone(),
             expected: entry.size,
             actual: metadata.len(),
         });
@@ -199,6 +204,7 @@ pub fn fetch(root: &Path, name: &str, entry: &IndexVersion, into_dir: &Path) -> 
             return Err(Error::PackageSize {
                 name: name.into(),
                 version: entry.version.clone(),
+                file: source.clone(),
                 expected: entry.size,
                 actual: copied,
             });
@@ -240,8 +246,12 @@ pub fn verify_fetched(
     policy: &TrustPolicy,
     now: UnixSeconds,
 ) -> Result<(VerifyReport, Manifest), Error> {
-    let mismatch =
-        |reason: String| Error::PackageMismatch { name: name.into(), version: entry.version.clone(), reason };
+    let mismatch = |reason: String| Error::PackageMismatch {
+        name: name.into(),
+        version: entry.version.clone(),
+        file: package.to_path_buf(),
+        reason,
+    };
     let report =
         verify::verify_file(package, policy, &VerifyOptions { now: Some(now), ..VerifyOptions::default() })?;
     if report.package.name != name || report.package.version != entry.semver() {

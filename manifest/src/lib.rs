@@ -144,24 +144,29 @@ pub enum Error {
         version: u64,
     },
     /// A package file disagrees with its index entry.
-    #[error("{name}@{version}: {reason}")]
+    #[error("{name}@{version} ({}): {reason}", file.display())]
     PackageMismatch {
         /// Package name.
         name: String,
         /// Version.
         version: String,
+        /// The registry's file (or the fetched copy checked).
+        file: PathBuf,
         /// What differs.
         reason: String,
     },
     /// A package file has a size other than the index's.
     #[error(
-        "{name}@{version}: the file is {actual} bytes but the index says {expected} (endless-data attack?)"
+        "{name}@{version} ({}): the file is {actual} bytes but the index says {expected} (endless-data attack?)",
+        file.display()
     )]
     PackageSize {
         /// Package name.
         name: String,
         /// Version.
         version: String,
+        /// The registry's file.
+        file: PathBuf,
         /// From the index.
         expected: u64,
         /// Found (or read before stopping).
@@ -288,6 +293,9 @@ impl escx::Fault for Error {
             Self::IndexExpired { .. } => "use a registry or mirror that is being updated",
             Self::IndexRollback { .. } | Self::IndexEquivocation { .. } => {
                 "the registry or mirror serves a stale or forked index; do not trust it until its operator explains"
+            }
+            Self::PackageMismatch { .. } | Self::PackageSize { .. } => {
+                "the registry or mirror serves a file its signed index does not vouch for; do not use it, and tell the registry's operator"
             }
             Self::ContentKeyUnavailable { .. } => {
                 "buy and install a license for the package; its content key decrypts the payload"
