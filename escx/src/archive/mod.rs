@@ -3,7 +3,7 @@
 //! on any system.
 //!
 //! The same `PathChecker` runs when packing and when verifying, so `pack` can never
-//! produce an archive that `verify` rejects. Records are read strictly by [`records`] (the
+//! produce an archive that `verify` rejects. Records are read strictly by `records.rs` (the
 //! `tar` crate only writes); GNU long-name records are read with a size limit, and every
 //! other extension (PAX, sparse files, hard links, devices) is rejected.
 
