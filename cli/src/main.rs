@@ -8,8 +8,10 @@
 mod cmd;
 mod demo;
 mod failure;
+mod http;
 mod output;
 mod secrets;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -97,6 +99,8 @@ enum Command {
     /// Two-phase budget holds: place, capture after verification, void.
     #[command(subcommand)]
     Hold(cmd::hold::HoldCommand),
+    /// Run the operator's side as an HTTP service: issuer, report ingest, statements, registry.
+    Serve(serve::ServeArgs),
     /// Run the end-to-end demonstration on embedded sample data.
     Demo(demo::DemoArgs),
     /// Print a shell completion script.
@@ -194,6 +198,7 @@ fn main() -> ExitCode {
         Command::Payout(c) => cmd::payout::run(c, &ui),
         Command::Dispute(c) => cmd::dispute::run(c, &ui),
         Command::Hold(c) => cmd::hold::run(c, &ui),
+        Command::Serve(args) => serve::run(args, &ui),
         Command::Demo(args) => demo::run(args, &ui),
         Command::Completions(args) => completions(args),
         Command::Man(args) => man(args, &ui),

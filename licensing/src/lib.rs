@@ -135,6 +135,12 @@ pub enum Error {
     /// The token was redeemed before.
     #[error("the token has already been redeemed")]
     AlreadySpent,
+    /// An account with this name exists already.
+    #[error("an account named {name:?} exists already")]
+    AccountExists {
+        /// The account name.
+        name: String,
+    },
     /// No license with this id.
     #[error("no license {license_id}")]
     UnknownLicense {
@@ -352,6 +358,7 @@ impl escx::Fault for Error {
             Self::TokenInvalid => "token-invalid",
             Self::AlreadySpent => "token-spent",
             Self::UnknownLicense { .. } => "unknown-license",
+            Self::AccountExists { .. } => "account-exists",
             Self::NoToken { .. } => "no-token",
             Self::NoWallet { .. } => "no-wallet",
             Self::NoLicense { .. } => "no-license",

@@ -550,6 +550,34 @@ impl Wallet {
         Ok(SealedRedeemRequest::from_bytes(sealed))
     }
 
+    /// The redemption of `package` this wallet sent and never got an answer to (its token
+    /// is in `redeeming/`), sealed anew to the issuer: the issuer answers a request it
+    /// answered before with the stored license (licensing.md §4.3), and a request it never
+    /// received like any other. `None` when no redemption of the package is unanswered.
+    pub fn resend_redemption(&self, package: &str) -> Result<Option<SealedRedeemRequest>, Error> {
+        for path in files(&self.dir.join("redeeming"))? {
+            let record: RedeemingFile = crate::messages::decode(&read(&path)?, "pending redemption")?;
+            if record.token.package.as_str() != package {
+                continue;
+            }
+            let issuer = self.issuer(messages::key_id(&record.issuer)?)?;
+            let request = RedeemRequest {
+                v: 1,
+                package: record.token.package.clone(),
+                tier: record.token.tier.clone(),
+                epoch: record.token.epoch,
+                input: record.token.input.clone(),
+                output: record.token.output.clone(),
+                holder_key: record.holder.signing_public.clone(),
+                holder_kem_key: record.holder.kem_public.clone(),
+            };
+            let sealed =
+                kem::seal(&issuer.kem_key, PURPOSE_REDEEM, &Zeroizing::new(escx::cbor::encode(&request)))?;
+            return Ok(Some(SealedRedeemRequest::from_bytes(sealed)));
+        }
+        Ok(None)
+    }
+
     /// Renewal (licensing.md §8.2): spends the next token for the tier of the newest license
     /// held for `package` into a redemption request, exactly like [`Self::redeem`]: fresh
     /// holder keys, nothing shared with the old license, so the issuer cannot link the two.

@@ -70,6 +70,50 @@ Examples:
         after_help = "With --events, prints the sales as billing events (spec/settlement.md §1) for `escx settle run`.\n\nExamples:\n  escx issuer sales ./issuer --json\n  escx issuer sales ./issuer --events > events.json"
     )]
     Sales(SalesArgs),
+    /// Purchase accounts for `escx serve`: each gets a bearer token (stored hashed).
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Create an account and print its bearer token (shown once; the issuer keeps its hash).
+    #[command(after_help = "\
+The token authorizes purchases at POST /v1/purchase (spec/service.md §3); redemption
+needs none. Keep it secret: anyone holding it buys at the account's expense.
+
+Examples:
+  escx issuer account add ./issuer alice
+  escx issuer account add ./issuer alice --json")]
+    Add(AccountAddArgs),
+}
+
+#[derive(clap::Args)]
+pub struct AccountAddArgs {
+    /// Issuer directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Account name (1 to 128 characters).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(Serialize)]
+struct AccountAdded<'a> {
+    account: &'a str,
+    token: &'a str,
+}
+
+fn issuer_account_add(args: AccountAddArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
+    let token = open_issuer(&args.dir)?.add_account(&args.name, now)?;
+    ui.emit(&AccountAdded { account: &args.name, token: &token }, || {
+        format!(
+            "account {}: token {}\nshown once: give it to the customer (--account-token); the issuer keeps only its hash",
+            args.name,
+            token.as_str()
+        )
+    });
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -81,14 +125,31 @@ The issuer learns who pays and for which package and tier, never the token input
 Examples:
   escx license request --issuer issuer.pub --package acme/thermal --tier standard --count 3 --wallet ./wallet -o req.cbor")]
     Request(RequestArgs),
+    /// Buy tokens at an issuer service: request, purchase and finalize in one step.
+    #[command(after_help = "\
+The purchase is authenticated by the account token (spec/service.md §3); the issuer still
+never sees the token inputs. A purchase whose answer was lost waits in the wallet's
+outbox and is resent by the next buy of the same package and tier (one sale, never two).
+
+Examples:
+  escx license buy --server http://127.0.0.1:8440 --package acme/thermal --tier standard --count 3 --wallet ./wallet --account-token T
+  ESCX_ACCOUNT_TOKEN=T escx license buy --server https://licensing.example --package acme/thermal --tier standard --wallet ./wallet")]
+    Buy(crate::cmd::online::BuyArgs),
+    /// Fetch the issuer service's newest CRL into the wallet.
+    #[command(after_help = "Examples:\n  escx license crl --server http://127.0.0.1:8440 --wallet ./wallet")]
+    Crl(crate::cmd::online::CrlArgs),
     /// Check the issuer's proof and store the tokens.
     #[command(after_help = "Examples:\n  escx license finalize resp.cbor --wallet ./wallet")]
     Finalize(WalletFileArgs),
     /// Spend a token: a request sealed to the issuer with fresh holder keys.
-    #[command(
-        after_help = "Examples:\n  escx license redeem --wallet ./wallet --package acme/thermal -o redeem.sealed"
-    )]
-    Redeem(RedeemArgs),
+    #[command(after_help = "\
+With --server the request goes to the issuer service and the license it answers with is
+installed; a redemption whose answer was lost is resent (its token is spent already).
+
+Examples:
+  escx license redeem --wallet ./wallet --package acme/thermal -o redeem.sealed
+  escx license redeem --server http://127.0.0.1:8440 --wallet ./wallet --package acme/thermal")]
+    Redeem(RedeemViaArgs),
     /// Install the issuer's sealed license.
     #[command(after_help = "Examples:\n  escx license install license.sealed --wallet ./wallet")]
     Install(WalletFileArgs),
@@ -303,6 +364,25 @@ pub struct RedeemArgs {
 }
 
 #[derive(Args)]
+pub struct RedeemViaArgs {
+    /// Wallet directory.
+    #[arg(long, value_name = "DIR")]
+    wallet: PathBuf,
+    /// Package name.
+    #[arg(long)]
+    package: PackageName,
+    /// Where to write the sealed request (the file exchange).
+    #[arg(short, long, value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    out: Option<PathBuf>,
+    /// Replace the output file if it exists.
+    #[arg(long, requires = "out")]
+    force: bool,
+    /// Redeem at this issuer service and install the license it answers with.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+}
+
+#[derive(Args)]
 pub struct ReceiveKeyArgs {
     /// Wallet directory.
     #[arg(long, value_name = "DIR")]
@@ -428,7 +508,7 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))
 }
 
-fn open_issuer(dir: &Path) -> anyhow::Result<Issuer> {
+pub(crate) fn open_issuer(dir: &Path) -> anyhow::Result<Issuer> {
     let key = dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
     Issuer::open(dir, || secrets::passphrase_for(&key))
         .with_context(|| format!("opening issuer {}", dir.display()))
@@ -478,6 +558,7 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
         IssuerCommand::Crl(args) => issuer_crl(args, ui, now),
         IssuerCommand::Show(args) => issuer_show(args, ui, now),
         IssuerCommand::Sales(args) => issuer_sales(args, ui),
+        IssuerCommand::Account(AccountCommand::Add(args)) => issuer_account_add(args, ui, now),
     }
 }
 
@@ -672,6 +753,8 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
     let now = escx::now_unix();
     match command {
         LicenseCommand::Request(args) => license_request(args, ui, now),
+        LicenseCommand::Buy(args) => crate::cmd::online::buy(args, ui, now),
+        LicenseCommand::Crl(args) => crate::cmd::online::crl(args, ui),
         LicenseCommand::Finalize(args) => license_finalize(args, ui),
         LicenseCommand::Renew(args) => license_renew(args, ui, now),
         LicenseCommand::ReceiveKey(args) => license_receive_key(args, ui),
@@ -968,7 +1051,14 @@ fn license_receive(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn license_redeem(args: RedeemArgs, ui: &Ui) -> anyhow::Result<()> {
+fn license_redeem(args: RedeemViaArgs, ui: &Ui) -> anyhow::Result<()> {
+    let (Some(out), None) = (args.out, &args.server) else {
+        // clap requires exactly one of --out and --server.
+        let server = args.server.as_deref().unwrap_or_default();
+        return crate::cmd::online::redeem(server, &args.wallet, &args.package, ui);
+    };
+    let args =
+        RedeemArgs { wallet: args.wallet, package: args.package, output: Output { out, force: args.force } };
     // Refused before the token is spent, not after.
     if args.output.out.exists() && !args.output.force {
         return Err(crate::failure::exists(&args.output.out, "pass --force to replace it"));

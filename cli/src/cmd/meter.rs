@@ -35,7 +35,8 @@ again writes the same report.
 
 Examples:
   escx meter report --wallet ./wallet --package acme/thermal --hour 2026-11-23T10 -o r.cbor
-  escx meter report --wallet ./wallet --package acme/thermal --hour 2026-11-23T11 --telemetry share -o r2.cbor")]
+  escx meter report --wallet ./wallet --package acme/thermal --hour 2026-11-23T11 --telemetry share -o r2.cbor
+  escx meter report --wallet ./wallet --package acme/thermal --hour 2026-11-23T12 --server http://127.0.0.1:8440")]
     Report(ReportArgs),
     /// Close a billing period: open one total per unit for the operator to bill.
     #[command(after_help = "\
@@ -97,8 +98,16 @@ pub struct ReportArgs {
     /// The license to report (hex id), when several of the package have records in the hour.
     #[arg(long, value_name = "ID")]
     license: Option<String>,
-    #[command(flatten)]
-    output: Output,
+    /// Output file (refused if it holds another report, unless --force).
+    #[arg(short, long, value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    out: Option<PathBuf>,
+    /// Replace the output file if it exists.
+    #[arg(long, requires = "out")]
+    force: bool,
+    /// Send the report to this operator service instead of writing a file (re-sending is
+    /// safe: the operator keeps one copy).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
     /// Judge "the hour has ended" at this time instead of now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
@@ -203,10 +212,27 @@ fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
     let wallet = Wallet::open_existing(&args.wallet)?;
     let report =
         Meter::open(&wallet)?.report_license(&args.package, args.license.as_deref(), hour, telemetry, now)?;
-    args.output.write_retry(&report.file)?;
+    let outcome = match (&args.out, &args.server) {
+        (Some(out), _) => {
+            Output { out: out.clone(), force: args.force }.write_retry(&report.file)?;
+            None
+        }
+        (None, Some(server)) => {
+            let answer = super::online::send_report(server, "/v1/reports", &report.file)?;
+            Some(answer["outcome"].as_str().unwrap_or("stored").to_owned())
+        }
+        // clap requires one of --out and --server.
+        (None, None) => None,
+    };
+    let destination = args
+        .out
+        .as_ref()
+        .map_or_else(|| args.server.clone().unwrap_or_default(), |p| p.display().to_string());
     ui.emit(
         &Reported {
-            file: &args.output.out,
+            file: args.out.as_deref(),
+            server: args.server.as_deref(),
+            outcome: outcome.as_deref(),
             hour: metering::format_hour(hour),
             seq: report.seq,
             license_id: &report.license_id,
@@ -216,13 +242,17 @@ fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
         },
         || {
             format!(
-                "{} hour {} of {} (report {}, units {}) to {}",
-                if report.again { "already reported; wrote the same report of" } else { "reported" },
+                "{} hour {} of {} (report {}, units {}) to {destination}{}",
+                match (report.again, args.server.is_some()) {
+                    (false, _) => "reported",
+                    (true, false) => "already reported; wrote the same report of",
+                    (true, true) => "already reported; sent the same report of",
+                },
                 metering::format_hour(hour),
                 args.package,
                 report.seq,
                 report.units.join(", "),
-                args.output.out.display()
+                outcome.as_deref().map(|o| format!(" ({o})")).unwrap_or_default()
             )
         },
     );
@@ -307,7 +337,10 @@ struct Recorded<'a> {
 /// `escx meter report --json`.
 #[derive(Serialize)]
 struct Reported<'a> {
-    file: &'a Path,
+    file: Option<&'a Path>,
+    server: Option<&'a str>,
+    /// The operator's answer when sent: `stored` or `duplicate`.
+    outcome: Option<&'a str>,
     hour: String,
     seq: u64,
     license_id: &'a str,

@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod license;
 pub mod manifest;
 pub mod meter;
+pub mod online;
 pub mod operator;
 pub mod package;
 pub mod payout;

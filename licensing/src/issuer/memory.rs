@@ -33,6 +33,10 @@ struct State {
     spent: BTreeMap<[u8; 32], SpentRecord>,
     licenses: BTreeMap<[u8; 16], LicenseRecord>,
     revocations: BTreeMap<Vec<u8>, Revoked>,
+    /// Token hash -> name.
+    accounts: BTreeMap<[u8; 32], String>,
+    crls: BTreeMap<u64, Vec<u8>>,
+    sale_accounts: BTreeMap<i64, String>,
 }
 
 /// The in-memory store.
@@ -129,6 +133,22 @@ impl State {
         Ok(<[u8; 16]>::try_from(license_id).is_ok_and(|id| self.licenses.contains_key(&id)))
     }
 
+    fn account_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<String>, Error> {
+        Ok(self.accounts.get(token_hash).cloned())
+    }
+
+    fn account_exists(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.accounts.values().any(|n| n == name))
+    }
+
+    fn latest_crl(&self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.crls.values().next_back().cloned())
+    }
+
+    fn sale_account(&self, sale_id: i64) -> Result<Option<String>, Error> {
+        Ok(self.sale_accounts.get(&sale_id).cloned())
+    }
+
     fn revocations(&self) -> Result<Vec<Revoked>, Error> {
         Ok(self.revocations.values().cloned().collect())
     }
@@ -185,6 +205,26 @@ impl IssuerWriter for MemoryIssuerTx<'_> {
         let id = self.work.next_sale;
         self.work.sales.push(Sale { id, ..sale.clone() });
         Ok(id)
+    }
+
+    fn insert_account(&mut self, name: &str, token_hash: &[u8; 32], _at: UnixSeconds) -> Result<(), Error> {
+        if self.work.accounts.contains_key(token_hash) || self.work.account_exists(name)? {
+            return Err(violation(format!("account {name:?} exists")));
+        }
+        self.work.accounts.insert(*token_hash, name.to_owned());
+        Ok(())
+    }
+
+    fn insert_crl(&mut self, number: u64, bytes: &[u8]) -> Result<(), Error> {
+        if self.work.crls.insert(number, bytes.to_vec()).is_some() {
+            return Err(violation(format!("CRL {number} exists")));
+        }
+        Ok(())
+    }
+
+    fn insert_sale_account(&mut self, sale_id: i64, account: &str) -> Result<(), Error> {
+        self.work.sale_accounts.insert(sale_id, account.to_owned());
+        Ok(())
     }
 
     fn insert_issued(&mut self, request_id: &[u8; 32], _sale_id: i64, response: &[u8]) -> Result<(), Error> {

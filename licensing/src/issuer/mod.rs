@@ -482,6 +482,18 @@ impl<S: IssuerStore> Issuer<S> {
     /// Idempotent: a request answered before (a retry after a lost response) gets the
     /// stored answer back and records no second sale; concurrent retries record one.
     pub fn issue(&self, request: &TokenRequest, now: UnixSeconds) -> Result<TokenResponse, Error> {
+        self.issue_for(request, None, now)
+    }
+
+    /// [`Self::issue`] for a purchase made by `account` (service.md §3), which is recorded
+    /// with the sale. A retry gets the stored answer whoever sends it: the request id,
+    /// not the account, names the purchase.
+    pub fn issue_for(
+        &self,
+        request: &TokenRequest,
+        account: Option<&str>,
+        now: UnixSeconds,
+    ) -> Result<TokenResponse, Error> {
         let request_id = blake3::derive_key(CONTEXT_REQUEST_ID, &request.to_cbor());
         if let Some(stored) = issued_in(&self.store, &request_id)? {
             return Ok(stored);
@@ -526,6 +538,9 @@ impl<S: IssuerStore> Issuer<S> {
             at: now,
         })?;
         tx.insert_issued(&request_id, sale_id, &response.to_cbor())?;
+        if let Some(account) = account {
+            tx.insert_sale_account(sale_id, account)?;
+        }
         tx.commit()?;
         Ok(response)
     }
@@ -682,8 +697,50 @@ impl<S: IssuerStore> Issuer<S> {
         tx.set_meta("crl_number", &number.to_string())?;
         let payload = CrlPayload { v: 1, number, issued_at: now, revoked };
         let crl = Envelope::seal(CONTEXT_CRL, escx::cbor::encode(&payload), &self.signing).to_cbor();
+        tx.insert_crl(number, &crl)?;
         tx.commit()?;
         Ok(crl)
+    }
+
+    /// The chain [`Self::bundle`] last published, unchanged (what the service serves);
+    /// `None` before the first publication. Signs nothing.
+    pub fn published(&self) -> Result<Option<BundleChain>, Error> {
+        let versions = stored_bundles(&self.store)?;
+        if versions.is_empty() {
+            return Ok(None);
+        }
+        BundleChain::from_bundles(versions).map(Some)
+    }
+
+    /// The newest CRL [`Self::crl`] signed, byte for byte (what the service serves).
+    pub fn latest_crl(&self) -> Result<Option<Vec<u8>>, Error> {
+        self.store.latest_crl()
+    }
+
+    /// Creates a purchase account and returns its bearer token (service.md §3): 32 random
+    /// bytes as hex, shown once; the store keeps only its hash.
+    pub fn add_account(&self, name: &str, now: UnixSeconds) -> Result<Zeroizing<String>, Error> {
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(Error::Malformed {
+                what: "account name",
+                reason: "an account name is 1 to 128 characters without control characters".into(),
+            });
+        }
+        let mut token = Zeroizing::new([0u8; 32]);
+        escx::keyfile::fill_random(&mut token[..])?;
+        let text = Zeroizing::new(hex::encode(*token));
+        let mut tx = self.store.begin()?;
+        if tx.account_exists(name)? {
+            return Err(Error::AccountExists { name: name.to_owned() });
+        }
+        tx.insert_account(name, &account_token_hash(&text), now)?;
+        tx.commit()?;
+        Ok(text)
+    }
+
+    /// The account a bearer token belongs to, if any.
+    pub fn account(&self, token: &str) -> Result<Option<String>, Error> {
+        self.store.account_by_token(&account_token_hash(token))
     }
 
     /// Every sale event, oldest first.
@@ -770,6 +827,14 @@ fn store_content_key(
         }),
     }
 }
+
+/// What the store keeps of an account's bearer token (service.md §3).
+pub fn account_token_hash(token: &str) -> [u8; 32] {
+    blake3::derive_key(CONTEXT_ACCOUNT_TOKEN, token.as_bytes())
+}
+
+/// Context of [`account_token_hash`].
+pub const CONTEXT_ACCOUNT_TOKEN: &str = "escx v1 account token";
 
 /// The spent-set key: `derive_key("escx v1 spent token id", info || input)`.
 pub fn token_id(info: &TokenInfo, input: &[u8]) -> [u8; 32] {

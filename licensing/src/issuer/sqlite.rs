@@ -21,7 +21,7 @@ use crate::messages::{Epoch, Revoked};
 use crate::sqlite::sql;
 
 /// Schema version of `issuer.sqlite`: the number of schema steps applied.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: the tables of the first release.
 const SCHEMA_V1: &str = "
@@ -61,6 +61,14 @@ CREATE TABLE issued (request_id BLOB PRIMARY KEY, sale_id INTEGER NOT NULL, resp
 ALTER TABLE spent ADD COLUMN request_id BLOB;
 ALTER TABLE spent ADD COLUMN response BLOB;
 CREATE TABLE bundles (version INTEGER PRIMARY KEY, hash BLOB NOT NULL, bytes BLOB NOT NULL);
+";
+
+/// Version 3 (service.md §3): purchase accounts by token hash, every CRL as signed (the
+/// service serves the newest), and the account each sale over the service was made to.
+const SCHEMA_V3: &str = "
+CREATE TABLE accounts (name TEXT PRIMARY KEY, token_hash BLOB NOT NULL UNIQUE, created_at INTEGER NOT NULL);
+CREATE TABLE crls (number INTEGER PRIMARY KEY, bytes BLOB NOT NULL);
+CREATE TABLE sale_accounts (sale_id INTEGER PRIMARY KEY, account TEXT NOT NULL);
 ";
 
 /// The issuer's SQLite database.
@@ -269,6 +277,38 @@ impl Queries<'_> {
         Ok(known.is_some())
     }
 
+    fn account_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<String>, Error> {
+        self.0
+            .query_row("SELECT name FROM accounts WHERE token_hash = ?1", params![&token_hash[..]], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql)
+    }
+
+    fn account_exists(&self, name: &str) -> Result<bool, Error> {
+        let found: Option<i64> = self
+            .0
+            .query_row("SELECT 1 FROM accounts WHERE name = ?1", params![name], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        Ok(found.is_some())
+    }
+
+    fn latest_crl(&self) -> Result<Option<Vec<u8>>, Error> {
+        self.0
+            .query_row("SELECT bytes FROM crls ORDER BY number DESC LIMIT 1", [], |r| r.get(0))
+            .optional()
+            .map_err(sql)
+    }
+
+    fn sale_account(&self, sale_id: i64) -> Result<Option<String>, Error> {
+        self.0
+            .query_row("SELECT account FROM sale_accounts WHERE sale_id = ?1", params![sale_id], |r| r.get(0))
+            .optional()
+            .map_err(sql)
+    }
+
     fn revocations(&self) -> Result<Vec<Revoked>, Error> {
         let mut statement = self
             .0
@@ -437,6 +477,33 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
+    fn insert_account(&mut self, name: &str, token_hash: &[u8; 32], at: UnixSeconds) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT INTO accounts (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
+                params![name, &token_hash[..], at],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn insert_crl(&mut self, number: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.tx
+            .execute("INSERT INTO crls (number, bytes) VALUES (?1, ?2)", params![number, bytes])
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    fn insert_sale_account(&mut self, sale_id: i64, account: &str) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "INSERT INTO sale_accounts (sale_id, account) VALUES (?1, ?2)",
+                params![sale_id, account],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
     fn insert_issued(&mut self, request_id: &[u8; 32], sale_id: i64, response: &[u8]) -> Result<(), Error> {
         self.tx
             .execute(
@@ -518,7 +585,7 @@ fn migrate(db: &mut Connection, path: &Path) -> Result<(), Error> {
             path.display()
         )));
     }
-    for (version, step) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
+    for (version, step) in [(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)] {
         if found < version {
             transaction.execute_batch(step).map_err(sql)?;
         }

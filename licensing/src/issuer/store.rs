@@ -41,6 +41,10 @@ macro_rules! forward_issuer_reader {
             fn license_exists(&$self, license_id: &[u8]) -> Result<bool, Error> { $inner.license_exists(license_id) }
             fn revocations(&$self) -> Result<Vec<Revoked>, Error> { $inner.revocations() }
             fn sales(&$self) -> Result<Vec<Sale>, Error> { $inner.sales() }
+            fn account_by_token(&$self, token_hash: &[u8; 32]) -> Result<Option<String>, Error> { $inner.account_by_token(token_hash) }
+            fn account_exists(&$self, name: &str) -> Result<bool, Error> { $inner.account_exists(name) }
+            fn latest_crl(&$self) -> Result<Option<Vec<u8>>, Error> { $inner.latest_crl() }
+            fn sale_account(&$self, sale_id: i64) -> Result<Option<String>, Error> { $inner.sale_account(sale_id) }
         }
     };
 }
@@ -125,6 +129,14 @@ pub trait IssuerReader {
     fn revocations(&self) -> Result<Vec<Revoked>, Error>;
     /// Every sale, by id.
     fn sales(&self) -> Result<Vec<Sale>, Error>;
+    /// The account whose token hashes to `token_hash` (service.md §3).
+    fn account_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<String>, Error>;
+    /// Whether an account has this name.
+    fn account_exists(&self, name: &str) -> Result<bool, Error>;
+    /// The newest CRL signed, as signed.
+    fn latest_crl(&self) -> Result<Option<Vec<u8>>, Error>;
+    /// The account a sale was made to, when it was made over the service.
+    fn sale_account(&self, sale_id: i64) -> Result<Option<String>, Error>;
 }
 
 /// Writes, inside a transaction.
@@ -159,6 +171,12 @@ pub trait IssuerWriter: IssuerReader {
     fn insert_license(&mut self, license: &LicenseRecord) -> Result<(), Error>;
     /// Revokes a license (no-op, keeping the first reason and time, if revoked already).
     fn insert_revocation(&mut self, license_id: &[u8], reason: &str, at: UnixSeconds) -> Result<(), Error>;
+    /// Adds an account (its name and token hash must be new).
+    fn insert_account(&mut self, name: &str, token_hash: &[u8; 32], at: UnixSeconds) -> Result<(), Error>;
+    /// Keeps a signed CRL (its number must be new).
+    fn insert_crl(&mut self, number: u64, bytes: &[u8]) -> Result<(), Error>;
+    /// Records the account a sale was made to.
+    fn insert_sale_account(&mut self, sale_id: i64, account: &str) -> Result<(), Error>;
     /// Makes every write of the transaction durable at once. Dropping the transaction
     /// without committing discards them.
     fn commit(self) -> Result<(), Error>;

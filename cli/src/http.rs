@@ -1,0 +1,134 @@
+//! The customer commands' HTTP client (service.md §7): a blocking client with a timeout
+//! per request, retries on connection failures, timeouts, 503 and 429 only, and errors
+//! that keep the service's codes and name the URL.
+
+use std::time::Duration;
+
+use escx::ErrorClass;
+
+use crate::failure::CliFailure;
+
+/// Largest answer read (a bundle chain, a sealed license, a CRL, a statement).
+const ANSWER_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Waits before the retries.
+const BACKOFF: [Duration; 3] = [Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2)];
+/// The longest `Retry-After` honoured.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(10);
+
+/// A client for one service.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    /// A client for the service at `server` (`http://` or `https://`).
+    pub fn new(server: &str) -> anyhow::Result<Self> {
+        let base = server.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(crate::failure::UsageError(format!(
+                "--server {server:?}: give an http:// or https:// URL, e.g. http://127.0.0.1:8440"
+            ))
+            .into());
+        }
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Self { agent, base })
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        self.call(path, None, None)
+    }
+
+    /// `POST path` with a CBOR body, and a bearer token when given.
+    pub fn post(&self, path: &str, body: &[u8], bearer: Option<&str>) -> anyhow::Result<Vec<u8>> {
+        self.call(path, Some(body), bearer)
+    }
+
+    fn call(&self, path: &str, body: Option<&[u8]>, bearer: Option<&str>) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let mut attempt = 0;
+        loop {
+            let sent = match body {
+                Some(bytes) => {
+                    let mut request = self.agent.post(&url).header("Content-Type", "application/cbor");
+                    if let Some(token) = bearer {
+                        request = request.header("Authorization", format!("Bearer {token}"));
+                    }
+                    request.send(bytes)
+                }
+                None => self.agent.get(&url).call(),
+            };
+            let wait = match sent {
+                Ok(mut response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s).min(RETRY_AFTER_MAX));
+                    let bytes = response
+                        .body_mut()
+                        .with_config()
+                        .limit(ANSWER_BYTES_MAX)
+                        .read_to_vec()
+                        .map_err(|e| network(&url, &e.to_string()))?;
+                    if (200..300).contains(&status) {
+                        return Ok(bytes);
+                    }
+                    if !(status == 503 || status == 429) || attempt == BACKOFF.len() {
+                        return Err(refusal(&url, status, &bytes));
+                    }
+                    retry_after.unwrap_or(BACKOFF[attempt])
+                }
+                Err(error) => {
+                    let retriable = matches!(
+                        error,
+                        ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed
+                    );
+                    if !retriable || attempt == BACKOFF.len() {
+                        return Err(network(&url, &error.to_string()));
+                    }
+                    BACKOFF[attempt]
+                }
+            };
+            std::thread::sleep(wait);
+            attempt += 1;
+        }
+    }
+}
+
+/// The service could not be reached or did not answer: exit 3, naming the URL.
+fn network(url: &str, reason: &str) -> anyhow::Error {
+    CliFailure {
+        code: "network",
+        class: ErrorClass::Environment,
+        message: format!("{url}: {reason}"),
+        help: "check --server and that `escx serve` runs there; the request can be retried safely",
+    }
+    .into()
+}
+
+/// An error answer: the service's code and message; 5xx is the environment's fault.
+fn refusal(url: &str, status: u16, body: &[u8]) -> anyhow::Error {
+    let parsed: Option<(String, String)> =
+        serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
+            let error = v.get("error")?;
+            Some((error.get("code")?.as_str()?.to_owned(), error.get("message")?.as_str()?.to_owned()))
+        });
+    let (code, message) = parsed.unwrap_or_else(|| ("error".into(), format!("HTTP {status}")));
+    CliFailure {
+        // Codes are the specs' own, a closed set the service takes from the libraries; the
+        // CLI reports one per process, so keeping it for the process's life costs one string.
+        code: Box::leak(code.into_boxed_str()),
+        class: if status >= 500 { ErrorClass::Environment } else { ErrorClass::Input },
+        message: format!("{url}: {message} (HTTP {status})"),
+        help: "the service refused the request; the code is the one the same file would get",
+    }
+    .into()
+}

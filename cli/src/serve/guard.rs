@@ -1,0 +1,213 @@
+//! What the service adds around the library calls (service.md §1, §4, §5): error
+//! responses with stable codes and statuses, per-client rate limits, and the metrics.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use escx::{ErrorClass, Fault};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// An error answer: `{"ok": false, "error": {"code", "message"}}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self { status, code: code.to_owned(), message: message.into(), retry_after: None }
+    }
+
+    pub fn retry(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
+    /// A library error, by its class and code (service.md §1): a message that does not
+    /// decode is 400, `token-spent` 409, any other refusal 422, a store failure 503.
+    pub fn from_fault(fault: &dyn Fault, message: String) -> Self {
+        let code = fault.code();
+        let status = match (fault.class(), code) {
+            (ErrorClass::Environment, _) => {
+                return Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry(1);
+            }
+            (_, "token-spent") => StatusCode::CONFLICT,
+            (
+                _,
+                "message-invalid" | "report-invalid" | "envelope-invalid" | "sealed-box-invalid"
+                | "key-length",
+            ) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl<E: Fault + std::fmt::Display> From<E> for ApiError {
+    fn from(error: E) -> Self {
+        let message = error.to_string();
+        Self::from_fault(&error, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            serde_json::json!({ "ok": false, "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A per-client-address limit (service.md §4). Only counters live here, in memory.
+pub struct ClientLimit {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl ClientLimit {
+    /// `rate` requests per second per address, bursts of twice that.
+    pub fn per_second(rate: NonZeroU32) -> Self {
+        let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+        Self { limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)) }
+    }
+
+    /// `Ok` when `client` may send one more, else the error to answer with.
+    pub fn check(&self, client: IpAddr) -> Result<(), ApiError> {
+        self.limiter.check_key(&client).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "too many requests from this address",
+            )
+            .retry(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        })
+    }
+
+    /// Forgets addresses whose budget is full again, so memory stays bounded.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// The metrics of service.md §4.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    pub redemptions: Counter,
+    reports: Family<OutcomeLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let redemptions = Counter::default();
+        let reports = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "escx_http_requests",
+            "HTTP requests answered, by endpoint and status",
+            requests.clone(),
+        );
+        registry.register(
+            "escx_http_request_duration_seconds",
+            "Time to answer a request, by endpoint",
+            durations.clone(),
+        );
+        registry.register(
+            "escx_redemptions",
+            "Licenses issued (stored answers to retries included)",
+            redemptions.clone(),
+        );
+        registry.register(
+            "escx_reports_ingested",
+            "Hourly reports stored or found duplicate",
+            reports.clone(),
+        );
+        Self { registry, requests, durations, redemptions, reports }
+    }
+
+    pub fn observe(&self, endpoint: &str, status: u16, elapsed: Duration) {
+        self.requests.get_or_create(&RequestLabels { endpoint: endpoint.to_owned(), status }).inc();
+        self.durations
+            .get_or_create(&EndpointLabels { endpoint: endpoint.to_owned() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn report(&self, outcome: &str) {
+        self.reports.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
+    }
+
+    /// The OpenMetrics text exposition (which Prometheus scrapes).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The endpoint a path belongs to, as service.md §2 writes it (the metrics' label).
+pub fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "/healthz",
+        "/metrics" => "/metrics",
+        "/.well-known/escx/issuer" => "/.well-known/escx/issuer",
+        "/v1/purchase" => "/v1/purchase",
+        "/v1/redeem" => "/v1/redeem",
+        "/v1/crl" => "/v1/crl",
+        "/v1/reports" => "/v1/reports",
+        "/v1/closes" => "/v1/closes",
+        "/v1/statements" => "/v1/statements",
+        "/registry/index.signed" => "/registry/index.signed",
+        p if p.starts_with("/v1/statements/") => "/v1/statements/{seq}",
+        p if p.starts_with("/registry/packages/") => "/registry/packages/{name}/{version}.escx",
+        _ => "other",
+    }
+}

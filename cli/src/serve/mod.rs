@@ -1,0 +1,513 @@
+//! `escx serve`: the operator's side as an HTTP service (spec: service.md). The handlers
+//! carry the specs' signed and sealed messages to the library calls the file commands
+//! make, and back; this module adds transport, limits and observability, never trust.
+
+mod guard;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::body::{Body, Bytes};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Router};
+use clap::Args;
+use escx_licensing::issuer::Issuer;
+use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
+use escx_licensing::metering::operator::{Operator, Outcome};
+use escx_settlement::ledger::Ledger;
+use serde::Serialize;
+use tower::ServiceBuilder;
+
+use guard::{ApiError, ClientLimit, Metrics, endpoint_of};
+
+use crate::output::Ui;
+
+/// Run the operator's side as an HTTP service: issuer, report ingest, statements, registry.
+#[derive(Args)]
+#[command(after_help = "Every part is optional; paths of parts not given answer 404 not-served.
+
+Examples:
+  escx serve --issuer ./issuer --operator ./op --ledger ./ledger.db --registry ./reg
+  escx serve --issuer ./issuer --listen 0.0.0.0:8440 --max-in-flight 256
+  curl -s http://127.0.0.1:8440/metrics")]
+pub struct ServeArgs {
+    /// Issuer directory (`escx issuer init`): bundle chain, purchase, redemption, CRL.
+    #[arg(long, value_name = "DIR")]
+    pub issuer: Option<PathBuf>,
+    /// Operator store (`escx operator init`): report and close ingest.
+    #[arg(long, value_name = "DIR")]
+    pub operator: Option<PathBuf>,
+    /// Settlement ledger (`escx settle init`): signed statements, read-only.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// Registry directory (`escx registry init`): index and packages, read-only.
+    #[arg(long, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8440")]
+    pub listen: SocketAddr,
+    /// Seconds to receive a request and answer it.
+    #[arg(long = "timeout-secs", value_name = "SECS", default_value_t = 10)]
+    pub timeout_secs: u64,
+    /// Requests handled at once; more are refused with 503 and Retry-After.
+    #[arg(long = "max-in-flight", value_name = "N", default_value_t = 64)]
+    pub max_in_flight: usize,
+    /// Redemptions per second per client address (bursts of twice that).
+    #[arg(long = "redeem-rate", value_name = "N", default_value = "20")]
+    pub redeem_rate: NonZeroU32,
+    /// Reports and closes per second per client address (bursts of twice that).
+    #[arg(long = "ingest-rate", value_name = "N", default_value = "100")]
+    pub ingest_rate: NonZeroU32,
+}
+
+/// Body limits per endpoint (service.md §4).
+const PURCHASE_BODY_MAX: usize = 256 * 1024;
+const REDEEM_BODY_MAX: usize = 64 * 1024;
+const INGEST_BODY_MAX: usize = 1024 * 1024;
+
+/// What the handlers share. Each store is used by one request at a time (its library
+/// type is not `Sync`); its calls run on the blocking pool, never on the reactor.
+struct Service {
+    issuer: Option<Mutex<Issuer>>,
+    operator: Option<Mutex<Operator>>,
+    ledger: Option<Mutex<Ledger>>,
+    registry: Option<PathBuf>,
+    metrics: Metrics,
+    redeem_limit: ClientLimit,
+    ingest_limit: ClientLimit,
+}
+
+type Shared = Arc<Service>;
+
+fn lock<'a, T>(part: &'a Option<Mutex<T>>, name: &str) -> Result<MutexGuard<'a, T>, ApiError> {
+    let mutex = part.as_ref().ok_or_else(|| not_served(name))?;
+    // A panic in another request left no partial write: every store write is one
+    // transaction of the library.
+    Ok(mutex.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+fn not_served(part: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not-served", format!("this service was started without --{part}"))
+}
+
+/// Runs `work` on the blocking pool. A request cut off by the timeout leaves it to finish
+/// (and commit): the client's retry then gets the stored answer.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "error", "the request's worker stopped unexpectedly")
+    })?
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("the body exceeds {limit} bytes"),
+        )
+    })
+}
+
+fn cbor(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/cbor")], bytes).into_response()
+}
+
+/// A file answer with an `ETag` (service.md §2), or 304 when the client holds it.
+fn tagged(
+    request: &HeaderMap,
+    bytes: Vec<u8>,
+    content_type: &'static str,
+    cache: Option<&'static str>,
+) -> Response {
+    let tag = format!("\"{}\"", &blake3::hash(&bytes).to_hex()[..32]);
+    let held = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let mut response = if held {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+    };
+    if let Ok(value) = HeaderValue::from_str(&tag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    if let Some(cache) = cache {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    }
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(service): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        service.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn issuer_chain(State(service): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let chain =
+        blocking(move || Ok(lock(&service.issuer, "issuer")?.published()?)).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not-published", "the issuer has published no bundle yet")
+        })?;
+    Ok(tagged(&headers, chain.to_cbor(), "application/cbor", Some("public, max-age=300")))
+}
+
+/// The account a purchase's bearer token names (service.md §3).
+fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
+    let unauthorized = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a purchase needs Authorization: Bearer <account token>",
+        )
+    };
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(unauthorized)?;
+    let token = value.strip_prefix("Bearer ").ok_or_else(unauthorized)?.trim();
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(unauthorized());
+    }
+    Ok(token.to_ascii_lowercase())
+}
+
+async fn purchase(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers)?;
+    let checking = service.clone();
+    let account = blocking(move || {
+        lock(&checking.issuer, "issuer")?.account(&token)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the account token is not known to this issuer",
+            )
+        })
+    })
+    .await?;
+    let bytes = read_body(body, PURCHASE_BODY_MAX).await?;
+    let answer = blocking(move || {
+        let request = TokenRequest::from_cbor(&bytes)?;
+        let issuer = lock(&service.issuer, "issuer")?;
+        Ok(issuer.issue_for(&request, Some(&account), escx::now_unix())?.to_cbor())
+    })
+    .await?;
+    Ok(cbor(answer))
+}
+
+async fn redeem(
+    State(service): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    service.redeem_limit.check(client.ip())?;
+    let bytes = read_body(body, REDEEM_BODY_MAX).await?;
+    let answer = blocking(move || {
+        let sealed = SealedRedeemRequest::from_bytes(bytes.to_vec());
+        let license = lock(&service.issuer, "issuer")?.redeem(&sealed, escx::now_unix())?;
+        service.metrics.redemptions.inc();
+        Ok(license.as_bytes().to_vec())
+    })
+    .await?;
+    Ok(cbor(answer))
+}
+
+async fn crl(State(service): State<Shared>) -> Result<Response, ApiError> {
+    let crl = blocking(move || Ok(lock(&service.issuer, "issuer")?.latest_crl()?))
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no-crl", "the issuer has signed no CRL yet"))?;
+    Ok(cbor(crl))
+}
+
+async fn report(
+    State(service): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    service.ingest_limit.check(client.ip())?;
+    let bytes = read_body(body, INGEST_BODY_MAX).await?;
+    let outcome = blocking(move || {
+        let mut operator = lock(&service.operator, "operator")?;
+        let result = operator.ingest(&[bytes.to_vec()], escx::now_unix())?.into_iter().next();
+        let outcome = match result.map(|r| r.outcome) {
+            Some(Outcome::Stored) => "stored",
+            Some(Outcome::Duplicate) => "duplicate",
+            Some(Outcome::Equivocation) => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "report-equivocation",
+                    "another report for this license-hour is stored: both kept as evidence, this one not counted",
+                ));
+            }
+            Some(Outcome::Refused(error)) => return Err(ApiError::from(error)),
+            None => {
+                return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "error", "the report got no outcome"));
+            }
+        };
+        service.metrics.report(outcome);
+        Ok(outcome)
+    })
+    .await?;
+    Ok(axum::Json(serde_json::json!({ "ok": true, "outcome": outcome })).into_response())
+}
+
+#[derive(Serialize)]
+struct CloseAnswer {
+    ok: bool,
+    license_id: String,
+    package: String,
+    tier: String,
+    period: String,
+    reports: u64,
+    totals: std::collections::BTreeMap<String, u64>,
+    again: bool,
+}
+
+async fn close(
+    State(service): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    service.ingest_limit.check(client.ip())?;
+    let bytes = read_body(body, INGEST_BODY_MAX).await?;
+    let closed =
+        blocking(move || Ok(lock(&service.operator, "operator")?.close(&bytes, escx::now_unix())?)).await?;
+    Ok(axum::Json(CloseAnswer {
+        ok: true,
+        license_id: closed.license_id,
+        package: closed.package.to_string(),
+        tier: closed.tier,
+        period: closed.period,
+        reports: closed.reports,
+        totals: closed.totals.into_iter().collect(),
+        again: closed.again,
+    })
+    .into_response())
+}
+
+async fn statements(State(service): State<Shared>) -> Result<Response, ApiError> {
+    let list = blocking(move || Ok(lock(&service.ledger, "ledger")?.statements()?)).await?;
+    Ok(axum::Json(serde_json::json!({ "ok": true, "statements": list })).into_response())
+}
+
+async fn statement(
+    State(service): State<Shared>,
+    UrlPath(seq): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let unknown =
+        || ApiError::new(StatusCode::NOT_FOUND, "unknown-statement", format!("no statement {seq:?}"));
+    let number: u64 = seq.parse().map_err(|_| unknown())?;
+    let bytes = blocking(move || Ok(lock(&service.ledger, "ledger")?.statement(number)?)).await?;
+    Ok(tagged(&headers, bytes, "application/cbor", None))
+}
+
+fn registry_root(service: &Service) -> Result<&Path, ApiError> {
+    service.registry.as_deref().ok_or_else(|| not_served("registry"))
+}
+
+/// Reads a registry file that lies inside the registry directory (no link leads out).
+fn registry_file(root: &Path, path: &Path) -> Result<Vec<u8>, ApiError> {
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such registry file");
+    let real = std::fs::canonicalize(path).map_err(|_| missing())?;
+    let real_root = std::fs::canonicalize(root).map_err(|_| missing())?;
+    if !real.starts_with(&real_root) || !real.is_file() {
+        return Err(missing());
+    }
+    std::fs::read(&real).map_err(|e| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "io", format!("reading a registry file: {e}")).retry(1)
+    })
+}
+
+async fn registry_index(State(service): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let bytes = blocking(move || {
+        let root = registry_root(&service)?;
+        registry_file(root, &root.join(escx_manifest::index::INDEX_FILE))
+    })
+    .await?;
+    Ok(tagged(&headers, bytes, "application/cbor", Some("no-cache")))
+}
+
+async fn registry_package(
+    State(service): State<Shared>,
+    UrlPath(rest): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such package file");
+    let (name, version) = rest.strip_suffix(".escx").and_then(|p| p.rsplit_once('/')).ok_or_else(missing)?;
+    // Only a valid name and version make a path (registry.md §1).
+    let name = escx::manifest::PackageName::parse(name).map_err(|_| missing())?;
+    let version = escx::manifest::parse_version(version).map_err(|_| missing())?.to_string();
+    let bytes = blocking(move || {
+        let root = registry_root(&service)?;
+        registry_file(root, &escx_manifest::index::package_path(root, name.as_str(), &version))
+    })
+    .await?;
+    Ok(tagged(&headers, bytes, "application/octet-stream", Some("public, max-age=31536000, immutable")))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such path (see spec/service.md §2)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this path takes another method")
+}
+
+/// Counts and times every answer, the refusals of the outer layers included.
+async fn observe(State(service): State<Shared>, request: Request, next: Next) -> Response {
+    let endpoint = endpoint_of(request.uri().path());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    service.metrics.observe(endpoint, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// What the load-shedding and timeout layers refuse, as service.md §5 codes.
+async fn refused(error: BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request was not received and answered in time",
+        )
+    } else if error.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight").retry(1)
+    } else {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "error", error.to_string())
+    }
+}
+
+fn router(service: Shared, args: &ServeArgs) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/.well-known/escx/issuer", get(issuer_chain))
+        .route("/v1/purchase", post(purchase))
+        .route("/v1/redeem", post(redeem))
+        .route("/v1/crl", get(crl))
+        .route("/v1/reports", post(report))
+        .route("/v1/closes", post(close))
+        .route("/v1/statements", get(statements))
+        .route("/v1/statements/{seq}", get(statement))
+        .route("/registry/index.signed", get(registry_index))
+        .route("/registry/packages/{*path}", get(registry_package))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(refused))
+                .load_shed()
+                .concurrency_limit(args.max_in_flight.max(1))
+                .timeout(Duration::from_secs(args.timeout_secs.max(1))),
+        )
+        .layer(middleware::from_fn_with_state(service.clone(), observe))
+        .with_state(service)
+}
+
+/// `SIGTERM` or `SIGINT` (service.md §4).
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = interrupt.await;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Listening<'a> {
+    listening: String,
+    issuer: Option<&'a Path>,
+    operator: Option<&'a Path>,
+    ledger: Option<&'a Path>,
+    registry: Option<&'a Path>,
+}
+
+pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
+    if args.issuer.is_none() && args.operator.is_none() && args.ledger.is_none() && args.registry.is_none() {
+        return Err(crate::failure::UsageError(
+            "give at least one of --issuer, --operator, --ledger, --registry".into(),
+        )
+        .into());
+    }
+    // Stores are opened before listening, so a wrong path or passphrase fails at once.
+    let issuer = args.issuer.as_deref().map(crate::cmd::license::open_issuer).transpose()?;
+    let operator = args
+        .operator
+        .as_deref()
+        .map(|dir| Operator::open(dir).with_context(|| format!("opening operator store {}", dir.display())))
+        .transpose()?;
+    let ledger = args.ledger.as_deref().map(Ledger::open).transpose()?;
+    if let Some(root) = &args.registry {
+        escx_manifest::index::read_signed(root)?;
+    }
+    let service = Arc::new(Service {
+        issuer: issuer.map(Mutex::new),
+        operator: operator.map(Mutex::new),
+        ledger: ledger.map(Mutex::new),
+        registry: args.registry.clone(),
+        metrics: Metrics::new(),
+        redeem_limit: ClientLimit::per_second(args.redeem_rate),
+        ingest_limit: ClientLimit::per_second(args.ingest_rate),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| escx::Error::io("<async runtime>", e))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| escx::Error::io(args.listen.to_string(), e))?;
+        let local = listener.local_addr().map_err(|e| escx::Error::io(args.listen.to_string(), e))?;
+        ui.emit(
+            &Listening {
+                listening: format!("http://{local}"),
+                issuer: args.issuer.as_deref(),
+                operator: args.operator.as_deref(),
+                ledger: args.ledger.as_deref(),
+                registry: args.registry.as_deref(),
+            },
+            || format!("listening on http://{local} (SIGTERM or Ctrl-C stops)"),
+        );
+        let cleaner = service.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                cleaner.redeem_limit.forget_idle();
+                cleaner.ingest_limit.forget_idle();
+            }
+        });
+        let app = router(service, &args);
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop_signal())
+            .await
+            .map_err(|e| escx::Error::io(local.to_string(), e))?;
+        anyhow::Ok(())
+    })
+}

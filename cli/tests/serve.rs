@@ -1,0 +1,375 @@
+//! `escx serve` through the real binary on loopback (spec: service.md): the customer
+//! commands over HTTP, 50 concurrent redemptions of one token, hostile bodies beside a good
+//! client, a slow client cut off, and SIGTERM. Every server is started by its test on a
+//! free port and stopped by it; every wait is bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn escx(dir: &Path) -> Command {
+    let mut command = Command::cargo_bin("escx").unwrap();
+    command.current_dir(dir).env_remove("ESCX_PASSPHRASE").env_remove("ESCX_ACCOUNT_TOKEN");
+    command
+}
+
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+}
+
+/// An issuer in `issuer/` selling `acme/thermal` (tier "standard"), with a CRL signed and a
+/// purchase account; returns the account's token.
+fn issuer(dir: &Path) -> String {
+    escx(dir).args(["key", "generate", "--out", "acme", "--unencrypted"]).assert().success();
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    std::fs::write(
+        dir.join("pkg/manifest.toml"),
+        "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
+         [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
+    )
+    .unwrap();
+    for args in [
+        &["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"][..],
+        &["issuer", "init", "issuer", "--unencrypted"],
+        &["issuer", "publish", "issuer", "-o", "issuer.pub"],
+        &["issuer", "register-package", "issuer", "p.escx", "--pubkey", "acme.pub"],
+        &["issuer", "crl", "issuer", "-o", "crl.cbor"],
+    ] {
+        escx(dir).args(args).assert().success();
+    }
+    let out = escx(dir).args(["issuer", "account", "add", "issuer", "alice", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    json(&out.stdout)["token"].as_str().unwrap().to_owned()
+}
+
+/// A running `escx serve`, killed if the test fails before stopping it.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("escx"))
+            .current_dir(dir)
+            .env_remove("ESCX_PASSPHRASE")
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the server did not start within 30 s");
+        let addr = line
+            .strip_prefix("listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGTERM, then the exit status (bounded).
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not stop within 20 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP/1.1 exchange: status, headers (lowercase names) and body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request += &format!("{name}: {value}\r\n");
+    }
+    request += "\r\n";
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("no end of headers");
+    let head = String::from_utf8_lossy(&answer[..split]).to_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, answer[split + 4..].to_vec())
+}
+
+fn error_code(body: &[u8]) -> String {
+    json(body)["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn buy_redeem_verify_and_crl_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = issuer(dir);
+    let server = Server::start(dir, &["--issuer", "issuer"]);
+    let url = server.url();
+    let buy = |wallet: &str, token: &str| {
+        escx(dir)
+            .args(["license", "buy", "--server", &url, "--package", "acme/thermal", "--tier", "standard"])
+            .args(["--count", "2", "--wallet", wallet, "--account-token", token, "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = buy("w", &token);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json(&out.stdout)["tokens"], 2);
+    assert!(!dir.join("w/outbox").read_dir().unwrap().any(|_| true), "the answered purchase left the outbox");
+    // Without a known account token: 401, exit 1, nothing sold.
+    let out = buy("w2", &"0".repeat(64));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(error_code(&out.stdout), "unauthorized");
+
+    let out = escx(dir)
+        .args(["license", "redeem", "--server", &url, "--wallet", "w", "--package", "acme/thermal", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // Offline, with no server: the installed license verifies.
+    escx(dir).args(["license", "verify", "--wallet", "w", "--package", "acme/thermal"]).assert().success();
+    escx(dir).args(["license", "crl", "--server", &url, "--wallet", "w"]).assert().success();
+
+    // The bundle chain is cacheable: its ETag answers 304.
+    let (status, head, chain) = http(&server.addr, "GET", "/.well-known/escx/issuer", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(chain, std::fs::read(dir.join("issuer.pub")).unwrap(), "the published chain, byte for byte");
+    let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap().to_owned();
+    let (status, _, body) =
+        http(&server.addr, "GET", "/.well-known/escx/issuer", &[("If-None-Match", &etag)], b"");
+    assert_eq!((status, body.len()), (304, 0));
+    // Unserved parts and unknown paths are JSON errors with their codes.
+    let (status, _, body) = http(&server.addr, "GET", "/v1/statements", &[], b"");
+    assert_eq!((status, error_code(&body).as_str()), (404, "not-served"));
+    let (status, _, body) = http(&server.addr, "GET", "/nothing", &[], b"");
+    assert_eq!((status, error_code(&body).as_str()), (404, "not-found"));
+    let (status, _, body) = http(&server.addr, "GET", "/v1/redeem", &[], b"");
+    assert_eq!((status, error_code(&body).as_str()), (405, "method-not-allowed"));
+
+    let (status, _, metrics) = http(&server.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("escx_redemptions_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("escx_http_requests_total{endpoint=\"/v1/purchase\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("escx_http_request_duration_seconds_count{endpoint=\"/v1/redeem\"} 2"),
+        "{metrics}"
+    );
+
+    assert!(server.stop().success(), "SIGTERM stops the service with status 0");
+    // The sale over the service is recorded with its account.
+    let db = rusqlite::Connection::open(dir.join("issuer/issuer.sqlite")).unwrap();
+    let account: String = db.query_row("SELECT account FROM sale_accounts", [], |r| r.get(0)).unwrap();
+    assert_eq!(account, "alice");
+}
+
+#[test]
+fn fifty_concurrent_redemptions_of_one_token_give_one_license() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = issuer(dir);
+    let server =
+        Server::start(dir, &["--issuer", "issuer", "--redeem-rate", "1000", "--max-in-flight", "256"]);
+    escx(dir)
+        .args([
+            "license",
+            "buy",
+            "--server",
+            &server.url(),
+            "--package",
+            "acme/thermal",
+            "--tier",
+            "standard",
+        ])
+        .args(["--wallet", "w", "--account-token", &token])
+        .assert()
+        .success();
+    // Fifty copies of the wallet each spend the one token with their own holder keys.
+    let requests: Vec<Vec<u8>> = (0..50)
+        .map(|i| {
+            let copy = format!("w{i}");
+            copy_dir(&dir.join("w"), &dir.join(&copy));
+            let out = format!("r{i}.sealed");
+            escx(dir)
+                .args(["license", "redeem", "--wallet", &copy, "--package", "acme/thermal", "-o", &out])
+                .assert()
+                .success();
+            std::fs::read(dir.join(out)).unwrap()
+        })
+        .collect();
+    let addr = server.addr.clone();
+    let handles: Vec<_> = requests
+        .into_iter()
+        .map(|body| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let (status, _, answer) = http(&addr, "POST", "/v1/redeem", &[], &body);
+                (status, if status == 200 { String::new() } else { error_code(&answer) })
+            })
+        })
+        .collect();
+    let outcomes: Vec<(u16, String)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let licensed = outcomes.iter().filter(|(status, _)| *status == 200).count();
+    let spent = outcomes.iter().filter(|(status, code)| *status == 409 && code == "token-spent").count();
+    assert_eq!((licensed, spent), (1, 49), "{outcomes:?}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn hostile_bodies_get_json_errors_while_a_good_client_keeps_going() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = issuer(dir);
+    let server = Server::start(dir, &["--issuer", "issuer", "--redeem-rate", "1000"]);
+    let addr = server.addr.clone();
+    let good = std::thread::spawn(move || {
+        (0..40)
+            .map(|_| http(&addr, "GET", "/.well-known/escx/issuer", &[], b"").0)
+            .filter(|status| *status == 200)
+            .count()
+    });
+    let bearer = format!("Bearer {token}");
+    let garbage: Vec<u8> = (0..5000u32).map(|i| u8::try_from(i * 7 % 251).unwrap()).collect();
+    // (path, headers, body, status, code)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        ("/v1/redeem", vec![], garbage.clone(), 400, "sealed-box-invalid"),
+        ("/v1/redeem", vec![], vec![0u8; 100 * 1024], 413, "body-too-large"),
+        ("/v1/purchase", vec![("Authorization", &bearer)], garbage.clone(), 400, "message-invalid"),
+        (
+            "/v1/purchase",
+            vec![("Authorization", &bearer)],
+            b"{\"json\": true}".to_vec(),
+            400,
+            "message-invalid",
+        ),
+        ("/v1/purchase", vec![], b"x".to_vec(), 401, "unauthorized"),
+        ("/v1/purchase", vec![("Authorization", "Bearer nope")], b"x".to_vec(), 401, "unauthorized"),
+    ];
+    for (path, headers, body, status, code) in &cases {
+        let (got, _, answer) = http(&server.addr, "POST", path, headers, body);
+        assert_eq!(
+            (got, error_code(&answer).as_str()),
+            (*status, *code),
+            "{path} {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    // A truncated but otherwise real purchase is refused, and a real one then succeeds.
+    escx(dir)
+        .args([
+            "license",
+            "request",
+            "--issuer",
+            "issuer.pub",
+            "--package",
+            "acme/thermal",
+            "--tier",
+            "standard",
+        ])
+        .args(["--wallet", "w", "-o", "req.cbor"])
+        .assert()
+        .success();
+    let request = std::fs::read(dir.join("req.cbor")).unwrap();
+    let (status, _, _) = http(
+        &server.addr,
+        "POST",
+        "/v1/purchase",
+        &[("Authorization", &bearer)],
+        &request[..request.len() / 2],
+    );
+    assert_eq!(status, 400);
+    let (status, _, answer) =
+        http(&server.addr, "POST", "/v1/purchase", &[("Authorization", &bearer)], &request);
+    assert_eq!(status, 200);
+    // A retried purchase gets the stored answer, byte for byte.
+    let (_, _, again) = http(&server.addr, "POST", "/v1/purchase", &[("Authorization", &bearer)], &request);
+    assert_eq!(answer, again);
+    assert_eq!(good.join().unwrap(), 40, "every request of the good client succeeded");
+    assert!(server.stop().success());
+    let db = rusqlite::Connection::open(dir.join("issuer/issuer.sqlite")).unwrap();
+    let sales: i64 = db.query_row("SELECT COUNT(*) FROM sales", [], |r| r.get(0)).unwrap();
+    assert_eq!(sales, 1, "one sale for the purchase and its retry, none for the hostile requests");
+}
+
+#[test]
+fn a_slow_client_is_cut_off_by_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    issuer(dir);
+    let server = Server::start(dir, &["--issuer", "issuer", "--timeout-secs", "1"]);
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Announces 1000 bytes, sends 10, then stalls.
+    stream
+        .write_all(b"POST /v1/redeem HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "cut off after {waited:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"timeout\""), "{text}");
+    // The service still answers others.
+    assert_eq!(http(&server.addr, "GET", "/healthz", &[], b"").0, 200);
+    assert!(server.stop().success());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
