@@ -760,7 +760,7 @@ fn a_version_1_issuer_store_is_migrated() {
     let db = issuer.database();
     let schema: String =
         db.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
-    assert_eq!(schema, "2");
+    assert_eq!(schema, escx_licensing::issuer::SCHEMA_VERSION.to_string());
     let legacy: i64 = db.query_row("SELECT count(*) FROM legacy_content_keys", [], |r| r.get(0)).unwrap();
     let served: i64 = db.query_row("SELECT count(*) FROM content_keys", [], |r| r.get(0)).unwrap();
     assert_eq!((legacy, served), (1, 0));
