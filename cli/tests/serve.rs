@@ -373,3 +373,139 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn statements_registry_and_reports_are_served_from_the_operators_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    escx(dir).args(["demo", "--dir", "d"]).assert().success();
+    let server = Server::start(
+        dir,
+        &["--ledger", "d/settlement/ledger.db", "--registry", "d/registry", "--operator", "d/operator"],
+    );
+    let (status, _, body) = http(&server.addr, "GET", "/v1/statements", &[], b"");
+    assert_eq!(status, 200);
+    let list = json(&body);
+    assert!(list["statements"].as_array().unwrap().len() >= 2, "{list}");
+    let (status, _, statement) = http(&server.addr, "GET", "/v1/statements/1", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(statement, std::fs::read(dir.join("d/public/statements/statement-1.cbor")).unwrap());
+    for missing in ["/v1/statements/999", "/v1/statements/x"] {
+        let (status, _, body) = http(&server.addr, "GET", missing, &[], b"");
+        assert_eq!((status, error_code(&body).as_str()), (404, "unknown-statement"), "{missing}");
+    }
+    let (status, head, index) = http(&server.addr, "GET", "/registry/index.signed", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(index, std::fs::read(dir.join("d/registry/index.signed")).unwrap());
+    let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap().to_owned();
+    assert_eq!(http(&server.addr, "GET", "/registry/index.signed", &[("If-None-Match", &etag)], b"").0, 304);
+    let (status, _, package) = http(&server.addr, "GET", "/registry/packages/demo/plot/1.0.0.escx", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(package, std::fs::read(dir.join("d/registry/packages/demo/plot/1.0.0.escx")).unwrap());
+    // Only a valid name and version make a path: nothing outside the registry is served.
+    for path in [
+        "/registry/packages/../../trust.toml",
+        "/registry/packages/demo/plot/1.0.0.escx.bak",
+        "/registry/packages/demo/Plot/1.0.0.escx",
+        "/registry/packages/demo/plot/01.0.0.escx",
+    ] {
+        let (status, _, body) = http(&server.addr, "GET", path, &[], b"");
+        assert_eq!((status, error_code(&body).as_str()), (404, "not-found"), "{path}");
+    }
+    // A report that is not one is refused with the operator's own code.
+    let (status, _, body) = http(&server.addr, "POST", "/v1/reports", &[], b"not a report");
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "report-invalid"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) = http(&server.addr, "POST", "/v1/redeem", &[], b"x");
+    assert_eq!((status, error_code(&body).as_str()), (404, "not-served"));
+    assert!(server.stop().success());
+}
+
+/// `count` purchase requests of one token each, from wallet `w`.
+fn purchase_requests(dir: &Path, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let out = format!("req{i}.cbor");
+            escx(dir)
+                .args(["license", "request", "--issuer", "issuer.pub", "--package", "acme/thermal"])
+                .args(["--tier", "standard", "--wallet", "w", "-o", &out])
+                .assert()
+                .success();
+            std::fs::read(dir.join(out)).unwrap()
+        })
+        .collect()
+}
+
+/// Sends every request from its own thread; the answer bytes of those answered 200.
+fn burst(addr: &str, token: &str, requests: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+    let handles: Vec<_> = requests
+        .iter()
+        .cloned()
+        .map(|body| {
+            let addr = addr.to_owned();
+            let bearer = format!("Bearer {token}");
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(&addr).ok()?;
+                stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+                let mut stream = stream;
+                let head = format!(
+                    "POST /v1/purchase HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {bearer}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).ok()?;
+                stream.write_all(&body).ok()?;
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).ok()?;
+                let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+                answer.starts_with(b"HTTP/1.1 200").then(|| answer[split + 4..].to_vec())
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn sales(dir: &Path) -> i64 {
+    let db = rusqlite::Connection::open(dir.join("issuer/issuer.sqlite")).unwrap();
+    db.query_row("SELECT COUNT(*) FROM sales", [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn a_stop_or_a_kill_during_a_burst_loses_nothing_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = issuer(dir);
+    let requests = purchase_requests(dir, 24);
+    for signal in ["-TERM", "-KILL"] {
+        let mut server = Server::start(dir, &["--issuer", "issuer", "--max-in-flight", "256"]);
+        let addr = server.addr.clone();
+        let sending = {
+            let token = token.clone();
+            let requests = requests.clone();
+            std::thread::spawn(move || burst(&addr, &token, &requests))
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        let pid = server.child.id().to_string();
+        assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
+        let status = server.child.wait().unwrap();
+        let answered = sending.join().unwrap();
+        if signal == "-TERM" {
+            assert!(status.success(), "SIGTERM exits 0 after the requests in flight");
+        }
+        // Every purchase answered was committed: its sale is in the store.
+        let ok = answered.iter().filter(|a| a.is_some()).count();
+        assert!(sales(dir) >= i64::try_from(ok).unwrap(), "{signal}: {ok} answered, {} sales", sales(dir));
+    }
+    // After both, every request is re-sent to a fresh server: each gets its stored answer (or
+    // is answered now), and there is exactly one sale per request, never two.
+    let server = Server::start(dir, &["--issuer", "issuer", "--max-in-flight", "256"]);
+    let first = burst(&server.addr, &token, &requests);
+    assert!(first.iter().all(Option::is_some), "every retry answered");
+    let again = burst(&server.addr, &token, &requests);
+    assert_eq!(first, again, "the same answers, byte for byte");
+    assert_eq!(sales(dir), i64::try_from(requests.len()).unwrap());
+    assert!(server.stop().success());
+}

@@ -45,6 +45,7 @@ impl ApiError {
                 return Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry(1);
             }
             (_, "token-spent") => StatusCode::CONFLICT,
+            (_, "unknown-statement") => StatusCode::NOT_FOUND,
             (
                 _,
                 "message-invalid" | "report-invalid" | "envelope-invalid" | "sealed-box-invalid"
