@@ -199,6 +199,7 @@ const STEPS: &[Step] = &[
     Step { name: "rerun", run: rerun_settlement },
     Step { name: "meter", run: meter },
     Step { name: "ingest", run: ingest_reports },
+    Step { name: "service", run: over_http },
     Step { name: "close", run: close_period },
     Step { name: "cohort", run: suppressed_cohort },
     Step { name: "usage", run: settle_usage },
@@ -880,6 +881,51 @@ fn ingest_reports(demo: &mut Demo) -> anyhow::Result<String> {
     Ok(format!(
         "the operator verified {} reports in parallel (issuer-signed license, holder signature, chain, time rules) and stored commitments only; the replayed first report is a duplicate, nothing counted twice",
         results.len()
+    ))
+}
+
+/// The issuer and the operator as `escx serve` on a free loopback port: one purchase
+/// (account token), one anonymous redemption and one hourly report over HTTP, then a stop.
+fn over_http(demo: &mut Demo) -> anyhow::Result<String> {
+    use escx_licensing::messages::{BundleChain, TokenResponse};
+    let now = escx::now_unix();
+    let issuer = Issuer::open(&demo.dir.join("issuer"), || None)?;
+    let token = issuer.add_account("demo-customer", now)?;
+    issuer.bundle(now)?;
+    let operator = Operator::open(&demo.dir.join("operator"))?;
+    // The operator judges "the hour has ended" on the demo's later meter clock.
+    let meter_clock = demo.meter_clock;
+    let running = crate::serve::start_in_process(
+        crate::serve::Parts { issuer: Some(issuer), operator: Some(operator), ledger: None, registry: None },
+        std::sync::Arc::new(escx::now_unix),
+        std::sync::Arc::new(move || meter_clock),
+    )?;
+    let addr = running.addr;
+    let client = crate::http::Client::new(&format!("http://{addr}"))?;
+    let chain = BundleChain::parse(&client.get("/.well-known/escx/issuer")?)?;
+    let wallet = Wallet::open(&demo.dir.join("wallet-http"))?;
+    let held = wallet.add_issuer(&chain)?;
+    let request = wallet.request_at(&held, &thermal()?, "metered", 1, now)?;
+    let answer = client.post("/v1/purchase", &request.to_cbor(), Some(&token))?;
+    wallet.finalize(&TokenResponse::from_cbor(&answer)?)?;
+    let sealed = wallet.redeem_tier("demo/thermal", Some("metered"))?;
+    wallet.install(&SealedLicense::from_bytes(client.post("/v1/redeem", sealed.as_bytes(), None)?))?;
+    let meter = Meter::open(&wallet)?;
+    let first = now.floor(HOUR_SECS) + HOUR_SECS;
+    meter.record("demo/thermal", "invocations", 3, first + 300)?;
+    let report = meter.report("demo/thermal", first, Telemetry::Private, meter_clock)?;
+    let outcome = |bytes: Vec<u8>| -> anyhow::Result<String> {
+        let answer: serde_json::Value = serde_json::from_slice(&bytes)?;
+        Ok(answer["outcome"].as_str().unwrap_or_default().to_owned())
+    };
+    let stored = outcome(client.post("/v1/reports", &report.file, None)?)?;
+    let again = outcome(client.post("/v1/reports", &report.file, None)?)?;
+    running.stop()?;
+    if (stored.as_str(), again.as_str()) != ("stored", "duplicate") {
+        bail!("the report over HTTP was {stored}, its re-send {again}");
+    }
+    Ok(format!(
+        "escx serve on http://{addr}: bought a metered token with an account token, redeemed it anonymously, reported an hour (stored; the re-send a duplicate), stopped"
     ))
 }
 

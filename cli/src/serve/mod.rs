@@ -77,6 +77,10 @@ const INGEST_BODY_MAX: usize = 1024 * 1024;
 /// What the handlers share. Each store is used by one request at a time (its library
 /// type is not `Sync`); its calls run on the blocking pool, never on the reactor.
 struct Service {
+    /// The issuer's clock, and the operator's (the same wall clock, except in the demo,
+    /// whose meter reports hours of a simulated later time).
+    issuer_now: Clock,
+    operator_now: Clock,
     issuer: Option<Mutex<Issuer>>,
     operator: Option<Mutex<Operator>>,
     ledger: Option<Mutex<Ledger>>,
@@ -87,6 +91,42 @@ struct Service {
 }
 
 type Shared = Arc<Service>;
+
+/// A source of "now".
+pub(crate) type Clock = Arc<dyn Fn() -> escx::UnixSeconds + Send + Sync>;
+
+/// The stores a service serves; each is optional.
+pub(crate) struct Parts {
+    pub issuer: Option<Issuer>,
+    pub operator: Option<Operator>,
+    pub ledger: Option<Ledger>,
+    pub registry: Option<PathBuf>,
+}
+
+/// The limits of service.md §4.
+#[derive(Clone, Copy)]
+struct Limits {
+    timeout_secs: u64,
+    max_in_flight: usize,
+    redeem_rate: NonZeroU32,
+    ingest_rate: NonZeroU32,
+}
+
+impl Service {
+    fn new(parts: Parts, limits: Limits, issuer_now: Clock, operator_now: Clock) -> Self {
+        Self {
+            issuer_now,
+            operator_now,
+            issuer: parts.issuer.map(Mutex::new),
+            operator: parts.operator.map(Mutex::new),
+            ledger: parts.ledger.map(Mutex::new),
+            registry: parts.registry,
+            metrics: Metrics::new(),
+            redeem_limit: ClientLimit::per_second(limits.redeem_rate),
+            ingest_limit: ClientLimit::per_second(limits.ingest_rate),
+        }
+    }
+}
 
 fn lock<'a, T>(part: &'a Option<Mutex<T>>, name: &str) -> Result<MutexGuard<'a, T>, ApiError> {
     let mutex = part.as_ref().ok_or_else(|| not_served(name))?;
@@ -207,7 +247,7 @@ async fn purchase(
     let answer = blocking(move || {
         let request = TokenRequest::from_cbor(&bytes)?;
         let issuer = lock(&service.issuer, "issuer")?;
-        Ok(issuer.issue_for(&request, Some(&account), escx::now_unix())?.to_cbor())
+        Ok(issuer.issue_for(&request, Some(&account), (service.issuer_now)())?.to_cbor())
     })
     .await?;
     Ok(cbor(answer))
@@ -222,7 +262,7 @@ async fn redeem(
     let bytes = read_body(body, REDEEM_BODY_MAX).await?;
     let answer = blocking(move || {
         let sealed = SealedRedeemRequest::from_bytes(bytes.to_vec());
-        let license = lock(&service.issuer, "issuer")?.redeem(&sealed, escx::now_unix())?;
+        let license = lock(&service.issuer, "issuer")?.redeem(&sealed, (service.issuer_now)())?;
         service.metrics.redemptions.inc();
         Ok(license.as_bytes().to_vec())
     })
@@ -246,7 +286,7 @@ async fn report(
     let bytes = read_body(body, INGEST_BODY_MAX).await?;
     let outcome = blocking(move || {
         let mut operator = lock(&service.operator, "operator")?;
-        let result = operator.ingest(&[bytes.to_vec()], escx::now_unix())?.into_iter().next();
+        let result = operator.ingest(&[bytes.to_vec()], (service.operator_now)())?.into_iter().next();
         let outcome = match result.map(|r| r.outcome) {
             Some(Outcome::Stored) => "stored",
             Some(Outcome::Duplicate) => "duplicate",
@@ -288,8 +328,11 @@ async fn close(
 ) -> Result<Response, ApiError> {
     service.ingest_limit.check(client.ip())?;
     let bytes = read_body(body, INGEST_BODY_MAX).await?;
-    let closed =
-        blocking(move || Ok(lock(&service.operator, "operator")?.close(&bytes, escx::now_unix())?)).await?;
+    let closed = blocking(move || {
+        let now = (service.operator_now)();
+        Ok(lock(&service.operator, "operator")?.close(&bytes, now)?)
+    })
+    .await?;
     Ok(axum::Json(CloseAnswer {
         ok: true,
         license_id: closed.license_id,
@@ -396,7 +439,7 @@ async fn refused(error: BoxError) -> ApiError {
     }
 }
 
-fn router(service: Shared, args: &ServeArgs) -> Router {
+fn router(service: Shared, limits: Limits) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -416,8 +459,8 @@ fn router(service: Shared, args: &ServeArgs) -> Router {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(refused))
                 .load_shed()
-                .concurrency_limit(args.max_in_flight.max(1))
-                .timeout(Duration::from_secs(args.timeout_secs.max(1))),
+                .concurrency_limit(limits.max_in_flight.max(1))
+                .timeout(Duration::from_secs(limits.timeout_secs.max(1))),
         )
         .layer(middleware::from_fn_with_state(service.clone(), observe))
         .with_state(service)
@@ -466,15 +509,19 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
     if let Some(root) = &args.registry {
         escx_manifest::index::read_signed(root)?;
     }
-    let service = Arc::new(Service {
-        issuer: issuer.map(Mutex::new),
-        operator: operator.map(Mutex::new),
-        ledger: ledger.map(Mutex::new),
-        registry: args.registry.clone(),
-        metrics: Metrics::new(),
-        redeem_limit: ClientLimit::per_second(args.redeem_rate),
-        ingest_limit: ClientLimit::per_second(args.ingest_rate),
-    });
+    let limits = Limits {
+        timeout_secs: args.timeout_secs,
+        max_in_flight: args.max_in_flight,
+        redeem_rate: args.redeem_rate,
+        ingest_rate: args.ingest_rate,
+    };
+    let wall: Clock = Arc::new(escx::now_unix);
+    let service = Arc::new(Service::new(
+        Parts { issuer, operator, ledger, registry: args.registry.clone() },
+        limits,
+        wall.clone(),
+        wall,
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -494,20 +541,96 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
             },
             || format!("listening on http://{local} (SIGTERM or Ctrl-C stops)"),
         );
-        let cleaner = service.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                cleaner.redeem_limit.forget_idle();
-                cleaner.ingest_limit.forget_idle();
-            }
-        });
-        let app = router(service, &args);
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stop_signal())
-            .await
-            .map_err(|e| escx::Error::io(local.to_string(), e))?;
-        anyhow::Ok(())
+        serve_on(listener, service, limits, stop_signal()).await
     })
+}
+
+/// Serves until `stop` completes, then finishes the requests in flight.
+async fn serve_on(
+    listener: tokio::net::TcpListener,
+    service: Shared,
+    limits: Limits,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr().map_err(|e| escx::Error::io("<listener>", e))?;
+    let cleaner = service.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            cleaner.redeem_limit.forget_idle();
+            cleaner.ingest_limit.forget_idle();
+        }
+    });
+    let app = router(service, limits);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| escx::Error::io(local.to_string(), e))?;
+    Ok(())
+}
+
+/// A service running on a thread of this process, on a free loopback port (the demo).
+pub(crate) struct InProcess {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    /// Stops accepting, finishes the requests in flight, and joins the thread.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => anyhow::bail!("the service thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts `parts` as a service on 127.0.0.1 (a free port), with the default limits.
+pub(crate) fn start_in_process(
+    parts: Parts,
+    issuer_now: Clock,
+    operator_now: Clock,
+) -> anyhow::Result<InProcess> {
+    let limits = Limits {
+        timeout_secs: 10,
+        max_in_flight: 64,
+        redeem_rate: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+        ingest_rate: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+    };
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| escx::Error::io("127.0.0.1:0", e))?;
+    listener.set_nonblocking(true).map_err(|e| escx::Error::io("127.0.0.1:0", e))?;
+    let addr = listener.local_addr().map_err(|e| escx::Error::io("127.0.0.1:0", e))?;
+    let service = Arc::new(Service::new(parts, limits, issuer_now, operator_now));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| escx::Error::io("<async runtime>", e))?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| escx::Error::io(addr.to_string(), e))?;
+            serve_on(listener, service, limits, async move {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    });
+    Ok(InProcess { addr, stop: Some(stop), thread: Some(thread) })
 }
