@@ -31,11 +31,32 @@ impl Client {
             ))
             .into());
         }
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(30)))
-            .http_status_as_error(false)
-            .build()
-            .into();
+            .http_status_as_error(false);
+        // https:// is checked against the Mozilla root certificates (webpki-roots), or
+        // against the certificates of $ESCX_CA (PEM) when it is set.
+        if let Some(path) = std::env::var_os("ESCX_CA") {
+            let path = std::path::PathBuf::from(path);
+            let pem = std::fs::read(&path).map_err(|e| escx::Error::io(&path, e))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate file: {e}", path.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("{}: no certificate in it ($ESCX_CA)", path.display());
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        let agent = config.build().into();
         Ok(Self { agent, base })
     }
 
@@ -87,10 +108,14 @@ impl Client {
                     retry_after.unwrap_or(BACKOFF[attempt])
                 }
                 Err(error) => {
-                    let retriable = matches!(
-                        error,
-                        ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed
-                    );
+                    // A certificate the client refuses stays refused: not retried.
+                    let tls_refusal = matches!(&error, ureq::Error::Io(e)
+                        if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()));
+                    let retriable = !tls_refusal
+                        && matches!(
+                            error,
+                            ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed
+                        );
                     if !retriable || attempt == BACKOFF.len() {
                         return Err(network(&url, &error.to_string()));
                     }

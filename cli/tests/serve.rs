@@ -75,6 +75,7 @@ impl Server {
         let line = rx.recv_timeout(Duration::from_secs(30)).expect("the server did not start within 30 s");
         let addr = line
             .strip_prefix("listening on http://")
+            .or_else(|| line.strip_prefix("listening on https://"))
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
@@ -507,5 +508,47 @@ fn a_stop_or_a_kill_during_a_burst_loses_nothing_committed() {
     let again = burst(&server.addr, &token, &requests);
     assert_eq!(first, again, "the same answers, byte for byte");
     assert_eq!(sales(dir), i64::try_from(requests.len()).unwrap());
+    assert!(server.stop().success());
+}
+
+#[test]
+fn tls_terminates_in_the_service_and_the_client_checks_the_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = issuer(dir);
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    let server =
+        Server::start(dir, &["--issuer", "issuer", "--tls-cert", "cert.pem", "--tls-key", "key.pem"]);
+    let url = format!("https://{}", server.addr);
+    let buy = |ca: Option<&str>| {
+        let mut command = escx(dir);
+        command
+            .args(["license", "buy", "--server", &url, "--package", "acme/thermal", "--tier", "standard"])
+            .args(["--wallet", "w", "--account-token", &token, "--json"]);
+        if let Some(ca) = ca {
+            command.env("ESCX_CA", ca);
+        }
+        command.output().unwrap()
+    };
+    // Without the CA the self-signed certificate is refused: a network error, exit 3.
+    let out = buy(None);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(error_code(&out.stdout), "network");
+    let out = buy(Some("cert.pem"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    escx(dir)
+        .env("ESCX_CA", "cert.pem")
+        .args(["license", "redeem", "--server", &url, "--wallet", "w", "--package", "acme/thermal"])
+        .assert()
+        .success();
+    // Plain HTTP to the TLS port gets no answer it could take for one.
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/1.1 200"));
     assert!(server.stop().success());
 }

@@ -37,7 +37,7 @@ use crate::output::Ui;
 
 Examples:
   escx serve --issuer ./issuer --operator ./op --ledger ./ledger.db --registry ./reg
-  escx serve --issuer ./issuer --listen 0.0.0.0:8440 --max-in-flight 256
+  escx serve --issuer ./issuer --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem
   curl -s http://127.0.0.1:8440/metrics")]
 pub struct ServeArgs {
     /// Issuer directory (`escx issuer init`): bundle chain, purchase, redemption, CRL.
@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// Reports and closes per second per client address (bursts of twice that).
     #[arg(long = "ingest-rate", value_name = "N", default_value = "100")]
     pub ingest_rate: NonZeroU32,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long = "tls-cert", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, PKCS#8, SEC1 or PKCS#1).
+    #[arg(long = "tls-key", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Body limits per endpoint (service.md §4).
@@ -526,23 +532,83 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .map_err(|e| escx::Error::io("<async runtime>", e))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(&runtime, cert, key)?),
+        _ => None,
+    };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| escx::Error::io(args.listen.to_string(), e))?;
         let local = listener.local_addr().map_err(|e| escx::Error::io(args.listen.to_string(), e))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         ui.emit(
             &Listening {
-                listening: format!("http://{local}"),
+                listening: format!("{scheme}://{local}"),
                 issuer: args.issuer.as_deref(),
                 operator: args.operator.as_deref(),
                 ledger: args.ledger.as_deref(),
                 registry: args.registry.as_deref(),
             },
-            || format!("listening on http://{local} (SIGTERM or Ctrl-C stops)"),
+            || format!("listening on {scheme}://{local} (SIGTERM or Ctrl-C stops)"),
         );
-        serve_on(listener, service, limits, stop_signal()).await
+        match tls {
+            None => serve_on(listener, service, limits, stop_signal()).await,
+            Some(config) => serve_tls(listener, config, service, limits).await,
+        }
     })
+}
+
+/// The rustls configuration from PEM files (ring, as the clients use).
+fn tls_config(
+    runtime: &tokio::runtime::Runtime,
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    // Installed once per process; a second call finds it installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    runtime
+        .block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key))
+        .map_err(|e| escx::Error::io(cert, e))
+        .with_context(|| format!("loading the TLS certificate {} and key {}", cert.display(), key.display()))
+}
+
+/// [`serve_on`] behind TLS: the same router, limits and graceful stop.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: axum_server::tls_rustls::RustlsConfig,
+    service: Shared,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr().map_err(|e| escx::Error::io("<listener>", e))?;
+    let listener = listener.into_std().map_err(|e| escx::Error::io(local.to_string(), e))?;
+    forget_idle_clients(service.clone());
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        // In-flight requests are bounded by the timeout anyway.
+        stopping.graceful_shutdown(Some(Duration::from_secs(limits.timeout_secs.max(1) + 1)));
+    });
+    let app = router(service, limits);
+    axum_server::from_tcp_rustls(listener, config)
+        .handle(handle)
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .map_err(|e| escx::Error::io(local.to_string(), e))?;
+    Ok(())
+}
+
+/// Keeps the rate limiters' memory bounded: addresses idle for a while are dropped.
+fn forget_idle_clients(service: Shared) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            service.redeem_limit.forget_idle();
+            service.ingest_limit.forget_idle();
+        }
+    });
 }
 
 /// Serves until `stop` completes, then finishes the requests in flight.
@@ -553,15 +619,7 @@ async fn serve_on(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr().map_err(|e| escx::Error::io("<listener>", e))?;
-    let cleaner = service.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            cleaner.redeem_limit.forget_idle();
-            cleaner.ingest_limit.forget_idle();
-        }
-    });
+    forget_idle_clients(service.clone());
     let app = router(service, limits);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(stop)
