@@ -1,0 +1,226 @@
+//! Throughput of `escx serve` against the same library calls in process (service.md; the
+//! issue's goal: at least 0.8x of in-process throughput on 2 cores, p99 latency reported).
+//!
+//!     cargo bench -p escx-cli --bench service
+//!     ESCX_BENCH_REQUESTS=400 ESCX_BENCH_CLIENTS=8 cargo bench -p escx-cli --bench service
+//!
+//! A bounded loopback load generator: a fixed number of requests, sent by a fixed number of
+//! client threads over keep-alive HTTP/1.1 connections, against the real binary on a free
+//! port. The in-process figure runs the same calls (`Issuer::issue`, `Issuer::redeem`) on
+//! the same kind of store in this process, one after another: the service runs each store
+//! call under one lock too, so that is the primitive the transport is compared with.
+// Fixtures count the requests they built themselves.
+#![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use escx_licensing::issuer::Issuer;
+use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
+use escx_licensing::wallet::Wallet;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn escx(dir: &Path, args: &[&str]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_escx"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "escx {args:?}");
+}
+
+/// An issuer selling `acme/thermal` at `dir/issuer` (its bundle `dir/issuer.pub`), and an
+/// account token.
+fn setup(dir: &Path) -> String {
+    escx(dir, &["key", "generate", "--out", "acme", "--unencrypted"]);
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    std::fs::write(
+        dir.join("pkg/manifest.toml"),
+        "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
+         [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
+    )
+    .unwrap();
+    escx(dir, &["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"]);
+    escx(dir, &["issuer", "init", "issuer", "--unencrypted"]);
+    escx(dir, &["issuer", "publish", "issuer", "-o", "issuer.pub"]);
+    escx(dir, &["issuer", "register-package", "issuer", "p.escx", "--pubkey", "acme.pub"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_escx"))
+        .current_dir(dir)
+        .args(["issuer", "account", "add", "issuer", "bench", "--json"])
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    answer["token"].as_str().unwrap().to_owned()
+}
+
+fn purchase_requests(
+    wallet: &Wallet,
+    chain: &escx_licensing::messages::BundleChain,
+    n: usize,
+) -> Vec<TokenRequest> {
+    let package = "acme/thermal".parse().unwrap();
+    (0..n).map(|_| wallet.request(chain, &package, "standard", 1, escx::now_unix()).unwrap()).collect()
+}
+
+/// `n` sealed redemption requests, each spending its own token.
+fn redemptions(
+    wallet: &Wallet,
+    issuer: &Issuer,
+    chain: &escx_licensing::messages::BundleChain,
+    n: usize,
+) -> Vec<SealedRedeemRequest> {
+    for request in purchase_requests(wallet, chain, n) {
+        wallet.finalize(&issuer.issue(&request, escx::now_unix()).unwrap()).unwrap();
+    }
+    (0..n).map(|_| wallet.redeem("acme/thermal").unwrap()).collect()
+}
+
+struct Run {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn summarize(total: Duration, mut latencies: Vec<Duration>) -> Run {
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    Run { per_second: latencies.len() as f64 / total.as_secs_f64(), p50: at(0.5), p99: at(0.99) }
+}
+
+/// Sends every body to `path` from `clients` threads, each over one keep-alive connection.
+fn load(addr: &str, path: &str, bearer: Option<&str>, bodies: Vec<Vec<u8>>, clients: usize) -> Run {
+    let chunks: Vec<Vec<Vec<u8>>> = {
+        let mut chunks = vec![Vec::new(); clients];
+        for (i, body) in bodies.into_iter().enumerate() {
+            chunks[i % clients].push(body);
+        }
+        chunks
+    };
+    let started = Instant::now();
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|bodies| {
+            let addr = addr.to_owned();
+            let path = path.to_owned();
+            let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(&addr).unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let mut latencies = Vec::new();
+                for body in bodies {
+                    let sent = Instant::now();
+                    let head = format!(
+                        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    writer.write_all(head.as_bytes()).unwrap();
+                    writer.write_all(&body).unwrap();
+                    let mut status = String::new();
+                    reader.read_line(&mut status).unwrap();
+                    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut answer = vec![0u8; length];
+                    reader.read_exact(&mut answer).unwrap();
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let latencies: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    summarize(started.elapsed(), latencies)
+}
+
+fn in_process<T>(items: Vec<T>, mut call: impl FnMut(T)) -> Run {
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for item in items {
+        let t = Instant::now();
+        call(item);
+        latencies.push(t.elapsed());
+    }
+    summarize(started.elapsed(), latencies)
+}
+
+fn report(name: &str, local: &Run, http: &Run, clients: usize) {
+    println!(
+        "{name:<11} in process {:>8.0}/s (p50 {:>7.2?}, p99 {:>7.2?})   HTTP, {clients} clients {:>8.0}/s (p50 {:>7.2?}, p99 {:>7.2?})   ratio {:.2}x",
+        local.per_second,
+        local.p50,
+        local.p99,
+        http.per_second,
+        http.p50,
+        http.p99,
+        http.per_second / local.per_second
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs it once with a small load.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let requests = env_usize("ESCX_BENCH_REQUESTS", if quick { 8 } else { 300 });
+    let clients = env_usize("ESCX_BENCH_CLIENTS", 8);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = setup(dir);
+    let chain = escx_licensing::messages::BundleChain::parse(&std::fs::read(dir.join("issuer.pub")).unwrap())
+        .unwrap();
+    let wallet = Wallet::open(&dir.join("w")).unwrap();
+    wallet.add_issuer(&chain).unwrap();
+
+    let (purchase_local, redeem_local, purchases, sealed) = {
+        let issuer = Issuer::open(&dir.join("issuer"), || None).unwrap();
+        let local_purchases = purchase_requests(&wallet, &chain, requests);
+        let purchase_local = in_process(local_purchases, |r| {
+            issuer.issue(&r, escx::now_unix()).unwrap();
+        });
+        let local_sealed = redemptions(&wallet, &issuer, &chain, requests);
+        let redeem_local = in_process(local_sealed, |s| {
+            issuer.redeem(&s, escx::now_unix()).unwrap();
+        });
+        let purchases: Vec<Vec<u8>> =
+            purchase_requests(&wallet, &chain, requests).iter().map(TokenRequest::to_cbor).collect();
+        let sealed: Vec<Vec<u8>> =
+            redemptions(&wallet, &issuer, &chain, requests).iter().map(|s| s.as_bytes().to_vec()).collect();
+        (purchase_local, redeem_local, purchases, sealed)
+    };
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_escx"))
+        .current_dir(dir)
+        .args(["serve", "--issuer", "issuer", "--listen", "127.0.0.1:0", "--redeem-rate", "1000000"])
+        .args(["--max-in-flight", "1024"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr =
+        line.strip_prefix("listening on http://").unwrap().split_whitespace().next().unwrap().to_owned();
+    let purchase_http = load(&addr, "/v1/purchase", Some(&token), purchases, clients);
+    let redeem_http = load(&addr, "/v1/redeem", None, sealed, clients);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+
+    println!("escx serve vs in-process library calls, {requests} requests each");
+    report("purchase", &purchase_local, &purchase_http, clients);
+    report("redemption", &redeem_local, &redeem_http, clients);
+}
