@@ -87,7 +87,7 @@ struct Service {
     /// whose meter reports hours of a simulated later time).
     issuer_now: Clock,
     operator_now: Clock,
-    issuer: Option<Mutex<Issuer>>,
+    issuer: Option<IssuerPool>,
     operator: Option<Mutex<Operator>>,
     ledger: Option<Mutex<Ledger>>,
     registry: Option<PathBuf>,
@@ -101,9 +101,36 @@ type Shared = Arc<Service>;
 /// A source of "now".
 pub(crate) type Clock = Arc<dyn Fn() -> escx::UnixSeconds + Send + Sync>;
 
-/// The stores a service serves; each is optional.
+/// Several handles on one issuer store (one per core), so that the stateless work of
+/// requests (KEM decapsulation, POPRF evaluation, ML-DSA signing) runs in parallel; the
+/// store's transactions are serializable (`BEGIN IMMEDIATE`, re-reading inside), so two
+/// handles committing at once stay as correct as two processes (licensing.md §4).
+struct IssuerPool {
+    issuers: Vec<Mutex<Issuer>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl IssuerPool {
+    fn lock(&self) -> MutexGuard<'_, Issuer> {
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let count = self.issuers.len().max(1);
+        for offset in 0..count {
+            if let Ok(guard) = self.issuers[(start + offset) % count].try_lock() {
+                return guard;
+            }
+        }
+        // A panic in another request left no partial write (one library transaction).
+        self.issuers[start % count].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn issuer(service: &Service) -> Result<MutexGuard<'_, Issuer>, ApiError> {
+    Ok(service.issuer.as_ref().filter(|p| !p.issuers.is_empty()).ok_or_else(|| not_served("issuer"))?.lock())
+}
+
+/// The stores a service serves; each is optional (no issuer handles: no issuer).
 pub(crate) struct Parts {
-    pub issuer: Option<Issuer>,
+    pub issuer: Vec<Issuer>,
     pub operator: Option<Operator>,
     pub ledger: Option<Ledger>,
     pub registry: Option<PathBuf>,
@@ -123,7 +150,10 @@ impl Service {
         Self {
             issuer_now,
             operator_now,
-            issuer: parts.issuer.map(Mutex::new),
+            issuer: (!parts.issuer.is_empty()).then(|| IssuerPool {
+                issuers: parts.issuer.into_iter().map(Mutex::new).collect(),
+                next: std::sync::atomic::AtomicUsize::new(0),
+            }),
             operator: parts.operator.map(Mutex::new),
             ledger: parts.ledger.map(Mutex::new),
             registry: parts.registry,
@@ -208,10 +238,9 @@ async fn metrics(State(service): State<Shared>) -> Response {
 }
 
 async fn issuer_chain(State(service): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let chain =
-        blocking(move || Ok(lock(&service.issuer, "issuer")?.published()?)).await?.ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, "not-published", "the issuer has published no bundle yet")
-        })?;
+    let chain = blocking(move || Ok(issuer(&service)?.published()?)).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not-published", "the issuer has published no bundle yet")
+    })?;
     Ok(tagged(&headers, chain.to_cbor(), "application/cbor", Some("public, max-age=300")))
 }
 
@@ -240,7 +269,7 @@ async fn purchase(
     let token = bearer(&headers)?;
     let checking = service.clone();
     let account = blocking(move || {
-        lock(&checking.issuer, "issuer")?.account(&token)?.ok_or_else(|| {
+        issuer(&checking)?.account(&token)?.ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -252,7 +281,7 @@ async fn purchase(
     let bytes = read_body(body, PURCHASE_BODY_MAX).await?;
     let answer = blocking(move || {
         let request = TokenRequest::from_cbor(&bytes)?;
-        let issuer = lock(&service.issuer, "issuer")?;
+        let issuer = issuer(&service)?;
         Ok(issuer.issue_for(&request, Some(&account), (service.issuer_now)())?.to_cbor())
     })
     .await?;
@@ -268,7 +297,7 @@ async fn redeem(
     let bytes = read_body(body, REDEEM_BODY_MAX).await?;
     let answer = blocking(move || {
         let sealed = SealedRedeemRequest::from_bytes(bytes.to_vec());
-        let license = lock(&service.issuer, "issuer")?.redeem(&sealed, (service.issuer_now)())?;
+        let license = issuer(&service)?.redeem(&sealed, (service.issuer_now)())?;
         service.metrics.redemptions.inc();
         Ok(license.as_bytes().to_vec())
     })
@@ -277,7 +306,7 @@ async fn redeem(
 }
 
 async fn crl(State(service): State<Shared>) -> Result<Response, ApiError> {
-    let crl = blocking(move || Ok(lock(&service.issuer, "issuer")?.latest_crl()?))
+    let crl = blocking(move || Ok(issuer(&service)?.latest_crl()?))
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no-crl", "the issuer has signed no CRL yet"))?;
     Ok(cbor(crl))
@@ -472,6 +501,27 @@ fn router(service: Shared, limits: Limits) -> Router {
         .with_state(service)
 }
 
+/// One issuer handle per core, the key's passphrase asked for at most once.
+fn open_issuer_pool(dir: &Path) -> anyhow::Result<Vec<Issuer>> {
+    let key = dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
+    let remembered = std::cell::RefCell::new(None);
+    let first = Issuer::open(dir, || {
+        let passphrase = crate::secrets::passphrase_for(&key);
+        remembered.borrow_mut().clone_from(&passphrase);
+        passphrase
+    })
+    .with_context(|| format!("opening issuer {}", dir.display()))?;
+    let mut pool = vec![first];
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    for _ in 1..cores {
+        pool.push(
+            Issuer::open(dir, || remembered.borrow().clone())
+                .with_context(|| format!("opening issuer {}", dir.display()))?,
+        );
+    }
+    Ok(pool)
+}
+
 /// `SIGTERM` or `SIGINT` (service.md §4).
 async fn stop_signal() {
     let interrupt = tokio::signal::ctrl_c();
@@ -505,7 +555,10 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         .into());
     }
     // Stores are opened before listening, so a wrong path or passphrase fails at once.
-    let issuer = args.issuer.as_deref().map(crate::cmd::license::open_issuer).transpose()?;
+    let issuer = match args.issuer.as_deref() {
+        Some(dir) => open_issuer_pool(dir)?,
+        None => Vec::new(),
+    };
     let operator = args
         .operator
         .as_deref()
