@@ -413,6 +413,13 @@ fn statements_registry_and_reports_are_served_from_the_operators_files() {
         let (status, _, body) = http(&server.addr, "GET", path, &[], b"");
         assert_eq!((status, error_code(&body).as_str()), (404, "not-found"), "{path}");
     }
+    // An auditor checks the served statements with the operator's public key alone.
+    let out = escx(dir)
+        .args(["audit", "statements", &format!("{}/v1/statements", server.url())])
+        .args(["--operator-pub", "d/public/operator.pub", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     // A report that is not one is refused with the operator's own code.
     let (status, _, body) = http(&server.addr, "POST", "/v1/reports", &[], b"not a report");
     assert_eq!(

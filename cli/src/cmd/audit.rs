@@ -46,7 +46,8 @@ Every *.cbor file in the directory must be a statement signed by the operator. W
 
 Examples:
   escx audit statements ./statements --operator-pub op.pub
-  escx audit statements ./statements --operator-pub op.pub --proofs ./proofs --json")]
+  escx audit statements ./statements --operator-pub op.pub --proofs ./proofs --json
+  escx audit statements http://127.0.0.1:8440/v1/statements --operator-pub op.pub")]
     Statements(AuditStatementsArgs),
     /// Verify a revenue or threshold proof against the statements, offline.
     #[command(after_help = "\
@@ -100,7 +101,7 @@ pub struct ThresholdArgs {
 
 #[derive(Args)]
 pub struct AuditStatementsArgs {
-    /// Directory of statement files (*.cbor).
+    /// Directory of statement files (*.cbor), or the URL of an `escx serve` publishing them.
     statements: PathBuf,
     /// The operator's public key.
     #[arg(long, value_name = "FILE")]
@@ -147,22 +148,50 @@ fn operator_key(path: &Path) -> anyhow::Result<PublicKey> {
 
 /// Every statement in `dir`, verified under `operator` (in parallel) and chained.
 fn load_statements(dir: &Path, operator: &PublicKey) -> anyhow::Result<Vec<Verified>> {
-    let paths = files(dir, "cbor")?;
-    if paths.is_empty() {
-        return Err(UsageError(format!("{}: no statement files (*.cbor)", dir.display())).into());
-    }
-    let bytes = paths.iter().map(|p| read(p)).collect::<anyhow::Result<Vec<_>>>()?;
-    let mut verified = paths
+    let (names, bytes) = match dir.to_str().filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+    {
+        Some(url) => served_statements(url)?,
+        None => {
+            let paths = files(dir, "cbor")?;
+            if paths.is_empty() {
+                return Err(UsageError(format!("{}: no statement files (*.cbor)", dir.display())).into());
+            }
+            let bytes = paths.iter().map(|p| read(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            (paths.iter().map(|p| p.display().to_string()).collect(), bytes)
+        }
+    };
+    let mut verified = names
         .par_iter()
         .zip(&bytes)
-        .map(|(path, bytes)| {
+        .map(|(name, bytes)| {
             statement::verify(bytes, operator)
                 .map_err(escx_settlement::Error::from)
-                .with_context(|| path.display().to_string())
+                .with_context(|| name.clone())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     statement::verify_chain(&mut verified).map_err(escx_settlement::Error::from)?;
     Ok(verified)
+}
+
+/// Every statement an `escx serve` publishes (service.md §2): the list, then each by
+/// number. `url` is the service or its `/v1/statements`. What the service says is only
+/// transport: each statement is verified under the operator's key like a file.
+fn served_statements(url: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<u8>>)> {
+    let base = url.trim_end_matches('/').trim_end_matches("/v1/statements");
+    let client = crate::http::Client::new(base)?;
+    let list: serde_json::Value = serde_json::from_slice(&client.get("/v1/statements")?)
+        .with_context(|| format!("{base}/v1/statements: the answer is not JSON"))?;
+    let seqs: Vec<u64> = list["statements"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|s| s["seq"].as_u64()).collect())
+        .unwrap_or_default();
+    if seqs.is_empty() {
+        return Err(UsageError(format!("{base}/v1/statements: the service publishes no statement")).into());
+    }
+    let names: Vec<String> = seqs.iter().map(|seq| format!("{base}/v1/statements/{seq}")).collect();
+    let bytes =
+        seqs.iter().map(|seq| client.get(&format!("/v1/statements/{seq}"))).collect::<anyhow::Result<_>>()?;
+    Ok((names, bytes))
 }
 
 fn period(text: &str) -> anyhow::Result<Period> {
