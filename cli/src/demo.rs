@@ -431,6 +431,8 @@ const APP_DEPENDENCIES: &str = "\"demo/solver\" = \"^1\"\n\"demo/plot\" = \"^1\"
 fn registry(demo: &mut Demo) -> anyhow::Result<String> {
     let key = SecretKey::generate();
     Registry::init(&demo.registry_dir(), &[&key], escx::now_unix(), DEFAULT_EXPIRY_SECS)?;
+    // Kept with the other keys, so a kept demo directory can be installed from (--dir).
+    keyfile::write_public_key(&demo.dir.join("keys").join("registry.pub"), key.public_key(), true)?;
     demo.registry_key = Some(key);
     demo.publish("units", "1.0.0", "")?;
     demo.publish("units", "1.2.0", "")?;

@@ -62,15 +62,26 @@ impl Client {
 
     /// `GET path`.
     pub fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        self.call(path, None, None)
+        self.call(path, None, None, ANSWER_BYTES_MAX)
+    }
+
+    /// `GET path`, reading at most `limit` bytes of the answer (more is an error).
+    pub fn get_bounded(&self, path: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+        self.call(path, None, None, limit)
     }
 
     /// `POST path` with a CBOR body, and a bearer token when given.
     pub fn post(&self, path: &str, body: &[u8], bearer: Option<&str>) -> anyhow::Result<Vec<u8>> {
-        self.call(path, Some(body), bearer)
+        self.call(path, Some(body), bearer, ANSWER_BYTES_MAX)
     }
 
-    fn call(&self, path: &str, body: Option<&[u8]>, bearer: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    fn call(
+        &self,
+        path: &str,
+        body: Option<&[u8]>,
+        bearer: Option<&str>,
+        limit: u64,
+    ) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
         let mut attempt = 0;
         loop {
@@ -96,7 +107,7 @@ impl Client {
                     let bytes = response
                         .body_mut()
                         .with_config()
-                        .limit(ANSWER_BYTES_MAX)
+                        .limit(limit)
                         .read_to_vec()
                         .map_err(|e| network(&url, &e.to_string()))?;
                     if (200..300).contains(&status) {

@@ -420,6 +420,20 @@ fn statements_registry_and_reports_are_served_from_the_operators_files() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // Install from the served registry: the index and the packages over HTTP, checked
+    // exactly as a registry directory's.
+    let registry = format!("{}/registry", server.url());
+    let out = escx(dir)
+        .args(["install", "--registry", &registry, "--root", "d/app"])
+        .args(["--registry-key", "d/keys/registry.pub", "--pubkey", "d/keys/publisher.pub"])
+        .args(["--state-dir", "state", "--into", "served-packages", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let installed = json(&out.stdout)["installed"].as_array().unwrap().len();
+    assert!(installed >= 2, "{}", String::from_utf8_lossy(&out.stdout));
+    let lock = std::fs::read_to_string(dir.join("d/app/escx.lock")).unwrap();
+    assert!(lock.contains(&format!("registry+{registry}")), "the lockfile names the URL:\n{lock}");
     // A report that is not one is refused with the operator's own code.
     let (status, _, body) = http(&server.addr, "POST", "/v1/reports", &[], b"not a report");
     assert_eq!(

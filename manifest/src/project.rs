@@ -38,7 +38,8 @@ pub struct Selection {
 /// against, every check of the index done.
 pub struct Project {
     root: PathBuf,
-    registry: PathBuf,
+    /// What the lockfile records as the source (the directory, or the URL it was fetched from).
+    source: String,
     manifest: Manifest,
     lock: Option<Lockfile>,
     trusted: TrustedIndex,
@@ -71,7 +72,7 @@ impl Project {
         let lock = Lockfile::read(root)?;
         Ok(Self {
             root: root.to_path_buf(),
-            registry: registry.to_path_buf(),
+            source: registry.display().to_string(),
             manifest,
             lock,
             trusted,
@@ -95,6 +96,13 @@ impl Project {
         self.root.join(crate::lockfile::LOCKFILE)
     }
 
+    /// Records `source` (for example the URL the registry directory was fetched from) as
+    /// the lockfile's source instead of the directory.
+    pub fn with_source(mut self, source: &str) -> Self {
+        self.source = source.to_owned();
+        self
+    }
+
     /// Resolves (keeping the lockfile's versions unless `selection.update`) and writes the
     /// lockfile when the resolution differs from it.
     pub fn lock(&self, selection: &Selection) -> Result<Locked<'_>, Error> {
@@ -105,7 +113,7 @@ impl Project {
             features: selection.features.clone(),
         };
         let resolution = resolve::resolve(&self.manifest, &catalog, &options)?;
-        let new_lock = Lockfile::from_resolution(&resolution, &self.registry.display().to_string());
+        let new_lock = Lockfile::from_resolution(&resolution, &self.source);
         let changes = lock_changes(self.lock.as_ref(), &new_lock);
         if self.lock.as_ref() != Some(&new_lock) {
             new_lock.write(&self.root)?;

@@ -78,11 +78,66 @@ pub struct InstallArgs {
     wallet: Option<PathBuf>,
 }
 
-fn load(args: &ProjectArgs) -> anyhow::Result<Project> {
+/// The project, and the directory a served registry was fetched into (kept while the
+/// project is used).
+fn load(args: &ProjectArgs) -> anyhow::Result<(Project, Option<Served>)> {
     super::manifest::require_manifest(&args.root)?;
     let policy = args.trust.policy()?;
     let now = args.trust.now()?;
-    Ok(Project::load(&args.root, &args.registry, &policy, &args.trust.state(), now)?)
+    match served_url(&args.registry) {
+        None => Ok((Project::load(&args.root, &args.registry, &policy, &args.trust.state(), now)?, None)),
+        Some(url) => {
+            let served = Served::fetch_index(url)?;
+            let project = Project::load(&args.root, served.dir.path(), &policy, &args.trust.state(), now)?
+                .with_source(url);
+            Ok((project, Some(served)))
+        }
+    }
+}
+
+/// `--registry URL`: a registry served over HTTP (service.md §2), e.g.
+/// `http://127.0.0.1:8440/registry`.
+fn served_url(registry: &Path) -> Option<&str> {
+    registry.to_str().filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+}
+
+/// A served registry fetched into a private directory: the signed index first, then only
+/// the package files a resolution needs, each bounded by the size the index gives. The
+/// files are then checked exactly as a registry directory's (registry.md §5).
+struct Served {
+    client: crate::http::Client,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn fetch_index(url: &str) -> anyhow::Result<Self> {
+        let url = url.trim_end_matches('/').to_owned();
+        let client = crate::http::Client::new(&url)?;
+        let dir = tempfile::Builder::new()
+            .prefix("escx-registry-")
+            .tempdir()
+            .map_err(|e| escx::Error::io("<temp>", e))?;
+        escx::fsutil::create_private_dir(dir.path())?;
+        let index =
+            client.get_bounded(&format!("/{}", escx_manifest::index::INDEX_FILE), 64 * 1024 * 1024)?;
+        let path = dir.path().join(escx_manifest::index::INDEX_FILE);
+        std::fs::write(&path, index).map_err(|e| escx::Error::io(&path, e))?;
+        Ok(Self { client, dir })
+    }
+
+    fn fetch_packages(&self, resolution: &Resolution<'_>) -> anyhow::Result<()> {
+        for package in &resolution.packages {
+            let version = package.version.to_string();
+            let path = escx_manifest::index::package_path(self.dir.path(), package.name.as_str(), &version);
+            let wanted = format!("/packages/{}/{version}.escx", package.name);
+            let bytes = self.client.get_bounded(&wanted, package.entry.size.saturating_add(1))?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| escx::Error::io(parent, e))?;
+            }
+            std::fs::write(&path, bytes).map_err(|e| escx::Error::io(&path, e))?;
+        }
+        Ok(())
+    }
 }
 
 fn selection(args: &ProjectArgs) -> Selection {
@@ -151,7 +206,7 @@ fn packages_json<'a>(resolution: &'a Resolution<'_>) -> Vec<ResolvedPackage<'a>>
 }
 
 pub fn run_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
-    let project = load(&args.project)?;
+    let (project, _served) = load(&args.project)?;
     let Locked { resolution, changes } = project.lock(&selection(&args.project))?;
     let resolution = &resolution;
     let index_version = project.index().index.version;
@@ -185,7 +240,7 @@ pub fn run_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 pub fn run_tree(args: TreeArgs, ui: &Ui) -> anyhow::Result<()> {
-    let project = load(&args.project)?;
+    let (project, _served) = load(&args.project)?;
     let Locked { resolution, .. } = project.lock(&selection(&args.project))?;
     let resolution = &resolution;
     #[derive(Serialize)]
@@ -262,7 +317,10 @@ fn tree_text(
 }
 
 pub fn run_install(args: InstallArgs, ui: &Ui) -> anyhow::Result<()> {
-    let project = load(&args.project)?;
+    let (project, served) = load(&args.project)?;
+    if let Some(served) = &served {
+        served.fetch_packages(&project.lock(&selection(&args.project))?.resolution)?;
+    }
     let wallet = args.wallet.as_deref().map(escx_licensing::wallet::Wallet::open).transpose()?;
     let content_keys = |name: &str, version: &semver::Version, root: &[u8; 32]| match &wallet {
         None => Err("pass --wallet with a license for it".to_owned()),
