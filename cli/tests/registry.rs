@@ -296,3 +296,20 @@ fn publishing_a_version_again_is_refused_with_exit_1() {
     assert_eq!(json(&out.stdout)["error"]["code"], "already-published");
     assert_eq!(std::fs::read(project.path("reg/index.signed")).unwrap(), before);
 }
+
+#[test]
+fn publishing_an_altered_package_names_the_file_and_says_what_to_do() {
+    let project = Project::new();
+    project.publish("c", "1.2.0", "");
+    let mut bytes = std::fs::read(project.path("c-1.2.0.escx")).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(project.path("altered.escx"), bytes).unwrap();
+    project
+        .cmd()
+        .args(["registry", "publish", "reg", "altered.escx", "--key", "registry.key"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("altered.escx"))
+        .stderr(predicate::str::contains("help:"));
+}

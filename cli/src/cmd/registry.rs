@@ -252,8 +252,15 @@ fn publish(args: PublishArgs, ui: &Ui) -> anyhow::Result<()> {
     let keys = args.signing.load()?;
     let registry = Registry::open(&args.dir)?;
     let now = escx::now_unix();
+    let expiry = args.signing.expiry_secs()?;
     let (name, entry) =
-        registry.publish(&args.package, &publishers, &refs(&keys), now, args.signing.expiry_secs()?)?;
+        registry.publish(&args.package, &publishers, &refs(&keys), now, expiry).map_err(|e| {
+            // Name the package file unless the error already does (an I/O error names its path).
+            let message = e.to_string();
+            let file = args.package.display().to_string();
+            let error = anyhow::Error::new(e);
+            if message.contains(&file) { error } else { error.context(file) }
+        })?;
     let index = registry.current_index(&refs(&keys))?;
     ui.emit(
         &Published {
