@@ -573,3 +573,36 @@ fn tls_terminates_in_the_service_and_the_client_checks_the_certificate() {
     assert!(!answer.starts_with(b"HTTP/1.1 200"));
     assert!(server.stop().success());
 }
+
+#[test]
+fn rate_limits_and_load_shedding_answer_with_retry_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = issuer(dir);
+    let server = Server::start(
+        dir,
+        &["--issuer", "issuer", "--redeem-rate", "1", "--max-in-flight", "1", "--timeout-secs", "5"],
+    );
+    // One address, redemptions faster than 1 per second (burst 2): the rest are 429.
+    let statuses: Vec<(u16, String)> = (0..6)
+        .map(|_| {
+            let (status, head, _) = http(&server.addr, "POST", "/v1/redeem", &[], b"x");
+            (status, head)
+        })
+        .collect();
+    let limited: Vec<&(u16, String)> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(limited.len() >= 3, "{statuses:?}");
+    assert!(limited.iter().all(|(_, head)| head.contains("retry-after: ")), "{limited:?}");
+    // A request stalled in its body holds the one slot; another is shed with 503.
+    let mut stalled = TcpStream::connect(&server.addr).unwrap();
+    let head = format!(
+        "POST /v1/purchase HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n"
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, head, body) = http(&server.addr, "GET", "/healthz", &[], b"");
+    assert_eq!((status, error_code(&body).as_str()), (503, "overloaded"));
+    assert!(head.contains("retry-after: 1"), "{head}");
+    drop(stalled);
+    assert!(server.stop().success());
+}

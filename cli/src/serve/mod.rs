@@ -494,7 +494,9 @@ fn router(service: Shared, limits: Limits) -> Router {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(refused))
                 .load_shed()
-                .concurrency_limit(limits.max_in_flight.max(1))
+                // Router::layer wraps each route on its own: the global layer shares one
+                // semaphore across them, so the limit is on the whole service.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.max_in_flight.max(1)))
                 .timeout(Duration::from_secs(limits.timeout_secs.max(1))),
         )
         .layer(middleware::from_fn_with_state(service.clone(), observe))
