@@ -898,7 +898,13 @@ fn over_http(demo: &mut Demo) -> anyhow::Result<String> {
     // The operator judges "the hour has ended" on the demo's later meter clock.
     let meter_clock = demo.meter_clock;
     let running = crate::serve::start_in_process(
-        crate::serve::Parts { issuer: vec![issuer], operator: Some(operator), ledger: None, registry: None },
+        crate::serve::Parts {
+            issuer: vec![issuer],
+            operator: Some(operator),
+            ledger: None,
+            registry: None,
+            proofs: None,
+        },
         std::sync::Arc::new(escx::now_unix),
         std::sync::Arc::new(move || meter_clock),
     )?;

@@ -382,7 +382,16 @@ fn statements_registry_and_reports_are_served_from_the_operators_files() {
     escx(dir).args(["demo", "--dir", "d"]).assert().success();
     let server = Server::start(
         dir,
-        &["--ledger", "d/settlement/ledger.db", "--registry", "d/registry", "--operator", "d/operator"],
+        &[
+            "--ledger",
+            "d/settlement/ledger.db",
+            "--registry",
+            "d/registry",
+            "--operator",
+            "d/operator",
+            "--proofs",
+            "d/public/proofs",
+        ],
     );
     let (status, _, body) = http(&server.addr, "GET", "/v1/statements", &[], b"");
     assert_eq!(status, 200);
@@ -391,6 +400,12 @@ fn statements_registry_and_reports_are_served_from_the_operators_files() {
     let (status, _, statement) = http(&server.addr, "GET", "/v1/statements/1", &[], b"");
     assert_eq!(status, 200);
     assert_eq!(statement, std::fs::read(dir.join("d/public/statements/statement-1.cbor")).unwrap());
+    // The statement's range and split proofs, beside it.
+    let (status, _, proofs) = http(&server.addr, "GET", "/v1/statements/1/proofs", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(proofs, std::fs::read(dir.join("d/public/proofs/statement-1.proofs")).unwrap());
+    let (status, _, body) = http(&server.addr, "GET", "/v1/statements/999/proofs", &[], b"");
+    assert_eq!((status, error_code(&body).as_str()), (404, "no-proofs"));
     for missing in ["/v1/statements/999", "/v1/statements/x"] {
         let (status, _, body) = http(&server.addr, "GET", missing, &[], b"");
         assert_eq!((status, error_code(&body).as_str()), (404, "unknown-statement"), "{missing}");

@@ -207,6 +207,7 @@ pub fn endpoint_of(path: &str) -> &'static str {
         "/v1/closes" => "/v1/closes",
         "/v1/statements" => "/v1/statements",
         "/registry/index.signed" => "/registry/index.signed",
+        p if p.starts_with("/v1/statements/") && p.ends_with("/proofs") => "/v1/statements/{seq}/proofs",
         p if p.starts_with("/v1/statements/") => "/v1/statements/{seq}",
         p if p.starts_with("/registry/packages/") => "/registry/packages/{name}/{version}.escx",
         _ => "other",

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Registry directory (`escx registry init`): index and packages, read-only.
     #[arg(long, value_name = "DIR")]
     pub registry: Option<PathBuf>,
+    /// Directory of statement-<seq>.proofs files (`escx statement prove --dir`), served
+    /// beside the statements, read-only.
+    #[arg(long, value_name = "DIR")]
+    pub proofs: Option<PathBuf>,
     /// Address to listen on (port 0: any free port, printed at start).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8440")]
     pub listen: SocketAddr,
@@ -91,6 +95,7 @@ struct Service {
     operator: Option<Mutex<Operator>>,
     ledger: Option<Mutex<Ledger>>,
     registry: Option<PathBuf>,
+    proofs: Option<PathBuf>,
     metrics: Metrics,
     redeem_limit: ClientLimit,
     ingest_limit: ClientLimit,
@@ -134,6 +139,7 @@ pub(crate) struct Parts {
     pub operator: Option<Operator>,
     pub ledger: Option<Ledger>,
     pub registry: Option<PathBuf>,
+    pub proofs: Option<PathBuf>,
 }
 
 /// The limits of service.md §4.
@@ -157,6 +163,7 @@ impl Service {
             operator: parts.operator.map(Mutex::new),
             ledger: parts.ledger.map(Mutex::new),
             registry: parts.registry,
+            proofs: parts.proofs,
             metrics: Metrics::new(),
             redeem_limit: ClientLimit::per_second(limits.redeem_rate),
             ingest_limit: ClientLimit::per_second(limits.ingest_rate),
@@ -398,6 +405,24 @@ async fn statement(
     Ok(tagged(&headers, bytes, "application/cbor", None))
 }
 
+async fn statement_proofs(
+    State(service): State<Shared>,
+    UrlPath(seq): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let number: Option<u64> = seq.parse().ok();
+    let missing =
+        move || ApiError::new(StatusCode::NOT_FOUND, "no-proofs", format!("no proofs for statement {seq:?}"));
+    let number = number.ok_or_else(missing.clone())?;
+    let bytes = blocking(move || {
+        let dir = service.proofs.as_deref().ok_or_else(|| not_served("proofs"))?;
+        registry_file(dir, &dir.join(format!("statement-{number}.proofs")))
+            .map_err(|e| if e.status == StatusCode::NOT_FOUND { missing() } else { e })
+    })
+    .await?;
+    Ok(tagged(&headers, bytes, "application/cbor", None))
+}
+
 fn registry_root(service: &Service) -> Result<&Path, ApiError> {
     service.registry.as_deref().ok_or_else(|| not_served("registry"))
 }
@@ -486,6 +511,7 @@ fn router(service: Shared, limits: Limits) -> Router {
         .route("/v1/closes", post(close))
         .route("/v1/statements", get(statements))
         .route("/v1/statements/{seq}", get(statement))
+        .route("/v1/statements/{seq}/proofs", get(statement_proofs))
         .route("/registry/index.signed", get(registry_index))
         .route("/registry/packages/{*path}", get(registry_package))
         .fallback(not_found)
@@ -550,9 +576,14 @@ struct Listening<'a> {
 }
 
 pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
-    if args.issuer.is_none() && args.operator.is_none() && args.ledger.is_none() && args.registry.is_none() {
+    if args.issuer.is_none()
+        && args.operator.is_none()
+        && args.ledger.is_none()
+        && args.registry.is_none()
+        && args.proofs.is_none()
+    {
         return Err(crate::failure::UsageError(
-            "give at least one of --issuer, --operator, --ledger, --registry".into(),
+            "give at least one of --issuer, --operator, --ledger, --registry, --proofs".into(),
         )
         .into());
     }
@@ -578,7 +609,7 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
     };
     let wall: Clock = Arc::new(escx::now_unix);
     let service = Arc::new(Service::new(
-        Parts { issuer, operator, ledger, registry: args.registry.clone() },
+        Parts { issuer, operator, ledger, registry: args.registry.clone(), proofs: args.proofs.clone() },
         limits,
         wall.clone(),
         wall,
