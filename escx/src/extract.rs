@@ -89,9 +89,7 @@ pub fn extract_verified(
                     }
                     .map_err(|e| Error::io(&root_dir, e))?;
                     let mut writer = DiskWriter { base };
-                    if let Err(error) =
-                        archive::walk_stream(&mut plain, kind, entry.plain_length, &mut writer)
-                    {
+                    if let Err(error) = archive::walk_stream(&mut plain, kind, &mut writer) {
                         return Err(classify(plain.rank(kind.name(), error)));
                     }
                 }

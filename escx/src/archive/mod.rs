@@ -418,7 +418,6 @@ pub(crate) fn walk_seekable<R: Read + Seek>(
 pub(crate) fn walk_stream<R: Read>(
     reader: R,
     section: SectionType,
-    _plain_length: u64,
     visitor: &mut dyn Visitor,
 ) -> io::Result<ArchiveSummary> {
     walk(&mut records::Streamed(reader), section, visitor)

@@ -279,7 +279,7 @@ impl<R: Read + Seek + Send> PackageReader<R> {
         let decoded: Result<Option<ArchiveSummary>, Error> = (|| {
             let mut plain = plain_stream(&mut hashing, &entry, content_key).map_err(classify)?;
             let summary = if kind.is_archive() {
-                match archive::walk_stream(&mut plain, kind, entry.plain_length, &mut CheckOnly) {
+                match archive::walk_stream(&mut plain, kind, &mut CheckOnly) {
                     Ok(summary) => Some(summary),
                     // Layers are judged outermost first (§8): a decryption or length
                     // error further on wins over what the archive check found.
