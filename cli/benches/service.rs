@@ -12,6 +12,9 @@
 // Fixtures count the requests they built themselves.
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -41,12 +44,7 @@ fn escx(dir: &Path, args: &[&str]) {
 fn setup(dir: &Path) -> String {
     escx(dir, &["key", "generate", "--out", "acme", "--unencrypted"]);
     std::fs::create_dir_all(dir.join("pkg")).unwrap();
-    std::fs::write(
-        dir.join("pkg/manifest.toml"),
-        "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
-         [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("pkg/manifest.toml"), common::PAID_MANIFEST).unwrap();
     escx(dir, &["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"]);
     escx(dir, &["issuer", "init", "issuer", "--unencrypted"]);
     escx(dir, &["issuer", "publish", "issuer", "-o", "issuer.pub"]);

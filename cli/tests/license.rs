@@ -1,5 +1,7 @@
 //! The licensing flow through the real binary: every message is a file.
 
+mod common;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
@@ -18,12 +20,7 @@ fn json(bytes: &[u8]) -> Value {
 fn paid_package(dir: &std::path::Path) {
     escx(dir).args(["key", "generate", "--out", "acme", "--unencrypted"]).assert().success();
     std::fs::create_dir_all(dir.join("pkg")).unwrap();
-    std::fs::write(
-        dir.join("pkg/manifest.toml"),
-        "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
-         [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("pkg/manifest.toml"), common::PAID_MANIFEST).unwrap();
 }
 
 /// [`paid_package`] packed as `p.escx`, and an issuer in `issuer/` (bundle `issuer.pub`)

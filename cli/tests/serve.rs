@@ -3,6 +3,8 @@
 //! client, a slow client cut off, and SIGTERM. Every server is started by its test on a
 //! free port and stopped by it; every wait is bounded.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -28,12 +30,7 @@ fn json(bytes: &[u8]) -> Value {
 fn issuer(dir: &Path) -> String {
     escx(dir).args(["key", "generate", "--out", "acme", "--unencrypted"]).assert().success();
     std::fs::create_dir_all(dir.join("pkg")).unwrap();
-    std::fs::write(
-        dir.join("pkg/manifest.toml"),
-        "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
-         [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("pkg/manifest.toml"), common::PAID_MANIFEST).unwrap();
     for args in [
         &["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"][..],
         &["issuer", "init", "issuer", "--unencrypted"],

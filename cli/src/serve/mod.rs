@@ -202,6 +202,12 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     })
 }
 
+/// A report's or close's body, once its client is within the ingest rate (service.md §4).
+async fn ingest_body(service: &Service, client: SocketAddr, body: Body) -> Result<Bytes, ApiError> {
+    service.ingest_limit.check(client.ip())?;
+    read_body(body, INGEST_BODY_MAX).await
+}
+
 fn cbor(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/cbor")], bytes).into_response()
 }
@@ -324,8 +330,7 @@ async fn report(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    service.ingest_limit.check(client.ip())?;
-    let bytes = read_body(body, INGEST_BODY_MAX).await?;
+    let bytes = ingest_body(&service, client, body).await?;
     let outcome = blocking(move || {
         let mut operator = lock(&service.operator, "operator")?;
         let result = operator.ingest(&[bytes.to_vec()], (service.operator_now)())?.into_iter().next();
@@ -368,8 +373,7 @@ async fn close(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    service.ingest_limit.check(client.ip())?;
-    let bytes = read_body(body, INGEST_BODY_MAX).await?;
+    let bytes = ingest_body(&service, client, body).await?;
     let closed = blocking(move || {
         let now = (service.operator_now)();
         Ok(lock(&service.operator, "operator")?.close(&bytes, now)?)
