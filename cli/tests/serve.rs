@@ -354,6 +354,25 @@ fn a_slow_client_is_cut_off_by_the_timeout() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("\"timeout\""), "{text}");
+    // A client that trickles its headers (slowloris) is cut off as well: the head is
+    // bounded by the same limit, before any handler runs.
+    let mut slow_head = TcpStream::connect(&server.addr).unwrap();
+    slow_head.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if slow_head.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !closed {
+        let mut rest = Vec::new();
+        let _ = slow_head.read_to_end(&mut rest);
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(8), "a trickled head held the connection for {waited:?}");
     // The service still answers others.
     assert_eq!(http(&server.addr, "GET", "/healthz", &[], b"").0, 200);
     assert!(server.stop().success());

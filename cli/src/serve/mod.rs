@@ -626,27 +626,21 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(tls_config(&runtime, cert, key)?),
         _ => None,
     };
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| escx::Error::io(args.listen.to_string(), e))?;
-        let local = listener.local_addr().map_err(|e| escx::Error::io(args.listen.to_string(), e))?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        ui.emit(
-            &Listening {
-                listening: format!("{scheme}://{local}"),
-                issuer: args.issuer.as_deref(),
-                operator: args.operator.as_deref(),
-                ledger: args.ledger.as_deref(),
-                registry: args.registry.as_deref(),
-            },
-            || format!("listening on {scheme}://{local} (SIGTERM or Ctrl-C stops)"),
-        );
-        match tls {
-            None => serve_on(listener, service, limits, stop_signal()).await,
-            Some(config) => serve_tls(listener, config, service, limits).await,
-        }
-    })
+    let listener =
+        std::net::TcpListener::bind(args.listen).map_err(|e| escx::Error::io(args.listen.to_string(), e))?;
+    let local = listener.local_addr().map_err(|e| escx::Error::io(args.listen.to_string(), e))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    ui.emit(
+        &Listening {
+            listening: format!("{scheme}://{local}"),
+            issuer: args.issuer.as_deref(),
+            operator: args.operator.as_deref(),
+            ledger: args.ledger.as_deref(),
+            registry: args.registry.as_deref(),
+        },
+        || format!("listening on {scheme}://{local} (SIGTERM or Ctrl-C stops)"),
+    );
+    runtime.block_on(serve_on(listener, tls, service, limits, stop_signal()))
 }
 
 /// The rustls configuration from PEM files (ring, as the clients use).
@@ -663,29 +657,38 @@ fn tls_config(
         .with_context(|| format!("loading the TLS certificate {} and key {}", cert.display(), key.display()))
 }
 
-/// [`serve_on`] behind TLS: the same router, limits and graceful stop.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    config: axum_server::tls_rustls::RustlsConfig,
+/// Serves the router on `listener`, behind TLS when given, until `stop` resolves; then
+/// stops accepting and lets the requests in flight finish (service.md §4).
+///
+/// The timeout layer bounds a request once its head has arrived; the head itself is
+/// bounded by hyper's header read timeout, set to the same limit, so a client that
+/// trickles its request line or headers is cut off too.
+async fn serve_on(
+    listener: std::net::TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
     service: Shared,
     limits: Limits,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr().map_err(|e| escx::Error::io("<listener>", e))?;
-    let listener = listener.into_std().map_err(|e| escx::Error::io(local.to_string(), e))?;
+    listener.set_nonblocking(true).map_err(|e| escx::Error::io(local.to_string(), e))?;
     forget_idle_clients(service.clone());
+    let timeout = Duration::from_secs(limits.timeout_secs.max(1));
     let handle = axum_server::Handle::new();
     let stopping = handle.clone();
     tokio::spawn(async move {
-        stop_signal().await;
+        stop.await;
         // In-flight requests are bounded by the timeout anyway.
-        stopping.graceful_shutdown(Some(Duration::from_secs(limits.timeout_secs.max(1) + 1)));
+        stopping.graceful_shutdown(Some(timeout + Duration::from_secs(1)));
     });
-    let app = router(service, limits);
-    axum_server::from_tcp_rustls(listener, config)
-        .handle(handle)
-        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-        .await
-        .map_err(|e| escx::Error::io(local.to_string(), e))?;
+    let app = router(service, limits).into_make_service_with_connect_info::<SocketAddr>();
+    let mut server = axum_server::from_tcp(listener).handle(handle);
+    server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeout);
+    let served = match tls {
+        None => server.serve(app).await,
+        Some(config) => server.acceptor(axum_server::tls_rustls::RustlsAcceptor::new(config)).serve(app).await,
+    };
+    served.map_err(|e| escx::Error::io(local.to_string(), e))?;
     Ok(())
 }
 
@@ -699,23 +702,6 @@ fn forget_idle_clients(service: Shared) {
             service.ingest_limit.forget_idle();
         }
     });
-}
-
-/// Serves until `stop` completes, then finishes the requests in flight.
-async fn serve_on(
-    listener: tokio::net::TcpListener,
-    service: Shared,
-    limits: Limits,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let local = listener.local_addr().map_err(|e| escx::Error::io("<listener>", e))?;
-    forget_idle_clients(service.clone());
-    let app = router(service, limits);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(|e| escx::Error::io(local.to_string(), e))?;
-    Ok(())
 }
 
 /// A service running on a thread of this process, on a free loopback port (the demo).
@@ -761,7 +747,6 @@ pub(crate) fn start_in_process(
     };
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| escx::Error::io("127.0.0.1:0", e))?;
-    listener.set_nonblocking(true).map_err(|e| escx::Error::io("127.0.0.1:0", e))?;
     let addr = listener.local_addr().map_err(|e| escx::Error::io("127.0.0.1:0", e))?;
     let service = Arc::new(Service::new(parts, limits, issuer_now, operator_now));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -771,14 +756,9 @@ pub(crate) fn start_in_process(
             .enable_all()
             .build()
             .map_err(|e| escx::Error::io("<async runtime>", e))?;
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)
-                .map_err(|e| escx::Error::io(addr.to_string(), e))?;
-            serve_on(listener, service, limits, async move {
-                let _ = stopped.await;
-            })
-            .await
-        })
+        runtime.block_on(serve_on(listener, None, service, limits, async move {
+            let _ = stopped.await;
+        }))
     });
     Ok(InProcess { addr, stop: Some(stop), thread: Some(thread) })
 }
