@@ -1,5 +1,5 @@
-//! `escx serve` through the real binary on loopback (spec: service.md): the customer
-//! commands over HTTP, 50 concurrent redemptions of one token, hostile bodies beside a good
+//! `escx serve` through the real binary on loopback (spec: service.md): the whole flow and
+//! the customer commands over HTTP, 50 concurrent redemptions of one token, hostile bodies beside a good
 //! client, a slow client cut off, and SIGTERM. Every server is started by its test on a
 //! free port and stopped by it; every wait is bounded.
 
@@ -635,5 +635,170 @@ fn rate_limits_and_load_shedding_answer_with_retry_after() {
     assert_eq!((status, error_code(&body).as_str()), (503, "overloaded"));
     assert!(head.contains("retry-after: 1"), "{head}");
     drop(stalled);
+    assert!(server.stop().success());
+}
+
+/// The whole flow against one running service, each customer step over HTTP and each
+/// operator step a CLI command on the operator's machine: buy, redeem, verify offline,
+/// report, close, bill, settle, fetch and audit the statement, install from the served
+/// registry.
+#[test]
+fn the_whole_flow_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("thermal")).unwrap();
+    std::fs::write(dir.join("thermal/manifest.toml"), common::METERED_MANIFEST).unwrap();
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(dir.join("manifests/thermal.toml"), common::METERED_MANIFEST).unwrap();
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    std::fs::write(
+        dir.join("app/manifest.toml"),
+        "[package]\nname = \"acme/app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\"acme/thermal\" = \"^1.0\"\n",
+    )
+    .unwrap();
+    for args in [
+        &["key", "generate", "--out", "acme", "--unencrypted"][..],
+        &["key", "generate", "--out", "registry", "--unencrypted"],
+        &["key", "generate", "--out", "op", "--unencrypted"],
+        &["package", "pack", "thermal", "-o", "thermal.escx", "--key", "acme.key"],
+        &["registry", "init", "reg", "--key", "registry.key", "--publisher", "acme.pub"],
+        &["registry", "publish", "reg", "thermal.escx", "--key", "registry.key"],
+        &["issuer", "init", "issuer", "--unencrypted"],
+        &["issuer", "publish", "issuer", "-o", "issuer.pub"],
+        &["issuer", "register-package", "issuer", "thermal.escx", "--pubkey", "acme.pub"],
+        &["issuer", "crl", "issuer", "-o", "crl.cbor"],
+        &["operator", "init", "op", "--issuer", "issuer.pub"],
+        &["operator", "package", "op", "thermal.escx", "--pubkey", "acme.pub"],
+        &["operator", "crl", "op", "crl.cbor"],
+        &["settle", "init", "ledger.db", "--platform-bps", "1500", "--payout-threshold", "1.00"],
+    ] {
+        escx(dir).args(args).assert().success();
+    }
+    let out = escx(dir).args(["issuer", "account", "add", "issuer", "carol", "--json"]).output().unwrap();
+    let token = json(&out.stdout)["token"].as_str().unwrap().to_owned();
+    // The operator part judges time four hours ahead, so the hour used now has ended for it.
+    let ahead = 4 * 3600;
+    let server = Server::start(
+        dir,
+        &[
+            "--issuer",
+            "issuer",
+            "--operator",
+            "op",
+            "--ledger",
+            "ledger.db",
+            "--registry",
+            "reg",
+            "--operator-clock-ahead",
+            &ahead.to_string(),
+        ],
+    );
+    let url = server.url();
+    let run = |args: &[&str]| -> Value {
+        let out = escx(dir).args(args).arg("--json").output().unwrap();
+        assert!(
+            out.status.success(),
+            "escx {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out.stdout)
+    };
+    let wallet = ["--wallet", "w", "--package", "acme/thermal"];
+    run(&[
+        "license",
+        "buy",
+        "--server",
+        &url,
+        "--tier",
+        "metered",
+        "--account-token",
+        &token,
+        wallet[0],
+        wallet[1],
+        wallet[2],
+        wallet[3],
+    ]);
+    run(&[&["license", "redeem", "--server", &url][..], &wallet].concat());
+    run(&["license", "crl", "--server", &url, "--wallet", "w"]);
+    let verified = run(&[&["license", "verify"][..], &wallet].concat());
+    assert_eq!(verified["ok"], true, "{verified}");
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let used = format!("@{now}");
+    let later = format!("@{}", now + ahead);
+    run(&[&["meter", "record"][..], &wallet, &["--unit", "invocations", "--amount", "7", "--at", &used]]
+        .concat());
+    let report =
+        [&["meter", "report"][..], &wallet, &["--hour", &used, "--at", &later, "--server", &url]].concat();
+    assert_eq!(run(&report)["outcome"], "stored");
+    assert_eq!(run(&report)["outcome"], "duplicate", "a re-sent report is stored once");
+    let close =
+        [&["meter", "close"][..], &wallet, &["--period", &used, "--early", "--at", &later, "--server", &url]]
+            .concat();
+    let closed = run(&close);
+    assert_eq!(
+        (closed["outcome"].as_str(), closed["totals"]["invocations"].as_u64()),
+        (Some("stored"), Some(7))
+    );
+    assert_eq!(run(&close)["outcome"], "duplicate", "a re-sent close is kept once");
+
+    // The operator bills the closed period and settles it into the served ledger.
+    run(&["operator", "billing", "op", "--period", &used, "-o", "usage.json"]);
+    let settle = [
+        "settle",
+        "run",
+        "ledger.db",
+        "--events",
+        "usage.json",
+        "--manifests",
+        "manifests",
+        "--operator-key",
+        "op.key",
+    ];
+    run(&settle);
+    let (status, _, body) = http(&server.addr, "GET", "/v1/statements", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["statements"].as_array().map(Vec::len), Some(1), "one batch, one statement");
+    let (status, _, served) = http(&server.addr, "GET", "/v1/statements/1", &[], b"");
+    assert_eq!(status, 200);
+    run(&["statement", "export", "ledger.db", "--seq", "1", "-o", "s1.cbor"]);
+    assert_eq!(served, std::fs::read(dir.join("s1.cbor")).unwrap(), "the served statement is the ledger's");
+    run(&["audit", "statements", &format!("{url}/v1/statements"), "--operator-pub", "op.pub"]);
+    // Usage in one minute at 1.20 USD an hour: 0.02 USD gross, 15 % to the platform, 10 %
+    // of the rest to the referrer, the residual to acme, and nothing lost.
+    let balances = run(&["ledger", "balances", "ledger.db"]);
+    let micros = |account: &str| {
+        balances["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["account"] == account)
+            .map(|b| b["micros"].as_i64())
+    };
+    assert_eq!(
+        [micros("@customers"), micros("platform"), micros("referrer"), micros("acme")],
+        [Some(Some(-20_000)), Some(Some(3_000)), Some(Some(1_700)), Some(Some(15_300))],
+        "{balances}"
+    );
+    run(&["ledger", "audit", "ledger.db"]);
+
+    let installed = run(&[
+        "install",
+        "--registry",
+        &format!("{url}/registry"),
+        "--root",
+        "app",
+        "--registry-key",
+        "registry.pub",
+        "--pubkey",
+        "acme.pub",
+        "--into",
+        "app/escx_packages",
+        "--state-dir",
+        "state",
+    ]);
+    assert_eq!(installed["installed"].as_array().map(Vec::len), Some(1), "{installed}");
+    assert!(dir.join("app/escx_packages/acme/thermal/1.0.0/manifest.toml").is_file());
     assert!(server.stop().success());
 }

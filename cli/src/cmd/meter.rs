@@ -45,7 +45,8 @@ they are all it learns about the period.
 
 Examples:
   escx meter close --wallet ./wallet --package acme/thermal --period 2026-11 -o p.cbor
-  escx meter close --wallet ./wallet --package acme/thermal --period 2026-12 --early -o p.cbor")]
+  escx meter close --wallet ./wallet --package acme/thermal --period 2026-12 --early -o p.cbor
+  escx meter close --wallet ./wallet --package acme/thermal --period 2026-11 --server http://127.0.0.1:8440")]
     Close(CloseArgs),
     /// Open a reported hour, or one minute of it, for a dispute.
     #[command(
@@ -130,8 +131,16 @@ pub struct CloseArgs {
     /// Close before the period has ended (ends metering for the rest of it).
     #[arg(long)]
     early: bool,
-    #[command(flatten)]
-    output: Output,
+    /// Output file (refused if it holds another close, unless --force).
+    #[arg(short, long, value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    out: Option<PathBuf>,
+    /// Replace the output file if it exists.
+    #[arg(long, requires = "out")]
+    force: bool,
+    /// Send the close to this operator service instead of writing a file (re-sending is
+    /// safe: the operator keeps one close per license and period).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
     /// Judge "the period has ended" at this time instead of now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
@@ -265,10 +274,27 @@ fn meter_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
     let wallet = Wallet::open_existing(&args.wallet)?;
     let close =
         Meter::open(&wallet)?.close(&args.package, period, args.license.as_deref(), args.early, now)?;
-    args.output.write_retry(&close.file)?;
+    let outcome = match (&args.out, &args.server) {
+        (Some(out), _) => {
+            Output { out: out.clone(), force: args.force }.write_retry(&close.file)?;
+            None
+        }
+        (None, Some(server)) => {
+            let answer = super::online::send_report(server, "/v1/closes", &close.file)?;
+            Some(if answer["again"].as_bool() == Some(true) { "duplicate" } else { "stored" })
+        }
+        // clap requires one of --out and --server.
+        (None, None) => None,
+    };
+    let destination = args
+        .out
+        .as_ref()
+        .map_or_else(|| args.server.clone().unwrap_or_default(), |p| p.display().to_string());
     ui.emit(
         &Closed {
-            file: &args.output.out,
+            file: args.out.as_deref(),
+            server: args.server.as_deref(),
+            outcome,
             period: period.to_string(),
             license_id: &close.license_id,
             totals: close.totals.iter().map(|(u, t)| (u.as_str(), *t)).collect(),
@@ -278,11 +304,11 @@ fn meter_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
         || {
             let totals: Vec<String> = close.totals.iter().map(|(u, t)| format!("{u} {t}")).collect();
             format!(
-                "closed {period} for {} through report {}: {} to {}",
+                "closed {period} for {} through report {}: {} to {destination}{}",
                 args.package,
                 close.through_seq,
                 if totals.is_empty() { "no usage".into() } else { totals.join(", ") },
-                args.output.out.display()
+                outcome.map(|o| format!(" ({o})")).unwrap_or_default()
             )
         },
     );
@@ -352,7 +378,10 @@ struct Reported<'a> {
 /// `escx meter close --json`.
 #[derive(Serialize)]
 struct Closed<'a> {
-    file: &'a Path,
+    file: Option<&'a Path>,
+    server: Option<&'a str>,
+    /// The operator's answer when sent: `stored` or `duplicate`.
+    outcome: Option<&'a str>,
     period: String,
     license_id: &'a str,
     totals: BTreeMap<&'a str, u64>,

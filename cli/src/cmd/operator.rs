@@ -57,7 +57,7 @@ Examples:
     Aggregate(AggregateArgs),
     /// Write the period's usage charges as billing events for `escx settle run`.
     #[command(
-        after_help = "Examples:\n  escx operator billing ./op --period 2026-11 -o usage-events.json\n  escx settle run ./ledger.db usage-events.json --packages ./packages"
+        after_help = "Examples:\n  escx operator billing ./op --period 2026-11 -o usage-events.json\n  escx settle run ./ledger.db --events usage-events.json --manifests ./manifests --operator-key op.key"
     )]
     Billing(BillingArgs),
     /// List kept evidence of equivocation (two reports for one license-hour, two closes).

@@ -3,3 +3,13 @@
 /// A paid package's manifest: `acme/thermal` 1.0.0, tier "standard" at 49.00 USD a month.
 pub const PAID_MANIFEST: &str = "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
      [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n";
+
+/// `acme/thermal` 1.0.0 with a monthly tier and a metered one (1.20 USD an hour), a meter
+/// counting invocations, and a referrer's 10 % of the remainder in its waterfall.
+pub const METERED_MANIFEST: &str = "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n\
+     [pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
+     [[pricing.tier]]\nname = \"standard\"\nprice = \"49.00\"\nunit = \"month\"\n\
+     [[pricing.tier]]\nname = \"metered\"\nprice = \"1.20\"\nunit = \"hour\"\n\
+     [telemetry]\nmetrics = [\"invocations\"]\nwindow = \"24h\"\ncohort_min_size = 50\nepsilon = 1.0\n\
+     [revenue]\ncurrency = \"USD\"\nresidual = \"acme\"\neffective_from = \"2026-01-01\"\n\
+     [[revenue.step]]\nparty = \"referrer\"\nshare_of_remaining_bps = 1000\n";
