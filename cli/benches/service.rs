@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use escx_licensing::issuer::Issuer;
 use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
+use escx_licensing::metering::HOUR_SECS;
+use escx_licensing::metering::meter::{Meter, Telemetry};
+use escx_licensing::metering::operator::{Operator, Outcome};
 use escx_licensing::wallet::Wallet;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -39,16 +42,20 @@ fn escx(dir: &Path, args: &[&str]) {
     assert!(status.success(), "escx {args:?}");
 }
 
-/// An issuer selling `acme/thermal` at `dir/issuer` (its bundle `dir/issuer.pub`), and an
-/// account token.
+/// An issuer selling `acme/thermal` at `dir/issuer` (its bundle `dir/issuer.pub`), an
+/// operator metering it at `dir/op`, and an account token.
 fn setup(dir: &Path) -> String {
     escx(dir, &["key", "generate", "--out", "acme", "--unencrypted"]);
     std::fs::create_dir_all(dir.join("pkg")).unwrap();
-    std::fs::write(dir.join("pkg/manifest.toml"), common::PAID_MANIFEST).unwrap();
+    std::fs::write(dir.join("pkg/manifest.toml"), common::METERED_MANIFEST).unwrap();
     escx(dir, &["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"]);
     escx(dir, &["issuer", "init", "issuer", "--unencrypted"]);
     escx(dir, &["issuer", "publish", "issuer", "-o", "issuer.pub"]);
     escx(dir, &["issuer", "register-package", "issuer", "p.escx", "--pubkey", "acme.pub"]);
+    escx(dir, &["issuer", "crl", "issuer", "-o", "crl.cbor"]);
+    escx(dir, &["operator", "init", "op", "--issuer", "issuer.pub"]);
+    escx(dir, &["operator", "package", "op", "p.escx", "--pubkey", "acme.pub"]);
+    escx(dir, &["operator", "crl", "op", "crl.cbor"]);
     let out = Command::new(env!("CARGO_BIN_EXE_escx"))
         .current_dir(dir)
         .args(["issuer", "account", "add", "issuer", "bench", "--json"])
@@ -80,6 +87,47 @@ fn redemptions(
     (0..n).map(|_| wallet.redeem("acme/thermal").unwrap()).collect()
 }
 
+/// How far ahead of the wall clock the operator judges time, so that the reported hours
+/// (the next `per_license` hours from now) have ended for it.
+fn operator_ahead(per_license: usize) -> u64 {
+    (per_license as u64 + 2) * HOUR_SECS
+}
+
+/// `licenses` metered licenses, each in its own wallet, and `per_license` consecutive hourly
+/// reports of each, in order: element `i` of the result is license `i`'s reports.
+fn hourly_reports(
+    dir: &Path,
+    issuer: &Issuer,
+    chain: &escx_licensing::messages::BundleChain,
+    licenses: usize,
+    per_license: usize,
+) -> Vec<Vec<Vec<u8>>> {
+    let package = "acme/thermal".parse().unwrap();
+    let now = escx::now_unix();
+    let first = escx::UnixSeconds(now.0 - now.0 % HOUR_SECS + HOUR_SECS);
+    let judged = escx::UnixSeconds(now.0 + operator_ahead(per_license));
+    (0..licenses)
+        .map(|i| {
+            let wallet = Wallet::open(&dir.join(format!("meter-{i}"))).unwrap();
+            wallet.add_issuer(chain).unwrap();
+            let request = wallet.request(chain, &package, "metered", 1, now).unwrap();
+            wallet.finalize(&issuer.issue(&request, now).unwrap()).unwrap();
+            let sealed = wallet.redeem_tier("acme/thermal", Some("metered")).unwrap();
+            wallet.install(&issuer.redeem(&sealed, now).unwrap()).unwrap();
+            let meter = Meter::open(&wallet).unwrap();
+            (0..per_license as u64)
+                .map(|h| {
+                    let hour = escx::UnixSeconds(first.0 + h * HOUR_SECS);
+                    meter
+                        .record("acme/thermal", "invocations", 1 + h, escx::UnixSeconds(hour.0 + 60))
+                        .unwrap();
+                    meter.report("acme/thermal", hour, Telemetry::Private, judged).unwrap().file
+                })
+                .collect()
+        })
+        .collect()
+}
+
 struct Run {
     per_second: f64,
     p50: Duration,
@@ -92,15 +140,18 @@ fn summarize(total: Duration, mut latencies: Vec<Duration>) -> Run {
     Run { per_second: latencies.len() as f64 / total.as_secs_f64(), p50: at(0.5), p99: at(0.99) }
 }
 
-/// Sends every body to `path` from `clients` threads, each over one keep-alive connection.
-fn load(addr: &str, path: &str, bearer: Option<&str>, bodies: Vec<Vec<u8>>, clients: usize) -> Run {
-    let chunks: Vec<Vec<Vec<u8>>> = {
-        let mut chunks = vec![Vec::new(); clients];
-        for (i, body) in bodies.into_iter().enumerate() {
-            chunks[i % clients].push(body);
-        }
-        chunks
-    };
+/// Deals `bodies` out to `clients` in turn.
+fn deal(bodies: Vec<Vec<u8>>, clients: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut chunks = vec![Vec::new(); clients];
+    for (i, body) in bodies.into_iter().enumerate() {
+        chunks[i % clients].push(body);
+    }
+    chunks
+}
+
+/// Sends each chunk's bodies to `path`, in order, from a thread of its own over one
+/// keep-alive connection.
+fn load(addr: &str, path: &str, bearer: Option<&str>, chunks: Vec<Vec<Vec<u8>>>) -> Run {
     let started = Instant::now();
     let handles: Vec<_> = chunks
         .into_iter()
@@ -180,12 +231,14 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let token = setup(dir);
+    // Reports: one license per client, its hours in order (a license's chain is linear).
+    let per_license = requests.div_ceil(clients);
     let chain = escx_licensing::messages::BundleChain::parse(&std::fs::read(dir.join("issuer.pub")).unwrap())
         .unwrap();
     let wallet = Wallet::open(&dir.join("w")).unwrap();
     wallet.add_issuer(&chain).unwrap();
 
-    let (purchase_local, redeem_local, purchases, sealed) = {
+    let (purchase_local, redeem_local, purchases, sealed, reports_local, reports_http) = {
         let issuer = Issuer::open(&dir.join("issuer"), || None).unwrap();
         let local_purchases = purchase_requests(&wallet, &chain, requests);
         let purchase_local = in_process(local_purchases, |r| {
@@ -199,13 +252,26 @@ fn main() {
             purchase_requests(&wallet, &chain, requests).iter().map(TokenRequest::to_cbor).collect();
         let sealed: Vec<Vec<u8>> =
             redemptions(&wallet, &issuer, &chain, requests).iter().map(|s| s.as_bytes().to_vec()).collect();
-        (purchase_local, redeem_local, purchases, sealed)
+        let reports_local = hourly_reports(&dir.join("local"), &issuer, &chain, clients, per_license);
+        let reports_http = hourly_reports(&dir.join("http"), &issuer, &chain, clients, per_license);
+        (purchase_local, redeem_local, purchases, sealed, reports_local, reports_http)
+    };
+    // The same operator store, before any report, for each side.
+    copy_dir(&dir.join("op"), &dir.join("op-http"));
+    let ingest_local = {
+        let mut operator = Operator::open(&dir.join("op")).unwrap();
+        let judged = escx::UnixSeconds(escx::now_unix().0 + operator_ahead(per_license));
+        in_process(reports_local.into_iter().flatten().collect(), |file: Vec<u8>| {
+            let ingested = operator.ingest(&[file], judged).unwrap();
+            assert!(matches!(ingested[0].outcome, Outcome::Stored), "{:?}", ingested[0]);
+        })
     };
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_escx"))
         .current_dir(dir)
-        .args(["serve", "--issuer", "issuer", "--listen", "127.0.0.1:0", "--redeem-rate", "1000000"])
-        .args(["--max-in-flight", "1024"])
+        .args(["serve", "--issuer", "issuer", "--operator", "op-http", "--listen", "127.0.0.1:0"])
+        .args(["--redeem-rate", "1000000", "--ingest-rate", "1000000", "--max-in-flight", "1024"])
+        .args(["--operator-clock-ahead", &operator_ahead(per_license).to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -213,12 +279,27 @@ fn main() {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr =
         line.strip_prefix("listening on http://").unwrap().split_whitespace().next().unwrap().to_owned();
-    let purchase_http = load(&addr, "/v1/purchase", Some(&token), purchases, clients);
-    let redeem_http = load(&addr, "/v1/redeem", None, sealed, clients);
+    let purchase_http = load(&addr, "/v1/purchase", Some(&token), deal(purchases, clients));
+    let redeem_http = load(&addr, "/v1/redeem", None, deal(sealed, clients));
+    let ingest_http = load(&addr, "/v1/reports", None, reports_http);
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
 
     println!("escx serve vs in-process library calls, {requests} requests each");
     report("purchase", &purchase_local, &purchase_http, clients);
     report("redemption", &redeem_local, &redeem_http, clients);
+    report("report", &ingest_local, &ingest_http, clients);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

@@ -900,7 +900,7 @@ fn over_http(demo: &mut Demo) -> anyhow::Result<String> {
     let running = crate::serve::start_in_process(
         crate::serve::Parts {
             issuer: vec![issuer],
-            operator: Some(operator),
+            operator: vec![operator],
             ledger: None,
             registry: None,
             proofs: None,

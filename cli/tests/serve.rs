@@ -731,7 +731,24 @@ fn the_whole_flow_over_http() {
         .concat());
     let report =
         [&["meter", "report"][..], &wallet, &["--hour", &used, "--at", &later, "--server", &url]].concat();
-    assert_eq!(run(&report)["outcome"], "stored");
+    // The same report from eight clients at once (the service ingests on several store
+    // handles): stored once, seven duplicates; then the command's own re-send.
+    run(&[&["meter", "report"][..], &wallet, &["--hour", &used, "--at", &later, "-o", "report.cbor"]]
+        .concat());
+    let file = std::fs::read(dir.join("report.cbor")).unwrap();
+    let sends: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, file) = (server.addr.clone(), file.clone());
+            std::thread::spawn(move || {
+                let (status, _, body) = http(&addr, "POST", "/v1/reports", &[], &file);
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                json(&body)["outcome"].as_str().unwrap().to_owned()
+            })
+        })
+        .collect();
+    let mut outcomes: Vec<String> = sends.into_iter().map(|t| t.join().unwrap()).collect();
+    outcomes.sort();
+    assert_eq!(outcomes, [&["duplicate"; 7][..], &["stored"]].concat(), "one report, stored once");
     assert_eq!(run(&report)["outcome"], "duplicate", "a re-sent report is stored once");
     let close =
         [&["meter", "close"][..], &wallet, &["--period", &used, "--early", "--at", &later, "--server", &url]]

@@ -2,9 +2,11 @@
 //! created 0600 before SQLite sees it (SQLite gives its `-wal` and `-shm` files the
 //! database file's mode), WAL, `synchronous=FULL`, a 30 s busy timeout.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::Error;
 
@@ -29,4 +31,54 @@ pub(crate) fn has_meta(db: &Connection) -> Result<bool, Error> {
     })
     .map(|n| n > 0)
     .map_err(sql)
+}
+
+/// One lock per database file in this process, taken around each write transaction.
+///
+/// SQLite's busy handler makes a writer that finds the file locked poll with sleeps that
+/// grow to 100 ms, so several handles of one process (the service's issuer pool) that
+/// contend for the write lock wait far longer than the transactions last. Handles of one
+/// process queue on this lock instead and find SQLite's lock free; other processes still
+/// meet the busy timeout. It changes no outcome: SQLite serializes the writers either way.
+pub(crate) fn write_gate(path: &Path) -> Arc<Mutex<()>> {
+    static GATES: OnceLock<Mutex<HashMap<PathBuf, Weak<Mutex<()>>>>> = OnceLock::new();
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut gates = GATES.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
+        return gate;
+    }
+    gates.retain(|_, gate| gate.strong_count() > 0);
+    let gate = Arc::new(Mutex::new(()));
+    gates.insert(key, Arc::downgrade(&gate));
+    gate
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`) taken under the file's [`write_gate`], which it
+/// holds until it ends.
+pub(crate) struct Gated<'a> {
+    // Fields drop in order: the transaction ends (rolled back unless committed) before the
+    // gate opens.
+    tx: Transaction<'a>,
+    _gate: MutexGuard<'a, ()>,
+}
+
+impl<'a> Gated<'a> {
+    pub(crate) fn begin(db: &'a Connection, gate: &'a Mutex<()>) -> Result<Self, Error> {
+        // A panic in another transaction left nothing behind: SQLite rolled it back.
+        let gate = gate.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate).map_err(sql)?;
+        Ok(Self { tx, _gate: gate })
+    }
+
+    pub(crate) fn commit(self) -> Result<(), Error> {
+        self.tx.commit().map_err(sql)
+    }
+}
+
+impl<'a> std::ops::Deref for Gated<'a> {
+    type Target = Transaction<'a>;
+
+    fn deref(&self) -> &Transaction<'a> {
+        &self.tx
+    }
 }

@@ -96,8 +96,8 @@ struct Service {
     /// whose meter reports hours of a simulated later time).
     issuer_now: Clock,
     operator_now: Clock,
-    issuer: Option<IssuerPool>,
-    operator: Option<Mutex<Operator>>,
+    issuer: Option<Pool<Issuer>>,
+    operator: Option<Pool<Operator>>,
     ledger: Option<Mutex<Ledger>>,
     registry: Option<PathBuf>,
     proofs: Option<PathBuf>,
@@ -111,37 +111,51 @@ type Shared = Arc<Service>;
 /// A source of "now".
 pub(crate) type Clock = Arc<dyn Fn() -> escx::UnixSeconds + Send + Sync>;
 
-/// Several handles on one issuer store (one per core), so that the stateless work of
-/// requests (KEM decapsulation, POPRF evaluation, ML-DSA signing) runs in parallel; the
-/// store's transactions are serializable (`BEGIN IMMEDIATE`, re-reading inside), so two
-/// handles committing at once stay as correct as two processes (licensing.md §4).
-struct IssuerPool {
-    issuers: Vec<Mutex<Issuer>>,
+/// Several handles on one store (one per core), so that the stateless work of requests
+/// (KEM decapsulation, POPRF evaluation, ML-DSA signing and verifying, commitment checks)
+/// runs in parallel. Each store's transactions are serializable (`BEGIN IMMEDIATE`,
+/// re-reading inside, licensing.md §4) and queue on one lock per file in this process,
+/// so two handles committing at once stay as correct as two processes.
+struct Pool<T> {
+    handles: Vec<Mutex<T>>,
     next: std::sync::atomic::AtomicUsize,
 }
 
-impl IssuerPool {
-    fn lock(&self) -> MutexGuard<'_, Issuer> {
+impl<T> Pool<T> {
+    /// `None` for no handles: the part is not served.
+    fn new(handles: Vec<T>) -> Option<Self> {
+        (!handles.is_empty()).then(|| Self {
+            handles: handles.into_iter().map(Mutex::new).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A free handle if there is one, else the next in turn.
+    fn lock(&self) -> MutexGuard<'_, T> {
         let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let count = self.issuers.len().max(1);
+        let count = self.handles.len();
         for offset in 0..count {
-            if let Ok(guard) = self.issuers[(start + offset) % count].try_lock() {
+            if let Ok(guard) = self.handles[(start + offset) % count].try_lock() {
                 return guard;
             }
         }
         // A panic in another request left no partial write (one library transaction).
-        self.issuers[start % count].lock().unwrap_or_else(PoisonError::into_inner)
+        self.handles[start % count].lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+fn pooled<'a, T>(pool: &'a Option<Pool<T>>, name: &str) -> Result<MutexGuard<'a, T>, ApiError> {
+    Ok(pool.as_ref().ok_or_else(|| not_served(name))?.lock())
+}
+
 fn issuer(service: &Service) -> Result<MutexGuard<'_, Issuer>, ApiError> {
-    Ok(service.issuer.as_ref().filter(|p| !p.issuers.is_empty()).ok_or_else(|| not_served("issuer"))?.lock())
+    pooled(&service.issuer, "issuer")
 }
 
 /// The stores a service serves; each is optional (no issuer handles: no issuer).
 pub(crate) struct Parts {
     pub issuer: Vec<Issuer>,
-    pub operator: Option<Operator>,
+    pub operator: Vec<Operator>,
     pub ledger: Option<Ledger>,
     pub registry: Option<PathBuf>,
     pub proofs: Option<PathBuf>,
@@ -161,11 +175,8 @@ impl Service {
         Self {
             issuer_now,
             operator_now,
-            issuer: (!parts.issuer.is_empty()).then(|| IssuerPool {
-                issuers: parts.issuer.into_iter().map(Mutex::new).collect(),
-                next: std::sync::atomic::AtomicUsize::new(0),
-            }),
-            operator: parts.operator.map(Mutex::new),
+            issuer: Pool::new(parts.issuer),
+            operator: Pool::new(parts.operator),
             ledger: parts.ledger.map(Mutex::new),
             registry: parts.registry,
             proofs: parts.proofs,
@@ -337,7 +348,7 @@ async fn report(
 ) -> Result<Response, ApiError> {
     let bytes = ingest_body(&service, client, body).await?;
     let outcome = blocking(move || {
-        let mut operator = lock(&service.operator, "operator")?;
+        let mut operator = pooled(&service.operator, "operator")?;
         let result = operator.ingest(&[bytes.to_vec()], (service.operator_now)())?.into_iter().next();
         let outcome = match result.map(|r| r.outcome) {
             Some(Outcome::Stored) => "stored",
@@ -381,7 +392,7 @@ async fn close(
     let bytes = ingest_body(&service, client, body).await?;
     let closed = blocking(move || {
         let now = (service.operator_now)();
-        Ok(lock(&service.operator, "operator")?.close(&bytes, now)?)
+        Ok(pooled(&service.operator, "operator")?.close(&bytes, now)?)
     })
     .await?;
     Ok(axum::Json(CloseAnswer {
@@ -549,14 +560,24 @@ fn open_issuer_pool(dir: &Path) -> anyhow::Result<Vec<Issuer>> {
     })
     .with_context(|| format!("opening issuer {}", dir.display()))?;
     let mut pool = vec![first];
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    for _ in 1..cores {
+    for _ in 1..cores() {
         pool.push(
             Issuer::open(dir, || remembered.borrow().clone())
                 .with_context(|| format!("opening issuer {}", dir.display()))?,
         );
     }
     Ok(pool)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// One operator handle per core.
+fn open_operator_pool(dir: &Path) -> anyhow::Result<Vec<Operator>> {
+    (0..cores())
+        .map(|_| Operator::open(dir).with_context(|| format!("opening operator store {}", dir.display())))
+        .collect()
 }
 
 /// `SIGTERM` or `SIGINT` (service.md §4).
@@ -601,11 +622,7 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         Some(dir) => open_issuer_pool(dir)?,
         None => Vec::new(),
     };
-    let operator = args
-        .operator
-        .as_deref()
-        .map(|dir| Operator::open(dir).with_context(|| format!("opening operator store {}", dir.display())))
-        .transpose()?;
+    let operator = args.operator.as_deref().map(open_operator_pool).transpose()?.unwrap_or_default();
     let ledger = args.ledger.as_deref().map(Ledger::open).transpose()?;
     if let Some(root) = &args.registry {
         escx_manifest::index::read_signed(root)?;

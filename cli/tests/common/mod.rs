@@ -1,4 +1,6 @@
 //! Fixtures shared by the CLI tests and the service benchmark.
+// Each user takes the fixtures it needs: the tests both manifests, the bench one.
+#![allow(dead_code)]
 
 /// A paid package's manifest: `acme/thermal` 1.0.0, tier "standard" at 49.00 USD a month.
 pub const PAID_MANIFEST: &str = "[package]\nname = \"acme/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\

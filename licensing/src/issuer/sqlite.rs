@@ -3,6 +3,7 @@
 
 use escx::UnixSeconds;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use escx::manifest::PackageName;
 use escx::sig::KeyId;
@@ -74,11 +75,13 @@ CREATE TABLE sale_accounts (sale_id INTEGER PRIMARY KEY, account TEXT NOT NULL);
 /// The issuer's SQLite database.
 pub struct SqliteIssuerStore {
     db: Connection,
+    /// Shared by this process's handles of the same file (`crate::sqlite::write_gate`).
+    gate: Arc<Mutex<()>>,
 }
 
 /// A write transaction on a [`SqliteIssuerStore`] (`BEGIN IMMEDIATE`).
 pub struct SqliteIssuerTx<'a> {
-    tx: rusqlite::Transaction<'a>,
+    tx: crate::sqlite::Gated<'a>,
 }
 
 impl SqliteIssuerStore {
@@ -86,7 +89,7 @@ impl SqliteIssuerStore {
     pub fn open(path: &Path) -> Result<Self, Error> {
         let mut db = crate::sqlite::open_private(path)?;
         migrate(&mut db, path)?;
-        Ok(Self { db })
+        Ok(Self { db, gate: crate::sqlite::write_gate(path) })
     }
 
     /// The connection, for this crate's tests (feature `test-support`).
@@ -100,9 +103,7 @@ impl IssuerStore for SqliteIssuerStore {
     type Tx<'a> = SqliteIssuerTx<'a>;
 
     fn begin(&self) -> Result<SqliteIssuerTx<'_>, Error> {
-        let tx =
-            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        Ok(SqliteIssuerTx { tx })
+        Ok(SqliteIssuerTx { tx: crate::sqlite::Gated::begin(&self.db, &self.gate)? })
     }
 }
 
@@ -560,7 +561,7 @@ impl IssuerWriter for SqliteIssuerTx<'_> {
     }
 
     fn commit(self) -> Result<(), Error> {
-        self.tx.commit().map_err(sql)
+        self.tx.commit()
     }
 }
 

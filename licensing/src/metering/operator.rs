@@ -14,6 +14,7 @@ use escx::manifest::PackageName;
 use escx_manifest::Micros;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use curve25519_dalek::ristretto::RistrettoPoint;
 use escx::envelope::Envelope;
@@ -327,6 +328,8 @@ pub struct OpeningVerdict {
 pub struct Operator {
     dir: PathBuf,
     db: Connection,
+    /// Shared by this process's handles of the same store (`crate::sqlite::write_gate`).
+    gate: Arc<Mutex<()>>,
     id: String,
     issuers: HashMap<KeyId, IssuerBundle>,
 }
@@ -362,8 +365,8 @@ fn open_db(path: &Path, create: bool) -> Result<Connection, Error> {
     Ok(db)
 }
 
-fn immediate(db: &Connection) -> Result<Transaction<'_>, Error> {
-    Transaction::new_unchecked(db, TransactionBehavior::Immediate).map_err(sql)
+fn immediate<'a>(db: &'a Connection, gate: &'a Mutex<()>) -> Result<crate::sqlite::Gated<'a>, Error> {
+    crate::sqlite::Gated::begin(db, gate)
 }
 
 impl Operator {
@@ -384,10 +387,12 @@ impl Operator {
 
     /// Opens an existing store.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        let db = open_db(&dir.join(DATABASE_FILE), false)?;
+        let path = dir.join(DATABASE_FILE);
+        let db = open_db(&path, false)?;
         let id: String =
             db.query_row("SELECT value FROM meta WHERE key = 'id'", [], |r| r.get(0)).map_err(sql)?;
-        let mut operator = Self { dir: dir.to_path_buf(), db, id, issuers: HashMap::new() };
+        let gate = crate::sqlite::write_gate(&path);
+        let mut operator = Self { dir: dir.to_path_buf(), db, gate, issuers: HashMap::new(), id };
         operator.load_issuers()?;
         Ok(operator)
     }
@@ -547,7 +552,7 @@ impl Operator {
             }
         };
         let version = manifest.package.version.to_string();
-        let transaction = immediate(&self.db)?;
+        let transaction = immediate(&self.db, &self.gate)?;
         let scope = crate::issuer::owner_scope(&name);
         let owners: Vec<Vec<u8>> = {
             let mut statement =
@@ -605,7 +610,7 @@ impl Operator {
                 )
                 .map_err(sql)?;
         }
-        transaction.commit().map_err(sql)?;
+        transaction.commit()?;
         Ok(Terms { package: name, version, tiers, telemetry })
     }
 
@@ -780,7 +785,7 @@ impl Operator {
             }
         }
         order.sort_by_key(|(index, p)| (p.info.license_id, p.seq, *index));
-        let transaction = immediate(&self.db)?;
+        let transaction = immediate(&self.db, &self.gate)?;
         for (index, report) in order {
             let outcome = match apply(&transaction, &report, &crls, now) {
                 Ok(outcome) => outcome,
@@ -795,7 +800,7 @@ impl Operator {
                 outcome,
             });
         }
-        transaction.commit().map_err(sql)?;
+        transaction.commit()?;
         Ok(results.into_iter().flatten().collect())
     }
 
@@ -851,7 +856,7 @@ impl Operator {
         let id = info.license_id;
         let id_hex = hex::encode(id);
         let period_text = period.to_string();
-        let transaction = immediate(&self.db)?;
+        let transaction = immediate(&self.db, &self.gate)?;
         if let Some(certificate) = &certificate {
             insert_license(&transaction, &info, certificate)?;
         }
@@ -878,7 +883,7 @@ impl Operator {
                 });
             }
             keep_evidence(&transaction, &info, "close", None, None, &held, &file.close, now)?;
-            transaction.commit().map_err(sql)?;
+            transaction.commit()?;
             return Err(refuse(
                 Refusal::CloseConflict,
                 format!(
@@ -982,7 +987,7 @@ impl Operator {
                 )
                 .map_err(sql)?;
         }
-        transaction.commit().map_err(sql)?;
+        transaction.commit()?;
         Ok(Closed {
             license_id: id_hex,
             package: info.package,
@@ -1079,7 +1084,7 @@ impl Operator {
         if clip == 0 || clip > u64::from(u32::MAX) {
             return Err(refuse(Refusal::Invalid, "the clip (per-holder bound) must be 1 to 2^32 - 1"));
         }
-        let transaction = immediate(&self.db)?;
+        let transaction = immediate(&self.db, &self.gate)?;
         let mut per_holder: BTreeMap<(String, Vec<u8>), u128> = BTreeMap::new();
         {
             let mut statement = transaction
@@ -1160,7 +1165,7 @@ impl Operator {
                 )
                 .map_err(sql)?;
         }
-        transaction.commit().map_err(sql)?;
+        transaction.commit()?;
         Ok(Aggregate::Released(Release {
             package: package.clone(),
             start,
