@@ -638,6 +638,24 @@ fn rate_limits_and_load_shedding_answer_with_retry_after() {
     assert!(server.stop().success());
 }
 
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    issuer(dir);
+    let server =
+        Server::start(dir, &["--issuer", "issuer", "--redeem-rate", "1", "--trusted-proxy", "127.0.0.1"]);
+    let redeem = |from: &str| http(&server.addr, "POST", "/v1/redeem", &[("X-Forwarded-For", from)], b"x").0;
+    // One client behind the proxy spends its burst of 2 and is limited...
+    let first: Vec<u16> = (0..4).map(|_| redeem("203.0.113.7")).collect();
+    assert_eq!(first.iter().filter(|s| **s == 429).count(), 2, "{first:?}");
+    // ...while another client behind the same proxy is not, and a client cannot dodge
+    // its own limit by forging an entry left of the one the proxy appended.
+    assert_ne!(redeem("198.51.100.9"), 429);
+    assert_eq!(redeem("192.0.2.1, 203.0.113.7"), 429);
+    assert!(server.stop().success());
+}
+
 /// The whole flow against one running service, each customer step over HTTP and each
 /// operator step a CLI command on the operator's machine: buy, redeem, verify offline,
 /// report, close, bill, settle, fetch and audit the statement, install from the served

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use escx::{ErrorClass, Fault};
 use governor::clock::{Clock, DefaultClock};
@@ -211,5 +211,74 @@ pub fn endpoint_of(path: &str) -> &'static str {
         p if p.starts_with("/v1/statements/") => "/v1/statements/{seq}",
         p if p.starts_with("/registry/packages/") => "/registry/packages/{name}/{version}.escx",
         _ => "other",
+    }
+}
+
+/// The address a per-client rate limit counts (service.md §4): the peer's, unless the peer
+/// is one of `trusted` proxies; then the nearest address in `X-Forwarded-For` (read from
+/// the right, where each proxy appends the address it saw) that is not itself a trusted
+/// proxy. Entries left of the first untrusted one are the client's own words and are
+/// never read. An entry that is not an address stops the walk at the proxy that added it.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("").split(','))
+        .collect();
+    let mut nearest = peer;
+    for entry in entries.iter().rev() {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(address) if trusted.contains(&address) => nearest = address,
+            Ok(address) => return address,
+            Err(_) => return nearest,
+        }
+    }
+    nearest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let headers = forwarded(&["203.0.113.7"]);
+        assert_eq!(client_address(ip("198.51.100.1"), &headers, &[ip("10.0.0.1")]), ip("198.51.100.1"));
+        assert_eq!(client_address(ip("198.51.100.1"), &headers, &[]), ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_nearest_untrusted_hop_is_the_client() {
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        // The client forged the leftmost entry; the first proxy appended the real peer.
+        let headers = forwarded(&["1.2.3.4, 203.0.113.7", "10.0.0.2"]);
+        assert_eq!(client_address(ip("10.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
+        let headers = forwarded(&["2001:db8::7"]);
+        assert_eq!(client_address(ip("10.0.0.1"), &headers, &trusted), ip("2001:db8::7"));
+    }
+
+    #[test]
+    fn a_trusted_proxy_without_a_usable_header_is_its_own_client() {
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        assert_eq!(client_address(ip("10.0.0.1"), &HeaderMap::new(), &trusted), ip("10.0.0.1"));
+        let headers = forwarded(&["10.0.0.2"]);
+        assert_eq!(client_address(ip("10.0.0.1"), &headers, &trusted), ip("10.0.0.2"));
+        let headers = forwarded(&["203.0.113.7, garbage"]);
+        assert_eq!(client_address(ip("10.0.0.1"), &headers, &trusted), ip("10.0.0.1"));
     }
 }

@@ -27,7 +27,7 @@ use escx_settlement::ledger::Ledger;
 use serde::Serialize;
 use tower::ServiceBuilder;
 
-use guard::{ApiError, ClientLimit, Metrics, endpoint_of};
+use guard::{ApiError, ClientLimit, Metrics, client_address, endpoint_of};
 
 use crate::output::Ui;
 
@@ -38,6 +38,7 @@ use crate::output::Ui;
 Examples:
   escx serve --issuer ./issuer --operator ./op --ledger ./ledger.db --registry ./reg
   escx serve --issuer ./issuer --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem
+  escx serve --issuer ./issuer --listen 10.0.0.7:8440 --trusted-proxy 10.0.0.2   # behind a load balancer
   curl -s http://127.0.0.1:8440/metrics")]
 pub struct ServeArgs {
     /// Issuer directory (`escx issuer init`): bundle chain, purchase, redemption, CRL.
@@ -71,6 +72,10 @@ pub struct ServeArgs {
     /// Reports and closes per second per client address (bursts of twice that).
     #[arg(long = "ingest-rate", value_name = "N", default_value = "100")]
     pub ingest_rate: NonZeroU32,
+    /// A proxy or load balancer in front of the service (repeatable): for requests from
+    /// it, rate limits count the address it names in X-Forwarded-For instead.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long = "tls-cert", value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -104,6 +109,8 @@ struct Service {
     metrics: Metrics,
     redeem_limit: ClientLimit,
     ingest_limit: ClientLimit,
+    /// Peers whose X-Forwarded-For names the client (`--trusted-proxy`).
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 type Shared = Arc<Service>;
@@ -183,6 +190,7 @@ impl Service {
             metrics: Metrics::new(),
             redeem_limit: ClientLimit::per_second(limits.redeem_rate),
             ingest_limit: ClientLimit::per_second(limits.ingest_rate),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -219,8 +227,13 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 }
 
 /// A report's or close's body, once its client is within the ingest rate (service.md §4).
-async fn ingest_body(service: &Service, client: SocketAddr, body: Body) -> Result<Bytes, ApiError> {
-    service.ingest_limit.check(client.ip())?;
+async fn ingest_body(
+    service: &Service,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    service.ingest_limit.check(client_address(peer.ip(), headers, &service.trusted_proxies))?;
     read_body(body, INGEST_BODY_MAX).await
 }
 
@@ -319,10 +332,11 @@ async fn purchase(
 
 async fn redeem(
     State(service): State<Shared>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    service.redeem_limit.check(client.ip())?;
+    service.redeem_limit.check(client_address(peer.ip(), &headers, &service.trusted_proxies))?;
     let bytes = read_body(body, REDEEM_BODY_MAX).await?;
     let answer = blocking(move || {
         let sealed = SealedRedeemRequest::from_bytes(bytes.to_vec());
@@ -343,10 +357,11 @@ async fn crl(State(service): State<Shared>) -> Result<Response, ApiError> {
 
 async fn report(
     State(service): State<Shared>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = ingest_body(&service, client, body).await?;
+    let bytes = ingest_body(&service, peer, &headers, body).await?;
     let outcome = blocking(move || {
         let mut operator = pooled(&service.operator, "operator")?;
         let result = operator.ingest(&[bytes.to_vec()], (service.operator_now)())?.into_iter().next();
@@ -386,10 +401,11 @@ struct CloseAnswer {
 
 async fn close(
     State(service): State<Shared>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = ingest_body(&service, client, body).await?;
+    let bytes = ingest_body(&service, peer, &headers, body).await?;
     let closed = blocking(move || {
         let now = (service.operator_now)();
         Ok(pooled(&service.operator, "operator")?.close(&bytes, now)?)
@@ -634,12 +650,14 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         ingest_rate: args.ingest_rate,
     };
     let ahead = args.operator_clock_ahead;
-    let service = Arc::new(Service::new(
+    let mut service = Service::new(
         Parts { issuer, operator, ledger, registry: args.registry.clone(), proofs: args.proofs.clone() },
         limits,
         Arc::new(escx::now_unix),
         Arc::new(move || escx::UnixSeconds(escx::now_unix().0.saturating_add(ahead))),
-    ));
+    );
+    service.trusted_proxies.clone_from(&args.trusted_proxies);
+    let service = Arc::new(service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
