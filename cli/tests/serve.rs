@@ -434,6 +434,14 @@ fn statements_registry_and_reports_are_served_from_the_operators_files() {
     let (status, _, package) = http(&server.addr, "GET", "/registry/packages/demo/plot/1.0.0.escx", &[], b"");
     assert_eq!(status, 200);
     assert_eq!(package, std::fs::read(dir.join("d/registry/packages/demo/plot/1.0.0.escx")).unwrap());
+    // Streamed with its length, tagged by its hash (computed once), 304 when held.
+    let (_, head, _) = http(&server.addr, "GET", "/registry/packages/demo/plot/1.0.0.escx", &[], b"");
+    assert!(head.contains(&format!("content-length: {}", package.len())), "{head}");
+    let tag = head.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap().to_owned();
+    assert_eq!(tag, format!("\"{}\"", &blake3::hash(&package).to_hex()[..32]));
+    let (status, _, body) =
+        http(&server.addr, "GET", "/registry/packages/demo/plot/1.0.0.escx", &[("If-None-Match", &tag)], b"");
+    assert_eq!((status, body.len()), (304, 0));
     // Only a valid name and version make a path: nothing outside the registry is served.
     for path in [
         "/registry/packages/../../trust.toml",

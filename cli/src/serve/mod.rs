@@ -111,6 +111,8 @@ struct Service {
     ingest_limit: ClientLimit,
     /// Peers whose X-Forwarded-For names the client (`--trusted-proxy`).
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// Registry package files' entity tags, by resolved path.
+    file_tags: Mutex<std::collections::HashMap<PathBuf, FileTag>>,
 }
 
 type Shared = Arc<Service>;
@@ -191,6 +193,7 @@ impl Service {
             redeem_limit: ClientLimit::per_second(limits.redeem_rate),
             ingest_limit: ClientLimit::per_second(limits.ingest_rate),
             trusted_proxies: Vec::new(),
+            file_tags: Mutex::default(),
         }
     }
 }
@@ -249,11 +252,7 @@ fn tagged(
     cache: Option<&'static str>,
 ) -> Response {
     let tag = format!("\"{}\"", &blake3::hash(&bytes).to_hex()[..32]);
-    let held = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
-    let mut response = if held {
+    let mut response = if held_by_client(request, &tag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
@@ -452,7 +451,7 @@ async fn statement_proofs(
     let number = number.ok_or_else(missing.clone())?;
     let bytes = blocking(move || {
         let dir = service.proofs.as_deref().ok_or_else(|| not_served("proofs"))?;
-        registry_file(dir, &dir.join(format!("statement-{number}.proofs")))
+        read_inside(dir, &dir.join(format!("statement-{number}.proofs")))
             .map_err(|e| if e.status == StatusCode::NOT_FOUND { missing() } else { e })
     })
     .await?;
@@ -464,27 +463,76 @@ fn registry_root(service: &Service) -> Result<&Path, ApiError> {
 }
 
 /// Reads a registry file that lies inside the registry directory (no link leads out).
-fn registry_file(root: &Path, path: &Path) -> Result<Vec<u8>, ApiError> {
-    let missing = || ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such registry file");
+/// `path` once resolved, if it is a file inside `root` (a served directory).
+fn file_inside(root: &Path, path: &Path) -> Result<PathBuf, ApiError> {
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such file");
     let real = std::fs::canonicalize(path).map_err(|_| missing())?;
     let real_root = std::fs::canonicalize(root).map_err(|_| missing())?;
     if !real.starts_with(&real_root) || !real.is_file() {
         return Err(missing());
     }
-    std::fs::read(&real).map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "io", format!("reading a registry file: {e}")).retry(1)
-    })
+    Ok(real)
+}
+
+fn read_failed(e: &std::io::Error) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "io", format!("reading a served file: {e}")).retry(1)
+}
+
+/// A small served file (an index, a statement's proofs), whole.
+fn read_inside(root: &Path, path: &Path) -> Result<Vec<u8>, ApiError> {
+    std::fs::read(file_inside(root, path)?).map_err(|e| read_failed(&e))
 }
 
 async fn registry_index(State(service): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     let bytes = blocking(move || {
         let root = registry_root(&service)?;
-        registry_file(root, &root.join(escx_manifest::index::INDEX_FILE))
+        read_inside(root, &root.join(escx_manifest::index::INDEX_FILE))
     })
     .await?;
     Ok(tagged(&headers, bytes, "application/cbor", Some("no-cache")))
 }
 
+/// A package file's entity tag, hashed once per file version: registry package files are
+/// immutable, and a changed length or modification time hashes the file again.
+struct FileTag {
+    len: u64,
+    modified: std::time::SystemTime,
+    tag: String,
+}
+
+/// Files whose tags are kept; beyond that the cache starts over.
+const FILE_TAGS_MAX: usize = 4096;
+
+fn file_tag(service: &Service, real: &Path) -> Result<(String, u64), ApiError> {
+    let meta = std::fs::metadata(real).map_err(|e| read_failed(&e))?;
+    let modified = meta.modified().map_err(|e| read_failed(&e))?;
+    let fresh = |t: &FileTag| t.len == meta.len() && t.modified == modified;
+    if let Some(held) = service.file_tags.lock().unwrap_or_else(PoisonError::into_inner).get(real)
+        && fresh(held)
+    {
+        return Ok((held.tag.clone(), held.len));
+    }
+    let mut hasher = blake3::Hasher::new();
+    let file = std::fs::File::open(real).map_err(|e| read_failed(&e))?;
+    hasher.update_reader(file).map_err(|e| read_failed(&e))?;
+    let tag = format!("\"{}\"", &hasher.finalize().to_hex()[..32]);
+    let mut tags = service.file_tags.lock().unwrap_or_else(PoisonError::into_inner);
+    if tags.len() >= FILE_TAGS_MAX {
+        tags.clear();
+    }
+    tags.insert(real.to_path_buf(), FileTag { len: meta.len(), modified, tag: tag.clone() });
+    Ok((tag, meta.len()))
+}
+
+fn held_by_client(request: &HeaderMap, tag: &str) -> bool {
+    request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
+}
+
+/// A package file, streamed from disk (never held in memory whole), with its tag; 304
+/// without reading it when the client holds it.
 async fn registry_package(
     State(service): State<Shared>,
     UrlPath(rest): UrlPath<String>,
@@ -495,12 +543,32 @@ async fn registry_package(
     // Only a valid name and version make a path (registry.md §1).
     let name = escx::manifest::PackageName::parse(name).map_err(|_| missing())?;
     let version = escx::manifest::parse_version(version).map_err(|_| missing())?.to_string();
-    let bytes = blocking(move || {
+    let (real, tag, len) = blocking(move || {
         let root = registry_root(&service)?;
-        registry_file(root, &escx_manifest::index::package_path(root, name.as_str(), &version))
+        let real = file_inside(root, &escx_manifest::index::package_path(root, name.as_str(), &version))?;
+        let (tag, len) = file_tag(&service, &real)?;
+        Ok((real, tag, len))
     })
     .await?;
-    Ok(tagged(&headers, bytes, "application/octet-stream", Some("public, max-age=31536000, immutable")))
+    let mut response = if held_by_client(&headers, &tag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let file = tokio::fs::File::open(&real).await.map_err(|e| read_failed(&e))?;
+        let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+        (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            [(header::CONTENT_LENGTH, len.to_string())],
+            body,
+        )
+            .into_response()
+    };
+    if let Ok(value) = HeaderValue::from_str(&tag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    Ok(response)
 }
 
 async fn not_found() -> ApiError {
