@@ -102,6 +102,10 @@ impl<S: Store> Ledger<S> {
 
     /// Opens a dispute on a settled sale or usage settlement.
     pub fn open_dispute(&mut self, settlement: &str, reason: &str, now: UnixSeconds) -> Result<(), Error> {
+        crate::ledger::retrying(|| self.open_dispute_once(settlement, reason, now))
+    }
+
+    fn open_dispute_once(&mut self, settlement: &str, reason: &str, now: UnixSeconds) -> Result<(), Error> {
         if reason.trim().is_empty() {
             return Err(invalid(settlement, "give a reason"));
         }
@@ -128,6 +132,17 @@ impl<S: Store> Ledger<S> {
     /// Resolves the open dispute on `settlement`. A reversal needs the operator's key: it
     /// closes with a statement like a settlement batch.
     pub fn resolve_dispute(
+        &mut self,
+        settlement: &str,
+        outcome: Outcome,
+        note: &str,
+        operator: Option<&SecretKey>,
+        now: UnixSeconds,
+    ) -> Result<Resolution, Error> {
+        crate::ledger::retrying(|| self.resolve_dispute_once(settlement, outcome, note, operator, now))
+    }
+
+    fn resolve_dispute_once(
         &mut self,
         settlement: &str,
         outcome: Outcome,

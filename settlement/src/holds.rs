@@ -95,6 +95,16 @@ impl<S: Store> Ledger<S> {
         now: UnixSeconds,
         expires_at: UnixSeconds,
     ) -> Result<PlaceReport, Error> {
+        crate::ledger::retrying(|| self.place_holds_once(events, manifests, now, expires_at))
+    }
+
+    fn place_holds_once(
+        &mut self,
+        events: &[BillingEvent],
+        manifests: &Manifests,
+        now: UnixSeconds,
+        expires_at: UnixSeconds,
+    ) -> Result<PlaceReport, Error> {
         if expires_at <= now {
             return Err(invalid("(all)", "the expiry must be after the time of placing"));
         }
@@ -163,6 +173,17 @@ impl<S: Store> Ledger<S> {
     /// signed by `operator` records the capture. Capturing again with the same amount is a
     /// no-op.
     pub fn capture_hold(
+        &mut self,
+        hold: &str,
+        amount: Option<Micros>,
+        manifests: &Manifests,
+        operator: &SecretKey,
+        now: UnixSeconds,
+    ) -> Result<CaptureReport, Error> {
+        crate::ledger::retrying(|| self.capture_hold_once(hold, amount, manifests, operator, now))
+    }
+
+    fn capture_hold_once(
         &mut self,
         hold: &str,
         amount: Option<Micros>,
@@ -265,6 +286,10 @@ impl<S: Store> Ledger<S> {
     /// Voids pending hold `hold`: the whole amount goes back to `@customers`. Voiding a
     /// voided hold is a no-op (returns false).
     pub fn void_hold(&mut self, hold: &str, now: UnixSeconds) -> Result<bool, Error> {
+        crate::ledger::retrying(|| self.void_hold_once(hold, now))
+    }
+
+    fn void_hold_once(&mut self, hold: &str, now: UnixSeconds) -> Result<bool, Error> {
         let mut tx = self.store.begin()?;
         let voided = void_in(&mut tx, hold, now)?;
         tx.commit()?;
@@ -273,6 +298,10 @@ impl<S: Store> Ledger<S> {
 
     /// Voids every pending hold that expired by `now`; returns their names.
     pub fn void_expired(&mut self, now: UnixSeconds) -> Result<Vec<String>, Error> {
+        crate::ledger::retrying(|| self.void_expired_once(now))
+    }
+
+    fn void_expired_once(&mut self, now: UnixSeconds) -> Result<Vec<String>, Error> {
         let mut tx = self.store.begin()?;
         let mut expired: Vec<String> = tx
             .holds(Some(HoldState::Pending))?

@@ -240,6 +240,69 @@ impl Ledger<SqliteStore> {
     }
 }
 
+impl Ledger<crate::store::PgStore> {
+    /// Creates a ledger in the PostgreSQL database at `url` (refuses one that holds a
+    /// ledger already).
+    pub fn create_postgres(url: &str, options: &Options) -> Result<Self, Error> {
+        let meta = meta_rows(Path::new(&crate::store::redact(url)), options)?;
+        Ok(Self { store: crate::store::PgStore::create(url, &meta)? })
+    }
+
+    /// Opens the ledger in the PostgreSQL database at `url`, migrating an older schema.
+    pub fn open_postgres(url: &str) -> Result<Self, Error> {
+        Ok(Self { store: crate::store::PgStore::open(url)? })
+    }
+}
+
+impl Ledger<crate::store::AnyStore> {
+    /// Opens the ledger at `location`: a PostgreSQL URL (`postgres://…`,
+    /// `postgresql://…`) or a SQLite file.
+    pub fn open_any(location: &Path) -> Result<Self, Error> {
+        Ok(Self { store: crate::store::AnyStore::open(&location_text(location)?)? })
+    }
+
+    /// Creates a ledger at `location` (a PostgreSQL URL or a SQLite file).
+    pub fn create_any(location: &Path, options: &Options) -> Result<Self, Error> {
+        let text = location_text(location)?;
+        let meta = meta_rows(Path::new(&crate::store::redact(&text)), options)?;
+        Ok(Self { store: crate::store::AnyStore::create(&text, &meta)? })
+    }
+}
+
+fn location_text(location: &Path) -> Result<String, Error> {
+    location.to_str().map(str::to_owned).ok_or_else(|| Error::Store {
+        path: location.into(),
+        reason: "the ledger's name is not UTF-8".into(),
+    })
+}
+
+/// How many times a write transaction is tried when it keeps meeting concurrent ones.
+const ATTEMPTS: u32 = 8;
+
+/// Runs `attempt` (one or more whole write transactions, each re-reading what it depends
+/// on) again while it fails with [`Error::Busy`]: a serialization failure rolled it back,
+/// so running it again is safe. Waits between attempts grow from 5 ms to 320 ms, each
+/// with random jitter down to half, so that colliding writers spread out.
+pub(crate) fn retrying<T>(mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut wait_ms: u64 = 5;
+    let mut tries = 1;
+    loop {
+        match attempt() {
+            Err(Error::Busy { .. }) if tries < ATTEMPTS => {
+                let mut random = [0u8; 8];
+                let jitter = match escx::keyfile::fill_random(&mut random) {
+                    Ok(()) => u64::from_le_bytes(random) % (wait_ms / 2 + 1),
+                    Err(_) => 0,
+                };
+                std::thread::sleep(std::time::Duration::from_millis(wait_ms - jitter));
+                wait_ms = (wait_ms * 2).min(320);
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Ledger<MemoryStore> {
     /// A ledger that lives in memory only (tests, dry runs).
     pub fn in_memory(options: &Options) -> Result<Self, Error> {
@@ -352,63 +415,79 @@ impl<S: Store> Ledger<S> {
         // 2. Apply, a batch per transaction.
         progress.start("settle", fresh.len() as u64);
         for chunk in fresh.chunks(batch_size.max(1)) {
-            let mut tx = self.store.begin()?;
-            let mut accounts = AccountCache::new();
-            // The batch's statement number; its settlements carry it.
-            let batch = next_seq(&tx)?;
-            let mut entries = Vec::with_capacity(chunk.len());
-            for (event, id, content, chain) in chunk {
-                // A concurrent run may have settled it since the checks above.
-                match tx.settlement(id)? {
-                    Some(held) if held.content == content => {
-                        report.unchanged += 1;
-                        continue;
-                    }
-                    Some(_) => {
-                        return Err(Error::Conflict { event: event.id.clone(), settlement: id.clone() });
-                    }
-                    None => {}
-                }
-                let (payouts, rules) = match event.kind {
-                    Kind::Sale | Kind::Usage => {
-                        tx.insert_settlement(&record_of(event, id, content, batch))?;
-                        pay_out(
-                            &mut tx,
-                            &mut accounts,
-                            id,
-                            CUSTOMERS,
-                            chain,
-                            event.gross_micros,
-                            &event.currency,
-                        )?
-                    }
-                    Kind::Refund => {
-                        // Again inside the transaction: another writer may have disputed,
-                        // cancelled or refunded the target since the checks above.
-                        if let Some(target) = &event.refund_of {
-                            check_refund(&tx, event, target, &HashSet::new(), std::slice::from_ref(*event))?;
+            // One batch, tried again as a whole if a concurrent writer's commit refused it.
+            let part = retrying(|| {
+                let mut report = RunReport::default();
+                let mut tx = self.store.begin()?;
+                let mut accounts = AccountCache::new();
+                // The batch's statement number; its settlements carry it.
+                let batch = next_seq(&tx)?;
+                let mut entries = Vec::with_capacity(chunk.len());
+                for (event, id, content, chain) in chunk {
+                    // A concurrent run may have settled it since the checks above.
+                    match tx.settlement(id)? {
+                        Some(held) if held.content == content => {
+                            report.unchanged += 1;
+                            continue;
                         }
-                        (apply_refund(&mut tx, &mut accounts, event, id, content, batch)?, Vec::new())
+                        Some(_) => {
+                            return Err(Error::Conflict { event: event.id.clone(), settlement: id.clone() });
+                        }
+                        None => {}
                     }
-                };
-                report.transfers += payouts.len();
-                report.settled += 1;
-                progress.advance(1);
-                entries.push(entry(
-                    &event.id,
-                    event.kind.into(),
-                    &event.currency,
-                    event.gross_micros,
-                    payouts,
-                    rules,
-                ));
-            }
-            if !entries.is_empty() {
-                close_batch(&mut tx, &ledger_id, batch, &entries, operator, now)?;
-                report.statements += 1;
-            }
-            tx.commit()?;
-            report.batches += 1;
+                    let (payouts, rules) = match event.kind {
+                        Kind::Sale | Kind::Usage => {
+                            tx.insert_settlement(&record_of(event, id, content, batch))?;
+                            pay_out(
+                                &mut tx,
+                                &mut accounts,
+                                id,
+                                CUSTOMERS,
+                                chain,
+                                event.gross_micros,
+                                &event.currency,
+                            )?
+                        }
+                        Kind::Refund => {
+                            // Again inside the transaction: another writer may have disputed,
+                            // cancelled or refunded the target since the checks above.
+                            if let Some(target) = &event.refund_of {
+                                check_refund(
+                                    &tx,
+                                    event,
+                                    target,
+                                    &HashSet::new(),
+                                    std::slice::from_ref(*event),
+                                )?;
+                            }
+                            (apply_refund(&mut tx, &mut accounts, event, id, content, batch)?, Vec::new())
+                        }
+                    };
+                    report.transfers += payouts.len();
+                    report.settled += 1;
+                    progress.advance(1);
+                    entries.push(entry(
+                        &event.id,
+                        event.kind.into(),
+                        &event.currency,
+                        event.gross_micros,
+                        payouts,
+                        rules,
+                    ));
+                }
+                if !entries.is_empty() {
+                    close_batch(&mut tx, &ledger_id, batch, &entries, operator, now)?;
+                    report.statements += 1;
+                }
+                tx.commit()?;
+                report.batches += 1;
+                Ok(report)
+            })?;
+            report.settled += part.settled;
+            report.unchanged += part.unchanged;
+            report.transfers += part.transfers;
+            report.batches += part.batches;
+            report.statements += part.statements;
         }
         Ok(report)
     }

@@ -166,7 +166,17 @@ pub enum Error {
     Store {
         /// The ledger (empty until known).
         path: PathBuf,
-        /// What SQLite said.
+        /// What the database said.
+        reason: String,
+    },
+    /// A write transaction met a concurrent one (PostgreSQL's serialization failure or
+    /// deadlock) and was rolled back; retrying it is safe. The engine retries a few times
+    /// before it reports this.
+    #[error("ledger {}: {reason}; nothing was written, run it again", .path.display())]
+    Busy {
+        /// The ledger.
+        path: PathBuf,
+        /// What the database said.
         reason: String,
     },
     /// A file could not be read or written.
@@ -205,13 +215,14 @@ impl escx::Fault for Error {
             Self::Statement(e) => e.code(),
             Self::Proof(e) => e.code(),
             Self::Store { .. } => "ledger-store",
+            Self::Busy { .. } => "ledger-busy",
             Self::Io { .. } => "io",
         }
     }
 
     fn class(&self) -> escx::ErrorClass {
         match self {
-            Self::Store { .. } | Self::Io { .. } => escx::ErrorClass::Environment,
+            Self::Store { .. } | Self::Busy { .. } | Self::Io { .. } => escx::ErrorClass::Environment,
             _ => escx::ErrorClass::Input,
         }
     }

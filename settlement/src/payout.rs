@@ -298,6 +298,16 @@ impl<S: Store> Ledger<S> {
         bytes: &[u8],
         now: UnixSeconds,
     ) -> Result<(), Error> {
+        crate::ledger::retrying(|| self.record_payout_export_once(report, format, bytes, now))
+    }
+
+    fn record_payout_export_once(
+        &mut self,
+        report: &PayoutReport,
+        format: &str,
+        bytes: &[u8],
+        now: UnixSeconds,
+    ) -> Result<(), Error> {
         let detail = serde_json::json!({
             "format": format,
             "parties": report.lines.iter().map(|l| &l.party).collect::<BTreeSet<_>>(),

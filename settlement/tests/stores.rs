@@ -1,12 +1,13 @@
 //! The engine depends on nothing but the `Store` contract: random sequences of
-//! settlements, refunds, holds and disputes give the same results on the SQLite store and
-//! on the in-memory store (settlement.md §5.4).
+//! settlements, refunds, holds and disputes give the same results on the SQLite store, on
+//! the in-memory store and on PostgreSQL (settlement.md §5.4).
 
 use escx::Fault as _;
 use escx_manifest::Micros;
 use std::path::Path;
 
 mod common;
+mod pg;
 
 use common::{manifests, op};
 use escx_settlement::disputes::Outcome;
@@ -178,6 +179,29 @@ proptest! {
         let b = run(&mut memory, &ops);
         prop_assert_eq!(a, b);
     }
+}
+
+/// The same property on PostgreSQL, against a throwaway cluster (one database per case).
+/// Ignored by `cargo test`, which needs nothing installed; `.ci/run` runs it with
+/// `--ignored` after installing PostgreSQL when it is missing.
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn postgres_and_memory_stores_agree() {
+    let cluster = pg::Cluster::start();
+    let options = Options {
+        platform: Some(PlatformFee { party: "platform".into(), bps: 500 }),
+        payout_threshold: Micros(25_000_000),
+    };
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });
+    runner
+        .run(&ops(), |ops| {
+            let mut postgres = Ledger::create_postgres(&cluster.database(), &options).unwrap();
+            let mut memory = Ledger::in_memory(&options).unwrap();
+            prop_assert_eq!(run(&mut postgres, &ops), run(&mut memory, &ops));
+            Ok(())
+        })
+        .unwrap();
 }
 
 #[test]

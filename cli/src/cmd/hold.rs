@@ -50,7 +50,7 @@ Examples:
 
 #[derive(Args)]
 pub struct PlaceArgs {
-    /// The ledger.
+    /// The ledger: a SQLite file, or a PostgreSQL URL (postgres://...).
     ledger: PathBuf,
     /// Billing events to hold, a JSON array (spec/settlement.md §1).
     #[arg(long, value_name = "FILE")]
@@ -68,7 +68,7 @@ pub struct PlaceArgs {
 
 #[derive(Args)]
 pub struct CaptureArgs {
-    /// The ledger.
+    /// The ledger: a SQLite file, or a PostgreSQL URL (postgres://...).
     ledger: PathBuf,
     /// The hold: its event id.
     hold: String,
@@ -88,7 +88,7 @@ pub struct CaptureArgs {
 
 #[derive(Args)]
 pub struct VoidArgs {
-    /// The ledger.
+    /// The ledger: a SQLite file, or a PostgreSQL URL (postgres://...).
     ledger: PathBuf,
     /// The hold: its event id.
     #[arg(required_unless_present = "expired", conflicts_with = "expired")]
@@ -103,7 +103,7 @@ pub struct VoidArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
-    /// The ledger.
+    /// The ledger: a SQLite file, or a PostgreSQL URL (postgres://...).
     ledger: PathBuf,
     /// Only holds in this state.
     #[arg(long, value_parser = hold_state)]
@@ -143,17 +143,20 @@ fn hold_place(args: PlaceArgs, ui: &Ui) -> anyhow::Result<()> {
     })?;
     let events = escx_settlement::events::read_events(&args.events)?;
     let manifests = Manifests::load_dir(&args.manifests)?;
-    let mut ledger = Ledger::open(&args.ledger)?;
+    let mut ledger = Ledger::open_any(&args.ledger)?;
     let expires_at = now + seconds;
     let report = ledger.place_holds(&events, &manifests, now, expires_at)?;
-    ui.emit(&Placed { ledger: &args.ledger, report: &report, expires_at: expires_at.rfc3339() }, || {
-        format!(
-            "{} placed, {} placed before and unchanged; they expire at {}",
-            crate::output::count(report.placed, "hold"),
-            report.unchanged,
-            escx::timestamp::format_rfc3339(expires_at)
-        )
-    });
+    ui.emit(
+        &Placed { ledger: &super::shown(&args.ledger), report: &report, expires_at: expires_at.rfc3339() },
+        || {
+            format!(
+                "{} placed, {} placed before and unchanged; they expire at {}",
+                crate::output::count(report.placed, "hold"),
+                report.unchanged,
+                escx::timestamp::format_rfc3339(expires_at)
+            )
+        },
+    );
     Ok(())
 }
 
@@ -164,10 +167,10 @@ fn hold_capture(args: CaptureArgs, ui: &Ui) -> anyhow::Result<()> {
         None => None,
     };
     let manifests = Manifests::load_dir(&args.manifests)?;
-    let mut ledger = Ledger::open(&args.ledger)?;
+    let mut ledger = Ledger::open_any(&args.ledger)?;
     let operator = crate::secrets::load_secret_key(&args.operator_key)?;
     let report = ledger.capture_hold(&args.hold, amount, &manifests, &operator, now)?;
-    ui.emit(&Captured { ledger: &args.ledger, capture: &report }, || {
+    ui.emit(&Captured { ledger: &super::shown(&args.ledger), capture: &report }, || {
         if report.unchanged {
             return format!(
                 "hold {} was captured before with {}: nothing to do",
@@ -192,7 +195,7 @@ fn hold_capture(args: CaptureArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn hold_void(args: VoidArgs, ui: &Ui) -> anyhow::Result<()> {
     let now = super::at_or_now(args.at.as_deref())?;
-    let mut ledger = Ledger::open(&args.ledger)?;
+    let mut ledger = Ledger::open_any(&args.ledger)?;
     let voided = match &args.hold {
         Some(hold) if !args.expired => {
             if ledger.void_hold(hold, now)? {
@@ -203,7 +206,7 @@ fn hold_void(args: VoidArgs, ui: &Ui) -> anyhow::Result<()> {
         }
         _ => ledger.void_expired(now)?,
     };
-    ui.emit(&Voided { ledger: &args.ledger, voided: &voided }, || match voided.len() {
+    ui.emit(&Voided { ledger: &super::shown(&args.ledger), voided: &voided }, || match voided.len() {
         0 => "nothing to void".to_owned(),
         _ => format!("voided {}", voided.join(", ")),
     });
@@ -211,7 +214,7 @@ fn hold_void(args: VoidArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn hold_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
-    let holds = Ledger::open(&args.ledger)?.holds(args.state)?;
+    let holds = Ledger::open_any(&args.ledger)?.holds(args.state)?;
     ui.emit(&Listed { holds: &holds }, || {
         let mut table =
             Table::new(&[Align::Left, Align::Left, Align::Right, Align::Left, Align::Left, Align::Left]);

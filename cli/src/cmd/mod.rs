@@ -26,3 +26,8 @@ pub fn at_or_now(text: Option<&str>) -> anyhow::Result<escx::UnixSeconds> {
         None => Ok(escx::now_unix()),
     }
 }
+
+/// A ledger's location as shown in output: a PostgreSQL URL without its password.
+pub(crate) fn shown(ledger: &std::path::Path) -> std::path::PathBuf {
+    escx_settlement::store::redact(&ledger.to_string_lossy()).into()
+}

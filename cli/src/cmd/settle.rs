@@ -14,14 +14,18 @@ use crate::output::{Align, Table, Ui};
 
 #[derive(Subcommand)]
 pub enum SettleCommand {
-    /// Create a ledger (SQLite, WAL, synchronous=FULL), optionally with a platform fee.
+    /// Create a ledger (a SQLite file, or a PostgreSQL database), optionally with a platform fee.
     #[command(after_help = "\
 The platform fee is the operator's share of every gross amount, taken before the solution
 and package tiers; it is recorded in the ledger so every run applies the same one.
 
+Several operators' nodes share one PostgreSQL ledger; its writers take turns on an
+advisory lock and run SERIALIZABLE (spec/settlement.md §5.5).
+
 Examples:
   escx settle init ./ledger.db
-  escx settle init ./ledger.db --platform-bps 1000 --platform-party platform --payout-threshold 50.00")]
+  escx settle init ./ledger.db --platform-bps 1000 --platform-party platform --payout-threshold 50.00
+  escx settle init 'postgresql:///ledger?host=/run/postgresql' --platform-bps 1000")]
     Init(InitArgs),
     /// Settle billing events through their packages' waterfalls, atomically per batch.
     #[command(after_help = "\
@@ -35,6 +39,7 @@ party in proportion to what it still holds from it.
 
 Examples:
   escx settle run ./ledger.db --events events.json --manifests ./manifests --operator-key op.key
+  escx settle run postgres://escx@db.internal/ledger --events events.json --manifests ./manifests --operator-key op.key
   escx issuer sales ./issuer --events > events.json && escx settle run ./ledger.db --events events.json --manifests ./manifests --operator-key op.key --json")]
     Run(RunArgs),
     /// Dry run: who gets what from one gross amount, step by step (nothing is stored).
@@ -53,7 +58,8 @@ Examples:
 
 #[derive(Args)]
 pub struct InitArgs {
-    /// The ledger file to create.
+    /// The ledger to create: a SQLite file, or a PostgreSQL URL (postgres://...) of a
+    /// database without a ledger.
     ledger: PathBuf,
     /// The platform's share of every gross, in basis points.
     #[arg(long, value_name = "BPS")]
@@ -69,7 +75,7 @@ pub struct InitArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The ledger.
+    /// The ledger: a SQLite file, or a PostgreSQL URL (postgres://...).
     ledger: PathBuf,
     /// Billing events, a JSON array.
     #[arg(long, value_name = "FILE")]
@@ -138,14 +144,21 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
         }
         None => Micros(0),
     };
-    Ledger::create(&args.ledger, &Options { platform: fee.clone(), payout_threshold: threshold })?;
+    Ledger::create_any(&args.ledger, &Options { platform: fee.clone(), payout_threshold: threshold })?;
     ui.emit(
-        &Created { ledger: &args.ledger, platform: fee.as_ref(), payout_threshold: threshold.to_string() },
+        &Created {
+            ledger: &super::shown(&args.ledger),
+            platform: fee.as_ref(),
+            payout_threshold: threshold.to_string(),
+        },
         || {
             let fee = fee
                 .as_ref()
                 .map_or(String::new(), |f| format!(" with a platform fee of {} bps to {}", f.bps, f.party));
-            format!("created ledger {}{fee}, payout threshold {threshold}", args.ledger.display())
+            format!(
+                "created ledger {}{fee}, payout threshold {threshold}",
+                super::shown(&args.ledger).display()
+            )
         },
     );
     Ok(())
@@ -154,7 +167,7 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
 fn settle(args: RunArgs, ui: &Ui) -> anyhow::Result<()> {
     let events = escx_settlement::events::read_events(&args.events)?;
     let manifests = Manifests::load_dir(&args.manifests)?;
-    let mut ledger = Ledger::open(&args.ledger)?;
+    let mut ledger = Ledger::open_any(&args.ledger)?;
     let operator = crate::secrets::load_secret_key(&args.operator_key)?;
     // A bar from 1 000 events on: below that a run takes well under a second.
     let progress = ui.count_progress(1_000);
@@ -166,7 +179,7 @@ fn settle(args: RunArgs, ui: &Ui) -> anyhow::Result<()> {
         escx::now_unix(),
         &progress,
     )?;
-    ui.emit(&Settled { ledger: &args.ledger, events: events.len(), report: &report }, || {
+    ui.emit(&Settled { ledger: &super::shown(&args.ledger), events: events.len(), report: &report }, || {
         format!(
             "{}: {} settled ({}, {}, {} signed), {} already settled and unchanged",
             crate::output::count(events.len(), "event"),

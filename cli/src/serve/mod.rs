@@ -24,6 +24,7 @@ use escx_licensing::issuer::Issuer;
 use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
 use escx_licensing::metering::operator::{Operator, Outcome};
 use escx_settlement::ledger::Ledger;
+use escx_settlement::store::AnyStore;
 use serde::Serialize;
 use tower::ServiceBuilder;
 
@@ -47,8 +48,9 @@ pub struct ServeArgs {
     /// Operator store (`escx operator init`): report and close ingest.
     #[arg(long, value_name = "DIR")]
     pub operator: Option<PathBuf>,
-    /// Settlement ledger (`escx settle init`): signed statements, read-only.
-    #[arg(long, value_name = "FILE")]
+    /// Settlement ledger (`escx settle init`), a SQLite file or a PostgreSQL URL: signed
+    /// statements, read-only.
+    #[arg(long, value_name = "FILE|URL")]
     pub ledger: Option<PathBuf>,
     /// Registry directory (`escx registry init`): index and packages, read-only.
     #[arg(long, value_name = "DIR")]
@@ -103,7 +105,7 @@ struct Service {
     operator_now: Clock,
     issuer: Option<Pool<Issuer>>,
     operator: Option<Pool<Operator>>,
-    ledger: Option<Mutex<Ledger>>,
+    ledger: Option<Mutex<Ledger<AnyStore>>>,
     registry: Option<PathBuf>,
     proofs: Option<PathBuf>,
     metrics: Metrics,
@@ -165,7 +167,7 @@ fn issuer(service: &Service) -> Result<MutexGuard<'_, Issuer>, ApiError> {
 pub(crate) struct Parts {
     pub issuer: Vec<Issuer>,
     pub operator: Vec<Operator>,
-    pub ledger: Option<Ledger>,
+    pub ledger: Option<Ledger<AnyStore>>,
     pub registry: Option<PathBuf>,
     pub proofs: Option<PathBuf>,
 }
@@ -707,7 +709,7 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let operator = args.operator.as_deref().map(open_operator_pool).transpose()?.unwrap_or_default();
-    let ledger = args.ledger.as_deref().map(Ledger::open).transpose()?;
+    let ledger = args.ledger.as_deref().map(Ledger::open_any).transpose()?;
     if let Some(root) = &args.registry {
         escx_manifest::index::read_signed(root)?;
     }

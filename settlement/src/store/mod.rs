@@ -1,14 +1,16 @@
 //! Storage behind the ledger (spec: settlement.md §3.1, §5.4).
 //!
 //! The engine (`ledger`, `holds`, `disputes`, `payout`) decides what to write; a [`Store`]
-//! only keeps rows and runs transactions. Two backends implement it: [`SqliteStore`] (the
-//! product: WAL, `synchronous=FULL`, `BEGIN IMMEDIATE`) and [`MemoryStore`] (tests, and a
-//! reference a new backend can be compared with). A backend must give every
-//! [`Store::begin`] transaction serializable isolation: the engine re-reads what it
-//! depends on (a settlement's content, recoupment totals, a hold's state, the last
-//! statement) inside the transaction and relies on no other writer changing it before
-//! the commit. A PostgreSQL backend would run them at `SERIALIZABLE` and retry on
-//! serialization failures.
+//! only keeps rows and runs transactions. Three backends implement it: [`SqliteStore`]
+//! (the embedded default: WAL, `synchronous=FULL`, `BEGIN IMMEDIATE`), [`PgStore`]
+//! (PostgreSQL, for several service nodes on one database: the ledger's advisory lock,
+//! then `SERIALIZABLE`) and [`MemoryStore`] (tests, and a reference a new backend can be
+//! compared with). A backend must give every [`Store::begin`] transaction serializable
+//! isolation: the engine re-reads what it depends on (a settlement's content, recoupment
+//! totals, a hold's state, the last statement) inside the transaction and relies on no
+//! other writer changing it before the commit. A backend that can refuse a commit for a
+//! concurrent one reports [`Error::Busy`], and the engine runs the
+//! transaction again.
 
 use escx::UnixSeconds;
 use escx::manifest::PackageName;
@@ -51,12 +53,16 @@ macro_rules! forward_reader {
     };
 }
 
+mod any;
 mod memory;
+mod pg;
 mod sqlite;
 
+pub use any::{AnyStore, AnyTx, is_postgres_url};
 pub(crate) use memory::MEMORY;
 pub use memory::MemoryStore;
 pub use memory::MemoryTx;
+pub use pg::{PgStore, PgTx, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION, redact};
 pub use sqlite::{SCHEMA_VERSION as SQLITE_SCHEMA_VERSION, SqliteStore, SqliteTx};
 
 /// An account's key in a store.
