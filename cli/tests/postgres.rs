@@ -153,3 +153,156 @@ fn settle_commands_and_two_service_nodes_share_one_postgres_ledger() {
         let _ = child.wait();
     }
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Starts `escx serve` with `args`; the child and its address.
+fn node(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("escx"))
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--redeem-rate", "100000"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr =
+        line.strip_prefix("listening on http://").unwrap().split_whitespace().next().unwrap().to_owned();
+    (child, addr)
+}
+
+/// A status and body, or `None` when the connection failed or broke.
+type Answer = Option<(u16, Vec<u8>)>;
+
+/// One POST.
+fn post(addr: &str, path: &str, body: &[u8]) -> Answer {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let status = std::str::from_utf8(&answer[9..12]).ok()?.parse().ok()?;
+    Some((status, answer[split + 4..].to_vec()))
+}
+
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_killed() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    std::fs::write(dir.join("pkg/manifest.toml"), common::PAID_MANIFEST).unwrap();
+    for args in [
+        &["key", "generate", "--out", "acme", "--unencrypted"][..],
+        &["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"],
+        &["issuer", "init", "issuer-a", "--unencrypted", "--database", &url],
+        &["issuer", "publish", "issuer-a", "-o", "issuer.pub"],
+        &["issuer", "register-package", "issuer-a", "p.escx", "--pubkey", "acme.pub"],
+    ] {
+        escx(dir).args(args).assert().success();
+    }
+    // The second node holds a copy of the directory: the keys and database.url.
+    copy_dir(&dir.join("issuer-a"), &dir.join("issuer-b"));
+    assert!(!dir.join("issuer-a/issuer.sqlite").exists(), "the store is in PostgreSQL");
+    // Ten wallets of one token each (bought from the file commands, on the same store),
+    // and ten copies of each that spend it with their own holder keys: 100 redemptions.
+    let mut requests: Vec<(usize, Vec<u8>)> = Vec::new();
+    for t in 0..10 {
+        let wallet = format!("w{t}");
+        escx(dir)
+            .args(["license", "request", "--issuer", "issuer.pub", "--package", "acme/thermal"])
+            .args(["--tier", "standard", "--wallet", &wallet, "-o", &format!("req{t}.cbor")])
+            .assert()
+            .success();
+        escx(dir)
+            .args(["issuer", "issue", "issuer-b", &format!("req{t}.cbor"), "-o", &format!("resp{t}.cbor")])
+            .assert()
+            .success();
+        escx(dir)
+            .args(["license", "finalize", &format!("resp{t}.cbor"), "--wallet", &wallet])
+            .assert()
+            .success();
+        for c in 0..10 {
+            let copy = format!("w{t}-{c}");
+            copy_dir(&dir.join(&wallet), &dir.join(&copy));
+            let out = format!("r{t}-{c}.sealed");
+            escx(dir)
+                .args(["license", "redeem", "--wallet", &copy, "--package", "acme/thermal", "-o", &out])
+                .assert()
+                .success();
+            requests.push((t, std::fs::read(dir.join(out)).unwrap()));
+        }
+    }
+    let (mut a, addr_a) = node(dir, &["--issuer", "issuer-a"]);
+    let (mut b, addr_b) = node(dir, &["--issuer", "issuer-b"]);
+    // All 100 at once, alternating between the nodes; node A is killed as soon as it has
+    // answered one of its own, with the rest of its share in flight or queued.
+    let (answered, first_answer) = std::sync::mpsc::channel::<()>();
+    let handles: Vec<_> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, (t, body))| {
+            let to_a = i % 2 == 0;
+            let (addr, body, t) = (if to_a { addr_a.clone() } else { addr_b.clone() }, body.clone(), *t);
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                let outcome = post(&addr, "/v1/redeem", &body);
+                if to_a && outcome.is_some() {
+                    let _ = answered.send(());
+                }
+                (t, outcome)
+            })
+        })
+        .collect();
+    first_answer.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let mut outcomes: Vec<(usize, Answer)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let unanswered = outcomes.iter().filter(|(_, o)| o.is_none()).count();
+    assert!(unanswered > 0, "the kill landed after node A had answered everything");
+    // What node A never answered is sent again to node B, which keeps serving: a
+    // redemption A committed gets its stored answer; the others are decided now.
+    for (i, (_, outcome)) in outcomes.iter_mut().enumerate() {
+        if outcome.is_none() {
+            *outcome = post(&addr_b, "/v1/redeem", &requests[i].1);
+        }
+    }
+    let mut licenses_per_token = [0usize; 10];
+    for (t, outcome) in &outcomes {
+        match outcome {
+            Some((200, _)) => licenses_per_token[*t] += 1,
+            Some((409, body)) => assert!(String::from_utf8_lossy(body).contains("token-spent")),
+            other => panic!("token {t}: {other:?}"),
+        }
+    }
+    assert_eq!(licenses_per_token, [1; 10], "each token gives exactly one license: {licenses_per_token:?}");
+    let _ = b.kill();
+    let _ = b.wait();
+    // The database agrees: ten spent tokens, ten licenses.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut count = |table: &str| -> i64 {
+        client.query_one(&format!("SELECT count(*) FROM escx_issuer.{table}"), &[]).unwrap().get(0)
+    };
+    let counts = (count("spent"), count("licenses"));
+    assert_eq!(counts, (10, 10));
+}

@@ -109,6 +109,11 @@ pub enum Error {
     /// The issuer's or wallet's store failed.
     #[error("store: {0}")]
     Store(String),
+    /// A write transaction met a concurrent one (PostgreSQL's serialization failure or
+    /// deadlock) on every attempt; nothing was written, and sending the request again is
+    /// safe.
+    #[error("store busy: {0}; nothing was written, try again")]
+    Busy(String),
     /// A `--wallet` path that holds no wallet.
     #[error("{}: no wallet here", .path.display())]
     NoWallet {
@@ -353,6 +358,7 @@ impl escx::Fault for Error {
             Self::Malformed { .. } => "message-invalid",
             Self::Escx(e) => e.code(),
             Self::Store(_) => "store",
+            Self::Busy(_) => "store-busy",
             Self::NotForSale { .. } => "not-for-sale",
             Self::UnknownEpoch { .. } => "unknown-epoch",
             Self::TokenInvalid => "token-invalid",
@@ -382,7 +388,7 @@ impl escx::Fault for Error {
         match self {
             Self::Escx(e) => e.class(),
             Self::Manifest(e) => e.class(),
-            Self::Store(_) | Self::NoWallet { .. } => escx::ErrorClass::Environment,
+            Self::Store(_) | Self::Busy(_) | Self::NoWallet { .. } => escx::ErrorClass::Environment,
             _ => escx::ErrorClass::Input,
         }
     }

@@ -1,12 +1,15 @@
-//! The SQLite issuer store and the in-memory reference store agree: the same sequence of
-//! writes (each in its own transaction, some rolled back) gives the same answers to every
-//! query, and the same refusals.
+//! The SQLite and PostgreSQL issuer stores and the in-memory reference store agree: the
+//! same sequence of writes (each in its own transaction, some rolled back) gives the same
+//! answers to every query, and the same refusals.
+
+#[path = "../../settlement/tests/pg/mod.rs"]
+mod pg;
 
 use escx::sig::KeyId;
 use escx_licensing::issuer::store::{
     IssuerReader, IssuerStore, IssuerWriter, LicenseRecord, StoredContentKey,
 };
-use escx_licensing::issuer::{MemoryIssuerStore, Offer, Sale, SqliteIssuerStore};
+use escx_licensing::issuer::{MemoryIssuerStore, Offer, PgIssuerStore, Sale, SqliteIssuerStore};
 use escx_licensing::messages::Epoch;
 use escx_manifest::Micros;
 use proptest::prelude::*;
@@ -196,6 +199,29 @@ proptest! {
             prop_assert_eq!(view(&sqlite), view(&memory), "after step {} {:?}", step, op);
         }
     }
+}
+
+/// The same on PostgreSQL, against a throwaway cluster (one database per case). Ignored by
+/// `cargo test`, which needs nothing installed; `.ci/run` runs it with `--ignored`.
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn postgres_and_memory_stores_agree() {
+    let cluster = pg::Cluster::start();
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });
+    runner
+        .run(&prop::collection::vec((op(), any::<bool>()), 1..40), |ops| {
+            let postgres = PgIssuerStore::open(&cluster.database()).unwrap();
+            let memory = MemoryIssuerStore::new();
+            for (step, (op, commit)) in ops.iter().enumerate() {
+                let a = apply(&postgres, op, *commit);
+                let b = apply(&memory, op, *commit);
+                prop_assert_eq!(&a, &b, "step {} {:?}", step, op);
+                prop_assert_eq!(view(&postgres), view(&memory), "after step {} {:?}", step, op);
+            }
+            Ok(())
+        })
+        .unwrap();
 }
 
 /// The whole issuer runs on the memory store: a sale, a redemption, a retry that spends

@@ -15,6 +15,8 @@ use escx_licensing::verify;
 use escx_licensing::wallet::Wallet;
 use serde::Serialize;
 
+use escx_licensing::issuer::AnyIssuerStore;
+
 use crate::failure::{self, UsageError};
 use crate::output::{Ui, Written};
 use crate::secrets;
@@ -23,7 +25,7 @@ use crate::secrets;
 pub enum IssuerCommand {
     /// Create an issuer: ML-DSA-87 signing key, ML-KEM-1024 key, first POPRF epoch, store.
     #[command(
-        after_help = "Examples:\n  escx issuer init ./issuer --name \"Acme Licensing\"\n  escx issuer init ./issuer --unencrypted"
+        after_help = "The store is the directory's SQLite file, or with --database a PostgreSQL database that several\nservice nodes share (each node holds a copy of the directory: its keys and database.url).\n\nExamples:\n  escx issuer init ./issuer --name \"Acme Licensing\"\n  escx issuer init ./issuer --unencrypted\n  escx issuer init ./issuer --database 'postgresql:///escx?host=/run/postgresql'"
     )]
     Init(IssuerInitArgs),
     /// Write the signed public bundle customers verify everything against.
@@ -213,6 +215,10 @@ pub struct IssuerInitArgs {
     /// Store the signing key without a passphrase.
     #[arg(long)]
     unencrypted: bool,
+    /// Keep the store in this PostgreSQL database (postgres://...) instead of a SQLite
+    /// file in the directory; written to DIR/database.url.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
 }
 
 #[derive(Args)]
@@ -508,9 +514,9 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))
 }
 
-pub(crate) fn open_issuer(dir: &Path) -> anyhow::Result<Issuer> {
+pub(crate) fn open_issuer(dir: &Path) -> anyhow::Result<Issuer<AnyIssuerStore>> {
     let key = dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
-    Issuer::open(dir, || secrets::passphrase_for(&key))
+    Issuer::open_any(dir, || secrets::passphrase_for(&key))
         .with_context(|| format!("opening issuer {}", dir.display()))
 }
 
@@ -569,8 +575,11 @@ fn issuer_init(args: IssuerInitArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow:
         let key = args.dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
         Protection::Passphrase(secrets::new_passphrase(&key)?, Argon2Params::DEFAULT)
     };
-    let issuer = Issuer::init(&args.dir, &args.name, &protection, now)?;
-    let id = issuer.signing_key().id().to_string();
+    let id = match &args.database {
+        Some(url) => Issuer::init_postgres(&args.dir, url, &args.name, &protection, now)?.signing_key().id(),
+        None => Issuer::init(&args.dir, &args.name, &protection, now)?.signing_key().id(),
+    }
+    .to_string();
     ui.emit(&IssuerCreated { dir: &args.dir, issuer_id: &id, name: &args.name }, || {
         format!("created issuer {:?} in {} (issuer id {id})", args.name, args.dir.display())
     });

@@ -35,13 +35,15 @@ use crate::messages::{
 };
 use crate::poprf::{IssuerKey, TokenInfo};
 
+mod any;
 mod memory;
+mod pg;
 mod sqlite;
 pub mod store;
 
 pub use sqlite::SCHEMA_VERSION;
+pub use store::{AnyIssuerStore, MemoryIssuerStore, PgIssuerStore, SqliteIssuerStore};
 use store::{IssuerReader, IssuerStore, IssuerWriter, LicenseRecord, StoredContentKey};
-pub use store::{MemoryIssuerStore, SqliteIssuerStore};
 
 /// Signing key file in the issuer directory.
 pub const SIGNING_KEY_FILE: &str = "signing.key";
@@ -229,32 +231,26 @@ impl Issuer<SqliteIssuerStore> {
         let signing = SecretKey::generate();
         keyfile::write_secret_key(&dir.join(SIGNING_KEY_FILE), &signing, protection, false)?;
         let kem = KemSecretKey::generate();
-        let file = KemKeyFile {
-            v: 1,
-            public: ByteBuf::from(kem.public_key().as_bytes().to_vec()),
-            secret: ByteBuf::from(kem.secret_bytes().to_vec()),
-        };
-        escx::fsutil::write_atomic(
-            &dir.join(KEM_KEY_FILE),
-            &Zeroizing::new(escx::cbor::encode(&file)),
-            escx::fsutil::MODE_SECRET,
-            false,
-        )?;
+        write_kem_key(dir, &kem)?;
         let store = SqliteIssuerStore::open(&dir.join(DATABASE_FILE))?;
         Issuer::create(store, signing, kem, dir, name, now)
     }
 
     /// Opens an issuer directory; `passphrase` is asked only if the signing key is sealed.
     pub fn open(dir: &Path, passphrase: impl FnOnce() -> Option<Zeroizing<String>>) -> Result<Self, Error> {
-        let signing = keyfile::read_secret_key(&dir.join(SIGNING_KEY_FILE), passphrase)?;
-        let kem_path = dir.join(KEM_KEY_FILE);
-        let bytes = Zeroizing::new(std::fs::read(&kem_path).map_err(|e| escx::Error::io(&kem_path, e))?);
-        let mut file: KemKeyFile = crate::messages::decode(&bytes, "KEM key file")?;
-        let public = KemPublicKey::from_bytes(&file.public)?;
-        let secret = Zeroizing::new(std::mem::take(&mut file.secret).into_vec());
-        let kem = KemSecretKey::from_parts(secret, public)?;
+        let (signing, kem) = read_keys(dir, passphrase)?;
         let store = SqliteIssuerStore::open(&dir.join(DATABASE_FILE))?;
         Ok(Self { dir: dir.to_path_buf(), store, signing, kem })
+    }
+
+    /// The same issuer over [`AnyIssuerStore`].
+    pub fn into_any(self) -> Issuer<AnyIssuerStore> {
+        Issuer {
+            dir: self.dir,
+            store: AnyIssuerStore::Sqlite(self.store),
+            signing: self.signing,
+            kem: self.kem,
+        }
     }
 
     /// The database connection, for this crate's tests that inspect the issuer's complete
@@ -264,6 +260,92 @@ impl Issuer<SqliteIssuerStore> {
     pub fn database(&self) -> &rusqlite::Connection {
         self.store.connection()
     }
+}
+
+/// The signing and KEM keys of an issuer directory.
+fn read_keys(
+    dir: &Path,
+    passphrase: impl FnOnce() -> Option<Zeroizing<String>>,
+) -> Result<(SecretKey, KemSecretKey), Error> {
+    let signing = keyfile::read_secret_key(&dir.join(SIGNING_KEY_FILE), passphrase)?;
+    let kem_path = dir.join(KEM_KEY_FILE);
+    let bytes = Zeroizing::new(std::fs::read(&kem_path).map_err(|e| escx::Error::io(&kem_path, e))?);
+    let mut file: KemKeyFile = crate::messages::decode(&bytes, "KEM key file")?;
+    let public = KemPublicKey::from_bytes(&file.public)?;
+    let secret = Zeroizing::new(std::mem::take(&mut file.secret).into_vec());
+    Ok((signing, KemSecretKey::from_parts(secret, public)?))
+}
+
+/// In an issuer directory, the file naming the PostgreSQL database that holds its store
+/// instead of the directory's SQLite file (licensing.md §4.1). It may hold a password, so
+/// it is written 0600.
+pub const DATABASE_URL_FILE: &str = "database.url";
+
+impl Issuer<AnyIssuerStore> {
+    /// Opens an issuer directory over whichever store it uses: the PostgreSQL database its
+    /// `database.url` names, else its SQLite file.
+    pub fn open_any(
+        dir: &Path,
+        passphrase: impl FnOnce() -> Option<Zeroizing<String>>,
+    ) -> Result<Self, Error> {
+        let url_path = dir.join(DATABASE_URL_FILE);
+        match std::fs::read_to_string(&url_path) {
+            Ok(url) => {
+                let (signing, kem) = read_keys(dir, passphrase)?;
+                let store = AnyIssuerStore::Postgres(PgIssuerStore::open(url.trim())?);
+                Ok(Issuer { dir: dir.to_path_buf(), store, signing, kem })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Issuer::open(dir, passphrase)?.into_any())
+            }
+            Err(e) => Err(escx::Error::io(&url_path, e).into()),
+        }
+    }
+
+    /// Creates an issuer directory whose store is the PostgreSQL database at `url`: the
+    /// keys in `dir` (as [`Issuer::init`]), the issuer's tables and first POPRF epoch in the
+    /// database, and `database.url`, so every later open of the directory uses the
+    /// database. Service nodes each hold a copy of the directory (keys and URL).
+    pub fn init_postgres(
+        dir: &Path,
+        url: &str,
+        name: &str,
+        protection: &Protection,
+        now: UnixSeconds,
+    ) -> Result<Self, Error> {
+        if std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some()) {
+            return Err(Error::Store(format!("{} is not empty", dir.display())));
+        }
+        escx::fsutil::create_private_dir(dir)?;
+        let signing = SecretKey::generate();
+        keyfile::write_secret_key(&dir.join(SIGNING_KEY_FILE), &signing, protection, false)?;
+        let kem = KemSecretKey::generate();
+        write_kem_key(dir, &kem)?;
+        let store = AnyIssuerStore::Postgres(PgIssuerStore::open(url)?);
+        let issuer = Issuer::create(store, signing, kem, dir, name, now)?;
+        escx::fsutil::write_atomic(
+            &dir.join(DATABASE_URL_FILE),
+            format!("{url}\n").as_bytes(),
+            escx::fsutil::MODE_SECRET,
+            false,
+        )?;
+        Ok(issuer)
+    }
+}
+
+fn write_kem_key(dir: &Path, kem: &KemSecretKey) -> Result<(), Error> {
+    let file = KemKeyFile {
+        v: 1,
+        public: ByteBuf::from(kem.public_key().as_bytes().to_vec()),
+        secret: ByteBuf::from(kem.secret_bytes().to_vec()),
+    };
+    escx::fsutil::write_atomic(
+        &dir.join(KEM_KEY_FILE),
+        &Zeroizing::new(escx::cbor::encode(&file)),
+        escx::fsutil::MODE_SECRET,
+        false,
+    )?;
+    Ok(())
 }
 
 impl Issuer<MemoryIssuerStore> {
@@ -333,6 +415,10 @@ impl<S: IssuerStore> Issuer<S> {
     /// Adds a POPRF epoch starting when the latest ends (or at `now`), so windows never
     /// overlap.
     pub fn add_epoch(&self, now: UnixSeconds, length_secs: u64) -> Result<u32, Error> {
+        retrying(|| self.add_epoch_once(now, length_secs))
+    }
+
+    fn add_epoch_once(&self, now: UnixSeconds, length_secs: u64) -> Result<u32, Error> {
         let mut tx = self.store.begin()?;
         let (epoch, start) = match tx.epochs()?.last() {
             Some(last) => (last.epoch + 1, last.not_after.max(now)),
@@ -355,6 +441,10 @@ impl<S: IssuerStore> Issuer<S> {
     /// (name, keys, epochs) changed since the newest one, naming that one's hash; otherwise
     /// the stored chain comes back unchanged, so every customer sees the same bytes.
     pub fn bundle(&self, now: UnixSeconds) -> Result<BundleChain, Error> {
+        retrying(|| self.bundle_once(now))
+    }
+
+    fn bundle_once(&self, now: UnixSeconds) -> Result<BundleChain, Error> {
         let mut tx = self.store.begin()?;
         let mut versions = stored_bundles(&tx)?;
         let payload = BundlePayload {
@@ -390,6 +480,10 @@ impl<S: IssuerStore> Issuer<S> {
     /// add offers for a name nor replace them. [`Self::register_package`] verifies a
     /// package file and calls this for each tier.
     pub fn add_offer(&self, offer: &Offer, publishers: &[KeyId], now: UnixSeconds) -> Result<(), Error> {
+        retrying(|| self.add_offer_once(offer, publishers, now))
+    }
+
+    fn add_offer_once(&self, offer: &Offer, publishers: &[KeyId], now: UnixSeconds) -> Result<(), Error> {
         let mut tx = self.store.begin()?;
         claim_scope(&mut tx, &offer.package, publishers, now)?;
         tx.put_offer(offer)?;
@@ -405,6 +499,15 @@ impl<S: IssuerStore> Issuer<S> {
     /// first segment, and not be registered for any other package file. Everything is
     /// stored in one transaction.
     pub fn register_package(
+        &self,
+        package: &Path,
+        publishers: &TrustPolicy,
+        now: UnixSeconds,
+    ) -> Result<Registration, Error> {
+        retrying(|| self.register_package_once(package, publishers, now))
+    }
+
+    fn register_package_once(
         &self,
         package: &Path,
         publishers: &TrustPolicy,
@@ -494,6 +597,15 @@ impl<S: IssuerStore> Issuer<S> {
         account: Option<&str>,
         now: UnixSeconds,
     ) -> Result<TokenResponse, Error> {
+        retrying(|| self.issue_for_once(request, account, now))
+    }
+
+    fn issue_for_once(
+        &self,
+        request: &TokenRequest,
+        account: Option<&str>,
+        now: UnixSeconds,
+    ) -> Result<TokenResponse, Error> {
         let request_id = blake3::derive_key(CONTEXT_REQUEST_ID, &request.to_cbor());
         if let Some(stored) = issued_in(&self.store, &request_id)? {
             return Ok(stored);
@@ -553,6 +665,10 @@ impl<S: IssuerStore> Issuer<S> {
     /// not) gets the stored sealed answer back and spends nothing more; any other request
     /// with a spent token is `token-spent`.
     pub fn redeem(&self, sealed: &SealedRedeemRequest, now: UnixSeconds) -> Result<SealedLicense, Error> {
+        retrying(|| self.redeem_once(sealed, now))
+    }
+
+    fn redeem_once(&self, sealed: &SealedRedeemRequest, now: UnixSeconds) -> Result<SealedLicense, Error> {
         let request = self.open_redeem_request(sealed)?;
         let info = request.info();
         let token_id = token_id(&info, &request.input);
@@ -675,6 +791,10 @@ impl<S: IssuerStore> Issuer<S> {
 
     /// Revokes a license.
     pub fn revoke(&self, license_id: &[u8], reason: &str, now: UnixSeconds) -> Result<(), Error> {
+        retrying(|| self.revoke_once(license_id, reason, now))
+    }
+
+    fn revoke_once(&self, license_id: &[u8], reason: &str, now: UnixSeconds) -> Result<(), Error> {
         let mut tx = self.store.begin()?;
         if !tx.license_exists(license_id)? {
             return Err(Error::UnknownLicense { license_id: hex::encode(license_id) });
@@ -686,6 +806,10 @@ impl<S: IssuerStore> Issuer<S> {
     /// Signs a new CRL, numbered one more than the last. The number is taken and advanced
     /// inside one write transaction, so two processes never sign two CRLs with one number.
     pub fn crl(&self, now: UnixSeconds) -> Result<Vec<u8>, Error> {
+        retrying(|| self.crl_once(now))
+    }
+
+    fn crl_once(&self, now: UnixSeconds) -> Result<Vec<u8>, Error> {
         let mut tx = self.store.begin()?;
         let last = meta(&tx, "crl_number")?;
         let number = last
@@ -720,6 +844,10 @@ impl<S: IssuerStore> Issuer<S> {
     /// Creates a purchase account and returns its bearer token (service.md §3): 32 random
     /// bytes as hex, shown once; the store keeps only its hash.
     pub fn add_account(&self, name: &str, now: UnixSeconds) -> Result<Zeroizing<String>, Error> {
+        retrying(|| self.add_account_once(name, now))
+    }
+
+    fn add_account_once(&self, name: &str, now: UnixSeconds) -> Result<Zeroizing<String>, Error> {
         if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
             return Err(Error::Malformed {
                 what: "account name",
@@ -746,6 +874,33 @@ impl<S: IssuerStore> Issuer<S> {
     /// Every sale event, oldest first.
     pub fn sales(&self) -> Result<Vec<Sale>, Error> {
         self.store.sales()
+    }
+}
+
+/// How many times a write is tried while it keeps meeting concurrent ones.
+const ATTEMPTS: u32 = 8;
+
+/// Runs `attempt` (whole write transactions, each re-reading what it depends on) again
+/// while it fails with [`Error::Busy`]: the failed transaction was rolled back, so running
+/// it again is safe. Waits grow from 5 ms to 320 ms with random jitter down to half
+/// (licensing.md §4.1).
+fn retrying<T>(mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut wait_ms: u64 = 5;
+    let mut tries = 1;
+    loop {
+        match attempt() {
+            Err(Error::Busy(_)) if tries < ATTEMPTS => {
+                let mut random = [0u8; 8];
+                let jitter = match escx::keyfile::fill_random(&mut random) {
+                    Ok(()) => u64::from_le_bytes(random) % (wait_ms / 2 + 1),
+                    Err(_) => 0,
+                };
+                std::thread::sleep(std::time::Duration::from_millis(wait_ms - jitter));
+                wait_ms = (wait_ms * 2).min(320);
+                tries += 1;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -20,7 +20,9 @@ use super::{Offer, Sale};
 use crate::Error;
 use crate::messages::{Epoch, Revoked};
 
+pub use super::any::{AnyIssuerStore, AnyIssuerTx};
 pub use super::memory::{MemoryIssuerStore, MemoryIssuerTx};
+pub use super::pg::{PgIssuerStore, PgIssuerTx, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use super::sqlite::{SqliteIssuerStore, SqliteIssuerTx};
 
 /// Implements [`IssuerReader`] for `$type` by forwarding every query to `$inner`, an
