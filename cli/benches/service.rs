@@ -14,6 +14,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../../settlement/tests/pg/mod.rs"]
+mod pg;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -75,9 +77,9 @@ fn purchase_requests(
 }
 
 /// `n` sealed redemption requests, each spending its own token.
-fn redemptions(
+fn redemptions<S: escx_licensing::issuer::store::IssuerStore>(
     wallet: &Wallet,
-    issuer: &Issuer,
+    issuer: &Issuer<S>,
     chain: &escx_licensing::messages::BundleChain,
     n: usize,
 ) -> Vec<SealedRedeemRequest> {
@@ -150,13 +152,14 @@ fn deal(bodies: Vec<Vec<u8>>, clients: usize) -> Vec<Vec<Vec<u8>>> {
 }
 
 /// Sends each chunk's bodies to `path`, in order, from a thread of its own over one
-/// keep-alive connection.
-fn load(addr: &str, path: &str, bearer: Option<&str>, chunks: Vec<Vec<Vec<u8>>>) -> Run {
+/// keep-alive connection to one of `addrs` (chunk `i` to `addrs[i % len]`).
+fn load(addrs: &[&str], path: &str, bearer: Option<&str>, chunks: Vec<Vec<Vec<u8>>>) -> Run {
     let started = Instant::now();
     let handles: Vec<_> = chunks
         .into_iter()
-        .map(|bodies| {
-            let addr = addr.to_owned();
+        .enumerate()
+        .map(|(i, bodies)| {
+            let addr = addrs[i % addrs.len()].to_owned();
             let path = path.to_owned();
             let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
             std::thread::spawn(move || {
@@ -279,9 +282,9 @@ fn main() {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr =
         line.strip_prefix("listening on http://").unwrap().split_whitespace().next().unwrap().to_owned();
-    let purchase_http = load(&addr, "/v1/purchase", Some(&token), deal(purchases, clients));
-    let redeem_http = load(&addr, "/v1/redeem", None, deal(sealed, clients));
-    let ingest_http = load(&addr, "/v1/reports", None, reports_http);
+    let purchase_http = load(&[&addr], "/v1/purchase", Some(&token), deal(purchases, clients));
+    let redeem_http = load(&[&addr], "/v1/redeem", None, deal(sealed, clients));
+    let ingest_http = load(&[&addr], "/v1/reports", None, reports_http);
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
 
@@ -289,6 +292,70 @@ fn main() {
     report("purchase", &purchase_local, &purchase_http, clients);
     report("redemption", &redeem_local, &redeem_http, clients);
     report("report", &ingest_local, &ingest_http, clients);
+
+    if std::env::var_os("ESCX_BENCH_POSTGRES").is_some() || !quick {
+        nodes(dir, requests, clients);
+    }
+}
+
+/// Starts `escx serve` in `dir` with `args`; the child and its address.
+fn serve(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_escx"))
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--redeem-rate", "1000000", "--max-in-flight", "1024"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr =
+        line.strip_prefix("listening on http://").unwrap().split_whitespace().next().unwrap().to_owned();
+    (child, addr)
+}
+
+/// Redemptions/s with one and with two service nodes on one PostgreSQL database (a
+/// throwaway cluster, durable on commit; the tests' harness), each node over its own copy
+/// of the issuer directory, against the SQLite figure above.
+fn nodes(dir: &Path, requests: usize, clients: usize) {
+    let cluster = pg::Cluster::start_durable();
+    let url = cluster.database();
+    escx(dir, &["issuer", "init", "pg-a", "--unencrypted", "--database", &url]);
+    escx(dir, &["issuer", "publish", "pg-a", "-o", "pg.pub"]);
+    escx(dir, &["issuer", "register-package", "pg-a", "p.escx", "--pubkey", "acme.pub"]);
+    copy_dir(&dir.join("pg-a"), &dir.join("pg-b"));
+    let chain =
+        escx_licensing::messages::BundleChain::parse(&std::fs::read(dir.join("pg.pub")).unwrap()).unwrap();
+    let wallet = Wallet::open(&dir.join("pg-wallet")).unwrap();
+    wallet.add_issuer(&chain).unwrap();
+    let (one, two) = {
+        let issuer = Issuer::open_any(&dir.join("pg-a"), || None).unwrap();
+        let bytes = |sealed: Vec<SealedRedeemRequest>| -> Vec<Vec<u8>> {
+            sealed.iter().map(|s| s.as_bytes().to_vec()).collect()
+        };
+        (
+            bytes(redemptions(&wallet, &issuer, &chain, requests)),
+            bytes(redemptions(&wallet, &issuer, &chain, requests)),
+        )
+    };
+    let (mut a, addr_a) = serve(dir, &["--issuer", "pg-a"]);
+    let one_node = load(&[&addr_a], "/v1/redeem", None, deal(one, clients));
+    let (mut b, addr_b) = serve(dir, &["--issuer", "pg-b"]);
+    let two_nodes = load(&[&addr_a, &addr_b], "/v1/redeem", None, deal(two, clients));
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    println!(
+        "redemption on PostgreSQL, {clients} clients: one node {:>6.0}/s (p50 {:>7.2?}, p99 {:>7.2?})   two nodes {:>6.0}/s (p50 {:>7.2?}, p99 {:>7.2?})   ratio {:.2}x",
+        one_node.per_second,
+        one_node.p50,
+        one_node.p99,
+        two_nodes.per_second,
+        two_nodes.p50,
+        two_nodes.p99,
+        two_nodes.per_second / one_node.per_second
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -25,7 +25,7 @@ pub enum AnyStore {
     /// A SQLite file.
     Sqlite(SqliteStore),
     /// A PostgreSQL database.
-    Postgres(PgStore),
+    Postgres(Box<PgStore>),
 }
 
 /// A write transaction on an [`AnyStore`].
@@ -40,7 +40,7 @@ impl AnyStore {
     /// Creates a ledger at `location` with `meta` rows.
     pub fn create(location: &str, meta: &[(&str, String)]) -> Result<Self, Error> {
         Ok(if is_postgres_url(location) {
-            Self::Postgres(PgStore::create(location, meta)?)
+            Self::Postgres(Box::new(PgStore::create(location, meta)?))
         } else {
             Self::Sqlite(SqliteStore::create(Path::new(location), meta)?)
         })
@@ -49,7 +49,7 @@ impl AnyStore {
     /// Opens the ledger at `location`, migrating an older schema.
     pub fn open(location: &str) -> Result<Self, Error> {
         Ok(if is_postgres_url(location) {
-            Self::Postgres(PgStore::open(location)?)
+            Self::Postgres(Box::new(PgStore::open(location)?))
         } else {
             Self::Sqlite(SqliteStore::open(Path::new(location))?)
         })
@@ -58,7 +58,7 @@ impl AnyStore {
     fn reader(&self) -> &dyn Reader {
         match self {
             Self::Sqlite(s) => s,
-            Self::Postgres(s) => s,
+            Self::Postgres(s) => s.as_ref(),
         }
     }
 }

@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, NoTls, Row, Statement};
+use std::collections::HashMap;
 
 use super::{
     AccountId, Balance, DisputeRecord, HoldRecord, HoldState, PartyTransfer, Reader, RecordKind,
@@ -147,6 +148,9 @@ pub struct PgStore {
     client: RefCell<Client>,
     /// The URL without its password, for messages.
     location: PathBuf,
+    /// Statements prepared on this connection, by their text: one round trip each after
+    /// the first, instead of a prepare and an execute.
+    prepared: RefCell<HashMap<String, Statement>>,
 }
 
 /// A write transaction on a [`PgStore`]: the ledger's lock held, `SERIALIZABLE`. Dropped
@@ -154,6 +158,9 @@ pub struct PgStore {
 pub struct PgTx<'a> {
     store: &'a PgStore,
     committed: bool,
+    /// Transfers not yet sent: written in one statement before the next query of this
+    /// transaction and before its commit, so nothing reads past them.
+    transfers: RefCell<Vec<(String, i64, i64, i64)>>,
 }
 
 /// `url` with any password (in the user part or a `password=` parameter) replaced by
@@ -212,7 +219,11 @@ impl PgStore {
     /// Creates a ledger in the database at `url` (which must hold no ledger yet): every
     /// migration and the `meta` rows, in one transaction.
     pub fn create(url: &str, meta: &[(&str, String)]) -> Result<Self, Error> {
-        let store = Self { client: RefCell::new(Self::connect(url)?), location: redact(url).into() };
+        let store = Self {
+            client: RefCell::new(Self::connect(url)?),
+            location: redact(url).into(),
+            prepared: RefCell::default(),
+        };
         store.migrate(Some(meta))?;
         Ok(store)
     }
@@ -220,7 +231,11 @@ impl PgStore {
     /// Opens the ledger at `url`, running the migrations it lacks (in one transaction);
     /// refuses a database with no ledger or a newer schema than this build's.
     pub fn open(url: &str) -> Result<Self, Error> {
-        let store = Self { client: RefCell::new(Self::connect(url)?), location: redact(url).into() };
+        let store = Self {
+            client: RefCell::new(Self::connect(url)?),
+            location: redact(url).into(),
+            prepared: RefCell::default(),
+        };
         store.migrate(None)?;
         Ok(store)
     }
@@ -319,7 +334,7 @@ impl Store for PgStore {
             return Err(failure(location, &e));
         }
         drop(client);
-        Ok(PgTx { store: self, committed: false })
+        Ok(PgTx { store: self, committed: false, transfers: RefCell::default() })
     }
 }
 
@@ -338,13 +353,31 @@ impl Drop for PgTx<'_> {
 struct Q<'c> {
     client: &'c RefCell<Client>,
     location: &'c Path,
+    prepared: &'c RefCell<HashMap<String, Statement>>,
+}
+
+/// `sql` prepared once per connection.
+fn prepared(
+    client: &mut Client,
+    cache: &RefCell<HashMap<String, Statement>>,
+    location: &Path,
+    sql: &str,
+) -> Result<Statement, Error> {
+    if let Some(statement) = cache.borrow().get(sql) {
+        return Ok(statement.clone());
+    }
+    let statement = client.prepare(sql).map_err(|e| failure(location, &e))?;
+    cache.borrow_mut().insert(sql.to_owned(), statement.clone());
+    Ok(statement)
 }
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 impl Q<'_> {
     fn rows(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
-        self.client.borrow_mut().query(sql, params).map_err(|e| failure(self.location, &e))
+        let client = &mut *self.client.borrow_mut();
+        let statement = prepared(client, self.prepared, self.location, sql)?;
+        client.query(&statement, params).map_err(|e| failure(self.location, &e))
     }
 
     fn list<T>(
@@ -690,12 +723,73 @@ fn time(t: impl Into<u64>) -> i64 {
     i64::try_from(t.into()).unwrap_or(i64::MAX)
 }
 
-forward_reader!(PgStore, self => Q { client: &self.client, location: &self.location });
-forward_reader!(PgTx<'_>, self => Q { client: &self.store.client, location: &self.store.location });
+forward_reader!(PgStore, self => Q { client: &self.client, location: &self.location, prepared: &self.prepared });
+// Every query of a transaction first writes its buffered transfers.
+#[rustfmt::skip]
+impl Reader for PgTx<'_> {
+    fn location(&self) -> PathBuf { self.store.location.clone() }
+    fn meta(&self, key: &str) -> Result<Option<String>, Error> { self.q()?.meta(key) }
+    fn settlement(&self, id: &str) -> Result<Option<SettlementRecord>, Error> { self.q()?.settlement(id) }
+    fn settlement_ids_starting(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> { self.q()?.settlement_ids_starting(prefix, limit) }
+    fn refunds_of(&self, target: &str) -> Result<Vec<String>, Error> { self.q()?.refunds_of(target) }
+    fn transfers_of(&self, settlement: &str) -> Result<Vec<TransferRecord>, Error> { self.q()?.transfers_of(settlement) }
+    fn recouped(&self, currency: &str) -> Result<BTreeMap<String, Micros>, Error> { self.q()?.recouped(currency) }
+    fn settlement_recoup(&self, settlement: &str) -> Result<Vec<(String, i64)>, Error> { self.q()?.settlement_recoup(settlement) }
+    fn statements(&self) -> Result<Vec<StatementRecord>, Error> { self.q()?.statements() }
+    fn statement(&self, seq: u64) -> Result<Option<StatementRecord>, Error> { self.q()?.statement(seq) }
+    fn last_statement(&self) -> Result<Option<(u64, [u8; 32])>, Error> { self.q()?.last_statement() }
+    fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { self.q()?.openings(seq, party) }
+    fn statement_openings(&self, seq: u64) -> Result<Vec<Opening>, Error> { self.q()?.statement_openings(seq) }
+    fn hold(&self, settlement: &str) -> Result<Option<HoldRecord>, Error> { self.q()?.hold(settlement) }
+    fn holds(&self, state: Option<HoldState>) -> Result<Vec<(HoldRecord, SettlementRecord)>, Error> { self.q()?.holds(state) }
+    fn disputes(&self) -> Result<Vec<(DisputeRecord, SettlementRecord)>, Error> { self.q()?.disputes() }
+    fn open_dispute(&self, settlement: &str) -> Result<Option<DisputeRecord>, Error> { self.q()?.open_dispute(settlement) }
+    fn balances(&self, name: Option<&str>) -> Result<Vec<Balance>, Error> { self.q()?.balances(name) }
+    fn party_transfers(&self, from: UnixSeconds, to: UnixSeconds) -> Result<Vec<PartyTransfer>, Error> { self.q()?.party_transfers(from, to) }
+    fn counts(&self) -> Result<(u64, u64), Error> { self.q()?.counts() }
+    fn unconserved(&self) -> Result<Vec<String>, Error> { self.q()?.unconserved() }
+}
 
 impl PgTx<'_> {
+    /// The queries, once the buffered transfers are written.
+    fn q(&self) -> Result<Q<'_>, Error> {
+        self.flush()?;
+        Ok(Q { client: &self.store.client, location: &self.store.location, prepared: &self.store.prepared })
+    }
+
+    /// Writes the buffered transfers, in order, in one statement.
+    fn flush(&self) -> Result<(), Error> {
+        let pending = std::mem::take(&mut *self.transfers.borrow_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut settlements = Vec::with_capacity(pending.len());
+        let (mut debits, mut credits, mut amounts) = (Vec::new(), Vec::new(), Vec::new());
+        for (settlement, debit, credit, amount) in pending {
+            settlements.push(settlement);
+            debits.push(debit);
+            credits.push(credit);
+            amounts.push(amount);
+        }
+        // unnest keeps the arrays' order (WITH ORDINALITY), so ids follow the writes.
+        self.execute(
+            "INSERT INTO transfers (settlement, debit, credit, amount)
+             SELECT s, d, c, a FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+                 WITH ORDINALITY AS u (s, d, c, a, n) ORDER BY n",
+            &[&settlements, &debits, &credits, &amounts],
+        )
+        .map(drop)
+    }
+
+    fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
+        let client = &mut *self.store.client.borrow_mut();
+        let statement = prepared(client, &self.store.prepared, &self.store.location, sql)?;
+        client.execute(&statement, params).map_err(|e| failure(&self.store.location, &e))
+    }
+
     fn run(&self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
-        self.store.client.borrow_mut().execute(sql, params).map_err(|e| failure(&self.store.location, &e))
+        self.flush()?;
+        self.execute(sql, params)
     }
 
     fn amount(&self, value: Micros) -> Result<i64, Error> {
@@ -709,7 +803,7 @@ impl Writer for PgTx<'_> {
             "INSERT INTO accounts (name, currency) VALUES ($1, $2) ON CONFLICT (name, currency) DO NOTHING",
             &[&name, &currency],
         )?;
-        let q = Q { client: &self.store.client, location: &self.store.location };
+        let q = self.q()?;
         q.one("SELECT id FROM accounts WHERE name = $1 AND currency = $2", &[&name, &currency], |r| {
             q.get(r, 0)
         })?
@@ -753,11 +847,9 @@ impl Writer for PgTx<'_> {
         credit: AccountId,
         amount: Micros,
     ) -> Result<(), Error> {
-        self.run(
-            "INSERT INTO transfers (settlement, debit, credit, amount) VALUES ($1, $2, $3, $4)",
-            &[&settlement, &debit, &credit, &self.amount(amount)?],
-        )
-        .map(drop)
+        let amount = self.amount(amount)?;
+        self.transfers.borrow_mut().push((settlement.to_owned(), debit, credit, amount));
+        Ok(())
     }
 
     fn set_recouped(&mut self, party: &str, currency: &str, total: Micros) -> Result<(), Error> {
@@ -785,19 +877,17 @@ impl Writer for PgTx<'_> {
             "INSERT INTO statements (seq, hash, issued_at, entries, bytes) VALUES ($1, $2, $3, $4, $5)",
             &[&seq, &&s.hash[..], &time(s.issued_at), &entries, &s.bytes],
         )?;
-        for opening in openings {
-            self.run(
-                "INSERT INTO statement_openings (seq, entry, party, amount, blinding) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &seq,
-                    &i64::from(opening.entry),
-                    &opening.party,
-                    &self.amount(opening.amount)?,
-                    &opening.blinding.as_slice(),
-                ],
-            )?;
-        }
-        Ok(())
+        // Every opening in one statement.
+        let entries: Vec<i64> = openings.iter().map(|o| i64::from(o.entry)).collect();
+        let parties: Vec<Option<&str>> = openings.iter().map(|o| o.party.as_deref()).collect();
+        let amounts: Vec<i64> = openings.iter().map(|o| self.amount(o.amount)).collect::<Result<_, _>>()?;
+        let blindings: Vec<&[u8]> = openings.iter().map(|o| o.blinding.as_slice()).collect();
+        self.run(
+            "INSERT INTO statement_openings (seq, entry, party, amount, blinding)
+             SELECT $1, e, p, a, b FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bytea[]) AS u (e, p, a, b)",
+            &[&seq, &entries, &parties, &amounts, &blindings],
+        )
+        .map(drop)
     }
 
     fn audit(&mut self, at: UnixSeconds, action: &str, subject: &str, detail: &str) -> Result<(), Error> {
@@ -878,6 +968,7 @@ impl Writer for PgTx<'_> {
     }
 
     fn commit(mut self) -> Result<(), Error> {
+        self.flush()?;
         let result = self.store.client.borrow_mut().batch_execute("COMMIT");
         // Committed or not, the transaction is over: Drop only releases the lock.
         self.committed = true;

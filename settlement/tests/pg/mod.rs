@@ -53,8 +53,19 @@ fn is_root() -> bool {
 }
 
 impl Cluster {
-    /// Starts a cluster (a few hundred milliseconds).
+    /// Starts a cluster for tests (a few hundred milliseconds): `fsync` off, since no
+    /// test crashes the server itself.
     pub fn start() -> Self {
+        Self::start_with("-c fsync=off -c synchronous_commit=off")
+    }
+
+    /// Starts a cluster that is durable on commit (PostgreSQL's defaults: `fsync` and
+    /// `synchronous_commit` on), for benchmarks.
+    pub fn start_durable() -> Self {
+        Self::start_with("-c fsync=on -c synchronous_commit=on")
+    }
+
+    fn start_with(durability: &str) -> Self {
         let bin = bindir();
         let root = tempfile::Builder::new().prefix("escx-pg").tempdir().unwrap();
         let user = is_root().then(|| "postgres".to_owned());
@@ -81,7 +92,7 @@ impl Cluster {
             ],
         );
         let options = format!(
-            "-c listen_addresses= -k {} -p {PORT} -c fsync=off -c synchronous_commit=off -c max_connections=200",
+            "-c listen_addresses= -k {} -p {PORT} {durability} -c max_connections=200",
             cluster.socket.display()
         );
         let log = cluster.root.path().join("server.log");
