@@ -260,7 +260,7 @@ fn main() {
         (purchase_local, redeem_local, purchases, sealed, reports_local, reports_http)
     };
     // The same operator store, before any report, for each side.
-    copy_dir(&dir.join("op"), &dir.join("op-http"));
+    common::copy_dir(&dir.join("op"), &dir.join("op-http"));
     let ingest_local = {
         let mut operator = Operator::open(&dir.join("op")).unwrap();
         let judged = escx::UnixSeconds(escx::now_unix().0 + operator_ahead(per_license));
@@ -323,7 +323,7 @@ fn nodes(dir: &Path, requests: usize, clients: usize) {
     escx(dir, &["issuer", "init", "pg-a", "--unencrypted", "--database", &url]);
     escx(dir, &["issuer", "publish", "pg-a", "-o", "pg.pub"]);
     escx(dir, &["issuer", "register-package", "pg-a", "p.escx", "--pubkey", "acme.pub"]);
-    copy_dir(&dir.join("pg-a"), &dir.join("pg-b"));
+    common::copy_dir(&dir.join("pg-a"), &dir.join("pg-b"));
     let chain =
         escx_licensing::messages::BundleChain::parse(&std::fs::read(dir.join("pg.pub")).unwrap()).unwrap();
     let wallet = Wallet::open(&dir.join("pg-wallet")).unwrap();
@@ -356,17 +356,4 @@ fn nodes(dir: &Path, requests: usize, clients: usize) {
         two_nodes.p99,
         two_nodes.per_second / one_node.per_second
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

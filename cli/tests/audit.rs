@@ -1,6 +1,8 @@
 //! The auditor's tools through the real binary: statement proofs, a publisher's revenue
 //! and threshold proofs, and an auditor holding only public files.
 
+mod common;
+
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -16,14 +18,6 @@ fn escx(dir: &Path) -> Command {
 
 fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 #[test]
@@ -118,8 +112,8 @@ fn operator_publisher_and_auditor() {
 
     // The auditor: an empty directory with public files only.
     let audit = tmp.path().join("auditor");
-    copy_dir(&dir.join("statements"), &audit.join("statements"));
-    copy_dir(&dir.join("proofs"), &audit.join("proofs"));
+    common::copy_dir(&dir.join("statements"), &audit.join("statements"));
+    common::copy_dir(&dir.join("proofs"), &audit.join("proofs"));
     for file in ["op.pub", "rev.proof", "thr.proof"] {
         std::fs::copy(dir.join(file), audit.join(file)).unwrap();
     }

@@ -72,7 +72,7 @@ fn buy_redeem_verify_revoke() {
         .success()
         .stdout(predicate::str::contains("2 acme/thermal standard tokens"));
     // A copy of the wallet, tokens and all (what a thief or a careless backup has).
-    copy_dir(&dir.join("w"), &dir.join("w-copy"));
+    common::copy_dir(&dir.join("w"), &dir.join("w-copy"));
     run(&["license", "redeem", "--wallet", "w", "--package", "acme/thermal", "-o", "redeem.sealed"]);
     run(&["issuer", "redeem", "issuer", "redeem.sealed", "-o", "license.sealed"]);
     run(&["license", "install", "license.sealed", "--wallet", "w"]);
@@ -181,19 +181,6 @@ fn buy_redeem_verify_revoke() {
     let sales = json(&escx(dir).args(["issuer", "sales", "issuer", "--json"]).output().unwrap().stdout);
     assert_eq!(sales["sales"].as_array().unwrap().len(), 1, "the retried purchase recorded no second sale");
     assert_eq!(sales["sales"][0]["total_micros"], 98_000_000);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

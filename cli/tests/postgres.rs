@@ -154,19 +154,6 @@ fn settle_commands_and_two_service_nodes_share_one_postgres_ledger() {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Starts `escx serve` with `args`; the child and its address.
 fn node(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("escx"))
@@ -222,7 +209,7 @@ fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_kille
         escx(dir).args(args).assert().success();
     }
     // The second node holds a copy of the directory: the keys and database.url.
-    copy_dir(&dir.join("issuer-a"), &dir.join("issuer-b"));
+    common::copy_dir(&dir.join("issuer-a"), &dir.join("issuer-b"));
     assert!(!dir.join("issuer-a/issuer.sqlite").exists(), "the store is in PostgreSQL");
     // Ten wallets of one token each (bought from the file commands, on the same store),
     // and ten copies of each that spend it with their own holder keys: 100 redemptions.
@@ -244,7 +231,7 @@ fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_kille
             .success();
         for c in 0..10 {
             let copy = format!("w{t}-{c}");
-            copy_dir(&dir.join(&wallet), &dir.join(&copy));
+            common::copy_dir(&dir.join(&wallet), &dir.join(&copy));
             let out = format!("r{t}-{c}.sealed");
             escx(dir)
                 .args(["license", "redeem", "--wallet", &copy, "--package", "acme/thermal", "-o", &out])

@@ -230,7 +230,7 @@ fn fifty_concurrent_redemptions_of_one_token_give_one_license() {
     let requests: Vec<Vec<u8>> = (0..50)
         .map(|i| {
             let copy = format!("w{i}");
-            copy_dir(&dir.join("w"), &dir.join(&copy));
+            common::copy_dir(&dir.join("w"), &dir.join(&copy));
             let out = format!("r{i}.sealed");
             escx(dir)
                 .args(["license", "redeem", "--wallet", &copy, "--package", "acme/thermal", "-o", &out])
@@ -376,19 +376,6 @@ fn a_slow_client_is_cut_off_by_the_timeout() {
     // The service still answers others.
     assert_eq!(http(&server.addr, "GET", "/healthz", &[], b"").0, 200);
     assert!(server.stop().success());
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

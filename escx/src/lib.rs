@@ -51,6 +51,7 @@ pub mod manifest;
 pub mod pack;
 pub mod policy;
 pub mod progress;
+pub mod retry;
 pub mod rotation;
 pub mod sig;
 pub mod timestamp;

@@ -276,31 +276,10 @@ fn location_text(location: &Path) -> Result<String, Error> {
     })
 }
 
-/// How many times a write transaction is tried when it keeps meeting concurrent ones.
-const ATTEMPTS: u32 = 8;
-
-/// Runs `attempt` (one or more whole write transactions, each re-reading what it depends
-/// on) again while it fails with [`Error::Busy`]: a serialization failure rolled it back,
-/// so running it again is safe. Waits between attempts grow from 5 ms to 320 ms, each
-/// with random jitter down to half, so that colliding writers spread out.
-pub(crate) fn retrying<T>(mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    let mut wait_ms: u64 = 5;
-    let mut tries = 1;
-    loop {
-        match attempt() {
-            Err(Error::Busy { .. }) if tries < ATTEMPTS => {
-                let mut random = [0u8; 8];
-                let jitter = match escx::keyfile::fill_random(&mut random) {
-                    Ok(()) => u64::from_le_bytes(random) % (wait_ms / 2 + 1),
-                    Err(_) => 0,
-                };
-                std::thread::sleep(std::time::Duration::from_millis(wait_ms - jitter));
-                wait_ms = (wait_ms * 2).min(320);
-                tries += 1;
-            }
-            other => return other,
-        }
-    }
+/// Runs `attempt` again while it fails with [`Error::Busy`] (settlement.md §5.4): a
+/// serialization failure rolled it back, so running it again is safe.
+pub(crate) fn retrying<T>(attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    escx::retry::while_busy(|e| matches!(e, Error::Busy { .. }), attempt)
 }
 
 impl Ledger<MemoryStore> {

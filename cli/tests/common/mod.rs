@@ -1,4 +1,4 @@
-//! Fixtures shared by the CLI tests and the service benchmark.
+//! Fixtures and helpers shared by the CLI tests and the service benchmark.
 // Each user takes the fixtures it needs: the tests both manifests, the bench one.
 #![allow(dead_code)]
 
@@ -15,3 +15,18 @@ pub const METERED_MANIFEST: &str = "[package]\nname = \"acme/thermal\"\nversion 
      [telemetry]\nmetrics = [\"invocations\"]\nwindow = \"24h\"\ncohort_min_size = 50\nepsilon = 1.0\n\
      [revenue]\ncurrency = \"USD\"\nresidual = \"acme\"\neffective_from = \"2026-01-01\"\n\
      [[revenue.step]]\nparty = \"referrer\"\nshare_of_remaining_bps = 1000\n";
+
+/// Copies the directory tree `from` to `to` (a wallet or an issuer directory handed to
+/// another process, a set of public files handed to an auditor).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -877,31 +877,10 @@ impl<S: IssuerStore> Issuer<S> {
     }
 }
 
-/// How many times a write is tried while it keeps meeting concurrent ones.
-const ATTEMPTS: u32 = 8;
-
-/// Runs `attempt` (whole write transactions, each re-reading what it depends on) again
-/// while it fails with [`Error::Busy`]: the failed transaction was rolled back, so running
-/// it again is safe. Waits grow from 5 ms to 320 ms with random jitter down to half
-/// (licensing.md §4.1).
-fn retrying<T>(mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    let mut wait_ms: u64 = 5;
-    let mut tries = 1;
-    loop {
-        match attempt() {
-            Err(Error::Busy(_)) if tries < ATTEMPTS => {
-                let mut random = [0u8; 8];
-                let jitter = match escx::keyfile::fill_random(&mut random) {
-                    Ok(()) => u64::from_le_bytes(random) % (wait_ms / 2 + 1),
-                    Err(_) => 0,
-                };
-                std::thread::sleep(std::time::Duration::from_millis(wait_ms - jitter));
-                wait_ms = (wait_ms * 2).min(320);
-                tries += 1;
-            }
-            other => return other,
-        }
-    }
+/// Runs `attempt` again while it fails with [`Error::Busy`] (licensing.md §4): the failed
+/// transaction was rolled back, so running it again is safe.
+fn retrying<T>(attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    escx::retry::while_busy(|e| matches!(e, Error::Busy(_)), attempt)
 }
 
 fn meta(store: &impl IssuerReader, key: &str) -> Result<String, Error> {
