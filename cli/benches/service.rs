@@ -270,18 +270,24 @@ fn main() {
         })
     };
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_escx"))
-        .current_dir(dir)
-        .args(["serve", "--issuer", "issuer", "--operator", "op-http", "--listen", "127.0.0.1:0"])
-        .args(["--redeem-rate", "1000000", "--ingest-rate", "1000000", "--max-in-flight", "1024"])
-        .args(["--operator-clock-ahead", &operator_ahead(per_license).to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr =
-        line.strip_prefix("listening on http://").unwrap().split_whitespace().next().unwrap().to_owned();
+    let ahead = operator_ahead(per_license).to_string();
+    let (mut child, addr) = common::serve(
+        dir,
+        &[
+            "--issuer",
+            "issuer",
+            "--operator",
+            "op-http",
+            "--redeem-rate",
+            "1000000",
+            "--ingest-rate",
+            "1000000",
+            "--max-in-flight",
+            "1024",
+            "--operator-clock-ahead",
+            &ahead,
+        ],
+    );
     let purchase_http = load(&[&addr], "/v1/purchase", Some(&token), deal(purchases, clients));
     let redeem_http = load(&[&addr], "/v1/redeem", None, deal(sealed, clients));
     let ingest_http = load(&[&addr], "/v1/reports", None, reports_http);
@@ -298,20 +304,10 @@ fn main() {
     }
 }
 
-/// Starts `escx serve` in `dir` with `args`; the child and its address.
+/// Starts `escx serve` in `dir` with `args` and limits no benchmark reaches.
 fn serve(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_escx"))
-        .current_dir(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--redeem-rate", "1000000", "--max-in-flight", "1024"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr =
-        line.strip_prefix("listening on http://").unwrap().split_whitespace().next().unwrap().to_owned();
-    (child, addr)
+    let limits = ["--redeem-rate", "1000000", "--max-in-flight", "1024"];
+    common::serve(dir, &[&limits[..], args].concat())
 }
 
 /// Redemptions/s with one and with two service nodes on one PostgreSQL database (a

@@ -8,7 +8,7 @@ mod common;
 #[path = "../../settlement/tests/pg/mod.rs"]
 mod pg;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -124,26 +124,8 @@ fn settle_commands_and_two_service_nodes_share_one_postgres_ledger() {
     run(dir, &["audit", "statements", "statements", "--operator-pub", "op.pub"]);
 
     // Two service nodes on the same database serve the same signed statements.
-    let nodes: Vec<(std::process::Child, String)> = (0..2)
-        .map(|_| {
-            let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("escx"))
-                .current_dir(dir)
-                .args(["serve", "--ledger", &url, "--listen", "127.0.0.1:0"])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-            let addr = line
-                .strip_prefix("listening on http://")
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-            (child, addr)
-        })
-        .collect();
+    let nodes: Vec<(std::process::Child, String)> =
+        (0..2).map(|_| common::serve(dir, &["--ledger", &url])).collect();
     let exported = std::fs::read(dir.join("statements/statement-18.cbor")).unwrap();
     for (_, addr) in &nodes {
         assert_eq!(get(addr, "/v1/statements/18"), exported);
@@ -154,20 +136,9 @@ fn settle_commands_and_two_service_nodes_share_one_postgres_ledger() {
     }
 }
 
-/// Starts `escx serve` with `args`; the child and its address.
+/// Starts `escx serve` with `args`, rate limits out of the way.
 fn node(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("escx"))
-        .current_dir(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--redeem-rate", "100000"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr =
-        line.strip_prefix("listening on http://").unwrap().split_whitespace().next().unwrap().to_owned();
-    (child, addr)
+    common::serve(dir, &[&["--redeem-rate", "100000"][..], args].concat())
 }
 
 /// A status and body, or `None` when the connection failed or broke.
@@ -292,4 +263,139 @@ fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_kille
     };
     let counts = (count("spent"), count("licenses"));
     assert_eq!(counts, (10, 10));
+}
+
+/// Two service nodes over one PostgreSQL operator store (metering.md §6.4): every hourly
+/// report of four licenses is sent to both nodes at once; each is stored by exactly one
+/// node and found a duplicate by the other; the closes go to the second node and the
+/// billing read from the first directory bills each license's minutes once.
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn two_operator_nodes_on_one_database_store_each_report_once() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    std::fs::write(dir.join("pkg/manifest.toml"), common::METERED_MANIFEST).unwrap();
+    for args in [
+        &["key", "generate", "--out", "acme", "--unencrypted"][..],
+        &["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"],
+        &["issuer", "init", "issuer", "--unencrypted"],
+        &["issuer", "publish", "issuer", "-o", "issuer.pub"],
+        &["issuer", "register-package", "issuer", "p.escx", "--pubkey", "acme.pub"],
+        &["operator", "init", "op-a", "--issuer", "issuer.pub", "--database", &url],
+        &["operator", "package", "op-a", "p.escx", "--pubkey", "acme.pub"],
+    ] {
+        escx(dir).args(args).assert().success();
+    }
+    assert!(!dir.join("op-a/operator.sqlite").exists(), "the store is in PostgreSQL");
+    common::copy_dir(&dir.join("op-a"), &dir.join("op-b"));
+    // Four wallets of one metered license each, using it two minutes in each of three hours.
+    let hour = (escx::now_unix().0 / 3600 + 2) * 3600;
+    let later = format!("@{}", hour + 4 * 3600);
+    let mut reports: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
+    for w in 0..4 {
+        let wallet = format!("w{w}");
+        escx(dir)
+            .args([
+                "license",
+                "request",
+                "--issuer",
+                "issuer.pub",
+                "--package",
+                "acme/thermal",
+                "--tier",
+                "metered",
+            ])
+            .args(["--wallet", &wallet, "-o", "req.cbor", "--force"])
+            .assert()
+            .success();
+        escx(dir)
+            .args(["issuer", "issue", "issuer", "req.cbor", "-o", "resp.cbor", "--force"])
+            .assert()
+            .success();
+        escx(dir).args(["license", "finalize", "resp.cbor", "--wallet", &wallet]).assert().success();
+        escx(dir)
+            .args([
+                "license",
+                "redeem",
+                "--wallet",
+                &wallet,
+                "--package",
+                "acme/thermal",
+                "-o",
+                "r.sealed",
+                "--force",
+            ])
+            .assert()
+            .success();
+        escx(dir)
+            .args(["issuer", "redeem", "issuer", "r.sealed", "-o", "l.sealed", "--force"])
+            .assert()
+            .success();
+        escx(dir).args(["license", "install", "l.sealed", "--wallet", &wallet]).assert().success();
+        for (h, batch) in reports.iter_mut().enumerate() {
+            let at = hour + h as u64 * 3600 + 600;
+            for minute in [0, 60] {
+                escx(dir)
+                    .args(["meter", "record", "--wallet", &wallet, "--package", "acme/thermal"])
+                    .args(["--unit", "invocations", "--at", &format!("@{}", at + minute)])
+                    .assert()
+                    .success();
+            }
+            let out = format!("report-{w}-{h}.cbor");
+            escx(dir)
+                .args(["meter", "report", "--wallet", &wallet, "--package", "acme/thermal"])
+                .args(["--hour", &format!("@{at}"), "--at", &later, "-o", &out])
+                .assert()
+                .success();
+            batch.push(std::fs::read(dir.join(out)).unwrap());
+        }
+    }
+    let ahead = (hour + 4 * 3600 - escx::now_unix().0).to_string();
+    let (mut a, addr_a) = common::serve(dir, &["--operator", "op-a", "--operator-clock-ahead", &ahead]);
+    let (mut b, addr_b) = common::serve(dir, &["--operator", "op-b", "--operator-clock-ahead", &ahead]);
+    // Hour by hour (a license's reports chain in order), each report to both nodes at once.
+    for batch in &reports {
+        let sends: Vec<_> = batch
+            .iter()
+            .flat_map(|body| [(addr_a.clone(), body.clone()), (addr_b.clone(), body.clone())])
+            .map(|(addr, body)| std::thread::spawn(move || post(&addr, "/v1/reports", &body)))
+            .collect();
+        let answers: Vec<String> = sends
+            .into_iter()
+            .map(|h| {
+                let (status, body) = h.join().unwrap().expect("both nodes answer");
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                let answer: Value = serde_json::from_slice(&body).unwrap();
+                answer["outcome"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        for pair in answers.chunks(2) {
+            let mut pair = pair.to_vec();
+            pair.sort();
+            assert_eq!(pair, ["duplicate", "stored"], "one node stores a report, the other finds it stored");
+        }
+    }
+    for w in 0..4 {
+        escx(dir)
+            .args(["meter", "close", "--wallet", &format!("w{w}"), "--package", "acme/thermal"])
+            .args(["--period", &format!("@{hour}"), "--early", "--at", &later])
+            .args(["--server", &format!("http://{addr_b}")])
+            .assert()
+            .success();
+    }
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let billing =
+        run(dir, &["operator", "billing", "op-a", "--period", &format!("@{hour}"), "-o", "usage.json"]);
+    let minutes: Vec<u64> =
+        billing["charges"].as_array().unwrap().iter().map(|c| c["minutes"].as_u64().unwrap()).collect();
+    assert_eq!(minutes, [6, 6, 6, 6], "{billing}");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let stored: i64 = client.query_one("SELECT count(*) FROM escx_operator.reports", &[]).unwrap().get(0);
+    assert_eq!(stored, 12);
 }

@@ -61,6 +61,7 @@
 pub mod issuer;
 pub mod messages;
 pub mod metering;
+mod pg;
 pub mod poprf;
 mod sqlite;
 pub mod verify;

@@ -25,6 +25,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde_bytes::ByteBuf;
 
+#[path = "../../settlement/tests/pg/mod.rs"]
+mod pg;
+
 /// 2027-01-15T08:00:00Z, on the hour.
 const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
 const H: u64 = 3600;
@@ -99,6 +102,16 @@ impl World {
     fn operator(&self) -> Operator {
         let mut operator =
             Operator::init(&self.tmp.path().join("op"), std::slice::from_ref(&self.chain)).unwrap();
+        operator.add_package(&self.package, &self.policy, T0).unwrap();
+        operator
+    }
+
+    /// An operator directory `name` over the PostgreSQL database at `url`.
+    fn pg_operator(&self, name: &str, url: &str) -> Operator {
+        let mut operator =
+            Operator::init_postgres(&self.tmp.path().join(name), url, std::slice::from_ref(&self.chain))
+                .unwrap();
+        assert!(operator.is_postgres());
         operator.add_package(&self.package, &self.policy, T0).unwrap();
         operator
     }
@@ -673,4 +686,286 @@ fn an_hour_used_under_two_licenses_is_reported_for_each() {
         meter.report("acme/thermal", T0 + 2 * H, Telemetry::Private, now).unwrap().license_id,
         new.license_id
     );
+}
+
+/// Everything one operator store is asked in [`transcript`], made once.
+struct Script {
+    batch: Vec<Vec<u8>>,
+    twin: Vec<u8>,
+    share: Vec<Vec<u8>>,
+    metered: Vec<Vec<u8>>,
+    close: Vec<u8>,
+    openings: Vec<OpeningFile>,
+}
+
+fn script(w: &World) -> Script {
+    // Three licenses, five hours each, shuffled; a gap, a too-early hour and garbage.
+    let (wallet, licenses) = w.wallet("chains", "metered", 3);
+    let mut values = [0u64; 60];
+    values[5] = 1;
+    values[17] = 3;
+    let mut batch = Vec::new();
+    for license in &licenses {
+        let cert = certificate(&wallet, license);
+        let mut previous = [0u8; 32];
+        for i in 0..5u64 {
+            let file = craft(
+                &wallet,
+                license,
+                &cert,
+                (T0 + (i + 1) * H).0,
+                i + 1,
+                previous,
+                &[("minutes", values)],
+                false,
+            );
+            previous = hash_of(&file);
+            batch.push(file);
+        }
+    }
+    let cert = certificate(&wallet, &licenses[0]);
+    batch.push(craft(
+        &wallet,
+        &licenses[0],
+        &cert,
+        (T0 + 9 * H).0,
+        9,
+        [7; 32],
+        &[("minutes", values)],
+        false,
+    ));
+    batch.push(craft(
+        &wallet,
+        &licenses[1],
+        &certificate(&wallet, &licenses[1]),
+        (T0 + 400 * H).0,
+        6,
+        [1; 32],
+        &[("minutes", values)],
+        false,
+    ));
+    batch.push(b"not a report".to_vec());
+    batch.swap(0, 7);
+    batch.swap(3, 12);
+    let mut other = values;
+    other[6] = 1;
+    let twin = craft(&wallet, &licenses[0], &cert, (T0 + H).0, 1, [0; 32], &[("minutes", other)], false);
+    // Fifty share-tier holders, for a release.
+    let (share_wallet, share) = w.wallet("share", "metered-share", 50);
+    let share = share
+        .iter()
+        .map(|l| {
+            craft(
+                &share_wallet,
+                l,
+                &certificate(&share_wallet, l),
+                (T0 + H).0,
+                1,
+                [0; 32],
+                &[("minutes", values)],
+                true,
+            )
+        })
+        .collect();
+    // A metered month from the meter itself, closed, with openings.
+    let (meter_wallet, _) = w.wallet("meter", "metered", 1);
+    let meter = Meter::open(&meter_wallet).unwrap();
+    meter.record("acme/thermal", "invocations", 3, T0 + H + 17 * 60 + 5).unwrap();
+    meter.record("acme/thermal", "invocations", 5, T0 + 2 * H + 40 * 60).unwrap();
+    let metered = [T0 + H, T0 + 2 * H]
+        .iter()
+        .map(|hour| meter.report("acme/thermal", *hour, Telemetry::Private, T0 + 3 * H).unwrap().file)
+        .collect();
+    let openings = vec![
+        meter.open_hour("acme/thermal", T0 + H, Some(17), Some("invocations")).unwrap(),
+        meter.open_hour("acme/thermal", T0 + 2 * H, None, None).unwrap(),
+    ];
+    let period = Period::of(T0);
+    let close = meter.close("acme/thermal", period, None, false, period.end() + 10).unwrap().file;
+    Script { batch, twin, share, metered, close, openings }
+}
+
+/// What an operator store answers to the script, as text: every outcome, charge,
+/// release and piece of evidence, with the store's own id taken out.
+fn transcript(operator: &mut Operator, s: &Script) -> Vec<String> {
+    let now = T0 + 200 * H;
+    let mut out = Vec::new();
+    let ingest = |operator: &mut Operator, files: &[Vec<u8>], now: escx::UnixSeconds| {
+        operator
+            .ingest(files, now)
+            .unwrap()
+            .iter()
+            .map(|r| format!("{}:{:?}:{:?}:{}", r.index, r.license_id, r.seq, code(&r.outcome)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    out.push(ingest(operator, &s.batch, now));
+    out.push(ingest(operator, &s.batch, now));
+    out.push(ingest(operator, std::slice::from_ref(&s.twin), now));
+    out.push(ingest(operator, &s.metered, now));
+    out.push(ingest(operator, &s.share[..49], now));
+    let day = T0.floor(86_400);
+    let window = (day, day + 86_400);
+    let package = "acme/thermal".parse().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    out.push(format!("{:?}", operator.aggregate(&package, window, 100, None, &mut rng, now)));
+    out.push(ingest(operator, &s.share[49..], now));
+    for epsilon in [Some(600_000), None, None] {
+        out.push(match operator.aggregate(&package, window, 100, epsilon, &mut rng, now) {
+            Ok(a) => format!("{a:?}"),
+            Err(e) => e.code().to_owned(),
+        });
+    }
+    for opening in &s.openings {
+        out.push(format!("{:?}", operator.check_opening(&opening.to_cbor()).map(|v| v.values)));
+    }
+    let period = Period::of(T0);
+    for at in [20, 30] {
+        out.push(match operator.close(&s.close, period.end() + at) {
+            Ok(c) => format!("{} {} {:?} {} {}", c.license_id, c.period, c.totals, c.reports, c.again),
+            Err(e) => e.code().to_owned(),
+        });
+    }
+    out.push(ingest(operator, std::slice::from_ref(&s.metered[0]), period.end() + 40));
+    let id = operator.id().to_owned();
+    for charge in operator.billing(period).unwrap() {
+        out.push(format!("{charge:?}").replace(&id, "ID"));
+    }
+    for e in operator.evidence(None).unwrap() {
+        out.push(format!(
+            "{} {} {} {:?} {:?} {} {}",
+            e.kind,
+            e.license_id,
+            e.holder,
+            e.hour,
+            e.seq,
+            e.first.len(),
+            e.second.len()
+        ));
+    }
+    out
+}
+
+/// The operator store on PostgreSQL answers exactly as on SQLite: every ingest outcome,
+/// release (same seeded noise), opening, close, charge and piece of evidence. Ignored by
+/// `cargo test`, which needs nothing installed; `.ci/run` runs it with `--ignored`.
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn the_operator_store_on_postgres_answers_as_on_sqlite() {
+    let cluster = pg::Cluster::start();
+    let w = world();
+    let s = script(&w);
+    let sqlite = transcript(&mut w.operator(), &s);
+    let url = cluster.database();
+    let postgres = transcript(&mut w.pg_operator("pg-op", &url), &s);
+    assert_eq!(sqlite.len(), postgres.len());
+    for (line, (a, b)) in sqlite.iter().zip(&postgres).enumerate() {
+        assert_eq!(a, b, "line {line}");
+    }
+    // The script reached every kind of answer.
+    let all = sqlite.join("\n");
+    for expected in [
+        "stored",
+        "duplicate",
+        "equivocation",
+        "report-out-of-order",
+        "report-too-early",
+        "report-invalid",
+        "Suppressed",
+        "Released",
+        "epsilon-exhausted",
+        " 2 true",
+        "flagged: false",
+    ] {
+        assert!(all.contains(expected), "{expected} missing from\n{all}");
+    }
+    // A second directory on the same database is the same store: same id, same data.
+    std::fs::create_dir(w.tmp.path().join("pg-op2")).unwrap();
+    std::fs::copy(w.tmp.path().join("pg-op/database.url"), w.tmp.path().join("pg-op2/database.url")).unwrap();
+    let again = Operator::open(&w.tmp.path().join("pg-op2")).unwrap();
+    assert_eq!(again.billing(Period::of(T0)).unwrap().len(), 1);
+    // A database holding a store is not initialised twice.
+    let err = Operator::init_postgres(&w.tmp.path().join("pg-op3"), &url, &[]).err().unwrap();
+    assert!(err.to_string().contains("holds an operator store already"), "{err}");
+    // A database whose schema is newer than this build is refused.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client.execute("UPDATE escx_operator.meta SET value = '99' WHERE key = 'schema'", &[]).unwrap();
+    let err = Operator::open(&w.tmp.path().join("pg-op2")).err().unwrap();
+    assert!(err.to_string().contains("newer than this build"), "{err}");
+}
+
+/// Two operator handles on one PostgreSQL database (two service nodes) ingest the same
+/// 300 reports at once, in other orders: each is stored once, the other node sees it as
+/// a duplicate, and every license's chain ends at its last report.
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn two_nodes_ingesting_the_same_reports_store_each_once() {
+    let cluster = pg::Cluster::start();
+    let w = world();
+    let (wallet, licenses) = w.wallet("wallet", "metered", 6);
+    let mut values = [0u64; 60];
+    values[1] = 1;
+    let mut files = Vec::new();
+    for license in &licenses {
+        let cert = certificate(&wallet, license);
+        let mut previous = [0u8; 32];
+        for i in 0..50u64 {
+            let file = craft(
+                &wallet,
+                license,
+                &cert,
+                (T0 + (i + 1) * H).0,
+                i + 1,
+                previous,
+                &[("minutes", values)],
+                false,
+            );
+            previous = hash_of(&file);
+            files.push(file);
+        }
+    }
+    let url = cluster.database();
+    drop(w.pg_operator("a", &url));
+    std::fs::create_dir(w.tmp.path().join("b")).unwrap();
+    std::fs::copy(w.tmp.path().join("a/database.url"), w.tmp.path().join("b/database.url")).unwrap();
+    let now = T0 + 100 * H;
+    let mut reversed = files.clone();
+    reversed.reverse();
+    let outcomes: Vec<Vec<&'static str>> = std::thread::scope(|scope| {
+        [("a", &files), ("b", &reversed)]
+            .map(|(dir, files)| {
+                let dir = w.tmp.path().join(dir);
+                scope.spawn(move || {
+                    let mut node = Operator::open(&dir).unwrap();
+                    let mut codes = Vec::new();
+                    for batch in files.chunks(25) {
+                        codes.extend(node.ingest(batch, now).unwrap().iter().map(|r| code(&r.outcome)));
+                    }
+                    codes
+                })
+            })
+            .map(|h| h.join().unwrap())
+            .into()
+    });
+    let all: Vec<&str> = outcomes.concat();
+    let stored = all.iter().filter(|c| **c == "stored").count();
+    let duplicate = all.iter().filter(|c| **c == "duplicate").count();
+    // A node that ran ahead of the other on a license may find the next report's
+    // predecessor not yet stored: refused as out of order, and stored by the other.
+    let other: Vec<&&str> =
+        all.iter().filter(|c| !["stored", "duplicate", "report-out-of-order"].contains(c)).collect();
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(stored, 300, "each report stored exactly once");
+    assert!(duplicate <= 300);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let rows = client
+        .query("SELECT count(*), max(seq), max(head_seq) FROM escx_operator.reports JOIN escx_operator.licenses USING (license_id) GROUP BY license_id", &[])
+        .unwrap();
+    assert_eq!(rows.len(), 6);
+    for row in rows {
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (50, 50, 50));
+    }
+    // Everything again through either node: nothing new.
+    let mut node = Operator::open(&w.tmp.path().join("b")).unwrap();
+    assert!(node.ingest(&files, now).unwrap().iter().all(|r| matches!(r.outcome, Outcome::Duplicate)));
 }

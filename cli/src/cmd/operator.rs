@@ -21,10 +21,13 @@ pub enum OperatorCommand {
     /// Create an operator store trusting one or more issuers.
     #[command(after_help = "\
 The store (operator.sqlite: WAL, synchronous=FULL, mode 0600 in a 0700 directory) keeps
-verified reports as commitments, never per-minute values.
+verified reports as commitments, never per-minute values. With --database the store is
+that PostgreSQL database instead (schema escx_operator), named in DIR/database.url
+(0600); several `escx serve` nodes each hold a copy of the directory and share it.
 
 Examples:
-  escx operator init ./op --issuer issuer.pub")]
+  escx operator init ./op --issuer issuer.pub
+  escx operator init ./op --issuer issuer.pub --database postgres://escx@db/escx")]
     Init(InitArgs),
     /// Register a package's metering terms (its [pricing] tiers and [telemetry]).
     #[command(
@@ -77,6 +80,10 @@ pub struct InitArgs {
     /// An issuer's public bundle chain (issuer.pub); repeatable.
     #[arg(long, required = true, value_name = "FILE")]
     issuer: Vec<PathBuf>,
+    /// Keep the store in this PostgreSQL database (postgres://...) instead of a SQLite
+    /// file in the directory; written to DIR/database.url.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
 }
 
 #[derive(Args)]
@@ -220,8 +227,11 @@ fn operator_init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
         .iter()
         .map(|p| BundleChain::parse(&read(p)?).with_context(|| p.display().to_string()))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let operator = Operator::init(&args.dir, &chains)
-        .with_context(|| format!("creating operator store {}", args.dir.display()))?;
+    let operator = match &args.database {
+        Some(url) => Operator::init_postgres(&args.dir, url, &chains),
+        None => Operator::init(&args.dir, &chains),
+    }
+    .with_context(|| format!("creating operator store {}", args.dir.display()))?;
     let issuers: Vec<String> = chains.iter().map(|c| c.issuer_id().to_string()).collect();
     ui.emit(&Created { dir: &args.dir, id: operator.id(), issuers: &issuers }, || {
         format!("created operator store {} trusting issuer {}", args.dir.display(), issuers.join(", "))

@@ -30,3 +30,26 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Starts `escx serve --listen 127.0.0.1:0 ARGS` in `dir`; the child and the address it
+/// printed on its first line.
+pub fn serve(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_escx"))
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("escx serve printed {line:?}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    (child, addr)
+}

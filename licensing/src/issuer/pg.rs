@@ -14,7 +14,7 @@ use escx_manifest::Micros;
 use std::cell::RefCell;
 
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 use serde_bytes::ByteBuf;
 use zeroize::Zeroizing;
 
@@ -25,6 +25,7 @@ use super::store::{
 use super::{Offer, Sale};
 use crate::Error;
 use crate::messages::{Epoch, Revoked};
+use crate::pg::failure;
 
 /// Schema version of the PostgreSQL issuer store.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -63,15 +64,6 @@ CREATE TABLE sale_accounts (sale_id BIGINT PRIMARY KEY, account TEXT NOT NULL);
 /// The issuer's tables live in this schema.
 const SCHEMA: &str = "escx_issuer";
 
-/// The advisory lock key of migrations: the first 8 bytes of
-/// BLAKE3("escx v1 issuer migration lock"), big-endian, signed.
-fn migration_lock() -> i64 {
-    let hash = blake3::hash(b"escx v1 issuer migration lock");
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&hash.as_bytes()[..8]);
-    i64::from_be_bytes(first)
-}
-
 /// The issuer's PostgreSQL database.
 pub struct PgIssuerStore {
     client: RefCell<Client>,
@@ -81,20 +73,6 @@ pub struct PgIssuerStore {
 pub struct PgIssuerTx<'a> {
     client: &'a RefCell<Client>,
     done: bool,
-}
-
-fn failure(e: &postgres::Error) -> Error {
-    use postgres::error::SqlState;
-    let reason = match e.as_db_error() {
-        Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
-        None => format!("PostgreSQL: {e}"),
-    };
-    match e.code() {
-        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
-            Error::Busy(reason)
-        }
-        _ => Error::Store(reason),
-    }
 }
 
 fn corrupt(what: &str) -> Error {
@@ -114,39 +92,24 @@ impl PgIssuerStore {
     /// transaction, under a lock, so two nodes starting at once migrate once); refuses a
     /// newer schema.
     pub fn open(url: &str) -> Result<Self, Error> {
-        let mut client = Client::connect(url, NoTls).map_err(|e| failure(&e))?;
-        let mut tx = client.transaction().map_err(|e| failure(&e))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&migration_lock()]).map_err(|e| failure(&e))?;
-        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}; SET LOCAL search_path TO {SCHEMA}"))
-            .map_err(|e| failure(&e))?;
-        let exists: bool = tx
-            .query_one("SELECT to_regclass('escx_issuer.meta') IS NOT NULL", &[])
-            .and_then(|r| r.try_get(0))
-            .map_err(|e| failure(&e))?;
-        let found: i64 = if exists {
-            let value: Option<String> = tx
-                .query_opt("SELECT value FROM meta WHERE key = 'schema'", &[])
-                .map_err(|e| failure(&e))?
-                .map(|r| r.try_get(0))
-                .transpose()
-                .map_err(|e| failure(&e))?;
-            value
-                .map_or(Ok(0), |v| v.parse().map_err(|_| Error::Store(format!("bad schema version {v:?}"))))?
-        } else {
-            0
-        };
-        if found > SCHEMA_VERSION {
-            return Err(Error::Store(format!(
-                "the issuer schema in this database is version {found}, newer than this build's {SCHEMA_VERSION}; upgrade escx"
-            )));
-        }
-        if found < 1 {
-            tx.batch_execute(SCHEMA_V1).map_err(|e| failure(&e))?;
-            tx.execute("INSERT INTO meta (key, value) VALUES ('schema', $1)", &[&SCHEMA_VERSION.to_string()])
-                .map_err(|e| failure(&e))?;
-        }
-        tx.commit().map_err(|e| failure(&e))?;
-        client.batch_execute(&format!("SET search_path TO {SCHEMA}")).map_err(|e| failure(&e))?;
+        let client = crate::pg::connect(
+            url,
+            SCHEMA,
+            "escx v1 issuer migration lock",
+            "issuer",
+            SCHEMA_VERSION,
+            |tx, found| {
+                if found < 1 {
+                    tx.batch_execute(SCHEMA_V1).map_err(|e| failure(&e))?;
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema', $1)",
+                        &[&SCHEMA_VERSION.to_string()],
+                    )
+                    .map_err(|e| failure(&e))?;
+                }
+                Ok(())
+            },
+        )?;
         Ok(Self { client: RefCell::new(client) })
     }
 }
