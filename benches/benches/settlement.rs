@@ -13,39 +13,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use escx_manifest::Manifest;
-use escx_settlement::events::{BillingEvent, Kind};
+use escx_settlement::events::BillingEvent;
 use escx_settlement::ledger::{Ledger, Manifests, PlatformFee};
 use escx_settlement::waterfall::{self, Tier};
 use rusqlite::Connection;
 
 const EVENTS: usize = 20_000;
 const BATCH: usize = 10_000;
-
-const MANIFEST: &str = include_str!("../../test-vectors/settlement/worked-example.toml");
-
-fn manifests() -> Manifests {
-    let mut manifests = Manifests::default();
-    manifests.add(Manifest::parse(MANIFEST, Path::new("manifest.toml")).unwrap());
-    manifests
-}
-
-fn events() -> Vec<BillingEvent> {
-    (0..EVENTS)
-        .map(|i| BillingEvent {
-            id: format!("bench:{i}"),
-            time: escx::UnixSeconds(1_790_000_000 + i as u64),
-            package: "acme/thermal".parse().unwrap(),
-            version: None,
-            tier: "standard".into(),
-            kind: Kind::Sale,
-            gross_micros: Micros(1_000_000 + (i as u64 * 7_919) % 500_000_000),
-            currency: "USD".into(),
-            solution: None,
-            refund_of: None,
-        })
-        .collect()
-}
 
 type Row = Vec<rusqlite::types::Value>;
 
@@ -158,8 +132,8 @@ fn settle_once(dir: &Path, name: &str, events: &[BillingEvent], manifests: &Mani
 
 fn ledger(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
-    let events = events();
-    let manifests = manifests();
+    let events = escx_benches::sale_events(EVENTS);
+    let manifests = escx_benches::manifests();
     let (_, transfers) = settle_once(tmp.path(), "reference.db", &events, &manifests);
     let dump = dump(&tmp.path().join("reference.db"));
     let mut counter = 0;
@@ -200,7 +174,7 @@ fn ledger(c: &mut Criterion) {
 }
 
 fn waterfall_per_event(c: &mut Criterion) {
-    let manifest = Manifest::parse(MANIFEST, Path::new("manifest.toml")).unwrap();
+    let manifest = escx_benches::worked_example();
     let revenue = manifest.revenue.unwrap();
     let chain = [Tier::package("package", &revenue, escx::UnixSeconds(1_790_000_000)).unwrap()];
     let recouped = Default::default();

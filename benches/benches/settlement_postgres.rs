@@ -16,31 +16,10 @@
 mod pg;
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use escx_manifest::{Manifest, Micros};
-use escx_settlement::events::{BillingEvent, Kind};
-use escx_settlement::ledger::{Ledger, Manifests, Options, PlatformFee};
-
-const MANIFEST: &str = include_str!("../../test-vectors/settlement/worked-example.toml");
-
-fn events(count: usize) -> Vec<BillingEvent> {
-    (0..count)
-        .map(|i| BillingEvent {
-            id: format!("bench:{i}"),
-            time: escx::UnixSeconds(1_790_000_000 + i as u64),
-            package: "acme/thermal".parse().unwrap(),
-            version: None,
-            tier: "standard".into(),
-            kind: Kind::Sale,
-            gross_micros: Micros(1_000_000 + (i as u64 * 7_919) % 500_000_000),
-            currency: "USD".into(),
-            solution: None,
-            refund_of: None,
-        })
-        .collect()
-}
+use escx_manifest::Micros;
+use escx_settlement::ledger::{Ledger, Options, PlatformFee};
 
 fn copy_out(client: &mut postgres::Client, query: &str) -> Vec<u8> {
     let mut text = Vec::new();
@@ -69,10 +48,9 @@ fn main() {
         platform: Some(PlatformFee { party: "platform".into(), bps: 500 }),
         payout_threshold: Micros(0),
     };
-    let mut manifests = Manifests::default();
-    manifests.add(Manifest::parse(MANIFEST, Path::new("manifest.toml")).unwrap());
+    let manifests = escx_benches::manifests();
     let operator = escx::sig::SecretKey::generate();
-    let events = events(count);
+    let events = escx_benches::sale_events(count);
 
     let url = cluster.database();
     let mut ledger = Ledger::create_postgres(&url, &options).unwrap();
