@@ -278,6 +278,9 @@ fn location_text(location: &Path) -> Result<String, Error> {
 
 /// Runs `attempt` again while it fails with [`Error::Busy`] (settlement.md §5.4): a
 /// serialization failure rolled it back, so running it again is safe.
+/// Settlement ids looked up per query before a run.
+const LOOKUP_CHUNK: usize = 1000;
+
 pub(crate) fn retrying<T>(attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
     escx::retry::while_busy(|e| matches!(e, Error::Busy { .. }), attempt)
 }
@@ -369,10 +372,16 @@ impl<S: Store> Ledger<S> {
         // 1. Validate everything against the ledger as it is.
         let mut fresh = Vec::new();
         let mut report = RunReport::default();
-        for event in events {
-            let id = settlement_id(&event.id);
-            let content = content_hash(event);
-            match self.store.settlement(&id)? {
+        let named: Vec<(String, [u8; 32])> =
+            events.iter().map(|e| (settlement_id(&e.id), content_hash(e))).collect();
+        // One lookup per thousand ids, not one per event (a round trip each on PostgreSQL).
+        let mut held = HashMap::new();
+        for chunk in named.chunks(LOOKUP_CHUNK) {
+            let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+            held.extend(self.store.settlements(&ids)?);
+        }
+        for (event, (id, content)) in events.iter().zip(named) {
+            match held.get(&id) {
                 Some(held) if held.kind == RecordKind::Hold => {
                     return Err(Error::Hold {
                         hold: event.id.clone(),
@@ -402,10 +411,20 @@ impl<S: Store> Ledger<S> {
                 // The batch's statement number; its settlements carry it.
                 let batch = next_seq(&tx)?;
                 let mut entries = Vec::with_capacity(chunk.len());
+                // A concurrent run may have settled some since the checks above: the batch's
+                // ids are read again, at once, inside the transaction. An id seen earlier in
+                // this batch (the same event twice in the input) is judged by what this
+                // batch wrote for it.
+                let ids: Vec<&str> = chunk.iter().map(|(_, id, ..)| id.as_str()).collect();
+                let held = tx.settlements(&ids)?;
+                let mut written: HashMap<&str, &[u8; 32]> = HashMap::new();
                 for (event, id, content, chain) in chunk {
-                    // A concurrent run may have settled it since the checks above.
-                    match tx.settlement(id)? {
-                        Some(held) if held.content == content => {
+                    let found = held
+                        .get(id.as_str())
+                        .map(|h| h.content.as_slice())
+                        .or_else(|| written.get(id.as_str()).map(|c| c.as_slice()));
+                    match found {
+                        Some(held) if held == content => {
                             report.unchanged += 1;
                             continue;
                         }
@@ -414,6 +433,7 @@ impl<S: Store> Ledger<S> {
                         }
                         None => {}
                     }
+                    written.insert(id.as_str(), content);
                     let (payouts, rules) = match event.kind {
                         Kind::Sale | Kind::Usage => {
                             tx.insert_settlement(&record_of(event, id, content, batch))?;

@@ -199,3 +199,23 @@ fn a_ledger_is_never_recreated_and_a_foreign_file_is_refused() {
     assert_eq!(error.code(), "ledger-schema", "{error}");
     assert_eq!(std::fs::read(&junk).unwrap(), vec![b'x'; 4096], "a foreign file is left as it was");
 }
+
+/// A caller of the library (the file parser refuses it) may pass one event twice in one
+/// call: it settles once, and the same id with other content is a conflict that writes
+/// nothing of its batch.
+#[test]
+fn the_same_event_twice_in_one_call_settles_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
+    let manifests = manifests(THERMAL);
+    let once = events(&[event("d", "2026-10-15T00:00:00Z", "10.00")]);
+    let twice: Vec<BillingEvent> = once.iter().chain(&once).cloned().collect();
+    let report = ledger.settle(&twice, &manifests, 10, op(), NOW).unwrap();
+    assert_eq!((report.settled, report.unchanged), (1, 1));
+    assert_eq!(count(&ledger, "settlements"), 1);
+    let mut changed = events(&[event("e", "2026-10-15T00:00:00Z", "10.00")]);
+    changed.extend(events(&[event("e", "2026-10-15T00:00:00Z", "11.00")]));
+    let err = ledger.settle(&changed, &manifests, 10, op(), NOW).unwrap_err();
+    assert_eq!(err.code(), "settlement-conflict", "{err}");
+    assert_eq!(count(&ledger, "settlements"), 1, "nothing of the batch was written");
+}

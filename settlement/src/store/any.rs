@@ -72,8 +72,8 @@ impl AnyTx<'_> {
     }
 }
 
-forward_reader!(AnyStore, self => self.reader());
-forward_reader!(AnyTx<'_>, self => self.reader());
+forward_reader!(AnyStore, self => self.reader(), batched);
+forward_reader!(AnyTx<'_>, self => self.reader(), batched);
 
 impl Store for AnyStore {
     type Tx<'a> = AnyTx<'a>;

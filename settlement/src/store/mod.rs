@@ -27,6 +27,15 @@ use crate::statement::Opening;
 /// over `$self` whose type has the same methods (the backends' shared query code).
 macro_rules! forward_reader {
     ($type:ty, $self:ident => $inner:expr) => {
+        forward_reader!(@impl $type, $self => $inner, {});
+    };
+    // `$inner` is itself a `Reader` (or has `settlements`): its batched lookup is used.
+    ($type:ty, $self:ident => $inner:expr, batched) => {
+        forward_reader!(@impl $type, $self => $inner, {
+            fn settlements(&$self, ids: &[&str]) -> Result<std::collections::HashMap<String, SettlementRecord>, Error> { $inner.settlements(ids) }
+        });
+    };
+    (@impl $type:ty, $self:ident => $inner:expr, { $($extra:item)* }) => {
         impl Reader for $type {
             fn location(&$self) -> PathBuf { $inner.location() }
             fn meta(&$self, key: &str) -> Result<Option<String>, Error> { $inner.meta(key) }
@@ -49,6 +58,7 @@ macro_rules! forward_reader {
             fn party_transfers(&$self, from: UnixSeconds, to: UnixSeconds) -> Result<Vec<PartyTransfer>, Error> { $inner.party_transfers(from, to) }
             fn counts(&$self) -> Result<(u64, u64), Error> { $inner.counts() }
             fn unconserved(&$self) -> Result<Vec<String>, Error> { $inner.unconserved() }
+            $($extra)*
         }
     };
 }
@@ -327,6 +337,21 @@ pub trait Reader {
     fn meta(&self, key: &str) -> Result<Option<String>, Error>;
     /// A settlement by id.
     fn settlement(&self, id: &str) -> Result<Option<SettlementRecord>, Error>;
+    /// The settlements among `ids` that exist, by id: what [`Reader::settlement`] gives
+    /// for each, in one query where the backend can (a network round trip per id is what
+    /// a batch must not pay).
+    fn settlements(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, SettlementRecord>, Error> {
+        let mut found = std::collections::HashMap::new();
+        for id in ids {
+            if let Some(held) = self.settlement(id)? {
+                found.insert((*id).to_owned(), held);
+            }
+        }
+        Ok(found)
+    }
     /// Up to `limit` settlement ids that start with `prefix`, in order.
     fn settlement_ids_starting(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error>;
     /// The ids of the settlements (refunds, reversals) whose `refund_of` is `target`.
