@@ -96,3 +96,70 @@ fn migrations_refuse_a_second_ledger_a_missing_one_and_a_newer_schema() {
     let error = Ledger::open_postgres(&missing).err().unwrap();
     assert!(!error.to_string().contains("hunter2"), "{error}");
 }
+
+/// The server crashes (every process stopped at once, no checkpoint) while a run is
+/// settling batch after batch into a durable cluster: after crash recovery every batch
+/// committed before the crash is there whole, with its statement; the batch in flight is
+/// not there at all; the chain verifies; and settling the same events again adds exactly
+/// the missing ones.
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn a_server_crash_keeps_every_committed_batch_and_no_part_of_the_one_in_flight() {
+    let cluster = pg::Cluster::start_durable();
+    let url = cluster.database();
+    Ledger::create_postgres(&url, &options()).unwrap();
+    let manifests = manifests(THERMAL);
+    let now = escx::UnixSeconds(1_790_812_900);
+    let batch = 200;
+    let events: Vec<BillingEvent> = (0..6000).map(|i| sale(&format!("c{i}"), 1_000_000 + i * 13)).collect();
+    let run = std::thread::scope(|scope| {
+        let settling = scope.spawn(|| {
+            let mut ledger = Ledger::open_postgres(&url).unwrap();
+            ledger.settle(&events, &manifests, batch, op(), now)
+        });
+        // Crash once a few batches have committed, while later ones are being written.
+        let mut watch = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let statements: i64 = watch.query_one("SELECT count(*) FROM statements", &[]).unwrap().get(0);
+            if statements >= 3 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no batch committed in 2 minutes");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        cluster.crash();
+        settling.join().unwrap()
+    });
+    let error = run.expect_err("the run loses its server mid-way");
+    assert_eq!(error.code(), "ledger-store", "{error}");
+    cluster.restart();
+
+    let mut ledger = Ledger::open_postgres(&url).unwrap();
+    let audit = ledger.audit().unwrap();
+    assert!(audit.ok(), "{audit:?}");
+    let infos = ledger.statements().unwrap();
+    let committed = infos.len() as u64;
+    assert!(committed >= 3, "the batches seen committed survived the crash: {committed}");
+    assert!(committed < 30, "the crash came before the run ended");
+    assert_eq!(infos.iter().map(|s| s.seq).collect::<Vec<_>>(), (1..=committed).collect::<Vec<_>>());
+    assert!(infos.iter().all(|s| s.entries == batch as u64), "every statement covers a whole batch");
+    assert_eq!(audit.settlements, committed * batch as u64, "no settlement of the batch in flight");
+    let mut verified: Vec<statement::Verified> = infos
+        .iter()
+        .map(|s| statement::verify(&ledger.statement(s.seq).unwrap(), op().public_key()).unwrap())
+        .collect();
+    statement::verify_chain(&mut verified).unwrap();
+
+    // The same file again: what was committed is unchanged, the rest settles once.
+    let report = ledger.settle(&events, &manifests, batch, op(), now).unwrap();
+    assert_eq!(
+        (report.unchanged as u64, report.settled as u64),
+        (committed * batch as u64, 6000 - committed * batch as u64)
+    );
+    let audit = ledger.audit().unwrap();
+    assert!(audit.ok() && audit.settlements == 6000, "{audit:?}");
+    let gross: u64 = (0..6000).map(|i| 1_000_000 + i * 13).sum();
+    let customers = ledger.balances(None).unwrap().into_iter().find(|b| b.account == "@customers").unwrap();
+    assert_eq!(customers.micros, -i64::try_from(gross).unwrap(), "exact conservation across the crash");
+}

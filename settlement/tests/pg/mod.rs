@@ -17,6 +17,8 @@ pub struct Cluster {
     /// Under root: the user the server runs as.
     user: Option<String>,
     next_database: AtomicUsize,
+    /// The server's options, to start it again after [`Cluster::crash`].
+    options: String,
 }
 
 const PORT: u16 = 5432;
@@ -53,14 +55,14 @@ fn is_root() -> bool {
 }
 
 impl Cluster {
-    /// Starts a cluster for tests (a few hundred milliseconds): `fsync` off, since no
-    /// test crashes the server itself.
+    /// Starts a cluster for tests (a few hundred milliseconds): `fsync` off, for tests
+    /// that never crash the server (those use [`Cluster::start_durable`]).
     pub fn start() -> Self {
         Self::start_with("-c fsync=off -c synchronous_commit=off")
     }
 
     /// Starts a cluster that is durable on commit (PostgreSQL's defaults: `fsync` and
-    /// `synchronous_commit` on), for benchmarks.
+    /// `synchronous_commit` on), for benchmarks and the crash tests.
     pub fn start_durable() -> Self {
         Self::start_with("-c fsync=on -c synchronous_commit=on")
     }
@@ -73,8 +75,18 @@ impl Cluster {
             let status = Command::new("chown").args(["-R", user]).arg(root.path()).status().unwrap();
             assert!(status.success(), "chown {} to {user}", root.path().display());
         }
-        let cluster =
-            Self { socket: root.path().to_path_buf(), root, bin, user, next_database: AtomicUsize::new(0) };
+        let options = format!(
+            "-c listen_addresses= -k {} -p {PORT} {durability} -c max_connections=200",
+            root.path().display()
+        );
+        let cluster = Self {
+            socket: root.path().to_path_buf(),
+            root,
+            bin,
+            user,
+            next_database: AtomicUsize::new(0),
+            options,
+        };
         let data = cluster.root.path().join("data");
         cluster.run(
             "initdb",
@@ -91,12 +103,14 @@ impl Cluster {
                 "--locale=C",
             ],
         );
-        let options = format!(
-            "-c listen_addresses= -k {} -p {PORT} {durability} -c max_connections=200",
-            cluster.socket.display()
-        );
-        let log = cluster.root.path().join("server.log");
-        cluster.run(
+        cluster.start_server();
+        cluster
+    }
+
+    fn start_server(&self) {
+        let data = self.root.path().join("data");
+        let log = self.root.path().join("server.log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
@@ -104,14 +118,26 @@ impl Cluster {
                 "-l",
                 &log.display().to_string(),
                 "-o",
-                &options,
+                &self.options,
                 "-w",
                 "-t",
                 "60",
                 "start",
             ],
         );
-        cluster
+    }
+
+    /// Crashes the server: every server process is stopped at once, with no checkpoint and
+    /// no clean shutdown (`pg_ctl stop -m immediate`), so the next start recovers from the
+    /// write-ahead log as after a crash. Open connections break.
+    pub fn crash(&self) {
+        let data = self.root.path().join("data").display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Starts the server again after [`Cluster::crash`] (crash recovery runs first).
+    pub fn restart(&self) {
+        self.start_server();
     }
 
     /// `program` of the server's binaries, as the server's user.
