@@ -97,9 +97,9 @@ fn operator_ahead(per_license: usize) -> u64 {
 
 /// `licenses` metered licenses, each in its own wallet, and `per_license` consecutive hourly
 /// reports of each, in order: element `i` of the result is license `i`'s reports.
-fn hourly_reports(
+fn hourly_reports<S: escx_licensing::issuer::store::IssuerStore>(
     dir: &Path,
-    issuer: &Issuer,
+    issuer: &Issuer<S>,
     chain: &escx_licensing::messages::BundleChain,
     licenses: usize,
     per_license: usize,
@@ -300,7 +300,7 @@ fn main() {
     report("report", &ingest_local, &ingest_http, clients);
 
     if std::env::var_os("ESCX_BENCH_POSTGRES").is_some() || !quick {
-        nodes(dir, requests, clients);
+        nodes(dir, requests, clients, per_license, ingest_http.per_second);
     }
 }
 
@@ -310,10 +310,11 @@ fn serve(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
     common::serve(dir, &[&limits[..], args].concat())
 }
 
-/// Redemptions/s with one and with two service nodes on one PostgreSQL database (a
-/// throwaway cluster, durable on commit; the tests' harness), each node over its own copy
-/// of the issuer directory, against the SQLite figure above.
-fn nodes(dir: &Path, requests: usize, clients: usize) {
+/// Redemptions/s and report ingests/s with one and with two service nodes on one
+/// PostgreSQL database (a throwaway cluster, durable on commit; the tests' harness), each
+/// node over its own copy of the issuer and operator directories, against the SQLite
+/// figures above (`sqlite_reports`: the ingest rate over HTTP on one SQLite node).
+fn nodes(dir: &Path, requests: usize, clients: usize, per_license: usize, sqlite_reports: f64) {
     let cluster = pg::Cluster::start_durable();
     let url = cluster.database();
     escx(dir, &["issuer", "init", "pg-a", "--unencrypted", "--database", &url]);
@@ -334,22 +335,54 @@ fn nodes(dir: &Path, requests: usize, clients: usize) {
             bytes(redemptions(&wallet, &issuer, &chain, requests)),
         )
     };
-    let (mut a, addr_a) = serve(dir, &["--issuer", "pg-a"]);
+    escx(dir, &["operator", "init", "op-pg-a", "--issuer", "pg.pub", "--database", &url]);
+    escx(dir, &["operator", "package", "op-pg-a", "p.escx", "--pubkey", "acme.pub"]);
+    common::copy_dir(&dir.join("op-pg-a"), &dir.join("op-pg-b"));
+    let (reports_one, reports_two) = {
+        let issuer = Issuer::open_any(&dir.join("pg-a"), || None).unwrap();
+        (
+            hourly_reports(&dir.join("pg-one"), &issuer, &chain, clients, per_license),
+            hourly_reports(&dir.join("pg-two"), &issuer, &chain, clients, per_license),
+        )
+    };
+    let ahead = operator_ahead(per_license).to_string();
+    let node = |issuer: &str, operator: &str| {
+        serve(
+            dir,
+            &[
+                "--issuer",
+                issuer,
+                "--operator",
+                operator,
+                "--ingest-rate",
+                "1000000",
+                "--operator-clock-ahead",
+                &ahead,
+            ],
+        )
+    };
+    let (mut a, addr_a) = node("pg-a", "op-pg-a");
     let one_node = load(&[&addr_a], "/v1/redeem", None, deal(one, clients));
-    let (mut b, addr_b) = serve(dir, &["--issuer", "pg-b"]);
+    let ingest_one = load(&[&addr_a], "/v1/reports", None, reports_one);
+    let (mut b, addr_b) = node("pg-b", "op-pg-b");
     let two_nodes = load(&[&addr_a, &addr_b], "/v1/redeem", None, deal(two, clients));
+    // Each license's hours go to one node, in order (chunk i to node i % 2).
+    let ingest_two = load(&[&addr_a, &addr_b], "/v1/reports", None, reports_two);
     for child in [&mut a, &mut b] {
         let _ = child.kill();
         let _ = child.wait();
     }
-    println!(
-        "redemption on PostgreSQL, {clients} clients: one node {:>6.0}/s (p50 {:>7.2?}, p99 {:>7.2?})   two nodes {:>6.0}/s (p50 {:>7.2?}, p99 {:>7.2?})   ratio {:.2}x",
-        one_node.per_second,
-        one_node.p50,
-        one_node.p99,
-        two_nodes.per_second,
-        two_nodes.p50,
-        two_nodes.p99,
-        two_nodes.per_second / one_node.per_second
-    );
+    for (what, one, two) in [("redemption", &one_node, &two_nodes), ("report", &ingest_one, &ingest_two)] {
+        println!(
+            "{what} on PostgreSQL, {clients} clients: one node {:>6.0}/s (p50 {:>7.2?}, p99 {:>7.2?})   two nodes {:>6.0}/s (p50 {:>7.2?}, p99 {:>7.2?})   ratio {:.2}x",
+            one.per_second,
+            one.p50,
+            one.p99,
+            two.per_second,
+            two.p50,
+            two.p99,
+            two.per_second / one.per_second
+        );
+    }
+    println!("report ingest, one SQLite node (above): {sqlite_reports:.0}/s");
 }
