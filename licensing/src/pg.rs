@@ -76,3 +76,11 @@ pub(crate) fn connect(
     client.batch_execute(&format!("SET search_path TO {schema}")).map_err(|e| failure(&e))?;
     Ok(client)
 }
+
+/// Connects to `url` again, with the session's `search_path` the store's `schema` (the
+/// schema is known to be current: it was when the store was opened).
+pub(crate) fn reconnect(url: &str, schema: &str) -> Result<Client, Error> {
+    let mut client = Client::connect(url, NoTls).map_err(|e| failure(&e))?;
+    client.batch_execute(&format!("SET search_path TO {schema}")).map_err(|e| failure(&e))?;
+    Ok(client)
+}

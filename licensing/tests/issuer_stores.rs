@@ -268,3 +268,29 @@ fn an_issuer_runs_in_memory() {
         wallet.verify("acme/thermal", None, Some(&crl), T0 + 10).expect_err("a revoked license is refused");
     assert_eq!(escx::Fault::code(&err), "license-revoked");
 }
+
+/// A PostgreSQL issuer store outlives a server restart: the first request after it meets
+/// the closed connection and fails (`store`, a 503 in the service), the next connects again
+/// and reads what was committed before.
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn the_postgres_issuer_store_reconnects_after_a_server_restart() {
+    let cluster = pg::Cluster::start_durable();
+    let store = PgIssuerStore::open(&cluster.database()).unwrap();
+    let ops =
+        [Op::Meta(0, "acme".into()), Op::Epoch(1, 10, 20, 7), Op::Sale(2, 1, 3, 40), Op::Spend(1, 1, 1)];
+    for op in &ops {
+        apply(&store, op, true).unwrap();
+    }
+    let before = view(&store);
+    cluster.crash();
+    cluster.restart();
+    if let Err(error) = store.epochs() {
+        use escx::Fault as _;
+        assert_eq!(error.code(), "store", "{error}");
+    }
+    assert_eq!(view(&store), before, "reconnected, and nothing committed was lost");
+    // Writes work again too.
+    apply(&store, &Op::Spend(3, 3, 3), true).unwrap();
+    assert_ne!(view(&store), before);
+}

@@ -852,7 +852,9 @@ fn transcript(operator: &mut Operator, s: &Script) -> Vec<String> {
 #[test]
 #[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
 fn the_operator_store_on_postgres_answers_as_on_sqlite() {
-    let cluster = pg::Cluster::start();
+    // Durable on commit: the server is crashed below, and what was committed must be there
+    // after it (with `synchronous_commit` off, the last commits could be lost).
+    let cluster = pg::Cluster::start_durable();
     let w = world();
     let s = script(&w);
     let sqlite = transcript(&mut w.operator(), &s);
@@ -887,6 +889,15 @@ fn the_operator_store_on_postgres_answers_as_on_sqlite() {
     // A database holding a store is not initialised twice.
     let err = Operator::init_postgres(&w.tmp.path().join("pg-op3"), &url, &[]).err().unwrap();
     assert!(err.to_string().contains("holds an operator store already"), "{err}");
+    // The server restarts (crash recovery): a handle from before finds its connection
+    // closed with the first request, which fails, and connects again for the next.
+    cluster.crash();
+    cluster.restart();
+    let charges = again.billing(Period::of(T0)).or_else(|error| {
+        assert_eq!(error.code(), "store", "{error}");
+        again.billing(Period::of(T0))
+    });
+    assert_eq!(charges.unwrap().len(), 1, "the handle reconnected");
     // A database whose schema is newer than this build is refused.
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     client.execute("UPDATE escx_operator.meta SET value = '99' WHERE key = 'schema'", &[]).unwrap();

@@ -112,6 +112,8 @@ fn a_server_crash_keeps_every_committed_batch_and_no_part_of_the_one_in_flight()
     let now = escx::UnixSeconds(1_790_812_900);
     let batch = 200;
     let events: Vec<BillingEvent> = (0..6000).map(|i| sale(&format!("c{i}"), 1_000_000 + i * 13)).collect();
+    // A handle opened before the crash, as a service node holds one.
+    let survivor = Ledger::open_postgres(&url).unwrap();
     let run = std::thread::scope(|scope| {
         let settling = scope.spawn(|| {
             let mut ledger = Ledger::open_postgres(&url).unwrap();
@@ -134,6 +136,17 @@ fn a_server_crash_keeps_every_committed_batch_and_no_part_of_the_one_in_flight()
     let error = run.expect_err("the run loses its server mid-way");
     assert_eq!(error.code(), "ledger-store", "{error}");
     cluster.restart();
+    // The handle from before the crash finds its connection closed by the first request
+    // (which fails) and connects again for the next, as a service node must.
+    let first = survivor.statements();
+    let listed = match first {
+        Ok(listed) => listed,
+        Err(error) => {
+            assert_eq!(error.code(), "ledger-store", "{error}");
+            survivor.statements().expect("the next request reconnects")
+        }
+    };
+    assert!(!listed.is_empty());
 
     let mut ledger = Ledger::open_postgres(&url).unwrap();
     let audit = ledger.audit().unwrap();

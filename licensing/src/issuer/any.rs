@@ -18,7 +18,7 @@ pub enum AnyIssuerStore {
     /// The issuer directory's SQLite file.
     Sqlite(SqliteIssuerStore),
     /// A PostgreSQL database.
-    Postgres(PgIssuerStore),
+    Postgres(Box<PgIssuerStore>),
 }
 
 /// A write transaction on an [`AnyIssuerStore`].
@@ -33,7 +33,7 @@ impl AnyIssuerStore {
     fn reader(&self) -> &dyn IssuerReader {
         match self {
             Self::Sqlite(s) => s,
-            Self::Postgres(s) => s,
+            Self::Postgres(s) => s.as_ref(),
         }
     }
 }

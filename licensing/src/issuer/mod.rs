@@ -292,7 +292,7 @@ impl Issuer<AnyIssuerStore> {
         match std::fs::read_to_string(&url_path) {
             Ok(url) => {
                 let (signing, kem) = read_keys(dir, passphrase)?;
-                let store = AnyIssuerStore::Postgres(PgIssuerStore::open(url.trim())?);
+                let store = AnyIssuerStore::Postgres(Box::new(PgIssuerStore::open(url.trim())?));
                 Ok(Issuer { dir: dir.to_path_buf(), store, signing, kem })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -321,7 +321,7 @@ impl Issuer<AnyIssuerStore> {
         keyfile::write_secret_key(&dir.join(SIGNING_KEY_FILE), &signing, protection, false)?;
         let kem = KemSecretKey::generate();
         write_kem_key(dir, &kem)?;
-        let store = AnyIssuerStore::Postgres(PgIssuerStore::open(url)?);
+        let store = AnyIssuerStore::Postgres(Box::new(PgIssuerStore::open(url)?));
         let issuer = Issuer::create(store, signing, kem, dir, name, now)?;
         escx::fsutil::write_atomic(
             &dir.join(DATABASE_URL_FILE),

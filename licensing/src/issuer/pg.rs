@@ -67,6 +67,8 @@ const SCHEMA: &str = "escx_issuer";
 /// The issuer's PostgreSQL database.
 pub struct PgIssuerStore {
     client: RefCell<Client>,
+    /// To connect again when the server closed the connection (a restart, a failover).
+    url: String,
 }
 
 /// A write transaction on a [`PgIssuerStore`] (`SERIALIZABLE`); rolled back if dropped.
@@ -110,7 +112,19 @@ impl PgIssuerStore {
                 Ok(())
             },
         )?;
-        Ok(Self { client: RefCell::new(client) })
+        Ok(Self { client: RefCell::new(client), url: url.to_owned() })
+    }
+
+    /// The connection, opened again first if the server has closed it (a restart, a
+    /// failover): the request that met the closed connection failed with `store`;
+    /// the next one reconnects.
+    fn live(&self) -> &RefCell<Client> {
+        if self.client.borrow().is_closed()
+            && let Ok(client) = crate::pg::reconnect(&self.url, SCHEMA)
+        {
+            *self.client.borrow_mut() = client;
+        }
+        &self.client
     }
 }
 
@@ -118,7 +132,7 @@ impl IssuerStore for PgIssuerStore {
     type Tx<'a> = PgIssuerTx<'a>;
 
     fn begin(&self) -> Result<PgIssuerTx<'_>, Error> {
-        self.client
+        self.live()
             .borrow_mut()
             .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
             .map_err(|e| failure(&e))?;
@@ -134,7 +148,7 @@ impl Drop for PgIssuerTx<'_> {
     }
 }
 
-forward_issuer_reader!(PgIssuerStore, self => Q(&self.client));
+forward_issuer_reader!(PgIssuerStore, self => Q(self.live()));
 forward_issuer_reader!(PgIssuerTx<'_>, self => Q(self.client));
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];

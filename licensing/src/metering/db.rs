@@ -150,6 +150,9 @@ pub(crate) trait Sql {
 pub(crate) struct Pg {
     client: RefCell<Client>,
     statements: RefCell<HashMap<&'static str, Statement>>,
+    /// To connect again when the server closed the connection (a restart, a failover).
+    url: String,
+    schema: &'static str,
 }
 
 /// The store's connection.
@@ -184,8 +187,25 @@ impl Drop for PgTx<'_> {
 }
 
 impl Pg {
-    pub(crate) fn new(client: Client) -> Self {
-        Self { client: RefCell::new(client), statements: RefCell::new(HashMap::new()) }
+    pub(crate) fn new(client: Client, url: &str, schema: &'static str) -> Self {
+        Self {
+            client: RefCell::new(client),
+            statements: RefCell::new(HashMap::new()),
+            url: url.to_owned(),
+            schema,
+        }
+    }
+
+    /// Connects again if the server has closed the connection (a restart, a failover):
+    /// the request that met the closed connection failed; the next one reconnects. Called
+    /// where no transaction is open.
+    fn revive(&self) {
+        if self.client.borrow().is_closed()
+            && let Ok(client) = crate::pg::reconnect(&self.url, self.schema)
+        {
+            *self.client.borrow_mut() = client;
+            self.statements.borrow_mut().clear();
+        }
     }
 
     /// The prepared form of `sql`, its `?N` parameters written `$N`.
@@ -304,6 +324,7 @@ impl Db {
             Db::Sqlite { conn, gate } => Ok(Tx::Sqlite(Gated::begin(conn, gate)?)),
             Db::Postgres(pg) => {
                 let pg: &Pg = pg;
+                pg.revive();
                 pg.client
                     .borrow_mut()
                     .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
@@ -338,14 +359,20 @@ impl Sql for Db {
     fn rows(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<Row>, Error> {
         match self {
             Db::Sqlite { conn, .. } => sqlite_rows(conn, sql, args),
-            Db::Postgres(pg) => pg.rows(sql, args, plain),
+            Db::Postgres(pg) => {
+                pg.revive();
+                pg.rows(sql, args, plain)
+            }
         }
     }
 
     fn exec(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, Error> {
         match self {
             Db::Sqlite { conn, .. } => sqlite_exec(conn, sql, args),
-            Db::Postgres(pg) => pg.exec(sql, args, plain),
+            Db::Postgres(pg) => {
+                pg.revive();
+                pg.exec(sql, args, plain)
+            }
         }
     }
 }

@@ -461,7 +461,7 @@ fn open_pg(url: &str, create: bool) -> Result<Db, Error> {
             }
         },
     )?;
-    Ok(Db::Postgres(Box::new(Pg::new(client))))
+    Ok(Db::Postgres(Box::new(Pg::new(client, url, PG_SCHEMA))))
 }
 
 impl Operator {

@@ -146,6 +146,8 @@ fn lock_key() -> i64 {
 /// The PostgreSQL ledger store.
 pub struct PgStore {
     client: RefCell<Client>,
+    /// To connect again when the server closed the connection (a restart, a failover).
+    url: String,
     /// The URL without its password, for messages.
     location: PathBuf,
     /// Statements prepared on this connection, by their text: one round trip each after
@@ -245,6 +247,7 @@ impl PgStore {
     pub fn create(url: &str, meta: &[(&str, String)]) -> Result<Self, Error> {
         let store = Self {
             client: RefCell::new(Self::connect(url)?),
+            url: url.to_owned(),
             location: redact(url).into(),
             prepared: RefCell::default(),
         };
@@ -257,11 +260,26 @@ impl PgStore {
     pub fn open(url: &str) -> Result<Self, Error> {
         let store = Self {
             client: RefCell::new(Self::connect(url)?),
+            url: url.to_owned(),
             location: redact(url).into(),
             prepared: RefCell::default(),
         };
         store.migrate(None)?;
         Ok(store)
+    }
+
+    /// The connection, opened again first if the server has closed it (a restart, a
+    /// failover): the request that met the closed connection failed with `ledger-store`;
+    /// the next one reconnects. A failed reconnect leaves the closed connection, whose
+    /// error the request then reports.
+    fn live(&self) -> &RefCell<Client> {
+        if self.client.borrow().is_closed()
+            && let Ok(client) = Client::connect(&self.url, NoTls)
+        {
+            *self.client.borrow_mut() = client;
+            self.prepared.borrow_mut().clear();
+        }
+        &self.client
     }
 
     /// The version of the ledger's schema, 0 for a database without one.
@@ -351,7 +369,7 @@ impl Store for PgStore {
 
     fn begin(&mut self) -> Result<PgTx<'_>, Error> {
         let location = &self.location;
-        let mut client = self.client.borrow_mut();
+        let mut client = self.live().borrow_mut();
         client.execute("SELECT pg_advisory_lock($1)", &[&lock_key()]).map_err(|e| failure(location, &e))?;
         if let Err(e) = client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE") {
             let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&lock_key()]);
@@ -756,7 +774,7 @@ fn time(t: impl Into<u64>) -> i64 {
     i64::try_from(t.into()).unwrap_or(i64::MAX)
 }
 
-forward_reader!(PgStore, self => Q { client: &self.client, location: &self.location, prepared: &self.prepared }, batched);
+forward_reader!(PgStore, self => Q { client: self.live(), location: &self.location, prepared: &self.prepared }, batched);
 // Every query of a transaction first writes its buffered rows; recoupment totals it has
 // read come from its own copy.
 #[rustfmt::skip]
