@@ -20,7 +20,7 @@ use rusqlite::types::ValueRef;
 
 use crate::Error;
 use crate::pg::failure;
-use crate::sqlite::{Gated, sql};
+use crate::sqlite::{Gated, sql as sql_error};
 
 /// One statement parameter.
 #[derive(Debug, Clone, Copy)]
@@ -282,7 +282,7 @@ fn pg_row(row: &postgres::Row) -> Result<Row, Error> {
 }
 
 fn sqlite_rows(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, Error> {
-    let mut statement = conn.prepare_cached(sql).map_err(crate::sqlite::sql)?;
+    let mut statement = conn.prepare_cached(sql).map_err(sql_error)?;
     let columns = statement.column_count();
     let mut rows = statement.query(rusqlite::params_from_iter(args.iter())).map_err(sql_error)?;
     let mut out = Vec::new();
@@ -302,10 +302,6 @@ fn sqlite_rows(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row
         out.push(Row(cells));
     }
     Ok(out)
-}
-
-fn sql_error(e: rusqlite::Error) -> Error {
-    sql(e)
 }
 
 fn sqlite_exec(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Result<u64, Error> {
