@@ -183,6 +183,31 @@ fn hash_of(file: &[u8]) -> [u8; 32] {
     metering::report_hash(&ReportFile::from_cbor(file).unwrap().report)
 }
 
+/// Each license's first `hours` private-tier reports (hours 1.. after `T0`, the minute
+/// `values` every hour), chained in order, license after license.
+fn chains(wallet: &Wallet, licenses: &[LicensePayload], hours: u64, values: [u64; 60]) -> Vec<Vec<u8>> {
+    let mut files = Vec::new();
+    for license in licenses {
+        let cert = certificate(wallet, license);
+        let mut previous = [0u8; 32];
+        for i in 0..hours {
+            let file = craft(
+                wallet,
+                license,
+                &cert,
+                (T0 + (i + 1) * H).0,
+                i + 1,
+                previous,
+                &[("minutes", values)],
+                false,
+            );
+            previous = hash_of(&file);
+            files.push(file);
+        }
+    }
+    files
+}
+
 fn certificate(wallet: &Wallet, license: &LicensePayload) -> Vec<u8> {
     wallet
         .licenses_during("acme/thermal", escx::UnixSeconds(0), escx::UnixSeconds(u64::MAX))
@@ -357,27 +382,9 @@ fn every_bad_report_has_its_own_code() {
 fn ingesting_a_thousand_reports_twice_stores_each_once_and_equivocation_is_evidence() {
     let w = world();
     let (wallet, licenses) = w.wallet("wallet", "metered", 10);
-    let mut files = Vec::new();
     let mut values = [0u64; 60];
     values[5] = 1;
-    for license in &licenses {
-        let cert = certificate(&wallet, license);
-        let mut previous = [0u8; 32];
-        for i in 0..100u64 {
-            let file = craft(
-                &wallet,
-                license,
-                &cert,
-                (T0 + (i + 1) * H).0,
-                i + 1,
-                previous,
-                &[("minutes", values)],
-                false,
-            );
-            previous = hash_of(&file);
-            files.push(file);
-        }
-    }
+    let mut files = chains(&wallet, &licenses, 100, values);
     // Shuffled order: ingest sorts each license's chain.
     files.reverse();
     let mut operator = w.operator();
@@ -704,25 +711,7 @@ fn script(w: &World) -> Script {
     let mut values = [0u64; 60];
     values[5] = 1;
     values[17] = 3;
-    let mut batch = Vec::new();
-    for license in &licenses {
-        let cert = certificate(&wallet, license);
-        let mut previous = [0u8; 32];
-        for i in 0..5u64 {
-            let file = craft(
-                &wallet,
-                license,
-                &cert,
-                (T0 + (i + 1) * H).0,
-                i + 1,
-                previous,
-                &[("minutes", values)],
-                false,
-            );
-            previous = hash_of(&file);
-            batch.push(file);
-        }
-    }
+    let mut batch = chains(&wallet, &licenses, 5, values);
     let cert = certificate(&wallet, &licenses[0]);
     batch.push(craft(
         &wallet,
@@ -916,25 +905,7 @@ fn two_nodes_ingesting_the_same_reports_store_each_once() {
     let (wallet, licenses) = w.wallet("wallet", "metered", 6);
     let mut values = [0u64; 60];
     values[1] = 1;
-    let mut files = Vec::new();
-    for license in &licenses {
-        let cert = certificate(&wallet, license);
-        let mut previous = [0u8; 32];
-        for i in 0..50u64 {
-            let file = craft(
-                &wallet,
-                license,
-                &cert,
-                (T0 + (i + 1) * H).0,
-                i + 1,
-                previous,
-                &[("minutes", values)],
-                false,
-            );
-            previous = hash_of(&file);
-            files.push(file);
-        }
-    }
+    let files = chains(&wallet, &licenses, 50, values);
     let url = cluster.database();
     drop(w.pg_operator("a", &url));
     std::fs::create_dir(w.tmp.path().join("b")).unwrap();
