@@ -2,9 +2,48 @@
 //! PostgreSQL's errors onto [`Error`], and connecting with the store's schema brought up
 //! to date.
 
+use std::path::Path;
+
 use postgres::{Client, NoTls, Transaction};
 
 use crate::Error;
+
+/// In an issuer or operator directory, the file naming the PostgreSQL database that holds
+/// its store instead of the directory's SQLite file (licensing.md §4.1, metering.md §6.4).
+/// It may hold a password, so it is written 0600.
+pub const DATABASE_URL_FILE: &str = "database.url";
+
+/// The URL in `dir/database.url`, or `None` when the directory has none (its store is
+/// SQLite).
+pub(crate) fn database_url(dir: &Path) -> Result<Option<String>, Error> {
+    let path = dir.join(DATABASE_URL_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(url) => Ok(Some(url.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(escx::Error::io(&path, e).into()),
+    }
+}
+
+/// Checks that `dir` is missing or empty and creates it 0700: where a PostgreSQL-backed
+/// directory is made.
+pub(crate) fn create_empty_dir(dir: &Path) -> Result<(), Error> {
+    if std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some()) {
+        return Err(Error::Store(format!("{} is not empty", dir.display())));
+    }
+    escx::fsutil::create_private_dir(dir)?;
+    Ok(())
+}
+
+/// Writes `dir/database.url` (0600), never over an existing one.
+pub(crate) fn write_database_url(dir: &Path, url: &str) -> Result<(), Error> {
+    escx::fsutil::write_atomic(
+        &dir.join(DATABASE_URL_FILE),
+        format!("{url}\n").as_bytes(),
+        escx::fsutil::MODE_SECRET,
+        false,
+    )?;
+    Ok(())
+}
 
 /// A PostgreSQL error as this crate's: a serialization failure (SQLSTATE 40001) or a
 /// deadlock (40P01) is [`Error::Busy`], which the stores' callers run again; anything else

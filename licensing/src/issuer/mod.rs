@@ -276,10 +276,7 @@ fn read_keys(
     Ok((signing, KemSecretKey::from_parts(secret, public)?))
 }
 
-/// In an issuer directory, the file naming the PostgreSQL database that holds its store
-/// instead of the directory's SQLite file (licensing.md §4.1). It may hold a password, so
-/// it is written 0600.
-pub const DATABASE_URL_FILE: &str = "database.url";
+pub use crate::pg::DATABASE_URL_FILE;
 
 impl Issuer<AnyIssuerStore> {
     /// Opens an issuer directory over whichever store it uses: the PostgreSQL database its
@@ -288,17 +285,13 @@ impl Issuer<AnyIssuerStore> {
         dir: &Path,
         passphrase: impl FnOnce() -> Option<Zeroizing<String>>,
     ) -> Result<Self, Error> {
-        let url_path = dir.join(DATABASE_URL_FILE);
-        match std::fs::read_to_string(&url_path) {
-            Ok(url) => {
+        match crate::pg::database_url(dir)? {
+            Some(url) => {
                 let (signing, kem) = read_keys(dir, passphrase)?;
-                let store = AnyIssuerStore::Postgres(Box::new(PgIssuerStore::open(url.trim())?));
+                let store = AnyIssuerStore::Postgres(Box::new(PgIssuerStore::open(&url)?));
                 Ok(Issuer { dir: dir.to_path_buf(), store, signing, kem })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Issuer::open(dir, passphrase)?.into_any())
-            }
-            Err(e) => Err(escx::Error::io(&url_path, e).into()),
+            None => Ok(Issuer::open(dir, passphrase)?.into_any()),
         }
     }
 
@@ -313,22 +306,14 @@ impl Issuer<AnyIssuerStore> {
         protection: &Protection,
         now: UnixSeconds,
     ) -> Result<Self, Error> {
-        if std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some()) {
-            return Err(Error::Store(format!("{} is not empty", dir.display())));
-        }
-        escx::fsutil::create_private_dir(dir)?;
+        crate::pg::create_empty_dir(dir)?;
         let signing = SecretKey::generate();
         keyfile::write_secret_key(&dir.join(SIGNING_KEY_FILE), &signing, protection, false)?;
         let kem = KemSecretKey::generate();
         write_kem_key(dir, &kem)?;
         let store = AnyIssuerStore::Postgres(Box::new(PgIssuerStore::open(url)?));
         let issuer = Issuer::create(store, signing, kem, dir, name, now)?;
-        escx::fsutil::write_atomic(
-            &dir.join(DATABASE_URL_FILE),
-            format!("{url}\n").as_bytes(),
-            escx::fsutil::MODE_SECRET,
-            false,
-        )?;
+        crate::pg::write_database_url(dir, url)?;
         Ok(issuer)
     }
 }

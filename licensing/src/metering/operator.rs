@@ -41,8 +41,7 @@ use crate::verify;
 pub const DATABASE_FILE: &str = "operator.sqlite";
 /// Schema version of the operator store (SQLite and PostgreSQL alike).
 pub const SCHEMA_VERSION: i64 = 1;
-/// The file in an operator directory naming its PostgreSQL database.
-pub const DATABASE_URL_FILE: &str = "database.url";
+pub use crate::pg::DATABASE_URL_FILE;
 /// The PostgreSQL schema holding the operator's tables.
 const PG_SCHEMA: &str = "escx_operator";
 /// Epsilon is accounted in millionths.
@@ -485,17 +484,9 @@ impl Operator {
     /// so every later [`Operator::open`] of the directory uses the database. Further
     /// service nodes each hold a copy of the directory.
     pub fn init_postgres(dir: &Path, url: &str, issuers: &[BundleChain]) -> Result<Self, Error> {
-        if std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some()) {
-            return Err(Error::Store(format!("{} is not empty", dir.display())));
-        }
-        escx::fsutil::create_private_dir(dir)?;
+        crate::pg::create_empty_dir(dir)?;
         let db = open_pg(url, true)?;
-        escx::fsutil::write_atomic(
-            &dir.join(DATABASE_URL_FILE),
-            format!("{url}\n").as_bytes(),
-            escx::fsutil::MODE_SECRET,
-            false,
-        )?;
+        crate::pg::write_database_url(dir, url)?;
         let mut operator = Self::with_db(dir, db)?;
         for chain in issuers {
             operator.add_issuer(chain)?;
@@ -506,15 +497,13 @@ impl Operator {
     /// Opens an existing store: the PostgreSQL database `dir/database.url` names, else
     /// `dir/operator.sqlite`.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        let url_path = dir.join(DATABASE_URL_FILE);
-        let db = match std::fs::read_to_string(&url_path) {
-            Ok(url) => open_pg(url.trim(), false)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let db = match crate::pg::database_url(dir)? {
+            Some(url) => open_pg(&url, false)?,
+            None => {
                 let path = dir.join(DATABASE_FILE);
                 let conn = open_db(&path, false)?;
                 Db::Sqlite { conn, gate: crate::sqlite::write_gate(&path) }
             }
-            Err(e) => return Err(escx::Error::io(&url_path, e).into()),
         };
         Self::with_db(dir, db)
     }

@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use postgres::types::ToSql;
+use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row, Statement};
 use std::collections::HashMap;
 
@@ -828,7 +828,6 @@ impl PgTx<'_> {
         if pending.is_empty() {
             return Ok(());
         }
-        use postgres::types::Type;
         if !pending.settlements.is_empty() {
             let types = [
                 Type::TEXT,
@@ -924,7 +923,7 @@ impl PgTx<'_> {
     fn copy(
         &self,
         target: &str,
-        types: &[postgres::types::Type],
+        types: &[Type],
         rows: impl FnOnce(&mut postgres::binary_copy::BinaryCopyInWriter<'_>) -> Result<(), postgres::Error>,
     ) -> Result<(), Error> {
         let location = &self.store.location;
@@ -1022,7 +1021,6 @@ impl Writer for PgTx<'_> {
                 Ok((i64::from(o.entry), o.party.as_deref(), self.amount(o.amount)?, o.blinding.as_slice()))
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        use postgres::types::Type;
         self.copy(
             "statement_openings (seq, entry, party, amount, blinding)",
             &[Type::INT8, Type::INT8, Type::TEXT, Type::INT8, Type::BYTEA],
