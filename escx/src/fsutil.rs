@@ -78,22 +78,41 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
 /// they inherit it. Existing files (of an older escx) are tightened to 0600 as well.
 pub fn create_private_database(path: &Path) -> Result<(), Error> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(MODE_SECRET);
     }
-    let file = options.open(path).map_err(|e| Error::io(path, e))?;
-    set_mode(&file, MODE_SECRET).map_err(|e| Error::io(path, e))?;
+    match options.open(path) {
+        Ok(file) => set_mode(&file, MODE_SECRET).map_err(|e| Error::io(path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => tighten(path)?,
+        Err(e) => return Err(Error::io(path, e)),
+    }
     for suffix in ["-wal", "-shm", "-journal"] {
         let mut sidecar = path.as_os_str().to_owned();
         sidecar.push(suffix);
-        let sidecar = PathBuf::from(sidecar);
-        if let Ok(file) = std::fs::File::open(&sidecar) {
-            set_mode(&file, MODE_SECRET).map_err(|e| Error::io(&sidecar, e))?;
-        }
+        tighten(Path::new(&sidecar))?;
     }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn tighten(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(MODE_SECRET))
+                .map_err(|e| Error::io(path, e))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+#[cfg(not(unix))]
+fn tighten(_path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
