@@ -326,7 +326,7 @@ fn nodes(dir: &Path, requests: usize, clients: usize, per_license: usize, sqlite
     let wallet = Wallet::open(&dir.join("pg-wallet")).unwrap();
     wallet.add_issuer(&chain).unwrap();
     let (one, two) = {
-        let issuer = Issuer::open_any(&dir.join("pg-a"), || None).unwrap();
+        let issuer = Issuer::open(&dir.join("pg-a"), || None).unwrap();
         let bytes = |sealed: Vec<SealedRedeemRequest>| -> Vec<Vec<u8>> {
             sealed.iter().map(|s| s.as_bytes().to_vec()).collect()
         };
@@ -339,7 +339,7 @@ fn nodes(dir: &Path, requests: usize, clients: usize, per_license: usize, sqlite
     escx(dir, &["operator", "package", "op-pg-a", "p.escx", "--pubkey", "acme.pub"]);
     common::copy_dir(&dir.join("op-pg-a"), &dir.join("op-pg-b"));
     let (reports_one, reports_two) = {
-        let issuer = Issuer::open_any(&dir.join("pg-a"), || None).unwrap();
+        let issuer = Issuer::open(&dir.join("pg-a"), || None).unwrap();
         (
             hourly_reports(&dir.join("pg-one"), &issuer, &chain, clients, per_license),
             hourly_reports(&dir.join("pg-two"), &issuer, &chain, clients, per_license),

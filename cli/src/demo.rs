@@ -899,7 +899,7 @@ fn over_http(demo: &mut Demo) -> anyhow::Result<String> {
     let meter_clock = demo.meter_clock;
     let running = crate::serve::start_in_process(
         crate::serve::Parts {
-            issuer: vec![issuer.into_any()],
+            issuer: vec![issuer],
             operator: vec![operator],
             ledger: None,
             registry: None,

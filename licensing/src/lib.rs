@@ -61,9 +61,7 @@
 pub mod issuer;
 pub mod messages;
 pub mod metering;
-mod pg;
 pub mod poprf;
-mod sqlite;
 pub mod verify;
 pub mod wallet;
 
@@ -107,14 +105,12 @@ pub enum Error {
     /// A container-level error (keys, envelopes, sealed boxes, files).
     #[error(transparent)]
     Escx(#[from] escx::Error),
-    /// The issuer's or wallet's store failed.
-    #[error("store: {0}")]
-    Store(String),
-    /// A write transaction met a concurrent one (PostgreSQL's serialization failure or
-    /// deadlock) on every attempt; nothing was written, and sending the request again is
-    /// safe.
-    #[error("store busy: {0}; nothing was written, try again")]
-    Busy(String),
+    /// A store (the issuer's, the operator's, the meter's) failed: its database could not
+    /// be reached, met a concurrent writer on every attempt ([`escx_store::Kind::Busy`]:
+    /// nothing was written, sending the request again is safe), or holds something it
+    /// cannot have written.
+    #[error(transparent)]
+    Store(#[from] escx_store::Error),
     /// A `--wallet` path that holds no wallet.
     #[error("{}: no wallet here", .path.display())]
     NoWallet {
@@ -351,6 +347,20 @@ fn owners_text(owners: &[KeyId]) -> String {
     owners.iter().map(|k| format!("key {k}")).collect::<Vec<_>>().join(", ")
 }
 
+impl escx_store::Retryable for Error {
+    fn is_busy(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_busy())
+    }
+}
+
+impl Error {
+    /// A record of a store that this crate cannot have written (a value out of range, a
+    /// point that does not decode): [`escx_store::Kind::Corrupt`].
+    pub(crate) fn stored(reason: impl Into<String>) -> Self {
+        Self::Store(escx_store::Error::corrupt("", reason))
+    }
+}
+
 impl escx::Fault for Error {
     fn code(&self) -> &'static str {
         match self {
@@ -358,8 +368,7 @@ impl escx::Fault for Error {
             Self::ProofInvalid => "issuance-proof-invalid",
             Self::Malformed { .. } => "message-invalid",
             Self::Escx(e) => e.code(),
-            Self::Store(_) => "store",
-            Self::Busy(_) => "store-busy",
+            Self::Store(e) => e.code(),
             Self::NotForSale { .. } => "not-for-sale",
             Self::UnknownEpoch { .. } => "unknown-epoch",
             Self::TokenInvalid => "token-invalid",
@@ -389,7 +398,8 @@ impl escx::Fault for Error {
         match self {
             Self::Escx(e) => e.class(),
             Self::Manifest(e) => e.class(),
-            Self::Store(_) | Self::Busy(_) | Self::NoWallet { .. } => escx::ErrorClass::Environment,
+            Self::Store(e) => e.class(),
+            Self::NoWallet { .. } => escx::ErrorClass::Environment,
             _ => escx::ErrorClass::Input,
         }
     }
@@ -398,6 +408,7 @@ impl escx::Fault for Error {
         Some(match self {
             Self::Escx(e) => return e.help(),
             Self::Manifest(e) => return e.help(),
+            Self::Store(e) => return e.help(),
             Self::NoToken { .. } => "buy a token for the package first",
             Self::NoWallet { .. } => {
                 "check the wallet path; a wallet is created by its first purchase (or its receive key)"

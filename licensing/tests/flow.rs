@@ -7,6 +7,7 @@
 use escx::Fault as _;
 use escx_licensing::messages::{SealedLicense, SealedRedeemRequest, SealedTransfer};
 use escx_manifest::Micros;
+use escx_store::Sql;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
@@ -167,7 +168,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn licenses_recorded(w: &World) -> i64 {
-    w.issuer.database().query_row("SELECT count(*) FROM licenses", [], |r| r.get(0)).unwrap()
+    w.issuer.database().one("SELECT count(*) FROM licenses", &[]).unwrap().int(0).unwrap()
 }
 
 #[test]
@@ -758,11 +759,11 @@ fn a_version_1_issuer_store_is_migrated() {
     drop(db);
     let issuer = Issuer::open(&dir, || None).unwrap();
     let db = issuer.database();
-    let schema: String =
-        db.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
+    let schema =
+        db.one("SELECT value FROM meta WHERE key = 'schema'", &[]).unwrap().text(0).unwrap().to_owned();
     assert_eq!(schema, escx_licensing::issuer::SCHEMA_VERSION.to_string());
-    let legacy: i64 = db.query_row("SELECT count(*) FROM legacy_content_keys", [], |r| r.get(0)).unwrap();
-    let served: i64 = db.query_row("SELECT count(*) FROM content_keys", [], |r| r.get(0)).unwrap();
+    let legacy = db.one("SELECT count(*) FROM legacy_content_keys", &[]).unwrap().int(0).unwrap();
+    let served = db.one("SELECT count(*) FROM content_keys", &[]).unwrap().int(0).unwrap();
     assert_eq!((legacy, served), (1, 0));
     // The CRL numbering carries on; the old spent token stays spent.
     let crl = issuer.crl(T0).unwrap();
@@ -772,8 +773,7 @@ fn a_version_1_issuer_store_is_migrated() {
     )
     .unwrap();
     assert_eq!(payload.number, 5);
-    let spent: i64 =
-        db.query_row("SELECT count(*) FROM spent WHERE token_id = x'01'", [], |r| r.get(0)).unwrap();
+    let spent = db.one("SELECT count(*) FROM spent WHERE token_id = x'01'", &[]).unwrap().int(0).unwrap();
     assert_eq!(spent, 1);
 }
 

@@ -2,16 +2,15 @@
 //! same sequence of writes (each in its own transaction, some rolled back) gives the same
 //! answers to every query, and the same refusals.
 
-#[path = "../../settlement/tests/pg/mod.rs"]
-mod pg;
-
 use escx::sig::KeyId;
 use escx_licensing::issuer::store::{
     IssuerReader, IssuerStore, IssuerWriter, LicenseRecord, StoredContentKey,
 };
-use escx_licensing::issuer::{MemoryIssuerStore, Offer, PgIssuerStore, Sale, SqliteIssuerStore};
+use escx_licensing::issuer::{MemoryIssuerStore, Offer, Sale, SqlIssuerStore};
 use escx_licensing::messages::Epoch;
 use escx_manifest::Micros;
+use escx_store::Location;
+use escx_store::test_util::Cluster;
 use proptest::prelude::*;
 use serde_bytes::ByteBuf;
 
@@ -190,7 +189,7 @@ proptest! {
     #[test]
     fn sqlite_and_memory_stores_agree(ops in prop::collection::vec((op(), any::<bool>()), 1..40)) {
         let tmp = tempfile::tempdir().unwrap();
-        let sqlite = SqliteIssuerStore::open(&tmp.path().join("issuer.sqlite")).unwrap();
+        let sqlite = SqlIssuerStore::open(&Location::Sqlite(tmp.path().join("issuer.sqlite"))).unwrap();
         let memory = MemoryIssuerStore::new();
         for (step, (op, commit)) in ops.iter().enumerate() {
             let a = apply(&sqlite, op, *commit);
@@ -206,12 +205,12 @@ proptest! {
 #[test]
 #[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
 fn postgres_and_memory_stores_agree() {
-    let cluster = pg::Cluster::start();
+    let cluster = Cluster::start();
     let mut runner =
         proptest::test_runner::TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });
     runner
         .run(&prop::collection::vec((op(), any::<bool>()), 1..40), |ops| {
-            let postgres = PgIssuerStore::open(&cluster.database()).unwrap();
+            let postgres = SqlIssuerStore::open(&Location::parse(&cluster.database())).unwrap();
             let memory = MemoryIssuerStore::new();
             for (step, (op, commit)) in ops.iter().enumerate() {
                 let a = apply(&postgres, op, *commit);
@@ -270,13 +269,13 @@ fn an_issuer_runs_in_memory() {
 }
 
 /// A PostgreSQL issuer store outlives a server restart: the first request after it meets
-/// the closed connection and fails (`store`, a 503 in the service), the next connects again
+/// the closed connection and fails (`store-failed`, a 503 in the service), the next connects again
 /// and reads what was committed before.
 #[test]
 #[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
 fn the_postgres_issuer_store_reconnects_after_a_server_restart() {
-    let cluster = pg::Cluster::start_durable();
-    let store = PgIssuerStore::open(&cluster.database()).unwrap();
+    let cluster = Cluster::start_durable();
+    let store = SqlIssuerStore::open(&Location::parse(&cluster.database())).unwrap();
     let ops =
         [Op::Meta(0, "acme".into()), Op::Epoch(1, 10, 20, 7), Op::Sale(2, 1, 3, 40), Op::Spend(1, 1, 1)];
     for op in &ops {
@@ -287,7 +286,7 @@ fn the_postgres_issuer_store_reconnects_after_a_server_restart() {
     cluster.restart();
     if let Err(error) = store.epochs() {
         use escx::Fault as _;
-        assert_eq!(error.code(), "store", "{error}");
+        assert_eq!(error.code(), "store-failed", "{error}");
     }
     assert_eq!(view(&store), before, "reconnected, and nothing committed was lost");
     // Writes work again too.

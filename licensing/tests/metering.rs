@@ -6,6 +6,7 @@
 
 use escx::Fault as _;
 use escx_manifest::Micros;
+use escx_store::test_util::Cluster;
 use std::path::PathBuf;
 
 use curve25519_dalek::scalar::Scalar;
@@ -24,9 +25,6 @@ use escx_licensing::wallet::Wallet;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde_bytes::ByteBuf;
-
-#[path = "../../settlement/tests/pg/mod.rs"]
-mod pg;
 
 /// 2027-01-15T08:00:00Z, on the hour.
 const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
@@ -843,7 +841,7 @@ fn transcript(operator: &mut Operator, s: &Script) -> Vec<String> {
 fn the_operator_store_on_postgres_answers_as_on_sqlite() {
     // Durable on commit: the server is crashed below, and what was committed must be there
     // after it (with `synchronous_commit` off, the last commits could be lost).
-    let cluster = pg::Cluster::start_durable();
+    let cluster = Cluster::start_durable();
     let w = world();
     let s = script(&w);
     let sqlite = transcript(&mut w.operator(), &s);
@@ -877,19 +875,18 @@ fn the_operator_store_on_postgres_answers_as_on_sqlite() {
     assert_eq!(again.billing(Period::of(T0)).unwrap().len(), 1);
     // A database holding a store is not initialised twice.
     let err = Operator::init_postgres(&w.tmp.path().join("pg-op3"), &url, &[]).err().unwrap();
-    assert!(err.to_string().contains("holds an operator store already"), "{err}");
+    assert!(err.to_string().contains("holds an escx operator store already"), "{err}");
     // The server restarts (crash recovery): a handle from before finds its connection
     // closed with the first request, which fails, and connects again for the next.
     cluster.crash();
     cluster.restart();
     let charges = again.billing(Period::of(T0)).or_else(|error| {
-        assert_eq!(error.code(), "store", "{error}");
+        assert_eq!(error.code(), "store-failed", "{error}");
         again.billing(Period::of(T0))
     });
     assert_eq!(charges.unwrap().len(), 1, "the handle reconnected");
     // A database whose schema is newer than this build is refused.
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    client.execute("UPDATE escx_operator.meta SET value = '99' WHERE key = 'schema'", &[]).unwrap();
+    escx_store::test_util::admin(&url, "UPDATE escx_operator.meta SET value = '99' WHERE key = 'schema'");
     let err = Operator::open(&w.tmp.path().join("pg-op2")).err().unwrap();
     assert!(err.to_string().contains("newer than this build"), "{err}");
 }
@@ -900,7 +897,7 @@ fn the_operator_store_on_postgres_answers_as_on_sqlite() {
 #[test]
 #[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
 fn two_nodes_ingesting_the_same_reports_store_each_once() {
-    let cluster = pg::Cluster::start();
+    let cluster = Cluster::start();
     let w = world();
     let (wallet, licenses) = w.wallet("wallet", "metered", 6);
     let mut values = [0u64; 60];
@@ -939,13 +936,13 @@ fn two_nodes_ingesting_the_same_reports_store_each_once() {
     assert!(other.is_empty(), "{other:?}");
     assert_eq!(stored, 300, "each report stored exactly once");
     assert!(duplicate <= 300);
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let rows = client
-        .query("SELECT count(*), max(seq), max(head_seq) FROM escx_operator.reports JOIN escx_operator.licenses USING (license_id) GROUP BY license_id", &[])
-        .unwrap();
+    let rows = escx_store::test_util::query_ints(
+        &url,
+        "SELECT count(*), max(seq), max(head_seq) FROM escx_operator.reports JOIN escx_operator.licenses USING (license_id) GROUP BY license_id",
+    );
     assert_eq!(rows.len(), 6);
     for row in rows {
-        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (50, 50, 50));
+        assert_eq!(row, [50, 50, 50]);
     }
     // Everything again through either node: nothing new.
     let mut node = Operator::open(&w.tmp.path().join("b")).unwrap();

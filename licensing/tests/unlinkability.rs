@@ -84,7 +84,8 @@ fn run(first_redeemer: usize) -> Vec<String> {
 
 /// Every table, every row, with the random columns masked.
 fn database_view(issuer: &Issuer) -> Vec<String> {
-    let db = issuer.database();
+    // A second connection to the issuer's file, through SQLite, for the column names.
+    let db = rusqlite::Connection::open(issuer.database().sqlite_path().unwrap()).unwrap();
     let mut lines = Vec::new();
     let tables: Vec<String> = db
         .prepare(

@@ -20,6 +20,7 @@ use tokio_postgres::types::{ToSql, Type};
 use crate::location::{Location, PgUrl};
 use crate::migrate::{Mode, Schema};
 use crate::pg::{Param, PgConn, Within};
+use crate::retry::Retryable;
 use crate::sqlite::Gated;
 use crate::{Error, Kind};
 
@@ -438,6 +439,21 @@ impl Db {
     pub fn begin_exclusive(&self) -> Result<Tx<'_>, Error> {
         let lock = crate::migrate::lock_key(self.schema.lock);
         self.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED", Some(lock))
+    }
+
+    /// Runs `body` in a write transaction ([`Db::begin`]), again in a fresh one (everything
+    /// re-read) while it fails busy ([`crate::retry::while_busy`]). `body` commits the
+    /// transaction where it succeeds; one it drops is rolled back.
+    pub fn writing<T, E: Retryable>(&self, mut body: impl FnMut(Tx<'_>) -> Result<T, E>) -> Result<T, E> {
+        crate::retry::while_busy(E::is_busy, || body(self.begin()?))
+    }
+
+    /// [`Db::writing`] with [`Db::begin_exclusive`] transactions.
+    pub fn writing_exclusive<T, E: Retryable>(
+        &self,
+        mut body: impl FnMut(Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        crate::retry::while_busy(E::is_busy, || body(self.begin_exclusive()?))
     }
 
     fn begin_with(&self, begin: &str, lock: Option<i64>) -> Result<Tx<'_>, Error> {

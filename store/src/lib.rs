@@ -39,4 +39,5 @@ pub use db::{Arg, Cell, Db, IN_LIST_MAX, Row, Sql, Tx, is_busy};
 pub use error::{Error, Kind};
 pub use location::{DATABASE_URL_FILE, Location, PgUrl, create_empty_dir, redact, write_database_url};
 pub use migrate::{Mark, Migrations, Mode, Schema};
+pub use retry::Retryable;
 pub use sqlite::BUSY_TIMEOUT_SECS;

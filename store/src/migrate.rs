@@ -86,7 +86,11 @@ pub(crate) fn run(db: &Db, mode: Mode, init: impl FnOnce(&Tx<'_>) -> Result<(), 
         (Mode::Create, 1..) => {
             return Err(Error::failed(
                 location,
-                format!("holds an escx {} already; open it instead", schema.what),
+                format!(
+                    "holds an escx {} already; open it instead of creating one (another node uses a copy \
+                     of the first node's directory, or the same URL)",
+                    schema.what
+                ),
             ));
         }
         (Mode::Open, 0) => {
@@ -159,11 +163,15 @@ fn version(tx: &Tx<'_>, mark: Mark, postgres: bool) -> Result<i64, Error> {
             }
             match tx.row("SELECT value FROM meta WHERE key = 'schema'", &[])? {
                 None => Ok(1),
-                Some(row) => {
-                    let text = row.text(0)?;
-                    text.parse()
-                        .map_err(|_| Error::corrupt(tx.location(), format!("schema version {text:?}")))
-                }
+                // Text, or an integer in stores whose `meta.value` column is untyped.
+                Some(row) => match row.cells().first() {
+                    Some(crate::Cell::Int(version)) => Ok(*version),
+                    _ => {
+                        let text = row.text(0)?;
+                        text.parse()
+                            .map_err(|_| Error::corrupt(tx.location(), format!("schema version {text:?}")))
+                    }
+                },
             }
         }
         Mark::VersionTable => {

@@ -2,6 +2,19 @@
 //! ([`crate::Kind::Busy`]): one rule for every store (settlement.md §5.4, licensing.md §4,
 //! metering.md §6.4).
 
+/// An error that may say a transaction met a concurrent one: the crates' own errors, which
+/// carry this crate's [`crate::Error`].
+pub trait Retryable: From<crate::Error> {
+    /// Whether running the transaction again may succeed ([`crate::Kind::Busy`]).
+    fn is_busy(&self) -> bool;
+}
+
+impl Retryable for crate::Error {
+    fn is_busy(&self) -> bool {
+        self.kind() == crate::Kind::Busy
+    }
+}
+
 /// Attempts in all, the first included.
 pub const ATTEMPTS: u32 = 8;
 

@@ -343,8 +343,17 @@ fn as_server_user(user: Option<&str>, program: &Path) -> Command {
     }
 }
 
-/// Runs an administrative statement (outside any transaction) on `url`.
-fn admin(url: &str, sql: &str) {
+/// Every row of a query of integer columns (counts, sequence numbers), run on `url`
+/// outside the stores: what a test checks behind a store's back.
+pub fn query_ints(url: &str, sql: &str) -> Vec<Vec<i64>> {
+    let conn = PgConn::connect(&pg_url(url)).unwrap();
+    let rows = conn.query(sql, &[], Within::Read).unwrap();
+    rows.iter().map(|row| (0..row.len()).map(|i| row.get::<_, i64>(i)).collect()).collect()
+}
+
+/// Runs statements (outside any transaction) on `url`: an administrator's change, or
+/// damage a test does on purpose.
+pub fn admin(url: &str, sql: &str) {
     let Location::Postgres(url) = Location::parse(url) else { unreachable!("a PostgreSQL URL") };
     let conn: PgConn = PgConn::connect(&url).unwrap();
     conn.batch(sql, Within::Read).unwrap();

@@ -15,7 +15,7 @@ use escx_licensing::verify;
 use escx_licensing::wallet::Wallet;
 use serde::Serialize;
 
-use escx_licensing::issuer::AnyIssuerStore;
+use escx_licensing::issuer::SqlIssuerStore;
 
 use crate::failure::{self, UsageError};
 use crate::output::{Ui, Written};
@@ -514,9 +514,9 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))
 }
 
-pub(crate) fn open_issuer(dir: &Path) -> anyhow::Result<Issuer<AnyIssuerStore>> {
+pub(crate) fn open_issuer(dir: &Path) -> anyhow::Result<Issuer<SqlIssuerStore>> {
     let key = dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
-    Issuer::open_any(dir, || secrets::passphrase_for(&key))
+    Issuer::open(dir, || secrets::passphrase_for(&key))
         .with_context(|| format!("opening issuer {}", dir.display()))
 }
 

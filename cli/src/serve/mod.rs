@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router};
 use clap::Args;
-use escx_licensing::issuer::{AnyIssuerStore, Issuer};
+use escx_licensing::issuer::{Issuer, SqlIssuerStore};
 use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
 use escx_licensing::metering::operator::{Operator, Outcome};
 use escx_settlement::ledger::Ledger;
@@ -103,7 +103,7 @@ struct Service {
     /// whose meter reports hours of a simulated later time).
     issuer_now: Clock,
     operator_now: Clock,
-    issuer: Option<Pool<Issuer<AnyIssuerStore>>>,
+    issuer: Option<Pool<Issuer<SqlIssuerStore>>>,
     operator: Option<Pool<Operator>>,
     ledger: Option<Mutex<Ledger<AnyStore>>>,
     registry: Option<PathBuf>,
@@ -159,13 +159,13 @@ fn pooled<'a, T>(pool: &'a Option<Pool<T>>, name: &str) -> Result<MutexGuard<'a,
     Ok(pool.as_ref().ok_or_else(|| not_served(name))?.lock())
 }
 
-fn issuer(service: &Service) -> Result<MutexGuard<'_, Issuer<AnyIssuerStore>>, ApiError> {
+fn issuer(service: &Service) -> Result<MutexGuard<'_, Issuer<SqlIssuerStore>>, ApiError> {
     pooled(&service.issuer, "issuer")
 }
 
 /// The stores a service serves; each is optional (no issuer handles: no issuer).
 pub(crate) struct Parts {
-    pub issuer: Vec<Issuer<AnyIssuerStore>>,
+    pub issuer: Vec<Issuer<SqlIssuerStore>>,
     pub operator: Vec<Operator>,
     pub ledger: Option<Ledger<AnyStore>>,
     pub registry: Option<PathBuf>,
@@ -636,10 +636,10 @@ fn router(service: Shared, limits: Limits) -> Router {
 }
 
 /// One issuer handle per core, the key's passphrase asked for at most once.
-fn open_issuer_pool(dir: &Path) -> anyhow::Result<Vec<Issuer<AnyIssuerStore>>> {
+fn open_issuer_pool(dir: &Path) -> anyhow::Result<Vec<Issuer<SqlIssuerStore>>> {
     let key = dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
     let remembered = std::cell::RefCell::new(None);
-    let first = Issuer::open_any(dir, || {
+    let first = Issuer::open(dir, || {
         let passphrase = crate::secrets::passphrase_for(&key);
         remembered.borrow_mut().clone_from(&passphrase);
         passphrase
@@ -648,7 +648,7 @@ fn open_issuer_pool(dir: &Path) -> anyhow::Result<Vec<Issuer<AnyIssuerStore>>> {
     let mut pool = vec![first];
     for _ in 1..cores() {
         pool.push(
-            Issuer::open_any(dir, || remembered.borrow().clone())
+            Issuer::open(dir, || remembered.borrow().clone())
                 .with_context(|| format!("opening issuer {}", dir.display()))?,
         );
     }

@@ -78,7 +78,7 @@ forward_issuer_reader!(MemoryIssuerStore, self => self.lock());
 forward_issuer_reader!(MemoryIssuerTx<'_>, self => self.work);
 
 fn violation(what: String) -> Error {
-    Error::Store(format!("constraint violated: {what}"))
+    escx_store::Error::failed("", format!("constraint violated: {what}")).into()
 }
 
 impl State {

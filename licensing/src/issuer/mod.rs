@@ -23,6 +23,7 @@ use escx::keyfile::{self, Protection};
 use escx::policy::TrustPolicy;
 use escx::sig::{KeyId, PublicKey, SecretKey};
 use escx_manifest::schema::{Manifest, PriceUnit};
+use escx_store::Location;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use zeroize::Zeroizing;
@@ -35,15 +36,13 @@ use crate::messages::{
 };
 use crate::poprf::{IssuerKey, TokenInfo};
 
-mod any;
 mod memory;
-mod pg;
-mod sqlite;
+mod sql;
 pub mod store;
 
-pub use sqlite::SCHEMA_VERSION;
-pub use store::{AnyIssuerStore, MemoryIssuerStore, PgIssuerStore, SqliteIssuerStore};
+pub use sql::SCHEMA_VERSION;
 use store::{IssuerReader, IssuerStore, IssuerWriter, LicenseRecord, StoredContentKey};
+pub use store::{MemoryIssuerStore, SqlIssuerStore};
 
 /// Signing key file in the issuer directory.
 pub const SIGNING_KEY_FILE: &str = "signing.key";
@@ -143,10 +142,10 @@ impl Drop for KemKeyFile {
     }
 }
 
-/// An issuer: its keys, a working directory and a store ([`SqliteIssuerStore`] in an
-/// issuer directory by default; [`MemoryIssuerStore`] or another [`IssuerStore`] when
+/// An issuer: its keys, a working directory and a store ([`SqlIssuerStore`] for an
+/// issuer directory, SQLite or PostgreSQL; [`MemoryIssuerStore`] or another [`IssuerStore`] when
 /// embedded).
-pub struct Issuer<S: IssuerStore = SqliteIssuerStore> {
+pub struct Issuer<S: IssuerStore = SqlIssuerStore> {
     dir: PathBuf,
     store: S,
     signing: SecretKey,
@@ -184,7 +183,8 @@ pub(crate) fn read_signed_manifest(
         .collect();
     let mut reader = PackageReader::open_file(copy.path())?;
     if reader.root() != &report.root {
-        return Err(Error::Store("the private copy changed after it was verified".into()));
+        let changed = std::io::Error::other("the private copy changed after it was verified");
+        return Err(escx::Error::io(copy.path(), changed).into());
     }
     let manifest_text = String::from_utf8(reader.manifest_bytes()?).map_err(|_| {
         Error::Manifest(escx_manifest::Error::ManifestEncoding { path: package.to_path_buf() })
@@ -221,45 +221,60 @@ pub fn owner_scope(package: &str) -> String {
     }
 }
 
-impl Issuer<SqliteIssuerStore> {
+impl Issuer<SqlIssuerStore> {
     /// Creates an issuer directory: keys, database and the first POPRF epoch from `now`.
     pub fn init(dir: &Path, name: &str, protection: &Protection, now: UnixSeconds) -> Result<Self, Error> {
-        if std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some()) {
-            return Err(Error::Store(format!("{} is not empty", dir.display())));
-        }
-        escx::fsutil::create_private_dir(dir)?;
-        let signing = SecretKey::generate();
-        keyfile::write_secret_key(&dir.join(SIGNING_KEY_FILE), &signing, protection, false)?;
-        let kem = KemSecretKey::generate();
-        write_kem_key(dir, &kem)?;
-        let store = SqliteIssuerStore::open(&dir.join(DATABASE_FILE))?;
+        escx_store::create_empty_dir(dir)?;
+        let (signing, kem) = write_keys(dir, protection)?;
+        let store = SqlIssuerStore::open(&Location::Sqlite(dir.join(DATABASE_FILE)))?;
         Issuer::create(store, signing, kem, dir, name, now)
     }
 
-    /// Opens an issuer directory; `passphrase` is asked only if the signing key is sealed.
-    pub fn open(dir: &Path, passphrase: impl FnOnce() -> Option<Zeroizing<String>>) -> Result<Self, Error> {
-        let (signing, kem) = read_keys(dir, passphrase)?;
-        let store = SqliteIssuerStore::open(&dir.join(DATABASE_FILE))?;
-        Ok(Self { dir: dir.to_path_buf(), store, signing, kem })
+    /// Creates an issuer directory whose store is the PostgreSQL database at `url`: the
+    /// keys in `dir` (as [`Issuer::init`]), the issuer's tables and first POPRF epoch in the
+    /// database, and `database.url`, so every later open of the directory uses the
+    /// database. Service nodes each hold a copy of the directory (keys and URL).
+    pub fn init_postgres(
+        dir: &Path,
+        url: &str,
+        name: &str,
+        protection: &Protection,
+        now: UnixSeconds,
+    ) -> Result<Self, Error> {
+        let location = Location::parse(url);
+        escx_store::create_empty_dir(dir)?;
+        let (signing, kem) = write_keys(dir, protection)?;
+        let store = SqlIssuerStore::open(&location)?;
+        let issuer = Issuer::create(store, signing, kem, dir, name, now)?;
+        escx_store::write_database_url(dir, &location)?;
+        Ok(issuer)
     }
 
-    /// The same issuer over [`AnyIssuerStore`].
-    pub fn into_any(self) -> Issuer<AnyIssuerStore> {
-        Issuer {
-            dir: self.dir,
-            store: AnyIssuerStore::Sqlite(self.store),
-            signing: self.signing,
-            kem: self.kem,
-        }
+    /// Opens an issuer directory over whichever store it uses: the PostgreSQL database its
+    /// `database.url` names, else its SQLite file. `passphrase` is asked only if the
+    /// signing key is sealed.
+    pub fn open(dir: &Path, passphrase: impl FnOnce() -> Option<Zeroizing<String>>) -> Result<Self, Error> {
+        let (signing, kem) = read_keys(dir, passphrase)?;
+        let store = SqlIssuerStore::open(&Location::of_dir(dir, DATABASE_FILE)?)?;
+        Ok(Self { dir: dir.to_path_buf(), store, signing, kem })
     }
 
     /// The database connection, for this crate's tests that inspect the issuer's complete
     /// view (feature `test-support`).
     #[cfg(feature = "test-support")]
     #[doc(hidden)]
-    pub fn database(&self) -> &rusqlite::Connection {
-        self.store.connection()
+    pub fn database(&self) -> &escx_store::Db {
+        self.store.db()
     }
+}
+
+/// Writes a new issuer directory's signing key (sealed as `protection` says) and KEM key.
+fn write_keys(dir: &Path, protection: &Protection) -> Result<(SecretKey, KemSecretKey), Error> {
+    let signing = SecretKey::generate();
+    keyfile::write_secret_key(&dir.join(SIGNING_KEY_FILE), &signing, protection, false)?;
+    let kem = KemSecretKey::generate();
+    write_kem_key(dir, &kem)?;
+    Ok((signing, kem))
 }
 
 /// The signing and KEM keys of an issuer directory.
@@ -276,47 +291,7 @@ fn read_keys(
     Ok((signing, KemSecretKey::from_parts(secret, public)?))
 }
 
-pub use crate::pg::DATABASE_URL_FILE;
-
-impl Issuer<AnyIssuerStore> {
-    /// Opens an issuer directory over whichever store it uses: the PostgreSQL database its
-    /// `database.url` names, else its SQLite file.
-    pub fn open_any(
-        dir: &Path,
-        passphrase: impl FnOnce() -> Option<Zeroizing<String>>,
-    ) -> Result<Self, Error> {
-        match crate::pg::database_url(dir)? {
-            Some(url) => {
-                let (signing, kem) = read_keys(dir, passphrase)?;
-                let store = AnyIssuerStore::Postgres(Box::new(PgIssuerStore::open(&url)?));
-                Ok(Issuer { dir: dir.to_path_buf(), store, signing, kem })
-            }
-            None => Ok(Issuer::open(dir, passphrase)?.into_any()),
-        }
-    }
-
-    /// Creates an issuer directory whose store is the PostgreSQL database at `url`: the
-    /// keys in `dir` (as [`Issuer::init`]), the issuer's tables and first POPRF epoch in the
-    /// database, and `database.url`, so every later open of the directory uses the
-    /// database. Service nodes each hold a copy of the directory (keys and URL).
-    pub fn init_postgres(
-        dir: &Path,
-        url: &str,
-        name: &str,
-        protection: &Protection,
-        now: UnixSeconds,
-    ) -> Result<Self, Error> {
-        crate::pg::create_empty_dir(dir)?;
-        let signing = SecretKey::generate();
-        keyfile::write_secret_key(&dir.join(SIGNING_KEY_FILE), &signing, protection, false)?;
-        let kem = KemSecretKey::generate();
-        write_kem_key(dir, &kem)?;
-        let store = AnyIssuerStore::Postgres(Box::new(PgIssuerStore::open(url)?));
-        let issuer = Issuer::create(store, signing, kem, dir, name, now)?;
-        crate::pg::write_database_url(dir, url)?;
-        Ok(issuer)
-    }
-}
+pub use escx_store::DATABASE_URL_FILE;
 
 fn write_kem_key(dir: &Path, kem: &KemSecretKey) -> Result<(), Error> {
     let file = KemKeyFile {
@@ -363,7 +338,7 @@ impl<S: IssuerStore> Issuer<S> {
         now: UnixSeconds,
     ) -> Result<Self, Error> {
         if store.meta("name")?.is_some() {
-            return Err(Error::Store("the store holds an issuer already".into()));
+            return Err(escx_store::Error::failed("", "the store holds an issuer already").into());
         }
         let mut tx = store.begin()?;
         tx.set_meta("name", name)?;
@@ -377,7 +352,7 @@ impl<S: IssuerStore> Issuer<S> {
     /// An issuer over a `store` that [`Self::create`] initialised, with its keys.
     pub fn with_store(store: S, signing: SecretKey, kem: KemSecretKey, dir: &Path) -> Result<Self, Error> {
         if store.meta("name")?.is_none() {
-            return Err(Error::Store("the store holds no issuer".into()));
+            return Err(escx_store::Error::failed("", "the store holds no issuer").into());
         }
         Ok(Self { dir: dir.to_path_buf(), store, signing, kem })
     }
@@ -801,7 +776,7 @@ impl<S: IssuerStore> Issuer<S> {
             .parse::<u64>()
             .ok()
             .and_then(|n| n.checked_add(1))
-            .ok_or_else(|| Error::Store(format!("bad crl_number {last:?} in the issuer store")))?;
+            .ok_or_else(|| Error::stored(format!("bad crl_number {last:?} in the issuer store")))?;
         let revoked = tx.revocations()?;
         tx.set_meta("crl_number", &number.to_string())?;
         let payload = CrlPayload { v: 1, number, issued_at: now, revoked };
@@ -865,11 +840,11 @@ impl<S: IssuerStore> Issuer<S> {
 /// Runs `attempt` again while it fails with [`Error::Busy`] (licensing.md §4): the failed
 /// transaction was rolled back, so running it again is safe.
 fn retrying<T>(attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    escx::retry::while_busy(|e| matches!(e, Error::Busy(_)), attempt)
+    escx_store::retry::while_busy(<Error as escx_store::Retryable>::is_busy, attempt)
 }
 
 fn meta(store: &impl IssuerReader, key: &str) -> Result<String, Error> {
-    store.meta(key)?.ok_or_else(|| Error::Store(format!("the issuer store has no {key}")))
+    store.meta(key)?.ok_or_else(|| Error::stored(format!("the issuer store has no {key}")))
 }
 
 fn issued_in(store: &impl IssuerReader, request_id: &[u8; 32]) -> Result<Option<TokenResponse>, Error> {
@@ -883,7 +858,7 @@ fn stored_bundles(store: &impl IssuerReader) -> Result<Vec<IssuerBundle>, Error>
         .map(|(version, bytes)| {
             let bundle = IssuerBundle::parse(&bytes)?;
             if bundle.version() != version {
-                return Err(Error::Store(format!(
+                return Err(Error::stored(format!(
                     "bundle version {version} holds version {}",
                     bundle.version()
                 )));

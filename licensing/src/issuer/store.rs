@@ -1,10 +1,10 @@
 //! Storage behind the issuer (spec: licensing.md §4).
 //!
 //! The issuer ([`super::Issuer`]) decides what to write; an [`IssuerStore`] only keeps rows
-//! and runs transactions. Two backends implement it: [`SqliteIssuerStore`] (the product:
-//! WAL, `synchronous=FULL`, `BEGIN IMMEDIATE`) and [`MemoryIssuerStore`] (tests, embedding
-//! without a disk, and the reference a new backend is compared with; see
-//! `licensing/tests/issuer_stores.rs`). A backend must give every [`IssuerStore::begin`]
+//! and runs transactions. Two backends implement it: [`SqlIssuerStore`] (the product: one
+//! set of statements on SQLite or PostgreSQL, through `escx_store`) and
+//! [`MemoryIssuerStore`] (tests, embedding without a disk, and the reference the SQL store
+//! is compared with; see `licensing/tests/issuer_stores.rs`). A backend must give every [`IssuerStore::begin`]
 //! transaction serializable isolation: the issuer re-reads what it depends on (an earlier
 //! answer to the same request, the spent set, the CRL number) inside the transaction.
 //!
@@ -20,10 +20,8 @@ use super::{Offer, Sale};
 use crate::Error;
 use crate::messages::{Epoch, Revoked};
 
-pub use super::any::{AnyIssuerStore, AnyIssuerTx};
 pub use super::memory::{MemoryIssuerStore, MemoryIssuerTx};
-pub use super::pg::{PgIssuerStore, PgIssuerTx, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
-pub use super::sqlite::{SqliteIssuerStore, SqliteIssuerTx};
+pub use super::sql::{SqlIssuerStore, SqlIssuerTx};
 
 /// Implements [`IssuerReader`] for `$type` by forwarding every query to `$inner`, an
 /// expression over `$self` whose type has the same methods.

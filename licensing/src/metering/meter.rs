@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use curve25519_dalek::scalar::Scalar;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use escx_store::{Arg, Db, Location, Mark, Migrations, Mode, Schema, Sql};
 use serde_bytes::ByteBuf;
 use zeroize::Zeroizing;
 
@@ -19,15 +19,11 @@ use super::{
 };
 use crate::Error;
 use crate::messages::LicensePayload;
-use crate::sqlite::sql;
 use crate::wallet::Wallet;
 
 /// The meter's database file in the wallet directory.
 pub const DATABASE_FILE: &str = "meter.sqlite";
-/// Schema version of the meter's database.
-pub const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
+const SQLITE_V1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE counters (
     license_id BLOB NOT NULL, unit TEXT NOT NULL, minute INTEGER NOT NULL, value INTEGER NOT NULL,
@@ -39,6 +35,16 @@ CREATE TABLE reports (
 CREATE TABLE closes (
     license_id BLOB NOT NULL, period TEXT NOT NULL, file BLOB NOT NULL, PRIMARY KEY (license_id, period));
 ";
+
+/// The meter's tables: SQLite only (the meter lives in the customer's wallet), the version in
+/// `meta`.
+static SCHEMA: Schema = Schema {
+    what: "meter",
+    pg_schema: None,
+    lock: "escx v1 meter migration lock",
+    sqlite: Migrations { steps: &[SQLITE_V1], mark: Mark::Meta },
+    postgres: Migrations { steps: &[], mark: Mark::Meta },
+};
 
 /// What the customer's tier shares (its `telemetry` in the manifest's `[pricing]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,35 +117,16 @@ pub struct MadeClose {
 /// The meter of one wallet.
 pub struct Meter<'w> {
     wallet: &'w Wallet,
-    db: Connection,
+    db: Db,
 }
 
-fn open_db(path: &Path) -> Result<Connection, Error> {
-    let mut db = crate::sqlite::open_private(path)?;
-    let transaction = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-    if !crate::sqlite::has_meta(&transaction)? {
-        transaction.execute_batch(SCHEMA).map_err(sql)?;
-        let mut secret = Zeroizing::new([0u8; 32]);
-        escx::keyfile::fill_random(secret.as_mut())?;
-        transaction
-            .execute("INSERT INTO meta (key, value) VALUES ('secret', ?1)", params![&secret[..]])
-            .map_err(sql)?;
-        transaction
-            .execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", params![SCHEMA_VERSION])
-            .map_err(sql)?;
-    } else {
-        let found: i64 = transaction
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
-            .map_err(sql)?;
-        if found > SCHEMA_VERSION {
-            return Err(Error::Store(format!(
-                "{}: meter schema version {found} is newer than this build's {SCHEMA_VERSION}; upgrade escx",
-                path.display()
-            )));
-        }
-    }
-    transaction.commit().map_err(sql)?;
-    Ok(db)
+/// Opens (creating if needed) the meter's database; a new one gets its secret.
+fn open_db(path: &Path) -> Result<Db, Error> {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    escx::keyfile::fill_random(secret.as_mut())?;
+    Ok(Db::open(&Location::Sqlite(path.to_path_buf()), &SCHEMA, Mode::OpenOrCreate, |tx| {
+        tx.exec("INSERT INTO meta (key, value) VALUES ('secret', ?1)", &[Arg::Bytes(&secret[..])]).map(drop)
+    })?)
 }
 
 fn license_id(license: &LicensePayload) -> Result<[u8; 16], Error> {
@@ -150,8 +137,8 @@ fn license_id(license: &LicensePayload) -> Result<[u8; 16], Error> {
         .map_err(|_| Error::Malformed { what: "license", reason: "license id must be 16 bytes".into() })
 }
 
-fn to_i64(value: impl Into<u64>) -> i64 {
-    i64::try_from(value.into()).unwrap_or(i64::MAX)
+fn int(value: impl Into<u64>) -> Arg<'static> {
+    Arg::Int(i64::try_from(value.into()).unwrap_or(i64::MAX))
 }
 
 impl<'w> Meter<'w> {
@@ -161,17 +148,8 @@ impl<'w> Meter<'w> {
     }
 
     fn secret(&self) -> Result<Zeroizing<[u8; 32]>, Error> {
-        let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(
-            self.db
-                .query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| r.get(0))
-                .map_err(sql)?,
-        );
-        let mut secret = Zeroizing::new([0u8; 32]);
-        if bytes.len() != 32 {
-            return Err(Error::Store("the meter secret is damaged (not 32 bytes)".into()));
-        }
-        secret.copy_from_slice(&bytes);
-        Ok(secret)
+        let row = self.db.one("SELECT value FROM meta WHERE key = 'secret'", &[])?;
+        Ok(Zeroizing::new(row.array(0)?))
     }
 
     /// The license of `package` valid during `[from, until)` (the newest).
@@ -213,15 +191,14 @@ impl<'w> Meter<'w> {
         let mut used = Vec::new();
         for (license, certificate) in &candidates {
             let id = license_id(license)?;
-            let records: i64 = self
+            let records = self
                 .db
-                .query_row(
+                .one(
                     "SELECT (SELECT count(*) FROM counters WHERE license_id = ?1 AND minute >= ?2 AND minute < ?3)
                           + (SELECT count(*) FROM reports WHERE license_id = ?1 AND hour = ?2)",
-                    params![&id[..], to_i64(hour), to_i64(hour + HOUR_SECS)],
-                    |r| r.get(0),
-                )
-                .map_err(sql)?;
+                    &[Arg::Bytes(&id), int(hour), int(hour + HOUR_SECS)],
+                )?
+                .int(0)?;
             if records > 0 {
                 used.push((license.clone(), certificate.clone()));
             }
@@ -261,11 +238,11 @@ impl<'w> Meter<'w> {
         let id = license_id(&license)?;
         let minute = at.floor(60);
         let hour = at.floor(HOUR_SECS);
-        let transaction =
-            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        let last: Option<UnixSeconds> = transaction
-            .query_row("SELECT max(hour) FROM reports WHERE license_id = ?1", params![&id[..]], |r| r.get(0))
-            .map_err(sql)?;
+        let transaction = self.db.begin()?;
+        let last = transaction
+            .one("SELECT max(hour) FROM reports WHERE license_id = ?1", &[Arg::Bytes(&id)])?
+            .opt_uint(0)?
+            .map(UnixSeconds);
         if let Some(last) = last
             && hour <= last
         {
@@ -285,14 +262,13 @@ impl<'w> Meter<'w> {
                 format!("period {} is closed for this license", Period::of(hour)),
             ));
         }
-        let held: Option<u64> = transaction
-            .query_row(
+        let held = transaction
+            .row(
                 "SELECT value FROM counters WHERE license_id = ?1 AND unit = ?2 AND minute = ?3",
-                params![&id[..], unit, to_i64(minute)],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql)?;
+                &[Arg::Bytes(&id), Arg::Text(unit), int(minute)],
+            )?
+            .map(|r| r.uint(0))
+            .transpose()?;
         let value =
             held.unwrap_or(0).checked_add(amount).filter(|v| *v <= super::COUNTER_MAX).ok_or_else(|| {
                 refuse(
@@ -300,43 +276,29 @@ impl<'w> Meter<'w> {
                     format!("the {unit} counter of this minute would exceed {}", super::COUNTER_MAX),
                 )
             })?;
-        transaction
-            .execute(
-                "INSERT INTO counters (license_id, unit, minute, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (license_id, unit, minute) DO UPDATE SET value = excluded.value",
-                params![&id[..], unit, to_i64(minute), to_i64(value)],
-            )
-            .map_err(sql)?;
-        transaction
-            .execute(
-                "INSERT OR IGNORE INTO counters (license_id, unit, minute, value) VALUES (?1, ?2, ?3, 1)",
-                params![&id[..], UNIT_MINUTES, to_i64(minute)],
-            )
-            .map_err(sql)?;
-        transaction.commit().map_err(sql)?;
+        transaction.exec(
+            "INSERT INTO counters (license_id, unit, minute, value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (license_id, unit, minute) DO UPDATE SET value = excluded.value",
+            &[Arg::Bytes(&id), Arg::Text(unit), int(minute), int(value)],
+        )?;
+        transaction.exec(
+            "INSERT INTO counters (license_id, unit, minute, value) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT (license_id, unit, minute) DO NOTHING",
+            &[Arg::Bytes(&id), Arg::Text(UNIT_MINUTES), int(minute)],
+        )?;
+        transaction.commit()?;
         Ok(Recorded { license_id: hex::encode(id), minute, value })
     }
 
     /// The per-minute values of one license, unit and hour.
-    fn minutes(
-        db: &Connection,
-        id: &[u8; 16],
-        unit: &str,
-        hour: UnixSeconds,
-    ) -> Result<[u64; MINUTES], Error> {
+    fn minutes(db: &impl Sql, id: &[u8; 16], unit: &str, hour: UnixSeconds) -> Result<[u64; MINUTES], Error> {
         let mut values = [0u64; MINUTES];
-        let mut statement = db
-            .prepare_cached(
-                "SELECT minute, value FROM counters WHERE license_id = ?1 AND unit = ?2 AND minute >= ?3 AND minute < ?4",
-            )
-            .map_err(sql)?;
-        let rows = statement
-            .query_map(params![&id[..], unit, to_i64(hour), to_i64(hour + HOUR_SECS)], |r| {
-                Ok((r.get::<_, UnixSeconds>(0)?, r.get::<_, u64>(1)?))
-            })
-            .map_err(sql)?;
+        let rows = db.rows(
+            "SELECT minute, value FROM counters WHERE license_id = ?1 AND unit = ?2 AND minute >= ?3 AND minute < ?4",
+            &[Arg::Bytes(id), Arg::Text(unit), int(hour), int(hour + HOUR_SECS)],
+        )?;
         for row in rows {
-            let (minute, value) = row.map_err(sql)?;
+            let (minute, value) = (UnixSeconds(row.uint(0)?), row.uint(1)?);
             let index = usize::try_from((minute - hour) / 60).unwrap_or(MINUTES);
             if let Some(slot) = values.get_mut(index) {
                 *slot = value;
@@ -377,16 +339,14 @@ impl<'w> Meter<'w> {
         let (license, certificate) = self.license_for_hour(package, license, hour)?;
         let id = license_id(&license)?;
         let id_hex = hex::encode(id);
-        let transaction =
-            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        let stored: Option<(u64, Vec<u8>)> = transaction
-            .query_row(
+        let transaction = self.db.begin()?;
+        let stored = transaction
+            .row(
                 "SELECT seq, file FROM reports WHERE license_id = ?1 AND hour = ?2",
-                params![&id[..], to_i64(hour)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(sql)?;
+                &[Arg::Bytes(&id), int(hour)],
+            )?
+            .map(|r| Ok::<_, Error>((r.uint(0)?, r.bytes(1)?.to_vec())))
+            .transpose()?;
         if let Some((seq, file)) = stored {
             let units = units_of(&file)?;
             return Ok(MadeReport { file, seq, license_id: id_hex, units, again: true });
@@ -401,10 +361,10 @@ impl<'w> Meter<'w> {
                 ),
             ));
         }
-        let mode: Option<String> = transaction
-            .query_row("SELECT telemetry FROM modes WHERE license_id = ?1", params![&id[..]], |r| r.get(0))
-            .optional()
-            .map_err(sql)?;
+        let mode = transaction
+            .row("SELECT telemetry FROM modes WHERE license_id = ?1", &[Arg::Bytes(&id)])?
+            .map(|r| r.text(0).map(str::to_owned))
+            .transpose()?;
         match mode.as_deref().and_then(Telemetry::parse) {
             Some(held) if held != telemetry => {
                 return Err(refuse(
@@ -417,22 +377,19 @@ impl<'w> Meter<'w> {
             }
             Some(_) => {}
             None => {
-                transaction
-                    .execute(
-                        "INSERT INTO modes (license_id, telemetry) VALUES (?1, ?2)",
-                        params![&id[..], telemetry.name()],
-                    )
-                    .map_err(sql)?;
+                transaction.exec(
+                    "INSERT INTO modes (license_id, telemetry) VALUES (?1, ?2)",
+                    &[Arg::Bytes(&id), Arg::Text(telemetry.name())],
+                )?;
             }
         }
-        let last: Option<(u64, UnixSeconds, Vec<u8>)> = transaction
-            .query_row(
+        let last = transaction
+            .row(
                 "SELECT seq, hour, hash FROM reports WHERE license_id = ?1 ORDER BY seq DESC LIMIT 1",
-                params![&id[..]],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(sql)?;
+                &[Arg::Bytes(&id)],
+            )?
+            .map(|r| Ok::<_, Error>((r.uint(0)?, UnixSeconds(r.uint(1)?), r.bytes(2)?.to_vec())))
+            .transpose()?;
         let (seq, previous) = match &last {
             Some((_, last_hour, _)) if *last_hour >= hour => {
                 return Err(refuse(
@@ -454,20 +411,11 @@ impl<'w> Meter<'w> {
             ));
         }
         let mut units: BTreeSet<String> = BTreeSet::new();
-        {
-            let mut statement = transaction
-                .prepare_cached(
-                    "SELECT DISTINCT unit FROM counters WHERE license_id = ?1 AND minute >= ?2 AND minute < ?3",
-                )
-                .map_err(sql)?;
-            let rows = statement
-                .query_map(params![&id[..], to_i64(hour), to_i64(hour + HOUR_SECS)], |r| {
-                    r.get::<_, String>(0)
-                })
-                .map_err(sql)?;
-            for unit in rows {
-                units.insert(unit.map_err(sql)?);
-            }
+        for row in transaction.rows(
+            "SELECT DISTINCT unit FROM counters WHERE license_id = ?1 AND minute >= ?2 AND minute < ?3",
+            &[Arg::Bytes(&id), int(hour), int(hour + HOUR_SECS)],
+        )? {
+            units.insert(row.text(0)?.to_owned());
         }
         units.insert(UNIT_MINUTES.to_owned());
         if units.len() > super::SERIES_MAX {
@@ -513,13 +461,11 @@ impl<'w> Meter<'w> {
         let file =
             ReportFile { v: 1, certificate: ByteBuf::from(certificate), report: ByteBuf::from(envelope) }
                 .to_cbor();
-        transaction
-            .execute(
-                "INSERT INTO reports (license_id, seq, hour, hash, file) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![&id[..], to_i64(seq), to_i64(hour), &hash[..], &file],
-            )
-            .map_err(sql)?;
-        transaction.commit().map_err(sql)?;
+        transaction.exec(
+            "INSERT INTO reports (license_id, seq, hour, hash, file) VALUES (?1, ?2, ?3, ?4, ?5)",
+            &[Arg::Bytes(&id), int(seq), int(hour), Arg::Bytes(&hash[..]), Arg::Bytes(&file)],
+        )?;
+        transaction.commit()?;
         Ok(MadeReport { file, seq, license_id: id_hex, units: units.into_iter().collect(), again: false })
     }
 
@@ -548,14 +494,13 @@ impl<'w> Meter<'w> {
                 let mut reported = Vec::new();
                 for (license, certificate) in candidates {
                     let id = license_id(&license)?;
-                    let count: i64 = self
+                    let count = self
                         .db
-                        .query_row(
+                        .one(
                             "SELECT count(*) FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3",
-                            params![&id[..], to_i64(period.start()), to_i64(period.end())],
-                            |r| r.get(0),
-                        )
-                        .map_err(sql)?;
+                            &[Arg::Bytes(&id), int(period.start()), int(period.end())],
+                        )?
+                        .int(0)?;
                     reported.push((count > 0, license, certificate));
                 }
                 let with_reports: Vec<_> = reported.iter().filter(|(r, _, _)| *r).collect();
@@ -584,16 +529,14 @@ impl<'w> Meter<'w> {
         };
         let id = license_id(&license)?;
         let id_hex = hex::encode(id);
-        let transaction =
-            rusqlite::Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate).map_err(sql)?;
-        let stored: Option<Vec<u8>> = transaction
-            .query_row(
+        let transaction = self.db.begin()?;
+        let stored = transaction
+            .row(
                 "SELECT file FROM closes WHERE license_id = ?1 AND period = ?2",
-                params![&id[..], period.to_string()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql)?;
+                &[Arg::Bytes(&id), Arg::Text(&period.to_string())],
+            )?
+            .map(|r| r.bytes(0).map(<[u8]>::to_vec))
+            .transpose()?;
         if let Some(file) = stored {
             let (totals, through_seq) = close_summary(&file)?;
             return Ok(MadeClose { file, license_id: id_hex, totals, through_seq, again: true });
@@ -608,34 +551,21 @@ impl<'w> Meter<'w> {
             ));
         }
         let mut reports: Vec<(u64, UnixSeconds, Vec<u8>, Vec<u8>)> = Vec::new();
-        {
-            let mut statement = transaction
-                .prepare("SELECT seq, hour, hash, file FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY seq")
-                .map_err(sql)?;
-            let rows = statement
-                .query_map(params![&id[..], to_i64(period.start()), to_i64(period.end())], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .map_err(sql)?;
-            for row in rows {
-                reports.push(row.map_err(sql)?);
-            }
+        for r in transaction.rows(
+            "SELECT seq, hour, hash, file FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY seq",
+            &[Arg::Bytes(&id), int(period.start()), int(period.end())],
+        )? {
+            reports.push((r.uint(0)?, UnixSeconds(r.uint(1)?), r.bytes(2)?.to_vec(), r.bytes(3)?.to_vec()));
         }
         let reported: BTreeSet<UnixSeconds> = reports.iter().map(|r| r.1).collect();
         {
-            let mut statement = transaction
-                .prepare(
-                    "SELECT DISTINCT minute - minute % 3600 FROM counters WHERE license_id = ?1 AND minute >= ?2 AND minute < ?3",
-                )
-                .map_err(sql)?;
-            let rows = statement
-                .query_map(params![&id[..], to_i64(period.start()), to_i64(period.end())], |r| {
-                    r.get::<_, UnixSeconds>(0)
-                })
-                .map_err(sql)?;
+            let rows = transaction.rows(
+                "SELECT DISTINCT minute - minute % 3600 FROM counters WHERE license_id = ?1 AND minute >= ?2 AND minute < ?3",
+                &[Arg::Bytes(&id), int(period.start()), int(period.end())],
+            )?;
             let mut unreported = Vec::new();
-            for hour in rows {
-                let hour = hour.map_err(sql)?;
+            for row in rows {
+                let hour = UnixSeconds(row.uint(0)?);
                 if !reported.contains(&hour) {
                     unreported.push(format_hour(hour));
                 }
@@ -653,13 +583,12 @@ impl<'w> Meter<'w> {
         let (through_seq, through_hash) = match reports.last() {
             Some((seq, _, hash, _)) => (*seq, hash.clone()),
             None => transaction
-                .query_row(
+                .row(
                     "SELECT seq, hash FROM reports WHERE license_id = ?1 AND hour < ?2 ORDER BY seq DESC LIMIT 1",
-                    params![&id[..], to_i64(period.start())],
-                    |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Vec<u8>>(1)?)),
-                )
-                .optional()
-                .map_err(sql)?
+                    &[Arg::Bytes(&id), int(period.start())],
+                )?
+                .map(|r| Ok::<_, Error>((r.uint(0)?, r.bytes(1)?.to_vec())))
+                .transpose()?
                 .unwrap_or((0, vec![0u8; 32])),
         };
         let secret = self.secret()?;
@@ -698,13 +627,11 @@ impl<'w> Meter<'w> {
         let file =
             CloseFile { v: 1, certificate: ByteBuf::from(certificate), close: ByteBuf::from(envelope) }
                 .to_cbor();
-        transaction
-            .execute(
-                "INSERT INTO closes (license_id, period, file) VALUES (?1, ?2, ?3)",
-                params![&id[..], period.to_string(), &file],
-            )
-            .map_err(sql)?;
-        transaction.commit().map_err(sql)?;
+        transaction.exec(
+            "INSERT INTO closes (license_id, period, file) VALUES (?1, ?2, ?3)",
+            &[Arg::Bytes(&id), Arg::Text(&period.to_string()), Arg::Bytes(&file)],
+        )?;
+        transaction.commit()?;
         Ok(MadeClose {
             file,
             license_id: id_hex,
@@ -730,13 +657,12 @@ impl<'w> Meter<'w> {
         let id = license_id(&license)?;
         let file: Vec<u8> = self
             .db
-            .query_row(
+            .row(
                 "SELECT file FROM reports WHERE license_id = ?1 AND hour = ?2",
-                params![&id[..], to_i64(hour)],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql)?
+                &[Arg::Bytes(&id), int(hour)],
+            )?
+            .map(|r| r.bytes(0).map(<[u8]>::to_vec))
+            .transpose()?
             .ok_or_else(|| {
                 refuse(
                     Refusal::NotFound,
@@ -778,14 +704,12 @@ impl<'w> Meter<'w> {
     }
 }
 
-fn closed(db: &Connection, id: &[u8; 16], period: Period) -> Result<bool, Error> {
-    db.query_row(
+fn closed(db: &impl Sql, id: &[u8; 16], period: Period) -> Result<bool, Error> {
+    let row = db.one(
         "SELECT count(*) FROM closes WHERE license_id = ?1 AND period = ?2",
-        params![&id[..], period.to_string()],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
-    .map_err(sql)
+        &[Arg::Bytes(id), Arg::Text(&period.to_string())],
+    )?;
+    Ok(row.int(0)? > 0)
 }
 
 /// The units of a report file this meter made.

@@ -8,7 +8,6 @@
 //! derive from the meter's secret and the report coordinates ([`blinding`]), so the
 //! customer can open any minute or hour later without storing blindings.
 
-mod db;
 pub mod dp;
 pub mod meter;
 pub mod operator;

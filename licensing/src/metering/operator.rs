@@ -24,9 +24,7 @@ use escx::sig::{KeyId, PublicKey};
 use escx_manifest::schema::TelemetryMode;
 use rand_core::RngCore;
 use rayon::prelude::*;
-use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::db::{Arg, Db, Pg, Row, Sql, Tx, int, opt_int};
 use super::{
     CONTEXT_CERTIFICATE_ID, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HOUR_SECS, MINUTES,
     OpeningFile, Period, REPORT_LATE_SECS, Refusal, ReportFile, ReportPayload, SeriesSum, UNIT_MINUTES,
@@ -34,20 +32,18 @@ use super::{
 };
 use crate::Error;
 use crate::messages::{BundleChain, ChainRelation, CrlPayload, IssuerBundle, LicensePayload};
-use crate::sqlite::sql;
 use crate::verify;
+use escx_store::{Arg, Db, Location, Mark, Migrations, Mode, Row, Schema, Sql, Tx};
 
 /// The store's file in the operator directory.
 pub const DATABASE_FILE: &str = "operator.sqlite";
 /// Schema version of the operator store (SQLite and PostgreSQL alike).
 pub const SCHEMA_VERSION: i64 = 1;
-pub use crate::pg::DATABASE_URL_FILE;
-/// The PostgreSQL schema holding the operator's tables.
-const PG_SCHEMA: &str = "escx_operator";
+pub use escx_store::DATABASE_URL_FILE;
 /// Epsilon is accounted in millionths.
 pub const EPSILON_SCALE: u64 = 1_000_000;
 
-const SCHEMA: &str = "
+const SQLITE_V1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE issuers (id BLOB PRIMARY KEY, chain BLOB NOT NULL);
 CREATE TABLE crls (issuer BLOB PRIMARY KEY, number INTEGER NOT NULL, bytes BLOB NOT NULL);
@@ -132,13 +128,22 @@ CREATE TABLE released_values (
     release_id BIGINT NOT NULL, unit TEXT NOT NULL, value BIGINT NOT NULL, PRIMARY KEY (release_id, unit));
 ";
 
+/// The operator store's tables on either engine (metering.md §6.4): schema `escx_operator`
+/// on PostgreSQL, the version in `meta`.
+static SCHEMA: Schema = Schema {
+    what: "operator store",
+    pg_schema: Some("escx_operator"),
+    lock: "escx v1 operator migration lock",
+    sqlite: Migrations { steps: &[SQLITE_V1], mark: Mark::Meta },
+    postgres: Migrations { steps: &[PG_SCHEMA_V1], mark: Mark::Meta },
+};
+
 fn package_name(row: &Row, index: usize) -> Result<PackageName, Error> {
-    PackageName::parse(row.text(index)?)
-        .map_err(|_| Error::Store("a stored package name is malformed".into()))
+    PackageName::parse(row.text(index)?).map_err(|_| Error::stored("a stored package name is malformed"))
 }
 
 fn time(row: &Row, index: usize) -> Result<UnixSeconds, Error> {
-    row.uint(index).map(UnixSeconds)
+    Ok(row.uint(index).map(UnixSeconds)?)
 }
 
 /// What the operator knows about a license from its verified certificate.
@@ -389,35 +394,6 @@ pub struct Operator {
     chains: HashMap<KeyId, blake3::Hash>,
 }
 
-fn open_db(path: &Path, create: bool) -> Result<Connection, Error> {
-    if !create && !path.exists() {
-        return Err(Error::Store(format!("{}: no operator store here; create one first", path.display())));
-    }
-    let mut db = crate::sqlite::open_private(path)?;
-    let transaction = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-    if !crate::sqlite::has_meta(&transaction)? {
-        transaction.execute_batch(SCHEMA).map_err(sql)?;
-        transaction
-            .execute(
-                "INSERT INTO meta (key, value) VALUES ('schema', ?1), ('id', ?2)",
-                params![SCHEMA_VERSION.to_string(), new_id()?],
-            )
-            .map_err(sql)?;
-    } else {
-        let found: String = transaction
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
-            .map_err(sql)?;
-        if found.parse::<i64>().map_or(true, |v| v > SCHEMA_VERSION) {
-            return Err(Error::Store(format!(
-                "{}: operator schema version {found} is newer than this build's {SCHEMA_VERSION}; upgrade escx",
-                path.display()
-            )));
-        }
-    }
-    transaction.commit().map_err(sql)?;
-    Ok(db)
-}
-
 /// A fresh store id: 16 random bytes, hex.
 fn new_id() -> Result<String, Error> {
     let mut id = [0u8; 16];
@@ -425,58 +401,27 @@ fn new_id() -> Result<String, Error> {
     Ok(hex::encode(id))
 }
 
-/// Connects to the operator's PostgreSQL database, creating or migrating its schema
-/// (`escx_operator`) in one transaction. With `create`, the database must not hold an
-/// operator store yet; without it, it must.
-fn open_pg(url: &str, create: bool) -> Result<Db, Error> {
-    let client = crate::pg::connect(
-        url,
-        PG_SCHEMA,
-        "escx v1 operator migration lock",
-        "operator",
-        SCHEMA_VERSION,
-        |tx, found| {
-            let pg = |e: postgres::Error| crate::pg::failure(&e);
-            match (found, create) {
-                (0, true) => {
-                    tx.batch_execute(PG_SCHEMA_V1).map_err(pg)?;
-                    tx.execute(
-                        "INSERT INTO meta (key, value) VALUES ('schema', $1), ('id', $2)",
-                        &[&SCHEMA_VERSION.to_string(), &new_id()?],
-                    )
-                    .map_err(pg)?;
-                    Ok(())
-                }
-                (0, false) => Err(Error::Store(
-                    "this database holds no operator store; create one with `escx operator init DIR --database URL`"
-                        .into(),
-                )),
-                (_, true) => Err(Error::Store(
-                    "this database holds an operator store already; to run another node on it, copy the first \
-                     node's operator directory (its database.url)"
-                        .into(),
-                )),
-                (_, false) => Ok(()),
-            }
-        },
-    )?;
-    Ok(Db::Postgres(Box::new(Pg::new(client, url, PG_SCHEMA))))
+/// Opens (with [`Mode::Create`], creates) the store at `location`; a new one gets its id.
+fn open_db(location: &Location, mode: Mode) -> Result<Db, Error> {
+    let id = new_id()?;
+    Ok(Db::open(location, &SCHEMA, mode, |tx| {
+        tx.exec("INSERT INTO meta (key, value) VALUES ('id', ?1)", &[Arg::Text(&id)]).map(drop)
+    })?)
 }
 
 impl Operator {
     /// Creates an operator store in `dir` (created 0700) trusting the given issuers.
     pub fn init(dir: &Path, issuers: &[BundleChain]) -> Result<Self, Error> {
         escx::fsutil::create_private_dir(dir)?;
-        let path = dir.join(DATABASE_FILE);
-        if path.exists() || dir.join(DATABASE_URL_FILE).exists() {
-            return Err(Error::Store(format!("{}: an operator store exists here already", dir.display())));
+        if dir.join(DATABASE_URL_FILE).exists() {
+            return Err(escx_store::Error::failed(
+                dir.display().to_string(),
+                "holds an operator directory already (its database.url)",
+            )
+            .into());
         }
-        open_db(&path, true)?;
-        let mut operator = Self::open(dir)?;
-        for chain in issuers {
-            operator.add_issuer(chain)?;
-        }
-        Ok(operator)
+        let db = open_db(&Location::Sqlite(dir.join(DATABASE_FILE)), Mode::Create)?;
+        Self::with_issuers(dir, db, issuers)
     }
 
     /// Creates an operator directory whose store is the PostgreSQL database at `url`: the
@@ -484,9 +429,14 @@ impl Operator {
     /// so every later [`Operator::open`] of the directory uses the database. Further
     /// service nodes each hold a copy of the directory.
     pub fn init_postgres(dir: &Path, url: &str, issuers: &[BundleChain]) -> Result<Self, Error> {
-        crate::pg::create_empty_dir(dir)?;
-        let db = open_pg(url, true)?;
-        crate::pg::write_database_url(dir, url)?;
+        let location = Location::parse(url);
+        escx_store::create_empty_dir(dir)?;
+        let db = open_db(&location, Mode::Create)?;
+        escx_store::write_database_url(dir, &location)?;
+        Self::with_issuers(dir, db, issuers)
+    }
+
+    fn with_issuers(dir: &Path, db: Db, issuers: &[BundleChain]) -> Result<Self, Error> {
         let mut operator = Self::with_db(dir, db)?;
         for chain in issuers {
             operator.add_issuer(chain)?;
@@ -497,14 +447,7 @@ impl Operator {
     /// Opens an existing store: the PostgreSQL database `dir/database.url` names, else
     /// `dir/operator.sqlite`.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        let db = match crate::pg::database_url(dir)? {
-            Some(url) => open_pg(&url, false)?,
-            None => {
-                let path = dir.join(DATABASE_FILE);
-                let conn = open_db(&path, false)?;
-                Db::Sqlite { conn, gate: crate::sqlite::write_gate(&path) }
-            }
-        };
+        let db = open_db(&Location::of_dir(dir, DATABASE_FILE)?, Mode::Open)?;
         Self::with_db(dir, db)
     }
 
@@ -518,7 +461,7 @@ impl Operator {
 
     /// Whether the store is a PostgreSQL database.
     pub fn is_postgres(&self) -> bool {
-        matches!(self.db, Db::Postgres(_))
+        self.db.is_postgres()
     }
 
     /// The store's random id (part of every usage event id).
@@ -561,7 +504,7 @@ impl Operator {
                 "INSERT INTO issuers (id, chain) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET chain = excluded.chain",
                 &[Arg::Bytes(&id.0), Arg::Bytes(&bytes)],
             )?;
-            tx.commit()
+            Ok(tx.commit()?)
         })?;
         self.refresh_issuers()
     }
@@ -600,9 +543,9 @@ impl Operator {
             tx.exec(
                 "INSERT INTO crls (issuer, number, bytes) VALUES (?1, ?2, ?3)
                  ON CONFLICT (issuer) DO UPDATE SET number = excluded.number, bytes = excluded.bytes",
-                &[Arg::Bytes(&issuer_id.0), int(crl.number)?, Arg::Bytes(bytes)],
+                &[Arg::Bytes(&issuer_id.0), Arg::uint(crl.number)?, Arg::Bytes(bytes)],
             )?;
-            tx.commit()
+            Ok(tx.commit()?)
         })?;
         Ok(crl)
     }
@@ -705,7 +648,7 @@ impl Operator {
                         Arg::Text(&tier.tier),
                         Arg::Text(&version),
                         Arg::Text(&tier.unit),
-                        int(tier.price_micros.0)?,
+                        Arg::uint(tier.price_micros.0)?,
                         Arg::Text(&tier.currency),
                         Arg::Text(if tier.share { "share" } else { "private" }),
                     ],
@@ -720,13 +663,13 @@ impl Operator {
                     &[
                         Arg::Text(name.as_str()),
                         Arg::Text(&metrics),
-                        int(t.window_secs)?,
-                        int(t.cohort_min_size)?,
-                        int(t.epsilon_micros)?,
+                        Arg::uint(t.window_secs)?,
+                        Arg::uint(t.cohort_min_size)?,
+                        Arg::uint(t.epsilon_micros)?,
                     ],
                 )?;
             }
-            tx.commit()
+            Ok(tx.commit()?)
         })?;
         Ok(Terms { package: name, version, tiers, telemetry })
     }
@@ -758,7 +701,7 @@ impl Operator {
                 metrics: r.text(0)?.split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
                 window_secs: r.uint(1)?,
                 cohort_min_size: u32::try_from(r.uint(2)?)
-                    .map_err(|_| Error::Store("a stored cohort_min_size is beyond 2^32".into()))?,
+                    .map_err(|_| Error::stored("a stored cohort_min_size is beyond 2^32"))?,
                 epsilon_micros: r.uint(3)?,
             })
         })
@@ -781,7 +724,7 @@ impl Operator {
             license_id: r
                 .bytes(0)?
                 .try_into()
-                .map_err(|_| Error::Store("a stored license id is not 16 bytes".into()))?,
+                .map_err(|_| Error::stored("a stored license id is not 16 bytes"))?,
             cert_id: *cert_id,
             issuer: crate::messages::key_id(r.bytes(1)?)?,
             package: package_name(&r, 2)?,
@@ -902,7 +845,7 @@ impl Operator {
             for (_, report) in &order {
                 outcomes.push(match apply(&tx, report, &crls, now) {
                     Ok(outcome) => outcome,
-                    Err(error @ (Error::Store(_) | Error::Busy(_))) => return Err(error),
+                    Err(error @ Error::Store(_)) => return Err(error),
                     Err(error) => Outcome::Refused(error),
                 });
             }
@@ -1020,7 +963,7 @@ impl Operator {
             if payload.through_seq > 0 {
                 let through = tx.one(
                     "SELECT hash, hour FROM reports WHERE license_id = ?1 AND seq = ?2",
-                    &[Arg::Bytes(&id), int(payload.through_seq)?],
+                    &[Arg::Bytes(&id), Arg::uint(payload.through_seq)?],
                 )?;
                 if through.bytes(0)? != payload.through_hash.as_slice() || time(&through, 1)? >= period.end() {
                     return Err(refuse(
@@ -1046,10 +989,10 @@ impl Operator {
             let mut sums: BTreeMap<String, RistrettoPoint> = BTreeMap::new();
             for row in tx.rows(
                 "SELECT unit, commitment FROM hour_sums WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3",
-                &[Arg::Bytes(&id), int(period.start())?, int(period.end())?],
+                &[Arg::Bytes(&id), Arg::uint(period.start())?, Arg::uint(period.end())?],
             )? {
                 let p = point(row.bytes(1)?)
-                    .ok_or_else(|| Error::Store("a stored hour sum is not a point".into()))?;
+                    .ok_or_else(|| Error::stored("a stored hour sum is not a point"))?;
                 *sums.entry(row.text(0)?.to_owned()).or_default() += p;
             }
             let units: Vec<&String> = sums.keys().collect();
@@ -1081,14 +1024,14 @@ impl Operator {
                     Arg::Bytes(&id),
                     Arg::Text(&period_text),
                     Arg::Bytes(&file.close),
-                    int(payload.through_seq)?,
-                    int(now)?,
+                    Arg::uint(payload.through_seq)?,
+                    Arg::uint(now)?,
                 ],
             )?;
             for (unit, total, _) in &totals {
                 tx.exec(
                     "INSERT INTO close_totals (license_id, period, unit, total) VALUES (?1, ?2, ?3, ?4)",
-                    &[Arg::Bytes(&id), Arg::Text(&period_text), Arg::Text(unit), int(*total)?],
+                    &[Arg::Bytes(&id), Arg::Text(&period_text), Arg::Text(unit), Arg::uint(*total)?],
                 )?;
             }
             tx.commit()?;
@@ -1184,7 +1127,7 @@ impl Operator {
             for row in tx.rows(
                 "SELECT s.unit, s.license_id, s.total FROM hour_sums s JOIN licenses l ON l.license_id = s.license_id
                  WHERE l.package = ?1 AND s.hour >= ?2 AND s.hour < ?3 AND s.total IS NOT NULL",
-                &[Arg::Text(package.as_str()), int(start)?, int(end)?],
+                &[Arg::Text(package.as_str()), Arg::uint(start)?, Arg::uint(end)?],
             )? {
                 *per_holder.entry((row.text(0)?.to_owned(), row.bytes(1)?.to_vec())).or_default() +=
                     u128::from(row.uint(2)?);
@@ -1197,7 +1140,7 @@ impl Operator {
                 .one(
                     "SELECT CAST(coalesce(sum(epsilon_micros), 0) AS BIGINT) FROM releases
                      WHERE package = ?1 AND window_start = ?2",
-                    &[Arg::Text(package.as_str()), int(start)?],
+                    &[Arg::Text(package.as_str()), Arg::uint(start)?],
                 )?
                 .uint(0)?;
             let remaining = telemetry.epsilon_micros.saturating_sub(spent);
@@ -1242,13 +1185,13 @@ impl Operator {
                 .one(
                     "INSERT INTO releases (package, window_start, window_end, epsilon_micros, clip, at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-                    &[Arg::Text(package.as_str()), int(start)?, int(end)?, int(epsilon)?, int(clip)?, int(now)?],
+                    &[Arg::Text(package.as_str()), Arg::uint(start)?, Arg::uint(end)?, Arg::uint(epsilon)?, Arg::uint(clip)?, Arg::uint(now)?],
                 )?
                 .int(0)?;
             for (unit, value) in &values {
                 tx.exec(
                     "INSERT INTO released_values (release_id, unit, value) VALUES (?1, ?2, ?3)",
-                    &[Arg::Int(release_id), Arg::Text(unit), int(*value)?],
+                    &[Arg::Int(release_id), Arg::Text(unit), Arg::uint(*value)?],
                 )?;
             }
             tx.commit()?;
@@ -1299,7 +1242,7 @@ impl Operator {
             .db
             .row(
                 "SELECT report FROM reports WHERE license_id = ?1 AND hour = ?2",
-                &[Arg::Bytes(&opening.license_id), int(opening.hour)?],
+                &[Arg::Bytes(&opening.license_id), Arg::uint(opening.hour)?],
             )?
             .ok_or_else(|| {
                 refuse(
@@ -1329,12 +1272,12 @@ impl Operator {
                     self.db
                         .one(
                             "SELECT commitment FROM hour_sums WHERE license_id = ?1 AND hour = ?2 AND unit = ?3",
-                            &[Arg::Bytes(&opening.license_id), int(opening.hour)?, Arg::Text(&unit.unit)],
+                            &[Arg::Bytes(&opening.license_id), Arg::uint(opening.hour)?, Arg::Text(&unit.unit)],
                         )?
                         .bytes(0)?,
                 ),
             }
-            .ok_or_else(|| Error::Store("a stored commitment is not a point".into()))?;
+            .ok_or_else(|| Error::stored("a stored commitment is not a point"))?;
             if commit(unit.value, &blinding) != commitment {
                 let at = match opening.minute {
                     Some(m) => format!("minute {m} of hour {}", format_hour(opening.hour)),
@@ -1378,14 +1321,14 @@ fn head(db: &impl Sql, id: &[u8; 16]) -> Result<(u64, [u8; 32], Option<UnixSecon
         return Ok((0, [0u8; 32], None));
     };
     let hash: [u8; 32] =
-        r.bytes(1)?.try_into().map_err(|_| Error::Store("a stored head hash is not 32 bytes".into()))?;
+        r.bytes(1)?.try_into().map_err(|_| Error::stored("a stored head hash is not 32 bytes"))?;
     Ok((r.uint(0)?, hash, u64::try_from(r.int(2)?).ok().map(UnixSeconds)))
 }
 
 fn period_reports(db: &impl Sql, id: &[u8; 16], period: Period) -> Result<Vec<(u64, UnixSeconds)>, Error> {
     db.rows(
         "SELECT seq, hour FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY seq",
-        &[Arg::Bytes(id), int(period.start())?, int(period.end())?],
+        &[Arg::Bytes(id), Arg::uint(period.start())?, Arg::uint(period.end())?],
     )?
     .iter()
     .map(|r| Ok((r.uint(0)?, time(r, 1)?)))
@@ -1404,8 +1347,8 @@ fn insert_license(db: &impl Sql, info: &LicenseInfo, certificate: &[u8]) -> Resu
             Arg::Text(info.package.as_str()),
             Arg::Text(&info.tier),
             Arg::Bytes(&info.holder.id().0),
-            int(info.not_before)?,
-            int(info.not_after)?,
+            Arg::uint(info.not_before)?,
+            Arg::uint(info.not_after)?,
             Arg::Bytes(certificate),
             Arg::Bytes(&[0u8; 32]),
         ],
@@ -1431,12 +1374,12 @@ fn keep_evidence(
             Arg::Bytes(&info.license_id),
             Arg::Bytes(&info.holder.id().0),
             Arg::Text(kind),
-            opt_int(hour.map(u64::from))?,
-            opt_int(seq)?,
+            Arg::opt_uint(hour.map(u64::from))?,
+            Arg::opt_uint(seq)?,
             Arg::Bytes(first),
             Arg::Bytes(second),
             Arg::Bytes(&report_hash(second)),
-            int(now)?,
+            Arg::uint(now)?,
         ],
     )?;
     db.exec("UPDATE licenses SET flagged = 1 WHERE license_id = ?1", &[Arg::Bytes(&info.license_id)])?;
@@ -1458,7 +1401,7 @@ fn apply(
     // 1. The same report again, or a different one for a held hour or chain position.
     let held = db.row(
         "SELECT seq, hash, report FROM reports WHERE license_id = ?1 AND (hour = ?2 OR seq = ?3) ORDER BY seq LIMIT 1",
-        &[Arg::Bytes(id), int(report.hour)?, int(report.seq)?],
+        &[Arg::Bytes(id), Arg::uint(report.hour)?, Arg::uint(report.seq)?],
     )?;
     if let Some(held) = held {
         if held.bytes(1)? == report.hash {
@@ -1614,11 +1557,11 @@ fn apply(
         "INSERT INTO reports (license_id, seq, hour, hash, report, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         &[
             Arg::Bytes(id),
-            int(report.seq)?,
-            int(report.hour)?,
+            Arg::uint(report.seq)?,
+            Arg::uint(report.hour)?,
             Arg::Bytes(&report.hash),
             Arg::Bytes(&report.envelope),
-            int(now)?,
+            Arg::uint(now)?,
         ],
     )?;
     for sum in &report.sums {
@@ -1626,16 +1569,16 @@ fn apply(
             "INSERT INTO hour_sums (license_id, hour, unit, commitment, total) VALUES (?1, ?2, ?3, ?4, ?5)",
             &[
                 Arg::Bytes(id),
-                int(report.hour)?,
+                Arg::uint(report.hour)?,
                 Arg::Text(&sum.unit),
                 Arg::Bytes(&sum.sum),
-                opt_int(sum.total)?,
+                Arg::opt_uint(sum.total)?,
             ],
         )?;
     }
     db.exec(
         "UPDATE licenses SET head_seq = ?2, head_hash = ?3, head_hour = ?4 WHERE license_id = ?1",
-        &[Arg::Bytes(id), int(report.seq)?, Arg::Bytes(&report.hash), int(report.hour)?],
+        &[Arg::Bytes(id), Arg::uint(report.seq)?, Arg::Bytes(&report.hash), Arg::uint(report.hour)?],
     )?;
     Ok(Outcome::Stored)
 }
