@@ -5,8 +5,7 @@
 //! `--ignored` after installing PostgreSQL when it is missing.
 
 mod common;
-#[path = "../../settlement/tests/pg/mod.rs"]
-mod pg;
+use escx_store::test_util as pg;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -141,6 +140,46 @@ fn node(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
     common::serve(dir, &[&["--redeem-rate", "100000"][..], args].concat())
 }
 
+/// Sends every body of `bodies` to `path` of the node at `addr` at once and sends the node
+/// SIGTERM as soon as one is answered: the node stops gracefully (exit 0, which a
+/// PostgreSQL-backed node did not: it aborted dropping its database client on a runtime
+/// thread). The answers, `None` where the stop came first.
+fn terminate_during_burst(
+    (node, log): (std::process::Child, std::path::PathBuf),
+    addr: &str,
+    path: &'static str,
+    bodies: &[Vec<u8>],
+) -> Vec<Answer> {
+    let (answered, first) = std::sync::mpsc::channel::<()>();
+    let sends: Vec<_> = bodies
+        .iter()
+        .map(|body| {
+            let (addr, body, answered) = (addr.to_owned(), body.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let answer = post(&addr, path, &body);
+                if answer.is_some() {
+                    let _ = answered.send(());
+                }
+                answer
+            })
+        })
+        .collect();
+    first.recv_timeout(std::time::Duration::from_secs(30)).expect("the node answers");
+    let status = std::process::Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = node.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(output.status.success(), "SIGTERM during a burst: {:?}\n{log}", output.status);
+    // A panic on a runtime thread need not change the exit status; the log shows it.
+    assert!(!log.contains("panicked"), "the node panicked while stopping:\n{log}");
+    sends.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// A new file for a node's log.
+fn logfile(path: &std::path::Path) -> std::fs::File {
+    std::fs::File::create(path).unwrap()
+}
+
 /// A status and body, or `None` when the connection failed or broke.
 type Answer = Option<(u16, Vec<u8>)>;
 
@@ -212,7 +251,9 @@ fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_kille
         }
     }
     let (mut a, addr_a) = node(dir, &["--issuer", "issuer-a"]);
-    let (mut b, addr_b) = node(dir, &["--issuer", "issuer-b"]);
+    let b_log = dir.join("node-b.log");
+    let (b, addr_b) =
+        common::serve_logging(dir, &["--redeem-rate", "100000", "--issuer", "issuer-b"], logfile(&b_log));
     // All 100 at once, alternating between the nodes; node A is killed as soon as it has
     // answered one of its own, with the rest of its share in flight or queued.
     let (answered, first_answer) = std::sync::mpsc::channel::<()>();
@@ -254,8 +295,18 @@ fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_kille
         }
     }
     assert_eq!(licenses_per_token, [1; 10], "each token gives exactly one license: {licenses_per_token:?}");
-    let _ = b.kill();
-    let _ = b.wait();
+    // Node B stops on SIGTERM in the middle of a burst of retries: what it answered is the
+    // stored answer (200 for the redemption that spent the token, 409 for the others), or
+    // a 503 for a request that came in while it was stopping, which commits nothing.
+    let bodies: Vec<Vec<u8>> = requests.iter().map(|(_, body)| body.clone()).collect();
+    for (i, answer) in
+        terminate_during_burst((b, b_log), &addr_b, "/v1/redeem", &bodies).into_iter().enumerate()
+    {
+        if let Some((status, _)) = answer.filter(|(status, _)| *status != 503) {
+            let before = outcomes[i].1.as_ref().map(|(status, _)| *status);
+            assert_eq!(Some(status), before, "request {i}: the same answer again");
+        }
+    }
     // The database agrees: ten spent tokens, ten licenses.
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let mut count = |table: &str| -> i64 {
@@ -355,7 +406,12 @@ fn two_operator_nodes_on_one_database_store_each_report_once() {
     }
     let ahead = (hour + 4 * 3600 - escx::now_unix().0).to_string();
     let (mut a, addr_a) = common::serve(dir, &["--operator", "op-a", "--operator-clock-ahead", &ahead]);
-    let (mut b, addr_b) = common::serve(dir, &["--operator", "op-b", "--operator-clock-ahead", &ahead]);
+    let b_log = dir.join("node-b.log");
+    let (b, addr_b) = common::serve_logging(
+        dir,
+        &["--operator", "op-b", "--operator-clock-ahead", &ahead],
+        logfile(&b_log),
+    );
     // Hour by hour (a license's reports chain in order), each report to both nodes at once.
     for batch in &reports {
         let sends: Vec<_> = batch
@@ -386,9 +442,20 @@ fn two_operator_nodes_on_one_database_store_each_report_once() {
             .assert()
             .success();
     }
-    for child in [&mut a, &mut b] {
-        let _ = child.kill();
-        let _ = child.wait();
+    let _ = a.kill();
+    let _ = a.wait();
+    // Node B stops on SIGTERM during a burst of the same reports: each answer it gives
+    // says the report is stored already (or is a 503 for one that came in while stopping).
+    let all: Vec<Vec<u8>> = reports.concat();
+    for (status, body) in
+        terminate_during_burst((b, b_log), &addr_b, "/v1/reports", &all).into_iter().flatten()
+    {
+        if status == 503 {
+            continue; // arrived while the node was stopping: nothing committed
+        }
+        assert_eq!(status, 200);
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["outcome"], "duplicate");
     }
     let billing =
         run(dir, &["operator", "billing", "op-a", "--period", &format!("@{hour}"), "-o", "usage.json"]);

@@ -41,12 +41,23 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// Starts `escx serve --listen 127.0.0.1:0 ARGS` in `dir`; the child and the address it
 /// printed on its first line.
 pub fn serve(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
+    serve_logging(dir, args, std::process::Stdio::inherit())
+}
+
+/// [`serve`] with the service's log (its stderr) going to `log`.
+#[allow(dead_code)]
+pub fn serve_logging(
+    dir: &std::path::Path,
+    args: &[&str],
+    log: impl Into<std::process::Stdio>,
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_escx"))
         .current_dir(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(std::process::Stdio::piped())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut line = String::new();

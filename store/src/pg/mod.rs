@@ -22,7 +22,8 @@ pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// A connection.
 pub(crate) struct PgConn {
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    runtime: Option<tokio::runtime::Runtime>,
     client: tokio_postgres::Client,
     /// The URL without its password, for messages.
     location: String,
@@ -97,7 +98,15 @@ impl PgConn {
         runtime.spawn(async move {
             let _ = connection.await;
         });
-        Ok(Self { runtime, client, location })
+        Ok(Self { runtime: Some(runtime), client, location })
+    }
+
+    /// Runs a request to completion on the connection's runtime.
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(future),
+            None => unreachable!("the runtime is taken only by drop"),
+        }
     }
 
     /// The URL without its password.
@@ -112,7 +121,7 @@ impl PgConn {
 
     /// Statements without parameters or results (`BEGIN …`, `COMMIT`), in one round trip.
     pub(crate) fn batch(&self, sql: &str, within: Within) -> Result<(), Error> {
-        self.runtime.block_on(self.client.batch_execute(sql)).map_err(|e| failure(&self.location, &e, within))
+        self.block_on(self.client.batch_execute(sql)).map_err(|e| failure(&self.location, &e, within))
     }
 
     /// The rows of a statement.
@@ -122,16 +131,12 @@ impl PgConn {
         params: &[Param<'_>],
         within: Within,
     ) -> Result<Vec<tokio_postgres::Row>, Error> {
-        self.runtime
-            .block_on(self.client.query_typed(sql, params))
-            .map_err(|e| failure(&self.location, &e, within))
+        self.block_on(self.client.query_typed(sql, params)).map_err(|e| failure(&self.location, &e, within))
     }
 
     /// Runs a statement; the number of rows it changed.
     pub(crate) fn execute(&self, sql: &str, params: &[Param<'_>], within: Within) -> Result<u64, Error> {
-        self.runtime
-            .block_on(self.client.execute_typed(sql, params))
-            .map_err(|e| failure(&self.location, &e, within))
+        self.block_on(self.client.execute_typed(sql, params)).map_err(|e| failure(&self.location, &e, within))
     }
 
     /// A read in a transaction of its own: `begin` (statements that open it), the query and
@@ -143,7 +148,7 @@ impl PgConn {
         params: &[Param<'_>],
     ) -> Result<Vec<tokio_postgres::Row>, Error> {
         let fail = |e: tokio_postgres::Error| failure(&self.location, &e, Within::Read);
-        self.runtime.block_on(async {
+        self.block_on(async {
             // Each request is queued when first polled, in this order.
             let (opened, rows, committed) = tokio::join!(
                 self.client.batch_execute(begin),
@@ -166,7 +171,7 @@ impl PgConn {
         rows: &[Vec<Param<'_>>],
     ) -> Result<u64, Error> {
         let fail = |e: tokio_postgres::Error| failure(&self.location, &e, Within::Write);
-        self.runtime.block_on(async {
+        self.block_on(async {
             let sink =
                 self.client.copy_in(&format!("COPY {target} FROM STDIN BINARY")).await.map_err(fail)?;
             let mut writer = pin!(tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, types));
@@ -176,5 +181,18 @@ impl PgConn {
             }
             writer.as_mut().finish().await.map_err(fail)
         })
+    }
+}
+
+impl Drop for PgConn {
+    /// Stops the runtime without waiting for it, which is allowed anywhere, a tokio worker
+    /// thread of the service included: dropping a runtime there the ordinary way panics
+    /// ("Cannot drop a runtime in a context where blocking is not allowed"), which is how
+    /// a PostgreSQL-backed `escx serve` used to abort on SIGTERM. The connection's task goes
+    /// with it; the server sees the socket close, as with a terminated client.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
