@@ -20,7 +20,7 @@
 //!   [`Kind::Schema`], with the codes `store-busy`, `store-failed`, `store-corrupt`,
 //!   `store-schema`.
 //!
-//! With the feature `test-util`, [`test_util`] starts throwaway PostgreSQL clusters (with
+//! With the feature `test-util`, the module `test_util` starts throwaway PostgreSQL clusters (with
 //! TLS, and PgBouncer in front) and reads every stored cell of a store.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
