@@ -12,8 +12,7 @@
 //! `COPY … FROM STDIN`, one transaction per batch like the ledger's.
 #![allow(clippy::cast_precision_loss)]
 
-#[path = "../../settlement/tests/pg/mod.rs"]
-mod pg;
+use escx_store::test_util as pg;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

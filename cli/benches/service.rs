@@ -14,8 +14,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../../settlement/tests/pg/mod.rs"]
-mod pg;
+use escx_store::test_util as pg;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

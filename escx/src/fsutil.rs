@@ -73,49 +73,6 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
     set_dir_mode(dir, MODE_PRIVATE_DIR).map_err(|e| Error::io(dir, e))
 }
 
-/// Makes sure the SQLite database `path` exists with mode 0600 before SQLite opens it:
-/// SQLite creates its `-wal`, `-shm` and `-journal` files with the database file's mode, so
-/// they inherit it. Existing files (of an older escx) are tightened to 0600 as well.
-pub fn create_private_database(path: &Path) -> Result<(), Error> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(MODE_SECRET);
-    }
-    match options.open(path) {
-        Ok(file) => set_mode(&file, MODE_SECRET).map_err(|e| Error::io(path, e))?,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => tighten(path)?,
-        Err(e) => return Err(Error::io(path, e)),
-    }
-    for suffix in ["-wal", "-shm", "-journal"] {
-        let mut sidecar = path.as_os_str().to_owned();
-        sidecar.push(suffix);
-        tighten(Path::new(&sidecar))?;
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn tighten(path: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(MODE_SECRET))
-                .map_err(|e| Error::io(path, e))
-        }
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(path, e)),
-    }
-}
-
-#[cfg(not(unix))]
-fn tighten(_path: &Path) -> Result<(), Error> {
-    Ok(())
-}
-
 #[cfg(unix)]
 fn set_dir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

@@ -51,7 +51,6 @@ pub mod manifest;
 pub mod pack;
 pub mod policy;
 pub mod progress;
-pub mod retry;
 pub mod rotation;
 pub mod sig;
 pub mod timestamp;

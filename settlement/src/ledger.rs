@@ -282,7 +282,7 @@ fn location_text(location: &Path) -> Result<String, Error> {
 const LOOKUP_CHUNK: usize = 1000;
 
 pub(crate) fn retrying<T>(attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    escx::retry::while_busy(|e| matches!(e, Error::Busy { .. }), attempt)
+    escx_store::retry::while_busy(|e| matches!(e, Error::Busy { .. }), attempt)
 }
 
 impl Ledger<MemoryStore> {

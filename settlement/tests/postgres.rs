@@ -5,7 +5,7 @@
 //! when it is missing.
 
 mod common;
-mod pg;
+use escx_store::test_util as pg;
 
 use common::{THERMAL, manifests, op};
 use escx::Fault as _;

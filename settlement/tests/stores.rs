@@ -7,7 +7,7 @@ use escx_manifest::Micros;
 use std::path::Path;
 
 mod common;
-mod pg;
+use escx_store::test_util as pg;
 
 use common::{manifests, op};
 use escx_settlement::disputes::Outcome;

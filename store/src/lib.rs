@@ -40,4 +40,4 @@ pub use error::{Error, Kind};
 pub use location::{DATABASE_URL_FILE, Location, PgUrl, create_empty_dir, redact, write_database_url};
 pub use migrate::{Mark, Migrations, Mode, Schema};
 pub use retry::Retryable;
-pub use sqlite::BUSY_TIMEOUT_SECS;
+pub use sqlite::{BUSY_TIMEOUT_SECS, connect as sqlite_connection};

@@ -103,6 +103,13 @@ pub(crate) fn open(path: &Path, create: bool, what: &str) -> Result<Connection, 
             escx::fsutil::create_private_dir(&parent).map_err(|e| Error::failed(&location, e.to_string()))?;
         }
     }
+    connect(path)
+}
+
+/// A connection to the database at `path`, created private if missing ([`create_private`]),
+/// with the settings every store uses: WAL, `synchronous=FULL`, foreign keys, and a busy
+/// timeout of [`BUSY_TIMEOUT_SECS`].
+pub fn connect(path: &Path) -> Result<Connection, Error> {
     create_private(path)?;
     let fail = |e: rusqlite::Error| failure(path, &e);
     let db = Connection::open(path).map_err(fail)?;

@@ -189,25 +189,7 @@ impl Pending {
     }
 }
 
-/// `url` with any password (in the user part or a `password=` parameter) replaced by
-/// `***`.
-pub fn redact(url: &str) -> String {
-    let mut text = match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    };
-    let mut from = 0;
-    while let Some(found) = text[from..].find("password=") {
-        let start = from + found + "password=".len();
-        let end = text[start..].find(['&', ' ']).map_or(text.len(), |n| start + n);
-        text.replace_range(start..end, "***");
-        from = start + 3;
-    }
-    text
-}
+pub use escx_store::redact;
 
 fn failure(location: &Path, e: &postgres::Error) -> Error {
     use postgres::error::SqlState;

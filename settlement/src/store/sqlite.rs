@@ -160,23 +160,14 @@ fn store_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 }
 
 fn connect(path: &Path) -> Result<Connection, Error> {
-    // A file that is not SQLite at all is as foreign as a database of another schema.
-    let store = |e: rusqlite::Error| match e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
-            Error::Schema { path: path.into(), found: 0, expected: SCHEMA_VERSION }
-        }
-        e => store_error(path)(e),
-    };
-    // The ledger holds every amount and opening: mode 0600 before SQLite creates anything,
-    // so its -wal and -shm files (which SQLite gives the database's mode) are private too.
-    escx::fsutil::create_private_database(path)
-        .map_err(|e| Error::Store { path: path.into(), reason: e.to_string() })?;
-    let db = Connection::open(path).map_err(&store)?;
-    db.busy_timeout(std::time::Duration::from_secs(30)).map_err(&store)?;
-    db.pragma_update(None, "journal_mode", "WAL").map_err(&store)?;
-    db.pragma_update(None, "synchronous", "FULL").map_err(&store)?;
-    db.pragma_update(None, "foreign_keys", "ON").map_err(&store)?;
-    Ok(db)
+    // The ledger holds every amount and opening: the storage layer makes the file 0600
+    // before SQLite creates anything, so its -wal and -shm files are private too. A file
+    // that is not SQLite at all is as foreign as a database of another schema.
+    escx_store::sqlite_connection(path).map_err(|e| match e.kind() {
+        escx_store::Kind::Schema => Error::Schema { path: path.into(), found: 0, expected: SCHEMA_VERSION },
+        escx_store::Kind::Busy => Error::Busy { path: path.into(), reason: e.reason().to_owned() },
+        _ => Error::Store { path: path.into(), reason: e.reason().to_owned() },
+    })
 }
 
 impl SqliteStore {
