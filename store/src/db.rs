@@ -17,12 +17,12 @@ use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 use tokio_postgres::types::{ToSql, Type};
 
+use crate::Error;
 use crate::location::{Location, PgUrl};
 use crate::migrate::{Mode, Schema};
 use crate::pg::{Param, PgConn, Within};
 use crate::retry::Retryable;
 use crate::sqlite::Gated;
-use crate::{Error, Kind};
 
 /// One statement parameter.
 #[derive(Debug, Clone, Copy)]
@@ -425,7 +425,7 @@ impl Db {
 
     /// Begins a write transaction: `BEGIN IMMEDIATE` under the file's write gate on SQLite
     /// (one writer at a time), `SERIALIZABLE` on PostgreSQL (a conflict with a concurrent
-    /// transaction is [`Kind::Busy`]). Rolled back if dropped before [`Tx::commit`].
+    /// transaction is [`crate::Kind::Busy`]). Rolled back if dropped before [`Tx::commit`].
     pub fn begin(&self) -> Result<Tx<'_>, Error> {
         self.begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE", None)
     }
@@ -616,11 +616,6 @@ impl Sql for Tx<'_> {
             TxInner::Postgres(tx) => tx.conn.execute(&dollars(sql), &pg_params(args), Within::Write),
         }
     }
-}
-
-/// Whether an error is [`Kind::Busy`] (for [`crate::retry::while_busy`]).
-pub fn is_busy(error: &Error) -> bool {
-    error.kind() == Kind::Busy
 }
 
 #[cfg(test)]

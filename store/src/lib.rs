@@ -35,7 +35,7 @@ mod sqlite;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
-pub use db::{Arg, Cell, Db, IN_LIST_MAX, Row, Sql, Tx, is_busy};
+pub use db::{Arg, Cell, Db, IN_LIST_MAX, Row, Sql, Tx};
 pub use error::{Error, Kind};
 pub use location::{DATABASE_URL_FILE, Location, PgUrl, create_empty_dir, redact, write_database_url};
 pub use migrate::{Mark, Migrations, Mode, Schema};

@@ -90,7 +90,7 @@ fn tls_follows_sslmode() {
 /// Adds one to a store's counter in `rounds` write transactions, each from a fresh read.
 fn count(db: &Db, rounds: u64, exclusive: bool) {
     for _ in 0..rounds {
-        escx_store::retry::while_busy(escx_store::is_busy, || {
+        escx_store::retry::while_busy(escx_store::Error::is_busy, || {
             let tx = if exclusive { db.begin_exclusive()? } else { db.begin()? };
             let n = tx.one("SELECT n FROM counter", &[])?.int(0)?;
             tx.exec("UPDATE counter SET n = ?1", &[Arg::Int(n + 1)])?;

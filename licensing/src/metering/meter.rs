@@ -122,9 +122,10 @@ pub struct Meter<'w> {
 
 /// Opens (creating if needed) the meter's database; a new one gets its secret.
 fn open_db(path: &Path) -> Result<Db, Error> {
-    let mut secret = Zeroizing::new([0u8; 32]);
-    escx::keyfile::fill_random(secret.as_mut())?;
     Ok(Db::open(&Location::Sqlite(path.to_path_buf()), &SCHEMA, Mode::OpenOrCreate, |tx| {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        escx::keyfile::fill_random(secret.as_mut())
+            .map_err(|e| escx_store::Error::failed(tx.location(), e.to_string()))?;
         tx.exec("INSERT INTO meta (key, value) VALUES ('secret', ?1)", &[Arg::Bytes(&secret[..])]).map(drop)
     })?)
 }

@@ -394,18 +394,14 @@ pub struct Operator {
     chains: HashMap<KeyId, blake3::Hash>,
 }
 
-/// A fresh store id: 16 random bytes, hex.
-fn new_id() -> Result<String, Error> {
-    let mut id = [0u8; 16];
-    escx::keyfile::fill_random(&mut id)?;
-    Ok(hex::encode(id))
-}
-
-/// Opens (with [`Mode::Create`], creates) the store at `location`; a new one gets its id.
+/// Opens (with [`Mode::Create`], creates) the store at `location`; a new one gets its id,
+/// 16 random bytes in hex.
 fn open_db(location: &Location, mode: Mode) -> Result<Db, Error> {
-    let id = new_id()?;
     Ok(Db::open(location, &SCHEMA, mode, |tx| {
-        tx.exec("INSERT INTO meta (key, value) VALUES ('id', ?1)", &[Arg::Text(&id)]).map(drop)
+        let mut id = [0u8; 16];
+        escx::keyfile::fill_random(&mut id)
+            .map_err(|e| escx_store::Error::failed(tx.location(), e.to_string()))?;
+        tx.exec("INSERT INTO meta (key, value) VALUES ('id', ?1)", &[Arg::Text(&hex::encode(id))]).map(drop)
     })?)
 }
 
