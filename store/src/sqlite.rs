@@ -106,9 +106,9 @@ pub(crate) fn open(path: &Path, create: bool, what: &str) -> Result<Connection, 
     connect(path)
 }
 
-/// A connection to the database at `path`, created private if missing ([`create_private`]),
-/// with the settings every store uses: WAL, `synchronous=FULL`, foreign keys, and a busy
-/// timeout of [`BUSY_TIMEOUT_SECS`].
+/// A connection to the database at `path`, created with mode 0600 if missing (nothing
+/// outside SQLite opens it), with the settings every store uses: WAL, `synchronous=FULL`,
+/// foreign keys, and a busy timeout of [`BUSY_TIMEOUT_SECS`].
 pub fn connect(path: &Path) -> Result<Connection, Error> {
     create_private(path)?;
     let fail = |e: rusqlite::Error| failure(path, &e);
