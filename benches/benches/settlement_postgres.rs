@@ -52,7 +52,7 @@ fn main() {
     let events = escx_benches::sale_events(count);
 
     let url = cluster.database();
-    let mut ledger = Ledger::create_postgres(&url, &options).unwrap();
+    let mut ledger = Ledger::create(url.as_ref(), &options).unwrap();
     let started = Instant::now();
     let report =
         ledger.settle(&events, &manifests, batch, &operator, escx::UnixSeconds(1_800_000_000)).unwrap();
@@ -88,7 +88,7 @@ fn main() {
     let recoupment = copy_out(&mut source, "SELECT * FROM recoupment");
 
     let raw_url = cluster.database();
-    Ledger::create_postgres(&raw_url, &options).unwrap();
+    Ledger::create(raw_url.as_ref(), &options).unwrap();
     let mut raw = postgres::Client::connect(&raw_url, postgres::NoTls).unwrap();
     {
         let mut tx = raw.transaction().unwrap();

@@ -190,7 +190,6 @@ fn cli_help(code: &str) -> Option<&'static str> {
         "meter-not-found" => "redeem a license with `escx license redeem`",
         "hours-unreported" => "report them first with `escx meter report --hour HOUR`",
         "unknown-terms" => "register the package with `escx operator package`",
-        "ledger-schema" => "create a ledger with `escx settle init`",
         _ => return None,
     })
 }

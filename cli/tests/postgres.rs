@@ -43,41 +43,29 @@ fn events(prefix: &str, count: usize) -> String {
     format!("[{}]", records.join(","))
 }
 
-fn get(addr: &str, path: &str) -> Vec<u8> {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).unwrap();
-    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
-    answer[split + 4..].to_vec()
-}
-
-#[test]
-#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
-fn settle_commands_and_two_service_nodes_share_one_postgres_ledger() {
-    let cluster = pg::Cluster::start();
-    let url = cluster.database();
+/// A directory with the manifests and an operator key (`op.key`), after `escx settle init`
+/// of the ledger at `url`.
+fn ledger_at(url: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("manifests")).unwrap();
     std::fs::write(dir.join("manifests/thermal.toml"), common::METERED_MANIFEST).unwrap();
     escx(dir).args(["key", "generate", "--out", "op", "--unencrypted"]).assert().success();
-    run(dir, &["settle", "init", &url, "--platform-bps", "1500"]);
-    // A second init on the same database is refused: nothing is overwritten.
-    let out = escx(dir).args(["settle", "init", &url, "--json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+    run(dir, &["settle", "init", url, "--platform-bps", "1500"]);
+    tmp
+}
 
-    // Three operators' processes settle their own events into the one ledger at once.
-    for w in 0..3 {
-        std::fs::write(dir.join(format!("events-{w}.json")), events(&format!("w{w}"), 12)).unwrap();
+/// `writers` processes each settle their own `count` events (ids `PREFIX{w}-{i}`) into the
+/// ledger at `url` at once, in batches of 2; each must succeed.
+fn settle_at_once(dir: &Path, url: &str, prefix: &str, writers: usize, count: usize) {
+    for w in 0..writers {
+        std::fs::write(dir.join(format!("events-{w}.json")), events(&format!("{prefix}{w}"), count)).unwrap();
     }
-    let children: Vec<_> = (0..3)
+    let children: Vec<_> = (0..writers)
         .map(|w| {
             std::process::Command::new(assert_cmd::cargo::cargo_bin("escx"))
                 .current_dir(dir)
-                .args(["settle", "run", &url, "--events", &format!("events-{w}.json")])
+                .args(["settle", "run", url, "--events", &format!("events-{w}.json")])
                 .args(["--manifests", "manifests", "--operator-key", "op.key", "--batch-size", "2", "--json"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -94,6 +82,32 @@ fn settle_commands_and_two_service_nodes_share_one_postgres_ledger() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+fn get(addr: &str, path: &str) -> Vec<u8> {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    answer[split + 4..].to_vec()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn settle_commands_and_two_service_nodes_share_one_postgres_ledger() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database();
+    let tmp = ledger_at(&url);
+    let dir = tmp.path();
+    // A second init on the same database is refused: nothing is overwritten.
+    let out = escx(dir).args(["settle", "init", &url, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // Three operators' processes settle their own events into the one ledger at once.
+    settle_at_once(dir, &url, "w", 3, 12);
     // A re-run settles nothing twice.
     let again = run(
         dir,
@@ -135,12 +149,52 @@ fn settle_commands_and_two_service_nodes_share_one_postgres_ledger() {
     }
 }
 
+/// The ledger's writers and readers through PgBouncer in transaction pooling with one
+/// server connection for every client (storage.md §3.2): concurrent `settle run` processes
+/// take turns under the ledger's transaction lock and give one linear chain (a session
+/// lock there would be held by whichever client last used the shared connection), `ledger
+/// audit` and the statement commands work (they failed with `prepared statement "s3"
+/// already exists`), and a service node serving the ledger stops cleanly on SIGTERM in the
+/// middle of a burst of reads.
+#[test]
+#[ignore = "needs PostgreSQL's and PgBouncer's binaries; .ci/run runs it"]
+fn the_ledger_works_behind_a_transaction_pooler_and_its_node_stops_on_sigterm() {
+    let cluster = pg::Cluster::start();
+    let pooler = cluster.pgbouncer(1);
+    let url = pooler.url(&cluster.database());
+    let tmp = ledger_at(&url);
+    let dir = tmp.path();
+    settle_at_once(dir, &url, "p", 4, 10);
+    let audit = run(dir, &["ledger", "audit", &url]);
+    assert_eq!(audit["audit"]["settlements"].as_u64(), Some(40), "{audit}");
+    let list = run(dir, &["statement", "list", &url]);
+    let seqs: Vec<u64> =
+        list["statements"].as_array().unwrap().iter().map(|s| s["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "20 batches of 2, one linear chain: {list}");
+    run(dir, &["statement", "export", &url, "--dir", "statements"]);
+    run(dir, &["audit", "statements", "statements", "--operator-pub", "op.pub"]);
+    run(dir, &["ledger", "balances", &url]);
+
+    let log = dir.join("node.log");
+    let (node, addr) = common::serve_logging(dir, &["--ledger", &url], logfile(&log));
+    let reads: Vec<Vec<u8>> = vec![Vec::new(); 40];
+    let answers = terminate_during_burst((node, log), &addr, "/v1/statements", &reads);
+    let answered: Vec<_> = answers.into_iter().flatten().filter(|(status, _)| *status != 503).collect();
+    assert!(!answered.is_empty());
+    for (status, body) in answered {
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let list: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(list["statements"].as_array().map(Vec::len), Some(20));
+    }
+}
+
 /// Starts `escx serve` with `args`, rate limits out of the way.
 fn node(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
     common::serve(dir, &[&["--redeem-rate", "100000"][..], args].concat())
 }
 
-/// Sends every body of `bodies` to `path` of the node at `addr` at once and sends the node
+/// Sends every body of `bodies` to `path` of the node at `addr` at once (an empty body as a
+/// GET) and sends the node
 /// SIGTERM as soon as one is answered: the node stops gracefully (exit 0, which a
 /// PostgreSQL-backed node did not: it aborted dropping its database client on a runtime
 /// thread). The answers, `None` where the stop came first.
@@ -156,7 +210,8 @@ fn terminate_during_burst(
         .map(|body| {
             let (addr, body, answered) = (addr.to_owned(), body.clone(), answered.clone());
             std::thread::spawn(move || {
-                let answer = post(&addr, path, &body);
+                let answer =
+                    if body.is_empty() { request(&addr, "GET", path, &[]) } else { post(&addr, path, &body) };
                 if answer.is_some() {
                     let _ = answered.send(());
                 }
@@ -185,10 +240,15 @@ type Answer = Option<(u16, Vec<u8>)>;
 
 /// One POST.
 fn post(addr: &str, path: &str, body: &[u8]) -> Answer {
+    request(addr, "POST", path, body)
+}
+
+/// One request.
+fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Answer {
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok()?;
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).ok()?;

@@ -234,11 +234,8 @@ impl<S: Store> Ledger<S> {
                 ),
             ));
         }
-        let mut event: BillingEvent =
-            escx::cbor::decode_exact(&record.event, "held event").map_err(|reason| Error::Store {
-                path: tx.location(),
-                reason: format!("hold {hold}: {reason}"),
-            })?;
+        let mut event: BillingEvent = escx::cbor::decode_exact(&record.event, "held event")
+            .map_err(|reason| Error::stored(tx.location(), format!("hold {hold}: {reason}")))?;
         event.gross_micros = amount;
         let chain = ledger::chain_for(&event, manifests, platform.as_ref())?;
         let seq = ledger::next_seq(&tx)?;

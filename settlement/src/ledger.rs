@@ -24,12 +24,12 @@ use crate::refunds::{apply_refund, check_refund};
 use crate::statement::{self, EntryInput, OpeningsFile};
 pub use crate::store::Balance;
 use crate::store::{
-    AccountId, MemoryStore, Reader, SettlementRecord, SqliteStore, StatementRecord, Store, Writer,
+    AccountId, MemoryStore, Reader, SettlementRecord, SqlStore, StatementRecord, Store, Writer,
 };
 use crate::waterfall::{self, Split, Tier};
 
-/// Schema version of the SQLite store: the number of migrations applied.
-pub const SCHEMA_VERSION: i64 = crate::store::SQLITE_SCHEMA_VERSION;
+/// Schema version of the ledger's database: the number of migrations applied.
+pub const SCHEMA_VERSION: i64 = crate::store::SCHEMA_VERSION;
 /// Context of settlement ids: `derive_key(context, event id)`.
 pub const CONTEXT_SETTLEMENT_ID: &str = "escx v1 settlement id";
 /// Context of a settlement's content hash: `derive_key(context, canonical event)`.
@@ -192,22 +192,25 @@ pub(crate) fn content_hash(event: &BillingEvent) -> [u8; 32] {
     blake3::derive_key(CONTEXT_SETTLEMENT_CONTENT, &event.canonical())
 }
 
-/// The ledger: the settlement engine over a store (SQLite unless told otherwise).
-pub struct Ledger<S: Store = SqliteStore> {
+/// The ledger: the settlement engine over a store (its SQL database unless told otherwise).
+pub struct Ledger<S: Store = SqlStore> {
     pub(crate) store: S,
 }
 
-fn meta_rows(path: &Path, options: &Options) -> Result<Vec<(&'static str, String)>, Error> {
+fn meta_rows(location: &str, options: &Options) -> Result<Vec<(&'static str, String)>, Error> {
     let mut ledger_id = [0u8; 16];
     escx::keyfile::fill_random(&mut ledger_id)
-        .map_err(|e| Error::Store { path: path.into(), reason: e.to_string() })?;
+        .map_err(|e| Error::Store(escx_store::Error::failed(location, e.to_string())))?;
     let mut rows = vec![
         ("ledger_id", hex::encode(ledger_id)),
         ("payout_threshold", options.payout_threshold.0.to_string()),
     ];
     if let Some(fee) = &options.platform {
         if fee.bps > 10_000 {
-            return Err(Error::Store { path: path.into(), reason: "platform share over 10000 bps".into() });
+            return Err(Error::Invariant {
+                path: location.into(),
+                reason: format!("the platform's share is {} bps, over 10000 (all of the gross)", fee.bps),
+            });
         }
         rows.push(("platform_party", fee.party.clone()));
         rows.push(("platform_bps", fee.bps.to_string()));
@@ -215,80 +218,60 @@ fn meta_rows(path: &Path, options: &Options) -> Result<Vec<(&'static str, String
     Ok(rows)
 }
 
-impl Ledger<SqliteStore> {
-    /// Creates a new ledger file (refuses an existing one) with a platform fee.
-    pub fn init(path: &Path, platform: Option<&PlatformFee>) -> Result<Self, Error> {
-        Self::create(path, &Options { platform: platform.cloned(), payout_threshold: Micros::ZERO })
+impl Ledger<SqlStore> {
+    /// Creates a new ledger (refusing an existing file, or a database that holds one) with
+    /// a platform fee. `location` is a SQLite file or a PostgreSQL URL
+    /// ([`escx_store::Location::from_path`]).
+    pub fn init(location: &Path, platform: Option<&PlatformFee>) -> Result<Self, Error> {
+        Self::create(location, &Options { platform: platform.cloned(), payout_threshold: Micros::ZERO })
     }
 
-    /// Creates a new ledger file (refuses an existing one).
-    pub fn create(path: &Path, options: &Options) -> Result<Self, Error> {
-        let meta = meta_rows(path, options)?;
-        Ok(Self { store: SqliteStore::create(path, &meta)? })
+    /// Creates a new ledger at `location`, a SQLite file or a PostgreSQL URL (refusing an
+    /// existing one).
+    pub fn create(location: &Path, options: &Options) -> Result<Self, Error> {
+        Self::create_at(&escx_store::Location::from_path(location), options)
     }
 
-    /// Opens an existing ledger file, migrating an older schema.
-    pub fn open(path: &Path) -> Result<Self, Error> {
-        Ok(Self { store: SqliteStore::open(path)? })
+    /// Opens the ledger at `location`, a SQLite file or a PostgreSQL URL, migrating an
+    /// older schema.
+    pub fn open(location: &Path) -> Result<Self, Error> {
+        Self::open_at(&escx_store::Location::from_path(location))
     }
 
-    /// The underlying connection, for this crate's tests (feature `test-support`).
+    /// [`Ledger::create`] at a parsed location.
+    pub fn create_at(location: &escx_store::Location, options: &Options) -> Result<Self, Error> {
+        let meta = meta_rows(&location.to_string(), options)?;
+        Ok(Self { store: SqlStore::create(location, &meta)? })
+    }
+
+    /// [`Ledger::open`] at a parsed location.
+    pub fn open_at(location: &escx_store::Location) -> Result<Self, Error> {
+        Ok(Self { store: SqlStore::open(location)? })
+    }
+
+    /// A new connection to the ledger's SQLite file, for this crate's tests (feature
+    /// `test-support`); `None` on PostgreSQL.
     #[cfg(feature = "test-support")]
     #[doc(hidden)]
-    pub fn database(&self) -> &rusqlite::Connection {
-        self.store.connection()
+    pub fn database(&self) -> rusqlite::Connection {
+        let path = self.store.db().sqlite_path().unwrap_or_default();
+        escx_store::sqlite_connection(&path).unwrap_or_else(|e| panic!("test connection: {e}"))
     }
 }
 
-impl Ledger<crate::store::PgStore> {
-    /// Creates a ledger in the PostgreSQL database at `url` (refuses one that holds a
-    /// ledger already).
-    pub fn create_postgres(url: &str, options: &Options) -> Result<Self, Error> {
-        let meta = meta_rows(Path::new(&crate::store::redact(url)), options)?;
-        Ok(Self { store: crate::store::PgStore::create(url, &meta)? })
-    }
-
-    /// Opens the ledger in the PostgreSQL database at `url`, migrating an older schema.
-    pub fn open_postgres(url: &str) -> Result<Self, Error> {
-        Ok(Self { store: crate::store::PgStore::open(url)? })
-    }
-}
-
-impl Ledger<crate::store::AnyStore> {
-    /// Opens the ledger at `location`: a PostgreSQL URL (`postgres://…`,
-    /// `postgresql://…`) or a SQLite file.
-    pub fn open_any(location: &Path) -> Result<Self, Error> {
-        Ok(Self { store: crate::store::AnyStore::open(&location_text(location)?)? })
-    }
-
-    /// Creates a ledger at `location` (a PostgreSQL URL or a SQLite file).
-    pub fn create_any(location: &Path, options: &Options) -> Result<Self, Error> {
-        let text = location_text(location)?;
-        let meta = meta_rows(Path::new(&crate::store::redact(&text)), options)?;
-        Ok(Self { store: crate::store::AnyStore::create(&text, &meta)? })
-    }
-}
-
-fn location_text(location: &Path) -> Result<String, Error> {
-    location.to_str().map(str::to_owned).ok_or_else(|| Error::Store {
-        path: location.into(),
-        reason: "the ledger's name is not UTF-8".into(),
-    })
-}
-
-/// Runs `attempt` again while it fails with [`Error::Busy`] (settlement.md §5.4): a
-/// serialization failure rolled it back, so running it again is safe.
 /// Settlement ids looked up per query before a run.
 const LOOKUP_CHUNK: usize = 1000;
 
+/// Runs `attempt` again while it fails busy (settlement.md §5.4): a serialization failure
+/// rolled it back, so running it again is safe.
 pub(crate) fn retrying<T>(attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    escx_store::retry::while_busy(|e| matches!(e, Error::Busy { .. }), attempt)
+    escx_store::retry::while_busy(<Error as escx_store::Retryable>::is_busy, attempt)
 }
 
 impl Ledger<MemoryStore> {
     /// A ledger that lives in memory only (tests, dry runs).
     pub fn in_memory(options: &Options) -> Result<Self, Error> {
-        Ok(Self { store: MemoryStore::new(&meta_rows(Path::new(crate::store::MEMORY), options)?) })
+        Ok(Self { store: MemoryStore::new(&meta_rows(crate::store::MEMORY, options)?) })
     }
 }
 
@@ -299,7 +282,7 @@ impl<S: Store> Ledger<S> {
     }
 
     fn corrupt(&self, what: &str) -> Error {
-        Error::Store { path: self.store.location(), reason: format!("bad {what} in the ledger") }
+        Error::stored(self.store.location(), format!("bad {what} in the ledger"))
     }
 
     /// The platform fee recorded at `init`.
@@ -753,10 +736,10 @@ pub(crate) fn close_batch(
         Some((last, hash)) if last + 1 == seq => hash,
         None if seq == 1 => [0; 32],
         _ => {
-            return Err(Error::Store {
-                path: tx.location(),
-                reason: format!("statement {} is missing; the ledger was altered", seq.saturating_sub(1)),
-            });
+            return Err(Error::stored(
+                tx.location(),
+                format!("statement {} is missing; the ledger was altered", seq.saturating_sub(1)),
+            ));
         }
     };
     // Conservation is checked on every entry before anything is signed; a failure aborts

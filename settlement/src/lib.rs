@@ -128,19 +128,6 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// The ledger's schema is not this build's.
-    #[error(
-        "{}: not an escx ledger this build reads (schema version {found}; this build reads 1 to {expected})",
-        .path.display()
-    )]
-    Schema {
-        /// The ledger.
-        path: PathBuf,
-        /// Found.
-        found: i64,
-        /// Expected.
-        expected: i64,
-    },
     /// No statement with this sequence number.
     #[error("no statement {seq} in this ledger")]
     UnknownStatement {
@@ -161,24 +148,10 @@ pub enum Error {
         /// Which invariant, and by how much.
         reason: String,
     },
-    /// The ledger database failed.
-    #[error("ledger {}: {reason}", .path.display())]
-    Store {
-        /// The ledger (empty until known).
-        path: PathBuf,
-        /// What the database said.
-        reason: String,
-    },
-    /// A write transaction met a concurrent one (PostgreSQL's serialization failure or
-    /// deadlock) and was rolled back; retrying it is safe. The engine retries a few times
-    /// before it reports this.
-    #[error("ledger {}: {reason}; nothing was written, run it again", .path.display())]
-    Busy {
-        /// The ledger.
-        path: PathBuf,
-        /// What the database said.
-        reason: String,
-    },
+    /// The ledger's database failed, is not a ledger of this build's schema, or met a
+    /// concurrent writer on every attempt (the storage layer's error and codes).
+    #[error(transparent)]
+    Store(#[from] escx_store::Error),
     /// A file could not be read or written.
     #[error("{}: {error}", .path.display())]
     Io {
@@ -187,6 +160,20 @@ pub enum Error {
         /// The OS error.
         error: std::io::Error,
     },
+}
+
+impl escx_store::Retryable for Error {
+    fn is_busy(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_busy())
+    }
+}
+
+impl Error {
+    /// A row of the ledger this crate cannot have written, or a ledger altered outside it:
+    /// [`escx_store::Kind::Corrupt`] at `location`.
+    pub(crate) fn stored(location: impl AsRef<std::path::Path>, reason: impl Into<String>) -> Self {
+        Self::Store(escx_store::Error::corrupt(location.as_ref().display().to_string(), reason))
+    }
 }
 
 fn record(index: usize, id: Option<&str>) -> String {
@@ -209,21 +196,27 @@ impl escx::Fault for Error {
             Self::Refund { .. } => "refund-invalid",
             Self::Hold { .. } => "hold-invalid",
             Self::Dispute { .. } => "dispute-invalid",
-            Self::Schema { .. } => "ledger-schema",
             Self::Invariant { .. } => "ledger-invariant",
             Self::UnknownStatement { .. } => "unknown-statement",
             Self::Statement(e) => e.code(),
             Self::Proof(e) => e.code(),
-            Self::Store { .. } => "ledger-store",
-            Self::Busy { .. } => "ledger-busy",
+            Self::Store(e) => e.code(),
             Self::Io { .. } => "io",
         }
     }
 
     fn class(&self) -> escx::ErrorClass {
         match self {
-            Self::Store { .. } | Self::Busy { .. } | Self::Io { .. } => escx::ErrorClass::Environment,
+            Self::Store(e) => e.class(),
+            Self::Io { .. } => escx::ErrorClass::Environment,
             _ => escx::ErrorClass::Input,
+        }
+    }
+
+    fn help(&self) -> Option<&'static str> {
+        match self {
+            Self::Store(e) => e.help(),
+            _ => None,
         }
     }
 }

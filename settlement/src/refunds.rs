@@ -224,9 +224,11 @@ pub(crate) fn give_back(
             continue;
         }
         let total = tx.recouped(currency)?.get(&party).copied().unwrap_or_default();
-        let after = total.checked_sub(Micros(undo)).ok_or_else(|| Error::Store {
-            path: tx.location(),
-            reason: format!("recoupment of {party} below what settlement {target} added"),
+        let after = total.checked_sub(Micros(undo)).ok_or_else(|| {
+            Error::stored(
+                tx.location(),
+                format!("recoupment of {party} below what settlement {target} added"),
+            )
         })?;
         tx.set_recouped(&party, currency, after)?;
         tx.add_settlement_recoup(id, &party, -crate::num::signed(undo))?;

@@ -189,14 +189,14 @@ fn a_ledger_is_never_recreated_and_a_foreign_file_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("l.db");
     Ledger::init(&path, None).unwrap();
-    assert_eq!(Ledger::init(&path, None).err().unwrap().code(), "ledger-store");
+    assert_eq!(Ledger::init(&path, None).err().unwrap().code(), "store-failed");
     let other = tmp.path().join("other.db");
     rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE x (y)").unwrap();
-    assert_eq!(Ledger::open(&other).err().unwrap().code(), "ledger-schema");
+    assert_eq!(Ledger::open(&other).err().unwrap().code(), "store-schema");
     let junk = tmp.path().join("junk.db");
     std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
     let error = Ledger::open(&junk).err().unwrap();
-    assert_eq!(error.code(), "ledger-schema", "{error}");
+    assert_eq!(error.code(), "store-schema", "{error}");
     assert_eq!(std::fs::read(&junk).unwrap(), vec![b'x'; 4096], "a foreign file is left as it was");
 }
 

@@ -45,7 +45,8 @@ fn state(ledger: &Ledger, event: &str) -> String {
 }
 
 fn audit_actions(ledger: &Ledger) -> Vec<String> {
-    let mut statement = ledger.database().prepare("SELECT action FROM audit ORDER BY id").unwrap();
+    let db = ledger.database();
+    let mut statement = db.prepare("SELECT action FROM audit ORDER BY id").unwrap();
     statement.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
 }
 
@@ -318,7 +319,7 @@ fn an_older_ledger_is_migrated_and_a_newer_one_refused() {
     ledger.place_holds(&events(&[("h", NOV.0, "1.00")]), &manifests(THERMAL), NOV, NOV + 60).unwrap();
     ledger.database().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
     drop(ledger);
-    assert_eq!(Ledger::open(&path).err().unwrap().code(), "ledger-schema");
+    assert_eq!(Ledger::open(&path).err().unwrap().code(), "store-schema");
 }
 
 #[test]

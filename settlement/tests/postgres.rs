@@ -34,7 +34,7 @@ fn options() -> Options {
 fn writers_on_one_database_keep_one_linear_chain_and_conserve() {
     let cluster = pg::Cluster::start();
     let url = cluster.database();
-    Ledger::create_postgres(&url, &options()).unwrap();
+    Ledger::create(url.as_ref(), &options()).unwrap();
     let manifests = manifests(THERMAL);
     // Four writers (as four service nodes would be), each settling its own 24 sales in
     // batches of 3 at the same time, and each re-sending one of another writer's events.
@@ -44,7 +44,7 @@ fn writers_on_one_database_keep_one_linear_chain_and_conserve() {
         for w in 0..writers {
             let (url, manifests) = (url.clone(), &manifests);
             scope.spawn(move || {
-                let mut ledger = Ledger::open_postgres(&url).unwrap();
+                let mut ledger = Ledger::open(url.as_ref()).unwrap();
                 let events: Vec<BillingEvent> =
                     (0..per_writer).map(|i| sale(&format!("w{w}-{i}"), 1_000_000 + i * 7 + w)).collect();
                 let report =
@@ -55,7 +55,7 @@ fn writers_on_one_database_keep_one_linear_chain_and_conserve() {
             });
         }
     });
-    let ledger = Ledger::open_postgres(&url).unwrap();
+    let ledger = Ledger::open(url.as_ref()).unwrap();
     let audit = ledger.audit().unwrap();
     assert!(audit.ok(), "{audit:?}");
     assert_eq!(audit.settlements, writers * per_writer, "every sale once, none twice");
@@ -80,20 +80,19 @@ fn writers_on_one_database_keep_one_linear_chain_and_conserve() {
 fn migrations_refuse_a_second_ledger_a_missing_one_and_a_newer_schema() {
     let cluster = pg::Cluster::start();
     let url = cluster.database();
-    let error = Ledger::open_postgres(&url).err().unwrap();
-    assert_eq!(error.code(), "ledger-store", "{error}");
-    Ledger::create_postgres(&url, &options()).unwrap();
-    let error = Ledger::create_postgres(&url, &options()).err().unwrap();
-    assert!(error.to_string().contains("holds a ledger already"), "{error}");
+    let error = Ledger::open(url.as_ref()).err().unwrap();
+    assert_eq!(error.code(), "store-failed", "{error}");
+    Ledger::create(url.as_ref(), &options()).unwrap();
+    let error = Ledger::create(url.as_ref(), &options()).err().unwrap();
+    assert!(error.to_string().contains("holds an escx ledger already"), "{error}");
     // Reopening is a no-op; a schema from a newer build is refused, naming both versions.
-    Ledger::open_postgres(&url).unwrap();
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    client.batch_execute("UPDATE escx_schema SET version = 99").unwrap();
-    let error = Ledger::open_postgres(&url).err().unwrap();
-    assert_eq!(error.code(), "ledger-schema", "{error}");
+    Ledger::open(url.as_ref()).unwrap();
+    pg::admin(&url, "UPDATE escx_schema SET version = 99");
+    let error = Ledger::open(url.as_ref()).err().unwrap();
+    assert_eq!(error.code(), "store-schema", "{error}");
     // A database that is not there is a store error naming the URL, password redacted.
     let missing = cluster.url("nowhere").replace("user=escx", "user=escx&password=hunter2");
-    let error = Ledger::open_postgres(&missing).err().unwrap();
+    let error = Ledger::open(missing.as_ref()).err().unwrap();
     assert!(!error.to_string().contains("hunter2"), "{error}");
 }
 
@@ -107,23 +106,22 @@ fn migrations_refuse_a_second_ledger_a_missing_one_and_a_newer_schema() {
 fn a_server_crash_keeps_every_committed_batch_and_no_part_of_the_one_in_flight() {
     let cluster = pg::Cluster::start_durable();
     let url = cluster.database();
-    Ledger::create_postgres(&url, &options()).unwrap();
+    Ledger::create(url.as_ref(), &options()).unwrap();
     let manifests = manifests(THERMAL);
     let now = escx::UnixSeconds(1_790_812_900);
     let batch = 200;
     let events: Vec<BillingEvent> = (0..6000).map(|i| sale(&format!("c{i}"), 1_000_000 + i * 13)).collect();
     // A handle opened before the crash, as a service node holds one.
-    let survivor = Ledger::open_postgres(&url).unwrap();
+    let survivor = Ledger::open(url.as_ref()).unwrap();
     let run = std::thread::scope(|scope| {
         let settling = scope.spawn(|| {
-            let mut ledger = Ledger::open_postgres(&url).unwrap();
+            let mut ledger = Ledger::open(url.as_ref()).unwrap();
             ledger.settle(&events, &manifests, batch, op(), now)
         });
         // Crash once a few batches have committed, while later ones are being written.
-        let mut watch = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {
-            let statements: i64 = watch.query_one("SELECT count(*) FROM statements", &[]).unwrap().get(0);
+            let statements = pg::query_ints(&url, "SELECT count(*) FROM statements")[0][0];
             if statements >= 3 {
                 break;
             }
@@ -134,7 +132,7 @@ fn a_server_crash_keeps_every_committed_batch_and_no_part_of_the_one_in_flight()
         settling.join().unwrap()
     });
     let error = run.expect_err("the run loses its server mid-way");
-    assert_eq!(error.code(), "ledger-store", "{error}");
+    assert_eq!(error.code(), "store-failed", "{error}");
     cluster.restart();
     // The handle from before the crash finds its connection closed by the first request
     // (which fails) and connects again for the next, as a service node must.
@@ -142,13 +140,13 @@ fn a_server_crash_keeps_every_committed_batch_and_no_part_of_the_one_in_flight()
     let listed = match first {
         Ok(listed) => listed,
         Err(error) => {
-            assert_eq!(error.code(), "ledger-store", "{error}");
+            assert_eq!(error.code(), "store-failed", "{error}");
             survivor.statements().expect("the next request reconnects")
         }
     };
     assert!(!listed.is_empty());
 
-    let mut ledger = Ledger::open_postgres(&url).unwrap();
+    let mut ledger = Ledger::open(url.as_ref()).unwrap();
     let audit = ledger.audit().unwrap();
     assert!(audit.ok(), "{audit:?}");
     let infos = ledger.statements().unwrap();

@@ -196,7 +196,7 @@ fn postgres_and_memory_stores_agree() {
         proptest::test_runner::TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });
     runner
         .run(&ops(), |ops| {
-            let mut postgres = Ledger::create_postgres(&cluster.database(), &options).unwrap();
+            let mut postgres = Ledger::create(cluster.database().as_ref(), &options).unwrap();
             let mut memory = Ledger::in_memory(&options).unwrap();
             prop_assert_eq!(run(&mut postgres, &ops), run(&mut memory, &ops));
             Ok(())

@@ -113,7 +113,7 @@ struct Listed<'a> {
 
 fn dispute_open(args: OpenArgs, ui: &Ui) -> anyhow::Result<()> {
     let now = super::at_or_now(args.at.as_deref())?;
-    let mut ledger = Ledger::open_any(&args.ledger)?;
+    let mut ledger = Ledger::open(&args.ledger)?;
     let settlement = ledger.find_settlement(&args.settlement)?;
     ledger.open_dispute(&settlement, &args.reason, now)?;
     ui.emit(&Opened { settlement: &settlement, state: "DISPUTED" }, || {
@@ -128,7 +128,7 @@ fn dispute_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
         OutcomeArg::Upheld => Outcome::Upheld,
         OutcomeArg::Reversed => Outcome::Reversed,
     };
-    let mut ledger = Ledger::open_any(&args.ledger)?;
+    let mut ledger = Ledger::open(&args.ledger)?;
     let settlement = ledger.find_settlement(&args.settlement)?;
     let operator = match &args.operator_key {
         Some(path) => Some(crate::secrets::load_secret_key(path)?),
@@ -154,7 +154,7 @@ fn dispute_resolve(args: ResolveArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn dispute_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
-    let disputes = Ledger::open_any(&args.ledger)?.disputes()?;
+    let disputes = Ledger::open(&args.ledger)?.disputes()?;
     ui.emit(&Listed { disputes: &disputes }, || {
         let mut table =
             Table::new(&[Align::Left, Align::Left, Align::Right, Align::Left, Align::Left, Align::Left]);

@@ -143,7 +143,7 @@ fn hold_place(args: PlaceArgs, ui: &Ui) -> anyhow::Result<()> {
     })?;
     let events = escx_settlement::events::read_events(&args.events)?;
     let manifests = Manifests::load_dir(&args.manifests)?;
-    let mut ledger = Ledger::open_any(&args.ledger)?;
+    let mut ledger = Ledger::open(&args.ledger)?;
     let expires_at = now + seconds;
     let report = ledger.place_holds(&events, &manifests, now, expires_at)?;
     ui.emit(
@@ -167,7 +167,7 @@ fn hold_capture(args: CaptureArgs, ui: &Ui) -> anyhow::Result<()> {
         None => None,
     };
     let manifests = Manifests::load_dir(&args.manifests)?;
-    let mut ledger = Ledger::open_any(&args.ledger)?;
+    let mut ledger = Ledger::open(&args.ledger)?;
     let operator = crate::secrets::load_secret_key(&args.operator_key)?;
     let report = ledger.capture_hold(&args.hold, amount, &manifests, &operator, now)?;
     ui.emit(&Captured { ledger: &super::shown(&args.ledger), capture: &report }, || {
@@ -195,7 +195,7 @@ fn hold_capture(args: CaptureArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn hold_void(args: VoidArgs, ui: &Ui) -> anyhow::Result<()> {
     let now = super::at_or_now(args.at.as_deref())?;
-    let mut ledger = Ledger::open_any(&args.ledger)?;
+    let mut ledger = Ledger::open(&args.ledger)?;
     let voided = match &args.hold {
         Some(hold) if !args.expired => {
             if ledger.void_hold(hold, now)? {
@@ -214,7 +214,7 @@ fn hold_void(args: VoidArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn hold_list(args: ListArgs, ui: &Ui) -> anyhow::Result<()> {
-    let holds = Ledger::open_any(&args.ledger)?.holds(args.state)?;
+    let holds = Ledger::open(&args.ledger)?.holds(args.state)?;
     ui.emit(&Listed { holds: &holds }, || {
         let mut table =
             Table::new(&[Align::Left, Align::Left, Align::Right, Align::Left, Align::Left, Align::Left]);

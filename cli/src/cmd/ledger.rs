@@ -90,7 +90,7 @@ struct AuditReport<'a> {
 }
 
 fn ledger_balances(args: BalancesArgs, ui: &Ui) -> anyhow::Result<()> {
-    let balances = Ledger::open_any(&args.ledger)?.balances(args.party.as_deref())?;
+    let balances = Ledger::open(&args.ledger)?.balances(args.party.as_deref())?;
     ui.emit(&BalancesReport { balances: &balances }, || {
         let mut table = Table::new(&[Align::Left, Align::Right, Align::Left]);
         for b in &balances {
@@ -111,7 +111,7 @@ fn ledger_history(args: HistoryArgs, ui: &Ui) -> anyhow::Result<()> {
         Some(text) => period(text)?.range(),
         None => (escx::UnixSeconds::EPOCH, escx::UnixSeconds::MAX),
     };
-    let rows = Ledger::open_any(&args.ledger)?.history(&args.party, from, to)?;
+    let rows = Ledger::open(&args.ledger)?.history(&args.party, from, to)?;
     ui.emit(&HistoryReport { party: &args.party, period: args.period.as_deref(), transfers: &rows }, || {
         let mut table = Table::new(&[
             Align::Left,
@@ -144,7 +144,7 @@ fn ledger_history(args: HistoryArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn ledger_audit(args: AuditArgs, ui: &Ui) -> anyhow::Result<()> {
-    let audit = Ledger::open_any(&args.ledger)?.audit()?;
+    let audit = Ledger::open(&args.ledger)?.audit()?;
     let ok = audit.ok();
     if !ok {
         anyhow::bail!(escx_settlement::Error::Invariant {

@@ -29,5 +29,5 @@ pub fn at_or_now(text: Option<&str>) -> anyhow::Result<escx::UnixSeconds> {
 
 /// A ledger's location as shown in output: a PostgreSQL URL without its password.
 pub(crate) fn shown(ledger: &std::path::Path) -> std::path::PathBuf {
-    escx_settlement::store::redact(&ledger.to_string_lossy()).into()
+    escx_store::Location::from_path(ledger).to_string().into()
 }

@@ -55,7 +55,7 @@ pub struct ReportArgs {
 pub fn run(command: PayoutCommand, ui: &Ui) -> anyhow::Result<()> {
     let PayoutCommand::Report(args) = command;
     let period = super::ledger::period(&args.period)?;
-    let mut ledger = Ledger::open_any(&args.ledger)?;
+    let mut ledger = Ledger::open(&args.ledger)?;
     let report = ledger.payout_report(period, args.party.as_deref())?;
     let format = if ui.json { Format::Json } else { args.format };
     let (name, bytes) = match format {

@@ -144,7 +144,7 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
         }
         None => Micros(0),
     };
-    Ledger::create_any(&args.ledger, &Options { platform: fee.clone(), payout_threshold: threshold })?;
+    Ledger::create(&args.ledger, &Options { platform: fee.clone(), payout_threshold: threshold })?;
     ui.emit(
         &Created {
             ledger: &super::shown(&args.ledger),
@@ -167,7 +167,7 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
 fn settle(args: RunArgs, ui: &Ui) -> anyhow::Result<()> {
     let events = escx_settlement::events::read_events(&args.events)?;
     let manifests = Manifests::load_dir(&args.manifests)?;
-    let mut ledger = Ledger::open_any(&args.ledger)?;
+    let mut ledger = Ledger::open(&args.ledger)?;
     let operator = crate::secrets::load_secret_key(&args.operator_key)?;
     // A bar from 1 000 events on: below that a run takes well under a second.
     let progress = ui.count_progress(1_000);

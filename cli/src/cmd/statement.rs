@@ -132,7 +132,7 @@ fn write(path: &std::path::Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
 pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
         StatementCommand::List(args) => {
-            let list = Ledger::open_any(&args.ledger)?.statements()?;
+            let list = Ledger::open(&args.ledger)?.statements()?;
             ui.emit(&Listed { statements: &list }, || {
                 let mut table = Table::new(&[Align::Left, Align::Left, Align::Right, Align::Left]);
                 for s in &list {
@@ -150,7 +150,7 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
             });
         }
         StatementCommand::Export(args) => {
-            let ledger = Ledger::open_any(&args.ledger)?;
+            let ledger = Ledger::open(&args.ledger)?;
             if let (Some(seq), Some(out)) = (args.seq, &args.out) {
                 let bytes = ledger.statement(seq)?;
                 write(out, &bytes, escx::fsutil::MODE_PUBLIC)?;
@@ -174,7 +174,7 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
             });
         }
         StatementCommand::Openings(args) => {
-            let ledger = Ledger::open_any(&args.ledger)?;
+            let ledger = Ledger::open(&args.ledger)?;
             if let (Some(seq), Some(out)) = (args.seq, &args.out) {
                 let file = ledger.openings(seq, &args.party)?;
                 // Openings reveal the party's amounts: only for that party.
@@ -215,7 +215,7 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
         StatementCommand::Prove(args) => {
             let operator = escx::keyfile::read_public_key(&args.operator_pub)
                 .map_err(failure::at(&args.operator_pub))?;
-            let ledger = Ledger::open_any(&args.ledger)?;
+            let ledger = Ledger::open(&args.ledger)?;
             let seqs: Vec<u64> = match args.seq {
                 Some(seq) => vec![seq],
                 None => ledger.statements()?.iter().map(|s| s.seq).collect(),

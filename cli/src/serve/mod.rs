@@ -24,7 +24,6 @@ use escx_licensing::issuer::{Issuer, SqlIssuerStore};
 use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
 use escx_licensing::metering::operator::{Operator, Outcome};
 use escx_settlement::ledger::Ledger;
-use escx_settlement::store::AnyStore;
 use serde::Serialize;
 use tower::ServiceBuilder;
 
@@ -105,7 +104,7 @@ struct Service {
     operator_now: Clock,
     issuer: Option<Pool<Issuer<SqlIssuerStore>>>,
     operator: Option<Pool<Operator>>,
-    ledger: Option<Mutex<Ledger<AnyStore>>>,
+    ledger: Option<Mutex<Ledger>>,
     registry: Option<PathBuf>,
     proofs: Option<PathBuf>,
     metrics: Metrics,
@@ -167,7 +166,7 @@ fn issuer(service: &Service) -> Result<MutexGuard<'_, Issuer<SqlIssuerStore>>, A
 pub(crate) struct Parts {
     pub issuer: Vec<Issuer<SqlIssuerStore>>,
     pub operator: Vec<Operator>,
-    pub ledger: Option<Ledger<AnyStore>>,
+    pub ledger: Option<Ledger>,
     pub registry: Option<PathBuf>,
     pub proofs: Option<PathBuf>,
 }
@@ -709,7 +708,7 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let operator = args.operator.as_deref().map(open_operator_pool).transpose()?.unwrap_or_default();
-    let ledger = args.ledger.as_deref().map(Ledger::open_any).transpose()?;
+    let ledger = args.ledger.as_deref().map(Ledger::open).transpose()?;
     if let Some(root) = &args.registry {
         escx_manifest::index::read_signed(root)?;
     }

@@ -89,7 +89,7 @@ impl Store for MemoryStore {
 pub(crate) const MEMORY: &str = "(memory)";
 
 fn violation(reason: impl Into<String>) -> Error {
-    Error::Store { path: MEMORY.into(), reason: reason.into() }
+    Error::Store(escx_store::Error::failed(MEMORY, reason))
 }
 
 impl State {

@@ -1,16 +1,15 @@
-//! Storage behind the ledger (spec: settlement.md §3.1, §5.4).
+//! Storage behind the ledger (spec: settlement.md §3.1, §5.4–5.5).
 //!
 //! The engine (`ledger`, `holds`, `disputes`, `payout`) decides what to write; a [`Store`]
-//! only keeps rows and runs transactions. Three backends implement it: [`SqliteStore`]
-//! (the embedded default: WAL, `synchronous=FULL`, `BEGIN IMMEDIATE`), [`PgStore`]
-//! (PostgreSQL, for several service nodes on one database: the ledger's advisory lock,
-//! then `SERIALIZABLE`) and [`MemoryStore`] (tests, and a reference a new backend can be
-//! compared with). A backend must give every [`Store::begin`] transaction serializable
-//! isolation: the engine re-reads what it depends on (a settlement's content, recoupment
-//! totals, a hold's state, the last statement) inside the transaction and relies on no
-//! other writer changing it before the commit. A backend that can refuse a commit for a
-//! concurrent one reports [`Error::Busy`], and the engine runs the
-//! transaction again.
+//! only keeps rows and runs transactions. Two implement it, the same pattern as the
+//! issuer's and the operator's stores: [`SqlStore`], one set of statements on a SQLite file
+//! or a PostgreSQL database through the storage layer (`escx_store`), and [`MemoryStore`]
+//! (tests, and the reference the SQL store is compared with). A store must give every
+//! [`Store::begin`] transaction serializable isolation: the engine re-reads what it depends
+//! on (a settlement's content, recoupment totals, a hold's state, the last statement)
+//! inside the transaction and relies on no other writer changing it before the commit. A
+//! store that can refuse a commit for a concurrent one reports a busy
+//! [`Error::Store`], and the engine runs the transaction again.
 
 use escx::UnixSeconds;
 use escx::manifest::PackageName;
@@ -63,17 +62,13 @@ macro_rules! forward_reader {
     };
 }
 
-mod any;
 mod memory;
-mod pg;
-mod sqlite;
+mod sql;
 
-pub use any::{AnyStore, AnyTx, is_postgres_url};
 pub(crate) use memory::MEMORY;
 pub use memory::MemoryStore;
 pub use memory::MemoryTx;
-pub use pg::{PgStore, PgTx, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION, redact};
-pub use sqlite::{SCHEMA_VERSION as SQLITE_SCHEMA_VERSION, SqliteStore, SqliteTx};
+pub use sql::{SCHEMA_VERSION, SqlStore, SqlTx};
 
 /// An account's key in a store.
 pub type AccountId = i64;
