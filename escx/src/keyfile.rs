@@ -135,10 +135,31 @@ pub fn write_public_key(path: &Path, key: &PublicKey, overwrite: bool) -> Result
 
 /// The text of a secret key file.
 pub fn secret_key_text(key: &SecretKey, protection: &Protection) -> Result<Zeroizing<String>, Error> {
+    let public = key.public_key().as_bytes();
+    sealed_text(
+        ALG_ML_DSA_87_NAME,
+        public,
+        public,
+        key.secret_bytes(),
+        &format!("escx secret key ({ALG_ML_DSA_87_NAME}), key id {}", key.id()),
+        protection,
+    )
+}
+
+/// A secret file's text (keys.md §3): `secret` under `alg`, with `public` in clear, sealed
+/// (when `protection` says so) with `aad` as associated data.
+fn sealed_text(
+    alg: &str,
+    public: &[u8],
+    aad: &[u8],
+    secret: &[u8],
+    title: &str,
+    protection: &Protection,
+) -> Result<Zeroizing<String>, Error> {
     let mut map = SecretKeyMap {
         v: 1,
-        alg: ALG_ML_DSA_87_NAME.to_owned(),
-        public_key: ByteBuf::from(key.public_key().as_bytes().to_vec()),
+        alg: alg.to_owned(),
+        public_key: ByteBuf::from(public.to_vec()),
         kdf: "none".to_owned(),
         secret_key: None,
         m_cost_kib: None,
@@ -150,7 +171,7 @@ pub fn secret_key_text(key: &SecretKey, protection: &Protection) -> Result<Zeroi
     };
     match protection {
         Protection::Unencrypted => {
-            map.secret_key = Some(ByteBuf::from(key.secret_bytes().to_vec()));
+            map.secret_key = Some(ByteBuf::from(secret.to_vec()));
         }
         Protection::Passphrase(passphrase, params) => {
             let mut salt = [0u8; SALT_BYTES];
@@ -161,10 +182,7 @@ pub fn secret_key_text(key: &SecretKey, protection: &Protection) -> Result<Zeroi
                 .map_err(|reason| Error::KeyFile { path: "<new key>".into(), reason })?;
             let cipher = XChaCha20Poly1305::new((&*seal_key).into());
             let ciphertext = cipher
-                .encrypt(
-                    XNonce::from_slice(&nonce),
-                    Payload { msg: key.secret_bytes(), aad: key.public_key().as_bytes() },
-                )
+                .encrypt(XNonce::from_slice(&nonce), Payload { msg: secret, aad })
                 .map_err(|_| Error::KeyFile { path: "<new key>".into(), reason: "sealing failed".into() })?;
             map.kdf = "argon2id".to_owned();
             map.m_cost_kib = Some(params.m_cost_kib);
@@ -183,13 +201,67 @@ pub fn secret_key_text(key: &SecretKey, protection: &Protection) -> Result<Zeroi
     };
     // Built in place so no unzeroized copy of an unencrypted secret is left behind.
     let mut text = Zeroizing::new(String::with_capacity(cbor.len() * 4 / 3 + 256));
-    text.push_str(&format!(
-        "# escx secret key ({ALG_ML_DSA_87_NAME}), key id {}, {sealed}\n# keep this file private\n{SECRET_KEY_PREFIX}",
-        key.id()
-    ));
+    text.push_str(&format!("# {title}, {sealed}\n# keep this file private\n{SECRET_KEY_PREFIX}"));
     BASE64.encode_string(&*cbor, &mut text);
     text.push('\n');
     Ok(text)
+}
+
+/// Writes a secret that is not an ML-DSA key (keys.md §3.3) as a secret file of kind `alg`
+/// with mode 0600: `secret` in clear or sealed as `protection` says, the associated data
+/// of the seal being `alg`, so a sealed file of one kind never opens as another.
+pub fn write_secret_bytes(
+    path: &Path,
+    alg: &str,
+    secret: &[u8],
+    protection: &Protection,
+    overwrite: bool,
+) -> Result<(), Error> {
+    let text = sealed_text(alg, &[], alg.as_bytes(), secret, &format!("escx secret ({alg})"), protection)?;
+    write_atomic(path, text.as_bytes(), MODE_SECRET, overwrite)
+}
+
+/// Reads a secret file of kind `alg` written by [`write_secret_bytes`]. `passphrase` is
+/// called only if the file is sealed.
+pub fn read_secret_bytes(
+    path: &Path,
+    alg: &str,
+    passphrase: impl FnOnce() -> Option<Zeroizing<String>>,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let text = Zeroizing::new(read_small_text(path)?);
+    let key_file_error = |reason: String| Error::KeyFile { path: path.into(), reason };
+    let mut map = decode_secret_map(&text).map_err(key_file_error)?;
+    if map.v != 1 || map.alg != alg || !map.public_key.is_empty() {
+        return Err(key_file_error(format!(
+            "not a {alg} file (version {}, kind {:?}); give the file escx wrote for it",
+            map.v, map.alg
+        )));
+    }
+    secret_of(&mut map, alg.as_bytes(), path, passphrase)
+}
+
+/// The secret of a decoded file: in clear, or unsealed with `aad`.
+fn secret_of(
+    map: &mut SecretKeyMap,
+    aad: &[u8],
+    path: &Path,
+    passphrase: impl FnOnce() -> Option<Zeroizing<String>>,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let key_file_error = |reason: String| Error::KeyFile { path: path.into(), reason };
+    match map.kdf.as_str() {
+        "none" => {
+            let secret = map.secret_key.take().ok_or_else(|| key_file_error("missing secret_key".into()))?;
+            Ok(Zeroizing::new(secret.into_vec()))
+        }
+        "argon2id" => {
+            let passphrase = passphrase().ok_or_else(|| Error::PassphraseRequired { path: path.into() })?;
+            unseal(map, aad, passphrase.as_bytes()).map_err(|failure| match failure {
+                Unseal::Malformed(reason) => key_file_error(reason),
+                Unseal::WrongPassphrase => Error::WrongPassphrase { path: path.into() },
+            })
+        }
+        other => Err(key_file_error(format!("unknown kdf {other:?}"))),
+    }
 }
 
 /// Writes a secret key file with mode 0600.
@@ -235,20 +307,7 @@ pub fn read_secret_key(
         )));
     }
     let public = PublicKey::from_bytes(&map.public_key).map_err(|e| key_file_error(e.to_string()))?;
-    let secret = match map.kdf.as_str() {
-        "none" => {
-            let secret = map.secret_key.take().ok_or_else(|| key_file_error("missing secret_key".into()))?;
-            Zeroizing::new(secret.into_vec())
-        }
-        "argon2id" => {
-            let passphrase = passphrase().ok_or_else(|| Error::PassphraseRequired { path: path.into() })?;
-            unseal(&map, &public, passphrase.as_bytes()).map_err(|failure| match failure {
-                Unseal::Malformed(reason) => key_file_error(reason),
-                Unseal::WrongPassphrase => Error::WrongPassphrase { path: path.into() },
-            })?
-        }
-        other => return Err(key_file_error(format!("unknown kdf {other:?}"))),
-    };
+    let secret = secret_of(&mut map, public.as_bytes(), path, passphrase)?;
     SecretKey::from_parts(secret, public).map_err(|e| match e {
         Error::KeyLength { .. } | Error::KeyMismatch { .. } => key_file_error(e.to_string()),
         other => other,
@@ -260,7 +319,7 @@ enum Unseal {
     WrongPassphrase,
 }
 
-fn unseal(map: &SecretKeyMap, public: &PublicKey, passphrase: &[u8]) -> Result<Zeroizing<Vec<u8>>, Unseal> {
+fn unseal(map: &SecretKeyMap, aad: &[u8], passphrase: &[u8]) -> Result<Zeroizing<Vec<u8>>, Unseal> {
     let missing = |field: &str| Unseal::Malformed(format!("missing {field}"));
     let params = Argon2Params {
         m_cost_kib: map.m_cost_kib.ok_or_else(|| missing("m_cost_kib"))?,
@@ -282,7 +341,7 @@ fn unseal(map: &SecretKeyMap, public: &PublicKey, passphrase: &[u8]) -> Result<Z
     let seal_key = seal_key(passphrase, salt, params).map_err(Unseal::Malformed)?;
     let cipher = XChaCha20Poly1305::new((&*seal_key).into());
     let plain = cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: public.as_bytes() })
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad })
         .map_err(|_| Unseal::WrongPassphrase)?;
     Ok(Zeroizing::new(plain))
 }

@@ -111,6 +111,15 @@ pub enum Error {
     /// cannot have written.
     #[error(transparent)]
     Store(#[from] escx_store::Error),
+    /// The issuer directory's POPRF keys (`poprf.key`) are missing or do not give the keys
+    /// its epochs were published with (licensing.md §4.3).
+    #[error("{}: {reason}", .path.display())]
+    PoprfKey {
+        /// The `poprf.key` file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A `--wallet` path that holds no wallet.
     #[error("{}: no wallet here", .path.display())]
     NoWallet {
@@ -371,6 +380,7 @@ impl escx::Fault for Error {
             Self::Store(e) => e.code(),
             Self::NotForSale { .. } => "not-for-sale",
             Self::UnknownEpoch { .. } => "unknown-epoch",
+            Self::PoprfKey { .. } => "poprf-key",
             Self::TokenInvalid => "token-invalid",
             Self::AlreadySpent => "token-spent",
             Self::UnknownLicense { .. } => "unknown-license",
@@ -399,7 +409,7 @@ impl escx::Fault for Error {
             Self::Escx(e) => e.class(),
             Self::Manifest(e) => e.class(),
             Self::Store(e) => e.class(),
-            Self::NoWallet { .. } => escx::ErrorClass::Environment,
+            Self::NoWallet { .. } | Self::PoprfKey { .. } => escx::ErrorClass::Environment,
             _ => escx::ErrorClass::Input,
         }
     }
@@ -418,6 +428,10 @@ impl escx::Fault for Error {
                 "renew the license: a new one carries the keys of every file registered since"
             }
             Self::AlreadySpent => "each token buys one license; buy another token",
+            Self::PoprfKey { .. } => {
+                "copy poprf.key from the issuer directory that made the epochs (the one first opened \
+                 after upgrading) into this one; every node needs the same file"
+            }
             Self::BundleFork { .. } => "report the issuer: it showed customers different keys",
             Self::LicenseRejected { check: LicenseCheck::Window, .. } => "renew the license",
             Self::LicenseRejected { check: LicenseCheck::Crl, .. } => "fetch the issuer's current CRL",

@@ -41,25 +41,24 @@ fn world() -> World {
         Issuer::init(&tmp.path().join("issuer"), "Demo Licensing", &Protection::Unencrypted, T0).unwrap();
     let publisher = SecretKey::generate();
     for tier in ["standard", "premium"] {
-        issuer
-            .add_offer(
-                &Offer {
-                    package: "acme/thermal".parse().unwrap(),
-                    tier: tier.into(),
-                    price_micros: Micros(49_000_000),
-                    currency: "USD".into(),
-                    unit: "month".into(),
-                    features: vec!["plots".into()],
-                    seats: Some(5),
-                },
-                &[publisher.id()],
-                T0,
-            )
-            .unwrap();
+        issuer.add_offer(&offer(tier), &[publisher.id()], T0).unwrap();
     }
     let bundle = issuer.bundle(T0).unwrap();
     let wallet = Wallet::open(&tmp.path().join("wallet")).unwrap();
     World { _tmp: tmp, issuer, bundle, wallet, publisher }
+}
+
+/// acme/thermal's offer in `tier`: 49.00 USD a month, feature `plots`, 5 seats.
+fn offer(tier: &str) -> Offer {
+    Offer {
+        package: "acme/thermal".parse().unwrap(),
+        tier: tier.into(),
+        price_micros: Micros(49_000_000),
+        currency: "USD".into(),
+        unit: "month".into(),
+        features: vec!["plots".into()],
+        seats: Some(5),
+    }
 }
 
 const THERMAL_MANIFEST: &str = "[package]\nname = \"acme/thermal\"\nversion = \"1.2.0\"\n\n[features]\nplots = []\n\n\
@@ -826,4 +825,83 @@ fn crl_numbers_are_unique_and_wallets_take_only_newer_ones() {
     assert_eq!(w.wallet.accept_crl(&forged).unwrap_err().code(), "crl-stale");
     let older = crls.iter().find(|c| number(c) == 5).unwrap();
     assert_eq!(w.wallet.accept_crl(older).unwrap_err().code(), "crl-stale");
+}
+
+/// An issuer of an earlier version kept each epoch's POPRF secret key in its database. The
+/// first open moves it into `poprf.key` (sealed as `signing.key` is) and erases it from the
+/// database; the epoch keeps its key, later epochs derive from the file's seed, and a copy
+/// of the directory without that file, or with another issuer's, refuses to open rather
+/// than answer with a key customers would reject (licensing.md §2.2, §4).
+#[test]
+fn legacy_epoch_keys_move_out_of_the_database_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("issuer");
+    let passphrase = || Some(zeroize::Zeroizing::new("correct horse".to_owned()));
+    let cheap = escx::keyfile::Argon2Params { m_cost_kib: 256, t_cost: 1, p_cost: 1 };
+    let protection = Protection::Passphrase(passphrase().unwrap(), cheap);
+    drop(Issuer::init(&dir, "Old", &protection, T0).unwrap());
+    // What the earlier version left: a random key stored with epoch 1, no poprf.key.
+    let legacy = IssuerKey::generate().unwrap();
+    let db = rusqlite::Connection::open(dir.join("issuer.sqlite")).unwrap();
+    db.execute(
+        "UPDATE epochs SET secret = ?1, public = ?2 WHERE epoch = 1",
+        rusqlite::params![&legacy.secret_bytes()[..], &legacy.public_key()[..]],
+    )
+    .unwrap();
+    drop(db);
+    std::fs::remove_file(dir.join("poprf.key")).unwrap();
+    // Another node's copy of the directory, on the same database, made before the upgrade.
+    let node = tmp.path().join("node");
+    std::fs::create_dir(&node).unwrap();
+    for file in ["signing.key", "kem.key"] {
+        std::fs::copy(dir.join(file), node.join(file)).unwrap();
+    }
+    std::fs::write(node.join("database.url"), dir.join("issuer.sqlite").display().to_string()).unwrap();
+
+    let issuer = Issuer::open(&dir, passphrase).unwrap();
+    let stored: Vec<i64> = issuer
+        .database()
+        .rows("SELECT length(secret) FROM epochs", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.int(0).unwrap())
+        .collect();
+    assert_eq!(stored, [0], "the key left the database");
+    let text = std::fs::read_to_string(dir.join("poprf.key")).unwrap();
+    assert!(text.contains("sealed with a passphrase"), "{text}");
+    assert!(escx_licensing::issuer::PoprfKeys::read(&dir, || None).is_err(), "sealed: needs the passphrase");
+    // Epoch 1 still answers with its own key: a wallet checks the proof against it.
+    let bundle = issuer.bundle(T0).unwrap();
+    assert_eq!(bundle.head().payload.epochs[0].poprf_key.as_slice(), &legacy.public_key()[..]);
+    let publisher = SecretKey::generate();
+    issuer.add_offer(&offer("standard"), &[publisher.id()], T0).unwrap();
+    let bundle = issuer.bundle(T0).unwrap();
+    let wallet = Wallet::open(&tmp.path().join("wallet")).unwrap();
+    let request = wallet.request(&bundle, &"acme/thermal".parse().unwrap(), "standard", 1, T0).unwrap();
+    assert_eq!(wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap(), 1);
+    let sealed = wallet.redeem("acme/thermal").unwrap();
+    wallet.install(&issuer.redeem(&sealed, T0 + 10).unwrap()).unwrap();
+    // A new epoch derives from the file's seed; reopening checks every epoch's key.
+    issuer.add_epoch(T0, 90 * DAY).unwrap();
+    drop(issuer);
+    let issuer = Issuer::open(&dir, passphrase).unwrap();
+    assert_eq!(issuer.bundle(T0).unwrap().head().payload.epochs.len(), 2);
+    drop(issuer);
+
+    // The other node: without the file it refuses to open, naming the file to copy.
+    let error = Issuer::open(&node, passphrase).err().unwrap();
+    assert_eq!(error.code(), "poprf-key", "{error}");
+    assert!(error.to_string().contains("missing"), "{error}");
+    // With another issuer's file, it refuses too: the keys are not the published ones.
+    let other = tmp.path().join("other");
+    drop(Issuer::init(&other, "Other", &protection, T0).unwrap());
+    std::fs::copy(other.join("poprf.key"), node.join("poprf.key")).unwrap();
+    let error = Issuer::open(&node, passphrase).err().unwrap();
+    assert_eq!(error.code(), "poprf-key", "{error}");
+    assert!(error.to_string().contains("epoch 1"), "{error}");
+    // With the moved file it opens and answers.
+    std::fs::copy(dir.join("poprf.key"), node.join("poprf.key")).unwrap();
+    let issuer = Issuer::open(&node, passphrase).unwrap();
+    let request = wallet.request(&bundle, &"acme/thermal".parse().unwrap(), "standard", 1, T0).unwrap();
+    assert_eq!(wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap(), 1);
 }

@@ -76,15 +76,12 @@ fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()>
     let answer = match op {
         Op::Meta(k, v) => tx.set_meta(META_KEYS[usize::from(*k)], v).map(|()| String::new()),
         Op::Epoch(e, a, b, s) => tx
-            .insert_epoch(
-                &Epoch {
-                    epoch: *e,
-                    poprf_key: ByteBuf::from(vec![*s; 32]),
-                    not_before: escx::UnixSeconds(*a),
-                    not_after: escx::UnixSeconds(*b),
-                },
-                &[s.wrapping_add(1); 32],
-            )
+            .insert_epoch(&Epoch {
+                epoch: *e,
+                poprf_key: ByteBuf::from(vec![*s; 32]),
+                not_before: escx::UnixSeconds(*a),
+                not_after: escx::UnixSeconds(*b),
+            })
             .map(|()| String::new()),
         Op::Bundle(v, b) => tx.insert_bundle(*v, &id32(*b), &[*b; 8]).map(|()| String::new()),
         Op::Owner(s, k, t) => tx
@@ -156,12 +153,10 @@ fn view(store: &impl IssuerReader) -> Vec<String> {
     }
     out.push(format!("epochs {:?}", store.epochs().unwrap()));
     for epoch in 0..6 {
-        let secret = store.epoch_secret(epoch).unwrap();
-        out.push(format!(
-            "secret {epoch} {:?}",
-            secret.map(|s| (s.secret.to_vec(), s.not_before, s.not_after))
-        ));
+        out.push(format!("epoch {epoch} {:?}", store.epoch(epoch).unwrap()));
     }
+    // No store of this version keeps a secret key.
+    assert!(store.legacy_epoch_secrets().unwrap().is_empty());
     out.push(format!("bundles {:?}", store.bundles().unwrap()));
     for p in 0..2 {
         for t in 0..2 {

@@ -6,6 +6,7 @@
 
 use escx::Fault as _;
 use escx_manifest::Micros;
+use escx_store::Sql as _;
 use escx_store::test_util::Cluster;
 use std::path::PathBuf;
 
@@ -66,9 +67,19 @@ struct World {
 }
 
 fn world() -> World {
+    world_on(None)
+}
+
+/// [`world`] with the issuer's store in the PostgreSQL database at `database`, when given.
+fn world_on(database: Option<&str>) -> World {
     let tmp = tempfile::tempdir().unwrap();
-    let issuer =
-        Issuer::init(&tmp.path().join("issuer"), "Demo Licensing", &Protection::Unencrypted, T0).unwrap();
+    let dir = tmp.path().join("issuer");
+    let issuer = match database {
+        None => Issuer::init(&dir, "Demo Licensing", &Protection::Unencrypted, T0).unwrap(),
+        Some(url) => {
+            Issuer::init_postgres(&dir, url, "Demo Licensing", &Protection::Unencrypted, T0).unwrap()
+        }
+    };
     let publisher = SecretKey::generate();
     let dir = tmp.path().join("thermal");
     std::fs::create_dir_all(dir.join("src")).unwrap();
@@ -947,4 +958,100 @@ fn two_nodes_ingesting_the_same_reports_store_each_once() {
     // Everything again through either node: nothing new.
     let mut node = Operator::open(&w.tmp.path().join("b")).unwrap();
     assert!(node.ingest(&files, now).unwrap().iter().all(|r| matches!(r.outcome, Outcome::Duplicate)));
+}
+
+/// The issuer's secrets: its signing key as its key file holds it, and what the issuer
+/// reports holding (KEM key, POPRF seed, every epoch's scalar).
+fn issuer_secrets(issuer: &Issuer) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(issuer.dir().join("signing.key")).unwrap();
+    let line = text.lines().find(|l| l.starts_with("escx-sk-v1:")).unwrap();
+    let cbor = base64::engine::general_purpose::STANDARD.decode(&line["escx-sk-v1:".len()..]).unwrap();
+    let map: ciborium::Value = ciborium::de::from_reader(&cbor[..]).unwrap();
+    let signing = map
+        .as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("secret_key"))
+        .and_then(|(_, v)| v.as_bytes())
+        .expect("an unencrypted key file holds its secret key")
+        .clone();
+    let mut out = vec![("signing key".to_owned(), signing)];
+    out.extend(issuer.secret_byte_strings().unwrap().into_iter().map(|(name, bytes)| (name, bytes.to_vec())));
+    assert!(out.len() >= 5, "two epochs' scalars among them: {}", out.len());
+    out
+}
+
+/// Reads every cell of `db` and fails on any that holds one of `secrets` as bytes, hex or
+/// base64; the number of cells read.
+fn assert_holds_none(db: &escx_store::Db, secrets: &[(String, Vec<u8>)]) -> usize {
+    use base64::Engine as _;
+    let mut cells = 0;
+    for (table, row) in escx_store::test_util::all_rows(db) {
+        for cell in row.cells() {
+            cells += 1;
+            let bytes: &[u8] = match cell {
+                escx_store::Cell::Bytes(b) => b,
+                escx_store::Cell::Text(t) => t.as_bytes(),
+                escx_store::Cell::Int(_) | escx_store::Cell::Null => continue,
+            };
+            let text = String::from_utf8_lossy(bytes);
+            for (name, secret) in secrets {
+                let base64 = base64::engine::general_purpose::STANDARD.encode(secret);
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == &secret[..])
+                        && !text.to_ascii_lowercase().contains(&hex::encode(secret))
+                        && !text.contains(&base64),
+                    "{} table {table} holds the issuer's {name}",
+                    db.location()
+                );
+            }
+        }
+    }
+    cells
+}
+
+/// No store holds a secret key (storage.md §6, licensing.md §2.2): after purchases,
+/// redemptions, a second POPRF epoch, a CRL and a metering report, every cell of every
+/// table of the issuer's and the operator's databases is read, and none holds the issuer's
+/// signing or KEM secret key, its POPRF seed or any epoch's POPRF scalar.
+fn no_table_holds_a_secret_key(database: Option<&str>) {
+    let w = world_on(database);
+    w.issuer.add_epoch(T0, 90 * 86_400).unwrap();
+    let (wallet, _) = w.wallet("wallet", "metered", 2);
+    w.issuer.crl(T0 + 20).unwrap();
+    let mut operator = match database {
+        None => w.operator(),
+        Some(url) => w.pg_operator("op", url),
+    };
+    let meter = Meter::open(&wallet).unwrap();
+    meter.record("acme/thermal", "invocations", 5, T0 + H + 60).unwrap();
+    let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
+    assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
+    assert_eq!(w.issuer.database().is_postgres(), database.is_some());
+    let secrets = issuer_secrets(&w.issuer);
+    assert!(assert_holds_none(w.issuer.database(), &secrets) > 50);
+    assert!(assert_holds_none(operator.database(), &secrets) > 10);
+    // The check finds a secret where there is one.
+    let planted = hex::encode(&secrets[3].1);
+    w.issuer
+        .database()
+        .exec("INSERT INTO meta (key, value) VALUES ('planted', ?1)", &[escx_store::Arg::Text(&planted)])
+        .unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_holds_none(w.issuer.database(), &secrets)
+    }));
+    assert!(caught.is_err(), "a planted secret is found");
+}
+
+#[test]
+fn no_issuer_or_operator_table_holds_a_secret_key_on_sqlite() {
+    no_table_holds_a_secret_key(None);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn no_issuer_or_operator_table_holds_a_secret_key_on_postgres() {
+    let cluster = Cluster::start();
+    no_table_holds_a_secret_key(Some(&cluster.database()));
 }

@@ -57,6 +57,8 @@ fn settles_recoups_across_runs_and_reruns_as_no_ops() {
     assert_eq!(count(&ledger, "transfers"), transfers);
     let audit = ledger.audit().unwrap();
     assert_eq!((audit.settlements, audit.imbalance, audit.unconserved.len()), (4, 0, 0));
+    // The operator signed every statement; its key is in no cell (storage.md §6).
+    assert!(common::assert_no_secret_key(&ledger) > 100);
 }
 
 #[test]

@@ -73,6 +73,8 @@ fn writers_on_one_database_keep_one_linear_chain_and_conserve() {
     statement::verify_chain(&mut verified).unwrap();
     let entries: u64 = infos.iter().map(|s| s.entries).sum();
     assert_eq!(entries, writers * per_writer, "each settlement in exactly one statement");
+    // The operator signed every statement; its key is in no cell (storage.md §6).
+    assert!(common::assert_no_secret_key(&ledger) > 500);
 }
 
 #[test]

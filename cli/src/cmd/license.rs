@@ -23,7 +23,7 @@ use crate::secrets;
 
 #[derive(Subcommand)]
 pub enum IssuerCommand {
-    /// Create an issuer: ML-DSA-87 signing key, ML-KEM-1024 key, first POPRF epoch, store.
+    /// Create an issuer: ML-DSA-87 signing key, POPRF seed, ML-KEM-1024 key, first epoch, store.
     #[command(
         after_help = "The store is the directory's SQLite file, or with --database a PostgreSQL database that several\nservice nodes share (each node holds a copy of the directory: its keys and database.url).\n\nExamples:\n  escx issuer init ./issuer --name \"Acme Licensing\"\n  escx issuer init ./issuer --unencrypted\n  escx issuer init ./issuer --database 'postgresql:///escx?host=/run/postgresql'"
     )]
@@ -212,7 +212,7 @@ pub struct IssuerInitArgs {
     /// Display name in the bundle.
     #[arg(long, default_value = "escx issuer")]
     name: String,
-    /// Store the signing key without a passphrase.
+    /// Store the signing key and POPRF seed without a passphrase.
     #[arg(long)]
     unencrypted: bool,
     /// Keep the store in this PostgreSQL database (postgres://...) instead of a SQLite

@@ -8,10 +8,9 @@ use std::sync::{Mutex, MutexGuard};
 use escx::manifest::PackageName;
 use escx::sig::KeyId;
 use serde_bytes::ByteBuf;
-use zeroize::Zeroizing;
 
 use super::store::{
-    EpochSecret, IssuerStore, IssuerWriter, LicenseRecord, SpentRecord, StoredContentKey,
+    IssuerStore, IssuerWriter, LegacySecret, LicenseRecord, SpentRecord, StoredContentKey,
     forward_issuer_reader,
 };
 use super::{Offer, Sale};
@@ -21,7 +20,7 @@ use crate::messages::{Epoch, Revoked};
 #[derive(Clone, Default)]
 struct State {
     meta: BTreeMap<String, String>,
-    epochs: BTreeMap<u32, (Epoch, Zeroizing<Vec<u8>>)>,
+    epochs: BTreeMap<u32, Epoch>,
     bundles: BTreeMap<u64, Vec<u8>>,
     owners: BTreeMap<String, BTreeMap<KeyId, UnixSeconds>>,
     offers: BTreeMap<(PackageName, String), Offer>,
@@ -87,15 +86,16 @@ impl State {
     }
 
     fn epochs(&self) -> Result<Vec<Epoch>, Error> {
-        Ok(self.epochs.values().map(|(epoch, _)| epoch.clone()).collect())
+        Ok(self.epochs.values().cloned().collect())
     }
 
-    fn epoch_secret(&self, epoch: u32) -> Result<Option<EpochSecret>, Error> {
-        Ok(self.epochs.get(&epoch).map(|(e, secret)| EpochSecret {
-            secret: secret.clone(),
-            not_before: e.not_before,
-            not_after: e.not_after,
-        }))
+    fn epoch(&self, epoch: u32) -> Result<Option<Epoch>, Error> {
+        Ok(self.epochs.get(&epoch).cloned())
+    }
+
+    fn legacy_epoch_secrets(&self) -> Result<Vec<LegacySecret>, Error> {
+        // A memory store is never of an earlier version.
+        Ok(Vec::new())
     }
 
     fn bundles(&self) -> Result<Vec<(u64, Vec<u8>)>, Error> {
@@ -164,11 +164,15 @@ impl IssuerWriter for MemoryIssuerTx<'_> {
         Ok(())
     }
 
-    fn insert_epoch(&mut self, epoch: &Epoch, secret: &[u8]) -> Result<(), Error> {
+    fn insert_epoch(&mut self, epoch: &Epoch) -> Result<(), Error> {
         if self.work.epochs.contains_key(&epoch.epoch) {
             return Err(violation(format!("epoch {} exists", epoch.epoch)));
         }
-        self.work.epochs.insert(epoch.epoch, (epoch.clone(), Zeroizing::new(secret.to_vec())));
+        self.work.epochs.insert(epoch.epoch, epoch.clone());
+        Ok(())
+    }
+
+    fn clear_legacy_epoch_secrets(&mut self) -> Result<(), Error> {
         Ok(())
     }
 

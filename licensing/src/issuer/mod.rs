@@ -2,8 +2,9 @@
 //! certificates, keeps the spent set and the revocation list.
 //!
 //! State lives in a directory (mode 0700): `signing.key` (ML-DSA-87, an escx key file),
+//! `poprf.key` (the seed every epoch's POPRF key derives from, sealed like `signing.key`),
 //! `kem.key` (ML-KEM-1024, mode 0600) and `issuer.sqlite` (mode 0600, WAL,
-//! synchronous=FULL): POPRF keys per epoch, the published bundle chain, who owns which
+//! synchronous=FULL): the public POPRF key of each epoch, the published bundle chain, who owns which
 //! package scope, the catalog of sellable (package, tier), content keys, sale events with
 //! the answer each purchase got, the spent-token set with the answer each redemption got,
 //! issued licenses and revocations. The database holds nothing that links a purchase to a
@@ -37,9 +38,11 @@ use crate::messages::{
 use crate::poprf::{IssuerKey, TokenInfo};
 
 mod memory;
+mod poprf_keys;
 mod sql;
 pub mod store;
 
+pub use poprf_keys::{EPOCH_KEY_INFO, POPRF_KEY_FILE, POPRF_KEYS_ALG, PoprfKeys};
 pub use sql::SCHEMA_VERSION;
 use store::{IssuerReader, IssuerStore, IssuerWriter, LicenseRecord, StoredContentKey};
 pub use store::{MemoryIssuerStore, SqlIssuerStore};
@@ -150,6 +153,7 @@ pub struct Issuer<S: IssuerStore = SqlIssuerStore> {
     store: S,
     signing: SecretKey,
     kem: KemSecretKey,
+    poprf: PoprfKeys,
 }
 
 /// A package file verified from a private copy, and its parsed manifest.
@@ -225,9 +229,9 @@ impl Issuer<SqlIssuerStore> {
     /// Creates an issuer directory: keys, database and the first POPRF epoch from `now`.
     pub fn init(dir: &Path, name: &str, protection: &Protection, now: UnixSeconds) -> Result<Self, Error> {
         escx_store::create_empty_dir(dir)?;
-        let (signing, kem) = write_keys(dir, protection)?;
+        let (signing, kem, poprf) = write_keys(dir, protection)?;
         let store = SqlIssuerStore::open(&Location::Sqlite(dir.join(DATABASE_FILE)))?;
-        Issuer::create(store, signing, kem, dir, name, now)
+        Issuer::create(store, signing, kem, poprf, dir, name, now)
     }
 
     /// Creates an issuer directory whose store is the PostgreSQL database at `url`: the
@@ -243,20 +247,35 @@ impl Issuer<SqlIssuerStore> {
     ) -> Result<Self, Error> {
         let location = Location::parse(url);
         escx_store::create_empty_dir(dir)?;
-        let (signing, kem) = write_keys(dir, protection)?;
+        let (signing, kem, poprf) = write_keys(dir, protection)?;
         let store = SqlIssuerStore::open(&location)?;
-        let issuer = Issuer::create(store, signing, kem, dir, name, now)?;
+        let issuer = Issuer::create(store, signing, kem, poprf, dir, name, now)?;
         escx_store::write_database_url(dir, &location)?;
         Ok(issuer)
     }
 
     /// Opens an issuer directory over whichever store it uses: the PostgreSQL database its
-    /// `database.url` names, else its SQLite file. `passphrase` is asked only if the
-    /// signing key is sealed.
+    /// `database.url` names, else its SQLite file. `passphrase` is asked (once) only if the
+    /// key files are sealed.
+    ///
+    /// A store of an earlier version that kept its epochs' POPRF secret keys in the
+    /// database has them moved into `poprf.key` (created, sealed as `signing.key` is, when
+    /// missing) and erased from the database, in one write transaction (licensing.md
+    /// §4). Every epoch's key is then checked against the published one.
     pub fn open(dir: &Path, passphrase: impl FnOnce() -> Option<Zeroizing<String>>) -> Result<Self, Error> {
-        let (signing, kem) = read_keys(dir, passphrase)?;
+        let mut source = Some(passphrase);
+        let mut given: Option<Zeroizing<String>> = None;
+        let mut ask = move || {
+            if let Some(source) = source.take() {
+                given = source();
+            }
+            given.clone()
+        };
+        let (signing, kem) = read_keys(dir, &mut ask)?;
         let store = SqlIssuerStore::open(&Location::of_dir(dir, DATABASE_FILE)?)?;
-        Ok(Self { dir: dir.to_path_buf(), store, signing, kem })
+        let poprf = adopt_poprf_keys(dir, &store, &mut ask)?;
+        check_epoch_keys(&store, &poprf, dir)?;
+        Ok(Self { dir: dir.to_path_buf(), store, signing, kem, poprf })
     }
 
     /// The database connection, for this crate's tests that inspect the issuer's complete
@@ -268,13 +287,113 @@ impl Issuer<SqlIssuerStore> {
     }
 }
 
-/// Writes a new issuer directory's signing key (sealed as `protection` says) and KEM key.
-fn write_keys(dir: &Path, protection: &Protection) -> Result<(SecretKey, KemSecretKey), Error> {
+impl<S: IssuerStore> Issuer<S> {
+    /// Secret byte strings the issuer holds, named: the KEM secret key, the POPRF seed and
+    /// each epoch's POPRF scalar (the signing key is in its key file). For this crate's tests that check no
+    /// store holds one (feature `test-support`).
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    #[allow(clippy::type_complexity)] // a test helper's list of named byte strings
+    pub fn secret_byte_strings(&self) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>, Error> {
+        let mut out = vec![
+            ("KEM key".to_owned(), Zeroizing::new(self.kem.secret_bytes().to_vec())),
+            ("POPRF seed".to_owned(), self.poprf.seed_bytes()),
+        ];
+        for epoch in self.store.epochs()? {
+            let key = self.poprf.key(epoch.epoch)?;
+            out.push((
+                format!("epoch {} POPRF key", epoch.epoch),
+                Zeroizing::new(key.secret_bytes().to_vec()),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// Writes a new issuer directory's signing key and POPRF seed (sealed as `protection`
+/// says) and KEM key.
+fn write_keys(dir: &Path, protection: &Protection) -> Result<(SecretKey, KemSecretKey, PoprfKeys), Error> {
     let signing = SecretKey::generate();
     keyfile::write_secret_key(&dir.join(SIGNING_KEY_FILE), &signing, protection, false)?;
+    let poprf = PoprfKeys::generate()?;
+    poprf.write(dir, protection, false)?;
     let kem = KemSecretKey::generate();
     write_kem_key(dir, &kem)?;
-    Ok((signing, kem))
+    Ok((signing, kem, poprf))
+}
+
+/// The directory's POPRF keys, with any secret keys a store of an earlier version kept
+/// moved out of the database (see [`Issuer::open`]). Concurrent opens of one store move
+/// them once: the move is a write transaction that reads them again, and one that finds
+/// them gone reads the file the other wrote.
+fn adopt_poprf_keys<S: IssuerStore>(
+    dir: &Path,
+    store: &S,
+    mut passphrase: impl FnMut() -> Option<Zeroizing<String>>,
+) -> Result<PoprfKeys, Error> {
+    let path = dir.join(POPRF_KEY_FILE);
+    let missing = || Error::PoprfKey {
+        path: path.clone(),
+        reason: "missing: the epochs' POPRF keys derive from this file, and the store keeps none".into(),
+    };
+    let found = PoprfKeys::read(dir, &mut passphrase)?;
+    if store.legacy_epoch_secrets()?.is_empty() {
+        return found.ok_or_else(missing);
+    }
+    let signing_sealed = keyfile::secret_key_is_sealed(&dir.join(SIGNING_KEY_FILE))?;
+    let mut found = Some(found);
+    retrying(|| {
+        let mut tx = store.begin()?;
+        let legacy = tx.legacy_epoch_secrets()?;
+        let on_disk = match found.take() {
+            Some(first) => first,
+            None => PoprfKeys::read(dir, &mut passphrase)?,
+        };
+        if legacy.is_empty() {
+            // Another process moved them while this one waited.
+            return on_disk.ok_or_else(missing);
+        }
+        let mut keys = match on_disk {
+            Some(keys) => keys,
+            None => PoprfKeys::generate()?,
+        };
+        for (epoch, secret) in &legacy {
+            keys.add_legacy(*epoch, secret)?;
+        }
+        let protection = if signing_sealed {
+            let passphrase =
+                passphrase().ok_or_else(|| escx::Error::PassphraseRequired { path: path.clone() })?;
+            Protection::Passphrase(passphrase, keyfile::Argon2Params::DEFAULT)
+        } else {
+            Protection::Unencrypted
+        };
+        // The file first: a crash after it leaves the secrets in both places, and the next
+        // open finishes the move.
+        keys.write(dir, &protection, true)?;
+        tx.clear_legacy_epoch_secrets()?;
+        tx.commit()?;
+        Ok(keys)
+    })
+}
+
+/// Checks that `poprf` gives every epoch of `store` the key published for it.
+fn check_epoch_keys(store: &impl IssuerReader, poprf: &PoprfKeys, dir: &Path) -> Result<(), Error> {
+    for epoch in store.epochs()? {
+        if poprf.key(epoch.epoch)?.public_key()[..] != epoch.poprf_key[..] {
+            return Err(epoch_key_mismatch(dir, epoch.epoch));
+        }
+    }
+    Ok(())
+}
+
+fn epoch_key_mismatch(dir: &Path, epoch: u32) -> Error {
+    Error::PoprfKey {
+        path: dir.join(POPRF_KEY_FILE),
+        reason: format!(
+            "does not give epoch {epoch} the POPRF key published for it: this is not the file the epoch was \
+             made with"
+        ),
+    }
 }
 
 /// The signing and KEM keys of an issuer directory.
@@ -318,6 +437,7 @@ impl Issuer<MemoryIssuerStore> {
             MemoryIssuerStore::new(),
             SecretKey::generate(),
             KemSecretKey::generate(),
+            PoprfKeys::generate()?,
             &dir,
             name,
             now,
@@ -333,6 +453,7 @@ impl<S: IssuerStore> Issuer<S> {
         store: S,
         signing: SecretKey,
         kem: KemSecretKey,
+        poprf: PoprfKeys,
         dir: &Path,
         name: &str,
         now: UnixSeconds,
@@ -344,17 +465,25 @@ impl<S: IssuerStore> Issuer<S> {
         tx.set_meta("name", name)?;
         tx.set_meta("crl_number", "0")?;
         tx.commit()?;
-        let issuer = Self { dir: dir.to_path_buf(), store, signing, kem };
+        let issuer = Self { dir: dir.to_path_buf(), store, signing, kem, poprf };
         issuer.add_epoch(now, EPOCH_SECS)?;
         Ok(issuer)
     }
 
-    /// An issuer over a `store` that [`Self::create`] initialised, with its keys.
-    pub fn with_store(store: S, signing: SecretKey, kem: KemSecretKey, dir: &Path) -> Result<Self, Error> {
+    /// An issuer over a `store` that [`Self::create`] initialised, with its keys (checked
+    /// against every epoch's published POPRF key).
+    pub fn with_store(
+        store: S,
+        signing: SecretKey,
+        kem: KemSecretKey,
+        poprf: PoprfKeys,
+        dir: &Path,
+    ) -> Result<Self, Error> {
         if store.meta("name")?.is_none() {
             return Err(escx_store::Error::failed("", "the store holds no issuer").into());
         }
-        Ok(Self { dir: dir.to_path_buf(), store, signing, kem })
+        check_epoch_keys(&store, &poprf, dir)?;
+        Ok(Self { dir: dir.to_path_buf(), store, signing, kem, poprf })
     }
 
     /// The issuer's working directory.
@@ -384,14 +513,14 @@ impl<S: IssuerStore> Issuer<S> {
             Some(last) => (last.epoch + 1, last.not_after.max(now)),
             None => (1, now),
         };
-        let key = IssuerKey::generate()?;
+        let key = self.poprf.key(epoch)?;
         let record = Epoch {
             epoch,
             poprf_key: ByteBuf::from(key.public_key().to_vec()),
             not_before: start,
             not_after: start + length_secs,
         };
-        tx.insert_epoch(&record, &key.secret_bytes()[..])?;
+        tx.insert_epoch(&record)?;
         tx.commit()?;
         Ok(epoch)
     }
@@ -535,8 +664,14 @@ impl<S: IssuerStore> Issuer<S> {
     }
 
     fn epoch_key(&self, epoch: u32) -> Result<(IssuerKey, UnixSeconds, UnixSeconds), Error> {
-        let stored = self.store.epoch_secret(epoch)?.ok_or(Error::UnknownEpoch { epoch })?;
-        Ok((IssuerKey::from_secret(&stored.secret)?, stored.not_before, stored.not_after))
+        let published = self.store.epoch(epoch)?.ok_or(Error::UnknownEpoch { epoch })?;
+        let key = self.poprf.key(epoch)?;
+        // The bundle's key is what customers check evaluations against: a different key
+        // would answer with proofs that fail on their side.
+        if key.public_key()[..] != published.poprf_key[..] {
+            return Err(epoch_key_mismatch(&self.dir, epoch));
+        }
+        Ok((key, published.not_before, published.not_after))
     }
 
     /// Evaluates a purchase and records the sale (licensing.md §4.2). The issuer learns who

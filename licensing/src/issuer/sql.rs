@@ -16,7 +16,7 @@ use serde_bytes::ByteBuf;
 use zeroize::Zeroizing;
 
 use super::store::{
-    EpochSecret, IssuerStore, IssuerWriter, LicenseRecord, SpentRecord, StoredContentKey,
+    IssuerStore, IssuerWriter, LegacySecret, LicenseRecord, SpentRecord, StoredContentKey,
     forward_issuer_reader,
 };
 use super::{Offer, Sale};
@@ -172,6 +172,16 @@ fn package(row: &Row, index: usize) -> Result<PackageName, Error> {
     Ok(row.parsed(index, |text| PackageName::parse(text).ok())?)
 }
 
+/// An epoch's public half from `epoch, public, not_before, not_after`.
+fn epoch_row(r: &Row) -> Result<Epoch, Error> {
+    Ok(Epoch {
+        epoch: r.narrow(0)?,
+        poprf_key: ByteBuf::from(r.bytes(1)?.to_vec()),
+        not_before: at(r, 2)?,
+        not_after: at(r, 3)?,
+    })
+}
+
 /// The queries, over the store's connection or a transaction.
 struct Q<'a, S: Sql>(&'a S);
 
@@ -188,31 +198,27 @@ impl<S: Sql> Q<'_, S> {
         self.0
             .rows("SELECT epoch, public, not_before, not_after FROM epochs ORDER BY epoch", &[])?
             .iter()
-            .map(|r| {
-                Ok(Epoch {
-                    epoch: r.narrow(0)?,
-                    poprf_key: ByteBuf::from(r.bytes(1)?.to_vec()),
-                    not_before: at(r, 2)?,
-                    not_after: at(r, 3)?,
-                })
-            })
+            .map(epoch_row)
             .collect()
     }
 
-    fn epoch_secret(&self, epoch: u32) -> Result<Option<EpochSecret>, Error> {
+    fn epoch(&self, epoch: u32) -> Result<Option<Epoch>, Error> {
         self.0
             .row(
-                "SELECT secret, not_before, not_after FROM epochs WHERE epoch = ?1",
+                "SELECT epoch, public, not_before, not_after FROM epochs WHERE epoch = ?1",
                 &[Arg::Int(epoch.into())],
             )?
-            .map(|r| {
-                Ok(EpochSecret {
-                    secret: Zeroizing::new(r.bytes(0)?.to_vec()),
-                    not_before: at(&r, 1)?,
-                    not_after: at(&r, 2)?,
-                })
-            })
+            .map(|r| epoch_row(&r))
             .transpose()
+    }
+
+    fn legacy_epoch_secrets(&self) -> Result<Vec<LegacySecret>, Error> {
+        // Epochs of this version store an empty secret (licensing.md §4.3).
+        self.0
+            .rows("SELECT epoch, secret FROM epochs WHERE length(secret) > 0 ORDER BY epoch", &[])?
+            .iter()
+            .map(|r| Ok((r.narrow(0)?, Zeroizing::new(r.bytes(1)?.to_vec()))))
+            .collect()
     }
 
     fn bundles(&self) -> Result<Vec<(u64, Vec<u8>)>, Error> {
@@ -384,17 +390,22 @@ impl IssuerWriter for SqlIssuerTx<'_> {
         )
     }
 
-    fn insert_epoch(&mut self, epoch: &Epoch, secret: &[u8]) -> Result<(), Error> {
+    fn insert_epoch(&mut self, epoch: &Epoch) -> Result<(), Error> {
+        // The secret column stays empty: the key derives from the directory's `poprf.key`.
         self.run(
             "INSERT INTO epochs (epoch, secret, public, not_before, not_after) VALUES (?1, ?2, ?3, ?4, ?5)",
             &[
                 Arg::Int(epoch.epoch.into()),
-                Arg::Bytes(secret),
+                Arg::Bytes(&[]),
                 Arg::Bytes(&epoch.poprf_key),
                 time(epoch.not_before)?,
                 time(epoch.not_after)?,
             ],
         )
+    }
+
+    fn clear_legacy_epoch_secrets(&mut self) -> Result<(), Error> {
+        self.run("UPDATE epochs SET secret = ?1 WHERE length(secret) > 0", &[Arg::Bytes(&[])])
     }
 
     fn insert_bundle(&mut self, version: u64, hash: &[u8; 32], bytes: &[u8]) -> Result<(), Error> {

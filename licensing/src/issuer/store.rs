@@ -30,7 +30,8 @@ macro_rules! forward_issuer_reader {
         impl $crate::issuer::store::IssuerReader for $type {
             fn meta(&$self, key: &str) -> Result<Option<String>, Error> { $inner.meta(key) }
             fn epochs(&$self) -> Result<Vec<Epoch>, Error> { $inner.epochs() }
-            fn epoch_secret(&$self, epoch: u32) -> Result<Option<EpochSecret>, Error> { $inner.epoch_secret(epoch) }
+            fn epoch(&$self, epoch: u32) -> Result<Option<Epoch>, Error> { $inner.epoch(epoch) }
+            fn legacy_epoch_secrets(&$self) -> Result<Vec<LegacySecret>, Error> { $inner.legacy_epoch_secrets() }
             fn bundles(&$self) -> Result<Vec<(u64, Vec<u8>)>, Error> { $inner.bundles() }
             fn offer(&$self, package: &PackageName, tier: &str) -> Result<Option<Offer>, Error> { $inner.offer(package, tier) }
             fn scope_owners(&$self, scope: &str) -> Result<Vec<KeyId>, Error> { $inner.scope_owners(scope) }
@@ -50,15 +51,8 @@ macro_rules! forward_issuer_reader {
 }
 pub(crate) use forward_issuer_reader;
 
-/// The secret half of a POPRF epoch and its window.
-pub struct EpochSecret {
-    /// The POPRF secret key bytes.
-    pub secret: Zeroizing<Vec<u8>>,
-    /// Tokens are issued from here (Unix seconds).
-    pub not_before: UnixSeconds,
-    /// ... until here.
-    pub not_after: UnixSeconds,
-}
+/// An epoch's POPRF secret key as an earlier version stored it: the epoch and the scalar.
+pub type LegacySecret = (u32, Zeroizing<Vec<u8>>);
 
 /// A registered content key (licensing.md §8.1), sealed to the issuer's KEM key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,8 +101,12 @@ pub trait IssuerReader {
     fn meta(&self, key: &str) -> Result<Option<String>, Error>;
     /// Every epoch's public half, by epoch number.
     fn epochs(&self) -> Result<Vec<Epoch>, Error>;
-    /// One epoch's secret half.
-    fn epoch_secret(&self, epoch: u32) -> Result<Option<EpochSecret>, Error>;
+    /// One epoch's public half.
+    fn epoch(&self, epoch: u32) -> Result<Option<Epoch>, Error>;
+    /// The POPRF secret keys an issuer of an earlier version stored with its epochs, by
+    /// epoch (licensing.md §4): opening the issuer moves them to its `poprf.key` and
+    /// clears them. Empty for every store written by this version.
+    fn legacy_epoch_secrets(&self) -> Result<Vec<LegacySecret>, Error>;
     /// Every published bundle version and its bytes, by version.
     fn bundles(&self) -> Result<Vec<(u64, Vec<u8>)>, Error>;
     /// The offer for (package, tier).
@@ -143,8 +141,10 @@ pub trait IssuerReader {
 pub trait IssuerWriter: IssuerReader {
     /// Sets a `meta` value.
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), Error>;
-    /// Inserts an epoch (its number must be new).
-    fn insert_epoch(&mut self, epoch: &Epoch, secret: &[u8]) -> Result<(), Error>;
+    /// Inserts an epoch's public half (its number must be new).
+    fn insert_epoch(&mut self, epoch: &Epoch) -> Result<(), Error>;
+    /// Erases the stored secret keys [`IssuerReader::legacy_epoch_secrets`] lists.
+    fn clear_legacy_epoch_secrets(&mut self) -> Result<(), Error>;
     /// Inserts a bundle version (its number must be new).
     fn insert_bundle(&mut self, version: u64, hash: &[u8; 32], bytes: &[u8]) -> Result<(), Error>;
     /// Adds an owner to a scope (no-op if it is one already).

@@ -460,6 +460,14 @@ impl Operator {
         self.db.is_postgres()
     }
 
+    /// The database connection, for this crate's tests that read every stored cell
+    /// (feature `test-support`).
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn database(&self) -> &Db {
+        &self.db
+    }
+
     /// The store's random id (part of every usage event id).
     pub fn id(&self) -> &str {
         &self.id
