@@ -123,4 +123,55 @@ fn main() {
         count as f64 / settle.as_secs_f64(),
         transfers / settle.as_secs_f64()
     );
+    drop(cluster);
+    tls_against_plain(&events, &manifests, &options, &operator, count, batch);
+}
+
+/// The same settlement, and 2 000 one-row reads, over loopback TCP with TLS
+/// (`sslmode=verify-full`, storage.md §3.1) and without (`sslmode=disable`), on one durable
+/// cluster that accepts both; alternated, best of three each.
+fn tls_against_plain(
+    events: &[escx_settlement::events::BillingEvent],
+    manifests: &escx_settlement::ledger::Manifests,
+    options: &Options,
+    operator: &escx::sig::SecretKey,
+    count: usize,
+    batch: usize,
+) {
+    let cluster = pg::Cluster::start_tls_or_plain_durable();
+    let ca = cluster.ca().display().to_string();
+    let reads = if count < 1000 { 50 } else { 2000 };
+    let mut best = [(Duration::MAX, Duration::MAX); 2];
+    for _round in 0..3 {
+        for (slot, params) in
+            [(0, "sslmode=disable".to_owned()), (1, format!("sslmode=verify-full&sslrootcert={ca}"))]
+        {
+            let url = cluster.tcp_database("localhost", &params);
+            let mut ledger = Ledger::create(url.as_ref(), options).unwrap();
+            let started = Instant::now();
+            ledger.settle(events, manifests, batch, operator, escx::UnixSeconds(1_800_000_000)).unwrap();
+            let settle = started.elapsed();
+            let started = Instant::now();
+            for _ in 0..reads {
+                assert!(ledger.payout_threshold().is_ok());
+            }
+            let read = started.elapsed();
+            best[slot] = (best[slot].0.min(settle), best[slot].1.min(read));
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let [(plain_settle, plain_read), (tls_settle, tls_read)] = best;
+    println!("PostgreSQL over loopback TCP, TLS (verify-full) against plain, best of 3");
+    println!(
+        "  Ledger::settle, {count} sales   plain {:>8.1} ms   TLS {:>8.1} ms   {:.3}x",
+        ms(plain_settle),
+        ms(tls_settle),
+        tls_settle.as_secs_f64() / plain_settle.as_secs_f64()
+    );
+    println!(
+        "  {reads} one-row reads       plain {:>8.1} ms   TLS {:>8.1} ms   {:.3}x",
+        ms(plain_read),
+        ms(tls_read),
+        tls_read.as_secs_f64() / plain_read.as_secs_f64()
+    );
 }

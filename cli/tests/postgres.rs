@@ -260,11 +260,9 @@ fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Answer {
     Some((status, answer[split + 4..].to_vec()))
 }
 
-#[test]
-#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
-fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_killed() {
-    let cluster = pg::Cluster::start();
-    let url = cluster.database();
+/// A directory holding issuer `name` on the database at `url`, its bundle `issuer.pub`,
+/// and acme/thermal (paid) packed as `p.escx` with key `acme` and registered.
+fn paid_issuer_at(url: &str, name: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("pkg")).unwrap();
@@ -272,12 +270,22 @@ fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_kille
     for args in [
         &["key", "generate", "--out", "acme", "--unencrypted"][..],
         &["package", "pack", "pkg", "-o", "p.escx", "--key", "acme.key"],
-        &["issuer", "init", "issuer-a", "--unencrypted", "--database", &url],
-        &["issuer", "publish", "issuer-a", "-o", "issuer.pub"],
-        &["issuer", "register-package", "issuer-a", "p.escx", "--pubkey", "acme.pub"],
+        &["issuer", "init", name, "--unencrypted", "--database", url],
+        &["issuer", "publish", name, "-o", "issuer.pub"],
+        &["issuer", "register-package", name, "p.escx", "--pubkey", "acme.pub"],
     ] {
         escx(dir).args(args).assert().success();
     }
+    tmp
+}
+
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_killed() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.database();
+    let tmp = paid_issuer_at(&url, "issuer-a");
+    let dir = tmp.path();
     // The second node holds a copy of the directory: the keys and database.url.
     common::copy_dir(&dir.join("issuer-a"), &dir.join("issuer-b"));
     assert!(!dir.join("issuer-a/issuer.sqlite").exists(), "the store is in PostgreSQL");
@@ -525,4 +533,109 @@ fn two_operator_nodes_on_one_database_store_each_report_once() {
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let stored: i64 = client.query_one("SELECT count(*) FROM escx_operator.reports", &[]).unwrap().get(0);
     assert_eq!(stored, 12);
+}
+
+/// A PostgreSQL-backed issuer node while its database crashes and comes back, under a
+/// steady load of reads (storage.md §3.4): during the outage every redemption gets a 503
+/// naming the store, quickly, and commits nothing; once the server is back the node
+/// reconnects by itself and redeems each token exactly once; it never panics or exits.
+#[test]
+#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+fn an_issuer_node_rides_out_a_database_restart_under_load() {
+    let cluster = pg::Cluster::start_durable();
+    let url = cluster.database();
+    let tmp = paid_issuer_at(&url, "issuer");
+    let dir = tmp.path();
+    escx(dir).args(["issuer", "crl", "issuer", "-o", "crl.cbor"]).assert().success();
+    // Twelve wallets with one token each, and the sealed redemption of each.
+    let requests: Vec<Vec<u8>> = (0..12)
+        .map(|t| {
+            let wallet = format!("w{t}");
+            for args in [
+                &["license", "request", "--issuer", "issuer.pub", "--package", "acme/thermal"][..],
+                &["issuer", "issue", "issuer", "req.cbor", "-o", "resp.cbor", "--force"],
+                &["license", "finalize", "resp.cbor", "--wallet", &wallet],
+                &[
+                    "license",
+                    "redeem",
+                    "--wallet",
+                    &wallet,
+                    "--package",
+                    "acme/thermal",
+                    "-o",
+                    "r.sealed",
+                    "--force",
+                ],
+            ] {
+                let mut command = escx(dir);
+                command.args(args);
+                if args[1] == "request" {
+                    command.args(["--tier", "standard", "--wallet", &wallet, "-o", "req.cbor", "--force"]);
+                }
+                command.assert().success();
+            }
+            std::fs::read(dir.join("r.sealed")).unwrap()
+        })
+        .collect();
+    let log = dir.join("node.log");
+    let (mut node, addr) = common::serve_logging(dir, &["--issuer", "issuer"], logfile(&log));
+    // The load: reads of the CRL (a database read each) for the whole test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if request(&addr, "GET", "/v1/crl", &[]).is_some() {
+                    answered += 1;
+                }
+            }
+            answered
+        })
+    };
+    let redeem = |body: &[u8]| post(&addr, "/v1/redeem", body).expect("the node answers");
+    for body in &requests[..4] {
+        assert_eq!(redeem(body).0, 200);
+    }
+    cluster.crash();
+    for body in &requests[4..8] {
+        let started = std::time::Instant::now();
+        let (status, answer) = redeem(body);
+        assert_eq!(status, 503, "{}", String::from_utf8_lossy(&answer));
+        let error: Value = serde_json::from_slice(&answer).unwrap();
+        assert!(error["error"]["code"].as_str().is_some_and(|c| c.starts_with("store-")), "{error}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "answered while the database is down"
+        );
+    }
+    cluster.restart();
+    for body in &requests[4..] {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (status, answer) = redeem(body);
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 503, "{}", String::from_utf8_lossy(&answer));
+            assert!(attempts < 5, "the node did not reconnect: {}", String::from_utf8_lossy(&answer));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert!(node.try_wait().unwrap().is_none(), "the node kept running");
+    let _ = node.kill();
+    let _ = node.wait();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    // Each token spent once, each with its license; nothing of the refused ones.
+    assert_eq!(
+        pg::query_ints(
+            &url,
+            "SELECT (SELECT count(*) FROM escx_issuer.spent), (SELECT count(*) FROM escx_issuer.licenses)"
+        ),
+        [[12, 12]]
+    );
 }

@@ -99,23 +99,30 @@ impl Cluster {
     /// that never crash the server (those use [`Cluster::start_durable`]). It listens on
     /// a unix socket only.
     pub fn start() -> Self {
-        Self::start_with("-c fsync=off -c synchronous_commit=off", false)
+        Self::start_with("-c fsync=off -c synchronous_commit=off", false, false)
     }
 
     /// Starts a cluster that is durable on commit (PostgreSQL's defaults: `fsync` and
     /// `synchronous_commit` on), for benchmarks and the crash tests.
     pub fn start_durable() -> Self {
-        Self::start_with("-c fsync=on -c synchronous_commit=on", false)
+        Self::start_with("-c fsync=on -c synchronous_commit=on", false, false)
     }
 
     /// Starts a cluster that also listens on a loopback TCP port with TLS on and required
     /// (`hostssl` only): its certificate names `localhost` and `127.0.0.1` and is signed by
     /// a CA made here ([`Cluster::ca`]).
     pub fn start_tls() -> Self {
-        Self::start_with("-c fsync=off -c synchronous_commit=off", true)
+        Self::start_with("-c fsync=off -c synchronous_commit=off", true, false)
     }
 
-    fn start_with(durability: &str, tls: bool) -> Self {
+    /// A durable cluster ([`Cluster::start_durable`]) listening on a loopback TCP port that
+    /// accepts TLS and plain connections alike ([`Cluster::start_tls`]'s certificate): for
+    /// benchmarks that compare the two over the same transport.
+    pub fn start_tls_or_plain_durable() -> Self {
+        Self::start_with("-c fsync=on -c synchronous_commit=on", true, true)
+    }
+
+    fn start_with(durability: &str, tls: bool, plain_tcp: bool) -> Self {
         let bin = bindir();
         let root = tempfile::Builder::new().prefix("escx-pg").tempdir().unwrap();
         let user = is_root().then(|| "postgres".to_owned());
@@ -164,10 +171,14 @@ impl Cluster {
             ],
         );
         if cluster.tls.is_some() {
-            // Over TCP only TLS is accepted; the unix socket stays for administration.
+            // Over TCP only TLS is accepted (unless asked otherwise); the unix socket stays
+            // for administration.
+            let plain = if plain_tcp { "trust" } else { "reject" };
             std::fs::write(
                 data.join("pg_hba.conf"),
-                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+                format!(
+                    "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 {plain}\n"
+                ),
             )
             .unwrap();
         }
