@@ -18,6 +18,7 @@ use escx_licensing::issuer::Issuer;
 use escx_licensing::messages::{BundleChain, LicensePayload};
 use escx_licensing::metering::meter::{Meter, Telemetry};
 use escx_licensing::metering::operator::{Aggregate, Operator, Outcome};
+use escx_licensing::metering::store::OperatorStore;
 use escx_licensing::metering::{
     self, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HourOpening, OpeningFile, Period,
     PeriodTotal, ReportFile, ReportPayload, Series,
@@ -111,6 +112,13 @@ impl World {
     fn operator(&self) -> Operator {
         let mut operator =
             Operator::init(&self.tmp.path().join("op"), std::slice::from_ref(&self.chain)).unwrap();
+        operator.add_package(&self.package, &self.policy, T0).unwrap();
+        operator
+    }
+
+    /// An operator whose store is in memory (the reference the SQL store is compared with).
+    fn memory_operator(&self) -> Operator<escx_licensing::metering::store::MemoryOperatorStore> {
+        let mut operator = Operator::in_memory(std::slice::from_ref(&self.chain)).unwrap();
         operator.add_package(&self.package, &self.policy, T0).unwrap();
         operator
     }
@@ -785,10 +793,10 @@ fn script(w: &World) -> Script {
 
 /// What an operator store answers to the script, as text: every outcome, charge,
 /// release and piece of evidence, with the store's own id taken out.
-fn transcript(operator: &mut Operator, s: &Script) -> Vec<String> {
+fn transcript<S: OperatorStore>(operator: &mut Operator<S>, s: &Script) -> Vec<String> {
     let now = T0 + 200 * H;
     let mut out = Vec::new();
-    let ingest = |operator: &mut Operator, files: &[Vec<u8>], now: escx::UnixSeconds| {
+    let ingest = |operator: &mut Operator<S>, files: &[Vec<u8>], now: escx::UnixSeconds| {
         operator
             .ingest(files, now)
             .unwrap()
@@ -847,6 +855,26 @@ fn transcript(operator: &mut Operator, s: &Script) -> Vec<String> {
 /// The operator store on PostgreSQL answers exactly as on SQLite: every ingest outcome,
 /// release (same seeded noise), opening, close, charge and piece of evidence. Ignored by
 /// `cargo test`, which needs nothing installed; `.ci/run` runs it with `--ignored`.
+/// The operator's stores agree (metering.md §6.3): the same script of ingests (stored,
+/// duplicate, equivocation, out of order, too early, invalid), aggregations, openings,
+/// closes, billing and evidence gives the same transcript on the memory store, the
+/// reference, as on SQLite (and on PostgreSQL, below).
+#[test]
+fn the_operator_store_in_memory_answers_as_on_sqlite() {
+    let w = world();
+    let s = script(&w);
+    let sqlite = transcript(&mut w.operator(), &s);
+    let memory = transcript(&mut w.memory_operator(), &s);
+    assert_eq!(sqlite.len(), memory.len());
+    for (line, (a, b)) in sqlite.iter().zip(&memory).enumerate() {
+        assert_eq!(a, b, "line {line}");
+    }
+    let all = memory.join("\n");
+    for expected in ["stored", "duplicate", "equivocation", "report-out-of-order", "Released", " 2 true"] {
+        assert!(all.contains(expected), "{expected} missing from\n{all}");
+    }
+}
+
 #[test]
 #[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
 fn the_operator_store_on_postgres_answers_as_on_sqlite() {
@@ -862,6 +890,8 @@ fn the_operator_store_on_postgres_answers_as_on_sqlite() {
     for (line, (a, b)) in sqlite.iter().zip(&postgres).enumerate() {
         assert_eq!(a, b, "line {line}");
     }
+    let memory = transcript(&mut w.memory_operator(), &s);
+    assert_eq!(memory, postgres, "the memory store answers as PostgreSQL does");
     // The script reached every kind of answer.
     let all = sqlite.join("\n");
     for expected in [

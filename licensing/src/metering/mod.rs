@@ -11,6 +11,7 @@
 pub mod dp;
 pub mod meter;
 pub mod operator;
+pub mod store;
 
 use escx::UnixSeconds;
 use escx::manifest::PackageName;

@@ -25,6 +25,10 @@ use escx_manifest::schema::TelemetryMode;
 use rand_core::RngCore;
 use rayon::prelude::*;
 
+use super::store::{
+    MemoryOperatorStore, NewEvidence, NewReport, OperatorReader, OperatorStore, OperatorWriter,
+    SqlOperatorStore, StoredLicense,
+};
 use super::{
     CONTEXT_CERTIFICATE_ID, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HOUR_SECS, MINUTES,
     OpeningFile, Period, REPORT_LATE_SECS, Refusal, ReportFile, ReportPayload, SeriesSum, UNIT_MINUTES,
@@ -33,7 +37,7 @@ use super::{
 use crate::Error;
 use crate::messages::{BundleChain, ChainRelation, CrlPayload, IssuerBundle, LicensePayload};
 use crate::verify;
-use escx_store::{Arg, Db, Location, Mark, Migrations, Mode, Row, Schema, Sql, Tx};
+use escx_store::{Location, Mode};
 
 /// The store's file in the operator directory.
 pub const DATABASE_FILE: &str = "operator.sqlite";
@@ -43,107 +47,8 @@ pub use escx_store::DATABASE_URL_FILE;
 /// Epsilon is accounted in millionths.
 pub const EPSILON_SCALE: u64 = 1_000_000;
 
-const SQLITE_V1: &str = "
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE issuers (id BLOB PRIMARY KEY, chain BLOB NOT NULL);
-CREATE TABLE crls (issuer BLOB PRIMARY KEY, number INTEGER NOT NULL, bytes BLOB NOT NULL);
-CREATE TABLE owners (scope TEXT NOT NULL, key_id BLOB NOT NULL, PRIMARY KEY (scope, key_id));
-CREATE TABLE terms (
-    package TEXT NOT NULL, tier TEXT NOT NULL, version TEXT NOT NULL, unit TEXT NOT NULL,
-    price_micros INTEGER NOT NULL, currency TEXT NOT NULL, telemetry TEXT NOT NULL,
-    PRIMARY KEY (package, tier));
-CREATE TABLE telemetry (
-    package TEXT PRIMARY KEY, metrics TEXT NOT NULL, window_secs INTEGER NOT NULL,
-    cohort_min_size INTEGER NOT NULL, epsilon_micros INTEGER NOT NULL);
-CREATE TABLE licenses (
-    license_id BLOB PRIMARY KEY, cert_id BLOB NOT NULL UNIQUE, issuer BLOB NOT NULL,
-    package TEXT NOT NULL, tier TEXT NOT NULL, holder BLOB NOT NULL, not_before INTEGER NOT NULL,
-    not_after INTEGER NOT NULL, certificate BLOB NOT NULL, head_seq INTEGER NOT NULL,
-    head_hash BLOB NOT NULL, head_hour INTEGER NOT NULL, flagged INTEGER NOT NULL);
-CREATE TABLE reports (
-    license_id BLOB NOT NULL, seq INTEGER NOT NULL, hour INTEGER NOT NULL, hash BLOB NOT NULL,
-    report BLOB NOT NULL, received_at INTEGER NOT NULL,
-    PRIMARY KEY (license_id, seq), UNIQUE (license_id, hour));
-CREATE TABLE hour_sums (
-    license_id BLOB NOT NULL, hour INTEGER NOT NULL, unit TEXT NOT NULL, commitment BLOB NOT NULL,
-    total INTEGER, PRIMARY KEY (license_id, hour, unit)) WITHOUT ROWID;
-CREATE TABLE evidence (
-    id INTEGER PRIMARY KEY, license_id BLOB NOT NULL, holder BLOB NOT NULL, kind TEXT NOT NULL,
-    hour INTEGER, seq INTEGER, first BLOB NOT NULL, second BLOB NOT NULL,
-    second_hash BLOB NOT NULL UNIQUE, at INTEGER NOT NULL);
-CREATE TABLE closes (
-    license_id BLOB NOT NULL, period TEXT NOT NULL, close BLOB NOT NULL, through_seq INTEGER NOT NULL,
-    closed_at INTEGER NOT NULL, PRIMARY KEY (license_id, period));
-CREATE TABLE close_totals (
-    license_id BLOB NOT NULL, period TEXT NOT NULL, unit TEXT NOT NULL, total INTEGER NOT NULL,
-    PRIMARY KEY (license_id, period, unit));
-CREATE TABLE releases (
-    id INTEGER PRIMARY KEY, package TEXT NOT NULL, window_start INTEGER NOT NULL,
-    window_end INTEGER NOT NULL, epsilon_micros INTEGER NOT NULL, clip INTEGER NOT NULL, at INTEGER NOT NULL);
-CREATE TABLE released_values (
-    release_id INTEGER NOT NULL, unit TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (release_id, unit));
-";
-
-/// The same tables in PostgreSQL's types (metering.md §6.4).
-const PG_SCHEMA_V1: &str = "
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE issuers (id BYTEA PRIMARY KEY, chain BYTEA NOT NULL);
-CREATE TABLE crls (issuer BYTEA PRIMARY KEY, number BIGINT NOT NULL, bytes BYTEA NOT NULL);
-CREATE TABLE owners (scope TEXT NOT NULL, key_id BYTEA NOT NULL, PRIMARY KEY (scope, key_id));
-CREATE TABLE terms (
-    package TEXT NOT NULL, tier TEXT NOT NULL, version TEXT NOT NULL, unit TEXT NOT NULL,
-    price_micros BIGINT NOT NULL, currency TEXT NOT NULL, telemetry TEXT NOT NULL,
-    PRIMARY KEY (package, tier));
-CREATE TABLE telemetry (
-    package TEXT PRIMARY KEY, metrics TEXT NOT NULL, window_secs BIGINT NOT NULL,
-    cohort_min_size BIGINT NOT NULL, epsilon_micros BIGINT NOT NULL);
-CREATE TABLE licenses (
-    license_id BYTEA PRIMARY KEY, cert_id BYTEA NOT NULL UNIQUE, issuer BYTEA NOT NULL,
-    package TEXT NOT NULL, tier TEXT NOT NULL, holder BYTEA NOT NULL, not_before BIGINT NOT NULL,
-    not_after BIGINT NOT NULL, certificate BYTEA NOT NULL, head_seq BIGINT NOT NULL,
-    head_hash BYTEA NOT NULL, head_hour BIGINT NOT NULL, flagged BIGINT NOT NULL);
-CREATE INDEX licenses_package ON licenses (package);
-CREATE TABLE reports (
-    license_id BYTEA NOT NULL, seq BIGINT NOT NULL, hour BIGINT NOT NULL, hash BYTEA NOT NULL,
-    report BYTEA NOT NULL, received_at BIGINT NOT NULL,
-    PRIMARY KEY (license_id, seq), UNIQUE (license_id, hour));
-CREATE TABLE hour_sums (
-    license_id BYTEA NOT NULL, hour BIGINT NOT NULL, unit TEXT NOT NULL, commitment BYTEA NOT NULL,
-    total BIGINT, PRIMARY KEY (license_id, hour, unit));
-CREATE TABLE evidence (
-    id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, license_id BYTEA NOT NULL,
-    holder BYTEA NOT NULL, kind TEXT NOT NULL, hour BIGINT, seq BIGINT, first BYTEA NOT NULL,
-    second BYTEA NOT NULL, second_hash BYTEA NOT NULL UNIQUE, at BIGINT NOT NULL);
-CREATE TABLE closes (
-    license_id BYTEA NOT NULL, period TEXT NOT NULL, close BYTEA NOT NULL, through_seq BIGINT NOT NULL,
-    closed_at BIGINT NOT NULL, PRIMARY KEY (license_id, period));
-CREATE TABLE close_totals (
-    license_id BYTEA NOT NULL, period TEXT NOT NULL, unit TEXT NOT NULL, total BIGINT NOT NULL,
-    PRIMARY KEY (license_id, period, unit));
-CREATE TABLE releases (
-    id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, package TEXT NOT NULL,
-    window_start BIGINT NOT NULL, window_end BIGINT NOT NULL, epsilon_micros BIGINT NOT NULL,
-    clip BIGINT NOT NULL, at BIGINT NOT NULL);
-CREATE TABLE released_values (
-    release_id BIGINT NOT NULL, unit TEXT NOT NULL, value BIGINT NOT NULL, PRIMARY KEY (release_id, unit));
-";
-
-/// The operator store's tables on either engine (metering.md §6.4): schema `escx_operator`
-/// on PostgreSQL, the version in `meta`.
-static SCHEMA: Schema = Schema {
-    what: "operator store",
-    pg_schema: Some("escx_operator"),
-    lock: "escx v1 operator migration lock",
-    sqlite: Migrations { steps: &[SQLITE_V1], mark: Mark::Meta },
-    postgres: Migrations { steps: &[PG_SCHEMA_V1], mark: Mark::Meta },
-};
-
-fn package_name(row: &Row, index: usize) -> Result<PackageName, Error> {
-    PackageName::parse(row.text(index)?).map_err(|_| Error::stored("a stored package name is malformed"))
-}
-
-fn time(row: &Row, index: usize) -> Result<UnixSeconds, Error> {
-    Ok(row.uint(index).map(UnixSeconds)?)
+fn package_name(text: &str) -> Result<PackageName, Error> {
+    PackageName::parse(text).map_err(|_| Error::stored("a stored package name is malformed"))
 }
 
 /// What the operator knows about a license from its verified certificate.
@@ -383,10 +288,11 @@ pub struct OpeningVerdict {
     pub values: Vec<(String, u64)>,
 }
 
-/// The operator's store.
-pub struct Operator {
+/// The operator: its directory and its store ([`SqlOperatorStore`] for an operator
+/// directory, SQLite or PostgreSQL; [`MemoryOperatorStore`] when embedded or in tests).
+pub struct Operator<S: OperatorStore = SqlOperatorStore> {
     dir: PathBuf,
-    db: Db,
+    store: S,
     id: String,
     issuers: HashMap<KeyId, IssuerBundle>,
     /// The hash of each trusted issuer's chain as last read, so a refresh parses only the
@@ -394,18 +300,7 @@ pub struct Operator {
     chains: HashMap<KeyId, blake3::Hash>,
 }
 
-/// Opens (with [`Mode::Create`], creates) the store at `location`; a new one gets its id,
-/// 16 random bytes in hex.
-fn open_db(location: &Location, mode: Mode) -> Result<Db, Error> {
-    Ok(Db::open(location, &SCHEMA, mode, |tx| {
-        let mut id = [0u8; 16];
-        escx::keyfile::fill_random(&mut id)
-            .map_err(|e| escx_store::Error::failed(tx.location(), e.to_string()))?;
-        tx.exec("INSERT INTO meta (key, value) VALUES ('id', ?1)", &[Arg::Text(&hex::encode(id))]).map(drop)
-    })?)
-}
-
-impl Operator {
+impl Operator<SqlOperatorStore> {
     /// Creates an operator store in `dir` (created 0700) trusting the given issuers.
     pub fn init(dir: &Path, issuers: &[BundleChain]) -> Result<Self, Error> {
         escx::fsutil::create_private_dir(dir)?;
@@ -416,8 +311,8 @@ impl Operator {
             )
             .into());
         }
-        let db = open_db(&Location::Sqlite(dir.join(DATABASE_FILE)), Mode::Create)?;
-        Self::with_issuers(dir, db, issuers)
+        let store = SqlOperatorStore::open(&Location::Sqlite(dir.join(DATABASE_FILE)), Mode::Create)?;
+        Self::with_issuers(dir, store, issuers)
     }
 
     /// Creates an operator directory whose store is the PostgreSQL database at `url`: the
@@ -427,45 +322,62 @@ impl Operator {
     pub fn init_postgres(dir: &Path, url: &str, issuers: &[BundleChain]) -> Result<Self, Error> {
         let location = Location::parse(url);
         escx_store::create_empty_dir(dir)?;
-        let db = open_db(&location, Mode::Create)?;
+        let store = SqlOperatorStore::open(&location, Mode::Create)?;
         escx_store::write_database_url(dir, &location)?;
-        Self::with_issuers(dir, db, issuers)
-    }
-
-    fn with_issuers(dir: &Path, db: Db, issuers: &[BundleChain]) -> Result<Self, Error> {
-        let mut operator = Self::with_db(dir, db)?;
-        for chain in issuers {
-            operator.add_issuer(chain)?;
-        }
-        Ok(operator)
+        Self::with_issuers(dir, store, issuers)
     }
 
     /// Opens an existing store: the PostgreSQL database `dir/database.url` names, else
     /// `dir/operator.sqlite`.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        let db = open_db(&Location::of_dir(dir, DATABASE_FILE)?, Mode::Open)?;
-        Self::with_db(dir, db)
-    }
-
-    fn with_db(dir: &Path, db: Db) -> Result<Self, Error> {
-        let id = db.one("SELECT value FROM meta WHERE key = 'id'", &[])?.text(0)?.to_owned();
-        let mut operator =
-            Self { dir: dir.to_path_buf(), db, id, issuers: HashMap::new(), chains: HashMap::new() };
-        operator.refresh_issuers()?;
-        Ok(operator)
+        let store = SqlOperatorStore::open(&Location::of_dir(dir, DATABASE_FILE)?, Mode::Open)?;
+        Self::with_store(dir, store)
     }
 
     /// Whether the store is a PostgreSQL database.
     pub fn is_postgres(&self) -> bool {
-        self.db.is_postgres()
+        self.store.is_postgres()
     }
 
     /// The database connection, for this crate's tests that read every stored cell
     /// (feature `test-support`).
     #[cfg(feature = "test-support")]
     #[doc(hidden)]
-    pub fn database(&self) -> &Db {
-        &self.db
+    pub fn database(&self) -> &escx_store::Db {
+        self.store.db()
+    }
+}
+
+impl Operator<MemoryOperatorStore> {
+    /// An operator whose store lives in memory only, trusting the given issuers: for
+    /// embedding and tests. Package files being registered are copied to the system's
+    /// temporary directory while they are verified.
+    pub fn in_memory(issuers: &[BundleChain]) -> Result<Self, Error> {
+        Self::with_issuers(&std::env::temp_dir(), MemoryOperatorStore::new()?, issuers)
+    }
+}
+
+impl<S: OperatorStore> Operator<S> {
+    fn with_issuers(dir: &Path, store: S, issuers: &[BundleChain]) -> Result<Self, Error> {
+        let mut operator = Self::with_store(dir, store)?;
+        for chain in issuers {
+            operator.add_issuer(chain)?;
+        }
+        Ok(operator)
+    }
+
+    /// An operator over an initialised `store`, working in `dir`.
+    pub fn with_store(dir: &Path, store: S) -> Result<Self, Error> {
+        let id = store.id()?;
+        let mut operator =
+            Self { dir: dir.to_path_buf(), store, id, issuers: HashMap::new(), chains: HashMap::new() };
+        operator.refresh_issuers()?;
+        Ok(operator)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     /// The store's random id (part of every usage event id).
@@ -476,14 +388,13 @@ impl Operator {
     /// Reads the trusted issuers again: another node or process sharing the store may
     /// have added or extended one.
     fn refresh_issuers(&mut self) -> Result<(), Error> {
-        for row in self.db.rows("SELECT id, chain FROM issuers", &[])? {
-            let bytes = row.bytes(1)?;
-            let hash = blake3::hash(bytes);
-            let id = crate::messages::key_id(row.bytes(0)?)?;
+        for (id, bytes) in self.store.issuers()? {
+            let hash = blake3::hash(&bytes);
+            let id = crate::messages::key_id(&id)?;
             if self.chains.get(&id) == Some(&hash) {
                 continue;
             }
-            let chain = BundleChain::parse(bytes)?;
+            let chain = BundleChain::parse(&bytes)?;
             self.issuers.insert(chain.issuer_id(), chain.head().clone());
             self.chains.insert(id, hash);
         }
@@ -495,20 +406,17 @@ impl Operator {
     pub fn add_issuer(&mut self, chain: &BundleChain) -> Result<(), Error> {
         let id = chain.issuer_id();
         let bytes = chain.to_cbor();
-        self.db.writing(|tx| {
-            let held = tx.row("SELECT chain FROM issuers WHERE id = ?1", &[Arg::Bytes(&id.0)])?;
-            if let Some(held) = held {
-                match chain.relation(&BundleChain::parse(held.bytes(0)?)?) {
+        retrying(|| {
+            let tx = self.store.begin()?;
+            if let Some(held) = tx.issuer_chain(&id.0)? {
+                match chain.relation(&BundleChain::parse(&held)?) {
                     ChainRelation::Same | ChainRelation::Older => return Ok(()),
                     ChainRelation::Extends => {}
                     ChainRelation::Fork(version) => return Err(Error::BundleFork { issuer: id, version }),
                 }
             }
-            tx.exec(
-                "INSERT INTO issuers (id, chain) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET chain = excluded.chain",
-                &[Arg::Bytes(&id.0), Arg::Bytes(&bytes)],
-            )?;
-            Ok(tx.commit()?)
+            tx.put_issuer(&id.0, &bytes)?;
+            tx.commit()
         })?;
         self.refresh_issuers()
     }
@@ -526,12 +434,10 @@ impl Operator {
         })?;
         let crl = verify::open_crl(bytes, issuer)?;
         let issuer_id = issuer.issuer_id();
-        self.db.writing(|tx| {
-            let held =
-                tx.row("SELECT number, bytes FROM crls WHERE issuer = ?1", &[Arg::Bytes(&issuer_id.0)])?;
-            if let Some(held) = held {
-                let number = held.uint(0)?;
-                if held.bytes(1)? == bytes {
+        retrying(|| {
+            let tx = self.store.begin()?;
+            if let Some((number, held)) = tx.crl(&issuer_id.0)? {
+                if held == bytes {
                     return Ok(());
                 }
                 if crl.number <= number {
@@ -544,22 +450,18 @@ impl Operator {
                     });
                 }
             }
-            tx.exec(
-                "INSERT INTO crls (issuer, number, bytes) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (issuer) DO UPDATE SET number = excluded.number, bytes = excluded.bytes",
-                &[Arg::Bytes(&issuer_id.0), Arg::uint(crl.number)?, Arg::Bytes(bytes)],
-            )?;
-            Ok(tx.commit()?)
+            tx.put_crl(&issuer_id.0, crl.number, bytes)?;
+            tx.commit()
         })?;
         Ok(crl)
     }
 
     fn crls(&self) -> Result<HashMap<KeyId, CrlPayload>, Error> {
         let mut out = HashMap::new();
-        for row in self.db.rows("SELECT issuer, bytes FROM crls", &[])? {
-            let id = crate::messages::key_id(row.bytes(0)?)?;
+        for (id, bytes) in self.store.crls()? {
+            let id = crate::messages::key_id(&id)?;
             if let Some(bundle) = self.issuers.get(&id) {
-                out.insert(id, verify::open_crl(row.bytes(1)?, bundle)?);
+                out.insert(id, verify::open_crl(&bytes, bundle)?);
             }
         }
         Ok(out)
@@ -618,12 +520,9 @@ impl Operator {
         };
         let version = manifest.package.version.to_string();
         let scope = crate::issuer::owner_scope(&name);
-        self.db.writing(|tx| {
-            let owners: Vec<Vec<u8>> = tx
-                .rows("SELECT key_id FROM owners WHERE scope = ?1", &[Arg::Text(&scope)])?
-                .iter()
-                .map(|r| r.bytes(0).map(<[u8]>::to_vec))
-                .collect::<Result<_, _>>()?;
+        retrying(|| {
+            let tx = self.store.begin()?;
+            let owners = tx.owners(&scope)?;
             if owners.is_empty() {
                 if signed.signers.is_empty() {
                     return Err(Error::PackageOwned {
@@ -633,109 +532,39 @@ impl Operator {
                     });
                 }
                 for key in &signed.signers {
-                    tx.exec(
-                        "INSERT INTO owners (scope, key_id) VALUES (?1, ?2)",
-                        &[Arg::Text(&scope), Arg::Bytes(&key.0)],
-                    )?;
+                    tx.insert_owner(&scope, &key.0)?;
                 }
             } else if !signed.signers.iter().any(|k| owners.iter().any(|o| o.as_slice() == &k.0[..])) {
                 let owners = owners.iter().map(|o| crate::messages::key_id(o)).collect::<Result<_, _>>()?;
                 return Err(Error::PackageOwned { package: name.to_string(), scope: scope.clone(), owners });
             }
-            tx.exec("DELETE FROM terms WHERE package = ?1", &[Arg::Text(name.as_str())])?;
-            for tier in &tiers {
-                tx.exec(
-                    "INSERT INTO terms (package, tier, version, unit, price_micros, currency, telemetry)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    &[
-                        Arg::Text(name.as_str()),
-                        Arg::Text(&tier.tier),
-                        Arg::Text(&version),
-                        Arg::Text(&tier.unit),
-                        Arg::uint(tier.price_micros.0)?,
-                        Arg::Text(&tier.currency),
-                        Arg::Text(if tier.share { "share" } else { "private" }),
-                    ],
-                )?;
-            }
-            tx.exec("DELETE FROM telemetry WHERE package = ?1", &[Arg::Text(name.as_str())])?;
-            if let Some(t) = &telemetry {
-                let metrics = t.metrics.join(",");
-                tx.exec(
-                    "INSERT INTO telemetry (package, metrics, window_secs, cohort_min_size, epsilon_micros)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    &[
-                        Arg::Text(name.as_str()),
-                        Arg::Text(&metrics),
-                        Arg::uint(t.window_secs)?,
-                        Arg::uint(t.cohort_min_size)?,
-                        Arg::uint(t.epsilon_micros)?,
-                    ],
-                )?;
-            }
-            Ok(tx.commit()?)
+            tx.replace_terms(name.as_str(), &version, &tiers, telemetry.as_ref())?;
+            tx.commit()
         })?;
         Ok(Terms { package: name, version, tiers, telemetry })
     }
 
-    fn tier_terms(db: &impl Sql, package: &str, tier: &str) -> Result<Option<TierTerms>, Error> {
-        db.row(
-            "SELECT unit, price_micros, currency, telemetry FROM terms WHERE package = ?1 AND tier = ?2",
-            &[Arg::Text(package), Arg::Text(tier)],
-        )?
-        .map(|r| {
-            Ok(TierTerms {
-                tier: tier.to_owned(),
-                unit: r.text(0)?.to_owned(),
-                price_micros: Micros(r.uint(1)?),
-                currency: r.text(2)?.to_owned(),
-                share: r.text(3)? == "share",
-            })
-        })
-        .transpose()
-    }
-
-    fn telemetry_terms(db: &impl Sql, package: &str) -> Result<Option<TelemetryTerms>, Error> {
-        db.row(
-            "SELECT metrics, window_secs, cohort_min_size, epsilon_micros FROM telemetry WHERE package = ?1",
-            &[Arg::Text(package)],
-        )?
-        .map(|r| {
-            Ok(TelemetryTerms {
-                metrics: r.text(0)?.split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
-                window_secs: r.uint(1)?,
-                cohort_min_size: u32::try_from(r.uint(2)?)
-                    .map_err(|_| Error::stored("a stored cohort_min_size is beyond 2^32"))?,
-                epsilon_micros: r.uint(3)?,
-            })
-        })
-        .transpose()
-    }
-
-    fn known_license(db: &impl Sql, cert_id: &[u8; 32]) -> Result<Option<LicenseInfo>, Error> {
-        let Some(r) = db.row(
-            "SELECT license_id, issuer, package, tier, certificate, not_before, not_after FROM licenses WHERE cert_id = ?1",
-            &[Arg::Bytes(cert_id)],
-        )?
-        else {
+    fn known_license(store: &impl OperatorReader, cert_id: &[u8; 32]) -> Result<Option<LicenseInfo>, Error> {
+        let Some(stored) = store.license_by_cert(cert_id)? else {
             return Ok(None);
         };
         // The holder key is read back from the stored (verified) certificate.
-        let envelope = Envelope::from_cbor(r.bytes(4)?)?;
+        let envelope = Envelope::from_cbor(&stored.certificate)?;
         let payload: LicensePayload =
             crate::messages::decode_payload(envelope.payload_unverified(), "license")?;
         Ok(Some(LicenseInfo {
-            license_id: r
-                .bytes(0)?
+            license_id: stored
+                .license_id
+                .as_slice()
                 .try_into()
                 .map_err(|_| Error::stored("a stored license id is not 16 bytes"))?,
             cert_id: *cert_id,
-            issuer: crate::messages::key_id(r.bytes(1)?)?,
-            package: package_name(&r, 2)?,
-            tier: r.text(3)?.to_owned(),
+            issuer: crate::messages::key_id(&stored.issuer)?,
+            package: package_name(&stored.package)?,
+            tier: stored.tier,
             holder: PublicKey::from_bytes(&payload.holder_key)?,
-            not_before: time(&r, 5)?,
-            not_after: time(&r, 6)?,
+            not_before: UnixSeconds(stored.not_before),
+            not_after: UnixSeconds(stored.not_after),
         }))
     }
 
@@ -816,7 +645,7 @@ impl Operator {
             parsed.iter().filter_map(|p| p.as_ref().ok().map(|(_, id)| *id)).collect();
         let mut known = HashMap::new();
         for id in cert_ids {
-            if let Some(info) = Self::known_license(&self.db, &id)? {
+            if let Some(info) = Self::known_license(&self.store, &id)? {
                 known.insert(id, info);
             }
         }
@@ -844,7 +673,8 @@ impl Operator {
         order.sort_by_key(|(index, p)| (p.info.license_id, p.seq, *index));
         // The store-dependent rules run in one transaction, all again if a concurrent
         // writer (another node) made PostgreSQL refuse it.
-        let outcomes = self.db.writing(|tx| {
+        let outcomes = retrying(|| {
+            let tx = self.store.begin()?;
             let mut outcomes = Vec::with_capacity(order.len());
             for (_, report) in &order {
                 outcomes.push(match apply(&tx, report, &crls, now) {
@@ -874,7 +704,7 @@ impl Operator {
     pub fn close(&mut self, bytes: &[u8], now: UnixSeconds) -> Result<Closed, Error> {
         let file = CloseFile::from_cbor(bytes)?;
         let cert_id = certificate_id(&file.certificate);
-        let (info, certificate) = match Self::known_license(&self.db, &cert_id)? {
+        let (info, certificate) = match Self::known_license(&self.store, &cert_id)? {
             Some(info) => (info, None),
             None => (
                 Self::verify_certificate(&self.issuers, &file.certificate, cert_id)?,
@@ -929,20 +759,16 @@ impl Operator {
             reports: reports as u64,
             again,
         };
-        self.db.writing(|tx| {
+        retrying(|| {
+            let tx = self.store.begin()?;
             if let Some(certificate) = &certificate {
                 insert_license(&tx, &info, certificate)?;
             }
-            let held = tx.row(
-                "SELECT close FROM closes WHERE license_id = ?1 AND period = ?2",
-                &[Arg::Bytes(&id), Arg::Text(&period_text)],
-            )?;
-            if let Some(held) = held {
-                let held = held.bytes(0)?;
+            if let Some(held) = tx.close(&id, &period_text)? {
                 if held == file.close.as_slice() {
                     return Ok(closed(period_reports(&tx, &id, period)?.len(), true));
                 }
-                keep_evidence(&tx, &info, "close", None, None, held, &file.close, now)?;
+                keep_evidence(&tx, &info, "close", None, None, &held, &file.close, now)?;
                 tx.commit()?;
                 return Err(refuse(
                     Refusal::CloseConflict,
@@ -965,11 +791,10 @@ impl Operator {
                 ));
             }
             if payload.through_seq > 0 {
-                let through = tx.one(
-                    "SELECT hash, hour FROM reports WHERE license_id = ?1 AND seq = ?2",
-                    &[Arg::Bytes(&id), Arg::uint(payload.through_seq)?],
-                )?;
-                if through.bytes(0)? != payload.through_hash.as_slice() || time(&through, 1)? >= period.end() {
+                let (hash, hour) = tx
+                    .report_at_seq(&id, payload.through_seq)?
+                    .ok_or_else(|| Error::stored("a report below the chain head is missing"))?;
+                if hash != payload.through_hash.as_slice() || UnixSeconds(hour) >= period.end() {
                     return Err(refuse(
                         Refusal::CloseMismatch,
                         format!(
@@ -991,13 +816,10 @@ impl Operator {
                 ));
             }
             let mut sums: BTreeMap<String, RistrettoPoint> = BTreeMap::new();
-            for row in tx.rows(
-                "SELECT unit, commitment FROM hour_sums WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3",
-                &[Arg::Bytes(&id), Arg::uint(period.start())?, Arg::uint(period.end())?],
-            )? {
-                let p = point(row.bytes(1)?)
-                    .ok_or_else(|| Error::stored("a stored hour sum is not a point"))?;
-                *sums.entry(row.text(0)?.to_owned()).or_default() += p;
+            for (unit, commitment) in tx.hour_sums_between(&id, period.start().0, period.end().0)? {
+                let p =
+                    point(&commitment).ok_or_else(|| Error::stored("a stored hour sum is not a point"))?;
+                *sums.entry(unit).or_default() += p;
             }
             let units: Vec<&String> = sums.keys().collect();
             let claimed: Vec<&String> = totals.iter().map(|(u, _, _)| u).collect();
@@ -1022,22 +844,8 @@ impl Operator {
                     ));
                 }
             }
-            tx.exec(
-                "INSERT INTO closes (license_id, period, close, through_seq, closed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                &[
-                    Arg::Bytes(&id),
-                    Arg::Text(&period_text),
-                    Arg::Bytes(&file.close),
-                    Arg::uint(payload.through_seq)?,
-                    Arg::uint(now)?,
-                ],
-            )?;
-            for (unit, total, _) in &totals {
-                tx.exec(
-                    "INSERT INTO close_totals (license_id, period, unit, total) VALUES (?1, ?2, ?3, ?4)",
-                    &[Arg::Bytes(&id), Arg::Text(&period_text), Arg::Text(unit), Arg::uint(*total)?],
-                )?;
-            }
+            let stored: Vec<(String, u64)> = totals.iter().map(|(u, t, _)| (u.clone(), *t)).collect();
+            tx.insert_close(&id, &period_text, &file.close, payload.through_seq, now.0, &stored)?;
             tx.commit()?;
             Ok(closed(reports.len(), false))
         })
@@ -1048,45 +856,36 @@ impl Operator {
     /// so one snapshot of the store.
     pub fn billing(&self, period: Period) -> Result<Vec<UsageCharge>, Error> {
         let period_text = period.to_string();
-        let rows = self.db.rows(
-            "SELECT c.license_id, l.package, l.tier, l.flagged, coalesce(t.total, 0), m.unit, m.price_micros, m.currency
-             FROM closes c JOIN licenses l ON l.license_id = c.license_id
-             LEFT JOIN close_totals t ON t.license_id = c.license_id AND t.period = c.period AND t.unit = ?2
-             LEFT JOIN terms m ON m.package = l.package AND m.tier = l.tier
-             WHERE c.period = ?1 ORDER BY c.license_id",
-            &[Arg::Text(&period_text), Arg::Text(UNIT_MINUTES)],
-        )?;
+        let rows = self.store.billing_rows(&period_text)?;
         let mut charges = Vec::new();
         for r in rows {
-            let package = package_name(&r, 1)?;
-            let tier = r.text(2)?.to_owned();
-            let Ok(unit) = r.text(5) else {
+            let package = package_name(&r.package)?;
+            let Some((unit, price, currency)) = r.terms else {
                 return Err(refuse(
                     Refusal::UnknownTerms,
-                    format!("no terms for {package} tier {tier}; register the package"),
+                    format!("no terms for {package} tier {}; register the package", r.tier),
                 ));
             };
             if unit != "hour" {
                 continue;
             }
-            let minutes = r.uint(4)?;
-            let price = Micros(r.uint(6)?);
-            let gross = u128::from(minutes) * u128::from(price.0) / 60;
-            let license = hex::encode(r.bytes(0)?);
+            let price = Micros(price);
+            let gross = u128::from(r.minutes) * u128::from(price.0) / 60;
+            let license = hex::encode(&r.license_id);
             charges.push(UsageCharge {
                 id: format!("operator:{}:usage:{license}:{period}", self.id),
                 license_id: license,
                 package,
-                tier,
+                tier: r.tier,
                 period: period_text.clone(),
-                minutes,
+                minutes: r.minutes,
                 price_micros: price,
                 gross_micros: u64::try_from(gross)
                     .map(Micros)
                     .map_err(|_| refuse(Refusal::Overflow, "a usage charge overflows 2^64 micro-units"))?,
-                currency: r.text(7)?.to_owned(),
+                currency,
                 time: period.end() - 1,
-                flagged: r.int(3)? != 0,
+                flagged: r.flagged,
             });
         }
         Ok(charges)
@@ -1105,7 +904,7 @@ impl Operator {
         rng: &mut impl RngCore,
         now: UnixSeconds,
     ) -> Result<Aggregate, Error> {
-        let telemetry = Self::telemetry_terms(&self.db, package)?.ok_or_else(|| {
+        let telemetry = self.store.telemetry_terms(package)?.ok_or_else(|| {
             refuse(
                 Refusal::UnknownTerms,
                 format!("{package} declares no [telemetry]; register its package first"),
@@ -1126,27 +925,17 @@ impl Operator {
         if clip == 0 || clip > u64::from(u32::MAX) {
             return Err(refuse(Refusal::Invalid, "the clip (per-holder bound) must be 1 to 2^32 - 1"));
         }
-        self.db.writing(|tx| {
+        retrying(|| {
+            let tx = self.store.begin()?;
             let mut per_holder: BTreeMap<(String, Vec<u8>), u128> = BTreeMap::new();
-            for row in tx.rows(
-                "SELECT s.unit, s.license_id, s.total FROM hour_sums s JOIN licenses l ON l.license_id = s.license_id
-                 WHERE l.package = ?1 AND s.hour >= ?2 AND s.hour < ?3 AND s.total IS NOT NULL",
-                &[Arg::Text(package.as_str()), Arg::uint(start)?, Arg::uint(end)?],
-            )? {
-                *per_holder.entry((row.text(0)?.to_owned(), row.bytes(1)?.to_vec())).or_default() +=
-                    u128::from(row.uint(2)?);
+            for (unit, license, total) in tx.shared_totals(package.as_str(), start.0, end.0)? {
+                *per_holder.entry((unit, license)).or_default() += u128::from(total);
             }
             let holders: BTreeSet<&Vec<u8>> = per_holder.keys().map(|(_, l)| l).collect();
             if holders.len() < telemetry.cohort_min_size as usize {
                 return Ok(Aggregate::Suppressed { cohort_min_size: telemetry.cohort_min_size });
             }
-            let spent = tx
-                .one(
-                    "SELECT CAST(coalesce(sum(epsilon_micros), 0) AS BIGINT) FROM releases
-                     WHERE package = ?1 AND window_start = ?2",
-                    &[Arg::Text(package.as_str()), Arg::uint(start)?],
-                )?
-                .uint(0)?;
+            let spent = tx.epsilon_spent(package.as_str(), start.0)?;
             let remaining = telemetry.epsilon_micros.saturating_sub(spent);
             let epsilon = epsilon_micros.unwrap_or(remaining);
             if epsilon == 0 || epsilon > remaining {
@@ -1185,19 +974,7 @@ impl Operator {
                 let noised = (i128::try_from(sum).unwrap_or(i128::MAX).saturating_add(noise)).max(0);
                 values.push((unit.clone(), u64::try_from(noised).unwrap_or(u64::MAX)));
             }
-            let release_id = tx
-                .one(
-                    "INSERT INTO releases (package, window_start, window_end, epsilon_micros, clip, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-                    &[Arg::Text(package.as_str()), Arg::uint(start)?, Arg::uint(end)?, Arg::uint(epsilon)?, Arg::uint(clip)?, Arg::uint(now)?],
-                )?
-                .int(0)?;
-            for (unit, value) in &values {
-                tx.exec(
-                    "INSERT INTO released_values (release_id, unit, value) VALUES (?1, ?2, ?3)",
-                    &[Arg::Int(release_id), Arg::Text(unit), Arg::uint(*value)?],
-                )?;
-            }
+            tx.insert_release(package.as_str(), start.0, end.0, epsilon, clip, now.0, &values)?;
             tx.commit()?;
             Ok(Aggregate::Released(Release {
                 package: package.clone(),
@@ -1215,24 +992,21 @@ impl Operator {
     /// Kept evidence, optionally of one holder key.
     pub fn evidence(&self, holder: Option<KeyId>) -> Result<Vec<Evidence>, Error> {
         let mut out = Vec::new();
-        for r in self.db.rows(
-            "SELECT id, kind, license_id, holder, hour, seq, at, first, second FROM evidence ORDER BY id",
-            &[],
-        )? {
-            let key = crate::messages::key_id(r.bytes(3)?)?;
+        for r in self.store.evidence()? {
+            let key = crate::messages::key_id(&r.holder)?;
             if holder.is_some_and(|wanted| wanted != key) {
                 continue;
             }
             out.push(Evidence {
-                id: r.int(0)?,
-                kind: r.text(1)?.to_owned(),
-                license_id: hex::encode(r.bytes(2)?),
+                id: r.id,
+                kind: r.kind,
+                license_id: hex::encode(&r.license_id),
                 holder: key,
-                hour: r.opt_uint(4)?.map(UnixSeconds),
-                seq: r.opt_uint(5)?,
-                at: time(&r, 6)?,
-                first: r.bytes(7)?.to_vec(),
-                second: r.bytes(8)?.to_vec(),
+                hour: r.hour.map(UnixSeconds),
+                seq: r.seq,
+                at: UnixSeconds(r.at),
+                first: r.first,
+                second: r.second,
             });
         }
         Ok(out)
@@ -1242,20 +1016,14 @@ impl Operator {
     pub fn check_opening(&self, bytes: &[u8]) -> Result<OpeningVerdict, Error> {
         let opening = OpeningFile::from_cbor(bytes)?;
         let id_hex = hex::encode(&opening.license_id);
-        let stored = self
-            .db
-            .row(
-                "SELECT report FROM reports WHERE license_id = ?1 AND hour = ?2",
-                &[Arg::Bytes(&opening.license_id), Arg::uint(opening.hour)?],
-            )?
-            .ok_or_else(|| {
-                refuse(
-                    Refusal::NotFound,
-                    format!("no report of license {id_hex} for hour {} is stored", format_hour(opening.hour)),
-                )
-            })?;
+        let stored = self.store.report_of_hour(&opening.license_id, opening.hour.0)?.ok_or_else(|| {
+            refuse(
+                Refusal::NotFound,
+                format!("no report of license {id_hex} for hour {} is stored", format_hour(opening.hour)),
+            )
+        })?;
         // Stored reports were verified at ingest.
-        let envelope = Envelope::from_cbor(stored.bytes(0)?)?;
+        let envelope = Envelope::from_cbor(&stored)?;
         let payload: ReportPayload = super::decode(envelope.payload_unverified(), "meter report")?;
         if payload.package != opening.package {
             return Err(refuse(
@@ -1273,12 +1041,10 @@ impl Operator {
             let commitment = match opening.minute {
                 Some(m) => point(&series.commitments[usize::from(m) % MINUTES]),
                 None => point(
-                    self.db
-                        .one(
-                            "SELECT commitment FROM hour_sums WHERE license_id = ?1 AND hour = ?2 AND unit = ?3",
-                            &[Arg::Bytes(&opening.license_id), Arg::uint(opening.hour)?, Arg::Text(&unit.unit)],
-                        )?
-                        .bytes(0)?,
+                    &self
+                        .store
+                        .hour_sum(&opening.license_id, opening.hour.0, &unit.unit)?
+                        .ok_or_else(|| Error::stored("the hour sum of a stored report is missing"))?,
                 ),
             }
             .ok_or_else(|| Error::stored("a stored commitment is not a point"))?;
@@ -1314,55 +1080,52 @@ pub fn epsilon_text(micros: u64) -> String {
     trimmed.strip_suffix('.').map_or(trimmed.to_owned(), |t| format!("{t}.0"))
 }
 
+/// Runs `attempt` again while it fails busy (storage.md §4): a refused transaction was
+/// rolled back, so running it again is safe.
+fn retrying<T>(attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    escx_store::retry::while_busy(<Error as escx_store::Retryable>::is_busy, attempt)
+}
+
 /// The license's chain head: sequence number, hash and hour (`None` before the first
-/// report; stored as -1).
-fn head(db: &impl Sql, id: &[u8; 16]) -> Result<(u64, [u8; 32], Option<UnixSeconds>), Error> {
-    let Some(r) = db.row(
-        "SELECT head_seq, head_hash, head_hour FROM licenses WHERE license_id = ?1",
-        &[Arg::Bytes(id)],
-    )?
-    else {
+/// report).
+fn head(db: &impl OperatorReader, id: &[u8; 16]) -> Result<(u64, [u8; 32], Option<UnixSeconds>), Error> {
+    let Some(head) = db.head(id)? else {
         return Ok((0, [0u8; 32], None));
     };
     let hash: [u8; 32] =
-        r.bytes(1)?.try_into().map_err(|_| Error::stored("a stored head hash is not 32 bytes"))?;
-    Ok((r.uint(0)?, hash, u64::try_from(r.int(2)?).ok().map(UnixSeconds)))
+        head.hash.as_slice().try_into().map_err(|_| Error::stored("a stored head hash is not 32 bytes"))?;
+    Ok((head.seq, hash, head.hour.map(UnixSeconds)))
 }
 
-fn period_reports(db: &impl Sql, id: &[u8; 16], period: Period) -> Result<Vec<(u64, UnixSeconds)>, Error> {
-    db.rows(
-        "SELECT seq, hour FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY seq",
-        &[Arg::Bytes(id), Arg::uint(period.start())?, Arg::uint(period.end())?],
-    )?
-    .iter()
-    .map(|r| Ok((r.uint(0)?, time(r, 1)?)))
-    .collect()
+fn period_reports(
+    db: &impl OperatorReader,
+    id: &[u8; 16],
+    period: Period,
+) -> Result<Vec<(u64, UnixSeconds)>, Error> {
+    Ok(db
+        .reports_between(id, period.start().0, period.end().0)?
+        .into_iter()
+        .map(|(seq, hour)| (seq, UnixSeconds(hour)))
+        .collect())
 }
 
-fn insert_license(db: &impl Sql, info: &LicenseInfo, certificate: &[u8]) -> Result<(), Error> {
-    db.exec(
-        "INSERT INTO licenses (license_id, cert_id, issuer, package, tier, holder, not_before, not_after,
-                               certificate, head_seq, head_hash, head_hour, flagged)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, -1, 0) ON CONFLICT DO NOTHING",
-        &[
-            Arg::Bytes(&info.license_id),
-            Arg::Bytes(&info.cert_id),
-            Arg::Bytes(&info.issuer.0),
-            Arg::Text(info.package.as_str()),
-            Arg::Text(&info.tier),
-            Arg::Bytes(&info.holder.id().0),
-            Arg::uint(info.not_before)?,
-            Arg::uint(info.not_after)?,
-            Arg::Bytes(certificate),
-            Arg::Bytes(&[0u8; 32]),
-        ],
-    )?;
-    Ok(())
+fn insert_license(db: &impl OperatorWriter, info: &LicenseInfo, certificate: &[u8]) -> Result<(), Error> {
+    db.insert_license(&StoredLicense {
+        license_id: info.license_id.to_vec(),
+        cert_id: info.cert_id,
+        issuer: info.issuer.0.to_vec(),
+        package: info.package.to_string(),
+        tier: info.tier.clone(),
+        holder: info.holder.id().0.to_vec(),
+        not_before: info.not_before.0,
+        not_after: info.not_after.0,
+        certificate: certificate.to_vec(),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
 fn keep_evidence(
-    db: &impl Sql,
+    db: &impl OperatorWriter,
     info: &LicenseInfo,
     kind: &str,
     hour: Option<UnixSeconds>,
@@ -1371,28 +1134,22 @@ fn keep_evidence(
     second: &[u8],
     now: UnixSeconds,
 ) -> Result<(), Error> {
-    db.exec(
-        "INSERT INTO evidence (license_id, holder, kind, hour, seq, first, second, second_hash, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
-        &[
-            Arg::Bytes(&info.license_id),
-            Arg::Bytes(&info.holder.id().0),
-            Arg::Text(kind),
-            Arg::opt_uint(hour.map(u64::from))?,
-            Arg::opt_uint(seq)?,
-            Arg::Bytes(first),
-            Arg::Bytes(second),
-            Arg::Bytes(&report_hash(second)),
-            Arg::uint(now)?,
-        ],
-    )?;
-    db.exec("UPDATE licenses SET flagged = 1 WHERE license_id = ?1", &[Arg::Bytes(&info.license_id)])?;
-    Ok(())
+    db.keep_evidence(&NewEvidence {
+        license_id: &info.license_id,
+        holder: &info.holder.id().0,
+        kind,
+        hour: hour.map(|h| h.0),
+        seq,
+        first,
+        second,
+        second_hash: &report_hash(second),
+        at: now.0,
+    })
 }
 
 /// The store-dependent rules of one report, in the order of metering.md §6.2.
 fn apply(
-    db: &Tx<'_>,
+    db: &impl OperatorWriter,
     report: &Prepared,
     crls: &HashMap<KeyId, CrlPayload>,
     now: UnixSeconds,
@@ -1403,12 +1160,8 @@ fn apply(
         insert_license(db, info, certificate)?;
     }
     // 1. The same report again, or a different one for a held hour or chain position.
-    let held = db.row(
-        "SELECT seq, hash, report FROM reports WHERE license_id = ?1 AND (hour = ?2 OR seq = ?3) ORDER BY seq LIMIT 1",
-        &[Arg::Bytes(id), Arg::uint(report.hour)?, Arg::uint(report.seq)?],
-    )?;
-    if let Some(held) = held {
-        if held.bytes(1)? == report.hash {
+    if let Some((_, hash, envelope)) = db.held_report(id, report.hour.0, report.seq)? {
+        if hash == report.hash {
             return Ok(Outcome::Duplicate);
         }
         keep_evidence(
@@ -1417,7 +1170,7 @@ fn apply(
             "report",
             Some(report.hour),
             Some(report.seq),
-            held.bytes(2)?,
+            &envelope,
             &report.envelope,
             now,
         )?;
@@ -1477,7 +1230,7 @@ fn apply(
         ));
     }
     // 4. Terms: the tier's telemetry mode and the package's metrics.
-    let terms = Operator::tier_terms(db, &info.package, &info.tier)?.ok_or_else(|| {
+    let terms = db.tier_terms(&info.package, &info.tier)?.ok_or_else(|| {
         refuse(
             Refusal::UnknownTerms,
             format!(
@@ -1505,7 +1258,7 @@ fn apply(
             ),
         ));
     }
-    let metrics = Operator::telemetry_terms(db, &info.package)?.map(|t| t.metrics).unwrap_or_default();
+    let metrics = db.telemetry_terms(&info.package)?.map(|t| t.metrics).unwrap_or_default();
     if let Some(unit) = report.sums.iter().find(|s| s.unit != UNIT_MINUTES && !metrics.contains(&s.unit)) {
         return Err(refuse(Refusal::Invalid, format!("{} does not meter {:?}", info.package, unit.unit)));
     }
@@ -1545,44 +1298,20 @@ fn apply(
         ));
     }
     // 6. A closed period takes no more reports.
-    let closed = db
-        .one(
-            "SELECT count(*) FROM closes WHERE license_id = ?1 AND period = ?2",
-            &[Arg::Bytes(id), Arg::Text(&Period::of(report.hour).to_string())],
-        )?
-        .int(0)?;
-    if closed > 0 {
+    if db.close(id, &Period::of(report.hour).to_string())?.is_some() {
         return Err(refuse(
             Refusal::PeriodClosed,
             format!("period {} of license {} is closed", Period::of(report.hour), hex::encode(id)),
         ));
     }
-    db.exec(
-        "INSERT INTO reports (license_id, seq, hour, hash, report, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        &[
-            Arg::Bytes(id),
-            Arg::uint(report.seq)?,
-            Arg::uint(report.hour)?,
-            Arg::Bytes(&report.hash),
-            Arg::Bytes(&report.envelope),
-            Arg::uint(now)?,
-        ],
-    )?;
-    for sum in &report.sums {
-        db.exec(
-            "INSERT INTO hour_sums (license_id, hour, unit, commitment, total) VALUES (?1, ?2, ?3, ?4, ?5)",
-            &[
-                Arg::Bytes(id),
-                Arg::uint(report.hour)?,
-                Arg::Text(&sum.unit),
-                Arg::Bytes(&sum.sum),
-                Arg::opt_uint(sum.total)?,
-            ],
-        )?;
-    }
-    db.exec(
-        "UPDATE licenses SET head_seq = ?2, head_hash = ?3, head_hour = ?4 WHERE license_id = ?1",
-        &[Arg::Bytes(id), Arg::uint(report.seq)?, Arg::Bytes(&report.hash), Arg::uint(report.hour)?],
-    )?;
+    db.store_report(&NewReport {
+        license_id: id,
+        seq: report.seq,
+        hour: report.hour.0,
+        hash: &report.hash,
+        report: &report.envelope,
+        received_at: now.0,
+        sums: report.sums.iter().map(|s| (s.unit.as_str(), s.sum.as_slice(), s.total)).collect(),
+    })?;
     Ok(Outcome::Stored)
 }
