@@ -280,15 +280,20 @@ fn paid_issuer_at(url: &str, name: &str) -> tempfile::TempDir {
 }
 
 #[test]
-#[ignore = "needs PostgreSQL server binaries; .ci/run runs it"]
+#[ignore = "needs PostgreSQL's and PgBouncer's binaries; .ci/run runs it"]
 fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_killed() {
+    // Node B reaches the database through PgBouncer; node A directly.
     let cluster = pg::Cluster::start();
     let url = cluster.database();
     let tmp = paid_issuer_at(&url, "issuer-a");
     let dir = tmp.path();
-    // The second node holds a copy of the directory: the keys and database.url.
+    // The second node holds a copy of the directory: the keys and database.url, which
+    // names the same database through PgBouncer in transaction pooling with one server
+    // connection for all its clients (storage.md §3.2).
     common::copy_dir(&dir.join("issuer-a"), &dir.join("issuer-b"));
     assert!(!dir.join("issuer-a/issuer.sqlite").exists(), "the store is in PostgreSQL");
+    let pooler = cluster.pgbouncer(1);
+    std::fs::write(dir.join("issuer-b/database.url"), pooler.url(&url)).unwrap();
     // Ten wallets of one token each (bought from the file commands, on the same store),
     // and ten copies of each that spend it with their own holder keys: 100 redemptions.
     let mut requests: Vec<(usize, Vec<u8>)> = Vec::new();
