@@ -563,6 +563,34 @@ fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
     assert!(server.stop().success());
 }
 
+/// The same behind a dual-stack listener (`--listen [::]:0`), where the proxy 127.0.0.1
+/// connects as `::ffff:127.0.0.1`: it is still recognised, so the clients behind it have
+/// their own budgets (before, it was not, and they all shared the proxy's). IPv6 clients
+/// are counted per /64.
+#[test]
+fn behind_a_dual_stack_listener_the_trusted_proxy_is_still_recognised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    issuer(dir);
+    let server = Server::start_on(
+        dir,
+        "[::]:0",
+        &["--issuer", "issuer", "--redeem-rate", "1", "--trusted-proxy", "127.0.0.1"],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let addr = format!("127.0.0.1:{port}");
+    let redeem = |from: &str| http(&addr, "POST", "/v1/redeem", &[("X-Forwarded-For", from)], b"x").0;
+    let first: Vec<u16> = (0..4).map(|_| redeem("203.0.113.7")).collect();
+    assert_eq!(first.iter().filter(|s| **s == 429).count(), 2, "{first:?}");
+    assert_ne!(redeem("198.51.100.9"), 429, "another client behind the proxy has its own budget");
+    // Two addresses of one /64 share a budget; another /64 has its own.
+    let v6: Vec<u16> =
+        ["2001:db8:0:7::1", "2001:db8:0:7::2", "2001:db8:0:7::3"].iter().map(|a| redeem(a)).collect();
+    assert_eq!(v6[2], 429, "{v6:?}");
+    assert_ne!(redeem("2001:db8:0:8::1"), 429);
+    assert!(server.stop().success());
+}
+
 /// The whole flow against one running service, each customer step over HTTP and each
 /// operator step a CLI command on the operator's machine: buy, redeem, verify offline,
 /// report, close, bill, settle, fetch and audit the statement, install from the served

@@ -1085,3 +1085,29 @@ fn no_issuer_or_operator_table_holds_a_secret_key_on_postgres() {
     let cluster = Cluster::start();
     no_table_holds_a_secret_key(Some(&cluster.database()));
 }
+
+/// metering.md §6.4: a close re-reads the trusted issuers first, as an ingest does. An
+/// issuer that another handle on the same store (another node, or `escx operator issuer`)
+/// trusted after this handle opened is trusted for a close of a license this store has
+/// never seen (before, the close was refused as from an untrusted issuer).
+#[test]
+fn a_close_trusts_an_issuer_another_handle_added() {
+    let w = world();
+    let mut first = w.operator();
+    let second_issuer =
+        Issuer::init(&w.tmp.path().join("issuer-2"), "Second", &Protection::Unencrypted, T0).unwrap();
+    second_issuer.register_package(&w.package, &w.policy, T0).unwrap();
+    let chain = second_issuer.bundle(T0).unwrap();
+    Operator::open(&w.tmp.path().join("op")).unwrap().add_issuer(&chain).unwrap();
+    let wallet = Wallet::open(&w.tmp.path().join("wallet-2")).unwrap();
+    let request = wallet.request(&chain, &"acme/thermal".parse().unwrap(), "metered", 1, T0).unwrap();
+    wallet.finalize(&second_issuer.issue(&request, T0).unwrap()).unwrap();
+    let sealed = wallet.redeem_tier("acme/thermal", Some("metered")).unwrap();
+    wallet.install(&second_issuer.redeem(&sealed, T0 + 10).unwrap()).unwrap();
+    // A month without use, closed through the handle opened before the issuer was added.
+    let period = Period::of(T0);
+    let close =
+        Meter::open(&wallet).unwrap().close("acme/thermal", period, None, false, period.end() + 10).unwrap();
+    let closed = first.close(&close.file, period.end() + 20).unwrap();
+    assert_eq!((closed.reports, closed.totals.len()), (0, 0));
+}

@@ -80,10 +80,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::start_on(dir, "127.0.0.1:0", args)
+    }
+
+    /// [`Server::start`] listening on `listen`; `addr` is what the service printed.
+    pub fn start_on(dir: &Path, listen: &str, args: &[&str]) -> Self {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_escx"))
             .current_dir(dir)
             .env_remove("ESCX_PASSPHRASE")
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -702,6 +702,8 @@ impl<S: OperatorStore> Operator<S> {
     /// The same close again is a no-op; a different close for the same license and
     /// period is refused and kept as evidence.
     pub fn close(&mut self, bytes: &[u8], now: UnixSeconds) -> Result<Closed, Error> {
+        // Another node or command may have trusted an issuer since (metering.md §6.4).
+        self.refresh_issuers()?;
         let file = CloseFile::from_cbor(bytes)?;
         let cert_id = certificate_id(&file.certificate);
         let (info, certificate) = match Self::known_license(&self.store, &cert_id)? {
