@@ -789,6 +789,14 @@ impl Wallet {
     /// again as a no-op; another CRL under the same number (an issuer that signed two) is
     /// refused like an older one. Returns the one now in force.
     pub fn accept_crl(&self, bytes: &[u8]) -> Result<CrlPayload, Error> {
+        self.take_crl(bytes, false)
+    }
+
+    /// [`Wallet::accept_crl`]; with `older_is_held`, a valid CRL older than the one held
+    /// is not an error but leaves the held one in force (a CRL shipped with a program
+    /// must not lock its users out once a newer one was seen). Another CRL under the held
+    /// number is refused either way: its issuer signed two lists under one number.
+    fn take_crl(&self, bytes: &[u8], older_is_held: bool) -> Result<CrlPayload, Error> {
         let envelope = Envelope::from_cbor(bytes).map_err(|e| Error::LicenseRejected {
             check: LicenseCheck::CrlSignature,
             reason: e.to_string(),
@@ -803,6 +811,9 @@ impl Wallet {
         let path = self.dir.join("crl").join(format!("{}.cbor", issuer.issuer_id()));
         if let Some(held) = self.crl(issuer.issuer_id())? {
             if payload.number == held.number && read(&path)?.as_slice() == bytes {
+                return Ok(held);
+            }
+            if older_is_held && payload.number < held.number {
                 return Ok(held);
             }
             if payload.number <= held.number {
@@ -882,7 +893,7 @@ impl Wallet {
         now: UnixSeconds,
     ) -> Result<Verified, Error> {
         if let Some(bytes) = crl {
-            self.accept_crl(bytes)?;
+            self.take_crl(bytes, true)?;
         }
         self.observe_clock(now)?;
         let licenses = self.licenses_for(package)?;

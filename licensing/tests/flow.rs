@@ -349,9 +349,18 @@ fn revocation_and_stale_crls() {
     let err = w.wallet.verify("acme/thermal", None, Some(&crl_two), T0 + 300).unwrap_err();
     assert_eq!(err.code(), "license-revoked", "{err}");
     assert!(err.to_string().contains("chargeback"));
-    // An older CRL (without the revocation) is refused, so the revocation sticks.
+    // An older CRL (without the revocation) given with the check changes nothing: the
+    // newer one stays in force, so the revocation sticks...
     let err = w.wallet.verify("acme/thermal", None, Some(&crl_one), T0 + 400).unwrap_err();
-    assert_eq!(err.code(), "crl-stale", "{err}");
+    assert_eq!(err.code(), "license-revoked", "{err}");
+    // ...and a program that ships the older CRL does not lock out a valid license (it
+    // failed with crl-stale before).
+    buy(&w, 1);
+    let valid = crate::license(&w);
+    let verified = w.wallet.verify("acme/thermal", None, Some(&crl_one), T0 + 500).unwrap();
+    assert_eq!(verified.license.license_id, valid.license_id);
+    // Given on its own (`escx license crl`), an older CRL is still reported as such.
+    assert_eq!(w.wallet.accept_crl(&crl_one).unwrap_err().code(), "crl-stale");
 }
 
 #[test]
@@ -823,6 +832,12 @@ fn crl_numbers_are_unique_and_wallets_take_only_newer_ones() {
         .to_cbor()
     };
     assert_eq!(w.wallet.accept_crl(&forged).unwrap_err().code(), "crl-stale");
+    // Given with a check, it is refused too: an older list is merely ignored, a second
+    // list under the held number is the issuer's equivocation.
+    buy(&w, 1);
+    license(&w);
+    let err = w.wallet.verify("acme/thermal", None, Some(&forged), T0 + 100).unwrap_err();
+    assert_eq!(err.code(), "crl-stale", "{err}");
     let older = crls.iter().find(|c| number(c) == 5).unwrap();
     assert_eq!(w.wallet.accept_crl(older).unwrap_err().code(), "crl-stale");
 }
