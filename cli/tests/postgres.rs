@@ -55,6 +55,37 @@ fn ledger_at(url: &str) -> tempfile::TempDir {
     tmp
 }
 
+/// Buys one token of acme/thermal `tier` into `wallet` from the issuer directory `issuer`
+/// with the file commands (request, issue, finalize).
+fn buy_token(dir: &Path, issuer: &str, wallet: &str, tier: &str) {
+    escx(dir)
+        .args(["license", "request", "--issuer", "issuer.pub", "--package", "acme/thermal", "--tier", tier])
+        .args(["--wallet", wallet, "-o", "req.cbor", "--force"])
+        .assert()
+        .success();
+    escx(dir).args(["issuer", "issue", issuer, "req.cbor", "-o", "resp.cbor", "--force"]).assert().success();
+    escx(dir).args(["license", "finalize", "resp.cbor", "--wallet", wallet]).assert().success();
+}
+
+/// Seals the redemption of a token of `wallet` into `r.sealed`; its bytes.
+fn seal_redemption(dir: &Path, wallet: &str) -> Vec<u8> {
+    escx(dir)
+        .args([
+            "license",
+            "redeem",
+            "--wallet",
+            wallet,
+            "--package",
+            "acme/thermal",
+            "-o",
+            "r.sealed",
+            "--force",
+        ])
+        .assert()
+        .success();
+    std::fs::read(dir.join("r.sealed")).unwrap()
+}
+
 /// `writers` processes each settle their own `count` events (ids `PREFIX{w}-{i}`) into the
 /// ledger at `url` at once, in batches of 2; each must succeed.
 fn settle_at_once(dir: &Path, url: &str, prefix: &str, writers: usize, count: usize) {
@@ -299,28 +330,11 @@ fn two_issuer_nodes_on_one_database_spend_each_token_once_even_when_one_is_kille
     let mut requests: Vec<(usize, Vec<u8>)> = Vec::new();
     for t in 0..10 {
         let wallet = format!("w{t}");
-        escx(dir)
-            .args(["license", "request", "--issuer", "issuer.pub", "--package", "acme/thermal"])
-            .args(["--tier", "standard", "--wallet", &wallet, "-o", &format!("req{t}.cbor")])
-            .assert()
-            .success();
-        escx(dir)
-            .args(["issuer", "issue", "issuer-b", &format!("req{t}.cbor"), "-o", &format!("resp{t}.cbor")])
-            .assert()
-            .success();
-        escx(dir)
-            .args(["license", "finalize", &format!("resp{t}.cbor"), "--wallet", &wallet])
-            .assert()
-            .success();
+        buy_token(dir, "issuer-b", &wallet, "standard");
         for c in 0..10 {
             let copy = format!("w{t}-{c}");
             common::copy_dir(&dir.join(&wallet), &dir.join(&copy));
-            let out = format!("r{t}-{c}.sealed");
-            escx(dir)
-                .args(["license", "redeem", "--wallet", &copy, "--package", "acme/thermal", "-o", &out])
-                .assert()
-                .success();
-            requests.push((t, std::fs::read(dir.join(out)).unwrap()));
+            requests.push((t, seal_redemption(dir, &copy)));
         }
     }
     let (mut a, addr_a) = node(dir, &["--issuer", "issuer-a"]);
@@ -421,39 +435,8 @@ fn two_operator_nodes_on_one_database_store_each_report_once() {
     let mut reports: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
     for w in 0..4 {
         let wallet = format!("w{w}");
-        escx(dir)
-            .args([
-                "license",
-                "request",
-                "--issuer",
-                "issuer.pub",
-                "--package",
-                "acme/thermal",
-                "--tier",
-                "metered",
-            ])
-            .args(["--wallet", &wallet, "-o", "req.cbor", "--force"])
-            .assert()
-            .success();
-        escx(dir)
-            .args(["issuer", "issue", "issuer", "req.cbor", "-o", "resp.cbor", "--force"])
-            .assert()
-            .success();
-        escx(dir).args(["license", "finalize", "resp.cbor", "--wallet", &wallet]).assert().success();
-        escx(dir)
-            .args([
-                "license",
-                "redeem",
-                "--wallet",
-                &wallet,
-                "--package",
-                "acme/thermal",
-                "-o",
-                "r.sealed",
-                "--force",
-            ])
-            .assert()
-            .success();
+        buy_token(dir, "issuer", &wallet, "metered");
+        seal_redemption(dir, &wallet);
         escx(dir)
             .args(["issuer", "redeem", "issuer", "r.sealed", "-o", "l.sealed", "--force"])
             .assert()
@@ -556,30 +539,8 @@ fn an_issuer_node_rides_out_a_database_restart_under_load() {
     let requests: Vec<Vec<u8>> = (0..12)
         .map(|t| {
             let wallet = format!("w{t}");
-            for args in [
-                &["license", "request", "--issuer", "issuer.pub", "--package", "acme/thermal"][..],
-                &["issuer", "issue", "issuer", "req.cbor", "-o", "resp.cbor", "--force"],
-                &["license", "finalize", "resp.cbor", "--wallet", &wallet],
-                &[
-                    "license",
-                    "redeem",
-                    "--wallet",
-                    &wallet,
-                    "--package",
-                    "acme/thermal",
-                    "-o",
-                    "r.sealed",
-                    "--force",
-                ],
-            ] {
-                let mut command = escx(dir);
-                command.args(args);
-                if args[1] == "request" {
-                    command.args(["--tier", "standard", "--wallet", &wallet, "-o", "req.cbor", "--force"]);
-                }
-                command.assert().success();
-            }
-            std::fs::read(dir.join("r.sealed")).unwrap()
+            buy_token(dir, "issuer", &wallet, "standard");
+            seal_redemption(dir, &wallet)
         })
         .collect();
     let log = dir.join("node.log");

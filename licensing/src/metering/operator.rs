@@ -41,8 +41,7 @@ use escx_store::{Location, Mode};
 
 /// The store's file in the operator directory.
 pub const DATABASE_FILE: &str = "operator.sqlite";
-/// Schema version of the operator store (SQLite and PostgreSQL alike).
-pub const SCHEMA_VERSION: i64 = 1;
+pub use super::store::SCHEMA_VERSION;
 pub use escx_store::DATABASE_URL_FILE;
 /// Epsilon is accounted in millionths.
 pub const EPSILON_SCALE: u64 = 1_000_000;

@@ -356,13 +356,20 @@ CREATE TABLE released_values (
     release_id BIGINT NOT NULL, unit TEXT NOT NULL, value BIGINT NOT NULL, PRIMARY KEY (release_id, unit));
 ";
 
+/// Schema version of the operator store, the number of steps (SQLite and PostgreSQL
+/// alike).
+#[allow(clippy::cast_possible_wrap)] // a handful of steps, known at compile time
+pub const SCHEMA_VERSION: i64 = SQLITE_STEPS.len() as i64;
+
+const SQLITE_STEPS: &[&str] = &[SQLITE_V1];
+
 /// The operator store's tables on either engine (metering.md §6.4): schema `escx_operator`
 /// on PostgreSQL, the version in `meta`.
 static SCHEMA: Schema = Schema {
     what: "operator store",
     pg_schema: Some("escx_operator"),
     lock: "escx v1 operator migration lock",
-    sqlite: Migrations { steps: &[SQLITE_V1], mark: Mark::Meta },
+    sqlite: Migrations { steps: SQLITE_STEPS, mark: Mark::Meta },
     postgres: Migrations { steps: &[PG_SCHEMA_V1], mark: Mark::Meta },
 };
 
