@@ -26,6 +26,7 @@ use escx::sig::SecretKey;
 use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::messages::{CONTEXT_LICENSE, TokenRequest};
 use escx_licensing::poprf::{Blinded, IssuerKey, TokenInfo};
+use escx_licensing::trust::Trust;
 use escx_licensing::verify;
 use escx_licensing::wallet::Wallet;
 use rand_core::OsRng;
@@ -82,7 +83,8 @@ fn license_verify(c: &mut Criterion) {
     let certificate = certificate_of(&proof);
     let envelope = Envelope::from_cbor(&certificate).unwrap();
     let now = T0 + 10;
-    world.wallet.verify(PACKAGE, None, None, now).unwrap();
+    let trust = Trust::issuer(bundle.issuer_id());
+    world.wallet.verify(&trust, PACKAGE, None, None, now).unwrap();
 
     let mut group = c.benchmark_group("license_verify");
     group.bench_function("raw ML-DSA-87 verify of the certificate", |b| {
@@ -94,11 +96,13 @@ fn license_verify(c: &mut Criterion) {
         });
     });
     group.bench_function("Wallet::verify (warm, offline, every check)", |b| {
-        b.iter(|| world.wallet.verify(black_box(PACKAGE), None, None, now).unwrap());
+        b.iter(|| world.wallet.verify(&trust, black_box(PACKAGE), None, None, now).unwrap());
     });
     let wallet_dir = world._tmp.path().join("wallet");
     group.bench_function("Wallet::verify (cold: fresh handle, bundle + possession re-proven)", |b| {
-        b.iter(|| Wallet::open(&wallet_dir).unwrap().verify(black_box(PACKAGE), None, None, now).unwrap());
+        b.iter(|| {
+            Wallet::open(&wallet_dir).unwrap().verify(&trust, black_box(PACKAGE), None, None, now).unwrap()
+        });
     });
     group.finish();
 }

@@ -29,6 +29,7 @@ use escx_licensing::messages::{BundleChain, LicensePayload};
 use escx_licensing::metering::meter::{Meter, Telemetry};
 use escx_licensing::metering::operator::{Operator, Outcome};
 use escx_licensing::metering::{self, CONTEXT_REPORT, Period, ReportFile, ReportPayload};
+use escx_licensing::trust::Trust;
 use escx_licensing::wallet::Wallet;
 use rayon::prelude::*;
 
@@ -89,10 +90,12 @@ fn reports(world: &World) -> Vec<Vec<Vec<u8>>> {
     let mut by_hour = vec![Vec::new(); HOURS as usize];
     for wallet in &world.wallets {
         let meter = Meter::open(wallet).unwrap();
+        let verified =
+            wallet.verify(&Trust::chain(&world.chain), "bench/thermal", None, None, T0 + H).unwrap();
         for h in 0..HOURS {
             let hour = T0 + (h + 1) * H;
             for minute in [3, 17, 18, 44] {
-                meter.record("bench/thermal", "invocations", 2, hour + minute * 60).unwrap();
+                meter.record(&verified, "invocations", 2, hour + minute * 60).unwrap();
             }
             by_hour[h as usize]
                 .push(meter.report("bench/thermal", hour, Telemetry::Private, T0 + 60 * H).unwrap().file);
@@ -178,13 +181,16 @@ fn metering_benches(c: &mut Criterion) {
     });
     let bench_wallet = &world.wallets[0];
     let meter = Meter::open(bench_wallet).unwrap();
+    let verified = bench_wallet
+        .verify(&Trust::chain(&world.chain), "bench/thermal", None, None, T0 + (HOURS + 1) * H)
+        .unwrap();
     let mut next = T0 + (HOURS + 1) * H;
     group.bench_function("Meter::report (minutes + invocations)", |b| {
         b.iter_batched(
             || {
                 let hour = next;
                 next += H;
-                meter.record("bench/thermal", "invocations", 1, hour + 600).unwrap();
+                meter.record(&verified, "invocations", 1, hour + 600).unwrap();
                 hour
             },
             |hour| meter.report("bench/thermal", hour, Telemetry::Private, hour + 2 * H).unwrap(),

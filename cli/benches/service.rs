@@ -27,6 +27,7 @@ use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
 use escx_licensing::metering::HOUR_SECS;
 use escx_licensing::metering::meter::{Meter, Telemetry};
 use escx_licensing::metering::operator::{Operator, Outcome};
+use escx_licensing::trust::Trust;
 use escx_licensing::wallet::Wallet;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -116,12 +117,11 @@ fn hourly_reports<S: escx_licensing::issuer::store::IssuerStore>(
             let sealed = wallet.redeem_tier("acme/thermal", Some("metered")).unwrap();
             wallet.install(&issuer.redeem(&sealed, now).unwrap()).unwrap();
             let meter = Meter::open(&wallet).unwrap();
+            let verified = wallet.verify(&Trust::chain(chain), "acme/thermal", None, None, first).unwrap();
             (0..per_license as u64)
                 .map(|h| {
                     let hour = escx::UnixSeconds(first.0 + h * HOUR_SECS);
-                    meter
-                        .record("acme/thermal", "invocations", 1 + h, escx::UnixSeconds(hour.0 + 60))
-                        .unwrap();
+                    meter.record(&verified, "invocations", 1 + h, escx::UnixSeconds(hour.0 + 60)).unwrap();
                     meter.report("acme/thermal", hour, Telemetry::Private, judged).unwrap().file
                 })
                 .collect()

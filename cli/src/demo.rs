@@ -17,6 +17,7 @@ use escx_licensing::issuer::Issuer;
 use escx_licensing::metering::meter::{Meter, Telemetry};
 use escx_licensing::metering::operator::{Aggregate, Operator, Outcome};
 use escx_licensing::metering::{self, HOUR_SECS};
+use escx_licensing::trust::Trust;
 use escx_licensing::wallet::Wallet;
 use escx_manifest::Manifest;
 use escx_manifest::Micros;
@@ -81,6 +82,10 @@ impl Demo {
     }
     fn wallet(&self) -> anyhow::Result<Wallet> {
         Ok(Wallet::open(&self.dir.join("wallet"))?)
+    }
+    /// What the licensed program ships with: the issuer whose licenses it accepts.
+    fn trust(&self) -> anyhow::Result<Trust> {
+        Ok(Trust::issuer(self.issuer()?.signing_key().id()))
     }
     fn registry_key(&self) -> anyhow::Result<&SecretKey> {
         self.registry_key.as_ref().context("no registry key yet")
@@ -563,7 +568,7 @@ fn redeem_license(demo: &mut Demo) -> anyhow::Result<String> {
 }
 
 fn verify_license(demo: &mut Demo) -> anyhow::Result<String> {
-    let verified = demo.wallet()?.verify("demo/thermal", None, None, escx::now_unix())?;
+    let verified = demo.wallet()?.verify(&demo.trust()?, "demo/thermal", None, None, escx::now_unix())?;
     let names: Vec<&str> = verified.checks.iter().map(|c| c.name).collect();
     Ok(format!("verified offline, no network: {}", names.join(", ")))
 }
@@ -634,7 +639,7 @@ fn revoke(demo: &mut Demo) -> anyhow::Result<String> {
     let now = escx::now_unix();
     demo.issuer()?.revoke(&id, "demo revocation", now)?;
     let crl = demo.issuer()?.crl(now)?;
-    match demo.wallet()?.verify("demo/thermal", None, Some(&crl), now) {
+    match demo.wallet()?.verify(&demo.trust()?, "demo/thermal", None, Some(&crl), now) {
         Err(error) if error.code() == "license-revoked" => {}
         Err(error) => bail!("refused for the wrong reason: {error}"),
         Ok(_) => bail!("a revoked license verified"),
@@ -827,11 +832,13 @@ fn meter(demo: &mut Demo) -> anyhow::Result<String> {
         let sealed = wallet.redeem_tier("demo/thermal", Some(tier))?;
         wallet.install(&issuer.redeem(&sealed, now)?)?;
         let meter = Meter::open(&wallet)?;
+        let verified =
+            wallet.verify(&Trust::issuer(issuer.signing_key().id()), "demo/thermal", None, None, first)?;
         let mut recorded = 0;
         for hour in 0..3u64 {
             for minute in [2u64, 17, 18, 41 + index as u64] {
                 meter.record(
-                    "demo/thermal",
+                    &verified,
                     "invocations",
                     hour + 1,
                     first + hour * HOUR_SECS + minute * 60 + 5,
@@ -920,7 +927,8 @@ fn over_http(demo: &mut Demo) -> anyhow::Result<String> {
     wallet.install(&SealedLicense::from_bytes(client.post("/v1/redeem", sealed.as_bytes(), None)?))?;
     let meter = Meter::open(&wallet)?;
     let first = now.floor(HOUR_SECS) + HOUR_SECS;
-    meter.record("demo/thermal", "invocations", 3, first + 300)?;
+    let verified = wallet.verify(&Trust::chain(&chain), "demo/thermal", None, None, first + 300)?;
+    meter.record(&verified, "invocations", 3, first + 300)?;
     let report = meter.report("demo/thermal", first, Telemetry::Private, meter_clock)?;
     let outcome = |bytes: Vec<u8>| -> anyhow::Result<String> {
         let answer: serde_json::Value = serde_json::from_slice(&bytes)?;

@@ -72,6 +72,11 @@ impl Ui {
         }
     }
 
+    /// A warning on stderr (with or without `--json`: stdout stays the command's answer).
+    pub fn warn(&self, text: &str) {
+        eprintln!("warning: {text}");
+    }
+
     /// Whether progress bars may be drawn.
     pub fn progress_allowed(&self) -> bool {
         self.progress_allowed

@@ -193,7 +193,12 @@ fn interleave(dir: &Path, servers: &[Server], first_token: String) -> u64 {
         run(
             dir,
             &mut ops,
-            &[&["meter", "record"][..], &wallet, &["--unit", "invocations", "--at", &hour]].concat(),
+            &[
+                &["meter", "record", "--issuer", "issuer.pub"][..],
+                &wallet,
+                &["--unit", "invocations", "--at", &hour],
+            ]
+            .concat(),
         );
         let file = format!("report-{round}.cbor");
         run(

@@ -102,14 +102,27 @@ fn buy_redeem_verify_revoke() {
     assert!(!dir.join("x").exists());
 
     let out = escx(dir)
-        .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--json"])
+        .args([
+            "license",
+            "verify",
+            "--issuer",
+            "issuer.pub",
+            "--wallet",
+            "w",
+            "--package",
+            "acme/thermal",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let verified = json(&out.stdout);
     let checks: Vec<&str> =
         verified["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(checks, ["signature", "clock", "window", "revocation", "package", "possession"]);
+    assert_eq!(
+        checks,
+        ["issuer", "signature", "clock", "window", "revocation", "crl-age", "package", "possession"]
+    );
 
     let challenge = "c0ffee00c0ffee01c0ffee02c0ffee03";
     let state = ["--state-dir", "verifier-state"];
@@ -150,7 +163,18 @@ fn buy_redeem_verify_revoke() {
     run(&["issuer", "revoke", "issuer", &id, "--reason", "refund"]);
     run(&["issuer", "crl", "issuer", "-o", "crl.cbor"]);
     escx(dir)
-        .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--crl", "crl.cbor"])
+        .args([
+            "license",
+            "verify",
+            "--issuer",
+            "issuer.pub",
+            "--wallet",
+            "w",
+            "--package",
+            "acme/thermal",
+            "--crl",
+            "crl.cbor",
+        ])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("revoked by CRL 1 (refund)"));
@@ -314,7 +338,17 @@ fn encrypted_payload_extracts_only_with_a_license() {
     // A revoked license no longer opens the content.
     let license = json(
         &escx(dir)
-            .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--json"])
+            .args([
+                "license",
+                "verify",
+                "--issuer",
+                "issuer.pub",
+                "--wallet",
+                "w",
+                "--package",
+                "acme/thermal",
+                "--json",
+            ])
             .output()
             .unwrap()
             .stdout,
@@ -322,7 +356,18 @@ fn encrypted_payload_extracts_only_with_a_license() {
     run(&["issuer", "revoke", "issuer", license["license_id"].as_str().unwrap(), "--reason", "refund"]);
     run(&["issuer", "crl", "issuer", "-o", "crl.cbor"]);
     escx(dir)
-        .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--crl", "crl.cbor"])
+        .args([
+            "license",
+            "verify",
+            "--issuer",
+            "issuer.pub",
+            "--wallet",
+            "w",
+            "--package",
+            "acme/thermal",
+            "--crl",
+            "crl.cbor",
+        ])
         .assert()
         .code(1);
     escx(dir)
@@ -370,7 +415,7 @@ fn transfer_receive_and_renew() {
     run(&["license", "redeem", "--wallet", "bob", "--package", "acme/thermal", "-o", "bob.redeem"]);
     run(&["issuer", "redeem", "issuer", "bob.redeem", "-o", "bob.license"]);
     run(&["license", "install", "bob.license", "--wallet", "bob"]);
-    run(&["license", "verify", "--wallet", "bob", "--package", "acme/thermal"]);
+    run(&["license", "verify", "--issuer", "issuer.pub", "--wallet", "bob", "--package", "acme/thermal"]);
 
     // Renewal needs a license first, then spends the next token.
     escx(dir)
@@ -486,8 +531,28 @@ fn a_wallet_path_without_a_wallet_is_refused() {
     for args in [
         &["license", "list", "--wallet", "typo"][..],
         &["license", "redeem", "--wallet", "typo", "--package", "acme/thermal", "-o", "r.sealed"],
-        &["license", "verify", "--wallet", "typo", "--package", "acme/thermal"],
-        &["meter", "record", "--wallet", "typo", "--package", "acme/thermal", "--unit", "invocations"],
+        &[
+            "license",
+            "verify",
+            "--issuer-id",
+            "00000000000000000000000000000000",
+            "--wallet",
+            "typo",
+            "--package",
+            "acme/thermal",
+        ],
+        &[
+            "meter",
+            "record",
+            "--issuer-id",
+            "00000000000000000000000000000000",
+            "--wallet",
+            "typo",
+            "--package",
+            "acme/thermal",
+            "--unit",
+            "invocations",
+        ],
     ] {
         let out = escx(dir).args(args).arg("--json").output().unwrap();
         assert_eq!(out.status.code(), Some(3), "{args:?}");
@@ -497,4 +562,176 @@ fn a_wallet_path_without_a_wallet_is_refused() {
     }
     escx(dir).args(["license", "receive-key", "--wallet", "new", "-o", "new.receive"]).assert().success();
     escx(dir).args(["license", "list", "--wallet", "new"]).assert().success();
+}
+
+/// A standard license of acme/thermal from `issuer/` in wallet `w`.
+fn licensed_wallet(dir: &std::path::Path) {
+    issuer_with_package(dir);
+    for args in [
+        &[
+            "license",
+            "request",
+            "--issuer",
+            "issuer.pub",
+            "--package",
+            "acme/thermal",
+            "--tier",
+            "standard",
+            "--wallet",
+            "w",
+            "-o",
+            "req.cbor",
+        ][..],
+        &["issuer", "issue", "issuer", "req.cbor", "-o", "resp.cbor"],
+        &["license", "finalize", "resp.cbor", "--wallet", "w"],
+        &["license", "redeem", "--wallet", "w", "--package", "acme/thermal", "-o", "r.sealed"],
+        &["issuer", "redeem", "issuer", "r.sealed", "-o", "l.sealed"],
+        &["license", "install", "l.sealed", "--wallet", "w"],
+    ] {
+        escx(dir).args(args).assert().success();
+    }
+}
+
+fn verify_code(dir: &std::path::Path, extra: &[&str]) -> (Option<i32>, Value) {
+    let out = escx(dir)
+        .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.code(), json(&out.stdout))
+}
+
+/// Review 2 (High 0) through the binary: the customer makes "Acme Licensing" of their
+/// own, packs their own acme/thermal, sells it to themselves and installs the license.
+/// `license verify --issuer issuer.pub` (the vendor's issuer) refuses it; without an
+/// issuer the command is a usage error rather than a check that trusts the wallet.
+#[test]
+fn a_self_issued_license_is_refused_by_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    issuer_with_package(dir);
+    std::fs::create_dir_all(dir.join("mine")).unwrap();
+    std::fs::write(dir.join("mine/manifest.toml"), common::PAID_MANIFEST).unwrap();
+    for args in [
+        &["key", "generate", "--out", "me", "--unencrypted"][..],
+        &["package", "pack", "mine", "-o", "mine.escx", "--key", "me.key"],
+        &["issuer", "init", "rogue", "--name", "Acme Licensing", "--unencrypted"],
+        &["issuer", "publish", "rogue", "-o", "rogue.pub"],
+        &["issuer", "register-package", "rogue", "mine.escx", "--pubkey", "me.pub"],
+        &[
+            "license",
+            "request",
+            "--issuer",
+            "rogue.pub",
+            "--package",
+            "acme/thermal",
+            "--tier",
+            "standard",
+            "--wallet",
+            "w",
+            "-o",
+            "req.cbor",
+        ],
+        &["issuer", "issue", "rogue", "req.cbor", "-o", "resp.cbor"],
+        &["license", "finalize", "resp.cbor", "--wallet", "w"],
+        &["license", "redeem", "--wallet", "w", "--package", "acme/thermal", "-o", "r.sealed"],
+        &["issuer", "redeem", "rogue", "r.sealed", "-o", "l.sealed"],
+        &["license", "install", "l.sealed", "--wallet", "w"],
+    ] {
+        escx(dir).args(args).assert().success();
+    }
+    let (code, value) = verify_code(dir, &["--issuer", "issuer.pub"]);
+    assert_eq!((code, value["error"]["code"].as_str()), (Some(1), Some("license-wrong-issuer")), "{value}");
+    // The same by key id.
+    let shown = json(&escx(dir).args(["issuer", "show", "issuer.pub", "--json"]).output().unwrap().stdout);
+    let id = shown["issuer_id"].as_str().unwrap_or_else(|| panic!("{shown}")).to_owned();
+    let (code, value) = verify_code(dir, &["--issuer-id", &id]);
+    assert_eq!((code, value["error"]["code"].as_str()), (Some(1), Some("license-wrong-issuer")), "{value}");
+    // The command does not run without naming an issuer.
+    assert_eq!(verify_code_raw(dir, &[]), Some(2));
+    // The rogue license is a sound license of the rogue issuer: only the trust stops it.
+    let (code, value) = verify_code(dir, &["--issuer", "rogue.pub"]);
+    assert_eq!(code, Some(0), "{value}");
+    // And `meter record` verifies under the same rule before it counts anything.
+    let out = escx(dir)
+        .args(["meter", "record", "--issuer", "issuer.pub", "--wallet", "w", "--package", "acme/thermal"])
+        .args(["--unit", "invocations", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json(&out.stdout)["error"]["code"], "license-wrong-issuer");
+}
+
+fn verify_code_raw(dir: &std::path::Path, extra: &[&str]) -> Option<i32> {
+    escx(dir)
+        .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal"])
+        .args(extra)
+        .output()
+        .unwrap()
+        .status
+        .code()
+}
+
+/// Review 2 (High 0) through the binary: deleting the wallet's CRL revives a revoked
+/// license only until the age rule runs out; deleting clock.toml and setting the clock
+/// back is caught by the held CRL's signed time; `--server` fetches the newest CRL.
+#[test]
+fn a_deleted_crl_or_clock_revives_nothing_past_the_age_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    licensed_wallet(dir);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let day = |n: u64| format!("@{}", now + n * 86_400);
+    let trust = ["--issuer", "issuer.pub"];
+    let (_, license) = verify_code(dir, &trust);
+    let id = license["license_id"].as_str().unwrap().to_owned();
+    escx(dir).args(["issuer", "revoke", "issuer", &id, "--reason", "refund"]).assert().success();
+    escx(dir).args(["issuer", "crl", "issuer", "-o", "crl.cbor"]).assert().success();
+    let (code, value) = verify_code(dir, &[&trust[..], &["--crl", "crl.cbor"]].concat());
+    assert_eq!((code, value["error"]["code"].as_str()), (Some(1), Some("license-revoked")));
+
+    // The CRL held sets a floor under the clock: clock.toml deleted, clock set back a day.
+    std::fs::remove_file(dir.join("w/clock.toml")).unwrap();
+    let (code, value) = verify_code(dir, &[&trust[..], &["--at", &format!("@{}", now - 86_400)]].concat());
+    assert_eq!((code, value["error"]["code"].as_str()), (Some(1), Some("clock-rolled-back")), "{value}");
+
+    // The CRL deleted: the license passes again now, but online the service's newest
+    // CRL comes first and the revocation is back.
+    let forget = || {
+        std::fs::remove_dir_all(dir.join("w/crl")).unwrap();
+        std::fs::create_dir(dir.join("w/crl")).unwrap();
+    };
+    forget();
+    assert_eq!(verify_code(dir, &trust).0, Some(0));
+    let server = common::Server::start(dir, &["--issuer", "issuer"]);
+    let url = server.url();
+    let (code, value) = verify_code(dir, &[&trust[..], &["--server", &url]].concat());
+    assert_eq!((code, value["error"]["code"].as_str()), (Some(1), Some("license-revoked")), "{value}");
+    drop(server);
+    // Unreachable, the check goes on offline (with the CRL held) and warns.
+    let out = escx(dir)
+        .args(["license", "verify", "--wallet", "w", "--package", "acme/thermal", "--issuer", "issuer.pub"])
+        .args(["--server", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning:") && stderr.contains("revoked"), "{stderr}");
+
+    // Offline, the revocation is forgotten only within the age rule, counted from the
+    // license's issue.
+    forget();
+    let (code, value) = verify_code(dir, &[&trust[..], &["--at", &day(2)]].concat());
+    assert_eq!(code, Some(0), "{value}");
+    // A vendor may shorten the rule.
+    let (code, value) = verify_code(
+        dir,
+        &[&trust[..], &["--at", &day(3), "--crl-max-age", "1", "--crl-grace", "1"]].concat(),
+    );
+    assert_eq!((code, value["error"]["code"].as_str()), (Some(1), Some("crl-too-old")), "{value}");
+    let (code, value) = verify_code(dir, &[&trust[..], &["--at", &day(10)]].concat());
+    assert_eq!(code, Some(0), "{value}");
+    let age = value["checks"].as_array().unwrap().iter().find(|c| c["name"] == "crl-age").unwrap().clone();
+    assert!(age["detail"].as_str().unwrap().starts_with("warning:"), "{age}");
+    let (code, value) = verify_code(dir, &[&trust[..], &["--at", &day(15)]].concat());
+    assert_eq!((code, value["error"]["code"].as_str()), (Some(1), Some("crl-too-old")), "{value}");
 }

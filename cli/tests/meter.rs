@@ -73,7 +73,18 @@ fn record_report_ingest_close_bill_and_settle() {
     let h2 = h1 + 3600;
     for (t, n) in [(h1 + 65, "2"), (h1 + 70, "1"), (h2 + 600, "5")] {
         escx(dir)
-            .args(["meter", "record", "--wallet", "w", "--package", "acme/thermal", "--unit", "invocations"])
+            .args([
+                "meter",
+                "record",
+                "--issuer",
+                "issuer.pub",
+                "--wallet",
+                "w",
+                "--package",
+                "acme/thermal",
+                "--unit",
+                "invocations",
+            ])
             .args(["--amount", n, "--at", &at(t)])
             .assert()
             .success();
@@ -151,8 +162,19 @@ fn record_report_ingest_close_bill_and_settle() {
         .code(3);
     // Recording into a reported hour is refused.
     escx(dir)
-        .args(["meter", "record", "--wallet", "w", "--package", "acme/thermal", "--unit", "invocations"])
-        .args(["--at", &at(h1 + 100), "--json"])
+        .args([
+            "meter",
+            "record",
+            "--issuer",
+            "issuer.pub",
+            "--wallet",
+            "w",
+            "--package",
+            "acme/thermal",
+            "--unit",
+            "invocations",
+        ])
+        .args(["--at", &at(h2 + 700), "--json"])
         .assert()
         .code(1)
         .stdout(predicates::str::contains("hour-reported"));
@@ -300,7 +322,18 @@ fn a_meter_killed_mid_record_never_corrupts() {
         }
         let mut child = std::process::Command::new(&binary)
             .current_dir(dir)
-            .args(["meter", "record", "--wallet", "w", "--package", "acme/thermal", "--unit", "invocations"])
+            .args([
+                "meter",
+                "record",
+                "--issuer",
+                "issuer.pub",
+                "--wallet",
+                "w",
+                "--package",
+                "acme/thermal",
+                "--unit",
+                "invocations",
+            ])
             .args(["--at", &at(h1 + 30)])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -329,7 +362,18 @@ fn a_meter_killed_mid_record_never_corrupts() {
     drop(db);
     // The meter still works and counts on from there.
     let out = escx(dir)
-        .args(["meter", "record", "--wallet", "w", "--package", "acme/thermal", "--unit", "invocations"])
+        .args([
+            "meter",
+            "record",
+            "--issuer",
+            "issuer.pub",
+            "--wallet",
+            "w",
+            "--package",
+            "acme/thermal",
+            "--unit",
+            "invocations",
+        ])
         .args(["--at", &at(h1 + 30), "--json"])
         .output()
         .unwrap();

@@ -446,7 +446,16 @@ fn two_operator_nodes_on_one_database_store_each_report_once() {
             let at = hour + h as u64 * 3600 + 600;
             for minute in [0, 60] {
                 escx(dir)
-                    .args(["meter", "record", "--wallet", &wallet, "--package", "acme/thermal"])
+                    .args([
+                        "meter",
+                        "record",
+                        "--issuer",
+                        "issuer.pub",
+                        "--wallet",
+                        &wallet,
+                        "--package",
+                        "acme/thermal",
+                    ])
                     .args(["--unit", "invocations", "--at", &format!("@{}", at + minute)])
                     .assert()
                     .success();

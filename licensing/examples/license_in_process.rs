@@ -8,6 +8,7 @@
 
 use escx::Fault;
 use escx_licensing::issuer::{Issuer, Offer};
+use escx_licensing::trust::Trust;
 use escx_licensing::wallet::Wallet;
 use escx_manifest::Micros;
 
@@ -40,8 +41,11 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sealed_license = issuer.redeem(&sealed_request, now)?;
     let license = wallet.install(&sealed_license)?;
 
-    // Offline verification: signature, clock, window, revocation, package.
-    let verified = wallet.verify("acme/thermal", None, None, now + 60)?;
+    // Offline verification: the program accepts only the issuer it ships with (never
+    // whatever issuer the customer's wallet holds); then signature, clock, window,
+    // revocation and its age, package, possession.
+    let trust = Trust::issuer(issuer.signing_key().id());
+    let verified = wallet.verify(&trust, "acme/thermal", None, None, now + 60)?;
     println!(
         "license {} for {} {}:",
         hex::encode(&license.license_id),

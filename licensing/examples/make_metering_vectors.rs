@@ -17,6 +17,7 @@ use escx_licensing::metering::meter::{Meter, Telemetry};
 use escx_licensing::metering::{
     self, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, OpeningFile, ReportFile, ReportPayload,
 };
+use escx_licensing::trust::Trust;
 use escx_licensing::wallet::Wallet;
 use serde_bytes::ByteBuf;
 use serde_json::json;
@@ -102,8 +103,9 @@ fn main() {
     let license = wallet.install(&issuer.redeem(&sealed, T0 + 10).unwrap()).unwrap();
     let meter = Meter::open(&wallet).unwrap();
     let (h1, h2, h3) = (T0 + H, T0 + 2 * H, T0 + 3 * H);
+    let verified = wallet.verify(&Trust::chain(&chain), "acme/thermal", None, None, h1).unwrap();
     for (at, amount) in [(h1 + 17 * 60 + 3, 3), (h1 + 17 * 60 + 9, 1), (h1 + 40 * 60, 2), (h2 + 5, 7)] {
-        meter.record("acme/thermal", "invocations", amount, at).unwrap();
+        meter.record(&verified, "invocations", amount, at).unwrap();
     }
     let now = h3 + 60;
     let r1 = meter.report("acme/thermal", h1, Telemetry::Private, now).unwrap().file;

@@ -62,6 +62,7 @@ pub mod issuer;
 pub mod messages;
 pub mod metering;
 pub mod poprf;
+pub mod trust;
 pub mod verify;
 pub mod wallet;
 
@@ -293,6 +294,8 @@ pub enum LicenseCheck {
     Revocation,
     /// The CRL is older than allowed.
     Crl,
+    /// What the wallet knows of revocations is older than the program allows.
+    CrlAge,
     /// The CRL's signature or encoding.
     CrlSignature,
     /// The certificate is for another package or file.
@@ -303,7 +306,7 @@ pub enum LicenseCheck {
 
 impl LicenseCheck {
     /// Every check.
-    pub const ALL: [LicenseCheck; 10] = [
+    pub const ALL: [LicenseCheck; 11] = [
         Self::Signature,
         Self::Issuer,
         Self::Clock,
@@ -312,6 +315,7 @@ impl LicenseCheck {
         Self::CrlSignature,
         Self::Crl,
         Self::Revocation,
+        Self::CrlAge,
         Self::Package,
         Self::Possession,
     ];
@@ -326,6 +330,7 @@ impl LicenseCheck {
             Self::Clock => "clock",
             Self::Revocation => "revocation",
             Self::Crl => "crl",
+            Self::CrlAge => "crl-age",
             Self::CrlSignature => "crl-signature",
             Self::Package => "package",
             Self::Possession => "possession",
@@ -342,6 +347,7 @@ impl LicenseCheck {
             Self::Clock => "clock-rolled-back",
             Self::Revocation => "license-revoked",
             Self::Crl => "crl-stale",
+            Self::CrlAge => "crl-too-old",
             Self::CrlSignature => "crl-invalid",
             Self::Package => "license-wrong-package",
             Self::Possession => "possession-invalid",
@@ -435,6 +441,12 @@ impl escx::Fault for Error {
             Self::BundleFork { .. } => "report the issuer: it showed customers different keys",
             Self::LicenseRejected { check: LicenseCheck::Window, .. } => "renew the license",
             Self::LicenseRejected { check: LicenseCheck::Crl, .. } => "fetch the issuer's current CRL",
+            Self::LicenseRejected { check: LicenseCheck::CrlAge, .. } => {
+                "fetch the issuer's current CRL (`escx license crl --server URL`, or `--crl FILE` with the check)"
+            }
+            Self::LicenseRejected { check: LicenseCheck::Issuer, .. } => {
+                "this program accepts licenses only from the issuer it names (--issuer); buy from that issuer"
+            }
             Self::LicenseRejected { check: LicenseCheck::Clock, .. } => {
                 "set the system clock right; a clock set back cannot extend a license"
             }

@@ -16,6 +16,7 @@ use crate::messages::{
     self, CONTEXT_CRL, CONTEXT_LICENSE, CONTEXT_POSSESSION, CrlPayload, IssuerBundle, LicensePayload,
     PossessionPayload,
 };
+use crate::trust::Trust;
 
 /// One check of a license verification and its outcome (for `--json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,6 +106,20 @@ pub fn verify_certificate(
     version: Option<&semver::Version>,
     now: UnixSeconds,
 ) -> Result<(LicensePayload, Vec<Check>), Error> {
+    verify_certificate_under(certificate, issuer, crl, None, package, version, now)
+}
+
+/// [`verify_certificate`], and with `freshness` also the revocation age rule of §5.5
+/// step 4 (see [`check_crl_age`]) right after the revocation check.
+pub(crate) fn verify_certificate_under(
+    certificate: &[u8],
+    issuer: &IssuerBundle,
+    crl: Option<&CrlPayload>,
+    freshness: Option<&Trust>,
+    package: &str,
+    version: Option<&semver::Version>,
+    now: UnixSeconds,
+) -> Result<(LicensePayload, Vec<Check>), Error> {
     let mut checks = Vec::new();
     let license = open_certificate(certificate, issuer)?;
     checks.push(Check {
@@ -134,6 +149,9 @@ pub fn verify_certificate(
         }
         None => checks.push(Check { name: "revocation", ok: true, detail: "no CRL held yet".into() }),
     }
+    if let Some(trust) = freshness {
+        checks.push(check_crl_age(&license, crl, trust, now)?);
+    }
     check_package(&license, package, version)?;
     checks.push(Check {
         name: "package",
@@ -141,6 +159,51 @@ pub fn verify_certificate(
         detail: format!("{} {} (versions {})", license.package, license.tier, license.versions),
     });
     Ok((license, checks))
+}
+
+/// The revocation age rule (licensing.md §5.5 step 4): what the wallet knows of
+/// revocations is as fresh as the newest time the issuer signed that it holds, the held
+/// CRL's `issued_at` or the license's own `not_before` (an issuer does not issue a revoked
+/// license). Up to `crl_max_age` after that time the check passes; up to `crl_grace` more
+/// it passes with a warning in its detail; after that it fails with `crl-too-old`. A
+/// customer who deletes the held CRL only moves that time back to `not_before`.
+pub fn check_crl_age(
+    license: &LicensePayload,
+    crl: Option<&CrlPayload>,
+    trust: &Trust,
+    now: UnixSeconds,
+) -> Result<Check, Error> {
+    let (known, source) = match crl {
+        Some(crl) if crl.issued_at >= license.not_before => (crl.issued_at, format!("CRL {}", crl.number)),
+        _ => (license.not_before, "the license's issue".to_owned()),
+    };
+    let age = now.0.saturating_sub(known.0);
+    let warn_after = known.0.saturating_add(trust.crl_max_age());
+    let fail_after = warn_after.saturating_add(trust.crl_grace());
+    let when = escx::timestamp::format_rfc3339;
+    if now.0 > fail_after {
+        return Err(Error::LicenseRejected {
+            check: LicenseCheck::CrlAge,
+            reason: format!(
+                "revocations are known only as of {source} at {} ({} days ago); checks need a CRL issued \
+                 after {}",
+                when(known),
+                age / 86_400,
+                when(UnixSeconds(now.0.saturating_sub(trust.crl_max_age())))
+            ),
+        });
+    }
+    let detail = if now.0 > warn_after {
+        format!(
+            "warning: revocations known only as of {source} at {}; fetch a newer CRL before {}, when checks \
+             start to fail",
+            when(known),
+            when(UnixSeconds(fail_after))
+        )
+    } else {
+        format!("revocations known as of {source} at {}", when(known))
+    };
+    Ok(Check { name: "crl-age", ok: true, detail })
 }
 
 pub(crate) fn check_window(license: &LicensePayload, now: UnixSeconds) -> Result<(), Error> {

@@ -36,6 +36,7 @@ use crate::messages::{
     SealedRedeemRequest, SealedTransfer, TokenRequest, TokenResponse,
 };
 use crate::poprf::{Blinded, ELEMENT_BYTES, INPUT_BYTES, PendingPart, TokenInfo};
+use crate::trust::Trust;
 use crate::verify::{self, Check};
 
 /// How far the clock may appear to go back before it counts as rolled back.
@@ -843,7 +844,7 @@ impl Wallet {
 
     /// Reads and advances the wallet's clock: refuses a time more than the tolerance
     /// before the latest time seen (`clock` check).
-    fn observe_clock(&self, now: UnixSeconds) -> Result<UnixSeconds, Error> {
+    fn observe_clock(&self, now: UnixSeconds, signed: UnixSeconds) -> Result<UnixSeconds, Error> {
         let path = self.dir.join("clock.toml");
         let stamp = Stamp::of(&path)?;
         let cached =
@@ -871,6 +872,17 @@ impl Wallet {
                 ),
             });
         }
+        if now + CLOCK_TOLERANCE_SECS < signed {
+            return Err(Error::LicenseRejected {
+                check: LicenseCheck::Clock,
+                reason: format!(
+                    "the clock reads {} but the issuer signed the CRL this wallet holds at {}; the clock was set \
+                     back",
+                    escx::timestamp::format_rfc3339(now),
+                    signed.rfc3339()
+                ),
+            });
+        }
         if now > latest {
             escx::fsutil::write_atomic(
                 &path,
@@ -882,11 +894,13 @@ impl Wallet {
         Ok(latest.max(now))
     }
 
-    /// Verifies a license for `package` offline (licensing.md §5.5). With several licenses
-    /// the first that passes every check wins; otherwise the error of the last is
-    /// returned. `crl` is accepted first if given.
+    /// Verifies a license for `package` offline (licensing.md §5.5), accepting only
+    /// licenses signed by an issuer `trust` names (what the program embeds; never what
+    /// the wallet holds). With several licenses the newest (latest `not_before`, then
+    /// smallest id) that passes every check wins; otherwise the error of the last tried. `crl` is accepted first if given.
     pub fn verify(
         &self,
+        trust: &Trust,
         package: &str,
         version: Option<&semver::Version>,
         crl: Option<&[u8]>,
@@ -895,17 +909,31 @@ impl Wallet {
         if let Some(bytes) = crl {
             self.take_crl(bytes, true)?;
         }
-        self.observe_clock(now)?;
-        let licenses = self.licenses_for(package)?;
+        // Signed times anchor the clock check: a CRL's issued_at is the issuer's clock,
+        // which deleting clock.toml does not move back (§5.5 step 2).
+        let mut signed = UnixSeconds::EPOCH;
+        for issuer in trust.issuers() {
+            if self.chain(*issuer).is_ok()
+                && let Some(crl) = self.crl(*issuer)?
+            {
+                signed = signed.max(crl.issued_at);
+            }
+        }
+        self.observe_clock(now, signed)?;
+        let mut licenses = self.licenses_for(package)?;
         if licenses.is_empty() {
             return Err(Error::LicenseRejected {
                 check: LicenseCheck::Package,
                 reason: format!("no license for {package} in this wallet"),
             });
         }
+        // Newest first, so the verdict does not depend on file names: after a renewal the
+        // new license is the one a program verifies (and meters against).
+        licenses
+            .sort_by(|a, b| b.1.not_before.cmp(&a.1.not_before).then(a.1.license_id.cmp(&b.1.license_id)));
         let mut last = None;
         for (file, _) in &licenses {
-            match self.check_one(file, package, version, now) {
+            match self.check_one(trust, file, package, version, now) {
                 Ok(verified) => return Ok(verified),
                 Err(error) => last = Some(error),
             }
@@ -915,25 +943,51 @@ impl Wallet {
 
     fn check_one(
         &self,
+        trust: &Trust,
         file: &Arc<LicenseFile>,
         package: &str,
         version: Option<&semver::Version>,
         now: UnixSeconds,
     ) -> Result<Verified, Error> {
-        // The envelope's signer picks the bundle (§5.5 step 1); the payload's
-        // issuer_key_id must then name the same key (checked after the signature).
+        // The envelope's signer must be an issuer the program trusts (§5.5 step 1), and
+        // picks the bundle; the payload's issuer_key_id must then name the same key
+        // (checked after the signature).
         let signer = Envelope::from_cbor(&file.certificate)
             .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?
             .key_id();
+        if !trust.accepts(signer) {
+            let accepted = trust.issuers().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            return Err(Error::LicenseRejected {
+                check: LicenseCheck::Issuer,
+                reason: format!(
+                    "signed by issuer {signer}; this program accepts licenses only from {accepted}"
+                ),
+            });
+        }
         let issuer = self.issuer(signer).map_err(|_| Error::LicenseRejected {
             check: LicenseCheck::Issuer,
-            reason: format!("signed by {signer}, which is not an issuer this wallet holds"),
+            reason: format!("signed by {signer}, whose bundle this wallet does not hold"),
         })?;
         let crl = self.crl(issuer.issuer_id())?;
-        let (license, mut checks) =
-            verify::verify_certificate(&file.certificate, &issuer, crl.as_ref(), package, version, now)?;
+        let (license, mut checks) = verify::verify_certificate_under(
+            &file.certificate,
+            &issuer,
+            crl.as_ref(),
+            Some(trust),
+            package,
+            version,
+            now,
+        )?;
         checks.insert(
-            1,
+            0,
+            Check {
+                name: "issuer",
+                ok: true,
+                detail: format!("issuer {signer} is one this program accepts"),
+            },
+        );
+        checks.insert(
+            2,
             Check {
                 name: "clock",
                 ok: true,
@@ -1034,14 +1088,20 @@ impl Wallet {
         root: &[u8; 32],
         now: UnixSeconds,
     ) -> Result<ContentKey, Error> {
-        self.observe_clock(now)?;
+        self.observe_clock(now, UnixSeconds::EPOCH)?;
         let mut last = None;
         for (file, license) in self.licenses_for(package)? {
             let Some(wrapped) = license.wrapped_keys.iter().find(|w| w.package_root.as_slice() == root)
             else {
                 continue;
             };
-            if let Err(error) = self.check_one(&file, package, Some(version), now) {
+            // The wrapped key itself names the issuer: only the issuer the package's
+            // content key was sealed to can wrap it (§8.1), so the license's own signer is
+            // the one to trust here, under the default revocation age rule.
+            let trust = Trust::issuer(KeyId(license.issuer_key_id.as_slice().try_into().map_err(|_| {
+                Error::Malformed { what: "license", reason: "issuer_key_id must be 16 bytes".into() }
+            })?));
+            if let Err(error) = self.check_one(&trust, &file, package, Some(version), now) {
                 last = Some(error);
                 continue;
             }

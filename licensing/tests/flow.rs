@@ -19,6 +19,7 @@ use escx::sig::SecretKey;
 use escx_licensing::issuer::{Issuer, Offer};
 use escx_licensing::messages::{BundleChain, TokenRequest};
 use escx_licensing::poprf::IssuerKey;
+use escx_licensing::trust::Trust;
 use escx_licensing::verify;
 use escx_licensing::wallet::Wallet;
 
@@ -31,6 +32,8 @@ struct World {
     bundle: BundleChain,
     wallet: Wallet,
     publisher: SecretKey,
+    /// What the licensed program ships with: the issuer it accepts.
+    trust: Trust,
 }
 
 /// An issuer selling acme/thermal in two tiers, on behalf of `publisher` (which, being the
@@ -45,7 +48,8 @@ fn world() -> World {
     }
     let bundle = issuer.bundle(T0).unwrap();
     let wallet = Wallet::open(&tmp.path().join("wallet")).unwrap();
-    World { _tmp: tmp, issuer, bundle, wallet, publisher }
+    let trust = Trust::chain(&bundle);
+    World { _tmp: tmp, issuer, bundle, wallet, publisher, trust }
 }
 
 /// acme/thermal's offer in `tier`: 49.00 USD a month, feature `plots`, 5 seats.
@@ -129,10 +133,15 @@ fn purchase_redeem_and_verify_offline() {
     );
     let license = license(&w);
     assert_eq!(license.features, vec!["plots"]);
-    let verified =
-        w.wallet.verify("acme/thermal", Some(&semver::Version::new(1, 2, 0)), None, T0 + DAY).unwrap();
+    let verified = w
+        .wallet
+        .verify(&w.trust, "acme/thermal", Some(&semver::Version::new(1, 2, 0)), None, T0 + DAY)
+        .unwrap();
     let names: Vec<&str> = verified.checks.iter().map(|c| c.name).collect();
-    assert_eq!(names, ["signature", "clock", "window", "revocation", "package", "possession"]);
+    assert_eq!(
+        names,
+        ["issuer", "signature", "clock", "window", "revocation", "crl-age", "package", "possession"]
+    );
     let sales = w.issuer.sales().unwrap();
     assert_eq!((sales.len(), sales[0].count, sales[0].total_micros.0), (1, 3, 147_000_000));
     // Proof of possession for a third party holding only the issuer bundle.
@@ -324,7 +333,10 @@ fn each_failure_has_its_own_error() {
     buy(&w, 2);
     let license = license(&w);
     let check = |now: u64| {
-        w.wallet.verify("acme/thermal", None, None, escx::UnixSeconds(now)).map(|_| ()).map_err(|e| e.code())
+        w.wallet
+            .verify(&w.trust, "acme/thermal", None, None, escx::UnixSeconds(now))
+            .map(|_| ())
+            .map_err(|e| e.code())
     };
 
     assert_eq!(check((license.not_before - 1).0), Err("license-not-yet-valid"));
@@ -332,7 +344,10 @@ fn each_failure_has_its_own_error() {
     // The clock has now seen not_after + 1; going back a day is a rollback.
     assert_eq!(check((license.not_after + 1 - DAY).0), Err("clock-rolled-back"));
     assert_eq!(
-        w.wallet.verify("acme/other", None, None, license.not_after + 1).map(|_| ()).map_err(|e| e.code()),
+        w.wallet
+            .verify(&w.trust, "acme/other", None, None, license.not_after + 1)
+            .map(|_| ())
+            .map_err(|e| e.code()),
         Err("license-wrong-package")
     );
 }
@@ -343,21 +358,21 @@ fn revocation_and_stale_crls() {
     buy(&w, 1);
     let license = license(&w);
     let crl_one = w.issuer.crl(T0).unwrap();
-    w.wallet.verify("acme/thermal", None, Some(&crl_one), T0 + 100).unwrap();
+    w.wallet.verify(&w.trust, "acme/thermal", None, Some(&crl_one), T0 + 100).unwrap();
     w.issuer.revoke(&license.license_id, "chargeback", T0 + 200).unwrap();
     let crl_two = w.issuer.crl(T0 + 200).unwrap();
-    let err = w.wallet.verify("acme/thermal", None, Some(&crl_two), T0 + 300).unwrap_err();
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, Some(&crl_two), T0 + 300).unwrap_err();
     assert_eq!(err.code(), "license-revoked", "{err}");
     assert!(err.to_string().contains("chargeback"));
     // An older CRL (without the revocation) given with the check changes nothing: the
     // newer one stays in force, so the revocation sticks...
-    let err = w.wallet.verify("acme/thermal", None, Some(&crl_one), T0 + 400).unwrap_err();
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, Some(&crl_one), T0 + 400).unwrap_err();
     assert_eq!(err.code(), "license-revoked", "{err}");
     // ...and a program that ships the older CRL does not lock out a valid license (it
     // failed with crl-stale before).
     buy(&w, 1);
     let valid = crate::license(&w);
-    let verified = w.wallet.verify("acme/thermal", None, Some(&crl_one), T0 + 500).unwrap();
+    let verified = w.wallet.verify(&w.trust, "acme/thermal", None, Some(&crl_one), T0 + 500).unwrap();
     assert_eq!(verified.license.license_id, valid.license_id);
     // Given on its own (`escx license crl`), an older CRL is still reported as such.
     assert_eq!(w.wallet.accept_crl(&crl_one).unwrap_err().code(), "crl-stale");
@@ -374,7 +389,7 @@ fn a_tampered_certificate_fails_its_signature_and_a_foreign_issuer_is_named() {
     let at = bytes.windows(5).position(|w| w == b"plots").unwrap();
     bytes[at] ^= 0x20;
     std::fs::write(&path, &bytes).unwrap();
-    let err = w.wallet.verify("acme/thermal", None, None, T0 + 100).unwrap_err();
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, None, T0 + 100).unwrap_err();
     assert_eq!(err.code(), "license-signature", "{err}");
 
     let other = world();
@@ -399,7 +414,7 @@ fn an_undecodable_certificate_fails_its_signature_and_every_bad_crl_is_crl_inval
     let at = bytes.windows(7).position(|w| w == b"package").unwrap();
     bytes[at + 6] = b'x'; // an unknown key: the payload no longer decodes
     std::fs::write(&path, &bytes).unwrap();
-    let err = w.wallet.verify("acme/thermal", None, None, T0 + 100).unwrap_err();
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, None, T0 + 100).unwrap_err();
     assert_eq!(err.code(), "license-signature", "{err}");
 
     let foreign = world().issuer.crl(T0).unwrap();
@@ -487,7 +502,7 @@ fn transferred_tokens_leave_the_sender_and_redeem_for_the_recipient() {
     let request = bob.redeem("acme/thermal").unwrap();
     let license = bob.install(&w.issuer.redeem(&request, T0 + 10).unwrap()).unwrap();
     assert_eq!(license.tier, "standard");
-    bob.verify("acme/thermal", None, None, T0 + DAY).unwrap();
+    bob.verify(&w.trust, "acme/thermal", None, None, T0 + DAY).unwrap();
 
     // Receiving the same gift twice gives one token back, which the issuer then refuses.
     bob.receive(&sealed).unwrap();
@@ -836,7 +851,7 @@ fn crl_numbers_are_unique_and_wallets_take_only_newer_ones() {
     // list under the held number is the issuer's equivocation.
     buy(&w, 1);
     license(&w);
-    let err = w.wallet.verify("acme/thermal", None, Some(&forged), T0 + 100).unwrap_err();
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, Some(&forged), T0 + 100).unwrap_err();
     assert_eq!(err.code(), "crl-stale", "{err}");
     let older = crls.iter().find(|c| number(c) == 5).unwrap();
     assert_eq!(w.wallet.accept_crl(older).unwrap_err().code(), "crl-stale");
@@ -919,4 +934,89 @@ fn legacy_epoch_keys_move_out_of_the_database_once() {
     let issuer = Issuer::open(&node, passphrase).unwrap();
     let request = wallet.request(&bundle, &"acme/thermal".parse().unwrap(), "standard", 1, T0).unwrap();
     assert_eq!(wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap(), 1);
+}
+
+/// Review 2 (High 0): a customer makes an issuer of their own, sells themselves the
+/// vendor's package name and installs the license in their wallet. A program that trusts
+/// the vendor's issuer refuses it; only the trust the program ships decides, never what
+/// the wallet holds.
+#[test]
+fn a_self_issued_license_is_refused() {
+    let w = world();
+    let rogue =
+        Issuer::init(&w._tmp.path().join("rogue"), "Acme Licensing", &Protection::Unencrypted, T0).unwrap();
+    rogue.add_offer(&offer("standard"), &[SecretKey::generate().id()], T0).unwrap();
+    let rogue_chain = rogue.bundle(T0).unwrap();
+    let request =
+        w.wallet.request(&rogue_chain, &"acme/thermal".parse().unwrap(), "standard", 1, T0).unwrap();
+    w.wallet.finalize(&rogue.issue(&request, T0).unwrap()).unwrap();
+    let sealed = w.wallet.redeem("acme/thermal").unwrap();
+    let forged = w.wallet.install(&rogue.redeem(&sealed, T0 + 10).unwrap()).unwrap();
+
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, None, T0 + 100).unwrap_err();
+    assert_eq!(err.code(), "license-wrong-issuer", "{err}");
+    assert!(err.to_string().contains(&rogue_chain.issuer_id().to_string()), "{err}");
+    // The license itself is sound: only the program's trust stops it.
+    let under_rogue =
+        w.wallet.verify(&Trust::chain(&rogue_chain), "acme/thermal", None, None, T0 + 100).unwrap();
+    assert_eq!(under_rogue.license.license_id, forged.license_id);
+
+    // With a real license as well, the real one is the one that passes.
+    buy(&w, 1);
+    let real = license(&w);
+    let verified = w.wallet.verify(&w.trust, "acme/thermal", None, None, T0 + 200).unwrap();
+    assert_eq!(verified.license.license_id, real.license_id);
+}
+
+/// Review 2 (High 0): state the customer can delete defends nothing. Deleting the held
+/// CRL makes a revoked license pass again only until the revocation age rule runs out,
+/// counted from the license's own issue time; deleting `clock.toml` and setting the clock
+/// back is caught by the held CRL's signed issue time.
+#[test]
+fn deleting_wallet_state_revives_a_license_only_within_the_age_rule() {
+    let w = world();
+    buy(&w, 1);
+    let license = license(&w); // not_before = T0 + 10
+    let day = |n: u64| T0 + n * DAY;
+    w.issuer.revoke(&license.license_id, "chargeback", day(1)).unwrap();
+    let crl = w.issuer.crl(day(1)).unwrap();
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, Some(&crl), day(1) + 60).unwrap_err();
+    assert_eq!(err.code(), "license-revoked");
+    let held = w.wallet_dir().join("crl");
+    std::fs::remove_dir_all(&held).unwrap();
+    std::fs::create_dir(&held).unwrap();
+    // What an offline check cannot stop: within the maximum age of the license's issue
+    // the revocation is forgotten (threat-model.md).
+    w.wallet.verify(&w.trust, "acme/thermal", None, None, day(3)).unwrap();
+    // In the grace period it passes with a warning; after it, never.
+    let warned = w.wallet.verify(&w.trust, "acme/thermal", None, None, day(10)).unwrap();
+    let age = warned.checks.iter().find(|c| c.name == "crl-age").unwrap();
+    assert!(age.detail.starts_with("warning:"), "{}", age.detail);
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, None, day(15)).unwrap_err();
+    assert_eq!(err.code(), "crl-too-old", "{err}");
+    // A fresh CRL brings the revocation back rather than helping.
+    let fresh = w.issuer.crl(day(15)).unwrap();
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, Some(&fresh), day(15)).unwrap_err();
+    assert_eq!(err.code(), "license-revoked");
+
+    // A valid license, a CRL issued on day 20, clock.toml deleted, the clock set back to
+    // day 5: the CRL's signed time catches it.
+    buy(&w, 1);
+    let sealed = w.wallet.redeem("acme/thermal").unwrap();
+    w.wallet.install(&w.issuer.redeem(&sealed, day(4)).unwrap()).unwrap();
+    let crl = w.issuer.crl(day(20)).unwrap();
+    w.wallet.verify(&w.trust, "acme/thermal", None, Some(&crl), day(20)).unwrap();
+    std::fs::remove_file(w.wallet_dir().join("clock.toml")).unwrap();
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, None, day(5)).unwrap_err();
+    assert_eq!(err.code(), "clock-rolled-back", "{err}");
+    // An expired license (not_after = day 35) is not revived by setting the clock back
+    // to day 30 either, while the wallet holds a CRL signed after it expired.
+    let late = w.issuer.crl(day(36)).unwrap();
+    assert_eq!(
+        w.wallet.verify(&w.trust, "acme/thermal", None, Some(&late), day(36)).unwrap_err().code(),
+        "license-expired"
+    );
+    std::fs::remove_file(w.wallet_dir().join("clock.toml")).unwrap();
+    let err = w.wallet.verify(&w.trust, "acme/thermal", None, None, day(30)).unwrap_err();
+    assert_eq!(err.code(), "clock-rolled-back", "{err}");
 }

@@ -8,6 +8,7 @@ use escx_licensing::issuer::store::{
 };
 use escx_licensing::issuer::{MemoryIssuerStore, Offer, Sale, SqlIssuerStore};
 use escx_licensing::messages::Epoch;
+use escx_licensing::trust::Trust;
 use escx_manifest::Micros;
 use escx_store::Location;
 use escx_store::test_util::Cluster;
@@ -255,11 +256,12 @@ fn an_issuer_runs_in_memory() {
     let answer = issuer.redeem(&sealed, T0 + 5).unwrap();
     assert_eq!(issuer.redeem(&sealed, T0 + 6).unwrap(), answer, "a retried redemption gets the same answer");
     let license = wallet.install(&answer).unwrap();
-    wallet.verify("acme/thermal", None, None, T0 + 7).unwrap();
+    wallet.verify(&Trust::issuer(issuer.signing_key().id()), "acme/thermal", None, None, T0 + 7).unwrap();
     issuer.revoke(&license.license_id, "chargeback", T0 + 8).unwrap();
     let crl = issuer.crl(T0 + 9).unwrap();
-    let err =
-        wallet.verify("acme/thermal", None, Some(&crl), T0 + 10).expect_err("a revoked license is refused");
+    let err = wallet
+        .verify(&Trust::issuer(issuer.signing_key().id()), "acme/thermal", None, Some(&crl), T0 + 10)
+        .expect_err("a revoked license is refused");
     assert_eq!(escx::Fault::code(&err), "license-revoked");
 }
 

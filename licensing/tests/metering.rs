@@ -23,7 +23,8 @@ use escx_licensing::metering::{
     self, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HourOpening, OpeningFile, Period,
     PeriodTotal, ReportFile, ReportPayload, Series,
 };
-use escx_licensing::wallet::Wallet;
+use escx_licensing::trust::Trust;
+use escx_licensing::wallet::{Verified, Wallet};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde_bytes::ByteBuf;
@@ -93,6 +94,12 @@ fn world_on(database: Option<&str>) -> World {
     issuer.register_package(&package, &policy, T0).unwrap();
     let chain = issuer.bundle(T0).unwrap();
     World { tmp, issuer, chain, package, policy }
+}
+
+/// What the metered program does first: verify its license against the issuer it
+/// ships with; usage is then recorded against exactly that license.
+fn verified(wallet: &Wallet, chain: &BundleChain) -> Verified {
+    wallet.verify(&Trust::chain(chain), "acme/thermal", None, None, T0 + 10).unwrap()
 }
 
 impl World {
@@ -240,13 +247,14 @@ fn a_private_month_is_reported_closed_and_billed() {
     let w = world();
     let (wallet, _) = w.wallet("wallet", "metered", 1);
     let meter = Meter::open(&wallet).unwrap();
+    let v = verified(&wallet, &w.chain);
     // Hour 1: minutes 0, 1 and 59 used; hour 2: minute 30.
     for (at, amount) in
         [(T0 + H, 2), (T0 + H + 5, 1), (T0 + H + 61, 4), (T0 + 2 * H - 1, 1), (T0 + 2 * H + 1800, 9)]
     {
-        meter.record("acme/thermal", "invocations", amount, at).unwrap();
+        meter.record(&v, "invocations", amount, at).unwrap();
     }
-    meter.record("acme/thermal", "compute_ms", 1200, T0 + H + 70).unwrap();
+    meter.record(&v, "compute_ms", 1200, T0 + H + 70).unwrap();
     let now = T0 + 3 * H;
     let r1 = meter.report("acme/thermal", T0 + H, Telemetry::Private, now).unwrap();
     assert_eq!(r1.units, ["compute_ms", "invocations", "minutes"]);
@@ -256,7 +264,7 @@ fn a_private_month_is_reported_closed_and_billed() {
     let r2 = meter.report("acme/thermal", T0 + 2 * H, Telemetry::Private, now).unwrap();
     assert_eq!(r2.seq, 2);
     // A reported hour takes no more records.
-    let err = meter.record("acme/thermal", "invocations", 1, T0 + H + 100).unwrap_err();
+    let err = meter.record(&v, "invocations", 1, T0 + H + 100).unwrap_err();
     assert_eq!(err.code(), "hour-reported");
 
     let mut operator = w.operator();
@@ -273,10 +281,7 @@ fn a_private_month_is_reported_closed_and_billed() {
     assert_eq!((closed.reports, closed.again), (2, false));
     assert!(operator.close(&close.file, period.end() + 30).unwrap().again);
     // Hours of a closed period are refused, on both sides.
-    assert_eq!(
-        meter.record("acme/thermal", "invocations", 1, T0 + 5 * H).unwrap_err().code(),
-        "period-closed"
-    );
+    assert_eq!(meter.record(&v, "invocations", 1, T0 + 5 * H).unwrap_err().code(), "period-closed");
 
     let charges = operator.billing(period).unwrap();
     assert_eq!(charges.len(), 1);
@@ -292,8 +297,9 @@ fn openings_prove_minutes_and_hours_and_wrong_values_fail() {
     let w = world();
     let (wallet, _) = w.wallet("wallet", "metered", 1);
     let meter = Meter::open(&wallet).unwrap();
-    meter.record("acme/thermal", "invocations", 3, T0 + H + 17 * 60 + 5).unwrap();
-    meter.record("acme/thermal", "invocations", 5, T0 + H + 40 * 60).unwrap();
+    let v = verified(&wallet, &w.chain);
+    meter.record(&v, "invocations", 3, T0 + H + 17 * 60 + 5).unwrap();
+    meter.record(&v, "invocations", 5, T0 + H + 40 * 60).unwrap();
     let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
     let mut operator = w.operator();
     assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
@@ -444,8 +450,9 @@ fn a_close_that_does_not_match_or_skips_an_hour_is_refused() {
     let (wallet, licenses) = w.wallet("wallet", "metered", 1);
     let license = &licenses[0];
     let meter = Meter::open(&wallet).unwrap();
-    meter.record("acme/thermal", "invocations", 2, T0 + H).unwrap();
-    meter.record("acme/thermal", "invocations", 3, T0 + 2 * H).unwrap();
+    let v = verified(&wallet, &w.chain);
+    meter.record(&v, "invocations", 2, T0 + H).unwrap();
+    meter.record(&v, "invocations", 3, T0 + 2 * H).unwrap();
     let now = T0 + 3 * H;
     let r1 = meter.report("acme/thermal", T0 + H, Telemetry::Private, now).unwrap();
     let r2 = meter.report("acme/thermal", T0 + 2 * H, Telemetry::Private, now).unwrap();
@@ -515,9 +522,10 @@ fn the_store_holds_no_minute_value_and_no_private_hour_total() {
     let w = world();
     let (wallet, _) = w.wallet("wallet", "metered", 1);
     let meter = Meter::open(&wallet).unwrap();
+    let v = verified(&wallet, &w.chain);
     let (a, b) = (7_777_001u64, 7_777_002u64);
-    meter.record("acme/thermal", "invocations", a, T0 + H + 60).unwrap();
-    meter.record("acme/thermal", "invocations", b, T0 + H + 120).unwrap();
+    meter.record(&v, "invocations", a, T0 + H + 60).unwrap();
+    meter.record(&v, "invocations", b, T0 + H + 120).unwrap();
     let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
     let mut operator = w.operator();
     assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
@@ -667,7 +675,8 @@ fn a_share_report_must_open_every_hour() {
     let w = world();
     let (wallet, _) = w.wallet("wallet", "metered-share", 1);
     let meter = Meter::open(&wallet).unwrap();
-    meter.record("acme/thermal", "invocations", 4, T0 + H).unwrap();
+    let v = verified(&wallet, &w.chain);
+    meter.record(&v, "invocations", 4, T0 + H).unwrap();
     let mut operator = w.operator();
     let private = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
     assert_eq!(ingest_one(&mut operator, &private.file, (T0 + 2 * H).0), "report-tier-mismatch");
@@ -688,9 +697,13 @@ fn an_hour_used_under_two_licenses_is_reported_for_each() {
         licenses.push(wallet.install(&w.issuer.redeem(&sealed, at).unwrap()).unwrap());
     }
     let meter = Meter::open(&wallet).unwrap();
-    // Before the renewal takes effect the old license counts, after it the new one.
-    let old = meter.record("acme/thermal", "invocations", 1, T0 + H + 60).unwrap();
-    let new = meter.record("acme/thermal", "invocations", 1, T0 + H + 2000).unwrap();
+    // Before the renewal takes effect the old license is the one verified and counts;
+    // after it the program verifies the new one, and usage goes to it.
+    let trust = Trust::chain(&w.chain);
+    let v = wallet.verify(&trust, "acme/thermal", None, None, T0 + H + 60).unwrap();
+    let old = meter.record(&v, "invocations", 1, T0 + H + 60).unwrap();
+    let v = wallet.verify(&trust, "acme/thermal", None, None, T0 + H + 2000).unwrap();
+    let new = meter.record(&v, "invocations", 1, T0 + H + 2000).unwrap();
     assert_eq!(old.license_id, hex::encode(&licenses[0].license_id));
     assert_eq!(new.license_id, hex::encode(&licenses[1].license_id));
     let now = T0 + 3 * H;
@@ -705,7 +718,7 @@ fn an_hour_used_under_two_licenses_is_reported_for_each() {
         assert_eq!(ingest_one(&mut operator, &report.file, now.0), "stored");
     }
     // An hour with records under one license only needs no choice.
-    meter.record("acme/thermal", "invocations", 1, T0 + 2 * H + 5).unwrap();
+    meter.record(&v, "invocations", 1, T0 + 2 * H + 5).unwrap();
     assert_eq!(
         meter.report("acme/thermal", T0 + 2 * H, Telemetry::Private, now).unwrap().license_id,
         new.license_id
@@ -776,8 +789,9 @@ fn script(w: &World) -> Script {
     // A metered month from the meter itself, closed, with openings.
     let (meter_wallet, _) = w.wallet("meter", "metered", 1);
     let meter = Meter::open(&meter_wallet).unwrap();
-    meter.record("acme/thermal", "invocations", 3, T0 + H + 17 * 60 + 5).unwrap();
-    meter.record("acme/thermal", "invocations", 5, T0 + 2 * H + 40 * 60).unwrap();
+    let v = verified(&meter_wallet, &w.chain);
+    meter.record(&v, "invocations", 3, T0 + H + 17 * 60 + 5).unwrap();
+    meter.record(&v, "invocations", 5, T0 + 2 * H + 40 * 60).unwrap();
     let metered = [T0 + H, T0 + 2 * H]
         .iter()
         .map(|hour| meter.report("acme/thermal", *hour, Telemetry::Private, T0 + 3 * H).unwrap().file)
@@ -1055,7 +1069,8 @@ fn no_table_holds_a_secret_key(database: Option<&str>) {
         Some(url) => w.pg_operator("op", url),
     };
     let meter = Meter::open(&wallet).unwrap();
-    meter.record("acme/thermal", "invocations", 5, T0 + H + 60).unwrap();
+    let v = verified(&wallet, &w.chain);
+    meter.record(&v, "invocations", 5, T0 + H + 60).unwrap();
     let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
     assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
     assert_eq!(w.issuer.database().is_postgres(), database.is_some());
@@ -1110,4 +1125,28 @@ fn a_close_trusts_an_issuer_another_handle_added() {
         Meter::open(&wallet).unwrap().close("acme/thermal", period, None, false, period.end() + 10).unwrap();
     let closed = first.close(&close.file, period.end() + 20).unwrap();
     assert_eq!((closed.reports, closed.totals.len()), (0, 0));
+}
+
+/// Review 2 (High 0): with a valid metered license and a newer license that was revoked,
+/// usage went to the newest license of the package, not to the one the program verified,
+/// and the operator refused the hour. Usage is recorded against the verified license.
+#[test]
+fn usage_is_recorded_against_the_license_the_program_verified() {
+    let w = world();
+    let (wallet, metered) = w.wallet("wallet", "metered", 1);
+    let request = wallet.request(&w.chain, &"acme/thermal".parse().unwrap(), "metered-share", 1, T0).unwrap();
+    wallet.finalize(&w.issuer.issue(&request, T0).unwrap()).unwrap();
+    let sealed = wallet.redeem_tier("acme/thermal", Some("metered-share")).unwrap();
+    let newer = wallet.install(&w.issuer.redeem(&sealed, T0 + 20).unwrap()).unwrap();
+    w.issuer.revoke(&newer.license_id, "chargeback", T0 + 30).unwrap();
+    let crl = w.issuer.crl(T0 + 30).unwrap();
+    let verified = wallet.verify(&Trust::chain(&w.chain), "acme/thermal", None, Some(&crl), T0 + H).unwrap();
+    assert_eq!(verified.license.license_id, metered[0].license_id);
+    let recorded = Meter::open(&wallet).unwrap().record(&verified, "invocations", 1, T0 + H + 60).unwrap();
+    assert_eq!(recorded.license_id, hex::encode(&metered[0].license_id));
+    // A license that is not in the meter's wallet is refused.
+    let (other, _) = w.wallet("other", "metered", 1);
+    let theirs = other.verify(&Trust::chain(&w.chain), "acme/thermal", None, None, T0 + H).unwrap();
+    let err = Meter::open(&wallet).unwrap().record(&theirs, "invocations", 1, T0 + H + 60).unwrap_err();
+    assert_eq!(err.code(), "meter-not-found", "{err}");
 }

@@ -163,9 +163,17 @@ Examples:
   escx license list --wallet ./wallet
   escx license list --wallet ./wallet --json")]
     List(ListArgs),
-    /// Verify a license offline: signature, clock, validity, revocation, package, possession.
+    /// Verify a license offline: issuer, signature, clock, validity, revocation and its age, package, possession.
     #[command(
-        after_help = "Examples:\n  escx license verify --wallet ./wallet --package acme/thermal\n  escx license verify --wallet ./wallet --package acme/thermal --crl crl.cbor --json"
+        after_help = "Only licenses signed by the issuer given (--issuer or --issuer-id: what the program ships
+with, never what the wallet holds) are accepted. Revocation is known as of the newest CRL
+held (or the license's issue): past --crl-max-age days a check passes with a warning, past
+--crl-grace days more it fails with crl-too-old until a newer CRL is fetched.
+
+Examples:
+  escx license verify --wallet ./wallet --package acme/thermal --issuer issuer.pub
+  escx license verify --wallet ./wallet --package acme/thermal --issuer issuer.pub --server http://127.0.0.1:8440
+  escx license verify --wallet ./wallet --package acme/thermal --issuer issuer.pub --crl crl.cbor --json"
     )]
     Verify(VerifyArgs),
     /// Prove possession of a license over a verifier's challenge.
@@ -431,9 +439,51 @@ pub struct VerifyArgs {
     /// A newer CRL to accept first.
     #[arg(long, value_name = "FILE")]
     crl: Option<PathBuf>,
+    /// Fetch the issuer service's newest CRL first when it can be reached (a check that
+    /// cannot reach it goes on offline, with a warning).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Verify at this time instead of now (2027-01-01, RFC 3339, or @unix).
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
+}
+
+/// The issuer a licensed program accepts and its revocation age rule (licensing.md §5.5):
+/// what the vendor ships with the program, never what the wallet holds.
+#[derive(Args)]
+pub struct TrustArgs {
+    /// The issuer whose licenses are accepted: its published bundle chain
+    /// (`escx issuer publish -o issuer.pub`).
+    #[arg(long, value_name = "FILE", required_unless_present = "issuer_id", conflicts_with = "issuer_id")]
+    issuer: Option<PathBuf>,
+    /// The issuer whose licenses are accepted, by key id (hex).
+    #[arg(long = "issuer-id", value_name = "HEX")]
+    issuer_id: Option<String>,
+    /// Days after the newest signed revocation time held (the CRL's issue, or the
+    /// license's) that checks pass without a warning.
+    #[arg(long = "crl-max-age", value_name = "DAYS", default_value_t = escx_licensing::trust::CRL_MAX_AGE_SECS / 86_400)]
+    crl_max_age: u64,
+    /// Days after the maximum age that checks still pass, with a warning, before they
+    /// fail with crl-too-old.
+    #[arg(long = "crl-grace", value_name = "DAYS", default_value_t = escx_licensing::trust::CRL_GRACE_SECS / 86_400)]
+    crl_grace: u64,
+}
+
+impl TrustArgs {
+    pub fn trust(&self) -> anyhow::Result<escx_licensing::trust::Trust> {
+        let trust = match (&self.issuer, &self.issuer_id) {
+            (Some(path), _) => escx_licensing::trust::Trust::from_chain_bytes(&read(path)?)
+                .with_context(|| format!("--issuer {}", path.display()))?,
+            (None, Some(hex)) => escx_licensing::trust::Trust::issuer(
+                hex.parse().map_err(|e| UsageError(format!("--issuer-id: {e}")))?,
+            ),
+            (None, None) => return Err(UsageError("give --issuer FILE or --issuer-id HEX".into()).into()),
+        };
+        let days = |d: u64| d.saturating_mul(86_400);
+        Ok(trust.with_crl_max_age(days(self.crl_max_age)).with_crl_grace(days(self.crl_grace)))
+    }
 }
 
 #[derive(Args)]
@@ -1106,9 +1156,20 @@ fn license_verify(args: VerifyArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::
         None => now,
     };
     let version = package_version(args.package_version.as_deref())?;
+    let trust = args.trust.trust()?;
     let crl = args.crl.as_deref().map(read).transpose()?;
-    let verified =
-        Wallet::open_existing(&args.wallet)?.verify(&args.package, version.as_ref(), crl.as_deref(), at)?;
+    let wallet = Wallet::open_existing(&args.wallet)?;
+    if let Some(server) = &args.server {
+        // Online, the newest CRL comes first; offline the check goes on with what is held
+        // (the age rule then bounds how long that can last).
+        match crate::http::Client::new(server).and_then(|client| client.get("/v1/crl")) {
+            Ok(bytes) => {
+                wallet.accept_crl(&bytes).with_context(|| format!("{server}/v1/crl"))?;
+            }
+            Err(error) => ui.warn(&format!("{server}/v1/crl: {error:#}; checking with the CRL held")),
+        }
+    }
+    let verified = wallet.verify(&trust, &args.package, version.as_ref(), crl.as_deref(), at)?;
     let id = hex::encode(&verified.license.license_id);
     ui.emit(
         &LicenseValid {

@@ -20,11 +20,13 @@ pub enum MeterCommand {
     #[command(after_help = "\
 Units are the package's [telemetry] metrics: invocations, compute_ms, bytes, custom:<name>.
 Every record also marks its minute as used (the `minutes` unit metered tiers are billed on).
+The license is verified first, as `escx license verify` does (--issuer names the issuer the
+program accepts), and usage is recorded against exactly the license that passed.
 One record is one transaction: a killed meter loses at most the record being written.
 
 Examples:
-  escx meter record --wallet ./wallet --package acme/thermal --unit invocations
-  escx meter record --wallet ./wallet --package acme/thermal --unit compute_ms --amount 1250 --at 2026-11-23T10:17:00Z")]
+  escx meter record --wallet ./wallet --package acme/thermal --issuer issuer.pub --unit invocations
+  escx meter record --wallet ./wallet --package acme/thermal --issuer issuer.pub --unit compute_ms --amount 1250")]
     Record(RecordArgs),
     /// Close an hour: sign its report of per-minute commitments for the operator.
     #[command(after_help = "\
@@ -69,6 +71,8 @@ pub struct RecordArgs {
     /// Amount to add.
     #[arg(long, default_value_t = 1)]
     amount: u64,
+    #[command(flatten)]
+    trust: super::license::TrustArgs,
     /// When the usage happened (RFC 3339, or @unix); default now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
@@ -195,8 +199,10 @@ pub fn run(command: MeterCommand, ui: &Ui) -> anyhow::Result<()> {
 
 fn meter_record(args: RecordArgs, ui: &Ui) -> anyhow::Result<()> {
     let at = super::at_or_now(args.at.as_deref())?;
+    let trust = args.trust.trust()?;
     let wallet = Wallet::open_existing(&args.wallet)?;
-    let recorded = Meter::open(&wallet)?.record(&args.package, &args.unit, args.amount, at)?;
+    let verified = wallet.verify(&trust, &args.package, None, None, at)?;
+    let recorded = Meter::open(&wallet)?.record(&verified, &args.unit, args.amount, at)?;
     ui.emit(
         &Recorded {
             package: &args.package,

@@ -145,6 +145,10 @@ impl Drop for KemKeyFile {
     }
 }
 
+/// How old the newest CRL may be before [`Issuer::current_crl`] signs a new one: 1 hour,
+/// well inside any wallet's maximum age ([`crate::trust::CRL_MAX_AGE_SECS`]).
+pub const CRL_REFRESH_SECS: u64 = 3600;
+
 /// An issuer: its keys, a working directory and a store ([`SqlIssuerStore`] for an
 /// issuer directory, SQLite or PostgreSQL; [`MemoryIssuerStore`] or another [`IssuerStore`] when
 /// embedded).
@@ -934,6 +938,26 @@ impl<S: IssuerStore> Issuer<S> {
     /// The newest CRL [`Self::crl`] signed, byte for byte (what the service serves).
     pub fn latest_crl(&self) -> Result<Option<Vec<u8>>, Error> {
         self.store.latest_crl()
+    }
+
+    /// The CRL a service hands out (service.md §2): the newest one, or a new one signed
+    /// now when none exists or the newest was issued `refresh` seconds ago or more.
+    /// Wallets judge revocation by the age of the newest CRL they hold (licensing.md
+    /// §5.5 step 4), so a quiet issuer must still sign fresh lists. Two nodes that refresh
+    /// at once sign two CRLs with consecutive numbers, both valid.
+    pub fn current_crl(&self, refresh: u64, now: UnixSeconds) -> Result<Vec<u8>, Error> {
+        if let Some(bytes) = self.latest_crl()? {
+            // The store's own CRL, read back under the issuer's key like any other.
+            let unverified =
+                |e: escx::Error| Error::stored(format!("the newest stored CRL does not verify: {e}"));
+            let envelope = Envelope::from_cbor(&bytes).map_err(unverified)?;
+            let payload = envelope.open(CONTEXT_CRL, self.signing_key()).map_err(unverified)?;
+            let crl: CrlPayload = crate::messages::decode_payload(payload, "CRL")?;
+            if now.0 < crl.issued_at.0.saturating_add(refresh) {
+                return Ok(bytes);
+            }
+        }
+        self.crl(now)
     }
 
     /// Creates a purchase account and returns its bearer token (service.md §3): 32 random

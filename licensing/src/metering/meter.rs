@@ -19,7 +19,7 @@ use super::{
 };
 use crate::Error;
 use crate::messages::LicensePayload;
-use crate::wallet::Wallet;
+use crate::wallet::{Verified, Wallet};
 
 /// The meter's database file in the wallet directory.
 pub const DATABASE_FILE: &str = "meter.sqlite";
@@ -219,10 +219,17 @@ impl<'w> Meter<'w> {
     }
 
     /// Adds `amount` to the `unit` counter of the minute containing `at`, for the license
-    /// of `package` valid then, and marks the minute used (`minutes` = 1). One transaction:
-    /// a kill loses at most this record. Refused once the hour has been reported or its
-    /// period closed.
-    pub fn record(&self, package: &str, unit: &str, amount: u64, at: UnixSeconds) -> Result<Recorded, Error> {
+    /// the program verified (`verified`, from [`Wallet::verify`](crate::wallet::Wallet::verify)),
+    /// and marks the minute used (`minutes` = 1). The license must be in this meter's
+    /// wallet and valid at `at`. One transaction: a kill loses at most this record.
+    /// Refused once the hour has been reported or its period closed.
+    pub fn record(
+        &self,
+        verified: &Verified,
+        unit: &str,
+        amount: u64,
+        at: UnixSeconds,
+    ) -> Result<Recorded, Error> {
         if !is_metric(unit) {
             return Err(refuse(
                 Refusal::Invalid,
@@ -235,8 +242,20 @@ impl<'w> Meter<'w> {
         if amount == 0 || amount > super::COUNTER_MAX {
             return Err(refuse(Refusal::Invalid, format!("the amount must be 1 to {}", super::COUNTER_MAX)));
         }
-        let (license, _) = self.license(package, at, at + 1)?;
-        let id = license_id(&license)?;
+        let package = verified.license.package.as_str();
+        let held = self.wallet.licenses_during(package, at, at + 1)?;
+        let Some((license, _)) = held.iter().find(|(l, _)| l.license_id == verified.license.license_id)
+        else {
+            return Err(refuse(
+                Refusal::NotFound,
+                format!(
+                    "license {} of {package} is not in this wallet or not valid at {}",
+                    hex::encode(&verified.license.license_id),
+                    escx::timestamp::format_rfc3339(at)
+                ),
+            ));
+        };
+        let id = license_id(license)?;
         let minute = at.floor(60);
         let hour = at.floor(HOUR_SECS);
         let transaction = self.db.begin()?;
