@@ -78,7 +78,10 @@ fn buy_redeem_verify_and_crl_over_http() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     // Offline, with no server: the installed license verifies.
-    escx(dir).args(["license", "verify", "--wallet", "w", "--package", "acme/thermal"]).assert().success();
+    escx(dir)
+        .args(["license", "verify", "--issuer", "issuer.pub", "--wallet", "w", "--package", "acme/thermal"])
+        .assert()
+        .success();
     escx(dir).args(["license", "crl", "--server", &url, "--wallet", "w"]).assert().success();
 
     // The bundle chain is cacheable: its ETag answers 304.
@@ -674,14 +677,18 @@ fn the_whole_flow_over_http() {
     ]);
     run(&[&["license", "redeem", "--server", &url][..], &wallet].concat());
     run(&["license", "crl", "--server", &url, "--wallet", "w"]);
-    let verified = run(&[&["license", "verify"][..], &wallet].concat());
+    let verified = run(&[&["license", "verify", "--issuer", "issuer.pub"][..], &wallet].concat());
     assert_eq!(verified["ok"], true, "{verified}");
 
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let used = format!("@{now}");
     let later = format!("@{}", now + ahead);
-    run(&[&["meter", "record"][..], &wallet, &["--unit", "invocations", "--amount", "7", "--at", &used]]
-        .concat());
+    run(&[
+        &["meter", "record", "--issuer", "issuer.pub"][..],
+        &wallet,
+        &["--unit", "invocations", "--amount", "7", "--at", &used],
+    ]
+    .concat());
     let report =
         [&["meter", "report"][..], &wallet, &["--hour", &used, "--at", &later, "--server", &url]].concat();
     // The same report from eight clients at once (the service ingests on several store
@@ -770,5 +777,108 @@ fn the_whole_flow_over_http() {
     ]);
     assert_eq!(installed["installed"].as_array().map(Vec::len), Some(1), "{installed}");
     assert!(dir.join("app/escx_packages/acme/thermal/1.0.0/manifest.toml").is_file());
+    assert!(server.stop().success());
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (127.0.0.0/8 is all
+/// local on Linux), as a blocking std stream.
+fn connect_from(source: &str, addr: &str) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(addr.parse().unwrap()).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// Whether the service closed `stream` (end of file or a reset) within `limit`, having
+/// sent nothing on it.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
+/// Whether the service has already closed `stream` (checked without waiting).
+fn closed_now(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let closed = match (&*stream).read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+fn healthz_from(source: &str, addr: &str) -> u16 {
+    let mut stream = connect_from(source, addr);
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Review 2 (Medium 6): connections that never send a byte were never closed (the
+/// HTTP/1–HTTP/2 sniff has no timer), and enough of them starved the service. Now a
+/// connection without a request is closed after --timeout-secs, one client address holds
+/// at most --max-connections-per-client and all clients --max-connections; past a cap a
+/// connection is closed as it is accepted, and others are still answered.
+#[test]
+fn idle_connections_are_closed_and_capped_while_others_are_answered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    issuer(dir);
+    let server = Server::start(
+        dir,
+        &[
+            "--issuer",
+            "issuer",
+            "--timeout-secs",
+            "2",
+            "--max-connections",
+            "12",
+            "--max-connections-per-client",
+            "5",
+        ],
+    );
+    let addr = server.addr.clone();
+    let opened = Instant::now();
+    // Six from one client: connections are admitted in whatever order their tasks run,
+    // so exactly one of the six (not necessarily the last) is closed at once.
+    let mut streams: Vec<TcpStream> = (0..6).map(|_| connect_from("127.0.0.1", &addr)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (closed, open): (Vec<_>, Vec<_>) = streams.drain(..).partition(closed_now);
+    assert_eq!(closed.len(), 1, "one client held {} connections with a cap of 5", open.len());
+    // Another client is still answered.
+    assert_eq!(healthz_from("127.0.0.2", &addr), 200);
+    // Twelve in all: of thirteen open at once, exactly one is closed at once.
+    let mut silent = open;
+    let mut more: Vec<TcpStream> = (0..5).map(|_| connect_from("127.0.0.2", &addr)).collect();
+    more.extend((0..2).map(|_| connect_from("127.0.0.3", &addr)));
+    more.push(connect_from("127.0.0.4", &addr));
+    std::thread::sleep(Duration::from_millis(500));
+    let (closed, open): (Vec<_>, Vec<_>) = more.drain(..).partition(closed_now);
+    assert_eq!(closed.len(), 1, "{} connections open with a cap of 12", silent.len() + open.len());
+    silent.extend(open);
+    assert!(opened.elapsed() < Duration::from_secs(2), "the checks above ran past the timeout");
+    // Every silent connection is closed by the service once the timeout has passed.
+    for (index, stream) in silent.iter_mut().enumerate() {
+        let left = Duration::from_secs(8).saturating_sub(opened.elapsed()).max(Duration::from_millis(100));
+        assert!(closed_within(stream, left), "silent connection {index} was never closed");
+    }
+    assert!(opened.elapsed() >= Duration::from_secs(2), "closed before the timeout");
+    // Their places are given back.
+    assert_eq!(healthz_from("127.0.0.1", &addr), 200);
+    assert_eq!(healthz_from("127.0.0.4", &addr), 200);
     assert!(server.stop().success());
 }

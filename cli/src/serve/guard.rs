@@ -136,6 +136,15 @@ pub struct Metrics {
     durations: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     pub redemptions: Counter,
     reports: Family<OutcomeLabels, Counter>,
+    pub connections: ConnectionMetrics,
+}
+
+/// What the connection gate counts (service.md §4), shared with it.
+#[derive(Clone, Default)]
+pub struct ConnectionMetrics {
+    pub open: prometheus_client::metrics::gauge::Gauge,
+    pub refused: Counter,
+    pub timed_out: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -172,7 +181,19 @@ impl Metrics {
             "Hourly reports stored or found duplicate",
             reports.clone(),
         );
-        Self { registry, requests, durations, redemptions, reports }
+        let connections = ConnectionMetrics::default();
+        registry.register("escx_connections_open", "TCP connections open now", connections.open.clone());
+        registry.register(
+            "escx_connections_refused",
+            "Connections closed as they were accepted, a connection cap being reached",
+            connections.refused.clone(),
+        );
+        registry.register(
+            "escx_connections_timed_out",
+            "Connections closed for sending no request within the timeout",
+            connections.timed_out.clone(),
+        );
+        Self { registry, requests, durations, redemptions, reports, connections }
     }
 
     pub fn observe(&self, endpoint: &str, status: u16, elapsed: Duration) {

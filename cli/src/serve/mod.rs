@@ -2,6 +2,7 @@
 //! carry the specs' signed and sealed messages to the library calls the file commands
 //! make, and back; this module adds transport, limits and observability, never trust.
 
+mod conn;
 mod guard;
 
 use std::net::SocketAddr;
@@ -67,6 +68,13 @@ pub struct ServeArgs {
     /// Requests handled at once; more are refused with 503 and Retry-After.
     #[arg(long = "max-in-flight", value_name = "N", default_value_t = 64)]
     pub max_in_flight: usize,
+    /// Connections open at once; more are closed as they are accepted.
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 512)]
+    pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 /64; trusted proxies
+    /// count only toward --max-connections).
+    #[arg(long = "max-connections-per-client", value_name = "N", default_value_t = 64)]
+    pub max_connections_per_client: usize,
     /// Redemptions per second per client address (bursts of twice that).
     #[arg(long = "redeem-rate", value_name = "N", default_value = "20")]
     pub redeem_rate: NonZeroU32,
@@ -112,6 +120,8 @@ struct Service {
     ingest_limit: ClientLimit,
     /// Peers whose X-Forwarded-For names the client (`--trusted-proxy`).
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// Connection caps and the first-request deadline.
+    gate: Arc<conn::Gate>,
     /// Registry package files' entity tags, by resolved path.
     file_tags: Mutex<std::collections::HashMap<PathBuf, FileTag>>,
 }
@@ -176,12 +186,27 @@ pub(crate) struct Parts {
 struct Limits {
     timeout_secs: u64,
     max_in_flight: usize,
+    max_connections: usize,
+    max_connections_per_client: usize,
     redeem_rate: NonZeroU32,
     ingest_rate: NonZeroU32,
 }
 
+impl Limits {
+    fn gate(&self, trusted_proxies: &[std::net::IpAddr], metrics: &Metrics) -> conn::Gate {
+        conn::Gate::new(
+            self.max_connections,
+            self.max_connections_per_client,
+            Duration::from_secs(self.timeout_secs.max(1)),
+            trusted_proxies,
+            metrics.connections.clone(),
+        )
+    }
+}
+
 impl Service {
     fn new(parts: Parts, limits: Limits, issuer_now: Clock, operator_now: Clock) -> Self {
+        let metrics = Metrics::new();
         Self {
             issuer_now,
             operator_now,
@@ -190,7 +215,8 @@ impl Service {
             ledger: parts.ledger.map(Mutex::new),
             registry: parts.registry,
             proofs: parts.proofs,
-            metrics: Metrics::new(),
+            gate: Arc::new(limits.gate(&[], &metrics)),
+            metrics,
             redeem_limit: ClientLimit::per_second(limits.redeem_rate),
             ingest_limit: ClientLimit::per_second(limits.ingest_rate),
             trusted_proxies: Vec::new(),
@@ -349,9 +375,10 @@ async fn redeem(
 }
 
 async fn crl(State(service): State<Shared>) -> Result<Response, ApiError> {
-    let crl = blocking(move || Ok(issuer(&service)?.latest_crl()?))
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no-crl", "the issuer has signed no CRL yet"))?;
+    let crl = blocking(move || {
+        Ok(issuer(&service)?.current_crl(escx_licensing::issuer::CRL_REFRESH_SECS, (service.issuer_now)())?)
+    })
+    .await?;
     Ok(cbor(crl))
 }
 
@@ -580,8 +607,15 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this path takes another method")
 }
 
-/// Counts and times every answer, the refusals of the outer layers included.
-async fn observe(State(service): State<Shared>, request: Request, next: Next) -> Response {
+/// Counts and times every answer, the refusals of the outer layers included; marks the
+/// connection as having sent a request (its first-request deadline is met).
+async fn observe(
+    State(service): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    service.gate.request_arrived(peer);
     let endpoint = endpoint_of(request.uri().path());
     let started = Instant::now();
     let response = next.run(request).await;
@@ -715,6 +749,8 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
     let limits = Limits {
         timeout_secs: args.timeout_secs,
         max_in_flight: args.max_in_flight,
+        max_connections: args.max_connections,
+        max_connections_per_client: args.max_connections_per_client,
         redeem_rate: args.redeem_rate,
         ingest_rate: args.ingest_rate,
     };
@@ -726,6 +762,7 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         Arc::new(move || escx::UnixSeconds(escx::now_unix().0.saturating_add(ahead))),
     );
     service.trusted_proxies.clone_from(&args.trusted_proxies);
+    service.gate = Arc::new(limits.gate(&args.trusted_proxies, &service.metrics));
     let service = Arc::new(service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -782,6 +819,7 @@ async fn serve_on(
     let local = listener.local_addr().map_err(|e| escx::Error::io("<listener>", e))?;
     listener.set_nonblocking(true).map_err(|e| escx::Error::io(local.to_string(), e))?;
     forget_idle_clients(service.clone());
+    let service_gate = service.gate.clone();
     let timeout = Duration::from_secs(limits.timeout_secs.max(1));
     let handle = axum_server::Handle::new();
     let stopping = handle.clone();
@@ -791,12 +829,24 @@ async fn serve_on(
         stopping.graceful_shutdown(Some(timeout + Duration::from_secs(1)));
     });
     let app = router(service, limits).into_make_service_with_connect_info::<SocketAddr>();
+    let gate = service_gate;
     let mut server = axum_server::from_tcp(listener).handle(handle);
     server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeout);
+    // An HTTP/2 peer that stops answering pings is dropped; one that answers them but
+    // sends nothing holds one of its client's --max-connections-per-client places.
+    server
+        .http_builder()
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(timeout)
+        .keep_alive_timeout(timeout);
     let served = match tls {
-        None => server.serve(app).await,
+        None => {
+            server.acceptor(conn::Limited::new(axum_server::accept::DefaultAcceptor, gate)).serve(app).await
+        }
         Some(config) => {
-            server.acceptor(axum_server::tls_rustls::RustlsAcceptor::new(config)).serve(app).await
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(config);
+            server.acceptor(conn::Limited::new(tls, gate)).serve(app).await
         }
     };
     served.map_err(|e| escx::Error::io(local.to_string(), e))?;
@@ -853,6 +903,8 @@ pub(crate) fn start_in_process(
     let limits = Limits {
         timeout_secs: 10,
         max_in_flight: 64,
+        max_connections: 512,
+        max_connections_per_client: 64,
         redeem_rate: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
         ingest_rate: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
     };
