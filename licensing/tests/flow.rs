@@ -1020,3 +1020,20 @@ fn deleting_wallet_state_revives_a_license_only_within_the_age_rule() {
     let err = w.wallet.verify(&w.trust, "acme/thermal", None, None, day(30)).unwrap_err();
     assert_eq!(err.code(), "clock-rolled-back", "{err}");
 }
+
+/// What a service hands out keeps wallets inside the revocation age rule when nothing
+/// is revoked: a CRL an hour old or more is replaced by a fresh one with the next number.
+#[test]
+fn the_current_crl_is_re_signed_once_it_is_an_hour_old() {
+    let w = world();
+    let refresh = escx_licensing::issuer::CRL_REFRESH_SECS;
+    let first = w.issuer.current_crl(refresh, T0).unwrap();
+    assert_eq!(w.issuer.current_crl(refresh, T0 + refresh - 1).unwrap(), first, "fresh: served as is");
+    let second = w.issuer.current_crl(refresh, T0 + refresh).unwrap();
+    assert_ne!(second, first);
+    buy(&w, 1);
+    let held = w.wallet.accept_crl(&first).unwrap();
+    let next = w.wallet.accept_crl(&second).unwrap();
+    assert_eq!((held.number, next.number), (1, 2));
+    assert_eq!(next.issued_at, T0 + refresh);
+}
