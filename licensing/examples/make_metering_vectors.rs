@@ -70,6 +70,17 @@ fn main() {
             "value": value, "commitment": hex::encode(metering::commit(value, &r).compress().to_bytes()),
         }));
     }
+    // Blindings of a report made with a nonce (metering.md §2.2, v2 context).
+    let nonce = [0x5au8; 32];
+    let mut report_blindings = Vec::new();
+    for (unit, hour, minute, value) in [("invocations", T0, 17u8, 3u64), ("minutes", T0, 59, 1)] {
+        let r = metering::report_blinding(&secret, &license_id, Some(&nonce), unit, hour, minute);
+        report_blindings.push(json!({
+            "secret": hex::encode(secret), "license_id": hex::encode(license_id), "nonce": hex::encode(nonce),
+            "unit": unit, "hour": hour, "minute": minute, "blinding": hex::encode(r.to_bytes()),
+            "value": value, "commitment": hex::encode(metering::commit(value, &r).compress().to_bytes()),
+        }));
+    }
     let hour_sum: Scalar =
         (0..60).map(|m| metering::blinding(&secret, &license_id, "invocations", T0, m)).sum();
     let hour_sum_json =
@@ -166,6 +177,7 @@ fn main() {
     let expected = json!({
         "spec": "spec/metering.md §2.2 (blindings), §3 (reports), §5 (openings), §6 (ingest), §7 (closes)",
         "blindings": blindings,
+        "report_blindings": report_blindings,
         "hour_blinding_sum": hour_sum_json,
         "operator": {
             "issuer": "issuer.chain", "package": "package.escx", "publisher": "publisher.pub", "registered_at": T0,

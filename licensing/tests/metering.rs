@@ -1150,3 +1150,159 @@ fn usage_is_recorded_against_the_license_the_program_verified() {
     let err = Meter::open(&wallet).unwrap().record(&theirs, "invocations", 1, T0 + H + 60).unwrap_err();
     assert_eq!(err.code(), "meter-not-found", "{err}");
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The commitments of `unit` in a report file.
+fn commitments_of(file: &[u8], unit: &str) -> Vec<curve25519_dalek::ristretto::RistrettoPoint> {
+    let file = ReportFile::from_cbor(file).unwrap();
+    let envelope = escx::envelope::Envelope::from_cbor(&file.report).unwrap();
+    let payload: ReportPayload = ciborium::from_reader(envelope.payload_unverified()).unwrap();
+    let series = payload.series.iter().find(|s| s.unit == unit).unwrap();
+    series
+        .commitments
+        .iter()
+        .map(|c| {
+            curve25519_dalek::ristretto::CompressedRistretto::from_slice(c).unwrap().decompress().unwrap()
+        })
+        .collect()
+}
+
+/// Review 2 (Medium 3): a wallet restored from a backup re-reported an hour; with
+/// blindings derived from the secret and coordinates alone, the two commitments of each
+/// minute shared a blinding, so `C1 − C2 = (v1 − v2)·B` and small discrete logs gave every
+/// minute's value. With a fresh nonce per report no difference is a small multiple of B.
+#[test]
+fn a_re_reported_hour_reveals_no_minute_value() {
+    let w = world();
+    let (wallet, _) = w.wallet("wallet", "metered", 1);
+    let v = verified(&wallet, &w.chain);
+    let meter = Meter::open(&wallet).unwrap();
+    for (minute, amount) in [(3u64, 5u64), (17, 2), (40, 9)] {
+        meter.record(&v, "invocations", amount, T0 + H + minute * 60).unwrap();
+    }
+    drop(meter);
+    let backup = w.tmp.path().join("backup");
+    copy_tree(wallet.dir(), &backup);
+    let meter = Meter::open(&wallet).unwrap();
+    let first = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
+    let mut operator = w.operator();
+    assert_eq!(ingest_one(&mut operator, &first.file, (T0 + 2 * H).0), "stored");
+
+    // The restored copy has no report of the hour; it records more and reports again.
+    let restored = Wallet::open(&backup).unwrap();
+    let meter = Meter::open(&restored).unwrap();
+    let v = verified(&restored, &w.chain);
+    meter.record(&v, "invocations", 1, T0 + H + 50 * 60).unwrap();
+    let second = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
+    assert_eq!(ingest_one(&mut operator, &second.file, (T0 + 2 * H).0), "equivocation");
+
+    // What the operator holds as evidence: both reports. Try every |v| ≤ 1000 per minute.
+    let gens = bulletproofs::PedersenGens::default();
+    let small: Vec<_> = (-1000i64..=1000)
+        .map(|v| {
+            let s = curve25519_dalek::scalar::Scalar::from(v.unsigned_abs());
+            if v < 0 { -(gens.B * s) } else { gens.B * s }
+        })
+        .collect();
+    for unit in ["invocations", "minutes"] {
+        let (c1, c2) = (commitments_of(&first.file, unit), commitments_of(&second.file, unit));
+        for minute in 0..60 {
+            let difference = c1[minute] - c2[minute];
+            assert!(
+                !small.contains(&difference),
+                "minute {minute} of {unit}: the difference of the two reports is a small multiple of B"
+            );
+        }
+    }
+    // Each report still opens with its own meter.
+    let opening = Meter::open(&wallet).unwrap().open_hour("acme/thermal", T0 + H, Some(3), None).unwrap();
+    let verdict = operator.check_opening(&opening.to_cbor()).unwrap();
+    assert!(verdict.values.contains(&("invocations".to_string(), 5)), "{:?}", verdict.values);
+}
+
+/// A report made before nonces (a schema-1 meter: `reports.nonce` NULL) still opens, and
+/// closes, under the blindings it was made with.
+#[test]
+fn a_report_made_before_nonces_still_opens_and_closes() {
+    let w = world();
+    let (wallet, licenses) = w.wallet("wallet", "metered", 1);
+    let v = verified(&wallet, &w.chain);
+    let meter = Meter::open(&wallet).unwrap();
+    meter.record(&v, "invocations", 4, T0 + H + 7 * 60).unwrap();
+    drop(meter);
+    // What a schema-1 meter stored: a report whose blindings are the v1 derivation from the
+    // meter's secret, and no nonce.
+    let db = rusqlite::Connection::open(wallet.dir().join("meter.sqlite")).unwrap();
+    let secret: Vec<u8> =
+        db.query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| r.get(0)).unwrap();
+    let secret: [u8; 32] = secret.try_into().unwrap();
+    let license = &licenses[0];
+    let id: [u8; 16] = license.license_id.as_slice().try_into().unwrap();
+    let mut invocations = [0u64; 60];
+    invocations[7] = 4;
+    let mut minutes = [0u64; 60];
+    minutes[7] = 1;
+    let series = [("invocations", invocations), ("minutes", minutes)]
+        .iter()
+        .map(|(unit, values)| Series {
+            unit: unit.to_string(),
+            commitments: (0..60u8)
+                .map(|m| {
+                    let r = metering::blinding(&secret, &id, unit, T0 + H, m);
+                    ByteBuf::from(metering::commit(values[usize::from(m)], &r).compress().to_bytes().to_vec())
+                })
+                .collect(),
+            opened: None,
+        })
+        .collect();
+    let payload = ReportPayload {
+        v: 1,
+        package: "acme/thermal".parse().unwrap(),
+        license_id: license.license_id.clone(),
+        hour: T0 + H,
+        seq: 1,
+        previous: ByteBuf::from(vec![0u8; 32]),
+        series,
+    };
+    let envelope =
+        wallet.seal_as_holder("acme/thermal", &id, CONTEXT_REPORT, escx::cbor::encode(&payload)).unwrap();
+    let file = ReportFile {
+        v: 1,
+        certificate: ByteBuf::from(certificate(&wallet, license)),
+        report: ByteBuf::from(envelope),
+    }
+    .to_cbor();
+    // Back to schema 1 (no nonce column), holding that report; opening migrates it.
+    db.execute_batch(
+        "ALTER TABLE reports DROP COLUMN nonce; UPDATE meta SET value = '1' WHERE key = 'schema';",
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO reports (license_id, seq, hour, hash, file) VALUES (?1, 1, ?2, ?3, ?4)",
+        rusqlite::params![&id[..], (T0 + H).0 as i64, &hash_of(&file)[..], &file],
+    )
+    .unwrap();
+    drop(db);
+    let mut operator = w.operator();
+    assert_eq!(ingest_one(&mut operator, &file, (T0 + 2 * H).0), "stored");
+    let meter = Meter::open(&wallet).unwrap();
+    let opening = meter.open_hour("acme/thermal", T0 + H, Some(7), None).unwrap();
+    let verdict = operator.check_opening(&opening.to_cbor()).unwrap();
+    assert!(verdict.values.contains(&("invocations".to_string(), 4)), "{:?}", verdict.values);
+    let period = Period::of(T0);
+    let close = meter.close("acme/thermal", period, None, false, period.end() + 10).unwrap();
+    let closed = operator.close(&close.file, period.end() + 20).unwrap();
+    assert_eq!(closed.reports, 1);
+}

@@ -149,3 +149,43 @@ fn reports_closes_and_openings_get_their_verdicts() {
     }
     assert_eq!(operator.evidence(None).unwrap().len(), 2, "the twin report and the conflicting close");
 }
+
+/// metering.md §2.2, reports with a nonce: the v2 context over secret || id || hour BE ||
+/// minute || nonce || unit, derived here by hand.
+#[test]
+fn report_blindings_with_a_nonce_match_the_known_answers() {
+    let expected = expected();
+    let cases = expected["report_blindings"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let bytes = |key: &str| hex::decode(case[key].as_str().unwrap()).unwrap();
+        let secret: [u8; 32] = bytes("secret").try_into().unwrap();
+        let id: [u8; 16] = bytes("license_id").try_into().unwrap();
+        let nonce: [u8; 32] = bytes("nonce").try_into().unwrap();
+        let unit = case["unit"].as_str().unwrap();
+        let hour = case["hour"].as_u64().unwrap();
+        let minute = case["minute"].as_u64().unwrap() as u8;
+        let mut hasher = blake3::Hasher::new_derive_key("escx v2 meter report blinding");
+        hasher
+            .update(&secret)
+            .update(&id)
+            .update(&hour.to_be_bytes())
+            .update(&[minute])
+            .update(&nonce)
+            .update(unit.as_bytes());
+        let mut wide = [0u8; 64];
+        hasher.finalize_xof().fill(&mut wide);
+        let r = Scalar::from_bytes_mod_order_wide(&wide);
+        assert_eq!(hex::encode(r.to_bytes()), case["blinding"].as_str().unwrap(), "{case}");
+        let hour = escx::UnixSeconds(hour);
+        assert_eq!(r, metering::report_blinding(&secret, &id, Some(&nonce), unit, hour, minute));
+        // Without a nonce, the v1 derivation (reports made before nonces).
+        assert_eq!(
+            metering::report_blinding(&secret, &id, None, unit, hour, minute),
+            metering::blinding(&secret, &id, unit, hour, minute)
+        );
+        let value = case["value"].as_u64().unwrap();
+        let commitment = metering::commit(value, &r).compress().to_bytes();
+        assert_eq!(hex::encode(commitment), case["commitment"].as_str().unwrap());
+    }
+}

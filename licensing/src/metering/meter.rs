@@ -14,8 +14,8 @@ use zeroize::Zeroizing;
 
 use super::{
     CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HOUR_SECS, HourOpening, MINUTES, OpeningFile,
-    Period, PeriodTotal, Refusal, ReportFile, ReportPayload, Series, UNIT_MINUTES, UnitOpening, blinding,
-    commit, format_hour, is_metric, refuse, report_hash,
+    Period, PeriodTotal, REPORT_NONCE_BYTES, Refusal, ReportFile, ReportPayload, Series, UNIT_MINUTES,
+    UnitOpening, commit, format_hour, is_metric, refuse, report_blinding, report_hash,
 };
 use crate::Error;
 use crate::messages::LicensePayload;
@@ -35,6 +35,8 @@ CREATE TABLE reports (
 CREATE TABLE closes (
     license_id BLOB NOT NULL, period TEXT NOT NULL, file BLOB NOT NULL, PRIMARY KEY (license_id, period));
 ";
+/// Each report's nonce (metering.md §2.2); NULL for reports made before nonces.
+const SQLITE_V2: &str = "ALTER TABLE reports ADD COLUMN nonce BLOB;";
 
 /// The meter's tables: SQLite only (the meter lives in the customer's wallet), the version in
 /// `meta`.
@@ -42,7 +44,7 @@ static SCHEMA: Schema = Schema {
     what: "meter",
     pg_schema: None,
     lock: "escx v1 meter migration lock",
-    sqlite: Migrations { steps: &[SQLITE_V1], mark: Mark::Meta },
+    sqlite: Migrations { steps: &[SQLITE_V1, SQLITE_V2], mark: Mark::Meta },
     postgres: Migrations { steps: &[], mark: Mark::Meta },
 };
 
@@ -445,6 +447,8 @@ impl<'w> Meter<'w> {
             ));
         }
         let secret = self.secret()?;
+        let mut nonce = Zeroizing::new([0u8; REPORT_NONCE_BYTES]);
+        escx::keyfile::fill_random(nonce.as_mut())?;
         let mut series = Vec::with_capacity(units.len());
         for unit in &units {
             let values = Self::minutes(&transaction, &id, unit, hour)?;
@@ -452,7 +456,7 @@ impl<'w> Meter<'w> {
             let mut sum = Scalar::ZERO;
             let mut commitments = Vec::with_capacity(MINUTES);
             for (minute, value) in (0u8..).zip(values.iter()) {
-                let r = blinding(&secret, &id, unit, hour, minute);
+                let r = report_blinding(&secret, &id, Some(&nonce), unit, hour, minute);
                 commitments.push(ByteBuf::from(commit(*value, &r).compress().to_bytes().to_vec()));
                 sum += r;
                 total = total.checked_add(*value).ok_or_else(|| {
@@ -482,8 +486,15 @@ impl<'w> Meter<'w> {
             ReportFile { v: 1, certificate: ByteBuf::from(certificate), report: ByteBuf::from(envelope) }
                 .to_cbor();
         transaction.exec(
-            "INSERT INTO reports (license_id, seq, hour, hash, file) VALUES (?1, ?2, ?3, ?4, ?5)",
-            &[Arg::Bytes(&id), int(seq), int(hour), Arg::Bytes(&hash[..]), Arg::Bytes(&file)],
+            "INSERT INTO reports (license_id, seq, hour, hash, file, nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &[
+                Arg::Bytes(&id),
+                int(seq),
+                int(hour),
+                Arg::Bytes(&hash[..]),
+                Arg::Bytes(&file),
+                Arg::Bytes(&nonce[..]),
+            ],
         )?;
         transaction.commit()?;
         Ok(MadeReport { file, seq, license_id: id_hex, units: units.into_iter().collect(), again: false })
@@ -570,14 +581,20 @@ impl<'w> Meter<'w> {
                 ),
             ));
         }
-        let mut reports: Vec<(u64, UnixSeconds, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut reports: Vec<StoredReport> = Vec::new();
         for r in transaction.rows(
-            "SELECT seq, hour, hash, file FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY seq",
+            "SELECT seq, hour, hash, file, nonce FROM reports WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY seq",
             &[Arg::Bytes(&id), int(period.start()), int(period.end())],
         )? {
-            reports.push((r.uint(0)?, UnixSeconds(r.uint(1)?), r.bytes(2)?.to_vec(), r.bytes(3)?.to_vec()));
+            reports.push(StoredReport {
+                seq: r.uint(0)?,
+                hour: UnixSeconds(r.uint(1)?),
+                hash: r.bytes(2)?.to_vec(),
+                file: r.bytes(3)?.to_vec(),
+                nonce: stored_nonce(r.opt_bytes(4)?)?,
+            });
         }
-        let reported: BTreeSet<UnixSeconds> = reports.iter().map(|r| r.1).collect();
+        let reported: BTreeSet<UnixSeconds> = reports.iter().map(|r| r.hour).collect();
         {
             let rows = transaction.rows(
                 "SELECT DISTINCT minute - minute % 3600 FROM counters WHERE license_id = ?1 AND minute >= ?2 AND minute < ?3",
@@ -601,7 +618,7 @@ impl<'w> Meter<'w> {
             }
         }
         let (through_seq, through_hash) = match reports.last() {
-            Some((seq, _, hash, _)) => (*seq, hash.clone()),
+            Some(last) => (last.seq, last.hash.clone()),
             None => transaction
                 .row(
                     "SELECT seq, hash FROM reports WHERE license_id = ?1 AND hour < ?2 ORDER BY seq DESC LIMIT 1",
@@ -613,7 +630,7 @@ impl<'w> Meter<'w> {
         };
         let secret = self.secret()?;
         let mut totals: BTreeMap<String, (u64, Scalar)> = BTreeMap::new();
-        for (_, hour, _, file) in &reports {
+        for StoredReport { hour, file, nonce, .. } in &reports {
             let hour = *hour;
             for unit in units_of(file)? {
                 let values = Self::minutes(&transaction, &id, &unit, hour)?;
@@ -622,7 +639,7 @@ impl<'w> Meter<'w> {
                     entry.0 = entry.0.checked_add(*value).ok_or_else(|| {
                         refuse(Refusal::Overflow, format!("the {unit} total of {period} overflows"))
                     })?;
-                    entry.1 += blinding(&secret, &id, &unit, hour, minute);
+                    entry.1 += report_blinding(&secret, &id, nonce.as_ref(), &unit, hour, minute);
                 }
             }
         }
@@ -675,13 +692,13 @@ impl<'w> Meter<'w> {
         }
         let (license, _) = self.license(package, hour, hour + HOUR_SECS)?;
         let id = license_id(&license)?;
-        let file: Vec<u8> = self
+        let (file, nonce) = self
             .db
             .row(
-                "SELECT file FROM reports WHERE license_id = ?1 AND hour = ?2",
+                "SELECT file, nonce FROM reports WHERE license_id = ?1 AND hour = ?2",
                 &[Arg::Bytes(&id), int(hour)],
             )?
-            .map(|r| r.bytes(0).map(<[u8]>::to_vec))
+            .map(|r| Ok::<_, Error>((r.bytes(0)?.to_vec(), stored_nonce(r.opt_bytes(1)?)?)))
             .transpose()?
             .ok_or_else(|| {
                 refuse(
@@ -702,11 +719,13 @@ impl<'w> Meter<'w> {
         for unit in units {
             let values = Self::minutes(&self.db, &id, &unit, hour)?;
             let (value, r) = match minute {
-                Some(m) => (values[usize::from(m)], blinding(&secret, &id, &unit, hour, m)),
+                Some(m) => {
+                    (values[usize::from(m)], report_blinding(&secret, &id, nonce.as_ref(), &unit, hour, m))
+                }
                 None => {
                     let mut sum = Scalar::ZERO;
                     for m in (0u8..).take(MINUTES) {
-                        sum += blinding(&secret, &id, &unit, hour, m);
+                        sum += report_blinding(&secret, &id, nonce.as_ref(), &unit, hour, m);
                     }
                     (values.iter().sum(), sum)
                 }
@@ -722,6 +741,24 @@ impl<'w> Meter<'w> {
             openings,
         })
     }
+}
+
+/// One stored report of a period, as a close reads it.
+struct StoredReport {
+    seq: u64,
+    hour: UnixSeconds,
+    hash: Vec<u8>,
+    file: Vec<u8>,
+    nonce: Option<[u8; REPORT_NONCE_BYTES]>,
+}
+
+/// A report's stored nonce: absent for a report made before nonces.
+fn stored_nonce(cell: Option<&[u8]>) -> Result<Option<[u8; REPORT_NONCE_BYTES]>, Error> {
+    cell.map(|bytes| {
+        <[u8; REPORT_NONCE_BYTES]>::try_from(bytes)
+            .map_err(|_| Error::stored(format!("a report nonce of {} bytes in the meter", bytes.len())))
+    })
+    .transpose()
 }
 
 fn closed(db: &impl Sql, id: &[u8; 16], period: Period) -> Result<bool, Error> {

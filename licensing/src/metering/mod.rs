@@ -35,13 +35,18 @@ pub const CONTEXT_CLOSE: SigningContext = SigningContext::new("escx/meter-close/
 pub const CONTEXT_REPORT_HASH: &str = "escx v1 meter report hash";
 /// `derive_key` context of the per-minute blindings.
 pub const CONTEXT_BLINDING: &str = "escx v1 meter blinding";
+/// Context of the blindings of a report made with a nonce (metering.md §2.2).
+pub const CONTEXT_REPORT_BLINDING: &str = "escx v2 meter report blinding";
+/// The bytes of a report's nonce (metering.md §2.2).
+pub const REPORT_NONCE_BYTES: usize = 32;
 /// `derive_key` context naming a license certificate in the operator's store.
 pub const CONTEXT_CERTIFICATE_ID: &str = "escx v1 meter certificate id";
 
 /// Every signing context of this module (for the spec test).
 pub const ALL_CONTEXTS: &[SigningContext] = &[CONTEXT_REPORT, CONTEXT_CLOSE];
 /// Every `derive_key` context of this module (for the spec test).
-pub const ALL_HASH_CONTEXTS: &[&str] = &[CONTEXT_REPORT_HASH, CONTEXT_BLINDING, CONTEXT_CERTIFICATE_ID];
+pub const ALL_HASH_CONTEXTS: &[&str] =
+    &[CONTEXT_REPORT_HASH, CONTEXT_BLINDING, CONTEXT_REPORT_BLINDING, CONTEXT_CERTIFICATE_ID];
 
 /// Seconds in an hour.
 pub const HOUR_SECS: u64 = 3600;
@@ -281,6 +286,35 @@ pub fn blinding(
     hasher.update(license_id);
     hasher.update(&hour.0.to_be_bytes());
     hasher.update(&[minute]);
+    hasher.update(unit.as_bytes());
+    let mut wide = zeroize::Zeroizing::new([0u8; 64]);
+    hasher.finalize_xof().fill(wide.as_mut());
+    Scalar::from_bytes_mod_order_wide(&wide)
+}
+
+/// The blinding of one minute of a report made with `nonce`: the 64-byte BLAKE3
+/// `derive_key` output (context `escx v2 meter report blinding`) over `secret ||
+/// license_id || hour (u64 BE) || minute (u8) || nonce (32) || unit (UTF-8)`, reduced mod
+/// ℓ. The nonce is fresh for every report and kept with it by the meter, so a second
+/// report of one hour (a restored or copied wallet) never reuses a blinding. `None` is a
+/// report made before nonces, whose blindings are [`blinding`]'s.
+pub fn report_blinding(
+    secret: &[u8; 32],
+    license_id: &[u8; 16],
+    nonce: Option<&[u8; REPORT_NONCE_BYTES]>,
+    unit: &str,
+    hour: UnixSeconds,
+    minute: u8,
+) -> Scalar {
+    let Some(nonce) = nonce else {
+        return blinding(secret, license_id, unit, hour, minute);
+    };
+    let mut hasher = blake3::Hasher::new_derive_key(CONTEXT_REPORT_BLINDING);
+    hasher.update(secret);
+    hasher.update(license_id);
+    hasher.update(&hour.0.to_be_bytes());
+    hasher.update(&[minute]);
+    hasher.update(nonce);
     hasher.update(unit.as_bytes());
     let mut wide = zeroize::Zeroizing::new([0u8; 64]);
     hasher.finalize_xof().fill(wide.as_mut());
