@@ -992,7 +992,16 @@ fn suppressed_cohort(demo: &mut Demo) -> anyhow::Result<String> {
 fn settle_usage(demo: &mut Demo) -> anyhow::Result<String> {
     let period = metering::Period::of(demo.meter_clock - HOUR_SECS);
     let operator = Operator::open(&demo.dir.join("operator"))?;
-    let charges = operator.billing(period)?;
+    let billing = operator.billing(period)?;
+    if let Some(refused) = billing.refused.first() {
+        anyhow::bail!(
+            "license {} could not be billed: {} ({})",
+            refused.license_id,
+            refused.reason,
+            refused.code
+        );
+    }
+    let charges = billing.charges;
     let events: Vec<BillingEvent> = charges.iter().map(BillingEvent::from_usage).collect();
     let file: Vec<serde_json::Value> = events.iter().map(BillingEvent::to_json).collect();
     std::fs::write(demo.settlement_dir().join("usage-events.json"), serde_json::to_string_pretty(&file)?)?;

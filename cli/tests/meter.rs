@@ -242,6 +242,24 @@ fn record_report_ingest_close_bill_and_settle() {
     let events = json(&std::fs::read(dir.join("usage.json")).unwrap());
     assert_eq!(events[0]["kind"], "usage");
     assert_eq!(events[0]["gross"], "0.20");
+    // A close the store holds with more minutes than the month has (written by hand): that
+    // license is named and not billed, the command still writes the others' events and
+    // exits 0 (metering.md §7.2).
+    {
+        let db = rusqlite::Connection::open(dir.join("op/operator.sqlite")).unwrap();
+        db.execute("UPDATE close_totals SET total = ?1 WHERE unit = 'minutes'", [1i64 << 62]).unwrap();
+        let out = escx(dir)
+            .args(["operator", "billing", "op", "--period", &period, "-o", "usage-bad.json", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let answer = json(&out.stdout);
+        assert_eq!(answer["refused"][0]["code"], "usage-impossible", "{answer}");
+        assert_eq!(answer["events"], 0);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not billed"));
+        assert_eq!(json(&std::fs::read(dir.join("usage-bad.json")).unwrap()), serde_json::json!([]));
+        db.execute("UPDATE close_totals SET total = 2 WHERE unit = 'minutes'", []).unwrap();
+    }
     std::fs::create_dir_all(dir.join("manifests")).unwrap();
     std::fs::write(dir.join("manifests/thermal.toml"), MANIFEST).unwrap();
     escx(dir).args(["key", "generate", "--out", "opkey", "--unencrypted"]).assert().success();

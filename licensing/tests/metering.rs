@@ -283,7 +283,7 @@ fn a_private_month_is_reported_closed_and_billed() {
     // Hours of a closed period are refused, on both sides.
     assert_eq!(meter.record(&v, "invocations", 1, T0 + 5 * H).unwrap_err().code(), "period-closed");
 
-    let charges = operator.billing(period).unwrap();
+    let charges = operator.billing(period).unwrap().charges;
     assert_eq!(charges.len(), 1);
     // 4 minutes at 6.00 an hour: 0.40.
     assert_eq!((charges[0].minutes, charges[0].gross_micros.0), (4, 400_000));
@@ -848,8 +848,12 @@ fn transcript<S: OperatorStore>(operator: &mut Operator<S>, s: &Script) -> Vec<S
     }
     out.push(ingest(operator, std::slice::from_ref(&s.metered[0]), period.end() + 40));
     let id = operator.id().to_owned();
-    for charge in operator.billing(period).unwrap() {
+    let billing = operator.billing(period).unwrap();
+    for charge in billing.charges {
         out.push(format!("{charge:?}").replace(&id, "ID"));
+    }
+    for refused in billing.refused {
+        out.push(format!("{refused:?}"));
     }
     for e in operator.evidence(None).unwrap() {
         out.push(format!(
@@ -927,7 +931,7 @@ fn the_operator_store_on_postgres_answers_as_on_sqlite() {
     std::fs::create_dir(w.tmp.path().join("pg-op2")).unwrap();
     std::fs::copy(w.tmp.path().join("pg-op/database.url"), w.tmp.path().join("pg-op2/database.url")).unwrap();
     let again = Operator::open(&w.tmp.path().join("pg-op2")).unwrap();
-    assert_eq!(again.billing(Period::of(T0)).unwrap().len(), 1);
+    assert_eq!(again.billing(Period::of(T0)).unwrap().charges.len(), 1);
     // A database holding a store is not initialised twice.
     let err = Operator::init_postgres(&w.tmp.path().join("pg-op3"), &url, &[]).err().unwrap();
     assert!(err.to_string().contains("holds an escx operator store already"), "{err}");
@@ -939,7 +943,7 @@ fn the_operator_store_on_postgres_answers_as_on_sqlite() {
         assert_eq!(error.code(), "store-failed", "{error}");
         again.billing(Period::of(T0))
     });
-    assert_eq!(charges.unwrap().len(), 1, "the handle reconnected");
+    assert_eq!(charges.unwrap().charges.len(), 1, "the handle reconnected");
     // A database whose schema is newer than this build is refused.
     escx_store::test_util::admin(&url, "UPDATE escx_operator.meta SET value = '99' WHERE key = 'schema'");
     let err = Operator::open(&w.tmp.path().join("pg-op2")).err().unwrap();
@@ -1305,4 +1309,78 @@ fn a_report_made_before_nonces_still_opens_and_closes() {
     let close = meter.close("acme/thermal", period, None, false, period.end() + 10).unwrap();
     let closed = operator.close(&close.file, period.end() + 20).unwrap();
     assert_eq!(closed.reports, 1);
+}
+
+/// Review 2 (Medium 2): a holder edited their own `meter.sqlite` to put 2^62 in one
+/// minute's `minutes` counter, reported and closed; billing then failed for everyone ("a
+/// usage charge overflows") and wrote no events. Now the close is refused
+/// (`usage-impossible`: more minutes than the reported hours hold), a share-tier hour
+/// that opens more than 60 minutes is refused at ingest, and billing charges each license
+/// on its own: a stored close it cannot charge is refused with its id, the rest are billed.
+#[test]
+fn one_impossible_license_blocks_no_one_elses_bill() {
+    let w = world();
+    let mut operator = w.operator();
+    let period = Period::of(T0);
+    let mut closes = Vec::new();
+    for name in ["honest", "cheat"] {
+        let (wallet, _) = w.wallet(name, "metered", 1);
+        let v = verified(&wallet, &w.chain);
+        let meter = Meter::open(&wallet).unwrap();
+        meter.record(&v, "invocations", 1, T0 + H + 60).unwrap();
+        drop(meter);
+        if name == "cheat" {
+            let db = rusqlite::Connection::open(wallet.dir().join("meter.sqlite")).unwrap();
+            db.execute("UPDATE counters SET value = ?1 WHERE unit = 'minutes'", [1i64 << 62]).unwrap();
+        }
+        let meter = Meter::open(&wallet).unwrap();
+        let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
+        assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
+        let close = meter.close("acme/thermal", period, None, false, period.end() + 10).unwrap();
+        closes.push((name, close.file));
+    }
+    operator.close(&closes[0].1, period.end() + 20).unwrap();
+    let err = operator.close(&closes[1].1, period.end() + 20).unwrap_err();
+    assert_eq!(err.code(), "usage-impossible", "{err}");
+    let billing = operator.billing(period).unwrap();
+    assert_eq!((billing.charges.len(), billing.refused.len()), (1, 0));
+    assert_eq!(billing.charges[0].minutes, 1);
+
+    // A close already stored with an impossible total (written before this rule, or by
+    // hand): billing refuses that license alone.
+    let db = rusqlite::Connection::open(w.tmp.path().join("op/operator.sqlite")).unwrap();
+    let honest: Vec<u8> = db.query_row("SELECT license_id FROM closes", [], |r| r.get(0)).unwrap();
+    let (cheat, _) = w.wallet("cheat-2", "metered", 1);
+    let v = verified(&cheat, &w.chain);
+    let meter = Meter::open(&cheat).unwrap();
+    meter.record(&v, "invocations", 1, T0 + H + 60).unwrap();
+    let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
+    assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
+    let close = meter.close("acme/thermal", period, None, false, period.end() + 10).unwrap();
+    let closed = operator.close(&close.file, period.end() + 20).unwrap();
+    db.execute(
+        "UPDATE close_totals SET total = ?1 WHERE unit = 'minutes' AND license_id <> ?2",
+        rusqlite::params![1i64 << 62, honest],
+    )
+    .unwrap();
+    let billing = operator.billing(period).unwrap();
+    assert_eq!(billing.charges.len(), 1, "{billing:?}");
+    assert_eq!(billing.charges[0].license_id, hex::encode(&honest));
+    assert_eq!(billing.refused.len(), 1);
+    assert_eq!(
+        (billing.refused[0].code, billing.refused[0].license_id.as_str()),
+        ("usage-impossible", closed.license_id.as_str())
+    );
+
+    // A share-tier hour that opens more than 60 minutes is refused at ingest.
+    let (share, _) = w.wallet("share", "metered-share", 1);
+    let v = verified(&share, &w.chain);
+    let meter = Meter::open(&share).unwrap();
+    meter.record(&v, "invocations", 1, T0 + H + 60).unwrap();
+    drop(meter);
+    let db = rusqlite::Connection::open(share.dir().join("meter.sqlite")).unwrap();
+    db.execute("UPDATE counters SET value = 61 WHERE unit = 'minutes'", []).unwrap();
+    let report =
+        Meter::open(&share).unwrap().report("acme/thermal", T0 + H, Telemetry::Share, T0 + 2 * H).unwrap();
+    assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "usage-impossible");
 }

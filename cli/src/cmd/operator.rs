@@ -462,19 +462,35 @@ fn operator_aggregate(args: AggregateArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn operator_billing(args: BillingArgs, ui: &Ui) -> anyhow::Result<()> {
     let period = super::meter::period(&args.period)?;
-    let charges = open(&args.dir)?.billing(period)?;
+    let billing = open(&args.dir)?.billing(period)?;
+    let charges = &billing.charges;
     let events: Vec<_> =
         charges.iter().map(|c| escx_settlement::events::BillingEvent::from_usage(c).to_json()).collect();
     let mut text = serde_json::to_string_pretty(&events)?;
     text.push('\n');
     args.output.write(text.as_bytes())?;
+    // One license that cannot be charged does not hold up everyone else's bill: the
+    // events above are written, and each refused license is named with its code.
+    for refused in &billing.refused {
+        ui.warn(&format!(
+            "license {} ({} {}) is not billed: {} [{}]",
+            refused.license_id, refused.package, refused.tier, refused.reason, refused.code
+        ));
+    }
     let flagged = charges.iter().filter(|c| c.flagged).count();
     let total =
         escx_manifest::Micros::checked_sum(charges.iter().map(|c| c.gross_micros)).ok_or_else(|| {
             anyhow::anyhow!("the usage charges of {period} add up to more than 2^64 micro-units")
         })?;
     ui.emit(
-        &Billed { file: &args.output.out, period: period.to_string(), events: charges.len(), flagged, charges: &charges },
+        &Billed {
+            file: &args.output.out,
+            period: period.to_string(),
+            events: charges.len(),
+            flagged,
+            charges,
+            refused: &billing.refused,
+        },
         || {
             let mut text = format!(
                 "{} for {period} ({total} in all) to {}",
@@ -678,6 +694,7 @@ struct Billed<'a> {
     events: usize,
     flagged: usize,
     charges: &'a [escx_licensing::metering::operator::UsageCharge],
+    refused: &'a [escx_licensing::metering::operator::RefusedCharge],
 }
 
 /// `escx operator evidence --json`.

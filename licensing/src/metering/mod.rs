@@ -105,6 +105,9 @@ pub enum Refusal {
     BudgetExhausted,
     /// A counter would exceed [`COUNTER_MAX`].
     Overflow,
+    /// Usage the hours cannot hold: more than 60 `minutes` in an hour, or in a period more
+    /// than 60 per reported hour (metering.md §6.2, §7.1, §7.2).
+    Impossible,
 }
 
 impl Refusal {
@@ -129,6 +132,7 @@ impl Refusal {
             Self::WindowInvalid => "window-invalid",
             Self::BudgetExhausted => "epsilon-exhausted",
             Self::Overflow => "counter-overflow",
+            Self::Impossible => "usage-impossible",
         }
     }
 }

@@ -26,7 +26,7 @@ use rand_core::RngCore;
 use rayon::prelude::*;
 
 use super::store::{
-    MemoryOperatorStore, NewEvidence, NewReport, OperatorReader, OperatorStore, OperatorWriter,
+    BillingRow, MemoryOperatorStore, NewEvidence, NewReport, OperatorReader, OperatorStore, OperatorWriter,
     SqlOperatorStore, StoredLicense,
 };
 use super::{
@@ -213,6 +213,30 @@ pub struct UsageCharge {
     pub time: UnixSeconds,
     /// The license has equivocated (see the evidence).
     pub flagged: bool,
+}
+
+/// A period's billing: the charges, and the licenses that could not be charged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Billing {
+    /// One per closed license of a metered tier that could be charged.
+    pub charges: Vec<UsageCharge>,
+    /// The closed licenses that could not be, each with its code.
+    pub refused: Vec<RefusedCharge>,
+}
+
+/// A closed license billing could not charge (metering.md §7.2).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefusedCharge {
+    /// License id (hex).
+    pub license_id: String,
+    /// Package, as stored.
+    pub package: String,
+    /// Tier.
+    pub tier: String,
+    /// The stable code (`unknown-terms`, `usage-impossible`, `counter-overflow`).
+    pub code: &'static str,
+    /// What was wrong.
+    pub reason: String,
 }
 
 /// The result of an aggregation request.
@@ -834,6 +858,21 @@ impl<S: OperatorStore> Operator<S> {
                     ),
                 ));
             }
+            // What the hours can hold: at most 60 minutes of use per reported hour. (The
+            // commitments bind the total only mod ℓ, so this is checked on the total.)
+            let hours = reports.len() as u64;
+            if let Some((_, minutes, _)) =
+                totals.iter().find(|(unit, total, _)| unit == UNIT_MINUTES && *total > hours * MINUTES as u64)
+            {
+                return Err(refuse(
+                    Refusal::Impossible,
+                    format!(
+                        "license {id_hex} closes {period_text} with {minutes} minutes of use over {hours} reported \
+                         hours; at most {} are possible",
+                        hours * MINUTES as u64
+                    ),
+                ));
+            }
             for (unit, total, blinding) in &totals {
                 if commit(*total, blinding) != sums[unit] {
                     return Err(refuse(
@@ -854,42 +893,68 @@ impl<S: OperatorStore> Operator<S> {
 
     /// The usage charges of `period`: one per closed license of a metered tier
     /// (`unit = "hour"`), `floor(minutes · price / 60)` (metering.md §7.2). One statement,
-    /// so one snapshot of the store.
-    pub fn billing(&self, period: Period) -> Result<Vec<UsageCharge>, Error> {
+    /// so one snapshot of the store. Each license is charged on its own: one that cannot
+    /// be (no terms, more minutes than the period has, a charge above 2^64 − 1) is
+    /// refused with its code and id, and everyone else is still billed.
+    pub fn billing(&self, period: Period) -> Result<Billing, Error> {
         let period_text = period.to_string();
         let rows = self.store.billing_rows(&period_text)?;
-        let mut charges = Vec::new();
+        let mut billing = Billing::default();
         for r in rows {
-            let package = package_name(&r.package)?;
-            let Some((unit, price, currency)) = r.terms else {
-                return Err(refuse(
-                    Refusal::UnknownTerms,
-                    format!("no terms for {package} tier {}; register the package", r.tier),
-                ));
-            };
-            if unit != "hour" {
-                continue;
-            }
-            let price = Micros(price);
-            let gross = u128::from(r.minutes) * u128::from(price.0) / 60;
             let license = hex::encode(&r.license_id);
-            charges.push(UsageCharge {
-                id: format!("operator:{}:usage:{license}:{period}", self.id),
-                license_id: license,
-                package,
-                tier: r.tier,
-                period: period_text.clone(),
-                minutes: r.minutes,
-                price_micros: price,
-                gross_micros: u64::try_from(gross)
-                    .map(Micros)
-                    .map_err(|_| refuse(Refusal::Overflow, "a usage charge overflows 2^64 micro-units"))?,
-                currency,
-                time: period.end() - 1,
-                flagged: r.flagged,
-            });
+            match self.charge(&r, period) {
+                Ok(Some(charge)) => billing.charges.push(charge),
+                Ok(None) => {}
+                Err(error) => billing.refused.push(RefusedCharge {
+                    license_id: license,
+                    package: r.package.clone(),
+                    tier: r.tier.clone(),
+                    code: escx::Fault::code(&error),
+                    reason: error.to_string(),
+                }),
+            }
         }
-        Ok(charges)
+        Ok(billing)
+    }
+
+    /// One license's charge for `period` (None: its tier is not metered).
+    fn charge(&self, r: &BillingRow, period: Period) -> Result<Option<UsageCharge>, Error> {
+        let package = package_name(&r.package)?;
+        let Some((unit, price, currency)) = r.terms.clone() else {
+            return Err(refuse(
+                Refusal::UnknownTerms,
+                format!("no terms for {package} tier {}; register the package", r.tier),
+            ));
+        };
+        if unit != "hour" {
+            return Ok(None);
+        }
+        // Read back as written (§7.1): no close can hold more minutes than its period.
+        let most = (period.end().0 - period.start().0) / HOUR_SECS * MINUTES as u64;
+        if r.minutes > most {
+            return Err(refuse(
+                Refusal::Impossible,
+                format!("the close holds {} minutes of use; {period} has {most}", r.minutes),
+            ));
+        }
+        let price = Micros(price);
+        let gross = u128::from(r.minutes) * u128::from(price.0) / 60;
+        let license = hex::encode(&r.license_id);
+        Ok(Some(UsageCharge {
+            id: format!("operator:{}:usage:{license}:{period}", self.id),
+            license_id: license,
+            package,
+            tier: r.tier.clone(),
+            period: period.to_string(),
+            minutes: r.minutes,
+            price_micros: price,
+            gross_micros: u64::try_from(gross)
+                .map(Micros)
+                .map_err(|_| refuse(Refusal::Overflow, "the usage charge is above 2^64 - 1 micro-units"))?,
+            currency,
+            time: period.end() - 1,
+            flagged: r.flagged,
+        }))
     }
 
     /// Releases the share-tier sums of `package` over one `[telemetry] window`
@@ -1265,6 +1330,18 @@ fn apply(
     }
     if let Some(total) = report.sums.iter().filter_map(|s| s.total).find(|t| *t > i64::MAX as u64) {
         return Err(refuse(Refusal::Overflow, format!("an hour total of {total} is above 2^63 - 1")));
+    }
+    if let Some(minutes) = report
+        .sums
+        .iter()
+        .filter(|s| s.unit == UNIT_MINUTES)
+        .filter_map(|s| s.total)
+        .find(|t| *t > MINUTES as u64)
+    {
+        return Err(refuse(
+            Refusal::Impossible,
+            format!("an hour opens {minutes} minutes of use; an hour holds at most {MINUTES}"),
+        ));
     }
     // 5. The chain.
     let (head_seq, head_hash, head_hour) = head(db, id)?;
