@@ -1029,8 +1029,14 @@ fn public_dir(demo: &Demo) -> PathBuf {
 }
 
 fn prove_statements(demo: &mut Demo) -> anyhow::Result<String> {
-    let ledger = demo.ledger()?;
+    let mut ledger = demo.ledger()?;
     let operator = demo.operator()?.public_key().clone();
+    // Revenue proofs need the month closed: the first statement after it (here, signed at
+    // the month's end as if it had passed; proofs.md §3.1).
+    if let Some(first) = ledger.statements()?.first() {
+        let period = Period::of(first.issued_at);
+        ledger.close_period(period, demo.operator()?, period.range().1)?;
+    }
     let public = public_dir(demo);
     std::fs::create_dir_all(public.join("statements"))?;
     std::fs::create_dir_all(public.join("proofs"))?;
@@ -1052,7 +1058,7 @@ fn prove_statements(demo: &mut Demo) -> anyhow::Result<String> {
         }
     }
     Ok(format!(
-        "the operator published Bulletproofs+ proofs beside its {} statements: all {payouts} payouts lie in [0, 2^64) (none a disguised negative), and the {ruled} with a signed basis-point rule are exactly that share of the hidden gross",
+        "the operator closed the month (its first statement after it, empty) and published Bulletproofs+ proofs beside its {} statements: all {payouts} payouts lie in [0, 2^64) (none a disguised negative), and the {ruled} with a signed basis-point rule are exactly that share of the hidden gross",
         list.len()
     ))
 }

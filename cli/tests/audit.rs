@@ -51,15 +51,43 @@ fn operator_publisher_and_auditor() {
                 "manifests",
                 "--operator-key",
                 "op.key",
+                "--at",
+                "2026-11-05T10:00:00Z",
             ])
             .assert()
             .success();
     }
     let run = |args: &[&str]| escx(dir).args(args).assert().success();
+    // November is closed by the first statement after it (proofs.md §3.1).
+    let out = escx(dir)
+        .args(["statement", "close-period", "l.db", "--period", "2026-11", "--operator-key", "op.key"])
+        .args(["--at", "2026-11-30T10:00:00Z", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "period-open");
+    let out = escx(dir)
+        .args([
+            "statement",
+            "close-period",
+            "l.db",
+            "--period",
+            "2026-11",
+            "--operator-key",
+            "op.key",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        (json(&out.stdout)["seq"].as_u64(), json(&out.stdout)["signed"].as_bool()),
+        (Some(3), Some(true))
+    );
     run(&["statement", "export", "l.db", "--dir", "statements"]);
     run(&["statement", "prove", "l.db", "--operator-pub", "op.pub", "--dir", "proofs"]);
     run(&["statement", "openings", "l.db", "--party", "referrer", "--dir", "pub-openings"]);
-    let period = escx_settlement::payout::Period::of(escx::now_unix()).to_string();
+    let period = "2026-11".to_string();
     let common = [
         "--statements",
         "statements",
@@ -122,7 +150,7 @@ fn operator_publisher_and_auditor() {
         a(&["audit", "statements", "statements", "--operator-pub", "op.pub", "--proofs", "proofs", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let report = json(&out.stdout);
-    assert_eq!((report["statements"].as_u64(), report["range_proofs"].as_bool()), (Some(2), Some(true)));
+    assert_eq!((report["statements"].as_u64(), report["range_proofs"].as_bool()), (Some(3), Some(true)));
     assert!(report["payouts_proven"].as_u64().unwrap() >= 6);
     // The referrer's share of what remains carries a signed rule in each of the 3 entries;
     // the platform is paid by two steps (the ledger's fee and the manifest's), merged into
@@ -170,18 +198,27 @@ fn operator_publisher_and_auditor() {
     let out =
         a(&["audit", "statements", "statements", "--operator-pub", "op.pub", "--proofs", "proofs", "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    // A statement missing from the auditor's set: the revenue proof no longer matches.
+    // The statement after November withheld from the auditor: the month is not shown to be
+    // complete, so the proof is refused (before, a prover could leave out the month's last
+    // statements this way).
+    let verify = |a: &dyn Fn(&[&str]) -> std::process::Output| {
+        let out = a(&[
+            "audit",
+            "verify",
+            "rev.proof",
+            "--statements",
+            "statements",
+            "--operator-pub",
+            "op.pub",
+            "--json",
+        ]);
+        (out.status.code(), json(&out.stdout)["error"]["code"].as_str().unwrap_or_default().to_owned())
+    };
+    let closing = std::fs::read(audit.join("statements/statement-3.cbor")).unwrap();
+    std::fs::remove_file(audit.join("statements/statement-3.cbor")).unwrap();
+    assert_eq!(verify(&a), (Some(1), "proof-period-open".to_owned()));
+    std::fs::write(audit.join("statements/statement-3.cbor"), closing).unwrap();
+    // A statement missing inside the set: the chain is broken.
     std::fs::remove_file(audit.join("statements/statement-2.cbor")).unwrap();
-    let out = a(&[
-        "audit",
-        "verify",
-        "rev.proof",
-        "--statements",
-        "statements",
-        "--operator-pub",
-        "op.pub",
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(json(&out.stdout)["error"]["code"], "proof-statements");
+    assert_eq!(verify(&a), (Some(1), "statement-chain".to_owned()));
 }

@@ -171,6 +171,7 @@ fn main() {
         { "proof": "revenue-other-party.proof", "statements": all, "expect": "proof-invalid" },
         { "proof": "revenue-flipped.proof", "statements": all, "expect": "proof-invalid" },
         { "proof": "revenue.proof", "statements": [all[0], all[2]], "expect": "proof-statements", "note": "statement 2 (the refund) withheld from the verifier" },
+        { "proof": "revenue.proof", "statements": [all[0], all[1]], "expect": "proof-period-open", "note": "statement 3, the first after November, withheld: the month is not known to be complete" },
     ]);
     assert_eq!(total.amount, 120_690_000);
     let expected = json!({

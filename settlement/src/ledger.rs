@@ -137,6 +137,20 @@ pub struct StatementInfo {
     pub entries: u64,
 }
 
+/// What [`Ledger::close_period`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeriodClose {
+    /// `YYYY-MM`.
+    pub period: String,
+    /// The statement that closes it: the first issued after the period.
+    pub seq: u64,
+    /// When that statement was issued.
+    #[serde(serialize_with = "escx::timestamp::serialize_rfc3339")]
+    pub issued_at: UnixSeconds,
+    /// Whether an empty statement was signed now (false: a later statement existed).
+    pub signed: bool,
+}
+
 /// One transfer touching a party, for its history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryRow {
@@ -489,6 +503,45 @@ impl<S: Store> Ledger<S> {
             .collect())
     }
 
+    /// Closes `period` for revenue proofs (proofs.md §3.1): a verifier accepts a proof for
+    /// a month only given a statement issued after it that chains from the month's last
+    /// one. If the newest statement was issued at or after the period's end, that one
+    /// closes it and nothing is signed; otherwise an empty statement (no entries) is signed
+    /// at `now`. Refused while the period has not ended (`period-open`). Idempotent: a
+    /// second call finds the period closed.
+    pub fn close_period(
+        &mut self,
+        period: crate::payout::Period,
+        operator: &SecretKey,
+        now: UnixSeconds,
+    ) -> Result<PeriodClose, Error> {
+        let (_, end) = period.range();
+        if now < end {
+            return Err(Error::PeriodOpen {
+                period: period.to_string(),
+                ends: escx::timestamp::format_rfc3339(end),
+            });
+        }
+        let ledger_id = self.ledger_id()?;
+        retrying(|| {
+            let mut tx = self.store.begin()?;
+            if let Some(newest) = tx.statements()?.last()
+                && newest.issued_at >= end
+            {
+                return Ok(PeriodClose {
+                    period: period.to_string(),
+                    seq: newest.seq,
+                    issued_at: newest.issued_at,
+                    signed: false,
+                });
+            }
+            let seq = next_seq(&tx)?;
+            close_batch(&mut tx, &ledger_id, seq, &[], operator, now)?;
+            tx.commit()?;
+            Ok(PeriodClose { period: period.to_string(), seq, issued_at: now, signed: true })
+        })
+    }
+
     /// A statement's signed bytes.
     pub fn statement(&self, seq: u64) -> Result<Vec<u8>, Error> {
         Ok(self.store.statement(seq)?.ok_or(Error::UnknownStatement { seq })?.bytes)
@@ -516,7 +569,7 @@ impl<S: Store> Ledger<S> {
     pub fn openings(&self, seq: u64, party: &str) -> Result<OpeningsFile, Error> {
         // Statements are numbered 1, 2, 3, ... without gaps (close_batch enforces it), so
         // this checks that `seq` exists without reading its bytes.
-        if !self.store.last_statement()?.is_some_and(|(last, _)| (1..=last).contains(&seq)) {
+        if !self.store.last_statement()?.is_some_and(|(last, _, _)| (1..=last).contains(&seq)) {
             return Err(Error::UnknownStatement { seq });
         }
         let all = self.store.statement_openings(seq)?;
@@ -719,7 +772,7 @@ pub(crate) fn pay_out(
 
 /// The next statement sequence number (also the number of the batch it closes).
 pub(crate) fn next_seq(tx: &impl Reader) -> Result<u64, Error> {
-    Ok(tx.last_statement()?.map_or(0, |(seq, _)| seq) + 1)
+    Ok(tx.last_statement()?.map_or(0, |(seq, _, _)| seq) + 1)
 }
 
 /// Signs the batch's statement and keeps its openings, in the batch's transaction.
@@ -731,10 +784,13 @@ pub(crate) fn close_batch(
     operator: &SecretKey,
     now: UnixSeconds,
 ) -> Result<(), Error> {
-    // The previous statement's hash, without reading its (large) bytes.
-    let previous = match tx.last_statement()? {
-        Some((last, hash)) if last + 1 == seq => hash,
-        None if seq == 1 => [0; 32],
+    // The previous statement's hash, without reading its (large) bytes. Statement times
+    // never go back (a clock stepped back, or `--at` before the last statement, signs at
+    // the previous statement's time): a month once closed by a later statement stays
+    // closed (proofs.md §3.1).
+    let (previous, now) = match tx.last_statement()? {
+        Some((last, hash, issued_at)) if last + 1 == seq => (hash, now.max(issued_at)),
+        None if seq == 1 => ([0; 32], now),
         _ => {
             return Err(Error::stored(
                 tx.location(),

@@ -128,6 +128,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A period that has not ended cannot be closed (proofs.md §3.1).
+    #[error("{period} has not ended (it ends at {ends}); a period is closed once it is over")]
+    PeriodOpen {
+        /// `YYYY-MM`.
+        period: String,
+        /// Its end, RFC 3339.
+        ends: String,
+    },
     /// No statement with this sequence number.
     #[error("no statement {seq} in this ledger")]
     UnknownStatement {
@@ -198,6 +206,7 @@ impl escx::Fault for Error {
             Self::Dispute { .. } => "dispute-invalid",
             Self::Invariant { .. } => "ledger-invariant",
             Self::UnknownStatement { .. } => "unknown-statement",
+            Self::PeriodOpen { .. } => "period-open",
             Self::Statement(e) => e.code(),
             Self::Proof(e) => e.code(),
             Self::Store(e) => e.code(),

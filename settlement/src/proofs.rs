@@ -74,6 +74,10 @@ pub enum ProofError {
     /// The prover cannot make this proof (a threshold above the total, missing openings).
     #[error("{0}")]
     Refused(String),
+    /// No statement issued after the period is given: the period is not over, or not
+    /// known to be complete (proofs.md §3.1).
+    #[error("{0}")]
+    PeriodOpen(String),
 }
 
 impl escx::Fault for ProofError {
@@ -83,6 +87,7 @@ impl escx::Fault for ProofError {
             Self::Invalid(_) => "proof-invalid",
             Self::Statements(_) => "proof-statements",
             Self::Refused(_) => "proof-refused",
+            Self::PeriodOpen(_) => "proof-period-open",
         }
     }
 
@@ -658,6 +663,36 @@ fn period_statements(all: &[Verified], period: Period) -> Result<Vec<&Verified>,
                 pair[0].payload.seq, pair[1].payload.seq
             )));
         }
+    }
+    // The period is complete only between two statements outside it: the one before its
+    // first (unless that is statement 1) and the one after its last, each chained to it.
+    // Without them a prover could leave out the period's first or last statements.
+    let (first, last) = (chosen[0], chosen[chosen.len() - 1]);
+    if first.payload.seq > 1 {
+        let before = all.iter().find(|s| s.payload.seq == first.payload.seq - 1);
+        if !before.is_some_and(|b| b.hash == first.payload.previous.as_slice() && b.payload.issued_at < start)
+        {
+            return Err(ProofError::Statements(format!(
+                "statement {}, the last before {period}, must be given: without it the first statements of the \
+                 period could be left out",
+                first.payload.seq - 1
+            )));
+        }
+    }
+    let after = all.iter().find(|s| s.payload.seq == last.payload.seq + 1);
+    if after.is_none() && all.iter().any(|s| s.payload.seq > last.payload.seq + 1) {
+        return Err(ProofError::Statements(format!(
+            "statement {} is missing: later statements are given, so a statement of {period} may be left out",
+            last.payload.seq + 1
+        )));
+    }
+    if !after.is_some_and(|a| a.payload.previous.as_slice() == last.hash && a.payload.issued_at >= end) {
+        return Err(ProofError::PeriodOpen(format!(
+            "no statement issued after {period} is given (statement {} is the last of the period given), so \
+             the period is not known to be complete; once it has ended, the operator closes it (`escx \
+             statement close-period`) and the first statement after it must be given",
+            last.payload.seq
+        )));
     }
     Ok(chosen)
 }

@@ -693,6 +693,14 @@ pub fn verify_chain(statements: &mut [Verified]) -> Result<(), StatementError> {
                 reason: format!("statement {} does not name statement {} as its previous", b.seq, a.seq),
             });
         }
+        if b.issued_at < a.issued_at {
+            return Err(StatementError::Chain {
+                reason: format!(
+                    "statement {} is dated before statement {}: statement times never go back",
+                    b.seq, a.seq
+                ),
+            });
+        }
     }
     Ok(())
 }

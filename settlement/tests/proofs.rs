@@ -185,7 +185,7 @@ fn a_revenue_total_proves_exactly_the_net_total() {
     assert_eq!(fails(&other, &all).code(), "proof-invalid");
     let mut december = parsed.clone();
     december.period = "2026-12".into();
-    assert_eq!(fails(&december, &all).code(), "proof-statements");
+    assert_eq!(fails(&december, &all).code(), "proof-period-open", "no statement after December yet");
     // Any byte of the proof: refused.
     for position in 0..64 {
         let mut tampered = parsed.clone();
@@ -313,4 +313,123 @@ fn value_moved_between_payouts_fails_the_split_proof() {
     swapped.entries[0].split = split;
     let err = proofs::verify_statement(&swapped, &honest, &op().id()).unwrap_err();
     assert!(err.to_string().contains("share its rule names"), "{err}");
+}
+
+/// Review 2 (Medium 4): the verifier summed the statements the prover handed over, so
+/// leaving out the month's last statement (which held a refund) gave an accepted total
+/// without the refund, and a proof for a month not yet over was accepted too. Now a
+/// period counts only between a statement before it (or statement 1) and one issued after
+/// it, each chained to it: without the one after, the proof is `proof-period-open`, and
+/// the operator closes a quiet month with an empty statement (`Ledger::close_period`).
+#[test]
+fn a_revenue_proof_needs_the_whole_month() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
+    let m = manifests(THERMAL);
+    let run =
+        |records: &[String]| parse_events(&format!("[{}]", records.join(",")), Path::new("e.json")).unwrap();
+    ledger.settle(&run(&[sale("a", "1000.00")]), &m, 10, op(), NOV).unwrap();
+    ledger.settle(&run(&[refund("r", "a", "900.00")]), &m, 10, op(), NOV + 60).unwrap();
+    let verify = |ledger: &Ledger, seq: u64| {
+        statement::verify(&ledger.statement(seq).unwrap(), op().public_key()).unwrap()
+    };
+    let (one, two) = (verify(&ledger, 1), verify(&ledger, 2));
+
+    // The prover's own code (it holds its openings, not the operator's key; the library
+    // prover refuses an open month) proves statement 1 alone as if it were the month.
+    let other = escx::sig::SecretKey::generate();
+    let fake = statement::build(&[0x4c; 16], 2, &one.hash, DEC, &[], &other).unwrap();
+    let fake = statement::verify(&fake.bytes, other.public_key()).unwrap();
+    let forged =
+        proofs::prove_total(&[one.clone(), fake], &[ledger.openings(1, "acme").unwrap()], &claim("acme"))
+            .unwrap();
+    let fails =
+        |p: &RevenueProof, given: &[Verified]| proofs::verify_revenue(p, given, &op().id()).unwrap_err();
+    // Handed statement 1 alone: before, accepted with the refund left out.
+    assert_eq!(fails(&forged, std::slice::from_ref(&one)).code(), "proof-period-open");
+    // Handed the whole month so far: the month is not over, so no proof holds yet.
+    assert_eq!(fails(&forged, &[one.clone(), two.clone()]).code(), "proof-period-open");
+    let all_openings = [ledger.openings(1, "acme").unwrap(), ledger.openings(2, "acme").unwrap()];
+    assert_eq!(
+        proofs::prove_total(&[one.clone(), two.clone()], &all_openings, &claim("acme")).unwrap_err().code(),
+        "proof-period-open",
+        "the prover refuses an open month too"
+    );
+
+    // The month cannot be closed before it ends; after, an empty statement closes it,
+    // once.
+    let period = escx_settlement::payout::Period::of(NOV);
+    assert_eq!(ledger.close_period(period, op(), NOV + 120).unwrap_err().code(), "period-open");
+    let (_, end) = period.range();
+    let closed = ledger.close_period(period, op(), end).unwrap();
+    assert_eq!((closed.seq, closed.signed), (3, true));
+    assert_eq!(
+        ledger.close_period(period, op(), end + 60).unwrap(),
+        escx_settlement::ledger::PeriodClose { signed: false, ..closed }
+    );
+    let three = verify(&ledger, 3);
+    assert!(three.payload.entries.is_empty());
+    let month = [one.clone(), two.clone(), three.clone()];
+    let honest = proofs::prove_total(&month, &all_openings, &claim("acme")).unwrap();
+    let proven = proofs::verify_revenue(&honest, &month, &op().id()).unwrap();
+    assert_eq!(proven.claim, Claim::Total(honest.amount));
+    // The forged proof names statement 1 only: with the month's statements given, refused.
+    assert_eq!(fails(&forged, &month).code(), "proof-statements");
+    // Statement 2 withheld while 3 is given: a statement is missing.
+    assert_eq!(fails(&honest, &[one.clone(), three.clone()]).code(), "proof-statements");
+
+    // The first statement of a month left out. December holds statement 3 (the empty close
+    // of November, issued at midnight) and 4; 5 closes it. Without statement 2 the
+    // verifier cannot tell that 3 is December's first.
+    ledger.settle(&run(&[sale("b", "50.00")]), &m, 10, op(), end + 3600).unwrap();
+    let next = escx_settlement::payout::Period::of(end + 3600);
+    let (_, next_end) = next.range();
+    ledger.close_period(next, op(), next_end).unwrap();
+    let (four, five) = (verify(&ledger, 4), verify(&ledger, 5));
+    let claim_next = RevenueClaim { period: next, ..claim("acme") };
+    let openings_next: Vec<OpeningsFile> = (3..=5).map(|seq| ledger.openings(seq, "acme").unwrap()).collect();
+    let december = [two.clone(), three.clone(), four.clone(), five.clone()];
+    let proof = proofs::prove_total(&december, &openings_next, &claim_next).unwrap();
+    proofs::verify_revenue(&proof, &december, &op().id()).unwrap();
+    assert_eq!(
+        fails(&proof, &[three, four, five]).code(),
+        "proof-statements",
+        "the statement before is needed"
+    );
+}
+
+/// A closed month stays closed: a statement signed after the close with an earlier time
+/// (a clock stepped back, `settle run --at` in the past) is dated at the close, and a
+/// chain whose times go back is refused.
+#[test]
+fn statement_times_never_go_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::init(&tmp.path().join("l.db"), None).unwrap();
+    let m = manifests(THERMAL);
+    let run =
+        |records: &[String]| parse_events(&format!("[{}]", records.join(",")), Path::new("e.json")).unwrap();
+    ledger.settle(&run(&[sale("a", "10.00")]), &m, 10, op(), NOV).unwrap();
+    let period = escx_settlement::payout::Period::of(NOV);
+    let (_, end) = period.range();
+    ledger.close_period(period, op(), end).unwrap();
+    ledger.settle(&run(&[sale("late", "99.00")]), &m, 10, op(), NOV + 60).unwrap();
+    let verify = |seq: u64| statement::verify(&ledger.statement(seq).unwrap(), op().public_key()).unwrap();
+    let (one, two, three) = (verify(1), verify(2), verify(3));
+    assert_eq!(three.payload.issued_at, end, "dated at the close, not in November");
+    let proof = proofs::prove_total(
+        &[one.clone(), two.clone(), three.clone()],
+        &[ledger.openings(1, "acme").unwrap()],
+        &claim("acme"),
+    )
+    .unwrap();
+    proofs::verify_revenue(&proof, &[one.clone(), two.clone(), three.clone()], &op().id()).unwrap();
+    // A chain dated backwards (only an operator key could sign one) is refused.
+    let key = escx::sig::SecretKey::generate();
+    let a = statement::build(&[1; 16], 1, &[0; 32], DEC, &[], &key).unwrap();
+    let b = statement::build(&[1; 16], 2, &a.hash, NOV, &[], &key).unwrap();
+    let mut chain = vec![
+        statement::verify(&a.bytes, key.public_key()).unwrap(),
+        statement::verify(&b.bytes, key.public_key()).unwrap(),
+    ];
+    assert_eq!(statement::verify_chain(&mut chain).unwrap_err().code(), "statement-chain");
 }

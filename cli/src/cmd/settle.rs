@@ -89,6 +89,11 @@ pub struct RunArgs {
     /// Settlements per transaction.
     #[arg(long, value_name = "N", default_value_t = escx_settlement::ledger::BATCH_DEFAULT)]
     batch_size: usize,
+    /// Issue the statements at this time instead of now, to replay a past month's events
+    /// (RFC 3339 or @unix). Statement times never go back: a time before the last
+    /// statement's is that statement's time.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
 }
 
 #[derive(Args)]
@@ -171,14 +176,9 @@ fn settle(args: RunArgs, ui: &Ui) -> anyhow::Result<()> {
     let operator = crate::secrets::load_secret_key(&args.operator_key)?;
     // A bar from 1 000 events on: below that a run takes well under a second.
     let progress = ui.count_progress(1_000);
-    let report = ledger.settle_with_progress(
-        &events,
-        &manifests,
-        args.batch_size,
-        &operator,
-        escx::now_unix(),
-        &progress,
-    )?;
+    let at = super::at_or_now(args.at.as_deref())?;
+    let report =
+        ledger.settle_with_progress(&events, &manifests, args.batch_size, &operator, at, &progress)?;
     ui.emit(&Settled { ledger: &super::shown(&args.ledger), events: events.len(), report: &report }, || {
         format!(
             "{}: {} settled ({}, {}, {} signed), {} already settled and unchanged",

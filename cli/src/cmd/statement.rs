@@ -49,6 +49,32 @@ Examples:
   escx statement prove ./ledger.db --seq 42 --operator-pub op.pub -o s-42.proofs
   escx statement prove ./ledger.db --operator-pub op.pub --dir ./proofs")]
     Prove(ProveArgs),
+    /// Close a month that has ended for revenue proofs: its first statement after it.
+    #[command(after_help = "\
+A revenue proof for a month is checked only with the first statement issued after the
+month, which shows that no statement of the month is left out (spec/proofs.md §3.1).
+When no statement has been issued since the month ended, this signs an empty one; when
+one has, it names it and signs nothing. A month that has not ended is refused.
+
+Examples:
+  escx statement close-period ./ledger.db --period 2026-11 --operator-key op.key
+  escx statement close-period ./ledger.db --period 2026-11 --operator-key op.key --json")]
+    ClosePeriod(ClosePeriodArgs),
+}
+
+#[derive(Args)]
+pub struct ClosePeriodArgs {
+    /// The ledger: a SQLite file, or a PostgreSQL URL (postgres://...).
+    ledger: PathBuf,
+    /// The month, YYYY-MM.
+    #[arg(long)]
+    period: String,
+    /// The operator's secret key: signs the closing statement.
+    #[arg(long, value_name = "KEY")]
+    operator_key: PathBuf,
+    /// Close as of this time instead of now (RFC 3339 or @unix).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
 }
 
 #[derive(Args)]
@@ -131,6 +157,24 @@ fn write(path: &std::path::Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
 
 pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
+        StatementCommand::ClosePeriod(args) => {
+            let period = super::ledger::period(&args.period)?;
+            let operator = crate::secrets::load_secret_key(&args.operator_key)?;
+            let at = super::at_or_now(args.at.as_deref())?;
+            let closed = Ledger::open(&args.ledger)?.close_period(period, &operator, at)?;
+            ui.emit(&closed, || {
+                if closed.signed {
+                    format!("{} closed by statement {}, signed now (no entries)", closed.period, closed.seq)
+                } else {
+                    format!(
+                        "{} is closed by statement {}, issued {} (nothing signed)",
+                        closed.period,
+                        closed.seq,
+                        closed.issued_at.rfc3339()
+                    )
+                }
+            });
+        }
         StatementCommand::List(args) => {
             let list = Ledger::open(&args.ledger)?.statements()?;
             ui.emit(&Listed { statements: &list }, || {

@@ -180,8 +180,8 @@ impl State {
         Ok(self.statements.get(&seq).cloned())
     }
 
-    fn last_statement(&self) -> Result<Option<(u64, [u8; 32])>, Error> {
-        Ok(self.statements.last_key_value().map(|(seq, s)| (*seq, s.hash)))
+    fn last_statement(&self) -> Result<Option<(u64, [u8; 32], UnixSeconds)>, Error> {
+        Ok(self.statements.last_key_value().map(|(seq, s)| (*seq, s.hash, s.issued_at)))
     }
 
     fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> {

@@ -46,7 +46,7 @@ macro_rules! forward_reader {
             fn settlement_recoup(&$self, settlement: &str) -> Result<Vec<(String, i64)>, Error> { $inner.settlement_recoup(settlement) }
             fn statements(&$self) -> Result<Vec<StatementRecord>, Error> { $inner.statements() }
             fn statement(&$self, seq: u64) -> Result<Option<StatementRecord>, Error> { $inner.statement(seq) }
-            fn last_statement(&$self) -> Result<Option<(u64, [u8; 32])>, Error> { $inner.last_statement() }
+            fn last_statement(&$self) -> Result<Option<(u64, [u8; 32], UnixSeconds)>, Error> { $inner.last_statement() }
             fn openings(&$self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { $inner.openings(seq, party) }
             fn statement_openings(&$self, seq: u64) -> Result<Vec<Opening>, Error> { $inner.statement_openings(seq) }
             fn hold(&$self, settlement: &str) -> Result<Option<HoldRecord>, Error> { $inner.hold(settlement) }
@@ -361,8 +361,8 @@ pub trait Reader {
     fn statements(&self) -> Result<Vec<StatementRecord>, Error>;
     /// One statement.
     fn statement(&self, seq: u64) -> Result<Option<StatementRecord>, Error>;
-    /// The sequence number and hash of the last statement.
-    fn last_statement(&self) -> Result<Option<(u64, [u8; 32])>, Error>;
+    /// The sequence number, hash and issue time of the last statement.
+    fn last_statement(&self) -> Result<Option<(u64, [u8; 32], UnixSeconds)>, Error>;
     /// A party's openings for statement `seq`, by entry.
     fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error>;
     /// Every opening of statement `seq` (the gross's have no party), by entry.

@@ -538,9 +538,9 @@ impl<S: Sql> Q<'_, S> {
         )
     }
 
-    fn last_statement(&self) -> Result<Option<(u64, [u8; 32])>, Error> {
-        self.first("SELECT seq, hash FROM statements ORDER BY seq DESC LIMIT 1", &[], |r| {
-            Ok((r.uint(0)?, r.array(1)?))
+    fn last_statement(&self) -> Result<Option<(u64, [u8; 32], UnixSeconds)>, Error> {
+        self.first("SELECT seq, hash, issued_at FROM statements ORDER BY seq DESC LIMIT 1", &[], |r| {
+            Ok((r.uint(0)?, r.array(1)?, UnixSeconds(r.uint(2)?)))
         })
     }
 
@@ -689,7 +689,7 @@ impl Reader for SqlTx<'_> {
     fn settlement_recoup(&self, settlement: &str) -> Result<Vec<(String, i64)>, Error> { self.q()?.settlement_recoup(settlement) }
     fn statements(&self) -> Result<Vec<StatementRecord>, Error> { self.q()?.statements() }
     fn statement(&self, seq: u64) -> Result<Option<StatementRecord>, Error> { self.q()?.statement(seq) }
-    fn last_statement(&self) -> Result<Option<(u64, [u8; 32])>, Error> { self.q()?.last_statement() }
+    fn last_statement(&self) -> Result<Option<(u64, [u8; 32], UnixSeconds)>, Error> { self.q()?.last_statement() }
     fn openings(&self, seq: u64, party: &str) -> Result<Vec<Opening>, Error> { self.q()?.openings(seq, party) }
     fn statement_openings(&self, seq: u64) -> Result<Vec<Opening>, Error> { self.q()?.statement_openings(seq) }
     fn hold(&self, settlement: &str) -> Result<Option<HoldRecord>, Error> { self.q()?.hold(settlement) }
