@@ -66,6 +66,7 @@ struct World {
     chain: BundleChain,
     package: PathBuf,
     policy: TrustPolicy,
+    publisher: SecretKey,
 }
 
 fn world() -> World {
@@ -93,7 +94,7 @@ fn world_on(database: Option<&str>) -> World {
     let policy = TrustPolicy::from_keys(vec![publisher.public_key().clone()]);
     issuer.register_package(&package, &policy, T0).unwrap();
     let chain = issuer.bundle(T0).unwrap();
-    World { tmp, issuer, chain, package, policy }
+    World { tmp, issuer, chain, package, policy, publisher }
 }
 
 /// What the metered program does first: verify its license against the issuer it
@@ -103,6 +104,24 @@ fn verified(wallet: &Wallet, chain: &BundleChain) -> Verified {
 }
 
 impl World {
+    /// acme/thermal at `version`, its metered tier at `price` an hour, telemetry `epsilon`
+    /// over `window`, signed by the publisher.
+    fn repack(&self, version: &str, price: &str, epsilon: &str, window: &str) -> PathBuf {
+        let dir = self.tmp.path().join(format!("thermal-{version}-{price}-{epsilon}-{window}"));
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        let manifest = MANIFEST
+            .replace("version = \"1.2.0\"", &format!("version = \"{version}\""))
+            .replace("price = \"6.00\"", &format!("price = \"{price}\""))
+            .replace("epsilon = 1.0", &format!("epsilon = {epsilon}"))
+            .replace("window = \"24h\"", &format!("window = \"{window}\""));
+        std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
+        std::fs::write(dir.join("src/model.py"), "# model\n").unwrap();
+        let package = dir.with_extension("escx");
+        let options = escx::pack::PackOptions { signed_at: Some(T0), ..Default::default() };
+        escx::pack::pack_dir(&dir, &package, &[&self.publisher], &options).unwrap();
+        package
+    }
+
     fn wallet(&self, name: &str, tier: &str, licenses: usize) -> (Wallet, Vec<LicensePayload>) {
         let wallet = Wallet::open(&self.tmp.path().join(name)).unwrap();
         let request =
@@ -1383,4 +1402,93 @@ fn one_impossible_license_blocks_no_one_elses_bill() {
     let report =
         Meter::open(&share).unwrap().report("acme/thermal", T0 + H, Telemetry::Share, T0 + 2 * H).unwrap();
     assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "usage-impossible");
+}
+
+/// Review 2 (Medium 5): `operator package` replaced terms from any owner-signed version,
+/// older ones included. Registering an older version or other terms under a registered
+/// version is now refused; each license keeps the terms it was bought under (re-pricing
+/// after the fact changes no bill); and a window's privacy budget never exceeds the
+/// smallest ε in force for its hours, however windows or ε change later.
+#[test]
+fn package_terms_are_versioned_and_licenses_keep_theirs() {
+    let w = world();
+    let mut operator = w.operator(); // 1.2.0 at T0: metered 6.00/h, ε = 1.0 over 24 h
+    let code =
+        |r: Result<escx_licensing::metering::operator::Terms, escx_licensing::Error>| r.unwrap_err().code();
+    assert_eq!(
+        code(operator.add_package(&w.repack("0.9.0", "6.00", "1.0", "1h"), &w.policy, T0 + 1)),
+        "terms-version"
+    );
+    assert_eq!(
+        code(operator.add_package(&w.repack("1.2.0", "120.00", "1.0", "24h"), &w.policy, T0 + 2)),
+        "terms-version"
+    );
+    operator.add_package(&w.package, &w.policy, T0 + 3).unwrap();
+
+    // A metered license and 50 share holders, bought under 1.2.0, report hour 1.
+    let (wallet, metered) = w.wallet("wallet", "metered", 1);
+    let v = verified(&wallet, &w.chain);
+    let meter = Meter::open(&wallet).unwrap();
+    meter.record(&v, "invocations", 1, T0 + H + 60).unwrap();
+    let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
+    let day = T0.floor(86_400);
+    let now = day + 86_400 + H;
+    assert_eq!(ingest_one(&mut operator, &report.file, now.0), "stored");
+    let (shared, holders) = w.wallet("shared", "metered-share", 50);
+    let mut minutes = [0u64; 60];
+    minutes[0] = 1;
+    let files: Vec<Vec<u8>> = holders
+        .iter()
+        .map(|l| {
+            craft(&shared, l, &certificate(&shared, l), (T0 + H).0, 1, [0; 32], &[("minutes", minutes)], true)
+        })
+        .collect();
+    assert!(operator.ingest(&files, now).unwrap().iter().all(|r| matches!(r.outcome, Outcome::Stored)));
+
+    // 1.3.0 re-prices the tier twentyfold and declares ε = 10, inside the day's window.
+    operator.add_package(&w.repack("1.3.0", "120.00", "10.0", "24h"), &w.policy, T0 + 2 * H).unwrap();
+
+    // The day's window: 1.2.0's ε = 1.0 was in force for its first hours, so that is all
+    // it ever releases.
+    let package: escx::manifest::PackageName = "acme/thermal".parse().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let Aggregate::Released(release) =
+        operator.aggregate(&package, (day, day + 86_400), 100, None, &mut rng, now).unwrap()
+    else {
+        panic!("released expected")
+    };
+    assert_eq!((release.epsilon_micros, release.remaining_micros), (1_000_000, 0));
+    let err = operator.aggregate(&package, (day, day + 86_400), 100, None, &mut rng, now).unwrap_err();
+    assert_eq!(err.code(), "epsilon-exhausted");
+    // 1.4.0 declares one-hour windows: an hour inside the day already released is spent.
+    operator.add_package(&w.repack("1.4.0", "120.00", "10.0", "1h"), &w.policy, T0 + 3 * H).unwrap();
+    let err = operator.aggregate(&package, (T0 + H, T0 + 2 * H), 100, None, &mut rng, now).unwrap_err();
+    assert_eq!(err.code(), "epsilon-exhausted", "{err}");
+
+    // The license bought under 1.2.0 is billed at 6.00/h whatever came later; one bought
+    // after 1.4.0 at 120.00/h.
+    let request = wallet.request(&w.chain, &package, "metered", 1, T0 + 4 * H).unwrap();
+    wallet.finalize(&w.issuer.issue(&request, T0 + 4 * H).unwrap()).unwrap();
+    let sealed = wallet.redeem_tier("acme/thermal", Some("metered")).unwrap();
+    let later = wallet.install(&w.issuer.redeem(&sealed, T0 + 4 * H).unwrap()).unwrap();
+    let v = wallet.verify(&Trust::chain(&w.chain), "acme/thermal", None, None, T0 + 5 * H).unwrap();
+    assert_eq!(v.license.license_id, later.license_id);
+    meter.record(&v, "invocations", 1, T0 + 5 * H + 60).unwrap();
+    let hex_later = hex::encode(&later.license_id);
+    let report = meter
+        .report_license("acme/thermal", Some(&hex_later), T0 + 5 * H, Telemetry::Private, T0 + 6 * H)
+        .unwrap();
+    assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 6 * H).0), "stored");
+    let period = Period::of(T0);
+    for license in [&metered[0], &later] {
+        let id = hex::encode(&license.license_id);
+        let close = meter.close("acme/thermal", period, Some(&id), false, period.end() + 10).unwrap();
+        operator.close(&close.file, period.end() + 20).unwrap();
+    }
+    let billing = operator.billing(period).unwrap();
+    let gross = |id: &[u8]| {
+        billing.charges.iter().find(|c| c.license_id == hex::encode(id)).map(|c| c.gross_micros.0).unwrap()
+    };
+    assert_eq!(gross(&metered[0].license_id), 100_000, "1 minute at 6.00/h, as bought");
+    assert_eq!(gross(&later.license_id), 2_000_000, "1 minute at 120.00/h");
 }

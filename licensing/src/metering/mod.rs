@@ -37,6 +37,8 @@ pub const CONTEXT_REPORT_HASH: &str = "escx v1 meter report hash";
 pub const CONTEXT_BLINDING: &str = "escx v1 meter blinding";
 /// Context of the blindings of a report made with a nonce (metering.md §2.2).
 pub const CONTEXT_REPORT_BLINDING: &str = "escx v2 meter report blinding";
+/// Context of a terms version's hash (metering.md §6.5).
+pub const CONTEXT_TERMS_HASH: &str = "escx v1 operator terms";
 /// The bytes of a report's nonce (metering.md §2.2).
 pub const REPORT_NONCE_BYTES: usize = 32;
 /// `derive_key` context naming a license certificate in the operator's store.
@@ -45,8 +47,13 @@ pub const CONTEXT_CERTIFICATE_ID: &str = "escx v1 meter certificate id";
 /// Every signing context of this module (for the spec test).
 pub const ALL_CONTEXTS: &[SigningContext] = &[CONTEXT_REPORT, CONTEXT_CLOSE];
 /// Every `derive_key` context of this module (for the spec test).
-pub const ALL_HASH_CONTEXTS: &[&str] =
-    &[CONTEXT_REPORT_HASH, CONTEXT_BLINDING, CONTEXT_REPORT_BLINDING, CONTEXT_CERTIFICATE_ID];
+pub const ALL_HASH_CONTEXTS: &[&str] = &[
+    CONTEXT_REPORT_HASH,
+    CONTEXT_BLINDING,
+    CONTEXT_REPORT_BLINDING,
+    CONTEXT_CERTIFICATE_ID,
+    CONTEXT_TERMS_HASH,
+];
 
 /// Seconds in an hour.
 pub const HOUR_SECS: u64 = 3600;
@@ -105,6 +112,9 @@ pub enum Refusal {
     BudgetExhausted,
     /// A counter would exceed [`COUNTER_MAX`].
     Overflow,
+    /// Terms of a version older than one registered, or other terms under a version
+    /// registered (metering.md §6.5).
+    TermsVersion,
     /// Usage the hours cannot hold: more than 60 `minutes` in an hour, or in a period more
     /// than 60 per reported hour (metering.md §6.2, §7.1, §7.2).
     Impossible,
@@ -133,6 +143,7 @@ impl Refusal {
             Self::BudgetExhausted => "epsilon-exhausted",
             Self::Overflow => "counter-overflow",
             Self::Impossible => "usage-impossible",
+            Self::TermsVersion => "terms-version",
         }
     }
 }

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use super::store::{
     BillingRow, MemoryOperatorStore, NewEvidence, NewReport, OperatorReader, OperatorStore, OperatorWriter,
-    SqlOperatorStore, StoredLicense,
+    SqlOperatorStore, StoredLicense, TermsVersion,
 };
 use super::{
     CONTEXT_CERTIFICATE_ID, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HOUR_SECS, MINUTES,
@@ -113,6 +113,83 @@ pub struct TelemetryTerms {
     pub cohort_min_size: u32,
     /// Budget per window, in millionths.
     pub epsilon_micros: u64,
+}
+
+/// A terms version as stored (metering.md §6.5): CBOR `{v: 1, tiers: [[tier, unit,
+/// price_micros, currency, share]], telemetry: [metrics, window_secs, cohort_min_size,
+/// epsilon_micros] | null}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionTerms {
+    v: u8,
+    tiers: Vec<(String, String, u64, String, bool)>,
+    telemetry: Option<(Vec<String>, u64, u32, u64)>,
+}
+
+fn encode_terms(tiers: &[TierTerms], telemetry: Option<&TelemetryTerms>) -> Vec<u8> {
+    escx::cbor::encode(&VersionTerms {
+        v: 1,
+        tiers: tiers
+            .iter()
+            .map(|t| (t.tier.clone(), t.unit.clone(), t.price_micros.0, t.currency.clone(), t.share))
+            .collect(),
+        telemetry: telemetry.map(|t| (t.metrics.clone(), t.window_secs, t.cohort_min_size, t.epsilon_micros)),
+    })
+}
+
+fn decode_terms(bytes: &[u8]) -> Result<(Vec<TierTerms>, Option<TelemetryTerms>), Error> {
+    let terms: VersionTerms = escx::cbor::decode_exact(bytes, "terms version")
+        .map_err(|reason| Error::stored(format!("a stored terms version: {reason}")))?;
+    if terms.v != 1 {
+        return Err(Error::stored(format!("a stored terms version has v = {}", terms.v)));
+    }
+    let tiers = terms
+        .tiers
+        .into_iter()
+        .map(|(tier, unit, price, currency, share)| TierTerms {
+            tier,
+            unit,
+            price_micros: Micros(price),
+            currency,
+            share,
+        })
+        .collect();
+    let telemetry = terms.telemetry.map(|(metrics, window_secs, cohort_min_size, epsilon_micros)| {
+        TelemetryTerms { metrics, window_secs, cohort_min_size, epsilon_micros }
+    });
+    Ok((tiers, telemetry))
+}
+
+/// The version a license issued at `not_before` was bought under: the newest registered
+/// at or before then, or the first registered when none was (metering.md §6.5).
+fn version_at(history: &[TermsVersion], not_before: u64) -> Option<&TermsVersion> {
+    history.iter().rev().find(|v| v.registered_at <= not_before).or_else(|| history.first())
+}
+
+/// The versions in force during `[start, end)`: the one in force at `start` and every one
+/// registered before `end`.
+fn versions_during(history: &[TermsVersion], start: u64, end: u64) -> Vec<&TermsVersion> {
+    let first = version_at(history, start);
+    history
+        .iter()
+        .filter(|v| {
+            first.is_some_and(|f| std::ptr::eq(*v, f)) || (v.registered_at > start && v.registered_at < end)
+        })
+        .collect()
+}
+
+/// The tier terms a license is charged and checked under: its bound version's, or the
+/// current ones for a license stored before terms were versioned.
+fn license_tier_terms(db: &impl OperatorReader, info: &LicenseInfo) -> Result<Option<TierTerms>, Error> {
+    if let Some(version) = db.license_terms_version(&info.license_id)? {
+        let history = db.terms_history(info.package.as_str())?;
+        let held = history.iter().find(|v| v.version == version).ok_or_else(|| {
+            Error::stored(format!("a license is bound to terms {version}, which are not stored"))
+        })?;
+        let (tiers, _) = decode_terms(&held.terms)?;
+        return Ok(tiers.into_iter().find(|t| t.tier == info.tier));
+    }
+    db.tier_terms(&info.package, &info.tier)
 }
 
 /// What registering a package's terms stored.
@@ -543,8 +620,35 @@ impl<S: OperatorStore> Operator<S> {
         };
         let version = manifest.package.version.to_string();
         let scope = crate::issuer::owner_scope(&name);
+        let encoded = encode_terms(&tiers, telemetry.as_ref());
+        let hash = blake3::derive_key(super::CONTEXT_TERMS_HASH, &encoded).to_vec();
         retrying(|| {
             let tx = self.store.begin()?;
+            // Terms are versioned (metering.md §6.5): a newer version adds terms for
+            // licenses bought from now on; an older one, or other terms under a version
+            // already registered, are refused.
+            let history = tx.terms_history(name.as_str())?;
+            let newest = history.iter().filter_map(|v| semver::Version::parse(&v.version).ok()).max();
+            if let Some(held) = history.iter().find(|v| v.version == version) {
+                if held.hash == hash {
+                    return Ok(());
+                }
+                return Err(refuse(
+                    Refusal::TermsVersion,
+                    format!(
+                        "{name} {version} is registered with other terms; publish a new version to change them"
+                    ),
+                ));
+            }
+            if let Some(newest) = newest.filter(|n| *n > manifest.package.version) {
+                return Err(refuse(
+                    Refusal::TermsVersion,
+                    format!(
+                        "{name} {newest} is registered; terms of the older version {version} would change what \
+                         licenses bought since are billed and released under"
+                    ),
+                ));
+            }
             let owners = tx.owners(&scope)?;
             if owners.is_empty() {
                 if signed.signers.is_empty() {
@@ -562,6 +666,15 @@ impl<S: OperatorStore> Operator<S> {
                 return Err(Error::PackageOwned { package: name.to_string(), scope: scope.clone(), owners });
             }
             tx.replace_terms(name.as_str(), &version, &tiers, telemetry.as_ref())?;
+            tx.insert_terms_version(
+                name.as_str(),
+                &TermsVersion {
+                    version: version.clone(),
+                    registered_at: now.0,
+                    hash: hash.clone(),
+                    terms: encoded.clone(),
+                },
+            )?;
             tx.commit()
         })?;
         Ok(Terms { package: name, version, tiers, telemetry })
@@ -917,10 +1030,25 @@ impl<S: OperatorStore> Operator<S> {
         Ok(billing)
     }
 
-    /// One license's charge for `period` (None: its tier is not metered).
+    /// One license's charge for `period` (None: its tier is not metered), under the terms
+    /// version the license is bound to (metering.md §6.5).
     fn charge(&self, r: &BillingRow, period: Period) -> Result<Option<UsageCharge>, Error> {
         let package = package_name(&r.package)?;
-        let Some((unit, price, currency)) = r.terms.clone() else {
+        let terms = match &r.terms_version {
+            Some(version) => {
+                let history = self.store.terms_history(&r.package)?;
+                let held = history.iter().find(|v| &v.version == version).ok_or_else(|| {
+                    Error::stored(format!("a license is bound to terms {version}, which are not stored"))
+                })?;
+                decode_terms(&held.terms)?
+                    .0
+                    .into_iter()
+                    .find(|t| t.tier == r.tier)
+                    .map(|t| (t.unit, t.price_micros.0, t.currency))
+            }
+            None => r.terms.clone(),
+        };
+        let Some((unit, price, currency)) = terms else {
             return Err(refuse(
                 Refusal::UnknownTerms,
                 format!("no terms for {package} tier {}; register the package", r.tier),
@@ -997,12 +1125,24 @@ impl<S: OperatorStore> Operator<S> {
             for (unit, license, total) in tx.shared_totals(package.as_str(), start.0, end.0)? {
                 *per_holder.entry((unit, license)).or_default() += u128::from(total);
             }
-            let holders: BTreeSet<&Vec<u8>> = per_holder.keys().map(|(_, l)| l).collect();
-            if holders.len() < telemetry.cohort_min_size as usize {
-                return Ok(Aggregate::Suppressed { cohort_min_size: telemetry.cohort_min_size });
+            // The window is released under the strictest terms in force for any of its
+            // hours (and the current ones): registering terms later never raises its budget
+            // or lowers its cohort (metering.md §6.5).
+            let (mut budget, mut cohort) = (telemetry.epsilon_micros, telemetry.cohort_min_size);
+            let history = tx.terms_history(package.as_str())?;
+            for version in versions_during(&history, start.0, end.0) {
+                if let (_, Some(t)) = decode_terms(&version.terms)? {
+                    budget = budget.min(t.epsilon_micros);
+                    cohort = cohort.max(t.cohort_min_size);
+                }
             }
-            let spent = tx.epsilon_spent(package.as_str(), start.0)?;
-            let remaining = telemetry.epsilon_micros.saturating_sub(spent);
+            let holders: BTreeSet<&Vec<u8>> = per_holder.keys().map(|(_, l)| l).collect();
+            if holders.len() < cohort as usize {
+                return Ok(Aggregate::Suppressed { cohort_min_size: cohort });
+            }
+            // Every release whose window overlaps this one counts against it.
+            let spent = tx.epsilon_spent(package.as_str(), start.0, end.0)?;
+            let remaining = budget.saturating_sub(spent);
             let epsilon = epsilon_micros.unwrap_or(remaining);
             if epsilon == 0 || epsilon > remaining {
                 return Err(refuse(
@@ -1012,7 +1152,7 @@ impl<S: OperatorStore> Operator<S> {
                         format_hour(start),
                         format_hour(end),
                         epsilon_text(remaining),
-                        epsilon_text(telemetry.epsilon_micros),
+                        epsilon_text(budget),
                         epsilon_text(epsilon)
                     ),
                 ));
@@ -1176,6 +1316,16 @@ fn period_reports(
 }
 
 fn insert_license(db: &impl OperatorWriter, info: &LicenseInfo, certificate: &[u8]) -> Result<(), Error> {
+    let new = db.license_terms_version(&info.license_id)?.is_none();
+    insert_license_row(db, info, certificate)?;
+    // Bound once, to the terms it was bought under (metering.md §6.5).
+    if new && let Some(version) = version_at(&db.terms_history(info.package.as_str())?, info.not_before.0) {
+        db.bind_license_terms(&info.license_id, &version.version)?;
+    }
+    Ok(())
+}
+
+fn insert_license_row(db: &impl OperatorWriter, info: &LicenseInfo, certificate: &[u8]) -> Result<(), Error> {
     db.insert_license(&StoredLicense {
         license_id: info.license_id.to_vec(),
         cert_id: info.cert_id,
@@ -1296,7 +1446,7 @@ fn apply(
         ));
     }
     // 4. Terms: the tier's telemetry mode and the package's metrics.
-    let terms = db.tier_terms(&info.package, &info.tier)?.ok_or_else(|| {
+    let terms = license_tier_terms(db, info)?.ok_or_else(|| {
         refuse(
             Refusal::UnknownTerms,
             format!(

@@ -36,6 +36,19 @@ type ReportRow = (u64, Vec<u8>, Vec<u8>);
 /// An hour sum's key in memory: license, hour, unit.
 type SumKey = (Vec<u8>, u64, String);
 
+/// One registered version of a package's terms (metering.md §6.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermsVersion {
+    /// The package version whose manifest the terms come from.
+    pub version: String,
+    /// When the operator registered it (Unix seconds).
+    pub registered_at: u64,
+    /// `derive_key("escx v1 operator terms", terms)`.
+    pub hash: Vec<u8>,
+    /// The terms, CBOR (metering.md §6.5).
+    pub terms: Vec<u8>,
+}
+
 /// A license row as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredLicense {
@@ -148,8 +161,11 @@ pub struct BillingRow {
     pub flagged: bool,
     /// The close's `minutes` total (0 when it has none).
     pub minutes: u64,
-    /// The tier's terms (unit, price, currency), when registered.
+    /// The tier's current terms (unit, price, currency), when registered.
     pub terms: Option<(String, u64, String)>,
+    /// The terms version the license is bound to (None: a license stored before terms
+    /// were versioned, billed under the current terms).
+    pub terms_version: Option<String>,
 }
 
 /// Queries, outside or inside a transaction.
@@ -203,8 +219,12 @@ pub trait OperatorReader {
         start: u64,
         end: u64,
     ) -> Result<Vec<(String, Vec<u8>, u64)>, Error>;
-    /// Epsilon spent on releases of `package` for the window starting at `start`.
-    fn epsilon_spent(&self, package: &str, start: u64) -> Result<u64, Error>;
+    /// Epsilon spent on releases of `package` whose windows overlap `[start, end)`.
+    fn epsilon_spent(&self, package: &str, start: u64, end: u64) -> Result<u64, Error>;
+    /// Every registered version of a package's terms, oldest registration first.
+    fn terms_history(&self, package: &str) -> Result<Vec<TermsVersion>, Error>;
+    /// The terms version a license is bound to.
+    fn license_terms_version(&self, license_id: &[u8]) -> Result<Option<String>, Error>;
     /// Every evidence row, by id.
     fn evidence(&self) -> Result<Vec<StoredEvidence>, Error>;
 }
@@ -227,6 +247,10 @@ pub trait OperatorWriter: OperatorReader {
     ) -> Result<(), Error>;
     /// Adds a license with an empty chain (a license id or certificate held already: no-op).
     fn insert_license(&self, license: &StoredLicense) -> Result<(), Error>;
+    /// Adds a version of a package's terms (it must be new).
+    fn insert_terms_version(&self, package: &str, version: &TermsVersion) -> Result<(), Error>;
+    /// Binds a license to a terms version.
+    fn bind_license_terms(&self, license_id: &[u8], version: &str) -> Result<(), Error>;
     /// Keeps evidence (the same second message again: no-op) and flags the license.
     fn keep_evidence(&self, evidence: &NewEvidence<'_>) -> Result<(), Error>;
     /// Stores a report, its hour sums, and moves the license's head to it.
@@ -356,12 +380,26 @@ CREATE TABLE released_values (
     release_id BIGINT NOT NULL, unit TEXT NOT NULL, value BIGINT NOT NULL, PRIMARY KEY (release_id, unit));
 ";
 
+/// Step 2: versioned terms (metering.md §6.5).
+const SQLITE_V2: &str = "
+CREATE TABLE terms_history (
+    package TEXT NOT NULL, version TEXT NOT NULL, registered_at INTEGER NOT NULL, hash BLOB NOT NULL,
+    terms BLOB NOT NULL, PRIMARY KEY (package, version));
+ALTER TABLE licenses ADD COLUMN terms_version TEXT;
+";
+const PG_SCHEMA_V2: &str = "
+CREATE TABLE terms_history (
+    package TEXT NOT NULL, version TEXT NOT NULL, registered_at BIGINT NOT NULL, hash BYTEA NOT NULL,
+    terms BYTEA NOT NULL, PRIMARY KEY (package, version));
+ALTER TABLE licenses ADD COLUMN terms_version TEXT;
+";
+
 /// Schema version of the operator store, the number of steps (SQLite and PostgreSQL
 /// alike).
 #[allow(clippy::cast_possible_wrap)] // a handful of steps, known at compile time
 pub const SCHEMA_VERSION: i64 = SQLITE_STEPS.len() as i64;
 
-const SQLITE_STEPS: &[&str] = &[SQLITE_V1];
+const SQLITE_STEPS: &[&str] = &[SQLITE_V1, SQLITE_V2];
 
 /// The operator store's tables on either engine (metering.md §6.4): schema `escx_operator`
 /// on PostgreSQL, the version in `meta`.
@@ -370,7 +408,7 @@ static SCHEMA: Schema = Schema {
     pg_schema: Some("escx_operator"),
     lock: "escx v1 operator migration lock",
     sqlite: Migrations { steps: SQLITE_STEPS, mark: Mark::Meta },
-    postgres: Migrations { steps: &[PG_SCHEMA_V1], mark: Mark::Meta },
+    postgres: Migrations { steps: &[PG_SCHEMA_V1, PG_SCHEMA_V2], mark: Mark::Meta },
 };
 
 /// The operator's database: a SQLite file or a PostgreSQL database.
@@ -623,7 +661,8 @@ impl<S: Sql> OperatorReader for Q<'_, S> {
     fn billing_rows(&self, period: &str) -> Result<Vec<BillingRow>, Error> {
         self.0
             .rows(
-                "SELECT c.license_id, l.package, l.tier, l.flagged, coalesce(t.total, 0), m.unit, m.price_micros, m.currency
+                "SELECT c.license_id, l.package, l.tier, l.flagged, coalesce(t.total, 0), m.unit, m.price_micros, m.currency,
+                        l.terms_version
                  FROM closes c JOIN licenses l ON l.license_id = c.license_id
                  LEFT JOIN close_totals t ON t.license_id = c.license_id AND t.period = c.period AND t.unit = ?2
                  LEFT JOIN terms m ON m.package = l.package AND m.tier = l.tier
@@ -643,6 +682,7 @@ impl<S: Sql> OperatorReader for Q<'_, S> {
                     flagged: r.int(3)? != 0,
                     minutes: r.uint(4)?,
                     terms,
+                    terms_version: r.opt_text(8)?.map(str::to_owned),
                 })
             })
             .collect()
@@ -665,15 +705,43 @@ impl<S: Sql> OperatorReader for Q<'_, S> {
             .collect()
     }
 
-    fn epsilon_spent(&self, package: &str, start: u64) -> Result<u64, Error> {
+    fn epsilon_spent(&self, package: &str, start: u64, end: u64) -> Result<u64, Error> {
         Ok(self
             .0
             .one(
                 "SELECT CAST(coalesce(sum(epsilon_micros), 0) AS BIGINT) FROM releases
-                 WHERE package = ?1 AND window_start = ?2",
-                &[Arg::Text(package), uint(start)?],
+                 WHERE package = ?1 AND window_start < ?3 AND window_end > ?2",
+                &[Arg::Text(package), uint(start)?, uint(end)?],
             )?
             .uint(0)?)
+    }
+
+    fn terms_history(&self, package: &str) -> Result<Vec<TermsVersion>, Error> {
+        self.0
+            .rows(
+                "SELECT version, registered_at, hash, terms FROM terms_history WHERE package = ?1
+                 ORDER BY registered_at, version",
+                &[Arg::Text(package)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(TermsVersion {
+                    version: text(r, 0)?,
+                    registered_at: r.uint(1)?,
+                    hash: bytes(r, 2)?,
+                    terms: bytes(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    fn license_terms_version(&self, license_id: &[u8]) -> Result<Option<String>, Error> {
+        Ok(self
+            .0
+            .row("SELECT terms_version FROM licenses WHERE license_id = ?1", &[Arg::Bytes(license_id)])?
+            .map(|r| r.opt_text(0).map(|t| t.map(str::to_owned)))
+            .transpose()?
+            .flatten())
     }
 
     fn evidence(&self) -> Result<Vec<StoredEvidence>, Error> {
@@ -724,7 +792,9 @@ macro_rules! forward_operator_reader {
             fn close(&$self, license_id: &[u8], period: &str) -> Result<Option<Vec<u8>>, Error> { $inner.close(license_id, period) }
             fn billing_rows(&$self, period: &str) -> Result<Vec<BillingRow>, Error> { $inner.billing_rows(period) }
             fn shared_totals(&$self, package: &str, start: u64, end: u64) -> Result<Vec<(String, Vec<u8>, u64)>, Error> { $inner.shared_totals(package, start, end) }
-            fn epsilon_spent(&$self, package: &str, start: u64) -> Result<u64, Error> { $inner.epsilon_spent(package, start) }
+            fn epsilon_spent(&$self, package: &str, start: u64, end: u64) -> Result<u64, Error> { $inner.epsilon_spent(package, start, end) }
+            fn terms_history(&$self, package: &str) -> Result<Vec<TermsVersion>, Error> { $inner.terms_history(package) }
+            fn license_terms_version(&$self, license_id: &[u8]) -> Result<Option<String>, Error> { $inner.license_terms_version(license_id) }
             fn evidence(&$self) -> Result<Vec<StoredEvidence>, Error> { $inner.evidence() }
         }
     };
@@ -817,6 +887,28 @@ impl OperatorWriter for SqlOperatorTx<'_> {
                 Arg::Bytes(&l.certificate),
                 Arg::Bytes(&[0u8; 32]),
             ],
+        )?;
+        Ok(())
+    }
+
+    fn insert_terms_version(&self, package: &str, v: &TermsVersion) -> Result<(), Error> {
+        self.tx.exec(
+            "INSERT INTO terms_history (package, version, registered_at, hash, terms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            &[
+                Arg::Text(package),
+                Arg::Text(&v.version),
+                uint(v.registered_at)?,
+                Arg::Bytes(&v.hash),
+                Arg::Bytes(&v.terms),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn bind_license_terms(&self, license_id: &[u8], version: &str) -> Result<(), Error> {
+        self.tx.exec(
+            "UPDATE licenses SET terms_version = ?2 WHERE license_id = ?1",
+            &[Arg::Bytes(license_id), Arg::Text(version)],
         )?;
         Ok(())
     }
@@ -956,8 +1048,12 @@ struct State {
     evidence_hashes: BTreeSet<Vec<u8>>,
     closes: BTreeMap<(Vec<u8>, String), Vec<u8>>,
     close_totals: BTreeMap<(Vec<u8>, String, String), u64>,
-    /// (id, package, window start, epsilon).
-    releases: Vec<(i64, String, u64, u64)>,
+    /// (id, package, window start, window end, epsilon).
+    releases: Vec<(i64, String, u64, u64, u64)>,
+    /// By package: every terms version, in registration order.
+    terms_history: BTreeMap<String, Vec<TermsVersion>>,
+    /// By license id: the terms version it is bound to.
+    license_terms: BTreeMap<Vec<u8>, String>,
 }
 
 fn violation(what: String) -> Error {
@@ -1118,6 +1214,7 @@ impl OperatorReader for RefCell<State> {
                 flagged: license.flagged,
                 minutes,
                 terms,
+                terms_version: state.license_terms.get(license_id).cloned(),
             });
         }
         rows.sort_by(|a, b| a.license_id.cmp(&b.license_id));
@@ -1141,14 +1238,24 @@ impl OperatorReader for RefCell<State> {
             .collect())
     }
 
-    fn epsilon_spent(&self, package: &str, start: u64) -> Result<u64, Error> {
+    fn epsilon_spent(&self, package: &str, start: u64, end: u64) -> Result<u64, Error> {
         Ok(self
             .borrow()
             .releases
             .iter()
-            .filter(|(_, p, s, _)| p == package && *s == start)
-            .map(|r| r.3)
+            .filter(|(_, p, s, e, _)| p == package && *s < end && *e > start)
+            .map(|r| r.4)
             .sum())
+    }
+
+    fn terms_history(&self, package: &str) -> Result<Vec<TermsVersion>, Error> {
+        let mut list = self.borrow().terms_history.get(package).cloned().unwrap_or_default();
+        list.sort_by(|a, b| a.registered_at.cmp(&b.registered_at).then_with(|| a.version.cmp(&b.version)));
+        Ok(list)
+    }
+
+    fn license_terms_version(&self, license_id: &[u8]) -> Result<Option<String>, Error> {
+        Ok(self.borrow().license_terms.get(license_id).cloned())
     }
 
     fn evidence(&self) -> Result<Vec<StoredEvidence>, Error> {
@@ -1278,7 +1385,7 @@ impl OperatorWriter for MemoryOperatorTx<'_> {
         &self,
         package: &str,
         start: u64,
-        _end: u64,
+        end: u64,
         epsilon_micros: u64,
         _clip: u64,
         _at: u64,
@@ -1286,8 +1393,26 @@ impl OperatorWriter for MemoryOperatorTx<'_> {
     ) -> Result<i64, Error> {
         let mut state = self.work.borrow_mut();
         let id = state.releases.last().map_or(1, |last| last.0 + 1);
-        state.releases.push((id, package.to_owned(), start, epsilon_micros));
+        state.releases.push((id, package.to_owned(), start, end, epsilon_micros));
         Ok(id)
+    }
+
+    fn insert_terms_version(&self, package: &str, v: &TermsVersion) -> Result<(), Error> {
+        let mut state = self.work.borrow_mut();
+        let list = state.terms_history.entry(package.to_owned()).or_default();
+        if list.iter().any(|held| held.version == v.version) {
+            return Err(violation(format!("terms {package} {} exist", v.version)));
+        }
+        list.push(v.clone());
+        Ok(())
+    }
+
+    fn bind_license_terms(&self, license_id: &[u8], version: &str) -> Result<(), Error> {
+        let mut state = self.work.borrow_mut();
+        if state.licenses.contains_key(license_id) {
+            state.license_terms.insert(license_id.to_vec(), version.to_owned());
+        }
+        Ok(())
     }
 
     fn commit(self) -> Result<(), Error> {
