@@ -29,6 +29,7 @@ use escx_licensing::messages::{BundleChain, LicensePayload};
 use escx_licensing::metering::meter::{Meter, Telemetry};
 use escx_licensing::metering::operator::{Operator, Outcome};
 use escx_licensing::metering::{self, CONTEXT_REPORT, Period, ReportFile, ReportPayload};
+use escx_licensing::rangeproof;
 use escx_licensing::trust::Trust;
 use escx_licensing::wallet::Wallet;
 use rayon::prelude::*;
@@ -179,6 +180,20 @@ fn metering_benches(c: &mut Criterion) {
             signer.sign(escx::sig::SigningContext::new("escx/bench/v1"), black_box(&message))
         });
     });
+    // The report's range proofs alone (metering.md §3.4): 60 minutes as 1-bit values (64
+    // padded) and one other unit's sum and bound as 64-bit values.
+    let blindings: Vec<curve25519_dalek::scalar::Scalar> =
+        (0..64u8).map(|m| metering::blinding(&[1; 32], &[2; 16], "minutes", T0, m)).collect();
+    let minute_values: Vec<u64> = (0..64).map(|m| u64::from(m % 3 == 0)).collect();
+    group.bench_function("raw: BP+ prove 64 x 1 bit + 2 x 64 bits", |b| {
+        b.iter(|| {
+            let mut t = merlin::Transcript::new(b"bench");
+            rangeproof::prove(1, &mut t, black_box(&minute_values), &blindings).unwrap();
+            let mut t = merlin::Transcript::new(b"bench");
+            rangeproof::prove(64, &mut t, black_box(&[40, metering::COUNTER_MAX - 40]), &blindings[..2])
+                .unwrap()
+        });
+    });
     let bench_wallet = &world.wallets[0];
     let meter = Meter::open(bench_wallet).unwrap();
     let verified = bench_wallet
@@ -240,6 +255,37 @@ fn metering_benches(c: &mut Criterion) {
         ingest_total += start.elapsed();
     }
     let ingest = ingest_total / 5;
+    // The range proofs of the batch, batch-verified (what ingest adds to the floor).
+    let items = || {
+        let (mut minutes, mut sums) = (Vec::new(), Vec::new());
+        for (i, file) in batch.iter().enumerate() {
+            let file = ReportFile::from_cbor(file).unwrap();
+            let envelope = Envelope::from_cbor(&file.report).unwrap();
+            let payload: ReportPayload =
+                escx::cbor::decode_exact(envelope.payload_unverified(), "r").unwrap();
+            let checked = metering::check_report(&payload).unwrap();
+            let (m, s) = metering::range_items(&payload, &checked, i as u32).unwrap();
+            minutes.push(m);
+            sums.extend(s);
+        }
+        (minutes, sums)
+    };
+    let mut ranges = Duration::ZERO;
+    for _ in 0..5 {
+        let (minutes, sums) = items();
+        let start = Instant::now();
+        assert!(rangeproof::verify_each(1, minutes).is_empty());
+        assert!(rangeproof::verify_each(64, sums).is_empty());
+        ranges += start.elapsed();
+    }
+    let ranges = ranges / 5;
+    println!(
+        "range proofs of 1000 reports, batch-verified on rayon: {:.1} ms = {:.0}/s; floor + ranges {:.0}/s; ingest at {:.2}x that rate",
+        ranges.as_secs_f64() * 1e3,
+        1000.0 / ranges.as_secs_f64(),
+        1000.0 / (floor + ranges).as_secs_f64(),
+        (floor + ranges).as_secs_f64() / ingest.as_secs_f64()
+    );
     println!(
         "ingest: 1000 reports in {:.1} ms = {:.0} reports/s; crypto floor {:.1} ms = {:.0}/s; ingest runs at {:.2}x the floor's rate",
         ingest.as_secs_f64() * 1e3,

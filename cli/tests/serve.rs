@@ -882,3 +882,23 @@ fn idle_connections_are_closed_and_capped_while_others_are_answered() {
     assert_eq!(healthz_from("127.0.0.4", &addr), 200);
     assert!(server.stop().success());
 }
+
+/// Review 2 (low): the discrete-Laplace sampler's running time reveals |noise| to within
+/// one scale unit (privacy.md §3.1), so no network route may run it: aggregation stays a
+/// local operator command. Every method on the paths a release could be asked for is
+/// refused as unknown.
+#[test]
+fn no_service_route_runs_the_privacy_sampler() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    issuer(dir);
+    let server = Server::start(dir, &["--issuer", "issuer"]);
+    for path in ["/v1/aggregate", "/v1/aggregates", "/v1/releases", "/v1/release", "/v1/telemetry"] {
+        for method in ["GET", "POST"] {
+            let (status, _, body) = http(&server.addr, method, path, &[], b"");
+            assert_eq!(status, 404, "{method} {path}");
+            assert_eq!(error_code(&body), "not-found", "{method} {path}");
+        }
+    }
+    assert!(server.stop().success());
+}

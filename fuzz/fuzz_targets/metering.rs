@@ -119,7 +119,13 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             if let Ok(payload) = escx::cbor::decode_exact::<metering::ReportPayload>(rest, "report") {
-                let _ = metering::check_report(&payload);
+                // The structure rules, then the range proof fields as a verifier reads
+                // them (metering.md §3.4): decoding, and the items a batch verifies.
+                if let Ok(sums) = metering::check_report(&payload) {
+                    let _ = metering::range_items(&payload, &sums, 0);
+                }
+                let _ = escx_licensing::rangeproof::decodes(&payload.minutes_range);
+                let _ = escx_licensing::rangeproof::decodes(&payload.sums_range);
             }
         }
     }

@@ -140,6 +140,19 @@ fn main() {
     let mut short = payload_of(&r1);
     short.series[0].commitments.pop();
     write("report-1-59-minutes.cbor", &resign_report(&wallet, &license, &r1, &short));
+    // Range proofs (metering.md §3.4): minute 0 of `minutes` moved to 2 (its commitment
+    // plus 2·B), the proofs kept; and report 2 carrying report 1's proofs.
+    let mut two = payload_of(&r2);
+    let minutes = two.series.iter_mut().find(|s| s.unit == "minutes").unwrap();
+    let moved = metering::point(&minutes.commitments[0]).unwrap()
+        + curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT * Scalar::from(2u64);
+    minutes.commitments[0] = ByteBuf::from(moved.compress().to_bytes().to_vec());
+    write("report-2-minute-is-2.cbor", &resign_report(&wallet, &license, &r2, &two));
+    let mut borrowed = payload_of(&r2);
+    let one = payload_of(&r1);
+    borrowed.minutes_range = one.minutes_range;
+    borrowed.sums_range = one.sums_range;
+    write("report-2-proofs-of-report-1.cbor", &resign_report(&wallet, &license, &r2, &borrowed));
 
     // Openings.
     let minute = meter.open_hour("acme/thermal", h1, Some(17), Some("invocations")).unwrap();
@@ -192,6 +205,8 @@ fn main() {
             { "file": "report-1-59-minutes.cbor", "now": now, "expect": "report-invalid" },
             { "file": "report-1.cbor", "now": now, "expect": "stored" },
             { "file": "report-1.cbor", "now": now, "expect": "duplicate" },
+            { "file": "report-2-minute-is-2.cbor", "now": now, "expect": "report-range-invalid" },
+            { "file": "report-2-proofs-of-report-1.cbor", "now": now, "expect": "report-range-invalid" },
             { "file": "report-2-bad-signature.cbor", "now": now, "expect": "report-signature-invalid" },
             { "file": "report-2.cbor", "now": now, "expect": "stored" },
             { "file": "report-2-twin.cbor", "now": now, "expect": "equivocation" },

@@ -62,6 +62,7 @@ pub mod issuer;
 pub mod messages;
 pub mod metering;
 pub mod poprf;
+pub mod rangeproof;
 pub mod trust;
 pub mod verify;
 pub mod wallet;

@@ -189,17 +189,21 @@ fn craft(
 ) -> Vec<u8> {
     let secret = [9u8; 32];
     let id: [u8; 16] = license.license_id.as_slice().try_into().unwrap();
+    let mut openings = Vec::new();
     let series = units
         .iter()
         .map(|(unit, values)| {
             let mut sum = Scalar::ZERO;
+            let mut blindings = [Scalar::ZERO; 60];
             let commitments = (0..60)
                 .map(|m| {
                     let r = metering::blinding(&secret, &id, unit, escx::UnixSeconds(hour), m as u8);
+                    blindings[m] = r;
                     sum += r;
                     ByteBuf::from(metering::commit(values[m], &r).compress().to_bytes().to_vec())
                 })
                 .collect();
+            openings.push((*values, blindings));
             let opened = share.then(|| HourOpening {
                 total: values.iter().sum(),
                 blinding: ByteBuf::from(sum.to_bytes().to_vec()),
@@ -207,15 +211,23 @@ fn craft(
             Series { unit: unit.to_string(), commitments, opened }
         })
         .collect();
-    let payload = ReportPayload {
-        v: 1,
+    let mut payload = ReportPayload {
+        v: metering::REPORT_VERSION,
         package: "acme/thermal".parse().unwrap(),
         license_id: license.license_id.clone(),
         hour: escx::UnixSeconds(hour),
         seq,
         previous: ByteBuf::from(previous.to_vec()),
         series,
+        minutes_range: ByteBuf::new(),
+        sums_range: ByteBuf::new(),
     };
+    // What an honest meter proves; a crafted report the prover refuses (values out of
+    // range) goes without proofs, and the operator refuses it.
+    if let Ok((minutes, sums)) = metering::prove_report_ranges(&payload, &openings) {
+        payload.minutes_range = ByteBuf::from(minutes);
+        payload.sums_range = ByteBuf::from(sums);
+    }
     let envelope =
         wallet.seal_as_holder("acme/thermal", &id, CONTEXT_REPORT, escx::cbor::encode(&payload)).unwrap();
     ReportFile { v: 1, certificate: ByteBuf::from(certificate.to_vec()), report: ByteBuf::from(envelope) }
@@ -759,7 +771,7 @@ fn script(w: &World) -> Script {
     let (wallet, licenses) = w.wallet("chains", "metered", 3);
     let mut values = [0u64; 60];
     values[5] = 1;
-    values[17] = 3;
+    values[17] = 1;
     let mut batch = chains(&wallet, &licenses, 5, values);
     let cert = certificate(&wallet, &licenses[0]);
     batch.push(craft(
@@ -1277,28 +1289,34 @@ fn a_report_made_before_nonces_still_opens_and_closes() {
     invocations[7] = 4;
     let mut minutes = [0u64; 60];
     minutes[7] = 1;
-    let series = [("invocations", invocations), ("minutes", minutes)]
+    let blindings = |unit: &str| -> [Scalar; 60] {
+        std::array::from_fn(|m| metering::blinding(&secret, &id, unit, T0 + H, m as u8))
+    };
+    let openings = [(invocations, blindings("invocations")), (minutes, blindings("minutes"))];
+    let series = [("invocations", &openings[0]), ("minutes", &openings[1])]
         .iter()
-        .map(|(unit, values)| Series {
+        .map(|(unit, (values, r))| Series {
             unit: unit.to_string(),
-            commitments: (0..60u8)
-                .map(|m| {
-                    let r = metering::blinding(&secret, &id, unit, T0 + H, m);
-                    ByteBuf::from(metering::commit(values[usize::from(m)], &r).compress().to_bytes().to_vec())
-                })
+            commitments: (0..60)
+                .map(|m| ByteBuf::from(metering::commit(values[m], &r[m]).compress().to_bytes().to_vec()))
                 .collect(),
             opened: None,
         })
         .collect();
-    let payload = ReportPayload {
-        v: 1,
+    let mut payload = ReportPayload {
+        v: metering::REPORT_VERSION,
         package: "acme/thermal".parse().unwrap(),
         license_id: license.license_id.clone(),
         hour: T0 + H,
         seq: 1,
         previous: ByteBuf::from(vec![0u8; 32]),
         series,
+        minutes_range: ByteBuf::new(),
+        sums_range: ByteBuf::new(),
     };
+    let (m, s) = metering::prove_report_ranges(&payload, &openings).unwrap();
+    payload.minutes_range = ByteBuf::from(m);
+    payload.sums_range = ByteBuf::from(s);
     let envelope =
         wallet.seal_as_holder("acme/thermal", &id, CONTEXT_REPORT, escx::cbor::encode(&payload)).unwrap();
     let file = ReportFile {
@@ -1332,76 +1350,149 @@ fn a_report_made_before_nonces_still_opens_and_closes() {
 
 /// Review 2 (Medium 2): a holder edited their own `meter.sqlite` to put 2^62 in one
 /// minute's `minutes` counter, reported and closed; billing then failed for everyone ("a
-/// usage charge overflows") and wrote no events. Now the close is refused
-/// (`usage-impossible`: more minutes than the reported hours hold), a share-tier hour
-/// that opens more than 60 minutes is refused at ingest, and billing charges each license
-/// on its own: a stored close it cannot charge is refused with its id, the rest are billed.
+/// usage charge overflows") and wrote no events. Now the meter refuses to report it
+/// (`usage-impossible`), a report made by hand carries no valid range proof
+/// (`report-range-invalid`), and billing charges each license on its own: a stored close
+/// it cannot charge is refused with its id, the rest are billed.
 #[test]
 fn one_impossible_license_blocks_no_one_elses_bill() {
     let w = world();
     let mut operator = w.operator();
     let period = Period::of(T0);
-    let mut closes = Vec::new();
-    for name in ["honest", "cheat"] {
-        let (wallet, _) = w.wallet(name, "metered", 1);
-        let v = verified(&wallet, &w.chain);
-        let meter = Meter::open(&wallet).unwrap();
-        meter.record(&v, "invocations", 1, T0 + H + 60).unwrap();
-        drop(meter);
-        if name == "cheat" {
-            let db = rusqlite::Connection::open(wallet.dir().join("meter.sqlite")).unwrap();
-            db.execute("UPDATE counters SET value = ?1 WHERE unit = 'minutes'", [1i64 << 62]).unwrap();
-        }
-        let meter = Meter::open(&wallet).unwrap();
-        let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
-        assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
-        let close = meter.close("acme/thermal", period, None, false, period.end() + 10).unwrap();
-        closes.push((name, close.file));
-    }
-    operator.close(&closes[0].1, period.end() + 20).unwrap();
-    let err = operator.close(&closes[1].1, period.end() + 20).unwrap_err();
+    let (honest, honest_licenses) = w.wallet("honest", "metered", 1);
+    let v = verified(&honest, &w.chain);
+    let meter = Meter::open(&honest).unwrap();
+    meter.record(&v, "invocations", 1, T0 + H + 60).unwrap();
+    let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
+    assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
+    let close = meter.close("acme/thermal", period, None, false, period.end() + 10).unwrap();
+    operator.close(&close.file, period.end() + 20).unwrap();
+
+    let (cheat, cheat_licenses) = w.wallet("cheat", "metered", 1);
+    let v = verified(&cheat, &w.chain);
+    Meter::open(&cheat).unwrap().record(&v, "invocations", 1, T0 + H + 60).unwrap();
+    let db = rusqlite::Connection::open(cheat.dir().join("meter.sqlite")).unwrap();
+    db.execute("UPDATE counters SET value = ?1 WHERE unit = 'minutes'", [1i64 << 62]).unwrap();
+    let err = Meter::open(&cheat)
+        .unwrap()
+        .report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H)
+        .unwrap_err();
     assert_eq!(err.code(), "usage-impossible", "{err}");
+    let mut minutes = [0u64; 60];
+    minutes[1] = 1 << 62;
+    let crafted = craft(
+        &cheat,
+        &cheat_licenses[0],
+        &certificate(&cheat, &cheat_licenses[0]),
+        (T0 + H).0,
+        1,
+        [0; 32],
+        &[("minutes", minutes)],
+        false,
+    );
+    assert_eq!(ingest_one(&mut operator, &crafted, (T0 + 2 * H).0), "report-range-invalid");
     let billing = operator.billing(period).unwrap();
     assert_eq!((billing.charges.len(), billing.refused.len()), (1, 0));
     assert_eq!(billing.charges[0].minutes, 1);
 
-    // A close already stored with an impossible total (written before this rule, or by
-    // hand): billing refuses that license alone.
-    let db = rusqlite::Connection::open(w.tmp.path().join("op/operator.sqlite")).unwrap();
-    let honest: Vec<u8> = db.query_row("SELECT license_id FROM closes", [], |r| r.get(0)).unwrap();
-    let (cheat, _) = w.wallet("cheat-2", "metered", 1);
-    let v = verified(&cheat, &w.chain);
-    let meter = Meter::open(&cheat).unwrap();
+    // A close stored with an impossible total (written before these rules, or by hand):
+    // billing refuses that license alone, and bills the other.
+    let (other, _) = w.wallet("other", "metered", 1);
+    let v = verified(&other, &w.chain);
+    let meter = Meter::open(&other).unwrap();
     meter.record(&v, "invocations", 1, T0 + H + 60).unwrap();
     let report = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
     assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "stored");
     let close = meter.close("acme/thermal", period, None, false, period.end() + 10).unwrap();
     let closed = operator.close(&close.file, period.end() + 20).unwrap();
-    db.execute(
-        "UPDATE close_totals SET total = ?1 WHERE unit = 'minutes' AND license_id <> ?2",
-        rusqlite::params![1i64 << 62, honest],
-    )
-    .unwrap();
+    let store = rusqlite::Connection::open(w.tmp.path().join("op/operator.sqlite")).unwrap();
+    store
+        .execute(
+            "UPDATE close_totals SET total = ?1 WHERE unit = 'minutes' AND license_id <> ?2",
+            rusqlite::params![1i64 << 62, honest_licenses[0].license_id.as_slice()],
+        )
+        .unwrap();
     let billing = operator.billing(period).unwrap();
     assert_eq!(billing.charges.len(), 1, "{billing:?}");
-    assert_eq!(billing.charges[0].license_id, hex::encode(&honest));
+    assert_eq!(billing.charges[0].license_id, hex::encode(&honest_licenses[0].license_id));
     assert_eq!(billing.refused.len(), 1);
     assert_eq!(
         (billing.refused[0].code, billing.refused[0].license_id.as_str()),
         ("usage-impossible", closed.license_id.as_str())
     );
+}
 
-    // A share-tier hour that opens more than 60 minutes is refused at ingest.
-    let (share, _) = w.wallet("share", "metered-share", 1);
-    let v = verified(&share, &w.chain);
-    let meter = Meter::open(&share).unwrap();
-    meter.record(&v, "invocations", 1, T0 + H + 60).unwrap();
-    drop(meter);
-    let db = rusqlite::Connection::open(share.dir().join("meter.sqlite")).unwrap();
-    db.execute("UPDATE counters SET value = 61 WHERE unit = 'minutes'", []).unwrap();
-    let report =
-        Meter::open(&share).unwrap().report("acme/thermal", T0 + H, Telemetry::Share, T0 + 2 * H).unwrap();
-    assert_eq!(ingest_one(&mut operator, &report.file, (T0 + 2 * H).0), "usage-impossible");
+/// Review 2 (Medium 1): per-minute values were arbitrary scalars and closes bound only
+/// sums mod ℓ. A private-tier holder committed minutes 5 and 6 to 1 and minute 7 to ℓ − 2:
+/// a single-minute opening "proved" use, the hour and the period opened to 0, and billing
+/// charged 0.00. Each report now proves every minute 0 or 1 and every other unit's hour
+/// sum in [0, 2^63 − 1] (Bulletproofs+), bound to license, package, hour and seq.
+#[test]
+fn a_minute_committed_outside_zero_or_one_is_refused() {
+    let w = world();
+    let mut operator = w.operator();
+    let (wallet, licenses) = w.wallet("wallet", "metered", 1);
+    let license = &licenses[0];
+    let id: [u8; 16] = license.license_id.as_slice().try_into().unwrap();
+    let secret = [9u8; 32];
+    let r: [Scalar; 60] =
+        std::array::from_fn(|m| metering::blinding(&secret, &id, "minutes", T0 + H, m as u8));
+    // Minute values as scalars: 1, 1 and ℓ − 2 (that is, −2).
+    let value = |m: usize| match m {
+        5 | 6 => Scalar::ONE,
+        7 => -Scalar::from(2u64),
+        _ => Scalar::ZERO,
+    };
+    let gens = bulletproofs::PedersenGens::default();
+    let commitments: Vec<ByteBuf> = (0..60)
+        .map(|m| ByteBuf::from((gens.B * value(m) + gens.B_blinding * r[m]).compress().to_bytes().to_vec()))
+        .collect();
+    let mut payload = ReportPayload {
+        v: metering::REPORT_VERSION,
+        package: "acme/thermal".parse().unwrap(),
+        license_id: license.license_id.clone(),
+        hour: T0 + H,
+        seq: 1,
+        previous: ByteBuf::from(vec![0u8; 32]),
+        series: vec![Series { unit: "minutes".into(), commitments, opened: None }],
+        minutes_range: ByteBuf::new(),
+        sums_range: ByteBuf::new(),
+    };
+    // The best the cheat can attach: proofs for honest-looking minutes under the same
+    // blindings (1, 1, 0), or for another report's minutes. Neither verifies.
+    let mut honest = [0u64; 60];
+    honest[5] = 1;
+    honest[6] = 1;
+    let (proof, _) = metering::prove_report_ranges(&payload, &[(honest, r)]).unwrap();
+    payload.minutes_range = ByteBuf::from(proof);
+    let sign = |payload: &ReportPayload| {
+        let envelope =
+            wallet.seal_as_holder("acme/thermal", &id, CONTEXT_REPORT, escx::cbor::encode(payload)).unwrap();
+        ReportFile {
+            v: 1,
+            certificate: ByteBuf::from(certificate(&wallet, license)),
+            report: ByteBuf::from(envelope),
+        }
+        .to_cbor()
+    };
+    let now = (T0 + 2 * H).0;
+    assert_eq!(ingest_one(&mut operator, &sign(&payload), now), "report-range-invalid");
+    // A valid proof for these very commitments but another hour (or seq) is bound to it.
+    let mut real = payload.clone();
+    real.series[0].commitments = (0..60)
+        .map(|m| ByteBuf::from(metering::commit(honest[m], &r[m]).compress().to_bytes().to_vec()))
+        .collect();
+    let (proof, _) = metering::prove_report_ranges(&real, &[(honest, r)]).unwrap();
+    real.minutes_range = ByteBuf::from(proof);
+    let mut moved = real.clone();
+    moved.hour = T0 + 2 * H;
+    assert_eq!(ingest_one(&mut operator, &sign(&moved), (T0 + 3 * H).0), "report-range-invalid");
+    // The honest report is stored; a version 1 report (no proofs) is refused.
+    assert_eq!(ingest_one(&mut operator, &sign(&real), now), "stored");
+    let mut old = real.clone();
+    old.v = 1;
+    old.seq = 2;
+    assert_eq!(ingest_one(&mut operator, &sign(&old), now), "report-invalid");
 }
 
 /// Review 2 (Medium 5): `operator package` replaced terms from any owner-signed version,
@@ -1491,4 +1582,36 @@ fn package_terms_are_versioned_and_licenses_keep_theirs() {
     };
     assert_eq!(gross(&metered[0].license_id), 100_000, "1 minute at 6.00/h, as bought");
     assert_eq!(gross(&later.license_id), 2_000_000, "1 minute at 120.00/h");
+}
+
+/// Review 2 (low): 40 different reports of one license-hour stored 39 evidence rows of
+/// 16–80 KB each. One pair is kept per license, kind, hour and seq; the rest are counted,
+/// and the license is flagged.
+#[test]
+fn evidence_is_one_pair_per_license_hour_and_the_rest_are_counted() {
+    let w = world();
+    let mut operator = w.operator();
+    let (wallet, licenses) = w.wallet("wallet", "metered", 1);
+    let license = &licenses[0];
+    let cert = certificate(&wallet, license);
+    let files: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            let mut minutes = [0u64; 60];
+            minutes[i] = 1;
+            craft(&wallet, license, &cert, (T0 + H).0, 1, [0; 32], &[("minutes", minutes)], false)
+        })
+        .collect();
+    let now = (T0 + 2 * H).0;
+    assert_eq!(ingest_one(&mut operator, &files[0], now), "stored");
+    for file in &files[1..] {
+        assert_eq!(ingest_one(&mut operator, file, now), "equivocation");
+    }
+    // The same conflicting report again counts nothing more.
+    assert_eq!(ingest_one(&mut operator, &files[1], now), "equivocation");
+    let evidence = operator.evidence(None).unwrap();
+    assert_eq!(evidence.len(), 1, "one pair kept");
+    assert_eq!(evidence[0].repeats, 38, "the other 38 conflicting reports counted");
+    assert_eq!(evidence[0].hour, Some(T0 + H));
+    let billing_flag = operator.evidence(None).unwrap()[0].license_id.clone();
+    assert_eq!(billing_flag, hex::encode(&license.license_id));
 }

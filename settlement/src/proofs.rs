@@ -406,7 +406,7 @@ pub fn verify_statement(
                 (None, _) => return Err(fail("its payouts carry rules but the split proof is missing")),
                 (Some(_), 0) => return Err(fail("a split proof for an entry without rules")),
                 (Some(bytes), _) => Some(plus::Item {
-                    entry: item.entry,
+                    id: item.entry,
                     transcript: split_transcript(operator, &statement.hash, item.entry),
                     commitments: split_points(entry, &gross, &payouts)
                         .into_iter()
@@ -416,7 +416,7 @@ pub fn verify_statement(
                 }),
             };
             let range = plus::Item {
-                entry: item.entry,
+                id: item.entry,
                 transcript: range_transcript(operator, &statement.hash, item.entry),
                 commitments: payouts,
                 proof: item.proof.to_vec(),
@@ -435,138 +435,11 @@ pub fn verify_statement(
         .map_err(|entry| fail(entry, "a payout is not proven to be the share its rule names"))
 }
 
-/// Bulletproofs+ (Chung, Han, Ju, Kim, Seo 2020) from `tari_bulletproofs_plus`, on the
-/// statements' own generators (`B` for values, `B̃` for blindings): it batch-verifies,
-/// which `bulletproofs` 5 cannot, about 4x faster per proof on statement-sized proofs
-/// (proofs.md §2, benches/README.md).
-mod plus {
-    use std::sync::OnceLock;
-
-    use curve25519_dalek::ristretto::RistrettoPoint;
-    use curve25519_dalek::scalar::Scalar;
-    use curve25519_dalek::traits::Identity;
-    use merlin::Transcript;
-    use rayon::prelude::*;
-    use tari_bulletproofs_plus::PedersenGens;
-    use tari_bulletproofs_plus::commitment_opening::CommitmentOpening;
-    use tari_bulletproofs_plus::generators::pedersen_gens::ExtensionDegree;
-    use tari_bulletproofs_plus::range_parameters::RangeParameters;
-    use tari_bulletproofs_plus::range_proof::{RangeProof, VerifyAction};
-    use tari_bulletproofs_plus::range_statement::RangeStatement;
-    use tari_bulletproofs_plus::range_witness::RangeWitness;
-
-    /// One proof to verify.
-    pub(super) struct Item {
-        pub(super) entry: u32,
-        pub(super) transcript: Transcript,
-        pub(super) commitments: Vec<RistrettoPoint>,
-        pub(super) proof: Vec<u8>,
-    }
-
-    /// Parameters for `bits`-bit ranges aggregating `m` values (a power of two up to 64).
-    fn params(bits: usize, m: usize) -> &'static RangeParameters<RistrettoPoint> {
-        static CACHE: [[OnceLock<RangeParameters<RistrettoPoint>>; 7]; 2] =
-            [const { [const { OnceLock::new() }; 7] }; 2];
-        let row = usize::from(bits == super::RANGE_BITS);
-        CACHE[row][m.trailing_zeros() as usize].get_or_init(|| {
-            let ours = super::gens().0;
-            let gens = PedersenGens {
-                h_base: ours.B,
-                h_base_compressed: ours.B.compress(),
-                g_base_vec: vec![ours.B_blinding],
-                g_base_compressed_vec: vec![ours.B_blinding.compress()],
-                extension_degree: ExtensionDegree::DefaultPedersen,
-            };
-            // Sizes are powers of two up to 64 and bit lengths 16 or 64: always valid.
-            RangeParameters::init(bits, m, gens).unwrap_or_else(|_| unreachable!("valid range parameters"))
-        })
-    }
-
-    fn statement(
-        bits: usize,
-        mut commitments: Vec<RistrettoPoint>,
-    ) -> Result<RangeStatement<RistrettoPoint>, String> {
-        let m = commitments.len().max(1).next_power_of_two();
-        if m > super::PAYOUTS_MAX {
-            return Err(format!("more than {} values", super::PAYOUTS_MAX));
-        }
-        commitments.resize(m, RistrettoPoint::identity());
-        RangeStatement::init(params(bits, m).clone(), commitments, vec![None; m], None)
-            .map_err(|e| e.to_string())
-    }
-
-    /// An aggregated proof that each value lies in [0, 2^bits), padded with zeros to a
-    /// power of two.
-    pub(super) fn prove(
-        bits: usize,
-        transcript: &mut Transcript,
-        values: &[u64],
-        blindings: &[Scalar],
-    ) -> Result<Vec<u8>, String> {
-        let commitments: Vec<RistrettoPoint> =
-            values.iter().zip(blindings).map(|(v, r)| crate::statement::commit(*v, r)).collect();
-        let statement = statement(bits, commitments)?;
-        let mut openings: Vec<CommitmentOpening> =
-            values.iter().zip(blindings).map(|(v, r)| CommitmentOpening::new(*v, vec![*r])).collect();
-        openings.resize_with(statement.commitments.len(), || CommitmentOpening::new(0, vec![Scalar::ZERO]));
-        let witness = RangeWitness::init(openings).map_err(|e| e.to_string())?;
-        let proof = RangeProof::prove_with_rng(transcript, &statement, &witness, &mut rand_core::OsRng)
-            .map_err(|e| e.to_string())?;
-        Ok(proof.to_bytes())
-    }
-
-    /// Verifies every item, in one batch per thread; on failure names the first failing entry.
-    pub(super) fn verify(bits: usize, items: Vec<Item>) -> Result<(), u32> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let per_thread = items.len().div_ceil(rayon::current_num_threads().max(1));
-        let mut items = items;
-        let chunks: Vec<Vec<Item>> = {
-            let mut out = Vec::new();
-            while !items.is_empty() {
-                let rest = items.split_off(per_thread.min(items.len()));
-                out.push(std::mem::replace(&mut items, rest));
-            }
-            out
-        };
-        chunks.into_par_iter().try_for_each(|chunk| batch(bits, chunk))
-    }
-
-    fn batch(bits: usize, chunk: Vec<Item>) -> Result<(), u32> {
-        let first = chunk.first().map_or(0, |i| i.entry);
-        let mut statements = Vec::with_capacity(chunk.len());
-        let mut proofs = Vec::with_capacity(chunk.len());
-        let mut transcripts = Vec::with_capacity(chunk.len());
-        let mut entries = Vec::with_capacity(chunk.len());
-        for item in chunk {
-            let statement = statement(bits, item.commitments).map_err(|_| item.entry)?;
-            let proof = RangeProof::from_bytes(&item.proof).map_err(|_| item.entry)?;
-            statements.push(statement);
-            proofs.push(proof);
-            transcripts.push(item.transcript);
-            entries.push(item.entry);
-        }
-        // Kept for naming the culprit: a batch only says that some proof failed.
-        let copies = transcripts.clone();
-        if RangeProof::verify_batch(&mut transcripts, &statements, &proofs, VerifyAction::VerifyOnly).is_ok()
-        {
-            return Ok(());
-        }
-        for (i, mut transcript) in copies.into_iter().enumerate() {
-            let one = RangeProof::verify_batch(
-                std::slice::from_mut(&mut transcript),
-                &statements[i..=i],
-                &proofs[i..=i],
-                VerifyAction::VerifyOnly,
-            );
-            if one.is_err() {
-                return Err(entries[i]);
-            }
-        }
-        Err(first)
-    }
-}
+/// Bulletproofs+ from `tari_bulletproofs_plus` on the statements' own generators (`B` for
+/// values, `B̃` for blindings), shared with the meter's reports: it batch-verifies, which
+/// `bulletproofs` 5 cannot, about 4x faster per proof on statement-sized proofs (proofs.md
+/// §2, benches/README.md).
+use escx_licensing::rangeproof as plus;
 
 // ---------------------------------------------------------------------------------------
 // Revenue proofs.

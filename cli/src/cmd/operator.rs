@@ -537,6 +537,7 @@ fn operator_evidence(args: EvidenceArgs, ui: &Ui) -> anyhow::Result<()> {
             hour: e.hour.map(metering::format_hour),
             seq: e.seq,
             seen_at: e.at.rfc3339(),
+            repeats: e.repeats,
         })
         .collect();
     ui.emit(&EvidenceList { evidence: &rows }, || {
@@ -712,6 +713,7 @@ struct EvidenceRow<'a> {
     hour: Option<String>,
     seq: Option<u64>,
     seen_at: String,
+    repeats: u64,
 }
 
 /// `escx operator check-opening --json`.

@@ -14,8 +14,9 @@ use zeroize::Zeroizing;
 
 use super::{
     CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HOUR_SECS, HourOpening, MINUTES, OpeningFile,
-    Period, PeriodTotal, REPORT_NONCE_BYTES, Refusal, ReportFile, ReportPayload, Series, UNIT_MINUTES,
-    UnitOpening, commit, format_hour, is_metric, refuse, report_blinding, report_hash,
+    Period, PeriodTotal, REPORT_NONCE_BYTES, REPORT_VERSION, Refusal, ReportFile, ReportPayload, Series,
+    SeriesOpening, UNIT_MINUTES, UnitOpening, commit, format_hour, is_metric, prove_report_ranges, refuse,
+    report_blinding, report_hash,
 };
 use crate::Error;
 use crate::messages::LicensePayload;
@@ -450,14 +451,17 @@ impl<'w> Meter<'w> {
         let mut nonce = Zeroizing::new([0u8; REPORT_NONCE_BYTES]);
         escx::keyfile::fill_random(nonce.as_mut())?;
         let mut series = Vec::with_capacity(units.len());
+        let mut openings: Vec<SeriesOpening> = Vec::with_capacity(units.len());
         for unit in &units {
             let values = Self::minutes(&transaction, &id, unit, hour)?;
             let mut total: u64 = 0;
             let mut sum = Scalar::ZERO;
             let mut commitments = Vec::with_capacity(MINUTES);
+            let mut blindings = [Scalar::ZERO; MINUTES];
             for (minute, value) in (0u8..).zip(values.iter()) {
                 let r = report_blinding(&secret, &id, Some(&nonce), unit, hour, minute);
                 commitments.push(ByteBuf::from(commit(*value, &r).compress().to_bytes().to_vec()));
+                blindings[usize::from(minute)] = r;
                 sum += r;
                 total = total.checked_add(*value).ok_or_else(|| {
                     refuse(
@@ -469,16 +473,23 @@ impl<'w> Meter<'w> {
             let opened = (telemetry == Telemetry::Share)
                 .then(|| HourOpening { total, blinding: ByteBuf::from(sum.to_bytes().to_vec()) });
             series.push(Series { unit: unit.clone(), commitments, opened });
+            openings.push((values, blindings));
         }
-        let payload = ReportPayload {
-            v: 1,
+        let mut payload = ReportPayload {
+            v: REPORT_VERSION,
             package: license.package.clone(),
             license_id: ByteBuf::from(id.to_vec()),
             hour,
             seq,
             previous: ByteBuf::from(previous),
             series,
+            minutes_range: ByteBuf::new(),
+            sums_range: ByteBuf::new(),
         };
+        // Every value the operator bills or releases, proven in range (metering.md §3.4).
+        let (minutes_range, sums_range) = prove_report_ranges(&payload, &openings)?;
+        payload.minutes_range = ByteBuf::from(minutes_range);
+        payload.sums_range = ByteBuf::from(sums_range);
         let envelope =
             self.wallet.seal_as_holder(package, &id, CONTEXT_REPORT, escx::cbor::encode(&payload))?;
         let hash = report_hash(&envelope);

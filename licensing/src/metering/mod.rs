@@ -115,6 +115,8 @@ pub enum Refusal {
     /// Terms of a version older than one registered, or other terms under a version
     /// registered (metering.md §6.5).
     TermsVersion,
+    /// A report's range proofs do not verify (metering.md §3.4).
+    RangeInvalid,
     /// Usage the hours cannot hold: more than 60 `minutes` in an hour, or in a period more
     /// than 60 per reported hour (metering.md §6.2, §7.1, §7.2).
     Impossible,
@@ -143,6 +145,7 @@ impl Refusal {
             Self::BudgetExhausted => "epsilon-exhausted",
             Self::Overflow => "counter-overflow",
             Self::Impossible => "usage-impossible",
+            Self::RangeInvalid => "report-range-invalid",
             Self::TermsVersion => "terms-version",
         }
     }
@@ -178,7 +181,7 @@ pub struct HourOpening {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportPayload {
-    /// Format version, 1.
+    /// Format version, 2 (version 1 reports carry no range proofs and are refused).
     pub v: u8,
     /// Package name (the license's).
     pub package: PackageName,
@@ -192,6 +195,12 @@ pub struct ReportPayload {
     pub previous: ByteBuf,
     /// One series per unit, sorted by unit name, `minutes` always present.
     pub series: Vec<Series>,
+    /// Bulletproofs+ proof that each of the 60 `minutes` commitments opens to 0 or 1
+    /// (metering.md §3.4).
+    pub minutes_range: ByteBuf,
+    /// Bulletproofs+ proof that each other unit's hour sum lies in [0, 2^63 − 1]; empty
+    /// when the report has no other unit (metering.md §3.4).
+    pub sums_range: ByteBuf,
 }
 
 /// A report as it travels: the holder-signed report and the certificate naming the holder.
@@ -546,8 +555,12 @@ impl OpeningFile {
 /// of commitments, compressed, with its opened total when the series is opened.
 pub fn check_report(payload: &ReportPayload) -> Result<Vec<SeriesSum>, Error> {
     let invalid = |reason: String| refuse(Refusal::Invalid, reason);
-    if payload.v != 1 {
-        return Err(invalid(format!("unsupported report version {}", payload.v)));
+    if payload.v != REPORT_VERSION {
+        return Err(invalid(format!(
+            "unsupported report version {} (this operator takes version {REPORT_VERSION}, whose range proofs bound \
+             every value; report with this version's meter)",
+            payload.v
+        )));
     }
     fixed::<16>(&payload.license_id, "license_id")?;
     let previous = fixed::<32>(&payload.previous, "previous")?;
@@ -607,6 +620,125 @@ pub fn check_report(payload: &ReportPayload) -> Result<Vec<SeriesSum>, Error> {
         sums.push(SeriesSum { unit: series.unit.clone(), sum: sum.compress().to_bytes(), total });
     }
     Ok(sums)
+}
+
+/// The report format version (metering.md §3.1).
+pub const REPORT_VERSION: u8 = 2;
+/// Transcript label of a report's range proofs (metering.md §3.4).
+pub const TRANSCRIPT_REPORT_RANGE: &[u8] = b"escx meter report range v1";
+/// The bit length of the `minutes` proof: each minute is 0 or 1.
+pub const MINUTES_BITS: usize = 1;
+/// The bit length of the sums proof.
+pub const SUM_BITS: usize = 64;
+
+/// The transcript a report's range proof `proof` (`minutes` or `sums`) is made on
+/// (metering.md §3.4): every public input of the report but the commitments, which the
+/// proof absorbs itself.
+pub fn range_transcript(payload: &ReportPayload, proof: &'static [u8]) -> merlin::Transcript {
+    let mut t = merlin::Transcript::new(TRANSCRIPT_REPORT_RANGE);
+    t.append_message(b"proof", proof);
+    t.append_message(b"package", payload.package.as_str().as_bytes());
+    t.append_message(b"license_id", &payload.license_id);
+    t.append_u64(b"hour", payload.hour.0);
+    t.append_u64(b"seq", payload.seq);
+    t.append_u64(b"series", payload.series.len() as u64);
+    for series in &payload.series {
+        t.append_message(b"unit", series.unit.as_bytes());
+    }
+    t
+}
+
+/// The values a report's range proofs bind, with their blindings, for each series in the
+/// payload's order: the 60 minute values and blindings.
+pub type SeriesOpening = ([u64; MINUTES], [Scalar; MINUTES]);
+
+/// Makes a report's two range proofs (metering.md §3.4) from each series' minute values
+/// and blindings, in the payload's series order. Refuses what no honest meter holds: a
+/// `minutes` value other than 0 or 1 (`usage-impossible`), an hour sum above 2^63 − 1
+/// (`counter-overflow`).
+pub fn prove_report_ranges(
+    payload: &ReportPayload,
+    openings: &[SeriesOpening],
+) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let failed = |e: String| refuse(Refusal::Invalid, format!("a range proof could not be made: {e}"));
+    let mut minutes = None;
+    let (mut sum_values, mut sum_blindings) = (Vec::new(), Vec::new());
+    for (series, (values, blindings)) in payload.series.iter().zip(openings) {
+        if series.unit == UNIT_MINUTES {
+            if let Some(m) = values.iter().position(|v| *v > 1) {
+                return Err(refuse(
+                    Refusal::Impossible,
+                    format!("minute {m} holds {} minutes of use; a minute is used or not", values[m]),
+                ));
+            }
+            minutes = Some((values, blindings));
+            continue;
+        }
+        let total = values.iter().try_fold(0u64, |a, v| a.checked_add(*v)).filter(|t| *t <= COUNTER_MAX);
+        let total = total.ok_or_else(|| {
+            refuse(Refusal::Overflow, format!("the {} hour total is above 2^63 - 1", series.unit))
+        })?;
+        let blinding: Scalar = blindings.iter().sum();
+        sum_values.extend([total, COUNTER_MAX - total]);
+        sum_blindings.extend([blinding, -blinding]);
+    }
+    let (values, blindings) =
+        minutes.ok_or_else(|| refuse(Refusal::Invalid, "every report has a `minutes` series"))?;
+    let minutes_proof =
+        crate::rangeproof::prove(MINUTES_BITS, &mut range_transcript(payload, b"minutes"), values, blindings)
+            .map_err(failed)?;
+    let sums_proof = if sum_values.is_empty() {
+        Vec::new()
+    } else {
+        crate::rangeproof::prove(
+            SUM_BITS,
+            &mut range_transcript(payload, b"sums"),
+            &sum_values,
+            &sum_blindings,
+        )
+        .map_err(failed)?
+    };
+    Ok((minutes_proof, sums_proof))
+}
+
+/// The items to verify a report's range proofs with (metering.md §3.4), named `id`: the
+/// `minutes` proof and, when the report has other units, the sums proof. `sums` are
+/// [`check_report`]'s.
+pub fn range_items(
+    payload: &ReportPayload,
+    sums: &[SeriesSum],
+    id: u32,
+) -> Result<(crate::rangeproof::Item, Option<crate::rangeproof::Item>), Error> {
+    let invalid = |reason: &str| refuse(Refusal::RangeInvalid, reason.to_owned());
+    let minutes =
+        payload.series.iter().find(|s| s.unit == UNIT_MINUTES).ok_or_else(|| invalid("no minutes series"))?;
+    let points: Option<Vec<RistrettoPoint>> = minutes.commitments.iter().map(|c| point(c)).collect();
+    let minutes_item = crate::rangeproof::Item {
+        id,
+        transcript: range_transcript(payload, b"minutes"),
+        commitments: points.ok_or_else(|| invalid("a minutes commitment is not a point"))?,
+        proof: payload.minutes_range.to_vec(),
+    };
+    let bound = RISTRETTO_BASEPOINT_TABLE * &Scalar::from(COUNTER_MAX);
+    let mut commitments = Vec::new();
+    for sum in sums.iter().filter(|s| s.unit != UNIT_MINUTES) {
+        let p = point(&sum.sum).ok_or_else(|| invalid("an hour sum is not a point"))?;
+        commitments.extend([p, bound - p]);
+    }
+    let sums_item = if commitments.is_empty() {
+        if !payload.sums_range.is_empty() {
+            return Err(invalid("a report with no unit but minutes carries no sums proof"));
+        }
+        None
+    } else {
+        Some(crate::rangeproof::Item {
+            id,
+            transcript: range_transcript(payload, b"sums"),
+            commitments,
+            proof: payload.sums_range.to_vec(),
+        })
+    };
+    Ok((minutes_item, sums_item))
 }
 
 /// One series' hour sum.
@@ -690,13 +822,15 @@ mod tests {
             shift in (-1000i64..1000).prop_filter("non-zero", |s| *s != 0),
         ) {
             let report = |series: Series| ReportPayload {
-                v: 1,
+                v: REPORT_VERSION,
                 package: "a/b".parse().unwrap(),
                 license_id: ByteBuf::from(vec![3u8; 16]),
                 hour: escx::UnixSeconds(7200),
                 seq: 1,
                 previous: ByteBuf::from(vec![0u8; 32]),
                 series: vec![series],
+                minutes_range: ByteBuf::new(),
+                sums_range: ByteBuf::new(),
             };
             let minutes: Vec<u64> = values.iter().map(|v| u64::from(*v > 0)).collect();
             let sums = check_report(&report(series(&secret, UNIT_MINUTES, &minutes, 0))).unwrap();

@@ -235,6 +235,8 @@ pub struct Ingested {
 }
 
 struct Prepared {
+    /// The report's range proofs, verified in one batch for the whole ingest.
+    ranges: Option<(crate::rangeproof::Item, Option<crate::rangeproof::Item>)>,
     info: LicenseInfo,
     certificate: Option<Vec<u8>>,
     hour: UnixSeconds,
@@ -371,6 +373,9 @@ pub struct Evidence {
     pub first: Vec<u8>,
     /// The conflicting one (envelope bytes).
     pub second: Vec<u8>,
+    /// Further conflicting messages for the same license, kind, hour and seq: counted,
+    /// not kept.
+    pub repeats: u64,
 }
 
 /// An opening that matched its commitment.
@@ -748,9 +753,11 @@ impl<S: OperatorStore> Operator<S> {
                 "the report names another license or package than its certificate",
             ));
         }
+        let ranges = super::range_items(&payload, &sums, 0)?;
         let mut previous = [0u8; 32];
         previous.copy_from_slice(&payload.previous);
         Ok(Prepared {
+            ranges: Some(ranges),
             info,
             certificate,
             hour: payload.hour,
@@ -789,6 +796,34 @@ impl<S: OperatorStore> Operator<S> {
             let issuers = &self.issuers;
             parsed.into_par_iter().map(|p| p.and_then(|p| Self::prepare(issuers, p, &known))).collect()
         };
+        // 6.1 step 6: every report's range proofs, batch-verified across the ingest.
+        let mut prepared = prepared;
+        let (mut minutes, mut sums) = (Vec::new(), Vec::new());
+        for (index, p) in prepared.iter_mut().enumerate() {
+            if let Ok(p) = p
+                && let Some((mut m, s)) = p.ranges.take()
+            {
+                let id = u32::try_from(index).unwrap_or(u32::MAX);
+                m.id = id;
+                minutes.push(m);
+                if let Some(mut s) = s {
+                    s.id = id;
+                    sums.push(s);
+                }
+            }
+        }
+        let mut failed: BTreeSet<u32> =
+            crate::rangeproof::verify_each(super::MINUTES_BITS, minutes).into_iter().collect();
+        failed.extend(crate::rangeproof::verify_each(super::SUM_BITS, sums));
+        for id in failed {
+            if let Some(slot) = prepared.get_mut(id as usize) {
+                *slot = Err(refuse(
+                    Refusal::RangeInvalid,
+                    "the report's range proofs do not verify: a minute is not 0 or 1, or an hour sum is outside \
+                     [0, 2^63 - 1]",
+                ));
+            }
+        }
         let crls = self.crls()?;
         let mut results: Vec<Option<Ingested>> = (0..files.len()).map(|_| None).collect();
         let mut order: Vec<(usize, Prepared)> = Vec::new();
@@ -906,7 +941,8 @@ impl<S: OperatorStore> Operator<S> {
                 if held == file.close.as_slice() {
                     return Ok(closed(period_reports(&tx, &id, period)?.len(), true));
                 }
-                keep_evidence(&tx, &info, "close", None, None, &held, &file.close, now)?;
+                // Close evidence is kept per period: its `hour` is the period's start.
+                keep_evidence(&tx, &info, "close", Some(period.start()), None, &held, &file.close, now)?;
                 tx.commit()?;
                 return Err(refuse(
                     Refusal::CloseConflict,
@@ -1213,6 +1249,7 @@ impl<S: OperatorStore> Operator<S> {
                 at: UnixSeconds(r.at),
                 first: r.first,
                 second: r.second,
+                repeats: r.repeats,
             });
         }
         Ok(out)

@@ -146,6 +146,9 @@ pub struct StoredEvidence {
     pub first: Vec<u8>,
     /// The conflicting one.
     pub second: Vec<u8>,
+    /// Further conflicting messages received for the same license, kind, hour and seq,
+    /// counted but not kept (metering.md §6.2).
+    pub repeats: u64,
 }
 
 /// A closed license of a period, with what billing needs.
@@ -251,7 +254,9 @@ pub trait OperatorWriter: OperatorReader {
     fn insert_terms_version(&self, package: &str, version: &TermsVersion) -> Result<(), Error>;
     /// Binds a license to a terms version.
     fn bind_license_terms(&self, license_id: &[u8], version: &str) -> Result<(), Error>;
-    /// Keeps evidence (the same second message again: no-op) and flags the license.
+    /// Keeps evidence and flags the license: one pair per license, kind, hour and seq; a
+    /// further conflicting message only counts (`repeats`); the same second message again
+    /// is a no-op.
     fn keep_evidence(&self, evidence: &NewEvidence<'_>) -> Result<(), Error>;
     /// Stores a report, its hour sums, and moves the license's head to it.
     fn store_report(&self, report: &NewReport<'_>) -> Result<(), Error>;
@@ -394,12 +399,16 @@ CREATE TABLE terms_history (
 ALTER TABLE licenses ADD COLUMN terms_version TEXT;
 ";
 
+/// Step 3: evidence is bounded, further conflicts counted (metering.md §6.2).
+const SQLITE_V3: &str = "ALTER TABLE evidence ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;";
+const PG_SCHEMA_V3: &str = "ALTER TABLE evidence ADD COLUMN repeats BIGINT NOT NULL DEFAULT 0;";
+
 /// Schema version of the operator store, the number of steps (SQLite and PostgreSQL
 /// alike).
 #[allow(clippy::cast_possible_wrap)] // a handful of steps, known at compile time
 pub const SCHEMA_VERSION: i64 = SQLITE_STEPS.len() as i64;
 
-const SQLITE_STEPS: &[&str] = &[SQLITE_V1, SQLITE_V2];
+const SQLITE_STEPS: &[&str] = &[SQLITE_V1, SQLITE_V2, SQLITE_V3];
 
 /// The operator store's tables on either engine (metering.md §6.4): schema `escx_operator`
 /// on PostgreSQL, the version in `meta`.
@@ -408,7 +417,7 @@ static SCHEMA: Schema = Schema {
     pg_schema: Some("escx_operator"),
     lock: "escx v1 operator migration lock",
     sqlite: Migrations { steps: SQLITE_STEPS, mark: Mark::Meta },
-    postgres: Migrations { steps: &[PG_SCHEMA_V1, PG_SCHEMA_V2], mark: Mark::Meta },
+    postgres: Migrations { steps: &[PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_V3], mark: Mark::Meta },
 };
 
 /// The operator's database: a SQLite file or a PostgreSQL database.
@@ -747,7 +756,7 @@ impl<S: Sql> OperatorReader for Q<'_, S> {
     fn evidence(&self) -> Result<Vec<StoredEvidence>, Error> {
         self.0
             .rows(
-                "SELECT id, kind, license_id, holder, hour, seq, at, first, second FROM evidence ORDER BY id",
+                "SELECT id, kind, license_id, holder, hour, seq, at, first, second, repeats FROM evidence ORDER BY id",
                 &[],
             )?
             .iter()
@@ -762,6 +771,7 @@ impl<S: Sql> OperatorReader for Q<'_, S> {
                     at: r.uint(6)?,
                     first: bytes(r, 7)?,
                     second: bytes(r, 8)?,
+                    repeats: r.uint(9)?,
                 })
             })
             .collect()
@@ -914,6 +924,30 @@ impl OperatorWriter for SqlOperatorTx<'_> {
     }
 
     fn keep_evidence(&self, e: &NewEvidence<'_>) -> Result<(), Error> {
+        let signed = |v: Option<u64>| {
+            v.map_or(Ok(-1), |v| i64::try_from(v).map_err(|_| Error::stored("an hour or seq above 2^63")))
+        };
+        let held = self.tx.row(
+            "SELECT id, second_hash FROM evidence
+             WHERE license_id = ?1 AND kind = ?2 AND coalesce(hour, -1) = ?3 AND coalesce(seq, -1) = ?4",
+            &[
+                Arg::Bytes(e.license_id),
+                Arg::Text(e.kind),
+                Arg::Int(signed(e.hour)?),
+                Arg::Int(signed(e.seq)?),
+            ],
+        )?;
+        if let Some(row) = held {
+            if row.bytes(1)? != e.second_hash {
+                self.tx.exec(
+                    "UPDATE evidence SET repeats = repeats + 1 WHERE id = ?1",
+                    &[Arg::Int(row.int(0)?)],
+                )?;
+            }
+            self.tx
+                .exec("UPDATE licenses SET flagged = 1 WHERE license_id = ?1", &[Arg::Bytes(e.license_id)])?;
+            return Ok(());
+        }
         self.tx.exec(
             "INSERT INTO evidence (license_id, holder, kind, hour, seq, first, second, second_hash, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
@@ -1319,7 +1353,15 @@ impl OperatorWriter for MemoryOperatorTx<'_> {
 
     fn keep_evidence(&self, e: &NewEvidence<'_>) -> Result<(), Error> {
         let mut state = self.work.borrow_mut();
-        if state.evidence_hashes.insert(e.second_hash.to_vec()) {
+        let held = state
+            .evidence
+            .iter_mut()
+            .find(|r| r.license_id == e.license_id && r.kind == e.kind && r.hour == e.hour && r.seq == e.seq);
+        if let Some(row) = held {
+            if row.second != e.second {
+                row.repeats += 1;
+            }
+        } else if state.evidence_hashes.insert(e.second_hash.to_vec()) {
             let id = state.evidence.last().map_or(1, |last| last.id + 1);
             state.evidence.push(StoredEvidence {
                 id,
@@ -1331,6 +1373,7 @@ impl OperatorWriter for MemoryOperatorTx<'_> {
                 at: e.at,
                 first: e.first.to_vec(),
                 second: e.second.to_vec(),
+                repeats: 0,
             });
         }
         if let Some(license) = state.licenses.get_mut(e.license_id) {
