@@ -100,18 +100,9 @@ fn buy_redeem_verify_and_crl_over_http() {
     let (status, _, body) = http(&server.addr, "GET", "/v1/redeem", &[], b"");
     assert_eq!((status, error_code(&body).as_str()), (405, "method-not-allowed"));
 
-    let (status, _, metrics) = http(&server.addr, "GET", "/metrics", &[], b"");
-    assert_eq!(status, 200);
-    let metrics = String::from_utf8(metrics).unwrap();
-    assert!(metrics.contains("escx_redemptions_total 1"), "{metrics}");
-    assert!(
-        metrics.contains("escx_http_requests_total{endpoint=\"/v1/purchase\",status=\"200\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("escx_http_request_duration_seconds_count{endpoint=\"/v1/redeem\"} 2"),
-        "{metrics}"
-    );
+    // Without --metrics-token-file, /metrics is not served.
+    let (status, _, body) = http(&server.addr, "GET", "/metrics", &[], b"");
+    assert_eq!((status, error_code(&body).as_str()), (404, "not-served"));
 
     assert!(server.stop().success(), "SIGTERM stops the service with status 0");
     // The sale over the service is recorded with its account.
@@ -900,5 +891,47 @@ fn no_service_route_runs_the_privacy_sampler() {
             assert_eq!(error_code(&body), "not-found", "{method} {path}");
         }
     }
+    assert!(server.stop().success());
+}
+
+/// Review 2 (low): `/metrics` was public and showed each purchase and redemption as it
+/// happened, so anyone could time them and link a purchase to the redemption after it.
+/// Now it is served only to the bearer of `--metrics-token-file`'s token, purchases and
+/// redemptions are neither counted per request nor timed, and their counters move in
+/// steps of 16.
+#[test]
+fn metrics_need_a_token_and_do_not_time_purchases_or_redemptions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = issuer(dir);
+    std::fs::write(dir.join("metrics.token"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    let server = Server::start(dir, &["--issuer", "issuer", "--metrics-token-file", "metrics.token"]);
+    let scrape = |bearer: Option<&str>| {
+        let header = bearer.map(|b| format!("Bearer {b}"));
+        let headers: Vec<(&str, &str)> = header.iter().map(|h| ("Authorization", h.as_str())).collect();
+        let (status, _, body) = http(&server.addr, "GET", "/metrics", &headers, b"");
+        (status, String::from_utf8(body).unwrap())
+    };
+    assert_eq!(scrape(None).0, 401);
+    assert_eq!(scrape(Some("0123456789abcdef0123456789abcdee")).0, 401);
+    let good = Some("0123456789abcdef0123456789abcdef");
+    let (status, before) = scrape(good);
+    assert_eq!(status, 200, "{before}");
+
+    // 15 purchases: nothing a scrape shows moves.
+    let requests = purchase_requests(dir, 16);
+    let answers = burst(&server.addr, &token, &requests[..15]);
+    assert!(answers.iter().all(Option::is_some));
+    let (_, after) = scrape(good);
+    for line in
+        after.lines().filter(|l| l.contains("purchase") || l.contains("redeem") || l.contains("redemption"))
+    {
+        assert!(before.contains(line), "a scrape shows {line:?} after purchases");
+    }
+    assert!(after.contains("escx_purchases_total 0"), "{after}");
+    assert!(!after.contains("endpoint=\"/v1/purchase\""), "{after}");
+    // The 16th moves the counter by 16.
+    assert!(burst(&server.addr, &token, &requests[15..]).iter().all(Option::is_some));
+    assert!(scrape(good).1.contains("escx_purchases_total 16"));
     assert!(server.stop().success());
 }

@@ -129,12 +129,21 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+/// The step in which purchase and redemption counters move.
+pub const COARSE: u64 = 16;
+
+/// Endpoints whose answers are neither counted per request nor timed.
+const UNOBSERVED: [&str; 2] = ["/v1/purchase", "/v1/redeem"];
+
 /// The metrics of service.md §4.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<EndpointLabels, Histogram, fn() -> Histogram>,
-    pub redemptions: Counter,
+    /// Exposed in steps of [`COARSE`] (see [`Metrics::redemption`]).
+    redemptions: Counter,
+    purchases: Counter,
+    counted: [std::sync::atomic::AtomicU64; 2],
     reports: Family<OutcomeLabels, Counter>,
     pub connections: ConnectionMetrics,
 }
@@ -173,7 +182,7 @@ impl Metrics {
         );
         registry.register(
             "escx_redemptions",
-            "Licenses issued (stored answers to retries included)",
+            "Licenses issued, in steps of 16 (stored answers to retries included)",
             redemptions.clone(),
         );
         registry.register(
@@ -193,10 +202,48 @@ impl Metrics {
             "Connections closed for sending no request within the timeout",
             connections.timed_out.clone(),
         );
-        Self { registry, requests, durations, redemptions, reports, connections }
+        let purchases = Counter::default();
+        registry.register(
+            "escx_purchases",
+            "Purchases answered, in steps of 16 (retries answered from the store included)",
+            purchases.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            durations,
+            redemptions,
+            purchases,
+            counted: Default::default(),
+            reports,
+            connections,
+        }
     }
 
+    /// Counts a redemption. The exposed counter moves in steps of [`COARSE`], so a scrape
+    /// cannot tell when one redemption happened and match it with a purchase.
+    pub fn redemption(&self) {
+        self.coarse(0, &self.redemptions);
+    }
+
+    /// Counts a purchase, exposed like [`Self::redemption`].
+    pub fn purchase(&self) {
+        self.coarse(1, &self.purchases);
+    }
+
+    fn coarse(&self, which: usize, exposed: &Counter) {
+        let now = self.counted[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if now.is_multiple_of(COARSE) {
+            exposed.inc_by(COARSE);
+        }
+    }
+
+    /// Counts and times an answer, except those of purchases and redemptions: their
+    /// counts and latencies would time each one (service.md §4).
     pub fn observe(&self, endpoint: &str, status: u16, elapsed: Duration) {
+        if UNOBSERVED.contains(&endpoint) {
+            return;
+        }
         self.requests.get_or_create(&RequestLabels { endpoint: endpoint.to_owned(), status }).inc();
         self.durations
             .get_or_create(&EndpointLabels { endpoint: endpoint.to_owned() })

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM, PKCS#8, SEC1 or PKCS#1).
     #[arg(long = "tls-key", value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve /metrics to requests bearing the token in this file (16 characters or more);
+    /// without it, /metrics is not served.
+    #[arg(long = "metrics-token-file", value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Testing only (hidden; service.md §4): the operator part judges "the hour has ended"
     /// this many seconds ahead of the wall clock, so a test can report an hour without
     /// waiting for it to end. The issuer part always uses the wall clock.
@@ -122,6 +126,9 @@ struct Service {
     trusted_proxies: Vec<std::net::IpAddr>,
     /// Connection caps and the first-request deadline.
     gate: Arc<conn::Gate>,
+    /// The hash of the bearer token /metrics needs (`--metrics-token-file`); None: not
+    /// served.
+    metrics_token: Option<blake3::Hash>,
     /// Registry package files' entity tags, by resolved path.
     file_tags: Mutex<std::collections::HashMap<PathBuf, FileTag>>,
 }
@@ -216,6 +223,7 @@ impl Service {
             registry: parts.registry,
             proofs: parts.proofs,
             gate: Arc::new(limits.gate(&[], &metrics)),
+            metrics_token: None,
             metrics,
             redeem_limit: ClientLimit::per_second(limits.redeem_rate),
             ingest_limit: ClientLimit::per_second(limits.ingest_rate),
@@ -297,12 +305,34 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn metrics(State(service): State<Shared>) -> Response {
-    (
+/// `/metrics`, only with `--metrics-token-file` and to requests bearing that token
+/// (service.md §4): counters of purchases and redemptions are public enough to time.
+async fn metrics(State(service): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let Some(expected) = service.metrics_token else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-served",
+            "/metrics is served only with --metrics-token-file (service.md §4)",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| blake3::hash(t.trim().as_bytes()));
+    // blake3::Hash compares in constant time.
+    if given != Some(expected) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics needs Authorization: Bearer <the token of --metrics-token-file>",
+        ));
+    }
+    Ok((
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         service.metrics.encode(),
     )
-        .into_response()
+        .into_response())
 }
 
 async fn issuer_chain(State(service): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -350,7 +380,9 @@ async fn purchase(
     let answer = blocking(move || {
         let request = TokenRequest::from_cbor(&bytes)?;
         let issuer = issuer(&service)?;
-        Ok(issuer.issue_for(&request, Some(&account), (service.issuer_now)())?.to_cbor())
+        let answer = issuer.issue_for(&request, Some(&account), (service.issuer_now)())?.to_cbor();
+        service.metrics.purchase();
+        Ok(answer)
     })
     .await?;
     Ok(cbor(answer))
@@ -367,7 +399,7 @@ async fn redeem(
     let answer = blocking(move || {
         let sealed = SealedRedeemRequest::from_bytes(bytes.to_vec());
         let license = issuer(&service)?.redeem(&sealed, (service.issuer_now)())?;
-        service.metrics.redemptions.inc();
+        service.metrics.redemption();
         Ok(license.as_bytes().to_vec())
     })
     .await?;
@@ -763,6 +795,20 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
     );
     service.trusted_proxies.clone_from(&args.trusted_proxies);
     service.gate = Arc::new(limits.gate(&args.trusted_proxies, &service.metrics));
+    if let Some(path) = &args.metrics_token_file {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| escx::Error::io(path.display().to_string(), e))?;
+        let token = text.trim();
+        if token.len() < 16 {
+            return Err(crate::failure::UsageError(format!(
+                "--metrics-token-file {}: the token is {} characters; use 16 or more (e.g. 32 random bytes, hex)",
+                path.display(),
+                token.len()
+            ))
+            .into());
+        }
+        service.metrics_token = Some(blake3::hash(token.as_bytes()));
+    }
     let service = Arc::new(service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
