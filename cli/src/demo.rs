@@ -980,12 +980,20 @@ fn suppressed_cohort(demo: &mut Demo) -> anyhow::Result<String> {
         &mut rand_core::OsRng,
         escx::now_unix(),
     )? {
-        Aggregate::Suppressed { cohort_min_size } => Ok(format!(
-            "the share-tier sum for {}/{} is suppressed: fewer than {cohort_min_size} distinct holders share telemetry, so nothing is released and no privacy budget is spent",
+        Aggregate::Suppressed { cohort_min_size, decision_micros, .. } => Ok(format!(
+            "the share-tier sum for {}/{} is suppressed: no unit's noised count of distinct holders reaches {cohort_min_size}, so nothing is released; deciding that spent epsilon {}",
             metering::format_hour(start),
-            metering::format_hour(start + 86_400)
+            metering::format_hour(start + 86_400),
+            decision_micros as f64 / 1e6
         )),
-        Aggregate::Released(_) => bail!("a cohort of one holder was released"),
+        // The cohort count is itself noised (differential privacy, not k, is what protects
+        // the holders), so a tiny cohort passes with a small probability.
+        Aggregate::Released(release) => Ok(format!(
+            "the noised cohort count of the share-tier sum for {}/{} crossed the threshold this time (a noised count does, rarely); the values are released with discrete Laplace noise: {:?}",
+            metering::format_hour(start),
+            metering::format_hour(start + 86_400),
+            release.values
+        )),
     }
 }
 

@@ -621,10 +621,14 @@ fn the_store_holds_no_minute_value_and_no_private_hour_total() {
     }
 }
 
+/// Suppression and the budget (privacy.md §3): a cohort far below `cohort_min_size` is
+/// suppressed, but every decision spends a quarter of the window's budget, so "were there
+/// 50?" cannot be asked for free; private-tier usage never enters an aggregate. (A large
+/// cohort released per unit: `a_unit_used_by_one_holder_is_not_released_behind_a_crowd`.)
 #[test]
-fn cohorts_below_the_minimum_are_suppressed_and_the_budget_stops_releases() {
+fn cohorts_are_noised_every_decision_spends_and_the_budget_stops_releases() {
     let w = world();
-    let (wallet, licenses) = w.wallet("wallet", "metered-share", 50);
+    let (wallet, licenses) = w.wallet("wallet", "metered-share", 5);
     let mut operator = w.operator();
     let day = T0.floor(86_400);
     let mut values = [0u64; 60];
@@ -642,63 +646,95 @@ fn cohorts_below_the_minimum_are_suppressed_and_the_budget_stops_releases() {
                 (T0 + H).0,
                 1,
                 [0; 32],
-                &[("invocations", invocations), ("minutes", values)],
+                &[("compute_ms", invocations), ("invocations", invocations), ("minutes", values)],
                 true,
             )
         })
         .collect();
-    // 49 holders: suppressed, and nothing is spent.
-    let stored = operator.ingest(&files[..49], now).unwrap();
-    assert!(stored.iter().all(|r| matches!(r.outcome, Outcome::Stored)));
+    // 5 holders: suppressed; each decision spends 0.25 of the 1.0 budget, until none is left.
+    assert!(operator.ingest(&files[..5], now).unwrap().iter().all(|r| matches!(r.outcome, Outcome::Stored)));
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let window = (day, day + 86_400);
-    for _ in 0..3 {
-        let result =
-            operator.aggregate(&"acme/thermal".parse().unwrap(), window, 100, None, &mut rng, now).unwrap();
-        assert_eq!(result, Aggregate::Suppressed { cohort_min_size: 50 });
-    }
-    // 50: a number, spending half the budget twice, then refused.
-    assert_eq!(ingest_one(&mut operator, &files[49], now.0), "stored");
-    for remaining in [500_000, 0] {
-        let Aggregate::Released(release) = operator
-            .aggregate(&"acme/thermal".parse().unwrap(), window, 100, Some(500_000), &mut rng, now)
-            .unwrap()
-        else {
-            panic!("released expected")
-        };
-        assert_eq!(release.remaining_micros, remaining);
+    let package: escx::manifest::PackageName = "acme/thermal".parse().unwrap();
+    for left in [750_000, 500_000, 250_000, 0] {
+        let result = operator.aggregate(&package, window, 100, None, &mut rng, now).unwrap();
         assert_eq!(
-            release.values.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(),
-            ["compute_ms", "invocations", "minutes"]
+            result,
+            Aggregate::Suppressed { cohort_min_size: 50, decision_micros: 250_000, remaining_micros: left }
         );
-        // Three units share epsilon 0.5: each gets scale 100 · 3 / 0.5 = 600.
-        assert_eq!(release.scale, (100 * 3 * 1_000_000, 500_000));
     }
-    let err =
-        operator.aggregate(&"acme/thermal".parse().unwrap(), window, 100, None, &mut rng, now).unwrap_err();
+    let err = operator.aggregate(&package, window, 100, None, &mut rng, now).unwrap_err();
     assert_eq!(err.code(), "epsilon-exhausted");
-    // A window that is not one of the package's.
-    let err = operator
-        .aggregate(&"acme/thermal".parse().unwrap(), (day + H, day + 86_400 + H), 100, None, &mut rng, now)
-        .unwrap_err();
-    assert_eq!(err.code(), "window-invalid");
-    // Private-tier usage never enters an aggregate.
+
+    // Private-tier usage never enters an aggregate: a window holding only private
+    // reports has no cohort in any unit.
     let (private_wallet, private) = w.wallet("private", "metered", 1);
     let file = craft(
         &private_wallet,
         &private[0],
         &certificate(&private_wallet, &private[0]),
-        (T0 + H).0,
+        (T0 + 25 * H).0,
         1,
         [0; 32],
         &[("minutes", values)],
         false,
     );
-    assert_eq!(ingest_one(&mut operator, &file, now.0), "stored");
+    assert_eq!(ingest_one(&mut operator, &file, (T0 + 27 * H).0), "stored");
     let next = (day + 86_400, day + 2 * 86_400);
-    let result =
-        operator.aggregate(&"acme/thermal".parse().unwrap(), next, 100, None, &mut rng, now).unwrap();
-    assert_eq!(result, Aggregate::Suppressed { cohort_min_size: 50 });
+    let result = operator.aggregate(&package, next, 100, None, &mut rng, day + 2 * 86_400 + H).unwrap();
+    assert!(matches!(result, Aggregate::Suppressed { remaining_micros: 750_000, .. }), "{result:?}");
+    // A window that is not one of the package's.
+    let err =
+        operator.aggregate(&package, (day + H, day + 86_400 + H), 100, None, &mut rng, now).unwrap_err();
+    assert_eq!(err.code(), "window-invalid");
+}
+
+/// Review 2 (low): the cohort was counted across units, so 100 holders who report only
+/// `minutes` plus one victim who reports `invocations` reached k = 50 and released the
+/// victim's invocations alone; and metered tokens cost 0, so an operator can make the
+/// holders. The cohort is now counted per unit (with noise): the victim's unit is
+/// suppressed while `minutes` is released.
+#[test]
+fn a_unit_used_by_one_holder_is_not_released_behind_a_crowd() {
+    let w = world();
+    let (wallet, licenses) = w.wallet("wallet", "metered-share", 101);
+    let mut operator = w.operator();
+    let day = T0.floor(86_400);
+    let now = day + 86_400 + H;
+    let mut minutes = [0u64; 60];
+    minutes[0] = 1;
+    let mut used = [0u64; 60];
+    used[0] = 7;
+    let files: Vec<Vec<u8>> = licenses
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let units: Vec<(&str, [u64; 60])> = if i == 0 {
+                vec![("invocations", used), ("minutes", minutes)]
+            } else {
+                vec![("minutes", minutes)]
+            };
+            craft(&wallet, l, &certificate(&wallet, l), (T0 + H).0, 1, [0; 32], &units, true)
+        })
+        .collect();
+    assert!(operator.ingest(&files, now).unwrap().iter().all(|r| matches!(r.outcome, Outcome::Stored)));
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let package: escx::manifest::PackageName = "acme/thermal".parse().unwrap();
+    let Aggregate::Released(release) =
+        operator.aggregate(&package, (day, day + 86_400), 100, Some(500_000), &mut rng, now).unwrap()
+    else {
+        panic!("minutes has a cohort of 101")
+    };
+    assert_eq!(release.values.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(), ["minutes"]);
+    assert_eq!(release.suppressed, ["compute_ms", "invocations"]);
+    assert_eq!(
+        (release.epsilon_micros, release.decision_micros, release.remaining_micros),
+        (500_000, 250_000, 250_000)
+    );
+    // One released unit gets the whole 0.5: scale 100 · 1 / 0.5.
+    assert_eq!(release.scale, (100 * 1_000_000, 500_000));
+    let err = operator.aggregate(&package, (day, day + 86_400), 100, None, &mut rng, now).unwrap_err();
+    assert_eq!(err.code(), "epsilon-exhausted", "0.25 left is all a decision costs, nothing for values");
 }
 
 #[test]
@@ -1516,7 +1552,7 @@ fn package_terms_are_versioned_and_licenses_keep_theirs() {
     );
     operator.add_package(&w.package, &w.policy, T0 + 3).unwrap();
 
-    // A metered license and 50 share holders, bought under 1.2.0, report hour 1.
+    // A metered license and 120 share holders, bought under 1.2.0, report hour 1.
     let (wallet, metered) = w.wallet("wallet", "metered", 1);
     let v = verified(&wallet, &w.chain);
     let meter = Meter::open(&wallet).unwrap();
@@ -1525,7 +1561,7 @@ fn package_terms_are_versioned_and_licenses_keep_theirs() {
     let day = T0.floor(86_400);
     let now = day + 86_400 + H;
     assert_eq!(ingest_one(&mut operator, &report.file, now.0), "stored");
-    let (shared, holders) = w.wallet("shared", "metered-share", 50);
+    let (shared, holders) = w.wallet("shared", "metered-share", 120);
     let mut minutes = [0u64; 60];
     minutes[0] = 1;
     let files: Vec<Vec<u8>> = holders
@@ -1548,7 +1584,10 @@ fn package_terms_are_versioned_and_licenses_keep_theirs() {
     else {
         panic!("released expected")
     };
-    assert_eq!((release.epsilon_micros, release.remaining_micros), (1_000_000, 0));
+    assert_eq!(
+        (release.epsilon_micros, release.decision_micros, release.remaining_micros),
+        (750_000, 250_000, 0)
+    );
     let err = operator.aggregate(&package, (day, day + 86_400), 100, None, &mut rng, now).unwrap_err();
     assert_eq!(err.code(), "epsilon-exhausted");
     // 1.4.0 declares one-hour windows: an hour inside the day already released is spent.

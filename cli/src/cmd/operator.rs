@@ -415,17 +415,23 @@ fn operator_aggregate(args: AggregateArgs, ui: &Ui) -> anyhow::Result<()> {
     let result =
         open(&args.dir)?.aggregate(&args.package, window, args.clip, epsilon, &mut rand_core::OsRng, now)?;
     match result {
-        Aggregate::Suppressed { cohort_min_size } => ui.emit(
+        Aggregate::Suppressed { cohort_min_size, decision_micros, remaining_micros } => ui.emit(
             &Suppressed {
                 package: &args.package,
                 window: &args.window,
                 released: false,
-                reason: format!("fewer than {cohort_min_size} distinct holders"),
+                reason: format!("no unit's noised count of distinct holders reached {cohort_min_size}"),
+                decision_epsilon: epsilon_text(decision_micros),
+                epsilon_left: epsilon_text(remaining_micros),
             },
             || {
                 format!(
-                    "suppressed: fewer than {cohort_min_size} distinct holders share telemetry for {} in {}; nothing is released",
-                    args.package, args.window
+                    "suppressed: no unit of {} in {} has {cohort_min_size} distinct holders by its noised count; nothing \
+                     is released (the decision spent epsilon {}, {} left)",
+                    args.package,
+                    args.window,
+                    epsilon_text(decision_micros),
+                    epsilon_text(remaining_micros)
                 )
             },
         ),
@@ -436,8 +442,10 @@ fn operator_aggregate(args: AggregateArgs, ui: &Ui) -> anyhow::Result<()> {
                     window: &args.window,
                     released: true,
                     values: release.values.iter().map(|(u, v)| (u.as_str(), *v)).collect(),
+                    suppressed: &release.suppressed,
                     clip: release.clip,
                     epsilon: epsilon_text(release.epsilon_micros),
+                    decision_epsilon: epsilon_text(release.decision_micros),
                     epsilon_left: epsilon_text(release.remaining_micros),
                     noise: "discrete Laplace",
                     scale: format!("{}/{}", release.scale.0, release.scale.1),
@@ -671,6 +679,8 @@ struct Suppressed<'a> {
     window: &'a str,
     released: bool,
     reason: String,
+    decision_epsilon: String,
+    epsilon_left: String,
 }
 
 /// `escx operator aggregate --json` with a release.
@@ -680,8 +690,10 @@ struct Released<'a> {
     window: &'a str,
     released: bool,
     values: BTreeMap<&'a str, u64>,
+    suppressed: &'a [String],
     clip: u64,
     epsilon: String,
+    decision_epsilon: String,
     epsilon_left: String,
     noise: &'static str,
     scale: String,

@@ -321,11 +321,15 @@ pub struct RefusedCharge {
 /// The result of an aggregation request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Aggregate {
-    /// Fewer distinct holders than the package's `cohort_min_size`: nothing is released
-    /// and no budget is spent.
+    /// No unit's noised cohort reached the package's `cohort_min_size`: nothing is
+    /// released; the decision spent `decision_micros` (privacy.md §3).
     Suppressed {
         /// The threshold.
         cohort_min_size: u32,
+        /// Epsilon the decision spent, millionths.
+        decision_micros: u64,
+        /// Budget left for the window, millionths.
+        remaining_micros: u64,
     },
     /// Released.
     Released(Release),
@@ -340,17 +344,26 @@ pub struct Release {
     pub start: UnixSeconds,
     /// Window end.
     pub end: UnixSeconds,
-    /// Per unit: clipped sum over holders plus discrete Laplace noise, floored at 0.
+    /// Per released unit: clipped sum over holders plus discrete Laplace noise, floored
+    /// at 0.
     pub values: Vec<(String, u64)>,
+    /// The declared units whose noised cohort was below the threshold: not released.
+    pub suppressed: Vec<String>,
     /// Each holder's window total per unit is clipped to this (the sensitivity).
     pub clip: u64,
-    /// Epsilon this release spent, millionths (split evenly over the units).
+    /// Epsilon the values spent, millionths (split evenly over the released units).
     pub epsilon_micros: u64,
+    /// Epsilon the cohort decision spent, millionths.
+    pub decision_micros: u64,
     /// Budget left for the window, millionths.
     pub remaining_micros: u64,
     /// The noise scale per unit: `clip · units / epsilon`, as `numerator/denominator`.
     pub scale: (u64, u64),
 }
+
+/// The share of a window's budget each aggregation spends on deciding which units reach
+/// the cohort (privacy.md §3): a quarter.
+pub const SUPPRESSION_SHARE: u64 = 4;
 
 /// Kept evidence of an equivocation.
 #[derive(Debug, Clone)]
@@ -1172,16 +1185,11 @@ impl<S: OperatorStore> Operator<S> {
                     cohort = cohort.max(t.cohort_min_size);
                 }
             }
-            let holders: BTreeSet<&Vec<u8>> = per_holder.keys().map(|(_, l)| l).collect();
-            if holders.len() < cohort as usize {
-                return Ok(Aggregate::Suppressed { cohort_min_size: cohort });
-            }
             // Every release whose window overlaps this one counts against it.
             let spent = tx.epsilon_spent(package.as_str(), start.0, end.0)?;
             let remaining = budget.saturating_sub(spent);
-            let epsilon = epsilon_micros.unwrap_or(remaining);
-            if epsilon == 0 || epsilon > remaining {
-                return Err(refuse(
+            let exhausted = |asked: u64| {
+                refuse(
                     Refusal::BudgetExhausted,
                     format!(
                         "the privacy budget of {package} for {}/{} has {} of {} left; this release asks for {}",
@@ -1189,22 +1197,54 @@ impl<S: OperatorStore> Operator<S> {
                         format_hour(end),
                         epsilon_text(remaining),
                         epsilon_text(budget),
-                        epsilon_text(epsilon)
+                        epsilon_text(asked)
                     ),
-                ));
+                )
+            };
+            // Deciding which units reach the cohort costs a share of the budget on every
+            // call, suppressed or not (privacy.md §3): "were there k?" is not free.
+            let decision = (budget / SUPPRESSION_SHARE).max(1);
+            if remaining < decision {
+                return Err(exhausted(decision));
             }
-            // Every declared unit is released, whether or not anyone used it, so the set of
-            // units itself reveals nothing.
+            // Every declared unit is considered, whether or not anyone used it, so the set
+            // of units itself reveals nothing.
             let mut units: Vec<String> = vec![UNIT_MINUTES.to_owned()];
             units.extend(telemetry.metrics.iter().filter(|m| is_metric(m)).cloned());
             units.sort();
             units.dedup();
-            // Sequential composition: each unit gets epsilon / k, so the noise scale is
-            // clip · k / epsilon = (clip · k · 10^6) / epsilon_micros.
-            let scale_t = clip * units.len() as u64 * EPSILON_SCALE;
+            // The cohort is counted per unit (one unit's sum must not hold a single
+            // holder hidden in another unit's crowd), each count noised: one holder moves
+            // each of the k counts by at most 1, so the scale is k / decision.
+            let mut passing = Vec::new();
+            for unit in &units {
+                let count = per_holder.keys().filter(|(u, _)| u == unit).count();
+                let noise = super::dp::discrete_laplace(rng, units.len() as u64 * EPSILON_SCALE, decision);
+                let noisy = i128::try_from(count).unwrap_or(i128::MAX).saturating_add(noise);
+                if noisy >= i128::from(cohort) {
+                    passing.push(unit.clone());
+                }
+            }
+            if passing.is_empty() {
+                tx.insert_release(package.as_str(), start.0, end.0, decision, clip, now.0, &[])?;
+                tx.commit()?;
+                return Ok(Aggregate::Suppressed {
+                    cohort_min_size: cohort,
+                    decision_micros: decision,
+                    remaining_micros: remaining - decision,
+                });
+            }
+            let available = remaining - decision;
+            let epsilon = epsilon_micros.unwrap_or(available);
+            if epsilon == 0 || epsilon > available {
+                return Err(exhausted(epsilon.saturating_add(decision)));
+            }
+            // Sequential composition: each released unit gets epsilon / k, so the noise
+            // scale is clip · k / epsilon = (clip · k · 10^6) / epsilon_micros.
+            let scale_t = clip * passing.len() as u64 * EPSILON_SCALE;
             let scale_s = epsilon;
             let mut values = Vec::new();
-            for unit in &units {
+            for unit in &passing {
                 let sum: u128 = per_holder
                     .iter()
                     .filter(|((u, _), _)| u == unit)
@@ -1216,16 +1256,19 @@ impl<S: OperatorStore> Operator<S> {
                 let noised = (i128::try_from(sum).unwrap_or(i128::MAX).saturating_add(noise)).max(0);
                 values.push((unit.clone(), u64::try_from(noised).unwrap_or(u64::MAX)));
             }
-            tx.insert_release(package.as_str(), start.0, end.0, epsilon, clip, now.0, &values)?;
+            let suppressed: Vec<String> = units.iter().filter(|u| !passing.contains(u)).cloned().collect();
+            tx.insert_release(package.as_str(), start.0, end.0, epsilon + decision, clip, now.0, &values)?;
             tx.commit()?;
             Ok(Aggregate::Released(Release {
                 package: package.clone(),
                 start,
                 end,
                 values,
+                suppressed,
                 clip,
                 epsilon_micros: epsilon,
-                remaining_micros: remaining - epsilon,
+                decision_micros: decision,
+                remaining_micros: available - epsilon,
                 scale: (scale_t, scale_s),
             }))
         })
