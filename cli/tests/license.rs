@@ -567,25 +567,20 @@ fn a_wallet_path_without_a_wallet_is_refused() {
 /// A standard license of acme/thermal from `issuer/` in wallet `w`.
 fn licensed_wallet(dir: &std::path::Path) {
     issuer_with_package(dir);
+    buy_and_install(dir, "issuer", "issuer.pub");
+}
+
+/// Buys one standard token of acme/thermal from the issuer in `issuer_dir` (bundle
+/// `bundle`) into wallet `w`, redeems it and installs the license.
+fn buy_and_install(dir: &std::path::Path, issuer_dir: &str, bundle: &str) {
+    let request =
+        ["license", "request", "--issuer", bundle, "--package", "acme/thermal", "--tier", "standard"];
     for args in [
-        &[
-            "license",
-            "request",
-            "--issuer",
-            "issuer.pub",
-            "--package",
-            "acme/thermal",
-            "--tier",
-            "standard",
-            "--wallet",
-            "w",
-            "-o",
-            "req.cbor",
-        ][..],
-        &["issuer", "issue", "issuer", "req.cbor", "-o", "resp.cbor"],
+        &[&request[..], &["--wallet", "w", "-o", "req.cbor"]].concat()[..],
+        &["issuer", "issue", issuer_dir, "req.cbor", "-o", "resp.cbor"],
         &["license", "finalize", "resp.cbor", "--wallet", "w"],
         &["license", "redeem", "--wallet", "w", "--package", "acme/thermal", "-o", "r.sealed"],
-        &["issuer", "redeem", "issuer", "r.sealed", "-o", "l.sealed"],
+        &["issuer", "redeem", issuer_dir, "r.sealed", "-o", "l.sealed"],
         &["license", "install", "l.sealed", "--wallet", "w"],
     ] {
         escx(dir).args(args).assert().success();
@@ -618,28 +613,10 @@ fn a_self_issued_license_is_refused_by_the_cli() {
         &["issuer", "init", "rogue", "--name", "Acme Licensing", "--unencrypted"],
         &["issuer", "publish", "rogue", "-o", "rogue.pub"],
         &["issuer", "register-package", "rogue", "mine.escx", "--pubkey", "me.pub"],
-        &[
-            "license",
-            "request",
-            "--issuer",
-            "rogue.pub",
-            "--package",
-            "acme/thermal",
-            "--tier",
-            "standard",
-            "--wallet",
-            "w",
-            "-o",
-            "req.cbor",
-        ],
-        &["issuer", "issue", "rogue", "req.cbor", "-o", "resp.cbor"],
-        &["license", "finalize", "resp.cbor", "--wallet", "w"],
-        &["license", "redeem", "--wallet", "w", "--package", "acme/thermal", "-o", "r.sealed"],
-        &["issuer", "redeem", "rogue", "r.sealed", "-o", "l.sealed"],
-        &["license", "install", "l.sealed", "--wallet", "w"],
     ] {
         escx(dir).args(args).assert().success();
     }
+    buy_and_install(dir, "rogue", "rogue.pub");
     let (code, value) = verify_code(dir, &["--issuer", "issuer.pub"]);
     assert_eq!((code, value["error"]["code"].as_str()), (Some(1), Some("license-wrong-issuer")), "{value}");
     // The same by key id.
