@@ -204,6 +204,8 @@ fn main() -> ExitCode {
         Command::Man(args) => man(args, &ui),
     };
     match result {
+        // The command's answer that could not be written is a failed command.
+        Ok(()) if output::stdout_failed() => ExitCode::from(failure::EXIT_IO),
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => ExitCode::from(ui.report_failure(&error)),
     }

@@ -32,11 +32,22 @@ pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// [`write_stdout`] of one line; a failure other than a closed pipe goes to stderr.
+/// Set once a write to stdout failed for another reason than a closed pipe (a full disk,
+/// `> /dev/full`): the command then exits 3 (spec/cli.md).
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// [`write_stdout`] of one line; a failure other than a closed pipe goes to stderr and
+/// makes the command exit 3 ([`stdout_failed`]).
 pub fn print_line(text: &str) {
     if let Err(e) = write_stdout(format!("{text}\n").as_bytes()) {
+        STDOUT_FAILED.store(true, Ordering::Relaxed);
         eprintln!("error: writing to stdout: {e}");
     }
+}
+
+/// Whether a line of the command's output could not be written.
+pub fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
 }
 
 /// The `--json` report of a command whose only result is a file it wrote: `{file}`.

@@ -545,3 +545,21 @@ fn rotation_statements_and_issuer_bundles_can_be_inspected() {
     assert_eq!(shown["epochs"][0]["current"], true);
     f.cmd().args(["issuer", "show", "ci.pub"]).assert().code(1);
 }
+
+/// Issue 27 (2): a command whose answer could not be written exited 0 (`escx package
+/// inspect F --json > /dev/full`). It now exits 3, having said why on stderr.
+#[test]
+fn an_answer_that_cannot_be_written_exits_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return; // no /dev/full on this system: nothing to write into
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_escx"))
+        .current_dir(tmp.path())
+        .args(["key", "generate", "--out", "k", "--unencrypted", "--json"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writing to stdout"));
+}

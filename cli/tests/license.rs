@@ -665,6 +665,10 @@ fn a_deleted_crl_or_clock_revives_nothing_past_the_age_rule() {
     escx(dir).args(["issuer", "crl", "issuer", "-o", "crl.cbor"]).assert().success();
     let (code, value) = verify_code(dir, &[&trust[..], &["--crl", "crl.cbor"]].concat());
     assert_eq!((code, value["error"]["code"].as_str()), (Some(1), Some("license-revoked")));
+    // Issue 27 (6): `license list` said "current" for it; it says "revoked".
+    let listed =
+        json(&escx(dir).args(["license", "list", "--wallet", "w", "--json"]).output().unwrap().stdout);
+    assert_eq!(listed["licenses"][0]["state"], "revoked", "{listed}");
 
     // The CRL held sets a floor under the clock: clock.toml deleted, clock set back a day.
     std::fs::remove_file(dir.join("w/clock.toml")).unwrap();

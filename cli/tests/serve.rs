@@ -935,3 +935,20 @@ fn metrics_need_a_token_and_do_not_time_purchases_or_redemptions() {
     assert!(scrape(good).1.contains("escx_purchases_total 16"));
     assert!(server.stop().success());
 }
+
+/// Issue 27 (10): `--listen localhost:0` was refused as "invalid socket address syntax";
+/// a host name with a port is resolved, and a name that does not resolve is a usage error.
+#[test]
+fn listen_takes_a_host_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    issuer(dir);
+    let server = Server::start_on(dir, "localhost:0", &["--issuer", "issuer"]);
+    assert_eq!(http(&server.addr, "GET", "/healthz", &[], b"").0, 200);
+    assert!(server.stop().success());
+    let out = escx(dir)
+        .args(["serve", "--issuer", "issuer", "--listen", "no-such-host.invalid:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -831,6 +831,20 @@ impl Wallet {
         Ok(payload)
     }
 
+    /// Whether the CRL this wallet holds for the license's issuer lists it (no CRL held,
+    /// or another issuer's license: false).
+    pub fn is_revoked(&self, license: &LicensePayload) -> Result<bool, Error> {
+        let Ok(issuer) = <[u8; 16]>::try_from(license.issuer_key_id.as_slice()).map(KeyId) else {
+            return Ok(false);
+        };
+        if self.chain(issuer).is_err() {
+            return Ok(false);
+        }
+        Ok(self
+            .crl(issuer)?
+            .is_some_and(|crl| crl.revoked.iter().any(|r| r.license_id == license.license_id)))
+    }
+
     fn crl(&self, issuer: KeyId) -> Result<Option<CrlPayload>, Error> {
         let path = self.dir.join("crl").join(format!("{issuer}.cbor"));
         let Some(stamp) = Stamp::of(&path)? else { return Ok(None) };

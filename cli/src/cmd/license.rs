@@ -906,8 +906,11 @@ fn license_list(args: ListArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Resu
     let wallet = Wallet::open_existing(&args.wallet)?;
     let tokens = wallet.token_counts()?;
     let licenses = wallet.licenses()?;
+    let revoked: Vec<bool> = licenses.iter().map(|l| wallet.is_revoked(l)).collect::<Result<_, _>>()?;
     let state = |l: &escx_licensing::messages::LicensePayload| {
-        if now < l.not_before {
+        if licenses.iter().zip(&revoked).any(|(held, r)| *r && held.license_id == l.license_id) {
+            "revoked"
+        } else if now < l.not_before {
             "not-yet-valid"
         } else if now >= l.not_after {
             "expired"

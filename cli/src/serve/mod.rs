@@ -59,9 +59,9 @@ pub struct ServeArgs {
     /// beside the statements, read-only.
     #[arg(long, value_name = "DIR")]
     pub proofs: Option<PathBuf>,
-    /// Address to listen on (port 0: any free port, printed at start).
+    /// Address, or host name, and port to listen on (port 0: any free port, printed at start).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8440")]
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Seconds to receive a request and answer it.
     #[arg(long = "timeout-secs", value_name = "SECS", default_value_t = 10)]
     pub timeout_secs: u64,
@@ -818,9 +818,9 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(tls_config(&runtime, cert, key)?),
         _ => None,
     };
-    let listener =
-        std::net::TcpListener::bind(args.listen).map_err(|e| escx::Error::io(args.listen.to_string(), e))?;
-    let local = listener.local_addr().map_err(|e| escx::Error::io(args.listen.to_string(), e))?;
+    let listener = std::net::TcpListener::bind(listen_address(&args.listen)?)
+        .map_err(|e| escx::Error::io(&args.listen, e))?;
+    let local = listener.local_addr().map_err(|e| escx::Error::io(&args.listen, e))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     ui.emit(
         &Listening {
@@ -833,6 +833,19 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         || format!("listening on {scheme}://{local} (SIGTERM or Ctrl-C stops)"),
     );
     runtime.block_on(serve_on(listener, tls, service, limits, stop_signal()))
+}
+
+/// `--listen`: an address (`127.0.0.1:8440`, `[::]:8440`) or a host name with a port
+/// (`localhost:0`), resolved to its first address.
+fn listen_address(text: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    let usage = |why: String| {
+        crate::failure::UsageError(format!(
+            "--listen {text}: {why}; give HOST:PORT, e.g. 127.0.0.1:8440 or localhost:0"
+        ))
+    };
+    let mut found = text.to_socket_addrs().map_err(|e| usage(e.to_string()))?;
+    Ok(found.next().ok_or_else(|| usage("the name resolves to no address".into()))?)
 }
 
 /// The rustls configuration from PEM files (ring, as the clients use).
