@@ -952,3 +952,33 @@ fn listen_takes_a_host_name() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 27 (3): after a purchase refused with 401, `license buy --count 2` "resent the
+/// unanswered purchase" and bought 1 token. A definite refusal sold nothing, so it leaves
+/// the outbox; the next purchase is the one asked for.
+#[test]
+fn a_refused_purchase_is_not_resent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = issuer(dir);
+    let server = Server::start(dir, &["--issuer", "issuer"]);
+    let url = server.url();
+    let buy = |count: &str, token: &str| {
+        escx(dir)
+            .args(["license", "buy", "--server", &url, "--package", "acme/thermal", "--tier", "standard"])
+            .args(["--count", count, "--wallet", "w", "--account-token", token, "--json"])
+            .output()
+            .unwrap()
+    };
+    let refused = buy("1", &"0".repeat(64));
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(json(&refused.stdout)["error"]["code"], "unauthorized");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("will not be resent"));
+    let bought = buy("2", &token);
+    assert!(bought.status.success(), "{}", String::from_utf8_lossy(&bought.stderr));
+    let answer = json(&bought.stdout);
+    assert_eq!((answer["tokens"].as_u64(), answer["resent"].as_bool()), (Some(2), Some(false)), "{answer}");
+    assert!(std::fs::read_dir(dir.join("w/outbox")).unwrap().next().is_none(), "the outbox is empty");
+    assert!(std::fs::read_dir(dir.join("w/pending")).unwrap().next().is_none(), "no purchase is pending");
+    assert!(server.stop().success());
+}

@@ -430,6 +430,17 @@ impl Wallet {
         Ok(request)
     }
 
+    /// Forgets a purchase the issuer definitely refused (nothing was sold): its pending
+    /// inputs and blinds are removed. A purchase whose answer was lost must not be
+    /// abandoned: the issuer may have sold it, and answers it again.
+    pub fn abandon(&self, request: &TokenRequest) -> Result<(), Error> {
+        let path = self.dir.join("pending").join(format!("{}.cbor", short_id(&request.to_cbor())));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(escx::Error::io(path, e).into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks the issuer's proof and stores the tokens (licensing.md §5.2). Returns how
     /// many tokens were added.
     pub fn finalize(&self, response: &TokenResponse) -> Result<usize, Error> {

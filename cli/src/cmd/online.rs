@@ -93,7 +93,23 @@ pub fn buy(args: BuyArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()>
             (path, request, false)
         }
     };
-    let answer = client.post("/v1/purchase", &request.to_cbor(), Some(&args.account_token))?;
+    let answer = match client.post("/v1/purchase", &request.to_cbor(), Some(&args.account_token)) {
+        Ok(answer) => answer,
+        Err(error) => {
+            // A definite refusal (an answer in 4xx with its code, other than a timeout)
+            // sold nothing: the purchase leaves the outbox and is not resent next time.
+            // A lost answer (no answer, 5xx, a timeout) stays, since it may have been sold.
+            let refused = error.downcast_ref::<crate::failure::CliFailure>().is_some_and(|f| {
+                f.class == escx::ErrorClass::Input && f.code != "timeout" && f.code != "network"
+            });
+            if refused {
+                std::fs::remove_file(&path).map_err(|e| escx::Error::io(&path, e))?;
+                wallet.abandon(&request)?;
+                ui.warn("the service refused the purchase: nothing was bought, and it will not be resent");
+            }
+            return Err(error);
+        }
+    };
     let response =
         TokenResponse::from_cbor(&answer).with_context(|| format!("{}/v1/purchase", args.server))?;
     let tokens = wallet.finalize(&response)?;
