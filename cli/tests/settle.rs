@@ -408,3 +408,51 @@ fn rusqlite_count(path: &std::path::Path, sql: &str) -> i64 {
     let db = rusqlite::Connection::open(path).unwrap();
     db.query_row(sql, [], |r| r.get(0)).unwrap()
 }
+
+/// Issue 27 (1): `settle run ... --operator-key ci.key` signed statement 2 with a key other
+/// than the ledger's, and from then on every audit failed with no repair. Another key is
+/// refused (`operator-key-mismatch`, exit 1) and nothing is written.
+#[test]
+fn a_statement_is_never_signed_with_another_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(dir.join("manifests/thermal.toml"), MANIFEST).unwrap();
+    for (file, id) in [("e1.json", "s1"), ("e2.json", "s2")] {
+        let events = format!(
+            r#"[{{"id": "{id}", "time": "2026-11-01T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "10.00", "currency": "USD"}}]"#
+        );
+        std::fs::write(dir.join(file), events).unwrap();
+    }
+    for key in ["op", "ci"] {
+        escx(dir).args(["key", "generate", "--out", key, "--unencrypted"]).assert().success();
+    }
+    escx(dir).args(["settle", "init", "l.db"]).assert().success();
+    let run = |events: &str, key: &str| {
+        escx(dir)
+            .args([
+                "settle",
+                "run",
+                "l.db",
+                "--events",
+                events,
+                "--manifests",
+                "manifests",
+                "--operator-key",
+                key,
+            ])
+            .arg("--json")
+            .output()
+            .unwrap()
+    };
+    assert!(run("e1.json", "op.key").status.success());
+    let out = run("e2.json", "ci.key");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "operator-key-mismatch");
+    let list = json(&escx(dir).args(["statement", "list", "l.db", "--json"]).output().unwrap().stdout);
+    assert_eq!(list["statements"].as_array().unwrap().len(), 1, "nothing was written");
+    // With the ledger's key the batch settles, and every statement verifies under it.
+    assert!(run("e2.json", "op.key").status.success());
+    escx(dir).args(["statement", "export", "l.db", "--dir", "statements"]).assert().success();
+    escx(dir).args(["audit", "statements", "statements", "--operator-pub", "op.pub"]).assert().success();
+}

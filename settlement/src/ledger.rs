@@ -798,6 +798,32 @@ pub(crate) fn close_batch(
             ));
         }
     };
+    // Every statement of a ledger is signed by one operator key: the one recorded with the
+    // first statement (or, for a ledger from before, read from its last statement). Another
+    // key aborts the batch's transaction: nothing is written (settlement.md §4).
+    let given = operator.id().to_string();
+    let held = match tx.meta("operator_key")? {
+        Some(held) => held,
+        None => {
+            let held = match tx.last_statement()? {
+                Some((last, _, _)) => {
+                    let record = tx.statement(last)?.ok_or_else(|| {
+                        Error::stored(tx.location(), format!("statement {last} is missing"))
+                    })?;
+                    escx::envelope::Envelope::from_cbor(&record.bytes)
+                        .map_err(|e| Error::stored(tx.location(), format!("statement {last}: {e}")))?
+                        .key_id()
+                        .to_string()
+                }
+                None => given.clone(),
+            };
+            tx.set_meta("operator_key", &held)?;
+            held
+        }
+    };
+    if held != given {
+        return Err(Error::OperatorKeyMismatch { held, given });
+    }
     // Conservation is checked on every entry before anything is signed; a failure aborts
     // the batch's transaction.
     let built = statement::build(ledger_id, seq, &previous, now, entries, operator).map_err(|e| {

@@ -128,6 +128,18 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A statement would be signed with another key than the ledger's operator key
+    /// (settlement.md §4): auditors would refuse it and every statement after it.
+    #[error(
+        "this ledger's statements are signed by operator key {held}; key {given} was given. Sign with the \
+         ledger's key (a key change needs a rotation, which escx does not make yet)"
+    )]
+    OperatorKeyMismatch {
+        /// The ledger's key id.
+        held: String,
+        /// The key id given.
+        given: String,
+    },
     /// A period that has not ended cannot be closed (proofs.md §3.1).
     #[error("{period} has not ended (it ends at {ends}); a period is closed once it is over")]
     PeriodOpen {
@@ -207,6 +219,7 @@ impl escx::Fault for Error {
             Self::Invariant { .. } => "ledger-invariant",
             Self::UnknownStatement { .. } => "unknown-statement",
             Self::PeriodOpen { .. } => "period-open",
+            Self::OperatorKeyMismatch { .. } => "operator-key-mismatch",
             Self::Statement(e) => e.code(),
             Self::Proof(e) => e.code(),
             Self::Store(e) => e.code(),
