@@ -982,3 +982,39 @@ fn a_refused_purchase_is_not_resent() {
     assert!(std::fs::read_dir(dir.join("w/pending")).unwrap().next().is_none(), "no purchase is pending");
     assert!(server.stop().success());
 }
+
+/// Issue 27 (9): `escx issuer account` had only `add`, so a leaked token could be neither
+/// listed nor revoked. `list` names the accounts; `revoke` makes the token buy nothing from
+/// the next purchase on, at the running service too.
+#[test]
+fn a_revoked_account_buys_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = issuer(dir);
+    let listed =
+        json(&escx(dir).args(["issuer", "account", "list", "issuer", "--json"]).output().unwrap().stdout);
+    assert_eq!(listed["accounts"], serde_json::json!(["alice"]));
+    let server = Server::start(dir, &["--issuer", "issuer"]);
+    let url = server.url();
+    let buy = || {
+        escx(dir)
+            .args(["license", "buy", "--server", &url, "--package", "acme/thermal", "--tier", "standard"])
+            .args(["--wallet", "w", "--account-token", &token, "--json"])
+            .output()
+            .unwrap()
+    };
+    assert!(buy().status.success());
+    escx(dir).args(["issuer", "account", "revoke", "issuer", "alice"]).assert().success();
+    let refused = buy();
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(json(&refused.stdout)["error"]["code"], "unauthorized");
+    let out = escx(dir).args(["issuer", "account", "revoke", "issuer", "alice", "--json"]).output().unwrap();
+    assert_eq!(
+        (out.status.code(), json(&out.stdout)["error"]["code"].as_str()),
+        (Some(1), Some("unknown-account"))
+    );
+    let listed =
+        json(&escx(dir).args(["issuer", "account", "list", "issuer", "--json"]).output().unwrap().stdout);
+    assert_eq!(listed["accounts"], serde_json::json!([]));
+    assert!(server.stop().success());
+}

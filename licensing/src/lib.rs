@@ -154,6 +154,12 @@ pub enum Error {
         /// The account name.
         name: String,
     },
+    /// No purchase account with this name.
+    #[error("no account named {name:?} (`escx issuer account list` shows them)")]
+    UnknownAccount {
+        /// The account name.
+        name: String,
+    },
     /// No license with this id.
     #[error("no license {license_id}")]
     UnknownLicense {
@@ -392,6 +398,7 @@ impl escx::Fault for Error {
             Self::AlreadySpent => "token-spent",
             Self::UnknownLicense { .. } => "unknown-license",
             Self::AccountExists { .. } => "account-exists",
+            Self::UnknownAccount { .. } => "unknown-account",
             Self::NoToken { .. } => "no-token",
             Self::NoWallet { .. } => "no-wallet",
             Self::NoLicense { .. } => "no-license",

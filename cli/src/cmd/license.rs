@@ -88,6 +88,47 @@ Examples:
   escx issuer account add ./issuer alice
   escx issuer account add ./issuer alice --json")]
     Add(AccountAddArgs),
+    /// List the purchase accounts (names only: the issuer keeps no token).
+    #[command(
+        after_help = "Examples:\n  escx issuer account list ./issuer\n  escx issuer account list ./issuer --json"
+    )]
+    List(IssuerDirArgs),
+    /// Revoke an account: its token is refused from the next purchase on, on every node.
+    #[command(after_help = "\
+Use it when a token leaked or a customer leaves; past sales keep the account's name. To
+give the customer a new token, add the account again.
+
+Examples:
+  escx issuer account revoke ./issuer alice
+  escx issuer account revoke ./issuer alice && escx issuer account add ./issuer alice")]
+    Revoke(AccountAddArgs),
+}
+
+#[derive(Serialize)]
+struct Accounts<'a> {
+    accounts: &'a [String],
+}
+
+#[derive(Serialize)]
+struct AccountRevoked<'a> {
+    account: &'a str,
+    revoked: bool,
+}
+
+fn issuer_account_list(args: IssuerDirArgs, ui: &Ui) -> anyhow::Result<()> {
+    let accounts = open_issuer(&args.dir)?.accounts()?;
+    ui.emit(&Accounts { accounts: &accounts }, || {
+        if accounts.is_empty() { "no accounts".into() } else { accounts.join("\n") }
+    });
+    Ok(())
+}
+
+fn issuer_account_revoke(args: AccountAddArgs, ui: &Ui) -> anyhow::Result<()> {
+    open_issuer(&args.dir)?.revoke_account(&args.name)?;
+    ui.emit(&AccountRevoked { account: &args.name, revoked: true }, || {
+        format!("account {} revoked: its token buys nothing from now on", args.name)
+    });
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -615,6 +656,8 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
         IssuerCommand::Show(args) => issuer_show(args, ui, now),
         IssuerCommand::Sales(args) => issuer_sales(args, ui),
         IssuerCommand::Account(AccountCommand::Add(args)) => issuer_account_add(args, ui, now),
+        IssuerCommand::Account(AccountCommand::List(args)) => issuer_account_list(args, ui),
+        IssuerCommand::Account(AccountCommand::Revoke(args)) => issuer_account_revoke(args, ui),
     }
 }
 

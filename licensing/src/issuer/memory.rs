@@ -141,6 +141,12 @@ impl State {
         Ok(self.accounts.values().any(|n| n == name))
     }
 
+    fn account_names(&self) -> Result<Vec<String>, Error> {
+        let mut names: Vec<String> = self.accounts.values().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
     fn latest_crl(&self) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.crls.values().next_back().cloned())
     }
@@ -217,6 +223,12 @@ impl IssuerWriter for MemoryIssuerTx<'_> {
         }
         self.work.accounts.insert(*token_hash, name.to_owned());
         Ok(())
+    }
+
+    fn delete_account(&mut self, name: &str) -> Result<bool, Error> {
+        let before = self.work.accounts.len();
+        self.work.accounts.retain(|_, n| n != name);
+        Ok(self.work.accounts.len() != before)
     }
 
     fn insert_crl(&mut self, number: u64, bytes: &[u8]) -> Result<(), Error> {

@@ -985,6 +985,23 @@ impl<S: IssuerStore> Issuer<S> {
         Ok(text)
     }
 
+    /// Every purchase account's name, in order.
+    pub fn accounts(&self) -> Result<Vec<String>, Error> {
+        self.store.account_names()
+    }
+
+    /// Revokes a purchase account: its token is refused from the next purchase on, on
+    /// every node sharing the store (service.md §3). Its past sales keep its name.
+    pub fn revoke_account(&self, name: &str) -> Result<(), Error> {
+        retrying(|| {
+            let mut tx = self.store.begin()?;
+            if !tx.delete_account(name)? {
+                return Err(Error::UnknownAccount { name: name.to_owned() });
+            }
+            tx.commit()
+        })
+    }
+
     /// The account a bearer token belongs to, if any.
     pub fn account(&self, token: &str) -> Result<Option<String>, Error> {
         self.store.account_by_token(&account_token_hash(token))

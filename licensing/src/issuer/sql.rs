@@ -362,6 +362,14 @@ impl<S: Sql> Q<'_, S> {
         Ok(self.0.row("SELECT 1 FROM accounts WHERE name = ?1", &[Arg::Text(name)])?.is_some())
     }
 
+    fn account_names(&self) -> Result<Vec<String>, Error> {
+        self.0
+            .rows("SELECT name FROM accounts ORDER BY name", &[])?
+            .iter()
+            .map(|r| Ok(r.text(0)?.to_owned()))
+            .collect()
+    }
+
     fn latest_crl(&self) -> Result<Option<Vec<u8>>, Error> {
         Ok(self
             .0
@@ -529,6 +537,12 @@ impl IssuerWriter for SqlIssuerTx<'_> {
             "INSERT INTO accounts (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
             &[Arg::Text(name), Arg::Bytes(token_hash), time(at)?],
         )
+    }
+
+    fn delete_account(&mut self, name: &str) -> Result<bool, Error> {
+        let held = self.tx.row("SELECT 1 FROM accounts WHERE name = ?1", &[Arg::Text(name)])?.is_some();
+        self.run("DELETE FROM accounts WHERE name = ?1", &[Arg::Text(name)])?;
+        Ok(held)
     }
 
     fn insert_crl(&mut self, number: u64, bytes: &[u8]) -> Result<(), Error> {

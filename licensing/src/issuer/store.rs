@@ -44,6 +44,7 @@ macro_rules! forward_issuer_reader {
             fn sales(&$self) -> Result<Vec<Sale>, Error> { $inner.sales() }
             fn account_by_token(&$self, token_hash: &[u8; 32]) -> Result<Option<String>, Error> { $inner.account_by_token(token_hash) }
             fn account_exists(&$self, name: &str) -> Result<bool, Error> { $inner.account_exists(name) }
+            fn account_names(&$self) -> Result<Vec<String>, Error> { $inner.account_names() }
             fn latest_crl(&$self) -> Result<Option<Vec<u8>>, Error> { $inner.latest_crl() }
             fn sale_account(&$self, sale_id: i64) -> Result<Option<String>, Error> { $inner.sale_account(sale_id) }
         }
@@ -131,6 +132,8 @@ pub trait IssuerReader {
     fn account_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<String>, Error>;
     /// Whether an account has this name.
     fn account_exists(&self, name: &str) -> Result<bool, Error>;
+    /// Every account's name, in order.
+    fn account_names(&self) -> Result<Vec<String>, Error>;
     /// The newest CRL signed, as signed.
     fn latest_crl(&self) -> Result<Option<Vec<u8>>, Error>;
     /// The account a sale was made to, when it was made over the service.
@@ -173,6 +176,8 @@ pub trait IssuerWriter: IssuerReader {
     fn insert_revocation(&mut self, license_id: &[u8], reason: &str, at: UnixSeconds) -> Result<(), Error>;
     /// Adds an account (its name and token hash must be new).
     fn insert_account(&mut self, name: &str, token_hash: &[u8; 32], at: UnixSeconds) -> Result<(), Error>;
+    /// Removes an account and so its token; whether it existed. Its sales keep its name.
+    fn delete_account(&mut self, name: &str) -> Result<bool, Error>;
     /// Keeps a signed CRL (its number must be new).
     fn insert_crl(&mut self, number: u64, bytes: &[u8]) -> Result<(), Error>;
     /// Records the account a sale was made to.
