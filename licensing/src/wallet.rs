@@ -845,7 +845,7 @@ impl Wallet {
     /// Whether the CRL this wallet holds for the license's issuer lists it (no CRL held,
     /// or another issuer's license: false).
     pub fn is_revoked(&self, license: &LicensePayload) -> Result<bool, Error> {
-        let Ok(issuer) = <[u8; 16]>::try_from(license.issuer_key_id.as_slice()).map(KeyId) else {
+        let Ok(issuer) = messages::key_id(&license.issuer_key_id) else {
             return Ok(false);
         };
         if self.chain(issuer).is_err() {
@@ -1123,9 +1123,7 @@ impl Wallet {
             // The wrapped key itself names the issuer: only the issuer the package's
             // content key was sealed to can wrap it (§8.1), so the license's own signer is
             // the one to trust here, under the default revocation age rule.
-            let trust = Trust::issuer(KeyId(license.issuer_key_id.as_slice().try_into().map_err(|_| {
-                Error::Malformed { what: "license", reason: "issuer_key_id must be 16 bytes".into() }
-            })?));
+            let trust = Trust::issuer(messages::key_id(&license.issuer_key_id)?);
             if let Err(error) = self.check_one(&trust, &file, package, Some(version), now) {
                 last = Some(error);
                 continue;

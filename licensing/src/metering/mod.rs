@@ -554,6 +554,19 @@ impl OpeningFile {
 /// Checks a report payload's structure (metering.md §3.2) and returns each series' sum
 /// of commitments, compressed, with its opened total when the series is opened.
 pub fn check_report(payload: &ReportPayload) -> Result<Vec<SeriesSum>, Error> {
+    Ok(checked(payload)?.sums)
+}
+
+/// What [`check_report`] decompressed on its way, kept for the range proofs.
+struct Checked {
+    sums: Vec<SeriesSum>,
+    /// The 60 `minutes` commitments.
+    minutes: Vec<RistrettoPoint>,
+    /// Each other series' hour sum, in the payload's order.
+    unit_sums: Vec<RistrettoPoint>,
+}
+
+fn checked(payload: &ReportPayload) -> Result<Checked, Error> {
     let invalid = |reason: String| refuse(Refusal::Invalid, reason);
     if payload.v != REPORT_VERSION {
         return Err(invalid(format!(
@@ -582,6 +595,7 @@ pub fn check_report(payload: &ReportPayload) -> Result<Vec<SeriesSum>, Error> {
         }
     }
     let mut sums = Vec::with_capacity(payload.series.len());
+    let (mut minutes, mut unit_sums) = (Vec::new(), Vec::new());
     for series in &payload.series {
         if series.unit != UNIT_MINUTES && !is_metric(&series.unit) {
             return Err(invalid(format!("{:?} is not a unit", series.unit)));
@@ -594,13 +608,21 @@ pub fn check_report(payload: &ReportPayload) -> Result<Vec<SeriesSum>, Error> {
             )));
         }
         let mut sum = RistrettoPoint::default();
+        let is_minutes = series.unit == UNIT_MINUTES;
         for (minute, bytes) in series.commitments.iter().enumerate() {
-            sum += point(bytes).ok_or_else(|| {
+            let p = point(bytes).ok_or_else(|| {
                 invalid(format!(
                     "{}: the commitment of minute {minute} is not a ristretto255 point",
                     series.unit
                 ))
             })?;
+            sum += p;
+            if is_minutes {
+                minutes.push(p);
+            }
+        }
+        if !is_minutes {
+            unit_sums.push(sum);
         }
         let total = match &series.opened {
             None => None,
@@ -619,7 +641,7 @@ pub fn check_report(payload: &ReportPayload) -> Result<Vec<SeriesSum>, Error> {
         };
         sums.push(SeriesSum { unit: series.unit.clone(), sum: sum.compress().to_bytes(), total });
     }
-    Ok(sums)
+    Ok(Checked { sums, minutes, unit_sums })
 }
 
 /// The report format version (metering.md §3.1).
@@ -701,44 +723,39 @@ pub fn prove_report_ranges(
     Ok((minutes_proof, sums_proof))
 }
 
-/// The items to verify a report's range proofs with (metering.md §3.4), named `id`: the
-/// `minutes` proof and, when the report has other units, the sums proof. `sums` are
-/// [`check_report`]'s.
-pub fn range_items(
+/// [`check_report`], and the items to verify the report's range proofs with (metering.md
+/// §3.4), named `id`: the `minutes` proof and, when the report has other units, the sums
+/// proof. The commitments the structure rules decompressed are the proofs' commitments.
+pub fn check_report_ranges(
     payload: &ReportPayload,
-    sums: &[SeriesSum],
     id: u32,
-) -> Result<(crate::rangeproof::Item, Option<crate::rangeproof::Item>), Error> {
-    let invalid = |reason: &str| refuse(Refusal::RangeInvalid, reason.to_owned());
-    let minutes =
-        payload.series.iter().find(|s| s.unit == UNIT_MINUTES).ok_or_else(|| invalid("no minutes series"))?;
-    let points: Option<Vec<RistrettoPoint>> = minutes.commitments.iter().map(|c| point(c)).collect();
+) -> Result<(Vec<SeriesSum>, crate::rangeproof::Item, Option<crate::rangeproof::Item>), Error> {
+    let Checked { sums, minutes, unit_sums } = checked(payload)?;
     let minutes_item = crate::rangeproof::Item {
         id,
         transcript: range_transcript(payload, b"minutes"),
-        commitments: points.ok_or_else(|| invalid("a minutes commitment is not a point"))?,
+        commitments: minutes,
         proof: payload.minutes_range.to_vec(),
     };
-    let bound = RISTRETTO_BASEPOINT_TABLE * &Scalar::from(COUNTER_MAX);
-    let mut commitments = Vec::new();
-    for sum in sums.iter().filter(|s| s.unit != UNIT_MINUTES) {
-        let p = point(&sum.sum).ok_or_else(|| invalid("an hour sum is not a point"))?;
-        commitments.extend([p, bound - p]);
-    }
-    let sums_item = if commitments.is_empty() {
+    let sums_item = if unit_sums.is_empty() {
         if !payload.sums_range.is_empty() {
-            return Err(invalid("a report with no unit but minutes carries no sums proof"));
+            return Err(refuse(
+                Refusal::RangeInvalid,
+                "a report with no unit but minutes carries no sums proof",
+            ));
         }
         None
     } else {
+        static BOUND: OnceLock<RistrettoPoint> = OnceLock::new();
+        let bound = *BOUND.get_or_init(|| RISTRETTO_BASEPOINT_TABLE * &Scalar::from(COUNTER_MAX));
         Some(crate::rangeproof::Item {
             id,
             transcript: range_transcript(payload, b"sums"),
-            commitments,
+            commitments: unit_sums.into_iter().flat_map(|p| [p, bound - p]).collect(),
             proof: payload.sums_range.to_vec(),
         })
     };
-    Ok((minutes_item, sums_item))
+    Ok((sums, minutes_item, sums_item))
 }
 
 /// One series' hour sum.

@@ -32,7 +32,7 @@ use super::store::{
 use super::{
     CONTEXT_CERTIFICATE_ID, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HOUR_SECS, MINUTES,
     OpeningFile, Period, REPORT_LATE_SECS, Refusal, ReportFile, ReportPayload, SeriesSum, UNIT_MINUTES,
-    check_report, commit, format_hour, is_metric, point, refuse, report_hash, scalar,
+    commit, format_hour, is_metric, point, refuse, report_hash, scalar,
 };
 use crate::Error;
 use crate::messages::{BundleChain, ChainRelation, CrlPayload, IssuerBundle, LicensePayload};
@@ -759,14 +759,14 @@ impl<S: OperatorStore> Operator<S> {
             refuse(Refusal::Signature, format!("not signed by the license's holder key: {e}"))
         })?;
         let payload: ReportPayload = super::decode(payload, "meter report")?;
-        let sums = check_report(&payload)?;
+        let (sums, minutes_range, sums_range) = super::check_report_ranges(&payload, 0)?;
         if payload.license_id.as_slice() != info.license_id || payload.package != info.package {
             return Err(refuse(
                 Refusal::Invalid,
                 "the report names another license or package than its certificate",
             ));
         }
-        let ranges = super::range_items(&payload, &sums, 0)?;
+        let ranges = (minutes_range, sums_range);
         let mut previous = [0u8; 32];
         previous.copy_from_slice(&payload.previous);
         Ok(Prepared {
@@ -1062,9 +1062,23 @@ impl<S: OperatorStore> Operator<S> {
         let period_text = period.to_string();
         let rows = self.store.billing_rows(&period_text)?;
         let mut billing = Billing::default();
+        // Each package's terms history, read and decoded once for the whole period.
+        let mut versions: HashMap<String, Vec<(String, Vec<TierTerms>)>> = HashMap::new();
         for r in rows {
             let license = hex::encode(&r.license_id);
-            match self.charge(&r, period) {
+            if r.terms_version.is_some() && !versions.contains_key(&r.package) {
+                // A history that cannot be read is not kept: each of its licenses is then
+                // refused with the error, as alone.
+                if let Ok(decoded) = self.terms_versions(&r.package) {
+                    versions.insert(r.package.clone(), decoded);
+                }
+            }
+            let held = match versions.get(&r.package) {
+                Some(held) => Ok(held.as_slice()),
+                None if r.terms_version.is_some() => self.terms_versions(&r.package).map(|_| &[][..]),
+                None => Ok(&[][..]),
+            };
+            match held.and_then(|held| self.charge(&r, held, period)) {
                 Ok(Some(charge)) => billing.charges.push(charge),
                 Ok(None) => {}
                 Err(error) => billing.refused.push(RefusedCharge {
@@ -1081,19 +1095,31 @@ impl<S: OperatorStore> Operator<S> {
 
     /// One license's charge for `period` (None: its tier is not metered), under the terms
     /// version the license is bound to (metering.md §6.5).
-    fn charge(&self, r: &BillingRow, period: Period) -> Result<Option<UsageCharge>, Error> {
+    /// A package's terms versions, decoded: (version, tiers).
+    fn terms_versions(&self, package: &str) -> Result<Vec<(String, Vec<TierTerms>)>, Error> {
+        self.store
+            .terms_history(package)?
+            .into_iter()
+            .map(|v| Ok((v.version, decode_terms(&v.terms)?.0)))
+            .collect()
+    }
+
+    fn charge(
+        &self,
+        r: &BillingRow,
+        versions: &[(String, Vec<TierTerms>)],
+        period: Period,
+    ) -> Result<Option<UsageCharge>, Error> {
         let package = package_name(&r.package)?;
         let terms = match &r.terms_version {
             Some(version) => {
-                let history = self.store.terms_history(&r.package)?;
-                let held = history.iter().find(|v| &v.version == version).ok_or_else(|| {
+                let (_, tiers) = versions.iter().find(|(v, _)| v == version).ok_or_else(|| {
                     Error::stored(format!("a license is bound to terms {version}, which are not stored"))
                 })?;
-                decode_terms(&held.terms)?
-                    .0
-                    .into_iter()
+                tiers
+                    .iter()
                     .find(|t| t.tier == r.tier)
-                    .map(|t| (t.unit, t.price_micros.0, t.currency))
+                    .map(|t| (t.unit.clone(), t.price_micros.0, t.currency.clone()))
             }
             None => r.terms.clone(),
         };
