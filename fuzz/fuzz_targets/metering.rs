@@ -122,7 +122,9 @@ fuzz_target!(|data: &[u8]| {
                 // The structure rules, then the range proof fields as a verifier reads
                 // them (metering.md §3.4): decoding, and the items a batch verifies.
                 let _ = metering::check_report_ranges(&payload, 0);
+                let _ = metering::minutes_range_item(&payload, 0);
                 let _ = escx_licensing::rangeproof::decodes(&payload.minutes_range);
+                let _ = escx_licensing::rangeproof::decodes(&payload.hour_range);
                 let _ = escx_licensing::rangeproof::decodes(&payload.sums_range);
             }
         }

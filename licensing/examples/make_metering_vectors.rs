@@ -140,8 +140,9 @@ fn main() {
     let mut short = payload_of(&r1);
     short.series[0].commitments.pop();
     write("report-1-59-minutes.cbor", &resign_report(&wallet, &license, &r1, &short));
-    // Range proofs (metering.md §3.4): minute 0 of `minutes` moved to 2 (its commitment
-    // plus 2·B), the proofs kept; and report 2 carrying report 1's proofs.
+    // Range proofs (metering.md §3.4): minute 0 of `minutes` moved up by 2 (its commitment
+    // plus 2·B), the proofs kept, so the hour proof fails; and report 2 carrying
+    // report 1's proofs.
     let mut two = payload_of(&r2);
     let minutes = two.series.iter_mut().find(|s| s.unit == "minutes").unwrap();
     let moved = metering::point(&minutes.commitments[0]).unwrap()
@@ -151,6 +152,7 @@ fn main() {
     let mut borrowed = payload_of(&r2);
     let one = payload_of(&r1);
     borrowed.minutes_range = one.minutes_range;
+    borrowed.hour_range = one.hour_range;
     borrowed.sums_range = one.sums_range;
     write("report-2-proofs-of-report-1.cbor", &resign_report(&wallet, &license, &r2, &borrowed));
 
@@ -159,6 +161,9 @@ fn main() {
     write("opening-minute.cbor", &minute.to_cbor());
     let hour = meter.open_hour("acme/thermal", h1, None, None).unwrap();
     write("opening-hour.cbor", &hour.to_cbor());
+    // A minute of `minutes`: the operator checks the report's per-minute proof first.
+    let used = meter.open_hour("acme/thermal", h1, Some(40), Some("minutes")).unwrap();
+    write("opening-minute-of-minutes.cbor", &used.to_cbor());
     let mut wrong = minute.clone();
     wrong.openings[0].value = 5;
     write("opening-wrong-value.cbor", &wrong.to_cbor());
@@ -214,6 +219,7 @@ fn main() {
         "openings": [
             { "file": "opening-minute.cbor", "expect": "ok", "values": { "invocations": 4 } },
             { "file": "opening-hour.cbor", "expect": "ok", "values": { "invocations": 6, "minutes": 2 } },
+            { "file": "opening-minute-of-minutes.cbor", "expect": "ok", "values": { "minutes": 1 } },
             { "file": "opening-wrong-value.cbor", "expect": "opening-mismatch" },
             { "file": "opening-unreported-hour.cbor", "expect": "meter-not-found" },
         ],

@@ -220,14 +220,12 @@ fn craft(
         previous: ByteBuf::from(previous.to_vec()),
         series,
         minutes_range: ByteBuf::new(),
+        hour_range: ByteBuf::new(),
         sums_range: ByteBuf::new(),
     };
     // What an honest meter proves; a crafted report the prover refuses (values out of
     // range) goes without proofs, and the operator refuses it.
-    if let Ok((minutes, sums)) = metering::prove_report_ranges(&payload, &openings) {
-        payload.minutes_range = ByteBuf::from(minutes);
-        payload.sums_range = ByteBuf::from(sums);
-    }
+    let _ = metering::prove_report_ranges(&mut payload, &openings);
     let envelope =
         wallet.seal_as_holder("acme/thermal", &id, CONTEXT_REPORT, escx::cbor::encode(&payload)).unwrap();
     ReportFile { v: 1, certificate: ByteBuf::from(certificate.to_vec()), report: ByteBuf::from(envelope) }
@@ -1348,11 +1346,10 @@ fn a_report_made_before_nonces_still_opens_and_closes() {
         previous: ByteBuf::from(vec![0u8; 32]),
         series,
         minutes_range: ByteBuf::new(),
+        hour_range: ByteBuf::new(),
         sums_range: ByteBuf::new(),
     };
-    let (m, s) = metering::prove_report_ranges(&payload, &openings).unwrap();
-    payload.minutes_range = ByteBuf::from(m);
-    payload.sums_range = ByteBuf::from(s);
+    metering::prove_report_ranges(&mut payload, &openings).unwrap();
     let envelope =
         wallet.seal_as_holder("acme/thermal", &id, CONTEXT_REPORT, escx::cbor::encode(&payload)).unwrap();
     let file = ReportFile {
@@ -1427,6 +1424,18 @@ fn one_impossible_license_blocks_no_one_elses_bill() {
         false,
     );
     assert_eq!(ingest_one(&mut operator, &crafted, (T0 + 2 * H).0), "report-range-invalid");
+    // The same report hidden behind others in one large ingest: the proof library checks
+    // only the first 256 proofs of a batch it is given, so a batch of half of 701 reports
+    // per thread once let the last ones through unverified.
+    for position in [700, 300] {
+        let mut batch = vec![report.file.clone(); 700];
+        batch.insert(position, crafted.clone());
+        let results = operator.ingest(&batch, T0 + 2 * H).unwrap();
+        for result in &results {
+            let expected = if result.index == position { "report-range-invalid" } else { "duplicate" };
+            assert_eq!(code(&result.outcome), expected, "report {} of the batch", result.index);
+        }
+    }
     let billing = operator.billing(period).unwrap();
     assert_eq!((billing.charges.len(), billing.refused.len()), (1, 0));
     assert_eq!(billing.charges[0].minutes, 1);
@@ -1461,8 +1470,11 @@ fn one_impossible_license_blocks_no_one_elses_bill() {
 /// Review 2 (Medium 1): per-minute values were arbitrary scalars and closes bound only
 /// sums mod ℓ. A private-tier holder committed minutes 5 and 6 to 1 and minute 7 to ℓ − 2:
 /// a single-minute opening "proved" use, the hour and the period opened to 0, and billing
-/// charged 0.00. Each report now proves every minute 0 or 1 and every other unit's hour
-/// sum in [0, 2^63 − 1] (Bulletproofs+), bound to license, package, hour and seq.
+/// charged 0.00. Each report now proves every hour sum in range at ingest (`minutes` from
+/// 0 to 60, other units from 0 to 2^63 − 1) and carries a per-minute proof (every minute
+/// is 0 or 1) that a dispute checks: the hour above is stored and billed as the 0 it proves, but
+/// the opening of minute 5 no longer proves use; an hour of more than 60 minutes is
+/// refused; proofs are bound to license, package, hour and seq.
 #[test]
 fn a_minute_committed_outside_zero_or_one_is_refused() {
     let w = world();
@@ -1473,16 +1485,20 @@ fn a_minute_committed_outside_zero_or_one_is_refused() {
     let secret = [9u8; 32];
     let r: [Scalar; 60] =
         std::array::from_fn(|m| metering::blinding(&secret, &id, "minutes", T0 + H, m as u8));
-    // Minute values as scalars: 1, 1 and ℓ − 2 (that is, −2).
-    let value = |m: usize| match m {
+    let gens = bulletproofs::PedersenGens::default();
+    let commitments = |value: &dyn Fn(usize) -> Scalar| -> Vec<ByteBuf> {
+        (0..60)
+            .map(|m| {
+                ByteBuf::from((gens.B * value(m) + gens.B_blinding * r[m]).compress().to_bytes().to_vec())
+            })
+            .collect()
+    };
+    // Minute values as scalars: 1, 1 and ℓ − 2 (that is, −2); the hour sums to 0.
+    let cancelling = |m: usize| match m {
         5 | 6 => Scalar::ONE,
         7 => -Scalar::from(2u64),
         _ => Scalar::ZERO,
     };
-    let gens = bulletproofs::PedersenGens::default();
-    let commitments: Vec<ByteBuf> = (0..60)
-        .map(|m| ByteBuf::from((gens.B * value(m) + gens.B_blinding * r[m]).compress().to_bytes().to_vec()))
-        .collect();
     let mut payload = ReportPayload {
         v: metering::REPORT_VERSION,
         package: "acme/thermal".parse().unwrap(),
@@ -1490,17 +1506,17 @@ fn a_minute_committed_outside_zero_or_one_is_refused() {
         hour: T0 + H,
         seq: 1,
         previous: ByteBuf::from(vec![0u8; 32]),
-        series: vec![Series { unit: "minutes".into(), commitments, opened: None }],
+        series: vec![Series { unit: "minutes".into(), commitments: commitments(&cancelling), opened: None }],
         minutes_range: ByteBuf::new(),
+        hour_range: ByteBuf::new(),
         sums_range: ByteBuf::new(),
     };
-    // The best the cheat can attach: proofs for honest-looking minutes under the same
-    // blindings (1, 1, 0), or for another report's minutes. Neither verifies.
-    let mut honest = [0u64; 60];
-    honest[5] = 1;
-    honest[6] = 1;
-    let (proof, _) = metering::prove_report_ranges(&payload, &[(honest, r)]).unwrap();
-    payload.minutes_range = ByteBuf::from(proof);
+    // The best the cheat can attach: proofs made as if every minute were 0 (the hour sum
+    // is 0 with the same blindings, so the sums proof verifies; the per-minute one cannot).
+    let prove = |payload: &mut ReportPayload, values: [u64; 60]| {
+        metering::prove_report_ranges(payload, &[(values, r)]).unwrap();
+    };
+    prove(&mut payload, [0; 60]);
     let sign = |payload: &ReportPayload| {
         let envelope =
             wallet.seal_as_holder("acme/thermal", &id, CONTEXT_REPORT, escx::cbor::encode(payload)).unwrap();
@@ -1512,23 +1528,53 @@ fn a_minute_committed_outside_zero_or_one_is_refused() {
         .to_cbor()
     };
     let now = (T0 + 2 * H).0;
-    assert_eq!(ingest_one(&mut operator, &sign(&payload), now), "report-range-invalid");
-    // A valid proof for these very commitments but another hour (or seq) is bound to it.
-    let mut real = payload.clone();
-    real.series[0].commitments = (0..60)
-        .map(|m| ByteBuf::from(metering::commit(honest[m], &r[m]).compress().to_bytes().to_vec()))
-        .collect();
-    let (proof, _) = metering::prove_report_ranges(&real, &[(honest, r)]).unwrap();
-    real.minutes_range = ByteBuf::from(proof);
+    let first = sign(&payload);
+    assert_eq!(ingest_one(&mut operator, &first, now), "stored");
+    // The hour is what it proves, 0; a dispute opening of minute 5 to 1 proves nothing.
+    let minute_5 = |hour: escx::UnixSeconds, value: u64, blinding: Scalar| OpeningFile {
+        v: 1,
+        package: "acme/thermal".parse().unwrap(),
+        license_id: license.license_id.clone(),
+        hour,
+        minute: Some(5),
+        openings: vec![metering::UnitOpening {
+            unit: "minutes".into(),
+            value,
+            blinding: ByteBuf::from(blinding.to_bytes().to_vec()),
+        }],
+    };
+    let err = operator.check_opening(&minute_5(T0 + H, 1, r[5]).to_cbor()).unwrap_err();
+    assert_eq!(err.code(), "report-range-invalid", "{err}");
+
+    // More than 60 minutes in an hour (minute 7 holds 100): no sums proof opens it.
+    let mut over = payload.clone();
+    over.hour = T0 + 2 * H;
+    over.seq = 2;
+    over.previous =
+        ByteBuf::from(metering::report_hash(&ReportFile::from_cbor(&first).unwrap().report).to_vec());
+    over.series[0].commitments = commitments(&|m| if m == 7 { Scalar::from(100u64) } else { Scalar::ZERO });
+    prove(&mut over, [0; 60]);
+    assert_eq!(ingest_one(&mut operator, &sign(&over), (T0 + 3 * H).0), "report-range-invalid");
+
+    // An honest hour: valid proofs for these very commitments, moved to another hour (or
+    // seq), do not verify there; in place, the report is stored and its minute opens.
+    let mut honest = [0u64; 60];
+    honest[5] = 1;
+    honest[6] = 1;
+    let mut real = over.clone();
+    real.series[0].commitments = commitments(&|m| Scalar::from(honest[m]));
+    prove(&mut real, honest);
     let mut moved = real.clone();
-    moved.hour = T0 + 2 * H;
-    assert_eq!(ingest_one(&mut operator, &sign(&moved), (T0 + 3 * H).0), "report-range-invalid");
-    // The honest report is stored; a version 1 report (no proofs) is refused.
-    assert_eq!(ingest_one(&mut operator, &sign(&real), now), "stored");
+    moved.hour = T0 + 3 * H;
+    assert_eq!(ingest_one(&mut operator, &sign(&moved), (T0 + 4 * H).0), "report-range-invalid");
+    assert_eq!(ingest_one(&mut operator, &sign(&real), (T0 + 3 * H).0), "stored");
+    let verdict = operator.check_opening(&minute_5(T0 + 2 * H, 1, r[5]).to_cbor()).unwrap();
+    assert_eq!(verdict.values, [("minutes".to_string(), 1)]);
+    // A report of the previous version (whose sums proof left `minutes` out) is refused.
     let mut old = real.clone();
-    old.v = 1;
-    old.seq = 2;
-    assert_eq!(ingest_one(&mut operator, &sign(&old), now), "report-invalid");
+    old.v = 2;
+    old.seq = 3;
+    assert_eq!(ingest_one(&mut operator, &sign(&old), (T0 + 3 * H).0), "report-invalid");
 }
 
 /// Review 2 (Medium 5): `operator package` replaced terms from any owner-signed version,

@@ -395,11 +395,14 @@ pub fn verify_statement(
                 return Err(fail("too many payouts"));
             }
             let gross = point(&entry.gross).ok_or_else(|| fail("the gross is not a point"))?;
-            let payouts: Vec<RistrettoPoint> = entry
+            let payouts: Vec<plus::Commitment> = entry
                 .payouts
                 .iter()
-                .map(|p| point(&p.commitment).ok_or_else(|| fail("a payout is not a point")))
+                .map(|p| {
+                    plus::Commitment::decompress(&p.commitment).ok_or_else(|| fail("a payout is not a point"))
+                })
                 .collect::<Result<_, _>>()?;
+            let payout_points: Vec<RistrettoPoint> = payouts.iter().map(plus::Commitment::point).collect();
             let ruled = entry.payouts.iter().filter(|p| p.rule.is_some()).count();
             let split = match (&item.split, ruled) {
                 (None, 0) => None,
@@ -407,16 +410,18 @@ pub fn verify_statement(
                 (Some(_), 0) => return Err(fail("a split proof for an entry without rules")),
                 (Some(bytes), _) => Some(plus::Item {
                     id: item.entry,
+                    bits: SPLIT_BITS,
                     transcript: split_transcript(operator, &statement.hash, item.entry),
-                    commitments: split_points(entry, &gross, &payouts)
+                    commitments: split_points(entry, &gross, &payout_points)
                         .into_iter()
-                        .flat_map(|(d, e)| [d, e])
+                        .flat_map(|(d, e)| [plus::Commitment::from_point(d), plus::Commitment::from_point(e)])
                         .collect(),
                     proof: bytes.to_vec(),
                 }),
             };
             let range = plus::Item {
                 id: item.entry,
+                bits: RANGE_BITS,
                 transcript: range_transcript(operator, &statement.hash, item.entry),
                 commitments: payouts,
                 proof: item.proof.to_vec(),
@@ -429,10 +434,8 @@ pub fn verify_statement(
     let fail = |entry: u32, why: &str| {
         ProofError::Invalid(format!("statement {} entry {entry}: {why}", statement.payload.seq))
     };
-    plus::verify(RANGE_BITS, ranges)
-        .map_err(|entry| fail(entry, "a payout is not proven to lie in [0, 2^64)"))?;
-    plus::verify(SPLIT_BITS, splits)
-        .map_err(|entry| fail(entry, "a payout is not proven to be the share its rule names"))
+    plus::verify(ranges).map_err(|entry| fail(entry, "a payout is not proven to lie in [0, 2^64)"))?;
+    plus::verify(splits).map_err(|entry| fail(entry, "a payout is not proven to be the share its rule names"))
 }
 
 /// Bulletproofs+ from `tari_bulletproofs_plus` on the statements' own generators (`B` for

@@ -484,12 +484,11 @@ impl<'w> Meter<'w> {
             previous: ByteBuf::from(previous),
             series,
             minutes_range: ByteBuf::new(),
+            hour_range: ByteBuf::new(),
             sums_range: ByteBuf::new(),
         };
         // Every value the operator bills or releases, proven in range (metering.md §3.4).
-        let (minutes_range, sums_range) = prove_report_ranges(&payload, &openings)?;
-        payload.minutes_range = ByteBuf::from(minutes_range);
-        payload.sums_range = ByteBuf::from(sums_range);
+        prove_report_ranges(&mut payload, &openings)?;
         let envelope =
             self.wallet.seal_as_holder(package, &id, CONTEXT_REPORT, escx::cbor::encode(&payload))?;
         let hash = report_hash(&envelope);

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::Error;
+use crate::rangeproof::Commitment;
 
 /// Signing context of hourly reports (holder key).
 pub const CONTEXT_REPORT: SigningContext = SigningContext::new("escx/meter-report/v1");
@@ -195,11 +196,13 @@ pub struct ReportPayload {
     pub previous: ByteBuf,
     /// One series per unit, sorted by unit name, `minutes` always present.
     pub series: Vec<Series>,
-    /// Bulletproofs+ proof that each of the 60 `minutes` commitments opens to 0 or 1
-    /// (metering.md §3.4).
+    /// The per-minute proof: each of the 60 `minutes` commitments opens to 0 or 1,
+    /// checked in a dispute (metering.md §3.4).
     pub minutes_range: ByteBuf,
-    /// Bulletproofs+ proof that each other unit's hour sum lies in [0, 2^63 − 1]; empty
-    /// when the report has no other unit (metering.md §3.4).
+    /// The hour proof: the `minutes` hour sum lies in [0, 60] (metering.md §3.4).
+    pub hour_range: ByteBuf,
+    /// The sums proof: each other unit's hour sum lies in [0, 2^63 − 1]; empty when the
+    /// report has no other unit (metering.md §3.4).
     pub sums_range: ByteBuf,
 }
 
@@ -560,10 +563,8 @@ pub fn check_report(payload: &ReportPayload) -> Result<Vec<SeriesSum>, Error> {
 /// What [`check_report`] decompressed on its way, kept for the range proofs.
 struct Checked {
     sums: Vec<SeriesSum>,
-    /// The 60 `minutes` commitments.
-    minutes: Vec<RistrettoPoint>,
-    /// Each other series' hour sum, in the payload's order.
-    unit_sums: Vec<RistrettoPoint>,
+    /// Each series' hour sum, in the payload's order.
+    unit_sums: Vec<(String, Commitment)>,
 }
 
 fn checked(payload: &ReportPayload) -> Result<Checked, Error> {
@@ -595,7 +596,7 @@ fn checked(payload: &ReportPayload) -> Result<Checked, Error> {
         }
     }
     let mut sums = Vec::with_capacity(payload.series.len());
-    let (mut minutes, mut unit_sums) = (Vec::new(), Vec::new());
+    let mut unit_sums = Vec::with_capacity(payload.series.len());
     for series in &payload.series {
         if series.unit != UNIT_MINUTES && !is_metric(&series.unit) {
             return Err(invalid(format!("{:?} is not a unit", series.unit)));
@@ -608,29 +609,23 @@ fn checked(payload: &ReportPayload) -> Result<Checked, Error> {
             )));
         }
         let mut sum = RistrettoPoint::default();
-        let is_minutes = series.unit == UNIT_MINUTES;
         for (minute, bytes) in series.commitments.iter().enumerate() {
-            let p = point(bytes).ok_or_else(|| {
+            sum += point(bytes).ok_or_else(|| {
                 invalid(format!(
                     "{}: the commitment of minute {minute} is not a ristretto255 point",
                     series.unit
                 ))
             })?;
-            sum += p;
-            if is_minutes {
-                minutes.push(p);
-            }
         }
-        if !is_minutes {
-            unit_sums.push(sum);
-        }
+        let sum = Commitment::from_point(sum);
+        unit_sums.push((series.unit.clone(), sum));
         let total = match &series.opened {
             None => None,
             Some(opened) => {
                 let blinding = scalar(&opened.blinding).ok_or_else(|| {
                     invalid(format!("{}: the hour's blinding is not a canonical scalar", series.unit))
                 })?;
-                if commit(opened.total, &blinding) != sum {
+                if commit(opened.total, &blinding) != sum.point() {
                     return Err(invalid(format!(
                         "{}: the opened hour total {} does not open the sum of the minute commitments",
                         series.unit, opened.total
@@ -639,13 +634,13 @@ fn checked(payload: &ReportPayload) -> Result<Checked, Error> {
                 Some(opened.total)
             }
         };
-        sums.push(SeriesSum { unit: series.unit.clone(), sum: sum.compress().to_bytes(), total });
+        sums.push(SeriesSum { unit: series.unit.clone(), sum: sum.to_bytes(), total });
     }
-    Ok(Checked { sums, minutes, unit_sums })
+    Ok(Checked { sums, unit_sums })
 }
 
 /// The report format version (metering.md §3.1).
-pub const REPORT_VERSION: u8 = 2;
+pub const REPORT_VERSION: u8 = 3;
 /// Transcript label of a report's range proofs (metering.md §3.4).
 pub const TRANSCRIPT_REPORT_RANGE: &[u8] = b"escx meter report range v1";
 /// The bit length of the `minutes` proof: each minute is 0 or 1.
@@ -674,14 +669,16 @@ pub fn range_transcript(payload: &ReportPayload, proof: &'static [u8]) -> merlin
 /// payload's order: the 60 minute values and blindings.
 pub type SeriesOpening = ([u64; MINUTES], [Scalar; MINUTES]);
 
-/// Makes a report's two range proofs (metering.md §3.4) from each series' minute values
-/// and blindings, in the payload's series order. Refuses what no honest meter holds: a
-/// `minutes` value other than 0 or 1 (`usage-impossible`), an hour sum above 2^63 − 1
-/// (`counter-overflow`).
-pub fn prove_report_ranges(
-    payload: &ReportPayload,
-    openings: &[SeriesOpening],
-) -> Result<(Vec<u8>, Vec<u8>), Error> {
+/// The bit length of the hour proof: the `minutes` hour sum and 60 minus it, each below 2^8.
+pub const HOUR_BITS: usize = 8;
+
+/// Makes a report's three range proofs (metering.md §3.4) from each series' minute values
+/// and blindings, in the payload's series order, and sets them in `payload`: the
+/// per-minute proof (every `minutes` value 0 or 1), the hour proof (the `minutes` hour sum
+/// in [0, 60]) and the sums proof (every other hour sum in [0, 2^63 − 1]). Refuses what no
+/// honest meter holds: a `minutes` value other than 0 or 1 (`usage-impossible`), an hour
+/// sum above 2^63 − 1 (`counter-overflow`).
+pub fn prove_report_ranges(payload: &mut ReportPayload, openings: &[SeriesOpening]) -> Result<(), Error> {
     let failed = |e: String| refuse(Refusal::Invalid, format!("a range proof could not be made: {e}"));
     let mut minutes = None;
     let (mut sum_values, mut sum_blindings) = (Vec::new(), Vec::new());
@@ -709,6 +706,15 @@ pub fn prove_report_ranges(
     let minutes_proof =
         crate::rangeproof::prove(MINUTES_BITS, &mut range_transcript(payload, b"minutes"), values, blindings)
             .map_err(failed)?;
+    let used: u64 = values.iter().sum();
+    let blinding: Scalar = blindings.iter().sum();
+    let hour_proof = crate::rangeproof::prove(
+        HOUR_BITS,
+        &mut range_transcript(payload, b"hour"),
+        &[used, MINUTES as u64 - used],
+        &[blinding, -blinding],
+    )
+    .map_err(failed)?;
     let sums_proof = if sum_values.is_empty() {
         Vec::new()
     } else {
@@ -720,42 +726,83 @@ pub fn prove_report_ranges(
         )
         .map_err(failed)?
     };
-    Ok((minutes_proof, sums_proof))
+    payload.minutes_range = ByteBuf::from(minutes_proof);
+    payload.hour_range = ByteBuf::from(hour_proof);
+    payload.sums_range = ByteBuf::from(sums_proof);
+    Ok(())
 }
 
-/// [`check_report`], and the items to verify the report's range proofs with (metering.md
-/// §3.4), named `id`: the `minutes` proof and, when the report has other units, the sums
-/// proof. The commitments the structure rules decompressed are the proofs' commitments.
+/// [`check_report`], and the items to verify the report's hour and sums proofs with
+/// (metering.md §3.4), named `id`: the `minutes` hour sum in [0, 60] and every other hour
+/// sum in [0, 2^63 − 1]. Their commitments are the sums the structure rules computed.
 pub fn check_report_ranges(
     payload: &ReportPayload,
     id: u32,
-) -> Result<(Vec<SeriesSum>, crate::rangeproof::Item, Option<crate::rangeproof::Item>), Error> {
-    let Checked { sums, minutes, unit_sums } = checked(payload)?;
-    let minutes_item = crate::rangeproof::Item {
+) -> Result<(Vec<SeriesSum>, Vec<crate::rangeproof::Item>), Error> {
+    let Checked { sums, unit_sums } = checked(payload)?;
+    // The per-minute proof is verified only in a dispute; it must at least be one.
+    if !crate::rangeproof::decodes(&payload.minutes_range) {
+        return Err(refuse(
+            Refusal::RangeInvalid,
+            "the report's per-minute proof is not a Bulletproofs+ proof",
+        ));
+    }
+    static BOUNDS: OnceLock<(RistrettoPoint, RistrettoPoint)> = OnceLock::new();
+    let (minutes_bound, counter_bound) = *BOUNDS.get_or_init(|| {
+        let at = |v: u64| RISTRETTO_BASEPOINT_TABLE * &Scalar::from(v);
+        (at(MINUTES as u64), at(COUNTER_MAX))
+    });
+    let mut hour = Vec::new();
+    let mut others = Vec::new();
+    for (unit, sum) in unit_sums {
+        if unit == UNIT_MINUTES {
+            hour.extend([sum, Commitment::from_point(minutes_bound - sum.point())]);
+        } else {
+            others.extend([sum, Commitment::from_point(counter_bound - sum.point())]);
+        }
+    }
+    let item = |bits, label: &'static [u8], commitments, proof: &ByteBuf| crate::rangeproof::Item {
         id,
-        transcript: range_transcript(payload, b"minutes"),
-        commitments: minutes,
-        proof: payload.minutes_range.to_vec(),
+        bits,
+        transcript: range_transcript(payload, label),
+        commitments,
+        proof: proof.to_vec(),
     };
-    let sums_item = if unit_sums.is_empty() {
+    let mut items = vec![item(HOUR_BITS, b"hour", hour, &payload.hour_range)];
+    if others.is_empty() {
         if !payload.sums_range.is_empty() {
             return Err(refuse(
                 Refusal::RangeInvalid,
                 "a report with no unit but minutes carries no sums proof",
             ));
         }
-        None
     } else {
-        static BOUND: OnceLock<RistrettoPoint> = OnceLock::new();
-        let bound = *BOUND.get_or_init(|| RISTRETTO_BASEPOINT_TABLE * &Scalar::from(COUNTER_MAX));
-        Some(crate::rangeproof::Item {
-            id,
-            transcript: range_transcript(payload, b"sums"),
-            commitments: unit_sums.into_iter().flat_map(|p| [p, bound - p]).collect(),
-            proof: payload.sums_range.to_vec(),
-        })
-    };
-    Ok((sums, minutes_item, sums_item))
+        items.push(item(SUM_BITS, b"sums", others, &payload.sums_range));
+    }
+    Ok((sums, items))
+}
+
+/// The item to verify a report's per-minute proof with (metering.md §3.4): every `minutes`
+/// commitment 0 or 1. Verified when a minute is disputed (§5), not at ingest.
+pub fn minutes_range_item(payload: &ReportPayload, id: u32) -> Result<crate::rangeproof::Item, Error> {
+    let series = payload
+        .series
+        .iter()
+        .find(|s| s.unit == UNIT_MINUTES)
+        .ok_or_else(|| refuse(Refusal::Invalid, "every report has a `minutes` series"))?;
+    let commitments = series
+        .commitments
+        .iter()
+        .map(|bytes| Commitment::decompress(bytes))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| refuse(Refusal::Invalid, "a `minutes` commitment is not a ristretto255 point"))?;
+    Ok(crate::rangeproof::Item {
+        id,
+        bits: MINUTES_BITS,
+        transcript: range_transcript(payload, b"minutes"),
+        commitments,
+        proof: payload.minutes_range.to_vec(),
+    })
 }
 
 /// One series' hour sum.
@@ -847,6 +894,7 @@ mod tests {
                 previous: ByteBuf::from(vec![0u8; 32]),
                 series: vec![series],
                 minutes_range: ByteBuf::new(),
+                hour_range: ByteBuf::new(),
                 sums_range: ByteBuf::new(),
             };
             let minutes: Vec<u64> = values.iter().map(|v| u64::from(*v > 0)).collect();

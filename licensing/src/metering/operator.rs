@@ -234,9 +234,43 @@ pub struct Ingested {
     pub outcome: Outcome,
 }
 
+/// Reports an ingest verifies together: the range proofs of a chunk share batches, and a
+/// chunk's store rules run while the next chunk is verified.
+const INGEST_CHUNK: usize = 128;
+
+/// A report file read but not verified. The unverified license id and seq only order the
+/// batch; nothing is refused here but the file's own shape, so the checks keep their
+/// order (metering.md §6.1).
+struct Parsed {
+    file: ReportFile,
+    cert_id: [u8; 32],
+    envelope: Result<Envelope, escx::Error>,
+    /// The envelope's payload decoded unverified (`None` when it does not decode; the
+    /// error is raised again in its place in the check order).
+    payload: Option<ReportPayload>,
+}
+
+impl Parsed {
+    fn read(bytes: &[u8]) -> Result<Self, Error> {
+        let file = ReportFile::from_cbor(bytes)?;
+        let cert_id = certificate_id(&file.certificate);
+        let envelope = Envelope::from_cbor(&file.report);
+        let payload = envelope
+            .as_ref()
+            .ok()
+            .and_then(|e| super::decode::<ReportPayload>(e.payload_unverified(), "meter report").ok());
+        Ok(Self { file, cert_id, envelope, payload })
+    }
+
+    /// The order of the chain rules: license, then seq (as claimed; checked later).
+    fn order(&self) -> (&[u8], u64) {
+        self.payload.as_ref().map_or((&[][..], 0), |p| (p.license_id.as_slice(), p.seq))
+    }
+}
+
 struct Prepared {
-    /// The report's range proofs, verified in one batch for the whole ingest.
-    ranges: Option<(crate::rangeproof::Item, Option<crate::rangeproof::Item>)>,
+    /// The report's hour and sums proofs, verified in batches with its chunk's.
+    ranges: Vec<crate::rangeproof::Item>,
     info: LicenseInfo,
     certificate: Option<Vec<u8>>,
     hour: UnixSeconds,
@@ -743,9 +777,10 @@ impl<S: OperatorStore> Operator<S> {
     /// commitments and the openings of a shared hour. Runs in parallel.
     fn prepare(
         issuers: &HashMap<KeyId, IssuerBundle>,
-        (file, cert_id): (ReportFile, [u8; 32]),
+        parsed: Parsed,
         known: &HashMap<[u8; 32], LicenseInfo>,
     ) -> Result<Prepared, Error> {
+        let Parsed { file, cert_id, envelope, payload } = parsed;
         let (info, certificate) = match known.get(&cert_id) {
             Some(info) => (info.clone(), None),
             None => (
@@ -753,24 +788,26 @@ impl<S: OperatorStore> Operator<S> {
                 Some(file.certificate.to_vec()),
             ),
         };
-        let envelope =
-            Envelope::from_cbor(&file.report).map_err(|e| refuse(Refusal::Signature, e.to_string()))?;
-        let payload = envelope.open(CONTEXT_REPORT, &info.holder).map_err(|e| {
+        let envelope = envelope.map_err(|e| refuse(Refusal::Signature, e.to_string()))?;
+        envelope.open(CONTEXT_REPORT, &info.holder).map_err(|e| {
             refuse(Refusal::Signature, format!("not signed by the license's holder key: {e}"))
         })?;
-        let payload: ReportPayload = super::decode(payload, "meter report")?;
-        let (sums, minutes_range, sums_range) = super::check_report_ranges(&payload, 0)?;
+        // The payload the signature covers (decoded before, unverified, to order the batch).
+        let payload: ReportPayload = match payload {
+            Some(payload) => payload,
+            None => super::decode(envelope.payload_unverified(), "meter report")?,
+        };
+        let (sums, ranges) = super::check_report_ranges(&payload, 0)?;
         if payload.license_id.as_slice() != info.license_id || payload.package != info.package {
             return Err(refuse(
                 Refusal::Invalid,
                 "the report names another license or package than its certificate",
             ));
         }
-        let ranges = (minutes_range, sums_range);
         let mut previous = [0u8; 32];
         previous.copy_from_slice(&payload.previous);
         Ok(Prepared {
-            ranges: Some(ranges),
+            ranges,
             info,
             certificate,
             hour: payload.hour,
@@ -782,95 +819,139 @@ impl<S: OperatorStore> Operator<S> {
         })
     }
 
-    /// Verifies and stores a batch of report files (metering.md §6). Verification runs in
-    /// parallel; the batch is committed in one transaction. Idempotent: a report stored
-    /// before is a [`Outcome::Duplicate`] and changes nothing.
+    /// [`Self::prepare`] for a chunk of the batch, then the hour and sums proofs of the
+    /// chunk's reports, batch-verified (metering.md §6.1 step 6).
+    fn verify_chunk(
+        issuers: &HashMap<KeyId, IssuerBundle>,
+        known: &HashMap<[u8; 32], LicenseInfo>,
+        chunk: Vec<(usize, Parsed)>,
+    ) -> Vec<(usize, Result<Prepared, Error>)> {
+        let mut prepared: Vec<(usize, Result<Prepared, Error>)> =
+            chunk.into_par_iter().map(|(index, p)| (index, Self::prepare(issuers, p, known))).collect();
+        let mut items = Vec::new();
+        for (position, (_, p)) in prepared.iter_mut().enumerate() {
+            if let Ok(p) = p {
+                for mut item in std::mem::take(&mut p.ranges) {
+                    item.id = u32::try_from(position).unwrap_or(u32::MAX);
+                    items.push(item);
+                }
+            }
+        }
+        for id in crate::rangeproof::verify_each(items) {
+            if let Some((_, slot)) = prepared.get_mut(id as usize) {
+                *slot = Err(refuse(
+                    Refusal::RangeInvalid,
+                    "the report's range proofs do not verify: an hour holds more than 60 minutes of use, or another \
+                     unit's hour sum is outside [0, 2^63 - 1]",
+                ));
+            }
+        }
+        prepared
+    }
+
+    /// Verifies and stores a batch of report files (metering.md §6). The batch is taken in
+    /// chunks in the order the chain rules need (license, then seq): a chunk's store rules
+    /// and inserts run while the next chunk is verified in parallel, and the batch is
+    /// committed in one transaction. Idempotent: a report stored before is a
+    /// [`Outcome::Duplicate`] and changes nothing.
     pub fn ingest(&mut self, files: &[Vec<u8>], now: UnixSeconds) -> Result<Vec<Ingested>, Error> {
         self.refresh_issuers()?;
-        // Each file is decoded and its certificate named once; certificates already
-        // verified are looked up once per batch, not re-verified.
-        let parsed: Vec<Result<(ReportFile, [u8; 32]), Error>> = files
-            .par_iter()
-            .map(|bytes| {
-                let file = ReportFile::from_cbor(bytes)?;
-                let id = certificate_id(&file.certificate);
-                Ok((file, id))
-            })
-            .collect();
-        let cert_ids: BTreeSet<[u8; 32]> =
-            parsed.iter().filter_map(|p| p.as_ref().ok().map(|(_, id)| *id)).collect();
+        let refused = |index, error| Ingested {
+            index,
+            license_id: None,
+            seq: None,
+            hour: None,
+            outcome: Outcome::Refused(error),
+        };
+        let mut results: Vec<Option<Ingested>> = (0..files.len()).map(|_| None).collect();
+        // Each file is decoded once; certificates already verified are looked up once per
+        // batch, not re-verified.
+        let parsed: Vec<Result<Parsed, Error>> = files.par_iter().map(|bytes| Parsed::read(bytes)).collect();
+        let mut queue: Vec<(usize, Parsed)> = Vec::with_capacity(files.len());
+        for (index, parsed) in parsed.into_iter().enumerate() {
+            match parsed {
+                Ok(parsed) => queue.push((index, parsed)),
+                Err(error) => results[index] = Some(refused(index, error)),
+            }
+        }
+        queue.sort_by(|(i, a), (j, b)| a.order().cmp(&b.order()).then(i.cmp(j)));
+        let cert_ids: BTreeSet<[u8; 32]> = queue.iter().map(|(_, p)| p.cert_id).collect();
         let mut known = HashMap::new();
         for id in cert_ids {
             if let Some(info) = Self::known_license(&self.store, &id)? {
                 known.insert(id, info);
             }
         }
-        let prepared: Vec<Result<Prepared, Error>> = {
-            let issuers = &self.issuers;
-            parsed.into_par_iter().map(|p| p.and_then(|p| Self::prepare(issuers, p, &known))).collect()
-        };
-        // 6.1 step 6: every report's range proofs, batch-verified across the ingest.
-        let mut prepared = prepared;
-        let (mut minutes, mut sums) = (Vec::new(), Vec::new());
-        for (index, p) in prepared.iter_mut().enumerate() {
-            if let Ok(p) = p
-                && let Some((mut m, s)) = p.ranges.take()
-            {
-                let id = u32::try_from(index).unwrap_or(u32::MAX);
-                m.id = id;
-                minutes.push(m);
-                if let Some(mut s) = s {
-                    s.id = id;
-                    sums.push(s);
-                }
-            }
-        }
-        let mut failed: BTreeSet<u32> =
-            crate::rangeproof::verify_each(super::MINUTES_BITS, minutes).into_iter().collect();
-        failed.extend(crate::rangeproof::verify_each(super::SUM_BITS, sums));
-        for id in failed {
-            if let Some(slot) = prepared.get_mut(id as usize) {
-                *slot = Err(refuse(
-                    Refusal::RangeInvalid,
-                    "the report's range proofs do not verify: a minute is not 0 or 1, or an hour sum is outside \
-                     [0, 2^63 - 1]",
-                ));
-            }
-        }
         let crls = self.crls()?;
-        let mut results: Vec<Option<Ingested>> = (0..files.len()).map(|_| None).collect();
-        let mut order: Vec<(usize, Prepared)> = Vec::new();
-        for (index, result) in prepared.into_iter().enumerate() {
-            match result {
-                Ok(p) => order.push((index, p)),
-                Err(error) => {
-                    results[index] = Some(Ingested {
-                        index,
-                        license_id: None,
-                        seq: None,
-                        hour: None,
-                        outcome: Outcome::Refused(error),
-                    })
+        let mut chunks = Vec::new();
+        while !queue.is_empty() {
+            let rest = queue.split_off(INGEST_CHUNK.min(queue.len()));
+            chunks.push(std::mem::replace(&mut queue, rest));
+        }
+        let mut chunks = chunks.into_iter();
+        let (issuers, known) = (&self.issuers, &known);
+        let verify = |chunk| Self::verify_chunk(issuers, known, chunk);
+
+        // Verified reports, in the batch's order, and the refused ones to `results`.
+        let mut ready: Vec<(usize, Prepared)> = Vec::new();
+        let mut take = |verified: Vec<(usize, Result<Prepared, Error>)>,
+                        ready: &mut Vec<(usize, Prepared)>| {
+            for (index, result) in verified {
+                match result {
+                    Ok(p) => ready.push((index, p)),
+                    Err(error) => results[index] = Some(refused(index, error)),
                 }
             }
-        }
-        order.sort_by_key(|(index, p)| (p.info.license_id, p.seq, *index));
-        // The store-dependent rules run in one transaction, all again if a concurrent
-        // writer (another node) made PostgreSQL refuse it.
-        let outcomes = retrying(|| {
-            let tx = self.store.begin()?;
-            let mut outcomes = Vec::with_capacity(order.len());
-            for (_, report) in &order {
-                outcomes.push(match apply(&tx, report, &crls, now) {
-                    Ok(outcome) => outcome,
-                    Err(error @ Error::Store(_)) => return Err(error),
-                    Err(error) => Outcome::Refused(error),
+        };
+        let mut next = chunks.next().map(verify);
+        // First attempt: each chunk's rules run while the next chunk is verified.
+        let attempt = self.store.begin().and_then(|tx| {
+            let mut outcomes = Vec::new();
+            let mut failure = None;
+            while let Some(verified) = next.take() {
+                let start = ready.len();
+                take(verified, &mut ready);
+                let following = chunks.next();
+                let (verified, applied) = std::thread::scope(|scope| {
+                    let handle = following.map(|chunk| scope.spawn(move || verify(chunk)));
+                    let applied = match failure {
+                        None => apply_each(&tx, &ready[start..], &crls, now, &mut outcomes),
+                        Some(_) => Ok(()),
+                    };
+                    let verified =
+                        handle.map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+                    (verified, applied)
                 });
+                next = verified;
+                if let Err(error) = applied {
+                    failure.get_or_insert(error);
+                }
             }
-            tx.commit()?;
-            Ok(outcomes)
-        })?;
-        for ((index, report), outcome) in order.into_iter().zip(outcomes) {
+            match failure {
+                Some(error) => Err(error),
+                None => tx.commit().map(|()| outcomes),
+            }
+        });
+        let outcomes = match attempt {
+            Ok(outcomes) => outcomes,
+            // A concurrent writer (another node) made PostgreSQL refuse the transaction:
+            // the rules run again, on everything verified, until it commits.
+            Err(error) if <Error as escx_store::Retryable>::is_busy(&error) => {
+                while let Some(verified) = next.take() {
+                    take(verified, &mut ready);
+                    next = chunks.next().map(verify);
+                }
+                retrying(|| {
+                    let tx = self.store.begin()?;
+                    let mut outcomes = Vec::with_capacity(ready.len());
+                    apply_each(&tx, &ready, &crls, now, &mut outcomes)?;
+                    tx.commit()?;
+                    Ok(outcomes)
+                })?
+            }
+            Err(error) => return Err(error),
+        };
+        for ((index, report), outcome) in ready.into_iter().zip(outcomes) {
             results[index] = Some(Ingested {
                 index,
                 license_id: Some(hex::encode(report.info.license_id)),
@@ -1343,6 +1424,22 @@ impl<S: OperatorStore> Operator<S> {
                 format!("license {id_hex} is for {}", payload.package),
             ));
         }
+        // A single minute of `minutes` says whether that minute was used only if every
+        // minute of the report is proven 0 or 1: its per-minute proof is checked now.
+        if opening.minute.is_some() && opening.openings.iter().any(|o| o.unit == super::UNIT_MINUTES) {
+            let item = super::minutes_range_item(&payload, 0)?;
+            if crate::rangeproof::verify(vec![item]).is_err() {
+                return Err(refuse(
+                    Refusal::RangeInvalid,
+                    format!(
+                        "the report of license {id_hex} for hour {} carries a per-minute proof that does not verify: \
+                         its minutes are not proven 0 or 1, so one minute's opening does not say whether that \
+                         minute was used (the holder's meter did not make this report)",
+                        format_hour(opening.hour)
+                    ),
+                ));
+            }
+        }
         let mut values = Vec::new();
         for unit in &opening.openings {
             let series = payload.series.iter().find(|s| s.unit == unit.unit).ok_or_else(|| {
@@ -1470,6 +1567,25 @@ fn keep_evidence(
 }
 
 /// The store-dependent rules of one report, in the order of metering.md §6.2.
+/// The store rules of each verified report, in order, onto `outcomes`; a rule's refusal is
+/// the report's outcome, a store error ends the attempt.
+fn apply_each(
+    db: &impl OperatorWriter,
+    reports: &[(usize, Prepared)],
+    crls: &HashMap<KeyId, CrlPayload>,
+    now: UnixSeconds,
+    outcomes: &mut Vec<Outcome>,
+) -> Result<(), Error> {
+    for (_, report) in reports {
+        outcomes.push(match apply(db, report, crls, now) {
+            Ok(outcome) => outcome,
+            Err(error @ Error::Store(_)) => return Err(error),
+            Err(error) => Outcome::Refused(error),
+        });
+    }
+    Ok(())
+}
+
 fn apply(
     db: &impl OperatorWriter,
     report: &Prepared,
