@@ -241,4 +241,82 @@ mod tests {
         walk(&super::Cli::command(), "", &mut missing);
         assert!(missing.is_empty(), "commands without examples: {missing:?}");
     }
+
+    /// Every example of every `--help` parses as written: copied into a shell it reaches
+    /// the command rather than a usage error (exit 2). Shell operators end the command
+    /// (`|`, `>`, `&&`, `;`); leading `NAME=value` assignments are the shell's.
+    #[test]
+    fn every_help_example_parses() {
+        fn examples(command: &clap::Command, out: &mut Vec<String>) {
+            for help in [command.get_after_help(), command.get_after_long_help()].into_iter().flatten() {
+                let text = help.to_string();
+                let Some((_, tail)) = text.split_once("Examples:") else { continue };
+                // A line ending in `\` continues on the next, as in a shell.
+                let joined = tail.replace("\\\n", " ");
+                for line in joined.lines() {
+                    let line = line.trim();
+                    let assigns = line.split_whitespace().next().is_some_and(|w| w.contains('='));
+                    if line.starts_with("escx ") || (assigns && line.contains(" escx ")) {
+                        out.push(line.to_string());
+                    }
+                }
+            }
+            for sub in command.get_subcommands() {
+                examples(sub, out);
+            }
+        }
+        let mut lines = Vec::new();
+        examples(&super::Cli::command(), &mut lines);
+        assert!(lines.len() > 100, "only {} examples found", lines.len());
+        let mut failures = Vec::new();
+        for line in &lines {
+            let words = shlex::split(line).unwrap_or_else(|| panic!("not a shell line: {line}"));
+            let assignments: Vec<(String, String)> = words
+                .iter()
+                .take_while(|w| *w != "escx")
+                .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect();
+            let mut words: Vec<String> = words.into_iter().skip_while(|w| w != "escx").collect();
+            if let Some(end) =
+                words.iter().position(|w| ["|", ">", ">>", "2>", "&&", "||", ";", "<"].contains(&w.as_str()))
+            {
+                words.truncate(end);
+            }
+            // A variable the shell sets is the flag that reads it (clap's `env`), which
+            // this process's environment does not hold.
+            let root = super::Cli::command();
+            let mut command = &root;
+            for word in &words[1..] {
+                match command.find_subcommand(word) {
+                    Some(sub) => command = sub,
+                    None => break,
+                }
+            }
+            // Others (ESCX_PASSPHRASE) are read by the command itself.
+            for (name, value) in &assignments {
+                let arg = command.get_arguments().find(|a| a.get_env().is_some_and(|e| e == name.as_str()));
+                if let Some(long) = arg.and_then(clap::Arg::get_long) {
+                    words.extend([format!("--{long}"), value.clone()]);
+                }
+            }
+            if let Err(error) = <super::Cli as clap::Parser>::try_parse_from(&words)
+                && !matches!(
+                    error.kind(),
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                )
+            {
+                failures.push(format!(
+                    "{line}\n    {}",
+                    error.to_string().lines().take(2).collect::<Vec<_>>().join(" ")
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} examples do not parse:\n{}",
+            failures.len(),
+            lines.len(),
+            failures.join("\n")
+        );
+    }
 }

@@ -563,3 +563,39 @@ fn an_answer_that_cannot_be_written_exits_3() {
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("writing to stdout"));
 }
+
+/// Issue 27 (15): a file given in the wrong place is named for what it is, in words and
+/// hex; a `--name` the user passed is not asked for again; two packs with one
+/// `SOURCE_DATE_EPOCH` differ only in the signature block (`pack --help` says why).
+#[test]
+fn mistaken_inputs_get_messages_that_say_what_they_are() {
+    let f = Fixture::new();
+    f.pack();
+    std::fs::write(f.path("readme.txt"), "hello\nworld\n").unwrap();
+    let stderr = |args: &[&str]| {
+        let out = f.cmd().args(args).env("ESCX_PASSPHRASE", "pw").output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let text = stderr(&["package", "verify", "tool.escx", "--pubkey", "readme.txt"]);
+    assert!(text.contains("this is not an escx key file"), "{text}");
+    let text = stderr(&["package", "verify", "readme.txt", "--pubkey", "acme.pub"]);
+    assert!(text.contains("starts with the bytes 68656c6c where a package starts with 45534358"), "{text}");
+    let text = stderr(&["manifest", "init", "other", "--name", "Acme/Spec Docs"]);
+    assert!(text.contains("--name: package name") && !text.contains("pass --name"), "{text}");
+
+    let pack = |out: &str| {
+        f.cmd()
+            .args(["package", "pack", "mypkg", "-o", out, "--key", "ci.key"])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .assert()
+            .success();
+        std::fs::read(f.path(out)).unwrap()
+    };
+    let (one, two) = (pack("one.escx"), pack("two.escx"));
+    assert_eq!(one.len(), two.len());
+    let first = one.iter().zip(&two).position(|(a, b)| a != b).expect("ML-DSA signatures are randomised");
+    let reader = escx::container::PackageReader::open_file(&f.path("one.escx")).unwrap();
+    let sections_end = reader.sections().iter().map(|s| s.offset + s.stored_length).max().unwrap();
+    assert!(first as u64 >= sections_end, "the packs differ at {first}, before the signature block");
+}

@@ -24,7 +24,10 @@ pub enum FormatError {
         file_bytes: u64,
     },
     /// The first four bytes are not `ESCX`.
-    #[error("not an .escx package: magic is {found:02x?}, expected \"ESCX\"")]
+    #[error(
+        "not an .escx package: it starts with the bytes {} where a package starts with 45534358 (\"ESCX\")",
+        hex::encode(.found)
+    )]
     BadMagic {
         /// The bytes found.
         found: [u8; 4],

@@ -381,7 +381,10 @@ fn data_line(text: &str) -> Result<&str, String> {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
     let line = lines.next().ok_or("no key line found (only comments or blank lines)")?;
     if lines.next().is_some() {
-        return Err("more than one key line".into());
+        return Err(format!(
+            "more than one line that is not a comment: this is not an escx key file (one holds a single line \
+             starting with {PUBLIC_KEY_PREFIX:?} or {SECRET_KEY_PREFIX:?})"
+        ));
     }
     Ok(line)
 }

@@ -25,14 +25,15 @@ Needs the period's statements and the party's openings of them (escx statement o
 --dir). Refunds and reversals are subtracted. Only entries in --currency count.
 
 Examples:
-  escx proof revenue --statements ./statements --openings ./acme-openings --party acme --period 2026-11 -o rev.proof")]
+  escx proof revenue --statements ./statements --openings ./acme-openings --party acme --period 2026-11 --operator-pub op.pub -o rev.proof")]
     Revenue(RevenueArgs),
     /// Prove a party's net revenue over a period is at least an amount (revealing nothing else).
     #[command(after_help = "\
 Refused when the revenue is below the amount: no such proof exists.
 
 Examples:
-  escx proof threshold --statements ./statements --openings ./acme-openings --party acme --period 2026-11 --at-least 10000.00 -o thr.proof")]
+  escx proof threshold --statements ./statements --openings ./acme-openings --party acme --period 2026-11 --at-least 10000.00 \
+    --operator-pub op.pub -o thr.proof")]
     Threshold(ThresholdArgs),
 }
 

@@ -219,12 +219,12 @@ Examples:
     Verify(VerifyArgs),
     /// Prove possession of a license over a verifier's challenge.
     #[command(
-        after_help = "Examples:\n  escx license prove --wallet ./wallet --package acme/thermal --challenge 0011aabb -o proof.cbor"
+        after_help = "Examples:\n  escx license prove --wallet ./wallet --package acme/thermal --challenge 00112233445566778899aabbccddeeff -o proof.cbor"
     )]
     Prove(ProveArgs),
     /// Check a proof of possession with the issuer bundle alone.
     #[command(
-        after_help = "Examples:\n  escx license check-proof proof.cbor --issuer issuer.pub --challenge 0011aabb"
+        after_help = "Examples:\n  escx license check-proof proof.cbor --issuer issuer.pub --package acme/thermal --challenge 00112233445566778899aabbccddeeff"
     )]
     CheckProof(CheckProofArgs),
     /// Renew: spend the next token of the current license's tier, with fresh holder keys.

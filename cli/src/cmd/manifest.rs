@@ -77,6 +77,7 @@ pub fn require_manifest(path: &Path) -> anyhow::Result<()> {
 }
 
 fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
+    let given = args.name.is_some();
     let name = match args.name {
         Some(name) => name,
         None => {
@@ -87,8 +88,10 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
                 .collect()
         }
     };
-    let name = escx::manifest::PackageName::parse(name)
-        .map_err(|e| UsageError(format!("package name {e}; pass --name")))?;
+    let name = escx::manifest::PackageName::parse(name).map_err(|e| match given {
+        true => UsageError(format!("--name: package name {e}")),
+        false => UsageError(format!("package name {e} (made from the directory's name); pass --name")),
+    })?;
     let path = args.dir.join("manifest.toml");
     if path.exists() && !args.force {
         return Err(failure::exists(&path, "pass --force to replace it"));

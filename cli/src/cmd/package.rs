@@ -22,11 +22,14 @@ pub enum PackageCommand {
 DIR holds manifest.toml ([package] name and version at least). LICENSE, docs/ and tests/
 go to their own sections; every other file goes to the payload, narrowed by the
 manifest's [include] files / exclude globs. Hidden files and target/ are never packed.
-The signing time is SOURCE_DATE_EPOCH when set, otherwise now.
+The signing time is SOURCE_DATE_EPOCH when set, otherwise now. With SOURCE_DATE_EPOCH
+two packs of the same files are identical except for the signature block: ML-DSA-87
+signing is randomised (FIPS 204's hedged mode), so the signature bytes differ while the
+signed manifest, its hashes and every section are the same bytes.
 
 With --encrypt-for the payload is encrypted under a fresh content key sealed to the
 license issuer; register the package with `escx issuer register-package` so licenses
-carry the key. Encrypted packages are not byte-reproducible (the key is fresh each time).
+carry the key. Encrypted packages also differ in the payload (the key is fresh each time).
 
 Examples:
   escx package pack ./mypkg -o mypkg-1.0.0.escx --key acme.key

@@ -85,7 +85,10 @@ impl SignatureBlock {
             let short = || truncated(BLOCK_PREFIX_BYTES);
             let magic: [u8; 4] = cursor.array().ok_or_else(short)?;
             if magic != BLOCK_MAGIC {
-                return Err(block_error(format!("magic is {magic:02x?}, expected \"ESIG\"")));
+                return Err(block_error(format!(
+                    "it starts with the bytes {} where a signature block starts with 45534947 (\"ESIG\")",
+                    hex::encode(magic)
+                )));
             }
             let alg = cursor.u16_le().ok_or_else(short)?;
             let reserved = cursor.u16_le().ok_or_else(short)?;
