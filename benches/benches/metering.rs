@@ -264,7 +264,7 @@ fn metering_benches(c: &mut Criterion) {
         batch
             .iter()
             .enumerate()
-            .map(|(i, file)| {
+            .flat_map(|(i, file)| {
                 let file = ReportFile::from_cbor(file).unwrap();
                 let envelope = Envelope::from_cbor(&file.report).unwrap();
                 let payload: ReportPayload =
@@ -275,7 +275,6 @@ fn metering_benches(c: &mut Criterion) {
                     metering::check_report_ranges(&payload, i as u32).unwrap().1
                 }
             })
-            .flatten()
             .collect::<Vec<_>>()
     };
     let time_verify = |minutes: bool, rounds: u32| {
