@@ -1018,3 +1018,66 @@ fn a_revoked_account_buys_nothing() {
     assert_eq!(listed["accounts"], serde_json::json!([]));
     assert!(server.stop().success());
 }
+
+/// Issue 27 (7): `escx serve` logs its start, each request (method, route, status,
+/// duration, the id it answered in `X-Request-Id`, an error's code) and its stop, as text
+/// or JSON, and never a client address; `--quiet` keeps only failures on its side.
+#[test]
+fn the_service_logs_requests_without_client_addresses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("proofs")).unwrap();
+    let server = Server::start(dir, &["--proofs", "proofs", "--log-format", "json"]);
+    let (status, headers, _) = http(&server.addr, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 200);
+    let id = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("every answer names its request id")
+        .trim()
+        .to_owned();
+    assert_eq!(id.len(), 16);
+    let (status, _, _) = http(&server.addr, "GET", "/v1/statements/7", &[], b"");
+    assert_eq!(status, 404);
+    let (exit, log) = server.stop_with_log();
+    assert!(exit.success());
+    let events: Vec<Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["start", "request", "request", "stop"], "{log}");
+    assert!(events[0]["listening"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    assert_eq!(
+        (events[1]["method"].as_str(), events[1]["route"].as_str(), events[1]["status"].as_u64()),
+        (Some("GET"), Some("/healthz"), Some(200))
+    );
+    assert_eq!(events[1]["request_id"].as_str(), Some(id.as_str()));
+    assert!(events[1]["ms"].as_f64().is_some());
+    // The route, not the raw path; the error's code.
+    assert_eq!(events[2]["route"].as_str(), Some("/v1/statements/{seq}"), "{log}");
+    assert_eq!(events[2]["code"].as_str(), Some("not-served"));
+    assert_eq!(events[3]["requests"].as_u64(), Some(2));
+    // No client address anywhere but the service's own listening URL.
+    assert_eq!(log.matches("127.0.0.1").count(), 1, "{log}");
+    // A redemption (even a refused one) is never a line: its time would link it to its
+    // purchase; it still answers with a request id.
+    let server = Server::start(dir, &["--proofs", "proofs", "--log-format", "json"]);
+    let (status, headers, _) = http(&server.addr, "POST", "/v1/redeem", &[], b"not a request");
+    assert!(status >= 400 && headers.contains("x-request-id: "), "{status} {headers}");
+    let (_, log) = server.stop_with_log();
+    assert!(!log.contains("redeem") && log.lines().count() == 2, "{log}");
+
+    // Text, quiet: nothing for answers the service gave correctly.
+    let server = Server::start(dir, &["--proofs", "proofs", "--quiet"]);
+    assert_eq!(http(&server.addr, "GET", "/healthz", &[], b"").0, 200);
+    assert_eq!(http(&server.addr, "GET", "/v1/statements/7", &[], b"").0, 404);
+    let (exit, log) = server.stop_with_log();
+    assert!(exit.success());
+    assert_eq!(log, "", "quiet logs only 5xx");
+    let server = Server::start(dir, &["--proofs", "proofs"]);
+    assert_eq!(http(&server.addr, "GET", "/healthz", &[], b"").0, 200);
+    let (_, log) = server.stop_with_log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(lines[1].contains(" request method=GET route=/healthz status=200 ms="), "{log}");
+    assert!(lines[2].ends_with(" stop requests=1"), "{log}");
+}

@@ -69,6 +69,9 @@ impl IntoResponse for ApiError {
         let body =
             serde_json::json!({ "ok": false, "error": { "code": self.code, "message": self.message } });
         let mut response = (self.status, axum::Json(body)).into_response();
+        response
+            .extensions_mut()
+            .insert(super::log::ErrorNote { code: self.code.clone(), message: self.message.clone() });
         if let Some(seconds) = self.retry_after
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
@@ -132,8 +135,14 @@ struct OutcomeLabels {
 /// The step in which purchase and redemption counters move.
 pub const COARSE: u64 = 16;
 
-/// Endpoints whose answers are neither counted per request nor timed.
+/// Endpoints whose answers are neither counted per request nor timed, in the metrics or
+/// the log (service.md §4, §8).
 const UNOBSERVED: [&str; 2] = ["/v1/purchase", "/v1/redeem"];
+
+/// Whether requests to `endpoint` go unobserved (purchase and redemption).
+pub fn unobserved(endpoint: &str) -> bool {
+    UNOBSERVED.contains(&endpoint)
+}
 
 /// The metrics of service.md §4.
 pub struct Metrics {

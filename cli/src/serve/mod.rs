@@ -4,6 +4,7 @@
 
 mod conn;
 mod guard;
+mod log;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -33,6 +34,15 @@ use guard::{ApiError, ClientLimit, Metrics, client_address, endpoint_of};
 use crate::output::Ui;
 
 /// Run the operator's side as an HTTP service: issuer, report ingest, statements, registry.
+/// `--log-format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `TIME EVENT key=value ...`
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Args)]
 #[command(after_help = "Every part is optional; paths of parts not given answer 404 not-served.
 
@@ -40,6 +50,7 @@ Examples:
   escx serve --issuer ./issuer --operator ./op --ledger ./ledger.db --registry ./reg
   escx serve --issuer ./issuer --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem
   escx serve --issuer ./issuer --listen 10.0.0.7:8440 --trusted-proxy 10.0.0.2   # behind a load balancer
+  escx serve --issuer ./issuer --log-format json 2>> escx-serve.log
   curl -s http://127.0.0.1:8440/metrics")]
 pub struct ServeArgs {
     /// Issuer directory (`escx issuer init`): bundle chain, purchase, redemption, CRL.
@@ -95,6 +106,12 @@ pub struct ServeArgs {
     /// without it, /metrics is not served.
     #[arg(long = "metrics-token-file", value_name = "FILE")]
     pub metrics_token_file: Option<PathBuf>,
+    /// The log on stderr: `text` lines or `json` objects, one per line (service.md §7).
+    #[arg(long = "log-format", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log only failures on the service's side (5xx), not every request, start and stop.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Testing only (hidden; service.md §4): the operator part judges "the hour has ended"
     /// this many seconds ahead of the wall clock, so a test can report an hour without
     /// waiting for it to end. The issuer part always uses the wall clock.
@@ -131,6 +148,10 @@ struct Service {
     metrics_token: Option<blake3::Hash>,
     /// Registry package files' entity tags, by resolved path.
     file_tags: Mutex<std::collections::HashMap<PathBuf, FileTag>>,
+    /// The log on stderr (`escx serve` turns it on; service.md §7).
+    log: log::Log,
+    /// Requests answered, for the stop line.
+    answered: std::sync::atomic::AtomicU64,
 }
 
 type Shared = Arc<Service>;
@@ -229,6 +250,8 @@ impl Service {
             ingest_limit: ClientLimit::per_second(limits.ingest_rate),
             trusted_proxies: Vec::new(),
             file_tags: Mutex::default(),
+            log: log::Log::default(),
+            answered: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -649,9 +672,20 @@ async fn observe(
 ) -> Response {
     service.gate.request_arrived(peer);
     let endpoint = endpoint_of(request.uri().path());
+    let method = request.method().clone();
     let started = Instant::now();
-    let response = next.run(request).await;
-    service.metrics.observe(endpoint, response.status().as_u16(), started.elapsed());
+    let mut response = next.run(request).await;
+    let took = started.elapsed();
+    service.metrics.observe(endpoint, response.status().as_u16(), took);
+    service.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (id, header) = log::request_id();
+    response.headers_mut().insert(log::REQUEST_ID, header);
+    // Purchases and redemptions are never logged one by one: their times would link a
+    // redemption to its purchase (service.md §8).
+    if !guard::unobserved(endpoint) {
+        let error = response.extensions().get::<log::ErrorNote>();
+        service.log.request(&method, endpoint, response.status(), took, &id, error);
+    }
     response
 }
 
@@ -794,6 +828,8 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         Arc::new(move || escx::UnixSeconds(escx::now_unix().0.saturating_add(ahead))),
     );
     service.trusted_proxies.clone_from(&args.trusted_proxies);
+    service.log =
+        log::Log { on: true, requests: !args.quiet, json: matches!(args.log_format, LogFormat::Json) };
     service.gate = Arc::new(limits.gate(&args.trusted_proxies, &service.metrics));
     if let Some(path) = &args.metrics_token_file {
         let text =
@@ -832,7 +868,10 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         },
         || format!("listening on {scheme}://{local} (SIGTERM or Ctrl-C stops)"),
     );
-    runtime.block_on(serve_on(listener, tls, service, limits, stop_signal()))
+    service.log.start(&format!("{scheme}://{local}"));
+    let result = runtime.block_on(serve_on(listener, tls, service.clone(), limits, stop_signal()));
+    service.log.stop(service.answered.load(std::sync::atomic::Ordering::Relaxed));
+    result
 }
 
 /// `--listen`: an address (`127.0.0.1:8440`, `[::]:8440`) or a host name with a port

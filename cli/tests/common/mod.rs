@@ -40,8 +40,9 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 /// Starts `escx serve --listen 127.0.0.1:0 ARGS` in `dir`; the child and the address it
 /// printed on its first line.
+/// The log is `--quiet` (5xx only) and goes to the test's stderr.
 pub fn serve(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
-    serve_logging(dir, args, std::process::Stdio::inherit())
+    serve_logging(dir, &[args, &["--quiet"]].concat(), std::process::Stdio::inherit())
 }
 
 /// [`serve`] with the service's log (its stderr) going to `log`.
@@ -76,6 +77,9 @@ pub fn serve_logging(
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    /// Its log (stderr), read as it is written so the pipe never fills.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -95,6 +99,16 @@ impl Server {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -108,7 +122,22 @@ impl Server {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Self { child, addr }
+        Self { child, addr, log, reader: Some(reader) }
+    }
+
+    /// The log written so far.
+    #[allow(dead_code)]
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The whole log, once the server has exited.
+    #[allow(dead_code)]
+    pub fn final_log(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.log()
     }
 
     pub fn url(&self) -> String {
@@ -116,13 +145,18 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status (bounded).
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.stop_with_log().0
+    }
+
+    /// [`Server::stop`], and the whole log.
+    pub fn stop_with_log(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().to_string();
         assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                return (status, self.final_log());
             }
             assert!(Instant::now() < deadline, "the server did not stop within 20 s of SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
