@@ -277,8 +277,9 @@ mod tests {
                 .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
                 .collect();
             let mut words: Vec<String> = words.into_iter().skip_while(|w| w != "escx").collect();
-            if let Some(end) =
-                words.iter().position(|w| ["|", ">", ">>", "2>", "&&", "||", ";", "<"].contains(&w.as_str()))
+            if let Some(end) = words
+                .iter()
+                .position(|w| ["|", ">", ">>", "2>", "2>>", "&>", "&&", "||", ";", "<"].contains(&w.as_str()))
             {
                 words.truncate(end);
             }

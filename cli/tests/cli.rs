@@ -583,6 +583,15 @@ fn mistaken_inputs_get_messages_that_say_what_they_are() {
     assert!(text.contains("starts with the bytes 68656c6c where a package starts with 45534358"), "{text}");
     let text = stderr(&["manifest", "init", "other", "--name", "Acme/Spec Docs"]);
     assert!(text.contains("--name: package name") && !text.contains("pass --name"), "{text}");
+    // The template's placeholder description is packed only with a warning.
+    f.cmd().args(["manifest", "init", "fresh", "--name", "acme/fresh"]).assert().success();
+    let out =
+        f.cmd().args(["package", "pack", "fresh", "-o", "fresh.escx", "--key", "ci.key"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still has the template's description"));
+    let out =
+        f.cmd().args(["package", "pack", "mypkg", "-o", "quiet.escx", "--key", "ci.key"]).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let pack = |out: &str| {
         f.cmd()

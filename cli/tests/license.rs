@@ -416,6 +416,18 @@ fn transfer_receive_and_renew() {
     run(&["issuer", "redeem", "issuer", "bob.redeem", "-o", "bob.license"]);
     run(&["license", "install", "bob.license", "--wallet", "bob"]);
     run(&["license", "verify", "--issuer", "issuer.pub", "--wallet", "bob", "--package", "acme/thermal"]);
+    // A signing key where the issuer's chain belongs: said in words (issue 27, 15), not
+    // "invalid type: integer -4, expected map".
+    let out = escx(dir)
+        .args(["license", "verify", "--issuer", "acme.pub", "--wallet", "bob", "--package", "acme/thermal"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("this is an escx public key file") && text.contains("bundle chain is expected"),
+        "{text}"
+    );
 
     // Renewal needs a license first, then spends the next token.
     escx(dir)

@@ -376,6 +376,21 @@ fn decode_secret_map(text: &str) -> Result<SecretKeyMap, String> {
     crate::cbor::decode_exact(&cbor, "key map")
 }
 
+/// What a text file given where a binary escx file (a chain, a package) is expected
+/// is, when it is one of escx's own key files (the caller says what was expected):
+/// `None` for anything else.
+pub fn describe_text_file(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes.get(..bytes.len().min(4096))?).ok()?;
+    let line = data_line(text).ok()?;
+    if line.starts_with(PUBLIC_KEY_PREFIX) {
+        Some("this is an escx public key file (one signing key)".into())
+    } else if line.starts_with(SECRET_KEY_PREFIX) {
+        Some("this is an escx secret key file (keep it private)".into())
+    } else {
+        None
+    }
+}
+
 /// The single non-comment, non-blank line of a key file.
 fn data_line(text: &str) -> Result<&str, String> {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));

@@ -262,8 +262,15 @@ impl BundleChain {
 
     /// Parses and verifies a chain file.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        let file: ChainFile = escx::cbor::decode_exact(bytes, "issuer bundle chain")
-            .map_err(|reason| Error::BundleInvalid { reason })?;
+        let file: ChainFile = escx::cbor::decode_exact(bytes, "issuer bundle chain").map_err(|reason| {
+            let reason = match escx::keyfile::describe_text_file(bytes) {
+                Some(what) => format!(
+                    "{what}, where the issuer's bundle chain is expected (the file `escx issuer publish` writes)"
+                ),
+                None => reason,
+            };
+            Error::BundleInvalid { reason }
+        })?;
         if file.v != 1 {
             return Err(Error::BundleInvalid {
                 reason: format!("unsupported chain file version {}", file.v),

@@ -2,15 +2,19 @@
 
 /// A valid manifest with every section explained; optional sections are commented out.
 pub fn manifest_template(name: &str) -> String {
-    TEMPLATE.replace("{name}", name)
+    TEMPLATE.replace("{name}", name).replace("{description}", PLACEHOLDER_DESCRIPTION)
 }
+
+/// The template's `description`, which says nothing about a real package: packing warns
+/// while a manifest still carries it.
+pub const PLACEHOLDER_DESCRIPTION: &str = "What this package does, in one paragraph.";
 
 const TEMPLATE: &str = r#"# escx package manifest. Reference: spec/manifest.md
 
 [package]
 name = "{name}"                  # lowercase; optionally "scope/name"
 version = "0.1.0"                # semantic version
-description = "What this package does, in one paragraph."
+description = "{description}"
 license = "MIT OR Apache-2.0"    # SPDX expression
 keywords = ["example"]           # up to 5, a-z 0-9 -
 categories = ["tools"]           # up to 5, slugs like "engineering/simulation"

@@ -38,7 +38,7 @@ const EMPTY_ROOT: [u8; 32] = [0; 32];
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StatementError {
     /// Malformed bytes, a bad signature, or an inconsistent field.
-    #[error("statement {seq}: {reason}")]
+    #[error("{}: {reason}", statement_name(*seq))]
     Invalid {
         /// Sequence number (0 when unreadable).
         seq: u64,
@@ -577,12 +577,26 @@ fn point(bytes: &[u8]) -> Option<RistrettoPoint> {
     CompressedRistretto::from_slice(bytes).ok()?.decompress()
 }
 
+/// "statement N", or what to call one whose number could not be read.
+fn statement_name(seq: u64) -> String {
+    match seq {
+        0 => "a statement (its number unreadable)".into(),
+        seq => format!("statement {seq}"),
+    }
+}
+
 /// Verifies a statement: the operator's signature, the Merkle root, every entry's
 /// conservation on the hidden amounts, and the per-party index.
 pub fn verify(bytes: &[u8], operator: &PublicKey) -> Result<Verified, StatementError> {
     let invalid = |seq: u64, reason: String| StatementError::Invalid { seq, reason };
     let envelope = Envelope::from_cbor(bytes).map_err(|e| invalid(0, e.to_string()))?;
-    let payload_bytes = envelope.open(CONTEXT_STATEMENT, operator).map_err(|e| invalid(0, e.to_string()))?;
+    // A signature that does not verify names the statement by the number it claims.
+    let claimed = || {
+        escx::cbor::decode_exact::<StatementPayload>(envelope.payload_unverified(), "statement")
+            .map_or(0, |p| p.seq)
+    };
+    let payload_bytes =
+        envelope.open(CONTEXT_STATEMENT, operator).map_err(|e| invalid(claimed(), e.to_string()))?;
     let payload: StatementPayload =
         escx::cbor::decode_exact(payload_bytes, "statement").map_err(|reason| invalid(0, reason))?;
     let seq = payload.seq;
@@ -593,7 +607,7 @@ pub fn verify(bytes: &[u8], operator: &PublicKey) -> Result<Verified, StatementE
         return Err(invalid(seq, "ledger id, previous hash or root has the wrong length".into()));
     }
     if seq == 0 {
-        return Err(invalid(seq, "sequence numbers start at 1".into()));
+        return Err(invalid(seq, "its number is 0; sequence numbers start at 1".into()));
     }
     if (seq == 1) != payload.previous.iter().all(|b| *b == 0) {
         return Err(invalid(seq, "only the first statement has no previous statement".into()));

@@ -199,7 +199,13 @@ fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
     }
     // The full schema first, so mistakes anywhere in the manifest are reported with their
     // line and column before any key is unlocked.
-    crate::cmd::manifest::load(&args.dir)?;
+    let manifest = crate::cmd::manifest::load(&args.dir)?;
+    if manifest.package.description.as_deref() == Some(escx_manifest::template::PLACEHOLDER_DESCRIPTION) {
+        ui.warn(
+            "manifest.toml still has the template's description; say what the package does in [package] \
+             description before publishing (it is signed into the package)",
+        );
+    }
     let keys =
         args.keys.iter().map(|k| secrets::load_secret_key(k)).collect::<anyhow::Result<Vec<SecretKey>>>()?;
     let key_refs: Vec<&SecretKey> = keys.iter().collect();
