@@ -345,13 +345,22 @@ fn statements_registry_and_reports_are_served_from_the_operators_files() {
         let (status, _, body) = http(&server.addr, "GET", path, &[], b"");
         assert_eq!((status, error_code(&body).as_str()), (404, "not-found"), "{path}");
     }
-    // An auditor checks the served statements with the operator's public key alone.
+    // An auditor checks the served statements and their served proofs with the
+    // operator's public key alone (issue 27, 8: --proofs URL read a file path).
     let out = escx(dir)
         .args(["audit", "statements", &format!("{}/v1/statements", server.url())])
-        .args(["--operator-pub", "d/public/operator.pub", "--json"])
+        .args(["--operator-pub", "d/public/operator.pub", "--proofs", &server.url(), "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audited = json(&out.stdout);
+    assert_eq!(audited["range_proofs"].as_bool(), Some(true), "{audited}");
+    assert!(audited["payouts_proven"].as_u64().unwrap() > 0, "{audited}");
     // Install from the served registry: the index and the packages over HTTP, checked
     // exactly as a registry directory's.
     let registry = format!("{}/registry", server.url());

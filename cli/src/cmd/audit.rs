@@ -43,12 +43,13 @@ pub enum AuditCommand {
     /// and with --proofs every payout's range proof.
     #[command(after_help = "\
 Every *.cbor file in the directory must be a statement signed by the operator. With
---proofs, every statement must have a verifying statement-<seq>.proofs file there.
+--proofs, every statement must have a verifying statement-<seq>.proofs file there. Either
+may be the URL of an `escx serve` instead, whose answers are checked exactly as files.
 
 Examples:
   escx audit statements ./statements --operator-pub op.pub
   escx audit statements ./statements --operator-pub op.pub --proofs ./proofs --json
-  escx audit statements http://127.0.0.1:8440/v1/statements --operator-pub op.pub")]
+  escx audit statements http://127.0.0.1:8440 --operator-pub op.pub --proofs http://127.0.0.1:8440")]
     Statements(AuditStatementsArgs),
     /// Verify a revenue or threshold proof against the statements, offline.
     #[command(after_help = "\
@@ -63,8 +64,8 @@ Examples:
 
 #[derive(Args)]
 pub struct ProofArgs {
-    /// Directory of statement files (*.cbor).
-    #[arg(long, value_name = "DIR")]
+    /// Directory of statement files (*.cbor), or the URL of an `escx serve` publishing them.
+    #[arg(long, value_name = "DIR|URL")]
     statements: PathBuf,
     /// Directory (or file) of the party's openings files.
     #[arg(long, value_name = "DIR")]
@@ -107,8 +108,9 @@ pub struct AuditStatementsArgs {
     /// The operator's public key.
     #[arg(long, value_name = "FILE")]
     operator_pub: PathBuf,
-    /// Directory of statement-<seq>.proofs files: every statement must have one that verifies.
-    #[arg(long, value_name = "DIR")]
+    /// Directory of statement-<seq>.proofs files, or the URL of an `escx serve` publishing
+    /// them: every statement must have one that verifies.
+    #[arg(long, value_name = "DIR|URL")]
     proofs: Option<PathBuf>,
 }
 
@@ -116,8 +118,8 @@ pub struct AuditStatementsArgs {
 pub struct AuditVerifyArgs {
     /// The proof file.
     proof: PathBuf,
-    /// Directory of statement files (*.cbor).
-    #[arg(long, value_name = "DIR")]
+    /// Directory of statement files (*.cbor), or the URL of an `escx serve` publishing them.
+    #[arg(long, value_name = "DIR|URL")]
     statements: PathBuf,
     /// The operator's public key.
     #[arg(long, value_name = "FILE")]
@@ -149,8 +151,7 @@ fn operator_key(path: &Path) -> anyhow::Result<PublicKey> {
 
 /// Every statement in `dir`, verified under `operator` (in parallel) and chained.
 fn load_statements(dir: &Path, operator: &PublicKey) -> anyhow::Result<Vec<Verified>> {
-    let (names, bytes) = match dir.to_str().filter(|s| s.starts_with("http://") || s.starts_with("https://"))
-    {
+    let (names, bytes) = match as_url(dir) {
         Some(url) => served_statements(url)?,
         None => {
             let paths = files(dir, "cbor")?;
@@ -174,11 +175,47 @@ fn load_statements(dir: &Path, operator: &PublicKey) -> anyhow::Result<Vec<Verif
     Ok(verified)
 }
 
+/// `path` as the URL of an `escx serve`, when it is one.
+fn as_url(path: &Path) -> Option<&str> {
+    path.to_str().filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+}
+
+/// The service's base URL from its URL or its `/v1/statements`.
+fn service_base(url: &str) -> &str {
+    url.trim_end_matches('/').trim_end_matches("/v1/statements")
+}
+
+/// Each statement's proofs file, named for errors: `statement-<seq>.proofs` in a
+/// directory, or `GET /v1/statements/<seq>/proofs` of a service (service.md §2), whose
+/// answer is checked exactly as the file.
+fn proof_files(source: &Path, statements: &[Verified]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    match as_url(source) {
+        Some(url) => {
+            let base = service_base(url);
+            let client = crate::http::Client::new(base)?;
+            statements
+                .iter()
+                .map(|s| {
+                    let path = format!("/v1/statements/{}/proofs", s.payload.seq);
+                    Ok((format!("{base}{path}"), client.get(&path)?))
+                })
+                .collect()
+        }
+        None => statements
+            .iter()
+            .map(|s| {
+                let path = source.join(format!("statement-{}.proofs", s.payload.seq));
+                Ok((path.display().to_string(), read(&path)?))
+            })
+            .collect(),
+    }
+}
+
 /// Every statement an `escx serve` publishes (service.md §2): the list, then each by
 /// number. `url` is the service or its `/v1/statements`. What the service says is only
 /// transport: each statement is verified under the operator's key like a file.
 fn served_statements(url: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<u8>>)> {
-    let base = url.trim_end_matches('/').trim_end_matches("/v1/statements");
+    let base = service_base(url);
     let client = crate::http::Client::new(base)?;
     let list: serde_json::Value = serde_json::from_slice(&client.get("/v1/statements")?)
         .with_context(|| format!("{base}/v1/statements: the answer is not JSON"))?;
@@ -273,15 +310,15 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
     let statements = load_statements(&args.statements, &operator)?;
     let mut proven = 0usize;
     let mut split = 0usize;
-    if let Some(dir) = &args.proofs {
-        statements.par_iter().try_for_each(|s| -> anyhow::Result<()> {
-            let path = dir.join(format!("statement-{}.proofs", s.payload.seq));
-            let file = StatementProofs::from_cbor(&read(&path)?)
+    if let Some(source) = &args.proofs {
+        let files = proof_files(source, &statements)?;
+        statements.par_iter().zip(&files).try_for_each(|(s, (name, bytes))| -> anyhow::Result<()> {
+            let file = StatementProofs::from_cbor(bytes)
                 .map_err(escx_settlement::Error::from)
-                .with_context(|| path.display().to_string())?;
+                .with_context(|| name.clone())?;
             proofs::verify_statement(&file, s, &operator.id())
                 .map_err(escx_settlement::Error::from)
-                .with_context(|| path.display().to_string())?;
+                .with_context(|| name.clone())?;
             Ok(())
         })?;
         proven =
