@@ -563,8 +563,8 @@ pub fn check_report(payload: &ReportPayload) -> Result<Vec<SeriesSum>, Error> {
 /// What [`check_report`] decompressed on its way, kept for the range proofs.
 struct Checked {
     sums: Vec<SeriesSum>,
-    /// Each series' hour sum, in the payload's order.
-    unit_sums: Vec<(String, Commitment)>,
+    /// Each series' hour sum as a point, in the payload's order (that of `sums`).
+    points: Vec<Commitment>,
 }
 
 fn checked(payload: &ReportPayload) -> Result<Checked, Error> {
@@ -596,7 +596,7 @@ fn checked(payload: &ReportPayload) -> Result<Checked, Error> {
         }
     }
     let mut sums = Vec::with_capacity(payload.series.len());
-    let mut unit_sums = Vec::with_capacity(payload.series.len());
+    let mut points = Vec::with_capacity(payload.series.len());
     for series in &payload.series {
         if series.unit != UNIT_MINUTES && !is_metric(&series.unit) {
             return Err(invalid(format!("{:?} is not a unit", series.unit)));
@@ -618,7 +618,7 @@ fn checked(payload: &ReportPayload) -> Result<Checked, Error> {
             })?;
         }
         let sum = Commitment::from_point(sum);
-        unit_sums.push((series.unit.clone(), sum));
+        points.push(sum);
         let total = match &series.opened {
             None => None,
             Some(opened) => {
@@ -636,7 +636,7 @@ fn checked(payload: &ReportPayload) -> Result<Checked, Error> {
         };
         sums.push(SeriesSum { unit: series.unit.clone(), sum: sum.to_bytes(), total });
     }
-    Ok(Checked { sums, unit_sums })
+    Ok(Checked { sums, points })
 }
 
 /// The report format version (metering.md §3.1).
@@ -648,7 +648,7 @@ pub const MINUTES_BITS: usize = 1;
 /// The bit length of the sums proof.
 pub const SUM_BITS: usize = 64;
 
-/// The transcript a report's range proof `proof` (`minutes` or `sums`) is made on
+/// The transcript a report's range proof `proof` (`minutes`, `hour` or `sums`) is made on
 /// (metering.md §3.4): every public input of the report but the commitments, which the
 /// proof absorbs itself.
 pub fn range_transcript(payload: &ReportPayload, proof: &'static [u8]) -> merlin::Transcript {
@@ -739,7 +739,7 @@ pub fn check_report_ranges(
     payload: &ReportPayload,
     id: u32,
 ) -> Result<(Vec<SeriesSum>, Vec<crate::rangeproof::Item>), Error> {
-    let Checked { sums, unit_sums } = checked(payload)?;
+    let Checked { sums, points } = checked(payload)?;
     // The per-minute proof is verified only in a dispute; it must at least be one.
     if !crate::rangeproof::decodes(&payload.minutes_range) {
         return Err(refuse(
@@ -754,8 +754,8 @@ pub fn check_report_ranges(
     });
     let mut hour = Vec::new();
     let mut others = Vec::new();
-    for (unit, sum) in unit_sums {
-        if unit == UNIT_MINUTES {
+    for (series, sum) in sums.iter().zip(points) {
+        if series.unit == UNIT_MINUTES {
             hour.extend([sum, Commitment::from_point(minutes_bound - sum.point())]);
         } else {
             others.extend([sum, Commitment::from_point(counter_bound - sum.point())]);
