@@ -65,6 +65,11 @@ impl Client {
         self.call(path, None, None, ANSWER_BYTES_MAX)
     }
 
+    /// `GET path`, `None` when the service answers 404 (a route it does not have).
+    pub fn get_optional(&self, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        self.exchange(path, None, None, ANSWER_BYTES_MAX, true)
+    }
+
     /// `GET path`, reading at most `limit` bytes of the answer (more is an error).
     pub fn get_bounded(&self, path: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
         self.call(path, None, None, limit)
@@ -82,6 +87,17 @@ impl Client {
         bearer: Option<&str>,
         limit: u64,
     ) -> anyhow::Result<Vec<u8>> {
+        Ok(self.exchange(path, body, bearer, limit, false)?.unwrap_or_default())
+    }
+
+    fn exchange(
+        &self,
+        path: &str,
+        body: Option<&[u8]>,
+        bearer: Option<&str>,
+        limit: u64,
+        not_found_ok: bool,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
         let url = format!("{}{path}", self.base);
         let mut attempt = 0;
         loop {
@@ -111,7 +127,10 @@ impl Client {
                         .read_to_vec()
                         .map_err(|e| network(&url, &e.to_string()))?;
                     if (200..300).contains(&status) {
-                        return Ok(bytes);
+                        return Ok(Some(bytes));
+                    }
+                    if status == 404 && not_found_ok {
+                        return Ok(None);
                     }
                     if !(status == 503 || status == 429) || attempt == BACKOFF.len() {
                         return Err(refusal(&url, status, &bytes));
@@ -120,13 +139,13 @@ impl Client {
                 }
                 Err(error) => {
                     // A certificate the client refuses stays refused: not retried.
-                    let tls_refusal = matches!(&error, ureq::Error::Io(e)
-                        if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()));
-                    let retriable = !tls_refusal
-                        && matches!(
-                            error,
-                            ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed
-                        );
+                    if let Some(refused) = tls_refusal(&error) {
+                        return Err(certificate(&url, &refused));
+                    }
+                    let retriable = matches!(
+                        error,
+                        ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed
+                    );
                     if !retriable || attempt == BACKOFF.len() {
                         return Err(network(&url, &error.to_string()));
                     }
@@ -150,6 +169,49 @@ fn network(url: &str, reason: &str) -> anyhow::Error {
     .into()
 }
 
+/// The TLS error behind a refused connection, when that is what failed.
+fn tls_refusal(error: &ureq::Error) -> Option<rustls::Error> {
+    match error {
+        ureq::Error::Io(e) => e.get_ref()?.downcast_ref::<rustls::Error>().cloned(),
+        ureq::Error::Rustls(e) => Some(e.clone()),
+        _ => None,
+    }
+}
+
+/// The service's certificate (or the TLS handshake) was refused: exit 3, with what the
+/// problem means in words and what to do. Never retried.
+fn certificate(url: &str, error: &rustls::Error) -> anyhow::Error {
+    use rustls::CertificateError as C;
+    let meaning = match error {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "its certificate is signed by an authority this client does not trust (a private CA, or a self-signed certificate)"
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "its certificate has expired (or this machine's clock is wrong)"
+        }
+        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "its certificate is not valid yet (or this machine's clock is wrong)"
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "its certificate is for another host name than the one in the URL"
+        }
+        rustls::Error::InvalidCertificate(C::Revoked) => "its certificate has been revoked",
+        rustls::Error::InvalidCertificate(C::BadSignature | C::BadEncoding) => {
+            "its certificate is malformed or its signature does not verify"
+        }
+        rustls::Error::InvalidCertificate(_) => "its certificate was refused",
+        _ => "the TLS handshake failed",
+    };
+    CliFailure {
+        code: "network",
+        class: ErrorClass::Environment,
+        message: format!("{url}: {meaning} ({error})"),
+        help: "if the service's certificate comes from your own CA, set ESCX_CA to that CA's PEM file; \
+               otherwise check the URL's host name and the certificate's dates. Nothing was sent",
+    }
+    .into()
+}
+
 /// An error answer: the service's code and message; 5xx is the environment's fault.
 fn refusal(url: &str, status: u16, body: &[u8]) -> anyhow::Error {
     let parsed: Option<(String, String)> =
@@ -158,13 +220,35 @@ fn refusal(url: &str, status: u16, body: &[u8]) -> anyhow::Error {
             Some((error.get("code")?.as_str()?.to_owned(), error.get("message")?.as_str()?.to_owned()))
         });
     let (code, message) = parsed.unwrap_or_else(|| ("error".into(), format!("HTTP {status}")));
+    let help = match status {
+        401 => {
+            "the service wants an account token: pass --account-token TOKEN (or set ESCX_ACCOUNT_TOKEN); \
+             the operator makes one with `escx issuer account add`"
+        }
+        403 => "the account token is not allowed to do this; ask the operator which account to use",
+        404 => {
+            "the service does not serve this: check the URL, and that `escx serve` runs with the part it needs"
+        }
+        413 => "the request is larger than the service accepts; send fewer items at once",
+        429 => {
+            "the service is limiting requests and stayed busy through every retry: wait, then run the command again"
+        }
+        503 => {
+            "the service is unavailable (its store failed, or it is shutting down) and stayed so through every \
+             retry: the request is safe to run again later; the operator's log names the cause"
+        }
+        500..=599 => {
+            "the service failed on its side; the request is safe to run again, and the operator's log names the cause"
+        }
+        _ => "the service refused the request; the code is the one the same file would get",
+    };
     CliFailure {
         // Codes are the specs' own, a closed set the service takes from the libraries; the
         // CLI reports one per process, so keeping it for the process's life costs one string.
         code: Box::leak(code.into_boxed_str()),
         class: if status >= 500 { ErrorClass::Environment } else { ErrorClass::Input },
         message: format!("{url}: {message} (HTTP {status})"),
-        help: "the service refused the request; the code is the one the same file would get",
+        help,
     }
     .into()
 }

@@ -361,6 +361,41 @@ fn statements_registry_and_reports_are_served_from_the_operators_files() {
     let audited = json(&out.stdout);
     assert_eq!(audited["range_proofs"].as_bool(), Some(true), "{audited}");
     assert!(audited["payouts_proven"].as_u64().unwrap() > 0, "{audited}");
+    // The operator hands the ledger to a new key (issue 27, 1), which signs the next
+    // statement; the service publishes the rotation, and the auditor holding the first
+    // key follows it over HTTP.
+    escx(dir).args(["key", "generate", "--out", "op2", "--unencrypted"]).assert().success();
+    escx(dir)
+        .args([
+            "ledger",
+            "rotate-key",
+            "d/settlement/ledger.db",
+            "--operator-key",
+            "d/settlement/operator.key",
+        ])
+        .args(["--new-pub", "op2.pub"])
+        .assert()
+        .success();
+    escx(dir)
+        .args(["statement", "close-period", "d/settlement/ledger.db", "--period", "2098-12"])
+        .args(["--operator-key", "op2.key", "--at", "2099-01-01T00:00:00Z"])
+        .assert()
+        .success();
+    let (status, _, body) = http(&server.addr, "GET", "/v1/rotations", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["rotations"].as_array().unwrap().len(), 1);
+    let audit = |pubkey: &str| {
+        escx(dir)
+            .args(["audit", "statements", &server.url(), "--operator-pub", pubkey, "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = audit("d/public/operator.pub");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let statements = list["statements"].as_array().unwrap().len() as u64;
+    assert_eq!(json(&out.stdout)["statements"].as_u64(), Some(statements + 1));
+    // The new key alone does not vouch for what the old one signed.
+    assert_eq!(json(&audit("op2.pub").stdout)["error"]["code"], "statement-invalid");
     // Install from the served registry: the index and the packages over HTTP, checked
     // exactly as a registry directory's.
     let registry = format!("{}/registry", server.url());

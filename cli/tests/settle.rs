@@ -456,3 +456,119 @@ fn a_statement_is_never_signed_with_another_key() {
     escx(dir).args(["statement", "export", "l.db", "--dir", "statements"]).assert().success();
     escx(dir).args(["audit", "statements", "statements", "--operator-pub", "op.pub"]).assert().success();
 }
+
+/// Issue 27 (1): a key change is an explicit command. `ledger rotate-key` has the held key
+/// sign a rotation statement endorsing the new one; from then on only the new key signs,
+/// and an auditor holding the first public key follows the rotation exported beside the
+/// statements. Without it, or with a rotation no key of the line signed, the audit fails.
+#[test]
+fn the_operator_key_is_handed_over_by_a_rotation_auditors_follow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(dir.join("manifests/thermal.toml"), MANIFEST).unwrap();
+    for (file, id) in [("e1.json", "s1"), ("e2.json", "s2")] {
+        let events = format!(
+            r#"[{{"id": "{id}", "time": "2026-11-01T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "10.00", "currency": "USD"}}]"#
+        );
+        std::fs::write(dir.join(file), events).unwrap();
+    }
+    for key in ["op", "op2", "stranger"] {
+        escx(dir).args(["key", "generate", "--out", key, "--unencrypted"]).assert().success();
+    }
+    escx(dir).args(["settle", "init", "l.db"]).assert().success();
+    let run = |events: &str, key: &str| {
+        escx(dir)
+            .args([
+                "settle",
+                "run",
+                "l.db",
+                "--events",
+                events,
+                "--manifests",
+                "manifests",
+                "--operator-key",
+                key,
+            ])
+            .arg("--json")
+            .output()
+            .unwrap()
+    };
+    let rotate = |key: &str, new: &str| {
+        escx(dir)
+            .args(["ledger", "rotate-key", "l.db", "--operator-key", key, "--new-pub", new, "--json"])
+            .output()
+            .unwrap()
+    };
+    // Before the first statement there is no key to hand over.
+    let out = rotate("op.key", "op2.pub");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "rotation-invalid");
+    assert!(run("e1.json", "op.key").status.success());
+    // Only the held key can hand over.
+    let out = rotate("stranger.key", "op2.pub");
+    assert_eq!(json(&out.stdout)["error"]["code"], "operator-key-mismatch");
+    let out = rotate("op.key", "op2.pub");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = json(&out.stdout);
+    // Retried, the same rotation is answered and nothing changes.
+    let again = json(&rotate("op.key", "op2.pub").stdout);
+    assert_eq!(again["created_at"], first["created_at"]);
+    assert_eq!(again["new_key_id"], first["new_key_id"]);
+    // The old key signs no more; the new one does.
+    let out = run("e2.json", "op.key");
+    assert_eq!(json(&out.stdout)["error"]["code"], "operator-key-mismatch");
+    assert!(run("e2.json", "op2.key").status.success());
+    // Handing back to a retired key is refused.
+    assert_eq!(json(&rotate("op2.key", "op.pub").stdout)["error"]["code"], "rotation-invalid");
+
+    let out =
+        escx(dir).args(["statement", "export", "l.db", "--dir", "statements", "--json"]).output().unwrap();
+    assert_eq!(json(&out.stdout)["rotations"], 1);
+    assert!(dir.join("statements/operator-rotation-1.rot").exists());
+    let audit = |pubkey: &str| {
+        escx(dir)
+            .args(["audit", "statements", "statements", "--operator-pub", pubkey, "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = audit("op.pub");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json(&out.stdout)["statements"], 2);
+    // Range proofs name the key that signed each statement.
+    escx(dir)
+        .args(["statement", "prove", "l.db", "--operator-pub", "op.pub", "--dir", "statements"])
+        .assert()
+        .success();
+    escx(dir)
+        .args(["audit", "statements", "statements", "--operator-pub", "op.pub", "--proofs", "statements"])
+        .assert()
+        .success();
+    // The new key alone does not vouch for the statement its predecessor signed.
+    let out = audit("op2.pub");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "statement-invalid");
+    // `statement verify` follows a rotation given with --rotation, and not without.
+    let verify = |extra: &[&str]| {
+        escx(dir)
+            .args(["statement", "verify", "statements/statement-1.cbor", "statements/statement-2.cbor"])
+            .args(["--operator-pub", "op.pub", "--json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(verify(&["--rotation", "statements/operator-rotation-1.rot"]).status.success());
+    assert_eq!(json(&verify(&[]).stdout)["error"]["code"], "statement-invalid");
+    // A rotation signed by a key outside the line is refused, not ignored.
+    escx(dir)
+        .args(["key", "rotate", "--key", "stranger.key", "--new", "op2.pub", "-o", "statements/evil.rot"])
+        .assert()
+        .success();
+    let out = audit("op.pub");
+    assert_eq!(json(&out.stdout)["error"]["code"], "rotation-invalid");
+    std::fs::remove_file(dir.join("statements/evil.rot")).unwrap();
+    // Without the rotation, statement 2 is signed by a key the auditor does not know.
+    std::fs::remove_file(dir.join("statements/operator-rotation-1.rot")).unwrap();
+    let out = audit("op.pub");
+    assert_eq!(json(&out.stdout)["error"]["code"], "statement-invalid");
+}

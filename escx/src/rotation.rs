@@ -62,6 +62,11 @@ impl RotationStatement {
         format!("# {comment}\n{ROTATION_PREFIX}{}\n", BASE64.encode(self.envelope.to_cbor()))
     }
 
+    /// The statement as its one data line, `escx-rot-v1:<base64>`.
+    pub fn to_line(&self) -> String {
+        format!("{ROTATION_PREFIX}{}", BASE64.encode(self.envelope.to_cbor()))
+    }
+
     /// Parses the text form.
     pub fn parse(text: &str) -> Result<Self, String> {
         let line = text

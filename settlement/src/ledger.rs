@@ -16,6 +16,7 @@ use std::path::Path;
 use escx_manifest::{Manifest, Micros};
 use serde::Serialize;
 
+use escx::rotation::RotationStatement;
 use escx::sig::{PublicKey, SecretKey};
 
 use crate::Error;
@@ -542,6 +543,58 @@ impl<S: Store> Ledger<S> {
         })
     }
 
+    /// Hands the ledger to a new operator key (settlement.md §4.5): `old`, the key the ledger
+    /// holds, signs a rotation statement endorsing `new`; the statement is kept with the
+    /// ledger and every later statement, capture, resolution and close must be signed by
+    /// `new` (`operator-key-mismatch` otherwise). Idempotent: when the ledger already holds
+    /// `new` by a rotation from `old`, that rotation is returned and nothing is written.
+    /// Refused before the first statement (no key is held yet: the first statement records
+    /// whichever key signs it) and for a key the ledger held before.
+    pub fn rotate_operator_key(
+        &mut self,
+        old: &SecretKey,
+        new: &PublicKey,
+        now: UnixSeconds,
+    ) -> Result<RotationStatement, Error> {
+        retrying(|| {
+            let mut tx = self.store.begin()?;
+            let held = held_operator_key(&mut tx)?.ok_or_else(|| Error::OperatorKeyRotation {
+                reason: "the ledger has no statement yet, so no operator key to hand over: its first \
+                         statement records whichever key signs it"
+                    .into(),
+            })?;
+            let rotations = stored_rotations(&tx)?;
+            if held == new.id().to_string()
+                && let Some(last) = rotations.last()
+                && last.signer() == old.id()
+            {
+                return Ok(last.clone());
+            }
+            if held != old.id().to_string() {
+                return Err(Error::OperatorKeyMismatch { held, given: old.id().to_string() });
+            }
+            let retired: Vec<String> = rotations.iter().map(|r| r.signer().to_string()).collect();
+            if new.id() == old.id() || retired.contains(&new.id().to_string()) {
+                return Err(Error::OperatorKeyRotation {
+                    reason: format!("key {} signed this ledger before; hand over to a new key", new.id()),
+                });
+            }
+            let rotation = RotationStatement::create(old, new, now);
+            let mut lines: Vec<String> = rotations.iter().map(|r| r.to_line()).collect();
+            lines.push(rotation.to_line());
+            tx.set_meta(META_OPERATOR_ROTATIONS, &lines.join("\n"))?;
+            tx.set_meta(META_OPERATOR_KEY, &new.id().to_string())?;
+            tx.commit()?;
+            Ok(rotation)
+        })
+    }
+
+    /// The operator key's rotation statements, oldest first: with the first key, they are
+    /// what an auditor needs to verify every statement (settlement.md §4.5).
+    pub fn operator_rotations(&self) -> Result<Vec<RotationStatement>, Error> {
+        stored_rotations(&self.store)
+    }
+
     /// A statement's signed bytes.
     pub fn statement(&self, seq: u64) -> Result<Vec<u8>, Error> {
         Ok(self.store.statement(seq)?.ok_or(Error::UnknownStatement { seq })?.bytes)
@@ -549,17 +602,18 @@ impl<S: Store> Ledger<S> {
 
     /// The range proofs of statement `seq` (proofs.md §2): every payout of every entry
     /// proven to lie in [0, 2^64), made from the ledger's openings. The statement is first
-    /// verified under `operator` (the key that signed it), and the proofs are checked
-    /// before they are returned.
+    /// verified under `operator` or, after a rotation, the successor that signed it (the
+    /// proofs name the signer), and the proofs are checked before they are returned.
     pub fn prove_statement(
         &self,
         seq: u64,
         operator: &PublicKey,
     ) -> Result<crate::proofs::StatementProofs, Error> {
-        let statement = statement::verify(&self.statement(seq)?, operator)?;
+        let keys = statement::OperatorKeys::follow(operator.clone(), &self.operator_rotations()?)?;
+        let statement = keys.verify(&self.statement(seq)?)?;
         let openings = self.store.statement_openings(seq)?;
-        let proofs = crate::proofs::prove_statement(&statement, &openings, &operator.id())?;
-        crate::proofs::verify_statement(&proofs, &statement, &operator.id())?;
+        let proofs = crate::proofs::prove_statement(&statement, &openings, &statement.signer)?;
+        crate::proofs::verify_statement(&proofs, &statement, &statement.signer)?;
         Ok(proofs)
     }
 
@@ -770,9 +824,44 @@ pub(crate) fn pay_out(
     Ok((paid, rules))
 }
 
+/// The rotation statements kept in meta, oldest first.
+fn stored_rotations(store: &impl Reader) -> Result<Vec<RotationStatement>, Error> {
+    let Some(text) = store.meta(META_OPERATOR_ROTATIONS)? else { return Ok(Vec::new()) };
+    text.lines()
+        .map(|line| {
+            RotationStatement::parse(line)
+                .map_err(|e| Error::stored(store.location(), format!("an operator key rotation: {e}")))
+        })
+        .collect()
+}
+
 /// The next statement sequence number (also the number of the batch it closes).
 pub(crate) fn next_seq(tx: &impl Reader) -> Result<u64, Error> {
     Ok(tx.last_statement()?.map_or(0, |(seq, _, _)| seq) + 1)
+}
+
+/// Meta key of the id of the operator key that signs the ledger's next statement.
+const META_OPERATOR_KEY: &str = "operator_key";
+/// Meta key of the operator key's rotation statements, one text line each, oldest first.
+const META_OPERATOR_ROTATIONS: &str = "operator_rotations";
+
+/// The id of the key that signs the ledger's next statement: recorded in meta, or for a
+/// ledger from before the record, the signer of its last statement (recorded then). `None`
+/// before the first statement.
+fn held_operator_key(tx: &mut impl Writer) -> Result<Option<String>, Error> {
+    if let Some(held) = tx.meta(META_OPERATOR_KEY)? {
+        return Ok(Some(held));
+    }
+    let Some((last, _, _)) = tx.last_statement()? else { return Ok(None) };
+    let record = tx
+        .statement(last)?
+        .ok_or_else(|| Error::stored(tx.location(), format!("statement {last} is missing")))?;
+    let held = escx::envelope::Envelope::from_cbor(&record.bytes)
+        .map_err(|e| Error::stored(tx.location(), format!("statement {last}: {e}")))?
+        .key_id()
+        .to_string();
+    tx.set_meta(META_OPERATOR_KEY, &held)?;
+    Ok(Some(held))
 }
 
 /// Signs the batch's statement and keeps its openings, in the batch's transaction.
@@ -798,27 +887,16 @@ pub(crate) fn close_batch(
             ));
         }
     };
-    // Every statement of a ledger is signed by one operator key: the one recorded with the
-    // first statement (or, for a ledger from before, read from its last statement). Another
-    // key aborts the batch's transaction: nothing is written (settlement.md §4).
+    // Every statement of a ledger is signed by the operator key it holds: the one recorded
+    // with the first statement (or, for a ledger from before, read from its last statement),
+    // or the successor of its last rotation. Another key aborts the batch's transaction:
+    // nothing is written (settlement.md §4).
     let given = operator.id().to_string();
-    let held = match tx.meta("operator_key")? {
+    let held = match held_operator_key(tx)? {
         Some(held) => held,
         None => {
-            let held = match tx.last_statement()? {
-                Some((last, _, _)) => {
-                    let record = tx.statement(last)?.ok_or_else(|| {
-                        Error::stored(tx.location(), format!("statement {last} is missing"))
-                    })?;
-                    escx::envelope::Envelope::from_cbor(&record.bytes)
-                        .map_err(|e| Error::stored(tx.location(), format!("statement {last}: {e}")))?
-                        .key_id()
-                        .to_string()
-                }
-                None => given.clone(),
-            };
-            tx.set_meta("operator_key", &held)?;
-            held
+            tx.set_meta(META_OPERATOR_KEY, &given)?;
+            given.clone()
         }
     };
     if held != given {

@@ -132,13 +132,19 @@ pub enum Error {
     /// (settlement.md §4): auditors would refuse it and every statement after it.
     #[error(
         "this ledger's statements are signed by operator key {held}; key {given} was given. Sign with the \
-         ledger's key (a key change needs a rotation, which escx does not make yet)"
+         ledger's key, or hand the ledger to the new key first: escx ledger rotate-key"
     )]
     OperatorKeyMismatch {
         /// The ledger's key id.
         held: String,
         /// The key id given.
         given: String,
+    },
+    /// The operator key cannot be handed over as asked (settlement.md §4.5).
+    #[error("operator key rotation refused: {reason}")]
+    OperatorKeyRotation {
+        /// Why.
+        reason: String,
     },
     /// A period that has not ended cannot be closed (proofs.md §3.1).
     #[error("{period} has not ended (it ends at {ends}); a period is closed once it is over")]
@@ -220,6 +226,7 @@ impl escx::Fault for Error {
             Self::UnknownStatement { .. } => "unknown-statement",
             Self::PeriodOpen { .. } => "period-open",
             Self::OperatorKeyMismatch { .. } => "operator-key-mismatch",
+            Self::OperatorKeyRotation { .. } => "rotation-invalid",
             Self::Statement(e) => e.code(),
             Self::Proof(e) => e.code(),
             Self::Store(e) => e.code(),

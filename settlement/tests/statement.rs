@@ -209,3 +209,72 @@ fn the_ledger_signs_one_chained_statement_per_batch_and_hands_out_openings() {
     }
     assert!(ledger.openings(all.len() as u64, "acme").is_ok());
 }
+
+/// Statements 1..=4 of one ledger, each signed by the key `signers` names for it.
+fn chain_signed_by(signers: [&SecretKey; 4]) -> Vec<Vec<u8>> {
+    let mut previous = [0u8; 32];
+    let mut out = Vec::new();
+    for (seq, key) in (1..).zip(signers) {
+        let built = statement::build(
+            &[9; 16],
+            seq,
+            &previous,
+            escx::UnixSeconds(1_800_000_000 + seq),
+            &inputs(2),
+            key,
+        )
+        .unwrap();
+        previous = built.hash;
+        out.push(built.bytes);
+    }
+    out
+}
+
+/// settlement.md §4.5: a rotation hands the ledger from one key to the next. The attacks: a
+/// retired key signing after its successor did (`statement-chain`), a key endorsing two
+/// successors (a fork), a rotation no key of the line signed, and one bringing back a key
+/// already in the line (`rotation-invalid`).
+#[test]
+fn operator_keys_follow_rotations_forward_only() {
+    use escx::rotation::RotationStatement;
+    use statement::OperatorKeys;
+    let (old, new, third) = (op(), SecretKey::generate(), SecretKey::generate());
+    let hand_over = RotationStatement::create(old, new.public_key(), escx::UnixSeconds(1));
+    let keys = OperatorKeys::follow(old.public_key().clone(), std::slice::from_ref(&hand_over)).unwrap();
+
+    let bytes = chain_signed_by([old, old, &new, &new]);
+    let mut good: Vec<Verified> = bytes.iter().map(|b| keys.verify(b).unwrap()).collect();
+    keys.verify_chain(&mut good).unwrap();
+    // Without the rotation, statement 3 is signed by a stranger.
+    let alone = OperatorKeys::new(old.public_key().clone());
+    assert_eq!(alone.verify(&bytes[2]).unwrap_err().code(), "statement-invalid");
+    // A key holding only the successor trusts only what the successor signed.
+    let later = OperatorKeys::follow(new.public_key().clone(), std::slice::from_ref(&hand_over)).unwrap();
+    assert!(later.verify(&bytes[3]).is_ok());
+    assert_eq!(later.verify(&bytes[0]).unwrap_err().code(), "statement-invalid");
+
+    // The retired key signs statement 4 after its successor signed statement 3.
+    let stepped_back = chain_signed_by([old, old, &new, old]);
+    let mut back: Vec<Verified> = stepped_back.iter().map(|b| keys.verify(b).unwrap()).collect();
+    let error = keys.verify_chain(&mut back).unwrap_err();
+    assert_eq!(error.code(), "statement-chain");
+    assert!(error.to_string().contains("already succeeded"), "{error}");
+
+    // A fork: the old key endorses a second successor.
+    let fork = RotationStatement::create(old, third.public_key(), escx::UnixSeconds(2));
+    let error = OperatorKeys::follow(old.public_key().clone(), &[hand_over.clone(), fork]).unwrap_err();
+    assert_eq!(error.code(), "rotation-invalid");
+    assert!(error.to_string().contains("two successors"), "{error}");
+    // A rotation signed by a key outside the line.
+    let stranger = RotationStatement::create(&third, new.public_key(), escx::UnixSeconds(3));
+    let error = OperatorKeys::follow(old.public_key().clone(), &[stranger]).unwrap_err();
+    assert_eq!(error.code(), "rotation-invalid");
+    // Handing back to a key already in the line.
+    let back_again = RotationStatement::create(&new, old.public_key(), escx::UnixSeconds(4));
+    let error = OperatorKeys::follow(old.public_key().clone(), &[hand_over.clone(), back_again]).unwrap_err();
+    assert_eq!(error.code(), "rotation-invalid");
+    // Given in any order, a line of two rotations is followed.
+    let next = RotationStatement::create(&new, third.public_key(), escx::UnixSeconds(5));
+    let line = OperatorKeys::follow(old.public_key().clone(), &[next, hand_over]).unwrap();
+    assert_eq!(line.lineage().len(), 3);
+}

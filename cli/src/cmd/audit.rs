@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use escx::sig::PublicKey;
+use escx::rotation::RotationStatement;
 use escx_manifest::Micros;
 use escx_settlement::payout::Period;
 use escx_settlement::proofs::{self, Claim, Proven, RevenueClaim, RevenueProof, StatementProofs};
-use escx_settlement::statement::{self, OpeningsFile, Verified};
+use escx_settlement::statement::{OpeningsFile, OperatorKeys, Verified};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -145,12 +145,44 @@ fn files(dir: &Path, extension: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn operator_key(path: &Path) -> anyhow::Result<PublicKey> {
-    escx::keyfile::read_public_key(path).map_err(failure::at(path))
+/// The operator's line of keys: the public key given, then each successor the rotation
+/// statements beside the statements endorse (settlement.md §4.5) — every `*.rot` file of a
+/// statements directory, or `GET /v1/rotations` of a service.
+fn operator_keys(path: &Path, statements: &Path) -> anyhow::Result<OperatorKeys> {
+    let root = escx::keyfile::read_public_key(path).map_err(failure::at(path))?;
+    let rotations = match as_url(statements) {
+        Some(url) => served_rotations(url)?,
+        None if statements.is_dir() => files(statements, "rot")?
+            .iter()
+            .map(|p| RotationStatement::read(p).map_err(failure::at(p)))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    Ok(OperatorKeys::follow(root, &rotations).map_err(escx_settlement::Error::from)?)
 }
 
-/// Every statement in `dir`, verified under `operator` (in parallel) and chained.
-fn load_statements(dir: &Path, operator: &PublicKey) -> anyhow::Result<Vec<Verified>> {
+/// The rotations a service publishes; none from a service that predates them (404).
+fn served_rotations(url: &str) -> anyhow::Result<Vec<RotationStatement>> {
+    let base = service_base(url);
+    let client = crate::http::Client::new(base)?;
+    let Some(body) = client.get_optional("/v1/rotations")? else { return Ok(Vec::new()) };
+    let list: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("{base}/v1/rotations: the answer is not JSON"))?;
+    list["rotations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|line| {
+            let line = line.as_str().unwrap_or_default();
+            RotationStatement::parse(line)
+                .map_err(|reason| anyhow::Error::from(escx::Error::Envelope { reason }))
+                .with_context(|| format!("{base}/v1/rotations"))
+        })
+        .collect()
+}
+
+/// Every statement in `dir`, verified under the operator's keys (in parallel) and chained.
+fn load_statements(dir: &Path, operator: &OperatorKeys) -> anyhow::Result<Vec<Verified>> {
     let (names, bytes) = match as_url(dir) {
         Some(url) => served_statements(url)?,
         None => {
@@ -166,12 +198,10 @@ fn load_statements(dir: &Path, operator: &PublicKey) -> anyhow::Result<Vec<Verif
         .par_iter()
         .zip(&bytes)
         .map(|(name, bytes)| {
-            statement::verify(bytes, operator)
-                .map_err(escx_settlement::Error::from)
-                .with_context(|| name.clone())
+            operator.verify(bytes).map_err(escx_settlement::Error::from).with_context(|| name.clone())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    statement::verify_chain(&mut verified).map_err(escx_settlement::Error::from)?;
+    operator.verify_chain(&mut verified).map_err(escx_settlement::Error::from)?;
     Ok(verified)
 }
 
@@ -267,8 +297,9 @@ pub fn run_proof(command: ProofCommand, ui: &Ui) -> anyhow::Result<()> {
             ),
         ),
     };
-    let operator = operator_key(&common.operator_pub)?;
-    let statements = load_statements(&common.statements, &operator)?;
+    let keys = operator_keys(&common.operator_pub, &common.statements)?;
+    let statements = load_statements(&common.statements, &keys)?;
+    let operator = keys.root();
     let openings = files(&common.openings, "openings")?
         .iter()
         .map(|path| {
@@ -306,8 +337,9 @@ pub fn run_audit(command: AuditCommand, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
-    let operator = operator_key(&args.operator_pub)?;
-    let statements = load_statements(&args.statements, &operator)?;
+    let keys = operator_keys(&args.operator_pub, &args.statements)?;
+    let statements = load_statements(&args.statements, &keys)?;
+    let operator = keys.root();
     let mut proven = 0usize;
     let mut split = 0usize;
     if let Some(source) = &args.proofs {
@@ -316,7 +348,7 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
             let file = StatementProofs::from_cbor(bytes)
                 .map_err(escx_settlement::Error::from)
                 .with_context(|| name.clone())?;
-            proofs::verify_statement(&file, s, &operator.id())
+            proofs::verify_statement(&file, s, &s.signer)
                 .map_err(escx_settlement::Error::from)
                 .with_context(|| name.clone())?;
             Ok(())
@@ -362,8 +394,9 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn audit_verify(args: AuditVerifyArgs, ui: &Ui) -> anyhow::Result<()> {
-    let operator = operator_key(&args.operator_pub)?;
-    let statements = load_statements(&args.statements, &operator)?;
+    let keys = operator_keys(&args.operator_pub, &args.statements)?;
+    let statements = load_statements(&args.statements, &keys)?;
+    let operator = keys.root();
     let proof = RevenueProof::from_cbor(&read(&args.proof)?)
         .map_err(escx_settlement::Error::from)
         .with_context(|| args.proof.display().to_string())?;

@@ -31,6 +31,39 @@ Examples:
         after_help = "Examples:\n  escx ledger audit ./ledger.db\n  escx ledger audit ./ledger.db --json"
     )]
     Audit(AuditArgs),
+    /// Hand the ledger to a new operator key: the old key signs a rotation statement.
+    #[command(after_help = "\
+Every statement of a ledger is signed by the operator key it holds. To change the key, the
+held key endorses its successor in a rotation statement (spec/settlement.md §4.5), which the
+ledger keeps; from then on only the new key signs. Auditors holding the old public key
+follow the rotation: escx statement export --dir writes it beside the statements, and
+escx serve publishes it at /v1/rotations. Running it again is harmless.
+
+Examples:
+  escx ledger rotate-key ./ledger.db --operator-key op.key --new-pub op-2027.pub
+  escx ledger rotate-key ./ledger.db --operator-key op.key --new-pub op-2027.pub -o op-2027.rot --json")]
+    RotateKey(RotateKeyArgs),
+}
+
+#[derive(Args)]
+pub struct RotateKeyArgs {
+    /// The ledger: a SQLite file, or a PostgreSQL URL (postgres://...).
+    ledger: PathBuf,
+    /// The key the ledger holds now (its secret key file): it signs the rotation.
+    #[arg(long, value_name = "KEY")]
+    operator_key: PathBuf,
+    /// The successor's public key file.
+    #[arg(long, value_name = "FILE")]
+    new_pub: PathBuf,
+    /// Also write the rotation statement to this file.
+    #[arg(short, long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Replace the output file if it exists.
+    #[arg(long, requires = "out")]
+    force: bool,
+    /// Date the rotation at this time instead of now (RFC 3339 or @unix).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
 }
 
 #[derive(Args)]
@@ -65,7 +98,56 @@ pub fn run(command: LedgerCommand, ui: &Ui) -> anyhow::Result<()> {
         LedgerCommand::Balances(args) => ledger_balances(args, ui),
         LedgerCommand::History(args) => ledger_history(args, ui),
         LedgerCommand::Audit(args) => ledger_audit(args, ui),
+        LedgerCommand::RotateKey(args) => rotate_key(args, ui),
     }
+}
+
+/// `escx ledger rotate-key --json`.
+#[derive(Serialize)]
+struct Rotated<'a> {
+    old_key_id: String,
+    new_key_id: String,
+    created_at: String,
+    file: Option<&'a std::path::Path>,
+}
+
+fn rotate_key(args: RotateKeyArgs, ui: &Ui) -> anyhow::Result<()> {
+    let old = crate::secrets::load_secret_key(&args.operator_key)?;
+    let new = escx::keyfile::read_public_key(&args.new_pub).map_err(crate::failure::at(&args.new_pub))?;
+    let at = super::at_or_now(args.at.as_deref())?;
+    let rotation = Ledger::open(&args.ledger)?.rotate_operator_key(&old, &new, at)?;
+    let claims = rotation.claims()?;
+    if let Some(out) = &args.out {
+        let comment = format!("operator key rotation: {} hands the ledger to {}", old.id(), new.id());
+        escx::fsutil::write_atomic(
+            out,
+            rotation.to_text(&comment).as_bytes(),
+            escx::fsutil::MODE_PUBLIC,
+            args.force,
+        )
+        .map_err(crate::failure::at(out))?;
+    }
+    ui.emit(
+        &Rotated {
+            old_key_id: old.id().to_string(),
+            new_key_id: new.id().to_string(),
+            created_at: claims.created_at.rfc3339(),
+            file: args.out.as_deref(),
+        },
+        || {
+            let mut text = format!(
+                "the ledger's operator key is now {} (rotation signed by {} at {})",
+                new.id(),
+                old.id(),
+                claims.created_at.rfc3339()
+            );
+            if let Some(out) = &args.out {
+                text.push_str(&format!(" -> {}", out.display()));
+            }
+            text
+        },
+    );
+    Ok(())
 }
 
 /// `escx ledger balances --json` (spec/cli.md).

@@ -146,6 +146,10 @@ pub struct VerifyArgs {
     /// The statement before the first file (checked as part of the chain).
     #[arg(long, value_name = "FILE")]
     previous: Option<PathBuf>,
+    /// A rotation statement of the operator's key (repeatable): statements signed by a
+    /// successor it endorses verify too (escx statement export --dir writes them).
+    #[arg(long, value_name = "FILE")]
+    rotation: Vec<PathBuf>,
     /// A party's openings for one of the statements.
     #[arg(long, value_name = "FILE")]
     openings: Option<PathBuf>,
@@ -213,8 +217,27 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
                     escx::fsutil::MODE_PUBLIC,
                 )?;
             }
-            ui.emit(&ExportedAll { dir, statements: list.len() }, || {
-                format!("{} -> {}", crate::output::count(list.len(), "statement"), dir.display())
+            // The operator key's rotations go with the statements: an auditor holding the
+            // first key follows them to every later one (settlement.md §4.5).
+            let rotations = ledger.operator_rotations()?;
+            for (n, rotation) in (1..).zip(&rotations) {
+                let comment = format!("operator key rotation {n} of this ledger");
+                write(
+                    &dir.join(format!("operator-rotation-{n}.rot")),
+                    rotation.to_text(&comment).as_bytes(),
+                    escx::fsutil::MODE_PUBLIC,
+                )?;
+            }
+            ui.emit(&ExportedAll { dir, statements: list.len(), rotations: rotations.len() }, || {
+                let mut text =
+                    format!("{} -> {}", crate::output::count(list.len(), "statement"), dir.display());
+                if !rotations.is_empty() {
+                    text.push_str(&format!(
+                        " (and {})",
+                        crate::output::count(rotations.len(), "operator key rotation")
+                    ));
+                }
+                text
             });
         }
         StatementCommand::Openings(args) => {
@@ -303,15 +326,22 @@ pub fn run(command: StatementCommand, ui: &Ui) -> anyhow::Result<()> {
 fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
     let operator =
         escx::keyfile::read_public_key(&args.operator_pub).map_err(failure::at(&args.operator_pub))?;
+    let rotations = args
+        .rotation
+        .iter()
+        .map(|p| escx::rotation::RotationStatement::read(p).map_err(failure::at(p)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let keys = statement::OperatorKeys::follow(operator, &rotations).map_err(escx_settlement::Error::from)?;
     let mut statements = Vec::new();
     for path in args.previous.iter().chain(&args.files) {
         let bytes = std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))?;
-        let verified = statement::verify(&bytes, &operator)
+        let verified = keys
+            .verify(&bytes)
             .map_err(escx_settlement::Error::from)
             .with_context(|| path.display().to_string())?;
         statements.push(verified);
     }
-    statement::verify_chain(&mut statements).map_err(escx_settlement::Error::from)?;
+    keys.verify_chain(&mut statements).map_err(escx_settlement::Error::from)?;
     let mut amounts = None;
     if let Some(path) = &args.openings {
         let bytes = std::fs::read(path).map_err(|e| escx::Error::io(path, e)).map_err(failure::at(path))?;
@@ -407,6 +437,7 @@ struct Exported<'a> {
 struct ExportedAll<'a> {
     dir: &'a Path,
     statements: usize,
+    rotations: usize,
 }
 
 /// `escx statement openings --seq N -o FILE --json`.

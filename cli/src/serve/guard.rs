@@ -284,6 +284,7 @@ pub fn endpoint_of(path: &str) -> &'static str {
         "/v1/reports" => "/v1/reports",
         "/v1/closes" => "/v1/closes",
         "/v1/statements" => "/v1/statements",
+        "/v1/rotations" => "/v1/rotations",
         "/registry/index.signed" => "/registry/index.signed",
         p if p.starts_with("/v1/statements/") && p.ends_with("/proofs") => "/v1/statements/{seq}/proofs",
         p if p.starts_with("/v1/statements/") => "/v1/statements/{seq}",

@@ -511,6 +511,14 @@ async fn statements(State(service): State<Shared>) -> Result<Response, ApiError>
     Ok(axum::Json(serde_json::json!({ "ok": true, "statements": list })).into_response())
 }
 
+/// The operator key's rotation statements, oldest first (settlement.md §4.5): with the
+/// ledger's first key, what an auditor needs to verify every statement.
+async fn rotations(State(service): State<Shared>) -> Result<Response, ApiError> {
+    let list = blocking(move || Ok(lock(&service.ledger, "ledger")?.operator_rotations()?)).await?;
+    let lines: Vec<String> = list.iter().map(|r| r.to_line()).collect();
+    Ok(axum::Json(serde_json::json!({ "ok": true, "rotations": lines })).into_response())
+}
+
 async fn statement(
     State(service): State<Shared>,
     UrlPath(seq): UrlPath<String>,
@@ -715,6 +723,7 @@ fn router(service: Shared, limits: Limits) -> Router {
         .route("/v1/reports", post(report))
         .route("/v1/closes", post(close))
         .route("/v1/statements", get(statements))
+        .route("/v1/rotations", get(rotations))
         .route("/v1/statements/{seq}", get(statement))
         .route("/v1/statements/{seq}/proofs", get(statement_proofs))
         .route("/registry/index.signed", get(registry_index))
