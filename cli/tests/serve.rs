@@ -71,6 +71,9 @@ fn buy_redeem_verify_and_crl_over_http() {
     let out = buy("w2", &"0".repeat(64));
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(error_code(&out.stdout), "unauthorized");
+    // Issue 27 (13): the help line says what to pass.
+    let help = json(&out.stdout)["error"]["help"].as_str().unwrap().to_owned();
+    assert!(help.contains("--account-token") && help.contains("escx issuer account add"), "{help}");
 
     let out = escx(dir)
         .args(["license", "redeem", "--server", &url, "--wallet", "w", "--package", "acme/thermal", "--json"])
@@ -533,6 +536,11 @@ fn tls_terminates_in_the_service_and_the_client_checks_the_certificate() {
     let out = buy(None);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(error_code(&out.stdout), "network");
+    // Issue 27 (13): what is wrong with the certificate, in words, and ESCX_CA named.
+    let error = &json(&out.stdout)["error"];
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("signed by an authority this client does not trust"), "{message}");
+    assert!(error["help"].as_str().unwrap().contains("ESCX_CA"), "{error}");
     let out = buy(Some("cert.pem"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     escx(dir)
