@@ -572,3 +572,54 @@ fn the_operator_key_is_handed_over_by_a_rotation_auditors_follow() {
     let out = audit("op.pub");
     assert_eq!(json(&out.stdout)["error"]["code"], "statement-invalid");
 }
+
+/// Issue 27 (20): `audit statements` verifies as a stream in order of the numbers the
+/// statements claim, not of their file names (statement-10 sorts before statement-2), and
+/// still finds a gap, a statement given twice and a file whose number cannot be read.
+#[test]
+fn statements_are_audited_in_the_order_of_their_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    escx(dir).args(["key", "generate", "--out", "op", "--unencrypted"]).assert().success();
+    escx(dir).args(["settle", "init", "l.db"]).assert().success();
+    for month in 1..=11 {
+        escx(dir)
+            .args(["statement", "close-period", "l.db", "--period", &format!("2030-{month:02}")])
+            .args(["--operator-key", "op.key", "--at", &format!("2030-{:02}-01T00:00:00Z", month + 1)])
+            .assert()
+            .success();
+    }
+    escx(dir).args(["statement", "export", "l.db", "--dir", "s"]).assert().success();
+    let audit = || {
+        escx(dir).args(["audit", "statements", "s", "--operator-pub", "op.pub", "--json"]).output().unwrap()
+    };
+    let out = audit();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let audited = json(&out.stdout);
+    assert_eq!(
+        (audited["statements"].as_u64(), audited["first"].as_u64(), audited["last"].as_u64()),
+        (Some(11), Some(1), Some(11))
+    );
+    // Any file name will do: the order is the statements' own.
+    std::fs::rename(dir.join("s/statement-3.cbor"), dir.join("s/zzz.cbor")).unwrap();
+    assert!(audit().status.success());
+    // A statement given twice.
+    std::fs::copy(dir.join("s/statement-7.cbor"), dir.join("s/copy.cbor")).unwrap();
+    assert!(json(&audit().stdout)["error"]["message"].as_str().unwrap().contains("given twice"));
+    std::fs::remove_file(dir.join("s/copy.cbor")).unwrap();
+    // A gap.
+    std::fs::remove_file(dir.join("s/statement-10.cbor")).unwrap();
+    let out = audit();
+    assert_eq!(json(&out.stdout)["error"]["code"], "statement-chain");
+    assert!(
+        json(&out.stdout)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gap: statement 9 is followed by 11")
+    );
+    // A file that is not a statement is named.
+    std::fs::write(dir.join("s/statement-10.cbor"), b"not cbor").unwrap();
+    let out = audit();
+    assert_eq!(json(&out.stdout)["error"]["code"], "statement-invalid");
+    assert!(json(&out.stdout)["error"]["message"].as_str().unwrap().contains("statement-10.cbor"));
+}

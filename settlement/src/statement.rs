@@ -772,59 +772,116 @@ impl OperatorKeys {
     /// Checks that `statements` form one chain (`verify_chain`) whose signers never step
     /// back along the line (`statement-chain`).
     pub fn verify_chain(&self, statements: &mut [Verified]) -> Result<(), StatementError> {
-        verify_chain(statements)?;
-        let position = |id: &KeyId| self.lineage.iter().position(|k| k.id() == *id);
+        statements.sort_by_key(|s| s.payload.seq);
         for pair in statements.windows(2) {
-            if position(&pair[1].signer) < position(&pair[0].signer) {
-                return Err(StatementError::Chain {
-                    reason: format!(
-                        "statement {} is signed by key {}, which statement {} shows was already succeeded",
-                        pair[1].payload.seq, pair[1].signer, pair[0].payload.seq
-                    ),
-                });
-            }
+            self.check_link(&pair[0].link(), &pair[1])?;
         }
         Ok(())
     }
+
+    /// [`check_link`], and that `b`'s signer is not a key `a`'s signer succeeded.
+    pub fn check_link(&self, a: &Link, b: &Verified) -> Result<(), StatementError> {
+        check_link(a, b)?;
+        let position = |id: &KeyId| self.lineage.iter().position(|k| k.id() == *id);
+        if position(&b.signer) < position(&a.signer) {
+            return Err(StatementError::Chain {
+                reason: format!(
+                    "statement {} is signed by key {}, which statement {} shows was already succeeded",
+                    b.payload.seq, b.signer, a.seq
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The number a statement claims, read without verifying anything: for putting files in
+/// order before they are verified one at a time. `None` when it cannot be read.
+pub fn claimed_seq(bytes: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Head {
+        seq: u64,
+    }
+    let envelope = Envelope::from_cbor(bytes).ok()?;
+    ciborium::from_reader::<Head, _>(envelope.payload_unverified()).ok().map(|h| h.seq)
 }
 
 /// Checks that `statements` (verified, in any order) form one unbroken chain.
 pub fn verify_chain(statements: &mut [Verified]) -> Result<(), StatementError> {
     statements.sort_by_key(|s| s.payload.seq);
     for pair in statements.windows(2) {
-        let (a, b) = (&pair[0].payload, &pair[1].payload);
-        if a.ledger != b.ledger {
-            return Err(StatementError::Chain {
-                reason: format!("statements {} and {} are from different ledgers", a.seq, b.seq),
-            });
+        check_link(&pair[0].link(), &pair[1])?;
+    }
+    Ok(())
+}
+
+/// What of a verified statement the next one is checked against (settlement.md §4.3):
+/// enough to verify a chain as a stream, one statement held at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Its number.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: [u8; 32],
+    /// Its ledger id.
+    pub ledger: Vec<u8>,
+    /// Its time.
+    pub issued_at: UnixSeconds,
+    /// The key that signed it.
+    pub signer: KeyId,
+}
+
+impl Verified {
+    /// What the next statement is checked against.
+    pub fn link(&self) -> Link {
+        Link {
+            seq: self.payload.seq,
+            hash: self.hash,
+            ledger: self.payload.ledger.to_vec(),
+            issued_at: self.payload.issued_at,
+            signer: self.signer,
         }
-        if b.seq == a.seq {
-            return Err(StatementError::Chain { reason: format!("statement {} is given twice", a.seq) });
-        }
-        if b.seq != a.seq + 1 {
-            // Sorted and distinct, so b.seq > a.seq + 1 here.
-            return Err(StatementError::Chain {
-                reason: format!(
+    }
+}
+
+/// Checks that `b` follows `a` in one chain: one ledger, the next number, `a`'s hash as
+/// its previous, and a time not before `a`'s (`statement-chain`).
+pub fn check_link(a: &Link, b: &Verified) -> Result<(), StatementError> {
+    let next = &b.payload;
+    if a.ledger[..] != next.ledger[..] {
+        return Err(StatementError::Chain {
+            reason: format!("statements {} and {} are from different ledgers", a.seq, next.seq),
+        });
+    }
+    if next.seq == a.seq {
+        return Err(StatementError::Chain { reason: format!("statement {} is given twice", a.seq) });
+    }
+    if next.seq != a.seq + 1 {
+        return Err(StatementError::Chain {
+            reason: if next.seq > a.seq {
+                format!(
                     "gap: statement {} is followed by {} ({} missing)",
                     a.seq,
-                    b.seq,
-                    b.seq.saturating_sub(a.seq).saturating_sub(1)
-                ),
-            });
-        }
-        if b.previous[..] != pair[0].hash[..] {
-            return Err(StatementError::Chain {
-                reason: format!("statement {} does not name statement {} as its previous", b.seq, a.seq),
-            });
-        }
-        if b.issued_at < a.issued_at {
-            return Err(StatementError::Chain {
-                reason: format!(
-                    "statement {} is dated before statement {}: statement times never go back",
-                    b.seq, a.seq
-                ),
-            });
-        }
+                    next.seq,
+                    next.seq - a.seq - 1
+                )
+            } else {
+                format!("statement {} is followed by {}: statements go in order", a.seq, next.seq)
+            },
+        });
+    }
+    if next.previous[..] != a.hash[..] {
+        return Err(StatementError::Chain {
+            reason: format!("statement {} does not name statement {} as its previous", next.seq, a.seq),
+        });
+    }
+    if next.issued_at < a.issued_at {
+        return Err(StatementError::Chain {
+            reason: format!(
+                "statement {} is dated before statement {}: statement times never go back",
+                next.seq, a.seq
+            ),
+        });
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use escx::rotation::RotationStatement;
 use escx_manifest::Micros;
 use escx_settlement::payout::Period;
 use escx_settlement::proofs::{self, Claim, Proven, RevenueClaim, RevenueProof, StatementProofs};
-use escx_settlement::statement::{OpeningsFile, OperatorKeys, Verified};
+use escx_settlement::statement::{self, OpeningsFile, OperatorKeys, Verified};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -181,28 +181,98 @@ fn served_rotations(url: &str) -> anyhow::Result<Vec<RotationStatement>> {
         .collect()
 }
 
+/// Where statements come from: the files of a directory or the statements of a service,
+/// in the order of their numbers, each read only when it is verified.
+enum Source {
+    Files(Vec<(u64, PathBuf)>),
+    Service { base: String, client: crate::http::Client, seqs: Vec<u64> },
+}
+
+impl Source {
+    /// Lists the statements of `dir` (a directory, one file, or a service's URL) by number.
+    /// A directory's files are read once for the number each claims (one at a time, so
+    /// memory stays flat); one whose number cannot be read goes first, and fails its check.
+    fn open(dir: &Path) -> anyhow::Result<Self> {
+        if let Some(url) = as_url(dir) {
+            let base = service_base(url).to_owned();
+            let client = crate::http::Client::new(&base)?;
+            let list: serde_json::Value = serde_json::from_slice(&client.get("/v1/statements")?)
+                .with_context(|| format!("{base}/v1/statements: the answer is not JSON"))?;
+            let mut seqs: Vec<u64> = list["statements"]
+                .as_array()
+                .map(|items| items.iter().filter_map(|s| s["seq"].as_u64()).collect())
+                .unwrap_or_default();
+            if seqs.is_empty() {
+                return Err(
+                    UsageError(format!("{base}/v1/statements: the service publishes no statement")).into()
+                );
+            }
+            seqs.sort_unstable();
+            return Ok(Self::Service { base, client, seqs });
+        }
+        let paths = files(dir, "cbor")?;
+        if paths.is_empty() {
+            return Err(UsageError(format!("{}: no statement files (*.cbor)", dir.display())).into());
+        }
+        let mut numbered = paths
+            .into_iter()
+            .map(|path| Ok((statement::claimed_seq(&read(&path)?).unwrap_or(0), path)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        numbered.sort();
+        Ok(Self::Files(numbered))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Files(files) => files.len(),
+            Self::Service { seqs, .. } => seqs.len(),
+        }
+    }
+
+    /// The `index`th statement by number: (its claimed number, its name, its bytes).
+    fn fetch(&self, index: usize) -> anyhow::Result<(u64, String, Vec<u8>)> {
+        match self {
+            Self::Files(files) => {
+                let (seq, path) = &files[index];
+                Ok((*seq, path.display().to_string(), read(path)?))
+            }
+            Self::Service { base, client, seqs } => {
+                let path = format!("/v1/statements/{}", seqs[index]);
+                Ok((seqs[index], format!("{base}{path}"), client.get(&path)?))
+            }
+        }
+    }
+}
+
 /// Every statement in `dir`, verified under the operator's keys (in parallel) and chained.
 fn load_statements(dir: &Path, operator: &OperatorKeys) -> anyhow::Result<Vec<Verified>> {
-    let (names, bytes) = match as_url(dir) {
-        Some(url) => served_statements(url)?,
-        None => {
-            let paths = files(dir, "cbor")?;
-            if paths.is_empty() {
-                return Err(UsageError(format!("{}: no statement files (*.cbor)", dir.display())).into());
-            }
-            let bytes = paths.iter().map(|p| read(p)).collect::<anyhow::Result<Vec<_>>>()?;
-            (paths.iter().map(|p| p.display().to_string()).collect(), bytes)
-        }
-    };
-    let mut verified = names
+    let source = Source::open(dir)?;
+    let loaded = (0..source.len()).map(|i| source.fetch(i)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut verified = loaded
         .par_iter()
-        .zip(&bytes)
-        .map(|(name, bytes)| {
+        .map(|(_, name, bytes)| {
             operator.verify(bytes).map_err(escx_settlement::Error::from).with_context(|| name.clone())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     operator.verify_chain(&mut verified).map_err(escx_settlement::Error::from)?;
     Ok(verified)
+}
+
+/// A statement's proofs file, named for errors: `statement-<seq>.proofs` in a directory,
+/// or `GET /v1/statements/<seq>/proofs` of a service (service.md §2), whose answer is
+/// checked exactly as the file.
+fn proof_file(source: &Path, seq: u64) -> anyhow::Result<(String, Vec<u8>)> {
+    match as_url(source) {
+        Some(url) => {
+            let base = service_base(url);
+            let path = format!("/v1/statements/{seq}/proofs");
+            Ok((format!("{base}{path}"), crate::http::Client::new(base)?.get(&path)?))
+        }
+        None => {
+            let path = source.join(format!("statement-{seq}.proofs"));
+            Ok((path.display().to_string(), read(&path)?))
+        }
+    }
 }
 
 /// `path` as the URL of an `escx serve`, when it is one.
@@ -213,53 +283,6 @@ fn as_url(path: &Path) -> Option<&str> {
 /// The service's base URL from its URL or its `/v1/statements`.
 fn service_base(url: &str) -> &str {
     url.trim_end_matches('/').trim_end_matches("/v1/statements")
-}
-
-/// Each statement's proofs file, named for errors: `statement-<seq>.proofs` in a
-/// directory, or `GET /v1/statements/<seq>/proofs` of a service (service.md §2), whose
-/// answer is checked exactly as the file.
-fn proof_files(source: &Path, statements: &[Verified]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    match as_url(source) {
-        Some(url) => {
-            let base = service_base(url);
-            let client = crate::http::Client::new(base)?;
-            statements
-                .iter()
-                .map(|s| {
-                    let path = format!("/v1/statements/{}/proofs", s.payload.seq);
-                    Ok((format!("{base}{path}"), client.get(&path)?))
-                })
-                .collect()
-        }
-        None => statements
-            .iter()
-            .map(|s| {
-                let path = source.join(format!("statement-{}.proofs", s.payload.seq));
-                Ok((path.display().to_string(), read(&path)?))
-            })
-            .collect(),
-    }
-}
-
-/// Every statement an `escx serve` publishes (service.md §2): the list, then each by
-/// number. `url` is the service or its `/v1/statements`. What the service says is only
-/// transport: each statement is verified under the operator's key like a file.
-fn served_statements(url: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<u8>>)> {
-    let base = service_base(url);
-    let client = crate::http::Client::new(base)?;
-    let list: serde_json::Value = serde_json::from_slice(&client.get("/v1/statements")?)
-        .with_context(|| format!("{base}/v1/statements: the answer is not JSON"))?;
-    let seqs: Vec<u64> = list["statements"]
-        .as_array()
-        .map(|items| items.iter().filter_map(|s| s["seq"].as_u64()).collect())
-        .unwrap_or_default();
-    if seqs.is_empty() {
-        return Err(UsageError(format!("{base}/v1/statements: the service publishes no statement")).into());
-    }
-    let names: Vec<String> = seqs.iter().map(|seq| format!("{base}/v1/statements/{seq}")).collect();
-    let bytes =
-        seqs.iter().map(|seq| client.get(&format!("/v1/statements/{seq}"))).collect::<anyhow::Result<_>>()?;
-    Ok((names, bytes))
 }
 
 fn period(text: &str) -> anyhow::Result<Period> {
@@ -336,37 +359,84 @@ pub fn run_audit(command: AuditCommand, ui: &Ui) -> anyhow::Result<()> {
     }
 }
 
+/// Statements verified at once: enough to keep every core busy, few enough that memory
+/// stays flat in the number of statements (each is dropped once checked).
+fn window() -> usize {
+    rayon::current_num_threads().max(1) * 2
+}
+
+/// What one statement adds to an audit, once verified (with its proofs, when asked).
+struct Audited {
+    link: statement::Link,
+    entries: usize,
+    payouts: usize,
+    splits: usize,
+    verified: Verified,
+}
+
+/// Verifies the statements as a stream, in order of their numbers (issue 27, 20): a window
+/// at a time in parallel, each chained to the one before, then dropped. Memory stays flat
+/// in the number of statements; the verdict is the first failure in that order.
 fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
     let keys = operator_keys(&args.operator_pub, &args.statements)?;
-    let statements = load_statements(&args.statements, &keys)?;
     let operator = keys.root();
-    let mut proven = 0usize;
-    let mut split = 0usize;
-    if let Some(source) = &args.proofs {
-        let files = proof_files(source, &statements)?;
-        statements.par_iter().zip(&files).try_for_each(|(s, (name, bytes))| -> anyhow::Result<()> {
-            let file = StatementProofs::from_cbor(bytes)
-                .map_err(escx_settlement::Error::from)
-                .with_context(|| name.clone())?;
-            proofs::verify_statement(&file, s, &s.signer)
-                .map_err(escx_settlement::Error::from)
-                .with_context(|| name.clone())?;
-            Ok(())
-        })?;
-        proven =
-            statements.iter().map(|s| s.payload.entries.iter().map(|e| e.payouts.len()).sum::<usize>()).sum();
-        split = statements
+    let source = Source::open(&args.statements)?;
+    let (mut count, mut entries, mut proven, mut split) = (0usize, 0usize, 0usize, 0usize);
+    let (mut first, mut previous): (Option<u64>, Option<statement::Link>) = (None, None);
+    let indexes: Vec<usize> = (0..source.len()).collect();
+    for window in indexes.chunks(window()) {
+        let loaded = window
             .iter()
-            .flat_map(|s| &s.payload.entries)
-            .map(|e| e.payouts.iter().filter(|p| p.rule.is_some()).count())
-            .sum();
+            .map(|&i| {
+                let (seq, name, bytes) = source.fetch(i)?;
+                let proofs = args.proofs.as_deref().map(|dir| proof_file(dir, seq)).transpose()?;
+                Ok((name, bytes, proofs))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let checked: Vec<anyhow::Result<Audited>> = loaded
+            .par_iter()
+            .map(|(name, bytes, proofs)| {
+                let verified =
+                    keys.verify(bytes).map_err(escx_settlement::Error::from).with_context(|| name.clone())?;
+                let (mut payouts, mut splits) = (0, 0);
+                if let Some((name, bytes)) = proofs {
+                    let file = StatementProofs::from_cbor(bytes)
+                        .map_err(escx_settlement::Error::from)
+                        .with_context(|| name.clone())?;
+                    proofs::verify_statement(&file, &verified, &verified.signer)
+                        .map_err(escx_settlement::Error::from)
+                        .with_context(|| name.clone())?;
+                    let all = verified.payload.entries.iter().flat_map(|e| &e.payouts);
+                    payouts = all.clone().count();
+                    splits = all.filter(|p| p.rule.is_some()).count();
+                }
+                Ok(Audited {
+                    link: verified.link(),
+                    entries: verified.payload.entries.len(),
+                    payouts,
+                    splits,
+                    verified,
+                })
+            })
+            .collect();
+        for audited in checked {
+            let audited = audited?;
+            if let Some(before) = &previous {
+                keys.check_link(before, &audited.verified).map_err(escx_settlement::Error::from)?;
+            }
+            first.get_or_insert(audited.link.seq);
+            count += 1;
+            entries += audited.entries;
+            proven += audited.payouts;
+            split += audited.splits;
+            previous = Some(audited.link);
+        }
     }
-    let (first, last) = (statements[0].payload.seq, statements[statements.len() - 1].payload.seq);
-    let entries: usize = statements.iter().map(|s| s.payload.entries.len()).sum();
+    let (first, last) = (first.unwrap_or_default(), previous.map_or(0, |l| l.seq));
     ui.emit(
         &StatementsAudited {
             ok: true,
-            statements: statements.len(),
+            statements: count,
             first,
             last,
             entries,
