@@ -54,6 +54,7 @@ fn world() -> World {
                 unit: "month".into(),
                 features: vec![],
                 seats: None,
+                terms: None,
             },
             &[escx::sig::KeyId([0; 16])],
             T0,

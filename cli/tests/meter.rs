@@ -89,6 +89,22 @@ fn record_report_ingest_close_bill_and_settle() {
             .assert()
             .success();
     }
+    // Issue 27 (4): a unit the package does not meter is refused at record, before a
+    // report the operator would refuse could be made; a mode other than the tier's at report.
+    let out = escx(dir)
+        .args(["meter", "record", "--issuer", "issuer.pub", "--wallet", "w", "--package", "acme/thermal"])
+        .args(["--unit", "custom:foo", "--at", &at(h2 + 700), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out.stdout)["error"]["code"], "unit-undeclared");
+    let out = escx(dir)
+        .args(["meter", "report", "--wallet", "w", "--package", "acme/thermal", "--hour", &hour(h1)])
+        .args(["--telemetry", "share", "-o", "wrong.cbor", "--at", &at(h2 + 3600 + 60), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json(&out.stdout)["error"]["code"], "report-tier-mismatch");
+    assert!(!dir.join("wrong.cbor").exists());
     // Too early: the hour has not ended at the real now.
     let out = escx(dir)
         .args([
@@ -123,9 +139,10 @@ fn record_report_ingest_close_bill_and_settle() {
                 "-o",
                 file,
             ])
-            .args(["--at", &later])
+            .args(["--at", &later, "--json"])
             .assert()
-            .success();
+            .success()
+            .stdout(predicates::str::contains("\"telemetry\": \"private\""));
     }
     // A retry writes the same report over the same file; another file is never replaced.
     escx(dir)

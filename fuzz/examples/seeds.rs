@@ -32,6 +32,7 @@ fn main() {
         unit: "month".into(),
         features: vec![],
         seats: None,
+        terms: None,
     };
     issuer.add_offer(&offer, &[escx::sig::KeyId([1; 16])], T0).unwrap();
     let chain = issuer.bundle(T0).unwrap();

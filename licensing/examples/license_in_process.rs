@@ -27,6 +27,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         unit: "month".into(),
         features: vec!["plots".into()],
         seats: Some(5),
+        terms: None,
     };
     issuer.add_offer(&offer, &[publisher.id()], now)?;
 

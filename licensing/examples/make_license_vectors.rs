@@ -225,6 +225,13 @@ fn main() {
         wrapped_keys: vec![],
         issuer_key_id: ByteBuf::from(issuer.issuer_id().0.to_vec()),
         crl_location: "https://licensing.example/crl.cbor".into(),
+        terms: None,
+    };
+    let terms = |telemetry: &str, metrics: &[&str]| {
+        Some(escx_licensing::messages::LicenseTerms {
+            telemetry: telemetry.into(),
+            metrics: metrics.iter().map(|m| (*m).to_owned()).collect(),
+        })
     };
     let with = |change: &dyn Fn(&mut LicensePayload)| {
         let mut payload = base.clone();
@@ -263,6 +270,37 @@ fn main() {
             ),
         ),
         ("version-2.cert", certificate(&issuer_key, &with(&|p| p.v = 2))),
+        (
+            "terms.cert",
+            certificate(
+                &issuer_key,
+                &with(&|p| {
+                    p.v = 2;
+                    p.terms = terms("share", &["invocations", "custom:frames"]);
+                }),
+            ),
+        ),
+        ("terms-in-version-1.cert", certificate(&issuer_key, &with(&|p| p.terms = terms("private", &[])))),
+        (
+            "terms-bad-telemetry.cert",
+            certificate(
+                &issuer_key,
+                &with(&|p| {
+                    p.v = 2;
+                    p.terms = terms("public", &[]);
+                }),
+            ),
+        ),
+        (
+            "terms-bad-metric.cert",
+            certificate(
+                &issuer_key,
+                &with(&|p| {
+                    p.v = 2;
+                    p.terms = terms("private", &["minutes"]);
+                }),
+            ),
+        ),
     ];
     for (name, bytes) in &certificates {
         write(name, bytes);
@@ -338,7 +376,32 @@ fn main() {
             "message-invalid",
             "validly signed by the issuer, but its issuer_key_id names the other issuer",
         ),
-        case("version-2.cert", None, None, at_day(5).0, "message-invalid", "validly signed, v = 2"),
+        case(
+            "version-2.cert",
+            None,
+            None,
+            at_day(5).0,
+            "message-invalid",
+            "validly signed, v = 2 without terms",
+        ),
+        case("terms.cert", None, None, at_day(5).0, "ok", "version 2 with terms: share, two metrics"),
+        case("terms-in-version-1.cert", None, None, at_day(5).0, "message-invalid", "v = 1 with terms"),
+        case(
+            "terms-bad-telemetry.cert",
+            None,
+            None,
+            at_day(5).0,
+            "message-invalid",
+            "version 2 whose terms.telemetry is neither private nor share",
+        ),
+        case(
+            "terms-bad-metric.cert",
+            None,
+            None,
+            at_day(5).0,
+            "message-invalid",
+            "version 2 whose terms.metrics names minutes, which no package meters",
+        ),
         case(
             "revoked.cert",
             Some("crl-revoked-later.cbor"),

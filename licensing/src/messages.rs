@@ -496,6 +496,22 @@ pub struct LicensePayload {
     pub issuer_key_id: ByteBuf,
     /// Where the issuer publishes its CRL (informational).
     pub crl_location: String,
+    /// What the tier shares and the package meters (version 2 only; absent in version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<LicenseTerms>,
+}
+
+/// The terms a version-2 certificate carries from the package's signed manifest
+/// (licensing.md §3.4), so that the customer's meter records only what the operator will
+/// take and reports in the tier's telemetry mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseTerms {
+    /// The tier's telemetry mode: `private` or `share`.
+    pub telemetry: String,
+    /// The units the package meters: its `[telemetry] metrics` (empty without a
+    /// `[telemetry]` table), in the manifest's order.
+    pub metrics: Vec<String>,
 }
 
 /// An unspent token handed to another wallet (sealed to its receive key, purpose

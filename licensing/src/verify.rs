@@ -51,8 +51,20 @@ pub fn open_certificate(bytes: &[u8], issuer: &IssuerBundle) -> Result<LicensePa
     // signature failure: the issuer signed it.
     let license: LicensePayload = messages::decode_payload(payload, "license")?;
     let malformed = |reason: &str| Error::Malformed { what: "license", reason: reason.to_owned() };
-    if license.v != 1 {
-        return Err(malformed("unsupported license version (v must be 1)"));
+    match (license.v, &license.terms) {
+        (1, None) => {}
+        (2, Some(terms)) => {
+            if terms.telemetry != "private" && terms.telemetry != "share" {
+                return Err(malformed("terms.telemetry must be \"private\" or \"share\""));
+            }
+            if let Some(unit) = terms.metrics.iter().find(|m| !crate::metering::is_metric(m)) {
+                return Err(malformed(&format!("terms.metrics: {unit:?} is not a unit a package meters")));
+            }
+        }
+        (1 | 2, _) => {
+            return Err(malformed("a version-1 license has no terms; a version-2 license has them"));
+        }
+        _ => return Err(malformed("unsupported license version (v must be 1 or 2)")),
     }
     if license.license_id.len() != 16 {
         return Err(malformed("license_id must be 16 bytes"));

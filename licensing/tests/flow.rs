@@ -62,6 +62,7 @@ fn offer(tier: &str) -> Offer {
         unit: "month".into(),
         features: vec!["plots".into()],
         seats: Some(5),
+        terms: None,
     }
 }
 
@@ -706,6 +707,7 @@ mod content_key_attacks {
             unit: "month".into(),
             features: vec![],
             seats: None,
+            terms: None,
         };
         assert_eq!(w.issuer.add_offer(&offer, &[mallory.id()], T0).unwrap_err().code(), "package-owned");
         // The victim's offer and content keys are untouched.

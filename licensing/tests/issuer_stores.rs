@@ -97,6 +97,7 @@ fn apply<S: IssuerStore>(store: &S, op: &Op, commit: bool) -> Result<String, ()>
                 unit: "month".into(),
                 features: features.clone(),
                 seats: *seats,
+                terms: None,
             })
             .map(|()| String::new()),
         Op::ContentKey(r, f, p) => tx
@@ -238,6 +239,7 @@ fn an_issuer_runs_in_memory() {
                 unit: "month".into(),
                 features: vec!["export".into()],
                 seats: None,
+                terms: None,
             },
             &[publisher.id()],
             T0,

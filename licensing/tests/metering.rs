@@ -738,16 +738,45 @@ fn a_unit_used_by_one_holder_is_not_released_behind_a_crowd() {
 #[test]
 fn a_share_report_must_open_every_hour() {
     let w = world();
-    let (wallet, _) = w.wallet("wallet", "metered-share", 1);
+    let (wallet, licenses) = w.wallet("wallet", "metered-share", 1);
     let meter = Meter::open(&wallet).unwrap();
     let v = verified(&wallet, &w.chain);
     meter.record(&v, "invocations", 4, T0 + H).unwrap();
     let mut operator = w.operator();
-    let private = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap();
-    assert_eq!(ingest_one(&mut operator, &private.file, (T0 + 2 * H).0), "report-tier-mismatch");
-    // The meter keeps a license's mode.
-    let err = meter.report("acme/thermal", T0 + 2 * H, Telemetry::Share, T0 + 3 * H).unwrap_err();
+    // A private report of a share tier, made by a meter that ignores the license's terms,
+    // is refused by the operator.
+    let mut one = [0u64; 60];
+    one[0] = 1;
+    let cert = certificate(&wallet, &licenses[0]);
+    let private = craft(&wallet, &licenses[0], &cert, (T0 + H).0, 1, [0; 32], &[("minutes", one)], false);
+    assert_eq!(ingest_one(&mut operator, &private, (T0 + 2 * H).0), "report-tier-mismatch");
+    // Issue 27 (4): the meter takes the mode the license names, and refuses another before
+    // making a report the operator would refuse (a report is final).
+    assert_eq!(v.license.terms.as_ref().map(|t| t.telemetry.as_str()), Some("share"));
+    let err = meter.report("acme/thermal", T0 + H, Telemetry::Private, T0 + 2 * H).unwrap_err();
     assert_eq!(err.code(), "report-tier-mismatch");
+    let shared = meter.report("acme/thermal", T0 + H, None, T0 + 2 * H).unwrap();
+    assert_eq!(shared.telemetry, Telemetry::Share);
+    assert_eq!(ingest_one(&mut operator, &shared.file, (T0 + 2 * H).0), "stored");
+}
+
+/// Issue 27 (4): `meter record --unit custom:foo` succeeded for a unit the package does not
+/// meter, and the operator then refused the hour's report, so the hour could never be
+/// billed. The license names the package's metrics; the meter refuses any other unit.
+#[test]
+fn the_meter_records_only_units_the_package_meters() {
+    let w = world();
+    let (wallet, _) = w.wallet("wallet", "metered", 1);
+    let meter = Meter::open(&wallet).unwrap();
+    let v = verified(&wallet, &w.chain);
+    let metrics = v.license.terms.as_ref().map(|t| t.metrics.clone()).unwrap();
+    assert!(metrics.contains(&"invocations".to_owned()), "{metrics:?}");
+    let err = meter.record(&v, "custom:foo", 1, T0 + H).unwrap_err();
+    assert_eq!(err.code(), "unit-undeclared");
+    assert!(err.to_string().contains("does not meter custom:foo"), "{err}");
+    // Nothing was counted: the hour has no records to report.
+    assert_eq!(meter.report("acme/thermal", T0 + H, None, T0 + 2 * H).unwrap().units, ["minutes"]);
+    meter.record(&v, "invocations", 1, T0 + 2 * H).unwrap();
 }
 
 #[test]

@@ -33,6 +33,7 @@ fn world() -> World {
         unit: "month".into(),
         features: vec![],
         seats: None,
+        terms: None,
     };
     issuer.add_offer(&offer, &[escx::sig::KeyId([1; 16])], T0).unwrap();
     let signing = keyfile::read_secret_key(&dir.join("signing.key"), || None).unwrap();

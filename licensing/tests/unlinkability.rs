@@ -29,6 +29,7 @@ fn run(first_redeemer: usize) -> Vec<String> {
                 unit: "month".into(),
                 features: vec![],
                 seats: None,
+                terms: None,
             },
             &[escx::sig::KeyId([1; 16])],
             T0,

@@ -32,12 +32,13 @@ Examples:
     #[command(after_help = "\
 The report holds 60 Pedersen commitments per unit (empty minutes included), chained to the
 license's previous report and signed by the license's holder key. A share tier also opens
-the hour's totals. Once reported, nothing more is recorded into the hour; reporting it
+the hour's totals; the license names its tier's mode (a license from before says nothing,
+and --telemetry, default private, decides at its first report). Once reported, nothing more is recorded into the hour; reporting it
 again writes the same report.
 
 Examples:
   escx meter report --wallet ./wallet --package acme/thermal --hour 2026-11-23T10 -o r.cbor
-  escx meter report --wallet ./wallet --package acme/thermal --hour 2026-11-23T11 --telemetry share -o r2.cbor
+  escx meter report --wallet ./wallet --package acme/thermal --hour 2026-11-23T11 --json -o r2.cbor
   escx meter report --wallet ./wallet --package acme/thermal --hour 2026-11-23T12 --server http://127.0.0.1:8440")]
     Report(ReportArgs),
     /// Close a billing period: open one total per unit for the operator to bill.
@@ -82,7 +83,7 @@ pub struct RecordArgs {
 enum TelemetryArg {
     /// The tier shares telemetry: each report opens its hour totals.
     Share,
-    /// The tier keeps telemetry private (the default).
+    /// The tier keeps telemetry private.
     Private,
 }
 
@@ -97,9 +98,11 @@ pub struct ReportArgs {
     /// The hour, YYYY-MM-DDTHH (UTC), or any time in it (RFC 3339 or @unix).
     #[arg(long)]
     hour: String,
-    /// What the license's tier shares (its `telemetry` in the package's [pricing]).
-    #[arg(long, value_enum, default_value = "private")]
-    telemetry: TelemetryArg,
+    /// What the license's tier shares (its `telemetry` in the package's [pricing]). A
+    /// license bought from a package's signed terms says so itself, and another mode is
+    /// refused; for an older license the default is private.
+    #[arg(long, value_enum)]
+    telemetry: Option<TelemetryArg>,
     /// The license to report (hex id), when several of the package have records in the hour.
     #[arg(long, value_name = "ID")]
     license: Option<String>,
@@ -220,10 +223,10 @@ fn meter_record(args: RecordArgs, ui: &Ui) -> anyhow::Result<()> {
 fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
     let now = super::at_or_now(args.at.as_deref())?;
     let hour = hour(&args.hour)?;
-    let telemetry = match args.telemetry {
+    let telemetry = args.telemetry.map(|t| match t {
         TelemetryArg::Share => Telemetry::Share,
         TelemetryArg::Private => Telemetry::Private,
-    };
+    });
     let wallet = Wallet::open_existing(&args.wallet)?;
     let report =
         Meter::open(&wallet)?.report_license(&args.package, args.license.as_deref(), hour, telemetry, now)?;
@@ -253,7 +256,7 @@ fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
             license_id: &report.license_id,
             units: &report.units,
             again: report.again,
-            telemetry: telemetry.name(),
+            telemetry: report.telemetry.name(),
         },
         || {
             format!(

@@ -108,6 +108,10 @@ pub struct Offer {
     pub features: Vec<String>,
     /// Seats.
     pub seats: Option<u32>,
+    /// The tier's telemetry mode and the package's metrics, which a version-2 certificate
+    /// carries (licensing.md §3.4). `None` for an offer registered before the issuer kept
+    /// them: its certificates are version 1 until the package is registered again.
+    pub terms: Option<crate::messages::LicenseTerms>,
 }
 
 /// What registering a package file did.
@@ -627,6 +631,14 @@ impl<S: IssuerStore> Issuer<S> {
                 unit: unit_name(tier.unit).into(),
                 features: tier.features.clone(),
                 seats: tier.seats,
+                terms: Some(crate::messages::LicenseTerms {
+                    telemetry: match tier.telemetry {
+                        escx_manifest::schema::TelemetryMode::Share => "share",
+                        escx_manifest::schema::TelemetryMode::Private => "private",
+                    }
+                    .into(),
+                    metrics: manifest.telemetry.as_ref().map(|t| t.metrics.clone()).unwrap_or_default(),
+                }),
             })
             .collect();
         let sealed_key = match reader.content_key_section()? {
@@ -791,7 +803,7 @@ impl<S: IssuerStore> Issuer<S> {
         escx::keyfile::fill_random(&mut license_id)?;
         let wrapped_keys = self.wrap_content_keys(&request.package, &holder_kem)?;
         let payload = LicensePayload {
-            v: 1,
+            v: if offer.terms.is_some() { 2 } else { 1 },
             license_id: ByteBuf::from(license_id.to_vec()),
             package: request.package.clone(),
             versions: "*".into(),
@@ -805,6 +817,7 @@ impl<S: IssuerStore> Issuer<S> {
             wrapped_keys,
             issuer_key_id: ByteBuf::from(self.signing.id().0.to_vec()),
             crl_location: self.dir.join("crl.cbor").display().to_string(),
+            terms: offer.terms.clone(),
         };
         let certificate =
             Envelope::seal(CONTEXT_LICENSE, escx::cbor::encode(&payload), &self.signing).to_cbor();

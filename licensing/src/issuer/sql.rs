@@ -72,6 +72,20 @@ CREATE TABLE crls (number INTEGER PRIMARY KEY, bytes BLOB NOT NULL);
 CREATE TABLE sale_accounts (sale_id INTEGER PRIMARY KEY, account TEXT NOT NULL);
 ";
 
+/// SQLite version 4 (licensing.md §3.4): each offer's telemetry mode and the package's
+/// metrics, which version-2 certificates carry. NULL for offers registered before: their
+/// certificates stay version 1 until the package is registered again.
+const SQLITE_V4: &str = "
+ALTER TABLE catalog ADD COLUMN telemetry TEXT;
+ALTER TABLE catalog ADD COLUMN metrics TEXT;
+";
+
+/// PostgreSQL version 2: SQLite version 4's columns.
+const POSTGRES_V2: &str = "
+ALTER TABLE catalog ADD COLUMN telemetry TEXT;
+ALTER TABLE catalog ADD COLUMN metrics TEXT;
+";
+
 /// PostgreSQL version 1: the tables of SQLite version 3, in PostgreSQL's types.
 const POSTGRES_V1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,7 +119,7 @@ CREATE TABLE sale_accounts (sale_id BIGINT PRIMARY KEY, account TEXT NOT NULL);
 ";
 
 /// The SQLite steps, in order.
-const SQLITE_STEPS: &[&str] = &[SQLITE_V1, SQLITE_V2, SQLITE_V3];
+const SQLITE_STEPS: &[&str] = &[SQLITE_V1, SQLITE_V2, SQLITE_V3, SQLITE_V4];
 
 /// Schema version of `issuer.sqlite`: the number of steps applied.
 #[allow(clippy::cast_possible_wrap)]
@@ -117,7 +131,7 @@ static SCHEMA: Schema = Schema {
     pg_schema: Some("escx_issuer"),
     lock: "escx v1 issuer migration lock",
     sqlite: Migrations { steps: SQLITE_STEPS, mark: Mark::Meta },
-    postgres: Migrations { steps: &[POSTGRES_V1], mark: Mark::Meta },
+    postgres: Migrations { steps: &[POSTGRES_V1, POSTGRES_V2], mark: Mark::Meta },
 };
 
 /// The issuer's database.
@@ -232,7 +246,8 @@ impl<S: Sql> Q<'_, S> {
     fn offer(&self, package: &PackageName, tier: &str) -> Result<Option<Offer>, Error> {
         self.0
             .row(
-                "SELECT price_micros, currency, unit, features, seats FROM catalog WHERE package = ?1 AND tier = ?2",
+                "SELECT price_micros, currency, unit, features, seats, telemetry, metrics FROM catalog
+                 WHERE package = ?1 AND tier = ?2",
                 &[Arg::Text(package.as_str()), Arg::Text(tier)],
             )?
             .map(|r| {
@@ -244,6 +259,17 @@ impl<S: Sql> Q<'_, S> {
                     unit: r.text(2)?.to_owned(),
                     features: r.text(3)?.split(',').filter(|f| !f.is_empty()).map(str::to_owned).collect(),
                     seats: r.opt_int(4)?.map(|_| r.narrow(4)).transpose()?,
+                    terms: match (r.opt_text(5)?, r.opt_text(6)?) {
+                        (Some(telemetry), Some(metrics)) => Some(crate::messages::LicenseTerms {
+                            telemetry: telemetry.to_owned(),
+                            metrics: metrics
+                                .split(',')
+                                .filter(|m| !m.is_empty())
+                                .map(str::to_owned)
+                                .collect(),
+                        }),
+                        _ => None,
+                    },
                 })
             })
             .transpose()
@@ -432,12 +458,13 @@ impl IssuerWriter for SqlIssuerTx<'_> {
 
     fn put_offer(&mut self, offer: &Offer) -> Result<(), Error> {
         let features = offer.features.join(",");
+        let metrics = offer.terms.as_ref().map(|t| t.metrics.join(","));
         self.run(
-            "INSERT INTO catalog (package, tier, price_micros, currency, unit, features, seats)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO catalog (package, tier, price_micros, currency, unit, features, seats, telemetry, metrics)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (package, tier) DO UPDATE SET price_micros = excluded.price_micros,
                  currency = excluded.currency, unit = excluded.unit, features = excluded.features,
-                 seats = excluded.seats",
+                 seats = excluded.seats, telemetry = excluded.telemetry, metrics = excluded.metrics",
             &[
                 Arg::Text(offer.package.as_str()),
                 Arg::Text(&offer.tier),
@@ -446,6 +473,8 @@ impl IssuerWriter for SqlIssuerTx<'_> {
                 Arg::Text(&offer.unit),
                 Arg::Text(&features),
                 Arg::OptInt(offer.seats.map(i64::from)),
+                Arg::OptText(offer.terms.as_ref().map(|t| t.telemetry.as_str())),
+                Arg::OptText(metrics.as_deref()),
             ],
         )
     }

@@ -100,6 +100,8 @@ pub struct MadeReport {
     pub units: Vec<String>,
     /// True when this hour had been reported before and the stored report is returned.
     pub again: bool,
+    /// The telemetry mode it was made in.
+    pub telemetry: Telemetry,
 }
 
 /// A close the meter made.
@@ -246,6 +248,22 @@ impl<'w> Meter<'w> {
             return Err(refuse(Refusal::Invalid, format!("the amount must be 1 to {}", super::COUNTER_MAX)));
         }
         let package = verified.license.package.as_str();
+        // A version-2 license carries the package's metrics, signed: a unit outside them
+        // would make a report the operator refuses, and a report is final.
+        if let Some(terms) = &verified.license.terms
+            && !terms.metrics.iter().any(|m| m == unit)
+        {
+            return Err(refuse(
+                Refusal::UnitUndeclared,
+                if terms.metrics.is_empty() {
+                    format!(
+                        "{package} meters no unit ([telemetry] metrics in its manifest): {unit} cannot be recorded"
+                    )
+                } else {
+                    format!("{package} does not meter {unit}; its license names {}", terms.metrics.join(", "))
+                },
+            ));
+        }
         let held = self.wallet.licenses_during(package, at, at + 1)?;
         let Some((license, _)) = held.iter().find(|(l, _)| l.license_id == verified.license.license_id)
         else {
@@ -334,12 +352,14 @@ impl<'w> Meter<'w> {
     /// commitments per unit recorded in the hour and for `minutes`, chained to the
     /// license's previous report, signed by the holder key. The hour must have ended
     /// (`now`) and come after every hour already reported. Reporting an hour again
-    /// returns the stored report unchanged. `telemetry` is fixed at a license's first report.
+    /// returns the stored report unchanged. The telemetry mode is the one a version-2
+    /// license names (another given is `report-tier-mismatch`); for a version-1 license,
+    /// the one given (default `private`), fixed at its first report.
     pub fn report(
         &self,
         package: &str,
         hour: UnixSeconds,
-        telemetry: Telemetry,
+        telemetry: impl Into<Option<Telemetry>>,
         now: UnixSeconds,
     ) -> Result<MadeReport, Error> {
         self.report_license(package, None, hour, telemetry, now)
@@ -353,9 +373,10 @@ impl<'w> Meter<'w> {
         package: &str,
         license: Option<&str>,
         hour: UnixSeconds,
-        telemetry: Telemetry,
+        telemetry: impl Into<Option<Telemetry>>,
         now: UnixSeconds,
     ) -> Result<MadeReport, Error> {
+        let asked: Option<Telemetry> = telemetry.into();
         if hour.floor(HOUR_SECS) != hour {
             return Err(refuse(Refusal::Invalid, "an hour starts on the hour"));
         }
@@ -372,7 +393,14 @@ impl<'w> Meter<'w> {
             .transpose()?;
         if let Some((seq, file)) = stored {
             let units = units_of(&file)?;
-            return Ok(MadeReport { file, seq, license_id: id_hex, units, again: true });
+            let telemetry = transaction
+                .row("SELECT telemetry FROM modes WHERE license_id = ?1", &[Arg::Bytes(&id)])?
+                .map(|r| r.text(0).map(str::to_owned))
+                .transpose()?
+                .as_deref()
+                .and_then(Telemetry::parse)
+                .unwrap_or(Telemetry::Private);
+            return Ok(MadeReport { file, seq, license_id: id_hex, units, again: true, telemetry });
         }
         if hour + HOUR_SECS > now {
             return Err(refuse(
@@ -388,6 +416,23 @@ impl<'w> Meter<'w> {
             .row("SELECT telemetry FROM modes WHERE license_id = ?1", &[Arg::Bytes(&id)])?
             .map(|r| r.text(0).map(str::to_owned))
             .transpose()?;
+        let signed = license.terms.as_ref().and_then(|t| Telemetry::parse(&t.telemetry));
+        let telemetry = match (signed, asked) {
+            (Some(signed), Some(asked)) if signed != asked => {
+                return Err(refuse(
+                    Refusal::TierMismatch,
+                    format!(
+                        "this license's tier shares telemetry {} (its certificate says so); {} was asked",
+                        signed.name(),
+                        asked.name()
+                    ),
+                ));
+            }
+            (Some(signed), _) => signed,
+            (None, asked) => {
+                asked.or_else(|| mode.as_deref().and_then(Telemetry::parse)).unwrap_or(Telemetry::Private)
+            }
+        };
         match mode.as_deref().and_then(Telemetry::parse) {
             Some(held) if held != telemetry => {
                 return Err(refuse(
@@ -507,7 +552,14 @@ impl<'w> Meter<'w> {
             ],
         )?;
         transaction.commit()?;
-        Ok(MadeReport { file, seq, license_id: id_hex, units: units.into_iter().collect(), again: false })
+        Ok(MadeReport {
+            file,
+            seq,
+            license_id: id_hex,
+            units: units.into_iter().collect(),
+            again: false,
+            telemetry,
+        })
     }
 
     /// Closes `period` for the license of `package` (metering.md §4): the total of every

@@ -118,6 +118,8 @@ pub enum Refusal {
     TermsVersion,
     /// A report's range proofs do not verify (metering.md §3.4).
     RangeInvalid,
+    /// A unit the license's terms say the package does not meter (metering.md §2.1).
+    UnitUndeclared,
     /// Usage the hours cannot hold: more than 60 `minutes` in an hour, or in a period more
     /// than 60 per reported hour (metering.md §6.2, §7.1, §7.2).
     Impossible,
@@ -146,6 +148,7 @@ impl Refusal {
             Self::BudgetExhausted => "epsilon-exhausted",
             Self::Overflow => "counter-overflow",
             Self::Impossible => "usage-impossible",
+            Self::UnitUndeclared => "unit-undeclared",
             Self::RangeInvalid => "report-range-invalid",
             Self::TermsVersion => "terms-version",
         }
