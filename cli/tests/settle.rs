@@ -603,6 +603,18 @@ fn statements_are_audited_in_the_order_of_their_numbers() {
     // Any file name will do: the order is the statements' own.
     std::fs::rename(dir.join("s/statement-3.cbor"), dir.join("s/zzz.cbor")).unwrap();
     assert!(audit().status.success());
+    // A file named for another statement than the one it holds.
+    std::fs::copy(dir.join("s/statement-5.cbor"), dir.join("s/keep.bin")).unwrap();
+    std::fs::copy(dir.join("s/statement-2.cbor"), dir.join("s/statement-5.cbor")).unwrap();
+    let out = audit();
+    assert_eq!(json(&out.stdout)["error"]["code"], "statement-chain");
+    assert!(
+        json(&out.stdout)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("holds statement 2, not statement 5")
+    );
+    std::fs::rename(dir.join("s/keep.bin"), dir.join("s/statement-5.cbor")).unwrap();
     // A statement given twice.
     std::fs::copy(dir.join("s/statement-7.cbor"), dir.join("s/copy.cbor")).unwrap();
     assert!(json(&audit().stdout)["error"]["message"].as_str().unwrap().contains("given twice"));

@@ -214,9 +214,15 @@ impl Source {
         if paths.is_empty() {
             return Err(UsageError(format!("{}: no statement files (*.cbor)", dir.display())).into());
         }
+        // `statement-<n>.cbor` (what `escx statement export --dir` writes) is taken at its
+        // name, which the statement must then bear out; any other file is read for the
+        // number it claims.
         let mut numbered = paths
             .into_iter()
-            .map(|path| Ok((statement::claimed_seq(&read(&path)?).unwrap_or(0), path)))
+            .map(|path| match seq_from_name(&path) {
+                Some(seq) => Ok((seq, path)),
+                None => Ok((statement::claimed_seq(&read(&path)?).unwrap_or(0), path)),
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         numbered.sort();
         Ok(Self::Files(numbered))
@@ -244,14 +250,41 @@ impl Source {
     }
 }
 
+/// The number in a file name `statement-<n>.cbor`, when it is one (`n` without leading zeros).
+fn seq_from_name(path: &Path) -> Option<u64> {
+    let digits = path.file_name()?.to_str()?.strip_prefix("statement-")?.strip_suffix(".cbor")?;
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A statement verified from a source must be the one its place there claims: the number
+/// in its file name, or the one the service listed it under (`statement-chain`).
+fn check_place(name: &str, claimed: u64, verified: &Verified) -> anyhow::Result<()> {
+    if verified.payload.seq != claimed {
+        return Err(escx_settlement::Error::from(statement::StatementError::Chain {
+            reason: format!(
+                "{name} holds statement {}, not statement {claimed}: a file is named by its statement's number",
+                verified.payload.seq
+            ),
+        })
+        .into());
+    }
+    Ok(())
+}
+
 /// Every statement in `dir`, verified under the operator's keys (in parallel) and chained.
 fn load_statements(dir: &Path, operator: &OperatorKeys) -> anyhow::Result<Vec<Verified>> {
     let source = Source::open(dir)?;
     let loaded = (0..source.len()).map(|i| source.fetch(i)).collect::<anyhow::Result<Vec<_>>>()?;
     let mut verified = loaded
         .par_iter()
-        .map(|(_, name, bytes)| {
-            operator.verify(bytes).map_err(escx_settlement::Error::from).with_context(|| name.clone())
+        .map(|(claimed, name, bytes)| {
+            let verified =
+                operator.verify(bytes).map_err(escx_settlement::Error::from).with_context(|| name.clone())?;
+            check_place(name, *claimed, &verified)?;
+            Ok(verified)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     operator.verify_chain(&mut verified).map_err(escx_settlement::Error::from)?;
@@ -390,14 +423,15 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
             .map(|&i| {
                 let (seq, name, bytes) = source.fetch(i)?;
                 let proofs = args.proofs.as_deref().map(|dir| proof_file(dir, seq)).transpose()?;
-                Ok((name, bytes, proofs))
+                Ok((seq, name, bytes, proofs))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let checked: Vec<anyhow::Result<Audited>> = loaded
             .par_iter()
-            .map(|(name, bytes, proofs)| {
+            .map(|(claimed, name, bytes, proofs)| {
                 let verified =
                     keys.verify(bytes).map_err(escx_settlement::Error::from).with_context(|| name.clone())?;
+                check_place(name, *claimed, &verified)?;
                 let (mut payouts, mut splits) = (0, 0);
                 if let Some((name, bytes)) = proofs {
                     let file = StatementProofs::from_cbor(bytes)
