@@ -87,6 +87,45 @@ fn buy_redeem_verify_and_crl_over_http() {
         .success();
     escx(dir).args(["license", "crl", "--server", &url, "--wallet", "w"]).assert().success();
 
+    // Issue 27 (5): a licensed release registered after the license was issued: its key
+    // comes over POST /v1/content-key without another token, and the file extracts.
+    std::fs::create_dir_all(dir.join("next")).unwrap();
+    std::fs::write(dir.join("next/manifest.toml"), common::PAID_MANIFEST.replace("1.0.0", "1.1.0")).unwrap();
+    std::fs::write(dir.join("next/model.py"), "print('1.1')\n").unwrap();
+    for args in [
+        &["package", "pack", "next", "-o", "next.escx", "--key", "acme.key", "--encrypt-for", "issuer.pub"][..],
+        &["issuer", "register-package", "issuer", "next.escx", "--pubkey", "acme.pub"],
+    ] {
+        escx(dir).args(args).assert().success();
+    }
+    let extract = || {
+        escx(dir)
+            .args([
+                "package",
+                "extract",
+                "next.escx",
+                "-o",
+                "next-out",
+                "--pubkey",
+                "acme.pub",
+                "--wallet",
+                "w",
+            ])
+            .arg("--json")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(error_code(&extract().stdout), "content-key-required");
+    let out = escx(dir)
+        .args(["license", "key", "--server", &url, "--wallet", "w", "--package-file", "next.escx", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json(&out.stdout)["license_id"].as_str().unwrap().len(), 32);
+    let out = extract();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(std::fs::read_to_string(dir.join("next-out/model.py")).unwrap(), "print('1.1')\n");
+
     // The bundle chain is cacheable: its ETag answers 304.
     let (status, head, chain) = http(&server.addr, "GET", "/.well-known/escx/issuer", &[], b"");
     assert_eq!(status, 200);

@@ -449,6 +449,22 @@ fn main() {
     )
     .to_cbor();
     write("proof-revoked.cbor", &revoked_proof);
+    let version_2_proof = Envelope::seal(
+        CONTEXT_POSSESSION,
+        escx::cbor::encode(&PossessionPayload {
+            v: 2,
+            challenge: ByteBuf::from(hex::decode(CHALLENGE).unwrap()),
+            certificate: ByteBuf::from(std::fs::read(out.join("valid.cert")).unwrap()),
+        }),
+        &holder,
+    )
+    .to_cbor();
+    write("proof-version-2.cbor", &version_2_proof);
+    let truncated = std::fs::read(out.join("proof.cbor")).unwrap();
+    write("proof-truncated.cbor", &truncated[..truncated.len() - 1]);
+    let mut trailing = truncated.clone();
+    trailing.push(0);
+    write("proof-trailing-byte.cbor", &trailing);
     let proof_case = |proof: &str,
                       challenge: &str,
                       crl: Option<&str>,
@@ -513,6 +529,33 @@ fn main() {
             at_day(5).0,
             "possession-invalid",
             "a 3-byte challenge is refused",
+        ),
+        proof_case(
+            "proof-version-2.cbor",
+            CHALLENGE,
+            None,
+            PACKAGE,
+            at_day(5).0,
+            "message-invalid",
+            "validly signed by the holder, v = 2",
+        ),
+        proof_case(
+            "proof-truncated.cbor",
+            CHALLENGE,
+            None,
+            PACKAGE,
+            at_day(5).0,
+            "possession-invalid",
+            "the valid proof without its last byte",
+        ),
+        proof_case(
+            "proof-trailing-byte.cbor",
+            CHALLENGE,
+            None,
+            PACKAGE,
+            at_day(5).0,
+            "possession-invalid",
+            "the valid proof with a byte after it",
         ),
     ];
     for proof in &proofs {

@@ -183,13 +183,20 @@ pub enum Error {
     /// No license in the wallet carries the content key of this package file.
     #[error(
         "no license in this wallet carries the content key of this {package} {version} file \
-         (licenses carry the keys of the files registered before they were issued)"
+         (a license carries the keys of the files registered before it was issued, and those it asked for since)"
     )]
     NoContentKey {
         /// Package.
         package: String,
         /// Version.
         version: String,
+    },
+    /// A key request that does not decode or is not signed by its license's holder key
+    /// (licensing.md §8.1).
+    #[error("key request: {reason}")]
+    KeyRequest {
+        /// What is wrong.
+        reason: String,
     },
     /// A token response answers no purchase this wallet is waiting for.
     #[error("no pending purchase matches this response")]
@@ -403,6 +410,7 @@ impl escx::Fault for Error {
             Self::NoWallet { .. } => "no-wallet",
             Self::NoLicense { .. } => "no-license",
             Self::NoContentKey { .. } => "content-key-required",
+            Self::KeyRequest { .. } => "key-request-invalid",
             Self::NoPendingPurchase => "no-pending-purchase",
             Self::NoPendingRedemption => "no-pending-redemption",
             Self::NoEpoch { .. } => "no-epoch",
@@ -439,7 +447,8 @@ impl escx::Fault for Error {
             }
             Self::NoLicense { .. } => "redeem a token for the package first",
             Self::NoContentKey { .. } => {
-                "renew the license: a new one carries the keys of every file registered since"
+                "a license whose versions cover the file gets its key without another token: \
+                 escx license key --package-file FILE (with --server, or as files through the issuer)"
             }
             Self::AlreadySpent => "each token buys one license; buy another token",
             Self::PoprfKey { .. } => {

@@ -27,6 +27,9 @@ pub const CONTEXT_LICENSE: SigningContext = SigningContext::new("escx/license/v1
 pub const CONTEXT_CRL: SigningContext = SigningContext::new("escx/crl/v1");
 /// Signing context of proofs of possession.
 pub const CONTEXT_POSSESSION: SigningContext = SigningContext::new("escx/possession/v1");
+/// Signature context of a holder's request for the content key of a later file
+/// (licensing.md §8.1).
+pub const CONTEXT_KEY_REQUEST: SigningContext = SigningContext::new("escx/key-request/v1");
 /// Sealed-box purpose of redemption requests (to the issuer).
 pub const PURPOSE_REDEEM: &str = "escx/redeem-request/v1";
 /// Sealed-box purpose of redemption responses (to the holder).
@@ -601,6 +604,45 @@ pub struct WrappedKey {
     pub package_root: ByteBuf,
     /// Sealed box to the holder (purpose `escx/wrapped-content-key/v1`, bound to `package_root`).
     pub sealed: ByteBuf,
+}
+
+/// A holder asks for the content key of one package file its license covers (licensing.md
+/// §8.1): the payload of an envelope `escx/key-request/v1` signed by the holder key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequestPayload {
+    /// Format version, 1.
+    pub v: u8,
+    /// The license certificate (as the issuer signed it).
+    pub certificate: ByteBuf,
+    /// The signed root of the package file (32 bytes).
+    pub package_root: ByteBuf,
+}
+
+/// The issuer's answer to a key request: the file's content key wrapped to the license's
+/// holder KEM key, exactly as a certificate's `wrapped_keys` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyResponse {
+    /// Format version, 1.
+    pub v: u8,
+    /// The license the key is for (16 bytes).
+    pub license_id: ByteBuf,
+    /// The wrapped key.
+    pub wrapped: WrappedKey,
+}
+
+impl KeyResponse {
+    /// Parses a response and checks its lengths (`message-invalid`).
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        let response: Self = decode(bytes, "key response")?;
+        if response.v != 1 {
+            return Err(Error::Malformed { what: "key response", reason: "v must be 1".into() });
+        }
+        fixed::<16>(&response.license_id, "license_id")?;
+        fixed::<32>(&response.wrapped.package_root, "package_root")?;
+        Ok(response)
+    }
 }
 
 /// What the issuer seals back to the holder after a redemption.

@@ -31,21 +31,25 @@ pub struct Check {
 
 /// Verifies a certificate's signature against an issuer bundle and returns its payload.
 pub fn open_certificate(bytes: &[u8], issuer: &IssuerBundle) -> Result<LicensePayload, Error> {
+    open_certificate_under(bytes, &issuer.signing_key, &issuer.payload.name)
+}
+
+/// [`open_certificate`] under the issuer signing key `key` (named `name` in errors).
+pub(crate) fn open_certificate_under(
+    bytes: &[u8],
+    key: &escx::sig::PublicKey,
+    name: &str,
+) -> Result<LicensePayload, Error> {
     let envelope = Envelope::from_cbor(bytes)
         .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?;
-    if envelope.key_id() != issuer.issuer_id() {
+    if envelope.key_id() != key.id() {
         return Err(Error::LicenseRejected {
             check: LicenseCheck::Issuer,
-            reason: format!(
-                "signed by {}, not by issuer {} ({})",
-                envelope.key_id(),
-                issuer.payload.name,
-                issuer.issuer_id()
-            ),
+            reason: format!("signed by {}, not by issuer {name} ({})", envelope.key_id(), key.id()),
         });
     }
     let payload = envelope
-        .open(CONTEXT_LICENSE, &issuer.signing_key)
+        .open(CONTEXT_LICENSE, key)
         .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?;
     // A validly signed payload that breaks §3.4 is message-invalid (§9), never a
     // signature failure: the issuer signed it.
@@ -234,7 +238,7 @@ pub(crate) fn check_window(license: &LicensePayload, now: UnixSeconds) -> Result
     Ok(())
 }
 
-fn check_package(
+pub(crate) fn check_package(
     license: &LicensePayload,
     package: &str,
     version: Option<&semver::Version>,
@@ -315,6 +319,12 @@ pub fn check_proof(proof: &[u8], check: &ProofCheck<'_>) -> Result<LicensePayloa
             .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Possession, reason: e.to_string() })?,
         "possession proof",
     )?;
+    if payload.v != 1 {
+        return Err(Error::Malformed {
+            what: "possession proof",
+            reason: format!("version {} (this build reads 1)", payload.v),
+        });
+    }
     if payload.challenge.as_slice() != check.challenge || payload.certificate != unverified.certificate {
         return Err(Error::LicenseRejected {
             check: LicenseCheck::Possession,

@@ -478,6 +478,73 @@ fn licenses_carry_content_keys_only_while_valid() {
     assert_eq!(err.code(), "license-revoked", "{err}");
 }
 
+/// Issue 27 (5): a current subscriber could not install the next version, because its
+/// license carries only the keys registered before it was issued. A key request signed by
+/// the holder key gets the later file's key wrapped to the license, spending nothing. The
+/// attacks: another holder key signing the request, a revoked or expired license, a
+/// certificate of another issuer, a file of another package, a response for another wallet.
+#[test]
+fn a_license_gets_the_key_of_a_later_version_without_another_token() {
+    let w = world();
+    let first = pack(&w, "thermal", THERMAL_MANIFEST, &w.publisher, Some(w.issuer.kem_key()));
+    w.issuer.register_package(&first, &trust(&w.publisher), T0).unwrap();
+    buy(&w, 2);
+    let license = license(&w);
+    assert_eq!(license.wrapped_keys.len(), 1);
+    let tokens = || w.wallet.token_counts().unwrap().iter().map(|(_, _, n)| n).sum::<usize>();
+    assert_eq!(tokens(), 1);
+    let next = pack(
+        &w,
+        "thermal-next",
+        &THERMAL_MANIFEST.replace("1.2.0", "1.3.0"),
+        &w.publisher,
+        Some(w.issuer.kem_key()),
+    );
+    let root = w.issuer.register_package(&next, &trust(&w.publisher), T0 + 20).unwrap().root;
+    let version = semver::Version::new(1, 3, 0);
+    let now = T0 + DAY;
+    let err = w.wallet.content_key("acme/thermal", &version, &root, now).err().unwrap();
+    assert_eq!(err.code(), "content-key-required");
+
+    let request = w.wallet.key_request("acme/thermal", &version, &root, now).unwrap();
+    let sales = w.issuer.sales().unwrap().len();
+    let answer = w.issuer.content_key_for(&request, now).unwrap();
+    assert_eq!(w.issuer.sales().unwrap().len(), sales, "nothing is bought");
+    // A retry is answered again.
+    assert!(w.issuer.content_key_for(&request, now).is_ok());
+    let (id, kept) = w.wallet.add_key(&answer).unwrap();
+    assert_eq!((id, kept), (hex::encode(&license.license_id), hex::encode(root)));
+    let key = w.wallet.content_key("acme/thermal", &version, &root, now).unwrap();
+    escx::container::PackageReader::open_file(&next).unwrap().check_content_key(&key).unwrap();
+    assert_eq!(tokens(), 1, "no token was spent");
+
+    // The request must be signed by the license's holder key.
+    let envelope = escx::envelope::Envelope::from_cbor(&request).unwrap();
+    let forged = escx::envelope::Envelope::seal(
+        escx_licensing::messages::CONTEXT_KEY_REQUEST,
+        envelope.payload_unverified().to_vec(),
+        &SecretKey::generate(),
+    )
+    .to_cbor();
+    assert_eq!(w.issuer.content_key_for(&forged, now).unwrap_err().code(), "key-request-invalid");
+    // Another package's file, under this license: none of its keys.
+    let other = w.issuer.content_key_for(&replace(&request, &root, &[7; 32]), now).unwrap_err();
+    assert_eq!(other.code(), "key-request-invalid", "a changed payload breaks the holder's signature");
+    // Expired.
+    let expired = w.issuer.content_key_for(&request, license.not_after).unwrap_err();
+    assert_eq!(expired.code(), "license-expired");
+    // Another issuer's license.
+    let elsewhere =
+        Issuer::init(&w._tmp.path().join("other"), "Other", &Protection::Unencrypted, T0).unwrap();
+    assert_eq!(elsewhere.content_key_for(&request, now).unwrap_err().code(), "license-wrong-issuer");
+    // A response is of use only to the wallet holding the license.
+    let stranger = Wallet::open(&w._tmp.path().join("stranger")).unwrap();
+    assert_eq!(stranger.add_key(&answer).unwrap_err().code(), "unknown-license");
+    // Revoked: refused at once, whatever the wallet's CRL.
+    w.issuer.revoke(&license.license_id, "refund", T0 + 200).unwrap();
+    assert_eq!(w.issuer.content_key_for(&request, now).unwrap_err().code(), "license-revoked");
+}
+
 /// A token moves to another wallet without the issuer; the recipient redeems it like any
 /// other, and only once in total.
 #[test]

@@ -52,6 +52,15 @@ Examples:
     /// Redeem a sealed token into a license certificate sealed to the holder.
     #[command(after_help = "Examples:\n  escx issuer redeem ./issuer redeem.sealed -o license.sealed")]
     Redeem(IssuerMessageArgs),
+    /// Answer a holder's key request: a later file's content key, wrapped to its license.
+    #[command(after_help = "\
+A license whose versions cover a file registered after it was issued gets that file's key
+without spending another token (spec/licensing.md §8.1). Nothing is recorded: the answer
+opens only with the license's holder key.
+
+Examples:
+  escx issuer content-key ./issuer keyreq.cbor -o key.cbor")]
+    ContentKey(IssuerMessageArgs),
     /// Revoke a license (publish a new CRL afterwards).
     #[command(after_help = "Examples:\n  escx issuer revoke ./issuer 3f2a...e1 --reason \"chargeback\"")]
     Revoke(RevokeArgs),
@@ -193,6 +202,21 @@ Examples:
   escx license redeem --wallet ./wallet --package acme/thermal -o redeem.sealed
   escx license redeem --server http://127.0.0.1:8440 --wallet ./wallet --package acme/thermal")]
     Redeem(RedeemViaArgs),
+    /// Get the content key of a package file a license covers, without another token.
+    #[command(after_help = "\
+A license carries the keys of the files registered before it was issued. For a later
+version it covers (its versions are `*`), the wallet asks the issuer with a request signed
+by the license's holder key; the answer is wrapped to that license and kept in the wallet,
+where `escx install --wallet` finds it.
+
+Examples:
+  escx license key --server http://127.0.0.1:8440 --wallet ./wallet --package-file thermal-1.1.0.escx
+  escx license key --wallet ./wallet --package-file thermal-1.1.0.escx -o keyreq.cbor
+  escx license add-key key.cbor --wallet ./wallet")]
+    Key(KeyArgs),
+    /// Keep a content key the issuer answered a key request with.
+    #[command(after_help = "Examples:\n  escx license add-key key.cbor --wallet ./wallet")]
+    AddKey(WalletFileArgs),
     /// Install the issuer's sealed license.
     #[command(after_help = "Examples:\n  escx license install license.sealed --wallet ./wallet")]
     Install(WalletFileArgs),
@@ -416,6 +440,26 @@ pub struct RedeemArgs {
     /// Where to write the sealed request.
     #[command(flatten)]
     output: Output,
+}
+
+#[derive(Args)]
+pub struct KeyArgs {
+    /// Wallet directory.
+    #[arg(long, value_name = "DIR")]
+    wallet: PathBuf,
+    /// The encrypted package file whose key is wanted.
+    #[arg(long, value_name = "FILE")]
+    package_file: PathBuf,
+    /// Where to write the request (the file exchange; the issuer answers with
+    /// `escx issuer content-key`).
+    #[arg(short, long, value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    out: Option<PathBuf>,
+    /// Replace the output file if it exists.
+    #[arg(long, requires = "out")]
+    force: bool,
+    /// Ask this issuer service and keep the key it answers with.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
 }
 
 #[derive(Args)]
@@ -651,6 +695,7 @@ pub fn run_issuer(command: IssuerCommand, ui: &Ui) -> anyhow::Result<()> {
         IssuerCommand::RegisterPackage(args) => issuer_register_package(args, ui, now),
         IssuerCommand::Issue(args) => issuer_issue(args, ui, now),
         IssuerCommand::Redeem(args) => issuer_redeem(args, ui, now),
+        IssuerCommand::ContentKey(args) => issuer_content_key(args, ui, now),
         IssuerCommand::Revoke(args) => issuer_revoke(args, ui, now),
         IssuerCommand::Crl(args) => issuer_crl(args, ui, now),
         IssuerCommand::Show(args) => issuer_show(args, ui, now),
@@ -803,6 +848,17 @@ fn issuer_redeem(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> an
     Ok(())
 }
 
+fn issuer_content_key(args: IssuerMessageArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
+    let answer = open_issuer(&args.dir)?
+        .content_key_for(&read(&args.input)?, now)
+        .with_context(|| args.input.display().to_string())?;
+    args.output.write(&answer)?;
+    ui.emit(&Written { file: &args.output.out }, || {
+        format!("content key wrapped to the license's holder -> {}", args.output.out.display())
+    });
+    Ok(())
+}
+
 fn issuer_revoke(args: RevokeArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let id = hex_arg(&args.license_id, "license-id")?;
     open_issuer(&args.dir)?.revoke(&id, &args.reason, now)?;
@@ -864,6 +920,8 @@ pub fn run_license(command: LicenseCommand, ui: &Ui) -> anyhow::Result<()> {
         LicenseCommand::Receive(args) => license_receive(args, ui),
         LicenseCommand::Redeem(args) => license_redeem(args, ui),
         LicenseCommand::Install(args) => license_install(args, ui),
+        LicenseCommand::Key(args) => license_key(args, ui, now),
+        LicenseCommand::AddKey(args) => license_add_key(args, ui),
         LicenseCommand::Verify(args) => license_verify(args, ui, now),
         LicenseCommand::List(args) => license_list(args, ui, now),
         LicenseCommand::Prove(args) => license_prove(args, ui),
@@ -1193,6 +1251,70 @@ fn license_install(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
         },
         || format!("installed license {id} for {} {}", license.package, license.tier),
     );
+    Ok(())
+}
+
+/// `escx license key --json` and `escx license add-key --json`.
+#[derive(Serialize)]
+struct KeyKept<'a> {
+    license_id: String,
+    package_root: String,
+    server: Option<&'a str>,
+}
+
+/// `escx license key -o FILE --json`.
+#[derive(Serialize)]
+struct KeyRequested<'a> {
+    file: &'a Path,
+    package: String,
+    version: String,
+}
+
+fn license_key(args: KeyArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
+    let path = &args.package_file;
+    let mut reader = escx::container::PackageReader::open_file(path).map_err(failure::at(path))?;
+    let id = reader.package_id().map_err(failure::at(path))?;
+    let wallet = Wallet::open_existing(&args.wallet)?;
+    let request = wallet
+        .key_request(&id.name, &id.version, reader.root(), now)
+        .with_context(|| format!("{}: {} {}", path.display(), id.name, id.version))?;
+    match (&args.out, &args.server) {
+        (Some(out), _) => {
+            Output { out: out.clone(), force: args.force }.write(&request)?;
+            ui.emit(
+                &KeyRequested { file: out, package: id.name.to_string(), version: id.version.to_string() },
+                || {
+                    format!(
+                        "key request for {} {} -> {} (the issuer answers with `escx issuer content-key`)",
+                        id.name,
+                        id.version,
+                        out.display()
+                    )
+                },
+            );
+        }
+        (None, Some(server)) => {
+            let answer = crate::http::Client::new(server)?.post("/v1/content-key", &request, None)?;
+            let (license, root) =
+                wallet.add_key(&answer).with_context(|| format!("{server}/v1/content-key"))?;
+            ui.emit(
+                &KeyKept { license_id: license.clone(), package_root: root, server: Some(server) },
+                || format!("content key of {} {} kept with license {license}", id.name, id.version),
+            );
+        }
+        // clap requires one of --out and --server.
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+fn license_add_key(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
+    let (license, root) = Wallet::open_existing(&args.wallet)?
+        .add_key(&read(&args.input)?)
+        .with_context(|| args.input.display().to_string())?;
+    ui.emit(&KeyKept { license_id: license.clone(), package_root: root.clone(), server: None }, || {
+        format!("content key of file {} kept with license {license}", &root[..16])
+    });
     Ok(())
 }
 

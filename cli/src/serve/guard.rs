@@ -280,6 +280,7 @@ pub fn endpoint_of(path: &str) -> &'static str {
         "/.well-known/escx/issuer" => "/.well-known/escx/issuer",
         "/v1/purchase" => "/v1/purchase",
         "/v1/redeem" => "/v1/redeem",
+        "/v1/content-key" => "/v1/content-key",
         "/v1/crl" => "/v1/crl",
         "/v1/reports" => "/v1/reports",
         "/v1/closes" => "/v1/closes",

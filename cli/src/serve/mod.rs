@@ -122,6 +122,9 @@ pub struct ServeArgs {
 /// Body limits per endpoint (service.md §4).
 const PURCHASE_BODY_MAX: usize = 256 * 1024;
 const REDEEM_BODY_MAX: usize = 64 * 1024;
+/// A key request carries a whole certificate, whose wrapped keys grow with the files
+/// registered before it was issued (about 1.6 KiB each).
+const KEY_REQUEST_BODY_MAX: usize = 256 * 1024;
 const INGEST_BODY_MAX: usize = 1024 * 1024;
 
 /// What the handlers share. Each store is used by one request at a time (its library
@@ -429,6 +432,21 @@ async fn redeem(
     Ok(cbor(answer))
 }
 
+/// A holder's request for a later file's content key (licensing.md §8.1): rate-limited
+/// like redemptions, answered with the key wrapped to the license; nothing is recorded.
+async fn content_key(
+    State(service): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    service.redeem_limit.check(client_address(peer.ip(), &headers, &service.trusted_proxies))?;
+    let bytes = read_body(body, KEY_REQUEST_BODY_MAX).await?;
+    let answer =
+        blocking(move || Ok(issuer(&service)?.content_key_for(&bytes, (service.issuer_now)())?)).await?;
+    Ok(cbor(answer))
+}
+
 async fn crl(State(service): State<Shared>) -> Result<Response, ApiError> {
     let crl = blocking(move || {
         Ok(issuer(&service)?.current_crl(escx_licensing::issuer::CRL_REFRESH_SECS, (service.issuer_now)())?)
@@ -719,6 +737,7 @@ fn router(service: Shared, limits: Limits) -> Router {
         .route("/.well-known/escx/issuer", get(issuer_chain))
         .route("/v1/purchase", post(purchase))
         .route("/v1/redeem", post(redeem))
+        .route("/v1/content-key", post(content_key))
         .route("/v1/crl", get(crl))
         .route("/v1/reports", post(report))
         .route("/v1/closes", post(close))

@@ -29,13 +29,13 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use zeroize::Zeroizing;
 
-use crate::Error;
 use crate::messages::{
     BundleChain, BundlePayload, CONTEXT_CRL, CONTEXT_LICENSE, CrlPayload, Epoch, IssuerBundle,
     LicensePayload, PURPOSE_LICENSE, PURPOSE_REDEEM, RedeemRequest, SealedLicense, SealedRedeemRequest,
     TokenRequest, TokenResponse, WrappedKey,
 };
 use crate::poprf::{IssuerKey, TokenInfo};
+use crate::{Error, LicenseCheck};
 
 mod memory;
 mod poprf_keys;
@@ -894,6 +894,70 @@ impl<S: IssuerStore> Issuer<S> {
             });
         }
         Ok(wrapped)
+    }
+
+    /// Answers a holder's request for the content key of one package file (licensing.md
+    /// §8.1): a license this issuer signed, for the file's package, valid now, not revoked,
+    /// whose versions cover the file's version, asking by the holder key it names, gets the
+    /// file's key wrapped to its holder KEM key. Nothing is spent or recorded, so a retry
+    /// is answered again; the wrapped key opens only with the holder's KEM key.
+    pub fn content_key_for(&self, request: &[u8], now: UnixSeconds) -> Result<Vec<u8>, Error> {
+        let invalid = |reason: String| Error::KeyRequest { reason };
+        let envelope = Envelope::from_cbor(request).map_err(|e| invalid(e.to_string()))?;
+        let asked: crate::messages::KeyRequestPayload =
+            crate::messages::decode_payload(envelope.payload_unverified(), "key request")?;
+        if asked.v != 1 {
+            return Err(invalid("v must be 1".into()));
+        }
+        let root: [u8; 32] = asked
+            .package_root
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid("package_root must be 32 bytes".into()))?;
+        let license =
+            crate::verify::open_certificate_under(&asked.certificate, self.signing_key(), "this issuer")?;
+        let holder = PublicKey::from_bytes(&license.holder_key)?;
+        envelope
+            .open(crate::messages::CONTEXT_KEY_REQUEST, &holder)
+            .map_err(|e| invalid(format!("not signed by the license's holder key: {e}")))?;
+        crate::verify::check_window(&license, now)?;
+        if let Some(revoked) = self.store.revocations()?.iter().find(|r| r.license_id == license.license_id) {
+            return Err(Error::LicenseRejected {
+                check: LicenseCheck::Revocation,
+                reason: format!("revoked: {}", revoked.reason),
+            });
+        }
+        let stored =
+            self.store.content_keys(&license.package)?.into_iter().find(|k| k.root == root).ok_or_else(
+                || Error::NoContentKey {
+                    package: license.package.to_string(),
+                    version: format!("file {}", hex::encode(&root[..8])),
+                },
+            )?;
+        let version = semver::Version::parse(&stored.version)
+            .map_err(|e| invalid(format!("stored version {:?}: {e}", stored.version)))?;
+        crate::verify::check_package(&license, license.package.as_str(), Some(&version))?;
+        let holder_kem = KemPublicKey::from_bytes(&license.holder_kem_key)?;
+        let binding = ContentBinding {
+            name: license.package.clone(),
+            version: stored.version,
+            payload_hash: stored.payload_hash,
+        };
+        let content_key = content::open_sealed(&self.kem, &stored.sealed, &binding)?;
+        let wrapped = WrappedKey {
+            sealed: ByteBuf::from(kem::seal_bound(
+                &holder_kem,
+                PURPOSE_WRAPPED_KEY,
+                &root,
+                content_key.as_bytes(),
+            )?),
+            package_root: ByteBuf::from(root.to_vec()),
+        };
+        Ok(escx::cbor::encode(&crate::messages::KeyResponse {
+            v: 1,
+            license_id: license.license_id,
+            wrapped,
+        }))
     }
 
     /// The issuer's KEM public key.
