@@ -39,6 +39,17 @@ struct Cli {
     /// Print a JSON document instead of text (results and errors alike).
     #[arg(long, global = true)]
     json: bool,
+    /// Print nothing on success but what --json asks for; errors still go to stderr. For
+    /// `escx serve`: log only failures on the service's side (5xx), start and stop.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Say more: an error's full chain of causes, and the time a command took.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Colour the error, warning and help labels: auto (on a terminal, unless NO_COLOR is
+    /// set), always or never. Never in --json output or pipes under auto.
+    #[arg(long, global = true, value_enum, default_value = "auto", value_name = "WHEN")]
+    color: output::ColorWhen,
     #[command(subcommand)]
     command: Command,
 }
@@ -155,8 +166,29 @@ fn man(args: ManArgs, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--color` as given on the command line, read before clap parses it, so that clap's own
+/// help and usage errors follow it too.
+fn color_choice() -> clap::ColorChoice {
+    let args: Vec<String> = std::env::args().collect();
+    let given = args.iter().enumerate().find_map(|(i, arg)| {
+        arg.strip_prefix("--color=")
+            .map(str::to_owned)
+            .or_else(|| (arg == "--color").then(|| args.get(i + 1).cloned().unwrap_or_default()))
+    });
+    match given.as_deref() {
+        Some("always") => clap::ColorChoice::Always,
+        Some("never") => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let started = std::time::Instant::now();
+    let parsed = <Cli as clap::CommandFactory>::command()
+        .color(color_choice())
+        .try_get_matches()
+        .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => {
             // Help and version go to stdout with status 0; real usage errors exit 2, as a
@@ -177,7 +209,7 @@ fn main() -> ExitCode {
             return ExitCode::from(failure::EXIT_USAGE);
         }
     };
-    let ui = Ui::new(cli.json);
+    let ui = Ui::new(cli.json).with(cli.quiet, cli.verbose, cli.color);
     let result = match cli.command {
         Command::Key(c) => cmd::key::run(c, &ui),
         Command::Manifest(c) => cmd::manifest::run(c, &ui),
@@ -203,12 +235,14 @@ fn main() -> ExitCode {
         Command::Completions(args) => completions(args),
         Command::Man(args) => man(args, &ui),
     };
-    match result {
+    let code = match result {
         // The command's answer that could not be written is a failed command.
         Ok(()) if output::stdout_failed() => ExitCode::from(failure::EXIT_IO),
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => ExitCode::from(ui.report_failure(&error)),
-    }
+    };
+    ui.detail(&format!("took {:.1} ms", started.elapsed().as_secs_f64() * 1000.0));
+    code
 }
 
 #[cfg(test)]

@@ -56,9 +56,34 @@ pub struct Written<'a> {
     pub file: &'a std::path::Path,
 }
 
+/// `--color`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// On a terminal, unless `NO_COLOR` is set (to anything but the empty string).
+    Auto,
+    /// Always, even into a pipe.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The styles of the labels on stderr.
+const ERROR: anstyle::Style =
+    anstyle::Style::new().bold().fg_color(Some(anstyle::Color::Ansi(anstyle::AnsiColor::Red)));
+const WARNING: anstyle::Style =
+    anstyle::Style::new().bold().fg_color(Some(anstyle::Color::Ansi(anstyle::AnsiColor::Yellow)));
+const HELP: anstyle::Style =
+    anstyle::Style::new().bold().fg_color(Some(anstyle::Color::Ansi(anstyle::AnsiColor::Cyan)));
+
 /// How to talk to the user.
 pub struct Ui {
     pub json: bool,
+    /// `-q`: no human output on success, no warnings.
+    pub quiet: bool,
+    /// `-v` (counted): an error's causes, the time taken.
+    pub verbose: u8,
+    /// Whether stderr's labels are coloured.
+    color: bool,
     progress_allowed: bool,
 }
 
@@ -67,7 +92,36 @@ impl Ui {
         // Bars go to stderr, but only when a person is watching both streams: piping
         // stdout (`escx ... | jq`) or redirecting stderr turns them off.
         let interactive = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-        Self { json, progress_allowed: !json && interactive }
+        Self { json, quiet: false, verbose: 0, color: false, progress_allowed: !json && interactive }
+    }
+
+    /// With the global `-q`, `-v` and `--color` (spec/cli.md).
+    pub fn with(mut self, quiet: bool, verbose: u8, color: ColorWhen) -> Self {
+        self.quiet = quiet;
+        self.verbose = verbose;
+        self.progress_allowed &= !quiet;
+        self.color = match color {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => {
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+            }
+        };
+        self
+    }
+
+    /// `label:` for stderr, in `style` when colour is on.
+    fn label(&self, style: anstyle::Style, label: &str) -> String {
+        if self.color { format!("{style}{label}:{style:#}") } else { format!("{label}:") }
+    }
+
+    /// A line of detail on stderr with `-v` (never on stdout, which stays the answer).
+    pub fn detail(&self, text: &str) {
+        if self.verbose > 0 {
+            eprintln!("{text}");
+        }
     }
 
     /// Prints `value` as JSON (with `--json`) or `human` lines. `value` is the command's
@@ -75,7 +129,7 @@ impl Ui {
     pub fn emit(&self, value: &impl serde::Serialize, human: impl FnOnce() -> String) {
         if self.json {
             print_line(&serde_json::to_string_pretty(value).unwrap_or_default());
-        } else {
+        } else if !self.quiet {
             let text = human();
             if !text.is_empty() {
                 print_line(text.trim_end());
@@ -83,9 +137,21 @@ impl Ui {
         }
     }
 
+    /// [`Self::emit`] even with `-q`: an answer a caller cannot do without (the address
+    /// `escx serve` listens on, which `--listen 127.0.0.1:0` leaves to the system).
+    pub fn emit_always(&self, value: &impl serde::Serialize, human: impl FnOnce() -> String) {
+        if self.json {
+            print_line(&serde_json::to_string_pretty(value).unwrap_or_default());
+        } else {
+            print_line(human().trim_end());
+        }
+    }
+
     /// A warning on stderr (with or without `--json`: stdout stays the command's answer).
     pub fn warn(&self, text: &str) {
-        eprintln!("warning: {text}");
+        if !self.quiet {
+            eprintln!("{} {text}", self.label(WARNING, "warning"));
+        }
     }
 
     /// Whether progress bars may be drawn.
@@ -130,9 +196,14 @@ impl Ui {
             }
             print_line(&serde_json::to_string_pretty(&value).unwrap_or_default());
         } else {
-            eprintln!("error: {}", failure::message(error));
+            eprintln!("{} {}", self.label(ERROR, "error"), failure::message(error));
+            if self.verbose > 0 {
+                for cause in error.chain().skip(1) {
+                    eprintln!("  caused by: {cause}");
+                }
+            }
             if let Some(help) = help {
-                eprintln!("help: {help}");
+                eprintln!("{} {help}", self.label(HELP, "help"));
             }
         }
         failure::exit_code(error)

@@ -608,3 +608,41 @@ fn mistaken_inputs_get_messages_that_say_what_they_are() {
     let sections_end = reader.sections().iter().map(|s| s.offset + s.stored_length).max().unwrap();
     assert!(first as u64 >= sections_end, "the packs differ at {first}, before the signature block");
 }
+
+/// Issue 27 (12): global `-q` and `-v`, and colour only where a person reads it.
+#[test]
+fn quiet_verbose_and_colour_are_global() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = escx();
+        command.current_dir(tmp.path()).args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().unwrap()
+    };
+    // -q: success says nothing; --json still answers.
+    let out = run(&["-q", "key", "generate", "--out", "k", "--unencrypted"], &[]);
+    assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    assert!(tmp.path().join("k.pub").exists());
+    let out = run(&["key", "show", "k.pub", "-q", "--json"], &[]);
+    assert!(json(&out.stdout)["key_id"].is_string());
+    // An error is reported whatever -q says, with its exit code.
+    let out = run(&["package", "verify", "missing.escx", "--pubkey", "k.pub", "-q"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: missing.escx"));
+    // -v adds the time taken; -q and -v together are a usage error.
+    let out = run(&["key", "show", "k.pub", "-v"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("took "), "{out:?}");
+    assert_eq!(run(&["-q", "-v", "key", "show", "k.pub"], &[]).status.code(), Some(2));
+    // Colour: never into a pipe under auto, always when asked, never with NO_COLOR.
+    let failing = ["package", "verify", "missing.escx", "--pubkey", "k.pub"];
+    assert!(!run(&failing, &[]).stderr.contains(&0x1b), "auto colours no pipe");
+    let coloured = run(&[&failing[..], &["--color", "always"]].concat(), &[]);
+    assert!(String::from_utf8_lossy(&coloured.stderr).starts_with("\u{1b}[1m\u{1b}[31merror:\u{1b}[0m"));
+    let plain = run(&[&failing[..], &["--color=never"]].concat(), &[("NO_COLOR", "1")]);
+    assert!(!plain.stderr.contains(&0x1b));
+    // Stdout, the answer, is never coloured, --json included.
+    let out = run(&[&failing[..], &["--color", "always", "--json"]].concat(), &[]);
+    assert!(!out.stdout.contains(&0x1b) && json(&out.stdout)["error"]["code"] == "io");
+}

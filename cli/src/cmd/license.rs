@@ -158,7 +158,8 @@ struct AccountAdded<'a> {
 
 fn issuer_account_add(args: AccountAddArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
     let token = open_issuer(&args.dir)?.add_account(&args.name, now)?;
-    ui.emit(&AccountAdded { account: &args.name, token: &token }, || {
+    // The token is shown once and kept nowhere: printed even with -q.
+    ui.emit_always(&AccountAdded { account: &args.name, token: &token }, || {
         format!(
             "account {}: token {}\nshown once: give it to the customer (--account-token); the issuer keeps only its hash",
             args.name,

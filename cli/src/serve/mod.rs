@@ -109,9 +109,6 @@ pub struct ServeArgs {
     /// The log on stderr: `text` lines or `json` objects, one per line (service.md §7).
     #[arg(long = "log-format", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Log only failures on the service's side (5xx), not every request, start and stop.
-    #[arg(long, short)]
-    pub quiet: bool,
     /// Testing only (hidden; service.md §4): the operator part judges "the hour has ended"
     /// this many seconds ahead of the wall clock, so a test can report an hour without
     /// waiting for it to end. The issuer part always uses the wall clock.
@@ -857,7 +854,7 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
     );
     service.trusted_proxies.clone_from(&args.trusted_proxies);
     service.log =
-        log::Log { on: true, requests: !args.quiet, json: matches!(args.log_format, LogFormat::Json) };
+        log::Log { on: true, requests: !ui.quiet, json: matches!(args.log_format, LogFormat::Json) };
     service.gate = Arc::new(limits.gate(&args.trusted_proxies, &service.metrics));
     if let Some(path) = &args.metrics_token_file {
         let text =
@@ -886,7 +883,7 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
         .map_err(|e| escx::Error::io(&args.listen, e))?;
     let local = listener.local_addr().map_err(|e| escx::Error::io(&args.listen, e))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    ui.emit(
+    ui.emit_always(
         &Listening {
             listening: format!("{scheme}://{local}"),
             issuer: args.issuer.as_deref(),
