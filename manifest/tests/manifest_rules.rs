@@ -383,6 +383,29 @@ fn all_problems_are_reported_at_once() {
     assert_eq!(err.0.len(), 2, "{err}");
 }
 
+/// Issue 27 (15): `manifest check` stopped at the first unknown table or key (serde's
+/// deny_unknown_fields); every shape problem is listed now, each at its own line.
+#[test]
+fn every_unknown_table_and_key_is_listed() {
+    let text = "[package]\nname = \"a\"\nversion = \"1.0.0\"\nnmae = \"x\"\ntags = [\n  \"a\",\n  \"b\",\n]\n\n\
+                [widgets]\nsize = 3\n\n[pricing]\nlicense_type = \"free\"\ncurency = \"USD\"\n\n[gadgets]\nx = 1\n";
+    let err = Manifest::parse(text, Path::new("m.toml")).unwrap_err();
+    let lines: Vec<String> = err.0.iter().map(|d| format!("{}:{} {}", d.line, d.key, d.message)).collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    for (line, key) in
+        [(4, "package.nmae"), (5, "package.tags"), (10, "widgets"), (15, "pricing.curency"), (17, "gadgets")]
+    {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("{line}:{key} unknown field"))),
+            "{key} at line {line}: {lines:#?}"
+        );
+    }
+    // One problem is still one diagnostic.
+    let one =
+        Manifest::parse("[package]\nname = \"a\"\nversion = \"1.0.0\"\nnmae = \"x\"\n", Path::new("m.toml"));
+    assert_eq!(one.unwrap_err().0.len(), 1);
+}
+
 #[test]
 fn money_in_the_manifest_is_exact() {
     let text = format!(

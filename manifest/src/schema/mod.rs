@@ -322,7 +322,9 @@ impl Manifest {
         Self::parse(&text, path).map_err(crate::Error::Manifest)
     }
 
-    /// Validates manifest text; `file` names it in diagnostics.
+    /// Validates manifest text; `file` names it in diagnostics. A document that does not
+    /// have the manifest's shape (an unknown table or key, a value of the wrong type) gets
+    /// one diagnostic per such problem, not only the first (manifest.md §9).
     pub fn parse(text: &str, file: &Path) -> Result<Self, Diagnostics> {
         if let Err(message) = escx::manifest::manifest_text(text.as_bytes()) {
             return Err(Diagnostics(vec![diagnostic::Diagnostic {
@@ -334,8 +336,7 @@ impl Manifest {
                 help: Some("remove the byte order mark; manifests are UTF-8 without one".into()),
             }]));
         }
-        let raw: RawManifest =
-            toml::from_str(text).map_err(|e| Diagnostics(vec![diagnostic::from_toml(file, text, &e)]))?;
+        let raw: RawManifest = toml::from_str(text).map_err(|e| every_shape_error(file, text, &e))?;
         let mut c = Collector::new(file, text);
         let manifest = validate(raw, &mut c);
         c.finish()?;
@@ -431,4 +432,90 @@ fn cross_checks(
             );
         }
     }
+}
+
+/// At most this many shape problems are listed: beyond, the file is not a manifest.
+const SHAPE_ERRORS_MAX: usize = 64;
+
+/// Every shape problem of `text`, starting from `first`: each is recorded, then the key or
+/// table it names is blanked out (spaces, newlines kept, so later positions stay true) and
+/// the text is read again, until it reads or a problem cannot be located.
+fn every_shape_error(file: &Path, text: &str, first: &toml::de::Error) -> Diagnostics {
+    let mut found = vec![diagnostic::from_toml(file, text, first)];
+    let mut blanked = text.to_owned();
+    let mut error = first.clone();
+    while found.len() < SHAPE_ERRORS_MAX {
+        let Some(span) = error.span() else { break };
+        let Some(next) = blank_entry(&blanked, span.start) else { break };
+        blanked = next;
+        match toml::from_str::<RawManifest>(&blanked) {
+            Ok(_) => break,
+            Err(e) => {
+                let diagnostic = diagnostic::from_toml(file, text, &e);
+                if found.contains(&diagnostic) {
+                    break;
+                }
+                found.push(diagnostic);
+                error = e;
+            }
+        }
+    }
+    found.sort_by_key(|d| (d.line, d.column));
+    Diagnostics(found)
+}
+
+/// `text` with the entry at byte `at` replaced by spaces: a whole table when `at` is in a
+/// `[table]` or `[[array]]` header (up to the next header), else the key's line and, while
+/// its brackets are open, the lines its value continues on. `None` when nothing changes.
+fn blank_entry(text: &str, at: usize) -> Option<String> {
+    let at = (0..=at.min(text.len())).rev().find(|&o| text.is_char_boundary(o))?;
+    let start = text[..at].rfind('\n').map_or(0, |n| n + 1);
+    let is_header = |line: &str| line.trim_start().starts_with('[');
+    let mut end = start;
+    let mut depth: i64 = 0;
+    for (index, line) in text[start..].split_inclusive('\n').enumerate() {
+        if index == 0 {
+            if is_header(line) {
+                end += line.len();
+                for rest in text[end..].split_inclusive('\n') {
+                    if is_header(rest) {
+                        break;
+                    }
+                    end += rest.len();
+                }
+                break;
+            }
+        } else if depth <= 0 {
+            break;
+        }
+        depth += brackets(line);
+        end += line.len();
+    }
+    if end == start {
+        return None;
+    }
+    let blank: String = text[start..end].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+    let next = format!("{}{blank}{}", &text[..start], &text[end..]);
+    (next != text).then_some(next)
+}
+
+/// Opening minus closing brackets and braces on a line, outside strings and comments.
+fn brackets(line: &str) -> i64 {
+    let (mut depth, mut quote) = (0i64, None::<char>);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(_), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => break,
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth -= 1,
+            (None, _) => {}
+        }
+    }
+    depth
 }
