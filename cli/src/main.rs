@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod config;
 mod demo;
 mod failure;
 mod http;
@@ -46,6 +47,10 @@ struct Cli {
     /// Say more: an error's full chain of causes, and the time a command took.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Take configured values from this profile of the configuration file ([profile.NAME];
+    /// default: $ESCX_PROFILE, else the file's default_profile, else its top level).
+    #[arg(long, global = true, value_name = "NAME")]
+    profile: Option<String>,
     /// Colour the error, warning and help labels: auto (on a terminal, unless NO_COLOR is
     /// set), always or never. Never in --json output or pipes under auto.
     #[arg(long, global = true, value_enum, default_value = "auto", value_name = "WHEN")]
@@ -114,6 +119,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run the end-to-end demonstration on embedded sample data.
     Demo(demo::DemoArgs),
+    /// Keep the values repeated on every command (wallet, server, registry, ...) in a file.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  escx completions bash > ~/.local/share/bash-completion/completions/escx\n  escx completions zsh > ~/.zfunc/_escx\n  escx completions fish > ~/.config/fish/completions/escx.fish"
@@ -184,7 +192,22 @@ fn color_choice() -> clap::ColorChoice {
 
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
-    let parsed = <Cli as clap::CommandFactory>::command()
+    let args: Vec<String> = std::env::args().collect();
+    // The configuration file's values become the options' defaults (spec/cli.md): read it
+    // before parsing. A file that cannot be used stops every command but `escx config`'s
+    // own error report.
+    let (table, config_path) = match config::path() {
+        Some(path) => match config::read(&path) {
+            Ok(table) => (table, Some(path)),
+            Err(error) => {
+                return ExitCode::from(Ui::new(args.iter().any(|a| a == "--json")).report_failure(&error));
+            }
+        },
+        None => (toml::Table::new(), None),
+    };
+    let profile = config::profile_name(&args, &table);
+    let command = config::apply(<Cli as clap::CommandFactory>::command(), &table, profile.as_deref());
+    let parsed = command
         .color(color_choice())
         .try_get_matches()
         .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
@@ -210,6 +233,12 @@ fn main() -> ExitCode {
         }
     };
     let ui = Ui::new(cli.json).with(cli.quiet, cli.verbose, cli.color);
+    if !matches!(cli.command, Command::Config(_))
+        && let Some(path) = &config_path
+        && let Err(error) = config::check_profile(path, &table, profile.as_deref())
+    {
+        return ExitCode::from(ui.report_failure(&error));
+    }
     let result = match cli.command {
         Command::Key(c) => cmd::key::run(c, &ui),
         Command::Manifest(c) => cmd::manifest::run(c, &ui),
@@ -232,6 +261,7 @@ fn main() -> ExitCode {
         Command::Hold(c) => cmd::hold::run(c, &ui),
         Command::Serve(args) => serve::run(args, &ui),
         Command::Demo(args) => demo::run(args, &ui),
+        Command::Config(c) => cmd::config::run(c, cli.profile.as_deref(), &ui),
         Command::Completions(args) => completions(args),
         Command::Man(args) => man(args, &ui),
     };

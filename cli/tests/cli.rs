@@ -646,3 +646,67 @@ fn quiet_verbose_and_colour_are_global() {
     let out = run(&[&failing[..], &["--color", "always", "--json"]].concat(), &[]);
     assert!(!out.stdout.contains(&0x1b) && json(&out.stdout)["error"]["code"] == "io");
 }
+
+/// Issue 27 (11): the values repeated on every command live in a configuration file with
+/// profiles; an option wins over an ESCX_* variable, which wins over the file. The file
+/// is written private, and one holding an account token is refused when others can read it.
+#[test]
+fn a_configuration_file_supplies_defaults_in_profiles() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("conf/escx/config.toml");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = escx();
+        command.current_dir(tmp.path()).env("ESCX_CONFIG", &config).env_remove("ESCX_WALLET").args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().unwrap()
+    };
+    // Without a wallet anywhere, --wallet is required (exit 2).
+    assert_eq!(run(&["license", "list"], &[]).status.code(), Some(2));
+    for args in [
+        &["config", "set", "wallet", "w-file"][..],
+        &["config", "set", "--profile", "ci", "wallet", "w-ci"],
+        &["config", "set", "account_token", "0123456789abcdef"],
+    ] {
+        assert!(run(args, &[]).status.success(), "{args:?}");
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&config), mode(config.parent().unwrap())), (0o600, 0o700));
+    // The file's wallet is the default; the profile's overrides it; the variable overrides
+    // both; the option overrides everything. Each names its wallet in the error.
+    let wallet_of = |args: &[&str], env: &[(&str, &str)]| {
+        let out = run(&[args, &["license", "list", "--json"]].concat(), env);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        json(&out.stdout)["error"]["message"].as_str().unwrap().split(':').next().unwrap().to_owned()
+    };
+    assert_eq!(wallet_of(&[], &[]), "w-file");
+    assert_eq!(wallet_of(&["--profile", "ci"], &[]), "w-ci");
+    assert_eq!(wallet_of(&[], &[("ESCX_PROFILE", "ci")]), "w-ci");
+    assert_eq!(wallet_of(&["--profile", "ci"], &[("ESCX_WALLET", "w-env")]), "w-env");
+    let out = run(&["license", "list", "--wallet", "w-flag", "--json"], &[("ESCX_WALLET", "w-env")]);
+    assert!(json(&out.stdout)["error"]["message"].as_str().unwrap().starts_with("w-flag"));
+    // show and get say where a value comes from; the token is masked.
+    let shown = json(&run(&["config", "show", "--profile", "ci", "--json"], &[]).stdout);
+    let row =
+        |key: &str| shown["values"].as_array().unwrap().iter().find(|r| r["key"] == key).unwrap().clone();
+    assert_eq!(
+        (row("wallet")["value"].as_str(), row("wallet")["source"].as_str()),
+        (Some("w-ci"), Some("profile"))
+    );
+    assert_eq!(row("account_token")["value"], "01234567…");
+    assert_eq!(row("server")["value"], Value::Null);
+    assert_eq!(String::from_utf8_lossy(&run(&["config", "get", "wallet"], &[]).stdout).trim(), "w-file");
+    assert_eq!(run(&["config", "get", "server"], &[]).status.code(), Some(1));
+    // A profile the file does not define, an unknown key, a file others can read.
+    assert_eq!(run(&["--profile", "nope", "license", "list"], &[]).status.code(), Some(2));
+    assert_eq!(run(&["config", "set", "colour", "red"], &[]).status.code(), Some(2));
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&["license", "list", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(json(&out.stdout)["error"]["code"], "config-insecure");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&config, "wallet = 3\n").unwrap();
+    assert_eq!(json(&run(&["license", "list", "--json"], &[]).stdout)["error"]["code"], "config-invalid");
+}

@@ -453,7 +453,7 @@ pub struct KeyArgs {
     package_file: PathBuf,
     /// Where to write the request (the file exchange; the issuer answers with
     /// `escx issuer content-key`).
-    #[arg(short, long, value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    #[arg(short, long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Replace the output file if it exists.
     #[arg(long, requires = "out")]
@@ -472,7 +472,7 @@ pub struct RedeemViaArgs {
     #[arg(long)]
     package: PackageName,
     /// Where to write the sealed request (the file exchange).
-    #[arg(short, long, value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    #[arg(short, long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Replace the output file if it exists.
     #[arg(long, requires = "out")]
@@ -1216,8 +1216,8 @@ fn license_receive(args: WalletFileArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn license_redeem(args: RedeemViaArgs, ui: &Ui) -> anyhow::Result<()> {
-    let (Some(out), None) = (args.out, &args.server) else {
-        // clap requires exactly one of --out and --server.
+    super::out_or_server(args.out.as_deref(), args.server.as_deref())?;
+    let Some(out) = args.out else {
         let server = args.server.as_deref().unwrap_or_default();
         return crate::cmd::online::redeem(server, &args.wallet, &args.package, ui);
     };
@@ -1272,6 +1272,7 @@ struct KeyRequested<'a> {
 }
 
 fn license_key(args: KeyArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
+    super::out_or_server(args.out.as_deref(), args.server.as_deref())?;
     let path = &args.package_file;
     let mut reader = escx::container::PackageReader::open_file(path).map_err(failure::at(path))?;
     let id = reader.package_id().map_err(failure::at(path))?;
@@ -1303,7 +1304,7 @@ fn license_key(args: KeyArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result
                 || format!("content key of {} {} kept with license {license}", id.name, id.version),
             );
         }
-        // clap requires one of --out and --server.
+        // out_or_server refused neither.
         (None, None) => {}
     }
     Ok(())

@@ -107,7 +107,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "ID")]
     license: Option<String>,
     /// Output file (refused if it holds another report, unless --force).
-    #[arg(short, long, value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    #[arg(short, long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Replace the output file if it exists.
     #[arg(long, requires = "out")]
@@ -139,7 +139,7 @@ pub struct CloseArgs {
     #[arg(long)]
     early: bool,
     /// Output file (refused if it holds another close, unless --force).
-    #[arg(short, long, value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    #[arg(short, long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Replace the output file if it exists.
     #[arg(long, requires = "out")]
@@ -221,6 +221,7 @@ fn meter_record(args: RecordArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
+    super::out_or_server(args.out.as_deref(), args.server.as_deref())?;
     let now = super::at_or_now(args.at.as_deref())?;
     let hour = hour(&args.hour)?;
     let telemetry = args.telemetry.map(|t| match t {
@@ -239,7 +240,7 @@ fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
             let answer = super::online::send_report(server, "/v1/reports", &report.file)?;
             Some(answer["outcome"].as_str().unwrap_or("stored").to_owned())
         }
-        // clap requires one of --out and --server.
+        // out_or_server refused neither.
         (None, None) => None,
     };
     let destination = args
@@ -278,6 +279,7 @@ fn meter_report(args: ReportArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn meter_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
+    super::out_or_server(args.out.as_deref(), args.server.as_deref())?;
     let now = super::at_or_now(args.at.as_deref())?;
     let period = period(&args.period)?;
     let wallet = Wallet::open_existing(&args.wallet)?;
@@ -292,7 +294,7 @@ fn meter_close(args: CloseArgs, ui: &Ui) -> anyhow::Result<()> {
             let answer = super::online::send_report(server, "/v1/closes", &close.file)?;
             Some(if answer["again"].as_bool() == Some(true) { "duplicate" } else { "stored" })
         }
-        // clap requires one of --out and --server.
+        // out_or_server refused neither.
         (None, None) => None,
     };
     let destination = args

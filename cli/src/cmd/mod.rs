@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod config;
 pub mod deps;
 pub mod dispute;
 pub mod hold;
@@ -30,4 +31,17 @@ pub fn at_or_now(text: Option<&str>) -> anyhow::Result<escx::UnixSeconds> {
 /// A ledger's location as shown in output: a PostgreSQL URL without its password.
 pub(crate) fn shown(ledger: &std::path::Path) -> std::path::PathBuf {
     escx_store::Location::from_path(ledger).to_string().into()
+}
+
+/// The destination of a message a command makes: `-o FILE` (which wins) or `--server URL`
+/// (given, or from the configuration, spec/cli.md). Neither is a usage error, checked
+/// before anything is made or spent.
+pub fn out_or_server(out: Option<&std::path::Path>, server: Option<&str>) -> anyhow::Result<()> {
+    if out.is_none() && server.is_none() {
+        return Err(crate::failure::UsageError(
+            "give -o FILE, or --server URL (or set it once: escx config set server URL)".into(),
+        )
+        .into());
+    }
+    Ok(())
 }
