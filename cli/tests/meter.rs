@@ -339,6 +339,29 @@ fn record_report_ingest_close_bill_and_settle() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(json(&out.stdout)["error"]["code"], "usage");
+
+    // Issue 27 (21): the closed period is compacted once it ended long enough ago; billing
+    // writes the same events after it.
+    let month_end = escx_licensing::metering::Period::of(escx::UnixSeconds(h1)).end().0;
+    let compact = |keep: &str, at_secs: u64| {
+        escx(dir)
+            .args(["operator", "compact", "op", "--keep-days", keep, "--at", &at(at_secs), "--json"])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(compact("10", month_end + 40 * 86_400).status.code(), Some(1), "under 35 days is refused");
+    assert_eq!(json(&compact("180", month_end + 40 * 86_400).stdout)["reports"], 0);
+    let out = compact("35", month_end + 40 * 86_400);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json(&out.stdout)["reports"], 2);
+    escx(dir)
+        .args(["operator", "billing", "op", "--period", &period, "-o", "usage-after.json"])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(dir.join("usage-after.json")).unwrap(),
+        std::fs::read(dir.join("usage.json")).unwrap()
+    );
 }
 
 #[cfg(unix)]

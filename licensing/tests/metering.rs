@@ -961,6 +961,18 @@ fn transcript<S: OperatorStore>(operator: &mut Operator<S>, s: &Script) -> Vec<S
             e.second.len()
         ));
     }
+    // Compaction (metering.md §6.6), then billing, a duplicate and the openings again.
+    let later = period.end() + 36 * 86_400;
+    out.push(format!("{:?}", operator.compact(35 * 86_400, later)));
+    out.push(format!("{:?}", operator.compact(35 * 86_400, later)));
+    out.push(format!("{:?}", operator.billing(period).map(|b| b.charges.len())).replace(&id, "ID"));
+    out.push(ingest(operator, std::slice::from_ref(&s.metered[0]), later));
+    for opening in &s.openings {
+        out.push(format!(
+            "{:?}",
+            operator.check_opening(&opening.to_cbor()).map(|v| v.values).map_err(|e| e.code())
+        ));
+    }
     out
 }
 
@@ -982,7 +994,16 @@ fn the_operator_store_in_memory_answers_as_on_sqlite() {
         assert_eq!(a, b, "line {line}");
     }
     let all = memory.join("\n");
-    for expected in ["stored", "duplicate", "equivocation", "report-out-of-order", "Released", " 2 true"] {
+    for expected in [
+        "stored",
+        "duplicate",
+        "equivocation",
+        "report-out-of-order",
+        "Released",
+        " 2 true",
+        "Ok(Compacted { periods: 1",
+        "Ok(Compacted { periods: 0, reports: 0, bytes: 0 })",
+    ] {
         assert!(all.contains(expected), "{expected} missing from\n{all}");
     }
 }
@@ -1728,4 +1749,72 @@ fn evidence_is_one_pair_per_license_hour_and_the_rest_are_counted() {
     assert_eq!(evidence[0].hour, Some(T0 + H));
     let billing_flag = operator.evidence(None).unwrap()[0].license_id.clone();
     assert_eq!(billing_flag, hex::encode(&license.license_id));
+}
+
+/// Issue 27 (21): the report store grew by about 9.5 KiB per hourly report, kept for ever.
+/// A closed period's reports are compacted once it ended long enough ago (metering.md
+/// §6.6), and every later check, openings aside, still passes: billing, the close again, a
+/// report sent again (duplicate), another report for a compacted hour (refused), the next
+/// report's chain, the next period's close.
+#[test]
+fn a_compacted_period_keeps_what_billing_and_the_chain_need() {
+    let w = world();
+    let (wallet, _) = w.wallet("wallet", "metered", 1);
+    let meter = Meter::open(&wallet).unwrap();
+    let v = verified(&wallet, &w.chain);
+    meter.record(&v, "invocations", 2, T0 + H + 60).unwrap();
+    meter.record(&v, "invocations", 5, T0 + 2 * H + 120).unwrap();
+    let now = T0 + 3 * H;
+    let r1 = meter.report("acme/thermal", T0 + H, None, now).unwrap();
+    let r2 = meter.report("acme/thermal", T0 + 2 * H, None, now).unwrap();
+    let mut operator = w.operator();
+    operator.ingest(&[r1.file.clone(), r2.file.clone()], now).unwrap();
+    let period = Period::of(T0);
+    let close = meter.close("acme/thermal", period, None, false, period.end() + 10).unwrap();
+    operator.close(&close.file, period.end() + 20).unwrap();
+    let billed = operator.billing(period).unwrap().charges;
+    // The next period's first hour, reported before the compaction.
+    let next_hour = period.end() + 2 * 86_400;
+    meter.record(&v, "invocations", 1, next_hour + 30).unwrap();
+    let r3 = meter.report("acme/thermal", next_hour, None, next_hour + 2 * H).unwrap();
+
+    const DAY: u64 = 86_400;
+    // Less than the minimum retention is refused; a period not old enough is left whole.
+    assert_eq!(operator.compact(34 * DAY, period.end() + 40 * DAY).unwrap_err().code(), "report-invalid");
+    let early = operator.compact(35 * DAY, period.end() + 30 * DAY).unwrap();
+    assert_eq!(early.reports, 0);
+    let done = operator.compact(35 * DAY, period.end() + 36 * DAY).unwrap();
+    assert_eq!((done.periods, done.reports), (1, 2));
+    // Each report of two units held about 10 KiB: its envelope, commitments and proofs.
+    assert!(done.bytes > 2 * 8_000, "{done:?}");
+    assert_eq!(operator.compact(35 * DAY, period.end() + 36 * DAY).unwrap().reports, 0, "idempotent");
+    // Every cell of the compacted reports: number, hour, hash and arrival; no bytes.
+    {
+        let db = rusqlite::Connection::open(w.tmp.path().join("op/operator.sqlite")).unwrap();
+        let rows: Vec<(i64, i64, usize, usize)> = db
+            .prepare("SELECT seq, hour, length(hash), length(report) FROM reports ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, [(1, (T0 + H).0 as i64, 32, 0), (2, (T0 + 2 * H).0 as i64, 32, 0)]);
+        let sums: i64 = db.query_row("SELECT count(*) FROM hour_sums", [], |r| r.get(0)).unwrap();
+        assert_eq!(sums, 4, "two units for each of two hours");
+    }
+
+    let later = (period.end() + 36 * DAY).0;
+    assert_eq!(operator.billing(period).unwrap().charges, billed);
+    assert!(operator.close(&close.file, period.end() + 36 * DAY).unwrap().again);
+    assert_eq!(ingest_one(&mut operator, &r1.file, later), "duplicate");
+    // The chain goes on from the compacted report's hash.
+    assert_eq!(ingest_one(&mut operator, &r3.file, later), "stored");
+    // An opening of a compacted hour cannot be checked any more, and says why.
+    let minute = meter.open_hour("acme/thermal", T0 + H, Some(1), Some("invocations")).unwrap();
+    let err = operator.check_opening(&minute.to_cbor()).unwrap_err();
+    assert_eq!(err.code(), "meter-not-found");
+    assert!(err.to_string().contains("compacted"), "{err}");
+    // An opening of the next, whole period still is.
+    let open = meter.open_hour("acme/thermal", next_hour, None, None).unwrap();
+    assert!(operator.check_opening(&open.to_cbor()).is_ok());
 }

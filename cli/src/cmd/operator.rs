@@ -71,6 +71,31 @@ Examples:
     /// Check a customer's opening of an hour or minute against its stored commitment.
     #[command(after_help = "Examples:\n  escx operator check-opening ./op o.cbor")]
     CheckOpening(CheckOpeningArgs),
+    /// Drop the bytes of reports of periods closed long enough ago, keeping what billing,
+    /// audits and the chains need.
+    #[command(after_help = "\
+A closed period's reports keep their number, hour, hash and hour sums; their per-minute
+commitments and proofs go once the period ended at least --keep-days ago (default 180,
+at least 35). Billing, closes, the chains and duplicate detection are unchanged; openings
+of a compacted hour can no longer be checked (spec/metering.md §6.6). On SQLite, VACUUM
+the file afterwards to give the space back to the file system.
+
+Examples:
+  escx operator compact ./op
+  escx operator compact ./op --keep-days 400 --json")]
+    Compact(CompactArgs),
+}
+
+#[derive(Args)]
+pub struct CompactArgs {
+    /// Operator directory.
+    dir: PathBuf,
+    /// Keep a period's reports whole this many days after it ends.
+    #[arg(long, value_name = "DAYS", default_value_t = 180)]
+    keep_days: u64,
+    /// Judge "ago" at this time instead of now (RFC 3339 or @unix).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
 }
 
 #[derive(Args)]
@@ -182,6 +207,25 @@ pub struct CheckOpeningArgs {
     opening: PathBuf,
 }
 
+fn operator_compact(args: CompactArgs, ui: &Ui) -> anyhow::Result<()> {
+    let now = super::at_or_now(args.at.as_deref())?;
+    let keep =
+        args.keep_days.checked_mul(86_400).ok_or_else(|| UsageError("--keep-days is too large".into()))?;
+    let done = open(&args.dir)?.compact(keep, now)?;
+    ui.emit(&done, || {
+        format!(
+            "compacted {} in {} ({} freed)",
+            crate::output::count(usize::try_from(done.reports).unwrap_or(usize::MAX), "report"),
+            crate::output::count(
+                usize::try_from(done.periods).unwrap_or(usize::MAX),
+                "closed license-period"
+            ),
+            crate::output::count(usize::try_from(done.bytes).unwrap_or(usize::MAX), "byte")
+        )
+    });
+    Ok(())
+}
+
 fn open(dir: &Path) -> anyhow::Result<Operator> {
     Operator::open(dir).with_context(|| format!("opening operator store {}", dir.display()))
 }
@@ -218,6 +262,7 @@ pub fn run(command: OperatorCommand, ui: &Ui) -> anyhow::Result<()> {
         OperatorCommand::Billing(args) => operator_billing(args, ui),
         OperatorCommand::Evidence(args) => operator_evidence(args, ui),
         OperatorCommand::CheckOpening(args) => operator_check_opening(args, ui),
+        OperatorCommand::Compact(args) => operator_compact(args, ui),
     }
 }
 

@@ -281,6 +281,22 @@ struct Prepared {
     sums: Vec<SeriesSum>,
 }
 
+/// The shortest retention `escx operator compact` accepts: 35 days after a period ends,
+/// the longest a report may arrive late (`REPORT_LATE_SECS`), so a customer can still open
+/// an hour of a period as long as one of its reports could have been sent.
+pub const RETENTION_MIN_SECS: u64 = super::REPORT_LATE_SECS;
+
+/// What [`Operator::compact`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Compacted {
+    /// (license, period) pairs with reports compacted now.
+    pub periods: u64,
+    /// Reports compacted now.
+    pub reports: u64,
+    /// The bytes those reports held.
+    pub bytes: u64,
+}
+
 /// A period close the operator accepted.
 #[derive(Debug, Clone)]
 pub struct Closed {
@@ -963,6 +979,41 @@ impl<S: OperatorStore> Operator<S> {
         Ok(results.into_iter().flatten().collect())
     }
 
+    /// Compacts the reports of every closed period that ended at least `keep_secs` ago
+    /// (metering.md §6.6): each report keeps its seq, hour, hash and arrival, and its hour
+    /// sums; its bytes (the per-minute commitments, the proofs, the certificate copy) go.
+    /// Billing, closes, chains, duplicates and the hour sums are unaffected; openings of a
+    /// compacted hour can no longer be checked. Idempotent: a second run compacts nothing.
+    pub fn compact(&mut self, keep_secs: u64, now: UnixSeconds) -> Result<Compacted, Error> {
+        if keep_secs < RETENTION_MIN_SECS {
+            return Err(refuse(
+                Refusal::Invalid,
+                format!(
+                    "reports are kept at least {} days after their period ends (disputes and late openings)",
+                    RETENTION_MIN_SECS / 86_400
+                ),
+            ));
+        }
+        retrying(|| {
+            let tx = self.store.begin()?;
+            let mut done = Compacted { periods: 0, reports: 0, bytes: 0 };
+            for (license_id, period) in tx.closed_periods()? {
+                let period = Period::parse(&period).map_err(|reason| refuse(Refusal::Invalid, reason))?;
+                if period.end().0.saturating_add(keep_secs) > now.0 {
+                    continue;
+                }
+                let (reports, bytes) = tx.compact_reports(&license_id, period.start().0, period.end().0)?;
+                if reports > 0 {
+                    done.periods += 1;
+                    done.reports += reports;
+                    done.bytes += bytes;
+                }
+            }
+            tx.commit()?;
+            Ok(done)
+        })
+    }
+
     /// Checks a period close against the stored reports and keeps it (metering.md §7).
     /// The same close again is a no-op; a different close for the same license and
     /// period is refused and kept as evidence.
@@ -1415,6 +1466,16 @@ impl<S: OperatorStore> Operator<S> {
                 format!("no report of license {id_hex} for hour {} is stored", format_hour(opening.hour)),
             )
         })?;
+        if stored.is_empty() {
+            return Err(refuse(
+                Refusal::NotFound,
+                format!(
+                    "the report of license {id_hex} for hour {} was compacted after its period's retention; \
+                     its openings can no longer be checked (metering.md §6.6)",
+                    format_hour(opening.hour)
+                ),
+            ));
+        }
         // Stored reports were verified at ingest.
         let envelope = Envelope::from_cbor(&stored)?;
         let payload: ReportPayload = super::decode(envelope.payload_unverified(), "meter report")?;
@@ -1601,6 +1662,18 @@ fn apply(
     if let Some((_, hash, envelope)) = db.held_report(id, report.hour.0, report.seq)? {
         if hash == report.hash {
             return Ok(Outcome::Duplicate);
+        }
+        // A compacted report (§6.6) kept only its hash: there is no first message to keep
+        // as evidence, and the hour is long past the late window.
+        if envelope.is_empty() {
+            return Err(refuse(
+                Refusal::TooLate,
+                format!(
+                    "hour {} of this license was reported and compacted; reports are accepted for {} days after their hour",
+                    format_hour(report.hour),
+                    super::REPORT_LATE_SECS / 86_400
+                ),
+            ));
         }
         keep_evidence(
             db,

@@ -230,6 +230,8 @@ pub trait OperatorReader {
     fn license_terms_version(&self, license_id: &[u8]) -> Result<Option<String>, Error>;
     /// Every evidence row, by id.
     fn evidence(&self) -> Result<Vec<StoredEvidence>, Error>;
+    /// Every closed (license id, period), by license id and period.
+    fn closed_periods(&self) -> Result<Vec<(Vec<u8>, String)>, Error>;
 }
 
 /// Writes, inside a transaction.
@@ -282,6 +284,10 @@ pub trait OperatorWriter: OperatorReader {
         at: u64,
         values: &[(String, u64)],
     ) -> Result<i64, Error>;
+    /// Compacts a license's reports with `start <= hour < end` (metering.md §6.6): each
+    /// keeps its seq, hour, hash and arrival, and its hour sums, but not its bytes (an
+    /// empty `report`). Returns the reports compacted now and the bytes they held.
+    fn compact_reports(&self, license_id: &[u8], start: u64, end: u64) -> Result<(u64, u64), Error>;
     /// Makes every write of the transaction durable at once. Dropped without it, nothing
     /// is written.
     fn commit(self) -> Result<(), Error>;
@@ -776,6 +782,14 @@ impl<S: Sql> OperatorReader for Q<'_, S> {
             })
             .collect()
     }
+
+    fn closed_periods(&self) -> Result<Vec<(Vec<u8>, String)>, Error> {
+        self.0
+            .rows("SELECT license_id, period FROM closes ORDER BY license_id, period", &[])?
+            .iter()
+            .map(|r| Ok((bytes(r, 0)?, text(r, 1)?)))
+            .collect()
+    }
 }
 
 /// Implements [`OperatorReader`] for `$type` by forwarding every query to `$inner`.
@@ -806,6 +820,7 @@ macro_rules! forward_operator_reader {
             fn terms_history(&$self, package: &str) -> Result<Vec<TermsVersion>, Error> { $inner.terms_history(package) }
             fn license_terms_version(&$self, license_id: &[u8]) -> Result<Option<String>, Error> { $inner.license_terms_version(license_id) }
             fn evidence(&$self) -> Result<Vec<StoredEvidence>, Error> { $inner.evidence() }
+            fn closed_periods(&$self) -> Result<Vec<(Vec<u8>, String)>, Error> { $inner.closed_periods() }
         }
     };
 }
@@ -1046,6 +1061,22 @@ impl OperatorWriter for SqlOperatorTx<'_> {
             )?;
         }
         Ok(id)
+    }
+
+    fn compact_reports(&self, license_id: &[u8], start: u64, end: u64) -> Result<(u64, u64), Error> {
+        let held = self.tx.one(
+            "SELECT count(*), CAST(coalesce(sum(length(report)), 0) AS BIGINT) FROM reports
+             WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 AND length(report) > 0",
+            &[Arg::Bytes(license_id), uint(start)?, uint(end)?],
+        )?;
+        let (count, bytes) = (held.uint(0)?, held.uint(1)?);
+        if count > 0 {
+            self.tx.exec(
+                "UPDATE reports SET report = ?4 WHERE license_id = ?1 AND hour >= ?2 AND hour < ?3 AND length(report) > 0",
+                &[Arg::Bytes(license_id), uint(start)?, uint(end)?, Arg::Bytes(&[])],
+            )?;
+        }
+        Ok((count, bytes))
     }
 
     fn commit(self) -> Result<(), Error> {
@@ -1295,6 +1326,10 @@ impl OperatorReader for RefCell<State> {
     fn evidence(&self) -> Result<Vec<StoredEvidence>, Error> {
         Ok(self.borrow().evidence.clone())
     }
+
+    fn closed_periods(&self) -> Result<Vec<(Vec<u8>, String)>, Error> {
+        Ok(self.borrow().closes.keys().cloned().collect())
+    }
 }
 
 forward_operator_reader!(MemoryOperatorStore, self => self.state);
@@ -1456,6 +1491,19 @@ impl OperatorWriter for MemoryOperatorTx<'_> {
             state.license_terms.insert(license_id.to_vec(), version.to_owned());
         }
         Ok(())
+    }
+
+    fn compact_reports(&self, license_id: &[u8], start: u64, end: u64) -> Result<(u64, u64), Error> {
+        let mut state = self.work.borrow_mut();
+        let (mut count, mut bytes) = (0, 0);
+        for ((license, _), (hour, _, report)) in state.reports.iter_mut() {
+            if license == license_id && (start..end).contains(hour) && !report.is_empty() {
+                count += 1;
+                bytes += report.len() as u64;
+                report.clear();
+            }
+        }
+        Ok((count, bytes))
     }
 
     fn commit(self) -> Result<(), Error> {
