@@ -366,3 +366,42 @@ impl ChallengeLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 27 (17): what a license's `versions` covers (licensing.md §3.4): `*`, or a
+    /// requirement as the semver crate reads it, wider than a dependency's; build metadata
+    /// is ignored; text that is no requirement covers nothing.
+    #[test]
+    fn versions_are_requirements_build_metadata_ignored() {
+        let license = |versions: &str| LicensePayload {
+            v: 1,
+            license_id: serde_bytes::ByteBuf::from(vec![1; 16]),
+            package: "acme/thermal".parse().unwrap(),
+            versions: versions.into(),
+            tier: "standard".into(),
+            features: vec![],
+            seats: None,
+            not_before: escx::UnixSeconds(0),
+            not_after: escx::UnixSeconds(1),
+            holder_key: serde_bytes::ByteBuf::new(),
+            holder_kem_key: serde_bytes::ByteBuf::new(),
+            wrapped_keys: vec![],
+            issuer_key_id: serde_bytes::ByteBuf::from(vec![0; 16]),
+            crl_location: String::new(),
+            terms: None,
+        };
+        let covers = |versions: &str, version: &str| {
+            check_package(&license(versions), "acme/thermal", Some(&semver::Version::parse(version).unwrap()))
+                .is_ok()
+        };
+        assert!(covers("*", "9.0.0"));
+        assert!(covers(">=1", "1.0.0") && covers(">=1", "7.3.1"), "several majors: wider than a dependency");
+        assert!(covers("=1.4.0+b", "1.4.0") && covers("=1.4.0", "1.4.0+other"));
+        assert!(!covers("=1.4.0", "1.4.1"));
+        assert!(!covers("^1.2", "2.0.0") && covers("^1.2", "1.9.0"));
+        assert!(!covers("not a requirement", "1.0.0"));
+    }
+}

@@ -518,6 +518,22 @@ fn a_close_that_does_not_match_or_skips_an_hour_is_refused() {
     );
     // The honest close is accepted; a different one afterwards is a conflict kept as evidence.
     operator.close(&close.file, now).unwrap();
+    // Issue 27 (17): the next, empty period's close must name the last report before its
+    // end (report 2), not an earlier one.
+    let next = Period::of(period.end());
+    let mut stale = honest.clone();
+    stale.period = next.to_string();
+    stale.totals.clear();
+    stale.through_seq = 1;
+    stale.through_hash = ByteBuf::from(hash_of(&r1.file).to_vec());
+    let err = operator.close(&resign(&wallet, license, &file, &stale), next.end() + 10).unwrap_err();
+    assert_eq!(err.code(), "close-mismatch");
+    assert!(err.to_string().contains("but report 2 is of hour"), "{err}");
+    let mut empty = stale.clone();
+    empty.through_seq = 2;
+    empty.through_hash = ByteBuf::from(hash_of(&r2.file).to_vec());
+    let closed = operator.close(&resign(&wallet, license, &file, &empty), next.end() + 10).unwrap();
+    assert_eq!(closed.reports, 0);
     let mut extra = honest;
     extra.totals.push(PeriodTotal { unit: "zzz".into(), total: 0, blinding: ByteBuf::from(vec![0; 32]) });
     assert_eq!(

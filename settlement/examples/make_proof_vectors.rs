@@ -162,6 +162,17 @@ fn main() {
     let mut byte = total.clone();
     byte.proof[40] ^= 1;
     write("revenue-flipped.proof", &byte.to_cbor());
+    let mut truncated = total.clone();
+    truncated.proof.truncate(63);
+    write("revenue-truncated.proof", &truncated.to_cbor());
+    let mut wide = total.clone();
+    // ℓ = 2^252 + 27742317777372353535851937790883648493, little-endian.
+    let ell: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    wide.proof[32..].copy_from_slice(&ell);
+    write("revenue-s-not-canonical.proof", &wide.to_cbor());
     let all = ["statements/statement-1.cbor", "statements/statement-2.cbor", "statements/statement-3.cbor"];
     let revenue_cases = json!([
         { "proof": "revenue.proof", "statements": all, "expect": "ok", "total_micros": 120_690_000 },
@@ -170,7 +181,9 @@ fn main() {
         { "proof": "threshold-raised.proof", "statements": all, "expect": "proof-invalid" },
         { "proof": "revenue-other-party.proof", "statements": all, "expect": "proof-invalid" },
         { "proof": "revenue-flipped.proof", "statements": all, "expect": "proof-invalid" },
-        { "proof": "revenue.proof", "statements": [all[0], all[2]], "expect": "proof-statements", "note": "statement 2 (the refund) withheld from the verifier" },
+        { "proof": "revenue.proof", "statements": [all[0], all[2]], "expect": "statement-chain", "note": "statement 2 (the refund) withheld from the verifier: the statements given do not chain (proofs.md §3.5 step 2)" },
+        { "proof": "revenue-truncated.proof", "statements": all, "expect": "proof-invalid", "note": "the total proof's 64 bytes cut to 63 (the file decodes; its proof bytes do not)" },
+        { "proof": "revenue-s-not-canonical.proof", "statements": all, "expect": "proof-invalid", "note": "s replaced by ℓ (not a canonical scalar)" },
         { "proof": "revenue.proof", "statements": [all[0], all[1]], "expect": "proof-period-open", "note": "statement 3, the first after November, withheld: the month is not known to be complete" },
     ]);
     assert_eq!(total.amount, 120_690_000);

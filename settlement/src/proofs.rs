@@ -835,8 +835,8 @@ pub fn verify_revenue(
     let claim = if proof.is_threshold() {
         let at_least = u64::try_from(proof.amount)
             .map_err(|_| ProofError::Malformed("a threshold proof's amount is negative".into()))?;
-        let range =
-            RangeProof::from_bytes(&proof.proof).map_err(|_| ProofError::Malformed("range proof".into()))?;
+        let range = RangeProof::from_bytes(&proof.proof)
+            .map_err(|_| ProofError::Invalid("the range proof does not decode".into()))?;
         let mut transcript = revenue_transcript(TRANSCRIPT_THRESHOLD, proof, &sum);
         let shifted = (sum - pc.B * Scalar::from(at_least)).compress();
         range
@@ -845,11 +845,10 @@ pub fn verify_revenue(
         Claim::AtLeast(at_least)
     } else {
         if proof.proof.len() != 64 {
-            return Err(ProofError::Malformed("a total proof is 64 bytes".into()));
+            return Err(ProofError::Invalid("a total proof is 64 bytes".into()));
         }
-        let t = point(&proof.proof[..32]).ok_or_else(|| ProofError::Malformed("T is not a point".into()))?;
-        let s =
-            scalar(&proof.proof[32..]).ok_or_else(|| ProofError::Malformed("s is not canonical".into()))?;
+        let t = point(&proof.proof[..32]).ok_or_else(|| ProofError::Invalid("T is not a point".into()))?;
+        let s = scalar(&proof.proof[32..]).ok_or_else(|| ProofError::Invalid("s is not canonical".into()))?;
         let mut transcript = revenue_transcript(TRANSCRIPT_REVENUE, proof, &sum);
         transcript.append_message(b"T", &proof.proof[..32]);
         let c = challenge(&mut transcript);

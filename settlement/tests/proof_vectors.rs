@@ -42,7 +42,11 @@ fn statement_and_revenue_proofs_get_their_verdicts() {
             .iter()
             .map(|f| statement::verify(&read(f.as_str().unwrap()), &operator).unwrap())
             .collect();
-        statements.sort_by_key(|s| s.payload.seq);
+        // proofs.md §3.5 step 2: the statements given must chain (their own code).
+        if let Err(chain) = statement::verify_chain(&mut statements) {
+            assert_eq!(chain.code(), case["expect"].as_str().unwrap(), "{case}");
+            continue;
+        }
         let result = RevenueProof::from_cbor(&read(case["proof"].as_str().unwrap()))
             .and_then(|p| proofs::verify_revenue(&p, &statements, &operator.id()));
         if let Ok(proven) = &result {

@@ -168,7 +168,19 @@ impl PathChecker {
                 Some(Claim { node: Node::Symlink, path: other, .. }) => {
                     return Err(conflict(format!("lies below the symbolic link {other:?}")));
                 }
-                Some(Claim { node: Node::Directory, .. }) => {}
+                Some(Claim { node: Node::Directory, path: other, .. }) => {
+                    // One directory, spelled one way: two spellings that differ only in
+                    // case or normalisation are one directory on some file systems and two
+                    // on others (escx-format.md §6.2).
+                    let written =
+                        path.split('/').take(ancestor.split('/').count()).collect::<Vec<_>>().join("/");
+                    if *other != written {
+                        return Err(conflict(format!(
+                            "its directory {written:?} collides with {other:?}: paths may not differ only in case or \
+                             Unicode normalisation"
+                        )));
+                    }
+                }
                 None => {
                     let written = path.split('/').take(ancestor.split('/').count()).collect::<Vec<_>>();
                     self.nodes.insert(
@@ -183,11 +195,18 @@ impl PathChecker {
                 self.nodes.insert(key, Claim { node, explicit: true, path: path.to_owned() });
                 Ok(())
             }
-            Some(Claim { node: Node::Directory, explicit: explicit @ false, .. })
-                if node == Node::Directory =>
+            Some(Claim { node: Node::Directory, explicit: explicit @ false, path: other })
+                if node == Node::Directory && other == path =>
             {
                 *explicit = true;
                 Ok(())
+            }
+            Some(Claim { node: Node::Directory, explicit: false, path: other })
+                if node == Node::Directory =>
+            {
+                Err(conflict(format!(
+                    "collides with the directory {other:?}: paths may not differ only in case or Unicode normalisation"
+                )))
             }
             Some(Claim { node: Node::Directory, explicit: false, path: other }) => {
                 Err(conflict(format!("is also the directory {other:?}")))
@@ -779,6 +798,31 @@ mod tests {
         let err = checker.check(b"a", RawKind::File, None, 1, 0o644).unwrap_err();
         assert!(err.to_string().contains("directory"), "{err}");
         checker.check(b"a/", RawKind::Directory, None, 0, 0o755).unwrap();
+    }
+
+    /// Issue 27 (17): two implied directories whose names differ only in normalisation
+    /// (`café` as NFC and as NFD) extracted to two directories on Linux and one on macOS.
+    #[test]
+    fn directories_spelled_two_ways_collide_whether_implied_or_listed() {
+        let (nfc, nfd) = ("caf\u{e9}", "cafe\u{301}");
+        for (first, second) in [
+            (format!("{nfc}/a"), format!("{nfd}/b")),
+            (format!("{nfc}/a"), format!("{nfd}/")),
+            (format!("{nfc}/"), format!("{nfd}/b")),
+            ("Docs/a".to_owned(), "docs/b".to_owned()),
+        ] {
+            let mut checker = PathChecker::new(SectionType::Docs);
+            let kind = |p: &str| if p.ends_with('/') { RawKind::Directory } else { RawKind::File };
+            checker.check(first.as_bytes(), kind(&first), None, 1, 0o644).unwrap();
+            let err = checker.check(second.as_bytes(), kind(&second), None, 1, 0o644).unwrap_err();
+            assert_eq!(err.code(), "duplicate-entry", "{first} then {second}");
+            assert!(err.to_string().contains("collides"), "{err}");
+        }
+        // The same spelling is one directory, implied or listed.
+        let mut checker = PathChecker::new(SectionType::Docs);
+        checker.check(format!("{nfc}/a").as_bytes(), RawKind::File, None, 1, 0o644).unwrap();
+        checker.check(format!("{nfc}/b").as_bytes(), RawKind::File, None, 1, 0o644).unwrap();
+        checker.check(format!("{nfc}/").as_bytes(), RawKind::Directory, None, 0, 0o755).unwrap();
     }
 
     #[test]

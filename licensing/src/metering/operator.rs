@@ -1123,6 +1123,20 @@ impl<S: OperatorStore> Operator<S> {
                     ));
                 }
             }
+            // through_seq names the last report before the period's end, not an earlier one.
+            if let Some((_, hour)) = tx.report_at_seq(&id, payload.through_seq + 1)?
+                && UnixSeconds(hour) < period.end()
+            {
+                return Err(refuse(
+                    Refusal::CloseMismatch,
+                    format!(
+                        "the close stops at report {} of license {id_hex}, but report {} is of hour {}, before the end of {period_text}",
+                        payload.through_seq,
+                        payload.through_seq + 1,
+                        format_hour(UnixSeconds(hour))
+                    ),
+                ));
+            }
             let reports = period_reports(&tx, &id, period)?;
             if let Some((seq, hour)) = reports.iter().find(|(seq, _)| *seq > payload.through_seq) {
                 return Err(refuse(
