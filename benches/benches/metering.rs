@@ -21,10 +21,8 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use escx::envelope::Envelope;
-use escx::keyfile::Protection;
 use escx::policy::TrustPolicy;
 use escx::sig::{PublicKey, SecretKey};
-use escx_licensing::issuer::Issuer;
 use escx_licensing::messages::{BundleChain, LicensePayload};
 use escx_licensing::metering::meter::{Meter, Telemetry};
 use escx_licensing::metering::operator::{Operator, Outcome};
@@ -40,10 +38,6 @@ const H: u64 = 3600;
 const LICENSES: usize = 20;
 const HOURS: u64 = 51;
 
-const MANIFEST: &str = "[package]\nname = \"bench/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
-[[pricing.tier]]\nname = \"metered\"\nprice = \"6.00\"\nunit = \"hour\"\ntelemetry = \"private\"\n\
-[telemetry]\nmetrics = [\"invocations\"]\nwindow = \"24h\"\ncohort_min_size = 50\nepsilon = 1.0\n";
-
 struct World {
     tmp: tempfile::TempDir,
     chain: BundleChain,
@@ -55,35 +49,14 @@ struct World {
 
 fn world() -> World {
     let tmp = tempfile::tempdir().unwrap();
-    let issuer = Issuer::init(&tmp.path().join("issuer"), "Bench", &Protection::Unencrypted, T0).unwrap();
-    let publisher = SecretKey::generate();
-    let src = tmp.path().join("pkg");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("manifest.toml"), MANIFEST).unwrap();
-    std::fs::write(src.join("lib.py"), "# bench\n").unwrap();
-    let package = tmp.path().join("p.escx");
-    escx::pack::pack_dir(
-        &src,
-        &package,
-        &[&publisher],
-        &escx::pack::PackOptions { signed_at: Some(T0), ..Default::default() },
-    )
-    .unwrap();
-    let policy = TrustPolicy::from_keys(vec![publisher.public_key().clone()]);
-    issuer.register_package(&package, &policy, T0).unwrap();
-    let chain = issuer.bundle(T0).unwrap();
-    let wallets = (0..LICENSES)
-        .map(|i| {
-            let wallet = Wallet::open(&tmp.path().join(format!("wallet-{i}"))).unwrap();
-            let request =
-                wallet.request(&chain, &"bench/thermal".parse().unwrap(), "metered", 1, T0).unwrap();
-            wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap();
-            let sealed = wallet.redeem("bench/thermal").unwrap();
-            wallet.install(&issuer.redeem(&sealed, T0 + 1).unwrap()).unwrap();
-            wallet
-        })
-        .collect();
-    World { tmp, chain, package, policy, wallets }
+    let shared = escx_benches::metered_world(tmp.path(), T0, LICENSES);
+    World {
+        tmp,
+        chain: shared.chain,
+        package: shared.package,
+        policy: shared.policy,
+        wallets: shared.wallets,
+    }
 }
 
 /// Every license's reports of hours 1..=HOURS, by hour: `reports[h][license]`.

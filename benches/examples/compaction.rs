@@ -4,15 +4,10 @@
 //!
 //!     cargo run --release -p escx-benches --example compaction
 
-use escx::keyfile::Protection;
-use escx::policy::TrustPolicy;
-use escx::sig::SecretKey;
-use escx_licensing::issuer::Issuer;
 use escx_licensing::metering::Period;
 use escx_licensing::metering::meter::Meter;
 use escx_licensing::metering::operator::Operator;
 use escx_licensing::trust::Trust;
-use escx_licensing::wallet::Wallet;
 
 /// 2027-01-15T08:00:00Z.
 const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);
@@ -20,10 +15,6 @@ const H: u64 = 3600;
 const DAY: u64 = 86_400;
 /// Hours 1..=HOURS after T0 all fall in January 2027.
 const HOURS: u64 = 399;
-
-const MANIFEST: &str = "[package]\nname = \"bench/thermal\"\nversion = \"1.0.0\"\n[pricing]\nlicense_type = \"paid\"\ncurrency = \"USD\"\n\
-[[pricing.tier]]\nname = \"metered\"\nprice = \"6.00\"\nunit = \"hour\"\ntelemetry = \"private\"\n\
-[telemetry]\nmetrics = [\"invocations\"]\nwindow = \"24h\"\ncohort_min_size = 50\nepsilon = 1.0\n";
 
 fn vacuumed_size(path: &std::path::Path) -> u64 {
     let db = rusqlite::Connection::open(path).unwrap();
@@ -34,29 +25,9 @@ fn vacuumed_size(path: &std::path::Path) -> u64 {
 
 fn main() {
     let tmp = tempfile::tempdir().unwrap();
-    let issuer = Issuer::init(&tmp.path().join("issuer"), "Bench", &Protection::Unencrypted, T0).unwrap();
-    let publisher = SecretKey::generate();
-    let src = tmp.path().join("pkg");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("manifest.toml"), MANIFEST).unwrap();
-    let package = tmp.path().join("p.escx");
-    escx::pack::pack_dir(
-        &src,
-        &package,
-        &[&publisher],
-        &escx::pack::PackOptions { signed_at: Some(T0), ..Default::default() },
-    )
-    .unwrap();
-    let policy = TrustPolicy::from_keys(vec![publisher.public_key().clone()]);
-    issuer.register_package(&package, &policy, T0).unwrap();
-    let chain = issuer.bundle(T0).unwrap();
-    let wallet = Wallet::open(&tmp.path().join("wallet")).unwrap();
-    let request = wallet.request(&chain, &"bench/thermal".parse().unwrap(), "metered", 1, T0).unwrap();
-    wallet.finalize(&issuer.issue(&request, T0).unwrap()).unwrap();
-    let sealed = wallet.redeem("bench/thermal").unwrap();
-    wallet.install(&issuer.redeem(&sealed, T0 + 1).unwrap()).unwrap();
-
-    let meter = Meter::open(&wallet).unwrap();
+    let world = escx_benches::metered_world(tmp.path(), T0, 1);
+    let (chain, package, policy, wallet) = (world.chain, world.package, world.policy, &world.wallets[0]);
+    let meter = Meter::open(wallet).unwrap();
     let verified = wallet.verify(&Trust::chain(&chain), "bench/thermal", None, None, T0 + H).unwrap();
     let mut files = Vec::new();
     for h in 1..=HOURS {

@@ -409,13 +409,9 @@ fn rusqlite_count(path: &std::path::Path, sql: &str) -> i64 {
     db.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
-/// Issue 27 (1): `settle run ... --operator-key ci.key` signed statement 2 with a key other
-/// than the ledger's, and from then on every audit failed with no repair. Another key is
-/// refused (`operator-key-mismatch`, exit 1) and nothing is written.
-#[test]
-fn a_statement_is_never_signed_with_another_key() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// A ledger `l.db` with the worked example's manifest, two one-sale event files `e1.json`
+/// and `e2.json`, and an unencrypted key pair for each of `keys`.
+fn two_batches(dir: &std::path::Path, keys: &[&str]) {
     std::fs::create_dir_all(dir.join("manifests")).unwrap();
     std::fs::write(dir.join("manifests/thermal.toml"), MANIFEST).unwrap();
     for (file, id) in [("e1.json", "s1"), ("e2.json", "s2")] {
@@ -424,27 +420,40 @@ fn a_statement_is_never_signed_with_another_key() {
         );
         std::fs::write(dir.join(file), events).unwrap();
     }
-    for key in ["op", "ci"] {
+    for key in keys {
         escx(dir).args(["key", "generate", "--out", key, "--unencrypted"]).assert().success();
     }
     escx(dir).args(["settle", "init", "l.db"]).assert().success();
-    let run = |events: &str, key: &str| {
-        escx(dir)
-            .args([
-                "settle",
-                "run",
-                "l.db",
-                "--events",
-                events,
-                "--manifests",
-                "manifests",
-                "--operator-key",
-                key,
-            ])
-            .arg("--json")
-            .output()
-            .unwrap()
-    };
+}
+
+/// `escx settle run l.db --events EVENTS --operator-key KEY.key --json`.
+fn settle_batch(dir: &std::path::Path, events: &str, key: &str) -> std::process::Output {
+    escx(dir)
+        .args([
+            "settle",
+            "run",
+            "l.db",
+            "--events",
+            events,
+            "--manifests",
+            "manifests",
+            "--operator-key",
+            key,
+        ])
+        .arg("--json")
+        .output()
+        .unwrap()
+}
+
+/// Issue 27 (1): `settle run ... --operator-key ci.key` signed statement 2 with a key other
+/// than the ledger's, and from then on every audit failed with no repair. Another key is
+/// refused (`operator-key-mismatch`, exit 1) and nothing is written.
+#[test]
+fn a_statement_is_never_signed_with_another_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    two_batches(dir, &["op", "ci"]);
+    let run = |events: &str, key: &str| settle_batch(dir, events, key);
     assert!(run("e1.json", "op.key").status.success());
     let out = run("e2.json", "ci.key");
     assert_eq!(out.status.code(), Some(1));
@@ -465,35 +474,8 @@ fn a_statement_is_never_signed_with_another_key() {
 fn the_operator_key_is_handed_over_by_a_rotation_auditors_follow() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::create_dir_all(dir.join("manifests")).unwrap();
-    std::fs::write(dir.join("manifests/thermal.toml"), MANIFEST).unwrap();
-    for (file, id) in [("e1.json", "s1"), ("e2.json", "s2")] {
-        let events = format!(
-            r#"[{{"id": "{id}", "time": "2026-11-01T10:00:00Z", "package": "acme/thermal", "tier": "standard", "kind": "sale", "gross": "10.00", "currency": "USD"}}]"#
-        );
-        std::fs::write(dir.join(file), events).unwrap();
-    }
-    for key in ["op", "op2", "stranger"] {
-        escx(dir).args(["key", "generate", "--out", key, "--unencrypted"]).assert().success();
-    }
-    escx(dir).args(["settle", "init", "l.db"]).assert().success();
-    let run = |events: &str, key: &str| {
-        escx(dir)
-            .args([
-                "settle",
-                "run",
-                "l.db",
-                "--events",
-                events,
-                "--manifests",
-                "manifests",
-                "--operator-key",
-                key,
-            ])
-            .arg("--json")
-            .output()
-            .unwrap()
-    };
+    two_batches(dir, &["op", "op2", "stranger"]);
+    let run = |events: &str, key: &str| settle_batch(dir, events, key);
     let rotate = |key: &str, new: &str| {
         escx(dir)
             .args(["ledger", "rotate-key", "l.db", "--operator-key", key, "--new-pub", new, "--json"])
