@@ -131,14 +131,20 @@ fn private(path: &Path) -> anyhow::Result<()> {
 
 /// The profile the command line, `ESCX_PROFILE` or the file names (`None`: the top level).
 pub fn profile_name(args: &[String], table: &toml::Table) -> Option<String> {
-    let given = args.iter().enumerate().find_map(|(i, arg)| {
-        arg.strip_prefix("--profile=")
-            .map(str::to_owned)
-            .or_else(|| (arg == "--profile").then(|| args.get(i + 1).cloned().unwrap_or_default()))
-    });
-    given
+    flag_value(args, "--profile")
         .or_else(|| std::env::var("ESCX_PROFILE").ok().filter(|p| !p.is_empty()))
         .or_else(|| table.get("default_profile").and_then(toml::Value::as_str).map(str::to_owned))
+}
+
+/// The value of a global option (`--name VALUE` or `--name=VALUE`) read from the raw
+/// arguments, for what must be known before clap parses them.
+pub fn flag_value(args: &[String], name: &str) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, arg)| {
+        arg.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+            .map(str::to_owned)
+            .or_else(|| (arg == name).then(|| args.get(i + 1).cloned().unwrap_or_default()))
+    })
 }
 
 /// Where a value came from, for `escx config show`.

@@ -176,14 +176,8 @@ fn man(args: ManArgs, ui: &Ui) -> anyhow::Result<()> {
 
 /// `--color` as given on the command line, read before clap parses it, so that clap's own
 /// help and usage errors follow it too.
-fn color_choice() -> clap::ColorChoice {
-    let args: Vec<String> = std::env::args().collect();
-    let given = args.iter().enumerate().find_map(|(i, arg)| {
-        arg.strip_prefix("--color=")
-            .map(str::to_owned)
-            .or_else(|| (arg == "--color").then(|| args.get(i + 1).cloned().unwrap_or_default()))
-    });
-    match given.as_deref() {
+fn color_choice(args: &[String]) -> clap::ColorChoice {
+    match config::flag_value(args, "--color").as_deref() {
         Some("always") => clap::ColorChoice::Always,
         Some("never") => clap::ColorChoice::Never,
         _ => clap::ColorChoice::Auto,
@@ -208,7 +202,7 @@ fn main() -> ExitCode {
     let profile = config::profile_name(&args, &table);
     let command = config::apply(<Cli as clap::CommandFactory>::command(), &table, profile.as_deref());
     let parsed = command
-        .color(color_choice())
+        .color(color_choice(&args))
         .try_get_matches()
         .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
     let cli = match parsed {

@@ -588,32 +588,22 @@ fn statements_are_audited_in_the_order_of_their_numbers() {
     // A file named for another statement than the one it holds.
     std::fs::copy(dir.join("s/statement-5.cbor"), dir.join("s/keep.bin")).unwrap();
     std::fs::copy(dir.join("s/statement-2.cbor"), dir.join("s/statement-5.cbor")).unwrap();
-    let out = audit();
-    assert_eq!(json(&out.stdout)["error"]["code"], "statement-chain");
-    assert!(
-        json(&out.stdout)["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("holds statement 2, not statement 5")
-    );
+    // The audit fails with `code`, its message saying `what`.
+    let refused = |code: &str, what: &str| {
+        let error = json(&audit().stdout)["error"].clone();
+        assert_eq!(error["code"], code, "{error}");
+        assert!(error["message"].as_str().unwrap().contains(what), "{error}");
+    };
+    refused("statement-chain", "holds statement 2, not statement 5");
     std::fs::rename(dir.join("s/keep.bin"), dir.join("s/statement-5.cbor")).unwrap();
     // A statement given twice.
     std::fs::copy(dir.join("s/statement-7.cbor"), dir.join("s/copy.cbor")).unwrap();
-    assert!(json(&audit().stdout)["error"]["message"].as_str().unwrap().contains("given twice"));
+    refused("statement-chain", "given twice");
     std::fs::remove_file(dir.join("s/copy.cbor")).unwrap();
     // A gap.
     std::fs::remove_file(dir.join("s/statement-10.cbor")).unwrap();
-    let out = audit();
-    assert_eq!(json(&out.stdout)["error"]["code"], "statement-chain");
-    assert!(
-        json(&out.stdout)["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("gap: statement 9 is followed by 11")
-    );
+    refused("statement-chain", "gap: statement 9 is followed by 11");
     // A file that is not a statement is named.
     std::fs::write(dir.join("s/statement-10.cbor"), b"not cbor").unwrap();
-    let out = audit();
-    assert_eq!(json(&out.stdout)["error"]["code"], "statement-invalid");
-    assert!(json(&out.stdout)["error"]["message"].as_str().unwrap().contains("statement-10.cbor"));
+    refused("statement-invalid", "statement-10.cbor");
 }

@@ -16,7 +16,7 @@ use escx::Fault as _;
 use escx::envelope::Envelope;
 use escx::kem::{self, KemPublicKey, KemSecretKey};
 use escx::keyfile::{self, Protection};
-use escx::rotation::RotationStatement;
+use escx::rotation::{ROTATION_PREFIX, RotationStatement};
 use escx::sig::{SecretKey, SigningContext};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -96,19 +96,17 @@ fn main() {
     // Signed envelopes: rotation statements (escx-format.md §9, trust-policy.md §4),
     // verified under old.pub.
     let valid = RotationStatement::create(&old, new.public_key(), escx::UnixSeconds(1_800_000_000));
-    let envelope = |text: &str| {
-        Envelope::from_cbor(&BASE64.decode(text.strip_prefix("escx-rot-v1:").unwrap()).unwrap()).unwrap()
-    };
-    let valid_line = valid.to_line();
     write("valid.rot", valid.to_text("old endorses new").as_bytes());
-    let signed_payload = envelope(&valid_line).payload_unverified().to_vec();
-    let rot = |envelope: &Envelope| format!("escx-rot-v1:{}\n", BASE64.encode(envelope.to_cbor()));
+    // A rotation file's data line for envelope bytes, however they were made.
+    let rot = |bytes: &[u8]| format!("{ROTATION_PREFIX}{}\n", BASE64.encode(bytes));
+    let valid_bytes = BASE64.decode(valid.to_line().strip_prefix(ROTATION_PREFIX).unwrap()).unwrap();
+    let signed_payload = Envelope::from_cbor(&valid_bytes).unwrap().payload_unverified().to_vec();
     let other_context =
         Envelope::seal(SigningContext::new("escx/statement/v1"), signed_payload.clone(), &old);
-    write("other-context.rot", rot(&other_context).as_bytes());
-    let mut trailing = BASE64.decode(valid_line.strip_prefix("escx-rot-v1:").unwrap()).unwrap();
+    write("other-context.rot", rot(&other_context.to_cbor()).as_bytes());
+    let mut trailing = valid_bytes.clone();
     trailing.push(0);
-    write("trailing-byte.rot", format!("escx-rot-v1:{}\n", BASE64.encode(&trailing)).as_bytes());
+    write("trailing-byte.rot", rot(&trailing).as_bytes());
     write(
         "by-stranger.rot",
         RotationStatement::create(&stranger, new.public_key(), escx::UnixSeconds(1)).to_line().as_bytes(),
@@ -123,14 +121,14 @@ fn main() {
     let mut short_payload = Vec::new();
     ciborium::into_writer(&payload, &mut short_payload).unwrap();
     let short_key = Envelope::seal(SigningContext::KEY_ROTATION, short_payload, &old);
-    write("short-new-key.rot", rot(&short_key).as_bytes());
-    let valid_bytes = BASE64.decode(valid_line.strip_prefix("escx-rot-v1:").unwrap()).unwrap();
-    let mut tampered_bytes = valid_bytes.clone();
+    write("short-new-key.rot", rot(&short_key.to_cbor()).as_bytes());
+    // The payload's last byte flipped after signing.
+    let mut tampered = valid_bytes.clone();
     let at = valid_bytes.windows(signed_payload.len()).position(|w| w == &signed_payload[..]).unwrap()
         + signed_payload.len()
         - 1;
-    tampered_bytes[at] ^= 1;
-    write("tampered.rot", format!("escx-rot-v1:{}\n", BASE64.encode(&tampered_bytes)).as_bytes());
+    tampered[at] ^= 1;
+    write("tampered.rot", rot(&tampered).as_bytes());
     let envelopes = vec![
         ("valid.rot", "ok", "old.pub endorses new.pub"),
         ("other-context.rot", "envelope-invalid", "the same payload signed under context escx/statement/v1"),

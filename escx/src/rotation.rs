@@ -59,7 +59,7 @@ impl RotationStatement {
 
     /// The statement as text.
     pub fn to_text(&self, comment: &str) -> String {
-        format!("# {comment}\n{ROTATION_PREFIX}{}\n", BASE64.encode(self.envelope.to_cbor()))
+        format!("# {comment}\n{}\n", self.to_line())
     }
 
     /// The statement as its one data line, `escx-rot-v1:<base64>`.

@@ -599,15 +599,24 @@ fn statement_name(seq: u64) -> String {
 /// Verifies a statement: the operator's signature, the Merkle root, every entry's
 /// conservation on the hidden amounts, and the per-party index.
 pub fn verify(bytes: &[u8], operator: &PublicKey) -> Result<Verified, StatementError> {
+    verify_envelope(&parse_envelope(bytes)?, bytes, operator)
+}
+
+fn parse_envelope(bytes: &[u8]) -> Result<Envelope, StatementError> {
+    Envelope::from_cbor(bytes).map_err(|e| StatementError::Invalid { seq: 0, reason: e.to_string() })
+}
+
+/// [`verify`] of `bytes`, already parsed as `envelope`.
+fn verify_envelope(
+    envelope: &Envelope,
+    bytes: &[u8],
+    operator: &PublicKey,
+) -> Result<Verified, StatementError> {
     let invalid = |seq: u64, reason: String| StatementError::Invalid { seq, reason };
-    let envelope = Envelope::from_cbor(bytes).map_err(|e| invalid(0, e.to_string()))?;
     // A signature that does not verify names the statement by the number it claims.
-    let claimed = || {
-        escx::cbor::decode_exact::<StatementPayload>(envelope.payload_unverified(), "statement")
-            .map_or(0, |p| p.seq)
-    };
-    let payload_bytes =
-        envelope.open(CONTEXT_STATEMENT, operator).map_err(|e| invalid(claimed(), e.to_string()))?;
+    let payload_bytes = envelope
+        .open(CONTEXT_STATEMENT, operator)
+        .map_err(|e| invalid(payload_seq(envelope.payload_unverified()).unwrap_or(0), e.to_string()))?;
     let payload: StatementPayload =
         escx::cbor::decode_exact(payload_bytes, "statement").map_err(|reason| invalid(0, reason))?;
     let seq = payload.seq;
@@ -762,11 +771,9 @@ impl OperatorKeys {
     /// Verifies a statement under whichever key of the line signed it (§4.3 step 1 with
     /// the line for the one key). A key outside the line is `statement-invalid`.
     pub fn verify(&self, bytes: &[u8]) -> Result<Verified, StatementError> {
-        let signer = Envelope::from_cbor(bytes)
-            .map_err(|e| StatementError::Invalid { seq: 0, reason: e.to_string() })?
-            .key_id();
-        let key = self.lineage.iter().find(|k| k.id() == signer).unwrap_or(&self.lineage[0]);
-        verify(bytes, key)
+        let envelope = parse_envelope(bytes)?;
+        let key = self.lineage.iter().find(|k| k.id() == envelope.key_id()).unwrap_or(&self.lineage[0]);
+        verify_envelope(&envelope, bytes, key)
     }
 
     /// Checks that `statements` form one chain (`verify_chain`) whose signers never step
@@ -798,12 +805,16 @@ impl OperatorKeys {
 /// The number a statement claims, read without verifying anything: for putting files in
 /// order before they are verified one at a time. `None` when it cannot be read.
 pub fn claimed_seq(bytes: &[u8]) -> Option<u64> {
+    payload_seq(Envelope::from_cbor(bytes).ok()?.payload_unverified())
+}
+
+/// The `seq` of a statement payload, read without the rest of its checks.
+fn payload_seq(payload: &[u8]) -> Option<u64> {
     #[derive(Deserialize)]
     struct Head {
         seq: u64,
     }
-    let envelope = Envelope::from_cbor(bytes).ok()?;
-    ciborium::from_reader::<Head, _>(envelope.payload_unverified()).ok().map(|h| h.seq)
+    ciborium::from_reader::<Head, _>(payload).ok().map(|h| h.seq)
 }
 
 /// Checks that `statements` (verified, in any order) form one unbroken chain.

@@ -291,19 +291,36 @@ fn load_statements(dir: &Path, operator: &OperatorKeys) -> anyhow::Result<Vec<Ve
     Ok(verified)
 }
 
-/// A statement's proofs file, named for errors: `statement-<seq>.proofs` in a directory,
+/// Where each statement's proofs file comes from: `statement-<seq>.proofs` in a directory,
 /// or `GET /v1/statements/<seq>/proofs` of a service (service.md §2), whose answer is
-/// checked exactly as the file.
-fn proof_file(source: &Path, seq: u64) -> anyhow::Result<(String, Vec<u8>)> {
-    match as_url(source) {
-        Some(url) => {
-            let base = service_base(url);
-            let path = format!("/v1/statements/{seq}/proofs");
-            Ok((format!("{base}{path}"), crate::http::Client::new(base)?.get(&path)?))
-        }
-        None => {
-            let path = source.join(format!("statement-{seq}.proofs"));
-            Ok((path.display().to_string(), read(&path)?))
+/// checked exactly as the file. One client serves every statement.
+enum ProofSource<'a> {
+    Dir(&'a Path),
+    Service { base: &'a str, client: crate::http::Client },
+}
+
+impl<'a> ProofSource<'a> {
+    fn open(source: &'a Path) -> anyhow::Result<Self> {
+        Ok(match as_url(source) {
+            Some(url) => {
+                let base = service_base(url);
+                Self::Service { base, client: crate::http::Client::new(base)? }
+            }
+            None => Self::Dir(source),
+        })
+    }
+
+    /// Statement `seq`'s proofs file, named for errors.
+    fn fetch(&self, seq: u64) -> anyhow::Result<(String, Vec<u8>)> {
+        match self {
+            Self::Service { base, client } => {
+                let path = format!("/v1/statements/{seq}/proofs");
+                Ok((format!("{base}{path}"), client.get(&path)?))
+            }
+            Self::Dir(dir) => {
+                let path = dir.join(format!("statement-{seq}.proofs"));
+                Ok((path.display().to_string(), read(&path)?))
+            }
         }
     }
 }
@@ -400,8 +417,6 @@ fn window() -> usize {
 
 /// What one statement adds to an audit, once verified (with its proofs, when asked).
 struct Audited {
-    link: statement::Link,
-    entries: usize,
     payouts: usize,
     splits: usize,
     verified: Verified,
@@ -414,6 +429,7 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
     let keys = operator_keys(&args.operator_pub, &args.statements)?;
     let operator = keys.root();
     let source = Source::open(&args.statements)?;
+    let proof_source = args.proofs.as_deref().map(ProofSource::open).transpose()?;
     let (mut count, mut entries, mut proven, mut split) = (0usize, 0usize, 0usize, 0usize);
     let (mut first, mut previous): (Option<u64>, Option<statement::Link>) = (None, None);
     let indexes: Vec<usize> = (0..source.len()).collect();
@@ -422,7 +438,7 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
             .iter()
             .map(|&i| {
                 let (seq, name, bytes) = source.fetch(i)?;
-                let proofs = args.proofs.as_deref().map(|dir| proof_file(dir, seq)).transpose()?;
+                let proofs = proof_source.as_ref().map(|p| p.fetch(seq)).transpose()?;
                 Ok((seq, name, bytes, proofs))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -444,13 +460,7 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
                     payouts = all.clone().count();
                     splits = all.filter(|p| p.rule.is_some()).count();
                 }
-                Ok(Audited {
-                    link: verified.link(),
-                    entries: verified.payload.entries.len(),
-                    payouts,
-                    splits,
-                    verified,
-                })
+                Ok(Audited { payouts, splits, verified })
             })
             .collect();
         for audited in checked {
@@ -458,12 +468,12 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
             if let Some(before) = &previous {
                 keys.check_link(before, &audited.verified).map_err(escx_settlement::Error::from)?;
             }
-            first.get_or_insert(audited.link.seq);
+            first.get_or_insert(audited.verified.payload.seq);
             count += 1;
-            entries += audited.entries;
+            entries += audited.verified.payload.entries.len();
             proven += audited.payouts;
             split += audited.splits;
-            previous = Some(audited.link);
+            previous = Some(audited.verified.link());
         }
     }
     let (first, last) = (first.unwrap_or_default(), previous.map_or(0, |l| l.seq));

@@ -95,7 +95,12 @@ fn key(name: &str) -> anyhow::Result<&'static config::Key> {
 }
 
 fn masked(key: &config::Key, value: &str) -> String {
-    if key.secret && value.len() > 8 { format!("{}…", &value[..8]) } else { value.to_owned() }
+    // Cut by characters: a value typed by hand need not be ASCII.
+    if key.secret && value.chars().count() > 8 {
+        format!("{}…", value.chars().take(8).collect::<String>())
+    } else {
+        value.to_owned()
+    }
 }
 
 pub fn run(command: ConfigCommand, profile: Option<&str>, ui: &Ui) -> anyhow::Result<()> {

@@ -874,26 +874,33 @@ impl<S: IssuerStore> Issuer<S> {
         package: &PackageName,
         holder: &KemPublicKey,
     ) -> Result<Vec<WrappedKey>, Error> {
-        let stored = self.store.content_keys(package)?;
-        let mut wrapped = Vec::with_capacity(stored.len());
-        for key in stored {
-            let binding = ContentBinding {
-                name: package.to_owned(),
-                version: key.version,
-                payload_hash: key.payload_hash,
-            };
-            let content_key = content::open_sealed(&self.kem, &key.sealed, &binding)?;
-            wrapped.push(WrappedKey {
-                sealed: ByteBuf::from(kem::seal_bound(
-                    holder,
-                    PURPOSE_WRAPPED_KEY,
-                    &key.root,
-                    content_key.as_bytes(),
-                )?),
-                package_root: ByteBuf::from(key.root.to_vec()),
-            });
-        }
-        Ok(wrapped)
+        self.store
+            .content_keys(package)?
+            .into_iter()
+            .map(|key| self.wrap_content_key(package, key, holder))
+            .collect()
+    }
+
+    /// One stored content key, opened with the issuer's KEM key for its binding and sealed
+    /// to `holder` bound to its package root (licensing.md §8.1 step 2).
+    fn wrap_content_key(
+        &self,
+        package: &PackageName,
+        key: StoredContentKey,
+        holder: &KemPublicKey,
+    ) -> Result<WrappedKey, Error> {
+        let binding =
+            ContentBinding { name: package.to_owned(), version: key.version, payload_hash: key.payload_hash };
+        let content_key = content::open_sealed(&self.kem, &key.sealed, &binding)?;
+        Ok(WrappedKey {
+            sealed: ByteBuf::from(kem::seal_bound(
+                holder,
+                PURPOSE_WRAPPED_KEY,
+                &key.root,
+                content_key.as_bytes(),
+            )?),
+            package_root: ByteBuf::from(key.root.to_vec()),
+        })
     }
 
     /// Answers a holder's request for the content key of one package file (licensing.md
@@ -938,21 +945,7 @@ impl<S: IssuerStore> Issuer<S> {
             .map_err(|e| invalid(format!("stored version {:?}: {e}", stored.version)))?;
         crate::verify::check_package(&license, license.package.as_str(), Some(&version))?;
         let holder_kem = KemPublicKey::from_bytes(&license.holder_kem_key)?;
-        let binding = ContentBinding {
-            name: license.package.clone(),
-            version: stored.version,
-            payload_hash: stored.payload_hash,
-        };
-        let content_key = content::open_sealed(&self.kem, &stored.sealed, &binding)?;
-        let wrapped = WrappedKey {
-            sealed: ByteBuf::from(kem::seal_bound(
-                &holder_kem,
-                PURPOSE_WRAPPED_KEY,
-                &root,
-                content_key.as_bytes(),
-            )?),
-            package_root: ByteBuf::from(root.to_vec()),
-        };
+        let wrapped = self.wrap_content_key(&license.package, stored, &holder_kem)?;
         Ok(escx::cbor::encode(&crate::messages::KeyResponse {
             v: 1,
             license_id: license.license_id,
