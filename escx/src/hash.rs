@@ -120,7 +120,6 @@ where
 {
     let mut hasher = blake3::Hasher::new();
     std::thread::scope(|scope| {
-        let (full_tx, full_rx) = mpsc::sync_channel::<Arc<Chunk>>(1);
         let (tap_tx, tap_rx) = mpsc::sync_channel::<(u64, Arc<Chunk>)>(2);
         // Buffers come back here when both sides are done with them, so a long section
         // reuses a handful of buffers instead of allocating one per chunk.
@@ -132,39 +131,52 @@ where
             let wanted_from = Arc::clone(&wanted_from);
             scope.spawn(move || consume(ChunkReader::new(tap_rx, length_bytes, wanted_from)))
         };
-        let read_thread = scope.spawn(move || -> std::io::Result<()> {
-            let mut start = 0u64;
-            let mut tap = Some(tap_tx);
-            while start < length_bytes {
-                let chunk_bytes = usize::try_from(length_bytes - start)
-                    .map_or(PIPELINE_CHUNK_BYTES, |left| left.min(PIPELINE_CHUNK_BYTES));
-                // A new buffer comes zeroed from the allocator (pages mapped lazily), as
-                // `vec!` does; a recycled one is only cut to length.
-                let mut bytes = pool_rx.try_recv().unwrap_or_else(|_| vec![0u8; PIPELINE_CHUNK_BYTES]);
-                bytes.resize(chunk_bytes, 0);
-                reader.read_exact(&mut bytes)?;
-                let chunk = Arc::new(Chunk { bytes, pool: pool_tx.clone() });
-                let end = start + chunk_bytes as u64;
-                // A consumer that stopped early (an error, or it needed no more) closes
-                // its end; the hash still needs every byte.
-                if end > wanted_from.load(Ordering::Acquire)
-                    && tap.as_ref().is_some_and(|t| t.send((start, chunk.clone())).is_err())
-                {
-                    tap = None;
-                }
-                if full_tx.send(chunk).is_err() {
-                    return Ok(());
-                }
-                start = end;
+        let mut start = 0u64;
+        let mut tap = Some(tap_tx);
+        // Reads the next chunk (`None` at the end) and hands it to the consumer.
+        let mut read_next = move || -> std::io::Result<Option<Arc<Chunk>>> {
+            if start >= length_bytes {
+                return Ok(None);
+            }
+            let chunk_bytes = usize::try_from(length_bytes - start)
+                .map_or(PIPELINE_CHUNK_BYTES, |left| left.min(PIPELINE_CHUNK_BYTES));
+            // A new buffer comes zeroed from the allocator (pages mapped lazily), as
+            // `vec!` does; a recycled one is only cut to length.
+            let mut bytes = pool_rx.try_recv().unwrap_or_else(|_| vec![0u8; PIPELINE_CHUNK_BYTES]);
+            bytes.resize(chunk_bytes, 0);
+            reader.read_exact(&mut bytes)?;
+            let chunk = Arc::new(Chunk { bytes, pool: pool_tx.clone() });
+            let end = start + chunk_bytes as u64;
+            // A consumer that stopped early (an error, or it needed no more) closes its
+            // end; the hash still needs every byte.
+            if end > wanted_from.load(Ordering::Acquire)
+                && tap.as_ref().is_some_and(|t| t.send((start, chunk.clone())).is_err())
+            {
+                tap = None;
+            }
+            start = end;
+            Ok(Some(chunk))
+        };
+        // Chunk k is hashed while chunk k + 1 is read, both as jobs of the rayon pool: the
+        // read and the hash share the pool's threads (one per core) by work stealing, and
+        // whichever finishes first helps with the hash. (A reader thread of its own
+        // competed with both hashing threads on a 2-core machine: issue 27, item 19.)
+        let read = rayon::scope(|_| -> std::io::Result<()> {
+            let mut current = read_next()?;
+            while let Some(chunk) = current {
+                let ((), next) = rayon::join(
+                    || {
+                        update(&mut hasher, &chunk);
+                        progress.advance(chunk.len() as u64);
+                    },
+                    &mut read_next,
+                );
+                current = next?;
             }
             Ok(())
         });
-        for chunk in full_rx.iter() {
-            update(&mut hasher, &chunk);
-            progress.advance(chunk.len() as u64);
-        }
-        let read =
-            read_thread.join().unwrap_or_else(|_| Err(std::io::Error::other("hash reader thread panicked")));
+        // Dropping the reader closes the consumer's channel: it sees the end of the stream.
+        drop(read_next);
         let consumed =
             consumer.join().map_err(|_| std::io::Error::other("section decoder thread panicked"))?;
         read.map(|()| consumed)
