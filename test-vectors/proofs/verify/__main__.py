@@ -1,0 +1,5 @@
+import sys
+
+from .vectors import main
+
+sys.exit(main())
