@@ -203,9 +203,20 @@ fn operator_publisher_and_auditor() {
     let n = proofs.len();
     proofs[n - 40] ^= 0x20;
     std::fs::write(audit.join("proofs/statement-1.proofs"), proofs).unwrap();
-    let out =
-        a(&["audit", "statements", "statements", "--operator-pub", "op.pub", "--proofs", "proofs", "--json"]);
+    let audit_proofs = || {
+        a(&["audit", "statements", "statements", "--operator-pub", "op.pub", "--proofs", "proofs", "--json"])
+    };
+    let out = audit_proofs();
     assert_eq!(out.status.code(), Some(1));
+    let tampered = json(&out.stdout)["error"].clone();
+    assert!(tampered["message"].as_str().unwrap().contains("statement-1.proofs"), "{tampered}");
+    // A later statement's proofs file missing as well: the first failure by statement
+    // number decides, not whichever file the verifier happened to read first.
+    let later = std::fs::read(audit.join("proofs/statement-3.proofs")).unwrap();
+    std::fs::remove_file(audit.join("proofs/statement-3.proofs")).unwrap();
+    let out = audit_proofs();
+    assert_eq!(json(&out.stdout)["error"], tampered);
+    std::fs::write(audit.join("proofs/statement-3.proofs"), later).unwrap();
     // The statement after November withheld from the auditor: the month is not shown to be
     // complete, so the proof is refused (before, a prover could leave out the month's last
     // statements this way).

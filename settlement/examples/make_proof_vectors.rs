@@ -43,7 +43,21 @@ fn entry(tag: &str, kind: &str, gross: u64, payouts: &[(&str, u64)]) -> EntryInp
 
 fn main() {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "test-vectors/proofs".into()));
-    let _ = std::fs::remove_dir_all(&out);
+    // Only what this program writes goes: the directory also holds its README and the
+    // independent Python verifier (whose known answers, like proofs.md §9.8, are taken
+    // from these files and must be updated with them).
+    let _ = std::fs::remove_dir_all(out.join("statements"));
+    for old in std::fs::read_dir(&out).into_iter().flatten().flatten() {
+        let name = old.file_name();
+        let name = name.to_string_lossy();
+        if name == "expected.json"
+            || name == "operator.pub"
+            || name.ends_with(".proof")
+            || name.ends_with(".proofs")
+        {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
     std::fs::create_dir_all(out.join("statements")).unwrap();
     let write = |name: &str, bytes: &[u8]| std::fs::write(out.join(name), bytes).unwrap();
     let key = SecretKey::generate();

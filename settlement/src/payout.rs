@@ -27,7 +27,9 @@ impl Period {
     /// Parses `YYYY-MM`.
     pub fn parse(text: &str) -> Option<Self> {
         let (year, month) = text.split_once('-')?;
-        if year.len() != 4 || month.len() != 2 {
+        // Digits only: `str::parse` would also take a sign (`2026-+1`).
+        let digits = |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_digit());
+        if !digits(year, 4) || !digits(month, 2) {
             return None;
         }
         let year: i32 = year.parse().ok()?;
@@ -333,7 +335,10 @@ mod tests {
         assert_eq!(Period::parse("2026-12").unwrap().range().1, escx::UnixSeconds(1_798_761_600));
         assert_eq!(Period::of(escx::UnixSeconds(1_793_491_200)), p);
         assert_eq!(Period::of(escx::UnixSeconds(1_793_491_199)), Period::parse("2026-10").unwrap());
-        for bad in ["2026-13", "2026-00", "26-11", "2026-1", "2026/11", "abcd-ef", ""] {
+        for bad in [
+            "2026-13", "2026-00", "26-11", "2026-1", "2026/11", "abcd-ef", "", "2026-+1", "+202-11",
+            " 2026-11",
+        ] {
             assert!(Period::parse(bad).is_none(), "{bad}");
         }
     }

@@ -301,7 +301,7 @@ pub fn apply(
     Ok(split)
 }
 
-/// What a statement may claim about one payout (settlement.md §4, proofs.md §2.1): it is
+/// What a statement may claim about one payout (settlement.md §4, proofs.md §2.2): it is
 /// `floor(bps · base / 10000)` where `base` is the gross less the payouts at `minus`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -286,6 +286,9 @@ fn load_statements(dir: &Path, operator: &OperatorKeys) -> anyhow::Result<Vec<Ve
             check_place(name, *claimed, &verified)?;
             Ok(verified)
         })
+        // The first failure by position, not whichever thread failed first.
+        .collect::<Vec<anyhow::Result<_>>>()
+        .into_iter()
         .collect::<anyhow::Result<Vec<_>>>()?;
     operator.verify_chain(&mut verified).map_err(escx_settlement::Error::from)?;
     Ok(verified)
@@ -434,22 +437,27 @@ fn audit_statements(args: AuditStatementsArgs, ui: &Ui) -> anyhow::Result<()> {
     let (mut first, mut previous): (Option<u64>, Option<statement::Link>) = (None, None);
     let indexes: Vec<usize> = (0..source.len()).collect();
     for window in indexes.chunks(window()) {
-        let loaded = window
+        // A file that cannot be read fails in its place: a missing proofs file of a later
+        // statement does not win over an earlier statement's failure.
+        let loaded: Vec<anyhow::Result<_>> = window
             .iter()
             .map(|&i| {
                 let (seq, name, bytes) = source.fetch(i)?;
                 let proofs = proof_source.as_ref().map(|p| p.fetch(seq)).transpose()?;
                 Ok((seq, name, bytes, proofs))
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect();
         let checked: Vec<anyhow::Result<Audited>> = loaded
-            .par_iter()
-            .map(|(claimed, name, bytes, proofs)| {
-                let verified =
-                    keys.verify(bytes).map_err(escx_settlement::Error::from).with_context(|| name.clone())?;
-                check_place(name, *claimed, &verified)?;
+            .into_par_iter()
+            .map(|item| {
+                let (claimed, name, bytes, proofs) = item?;
+                let verified = keys
+                    .verify(&bytes)
+                    .map_err(escx_settlement::Error::from)
+                    .with_context(|| name.clone())?;
+                check_place(&name, claimed, &verified)?;
                 let (mut payouts, mut splits) = (0, 0);
-                if let Some((name, bytes)) = proofs {
+                if let Some((name, bytes)) = &proofs {
                     let file = StatementProofs::from_cbor(bytes)
                         .map_err(escx_settlement::Error::from)
                         .with_context(|| name.clone())?;
