@@ -24,12 +24,12 @@ use escx::envelope::Envelope;
 use escx::policy::TrustPolicy;
 use escx::sig::{PublicKey, SecretKey};
 use escx_licensing::messages::{BundleChain, LicensePayload};
-use escx_licensing::metering::meter::{Meter, Telemetry};
-use escx_licensing::metering::operator::{Operator, Outcome};
-use escx_licensing::metering::{self, CONTEXT_REPORT, Period, ReportFile, ReportPayload};
 use escx_licensing::rangeproof;
 use escx_licensing::trust::Trust;
 use escx_licensing::wallet::Wallet;
+use escx_metering::meter::{Meter, Telemetry};
+use escx_metering::operator::{Operator, Outcome};
+use escx_metering::{self as metering, CONTEXT_REPORT, Period, ReportFile, ReportPayload};
 use rayon::prelude::*;
 
 /// 2027-01-15T08:00:00Z.
@@ -148,7 +148,7 @@ fn metering_benches(c: &mut Criterion) {
         let r = metering::blinding(&[1; 32], &[2; 16], "invocations", T0, 0);
         b.iter(|| {
             for v in 0..120u64 {
-                black_box(metering::commit(v, &r).compress());
+                black_box(escx_licensing::pedersen::commit(v, &r).compress());
             }
             signer.sign(escx::sig::SigningContext::new("escx/bench/v1"), black_box(&message))
         });
@@ -295,7 +295,9 @@ fn metering_benches(c: &mut Criterion) {
         })
         .collect();
     let sums: Vec<RistrettoPoint> = (0..2 * HOURS)
-        .map(|i| metering::commit(i, &metering::blinding(&[1; 32], &[2; 16], "minutes", T0, 0)))
+        .map(|i| {
+            escx_licensing::pedersen::commit(i, &metering::blinding(&[1; 32], &[2; 16], "minutes", T0, 0))
+        })
         .collect();
     let compressed: Vec<[u8; 32]> = sums.iter().map(|p| p.compress().to_bytes()).collect();
     let mut group = c.benchmark_group("close");
@@ -305,7 +307,7 @@ fn metering_benches(c: &mut Criterion) {
         b.iter(|| {
             let total: RistrettoPoint =
                 compressed.iter().map(|c| CompressedRistretto(*c).decompress().unwrap()).sum();
-            black_box(total == metering::commit(5, &r))
+            black_box(total == escx_licensing::pedersen::commit(5, &r))
         });
     });
     drop(operator);

@@ -4,10 +4,10 @@
 //!
 //!     cargo run --release -p escx-benches --example compaction
 
-use escx_licensing::metering::Period;
-use escx_licensing::metering::meter::Meter;
-use escx_licensing::metering::operator::Operator;
 use escx_licensing::trust::Trust;
+use escx_metering::Period;
+use escx_metering::meter::Meter;
+use escx_metering::operator::Operator;
 
 /// 2027-01-15T08:00:00Z.
 const T0: escx::UnixSeconds = escx::UnixSeconds(1_800_000_000);

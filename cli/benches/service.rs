@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use escx_licensing::issuer::Issuer;
 use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
-use escx_licensing::metering::HOUR_SECS;
-use escx_licensing::metering::meter::{Meter, Telemetry};
-use escx_licensing::metering::operator::{Operator, Outcome};
 use escx_licensing::trust::Trust;
 use escx_licensing::wallet::Wallet;
+use escx_metering::HOUR_SECS;
+use escx_metering::meter::{Meter, Telemetry};
+use escx_metering::operator::{Operator, Outcome};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -14,9 +14,6 @@ use escx::policy::TrustPolicy;
 use escx::sig::SecretKey;
 use escx::verify::{self, SectionSelection, VerifyOptions};
 use escx_licensing::issuer::Issuer;
-use escx_licensing::metering::meter::{Meter, Telemetry};
-use escx_licensing::metering::operator::{Aggregate, Operator, Outcome};
-use escx_licensing::metering::{self, HOUR_SECS};
 use escx_licensing::trust::Trust;
 use escx_licensing::wallet::Wallet;
 use escx_manifest::Manifest;
@@ -25,6 +22,9 @@ use escx_manifest::client::{self, StateDir};
 use escx_manifest::lockfile::Lockfile;
 use escx_manifest::registry::{DEFAULT_EXPIRY_SECS, Registry};
 use escx_manifest::resolve::{Catalog, ResolveOptions, resolve};
+use escx_metering::meter::{Meter, Telemetry};
+use escx_metering::operator::{Aggregate, Operator, Outcome};
+use escx_metering::{self as metering, HOUR_SECS};
 use escx_settlement::events::BillingEvent;
 use escx_settlement::ledger::{BATCH_DEFAULT, Ledger, Manifests, Options, PlatformFee};
 use escx_settlement::payout::Period;
@@ -1010,7 +1010,7 @@ fn settle_usage(demo: &mut Demo) -> anyhow::Result<String> {
         );
     }
     let charges = billing.charges;
-    let events: Vec<BillingEvent> = charges.iter().map(BillingEvent::from_usage).collect();
+    let events: Vec<BillingEvent> = charges.iter().map(crate::cmd::operator::usage_event).collect();
     let file: Vec<serde_json::Value> = events.iter().map(BillingEvent::to_json).collect();
     std::fs::write(demo.settlement_dir().join("usage-events.json"), serde_json::to_string_pretty(&file)?)?;
     let mut ledger = demo.ledger()?;

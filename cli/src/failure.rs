@@ -138,6 +138,7 @@ fn as_fault<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn 
         escx_settlement::statement::StatementError,
         escx_settlement::proofs::ProofError,
         escx_licensing::Error,
+        escx_metering::Error,
         escx_manifest::Error,
         escx::Error,
         escx::FormatError,

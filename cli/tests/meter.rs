@@ -62,7 +62,7 @@ fn at(seconds: u64) -> String {
 }
 
 fn hour(seconds: u64) -> String {
-    escx_licensing::metering::format_hour(escx::UnixSeconds(seconds))
+    escx_metering::format_hour(escx::UnixSeconds(seconds))
 }
 
 #[test]
@@ -231,7 +231,7 @@ fn record_report_ingest_close_bill_and_settle() {
     assert_eq!(json(&out.stdout)["values"]["invocations"], 3);
 
     // The period: close, bill, settle.
-    let period = escx_licensing::metering::Period::of(escx::UnixSeconds(h1));
+    let period = escx_metering::Period::of(escx::UnixSeconds(h1));
     let end = at((period.end() + 60).0);
     let period = period.to_string();
     escx(dir)
@@ -342,7 +342,7 @@ fn record_report_ingest_close_bill_and_settle() {
 
     // Issue 27 (21): the closed period is compacted once it ended long enough ago; billing
     // writes the same events after it.
-    let month_end = escx_licensing::metering::Period::of(escx::UnixSeconds(h1)).end().0;
+    let month_end = escx_metering::Period::of(escx::UnixSeconds(h1)).end().0;
     let compact = |keep: &str, at_secs: u64| {
         escx(dir)
             .args(["operator", "compact", "op", "--keep-days", keep, "--at", &at(at_secs), "--json"])

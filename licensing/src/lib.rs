@@ -1,7 +1,8 @@
 //! `escx-licensing`: blind license issuance (RFC 9497 POPRF), anonymous redemption into
-//! ML-DSA-87-signed license certificates, offline verification, revocation, and the
-//! customer-side usage meter with the operator's blind aggregation (specs: licensing.md,
-//! metering.md, privacy.md).
+//! ML-DSA-87-signed license certificates, offline verification and revocation (specs:
+//! licensing.md, privacy.md), and the Pedersen commitments and range proofs that metering
+//! and settlement build on (proofs.md §9). Usage metering is the `escx-metering` crate
+//! above this one.
 //!
 //! Where to start:
 //!
@@ -12,8 +13,8 @@
 //!   and proves possession; [`verify`] checks certificates, CRLs and proofs offline.
 //! - [`messages`]: the wire messages; sealed ones are distinct types
 //!   ([`messages::SealedRedeemRequest`], [`messages::SealedLicense`], ...).
-//! - [`metering`]: the customer's [`metering::meter::Meter`] and the operator's
-//!   [`metering::operator::Operator`].
+//! - [`pedersen`] and [`rangeproof`]: commitments `v·B + r·B̃` and aggregated
+//!   Bulletproofs+ range proofs over them, shared by meter reports and statements.
 //!
 //! The protocol steps are typed: each takes the message the previous one produced, so
 //! they cannot be wired out of order. `Wallet::request` gives a [`messages::TokenRequest`]
@@ -60,7 +61,7 @@
 
 pub mod issuer;
 pub mod messages;
-pub mod metering;
+pub mod pedersen;
 pub mod poprf;
 pub mod rangeproof;
 pub mod trust;
@@ -272,14 +273,6 @@ pub enum Error {
     /// The package's manifest is invalid.
     #[error(transparent)]
     Manifest(escx_manifest::Error),
-    /// A metering report, close, opening or release was refused (metering.md §8).
-    #[error("{reason}")]
-    Metering {
-        /// Which rule refused it.
-        refusal: metering::Refusal,
-        /// Why, in words.
-        reason: String,
-    },
     /// A license check failed; `check` names which (licensing.md §5).
     #[error("license {} check failed: {reason}", .check.name())]
     LicenseRejected {
@@ -385,7 +378,7 @@ impl escx_store::Retryable for Error {
 impl Error {
     /// A record of a store that this crate cannot have written (a value out of range, a
     /// point that does not decode): [`escx_store::Kind::Corrupt`].
-    pub(crate) fn stored(reason: impl Into<String>) -> Self {
+    pub fn stored(reason: impl Into<String>) -> Self {
         Self::Store(escx_store::Error::corrupt("", reason))
     }
 }
@@ -421,7 +414,6 @@ impl escx::Fault for Error {
             Self::ContentKeyReused { .. } => "content-key-reused",
             Self::Pricing { .. } => "pricing-invalid",
             Self::Manifest(e) => e.code(),
-            Self::Metering { refusal, .. } => refusal.code(),
             Self::LicenseRejected { check, .. } => check.code(),
         }
     }

@@ -517,6 +517,18 @@ pub struct LicenseTerms {
     pub metrics: Vec<String>,
 }
 
+/// True for a unit name the meter accepts from a caller: `invocations`, `compute_ms`,
+/// `bytes` or `custom:<name>` (1 to 32 of a-z, 0-9, `_`), the `[telemetry] metrics` of
+/// manifest.md.
+pub fn is_metric(unit: &str) -> bool {
+    matches!(unit, "invocations" | "compute_ms" | "bytes")
+        || unit.strip_prefix("custom:").is_some_and(|name| {
+            !name.is_empty()
+                && name.len() <= 32
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+}
+
 /// An unspent token handed to another wallet (sealed to its receive key, purpose
 /// `escx/token-transfer/v1`). The issuer never sees it: the recipient redeems the token
 /// like any other.

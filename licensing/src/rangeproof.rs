@@ -89,7 +89,7 @@ fn params(bits: usize, m: usize) -> Result<&'static RangeParameters<RistrettoPoi
     }
     CACHE[row][column]
         .get_or_init(|| {
-            let ours = bulletproofs::PedersenGens::default();
+            let ours = crate::pedersen::generators();
             let gens = PedersenGens {
                 h_base: ours.B,
                 h_base_compressed: ours.B.compress(),
@@ -143,7 +143,7 @@ pub fn prove(
     let commitments: Vec<Commitment> = values
         .iter()
         .zip(blindings)
-        .map(|(v, r)| Commitment::from_point(crate::metering::commit(*v, r)))
+        .map(|(v, r)| Commitment::from_point(crate::pedersen::commit(*v, r)))
         .collect();
     let statement = statement(bits, commitments)?;
     let mut openings: Vec<CommitmentOpening> =
@@ -258,7 +258,7 @@ mod tests {
             values
                 .iter()
                 .zip(&r)
-                .map(|(v, r)| Commitment::from_point(crate::metering::commit(*v, r)))
+                .map(|(v, r)| Commitment::from_point(crate::pedersen::commit(*v, r)))
                 .collect()
         };
         let item = |id, values: &[u64], proof: &[u8]| Item {
@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn statements_carry_the_encodings_the_library_would_compute() {
         let points: Vec<RistrettoPoint> =
-            (0..5u64).map(|i| crate::metering::commit(i, &Scalar::from(i + 3))).collect();
+            (0..5u64).map(|i| crate::pedersen::commit(i, &Scalar::from(i + 3))).collect();
         // Read from bytes, as a verifier does: the kept encodings are what `init` computes.
         let read: Vec<Commitment> =
             points.iter().map(|p| Commitment::decompress(p.compress().as_bytes()).unwrap()).collect();
@@ -325,8 +325,8 @@ mod tests {
             bits: 1,
             transcript: transcript(),
             commitments: vec![
-                Commitment::from_point(crate::metering::commit(value, &r[0])),
-                Commitment::from_point(crate::metering::commit(0, &r[1])),
+                Commitment::from_point(crate::pedersen::commit(value, &r[0])),
+                Commitment::from_point(crate::pedersen::commit(0, &r[1])),
             ],
             proof: proof.clone(),
         };

@@ -61,7 +61,7 @@ pub(crate) fn open_certificate_under(
             if terms.telemetry != "private" && terms.telemetry != "share" {
                 return Err(malformed("terms.telemetry must be \"private\" or \"share\""));
             }
-            if let Some(unit) = terms.metrics.iter().find(|m| !crate::metering::is_metric(m)) {
+            if let Some(unit) = terms.metrics.iter().find(|m| !crate::messages::is_metric(m)) {
                 return Err(malformed(&format!("terms.metrics: {unit:?} is not a unit a package meters")));
             }
         }

@@ -67,17 +67,26 @@ impl BillingEvent {
     }
 
     /// The billing event for an operator's usage charge (metering.md §7.2): kind `usage`,
-    /// id `operator:<operator id>:usage:<license id>:<period>`.
-    pub fn from_usage(charge: &escx_licensing::metering::operator::UsageCharge) -> Self {
+    /// id `operator:<operator id>:usage:<license id>:<period>`, made from the charge's
+    /// fields by the program that holds both a metering operator and a ledger (settlement
+    /// and metering are siblings; neither depends on the other).
+    pub fn usage(
+        id: String,
+        time: UnixSeconds,
+        package: PackageName,
+        tier: String,
+        gross_micros: Micros,
+        currency: String,
+    ) -> Self {
         Self {
-            id: charge.id.clone(),
-            time: charge.time,
-            package: charge.package.clone(),
+            id,
+            time,
+            package,
             version: None,
-            tier: charge.tier.clone(),
+            tier,
             kind: Kind::Usage,
-            gross_micros: charge.gross_micros,
-            currency: charge.currency.clone(),
+            gross_micros,
+            currency,
             solution: None,
             refund_of: None,
         }

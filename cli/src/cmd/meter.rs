@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
-use escx_licensing::metering::meter::{Meter, Telemetry};
-use escx_licensing::metering::{self, Period};
 use escx_licensing::wallet::Wallet;
+use escx_metering::meter::{Meter, Telemetry};
+use escx_metering::{self as metering, Period};
 use serde::Serialize;
 
 use super::license::Output;

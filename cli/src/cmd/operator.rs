@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use escx_licensing::messages::BundleChain;
-use escx_licensing::metering;
-use escx_licensing::metering::operator::{Aggregate, Operator, Outcome, epsilon_text};
+use escx_metering as metering;
+use escx_metering::operator::{Aggregate, Operator, Outcome, epsilon_text};
 use serde::Serialize;
 
 use super::license::{Output, read};
@@ -517,8 +517,7 @@ fn operator_billing(args: BillingArgs, ui: &Ui) -> anyhow::Result<()> {
     let period = super::meter::period(&args.period)?;
     let billing = open(&args.dir)?.billing(period)?;
     let charges = &billing.charges;
-    let events: Vec<_> =
-        charges.iter().map(|c| escx_settlement::events::BillingEvent::from_usage(c).to_json()).collect();
+    let events: Vec<_> = charges.iter().map(|c| usage_event(c).to_json()).collect();
     let mut text = serde_json::to_string_pretty(&events)?;
     text.push('\n');
     args.output.write(text.as_bytes())?;
@@ -751,8 +750,8 @@ struct Billed<'a> {
     period: String,
     events: usize,
     flagged: usize,
-    charges: &'a [escx_licensing::metering::operator::UsageCharge],
-    refused: &'a [escx_licensing::metering::operator::RefusedCharge],
+    charges: &'a [escx_metering::operator::UsageCharge],
+    refused: &'a [escx_metering::operator::RefusedCharge],
 }
 
 /// `escx operator evidence --json`.
@@ -782,4 +781,19 @@ struct OpeningChecked<'a> {
     hour: String,
     minute: Option<u8>,
     values: BTreeMap<&'a str, u64>,
+}
+
+/// The ledger's billing event for a usage charge (metering.md §7.2): the CLI holds both a
+/// metering operator and a ledger, which do not know each other.
+pub(crate) fn usage_event(
+    charge: &escx_metering::operator::UsageCharge,
+) -> escx_settlement::events::BillingEvent {
+    escx_settlement::events::BillingEvent::usage(
+        charge.id.clone(),
+        charge.time,
+        charge.package.clone(),
+        charge.tier.clone(),
+        charge.gross_micros,
+        charge.currency.clone(),
+    )
 }

@@ -24,7 +24,7 @@ use axum::{BoxError, Router};
 use clap::Args;
 use escx_licensing::issuer::{Issuer, SqlIssuerStore};
 use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
-use escx_licensing::metering::operator::{Operator, Outcome};
+use escx_metering::operator::{Operator, Outcome};
 use escx_settlement::ledger::Ledger;
 use serde::Serialize;
 use tower::ServiceBuilder;

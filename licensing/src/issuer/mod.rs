@@ -165,10 +165,11 @@ pub struct Issuer<S: IssuerStore = SqlIssuerStore> {
 }
 
 /// A package file verified from a private copy, and its parsed manifest.
-pub(crate) struct SignedManifest {
-    pub(crate) manifest: Manifest,
+pub struct SignedManifest {
+    /// The package's manifest.
+    pub manifest: Manifest,
     /// Keys whose signatures are valid under the policy.
-    pub(crate) signers: Vec<KeyId>,
+    pub signers: Vec<KeyId>,
     pub(crate) reader: PackageReader<std::fs::File>,
     pub(crate) report: escx::verify::VerifyReport,
     /// Keeps the private copy alive while the reader uses it.
@@ -178,7 +179,7 @@ pub(crate) struct SignedManifest {
 /// Copies `package` into `dir` (private), verifies the copy under `publishers` and parses
 /// its manifest: from here on only the copy is read, so a file replaced meanwhile cannot
 /// slip in unverified bytes.
-pub(crate) fn read_signed_manifest(
+pub fn read_signed_manifest(
     package: &Path,
     publishers: &TrustPolicy,
     dir: &Path,

@@ -16,15 +16,15 @@ use escx::policy::TrustPolicy;
 use escx::sig::SecretKey;
 use escx_licensing::issuer::Issuer;
 use escx_licensing::messages::{BundleChain, LicensePayload};
-use escx_licensing::metering::meter::{Meter, Telemetry};
-use escx_licensing::metering::operator::{Aggregate, Operator, Outcome};
-use escx_licensing::metering::store::OperatorStore;
-use escx_licensing::metering::{
-    self, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HourOpening, OpeningFile, Period,
-    PeriodTotal, ReportFile, ReportPayload, Series,
-};
 use escx_licensing::trust::Trust;
 use escx_licensing::wallet::{Verified, Wallet};
+use escx_metering::meter::{Meter, Telemetry};
+use escx_metering::operator::{Aggregate, Operator, Outcome};
+use escx_metering::store::OperatorStore;
+use escx_metering::{
+    self as metering, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HourOpening, OpeningFile,
+    Period, PeriodTotal, ReportFile, ReportPayload, Series,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde_bytes::ByteBuf;
@@ -143,7 +143,7 @@ impl World {
     }
 
     /// An operator whose store is in memory (the reference the SQL store is compared with).
-    fn memory_operator(&self) -> Operator<escx_licensing::metering::store::MemoryOperatorStore> {
+    fn memory_operator(&self) -> Operator<escx_metering::store::MemoryOperatorStore> {
         let mut operator = Operator::in_memory(std::slice::from_ref(&self.chain)).unwrap();
         operator.add_package(&self.package, &self.policy, T0).unwrap();
         operator
@@ -200,7 +200,9 @@ fn craft(
                     let r = metering::blinding(&secret, &id, unit, escx::UnixSeconds(hour), m as u8);
                     blindings[m] = r;
                     sum += r;
-                    ByteBuf::from(metering::commit(values[m], &r).compress().to_bytes().to_vec())
+                    ByteBuf::from(
+                        escx_licensing::pedersen::commit(values[m], &r).compress().to_bytes().to_vec(),
+                    )
                 })
                 .collect();
             openings.push((*values, blindings));
@@ -1344,7 +1346,7 @@ fn a_re_reported_hour_reveals_no_minute_value() {
     assert_eq!(ingest_one(&mut operator, &second.file, (T0 + 2 * H).0), "equivocation");
 
     // What the operator holds as evidence: both reports. Try every |v| ≤ 1000 per minute.
-    let gens = bulletproofs::PedersenGens::default();
+    let gens = escx_licensing::pedersen::generators();
     let small: Vec<_> = (-1000i64..=1000)
         .map(|v| {
             let s = curve25519_dalek::scalar::Scalar::from(v.unsigned_abs());
@@ -1398,7 +1400,11 @@ fn a_report_made_before_nonces_still_opens_and_closes() {
         .map(|(unit, (values, r))| Series {
             unit: unit.to_string(),
             commitments: (0..60)
-                .map(|m| ByteBuf::from(metering::commit(values[m], &r[m]).compress().to_bytes().to_vec()))
+                .map(|m| {
+                    ByteBuf::from(
+                        escx_licensing::pedersen::commit(values[m], &r[m]).compress().to_bytes().to_vec(),
+                    )
+                })
                 .collect(),
             opened: None,
         })
@@ -1551,7 +1557,7 @@ fn a_minute_committed_outside_zero_or_one_is_refused() {
     let secret = [9u8; 32];
     let r: [Scalar; 60] =
         std::array::from_fn(|m| metering::blinding(&secret, &id, "minutes", T0 + H, m as u8));
-    let gens = bulletproofs::PedersenGens::default();
+    let gens = escx_licensing::pedersen::generators();
     let commitments = |value: &dyn Fn(usize) -> Scalar| -> Vec<ByteBuf> {
         (0..60)
             .map(|m| {
@@ -1652,8 +1658,7 @@ fn a_minute_committed_outside_zero_or_one_is_refused() {
 fn package_terms_are_versioned_and_licenses_keep_theirs() {
     let w = world();
     let mut operator = w.operator(); // 1.2.0 at T0: metered 6.00/h, ε = 1.0 over 24 h
-    let code =
-        |r: Result<escx_licensing::metering::operator::Terms, escx_licensing::Error>| r.unwrap_err().code();
+    let code = |r: Result<escx_metering::operator::Terms, escx_metering::Error>| r.unwrap_err().code();
     assert_eq!(
         code(operator.add_package(&w.repack("0.9.0", "6.00", "1.0", "1h"), &w.policy, T0 + 1)),
         "terms-version"

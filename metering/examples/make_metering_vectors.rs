@@ -1,7 +1,7 @@
 //! Writes `test-vectors/metering/`: blinding and commitment known answers, and a license's
 //! reports, closes and openings with the verdict an operator gives each (spec/metering.md).
 //!
-//!     cargo run -p escx-licensing --example make_metering_vectors -- test-vectors/metering
+//!     cargo run -p escx-metering --example make_metering_vectors -- test-vectors/metering
 //!
 //! Keys are fresh on every run, so every signed file changes; `blindings` do not.
 
@@ -13,12 +13,13 @@ use escx::policy::TrustPolicy;
 use escx::sig::SecretKey;
 use escx_licensing::issuer::Issuer;
 use escx_licensing::messages::LicensePayload;
-use escx_licensing::metering::meter::{Meter, Telemetry};
-use escx_licensing::metering::{
-    self, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, OpeningFile, ReportFile, ReportPayload,
-};
 use escx_licensing::trust::Trust;
 use escx_licensing::wallet::Wallet;
+use escx_metering::meter::{Meter, Telemetry};
+use escx_metering::{
+    self as metering, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, OpeningFile, ReportFile,
+    ReportPayload,
+};
 use serde_bytes::ByteBuf;
 use serde_json::json;
 
@@ -67,7 +68,7 @@ fn main() {
         blindings.push(json!({
             "secret": hex::encode(secret), "license_id": hex::encode(license_id), "unit": unit,
             "hour": hour, "minute": minute, "blinding": hex::encode(r.to_bytes()),
-            "value": value, "commitment": hex::encode(metering::commit(value, &r).compress().to_bytes()),
+            "value": value, "commitment": hex::encode(escx_licensing::pedersen::commit(value, &r).compress().to_bytes()),
         }));
     }
     // Blindings of a report made with a nonce (metering.md §2.2, v2 context).
@@ -78,7 +79,7 @@ fn main() {
         report_blindings.push(json!({
             "secret": hex::encode(secret), "license_id": hex::encode(license_id), "nonce": hex::encode(nonce),
             "unit": unit, "hour": hour, "minute": minute, "blinding": hex::encode(r.to_bytes()),
-            "value": value, "commitment": hex::encode(metering::commit(value, &r).compress().to_bytes()),
+            "value": value, "commitment": hex::encode(escx_licensing::pedersen::commit(value, &r).compress().to_bytes()),
         }));
     }
     let hour_sum: Scalar =
@@ -145,7 +146,7 @@ fn main() {
     // report 1's proofs.
     let mut two = payload_of(&r2);
     let minutes = two.series.iter_mut().find(|s| s.unit == "minutes").unwrap();
-    let moved = metering::point(&minutes.commitments[0]).unwrap()
+    let moved = escx_licensing::pedersen::point(&minutes.commitments[0]).unwrap()
         + curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT * Scalar::from(2u64);
     minutes.commitments[0] = ByteBuf::from(moved.compress().to_bytes().to_vec());
     write("report-2-minute-is-2.cbor", &resign_report(&wallet, &license, &r2, &two));

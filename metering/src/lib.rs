@@ -3,8 +3,8 @@
 //! closes that open one total per unit, and the operator's [`operator`] store that
 //! verifies, chains and sums them without ever seeing a per-minute value.
 //!
-//! Commitments are `v·B + r·B_blinding` on ristretto255 with the generators of
-//! `bulletproofs::PedersenGens::default()`, the ones settlement statements use. Blindings
+//! Commitments are `v·B + r·B̃` on ristretto255 with the generators settlement statements
+//! use (`escx_licensing::pedersen`). Blindings
 //! derive from the meter's secret and the report coordinates ([`blinding`]), so the
 //! customer can open any minute or hour later without storing blindings.
 
@@ -17,16 +17,18 @@ use escx::UnixSeconds;
 use escx::manifest::PackageName;
 use std::sync::OnceLock;
 
-use bulletproofs::PedersenGens;
-use curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE;
-use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoBasepointTable, RistrettoPoint};
+use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use escx::sig::SigningContext;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::Error;
-use crate::rangeproof::Commitment;
+use escx_licensing::rangeproof::Commitment;
+// The commitments of meter reports (metering.md §2.2), one implementation for the crates
+// that commit (proofs.md §9.1).
+pub(crate) use escx_licensing::pedersen::{commit, point, scalar};
+// The unit names license terms may carry (licensing.md §3.4), which the meter accepts.
+pub(crate) use escx_licensing::messages::is_metric;
 
 /// Signing context of hourly reports (holder key).
 pub const CONTEXT_REPORT: SigningContext = SigningContext::new("escx/meter-report/v1");
@@ -156,7 +158,81 @@ impl Refusal {
 }
 
 pub(crate) fn refuse(refusal: Refusal, reason: impl Into<String>) -> Error {
-    Error::Metering { refusal, reason: reason.into() }
+    Error::Refused { refusal, reason: reason.into() }
+}
+
+/// Why metering failed: a rule of metering.md refused a report, close, opening or release,
+/// or the licensing layer beneath (a license check, a malformed message, the store) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A metering report, close, opening or release was refused (metering.md §8).
+    #[error("{reason}")]
+    Refused {
+        /// Which rule refused it.
+        refusal: Refusal,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A license check, a message, a manifest or the store failed, with licensing's own
+    /// code.
+    #[error(transparent)]
+    Licensing(#[from] escx_licensing::Error),
+}
+
+impl Error {
+    /// A record of a store that this crate cannot have written: [`escx_store::Kind::Corrupt`].
+    pub(crate) fn stored(reason: impl Into<String>) -> Self {
+        Self::Licensing(escx_licensing::Error::stored(reason))
+    }
+
+    /// The rule that refused, if a rule did.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::Refused { refusal, .. } => Some(*refusal),
+            Self::Licensing(_) => None,
+        }
+    }
+}
+
+impl escx_store::Retryable for Error {
+    fn is_busy(&self) -> bool {
+        matches!(self, Self::Licensing(e) if escx_store::Retryable::is_busy(e))
+    }
+}
+
+impl From<escx_store::Error> for Error {
+    fn from(error: escx_store::Error) -> Self {
+        Self::Licensing(error.into())
+    }
+}
+
+impl From<escx::Error> for Error {
+    fn from(error: escx::Error) -> Self {
+        Self::Licensing(error.into())
+    }
+}
+
+impl escx::Fault for Error {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Refused { refusal, .. } => refusal.code(),
+            Self::Licensing(e) => e.code(),
+        }
+    }
+
+    fn class(&self) -> escx::ErrorClass {
+        match self {
+            Self::Refused { .. } => escx::ErrorClass::Input,
+            Self::Licensing(e) => e.class(),
+        }
+    }
+
+    fn help(&self) -> Option<&'static str> {
+        match self {
+            Self::Refused { .. } => None,
+            Self::Licensing(e) => e.help(),
+        }
+    }
 }
 
 /// One unit's 60 minute commitments in a report.
@@ -349,39 +425,6 @@ pub fn report_blinding(
     let mut wide = zeroize::Zeroizing::new([0u8; 64]);
     hasher.finalize_xof().fill(wide.as_mut());
     Scalar::from_bytes_mod_order_wide(&wide)
-}
-
-fn generators() -> &'static RistrettoBasepointTable {
-    static TABLE: OnceLock<RistrettoBasepointTable> = OnceLock::new();
-    TABLE.get_or_init(|| RistrettoBasepointTable::create(&PedersenGens::default().B_blinding))
-}
-
-/// `value·B + blinding·B_blinding`.
-pub fn commit(value: u64, blinding: &Scalar) -> RistrettoPoint {
-    RISTRETTO_BASEPOINT_TABLE * &Scalar::from(value) + generators() * blinding
-}
-
-/// Decompresses a 32-byte commitment.
-pub fn point(bytes: &[u8]) -> Option<RistrettoPoint> {
-    CompressedRistretto::from_slice(bytes).ok()?.decompress()
-}
-
-/// A canonical 32-byte scalar.
-pub fn scalar(bytes: &[u8]) -> Option<Scalar> {
-    let bytes: [u8; 32] = bytes.try_into().ok()?;
-    Option::from(Scalar::from_canonical_bytes(bytes))
-}
-
-/// True for a unit name the meter accepts from a caller: `invocations`, `compute_ms`,
-/// `bytes` or `custom:<name>` (1 to 32 of a-z, 0-9, `_`), the `[telemetry] metrics` of
-/// manifest.md.
-pub(crate) fn is_metric(unit: &str) -> bool {
-    matches!(unit, "invocations" | "compute_ms" | "bytes")
-        || unit.strip_prefix("custom:").is_some_and(|name| {
-            !name.is_empty()
-                && name.len() <= 32
-                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        })
 }
 
 /// A billing period: one calendar month, UTC.
@@ -706,12 +749,16 @@ pub fn prove_report_ranges(payload: &mut ReportPayload, openings: &[SeriesOpenin
     }
     let (values, blindings) =
         minutes.ok_or_else(|| refuse(Refusal::Invalid, "every report has a `minutes` series"))?;
-    let minutes_proof =
-        crate::rangeproof::prove(MINUTES_BITS, &mut range_transcript(payload, b"minutes"), values, blindings)
-            .map_err(failed)?;
+    let minutes_proof = escx_licensing::rangeproof::prove(
+        MINUTES_BITS,
+        &mut range_transcript(payload, b"minutes"),
+        values,
+        blindings,
+    )
+    .map_err(failed)?;
     let used: u64 = values.iter().sum();
     let blinding: Scalar = blindings.iter().sum();
-    let hour_proof = crate::rangeproof::prove(
+    let hour_proof = escx_licensing::rangeproof::prove(
         HOUR_BITS,
         &mut range_transcript(payload, b"hour"),
         &[used, MINUTES as u64 - used],
@@ -721,7 +768,7 @@ pub fn prove_report_ranges(payload: &mut ReportPayload, openings: &[SeriesOpenin
     let sums_proof = if sum_values.is_empty() {
         Vec::new()
     } else {
-        crate::rangeproof::prove(
+        escx_licensing::rangeproof::prove(
             SUM_BITS,
             &mut range_transcript(payload, b"sums"),
             &sum_values,
@@ -741,10 +788,10 @@ pub fn prove_report_ranges(payload: &mut ReportPayload, openings: &[SeriesOpenin
 pub fn check_report_ranges(
     payload: &ReportPayload,
     id: u32,
-) -> Result<(Vec<SeriesSum>, Vec<crate::rangeproof::Item>), Error> {
+) -> Result<(Vec<SeriesSum>, Vec<escx_licensing::rangeproof::Item>), Error> {
     let Checked { sums, points } = checked(payload)?;
     // The per-minute proof is verified only in a dispute; it must at least be one.
-    if !crate::rangeproof::decodes(&payload.minutes_range) {
+    if !escx_licensing::rangeproof::decodes(&payload.minutes_range) {
         return Err(refuse(
             Refusal::RangeInvalid,
             "the report's per-minute proof is not a Bulletproofs+ proof",
@@ -752,7 +799,7 @@ pub fn check_report_ranges(
     }
     static BOUNDS: OnceLock<(RistrettoPoint, RistrettoPoint)> = OnceLock::new();
     let (minutes_bound, counter_bound) = *BOUNDS.get_or_init(|| {
-        let at = |v: u64| RISTRETTO_BASEPOINT_TABLE * &Scalar::from(v);
+        let at = |v: u64| commit(v, &Scalar::ZERO);
         (at(MINUTES as u64), at(COUNTER_MAX))
     });
     let mut hour = Vec::new();
@@ -764,7 +811,7 @@ pub fn check_report_ranges(
             others.extend([sum, Commitment::from_point(counter_bound - sum.point())]);
         }
     }
-    let item = |bits, label: &'static [u8], commitments, proof: &ByteBuf| crate::rangeproof::Item {
+    let item = |bits, label: &'static [u8], commitments, proof: &ByteBuf| escx_licensing::rangeproof::Item {
         id,
         bits,
         transcript: range_transcript(payload, label),
@@ -787,7 +834,10 @@ pub fn check_report_ranges(
 
 /// The item to verify a report's per-minute proof with (metering.md §3.4): every `minutes`
 /// commitment 0 or 1. Verified when a minute is disputed (§5), not at ingest.
-pub fn minutes_range_item(payload: &ReportPayload, id: u32) -> Result<crate::rangeproof::Item, Error> {
+pub fn minutes_range_item(
+    payload: &ReportPayload,
+    id: u32,
+) -> Result<escx_licensing::rangeproof::Item, Error> {
     let series = payload
         .series
         .iter()
@@ -799,7 +849,7 @@ pub fn minutes_range_item(payload: &ReportPayload, id: u32) -> Result<crate::ran
         .map(|bytes| Commitment::decompress(bytes))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| refuse(Refusal::Invalid, "a `minutes` commitment is not a ristretto255 point"))?;
-    Ok(crate::rangeproof::Item {
+    Ok(escx_licensing::rangeproof::Item {
         id,
         bits: MINUTES_BITS,
         transcript: range_transcript(payload, b"minutes"),

@@ -12,15 +12,15 @@ use escx_store::{Arg, Db, Location, Mark, Migrations, Mode, Schema, Sql};
 use serde_bytes::ByteBuf;
 use zeroize::Zeroizing;
 
-use super::{
+use crate::Error;
+use crate::{
     CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HOUR_SECS, HourOpening, MINUTES, OpeningFile,
     Period, PeriodTotal, REPORT_NONCE_BYTES, REPORT_VERSION, Refusal, ReportFile, ReportPayload, Series,
     SeriesOpening, UNIT_MINUTES, UnitOpening, commit, format_hour, is_metric, prove_report_ranges, refuse,
     report_blinding, report_hash,
 };
-use crate::Error;
-use crate::messages::LicensePayload;
-use crate::wallet::{Verified, Wallet};
+use escx_licensing::messages::LicensePayload;
+use escx_licensing::wallet::{Verified, Wallet};
 
 /// The meter's database file in the wallet directory.
 pub const DATABASE_FILE: &str = "meter.sqlite";
@@ -136,11 +136,10 @@ fn open_db(path: &Path) -> Result<Db, Error> {
 }
 
 fn license_id(license: &LicensePayload) -> Result<[u8; 16], Error> {
-    license
-        .license_id
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::Malformed { what: "license", reason: "license id must be 16 bytes".into() })
+    license.license_id.as_slice().try_into().map_err(|_| {
+        escx_licensing::Error::Malformed { what: "license", reason: "license id must be 16 bytes".into() }
+            .into()
+    })
 }
 
 fn int(value: impl Into<u64>) -> Arg<'static> {
@@ -224,7 +223,7 @@ impl<'w> Meter<'w> {
     }
 
     /// Adds `amount` to the `unit` counter of the minute containing `at`, for the license
-    /// the program verified (`verified`, from [`Wallet::verify`](crate::wallet::Wallet::verify)),
+    /// the program verified (`verified`, from [`Wallet::verify`](escx_licensing::wallet::Wallet::verify)),
     /// and marks the minute used (`minutes` = 1). The license must be in this meter's
     /// wallet and valid at `at`. One transaction: a kill loses at most this record.
     /// Refused once the hour has been reported or its period closed.
@@ -244,8 +243,8 @@ impl<'w> Meter<'w> {
                 ),
             ));
         }
-        if amount == 0 || amount > super::COUNTER_MAX {
-            return Err(refuse(Refusal::Invalid, format!("the amount must be 1 to {}", super::COUNTER_MAX)));
+        if amount == 0 || amount > crate::COUNTER_MAX {
+            return Err(refuse(Refusal::Invalid, format!("the amount must be 1 to {}", crate::COUNTER_MAX)));
         }
         let package = verified.license.package.as_str();
         // A version-2 license carries the package's metrics, signed: a unit outside them
@@ -311,10 +310,10 @@ impl<'w> Meter<'w> {
             .map(|r| r.uint(0))
             .transpose()?;
         let value =
-            held.unwrap_or(0).checked_add(amount).filter(|v| *v <= super::COUNTER_MAX).ok_or_else(|| {
+            held.unwrap_or(0).checked_add(amount).filter(|v| *v <= crate::COUNTER_MAX).ok_or_else(|| {
                 refuse(
                     Refusal::Overflow,
-                    format!("the {unit} counter of this minute would exceed {}", super::COUNTER_MAX),
+                    format!("the {unit} counter of this minute would exceed {}", crate::COUNTER_MAX),
                 )
             })?;
         transaction.exec(
@@ -486,10 +485,10 @@ impl<'w> Meter<'w> {
             units.insert(row.text(0)?.to_owned());
         }
         units.insert(UNIT_MINUTES.to_owned());
-        if units.len() > super::SERIES_MAX {
+        if units.len() > crate::SERIES_MAX {
             return Err(refuse(
                 Refusal::Invalid,
-                format!("more than {} units in one hour", super::SERIES_MAX),
+                format!("more than {} units in one hour", crate::SERIES_MAX),
             ));
         }
         let secret = self.secret()?;
@@ -835,13 +834,13 @@ fn closed(db: &impl Sql, id: &[u8; 16], period: Period) -> Result<bool, Error> {
 fn units_of(file: &[u8]) -> Result<Vec<String>, Error> {
     let file = ReportFile::from_cbor(file)?;
     let envelope = escx::envelope::Envelope::from_cbor(&file.report)?;
-    let payload: ReportPayload = super::decode(envelope.payload_unverified(), "meter report")?;
+    let payload: ReportPayload = crate::decode(envelope.payload_unverified(), "meter report")?;
     Ok(payload.series.into_iter().map(|s| s.unit).collect())
 }
 
 fn close_summary(file: &[u8]) -> Result<(Vec<(String, u64)>, u64), Error> {
     let file = CloseFile::from_cbor(file)?;
     let envelope = escx::envelope::Envelope::from_cbor(&file.close)?;
-    let payload: ClosePayload = super::decode(envelope.payload_unverified(), "period close")?;
+    let payload: ClosePayload = crate::decode(envelope.payload_unverified(), "period close")?;
     Ok((payload.totals.into_iter().map(|t| (t.unit, t.total)).collect(), payload.through_seq))
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use curve25519_dalek::ristretto::CompressedRistretto;
 use curve25519_dalek::scalar::Scalar;
 use escx_licensing::messages::BundleChain;
-use escx_licensing::metering::operator::{Operator, Outcome};
-use escx_licensing::metering::{self, ReportFile};
+use escx_metering::operator::{Operator, Outcome};
+use escx_metering::{self as metering, ReportFile};
 use serde_json::Value;
 
 fn dir() -> PathBuf {
@@ -25,7 +25,7 @@ fn expected() -> Value {
     serde_json::from_slice(&read("expected.json")).unwrap()
 }
 
-fn verdict<T>(result: Result<T, escx_licensing::Error>) -> String {
+fn verdict<T>(result: Result<T, escx_metering::Error>) -> String {
     match result {
         Ok(_) => "ok".into(),
         Err(e) => e.code().into(),
@@ -56,7 +56,7 @@ fn blindings_and_commitments_match_the_known_answers() {
         assert_eq!(hex::encode(r.to_bytes()), case["blinding"].as_str().unwrap(), "{case}");
         assert_eq!(r, metering::blinding(&secret, &id, unit, escx::UnixSeconds(hour), minute));
         // v·B + r·B_blinding with bulletproofs' generators.
-        let gens = bulletproofs::PedersenGens::default();
+        let gens = escx_licensing::pedersen::generators();
         let value = case["value"].as_u64().unwrap();
         let point = gens.commit(Scalar::from(value), r).compress();
         assert_eq!(hex::encode(point.to_bytes()), case["commitment"].as_str().unwrap());
@@ -65,7 +65,7 @@ fn blindings_and_commitments_match_the_known_answers() {
                 .unwrap()
                 .decompress()
                 .unwrap();
-        assert_eq!(decoded, metering::commit(value, &r));
+        assert_eq!(decoded, escx_licensing::pedersen::commit(value, &r));
     }
     let sum = &expected["hour_blinding_sum"];
     let secret =
@@ -185,7 +185,7 @@ fn report_blindings_with_a_nonce_match_the_known_answers() {
             metering::blinding(&secret, &id, unit, hour, minute)
         );
         let value = case["value"].as_u64().unwrap();
-        let commitment = metering::commit(value, &r).compress().to_bytes();
+        let commitment = escx_licensing::pedersen::commit(value, &r).compress().to_bytes();
         assert_eq!(hex::encode(commitment), case["commitment"].as_str().unwrap());
     }
 }

@@ -10,9 +10,9 @@
 //! total is kept only when the report opened it (share tier). Private-tier usage becomes
 //! visible once per license and period, at the close.
 
-use crate::LicenseCheck;
 use escx::UnixSeconds;
 use escx::manifest::PackageName;
+use escx_licensing::LicenseCheck;
 use escx_manifest::Micros;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,23 +25,23 @@ use escx_manifest::schema::TelemetryMode;
 use rand_core::RngCore;
 use rayon::prelude::*;
 
-use super::store::{
+use crate::Error;
+use crate::store::{
     BillingRow, MemoryOperatorStore, NewEvidence, NewReport, OperatorReader, OperatorStore, OperatorWriter,
     SqlOperatorStore, StoredLicense, TermsVersion,
 };
-use super::{
+use crate::{
     CONTEXT_CERTIFICATE_ID, CONTEXT_CLOSE, CONTEXT_REPORT, CloseFile, ClosePayload, HOUR_SECS, MINUTES,
     OpeningFile, Period, REPORT_LATE_SECS, Refusal, ReportFile, ReportPayload, SeriesSum, UNIT_MINUTES,
     commit, format_hour, is_metric, point, refuse, report_hash, scalar,
 };
-use crate::Error;
-use crate::messages::{BundleChain, ChainRelation, CrlPayload, IssuerBundle, LicensePayload};
-use crate::verify;
+use escx_licensing::messages::{BundleChain, ChainRelation, CrlPayload, IssuerBundle, LicensePayload};
+use escx_licensing::verify;
 use escx_store::{Location, Mode};
 
 /// The store's file in the operator directory.
 pub const DATABASE_FILE: &str = "operator.sqlite";
-pub use super::store::SCHEMA_VERSION;
+pub use crate::store::SCHEMA_VERSION;
 pub use escx_store::DATABASE_URL_FILE;
 /// Epsilon is accounted in millionths.
 pub const EPSILON_SCALE: u64 = 1_000_000;
@@ -258,7 +258,7 @@ impl Parsed {
         let payload = envelope
             .as_ref()
             .ok()
-            .and_then(|e| super::decode::<ReportPayload>(e.payload_unverified(), "meter report").ok());
+            .and_then(|e| crate::decode::<ReportPayload>(e.payload_unverified(), "meter report").ok());
         Ok(Self { file, cert_id, envelope, payload })
     }
 
@@ -270,7 +270,7 @@ impl Parsed {
 
 struct Prepared {
     /// The report's hour and sums proofs, verified in batches with its chunk's.
-    ranges: Vec<crate::rangeproof::Item>,
+    ranges: Vec<escx_licensing::rangeproof::Item>,
     info: LicenseInfo,
     certificate: Option<Vec<u8>>,
     hour: UnixSeconds,
@@ -284,7 +284,7 @@ struct Prepared {
 /// The shortest retention `escx operator compact` accepts: 35 days after a period ends,
 /// the longest a report may arrive late (`REPORT_LATE_SECS`), so a customer can still open
 /// an hour of a period as long as one of its reports could have been sent.
-pub const RETENTION_MIN_SECS: u64 = super::REPORT_LATE_SECS;
+pub const RETENTION_MIN_SECS: u64 = crate::REPORT_LATE_SECS;
 
 /// What [`Operator::compact`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -558,7 +558,7 @@ impl<S: OperatorStore> Operator<S> {
     fn refresh_issuers(&mut self) -> Result<(), Error> {
         for (id, bytes) in self.store.issuers()? {
             let hash = blake3::hash(&bytes);
-            let id = crate::messages::key_id(&id)?;
+            let id = escx_licensing::messages::key_id(&id)?;
             if self.chains.get(&id) == Some(&hash) {
                 continue;
             }
@@ -580,7 +580,9 @@ impl<S: OperatorStore> Operator<S> {
                 match chain.relation(&BundleChain::parse(&held)?) {
                     ChainRelation::Same | ChainRelation::Older => return Ok(()),
                     ChainRelation::Extends => {}
-                    ChainRelation::Fork(version) => return Err(Error::BundleFork { issuer: id, version }),
+                    ChainRelation::Fork(version) => {
+                        return Err(escx_licensing::Error::BundleFork { issuer: id, version }.into());
+                    }
                 }
             }
             tx.put_issuer(&id.0, &bytes)?;
@@ -592,14 +594,18 @@ impl<S: OperatorStore> Operator<S> {
     /// Accepts a newer CRL of a trusted issuer (the very CRL held again is a no-op).
     pub fn accept_crl(&mut self, bytes: &[u8]) -> Result<CrlPayload, Error> {
         self.refresh_issuers()?;
-        let envelope = Envelope::from_cbor(bytes).map_err(|e| Error::LicenseRejected {
+        let envelope = Envelope::from_cbor(bytes).map_err(|e| escx_licensing::Error::LicenseRejected {
             check: LicenseCheck::CrlSignature,
             reason: e.to_string(),
         })?;
-        let issuer = self.issuers.get(&envelope.key_id()).ok_or_else(|| Error::LicenseRejected {
-            check: LicenseCheck::CrlSignature,
-            reason: format!("signed by {}, which is not an issuer this operator trusts", envelope.key_id()),
-        })?;
+        let issuer =
+            self.issuers.get(&envelope.key_id()).ok_or_else(|| escx_licensing::Error::LicenseRejected {
+                check: LicenseCheck::CrlSignature,
+                reason: format!(
+                    "signed by {}, which is not an issuer this operator trusts",
+                    envelope.key_id()
+                ),
+            })?;
         let crl = verify::open_crl(bytes, issuer)?;
         let issuer_id = issuer.issuer_id();
         retrying(|| {
@@ -609,13 +615,14 @@ impl<S: OperatorStore> Operator<S> {
                     return Ok(());
                 }
                 if crl.number <= number {
-                    return Err(Error::LicenseRejected {
+                    return Err(escx_licensing::Error::LicenseRejected {
                         check: LicenseCheck::Crl,
                         reason: format!(
                             "CRL number {} is not newer than number {number} already held",
                             crl.number
                         ),
-                    });
+                    }
+                    .into());
                 }
             }
             tx.put_crl(&issuer_id.0, crl.number, bytes)?;
@@ -627,7 +634,7 @@ impl<S: OperatorStore> Operator<S> {
     fn crls(&self) -> Result<HashMap<KeyId, CrlPayload>, Error> {
         let mut out = HashMap::new();
         for (id, bytes) in self.store.crls()? {
-            let id = crate::messages::key_id(&id)?;
+            let id = escx_licensing::messages::key_id(&id)?;
             if let Some(bundle) = self.issuers.get(&id) {
                 out.insert(id, verify::open_crl(&bytes, bundle)?);
             }
@@ -644,21 +651,22 @@ impl<S: OperatorStore> Operator<S> {
         publishers: &TrustPolicy,
         now: UnixSeconds,
     ) -> Result<Terms, Error> {
-        let signed = crate::issuer::read_signed_manifest(package, publishers, &self.dir, now)?;
+        let signed = escx_licensing::issuer::read_signed_manifest(package, publishers, &self.dir, now)?;
         let manifest = signed.manifest;
         let name = manifest.package.name.clone();
-        let pricing =
-            manifest.pricing.as_ref().filter(|p| !p.tiers.is_empty()).ok_or_else(|| Error::Pricing {
+        let pricing = manifest.pricing.as_ref().filter(|p| !p.tiers.is_empty()).ok_or_else(|| {
+            escx_licensing::Error::Pricing {
                 package: name.to_string(),
                 reason: "its manifest has no priced tiers in [pricing]".into(),
-            })?;
+            }
+        })?;
         let currency = pricing.currency.clone().unwrap_or_else(|| "USD".into());
         let tiers: Vec<TierTerms> = pricing
             .tiers
             .iter()
             .map(|t| TierTerms {
                 tier: t.name.clone(),
-                unit: crate::issuer::unit_name(t.unit).into(),
+                unit: escx_licensing::issuer::unit_name(t.unit).into(),
                 price_micros: t.price,
                 currency: currency.clone(),
                 share: t.telemetry == TelemetryMode::Share,
@@ -669,10 +677,11 @@ impl<S: OperatorStore> Operator<S> {
             Some(t) => {
                 let epsilon_micros = (t.epsilon * EPSILON_SCALE as f64).round();
                 if !(1.0..=(10.0 * EPSILON_SCALE as f64)).contains(&epsilon_micros) {
-                    return Err(Error::Pricing {
+                    return Err(escx_licensing::Error::Pricing {
                         package: name.to_string(),
                         reason: format!("telemetry.epsilon {} is below 0.000001", t.epsilon),
-                    });
+                    }
+                    .into());
                 }
                 // Rounded and checked to lie in [1, 10^7] just above: exact in u64. (No
                 // std conversion from f64 to an integer is checked.)
@@ -687,9 +696,9 @@ impl<S: OperatorStore> Operator<S> {
             }
         };
         let version = manifest.package.version.to_string();
-        let scope = crate::issuer::owner_scope(&name);
+        let scope = escx_licensing::issuer::owner_scope(&name);
         let encoded = encode_terms(&tiers, telemetry.as_ref());
-        let hash = blake3::derive_key(super::CONTEXT_TERMS_HASH, &encoded).to_vec();
+        let hash = blake3::derive_key(crate::CONTEXT_TERMS_HASH, &encoded).to_vec();
         retrying(|| {
             let tx = self.store.begin()?;
             // Terms are versioned (metering.md §6.5): a newer version adds terms for
@@ -720,18 +729,25 @@ impl<S: OperatorStore> Operator<S> {
             let owners = tx.owners(&scope)?;
             if owners.is_empty() {
                 if signed.signers.is_empty() {
-                    return Err(Error::PackageOwned {
+                    return Err(escx_licensing::Error::PackageOwned {
                         package: name.to_string(),
                         scope: scope.clone(),
                         owners: Vec::new(),
-                    });
+                    }
+                    .into());
                 }
                 for key in &signed.signers {
                     tx.insert_owner(&scope, &key.0)?;
                 }
             } else if !signed.signers.iter().any(|k| owners.iter().any(|o| o.as_slice() == &k.0[..])) {
-                let owners = owners.iter().map(|o| crate::messages::key_id(o)).collect::<Result<_, _>>()?;
-                return Err(Error::PackageOwned { package: name.to_string(), scope: scope.clone(), owners });
+                let owners =
+                    owners.iter().map(|o| escx_licensing::messages::key_id(o)).collect::<Result<_, _>>()?;
+                return Err(escx_licensing::Error::PackageOwned {
+                    package: name.to_string(),
+                    scope: scope.clone(),
+                    owners,
+                }
+                .into());
             }
             tx.replace_terms(name.as_str(), &version, &tiers, telemetry.as_ref())?;
             tx.insert_terms_version(
@@ -755,7 +771,7 @@ impl<S: OperatorStore> Operator<S> {
         // The holder key is read back from the stored (verified) certificate.
         let envelope = Envelope::from_cbor(&stored.certificate)?;
         let payload: LicensePayload =
-            crate::messages::decode_payload(envelope.payload_unverified(), "license")?;
+            escx_licensing::messages::decode_payload(envelope.payload_unverified(), "license")?;
         Ok(Some(LicenseInfo {
             license_id: stored
                 .license_id
@@ -763,7 +779,7 @@ impl<S: OperatorStore> Operator<S> {
                 .try_into()
                 .map_err(|_| Error::stored("a stored license id is not 16 bytes"))?,
             cert_id: *cert_id,
-            issuer: crate::messages::key_id(&stored.issuer)?,
+            issuer: escx_licensing::messages::key_id(&stored.issuer)?,
             package: package_name(&stored.package)?,
             tier: stored.tier,
             holder: PublicKey::from_bytes(&payload.holder_key)?,
@@ -778,12 +794,17 @@ impl<S: OperatorStore> Operator<S> {
         certificate: &[u8],
         cert_id: [u8; 32],
     ) -> Result<LicenseInfo, Error> {
-        let envelope = Envelope::from_cbor(certificate)
-            .map_err(|e| Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() })?;
-        let issuer = issuers.get(&envelope.key_id()).ok_or_else(|| Error::LicenseRejected {
-            check: LicenseCheck::Issuer,
-            reason: format!("signed by {}, which is not an issuer this operator trusts", envelope.key_id()),
+        let envelope = Envelope::from_cbor(certificate).map_err(|e| {
+            escx_licensing::Error::LicenseRejected { check: LicenseCheck::Signature, reason: e.to_string() }
         })?;
+        let issuer =
+            issuers.get(&envelope.key_id()).ok_or_else(|| escx_licensing::Error::LicenseRejected {
+                check: LicenseCheck::Issuer,
+                reason: format!(
+                    "signed by {}, which is not an issuer this operator trusts",
+                    envelope.key_id()
+                ),
+            })?;
         let license = verify::open_certificate(certificate, issuer)?;
         LicenseInfo::from_payload(&license, cert_id, issuer.issuer_id())
     }
@@ -811,9 +832,9 @@ impl<S: OperatorStore> Operator<S> {
         // The payload the signature covers (decoded before, unverified, to order the batch).
         let payload: ReportPayload = match payload {
             Some(payload) => payload,
-            None => super::decode(envelope.payload_unverified(), "meter report")?,
+            None => crate::decode(envelope.payload_unverified(), "meter report")?,
         };
-        let (sums, ranges) = super::check_report_ranges(&payload, 0)?;
+        let (sums, ranges) = crate::check_report_ranges(&payload, 0)?;
         if payload.license_id.as_slice() != info.license_id || payload.package != info.package {
             return Err(refuse(
                 Refusal::Invalid,
@@ -853,7 +874,7 @@ impl<S: OperatorStore> Operator<S> {
                 }
             }
         }
-        for id in crate::rangeproof::verify_each(items) {
+        for id in escx_licensing::rangeproof::verify_each(items) {
             if let Some((_, slot)) = prepared.get_mut(id as usize) {
                 *slot = Err(refuse(
                     Refusal::RangeInvalid,
@@ -1034,7 +1055,7 @@ impl<S: OperatorStore> Operator<S> {
         let payload = envelope.open(CONTEXT_CLOSE, &info.holder).map_err(|e| {
             refuse(Refusal::Signature, format!("not signed by the license's holder key: {e}"))
         })?;
-        let payload: ClosePayload = super::decode(payload, "period close")?;
+        let payload: ClosePayload = crate::decode(payload, "period close")?;
         let invalid = |reason: String| refuse(Refusal::Invalid, reason);
         if payload.v != 1 {
             return Err(invalid(format!("unsupported close version {}", payload.v)));
@@ -1391,7 +1412,7 @@ impl<S: OperatorStore> Operator<S> {
             let mut passing = Vec::new();
             for unit in &units {
                 let count = per_holder.keys().filter(|(u, _)| u == unit).count();
-                let noise = super::dp::discrete_laplace(rng, units.len() as u64 * EPSILON_SCALE, decision);
+                let noise = crate::dp::discrete_laplace(rng, units.len() as u64 * EPSILON_SCALE, decision);
                 let noisy = i128::try_from(count).unwrap_or(i128::MAX).saturating_add(noise);
                 if noisy >= i128::from(cohort) {
                     passing.push(unit.clone());
@@ -1424,7 +1445,7 @@ impl<S: OperatorStore> Operator<S> {
                     .sum();
                 // Drawn again if the transaction runs again: nothing drawn before is ever
                 // released.
-                let noise = super::dp::discrete_laplace(rng, scale_t, scale_s);
+                let noise = crate::dp::discrete_laplace(rng, scale_t, scale_s);
                 let noised = (i128::try_from(sum).unwrap_or(i128::MAX).saturating_add(noise)).max(0);
                 values.push((unit.clone(), u64::try_from(noised).unwrap_or(u64::MAX)));
             }
@@ -1450,7 +1471,7 @@ impl<S: OperatorStore> Operator<S> {
     pub fn evidence(&self, holder: Option<KeyId>) -> Result<Vec<Evidence>, Error> {
         let mut out = Vec::new();
         for r in self.store.evidence()? {
-            let key = crate::messages::key_id(&r.holder)?;
+            let key = escx_licensing::messages::key_id(&r.holder)?;
             if holder.is_some_and(|wanted| wanted != key) {
                 continue;
             }
@@ -1492,7 +1513,7 @@ impl<S: OperatorStore> Operator<S> {
         }
         // Stored reports were verified at ingest.
         let envelope = Envelope::from_cbor(&stored)?;
-        let payload: ReportPayload = super::decode(envelope.payload_unverified(), "meter report")?;
+        let payload: ReportPayload = crate::decode(envelope.payload_unverified(), "meter report")?;
         if payload.package != opening.package {
             return Err(refuse(
                 Refusal::OpeningMismatch,
@@ -1501,9 +1522,9 @@ impl<S: OperatorStore> Operator<S> {
         }
         // A single minute of `minutes` says whether that minute was used only if every
         // minute of the report is proven 0 or 1: its per-minute proof is checked now.
-        if opening.minute.is_some() && opening.openings.iter().any(|o| o.unit == super::UNIT_MINUTES) {
-            let item = super::minutes_range_item(&payload, 0)?;
-            if crate::rangeproof::verify(vec![item]).is_err() {
+        if opening.minute.is_some() && opening.openings.iter().any(|o| o.unit == crate::UNIT_MINUTES) {
+            let item = crate::minutes_range_item(&payload, 0)?;
+            if escx_licensing::rangeproof::verify(vec![item]).is_err() {
                 return Err(refuse(
                     Refusal::RangeInvalid,
                     format!(
@@ -1654,7 +1675,7 @@ fn apply_each(
     for (_, report) in reports {
         outcomes.push(match apply(db, report, crls, now) {
             Ok(outcome) => outcome,
-            Err(error @ Error::Store(_)) => return Err(error),
+            Err(error @ Error::Licensing(escx_licensing::Error::Store(_))) => return Err(error),
             Err(error) => Outcome::Refused(error),
         });
     }
@@ -1685,7 +1706,7 @@ fn apply(
                 format!(
                     "hour {} of this license was reported and compacted; reports are accepted for {} days after their hour",
                     format_hour(report.hour),
-                    super::REPORT_LATE_SECS / 86_400
+                    crate::REPORT_LATE_SECS / 86_400
                 ),
             ));
         }
@@ -1704,29 +1725,31 @@ fn apply(
 
     // 2. The license at the hour: its window and the CRL.
     if report.hour + HOUR_SECS <= info.not_before {
-        return Err(Error::LicenseRejected {
+        return Err(escx_licensing::Error::LicenseRejected {
             check: LicenseCheck::NotYetValid,
             reason: format!(
                 "hour {} ends before the license is valid (from {})",
                 format_hour(report.hour),
                 escx::timestamp::format_rfc3339(info.not_before)
             ),
-        });
+        }
+        .into());
     }
     if report.hour >= info.not_after {
-        return Err(Error::LicenseRejected {
+        return Err(escx_licensing::Error::LicenseRejected {
             check: LicenseCheck::Window,
             reason: format!(
                 "hour {} starts after the license expired ({})",
                 format_hour(report.hour),
                 escx::timestamp::format_rfc3339(info.not_after)
             ),
-        });
+        }
+        .into());
     }
     if let Some(crl) = crls.get(&info.issuer)
         && let Some(entry) = crl.revoked.iter().find(|r| r.license_id.as_slice() == id)
     {
-        return Err(Error::LicenseRejected {
+        return Err(escx_licensing::Error::LicenseRejected {
             check: LicenseCheck::Revocation,
             reason: format!(
                 "license {} is revoked by CRL {} ({})",
@@ -1734,7 +1757,8 @@ fn apply(
                 crl.number,
                 entry.reason
             ),
-        });
+        }
+        .into());
     }
     // 3. Time: after the hour ended, not later than the late limit.
     if report.hour + HOUR_SECS > now {

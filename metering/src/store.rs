@@ -1,11 +1,11 @@
 //! Storage behind the operator (spec: metering.md §6.3–6.4).
 //!
-//! The operator ([`super::operator::Operator`]) decides what to write; an [`OperatorStore`]
+//! The operator ([`crate::operator::Operator`]) decides what to write; an [`OperatorStore`]
 //! only keeps rows and runs transactions, the same pattern as the issuer's and the
 //! ledger's stores. Two implement it: [`SqlOperatorStore`] (the product: one set of
 //! statements on SQLite or PostgreSQL, through `escx_store`) and [`MemoryOperatorStore`]
 //! (tests, and the reference the SQL store is compared with in
-//! `licensing/tests/metering.rs`). A store must give every [`OperatorStore::begin`]
+//! `metering/tests/metering.rs`). A store must give every [`OperatorStore::begin`]
 //! transaction serializable isolation: the operator re-reads what it depends on (a
 //! license's chain head, a held report or close, the spent privacy budget) inside it.
 //!
@@ -20,9 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use escx_store::{Arg, Db, Location, Mark, Migrations, Mode, Row, Schema, Sql, Tx};
 
-use super::UNIT_MINUTES;
-use super::operator::{TelemetryTerms, TierTerms};
 use crate::Error;
+use crate::UNIT_MINUTES;
+use crate::operator::{TelemetryTerms, TierTerms};
 
 /// An id and the bytes it names: an issuer and its chain, or its CRL.
 pub type KeyedBytes = (Vec<u8>, Vec<u8>);
