@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use bulletproofs::{BulletproofGens, PedersenGens, RangeProof};
-use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::Identity;
 use escx::sig::KeyId;
@@ -30,6 +30,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use zeroize::Zeroizing;
+
+use escx_licensing::pedersen::{self, point, scalar};
 
 use crate::statement::{Opening, OpeningsFile, Verified};
 
@@ -96,18 +98,11 @@ impl escx::Fault for ProofError {
     }
 }
 
-fn gens() -> &'static (PedersenGens, BulletproofGens) {
-    static GENS: std::sync::OnceLock<(PedersenGens, BulletproofGens)> = std::sync::OnceLock::new();
-    GENS.get_or_init(|| (PedersenGens::default(), BulletproofGens::new(RANGE_BITS, PAYOUTS_MAX)))
-}
-
-fn point(bytes: &[u8]) -> Option<RistrettoPoint> {
-    CompressedRistretto::from_slice(bytes).ok()?.decompress()
-}
-
-fn scalar(bytes: &[u8]) -> Option<Scalar> {
-    let bytes: [u8; 32] = bytes.try_into().ok()?;
-    Option::from(Scalar::from_canonical_bytes(bytes))
+/// The Pedersen generators (escx_licensing::pedersen, proofs.md §9.1) and the threshold
+/// proof's vector generators (§9.3).
+fn gens() -> (&'static PedersenGens, &'static BulletproofGens) {
+    static GENS: std::sync::OnceLock<BulletproofGens> = std::sync::OnceLock::new();
+    (pedersen::generators(), GENS.get_or_init(|| BulletproofGens::new(RANGE_BITS, PAYOUTS_MAX)))
 }
 
 fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(

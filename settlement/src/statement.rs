@@ -11,9 +11,8 @@ use escx_manifest::Micros;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use bulletproofs::PedersenGens;
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE;
-use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoBasepointTable, RistrettoPoint};
+use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use escx::envelope::Envelope;
 use escx::rotation::RotationStatement;
@@ -22,6 +21,8 @@ use rand_core::{OsRng, RngCore};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
+
+use escx_licensing::pedersen::{point, scalar};
 use zeroize::{Zeroize, Zeroizing};
 
 /// Signature context of statements.
@@ -351,28 +352,21 @@ pub struct Verified {
     pub signer: KeyId,
 }
 
-/// The generators, a basepoint table for the blinding generator, and 1/2 mod ℓ.
-fn gens() -> &'static (PedersenGens, RistrettoBasepointTable, Scalar) {
-    static GENS: OnceLock<(PedersenGens, RistrettoBasepointTable, Scalar)> = OnceLock::new();
-    GENS.get_or_init(|| {
-        let gens = PedersenGens::default();
-        let table = RistrettoBasepointTable::create(&gens.B_blinding);
-        (gens, table, Scalar::from(2u8).invert())
-    })
-}
+pub use escx_licensing::pedersen::commit;
 
-/// `amount·B + blinding·B_blinding` with bulletproofs' default generators.
-pub fn commit(amount: u64, blinding: &Scalar) -> RistrettoPoint {
-    let (_, blinding_table, _) = gens();
-    RISTRETTO_BASEPOINT_TABLE * &Scalar::from(amount) + blinding_table * blinding
+/// 1/2 mod ℓ.
+fn half() -> &'static Scalar {
+    static HALF: OnceLock<Scalar> = OnceLock::new();
+    HALF.get_or_init(|| Scalar::from(2u8).invert())
 }
 
 /// Half a commitment, `Q` with `2·Q = commit(amount, blinding)`: the builder works on
 /// halves so that one batched "double and compress" (one field inversion for a whole
 /// entry, no inverse square root per point) encodes every commitment of an entry.
 fn half_commit(amount: u64, blinding: &Scalar) -> RistrettoPoint {
-    let (_, blinding_table, half) = gens();
-    RISTRETTO_BASEPOINT_TABLE * &(Scalar::from(amount) * half) + blinding_table * &(blinding * half)
+    let half = half();
+    RISTRETTO_BASEPOINT_TABLE * &(Scalar::from(amount) * half)
+        + escx_licensing::pedersen::blinding_table() * &(blinding * half)
 }
 
 fn random_scalar() -> Scalar {
@@ -582,10 +576,6 @@ pub fn build(
 
 fn scalar_bytes(scalar: &Scalar) -> ByteBuf {
     ByteBuf::from(scalar.to_bytes().to_vec())
-}
-
-fn point(bytes: &[u8]) -> Option<RistrettoPoint> {
-    CompressedRistretto::from_slice(bytes).ok()?.decompress()
 }
 
 /// "statement N", or what to call one whose number could not be read.
@@ -966,8 +956,7 @@ pub fn check_openings(
             }
             Some(_) => return Err(fail()),
         };
-        let blinding: [u8; 32] = opening.blinding.as_slice().try_into().map_err(|_| fail())?;
-        let blinding = Option::<Scalar>::from(Scalar::from_canonical_bytes(blinding)).ok_or_else(fail)?;
+        let blinding = scalar(&opening.blinding).ok_or_else(fail)?;
         if commit(opening.amount.0, &blinding).compress().as_bytes()[..] != commitment[..] {
             return Err(fail());
         }
