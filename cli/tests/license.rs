@@ -123,6 +123,26 @@ fn buy_redeem_verify_revoke() {
         checks,
         ["issuer", "signature", "clock", "window", "revocation", "crl-age", "package", "possession"]
     );
+    // A package the wallet holds no license for is no-license (issue 28, 8: it said
+    // license-wrong-package, the code of a certificate for another package).
+    let out = escx(dir)
+        .args([
+            "license",
+            "verify",
+            "--issuer",
+            "issuer.pub",
+            "--wallet",
+            "w",
+            "--package",
+            "acme/other",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (out.status.code(), json(&out.stdout)["error"]["code"].as_str()),
+        (Some(1), Some("no-license"))
+    );
 
     let challenge = "c0ffee00c0ffee01c0ffee02c0ffee03";
     let state = ["--state-dir", "verifier-state"];
@@ -574,6 +594,11 @@ fn a_wallet_path_without_a_wallet_is_refused() {
     }
     escx(dir).args(["license", "receive-key", "--wallet", "new", "-o", "new.receive"]).assert().success();
     escx(dir).args(["license", "list", "--wallet", "new"]).assert().success();
+    // A wallet that lost one of its directories is still a wallet (issue 28, 8: it was
+    // no-wallet); the directory comes back empty.
+    std::fs::remove_dir(dir.join("new/crl")).unwrap();
+    escx(dir).args(["license", "list", "--wallet", "new"]).assert().success();
+    assert!(dir.join("new/crl").is_dir());
 }
 
 /// A standard license of acme/thermal from `issuer/` in wallet `w`.

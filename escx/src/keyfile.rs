@@ -108,8 +108,28 @@ pub fn public_key_text(key: &PublicKey) -> String {
     )
 }
 
+/// Why a text is not a public key (code `key-file-invalid`): the message says what is
+/// wrong; the caller names where the text came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyTextError(pub String);
+
+impl crate::Fault for KeyTextError {
+    fn code(&self) -> &'static str {
+        "key-file-invalid"
+    }
+
+    fn class(&self) -> crate::ErrorClass {
+        crate::ErrorClass::Input
+    }
+}
+
 /// Parses a public key from a key file's text or from a bare `escx-pk-v1:` string.
-pub fn parse_public_key(text: &str) -> Result<PublicKey, String> {
+pub fn parse_public_key(text: &str) -> Result<PublicKey, KeyTextError> {
+    parse_public_key_text(text).map_err(KeyTextError)
+}
+
+fn parse_public_key_text(text: &str) -> Result<PublicKey, String> {
     let line = data_line(text)?;
     let encoded = line.strip_prefix(PUBLIC_KEY_PREFIX).ok_or_else(|| {
         if line.starts_with(SECRET_KEY_PREFIX) {
@@ -125,7 +145,7 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, String> {
 /// Reads a public key file.
 pub fn read_public_key(path: &Path) -> Result<PublicKey, Error> {
     let text = read_small_text(path)?;
-    parse_public_key(&text).map_err(|reason| Error::KeyFile { path: path.into(), reason })
+    parse_public_key(&text).map_err(|e| Error::KeyFile { path: path.into(), reason: e.0 })
 }
 
 /// Writes a public key file (mode 0644).
@@ -477,7 +497,9 @@ mod tests {
         let text = public_key_text(key.public_key());
         assert_eq!(parse_public_key(&text).unwrap(), *key.public_key());
         let secret = secret_key_text(&key, &Protection::Unencrypted).unwrap();
-        assert!(parse_public_key(&secret).unwrap_err().contains("secret key"));
+        let refused = parse_public_key(&secret).unwrap_err();
+        assert!(refused.0.contains("secret key"));
+        assert_eq!(crate::Fault::code(&refused), "key-file-invalid");
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub mod verify;
 
 pub use error::{Error, ErrorClass, Fault, FormatError};
 
+/// The `semver` crate, whose `Version` and `VersionReq` appear in this crate's API.
+pub use semver;
 pub use timestamp::UnixSeconds;
 
 /// The current time in [`UnixSeconds`]; a clock before 1970 reads as 0.

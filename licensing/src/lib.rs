@@ -68,6 +68,9 @@ pub mod trust;
 pub mod verify;
 pub mod wallet;
 
+/// The `semver` crate, whose `Version` appears in this crate's API (`Wallet::verify`).
+pub use semver;
+
 use escx::sig::KeyId;
 
 /// Errors of this crate.
@@ -175,7 +178,7 @@ pub enum Error {
         /// Tier asked for, if any.
         tier: Option<String>,
     },
-    /// The wallet holds no license for the package (or none that passes the checks).
+    /// The wallet holds no license for the package.
     #[error("no license for {package} in this wallet")]
     NoLicense {
         /// Package.
@@ -299,7 +302,8 @@ pub enum LicenseCheck {
     Clock,
     /// The license is on the CRL.
     Revocation,
-    /// The CRL is older than allowed.
+    /// The CRL offered has a lower number than the one the wallet holds (or the same
+    /// number with other contents).
     Crl,
     /// What the wallet knows of revocations is older than the program allows.
     CrlAge,

@@ -264,9 +264,11 @@ fn short_id(bytes: &[u8]) -> String {
 
 impl Wallet {
     /// Opens a wallet directory that exists; a path that holds no wallet is
-    /// [`Error::NoWallet`] (a mistyped `--wallet` must not start an empty wallet).
+    /// [`Error::NoWallet`] (a mistyped `--wallet` must not start an empty wallet). A
+    /// wallet is a directory holding any of the wallet's subdirectories; one that lost
+    /// some (a deleted `crl/`) is still a wallet, and they are made again, empty.
     pub fn open_existing(dir: &Path) -> Result<Self, Error> {
-        if !SUBDIRS.iter().all(|sub| dir.join(sub).is_dir()) {
+        if !SUBDIRS.iter().any(|sub| dir.join(sub).is_dir()) {
             return Err(Error::NoWallet { path: dir.to_path_buf() });
         }
         Self::open(dir)
@@ -947,10 +949,7 @@ impl Wallet {
         self.observe_clock(now, signed)?;
         let mut licenses = self.licenses_for(package)?;
         if licenses.is_empty() {
-            return Err(Error::LicenseRejected {
-                check: LicenseCheck::Package,
-                reason: format!("no license for {package} in this wallet"),
-            });
+            return Err(Error::NoLicense { package: package.to_owned() });
         }
         // Newest first, so the verdict does not depend on file names: after a renewal the
         // new license is the one a program verifies (and meters against).

@@ -349,7 +349,7 @@ fn each_failure_has_its_own_error() {
             .verify(&w.trust, "acme/other", None, None, license.not_after + 1)
             .map(|_| ())
             .map_err(|e| e.code()),
-        Err("license-wrong-package")
+        Err("no-license")
     );
 }
 

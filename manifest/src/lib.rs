@@ -42,6 +42,8 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use money::Micros;
 pub use requirement::{Bucket, Requirement};
 pub use schema::Manifest;
+/// The `semver` crate, whose `Version` and `VersionReq` appear in this crate's API.
+pub use semver;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -147,7 +147,7 @@ fn show(args: ShowArgs, ui: &Ui) -> anyhow::Result<()> {
     let (kind, key_id, sealed) = if text.lines().any(|line| line.trim_start().starts_with("escx-pk-v1:")) {
         // A public key file whose key is malformed says so, not "give the .key file".
         let public = keyfile::parse_public_key(&text)
-            .map_err(|reason| escx::Error::KeyFile { path: path.clone(), reason })
+            .map_err(|e| escx::Error::KeyFile { path: path.clone(), reason: e.0 })
             .map_err(failure::at(path))?;
         ("public", public.id(), None)
     } else {
