@@ -904,8 +904,8 @@ fn over_http(demo: &mut Demo) -> anyhow::Result<String> {
     let operator = Operator::open(&demo.dir.join("operator"))?;
     // The operator judges "the hour has ended" on the demo's later meter clock.
     let meter_clock = demo.meter_clock;
-    let running = crate::serve::start_in_process(
-        crate::serve::Parts {
+    let running = escx_service::start_in_process(
+        escx_service::Parts {
             issuer: vec![issuer],
             operator: vec![operator],
             ledger: None,

@@ -1,6 +1,11 @@
-//! `escx serve`: the operator's side as an HTTP service (spec: service.md). The handlers
-//! carry the specs' signed and sealed messages to the library calls the file commands
-//! make, and back; this module adds transport, limits and observability, never trust.
+//! `escx-service`: the operator's side as an HTTP service (spec: service.md), as a library
+//! that `escx serve` and the demo run and other programs can embed. The handlers carry the
+//! specs' signed and sealed messages to the library calls the file commands make, and
+//! back; this crate adds transport, limits and observability, never trust.
+//!
+//! Open the stores, put them in [`Parts`], make a [`Service`] with [`Limits`], and serve it
+//! with [`serve_on`] on a listener of your own, or [`start_in_process`] on a loopback port;
+//! [`router`] is the bare axum router, for tests that call handlers without a socket.
 
 mod conn;
 mod guard;
@@ -12,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
@@ -21,7 +25,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router};
-use clap::Args;
 use escx_licensing::issuer::{Issuer, SqlIssuerStore};
 use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
 use escx_metering::operator::{Operator, Outcome};
@@ -30,91 +33,6 @@ use serde::Serialize;
 use tower::ServiceBuilder;
 
 use guard::{ApiError, ClientLimit, Metrics, client_address, endpoint_of};
-
-use crate::output::Ui;
-
-/// Run the operator's side as an HTTP service: issuer, report ingest, statements, registry.
-/// `--log-format`.
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
-    /// `TIME EVENT key=value ...`
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-#[derive(Args)]
-#[command(after_help = "Every part is optional; paths of parts not given answer 404 not-served.
-
-Examples:
-  escx serve --issuer ./issuer --operator ./op --ledger ./ledger.db --registry ./reg
-  escx serve --issuer ./issuer --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem
-  escx serve --issuer ./issuer --listen 10.0.0.7:8440 --trusted-proxy 10.0.0.2   # behind a load balancer
-  escx serve --issuer ./issuer --log-format json 2>> escx-serve.log
-  curl -s http://127.0.0.1:8440/metrics")]
-pub struct ServeArgs {
-    /// Issuer directory (`escx issuer init`): bundle chain, purchase, redemption, CRL.
-    #[arg(long, value_name = "DIR")]
-    pub issuer: Option<PathBuf>,
-    /// Operator store (`escx operator init`): report and close ingest.
-    #[arg(long, value_name = "DIR")]
-    pub operator: Option<PathBuf>,
-    /// Settlement ledger (`escx settle init`), a SQLite file or a PostgreSQL URL: signed
-    /// statements, read-only.
-    #[arg(long, value_name = "FILE|URL")]
-    pub ledger: Option<PathBuf>,
-    /// Registry directory (`escx registry init`): index and packages, read-only.
-    #[arg(long, value_name = "DIR")]
-    pub registry: Option<PathBuf>,
-    /// Directory of statement-<seq>.proofs files (`escx statement prove --dir`), served
-    /// beside the statements, read-only.
-    #[arg(long, value_name = "DIR")]
-    pub proofs: Option<PathBuf>,
-    /// Address, or host name, and port to listen on (port 0: any free port, printed at start).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8440")]
-    pub listen: String,
-    /// Seconds to receive a request and answer it.
-    #[arg(long = "timeout-secs", value_name = "SECS", default_value_t = 10)]
-    pub timeout_secs: u64,
-    /// Requests handled at once; more are refused with 503 and Retry-After.
-    #[arg(long = "max-in-flight", value_name = "N", default_value_t = 64)]
-    pub max_in_flight: usize,
-    /// Connections open at once; more are closed as they are accepted.
-    #[arg(long = "max-connections", value_name = "N", default_value_t = 512)]
-    pub max_connections: usize,
-    /// Connections open at once from one client address (an IPv6 /64; trusted proxies
-    /// count only toward --max-connections).
-    #[arg(long = "max-connections-per-client", value_name = "N", default_value_t = 64)]
-    pub max_connections_per_client: usize,
-    /// Redemptions per second per client address (bursts of twice that).
-    #[arg(long = "redeem-rate", value_name = "N", default_value = "20")]
-    pub redeem_rate: NonZeroU32,
-    /// Reports and closes per second per client address (bursts of twice that).
-    #[arg(long = "ingest-rate", value_name = "N", default_value = "100")]
-    pub ingest_rate: NonZeroU32,
-    /// A proxy or load balancer in front of the service (repeatable): for requests from
-    /// it, rate limits count the address it names in X-Forwarded-For instead.
-    #[arg(long = "trusted-proxy", value_name = "IP")]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
-    #[arg(long = "tls-cert", value_name = "PEM", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The certificate's private key (PEM, PKCS#8, SEC1 or PKCS#1).
-    #[arg(long = "tls-key", value_name = "PEM", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Serve /metrics to requests bearing the token in this file (16 characters or more);
-    /// without it, /metrics is not served.
-    #[arg(long = "metrics-token-file", value_name = "FILE")]
-    pub metrics_token_file: Option<PathBuf>,
-    /// The log on stderr: `text` lines or `json` objects, one per line (service.md §7).
-    #[arg(long = "log-format", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-    /// Testing only (hidden; service.md §4): the operator part judges "the hour has ended"
-    /// this many seconds ahead of the wall clock, so a test can report an hour without
-    /// waiting for it to end. The issuer part always uses the wall clock.
-    #[arg(long, value_name = "SECS", hide = true, default_value_t = 0)]
-    pub operator_clock_ahead: u64,
-}
 
 /// Body limits per endpoint (service.md §4).
 const PURCHASE_BODY_MAX: usize = 256 * 1024;
@@ -126,7 +44,9 @@ const INGEST_BODY_MAX: usize = 1024 * 1024;
 
 /// What the handlers share. Each store is used by one request at a time (its library
 /// type is not `Sync`); its calls run on the blocking pool, never on the reactor.
-struct Service {
+pub struct Service {
+    /// The limits it was made with (the connection gate is rebuilt from them).
+    limits: Limits,
     /// The issuer's clock, and the operator's (the same wall clock, except in the demo,
     /// whose meter reports hours of a simulated later time).
     issuer_now: Clock,
@@ -154,10 +74,11 @@ struct Service {
     answered: std::sync::atomic::AtomicU64,
 }
 
-type Shared = Arc<Service>;
+/// The service as the handlers hold it.
+pub type Shared = Arc<Service>;
 
 /// A source of "now".
-pub(crate) type Clock = Arc<dyn Fn() -> escx::UnixSeconds + Send + Sync>;
+pub type Clock = Arc<dyn Fn() -> escx::UnixSeconds + Send + Sync>;
 
 /// Several handles on one store (one per core), so that the stateless work of requests
 /// (KEM decapsulation, POPRF evaluation, ML-DSA signing and verifying, commitment checks)
@@ -201,7 +122,7 @@ fn issuer(service: &Service) -> Result<MutexGuard<'_, Issuer<SqlIssuerStore>>, A
 }
 
 /// The stores a service serves; each is optional (no issuer handles: no issuer).
-pub(crate) struct Parts {
+pub struct Parts {
     pub issuer: Vec<Issuer<SqlIssuerStore>>,
     pub operator: Vec<Operator>,
     pub ledger: Option<Ledger>,
@@ -210,14 +131,34 @@ pub(crate) struct Parts {
 }
 
 /// The limits of service.md §4.
-#[derive(Clone, Copy)]
-struct Limits {
-    timeout_secs: u64,
-    max_in_flight: usize,
-    max_connections: usize,
-    max_connections_per_client: usize,
-    redeem_rate: NonZeroU32,
-    ingest_rate: NonZeroU32,
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Seconds to receive a request and answer it.
+    pub timeout_secs: u64,
+    /// Requests handled at once; more are refused with 503 and Retry-After.
+    pub max_in_flight: usize,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 /64).
+    pub max_connections_per_client: usize,
+    /// Redemptions per second per client address (bursts of twice that).
+    pub redeem_rate: NonZeroU32,
+    /// Reports and closes per second per client address (bursts of twice that).
+    pub ingest_rate: NonZeroU32,
+}
+
+impl Default for Limits {
+    /// `escx serve`'s defaults.
+    fn default() -> Self {
+        Self {
+            timeout_secs: 10,
+            max_in_flight: 64,
+            max_connections: 512,
+            max_connections_per_client: 64,
+            redeem_rate: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            ingest_rate: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+        }
+    }
 }
 
 impl Limits {
@@ -233,9 +174,12 @@ impl Limits {
 }
 
 impl Service {
-    fn new(parts: Parts, limits: Limits, issuer_now: Clock, operator_now: Clock) -> Self {
+    /// A service of `parts` under `limits`; the issuer part reads the time from
+    /// `issuer_now`, the operator part from `operator_now`.
+    pub fn new(parts: Parts, limits: Limits, issuer_now: Clock, operator_now: Clock) -> Self {
         let metrics = Metrics::new();
         Self {
+            limits,
             issuer_now,
             operator_now,
             issuer: Pool::new(parts.issuer),
@@ -253,6 +197,44 @@ impl Service {
             log: log::Log::default(),
             answered: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Requests from these peers name their client in X-Forwarded-For (`--trusted-proxy`):
+    /// rate limits count that address, the connection caps only the proxy's total.
+    pub fn trust_proxies(&mut self, proxies: Vec<std::net::IpAddr>) {
+        self.gate = Arc::new(self.limits.gate(&proxies, &self.metrics));
+        self.trusted_proxies = proxies;
+    }
+
+    /// Serves /metrics to requests bearing `token` (checked by its hash); without it,
+    /// /metrics is not served.
+    pub fn serve_metrics_to(&mut self, token: &str) {
+        self.metrics_token = Some(blake3::hash(token.as_bytes()));
+    }
+
+    /// Logs to stderr (service.md §7): start and stop lines, and a line per request
+    /// unless `requests` is false; JSON objects when `json`.
+    pub fn log_to_stderr(&mut self, requests: bool, json: bool) {
+        self.log = log::Log { on: true, requests, json };
+    }
+
+    /// Runs the service on `listener` until `stop` resolves, on `runtime`, with the log's
+    /// start and stop lines around it.
+    pub fn run(
+        self,
+        runtime: &tokio::runtime::Runtime,
+        listener: std::net::TcpListener,
+        tls: Option<axum_server::tls_rustls::RustlsConfig>,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), escx::Error> {
+        let local = listener.local_addr().map_err(|e| escx::Error::io("<listener>", e))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let limits = self.limits;
+        let service = Arc::new(self);
+        service.log.start(&format!("{scheme}://{local}"));
+        let result = runtime.block_on(serve_on(listener, tls, service.clone(), limits, stop));
+        service.log.stop(service.answered.load(std::sync::atomic::Ordering::Relaxed));
+        result
     }
 }
 
@@ -727,7 +709,8 @@ async fn refused(error: BoxError) -> ApiError {
     }
 }
 
-fn router(service: Shared, limits: Limits) -> Router {
+/// The routes of service.md §2 with the limits of §4, without a listener.
+pub fn router(service: Shared, limits: Limits) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -760,170 +743,18 @@ fn router(service: Shared, limits: Limits) -> Router {
 }
 
 /// One issuer handle per core, the key's passphrase asked for at most once.
-fn open_issuer_pool(dir: &Path) -> anyhow::Result<Vec<Issuer<SqlIssuerStore>>> {
-    let key = dir.join(escx_licensing::issuer::SIGNING_KEY_FILE);
-    let remembered = std::cell::RefCell::new(None);
-    let first = Issuer::open(dir, || {
-        let passphrase = crate::secrets::passphrase_for(&key);
-        remembered.borrow_mut().clone_from(&passphrase);
-        passphrase
-    })
-    .with_context(|| format!("opening issuer {}", dir.display()))?;
-    let mut pool = vec![first];
-    for _ in 1..cores() {
-        pool.push(
-            Issuer::open(dir, || remembered.borrow().clone())
-                .with_context(|| format!("opening issuer {}", dir.display()))?,
-        );
-    }
-    Ok(pool)
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-}
-
-/// One operator handle per core.
-fn open_operator_pool(dir: &Path) -> anyhow::Result<Vec<Operator>> {
-    (0..cores())
-        .map(|_| Operator::open(dir).with_context(|| format!("opening operator store {}", dir.display())))
-        .collect()
-}
-
-/// `SIGTERM` or `SIGINT` (service.md §4).
-async fn stop_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = interrupt => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = interrupt.await;
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Listening<'a> {
-    listening: String,
-    issuer: Option<&'a Path>,
-    operator: Option<&'a Path>,
-    ledger: Option<&'a Path>,
-    registry: Option<&'a Path>,
-}
-
-pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
-    if args.issuer.is_none()
-        && args.operator.is_none()
-        && args.ledger.is_none()
-        && args.registry.is_none()
-        && args.proofs.is_none()
-    {
-        return Err(crate::failure::UsageError(
-            "give at least one of --issuer, --operator, --ledger, --registry, --proofs".into(),
-        )
-        .into());
-    }
-    // Stores are opened before listening, so a wrong path or passphrase fails at once.
-    let issuer = match args.issuer.as_deref() {
-        Some(dir) => open_issuer_pool(dir)?,
-        None => Vec::new(),
-    };
-    let operator = args.operator.as_deref().map(open_operator_pool).transpose()?.unwrap_or_default();
-    let ledger = args.ledger.as_deref().map(Ledger::open).transpose()?;
-    if let Some(root) = &args.registry {
-        escx_manifest::index::read_signed(root)?;
-    }
-    let limits = Limits {
-        timeout_secs: args.timeout_secs,
-        max_in_flight: args.max_in_flight,
-        max_connections: args.max_connections,
-        max_connections_per_client: args.max_connections_per_client,
-        redeem_rate: args.redeem_rate,
-        ingest_rate: args.ingest_rate,
-    };
-    let ahead = args.operator_clock_ahead;
-    let mut service = Service::new(
-        Parts { issuer, operator, ledger, registry: args.registry.clone(), proofs: args.proofs.clone() },
-        limits,
-        Arc::new(escx::now_unix),
-        Arc::new(move || escx::UnixSeconds(escx::now_unix().0.saturating_add(ahead))),
-    );
-    service.trusted_proxies.clone_from(&args.trusted_proxies);
-    service.log =
-        log::Log { on: true, requests: !ui.quiet, json: matches!(args.log_format, LogFormat::Json) };
-    service.gate = Arc::new(limits.gate(&args.trusted_proxies, &service.metrics));
-    if let Some(path) = &args.metrics_token_file {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| escx::Error::io(path.display().to_string(), e))?;
-        let token = text.trim();
-        if token.len() < 16 {
-            return Err(crate::failure::UsageError(format!(
-                "--metrics-token-file {}: the token is {} characters; use 16 or more (e.g. 32 random bytes, hex)",
-                path.display(),
-                token.len()
-            ))
-            .into());
-        }
-        service.metrics_token = Some(blake3::hash(token.as_bytes()));
-    }
-    let service = Arc::new(service);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| escx::Error::io("<async runtime>", e))?;
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_config(&runtime, cert, key)?),
-        _ => None,
-    };
-    let listener = std::net::TcpListener::bind(listen_address(&args.listen)?)
-        .map_err(|e| escx::Error::io(&args.listen, e))?;
-    let local = listener.local_addr().map_err(|e| escx::Error::io(&args.listen, e))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    ui.emit_always(
-        &Listening {
-            listening: format!("{scheme}://{local}"),
-            issuer: args.issuer.as_deref(),
-            operator: args.operator.as_deref(),
-            ledger: args.ledger.as_deref(),
-            registry: args.registry.as_deref(),
-        },
-        || format!("listening on {scheme}://{local} (SIGTERM or Ctrl-C stops)"),
-    );
-    service.log.start(&format!("{scheme}://{local}"));
-    let result = runtime.block_on(serve_on(listener, tls, service.clone(), limits, stop_signal()));
-    service.log.stop(service.answered.load(std::sync::atomic::Ordering::Relaxed));
-    result
-}
-
-/// `--listen`: an address (`127.0.0.1:8440`, `[::]:8440`) or a host name with a port
-/// (`localhost:0`), resolved to its first address.
-fn listen_address(text: &str) -> anyhow::Result<SocketAddr> {
-    use std::net::ToSocketAddrs as _;
-    let usage = |why: String| {
-        crate::failure::UsageError(format!(
-            "--listen {text}: {why}; give HOST:PORT, e.g. 127.0.0.1:8440 or localhost:0"
-        ))
-    };
-    let mut found = text.to_socket_addrs().map_err(|e| usage(e.to_string()))?;
-    Ok(found.next().ok_or_else(|| usage("the name resolves to no address".into()))?)
-}
-
 /// The rustls configuration from PEM files (ring, as the clients use).
-fn tls_config(
+pub fn tls_config(
     runtime: &tokio::runtime::Runtime,
     cert: &Path,
     key: &Path,
-) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+) -> Result<axum_server::tls_rustls::RustlsConfig, escx::Error> {
     // Installed once per process; a second call finds it installed, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    runtime
-        .block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key))
-        .map_err(|e| escx::Error::io(cert, e))
-        .with_context(|| format!("loading the TLS certificate {} and key {}", cert.display(), key.display()))
+    runtime.block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)).map_err(|e| {
+        let what = format!("the TLS certificate {} and key {}", cert.display(), key.display());
+        escx::Error::io(what, e)
+    })
 }
 
 /// Serves the router on `listener`, behind TLS when given, until `stop` resolves; then
@@ -932,13 +763,13 @@ fn tls_config(
 /// The timeout layer bounds a request once its head has arrived; the head itself is
 /// bounded by hyper's header read timeout, set to the same limit, so a client that
 /// trickles its request line or headers is cut off too.
-async fn serve_on(
+pub async fn serve_on(
     listener: std::net::TcpListener,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     service: Shared,
     limits: Limits,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), escx::Error> {
     let local = listener.local_addr().map_err(|e| escx::Error::io("<listener>", e))?;
     listener.set_nonblocking(true).map_err(|e| escx::Error::io(local.to_string(), e))?;
     forget_idle_clients(service.clone());
@@ -989,21 +820,22 @@ fn forget_idle_clients(service: Shared) {
 }
 
 /// A service running on a thread of this process, on a free loopback port (the demo).
-pub(crate) struct InProcess {
+pub struct InProcess {
+    /// Where it listens.
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    thread: Option<std::thread::JoinHandle<Result<(), escx::Error>>>,
 }
 
 impl InProcess {
     /// Stops accepting, finishes the requests in flight, and joins the thread.
-    pub fn stop(mut self) -> anyhow::Result<()> {
+    pub fn stop(mut self) -> Result<(), escx::Error> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         match self.thread.take().map(std::thread::JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => anyhow::bail!("the service thread panicked"),
+            Some(Err(_)) => Err(escx::Error::io("<service thread>", std::io::Error::other("it panicked"))),
             None => Ok(()),
         }
     }
@@ -1018,19 +850,12 @@ impl Drop for InProcess {
 }
 
 /// Starts `parts` as a service on 127.0.0.1 (a free port), with the default limits.
-pub(crate) fn start_in_process(
+pub fn start_in_process(
     parts: Parts,
     issuer_now: Clock,
     operator_now: Clock,
-) -> anyhow::Result<InProcess> {
-    let limits = Limits {
-        timeout_secs: 10,
-        max_in_flight: 64,
-        max_connections: 512,
-        max_connections_per_client: 64,
-        redeem_rate: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
-        ingest_rate: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
-    };
+) -> Result<InProcess, escx::Error> {
+    let limits = Limits::default();
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| escx::Error::io("127.0.0.1:0", e))?;
     let addr = listener.local_addr().map_err(|e| escx::Error::io("127.0.0.1:0", e))?;
