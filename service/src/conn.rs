@@ -23,7 +23,8 @@ use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::guard::{ConnectionMetrics, limit_key};
+use crate::limits::limit_key;
+use crate::metrics::ConnectionMetrics;
 
 /// The caps and the first-request deadline, and the connections open now.
 pub struct Gate {

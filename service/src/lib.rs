@@ -8,8 +8,13 @@
 //! [`router`] is the bare axum router, for tests that call handlers without a socket.
 
 mod conn;
-mod guard;
+mod error;
+mod limits;
 mod log;
+mod metrics;
+mod routes;
+
+use routes::registry::{FileTag, held_by_client, read_inside};
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -32,15 +37,9 @@ use escx_settlement::ledger::Ledger;
 use serde::Serialize;
 use tower::ServiceBuilder;
 
-use guard::{ApiError, ClientLimit, Metrics, client_address, endpoint_of};
-
-/// Body limits per endpoint (service.md §4).
-const PURCHASE_BODY_MAX: usize = 256 * 1024;
-const REDEEM_BODY_MAX: usize = 64 * 1024;
-/// A key request carries a whole certificate, whose wrapped keys grow with the files
-/// registered before it was issued (about 1.6 KiB each).
-const KEY_REQUEST_BODY_MAX: usize = 256 * 1024;
-const INGEST_BODY_MAX: usize = 1024 * 1024;
+use error::ApiError;
+use limits::{ClientLimit, client_address};
+use metrics::{Metrics, endpoint_of};
 
 /// What the handlers share. Each store is used by one request at a time (its library
 /// type is not `Sync`); its calls run on the blocking pool, never on the reactor.
@@ -269,17 +268,6 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     })
 }
 
-/// A report's or close's body, once its client is within the ingest rate (service.md §4).
-async fn ingest_body(
-    service: &Service,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Bytes, ApiError> {
-    service.ingest_limit.check(client_address(peer.ip(), headers, &service.trusted_proxies))?;
-    read_body(body, INGEST_BODY_MAX).await
-}
-
 fn cbor(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/cbor")], bytes).into_response()
 }
@@ -340,325 +328,6 @@ async fn metrics(State(service): State<Shared>, headers: HeaderMap) -> Result<Re
         .into_response())
 }
 
-async fn issuer_chain(State(service): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let chain = blocking(move || Ok(issuer(&service)?.published()?)).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not-published", "the issuer has published no bundle yet")
-    })?;
-    Ok(tagged(&headers, chain.to_cbor(), "application/cbor", Some("public, max-age=300")))
-}
-
-/// The account a purchase's bearer token names (service.md §3).
-fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
-    let unauthorized = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a purchase needs Authorization: Bearer <account token>",
-        )
-    };
-    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(unauthorized)?;
-    let token = value.strip_prefix("Bearer ").ok_or_else(unauthorized)?.trim();
-    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(unauthorized());
-    }
-    Ok(token.to_ascii_lowercase())
-}
-
-async fn purchase(
-    State(service): State<Shared>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let token = bearer(&headers)?;
-    let checking = service.clone();
-    let account = blocking(move || {
-        issuer(&checking)?.account(&token)?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the account token is not known to this issuer",
-            )
-        })
-    })
-    .await?;
-    let bytes = read_body(body, PURCHASE_BODY_MAX).await?;
-    let answer = blocking(move || {
-        let request = TokenRequest::from_cbor(&bytes)?;
-        let issuer = issuer(&service)?;
-        let answer = issuer.issue_for(&request, Some(&account), (service.issuer_now)())?.to_cbor();
-        service.metrics.purchase();
-        Ok(answer)
-    })
-    .await?;
-    Ok(cbor(answer))
-}
-
-async fn redeem(
-    State(service): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    service.redeem_limit.check(client_address(peer.ip(), &headers, &service.trusted_proxies))?;
-    let bytes = read_body(body, REDEEM_BODY_MAX).await?;
-    let answer = blocking(move || {
-        let sealed = SealedRedeemRequest::from_bytes(bytes.to_vec());
-        let license = issuer(&service)?.redeem(&sealed, (service.issuer_now)())?;
-        service.metrics.redemption();
-        Ok(license.as_bytes().to_vec())
-    })
-    .await?;
-    Ok(cbor(answer))
-}
-
-/// A holder's request for a later file's content key (licensing.md §8.1): rate-limited
-/// like redemptions, answered with the key wrapped to the license; nothing is recorded.
-async fn content_key(
-    State(service): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    service.redeem_limit.check(client_address(peer.ip(), &headers, &service.trusted_proxies))?;
-    let bytes = read_body(body, KEY_REQUEST_BODY_MAX).await?;
-    let answer =
-        blocking(move || Ok(issuer(&service)?.content_key_for(&bytes, (service.issuer_now)())?)).await?;
-    Ok(cbor(answer))
-}
-
-async fn crl(State(service): State<Shared>) -> Result<Response, ApiError> {
-    let crl = blocking(move || {
-        Ok(issuer(&service)?.current_crl(escx_licensing::issuer::CRL_REFRESH_SECS, (service.issuer_now)())?)
-    })
-    .await?;
-    Ok(cbor(crl))
-}
-
-async fn report(
-    State(service): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let bytes = ingest_body(&service, peer, &headers, body).await?;
-    let outcome = blocking(move || {
-        let mut operator = pooled(&service.operator, "operator")?;
-        let result = operator.ingest(&[bytes.to_vec()], (service.operator_now)())?.into_iter().next();
-        let outcome = match result.map(|r| r.outcome) {
-            Some(Outcome::Stored) => "stored",
-            Some(Outcome::Duplicate) => "duplicate",
-            Some(Outcome::Equivocation) => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "report-equivocation",
-                    "another report for this license-hour is stored: both kept as evidence, this one not counted",
-                ));
-            }
-            Some(Outcome::Refused(error)) => return Err(ApiError::from(error)),
-            None => {
-                return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "error", "the report got no outcome"));
-            }
-        };
-        service.metrics.report(outcome);
-        Ok(outcome)
-    })
-    .await?;
-    Ok(axum::Json(serde_json::json!({ "ok": true, "outcome": outcome })).into_response())
-}
-
-#[derive(Serialize)]
-struct CloseAnswer {
-    ok: bool,
-    license_id: String,
-    package: String,
-    tier: String,
-    period: String,
-    reports: u64,
-    totals: std::collections::BTreeMap<String, u64>,
-    again: bool,
-}
-
-async fn close(
-    State(service): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let bytes = ingest_body(&service, peer, &headers, body).await?;
-    let closed = blocking(move || {
-        let now = (service.operator_now)();
-        Ok(pooled(&service.operator, "operator")?.close(&bytes, now)?)
-    })
-    .await?;
-    Ok(axum::Json(CloseAnswer {
-        ok: true,
-        license_id: closed.license_id,
-        package: closed.package.to_string(),
-        tier: closed.tier,
-        period: closed.period,
-        reports: closed.reports,
-        totals: closed.totals.into_iter().collect(),
-        again: closed.again,
-    })
-    .into_response())
-}
-
-async fn statements(State(service): State<Shared>) -> Result<Response, ApiError> {
-    let list = blocking(move || Ok(lock(&service.ledger, "ledger")?.statements()?)).await?;
-    Ok(axum::Json(serde_json::json!({ "ok": true, "statements": list })).into_response())
-}
-
-/// The operator key's rotation statements, oldest first (settlement.md §4.5): with the
-/// ledger's first key, what an auditor needs to verify every statement.
-async fn rotations(State(service): State<Shared>) -> Result<Response, ApiError> {
-    let list = blocking(move || Ok(lock(&service.ledger, "ledger")?.operator_rotations()?)).await?;
-    let lines: Vec<String> = list.iter().map(|r| r.to_line()).collect();
-    Ok(axum::Json(serde_json::json!({ "ok": true, "rotations": lines })).into_response())
-}
-
-async fn statement(
-    State(service): State<Shared>,
-    UrlPath(seq): UrlPath<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let unknown =
-        || ApiError::new(StatusCode::NOT_FOUND, "unknown-statement", format!("no statement {seq:?}"));
-    let number: u64 = seq.parse().map_err(|_| unknown())?;
-    let bytes = blocking(move || Ok(lock(&service.ledger, "ledger")?.statement(number)?)).await?;
-    Ok(tagged(&headers, bytes, "application/cbor", None))
-}
-
-async fn statement_proofs(
-    State(service): State<Shared>,
-    UrlPath(seq): UrlPath<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let number: Option<u64> = seq.parse().ok();
-    let missing =
-        move || ApiError::new(StatusCode::NOT_FOUND, "no-proofs", format!("no proofs for statement {seq:?}"));
-    let number = number.ok_or_else(missing.clone())?;
-    let bytes = blocking(move || {
-        let dir = service.proofs.as_deref().ok_or_else(|| not_served("proofs"))?;
-        read_inside(dir, &dir.join(format!("statement-{number}.proofs")))
-            .map_err(|e| if e.status == StatusCode::NOT_FOUND { missing() } else { e })
-    })
-    .await?;
-    Ok(tagged(&headers, bytes, "application/cbor", None))
-}
-
-fn registry_root(service: &Service) -> Result<&Path, ApiError> {
-    service.registry.as_deref().ok_or_else(|| not_served("registry"))
-}
-
-/// Reads a registry file that lies inside the registry directory (no link leads out).
-/// `path` once resolved, if it is a file inside `root` (a served directory).
-fn file_inside(root: &Path, path: &Path) -> Result<PathBuf, ApiError> {
-    let missing = || ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such file");
-    let real = std::fs::canonicalize(path).map_err(|_| missing())?;
-    let real_root = std::fs::canonicalize(root).map_err(|_| missing())?;
-    if !real.starts_with(&real_root) || !real.is_file() {
-        return Err(missing());
-    }
-    Ok(real)
-}
-
-fn read_failed(e: &std::io::Error) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "io", format!("reading a served file: {e}")).retry(1)
-}
-
-/// A small served file (an index, a statement's proofs), whole.
-fn read_inside(root: &Path, path: &Path) -> Result<Vec<u8>, ApiError> {
-    std::fs::read(file_inside(root, path)?).map_err(|e| read_failed(&e))
-}
-
-async fn registry_index(State(service): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let bytes = blocking(move || {
-        let root = registry_root(&service)?;
-        read_inside(root, &root.join(escx_manifest::index::INDEX_FILE))
-    })
-    .await?;
-    Ok(tagged(&headers, bytes, "application/cbor", Some("no-cache")))
-}
-
-/// A package file's entity tag, hashed once per file version: registry package files are
-/// immutable, and a changed length or modification time hashes the file again.
-struct FileTag {
-    len: u64,
-    modified: std::time::SystemTime,
-    tag: String,
-}
-
-/// Files whose tags are kept; beyond that the cache starts over.
-const FILE_TAGS_MAX: usize = 4096;
-
-fn file_tag(service: &Service, real: &Path) -> Result<(String, u64), ApiError> {
-    let meta = std::fs::metadata(real).map_err(|e| read_failed(&e))?;
-    let modified = meta.modified().map_err(|e| read_failed(&e))?;
-    let fresh = |t: &FileTag| t.len == meta.len() && t.modified == modified;
-    if let Some(held) = service.file_tags.lock().unwrap_or_else(PoisonError::into_inner).get(real)
-        && fresh(held)
-    {
-        return Ok((held.tag.clone(), held.len));
-    }
-    let mut hasher = blake3::Hasher::new();
-    let file = std::fs::File::open(real).map_err(|e| read_failed(&e))?;
-    hasher.update_reader(file).map_err(|e| read_failed(&e))?;
-    let tag = format!("\"{}\"", &hasher.finalize().to_hex()[..32]);
-    let mut tags = service.file_tags.lock().unwrap_or_else(PoisonError::into_inner);
-    if tags.len() >= FILE_TAGS_MAX {
-        tags.clear();
-    }
-    tags.insert(real.to_path_buf(), FileTag { len: meta.len(), modified, tag: tag.clone() });
-    Ok((tag, meta.len()))
-}
-
-fn held_by_client(request: &HeaderMap, tag: &str) -> bool {
-    request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
-}
-
-/// A package file, streamed from disk (never held in memory whole), with its tag; 304
-/// without reading it when the client holds it.
-async fn registry_package(
-    State(service): State<Shared>,
-    UrlPath(rest): UrlPath<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let missing = || ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such package file");
-    let (name, version) = rest.strip_suffix(".escx").and_then(|p| p.rsplit_once('/')).ok_or_else(missing)?;
-    // Only a valid name and version make a path (registry.md §1).
-    let name = escx::manifest::PackageName::parse(name).map_err(|_| missing())?;
-    let version = escx::manifest::parse_version(version).map_err(|_| missing())?.to_string();
-    let (real, tag, len) = blocking(move || {
-        let root = registry_root(&service)?;
-        let real = file_inside(root, &escx_manifest::index::package_path(root, name.as_str(), &version))?;
-        let (tag, len) = file_tag(&service, &real)?;
-        Ok((real, tag, len))
-    })
-    .await?;
-    let mut response = if held_by_client(&headers, &tag) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let file = tokio::fs::File::open(&real).await.map_err(|e| read_failed(&e))?;
-        let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
-        (
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            [(header::CONTENT_LENGTH, len.to_string())],
-            body,
-        )
-            .into_response()
-    };
-    if let Ok(value) = HeaderValue::from_str(&tag) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
-    Ok(response)
-}
-
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such path (see spec/service.md §2)")
 }
@@ -687,7 +356,7 @@ async fn observe(
     response.headers_mut().insert(log::REQUEST_ID, header);
     // Purchases and redemptions are never logged one by one: their times would link a
     // redemption to its purchase (service.md §8).
-    if !guard::unobserved(endpoint) {
+    if !metrics::unobserved(endpoint) {
         let error = response.extensions().get::<log::ErrorNote>();
         service.log.request(&method, endpoint, response.status(), took, &id, error);
     }
@@ -714,19 +383,19 @@ pub fn router(service: Shared, limits: Limits) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/.well-known/escx/issuer", get(issuer_chain))
-        .route("/v1/purchase", post(purchase))
-        .route("/v1/redeem", post(redeem))
-        .route("/v1/content-key", post(content_key))
-        .route("/v1/crl", get(crl))
-        .route("/v1/reports", post(report))
-        .route("/v1/closes", post(close))
-        .route("/v1/statements", get(statements))
-        .route("/v1/rotations", get(rotations))
-        .route("/v1/statements/{seq}", get(statement))
-        .route("/v1/statements/{seq}/proofs", get(statement_proofs))
-        .route("/registry/index.signed", get(registry_index))
-        .route("/registry/packages/{*path}", get(registry_package))
+        .route("/.well-known/escx/issuer", get(routes::issuer::issuer_chain))
+        .route("/v1/purchase", post(routes::issuer::purchase))
+        .route("/v1/redeem", post(routes::issuer::redeem))
+        .route("/v1/content-key", post(routes::issuer::content_key))
+        .route("/v1/crl", get(routes::issuer::crl))
+        .route("/v1/reports", post(routes::metering::report))
+        .route("/v1/closes", post(routes::metering::close))
+        .route("/v1/statements", get(routes::ledger::statements))
+        .route("/v1/rotations", get(routes::ledger::rotations))
+        .route("/v1/statements/{seq}", get(routes::ledger::statement))
+        .route("/v1/statements/{seq}/proofs", get(routes::ledger::statement_proofs))
+        .route("/registry/index.signed", get(routes::registry::registry_index))
+        .route("/registry/packages/{*path}", get(routes::registry::registry_package))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
