@@ -81,7 +81,7 @@ enum Command {
     Install(cmd::deps::InstallArgs),
     /// Run a licensing service: keys, epochs, sales, redemption, revocation.
     #[command(subcommand)]
-    Issuer(cmd::license::IssuerCommand),
+    Issuer(cmd::issuer::IssuerCommand),
     /// Buy, redeem, verify offline and prove licenses from a wallet.
     #[command(subcommand)]
     License(cmd::license::LicenseCommand),
@@ -241,7 +241,7 @@ fn main() -> ExitCode {
         Command::Resolve(a) => cmd::deps::run_resolve(a, &ui),
         Command::Tree(a) => cmd::deps::run_tree(a, &ui),
         Command::Install(a) => cmd::deps::run_install(a, &ui),
-        Command::Issuer(c) => cmd::license::run_issuer(c, &ui),
+        Command::Issuer(c) => cmd::issuer::run_issuer(c, &ui),
         Command::License(c) => cmd::license::run_license(c, &ui),
         Command::Meter(c) => cmd::meter::run(c, &ui),
         Command::Operator(c) => cmd::operator::run(c, &ui),

@@ -13,7 +13,7 @@ use escx_settlement::statement::{self, OpeningsFile, OperatorKeys, Verified};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::license::Output;
+use super::common::Output;
 use crate::failure::{self, UsageError};
 use crate::output::Ui;
 
@@ -127,7 +127,7 @@ pub struct AuditVerifyArgs {
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    super::license::read(path)
+    super::common::read(path)
 }
 
 fn files(dir: &Path, extension: &str) -> anyhow::Result<Vec<PathBuf>> {

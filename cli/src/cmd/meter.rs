@@ -10,7 +10,7 @@ use escx_metering::meter::{Meter, Telemetry};
 use escx_metering::{self as metering, Period};
 use serde::Serialize;
 
-use super::license::Output;
+use super::common::Output;
 use crate::failure::UsageError;
 use crate::output::Ui;
 
@@ -73,7 +73,7 @@ pub struct RecordArgs {
     #[arg(long, default_value_t = 1)]
     amount: u64,
     #[command(flatten)]
-    trust: super::license::TrustArgs,
+    trust: super::common::TrustArgs,
     /// When the usage happened (RFC 3339, or @unix); default now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,

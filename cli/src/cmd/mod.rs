@@ -2,10 +2,12 @@
 
 pub mod audit;
 pub mod client;
+pub mod common;
 pub mod config;
 pub mod deps;
 pub mod dispute;
 pub mod hold;
+pub mod issuer;
 pub mod key;
 pub mod ledger;
 pub mod license;

@@ -12,7 +12,7 @@ use escx_metering as metering;
 use escx_metering::operator::{Aggregate, Operator, Outcome, epsilon_text};
 use serde::Serialize;
 
-use super::license::{Output, read};
+use super::common::{Output, read};
 use crate::failure::{self, Reported, UsageError};
 use crate::output::Ui;
 

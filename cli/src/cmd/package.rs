@@ -209,7 +209,7 @@ fn pack(args: PackArgs, ui: &Ui) -> anyhow::Result<()> {
     let keys =
         args.keys.iter().map(|k| secrets::load_secret_key(k)).collect::<anyhow::Result<Vec<SecretKey>>>()?;
     let key_refs: Vec<&SecretKey> = keys.iter().collect();
-    let issuer = args.encrypt_for.as_deref().map(super::license::bundle).transpose()?;
+    let issuer = args.encrypt_for.as_deref().map(super::common::bundle).transpose()?;
     let progress = ui.progress();
     let options = escx::pack::PackOptions {
         signed_at: Some(signing_time()?),
@@ -277,7 +277,7 @@ fn parse_sections(names: &[String]) -> anyhow::Result<SectionSelection> {
 fn verify(args: VerifyArgs, ui: &Ui) -> anyhow::Result<()> {
     let policy = args.trust.load()?;
     let selection = parse_sections(&args.sections)?;
-    let key = super::license::content_key_for(args.wallet.as_deref(), &args.file)?;
+    let key = super::common::content_key_for(args.wallet.as_deref(), &args.file)?;
     let progress = ui.progress();
     let options = VerifyOptions {
         sections: &selection,
@@ -437,7 +437,7 @@ fn inspect(args: InspectArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn extract(args: ExtractArgs, ui: &Ui) -> anyhow::Result<()> {
     let policy = args.trust.load()?;
-    let key = super::license::content_key_for(args.wallet.as_deref(), &args.file)?;
+    let key = super::common::content_key_for(args.wallet.as_deref(), &args.file)?;
     let progress = ui.progress();
     let options = VerifyOptions {
         now: args.trust.now()?,

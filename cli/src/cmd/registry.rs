@@ -376,7 +376,7 @@ fn refresh(args: RefreshArgs, ui: &Ui) -> anyhow::Result<()> {
 }
 
 fn issuer(args: IssuerArgs, ui: &Ui) -> anyhow::Result<()> {
-    let chain = super::license::bundle(&args.chain)?;
+    let chain = super::common::bundle(&args.chain)?;
     let head = chain.head();
     let keys = args.signing.load()?;
     let registry = Registry::open(&args.dir)?;
