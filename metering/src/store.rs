@@ -1000,10 +1000,20 @@ impl OperatorWriter for SqlOperatorTx<'_> {
                 &[Arg::Bytes(r.license_id), uint(r.hour)?, Arg::Text(unit), Arg::Bytes(commitment), Arg::opt_uint(*total)?],
             )?;
         }
-        self.tx.exec(
-            "UPDATE licenses SET head_seq = ?2, head_hash = ?3, head_hour = ?4 WHERE license_id = ?1",
+        // The chain head only moves forward, one report at a time (metering.md §6.2): the
+        // rules checked it before; the store refuses anything else as a broken invariant.
+        let moved = self.tx.exec(
+            "UPDATE licenses SET head_seq = ?2, head_hash = ?3, head_hour = ?4 \
+             WHERE license_id = ?1 AND head_seq + 1 = ?2",
             &[Arg::Bytes(r.license_id), uint(r.seq)?, Arg::Bytes(r.hash), uint(r.hour)?],
         )?;
+        if moved != 1 {
+            return Err(escx_store::Error::failed(
+                self.tx.location(),
+                format!("invariant: report {} is not the one after its license's chain head", r.seq),
+            )
+            .into());
+        }
         Ok(())
     }
 
@@ -1424,15 +1434,24 @@ impl OperatorWriter for MemoryOperatorTx<'_> {
         if state.reports.contains_key(&key) || hour_held {
             return Err(violation(format!("report {} or its hour exists", r.seq)));
         }
+        // The chain head only moves forward, one report at a time (metering.md §6.2).
+        match state.licenses.get_mut(r.license_id) {
+            Some(license) if license.head.seq + 1 == r.seq => {
+                license.head = Head { seq: r.seq, hash: r.hash.to_vec(), hour: Some(r.hour) };
+            }
+            _ => {
+                return Err(violation(format!(
+                    "report {} is not the one after its license's chain head",
+                    r.seq
+                )));
+            }
+        }
         state.reports.insert(key, (r.hour, r.hash.to_vec(), r.report.to_vec()));
         for (unit, commitment, total) in &r.sums {
             let key = (r.license_id.to_vec(), r.hour, (*unit).to_owned());
             if state.hour_sums.insert(key, (commitment.to_vec(), *total)).is_some() {
                 return Err(violation(format!("hour sum of {unit} exists")));
             }
-        }
-        if let Some(license) = state.licenses.get_mut(r.license_id) {
-            license.head = Head { seq: r.seq, hash: r.hash.to_vec(), hour: Some(r.hour) };
         }
         Ok(())
     }

@@ -1839,3 +1839,52 @@ fn a_compacted_period_keeps_what_billing_and_the_chain_need() {
     let open = meter.open_hour("acme/thermal", next_hour, None, None).unwrap();
     assert!(operator.check_opening(&open.to_cbor()).is_ok());
 }
+
+/// The report chain head only moves forward, one report at a time: both stores refuse a
+/// report that is not the one after the license's head, whoever calls them (issue 28, 7:
+/// invariants checked where data is written, not only by the rules before).
+#[test]
+fn a_store_refuses_a_report_that_does_not_follow_the_chain_head() {
+    use escx_metering::store::{
+        MemoryOperatorStore, NewReport, OperatorStore, OperatorWriter, SqlOperatorStore, StoredLicense,
+    };
+    fn check(store: &impl OperatorStore) {
+        let license = StoredLicense {
+            license_id: vec![7; 16],
+            cert_id: [1; 32],
+            issuer: vec![2; 16],
+            package: "acme/thermal".into(),
+            tier: "metered".into(),
+            holder: vec![3; 16],
+            not_before: 0,
+            not_after: 10_000_000,
+            certificate: vec![4; 8],
+        };
+        let report = |seq: u64, hour: u64| NewReport {
+            license_id: &[7; 16],
+            seq,
+            hour,
+            hash: &[9; 32],
+            report: &[5; 8],
+            received_at: hour + 10,
+            sums: Vec::new(),
+        };
+        let tx = store.begin().unwrap();
+        tx.insert_license(&license).unwrap();
+        tx.store_report(&report(1, 3600)).unwrap();
+        tx.commit().unwrap();
+        // Skipping ahead, going back, and storing the head again are all refused (the
+        // caller then drops the transaction: nothing of it is kept).
+        for (seq, hour) in [(3, 7200), (1, 7200), (0, 7200)] {
+            let tx = store.begin().unwrap();
+            assert!(tx.store_report(&report(seq, hour)).is_err(), "report {seq} after head 1");
+        }
+        let tx = store.begin().unwrap();
+        tx.store_report(&report(2, 7200)).unwrap();
+        tx.commit().unwrap();
+    }
+    check(&MemoryOperatorStore::default());
+    let dir = tempfile::tempdir().unwrap();
+    let location = escx_store::Location::from_path(&dir.path().join("operator.sqlite"));
+    check(&SqlOperatorStore::open(&location, escx_store::Mode::Create).unwrap());
+}

@@ -211,10 +211,17 @@ pub fn apply(
         Some(payout) => payout.micros.0 += micros,
         None => split.payouts.push(Payout { party: party.to_owned(), micros: Micros(micros) }),
     };
+    // Conservation as it goes: what is paid plus what remains is the gross after every
+    // step (checked again, as a hard error, on the finished split below).
+    let conserved = |split: &Split, remaining: u64| {
+        split.payouts.iter().map(|p| u128::from(p.micros.0)).sum::<u128>() + u128::from(remaining)
+            == u128::from(gross.0)
+    };
     let mut tier_gross = gross.0;
     for tier in chain {
         let mut remaining = tier_gross;
         for (index, step) in tier.steps.iter().enumerate() {
+            debug_assert!(conserved(&split, remaining), "before step {index} of {}", tier.label);
             let trace = |split: &mut Split, rule, party: &str, base, paid, remaining| {
                 split.trace.push(TraceStep {
                     tier: tier.label.clone(),
@@ -269,6 +276,7 @@ pub fn apply(
                 }
             }
         }
+        debug_assert!(conserved(&split, remaining), "after the steps of {}", tier.label);
         match &tier.residual {
             Some(party) => {
                 pay(&mut split, party, remaining);
