@@ -198,16 +198,9 @@ pub fn run(args: ServeArgs, ui: &Ui) -> anyhow::Result<()> {
     if let Some(path) = &args.metrics_token_file {
         let text =
             std::fs::read_to_string(path).map_err(|e| escx::Error::io(path.display().to_string(), e))?;
-        let token = text.trim();
-        if token.len() < 16 {
-            return Err(UsageError(format!(
-                "--metrics-token-file {}: the token is {} characters; use 16 or more (e.g. 32 random bytes, hex)",
-                path.display(),
-                token.len()
-            ))
-            .into());
-        }
-        service.serve_metrics_to(token);
+        service
+            .serve_metrics_to(text.trim())
+            .map_err(|e| UsageError(format!("--metrics-token-file {}: {e}", path.display())))?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

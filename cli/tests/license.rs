@@ -599,6 +599,11 @@ fn a_wallet_path_without_a_wallet_is_refused() {
     std::fs::remove_dir(dir.join("new/crl")).unwrap();
     escx(dir).args(["license", "list", "--wallet", "new"]).assert().success();
     assert!(dir.join("new/crl").is_dir());
+    // A folder that merely has a `tokens/` is not a wallet: nothing is made in it.
+    std::fs::create_dir_all(dir.join("work/tokens")).unwrap();
+    let out = escx(dir).args(["license", "list", "--wallet", "work", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(!dir.join("work/licenses").exists());
 }
 
 /// A standard license of acme/thermal from `issuer/` in wallet `w`.

@@ -50,8 +50,8 @@ pub const ALL_CONTEXTS: &[&str] = &[
 const PARALLEL_THRESHOLD_BYTES: usize = 128 * 1024;
 
 /// Read size of the pipelined hasher. Measured on the 2-core reference machine: 2–4 MiB
-/// chunks keep both cores busy hashing while a third thread reads; 32 MiB chunks lose the
-/// overlap and are 2x slower.
+/// chunks keep both cores busy reading and hashing; 32 MiB chunks lose the overlap and
+/// are 2x slower.
 pub const PIPELINE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// Plain BLAKE3 of `bytes` (what `b3sum` prints).
@@ -77,9 +77,10 @@ pub fn update(hasher: &mut blake3::Hasher, bytes: &[u8]) {
 
 /// Hashes exactly `length_bytes` from `reader` with plain BLAKE3.
 ///
-/// One thread reads the next chunk while the rayon pool hashes the current one, so the
-/// read and the hash overlap; a handful of chunks are alive at once, so memory stays at
-/// a few tens of MiB whatever the length. A reader that ends early yields `UnexpectedEof`.
+/// The next chunk is read while the current one is hashed, both as jobs of the rayon
+/// pool, so the read and the hash overlap; a handful of chunks are alive at once, so
+/// memory stays at a few tens of MiB whatever the length. A reader that ends early yields
+/// `UnexpectedEof`.
 pub fn hash_exact<R: Read + Send>(
     reader: &mut R,
     length_bytes: u64,
@@ -107,6 +108,8 @@ pub fn hash_exact<R: Read + Send>(
 /// `consume` sees the bytes before their hash is known: callers MUST treat its result as
 /// void when the hash does not match, and use this only for decoders that are safe on any
 /// input (the archive walker, not zstd). If `consume` returns early, hashing goes on.
+/// `consume` must not use the rayon pool: a pool worker may be blocked handing it the
+/// next chunk, and a pool of one thread would then deadlock.
 pub(crate) fn hash_and_consume<R, T, F>(
     reader: &mut R,
     length_bytes: u64,

@@ -265,10 +265,13 @@ fn short_id(bytes: &[u8]) -> String {
 impl Wallet {
     /// Opens a wallet directory that exists; a path that holds no wallet is
     /// [`Error::NoWallet`] (a mistyped `--wallet` must not start an empty wallet). A
-    /// wallet is a directory holding any of the wallet's subdirectories; one that lost
-    /// some (a deleted `crl/`) is still a wallet, and they are made again, empty.
+    /// wallet is a directory holding the wallet's subdirectories, all of which its first
+    /// use made; one that lost one of them (a deleted `crl/`) is still a wallet, and it is
+    /// made again, empty. A directory with fewer (a user's folder that happens to have a
+    /// `tokens/`) is not taken for one.
     pub fn open_existing(dir: &Path) -> Result<Self, Error> {
-        if !SUBDIRS.iter().any(|sub| dir.join(sub).is_dir()) {
+        let held = SUBDIRS.iter().filter(|sub| dir.join(sub).is_dir()).count();
+        if held + 1 < SUBDIRS.len() {
             return Err(Error::NoWallet { path: dir.to_path_buf() });
         }
         Self::open(dir)

@@ -439,7 +439,8 @@ impl Period {
     pub fn parse(text: &str) -> Result<Self, String> {
         let bad = || format!("{text:?} is not a billing period; write the month as YYYY-MM, e.g. 2026-11");
         let (year, month) = text.split_once('-').ok_or_else(bad)?;
-        if year.len() != 4 || month.len() != 2 {
+        // Digits only: `str::parse` would also take a sign (`2026-+1`).
+        if !digits(year, 4) || !digits(month, 2) {
             return Err(bad());
         }
         let year: i32 = year.parse().map_err(|_| bad())?;
@@ -494,11 +495,16 @@ impl std::fmt::Display for Period {
     }
 }
 
+/// `part` is exactly `len` ASCII digits.
+fn digits(part: &str, len: usize) -> bool {
+    part.len() == len && part.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Parses an hour, `YYYY-MM-DDTHH` (UTC), to the Unix seconds of its start.
 pub fn parse_hour(text: &str) -> Result<UnixSeconds, String> {
     let bad = || format!("{text:?} is not an hour; write it as YYYY-MM-DDTHH in UTC, e.g. 2026-11-23T10");
     let (date, hour) = text.split_once('T').ok_or_else(bad)?;
-    if hour.len() != 2 || date.len() != 10 {
+    if !digits(hour, 2) || date.len() != 10 {
         return Err(bad());
     }
     let hour: u64 = hour.parse().map_err(|_| bad())?;
@@ -883,7 +889,7 @@ mod tests {
         assert_eq!(Period::parse("2026-12").unwrap().end(), escx::timestamp::parse("2027-01-01").unwrap());
         assert_eq!(Period::of(period.end() - 1), period);
         assert_eq!(period.to_string(), "2026-11");
-        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "2026-00"] {
+        for bad in ["2026-13", "2026-1", "26-11", "2026/11", "2026-00", "2026-+1", "+202-11"] {
             assert!(Period::parse(bad).is_err(), "{bad}");
         }
         let hour = parse_hour("2026-11-23T10").unwrap();
@@ -891,6 +897,7 @@ mod tests {
         assert_eq!(format_hour(hour), "2026-11-23T10");
         assert!(parse_hour("2026-11-23T24").is_err());
         assert!(parse_hour("2026-11-23 10").is_err());
+        assert!(parse_hour("2026-11-23T+1").is_err(), "a sign is not a digit");
         assert_eq!(parse_window("2026-11-23T00/2026-11-24T00").unwrap().1 - hour + 10 * 3600, 86_400);
         assert!(parse_window("2026-11-24T00/2026-11-23T00").is_err());
     }

@@ -73,6 +73,28 @@ pub struct Service {
     answered: std::sync::atomic::AtomicU64,
 }
 
+/// The fewest characters a /metrics token may have (service.md §4).
+pub const METRICS_TOKEN_MIN: usize = 16;
+
+/// A /metrics token too short to be secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTooShort {
+    /// Its length in characters.
+    pub length: usize,
+}
+
+impl std::fmt::Display for TokenTooShort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the token is {} characters; use {METRICS_TOKEN_MIN} or more (e.g. 32 random bytes, hex)",
+            self.length
+        )
+    }
+}
+
+impl std::error::Error for TokenTooShort {}
+
 /// The service as the handlers hold it.
 pub type Shared = Arc<Service>;
 
@@ -206,9 +228,15 @@ impl Service {
     }
 
     /// Serves /metrics to requests bearing `token` (checked by its hash); without it,
-    /// /metrics is not served.
-    pub fn serve_metrics_to(&mut self, token: &str) {
+    /// /metrics is not served. A token shorter than [`METRICS_TOKEN_MIN`] characters is
+    /// refused (service.md §4): it could be guessed.
+    pub fn serve_metrics_to(&mut self, token: &str) -> Result<(), TokenTooShort> {
+        let length = token.chars().count();
+        if length < METRICS_TOKEN_MIN {
+            return Err(TokenTooShort { length });
+        }
         self.metrics_token = Some(blake3::hash(token.as_bytes()));
+        Ok(())
     }
 
     /// Logs to stderr (service.md §7): start and stop lines, and a line per request

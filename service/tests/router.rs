@@ -103,7 +103,14 @@ async fn metrics_need_the_token_and_count_what_was_answered() {
     assert_eq!((status, code.as_deref()), (StatusCode::NOT_FOUND, Some("not-served")));
 
     let token = "0123456789abcdef0123";
-    let app = service(|s| s.serve_metrics_to(token));
+    let mut short = Service::new(
+        Parts { issuer: Vec::new(), operator: Vec::new(), ledger: None, registry: None, proofs: None },
+        Limits::default(),
+        Arc::new(escx::now_unix),
+        Arc::new(escx::now_unix),
+    );
+    assert_eq!(short.serve_metrics_to("0123456789abcde").unwrap_err().length, 15);
+    let app = service(|s| s.serve_metrics_to(token).unwrap());
     let (status, code, _) = call(app.clone(), get("/metrics")).await;
     assert_eq!((status, code.as_deref()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
     let wrong = Request::get("/metrics").header(header::AUTHORIZATION, "Bearer 0123456789abcdef0124");

@@ -277,13 +277,17 @@ fn check_place(name: &str, claimed: u64, verified: &Verified) -> anyhow::Result<
 /// Every statement in `dir`, verified under the operator's keys (in parallel) and chained.
 fn load_statements(dir: &Path, operator: &OperatorKeys) -> anyhow::Result<Vec<Verified>> {
     let source = Source::open(dir)?;
-    let loaded = (0..source.len()).map(|i| source.fetch(i)).collect::<anyhow::Result<Vec<_>>>()?;
+    // A file that cannot be read fails in its place, as `audit_statements` does.
+    let loaded: Vec<anyhow::Result<_>> = (0..source.len()).map(|i| source.fetch(i)).collect();
     let mut verified = loaded
-        .par_iter()
-        .map(|(claimed, name, bytes)| {
-            let verified =
-                operator.verify(bytes).map_err(escx_settlement::Error::from).with_context(|| name.clone())?;
-            check_place(name, *claimed, &verified)?;
+        .into_par_iter()
+        .map(|item| {
+            let (claimed, name, bytes) = item?;
+            let verified = operator
+                .verify(&bytes)
+                .map_err(escx_settlement::Error::from)
+                .with_context(|| name.clone())?;
+            check_place(&name, claimed, &verified)?;
             Ok(verified)
         })
         // The first failure by position, not whichever thread failed first.
