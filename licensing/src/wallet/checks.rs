@@ -1,4 +1,5 @@
-//! Checking licenses offline: CRLs, the clock, every check of licensing.md §5.5, possession proofs.
+//! Checking licenses offline: CRLs, the clock, every check of licensing.md §5, possession
+//! proofs.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Content keys of licensed package files: asking the issuer, keeping them, opening a file's key (escx-format.md §15).
+//! The wallet's side of licensed content: asking the issuer for content keys, keeping them,
+//! opening a file's key (licensing.md §8.1).
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Buying: token requests, finalizing the issuer's answer, redeeming tokens into licenses, renewing, installing (licensing.md §4, §6).
+//! Buying: token requests, finalizing the issuer's answer, redeeming tokens into licenses,
+//! renewing, installing (licensing.md §5, §8.2).
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Handing an unspent token to another wallet, sealed to its receive key (licensing.md §7).
+//! Handing an unspent token to another wallet, sealed to its receive key (licensing.md
+//! §8.3).
 
 use super::*;
 

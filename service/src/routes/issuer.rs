@@ -1,4 +1,5 @@
-//! The issuer's routes (service.md §2): its bundle chain, purchase, redemption, content keys, CRL.
+//! The issuer's routes (service.md §2): its bundle chain, purchase, redemption, content
+//! keys, CRL.
 
 use crate::*;
 

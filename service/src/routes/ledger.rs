@@ -1,4 +1,5 @@
-//! The ledger's routes (service.md §2): signed statements, rotations and their proofs, read-only.
+//! The ledger's routes (service.md §2): signed statements, rotations and their proofs,
+//! read-only.
 
 use crate::*;
 

@@ -1,4 +1,5 @@
-//! The registry's routes (service.md §2): the signed index and package files, read-only, with entity tags.
+//! The registry's routes (service.md §2): the signed index and package files, read-only,
+//! with entity tags.
 
 use crate::*;
 
