@@ -8,7 +8,7 @@ fn every_error_code_is_in_the_spec() {
     for source in [
         include_str!("../src/waterfall.rs"),
         include_str!("../src/lib.rs"),
-        include_str!("../src/statement.rs"),
+        include_str!("../src/statement/mod.rs"),
     ] {
         // The string literals of `fn code`'s body.
         let body = source

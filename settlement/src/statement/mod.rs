@@ -25,6 +25,15 @@ use serde_bytes::ByteBuf;
 use escx_licensing::pedersen::{point, scalar};
 use zeroize::{Zeroize, Zeroizing};
 
+mod keys;
+mod merkle;
+mod openings;
+
+pub use keys::OperatorKeys;
+use merkle::leaf;
+pub use merkle::{inclusion_proof, leaves, merkle_root, verify_inclusion};
+pub use openings::{OpenedPayout, check_openings};
+
 /// Signature context of statements.
 pub const CONTEXT_STATEMENT: SigningContext = SigningContext::new("escx/statement/v1");
 /// Merkle leaf: `derive_key(context, canonical CBOR of the entry)`.
@@ -380,87 +389,6 @@ pub fn statement_hash(bytes: &[u8]) -> [u8; 32] {
     blake3::derive_key(CONTEXT_STATEMENT_HASH, bytes)
 }
 
-fn leaf(entry: &Entry) -> [u8; 32] {
-    blake3::derive_key(CONTEXT_LEAF, &escx::cbor::encode(entry))
-}
-
-fn node(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
-    let mut both = [0u8; 64];
-    both[..32].copy_from_slice(left);
-    both[32..].copy_from_slice(right);
-    blake3::derive_key(CONTEXT_NODE, &both)
-}
-
-/// RFC 6962-shaped Merkle root: split at the largest power of two below the count.
-pub fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
-    match leaves.len() {
-        0 => EMPTY_ROOT,
-        1 => leaves[0],
-        n => {
-            let split = split_point(n);
-            node(&merkle_root(&leaves[..split]), &merkle_root(&leaves[split..]))
-        }
-    }
-}
-
-fn split_point(n: usize) -> usize {
-    let mut k = 1;
-    while k * 2 < n {
-        k *= 2;
-    }
-    k
-}
-
-/// The sibling hashes from leaf `index` up to the root.
-pub fn inclusion_proof(leaves: &[[u8; 32]], index: usize) -> Vec<[u8; 32]> {
-    let mut path = Vec::new();
-    let (mut lo, mut hi, mut index) = (0, leaves.len(), index);
-    let mut stack = Vec::new();
-    while hi - lo > 1 {
-        let split = split_point(hi - lo);
-        if index < split {
-            stack.push(merkle_root(&leaves[lo + split..hi]));
-            hi = lo + split;
-        } else {
-            stack.push(merkle_root(&leaves[lo..lo + split]));
-            lo += split;
-            index -= split;
-        }
-    }
-    while let Some(sibling) = stack.pop() {
-        path.push(sibling);
-    }
-    path
-}
-
-/// Checks an inclusion proof for `leaf` at `index` of `count` leaves against `root`.
-pub fn verify_inclusion(
-    leaf: [u8; 32],
-    index: usize,
-    count: usize,
-    proof: &[[u8; 32]],
-    root: &[u8; 32],
-) -> bool {
-    fn walk(hash: [u8; 32], index: usize, count: usize, proof: &[[u8; 32]]) -> Option<[u8; 32]> {
-        if count == 1 {
-            return proof.is_empty().then_some(hash);
-        }
-        let (sibling, rest) = proof.split_last()?;
-        let split = split_point(count);
-        if index < split {
-            Some(node(&walk(hash, index, split, rest)?, sibling))
-        } else {
-            Some(node(sibling, &walk(hash, index - split, count - split, rest)?))
-        }
-    }
-    index < count && walk(leaf, index, count, proof).is_some_and(|r| &r == root)
-}
-
-/// The leaf hash of each entry of a statement.
-pub fn leaves(payload: &StatementPayload) -> Vec<[u8; 32]> {
-    payload.entries.iter().map(leaf).collect()
-}
-
 /// Builds and signs a statement over `inputs`. Every input is checked first
 /// ([`EntryInput::check`]): an unconserved entry is an `Invariant` error and nothing is
 /// signed. An entry whose gross is 0 has no payouts; its gross is committed with blinding
@@ -688,110 +616,6 @@ fn verify_envelope(
     Ok(Verified { hash: statement_hash(bytes), payload, signer: operator.id() })
 }
 
-/// The operator's keys over a ledger's life (settlement.md §4.5): the key a verifier holds,
-/// then each successor that a rotation statement signed by the key before it endorses.
-/// Statement `n + 1` may be signed by the key of statement `n` or a later one, never an
-/// earlier one: once a successor signs, its predecessors have retired.
-#[derive(Debug, Clone)]
-pub struct OperatorKeys {
-    lineage: Vec<PublicKey>,
-}
-
-impl OperatorKeys {
-    /// A line of one key: no rotation.
-    pub fn new(root: PublicKey) -> Self {
-        Self { lineage: vec![root] }
-    }
-
-    /// Follows `rotations`, given in any order, from `root`. Each must verify under a key of
-    /// the line and endorse a key not yet in it; two endorsed by one key (a fork) and one
-    /// no key of the line signed are refused (`rotation-invalid`). Rotations leading up to
-    /// `root` itself are passed over: a verifier holding a later key trusts only that key
-    /// and its successors.
-    pub fn follow(root: PublicKey, rotations: &[RotationStatement]) -> Result<Self, StatementError> {
-        let refuse = |reason: String| StatementError::Rotation { reason };
-        let mut left: Vec<&RotationStatement> = rotations.iter().collect();
-        let mut lineage = vec![root];
-        loop {
-            let current = lineage.last().map(PublicKey::id);
-            let Some(at) = left.iter().position(|r| Some(r.signer()) == current) else { break };
-            let rotation = left.swap_remove(at);
-            let signer = lineage.last().ok_or_else(|| refuse("no key".into()))?;
-            let endorsed = rotation.verify(signer).map_err(|e| refuse(e.to_string()))?;
-            if lineage.iter().any(|k| k.id() == endorsed.new_key.id()) {
-                return Err(refuse(format!(
-                    "it endorses {}, which is already in the operator's line of keys",
-                    endorsed.new_key.id()
-                )));
-            }
-            lineage.push(endorsed.new_key);
-        }
-        // Rotations that lead up to the root (a verifier holding a later key) are passed
-        // over: the keys before the root are not trusted, so what they signed does not verify.
-        let mut before = lineage[0].id();
-        while let Some(at) = left.iter().position(|r| r.claims().is_ok_and(|c| c.new_key.id() == before)) {
-            before = left.swap_remove(at).signer();
-        }
-        if let Some(rotation) = left.first() {
-            let known = |id: KeyId| lineage.iter().any(|k| k.id() == id);
-            return Err(refuse(match left.iter().find(|r| known(r.signer())) {
-                Some(fork) => {
-                    format!("key {} endorses two successors (a fork); a key hands over once", fork.signer())
-                }
-                None => format!(
-                    "signed by {}, which is neither the operator's key {} nor a successor it endorsed",
-                    rotation.signer(),
-                    lineage[0].id()
-                ),
-            }));
-        }
-        Ok(Self { lineage })
-    }
-
-    /// The key the verifier was given.
-    pub fn root(&self) -> &PublicKey {
-        &self.lineage[0]
-    }
-
-    /// Every key, oldest first.
-    pub fn lineage(&self) -> &[PublicKey] {
-        &self.lineage
-    }
-
-    /// Verifies a statement under whichever key of the line signed it (§4.3 step 1 with
-    /// the line for the one key). A key outside the line is `statement-invalid`.
-    pub fn verify(&self, bytes: &[u8]) -> Result<Verified, StatementError> {
-        let envelope = parse_envelope(bytes)?;
-        let key = self.lineage.iter().find(|k| k.id() == envelope.key_id()).unwrap_or(&self.lineage[0]);
-        verify_envelope(&envelope, bytes, key)
-    }
-
-    /// Checks that `statements` form one chain (`verify_chain`) whose signers never step
-    /// back along the line (`statement-chain`).
-    pub fn verify_chain(&self, statements: &mut [Verified]) -> Result<(), StatementError> {
-        statements.sort_by_key(|s| s.payload.seq);
-        for pair in statements.windows(2) {
-            self.check_link(&pair[0].link(), &pair[1])?;
-        }
-        Ok(())
-    }
-
-    /// [`check_link`], and that `b`'s signer is not a key `a`'s signer succeeded.
-    pub fn check_link(&self, a: &Link, b: &Verified) -> Result<(), StatementError> {
-        check_link(a, b)?;
-        let position = |id: &KeyId| self.lineage.iter().position(|k| k.id() == *id);
-        if position(&b.signer) < position(&a.signer) {
-            return Err(StatementError::Chain {
-                reason: format!(
-                    "statement {} is signed by key {}, which statement {} shows was already succeeded",
-                    b.payload.seq, b.signer, a.seq
-                ),
-            });
-        }
-        Ok(())
-    }
-}
-
 /// The number a statement claims, read without verifying anything: for putting files in
 /// order before they are verified one at a time. `None` when it cannot be read.
 pub fn claimed_seq(bytes: &[u8]) -> Option<u64> {
@@ -885,98 +709,6 @@ pub fn check_link(a: &Link, b: &Verified) -> Result<(), StatementError> {
         });
     }
     Ok(())
-}
-
-/// One payout a party's openings proved, with the entry's gross.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct OpenedPayout {
-    /// Entry index.
-    pub entry: u32,
-    /// The party's payout, micro-units.
-    pub amount: Micros,
-    /// The entry's gross, micro-units.
-    pub gross: Micros,
-}
-
-/// Checks a party's openings against a verified statement (settlement.md §4.3): for every
-/// entry the index lists for the party, exactly one opening of its payout and one of the
-/// entry's gross, each opening its commitment, and the payout no larger than the gross.
-pub fn check_openings(
-    statement: &Verified,
-    file: &OpeningsFile,
-) -> Result<Vec<OpenedPayout>, StatementError> {
-    let payload = &statement.payload;
-    if file.v != 1 {
-        return Err(StatementError::OpeningsInvalid {
-            reason: format!("unsupported openings file version {} (v must be 1)", file.v),
-        });
-    }
-    if file.ledger != payload.ledger {
-        return Err(StatementError::OpeningsInvalid {
-            reason: format!("they are for another ledger than statement {}'s", payload.seq),
-        });
-    }
-    if file.seq != payload.seq {
-        return Err(StatementError::OpeningsInvalid {
-            reason: format!("they are for statement {}, not statement {}", file.seq, payload.seq),
-        });
-    }
-    // Every entry the index lists for the party must be opened, exactly once, with its
-    // gross: an opening withheld could hide a "negative" payout, and the gross lets the
-    // party check its share of it (§4.4).
-    let listed = payload.parties.get(&file.party).map_or(&[][..], Vec::as_slice);
-    for wanted in [Some(file.party.as_str()), None] {
-        let mut opened: Vec<u32> =
-            file.openings.iter().filter(|o| o.party.as_deref() == wanted).map(|o| o.entry).collect();
-        opened.sort_unstable();
-        if opened != listed {
-            let entry = listed
-                .iter()
-                .chain(opened.iter())
-                .find(|e| opened.iter().filter(|o| o == e).count() != 1 || !listed.contains(e))
-                .copied()
-                .unwrap_or(0);
-            return Err(StatementError::OpeningMissing {
-                seq: payload.seq,
-                entry,
-                party: file.party.clone(),
-            });
-        }
-    }
-    let mut grosses = BTreeMap::new();
-    let mut payouts = Vec::new();
-    for opening in &file.openings {
-        let fail =
-            || StatementError::Opening { seq: payload.seq, entry: opening.entry, party: file.party.clone() };
-        let entry = payload.entries.get(opening.entry as usize).ok_or_else(fail)?;
-        let commitment = match &opening.party {
-            None => &entry.gross,
-            Some(party) if *party == file.party => {
-                &entry.payouts.iter().find(|p| p.party == *party).ok_or_else(fail)?.commitment
-            }
-            Some(_) => return Err(fail()),
-        };
-        let blinding = scalar(&opening.blinding).ok_or_else(fail)?;
-        if commit(opening.amount.0, &blinding).compress().as_bytes()[..] != commitment[..] {
-            return Err(fail());
-        }
-        match opening.party {
-            None => {
-                grosses.insert(opening.entry, opening.amount);
-            }
-            Some(_) => payouts.push((opening.entry, opening.amount)),
-        }
-    }
-    payouts
-        .into_iter()
-        .map(|(entry, amount)| {
-            let gross = grosses.get(&entry).copied().unwrap_or_default();
-            if amount > gross {
-                return Err(StatementError::Opening { seq: payload.seq, entry, party: file.party.clone() });
-            }
-            Ok(OpenedPayout { entry, amount, gross })
-        })
-        .collect()
 }
 
 #[cfg(test)]
