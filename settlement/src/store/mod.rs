@@ -63,6 +63,7 @@ macro_rules! forward_reader {
 }
 
 mod memory;
+mod schema;
 mod sql;
 
 pub(crate) use memory::MEMORY;
