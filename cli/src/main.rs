@@ -102,7 +102,7 @@ enum Command {
     Statement(cmd::statement::StatementCommand),
     /// Zero-knowledge proofs of a party's revenue: a total, or a lower bound.
     #[command(subcommand)]
-    Proof(cmd::audit::ProofCommand),
+    Proof(cmd::proof::ProofCommand),
     /// Check statements and proofs with public files only.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
@@ -248,7 +248,7 @@ fn main() -> ExitCode {
         Command::Settle(c) => cmd::settle::run(c, &ui),
         Command::Ledger(c) => cmd::ledger::run(c, &ui),
         Command::Statement(c) => cmd::statement::run(c, &ui),
-        Command::Proof(c) => cmd::audit::run_proof(c, &ui),
+        Command::Proof(c) => cmd::proof::run_proof(c, &ui),
         Command::Audit(c) => cmd::audit::run_audit(c, &ui),
         Command::Payout(c) => cmd::payout::run(c, &ui),
         Command::Dispute(c) => cmd::dispute::run(c, &ui),

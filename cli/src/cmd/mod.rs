@@ -17,6 +17,8 @@ pub mod online;
 pub mod operator;
 pub mod package;
 pub mod payout;
+pub mod proof;
+pub mod published;
 pub mod registry;
 pub mod settle;
 pub mod statement;
