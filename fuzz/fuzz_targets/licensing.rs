@@ -49,6 +49,7 @@ fn fixture() -> &'static std::sync::Mutex<Fixture> {
             unit: "month".into(),
             features: vec![],
             seats: None,
+            terms: None,
         };
         issuer.add_offer(&offer, &[escx::sig::KeyId([1; 16])], T0).unwrap();
         let signing =

@@ -9,7 +9,7 @@ use escx_manifest::resolve::Resolution;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::client::ClientTrust;
+use super::registry_trust::ClientTrust;
 use crate::output::Ui;
 
 /// Arguments shared by resolve, tree and install.

@@ -330,7 +330,7 @@ fn issuer_epoch(args: EpochArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Res
 }
 
 fn issuer_register_package(args: RegisterArgs, ui: &Ui, now: escx::UnixSeconds) -> anyhow::Result<()> {
-    let policy = escx::policy::TrustPolicy::from_keys(super::client::read_public_keys(&args.pubkey)?);
+    let policy = escx::policy::TrustPolicy::from_keys(super::registry_trust::read_public_keys(&args.pubkey)?);
     let issuer = open_issuer(&args.dir)?;
     let registration = issuer
         .register_package(&args.package, &policy, now)

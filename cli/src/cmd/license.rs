@@ -175,8 +175,8 @@ impl PublishedCheck {
         now: escx::UnixSeconds,
     ) -> anyhow::Result<Option<(u64, [u8; 32])>> {
         let Some(registry) = &self.registry else { return Ok(None) };
-        let policy = super::client::registry_policy(&self.registry_key)?;
-        let state = super::client::state_dir(self.state_dir.as_deref());
+        let policy = super::registry_trust::registry_policy(&self.registry_key)?;
+        let state = super::registry_trust::state_dir(self.state_dir.as_deref());
         let trusted = escx_manifest::client::load_index(registry, &policy, &state, now)?;
         let listed =
             trusted.index.issuer(issuer).ok_or_else(|| escx_licensing::Error::BundleUnpublished {
@@ -757,7 +757,7 @@ fn license_check_proof(args: CheckProofArgs, ui: &Ui, now: escx::UnixSeconds) ->
     };
     let license =
         verify::check_proof(&read(&args.proof)?, &check).with_context(|| args.proof.display().to_string())?;
-    let state = super::client::state_dir(args.state_dir.as_deref());
+    let state = super::registry_trust::state_dir(args.state_dir.as_deref());
     verify::ChallengeLog::open(&state.path().join("challenges"))?.record(&challenge)?;
     let id = hex::encode(&license.license_id);
     ui.emit(

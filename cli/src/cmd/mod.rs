@@ -1,7 +1,6 @@
 //! One module per noun.
 
 pub mod audit;
-pub mod client;
 pub mod common;
 pub mod config;
 pub mod deps;
@@ -20,6 +19,7 @@ pub mod payout;
 pub mod proof;
 pub mod published;
 pub mod registry;
+pub mod registry_trust;
 pub mod settle;
 pub mod statement;
 

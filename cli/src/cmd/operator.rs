@@ -286,7 +286,7 @@ fn operator_init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
 
 fn operator_package(args: PackageArgs, ui: &Ui) -> anyhow::Result<()> {
     let now = super::at_or_now(args.at.as_deref())?;
-    let policy = escx::policy::TrustPolicy::from_keys(super::client::read_public_keys(&args.pubkey)?);
+    let policy = escx::policy::TrustPolicy::from_keys(super::registry_trust::read_public_keys(&args.pubkey)?);
     let terms = open(&args.dir)?
         .add_package(&args.package, &policy, now)
         .with_context(|| args.package.display().to_string())?;

@@ -12,7 +12,7 @@ use escx_manifest::registry::{self, DEFAULT_EXPIRY_SECS, Registry};
 use semver::Version;
 use serde::Serialize;
 
-use super::client::ClientTrust;
+use super::registry_trust::ClientTrust;
 use crate::failure::{self, UsageError};
 use crate::output::Ui;
 use crate::secrets;
@@ -234,7 +234,7 @@ fn publisher_policy(args: &PublishArgs) -> anyhow::Result<TrustPolicy> {
         return TrustPolicy::load(path).map_err(failure::at(path));
     }
     if !args.pubkey.is_empty() {
-        return Ok(TrustPolicy::from_keys(super::client::read_public_keys(&args.pubkey)?));
+        return Ok(TrustPolicy::from_keys(super::registry_trust::read_public_keys(&args.pubkey)?));
     }
     let path = args.dir.join(PUBLISHERS_FILE);
     if !path.exists() {
@@ -315,7 +315,7 @@ fn search(args: SearchArgs, ui: &Ui) -> anyhow::Result<()> {
         })?;
         (index, false)
     } else {
-        let policy = super::client::registry_policy(&args.registry_key)?;
+        let policy = super::registry_trust::registry_policy(&args.registry_key)?;
         let state = client::StateDir::default_location();
         (client::load_index(&args.dir, &policy, &state, escx::now_unix())?.index, true)
     };
