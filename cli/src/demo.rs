@@ -173,8 +173,8 @@ struct StepResult {
 }
 
 /// The demo's package, as the licensing APIs take it.
-fn thermal() -> anyhow::Result<escx::manifest::PackageName> {
-    Ok(escx::manifest::PackageName::parse("demo/thermal")?)
+fn thermal() -> anyhow::Result<escx::header::PackageName> {
+    Ok(escx::header::PackageName::parse("demo/thermal")?)
 }
 
 const STEPS: &[Step] = &[

@@ -95,7 +95,7 @@ fn main() {
         stored
     };
     let key_section = {
-        let header = escx::manifest::ManifestHeader::parse(MANIFEST.as_bytes()).unwrap();
+        let header = escx::header::ManifestHeader::parse(MANIFEST.as_bytes()).unwrap();
         let binding = escx::content::ContentBinding {
             name: header.package.name.clone(),
             version: header.package.version.to_string(),

@@ -44,7 +44,7 @@ const SEALED_KEY_BYTES_MAX: usize = 8 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentBinding {
     /// Package name.
-    pub name: crate::manifest::PackageName,
+    pub name: crate::header::PackageName,
     /// Package version.
     pub version: String,
     /// BLAKE3 of the payload section's stored (encrypted) bytes, as in the table.

@@ -21,8 +21,8 @@ use crate::container::{PackageReader, SIGNATURES_MAX, SectionEntry, SectionType,
 use crate::container::{SectionSource, append_signature, write_package};
 use crate::content::ContentKey;
 use crate::hash::HASH_BYTES;
+use crate::header::{ManifestHeader, PackageId};
 use crate::kem::KemPublicKey;
-use crate::manifest::{ManifestHeader, PackageId};
 use crate::progress::{NoProgress, Progress};
 use crate::sig::{KeyId, SecretKey};
 use crate::{Error, FormatError, UnixSeconds};

@@ -181,7 +181,7 @@ impl TrustPolicy {
         let fail = |span: Option<std::ops::Range<usize>>, reason: String| {
             let reason = match span {
                 Some(span) => {
-                    let (line, col) = crate::manifest::line_col(text, span.start);
+                    let (line, col) = crate::header::line_col(text, span.start);
                     format!("line {line}, column {col}: {reason}")
                 }
                 None => reason,

@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::container::{PackageReader, SectionCheck, SectionType};
 use crate::content::ContentKey;
 use crate::hash::HASH_BYTES;
-use crate::manifest::PackageId;
+use crate::header::PackageId;
 use crate::policy::{Decision, TrustPolicy};
 use crate::progress::{NoProgress, Progress};
 use crate::sig::{KeyId, SigningContext};

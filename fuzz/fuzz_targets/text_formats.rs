@@ -5,7 +5,7 @@ use std::path::Path;
 
 use escx::envelope::Envelope;
 use escx::keyfile;
-use escx::manifest::ManifestHeader;
+use escx::header::ManifestHeader;
 use escx::policy::TrustPolicy;
 use escx::rotation::RotationStatement;
 use libfuzzer_sys::fuzz_target;

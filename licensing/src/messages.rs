@@ -3,8 +3,8 @@
 
 use escx::UnixSeconds;
 use escx::envelope::Envelope;
+use escx::header::PackageName;
 use escx::kem::KemPublicKey;
-use escx::manifest::PackageName;
 use escx::sig::{KeyId, PublicKey, SecretKey, SigningContext};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;

@@ -10,7 +10,7 @@
 //! This module is a thin typed layer over the `voprf` crate: fixed sizes, byte encodings,
 //! and the canonical public-info encoding.
 
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use rand_core::OsRng;
 use voprf::{BlindedElement, EvaluationElement, PoprfClient, PoprfServer, Proof, Ristretto255};
 use zeroize::Zeroizing;

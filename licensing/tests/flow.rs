@@ -650,7 +650,7 @@ mod content_key_attacks {
         let mut stored = Vec::new();
         escx::content::encrypt(key, &tar[..], &mut stored).unwrap();
         let section = section.unwrap_or_else(|| {
-            let header = escx::manifest::ManifestHeader::parse(manifest.as_bytes()).unwrap();
+            let header = escx::header::ManifestHeader::parse(manifest.as_bytes()).unwrap();
             let binding = ContentBinding {
                 name: header.package.name.clone(),
                 version: header.package.version.to_string(),

@@ -67,7 +67,7 @@ fn name(prefix: &str, n: u8) -> String {
     format!("{prefix}{n}")
 }
 
-fn package(n: u8) -> escx::manifest::PackageName {
+fn package(n: u8) -> escx::header::PackageName {
     name("pkg", n).parse().unwrap()
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use escx::envelope::MultiEnvelope;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx::sig::{KeyId, SecretKey, SigningContext};
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -188,7 +188,7 @@ impl Index {
             let mut previous: Option<Version> = None;
             for entry in &package.versions {
                 let at = format!("{}@{}", package.name, entry.version);
-                let version = escx::manifest::parse_version(&entry.version)
+                let version = escx::header::parse_version(&entry.version)
                     .map_err(|e| format!("{at}: bad version: {e}"))?;
                 if previous.as_ref().is_some_and(|p| *p >= version) {
                     return Err(format!("{at}: versions not in ascending order or repeated"));

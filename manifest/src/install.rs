@@ -6,7 +6,7 @@ use escx::UnixSeconds;
 use std::path::{Path, PathBuf};
 
 use escx::content::ContentKey;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx::policy::TrustPolicy;
 use semver::Version;
 use serde::Serialize;

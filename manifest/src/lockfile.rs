@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
@@ -109,7 +109,7 @@ impl Lockfile {
         }
         let mut packages = Vec::new();
         for locked in raw.package {
-            let version = escx::manifest::parse_version(&locked.version)
+            let version = escx::header::parse_version(&locked.version)
                 .map_err(|e| invalid(format!("{}: bad version {:?}: {e}", locked.name, locked.version)))?;
             if locked.blake3.len() != 64 || !locked.blake3.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid(format!("{} {version}: blake3 must be 64 hex digits", locked.name)));

@@ -9,7 +9,7 @@ use escx::UnixSeconds;
 use std::path::{Path, PathBuf};
 
 use escx::fsutil;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx::policy::TrustPolicy;
 use escx::sig::{KeyId, SecretKey, SigningContext};
 use escx::verify::{self, VerifyOptions};

@@ -31,7 +31,7 @@ impl Requirement {
     /// Parses and checks a requirement.
     pub fn parse(text: &str) -> Result<Self, String> {
         // The semver crate accepts and then ignores build metadata in requirements; escx
-        // versions have none (escx::manifest::parse_version), so it can only mislead.
+        // versions have none (escx::header::parse_version), so it can only mislead.
         if text.contains('+') {
             return Err(format!("{text:?} has build metadata (\"+...\"), which requirements cannot match"));
         }

@@ -22,7 +22,7 @@ use rustc_hash::FxHashMap;
 use semver::Version;
 use version_ranges::Ranges;
 
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 
 use crate::Error;
 use crate::index::{Index, IndexVersion};

@@ -14,7 +14,7 @@ pub mod operator;
 pub mod store;
 
 use escx::UnixSeconds;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use std::sync::OnceLock;
 
 use curve25519_dalek::ristretto::RistrettoPoint;

@@ -671,7 +671,7 @@ fn cohorts_are_noised_every_decision_spends_and_the_budget_stops_releases() {
     assert!(operator.ingest(&files[..5], now).unwrap().iter().all(|r| matches!(r.outcome, Outcome::Stored)));
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let window = (day, day + 86_400);
-    let package: escx::manifest::PackageName = "acme/thermal".parse().unwrap();
+    let package: escx::header::PackageName = "acme/thermal".parse().unwrap();
     for left in [750_000, 500_000, 250_000, 0] {
         let result = operator.aggregate(&package, window, 100, None, &mut rng, now).unwrap();
         assert_eq!(
@@ -735,7 +735,7 @@ fn a_unit_used_by_one_holder_is_not_released_behind_a_crowd() {
         .collect();
     assert!(operator.ingest(&files, now).unwrap().iter().all(|r| matches!(r.outcome, Outcome::Stored)));
     let mut rng = ChaCha20Rng::seed_from_u64(5);
-    let package: escx::manifest::PackageName = "acme/thermal".parse().unwrap();
+    let package: escx::header::PackageName = "acme/thermal".parse().unwrap();
     let Aggregate::Released(release) =
         operator.aggregate(&package, (day, day + 86_400), 100, Some(500_000), &mut rng, now).unwrap()
     else {
@@ -1694,7 +1694,7 @@ fn package_terms_are_versioned_and_licenses_keep_theirs() {
 
     // The day's window: 1.2.0's ε = 1.0 was in force for its first hours, so that is all
     // it ever releases.
-    let package: escx::manifest::PackageName = "acme/thermal".parse().unwrap();
+    let package: escx::header::PackageName = "acme/thermal".parse().unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let Aggregate::Released(release) =
         operator.aggregate(&package, (day, day + 86_400), 100, None, &mut rng, now).unwrap()

@@ -1,7 +1,7 @@
 //! Billing events (spec: settlement.md §1): what the ledger settles.
 
 use escx::UnixSeconds;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use std::path::Path;
 
 use escx_licensing::issuer::Sale;

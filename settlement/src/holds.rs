@@ -5,7 +5,7 @@
 
 use crate::store::{HoldState, RecordKind, SettlementState};
 use escx::UnixSeconds;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx_manifest::Micros;
 use serde::Serialize;
 

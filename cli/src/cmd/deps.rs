@@ -1,6 +1,6 @@
 //! `escx resolve`, `escx tree`, `escx install`.
 
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use std::path::{Path, PathBuf};
 
 use clap::Args;

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use escx::header::PackageName;
 use escx::keyfile::{Argon2Params, Protection};
-use escx::manifest::PackageName;
 use escx_licensing::issuer::{Issuer, SqlIssuerStore};
 use escx_licensing::messages::{SealedRedeemRequest, TokenRequest};
 use serde::Serialize;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx_licensing::messages::{ReceiveKey, SealedLicense, SealedTransfer, TokenResponse};
 use escx_licensing::verify;
 use escx_licensing::wallet::Wallet;

@@ -88,7 +88,7 @@ fn init(args: InitArgs, ui: &Ui) -> anyhow::Result<()> {
                 .collect()
         }
     };
-    let name = escx::manifest::PackageName::parse(name).map_err(|e| match given {
+    let name = escx::header::PackageName::parse(name).map_err(|e| match given {
         true => UsageError(format!("--name: package name {e}")),
         false => UsageError(format!("package name {e} (made from the directory's name); pass --name")),
     })?;

@@ -1,6 +1,6 @@
 //! `escx meter`: the customer-side meter (spec/metering.md §2–§5).
 
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

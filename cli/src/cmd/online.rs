@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx_licensing::messages::{BundleChain, SealedLicense, TokenRequest, TokenResponse};
 use escx_licensing::wallet::Wallet;
 use serde::Serialize;

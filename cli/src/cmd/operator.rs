@@ -1,7 +1,7 @@
 //! `escx operator`: the operator's metering store (spec/metering.md §6–§7, privacy.md).
 
 use escx::Fault as _;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -571,7 +571,7 @@ struct PackageRef<'a> {
 }
 
 impl<'a> PackageRef<'a> {
-    fn of(id: &'a escx::manifest::PackageId) -> Self {
+    fn of(id: &'a escx::header::PackageId) -> Self {
         Self { name: &id.name, version: id.version.to_string() }
     }
 }

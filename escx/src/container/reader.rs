@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::archive::{self, ArchiveSummary, CheckOnly};
 use crate::content::{ContentKey, ContentKeySection};
 use crate::hash::{self, HASH_BYTES, HashingReader};
-use crate::manifest::{ManifestHeader, PackageId};
+use crate::header::{ManifestHeader, PackageId};
 use crate::progress::Progress;
 use crate::{Error, FormatError};
 

@@ -37,7 +37,7 @@ pub(crate) enum SectionSource<'a> {
     ContentKey {
         key: &'a ContentKey,
         issuer: &'a KemPublicKey,
-        name: &'a crate::manifest::PackageName,
+        name: &'a crate::header::PackageName,
         version: &'a str,
     },
 }

@@ -5,7 +5,7 @@ use escx::UnixSeconds;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx::sig::KeyId;
 use serde_bytes::ByteBuf;
 

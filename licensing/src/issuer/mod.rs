@@ -12,7 +12,7 @@
 //! never saw blinded, and licenses name only fresh holder keys.
 
 use escx::UnixSeconds;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx_manifest::Micros;
 use std::path::{Path, PathBuf};
 

@@ -8,7 +8,7 @@
 //! gets `token-spent` (or, for the same redemption, the stored answer).
 
 use escx::UnixSeconds;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx::sig::KeyId;
 use escx_manifest::Micros;
 use escx_store::{Arg, Db, Location, Mark, Migrations, Mode, Row, Schema, Sql, Tx};

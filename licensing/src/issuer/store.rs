@@ -12,7 +12,7 @@
 //! has no token data, and a spent token is a hash of an input the issuer never saw blinded.
 
 use escx::UnixSeconds;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx::sig::KeyId;
 use zeroize::Zeroizing;
 

@@ -14,7 +14,7 @@ use escx::UnixSeconds;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use semver::Version;
 use toml::Spanned;
 
@@ -326,7 +326,7 @@ impl Manifest {
     /// have the manifest's shape (an unknown table or key, a value of the wrong type) gets
     /// one diagnostic per such problem, not only the first (manifest.md §9).
     pub fn parse(text: &str, file: &Path) -> Result<Self, Diagnostics> {
-        if let Err(message) = escx::manifest::manifest_text(text.as_bytes()) {
+        if let Err(message) = escx::header::manifest_text(text.as_bytes()) {
             return Err(Diagnostics(vec![diagnostic::Diagnostic {
                 file: file.to_path_buf(),
                 line: 1,

@@ -28,7 +28,7 @@ pub(super) fn validate_package(raw: S<RawPackage>, c: &mut Collector<'_>) -> Opt
         }
     };
     let version = match raw.version {
-        Some(version) => match escx::manifest::parse_version(version.get_ref()) {
+        Some(version) => match escx::header::parse_version(version.get_ref()) {
             Ok(v) => Some(v),
             Err(e) => {
                 c.error(

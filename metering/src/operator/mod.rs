@@ -11,7 +11,7 @@
 //! visible once per license and period, at the close.
 
 use escx::UnixSeconds;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx_licensing::LicenseCheck;
 use escx_manifest::Micros;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

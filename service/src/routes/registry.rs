@@ -89,8 +89,8 @@ pub(crate) async fn registry_package(
     let missing = || ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such package file");
     let (name, version) = rest.strip_suffix(".escx").and_then(|p| p.rsplit_once('/')).ok_or_else(missing)?;
     // Only a valid name and version make a path (registry.md §1).
-    let name = escx::manifest::PackageName::parse(name).map_err(|_| missing())?;
-    let version = escx::manifest::parse_version(version).map_err(|_| missing())?.to_string();
+    let name = escx::header::PackageName::parse(name).map_err(|_| missing())?;
+    let version = escx::header::parse_version(version).map_err(|_| missing())?.to_string();
     let (real, tag, len) = blocking(move || {
         let root = registry_root(&service)?;
         let real = file_inside(root, &escx_manifest::index::package_path(root, name.as_str(), &version))?;

@@ -9,7 +9,7 @@
 
 use crate::store::{HoldState, RecordKind, SettlementState};
 use escx::UnixSeconds;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 

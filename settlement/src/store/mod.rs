@@ -12,7 +12,7 @@
 //! [`Error::Store`], and the engine runs the transaction again.
 
 use escx::UnixSeconds;
-use escx::manifest::PackageName;
+use escx::header::PackageName;
 use escx_manifest::Micros;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

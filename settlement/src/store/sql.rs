@@ -148,7 +148,7 @@ fn settlement_row(r: &Row) -> Result<SettlementRecord, Error> {
         event_id: text(r, 1)?,
         content: r.bytes(2)?.to_vec(),
         kind: r.parsed(3, RecordKind::parse)?,
-        package: r.parsed(4, |name| escx::manifest::PackageName::parse(name).ok())?,
+        package: r.parsed(4, |name| escx::header::PackageName::parse(name).ok())?,
         tier: text(r, 5)?,
         gross: micros(r, 6)?,
         currency: text(r, 7)?,
@@ -435,7 +435,7 @@ impl<S: Sql> Q<'_, S> {
                     currency: text(r, 5)?,
                     amount: r.int(6)?,
                     event: text(r, 7)?,
-                    package: r.parsed(8, |name| escx::manifest::PackageName::parse(name).ok())?,
+                    package: r.parsed(8, |name| escx::header::PackageName::parse(name).ok())?,
                     state: r.parsed(9, SettlementState::parse)?,
                 })
             },

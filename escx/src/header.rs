@@ -1,4 +1,6 @@
-//! The container's minimal view of `manifest.toml` (spec: escx-format.md §6.1).
+//! The container's minimal view of `manifest.toml`, its header (spec: escx-format.md
+//! §6.1): package name and version. (Named `header`, not `manifest`, so that it is not
+//! taken for the `escx-manifest` crate, which owns the full schema.)
 //!
 //! The container needs only the package's name and version (for trust-policy scopes and
 //! for `inspect`) and, when packing, the `[include]` globs. The full schema and its
