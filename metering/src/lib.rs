@@ -184,14 +184,6 @@ impl Error {
     pub(crate) fn stored(reason: impl Into<String>) -> Self {
         Self::Licensing(escx_licensing::Error::stored(reason))
     }
-
-    /// The rule that refused, if a rule did.
-    pub fn refusal(&self) -> Option<Refusal> {
-        match self {
-            Self::Refused { refusal, .. } => Some(*refusal),
-            Self::Licensing(_) => None,
-        }
-    }
 }
 
 impl escx_store::Retryable for Error {
